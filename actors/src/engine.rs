@@ -1,0 +1,607 @@
+//! The `Engine`: the facade the HTTP layer, the benchmarks and the tests use. It owns the
+//! actix shards, the registries, the journal, and the admission bounds, and runs sagas.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use rust_decimal::Decimal;
+use tally_engine::system_accounts;
+use tally_engine::wallet::WalletRejection;
+use tally_engine::{
+    Account, AccountCommand, AccountId, AccountKind, AccountRejection, CreateTransferRejection, Currency, ErrorCode,
+    ExecutionMode, PendingReason, Record, StatusAction, Transfer, TransferId, TransferKind, TransferRequest,
+    TransferStatus, TransferTypeSettings, TransitionRejection, UserId, Wallet, WalletId,
+};
+use tally_persistence::{Journal, JournalConfig, Store, StoreError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+use crate::clock::{Clock, IdSource, RandomIds, SystemClock};
+use crate::entity::ActorKind;
+use crate::faults::FaultInjector;
+use crate::health::{HealthReport, KindStats};
+use crate::registry::{CallError, Registry, Unavailable};
+use crate::saga::{self, Intent};
+use crate::shards::Shards;
+pub use crate::shared::ActorConfig;
+use crate::shared::Shared;
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub actors: ActorConfig,
+    pub journal: JournalConfig,
+    /// Sagas running at once. Each may append up to six records after admission, so the
+    /// journal's gap between admission and hard bound (200,000) covers 32,768 × 6.
+    pub sagas_in_flight_max: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { actors: ActorConfig::default(), journal: JournalConfig::default(), sagas_in_flight_max: 32_768 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("threads: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("journal stopped during start-up")]
+    Journal,
+}
+
+/// Why a transfer, or an action on one, did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransferError {
+    #[error("rejected: {0}")]
+    Rejected(CreateTransferRejection),
+    #[error("{0}")]
+    Transition(TransitionRejection),
+    /// A transfer with this id is already running.
+    #[error("a transfer with this id is in flight")]
+    Duplicate,
+    #[error("unavailable: {0:?}")]
+    Unavailable(Unavailable),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl TransferError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            TransferError::Rejected(rejection) => rejection.code(),
+            TransferError::Transition(rejection) => rejection.code(),
+            TransferError::Duplicate => ErrorCode::Conflict,
+            TransferError::Unavailable(Unavailable::Quarantined) => ErrorCode::Quarantined,
+            TransferError::Unavailable(_) => ErrorCode::Overloaded,
+            TransferError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Why an account or wallet operation did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    #[error("not found")]
+    NotFound,
+    #[error("rejected: {0}")]
+    Rejected(AccountRejection),
+    #[error("wallet rejected: {0}")]
+    WalletRejected(WalletRejection),
+    #[error("already exists")]
+    Conflict,
+    #[error("unavailable: {0:?}")]
+    Unavailable(Unavailable),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            EngineError::NotFound => ErrorCode::NotFound,
+            EngineError::Rejected(rejection) => rejection.code(),
+            EngineError::WalletRejected(rejection) => <Wallet as crate::entity::Entity>::rejection_code(rejection),
+            EngineError::Conflict => ErrorCode::Conflict,
+            EngineError::Unavailable(Unavailable::Quarantined) => ErrorCode::Quarantined,
+            EngineError::Unavailable(_) => ErrorCode::Overloaded,
+            EngineError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl<R> From<CallError<R>> for EngineError
+where
+    EngineError: From<R>,
+{
+    fn from(error: CallError<R>) -> Self {
+        match error {
+            CallError::NotFound => EngineError::NotFound,
+            CallError::Rejected(rejection) => EngineError::from(rejection),
+            CallError::Unavailable(unavailable) => EngineError::Unavailable(unavailable),
+        }
+    }
+}
+
+impl From<AccountRejection> for EngineError {
+    fn from(rejection: AccountRejection) -> Self {
+        EngineError::Rejected(rejection)
+    }
+}
+
+impl From<WalletRejection> for EngineError {
+    fn from(rejection: WalletRejection) -> Self {
+        EngineError::WalletRejected(rejection)
+    }
+}
+
+pub(crate) struct EngineInner {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) accounts: Arc<Registry<Account>>,
+    pub(crate) wallets: Arc<Registry<Wallet>>,
+    pub(crate) clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdSource>,
+    saga_permits: Arc<Semaphore>,
+    /// Transfers a saga is working on right now; a second saga for the same id is refused.
+    claims: DashMap<TransferId, ()>,
+    transfer_types: RwLock<HashMap<TransferKind, TransferTypeSettings>>,
+    pub(crate) shutting_down: AtomicBool,
+    pub(crate) sagas_completed: AtomicU64,
+    pub(crate) sagas_paused: AtomicU64,
+    pub(crate) sagas_failed: AtomicU64,
+    pub(crate) sagas_compensated: AtomicU64,
+}
+
+/// A cheap, clonable handle to a running engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+/// Removes a transfer's claim when the work on it ends, however it ends.
+struct Claim {
+    inner: Arc<EngineInner>,
+    id: TransferId,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.inner.claims.remove(&self.id);
+    }
+}
+
+impl Engine {
+    /// Starts the engine on `store` with the production clock and ids.
+    pub async fn start(store: Arc<dyn Store>, config: EngineConfig) -> Result<Engine, StartError> {
+        Engine::start_with(store, config, Arc::new(SystemClock), Arc::new(RandomIds)).await
+    }
+
+    /// Starts the engine with a given clock and id source (tests and simulations).
+    pub async fn start_with(
+        store: Arc<dyn Store>,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdSource>,
+    ) -> Result<Engine, StartError> {
+        let committed_seq = store.committed_seq().await?;
+        let journal = Journal::start(Arc::clone(&store), config.journal.clone(), committed_seq)?;
+        let shards = Shards::start(config.actors.shards)?;
+        let shared = Arc::new(Shared {
+            store,
+            journal,
+            shards,
+            faults: Arc::new(FaultInjector::default()),
+            stats: std::array::from_fn(|_| KindStats::default()),
+            config: config.actors.clone(),
+            started: Instant::now(),
+        });
+        let transfer_types = HashMap::from([
+            (TransferKind::Internal, TransferTypeSettings::internal_default()),
+            (TransferKind::External, TransferTypeSettings::external_default()),
+            (TransferKind::AdminCredit, TransferTypeSettings::adjustment_default()),
+            (TransferKind::AdminDebit, TransferTypeSettings::adjustment_default()),
+        ]);
+        let inner = Arc::new(EngineInner {
+            accounts: Registry::new(Arc::clone(&shared)),
+            wallets: Registry::new(Arc::clone(&shared)),
+            shared,
+            clock,
+            ids,
+            saga_permits: Arc::new(Semaphore::new(config.sagas_in_flight_max)),
+            claims: DashMap::new(),
+            transfer_types: RwLock::new(transfer_types),
+            shutting_down: AtomicBool::new(false),
+            sagas_completed: AtomicU64::new(0),
+            sagas_paused: AtomicU64::new(0),
+            sagas_failed: AtomicU64::new(0),
+            sagas_compensated: AtomicU64::new(0),
+        });
+        let engine = Engine { inner };
+        engine.ensure_system_accounts().await?;
+        engine.start_passivation_sweeper();
+        Ok(engine)
+    }
+
+    async fn ensure_system_accounts(&self) -> Result<(), StartError> {
+        let shared = &self.inner.shared;
+        let mut last_ack = None;
+        for account in system_accounts::all_system_accounts(self.inner.clock.now()) {
+            if shared.store.load_account(account.id).await?.is_none() {
+                let (_, ack) = shared
+                    .journal
+                    .append_acked(Record::AccountOpened(Box::new(account)))
+                    .map_err(|_| StartError::Journal)?;
+                last_ack = Some(ack);
+            }
+        }
+        if let Some(ack) = last_ack {
+            ack.wait().await.map_err(|_| StartError::Journal)?;
+        }
+        Ok(())
+    }
+
+    fn start_passivation_sweeper(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let interval = self.inner.shared.config.passivation_sweep_interval;
+        self.inner.shared.shards.spawn_on(&0_u8, async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.shutting_down.load(Ordering::Relaxed) {
+                    return;
+                }
+                inner.accounts.sweep_idle();
+                inner.wallets.sweep_idle();
+            }
+        });
+    }
+
+    pub fn now(&self) -> tally_engine::Timestamp {
+        self.inner.clock.now()
+    }
+
+    pub fn new_transfer_id(&self) -> TransferId {
+        TransferId::from_uuid(self.inner.ids.next_uuid())
+    }
+
+    pub fn faults(&self) -> &FaultInjector {
+        &self.inner.shared.faults
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.inner.shared.journal
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.shared.store
+    }
+
+    pub fn accounts(&self) -> &Arc<Registry<Account>> {
+        &self.inner.accounts
+    }
+
+    pub fn wallets(&self) -> &Arc<Registry<Wallet>> {
+        &self.inner.wallets
+    }
+
+    fn admit(&self) -> Result<(), Unavailable> {
+        if self.inner.shutting_down.load(Ordering::Relaxed) {
+            return Err(Unavailable::Overloaded);
+        }
+        self.inner.shared.journal.admit().map_err(|_| Unavailable::Overloaded)
+    }
+
+    // ---- accounts -------------------------------------------------------------------------
+
+    /// Opens a user account. Returns once the opening is durable.
+    pub async fn open_account(
+        &self,
+        owner: UserId,
+        currency: Currency,
+        credit_limit: Decimal,
+    ) -> Result<Account, EngineError> {
+        if credit_limit.is_sign_negative() {
+            return Err(EngineError::Rejected(AccountRejection::NegativeCreditLimit));
+        }
+        self.admit().map_err(EngineError::Unavailable)?;
+        let id = AccountId::from_uuid(self.inner.ids.next_uuid());
+        let account = Account::open(id, Some(owner), currency, AccountKind::User, credit_limit, self.inner.clock.now());
+        let journal = &self.inner.shared.journal;
+        let (_, ack) = journal
+            .append_acked(Record::AccountOpened(Box::new(account.clone())))
+            .map_err(|_| EngineError::Unavailable(Unavailable::Overloaded))?;
+        if !self.inner.accounts.insert_new(account.clone()) {
+            return Err(EngineError::Conflict);
+        }
+        ack.wait().await.map_err(|_| EngineError::Internal("journal stopped".to_owned()))?;
+        Ok(account)
+    }
+
+    /// The account as its actor sees it now.
+    pub async fn account(&self, id: AccountId) -> Result<Account, EngineError> {
+        Ok(self.inner.accounts.read(id).await?)
+    }
+
+    /// Blocks, unblocks or closes an account. Returns once the change is durable.
+    pub async fn set_account_status(&self, id: AccountId, action: StatusAction) -> Result<Account, EngineError> {
+        self.admit().map_err(EngineError::Unavailable)?;
+        self.inner.accounts.command(id, AccountCommand::SetStatus { action }).await?;
+        self.durable().await?;
+        self.account(id).await
+    }
+
+    pub async fn set_credit_limit(&self, id: AccountId, credit_limit: Decimal) -> Result<Account, EngineError> {
+        self.admit().map_err(EngineError::Unavailable)?;
+        self.inner.accounts.command(id, AccountCommand::SetCreditLimit { credit_limit }).await?;
+        self.durable().await?;
+        self.account(id).await
+    }
+
+    async fn durable(&self) -> Result<(), EngineError> {
+        self.inner
+            .shared
+            .journal
+            .barrier()
+            .wait()
+            .await
+            .map_err(|_| EngineError::Internal("journal stopped".to_owned()))
+    }
+
+    // ---- wallets --------------------------------------------------------------------------
+
+    pub async fn open_wallet(&self, owner: UserId) -> Result<Wallet, EngineError> {
+        self.admit().map_err(EngineError::Unavailable)?;
+        let wallet = Wallet::open(WalletId::from_uuid(self.inner.ids.next_uuid()), owner, self.inner.clock.now());
+        let (_, ack) = self
+            .inner
+            .shared
+            .journal
+            .append_acked(Record::WalletOpened(Box::new(wallet.clone())))
+            .map_err(|_| EngineError::Unavailable(Unavailable::Overloaded))?;
+        if !self.inner.wallets.insert_new(wallet.clone()) {
+            return Err(EngineError::Conflict);
+        }
+        ack.wait().await.map_err(|_| EngineError::Internal("journal stopped".to_owned()))?;
+        Ok(wallet)
+    }
+
+    pub async fn wallet(&self, id: WalletId) -> Result<Wallet, EngineError> {
+        Ok(self.inner.wallets.read(id).await?)
+    }
+
+    // ---- transfer types -------------------------------------------------------------------
+
+    pub fn transfer_type(&self, kind: TransferKind) -> TransferTypeSettings {
+        let types = self.inner.transfer_types.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        types.get(&kind).cloned().unwrap_or_else(TransferTypeSettings::internal_default)
+    }
+
+    pub fn set_transfer_type(&self, kind: TransferKind, settings: TransferTypeSettings) {
+        let mut types = self.inner.transfer_types.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        types.insert(kind, settings);
+    }
+
+    // ---- transfers ------------------------------------------------------------------------
+
+    /// Runs a transfer's saga. Answers once the outcome is durable: `completed`, or `pending`
+    /// for manual execution; a rejection if any check failed (the transfer is then recorded
+    /// `failed`, with every hold released).
+    pub async fn transfer(&self, request: TransferRequest) -> Result<Transfer, TransferError> {
+        let settings = self.transfer_type(request.kind);
+        let request = request.validate(&settings).map_err(TransferError::Rejected)?;
+        let stop_pending = (settings.execution_mode == ExecutionMode::Manual).then_some(PendingReason::ManualExecution);
+        self.admit().map_err(TransferError::Unavailable)?;
+        let permit = self.saga_permit()?;
+        let claim = self.claim(request.id)?;
+        let transfer = Transfer::start(request);
+        self.spawn_saga(transfer, Intent::Run { stop_pending }, permit, claim).await
+    }
+
+    /// An admin credit or debit of `account` against the settlement account of its currency.
+    pub async fn adjust(
+        &self,
+        kind: TransferKind,
+        account: AccountId,
+        amount: Decimal,
+        reference: Option<String>,
+        description: Option<String>,
+        initiated_by: Option<UserId>,
+    ) -> Result<Transfer, TransferError> {
+        let currency = match self.account(account).await {
+            Ok(account) => account.currency,
+            Err(EngineError::NotFound) => {
+                return Err(TransferError::Rejected(CreateTransferRejection::DestinationNotFound));
+            }
+            Err(EngineError::Unavailable(unavailable)) => return Err(TransferError::Unavailable(unavailable)),
+            Err(other) => return Err(TransferError::Internal(other.to_string())),
+        };
+        let settlement = system_accounts::settlement(currency);
+        let (source, destination) = match kind {
+            TransferKind::AdminCredit => (settlement, account),
+            TransferKind::AdminDebit => (account, settlement),
+            other => return Err(TransferError::Internal(format!("{other:?} is not an adjustment"))),
+        };
+        self.transfer(TransferRequest {
+            id: self.new_transfer_id(),
+            kind,
+            source,
+            destination,
+            amount,
+            currency,
+            fee: Decimal::ZERO,
+            reference,
+            description,
+            beneficiary: None,
+            initiated_by,
+            created_at: self.now(),
+        })
+        .await
+    }
+
+    /// An admin executes a pending transfer: the saga resumes at step 3.
+    pub async fn execute(&self, id: TransferId) -> Result<Transfer, TransferError> {
+        self.resume(id, Intent::Execute, false).await
+    }
+
+    /// An admin rejects a pending transfer: the hold is released.
+    pub async fn reject(&self, id: TransferId) -> Result<Transfer, TransferError> {
+        self.resume(id, Intent::Undo { outcome: TransferStatus::Rejected }, false).await
+    }
+
+    /// The owner or an admin cancels a pending transfer: the hold is released.
+    pub async fn cancel(&self, id: TransferId) -> Result<Transfer, TransferError> {
+        self.resume(id, Intent::Undo { outcome: TransferStatus::Cancelled }, true).await
+    }
+
+    async fn resume(&self, id: TransferId, intent: Intent, cancelling: bool) -> Result<Transfer, TransferError> {
+        self.admit().map_err(TransferError::Unavailable)?;
+        let not_pending = |status| {
+            TransferError::Transition(if cancelling {
+                TransitionRejection::NotCancellable { status }
+            } else {
+                TransitionRejection::NotPending { status }
+            })
+        };
+        // A saga already working on it means it is not pending (it is being executed,
+        // rejected or cancelled right now).
+        let claim = self.claim(id).map_err(|_| not_pending(TransferStatus::Processing))?;
+        let transfer = self
+            .load_transfer(id)
+            .await
+            .map_err(|error| TransferError::Internal(error.to_string()))?
+            .ok_or(TransferError::Transition(TransitionRejection::NotFound))?;
+        if transfer.status != TransferStatus::Pending {
+            return Err(not_pending(transfer.status));
+        }
+        let permit = self.saga_permit()?;
+        self.spawn_saga(transfer, intent, permit, claim).await
+    }
+
+    fn saga_permit(&self) -> Result<OwnedSemaphorePermit, TransferError> {
+        Arc::clone(&self.inner.saga_permits)
+            .try_acquire_owned()
+            .map_err(|_| TransferError::Unavailable(Unavailable::Overloaded))
+    }
+
+    fn claim(&self, id: TransferId) -> Result<Claim, TransferError> {
+        match self.inner.claims.entry(id) {
+            dashmap::Entry::Occupied(_) => Err(TransferError::Duplicate),
+            dashmap::Entry::Vacant(vacant) => {
+                vacant.insert(());
+                Ok(Claim { inner: Arc::clone(&self.inner), id })
+            }
+        }
+    }
+
+    async fn spawn_saga(
+        &self,
+        transfer: Transfer,
+        intent: Intent,
+        permit: OwnedSemaphorePermit,
+        claim: Claim,
+    ) -> Result<Transfer, TransferError> {
+        let (sender, receiver) = oneshot::channel();
+        let inner = Arc::clone(&self.inner);
+        let source = transfer.source;
+        let spawned = self.inner.shared.shards.spawn_on(&source, async move {
+            let result = saga::run(inner, transfer, intent).await;
+            drop(claim);
+            drop(permit);
+            // The caller may be gone (client disconnected); the saga's outcome stands.
+            let _ = sender.send(result);
+        });
+        if !spawned {
+            return Err(TransferError::Unavailable(Unavailable::Overloaded));
+        }
+        receiver.await.map_err(|_| TransferError::Internal("saga task ended without an answer".to_owned()))?
+    }
+
+    /// The transfer as last recorded: the store's copy, or a newer one still in the journal.
+    pub async fn load_transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
+        let shared = &self.inner.shared;
+        let pending = shared.journal.pending_since(0, |sequenced| match &sequenced.record {
+            Record::Transfer(transfer) if transfer.id == id => Some((sequenced.seq, (**transfer).clone())),
+            _ => None,
+        });
+        let stored = shared.store.load_transfer(id).await?;
+        let stored_seq = stored.as_ref().map_or(0, |loaded| loaded.seq);
+        let newest_pending = pending.into_iter().filter(|(seq, _)| *seq > stored_seq).next_back();
+        Ok(newest_pending.map(|(_, transfer)| transfer).or(stored.map(|loaded| loaded.value)))
+    }
+
+    // ---- operations -----------------------------------------------------------------------
+
+    pub fn health(&self, worst_max: usize) -> HealthReport {
+        let shared = &self.inner.shared;
+        let (account_depth, mut worst) = self.inner.accounts.survey(worst_max);
+        let (wallet_depth, worst_wallets) = self.inner.wallets.survey(worst_max);
+        worst.extend(worst_wallets);
+        worst.sort_by(|a, b| {
+            (b.quarantined, b.mailbox_depth, b.restarts).cmp(&(a.quarantined, a.mailbox_depth, a.restarts))
+        });
+        worst.truncate(worst_max);
+        let kinds = ActorKind::ALL
+            .into_iter()
+            .map(|kind| {
+                let mut health = shared.stats(kind).snapshot(kind);
+                health.mailbox_depth = match kind {
+                    ActorKind::Account => i64::try_from(account_depth).unwrap_or(i64::MAX),
+                    ActorKind::Wallet => i64::try_from(wallet_depth).unwrap_or(i64::MAX),
+                    ActorKind::Session | ActorKind::TransferSaga => 0,
+                };
+                health
+            })
+            .collect();
+        let journal = &shared.journal;
+        let stats = journal.stats();
+        HealthReport {
+            kinds,
+            sagas_in_flight: shared.stats(ActorKind::TransferSaga).active.load(Ordering::Relaxed).max(0) as u64,
+            sagas_completed: self.inner.sagas_completed.load(Ordering::Relaxed),
+            sagas_failed: self.inner.sagas_failed.load(Ordering::Relaxed),
+            sagas_compensated: self.inner.sagas_compensated.load(Ordering::Relaxed),
+            journal_depth: journal.depth(),
+            journal_committed_seq: stats.committed_seq.load(Ordering::Relaxed),
+            journal_durable_lag_micros: journal.durable_lag().as_micros() as u64,
+            journal_last_flush_micros: stats.last_flush_micros.load(Ordering::Relaxed),
+            journal_flush_errors: stats.flush_errors.load(Ordering::Relaxed),
+            worst,
+        }
+    }
+
+    /// Lifts an account actor's quarantine. Returns false if it was not quarantined.
+    pub fn release_account_quarantine(&self, id: AccountId) -> bool {
+        self.inner.accounts.release_quarantine(id)
+    }
+
+    /// Stops admitting work, waits (up to `grace`) for running sagas, makes every appended
+    /// record durable, and stops the actor threads.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        let total = u32::try_from(self.inner.saga_permits.available_permits()).unwrap_or(u32::MAX);
+        let in_flight = Arc::clone(&self.inner.saga_permits);
+        let all = tokio::time::timeout(grace, async move {
+            // Acquiring every permit means no saga is running.
+            loop {
+                if in_flight.available_permits() >= total as usize && in_flight.available_permits() > 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        let _ = all.await;
+        let journal = self.inner.shared.journal.clone();
+        let _ = tokio::task::spawn_blocking(move || journal.shutdown()).await;
+        let shared = Arc::clone(&self.inner.shared);
+        let _ = tokio::task::spawn_blocking(move || shared.shards.stop()).await;
+    }
+}

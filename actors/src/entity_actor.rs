@@ -1,0 +1,196 @@
+//! The supervised entity actor: one per account and one per wallet.
+//!
+//! Who sends to it: `Registry::call` (saga steps, status changes, reads) and the registry's
+//! passivation sweeper. What bounds its mailbox: the slot's `depth` counter, checked by the
+//! registry before every send (`mailbox_capacity_max`). How it shuts down: it *retires* —
+//! refuses every later message with `Reply::Retry`, removes its slot from the registry, and
+//! stops — either when passivated (idle, all records durable) or when a handler panicked
+//! (supervision). A retired actor never applies another change, so the next incarnation can
+//! load the store plus the journal's pending records without racing it.
+//!
+//! Each command runs `decide` (pure) under `catch_unwind`, appends the event's record to the
+//! journal, then `apply`s it. A panic in `decide` therefore leaves state and journal untouched,
+//! and the caller is told to retry against the restarted actor.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
+use tokio::sync::oneshot;
+
+use crate::entity::Entity;
+use crate::registry::{Registry, Slot};
+
+/// A request to an entity actor, with its own reply channel: the reply is explicit even when
+/// the answer is "not handled, retry", and a dropped channel also means "not handled".
+pub struct Call<E: Entity> {
+    pub op: Op<E>,
+    pub reply: oneshot::Sender<Reply<E>>,
+}
+
+impl<E: Entity> Message for Call<E> {
+    type Result = ();
+}
+
+#[derive(Clone)]
+pub enum Op<E: Entity> {
+    Command(E::Command),
+    Read,
+}
+
+pub enum Reply<E: Entity> {
+    /// Applied (with its event) or already applied (`None`).
+    Done(Option<E::Event>),
+    Rejected(E::Rejection),
+    State(Box<E>),
+    /// Not handled: the actor retired or restarted under the message. Safe to send again.
+    Retry,
+    /// The actor is quarantined and refuses new work.
+    Quarantined,
+    /// The journal is full; nothing was applied.
+    Overloaded,
+}
+
+/// Sent by the registry's sweeper to an actor that looks idle.
+pub struct Passivate;
+
+impl Message for Passivate {
+    type Result = ();
+}
+
+pub struct EntityActor<E: Entity> {
+    state: E,
+    registry: Arc<Registry<E>>,
+    slot: Arc<Slot<E>>,
+    handled: u32,
+    retired: bool,
+    passivating: bool,
+    quarantined: bool,
+}
+
+impl<E: Entity> EntityActor<E> {
+    pub(crate) fn new(state: E, registry: Arc<Registry<E>>, slot: Arc<Slot<E>>, quarantined: bool) -> Self {
+        EntityActor { state, registry, slot, handled: 0, retired: false, passivating: false, quarantined }
+    }
+
+    fn retire(&mut self, ctx: &mut Context<Self>) {
+        self.retired = true;
+        self.registry.remove_slot(self.state.id(), &self.slot);
+        ctx.stop();
+    }
+
+    fn handle_command(&mut self, command: E::Command, ctx: &mut Context<Self>) -> Reply<E> {
+        if self.quarantined && !E::finishes_admitted_work(&command) {
+            // An operator may have released the quarantine since this incarnation started.
+            if self.registry.is_quarantined(self.state.id()) {
+                return Reply::Quarantined;
+            }
+            self.quarantined = false;
+        }
+        let faults = &self.registry.shared.faults;
+        let state = &self.state;
+        let decision = catch_unwind(AssertUnwindSafe(|| {
+            faults.maybe_panic(E::KIND);
+            state.decide(&command)
+        }));
+        let event = match decision {
+            Err(_panic) => {
+                self.fail(ctx);
+                return Reply::Retry;
+            }
+            Ok(Err(rejection)) => return Reply::Rejected(rejection),
+            Ok(Ok(None)) => return Reply::Done(None),
+            Ok(Ok(Some(event))) => event,
+        };
+        let record = self.state.record(event.clone());
+        if self.registry.shared.journal.append(record).is_err() {
+            return Reply::Overloaded;
+        }
+        if self.state.apply(&event).is_err() {
+            // `decide` checked this arithmetic; failing here is a bug. The record is in the
+            // journal, so restart: the next incarnation replays it from the journal and, if
+            // it fails again, the actor ends up quarantined rather than silently wrong.
+            tracing::error!(id = %self.state.id(), "apply failed after decide accepted; restarting");
+            self.fail(ctx);
+            return Reply::Retry;
+        }
+        Reply::Done(Some(event))
+    }
+
+    /// Supervision: count the failure, retire this incarnation, and start the next one.
+    fn fail(&mut self, ctx: &mut Context<Self>) {
+        let id = self.state.id();
+        self.registry.record_failure(id);
+        self.retire(ctx);
+        let registry = Arc::clone(&self.registry);
+        // Restart at once rather than on the next message, so health shows the actor back.
+        actix::spawn(async move {
+            if let Err(error) = registry.activate_now(id).await {
+                tracing::warn!(%id, ?error, "restart after failure did not activate");
+            }
+        });
+    }
+}
+
+impl<E: Entity> Actor for EntityActor<E> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Tally bounds the mailbox itself (see `Registry::roundtrip`); actix's own bound only
+        // parks one sender handle, so it is switched off rather than half relied on.
+        ctx.set_mailbox_capacity(0);
+        self.registry.shared.stats(E::KIND).active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.registry.shared.stats(E::KIND).active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<E: Entity> Handler<Call<E>> for EntityActor<E> {
+    type Result = ();
+
+    fn handle(&mut self, call: Call<E>, ctx: &mut Context<Self>) {
+        let started = Instant::now();
+        self.slot.depth.fetch_sub(1, Ordering::AcqRel);
+        if self.retired {
+            let _ = call.reply.send(Reply::Retry);
+            return;
+        }
+        self.handled = self.handled.wrapping_add(1);
+        let reply = match call.op {
+            Op::Read => Reply::State(Box::new(self.state.clone())),
+            Op::Command(command) => self.handle_command(command, ctx),
+        };
+        // The caller may have given up (time-out); the change stands either way.
+        let _ = call.reply.send(reply);
+        let stats = self.registry.shared.stats(E::KIND);
+        stats.handled.fetch_add(1, Ordering::Relaxed);
+        stats.handler_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+impl<E: Entity> Handler<Passivate> for EntityActor<E> {
+    type Result = ();
+
+    fn handle(&mut self, _: Passivate, ctx: &mut Context<Self>) {
+        if self.retired || self.passivating {
+            return;
+        }
+        self.passivating = true;
+        let handled_before = self.handled;
+        let durable = self.registry.shared.journal.barrier();
+        // Passivate only once every record this actor appended is durable, and only if no
+        // message arrived meanwhile.
+        ctx.spawn(async move { durable.wait().await }.into_actor(self).map(move |result, actor, ctx| {
+            actor.passivating = false;
+            let idle = actor.handled == handled_before && actor.slot.depth.load(Ordering::Acquire) == 0;
+            if result.is_ok() && idle && !actor.retired {
+                actor.registry.shared.stats(E::KIND).passivations.fetch_add(1, Ordering::Relaxed);
+                actor.retire(ctx);
+            }
+        }));
+    }
+}

@@ -1,0 +1,79 @@
+//! Per-kind actor health: the counters behind `/metrics` and `/v1/admin/actors`.
+//!
+//! Mailbox depth is counted by Tally (enqueued minus handled), because actix has no API for it.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::entity::ActorKind;
+
+#[derive(Debug, Default)]
+pub struct KindStats {
+    pub active: AtomicI64,
+    pub activations: AtomicU64,
+    pub passivations: AtomicU64,
+    pub restarts: AtomicU64,
+    pub quarantined: AtomicI64,
+    pub mailbox_depth: AtomicI64,
+    pub handled: AtomicU64,
+    pub handler_nanos: AtomicU64,
+}
+
+impl KindStats {
+    pub fn snapshot(&self, kind: ActorKind) -> KindHealth {
+        KindHealth {
+            kind,
+            active: self.active.load(Ordering::Relaxed),
+            activations: self.activations.load(Ordering::Relaxed),
+            passivations: self.passivations.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            quarantined: self.quarantined.load(Ordering::Relaxed),
+            mailbox_depth: self.mailbox_depth.load(Ordering::Relaxed),
+            handled: self.handled.load(Ordering::Relaxed),
+            handler_nanos: self.handler_nanos.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindHealth {
+    pub kind: ActorKind,
+    pub active: i64,
+    pub activations: u64,
+    pub passivations: u64,
+    pub restarts: u64,
+    pub quarantined: i64,
+    pub mailbox_depth: i64,
+    pub handled: u64,
+    pub handler_nanos: u64,
+}
+
+/// One actor that stands out: deep mailbox, many restarts, or quarantined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorstActor {
+    pub kind: ActorKind,
+    pub id: String,
+    pub mailbox_depth: u32,
+    pub restarts: u32,
+    pub quarantined: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthReport {
+    pub kinds: Vec<KindHealth>,
+    pub sagas_in_flight: u64,
+    pub sagas_completed: u64,
+    pub sagas_failed: u64,
+    pub sagas_compensated: u64,
+    pub journal_depth: usize,
+    pub journal_committed_seq: u64,
+    pub journal_durable_lag_micros: u64,
+    pub journal_last_flush_micros: u64,
+    pub journal_flush_errors: u64,
+    pub worst: Vec<WorstActor>,
+}
+
+impl HealthReport {
+    pub fn kind(&self, kind: ActorKind) -> Option<&KindHealth> {
+        self.kinds.iter().find(|health| health.kind == kind)
+    }
+}

@@ -1,0 +1,34 @@
+//! Tally's actors: accounts, wallets and transfer sagas on actix, with the registry that
+//! activates and passivates them and the supervision that restarts them.
+//!
+//! Architecture invariant: this is the only crate that knows actix. Everything above it
+//! (`http`, `benches`, `tests`) talks to the `Engine` facade with plain async calls.
+//!
+//! Following one transfer: `Engine::transfer` (engine.rs) admits it and spawns a saga on the
+//! source account's shard (saga.rs); the saga calls `Registry::call` (registry.rs) for each
+//! step, which activates the account if needed and sends a `Call` to its `EntityActor`
+//! (entity_actor.rs); the actor decides and applies the step with the engine's pure functions
+//! and appends the record to the journal; the saga awaits the journal's durable ack for its
+//! last record before answering.
+
+pub mod clock;
+pub mod engine;
+pub mod entity;
+pub mod entity_actor;
+pub mod faults;
+pub mod health;
+pub mod registry;
+pub mod saga;
+pub mod shards;
+pub mod shared;
+
+pub use clock::{Clock, IdSource, RandomIds, SystemClock};
+pub use engine::{Engine, EngineConfig, EngineError, StartError, TransferError};
+pub use entity::ActorKind;
+pub use faults::FaultInjector;
+pub use health::{HealthReport, KindHealth};
+
+/// An `AccountActor` is the generic supervised entity actor over an `Account`.
+pub type AccountActor = entity_actor::EntityActor<tally_engine::Account>;
+/// A `WalletActor` is the generic supervised entity actor over a `Wallet`.
+pub type WalletActor = entity_actor::EntityActor<tally_engine::Wallet>;

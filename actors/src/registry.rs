@@ -1,0 +1,349 @@
+//! The registry: id → live actor, for one entity kind.
+//!
+//! Activation: the first call for an id creates its slot and loads the entity from the store,
+//! then applies the journal's records that are not yet durable, and starts the actor on the
+//! shard that owns the id. Concurrent first calls share one activation (`OnceCell`).
+//!
+//! Passivation: a sweeper asks idle actors to passivate; an actor retires only after its
+//! records are durable. A message that reaches a retired actor is answered `Retry` (or
+//! dropped unhandled, which the sender also reads as "retry"), and the sender delivers it to
+//! the next incarnation. No message is lost to passivation or to a restart.
+//!
+//! No dashmap guard is ever held across an `.await`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use actix::Actor;
+use dashmap::DashMap;
+use tally_persistence::StoreError;
+use tokio::sync::{OnceCell, oneshot};
+
+use crate::entity::Entity;
+use crate::entity_actor::{Call, EntityActor, Op, Passivate, Reply};
+use crate::health::WorstActor;
+use crate::shared::Shared;
+
+/// One id's place in the registry. A new slot is made for each incarnation.
+pub struct Slot<E: Entity> {
+    cell: OnceCell<actix::Addr<EntityActor<E>>>,
+    /// Messages sent to this incarnation and not yet handled. Tally's mailbox bound.
+    pub depth: AtomicU32,
+    /// `Shared::tick` of the last call, for passivation.
+    last_used: AtomicU32,
+}
+
+impl<E: Entity> Slot<E> {
+    fn new(tick: u32) -> Self {
+        Slot { cell: OnceCell::new(), depth: AtomicU32::new(0), last_used: AtomicU32::new(tick) }
+    }
+}
+
+/// Why a call to an entity did not get an answer from it.
+#[derive(Debug, Clone)]
+pub enum CallError<R> {
+    NotFound,
+    Rejected(R),
+    Unavailable(Unavailable),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unavailable {
+    /// A mailbox or the journal is full, or the actor kept restarting under the message.
+    Overloaded,
+    /// The actor is quarantined.
+    Quarantined,
+    /// The store could not be read to activate the actor.
+    Store(String),
+}
+
+#[derive(Debug)]
+struct Failures {
+    window_started: Instant,
+    restarts_in_window: u32,
+    restarts_total: u32,
+    quarantined: bool,
+}
+
+pub struct Registry<E: Entity> {
+    slots: DashMap<E::Id, Arc<Slot<E>>>,
+    failures: DashMap<E::Id, Failures>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<E: Entity> Registry<E> {
+    pub(crate) fn new(shared: Arc<Shared>) -> Arc<Self> {
+        Arc::new(Registry { slots: DashMap::new(), failures: DashMap::new(), shared })
+    }
+
+    /// Sends a command and waits for its answer: the event applied (`Some`), or `None` if the
+    /// step had already been applied.
+    pub async fn command(
+        self: &Arc<Self>,
+        id: E::Id,
+        command: E::Command,
+    ) -> Result<Option<E::Event>, CallError<E::Rejection>> {
+        match self.roundtrip(id, Op::Command(command)).await? {
+            Reply::Done(event) => Ok(event),
+            Reply::Rejected(rejection) => Err(CallError::Rejected(rejection)),
+            Reply::Quarantined => Err(CallError::Unavailable(Unavailable::Quarantined)),
+            Reply::Overloaded | Reply::Retry | Reply::State(_) => Err(CallError::Unavailable(Unavailable::Overloaded)),
+        }
+    }
+
+    /// The entity's current state, as its actor sees it.
+    pub async fn read(self: &Arc<Self>, id: E::Id) -> Result<E, CallError<E::Rejection>> {
+        match self.roundtrip(id, Op::Read).await? {
+            Reply::State(state) => Ok(*state),
+            _ => Err(CallError::Unavailable(Unavailable::Overloaded)),
+        }
+    }
+
+    async fn roundtrip(self: &Arc<Self>, id: E::Id, op: Op<E>) -> Result<Reply<E>, CallError<E::Rejection>> {
+        let capacity = self.shared.config.mailbox_capacity_max;
+        for attempt in 0..self.shared.config.send_attempts_max {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
+            let slot = self.slot(id).await?;
+            let Some(addr) = slot.cell.get() else { continue };
+            if slot.depth.fetch_add(1, Ordering::AcqRel) >= capacity {
+                slot.depth.fetch_sub(1, Ordering::AcqRel);
+                return Err(CallError::Unavailable(Unavailable::Overloaded));
+            }
+            slot.last_used.store(self.shared.tick(), Ordering::Relaxed);
+            let (reply, answer) = oneshot::channel();
+            if addr.try_send(Call { op: op.clone(), reply }).is_err() {
+                // The actor is gone (stopped under us): forget its slot and activate anew.
+                slot.depth.fetch_sub(1, Ordering::AcqRel);
+                self.remove_slot(id, &slot);
+                continue;
+            }
+            match answer.await {
+                Ok(Reply::Retry) | Err(_) => continue,
+                Ok(reply) => return Ok(reply),
+            }
+        }
+        Err(CallError::Unavailable(Unavailable::Overloaded))
+    }
+
+    /// The live slot of `id`, activating the entity if needed.
+    async fn slot(self: &Arc<Self>, id: E::Id) -> Result<Arc<Slot<E>>, CallError<E::Rejection>> {
+        let existing = self.slots.get(&id).map(|entry| Arc::clone(entry.value()));
+        let slot = match existing {
+            Some(slot) => slot,
+            None => Arc::clone(self.slots.entry(id).or_insert_with(|| Arc::new(Slot::new(self.shared.tick()))).value()),
+        };
+        if slot.cell.initialized() {
+            return Ok(slot);
+        }
+        let activation = slot.cell.get_or_try_init(|| self.start_incarnation(id, Arc::clone(&slot))).await;
+        match activation {
+            Ok(_) => Ok(slot),
+            Err(error) => {
+                self.remove_slot(id, &slot);
+                Err(error)
+            }
+        }
+    }
+
+    /// Activates `id` now if it is not live (supervision's restart).
+    pub(crate) async fn activate_now(self: &Arc<Self>, id: E::Id) -> Result<(), CallError<E::Rejection>> {
+        self.slot(id).await.map(|_| ())
+    }
+
+    async fn start_incarnation(
+        self: &Arc<Self>,
+        id: E::Id,
+        slot: Arc<Slot<E>>,
+    ) -> Result<actix::Addr<EntityActor<E>>, CallError<E::Rejection>> {
+        // Read the journal's pending records first, then the store: a record committed in
+        // between is in both, and the sequence filter below drops the duplicate. The other
+        // order could miss it.
+        let pending = self.shared.journal.pending_since(0, |sequenced| {
+            if let Some(opened) = E::pending_open(&sequenced.record, id) {
+                return Some((sequenced.seq, Err(opened)));
+            }
+            E::pending_event(&sequenced.record, id).map(|event| (sequenced.seq, Ok(event)))
+        });
+        let loaded = E::load(&self.shared.store, id)
+            .await
+            .map_err(|error: StoreError| CallError::Unavailable(Unavailable::Store(error.to_string())))?;
+        let (mut state, mut seq) = match loaded {
+            Some(loaded) => (Some(loaded.value), loaded.seq),
+            None => (None, 0),
+        };
+        for (record_seq, item) in pending {
+            if record_seq <= seq {
+                continue;
+            }
+            match (item, state.as_mut()) {
+                (Err(opened), None) => state = Some(opened),
+                (Ok(event), Some(entity)) => {
+                    if entity.apply(&event).is_err() {
+                        return Err(CallError::Unavailable(Unavailable::Store(format!(
+                            "replaying pending records of {id} overflowed"
+                        ))));
+                    }
+                }
+                // An event before its entity was opened, or a second open: the journal is
+                // inconsistent. Refuse to activate rather than guess.
+                _ => {
+                    return Err(CallError::Unavailable(Unavailable::Store(format!(
+                        "pending records of {id} are out of order"
+                    ))));
+                }
+            }
+            seq = record_seq;
+        }
+        let Some(state) = state else { return Err(CallError::NotFound) };
+        Ok(self.start_actor(state, slot))
+    }
+
+    fn start_actor(self: &Arc<Self>, state: E, slot: Arc<Slot<E>>) -> actix::Addr<EntityActor<E>> {
+        let id = state.id();
+        let quarantined = self.is_quarantined(id);
+        let registry = Arc::clone(self);
+        let shard = self.shared.shards.for_key(&id);
+        self.shared.stats(E::KIND).activations.fetch_add(1, Ordering::Relaxed);
+        EntityActor::start_in_arbiter(shard, move |_ctx| EntityActor::new(state, registry, slot, quarantined))
+    }
+
+    /// Registers a newly opened entity whose `opened` record the caller has just appended.
+    /// Returns false if the id is already live.
+    pub(crate) fn insert_new(self: &Arc<Self>, state: E) -> bool {
+        let id = state.id();
+        let slot = Arc::new(Slot::new(self.shared.tick()));
+        match self.slots.entry(id) {
+            dashmap::Entry::Occupied(_) => false,
+            dashmap::Entry::Vacant(vacant) => {
+                vacant.insert(Arc::clone(&slot));
+                let addr = self.start_actor(state, Arc::clone(&slot));
+                // The cell is fresh and only this function sets it.
+                let _ = slot.cell.set(addr);
+                true
+            }
+        }
+    }
+
+    pub(crate) fn remove_slot(&self, id: E::Id, slot: &Arc<Slot<E>>) {
+        self.slots.remove_if(&id, |_, current| Arc::ptr_eq(current, slot));
+    }
+
+    pub(crate) fn record_failure(&self, id: E::Id) {
+        let stats = self.shared.stats(E::KIND);
+        stats.restarts.fetch_add(1, Ordering::Relaxed);
+        let config = &self.shared.config;
+        let mut failures = self.failures.entry(id).or_insert_with(|| Failures {
+            window_started: Instant::now(),
+            restarts_in_window: 0,
+            restarts_total: 0,
+            quarantined: false,
+        });
+        if failures.window_started.elapsed() > config.restart_window {
+            failures.window_started = Instant::now();
+            failures.restarts_in_window = 0;
+        }
+        failures.restarts_in_window += 1;
+        failures.restarts_total += 1;
+        if !failures.quarantined && failures.restarts_in_window >= config.quarantine_restarts {
+            failures.quarantined = true;
+            stats.quarantined.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(kind = E::KIND.as_str(), %id, "actor quarantined after repeated restarts");
+        }
+    }
+
+    pub fn is_quarantined(&self, id: E::Id) -> bool {
+        self.failures.get(&id).is_some_and(|failures| failures.quarantined)
+    }
+
+    /// Lifts a quarantine (an operator's decision). Returns false if `id` was not quarantined.
+    pub fn release_quarantine(&self, id: E::Id) -> bool {
+        match self.failures.remove(&id) {
+            Some((_, failures)) if failures.quarantined => {
+                self.shared.stats(E::KIND).quarantined.fetch_sub(1, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Live actors.
+    pub fn live(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Sum of all live mailboxes, and the worst actors by depth and restarts.
+    pub fn survey(&self, worst_max: usize) -> (u64, Vec<WorstActor>) {
+        let mut total = 0_u64;
+        let mut worst: Vec<WorstActor> = Vec::new();
+        for entry in &self.slots {
+            let depth = entry.value().depth.load(Ordering::Relaxed);
+            total += u64::from(depth);
+            if depth > 0 {
+                worst.push(WorstActor {
+                    kind: E::KIND,
+                    id: entry.key().to_string(),
+                    mailbox_depth: depth,
+                    restarts: 0,
+                    quarantined: false,
+                });
+            }
+        }
+        for entry in &self.failures {
+            let id = entry.key().to_string();
+            match worst.iter_mut().find(|actor| actor.id == id) {
+                Some(actor) => {
+                    actor.restarts = entry.restarts_total;
+                    actor.quarantined = entry.quarantined;
+                }
+                None => worst.push(WorstActor {
+                    kind: E::KIND,
+                    id,
+                    mailbox_depth: 0,
+                    restarts: entry.restarts_total,
+                    quarantined: entry.quarantined,
+                }),
+            }
+        }
+        worst.sort_by(|a, b| {
+            (b.quarantined, b.mailbox_depth, b.restarts).cmp(&(a.quarantined, a.mailbox_depth, a.restarts))
+        });
+        worst.truncate(worst_max);
+        (total, worst)
+    }
+
+    /// Asks every actor idle for `idle_timeout` to passivate. Returns how many were asked.
+    pub fn sweep_idle(&self) -> usize {
+        let now = self.shared.tick();
+        let idle_secs = u32::try_from(self.shared.config.idle_timeout.as_secs()).unwrap_or(u32::MAX);
+        let mut asked = 0;
+        for entry in &self.slots {
+            let slot = entry.value();
+            let idle = now.saturating_sub(slot.last_used.load(Ordering::Relaxed)) >= idle_secs;
+            if idle
+                && slot.depth.load(Ordering::Relaxed) == 0
+                && let Some(addr) = slot.cell.get()
+            {
+                // Not a money path: a passivation request that does not fit is simply
+                // dropped, and the next sweep asks again.
+                if addr.try_send(Passivate).is_ok() {
+                    asked += 1;
+                }
+            }
+        }
+        asked
+    }
+}
+
+/// Yield for the first retries (the restart is usually already done), then back off
+/// exponentially, capped at 20 ms: twelve attempts span about 100 ms in all.
+async fn backoff(attempt: u32) {
+    if attempt < 3 {
+        tokio::task::yield_now().await;
+    } else {
+        let millis = (1_u64 << (attempt - 3).min(5)).min(20);
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+    }
+}

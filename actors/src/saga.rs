@@ -1,0 +1,264 @@
+//! The transfer saga (DESIGN.md §4).
+//!
+//! ```text
+//! 1 validate + quote                      nothing to undo          (Engine::transfer)
+//! 2 source.hold(T, amount + fee)          undo: source.release(T)
+//!   [manual or AML review: stop as pending; execute resumes at 3; reject/cancel runs the undo]
+//! 3 destination.credit(T, amount)         after 3 only forward
+//! 4 source.post(T); fees.credit(T, fee)   retried until they succeed
+//! ```
+//!
+//! The saga is driven by the transfer's own state (`status`, `step`) and an `Intent`, so the
+//! same loop starts a transfer, resumes it after an admin's decision, and restarts it after a
+//! panic: a restarted saga repeats its current step, which every actor applies once.
+//!
+//! A saga runs as a task on its source account's shard, not as an actix actor: a future is a
+//! few hundred bytes, an actor context several times that, and a saga lives for microseconds.
+//! Its supervision is the same in kind as the entity actors': a panic is caught, counted as a
+//! `transfer_saga` restart, and the saga re-runs from its last completed step.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tally_engine::system_accounts;
+use tally_engine::transfer::SagaStep;
+use tally_engine::{
+    AccountCommand, AccountRejection, CreateTransferRejection, ErrorCode, PendingReason, Record, Transfer,
+    TransferStatus,
+};
+
+use crate::engine::{EngineInner, TransferError};
+use crate::entity::ActorKind;
+use crate::registry::{CallError, Unavailable};
+
+/// What the saga is asked to do with the transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Intent {
+    /// Run a new transfer; stop as `pending` after the hold if a reason is given.
+    Run { stop_pending: Option<PendingReason> },
+    /// An admin executes a pending transfer.
+    Execute,
+    /// An admin rejects, or someone cancels, a pending transfer.
+    Undo { outcome: TransferStatus },
+}
+
+/// Runs the saga to its end, restarting it after panics. The permit and claim the caller
+/// holds are released when this returns.
+pub(crate) async fn run(
+    inner: Arc<EngineInner>,
+    mut transfer: Transfer,
+    intent: Intent,
+) -> Result<Transfer, TransferError> {
+    let stats = inner.shared.stats(ActorKind::TransferSaga);
+    stats.active.fetch_add(1, Ordering::Relaxed);
+    let mut restarts = 0;
+    let result = loop {
+        let attempt = AssertUnwindSafe(drive(&inner, &mut transfer, intent)).catch_unwind().await;
+        match attempt {
+            Ok(result) => break result,
+            Err(_panic) => {
+                restarts += 1;
+                stats.restarts.fetch_add(1, Ordering::Relaxed);
+                if restarts >= inner.shared.config.quarantine_restarts {
+                    // The saga keeps failing: park it. Its transfer stays non-terminal with
+                    // its money held, visible in health, for an operator or the next start's
+                    // recovery to finish.
+                    stats.quarantined.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(transfer = %transfer.id, "transfer saga quarantined after repeated panics");
+                    break Err(TransferError::Unavailable(Unavailable::Quarantined));
+                }
+            }
+        }
+    };
+    stats.active.fetch_sub(1, Ordering::Relaxed);
+    let counter = match &result {
+        Ok(transfer) if transfer.status == TransferStatus::Completed => &inner.sagas_completed,
+        Ok(_) => &inner.sagas_paused,
+        Err(_) => &inner.sagas_failed,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    result
+}
+
+/// One pass of the saga from the transfer's current state.
+async fn drive(inner: &EngineInner, transfer: &mut Transfer, intent: Intent) -> Result<Transfer, TransferError> {
+    let faults = &inner.shared.faults;
+    loop {
+        faults.maybe_panic(ActorKind::TransferSaga);
+        match (transfer.status, transfer.step, intent) {
+            // Step 1 is done by the caller; record the start so recovery knows the transfer.
+            (TransferStatus::Processing, SagaStep::Started, Intent::Run { .. }) => {
+                record(inner, transfer)?;
+                let hold = AccountCommand::Hold {
+                    transfer: transfer.id,
+                    amount: transfer.total_debited().map_err(|_| overflow())?,
+                    currency: transfer.currency,
+                };
+                match inner.accounts.command(transfer.source, hold).await {
+                    Ok(_) => transfer.step = SagaStep::Held,
+                    Err(error) => {
+                        let rejection = match error {
+                            CallError::NotFound => CreateTransferRejection::SourceNotFound,
+                            CallError::Rejected(AccountRejection::Hold(hold)) => {
+                                CreateTransferRejection::from_source(hold)
+                            }
+                            CallError::Rejected(other) => {
+                                return Err(TransferError::Internal(format!("hold answered {other:?}")));
+                            }
+                            CallError::Unavailable(unavailable) => {
+                                // Nothing was held. Record the failure so the transfer is not
+                                // left `processing`, then tell the caller to retry later.
+                                finish(inner, transfer, TransferStatus::Failed, Some(ErrorCode::Overloaded)).await?;
+                                return Err(TransferError::Unavailable(unavailable));
+                            }
+                        };
+                        finish(inner, transfer, TransferStatus::Failed, Some(rejection.code())).await?;
+                        return Err(TransferError::Rejected(rejection));
+                    }
+                }
+            }
+            (TransferStatus::Processing, SagaStep::Held, Intent::Run { stop_pending: Some(reason) }) => {
+                transfer.pending_reason = Some(reason);
+                finish(inner, transfer, TransferStatus::Pending, None).await?;
+                return Ok(transfer.clone());
+            }
+            (TransferStatus::Pending, SagaStep::Held, Intent::Execute) => {
+                transition(inner, transfer, TransferStatus::Processing)?;
+                record(inner, transfer)?;
+            }
+            (TransferStatus::Pending, SagaStep::Held, Intent::Undo { outcome }) => {
+                forward(inner, transfer, AccountCommand::Release { transfer: transfer.id }, transfer.source).await?;
+                transfer.step = SagaStep::Released;
+                inner.sagas_compensated.fetch_add(1, Ordering::Relaxed);
+                finish(inner, transfer, outcome, None).await?;
+                return Ok(transfer.clone());
+            }
+            (TransferStatus::Processing, SagaStep::Held, _) => {
+                let credit = AccountCommand::Credit {
+                    transfer: transfer.id,
+                    amount: transfer.destination_amount,
+                    currency: transfer.destination_currency,
+                };
+                match inner.accounts.command(transfer.destination, credit).await {
+                    Ok(_) => transfer.step = SagaStep::Credited,
+                    Err(error) => {
+                        let rejection = match error {
+                            CallError::NotFound => Some(CreateTransferRejection::DestinationNotFound),
+                            CallError::Rejected(AccountRejection::Credit(credit)) => {
+                                Some(CreateTransferRejection::from_destination(credit))
+                            }
+                            CallError::Rejected(_) | CallError::Unavailable(_) => None,
+                        };
+                        // Undo step 2, then end failed: no money moved.
+                        forward(inner, transfer, AccountCommand::Release { transfer: transfer.id }, transfer.source)
+                            .await?;
+                        transfer.step = SagaStep::Released;
+                        inner.sagas_compensated.fetch_add(1, Ordering::Relaxed);
+                        let code = rejection.as_ref().map_or(ErrorCode::Overloaded, CreateTransferRejection::code);
+                        finish(inner, transfer, TransferStatus::Failed, Some(code)).await?;
+                        return Err(match rejection {
+                            Some(rejection) => TransferError::Rejected(rejection),
+                            None => TransferError::Unavailable(Unavailable::Overloaded),
+                        });
+                    }
+                }
+            }
+            (TransferStatus::Processing, SagaStep::Credited, _) => {
+                forward(inner, transfer, AccountCommand::Post { transfer: transfer.id }, transfer.source).await?;
+                if !transfer.fee.is_zero() {
+                    let fees = system_accounts::fees(transfer.currency);
+                    let credit = AccountCommand::Credit {
+                        transfer: transfer.id,
+                        amount: transfer.fee,
+                        currency: transfer.currency,
+                    };
+                    forward(inner, transfer, credit, fees).await?;
+                }
+                transfer.step = SagaStep::Posted;
+            }
+            (TransferStatus::Processing, SagaStep::Posted, _) => {
+                finish(inner, transfer, TransferStatus::Completed, None).await?;
+                return Ok(transfer.clone());
+            }
+            (status, step, intent) => {
+                return Err(TransferError::Internal(format!(
+                    "saga cannot proceed from {status:?}/{step:?} with {intent:?}"
+                )));
+            }
+        }
+    }
+}
+
+fn overflow() -> TransferError {
+    TransferError::Rejected(CreateTransferRejection::Overflow)
+}
+
+fn transition(inner: &EngineInner, transfer: &mut Transfer, next: TransferStatus) -> Result<(), TransferError> {
+    transfer.transition(next, inner.clock.now()).map_err(TransferError::Transition)
+}
+
+/// Appends the transfer's current state to the journal.
+fn record(inner: &EngineInner, transfer: &Transfer) -> Result<(), TransferError> {
+    inner
+        .shared
+        .journal
+        .append(Record::Transfer(Box::new(transfer.clone())))
+        .map(|_| ())
+        .map_err(|_| TransferError::Unavailable(Unavailable::Overloaded))
+}
+
+/// Moves the transfer to `status`, records it, and waits until that record (and so every
+/// record of the saga before it) is durable. Only then may the caller hear the outcome.
+async fn finish(
+    inner: &EngineInner,
+    transfer: &mut Transfer,
+    status: TransferStatus,
+    failure: Option<ErrorCode>,
+) -> Result<(), TransferError> {
+    let pending_reason = transfer.pending_reason;
+    transition(inner, transfer, status)?;
+    if status == TransferStatus::Pending {
+        transfer.pending_reason = pending_reason;
+    }
+    transfer.failure_reason = failure;
+    let ack = loop {
+        match inner.shared.journal.append_acked(Record::Transfer(Box::new(transfer.clone()))) {
+            Ok((_, ack)) => break ack,
+            // Only admitted sagas get here and the journal keeps room for them above the
+            // admission bound; waiting is the rare case of a journal past even that.
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    };
+    ack.wait().await.map_err(|_| TransferError::Internal("journal stopped before the transfer was durable".to_owned()))
+}
+
+/// A step after which the saga only goes forward: retried until the account applies it.
+async fn forward(
+    inner: &EngineInner,
+    transfer: &Transfer,
+    command: AccountCommand,
+    account: tally_engine::AccountId,
+) -> Result<(), TransferError> {
+    let mut wait = Duration::from_millis(1);
+    loop {
+        match inner.accounts.command(account, command).await {
+            Ok(_) => return Ok(()),
+            Err(CallError::Unavailable(_)) => {
+                if inner.shutting_down.load(Ordering::Relaxed) {
+                    return Err(TransferError::Unavailable(Unavailable::Overloaded));
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(100));
+            }
+            Err(error) => {
+                // Post, release and a system account's credit cannot be refused; if one is,
+                // the state is not what the saga recorded. Stop loudly rather than spin.
+                tracing::error!(transfer = %transfer.id, %account, ?error, "forward-only saga step refused");
+                return Err(TransferError::Internal(format!("forward-only step refused: {error:?}")));
+            }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The error codes of the HTTP contract (`shared/API.md`). Every rejection in the engine maps
+//! to exactly one of them; the HTTP layer maps each code to its status.
+
+/// An error code of the API contract.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum ErrorCode {
+    ValidationError,
+    Unauthenticated,
+    InvalidCredentials,
+    Forbidden,
+    StepUpRequired,
+    NotFound,
+    Conflict,
+    IdempotencyKeyReused,
+    NotCancellable,
+    NotPending,
+    AccountNotEmpty,
+    InsufficientFunds,
+    AccountNotActive,
+    CurrencyMismatch,
+    TransferTypeDisabled,
+    AmountLimitExceeded,
+    FxRateNotFound,
+    QuoteExpired,
+    TransferBlocked,
+    RateLimited,
+    Overloaded,
+    /// An actor that kept failing is quarantined: writes to it are refused until an operator
+    /// releases it. Served as `503` so clients retry later.
+    Quarantined,
+    Internal,
+}
+
+impl ErrorCode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ValidationError => "VALIDATION_ERROR",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::InvalidCredentials => "INVALID_CREDENTIALS",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::StepUpRequired => "STEP_UP_REQUIRED",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            ErrorCode::NotCancellable => "NOT_CANCELLABLE",
+            ErrorCode::NotPending => "NOT_PENDING",
+            ErrorCode::AccountNotEmpty => "ACCOUNT_NOT_EMPTY",
+            ErrorCode::InsufficientFunds => "INSUFFICIENT_FUNDS",
+            ErrorCode::AccountNotActive => "ACCOUNT_NOT_ACTIVE",
+            ErrorCode::CurrencyMismatch => "CURRENCY_MISMATCH",
+            ErrorCode::TransferTypeDisabled => "TRANSFER_TYPE_DISABLED",
+            ErrorCode::AmountLimitExceeded => "AMOUNT_LIMIT_EXCEEDED",
+            ErrorCode::FxRateNotFound => "FX_RATE_NOT_FOUND",
+            ErrorCode::QuoteExpired => "QUOTE_EXPIRED",
+            ErrorCode::TransferBlocked => "TRANSFER_BLOCKED",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::Overloaded => "OVERLOADED",
+            ErrorCode::Quarantined => "QUARANTINED",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+
+    /// The HTTP status of the code, as the contract gives it.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::ValidationError => 400,
+            ErrorCode::Unauthenticated | ErrorCode::InvalidCredentials => 401,
+            ErrorCode::Forbidden | ErrorCode::StepUpRequired => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict
+            | ErrorCode::IdempotencyKeyReused
+            | ErrorCode::NotCancellable
+            | ErrorCode::NotPending
+            | ErrorCode::AccountNotEmpty => 409,
+            ErrorCode::InsufficientFunds
+            | ErrorCode::AccountNotActive
+            | ErrorCode::CurrencyMismatch
+            | ErrorCode::TransferTypeDisabled
+            | ErrorCode::AmountLimitExceeded
+            | ErrorCode::FxRateNotFound
+            | ErrorCode::QuoteExpired
+            | ErrorCode::TransferBlocked => 422,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::Overloaded | ErrorCode::Quarantined => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    pub fn from_str_code(code: &str) -> Option<ErrorCode> {
+        ALL.iter().copied().find(|candidate| candidate.as_str() == code)
+    }
+}
+
+const ALL: [ErrorCode; 23] = [
+    ErrorCode::ValidationError,
+    ErrorCode::Unauthenticated,
+    ErrorCode::InvalidCredentials,
+    ErrorCode::Forbidden,
+    ErrorCode::StepUpRequired,
+    ErrorCode::NotFound,
+    ErrorCode::Conflict,
+    ErrorCode::IdempotencyKeyReused,
+    ErrorCode::NotCancellable,
+    ErrorCode::NotPending,
+    ErrorCode::AccountNotEmpty,
+    ErrorCode::InsufficientFunds,
+    ErrorCode::AccountNotActive,
+    ErrorCode::CurrencyMismatch,
+    ErrorCode::TransferTypeDisabled,
+    ErrorCode::AmountLimitExceeded,
+    ErrorCode::FxRateNotFound,
+    ErrorCode::QuoteExpired,
+    ErrorCode::TransferBlocked,
+    ErrorCode::RateLimited,
+    ErrorCode::Overloaded,
+    ErrorCode::Quarantined,
+    ErrorCode::Internal,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_through_its_name() {
+        for code in ALL {
+            assert_eq!(ErrorCode::from_str_code(code.as_str()), Some(code));
+        }
+    }
+
+    #[test]
+    fn statuses_follow_the_contract() {
+        assert_eq!(ErrorCode::ValidationError.http_status(), 400);
+        assert_eq!(ErrorCode::InsufficientFunds.http_status(), 422);
+        assert_eq!(ErrorCode::IdempotencyKeyReused.http_status(), 409);
+        assert_eq!(ErrorCode::Overloaded.http_status(), 503);
+        assert_eq!(ErrorCode::RateLimited.http_status(), 429);
+        assert_eq!(ErrorCode::TransferBlocked.http_status(), 422);
+    }
+}

@@ -1,0 +1,33 @@
+//! Tally's pure domain: money, accounts, wallets, transfers, double-entry postings and the
+//! rejections every operation can answer with.
+//!
+//! Architecture invariant: this crate does no I/O. No clock, no randomness, no database, no
+//! JSON. Time and ids come in as arguments, so the same code runs in the actors, in recovery
+//! and in the simulation tests' model ledger.
+
+pub mod account;
+pub mod currency;
+pub mod error_code;
+pub mod ids;
+pub mod money;
+pub mod position;
+pub mod posting;
+pub mod record;
+pub mod rejection;
+pub mod system_accounts;
+pub mod transfer;
+pub mod transfer_type;
+pub mod wallet;
+
+pub use account::{Account, AccountCommand, AccountEvent, AccountKind, AccountStatus, StatusAction};
+pub use currency::Currency;
+pub use error_code::ErrorCode;
+pub use ids::{AccountId, Timestamp, TransferId, UserId, WalletId};
+pub use money::{AmountError, parse_amount, validate_amount};
+pub use position::Position;
+pub use posting::{Direction, Posting};
+pub use record::Record;
+pub use rejection::{AccountRejection, CreateTransferRejection, StatusRejection, TransitionRejection};
+pub use transfer::{PendingReason, Transfer, TransferKind, TransferRequest, TransferStatus};
+pub use transfer_type::{ExecutionMode, TransferTypeSettings};
+pub use wallet::{Wallet, WalletCommand, WalletEvent};

@@ -1,0 +1,223 @@
+//! A position: one balance in one currency or asset, with its holds. Accounts have one;
+//! wallets have one per asset. All balance arithmetic of Tally lives here.
+//!
+//! `available = balance - held + credit_limit`. A hold or a debit that would make `available`
+//! negative is refused, unless the position is `unlimited` (the system accounts, which stand
+//! for money outside Tally and may go negative without bound).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rust_decimal::Decimal;
+
+use crate::ids::TransferId;
+use crate::money::{self, Overflow};
+
+/// How many recent credits a position remembers to drop an exact repeat of a credit step.
+/// Repeats arrive only when a saga retries a step whose reply it lost, which happens right
+/// after an actor restart; a short window covers that at 16 bytes a slot. The saga's durable
+/// step record is the guarantee beyond this window (see ARCHITECTURE.md, "Idempotent steps").
+pub const RECENT_CREDITS_MAX: usize = 8;
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Position {
+    pub balance: Decimal,
+    pub held: Decimal,
+    pub credit_limit: Decimal,
+    /// System accounts: no funds check.
+    pub unlimited: bool,
+    /// Live holds by transfer. A `BTreeMap` (not `HashMap`) so that iteration is deterministic
+    /// and an empty map costs no allocation and no random seed.
+    holds: BTreeMap<TransferId, Decimal>,
+    recent_credits: VecDeque<TransferId>,
+}
+
+/// Why a position refused a hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FundsRejection {
+    InsufficientFunds { available: Decimal, requested: Decimal },
+    Overflow,
+}
+
+impl From<Overflow> for FundsRejection {
+    fn from(_: Overflow) -> Self {
+        FundsRejection::Overflow
+    }
+}
+
+impl Position {
+    pub fn new(balance: Decimal, credit_limit: Decimal, unlimited: bool) -> Self {
+        Position { balance, held: Decimal::ZERO, credit_limit, unlimited, ..Position::default() }
+    }
+
+    pub fn available(&self) -> Result<Decimal, Overflow> {
+        money::add(money::sub(self.balance, self.held)?, self.credit_limit)
+    }
+
+    pub fn holds(&self) -> impl Iterator<Item = (TransferId, Decimal)> + '_ {
+        self.holds.iter().map(|(transfer, amount)| (*transfer, *amount))
+    }
+
+    pub fn hold_of(&self, transfer: TransferId) -> Option<Decimal> {
+        self.holds.get(&transfer).copied()
+    }
+
+    pub fn has_holds(&self) -> bool {
+        !self.holds.is_empty()
+    }
+
+    /// `Ok(true)`: the hold may be placed. `Ok(false)`: it is already placed (a repeat).
+    pub fn check_hold(&self, transfer: TransferId, amount: Decimal) -> Result<bool, FundsRejection> {
+        if self.holds.contains_key(&transfer) {
+            return Ok(false);
+        }
+        let held_after = money::add(self.held, amount)?;
+        if !self.unlimited {
+            let available = self.available()?;
+            if amount > available {
+                return Err(FundsRejection::InsufficientFunds { available, requested: amount });
+            }
+        }
+        // The hold must also be postable later without overflow.
+        money::sub(self.balance, amount)?;
+        let _ = held_after;
+        Ok(true)
+    }
+
+    pub fn apply_hold(&mut self, transfer: TransferId, amount: Decimal) -> Result<(), Overflow> {
+        if self.holds.contains_key(&transfer) {
+            return Ok(());
+        }
+        self.held = money::add(self.held, amount)?;
+        self.holds.insert(transfer, amount);
+        Ok(())
+    }
+
+    /// Drops the hold. Returns the amount released, or `None` if there was none (a repeat).
+    pub fn apply_release(&mut self, transfer: TransferId) -> Result<Option<Decimal>, Overflow> {
+        let Some(amount) = self.holds.get(&transfer).copied() else { return Ok(None) };
+        self.held = money::sub(self.held, amount)?;
+        self.holds.remove(&transfer);
+        Ok(Some(amount))
+    }
+
+    /// Turns the hold into a debit. Returns the amount debited, or `None` if there was no hold
+    /// (already posted: a repeat).
+    pub fn apply_post(&mut self, transfer: TransferId) -> Result<Option<Decimal>, Overflow> {
+        let Some(amount) = self.holds.get(&transfer).copied() else { return Ok(None) };
+        let held = money::sub(self.held, amount)?;
+        let balance = money::sub(self.balance, amount)?;
+        self.held = held;
+        self.balance = balance;
+        self.holds.remove(&transfer);
+        Ok(Some(amount))
+    }
+
+    /// `Ok(true)`: the credit may be applied. `Ok(false)`: a recent repeat.
+    pub fn check_credit(&self, transfer: TransferId, amount: Decimal) -> Result<bool, Overflow> {
+        if self.recent_credits.contains(&transfer) {
+            return Ok(false);
+        }
+        money::add(self.balance, amount)?;
+        Ok(true)
+    }
+
+    pub fn apply_credit(&mut self, transfer: TransferId, amount: Decimal) -> Result<(), Overflow> {
+        if self.recent_credits.contains(&transfer) {
+            return Ok(());
+        }
+        self.balance = money::add(self.balance, amount)?;
+        if self.recent_credits.len() == RECENT_CREDITS_MAX {
+            self.recent_credits.pop_front();
+        }
+        self.recent_credits.push_back(transfer);
+        Ok(())
+    }
+
+    /// A direct debit without a hold, for replaying a posting whose hold is not in memory.
+    pub fn apply_debit(&mut self, amount: Decimal) -> Result<(), Overflow> {
+        self.balance = money::sub(self.balance, amount)?;
+        Ok(())
+    }
+
+    /// Restores a hold read back from a store, without funds checks.
+    pub fn restore_hold(&mut self, transfer: TransferId, amount: Decimal) -> Result<(), Overflow> {
+        self.apply_hold(transfer, amount)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal_macros::dec;
+
+    use super::*;
+
+    fn transfer(n: u128) -> TransferId {
+        TransferId::from_u128(n)
+    }
+
+    #[test]
+    fn hold_then_post_moves_the_held_amount_to_a_debit() {
+        let mut position = Position::new(dec!(100), dec!(0), false);
+        assert_eq!(position.check_hold(transfer(1), dec!(30)), Ok(true));
+        position.apply_hold(transfer(1), dec!(30)).unwrap();
+        assert_eq!(position.available(), Ok(dec!(70)));
+        assert_eq!(position.apply_post(transfer(1)), Ok(Some(dec!(30))));
+        assert_eq!((position.balance, position.held), (dec!(70), dec!(0)));
+        assert_eq!(position.apply_post(transfer(1)), Ok(None), "a repeated post changes nothing");
+        assert_eq!(position.balance, dec!(70));
+    }
+
+    #[test]
+    fn hold_beyond_available_is_refused_but_credit_limit_counts() {
+        let position = Position::new(dec!(10), dec!(5), false);
+        assert_eq!(position.check_hold(transfer(1), dec!(15)), Ok(true));
+        assert_eq!(
+            position.check_hold(transfer(1), dec!(15.01)),
+            Err(FundsRejection::InsufficientFunds { available: dec!(15), requested: dec!(15.01) })
+        );
+    }
+
+    #[test]
+    fn unlimited_positions_may_go_negative() {
+        let mut position = Position::new(dec!(0), dec!(0), true);
+        assert_eq!(position.check_hold(transfer(1), dec!(1000)), Ok(true));
+        position.apply_hold(transfer(1), dec!(1000)).unwrap();
+        position.apply_post(transfer(1)).unwrap();
+        assert_eq!(position.balance, dec!(-1000));
+    }
+
+    #[test]
+    fn repeated_hold_release_and_credit_apply_once() {
+        let mut position = Position::new(dec!(100), dec!(0), false);
+        position.apply_hold(transfer(1), dec!(10)).unwrap();
+        assert_eq!(position.check_hold(transfer(1), dec!(10)), Ok(false));
+        position.apply_hold(transfer(1), dec!(10)).unwrap();
+        assert_eq!(position.held, dec!(10));
+        assert_eq!(position.apply_release(transfer(1)), Ok(Some(dec!(10))));
+        assert_eq!(position.apply_release(transfer(1)), Ok(None));
+        assert_eq!(position.held, dec!(0));
+
+        position.apply_credit(transfer(2), dec!(5)).unwrap();
+        assert_eq!(position.check_credit(transfer(2), dec!(5)), Ok(false));
+        position.apply_credit(transfer(2), dec!(5)).unwrap();
+        assert_eq!(position.balance, dec!(105));
+    }
+
+    #[test]
+    fn recent_credit_memory_is_bounded() {
+        let mut position = Position::new(dec!(0), dec!(0), false);
+        for n in 0..100 {
+            position.apply_credit(transfer(n), dec!(1)).unwrap();
+        }
+        assert_eq!(position.recent_credits.len(), RECENT_CREDITS_MAX);
+        assert_eq!(position.balance, dec!(100));
+    }
+
+    #[test]
+    fn overflow_is_a_named_error_not_a_panic() {
+        let position = Position::new(Decimal::MAX, dec!(0), false);
+        assert_eq!(position.check_credit(transfer(1), dec!(1)), Err(Overflow));
+        let position = Position::new(Decimal::MIN, dec!(0), true);
+        assert_eq!(position.check_hold(transfer(1), dec!(1)), Err(FundsRejection::Overflow));
+    }
+}

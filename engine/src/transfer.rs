@@ -1,0 +1,329 @@
+//! Transfers: the request, the record, its statuses and the transitions between them.
+//!
+//! ```text
+//! processing -> completed | failed | pending
+//! pending    -> processing (execute) | rejected | cancelled
+//! ```
+//! Terminal statuses never change.
+
+use rust_decimal::Decimal;
+
+use crate::currency::Currency;
+use crate::error_code::ErrorCode;
+use crate::ids::{AccountId, Timestamp, TransferId, UserId};
+use crate::money::{self, validate_amount};
+use crate::rejection::{CreateTransferRejection, TransitionRejection};
+use crate::transfer_type::TransferTypeSettings;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum TransferKind {
+    Internal,
+    External,
+    AdminCredit,
+    AdminDebit,
+}
+
+impl TransferKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TransferKind::Internal => "internal",
+            TransferKind::External => "external",
+            TransferKind::AdminCredit => "admin_credit",
+            TransferKind::AdminDebit => "admin_debit",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TransferKind> {
+        match text {
+            "internal" => Some(TransferKind::Internal),
+            "external" => Some(TransferKind::External),
+            "admin_credit" => Some(TransferKind::AdminCredit),
+            "admin_debit" => Some(TransferKind::AdminDebit),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum TransferStatus {
+    Processing,
+    Pending,
+    Completed,
+    Failed,
+    Rejected,
+    Cancelled,
+}
+
+impl TransferStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TransferStatus::Processing => "processing",
+            TransferStatus::Pending => "pending",
+            TransferStatus::Completed => "completed",
+            TransferStatus::Failed => "failed",
+            TransferStatus::Rejected => "rejected",
+            TransferStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TransferStatus> {
+        match text {
+            "processing" => Some(TransferStatus::Processing),
+            "pending" => Some(TransferStatus::Pending),
+            "completed" => Some(TransferStatus::Completed),
+            "failed" => Some(TransferStatus::Failed),
+            "rejected" => Some(TransferStatus::Rejected),
+            "cancelled" => Some(TransferStatus::Cancelled),
+            _ => None,
+        }
+    }
+
+    pub const fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TransferStatus::Completed | TransferStatus::Failed | TransferStatus::Rejected | TransferStatus::Cancelled
+        )
+    }
+
+    /// The transitions of the state machine above, and no others.
+    pub const fn can_become(self, next: TransferStatus) -> bool {
+        matches!(
+            (self, next),
+            (TransferStatus::Processing, TransferStatus::Completed)
+                | (TransferStatus::Processing, TransferStatus::Failed)
+                | (TransferStatus::Processing, TransferStatus::Pending)
+                | (TransferStatus::Pending, TransferStatus::Processing)
+                | (TransferStatus::Pending, TransferStatus::Rejected)
+                | (TransferStatus::Pending, TransferStatus::Cancelled)
+        )
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum PendingReason {
+    ManualExecution,
+    AmlReview,
+}
+
+impl PendingReason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PendingReason::ManualExecution => "manual_execution",
+            PendingReason::AmlReview => "aml_review",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<PendingReason> {
+        match text {
+            "manual_execution" => Some(PendingReason::ManualExecution),
+            "aml_review" => Some(PendingReason::AmlReview),
+            _ => None,
+        }
+    }
+}
+
+/// How far a transfer's saga got, as last recorded. Recovery resumes from here: before
+/// `Held` nothing is undone; at `Held` the hold is released (or kept, if pending); at
+/// `Credited` the saga only goes forward.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub enum SagaStep {
+    Started,
+    Held,
+    Credited,
+    Posted,
+    Released,
+}
+
+impl SagaStep {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SagaStep::Started => "started",
+            SagaStep::Held => "held",
+            SagaStep::Credited => "credited",
+            SagaStep::Posted => "posted",
+            SagaStep::Released => "released",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<SagaStep> {
+        match text {
+            "started" => Some(SagaStep::Started),
+            "held" => Some(SagaStep::Held),
+            "credited" => Some(SagaStep::Credited),
+            "posted" => Some(SagaStep::Posted),
+            "released" => Some(SagaStep::Released),
+            _ => None,
+        }
+    }
+}
+
+/// An external beneficiary: where an `external` transfer's money goes outside Tally.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Beneficiary {
+    pub name: String,
+    pub iban: String,
+}
+
+/// A request to move money, already parsed: amounts are `Decimal`, ids resolved. For
+/// `external` transfers `destination` is the settlement account of the currency; for admin
+/// adjustments one side is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferRequest {
+    pub id: TransferId,
+    pub kind: TransferKind,
+    pub source: AccountId,
+    pub destination: AccountId,
+    /// In the source account's currency.
+    pub amount: Decimal,
+    pub currency: Currency,
+    /// In the source currency; held and debited on top of `amount`, credited to fees.
+    pub fee: Decimal,
+    pub reference: Option<String>,
+    pub description: Option<String>,
+    pub beneficiary: Option<Beneficiary>,
+    /// The user on whose behalf the transfer runs (`None` for system-made transfers).
+    pub initiated_by: Option<UserId>,
+    pub created_at: Timestamp,
+}
+
+impl TransferRequest {
+    /// The checks that need no account: amount, fee, accounts distinct, type enabled, limits.
+    /// Returns the request with amounts at the currency's scale.
+    pub fn validate(mut self, settings: &TransferTypeSettings) -> Result<TransferRequest, CreateTransferRejection> {
+        self.amount = validate_amount(self.amount, self.currency).map_err(CreateTransferRejection::InvalidAmount)?;
+        if self.fee.is_sign_negative() || self.fee.normalize().scale() > self.currency.scale() {
+            return Err(CreateTransferRejection::InvalidFee);
+        }
+        self.fee = money::with_currency_scale(self.fee, self.currency);
+        if self.source == self.destination {
+            return Err(CreateTransferRejection::SameAccount);
+        }
+        if !settings.enabled {
+            return Err(CreateTransferRejection::TransferTypeDisabled);
+        }
+        if !settings.allows_amount(self.amount) {
+            return Err(CreateTransferRejection::AmountLimitExceeded);
+        }
+        money::add(self.amount, self.fee).map_err(|_| CreateTransferRejection::Overflow)?;
+        Ok(self)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    pub id: TransferId,
+    pub kind: TransferKind,
+    pub status: TransferStatus,
+    pub step: SagaStep,
+    pub source: AccountId,
+    pub destination: AccountId,
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub fee: Decimal,
+    pub fx_rate: Option<Decimal>,
+    pub destination_amount: Decimal,
+    pub destination_currency: Currency,
+    pub pending_reason: Option<PendingReason>,
+    pub failure_reason: Option<ErrorCode>,
+    pub reference: Option<String>,
+    pub description: Option<String>,
+    pub beneficiary: Option<Beneficiary>,
+    pub initiated_by: Option<UserId>,
+    pub created_at: Timestamp,
+    pub completed_at: Option<Timestamp>,
+}
+
+impl Transfer {
+    /// A transfer as its saga starts it: `processing`, nothing done yet.
+    pub fn start(request: TransferRequest) -> Transfer {
+        Transfer {
+            id: request.id,
+            kind: request.kind,
+            status: TransferStatus::Processing,
+            step: SagaStep::Started,
+            source: request.source,
+            destination: request.destination,
+            amount: request.amount,
+            currency: request.currency,
+            fee: request.fee,
+            fx_rate: None,
+            destination_amount: request.amount,
+            destination_currency: request.currency,
+            pending_reason: None,
+            failure_reason: None,
+            reference: request.reference,
+            description: request.description,
+            beneficiary: request.beneficiary,
+            initiated_by: request.initiated_by,
+            created_at: request.created_at,
+            completed_at: None,
+        }
+    }
+
+    /// What the source holds and finally loses: amount plus fee.
+    pub fn total_debited(&self) -> Result<Decimal, money::Overflow> {
+        money::add(self.amount, self.fee)
+    }
+
+    /// Moves to `next` if the state machine allows it. `at` stamps terminal statuses.
+    pub fn transition(&mut self, next: TransferStatus, at: Timestamp) -> Result<(), TransitionRejection> {
+        if !self.status.can_become(next) {
+            return Err(match next {
+                TransferStatus::Cancelled => TransitionRejection::NotCancellable { status: self.status },
+                _ => TransitionRejection::NotPending { status: self.status },
+            });
+        }
+        self.status = next;
+        if next != TransferStatus::Pending {
+            self.pending_reason = None;
+        }
+        if next.is_terminal() {
+            self.completed_at = Some(at);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [TransferStatus; 6] = [
+        TransferStatus::Processing,
+        TransferStatus::Pending,
+        TransferStatus::Completed,
+        TransferStatus::Failed,
+        TransferStatus::Rejected,
+        TransferStatus::Cancelled,
+    ];
+
+    #[test]
+    fn terminal_statuses_never_change() {
+        for from in ALL.into_iter().filter(|status| status.is_terminal()) {
+            for to in ALL {
+                assert!(!from.can_become(to), "{from:?} -> {to:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn exactly_six_transitions_exist() {
+        let allowed: usize = ALL.iter().map(|from| ALL.iter().filter(|to| from.can_become(**to)).count()).sum();
+        assert_eq!(allowed, 6);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for status in ALL {
+            assert_eq!(TransferStatus::parse(status.as_str()), Some(status));
+        }
+        for kind in
+            [TransferKind::Internal, TransferKind::External, TransferKind::AdminCredit, TransferKind::AdminDebit]
+        {
+            assert_eq!(TransferKind::parse(kind.as_str()), Some(kind));
+        }
+        for step in [SagaStep::Started, SagaStep::Held, SagaStep::Credited, SagaStep::Posted, SagaStep::Released] {
+            assert_eq!(SagaStep::parse(step.as_str()), Some(step));
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Transfer-type settings: enabled, execution mode, amount limits.
+
+use rust_decimal::Decimal;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ExecutionMode {
+    /// The saga runs to the end at once.
+    Auto,
+    /// The saga stops after the hold as `pending` and waits for an admin to execute it.
+    Manual,
+}
+
+impl ExecutionMode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ExecutionMode::Auto => "auto",
+            ExecutionMode::Manual => "manual",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ExecutionMode> {
+        match text {
+            "auto" => Some(ExecutionMode::Auto),
+            "manual" => Some(ExecutionMode::Manual),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferTypeSettings {
+    pub enabled: bool,
+    pub execution_mode: ExecutionMode,
+    pub min_amount: Option<Decimal>,
+    pub max_amount: Option<Decimal>,
+}
+
+impl TransferTypeSettings {
+    /// Internal transfers: on, automatic, no limits beyond the currency's maximum.
+    pub fn internal_default() -> Self {
+        TransferTypeSettings { enabled: true, execution_mode: ExecutionMode::Auto, min_amount: None, max_amount: None }
+    }
+
+    /// External transfers leave Tally, so by default an admin reviews each one (API.md).
+    pub fn external_default() -> Self {
+        TransferTypeSettings {
+            enabled: true,
+            execution_mode: ExecutionMode::Manual,
+            min_amount: None,
+            max_amount: None,
+        }
+    }
+
+    /// Admin adjustments: always on, always automatic.
+    pub fn adjustment_default() -> Self {
+        Self::internal_default()
+    }
+
+    pub fn allows_amount(&self, amount: Decimal) -> bool {
+        self.min_amount.is_none_or(|min| amount >= min) && self.max_amount.is_none_or(|max| amount <= max)
+    }
+}

@@ -1,0 +1,13 @@
+//! Tally's persistence: the `Store` trait, its stores, and the write-behind journal that
+//! drains actors' records into a store in group commits.
+//!
+//! Architecture invariant: only this crate knows SQL. Actors never call a store on the hot
+//! path: they append records to the journal and await a durable ack.
+
+pub mod journal;
+pub mod memory;
+pub mod store;
+
+pub use journal::{DurableAck, Journal, JournalConfig, JournalStats, Overloaded};
+pub use memory::MemoryStore;
+pub use store::{Loaded, SequencedRecord, Store, StoreError};

@@ -1,0 +1,138 @@
+//! An in-memory store. It keeps everything a database would, applies commits with the same
+//! engine `apply` functions recovery uses, and answers the same reads. It is what the
+//! in-process engine, its benchmarks and the simulation tests run on; it is not durable, so
+//! `tally serve` never uses it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use tally_engine::{Account, AccountId, Posting, Record, Transfer, TransferId, Wallet, WalletId};
+
+use crate::store::{Loaded, SequencedRecord, Store, StoreError};
+
+#[derive(Default)]
+struct State {
+    committed_seq: u64,
+    accounts: HashMap<AccountId, Loaded<Account>>,
+    wallets: HashMap<WalletId, Loaded<Wallet>>,
+    transfers: HashMap<TransferId, Loaded<Transfer>>,
+    postings: HashMap<AccountId, Vec<Posting>>,
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+    /// Lets journal tests simulate an outage: while false, every call is `Unavailable`.
+    available: AtomicBool,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore { state: Mutex::new(State::default()), available: AtomicBool::new(true) }
+    }
+
+    /// Simulates the database going away (`false`) and coming back (`true`).
+    pub fn set_available(&self, available: bool) {
+        self.available.store(available, Ordering::SeqCst);
+    }
+
+    fn state(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
+        if !self.available.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("memory store switched off".to_owned()));
+        }
+        self.state.lock().map_err(|_| StoreError::Corrupt("memory store lock poisoned".to_owned()))
+    }
+}
+
+fn apply(state: &mut State, sequenced: &SequencedRecord) -> Result<(), StoreError> {
+    let seq = sequenced.seq;
+    match &sequenced.record {
+        Record::AccountOpened(account) => {
+            state.accounts.insert(account.id, Loaded { value: (**account).clone(), seq });
+        }
+        Record::Account { account, currency, event } => {
+            let loaded = state
+                .accounts
+                .get_mut(account)
+                .ok_or_else(|| StoreError::Corrupt(format!("record for unknown account {account}")))?;
+            loaded.value.apply(event).map_err(|_| StoreError::Corrupt(format!("overflow replaying {account}")))?;
+            loaded.seq = seq;
+            if let Some(posting) = Posting::from_event(*account, *currency, event) {
+                state.postings.entry(*account).or_default().push(posting);
+            }
+        }
+        Record::WalletOpened(wallet) => {
+            state.wallets.insert(wallet.id, Loaded { value: (**wallet).clone(), seq });
+        }
+        Record::Wallet { wallet, event } => {
+            let loaded = state
+                .wallets
+                .get_mut(wallet)
+                .ok_or_else(|| StoreError::Corrupt(format!("record for unknown wallet {wallet}")))?;
+            loaded.value.apply(event).map_err(|_| StoreError::Corrupt(format!("overflow replaying {wallet}")))?;
+            loaded.seq = seq;
+        }
+        Record::Transfer(transfer) => {
+            state.transfers.insert(transfer.id, Loaded { value: (**transfer).clone(), seq });
+        }
+    }
+    state.committed_seq = seq;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn commit(&self, records: &[SequencedRecord]) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        if let Some(first) = records.first()
+            && first.seq != state.committed_seq + 1
+        {
+            return Err(StoreError::Corrupt(format!(
+                "journal gap: committed {} then got {}",
+                state.committed_seq, first.seq
+            )));
+        }
+        // All or nothing: apply to a copy only when a record could fail half way. Records
+        // from the journal are well formed, so apply in place and treat a failure as corruption.
+        for record in records {
+            apply(&mut state, record)?;
+        }
+        Ok(())
+    }
+
+    async fn committed_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.state()?.committed_seq)
+    }
+
+    async fn load_account(&self, id: AccountId) -> Result<Option<Loaded<Account>>, StoreError> {
+        Ok(self.state()?.accounts.get(&id).cloned())
+    }
+
+    async fn load_wallet(&self, id: WalletId) -> Result<Option<Loaded<Wallet>>, StoreError> {
+        Ok(self.state()?.wallets.get(&id).cloned())
+    }
+
+    async fn load_transfer(&self, id: TransferId) -> Result<Option<Loaded<Transfer>>, StoreError> {
+        Ok(self.state()?.transfers.get(&id).cloned())
+    }
+
+    async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError> {
+        Ok(self
+            .state()?
+            .transfers
+            .values()
+            .filter(|loaded| !loaded.value.status.is_terminal())
+            .map(|loaded| loaded.value.clone())
+            .collect())
+    }
+
+    async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        Ok(self.state()?.accounts.values().map(|loaded| loaded.value.clone()).collect())
+    }
+
+    async fn postings_of(&self, account: AccountId) -> Result<Vec<Posting>, StoreError> {
+        Ok(self.state()?.postings.get(&account).cloned().unwrap_or_default())
+    }
+}

@@ -1,0 +1,91 @@
+//! The `Store` trait: what the journal writes and what activation and recovery read.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tally_engine::{Account, AccountId, Posting, Record, Transfer, TransferId, Wallet, WalletId};
+
+/// A journal record with its position in the journal. Sequence numbers start at 1, grow by one
+/// per record, and commit in order, so what is durable is always a prefix of the journal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SequencedRecord {
+    pub seq: u64,
+    pub record: Record,
+}
+
+/// A value read from a store, with the journal sequence number of the last record the store
+/// applied to it. Records at or below `seq` are already in `value`; later ones are not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loaded<T> {
+    pub value: T,
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database did not answer or refused the connection. The journal retries.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store holds something that breaks an invariant. Never retried.
+    #[error("store corrupt: {0}")]
+    Corrupt(String),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Commits the records in one transaction, in order, or none of them.
+    async fn commit(&self, records: &[SequencedRecord]) -> Result<(), StoreError>;
+
+    /// The highest sequence number committed, or 0 for an empty store.
+    async fn committed_seq(&self) -> Result<u64, StoreError>;
+
+    async fn load_account(&self, id: AccountId) -> Result<Option<Loaded<Account>>, StoreError>;
+
+    async fn load_wallet(&self, id: WalletId) -> Result<Option<Loaded<Wallet>>, StoreError>;
+
+    async fn load_transfer(&self, id: TransferId) -> Result<Option<Loaded<Transfer>>, StoreError>;
+
+    /// Transfers not yet terminal (processing or pending), for recovery and admin review.
+    async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError>;
+
+    /// Every account, for `tally check` and the tests' conservation checks.
+    async fn all_accounts(&self) -> Result<Vec<Account>, StoreError>;
+
+    /// The postings of one account in journal order.
+    async fn postings_of(&self, account: AccountId) -> Result<Vec<Posting>, StoreError>;
+}
+
+#[async_trait]
+impl<S: Store + ?Sized> Store for Arc<S> {
+    async fn commit(&self, records: &[SequencedRecord]) -> Result<(), StoreError> {
+        (**self).commit(records).await
+    }
+
+    async fn committed_seq(&self) -> Result<u64, StoreError> {
+        (**self).committed_seq().await
+    }
+
+    async fn load_account(&self, id: AccountId) -> Result<Option<Loaded<Account>>, StoreError> {
+        (**self).load_account(id).await
+    }
+
+    async fn load_wallet(&self, id: WalletId) -> Result<Option<Loaded<Wallet>>, StoreError> {
+        (**self).load_wallet(id).await
+    }
+
+    async fn load_transfer(&self, id: TransferId) -> Result<Option<Loaded<Transfer>>, StoreError> {
+        (**self).load_transfer(id).await
+    }
+
+    async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError> {
+        (**self).non_terminal_transfers().await
+    }
+
+    async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        (**self).all_accounts().await
+    }
+
+    async fn postings_of(&self, account: AccountId) -> Result<Vec<Posting>, StoreError> {
+        (**self).postings_of(account).await
+    }
+}
