@@ -1,1 +1,115 @@
+//! Shared harness for Tally's black-box tests: start an engine on a store, fund accounts,
+//! and check the ledger's invariants against what the store holds.
 
+// Test support code: a failed unwrap is a failed test, which is what we want.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod model;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use tally_actors::{Engine, EngineConfig};
+use tally_engine::system_accounts;
+use tally_engine::{Account, Currency, Transfer, TransferKind, TransferRequest, UserId};
+use tally_persistence::{MemoryStore, Store};
+
+pub struct Harness {
+    pub engine: Engine,
+    pub store: Arc<MemoryStore>,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Harness::start_with(EngineConfig::default()).await
+    }
+
+    pub async fn start_with(config: EngineConfig) -> Harness {
+        let store = Arc::new(MemoryStore::new());
+        let engine = Engine::start(store.clone(), config).await.expect("engine starts");
+        Harness { engine, store }
+    }
+
+    pub fn user(&self) -> UserId {
+        UserId::from_uuid(uuid::Uuid::new_v4())
+    }
+
+    pub async fn open(&self, currency: Currency) -> Account {
+        self.engine.open_account(self.user(), currency, Decimal::ZERO).await.expect("account opens")
+    }
+
+    /// Credits `amount` to `account` from the settlement account (an admin adjustment).
+    pub async fn fund(&self, account: &Account, amount: Decimal) -> Transfer {
+        self.engine
+            .adjust(TransferKind::AdminCredit, account.id, amount, None, Some("funding".to_owned()), None)
+            .await
+            .expect("funding succeeds")
+    }
+
+    pub fn request(&self, source: &Account, destination: &Account, amount: Decimal) -> TransferRequest {
+        TransferRequest {
+            id: self.engine.new_transfer_id(),
+            kind: TransferKind::Internal,
+            source: source.id,
+            destination: destination.id,
+            amount,
+            currency: source.currency,
+            fee: Decimal::ZERO,
+            reference: None,
+            description: None,
+            beneficiary: None,
+            initiated_by: None,
+            created_at: self.engine.now(),
+        }
+    }
+
+    pub async fn balance(&self, account: &Account) -> Decimal {
+        self.engine.account(account.id).await.expect("account readable").balance()
+    }
+
+    /// Waits until everything appended is durable, then checks the store: every currency's
+    /// balances sum to zero, every balance equals its postings, every `held` equals its holds,
+    /// and no user account is below its credit limit. Returns the per-currency sums checked.
+    pub async fn assert_ledger_consistent(&self) -> BTreeMap<Currency, Decimal> {
+        self.engine.journal().barrier().wait().await.expect("journal durable");
+        assert_store_consistent(self.store.as_ref()).await
+    }
+
+    pub async fn shutdown(self) {
+        self.engine.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+/// The invariants of DESIGN.md §3 over what a store holds.
+pub async fn assert_store_consistent(store: &dyn Store) -> BTreeMap<Currency, Decimal> {
+    let accounts = store.all_accounts().await.expect("accounts readable");
+    let mut sums: BTreeMap<Currency, Decimal> = BTreeMap::new();
+    for account in &accounts {
+        *sums.entry(account.currency).or_default() += account.balance();
+        let postings = store.postings_of(account.id).await.expect("postings readable");
+        let from_postings: Decimal = postings.iter().map(|posting| posting.signed_amount()).sum();
+        assert_eq!(account.balance(), from_postings, "balance of {} equals its postings", account.id);
+        let from_holds: Decimal = account.position.holds().map(|(_, amount)| amount).sum();
+        assert_eq!(account.held(), from_holds, "held of {} equals its holds", account.id);
+        if !account.kind.is_system() {
+            assert!(
+                account.available().expect("no overflow") >= Decimal::ZERO,
+                "account {} is overdrawn: balance {} held {} limit {}",
+                account.id,
+                account.balance(),
+                account.held(),
+                account.credit_limit()
+            );
+        }
+    }
+    for (currency, sum) in &sums {
+        assert_eq!(*sum, Decimal::ZERO, "balances in {currency} sum to zero");
+    }
+    assert!(
+        accounts.iter().any(|account| account.id == system_accounts::settlement(Currency::USD)),
+        "system accounts exist from the start"
+    );
+    sums
+}

@@ -1,0 +1,365 @@
+//! Transfer sagas through the real actors: the happy path, each rejection, compensation,
+//! pending transfers, and idempotent steps.
+
+use rust_decimal_macros::dec;
+use tally_actors::registry::{CallError, Unavailable};
+use tally_actors::{ActorKind, EngineConfig, TransferError};
+use tally_engine::{
+    AccountCommand, AccountId, CreateTransferRejection, Currency, ErrorCode, PendingReason, StatusAction, TransferKind,
+    TransferRequest, TransferStatus, WalletCommand,
+};
+use tally_tests::Harness;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_transfer_moves_money_once_and_keeps_the_ledger_balanced() {
+    let harness = Harness::start().await;
+    let alice = harness.open(Currency::USD).await;
+    let bob = harness.open(Currency::USD).await;
+    harness.fund(&alice, dec!(100.00)).await;
+
+    let transfer = harness.engine.transfer(harness.request(&alice, &bob, dec!(30.25))).await.unwrap();
+
+    assert_eq!(transfer.status, TransferStatus::Completed);
+    assert_eq!(harness.balance(&alice).await, dec!(69.75));
+    assert_eq!(harness.balance(&bob).await, dec!(30.25));
+    let stored = harness.engine.load_transfer(transfer.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, TransferStatus::Completed, "the acknowledged outcome is in the journal or store");
+    harness.assert_ledger_consistent().await;
+    harness.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insufficient_funds_is_refused_and_nothing_moves() {
+    let harness = Harness::start().await;
+    let alice = harness.open(Currency::USD).await;
+    let bob = harness.open(Currency::USD).await;
+    harness.fund(&alice, dec!(10)).await;
+
+    let error = harness.engine.transfer(harness.request(&alice, &bob, dec!(10.01))).await.unwrap_err();
+
+    assert!(matches!(error, TransferError::Rejected(CreateTransferRejection::InsufficientFunds { .. })), "{error:?}");
+    assert_eq!(harness.balance(&alice).await, dec!(10));
+    assert_eq!(harness.balance(&bob).await, dec!(0));
+    harness.assert_ledger_consistent().await;
+    harness.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fee_is_held_with_the_amount_and_posted_to_the_fee_account() {
+    let harness = Harness::start().await;
+    let alice = harness.open(Currency::EUR).await;
+    let bob = harness.open(Currency::EUR).await;
+    harness.fund(&alice, dec!(50)).await;
+    let mut request = harness.request(&alice, &bob, dec!(40));
+    request.fee = dec!(0.40);
+
+    let transfer = harness.engine.transfer(request).await.unwrap();
+
+    assert_eq!(transfer.total_debited().unwrap(), dec!(40.40));
+    assert_eq!(harness.balance(&alice).await, dec!(9.60));
+    assert_eq!(harness.balance(&bob).await, dec!(40));
+    let fees = harness.engine.account(tally_engine::system_accounts::fees(Currency::EUR)).await.unwrap();
+    assert_eq!(fees.balance(), dec!(0.40));
+    harness.assert_ledger_consistent().await;
+    harness.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_credit_step_releases_the_hold_and_records_the_transfer_failed() {
+    let harness = Harness::start().await;
+    let alice = harness.open(Currency::USD).await;
+    let blocked = harness.open(Currency::USD).await;
+    let euro = harness.open(Currency::EUR).await;
+    harness.fund(&alice, dec!(100)).await;
+    harness.engine.set_account_status(blocked.id, StatusAction::Block).await.unwrap();
+    let missing = tally_engine::Account { id: AccountId::from_u128(42), ..alice.clone() };
+
+    let cases: [(&tally_engine::Account, fn(&CreateTransferRejection) -> bool); 3] = [
+        (&blocked, |r| matches!(r, CreateTransferRejection::DestinationNotActive { .. })),
+        (&euro, |r| matches!(r, CreateTransferRejection::DestinationCurrencyMismatch { .. })),
+        (&missing, |r| matches!(r, CreateTransferRejection::DestinationNotFound)),
+    ];
+    for (destination, expected) in cases {
+        let request = harness.request(&alice, destination, dec!(60));
+        let id = request.id;
+        let error = harness.engine.transfer(request).await.unwrap_err();
+        let TransferError::Rejected(rejection) = &error else { panic!("{error:?}") };
+        assert!(expected(rejection), "{rejection:?}");
+        let stored = harness.engine.load_transfer(id).await.unwrap().unwrap();
+        assert_eq!(stored.status, TransferStatus::Failed);
+        assert_eq!(stored.failure_reason, Some(rejection.code()));
+        let alice_now = harness.engine.account(alice.id).await.unwrap();
+        assert_eq!((alice_now.balance(), alice_now.held()), (dec!(100), dec!(0)), "hold released, nothing moved");
+    }
+    harness.assert_ledger_consistent().await;
+    harness.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_side_rejections_come_before_destination_ones() {
+    let harness = Harness::start().await;
+    let alice = harness.open(Currency::USD).await;
+    let bob = harness.open(Currency::USD).await;
+    let missing = tally_engine::Account { id: AccountId::from_u128(7), ..bob.clone() };
+    // Broke source and missing destination: the source's reason wins.
+    let error = harness.engine.transfer(harness.request(&alice, &missing, dec!(1))).await.unwrap_err();
+    assert!(matches!(error, TransferError::Rejected(CreateTransferRejection::InsufficientFunds { .. })), "{error:?}");
+    // Missing source: not found, and nothing is created at the destination.
+    let error = harness.engine.transfer(harness.request(&missing, &bob, dec!(1))).await.unwrap_err();
+    assert!(matches!(error, TransferError::Rejected(CreateTransferRejection::SourceNotFound)), "{error:?}");
+    // Invalid amount beats everything.
+    let error = harness.engine.transfer(harness.request(&missing, &missing, dec!(-1))).await.unwrap_err();
+    assert!(matches!(error, TransferError::Rejected(CreateTransferRejection::InvalidAmount(_))), "{error:?}");
+    harness.assert_ledger_consistent().await;
+    harness.shutdown().await;
+}
+
+fn external(harness: &Harness, source: &tally_engine::Account, amount: rust_decimal::Decimal) -> TransferRequest {
+    let mut request = harness.request(source, source, amount);
+    request.kind = TransferKind::External;
+    request.destination = tally_engine::system_accounts::settlement(source.currency);
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_transfer_waits_pending_with_its_money_held_until_an_admin_executes_it() {
+    let harness = Harness::start().await;
+    let alice = harness.open(Currency::GBP).await;
+    harness.fund(&alice, dec!(80)).await;
+
+    let pending = harness.engine.transfer(external(&harness, &alice, dec!(30))).await.unwrap();
+    assert_eq!(pending.status, TransferStatus::Pending);
+    assert_eq!(pending.pending_reason, Some(PendingReason::ManualExecution));
+    let held = harness.engine.account(alice.id).await.unwrap();
+    assert_eq!((held.balance(), held.held(), held.available().unwrap()), (dec!(80), dec!(30), dec!(50)));
+    harness.assert_ledger_consistent().await;
+
+    let executed = harness.engine.execute(pending.id).await.unwrap();
+    assert_eq!(executed.status, TransferStatus::Completed);
+    let after = harness.engine.account(alice.id).await.unwrap();
+    assert_eq!((after.balance(), after.held()), (dec!(50), dec!(0)));
+    let again = harness.engine.execute(pending.id).await.unwrap_err();
+    assert_eq!(again.code(), ErrorCode::NotPending);
+    let cancel = harness.engine.cancel(pending.id).await.unwrap_err();
+    assert_eq!(cancel.code(), ErrorCode::NotCancellable);
+    harness.assert_ledger_consistent().await;
+    harness.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejecting_or_cancelling_a_pending_transfer_releases_its_hold() {
+    let harness = Harness::start().await;
+    let alice = harness.open(Currency::USD).await;
+    harness.fund(&alice, dec!(100)).await;
+    let first = harness.engine.transfer(external(&harness, &alice, dec!(30))).await.unwrap();
+    let second = harness.engine.transfer(external(&harness, &alice, dec!(20))).await.unwrap();
+    assert_eq!(harness.engine.account(alice.id).await.unwrap().held(), dec!(50));
+
+    let rejected = harness.engine.reject(first.id).await.unwrap();
+    let cancelled = harness.engine.cancel(second.id).await.unwrap();
+
+    assert_eq!(rejected.status, TransferStatus::Rejected);
+    assert_eq!(cancelled.status, TransferStatus::Cancelled);
+    let after = harness.engine.account(alice.id).await.unwrap();
+    assert_eq!((after.balance(), after.held()), (dec!(100), dec!(0)));
+    assert_eq!(harness.engine.load_transfer(first.id).await.unwrap().unwrap().status, TransferStatus::Rejected);
+    assert_eq!(harness.engine.execute(second.id).await.unwrap_err().code(), ErrorCode::NotPending);
+    let unknown = harness.engine.execute(harness.engine.new_transfer_id()).await.unwrap_err();
+    assert_eq!(unknown.code(), ErrorCode::NotFound);
+    harness.assert_ledger_consistent().await;
+    harness.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_execute_and_reject_of_one_pending_transfer_let_exactly_one_win() {
+    let harness = Harness::start().await;
+    let alice = harness.open(Currency::USD).await;
+    harness.fund(&alice, dec!(20)).await;
+    for _ in 0..20 {
+        let pending = harness.engine.transfer(external(&harness, &alice, dec!(1))).await.unwrap();
+        let (executed, rejected) = tokio::join!(harness.engine.execute(pending.id), harness.engine.reject(pending.id));
+        assert!(executed.is_ok() != rejected.is_ok(), "exactly one of execute/reject succeeds");
+    }
+    let after = harness.engine.account(alice.id).await.unwrap();
+    assert_eq!(after.held(), dec!(0));
+    harness.assert_ledger_consistent().await;
+    harness.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_account_step_applied_twice_has_the_effect_of_once() {
+    let harness = Harness::start().await;
+    let alice = harness.open(Currency::USD).await;
+    let bob = harness.open(Currency::USD).await;
+    harness.fund(&alice, dec!(100)).await;
+    let accounts = harness.engine.accounts();
+    let transfer = harness.engine.new_transfer_id();
+    let hold = AccountCommand::Hold { transfer, amount: dec!(25), currency: Currency::USD };
+    let credit = AccountCommand::Credit { transfer, amount: dec!(25), currency: Currency::USD };
+    let post = AccountCommand::Post { transfer };
+
+    assert!(accounts.command(alice.id, hold).await.unwrap().is_some());
+    assert!(accounts.command(alice.id, hold).await.unwrap().is_none(), "second hold is a no-op");
+    assert!(accounts.command(bob.id, credit).await.unwrap().is_some());
+    assert!(accounts.command(bob.id, credit).await.unwrap().is_none(), "second credit is a no-op");
+    assert!(accounts.command(alice.id, post).await.unwrap().is_some());
+    assert!(accounts.command(alice.id, post).await.unwrap().is_none(), "second post is a no-op");
+    let release = AccountCommand::Release { transfer };
+    assert!(accounts.command(alice.id, release).await.unwrap().is_none(), "release after post is a no-op");
+
+    assert_eq!(harness.balance(&alice).await, dec!(75));
+    assert_eq!(harness.balance(&bob).await, dec!(25));
+    harness.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_actor_that_panics_is_restarted_with_its_state_and_the_transfer_completes() {
+    let harness = Harness::start().await;
+    let alice = harness.open(Currency::USD).await;
+    let bob = harness.open(Currency::USD).await;
+    harness.fund(&alice, dec!(100)).await;
+    let before = harness.engine.health(10);
+
+    harness.engine.faults().arm_panics(ActorKind::Account, 2);
+    let transfer = harness.engine.transfer(harness.request(&alice, &bob, dec!(10))).await.unwrap();
+
+    assert_eq!(transfer.status, TransferStatus::Completed);
+    let after = harness.engine.health(10);
+    let restarts = |report: &tally_actors::HealthReport| report.kind(ActorKind::Account).unwrap().restarts;
+    assert_eq!(restarts(&after) - restarts(&before), 2, "each panic is one counted restart");
+    assert_eq!(harness.balance(&alice).await, dec!(90), "state reloaded, nothing lost or doubled");
+    assert_eq!(harness.balance(&bob).await, dec!(10));
+    harness.assert_ledger_consistent().await;
+    harness.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_that_panics_is_restarted_from_its_last_step() {
+    let harness = Harness::start().await;
+    let alice = harness.open(Currency::USD).await;
+    let bob = harness.open(Currency::USD).await;
+    harness.fund(&alice, dec!(100)).await;
+
+    harness.engine.faults().arm_panics(ActorKind::TransferSaga, 3);
+    let transfer = harness.engine.transfer(harness.request(&alice, &bob, dec!(10))).await.unwrap();
+
+    assert_eq!(transfer.status, TransferStatus::Completed);
+    assert_eq!(harness.engine.health(10).kind(ActorKind::TransferSaga).unwrap().restarts, 3);
+    assert_eq!(harness.balance(&alice).await, dec!(90));
+    assert_eq!(harness.balance(&bob).await, dec!(10));
+    harness.assert_ledger_consistent().await;
+    harness.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_that_keeps_failing_is_quarantined_refuses_writes_and_can_be_released() {
+    let mut config = EngineConfig::default();
+    config.actors.quarantine_restarts = 3;
+    let harness = Harness::start_with(config).await;
+    let alice = harness.open(Currency::USD).await;
+    let bob = harness.open(Currency::USD).await;
+    harness.fund(&alice, dec!(100)).await;
+
+    // Every delivery attempt panics until the quarantine stops the restarts.
+    harness.engine.faults().arm_panics(ActorKind::Account, 3);
+    let error = harness.engine.transfer(harness.request(&alice, &bob, dec!(10))).await.unwrap_err();
+    harness.engine.faults().disarm();
+    assert_eq!(error.code(), ErrorCode::Quarantined, "{error:?}");
+    let health = harness.engine.health(10);
+    assert_eq!(health.kind(ActorKind::Account).unwrap().quarantined, 1);
+    assert!(health.worst.iter().any(|actor| actor.quarantined && actor.id == alice.id.to_string()));
+    assert_eq!(harness.balance(&alice).await, dec!(100), "reads still work and nothing moved");
+    let again = harness.engine.transfer(harness.request(&alice, &bob, dec!(10))).await.unwrap_err();
+    assert_eq!(again.code(), ErrorCode::Quarantined);
+
+    assert!(harness.engine.release_account_quarantine(alice.id));
+    let transfer = harness.engine.transfer(harness.request(&alice, &bob, dec!(10))).await.unwrap();
+    assert_eq!(transfer.status, TransferStatus::Completed);
+    assert_eq!(harness.engine.health(10).kind(ActorKind::Account).unwrap().quarantined, 0);
+    harness.assert_ledger_consistent().await;
+    harness.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_actors_passivate_after_their_records_are_durable_and_come_back_with_every_change() {
+    let mut config = EngineConfig::default();
+    config.actors.idle_timeout = std::time::Duration::ZERO;
+    config.actors.passivation_sweep_interval = std::time::Duration::from_millis(20);
+    let harness = Harness::start_with(config).await;
+    let accounts: Vec<_> = futures::future::join_all((0..20).map(|_| harness.open(Currency::USD))).await;
+    for account in &accounts {
+        harness.fund(account, dec!(10)).await;
+    }
+    // Keep moving money while the sweeper passivates actors under the load.
+    for round in 0..30 {
+        let transfers = (0..accounts.len()).map(|i| {
+            let request = harness.request(
+                &accounts[i],
+                &accounts[(i + 1 + round % (accounts.len() - 1)) % accounts.len()],
+                dec!(0.5),
+            );
+            harness.engine.transfer(request)
+        });
+        for result in futures::future::join_all(transfers).await {
+            assert_eq!(result.unwrap().status, TransferStatus::Completed);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(7)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let health = harness.engine.health(10);
+    let account_health = health.kind(ActorKind::Account).unwrap();
+    assert!(account_health.passivations > 0, "idle actors passivated: {account_health:?}");
+    assert!(account_health.activations > account_health.passivations / 2, "and were activated again");
+    let total: rust_decimal::Decimal =
+        futures::future::join_all(accounts.iter().map(|a| harness.balance(a))).await.into_iter().sum();
+    assert_eq!(total, dec!(200), "every change survived passivation");
+    harness.assert_ledger_consistent().await;
+    harness.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mailbox_answers_overloaded_instead_of_waiting() {
+    let mut config = EngineConfig::default();
+    config.actors.mailbox_capacity_max = 4;
+    let harness = Harness::start_with(config).await;
+    let alice = harness.open(Currency::USD).await;
+    let accounts = harness.engine.accounts();
+    let reads = (0..2_000).map(|_| accounts.read(alice.id));
+    let results = futures::future::join_all(reads).await;
+    let overloaded =
+        results.iter().filter(|result| matches!(result, Err(CallError::Unavailable(Unavailable::Overloaded)))).count();
+    assert!(overloaded > 0, "2,000 concurrent reads into a mailbox of 4 must overflow it");
+    assert!(results.iter().any(Result::is_ok), "and the ones that fit are answered");
+    harness.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wallet_actor_keeps_one_balance_and_hold_per_asset() {
+    let harness = Harness::start().await;
+    let wallet = harness.engine.open_wallet(harness.user()).await.unwrap();
+    let wallets = harness.engine.wallets();
+    let t = |n| tally_engine::TransferId::from_u128(n);
+    wallets
+        .command(wallet.id, WalletCommand::Credit { transfer: t(1), asset: Currency::BTC, amount: dec!(0.5) })
+        .await
+        .unwrap();
+    wallets
+        .command(wallet.id, WalletCommand::Credit { transfer: t(2), asset: Currency::ETH, amount: dec!(2) })
+        .await
+        .unwrap();
+    wallets
+        .command(wallet.id, WalletCommand::Hold { transfer: t(3), asset: Currency::BTC, amount: dec!(0.2) })
+        .await
+        .unwrap();
+    let refused = wallets
+        .command(wallet.id, WalletCommand::Hold { transfer: t(4), asset: Currency::BTC, amount: dec!(0.31) })
+        .await;
+    assert!(matches!(refused, Err(CallError::Rejected(_))), "BTC available is 0.3");
+
+    let state = harness.engine.wallet(wallet.id).await.unwrap();
+    let btc = state.position(Currency::BTC).unwrap();
+    let eth = state.position(Currency::ETH).unwrap();
+    assert_eq!((btc.balance, btc.held), (dec!(0.5), dec!(0.2)));
+    assert_eq!((eth.balance, eth.held), (dec!(2), dec!(0)));
+    harness.shutdown().await;
+}
