@@ -534,7 +534,7 @@ impl Engine {
         });
         let stored = shared.store.load_transfer(id).await?;
         let stored_seq = stored.as_ref().map_or(0, |loaded| loaded.seq);
-        let newest_pending = pending.into_iter().filter(|(seq, _)| *seq > stored_seq).next_back();
+        let newest_pending = pending.into_iter().rfind(|(seq, _)| *seq > stored_seq);
         Ok(newest_pending.map(|(_, transfer)| transfer).or(stored.map(|loaded| loaded.value)))
     }
 

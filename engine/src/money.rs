@@ -33,9 +33,8 @@ pub struct Overflow;
 /// no sign, no exponent, no spaces. The number of decimals written must not exceed the
 /// currency's scale ("1.000" is refused for USD), so a client's intent is never rounded away.
 pub fn parse_amount(text: &str, currency: Currency) -> Result<Decimal, AmountError> {
-    if text.starts_with('-') {
+    if let Some(rest) = text.strip_prefix('-') {
         // A negative amount is a number, just not an allowed one: say so precisely.
-        let rest = &text[1..];
         return if is_plain_decimal(rest) { Err(AmountError::NotPositive) } else { Err(AmountError::NotANumber) };
     }
     if !is_plain_decimal(text) {

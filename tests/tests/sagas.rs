@@ -1,6 +1,9 @@
 //! Transfer sagas through the real actors: the happy path, each rejection, compensation,
 //! pending transfers, and idempotent steps.
 
+// Test code: a failed unwrap or panic is a failed test, which is what we want.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use rust_decimal_macros::dec;
 use tally_actors::registry::{CallError, Unavailable};
 use tally_actors::{ActorKind, EngineConfig, TransferError};
@@ -74,7 +77,8 @@ async fn a_failing_credit_step_releases_the_hold_and_records_the_transfer_failed
     harness.engine.set_account_status(blocked.id, StatusAction::Block).await.unwrap();
     let missing = tally_engine::Account { id: AccountId::from_u128(42), ..alice.clone() };
 
-    let cases: [(&tally_engine::Account, fn(&CreateTransferRejection) -> bool); 3] = [
+    type IsExpected = fn(&CreateTransferRejection) -> bool;
+    let cases: [(&tally_engine::Account, IsExpected); 3] = [
         (&blocked, |r| matches!(r, CreateTransferRejection::DestinationNotActive { .. })),
         (&euro, |r| matches!(r, CreateTransferRejection::DestinationCurrencyMismatch { .. })),
         (&missing, |r| matches!(r, CreateTransferRejection::DestinationNotFound)),

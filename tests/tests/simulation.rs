@@ -6,6 +6,9 @@
 //! status, must match. A failure prints its seed; `TALLY_SIM_SEED=<seed>` reruns just it and
 //! `TALLY_SIM_OPS=<n>` changes the length.
 
+// Test code: a failed unwrap or panic is a failed test, which is what we want.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 
