@@ -62,7 +62,8 @@ pub trait Entity: Clone + Send + Unpin + 'static {
 
     fn apply(&mut self, event: &Self::Event) -> Result<(), Overflow>;
 
-    /// The journal record of an event of this entity.
+    /// The journal record of an event this entity has just applied (so `self` is the state
+    /// after it, which the record carries as the snapshot).
     fn record(&self, event: Self::Event) -> Record;
 
     /// Whether a quarantined actor still runs this command. Posting or releasing a hold
@@ -105,7 +106,7 @@ impl Entity for Account {
     }
 
     fn record(&self, event: AccountEvent) -> Record {
-        Record::Account { account: self.id, currency: self.currency, event }
+        Record::Account { account: self.id, currency: self.currency, event, after: self.snapshot() }
     }
 
     fn finishes_admitted_work(command: &AccountCommand) -> bool {
@@ -160,7 +161,8 @@ impl Entity for Wallet {
     }
 
     fn record(&self, event: WalletEvent) -> Record {
-        Record::Wallet { wallet: self.id, event }
+        let after = self.snapshot(event.asset());
+        Record::Wallet { wallet: self.id, event, after }
     }
 
     fn finishes_admitted_work(command: &WalletCommand) -> bool {
@@ -177,7 +179,7 @@ impl Entity for Wallet {
 
     fn pending_event(record: &Record, id: WalletId) -> Option<WalletEvent> {
         match record {
-            Record::Wallet { wallet, event } if *wallet == id => Some(event.clone()),
+            Record::Wallet { wallet, event, .. } if *wallet == id => Some(event.clone()),
             _ => None,
         }
     }

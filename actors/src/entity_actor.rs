@@ -8,9 +8,9 @@
 //! (supervision). A retired actor never applies another change, so the next incarnation can
 //! load the store plus the journal's pending records without racing it.
 //!
-//! Each command runs `decide` (pure) under `catch_unwind`, appends the event's record to the
-//! journal, then `apply`s it. A panic in `decide` therefore leaves state and journal untouched,
-//! and the caller is told to retry against the restarted actor.
+//! Each command runs `decide` (pure) under `catch_unwind`, checks the journal has room,
+//! `apply`s the event and appends its record. A panic in `decide` therefore leaves state and
+//! journal untouched, and the caller is told to retry against the restarted actor.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -104,18 +104,21 @@ impl<E: Entity> EntityActor<E> {
             Ok(Ok(None)) => return Reply::Done(None),
             Ok(Ok(Some(event))) => event,
         };
-        let record = self.state.record(event.clone());
-        if self.registry.shared.journal.append(record).is_err() {
+        let journal = &self.registry.shared.journal;
+        if !journal.has_room() {
             return Reply::Overloaded;
         }
         if self.state.apply(&event).is_err() {
-            // `decide` checked this arithmetic; failing here is a bug. The record is in the
-            // journal, so restart: the next incarnation replays it from the journal and, if
-            // it fails again, the actor ends up quarantined rather than silently wrong.
+            // `decide` checked this arithmetic; failing here is a bug. Nothing was appended,
+            // so restarting (reloading store + journal) drops the half-applied change.
             tracing::error!(id = %self.state.id(), "apply failed after decide accepted; restarting");
             self.fail(ctx);
             return Reply::Retry;
         }
+        // The record is appended after `apply` so it carries the state after the event. No
+        // one can observe the new state before the append: the next message to this actor is
+        // handled after this one, and the saga hears the reply after it.
+        journal.append_admitted(self.state.record(event.clone()));
         Reply::Done(Some(event))
     }
 

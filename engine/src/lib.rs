@@ -26,7 +26,7 @@ pub use ids::{AccountId, Timestamp, TransferId, UserId, WalletId};
 pub use money::{AmountError, parse_amount, validate_amount};
 pub use position::Position;
 pub use posting::{Direction, Posting};
-pub use record::Record;
+pub use record::{AccountSnapshot, AssetSnapshot, Record, WalletSnapshot};
 pub use rejection::{AccountRejection, CreateTransferRejection, StatusRejection, TransitionRejection};
 pub use transfer::{PendingReason, Transfer, TransferKind, TransferRequest, TransferStatus};
 pub use transfer_type::{ExecutionMode, TransferTypeSettings};

@@ -1,7 +1,9 @@
 //! Journal records: what actors append and the write-behind journal makes durable. Recovery
 //! reads them back and replays them with the same `apply` functions the actors use.
 
-use crate::account::{Account, AccountEvent};
+use rust_decimal::Decimal;
+
+use crate::account::{Account, AccountEvent, AccountStatus};
 use crate::currency::Currency;
 use crate::ids::{AccountId, WalletId};
 use crate::posting::Posting;
@@ -12,17 +14,21 @@ use crate::wallet::{Wallet, WalletEvent};
 pub enum Record {
     /// A new account, as opened.
     AccountOpened(Box<Account>),
-    /// One change to an account. The currency rides along so a store can write the posting
-    /// without looking the account up.
+    /// One change to an account, with the account's figures after it. The currency rides
+    /// along so a store can write the posting, and `after` so it can write the coalesced
+    /// balance snapshot, without reading the account back.
     Account {
         account: AccountId,
         currency: Currency,
         event: AccountEvent,
+        after: AccountSnapshot,
     },
     WalletOpened(Box<Wallet>),
+    /// One change to a wallet, with the changed asset's figures after it.
     Wallet {
         wallet: WalletId,
         event: WalletEvent,
+        after: WalletSnapshot,
     },
     /// A transfer's full state after a transition or a saga step.
     Transfer(Box<Transfer>),
@@ -32,8 +38,55 @@ impl Record {
     /// The posting this record makes, if it moves an account balance.
     pub fn posting(&self) -> Option<Posting> {
         match self {
-            Record::Account { account, currency, event } => Posting::from_event(*account, *currency, event),
+            Record::Account { account, currency, event, .. } => Posting::from_event(*account, *currency, event),
             _ => None,
         }
+    }
+}
+
+/// An account's figures after an event: what a store keeps as its balance snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccountSnapshot {
+    pub balance: Decimal,
+    pub held: Decimal,
+    pub credit_limit: Decimal,
+    pub status: AccountStatus,
+}
+
+/// A wallet's status and, for an event on one asset, that asset's figures after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalletSnapshot {
+    pub status: AccountStatus,
+    pub asset: Option<AssetSnapshot>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AssetSnapshot {
+    pub asset: Currency,
+    pub balance: Decimal,
+    pub held: Decimal,
+}
+
+impl Account {
+    pub fn snapshot(&self) -> AccountSnapshot {
+        AccountSnapshot {
+            balance: self.position.balance,
+            held: self.position.held,
+            credit_limit: self.position.credit_limit,
+            status: self.status,
+        }
+    }
+}
+
+impl Wallet {
+    /// The wallet's status and the figures of `asset`, if given.
+    pub fn snapshot(&self, asset: Option<Currency>) -> WalletSnapshot {
+        let asset = asset.map(|asset| {
+            let (balance, held) = self
+                .position(asset)
+                .map_or((Decimal::ZERO, Decimal::ZERO), |position| (position.balance, position.held));
+            AssetSnapshot { asset, balance, held }
+        });
+        WalletSnapshot { status: self.status, asset }
     }
 }

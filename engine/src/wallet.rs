@@ -51,6 +51,19 @@ pub enum WalletRejection {
     Status(#[from] StatusRejection),
 }
 
+impl WalletEvent {
+    /// The asset the event changes, if any.
+    pub fn asset(&self) -> Option<Currency> {
+        match self {
+            WalletEvent::Held { asset, .. }
+            | WalletEvent::Released { asset, .. }
+            | WalletEvent::Posted { asset, .. }
+            | WalletEvent::Credited { asset, .. } => Some(*asset),
+            WalletEvent::StatusChanged { .. } => None,
+        }
+    }
+}
+
 impl Wallet {
     pub fn open(id: WalletId, owner: UserId, created_at: Timestamp) -> Wallet {
         Wallet { id, owner, status: AccountStatus::Active, assets: Vec::new(), created_at }

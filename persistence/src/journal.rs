@@ -19,7 +19,7 @@
 //! use `pending_since`: the records still queued or being committed, by sequence number.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -109,6 +109,8 @@ pub struct JournalStats {
 
 struct Inner {
     queue: Mutex<Queue>,
+    /// `queue.records`, readable without the lock for `has_room`.
+    queued: AtomicUsize,
     work: Notify,
     closed: AtomicBool,
     failed: AtomicBool,
@@ -141,6 +143,7 @@ impl Journal {
                 in_flight: Arc::new(Vec::new()),
                 in_flight_since: None,
             }),
+            queued: AtomicUsize::new(0),
             work: Notify::new(),
             closed: AtomicBool::new(false),
             failed: AtomicBool::new(false),
@@ -180,6 +183,20 @@ impl Journal {
         self.push(Some(record), None)
     }
 
+    /// Whether an append would fit now. An actor checks this before it applies a change, then
+    /// appends with `append_admitted`, so a full journal refuses the change before it happens.
+    pub fn has_room(&self) -> bool {
+        self.inner.queued.load(Ordering::Relaxed) < self.inner.config.depth_max
+            && !self.inner.failed.load(Ordering::Relaxed)
+    }
+
+    /// Appends a record whose room `has_room` confirmed. Never fails: between the check and
+    /// this call other threads may append too, so the queue can pass `depth_max` by at most
+    /// one record per concurrently appending thread (the shards), a bound of its own.
+    pub fn append_admitted(&self, record: Record) -> u64 {
+        self.enqueue(Some(record), None)
+    }
+
     /// Appends a record and returns an ack that resolves once it is durable.
     pub fn append_acked(&self, record: Record) -> Result<(u64, DurableAck), Overloaded> {
         let (sender, receiver) = oneshot::channel();
@@ -199,16 +216,18 @@ impl Journal {
     }
 
     fn push(&self, record: Option<Record>, ack: Option<oneshot::Sender<()>>) -> Result<u64, Overloaded> {
-        if self.inner.closed.load(Ordering::Relaxed) || self.inner.failed.load(Ordering::Relaxed) {
+        if self.inner.closed.load(Ordering::Relaxed) || !self.has_room() {
             return Err(Overloaded);
         }
+        Ok(self.enqueue(record, ack))
+    }
+
+    fn enqueue(&self, record: Option<Record>, ack: Option<oneshot::Sender<()>>) -> u64 {
         let mut queue = self.queue();
-        if queue.records >= self.inner.config.depth_max {
-            return Err(Overloaded);
-        }
         let seq = queue.next_seq;
         queue.next_seq += 1;
         queue.records += 1;
+        self.inner.queued.store(queue.records, Ordering::Relaxed);
         queue.entries.push_back(Entry {
             record: record.map(|record| SequencedRecord { seq, record }),
             ack,
@@ -216,7 +235,7 @@ impl Journal {
         });
         drop(queue);
         self.inner.work.notify_one();
-        Ok(seq)
+        seq
     }
 
     /// Records after `after_seq` that are not yet durable, in journal order, that `select`
@@ -336,6 +355,7 @@ fn take_batch(inner: &Inner) -> Option<Batch> {
         }
     }
     queue.records -= records.len();
+    inner.queued.store(queue.records, Ordering::Relaxed);
     let records = Arc::new(records);
     queue.in_flight = Arc::clone(&records);
     queue.in_flight_since = since;
@@ -368,7 +388,9 @@ async fn commit_with_retry(inner: &Inner, store: &dyn Store, records: &[Sequence
 mod tests {
     use rust_decimal::Decimal;
     use rust_decimal_macros::dec;
-    use tally_engine::{Account, AccountEvent, AccountId, AccountKind, Currency, Timestamp, TransferId};
+    use tally_engine::{
+        Account, AccountEvent, AccountId, AccountKind, AccountSnapshot, AccountStatus, Currency, Timestamp, TransferId,
+    };
 
     use super::*;
     use crate::memory::MemoryStore;
@@ -389,6 +411,12 @@ mod tests {
             account: AccountId::from_u128(n),
             currency: Currency::USD,
             event: AccountEvent::Credited { transfer: TransferId::from_u128(transfer), amount: dec!(1) },
+            after: AccountSnapshot {
+                balance: Decimal::from(transfer + 1),
+                held: dec!(0),
+                credit_limit: dec!(0),
+                status: AccountStatus::Active,
+            },
         }
     }
 

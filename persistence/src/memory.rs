@@ -52,7 +52,7 @@ fn apply(state: &mut State, sequenced: &SequencedRecord) -> Result<(), StoreErro
         Record::AccountOpened(account) => {
             state.accounts.insert(account.id, Loaded { value: (**account).clone(), seq });
         }
-        Record::Account { account, currency, event } => {
+        Record::Account { account, currency, event, .. } => {
             let loaded = state
                 .accounts
                 .get_mut(account)
@@ -66,7 +66,7 @@ fn apply(state: &mut State, sequenced: &SequencedRecord) -> Result<(), StoreErro
         Record::WalletOpened(wallet) => {
             state.wallets.insert(wallet.id, Loaded { value: (**wallet).clone(), seq });
         }
-        Record::Wallet { wallet, event } => {
+        Record::Wallet { wallet, event, .. } => {
             let loaded = state
                 .wallets
                 .get_mut(wallet)
