@@ -10,4 +10,4 @@ pub mod store;
 
 pub use journal::{DurableAck, Journal, JournalConfig, JournalStats, Overloaded};
 pub use memory::MemoryStore;
-pub use store::{Loaded, SequencedRecord, Store, StoreError};
+pub use store::{LiveHold, Loaded, SequencedRecord, Store, StoreError};

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use tally_engine::{Account, AccountId, Posting, Record, Transfer, TransferId, Wallet, WalletId};
 
-use crate::store::{Loaded, SequencedRecord, Store, StoreError};
+use crate::store::{LiveHold, Loaded, SequencedRecord, Store, StoreError};
 
 #[derive(Default)]
 struct State {
@@ -18,7 +18,8 @@ struct State {
     accounts: HashMap<AccountId, Loaded<Account>>,
     wallets: HashMap<WalletId, Loaded<Wallet>>,
     transfers: HashMap<TransferId, Loaded<Transfer>>,
-    postings: HashMap<AccountId, Vec<Posting>>,
+    /// Postings per account with their journal sequence numbers, in order.
+    postings: HashMap<AccountId, Vec<(u64, Posting)>>,
 }
 
 #[derive(Default)]
@@ -60,7 +61,7 @@ fn apply(state: &mut State, sequenced: &SequencedRecord) -> Result<(), StoreErro
             loaded.value.apply(event).map_err(|_| StoreError::Corrupt(format!("overflow replaying {account}")))?;
             loaded.seq = seq;
             if let Some(posting) = Posting::from_event(*account, *currency, event) {
-                state.postings.entry(*account).or_default().push(posting);
+                state.postings.entry(*account).or_default().push((seq, posting));
             }
         }
         Record::WalletOpened(wallet) => {
@@ -133,6 +134,32 @@ impl Store for MemoryStore {
     }
 
     async fn postings_of(&self, account: AccountId) -> Result<Vec<Posting>, StoreError> {
-        Ok(self.state()?.postings.get(&account).cloned().unwrap_or_default())
+        let state = self.state()?;
+        Ok(state
+            .postings
+            .get(&account)
+            .map(|postings| postings.iter().map(|(_, p)| p.clone()).collect())
+            .unwrap_or_default())
+    }
+
+    async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<Posting>, StoreError> {
+        let state = self.state()?;
+        // A scan: the memory store serves tests and benchmarks, where this is rare and small.
+        let mut postings: Vec<(u64, Posting)> =
+            state.postings.values().flatten().filter(|(_, posting)| posting.transfer == transfer).cloned().collect();
+        postings.sort_by_key(|(seq, _)| *seq);
+        Ok(postings.into_iter().map(|(_, posting)| posting).collect())
+    }
+
+    async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError> {
+        let state = self.state()?;
+        Ok(state
+            .accounts
+            .values()
+            .flat_map(|loaded| {
+                let account = loaded.value.id;
+                loaded.value.position.holds().map(move |(transfer, amount)| LiveHold { account, transfer, amount })
+            })
+            .collect())
     }
 }

@@ -21,6 +21,14 @@ pub struct Loaded<T> {
     pub seq: u64,
 }
 
+/// A hold still placed on an account: money reserved for an unfinished transfer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveHold {
+    pub account: AccountId,
+    pub transfer: TransferId,
+    pub amount: rust_decimal::Decimal,
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database did not answer or refused the connection. The journal retries.
@@ -53,6 +61,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The postings of one account in journal order.
     async fn postings_of(&self, account: AccountId) -> Result<Vec<Posting>, StoreError>;
+
+    /// The postings of one transfer in journal order (recovery: how far did its saga get?).
+    async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<Posting>, StoreError>;
+
+    /// Every hold still placed on an account (recovery: no hold may be left dangling).
+    async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError>;
 }
 
 #[async_trait]
@@ -87,5 +101,13 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     async fn postings_of(&self, account: AccountId) -> Result<Vec<Posting>, StoreError> {
         (**self).postings_of(account).await
+    }
+
+    async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<Posting>, StoreError> {
+        (**self).postings_of_transfer(transfer).await
+    }
+
+    async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError> {
+        (**self).live_holds().await
     }
 }
