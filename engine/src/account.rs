@@ -231,6 +231,11 @@ impl Account {
         amount: Decimal,
         currency: Currency,
     ) -> Result<Option<AccountEvent>, CreditRejection> {
+        // Like a hold, a repeat of a credit already applied succeeds whatever happened to the
+        // account since: refusing it would make the saga release a source that has paid.
+        if self.position.credited_recently(transfer) {
+            return Ok(None);
+        }
         if self.status != AccountStatus::Active {
             return Err(CreditRejection::NotActive { status: self.status });
         }

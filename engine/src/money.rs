@@ -41,13 +41,20 @@ pub fn parse_amount(text: &str, currency: Currency) -> Result<Decimal, AmountErr
         return Err(AmountError::NotANumber);
     }
     let decimals_written = text.split_once('.').map_or(0, |(_, fraction)| fraction.len());
+    let scale_max = currency.scale();
+    // Checked on the text, before parsing: more decimals than `Decimal` holds (28) is still
+    // "too many decimals", not "not a number".
+    if decimals_written > scale_max as usize {
+        let all_zero = text.bytes().all(|byte| byte == b'0' || byte == b'.');
+        return Err(if all_zero {
+            AmountError::NotPositive
+        } else {
+            AmountError::TooManyDecimals { currency, scale_max }
+        });
+    }
     let value = Decimal::from_str_exact(text).map_err(|_| AmountError::NotANumber)?;
     if value.is_zero() {
         return Err(AmountError::NotPositive);
-    }
-    let scale_max = currency.scale();
-    if decimals_written > scale_max as usize {
-        return Err(AmountError::TooManyDecimals { currency, scale_max });
     }
     check_maximum(value, currency)?;
     Ok(with_currency_scale(value, currency))
@@ -157,6 +164,10 @@ mod tests {
         for (text, currency, expected) in cases {
             assert_eq!(parse_amount(text, *currency).as_ref(), Err(expected), "{text:?} {currency}");
         }
+        assert_eq!(
+            parse_amount("0.00000000000000000000000000001", Currency::USD),
+            Err(AmountError::TooManyDecimals { currency: Currency::USD, scale_max: 2 })
+        );
         let oversized = "1".repeat(AMOUNT_TEXT_LENGTH_MAX + 1);
         assert_eq!(parse_amount(&oversized, Currency::USD), Err(AmountError::NotANumber));
         let too_big_for_decimal = "9".repeat(40);

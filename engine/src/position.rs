@@ -70,16 +70,16 @@ impl Position {
         if self.holds.contains_key(&transfer) {
             return Ok(false);
         }
-        let held_after = money::add(self.held, amount)?;
         if !self.unlimited {
             let available = self.available()?;
             if amount > available {
                 return Err(FundsRejection::InsufficientFunds { available, requested: amount });
             }
         }
-        // The hold must also be postable later without overflow.
+        // Overflow comes after the funds check (the declared order of `HoldRejection`): the held
+        // total must fit, and the hold must also be postable later without overflow.
+        money::add(self.held, amount)?;
         money::sub(self.balance, amount)?;
-        let _ = held_after;
         Ok(true)
     }
 
@@ -110,6 +110,11 @@ impl Position {
         self.balance = balance;
         self.holds.remove(&transfer);
         Ok(Some(amount))
+    }
+
+    /// Whether this transfer's credit was applied recently (a repeated step).
+    pub fn credited_recently(&self, transfer: TransferId) -> bool {
+        self.recent_credits.contains(&transfer)
     }
 
     /// `Ok(true)`: the credit may be applied. `Ok(false)`: a recent repeat.

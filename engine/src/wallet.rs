@@ -113,6 +113,9 @@ impl Wallet {
                 .and_then(|position| position.hold_of(*transfer))
                 .map(|amount| WalletEvent::Posted { transfer: *transfer, asset: *asset, amount })),
             WalletCommand::Credit { transfer, asset, amount } => {
+                if self.position(*asset).is_some_and(|position| position.credited_recently(*transfer)) {
+                    return Ok(None);
+                }
                 if self.status != AccountStatus::Active {
                     return Err(CreditRejection::NotActive { status: self.status }.into());
                 }
