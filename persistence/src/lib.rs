@@ -4,8 +4,10 @@
 //! Architecture invariant: only this crate knows SQL. Actors never call a store on the hot
 //! path: they append records to the journal and await a durable ack.
 
+pub mod batch;
 pub mod journal;
 pub mod memory;
+pub mod postgres;
 pub mod store;
 
 pub use journal::{DurableAck, Journal, JournalConfig, JournalStats, Overloaded};

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod model;
+pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
