@@ -149,6 +149,7 @@ pub(crate) struct EngineInner {
     claims: DashMap<TransferId, ()>,
     transfer_types: RwLock<HashMap<TransferKind, TransferTypeSettings>>,
     pub(crate) shutting_down: AtomicBool,
+    ready: AtomicBool,
     pub(crate) sagas_completed: AtomicU64,
     pub(crate) sagas_paused: AtomicU64,
     pub(crate) sagas_failed: AtomicU64,
@@ -220,6 +221,7 @@ impl Engine {
             claims: DashMap::new(),
             transfer_types: RwLock::new(transfer_types),
             shutting_down: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
             sagas_completed: AtomicU64::new(0),
             sagas_paused: AtomicU64::new(0),
             sagas_failed: AtomicU64::new(0),
@@ -228,6 +230,7 @@ impl Engine {
         let engine = Engine { inner };
         engine.ensure_system_accounts().await?;
         engine.start_passivation_sweeper();
+        engine.recover().await?;
         Ok(engine)
     }
 
@@ -486,6 +489,32 @@ impl Engine {
         self.spawn_saga(transfer, intent, permit, claim).await
     }
 
+    /// Runs a saga recovery reconstructed (see `recovery.rs`).
+    pub(crate) async fn recover_saga(&self, transfer: Transfer, intent: Intent) -> Result<Transfer, TransferError> {
+        let permit = loop {
+            match self.saga_permit() {
+                Ok(permit) => break permit,
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        };
+        let claim = self.claim(transfer.id)?;
+        self.spawn_saga(transfer, intent, permit, claim).await
+    }
+
+    /// Recovers the last run's unfinished sagas and dangling holds, then marks the engine
+    /// ready. `tally serve` answers `/health/ready` with 503 until this has returned.
+    pub async fn recover(&self) -> Result<crate::recovery::RecoveryReport, StoreError> {
+        let report = crate::recovery::recover(self).await?;
+        self.inner.ready.store(true, Ordering::SeqCst);
+        tracing::info!(?report, "recovery done");
+        Ok(report)
+    }
+
+    /// True once recovery has finished.
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::SeqCst)
+    }
+
     fn saga_permit(&self) -> Result<OwnedSemaphorePermit, TransferError> {
         Arc::clone(&self.inner.saga_permits)
             .try_acquire_owned()
@@ -581,6 +610,16 @@ impl Engine {
     /// Lifts an account actor's quarantine. Returns false if it was not quarantined.
     pub fn release_account_quarantine(&self, id: AccountId) -> bool {
         self.inner.accounts.release_quarantine(id)
+    }
+
+    /// Stops at once, as `kill -9` would: the journal commits nothing more and the actor
+    /// threads stop. What the store holds is exactly the durable prefix. For crash tests.
+    pub async fn halt(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        let journal = self.inner.shared.journal.clone();
+        let _ = tokio::task::spawn_blocking(move || journal.halt()).await;
+        let shared = Arc::clone(&self.inner.shared);
+        let _ = tokio::task::spawn_blocking(move || shared.shards.stop()).await;
     }
 
     /// Stops admitting work, waits (up to `grace`) for running sagas, makes every appended

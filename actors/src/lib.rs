@@ -17,6 +17,7 @@ pub mod entity;
 pub mod entity_actor;
 pub mod faults;
 pub mod health;
+pub mod recovery;
 pub mod registry;
 pub mod saga;
 pub mod shards;

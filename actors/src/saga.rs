@@ -43,6 +43,8 @@ pub(crate) enum Intent {
     Execute,
     /// An admin rejects, or someone cancels, a pending transfer.
     Undo { outcome: TransferStatus },
+    /// Recovery undoes a saga that never paused and only got as far as its hold.
+    Abandon,
 }
 
 /// Runs the saga to its end, restarting it after panics. The permit and claim the caller
@@ -135,6 +137,16 @@ async fn drive(inner: &EngineInner, transfer: &mut Transfer, intent: Intent) -> 
                 inner.sagas_compensated.fetch_add(1, Ordering::Relaxed);
                 finish(inner, transfer, outcome, None).await?;
                 return Ok(transfer.clone());
+            }
+            (TransferStatus::Processing, SagaStep::Held, Intent::Abandon) => {
+                forward(inner, transfer, AccountCommand::Release { transfer: transfer.id }, transfer.source).await?;
+                transfer.step = SagaStep::Released;
+                inner.sagas_compensated.fetch_add(1, Ordering::Relaxed);
+            }
+            (TransferStatus::Processing, SagaStep::Released, Intent::Abandon) => {
+                // Interrupted by a restart before it could complete; no money moved.
+                finish(inner, transfer, TransferStatus::Failed, Some(ErrorCode::Internal)).await?;
+                return Err(TransferError::Unavailable(Unavailable::Overloaded));
             }
             (TransferStatus::Processing, SagaStep::Held, _) => {
                 let credit = AccountCommand::Credit {

@@ -114,6 +114,8 @@ struct Inner {
     work: Notify,
     closed: AtomicBool,
     failed: AtomicBool,
+    /// Set by `halt`: stop without committing anything more.
+    halted: AtomicBool,
     config: JournalConfig,
     stats: JournalStats,
 }
@@ -147,6 +149,7 @@ impl Journal {
             work: Notify::new(),
             closed: AtomicBool::new(false),
             failed: AtomicBool::new(false),
+            halted: AtomicBool::new(false),
             config,
             stats: JournalStats::default(),
         });
@@ -278,6 +281,26 @@ impl Journal {
         self.inner.failed.load(Ordering::SeqCst)
     }
 
+    /// Stops at once, as a crash would: nothing more is committed, records still queued are
+    /// dropped with their acks (so their waiters learn they are not durable), and the writer
+    /// thread ends after the commit in progress, if any. For crash tests.
+    pub fn halt(&self) {
+        self.inner.halted.store(true, Ordering::SeqCst);
+        self.inner.failed.store(true, Ordering::SeqCst);
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.work.notify_one();
+        let handle = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!("journal writer panicked");
+        }
+        let mut queue = self.queue();
+        queue.entries.clear();
+        queue.records = 0;
+        self.inner.queued.store(0, Ordering::Relaxed);
+    }
+
     /// Stops taking records, commits everything already appended, and stops the writer.
     pub fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
@@ -294,6 +317,9 @@ impl Journal {
 async fn run_writer(inner: Arc<Inner>, store: Arc<dyn Store>) {
     loop {
         let batch = loop {
+            if inner.halted.load(Ordering::SeqCst) {
+                return;
+            }
             if let Some(batch) = take_batch(&inner) {
                 break batch;
             }
@@ -367,6 +393,9 @@ fn take_batch(inner: &Inner) -> Option<Batch> {
 async fn commit_with_retry(inner: &Inner, store: &dyn Store, records: &[SequencedRecord]) -> bool {
     let mut backoff = Duration::from_millis(5);
     loop {
+        if inner.halted.load(Ordering::SeqCst) {
+            return false;
+        }
         match store.commit(records).await {
             Ok(()) => return true,
             Err(StoreError::Unavailable(reason)) => {
