@@ -5,6 +5,7 @@
 //! path: they append records to the journal and await a durable ack.
 
 pub mod batch;
+pub mod check;
 pub mod journal;
 pub mod memory;
 pub mod postgres;

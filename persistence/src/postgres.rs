@@ -635,6 +635,25 @@ impl Store for PgStore {
         .await
     }
 
+    async fn posting_sums(&self) -> Result<std::collections::HashMap<AccountId, Decimal>, StoreError> {
+        self.run(|pool| async move {
+            let rows = sqlx::query(
+                "SELECT account_id, SUM(CASE WHEN direction = 'credit' THEN amount ELSE -amount END) AS sum
+                 FROM postings GROUP BY account_id",
+            )
+            .fetch_all(&pool)
+            .await
+            .map_err(classify)?;
+            rows.iter()
+                .map(|row| {
+                    let account = AccountId::from_uuid(row.try_get("account_id").map_err(classify)?);
+                    Ok((account, row.try_get("sum").map_err(classify)?))
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError> {
         self.run(|pool| async move {
             let rows = sqlx::query("SELECT account_id, transfer_id, amount FROM holds ORDER BY seq")

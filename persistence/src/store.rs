@@ -67,6 +67,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every hold still placed on an account (recovery: no hold may be left dangling).
     async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError>;
+
+    /// The signed sum of each account's postings (`tally check`). The default scans every
+    /// account's postings; stores with SQL aggregate in the database.
+    async fn posting_sums(&self) -> Result<std::collections::HashMap<AccountId, rust_decimal::Decimal>, StoreError> {
+        crate::check::posting_sums_by_scan(self).await
+    }
 }
 
 #[async_trait]
@@ -109,5 +115,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError> {
         (**self).live_holds().await
+    }
+
+    async fn posting_sums(&self) -> Result<std::collections::HashMap<AccountId, rust_decimal::Decimal>, StoreError> {
+        (**self).posting_sums().await
     }
 }
