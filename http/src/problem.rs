@@ -1,94 +1,141 @@
-//! RFC 9457 problem details: the one shape of every error Tally answers with.
+//! RFC 9457 problem details: the one shape of every error Tally answers with, and the one
+//! place that maps engine errors to HTTP. Internal details are logged, never returned.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use tally_actors::{EngineError, TransferError};
 use tally_engine::ErrorCode;
 
-#[derive(Debug, Serialize)]
-pub struct Problem {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub title: &'static str,
-    pub status: u16,
-    pub code: &'static str,
+tokio::task_local! {
+    /// The id of the request being served, set by the request-id middleware.
+    pub static REQUEST_ID: String;
+}
+
+/// The current request's id, or "-" outside a request.
+pub fn request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".to_owned())
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// An error answer. Build it from an `ErrorCode`; the status follows the contract's table.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
     pub detail: String,
+    pub errors: Vec<FieldError>,
+    /// For the few HTTP-level errors without a code of their own (405, 413, 415).
+    pub status: Option<StatusCode>,
+    pub retry_after_secs: Option<u32>,
 }
 
-impl Problem {
-    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Problem {
-        Problem {
-            kind: format!("https://tally.dev/problems/{}", code.as_str().to_ascii_lowercase().replace('_', "-")),
-            title: title(code),
-            status: code.http_status(),
-            code: code.as_str(),
-            detail: detail.into(),
-        }
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'static str,
+    status: u16,
+    code: &'static str,
+    detail: &'a str,
+    request_id: String,
+    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
+    errors: &'a [FieldError],
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> ApiError {
+        let retry_after_secs =
+            matches!(code, ErrorCode::Overloaded | ErrorCode::Quarantined | ErrorCode::RateLimited).then_some(1);
+        ApiError { code, detail: detail.into(), errors: Vec::new(), status: None, retry_after_secs }
+    }
+
+    pub fn field(field: &str, message: impl Into<String>) -> ApiError {
+        let message = message.into();
+        let mut error = ApiError::new(ErrorCode::ValidationError, format!("{field}: {message}"));
+        error.errors.push(FieldError { field: field.to_owned(), message });
+        error
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> ApiError {
+        self.status = Some(status);
+        self
+    }
+
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::new(ErrorCode::NotFound, format!("{what} not found"))
+    }
+
+    /// An internal failure: logged with its detail, answered without it.
+    pub fn internal(detail: impl std::fmt::Display) -> ApiError {
+        tracing::error!(request_id = %request_id(), %detail, "internal error");
+        ApiError::new(ErrorCode::Internal, "an internal error occurred; it has been logged")
+    }
+
+    fn status_code(&self) -> StatusCode {
+        self.status
+            .or_else(|| StatusCode::from_u16(self.code.http_status()).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 }
 
-fn title(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::NotFound => "Not found",
-        ErrorCode::ValidationError => "Invalid request",
-        ErrorCode::Overloaded => "Service overloaded",
-        ErrorCode::Internal => "Internal error",
-        _ => "Request refused",
-    }
+fn title(status: StatusCode) -> &'static str {
+    status.canonical_reason().unwrap_or("Error")
 }
 
-impl IntoResponse for Problem {
+impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&self).unwrap_or_default();
-        let mut response = (status, body).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        let status = self.status_code();
+        let code = self.code.as_str();
+        let body = Body {
+            kind: format!("https://tally.dev/problems/{}", code.to_ascii_lowercase().replace('_', "-")),
+            title: title(status),
+            status: status.as_u16(),
+            code,
+            detail: &self.detail,
+            request_id: request_id(),
+            errors: &self.errors,
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = (status, bytes).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(seconds) = self.retry_after_secs {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
 
-pub async fn not_found() -> Problem {
-    Problem::new(ErrorCode::NotFound, "no such route")
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::Internal(detail) => ApiError::internal(detail),
+            other => ApiError::new(other.code(), other.to_string()),
+        }
+    }
 }
 
-pub async fn method_not_allowed() -> Response {
-    let mut problem = Problem::new(ErrorCode::ValidationError, "method not allowed on this route");
-    problem.status = 405;
-    problem.title = "Method not allowed";
-    problem.into_response()
+impl From<TransferError> for ApiError {
+    fn from(error: TransferError) -> Self {
+        match error {
+            TransferError::Internal(detail) => ApiError::internal(detail),
+            TransferError::Rejected(rejection) => ApiError::new(rejection.code(), rejection.to_string()),
+            TransferError::Transition(rejection) => ApiError::new(rejection.code(), rejection.to_string()),
+            other => ApiError::new(other.code(), other.to_string()),
+        }
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use axum::body::Body;
-    use axum::http::Request;
-    use tower::ServiceExt;
+pub async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such route")
+}
 
-    use crate::{AppState, app};
-
-    async fn send(method: &str, uri: &str) -> (u16, String, serde_json::Value) {
-        let request = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
-        let response = app(AppState::default()).oneshot(request).await.unwrap();
-        let status = response.status().as_u16();
-        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-        (status, content_type, serde_json::from_slice(&bytes).unwrap())
-    }
-
-    #[tokio::test]
-    async fn live_answers_ok() {
-        let (status, _, body) = send("GET", "/health/live").await;
-        assert_eq!(status, 200);
-        assert_eq!(body, serde_json::json!({"status": "ok"}));
-    }
-
-    #[tokio::test]
-    async fn unknown_routes_and_wrong_methods_are_problem_json() {
-        let (status, content_type, body) = send("GET", "/nope").await;
-        assert_eq!((status, content_type.as_str()), (404, "application/problem+json"));
-        assert_eq!(body["code"], "NOT_FOUND");
-        let (status, content_type, body) = send("POST", "/health/live").await;
-        assert_eq!((status, content_type.as_str()), (405, "application/problem+json"));
-        assert_eq!(body["status"], 405);
-    }
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::ValidationError, "method not allowed on this route")
+        .with_status(StatusCode::METHOD_NOT_ALLOWED)
 }

@@ -117,7 +117,9 @@ pub(crate) async fn posting_sums_by_scan<S: Store + ?Sized>(
 #[cfg(test)]
 mod tests {
     use rust_decimal_macros::dec;
-    use tally_engine::{Account, AccountEvent, AccountKind, Record, Timestamp, Transfer, TransferKind, TransferRequest};
+    use tally_engine::{
+        Account, AccountEvent, AccountKind, Record, Timestamp, Transfer, TransferKind, TransferRequest,
+    };
 
     use super::*;
     use crate::memory::MemoryStore;
@@ -126,8 +128,14 @@ mod tests {
     #[tokio::test]
     async fn check_names_money_from_nowhere_an_orphan_hold_and_a_stuck_transfer() {
         let store = MemoryStore::new();
-        let mut account =
-            Account::open(AccountId::from_u128(1), None, Currency::USD, AccountKind::User, dec!(0), Timestamp::default());
+        let mut account = Account::open(
+            AccountId::from_u128(1),
+            None,
+            Currency::USD,
+            AccountKind::User,
+            dec!(0),
+            Timestamp::default(),
+        );
         let opened = Record::AccountOpened(Box::new(account.clone()));
         let orphan = TransferId::from_u128(7);
         let mut records = vec![opened];
@@ -137,7 +145,12 @@ mod tests {
             AccountEvent::Held { transfer: orphan, amount: dec!(4) },
         ] {
             account.apply(&event).unwrap();
-            records.push(Record::Account { account: account.id, currency: Currency::USD, event, after: account.snapshot() });
+            records.push(Record::Account {
+                account: account.id,
+                currency: Currency::USD,
+                event,
+                after: account.snapshot(),
+            });
         }
         let stuck = Transfer::start(TransferRequest {
             id: TransferId::from_u128(8),

@@ -8,7 +8,9 @@ pub mod batch;
 pub mod check;
 pub mod journal;
 pub mod memory;
+pub mod open;
 pub mod postgres;
+pub mod sqlite;
 pub mod store;
 
 pub use journal::{DurableAck, Journal, JournalConfig, JournalStats, Overloaded};

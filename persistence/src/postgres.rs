@@ -205,6 +205,21 @@ async fn commit_plan(transaction: &mut Transaction<'_, Postgres>, plan: &BatchPl
         }
     }
 
+    // Removals before placements: a hold removed and placed again in one batch (see
+    // `BatchPlan`) must end placed.
+    if !plan.holds_removed.is_empty() {
+        let rows = &plan.holds_removed;
+        sqlx::query(
+            "DELETE FROM holds AS h USING UNNEST($1::uuid[], $2::uuid[]) AS d(account_id, transfer_id)
+             WHERE h.account_id = d.account_id AND h.transfer_id = d.transfer_id",
+        )
+        .bind(rows.iter().map(|(a, _)| a.as_uuid()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, t)| t.as_uuid()).collect::<Vec<_>>())
+        .execute(&mut **transaction)
+        .await
+        .map_err(classify)?;
+    }
+
     if !plan.holds_placed.is_empty() {
         let rows = &plan.holds_placed;
         sqlx::query(
@@ -215,19 +230,6 @@ async fn commit_plan(transaction: &mut Transaction<'_, Postgres>, plan: &BatchPl
         .bind(rows.iter().map(|(_, t, _, _)| t.as_uuid()).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, _, amount, _)| *amount).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, _, _, seq)| seq_to_db(*seq)).collect::<Result<Vec<_>, _>>()?)
-        .execute(&mut **transaction)
-        .await
-        .map_err(classify)?;
-    }
-
-    if !plan.holds_removed.is_empty() {
-        let rows = &plan.holds_removed;
-        sqlx::query(
-            "DELETE FROM holds AS h USING UNNEST($1::uuid[], $2::uuid[]) AS d(account_id, transfer_id)
-             WHERE h.account_id = d.account_id AND h.transfer_id = d.transfer_id",
-        )
-        .bind(rows.iter().map(|(a, _)| a.as_uuid()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, t)| t.as_uuid()).collect::<Vec<_>>())
         .execute(&mut **transaction)
         .await
         .map_err(classify)?;
@@ -270,9 +272,14 @@ async fn upsert_transfers(
                               $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::uuid[], $20::int8[],
                               $21::int8[], $22::int8[])
          ON CONFLICT (id) DO UPDATE SET
-             status = EXCLUDED.status, step = EXCLUDED.step, fee = EXCLUDED.fee, fx_rate = EXCLUDED.fx_rate,
-             destination_amount = EXCLUDED.destination_amount, pending_reason = EXCLUDED.pending_reason,
-             failure_reason = EXCLUDED.failure_reason, completed_at = EXCLUDED.completed_at, seq = EXCLUDED.seq",
+             kind = EXCLUDED.kind, status = EXCLUDED.status, step = EXCLUDED.step, source_id = EXCLUDED.source_id,
+             destination_id = EXCLUDED.destination_id, amount = EXCLUDED.amount, currency = EXCLUDED.currency,
+             fee = EXCLUDED.fee, fx_rate = EXCLUDED.fx_rate, destination_amount = EXCLUDED.destination_amount,
+             destination_currency = EXCLUDED.destination_currency, pending_reason = EXCLUDED.pending_reason,
+             failure_reason = EXCLUDED.failure_reason, reference = EXCLUDED.reference,
+             description = EXCLUDED.description, beneficiary_name = EXCLUDED.beneficiary_name,
+             beneficiary_iban = EXCLUDED.beneficiary_iban, initiated_by = EXCLUDED.initiated_by,
+             created_at = EXCLUDED.created_at, completed_at = EXCLUDED.completed_at, seq = EXCLUDED.seq",
     )
     .bind(rows.iter().map(|(_, t)| t.id.as_uuid()).collect::<Vec<_>>())
     .bind(rows.iter().map(|(_, t)| t.kind.as_str()).collect::<Vec<_>>())
@@ -329,26 +336,13 @@ async fn commit_wallets(transaction: &mut Transaction<'_, Postgres>, plan: &Batc
     }
     for (wallet, asset, balance, held, seq) in &plan.wallet_assets {
         sqlx::query(
-            "INSERT INTO wallet_assets (wallet_id, asset, balance, held, seq) VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO wallet_assets (wallet_id, asset, balance, held, first_seq, seq) VALUES ($1, $2, $3, $4, $5, $5)
              ON CONFLICT (wallet_id, asset) DO UPDATE SET balance = EXCLUDED.balance, held = EXCLUDED.held, seq = EXCLUDED.seq",
         )
         .bind(wallet.as_uuid())
         .bind(asset.code())
         .bind(*balance)
         .bind(*held)
-        .bind(seq_to_db(*seq)?)
-        .execute(&mut **transaction)
-        .await
-        .map_err(classify)?;
-    }
-    for (wallet, asset, transfer, amount, seq) in &plan.wallet_holds_placed {
-        sqlx::query(
-            "INSERT INTO wallet_holds (wallet_id, asset, transfer_id, amount, seq) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(wallet.as_uuid())
-        .bind(asset.code())
-        .bind(transfer.as_uuid())
-        .bind(*amount)
         .bind(seq_to_db(*seq)?)
         .execute(&mut **transaction)
         .await
@@ -362,6 +356,19 @@ async fn commit_wallets(transaction: &mut Transaction<'_, Postgres>, plan: &Batc
             .execute(&mut **transaction)
             .await
             .map_err(classify)?;
+    }
+    for (wallet, asset, transfer, amount, seq) in &plan.wallet_holds_placed {
+        sqlx::query(
+            "INSERT INTO wallet_holds (wallet_id, asset, transfer_id, amount, seq) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(wallet.as_uuid())
+        .bind(asset.code())
+        .bind(transfer.as_uuid())
+        .bind(*amount)
+        .bind(seq_to_db(*seq)?)
+        .execute(&mut **transaction)
+        .await
+        .map_err(classify)?;
     }
     Ok(())
 }
@@ -382,6 +389,8 @@ fn account_from_row(row: &PgRow, holds: &[PgRow]) -> Result<Loaded<Account>, Sto
     if position.held != held {
         return Err(corrupt(format!("account {id}: held {held} but its holds sum to {}", position.held)));
     }
+    // Equal in value; keep the stored figure, written as the engine wrote it.
+    position.held = held;
     let owner: Option<Uuid> = row.try_get("owner_id").map_err(classify)?;
     let account = Account {
         id,
@@ -513,7 +522,7 @@ impl Store for PgStore {
                 .map_err(classify)?;
             let Some(row) = row else { return Ok(None) };
             let assets =
-                sqlx::query("SELECT asset, balance, held FROM wallet_assets WHERE wallet_id = $1 ORDER BY seq")
+                sqlx::query("SELECT asset, balance, held FROM wallet_assets WHERE wallet_id = $1 ORDER BY first_seq")
                     .bind(id.as_uuid())
                     .fetch_all(&mut *transaction)
                     .await
@@ -549,6 +558,7 @@ impl Store for PgStore {
                 if position.held != held {
                     return Err(corrupt(format!("wallet {id} {code}: held {held} but holds sum to {}", position.held)));
                 }
+                position.held = held;
                 wallet.assets.push((asset, position));
             }
             Ok(Some(Loaded { value: wallet, seq: seq_of(row.try_get("snapshot_seq").map_err(classify)?)? }))

@@ -90,6 +90,8 @@ CREATE TABLE wallet_assets (
     asset TEXT NOT NULL,
     balance NUMERIC NOT NULL,
     held NUMERIC NOT NULL,
+    -- The record that first brought this asset to the wallet: assets keep arrival order.
+    first_seq BIGINT NOT NULL,
     seq BIGINT NOT NULL,
     PRIMARY KEY (wallet_id, asset)
 );

@@ -1,0 +1,31 @@
+//! `/health/live` and `/health/ready`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::state::AppState;
+
+/// 200 while the process runs.
+pub async fn live() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// 200 once recovery is done and the store answers; 503 otherwise, saying which.
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let Some(engine) = state.engine_if_started() else {
+        return not_ready("recovering");
+    };
+    if !engine.is_ready() {
+        return not_ready("recovering");
+    }
+    match state.store().committed_seq().await {
+        Ok(_) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(_) => not_ready("store_unavailable"),
+    }
+}
+
+fn not_ready(reason: &str) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "not_ready", "reason": reason})))
+        .into_response()
+}

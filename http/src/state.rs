@@ -1,0 +1,58 @@
+//! What every handler can reach.
+
+use std::sync::{Arc, OnceLock};
+
+use tally_actors::Engine;
+use tally_persistence::Store;
+
+use crate::problem::ApiError;
+
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    /// Set once the engine has started and recovered; until then writes answer 503.
+    engine: OnceLock<Engine>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("ready", &self.inner.engine.get().is_some()).finish()
+    }
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>) -> AppState {
+        AppState { inner: Arc::new(Inner { store, engine: OnceLock::new() }) }
+    }
+
+    /// A state whose engine is already running (tests drive `app` in process with this).
+    pub fn with_engine(store: Arc<dyn Store>, engine: Engine) -> AppState {
+        let state = AppState::new(store);
+        state.set_engine(engine);
+        state
+    }
+
+    pub fn set_engine(&self, engine: Engine) {
+        let _ = self.inner.engine.set(engine);
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The engine, or `503` while it is still starting (recovery in progress).
+    pub fn engine(&self) -> Result<&Engine, ApiError> {
+        self.inner
+            .engine
+            .get()
+            .ok_or_else(|| ApiError::new(tally_engine::ErrorCode::Overloaded, "starting up: recovery in progress"))
+    }
+
+    pub fn engine_if_started(&self) -> Option<&Engine> {
+        self.inner.engine.get()
+    }
+}

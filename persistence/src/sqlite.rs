@@ -1,0 +1,790 @@
+//! The SQLite store (sqlx 0.8.6): the embedded default of `tally serve`, so Tally runs with no
+//! database to set up.
+//!
+//! Exactness. SQLite has no exact decimal type and its NUMERIC affinity turns `1.000000000000000001`
+//! into an 8-byte float, so every amount is stored as TEXT (`Decimal::to_string`, read back
+//! with `Decimal::from_str_exact`): an 18-decimal ETH amount round-trips digit for digit. Ids
+//! are hyphenated UUID text, enums their `as_str` names, times `i64` microseconds.
+//!
+//! Durability. WAL journal mode with `synchronous=FULL`: a commit is fsynced before `commit`
+//! returns, so an acknowledged transfer survives a power cut, not only a process crash.
+//!
+//! Commits. `commit` writes one journal batch (as a `BatchPlan`) in one `BEGIN IMMEDIATE`
+//! transaction, one prepared statement per row (SQLite has no `UNNEST`; statements are cached
+//! per connection, so each is prepared once). Its first statement advances
+//! `journal_state.committed_seq` from the value it expects; a gap in the sequence, or a second
+//! writer on the same file, finds a different value and the batch is refused as `Corrupt`
+//! before anything is written.
+//!
+//! Runtimes. The store runs every query on its own small runtime, so its pool's I/O and
+//! background tasks never depend on which runtime the caller is on (the journal writer's
+//! current-thread runtime, actix arbiters, the HTTP runtime).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rust_decimal::Decimal;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use tally_engine::transfer::{Beneficiary, SagaStep};
+use tally_engine::{
+    Account, AccountId, AccountKind, AccountStatus, Currency, Direction, ErrorCode, PendingReason, Position, Posting,
+    Timestamp, Transfer, TransferId, TransferKind, TransferStatus, UserId, Wallet, WalletId,
+};
+use tokio::runtime::{Handle, Runtime};
+use uuid::Uuid;
+
+use crate::batch::BatchPlan;
+use crate::store::{LiveHold, Loaded, SequencedRecord, Store, StoreError};
+
+/// Connections in the pool. SQLite takes one writer at a time (the journal writer); the rest
+/// serve activations, recovery and reads, which WAL lets run beside the writer.
+const POOL_CONNECTIONS_MAX: u32 = 4;
+
+/// How long a query waits for a pooled connection before the store reports itself unavailable.
+/// Short, so that the journal's retry loop, not a hidden wait, decides what happens.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long SQLite itself waits on a locked database (another process, a checkpoint) before
+/// answering `SQLITE_BUSY`, which the journal then retries.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    handle: Handle,
+    /// Kept in an `Option` so `Drop` can take it and shut it down in the background: dropping
+    /// a runtime inside another runtime's async context would panic.
+    runtime: Option<Runtime>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing, with its parent directories) the database at `url`, a
+    /// `sqlite://path/to/file.db` URL (`sqlite:///abs/path.db` for an absolute path), and
+    /// applies the migrations not yet applied.
+    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|error| StoreError::Corrupt(format!("bad sqlite url {url:?}: {error}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT);
+        if let Some(parent) = options.get_filename().parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|error| {
+                StoreError::Unavailable(format!("cannot create directory {}: {error}", parent.display()))
+            })?;
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tally-sqlite")
+            .enable_all()
+            .build()
+            .map_err(|error| StoreError::Unavailable(format!("store runtime: {error}")))?;
+        let handle = runtime.handle().clone();
+        let connected = handle
+            .spawn(async move {
+                SqlitePoolOptions::new()
+                    .max_connections(POOL_CONNECTIONS_MAX)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await
+            })
+            .await;
+        let pool = match connected {
+            Ok(Ok(pool)) => pool,
+            Ok(Err(error)) => {
+                runtime.shutdown_background();
+                return Err(classify(error));
+            }
+            Err(error) => {
+                runtime.shutdown_background();
+                return Err(StoreError::Unavailable(format!("store task: {error}")));
+            }
+        };
+        let store = SqliteStore { pool, handle, runtime: Some(runtime) };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the versioned migrations in `persistence/migrations/sqlite` not yet applied.
+    /// Idempotent: applied migrations are recorded in `_sqlx_migrations` and skipped.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.run(|pool| async move {
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(|error| match error {
+                sqlx::migrate::MigrateError::Execute(error) => classify(error),
+                // A migration changed or missing after it was applied: the schema is not the
+                // one this build knows, and retrying will not change that.
+                other => StoreError::Corrupt(format!("migration: {other}")),
+            })
+        })
+        .await
+    }
+
+    /// Runs `work` on the store's runtime.
+    async fn run<T, F, Fut>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(SqlitePool) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        self.handle
+            .spawn(work(self.pool.clone()))
+            .await
+            .map_err(|error| StoreError::Unavailable(format!("store task: {error}")))?
+    }
+}
+
+/// SQLite's primary result codes (the low byte of an extended code) that mean "try again
+/// later": BUSY, LOCKED, NOMEM, IOERR, FULL, CANTOPEN.
+const RETRYABLE_CODES: [i32; 6] = [5, 6, 7, 10, 13, 14];
+
+/// Sorts a database error into "retry later" and "something is wrong with the data or code".
+fn classify(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(database) => {
+            let primary = database.code().and_then(|code| code.parse::<i32>().ok()).map(|code| code & 0xff);
+            if primary.is_some_and(|code| RETRYABLE_CODES.contains(&code)) {
+                StoreError::Unavailable(error.to_string())
+            } else {
+                StoreError::Corrupt(error.to_string())
+            }
+        }
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+            StoreError::Unavailable(error.to_string())
+        }
+        _ => StoreError::Corrupt(error.to_string()),
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn parse<T>(text: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<T, StoreError> {
+    parse(text).ok_or_else(|| corrupt(format!("unknown {what} {text:?}")))
+}
+
+fn seq_of(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| corrupt(format!("negative sequence number {value}")))
+}
+
+fn seq_to_db(seq: u64) -> Result<i64, StoreError> {
+    i64::try_from(seq).map_err(|_| corrupt(format!("sequence number {seq} beyond INTEGER")))
+}
+
+/// The stored form of an amount: its exact decimal text, scale included.
+fn amount_to_db(amount: Decimal) -> String {
+    amount.to_string()
+}
+
+/// The stored form of an id: hyphenated lowercase UUID text.
+fn id_to_db(id: Uuid) -> String {
+    id.hyphenated().to_string()
+}
+
+fn text(row: &SqliteRow, column: &str) -> Result<String, StoreError> {
+    row.try_get(column).map_err(classify)
+}
+
+fn optional_text(row: &SqliteRow, column: &str) -> Result<Option<String>, StoreError> {
+    row.try_get(column).map_err(classify)
+}
+
+fn integer(row: &SqliteRow, column: &str) -> Result<i64, StoreError> {
+    row.try_get(column).map_err(classify)
+}
+
+fn optional_integer(row: &SqliteRow, column: &str) -> Result<Option<i64>, StoreError> {
+    row.try_get(column).map_err(classify)
+}
+
+fn decimal_from_db(text: &str, column: &str) -> Result<Decimal, StoreError> {
+    Decimal::from_str_exact(text)
+        .map_err(|error| corrupt(format!("{column} {text:?} is not an exact decimal: {error}")))
+}
+
+fn decimal(row: &SqliteRow, column: &str) -> Result<Decimal, StoreError> {
+    decimal_from_db(&text(row, column)?, column)
+}
+
+fn optional_decimal(row: &SqliteRow, column: &str) -> Result<Option<Decimal>, StoreError> {
+    optional_text(row, column)?.map(|text| decimal_from_db(&text, column)).transpose()
+}
+
+fn uuid_from_db(text: &str, column: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(text).map_err(|error| corrupt(format!("{column} {text:?} is not a UUID: {error}")))
+}
+
+fn uuid(row: &SqliteRow, column: &str) -> Result<Uuid, StoreError> {
+    uuid_from_db(&text(row, column)?, column)
+}
+
+fn optional_uuid(row: &SqliteRow, column: &str) -> Result<Option<Uuid>, StoreError> {
+    optional_text(row, column)?.map(|text| uuid_from_db(&text, column)).transpose()
+}
+
+async fn commit_plan(transaction: &mut Transaction<'_, Sqlite>, plan: &BatchPlan) -> Result<(), StoreError> {
+    // First statement of the transaction, and a write: it takes the write lock at once and
+    // fences the batch against a gap or a second writer before anything else is written.
+    let advanced = sqlx::query("UPDATE journal_state SET committed_seq = ?1 WHERE id = 1 AND committed_seq = ?2")
+        .bind(seq_to_db(plan.last_seq)?)
+        .bind(seq_to_db(plan.first_seq.saturating_sub(1))?)
+        .execute(&mut **transaction)
+        .await
+        .map_err(classify)?;
+    if advanced.rows_affected() != 1 {
+        return Err(corrupt(format!(
+            "journal batch {}..={} does not follow the committed sequence (a gap, or a second writer)",
+            plan.first_seq, plan.last_seq
+        )));
+    }
+
+    for (seq, account) in &plan.accounts_opened {
+        sqlx::query(
+            "INSERT INTO accounts (id, owner_id, currency, kind, status, balance, held, credit_limit, created_at, snapshot_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .bind(id_to_db(account.id.as_uuid()))
+        .bind(account.owner.map(|owner| id_to_db(owner.as_uuid())))
+        .bind(account.currency.code())
+        .bind(account.kind.as_str())
+        .bind(account.status.as_str())
+        .bind(amount_to_db(account.balance()))
+        .bind(amount_to_db(account.held()))
+        .bind(amount_to_db(account.credit_limit()))
+        .bind(account.created_at.as_micros())
+        .bind(seq_to_db(*seq)?)
+        .execute(&mut **transaction)
+        .await
+        .map_err(classify)?;
+    }
+
+    for (account, snapshot, seq) in &plan.account_snapshots {
+        let updated = sqlx::query(
+            "UPDATE accounts SET balance = ?2, held = ?3, credit_limit = ?4, status = ?5, snapshot_seq = ?6 WHERE id = ?1",
+        )
+        .bind(id_to_db(account.as_uuid()))
+        .bind(amount_to_db(snapshot.balance))
+        .bind(amount_to_db(snapshot.held))
+        .bind(amount_to_db(snapshot.credit_limit))
+        .bind(snapshot.status.as_str())
+        .bind(seq_to_db(*seq)?)
+        .execute(&mut **transaction)
+        .await
+        .map_err(classify)?;
+        if updated.rows_affected() != 1 {
+            return Err(corrupt(format!("journal record for account {account}, which the store does not have")));
+        }
+    }
+
+    // Removals before placements: a hold removed and placed again in one batch is in both
+    // lists (see `BatchPlan`), and its new row must replace the old one.
+    for (account, transfer) in &plan.holds_removed {
+        sqlx::query("DELETE FROM holds WHERE account_id = ?1 AND transfer_id = ?2")
+            .bind(id_to_db(account.as_uuid()))
+            .bind(id_to_db(transfer.as_uuid()))
+            .execute(&mut **transaction)
+            .await
+            .map_err(classify)?;
+    }
+    for (account, transfer, amount, seq) in &plan.holds_placed {
+        sqlx::query("INSERT INTO holds (account_id, transfer_id, amount, seq) VALUES (?1, ?2, ?3, ?4)")
+            .bind(id_to_db(account.as_uuid()))
+            .bind(id_to_db(transfer.as_uuid()))
+            .bind(amount_to_db(*amount))
+            .bind(seq_to_db(*seq)?)
+            .execute(&mut **transaction)
+            .await
+            .map_err(classify)?;
+    }
+
+    for (seq, posting, balance_after) in &plan.postings {
+        sqlx::query(
+            "INSERT INTO postings (seq, transfer_id, account_id, currency, direction, amount, balance_after)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(seq_to_db(*seq)?)
+        .bind(id_to_db(posting.transfer.as_uuid()))
+        .bind(id_to_db(posting.account.as_uuid()))
+        .bind(posting.currency.code())
+        .bind(posting.direction.as_str())
+        .bind(amount_to_db(posting.amount))
+        .bind(amount_to_db(*balance_after))
+        .execute(&mut **transaction)
+        .await
+        .map_err(classify)?;
+    }
+
+    for (seq, transfer) in &plan.transfers {
+        upsert_transfer(transaction, *seq, transfer).await?;
+    }
+    commit_wallets(transaction, plan).await
+}
+
+/// Writes a transfer's whole state: a transfer record is the transfer's full state after a
+/// transition, so every column but the id follows the latest record.
+async fn upsert_transfer(
+    transaction: &mut Transaction<'_, Sqlite>,
+    seq: u64,
+    transfer: &Transfer,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO transfers (id, kind, status, step, source_id, destination_id, amount, currency, fee, fx_rate,
+                                destination_amount, destination_currency, pending_reason, failure_reason, reference,
+                                description, beneficiary_name, beneficiary_iban, initiated_by, created_at, completed_at, seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)
+         ON CONFLICT (id) DO UPDATE SET
+             kind = excluded.kind, status = excluded.status, step = excluded.step, source_id = excluded.source_id,
+             destination_id = excluded.destination_id, amount = excluded.amount, currency = excluded.currency,
+             fee = excluded.fee, fx_rate = excluded.fx_rate, destination_amount = excluded.destination_amount,
+             destination_currency = excluded.destination_currency, pending_reason = excluded.pending_reason,
+             failure_reason = excluded.failure_reason, reference = excluded.reference,
+             description = excluded.description, beneficiary_name = excluded.beneficiary_name,
+             beneficiary_iban = excluded.beneficiary_iban, initiated_by = excluded.initiated_by,
+             created_at = excluded.created_at, completed_at = excluded.completed_at, seq = excluded.seq",
+    )
+    .bind(id_to_db(transfer.id.as_uuid()))
+    .bind(transfer.kind.as_str())
+    .bind(transfer.status.as_str())
+    .bind(transfer.step.as_str())
+    .bind(id_to_db(transfer.source.as_uuid()))
+    .bind(id_to_db(transfer.destination.as_uuid()))
+    .bind(amount_to_db(transfer.amount))
+    .bind(transfer.currency.code())
+    .bind(amount_to_db(transfer.fee))
+    .bind(transfer.fx_rate.map(amount_to_db))
+    .bind(amount_to_db(transfer.destination_amount))
+    .bind(transfer.destination_currency.code())
+    .bind(transfer.pending_reason.map(PendingReason::as_str))
+    .bind(transfer.failure_reason.map(ErrorCode::as_str))
+    .bind(transfer.reference.clone())
+    .bind(transfer.description.clone())
+    .bind(transfer.beneficiary.as_ref().map(|beneficiary| beneficiary.name.clone()))
+    .bind(transfer.beneficiary.as_ref().map(|beneficiary| beneficiary.iban.clone()))
+    .bind(transfer.initiated_by.map(|user| id_to_db(user.as_uuid())))
+    .bind(transfer.created_at.as_micros())
+    .bind(transfer.completed_at.map(|at| at.as_micros()))
+    .bind(seq_to_db(seq)?)
+    .execute(&mut **transaction)
+    .await
+    .map_err(classify)?;
+    Ok(())
+}
+
+async fn commit_wallets(transaction: &mut Transaction<'_, Sqlite>, plan: &BatchPlan) -> Result<(), StoreError> {
+    for (seq, wallet) in &plan.wallets_opened {
+        sqlx::query("INSERT INTO wallets (id, owner_id, status, created_at, snapshot_seq) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .bind(id_to_db(wallet.id.as_uuid()))
+            .bind(id_to_db(wallet.owner.as_uuid()))
+            .bind(wallet.status.as_str())
+            .bind(wallet.created_at.as_micros())
+            .bind(seq_to_db(*seq)?)
+            .execute(&mut **transaction)
+            .await
+            .map_err(classify)?;
+    }
+    for (wallet, status, seq) in &plan.wallet_statuses {
+        let updated = sqlx::query("UPDATE wallets SET status = ?2, snapshot_seq = ?3 WHERE id = ?1")
+            .bind(id_to_db(wallet.as_uuid()))
+            .bind(status.as_str())
+            .bind(seq_to_db(*seq)?)
+            .execute(&mut **transaction)
+            .await
+            .map_err(classify)?;
+        if updated.rows_affected() != 1 {
+            return Err(corrupt(format!("journal record for wallet {wallet}, which the store does not have")));
+        }
+    }
+    // `ordinal` is left to SQLite on insert and kept by the update, so assets keep the order
+    // they first arrived in (the plan lists a batch's new assets in that order).
+    for (wallet, asset, balance, held, seq) in &plan.wallet_assets {
+        sqlx::query(
+            "INSERT INTO wallet_assets (wallet_id, asset, balance, held, seq) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (wallet_id, asset) DO UPDATE SET balance = excluded.balance, held = excluded.held, seq = excluded.seq",
+        )
+        .bind(id_to_db(wallet.as_uuid()))
+        .bind(asset.code())
+        .bind(amount_to_db(*balance))
+        .bind(amount_to_db(*held))
+        .bind(seq_to_db(*seq)?)
+        .execute(&mut **transaction)
+        .await
+        .map_err(classify)?;
+    }
+    // Removals before placements, as for account holds.
+    for (wallet, asset, transfer) in &plan.wallet_holds_removed {
+        sqlx::query("DELETE FROM wallet_holds WHERE wallet_id = ?1 AND asset = ?2 AND transfer_id = ?3")
+            .bind(id_to_db(wallet.as_uuid()))
+            .bind(asset.code())
+            .bind(id_to_db(transfer.as_uuid()))
+            .execute(&mut **transaction)
+            .await
+            .map_err(classify)?;
+    }
+    for (wallet, asset, transfer, amount, seq) in &plan.wallet_holds_placed {
+        sqlx::query(
+            "INSERT INTO wallet_holds (wallet_id, asset, transfer_id, amount, seq) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(id_to_db(wallet.as_uuid()))
+        .bind(asset.code())
+        .bind(id_to_db(transfer.as_uuid()))
+        .bind(amount_to_db(*amount))
+        .bind(seq_to_db(*seq)?)
+        .execute(&mut **transaction)
+        .await
+        .map_err(classify)?;
+    }
+    Ok(())
+}
+
+/// Rebuilds an account from its row and its rows in `holds`.
+fn account_from_row(row: &SqliteRow, holds: &[SqliteRow]) -> Result<Loaded<Account>, StoreError> {
+    let id = AccountId::from_uuid(uuid(row, "id")?);
+    let kind = parse(&text(row, "kind")?, AccountKind::parse, "account kind")?;
+    let held = decimal(row, "held")?;
+    // `Position::new` starts with nothing held; restoring each hold adds it back.
+    let mut position = Position::new(decimal(row, "balance")?, decimal(row, "credit_limit")?, kind.is_system());
+    for hold in holds {
+        let transfer = TransferId::from_uuid(uuid(hold, "transfer_id")?);
+        position
+            .restore_hold(transfer, decimal(hold, "amount")?)
+            .map_err(|_| corrupt(format!("account {id}: its holds overflow")))?;
+    }
+    // Pair assertion across the boundary: the snapshot's `held` must equal its holds.
+    if position.held != held {
+        return Err(corrupt(format!("account {id}: held {held} but its holds sum to {}", position.held)));
+    }
+    // Equal in value, the stored figure also keeps the scale the engine's arithmetic gave it
+    // (`0.000000000000000000` after an ETH hold is released, not the sum's `0`).
+    position.held = held;
+    let account = Account {
+        id,
+        owner: optional_uuid(row, "owner_id")?.map(UserId::from_uuid),
+        currency: parse(&text(row, "currency")?, Currency::from_code, "currency")?,
+        kind,
+        status: parse(&text(row, "status")?, AccountStatus::parse, "account status")?,
+        position,
+        created_at: Timestamp::from_micros(integer(row, "created_at")?),
+    };
+    Ok(Loaded { value: account, seq: seq_of(integer(row, "snapshot_seq")?)? })
+}
+
+fn transfer_from_row(row: &SqliteRow) -> Result<Loaded<Transfer>, StoreError> {
+    let beneficiary = match (optional_text(row, "beneficiary_name")?, optional_text(row, "beneficiary_iban")?) {
+        (Some(name), Some(iban)) => Some(Beneficiary { name, iban }),
+        (None, None) => None,
+        _ => return Err(corrupt("transfer with half a beneficiary (a name without an IBAN, or the reverse)")),
+    };
+    let transfer = Transfer {
+        id: TransferId::from_uuid(uuid(row, "id")?),
+        kind: parse(&text(row, "kind")?, TransferKind::parse, "transfer kind")?,
+        status: parse(&text(row, "status")?, TransferStatus::parse, "transfer status")?,
+        step: parse(&text(row, "step")?, SagaStep::parse, "saga step")?,
+        source: AccountId::from_uuid(uuid(row, "source_id")?),
+        destination: AccountId::from_uuid(uuid(row, "destination_id")?),
+        amount: decimal(row, "amount")?,
+        currency: parse(&text(row, "currency")?, Currency::from_code, "currency")?,
+        fee: decimal(row, "fee")?,
+        fx_rate: optional_decimal(row, "fx_rate")?,
+        destination_amount: decimal(row, "destination_amount")?,
+        destination_currency: parse(&text(row, "destination_currency")?, Currency::from_code, "currency")?,
+        pending_reason: optional_text(row, "pending_reason")?
+            .map(|text| parse(&text, PendingReason::parse, "pending reason"))
+            .transpose()?,
+        failure_reason: optional_text(row, "failure_reason")?
+            .map(|text| parse(&text, ErrorCode::from_str_code, "error code"))
+            .transpose()?,
+        reference: optional_text(row, "reference")?,
+        description: optional_text(row, "description")?,
+        beneficiary,
+        initiated_by: optional_uuid(row, "initiated_by")?.map(UserId::from_uuid),
+        created_at: Timestamp::from_micros(integer(row, "created_at")?),
+        completed_at: optional_integer(row, "completed_at")?.map(Timestamp::from_micros),
+    };
+    Ok(Loaded { value: transfer, seq: seq_of(integer(row, "seq")?)? })
+}
+
+fn posting_from_row(row: &SqliteRow) -> Result<Posting, StoreError> {
+    Ok(Posting {
+        transfer: TransferId::from_uuid(uuid(row, "transfer_id")?),
+        account: AccountId::from_uuid(uuid(row, "account_id")?),
+        currency: parse(&text(row, "currency")?, Currency::from_code, "currency")?,
+        direction: parse(&text(row, "direction")?, Direction::parse, "direction")?,
+        amount: decimal(row, "amount")?,
+    })
+}
+
+/// Rebuilds a wallet from its row, its assets (in arrival order) and its holds.
+fn wallet_from_rows(row: &SqliteRow, assets: &[SqliteRow], holds: &[SqliteRow]) -> Result<Loaded<Wallet>, StoreError> {
+    let id = WalletId::from_uuid(uuid(row, "id")?);
+    let mut wallet = Wallet {
+        id,
+        owner: UserId::from_uuid(uuid(row, "owner_id")?),
+        status: parse(&text(row, "status")?, AccountStatus::parse, "wallet status")?,
+        assets: Vec::with_capacity(assets.len()),
+        created_at: Timestamp::from_micros(integer(row, "created_at")?),
+    };
+    for asset_row in assets {
+        let code = text(asset_row, "asset")?;
+        let asset = parse(&code, Currency::from_code, "asset")?;
+        let held = decimal(asset_row, "held")?;
+        // A wallet position has no credit limit and is never unlimited, as `Wallet` makes it.
+        let mut position = Position::new(decimal(asset_row, "balance")?, Decimal::ZERO, false);
+        for hold in holds {
+            if text(hold, "asset")? == code {
+                let transfer = TransferId::from_uuid(uuid(hold, "transfer_id")?);
+                position
+                    .restore_hold(transfer, decimal(hold, "amount")?)
+                    .map_err(|_| corrupt(format!("wallet {id} {code}: its holds overflow")))?;
+            }
+        }
+        if position.held != held {
+            return Err(corrupt(format!("wallet {id} {code}: held {held} but its holds sum to {}", position.held)));
+        }
+        // The stored figure keeps the scale the engine's arithmetic gave it, as for accounts.
+        position.held = held;
+        wallet.assets.push((asset, position));
+    }
+    // Every hold must belong to an asset row; one that does not would vanish on load.
+    for hold in holds {
+        let code = text(hold, "asset")?;
+        if !assets.iter().any(|asset_row| text(asset_row, "asset").is_ok_and(|asset| asset == code)) {
+            return Err(corrupt(format!("wallet {id}: a hold in {code}, an asset it does not have")));
+        }
+    }
+    Ok(Loaded { value: wallet, seq: seq_of(integer(row, "snapshot_seq")?)? })
+}
+
+const ACCOUNT_COLUMNS: &str =
+    "id, owner_id, currency, kind, status, balance, held, credit_limit, created_at, snapshot_seq";
+
+const TRANSFER_COLUMNS: &str = "id, kind, status, step, source_id, destination_id, amount, currency, fee, fx_rate, \
+     destination_amount, destination_currency, pending_reason, failure_reason, reference, description, \
+     beneficiary_name, beneficiary_iban, initiated_by, created_at, completed_at, seq";
+
+const POSTING_COLUMNS: &str = "transfer_id, account_id, currency, direction, amount";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn commit(&self, records: &[SequencedRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let plan = BatchPlan::new(records);
+        self.run(|pool| async move {
+            let mut transaction = pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)?;
+            match commit_plan(&mut transaction, &plan).await {
+                Ok(()) => transaction.commit().await.map_err(classify),
+                Err(error) => {
+                    // The batch's error is the one to report; a failed rollback leaves the
+                    // transaction to be rolled back when the connection is next used.
+                    let _ = transaction.rollback().await;
+                    Err(error)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn committed_seq(&self) -> Result<u64, StoreError> {
+        self.run(|pool| async move {
+            let seq: i64 = sqlx::query_scalar("SELECT committed_seq FROM journal_state WHERE id = 1")
+                .fetch_one(&pool)
+                .await
+                .map_err(classify)?;
+            seq_of(seq)
+        })
+        .await
+    }
+
+    async fn load_account(&self, id: AccountId) -> Result<Option<Loaded<Account>>, StoreError> {
+        self.run(|pool| async move {
+            // One snapshot: in WAL mode a read transaction sees one committed state, so the
+            // account and its holds cannot straddle a commit.
+            let mut transaction = pool.begin().await.map_err(classify)?;
+            let row = sqlx::query(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"))
+                .bind(id_to_db(id.as_uuid()))
+                .fetch_optional(&mut *transaction)
+                .await
+                .map_err(classify)?;
+            let Some(row) = row else { return Ok(None) };
+            let holds = sqlx::query("SELECT transfer_id, amount FROM holds WHERE account_id = ?1")
+                .bind(id_to_db(id.as_uuid()))
+                .fetch_all(&mut *transaction)
+                .await
+                .map_err(classify)?;
+            transaction.commit().await.map_err(classify)?;
+            account_from_row(&row, &holds).map(Some)
+        })
+        .await
+    }
+
+    async fn load_wallet(&self, id: WalletId) -> Result<Option<Loaded<Wallet>>, StoreError> {
+        self.run(|pool| async move {
+            let mut transaction = pool.begin().await.map_err(classify)?;
+            let row = sqlx::query("SELECT id, owner_id, status, created_at, snapshot_seq FROM wallets WHERE id = ?1")
+                .bind(id_to_db(id.as_uuid()))
+                .fetch_optional(&mut *transaction)
+                .await
+                .map_err(classify)?;
+            let Some(row) = row else { return Ok(None) };
+            let assets =
+                sqlx::query("SELECT asset, balance, held FROM wallet_assets WHERE wallet_id = ?1 ORDER BY ordinal")
+                    .bind(id_to_db(id.as_uuid()))
+                    .fetch_all(&mut *transaction)
+                    .await
+                    .map_err(classify)?;
+            let holds = sqlx::query("SELECT asset, transfer_id, amount FROM wallet_holds WHERE wallet_id = ?1")
+                .bind(id_to_db(id.as_uuid()))
+                .fetch_all(&mut *transaction)
+                .await
+                .map_err(classify)?;
+            transaction.commit().await.map_err(classify)?;
+            wallet_from_rows(&row, &assets, &holds).map(Some)
+        })
+        .await
+    }
+
+    async fn load_transfer(&self, id: TransferId) -> Result<Option<Loaded<Transfer>>, StoreError> {
+        self.run(|pool| async move {
+            let row = sqlx::query(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1"))
+                .bind(id_to_db(id.as_uuid()))
+                .fetch_optional(&pool)
+                .await
+                .map_err(classify)?;
+            row.as_ref().map(transfer_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError> {
+        self.run(|pool| async move {
+            let rows = sqlx::query(&format!(
+                "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE status IN ('processing', 'pending') ORDER BY seq"
+            ))
+            .fetch_all(&pool)
+            .await
+            .map_err(classify)?;
+            rows.iter().map(|row| transfer_from_row(row).map(|loaded| loaded.value)).collect()
+        })
+        .await
+    }
+
+    async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        self.run(|pool| async move {
+            let mut transaction = pool.begin().await.map_err(classify)?;
+            let rows = sqlx::query(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id"))
+                .fetch_all(&mut *transaction)
+                .await
+                .map_err(classify)?;
+            let holds = sqlx::query("SELECT account_id, transfer_id, amount FROM holds")
+                .fetch_all(&mut *transaction)
+                .await
+                .map_err(classify)?;
+            transaction.commit().await.map_err(classify)?;
+            let mut holds_by_account: HashMap<String, Vec<SqliteRow>> = HashMap::new();
+            for hold in holds {
+                holds_by_account.entry(text(&hold, "account_id")?).or_default().push(hold);
+            }
+            let accounts = rows
+                .iter()
+                .map(|row| {
+                    let holds = holds_by_account.remove(&text(row, "id")?).unwrap_or_default();
+                    account_from_row(row, &holds).map(|loaded| loaded.value)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            // A hold whose account has no row would make money reserved nowhere.
+            if let Some(account) = holds_by_account.keys().next() {
+                return Err(corrupt(format!("holds on account {account}, which the store does not have")));
+            }
+            Ok(accounts)
+        })
+        .await
+    }
+
+    async fn postings_of(&self, account: AccountId) -> Result<Vec<Posting>, StoreError> {
+        self.run(|pool| async move {
+            let rows =
+                sqlx::query(&format!("SELECT {POSTING_COLUMNS} FROM postings WHERE account_id = ?1 ORDER BY seq"))
+                    .bind(id_to_db(account.as_uuid()))
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(classify)?;
+            rows.iter().map(posting_from_row).collect()
+        })
+        .await
+    }
+
+    async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<Posting>, StoreError> {
+        self.run(|pool| async move {
+            let rows =
+                sqlx::query(&format!("SELECT {POSTING_COLUMNS} FROM postings WHERE transfer_id = ?1 ORDER BY seq"))
+                    .bind(id_to_db(transfer.as_uuid()))
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(classify)?;
+            rows.iter().map(posting_from_row).collect()
+        })
+        .await
+    }
+
+    async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError> {
+        self.run(|pool| async move {
+            let rows = sqlx::query("SELECT account_id, transfer_id, amount FROM holds ORDER BY seq")
+                .fetch_all(&pool)
+                .await
+                .map_err(classify)?;
+            rows.iter()
+                .map(|row| {
+                    Ok(LiveHold {
+                        account: AccountId::from_uuid(uuid(row, "account_id")?),
+                        transfer: TransferId::from_uuid(uuid(row, "transfer_id")?),
+                        amount: decimal(row, "amount")?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_and_io_errors_are_retryable_and_the_rest_are_not() {
+        assert!(matches!(classify(sqlx::Error::PoolTimedOut), StoreError::Unavailable(_)));
+        assert!(matches!(classify(sqlx::Error::RowNotFound), StoreError::Corrupt(_)));
+    }
+
+    #[test]
+    fn amounts_are_stored_as_their_exact_text() {
+        let wei = Decimal::from_str_exact("1.000000000000000001").unwrap();
+        assert_eq!(amount_to_db(wei), "1.000000000000000001");
+        assert_eq!(decimal_from_db(&amount_to_db(wei), "amount").unwrap(), wei);
+        let kwd = Decimal::from_str_exact("0.125").unwrap();
+        assert_eq!(decimal_from_db(&amount_to_db(kwd), "amount").unwrap().scale(), 3, "the scale survives");
+        assert!(matches!(decimal_from_db("1.5e3", "amount"), Err(StoreError::Corrupt(_))));
+    }
+}
