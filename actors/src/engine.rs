@@ -12,8 +12,8 @@ use tally_engine::system_accounts;
 use tally_engine::wallet::WalletRejection;
 use tally_engine::{
     Account, AccountCommand, AccountId, AccountKind, AccountRejection, CreateTransferRejection, Currency, ErrorCode,
-    ExecutionMode, PendingReason, Record, StatusAction, Transfer, TransferId, TransferKind, TransferRequest,
-    TransferStatus, TransferTypeSettings, TransitionRejection, UserId, Wallet, WalletId,
+    ExecutionMode, Idempotency, PendingReason, Record, StatusAction, Transfer, TransferId, TransferKind,
+    TransferRequest, TransferStatus, TransferTypeSettings, TransitionRejection, UserId, Wallet, WalletId,
 };
 use tally_persistence::{Journal, JournalConfig, Store, StoreError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -63,6 +63,9 @@ pub enum TransferError {
     /// A transfer with this id is already running.
     #[error("a transfer with this id is in flight")]
     Duplicate,
+    /// The idempotency key was used before with a different request.
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
     #[error("unavailable: {0:?}")]
     Unavailable(Unavailable),
     #[error("internal: {0}")]
@@ -75,6 +78,7 @@ impl TransferError {
             TransferError::Rejected(rejection) => rejection.code(),
             TransferError::Transition(rejection) => rejection.code(),
             TransferError::Duplicate => ErrorCode::Conflict,
+            TransferError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             TransferError::Unavailable(Unavailable::Quarantined) => ErrorCode::Quarantined,
             TransferError::Unavailable(_) => ErrorCode::Overloaded,
             TransferError::Internal(_) => ErrorCode::Internal,
@@ -145,6 +149,11 @@ pub(crate) struct EngineInner {
     pub(crate) clock: Arc<dyn Clock>,
     ids: Arc<dyn IdSource>,
     saga_permits: Arc<Semaphore>,
+    /// The permits `saga_permits` started with: when all are back, no saga is running.
+    sagas_in_flight_max: usize,
+    /// Idempotency keys being worked on right now: a duplicate waits for the first request
+    /// and then finds its transfer in the store.
+    idempotency_claims: DashMap<(uuid::Uuid, String), Arc<tokio::sync::Mutex<()>>>,
     /// Transfers a saga is working on right now; a second saga for the same id is refused.
     claims: DashMap<TransferId, ()>,
     transfer_types: RwLock<HashMap<TransferKind, TransferTypeSettings>>,
@@ -218,6 +227,8 @@ impl Engine {
             clock,
             ids,
             saga_permits: Arc::new(Semaphore::new(config.sagas_in_flight_max)),
+            sagas_in_flight_max: config.sagas_in_flight_max,
+            idempotency_claims: DashMap::new(),
             claims: DashMap::new(),
             transfer_types: RwLock::new(transfer_types),
             shutting_down: AtomicBool::new(false),
@@ -399,14 +410,75 @@ impl Engine {
     /// for manual execution; a rejection if any check failed (the transfer is then recorded
     /// `failed`, with every hold released).
     pub async fn transfer(&self, request: TransferRequest) -> Result<Transfer, TransferError> {
+        self.start_transfer(request, None).await
+    }
+
+    /// Step 1 of the saga (validate, admit), then the saga itself.
+    async fn start_transfer(
+        &self,
+        request: TransferRequest,
+        key: Option<Idempotency>,
+    ) -> Result<Transfer, TransferError> {
         let settings = self.transfer_type(request.kind);
         let request = request.validate(&settings).map_err(TransferError::Rejected)?;
         let stop_pending = (settings.execution_mode == ExecutionMode::Manual).then_some(PendingReason::ManualExecution);
         self.admit().map_err(TransferError::Unavailable)?;
         let permit = self.saga_permit()?;
         let claim = self.claim(request.id)?;
-        let transfer = Transfer::start(request);
+        let mut transfer = Transfer::start(request);
+        transfer.idempotency = key;
         self.spawn_saga(transfer, Intent::Run { stop_pending }, permit, claim).await
+    }
+
+    /// Runs a transfer under a caller's idempotency key. The first request with a key runs the
+    /// saga; a repeat with the same fingerprint gets the transfer as it stands (`true`: a
+    /// replay), whatever its outcome was; a repeat with another fingerprint is refused.
+    /// Concurrent repeats wait for the first, so however many arrive, one transfer exists.
+    ///
+    /// A request rejected before its saga started (invalid amount, disabled type) leaves no
+    /// transfer; its repeat is validated again and rejected again, the same way.
+    pub async fn transfer_idempotent(
+        &self,
+        request: TransferRequest,
+        key: Option<Idempotency>,
+    ) -> Result<(Transfer, bool), TransferError> {
+        let Some(key) = key else {
+            return self.transfer(request).await.map(|transfer| (transfer, false));
+        };
+        let slot = (key.scope, key.key.clone());
+        let claim = Arc::clone(self.inner.idempotency_claims.entry(slot.clone()).or_default().value());
+        let guard = claim.lock().await;
+        let result = self.transfer_under_key(request, key).await;
+        drop(guard);
+        // Forget the claim once nobody else holds it; a later repeat finds the transfer in
+        // the store, where its first record became durable before the saga answered.
+        self.inner.idempotency_claims.remove_if(&slot, |_, current| Arc::strong_count(current) <= 2);
+        result
+    }
+
+    async fn transfer_under_key(
+        &self,
+        request: TransferRequest,
+        key: Idempotency,
+    ) -> Result<(Transfer, bool), TransferError> {
+        let existing = self
+            .inner
+            .shared
+            .store
+            .transfer_by_idempotency(key.scope, &key.key)
+            .await
+            .map_err(|error| TransferError::Unavailable(Unavailable::Store(error.to_string())))?;
+        if let Some(existing) = existing {
+            let same_request = existing.value.idempotency.as_ref().is_some_and(|i| i.fingerprint == key.fingerprint);
+            if !same_request {
+                return Err(TransferError::IdempotencyKeyReused);
+            }
+            // The store's copy may be older than the journal's (a pending transfer since
+            // executed): answer with the newest.
+            let newest = self.load_transfer(existing.value.id).await.ok().flatten().unwrap_or(existing.value);
+            return Ok((newest, true));
+        }
+        self.start_transfer(request, Some(key)).await.map(|transfer| (transfer, false))
     }
 
     /// An admin credit or debit of `account` against the settlement account of its currency.
@@ -626,18 +698,18 @@ impl Engine {
     /// record durable, and stops the actor threads.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
-        let total = u32::try_from(self.inner.saga_permits.available_permits()).unwrap_or(u32::MAX);
-        let in_flight = Arc::clone(&self.inner.saga_permits);
-        let all = tokio::time::timeout(grace, async move {
-            // Acquiring every permit means no saga is running.
-            loop {
-                if in_flight.available_permits() >= total as usize && in_flight.available_permits() > 0 {
-                    return;
-                }
+        let permits = Arc::clone(&self.inner.saga_permits);
+        let total = self.inner.sagas_in_flight_max;
+        // Every permit back means no saga is running. A saga still running after the grace is
+        // finished by the next start's recovery.
+        let all_back = async move {
+            while permits.available_permits() < total {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-        });
-        let _ = all.await;
+        };
+        if tokio::time::timeout(grace, all_back).await.is_err() {
+            tracing::warn!("shutdown grace ended with sagas still running; recovery will finish them");
+        }
         let journal = self.inner.shared.journal.clone();
         let _ = tokio::task::spawn_blocking(move || journal.shutdown()).await;
         let shared = Arc::clone(&self.inner.shared);

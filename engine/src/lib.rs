@@ -28,6 +28,6 @@ pub use position::Position;
 pub use posting::{Direction, Posting};
 pub use record::{AccountSnapshot, AssetSnapshot, Record, WalletSnapshot};
 pub use rejection::{AccountRejection, CreateTransferRejection, StatusRejection, TransitionRejection};
-pub use transfer::{PendingReason, Transfer, TransferKind, TransferRequest, TransferStatus};
+pub use transfer::{Idempotency, PendingReason, Transfer, TransferKind, TransferRequest, TransferStatus};
 pub use transfer_type::{ExecutionMode, TransferTypeSettings};
 pub use wallet::{Wallet, WalletCommand, WalletEvent};

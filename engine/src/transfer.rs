@@ -157,6 +157,18 @@ impl SagaStep {
     }
 }
 
+/// A client's idempotency key for a transfer, scoped to the caller. Stored with the transfer's
+/// first record, so the key and the transfer become durable together: a retry after a crash
+/// finds the transfer, never creates a second one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The caller the key belongs to (a user or an API key).
+    pub scope: uuid::Uuid,
+    pub key: String,
+    /// A digest of the request body: the same key with another body is refused.
+    pub fingerprint: String,
+}
+
 /// An external beneficiary: where an `external` transfer's money goes outside Tally.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Beneficiary {
@@ -229,6 +241,7 @@ pub struct Transfer {
     pub description: Option<String>,
     pub beneficiary: Option<Beneficiary>,
     pub initiated_by: Option<UserId>,
+    pub idempotency: Option<Idempotency>,
     pub created_at: Timestamp,
     pub completed_at: Option<Timestamp>,
 }
@@ -255,6 +268,7 @@ impl Transfer {
             description: request.description,
             beneficiary: request.beneficiary,
             initiated_by: request.initiated_by,
+            idempotency: None,
             created_at: request.created_at,
             completed_at: None,
         }

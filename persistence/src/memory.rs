@@ -119,6 +119,20 @@ impl Store for MemoryStore {
         Ok(self.state()?.transfers.get(&id).cloned())
     }
 
+    async fn transfer_by_idempotency(
+        &self,
+        scope: uuid::Uuid,
+        key: &str,
+    ) -> Result<Option<Loaded<Transfer>>, StoreError> {
+        // A scan: the memory store serves tests and benchmarks; SQL stores use a unique index.
+        Ok(self
+            .state()?
+            .transfers
+            .values()
+            .find(|loaded| loaded.value.idempotency.as_ref().is_some_and(|i| i.scope == scope && i.key == key))
+            .cloned())
+    }
+
     async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError> {
         Ok(self
             .state()?

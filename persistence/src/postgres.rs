@@ -266,11 +266,12 @@ async fn upsert_transfers(
     sqlx::query(
         "INSERT INTO transfers (id, kind, status, step, source_id, destination_id, amount, currency, fee, fx_rate,
                                 destination_amount, destination_currency, pending_reason, failure_reason, reference,
-                                description, beneficiary_name, beneficiary_iban, initiated_by, created_at, completed_at, seq)
+                                description, beneficiary_name, beneficiary_iban, initiated_by, created_at, completed_at, seq,
+                                idempotency_scope, idempotency_key, idempotency_fingerprint)
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::uuid[], $7::numeric[],
                               $8::text[], $9::numeric[], $10::numeric[], $11::numeric[], $12::text[], $13::text[],
                               $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::uuid[], $20::int8[],
-                              $21::int8[], $22::int8[])
+                              $21::int8[], $22::int8[], $23::uuid[], $24::text[], $25::text[])
          ON CONFLICT (id) DO UPDATE SET
              kind = EXCLUDED.kind, status = EXCLUDED.status, step = EXCLUDED.step, source_id = EXCLUDED.source_id,
              destination_id = EXCLUDED.destination_id, amount = EXCLUDED.amount, currency = EXCLUDED.currency,
@@ -279,7 +280,9 @@ async fn upsert_transfers(
              failure_reason = EXCLUDED.failure_reason, reference = EXCLUDED.reference,
              description = EXCLUDED.description, beneficiary_name = EXCLUDED.beneficiary_name,
              beneficiary_iban = EXCLUDED.beneficiary_iban, initiated_by = EXCLUDED.initiated_by,
-             created_at = EXCLUDED.created_at, completed_at = EXCLUDED.completed_at, seq = EXCLUDED.seq",
+             created_at = EXCLUDED.created_at, completed_at = EXCLUDED.completed_at, seq = EXCLUDED.seq,
+             idempotency_scope = EXCLUDED.idempotency_scope, idempotency_key = EXCLUDED.idempotency_key,
+             idempotency_fingerprint = EXCLUDED.idempotency_fingerprint",
     )
     .bind(rows.iter().map(|(_, t)| t.id.as_uuid()).collect::<Vec<_>>())
     .bind(rows.iter().map(|(_, t)| t.kind.as_str()).collect::<Vec<_>>())
@@ -303,6 +306,9 @@ async fn upsert_transfers(
     .bind(rows.iter().map(|(_, t)| t.created_at.as_micros()).collect::<Vec<_>>())
     .bind(rows.iter().map(|(_, t)| t.completed_at.map(|at| at.as_micros())).collect::<Vec<_>>())
     .bind(rows.iter().map(|(seq, _)| seq_to_db(*seq)).collect::<Result<Vec<_>, _>>()?)
+    .bind(rows.iter().map(|(_, t)| t.idempotency.as_ref().map(|i| i.scope)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, t)| t.idempotency.as_ref().map(|i| i.key.clone())).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, t)| t.idempotency.as_ref().map(|i| i.fingerprint.clone())).collect::<Vec<_>>())
     .execute(&mut **transaction)
     .await
     .map_err(classify)?;
@@ -412,6 +418,13 @@ fn transfer_from_row(row: &PgRow) -> Result<Loaded<Transfer>, StoreError> {
         _ => None,
     };
     let initiated_by: Option<Uuid> = row.try_get("initiated_by").map_err(classify)?;
+    let idempotency_scope: Option<Uuid> = row.try_get("idempotency_scope").map_err(classify)?;
+    let idempotency =
+        match (idempotency_scope, optional_text("idempotency_key")?, optional_text("idempotency_fingerprint")?) {
+            (Some(scope), Some(key), Some(fingerprint)) => Some(tally_engine::Idempotency { scope, key, fingerprint }),
+            (None, None, None) => None,
+            _ => return Err(corrupt("transfer with half an idempotency key")),
+        };
     let completed_at: Option<i64> = row.try_get("completed_at").map_err(classify)?;
     let transfer = Transfer {
         id: TransferId::from_uuid(row.try_get("id").map_err(classify)?),
@@ -436,6 +449,7 @@ fn transfer_from_row(row: &PgRow) -> Result<Loaded<Transfer>, StoreError> {
         description: optional_text("description")?,
         beneficiary,
         initiated_by: initiated_by.map(UserId::from_uuid),
+        idempotency,
         created_at: Timestamp::from_micros(row.try_get("created_at").map_err(classify)?),
         completed_at: completed_at.map(Timestamp::from_micros),
     };
@@ -570,6 +584,20 @@ impl Store for PgStore {
         self.run(|pool| async move {
             let row = sqlx::query("SELECT * FROM transfers WHERE id = $1")
                 .bind(id.as_uuid())
+                .fetch_optional(&pool)
+                .await
+                .map_err(classify)?;
+            row.as_ref().map(transfer_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn transfer_by_idempotency(&self, scope: Uuid, key: &str) -> Result<Option<Loaded<Transfer>>, StoreError> {
+        let key = key.to_owned();
+        self.run(|pool| async move {
+            let row = sqlx::query("SELECT * FROM transfers WHERE idempotency_scope = $1 AND idempotency_key = $2")
+                .bind(scope)
+                .bind(key)
                 .fetch_optional(&pool)
                 .await
                 .map_err(classify)?;

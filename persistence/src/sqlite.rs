@@ -351,8 +351,10 @@ async fn upsert_transfer(
     sqlx::query(
         "INSERT INTO transfers (id, kind, status, step, source_id, destination_id, amount, currency, fee, fx_rate,
                                 destination_amount, destination_currency, pending_reason, failure_reason, reference,
-                                description, beneficiary_name, beneficiary_iban, initiated_by, created_at, completed_at, seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)
+                                description, beneficiary_name, beneficiary_iban, initiated_by, created_at, completed_at, seq,
+                                idempotency_scope, idempotency_key, idempotency_fingerprint)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22,
+                 ?23, ?24, ?25)
          ON CONFLICT (id) DO UPDATE SET
              kind = excluded.kind, status = excluded.status, step = excluded.step, source_id = excluded.source_id,
              destination_id = excluded.destination_id, amount = excluded.amount, currency = excluded.currency,
@@ -361,7 +363,9 @@ async fn upsert_transfer(
              failure_reason = excluded.failure_reason, reference = excluded.reference,
              description = excluded.description, beneficiary_name = excluded.beneficiary_name,
              beneficiary_iban = excluded.beneficiary_iban, initiated_by = excluded.initiated_by,
-             created_at = excluded.created_at, completed_at = excluded.completed_at, seq = excluded.seq",
+             created_at = excluded.created_at, completed_at = excluded.completed_at, seq = excluded.seq,
+             idempotency_scope = excluded.idempotency_scope, idempotency_key = excluded.idempotency_key,
+             idempotency_fingerprint = excluded.idempotency_fingerprint",
     )
     .bind(id_to_db(transfer.id.as_uuid()))
     .bind(transfer.kind.as_str())
@@ -385,6 +389,9 @@ async fn upsert_transfer(
     .bind(transfer.created_at.as_micros())
     .bind(transfer.completed_at.map(|at| at.as_micros()))
     .bind(seq_to_db(seq)?)
+    .bind(transfer.idempotency.as_ref().map(|i| id_to_db(i.scope)))
+    .bind(transfer.idempotency.as_ref().map(|i| i.key.clone()))
+    .bind(transfer.idempotency.as_ref().map(|i| i.fingerprint.clone()))
     .execute(&mut **transaction)
     .await
     .map_err(classify)?;
@@ -495,6 +502,15 @@ fn transfer_from_row(row: &SqliteRow) -> Result<Loaded<Transfer>, StoreError> {
         (None, None) => None,
         _ => return Err(corrupt("transfer with half a beneficiary (a name without an IBAN, or the reverse)")),
     };
+    let idempotency = match (
+        optional_uuid(row, "idempotency_scope")?,
+        optional_text(row, "idempotency_key")?,
+        optional_text(row, "idempotency_fingerprint")?,
+    ) {
+        (Some(scope), Some(key), Some(fingerprint)) => Some(tally_engine::Idempotency { scope, key, fingerprint }),
+        (None, None, None) => None,
+        _ => return Err(corrupt("transfer with half an idempotency key")),
+    };
     let transfer = Transfer {
         id: TransferId::from_uuid(uuid(row, "id")?),
         kind: parse(&text(row, "kind")?, TransferKind::parse, "transfer kind")?,
@@ -518,6 +534,7 @@ fn transfer_from_row(row: &SqliteRow) -> Result<Loaded<Transfer>, StoreError> {
         description: optional_text(row, "description")?,
         beneficiary,
         initiated_by: optional_uuid(row, "initiated_by")?.map(UserId::from_uuid),
+        idempotency,
         created_at: Timestamp::from_micros(integer(row, "created_at")?),
         completed_at: optional_integer(row, "completed_at")?.map(Timestamp::from_micros),
     };
@@ -580,7 +597,8 @@ const ACCOUNT_COLUMNS: &str =
 
 const TRANSFER_COLUMNS: &str = "id, kind, status, step, source_id, destination_id, amount, currency, fee, fx_rate, \
      destination_amount, destination_currency, pending_reason, failure_reason, reference, description, \
-     beneficiary_name, beneficiary_iban, initiated_by, created_at, completed_at, seq";
+     beneficiary_name, beneficiary_iban, initiated_by, created_at, completed_at, seq, idempotency_scope, \
+     idempotency_key, idempotency_fingerprint";
 
 const POSTING_COLUMNS: &str = "transfer_id, account_id, currency, direction, amount";
 
@@ -672,6 +690,22 @@ impl Store for SqliteStore {
                 .fetch_optional(&pool)
                 .await
                 .map_err(classify)?;
+            row.as_ref().map(transfer_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn transfer_by_idempotency(&self, scope: Uuid, key: &str) -> Result<Option<Loaded<Transfer>>, StoreError> {
+        let key = key.to_owned();
+        self.run(|pool| async move {
+            let row = sqlx::query(&format!(
+                "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE idempotency_scope = ?1 AND idempotency_key = ?2"
+            ))
+            .bind(id_to_db(scope))
+            .bind(key)
+            .fetch_optional(&pool)
+            .await
+            .map_err(classify)?;
             row.as_ref().map(transfer_from_row).transpose()
         })
         .await

@@ -53,6 +53,13 @@ pub trait Store: Send + Sync + 'static {
 
     async fn load_transfer(&self, id: TransferId) -> Result<Option<Loaded<Transfer>>, StoreError>;
 
+    /// The transfer a caller's idempotency key names, if any.
+    async fn transfer_by_idempotency(
+        &self,
+        scope: uuid::Uuid,
+        key: &str,
+    ) -> Result<Option<Loaded<Transfer>>, StoreError>;
+
     /// Transfers not yet terminal (processing or pending), for recovery and admin review.
     async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError>;
 
@@ -95,6 +102,14 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     async fn load_transfer(&self, id: TransferId) -> Result<Option<Loaded<Transfer>>, StoreError> {
         (**self).load_transfer(id).await
+    }
+
+    async fn transfer_by_idempotency(
+        &self,
+        scope: uuid::Uuid,
+        key: &str,
+    ) -> Result<Option<Loaded<Transfer>>, StoreError> {
+        (**self).transfer_by_idempotency(scope, key).await
     }
 
     async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError> {

@@ -78,10 +78,16 @@ CREATE TABLE transfers (
     beneficiary_name TEXT,
     beneficiary_iban TEXT,
     initiated_by TEXT,
+    idempotency_scope TEXT,
+    idempotency_key TEXT,
+    idempotency_fingerprint TEXT,
     created_at INTEGER NOT NULL,
     completed_at INTEGER,
     seq INTEGER NOT NULL
 ) STRICT;
+-- One transfer per caller and key: the engine never writes two, and this proves it.
+CREATE UNIQUE INDEX transfers_by_idempotency ON transfers (idempotency_scope, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 CREATE INDEX transfers_not_terminal ON transfers (status) WHERE status IN ('processing', 'pending');
 CREATE INDEX transfers_by_source ON transfers (source_id, created_at);
 

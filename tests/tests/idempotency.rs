@@ -1,0 +1,96 @@
+//! Idempotency keys in the engine: one transfer per (caller, key), however many duplicates
+
+// Test code: a failed unwrap or panic is a failed test, which is what we want.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! arrive at once, after a crash too; the same key with another request is refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rust_decimal_macros::dec;
+use tally_actors::{Engine, EngineConfig, TransferError};
+use tally_engine::{Idempotency, TransferStatus};
+use tally_persistence::Store;
+use tally_tests::Harness;
+
+fn key(scope: uuid::Uuid, key: &str, fingerprint: &str) -> Option<Idempotency> {
+    Some(Idempotency { scope, key: key.to_owned(), fingerprint: fingerprint.to_owned() })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_duplicates_make_one_transfer_and_all_get_it() {
+    let harness = Harness::start().await;
+    let alice = harness.open(tally_engine::Currency::USD).await;
+    let bob = harness.open(tally_engine::Currency::USD).await;
+    harness.fund(&alice, dec!(100)).await;
+    let scope = uuid::Uuid::new_v4();
+
+    let duplicates = (0..50).map(|_| {
+        // Each duplicate is a fresh request (fresh transfer id), as a retrying client sends.
+        harness.engine.transfer_idempotent(harness.request(&alice, &bob, dec!(7)), key(scope, "k-1", "body-a"))
+    });
+    let results = futures::future::join_all(duplicates).await;
+
+    let ids: std::collections::HashSet<_> = results.iter().map(|r| r.as_ref().unwrap().0.id).collect();
+    assert_eq!(ids.len(), 1, "one transfer");
+    assert_eq!(results.iter().filter(|r| !r.as_ref().unwrap().1).count(), 1, "exactly one ran, 49 replayed");
+    assert!(results.iter().all(|r| r.as_ref().unwrap().0.status == TransferStatus::Completed));
+    assert_eq!(harness.balance(&alice).await, dec!(93), "money moved once");
+    harness.assert_ledger_consistent().await;
+    harness.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_key_with_another_request_is_refused_and_keys_are_scoped_per_caller() {
+    let harness = Harness::start().await;
+    let alice = harness.open(tally_engine::Currency::USD).await;
+    let bob = harness.open(tally_engine::Currency::USD).await;
+    harness.fund(&alice, dec!(100)).await;
+    let (first, second) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+
+    harness.engine.transfer_idempotent(harness.request(&alice, &bob, dec!(1)), key(first, "k", "a")).await.unwrap();
+    let reused = harness.engine.transfer_idempotent(harness.request(&alice, &bob, dec!(2)), key(first, "k", "b")).await;
+    assert!(matches!(reused, Err(TransferError::IdempotencyKeyReused)), "{reused:?}");
+    let other_caller =
+        harness.engine.transfer_idempotent(harness.request(&alice, &bob, dec!(2)), key(second, "k", "b")).await;
+    assert!(!other_caller.unwrap().1, "another caller's same key is a new transfer");
+    assert_eq!(harness.balance(&bob).await, dec!(3));
+    // A rejected transfer is replayed as the same failure.
+    let broke = harness.engine.transfer_idempotent(harness.request(&bob, &alice, dec!(50)), key(first, "x", "c")).await;
+    assert!(matches!(broke, Err(TransferError::Rejected(_))));
+    let (replayed, was_replay) = harness
+        .engine
+        .transfer_idempotent(harness.request(&bob, &alice, dec!(50)), key(first, "x", "c"))
+        .await
+        .unwrap();
+    assert!(was_replay);
+    assert_eq!(replayed.status, TransferStatus::Failed);
+    assert_eq!(replayed.failure_reason, Some(tally_engine::ErrorCode::InsufficientFunds));
+    harness.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_crash_finds_the_transfer_instead_of_making_another() {
+    let harness = Harness::start().await;
+    let alice = harness.open(tally_engine::Currency::USD).await;
+    let bob = harness.open(tally_engine::Currency::USD).await;
+    harness.fund(&alice, dec!(100)).await;
+    let scope = uuid::Uuid::new_v4();
+    let first = harness
+        .engine
+        .transfer_idempotent(harness.request(&alice, &bob, dec!(10)), key(scope, "crash", "f"))
+        .await
+        .unwrap()
+        .0;
+    harness.engine.halt().await;
+
+    let store = harness.store.clone();
+    let restarted = Engine::start(store.clone() as Arc<dyn Store>, EngineConfig::default()).await.unwrap();
+    let request =
+        tally_engine::TransferRequest { id: restarted.new_transfer_id(), ..harness.request(&alice, &bob, dec!(10)) };
+    let (again, replayed) = restarted.transfer_idempotent(request, key(scope, "crash", "f")).await.unwrap();
+    assert!(replayed);
+    assert_eq!(again.id, first.id);
+    assert_eq!(restarted.account(bob.id).await.unwrap().balance(), dec!(10));
+    restarted.shutdown(Duration::from_secs(5)).await;
+}
