@@ -6,6 +6,22 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::entity::ActorKind;
 
+/// Parses `TALLY_FAULT_PANIC_EVERY`, e.g. `account=50,transfer_saga=200`.
+pub fn parse_panic_every(spec: &str) -> Result<Vec<(ActorKind, u32)>, String> {
+    spec.split(',')
+        .filter(|part| !part.trim().is_empty())
+        .map(|part| {
+            let (kind, every) = part.split_once('=').ok_or_else(|| format!("expected kind=n, got {part:?}"))?;
+            let kind = ActorKind::ALL
+                .into_iter()
+                .find(|candidate| candidate.as_str() == kind.trim())
+                .ok_or_else(|| format!("unknown actor kind {kind:?}"))?;
+            let every = every.trim().parse::<u32>().map_err(|_| format!("not a count: {every:?}"))?;
+            Ok((kind, every))
+        })
+        .collect()
+}
+
 /// The payload of an injected panic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InjectedFault(pub ActorKind);
@@ -15,6 +31,11 @@ pub struct FaultInjector {
     account_panics: AtomicU32,
     wallet_panics: AtomicU32,
     saga_panics: AtomicU32,
+    /// With `panic_every`: every n-th handler of the kind panics (0: off).
+    account_every: AtomicU32,
+    saga_every: AtomicU32,
+    account_seen: AtomicU32,
+    saga_seen: AtomicU32,
 }
 
 impl FaultInjector {
@@ -25,10 +46,32 @@ impl FaultInjector {
         }
     }
 
+    /// Every `n`-th handler of `kind` panics from now on (`0` turns it off): panics spread
+    /// through a running load. `tally serve` arms this from `TALLY_FAULT_PANIC_EVERY`.
+    pub fn panic_every(&self, kind: ActorKind, n: u32) {
+        match kind {
+            ActorKind::Account => self.account_every.store(n, Ordering::SeqCst),
+            ActorKind::TransferSaga => self.saga_every.store(n, Ordering::SeqCst),
+            ActorKind::Wallet | ActorKind::Session => {}
+        }
+    }
+
     pub fn disarm(&self) {
-        for counter in [&self.account_panics, &self.wallet_panics, &self.saga_panics] {
+        for counter in
+            [&self.account_panics, &self.wallet_panics, &self.saga_panics, &self.account_every, &self.saga_every]
+        {
             counter.store(0, Ordering::SeqCst);
         }
+    }
+
+    fn periodic(&self, kind: ActorKind) -> bool {
+        let (every, seen) = match kind {
+            ActorKind::Account => (&self.account_every, &self.account_seen),
+            ActorKind::TransferSaga => (&self.saga_every, &self.saga_seen),
+            ActorKind::Wallet | ActorKind::Session => return false,
+        };
+        let n = every.load(Ordering::Relaxed);
+        n != 0 && (seen.fetch_add(1, Ordering::Relaxed).wrapping_add(1)) % n == 0
     }
 
     fn counter(&self, kind: ActorKind) -> Option<&AtomicU32> {
@@ -43,11 +86,13 @@ impl FaultInjector {
     /// Panics if a panic is armed for `kind`. Called at the top of each handler and saga step.
     pub fn maybe_panic(&self, kind: ActorKind) {
         let Some(counter) = self.counter(kind) else { return };
-        if counter.load(Ordering::Relaxed) == 0 {
+        let periodic = self.periodic(kind);
+        if counter.load(Ordering::Relaxed) == 0 && !periodic {
             return;
         }
-        let taken = counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |armed| armed.checked_sub(1));
-        if taken.is_ok() {
+        let taken =
+            periodic || counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |armed| armed.checked_sub(1)).is_ok();
+        if taken {
             // Unwind like a panic, but without the panic hook: an injected fault is expected
             // and should not print a backtrace into test and server output.
             std::panic::resume_unwind(Box::new(InjectedFault(kind)));

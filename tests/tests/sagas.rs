@@ -367,3 +367,42 @@ async fn a_wallet_actor_keeps_one_balance_and_hold_per_asset() {
     assert_eq!((eth.balance, eth.held), (dec!(2), dec!(0)));
     harness.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panics_spread_through_a_stream_of_transfers_lose_and_double_nothing() {
+    let mut config = EngineConfig::default();
+    config.actors.quarantine_restarts = u32::MAX;
+    let harness = Harness::start_with(config).await;
+    let accounts: Vec<_> = futures::future::join_all((0..6).map(|_| harness.open(Currency::USD))).await;
+    for account in &accounts {
+        harness.fund(account, dec!(100)).await;
+    }
+    harness.engine.faults().panic_every(ActorKind::Account, 7);
+    harness.engine.faults().panic_every(ActorKind::TransferSaga, 11);
+    let transfers =
+        (0..300).map(|i| harness.engine.transfer(harness.request(&accounts[i % 6], &accounts[(i + 1) % 6], dec!(1))));
+    let results = futures::future::join_all(transfers).await;
+    harness.engine.faults().disarm();
+
+    assert!(results.iter().all(|r| matches!(r, Ok(t) if t.status == TransferStatus::Completed)), "all complete");
+    let health = harness.engine.health(10);
+    assert!(health.kind(ActorKind::Account).unwrap().restarts >= 50, "{health:?}");
+    assert!(health.kind(ActorKind::TransferSaga).unwrap().restarts >= 50, "{health:?}");
+    let total: rust_decimal::Decimal =
+        futures::future::join_all(accounts.iter().map(|a| harness.balance(a))).await.into_iter().sum();
+    assert_eq!(total, dec!(600));
+    harness.assert_ledger_consistent().await;
+    harness.shutdown().await;
+}
+
+#[test]
+fn the_panic_every_setting_parses_and_refuses_nonsense() {
+    use tally_actors::faults::parse_panic_every;
+    assert_eq!(
+        parse_panic_every("account=50,transfer_saga=200").unwrap(),
+        vec![(ActorKind::Account, 50), (ActorKind::TransferSaga, 200)]
+    );
+    assert!(parse_panic_every("acount=5").is_err());
+    assert!(parse_panic_every("account=x").is_err());
+    assert!(parse_panic_every("account").is_err());
+}
