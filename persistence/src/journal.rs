@@ -392,13 +392,31 @@ fn take_batch(inner: &Inner) -> Option<Batch> {
 /// false on an error that retrying cannot fix.
 async fn commit_with_retry(inner: &Inner, store: &dyn Store, records: &[SequencedRecord]) -> bool {
     let mut backoff = Duration::from_millis(5);
+    let mut failed_before = false;
     loop {
         if inner.halted.load(Ordering::SeqCst) {
             return false;
         }
         match store.commit(records).await {
             Ok(()) => return true,
+            // An earlier attempt may have committed and then lost its connection before the
+            // answer came back (an ambiguous commit). Its retry then fails the store's
+            // sequence fence; if the store already holds the whole batch, the batch is done.
+            Err(StoreError::Corrupt(_))
+                if failed_before
+                    && matches!(
+                        (store.committed_seq().await, records.last()),
+                        (Ok(committed), Some(last)) if committed >= last.seq
+                    ) =>
+            {
+                tracing::warn!(
+                    records = records.len(),
+                    "journal batch was already committed by an attempt whose answer was lost"
+                );
+                return true;
+            }
             Err(StoreError::Unavailable(reason)) => {
+                failed_before = true;
                 inner.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%reason, records = records.len(), "journal commit failed; retrying");
                 tokio::time::sleep(backoff).await;
@@ -520,6 +538,78 @@ mod tests {
         store.set_available(true);
         journal.barrier().wait().await.unwrap();
         assert!(journal.pending_since(1, |_| Some(())).is_empty());
+        journal.shutdown();
+    }
+
+    /// Commits, then reports the first commit as failed: the answer lost on the way back.
+    struct LostAnswerStore {
+        inner: MemoryStore,
+        lost: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for LostAnswerStore {
+        async fn commit(&self, records: &[SequencedRecord]) -> Result<(), StoreError> {
+            self.inner.commit(records).await?;
+            if !self.lost.swap(true, Ordering::SeqCst) {
+                return Err(StoreError::Unavailable("connection reset after COMMIT".to_owned()));
+            }
+            Ok(())
+        }
+        async fn committed_seq(&self) -> Result<u64, StoreError> {
+            self.inner.committed_seq().await
+        }
+        async fn load_account(&self, id: AccountId) -> Result<Option<crate::Loaded<Account>>, StoreError> {
+            self.inner.load_account(id).await
+        }
+        async fn load_wallet(
+            &self,
+            id: tally_engine::WalletId,
+        ) -> Result<Option<crate::Loaded<tally_engine::Wallet>>, StoreError> {
+            self.inner.load_wallet(id).await
+        }
+        async fn load_transfer(
+            &self,
+            id: TransferId,
+        ) -> Result<Option<crate::Loaded<tally_engine::Transfer>>, StoreError> {
+            self.inner.load_transfer(id).await
+        }
+        async fn transfer_by_idempotency(
+            &self,
+            scope: uuid::Uuid,
+            key: &str,
+        ) -> Result<Option<crate::Loaded<tally_engine::Transfer>>, StoreError> {
+            self.inner.transfer_by_idempotency(scope, key).await
+        }
+        async fn non_terminal_transfers(&self) -> Result<Vec<tally_engine::Transfer>, StoreError> {
+            self.inner.non_terminal_transfers().await
+        }
+        async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
+            self.inner.all_accounts().await
+        }
+        async fn postings_of(&self, account: AccountId) -> Result<Vec<tally_engine::Posting>, StoreError> {
+            self.inner.postings_of(account).await
+        }
+        async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<tally_engine::Posting>, StoreError> {
+            self.inner.postings_of_transfer(transfer).await
+        }
+        async fn live_holds(&self) -> Result<Vec<crate::LiveHold>, StoreError> {
+            self.inner.live_holds().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_whose_answer_was_lost_is_recognised_on_retry_not_taken_for_corruption() {
+        let store =
+            Arc::new(LostAnswerStore { inner: MemoryStore::new(), lost: std::sync::atomic::AtomicBool::new(false) });
+        let journal = Journal::start(store.clone(), JournalConfig::default(), 0).unwrap();
+        journal.append(opened(1)).unwrap();
+        let (_, ack) = journal.append_acked(credit(1, 0)).unwrap();
+        ack.wait().await.unwrap();
+        assert!(!journal.has_failed(), "the journal carries on");
+        let (_, ack) = journal.append_acked(credit(1, 1)).unwrap();
+        ack.wait().await.unwrap();
+        assert_eq!(store.committed_seq().await.unwrap(), 3);
         journal.shutdown();
     }
 }
