@@ -239,6 +239,11 @@ async fn finish(
     let ack = loop {
         match inner.shared.journal.append_acked(Record::Transfer(Box::new(transfer.clone()))) {
             Ok((_, ack)) => break ack,
+            // A journal that failed (its store refused a batch) never takes another record;
+            // the transfer stays as last recorded for the next start's recovery.
+            Err(_) if inner.shared.journal.has_failed() => {
+                return Err(TransferError::Internal("journal failed; the transfer is left to recovery".to_owned()));
+            }
             // Only admitted sagas get here and the journal keeps room for them above the
             // admission bound; waiting is the rare case of a journal past even that.
             Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
