@@ -264,7 +264,9 @@ async fn forward(
         match inner.accounts.command(account, command).await {
             Ok(_) => return Ok(()),
             Err(CallError::Unavailable(_)) => {
-                if inner.shutting_down.load(Ordering::Relaxed) {
+                // Shutting down, or a failed journal that will never take the step's record:
+                // leave the saga where it is for the next start's recovery.
+                if inner.shutting_down.load(Ordering::Relaxed) || inner.shared.journal.has_failed() {
                     return Err(TransferError::Unavailable(Unavailable::Overloaded));
                 }
                 tokio::time::sleep(wait).await;
