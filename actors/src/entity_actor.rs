@@ -140,10 +140,9 @@ impl<E: Entity> EntityActor<E> {
 impl<E: Entity> Actor for EntityActor<E> {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        // Tally bounds the mailbox itself (see `Registry::roundtrip`); actix's own bound only
-        // parks one sender handle, so it is switched off rather than half relied on.
-        ctx.set_mailbox_capacity(0);
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        // The mailbox was made without actix's bound (`Registry::start_actor`): Tally bounds
+        // it itself, since actix's bound only parks one sender handle.
         self.registry.shared.stats(E::KIND).active.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use actix::Actor;
 use dashmap::DashMap;
 use tally_persistence::StoreError;
 use tokio::sync::{OnceCell, oneshot};
@@ -114,11 +113,21 @@ impl<E: Entity> Registry<E> {
             }
             slot.last_used.store(self.shared.tick(), Ordering::Relaxed);
             let (reply, answer) = oneshot::channel();
-            if addr.try_send(Call { op: op.clone(), reply }).is_err() {
-                // The actor is gone (stopped under us): forget its slot and activate anew.
-                slot.depth.fetch_sub(1, Ordering::AcqRel);
-                self.remove_slot(id, &slot);
-                continue;
+            match addr.try_send(Call { op: op.clone(), reply }) {
+                Ok(()) => {}
+                Err(actix::prelude::SendError::Closed(_)) => {
+                    // The actor is gone (its context ended): forget its slot, activate anew.
+                    slot.depth.fetch_sub(1, Ordering::AcqRel);
+                    self.remove_slot(id, &slot);
+                    continue;
+                }
+                Err(actix::prelude::SendError::Full(_)) => {
+                    // Busy, not gone: the live actor keeps its slot (removing it would let a
+                    // second incarnation start beside it). Tally's own bound normally answers
+                    // first; this is the backstop.
+                    slot.depth.fetch_sub(1, Ordering::AcqRel);
+                    return Err(CallError::Unavailable(Unavailable::Overloaded));
+                }
             }
             match answer.await {
                 Ok(Reply::Retry) | Err(_) => continue,
@@ -207,7 +216,18 @@ impl<E: Entity> Registry<E> {
         let registry = Arc::clone(self);
         let shard = self.shared.shards.for_key(&id);
         self.shared.stats(E::KIND).activations.fetch_add(1, Ordering::Relaxed);
-        EntityActor::start_in_arbiter(shard, move |_ctx| EntityActor::new(state, registry, slot, quarantined))
+        // Like `Actor::start_in_arbiter`, but with the mailbox channel made without actix's own
+        // bound (0) from the first moment. With actix's default bound of 16, a burst sent
+        // before the actor first runs parks the shared sender, and every `try_send` then
+        // answers `Full` — which must never be mistaken for a dead actor. Tally bounds the
+        // mailbox itself (`Slot::depth`).
+        let (sender, receiver) = actix::dev::channel::channel(0);
+        shard.spawn_fn(move || {
+            let ctx = actix::Context::with_receiver(receiver);
+            let actor = EntityActor::new(state, registry, slot, quarantined);
+            actix::spawn(ctx.into_future(actor));
+        });
+        actix::Addr::new(sender)
     }
 
     /// Registers a newly opened entity whose `opened` record the caller has just appended.
