@@ -10,6 +10,7 @@ pub mod journal;
 pub mod memory;
 pub mod open;
 pub mod postgres;
+pub mod runtime;
 pub mod sqlite;
 pub mod store;
 

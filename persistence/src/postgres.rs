@@ -22,10 +22,10 @@ use tally_engine::{
     Account, AccountId, AccountKind, AccountStatus, Currency, Direction, ErrorCode, PendingReason, Position, Posting,
     Timestamp, Transfer, TransferId, TransferKind, TransferStatus, UserId, Wallet, WalletId,
 };
-use tokio::runtime::{Handle, Runtime};
 use uuid::Uuid;
 
 use crate::batch::BatchPlan;
+use crate::runtime::StoreRuntime;
 use crate::store::{LiveHold, Loaded, SequencedRecord, Store, StoreError};
 
 /// Connections in the pool. The journal writer uses one at a time; activations, recovery and
@@ -38,8 +38,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct PgStore {
     pool: PgPool,
-    handle: Handle,
-    runtime: Option<Runtime>,
+    runtime: StoreRuntime,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -48,38 +47,23 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-impl Drop for PgStore {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
 impl PgStore {
     /// Connects (without migrating). `url` is a `postgres://` URL.
     pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("tally-postgres")
-            .enable_all()
-            .build()
-            .map_err(|error| StoreError::Unavailable(format!("store runtime: {error}")))?;
-        let handle = runtime.handle().clone();
+        let runtime = StoreRuntime::new("tally-postgres")?;
         let options =
             PgConnectOptions::from_str(url).map_err(|error| StoreError::Corrupt(format!("bad url: {error}")))?;
-        let pool = handle
-            .spawn(async move {
+        let pool = runtime
+            .run(async move {
                 PgPoolOptions::new()
                     .max_connections(POOL_CONNECTIONS_MAX)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
                     .connect_with(options)
                     .await
+                    .map_err(classify)
             })
-            .await
-            .map_err(|error| StoreError::Unavailable(error.to_string()))?
-            .map_err(classify)?;
-        Ok(PgStore { pool, handle, runtime: Some(runtime) })
+            .await?;
+        Ok(PgStore { pool, runtime })
     }
 
     /// Applies the versioned migrations in `persistence/migrations/postgres` not yet applied.
@@ -100,10 +84,7 @@ impl PgStore {
         F: FnOnce(PgPool) -> Fut,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
-        self.handle
-            .spawn(work(self.pool.clone()))
-            .await
-            .map_err(|error| StoreError::Unavailable(format!("store task: {error}")))?
+        self.runtime.run(work(self.pool.clone())).await
     }
 }
 

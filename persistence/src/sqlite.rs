@@ -36,10 +36,10 @@ use tally_engine::{
     Account, AccountId, AccountKind, AccountStatus, Currency, Direction, ErrorCode, PendingReason, Position, Posting,
     Timestamp, Transfer, TransferId, TransferKind, TransferStatus, UserId, Wallet, WalletId,
 };
-use tokio::runtime::{Handle, Runtime};
 use uuid::Uuid;
 
 use crate::batch::BatchPlan;
+use crate::runtime::StoreRuntime;
 use crate::store::{LiveHold, Loaded, SequencedRecord, Store, StoreError};
 
 /// Connections in the pool. SQLite takes one writer at a time (the journal writer); the rest
@@ -56,23 +56,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct SqliteStore {
     pool: SqlitePool,
-    handle: Handle,
-    /// Kept in an `Option` so `Drop` can take it and shut it down in the background: dropping
-    /// a runtime inside another runtime's async context would panic.
-    runtime: Option<Runtime>,
+    runtime: StoreRuntime,
 }
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore").finish_non_exhaustive()
-    }
-}
-
-impl Drop for SqliteStore {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
     }
 }
 
@@ -94,34 +83,18 @@ impl SqliteStore {
                 StoreError::Unavailable(format!("cannot create directory {}: {error}", parent.display()))
             })?;
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("tally-sqlite")
-            .enable_all()
-            .build()
-            .map_err(|error| StoreError::Unavailable(format!("store runtime: {error}")))?;
-        let handle = runtime.handle().clone();
-        let connected = handle
-            .spawn(async move {
+        let runtime = StoreRuntime::new("tally-sqlite")?;
+        let pool = runtime
+            .run(async move {
                 SqlitePoolOptions::new()
                     .max_connections(POOL_CONNECTIONS_MAX)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
                     .connect_with(options)
                     .await
+                    .map_err(classify)
             })
-            .await;
-        let pool = match connected {
-            Ok(Ok(pool)) => pool,
-            Ok(Err(error)) => {
-                runtime.shutdown_background();
-                return Err(classify(error));
-            }
-            Err(error) => {
-                runtime.shutdown_background();
-                return Err(StoreError::Unavailable(format!("store task: {error}")));
-            }
-        };
-        let store = SqliteStore { pool, handle, runtime: Some(runtime) };
+            .await?;
+        let store = SqliteStore { pool, runtime };
         store.migrate().await?;
         Ok(store)
     }
@@ -147,10 +120,7 @@ impl SqliteStore {
         F: FnOnce(SqlitePool) -> Fut,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
-        self.handle
-            .spawn(work(self.pool.clone()))
-            .await
-            .map_err(|error| StoreError::Unavailable(format!("store task: {error}")))?
+        self.runtime.run(work(self.pool.clone())).await
     }
 }
 
