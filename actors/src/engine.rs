@@ -493,6 +493,10 @@ impl Engine {
     ) -> Result<Transfer, TransferError> {
         let currency = match self.account(account).await {
             Ok(account) => account.currency,
+            // The adjusted account is the destination of a credit and the source of a debit.
+            Err(EngineError::NotFound) if kind == TransferKind::AdminDebit => {
+                return Err(TransferError::Rejected(CreateTransferRejection::SourceNotFound));
+            }
             Err(EngineError::NotFound) => {
                 return Err(TransferError::Rejected(CreateTransferRejection::DestinationNotFound));
             }
@@ -643,8 +647,8 @@ impl Engine {
 
     pub fn health(&self, worst_max: usize) -> HealthReport {
         let shared = &self.inner.shared;
-        let (account_depth, mut worst) = self.inner.accounts.survey(worst_max);
-        let (wallet_depth, worst_wallets) = self.inner.wallets.survey(worst_max);
+        let (account_depth, account_deepest, mut worst) = self.inner.accounts.survey(worst_max);
+        let (wallet_depth, wallet_deepest, worst_wallets) = self.inner.wallets.survey(worst_max);
         worst.extend(worst_wallets);
         worst.sort_by(|a, b| {
             (b.quarantined, b.mailbox_depth, b.restarts).cmp(&(a.quarantined, a.mailbox_depth, a.restarts))
@@ -654,10 +658,12 @@ impl Engine {
             .into_iter()
             .map(|kind| {
                 let mut health = shared.stats(kind).snapshot(kind);
-                health.mailbox_depth = match kind {
-                    ActorKind::Account => i64::try_from(account_depth).unwrap_or(i64::MAX),
-                    ActorKind::Wallet => i64::try_from(wallet_depth).unwrap_or(i64::MAX),
-                    ActorKind::Session | ActorKind::TransferSaga => 0,
+                (health.mailbox_depth, health.mailbox_depth_max) = match kind {
+                    ActorKind::Account => {
+                        (i64::try_from(account_depth).unwrap_or(i64::MAX), i64::from(account_deepest))
+                    }
+                    ActorKind::Wallet => (i64::try_from(wallet_depth).unwrap_or(i64::MAX), i64::from(wallet_deepest)),
+                    ActorKind::Session | ActorKind::TransferSaga => (0, 0),
                 };
                 health
             })

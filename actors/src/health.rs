@@ -13,7 +13,6 @@ pub struct KindStats {
     pub passivations: AtomicU64,
     pub restarts: AtomicU64,
     pub quarantined: AtomicI64,
-    pub mailbox_depth: AtomicI64,
     pub handled: AtomicU64,
     pub handler_nanos: AtomicU64,
 }
@@ -27,7 +26,8 @@ impl KindStats {
             passivations: self.passivations.load(Ordering::Relaxed),
             restarts: self.restarts.load(Ordering::Relaxed),
             quarantined: self.quarantined.load(Ordering::Relaxed),
-            mailbox_depth: self.mailbox_depth.load(Ordering::Relaxed),
+            mailbox_depth: 0,
+            mailbox_depth_max: 0,
             handled: self.handled.load(Ordering::Relaxed),
             handler_nanos: self.handler_nanos.load(Ordering::Relaxed),
         }
@@ -42,7 +42,10 @@ pub struct KindHealth {
     pub passivations: u64,
     pub restarts: u64,
     pub quarantined: i64,
+    /// Messages waiting in all this kind's mailboxes (Tally counts: enqueued minus handled).
     pub mailbox_depth: i64,
+    /// The deepest single mailbox of this kind.
+    pub mailbox_depth_max: i64,
     pub handled: u64,
     pub handler_nanos: u64,
 }

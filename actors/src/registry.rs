@@ -294,13 +294,15 @@ impl<E: Entity> Registry<E> {
         self.slots.len()
     }
 
-    /// Sum of all live mailboxes, and the worst actors by depth and restarts.
-    pub fn survey(&self, worst_max: usize) -> (u64, Vec<WorstActor>) {
+    /// Sum of all live mailboxes, the deepest one, and the worst actors by depth and restarts.
+    pub fn survey(&self, worst_max: usize) -> (u64, u32, Vec<WorstActor>) {
         let mut total = 0_u64;
+        let mut deepest = 0_u32;
         let mut worst: Vec<WorstActor> = Vec::new();
         for entry in &self.slots {
             let depth = entry.value().depth.load(Ordering::Relaxed);
             total += u64::from(depth);
+            deepest = deepest.max(depth);
             if depth > 0 {
                 worst.push(WorstActor {
                     kind: E::KIND,
@@ -331,7 +333,7 @@ impl<E: Entity> Registry<E> {
             (b.quarantined, b.mailbox_depth, b.restarts).cmp(&(a.quarantined, a.mailbox_depth, a.restarts))
         });
         worst.truncate(worst_max);
-        (total, worst)
+        (total, deepest, worst)
     }
 
     /// Asks every actor idle for `idle_timeout` to passivate. Returns how many were asked.

@@ -3,12 +3,30 @@
 //!
 //! Architecture invariant: only this crate knows JSON and HTTP. Engine errors become
 //! `application/problem+json` in one place (`problem.rs`); bad input never reaches a handler
-//! (`json.rs`).
+//! (`json.rs`, `input.rs`).
+//!
+//! Following a transfer: `transfers::create` takes a `Caller` (`auth/caller.rs`: the bearer
+//! token verified by `auth/tokens.rs`, from its cache when it can), the body through
+//! `ApiJson`, resolves it into an engine `TransferRequest` (`plan`: ownership, currency,
+//! amount), and hands it to `run_transfer`, the one call into the engine's saga. The answer
+//! is rendered by `views.rs`: money as strings at the currency's scale, RFC 3339 times.
+//! Admin routes (`admin.rs`) name their permission in their signature (`Authorized<P>`).
+//! Identity (`auth/`) keeps users, signing keys and refresh tokens in the `UserStore`, in the
+//! ledger's database.
 
+pub mod accounts;
+pub mod admin;
+pub mod auth;
+pub mod digest;
 pub mod health;
+pub mod iban;
+pub mod input;
 pub mod json;
+pub mod ops;
 pub mod problem;
 pub mod state;
+pub mod transfers;
+pub mod views;
 
 use std::time::Duration;
 
@@ -16,7 +34,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 pub use state::AppState;
 
 /// Largest request body. A batch of 8,190 transfers at ~400 bytes each is ~3.3 MB; nothing
@@ -36,6 +54,27 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
+        .route("/.well-known/jwks.json", get(auth::routes::jwks))
+        .route("/v1/auth/register", post(auth::routes::register))
+        .route("/v1/auth/login", post(auth::routes::login))
+        .route("/v1/auth/refresh", post(auth::routes::refresh))
+        .route("/v1/users/me", get(auth::routes::me))
+        .route("/v1/accounts", post(accounts::open).get(accounts::list))
+        .route("/v1/accounts/{id}", get(accounts::get))
+        .route("/v1/transfer-types", get(transfers::types))
+        .route("/v1/transfers", post(transfers::create))
+        .route("/v1/transfers/quote", post(transfers::quote))
+        .route("/v1/transfers/{id}", get(transfers::get))
+        .route("/v1/transfers/{id}/cancel", post(transfers::cancel))
+        .route("/v1/admin/adjustments", post(admin::adjust))
+        .route("/v1/admin/transfers/{id}", get(admin::get_transfer))
+        .route("/v1/admin/transfers/{id}/execute", post(admin::execute))
+        .route("/v1/admin/transfers/{id}/reject", post(admin::reject))
+        .route("/v1/admin/transfers/{id}/cancel", post(admin::cancel_transfer))
+        .route("/v1/admin/accounts", post(admin::open_account))
+        .route("/v1/admin/accounts/{id}", get(admin::get_account))
+        .route("/v1/admin/accounts/{id}/status", post(admin::set_account_status))
+        .route("/v1/admin/actors", get(ops::actors))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))

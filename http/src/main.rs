@@ -1,13 +1,16 @@
-//! The `tally` binary: `serve`, `migrate`, `check`.
+//! The `tally` binary: `serve`, `migrate`, `check`, `admin create`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tally_actors::{Engine, EngineConfig};
+use tally_actors::{Engine, EngineConfig, RandomIds, SystemClock};
+use tally_http::auth::Identity;
+use tally_http::auth::bootstrap::{AdminOutcome, ensure_admin};
 use tally_http::{AppState, app};
 use tally_persistence::open::{DEFAULT_DATABASE_URL, open_store};
+use tally_persistence::open_users::open_user_store;
 
 #[derive(Parser, Debug)]
 #[command(name = "tally", about = "Tally, a transaction engine for money", version)]
@@ -26,11 +29,34 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "TALLY_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// With `--admin-password`: create this admin (every permission) unless a user with
+        /// this email exists.
+        #[arg(long, env = "TALLY_ADMIN_EMAIL")]
+        admin_email: Option<String>,
+        #[arg(long, env = "TALLY_ADMIN_PASSWORD", hide_env_values = true)]
+        admin_password: Option<String>,
     },
     /// Apply the store's migrations and exit.
     Migrate,
     /// Verify the store offline against the ledger's invariants; exit 1 on a violation.
     Check,
+    /// Manage admins.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Create an admin with every permission, unless a user with this email exists.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Prefer `TALLY_ADMIN_PASSWORD` over the flag: a flag shows in the process list.
+        #[arg(long, env = "TALLY_ADMIN_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
 }
 
 /// How long shutdown waits for running sagas before it stops the actors anyway. A saga left
@@ -49,9 +75,19 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve { listen } => serve(&cli.database_url, listen).await,
+            Command::Serve { listen, admin_email, admin_password } => {
+                if admin_email.is_some() != admin_password.is_some() {
+                    tracing::warn!(
+                        "only one of TALLY_ADMIN_EMAIL and TALLY_ADMIN_PASSWORD is set; no admin is bootstrapped"
+                    );
+                }
+                serve(&cli.database_url, listen, admin_email.zip(admin_password)).await
+            }
             Command::Migrate => migrate(&cli.database_url).await,
             Command::Check => check(&cli.database_url).await,
+            Command::Admin { command: AdminCommand::Create { email, password } } => {
+                create_admin(&cli.database_url, &email, &password).await
+            }
         }
     });
     match result {
@@ -75,19 +111,48 @@ fn init_logging() {
     }
 }
 
-async fn serve(database_url: &str, listen: SocketAddr) -> Result<ExitCode, String> {
+/// Opens the identity store and loads (or on first start creates) the signing keys, then
+/// creates the bootstrap admin if one was given and does not exist yet.
+async fn open_identity(database_url: &str, admin: Option<(String, String)>) -> Result<Identity, String> {
+    let stores = open_user_store(database_url).await.map_err(|error| format!("opening the user store: {error}"))?;
+    let identity = Identity::open(stores).await.map_err(|error| format!("identity: {error}"))?;
+    if let Some((email, password)) = admin {
+        let outcome = ensure_admin(
+            identity.users.as_ref(),
+            &identity.passwords,
+            identity.clock.as_ref(),
+            identity.ids.as_ref(),
+            &email,
+            &password,
+        )
+        .await?;
+        match outcome {
+            AdminOutcome::Created(id) => tracing::info!(%id, email = %email, "bootstrap admin created"),
+            AdminOutcome::Exists(id) => tracing::info!(%id, email = %email, "bootstrap admin exists; left unchanged"),
+        }
+    }
+    Ok(identity)
+}
+
+async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, String)>) -> Result<ExitCode, String> {
     let store = open_store(database_url).await.map_err(|error| format!("opening the store: {error}"))?;
-    let state = AppState::new(store.clone());
+    let identity = open_identity(database_url, admin).await?;
+    let state = AppState::new(store.clone(), identity);
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|error| format!("binding {listen}: {error}"))?;
     let address = listener.local_addr().map_err(|error| error.to_string())?;
     tracing::info!(%address, "tally listening; recovering before ready");
     // Serve `/health/live` at once; the engine starts (and recovers) behind it, and
     // `/health/ready` turns 200 when it is done.
     let starting = state.clone();
+    let (config, panic_every) = engine_config_from_env()?;
     tokio::spawn(async move {
-        match Engine::start(store, EngineConfig::default()).await {
+        match Engine::start(store, config).await {
             Ok(engine) => {
                 tracing::info!("engine ready");
+                for (kind, every) in panic_every {
+                    tracing::warn!(kind = kind.as_str(), every, "fault injection on: every n-th handler panics");
+                    engine.faults().panic_every(kind, every);
+                }
                 starting.set_engine(engine);
             }
             Err(error) => {
@@ -104,6 +169,39 @@ async fn serve(database_url: &str, listen: SocketAddr) -> Result<ExitCode, Strin
         engine.shutdown(SHUTDOWN_GRACE).await;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The engine's settings from the environment; every one optional, defaults as documented in
+/// ARCHITECTURE.md's bounds table:
+///
+/// - `TALLY_JOURNAL_ADMISSION_MAX`: records waiting before new work gets `503`.
+/// - `TALLY_QUARANTINE_RESTARTS`: restarts within a minute that quarantine an actor.
+/// - `TALLY_FAULT_PANIC_EVERY`: fault injection for tests, e.g. `account=50,transfer_saga=200`
+///   makes every 50th account handler and every 200th saga step panic. Off by default.
+fn engine_config_from_env() -> Result<(EngineConfig, Vec<(tally_actors::ActorKind, u32)>), String> {
+    let mut config = EngineConfig::default();
+    let number = |name: &str| -> Result<Option<u64>, String> {
+        match std::env::var(name) {
+            Ok(text) => text.trim().parse::<u64>().map(Some).map_err(|_| format!("{name} must be a whole number")),
+            Err(_) => Ok(None),
+        }
+    };
+    if let Some(admission) = number("TALLY_JOURNAL_ADMISSION_MAX")? {
+        let admission = usize::try_from(admission).map_err(|_| "TALLY_JOURNAL_ADMISSION_MAX too large".to_owned())?;
+        // Keep the room above admission that admitted sagas need to finish.
+        let reserve = config.journal.depth_max - config.journal.admission_depth_max;
+        config.journal.admission_depth_max = admission;
+        config.journal.depth_max = admission + reserve;
+    }
+    if let Some(restarts) = number("TALLY_QUARANTINE_RESTARTS")? {
+        config.actors.quarantine_restarts = u32::try_from(restarts).unwrap_or(u32::MAX);
+    }
+    let panic_every = match std::env::var("TALLY_FAULT_PANIC_EVERY") {
+        Ok(spec) => tally_actors::faults::parse_panic_every(&spec)
+            .map_err(|error| format!("TALLY_FAULT_PANIC_EVERY: {error}"))?,
+        Err(_) => Vec::new(),
+    };
+    Ok((config, panic_every))
 }
 
 async fn shutdown_signal() {
@@ -129,6 +227,19 @@ async fn shutdown_signal() {
 async fn migrate(database_url: &str) -> Result<ExitCode, String> {
     open_store(database_url).await.map_err(|error| format!("migrating: {error}"))?;
     println!("migrations applied");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tally admin create`: the same as the start-up bootstrap, from the command line. Needs no
+/// running server; it writes to the database directly.
+async fn create_admin(database_url: &str, email: &str, password: &str) -> Result<ExitCode, String> {
+    let stores = open_user_store(database_url).await.map_err(|error| format!("opening the user store: {error}"))?;
+    let passwords = tally_http::auth::Passwords::new().await?;
+    let outcome = ensure_admin(stores.users.as_ref(), &passwords, &SystemClock, &RandomIds, email, password).await?;
+    match outcome {
+        AdminOutcome::Created(id) => println!("admin {email} created: {id}"),
+        AdminOutcome::Exists(id) => println!("a user {email} already exists ({id}); nothing changed"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,8 +4,10 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use tally_actors::registry::Unavailable;
 use tally_actors::{EngineError, TransferError};
 use tally_engine::ErrorCode;
+use tally_persistence::StoreError;
 
 tokio::task_local! {
     /// The id of the request being served, set by the request-id middleware.
@@ -111,10 +113,22 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A `503` for a full queue, a quarantined actor or an unreachable store. Which one, and the
+/// store's own message, are logged: they are internals, and a `5xx` never leaks internals.
+fn unavailable(code: ErrorCode, detail: &Unavailable) -> ApiError {
+    tracing::warn!(request_id = %request_id(), ?detail, "unavailable");
+    let message = match detail {
+        Unavailable::Quarantined => "the account is quarantined after repeated failures; retry later",
+        Unavailable::Overloaded | Unavailable::Store(_) => "temporarily unavailable; retry later",
+    };
+    ApiError::new(code, message)
+}
+
 impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> Self {
         match error {
             EngineError::Internal(detail) => ApiError::internal(detail),
+            EngineError::Unavailable(ref detail) => unavailable(error.code(), detail),
             other => ApiError::new(other.code(), other.to_string()),
         }
     }
@@ -126,7 +140,17 @@ impl From<TransferError> for ApiError {
             TransferError::Internal(detail) => ApiError::internal(detail),
             TransferError::Rejected(rejection) => ApiError::new(rejection.code(), rejection.to_string()),
             TransferError::Transition(rejection) => ApiError::new(rejection.code(), rejection.to_string()),
+            TransferError::Unavailable(ref detail) => unavailable(error.code(), detail),
             other => ApiError::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(detail) => unavailable(ErrorCode::Overloaded, &Unavailable::Store(detail)),
+            StoreError::Corrupt(detail) => ApiError::internal(detail),
         }
     }
 }

@@ -1,10 +1,12 @@
-//! What every handler can reach.
+//! What every handler can reach: the ledger store (health), the engine (once started), and
+//! identity (users, tokens, passwords, the accounts-by-owner read model).
 
 use std::sync::{Arc, OnceLock};
 
 use tally_actors::Engine;
 use tally_persistence::Store;
 
+use crate::auth::Identity;
 use crate::problem::ApiError;
 
 #[derive(Clone)]
@@ -14,6 +16,7 @@ pub struct AppState {
 
 struct Inner {
     store: Arc<dyn Store>,
+    identity: Identity,
     /// Set once the engine has started and recovered; until then writes answer 503.
     engine: OnceLock<Engine>,
 }
@@ -25,13 +28,13 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>) -> AppState {
-        AppState { inner: Arc::new(Inner { store, engine: OnceLock::new() }) }
+    pub fn new(store: Arc<dyn Store>, identity: Identity) -> AppState {
+        AppState { inner: Arc::new(Inner { store, identity, engine: OnceLock::new() }) }
     }
 
-    /// A state whose engine is already running (tests drive `app` in process with this).
-    pub fn with_engine(store: Arc<dyn Store>, engine: Engine) -> AppState {
-        let state = AppState::new(store);
+    /// A state whose engine is already running (tests drive `app` with this).
+    pub fn with_engine(store: Arc<dyn Store>, identity: Identity, engine: Engine) -> AppState {
+        let state = AppState::new(store, identity);
         state.set_engine(engine);
         state
     }
@@ -42,6 +45,10 @@ impl AppState {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.inner.identity
     }
 
     /// The engine, or `503` while it is still starting (recovery in progress).

@@ -9,10 +9,13 @@ pub mod check;
 pub mod journal;
 pub mod memory;
 pub mod open;
+pub mod open_users;
 pub mod postgres;
+pub mod reads;
 pub mod runtime;
 pub mod sqlite;
 pub mod store;
+pub mod users;
 
 pub use journal::{DurableAck, Journal, JournalConfig, JournalStats, Overloaded};
 pub use memory::MemoryStore;

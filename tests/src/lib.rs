@@ -5,8 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod conformance;
+pub mod http;
 pub mod model;
 pub mod postgres;
+pub mod server;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

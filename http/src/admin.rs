@@ -1,0 +1,239 @@
+//! `/v1/admin/*`: adjustments, pending-transfer review, and account administration. Each
+//! route names its permission in its signature (`Authorized<P>`), so an admin without it is
+//! refused with `403 FORBIDDEN` before the body is read.
+//!
+//! Admins see every account and transfer: a missing one is a plain `404`. Reasons given for
+//! an action go to the log (`target: "audit"`); an audit table comes with the admin user
+//! management slice.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tally_actors::{EngineError, TransferError};
+use tally_engine::money::with_currency_scale;
+use tally_engine::system_accounts::{is_system_account, settlement};
+use tally_engine::{AccountId, StatusAction, TransferId, TransferKind, TransferRequest, TransitionRejection, UserId};
+
+use crate::accounts::{check_account_quota, created};
+use crate::auth::Authorized;
+use crate::auth::permissions::{
+    AccountsClose, AccountsRead, AccountsWrite, TransfersAdjust, TransfersCancel, TransfersExecute, TransfersRead,
+    TransfersReject,
+};
+use crate::input::{self, DESCRIPTION_LENGTH_MAX, IdPath, OptionalJson, REFERENCE_LENGTH_MAX};
+use crate::json::ApiJson;
+use crate::problem::ApiError;
+use crate::state::AppState;
+use crate::transfers::{ReasonBody, body_id, idempotency, run_transfer, transfer_answer};
+use crate::views::{AccountView, AdminAccountView, AdminTransferView};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustmentBody {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub account_id: String,
+    pub amount: String,
+    /// Why the money is moved; required, it is the adjustment's audit trail.
+    pub purpose: String,
+    pub reference: Option<String>,
+}
+
+/// `POST /v1/admin/adjustments` (`transfers:adjust`) → `201 transfer`: an `admin_credit`
+/// moves money from the settlement account of the account's currency into the account, an
+/// `admin_debit` the other way. Built here rather than with `Engine::adjust` so that it goes
+/// through `run_transfer` and honours `Idempotency-Key` like every money-moving POST.
+pub async fn adjust(
+    State(state): State<AppState>,
+    admin: Authorized<TransfersAdjust>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<AdjustmentBody>,
+) -> Result<Response, ApiError> {
+    let kind = match body.kind.as_str() {
+        "admin_credit" => TransferKind::AdminCredit,
+        "admin_debit" => TransferKind::AdminDebit,
+        _ => return Err(ApiError::field("type", "must be \"admin_credit\" or \"admin_debit\"")),
+    };
+    let account_id = AccountId::from_uuid(body_id("account_id", &body.account_id)?);
+    if is_system_account(account_id) {
+        return Err(ApiError::field("account_id", "must be a customer account"));
+    }
+    let purpose = input::required_text("purpose", &body.purpose, DESCRIPTION_LENGTH_MAX)?;
+    let reference = input::text("reference", body.reference.as_deref(), REFERENCE_LENGTH_MAX)?;
+    let engine = state.engine()?;
+    let account = match engine.account(account_id).await {
+        Ok(account) => account,
+        Err(EngineError::NotFound) => return Err(ApiError::not_found("account")),
+        Err(other) => return Err(other.into()),
+    };
+    let currency = account.currency;
+    let amount = input::amount("amount", &body.amount, currency)?;
+    let (source, destination) = match kind {
+        TransferKind::AdminCredit => (settlement(currency), account_id),
+        _ => (account_id, settlement(currency)),
+    };
+    let request = TransferRequest {
+        id: engine.new_transfer_id(),
+        kind,
+        source,
+        destination,
+        amount,
+        currency,
+        fee: with_currency_scale(rust_decimal::Decimal::ZERO, currency),
+        reference,
+        description: Some(purpose),
+        beneficiary: None,
+        initiated_by: Some(admin.admin_id()),
+        created_at: engine.now(),
+    };
+    let key = idempotency(&headers, admin.admin_id(), "POST /v1/admin/adjustments", &request)?;
+    let (transfer, replayed) = run_transfer(&state, request, key).await?;
+    tracing::info!(target: "audit", admin = %admin.admin_id(), transfer = %transfer.id, kind = kind.as_str(), account = %account_id, "adjustment");
+    transfer_answer(&transfer, replayed)
+}
+
+/// `GET /v1/admin/transfers/{id}` (`transfers:read`) → the transfer with its admin fields.
+pub async fn get_transfer(
+    State(state): State<AppState>,
+    _admin: Authorized<TransfersRead>,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
+    let engine = state.engine()?;
+    let transfer =
+        engine.load_transfer(TransferId::from_uuid(id)).await?.ok_or_else(|| ApiError::not_found("transfer"))?;
+    Ok(axum::Json(AdminTransferView::of(&transfer)?).into_response())
+}
+
+/// Admin review answers `409 NOT_PENDING` for a transfer that is not pending, whichever
+/// action was asked (the engine's cancel says `NOT_CANCELLABLE`, the customer's word).
+fn not_pending(error: TransferError) -> ApiError {
+    match error {
+        TransferError::Transition(TransitionRejection::NotCancellable { status }) => {
+            ApiError::from(TransferError::Transition(TransitionRejection::NotPending { status }))
+        }
+        other => ApiError::from(other),
+    }
+}
+
+/// `POST /v1/admin/transfers/{id}/execute` (`transfers:execute`) → `204` once the saga has
+/// completed the transfer; `409 NOT_PENDING` if it was not pending.
+pub async fn execute(
+    State(state): State<AppState>,
+    admin: Authorized<TransfersExecute>,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
+    let engine = state.engine()?;
+    let transfer = engine.execute(TransferId::from_uuid(id)).await.map_err(not_pending)?;
+    tracing::info!(target: "audit", admin = %admin.admin_id(), transfer = %transfer.id, status = transfer.status.as_str(), "transfer executed");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /v1/admin/transfers/{id}/reject {reason?}` (`transfers:reject`) → `204`, the hold
+/// released.
+pub async fn reject(
+    State(state): State<AppState>,
+    admin: Authorized<TransfersReject>,
+    IdPath(id): IdPath,
+    OptionalJson(body): OptionalJson<ReasonBody>,
+) -> Result<Response, ApiError> {
+    let reason = input::text("reason", body.as_ref().and_then(|body| body.reason.as_deref()), DESCRIPTION_LENGTH_MAX)?;
+    let engine = state.engine()?;
+    let transfer = engine.reject(TransferId::from_uuid(id)).await.map_err(not_pending)?;
+    tracing::info!(target: "audit", admin = %admin.admin_id(), transfer = %transfer.id, reason = reason.as_deref().unwrap_or(""), "transfer rejected");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /v1/admin/transfers/{id}/cancel {reason?}` (`transfers:cancel`) → `204`, the hold
+/// released.
+pub async fn cancel_transfer(
+    State(state): State<AppState>,
+    admin: Authorized<TransfersCancel>,
+    IdPath(id): IdPath,
+    OptionalJson(body): OptionalJson<ReasonBody>,
+) -> Result<Response, ApiError> {
+    let reason = input::text("reason", body.as_ref().and_then(|body| body.reason.as_deref()), DESCRIPTION_LENGTH_MAX)?;
+    let engine = state.engine()?;
+    let transfer = engine.cancel(TransferId::from_uuid(id)).await.map_err(not_pending)?;
+    tracing::info!(target: "audit", admin = %admin.admin_id(), transfer = %transfer.id, reason = reason.as_deref().unwrap_or(""), "transfer cancelled by an admin");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAccountBody {
+    pub user_id: String,
+    pub currency: String,
+    pub credit_limit: Option<String>,
+}
+
+/// `POST /v1/admin/accounts {user_id, currency, credit_limit?}` (`accounts:write`) →
+/// `201 account` for an existing user.
+pub async fn open_account(
+    State(state): State<AppState>,
+    admin: Authorized<AccountsWrite>,
+    ApiJson(body): ApiJson<OpenAccountBody>,
+) -> Result<Response, ApiError> {
+    let owner = UserId::from_uuid(body_id("user_id", &body.user_id)?);
+    let currency = input::currency("currency", &body.currency)?;
+    let credit_limit = match body.credit_limit.as_deref() {
+        Some(text) => input::credit_limit("credit_limit", text, currency)?,
+        None => with_currency_scale(rust_decimal::Decimal::ZERO, currency),
+    };
+    let engine = state.engine()?;
+    if state.identity().users.user_by_id(owner).await?.is_none() {
+        return Err(ApiError::not_found("user"));
+    }
+    check_account_quota(&state, owner).await?;
+    let account = engine.open_account(owner, currency, credit_limit).await?;
+    tracing::info!(target: "audit", admin = %admin.admin_id(), account = %account.id, user = %owner, "account opened by an admin");
+    Ok(created(format!("/v1/admin/accounts/{}", account.id), AccountView::of(&account)?))
+}
+
+/// `GET /v1/admin/accounts/{id}` (`accounts:read`) → the account with its holds.
+pub async fn get_account(
+    State(state): State<AppState>,
+    _admin: Authorized<AccountsRead>,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
+    let engine = state.engine()?;
+    let account = match engine.account(AccountId::from_uuid(id)).await {
+        Ok(account) => account,
+        Err(EngineError::NotFound) => return Err(ApiError::not_found("account")),
+        Err(other) => return Err(other.into()),
+    };
+    Ok(axum::Json(AdminAccountView::of(&account)?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusBody {
+    pub action: String,
+    pub reason: String,
+}
+
+/// `POST /v1/admin/accounts/{id}/status {action, reason}` (`accounts:close`) → `204`.
+/// Closing an account with a balance or holds is `409 ACCOUNT_NOT_EMPTY`; a closed account is
+/// final (`409 CONFLICT`); system accounts cannot be blocked or closed (`403`).
+pub async fn set_account_status(
+    State(state): State<AppState>,
+    admin: Authorized<AccountsClose>,
+    IdPath(id): IdPath,
+    ApiJson(body): ApiJson<StatusBody>,
+) -> Result<Response, ApiError> {
+    let action = match body.action.as_str() {
+        "block" => StatusAction::Block,
+        "unblock" => StatusAction::Unblock,
+        "close" => StatusAction::Close,
+        _ => return Err(ApiError::field("action", "must be \"block\", \"unblock\" or \"close\"")),
+    };
+    let reason = input::required_text("reason", &body.reason, DESCRIPTION_LENGTH_MAX)?;
+    let engine = state.engine()?;
+    let account = match engine.set_account_status(AccountId::from_uuid(id), action).await {
+        Ok(account) => account,
+        Err(EngineError::NotFound) => return Err(ApiError::not_found("account")),
+        Err(other) => return Err(other.into()),
+    };
+    tracing::info!(target: "audit", admin = %admin.admin_id(), account = %account.id, action = body.action.as_str(), status = account.status.as_str(), reason = reason.as_str(), "account status set");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

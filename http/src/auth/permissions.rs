@@ -1,0 +1,166 @@
+//! The catalog of admin permission actions (API.md, "Admin"), and one marker type per action
+//! so that a route states the permission it needs in its signature:
+//! `Authorized<TransfersExecute>` (see `caller.rs`).
+
+/// An admin permission action.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Action {
+    TransfersRead,
+    TransfersExecute,
+    TransfersReject,
+    TransfersCancel,
+    TransfersAdjust,
+    AccountsRead,
+    AccountsWrite,
+    AccountsClose,
+    FeesRead,
+    FeesWrite,
+    FxRead,
+    FxWrite,
+    TransferTypesWrite,
+    AmlRead,
+    AmlWrite,
+    UsersRead,
+    UsersBlock,
+    AdminUsersRead,
+    AdminUsersManage,
+    OpsRead,
+}
+
+impl Action {
+    pub const ALL: [Action; 20] = [
+        Action::TransfersRead,
+        Action::TransfersExecute,
+        Action::TransfersReject,
+        Action::TransfersCancel,
+        Action::TransfersAdjust,
+        Action::AccountsRead,
+        Action::AccountsWrite,
+        Action::AccountsClose,
+        Action::FeesRead,
+        Action::FeesWrite,
+        Action::FxRead,
+        Action::FxWrite,
+        Action::TransferTypesWrite,
+        Action::AmlRead,
+        Action::AmlWrite,
+        Action::UsersRead,
+        Action::UsersBlock,
+        Action::AdminUsersRead,
+        Action::AdminUsersManage,
+        Action::OpsRead,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::TransfersRead => "transfers:read",
+            Action::TransfersExecute => "transfers:execute",
+            Action::TransfersReject => "transfers:reject",
+            Action::TransfersCancel => "transfers:cancel",
+            Action::TransfersAdjust => "transfers:adjust",
+            Action::AccountsRead => "accounts:read",
+            Action::AccountsWrite => "accounts:write",
+            Action::AccountsClose => "accounts:close",
+            Action::FeesRead => "fees:read",
+            Action::FeesWrite => "fees:write",
+            Action::FxRead => "fx:read",
+            Action::FxWrite => "fx:write",
+            Action::TransferTypesWrite => "transfer_types:write",
+            Action::AmlRead => "aml:read",
+            Action::AmlWrite => "aml:write",
+            Action::UsersRead => "users:read",
+            Action::UsersBlock => "users:block",
+            Action::AdminUsersRead => "admin_users:read",
+            Action::AdminUsersManage => "admin_users:manage",
+            Action::OpsRead => "ops:read",
+        }
+    }
+
+    pub const fn description(self) -> &'static str {
+        match self {
+            Action::TransfersRead => "See any transfer, with its admin fields, and statements",
+            Action::TransfersExecute => "Execute a pending transfer",
+            Action::TransfersReject => "Reject a pending transfer, releasing its hold",
+            Action::TransfersCancel => "Cancel a pending transfer, releasing its hold",
+            Action::TransfersAdjust => "Credit or debit an account against settlement",
+            Action::AccountsRead => "See any account, its holds and flags",
+            Action::AccountsWrite => "Open an account for any user, with a credit limit",
+            Action::AccountsClose => "Block, unblock or close an account",
+            Action::FeesRead => "See fee rules",
+            Action::FeesWrite => "Create and change fee rules",
+            Action::FxRead => "See FX rates",
+            Action::FxWrite => "Set FX rates",
+            Action::TransferTypesWrite => "Enable, disable and limit transfer types",
+            Action::AmlRead => "See AML rules and flags",
+            Action::AmlWrite => "Change AML rules and resolve flags",
+            Action::UsersRead => "See users",
+            Action::UsersBlock => "Block and unblock users",
+            Action::AdminUsersRead => "See admins and the permission catalog",
+            Action::AdminUsersManage => "Create admins and grant or revoke permissions",
+            Action::OpsRead => "See actor and journal health",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|action| action.as_str() == text)
+    }
+}
+
+/// A marker type naming one action, for `Authorized<P>`.
+pub trait Permission: Send + Sync + 'static {
+    const ACTION: Action;
+}
+
+macro_rules! permissions {
+    ($($name:ident => $action:ident),* $(,)?) => {
+        $(
+            #[derive(Debug)]
+            pub struct $name;
+
+            impl Permission for $name {
+                const ACTION: Action = Action::$action;
+            }
+        )*
+    };
+}
+
+permissions! {
+    TransfersRead => TransfersRead,
+    TransfersExecute => TransfersExecute,
+    TransfersReject => TransfersReject,
+    TransfersCancel => TransfersCancel,
+    TransfersAdjust => TransfersAdjust,
+    AccountsRead => AccountsRead,
+    AccountsWrite => AccountsWrite,
+    AccountsClose => AccountsClose,
+    FeesRead => FeesRead,
+    FeesWrite => FeesWrite,
+    FxRead => FxRead,
+    FxWrite => FxWrite,
+    TransferTypesWrite => TransferTypesWrite,
+    AmlRead => AmlRead,
+    AmlWrite => AmlWrite,
+    UsersRead => UsersRead,
+    UsersBlock => UsersBlock,
+    AdminUsersRead => AdminUsersRead,
+    AdminUsersManage => AdminUsersManage,
+    OpsRead => OpsRead,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn every_action_has_a_distinct_name_that_parses_back() {
+        let names: HashSet<&str> = Action::ALL.iter().map(|action| action.as_str()).collect();
+        assert_eq!(names.len(), Action::ALL.len());
+        for action in Action::ALL {
+            assert_eq!(Action::parse(action.as_str()), Some(action));
+            assert!(!action.description().is_empty());
+        }
+        assert_eq!(Action::parse("transfers:write"), None, "an API-key scope, not an admin action");
+    }
+}

@@ -1,0 +1,206 @@
+//! `/v1/auth/register`, `/v1/auth/login`, `/v1/auth/refresh`, `/.well-known/jwks.json` and
+//! `/v1/users/me`.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tally_engine::{ErrorCode, UserId};
+use tally_persistence::users::{CreateUserError, User, UserStatus};
+use uuid::Uuid;
+
+use super::caller::Caller;
+use super::password::{PASSWORD_LENGTH_MAX, check_policy};
+use super::refresh;
+use super::tokens::ACCESS_TOKEN_TTL;
+use super::validate::{check_email, check_name};
+use crate::json::ApiJson;
+use crate::problem::{ApiError, FieldError};
+use crate::state::AppState;
+use crate::views::rfc3339;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterBody {
+    pub email: String,
+    pub password: String,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Registered {
+    user_id: String,
+}
+
+/// `POST /v1/auth/register` → `201 {user_id}`. Every field is checked and every problem is
+/// reported at once; a taken email is `409 CONFLICT` (the contract wants it said, so this
+/// route tells whether an address is registered; login does not).
+pub async fn register(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RegisterBody>,
+) -> Result<Response, ApiError> {
+    let checks = [
+        ("email", check_email(&body.email)),
+        ("password", check_policy(&body.password)),
+        ("first_name", check_name(&body.first_name)),
+        ("last_name", check_name(&body.last_name)),
+    ];
+    let errors: Vec<FieldError> = checks
+        .into_iter()
+        .filter_map(|(field, check)| check.err().map(|message| FieldError { field: field.to_owned(), message }))
+        .collect();
+    if !errors.is_empty() {
+        let detail = errors.iter().map(|error| format!("{}: {}", error.field, error.message)).collect::<Vec<_>>();
+        let mut problem = ApiError::new(ErrorCode::ValidationError, detail.join("; "));
+        problem.errors = errors;
+        return Err(problem);
+    }
+    let identity = state.identity();
+    let password_hash = identity.passwords.hash(body.password).await?;
+    let user = User {
+        id: UserId::from_uuid(identity.ids.next_uuid()),
+        email: body.email.trim().to_owned(),
+        password_hash,
+        first_name: body.first_name.trim().to_owned(),
+        last_name: body.last_name.trim().to_owned(),
+        status: UserStatus::Active,
+        permissions: Default::default(),
+        created_at: identity.now(),
+    };
+    match identity.users.create_user(&user).await {
+        Ok(()) => {
+            let body = Registered { user_id: user.id.to_string() };
+            Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+        }
+        Err(CreateUserError::EmailTaken) => {
+            Err(ApiError::new(ErrorCode::Conflict, "a user with this email is already registered"))
+        }
+        Err(CreateUserError::IdTaken) => Err(ApiError::internal("a fresh user id collided")),
+        Err(CreateUserError::Store(error)) => Err(error.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    /// The user's email.
+    pub identifier: String,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize)]
+struct TokenPair {
+    access_token: String,
+    refresh_token: String,
+    token_type: &'static str,
+    /// Seconds until the access token expires.
+    expires_in: u64,
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::new(ErrorCode::InvalidCredentials, "wrong email or password")
+}
+
+/// Signs an access token and stores a refresh token in `family`, and answers with both.
+/// Token answers must not be cached anywhere (RFC 6749 §5.1).
+async fn token_pair(state: &AppState, user: UserId, family: Uuid) -> Result<Response, ApiError> {
+    let identity = state.identity();
+    let now = identity.now();
+    let access_token = identity.tokens.issue(user, now).await?;
+    let refresh_token = refresh::issue(identity.users.as_ref(), user, family, now).await?;
+    let pair = TokenPair { access_token, refresh_token, token_type: "Bearer", expires_in: ACCESS_TOKEN_TTL.as_secs() };
+    let mut response = axum::Json(pair).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// `POST /v1/auth/login` → tokens, or `401 INVALID_CREDENTIALS` for an unknown email or a
+/// wrong password alike (an unknown email costs one decoy verification, so timing does not
+/// tell them apart either). A blocked user with the right password gets `401
+/// UNAUTHENTICATED`, saying so.
+pub async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<LoginBody>) -> Result<Response, ApiError> {
+    let identity = state.identity();
+    // No user has an address or password this long, so refuse without touching the store;
+    // the answer is the same as for any wrong credentials.
+    if body.identifier.chars().count() > tally_persistence::users::EMAIL_LENGTH_MAX
+        || body.password.chars().count() > PASSWORD_LENGTH_MAX
+    {
+        return Err(invalid_credentials());
+    }
+    let user = identity.users.user_by_email(&body.identifier).await?;
+    let verified =
+        identity.passwords.verify(body.password, user.as_ref().map(|user| user.password_hash.clone())).await?;
+    let Some(user) = user.filter(|_| verified) else { return Err(invalid_credentials()) };
+    if user.status != UserStatus::Active {
+        return Err(ApiError::new(ErrorCode::Unauthenticated, "this user is blocked"));
+    }
+    token_pair(&state, user.id, identity.ids.next_uuid()).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshBody {
+    pub refresh_token: String,
+}
+
+/// `POST /v1/auth/refresh` → a new pair, spending the old refresh token. An unknown, expired
+/// or spent token is `401`; a spent one also revokes every token of its family.
+pub async fn refresh(State(state): State<AppState>, ApiJson(body): ApiJson<RefreshBody>) -> Result<Response, ApiError> {
+    let identity = state.identity();
+    let refused = || ApiError::new(ErrorCode::Unauthenticated, "refresh token invalid, expired or already used");
+    let (user_id, family) =
+        refresh::spend(identity.users.as_ref(), &body.refresh_token, identity.now()).await?.ok_or_else(refused)?;
+    let user = identity.users.user_by_id(user_id).await?.ok_or_else(refused)?;
+    if user.status != UserStatus::Active {
+        return Err(ApiError::new(ErrorCode::Unauthenticated, "this user is blocked"));
+    }
+    token_pair(&state, user.id, family).await
+}
+
+/// `GET /.well-known/jwks.json`: the public halves of every signing key. Public and
+/// cacheable for five minutes: a rotation publishes the new key before it signs.
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    let mut response = axum::Json(state.identity().tokens.keys().jwks().clone()).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response
+}
+
+#[derive(Debug, Serialize)]
+struct Mfa {
+    totp_enabled: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Me {
+    user_id: String,
+    email: String,
+    first_name: String,
+    last_name: String,
+    status: &'static str,
+    mfa: Mfa,
+    permissions: Vec<String>,
+    created_at: String,
+}
+
+/// `GET /v1/users/me`.
+pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let user = state
+        .identity()
+        .users
+        .user_by_id(caller.user_id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "the token's user no longer exists"))?;
+    let me = Me {
+        user_id: user.id.to_string(),
+        email: user.email,
+        first_name: user.first_name,
+        last_name: user.last_name,
+        status: user.status.as_str(),
+        // TOTP is not built yet, so it is off for everyone.
+        mfa: Mfa { totp_enabled: false },
+        permissions: user.permissions.into_iter().collect(),
+        created_at: rfc3339(user.created_at)?,
+    };
+    Ok(axum::Json(me).into_response())
+}

@@ -1,0 +1,345 @@
+//! `/v1/transfers`, `/v1/transfers/quote`, `/v1/transfers/{id}`, `/v1/transfers/{id}/cancel`
+//! and `/v1/transfer-types`: a customer moves money out of their own accounts.
+//!
+//! A request becomes an engine `TransferRequest` here (`plan`): the source must be the
+//! caller's (else `404`, as for accounts: existence does not leak), the amount is parsed in
+//! the source account's currency, an `internal` transfer names a customer account, an
+//! `external` one a beneficiary and pays out through the settlement account of the currency.
+//! Every money-moving request then goes through `run_transfer`, the one call into the engine,
+//! with the caller's `Idempotency-Key` if they sent one.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tally_actors::{Engine, EngineError, TransferError};
+use tally_engine::money::with_currency_scale;
+use tally_engine::system_accounts::{is_system_account, settlement};
+use tally_engine::transfer::Beneficiary;
+use tally_engine::{
+    AccountId, Currency, ErrorCode, Idempotency, Transfer, TransferId, TransferKind, TransferRequest, TransferStatus,
+    UserId,
+};
+
+use crate::accounts::owned_account;
+use crate::auth::Caller;
+use crate::digest::sha256_hex;
+use crate::iban;
+use crate::input::{self, DESCRIPTION_LENGTH_MAX, IdPath, OptionalJson, REFERENCE_LENGTH_MAX};
+use crate::json::ApiJson;
+use crate::problem::ApiError;
+use crate::state::AppState;
+use crate::views::{TransferView, money};
+
+/// Longest beneficiary name (SEPA allows 70; card and SWIFT rails up to 140).
+const BENEFICIARY_NAME_LENGTH_MAX: usize = 140;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BeneficiaryBody {
+    pub name: String,
+    pub iban: String,
+}
+
+/// The body of `POST /v1/transfers` and `POST /v1/transfers/quote`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferBody {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub source_account_id: String,
+    pub destination_account_id: Option<String>,
+    pub beneficiary: Option<BeneficiaryBody>,
+    /// In the source account's currency, as a string.
+    pub amount: String,
+    pub reference: Option<String>,
+    pub description: Option<String>,
+}
+
+/// A UUID in a body field.
+pub fn body_id(field: &str, text: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::try_parse(text).map_err(|_| ApiError::field(field, "must be a UUID"))
+}
+
+/// The canonical form of a request that its `Idempotency-Key` fingerprint is taken over: the
+/// request as understood (ids parsed, the amount at the currency's scale, text trimmed), not
+/// as written, so `"10"` and `"10.00"` are the same request and a reordered body is too.
+#[derive(Serialize)]
+struct Canonical<'a> {
+    route: &'a str,
+    kind: &'a str,
+    source: String,
+    destination: String,
+    beneficiary: Option<(&'a str, &'a str)>,
+    amount: String,
+    currency: &'a str,
+    reference: Option<&'a str>,
+    description: Option<&'a str>,
+}
+
+/// The hex SHA-256 of the canonical form of `request` on `route`.
+pub fn fingerprint(route: &str, request: &TransferRequest) -> Result<String, ApiError> {
+    let canonical = Canonical {
+        route,
+        kind: request.kind.as_str(),
+        source: request.source.to_string(),
+        destination: request.destination.to_string(),
+        beneficiary: request.beneficiary.as_ref().map(|b| (b.name.as_str(), b.iban.as_str())),
+        amount: money(request.amount, request.currency),
+        currency: request.currency.code(),
+        reference: request.reference.as_deref(),
+        description: request.description.as_deref(),
+    };
+    serde_json::to_vec(&canonical).map(|bytes| sha256_hex(&bytes)).map_err(ApiError::internal)
+}
+
+/// The caller's `Idempotency-Key` for `request` on `route`, scoped to `scope` (the caller).
+pub fn idempotency(
+    headers: &HeaderMap,
+    scope: UserId,
+    route: &str,
+    request: &TransferRequest,
+) -> Result<Option<Idempotency>, ApiError> {
+    let Some(key) = input::idempotency_key(headers)? else { return Ok(None) };
+    Ok(Some(Idempotency { scope: scope.as_uuid(), key, fingerprint: fingerprint(route, request)? }))
+}
+
+/// Runs a transfer through the engine: the one place the API moves money. With a key, a
+/// repeat of the same request answers with the original transfer (`replayed = true`), and a
+/// different request under the same key is `409 IDEMPOTENCY_KEY_REUSED`.
+pub async fn run_transfer(
+    state: &AppState,
+    request: TransferRequest,
+    key: Option<Idempotency>,
+) -> Result<(Transfer, bool), ApiError> {
+    let engine = state.engine()?;
+    engine.transfer_idempotent(request, key).await.map_err(ApiError::from)
+}
+
+/// The answer to a money-moving POST: `201` for a completed transfer, `202` for one still
+/// waiting (pending an admin). A replay answers with the transfer as it is now, marked
+/// `Idempotent-Replayed: true`; a replay of a transfer that failed answers with its failure,
+/// as the original request did.
+pub fn transfer_answer(transfer: &Transfer, replayed: bool) -> Result<Response, ApiError> {
+    if transfer.status == TransferStatus::Failed {
+        let code = transfer.failure_reason.unwrap_or(ErrorCode::Internal);
+        return Err(ApiError::new(code, format!("transfer {} failed: {}", transfer.id, code.as_str())));
+    }
+    let status = if transfer.status == TransferStatus::Completed { StatusCode::CREATED } else { StatusCode::ACCEPTED };
+    let mut response = (status, axum::Json(TransferView::of(transfer)?)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/transfers/{}", transfer.id)) {
+        headers.insert(header::LOCATION, location);
+    }
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// A customer's request, checked and resolved into what the engine runs.
+async fn plan(engine: &Engine, caller: Caller, body: &TransferBody) -> Result<TransferRequest, ApiError> {
+    let kind = match body.kind.as_str() {
+        "internal" => TransferKind::Internal,
+        "external" => TransferKind::External,
+        _ => return Err(ApiError::field("type", "must be \"internal\" or \"external\"")),
+    };
+    let source = AccountId::from_uuid(body_id("source_account_id", &body.source_account_id)?);
+    let (destination_id, beneficiary) = match kind {
+        TransferKind::Internal => {
+            if body.beneficiary.is_some() {
+                return Err(ApiError::field("beneficiary", "only external transfers have a beneficiary"));
+            }
+            let Some(destination) = body.destination_account_id.as_deref() else {
+                return Err(ApiError::field("destination_account_id", "an internal transfer needs a destination"));
+            };
+            let destination = AccountId::from_uuid(body_id("destination_account_id", destination)?);
+            // Settlement, fees and FX clearing are not destinations: a customer paying the
+            // settlement account directly would be an external payout that skips review.
+            if is_system_account(destination) {
+                return Err(ApiError::field("destination_account_id", "must be a customer account"));
+            }
+            (Some(destination), None)
+        }
+        _ => {
+            if body.destination_account_id.is_some() {
+                return Err(ApiError::field(
+                    "destination_account_id",
+                    "an external transfer pays a beneficiary, not an account",
+                ));
+            }
+            let Some(beneficiary) = body.beneficiary.as_ref() else {
+                return Err(ApiError::field("beneficiary", "an external transfer needs a beneficiary {name, iban}"));
+            };
+            let name = input::required_text("beneficiary.name", &beneficiary.name, BENEFICIARY_NAME_LENGTH_MAX)?;
+            let iban =
+                iban::normalize(&beneficiary.iban).map_err(|message| ApiError::field("beneficiary.iban", message))?;
+            (None, Some(Beneficiary { name, iban }))
+        }
+    };
+    let reference = input::text("reference", body.reference.as_deref(), REFERENCE_LENGTH_MAX)?;
+    let description = input::text("description", body.description.as_deref(), DESCRIPTION_LENGTH_MAX)?;
+    let source_account = owned_account(engine, source, caller.user_id, "source account").await?;
+    let currency = source_account.currency;
+    let amount = input::amount("amount", &body.amount, currency)?;
+    Ok(TransferRequest {
+        id: engine.new_transfer_id(),
+        kind,
+        source,
+        destination: destination_id.unwrap_or_else(|| settlement(currency)),
+        amount,
+        currency,
+        // Fees are not configured yet; every transfer is free.
+        fee: with_currency_scale(Decimal::ZERO, currency),
+        reference,
+        description,
+        beneficiary,
+        initiated_by: Some(caller.user_id),
+        created_at: engine.now(),
+    })
+}
+
+/// `POST /v1/transfers` → `201` completed or `202` pending transfer.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<TransferBody>,
+) -> Result<Response, ApiError> {
+    let engine = state.engine()?;
+    let request = plan(engine, caller, &body).await?;
+    let key = idempotency(&headers, caller.user_id, "POST /v1/transfers", &request)?;
+    let (transfer, replayed) = run_transfer(&state, request, key).await?;
+    transfer_answer(&transfer, replayed)
+}
+
+#[derive(Debug, Serialize)]
+struct Quote {
+    amount: String,
+    currency: &'static str,
+    fee: String,
+    fx_rate: Option<String>,
+    destination_amount: String,
+    destination_currency: &'static str,
+    hold_amount: String,
+    total_debited: String,
+}
+
+/// `POST /v1/transfers/quote` → what the same body would move, hold and cost. Nothing is
+/// created, held or recorded. The checks that need no balance run as for a real transfer
+/// (amount, ownership, type enabled, limits, currencies); funds are not checked, since they
+/// can change before the transfer is sent.
+pub async fn quote(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<TransferBody>,
+) -> Result<Response, ApiError> {
+    let engine = state.engine()?;
+    let request = plan(engine, caller, &body).await?;
+    let settings = engine.transfer_type(request.kind);
+    let request = request.validate(&settings).map_err(TransferError::Rejected)?;
+    let destination_currency = if request.kind == TransferKind::Internal {
+        match engine.account(request.destination).await {
+            Ok(account) => account.currency,
+            Err(EngineError::NotFound) => return Err(ApiError::not_found("destination account")),
+            Err(other) => return Err(other.into()),
+        }
+    } else {
+        request.currency
+    };
+    // Conversion is not built yet: a transfer between currencies would fail at the credit,
+    // so the quote refuses it the same way.
+    if destination_currency != request.currency {
+        return Err(ApiError::new(
+            ErrorCode::CurrencyMismatch,
+            format!("the destination holds {destination_currency}, the amount is in {}", request.currency),
+        ));
+    }
+    let total = tally_engine::money::add(request.amount, request.fee)
+        .map_err(|_| ApiError::new(ErrorCode::AmountLimitExceeded, "amount plus fee overflows"))?;
+    let currency: Currency = request.currency;
+    Ok(axum::Json(Quote {
+        amount: money(request.amount, currency),
+        currency: currency.code(),
+        fee: money(request.fee, currency),
+        fx_rate: None,
+        destination_amount: money(request.amount, destination_currency),
+        destination_currency: destination_currency.code(),
+        hold_amount: money(total, currency),
+        total_debited: money(total, currency),
+    })
+    .into_response())
+}
+
+/// The transfer if `caller` may see it (they initiated it, or own its source account);
+/// `404` otherwise, exactly as for a transfer that does not exist.
+async fn visible_transfer(engine: &Engine, caller: Caller, id: TransferId) -> Result<Transfer, ApiError> {
+    let transfer = engine.load_transfer(id).await?.ok_or_else(|| ApiError::not_found("transfer"))?;
+    if transfer.initiated_by == Some(caller.user_id) {
+        return Ok(transfer);
+    }
+    match engine.account(transfer.source).await {
+        Ok(source) if source.owner == Some(caller.user_id) => Ok(transfer),
+        Ok(_) | Err(EngineError::NotFound) => Err(ApiError::not_found("transfer")),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// `GET /v1/transfers/{id}` → the caller's transfer, or `404`.
+pub async fn get(State(state): State<AppState>, caller: Caller, IdPath(id): IdPath) -> Result<Response, ApiError> {
+    let engine = state.engine()?;
+    let transfer = visible_transfer(engine, caller, TransferId::from_uuid(id)).await?;
+    Ok(axum::Json(TransferView::of(&transfer)?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/transfers/{id}/cancel {reason?}` → `204`, the hold released; a transfer that is
+/// not pending is `409 NOT_CANCELLABLE`. The reason goes to the log (there is no audit table
+/// yet), not to the transfer.
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(id): IdPath,
+    OptionalJson(body): OptionalJson<ReasonBody>,
+) -> Result<Response, ApiError> {
+    let reason = input::text("reason", body.as_ref().and_then(|body| body.reason.as_deref()), DESCRIPTION_LENGTH_MAX)?;
+    let engine = state.engine()?;
+    let transfer = visible_transfer(engine, caller, TransferId::from_uuid(id)).await?;
+    engine.cancel(transfer.id).await?;
+    tracing::info!(transfer = %transfer.id, user = %caller.user_id, reason = reason.as_deref().unwrap_or(""), "transfer cancelled by its owner");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Serialize)]
+struct TransferTypeView {
+    code: &'static str,
+    enabled: bool,
+    execution_mode: &'static str,
+    min_amount: Option<String>,
+    max_amount: Option<String>,
+}
+
+/// `GET /v1/transfer-types` → the types a customer can send, as configured now.
+pub async fn types(State(state): State<AppState>, _caller: Caller) -> Result<Response, ApiError> {
+    let engine = state.engine()?;
+    let views: Vec<TransferTypeView> = [TransferKind::Internal, TransferKind::External]
+        .into_iter()
+        .map(|kind| {
+            let settings = engine.transfer_type(kind);
+            TransferTypeView {
+                code: kind.as_str(),
+                enabled: settings.enabled,
+                execution_mode: settings.execution_mode.as_str(),
+                min_amount: settings.min_amount.map(|amount| amount.normalize().to_string()),
+                max_amount: settings.max_amount.map(|amount| amount.normalize().to_string()),
+            }
+        })
+        .collect();
+    Ok(axum::Json(views).into_response())
+}

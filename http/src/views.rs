@@ -1,0 +1,208 @@
+//! What the API answers with: accounts and transfers as JSON objects. Money is a string with
+//! exactly the currency's decimals (`"125.50"`, `"7"` for JPY), never a JSON number; times are
+//! RFC 3339 UTC with microseconds; ids are UUID strings.
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+use tally_engine::money::with_currency_scale;
+use tally_engine::{Account, Currency, Timestamp, Transfer, TransferKind};
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+use crate::problem::ApiError;
+
+/// `2024-05-01T12:00:00.000000Z`: fixed width, so times sort as text too.
+pub fn rfc3339(at: Timestamp) -> Result<String, ApiError> {
+    let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(at.as_micros()) * 1_000)
+        .map_err(|error| ApiError::internal(format!("timestamp {} out of range: {error}", at.as_micros())))?
+        .format(format)
+        .map_err(|error| ApiError::internal(format!("timestamp {} not formattable: {error}", at.as_micros())))
+}
+
+/// An amount as the API writes it: the currency's scale exactly.
+pub fn money(value: Decimal, currency: Currency) -> String {
+    with_currency_scale(value, currency).to_string()
+}
+
+#[derive(Debug, Serialize)]
+pub struct AccountView {
+    pub id: String,
+    /// `null` for system accounts (settlement, fees, FX clearing).
+    pub user_id: Option<String>,
+    pub currency: &'static str,
+    pub status: &'static str,
+    pub balance: String,
+    pub held: String,
+    pub available_balance: String,
+    pub credit_limit: String,
+    pub created_at: String,
+}
+
+impl AccountView {
+    pub fn of(account: &Account) -> Result<AccountView, ApiError> {
+        let currency = account.currency;
+        let available = account
+            .available()
+            .map_err(|_| ApiError::internal(format!("account {}: available balance overflows", account.id)))?;
+        Ok(AccountView {
+            id: account.id.to_string(),
+            user_id: account.owner.map(|owner| owner.to_string()),
+            currency: currency.code(),
+            status: account.status.as_str(),
+            balance: money(account.balance(), currency),
+            held: money(account.held(), currency),
+            available_balance: money(available, currency),
+            credit_limit: money(account.credit_limit(), currency),
+            created_at: rfc3339(account.created_at)?,
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct HoldView {
+    pub transfer_id: String,
+    pub amount: String,
+}
+
+/// The admin view of an account: the account, its kind, every live hold, and its AML flags
+/// (none until AML rules exist).
+#[derive(Debug, Serialize)]
+pub struct AdminAccountView {
+    #[serde(flatten)]
+    pub account: AccountView,
+    pub kind: &'static str,
+    pub holds: Vec<HoldView>,
+    pub aml_flags: Vec<serde_json::Value>,
+}
+
+impl AdminAccountView {
+    pub fn of(account: &Account) -> Result<AdminAccountView, ApiError> {
+        let mut holds: Vec<HoldView> = account
+            .position
+            .holds()
+            .map(|(transfer, amount)| HoldView {
+                transfer_id: transfer.to_string(),
+                amount: money(amount, account.currency),
+            })
+            .collect();
+        // Holds live in a map; a stable order keeps the answer reproducible.
+        holds.sort_by(|a, b| a.transfer_id.cmp(&b.transfer_id));
+        Ok(AdminAccountView {
+            account: AccountView::of(account)?,
+            kind: account.kind.as_str(),
+            holds,
+            aml_flags: Vec::new(),
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct BeneficiaryView {
+    pub name: String,
+    pub iban: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TransferView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub status: &'static str,
+    pub source_account_id: String,
+    /// For `external` transfers, the settlement account the money leaves Tally through.
+    pub destination_account_id: String,
+    pub amount: String,
+    pub currency: &'static str,
+    pub fee: String,
+    /// `null` when no conversion happened.
+    pub fx_rate: Option<String>,
+    pub destination_amount: String,
+    pub destination_currency: &'static str,
+    pub total_debited: String,
+    pub pending_reason: Option<&'static str>,
+    /// The error code the transfer failed with (`INSUFFICIENT_FUNDS`, ...).
+    pub failure_reason: Option<&'static str>,
+    pub reference: Option<String>,
+    pub description: Option<String>,
+    /// Where an `external` transfer pays out; `null` otherwise.
+    pub beneficiary: Option<BeneficiaryView>,
+    pub created_at: String,
+    pub completed_at: Option<String>,
+}
+
+impl TransferView {
+    pub fn of(transfer: &Transfer) -> Result<TransferView, ApiError> {
+        let total = transfer
+            .total_debited()
+            .map_err(|_| ApiError::internal(format!("transfer {}: total overflows", transfer.id)))?;
+        Ok(TransferView {
+            id: transfer.id.to_string(),
+            kind: transfer.kind.as_str(),
+            status: transfer.status.as_str(),
+            source_account_id: transfer.source.to_string(),
+            destination_account_id: transfer.destination.to_string(),
+            amount: money(transfer.amount, transfer.currency),
+            currency: transfer.currency.code(),
+            fee: money(transfer.fee, transfer.currency),
+            fx_rate: transfer.fx_rate.map(|rate| rate.normalize().to_string()),
+            destination_amount: money(transfer.destination_amount, transfer.destination_currency),
+            destination_currency: transfer.destination_currency.code(),
+            total_debited: money(total, transfer.currency),
+            pending_reason: transfer.pending_reason.map(|reason| reason.as_str()),
+            failure_reason: transfer.failure_reason.map(|code| code.as_str()),
+            reference: transfer.reference.clone(),
+            description: transfer.description.clone(),
+            beneficiary: transfer
+                .beneficiary
+                .as_ref()
+                .filter(|_| transfer.kind == TransferKind::External)
+                .map(|beneficiary| BeneficiaryView { name: beneficiary.name.clone(), iban: beneficiary.iban.clone() }),
+            created_at: rfc3339(transfer.created_at)?,
+            completed_at: transfer.completed_at.map(rfc3339).transpose()?,
+        })
+    }
+}
+
+/// The admin view of a transfer: the transfer plus who initiated it and how far its saga got.
+#[derive(Debug, Serialize)]
+pub struct AdminTransferView {
+    #[serde(flatten)]
+    pub transfer: TransferView,
+    /// The user on whose behalf it ran; `null` for system-made transfers.
+    pub user_id: Option<String>,
+    pub saga_step: &'static str,
+}
+
+impl AdminTransferView {
+    pub fn of(transfer: &Transfer) -> Result<AdminTransferView, ApiError> {
+        Ok(AdminTransferView {
+            transfer: TransferView::of(transfer)?,
+            user_id: transfer.initiated_by.map(|user| user.to_string()),
+            saga_step: transfer.step.as_str(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use rust_decimal_macros::dec;
+
+    use super::*;
+
+    #[test]
+    fn times_are_rfc_3339_utc_with_microseconds() {
+        assert_eq!(rfc3339(Timestamp::from_micros(0)).unwrap(), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(rfc3339(Timestamp::from_micros(1_714_564_800_123_456)).unwrap(), "2024-05-01T12:00:00.123456Z");
+    }
+
+    #[test]
+    fn money_has_exactly_the_currency_scale() {
+        assert_eq!(money(dec!(125.5), Currency::USD), "125.50");
+        assert_eq!(money(dec!(7), Currency::JPY), "7");
+        assert_eq!(money(dec!(0), Currency::BTC), "0.00000000");
+        assert_eq!(money(dec!(0.000000000000000001), Currency::ETH), "0.000000000000000001");
+    }
+}

@@ -1,0 +1,42 @@
+//! Opening the identity store from a `TALLY_DATABASE_URL`, next to `open::open_store`.
+//!
+//! The identity store lives in the ledger's database (same URL) on a pool of its own; see
+//! `users` for why. One store object serves both `UserStore` and `AccountReads`, so the read
+//! model shares its pool.
+
+use std::sync::Arc;
+
+use crate::reads::AccountReads;
+use crate::store::StoreError;
+use crate::users::UserStore;
+use crate::users::postgres::PgUserStore;
+use crate::users::sqlite::SqliteUserStore;
+
+/// The two faces of one opened identity store.
+#[derive(Clone)]
+pub struct UserStores {
+    pub users: Arc<dyn UserStore>,
+    pub reads: Arc<dyn AccountReads>,
+}
+
+impl std::fmt::Debug for UserStores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserStores").finish_non_exhaustive()
+    }
+}
+
+/// Opens the identity store the URL names (`postgres://…` or `sqlite://path`) and applies the
+/// migrations not yet applied (the ledger's and the identity tables: one migration set).
+pub async fn open_user_store(url: &str) -> Result<UserStores, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = Arc::new(PgUserStore::connect(url).await?);
+        store.migrate().await?;
+        Ok(UserStores { users: store.clone(), reads: store })
+    } else if url.starts_with("sqlite:") {
+        let store = Arc::new(SqliteUserStore::open(url).await?);
+        store.migrate().await?;
+        Ok(UserStores { users: store.clone(), reads: store })
+    } else {
+        Err(StoreError::Corrupt(format!("unsupported database url (want postgres:// or sqlite://): {url}")))
+    }
+}

@@ -1,0 +1,38 @@
+//! Read-model queries over the ledger's tables that the engine's `Store` trait has no reason
+//! to offer: the HTTP API's listings. They run on the identity store's pool (same database,
+//! same URL as the ledger), never on the journal writer's.
+//!
+//! The ledger tables are written behind by the journal, so a row here is as fresh as the last
+//! group commit. Queries therefore return ids and let the caller read each account from its
+//! actor, which holds the live balance. An account opened through `Engine::open_account` is
+//! durable before that call returns, so it is always listed by the time its opener hears of it.
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tally_engine::{AccountId, UserId};
+
+use crate::store::StoreError;
+
+#[async_trait]
+pub trait AccountReads: Send + Sync + 'static {
+    /// The ids of the accounts `owner` owns, oldest first, at most `limit` of them.
+    async fn account_ids_of_owner(&self, owner: UserId, limit: u32) -> Result<Vec<AccountId>, StoreError>;
+
+    /// How many accounts `owner` owns.
+    async fn count_accounts_of_owner(&self, owner: UserId) -> Result<u64, StoreError>;
+}
+
+#[async_trait]
+impl<R: AccountReads + ?Sized> AccountReads for Arc<R> {
+    async fn account_ids_of_owner(&self, owner: UserId, limit: u32) -> Result<Vec<AccountId>, StoreError> {
+        (**self).account_ids_of_owner(owner, limit).await
+    }
+
+    async fn count_accounts_of_owner(&self, owner: UserId) -> Result<u64, StoreError> {
+        (**self).count_accounts_of_owner(owner).await
+    }
+}

@@ -1,0 +1,336 @@
+//! The Postgres `UserStore` (sqlx 0.8.6), on its own pool and runtime against the ledger's
+//! database. `reads::postgres` adds the ledger read-model queries to the same pool.
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+use tally_engine::{Timestamp, UserId};
+use uuid::Uuid;
+
+use super::runtime::StoreRuntime;
+use super::{
+    CreateUserError, RefreshTokenRecord, RefreshUse, SigningKeyRecord, User, UserStatus, UserStore, normalize_email,
+};
+use crate::store::StoreError;
+
+/// Connections in the identity pool. Logins and registrations are rare next to transfers,
+/// and the ledger read model (accounts by owner) is one indexed query per request; four
+/// connections serve both on two cores without starving the ledger's own pool of server slots.
+const POOL_CONNECTIONS_MAX: u32 = 4;
+
+/// How long a query waits for a connection before the store reports itself unavailable
+/// (answered as 503 with `Retry-After`, not a hung request).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct PgUserStore {
+    pool: PgPool,
+    runtime: StoreRuntime,
+}
+
+impl std::fmt::Debug for PgUserStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgUserStore").finish_non_exhaustive()
+    }
+}
+
+impl PgUserStore {
+    /// Connects (without migrating). `url` is a `postgres://` URL.
+    pub async fn connect(url: &str) -> Result<PgUserStore, StoreError> {
+        let runtime = StoreRuntime::new("tally-pg-users")?;
+        let options =
+            PgConnectOptions::from_str(url).map_err(|error| StoreError::Corrupt(format!("bad url: {error}")))?;
+        let pool = runtime
+            .run(async move {
+                PgPoolOptions::new()
+                    .max_connections(POOL_CONNECTIONS_MAX)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .map_err(classify)
+            })
+            .await?;
+        Ok(PgUserStore { pool, runtime })
+    }
+
+    /// Applies the versioned migrations in `persistence/migrations/postgres` not yet applied:
+    /// the same set the ledger store applies, so either may run first. Postgres serialises
+    /// concurrent migrators with an advisory lock.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.run(|pool| async move {
+            sqlx::migrate!("./migrations/postgres")
+                .run(&pool)
+                .await
+                .map_err(|error| StoreError::Unavailable(format!("migration: {error}")))
+        })
+        .await
+    }
+
+    /// Runs `work` with the pool on the store's runtime.
+    pub(crate) async fn run<T, F, Fut>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(PgPool) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        self.runtime.run(work(self.pool.clone())).await
+    }
+}
+
+/// Sorts a database error into "retry later" and "something is wrong with the data or code",
+/// by the same rules as the ledger's Postgres store.
+pub(crate) fn classify(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(database) => {
+            let code = database.code().map(|code| code.to_string()).unwrap_or_default();
+            // 08: connection exception; 40: transaction rollback (serialization, deadlock);
+            // 53: insufficient resources; 57: operator intervention (shutdown, cancel).
+            if ["08", "40", "53", "57"].iter().any(|class| code.starts_with(class)) {
+                StoreError::Unavailable(error.to_string())
+            } else {
+                StoreError::Corrupt(error.to_string())
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error.to_string()),
+        _ => StoreError::Corrupt(error.to_string()),
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+/// The name of the unique constraint a violation broke, if the error is one.
+fn unique_violation(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::Database(database) if database.is_unique_violation() => {
+            Some(database.constraint().unwrap_or_default().to_owned())
+        }
+        _ => None,
+    }
+}
+
+const USER_COLUMNS: &str = "id, email, password_hash, first_name, last_name, status, created_at";
+
+fn user_from_row(row: &PgRow, permissions: BTreeSet<String>) -> Result<User, StoreError> {
+    let status: String = row.try_get("status").map_err(classify)?;
+    Ok(User {
+        id: UserId::from_uuid(row.try_get("id").map_err(classify)?),
+        email: row.try_get("email").map_err(classify)?,
+        password_hash: row.try_get("password_hash").map_err(classify)?,
+        first_name: row.try_get("first_name").map_err(classify)?,
+        last_name: row.try_get("last_name").map_err(classify)?,
+        status: UserStatus::parse(&status).ok_or_else(|| corrupt(format!("unknown user status {status:?}")))?,
+        permissions,
+        created_at: Timestamp::from_micros(row.try_get("created_at").map_err(classify)?),
+    })
+}
+
+/// Reads one user (selected by `column = value`) and their permissions in one snapshot.
+async fn load_user(pool: PgPool, column: &'static str, value: UserKey) -> Result<Option<User>, StoreError> {
+    let mut transaction = pool.begin().await.map_err(classify)?;
+    let query = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = $1");
+    let row = match value {
+        UserKey::Id(id) => sqlx::query(&query).bind(id).fetch_optional(&mut *transaction).await,
+        UserKey::Email(email) => sqlx::query(&query).bind(email).fetch_optional(&mut *transaction).await,
+    }
+    .map_err(classify)?;
+    let Some(row) = row else { return Ok(None) };
+    let id: Uuid = row.try_get("id").map_err(classify)?;
+    let permissions: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM user_permissions WHERE user_id = $1 ORDER BY action")
+            .bind(id)
+            .fetch_all(&mut *transaction)
+            .await
+            .map_err(classify)?;
+    transaction.commit().await.map_err(classify)?;
+    user_from_row(&row, permissions.into_iter().collect()).map(Some)
+}
+
+enum UserKey {
+    Id(Uuid),
+    Email(String),
+}
+
+async fn insert_user(transaction: &mut Transaction<'_, Postgres>, user: &User) -> Result<(), CreateUserError> {
+    let inserted = sqlx::query(
+        "INSERT INTO users (id, email, email_normalized, password_hash, first_name, last_name, status, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(user.id.as_uuid())
+    .bind(&user.email)
+    .bind(normalize_email(&user.email))
+    .bind(&user.password_hash)
+    .bind(&user.first_name)
+    .bind(&user.last_name)
+    .bind(user.status.as_str())
+    .bind(user.created_at.as_micros())
+    .execute(&mut **transaction)
+    .await;
+    if let Err(error) = inserted {
+        return Err(match unique_violation(&error) {
+            Some(constraint) if constraint.contains("email") => CreateUserError::EmailTaken,
+            Some(_) => CreateUserError::IdTaken,
+            None => CreateUserError::Store(classify(error)),
+        });
+    }
+    if !user.permissions.is_empty() {
+        sqlx::query("INSERT INTO user_permissions (user_id, action) SELECT $1, UNNEST($2::text[])")
+            .bind(user.id.as_uuid())
+            .bind(user.permissions.iter().cloned().collect::<Vec<_>>())
+            .execute(&mut **transaction)
+            .await
+            .map_err(classify)?;
+    }
+    Ok(())
+}
+
+fn generation_to_db(generation: u32) -> Result<i32, StoreError> {
+    i32::try_from(generation).map_err(|_| corrupt(format!("key generation {generation} beyond INTEGER")))
+}
+
+#[async_trait]
+impl UserStore for PgUserStore {
+    async fn create_user(&self, user: &User) -> Result<(), CreateUserError> {
+        let user = user.clone();
+        self.run(|pool| async move {
+            let mut transaction = pool.begin().await.map_err(classify)?;
+            match insert_user(&mut transaction, &user).await {
+                Ok(()) => {
+                    transaction.commit().await.map_err(classify)?;
+                    Ok(Ok(()))
+                }
+                // The transaction rolls back when dropped; nothing of the user is kept.
+                Err(error) => Ok(Err(error)),
+            }
+        })
+        .await?
+    }
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.run(|pool| load_user(pool, "id", UserKey::Id(id.as_uuid()))).await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let email = normalize_email(email);
+        self.run(|pool| load_user(pool, "email_normalized", UserKey::Email(email))).await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        self.run(|pool| async move {
+            let rows = sqlx::query(
+                "SELECT generation, kid, algorithm, private_key_pkcs8, created_at FROM jwt_signing_keys
+                 ORDER BY generation",
+            )
+            .fetch_all(&pool)
+            .await
+            .map_err(classify)?;
+            rows.iter()
+                .map(|row| {
+                    let generation: i32 = row.try_get("generation").map_err(classify)?;
+                    Ok(SigningKeyRecord {
+                        generation: u32::try_from(generation)
+                            .map_err(|_| corrupt(format!("negative key generation {generation}")))?,
+                        kid: row.try_get("kid").map_err(classify)?,
+                        algorithm: row.try_get("algorithm").map_err(classify)?,
+                        private_key_pkcs8: row.try_get("private_key_pkcs8").map_err(classify)?,
+                        created_at: Timestamp::from_micros(row.try_get("created_at").map_err(classify)?),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn insert_signing_key(&self, key: &SigningKeyRecord) -> Result<bool, StoreError> {
+        let key = key.clone();
+        self.run(|pool| async move {
+            let inserted = sqlx::query(
+                "INSERT INTO jwt_signing_keys (generation, kid, algorithm, private_key_pkcs8, created_at)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (generation) DO NOTHING",
+            )
+            .bind(generation_to_db(key.generation)?)
+            .bind(&key.kid)
+            .bind(&key.algorithm)
+            .bind(&key.private_key_pkcs8)
+            .bind(key.created_at.as_micros())
+            .execute(&pool)
+            .await
+            .map_err(classify)?;
+            Ok(inserted.rows_affected() == 1)
+        })
+        .await
+    }
+
+    async fn insert_refresh_token(&self, token: &RefreshTokenRecord) -> Result<(), StoreError> {
+        let token = token.clone();
+        self.run(|pool| async move {
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_hash, user_id, family_id, issued_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&token.token_hash)
+            .bind(token.user_id.as_uuid())
+            .bind(token.family_id)
+            .bind(token.issued_at.as_micros())
+            .bind(token.expires_at.as_micros())
+            .execute(&pool)
+            .await
+            .map_err(classify)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn spend_refresh_token(&self, token_hash: &str, now: Timestamp) -> Result<RefreshUse, StoreError> {
+        let token_hash = token_hash.to_owned();
+        self.run(|pool| async move {
+            let mut transaction = pool.begin().await.map_err(classify)?;
+            // The row lock makes the check and the spend one step: a concurrent use of the same
+            // token waits here and then finds it spent.
+            let row = sqlx::query(
+                "SELECT user_id, family_id, expires_at, used_at, revoked_at FROM refresh_tokens
+                 WHERE token_hash = $1 FOR UPDATE",
+            )
+            .bind(&token_hash)
+            .fetch_optional(&mut *transaction)
+            .await
+            .map_err(classify)?;
+            let Some(row) = row else { return Ok(RefreshUse::Invalid) };
+            let family_id: Uuid = row.try_get("family_id").map_err(classify)?;
+            let used_at: Option<i64> = row.try_get("used_at").map_err(classify)?;
+            let revoked_at: Option<i64> = row.try_get("revoked_at").map_err(classify)?;
+            let expires_at: i64 = row.try_get("expires_at").map_err(classify)?;
+            let outcome = if used_at.is_some() {
+                sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
+                    .bind(family_id)
+                    .bind(now.as_micros())
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(classify)?;
+                RefreshUse::Reused { family_id }
+            } else if revoked_at.is_some() || expires_at <= now.as_micros() {
+                RefreshUse::Invalid
+            } else {
+                sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1")
+                    .bind(&token_hash)
+                    .bind(now.as_micros())
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(classify)?;
+                RefreshUse::Spent { user_id: UserId::from_uuid(row.try_get("user_id").map_err(classify)?), family_id }
+            };
+            transaction.commit().await.map_err(classify)?;
+            Ok(outcome)
+        })
+        .await
+    }
+}

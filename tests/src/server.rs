@@ -1,0 +1,265 @@
+//! A real `tally serve` process for black-box tests: started on a free port of 127.0.0.1
+//! against a given database, waited on until `/health/ready`, killed with SIGKILL to crash it.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The admin every test server is bootstrapped with.
+pub const ADMIN_EMAIL: &str = "admin@tally.test";
+pub const ADMIN_PASSWORD: &str = "Adm1n!password";
+
+/// Where the `tally` binary is: `TALLY_BIN` (set by `scripts/test`), else the debug build.
+pub fn tally_bin() -> PathBuf {
+    match std::env::var("TALLY_BIN") {
+        Ok(path) => PathBuf::from(path),
+        Err(_) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/tally"),
+    }
+}
+
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+pub struct TallyServer {
+    child: Option<Child>,
+    pub port: u16,
+    database_url: String,
+    extra_env: Vec<(String, String)>,
+    log: PathBuf,
+}
+
+impl TallyServer {
+    /// Starts `tally serve` on `database_url` and waits until it is ready.
+    pub async fn start(database_url: &str, extra_env: &[(&str, &str)]) -> TallyServer {
+        let log = std::env::temp_dir().join(format!("tally-server-{}.log", uuid::Uuid::new_v4().simple()));
+        let mut server = TallyServer {
+            child: None,
+            port: free_port(),
+            database_url: database_url.to_owned(),
+            extra_env: extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            log,
+        };
+        server.spawn();
+        server.wait_ready(Duration::from_secs(60)).await;
+        server
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("server log file");
+        let mut command = Command::new(tally_bin());
+        command
+            .arg("serve")
+            .env("TALLY_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("TALLY_DATABASE_URL", &self.database_url)
+            .env("TALLY_ADMIN_EMAIL", ADMIN_EMAIL)
+            .env("TALLY_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("TALLY_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log);
+        for (key, value) in &self.extra_env {
+            command.env(key, value);
+        }
+        self.child = Some(command.spawn().unwrap_or_else(|error| panic!("start {}: {error}", tally_bin().display())));
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Polls `/health/ready` until 200, failing the test (with the server's log) on time-out.
+    pub async fn wait_ready(&mut self, limit: Duration) {
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("tally serve exited with {status}; log:\n{}", self.log_text());
+            }
+            let ready = client.get(format!("{}/health/ready", self.base_url())).send().await;
+            if ready.is_ok_and(|response| response.status() == 200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("tally serve not ready within {limit:?}; log:\n{}", self.log_text());
+    }
+
+    /// SIGKILL: the process dies at once, mid-whatever, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again on the same port and database, and waits until ready.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        self.wait_ready(Duration::from_secs(60)).await;
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for TallyServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// An HTTP client logged in as a user, speaking the API contract.
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Client {
+    pub async fn login(base: &str, email: &str, password: &str) -> Client {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+        let response = http
+            .post(format!("{base}/v1/auth/login"))
+            .json(&serde_json::json!({"identifier": email, "password": password}))
+            .send()
+            .await
+            .expect("login request");
+        assert_eq!(response.status(), 200, "login as {email}");
+        let body: serde_json::Value = response.json().await.expect("login body");
+        let token = body["access_token"].as_str().expect("access_token").to_owned();
+        Client { http, base: base.to_owned(), token }
+    }
+
+    pub async fn admin(server: &TallyServer) -> Client {
+        Client::login(&server.base_url(), ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
+    /// Sends a request; returns the status and the JSON body (`Null` when empty).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<(u16, serde_json::Value), reqwest::Error> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await?;
+        let json =
+            if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).unwrap_or_default() };
+        Ok((status, json))
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::POST, path, Some(body), None).await.expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::GET, path, None, None).await.expect("request")
+    }
+
+    /// Opens an account of the caller's in `currency`; returns its id.
+    pub async fn open_account(&self, currency: &str) -> String {
+        let (status, body) = self.post("/v1/accounts", serde_json::json!({"currency": currency})).await;
+        assert_eq!(status, 201, "open account: {body}");
+        body["id"].as_str().expect("account id").to_owned()
+    }
+
+    /// An admin credit of `amount` to `account`.
+    pub async fn fund(&self, account: &str, amount: &str) {
+        let (status, body) = self
+            .send(
+                reqwest::Method::POST,
+                "/v1/admin/adjustments",
+                Some(serde_json::json!({
+                    "type": "admin_credit", "account_id": account, "amount": amount,
+                    "purpose": "test funding", "reference": "fund"
+                })),
+                Some(&uuid::Uuid::new_v4().to_string()),
+            )
+            .await
+            .expect("fund request");
+        assert_eq!(status, 201, "fund: {body}");
+    }
+
+    pub async fn balance(&self, account: &str) -> String {
+        let (status, body) = self.get(&format!("/v1/accounts/{account}")).await;
+        assert_eq!(status, 200, "{body}");
+        body["balance"].as_str().expect("balance").to_owned()
+    }
+}
+
+/// Runs `tally check` against a database; true if every invariant holds.
+pub fn tally_check(database_url: &str) -> (bool, String) {
+    let output = Command::new(tally_bin())
+        .arg("check")
+        .env("TALLY_DATABASE_URL", database_url)
+        .env("TALLY_LOG", "warn")
+        .output()
+        .expect("run tally check");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+/// A PostgreSQL cluster of the test's own, so a test can stop and start it (a database outage)
+/// without touching anyone else's. Stopped and deleted on drop.
+pub struct OwnPostgres {
+    dir: PathBuf,
+    pub port: u16,
+    pub url: String,
+}
+
+impl OwnPostgres {
+    fn script() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg")
+    }
+
+    pub fn start() -> OwnPostgres {
+        let dir = std::env::temp_dir().join(format!("tally-own-pg-{}", uuid::Uuid::new_v4().simple()));
+        let port = free_port();
+        let url = OwnPostgres::run("start", &dir, port);
+        OwnPostgres { dir, port, url: url.trim().to_owned() }
+    }
+
+    fn run(command: &str, dir: &std::path::Path, port: u16) -> String {
+        let output = Command::new(OwnPostgres::script())
+            .arg(command)
+            .arg(dir)
+            .arg(port.to_string())
+            .output()
+            .expect("run scripts/pg");
+        assert!(output.status.success(), "scripts/pg {command}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Stops the server at once (`pg_ctl -m immediate`): connections drop, as in a crash.
+    pub fn kill(&self) {
+        OwnPostgres::run("kill", &self.dir, self.port);
+    }
+
+    pub fn resume(&self) {
+        OwnPostgres::run("start", &self.dir, self.port);
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = Command::new(OwnPostgres::script()).arg("stop").arg(&self.dir).arg(self.port.to_string()).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

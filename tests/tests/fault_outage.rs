@@ -1,0 +1,131 @@
+//! Database outage: stop Postgres for more than ten seconds under load. The server stays up,
+
+// Test code: a failed unwrap or panic is a failed test, which is what we want.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! reads keep working, writes are refused with `503 OVERLOADED` and `Retry-After` once the
+//! journal's bound is reached (never an unbounded wait), service resumes by itself when
+//! Postgres returns, and nothing acknowledged is lost.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use tally_tests::server::{Client, OwnPostgres, TallyServer, tally_check};
+
+const OUTAGE: Duration = Duration::from_secs(12);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_refuses_writes_boundedly_keeps_reads_and_loses_nothing() {
+    let postgres = OwnPostgres::start();
+    // A small journal bound, so the outage fills it within seconds rather than minutes.
+    let mut server = TallyServer::start(&postgres.url, &[("TALLY_JOURNAL_ADMISSION_MAX", "300")]).await;
+    let admin = Client::admin(&server).await;
+    let mut accounts = Vec::new();
+    for _ in 0..4 {
+        let account = admin.open_account("USD").await;
+        admin.fund(&account, "1000.00").await;
+        accounts.push(account);
+    }
+    let acknowledged: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    // Each answer: its status, its error code, and whether it came during the outage.
+    type Answer = (u16, Option<String>, bool);
+    let statuses: Arc<Mutex<Vec<Answer>>> = Arc::new(Mutex::new(Vec::new()));
+    let outage = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|worker| {
+            let (client, accounts) = (admin.clone(), accounts.clone());
+            let (acknowledged, statuses, outage, stop) =
+                (acknowledged.clone(), statuses.clone(), outage.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let body = serde_json::json!({
+                        "type": "internal", "source_account_id": accounts[worker % 4],
+                        "destination_account_id": accounts[(worker + 1) % 4], "amount": "0.01"
+                    });
+                    let key = format!("outage-{worker}-{i}");
+                    let sent = Instant::now();
+                    let Ok((status, body)) =
+                        client.send(reqwest::Method::POST, "/v1/transfers", Some(body), Some(&key)).await
+                    else {
+                        continue;
+                    };
+                    if status == 201 {
+                        acknowledged.lock().unwrap().push(body["id"].as_str().unwrap().to_owned());
+                    }
+                    let during = outage.load(Ordering::Relaxed);
+                    statuses.lock().unwrap().push((status, body["code"].as_str().map(str::to_owned), during));
+                    if status == 503 {
+                        assert!(sent.elapsed() < Duration::from_secs(15), "a refusal never waits unboundedly");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    postgres.kill();
+    outage.store(true, Ordering::Relaxed);
+    let outage_started = Instant::now();
+    let mut reads_ok = 0;
+    while outage_started.elapsed() < OUTAGE {
+        let (live, _) = admin.get("/health/live").await;
+        assert_eq!(live, 200, "the server stays up");
+        let (read, body) = admin.get(&format!("/v1/accounts/{}", accounts[0])).await;
+        assert_eq!(read, 200, "reads keep working: {body}");
+        reads_ok += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (ready, _) = admin.get("/health/ready").await;
+    assert_eq!(ready, 503, "not ready while the store is down");
+    let refused_during = statuses
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(s, code, during)| *during && *s == 503 && code.as_deref() == Some("OVERLOADED"))
+        .count();
+    assert!(refused_during > 0, "writes were refused with 503 OVERLOADED once the bound was reached");
+    assert!(reads_ok >= 20);
+
+    postgres.resume();
+    outage.store(false, Ordering::Relaxed);
+    let resumed = Instant::now();
+    loop {
+        let body = serde_json::json!({
+            "type": "internal", "source_account_id": accounts[0], "destination_account_id": accounts[1], "amount": "0.01"
+        });
+        let (status, _) = admin
+            .send(reqwest::Method::POST, "/v1/transfers", Some(body), Some(&uuid::Uuid::new_v4().to_string()))
+            .await
+            .expect("request");
+        if status == 201 {
+            break;
+        }
+        assert!(resumed.elapsed() < Duration::from_secs(60), "service resumes by itself after the outage");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    server.wait_ready(Duration::from_secs(30)).await;
+
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(!acknowledged.is_empty());
+    for id in &acknowledged {
+        let (status, transfer) = admin.get(&format!("/v1/transfers/{id}")).await;
+        assert_eq!((status, transfer["status"].as_str()), (200, Some("completed")), "acknowledged {id} survived");
+    }
+    let mut total = Decimal::ZERO;
+    for account in &accounts {
+        total += admin.balance(account).await.parse::<Decimal>().unwrap();
+    }
+    assert_eq!(total, Decimal::from(4_000), "conservation");
+    server.kill();
+    let (ok, report) = tally_check(&postgres.url);
+    assert!(ok, "tally check after the outage:\n{report}");
+}

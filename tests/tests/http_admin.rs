@@ -1,0 +1,299 @@
+//! `/v1/admin/*` over a real socket: every route refuses callers without its permission
+//! (`401` without a token, `403` without the action) and changes nothing; adjustments, review
+//! of pending transfers, and account administration do what they say.
+
+// Test code: a failed unwrap or panic is a failed test, which is what we want.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use rust_decimal_macros::dec;
+use serde_json::{Value, json};
+use tally_engine::Currency;
+use tally_engine::system_accounts::settlement;
+use tally_http::auth::permissions::Action;
+use tally_tests::http::TestServer;
+use tally_tests::on_both_stores;
+
+on_both_stores!(
+    every_admin_route_refuses_callers_without_its_permission,
+    adjustments_credit_and_debit_against_settlement,
+    admins_read_any_transfer_and_any_account_with_its_holds,
+    reject_and_cancel_release_the_hold_and_only_pending_transfers_are_reviewed,
+    admins_open_accounts_and_block_unblock_and_close_them,
+);
+
+const IBAN: &str = "GB82WEST12345698765432";
+
+fn external(source: &str, amount: &str) -> Value {
+    json!({"type": "external", "source_account_id": source, "beneficiary": {"name": "Ada", "iban": IBAN}, "amount": amount})
+}
+
+/// Every action except `missing`.
+fn all_but(missing: &str) -> Vec<&'static str> {
+    Action::ALL.iter().map(|action| action.as_str()).filter(|action| *action != missing).collect()
+}
+
+async fn every_admin_route_refuses_callers_without_its_permission(server: TestServer) {
+    let customer = server.user().await;
+    let account = server.open_account(&customer, "USD").await;
+    server.fund(&account, dec!(50)).await;
+    let pending = server.post("/v1/transfers", Some(&customer.token), external(&account, "20")).await;
+    pending.assert_status(202);
+    let transfer = pending.str("id");
+
+    let routes: Vec<(&str, String, Option<Value>, &str)> = vec![
+        (
+            "POST",
+            "/v1/admin/adjustments".to_owned(),
+            Some(json!({"type": "admin_credit", "account_id": account, "amount": "1000", "purpose": "x"})),
+            "transfers:adjust",
+        ),
+        ("GET", format!("/v1/admin/transfers/{transfer}"), None, "transfers:read"),
+        ("POST", format!("/v1/admin/transfers/{transfer}/execute"), None, "transfers:execute"),
+        ("POST", format!("/v1/admin/transfers/{transfer}/reject"), Some(json!({"reason": "x"})), "transfers:reject"),
+        ("POST", format!("/v1/admin/transfers/{transfer}/cancel"), Some(json!({"reason": "x"})), "transfers:cancel"),
+        (
+            "POST",
+            "/v1/admin/accounts".to_owned(),
+            Some(json!({"user_id": customer.user_id, "currency": "EUR", "credit_limit": "1000000"})),
+            "accounts:write",
+        ),
+        ("GET", format!("/v1/admin/accounts/{account}"), None, "accounts:read"),
+        (
+            "POST",
+            format!("/v1/admin/accounts/{account}/status"),
+            Some(json!({"action": "block", "reason": "x"})),
+            "accounts:close",
+        ),
+    ];
+    for (method, path, body, permission) in &routes {
+        let almost = server.admin(&all_but(permission)).await;
+        for (token, status, code) in [
+            (None, 401, "UNAUTHENTICATED"),
+            (Some(customer.token.as_str()), 403, "FORBIDDEN"),
+            (Some(almost.token.as_str()), 403, "FORBIDDEN"),
+        ] {
+            let reply = match (*method, body) {
+                ("GET", _) => server.get(path, token).await,
+                (_, Some(body)) => server.post(path, token, body.clone()).await,
+                (_, None) => server.post_empty(path, token).await,
+            };
+            reply.assert_problem(status, code);
+            if status == 403 {
+                assert!(reply.str("detail").contains(permission), "{}", reply.text);
+            }
+        }
+    }
+    // Nothing happened: the transfer still pends, the account is as it was, nothing opened.
+    assert_eq!(server.get(&format!("/v1/transfers/{transfer}"), Some(&customer.token)).await.str("status"), "pending");
+    assert_eq!(server.position(&account).await, (dec!(50), dec!(20)));
+    let mine = server.get(&format!("/v1/accounts/{account}"), Some(&customer.token)).await;
+    assert_eq!(mine.str("status"), "active");
+    assert_eq!(server.get("/v1/accounts", Some(&customer.token)).await.body["items"].as_array().unwrap().len(), 1);
+    server.shutdown().await;
+}
+
+async fn adjustments_credit_and_debit_against_settlement(server: TestServer) {
+    let admin = server.admin(&["transfers:adjust"]).await;
+    let customer = server.user().await;
+    let account = server.open_account(&customer, "USD").await;
+    let settlement_usd = settlement(Currency::USD).to_string();
+    let settlement_before = server.position(&settlement_usd).await.0;
+    let adjust = |kind: &str, amount: &str| json!({"type": kind, "account_id": account, "amount": amount, "purpose": "goodwill", "reference": "case 9"});
+
+    let credit = server.post("/v1/admin/adjustments", Some(&admin.token), adjust("admin_credit", "100")).await;
+    credit.assert_status(201);
+    assert_eq!(credit.str("type"), "admin_credit");
+    assert_eq!(credit.str("status"), "completed");
+    assert_eq!(credit.str("source_account_id"), settlement_usd);
+    assert_eq!(credit.str("destination_account_id"), account);
+    assert_eq!(credit.str("description"), "goodwill");
+    let debit = server.post("/v1/admin/adjustments", Some(&admin.token), adjust("admin_debit", "30.25")).await;
+    debit.assert_status(201);
+    assert_eq!(debit.str("source_account_id"), account);
+    assert_eq!(server.position(&account).await, (dec!(69.75), dec!(0)));
+    assert_eq!(server.position(&settlement_usd).await.0, settlement_before - dec!(69.75));
+
+    // Refusals, each moving nothing.
+    server
+        .post("/v1/admin/adjustments", Some(&admin.token), adjust("admin_debit", "69.76"))
+        .await
+        .assert_problem(422, "INSUFFICIENT_FUNDS");
+    for (body, field) in [
+        (adjust("internal", "1"), "type"),
+        (adjust("admin_credit", "-1"), "amount"),
+        (adjust("admin_credit", "1.001"), "amount"),
+        (json!({"type": "admin_credit", "account_id": account, "amount": "1", "purpose": ""}), "purpose"),
+        (json!({"type": "admin_credit", "account_id": settlement_usd, "amount": "1", "purpose": "x"}), "account_id"),
+    ] {
+        let reply = server.post("/v1/admin/adjustments", Some(&admin.token), body).await;
+        reply.assert_problem(400, "VALIDATION_ERROR");
+        assert_eq!(reply.error_fields(), vec![field]);
+    }
+    server
+        .post(
+            "/v1/admin/adjustments",
+            Some(&admin.token),
+            json!({"type": "admin_credit", "account_id": account, "amount": "1"}),
+        )
+        .await
+        .assert_problem(400, "VALIDATION_ERROR");
+    let missing =
+        json!({"type": "admin_credit", "account_id": uuid::Uuid::new_v4().to_string(), "amount": "1", "purpose": "x"});
+    server.post("/v1/admin/adjustments", Some(&admin.token), missing).await.assert_problem(404, "NOT_FOUND");
+    assert_eq!(server.position(&account).await, (dec!(69.75), dec!(0)));
+
+    // Idempotent like every money-moving POST.
+    let once =
+        server.post_keyed("/v1/admin/adjustments", Some(&admin.token), "adj-1", adjust("admin_credit", "5")).await;
+    let twice =
+        server.post_keyed("/v1/admin/adjustments", Some(&admin.token), "adj-1", adjust("admin_credit", "5")).await;
+    assert_eq!((once.status, twice.status), (201, 201));
+    assert_eq!(once.str("id"), twice.str("id"));
+    assert_eq!(server.position(&account).await, (dec!(74.75), dec!(0)));
+    server.shutdown().await;
+}
+
+async fn admins_read_any_transfer_and_any_account_with_its_holds(server: TestServer) {
+    let admin = server.admin(&["transfers:read", "accounts:read"]).await;
+    let customer = server.user().await;
+    let account = server.open_account(&customer, "BTC").await;
+    server.fund(&account, dec!(1.5)).await;
+    let pending = server.post("/v1/transfers", Some(&customer.token), external(&account, "0.25")).await;
+    pending.assert_status(202);
+    let id = pending.str("id");
+
+    let transfer = server.get(&format!("/v1/admin/transfers/{id}"), Some(&admin.token)).await;
+    transfer.assert_status(200);
+    assert_eq!(transfer.str("user_id"), customer.user_id);
+    assert_eq!(transfer.str("status"), "pending");
+    assert_eq!(transfer.str("amount"), "0.25000000");
+    assert_eq!(transfer.str("saga_step"), "held");
+
+    let viewed = server.get(&format!("/v1/admin/accounts/{account}"), Some(&admin.token)).await;
+    viewed.assert_status(200);
+    assert_eq!(viewed.str("user_id"), customer.user_id);
+    assert_eq!(viewed.str("kind"), "user");
+    assert_eq!(viewed.str("balance"), "1.50000000");
+    assert_eq!(viewed.str("held"), "0.25000000");
+    assert_eq!(viewed.body["holds"], json!([{"transfer_id": id, "amount": "0.25000000"}]));
+    assert_eq!(viewed.body["aml_flags"], json!([]));
+    let system = server.get(&format!("/v1/admin/accounts/{}", settlement(Currency::BTC)), Some(&admin.token)).await;
+    system.assert_status(200);
+    assert_eq!(system.body["user_id"], Value::Null);
+    assert_eq!(system.str("kind"), "settlement");
+
+    let nowhere = uuid::Uuid::new_v4();
+    server.get(&format!("/v1/admin/transfers/{nowhere}"), Some(&admin.token)).await.assert_problem(404, "NOT_FOUND");
+    server.get(&format!("/v1/admin/accounts/{nowhere}"), Some(&admin.token)).await.assert_problem(404, "NOT_FOUND");
+    server.get("/v1/admin/accounts/x", Some(&admin.token)).await.assert_problem(400, "VALIDATION_ERROR");
+    server.shutdown().await;
+}
+
+async fn reject_and_cancel_release_the_hold_and_only_pending_transfers_are_reviewed(server: TestServer) {
+    let admin = server.admin(&["transfers:reject", "transfers:cancel", "transfers:execute"]).await;
+    let customer = server.user().await;
+    let account = server.open_account(&customer, "USD").await;
+    server.fund(&account, dec!(100)).await;
+    let first = server.post("/v1/transfers", Some(&customer.token), external(&account, "10")).await.str("id");
+    let second = server.post("/v1/transfers", Some(&customer.token), external(&account, "20")).await.str("id");
+    assert_eq!(server.position(&account).await, (dec!(100), dec!(30)));
+
+    server
+        .post(&format!("/v1/admin/transfers/{first}/reject"), Some(&admin.token), json!({"reason": "suspicious"}))
+        .await
+        .assert_status(204);
+    assert_eq!(server.get(&format!("/v1/transfers/{first}"), Some(&customer.token)).await.str("status"), "rejected");
+    assert_eq!(server.position(&account).await, (dec!(100), dec!(20)));
+    server.post_empty(&format!("/v1/admin/transfers/{second}/cancel"), Some(&admin.token)).await.assert_status(204);
+    assert_eq!(server.get(&format!("/v1/transfers/{second}"), Some(&customer.token)).await.str("status"), "cancelled");
+    assert_eq!(server.position(&account).await, (dec!(100), dec!(0)));
+
+    for action in ["execute", "reject", "cancel"] {
+        for id in [&first, &second] {
+            server
+                .post_empty(&format!("/v1/admin/transfers/{id}/{action}"), Some(&admin.token))
+                .await
+                .assert_problem(409, "NOT_PENDING");
+        }
+        server
+            .post_empty(&format!("/v1/admin/transfers/{}/{action}", uuid::Uuid::new_v4()), Some(&admin.token))
+            .await
+            .assert_problem(404, "NOT_FOUND");
+    }
+    assert_eq!(server.position(&account).await, (dec!(100), dec!(0)));
+    server.shutdown().await;
+}
+
+async fn admins_open_accounts_and_block_unblock_and_close_them(server: TestServer) {
+    let admin = server.admin(&["accounts:write", "accounts:close", "transfers:adjust"]).await;
+    let customer = server.user().await;
+    let opened = server
+        .post(
+            "/v1/admin/accounts",
+            Some(&admin.token),
+            json!({"user_id": customer.user_id, "currency": "USD", "credit_limit": "50.5"}),
+        )
+        .await;
+    opened.assert_status(201);
+    let account = opened.str("id");
+    assert_eq!(opened.str("user_id"), customer.user_id);
+    assert_eq!(opened.str("credit_limit"), "50.50");
+    assert_eq!(opened.str("available_balance"), "50.50");
+    let listed = server.get("/v1/accounts", Some(&customer.token)).await;
+    assert_eq!(listed.body["items"][0]["id"], account.as_str(), "the customer sees it");
+
+    for (body, status, code) in [
+        (json!({"user_id": uuid::Uuid::new_v4().to_string(), "currency": "USD"}), 404, "NOT_FOUND"),
+        (json!({"user_id": customer.user_id, "currency": "USD", "credit_limit": "-1"}), 400, "VALIDATION_ERROR"),
+        (json!({"user_id": customer.user_id, "currency": "USD", "credit_limit": "1.001"}), 400, "VALIDATION_ERROR"),
+        (json!({"user_id": customer.user_id, "currency": "ABC"}), 400, "VALIDATION_ERROR"),
+        (json!({"user_id": "someone", "currency": "USD"}), 400, "VALIDATION_ERROR"),
+    ] {
+        server.post("/v1/admin/accounts", Some(&admin.token), body).await.assert_problem(status, code);
+    }
+    assert_eq!(server.get("/v1/accounts", Some(&customer.token)).await.body["items"].as_array().unwrap().len(), 1);
+
+    let status = |action: &str| json!({"action": action, "reason": "review"});
+    let path = format!("/v1/admin/accounts/{account}/status");
+    let other = server.open_account(&customer, "USD").await;
+    server.post(&path, Some(&admin.token), status("block")).await.assert_status(204);
+    assert_eq!(server.get(&format!("/v1/accounts/{account}"), Some(&customer.token)).await.str("status"), "blocked");
+    let blocked_send = server
+        .post(
+            "/v1/transfers",
+            Some(&customer.token),
+            json!({"type": "internal", "source_account_id": account, "destination_account_id": other, "amount": "1"}),
+        )
+        .await;
+    blocked_send.assert_problem(422, "ACCOUNT_NOT_ACTIVE");
+    server.post(&path, Some(&admin.token), status("unblock")).await.assert_status(204);
+
+    // Closing needs an empty account: the credit limit lets it go negative, so spend some.
+    server
+        .post(
+            "/v1/transfers",
+            Some(&customer.token),
+            json!({"type": "internal", "source_account_id": account, "destination_account_id": other, "amount": "20"}),
+        )
+        .await
+        .assert_status(201);
+    server.post(&path, Some(&admin.token), status("close")).await.assert_problem(409, "ACCOUNT_NOT_EMPTY");
+    assert_eq!(server.get(&format!("/v1/accounts/{account}"), Some(&customer.token)).await.str("status"), "active");
+    let repay = json!({"type": "admin_credit", "account_id": account, "amount": "20", "purpose": "repay"});
+    server.post("/v1/admin/adjustments", Some(&admin.token), repay).await.assert_status(201);
+    server.post(&path, Some(&admin.token), status("close")).await.assert_status(204);
+    assert_eq!(server.get(&format!("/v1/accounts/{account}"), Some(&customer.token)).await.str("status"), "closed");
+    server.post(&path, Some(&admin.token), status("unblock")).await.assert_problem(409, "CONFLICT");
+
+    server.post(&path, Some(&admin.token), status("delete")).await.assert_problem(400, "VALIDATION_ERROR");
+    server.post(&path, Some(&admin.token), json!({"action": "block"})).await.assert_problem(400, "VALIDATION_ERROR");
+    server
+        .post(&format!("/v1/admin/accounts/{}/status", settlement(Currency::USD)), Some(&admin.token), status("block"))
+        .await
+        .assert_problem(403, "FORBIDDEN");
+    server
+        .post(&format!("/v1/admin/accounts/{}/status", uuid::Uuid::new_v4()), Some(&admin.token), status("block"))
+        .await
+        .assert_problem(404, "NOT_FOUND");
+    server.shutdown().await;
+}

@@ -1,0 +1,71 @@
+//! HTTP itself over a real socket: unknown routes, wrong methods, request ids, and the `503`
+//! answered while the engine is still recovering, all as problem+json.
+
+// Test code: a failed unwrap or panic is a failed test, which is what we want.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::json;
+use tally_http::auth::Identity;
+use tally_http::{AppState, app};
+use tally_persistence::open::open_store;
+use tally_persistence::open_users::open_user_store;
+use tally_tests::http::{PASSWORD, TestServer};
+use tally_tests::on_both_stores;
+
+on_both_stores!(unknown_routes_and_wrong_methods_answer_problem_json_with_the_request_id);
+
+async fn unknown_routes_and_wrong_methods_answer_problem_json_with_the_request_id(server: TestServer) {
+    let unknown = server.get("/v1/nothing-here", None).await;
+    unknown.assert_problem(404, "NOT_FOUND");
+    let wrong_method = server.send(server.client.delete(server.url("/v1/accounts"))).await;
+    wrong_method.assert_status(405);
+    assert_eq!(wrong_method.headers["content-type"], "application/problem+json");
+    let quote_by_get = server.get("/v1/transfers/quote", None).await;
+    quote_by_get.assert_status(405);
+
+    let traced = server.send(server.client.get(server.url("/v1/users/me")).header("x-request-id", "trace-me-42")).await;
+    traced.assert_problem(401, "UNAUTHENTICATED");
+    assert_eq!(traced.body["request_id"], "trace-me-42");
+    assert_eq!(traced.headers["x-request-id"], "trace-me-42");
+    let generated = server.get("/v1/users/me", None).await;
+    assert_eq!(generated.headers["x-request-id"].to_str().unwrap(), generated.str("request_id"));
+    server.shutdown().await;
+}
+
+/// Until the engine has recovered, money routes answer `503 OVERLOADED` with `Retry-After`,
+/// while identity already works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_the_engine_is_ready_money_routes_answer_503() {
+    let file = std::env::temp_dir().join(format!("tally-http-{}.db", uuid::Uuid::new_v4().simple()));
+    let url = format!("sqlite://{}", file.display());
+    let store = open_store(&url).await.unwrap();
+    let identity = Identity::open(open_user_store(&url).await.unwrap()).await.unwrap();
+    let state = AppState::new(store, identity);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app(state)).await });
+    let client = reqwest::Client::new();
+
+    let register = json!({"email": "early@example.com", "password": PASSWORD, "first_name": "E", "last_name": "B"});
+    let registered = client.post(format!("{base}/v1/auth/register")).json(&register).send().await.unwrap();
+    assert_eq!(registered.status(), 201);
+    let login = json!({"identifier": "early@example.com", "password": PASSWORD});
+    let tokens: serde_json::Value =
+        client.post(format!("{base}/v1/auth/login")).json(&login).send().await.unwrap().json().await.unwrap();
+    let token = tokens["access_token"].as_str().unwrap();
+    let open = client
+        .post(format!("{base}/v1/accounts"))
+        .bearer_auth(token)
+        .json(&json!({"currency": "USD"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 503);
+    assert_eq!(open.headers()["retry-after"], "1");
+    let body: serde_json::Value = open.json().await.unwrap();
+    assert_eq!(body["code"], "OVERLOADED");
+    server.abort();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+    }
+}
