@@ -13,7 +13,6 @@
 //! one user per normalized email, one signing key per generation, single use of a refresh token.
 
 pub mod postgres;
-mod runtime;
 pub mod sqlite;
 
 use std::collections::BTreeSet;

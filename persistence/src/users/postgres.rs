@@ -11,10 +11,10 @@ use sqlx::{Postgres, Row, Transaction};
 use tally_engine::{Timestamp, UserId};
 use uuid::Uuid;
 
-use super::runtime::StoreRuntime;
 use super::{
     CreateUserError, RefreshTokenRecord, RefreshUse, SigningKeyRecord, User, UserStatus, UserStore, normalize_email,
 };
+use crate::runtime::StoreRuntime;
 use crate::store::StoreError;
 
 /// Connections in the identity pool. Logins and registrations are rare next to transfers,

@@ -17,10 +17,10 @@ use sqlx::{Row, Sqlite, Transaction};
 use tally_engine::{Timestamp, UserId};
 use uuid::Uuid;
 
-use super::runtime::StoreRuntime;
 use super::{
     CreateUserError, RefreshTokenRecord, RefreshUse, SigningKeyRecord, User, UserStatus, UserStore, normalize_email,
 };
+use crate::runtime::StoreRuntime;
 use crate::store::StoreError;
 
 /// Connections in the identity pool: reads (user look-ups, accounts by owner) run beside each
