@@ -8,6 +8,8 @@
 // A benchmark that cannot set itself up should abort loudly rather than measure nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod pg;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -421,3 +421,17 @@ fn the_panic_every_setting_parses_and_refuses_nonsense() {
     assert!(parse_panic_every("account=x").is_err());
     assert!(parse_panic_every("account").is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_at_an_account_not_yet_active_activates_it_exactly_once() {
+    // Regression: a burst before the actor first ran once made `try_send` answer `Full`, which
+    // was taken for a dead actor, so a second incarnation started beside the first.
+    let harness = Harness::start().await;
+    let settlement = tally_engine::system_accounts::settlement(Currency::CHF);
+    let before = harness.engine.health(1).kind(ActorKind::Account).unwrap().activations;
+    let reads = futures::future::join_all((0..1_000).map(|_| harness.engine.account(settlement))).await;
+    assert!(reads.iter().all(Result::is_ok));
+    let after = harness.engine.health(1).kind(ActorKind::Account).unwrap().activations;
+    assert_eq!(after - before, 1, "one activation for one account");
+    harness.shutdown().await;
+}
