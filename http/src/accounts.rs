@@ -57,13 +57,22 @@ pub async fn owned_account(engine: &Engine, id: AccountId, owner: UserId, what: 
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenAccountBody {
+    #[schema(value_type = crate::openapi::CurrencyCode)]
     pub currency: String,
 }
 
 /// `POST /v1/accounts {currency}` → `201 account`, empty and active, no credit limit.
+#[utoipa::path(
+    post,
+    path = "/v1/accounts",
+    tag = "accounts",
+    request_body = OpenAccountBody,
+    responses((status = 201, body = AccountView)),
+    security(("bearer" = []))
+)]
 pub async fn open(
     State(state): State<AppState>,
     caller: Caller,
@@ -76,13 +85,20 @@ pub async fn open(
     Ok(created(format!("/v1/accounts/{}", account.id), AccountView::of(&account)?))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct AccountList {
     items: Vec<AccountView>,
 }
 
 /// `GET /v1/accounts` → `{items: [account]}`, oldest first, with live balances (each read
 /// from its actor, not from the write-behind snapshot).
+#[utoipa::path(
+    get,
+    path = "/v1/accounts",
+    tag = "accounts",
+    responses((status = 200, body = AccountList)),
+    security(("bearer" = []))
+)]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let ids = state.identity().reads.account_ids_of_owner(caller.user_id, ACCOUNTS_LISTED_MAX).await?;
@@ -95,6 +111,14 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Respo
 }
 
 /// `GET /v1/accounts/{id}` → the caller's account, or `404`.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}",
+    tag = "accounts",
+    params(("id" = uuid::Uuid, Path, description = "The account id")),
+    responses((status = 200, body = AccountView)),
+    security(("bearer" = []))
+)]
 pub async fn get(State(state): State<AppState>, caller: Caller, IdPath(id): IdPath) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let account = owned_account(engine, AccountId::from_uuid(id), caller.user_id, "account").await?;

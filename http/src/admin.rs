@@ -28,12 +28,14 @@ use crate::state::AppState;
 use crate::transfers::{ReasonBody, body_id, idempotency, run_transfer, transfer_answer};
 use crate::views::{AccountView, AdminAccountView, AdminTransferView};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustmentBody {
     #[serde(rename = "type")]
     pub kind: String,
+    #[schema(format = Uuid)]
     pub account_id: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", examples("125.50"))]
     pub amount: String,
     /// Why the money is moved; required, it is the adjustment's audit trail.
     pub purpose: String,
@@ -44,6 +46,15 @@ pub struct AdjustmentBody {
 /// moves money from the settlement account of the account's currency into the account, an
 /// `admin_debit` the other way. Built here rather than with `Engine::adjust` so that it goes
 /// through `run_transfer` and honours `Idempotency-Key` like every money-moving POST.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/adjustments",
+    tag = "admin",
+    request_body = AdjustmentBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time; a different body is 409 IDEMPOTENCY_KEY_REUSED")),
+    responses((status = 201, body = crate::views::TransferView)),
+    security(("bearer" = []))
+)]
 pub async fn adjust(
     State(state): State<AppState>,
     admin: Authorized<TransfersAdjust>,
@@ -94,6 +105,14 @@ pub async fn adjust(
 }
 
 /// `GET /v1/admin/transfers/{id}` (`transfers:read`) → the transfer with its admin fields.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/transfers/{id}",
+    tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The transfer id")),
+    responses((status = 200, body = AdminTransferView)),
+    security(("bearer" = []))
+)]
 pub async fn get_transfer(
     State(state): State<AppState>,
     _admin: Authorized<TransfersRead>,
@@ -118,6 +137,14 @@ fn not_pending(error: TransferError) -> ApiError {
 
 /// `POST /v1/admin/transfers/{id}/execute` (`transfers:execute`) → `204` once the saga has
 /// completed the transfer; `409 NOT_PENDING` if it was not pending.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/transfers/{id}/execute",
+    tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The transfer id")),
+    responses((status = 204, description = "Executed; the transfer completed")),
+    security(("bearer" = []))
+)]
 pub async fn execute(
     State(state): State<AppState>,
     admin: Authorized<TransfersExecute>,
@@ -131,6 +158,15 @@ pub async fn execute(
 
 /// `POST /v1/admin/transfers/{id}/reject {reason?}` (`transfers:reject`) → `204`, the hold
 /// released.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/transfers/{id}/reject",
+    tag = "admin",
+    request_body = Option<ReasonBody>,
+    params(("id" = uuid::Uuid, Path, description = "The transfer id")),
+    responses((status = 204, description = "Rejected; the hold is released")),
+    security(("bearer" = []))
+)]
 pub async fn reject(
     State(state): State<AppState>,
     admin: Authorized<TransfersReject>,
@@ -146,6 +182,15 @@ pub async fn reject(
 
 /// `POST /v1/admin/transfers/{id}/cancel {reason?}` (`transfers:cancel`) → `204`, the hold
 /// released.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/transfers/{id}/cancel",
+    tag = "admin",
+    request_body = Option<ReasonBody>,
+    params(("id" = uuid::Uuid, Path, description = "The transfer id")),
+    responses((status = 204, description = "Cancelled; the hold is released")),
+    security(("bearer" = []))
+)]
 pub async fn cancel_transfer(
     State(state): State<AppState>,
     admin: Authorized<TransfersCancel>,
@@ -159,16 +204,28 @@ pub async fn cancel_transfer(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = AdminOpenAccountBody)]
 #[serde(deny_unknown_fields)]
 pub struct OpenAccountBody {
+    #[schema(format = Uuid)]
     pub user_id: String,
+    #[schema(value_type = crate::openapi::CurrencyCode)]
     pub currency: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", examples("125.50"))]
     pub credit_limit: Option<String>,
 }
 
 /// `POST /v1/admin/accounts {user_id, currency, credit_limit?}` (`accounts:write`) →
 /// `201 account` for an existing user.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/accounts",
+    tag = "admin",
+    request_body = OpenAccountBody,
+    responses((status = 201, body = AccountView)),
+    security(("bearer" = []))
+)]
 pub async fn open_account(
     State(state): State<AppState>,
     admin: Authorized<AccountsWrite>,
@@ -191,6 +248,14 @@ pub async fn open_account(
 }
 
 /// `GET /v1/admin/accounts/{id}` (`accounts:read`) → the account with its holds.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/accounts/{id}",
+    tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The account id")),
+    responses((status = 200, body = AdminAccountView)),
+    security(("bearer" = []))
+)]
 pub async fn get_account(
     State(state): State<AppState>,
     _admin: Authorized<AccountsRead>,
@@ -205,7 +270,7 @@ pub async fn get_account(
     Ok(axum::Json(AdminAccountView::of(&account)?).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusBody {
     pub action: String,
@@ -215,6 +280,15 @@ pub struct StatusBody {
 /// `POST /v1/admin/accounts/{id}/status {action, reason}` (`accounts:close`) → `204`.
 /// Closing an account with a balance or holds is `409 ACCOUNT_NOT_EMPTY`; a closed account is
 /// final (`409 CONFLICT`); system accounts cannot be blocked or closed (`403`).
+#[utoipa::path(
+    post,
+    path = "/v1/admin/accounts/{id}/status",
+    tag = "admin",
+    request_body = StatusBody,
+    params(("id" = uuid::Uuid, Path, description = "The account id")),
+    responses((status = 204, description = "Status changed")),
+    security(("bearer" = []))
+)]
 pub async fn set_account_status(
     State(state): State<AppState>,
     admin: Authorized<AccountsClose>,

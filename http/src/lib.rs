@@ -22,6 +22,7 @@ pub mod health;
 pub mod iban;
 pub mod input;
 pub mod json;
+pub mod openapi;
 pub mod ops;
 pub mod problem;
 pub mod state;
@@ -75,6 +76,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/accounts/{id}", get(admin::get_account))
         .route("/v1/admin/accounts/{id}/status", post(admin::set_account_status))
         .route("/v1/admin/actors", get(ops::actors))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))

@@ -13,6 +13,13 @@ use crate::state::AppState;
 /// How many of the worst actors the answer lists.
 const WORST_ACTORS_MAX: usize = 20;
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/actors",
+    tag = "operations",
+    responses((status = 200, description = "Actor, saga and journal health", body = Object)),
+    security(("bearer" = []))
+)]
 pub async fn actors(_: Authorized<OpsRead>, State(state): State<AppState>) -> Result<ApiJson<Value>, ApiError> {
     let report = state.engine()?.health(WORST_ACTORS_MAX);
     let kinds: Vec<Value> = report

@@ -19,7 +19,7 @@ pub fn request_id() -> String {
     REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".to_owned())
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -162,4 +162,30 @@ pub async fn not_found() -> ApiError {
 pub async fn method_not_allowed() -> ApiError {
     ApiError::new(ErrorCode::ValidationError, "method not allowed on this route")
         .with_status(StatusCode::METHOD_NOT_ALLOWED)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The top-level field names of a problem as `into_response` writes it, with every
+    /// optional part present (the OpenAPI document's `Problem` must list exactly these).
+    pub(crate) fn written_problem_fields() -> BTreeSet<String> {
+        let response = ApiError::field("amount", "must be positive").into_response();
+        let body = futures::executor::block_on(axum::body::to_bytes(response.into_body(), usize::MAX)).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        value.as_object().unwrap().keys().cloned().collect()
+    }
+
+    #[test]
+    fn a_field_error_is_written_with_every_problem_field() {
+        let fields = written_problem_fields();
+        for field in ["type", "title", "status", "code", "detail", "request_id", "errors"] {
+            assert!(fields.contains(field), "{field} missing from {fields:?}");
+        }
+    }
 }

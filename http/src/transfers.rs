@@ -35,7 +35,7 @@ use crate::views::{TransferView, money};
 /// Longest beneficiary name (SEPA allows 70; card and SWIFT rails up to 140).
 const BENEFICIARY_NAME_LENGTH_MAX: usize = 140;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BeneficiaryBody {
     pub name: String,
@@ -43,15 +43,18 @@ pub struct BeneficiaryBody {
 }
 
 /// The body of `POST /v1/transfers` and `POST /v1/transfers/quote`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferBody {
     #[serde(rename = "type")]
     pub kind: String,
+    #[schema(format = Uuid)]
     pub source_account_id: String,
+    #[schema(format = Uuid)]
     pub destination_account_id: Option<String>,
     pub beneficiary: Option<BeneficiaryBody>,
     /// In the source account's currency, as a string.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", examples("125.50"))]
     pub amount: String,
     pub reference: Option<String>,
     pub description: Option<String>,
@@ -201,6 +204,15 @@ async fn plan(engine: &Engine, caller: Caller, body: &TransferBody) -> Result<Tr
 }
 
 /// `POST /v1/transfers` → `201` completed or `202` pending transfer.
+#[utoipa::path(
+    post,
+    path = "/v1/transfers",
+    tag = "transfers",
+    request_body = TransferBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time; a different body is 409 IDEMPOTENCY_KEY_REUSED")),
+    responses((status = 201, description = "Completed", body = TransferView), (status = 202, description = "Pending an admin (manual execution or review)", body = TransferView)),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -214,7 +226,7 @@ pub async fn create(
     transfer_answer(&transfer, replayed)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Quote {
     amount: String,
     currency: &'static str,
@@ -230,6 +242,14 @@ struct Quote {
 /// created, held or recorded. The checks that need no balance run as for a real transfer
 /// (amount, ownership, type enabled, limits, currencies); funds are not checked, since they
 /// can change before the transfer is sent.
+#[utoipa::path(
+    post,
+    path = "/v1/transfers/quote",
+    tag = "transfers",
+    request_body = TransferBody,
+    responses((status = 200, body = Quote)),
+    security(("bearer" = []))
+)]
 pub async fn quote(
     State(state): State<AppState>,
     caller: Caller,
@@ -287,13 +307,21 @@ async fn visible_transfer(engine: &Engine, caller: Caller, id: TransferId) -> Re
 }
 
 /// `GET /v1/transfers/{id}` → the caller's transfer, or `404`.
+#[utoipa::path(
+    get,
+    path = "/v1/transfers/{id}",
+    tag = "transfers",
+    params(("id" = uuid::Uuid, Path, description = "The transfer id")),
+    responses((status = 200, body = TransferView)),
+    security(("bearer" = []))
+)]
 pub async fn get(State(state): State<AppState>, caller: Caller, IdPath(id): IdPath) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let transfer = visible_transfer(engine, caller, TransferId::from_uuid(id)).await?;
     Ok(axum::Json(TransferView::of(&transfer)?).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
     pub reason: Option<String>,
@@ -302,6 +330,15 @@ pub struct ReasonBody {
 /// `POST /v1/transfers/{id}/cancel {reason?}` → `204`, the hold released; a transfer that is
 /// not pending is `409 NOT_CANCELLABLE`. The reason goes to the log (there is no audit table
 /// yet), not to the transfer.
+#[utoipa::path(
+    post,
+    path = "/v1/transfers/{id}/cancel",
+    tag = "transfers",
+    request_body = Option<ReasonBody>,
+    params(("id" = uuid::Uuid, Path, description = "The transfer id")),
+    responses((status = 204, description = "Cancelled; the hold is released")),
+    security(("bearer" = []))
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -316,7 +353,7 @@ pub async fn cancel(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct TransferTypeView {
     code: &'static str,
     enabled: bool,
@@ -326,6 +363,13 @@ struct TransferTypeView {
 }
 
 /// `GET /v1/transfer-types` → the types a customer can send, as configured now.
+#[utoipa::path(
+    get,
+    path = "/v1/transfer-types",
+    tag = "transfers",
+    responses((status = 200, body = Vec<TransferTypeView>)),
+    security(("bearer" = []))
+)]
 pub async fn types(State(state): State<AppState>, _caller: Caller) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let views: Vec<TransferTypeView> = [TransferKind::Internal, TransferKind::External]

@@ -25,11 +25,12 @@ pub fn money(value: Decimal, currency: Currency) -> String {
     with_currency_scale(value, currency).to_string()
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AccountView {
     pub id: String,
     /// `null` for system accounts (settlement, fees, FX clearing).
     pub user_id: Option<String>,
+    #[schema(value_type = crate::openapi::CurrencyCode)]
     pub currency: &'static str,
     pub status: &'static str,
     pub balance: String,
@@ -59,7 +60,7 @@ impl AccountView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HoldView {
     pub transfer_id: String,
     pub amount: String,
@@ -67,7 +68,7 @@ pub struct HoldView {
 
 /// The admin view of an account: the account, its kind, every live hold, and its AML flags
 /// (none until AML rules exist).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AdminAccountView {
     #[serde(flatten)]
     pub account: AccountView,
@@ -97,13 +98,13 @@ impl AdminAccountView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BeneficiaryView {
     pub name: String,
     pub iban: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TransferView {
     pub id: String,
     #[serde(rename = "type")]
@@ -165,7 +166,7 @@ impl TransferView {
 }
 
 /// The admin view of a transfer: the transfer plus who initiated it and how far its saga got.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AdminTransferView {
     #[serde(flatten)]
     pub transfer: TransferView,

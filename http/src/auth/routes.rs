@@ -19,7 +19,7 @@ use crate::problem::{ApiError, FieldError};
 use crate::state::AppState;
 use crate::views::rfc3339;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
     pub email: String,
@@ -28,7 +28,7 @@ pub struct RegisterBody {
     pub last_name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Registered {
     user_id: String,
 }
@@ -36,6 +36,13 @@ struct Registered {
 /// `POST /v1/auth/register` → `201 {user_id}`. Every field is checked and every problem is
 /// reported at once; a taken email is `409 CONFLICT` (the contract wants it said, so this
 /// route tells whether an address is registered; login does not).
+#[utoipa::path(
+    post,
+    path = "/v1/auth/register",
+    tag = "identity",
+    request_body = RegisterBody,
+    responses((status = 201, body = Registered))
+)]
 pub async fn register(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<RegisterBody>,
@@ -81,7 +88,7 @@ pub async fn register(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
     /// The user's email.
@@ -89,7 +96,7 @@ pub struct LoginBody {
     pub password: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct TokenPair {
     access_token: String,
     refresh_token: String,
@@ -119,6 +126,13 @@ async fn token_pair(state: &AppState, user: UserId, family: Uuid) -> Result<Resp
 /// wrong password alike (an unknown email costs one decoy verification, so timing does not
 /// tell them apart either). A blocked user with the right password gets `401
 /// UNAUTHENTICATED`, saying so.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/login",
+    tag = "identity",
+    request_body = LoginBody,
+    responses((status = 200, body = TokenPair))
+)]
 pub async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<LoginBody>) -> Result<Response, ApiError> {
     let identity = state.identity();
     // No user has an address or password this long, so refuse without touching the store;
@@ -138,7 +152,7 @@ pub async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<LoginBo
     token_pair(&state, user.id, identity.ids.next_uuid()).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshBody {
     pub refresh_token: String,
@@ -146,6 +160,13 @@ pub struct RefreshBody {
 
 /// `POST /v1/auth/refresh` → a new pair, spending the old refresh token. An unknown, expired
 /// or spent token is `401`; a spent one also revokes every token of its family.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/refresh",
+    tag = "identity",
+    request_body = RefreshBody,
+    responses((status = 200, body = TokenPair))
+)]
 pub async fn refresh(State(state): State<AppState>, ApiJson(body): ApiJson<RefreshBody>) -> Result<Response, ApiError> {
     let identity = state.identity();
     let refused = || ApiError::new(ErrorCode::Unauthenticated, "refresh token invalid, expired or already used");
@@ -160,18 +181,24 @@ pub async fn refresh(State(state): State<AppState>, ApiJson(body): ApiJson<Refre
 
 /// `GET /.well-known/jwks.json`: the public halves of every signing key. Public and
 /// cacheable for five minutes: a rotation publishes the new key before it signs.
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "identity",
+    responses((status = 200, description = "The JWKS (RFC 7517) of every RS256 signing key", body = Object))
+)]
 pub async fn jwks(State(state): State<AppState>) -> Response {
     let mut response = axum::Json(state.identity().tokens.keys().jwks().clone()).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     response
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Mfa {
     totp_enabled: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Me {
     user_id: String,
     email: String,
@@ -184,6 +211,13 @@ struct Me {
 }
 
 /// `GET /v1/users/me`.
+#[utoipa::path(
+    get,
+    path = "/v1/users/me",
+    tag = "identity",
+    responses((status = 200, body = Me)),
+    security(("bearer" = []))
+)]
 pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let user = state
         .identity()

@@ -1,0 +1,208 @@
+//! The OpenAPI 3.1 description of the API, generated from the code: each handler carries a
+//! `#[utoipa::path]` next to its signature and each body and view derives `ToSchema`, so the
+//! document moves with the code. `GET /openapi.json` serves it; `GET /docs` renders it with
+//! Swagger UI, whose assets are compiled into the binary (no network, no CDN).
+//!
+//! What is added here rather than per route, because it is true of every route:
+//! - a `default` response: every error is `application/problem+json` (`Problem`);
+//! - the security schemes (`bearer` access tokens, `api_key` for machine clients);
+//! - the `X-Request-Id` response header.
+//!
+//! A unit test checks that every route `app()` registers is documented and nothing else is.
+
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::problem::FieldError;
+
+/// A currency or asset code Tally knows, as an enumeration built from the engine's table (so
+/// a new currency is documented the moment it exists).
+#[derive(Debug)]
+pub struct CurrencyCode;
+
+impl utoipa::PartialSchema for CurrencyCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let codes: Vec<&'static str> = tally_engine::Currency::all().map(|currency| currency.code()).collect();
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(codes))
+            .description(Some("ISO 4217 code, or an asset code (BTC, ETH, USDC)"))
+            .examples(["USD"])
+            .into()
+    }
+}
+
+impl ToSchema for CurrencyCode {}
+
+/// The shape of every error answer (RFC 9457). Documentation only: `problem.rs` writes the
+/// real thing, and a test there checks the two agree field for field.
+#[derive(Debug, serde::Serialize, ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemDoc {
+    /// A URI naming the problem kind, e.g. `https://tally.dev/problems/insufficient-funds`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    /// The HTTP status, repeated.
+    pub status: u16,
+    /// The error code of API.md ("INSUFFICIENT_FUNDS", "VALIDATION_ERROR", ...).
+    pub code: String,
+    pub detail: String,
+    /// The request's id, also in the `X-Request-Id` header and the server's log line.
+    pub request_id: String,
+    /// One entry per invalid field, for `VALIDATION_ERROR`.
+    #[schema(nullable = false)]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tally",
+        description = "A transaction engine for money. Amounts are strings at the currency's scale; \
+                       every error is application/problem+json; money-moving POSTs take an \
+                       Idempotency-Key.",
+        version = "1",
+    ),
+    paths(
+        crate::health::live,
+        crate::health::ready,
+        crate::auth::routes::jwks,
+        crate::auth::routes::register,
+        crate::auth::routes::login,
+        crate::auth::routes::refresh,
+        crate::auth::routes::me,
+        crate::accounts::open,
+        crate::accounts::list,
+        crate::accounts::get,
+        crate::transfers::types,
+        crate::transfers::create,
+        crate::transfers::quote,
+        crate::transfers::get,
+        crate::transfers::cancel,
+        crate::admin::adjust,
+        crate::admin::get_transfer,
+        crate::admin::execute,
+        crate::admin::reject,
+        crate::admin::cancel_transfer,
+        crate::admin::open_account,
+        crate::admin::get_account,
+        crate::admin::set_account_status,
+        crate::ops::actors,
+    ),
+    components(schemas(ProblemDoc, FieldError, CurrencyCode)),
+    modifiers(&Everywhere),
+)]
+pub struct ApiDoc;
+
+/// Adds what every operation shares (see the module comment).
+struct Everywhere;
+
+impl Modify for Everywhere {
+    fn modify(&self, openapi: &mut Document) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+        components
+            .add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
+        let problem = ResponseBuilder::new()
+            .description("An error, as RFC 9457 problem details")
+            .content(
+                "application/problem+json",
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            let operations: [&mut Option<Operation>; 5] =
+                [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                operation.responses.responses.entry("default".to_owned()).or_insert_with(|| problem.clone().into());
+            }
+        }
+    }
+}
+
+/// The document as JSON, built once.
+pub fn document() -> &'static Document {
+    static DOCUMENT: std::sync::OnceLock<Document> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(ApiDoc::openapi)
+}
+
+/// `GET /openapi.json`.
+pub async fn openapi_json() -> axum::Json<&'static Document> {
+    axum::Json(document())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// `(METHOD, path)` of every route `lib.rs` registers, read from its source: the one list of
+    /// routes is the router, and this keeps the document honest about it.
+    fn registered_routes() -> BTreeSet<(String, String)> {
+        let source = include_str!("lib.rs");
+        let mut routes = BTreeSet::new();
+        for chunk in source.split(".route(\"").skip(1) {
+            let (path, rest) = chunk.split_once('"').unwrap();
+            let call = rest.split(")\n").next().unwrap();
+            for method in ["get", "post", "put", "delete", "patch"] {
+                if call.contains(&format!("{method}(")) {
+                    routes.insert((method.to_uppercase(), path.to_owned()));
+                }
+            }
+        }
+        routes
+    }
+
+    /// Routes that are not part of the API's contract surface and so are not documented.
+    const UNDOCUMENTED: [&str; 2] = ["/openapi.json", "/docs"];
+
+    #[test]
+    fn every_registered_route_is_documented_and_nothing_else_is() {
+        let document = serde_json::to_value(document()).unwrap();
+        let mut documented = BTreeSet::new();
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+        let registered: BTreeSet<_> = registered_routes()
+            .into_iter()
+            .filter(|(_, path)| !UNDOCUMENTED.iter().any(|prefix| path.starts_with(prefix)))
+            .collect();
+        assert!(registered.len() > 20, "the route scan found too few routes: {registered:?}");
+        let missing: Vec<_> = registered.difference(&documented).collect();
+        let extra: Vec<_> = documented.difference(&registered).collect();
+        assert!(missing.is_empty(), "routes without documentation: {missing:?}");
+        assert!(extra.is_empty(), "documented routes the router does not serve: {extra:?}");
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_and_every_operation_answers_problems_by_default() {
+        let document = serde_json::to_value(document()).unwrap();
+        assert!(document["openapi"].as_str().unwrap().starts_with("3.1"));
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let default = &operation["responses"]["default"]["content"]["application/problem+json"];
+                assert!(default.is_object(), "{method} {path} lacks the problem+json default");
+            }
+        }
+    }
+
+    #[test]
+    fn the_documented_problem_has_exactly_the_fields_errors_are_written_with() {
+        let document = serde_json::to_value(document()).unwrap();
+        let properties: BTreeSet<String> =
+            document["components"]["schemas"]["Problem"]["properties"].as_object().unwrap().keys().cloned().collect();
+        let written = crate::problem::tests::written_problem_fields();
+        assert_eq!(properties, written);
+    }
+}
