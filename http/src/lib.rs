@@ -22,6 +22,7 @@ pub mod health;
 pub mod iban;
 pub mod input;
 pub mod json;
+pub mod metrics;
 pub mod openapi;
 pub mod ops;
 pub mod problem;
@@ -52,6 +53,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The router of the whole API.
 pub fn app(state: AppState) -> Router {
+    // Installs the process's metrics recorder before the first request is counted.
+    metrics::handle();
     Router::new()
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
@@ -78,6 +81,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/actors", get(ops::actors))
         .route("/openapi.json", get(openapi::openapi_json))
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))
+        .route("/metrics", get(metrics::scrape))
+        // A route layer, so each request's route template (`MatchedPath`) is known.
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))

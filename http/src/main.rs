@@ -135,6 +135,9 @@ async fn open_identity(database_url: &str, admin: Option<(String, String)>) -> R
 }
 
 async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, String)>) -> Result<ExitCode, String> {
+    // The metrics recorder first, so the journal's first flush is already recorded.
+    tally_http::metrics::handle();
+    tally_http::metrics::spawn_upkeep();
     let store = open_store(database_url).await.map_err(|error| format!("opening the store: {error}"))?;
     let identity = open_identity(database_url, admin).await?;
     let state = AppState::new(store.clone(), identity);

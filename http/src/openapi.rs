@@ -91,6 +91,7 @@ pub struct ProblemDoc {
         crate::admin::get_account,
         crate::admin::set_account_status,
         crate::ops::actors,
+        crate::metrics::scrape,
     ),
     components(schemas(ProblemDoc, FieldError, CurrencyCode)),
     modifiers(&Everywhere),
