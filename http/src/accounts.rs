@@ -13,6 +13,8 @@ use tally_actors::{Engine, EngineError};
 use tally_engine::{Account, AccountId, ErrorCode, UserId};
 
 use crate::auth::Caller;
+use crate::auth::api_keys::{AccountsRead, Scoped};
+use crate::auth::stepup::{AccountsOpen, StepUp};
 use crate::input::{self, IdPath};
 use crate::json::ApiJson;
 use crate::problem::ApiError;
@@ -67,6 +69,7 @@ pub struct OpenAccountBody {
 pub async fn open(
     State(state): State<AppState>,
     caller: Caller,
+    _step_up: StepUp<AccountsOpen>,
     ApiJson(body): ApiJson<OpenAccountBody>,
 ) -> Result<Response, ApiError> {
     let currency = input::currency("currency", &body.currency)?;
@@ -83,7 +86,7 @@ struct AccountList {
 
 /// `GET /v1/accounts` → `{items: [account]}`, oldest first, with live balances (each read
 /// from its actor, not from the write-behind snapshot).
-pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+pub async fn list(State(state): State<AppState>, Scoped { caller, .. }: Scoped<AccountsRead>) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let ids = state.identity().reads.account_ids_of_owner(caller.user_id, ACCOUNTS_LISTED_MAX).await?;
     let accounts = futures::future::join_all(ids.into_iter().map(|id| engine.account(id))).await;
@@ -95,7 +98,11 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Respo
 }
 
 /// `GET /v1/accounts/{id}` → the caller's account, or `404`.
-pub async fn get(State(state): State<AppState>, caller: Caller, IdPath(id): IdPath) -> Result<Response, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Scoped { caller, .. }: Scoped<AccountsRead>,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let account = owned_account(engine, AccountId::from_uuid(id), caller.user_id, "account").await?;
     Ok(axum::Json(AccountView::of(&account)?).into_response())

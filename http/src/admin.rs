@@ -17,6 +17,7 @@ use tally_engine::{AccountId, StatusAction, TransferId, TransferKind, TransferRe
 
 use crate::accounts::{check_account_quota, created};
 use crate::auth::Authorized;
+use crate::auth::stepup::{self, StepUp};
 use crate::auth::permissions::{
     AccountsClose, AccountsRead, AccountsWrite, TransfersAdjust, TransfersCancel, TransfersExecute, TransfersRead,
     TransfersReject,
@@ -47,6 +48,7 @@ pub struct AdjustmentBody {
 pub async fn adjust(
     State(state): State<AppState>,
     admin: Authorized<TransfersAdjust>,
+    _step_up: StepUp<stepup::AdjustmentsCreate>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<AdjustmentBody>,
 ) -> Result<Response, ApiError> {
@@ -121,6 +123,7 @@ fn not_pending(error: TransferError) -> ApiError {
 pub async fn execute(
     State(state): State<AppState>,
     admin: Authorized<TransfersExecute>,
+    _step_up: StepUp<stepup::TransfersExecute>,
     IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;

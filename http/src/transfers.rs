@@ -24,6 +24,8 @@ use tally_engine::{
 
 use crate::accounts::owned_account;
 use crate::auth::Caller;
+use crate::auth::api_keys::{Scoped, TransfersRead, TransfersWrite};
+use crate::auth::stepup::{StepUp, TransfersCancel, TransfersCreate};
 use crate::digest::sha256_hex;
 use crate::iban;
 use crate::input::{self, DESCRIPTION_LENGTH_MAX, IdPath, OptionalJson, REFERENCE_LENGTH_MAX};
@@ -203,7 +205,8 @@ async fn plan(engine: &Engine, caller: Caller, body: &TransferBody) -> Result<Tr
 /// `POST /v1/transfers` → `201` completed or `202` pending transfer.
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    Scoped { caller, .. }: Scoped<TransfersWrite>,
+    _step_up: StepUp<TransfersCreate>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<TransferBody>,
 ) -> Result<Response, ApiError> {
@@ -232,7 +235,7 @@ struct Quote {
 /// can change before the transfer is sent.
 pub async fn quote(
     State(state): State<AppState>,
-    caller: Caller,
+    Scoped { caller, .. }: Scoped<TransfersWrite>,
     ApiJson(body): ApiJson<TransferBody>,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
@@ -287,7 +290,11 @@ async fn visible_transfer(engine: &Engine, caller: Caller, id: TransferId) -> Re
 }
 
 /// `GET /v1/transfers/{id}` → the caller's transfer, or `404`.
-pub async fn get(State(state): State<AppState>, caller: Caller, IdPath(id): IdPath) -> Result<Response, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Scoped { caller, .. }: Scoped<TransfersRead>,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let transfer = visible_transfer(engine, caller, TransferId::from_uuid(id)).await?;
     Ok(axum::Json(TransferView::of(&transfer)?).into_response())
@@ -304,7 +311,8 @@ pub struct ReasonBody {
 /// yet), not to the transfer.
 pub async fn cancel(
     State(state): State<AppState>,
-    caller: Caller,
+    Scoped { caller, .. }: Scoped<TransfersWrite>,
+    _step_up: StepUp<TransfersCancel>,
     IdPath(id): IdPath,
     OptionalJson(body): OptionalJson<ReasonBody>,
 ) -> Result<Response, ApiError> {
@@ -326,7 +334,7 @@ struct TransferTypeView {
 }
 
 /// `GET /v1/transfer-types` → the types a customer can send, as configured now.
-pub async fn types(State(state): State<AppState>, _caller: Caller) -> Result<Response, ApiError> {
+pub async fn types(State(state): State<AppState>, _caller: Scoped<TransfersRead>) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let views: Vec<TransferTypeView> = [TransferKind::Internal, TransferKind::External]
         .into_iter()
