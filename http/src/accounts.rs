@@ -86,7 +86,10 @@ struct AccountList {
 
 /// `GET /v1/accounts` → `{items: [account]}`, oldest first, with live balances (each read
 /// from its actor, not from the write-behind snapshot).
-pub async fn list(State(state): State<AppState>, Scoped { caller, .. }: Scoped<AccountsRead>) -> Result<Response, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Scoped { caller, .. }: Scoped<AccountsRead>,
+) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let ids = state.identity().reads.account_ids_of_owner(caller.user_id, ACCOUNTS_LISTED_MAX).await?;
     let accounts = futures::future::join_all(ids.into_iter().map(|id| engine.account(id))).await;

@@ -17,11 +17,11 @@ use tally_engine::{AccountId, StatusAction, TransferId, TransferKind, TransferRe
 
 use crate::accounts::{check_account_quota, created};
 use crate::auth::Authorized;
-use crate::auth::stepup::{self, StepUp};
 use crate::auth::permissions::{
     AccountsClose, AccountsRead, AccountsWrite, TransfersAdjust, TransfersCancel, TransfersExecute, TransfersRead,
     TransfersReject,
 };
+use crate::auth::stepup::{self, StepUp};
 use crate::input::{self, DESCRIPTION_LENGTH_MAX, IdPath, OptionalJson, REFERENCE_LENGTH_MAX};
 use crate::json::ApiJson;
 use crate::problem::ApiError;

@@ -114,8 +114,7 @@ impl TestServer {
         let store = open_store(&database_url).await.expect("ledger store opens");
         let stores = open_user_store(&database_url).await.expect("user store opens");
         let clock = Arc::new(ShiftedClock::default());
-        let identity =
-            Identity::open_with(stores, clock.clone(), Arc::new(RandomIds)).await.expect("identity opens");
+        let identity = Identity::open_with(stores, clock.clone(), Arc::new(RandomIds)).await.expect("identity opens");
         let engine = Engine::start(store.clone(), EngineConfig::default()).await.expect("engine starts");
         let state = AppState::with_engine(store.clone(), identity, engine.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

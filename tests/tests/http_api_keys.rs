@@ -56,14 +56,19 @@ async fn a_key_is_shown_once_listed_without_its_secret_and_deleted_at_once(serve
     accounts.assert_status(200);
     assert_eq!(accounts.body["items"].as_array().unwrap().len(), 1);
 
-    let delete = |token: String, id: String| server.send(server.client.delete(server.url(&format!("/v1/api-keys/{id}"))).bearer_auth(token));
+    let delete = |token: String, id: String| {
+        server.send(server.client.delete(server.url(&format!("/v1/api-keys/{id}"))).bearer_auth(token))
+    };
     delete(other.token.clone(), id.clone()).await.assert_problem(404, "NOT_FOUND");
     with_key(&server, server.client.get(server.url("/v1/accounts")), &key).await.assert_status(200);
     delete(user.token.clone(), id.clone()).await.assert_status(204);
     with_key(&server, server.client.get(server.url("/v1/accounts")), &key).await.assert_problem(401, "UNAUTHENTICATED");
     delete(user.token.clone(), id.clone()).await.assert_problem(404, "NOT_FOUND");
     delete(user.token.clone(), "not-a-uuid".to_owned()).await.assert_problem(400, "VALIDATION_ERROR");
-    server.send(server.client.delete(server.url(&format!("/v1/api-keys/{id}")))).await.assert_problem(401, "UNAUTHENTICATED");
+    server
+        .send(server.client.delete(server.url(&format!("/v1/api-keys/{id}"))))
+        .await
+        .assert_problem(401, "UNAUTHENTICATED");
     assert_eq!(server.get("/v1/api-keys", Some(&user.token)).await.body["items"], json!([]));
     server.shutdown().await;
 }
@@ -77,10 +82,15 @@ async fn a_key_opens_only_the_routes_of_its_scopes(server: TestServer) {
     with_key(&server, get(&format!("/v1/accounts/{account}")), &reader).await.assert_status(200);
     let transfer = format!("/v1/transfers/{}", uuid::Uuid::new_v4());
     with_key(&server, get(&transfer), &reader).await.assert_problem(403, "FORBIDDEN");
-    let body = json!({"type": "internal", "source_account_id": account, "destination_account_id": account, "amount": "1.00"});
-    with_key(&server, server.client.post(server.url("/v1/transfers")).json(&body).header("idempotency-key", "k1"), &reader)
-        .await
-        .assert_problem(403, "FORBIDDEN");
+    let body =
+        json!({"type": "internal", "source_account_id": account, "destination_account_id": account, "amount": "1.00"});
+    with_key(
+        &server,
+        server.client.post(server.url("/v1/transfers")).json(&body).header("idempotency-key", "k1"),
+        &reader,
+    )
+    .await
+    .assert_problem(403, "FORBIDDEN");
     // Routes for people only refuse any key.
     for request in [
         server.client.post(server.url("/v1/accounts")).json(&json!({"currency": "EUR"})),
@@ -116,12 +126,19 @@ async fn a_key_with_transfers_write_moves_money_without_step_up(server: TestServ
     let writer = create_key(&server, &user, &["transfers:write", "transfers:read"]).await.str("key");
 
     let body = json!({"type": "internal", "source_account_id": from, "destination_account_id": to, "amount": "20.00"});
-    let post = |body: &Value| server.client.post(server.url("/v1/transfers")).json(body).header("idempotency-key", uuid::Uuid::new_v4().to_string());
+    let post = |body: &Value| {
+        server
+            .client
+            .post(server.url("/v1/transfers"))
+            .json(body)
+            .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+    };
     server.send(post(&body).bearer_auth(&user.token)).await.assert_problem(403, "STEP_UP_REQUIRED");
     let sent = with_key(&server, post(&body), &writer).await;
     sent.assert_status(201);
     assert_eq!(server.position(&from).await, (dec!(30), dec!(0)));
-    let read = with_key(&server, server.client.get(server.url(&format!("/v1/transfers/{}", sent.str("id")))), &writer).await;
+    let read =
+        with_key(&server, server.client.get(server.url(&format!("/v1/transfers/{}", sent.str("id")))), &writer).await;
     read.assert_status(200);
     assert_eq!(read.body["amount"], "20.00");
     server.shutdown().await;
@@ -146,9 +163,18 @@ async fn key_management_refuses_bad_input_and_missing_tokens(server: TestServer)
             assert_eq!(reply.error_fields(), vec![field], "{body}");
         }
     }
-    server.post_raw("/v1/api-keys", Some(&user.token), "text/plain", b"name".to_vec()).await.assert_problem(415, "VALIDATION_ERROR");
-    server.post_raw("/v1/api-keys", Some(&user.token), "application/json", b"{".to_vec()).await.assert_problem(400, "VALIDATION_ERROR");
-    server.post("/v1/api-keys", None, json!({"name": "x", "scopes": ["accounts:read"]})).await.assert_problem(401, "UNAUTHENTICATED");
+    server
+        .post_raw("/v1/api-keys", Some(&user.token), "text/plain", b"name".to_vec())
+        .await
+        .assert_problem(415, "VALIDATION_ERROR");
+    server
+        .post_raw("/v1/api-keys", Some(&user.token), "application/json", b"{".to_vec())
+        .await
+        .assert_problem(400, "VALIDATION_ERROR");
+    server
+        .post("/v1/api-keys", None, json!({"name": "x", "scopes": ["accounts:read"]}))
+        .await
+        .assert_problem(401, "UNAUTHENTICATED");
     server.get("/v1/api-keys", None).await.assert_problem(401, "UNAUTHENTICATED");
     assert_eq!(server.get("/v1/api-keys", Some(&user.token)).await.body["items"], json!([]), "nothing was created");
     server.shutdown().await;

@@ -71,7 +71,13 @@ async fn step_up(server: &TestServer, user: &TestUser, secret: &[u8], operation:
     verified.str("step_up_token")
 }
 
-async fn post_with_step_up(server: &TestServer, path: &str, user: &TestUser, token: Option<&str>, body: Value) -> Reply {
+async fn post_with_step_up(
+    server: &TestServer,
+    path: &str,
+    user: &TestUser,
+    token: Option<&str>,
+    body: Value,
+) -> Reply {
     let mut request = server.client.post(server.url(path)).bearer_auth(&user.token).json(&body);
     if let Some(token) = token {
         request = request.header("x-step-up-token", token);
@@ -226,7 +232,10 @@ async fn an_mfa_session_expires_and_allows_a_bounded_number_of_wrong_codes(serve
 
 async fn starred_routes_need_a_step_up_token_for_their_operation_type(server: TestServer) {
     let plain = server.user().await;
-    server.post("/v1/auth/step-up", Some(&plain.token), json!({"operation_type": "accounts.open"})).await.assert_problem(409, "CONFLICT");
+    server
+        .post("/v1/auth/step-up", Some(&plain.token), json!({"operation_type": "accounts.open"}))
+        .await
+        .assert_problem(409, "CONFLICT");
     server.open_account(&plain, "USD").await;
 
     let user = server.user().await;
@@ -239,7 +248,10 @@ async fn starred_routes_need_a_step_up_token_for_their_operation_type(server: Te
     begin(json!({"operation_type": "transfers.delete"})).await.assert_problem(400, "VALIDATION_ERROR");
     begin(json!({"operation_type": 7})).await.assert_problem(400, "VALIDATION_ERROR");
     begin(json!({})).await.assert_problem(400, "VALIDATION_ERROR");
-    server.post("/v1/auth/step-up", None, json!({"operation_type": "accounts.open"})).await.assert_problem(401, "UNAUTHENTICATED");
+    server
+        .post("/v1/auth/step-up", None, json!({"operation_type": "accounts.open"}))
+        .await
+        .assert_problem(401, "UNAUTHENTICATED");
     server
         .post("/v1/auth/step-up/verify", Some(&user.token), json!({"step_up_session_id": "x", "code": "123456"}))
         .await
@@ -265,8 +277,11 @@ async fn starred_routes_need_a_step_up_token_for_their_operation_type(server: Te
     let open_token = step_up(&server, &user, &secret, "accounts.open").await;
     post_with_step_up(&server, "/v1/accounts", &user, Some(&open_token), open.clone()).await.assert_status(201);
 
-    let transfer = json!({"type": "internal", "source_account_id": from, "destination_account_id": to, "amount": "10.00"});
-    post_with_step_up(&server, "/v1/transfers", &user, None, transfer.clone()).await.assert_problem(403, "STEP_UP_REQUIRED");
+    let transfer =
+        json!({"type": "internal", "source_account_id": from, "destination_account_id": to, "amount": "10.00"});
+    post_with_step_up(&server, "/v1/transfers", &user, None, transfer.clone())
+        .await
+        .assert_problem(403, "STEP_UP_REQUIRED");
     post_with_step_up(&server, "/v1/transfers", &user, Some(&open_token), transfer.clone())
         .await
         .assert_problem(403, "STEP_UP_REQUIRED");
@@ -302,7 +317,9 @@ async fn a_step_up_token_expires_and_binds_to_its_user(server: TestServer) {
 
     server.clock.advance(Duration::from_secs(5 * 60));
     // Alice's access token is still valid (15 minutes), her step-up token is not.
-    post_with_step_up(&server, "/v1/accounts", &alice, Some(&alice_token), open).await.assert_problem(403, "STEP_UP_REQUIRED");
+    post_with_step_up(&server, "/v1/accounts", &alice, Some(&alice_token), open)
+        .await
+        .assert_problem(403, "STEP_UP_REQUIRED");
     server.shutdown().await;
 }
 

@@ -149,8 +149,10 @@ impl ApiKeys {
             return Ok(hit);
         }
         let record = self.store.api_key_by_hash(&hash).await?.ok_or_else(invalid_key)?;
-        let verified =
-            VerifiedKey { user: record.user_id, scopes: record.scopes.iter().filter_map(|s| Scope::parse(s)).collect() };
+        let verified = VerifiedKey {
+            user: record.user_id,
+            scopes: record.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+        };
         if self.verified.len() >= API_KEYS_CACHED_MAX {
             self.verified.clear();
         }
@@ -268,7 +270,10 @@ pub async fn create(
     let identity = state.identity();
     let store = identity.protection.second_factor.store();
     if store.count_api_keys(caller.user_id).await? >= API_KEYS_PER_USER_MAX {
-        return Err(ApiError::new(ErrorCode::Conflict, format!("a user may hold at most {API_KEYS_PER_USER_MAX} API keys")));
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("a user may hold at most {API_KEYS_PER_USER_MAX} API keys"),
+        ));
     }
     let mut bytes = [0_u8; KEY_BYTES];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ApiError::internal("the system random generator failed"))?;
@@ -284,9 +289,7 @@ pub async fn create(
     store.insert_api_key(&record).await?;
     let body = Created { view: KeyView::of(&record)?, key };
     let mut response = created(format!("/v1/api-keys/{}", record.id), body);
-    response
-        .headers_mut()
-        .insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
     Ok(response)
 }
 
@@ -326,7 +329,10 @@ mod tests {
             assert_eq!(Scope::parse(scope.as_str()), Some(scope));
         }
         let scopes = |list: &[&str]| parse_scopes(&list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
-        assert_eq!(scopes(&["transfers:write", "accounts:read"]).unwrap(), vec![Scope::AccountsRead, Scope::TransfersWrite]);
+        assert_eq!(
+            scopes(&["transfers:write", "accounts:read"]).unwrap(),
+            vec![Scope::AccountsRead, Scope::TransfersWrite]
+        );
         assert!(scopes(&[]).is_err());
         assert!(scopes(&["admin"]).is_err());
         assert!(scopes(&["accounts:read", "accounts:read"]).is_err());

@@ -49,7 +49,9 @@ pub struct Challenges {
 pub enum Attempt {
     Accepted,
     /// Wrong; the session stays with this many attempts left (0: it is gone).
-    Refused { attempts_left: u32 },
+    Refused {
+        attempts_left: u32,
+    },
 }
 
 impl Challenges {

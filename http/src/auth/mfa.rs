@@ -27,9 +27,7 @@ use uuid::Uuid;
 
 use super::caller::Caller;
 use super::challenges::{Attempt, Challenges, Purpose};
-use super::rate_limit::{
-    FailureLimiter, LOGIN_FAILURE_WINDOW, SECOND_FACTOR_FAILURES_PER_USER_MAX, rate_limited,
-};
+use super::rate_limit::{FailureLimiter, LOGIN_FAILURE_WINDOW, SECOND_FACTOR_FAILURES_PER_USER_MAX, rate_limited};
 use super::totp;
 use crate::digest::sha256_hex;
 use crate::json::ApiJson;
@@ -138,8 +136,7 @@ impl SecondFactor {
 /// A backup code as typed (any case, dashes and spaces anywhere) in canonical form: 16
 /// lowercase base32 characters; `None` if it cannot be one.
 fn normalize_backup_code(code: &str) -> Option<String> {
-    let normalized: String =
-        code.chars().filter(|c| *c != '-' && *c != ' ').map(|c| c.to_ascii_lowercase()).collect();
+    let normalized: String = code.chars().filter(|c| *c != '-' && *c != ' ').map(|c| c.to_ascii_lowercase()).collect();
     let base32 = |c: char| c.is_ascii_lowercase() || ('2'..='7').contains(&c);
     (normalized.len() == BACKUP_CODE_CHARACTERS && normalized.chars().all(base32)).then_some(normalized)
 }

@@ -10,8 +10,8 @@ use tally_persistence::users::{CreateUserError, User, UserStatus};
 use uuid::Uuid;
 
 use super::caller::Caller;
-use super::rate_limit::ClientIp;
 use super::password::{PASSWORD_LENGTH_MAX, check_policy};
+use super::rate_limit::ClientIp;
 use super::refresh;
 use super::tokens::ACCESS_TOKEN_TTL;
 use super::validate::{check_email, check_name};

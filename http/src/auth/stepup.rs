@@ -163,8 +163,7 @@ pub async fn begin(
     }
     let id = identity.ids.next_uuid();
     protection.step_ups.sessions.open(id, caller.user_id, Purpose::StepUp(operation), identity.now())?;
-    let answer =
-        Began { step_up_session_id: id.to_string(), methods: METHODS, expires_in: CHALLENGE_TTL.as_secs() };
+    let answer = Began { step_up_session_id: id.to_string(), methods: METHODS, expires_in: CHALLENGE_TTL.as_secs() };
     Ok(axum::Json(answer).into_response())
 }
 
@@ -215,9 +214,7 @@ pub async fn verify(
     let token = protection.step_ups.grant(caller.user_id, operation, now)?;
     let answer = Granted { step_up_token: token, operation_type: operation, expires_in: STEP_UP_TOKEN_TTL.as_secs() };
     let mut response = axum::Json(answer).into_response();
-    response
-        .headers_mut()
-        .insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
     Ok(response)
 }
 

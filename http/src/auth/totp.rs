@@ -108,11 +108,9 @@ pub fn matching_step(secret: &[u8], code: &str, now: Timestamp) -> Option<i64> {
         return None;
     }
     let current = step_of(now);
-    (-SKEW_STEPS..=SKEW_STEPS)
-        .rev()
-        .map(|offset| current + offset)
-        .filter(|step| *step >= 0)
-        .find(|step| aws_lc_rs::constant_time::verify_slices_are_equal(code_at(secret, *step).as_bytes(), code.as_bytes()).is_ok())
+    (-SKEW_STEPS..=SKEW_STEPS).rev().map(|offset| current + offset).filter(|step| *step >= 0).find(|step| {
+        aws_lc_rs::constant_time::verify_slices_are_equal(code_at(secret, *step).as_bytes(), code.as_bytes()).is_ok()
+    })
 }
 
 /// The `otpauth://` URL an authenticator app scans (the de-facto Key Uri Format).
