@@ -264,6 +264,14 @@ async fn starred_routes_need_a_step_up_token_for_their_operation_type(server: Te
         )
         .await
         .assert_problem(404, "NOT_FOUND");
+    server
+        .post(
+            "/v1/auth/step-up/verify",
+            None,
+            json!({"step_up_session_id": uuid::Uuid::new_v4().to_string(), "code": "123456"}),
+        )
+        .await
+        .assert_problem(401, "UNAUTHENTICATED");
 
     let open = json!({"currency": "EUR"});
     post_with_step_up(&server, "/v1/accounts", &user, None, open.clone()).await.assert_problem(403, "STEP_UP_REQUIRED");

@@ -130,6 +130,13 @@ pub async fn login(
     let identity = state.identity();
     let limits = &identity.protection.logins;
     let identifier = tally_persistence::users::normalize_email(&body.identifier);
+    // The limiter keys by identifier; an absurdly long one is kept as its digest so a body of
+    // megabytes cannot become a megabyte key.
+    let identifier = if identifier.len() > tally_persistence::users::EMAIL_LENGTH_MAX {
+        crate::digest::sha256_hex(identifier.as_bytes())
+    } else {
+        identifier
+    };
     let now = identity.now();
     limits.check(&identifier, client, now)?;
     let refused = || {
