@@ -13,6 +13,8 @@ use tally_actors::{Engine, EngineError};
 use tally_engine::{Account, AccountId, ErrorCode, UserId};
 
 use crate::auth::Caller;
+use crate::auth::api_keys::{AccountsRead, Scoped};
+use crate::auth::stepup::{AccountsOpen, StepUp};
 use crate::input::{self, IdPath};
 use crate::json::ApiJson;
 use crate::problem::ApiError;
@@ -70,12 +72,14 @@ pub struct OpenAccountBody {
     path = "/v1/accounts",
     tag = "accounts",
     request_body = OpenAccountBody,
+    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for this operation type (POST /v1/auth/step-up)")),
     responses((status = 201, body = AccountView)),
     security(("bearer" = []))
 )]
 pub async fn open(
     State(state): State<AppState>,
     caller: Caller,
+    _step_up: StepUp<AccountsOpen>,
     ApiJson(body): ApiJson<OpenAccountBody>,
 ) -> Result<Response, ApiError> {
     let currency = input::currency("currency", &body.currency)?;
@@ -97,9 +101,12 @@ struct AccountList {
     path = "/v1/accounts",
     tag = "accounts",
     responses((status = 200, body = AccountList)),
-    security(("bearer" = []))
+    security(("bearer" = []), ("api_key" = []))
 )]
-pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Scoped { caller, .. }: Scoped<AccountsRead>,
+) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let ids = state.identity().reads.account_ids_of_owner(caller.user_id, ACCOUNTS_LISTED_MAX).await?;
     let accounts = futures::future::join_all(ids.into_iter().map(|id| engine.account(id))).await;
@@ -117,9 +124,13 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Respo
     tag = "accounts",
     params(("id" = uuid::Uuid, Path, description = "The account id")),
     responses((status = 200, body = AccountView)),
-    security(("bearer" = []))
+    security(("bearer" = []), ("api_key" = []))
 )]
-pub async fn get(State(state): State<AppState>, caller: Caller, IdPath(id): IdPath) -> Result<Response, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Scoped { caller, .. }: Scoped<AccountsRead>,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let account = owned_account(engine, AccountId::from_uuid(id), caller.user_id, "account").await?;
     Ok(axum::Json(AccountView::of(&account)?).into_response())

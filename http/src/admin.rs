@@ -21,6 +21,7 @@ use crate::auth::permissions::{
     AccountsClose, AccountsRead, AccountsWrite, TransfersAdjust, TransfersCancel, TransfersExecute, TransfersRead,
     TransfersReject,
 };
+use crate::auth::stepup::{self, StepUp};
 use crate::input::{self, DESCRIPTION_LENGTH_MAX, IdPath, OptionalJson, REFERENCE_LENGTH_MAX};
 use crate::json::ApiJson;
 use crate::problem::ApiError;
@@ -51,13 +52,14 @@ pub struct AdjustmentBody {
     path = "/v1/admin/adjustments",
     tag = "admin",
     request_body = AdjustmentBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time; a different body is 409 IDEMPOTENCY_KEY_REUSED")),
+    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for this operation type (POST /v1/auth/step-up)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time; a different body is 409 IDEMPOTENCY_KEY_REUSED")),
     responses((status = 201, body = crate::views::TransferView)),
     security(("bearer" = []))
 )]
 pub async fn adjust(
     State(state): State<AppState>,
     admin: Authorized<TransfersAdjust>,
+    _step_up: StepUp<stepup::AdjustmentsCreate>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<AdjustmentBody>,
 ) -> Result<Response, ApiError> {
@@ -141,13 +143,14 @@ fn not_pending(error: TransferError) -> ApiError {
     post,
     path = "/v1/admin/transfers/{id}/execute",
     tag = "admin",
-    params(("id" = uuid::Uuid, Path, description = "The transfer id")),
+    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for this operation type (POST /v1/auth/step-up)"), ("id" = uuid::Uuid, Path, description = "The transfer id")),
     responses((status = 204, description = "Executed; the transfer completed")),
     security(("bearer" = []))
 )]
 pub async fn execute(
     State(state): State<AppState>,
     admin: Authorized<TransfersExecute>,
+    _step_up: StepUp<stepup::TransfersExecute>,
     IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;

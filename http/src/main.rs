@@ -140,6 +140,13 @@ async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, St
     tally_http::metrics::spawn_upkeep();
     let store = open_store(database_url).await.map_err(|error| format!("opening the store: {error}"))?;
     let identity = open_identity(database_url, admin).await?;
+    // `TALLY_RATE_LIMIT_PER_SECOND`: requests per second per caller (default
+    // `REQUESTS_PER_SECOND_DEFAULT`), with a burst of one second's worth; beyond it `429`.
+    if let Ok(text) = std::env::var("TALLY_RATE_LIMIT_PER_SECOND") {
+        let per_second: u32 =
+            text.trim().parse().map_err(|_| "TALLY_RATE_LIMIT_PER_SECOND must be a whole number".to_owned())?;
+        identity.protection.requests.set_per_second(per_second);
+    }
     let state = AppState::new(store.clone(), identity);
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|error| format!("binding {listen}: {error}"))?;
     let address = listener.local_addr().map_err(|error| error.to_string())?;
@@ -164,7 +171,8 @@ async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, St
             }
         }
     });
-    axum::serve(listener, app(state.clone()))
+    // With the peer address, which the login rate limit counts failures by.
+    axum::serve(listener, app(state.clone()).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|error| error.to_string())?;

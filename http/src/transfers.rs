@@ -24,6 +24,8 @@ use tally_engine::{
 
 use crate::accounts::owned_account;
 use crate::auth::Caller;
+use crate::auth::api_keys::{Scoped, TransfersRead, TransfersWrite};
+use crate::auth::stepup::{StepUp, TransfersCancel, TransfersCreate};
 use crate::digest::sha256_hex;
 use crate::iban;
 use crate::input::{self, DESCRIPTION_LENGTH_MAX, IdPath, OptionalJson, REFERENCE_LENGTH_MAX};
@@ -209,13 +211,14 @@ async fn plan(engine: &Engine, caller: Caller, body: &TransferBody) -> Result<Tr
     path = "/v1/transfers",
     tag = "transfers",
     request_body = TransferBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time; a different body is 409 IDEMPOTENCY_KEY_REUSED")),
+    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for this operation type (POST /v1/auth/step-up)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time; a different body is 409 IDEMPOTENCY_KEY_REUSED")),
     responses((status = 201, description = "Completed", body = TransferView), (status = 202, description = "Pending an admin (manual execution or review)", body = TransferView)),
-    security(("bearer" = []))
+    security(("bearer" = []), ("api_key" = []))
 )]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    Scoped { caller, .. }: Scoped<TransfersWrite>,
+    _step_up: StepUp<TransfersCreate>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<TransferBody>,
 ) -> Result<Response, ApiError> {
@@ -248,11 +251,11 @@ struct Quote {
     tag = "transfers",
     request_body = TransferBody,
     responses((status = 200, body = Quote)),
-    security(("bearer" = []))
+    security(("bearer" = []), ("api_key" = []))
 )]
 pub async fn quote(
     State(state): State<AppState>,
-    caller: Caller,
+    Scoped { caller, .. }: Scoped<TransfersWrite>,
     ApiJson(body): ApiJson<TransferBody>,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
@@ -313,9 +316,13 @@ async fn visible_transfer(engine: &Engine, caller: Caller, id: TransferId) -> Re
     tag = "transfers",
     params(("id" = uuid::Uuid, Path, description = "The transfer id")),
     responses((status = 200, body = TransferView)),
-    security(("bearer" = []))
+    security(("bearer" = []), ("api_key" = []))
 )]
-pub async fn get(State(state): State<AppState>, caller: Caller, IdPath(id): IdPath) -> Result<Response, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Scoped { caller, .. }: Scoped<TransfersRead>,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let transfer = visible_transfer(engine, caller, TransferId::from_uuid(id)).await?;
     Ok(axum::Json(TransferView::of(&transfer)?).into_response())
@@ -335,13 +342,14 @@ pub struct ReasonBody {
     path = "/v1/transfers/{id}/cancel",
     tag = "transfers",
     request_body = Option<ReasonBody>,
-    params(("id" = uuid::Uuid, Path, description = "The transfer id")),
+    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for this operation type (POST /v1/auth/step-up)"), ("id" = uuid::Uuid, Path, description = "The transfer id")),
     responses((status = 204, description = "Cancelled; the hold is released")),
-    security(("bearer" = []))
+    security(("bearer" = []), ("api_key" = []))
 )]
 pub async fn cancel(
     State(state): State<AppState>,
-    caller: Caller,
+    Scoped { caller, .. }: Scoped<TransfersWrite>,
+    _step_up: StepUp<TransfersCancel>,
     IdPath(id): IdPath,
     OptionalJson(body): OptionalJson<ReasonBody>,
 ) -> Result<Response, ApiError> {
@@ -368,9 +376,9 @@ struct TransferTypeView {
     path = "/v1/transfer-types",
     tag = "transfers",
     responses((status = 200, body = Vec<TransferTypeView>)),
-    security(("bearer" = []))
+    security(("bearer" = []), ("api_key" = []))
 )]
-pub async fn types(State(state): State<AppState>, _caller: Caller) -> Result<Response, ApiError> {
+pub async fn types(State(state): State<AppState>, _caller: Scoped<TransfersRead>) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let views: Vec<TransferTypeView> = [TransferKind::Internal, TransferKind::External]
         .into_iter()

@@ -9,14 +9,17 @@ use std::sync::Arc;
 use crate::reads::AccountReads;
 use crate::store::StoreError;
 use crate::users::UserStore;
+use crate::users::mfa::MfaStore;
 use crate::users::postgres::PgUserStore;
 use crate::users::sqlite::SqliteUserStore;
 
-/// The two faces of one opened identity store.
+/// The faces of one opened identity store.
 #[derive(Clone)]
 pub struct UserStores {
     pub users: Arc<dyn UserStore>,
     pub reads: Arc<dyn AccountReads>,
+    /// TOTP, backup codes and API keys (`users::mfa`), on the same pool.
+    pub mfa: Arc<dyn MfaStore>,
 }
 
 impl std::fmt::Debug for UserStores {
@@ -31,11 +34,11 @@ pub async fn open_user_store(url: &str) -> Result<UserStores, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let store = Arc::new(PgUserStore::connect(url).await?);
         store.migrate().await?;
-        Ok(UserStores { users: store.clone(), reads: store })
+        Ok(UserStores { users: store.clone(), mfa: store.clone(), reads: store })
     } else if url.starts_with("sqlite:") {
         let store = Arc::new(SqliteUserStore::open(url).await?);
         store.migrate().await?;
-        Ok(UserStores { users: store.clone(), reads: store })
+        Ok(UserStores { users: store.clone(), mfa: store.clone(), reads: store })
     } else {
         Err(StoreError::Corrupt(format!("unsupported database url (want postgres:// or sqlite://): {url}")))
     }

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::header::HeaderMap;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use tally_actors::{Engine, EngineConfig};
+use tally_actors::{Engine, EngineConfig, RandomIds};
 use tally_engine::{AccountId, TransferKind};
 use tally_http::auth::Identity;
 use tally_http::auth::tokens::AccessClaims;
@@ -24,6 +24,8 @@ use tally_persistence::open_users::open_user_store;
 use tally_persistence::users::{User, UserStatus};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+use crate::clock::ShiftedClock;
 
 /// The password every test user gets: it meets the policy.
 pub const PASSWORD: &str = "Sup3r!secret";
@@ -40,6 +42,8 @@ pub struct TestServer {
     pub engine: Engine,
     pub store: Arc<dyn Store>,
     pub state: AppState,
+    /// Identity's clock (TOTP, step-up, rate limits); tests move it forward.
+    pub clock: Arc<ShiftedClock>,
     pub backend: Backend,
     pub database_url: String,
     server: Option<JoinHandle<()>>,
@@ -109,7 +113,8 @@ impl TestServer {
         };
         let store = open_store(&database_url).await.expect("ledger store opens");
         let stores = open_user_store(&database_url).await.expect("user store opens");
-        let identity = Identity::open(stores).await.expect("identity opens");
+        let clock = Arc::new(ShiftedClock::default());
+        let identity = Identity::open_with(stores, clock.clone(), Arc::new(RandomIds)).await.expect("identity opens");
         let engine = Engine::start(store.clone(), EngineConfig::default()).await.expect("engine starts");
         let state = AppState::with_engine(store.clone(), identity, engine.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -117,7 +122,7 @@ impl TestServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let router = app(state.clone());
         let server = tokio::spawn(async move {
-            axum::serve(listener, router)
+            axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
                 .with_graceful_shutdown(async {
                     let _ = stopped.await;
                 })
@@ -130,6 +135,7 @@ impl TestServer {
             engine,
             store,
             state,
+            clock,
             backend,
             database_url,
             server: Some(server),

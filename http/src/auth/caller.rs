@@ -44,10 +44,21 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        // Extracted once per request (a handler may also take `StepUp<O>`), so the request is
+        // counted against the caller's rate once.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(*caller);
+        }
+        if parts.headers.contains_key(super::api_keys::API_KEY_HEADER) {
+            return Err(ApiError::new(ErrorCode::Forbidden, "this route does not accept API keys"));
+        }
         let token = bearer_token(&parts.headers)?;
         let identity = state.identity();
         let user_id = identity.tokens.verify(token, identity.now())?;
-        Ok(Caller { user_id })
+        identity.protection.requests.admit(user_id, identity.now())?;
+        let caller = Caller { user_id };
+        parts.extensions.insert(caller);
+        Ok(caller)
     }
 }
 

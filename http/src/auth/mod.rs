@@ -5,16 +5,26 @@
 //! Following a request: `caller.rs` turns a bearer token into a `Caller` (`tokens.rs`
 //! verifies it, from its cache when it can) or, for admin routes, into `Authorized<P>` after
 //! checking the user store for permission `P`. `routes.rs` serves `/v1/auth/*`,
-//! `/v1/users/me` and the JWKS; `bootstrap.rs` creates the first admin.
+//! `/v1/users/me` and the JWKS; `bootstrap.rs` creates the first admin. `mfa.rs` (TOTP over
+//! `totp.rs`, backup codes, the MFA step of login), `stepup.rs` (`StepUp<O>` on ★ routes),
+//! `api_keys.rs` (`Scoped<S>`), `rate_limit.rs` and `challenges.rs` hold their state in
+//! `protection.rs`.
 
+pub mod api_keys;
 pub mod bootstrap;
 pub mod caller;
+pub mod challenges;
 pub mod keys;
+pub mod mfa;
 pub mod password;
 pub mod permissions;
+pub mod protection;
+pub mod rate_limit;
 pub mod refresh;
 pub mod routes;
+pub mod stepup;
 pub mod tokens;
+pub mod totp;
 pub mod validate;
 
 use std::sync::Arc;
@@ -39,6 +49,8 @@ pub struct Identity {
     pub passwords: Passwords,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdSource>,
+    /// Second factor, step-up, API keys and rate limits (`protection.rs`).
+    pub protection: Arc<protection::Protection>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -74,6 +86,7 @@ impl Identity {
             reads: stores.reads,
             tokens: Arc::new(Tokens::new(keys)),
             passwords,
+            protection: Arc::new(protection::Protection::new(stores.mfa)),
             clock,
             ids,
         })

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::caller::Caller;
 use super::password::{PASSWORD_LENGTH_MAX, check_policy};
+use super::rate_limit::ClientIp;
 use super::refresh;
 use super::tokens::ACCESS_TOKEN_TTL;
 use super::validate::{check_email, check_name};
@@ -97,12 +98,22 @@ pub struct LoginBody {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct TokenPair {
+pub(crate) struct TokenPair {
     access_token: String,
     refresh_token: String,
     token_type: &'static str,
     /// Seconds until the access token expires.
     expires_in: u64,
+}
+
+/// What a successful login answers with, for the OpenAPI document: the handler writes one of
+/// the two bodies directly.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Never built: it only describes the answer.
+pub(crate) enum LoginAnswer {
+    Tokens(TokenPair),
+    Mfa(super::mfa::MfaRequired),
 }
 
 fn invalid_credentials() -> ApiError {
@@ -111,7 +122,7 @@ fn invalid_credentials() -> ApiError {
 
 /// Signs an access token and stores a refresh token in `family`, and answers with both.
 /// Token answers must not be cached anywhere (RFC 6749 §5.1).
-async fn token_pair(state: &AppState, user: UserId, family: Uuid) -> Result<Response, ApiError> {
+pub(crate) async fn token_pair(state: &AppState, user: UserId, family: Uuid) -> Result<Response, ApiError> {
     let identity = state.identity();
     let now = identity.now();
     let access_token = identity.tokens.issue(user, now).await?;
@@ -125,29 +136,54 @@ async fn token_pair(state: &AppState, user: UserId, family: Uuid) -> Result<Resp
 /// `POST /v1/auth/login` → tokens, or `401 INVALID_CREDENTIALS` for an unknown email or a
 /// wrong password alike (an unknown email costs one decoy verification, so timing does not
 /// tell them apart either). A blocked user with the right password gets `401
-/// UNAUTHENTICATED`, saying so.
+/// UNAUTHENTICATED`, saying so. Failures are counted per identifier and per client ip
+/// (`rate_limit.rs`): past the limit, `429 RATE_LIMITED` before the password is checked. With
+/// TOTP on, a right password opens an MFA session instead of issuing tokens (`mfa.rs`).
 #[utoipa::path(
     post,
     path = "/v1/auth/login",
     tag = "identity",
     request_body = LoginBody,
-    responses((status = 200, body = TokenPair))
+    responses((status = 200, description = "Tokens, or with TOTP on the MFA challenge", body = LoginAnswer))
 )]
-pub async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<LoginBody>) -> Result<Response, ApiError> {
+pub async fn login(
+    State(state): State<AppState>,
+    client: ClientIp,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> Result<Response, ApiError> {
     let identity = state.identity();
+    let limits = &identity.protection.logins;
+    let identifier = tally_persistence::users::normalize_email(&body.identifier);
+    // The limiter keys by identifier; an absurdly long one is kept as its digest so a body of
+    // megabytes cannot become a megabyte key.
+    let identifier = if identifier.len() > tally_persistence::users::EMAIL_LENGTH_MAX {
+        crate::digest::sha256_hex(identifier.as_bytes())
+    } else {
+        identifier
+    };
+    let now = identity.now();
+    limits.check(&identifier, client, now)?;
+    let refused = || {
+        limits.record_failure(&identifier, client, now);
+        invalid_credentials()
+    };
     // No user has an address or password this long, so refuse without touching the store;
     // the answer is the same as for any wrong credentials.
     if body.identifier.chars().count() > tally_persistence::users::EMAIL_LENGTH_MAX
         || body.password.chars().count() > PASSWORD_LENGTH_MAX
     {
-        return Err(invalid_credentials());
+        return Err(refused());
     }
     let user = identity.users.user_by_email(&body.identifier).await?;
     let verified =
         identity.passwords.verify(body.password, user.as_ref().map(|user| user.password_hash.clone())).await?;
-    let Some(user) = user.filter(|_| verified) else { return Err(invalid_credentials()) };
+    let Some(user) = user.filter(|_| verified) else { return Err(refused()) };
     if user.status != UserStatus::Active {
         return Err(ApiError::new(ErrorCode::Unauthenticated, "this user is blocked"));
+    }
+    limits.record_success(&identifier);
+    if let Some(challenge) = super::mfa::login_challenge(&state, user.id).await? {
+        return Ok(challenge);
     }
     token_pair(&state, user.id, identity.ids.next_uuid()).await
 }
@@ -231,8 +267,7 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Respons
         first_name: user.first_name,
         last_name: user.last_name,
         status: user.status.as_str(),
-        // TOTP is not built yet, so it is off for everyone.
-        mfa: Mfa { totp_enabled: false },
+        mfa: Mfa { totp_enabled: state.identity().protection.second_factor.totp_enabled(user.id).await? },
         permissions: user.permissions.into_iter().collect(),
         created_at: rfc3339(user.created_at)?,
     };

@@ -1,0 +1,367 @@
+//! API keys for machine clients: `GET/POST /v1/api-keys`, `DELETE /v1/api-keys/{id}`, and the
+//! `Scoped<S>` extractor that lets a route accept `X-API-Key` for one scope.
+//!
+//! A key is `tly_` and 256 random bits (base64url). It is shown once, at creation; the store
+//! keeps only its SHA-256. A fast hash is right here, unlike for passwords: the secret has
+//! full entropy, so there is nothing to brute-force offline that a slow hash would protect,
+//! and the key is checked on every request, where argon2 would cost ~50 ms of CPU each.
+//! Verified keys are cached by hash in memory; deleting a key evicts it at once.
+//!
+//! Which routes a key opens (everything else refuses keys with `403 FORBIDDEN`):
+//!
+//! | scope | routes |
+//! |---|---|
+//! | `accounts:read` | `GET /v1/accounts`, `GET /v1/accounts/{id}` |
+//! | `transfers:read` | `GET /v1/transfers/{id}`, `GET /v1/transfer-types` |
+//! | `transfers:write` | `POST /v1/transfers`, `POST /v1/transfers/quote`, `POST /v1/transfers/{id}/cancel` (and batches, when built) |
+//!
+//! Opening accounts, API-key management, sessions, MFA, step-up and admin routes take people
+//! only. A request that carries `X-API-Key` is an API-key request everywhere: its key decides,
+//! whatever `Authorization` says. A key acts as its owner and never needs step-up.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use tally_engine::{ErrorCode, UserId};
+use tally_persistence::users::mfa::{ApiKeyRecord, MfaStore};
+
+use super::caller::Caller;
+use crate::accounts::created;
+use crate::digest::sha256_hex;
+use crate::input::IdPath;
+use crate::json::ApiJson;
+use crate::problem::ApiError;
+use crate::state::AppState;
+use crate::views::rfc3339;
+
+/// The header machine clients send their key in.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// What every key starts with, so a leaked one is recognisable (secret scanners, logs).
+const KEY_PREFIX: &str = "tly_";
+
+/// Random bytes per key: 256 bits, beyond guessing.
+const KEY_BYTES: usize = 32;
+
+/// Longest key looked at: ours are 47 characters.
+pub const API_KEY_LENGTH_MAX: usize = 128;
+
+/// Keys one user may hold: one per integration and environment is a handful; 32 keeps the
+/// unpaginated list small.
+pub const API_KEYS_PER_USER_MAX: u64 = 32;
+
+/// Longest key name (a label for people).
+pub const API_KEY_NAME_LENGTH_MAX: usize = 100;
+
+/// Verified keys cached at once (~200 bytes each, ~13 MiB); when full the cache is emptied
+/// and refills from the store.
+pub const API_KEYS_CACHED_MAX: usize = 65_536;
+
+/// What a key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    AccountsRead,
+    TransfersRead,
+    TransfersWrite,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::AccountsRead, Scope::TransfersRead, Scope::TransfersWrite];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Scope::AccountsRead => "accounts:read",
+            Scope::TransfersRead => "transfers:read",
+            Scope::TransfersWrite => "transfers:write",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|scope| scope.as_str() == text)
+    }
+}
+
+/// The scope a route needs of an API key, named in its signature as `Scoped<S>`.
+pub trait RequiredScope: Send + Sync + 'static {
+    const SCOPE: Scope;
+}
+
+#[derive(Debug)]
+pub struct AccountsRead;
+impl RequiredScope for AccountsRead {
+    const SCOPE: Scope = Scope::AccountsRead;
+}
+
+#[derive(Debug)]
+pub struct TransfersRead;
+impl RequiredScope for TransfersRead {
+    const SCOPE: Scope = Scope::TransfersRead;
+}
+
+#[derive(Debug)]
+pub struct TransfersWrite;
+impl RequiredScope for TransfersWrite {
+    const SCOPE: Scope = Scope::TransfersWrite;
+}
+
+#[derive(Clone, Debug)]
+struct VerifiedKey {
+    user: UserId,
+    scopes: Vec<Scope>,
+}
+
+/// The key store and the cache of verified keys.
+pub struct ApiKeys {
+    store: Arc<dyn MfaStore>,
+    verified: DashMap<String, VerifiedKey>,
+}
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeys").field("cached", &self.verified.len()).finish_non_exhaustive()
+    }
+}
+
+fn invalid_key() -> ApiError {
+    ApiError::new(ErrorCode::Unauthenticated, "missing, malformed or unknown API key")
+}
+
+impl ApiKeys {
+    pub fn new(store: Arc<dyn MfaStore>) -> ApiKeys {
+        ApiKeys { store, verified: DashMap::new() }
+    }
+
+    /// The owner and scopes of `key`, or `401`.
+    async fn verify(&self, key: &str) -> Result<VerifiedKey, ApiError> {
+        if key.is_empty() || key.len() > API_KEY_LENGTH_MAX || !key.starts_with(KEY_PREFIX) {
+            return Err(invalid_key());
+        }
+        let hash = sha256_hex(key.as_bytes());
+        if let Some(hit) = self.verified.get(&hash).map(|entry| entry.value().clone()) {
+            return Ok(hit);
+        }
+        let record = self.store.api_key_by_hash(&hash).await?.ok_or_else(invalid_key)?;
+        let verified = VerifiedKey {
+            user: record.user_id,
+            scopes: record.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+        };
+        if self.verified.len() >= API_KEYS_CACHED_MAX {
+            self.verified.clear();
+        }
+        self.verified.insert(hash, verified.clone());
+        Ok(verified)
+    }
+}
+
+/// A caller allowed on a route that accepts API keys with scope `S`: a person with a bearer
+/// token, or an API key holding `S` (acting as its owner).
+#[derive(Debug)]
+pub struct Scoped<S> {
+    pub caller: Caller,
+    scope: PhantomData<S>,
+}
+
+impl<S: RequiredScope> FromRequestParts<AppState> for Scoped<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(API_KEY_HEADER) else {
+            let caller = Caller::from_request_parts(parts, state).await?;
+            return Ok(Scoped { caller, scope: PhantomData });
+        };
+        let key = value.to_str().map_err(|_| invalid_key())?.trim().to_owned();
+        let identity = state.identity();
+        let verified = identity.protection.api_keys.verify(&key).await?;
+        if !verified.scopes.contains(&S::SCOPE) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("this API key lacks the scope {}", S::SCOPE.as_str()),
+            ));
+        }
+        identity.protection.requests.admit(verified.user, identity.now())?;
+        Ok(Scoped { caller: Caller { user_id: verified.user }, scope: PhantomData })
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = ApiKeyCreateBody)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    pub name: String,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ApiKeyView)]
+struct KeyView {
+    id: String,
+    name: String,
+    scopes: Vec<String>,
+    created_at: String,
+}
+
+impl KeyView {
+    fn of(record: &ApiKeyRecord) -> Result<KeyView, ApiError> {
+        Ok(KeyView {
+            id: record.id.to_string(),
+            name: record.name.clone(),
+            scopes: record.scopes.clone(),
+            created_at: rfc3339(record.created_at)?,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ApiKeyCreated)]
+struct Created {
+    #[serde(flatten)]
+    view: KeyView,
+    /// The key itself: shown here once, never again.
+    key: String,
+}
+
+/// The checked scopes of a create body: known, at least one, no repeats (sorted).
+fn parse_scopes(scopes: &[String]) -> Result<Vec<Scope>, ApiError> {
+    if scopes.is_empty() {
+        return Err(ApiError::field("scopes", "at least one scope is needed"));
+    }
+    let mut parsed = Vec::with_capacity(scopes.len());
+    for text in scopes {
+        let scope = Scope::parse(text).ok_or_else(|| {
+            let known: Vec<&str> = Scope::ALL.iter().map(|scope| scope.as_str()).collect();
+            ApiError::field("scopes", format!("unknown scope {text:?}; one of {}", known.join(", ")))
+        })?;
+        if parsed.contains(&scope) {
+            return Err(ApiError::field("scopes", format!("{text} is listed twice")));
+        }
+        parsed.push(scope);
+    }
+    parsed.sort();
+    Ok(parsed)
+}
+
+fn check_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(ApiError::field("name", "must not be empty"));
+    }
+    if name.chars().count() > API_KEY_NAME_LENGTH_MAX {
+        return Err(ApiError::field("name", format!("at most {API_KEY_NAME_LENGTH_MAX} characters")));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::field("name", "must not contain control characters"));
+    }
+    Ok(name.to_owned())
+}
+
+/// `POST /v1/api-keys {name, scopes}` → `201 {id, key, name, scopes, created_at}`.
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys",
+    tag = "identity",
+    request_body = CreateBody,
+    responses((status = 201, body = Created)),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> Result<Response, ApiError> {
+    let name = check_name(&body.name)?;
+    let scopes = parse_scopes(&body.scopes)?;
+    let identity = state.identity();
+    let store = identity.protection.second_factor.store();
+    if store.count_api_keys(caller.user_id).await? >= API_KEYS_PER_USER_MAX {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("a user may hold at most {API_KEYS_PER_USER_MAX} API keys"),
+        ));
+    }
+    let mut bytes = [0_u8; KEY_BYTES];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ApiError::internal("the system random generator failed"))?;
+    let key = format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+    let record = ApiKeyRecord {
+        id: identity.ids.next_uuid(),
+        user_id: caller.user_id,
+        name,
+        key_hash: sha256_hex(key.as_bytes()),
+        scopes: scopes.iter().map(|scope| scope.as_str().to_owned()).collect(),
+        created_at: identity.now(),
+    };
+    store.insert_api_key(&record).await?;
+    let body = Created { view: KeyView::of(&record)?, key };
+    let mut response = created(format!("/v1/api-keys/{}", record.id), body);
+    response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ApiKeyList)]
+struct KeyList {
+    items: Vec<KeyView>,
+}
+
+/// `GET /v1/api-keys` → `{items:[{id, name, scopes, created_at}]}`, oldest first; never the key.
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys",
+    tag = "identity",
+    responses((status = 200, body = KeyList)),
+    security(("bearer" = []))
+)]
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let store = state.identity().protection.second_factor.store();
+    let limit = u32::try_from(API_KEYS_PER_USER_MAX).unwrap_or(u32::MAX);
+    let records = store.api_keys_of(caller.user_id, limit).await?;
+    let items = records.iter().map(KeyView::of).collect::<Result<Vec<_>, _>>()?;
+    Ok(axum::Json(KeyList { items }).into_response())
+}
+
+/// `DELETE /v1/api-keys/{id}` → `204`; the key stops working at once. Another user's key, or
+/// none, is `404` (key ids do not leak across users).
+#[utoipa::path(
+    delete,
+    path = "/v1/api-keys/{id}",
+    tag = "identity",
+    params(("id" = uuid::Uuid, Path, description = "The API key id")),
+    responses((status = 204, description = "Deleted; the key stops working at once")),
+    security(("bearer" = []))
+)]
+pub async fn delete(State(state): State<AppState>, caller: Caller, IdPath(id): IdPath) -> Result<Response, ApiError> {
+    let protection = &state.identity().protection;
+    let hash = protection.second_factor.store().delete_api_key(caller.user_id, id).await?;
+    let hash = hash.ok_or_else(|| ApiError::not_found("API key"))?;
+    protection.api_keys.verified.remove(&hash);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn scopes_parse_strictly() {
+        for scope in Scope::ALL {
+            assert_eq!(Scope::parse(scope.as_str()), Some(scope));
+        }
+        let scopes = |list: &[&str]| parse_scopes(&list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        assert_eq!(
+            scopes(&["transfers:write", "accounts:read"]).unwrap(),
+            vec![Scope::AccountsRead, Scope::TransfersWrite]
+        );
+        assert!(scopes(&[]).is_err());
+        assert!(scopes(&["admin"]).is_err());
+        assert!(scopes(&["accounts:read", "accounts:read"]).is_err());
+    }
+}

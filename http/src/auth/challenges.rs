@@ -1,0 +1,134 @@
+//! Pending second-factor challenges: the MFA session a password login opens, and the step-up
+//! session `POST /v1/auth/step-up` opens. Each is short-lived, single-use and allows a bounded
+//! number of wrong codes; all live in memory (a restart or another node does not know them,
+//! which only means logging in or stepping up again).
+
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tally_engine::{ErrorCode, Timestamp, UserId};
+use uuid::Uuid;
+
+use crate::problem::ApiError;
+
+/// How long an MFA or step-up session waits for its code: long enough to unlock a phone and
+/// type six digits, short enough that a stolen session id is soon useless.
+pub const CHALLENGE_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// Wrong codes one session accepts before it is dropped (and the client must start again,
+/// which the per-user second-factor limit also counts).
+pub const CHALLENGE_ATTEMPTS_MAX: u32 = 5;
+
+/// Sessions pending at once per kind. Each is ~100 bytes; more than this many people
+/// mid-login within five minutes is beyond one node, and a flood of opened sessions gets
+/// `503` instead of growing memory.
+pub const CHALLENGES_MAX: usize = 65_536;
+
+/// What the session is for; a step-up session carries its operation type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    Login,
+    StepUp(&'static str),
+}
+
+#[derive(Clone, Debug)]
+pub struct Challenge {
+    pub user: UserId,
+    pub purpose: Purpose,
+    expires_micros: i64,
+    attempts_left: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct Challenges {
+    pending: DashMap<Uuid, Challenge>,
+}
+
+/// What checking a code against a session found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Attempt {
+    Accepted,
+    /// Wrong; the session stays with this many attempts left (0: it is gone).
+    Refused {
+        attempts_left: u32,
+    },
+}
+
+impl Challenges {
+    /// Opens a session for `user`; `503` if too many are pending even after dropping the
+    /// expired ones.
+    pub fn open(&self, id: Uuid, user: UserId, purpose: Purpose, now: Timestamp) -> Result<(), ApiError> {
+        if self.pending.len() >= CHALLENGES_MAX {
+            self.pending.retain(|_, challenge| challenge.expires_micros > now.as_micros());
+            if self.pending.len() >= CHALLENGES_MAX {
+                return Err(ApiError::new(ErrorCode::Overloaded, "too many sessions pending; retry later"));
+            }
+        }
+        let ttl = i64::try_from(CHALLENGE_TTL.as_micros()).unwrap_or(i64::MAX);
+        let expires_micros = now.as_micros().saturating_add(ttl);
+        self.pending.insert(id, Challenge { user, purpose, expires_micros, attempts_left: CHALLENGE_ATTEMPTS_MAX });
+        Ok(())
+    }
+
+    /// The live session `id` (expired ones are dropped here).
+    pub fn get(&self, id: Uuid, now: Timestamp) -> Option<Challenge> {
+        let challenge = self.pending.get(&id)?.value().clone();
+        if challenge.expires_micros <= now.as_micros() {
+            self.pending.remove(&id);
+            return None;
+        }
+        Some(challenge)
+    }
+
+    /// Settles one attempt: a right code consumes the session (single use, and of two
+    /// concurrent right answers only one gets `Accepted`); a wrong one spends an attempt.
+    pub fn settle(&self, id: Uuid, correct: bool) -> Attempt {
+        if correct {
+            return match self.pending.remove(&id) {
+                Some(_) => Attempt::Accepted,
+                None => Attempt::Refused { attempts_left: 0 },
+            };
+        }
+        let attempts_left = match self.pending.get_mut(&id) {
+            Some(mut challenge) => {
+                challenge.attempts_left = challenge.attempts_left.saturating_sub(1);
+                challenge.attempts_left
+            }
+            None => 0,
+        };
+        if attempts_left == 0 {
+            self.pending.remove(&id);
+        }
+        Attempt::Refused { attempts_left }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    const NOW: Timestamp = Timestamp::from_micros(1_700_000_000_000_000);
+
+    #[test]
+    fn a_session_expires_allows_bounded_wrong_codes_and_is_used_once() {
+        let challenges = Challenges::default();
+        let user = UserId::from_u128(1);
+        let id = Uuid::new_v4();
+        challenges.open(id, user, Purpose::Login, NOW).unwrap();
+        for left in (1..CHALLENGE_ATTEMPTS_MAX).rev() {
+            assert_eq!(challenges.settle(id, false), Attempt::Refused { attempts_left: left });
+        }
+        assert_eq!(challenges.settle(id, false), Attempt::Refused { attempts_left: 0 });
+        assert!(challenges.get(id, NOW).is_none(), "dropped after the last wrong code");
+
+        challenges.open(id, user, Purpose::Login, NOW).unwrap();
+        assert_eq!(challenges.settle(id, true), Attempt::Accepted);
+        assert_eq!(challenges.settle(id, true), Attempt::Refused { attempts_left: 0 }, "single use");
+
+        challenges.open(id, user, Purpose::Login, NOW).unwrap();
+        let expiry = Timestamp::from_micros(NOW.as_micros() + CHALLENGE_TTL.as_micros() as i64);
+        assert!(challenges.get(id, expiry).is_none());
+    }
+}
