@@ -17,6 +17,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod batch;
 pub mod digest;
 pub mod health;
 pub mod iban;
@@ -64,6 +65,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/transfer-types", get(transfers::types))
         .route("/v1/transfers", post(transfers::create))
         .route("/v1/transfers/quote", post(transfers::quote))
+        .route("/v1/transfers/batch", post(batch::create))
         .route("/v1/transfers/{id}", get(transfers::get))
         .route("/v1/transfers/{id}/cancel", post(transfers::cancel))
         .route("/v1/admin/adjustments", post(admin::adjust))
