@@ -128,10 +128,8 @@ impl Engine {
                 async move { engine.place(&transfer, admit).await }
             })
             .collect();
-        let placed: Vec<(Placed, Option<TransferError>)> = futures::stream::iter(placing)
-            .buffered(BATCH_STEPS_IN_FLIGHT_MAX)
-            .collect()
-            .await;
+        let placed: Vec<(Placed, Option<TransferError>)> =
+            futures::stream::iter(placing).buffered(BATCH_STEPS_IN_FLIGHT_MAX).collect().await;
         let failures: Vec<(usize, TransferError)> = placed
             .iter()
             .enumerate()
@@ -207,7 +205,11 @@ impl Engine {
 
     /// Undoes phase 1: every hold released, every admission withdrawn. These steps cannot be
     /// refused; they are retried until applied, as a saga's compensation is.
-    async fn unplace(&self, transfers: &[Transfer], placed: &[(Placed, Option<TransferError>)]) -> Result<(), TransferError> {
+    async fn unplace(
+        &self,
+        transfers: &[Transfer],
+        placed: &[(Placed, Option<TransferError>)],
+    ) -> Result<(), TransferError> {
         let undo: Vec<_> = transfers
             .iter()
             .zip(placed)

@@ -101,18 +101,40 @@ pub struct Account {
 /// it idempotent on (transfer, step).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AccountCommand {
-    Hold { transfer: TransferId, amount: Decimal, currency: Currency },
-    Release { transfer: TransferId },
-    Post { transfer: TransferId },
-    Credit { transfer: TransferId, amount: Decimal, currency: Currency },
+    Hold {
+        transfer: TransferId,
+        amount: Decimal,
+        currency: Currency,
+    },
+    Release {
+        transfer: TransferId,
+    },
+    Post {
+        transfer: TransferId,
+    },
+    Credit {
+        transfer: TransferId,
+        amount: Decimal,
+        currency: Currency,
+    },
     /// The first phase of an atomic batch at the destination: promise to accept this credit
     /// (checks as `Credit` would now); the promise holds even if the account is blocked before
     /// the credit arrives.
-    AdmitCredit { transfer: TransferId, amount: Decimal, currency: Currency },
+    AdmitCredit {
+        transfer: TransferId,
+        amount: Decimal,
+        currency: Currency,
+    },
     /// Drops an admission whose credit will not come (its batch was abandoned).
-    WithdrawCredit { transfer: TransferId },
-    SetStatus { action: StatusAction },
-    SetCreditLimit { credit_limit: Decimal },
+    WithdrawCredit {
+        transfer: TransferId,
+    },
+    SetStatus {
+        action: StatusAction,
+    },
+    SetCreditLimit {
+        credit_limit: Decimal,
+    },
 }
 
 /// What happened to an account: the journal record of one change, replayed by recovery.
@@ -310,9 +332,7 @@ impl Account {
             StatusAction::Unblock => AccountStatus::Active,
             StatusAction::Close => {
                 // A promised credit is money on its way in: closing would break the promise.
-                if !self.position.balance.is_zero()
-                    || self.position.has_holds()
-                    || self.position.has_admitted_credits()
+                if !self.position.balance.is_zero() || self.position.has_holds() || self.position.has_admitted_credits()
                 {
                     return Err(StatusRejection::NotEmpty { balance: self.position.balance, held: self.position.held });
                 }

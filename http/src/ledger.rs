@@ -191,8 +191,8 @@ pub async fn balance_history(
         points.push(Point { date: date_of_day(day)?, balance: money(balance, currency) });
     }
     let current = account.balance();
-    let change = tally_engine::money::sub(current, opening)
-        .map_err(|_| ApiError::internal("balance change overflows"))?;
+    let change =
+        tally_engine::money::sub(current, opening).map_err(|_| ApiError::internal("balance change overflows"))?;
     Ok(axum::Json(History {
         opening_balance: money(with_currency_scale(opening, currency), currency),
         current_balance: money(current, currency),

@@ -84,7 +84,8 @@ async fn transfer_page(
     let mut rows = state.identity().reads.transfer_page(&filter, after, limit + 1).await?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
-    let next_cursor = if more { rows.last().map(|(_, position)| position_cursor(TRANSFERS_TAG, *position)) } else { None };
+    let next_cursor =
+        if more { rows.last().map(|(_, position)| position_cursor(TRANSFERS_TAG, *position)) } else { None };
     let transfers = futures::future::join_all(rows.iter().map(|(id, _)| live_transfer(engine, *id))).await;
     let transfers = transfers.into_iter().collect::<Result<Vec<_>, _>>()?;
     Ok((transfers, next_cursor))
@@ -204,7 +205,8 @@ pub async fn admin_accounts(
     let mut rows = state.identity().reads.account_page(&filter, after, limit + 1).await?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
-    let next_cursor = if more { rows.last().map(|(_, position)| position_cursor(ACCOUNTS_TAG, *position)) } else { None };
+    let next_cursor =
+        if more { rows.last().map(|(_, position)| position_cursor(ACCOUNTS_TAG, *position)) } else { None };
     let accounts = futures::future::join_all(rows.iter().map(|(id, _)| engine.account(*id))).await;
     let mut items = Vec::with_capacity(accounts.len());
     for account in accounts {

@@ -114,8 +114,11 @@ async fn a_batch_reports_each_items_own_outcome_and_runs_the_good_ones(server: T
     assert!(items[6]["status"].as_u64().unwrap() >= 400, "{}", items[6]);
     assert!(items[6].get("transfer").is_none());
     assert_item(&items[7], 7, 400, Some("VALIDATION_ERROR"));
-    assert_positions(&server, &[(&from, dec!(90.00), dec!(5.25)), (&to, dec!(10.00), dec!(0)), (&carols, dec!(50), dec!(0))])
-        .await;
+    assert_positions(
+        &server,
+        &[(&from, dec!(90.00), dec!(5.25)), (&to, dec!(10.00), dec!(0)), (&carols, dec!(50), dec!(0))],
+    )
+    .await;
     assert_conserved(&server).await;
     server.shutdown().await;
 }
@@ -134,7 +137,11 @@ async fn an_oversized_empty_or_malformed_batch_is_refused_whole_and_needs_a_toke
         server.post("/v1/transfers/batch", Some(&alice.token), body).await.assert_problem(400, "VALIDATION_ERROR");
     }
     server
-        .post("/v1/transfers/batch", Some(&alice.token), json!({"transfers": [internal(&from, &to, "1")], "atomic": "yes"}))
+        .post(
+            "/v1/transfers/batch",
+            Some(&alice.token),
+            json!({"transfers": [internal(&from, &to, "1")], "atomic": "yes"}),
+        )
         .await
         .assert_problem(400, "VALIDATION_ERROR");
     server
@@ -173,9 +180,8 @@ async fn an_atomic_batch_whose_last_item_overdraws_creates_nothing_while_a_plain
     let third = server.open_account(&dave, "USD").await;
     let transfers = json!([internal(&from, &to, "30"), internal(&from, &third, "30"), internal(&from, &to, "50")]);
 
-    let atomic = server
-        .post("/v1/transfers/batch", Some(&alice.token), json!({"transfers": transfers, "atomic": true}))
-        .await;
+    let atomic =
+        server.post("/v1/transfers/batch", Some(&alice.token), json!({"transfers": transfers, "atomic": true})).await;
     let items = results(&atomic);
     assert_item(&items[0], 0, 409, Some("CONFLICT"));
     assert_item(&items[1], 1, 409, Some("CONFLICT"));
@@ -188,12 +194,22 @@ async fn an_atomic_batch_whose_last_item_overdraws_creates_nothing_while_a_plain
     // The aborted batch left no admission behind: the destination can still be closed.
     let closer = server.admin(&["accounts:close"]).await;
     server
-        .post(&format!("/v1/admin/accounts/{third}/status"), Some(&closer.token), json!({"action": "close", "reason": "test"}))
+        .post(
+            &format!("/v1/admin/accounts/{third}/status"),
+            Some(&closer.token),
+            json!({"action": "close", "reason": "test"}),
+        )
         .await
         .assert_status(204);
 
-    let plain = server.post("/v1/transfers/batch", Some(&alice.token), json!({"transfers": [
-        internal(&from, &to, "30"), internal(&from, &to, "30"), internal(&from, &to, "50")]})).await;
+    let plain = server
+        .post(
+            "/v1/transfers/batch",
+            Some(&alice.token),
+            json!({"transfers": [
+        internal(&from, &to, "30"), internal(&from, &to, "30"), internal(&from, &to, "50")]}),
+        )
+        .await;
     let items = results(&plain);
     assert_item(&items[0], 0, 201, None);
     assert_item(&items[1], 1, 201, None);
@@ -206,8 +222,12 @@ async fn an_atomic_batch_whose_last_item_overdraws_creates_nothing_while_a_plain
 async fn an_atomic_batch_with_a_malformed_item_or_a_blocked_destination_does_nothing(server: TestServer) {
     let (alice, from, bob, to) = alice_and_bob(&server).await;
     let malformed = server
-        .post("/v1/transfers/batch", Some(&alice.token), json!({"atomic": true, "transfers": [
-            internal(&from, &to, "10"), internal(&from, &to, "-3"), internal(&from, &to, "10")]}))
+        .post(
+            "/v1/transfers/batch",
+            Some(&alice.token),
+            json!({"atomic": true, "transfers": [
+            internal(&from, &to, "10"), internal(&from, &to, "-3"), internal(&from, &to, "10")]}),
+        )
         .await;
     let items = results(&malformed);
     assert_item(&items[0], 0, 409, Some("CONFLICT"));
@@ -220,12 +240,20 @@ async fn an_atomic_batch_with_a_malformed_item_or_a_blocked_destination_does_not
     let carols = server.open_account(&carol, "USD").await;
     let blocker = server.admin(&["accounts:close"]).await;
     server
-        .post(&format!("/v1/admin/accounts/{carols}/status"), Some(&blocker.token), json!({"action": "block", "reason": "test"}))
+        .post(
+            &format!("/v1/admin/accounts/{carols}/status"),
+            Some(&blocker.token),
+            json!({"action": "block", "reason": "test"}),
+        )
         .await
         .assert_status(204);
     let blocked = server
-        .post("/v1/transfers/batch", Some(&alice.token), json!({"atomic": true, "transfers": [
-            internal(&from, &to, "10"), internal(&from, &carols, "10")]}))
+        .post(
+            "/v1/transfers/batch",
+            Some(&alice.token),
+            json!({"atomic": true, "transfers": [
+            internal(&from, &to, "10"), internal(&from, &carols, "10")]}),
+        )
         .await;
     let items = results(&blocked);
     assert_item(&items[0], 0, 409, Some("CONFLICT"));
@@ -240,9 +268,8 @@ async fn an_atomic_batch_with_a_malformed_item_or_a_blocked_destination_does_not
 async fn an_atomic_batch_applies_every_item(server: TestServer) {
     let (alice, from, bob, to) = alice_and_bob(&server).await;
     let transfers: Vec<Value> = (0..20).map(|_| internal(&from, &to, "5")).collect();
-    let reply = server
-        .post("/v1/transfers/batch", Some(&alice.token), json!({"atomic": true, "transfers": transfers}))
-        .await;
+    let reply =
+        server.post("/v1/transfers/batch", Some(&alice.token), json!({"atomic": true, "transfers": transfers})).await;
     let items = results(&reply);
     assert_eq!(items.len(), 20);
     for (index, item) in items.iter().enumerate() {

@@ -109,8 +109,12 @@ async fn the_status_filter_applies_and_another_users_transfers_are_never_listed(
     let (alice, from, bob, to) = alice_and_bob(&server).await;
     let completed = send(&server, &alice, &from, &to, "10").await;
     let pending = server
-        .post("/v1/transfers", Some(&alice.token), json!({"type": "external", "source_account_id": from,
-            "beneficiary": {"name": "Grace Hopper", "iban": "DE89 3704 0044 0532 0130 00"}, "amount": "5"}))
+        .post(
+            "/v1/transfers",
+            Some(&alice.token),
+            json!({"type": "external", "source_account_id": from,
+            "beneficiary": {"name": "Grace Hopper", "iban": "DE89 3704 0044 0532 0130 00"}, "amount": "5"}),
+        )
         .await;
     pending.assert_status(202);
     let pending = pending.str("id");
@@ -158,17 +162,31 @@ async fn bad_query_parameters_are_refused_and_a_token_is_needed(server: TestServ
         reply.assert_problem(400, "VALIDATION_ERROR");
     }
     for query in ["status=open", "currency=XXX", "user_id=42", "search=%25", "search=a_b", "limit=1000"] {
-        server.get(&format!("/v1/admin/accounts?{query}"), Some(&admin.token)).await.assert_problem(400, "VALIDATION_ERROR");
+        server
+            .get(&format!("/v1/admin/accounts?{query}"), Some(&admin.token))
+            .await
+            .assert_problem(400, "VALIDATION_ERROR");
     }
-    server.get("/v1/admin/transfers/count?status=nope", Some(&admin.token)).await.assert_problem(400, "VALIDATION_ERROR");
+    server
+        .get("/v1/admin/transfers/count?status=nope", Some(&admin.token))
+        .await
+        .assert_problem(400, "VALIDATION_ERROR");
     let path = format!("/v1/accounts/{from}");
     for query in ["direction=sideways", "from=yesterday", "to=2024-13-01", "from=2025-02-01&to=2025-01-01", "limit=0"] {
-        server.get(&format!("{path}/transactions?{query}"), Some(&alice.token)).await.assert_problem(400, "VALIDATION_ERROR");
+        server
+            .get(&format!("{path}/transactions?{query}"), Some(&alice.token))
+            .await
+            .assert_problem(400, "VALIDATION_ERROR");
     }
     for query in ["days=0", "days=367", "days=x"] {
-        server.get(&format!("{path}/balance-history?{query}"), Some(&alice.token)).await.assert_problem(400, "VALIDATION_ERROR");
+        server
+            .get(&format!("{path}/balance-history?{query}"), Some(&alice.token))
+            .await
+            .assert_problem(400, "VALIDATION_ERROR");
     }
-    for unauthenticated in ["/v1/transfers", "/v1/admin/transfers", "/v1/admin/accounts/count", &format!("{path}/transactions")] {
+    for unauthenticated in
+        ["/v1/transfers", "/v1/admin/transfers", "/v1/admin/accounts/count", &format!("{path}/transactions")]
+    {
         server.get(unauthenticated, None).await.assert_problem(401, "UNAUTHENTICATED");
     }
     server.shutdown().await;
@@ -180,8 +198,12 @@ async fn admin_listings_and_counts_apply_each_filter_and_need_their_permission(s
     let admin = server.admin(&["transfers:read", "accounts:read", "accounts:close"]).await;
     send(&server, &alice, &from, &to, "10").await;
     let pending = server
-        .post("/v1/transfers", Some(&alice.token), json!({"type": "external", "source_account_id": from,
-            "beneficiary": {"name": "Grace Hopper", "iban": "DE89 3704 0044 0532 0130 00"}, "amount": "5"}))
+        .post(
+            "/v1/transfers",
+            Some(&alice.token),
+            json!({"type": "external", "source_account_id": from,
+            "beneficiary": {"name": "Grace Hopper", "iban": "DE89 3704 0044 0532 0130 00"}, "amount": "5"}),
+        )
         .await;
     pending.assert_status(202);
 
@@ -209,7 +231,11 @@ async fn admin_listings_and_counts_apply_each_filter_and_need_their_permission(s
     assert_eq!(all.iter().flatten().count(), 3);
 
     server
-        .post(&format!("/v1/admin/accounts/{to}/status"), Some(&admin.token), json!({"action": "block", "reason": "test"}))
+        .post(
+            &format!("/v1/admin/accounts/{to}/status"),
+            Some(&admin.token),
+            json!({"action": "block", "reason": "test"}),
+        )
         .await
         .assert_status(204);
     let accounts = |query: String| {
@@ -280,7 +306,8 @@ async fn transactions_and_balance_history_match_the_postings(server: TestServer)
     assert!(debits.iter().all(|item| item["direction"] == "debit"));
     let none = server.get(&format!("/v1/accounts/{from}/transactions?to=2000-01-01"), Some(&alice.token)).await;
     assert_eq!(none.body["items"], json!([]));
-    let today = server.get(&format!("/v1/accounts/{from}/transactions?from=2000-01-01T00:00:00Z"), Some(&alice.token)).await;
+    let today =
+        server.get(&format!("/v1/accounts/{from}/transactions?from=2000-01-01T00:00:00Z"), Some(&alice.token)).await;
     assert_eq!(today.body["items"].as_array().unwrap().len(), 4);
 
     let history = server.get(&format!("/v1/accounts/{from}/balance-history?days=3"), Some(&alice.token)).await;

@@ -8,7 +8,7 @@ use tally_engine::{AccountId, TransferId};
 use uuid::Uuid;
 
 use super::listing::{
-    AccountFilter, DAY_MICROS, LedgerReads, PostingFilter, PostingRow, Position, TransferFilter, count, prefix_pattern,
+    AccountFilter, DAY_MICROS, LedgerReads, Position, PostingFilter, PostingRow, TransferFilter, count, prefix_pattern,
 };
 use crate::store::StoreError;
 use crate::users::postgres::{PgUserStore, classify};
@@ -101,7 +101,10 @@ impl LedgerReads for PgUserStore {
                 .fetch_all(&pool)
                 .await
                 .map_err(classify)?;
-            Ok(rows.into_iter().map(|(id, created_at)| (AccountId::from_uuid(id), Position { created_at, id })).collect())
+            Ok(rows
+                .into_iter()
+                .map(|(id, created_at)| (AccountId::from_uuid(id), Position { created_at, id }))
+                .collect())
         })
         .await
     }

@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use tally_engine::{AccountId, TransferId};
 
 use super::listing::{
-    AccountFilter, DAY_MICROS, LedgerReads, PostingFilter, PostingRow, Position, TransferFilter, count, prefix_pattern,
+    AccountFilter, DAY_MICROS, LedgerReads, Position, PostingFilter, PostingRow, TransferFilter, count, prefix_pattern,
 };
 use crate::sqlite::decimal_from_db;
 use crate::store::StoreError;
@@ -203,9 +203,7 @@ impl LedgerReads for SqliteUserStore {
             .fetch_all(&pool)
             .await
             .map_err(classify)?;
-            rows.into_iter()
-                .map(|(day, text)| Ok((day, decimal_from_db(&text, "postings.balance_after")?)))
-                .collect()
+            rows.into_iter().map(|(day, text)| Ok((day, decimal_from_db(&text, "postings.balance_after")?))).collect()
         })
         .await
     }
