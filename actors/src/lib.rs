@@ -11,6 +11,7 @@
 //! and appends the record to the journal; the saga awaits the journal's durable ack for its
 //! last record before answering.
 
+pub mod batch;
 pub mod clock;
 pub mod engine;
 pub mod entity;
@@ -23,6 +24,7 @@ pub mod saga;
 pub mod shards;
 pub mod shared;
 
+pub use batch::{AtomicBatch, BatchItem, KeyClaim};
 pub use clock::{Clock, IdSource, RandomIds, SystemClock};
 pub use engine::{Engine, EngineConfig, EngineError, StartError, TransferError};
 pub use entity::ActorKind;

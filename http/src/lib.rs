@@ -17,14 +17,18 @@
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod batch;
 pub mod digest;
 pub mod health;
 pub mod iban;
 pub mod input;
 pub mod json;
+pub mod ledger;
+pub mod listings;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod pagination;
 pub mod problem;
 pub mod state;
 pub mod transfers;
@@ -72,17 +76,23 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/api-keys/{id}", axum::routing::delete(auth::api_keys::delete))
         .route("/v1/accounts", post(accounts::open).get(accounts::list))
         .route("/v1/accounts/{id}", get(accounts::get))
+        .route("/v1/accounts/{id}/transactions", get(ledger::transactions))
+        .route("/v1/accounts/{id}/balance-history", get(ledger::balance_history))
         .route("/v1/transfer-types", get(transfers::types))
-        .route("/v1/transfers", post(transfers::create))
+        .route("/v1/transfers", post(transfers::create).get(listings::customer_transfers))
         .route("/v1/transfers/quote", post(transfers::quote))
+        .route("/v1/transfers/batch", post(batch::create))
         .route("/v1/transfers/{id}", get(transfers::get))
         .route("/v1/transfers/{id}/cancel", post(transfers::cancel))
         .route("/v1/admin/adjustments", post(admin::adjust))
+        .route("/v1/admin/transfers", get(listings::admin_transfers))
+        .route("/v1/admin/transfers/count", get(listings::admin_transfer_count))
         .route("/v1/admin/transfers/{id}", get(admin::get_transfer))
         .route("/v1/admin/transfers/{id}/execute", post(admin::execute))
         .route("/v1/admin/transfers/{id}/reject", post(admin::reject))
         .route("/v1/admin/transfers/{id}/cancel", post(admin::cancel_transfer))
-        .route("/v1/admin/accounts", post(admin::open_account))
+        .route("/v1/admin/accounts", post(admin::open_account).get(listings::admin_accounts))
+        .route("/v1/admin/accounts/count", get(listings::admin_account_count))
         .route("/v1/admin/accounts/{id}", get(admin::get_account))
         .route("/v1/admin/accounts/{id}/status", post(admin::set_account_status))
         .route("/v1/admin/actors", get(ops::actors))
