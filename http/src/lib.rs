@@ -34,7 +34,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 pub use state::AppState;
 
 /// Largest request body. A batch of 8,190 transfers at ~400 bytes each is ~3.3 MB; nothing
@@ -58,7 +58,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/auth/register", post(auth::routes::register))
         .route("/v1/auth/login", post(auth::routes::login))
         .route("/v1/auth/refresh", post(auth::routes::refresh))
+        .route("/v1/auth/logout", post(auth::sessions::logout))
         .route("/v1/users/me", get(auth::routes::me))
+        .route("/v1/users/me/sessions", get(auth::sessions::list))
+        .route("/v1/users/me/sessions/{id}", delete(auth::sessions::delete))
         .route("/v1/accounts", post(accounts::open).get(accounts::list))
         .route("/v1/accounts/{id}", get(accounts::get))
         .route("/v1/transfer-types", get(transfers::types))
@@ -75,6 +78,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/accounts/{id}", get(admin::get_account))
         .route("/v1/admin/accounts/{id}/status", post(admin::set_account_status))
         .route("/v1/admin/actors", get(ops::actors))
+        .route("/v1/admin/users", get(auth::admin_users::list).post(auth::admin_users::create))
+        .route("/v1/admin/users/{id}/permissions", post(auth::admin_users::grant).delete(auth::admin_users::revoke))
+        .route("/v1/admin/users/{id}/status", post(auth::admin_users::set_status))
+        .route("/v1/admin/permissions", get(auth::admin_users::catalog))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))

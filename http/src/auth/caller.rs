@@ -18,12 +18,16 @@ use super::permissions::Permission;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
-/// The user a valid access token speaks for. Customer routes trust the token for its 15
-/// minutes: checking the user store on every transfer would cost a query per request on the
-/// hottest path (revocation at once comes with the session actor).
+/// The user a valid access token speaks for, in a live login session. The token's signature
+/// is checked once (then cached); the session's liveness is checked on every request, in
+/// memory (`tally_actors::Sessions::authorize`), so a logout, a session deletion, a
+/// refresh-token reuse or an admin block refuses the token at once without a store query per
+/// request on the hottest path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Caller {
     pub user_id: UserId,
+    /// The login session the token belongs to.
+    pub session_id: uuid::Uuid,
 }
 
 fn unauthenticated(detail: &str) -> ApiError {
@@ -46,8 +50,12 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer_token(&parts.headers)?;
         let identity = state.identity();
-        let user_id = identity.tokens.verify(token, identity.now())?;
-        Ok(Caller { user_id })
+        let verified = identity.tokens.verify_session(token, identity.now())?;
+        let live = identity.sessions.authorize(verified.session).await.map_err(ApiError::from)?;
+        if live != Some(verified.user) {
+            return Err(unauthenticated("this session has ended; log in again"));
+        }
+        Ok(Caller { user_id: verified.user, session_id: verified.session })
     }
 }
 

@@ -7,6 +7,7 @@
 //! checking the user store for permission `P`. `routes.rs` serves `/v1/auth/*`,
 //! `/v1/users/me` and the JWKS; `bootstrap.rs` creates the first admin.
 
+pub mod admin_users;
 pub mod bootstrap;
 pub mod caller;
 pub mod keys;
@@ -14,16 +15,18 @@ pub mod password;
 pub mod permissions;
 pub mod refresh;
 pub mod routes;
+pub mod sessions;
 pub mod tokens;
 pub mod validate;
 
 use std::sync::Arc;
 
-use tally_actors::{Clock, IdSource, RandomIds, SystemClock};
+use tally_actors::{Clock, IdSource, RandomIds, SessionConfig, Sessions, SystemClock};
 use tally_engine::Timestamp;
 use tally_persistence::open_users::UserStores;
 use tally_persistence::reads::AccountReads;
 use tally_persistence::users::UserStore;
+use tally_persistence::users::admin::AdminUserStore;
 
 pub use caller::{Authorized, Caller};
 pub use keys::KeyRing;
@@ -39,6 +42,10 @@ pub struct Identity {
     pub passwords: Passwords,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdSource>,
+    /// Login sessions: the hot-path liveness check of every bearer token.
+    pub sessions: Arc<Sessions>,
+    /// Listing, blocking and granting for the admin-user routes.
+    pub admin: Arc<dyn AdminUserStore>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -53,6 +60,8 @@ pub enum IdentityError {
     Keys(#[from] keys::KeyError),
     #[error("password hasher: {0}")]
     Passwords(String),
+    #[error("session registry: {0}")]
+    Sessions(#[from] std::io::Error),
 }
 
 impl Identity {
@@ -67,6 +76,18 @@ impl Identity {
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdSource>,
     ) -> Result<Identity, IdentityError> {
+        Identity::open_with_sessions(stores, clock, ids, SessionConfig::default()).await
+    }
+
+    /// As `open_with`, with the session settings (`tally serve` reads them from the
+    /// environment; tests shorten them).
+    pub async fn open_with_sessions(
+        stores: UserStores,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdSource>,
+        sessions: SessionConfig,
+    ) -> Result<Identity, IdentityError> {
+        let sessions = Arc::new(Sessions::start(stores.sessions.clone(), Arc::clone(&clock), sessions)?);
         let keys = KeyRing::load_or_create(stores.users.as_ref(), clock.now()).await?;
         let passwords = Passwords::new().await.map_err(IdentityError::Passwords)?;
         Ok(Identity {
@@ -76,6 +97,8 @@ impl Identity {
             passwords,
             clock,
             ids,
+            sessions,
+            admin: stores.admin,
         })
     }
 
