@@ -5,7 +5,9 @@
 //! Following a request: `caller.rs` turns a bearer token into a `Caller` (`tokens.rs`
 //! verifies it, from its cache when it can) or, for admin routes, into `Authorized<P>` after
 //! checking the user store for permission `P`. `routes.rs` serves `/v1/auth/*`,
-//! `/v1/users/me` and the JWKS; `bootstrap.rs` creates the first admin.
+//! `/v1/users/me` and the JWKS; `sessions.rs` starts login sessions and serves logout and
+//! `/v1/users/me/sessions`; `admin_users.rs` serves `/v1/admin/users*` and
+//! `/v1/admin/permissions`; `bootstrap.rs` creates the first admin.
 
 pub mod admin_users;
 pub mod bootstrap;
