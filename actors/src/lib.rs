@@ -21,6 +21,7 @@ pub mod health;
 pub mod recovery;
 pub mod registry;
 pub mod saga;
+pub mod sessions;
 pub mod shards;
 pub mod shared;
 
@@ -30,6 +31,7 @@ pub use engine::{Engine, EngineConfig, EngineError, StartError, TransferError};
 pub use entity::ActorKind;
 pub use faults::FaultInjector;
 pub use health::{HealthReport, KindHealth};
+pub use sessions::{SessionConfig, SessionError, Sessions};
 
 /// An `AccountActor` is the generic supervised entity actor over an `Account`.
 pub type AccountActor = entity_actor::EntityActor<tally_engine::Account>;

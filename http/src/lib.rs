@@ -40,7 +40,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 pub use state::AppState;
 
 /// Largest request body. A batch of 8,190 transfers at ~400 bytes each is ~3.3 MB; nothing
@@ -66,6 +66,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/auth/register", post(auth::routes::register))
         .route("/v1/auth/login", post(auth::routes::login))
         .route("/v1/auth/refresh", post(auth::routes::refresh))
+        .route("/v1/auth/logout", post(auth::sessions::logout))
         .route("/v1/users/me", get(auth::routes::me))
         .route("/v1/auth/mfa/verify", post(auth::mfa::verify))
         .route("/v1/auth/step-up", post(auth::stepup::begin))
@@ -74,6 +75,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/users/me/mfa/totp/confirm", post(auth::mfa::confirm))
         .route("/v1/api-keys", get(auth::api_keys::list).post(auth::api_keys::create))
         .route("/v1/api-keys/{id}", axum::routing::delete(auth::api_keys::delete))
+        .route("/v1/users/me/sessions", get(auth::sessions::list))
+        .route("/v1/users/me/sessions/{id}", delete(auth::sessions::delete))
         .route("/v1/accounts", post(accounts::open).get(accounts::list))
         .route("/v1/accounts/{id}", get(accounts::get))
         .route("/v1/accounts/{id}/transactions", get(ledger::transactions))
@@ -101,6 +104,10 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::scrape))
         // A route layer, so each request's route template (`MatchedPath`) is known.
         .route_layer(axum::middleware::from_fn(metrics::track))
+        .route("/v1/admin/users", get(auth::admin_users::list).post(auth::admin_users::create))
+        .route("/v1/admin/users/{id}/permissions", post(auth::admin_users::grant).delete(auth::admin_users::revoke))
+        .route("/v1/admin/users/{id}/status", post(auth::admin_users::set_status))
+        .route("/v1/admin/permissions", get(auth::admin_users::catalog))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
