@@ -123,7 +123,7 @@ impl TestServer {
         // With connect info, as `tally serve` runs it, so sessions record the client's address.
         let router = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
         let server = tokio::spawn(async move {
-            axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            axum::serve(listener, router)
                 .with_graceful_shutdown(async {
                     let _ = stopped.await;
                 })
