@@ -188,13 +188,8 @@ async fn a_blocked_users_key_stops_working_at_once_and_works_again_when_unblocke
     let accounts = || with_key(&server, server.client.get(server.url("/v1/accounts")), &key);
     accounts().await.assert_status(200);
     let admin = server.admin(&["users:block"]).await;
-    let status = |value: &str| {
-        server.post(
-            &format!("/v1/admin/users/{}/status", user.user_id),
-            Some(&admin.token),
-            json!({"status": value, "reason": "test"}),
-        )
-    };
+    let path = format!("/v1/admin/users/{}/status", user.user_id);
+    let status = |value: &str| server.post(&path, Some(&admin.token), json!({"status": value, "reason": "test"}));
     status("blocked").await.assert_status(204);
     // The key was verified and cached a moment ago; blocking evicts it.
     accounts().await.assert_problem(401, "UNAUTHENTICATED");
