@@ -32,7 +32,7 @@ use crate::auth::stepup::{StepUp, TransfersCreate};
 use crate::digest::sha256_hex;
 use crate::input;
 use crate::json::ApiJson;
-use crate::problem::{ApiError, request_id};
+use crate::problem::ApiError;
 use crate::state::AppState;
 use crate::transfers::{TransferBody, fingerprint, plan, run_transfer};
 use crate::views::TransferView;
@@ -75,26 +75,8 @@ struct BatchAnswer {
     results: Vec<ItemResult>,
 }
 
-/// The problem object of a failed item: the shape of a whole error answer, inside the batch.
-fn problem(error: &ApiError) -> (u16, serde_json::Value) {
-    let status = error.status.map_or(error.code.http_status(), |status| status.as_u16());
-    let code = error.code.as_str();
-    let mut value = serde_json::json!({
-        "type": format!("https://tally.dev/problems/{}", code.to_ascii_lowercase().replace('_', "-")),
-        "title": StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error"),
-        "status": status,
-        "code": code,
-        "detail": error.detail,
-        "request_id": request_id(),
-    });
-    if !error.errors.is_empty() {
-        value["errors"] = serde_json::json!(error.errors);
-    }
-    (status, value)
-}
-
 fn failed(index: usize, error: &ApiError) -> ItemResult {
-    let (status, error) = problem(error);
+    let (status, error) = error.to_problem();
     ItemResult { index, status, transfer: None, error: Some(error) }
 }
 

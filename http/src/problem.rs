@@ -89,11 +89,11 @@ fn title(status: StatusCode) -> &'static str {
     status.canonical_reason().unwrap_or("Error")
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    fn body(&self) -> Body<'_> {
         let status = self.status_code();
         let code = self.code.as_str();
-        let body = Body {
+        Body {
             kind: format!("https://tally.dev/problems/{}", code.to_ascii_lowercase().replace('_', "-")),
             title: title(status),
             status: status.as_u16(),
@@ -101,8 +101,21 @@ impl IntoResponse for ApiError {
             detail: &self.detail,
             request_id: request_id(),
             errors: &self.errors,
-        };
-        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        }
+    }
+
+    /// The status and problem object this error answers with, for a place that embeds one
+    /// inside a larger answer (a batch item's `error`).
+    pub fn to_problem(&self) -> (u16, serde_json::Value) {
+        let body = self.body();
+        (body.status, serde_json::to_value(&body).unwrap_or_default())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let bytes = serde_json::to_vec(&self.body()).unwrap_or_default();
         let mut response = (status, bytes).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));

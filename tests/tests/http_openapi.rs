@@ -59,8 +59,14 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
 
     let base = server.base_url();
     let token = admin.token.clone();
+    // Schemathesis and hypothesis keep caches in their working directory: a fresh one per run,
+    // so no run depends on an earlier one and nothing lands in the source tree.
+    let workdir = std::env::temp_dir().join(format!("tally-schemathesis-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&workdir).unwrap();
+    let cwd = workdir.clone();
     let output = tokio::task::spawn_blocking(move || {
         Command::new(schemathesis())
+            .current_dir(&cwd)
             .args(["run", &format!("{base}/openapi.json")])
             .args(["--header", &format!("Authorization: Bearer {token}")])
             .args([
@@ -79,6 +85,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
     })
     .await
     .unwrap();
+    let _ = std::fs::remove_dir_all(&workdir);
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "schemathesis found problems:\n{text}");
     assert!(text.contains("passed"), "schemathesis ran no test cases:\n{text}");
