@@ -228,3 +228,37 @@ async fn the_ops_page_in_headless_chromium_draws_live_charts_and_the_worst_actor
     assert!(png.len() > 20_000, "the screenshot shows a rendered page ({} bytes)", png.len());
     server.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ops_page_says_clearly_when_the_token_is_invalid_or_lacks_ops_read() {
+    let browser = chromium();
+    let database = postgres::fresh_database("ops_page_denied").await;
+    let mut server = TallyServer::start(&database, &[]).await;
+    let base = server.base_url();
+    let (email, password) = ("viewer@tally.test", "Vi3wer!password");
+    let registered = reqwest::Client::new()
+        .post(format!("{base}/v1/auth/register"))
+        .json(&json!({"email": email, "password": password, "first_name": "Vi", "last_name": "Ewer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let customer = Client::login(&base, email, password).await;
+
+    let cases = [
+        ("not-a-token".to_owned(), "login", "token is not valid"),
+        (customer.token.clone(), "denied", "needs the ops:read permission"),
+    ];
+    for (token, state, message) in cases {
+        let url = format!("{base}/ops#token={token}");
+        let dom = {
+            let browser = browser.clone();
+            tokio::task::spawn_blocking(move || run_browser(&browser, &url, "--dump-dom")).await.unwrap()
+        };
+        assert_eq!(attribute(tag(&dom, "status"), "data-state"), state, "{}", tag(&dom, "status"));
+        assert!(text(&dom, "login-message").contains(message), "{}", text(&dom, "login-message"));
+        assert!(!tag(&dom, "login").contains("hidden"), "the login form is offered again");
+        assert!(!dom.contains("data-polls"), "no data was shown");
+    }
+    server.kill();
+}
