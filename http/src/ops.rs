@@ -23,7 +23,7 @@ const WORST_ACTORS_MAX: usize = 20;
     get,
     path = "/v1/admin/actors",
     tag = "operations",
-    responses((status = 200, description = "Actor, saga and journal health", body = Object)),
+    responses((status = 200, description = "Actor, saga and journal health, the worst actors, and `http`: requests by status and latency bucket since start", body = Object)),
     security(("bearer" = []))
 )]
 pub async fn actors(_: Authorized<OpsRead>, State(state): State<AppState>) -> Result<ApiJson<Value>, ApiError> {

@@ -93,7 +93,8 @@ mod tests {
 
     #[test]
     fn a_request_lands_in_the_bucket_of_its_status_and_latency_bound_inclusive() {
-        let slot = STATUS_LABELS.iter().position(|label| *label == "415").unwrap();
+        // "2xx" (a success outside the contract's statuses): no other unit test answers one.
+        let slot = STATUS_LABELS.iter().position(|label| *label == "2xx").unwrap();
         let before: Vec<u64> = COUNTS[slot].iter().map(|cell| cell.load(Ordering::Relaxed)).collect();
         record(slot, Duration::from_micros(100));
         record(slot, Duration::from_micros(101));
@@ -106,8 +107,7 @@ mod tests {
         expected[BUCKETS - 1] = 1; // slower than 10 s
         assert_eq!(added, expected);
         let report = report();
-        assert!(report["by_status"]["415"].as_u64().unwrap() >= 3);
-        assert!(report["client_errors_total"].as_u64().unwrap() >= 3);
+        assert!(report["by_status"]["2xx"].as_u64().unwrap() >= 3);
         assert_eq!(report["latency_buckets"].as_array().unwrap().len(), BUCKETS);
         assert!(report["latency_buckets"][BUCKETS - 1]["le_ms"].is_null());
     }
