@@ -153,7 +153,7 @@ pub(crate) struct EngineInner {
     sagas_in_flight_max: usize,
     /// Idempotency keys being worked on right now: a duplicate waits for the first request
     /// and then finds its transfer in the store.
-    idempotency_claims: DashMap<(uuid::Uuid, String), Arc<tokio::sync::Mutex<()>>>,
+    pub(crate) idempotency_claims: DashMap<(uuid::Uuid, String), Arc<tokio::sync::Mutex<()>>>,
     /// Transfers a saga is working on right now; a second saga for the same id is refused.
     claims: DashMap<TransferId, ()>,
     transfer_types: RwLock<HashMap<TransferKind, TransferTypeSettings>>,
@@ -168,7 +168,7 @@ pub(crate) struct EngineInner {
 /// A cheap, clonable handle to a running engine.
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<EngineInner>,
+    pub(crate) inner: Arc<EngineInner>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -178,7 +178,7 @@ impl std::fmt::Debug for Engine {
 }
 
 /// Removes a transfer's claim when the work on it ends, however it ends.
-struct Claim {
+pub(crate) struct Claim {
     inner: Arc<EngineInner>,
     id: TransferId,
 }
@@ -307,7 +307,7 @@ impl Engine {
         &self.inner.wallets
     }
 
-    fn admit(&self) -> Result<(), Unavailable> {
+    pub(crate) fn admit(&self) -> Result<(), Unavailable> {
         if self.inner.shutting_down.load(Ordering::Relaxed) {
             return Err(Unavailable::Overloaded);
         }
@@ -591,13 +591,13 @@ impl Engine {
         self.inner.ready.load(Ordering::SeqCst)
     }
 
-    fn saga_permit(&self) -> Result<OwnedSemaphorePermit, TransferError> {
+    pub(crate) fn saga_permit(&self) -> Result<OwnedSemaphorePermit, TransferError> {
         Arc::clone(&self.inner.saga_permits)
             .try_acquire_owned()
             .map_err(|_| TransferError::Unavailable(Unavailable::Overloaded))
     }
 
-    fn claim(&self, id: TransferId) -> Result<Claim, TransferError> {
+    pub(crate) fn claim(&self, id: TransferId) -> Result<Claim, TransferError> {
         match self.inner.claims.entry(id) {
             dashmap::Entry::Occupied(_) => Err(TransferError::Duplicate),
             dashmap::Entry::Vacant(vacant) => {
@@ -607,7 +607,7 @@ impl Engine {
         }
     }
 
-    async fn spawn_saga(
+    pub(crate) async fn spawn_saga(
         &self,
         transfer: Transfer,
         intent: Intent,

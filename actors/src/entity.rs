@@ -110,7 +110,10 @@ impl Entity for Account {
     }
 
     fn finishes_admitted_work(command: &AccountCommand) -> bool {
-        matches!(command, AccountCommand::Post { .. } | AccountCommand::Release { .. })
+        matches!(
+            command,
+            AccountCommand::Post { .. } | AccountCommand::Release { .. } | AccountCommand::WithdrawCredit { .. }
+        )
     }
 
     fn load(

@@ -11,6 +11,7 @@
 //! and appends the record to the journal; the saga awaits the journal's durable ack for its
 //! last record before answering.
 
+pub mod batch;
 pub mod clock;
 pub mod engine;
 pub mod entity;
@@ -20,14 +21,17 @@ pub mod health;
 pub mod recovery;
 pub mod registry;
 pub mod saga;
+pub mod sessions;
 pub mod shards;
 pub mod shared;
 
+pub use batch::{AtomicBatch, BatchItem, KeyClaim};
 pub use clock::{Clock, IdSource, RandomIds, SystemClock};
 pub use engine::{Engine, EngineConfig, EngineError, StartError, TransferError};
 pub use entity::ActorKind;
 pub use faults::FaultInjector;
 pub use health::{HealthReport, KindHealth};
+pub use sessions::{SessionConfig, SessionError, Sessions};
 
 /// An `AccountActor` is the generic supervised entity actor over an `Account`.
 pub type AccountActor = entity_actor::EntityActor<tally_engine::Account>;

@@ -213,7 +213,7 @@ fn transition(inner: &EngineInner, transfer: &mut Transfer, next: TransferStatus
 }
 
 /// Appends the transfer's current state to the journal.
-fn record(inner: &EngineInner, transfer: &Transfer) -> Result<(), TransferError> {
+pub(crate) fn record(inner: &EngineInner, transfer: &Transfer) -> Result<(), TransferError> {
     inner
         .shared
         .journal
@@ -253,7 +253,7 @@ async fn finish(
 }
 
 /// A step after which the saga only goes forward: retried until the account applies it.
-async fn forward(
+pub(crate) async fn forward(
     inner: &EngineInner,
     transfer: &Transfer,
     command: AccountCommand,

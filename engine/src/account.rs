@@ -101,12 +101,40 @@ pub struct Account {
 /// it idempotent on (transfer, step).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AccountCommand {
-    Hold { transfer: TransferId, amount: Decimal, currency: Currency },
-    Release { transfer: TransferId },
-    Post { transfer: TransferId },
-    Credit { transfer: TransferId, amount: Decimal, currency: Currency },
-    SetStatus { action: StatusAction },
-    SetCreditLimit { credit_limit: Decimal },
+    Hold {
+        transfer: TransferId,
+        amount: Decimal,
+        currency: Currency,
+    },
+    Release {
+        transfer: TransferId,
+    },
+    Post {
+        transfer: TransferId,
+    },
+    Credit {
+        transfer: TransferId,
+        amount: Decimal,
+        currency: Currency,
+    },
+    /// The first phase of an atomic batch at the destination: promise to accept this credit
+    /// (checks as `Credit` would now); the promise holds even if the account is blocked before
+    /// the credit arrives.
+    AdmitCredit {
+        transfer: TransferId,
+        amount: Decimal,
+        currency: Currency,
+    },
+    /// Drops an admission whose credit will not come (its batch was abandoned).
+    WithdrawCredit {
+        transfer: TransferId,
+    },
+    SetStatus {
+        action: StatusAction,
+    },
+    SetCreditLimit {
+        credit_limit: Decimal,
+    },
 }
 
 /// What happened to an account: the journal record of one change, replayed by recovery.
@@ -126,6 +154,16 @@ pub enum AccountEvent {
         amount: Decimal,
     },
     Credited {
+        transfer: TransferId,
+        amount: Decimal,
+    },
+    /// A credit was promised (atomic batch, first phase). Moves no money.
+    CreditAdmitted {
+        transfer: TransferId,
+        amount: Decimal,
+    },
+    /// A promised credit will not come. Moves no money.
+    CreditWithdrawn {
         transfer: TransferId,
         amount: Decimal,
     },
@@ -189,6 +227,13 @@ impl Account {
             AccountCommand::Credit { transfer, amount, currency } => {
                 Ok(self.decide_credit(*transfer, *amount, *currency)?)
             }
+            AccountCommand::AdmitCredit { transfer, amount, currency } => {
+                Ok(self.decide_admission(*transfer, *amount, *currency)?)
+            }
+            AccountCommand::WithdrawCredit { transfer } => Ok(self
+                .position
+                .admitted_credits_of(*transfer)
+                .map(|amount| AccountEvent::CreditWithdrawn { transfer: *transfer, amount })),
             AccountCommand::SetStatus { action } => Ok(self.decide_status(*action)?),
             AccountCommand::SetCreditLimit { credit_limit } => {
                 if credit_limit.is_sign_negative() {
@@ -236,7 +281,9 @@ impl Account {
         if self.position.credited_recently(transfer) {
             return Ok(None);
         }
-        if self.status != AccountStatus::Active {
+        // An admitted credit was checked when it was admitted and is honoured now, whatever
+        // the status became since: the batch that admitted it has already moved on.
+        if self.status != AccountStatus::Active && !self.position.credit_admitted(transfer) {
             return Err(CreditRejection::NotActive { status: self.status });
         }
         if currency != self.currency {
@@ -244,6 +291,30 @@ impl Account {
         }
         match self.position.check_credit(transfer, amount) {
             Ok(true) => Ok(Some(AccountEvent::Credited { transfer, amount })),
+            Ok(false) => Ok(None),
+            Err(Overflow) => Err(CreditRejection::Overflow),
+        }
+    }
+
+    /// May this credit be promised? The same checks as a credit, in the same order, plus room
+    /// for every credit already promised.
+    pub fn decide_admission(
+        &self,
+        transfer: TransferId,
+        amount: Decimal,
+        currency: Currency,
+    ) -> Result<Option<AccountEvent>, CreditRejection> {
+        if self.position.credit_admitted(transfer) {
+            return Ok(None);
+        }
+        if self.status != AccountStatus::Active {
+            return Err(CreditRejection::NotActive { status: self.status });
+        }
+        if currency != self.currency {
+            return Err(CreditRejection::CurrencyMismatch { account: self.currency, amount: currency });
+        }
+        match self.position.check_admission(transfer, amount) {
+            Ok(true) => Ok(Some(AccountEvent::CreditAdmitted { transfer, amount })),
             Ok(false) => Ok(None),
             Err(Overflow) => Err(CreditRejection::Overflow),
         }
@@ -260,7 +331,9 @@ impl Account {
             StatusAction::Block => AccountStatus::Blocked,
             StatusAction::Unblock => AccountStatus::Active,
             StatusAction::Close => {
-                if !self.position.balance.is_zero() || self.position.has_holds() {
+                // A promised credit is money on its way in: closing would break the promise.
+                if !self.position.balance.is_zero() || self.position.has_holds() || self.position.has_admitted_credits()
+                {
                     return Err(StatusRejection::NotEmpty { balance: self.position.balance, held: self.position.held });
                 }
                 AccountStatus::Closed
@@ -285,6 +358,10 @@ impl Account {
                 None => self.position.apply_debit(*amount),
             },
             AccountEvent::Credited { transfer, amount } => self.position.apply_credit(*transfer, *amount),
+            AccountEvent::CreditAdmitted { transfer, amount } => self.position.apply_admission(*transfer, *amount),
+            AccountEvent::CreditWithdrawn { transfer, .. } => {
+                self.position.apply_withdraw_admission(*transfer).map(|_| ())
+            }
             AccountEvent::StatusChanged { status } => {
                 self.status = *status;
                 Ok(())
@@ -303,7 +380,9 @@ impl AccountEvent {
             AccountEvent::Held { transfer, .. }
             | AccountEvent::Released { transfer, .. }
             | AccountEvent::Posted { transfer, .. }
-            | AccountEvent::Credited { transfer, .. } => Some(*transfer),
+            | AccountEvent::Credited { transfer, .. }
+            | AccountEvent::CreditAdmitted { transfer, .. }
+            | AccountEvent::CreditWithdrawn { transfer, .. } => Some(*transfer),
             AccountEvent::StatusChanged { .. } | AccountEvent::CreditLimitChanged { .. } => None,
         }
     }

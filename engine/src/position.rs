@@ -29,6 +29,16 @@ pub struct Position {
     /// and an empty map costs no allocation and no random seed.
     holds: BTreeMap<TransferId, Decimal>,
     recent_credits: VecDeque<TransferId>,
+    /// Credits this position promised to accept (the first phase of an atomic batch): a
+    /// credit admitted here is applied later even if the account was blocked in between.
+    /// Kept in memory only, like `recent_credits`: an admission lives for the milliseconds
+    /// between a batch's two phases, and ARCHITECTURE.md ("Atomic batches") says what a
+    /// restart in that window does. Bounded by the engine's sagas in flight (one admission
+    /// per admitted saga).
+    admitted_credits: BTreeMap<TransferId, Decimal>,
+    /// The sum of `admitted_credits`, so an admission can check the balance stays in range
+    /// once every admitted credit has landed.
+    admitted_total: Decimal,
 }
 
 /// Why a position refused a hold.
@@ -131,11 +141,54 @@ impl Position {
             return Ok(());
         }
         self.balance = money::add(self.balance, amount)?;
+        // The admitted credit has landed: the promise is kept and no longer outstanding.
+        self.apply_withdraw_admission(transfer)?;
         if self.recent_credits.len() == RECENT_CREDITS_MAX {
             self.recent_credits.pop_front();
         }
         self.recent_credits.push_back(transfer);
         Ok(())
+    }
+
+    /// Whether this transfer's credit was admitted and has not landed or been withdrawn.
+    pub fn credit_admitted(&self, transfer: TransferId) -> bool {
+        self.admitted_credits.contains_key(&transfer)
+    }
+
+    pub fn admitted_credits_of(&self, transfer: TransferId) -> Option<Decimal> {
+        self.admitted_credits.get(&transfer).copied()
+    }
+
+    pub fn has_admitted_credits(&self) -> bool {
+        !self.admitted_credits.is_empty()
+    }
+
+    /// `Ok(true)`: the credit may be admitted (the balance stays in range with every admitted
+    /// credit landed). `Ok(false)`: it already is (a repeat).
+    pub fn check_admission(&self, transfer: TransferId, amount: Decimal) -> Result<bool, Overflow> {
+        if self.admitted_credits.contains_key(&transfer) {
+            return Ok(false);
+        }
+        money::add(money::add(self.balance, self.admitted_total)?, amount)?;
+        Ok(true)
+    }
+
+    pub fn apply_admission(&mut self, transfer: TransferId, amount: Decimal) -> Result<(), Overflow> {
+        if self.admitted_credits.contains_key(&transfer) {
+            return Ok(());
+        }
+        self.admitted_total = money::add(self.admitted_total, amount)?;
+        self.admitted_credits.insert(transfer, amount);
+        Ok(())
+    }
+
+    /// Drops an admission (its credit landed, or its batch was abandoned). Returns the amount
+    /// it promised, or `None` if there was none.
+    pub fn apply_withdraw_admission(&mut self, transfer: TransferId) -> Result<Option<Decimal>, Overflow> {
+        let Some(amount) = self.admitted_credits.get(&transfer).copied() else { return Ok(None) };
+        self.admitted_total = money::sub(self.admitted_total, amount)?;
+        self.admitted_credits.remove(&transfer);
+        Ok(Some(amount))
     }
 
     /// A direct debit without a hold, for replaying a posting whose hold is not in memory.
@@ -216,6 +269,23 @@ mod tests {
         }
         assert_eq!(position.recent_credits.len(), RECENT_CREDITS_MAX);
         assert_eq!(position.balance, dec!(100));
+    }
+
+    #[test]
+    fn an_admitted_credit_is_counted_until_it_lands_or_is_withdrawn() {
+        let mut position = Position::new(dec!(0), dec!(0), false);
+        assert_eq!(position.check_admission(transfer(1), dec!(5)), Ok(true));
+        position.apply_admission(transfer(1), dec!(5)).unwrap();
+        assert_eq!(position.check_admission(transfer(1), dec!(5)), Ok(false), "a repeat admits once");
+        assert!(position.credit_admitted(transfer(1)));
+        position.apply_credit(transfer(1), dec!(5)).unwrap();
+        assert!(!position.has_admitted_credits(), "the landed credit is no longer outstanding");
+        position.apply_admission(transfer(2), dec!(3)).unwrap();
+        assert_eq!(position.apply_withdraw_admission(transfer(2)), Ok(Some(dec!(3))));
+        assert_eq!(position.apply_withdraw_admission(transfer(2)), Ok(None));
+        assert_eq!((position.balance, position.admitted_total), (dec!(5), dec!(0)));
+        let full = Position::new(Decimal::MAX, dec!(0), false);
+        assert_eq!(full.check_admission(transfer(3), dec!(1)), Err(Overflow));
     }
 
     #[test]

@@ -986,3 +986,71 @@ fn a_repeated_credit_succeeds_even_after_the_account_was_blocked() {
     let other = tally_engine::TransferId::from_u128(10);
     assert!(account.decide_credit(other, amount, tally_engine::Currency::USD).is_err(), "a new credit is refused");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Credit admissions (atomic batches, first phase)
+// ---------------------------------------------------------------------------------------------
+
+fn apply(account: &mut Account, command: AccountCommand) -> Result<Option<AccountEvent>, AccountRejection> {
+    let event = account.decide(&command)?;
+    if let Some(event) = &event {
+        account.apply(event).unwrap();
+    }
+    Ok(event)
+}
+
+#[test]
+fn an_admitted_credit_is_honoured_after_a_block_and_refused_without_admission() {
+    let mut account = user_account(Currency::USD, dec!(0), dec!(0));
+    let admitted = transfer_id(1);
+    let admit = AccountCommand::AdmitCredit { transfer: admitted, amount: dec!(5), currency: Currency::USD };
+    assert_eq!(
+        apply(&mut account, admit),
+        Ok(Some(AccountEvent::CreditAdmitted { transfer: admitted, amount: dec!(5) }))
+    );
+    assert_eq!(apply(&mut account, admit), Ok(None), "a repeated admission admits once");
+    apply(&mut account, AccountCommand::SetStatus { action: StatusAction::Block }).unwrap();
+    let credit = |transfer| AccountCommand::Credit { transfer, amount: dec!(5), currency: Currency::USD };
+    assert_eq!(
+        apply(&mut account, credit(transfer_id(2))),
+        Err(AccountRejection::Credit(CreditRejection::NotActive { status: AccountStatus::Blocked })),
+        "an unadmitted credit to a blocked account is refused"
+    );
+    assert_eq!(
+        apply(&mut account, credit(admitted)),
+        Ok(Some(AccountEvent::Credited { transfer: admitted, amount: dec!(5) }))
+    );
+    assert_eq!(account.balance(), dec!(5));
+    assert!(!account.position.has_admitted_credits(), "the landed credit is no longer outstanding");
+}
+
+#[test]
+fn admissions_check_like_credits_and_an_account_with_one_cannot_close() {
+    let mut account = user_account(Currency::USD, dec!(0), dec!(0));
+    let eur = AccountCommand::AdmitCredit { transfer: transfer_id(1), amount: dec!(5), currency: Currency::EUR };
+    assert_eq!(
+        apply(&mut account, eur),
+        Err(AccountRejection::Credit(CreditRejection::CurrencyMismatch {
+            account: Currency::USD,
+            amount: Currency::EUR
+        }))
+    );
+    let admit = AccountCommand::AdmitCredit { transfer: transfer_id(2), amount: dec!(5), currency: Currency::USD };
+    apply(&mut account, admit).unwrap();
+    assert!(matches!(
+        apply(&mut account, AccountCommand::SetStatus { action: StatusAction::Close }),
+        Err(AccountRejection::Status(StatusRejection::NotEmpty { .. }))
+    ));
+    assert_eq!(
+        apply(&mut account, AccountCommand::WithdrawCredit { transfer: transfer_id(2) }),
+        Ok(Some(AccountEvent::CreditWithdrawn { transfer: transfer_id(2), amount: dec!(5) }))
+    );
+    assert_eq!(apply(&mut account, AccountCommand::WithdrawCredit { transfer: transfer_id(2) }), Ok(None));
+    assert!(apply(&mut account, AccountCommand::SetStatus { action: StatusAction::Close }).unwrap().is_some());
+    let closed = AccountCommand::AdmitCredit { transfer: transfer_id(3), amount: dec!(5), currency: Currency::USD };
+    assert_eq!(
+        apply(&mut account, closed),
+        Err(AccountRejection::Credit(CreditRejection::NotActive { status: AccountStatus::Closed }))
+    );
+    assert_eq!(account.balance(), dec!(0), "admissions move no money");
+}

@@ -17,15 +17,19 @@
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod batch;
 pub mod digest;
 pub mod health;
 pub mod iban;
 pub mod input;
 pub mod json;
+pub mod ledger;
+pub mod listings;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
 pub mod ops_page;
+pub mod pagination;
 pub mod problem;
 pub mod request_stats;
 pub mod state;
@@ -38,7 +42,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 pub use state::AppState;
 
 /// Largest request body. A batch of 8,190 transfers at ~400 bytes each is ~3.3 MB; nothing
@@ -64,6 +68,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/auth/register", post(auth::routes::register))
         .route("/v1/auth/login", post(auth::routes::login))
         .route("/v1/auth/refresh", post(auth::routes::refresh))
+        .route("/v1/auth/logout", post(auth::sessions::logout))
         .route("/v1/users/me", get(auth::routes::me))
         .route("/v1/auth/mfa/verify", post(auth::mfa::verify))
         .route("/v1/auth/step-up", post(auth::stepup::begin))
@@ -72,19 +77,27 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/users/me/mfa/totp/confirm", post(auth::mfa::confirm))
         .route("/v1/api-keys", get(auth::api_keys::list).post(auth::api_keys::create))
         .route("/v1/api-keys/{id}", axum::routing::delete(auth::api_keys::delete))
+        .route("/v1/users/me/sessions", get(auth::sessions::list))
+        .route("/v1/users/me/sessions/{id}", delete(auth::sessions::delete))
         .route("/v1/accounts", post(accounts::open).get(accounts::list))
         .route("/v1/accounts/{id}", get(accounts::get))
+        .route("/v1/accounts/{id}/transactions", get(ledger::transactions))
+        .route("/v1/accounts/{id}/balance-history", get(ledger::balance_history))
         .route("/v1/transfer-types", get(transfers::types))
-        .route("/v1/transfers", post(transfers::create))
+        .route("/v1/transfers", post(transfers::create).get(listings::customer_transfers))
         .route("/v1/transfers/quote", post(transfers::quote))
+        .route("/v1/transfers/batch", post(batch::create))
         .route("/v1/transfers/{id}", get(transfers::get))
         .route("/v1/transfers/{id}/cancel", post(transfers::cancel))
         .route("/v1/admin/adjustments", post(admin::adjust))
+        .route("/v1/admin/transfers", get(listings::admin_transfers))
+        .route("/v1/admin/transfers/count", get(listings::admin_transfer_count))
         .route("/v1/admin/transfers/{id}", get(admin::get_transfer))
         .route("/v1/admin/transfers/{id}/execute", post(admin::execute))
         .route("/v1/admin/transfers/{id}/reject", post(admin::reject))
         .route("/v1/admin/transfers/{id}/cancel", post(admin::cancel_transfer))
-        .route("/v1/admin/accounts", post(admin::open_account))
+        .route("/v1/admin/accounts", post(admin::open_account).get(listings::admin_accounts))
+        .route("/v1/admin/accounts/count", get(listings::admin_account_count))
         .route("/v1/admin/accounts/{id}", get(admin::get_account))
         .route("/v1/admin/accounts/{id}/status", post(admin::set_account_status))
         .route("/v1/admin/actors", get(ops::actors))
@@ -95,6 +108,10 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::scrape))
         // A route layer, so each request's route template (`MatchedPath`) is known.
         .route_layer(axum::middleware::from_fn(metrics::track))
+        .route("/v1/admin/users", get(auth::admin_users::list).post(auth::admin_users::create))
+        .route("/v1/admin/users/{id}/permissions", post(auth::admin_users::grant).delete(auth::admin_users::revoke))
+        .route("/v1/admin/users/{id}/status", post(auth::admin_users::set_status))
+        .route("/v1/admin/permissions", get(auth::admin_users::catalog))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))

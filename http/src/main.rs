@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tally_actors::{Engine, EngineConfig, RandomIds, SystemClock};
+use std::sync::Arc;
+
+use tally_actors::{Engine, EngineConfig, RandomIds, SessionConfig, SystemClock};
 use tally_http::auth::Identity;
 use tally_http::auth::bootstrap::{AdminOutcome, ensure_admin};
 use tally_http::{AppState, app};
@@ -115,7 +117,10 @@ fn init_logging() {
 /// creates the bootstrap admin if one was given and does not exist yet.
 async fn open_identity(database_url: &str, admin: Option<(String, String)>) -> Result<Identity, String> {
     let stores = open_user_store(database_url).await.map_err(|error| format!("opening the user store: {error}"))?;
-    let identity = Identity::open(stores).await.map_err(|error| format!("identity: {error}"))?;
+    let sessions = session_config_from_env()?;
+    let identity = Identity::open_with_sessions(stores, Arc::new(SystemClock), Arc::new(RandomIds), sessions)
+        .await
+        .map_err(|error| format!("identity: {error}"))?;
     if let Some((email, password)) = admin {
         let outcome = ensure_admin(
             identity.users.as_ref(),
@@ -171,7 +176,8 @@ async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, St
             }
         }
     });
-    // With the peer address, which the login rate limit counts failures by.
+    // With the peer address: the login rate limit counts failures by it, and a login records
+    // it as the session's client ip.
     axum::serve(listener, app(state.clone()).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
@@ -181,6 +187,23 @@ async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, St
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// The session settings from the environment: `TALLY_SESSION_IDLE_SECS` (default 1800, from 1
+/// second to a day: a session idle longer than a day is not a banking session).
+fn session_config_from_env() -> Result<SessionConfig, String> {
+    let mut config = SessionConfig::default();
+    if let Ok(text) = std::env::var("TALLY_SESSION_IDLE_SECS") {
+        let secs: u64 = text.parse().map_err(|_| format!("TALLY_SESSION_IDLE_SECS: not a whole number: {text:?}"))?;
+        if !(1..=SESSION_IDLE_SECS_MAX).contains(&secs) {
+            return Err(format!("TALLY_SESSION_IDLE_SECS: must be from 1 to {SESSION_IDLE_SECS_MAX}"));
+        }
+        config.idle = Duration::from_secs(secs);
+    }
+    Ok(config)
+}
+
+/// Longest idle time a session may be configured with: a day.
+const SESSION_IDLE_SECS_MAX: u64 = 24 * 60 * 60;
 
 /// The engine's settings from the environment; every one optional, defaults as documented in
 /// ARCHITECTURE.md's bounds table:

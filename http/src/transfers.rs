@@ -144,7 +144,7 @@ pub fn transfer_answer(transfer: &Transfer, replayed: bool) -> Result<Response, 
 }
 
 /// A customer's request, checked and resolved into what the engine runs.
-async fn plan(engine: &Engine, caller: Caller, body: &TransferBody) -> Result<TransferRequest, ApiError> {
+pub(crate) async fn plan(engine: &Engine, caller: Caller, body: &TransferBody) -> Result<TransferRequest, ApiError> {
     let kind = match body.kind.as_str() {
         "internal" => TransferKind::Internal,
         "external" => TransferKind::External,

@@ -13,6 +13,7 @@ pub mod open_users;
 pub mod postgres;
 pub mod reads;
 pub mod runtime;
+pub mod sessions;
 pub mod sqlite;
 pub mod store;
 pub mod users;

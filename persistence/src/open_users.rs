@@ -1,14 +1,16 @@
 //! Opening the identity store from a `TALLY_DATABASE_URL`, next to `open::open_store`.
 //!
 //! The identity store lives in the ledger's database (same URL) on a pool of its own; see
-//! `users` for why. One store object serves both `UserStore` and `AccountReads`, so the read
-//! model shares its pool.
+//! `users` for why. One store object serves `UserStore`, `AccountReads`, `SessionStore` and
+//! `AdminUserStore`, so they share its pool.
 
 use std::sync::Arc;
 
 use crate::reads::AccountReads;
+use crate::sessions::SessionStore;
 use crate::store::StoreError;
 use crate::users::UserStore;
+use crate::users::admin::AdminUserStore;
 use crate::users::mfa::MfaStore;
 use crate::users::postgres::PgUserStore;
 use crate::users::sqlite::SqliteUserStore;
@@ -20,6 +22,8 @@ pub struct UserStores {
     pub reads: Arc<dyn AccountReads>,
     /// TOTP, backup codes and API keys (`users::mfa`), on the same pool.
     pub mfa: Arc<dyn MfaStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub admin: Arc<dyn AdminUserStore>,
 }
 
 impl std::fmt::Debug for UserStores {
@@ -34,11 +38,23 @@ pub async fn open_user_store(url: &str) -> Result<UserStores, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let store = Arc::new(PgUserStore::connect(url).await?);
         store.migrate().await?;
-        Ok(UserStores { users: store.clone(), mfa: store.clone(), reads: store })
+        Ok(UserStores {
+            users: store.clone(),
+            reads: store.clone(),
+            sessions: store.clone(),
+            admin: store.clone(),
+            mfa: store,
+        })
     } else if url.starts_with("sqlite:") {
         let store = Arc::new(SqliteUserStore::open(url).await?);
         store.migrate().await?;
-        Ok(UserStores { users: store.clone(), mfa: store.clone(), reads: store })
+        Ok(UserStores {
+            users: store.clone(),
+            reads: store.clone(),
+            sessions: store.clone(),
+            admin: store.clone(),
+            mfa: store,
+        })
     } else {
         Err(StoreError::Corrupt(format!("unsupported database url (want postgres:// or sqlite://): {url}")))
     }

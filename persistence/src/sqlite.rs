@@ -188,7 +188,7 @@ fn optional_integer(row: &SqliteRow, column: &str) -> Result<Option<i64>, StoreE
     row.try_get(column).map_err(classify)
 }
 
-fn decimal_from_db(text: &str, column: &str) -> Result<Decimal, StoreError> {
+pub(crate) fn decimal_from_db(text: &str, column: &str) -> Result<Decimal, StoreError> {
     Decimal::from_str_exact(text)
         .map_err(|error| corrupt(format!("{column} {text:?} is not an exact decimal: {error}")))
 }

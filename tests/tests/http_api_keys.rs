@@ -19,6 +19,7 @@ on_both_stores!(
     a_key_opens_only_the_routes_of_its_scopes,
     a_key_with_transfers_write_moves_money_without_step_up,
     key_management_refuses_bad_input_and_missing_tokens,
+    a_blocked_users_key_stops_working_at_once_and_works_again_when_unblocked,
 );
 
 async fn create_key(server: &TestServer, user: &TestUser, scopes: &[&str]) -> Reply {
@@ -177,5 +178,22 @@ async fn key_management_refuses_bad_input_and_missing_tokens(server: TestServer)
         .assert_problem(401, "UNAUTHENTICATED");
     server.get("/v1/api-keys", None).await.assert_problem(401, "UNAUTHENTICATED");
     assert_eq!(server.get("/v1/api-keys", Some(&user.token)).await.body["items"], json!([]), "nothing was created");
+    server.shutdown().await;
+}
+
+async fn a_blocked_users_key_stops_working_at_once_and_works_again_when_unblocked(server: TestServer) {
+    let user = server.user().await;
+    server.open_account(&user, "USD").await;
+    let key = create_key(&server, &user, &["accounts:read"]).await.str("key");
+    let accounts = || with_key(&server, server.client.get(server.url("/v1/accounts")), &key);
+    accounts().await.assert_status(200);
+    let admin = server.admin(&["users:block"]).await;
+    let path = format!("/v1/admin/users/{}/status", user.user_id);
+    let status = |value: &str| server.post(&path, Some(&admin.token), json!({"status": value, "reason": "test"}));
+    status("blocked").await.assert_status(204);
+    // The key was verified and cached a moment ago; blocking evicts it.
+    accounts().await.assert_problem(401, "UNAUTHENTICATED");
+    status("active").await.assert_status(204);
+    accounts().await.assert_status(200);
     server.shutdown().await;
 }

@@ -160,12 +160,16 @@ async fn every_kind_of_bad_token_is_refused_and_changes_nothing(server: TestServ
     let user = server.user().await;
     let victim = server.user().await;
     let now = server.state.identity().now();
-    let claims = AccessClaims::new(user_id_of(&victim), now);
-    let mut expired = AccessClaims::new(user_id_of(&user), Timestamp::from_micros(now.as_micros() - 3_600_000_000));
+    let claims = AccessClaims::new(user_id_of(&victim), uuid::Uuid::new_v4(), now);
+    let mut expired = AccessClaims::new(
+        user_id_of(&user),
+        uuid::Uuid::new_v4(),
+        Timestamp::from_micros(now.as_micros() - 3_600_000_000),
+    );
     expired.exp = now.as_micros() / 1_000_000 - 1;
-    let mut wrong_audience = AccessClaims::new(user_id_of(&user), now);
+    let mut wrong_audience = AccessClaims::new(user_id_of(&user), uuid::Uuid::new_v4(), now);
     wrong_audience.aud = format!("{AUDIENCE}-other");
-    let mut not_a_user = AccessClaims::new(user_id_of(&user), now);
+    let mut not_a_user = AccessClaims::new(user_id_of(&user), uuid::Uuid::new_v4(), now);
     not_a_user.sub = "root".to_owned();
 
     let bad_tokens = [

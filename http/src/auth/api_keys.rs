@@ -139,8 +139,14 @@ impl ApiKeys {
         ApiKeys { store, verified: DashMap::new() }
     }
 
-    /// The owner and scopes of `key`, or `401`.
-    async fn verify(&self, key: &str) -> Result<VerifiedKey, ApiError> {
+    /// The owner and scopes of `key`, or `401`. A key of a blocked user is refused: checked
+    /// against the user store when the key is first seen, and `forget_user` evicts a user's
+    /// keys from the cache when an admin blocks them.
+    async fn verify(
+        &self,
+        key: &str,
+        users: &dyn tally_persistence::users::UserStore,
+    ) -> Result<VerifiedKey, ApiError> {
         if key.is_empty() || key.len() > API_KEY_LENGTH_MAX || !key.starts_with(KEY_PREFIX) {
             return Err(invalid_key());
         }
@@ -149,6 +155,10 @@ impl ApiKeys {
             return Ok(hit);
         }
         let record = self.store.api_key_by_hash(&hash).await?.ok_or_else(invalid_key)?;
+        let owner = users.user_by_id(record.user_id).await?;
+        if owner.is_none_or(|owner| owner.status != tally_persistence::users::UserStatus::Active) {
+            return Err(ApiError::new(ErrorCode::Unauthenticated, "this API key's user is blocked"));
+        }
         let verified = VerifiedKey {
             user: record.user_id,
             scopes: record.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
@@ -158,6 +168,14 @@ impl ApiKeys {
         }
         self.verified.insert(hash, verified.clone());
         Ok(verified)
+    }
+}
+
+impl ApiKeys {
+    /// Evicts every cached key of `user` (an admin blocked them): their next request with a key
+    /// goes to the store again and is refused there.
+    pub fn forget_user(&self, user: UserId) {
+        self.verified.retain(|_, verified| verified.user != user);
     }
 }
 
@@ -179,7 +197,7 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Scoped<S> {
         };
         let key = value.to_str().map_err(|_| invalid_key())?.trim().to_owned();
         let identity = state.identity();
-        let verified = identity.protection.api_keys.verify(&key).await?;
+        let verified = identity.protection.api_keys.verify(&key, identity.users.as_ref()).await?;
         if !verified.scopes.contains(&S::SCOPE) {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
@@ -187,7 +205,7 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Scoped<S> {
             ));
         }
         identity.protection.requests.admit(verified.user, identity.now())?;
-        Ok(Scoped { caller: Caller { user_id: verified.user }, scope: PhantomData })
+        Ok(Scoped { caller: Caller { user_id: verified.user, session_id: None }, scope: PhantomData })
     }
 }
 

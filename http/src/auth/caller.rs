@@ -18,12 +18,18 @@ use super::permissions::Permission;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
-/// The user a valid access token speaks for. Customer routes trust the token for its 15
-/// minutes: checking the user store on every transfer would cost a query per request on the
-/// hottest path (revocation at once comes with the session actor).
+/// The user a valid access token speaks for, in a live login session. The token's signature
+/// is checked once (then cached); the session's liveness is checked on every request, in
+/// memory (`tally_actors::Sessions::authorize`), so a logout, a session deletion, a
+/// refresh-token reuse or an admin block refuses the token at once without a store query per
+/// request on the hottest path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Caller {
     pub user_id: UserId,
+    /// The login session the token belongs to.
+    /// The login session the token belongs to; `None` for a machine client with an API key
+    /// (`Scoped<S>`), which has no session.
+    pub session_id: Option<uuid::Uuid>,
 }
 
 fn unauthenticated(detail: &str) -> ApiError {
@@ -54,9 +60,14 @@ impl FromRequestParts<AppState> for Caller {
         }
         let token = bearer_token(&parts.headers)?;
         let identity = state.identity();
-        let user_id = identity.tokens.verify(token, identity.now())?;
-        identity.protection.requests.admit(user_id, identity.now())?;
-        let caller = Caller { user_id };
+        let now = identity.now();
+        let verified = identity.tokens.verify_session(token, now)?;
+        let live = identity.sessions.authorize(verified.session).await.map_err(ApiError::from)?;
+        if live != Some(verified.user) {
+            return Err(unauthenticated("this session has ended; log in again"));
+        }
+        identity.protection.requests.admit(verified.user, now)?;
+        let caller = Caller { user_id: verified.user, session_id: Some(verified.session) };
         parts.extensions.insert(caller);
         Ok(caller)
     }

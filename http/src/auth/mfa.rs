@@ -318,7 +318,11 @@ pub struct VerifyBody {
     request_body = VerifyBody,
     responses((status = 200, body = crate::auth::routes::TokenPair))
 )]
-pub async fn verify(State(state): State<AppState>, ApiJson(body): ApiJson<VerifyBody>) -> Result<Response, ApiError> {
+pub async fn verify(
+    State(state): State<AppState>,
+    client: super::sessions::ClientInfo,
+    ApiJson(body): ApiJson<VerifyBody>,
+) -> Result<Response, ApiError> {
     let id = session_id("mfa_session_id", &body.mfa_session_id)?;
     check_code_shape(&body.code, Accept::TotpOrBackupCode)?;
     let identity = state.identity();
@@ -347,13 +351,7 @@ pub async fn verify(State(state): State<AppState>, ApiJson(body): ApiJson<Verify
     if user.status != UserStatus::Active {
         return Err(ApiError::new(ErrorCode::Unauthenticated, "this user is blocked"));
     }
-    issue_tokens(&state, user.id).await
-}
-
-/// The end of a login: the token pair. One function so that the session actor's issuing (when
-/// it lands) replaces one line.
-async fn issue_tokens(state: &AppState, user: UserId) -> Result<Response, ApiError> {
-    super::routes::token_pair(state, user, state.identity().ids.next_uuid()).await
+    super::sessions::start_session(&state, &user, client).await
 }
 
 #[cfg(test)]

@@ -8,8 +8,11 @@
 //! `/v1/users/me` and the JWKS; `bootstrap.rs` creates the first admin. `mfa.rs` (TOTP over
 //! `totp.rs`, backup codes, the MFA step of login), `stepup.rs` (`StepUp<O>` on ★ routes),
 //! `api_keys.rs` (`Scoped<S>`), `rate_limit.rs` and `challenges.rs` hold their state in
-//! `protection.rs`.
+//! `protection.rs`. `sessions.rs` starts login sessions and serves logout and
+//! `/v1/users/me/sessions`; `admin_users.rs` serves `/v1/admin/users*` and
+//! `/v1/admin/permissions`.
 
+pub mod admin_users;
 pub mod api_keys;
 pub mod bootstrap;
 pub mod caller;
@@ -22,6 +25,7 @@ pub mod protection;
 pub mod rate_limit;
 pub mod refresh;
 pub mod routes;
+pub mod sessions;
 pub mod stepup;
 pub mod tokens;
 pub mod totp;
@@ -29,11 +33,12 @@ pub mod validate;
 
 use std::sync::Arc;
 
-use tally_actors::{Clock, IdSource, RandomIds, SystemClock};
+use tally_actors::{Clock, IdSource, RandomIds, SessionConfig, Sessions, SystemClock};
 use tally_engine::Timestamp;
 use tally_persistence::open_users::UserStores;
 use tally_persistence::reads::AccountReads;
 use tally_persistence::users::UserStore;
+use tally_persistence::users::admin::AdminUserStore;
 
 pub use caller::{Authorized, Caller};
 pub use keys::KeyRing;
@@ -51,6 +56,10 @@ pub struct Identity {
     pub ids: Arc<dyn IdSource>,
     /// Second factor, step-up, API keys and rate limits (`protection.rs`).
     pub protection: Arc<protection::Protection>,
+    /// Login sessions: the hot-path liveness check of every bearer token.
+    pub sessions: Arc<Sessions>,
+    /// Listing, blocking and granting for the admin-user routes.
+    pub admin: Arc<dyn AdminUserStore>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -65,6 +74,8 @@ pub enum IdentityError {
     Keys(#[from] keys::KeyError),
     #[error("password hasher: {0}")]
     Passwords(String),
+    #[error("session registry: {0}")]
+    Sessions(#[from] std::io::Error),
 }
 
 impl Identity {
@@ -79,6 +90,18 @@ impl Identity {
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdSource>,
     ) -> Result<Identity, IdentityError> {
+        Identity::open_with_sessions(stores, clock, ids, SessionConfig::default()).await
+    }
+
+    /// As `open_with`, with the session settings (`tally serve` reads them from the
+    /// environment; tests shorten them).
+    pub async fn open_with_sessions(
+        stores: UserStores,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdSource>,
+        sessions: SessionConfig,
+    ) -> Result<Identity, IdentityError> {
+        let sessions = Arc::new(Sessions::start(stores.sessions.clone(), Arc::clone(&clock), sessions)?);
         let keys = KeyRing::load_or_create(stores.users.as_ref(), clock.now()).await?;
         let passwords = Passwords::new().await.map_err(IdentityError::Passwords)?;
         Ok(Identity {
@@ -89,6 +112,8 @@ impl Identity {
             protection: Arc::new(protection::Protection::new(stores.mfa)),
             clock,
             ids,
+            sessions,
+            admin: stores.admin,
         })
     }
 

@@ -3,8 +3,8 @@
 //! means it leaked (the legitimate client already holds its successor), so the whole family
 //! is revoked and the client must log in again (DESIGN.md §7).
 //!
-//! Not yet here: the session actor that would also revoke the family's live access tokens at
-//! once; today they run out within `ACCESS_TOKEN_TTL`.
+//! A family is one login session: its id is the session's id (`sessions.rs`), so a reuse
+//! ends the session too, and with it the family's access tokens at once.
 
 use std::time::Duration;
 
@@ -42,18 +42,15 @@ pub async fn issue(users: &dyn UserStore, user: UserId, family: Uuid, now: Times
     Ok(token)
 }
 
-/// Spends `token`: `Some((user, family))` if it was live, `None` if it is unknown, expired,
-/// revoked, or (revoking its family) spent before.
-pub async fn spend(users: &dyn UserStore, token: &str, now: Timestamp) -> Result<Option<(UserId, Uuid)>, ApiError> {
+/// Spends `token`: `Spent` if it was live, `Reused` if it was spent before (its family is now
+/// revoked; the caller ends the session), `Invalid` if unknown, expired or revoked.
+pub async fn spend(users: &dyn UserStore, token: &str, now: Timestamp) -> Result<RefreshUse, ApiError> {
     if token.is_empty() || token.len() > REFRESH_TOKEN_LENGTH_MAX {
-        return Ok(None);
+        return Ok(RefreshUse::Invalid);
     }
-    match users.spend_refresh_token(&sha256_hex(token.as_bytes()), now).await.map_err(ApiError::from)? {
-        RefreshUse::Spent { user_id, family_id } => Ok(Some((user_id, family_id))),
-        RefreshUse::Reused { family_id } => {
-            tracing::warn!(%family_id, "a spent refresh token was presented again; its family is revoked");
-            Ok(None)
-        }
-        RefreshUse::Invalid => Ok(None),
+    let spent = users.spend_refresh_token(&sha256_hex(token.as_bytes()), now).await.map_err(ApiError::from)?;
+    if let RefreshUse::Reused { family_id } = &spent {
+        tracing::warn!(%family_id, "a spent refresh token was presented again; its family is revoked");
     }
+    Ok(spent)
 }

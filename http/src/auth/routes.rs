@@ -1,18 +1,20 @@
 //! `/v1/auth/register`, `/v1/auth/login`, `/v1/auth/refresh`, `/.well-known/jwks.json` and
-//! `/v1/users/me`.
+//! `/v1/users/me`. Logout and session management are in `sessions.rs`.
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use tally_actors::sessions::reason as session_reason;
 use tally_engine::{ErrorCode, UserId};
-use tally_persistence::users::{CreateUserError, User, UserStatus};
+use tally_persistence::users::{CreateUserError, RefreshUse, User, UserStatus};
 use uuid::Uuid;
 
 use super::caller::Caller;
 use super::password::{PASSWORD_LENGTH_MAX, check_policy};
 use super::rate_limit::ClientIp;
 use super::refresh;
+use super::sessions::{ClientInfo, start_session};
 use super::tokens::ACCESS_TOKEN_TTL;
 use super::validate::{check_email, check_name};
 use crate::json::ApiJson;
@@ -120,13 +122,14 @@ fn invalid_credentials() -> ApiError {
     ApiError::new(ErrorCode::InvalidCredentials, "wrong email or password")
 }
 
-/// Signs an access token and stores a refresh token in `family`, and answers with both.
-/// Token answers must not be cached anywhere (RFC 6749 §5.1).
-pub(crate) async fn token_pair(state: &AppState, user: UserId, family: Uuid) -> Result<Response, ApiError> {
+/// Signs an access token for login session `session` and stores a refresh token in its family
+/// (the family id is the session id), and answers with both. Token answers must not be cached
+/// anywhere (RFC 6749 §5.1).
+pub(crate) async fn token_pair(state: &AppState, user: UserId, session: Uuid) -> Result<Response, ApiError> {
     let identity = state.identity();
     let now = identity.now();
-    let access_token = identity.tokens.issue(user, now).await?;
-    let refresh_token = refresh::issue(identity.users.as_ref(), user, family, now).await?;
+    let access_token = identity.tokens.issue(user, session, now).await?;
+    let refresh_token = refresh::issue(identity.users.as_ref(), user, session, now).await?;
     let pair = TokenPair { access_token, refresh_token, token_type: "Bearer", expires_in: ACCESS_TOKEN_TTL.as_secs() };
     let mut response = axum::Json(pair).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -138,7 +141,8 @@ pub(crate) async fn token_pair(state: &AppState, user: UserId, family: Uuid) -> 
 /// tell them apart either). A blocked user with the right password gets `401
 /// UNAUTHENTICATED`, saying so. Failures are counted per identifier and per client ip
 /// (`rate_limit.rs`): past the limit, `429 RATE_LIMITED` before the password is checked. With
-/// TOTP on, a right password opens an MFA session instead of issuing tokens (`mfa.rs`).
+/// TOTP on, a right password opens an MFA session instead of issuing tokens (`mfa.rs`);
+/// otherwise it starts a login session (`sessions.rs`).
 #[utoipa::path(
     post,
     path = "/v1/auth/login",
@@ -148,7 +152,8 @@ pub(crate) async fn token_pair(state: &AppState, user: UserId, family: Uuid) -> 
 )]
 pub async fn login(
     State(state): State<AppState>,
-    client: ClientIp,
+    ip: ClientIp,
+    client: ClientInfo,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
     let identity = state.identity();
@@ -162,9 +167,9 @@ pub async fn login(
         identifier
     };
     let now = identity.now();
-    limits.check(&identifier, client, now)?;
+    limits.check(&identifier, ip, now)?;
     let refused = || {
-        limits.record_failure(&identifier, client, now);
+        limits.record_failure(&identifier, ip, now);
         invalid_credentials()
     };
     // No user has an address or password this long, so refuse without touching the store;
@@ -185,7 +190,7 @@ pub async fn login(
     if let Some(challenge) = super::mfa::login_challenge(&state, user.id).await? {
         return Ok(challenge);
     }
-    token_pair(&state, user.id, identity.ids.next_uuid()).await
+    start_session(&state, &user, client).await
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -194,8 +199,9 @@ pub struct RefreshBody {
     pub refresh_token: String,
 }
 
-/// `POST /v1/auth/refresh` → a new pair, spending the old refresh token. An unknown, expired
-/// or spent token is `401`; a spent one also revokes every token of its family.
+/// `POST /v1/auth/refresh` → a new pair in the same session, spending the old refresh token.
+/// An unknown, expired or spent token is `401`, and so is one whose session has ended; a spent
+/// one also revokes every token of its family and ends its session.
 #[utoipa::path(
     post,
     path = "/v1/auth/refresh",
@@ -206,8 +212,17 @@ pub struct RefreshBody {
 pub async fn refresh(State(state): State<AppState>, ApiJson(body): ApiJson<RefreshBody>) -> Result<Response, ApiError> {
     let identity = state.identity();
     let refused = || ApiError::new(ErrorCode::Unauthenticated, "refresh token invalid, expired or already used");
-    let (user_id, family) =
-        refresh::spend(identity.users.as_ref(), &body.refresh_token, identity.now()).await?.ok_or_else(refused)?;
+    let (user_id, family) = match refresh::spend(identity.users.as_ref(), &body.refresh_token, identity.now()).await? {
+        RefreshUse::Spent { user_id, family_id } => (user_id, family_id),
+        RefreshUse::Reused { family_id } => {
+            identity.sessions.terminate(family_id, session_reason::REFRESH_TOKEN_REUSED).await?;
+            return Err(refused());
+        }
+        RefreshUse::Invalid => return Err(refused()),
+    };
+    if identity.sessions.authorize(family).await? != Some(user_id) {
+        return Err(ApiError::new(ErrorCode::Unauthenticated, "this session has ended; log in again"));
+    }
     let user = identity.users.user_by_id(user_id).await?.ok_or_else(refused)?;
     if user.status != UserStatus::Active {
         return Err(ApiError::new(ErrorCode::Unauthenticated, "this user is blocked"));

@@ -7,6 +7,11 @@
 //! A verified token is cached by its SHA-256 until it expires, so a client sending the same
 //! token on every request pays one RSA verify, not one per request (DESIGN.md §7). A tampered
 //! token hashes differently, so the cache can only ever answer for the exact bytes verified.
+//!
+//! Every token names its login session (`sid`). The cache only answers "these bytes were
+//! signed by us for this user and session"; whether the session is still live is asked of the
+//! session registry on every request (`caller.rs`), so a cached token of a terminated session
+//! is refused at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -16,6 +21,7 @@ use dashmap::DashMap;
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tally_engine::{ErrorCode, Timestamp, UserId};
+use uuid::Uuid;
 
 use super::keys::KeyRing;
 use crate::digest::sha256;
@@ -54,11 +60,14 @@ pub struct AccessClaims {
     pub exp: i64,
     /// A unique id per token (a future revocation list names tokens by it).
     pub jti: String,
+    /// The login session the token belongs to; ending the session ends the token.
+    pub sid: String,
 }
 
 impl AccessClaims {
-    /// The claims of a fresh access token for `user` issued at `now`.
-    pub fn new(user: UserId, now: Timestamp) -> AccessClaims {
+    /// The claims of a fresh access token for `user` in login session `session`, issued at
+    /// `now`.
+    pub fn new(user: UserId, session: Uuid, now: Timestamp) -> AccessClaims {
         let iat = now.as_micros().div_euclid(1_000_000);
         AccessClaims {
             iss: ISSUER.to_owned(),
@@ -67,13 +76,16 @@ impl AccessClaims {
             iat,
             exp: iat.saturating_add(ACCESS_TOKEN_TTL.as_secs() as i64),
             jti: uuid::Uuid::new_v4().to_string(),
+            sid: session.to_string(),
         }
     }
 }
 
-#[derive(Clone, Copy)]
-struct Verified {
-    user: UserId,
+/// What a verified token says: whose it is and which session it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub user: UserId,
+    pub session: Uuid,
     /// Seconds since the epoch.
     expires_at: i64,
 }
@@ -123,18 +135,24 @@ impl Tokens {
         jsonwebtoken::encode(&header, claims, &key.encoding)
     }
 
-    /// A fresh access token for `user`, signed on the blocking pool.
-    pub async fn issue(self: &Arc<Self>, user: UserId, now: Timestamp) -> Result<String, ApiError> {
+    /// A fresh access token for `user` in `session`, signed on the blocking pool.
+    pub async fn issue(self: &Arc<Self>, user: UserId, session: Uuid, now: Timestamp) -> Result<String, ApiError> {
         let tokens = Arc::clone(self);
-        let claims = AccessClaims::new(user, now);
+        let claims = AccessClaims::new(user, session, now);
         tokio::task::spawn_blocking(move || tokens.sign(&claims))
             .await
             .map_err(ApiError::internal)?
             .map_err(ApiError::internal)
     }
 
-    /// The user a bearer token speaks for, or `401 UNAUTHENTICATED`.
+    /// The user a bearer token speaks for, or `401 UNAUTHENTICATED`. Says nothing of whether
+    /// its session is live: `verify_session` and then the session registry do.
     pub fn verify(&self, token: &str, now: Timestamp) -> Result<UserId, ApiError> {
+        self.verify_session(token, now).map(|verified| verified.user)
+    }
+
+    /// The user and session a bearer token speaks for, or `401 UNAUTHENTICATED`.
+    pub fn verify_session(&self, token: &str, now: Timestamp) -> Result<Verified, ApiError> {
         if token.is_empty() || token.len() > TOKEN_LENGTH_MAX {
             return Err(unauthenticated());
         }
@@ -142,7 +160,7 @@ impl Tokens {
         let digest = sha256(token.as_bytes());
         if let Some(hit) = self.verified.get(&digest).map(|entry| *entry.value()) {
             if hit.expires_at > now_secs {
-                return Ok(hit.user);
+                return Ok(hit);
             }
             self.verified.remove(&digest);
             return Err(unauthenticated());
@@ -159,8 +177,10 @@ impl Tokens {
             return Err(unauthenticated());
         }
         let user = uuid::Uuid::parse_str(&claims.sub).map(UserId::from_uuid).map_err(|_| unauthenticated())?;
-        self.remember(digest, Verified { user, expires_at: claims.exp }, now);
-        Ok(user)
+        let session = uuid::Uuid::parse_str(&claims.sid).map_err(|_| unauthenticated())?;
+        let verified = Verified { user, session, expires_at: claims.exp };
+        self.remember(digest, verified, now);
+        Ok(verified)
     }
 
     fn remember(&self, digest: [u8; 32], verified: Verified, now: Timestamp) {
@@ -218,10 +238,11 @@ mod tests {
     fn a_signed_token_verifies_until_it_expires_and_is_cached() {
         let tokens = Tokens::new(ring());
         let user = UserId::from_u128(42);
-        let token = tokens.sign(&AccessClaims::new(user, NOW)).unwrap();
+        let token = tokens.sign(&AccessClaims::new(user, Uuid::from_u128(7), NOW)).unwrap();
         assert_eq!(tokens.verify(&token, NOW).unwrap(), user);
         assert_eq!(tokens.cached(), 1);
         assert_eq!(tokens.verify(&token, NOW).unwrap(), user, "from the cache");
+        assert_eq!(tokens.verify_session(&token, NOW).unwrap().session, Uuid::from_u128(7), "the session rides along");
         let expiry = Timestamp::from_micros(NOW.as_micros() + ACCESS_TOKEN_TTL.as_micros() as i64);
         assert!(tokens.verify(&token, expiry).is_err(), "expired, even though cached");
         assert!(tokens.verify(&token, expiry).is_err(), "and after eviction too");
@@ -230,9 +251,9 @@ mod tests {
     #[test]
     fn tampering_wrong_issuer_and_foreign_keys_are_refused() {
         let tokens = Tokens::new(ring());
-        let token = tokens.sign(&AccessClaims::new(UserId::from_u128(1), NOW)).unwrap();
+        let token = tokens.sign(&AccessClaims::new(UserId::from_u128(1), Uuid::from_u128(7), NOW)).unwrap();
         let parts: Vec<&str> = token.split('.').collect();
-        let mut claims = AccessClaims::new(UserId::from_u128(2), NOW);
+        let mut claims = AccessClaims::new(UserId::from_u128(2), Uuid::from_u128(7), NOW);
         let forged_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
         let tampered = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
         assert!(tokens.verify(&tampered, NOW).is_err());
@@ -241,7 +262,7 @@ mod tests {
         assert!(tokens.verify(&tokens.sign(&claims).unwrap(), NOW).is_err());
 
         let other = Tokens::new(ring());
-        let foreign = other.sign(&AccessClaims::new(UserId::from_u128(1), NOW)).unwrap();
+        let foreign = other.sign(&AccessClaims::new(UserId::from_u128(1), Uuid::from_u128(7), NOW)).unwrap();
         assert!(tokens.verify(&foreign, NOW).is_err(), "unknown kid");
         assert!(tokens.verify("", NOW).is_err());
         assert!(tokens.verify(&"a".repeat(TOKEN_LENGTH_MAX + 1), NOW).is_err());

@@ -7,6 +7,9 @@
 //! actor, which holds the live balance. An account opened through `Engine::open_account` is
 //! durable before that call returns, so it is always listed by the time its opener hears of it.
 
+pub mod listing;
+mod listing_postgres;
+mod listing_sqlite;
 pub mod postgres;
 pub mod sqlite;
 
@@ -17,8 +20,12 @@ use tally_engine::{AccountId, UserId};
 
 use crate::store::StoreError;
 
+pub use listing::LedgerReads;
+
 #[async_trait]
-pub trait AccountReads: Send + Sync + 'static {
+/// Every read model the HTTP API uses. `LedgerReads` (the listings) is a supertrait so that
+/// the one `Arc<dyn AccountReads>` identity already holds serves them too.
+pub trait AccountReads: LedgerReads + Send + Sync + 'static {
     /// The ids of the accounts `owner` owns, oldest first, at most `limit` of them.
     async fn account_ids_of_owner(&self, owner: UserId, limit: u32) -> Result<Vec<AccountId>, StoreError>;
 

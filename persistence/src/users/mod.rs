@@ -12,6 +12,9 @@
 //! HTTP layer does. The store keeps what it is given and enforces only what a database must:
 //! one user per normalized email, one signing key per generation, single use of a refresh token.
 
+pub mod admin;
+mod admin_postgres;
+mod admin_sqlite;
 pub mod mfa;
 mod mfa_postgres;
 mod mfa_sqlite;

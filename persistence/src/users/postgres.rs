@@ -104,7 +104,7 @@ pub(crate) fn classify(error: sqlx::Error) -> StoreError {
     }
 }
 
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }
 
@@ -118,9 +118,9 @@ fn unique_violation(error: &sqlx::Error) -> Option<String> {
     }
 }
 
-const USER_COLUMNS: &str = "id, email, password_hash, first_name, last_name, status, created_at";
+pub(crate) const USER_COLUMNS: &str = "id, email, password_hash, first_name, last_name, status, created_at";
 
-fn user_from_row(row: &PgRow, permissions: BTreeSet<String>) -> Result<User, StoreError> {
+pub(crate) fn user_from_row(row: &PgRow, permissions: BTreeSet<String>) -> Result<User, StoreError> {
     let status: String = row.try_get("status").map_err(classify)?;
     Ok(User {
         id: UserId::from_uuid(row.try_get("id").map_err(classify)?),

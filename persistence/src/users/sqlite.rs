@@ -124,7 +124,7 @@ pub(crate) fn classify(error: sqlx::Error) -> StoreError {
     }
 }
 
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }
 
@@ -137,14 +137,14 @@ pub(crate) fn uuid_from_db(text: &str, column: &str) -> Result<Uuid, StoreError>
     Uuid::parse_str(text).map_err(|error| corrupt(format!("{column} {text:?} is not a UUID: {error}")))
 }
 
-fn uuid(row: &SqliteRow, column: &str) -> Result<Uuid, StoreError> {
+pub(crate) fn uuid(row: &SqliteRow, column: &str) -> Result<Uuid, StoreError> {
     let text: String = row.try_get(column).map_err(classify)?;
     uuid_from_db(&text, column)
 }
 
-const USER_COLUMNS: &str = "id, email, password_hash, first_name, last_name, status, created_at";
+pub(crate) const USER_COLUMNS: &str = "id, email, password_hash, first_name, last_name, status, created_at";
 
-fn user_from_row(row: &SqliteRow, permissions: BTreeSet<String>) -> Result<User, StoreError> {
+pub(crate) fn user_from_row(row: &SqliteRow, permissions: BTreeSet<String>) -> Result<User, StoreError> {
     let status: String = row.try_get("status").map_err(classify)?;
     Ok(User {
         id: UserId::from_uuid(uuid(row, "id")?),

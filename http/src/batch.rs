@@ -1,0 +1,305 @@
+//! `POST /v1/transfers/batch {transfers:[...], atomic?}` → `200 {results:[{index, status,
+//! transfer?, error?}]}`.
+//!
+//! Each item is the body of `POST /v1/transfers` and goes through the same `plan` (ownership,
+//! amount, type); `status` is what that item alone would have answered (`201`, `202`, `4xx`,
+//! `503`) and `error` its problem object. A malformed item fails alone (`400` in its result),
+//! unless the batch is atomic.
+//!
+//! Non-atomic items run through `run_transfer` concurrently, at most
+//! `BATCH_ITEMS_IN_FLIGHT_MAX` at once. Atomic batches go to `Engine::transfer_batch_atomic`
+//! (all or none; see `tally_actors::batch`).
+//!
+//! Idempotency: the batch's `Idempotency-Key` K gives item i the key `"K #i"` (a space never
+//! occurs in a client's key, so it meets no single transfer's key), and every item carries
+//! the fingerprint of the whole batch. A batch holds the claim `" batch K"` while it runs, so a
+//! concurrent duplicate waits and then replays. A repeat finds each item's transfer under its
+//! key (one transfer per item, however often it is replayed); a different body finds a
+//! different fingerprint: `409 IDEMPOTENCY_KEY_REUSED`. Items refused before a transfer
+//! existed (validation) have nothing stored and are planned and refused again on a repeat.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tally_actors::{AtomicBatch, BatchItem, TransferError};
+use tally_engine::{ErrorCode, Idempotency, Transfer, TransferRequest, TransferStatus};
+
+use crate::auth::Caller;
+use crate::auth::api_keys::{Scoped, TransfersWrite};
+use crate::auth::stepup::{StepUp, TransfersCreate};
+use crate::digest::sha256_hex;
+use crate::input;
+use crate::json::ApiJson;
+use crate::problem::{ApiError, request_id};
+use crate::state::AppState;
+use crate::transfers::{TransferBody, fingerprint, plan, run_transfer};
+use crate::views::TransferView;
+
+/// Items in one batch (API.md). 8,190 items of ~400 bytes fit the 4 MiB body limit, and one
+/// batch's sagas stay a quarter of the engine's 32,768 in flight.
+pub const BATCH_ITEMS_MAX: usize = 8_190;
+
+/// Items of one non-atomic batch planned or run at once. Each is a few actor round trips and
+/// a durable ack; 64 keep both cores and the journal's group commits busy (a commit carries
+/// many items) without letting one batch take 8,190 saga permits or flood one source
+/// account's mailbox (1,024).
+pub const BATCH_ITEMS_IN_FLIGHT_MAX: usize = 64;
+
+/// Store lookups of a repeat's items at once (point reads on the idempotency index).
+const KEY_LOOKUPS_IN_FLIGHT_MAX: usize = 32;
+
+const ROUTE: &str = "POST /v1/transfers/batch";
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    /// Raw items, so that one malformed item fails alone instead of the whole body.
+    pub transfers: Vec<serde_json::Value>,
+    pub atomic: Option<bool>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct ItemResult {
+    index: usize,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transfer: Option<TransferView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct BatchAnswer {
+    results: Vec<ItemResult>,
+}
+
+/// The problem object of a failed item: the shape of a whole error answer, inside the batch.
+fn problem(error: &ApiError) -> (u16, serde_json::Value) {
+    let status = error.status.map_or(error.code.http_status(), |status| status.as_u16());
+    let code = error.code.as_str();
+    let mut value = serde_json::json!({
+        "type": format!("https://tally.dev/problems/{}", code.to_ascii_lowercase().replace('_', "-")),
+        "title": StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error"),
+        "status": status,
+        "code": code,
+        "detail": error.detail,
+        "request_id": request_id(),
+    });
+    if !error.errors.is_empty() {
+        value["errors"] = serde_json::json!(error.errors);
+    }
+    (status, value)
+}
+
+fn failed(index: usize, error: &ApiError) -> ItemResult {
+    let (status, error) = problem(error);
+    ItemResult { index, status, transfer: None, error: Some(error) }
+}
+
+/// The result of an item whose transfer exists: `201` completed, `202` still pending, or the
+/// failure it ended with (as `transfer_answer` answers a single transfer).
+fn of_transfer(index: usize, transfer: &Transfer) -> Result<ItemResult, ApiError> {
+    if transfer.status == TransferStatus::Failed {
+        let code = transfer.failure_reason.unwrap_or(ErrorCode::Internal);
+        return Ok(failed(index, &ApiError::new(code, format!("transfer {} failed: {}", transfer.id, code.as_str()))));
+    }
+    let status = if transfer.status == TransferStatus::Completed { StatusCode::CREATED } else { StatusCode::ACCEPTED };
+    Ok(ItemResult { index, status: status.as_u16(), transfer: Some(TransferView::of(transfer)?), error: None })
+}
+
+fn of_outcome(index: usize, outcome: Result<Transfer, TransferError>) -> Result<ItemResult, ApiError> {
+    match outcome {
+        Ok(transfer) => of_transfer(index, &transfer),
+        Err(error) => Ok(failed(index, &ApiError::from(error))),
+    }
+}
+
+/// Item i's key under batch key `key`.
+fn item_key(key: &str, index: usize) -> String {
+    format!("{key} #{index}")
+}
+
+/// Plans one raw item as `POST /v1/transfers` would.
+async fn plan_item(state: AppState, caller: Caller, raw: serde_json::Value) -> Result<TransferRequest, ApiError> {
+    let body: TransferBody = serde_json::from_value(raw)
+        .map_err(|error| ApiError::new(ErrorCode::ValidationError, format!("invalid item: {error}")))?;
+    plan(state.engine()?, caller, &body).await
+}
+
+/// The fingerprint of the whole batch: every item as understood (or, if it could not be
+/// planned, as written) and the `atomic` flag.
+fn batch_fingerprint(
+    atomic: bool,
+    raw: &[serde_json::Value],
+    planned: &[Result<TransferRequest, ApiError>],
+) -> Result<String, ApiError> {
+    let mut items = Vec::with_capacity(planned.len());
+    for (raw, plan) in raw.iter().zip(planned) {
+        items.push(match plan {
+            Ok(request) => fingerprint(ROUTE, request)?,
+            Err(_) => serde_json::to_string(raw).map_err(ApiError::internal)?,
+        });
+    }
+    let canonical = serde_json::json!({ "atomic": atomic, "items": items });
+    serde_json::to_vec(&canonical).map(|bytes| sha256_hex(&bytes)).map_err(ApiError::internal)
+}
+
+/// `POST /v1/transfers/batch`.
+#[utoipa::path(
+    post,
+    path = "/v1/transfers/batch",
+    tag = "transfers",
+    request_body = BatchBody,
+    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for this operation type (POST /v1/auth/step-up)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time; a different body is 409 IDEMPOTENCY_KEY_REUSED")),
+    responses((status = 200, description = "One result per item, in order", body = BatchAnswer)),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    Scoped { caller, .. }: Scoped<TransfersWrite>,
+    // A batch moves money as `POST /v1/transfers` does, so it needs the same step-up.
+    _step_up: StepUp<TransfersCreate>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<BatchBody>,
+) -> Result<Response, ApiError> {
+    let count = body.transfers.len();
+    if count == 0 {
+        return Err(ApiError::field("transfers", "must hold at least one transfer"));
+    }
+    if count > BATCH_ITEMS_MAX {
+        return Err(ApiError::field("transfers", format!("must hold at most {BATCH_ITEMS_MAX} transfers")));
+    }
+    let atomic = body.atomic.unwrap_or(false);
+    let key = input::idempotency_key(&headers)?;
+    let engine = state.engine()?;
+    let planned: Vec<Result<TransferRequest, ApiError>> = futures::stream::iter(body.transfers.clone())
+        .map(|raw| plan_item(state.clone(), caller, raw))
+        .buffered(BATCH_ITEMS_IN_FLIGHT_MAX)
+        .collect()
+        .await;
+    let scope = caller.user_id.as_uuid();
+
+    // Under a key: hold the batch's claim, refuse a different body, find what a first run made.
+    let mut _claim = None;
+    let mut keys: Vec<Option<Idempotency>> = vec![None; count];
+    let mut existing: Vec<Option<Transfer>> = vec![None; count];
+    if let Some(key) = &key {
+        let batch_print = batch_fingerprint(atomic, &body.transfers, &planned)?;
+        _claim = Some(engine.claim_key(scope, format!(" batch {key}")).await);
+        let found: Vec<Result<Option<Transfer>, ApiError>> = futures::stream::iter(0..count)
+            .map(|index| {
+                let item_key = item_key(key, index);
+                let store = std::sync::Arc::clone(engine.store());
+                async move {
+                    let loaded = store.transfer_by_idempotency(scope, &item_key).await?;
+                    Ok(loaded.map(|loaded| loaded.value))
+                }
+            })
+            .buffered(KEY_LOOKUPS_IN_FLIGHT_MAX)
+            .collect()
+            .await;
+        for (index, found) in found.into_iter().enumerate() {
+            if let Some(transfer) = found? {
+                let same = transfer.idempotency.as_ref().is_some_and(|i| i.fingerprint == batch_print);
+                if !same {
+                    return Err(ApiError::from(TransferError::IdempotencyKeyReused));
+                }
+                existing[index] = Some(transfer);
+            }
+            keys[index] = Some(Idempotency { scope, key: item_key(key, index), fingerprint: batch_print.clone() });
+        }
+    }
+
+    let results = if atomic {
+        run_atomic(&state, planned, keys, existing).await?
+    } else {
+        let runs = planned.into_iter().zip(keys).enumerate().map(|(index, (plan, key))| {
+            let state = state.clone();
+            async move {
+                match plan {
+                    Ok(request) => match run_transfer(&state, request, key).await {
+                        Ok((transfer, _replayed)) => of_transfer(index, &transfer),
+                        Err(error) => Ok(failed(index, &error)),
+                    },
+                    Err(error) => Ok(failed(index, &error)),
+                }
+            }
+        });
+        let results: Vec<Result<ItemResult, ApiError>> =
+            futures::stream::iter(runs).buffered(BATCH_ITEMS_IN_FLIGHT_MAX).collect().await;
+        results.into_iter().collect::<Result<Vec<_>, _>>()?
+    };
+    Ok(axum::Json(BatchAnswer { results }).into_response())
+}
+
+/// An atomic batch: every item planned, else nothing happens; a repeat answers with what the
+/// first run recorded; otherwise the engine runs it all or none.
+async fn run_atomic(
+    state: &AppState,
+    planned: Vec<Result<TransferRequest, ApiError>>,
+    keys: Vec<Option<Idempotency>>,
+    existing: Vec<Option<Transfer>>,
+) -> Result<Vec<ItemResult>, ApiError> {
+    let engine = state.engine()?;
+    let invalid: Vec<usize> = planned.iter().enumerate().filter(|(_, plan)| plan.is_err()).map(|(i, _)| i).collect();
+    if !invalid.is_empty() {
+        let skipped = not_applied(&invalid);
+        return Ok(planned
+            .iter()
+            .enumerate()
+            .map(|(index, plan)| match plan {
+                Err(error) => failed(index, error),
+                Ok(_) => failed(index, &skipped),
+            })
+            .collect());
+    }
+    // A first run that got past its holds recorded every item; a repeat answers with them as
+    // they are now. A first run that aborted recorded none, and runs again.
+    if existing.iter().any(Option::is_some) {
+        let mut results = Vec::with_capacity(existing.len());
+        for (index, transfer) in existing.into_iter().enumerate() {
+            let Some(transfer) = transfer else {
+                results.push(failed(index, &ApiError::internal("an atomic batch's item is missing on replay")));
+                continue;
+            };
+            let newest = engine.load_transfer(transfer.id).await?.unwrap_or(transfer);
+            results.push(of_transfer(index, &newest)?);
+        }
+        return Ok(results);
+    }
+    let items: Vec<BatchItem> = planned
+        .into_iter()
+        .zip(keys)
+        .filter_map(|(plan, key)| plan.ok().map(|request| BatchItem { request, key }))
+        .collect();
+    let count = items.len();
+    match engine.transfer_batch_atomic(items).await? {
+        AtomicBatch::Ran(outcomes) => {
+            outcomes.into_iter().enumerate().map(|(index, outcome)| of_outcome(index, outcome)).collect()
+        }
+        AtomicBatch::Aborted(failures) => {
+            let skipped = not_applied(&failures.iter().map(|(index, _)| *index).collect::<Vec<_>>());
+            let mut results: Vec<ItemResult> = (0..count).map(|index| failed(index, &skipped)).collect();
+            for (index, error) in failures {
+                if let Some(slot) = results.get_mut(index) {
+                    *slot = failed(index, &ApiError::from(error));
+                }
+            }
+            Ok(results)
+        }
+    }
+}
+
+/// The error of an atomic batch's item that was not applied because others failed. `409
+/// CONFLICT`: the item itself may be fine, but it conflicts with the batch's all-or-none rule.
+fn not_applied(failed_items: &[usize]) -> ApiError {
+    const LISTED_MAX: usize = 10;
+    let listed: Vec<String> = failed_items.iter().take(LISTED_MAX).map(usize::to_string).collect();
+    let more = if failed_items.len() > LISTED_MAX { ", ..." } else { "" };
+    ApiError::new(
+        ErrorCode::Conflict,
+        format!("not applied: this atomic batch did nothing because item(s) {}{more} failed", listed.join(", ")),
+    )
+}

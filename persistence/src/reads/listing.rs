@@ -1,0 +1,168 @@
+//! The listings' read model: pages of transfers, accounts and an account's postings, newest
+//! first, with a keyset cursor (the last row's position), so a page is one index range scan
+//! and rows inserted meanwhile never shift a later page.
+//!
+//! Like `AccountReads`, these read the write-behind tables: a row is as fresh as the last group
+//! commit. Every transfer and account is durable before its creator hears of it, so whatever a
+//! client was told exists is listed. Listings return ids (and positions); callers read each
+//! transfer or account's live state from the engine.
+
+use async_trait::async_trait;
+use rust_decimal::Decimal;
+use tally_engine::{AccountId, TransferId, UserId};
+
+use crate::store::StoreError;
+
+/// A row's place in a newest-first listing: `(created_at, id)`, compared as a pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub created_at: i64,
+    pub id: uuid::Uuid,
+}
+
+/// Which transfers to list.
+#[derive(Clone, Debug, Default)]
+pub struct TransferFilter {
+    /// Only transfers whose source or destination account this user owns.
+    pub party: Option<UserId>,
+    /// Only transfers in this status (`processing`, `pending`, ...).
+    pub status: Option<String>,
+}
+
+/// Which accounts to list (the admin listing).
+#[derive(Clone, Debug, Default)]
+pub struct AccountFilter {
+    pub status: Option<String>,
+    pub currency: Option<String>,
+    pub owner: Option<UserId>,
+    /// A prefix of the account id (as lowercase hyphenated text) or of the owner's normalized
+    /// email. Already lowercased and free of LIKE wildcards (the caller checks it).
+    pub search: Option<String>,
+}
+
+/// One posting of an account, with its transfer's time and description.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostingRow {
+    pub seq: u64,
+    pub transfer: TransferId,
+    pub credit: bool,
+    pub amount: Decimal,
+    pub currency: String,
+    pub balance_after: Decimal,
+    pub description: Option<String>,
+    /// The transfer's creation time (postings carry no time of their own).
+    pub created_at: i64,
+}
+
+/// Which postings of an account to list.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PostingFilter {
+    /// `Some(true)`: credits only; `Some(false)`: debits only.
+    pub credit: Option<bool>,
+    /// Transfer creation time, inclusive, microseconds since the epoch.
+    pub from: Option<i64>,
+    /// Transfer creation time, exclusive.
+    pub to: Option<i64>,
+}
+
+/// Microseconds in a day: balance history buckets by UTC day.
+pub const DAY_MICROS: i64 = 86_400_000_000;
+
+#[async_trait]
+pub trait LedgerReads: Send + Sync + 'static {
+    /// At most `limit` transfers matching `filter`, newest first, strictly after `after`.
+    async fn transfer_page(
+        &self,
+        filter: &TransferFilter,
+        after: Option<Position>,
+        limit: u32,
+    ) -> Result<Vec<(TransferId, Position)>, StoreError>;
+
+    async fn count_transfers(&self, filter: &TransferFilter) -> Result<u64, StoreError>;
+
+    /// At most `limit` accounts matching `filter`, newest first, strictly after `after`.
+    async fn account_page(
+        &self,
+        filter: &AccountFilter,
+        after: Option<Position>,
+        limit: u32,
+    ) -> Result<Vec<(AccountId, Position)>, StoreError>;
+
+    async fn count_accounts(&self, filter: &AccountFilter) -> Result<u64, StoreError>;
+
+    /// At most `limit` postings of `account` matching `filter`, newest first (journal order),
+    /// with a sequence number below `before_seq`.
+    async fn posting_page(
+        &self,
+        account: AccountId,
+        filter: PostingFilter,
+        before_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<PostingRow>, StoreError>;
+
+    /// The balance after the account's last posting whose transfer was created before
+    /// `before` (the opening balance of a history), if any.
+    async fn balance_before(&self, account: AccountId, before: i64) -> Result<Option<Decimal>, StoreError>;
+
+    /// For each UTC day (days since the epoch) from `from`'s day on that has postings of the
+    /// account, the balance after the day's last posting, in day order.
+    async fn daily_closing_balances(&self, account: AccountId, from: i64) -> Result<Vec<(i64, Decimal)>, StoreError>;
+}
+
+#[async_trait]
+impl<R: LedgerReads + ?Sized> LedgerReads for std::sync::Arc<R> {
+    async fn transfer_page(
+        &self,
+        filter: &TransferFilter,
+        after: Option<Position>,
+        limit: u32,
+    ) -> Result<Vec<(TransferId, Position)>, StoreError> {
+        (**self).transfer_page(filter, after, limit).await
+    }
+
+    async fn count_transfers(&self, filter: &TransferFilter) -> Result<u64, StoreError> {
+        (**self).count_transfers(filter).await
+    }
+
+    async fn account_page(
+        &self,
+        filter: &AccountFilter,
+        after: Option<Position>,
+        limit: u32,
+    ) -> Result<Vec<(AccountId, Position)>, StoreError> {
+        (**self).account_page(filter, after, limit).await
+    }
+
+    async fn count_accounts(&self, filter: &AccountFilter) -> Result<u64, StoreError> {
+        (**self).count_accounts(filter).await
+    }
+
+    async fn posting_page(
+        &self,
+        account: AccountId,
+        filter: PostingFilter,
+        before_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<PostingRow>, StoreError> {
+        (**self).posting_page(account, filter, before_seq, limit).await
+    }
+
+    async fn balance_before(&self, account: AccountId, before: i64) -> Result<Option<Decimal>, StoreError> {
+        (**self).balance_before(account, before).await
+    }
+
+    async fn daily_closing_balances(&self, account: AccountId, from: i64) -> Result<Vec<(i64, Decimal)>, StoreError> {
+        (**self).daily_closing_balances(account, from).await
+    }
+}
+
+/// A count from SQL (`BIGINT`) as the API's unsigned count.
+pub(crate) fn count(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative count {value}")))
+}
+
+/// The SQL `LIKE` pattern of a prefix. `search` is checked by the caller to hold no `%`, `_`
+/// or `\`, so it needs no escaping.
+pub(crate) fn prefix_pattern(search: &str) -> String {
+    format!("{search}%")
+}

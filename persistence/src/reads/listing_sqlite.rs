@@ -1,0 +1,210 @@
+//! `LedgerReads` on SQLite, on the identity store's pool: the same queries as
+//! `listing_postgres.rs` in SQLite's dialect. Ids are lowercase hyphenated text, so a
+//! prefix of the text form is a prefix of the column; amounts are exact decimal text.
+
+use async_trait::async_trait;
+use rust_decimal::Decimal;
+use tally_engine::{AccountId, TransferId};
+
+use super::listing::{
+    AccountFilter, DAY_MICROS, LedgerReads, Position, PostingFilter, PostingRow, TransferFilter, count, prefix_pattern,
+};
+use crate::sqlite::decimal_from_db;
+use crate::store::StoreError;
+use crate::users::sqlite::{SqliteUserStore, classify, id_to_db, uuid_from_db};
+
+const TRANSFER_WHERE: &str = "(?1 IS NULL
+        OR source_id IN (SELECT id FROM accounts WHERE owner_id = ?1)
+        OR destination_id IN (SELECT id FROM accounts WHERE owner_id = ?1))
+    AND (?2 IS NULL OR status = ?2)";
+
+const ACCOUNT_WHERE: &str = "kind = 'user'
+    AND (?1 IS NULL OR status = ?1)
+    AND (?2 IS NULL OR currency = ?2)
+    AND (?3 IS NULL OR owner_id = ?3)
+    AND (?4 IS NULL OR id LIKE ?4
+        OR owner_id IN (SELECT id FROM users WHERE email_normalized LIKE ?4))";
+
+fn positions<T>(rows: Vec<(String, i64)>, make: fn(uuid::Uuid) -> T) -> Result<Vec<(T, Position)>, StoreError> {
+    rows.into_iter()
+        .map(|(id, created_at)| {
+            let id = uuid_from_db(&id, "id")?;
+            Ok((make(id), Position { created_at, id }))
+        })
+        .collect()
+}
+
+#[async_trait]
+impl LedgerReads for SqliteUserStore {
+    async fn transfer_page(
+        &self,
+        filter: &TransferFilter,
+        after: Option<Position>,
+        limit: u32,
+    ) -> Result<Vec<(TransferId, Position)>, StoreError> {
+        let filter = filter.clone();
+        self.run(|pool| async move {
+            let sql = format!(
+                "SELECT id, created_at FROM transfers WHERE {TRANSFER_WHERE}
+                 AND (?3 IS NULL OR (created_at, id) < (?3, ?4))
+                 ORDER BY created_at DESC, id DESC LIMIT ?5"
+            );
+            let rows: Vec<(String, i64)> = sqlx::query_as(&sql)
+                .bind(filter.party.map(|user| id_to_db(user.as_uuid())))
+                .bind(filter.status)
+                .bind(after.map(|p| p.created_at))
+                .bind(after.map(|p| id_to_db(p.id)))
+                .bind(i64::from(limit))
+                .fetch_all(&pool)
+                .await
+                .map_err(classify)?;
+            positions(rows, TransferId::from_uuid)
+        })
+        .await
+    }
+
+    async fn count_transfers(&self, filter: &TransferFilter) -> Result<u64, StoreError> {
+        let filter = filter.clone();
+        self.run(|pool| async move {
+            let sql = format!("SELECT COUNT(*) FROM transfers WHERE {TRANSFER_WHERE}");
+            let value: i64 = sqlx::query_scalar(&sql)
+                .bind(filter.party.map(|user| id_to_db(user.as_uuid())))
+                .bind(filter.status)
+                .fetch_one(&pool)
+                .await
+                .map_err(classify)?;
+            count(value)
+        })
+        .await
+    }
+
+    async fn account_page(
+        &self,
+        filter: &AccountFilter,
+        after: Option<Position>,
+        limit: u32,
+    ) -> Result<Vec<(AccountId, Position)>, StoreError> {
+        let filter = filter.clone();
+        self.run(|pool| async move {
+            let sql = format!(
+                "SELECT id, created_at FROM accounts WHERE {ACCOUNT_WHERE}
+                 AND (?5 IS NULL OR (created_at, id) < (?5, ?6))
+                 ORDER BY created_at DESC, id DESC LIMIT ?7"
+            );
+            let rows: Vec<(String, i64)> = sqlx::query_as(&sql)
+                .bind(filter.status)
+                .bind(filter.currency)
+                .bind(filter.owner.map(|user| id_to_db(user.as_uuid())))
+                .bind(filter.search.as_deref().map(prefix_pattern))
+                .bind(after.map(|p| p.created_at))
+                .bind(after.map(|p| id_to_db(p.id)))
+                .bind(i64::from(limit))
+                .fetch_all(&pool)
+                .await
+                .map_err(classify)?;
+            positions(rows, AccountId::from_uuid)
+        })
+        .await
+    }
+
+    async fn count_accounts(&self, filter: &AccountFilter) -> Result<u64, StoreError> {
+        let filter = filter.clone();
+        self.run(|pool| async move {
+            let sql = format!("SELECT COUNT(*) FROM accounts WHERE {ACCOUNT_WHERE}");
+            let value: i64 = sqlx::query_scalar(&sql)
+                .bind(filter.status)
+                .bind(filter.currency)
+                .bind(filter.owner.map(|user| id_to_db(user.as_uuid())))
+                .bind(filter.search.as_deref().map(prefix_pattern))
+                .fetch_one(&pool)
+                .await
+                .map_err(classify)?;
+            count(value)
+        })
+        .await
+    }
+
+    async fn posting_page(
+        &self,
+        account: AccountId,
+        filter: PostingFilter,
+        before_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<PostingRow>, StoreError> {
+        let before = before_seq.map(|seq| i64::try_from(seq).unwrap_or(i64::MAX));
+        self.run(|pool| async move {
+            let rows: Vec<(i64, String, String, String, String, String, Option<String>, i64)> = sqlx::query_as(
+                "SELECT p.seq, p.transfer_id, p.direction, p.amount, p.currency, p.balance_after,
+                        t.description, t.created_at
+                 FROM postings p JOIN transfers t ON t.id = p.transfer_id
+                 WHERE p.account_id = ?1
+                   AND (?2 IS NULL OR p.direction = ?2)
+                   AND (?3 IS NULL OR t.created_at >= ?3)
+                   AND (?4 IS NULL OR t.created_at < ?4)
+                   AND (?5 IS NULL OR p.seq < ?5)
+                 ORDER BY p.seq DESC LIMIT ?6",
+            )
+            .bind(id_to_db(account.as_uuid()))
+            .bind(filter.credit.map(|credit| if credit { "credit" } else { "debit" }))
+            .bind(filter.from)
+            .bind(filter.to)
+            .bind(before)
+            .bind(i64::from(limit))
+            .fetch_all(&pool)
+            .await
+            .map_err(classify)?;
+            rows.into_iter()
+                .map(|(seq, transfer, direction, amount, currency, balance_after, description, created_at)| {
+                    Ok(PostingRow {
+                        seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("negative seq {seq}")))?,
+                        transfer: TransferId::from_uuid(uuid_from_db(&transfer, "postings.transfer_id")?),
+                        credit: direction == "credit",
+                        amount: decimal_from_db(&amount, "postings.amount")?,
+                        currency,
+                        balance_after: decimal_from_db(&balance_after, "postings.balance_after")?,
+                        description,
+                        created_at,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn balance_before(&self, account: AccountId, before: i64) -> Result<Option<Decimal>, StoreError> {
+        self.run(|pool| async move {
+            let text: Option<String> = sqlx::query_scalar(
+                "SELECT p.balance_after FROM postings p JOIN transfers t ON t.id = p.transfer_id
+                 WHERE p.account_id = ?1 AND t.created_at < ?2 ORDER BY p.seq DESC LIMIT 1",
+            )
+            .bind(id_to_db(account.as_uuid()))
+            .bind(before)
+            .fetch_optional(&pool)
+            .await
+            .map_err(classify)?;
+            text.map(|text| decimal_from_db(&text, "postings.balance_after")).transpose()
+        })
+        .await
+    }
+
+    async fn daily_closing_balances(&self, account: AccountId, from: i64) -> Result<Vec<(i64, Decimal)>, StoreError> {
+        self.run(|pool| async move {
+            let rows: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT day, balance_after FROM (
+                     SELECT t.created_at / ?3 AS day, p.balance_after,
+                            ROW_NUMBER() OVER (PARTITION BY t.created_at / ?3 ORDER BY p.seq DESC) AS last
+                     FROM postings p JOIN transfers t ON t.id = p.transfer_id
+                     WHERE p.account_id = ?1 AND t.created_at >= ?2
+                 ) WHERE last = 1 ORDER BY day",
+            )
+            .bind(id_to_db(account.as_uuid()))
+            .bind(from)
+            .bind(DAY_MICROS)
+            .fetch_all(&pool)
+            .await
+            .map_err(classify)?;
+            rows.into_iter().map(|(day, text)| Ok((day, decimal_from_db(&text, "postings.balance_after")?))).collect()
+        })
+        .await
+    }
+}

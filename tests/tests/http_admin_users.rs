@@ -1,0 +1,356 @@
+//! Admin users and permissions over a real socket: listing users a page at a time, creating
+//! admins, granting and revoking permission actions (effective on the next request), blocking
+//! and unblocking, and the permission catalog. Each route: happy path, bad input (400), no
+//! token (401), missing permission (403), unknown user (404), and the self-lockout rules
+//! (409).
+
+// Test code: a failed unwrap or panic is a failed test, which is what we want.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+use tally_http::auth::admin_users::ACTIONS_PER_REQUEST_MAX;
+use tally_http::auth::permissions::Action;
+use tally_tests::http::{PASSWORD, Reply, TestServer};
+use tally_tests::on_both_stores;
+
+on_both_stores!(
+    users_are_listed_a_page_at_a_time_and_filtered_by_status,
+    listing_users_refuses_bad_queries_missing_tokens_and_missing_permissions,
+    an_admin_creates_an_admin_holding_exactly_the_granted_actions,
+    creating_an_admin_refuses_bad_input_escalation_and_taken_emails,
+    granted_and_revoked_permissions_take_effect_on_the_next_request,
+    granting_and_revoking_refuse_bad_input_unknown_users_and_self_lockout,
+    setting_a_users_status_refuses_bad_input_unknown_users_and_self_blocking,
+    the_permission_catalog_lists_every_action_with_its_description,
+    an_admin_whose_session_ended_is_refused_on_admin_routes,
+);
+
+async fn delete_json(server: &TestServer, path: &str, token: Option<&str>, body: Value) -> Reply {
+    let request = server.client.delete(server.url(path)).json(&body);
+    server.send(if let Some(token) = token { request.bearer_auth(token) } else { request }).await
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value.as_array().unwrap().iter().map(|item| item.as_str().unwrap().to_owned()).collect()
+}
+
+async fn users_are_listed_a_page_at_a_time_and_filtered_by_status(server: TestServer) {
+    let admin = server.admin(&["users:read", "users:block"]).await;
+    let mut created = HashSet::new();
+    for _ in 0..5 {
+        created.insert(server.user().await.user_id);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(cursor) => format!("/v1/admin/users?limit=2&cursor={cursor}"),
+            None => "/v1/admin/users?limit=2".to_owned(),
+        };
+        let page = server.get(&path, Some(&admin.token)).await;
+        page.assert_status(200);
+        let items = page.body["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        for item in items {
+            seen.push(item["user_id"].as_str().unwrap().to_owned());
+            assert!(item["email"].as_str().unwrap().contains('@'));
+            assert!(item["permissions"].is_array());
+            assert!(item["created_at"].as_str().unwrap().ends_with('Z'));
+        }
+        pages += 1;
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+        assert!(pages < 10, "paging ends");
+    }
+    assert_eq!(seen.len(), 6, "five users and the admin, each once: {seen:?}");
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), seen.len(), "no user on two pages");
+    assert!(created.iter().all(|id| seen.contains(id)));
+    let admin_row = server.get("/v1/admin/users?limit=200", Some(&admin.token)).await;
+    let admin_item = admin_row.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["user_id"] == admin.user_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(strings(&admin_item["permissions"]), ["users:block", "users:read"]);
+
+    let blocked = created.iter().next().unwrap().clone();
+    server
+        .post(&format!("/v1/admin/users/{blocked}/status"), Some(&admin.token), json!({"status": "blocked"}))
+        .await
+        .assert_status(204);
+    let only_blocked = server.get("/v1/admin/users?status=blocked", Some(&admin.token)).await;
+    only_blocked.assert_status(200);
+    let items = only_blocked.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["user_id"], blocked.as_str());
+    assert_eq!(items[0]["status"], "blocked");
+    assert_eq!(only_blocked.body["next_cursor"], Value::Null);
+    let active = server.get("/v1/admin/users?status=active", Some(&admin.token)).await;
+    assert_eq!(active.body["items"].as_array().unwrap().len(), 5);
+    server.shutdown().await;
+}
+
+async fn listing_users_refuses_bad_queries_missing_tokens_and_missing_permissions(server: TestServer) {
+    let admin = server.admin(&["users:read"]).await;
+    for query in
+        ["limit=0", "limit=201", "limit=ten", "limit=-1", "status=deleted", "cursor=not-a-cursor", "colour=red"]
+    {
+        server
+            .get(&format!("/v1/admin/users?{query}"), Some(&admin.token))
+            .await
+            .assert_problem(400, "VALIDATION_ERROR");
+    }
+    server.get("/v1/admin/users", None).await.assert_problem(401, "UNAUTHENTICATED");
+    let customer = server.user().await;
+    server.get("/v1/admin/users", Some(&customer.token)).await.assert_problem(403, "FORBIDDEN");
+    let other_admin = server.admin(&["users:block"]).await;
+    server.get("/v1/admin/users", Some(&other_admin.token)).await.assert_problem(403, "FORBIDDEN");
+    server.shutdown().await;
+}
+
+fn new_admin_body(actions: Value) -> Value {
+    json!({
+        "email": format!("new-admin-{}@example.com", uuid::Uuid::new_v4().simple()),
+        "password": PASSWORD,
+        "first_name": "New",
+        "last_name": "Admin",
+        "actions": actions,
+    })
+}
+
+async fn an_admin_creates_an_admin_holding_exactly_the_granted_actions(server: TestServer) {
+    let manager = server.admin(&["admin_users:manage", "users:read", "ops:read"]).await;
+    let body = new_admin_body(json!(["users:read", "ops:read", "users:read"]));
+    let created = server.post("/v1/admin/users", Some(&manager.token), body.clone()).await;
+    created.assert_status(201);
+    let user_id = created.str("user_id");
+
+    let login = server.login(body["email"].as_str().unwrap(), PASSWORD).await;
+    login.assert_status(200);
+    let token = login.str("access_token");
+    let me = server.get("/v1/users/me", Some(&token)).await;
+    assert_eq!(me.str("user_id"), user_id);
+    assert_eq!(strings(&me.body["permissions"]), ["ops:read", "users:read"], "duplicates count once");
+    server.get("/v1/admin/users", Some(&token)).await.assert_status(200);
+    server.get("/v1/admin/actors", Some(&token)).await.assert_status(200);
+    server.get("/v1/admin/permissions", Some(&token)).await.assert_problem(403, "FORBIDDEN");
+
+    // Replayed: the same body again is a taken email, and nothing changes.
+    server.post("/v1/admin/users", Some(&manager.token), body).await.assert_problem(409, "CONFLICT");
+    server.shutdown().await;
+}
+
+async fn creating_an_admin_refuses_bad_input_escalation_and_taken_emails(server: TestServer) {
+    let manager = server.admin(&["admin_users:manage", "users:read"]).await;
+    let token = Some(manager.token.as_str());
+    let unknown = server.post("/v1/admin/users", token, new_admin_body(json!(["users:read", "users:fly"]))).await;
+    unknown.assert_problem(400, "VALIDATION_ERROR");
+    assert_eq!(unknown.error_fields(), ["actions"]);
+    server.post("/v1/admin/users", token, new_admin_body(json!([]))).await.assert_problem(400, "VALIDATION_ERROR");
+    let too_many = vec!["users:read"; ACTIONS_PER_REQUEST_MAX + 1];
+    server
+        .post("/v1/admin/users", token, new_admin_body(json!(too_many)))
+        .await
+        .assert_problem(400, "VALIDATION_ERROR");
+    server
+        .post("/v1/admin/users", token, new_admin_body(json!("users:read")))
+        .await
+        .assert_problem(400, "VALIDATION_ERROR");
+
+    let mut weak = new_admin_body(json!(["users:read"]));
+    weak["password"] = json!("short");
+    weak["email"] = json!("not-an-email");
+    let weak = server.post("/v1/admin/users", token, weak).await;
+    weak.assert_problem(400, "VALIDATION_ERROR");
+    assert_eq!(weak.error_fields(), ["email", "password"], "every problem at once");
+
+    let mut missing = new_admin_body(json!(["users:read"]));
+    missing.as_object_mut().unwrap().remove("actions");
+    server.post("/v1/admin/users", token, missing).await.assert_problem(400, "VALIDATION_ERROR");
+    server
+        .post_raw("/v1/admin/users", token, "application/json", b"{\"email\":".to_vec())
+        .await
+        .assert_problem(400, "VALIDATION_ERROR");
+    server
+        .post_raw("/v1/admin/users", token, "application/json", vec![b' '; tally_http::BODY_BYTES_MAX + 1])
+        .await
+        .assert_problem(413, "VALIDATION_ERROR");
+
+    // Granting what one does not hold is not a way to escalate.
+    server
+        .post("/v1/admin/users", token, new_admin_body(json!(["transfers:execute"])))
+        .await
+        .assert_problem(403, "FORBIDDEN");
+    let taken = new_admin_body(json!(["users:read"]));
+    let mut taken = taken;
+    taken["email"] = json!(manager.email.to_uppercase());
+    server.post("/v1/admin/users", token, taken).await.assert_problem(409, "CONFLICT");
+
+    server
+        .post("/v1/admin/users", None, new_admin_body(json!(["users:read"])))
+        .await
+        .assert_problem(401, "UNAUTHENTICATED");
+    let reader = server.admin(&["users:read"]).await;
+    server
+        .post("/v1/admin/users", Some(&reader.token), new_admin_body(json!(["users:read"])))
+        .await
+        .assert_problem(403, "FORBIDDEN");
+    // Nothing was created by any refused request: only the two admins and no one else.
+    let listed = server.get("/v1/admin/users?limit=200", Some(&manager.token)).await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 2, "{}", listed.text);
+    server.shutdown().await;
+}
+
+async fn granted_and_revoked_permissions_take_effect_on_the_next_request(server: TestServer) {
+    let manager = server.admin(&["admin_users:manage", "users:read"]).await;
+    let target = server.admin(&["ops:read"]).await;
+    let path = format!("/v1/admin/users/{}/permissions", target.user_id);
+    server.get("/v1/admin/users", Some(&target.token)).await.assert_problem(403, "FORBIDDEN");
+
+    server.post(&path, Some(&manager.token), json!({"actions": ["users:read"]})).await.assert_status(204);
+    server.get("/v1/admin/users", Some(&target.token)).await.assert_status(200);
+    // Replayed: granting again is still 204 and the action is held once.
+    server.post(&path, Some(&manager.token), json!({"actions": ["users:read"]})).await.assert_status(204);
+    let me = server.get("/v1/users/me", Some(&target.token)).await;
+    assert_eq!(strings(&me.body["permissions"]), ["ops:read", "users:read"]);
+
+    delete_json(&server, &path, Some(&manager.token), json!({"actions": ["users:read"]})).await.assert_status(204);
+    server.get("/v1/admin/users", Some(&target.token)).await.assert_problem(403, "FORBIDDEN");
+    delete_json(&server, &path, Some(&manager.token), json!({"actions": ["users:read"]})).await.assert_status(204);
+    server.get("/v1/admin/actors", Some(&target.token)).await.assert_status(200);
+
+    // A customer can be made an admin the same way.
+    let customer = server.user().await;
+    server
+        .post(
+            &format!("/v1/admin/users/{}/permissions", customer.user_id),
+            Some(&manager.token),
+            json!({"actions": ["users:read"]}),
+        )
+        .await
+        .assert_status(204);
+    server.get("/v1/admin/users", Some(&customer.token)).await.assert_status(200);
+    server.shutdown().await;
+}
+
+async fn granting_and_revoking_refuse_bad_input_unknown_users_and_self_lockout(server: TestServer) {
+    let manager = server.admin(&["admin_users:manage", "users:read"]).await;
+    let target = server.user().await;
+    let token = Some(manager.token.as_str());
+    let path = format!("/v1/admin/users/{}/permissions", target.user_id);
+    let unknown_user = format!("/v1/admin/users/{}/permissions", uuid::Uuid::new_v4());
+    server.post(&unknown_user, token, json!({"actions": ["users:read"]})).await.assert_problem(404, "NOT_FOUND");
+    delete_json(&server, &unknown_user, token, json!({"actions": ["users:read"]}))
+        .await
+        .assert_problem(404, "NOT_FOUND");
+    server
+        .post("/v1/admin/users/not-a-uuid/permissions", token, json!({"actions": ["users:read"]}))
+        .await
+        .assert_problem(400, "VALIDATION_ERROR");
+    for bad in [
+        json!({"actions": ["users:fly"]}),
+        json!({"actions": []}),
+        json!({}),
+        json!({"actions": "users:read"}),
+        json!({"actions": ["users:read"], "extra": 1}),
+    ] {
+        server.post(&path, token, bad.clone()).await.assert_problem(400, "VALIDATION_ERROR");
+        delete_json(&server, &path, token, bad).await.assert_problem(400, "VALIDATION_ERROR");
+    }
+    server.post(&path, token, json!({"actions": ["transfers:execute"]})).await.assert_problem(403, "FORBIDDEN");
+    server.post(&path, None, json!({"actions": ["users:read"]})).await.assert_problem(401, "UNAUTHENTICATED");
+    delete_json(&server, &path, None, json!({"actions": ["users:read"]})).await.assert_problem(401, "UNAUTHENTICATED");
+    let reader = server.admin(&["users:read"]).await;
+    server.post(&path, Some(&reader.token), json!({"actions": ["users:read"]})).await.assert_problem(403, "FORBIDDEN");
+    delete_json(&server, &path, Some(&reader.token), json!({"actions": ["users:read"]}))
+        .await
+        .assert_problem(403, "FORBIDDEN");
+
+    // No admin can take their own management right away; another admin can.
+    let own = format!("/v1/admin/users/{}/permissions", manager.user_id);
+    delete_json(&server, &own, token, json!({"actions": ["admin_users:manage"]})).await.assert_problem(409, "CONFLICT");
+    delete_json(&server, &own, token, json!({"actions": ["users:read"]})).await.assert_status(204);
+    let me = server.get("/v1/users/me", token).await;
+    assert_eq!(strings(&me.body["permissions"]), ["admin_users:manage"]);
+    let other = server.admin(&["admin_users:manage"]).await;
+    delete_json(&server, &own, Some(&other.token), json!({"actions": ["admin_users:manage"]})).await.assert_status(204);
+    server.post(&path, token, json!({"actions": ["users:read"]})).await.assert_problem(403, "FORBIDDEN");
+    let me = server.get("/v1/users/me", Some(&target.token)).await;
+    assert_eq!(me.body["permissions"], json!([]), "no refused request granted anything");
+    server.shutdown().await;
+}
+
+async fn setting_a_users_status_refuses_bad_input_unknown_users_and_self_blocking(server: TestServer) {
+    let admin = server.admin(&["users:block"]).await;
+    let user = server.user().await;
+    let token = Some(admin.token.as_str());
+    let path = format!("/v1/admin/users/{}/status", user.user_id);
+    for bad in [
+        json!({"status": "deleted"}),
+        json!({}),
+        json!({"status": "blocked", "reason": "x".repeat(501)}),
+        json!({"status": "blocked", "reason": "bad\u{0}reason"}),
+        json!({"status": "blocked", "colour": "red"}),
+    ] {
+        server.post(&path, token, bad).await.assert_problem(400, "VALIDATION_ERROR");
+    }
+    server.post_raw(&path, token, "text/plain", b"blocked".to_vec()).await.assert_status(415);
+    server
+        .post(&format!("/v1/admin/users/{}/status", uuid::Uuid::new_v4()), token, json!({"status": "blocked"}))
+        .await
+        .assert_problem(404, "NOT_FOUND");
+    server
+        .post(&format!("/v1/admin/users/{}/status", admin.user_id), token, json!({"status": "blocked"}))
+        .await
+        .assert_problem(409, "CONFLICT");
+    server.post(&path, None, json!({"status": "blocked"})).await.assert_problem(401, "UNAUTHENTICATED");
+    let reader = server.admin(&["users:read"]).await;
+    server.post(&path, Some(&reader.token), json!({"status": "blocked"})).await.assert_problem(403, "FORBIDDEN");
+    // None of the refused requests blocked anyone.
+    server.get("/v1/users/me", Some(&user.token)).await.assert_status(200);
+    server.get("/v1/users/me", token).await.assert_status(200);
+
+    // Blocking an admin ends their admin access too, at once.
+    server
+        .post(
+            &format!("/v1/admin/users/{}/status", reader.user_id),
+            token,
+            json!({"status": "blocked", "reason": "left"}),
+        )
+        .await
+        .assert_status(204);
+    server.get("/v1/admin/users", Some(&reader.token)).await.assert_problem(401, "UNAUTHENTICATED");
+    server.shutdown().await;
+}
+
+async fn the_permission_catalog_lists_every_action_with_its_description(server: TestServer) {
+    let admin = server.admin(&["admin_users:read"]).await;
+    let catalog = server.get("/v1/admin/permissions", Some(&admin.token)).await;
+    catalog.assert_status(200);
+    let entries = catalog.body.as_array().unwrap();
+    assert_eq!(entries.len(), Action::ALL.len());
+    for (entry, action) in entries.iter().zip(Action::ALL) {
+        assert_eq!(entry["action"], action.as_str());
+        assert_eq!(entry["description"], action.description());
+        assert!(!action.description().is_empty());
+    }
+    server.get("/v1/admin/permissions", None).await.assert_problem(401, "UNAUTHENTICATED");
+    let other = server.admin(&["users:read"]).await;
+    server.get("/v1/admin/permissions", Some(&other.token)).await.assert_problem(403, "FORBIDDEN");
+    server.shutdown().await;
+}
+
+async fn an_admin_whose_session_ended_is_refused_on_admin_routes(server: TestServer) {
+    let admin = server.admin(&["admin_users:read"]).await;
+    server.get("/v1/admin/permissions", Some(&admin.token)).await.assert_status(200);
+    server.post_empty("/v1/auth/logout", Some(&admin.token)).await.assert_status(204);
+    server.get("/v1/admin/permissions", Some(&admin.token)).await.assert_problem(401, "UNAUTHENTICATED");
+    server.shutdown().await;
+}
