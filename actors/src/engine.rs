@@ -690,6 +690,11 @@ impl Engine {
         self.inner.accounts.release_quarantine(id)
     }
 
+    /// Lifts a wallet actor's quarantine. Returns false if it was not quarantined.
+    pub fn release_wallet_quarantine(&self, id: WalletId) -> bool {
+        self.inner.wallets.release_quarantine(id)
+    }
+
     /// Stops at once, as `kill -9` would: the journal commits nothing more and the actor
     /// threads stop. What the store holds is exactly the durable prefix. For crash tests.
     pub async fn halt(&self) {

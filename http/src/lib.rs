@@ -28,8 +28,10 @@ pub mod listings;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod ops_page;
 pub mod pagination;
 pub mod problem;
+pub mod request_stats;
 pub mod state;
 pub mod transfers;
 pub mod views;
@@ -99,6 +101,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/accounts/{id}", get(admin::get_account))
         .route("/v1/admin/accounts/{id}/status", post(admin::set_account_status))
         .route("/v1/admin/actors", get(ops::actors))
+        .route("/v1/admin/actors/{kind}/{id}/release", post(ops::release))
+        .route("/ops", get(ops_page::page))
         .route("/openapi.json", get(openapi::openapi_json))
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))
         .route("/metrics", get(metrics::scrape))

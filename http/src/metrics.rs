@@ -29,7 +29,7 @@ use crate::state::AppState;
 
 /// Latency buckets in seconds: 100 µs to 10 s (the request time-out), dense where the
 /// targets are (p99 ≤ 10 ms, DESIGN.md §9).
-const LATENCY_BUCKETS_SECONDS: [f64; 16] =
+pub(crate) const LATENCY_BUCKETS_SECONDS: [f64; 16] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 /// Journal batch sizes in records, up to the writer's largest batch (8,192).
@@ -155,7 +155,7 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
 }
 
 /// Status codes a route answers with, as label values, in the order of `STATUS_INDEX`.
-const STATUS_LABELS: [&str; 20] = [
+pub(crate) const STATUS_LABELS: [&str; 20] = [
     "200", "201", "202", "204", "400", "401", "403", "404", "405", "409", "413", "415", "422", "429", "500", "503",
     "2xx", "3xx", "4xx", "5xx",
 ];
@@ -225,8 +225,12 @@ pub async fn track(request: Request, next: Next) -> Response {
     };
     let started = Instant::now();
     let response = next.run(request).await;
-    handles.duration.record(started.elapsed().as_secs_f64());
-    handles.requests[status_index(response.status().as_u16())].increment(1);
+    let elapsed = started.elapsed();
+    let status = status_index(response.status().as_u16());
+    handles.duration.record(elapsed.as_secs_f64());
+    handles.requests[status].increment(1);
+    // The operators' page reads these back (the exporter's histograms cannot be).
+    crate::request_stats::record(status, elapsed);
     response
 }
 

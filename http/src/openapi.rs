@@ -116,6 +116,8 @@ pub struct ProblemDoc {
         crate::admin::get_account,
         crate::admin::set_account_status,
         crate::ops::actors,
+        crate::ops::release,
+        crate::ops_page::page,
         crate::metrics::scrape,
     ),
     components(schemas(ProblemDoc, FieldError, CurrencyCode)),

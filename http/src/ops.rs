@@ -1,11 +1,17 @@
 //! `GET /v1/admin/actors` (`ops:read`): actor, saga and journal health as JSON (DESIGN.md §8),
-//! the same figures the metrics and the operators' page show.
+//! the same figures the metrics and the operators' page show, plus the `http` section
+//! (`request_stats.rs`) the page turns into request rates and latency percentiles.
+//! `POST /v1/admin/actors/{kind}/{id}/release` (`ops:write`): an operator lifts a quarantine.
 
-use axum::extract::State;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use tally_engine::{AccountId, ErrorCode, WalletId};
 
 use crate::auth::caller::Authorized;
-use crate::auth::permissions::OpsRead;
+use crate::auth::permissions::{OpsRead, OpsWrite};
 use crate::json::ApiJson;
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -17,7 +23,7 @@ const WORST_ACTORS_MAX: usize = 20;
     get,
     path = "/v1/admin/actors",
     tag = "operations",
-    responses((status = 200, description = "Actor, saga and journal health", body = Object)),
+    responses((status = 200, description = "Actor, saga and journal health, the worst actors, and `http`: requests by status and latency bucket since start", body = Object)),
     security(("bearer" = []))
 )]
 pub async fn actors(_: Authorized<OpsRead>, State(state): State<AppState>) -> Result<ApiJson<Value>, ApiError> {
@@ -69,5 +75,56 @@ pub async fn actors(_: Authorized<OpsRead>, State(state): State<AppState>) -> Re
             "compensated": report.sagas_compensated,
         },
         "worst": worst,
+        "http": crate::request_stats::report(),
     })))
+}
+
+/// Longest `{kind}` path segment echoed back in an error: the longest kind is 13 characters.
+const KIND_ECHO_MAX: usize = 32;
+
+/// Lifts the quarantine of one account or wallet actor: its next message is handled again
+/// (an incarnation started while quarantined re-checks on its next command). `404` when the
+/// actor is unknown or not quarantined, so a repeated release is `404` and changes nothing.
+/// Sagas are not released here: a quarantined saga has already stopped, leaving its transfer
+/// non-terminal for an admin's execute/cancel or the next start's recovery.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/actors/{kind}/{id}/release",
+    tag = "operations",
+    params(
+        ("kind" = String, Path, description = "The actor kind: `account` or `wallet`"),
+        ("id" = uuid::Uuid, Path, description = "The account or wallet id"),
+    ),
+    responses(
+        (status = 204, description = "Released: the actor takes new work again"),
+        (status = 404, description = "No such kind, or the actor is not quarantined"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn release(
+    _: Authorized<OpsWrite>,
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    // A segment that is not UTF-8 after percent-decoding: problem+json like any bad input.
+    let Path((kind, id)) =
+        path.map_err(|rejection| ApiError::new(ErrorCode::ValidationError, rejection.body_text()))?;
+    let engine = state.engine()?;
+    let uuid = || uuid::Uuid::try_parse(&id).map_err(|_| ApiError::field("id", "must be a UUID"));
+    let released = match kind.as_str() {
+        "account" => engine.release_account_quarantine(AccountId::from_uuid(uuid()?)),
+        "wallet" => engine.release_wallet_quarantine(WalletId::from_uuid(uuid()?)),
+        _ => {
+            let shown: String = kind.chars().take(KIND_ECHO_MAX).collect();
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no releasable actor kind {shown:?}; kinds are account and wallet"),
+            ));
+        }
+    };
+    if !released {
+        return Err(ApiError::not_found("quarantined actor"));
+    }
+    tracing::warn!(kind = %kind, id = %id, "actor quarantine released by an operator");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

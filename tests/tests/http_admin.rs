@@ -125,6 +125,13 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
         ),
         ("GET", "/v1/admin/permissions", "/v1/admin/permissions".to_owned(), None, "admin_users:read"),
         ("GET", "/v1/admin/actors", "/v1/admin/actors".to_owned(), None, "ops:read"),
+        (
+            "POST",
+            "/v1/admin/actors/{kind}/{id}/release",
+            format!("/v1/admin/actors/account/{account}/release"),
+            None,
+            "ops:write",
+        ),
     ];
     // The matrix covers every admin operation the API documents (the document and the router
     // are kept identical by a unit test in `http/src/openapi.rs`), so a new admin route cannot

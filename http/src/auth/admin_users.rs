@@ -40,7 +40,7 @@ pub const USERS_PAGE_DEFAULT: u32 = 50;
 /// Most users per page: each carries its permissions, so a page stays well under 100 KB.
 pub const USERS_PAGE_MAX: u32 = 200;
 
-/// Most entries in one `actions` list. The catalog has 20 actions; a list far longer is not a
+/// Most entries in one `actions` list. The catalog has 21 actions; a list far longer is not a
 /// mistake a person makes, and is refused before any of it is looked at.
 pub const ACTIONS_PER_REQUEST_MAX: usize = 64;
 

@@ -25,10 +25,11 @@ pub enum Action {
     AdminUsersRead,
     AdminUsersManage,
     OpsRead,
+    OpsWrite,
 }
 
 impl Action {
-    pub const ALL: [Action; 20] = [
+    pub const ALL: [Action; 21] = [
         Action::TransfersRead,
         Action::TransfersExecute,
         Action::TransfersReject,
@@ -49,6 +50,7 @@ impl Action {
         Action::AdminUsersRead,
         Action::AdminUsersManage,
         Action::OpsRead,
+        Action::OpsWrite,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -73,6 +75,7 @@ impl Action {
             Action::AdminUsersRead => "admin_users:read",
             Action::AdminUsersManage => "admin_users:manage",
             Action::OpsRead => "ops:read",
+            Action::OpsWrite => "ops:write",
         }
     }
 
@@ -98,6 +101,7 @@ impl Action {
             Action::AdminUsersRead => "See admins and the permission catalog",
             Action::AdminUsersManage => "Create admins and grant or revoke permissions",
             Action::OpsRead => "See actor and journal health",
+            Action::OpsWrite => "Act on actors: release a quarantined one",
         }
     }
 
@@ -145,6 +149,7 @@ permissions! {
     AdminUsersRead => AdminUsersRead,
     AdminUsersManage => AdminUsersManage,
     OpsRead => OpsRead,
+    OpsWrite => OpsWrite,
 }
 
 #[cfg(test)]

@@ -1,0 +1,55 @@
+//! `GET /ops`: the operators' live page. One HTML file with its CSS and JavaScript inline
+//! (`http/assets/ops/index.html`), compiled into the binary: no CDN, no external asset, so it
+//! works on an isolated operations network. The page itself carries no data and needs no
+//! token; it logs in through `POST /v1/auth/login` (or takes `#token=...` from the URL
+//! fragment, for automation), keeps the access token in memory only, and polls
+//! `GET /v1/admin/actors` (`ops:read`) — the API's own authorization guards every figure.
+//! Charts are hand-written SVG; rates and percentiles come from the difference between two
+//! polls of the counters (`request_stats.rs`, the engine's health report).
+
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+/// The page, HTML with inline CSS and JavaScript.
+pub const PAGE: &str = include_str!("../assets/ops/index.html");
+
+/// Only this page's own inline code, and requests to this origin: the page cannot load or
+/// send anything elsewhere, and cannot be framed (the token lives in its memory).
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+#[utoipa::path(
+    get,
+    path = "/ops",
+    tag = "operations",
+    responses((status = 200, description = "The operators' live page (HTML, no external assets); its data needs `ops:read`", content_type = "text/html", body = String))
+)]
+pub async fn page() -> Response {
+    let mut response = PAGE.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_names_no_external_resource() {
+        // The SVG namespace is a name, not a request.
+        let page = PAGE.replace("http://www.w3.org/2000/svg", "");
+        for needle in ["http://", "https://", "src=", "<link", "@import", "url("] {
+            assert!(!page.contains(needle), "the page must be self-contained, found {needle:?}");
+        }
+    }
+
+    #[test]
+    fn the_page_polls_the_health_api_and_logs_in_through_the_api() {
+        assert!(PAGE.contains("/v1/admin/actors"));
+        assert!(PAGE.contains("/v1/auth/login"));
+    }
+}
