@@ -21,7 +21,7 @@
 //! working at once; the caller of `terminate` is answered only after the revocation (and the
 //! revocation of its refresh-token family, whose id is the session's id) is durable.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -34,6 +34,8 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::clock::Clock;
+use crate::entity::ActorKind;
+use crate::health::{KindHealth, KindStats};
 use crate::shards::Shards;
 
 /// How long a session may go unused before it ends (`TALLY_SESSION_IDLE_SECS`): the usual
@@ -118,6 +120,11 @@ struct Shared {
     store: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
     config: SessionConfig,
+    /// Health of the `session` kind, for `/v1/admin/actors` and `/metrics`.
+    stats: KindStats,
+    /// Messages sent to session actors; minus `stats.handled`, the mailbox depth (actix has
+    /// no API for it).
+    enqueued: AtomicU64,
 }
 
 fn micros(duration: Duration) -> i64 {
@@ -160,7 +167,17 @@ impl Sessions {
         config: SessionConfig,
     ) -> std::io::Result<Sessions> {
         let shards = Shards::start(1)?;
-        Ok(Sessions { shared: Arc::new(Shared { map: DashMap::new(), store, clock, config }), shards })
+        Ok(Sessions {
+            shared: Arc::new(Shared {
+                map: DashMap::new(),
+                store,
+                clock,
+                config,
+                stats: KindStats::default(),
+                enqueued: AtomicU64::new(0),
+            }),
+            shards,
+        })
     }
 
     pub fn config(&self) -> SessionConfig {
@@ -170,6 +187,17 @@ impl Sessions {
     /// Sessions held in memory (live and tombstones).
     pub fn in_memory(&self) -> usize {
         self.shared.map.len()
+    }
+
+    /// The `session` kind's health: resident actors, activations, passivations, messages and
+    /// handler time, and the mailbox depth summed over all sessions (sessions never restart or
+    /// go into quarantine: they hold nothing that a reload could repair).
+    pub fn health(&self) -> KindHealth {
+        let mut health = self.shared.stats.snapshot(ActorKind::Session);
+        let enqueued = self.shared.enqueued.load(Ordering::Relaxed);
+        health.mailbox_depth = i64::try_from(enqueued.saturating_sub(health.handled)).unwrap_or(i64::MAX);
+        health.mailbox_depth_max = health.mailbox_depth;
+        health
     }
 
     /// The hot-path check: `Some(user)` if session `id` is live, marking it active now; `None`
@@ -198,8 +226,10 @@ impl Sessions {
         let last = Timestamp::from_micros(entry.last_activity_micros.load(Ordering::Relaxed));
         if is_idle(last, now, self.shared.config.idle) {
             // Refused at once; the actor records the expiry (its tick would too).
-            if let Some(actor) = entry.actor.get() {
-                let _ = actor.try_send(Expire);
+            if let Some(actor) = entry.actor.get()
+                && actor.try_send(Expire).is_ok()
+            {
+                self.shared.enqueued.fetch_add(1, Ordering::Relaxed);
             }
             return None;
         }
@@ -348,7 +378,12 @@ impl Sessions {
             return Ok(true);
         };
         let (reply, answer) = oneshot::channel();
+        self.shared.enqueued.fetch_add(1, Ordering::Relaxed);
         let sent = tokio::time::timeout(SEND_TIMEOUT, actor.send(Terminate { reason, reply })).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            // Not delivered: it will never be handled, so it is not waiting either.
+            self.shared.enqueued.fetch_sub(1, Ordering::Relaxed);
+        }
         if !matches!(sent, Ok(Ok(()))) {
             // The actor is gone or stuck; the store must still learn of it.
             self.shared.store.revoke_session(id, self.shared.clock.now(), reason).await?;
@@ -493,9 +528,25 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.shared.stats.active.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.activations.fetch_add(1, Ordering::Relaxed);
         let interval = WRITE_BEHIND_INTERVAL.min(self.shared.config.idle).max(Duration::from_secs(1));
         self.tick(ctx);
         ctx.run_interval(interval, Self::tick);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.shared.stats.active.fetch_sub(1, Ordering::Relaxed);
+        self.shared.stats.passivations.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl SessionActor {
+    /// Counts one handled message and its time, as the entity actors do.
+    fn handled(&self, started: std::time::Instant) {
+        self.shared.stats.handled.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.shared.stats.handler_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 }
 
@@ -513,7 +564,9 @@ impl Handler<Terminate> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, message: Terminate, ctx: &mut Context<Self>) {
+        let started = std::time::Instant::now();
         self.end(ctx, message.reason, Some(message.reply));
+        self.handled(started);
     }
 }
 
@@ -528,6 +581,14 @@ impl Handler<Expire> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, _: Expire, ctx: &mut Context<Self>) {
+        let started = std::time::Instant::now();
+        self.handle_expire(ctx);
+        self.handled(started);
+    }
+}
+
+impl SessionActor {
+    fn handle_expire(&mut self, ctx: &mut Context<Self>) {
         if self.ended_at.is_none() {
             let last = Timestamp::from_micros(self.entry.last_activity_micros.load(Ordering::Relaxed));
             if is_idle(last, self.shared.clock.now(), self.shared.config.idle) {

@@ -25,6 +25,7 @@ pub mod input;
 pub mod json;
 pub mod ledger;
 pub mod listings;
+pub mod logging;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;

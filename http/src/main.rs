@@ -66,7 +66,7 @@ enum AdminCommand {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
-    init_logging();
+    tally_http::logging::init_from_env();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -98,18 +98,6 @@ fn main() -> ExitCode {
             eprintln!("tally: {error}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// `TALLY_LOG` picks the level (an `EnvFilter`, default `info`); `TALLY_LOG_FORMAT=json`
-/// switches to one JSON object per line.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::new(std::env::var("TALLY_LOG").unwrap_or_else(|_| "info".to_owned()));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if std::env::var("TALLY_LOG_FORMAT").is_ok_and(|format| format == "json") {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 

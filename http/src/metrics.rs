@@ -144,8 +144,8 @@ const SCRAPE_WORST_MAX: usize = 0;
     responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain", body = String))
 )]
 pub async fn scrape(State(state): State<AppState>) -> Response {
-    if let Some(engine) = state.engine_if_started() {
-        record_health(&engine.health(SCRAPE_WORST_MAX));
+    if let Some(report) = state.health(SCRAPE_WORST_MAX) {
+        record_health(&report);
     }
     let handle = handle();
     handle.run_upkeep();

@@ -27,7 +27,8 @@ const WORST_ACTORS_MAX: usize = 20;
     security(("bearer" = []))
 )]
 pub async fn actors(_: Authorized<OpsRead>, State(state): State<AppState>) -> Result<ApiJson<Value>, ApiError> {
-    let report = state.engine()?.health(WORST_ACTORS_MAX);
+    state.engine()?;
+    let report = state.health(WORST_ACTORS_MAX).ok_or_else(|| ApiError::internal("engine started but no health"))?;
     let kinds: Vec<Value> = report
         .kinds
         .iter()

@@ -62,4 +62,15 @@ impl AppState {
     pub fn engine_if_started(&self) -> Option<&Engine> {
         self.inner.engine.get()
     }
+
+    /// The engine's health with the `session` kind filled in from the session registry, which
+    /// lives beside the engine (in identity), not inside it. `None` while starting.
+    pub fn health(&self, worst_max: usize) -> Option<tally_actors::HealthReport> {
+        let mut report = self.engine_if_started()?.health(worst_max);
+        let sessions = self.identity().sessions.health();
+        if let Some(kind) = report.kinds.iter_mut().find(|kind| kind.kind == sessions.kind) {
+            *kind = sessions;
+        }
+        Some(report)
+    }
 }

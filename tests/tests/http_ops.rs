@@ -17,6 +17,7 @@ on_both_stores!(
     release_refuses_bad_input_and_callers_without_ops_write_and_changes_nothing,
     the_health_api_counts_requests_by_status_and_latency_bucket,
     the_ops_page_is_one_self_contained_html_document,
+    login_sessions_show_as_session_actors_in_the_health_api,
 );
 
 fn kind<'a>(health: &'a Value, name: &str) -> &'a Value {
@@ -177,4 +178,24 @@ impl Quarantine for TestServer {
         let reply = self.post("/v1/transfers", Some(&owner.token), transfer(account, &other, "1.00")).await;
         assert_eq!(reply.status, 503, "{}", reply.text);
     }
+}
+
+async fn login_sessions_show_as_session_actors_in_the_health_api(server: TestServer) {
+    let ops = server.admin(&["ops:read"]).await;
+    let health = || server.get("/v1/admin/actors", Some(&ops.token));
+    let before = health().await;
+    before.assert_status(200);
+    let users = [server.user().await, server.user().await, server.user().await];
+    let during = health().await;
+    let sessions = kind(&during.body, "session");
+    assert!(sessions["active"].as_i64().unwrap() >= 4, "three users and the operator are logged in: {sessions}");
+    let activations = |body: &Value| kind(body, "session")["activations"].as_u64().unwrap();
+    assert_eq!(activations(&during.body) - activations(&before.body), 3, "one actor per login");
+
+    server.post_empty("/v1/auth/logout", Some(&users[0].token)).await.assert_status(204);
+    let after = health().await;
+    let handled = |body: &Value| kind(body, "session")["handled"].as_u64().unwrap();
+    assert!(handled(&after.body) > handled(&during.body), "the logout was a message the session actor handled");
+    assert_eq!(kind(&after.body, "session")["mailbox_depth"], 0, "nothing left waiting: {}", after.text);
+    server.shutdown().await;
 }
