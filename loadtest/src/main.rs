@@ -1,7 +1,68 @@
-//! `tally-loadtest`: the open-loop HTTP load generator (issue 7). Until it is built, the
-//! binary says so and exits non-zero rather than pretending to measure anything.
+//! `tally-loadtest`: see the crate docs and README's Benchmarks section. Exit status: 0 the run
+//! passed verification, 1 it lost or duplicated money, 2 it could not run.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("tally-loadtest is not built yet; see the README's status section.");
-    std::process::ExitCode::from(2)
+use std::process::ExitCode;
+
+use clap::Parser;
+use tally_loadtest::cli::Config;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tally-loadtest: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = match runtime.block_on(tally_loadtest::run(&config)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tally-loadtest: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let json = match serde_json::to_string_pretty(&report) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("tally-loadtest: encoding the report: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(path) = &config.report
+        && let Err(e) = std::fs::write(path, &json)
+    {
+        eprintln!("tally-loadtest: writing {}: {e}", path.display());
+        return ExitCode::from(2);
+    }
+    let l = &report.latency;
+    eprintln!(
+        "sent {} ok {} errors {} in {:.1} s: {:.1}/s; latency ms p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}",
+        report.sent,
+        report.ok,
+        report.errors,
+        report.duration_seconds,
+        report.throughput_per_second,
+        l.p50_us as f64 / 1000.0,
+        l.p90_us as f64 / 1000.0,
+        l.p99_us as f64 / 1000.0,
+        l.p99_9_us as f64 / 1000.0,
+        l.max_us as f64 / 1000.0,
+    );
+    match report.verification.verdict() {
+        Ok(()) => {
+            eprintln!(
+                "verification passed: {} acknowledged transfers found, money conserved",
+                report.verification.acknowledged
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tally-loadtest: {e}");
+            for p in &report.verification.problems {
+                eprintln!("  {p}");
+            }
+            ExitCode::from(1)
+        }
+    }
 }

@@ -1,0 +1,92 @@
+//! A thin HTTP client over the Tally API: one `reqwest::Client` (connection pool) and helpers
+//! that send JSON and hand back the status and the decoded body. It knows nothing of Tally's
+//! types (the generator is a black box), only paths and JSON fields from API.md.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::error::LoadError;
+
+/// How long one request may take before it counts as failed: far above any latency worth
+/// measuring, so a hung server ends the run instead of hanging it.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Status and JSON body of an answer (`Value::Null` when the body is empty or not JSON).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The problem `code` of an error answer, or the bare status when the body has none.
+    pub fn code(&self) -> String {
+        self.body.get("code").and_then(Value::as_str).map_or_else(|| format!("HTTP_{}", self.status), str::to_owned)
+    }
+
+    /// The answer's body if its status is `expected`, else an error naming `step`.
+    pub fn expect(self, step: &str, expected: &[u16]) -> Result<Value, LoadError> {
+        if expected.contains(&self.status) {
+            Ok(self.body)
+        } else {
+            Err(LoadError::Unexpected { step: step.to_owned(), status: self.status, body: self.body.to_string() })
+        }
+    }
+}
+
+/// The string field `field` of `body`, or an error naming `step`.
+pub fn field(body: &Value, step: &str, field: &str) -> Result<String, LoadError> {
+    body.get(field)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| LoadError::Missing { step: step.to_owned(), field: field.to_owned() })
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base_url: String,
+}
+
+impl Client {
+    pub fn new(base_url: &str) -> Result<Self, LoadError> {
+        let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).tcp_nodelay(true).build()?;
+        Ok(Self { http, base_url: base_url.trim_end_matches('/').to_owned() })
+    }
+
+    /// `POST path` with a JSON body, an optional bearer token and optional `Idempotency-Key`.
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        key: Option<&str>,
+        body: &Value,
+    ) -> Result<Answer, LoadError> {
+        let mut request = self.http.post(format!("{}{path}", self.base_url)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        Self::answer(request).await
+    }
+
+    /// `GET path` with an optional bearer token.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Result<Answer, LoadError> {
+        let mut request = self.http.get(format!("{}{path}", self.base_url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        Self::answer(request).await
+    }
+
+    async fn answer(request: reqwest::RequestBuilder) -> Result<Answer, LoadError> {
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await?;
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(Answer { status, body })
+    }
+}

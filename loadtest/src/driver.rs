@@ -1,0 +1,253 @@
+//! Sends the load. Open loop: request i is *intended* at t0 + i/rate and its latency is
+//! measured from that instant, not from when it was actually sent, so a server that stalls
+//! is charged for every request that should have gone out meanwhile (free of coordinated
+//! omission). Closed loop: C workers back to back, latency from each send.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::cli::{Config, Mode};
+use crate::client::{Answer, Client};
+use crate::setup::Fixture;
+use crate::stats::{Outcome, Sample, Stats};
+use crate::workload::{Op, Picker};
+
+/// Delay between starting the clock and the first intended request, so the first requests
+/// are not late merely because the scheduler task was still being set up.
+const START_LEAD: Duration = Duration::from_millis(10);
+
+/// A transfer the server acknowledged (201 or 202), to be found again by the verification.
+#[derive(Debug, Clone)]
+pub struct Ack {
+    pub transfer_id: String,
+    pub amount: String,
+    pub owner: usize,
+}
+
+/// State shared by every request task.
+#[derive(Debug)]
+pub struct Shared {
+    pub client: Client,
+    pub fixture: Fixture,
+    pub amount: String,
+    pub warmup: Duration,
+    pub stats: Mutex<Stats>,
+    pub acks: Mutex<Vec<Ack>>,
+    /// Idempotent replays that did not answer the original transfer (a duplicate payment or
+    /// a lost key).
+    pub retry_mismatches: Mutex<Vec<String>>,
+}
+
+/// A poisoned lock only means another task panicked mid-update; the counters stay usable.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// When request `i` is intended, relative to t0, at `rate` requests per second.
+pub fn intended_offset(i: u64, rate: f64) -> Duration {
+    Duration::from_secs_f64(i as f64 / rate)
+}
+
+/// Runs the load described by `config` until its warm-up plus duration have passed and every
+/// request sent has answered.
+pub async fn drive(config: &Config, shared: Arc<Shared>) {
+    match config.mode {
+        Mode::Open => open_loop(config, shared).await,
+        Mode::Closed => closed_loop(config, shared).await,
+    }
+}
+
+async fn open_loop(config: &Config, shared: Arc<Shared>) {
+    let total = config.warmup + config.duration;
+    let connections = Arc::new(Semaphore::new(config.connections as usize));
+    let mut picker = picker(config, config.seed);
+    let t0 = Instant::now() + START_LEAD;
+    let mut tasks = JoinSet::new();
+    for i in 0u64.. {
+        let offset = intended_offset(i, config.rate);
+        if offset >= total {
+            break;
+        }
+        let intended = t0 + offset;
+        tokio::time::sleep_until(intended).await;
+        let op = picker.next_op();
+        let retry = picker.chance() < config.retry_fraction;
+        let shared = Arc::clone(&shared);
+        let connections = Arc::clone(&connections);
+        tasks.spawn(async move {
+            // Waiting for a free connection is part of the latency: the clock started at
+            // `intended`.
+            let Ok(_permit) = connections.acquire_owned().await else { return };
+            execute(&shared, op, retry, intended, offset).await;
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn closed_loop(config: &Config, shared: Arc<Shared>) {
+    let t0 = Instant::now();
+    let end = t0 + config.warmup + config.duration;
+    let mut tasks = JoinSet::new();
+    for worker in 0..config.concurrency {
+        let mut picker = picker(config, config.seed.wrapping_add(u64::from(worker)));
+        let shared = Arc::clone(&shared);
+        let retry_fraction = config.retry_fraction;
+        tasks.spawn(async move {
+            loop {
+                let intended = Instant::now();
+                if intended >= end {
+                    break;
+                }
+                let op = picker.next_op();
+                let retry = picker.chance() < retry_fraction;
+                execute(&shared, op, retry, intended, intended - t0).await;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+fn picker(config: &Config, seed: u64) -> Picker {
+    Picker::new(config.workload, config.accounts as usize, config.zipf_exponent, config.batch_size as usize, seed)
+}
+
+/// Sends `op`, records its sample (unless in the warm-up) and any acknowledged transfers.
+async fn execute(shared: &Shared, op: Op, retry: bool, intended: Instant, offset: Duration) {
+    let outcome = match op {
+        Op::Transfer { source, destination } => transfer(shared, source, destination, retry).await,
+        Op::Batch(items) => batch(shared, &items).await,
+        Op::Read { account } => read(shared, account).await,
+    };
+    let latency = intended.elapsed();
+    if let Some(measured) = offset.checked_sub(shared.warmup) {
+        lock(&shared.stats).record(&Sample { intended: measured, latency, outcome });
+    }
+}
+
+fn outcome_of(answer: &Result<Answer, crate::error::LoadError>, ok: &[u16]) -> Outcome {
+    match answer {
+        Ok(a) if ok.contains(&a.status) => Outcome::Ok(a.status),
+        Ok(a) => Outcome::Error(a.code()),
+        Err(_) => Outcome::Error("TRANSPORT".to_owned()),
+    }
+}
+
+fn transfer_body(shared: &Shared, source: usize, destination: usize) -> Option<(Value, usize)> {
+    let from = shared.fixture.accounts.get(source)?;
+    let to = shared.fixture.accounts.get(destination)?;
+    let body = json!({
+        "type": "internal", "source_account_id": from.id, "destination_account_id": to.id,
+        "amount": shared.amount, "reference": "loadtest",
+    });
+    Some((body, from.owner))
+}
+
+fn acknowledge(shared: &Shared, transfer: &Value, owner: usize) -> Option<String> {
+    let id = transfer.get("id")?.as_str()?.to_owned();
+    let amount = transfer.get("amount")?.as_str()?.to_owned();
+    lock(&shared.acks).push(Ack { transfer_id: id.clone(), amount, owner });
+    Some(id)
+}
+
+async fn transfer(shared: &Shared, source: usize, destination: usize, retry: bool) -> Outcome {
+    let Some((body, owner)) = transfer_body(shared, source, destination) else {
+        return Outcome::Error("BAD_ACCOUNT_INDEX".to_owned());
+    };
+    let token = shared.fixture.tokens.get(owner).map(String::as_str);
+    let key = Uuid::new_v4().to_string();
+    let answer = shared.client.post("/v1/transfers", token, Some(&key), &body).await;
+    let outcome = outcome_of(&answer, &[201, 202]);
+    let Ok(first) = answer else { return outcome };
+    if !matches!(outcome, Outcome::Ok(_)) {
+        return outcome;
+    }
+    let Some(id) = acknowledge(shared, &first.body, owner) else {
+        return Outcome::Error("ACK_WITHOUT_TRANSFER".to_owned());
+    };
+    if retry {
+        // The replay must answer the very same transfer with the same status.
+        let again = shared.client.post("/v1/transfers", token, Some(&key), &body).await;
+        let same = matches!(&again, Ok(a) if a.status == first.status
+            && a.body.get("id").and_then(Value::as_str) == Some(id.as_str()));
+        if !same {
+            let seen = again.map_or_else(|e| e.to_string(), |a| format!("{} {}", a.status, a.body));
+            lock(&shared.retry_mismatches).push(format!("transfer {id}: replay answered {seen}"));
+        }
+    }
+    outcome
+}
+
+async fn batch(shared: &Shared, items: &[(usize, usize)]) -> Outcome {
+    let mut transfers = Vec::with_capacity(items.len());
+    let mut owner = 0;
+    for (i, &(source, destination)) in items.iter().enumerate() {
+        // A batch is sent by one caller: every item's source belongs to the first item's owner
+        // (the source is moved to an account of that owner when it is not).
+        let Some((mut body, item_owner)) = transfer_body(shared, source, destination) else {
+            return Outcome::Error("BAD_ACCOUNT_INDEX".to_owned());
+        };
+        if i == 0 {
+            owner = item_owner;
+        } else if item_owner != owner {
+            let Some(own) =
+                shared.fixture.accounts.iter().find(|a| a.owner == owner && a.id != body["destination_account_id"])
+            else {
+                continue;
+            };
+            body["source_account_id"] = json!(own.id);
+        }
+        transfers.push(body);
+    }
+    let token = shared.fixture.tokens.get(owner).map(String::as_str);
+    let key = Uuid::new_v4().to_string();
+    let answer = shared.client.post("/v1/transfers/batch", token, Some(&key), &json!({"transfers": transfers})).await;
+    let outcome = outcome_of(&answer, &[200]);
+    if let Ok(a) = &answer {
+        for result in a.body.get("results").and_then(Value::as_array).into_iter().flatten() {
+            let status = result.get("status").and_then(Value::as_u64).unwrap_or(0);
+            match result.get("transfer") {
+                Some(t) if status == 201 || status == 202 => {
+                    acknowledge(shared, t, owner);
+                }
+                _ => {
+                    let code = result.pointer("/error/code").and_then(Value::as_str).unwrap_or("UNKNOWN");
+                    lock(&shared.stats).record_item_error(code);
+                }
+            }
+        }
+    }
+    outcome
+}
+
+async fn read(shared: &Shared, account: usize) -> Outcome {
+    let Some(a) = shared.fixture.accounts.get(account) else {
+        return Outcome::Error("BAD_ACCOUNT_INDEX".to_owned());
+    };
+    let token = shared.fixture.tokens.get(a.owner).map(String::as_str);
+    let answer = shared.client.get(&format!("/v1/accounts/{}", a.id), token).await;
+    outcome_of(&answer, &[200])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_open_loop_schedule_spaces_requests_by_one_over_the_rate() {
+        assert_eq!(intended_offset(0, 100.0), Duration::ZERO);
+        assert_eq!(intended_offset(1, 100.0), Duration::from_millis(10));
+        assert_eq!(intended_offset(250, 100.0), Duration::from_millis(2500));
+        // Over 3 s at 200/s the schedule holds exactly 600 requests.
+        let within = (0u64..).take_while(|&i| intended_offset(i, 200.0) < Duration::from_secs(3)).count();
+        assert_eq!(within, 600);
+        // A fractional rate still spaces evenly.
+        assert_eq!(intended_offset(3, 0.5), Duration::from_secs(6));
+    }
+}

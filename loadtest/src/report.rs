@@ -1,0 +1,76 @@
+//! The JSON report: the configuration, what was sent and acknowledged, errors by code,
+//! throughput and latency percentiles overall and per second, and the verification.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::cli::Config;
+use crate::stats::{Percentiles, Stats};
+use crate::verify::Verification;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SecondReport {
+    pub second: usize,
+    pub sent: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub latency: Option<Percentiles>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub config: Config,
+    pub run_id: String,
+    /// Seconds from the first measured intended start to the last answer.
+    pub duration_seconds: f64,
+    pub sent: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub ok_by_status: BTreeMap<String, u64>,
+    pub errors_by_code: BTreeMap<String, u64>,
+    /// Successful requests per second over the measured duration.
+    pub throughput_per_second: f64,
+    /// Latency in microseconds, from each request's intended start (open loop).
+    pub latency: Percentiles,
+    pub per_second: Vec<SecondReport>,
+    pub verification: Verification,
+}
+
+impl Report {
+    pub fn new(
+        config: &Config,
+        run_id: String,
+        duration_seconds: f64,
+        stats: &Stats,
+        verification: Verification,
+    ) -> Self {
+        let per_second = stats
+            .seconds
+            .iter()
+            .enumerate()
+            .map(|(second, s)| SecondReport {
+                second,
+                sent: s.sent,
+                ok: s.ok,
+                errors: s.errors,
+                latency: (s.sent > 0).then(|| Percentiles::of(&s.latency)),
+            })
+            .collect();
+        let throughput = if duration_seconds > 0.0 { stats.ok() as f64 / duration_seconds } else { 0.0 };
+        Self {
+            config: config.clone(),
+            run_id,
+            duration_seconds,
+            sent: stats.sent(),
+            ok: stats.ok(),
+            errors: stats.errors(),
+            ok_by_status: stats.ok_by_status.clone(),
+            errors_by_code: stats.errors_by_code.clone(),
+            throughput_per_second: throughput,
+            latency: Percentiles::of(&stats.latency),
+            per_second,
+            verification,
+        }
+    }
+}
