@@ -120,12 +120,11 @@ fn picker(config: &Config, seed: u64) -> Picker {
 
 /// Sends `op`, records its sample (unless in the warm-up) and any acknowledged transfers.
 async fn execute(shared: &Shared, op: Op, retry: bool, intended: Instant, offset: Duration) {
-    let outcome = match op {
-        Op::Transfer { source, destination } => transfer(shared, source, destination, retry).await,
-        Op::Batch(items) => batch(shared, &items).await,
-        Op::Read { account } => read(shared, account).await,
+    let (outcome, latency) = match op {
+        Op::Transfer { source, destination } => transfer(shared, source, destination, retry, intended).await,
+        Op::Batch(items) => (batch(shared, &items).await, intended.elapsed()),
+        Op::Read { account } => (read(shared, account).await, intended.elapsed()),
     };
-    let latency = intended.elapsed();
     if let Some(measured) = offset.checked_sub(shared.warmup) {
         lock(&shared.stats).record(&Sample { intended: measured, latency, outcome });
     }
@@ -156,20 +155,29 @@ fn acknowledge(shared: &Shared, transfer: &Value, owner: usize) -> Option<String
     Some(id)
 }
 
-async fn transfer(shared: &Shared, source: usize, destination: usize, retry: bool) -> Outcome {
+/// Sends one transfer; the latency ends at its first answer, before any replay (a replay
+/// measures the idempotency path, not the load).
+async fn transfer(
+    shared: &Shared,
+    source: usize,
+    destination: usize,
+    retry: bool,
+    intended: Instant,
+) -> (Outcome, Duration) {
     let Some((body, owner)) = transfer_body(shared, source, destination) else {
-        return Outcome::Error("BAD_ACCOUNT_INDEX".to_owned());
+        return (Outcome::Error("BAD_ACCOUNT_INDEX".to_owned()), intended.elapsed());
     };
     let token = shared.fixture.tokens.get(owner).map(String::as_str);
     let key = Uuid::new_v4().to_string();
     let answer = shared.client.post("/v1/transfers", token, Some(&key), &body).await;
+    let latency = intended.elapsed();
     let outcome = outcome_of(&answer, &[201, 202]);
-    let Ok(first) = answer else { return outcome };
+    let Ok(first) = answer else { return (outcome, latency) };
     if !matches!(outcome, Outcome::Ok(_)) {
-        return outcome;
+        return (outcome, latency);
     }
     let Some(id) = acknowledge(shared, &first.body, owner) else {
-        return Outcome::Error("ACK_WITHOUT_TRANSFER".to_owned());
+        return (Outcome::Error("ACK_WITHOUT_TRANSFER".to_owned()), latency);
     };
     if retry {
         // The replay must answer the very same transfer with the same status.
@@ -181,7 +189,7 @@ async fn transfer(shared: &Shared, source: usize, destination: usize, retry: boo
             lock(&shared.retry_mismatches).push(format!("transfer {id}: replay answered {seen}"));
         }
     }
-    outcome
+    (outcome, latency)
 }
 
 async fn batch(shared: &Shared, items: &[(usize, usize)]) -> Outcome {
