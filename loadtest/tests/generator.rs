@@ -9,6 +9,7 @@ mod fake_server;
 use std::time::Duration;
 
 use clap::Parser;
+use fake_server::Fault;
 use tally_loadtest::cli::Config;
 
 fn config(base_url: &str, extra: &[&str]) -> Config {
@@ -87,7 +88,7 @@ async fn closed_loop_keeps_the_concurrency_busy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verification_catches_a_transfer_acknowledged_and_then_lost() {
-    let server = fake_server::start(Duration::ZERO, Some(7)).await;
+    let server = fake_server::start(Duration::ZERO, Some(Fault::Lose(7))).await;
     let cfg = config(&server.base_url, &["--rate", "50", "--duration", "1s"]);
     let report = tally_loadtest::run(&cfg).await.unwrap();
     assert_eq!(report.ok, 50);
@@ -95,6 +96,29 @@ async fn verification_catches_a_transfer_acknowledged_and_then_lost() {
     assert!(!report.verification.passed);
     assert!(report.verification.verdict().is_err());
     assert!(report.verification.problems[0].contains("not stored"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_catches_money_created_by_a_stored_transfer() {
+    let server = fake_server::start(Duration::ZERO, Some(Fault::CreditTwice(3))).await;
+    let cfg = config(&server.base_url, &["--rate", "50", "--duration", "1s", "--amount", "0.25"]);
+    let report = tally_loadtest::run(&cfg).await.unwrap();
+    // Every transfer is found, but one credited its destination twice: 0.25 appeared.
+    assert_eq!(report.verification.lost, 0);
+    assert_eq!(report.verification.conservation_delta, "0.25");
+    assert!(report.verification.verdict().is_err());
+    assert!(report.verification.problems.iter().any(|p| p.contains("not conserved")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_that_pays_again_fails_the_run() {
+    let server = fake_server::start(Duration::ZERO, Some(Fault::IgnoreKeys)).await;
+    let cfg = config(&server.base_url, &["--rate", "20", "--duration", "1s", "--retry-fraction", "1"]);
+    let report = tally_loadtest::run(&cfg).await.unwrap();
+    assert_eq!(report.verification.replay_mismatches, 20, "{:?}", report.verification);
+    assert!(report.verification.verdict().is_err());
+    // 20 first answers + 20 paid replays + 20 fundings.
+    assert_eq!(server.fake.transfers_stored(), 60);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,8 +29,18 @@ struct Ledger {
 pub struct Fake {
     ledger: Arc<Mutex<Ledger>>,
     delay: Duration,
-    /// The n-th transfer (0-based) is acknowledged but never stored.
-    lose: Option<usize>,
+    fault: Option<Fault>,
+}
+
+/// A bug the fake can be told to have, on its n-th transfer (0-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Acknowledged but never stored (and no money moves).
+    Lose(usize),
+    /// Stored, but the destination is credited twice: money is created.
+    CreditTwice(usize),
+    /// `Idempotency-Key` ignored: every replay pays again.
+    IgnoreKeys,
 }
 
 pub const SETTLEMENT: &str = "00000000-0000-0000-0000-00000000000a";
@@ -47,10 +57,10 @@ impl Fake {
 }
 
 /// Starts the fake on an ephemeral port.
-pub async fn start(delay: Duration, lose: Option<usize>) -> Running {
+pub async fn start(delay: Duration, fault: Option<Fault>) -> Running {
     let mut ledger = Ledger::default();
     ledger.balances.insert(SETTLEMENT.to_owned(), Decimal::ZERO);
-    let fake = Fake { ledger: Arc::new(Mutex::new(ledger)), delay, lose };
+    let fake = Fake { ledger: Arc::new(Mutex::new(ledger)), delay, fault };
     let app = Router::new()
         .route(
             "/v1/auth/register",
@@ -109,15 +119,19 @@ fn create(fake: &Fake, body: &Value) -> (u16, Value) {
     let mut ledger = fake.ledger.lock().unwrap();
     let n = ledger.transfers_seen;
     ledger.transfers_seen += 1;
-    let store = fake.lose != Some(n);
+    let store = fake.fault != Some(Fault::Lose(n));
     let source = body["source_account_id"].as_str().unwrap().to_owned();
     let destination = body["destination_account_id"].as_str().unwrap().to_owned();
+    if fake.fault == Some(Fault::CreditTwice(n)) {
+        *ledger.balances.get_mut(&destination).unwrap() += amount;
+    }
     (201, post_transfer(&mut ledger, &source, &destination, amount, store))
 }
 
 async fn transfer(State(fake): State<Fake>, headers: HeaderMap, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
     tokio::time::sleep(fake.delay).await;
     let key = headers.get("idempotency-key").map(|k| k.to_str().unwrap().to_owned());
+    let key = key.filter(|_| fake.fault != Some(Fault::IgnoreKeys));
     let replay = key.as_ref().and_then(|k| fake.ledger.lock().unwrap().replies.get(k).cloned());
     if let Some((status, reply)) = replay {
         return (StatusCode::from_u16(status).unwrap(), Json(reply));
