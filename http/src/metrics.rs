@@ -84,7 +84,9 @@ fn describe() {
     metrics::describe_gauge!("tally_actor_mailbox_depth", "Messages waiting in all mailboxes of a kind");
     metrics::describe_gauge!("tally_actor_mailbox_depth_max", "The deepest single mailbox of a kind");
     metrics::describe_counter!("tally_actor_messages_total", "Messages handled, by kind");
-    metrics::describe_counter!("tally_actor_handler_seconds_total", "Time spent in handlers, by kind");
+    // Microseconds, not seconds: the exporter's counters are integers, and whole seconds (or the
+    // milliseconds this once was under a `_seconds` name) would lose or misstate handler time.
+    metrics::describe_counter!("tally_actor_handler_microseconds_total", "Time spent in handlers, by kind");
     metrics::describe_gauge!("tally_sagas_in_flight", "Transfer sagas running now");
     metrics::describe_counter!("tally_sagas_total", "Transfer sagas ended, by outcome");
     metrics::describe_gauge!("tally_journal_depth", "Records waiting to be committed");
@@ -117,8 +119,8 @@ pub fn record_health(report: &HealthReport) {
         metrics::gauge!("tally_actor_mailbox_depth", "kind" => name).set(kind.mailbox_depth as f64);
         metrics::gauge!("tally_actor_mailbox_depth_max", "kind" => name).set(kind.mailbox_depth_max as f64);
         metrics::counter!("tally_actor_messages_total", "kind" => name).absolute(kind.handled);
-        // Whole milliseconds keep the counter an integer, as the exporter's counters are.
-        metrics::counter!("tally_actor_handler_seconds_total", "kind" => name).absolute(kind.handler_nanos / 1_000_000);
+        metrics::counter!("tally_actor_handler_microseconds_total", "kind" => name)
+            .absolute(kind.handler_nanos / 1_000);
     }
     metrics::gauge!("tally_sagas_in_flight").set(report.sagas_in_flight as f64);
     metrics::counter!("tally_sagas_total", "outcome" => "completed").absolute(report.sagas_completed);

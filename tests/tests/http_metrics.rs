@@ -92,6 +92,11 @@ async fn metrics_are_exported_and_move_by_what_a_burst_of_transfers_did() {
     );
     assert!(value(&after, r#"tally_actors_active{kind="account"}"#) >= 2.0, "{text}");
     assert_eq!(value(&after, "tally_sagas_in_flight"), 0.0, "every saga has ended");
+    // Handler time is counted in microseconds: 40 transfers' hold, credit and post steps take
+    // well over a microsecond in all, and far less than the run took.
+    let handler = r#"tally_actor_handler_microseconds_total{kind="account"}"#;
+    let spent = value(&after, handler) - value(&before, handler);
+    assert!((1.0..60_000_000.0).contains(&spent), "account handler time {spent} µs:\n{text}");
 
     // Histograms have real buckets, ending in +Inf.
     assert!(
