@@ -97,6 +97,9 @@ pub struct Config {
     /// Write the JSON report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Write the HTML report (charts, self-contained, opens offline) here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,

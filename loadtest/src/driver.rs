@@ -120,13 +120,20 @@ fn picker(config: &Config, seed: u64) -> Picker {
 
 /// Sends `op`, records its sample (unless in the warm-up) and any acknowledged transfers.
 async fn execute(shared: &Shared, op: Op, retry: bool, intended: Instant, offset: Duration) {
-    let (outcome, latency) = match op {
-        Op::Transfer { source, destination } => transfer(shared, source, destination, retry, intended).await,
-        Op::Batch(items) => (batch(shared, &items).await, intended.elapsed()),
-        Op::Read { account } => (read(shared, account).await, intended.elapsed()),
+    let (outcome, latency, transfers) = match op {
+        Op::Transfer { source, destination } => {
+            let (outcome, latency) = transfer(shared, source, destination, retry, intended).await;
+            let acked = u64::from(matches!(outcome, Outcome::Ok(_)));
+            (outcome, latency, acked)
+        }
+        Op::Batch(items) => {
+            let (outcome, acked) = batch(shared, &items).await;
+            (outcome, intended.elapsed(), acked)
+        }
+        Op::Read { account } => (read(shared, account).await, intended.elapsed(), 0),
     };
     if let Some(measured) = offset.checked_sub(shared.warmup) {
-        lock(&shared.stats).record(&Sample { intended: measured, latency, outcome });
+        lock(&shared.stats).record(&Sample { intended: measured, latency, outcome, transfers });
     }
 }
 
@@ -192,14 +199,15 @@ async fn transfer(
     (outcome, latency)
 }
 
-async fn batch(shared: &Shared, items: &[(usize, usize)]) -> Outcome {
+/// Sends one batch; answers its outcome and how many of its items were acknowledged.
+async fn batch(shared: &Shared, items: &[(usize, usize)]) -> (Outcome, u64) {
     let mut transfers = Vec::with_capacity(items.len());
     let mut owner = 0;
     for (i, &(source, destination)) in items.iter().enumerate() {
         // A batch is sent by one caller: every item's source belongs to the first item's owner
         // (the source is moved to an account of that owner when it is not).
         let Some((mut body, item_owner)) = transfer_body(shared, source, destination) else {
-            return Outcome::Error("BAD_ACCOUNT_INDEX".to_owned());
+            return (Outcome::Error("BAD_ACCOUNT_INDEX".to_owned()), 0);
         };
         if i == 0 {
             owner = item_owner;
@@ -217,12 +225,13 @@ async fn batch(shared: &Shared, items: &[(usize, usize)]) -> Outcome {
     let key = Uuid::new_v4().to_string();
     let answer = shared.client.post("/v1/transfers/batch", token, Some(&key), &json!({"transfers": transfers})).await;
     let outcome = outcome_of(&answer, &[200]);
+    let mut acked = 0;
     if let Ok(a) = &answer {
         for result in a.body.get("results").and_then(Value::as_array).into_iter().flatten() {
             let status = result.get("status").and_then(Value::as_u64).unwrap_or(0);
             match result.get("transfer") {
                 Some(t) if status == 201 || status == 202 => {
-                    acknowledge(shared, t, owner);
+                    acked += u64::from(acknowledge(shared, t, owner).is_some());
                 }
                 _ => {
                     let code = result.pointer("/error/code").and_then(Value::as_str).unwrap_or("UNKNOWN");
@@ -231,7 +240,7 @@ async fn batch(shared: &Shared, items: &[(usize, usize)]) -> Outcome {
             }
         }
     }
-    outcome
+    (outcome, acked)
 }
 
 async fn read(shared: &Shared, account: usize) -> Outcome {

@@ -1,16 +1,18 @@
 //! `tally-loadtest`: an HTTP load generator for Tally (issue 7). A black box: it speaks only
 //! HTTP to a running Tally and depends on no Tally crate. A run is set-up (users, accounts,
 //! funding) → load (open or closed loop) → verification (every acknowledged transfer stored
-//! once, money conserved) → JSON report.
+//! once, money conserved) → JSON report and a self-contained HTML report with charts.
 
 pub mod cli;
 pub mod client;
 pub mod driver;
 pub mod error;
+pub mod html;
 pub mod progress;
 pub mod report;
 pub mod setup;
 pub mod stats;
+pub mod svg;
 pub mod verify;
 pub mod workload;
 

@@ -35,14 +35,21 @@ fn main() -> ExitCode {
         eprintln!("tally-loadtest: writing {}: {e}", path.display());
         return ExitCode::from(2);
     }
+    if let Some(path) = &config.html
+        && let Err(e) = std::fs::write(path, tally_loadtest::html::render(&report))
+    {
+        eprintln!("tally-loadtest: writing {}: {e}", path.display());
+        return ExitCode::from(2);
+    }
     let l = &report.latency;
     eprintln!(
-        "sent {} ok {} errors {} in {:.1} s: {:.1}/s; latency ms p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}",
+        "sent {} ok {} errors {} in {:.1} s: {:.1} requests/s, {:.1} transfers/s; latency ms p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}",
         report.sent,
         report.ok,
         report.errors,
         report.duration_seconds,
         report.throughput_per_second,
+        report.transfers_per_second,
         l.p50_us as f64 / 1000.0,
         l.p90_us as f64 / 1000.0,
         l.p99_us as f64 / 1000.0,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::cli::Config;
-use crate::stats::{Percentiles, Stats};
+use crate::stats::{Bucket, Percentiles, Stats, buckets};
 use crate::verify::Verification;
 
 #[derive(Debug, Clone, Serialize)]
@@ -15,6 +15,7 @@ pub struct SecondReport {
     pub sent: u64,
     pub ok: u64,
     pub errors: u64,
+    pub transfers: u64,
     pub latency: Option<Percentiles>,
 }
 
@@ -31,8 +32,15 @@ pub struct Report {
     pub errors_by_code: BTreeMap<String, u64>,
     /// Successful requests per second over the measured duration.
     pub throughput_per_second: f64,
+    /// Transfers acknowledged by measured requests (a batch counts its acknowledged items).
+    pub transfers_ok: u64,
+    /// Acknowledged transfers per second over the measured duration: the figure to compare
+    /// between single and batched workloads.
+    pub transfers_per_second: f64,
     /// Latency in microseconds, from each request's intended start (open loop).
     pub latency: Percentiles,
+    /// The latency distribution in logarithmic buckets (for the HTML report's histogram).
+    pub latency_histogram: Vec<Bucket>,
     pub per_second: Vec<SecondReport>,
     pub verification: Verification,
 }
@@ -54,10 +62,11 @@ impl Report {
                 sent: s.sent,
                 ok: s.ok,
                 errors: s.errors,
+                transfers: s.transfers,
                 latency: (s.sent > 0).then(|| Percentiles::of(&s.latency)),
             })
             .collect();
-        let throughput = if duration_seconds > 0.0 { stats.ok() as f64 / duration_seconds } else { 0.0 };
+        let per = |count: u64| if duration_seconds > 0.0 { count as f64 / duration_seconds } else { 0.0 };
         Self {
             config: config.clone(),
             run_id,
@@ -67,8 +76,11 @@ impl Report {
             errors: stats.errors(),
             ok_by_status: stats.ok_by_status.clone(),
             errors_by_code: stats.errors_by_code.clone(),
-            throughput_per_second: throughput,
+            throughput_per_second: per(stats.ok()),
+            transfers_ok: stats.transfers,
+            transfers_per_second: per(stats.transfers),
             latency: Percentiles::of(&stats.latency),
+            latency_histogram: buckets(&stats.latency),
             per_second,
             verification,
         }

@@ -40,7 +40,14 @@ pub async fn login(client: &Client, identifier: &str, password: &str) -> Result<
     field(&body, "login", "access_token")
 }
 
+/// Users set up at once: registration hashes a password (argon2, ~tens of ms of server CPU)
+/// and every funding waits for a durable commit, so a sequential set-up of 10,000 accounts
+/// would take minutes; sixteen in parallel keep both cores busy without tripping limits.
+pub const SETUP_CONCURRENCY: usize = 16;
+
 /// Creates `accounts` funded accounts of `currency` over fresh users named after `run_id`.
+/// Account `i` belongs to user `i / ACCOUNTS_PER_USER`, whatever order set-up finished in, so a
+/// seed picks the same accounts in every run.
 pub async fn prepare(
     client: &Client,
     admin_email: &str,
@@ -51,40 +58,91 @@ pub async fn prepare(
     run_id: &str,
 ) -> Result<Fixture, LoadError> {
     let admin_token = login(client, admin_email, admin_password).await?;
-    let mut tokens = Vec::new();
+    let users = accounts.div_ceil(ACCOUNTS_PER_USER);
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(SETUP_CONCURRENCY));
+    let mut tasks = tokio::task::JoinSet::new();
+    for user in 0..users {
+        let first = user * ACCOUNTS_PER_USER;
+        let count = ACCOUNTS_PER_USER.min(accounts - first);
+        let (client, permits, admin_token) = (client.clone(), permits.clone(), admin_token.clone());
+        let (currency, funding, run_id) = (currency.to_owned(), funding.to_owned(), run_id.to_owned());
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.map_err(|_| LoadError::Config("set-up stopped".into()))?;
+            let user_setup = UserSetup {
+                client: &client,
+                admin_token: &admin_token,
+                currency: &currency,
+                funding: &funding,
+                run_id: &run_id,
+            };
+            user_setup.run(user, first, count).await.map(|made| (user, made))
+        });
+    }
+    let mut made = Vec::with_capacity(users);
+    while let Some(joined) = tasks.join_next().await {
+        made.push(joined.map_err(|e| LoadError::Config(format!("set-up task: {e}")))??);
+    }
+    made.sort_by_key(|(user, _)| *user);
+    let mut tokens = Vec::with_capacity(users);
     let mut opened = Vec::with_capacity(accounts);
     let mut settlement_id = None;
-    for index in 0..accounts {
-        if index % ACCOUNTS_PER_USER == 0 {
-            let email = format!("loadtest-{run_id}-{}@example.com", tokens.len());
-            let register =
-                json!({"email": email, "password": LOAD_USER_PASSWORD, "first_name": "Load", "last_name": "Test"});
-            client.post("/v1/auth/register", None, None, &register).await?.expect("register a load user", &[201])?;
-            tokens.push(login(client, &email, LOAD_USER_PASSWORD).await?);
-        }
-        let owner = tokens.len() - 1;
-        let token = tokens.get(owner).map(String::as_str);
-        let account = client
-            .post("/v1/accounts", token, None, &json!({"currency": currency}))
-            .await?
-            .expect("open an account", &[201])?;
-        let id = field(&account, "open an account", "id")?;
-        let credit = json!({
-            "type": "admin_credit", "account_id": id, "amount": funding,
-            "purpose": "load test funding", "reference": format!("loadtest-{run_id}"),
-        });
-        let key = format!("loadtest-fund-{run_id}-{index}");
-        let transfer = client
-            .post("/v1/admin/adjustments", Some(&admin_token), Some(&key), &credit)
-            .await?
-            .expect("fund an account", &[201])?;
-        if settlement_id.is_none() {
-            settlement_id = Some(field(&transfer, "fund an account", "source_account_id")?);
-        }
-        opened.push(Account { id, owner });
+    for (user, (token, ids, settlement)) in made {
+        tokens.push(token);
+        opened.extend(ids.into_iter().map(|id| Account { id, owner: user }));
+        settlement_id = settlement_id.or(settlement);
     }
     let settlement_id = settlement_id.ok_or_else(|| LoadError::Config("no accounts to fund".into()))?;
     Ok(Fixture { admin_token, tokens, accounts: opened, settlement_id })
+}
+
+/// What one set-up task needs to make one load user.
+struct UserSetup<'a> {
+    client: &'a Client,
+    admin_token: &'a str,
+    currency: &'a str,
+    funding: &'a str,
+    run_id: &'a str,
+}
+
+impl UserSetup<'_> {
+    /// Registers user `user`, opens `count` accounts from account index `first` and funds each.
+    /// Answers the user's token, the account ids in order, and the settlement account's id.
+    async fn run(
+        &self,
+        user: usize,
+        first: usize,
+        count: usize,
+    ) -> Result<(String, Vec<String>, Option<String>), LoadError> {
+        let (client, run_id) = (self.client, self.run_id);
+        let email = format!("loadtest-{run_id}-{user}@example.com");
+        let register =
+            json!({"email": email, "password": LOAD_USER_PASSWORD, "first_name": "Load", "last_name": "Test"});
+        client.post("/v1/auth/register", None, None, &register).await?.expect("register a load user", &[201])?;
+        let token = login(client, &email, LOAD_USER_PASSWORD).await?;
+        let mut ids = Vec::with_capacity(count);
+        let mut settlement_id = None;
+        for index in first..first + count {
+            let account = client
+                .post("/v1/accounts", Some(&token), None, &json!({"currency": self.currency}))
+                .await?
+                .expect("open an account", &[201])?;
+            let id = field(&account, "open an account", "id")?;
+            let credit = json!({
+                "type": "admin_credit", "account_id": id, "amount": self.funding,
+                "purpose": "load test funding", "reference": format!("loadtest-{run_id}"),
+            });
+            let key = format!("loadtest-fund-{run_id}-{index}");
+            let transfer = client
+                .post("/v1/admin/adjustments", Some(self.admin_token), Some(&key), &credit)
+                .await?
+                .expect("fund an account", &[201])?;
+            if settlement_id.is_none() {
+                settlement_id = Some(field(&transfer, "fund an account", "source_account_id")?);
+            }
+            ids.push(id);
+        }
+        Ok((token, ids, settlement_id))
+    }
 }
 
 /// A run id unique enough that reruns against the same server never collide on emails.

@@ -23,6 +23,9 @@ pub struct Sample {
     /// `"201"`, `"202"`, `"200"` for successes, else the problem code (or `HTTP_<status>`,
     /// `TRANSPORT` when no answer came).
     pub outcome: Outcome,
+    /// Transfers the server acknowledged in this answer: 1 for a single transfer, the
+    /// acknowledged items of a batch, 0 for a read or an error.
+    pub transfers: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +39,7 @@ pub struct Second {
     pub sent: u64,
     pub ok: u64,
     pub errors: u64,
+    pub transfers: u64,
     pub latency: Histogram<u64>,
 }
 
@@ -45,13 +49,21 @@ pub struct Stats {
     pub ok_by_status: BTreeMap<String, u64>,
     pub errors_by_code: BTreeMap<String, u64>,
     pub seconds: Vec<Second>,
+    /// Transfers acknowledged by measured requests.
+    pub transfers: u64,
 }
 
 impl Stats {
     pub fn new() -> Result<Self, crate::error::LoadError> {
         let latency = Histogram::new_with_bounds(1, LATENCY_MAX_US, SIGNIFICANT_DIGITS)
             .map_err(|e| crate::error::LoadError::Config(format!("latency histogram: {e}")))?;
-        Ok(Self { latency, ok_by_status: BTreeMap::new(), errors_by_code: BTreeMap::new(), seconds: Vec::new() })
+        Ok(Self {
+            latency,
+            ok_by_status: BTreeMap::new(),
+            errors_by_code: BTreeMap::new(),
+            seconds: Vec::new(),
+            transfers: 0,
+        })
     }
 }
 
@@ -63,15 +75,23 @@ impl Stats {
         if index < usize::MAX && self.seconds.len() <= index {
             let mut empty = self.latency.clone();
             empty.reset();
-            self.seconds.resize_with(index + 1, || Second { sent: 0, ok: 0, errors: 0, latency: empty.clone() });
+            self.seconds.resize_with(index + 1, || Second {
+                sent: 0,
+                ok: 0,
+                errors: 0,
+                transfers: 0,
+                latency: empty.clone(),
+            });
         }
         let second = self.seconds.get_mut(index);
+        self.transfers += sample.transfers;
         match &sample.outcome {
             Outcome::Ok(status) => *self.ok_by_status.entry(status.to_string()).or_default() += 1,
             Outcome::Error(code) => *self.errors_by_code.entry(code.clone()).or_default() += 1,
         }
         if let Some(second) = second {
             second.sent += 1;
+            second.transfers += sample.transfers;
             match sample.outcome {
                 Outcome::Ok(_) => second.ok += 1,
                 Outcome::Error(_) => second.errors += 1,
@@ -120,6 +140,37 @@ impl Percentiles {
     }
 }
 
+/// One bar of the latency histogram: requests whose latency fell in `(from_us, to_us]`.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Bucket {
+    pub from_us: u64,
+    pub to_us: u64,
+    pub count: u64,
+}
+
+/// Ratio between consecutive bucket bounds: 20 buckets per decade of latency, fine enough to
+/// show a bimodal distribution and few enough to draw.
+const BUCKET_RATIO: f64 = 1.122_018_454; // 10^(1/20)
+
+/// The histogram in logarithmic buckets, empty buckets at either end dropped.
+pub fn buckets(h: &Histogram<u64>) -> Vec<Bucket> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<Bucket> = Vec::new();
+    let mut from = 0;
+    for step in h.iter_log(1, BUCKET_RATIO) {
+        let to = step.value_iterated_to();
+        out.push(Bucket { from_us: from, to_us: to, count: step.count_since_last_iteration() });
+        from = to;
+    }
+    let first = out.iter().position(|b| b.count > 0).unwrap_or(0);
+    let last = out.iter().rposition(|b| b.count > 0).map_or(0, |i| i + 1);
+    out.drain(last..);
+    out.drain(..first);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -131,6 +182,7 @@ mod tests {
         let at = |s: u64, ms: u64, outcome: Outcome| Sample {
             intended: Duration::from_millis(s * 1000 + 10),
             latency: Duration::from_millis(ms),
+            transfers: u64::from(outcome == Outcome::Ok(201)),
             outcome,
         };
         stats.record(&at(0, 10, Outcome::Ok(201)));
@@ -143,7 +195,23 @@ mod tests {
         assert_eq!(stats.seconds[0].sent, 2);
         assert_eq!(stats.seconds[1].sent, 0);
         assert_eq!(stats.seconds[2].errors, 1);
+        assert_eq!(stats.transfers, 2);
+        assert_eq!(stats.seconds[0].transfers, 2);
         let p = Percentiles::of(&stats.latency);
         assert!(p.max_us >= 29_900 && p.max_us <= 30_100, "{p:?}");
+    }
+
+    #[test]
+    fn buckets_count_every_sample_once_and_cover_its_latency() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, LATENCY_MAX_US, SIGNIFICANT_DIGITS).unwrap();
+        for us in [100, 100, 5_000, 5_100, 2_000_000] {
+            h.record(us).unwrap();
+        }
+        let b = buckets(&h);
+        assert_eq!(b.iter().map(|b| b.count).sum::<u64>(), 5);
+        assert!(b.first().unwrap().count == 2 && b.first().unwrap().to_us >= 100, "{b:?}");
+        assert!(b.last().unwrap().count == 1 && b.last().unwrap().to_us >= 2_000_000, "{b:?}");
+        assert!(b.windows(2).all(|w| w[0].to_us == w[1].from_us), "contiguous: {b:?}");
+        assert!(buckets(&Histogram::<u64>::new(3).unwrap()).is_empty());
     }
 }

@@ -151,3 +151,48 @@ fn out_of_range_options_are_refused() {
     assert!(parse(&["--duration", "0s"]).unwrap().is_err());
     assert!(parse(&["--batch-size", "8190", "--rate", "1"]).unwrap().is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_counts_each_acknowledged_item_as_a_transfer() {
+    let server = fake_server::start(Duration::ZERO, None).await;
+    let cfg =
+        config(&server.base_url, &["--workload", "batch", "--batch-size", "25", "--rate", "20", "--duration", "1s"]);
+    let report = tally_loadtest::run(&cfg).await.unwrap();
+    // 20 batch requests of 25 items: 500 transfers, while the request count stays 20.
+    assert_eq!(report.ok, 20);
+    assert_eq!(report.transfers_ok, 500);
+    assert_eq!(report.verification.acknowledged, 500);
+    assert_eq!(report.per_second.iter().map(|s| s.transfers).sum::<u64>(), 500);
+    assert!(report.transfers_per_second > 10.0 * report.throughput_per_second, "{report:?}");
+    report.verification.verdict().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_html_report_is_self_contained_and_draws_every_chart() {
+    let server = fake_server::start(Duration::from_millis(5), None).await;
+    let cfg = config(&server.base_url, &["--rate", "100", "--duration", "2s"]);
+    let mut report = tally_loadtest::run(&cfg).await.unwrap();
+    // An error code is server-supplied text: it must be escaped, never markup.
+    report.errors_by_code.insert("<script>alert(1)</script>".to_owned(), 3);
+    report.errors_by_code.insert("OVERLOADED".to_owned(), 7);
+    let html = tally_loadtest::html::render(&report);
+
+    assert!(html.starts_with("<!doctype html>") && html.trim_end().ends_with("</html>"));
+    assert!(html.contains(&report.run_id));
+    for heading in ["Throughput over time", "Latency percentiles over time", "Latency histogram", "Errors by code"] {
+        assert!(html.contains(heading), "missing {heading}");
+    }
+    assert_eq!(html.matches("<svg").count(), 4, "four charts");
+    // The two line charts have real lines, the histogram real bars, with the run's numbers.
+    assert!(html.matches("<path d=\"M").count() >= 4, "throughput, errors and percentile lines");
+    let bars: u64 = report.latency_histogram.iter().map(|b| b.count).sum();
+    assert_eq!(bars, report.sent, "every request is in one histogram bucket");
+    assert!(html.contains("OVERLOADED") && html.contains("&lt;script&gt;"));
+    assert!(!html.contains("<script>"), "no script, escaped or ours");
+    // Offline: nothing is fetched. The only URL is the SVG namespace, which is never loaded.
+    // The target's base URL appears once as summary text (escaped, not a link); nothing else.
+    let others = html.replace("xmlns=\"http://www.w3.org/2000/svg\"", "").replace(&server.base_url, "");
+    assert!(!others.contains("http://") && !others.contains("https://"), "no URL but the namespace");
+    assert!(!html.contains("src=") && !html.contains("href="), "no external resources");
+    assert!(html.contains("passed"), "the verification verdict is shown");
+}
