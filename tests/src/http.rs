@@ -51,6 +51,21 @@ pub struct TestServer {
     sqlite_file: Option<PathBuf>,
 }
 
+/// A test that fails before `shutdown` still removes its SQLite file: CI runs on a shared disk.
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        remove_sqlite(self.sqlite_file.take());
+    }
+}
+
+fn remove_sqlite(file: Option<PathBuf>) {
+    if let Some(file) = file {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
+    }
+}
+
 /// A registered, logged-in user.
 #[derive(Clone, Debug)]
 pub struct TestUser {
@@ -158,11 +173,7 @@ impl TestServer {
             let _ = server.await;
         }
         self.engine.shutdown(Duration::from_secs(5)).await;
-        if let Some(file) = self.sqlite_file.take() {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
-            }
-        }
+        remove_sqlite(self.sqlite_file.take());
     }
 
     pub fn url(&self, path: &str) -> String {
