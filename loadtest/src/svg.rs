@@ -88,8 +88,9 @@ pub fn line_chart(x_title: &str, y_title: &str, xs: &[f64], series: &[Series]) -
     axes(&mut out, y_max, x_title, y_title);
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
-    for tick in 0..=10 {
-        let x = x_max * f64::from(tick) / 10.0;
+    // Whole seconds on the x axis, at most about ten ticks.
+    let step = (x_max / 10.0).ceil().max(1.0);
+    for x in (0..).map(|i| f64::from(i) * step).take_while(|x| *x <= x_max) {
         let _ = write!(
             out,
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
