@@ -27,7 +27,7 @@ pub const ACCOUNTS_PER_USER_MAX: u64 = 64;
 
 /// Accounts listed at most. The per-user bound is checked before opening, so two opens racing
 /// can pass it together; this margin still lists every account in that case.
-const ACCOUNTS_LISTED_MAX: u32 = 256;
+pub const ACCOUNTS_LISTED_MAX: u32 = 256;
 
 /// A `201 Created` with the new resource's `Location`.
 pub fn created(location: String, body: impl Serialize) -> Response {

@@ -15,6 +15,7 @@
 //! ledger's database.
 
 pub mod accounts;
+pub mod accounts_summary;
 pub mod admin;
 pub mod auth;
 pub mod batch;
@@ -34,6 +35,7 @@ pub mod pagination;
 pub mod problem;
 pub mod request_stats;
 pub mod state;
+pub mod statements;
 pub mod transfers;
 pub mod views;
 
@@ -82,6 +84,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/users/me/sessions/{id}", delete(auth::sessions::delete))
         .route("/v1/accounts", post(accounts::open).get(accounts::list))
         .route("/v1/accounts/{id}", get(accounts::get))
+        .route("/v1/accounts/summary", get(accounts_summary::summary))
         .route("/v1/accounts/{id}/transactions", get(ledger::transactions))
         .route("/v1/accounts/{id}/balance-history", get(ledger::balance_history))
         .route("/v1/transfer-types", get(transfers::types))
@@ -101,6 +104,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/accounts/count", get(listings::admin_account_count))
         .route("/v1/admin/accounts/{id}", get(admin::get_account))
         .route("/v1/admin/accounts/{id}/status", post(admin::set_account_status))
+        .route("/v1/admin/statements", get(statements::statements))
         .route("/v1/admin/actors", get(ops::actors))
         .route("/v1/admin/actors/{kind}/{id}/release", post(ops::release))
         .route("/ops", get(ops_page::page))

@@ -107,6 +107,8 @@ pub struct ProblemDoc {
         crate::listings::admin_account_count,
         crate::ledger::transactions,
         crate::ledger::balance_history,
+        crate::accounts_summary::summary,
+        crate::statements::statements,
         crate::admin::adjust,
         crate::admin::get_transfer,
         crate::admin::execute,

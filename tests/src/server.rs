@@ -65,6 +65,11 @@ impl TallyServer {
         self.child = Some(command.spawn().unwrap_or_else(|error| panic!("start {}: {error}", tally_bin().display())));
     }
 
+    /// The server process's id (to read its memory from `/proc`), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

@@ -78,6 +78,13 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
         ("GET", "/v1/admin/accounts", "/v1/admin/accounts".to_owned(), None, "accounts:read"),
         ("GET", "/v1/admin/accounts/count", "/v1/admin/accounts/count".to_owned(), None, "accounts:read"),
         (
+            "GET",
+            "/v1/admin/statements",
+            "/v1/admin/statements?from=2025-01-01&to=2025-01-31&format=csv".to_owned(),
+            None,
+            "transfers:read",
+        ),
+        (
             "POST",
             "/v1/admin/accounts",
             "/v1/admin/accounts".to_owned(),

@@ -12,6 +12,9 @@ mod listing_postgres;
 mod listing_sqlite;
 pub mod postgres;
 pub mod sqlite;
+pub mod statement;
+mod statement_postgres;
+mod statement_sqlite;
 
 use std::sync::Arc;
 
@@ -21,11 +24,12 @@ use tally_engine::{AccountId, UserId};
 use crate::store::StoreError;
 
 pub use listing::LedgerReads;
+pub use statement::StatementReads;
 
 #[async_trait]
-/// Every read model the HTTP API uses. `LedgerReads` (the listings) is a supertrait so that
-/// the one `Arc<dyn AccountReads>` identity already holds serves them too.
-pub trait AccountReads: LedgerReads + Send + Sync + 'static {
+/// Every read model the HTTP API uses. `LedgerReads` (the listings) and `StatementReads` are
+/// supertraits so that the one `Arc<dyn AccountReads>` identity already holds serves them too.
+pub trait AccountReads: LedgerReads + StatementReads + Send + Sync + 'static {
     /// The ids of the accounts `owner` owns, oldest first, at most `limit` of them.
     async fn account_ids_of_owner(&self, owner: UserId, limit: u32) -> Result<Vec<AccountId>, StoreError>;
 

@@ -1,0 +1,444 @@
+//! Admin statements: `GET /v1/admin/statements` (`transfers:read`), the ledger lines
+//! (postings) of a period as JSON pages, or the whole period as a streamed CSV file.
+//!
+//! What a line carries is enough to reconcile it without another call: the posting's id (its
+//! journal sequence number as a UUID, as in `GET /v1/accounts/{id}/transactions`), the
+//! transfer, the account and its owner, currency, direction, amount, the account's balance
+//! after the posting, the transfer's type, reference and description, and its time.
+//!
+//! Decisions (API.md is silent; see ARCHITECTURE.md):
+//! - `from` and `to` are required UTC dates, both inclusive, `from <= to`, at most
+//!   `STATEMENT_DAYS_MAX` days. A posting belongs to the day its transfer was created (postings
+//!   carry no time of their own), as in the transactions listing and the balance history.
+//! - At most one of `account_id` and `user_id`; neither is the whole ledger, system accounts
+//!   included, so an auditor can check that debits equal credits per currency. An unknown
+//!   account or user is `404`: an empty statement would look like "no activity" to a typo.
+//! - Lines are oldest first in journal order (increasing sequence), so an account's
+//!   `balance_after` runs forward line by line; the cursor is the last line's sequence.
+//! - `format=csv` is the whole period in one file: `cursor` and `limit` are refused with it
+//!   rather than silently ignored.
+//! - The CSV streams in chunks of `CSV_CHUNK_ROWS` read one after the other by keyset, so the
+//!   server holds one chunk whatever the period's size. Every check, and the first chunk's
+//!   read, happens before the answer starts, so those failures are problem+json. A failure
+//!   after the first byte cannot change the status any more: the stream ends with an error,
+//!   which makes hyper abort the chunked body without its terminating chunk, so the client sees
+//!   a broken transfer, never a file that looks complete.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tally_actors::EngineError;
+use tally_engine::{AccountId, Currency, Timestamp, UserId};
+use tally_persistence::reads::{AccountReads, StatementReads};
+use tally_persistence::reads::listing::DAY_MICROS;
+use tally_persistence::reads::statement::{StatementFilter, StatementLine, StatementScope};
+use time::Date;
+use time::macros::format_description;
+
+use crate::auth::Authorized;
+use crate::auth::permissions::TransfersRead;
+use crate::listings::query;
+use crate::pagination::{parse_seq_cursor, seq_cursor};
+use crate::problem::{ApiError, request_id};
+use crate::state::AppState;
+use crate::views::{money, rfc3339};
+
+/// Lines per JSON page when the client names no limit.
+pub const STATEMENT_LIMIT_DEFAULT: u32 = 100;
+
+/// Lines per JSON page at most (API.md). A line is a row of one query, no live read, so a
+/// page can be larger than a listing's.
+pub const STATEMENT_LIMIT_MAX: u32 = 500;
+
+/// Days a statement covers at most: a year, leap day included. Longer periods are several
+/// statements; this bounds what one request can ask the database to scan.
+pub const STATEMENT_DAYS_MAX: i64 = 366;
+
+/// Lines the CSV reads per query: ~300 bytes each, so ~300 KB of rows and text in memory at
+/// once, while a million lines take a thousand queries, each one index range.
+pub const CSV_CHUNK_ROWS: u32 = 1_000;
+
+const STATEMENT_TAG: &str = "statement";
+
+/// The CSV's columns, in order; the JSON line's fields have the same names.
+pub const CSV_HEADER: &str = "id,transfer_id,account_id,user_id,currency,direction,amount,balance_after,\
+                              transfer_type,reference,description,created_at\r\n";
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct StatementQuery {
+    /// First day, `YYYY-MM-DD` (UTC), inclusive.
+    pub from: Option<String>,
+    /// Last day, `YYYY-MM-DD` (UTC), inclusive; at most 366 days after `from`'s start.
+    pub to: Option<String>,
+    /// One account's lines (not with `user_id`).
+    pub account_id: Option<String>,
+    /// The lines of every account of this user (not with `account_id`).
+    pub user_id: Option<String>,
+    /// `credit` or `debit`.
+    pub direction: Option<String>,
+    pub cursor: Option<String>,
+    /// 1 to 500, default 100 (JSON only).
+    pub limit: Option<String>,
+    /// `json` (default) or `csv` (the whole period, streamed, as an attachment).
+    pub format: Option<String>,
+}
+
+/// One ledger line (a posting).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StatementLineView {
+    /// The posting's id: its journal sequence number as a UUID.
+    pub id: String,
+    pub transfer_id: String,
+    pub account_id: String,
+    /// The account's owner; `null` for system accounts.
+    pub user_id: Option<String>,
+    #[schema(value_type = crate::openapi::CurrencyCode)]
+    pub currency: &'static str,
+    /// `credit` or `debit`.
+    pub direction: &'static str,
+    pub amount: String,
+    pub balance_after: String,
+    /// `internal`, `external`, `admin_credit` or `admin_debit`.
+    pub transfer_type: String,
+    pub reference: Option<String>,
+    pub description: Option<String>,
+    /// The transfer's creation time.
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StatementPage {
+    pub items: Vec<StatementLineView>,
+    pub next_cursor: Option<String>,
+}
+
+impl StatementLineView {
+    fn of(line: StatementLine) -> Result<StatementLineView, String> {
+        let currency = Currency::from_code(&line.currency)
+            .ok_or_else(|| format!("posting {} has unknown currency {:?}", line.seq, line.currency))?;
+        let created_at = rfc3339(Timestamp::from_micros(line.created_at))
+            .map_err(|_| format!("posting {} has time {} out of range", line.seq, line.created_at))?;
+        Ok(StatementLineView {
+            id: uuid::Uuid::from_u128(u128::from(line.seq)).to_string(),
+            transfer_id: line.transfer.to_string(),
+            account_id: line.account.to_string(),
+            user_id: line.owner.map(|owner| owner.to_string()),
+            currency: currency.code(),
+            direction: if line.credit { "credit" } else { "debit" },
+            amount: money(line.amount, currency),
+            balance_after: money(line.balance_after, currency),
+            transfer_type: line.transfer_kind,
+            reference: line.reference,
+            description: line.description,
+            created_at,
+        })
+    }
+}
+
+/// The midnight (UTC, microseconds) that starts the day `text` names, which must be exactly
+/// `YYYY-MM-DD`.
+fn day_start(field: &str, text: Option<&str>) -> Result<i64, ApiError> {
+    let text = text.ok_or_else(|| ApiError::field(field, "is required (a date YYYY-MM-DD)"))?;
+    let date = Date::parse(text, format_description!("[year]-[month]-[day]"))
+        .map_err(|_| ApiError::field(field, "must be a date YYYY-MM-DD"))?;
+    i64::try_from(date.midnight().assume_utc().unix_timestamp_nanos() / 1_000)
+        .map_err(|_| ApiError::field(field, "must be a date YYYY-MM-DD"))
+}
+
+fn uuid_param(field: &str, text: Option<&str>) -> Result<Option<uuid::Uuid>, ApiError> {
+    text.map(|text| uuid::Uuid::try_parse(text).map_err(|_| ApiError::field(field, "must be a UUID"))).transpose()
+}
+
+/// A checked request: the filter, and the page (JSON) or nothing (CSV).
+struct Checked {
+    filter: StatementFilter,
+    /// `(after, limit)` for a JSON page; `None` for the CSV.
+    page: Option<(Option<u64>, u32)>,
+    /// The dates as asked, for the CSV's file name.
+    from: String,
+    to: String,
+}
+
+/// Every check that needs no store, in the order of the query's parameters.
+fn check(params: &StatementQuery) -> Result<Checked, ApiError> {
+    let from = day_start("from", params.from.as_deref())?;
+    let to_day = day_start("to", params.to.as_deref())?;
+    if to_day < from {
+        return Err(ApiError::field("to", "must not be before from"));
+    }
+    if (to_day - from) / DAY_MICROS + 1 > STATEMENT_DAYS_MAX {
+        return Err(ApiError::field("to", format!("a statement covers at most {STATEMENT_DAYS_MAX} days")));
+    }
+    let account = uuid_param("account_id", params.account_id.as_deref())?;
+    let user = uuid_param("user_id", params.user_id.as_deref())?;
+    let scope = match (account, user) {
+        (Some(_), Some(_)) => return Err(ApiError::field("user_id", "give account_id or user_id, not both")),
+        (Some(account), None) => StatementScope::Account(AccountId::from_uuid(account)),
+        (None, Some(user)) => StatementScope::Owner(UserId::from_uuid(user)),
+        (None, None) => StatementScope::All,
+    };
+    let credit = match params.direction.as_deref() {
+        None => None,
+        Some("credit") => Some(true),
+        Some("debit") => Some(false),
+        Some(_) => return Err(ApiError::field("direction", "must be credit or debit")),
+    };
+    let csv = match params.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(ApiError::field("format", "must be json or csv")),
+    };
+    let page = if csv {
+        if params.cursor.is_some() {
+            return Err(ApiError::field("cursor", "the CSV is the whole period; it takes no cursor"));
+        }
+        if params.limit.is_some() {
+            return Err(ApiError::field("limit", "the CSV is the whole period; it takes no limit"));
+        }
+        None
+    } else {
+        let limit = match params.limit.as_deref() {
+            None => STATEMENT_LIMIT_DEFAULT,
+            Some(text) => match text.parse::<u32>() {
+                Ok(limit) if (1..=STATEMENT_LIMIT_MAX).contains(&limit) => limit,
+                _ => {
+                    return Err(ApiError::field(
+                        "limit",
+                        format!("must be an integer from 1 to {STATEMENT_LIMIT_MAX}"),
+                    ));
+                }
+            },
+        };
+        Some((parse_seq_cursor(STATEMENT_TAG, params.cursor.as_deref())?, limit))
+    };
+    let filter = StatementFilter { scope, credit, from, to: to_day + DAY_MICROS };
+    Ok(Checked {
+        filter,
+        page,
+        from: params.from.clone().unwrap_or_default(),
+        to: params.to.clone().unwrap_or_default(),
+    })
+}
+
+/// `404` if the statement names an account or user that does not exist.
+async fn check_exists(state: &AppState, scope: StatementScope) -> Result<(), ApiError> {
+    match scope {
+        StatementScope::All => Ok(()),
+        StatementScope::Account(id) => match state.engine()?.account(id).await {
+            Ok(_) => Ok(()),
+            Err(EngineError::NotFound) => Err(ApiError::not_found("account")),
+            Err(other) => Err(other.into()),
+        },
+        StatementScope::Owner(id) => match state.identity().users.user_by_id(id).await? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::not_found("user")),
+        },
+    }
+}
+
+/// `GET /v1/admin/statements?from&to&account_id|user_id&direction&cursor&limit&format` → a
+/// page of ledger lines, oldest first, or (`format=csv`) the whole period as a CSV file.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/statements",
+    tag = "admin",
+    params(StatementQuery),
+    responses((
+        status = 200,
+        description = "A page of ledger lines (JSON), or with `format=csv` the whole period as an RFC 4180 \
+                       CSV attachment (`Content-Disposition: attachment; filename=\"statement-<from>-<to>.csv\"`), \
+                       header row first, CRLF line ends, amounts at the currency's scale. The CSV is streamed: \
+                       an error after the first byte aborts the transfer (no terminating chunk), so a \
+                       complete download is a complete statement.",
+        content(
+            (StatementPage = "application/json"),
+            (String = "text/csv")
+        )
+    )),
+    security(("bearer" = []))
+)]
+pub async fn statements(
+    State(state): State<AppState>,
+    _admin: Authorized<TransfersRead>,
+    params: Result<Query<StatementQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query(params)?;
+    let checked = check(&params)?;
+    check_exists(&state, checked.filter.scope).await?;
+    let reads = state.identity().reads.clone();
+    match checked.page {
+        Some((after, limit)) => json_page(reads.as_ref(), &checked.filter, after, limit).await,
+        None => csv(reads, checked).await,
+    }
+}
+
+async fn json_page(
+    reads: &dyn AccountReads,
+    filter: &StatementFilter,
+    after: Option<u64>,
+    limit: u32,
+) -> Result<Response, ApiError> {
+    // One line more than asked says whether another page follows.
+    let mut lines = reads.statement_lines(filter, after, limit + 1).await?;
+    let more = lines.len() > limit as usize;
+    lines.truncate(limit as usize);
+    let next_cursor = if more { lines.last().map(|line| seq_cursor(STATEMENT_TAG, line.seq)) } else { None };
+    let items =
+        lines.into_iter().map(StatementLineView::of).collect::<Result<Vec<_>, _>>().map_err(ApiError::internal)?;
+    Ok(axum::Json(StatementPage { items, next_cursor }).into_response())
+}
+
+/// A CSV field: quoted (with quotes doubled) when it holds a comma, quote, CR or LF, as RFC
+/// 4180 requires; as it is otherwise.
+pub fn csv_field(out: &mut String, text: &str) {
+    if text.contains([',', '"', '\r', '\n']) {
+        out.push('"');
+        for c in text.chars() {
+            if c == '"' {
+                out.push('"');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    } else {
+        out.push_str(text);
+    }
+}
+
+fn csv_line(out: &mut String, line: StatementLine) -> Result<(), String> {
+    let view = StatementLineView::of(line)?;
+    // Ids, codes, amounts and times never need quoting; the texts may.
+    let _ = write!(
+        out,
+        "{},{},{},{},{},{},{},{},{},",
+        view.id,
+        view.transfer_id,
+        view.account_id,
+        view.user_id.as_deref().unwrap_or(""),
+        view.currency,
+        view.direction,
+        view.amount,
+        view.balance_after,
+        view.transfer_type,
+    );
+    csv_field(out, view.reference.as_deref().unwrap_or(""));
+    out.push(',');
+    csv_field(out, view.description.as_deref().unwrap_or(""));
+    out.push(',');
+    out.push_str(&view.created_at);
+    out.push_str("\r\n");
+    Ok(())
+}
+
+/// The walk of a CSV: the next chunk starts after `after`.
+struct CsvWalk {
+    reads: Arc<dyn AccountReads>,
+    filter: StatementFilter,
+    after: Option<u64>,
+    /// The first chunk, read before the answer started (so its failure is a problem+json).
+    first: Option<Vec<StatementLine>>,
+    done: bool,
+    request_id: String,
+}
+
+impl CsvWalk {
+    /// The next chunk of the file, or `None` at the end.
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, std::io::Error> {
+        if self.done {
+            return Ok(None);
+        }
+        let (lines, header) = match self.first.take() {
+            Some(lines) => (lines, true),
+            None => (self.reads.statement_lines(&self.filter, self.after, CSV_CHUNK_ROWS).await.map_err(|error| {
+                self.fail(format!("statement read failed mid-stream: {error}"))
+            })?, false),
+        };
+        self.done = lines.len() < CSV_CHUNK_ROWS as usize;
+        self.after = lines.last().map(|line| line.seq).or(self.after);
+        if lines.is_empty() && !header {
+            return Ok(None);
+        }
+        let mut out = String::with_capacity(lines.len() * 320 + CSV_HEADER.len());
+        if header {
+            out.push_str(CSV_HEADER);
+        }
+        for line in lines {
+            csv_line(&mut out, line).map_err(|detail| self.fail(detail))?;
+        }
+        Ok(Some(Bytes::from(out)))
+    }
+
+    /// Logs a failure after the answer started and ends the stream with an error, which
+    /// aborts the response.
+    fn fail(&mut self, detail: String) -> std::io::Error {
+        self.done = true;
+        tracing::error!(request_id = %self.request_id, %detail, "statement CSV aborted");
+        std::io::Error::other(detail)
+    }
+}
+
+async fn csv(reads: Arc<dyn AccountReads>, checked: Checked) -> Result<Response, ApiError> {
+    let first = reads.statement_lines(&checked.filter, None, CSV_CHUNK_ROWS).await?;
+    let walk =
+        CsvWalk { reads, filter: checked.filter, after: None, first: Some(first), done: false, request_id: request_id() };
+    let stream = futures::stream::try_unfold(walk, |mut walk| async move {
+        Ok::<_, std::io::Error>(walk.next_chunk().await?.map(|bytes| (bytes, walk)))
+    });
+    // The dates were checked to be exactly YYYY-MM-DD, so the name needs no escaping.
+    let disposition = format!("attachment; filename=\"statement-{}-{}.csv\"", checked.from, checked.to);
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&disposition).map_err(|_| ApiError::internal("statement file name is not a header"))?,
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_they_must_be() {
+        let mut out = String::new();
+        for text in ["plain", "a,b", "say \"hi\"", "two\nlines", "cr\r", ""] {
+            csv_field(&mut out, text);
+            out.push('|');
+        }
+        assert_eq!(out, "plain|\"a,b\"|\"say \"\"hi\"\"\"|\"two\nlines\"|\"cr\r\"||");
+    }
+
+    #[test]
+    fn the_period_is_checked_before_anything_else() {
+        let params = |from: &str, to: &str| StatementQuery {
+            from: Some(from.to_owned()),
+            to: Some(to.to_owned()),
+            account_id: None,
+            user_id: None,
+            direction: None,
+            cursor: None,
+            limit: None,
+            format: None,
+        };
+        let checked = check(&params("2024-02-28", "2024-03-01")).unwrap();
+        assert_eq!(checked.filter.to - checked.filter.from, 3 * DAY_MICROS, "both days inclusive, leap day included");
+        assert!(check(&params("2024-01-01", "2024-12-31")).is_ok(), "366 days");
+        assert!(check(&params("2024-01-01", "2025-01-01")).is_err(), "367 days");
+        assert!(check(&params("2024-03-02", "2024-03-01")).is_err());
+        assert!(check(&params("2024-3-1", "2024-03-01")).is_err());
+        assert!(check(&params("2024-02-30", "2024-03-01")).is_err());
+    }
+}

@@ -1,0 +1,903 @@
+//! Admin statements and the accounts summary over a real socket.
+//!
+//! `GET /v1/admin/statements` is checked against the ledger itself, read straight from the
+//! database's `postings`, `transfers` and `accounts` tables (not through the read model under
+//! test): JSON pages walk every posting exactly once, oldest first; filters select by account,
+//! user, direction and UTC day (edges at midnight to the microsecond); the CSV is the ledger
+//! row by row, exact amounts at the currency's scale, tricky texts quoted per RFC 4180; a
+//! failure mid-stream breaks the download instead of truncating it quietly; and a million
+//! lines stream from a real `tally serve` in constant memory.
+//!
+//! `GET /v1/accounts/summary` sums the caller's live accounts per currency.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tally_tests::http::{Backend, TestServer, TestUser};
+use tally_tests::on_both_stores;
+use tally_tests::server::{Client, TallyServer};
+
+on_both_stores!(
+    json_pages_walk_every_posting_once_oldest_first_as_the_ledger_holds_it,
+    filters_select_by_account_user_direction_and_utc_day_to_the_microsecond,
+    bad_queries_are_refused_and_statements_need_transfers_read,
+    the_csv_is_the_ledger_row_by_row_with_tricky_texts_quoted,
+    the_accounts_summary_sums_live_accounts_per_currency,
+);
+
+/// 2025-06-15T00:00:00Z in microseconds: the day of the bulk ledgers.
+const DAY: i64 = 1_749_945_600_000_000;
+const DAY_MICROS: i64 = 86_400_000_000;
+const HEADER: [&str; 12] = [
+    "id",
+    "transfer_id",
+    "account_id",
+    "user_id",
+    "currency",
+    "direction",
+    "amount",
+    "balance_after",
+    "transfer_type",
+    "reference",
+    "description",
+    "created_at",
+];
+
+// ---------------------------------------------------------------------------------------------
+// The ledger as the database holds it, read without the code under test.
+
+#[derive(Clone, Debug)]
+struct LedgerLine {
+    seq: i64,
+    transfer: String,
+    account: String,
+    owner: Option<String>,
+    currency: String,
+    direction: String,
+    amount: Decimal,
+    balance_after: Decimal,
+    kind: String,
+    reference: Option<String>,
+    description: Option<String>,
+    created_at: i64,
+}
+
+type PostingRow = (i64, String, String, String, String, String, String);
+type TransferRow = (String, String, Option<String>, Option<String>, i64);
+type AccountRow = (String, Option<String>);
+
+const POSTINGS_SQL: &str = "SELECT seq, CAST(transfer_id AS TEXT), CAST(account_id AS TEXT), currency, direction,
+        CAST(amount AS TEXT), CAST(balance_after AS TEXT) FROM postings ORDER BY seq";
+const TRANSFERS_SQL: &str = "SELECT CAST(id AS TEXT), kind, reference, description, created_at FROM transfers";
+const ACCOUNTS_SQL: &str = "SELECT CAST(id AS TEXT), CAST(owner_id AS TEXT) FROM accounts";
+
+/// Every posting, in journal order, joined in Rust with its transfer and account.
+async fn ledger(server: &TestServer) -> Vec<LedgerLine> {
+    let (postings, transfers, accounts): (Vec<PostingRow>, Vec<TransferRow>, Vec<AccountRow>) = match server.backend {
+        Backend::Postgres => {
+            let mut db = sqlx::PgConnection::connect(&server.database_url).await.unwrap();
+            (
+                sqlx::query_as(POSTINGS_SQL).fetch_all(&mut db).await.unwrap(),
+                sqlx::query_as(TRANSFERS_SQL).fetch_all(&mut db).await.unwrap(),
+                sqlx::query_as(ACCOUNTS_SQL).fetch_all(&mut db).await.unwrap(),
+            )
+        }
+        Backend::Sqlite => {
+            let mut db = sqlx::SqliteConnection::connect(&server.database_url).await.unwrap();
+            (
+                sqlx::query_as(POSTINGS_SQL).fetch_all(&mut db).await.unwrap(),
+                sqlx::query_as(TRANSFERS_SQL).fetch_all(&mut db).await.unwrap(),
+                sqlx::query_as(ACCOUNTS_SQL).fetch_all(&mut db).await.unwrap(),
+            )
+        }
+    };
+    let transfers: HashMap<String, TransferRow> = transfers.into_iter().map(|row| (row.0.clone(), row)).collect();
+    let owners: HashMap<String, Option<String>> = accounts.into_iter().collect();
+    postings
+        .into_iter()
+        .map(|(seq, transfer, account, currency, direction, amount, balance_after)| {
+            let (_, kind, reference, description, created_at) = transfers[&transfer].clone();
+            LedgerLine {
+                seq,
+                owner: owners[&account].clone(),
+                transfer,
+                account,
+                currency,
+                direction,
+                amount: Decimal::from_str(&amount).unwrap(),
+                balance_after: Decimal::from_str(&balance_after).unwrap(),
+                kind,
+                reference,
+                description,
+                created_at,
+            }
+        })
+        .collect()
+}
+
+/// Runs one statement of SQL against the server's database, behind its back.
+async fn execute(server: &TestServer, sql: &str) {
+    match server.backend {
+        Backend::Postgres => {
+            let mut db = sqlx::PgConnection::connect(&server.database_url).await.unwrap();
+            sqlx::query(sql).execute(&mut db).await.unwrap();
+        }
+        Backend::Sqlite => {
+            let mut db = sqlx::SqliteConnection::connect(&server.database_url).await.unwrap();
+            sqlx::query(sql).execute(&mut db).await.unwrap();
+        }
+    }
+}
+
+async fn set_created_at(server: &TestServer, transfer: &str, created_at: i64) {
+    execute(server, &format!("UPDATE transfers SET created_at = {created_at} WHERE id = '{transfer}'")).await;
+}
+
+/// The posting's id as the API writes it: its sequence number as a UUID.
+fn posting_id(seq: i64) -> String {
+    uuid::Uuid::from_u128(u128::try_from(seq).unwrap()).to_string()
+}
+
+fn scale(currency: &str) -> u32 {
+    match currency {
+        "JPY" => 0,
+        "ETH" => 18,
+        "BTC" => 8,
+        "USDC" => 6,
+        _ => 2,
+    }
+}
+
+/// An amount as the API must write it: exactly the currency's scale, equal in value.
+#[track_caller]
+fn assert_amount(text: &str, expected: Decimal, currency: &str) {
+    let value = Decimal::from_str(text).unwrap_or_else(|_| panic!("{text:?} is not a decimal"));
+    assert_eq!(value, expected, "amount {text}");
+    assert_eq!(value.scale(), scale(currency), "{text} is at {currency}'s scale");
+    assert!(!text.contains('e') && !text.contains('E'), "{text} is plain decimal");
+}
+
+fn micros_of(rfc3339: &str) -> i64 {
+    let at = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).unwrap();
+    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap()
+}
+
+/// Asserts a JSON line is exactly the ledger's posting.
+#[track_caller]
+fn assert_json_line(item: &Value, line: &LedgerLine) {
+    assert_eq!(item["id"], posting_id(line.seq));
+    assert_eq!(item["transfer_id"], line.transfer);
+    assert_eq!(item["account_id"], line.account);
+    assert_eq!(item["user_id"].as_str().map(str::to_owned), line.owner);
+    assert_eq!(item["currency"], line.currency);
+    assert_eq!(item["direction"], line.direction);
+    assert_amount(item["amount"].as_str().unwrap(), line.amount, &line.currency);
+    assert_amount(item["balance_after"].as_str().unwrap(), line.balance_after, &line.currency);
+    assert_eq!(item["transfer_type"], line.kind);
+    assert_eq!(item["reference"].as_str().map(str::to_owned), line.reference);
+    assert_eq!(item["description"].as_str().map(str::to_owned), line.description);
+    assert_eq!(micros_of(item["created_at"].as_str().unwrap()), line.created_at);
+}
+
+/// Asserts a CSV record is exactly the ledger's posting (empty field for none).
+#[track_caller]
+fn assert_csv_record(record: &[String], line: &LedgerLine) {
+    assert_eq!(record.len(), HEADER.len(), "{record:?}");
+    assert_eq!(record[0], posting_id(line.seq));
+    assert_eq!(record[1], line.transfer);
+    assert_eq!(record[2], line.account);
+    assert_eq!(record[3], line.owner.clone().unwrap_or_default());
+    assert_eq!(record[4], line.currency);
+    assert_eq!(record[5], line.direction);
+    assert_amount(&record[6], line.amount, &line.currency);
+    assert_amount(&record[7], line.balance_after, &line.currency);
+    assert_eq!(record[8], line.kind);
+    assert_eq!(record[9], line.reference.clone().unwrap_or_default());
+    assert_eq!(record[10], line.description.clone().unwrap_or_default());
+    assert_eq!(micros_of(&record[11]), line.created_at);
+}
+
+// ---------------------------------------------------------------------------------------------
+// An RFC 4180 reader, independent of the writer under test: fed bytes in any chunks, it
+// yields records and refuses anything the RFC does not allow (a bare quote in an unquoted
+// field, a lone CR or LF outside quotes, text after a closing quote).
+
+#[derive(Default)]
+struct CsvReader {
+    state: CsvState,
+    field: Vec<u8>,
+    record: Vec<String>,
+    records: Vec<Vec<String>>,
+}
+
+#[derive(Default, PartialEq, Eq, Debug)]
+enum CsvState {
+    #[default]
+    FieldStart,
+    Unquoted,
+    Quoted,
+    QuoteInQuoted,
+    Cr,
+}
+
+impl CsvReader {
+    fn end_field(&mut self) {
+        let field = std::mem::take(&mut self.field);
+        self.record.push(String::from_utf8(field).expect("fields are UTF-8"));
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.state = match (&self.state, byte) {
+                (CsvState::FieldStart, b'"') => CsvState::Quoted,
+                (CsvState::FieldStart | CsvState::Unquoted | CsvState::QuoteInQuoted, b',') => {
+                    self.end_field();
+                    CsvState::FieldStart
+                }
+                (CsvState::FieldStart | CsvState::Unquoted | CsvState::QuoteInQuoted, b'\r') => {
+                    self.end_field();
+                    CsvState::Cr
+                }
+                (CsvState::FieldStart | CsvState::Unquoted, b'"' | b'\n') => {
+                    panic!("byte {byte:?} outside quotes in {:?}", self.record)
+                }
+                (CsvState::FieldStart | CsvState::Unquoted, _) => {
+                    self.field.push(byte);
+                    CsvState::Unquoted
+                }
+                (CsvState::Quoted, b'"') => CsvState::QuoteInQuoted,
+                (CsvState::Quoted, _) => {
+                    self.field.push(byte);
+                    CsvState::Quoted
+                }
+                (CsvState::QuoteInQuoted, b'"') => {
+                    self.field.push(b'"');
+                    CsvState::Quoted
+                }
+                (CsvState::QuoteInQuoted, _) => panic!("text after a closing quote in {:?}", self.record),
+                (CsvState::Cr, b'\n') => {
+                    let record = std::mem::take(&mut self.record);
+                    self.records.push(record);
+                    CsvState::FieldStart
+                }
+                (CsvState::Cr, _) => panic!("CR without LF after {:?}", self.record),
+            };
+        }
+    }
+
+    /// The records so far, leaving the reader ready for more bytes.
+    fn take(&mut self) -> Vec<Vec<String>> {
+        std::mem::take(&mut self.records)
+    }
+
+    /// Asserts the input ended at the end of a record (CRLF last).
+    fn finish(&self) {
+        assert_eq!(self.state, CsvState::FieldStart, "the file ends with CRLF");
+        assert!(self.field.is_empty() && self.record.is_empty(), "no partial record at the end");
+    }
+}
+
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut reader = CsvReader::default();
+    reader.feed(text.as_bytes());
+    reader.finish();
+    reader.take()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Set-up.
+
+fn internal(source: &str, destination: &str, amount: &str, reference: &str, description: &str) -> Value {
+    json!({"type": "internal", "source_account_id": source, "destination_account_id": destination,
+           "amount": amount, "reference": reference, "description": description})
+}
+
+async fn send(server: &TestServer, user: &TestUser, body: Value) -> String {
+    let reply = server.post("/v1/transfers", Some(&user.token), body).await;
+    reply.assert_status(201);
+    reply.str("id")
+}
+
+fn today() -> String {
+    time::OffsetDateTime::now_utc().date().to_string()
+}
+
+/// Ten days ago (UTC): its midnight in microseconds, and its date.
+fn ten_days_ago() -> (i64, String) {
+    let date = time::OffsetDateTime::now_utc().date() - time::Duration::days(10);
+    let midnight = i64::try_from(date.midnight().assume_utc().unix_timestamp_nanos() / 1_000).unwrap();
+    (midnight, date.to_string())
+}
+
+fn date_of(micros: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).unwrap().date().to_string()
+}
+
+/// Every page of a statement query (without `cursor`), following `next_cursor`.
+async fn walk(server: &TestServer, token: &str, query: &str, limit: u32) -> Vec<Vec<Value>> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(cursor) => format!("/v1/admin/statements?{query}&limit={limit}&cursor={cursor}"),
+            None => format!("/v1/admin/statements?{query}&limit={limit}"),
+        };
+        let page = server.get(&url, Some(token)).await;
+        page.assert_status(200);
+        let items = page.body["items"].as_array().unwrap().clone();
+        assert!(items.len() <= limit as usize);
+        pages.push(items);
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return pages,
+        }
+        assert!(pages.len() < 1_000, "pagination terminates");
+    }
+}
+
+/// Two customers with USD, EUR, JPY and ETH accounts and a few transfers between them, with
+/// references and descriptions that need quoting in a CSV.
+struct World {
+    alice: TestUser,
+    bob: TestUser,
+    alice_usd: String,
+    alice_eur: String,
+    bob_usd: String,
+    transfers: Vec<String>,
+}
+
+async fn world(server: &TestServer) -> World {
+    let alice = server.user().await;
+    let bob = server.user().await;
+    let alice_usd = server.open_account(&alice, "USD").await;
+    let alice_eur = server.open_account(&alice, "EUR").await;
+    let alice_jpy = server.open_account(&alice, "JPY").await;
+    let alice_eth = server.open_account(&alice, "ETH").await;
+    let bob_usd = server.open_account(&bob, "USD").await;
+    let bob_jpy = server.open_account(&bob, "JPY").await;
+    let bob_eth = server.open_account(&bob, "ETH").await;
+    server.fund(&alice_usd, dec!(1000.50)).await;
+    server.fund(&alice_eur, dec!(20)).await;
+    server.fund(&alice_jpy, dec!(150000)).await;
+    server.fund(&alice_eth, dec!(1.000000000000000001)).await;
+    let mut transfers = Vec::new();
+    let tricky = [
+        ("12.34", "plain", "rent"),
+        ("0.01", "a,comma", "say \"hello\""),
+        ("100", "\"quoted\"", "both, \"of\" them"),
+        ("7.5", "ünïcødé €", "trailing space "),
+    ];
+    for (amount, reference, description) in tricky {
+        transfers.push(send(server, &alice, internal(&alice_usd, &bob_usd, amount, reference, description)).await);
+    }
+    transfers.push(send(server, &bob, internal(&bob_usd, &alice_usd, "3.33", "back", "change")).await);
+    transfers.push(send(server, &alice, internal(&alice_jpy, &bob_jpy, "1500", "yen", "jpy")).await);
+    transfers
+        .push(send(server, &alice, internal(&alice_eth, &bob_eth, "0.000000000000000001", "wei", "smallest")).await);
+    World { alice, bob, alice_usd, alice_eur, bob_usd, transfers }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios.
+
+async fn json_pages_walk_every_posting_once_oldest_first_as_the_ledger_holds_it(server: TestServer) {
+    let _world = world(&server).await;
+    let auditor = server.admin(&["transfers:read"]).await;
+    let expected = ledger(&server).await;
+    assert!(expected.len() >= 20, "the world made postings");
+
+    let day = today();
+    for limit in [1, 3, 500] {
+        let pages = walk(&server, &auditor.token, &format!("from={day}&to={day}"), limit).await;
+        let items: Vec<Value> = pages.into_iter().flatten().collect();
+        assert_eq!(items.len(), expected.len(), "every posting exactly once at limit {limit}");
+        for (item, line) in items.iter().zip(&expected) {
+            assert_json_line(item, line);
+        }
+    }
+
+    // The whole ledger balances: per currency, debits equal credits.
+    let mut net: BTreeMap<String, Decimal> = BTreeMap::new();
+    for line in &expected {
+        let signed = if line.direction == "credit" { line.amount } else { -line.amount };
+        *net.entry(line.currency.clone()).or_default() += signed;
+    }
+    assert!(net.values().all(Decimal::is_zero), "debits equal credits per currency: {net:?}");
+
+    // A page holds at most 500 lines, and 100 when the client names no limit.
+    let page = server.get(&format!("/v1/admin/statements?from={day}&to={day}"), Some(&auditor.token)).await;
+    page.assert_status(200);
+    assert_eq!(page.body["items"].as_array().unwrap().len(), expected.len().min(100));
+    server.shutdown().await;
+}
+
+async fn filters_select_by_account_user_direction_and_utc_day_to_the_microsecond(server: TestServer) {
+    let world = world(&server).await;
+    let auditor = server.admin(&["transfers:read"]).await;
+    let token = auditor.token.as_str();
+
+    // Four of alice's transfers moved to the edges of a day ten days ago: one microsecond
+    // before it, its first and last microsecond, and the next day's first.
+    let (day_start, day) = ten_days_ago();
+    let (before, after) = (date_of(day_start - 1), date_of(day_start + DAY_MICROS));
+    let edges = [day_start - 1, day_start, day_start + DAY_MICROS - 1, day_start + DAY_MICROS];
+    for (transfer, created_at) in world.transfers.iter().zip(edges) {
+        set_created_at(&server, transfer, created_at).await;
+    }
+    let expected = ledger(&server).await;
+    let on = |from: i64, to: i64| -> Vec<&LedgerLine> {
+        expected.iter().filter(|line| line.created_at >= from && line.created_at < to).collect()
+    };
+    let all = |query: String| {
+        let server = &server;
+        async move { walk(server, token, &query, 500).await.into_iter().flatten().collect::<Vec<Value>>() }
+    };
+
+    let on_day = on(day_start, day_start + DAY_MICROS);
+    assert_eq!(on_day.len(), 4, "two transfers of two postings each on the day");
+    let items = all(format!("from={day}&to={day}")).await;
+    assert_eq!(items.len(), on_day.len());
+    for (item, line) in items.iter().zip(&on_day) {
+        assert_json_line(item, line);
+    }
+    let items = all(format!("from={before}&to={after}")).await;
+    assert_eq!(items.len(), on(day_start - DAY_MICROS, day_start + 2 * DAY_MICROS).len());
+    assert_eq!(items.len(), 8);
+    let items = all(format!("from={day}&to={after}")).await;
+    assert_eq!(items.len(), 6, "from is inclusive to its first microsecond");
+    let items = all(format!("from={before}&to={day}")).await;
+    assert_eq!(items.len(), 6, "to is inclusive to its last microsecond");
+    let two_before = date_of(day_start - 2 * DAY_MICROS);
+    assert!(all(format!("from={two_before}&to={two_before}")).await.is_empty());
+
+    // One account: only its postings, and its balance runs forward line by line.
+    let period = format!("from={two_before}&to={}", today());
+    let items = all(format!("{period}&account_id={}", world.alice_usd)).await;
+    let mine: Vec<&LedgerLine> = expected.iter().filter(|line| line.account == world.alice_usd).collect();
+    assert_eq!(items.len(), mine.len());
+    for (item, line) in items.iter().zip(&mine) {
+        assert_json_line(item, line);
+    }
+    let mut balance = Decimal::ZERO;
+    for line in &mine {
+        balance += if line.direction == "credit" { line.amount } else { -line.amount };
+        assert_eq!(line.balance_after, balance, "balance_after runs forward");
+    }
+    assert_eq!(server.position(&world.alice_usd).await.0, balance, "the last line is the live balance");
+
+    // One user: every account of theirs, no one else's.
+    let items = all(format!("{period}&user_id={}", world.bob.user_id)).await;
+    let bobs: Vec<&LedgerLine> =
+        expected.iter().filter(|line| line.owner.as_deref() == Some(world.bob.user_id.as_str())).collect();
+    assert_eq!(items.len(), bobs.len());
+    assert!(bobs.iter().any(|line| line.currency == "JPY") && bobs.iter().any(|line| line.currency == "USD"));
+    for (item, line) in items.iter().zip(&bobs) {
+        assert_json_line(item, line);
+    }
+    let items = all(format!("{period}&user_id={}", world.alice.user_id)).await;
+    assert!(items.iter().any(|item| item["account_id"] == world.alice_eur), "every account of the user");
+
+    // Direction, with a scope.
+    let items = all(format!("{period}&user_id={}&direction=debit", world.bob.user_id)).await;
+    let debits: Vec<&&LedgerLine> = bobs.iter().filter(|line| line.direction == "debit").collect();
+    assert_eq!(items.len(), debits.len());
+    assert!(!debits.is_empty());
+    for (item, line) in items.iter().zip(&debits) {
+        assert_json_line(item, line);
+    }
+    let credits = all(format!("{period}&account_id={}&direction=credit", world.bob_usd)).await;
+    assert!(!credits.is_empty() && credits.iter().all(|item| item["direction"] == "credit"));
+
+    // An account or user that does not exist is 404, not an empty statement.
+    let nobody = uuid::Uuid::new_v4();
+    for query in [format!("{period}&account_id={nobody}"), format!("{period}&user_id={nobody}")] {
+        server.get(&format!("/v1/admin/statements?{query}"), Some(token)).await.assert_problem(404, "NOT_FOUND");
+        let csv = format!("/v1/admin/statements?{query}&format=csv");
+        server.get(&csv, Some(token)).await.assert_problem(404, "NOT_FOUND");
+    }
+    server.shutdown().await;
+}
+
+async fn bad_queries_are_refused_and_statements_need_transfers_read(server: TestServer) {
+    let customer = server.user().await;
+    let account = server.open_account(&customer, "USD").await;
+    server.fund(&account, dec!(5)).await;
+    let auditor = server.admin(&["transfers:read"]).await;
+    let other_admin = server.admin(&["accounts:read", "fx:read"]).await;
+    let ok = "from=2025-01-01&to=2025-01-31";
+    let someone = uuid::Uuid::new_v4();
+    let cases: Vec<(String, &str)> = vec![
+        ("".to_owned(), "from"),
+        ("to=2025-01-31".to_owned(), "from"),
+        ("from=2025-01-01".to_owned(), "to"),
+        ("from=2025-1-1&to=2025-01-31".to_owned(), "from"),
+        ("from=2025-01-01T00:00:00Z&to=2025-01-31".to_owned(), "from"),
+        ("from=2025-02-30&to=2025-03-01".to_owned(), "from"),
+        ("from=2025-01-01&to=yesterday".to_owned(), "to"),
+        ("from=2025-02-01&to=2025-01-31".to_owned(), "to"),
+        ("from=2024-01-01&to=2025-01-01".to_owned(), "to"),
+        (format!("{ok}&account_id={account}&user_id={}", customer.user_id), "user_id"),
+        (format!("{ok}&account_id=42"), "account_id"),
+        (format!("{ok}&user_id=not-a-uuid"), "user_id"),
+        (format!("{ok}&direction=sideways"), "direction"),
+        (format!("{ok}&limit=0"), "limit"),
+        (format!("{ok}&limit=501"), "limit"),
+        (format!("{ok}&limit=-1"), "limit"),
+        (format!("{ok}&limit=ten"), "limit"),
+        (format!("{ok}&cursor=nonsense"), "cursor"),
+        (format!("{ok}&format=xml"), "format"),
+        (format!("{ok}&format=csv&limit=10"), "limit"),
+        (format!("{ok}&format=csv&cursor=abc"), "cursor"),
+    ];
+    for (query, field) in &cases {
+        let reply = server.get(&format!("/v1/admin/statements?{query}"), Some(&auditor.token)).await;
+        reply.assert_problem(400, "VALIDATION_ERROR");
+        assert_eq!(reply.error_fields(), vec![(*field).to_owned()], "{query}: {}", reply.text);
+    }
+    // An unknown parameter.
+    let reply = server.get(&format!("/v1/admin/statements?{ok}&page=2"), Some(&auditor.token)).await;
+    reply.assert_problem(400, "VALIDATION_ERROR");
+    // 366 days (a leap year) is the most a statement covers.
+    server.get("/v1/admin/statements?from=2024-01-01&to=2024-12-31", Some(&auditor.token)).await.assert_status(200);
+
+    // Who may read: an admin holding transfers:read, nobody else.
+    let path = format!("/v1/admin/statements?{ok}&user_id={someone}");
+    let csv = format!("/v1/admin/statements?{ok}&format=csv");
+    for path in [path.as_str(), csv.as_str()] {
+        server.get(path, None).await.assert_problem(401, "UNAUTHENTICATED");
+        server.get(path, Some("not.a.token")).await.assert_problem(401, "UNAUTHENTICATED");
+        server.get(path, Some(&customer.token)).await.assert_problem(403, "FORBIDDEN");
+        server.get(path, Some(&other_admin.token)).await.assert_problem(403, "FORBIDDEN");
+    }
+    server.get(&csv, Some(&auditor.token)).await.assert_status(200);
+    server.shutdown().await;
+}
+
+async fn the_csv_is_the_ledger_row_by_row_with_tricky_texts_quoted(server: TestServer) {
+    let world = world(&server).await;
+    // Texts the API refuses (control characters) can still be in the ledger (an import, an
+    // older version): a newline and a lone CR must round-trip too.
+    execute(
+        &server,
+        &format!(
+            "UPDATE transfers SET reference = 'line one\nline \"two\", end', description = 'cr\ronly' WHERE id = '{}'",
+            world.transfers[0]
+        ),
+    )
+    .await;
+    let auditor = server.admin(&["transfers:read"]).await;
+    let expected = ledger(&server).await;
+    assert!(expected.iter().any(|line| line.reference.as_deref() == Some("line one\nline \"two\", end")));
+
+    let day = today();
+    let reply = server.get(&format!("/v1/admin/statements?from={day}&to={day}&format=csv"), Some(&auditor.token)).await;
+    reply.assert_status(200);
+    let header = |name: &str| reply.headers.get(name).and_then(|value| value.to_str().ok()).unwrap_or("").to_owned();
+    assert!(header("content-type").starts_with("text/csv"), "{}", header("content-type"));
+    assert_eq!(header("content-disposition"), format!("attachment; filename=\"statement-{day}-{day}.csv\""));
+    let records = parse_csv(&reply.text);
+    assert_eq!(records[0], HEADER, "a header row first");
+    assert_eq!(records.len() - 1, expected.len(), "every posting, once");
+    for (record, line) in records[1..].iter().zip(&expected) {
+        assert_csv_record(record, line);
+    }
+
+    // One account's CSV is its postings, in order.
+    let reply = server
+        .get(
+            &format!("/v1/admin/statements?from={day}&to={day}&account_id={}&format=csv", world.alice_usd),
+            Some(&auditor.token),
+        )
+        .await;
+    reply.assert_status(200);
+    let records = parse_csv(&reply.text);
+    let mine: Vec<&LedgerLine> = expected.iter().filter(|line| line.account == world.alice_usd).collect();
+    assert_eq!(records.len() - 1, mine.len());
+    for (record, line) in records[1..].iter().zip(&mine) {
+        assert_csv_record(record, line);
+    }
+
+    // A period without postings is a header and nothing else.
+    let reply = server.get("/v1/admin/statements?from=2001-01-01&to=2001-01-31&format=csv", Some(&auditor.token)).await;
+    reply.assert_status(200);
+    assert_eq!(parse_csv(&reply.text), vec![HEADER.map(str::to_owned).to_vec()]);
+    assert_eq!(
+        reply.headers.get("content-disposition").unwrap(),
+        "attachment; filename=\"statement-2001-01-01-2001-01-31.csv\""
+    );
+    server.shutdown().await;
+}
+
+async fn the_accounts_summary_sums_live_accounts_per_currency(server: TestServer) {
+    let alice = server.user().await;
+    let bob = server.user().await;
+    let closer = server.admin(&["accounts:close"]).await;
+
+    // Nothing yet: no currencies.
+    let reply = server.get("/v1/accounts/summary", Some(&alice.token)).await;
+    reply.assert_status(200);
+    assert_eq!(reply.body, json!({"items": []}));
+
+    let usd_1 = server.open_account(&alice, "USD").await;
+    let usd_2 = server.open_account(&alice, "USD").await;
+    let usd_blocked = server.open_account(&alice, "USD").await;
+    let usd_closed = server.open_account(&alice, "USD").await;
+    let jpy = server.open_account(&alice, "JPY").await;
+    let bob_usd = server.open_account(&bob, "USD").await;
+    server.fund(&usd_1, dec!(100.25)).await;
+    server.fund(&usd_2, dec!(0.75)).await;
+    server.fund(&usd_blocked, dec!(10)).await;
+    server.fund(&jpy, dec!(5000)).await;
+    server.fund(&bob_usd, dec!(999)).await;
+    // A pending external transfer holds 20 on usd_1.
+    let pending = server
+        .post(
+            "/v1/transfers",
+            Some(&alice.token),
+            json!({"type": "external", "source_account_id": usd_1,
+                   "beneficiary": {"name": "Ada", "iban": "GB82WEST12345698765432"}, "amount": "20"}),
+        )
+        .await;
+    pending.assert_status(202);
+    let held = server.position(&usd_1).await.1;
+    assert!(held >= dec!(20), "the external transfer holds at least its amount");
+    for (account, action) in [(&usd_blocked, "block"), (&usd_closed, "close")] {
+        server
+            .post(
+                &format!("/v1/admin/accounts/{account}/status"),
+                Some(&closer.token),
+                json!({"action": action, "reason": "test"}),
+            )
+            .await
+            .assert_status(204);
+    }
+
+    let reply = server.get("/v1/accounts/summary", Some(&alice.token)).await;
+    reply.assert_status(200);
+    let items = reply.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{}", reply.text);
+    assert_eq!(items[0]["currency"], "JPY", "currencies in code order");
+    assert_eq!(items[0]["account_count"], 1);
+    assert_eq!(items[0]["balance"], "5000");
+    assert_eq!(items[0]["held"], "0");
+    assert_eq!(items[0]["available_balance"], "5000");
+    assert_eq!(items[1]["currency"], "USD");
+    assert_eq!(items[1]["account_count"], 3, "the closed account is left out");
+    assert_eq!(items[1]["balance"], "111.00", "active and blocked balances");
+    let at_usd_scale = |mut value: Decimal| {
+        value.rescale(2);
+        value.to_string()
+    };
+    assert_eq!(items[1]["held"], at_usd_scale(held));
+    let available = at_usd_scale(dec!(101) - held);
+    assert_eq!(items[1]["available_balance"], available, "the blocked account's money is not available");
+
+    // The same figures as the account listing at the same instant.
+    let listed = server.get("/v1/accounts", Some(&alice.token)).await;
+    let usd_balance: Decimal = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|account| account["currency"] == "USD" && account["status"] != "closed")
+        .map(|account| Decimal::from_str(account["balance"].as_str().unwrap()).unwrap())
+        .sum();
+    assert_eq!(usd_balance, dec!(111));
+
+    // Another user sees only their own.
+    let reply = server.get("/v1/accounts/summary", Some(&bob.token)).await;
+    assert_eq!(
+        reply.body,
+        json!({"items": [{"currency": "USD", "account_count": 1, "balance": "999.00", "held": "0.00", "available_balance": "999.00"}]})
+    );
+
+    // Errors: no token, a bad token, a wrong method; `summary` is not taken for an account id.
+    server.get("/v1/accounts/summary", None).await.assert_problem(401, "UNAUTHENTICATED");
+    server.get("/v1/accounts/summary", Some("nope")).await.assert_problem(401, "UNAUTHENTICATED");
+    let reply = server.post("/v1/accounts/summary", Some(&alice.token), json!({})).await;
+    assert_eq!(reply.status, 405, "{}", reply.text);
+    server.get(&format!("/v1/accounts/{usd_1}"), Some(&alice.token)).await.assert_status(200);
+    server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bulk ledgers straight into Postgres, then a real `tally serve`.
+
+/// A migrated Postgres database holding `n_transfers` synthetic internal USD transfers from
+/// account A to account B (two postings each, `2 * n_transfers` in all, sequence numbers
+/// 1..=2n), all created on DAY one microsecond apart, every thousandth with a reference that
+/// needs quoting; the journal's committed sequence is moved past them so the server that
+/// starts on it numbers its own records after them. Only the reads are exercised: the
+/// synthetic ledger does not balance (A was never funded), which no read checks.
+async fn bulk_ledger(n_transfers: i64) -> (String, String, String) {
+    let (store, url) = tally_tests::postgres::fresh_store("statements").await;
+    drop(store);
+    let a = uuid::Uuid::new_v4();
+    let b = uuid::Uuid::new_v4();
+    let owner = uuid::Uuid::new_v4();
+    let n_postings = 2 * n_transfers;
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let transfer_id = "('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid";
+    let amount = "round(((i % 100) + 1)::numeric / 100, 2)";
+    let statements = [
+        format!(
+            "INSERT INTO accounts (id, owner_id, currency, kind, status, balance, held, credit_limit, created_at,
+                                   snapshot_seq)
+             VALUES ('{a}', '{owner}', 'USD', 'user', 'active', 0, 0, 0, {DAY}, {n_postings}),
+                    ('{b}', '{owner}', 'USD', 'user', 'active', 0, 0, 0, {DAY}, {n_postings})"
+        ),
+        format!(
+            "INSERT INTO transfers (id, kind, status, step, source_id, destination_id, amount, currency, fee,
+                                    destination_amount, destination_currency, reference, description,
+                                    created_at, completed_at, seq)
+             SELECT {transfer_id}, 'internal', 'completed', 'posted', '{a}', '{b}', {amount}, 'USD', 0,
+                    {amount}, 'USD',
+                    CASE WHEN i % 1000 = 0 THEN 'bulk, \"' || i || '\"' ELSE 'bulk-' || i END, NULL,
+                    {DAY} + i, {DAY} + i, 2 * i
+             FROM generate_series(1, {n_transfers}) i"
+        ),
+        format!(
+            "INSERT INTO postings (seq, transfer_id, account_id, currency, direction, amount, balance_after)
+             SELECT seq, transfer_id, account_id, 'USD', direction, amount, balance_after FROM (
+                 SELECT 2 * i - 1 AS seq, {transfer_id} AS transfer_id, '{a}'::uuid AS account_id,
+                        'debit' AS direction, {amount} AS amount,
+                        -SUM({amount}) OVER (ORDER BY i) AS balance_after
+                 FROM generate_series(1, {n_transfers}) i
+                 UNION ALL
+                 SELECT 2 * i, {transfer_id}, '{b}'::uuid, 'credit', {amount}, SUM({amount}) OVER (ORDER BY i)
+                 FROM generate_series(1, {n_transfers}) i
+             ) lines"
+        ),
+        format!("UPDATE journal_state SET committed_seq = {n_postings}"),
+    ];
+    for sql in statements {
+        sqlx::query(&sql).execute(&mut db).await.unwrap();
+    }
+    db.close().await.unwrap();
+    (url, a.to_string(), b.to_string())
+}
+
+/// The expected amount of bulk transfer `i`, as text at USD's scale.
+fn bulk_amount(i: i64) -> Decimal {
+    Decimal::new((i % 100) + 1, 2)
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
+/// A million lines stream from a real `tally serve` while its resident memory stays flat.
+///
+/// Back of the envelope: a line is ~250 bytes of CSV and a `StatementLine` in memory ~200
+/// bytes with its strings, so holding the rows or the text would take 200-450 MB. The server
+/// holds one chunk of 1,000 lines (~0.5 MB) at a time; the bound below (48 MiB of growth over
+/// the idle server's resident size) is generous for allocator slack and still an order of
+/// magnitude below holding the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_lines_stream_as_csv_in_constant_memory() {
+    const N_TRANSFERS: i64 = 500_000;
+    const GROWTH_KIB_MAX: u64 = 48 * 1024;
+    let started = Instant::now();
+    let (url, a, b) = bulk_ledger(N_TRANSFERS).await;
+    eprintln!("bulk insert of {} postings: {:?}", 2 * N_TRANSFERS, started.elapsed());
+    let server = TallyServer::start(&url, &[]).await;
+    let pid = server.pid().unwrap();
+    let admin = Client::admin(&server).await;
+
+    // Warm the route (the first request allocates pools, caches and prepared statements).
+    let (status, page) = admin.get("/v1/admin/statements?from=2025-06-15&to=2025-06-15&limit=500").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"].as_array().unwrap().len(), 500);
+    let baseline = rss_kib(pid, "VmRSS:");
+
+    let streaming = Instant::now();
+    let mut response = admin
+        .http
+        .get(format!("{}/v1/admin/statements?from=2025-06-15&to=2025-06-15&format=csv", server.base_url()))
+        .bearer_auth(&admin.token)
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut reader = CsvReader::default();
+    let mut rows: i64 = 0;
+    let mut bytes: u64 = 0;
+    let mut rss_max = baseline;
+    let mut n_samples = 0;
+    let mut header_seen = false;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        bytes += chunk.len() as u64;
+        reader.feed(&chunk);
+        for record in reader.take() {
+            if !header_seen {
+                assert_eq!(record, HEADER);
+                header_seen = true;
+                continue;
+            }
+            rows += 1;
+            // Row `rows` is posting `rows`: odd ones debit A, even ones credit B, of transfer
+            // (rows + 1) / 2.
+            let i = (rows + 1) / 2;
+            assert_eq!(record[0], posting_id(rows), "row {rows} in journal order");
+            let (account, direction) = if rows % 2 == 1 { (&a, "debit") } else { (&b, "credit") };
+            assert_eq!(&record[2], account);
+            assert_eq!(record[5], direction);
+            assert_amount(&record[6], bulk_amount(i), "USD");
+            if i % 1000 == 0 {
+                assert_eq!(record[9], format!("bulk, \"{i}\""), "a quoted reference round-trips");
+            }
+        }
+        if rows / 10_000 > n_samples {
+            n_samples = rows / 10_000;
+            rss_max = rss_max.max(rss_kib(pid, "VmRSS:"));
+        }
+    }
+    reader.finish();
+    let elapsed = streaming.elapsed();
+    eprintln!(
+        "streamed {rows} rows, {} MB in {elapsed:?}; server RSS baseline {baseline} KiB, max {rss_max} KiB over {n_samples} samples",
+        bytes / 1_000_000
+    );
+    assert_eq!(rows, 2 * N_TRANSFERS, "every posting, once");
+    assert!(n_samples >= 50, "memory was sampled throughout the stream");
+    assert!(bytes > 150_000_000, "the file is far larger than the memory bound ({bytes} bytes)");
+    assert!(
+        rss_max.saturating_sub(baseline) < GROWTH_KIB_MAX,
+        "server RSS grew from {baseline} KiB to {rss_max} KiB while streaming"
+    );
+    drop(server);
+}
+
+/// A line the server cannot write after the answer started (here a posting whose currency the
+/// engine does not know, past the first chunk) breaks the download: the client gets an error
+/// reading the body, never a shorter file that looks complete. Before the first byte, the same
+/// failure is a problem+json.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_mid_stream_aborts_the_download_instead_of_truncating_it() {
+    let (url, _a, _b) = bulk_ledger(2_500).await;
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("UPDATE postings SET currency = 'XXX' WHERE seq = 3001").execute(&mut db).await.unwrap();
+    db.close().await.unwrap();
+    let server = TallyServer::start(&url, &[]).await;
+    let admin = Client::admin(&server).await;
+
+    let response = admin
+        .http
+        .get(format!("{}/v1/admin/statements?from=2025-06-15&to=2025-06-15&format=csv", server.base_url()))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "the first chunk was fine, so the answer started");
+    let body = response.bytes().await;
+    assert!(body.is_err(), "the body must not end cleanly");
+
+    // The same line in the first chunk fails before the answer starts.
+    let (status, body) = admin.get("/v1/admin/statements?from=2025-06-15&to=2025-06-15&limit=500").await;
+    assert_eq!(status, 200, "{body}");
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("UPDATE postings SET currency = 'XXX' WHERE seq = 2").execute(&mut db).await.unwrap();
+    db.close().await.unwrap();
+    let response = admin
+        .http
+        .get(format!("{}/v1/admin/statements?from=2025-06-15&to=2025-06-15&format=csv", server.base_url()))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 500);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    drop(server);
+}
