@@ -118,6 +118,21 @@ impl Engine {
             permits.push(self.saga_permit()?);
             claims.push(self.claim(transfer.id)?);
         }
+        // AML screening (step 1): a blocked item aborts the batch before anything is held; the
+        // flags of the others are recorded in phase 2 with their transfers (`aml.rs`).
+        let mut flags = Vec::with_capacity(transfers.len());
+        let mut blocked = Vec::new();
+        for (index, (transfer, stop)) in transfers.iter().zip(stops.iter_mut()).enumerate() {
+            let screened = self.screen(transfer);
+            if screened.action == Some(tally_engine::aml::AmlAction::Block) {
+                blocked.push((index, TransferError::Rejected(CreateTransferRejection::Blocked)));
+            }
+            *stop = screened.stop_pending(*stop);
+            flags.push(screened.flags);
+        }
+        if !blocked.is_empty() {
+            return Ok(AtomicBatch::Aborted(blocked));
+        }
 
         // Phase 1: holds and admissions.
         let placing: Vec<_> = transfers
@@ -144,12 +159,13 @@ impl Engine {
         // step 3 (or stop it as pending, as a single transfer in manual mode would).
         let runs: Vec<_> = transfers
             .into_iter()
-            .zip(stops)
+            .zip(stops.into_iter().zip(flags))
             .zip(permits.into_iter().zip(claims))
-            .map(|((mut transfer, stop_pending), (permit, claim))| {
+            .map(|((mut transfer, (stop_pending, flags)), (permit, claim))| {
                 let engine = self.clone();
                 async move {
                     transfer.step = SagaStep::Held;
+                    engine.record_flags(&flags)?;
                     saga::record(&engine.inner, &transfer)?;
                     engine.spawn_saga(transfer, Intent::Run { stop_pending }, permit, claim).await
                 }

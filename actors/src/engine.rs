@@ -163,6 +163,8 @@ pub(crate) struct EngineInner {
     pub(crate) sagas_paused: AtomicU64,
     pub(crate) sagas_failed: AtomicU64,
     pub(crate) sagas_compensated: AtomicU64,
+    /// AML rules and velocity windows (`aml.rs`).
+    pub(crate) aml: crate::aml::Aml,
 }
 
 /// A cheap, clonable handle to a running engine.
@@ -203,6 +205,7 @@ impl Engine {
         ids: Arc<dyn IdSource>,
     ) -> Result<Engine, StartError> {
         let committed_seq = store.committed_seq().await?;
+        let aml = crate::aml::Aml::load(store.as_ref()).await?;
         let journal = Journal::start(Arc::clone(&store), config.journal.clone(), committed_seq)?;
         let shards = Shards::start(config.actors.shards)?;
         let shared = Arc::new(Shared {
@@ -237,6 +240,7 @@ impl Engine {
             sagas_paused: AtomicU64::new(0),
             sagas_failed: AtomicU64::new(0),
             sagas_compensated: AtomicU64::new(0),
+            aml,
         });
         let engine = Engine { inner };
         engine.ensure_system_accounts().await?;
@@ -427,6 +431,7 @@ impl Engine {
         let claim = self.claim(request.id)?;
         let mut transfer = Transfer::start(request);
         transfer.idempotency = key;
+        let stop_pending = self.screen_transfer(&transfer, stop_pending).await?;
         self.spawn_saga(transfer, Intent::Run { stop_pending }, permit, claim).await
     }
 

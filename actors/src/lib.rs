@@ -11,6 +11,7 @@
 //! and appends the record to the journal; the saga awaits the journal's durable ack for its
 //! last record before answering.
 
+pub mod aml;
 pub mod batch;
 pub mod clock;
 pub mod engine;

@@ -6,6 +6,7 @@
 //! and in the simulation tests' model ledger.
 
 pub mod account;
+pub mod aml;
 pub mod currency;
 pub mod error_code;
 pub mod ids;

@@ -3,6 +3,7 @@
 
 use rust_decimal::Decimal;
 
+use crate::aml::AmlFlag;
 use crate::account::{Account, AccountEvent, AccountStatus};
 use crate::currency::Currency;
 use crate::ids::{AccountId, WalletId};
@@ -32,6 +33,9 @@ pub enum Record {
     },
     /// A transfer's full state after a transition or a saga step.
     Transfer(Box<Transfer>),
+    /// An AML flag a transfer raised. Appended before the transfer's first record, so the
+    /// transfer's durable answer covers it (`actors/src/aml.rs`).
+    AmlFlag(Box<AmlFlag>),
 }
 
 impl Record {

@@ -89,6 +89,9 @@ pub enum CreateTransferRejection {
     DestinationCurrencyMismatch { account: Currency, amount: Currency },
     #[error("a balance would overflow")]
     Overflow,
+    /// An AML rule with action `block` matched (`engine/src/aml.rs`).
+    #[error("an AML rule blocked the transfer")]
+    Blocked,
 }
 
 impl CreateTransferRejection {
@@ -110,6 +113,7 @@ impl CreateTransferRejection {
             CreateTransferRejection::SourceCurrencyMismatch { .. }
             | CreateTransferRejection::DestinationCurrencyMismatch { .. } => ErrorCode::CurrencyMismatch,
             CreateTransferRejection::InsufficientFunds { .. } => ErrorCode::InsufficientFunds,
+            CreateTransferRejection::Blocked => ErrorCode::TransferBlocked,
         }
     }
 

@@ -115,6 +115,7 @@ fn declared_rank(rejection: &CreateTransferRejection) -> usize {
         CreateTransferRejection::DestinationNotActive { .. } => 10,
         CreateTransferRejection::DestinationCurrencyMismatch { .. } => 11,
         CreateTransferRejection::Overflow => 12,
+        CreateTransferRejection::Blocked => 13,
     }
 }
 
@@ -693,10 +694,11 @@ fn every_create_transfer_rejection_maps_to_its_code_and_status() {
         (CreateTransferRejection::DestinationNotActive { status: blocked }, "ACCOUNT_NOT_ACTIVE", 422),
         (CreateTransferRejection::DestinationCurrencyMismatch { account: usd, amount: eur }, "CURRENCY_MISMATCH", 422),
         (CreateTransferRejection::Overflow, "AMOUNT_LIMIT_EXCEEDED", 422),
+        (CreateTransferRejection::Blocked, "TRANSFER_BLOCKED", 422),
     ];
     // The rows are in declaration order and cover every variant exactly once.
     let ranks: Vec<usize> = rows.iter().map(|(rejection, _, _)| declared_rank(rejection)).collect();
-    assert_eq!(ranks, (0..13).collect::<Vec<_>>());
+    assert_eq!(ranks, (0..14).collect::<Vec<_>>());
     for (rejection, code, status) in rows {
         assert_eq!(rejection.code().as_str(), code, "{rejection:?}");
         assert_eq!(rejection.code().http_status(), status, "{rejection:?}");

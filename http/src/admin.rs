@@ -250,7 +250,7 @@ pub async fn open_account(
     Ok(created(format!("/v1/admin/accounts/{}", account.id), AccountView::of(&account)?))
 }
 
-/// `GET /v1/admin/accounts/{id}` (`accounts:read`) → the account with its holds.
+/// `GET /v1/admin/accounts/{id}` (`accounts:read`) → the account with its holds and AML flags.
 #[utoipa::path(
     get,
     path = "/v1/admin/accounts/{id}",
@@ -270,7 +270,9 @@ pub async fn get_account(
         Err(EngineError::NotFound) => return Err(ApiError::not_found("account")),
         Err(other) => return Err(other.into()),
     };
-    Ok(axum::Json(AdminAccountView::of(&account)?).into_response())
+    let mut view = AdminAccountView::of(&account)?;
+    view.aml_flags = crate::aml::account_flags(&state, account.id).await?;
+    Ok(axum::Json(view).into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -17,6 +17,7 @@
 pub mod accounts;
 pub mod accounts_summary;
 pub mod admin;
+pub mod aml;
 pub mod auth;
 pub mod batch;
 pub mod digest;
@@ -106,6 +107,12 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/accounts/{id}/status", post(admin::set_account_status))
         .route("/v1/admin/statements", get(statements::statements))
         .route("/v1/admin/actors", get(ops::actors))
+        .route("/v1/admin/aml/rules", get(aml::list_rules).post(aml::create_rule))
+        .route("/v1/admin/aml/rules/{id}", get(aml::get_rule).put(aml::put_rule).delete(aml::delete_rule))
+        .route("/v1/admin/aml/flags", get(aml::list_flags))
+        .route("/v1/admin/aml/flags/count", get(aml::count_flags))
+        .route("/v1/admin/aml/flags/{id}", get(aml::get_flag))
+        .route("/v1/admin/aml/flags/{id}/resolve", post(aml::resolve_flag))
         .route("/v1/admin/actors/{kind}/{id}/release", post(ops::release))
         .route("/ops", get(ops_page::page))
         .route("/openapi.json", get(openapi::openapi_json))

@@ -66,15 +66,15 @@ pub struct HoldView {
     pub amount: String,
 }
 
-/// The admin view of an account: the account, its kind, every live hold, and its AML flags
-/// (none until AML rules exist).
+/// The admin view of an account: the account, its kind, every live hold, and its newest AML
+/// flags (`aml::ACCOUNT_FLAGS_MAX`; the flag listing has them all).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AdminAccountView {
     #[serde(flatten)]
     pub account: AccountView,
     pub kind: &'static str,
     pub holds: Vec<HoldView>,
-    pub aml_flags: Vec<serde_json::Value>,
+    pub aml_flags: Vec<crate::aml::AmlFlagView>,
 }
 
 impl AdminAccountView {

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 
 use rust_decimal::Decimal;
+use tally_engine::aml::AmlFlag;
 use tally_engine::{
     Account, AccountEvent, AccountId, AccountSnapshot, AccountStatus, Currency, Posting, Record, Transfer, TransferId,
     Wallet, WalletEvent, WalletId,
@@ -37,6 +38,8 @@ pub struct BatchPlan {
     pub wallet_assets: Vec<(WalletId, Currency, Decimal, Decimal, u64)>,
     pub wallet_holds_placed: Vec<(WalletId, Currency, TransferId, Decimal, u64)>,
     pub wallet_holds_removed: Vec<(WalletId, Currency, TransferId)>,
+    /// AML flags raised in the batch, with their seq (inserted once; a repeat is ignored).
+    pub aml_flags: Vec<(u64, AmlFlag)>,
 }
 
 impl BatchPlan {
@@ -104,6 +107,7 @@ impl BatchPlan {
                 Record::Transfer(transfer) => {
                     upsert(&mut plan.transfers, &mut transfer_index, transfer.id, (seq, (**transfer).clone()));
                 }
+                Record::AmlFlag(flag) => plan.aml_flags.push((seq, (**flag).clone())),
             }
         }
         for key in hold_order {

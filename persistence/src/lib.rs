@@ -4,6 +4,7 @@
 //! Architecture invariant: only this crate knows SQL. Actors never call a store on the hot
 //! path: they append records to the journal and await a durable ack.
 
+pub mod aml;
 pub mod batch;
 pub mod check;
 pub mod journal;

@@ -10,6 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use tally_engine::{Account, AccountId, Posting, Record, Transfer, TransferId, Wallet, WalletId};
 
+use tally_engine::aml::{AmlFlag, AmlRule, FlagStatus};
+
+use crate::aml::{AmlStore, FlagFilter, Resolution, Resolved, newest_first};
+use crate::reads::listing::Position;
 use crate::store::{LiveHold, Loaded, SequencedRecord, Store, StoreError};
 
 #[derive(Default)]
@@ -20,6 +24,9 @@ struct State {
     transfers: HashMap<TransferId, Loaded<Transfer>>,
     /// Postings per account with their journal sequence numbers, in order.
     postings: HashMap<AccountId, Vec<(u64, Posting)>>,
+    /// AML rules in insertion order, and flags by id (`aml.rs`).
+    aml_rules: Vec<tally_engine::aml::AmlRule>,
+    aml_flags: HashMap<uuid::Uuid, tally_engine::aml::AmlFlag>,
 }
 
 #[derive(Default)]
@@ -77,6 +84,9 @@ fn apply(state: &mut State, sequenced: &SequencedRecord) -> Result<(), StoreErro
         }
         Record::Transfer(transfer) => {
             state.transfers.insert(transfer.id, Loaded { value: (**transfer).clone(), seq });
+        }
+        Record::AmlFlag(flag) => {
+            state.aml_flags.entry(flag.id).or_insert_with(|| (**flag).clone());
         }
     }
     state.committed_seq = seq;
@@ -175,5 +185,76 @@ impl Store for MemoryStore {
                 loaded.value.position.holds().map(move |(transfer, amount)| LiveHold { account, transfer, amount })
             })
             .collect())
+    }
+
+    fn aml(&self) -> Option<&dyn AmlStore> {
+        Some(self)
+    }
+}
+
+fn flag_matches(flag: &AmlFlag, filter: FlagFilter) -> bool {
+    filter.status.is_none_or(|status| flag.status == status) && filter.account.is_none_or(|account| flag.account == account)
+}
+
+#[async_trait]
+impl AmlStore for MemoryStore {
+    async fn aml_rules(&self) -> Result<Vec<AmlRule>, StoreError> {
+        Ok(self.state()?.aml_rules.clone())
+    }
+
+    async fn put_aml_rule(&self, rule: &AmlRule) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        match state.aml_rules.iter_mut().find(|stored| stored.id == rule.id) {
+            Some(stored) => *stored = rule.clone(),
+            None => state.aml_rules.push(rule.clone()),
+        }
+        Ok(())
+    }
+
+    async fn delete_aml_rule(&self, id: uuid::Uuid) -> Result<bool, StoreError> {
+        let mut state = self.state()?;
+        let before = state.aml_rules.len();
+        state.aml_rules.retain(|rule| rule.id != id);
+        Ok(state.aml_rules.len() < before)
+    }
+
+    async fn aml_flag(&self, id: uuid::Uuid) -> Result<Option<AmlFlag>, StoreError> {
+        Ok(self.state()?.aml_flags.get(&id).cloned())
+    }
+
+    async fn aml_flag_page(
+        &self,
+        filter: FlagFilter,
+        after: Option<Position>,
+        limit: u32,
+    ) -> Result<Vec<AmlFlag>, StoreError> {
+        let state = self.state()?;
+        let mut flags: Vec<AmlFlag> = state
+            .aml_flags
+            .values()
+            .filter(|flag| flag_matches(flag, filter))
+            .filter(|flag| after.is_none_or(|after| (flag.created_at.as_micros(), flag.id) < (after.created_at, after.id)))
+            .cloned()
+            .collect();
+        flags.sort_by(newest_first);
+        flags.truncate(limit as usize);
+        Ok(flags)
+    }
+
+    async fn count_aml_flags(&self, filter: FlagFilter) -> Result<u64, StoreError> {
+        Ok(self.state()?.aml_flags.values().filter(|flag| flag_matches(flag, filter)).count() as u64)
+    }
+
+    async fn resolve_aml_flag(&self, id: uuid::Uuid, resolution: &Resolution) -> Result<Resolved, StoreError> {
+        let mut state = self.state()?;
+        let Some(flag) = state.aml_flags.get_mut(&id) else { return Ok(Resolved::NotFound) };
+        if flag.status != FlagStatus::Open {
+            return Ok(Resolved::AlreadyResolved);
+        }
+        flag.status = resolution.status;
+        flag.notes = resolution.notes.clone();
+        flag.resolved_at = Some(resolution.at);
+        flag.resolved_by = Some(resolution.by);
+        Ok(Resolved::Resolved)
     }
 }

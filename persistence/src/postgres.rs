@@ -24,6 +24,9 @@ use tally_engine::{
 };
 use uuid::Uuid;
 
+#[path = "aml_postgres.rs"]
+mod aml_postgres;
+
 use crate::batch::BatchPlan;
 use crate::runtime::StoreRuntime;
 use crate::store::{LiveHold, Loaded, SequencedRecord, Store, StoreError};
@@ -237,6 +240,7 @@ async fn commit_plan(transaction: &mut Transaction<'_, Postgres>, plan: &BatchPl
     if !plan.transfers.is_empty() {
         upsert_transfers(transaction, &plan.transfers).await?;
     }
+    aml_postgres::insert_flags(transaction, &plan.aml_flags).await?;
     commit_wallets(transaction, plan).await
 }
 
@@ -671,6 +675,10 @@ impl Store for PgStore {
                 .collect()
         })
         .await
+    }
+
+    fn aml(&self) -> Option<&dyn crate::aml::AmlStore> {
+        Some(self)
     }
 
     async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError> {

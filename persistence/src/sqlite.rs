@@ -38,6 +38,9 @@ use tally_engine::{
 };
 use uuid::Uuid;
 
+#[path = "aml_sqlite.rs"]
+mod aml_sqlite;
+
 use crate::batch::BatchPlan;
 use crate::runtime::StoreRuntime;
 use crate::store::{LiveHold, Loaded, SequencedRecord, Store, StoreError};
@@ -308,6 +311,7 @@ async fn commit_plan(transaction: &mut Transaction<'_, Sqlite>, plan: &BatchPlan
     for (seq, transfer) in &plan.transfers {
         upsert_transfer(transaction, *seq, transfer).await?;
     }
+    aml_sqlite::insert_flags(transaction, &plan.aml_flags).await?;
     commit_wallets(transaction, plan).await
 }
 
@@ -750,6 +754,10 @@ impl Store for SqliteStore {
             rows.iter().map(posting_from_row).collect()
         })
         .await
+    }
+
+    fn aml(&self) -> Option<&dyn crate::aml::AmlStore> {
+        Some(self)
     }
 
     async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError> {

@@ -80,6 +80,11 @@ pub trait Store: Send + Sync + 'static {
     async fn posting_sums(&self) -> Result<std::collections::HashMap<AccountId, rust_decimal::Decimal>, StoreError> {
         crate::check::posting_sums_by_scan(self).await
     }
+
+    /// The store's AML rules and flags (`aml.rs`); `None` for a store that keeps none.
+    fn aml(&self) -> Option<&dyn crate::aml::AmlStore> {
+        None
+    }
 }
 
 #[async_trait]
@@ -134,5 +139,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     async fn posting_sums(&self) -> Result<std::collections::HashMap<AccountId, rust_decimal::Decimal>, StoreError> {
         (**self).posting_sums().await
+    }
+
+    fn aml(&self) -> Option<&dyn crate::aml::AmlStore> {
+        (**self).aml()
     }
 }

@@ -41,6 +41,8 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
     let transfer = pending.str("id");
 
     let target = server.user().await;
+    // Refused before any lookup, so an id that names nothing serves the AML rows.
+    let aml_id = uuid::Uuid::new_v4();
     let new_admin_email = format!("new-admin-{}@example.com", uuid::Uuid::new_v4().simple());
     // (method, route template, concrete path, body, the permission it needs)
     let routes: Vec<(&str, &str, String, Option<Value>, &str)> = vec![
@@ -132,6 +134,21 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
         ),
         ("GET", "/v1/admin/permissions", "/v1/admin/permissions".to_owned(), None, "admin_users:read"),
         ("GET", "/v1/admin/actors", "/v1/admin/actors".to_owned(), None, "ops:read"),
+        ("GET", "/v1/admin/aml/rules", "/v1/admin/aml/rules".to_owned(), None, "aml:read"),
+        ("POST", "/v1/admin/aml/rules", "/v1/admin/aml/rules".to_owned(), Some(json!({"name": "x", "kind": "threshold", "config": {"amount": "1", "currency": "USD"}, "action": "block"})), "aml:write"),
+        ("GET", "/v1/admin/aml/rules/{id}", format!("/v1/admin/aml/rules/{aml_id}"), None, "aml:read"),
+        ("PUT", "/v1/admin/aml/rules/{id}", format!("/v1/admin/aml/rules/{aml_id}"), Some(json!({"name": "x", "kind": "threshold", "config": {"amount": "1", "currency": "USD"}, "action": "block"})), "aml:write"),
+        ("DELETE", "/v1/admin/aml/rules/{id}", format!("/v1/admin/aml/rules/{aml_id}"), None, "aml:write"),
+        ("GET", "/v1/admin/aml/flags", "/v1/admin/aml/flags?status=open".to_owned(), None, "aml:read"),
+        ("GET", "/v1/admin/aml/flags/count", "/v1/admin/aml/flags/count".to_owned(), None, "aml:read"),
+        ("GET", "/v1/admin/aml/flags/{id}", format!("/v1/admin/aml/flags/{aml_id}"), None, "aml:read"),
+        (
+            "POST",
+            "/v1/admin/aml/flags/{id}/resolve",
+            format!("/v1/admin/aml/flags/{aml_id}/resolve"),
+            Some(json!({"action": "clear"})),
+            "aml:write",
+        ),
         (
             "POST",
             "/v1/admin/actors/{kind}/{id}/release",
@@ -166,6 +183,16 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
         ] {
             let reply = match (*method, body) {
                 ("GET", _) => server.get(path, token).await,
+                ("PUT", body) => {
+                    let mut request = server.client.put(server.url(path));
+                    if let Some(token) = token {
+                        request = request.bearer_auth(token);
+                    }
+                    if let Some(body) = body {
+                        request = request.json(body);
+                    }
+                    server.send(request).await
+                }
                 ("DELETE", body) => {
                     let mut request = server.client.delete(server.url(path));
                     if let Some(token) = token {

@@ -1,0 +1,200 @@
+//! AML screening in the saga's step 1 (validate), before the hold, with no store round trip:
+//! the rules are in memory (loaded at start, swapped whole on every admin write, store first)
+//! and so is each source account's velocity window (a `DashMap` entry, locked only while one
+//! transfer is screened; never across an `.await`).
+//!
+//! What screening does with the pure decision (`tally_engine::aml`):
+//! - every matched rule raises a flag, appended to the journal before the transfer's first
+//!   record, so the transfer's durable answer covers its flags;
+//! - `review`: the saga holds and stops `pending` with `aml_review`;
+//! - `block`: the transfer is recorded `failed` with `TRANSFER_BLOCKED` (the audit trail, and
+//!   what an idempotent replay answers) and no money moves.
+//!
+//! Velocity windows start empty at start-up: they are not rebuilt from the store. A restart
+//! therefore forgets up to one window of history per account; rebuilding would cost a scan of
+//! recent transfers on every start (see ARCHITECTURE.md, "AML").
+
+use std::sync::{Arc, RwLock};
+
+use dashmap::DashMap;
+use tally_engine::aml::{
+    AML_RULES_MAX, AmlAction, AmlFlag, AmlRule, AmlSubject, VelocityWindow, evaluate, is_screened,
+    velocity_horizon_seconds,
+};
+use tally_engine::{AccountId, CreateTransferRejection, ErrorCode, PendingReason, Record, Transfer, TransferStatus};
+use tally_persistence::{Store, StoreError};
+
+use crate::engine::{Engine, EngineError, TransferError};
+use crate::registry::Unavailable;
+
+/// The engine's AML state.
+pub(crate) struct Aml {
+    /// The rule set, replaced whole on each admin write so a screening reads one consistent set.
+    rules: RwLock<Arc<Vec<AmlRule>>>,
+    /// Each source account's recent screened transfers, while a velocity rule is enabled.
+    windows: DashMap<AccountId, VelocityWindow>,
+    /// Serialises admin writes: store, then swap, in the same order for every writer.
+    writes: tokio::sync::Mutex<()>,
+}
+
+impl Aml {
+    /// The rules the store holds (none for a store that keeps none).
+    pub(crate) async fn load(store: &dyn Store) -> Result<Aml, StoreError> {
+        let rules = match store.aml() {
+            Some(aml) => aml.aml_rules().await?,
+            None => Vec::new(),
+        };
+        Ok(Aml { rules: RwLock::new(Arc::new(rules)), windows: DashMap::new(), writes: tokio::sync::Mutex::new(()) })
+    }
+
+    fn rules(&self) -> Arc<Vec<AmlRule>> {
+        Arc::clone(&self.rules.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    fn swap(&self, rules: Vec<AmlRule>) {
+        if velocity_horizon_seconds(&rules).is_none() {
+            // No velocity rule left: the windows would only use memory.
+            self.windows.clear();
+        }
+        *self.rules.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(rules);
+    }
+}
+
+/// The outcome of screening one transfer.
+#[derive(Debug, Default)]
+pub(crate) struct Screened {
+    pub(crate) action: Option<AmlAction>,
+    pub(crate) flags: Vec<AmlFlag>,
+}
+
+impl Screened {
+    /// The pending reason the saga stops with: `aml_review` wins over the type's own
+    /// (manual execution), since an admin must look at it either way and this says why.
+    pub(crate) fn stop_pending(&self, stop_pending: Option<PendingReason>) -> Option<PendingReason> {
+        if self.action == Some(AmlAction::Review) { Some(PendingReason::AmlReview) } else { stop_pending }
+    }
+}
+
+impl Engine {
+    /// Screens `transfer` against the rules and notes it in its source's velocity window
+    /// (unless blocked: a refused transfer moved nothing). Pure computation and one map entry.
+    pub(crate) fn screen(&self, transfer: &Transfer) -> Screened {
+        let inner = &self.inner;
+        if !is_screened(transfer.kind) {
+            return Screened::default();
+        }
+        let rules = inner.aml.rules();
+        if rules.iter().all(|rule| !rule.enabled) {
+            return Screened::default();
+        }
+        let subject =
+            AmlSubject { kind: transfer.kind, amount: transfer.amount, currency: transfer.currency, at: inner.clock.now() };
+        let decision = match velocity_horizon_seconds(&rules) {
+            None => evaluate(&rules, &subject, &VelocityWindow::default()),
+            Some(keep_seconds) => {
+                let mut window = inner.aml.windows.entry(transfer.source).or_default();
+                let decision = evaluate(&rules, &subject, &window);
+                if decision.action != Some(AmlAction::Block) {
+                    window.note(&subject, keep_seconds);
+                }
+                decision
+            }
+        };
+        let flags = decision
+            .matched
+            .iter()
+            .map(|matched| {
+                let id = self.new_transfer_id().as_uuid();
+                AmlFlag::raise(id, transfer.id, transfer.source, transfer.initiated_by, &subject, matched)
+            })
+            .collect();
+        Screened { action: decision.action, flags }
+    }
+
+    /// Appends the flags of a screened transfer to the journal (before its first record).
+    pub(crate) fn record_flags(&self, flags: &[AmlFlag]) -> Result<(), TransferError> {
+        for flag in flags {
+            self.inner
+                .shared
+                .journal
+                .append(Record::AmlFlag(Box::new(flag.clone())))
+                .map_err(|_| TransferError::Unavailable(Unavailable::Overloaded))?;
+        }
+        Ok(())
+    }
+
+    /// Step 1's AML screen for a single transfer: records its flags, and answers the pending
+    /// reason its saga stops with, or refuses it (`block`) once its failure is durable.
+    pub(crate) async fn screen_transfer(
+        &self,
+        transfer: &Transfer,
+        stop_pending: Option<PendingReason>,
+    ) -> Result<Option<PendingReason>, TransferError> {
+        let screened = self.screen(transfer);
+        self.record_flags(&screened.flags)?;
+        if screened.action != Some(AmlAction::Block) {
+            return Ok(screened.stop_pending(stop_pending));
+        }
+        // Kept as a failed transfer: the flags point at it, and a replay under the same key
+        // answers TRANSFER_BLOCKED again.
+        let mut blocked = transfer.clone();
+        blocked.transition(TransferStatus::Failed, self.now()).map_err(TransferError::Transition)?;
+        blocked.failure_reason = Some(ErrorCode::TransferBlocked);
+        let (_, ack) = self
+            .inner
+            .shared
+            .journal
+            .append_acked(Record::Transfer(Box::new(blocked)))
+            .map_err(|_| TransferError::Unavailable(Unavailable::Overloaded))?;
+        ack.wait().await.map_err(|_| TransferError::Internal("journal stopped".to_owned()))?;
+        Err(TransferError::Rejected(CreateTransferRejection::Blocked))
+    }
+
+    // ---- rules (admin) --------------------------------------------------------------------
+
+    /// The rules in force, oldest first.
+    pub fn aml_rules(&self) -> Arc<Vec<AmlRule>> {
+        self.inner.aml.rules()
+    }
+
+    /// Creates or replaces a rule: stored first, then in force for the next screening.
+    /// Creating beyond `AML_RULES_MAX` rules is a conflict.
+    pub async fn put_aml_rule(&self, rule: AmlRule) -> Result<(), EngineError> {
+        let aml = &self.inner.aml;
+        let _write = aml.writes.lock().await;
+        let mut rules = (*aml.rules()).clone();
+        let existing = rules.iter().position(|stored| stored.id == rule.id);
+        if existing.is_none() && rules.len() >= AML_RULES_MAX {
+            return Err(EngineError::Conflict);
+        }
+        self.aml_store()?.put_aml_rule(&rule).await.map_err(store_error)?;
+        match existing {
+            Some(at) => rules[at] = rule,
+            None => rules.push(rule),
+        }
+        aml.swap(rules);
+        Ok(())
+    }
+
+    /// Deletes a rule; false if there was none. Its flags keep its id and name.
+    pub async fn delete_aml_rule(&self, id: uuid::Uuid) -> Result<bool, EngineError> {
+        let aml = &self.inner.aml;
+        let _write = aml.writes.lock().await;
+        let deleted = self.aml_store()?.delete_aml_rule(id).await.map_err(store_error)?;
+        let mut rules = (*aml.rules()).clone();
+        rules.retain(|rule| rule.id != id);
+        aml.swap(rules);
+        Ok(deleted)
+    }
+
+    fn aml_store(&self) -> Result<&dyn tally_persistence::aml::AmlStore, EngineError> {
+        self.inner.shared.store.aml().ok_or_else(|| EngineError::Internal("this store keeps no AML rules".to_owned()))
+    }
+}
+
+fn store_error(error: StoreError) -> EngineError {
+    match error {
+        StoreError::Unavailable(detail) => EngineError::Unavailable(Unavailable::Store(detail)),
+        StoreError::Corrupt(detail) => EngineError::Internal(detail),
+    }
+}

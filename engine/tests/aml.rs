@@ -1,0 +1,111 @@
+//! The pure AML evaluation: thresholds, velocity windows over time given as data, severity
+//! (block > review > flag, every matched rule listed), disabled rules, and config checks.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use rust_decimal_macros::dec;
+use tally_engine::aml::{
+    AmlAction, AmlRule, AmlRuleKind, AmlSubject, RuleConfigError, ThresholdRule, VELOCITY_ENTRIES_MAX, VelocityRule,
+    VelocityWindow, evaluate, velocity_horizon_seconds,
+};
+use tally_engine::{AmountError, Currency, Timestamp, TransferKind};
+
+fn rule(n: u128, kind: AmlRuleKind, action: AmlAction) -> AmlRule {
+    AmlRule {
+        id: uuid::Uuid::from_u128(n),
+        name: format!("rule {n}"),
+        kind,
+        action,
+        enabled: true,
+        created_at: Timestamp::from_micros(0),
+        updated_at: Timestamp::from_micros(0),
+    }
+}
+
+fn threshold(amount: rust_decimal::Decimal, kind: Option<TransferKind>) -> AmlRuleKind {
+    AmlRuleKind::Threshold(ThresholdRule::new(amount, Currency::USD, kind).unwrap())
+}
+
+fn subject(amount: rust_decimal::Decimal, seconds: i64) -> AmlSubject {
+    AmlSubject { kind: TransferKind::Internal, amount, currency: Currency::USD, at: Timestamp::from_micros(seconds * 1_000_000) }
+}
+
+#[test]
+fn a_threshold_matches_at_and_above_its_amount_in_its_currency_and_type_only() {
+    let rules = [rule(1, threshold(dec!(50), None), AmlAction::Flag)];
+    let empty = VelocityWindow::default();
+    assert_eq!(evaluate(&rules, &subject(dec!(49.99), 0), &empty).action, None);
+    assert_eq!(evaluate(&rules, &subject(dec!(50), 0), &empty).action, Some(AmlAction::Flag));
+    let euros = AmlSubject { currency: Currency::EUR, ..subject(dec!(500), 0) };
+    assert_eq!(evaluate(&rules, &euros, &empty).action, None, "another currency");
+    let external_only = [rule(2, threshold(dec!(1), Some(TransferKind::External)), AmlAction::Block)];
+    assert_eq!(evaluate(&external_only, &subject(dec!(9), 0), &empty).action, None);
+    let external = AmlSubject { kind: TransferKind::External, ..subject(dec!(9), 0) };
+    assert_eq!(evaluate(&external_only, &external, &empty).action, Some(AmlAction::Block));
+    let adjustment = AmlSubject { kind: TransferKind::AdminCredit, ..subject(dec!(9000), 0) };
+    assert_eq!(evaluate(&rules, &adjustment, &empty).action, None, "adjustments are not screened");
+}
+
+#[test]
+fn the_most_severe_action_wins_and_every_matched_rule_is_listed() {
+    let mut off = rule(4, threshold(dec!(1), None), AmlAction::Block);
+    off.enabled = false;
+    let rules = [
+        rule(1, threshold(dec!(10), None), AmlAction::Flag),
+        rule(2, threshold(dec!(20), None), AmlAction::Review),
+        rule(3, threshold(dec!(1000), None), AmlAction::Block),
+        off,
+    ];
+    let decision = evaluate(&rules, &subject(dec!(25), 0), &VelocityWindow::default());
+    assert_eq!(decision.action, Some(AmlAction::Review));
+    let ids: Vec<u128> = decision.matched.iter().map(|matched| matched.rule_id.as_u128()).collect();
+    assert_eq!(ids, [1, 2], "the disabled block rule never matches");
+    assert!(AmlAction::Block > AmlAction::Review && AmlAction::Review > AmlAction::Flag);
+}
+
+#[test]
+fn velocity_counts_and_sums_the_window_including_this_transfer_and_forgets_what_left_it() {
+    let by_count = [rule(1, AmlRuleKind::Velocity(VelocityRule::new(60, Some(2), None, Currency::USD).unwrap()), AmlAction::Block)];
+    let mut window = VelocityWindow::default();
+    for second in [0, 10] {
+        let now = subject(dec!(1), second);
+        assert_eq!(evaluate(&by_count, &now, &window).action, None);
+        window.note(&now, 60);
+    }
+    assert_eq!(evaluate(&by_count, &subject(dec!(1), 20), &window).action, Some(AmlAction::Block), "third in 60 s");
+    assert_eq!(evaluate(&by_count, &subject(dec!(1), 61), &window).action, None, "the first left the window");
+
+    let by_sum = [rule(2, AmlRuleKind::Velocity(VelocityRule::new(60, None, Some(dec!(25)), Currency::USD).unwrap()), AmlAction::Review)];
+    let mut window = VelocityWindow::default();
+    window.note(&subject(dec!(10), 0), 60);
+    window.note(&subject(dec!(10), 1), 60);
+    assert_eq!(evaluate(&by_sum, &subject(dec!(5), 2), &window).action, None, "25 is not more than 25");
+    assert_eq!(evaluate(&by_sum, &subject(dec!(5.01), 2), &window).action, Some(AmlAction::Review));
+    let euros = AmlSubject { currency: Currency::EUR, ..subject(dec!(100), 2) };
+    assert_eq!(evaluate(&by_sum, &euros, &window).action, None);
+    assert_eq!(velocity_horizon_seconds(&by_sum), Some(60));
+    assert_eq!(velocity_horizon_seconds(&[]), None);
+}
+
+#[test]
+fn a_window_is_bounded() {
+    let mut window = VelocityWindow::default();
+    for second in 0..(VELOCITY_ENTRIES_MAX as i64 + 10) {
+        window.note(&subject(dec!(1), second), 3600 * 24);
+    }
+    assert_eq!(window.len(), VELOCITY_ENTRIES_MAX);
+}
+
+#[test]
+fn configurations_are_checked_at_the_currency_scale() {
+    assert_eq!(ThresholdRule::new(dec!(-1), Currency::USD, None), Err(RuleConfigError::Amount(AmountError::NotPositive)));
+    assert!(matches!(ThresholdRule::new(dec!(1.001), Currency::USD, None), Err(RuleConfigError::Amount(_))));
+    assert!(matches!(ThresholdRule::new(dec!(1.5), Currency::JPY, None), Err(RuleConfigError::Amount(_))));
+    assert_eq!(ThresholdRule::new(dec!(1), Currency::USD, Some(TransferKind::AdminDebit)), Err(RuleConfigError::TransferType));
+    assert_eq!(ThresholdRule::new(dec!(1.5), Currency::USD, None).unwrap().amount.to_string(), "1.50");
+    assert_eq!(VelocityRule::new(60, None, None, Currency::USD), Err(RuleConfigError::NoLimit));
+    assert_eq!(VelocityRule::new(0, Some(1), None, Currency::USD), Err(RuleConfigError::WindowSeconds));
+    assert_eq!(VelocityRule::new(60, Some(0), None, Currency::USD), Err(RuleConfigError::MaxCount));
+    assert_eq!(VelocityRule::new(60, Some(VELOCITY_ENTRIES_MAX as u32 + 1), None, Currency::USD), Err(RuleConfigError::MaxCount));
+    assert!(matches!(VelocityRule::new(60, None, Some(dec!(0)), Currency::USD), Err(RuleConfigError::MaxAmount(_))));
+}

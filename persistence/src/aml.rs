@@ -1,0 +1,69 @@
+//! AML rules and flags in the store. Rules are written by admins directly (store first, then
+//! the engine swaps its in-memory copy); flags arrive through the journal (`Record::AmlFlag`)
+//! with the transfer that raised them, and are resolved here with one conditional update.
+
+use async_trait::async_trait;
+use tally_engine::AccountId;
+use tally_engine::Timestamp;
+use tally_engine::UserId;
+use tally_engine::aml::{AmlFlag, AmlRule, FlagStatus};
+
+use crate::reads::listing::Position;
+use crate::store::StoreError;
+
+/// Which flags to list or count.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FlagFilter {
+    pub status: Option<FlagStatus>,
+    pub account: Option<AccountId>,
+}
+
+/// An analyst's decision on an open flag.
+#[derive(Clone, Debug)]
+pub struct Resolution {
+    pub status: FlagStatus,
+    pub notes: Option<String>,
+    pub at: Timestamp,
+    pub by: UserId,
+}
+
+/// What resolving a flag found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolved {
+    Resolved,
+    NotFound,
+    /// The flag was resolved before: a flag is resolved once.
+    AlreadyResolved,
+}
+
+#[async_trait]
+pub trait AmlStore: Send + Sync + 'static {
+    /// Every rule, oldest first.
+    async fn aml_rules(&self) -> Result<Vec<AmlRule>, StoreError>;
+
+    /// Inserts the rule, or replaces the rule with its id.
+    async fn put_aml_rule(&self, rule: &AmlRule) -> Result<(), StoreError>;
+
+    /// Deletes the rule; false if there was none. Its flags keep its id and name.
+    async fn delete_aml_rule(&self, id: uuid::Uuid) -> Result<bool, StoreError>;
+
+    async fn aml_flag(&self, id: uuid::Uuid) -> Result<Option<AmlFlag>, StoreError>;
+
+    /// Flags matching `filter`, newest first by `(created_at, id)`, after `after`.
+    async fn aml_flag_page(
+        &self,
+        filter: FlagFilter,
+        after: Option<Position>,
+        limit: u32,
+    ) -> Result<Vec<AmlFlag>, StoreError>;
+
+    async fn count_aml_flags(&self, filter: FlagFilter) -> Result<u64, StoreError>;
+
+    /// Resolves an open flag (one conditional update: two analysts cannot both resolve it).
+    async fn resolve_aml_flag(&self, id: uuid::Uuid, resolution: &Resolution) -> Result<Resolved, StoreError>;
+}
+
+/// Newest first by `(created_at, id)`: the order every flag listing uses.
+pub fn newest_first(a: &AmlFlag, b: &AmlFlag) -> std::cmp::Ordering {
+    (b.created_at.as_micros(), b.id).cmp(&(a.created_at.as_micros(), a.id))
+}
