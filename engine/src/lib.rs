@@ -8,6 +8,8 @@
 pub mod account;
 pub mod currency;
 pub mod error_code;
+pub mod fees;
+pub mod fx;
 pub mod ids;
 pub mod money;
 pub mod position;
@@ -22,6 +24,8 @@ pub mod wallet;
 pub use account::{Account, AccountCommand, AccountEvent, AccountKind, AccountStatus, StatusAction};
 pub use currency::Currency;
 pub use error_code::ErrorCode;
+pub use fees::{FeeKind, FeeRule, FeeTier};
+pub use fx::FxRate;
 pub use ids::{AccountId, Timestamp, TransferId, UserId, WalletId};
 pub use money::{AmountError, parse_amount, validate_amount};
 pub use position::Position;

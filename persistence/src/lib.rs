@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod check;
+pub mod finance;
 pub mod journal;
 pub mod memory;
 pub mod open;
@@ -18,6 +19,7 @@ pub mod sqlite;
 pub mod store;
 pub mod users;
 
+pub use finance::{PricingChange, PricingTables};
 pub use journal::{DurableAck, Journal, JournalConfig, JournalStats, Overloaded};
 pub use memory::MemoryStore;
 pub use store::{LiveHold, Loaded, SequencedRecord, Store, StoreError};
