@@ -130,14 +130,12 @@ async fn simulate(seed: u64, ops: usize) -> Stats {
     sim.users_end = sim.accounts.len();
     // The fee revenue and FX clearing accounts, compared with the model's at the end.
     for currency in CURRENCIES {
-        for (id, accounts) in [
-            (system_accounts::fees(currency), &mut sim.model.fee_accounts),
-            (system_accounts::fx_clearing(currency), &mut sim.model.fx_accounts),
-        ] {
-            accounts.insert(currency.code(), sim.model.accounts.len());
-            sim.model.add_account(currency.code(), currency.scale(), true);
-            sim.accounts.push(sim.harness.engine.account(id).await.unwrap());
-        }
+        let index = sim.model.add_account(currency.code(), currency.scale(), true);
+        sim.model.fee_accounts.insert(currency.code(), index);
+        sim.accounts.push(sim.harness.engine.account(system_accounts::fees(currency)).await.unwrap());
+        let index = sim.model.add_account(currency.code(), currency.scale(), true);
+        sim.model.fx_accounts.insert(currency.code(), index);
+        sim.accounts.push(sim.harness.engine.account(system_accounts::fx_clearing(currency)).await.unwrap());
     }
     for index in CURRENCIES.len()..sim.users_end {
         let scale = sim.accounts[index].currency.scale();
