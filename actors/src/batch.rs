@@ -4,7 +4,7 @@
 //! An atomic batch runs in two phases instead of one saga per item:
 //!
 //! ```text
-//! 0 validate every item                        any invalid: nothing happens
+//! 0 price every item (type, fee, FX)           any invalid: nothing happens
 //! 1 for every item, concurrently (bounded):    any refusal: release every hold, withdraw
 //!     source.hold(T, amount + fee)               every admission, record nothing; all fail
 //!     destination.admit_credit(T, amount)
@@ -94,16 +94,16 @@ impl Engine {
         let mut invalid = Vec::new();
         for (index, item) in items.into_iter().enumerate() {
             let settings = self.transfer_type(item.request.kind);
-            match item.request.validate(&settings) {
-                Ok(request) => {
-                    let mut transfer = Transfer::start(request);
+            // Type settings, fee and FX, exactly as for a single transfer (pricing.rs).
+            match self.price(item.request).await {
+                Ok(mut transfer) => {
                     transfer.idempotency = item.key;
                     transfers.push(transfer);
                     stops.push(
                         (settings.execution_mode == ExecutionMode::Manual).then_some(PendingReason::ManualExecution),
                     );
                 }
-                Err(rejection) => invalid.push((index, TransferError::Rejected(rejection))),
+                Err(error) => invalid.push((index, error)),
             }
         }
         if !invalid.is_empty() {

@@ -157,6 +157,8 @@ pub(crate) struct EngineInner {
     /// Transfers a saga is working on right now; a second saga for the same id is refused.
     claims: DashMap<TransferId, ()>,
     transfer_types: RwLock<HashMap<TransferKind, TransferTypeSettings>>,
+    /// FX rates and fee rules in memory (`pricing.rs`).
+    pub(crate) pricing: crate::pricing::Pricing,
     pub(crate) shutting_down: AtomicBool,
     ready: AtomicBool,
     pub(crate) sagas_completed: AtomicU64,
@@ -217,12 +219,15 @@ impl Engine {
             config: config.actors.clone(),
             started: Instant::now(),
         });
-        let transfer_types = HashMap::from([
+        let (pricing, stored_types) = crate::pricing::Pricing::load(shared.store.as_ref()).await?;
+        let mut transfer_types = HashMap::from([
             (TransferKind::Internal, TransferTypeSettings::internal_default()),
             (TransferKind::External, TransferTypeSettings::external_default()),
             (TransferKind::AdminCredit, TransferTypeSettings::adjustment_default()),
             (TransferKind::AdminDebit, TransferTypeSettings::adjustment_default()),
         ]);
+        // An admin's stored settings replace the defaults.
+        transfer_types.extend(stored_types);
         let inner = Arc::new(EngineInner {
             accounts: Registry::new(Arc::clone(&shared)),
             wallets: Registry::new(Arc::clone(&shared)),
@@ -234,6 +239,7 @@ impl Engine {
             idempotency_claims: DashMap::new(),
             claims: DashMap::new(),
             transfer_types: RwLock::new(transfer_types),
+            pricing,
             shutting_down: AtomicBool::new(false),
             ready: AtomicBool::new(false),
             sagas_completed: AtomicU64::new(0),
@@ -424,12 +430,12 @@ impl Engine {
         key: Option<Idempotency>,
     ) -> Result<Transfer, TransferError> {
         let settings = self.transfer_type(request.kind);
-        let request = request.validate(&settings).map_err(TransferError::Rejected)?;
         let stop_pending = (settings.execution_mode == ExecutionMode::Manual).then_some(PendingReason::ManualExecution);
+        // Fees, limits and FX (pricing.rs): the same call the quote makes.
+        let mut transfer = self.price(request).await?;
         self.admit().map_err(TransferError::Unavailable)?;
         let permit = self.saga_permit()?;
-        let claim = self.claim(request.id)?;
-        let mut transfer = Transfer::start(request);
+        let claim = self.claim(transfer.id)?;
         transfer.idempotency = key;
         let stop_pending = self.screen_transfer(&transfer, stop_pending).await?;
         self.spawn_saga(transfer, Intent::Run { stop_pending }, permit, claim).await

@@ -19,6 +19,7 @@ pub mod entity;
 pub mod entity_actor;
 pub mod faults;
 pub mod health;
+pub mod pricing;
 pub mod recovery;
 pub mod registry;
 pub mod saga;
@@ -32,6 +33,7 @@ pub use engine::{Engine, EngineConfig, EngineError, StartError, TransferError};
 pub use entity::ActorKind;
 pub use faults::FaultInjector;
 pub use health::{HealthReport, KindHealth};
+pub use pricing::PricingError;
 pub use sessions::{SessionConfig, SessionError, Sessions};
 
 /// An `AccountActor` is the generic supervised entity actor over an `Account`.

@@ -7,7 +7,7 @@
 //! | durable evidence                        | decision                                        |
 //! |-----------------------------------------|-------------------------------------------------|
 //! | source debited (and fee credited)       | forward: record `completed`                     |
-//! | destination credited                    | forward: post the source (and the fee)          |
+//! | destination credited                    | forward: post the source (fee, FX clearing legs)|
 //! | hold only, saga resumed by an execute   | forward: credit, post (the admin said execute)  |
 //! | hold only, saga never paused            | undo: release the hold, record `failed`         |
 //! | nothing                                 | record `failed`: no money moved                 |
@@ -59,10 +59,19 @@ pub(crate) async fn recover(engine: &Engine) -> Result<RecoveryReport, StoreErro
             || postings
                 .iter()
                 .any(|p| p.account == system_accounts::fees(transfer.currency) && p.direction == Direction::Credit);
+        // FX: the clearing legs are the last of step 4 (saga.rs): the destination side's
+        // clearing hold posted (a debit) and the source side's clearing credited.
+        let fx_done = !transfer.is_fx()
+            || (postings.iter().any(|p| {
+                p.account == system_accounts::fx_clearing(transfer.destination_currency)
+                    && p.direction == Direction::Debit
+            }) && postings.iter().any(|p| {
+                p.account == system_accounts::fx_clearing(transfer.currency) && p.direction == Direction::Credit
+            }));
         let held =
             engine.account(transfer.source).await.is_ok_and(|source| source.position.hold_of(transfer.id).is_some());
         let mut transfer = transfer;
-        let intent = if debited && fee_credited {
+        let intent = if debited && fee_credited && fx_done {
             transfer.step = SagaStep::Posted;
             report.driven_forward += 1;
             Intent::Execute

@@ -8,6 +8,13 @@
 //! 4 source.post(T); fees.credit(T, fee)   retried until they succeed
 //! ```
 //!
+//! A transfer between currencies (FX) adds the clearing legs, so each currency balances on
+//! its own: just before step 3, `fx_clearing(dst).hold(T, converted)`; in step 4,
+//! `fx_clearing(dst).post(T)` and `fx_clearing(src).credit(T, amount)`. The clearing hold is
+//! placed before the credit (and released with the source's hold on every undo path) because a
+//! hold and its post are idempotent on the transfer id, where a bare debit repeated after a
+//! restart would debit twice. Same-currency transfers never touch the clearing accounts.
+//!
 //! The saga is driven by the transfer's own state (`status`, `step`) and an `Intent`, so the
 //! same loop starts a transfer, resumes it after an admin's decision, and restarts it after a
 //! panic: a restarted saga repeats its current step, which every actor applies once.
@@ -132,23 +139,34 @@ async fn drive(inner: &EngineInner, transfer: &mut Transfer, intent: Intent) -> 
                 record(inner, transfer)?;
             }
             (TransferStatus::Pending, SagaStep::Held, Intent::Undo { outcome }) => {
-                forward(inner, transfer, AccountCommand::Release { transfer: transfer.id }, transfer.source).await?;
+                release(inner, transfer).await?;
                 transfer.step = SagaStep::Released;
                 inner.sagas_compensated.fetch_add(1, Ordering::Relaxed);
                 finish(inner, transfer, outcome, None).await?;
                 return Ok(transfer.clone());
             }
             (TransferStatus::Processing, SagaStep::Held, Intent::Abandon) => {
-                forward(inner, transfer, AccountCommand::Release { transfer: transfer.id }, transfer.source).await?;
+                release(inner, transfer).await?;
                 transfer.step = SagaStep::Released;
                 inner.sagas_compensated.fetch_add(1, Ordering::Relaxed);
             }
             (TransferStatus::Processing, SagaStep::Released, Intent::Abandon) => {
                 // Interrupted by a restart before it could complete; no money moved.
+                // An FX clearing hold may outlive the source's release if the crash fell
+                // between the two; releasing again is a no-op otherwise.
+                release(inner, transfer).await?;
                 finish(inner, transfer, TransferStatus::Failed, Some(ErrorCode::Internal)).await?;
                 return Err(TransferError::Unavailable(Unavailable::Overloaded));
             }
             (TransferStatus::Processing, SagaStep::Held, _) => {
+                if transfer.is_fx() {
+                    let hold = AccountCommand::Hold {
+                        transfer: transfer.id,
+                        amount: transfer.destination_amount,
+                        currency: transfer.destination_currency,
+                    };
+                    forward(inner, transfer, hold, system_accounts::fx_clearing(transfer.destination_currency)).await?;
+                }
                 let credit = AccountCommand::Credit {
                     transfer: transfer.id,
                     amount: transfer.destination_amount,
@@ -165,8 +183,7 @@ async fn drive(inner: &EngineInner, transfer: &mut Transfer, intent: Intent) -> 
                             CallError::Rejected(_) | CallError::Unavailable(_) => None,
                         };
                         // Undo step 2, then end failed: no money moved.
-                        forward(inner, transfer, AccountCommand::Release { transfer: transfer.id }, transfer.source)
-                            .await?;
+                        release(inner, transfer).await?;
                         transfer.step = SagaStep::Released;
                         inner.sagas_compensated.fetch_add(1, Ordering::Relaxed);
                         let code = rejection.as_ref().map_or(ErrorCode::Overloaded, CreateTransferRejection::code);
@@ -189,6 +206,16 @@ async fn drive(inner: &EngineInner, transfer: &mut Transfer, intent: Intent) -> 
                     };
                     forward(inner, transfer, credit, fees).await?;
                 }
+                if transfer.is_fx() {
+                    let post = AccountCommand::Post { transfer: transfer.id };
+                    forward(inner, transfer, post, system_accounts::fx_clearing(transfer.destination_currency)).await?;
+                    let credit = AccountCommand::Credit {
+                        transfer: transfer.id,
+                        amount: transfer.amount,
+                        currency: transfer.currency,
+                    };
+                    forward(inner, transfer, credit, system_accounts::fx_clearing(transfer.currency)).await?;
+                }
                 transfer.step = SagaStep::Posted;
             }
             (TransferStatus::Processing, SagaStep::Posted, _) => {
@@ -202,6 +229,17 @@ async fn drive(inner: &EngineInner, transfer: &mut Transfer, intent: Intent) -> 
             }
         }
     }
+}
+
+/// Undoes step 2: releases the source's hold and, for FX, the clearing hold (a no-op if it was
+/// never placed: release is idempotent).
+async fn release(inner: &EngineInner, transfer: &Transfer) -> Result<(), TransferError> {
+    forward(inner, transfer, AccountCommand::Release { transfer: transfer.id }, transfer.source).await?;
+    if transfer.is_fx() {
+        let clearing = system_accounts::fx_clearing(transfer.destination_currency);
+        forward(inner, transfer, AccountCommand::Release { transfer: transfer.id }, clearing).await?;
+    }
+    Ok(())
 }
 
 fn overflow() -> TransferError {

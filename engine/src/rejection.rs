@@ -73,6 +73,10 @@ pub enum CreateTransferRejection {
     TransferTypeDisabled,
     #[error("amount is outside the transfer type's limits")]
     AmountLimitExceeded,
+    #[error("no FX rate is set from {from} to {to}")]
+    FxRateNotFound { from: Currency, to: Currency },
+    #[error("the amount converts to less than the destination currency's smallest unit")]
+    ConvertsToNothing,
     #[error("source account not found")]
     SourceNotFound,
     #[error("source account is {status:?}, not active")]
@@ -101,9 +105,10 @@ impl CreateTransferRejection {
             | CreateTransferRejection::InvalidFee
             | CreateTransferRejection::SameAccount => ErrorCode::ValidationError,
             CreateTransferRejection::TransferTypeDisabled => ErrorCode::TransferTypeDisabled,
-            CreateTransferRejection::AmountLimitExceeded | CreateTransferRejection::Overflow => {
-                ErrorCode::AmountLimitExceeded
-            }
+            CreateTransferRejection::FxRateNotFound { .. } => ErrorCode::FxRateNotFound,
+            CreateTransferRejection::AmountLimitExceeded
+            | CreateTransferRejection::ConvertsToNothing
+            | CreateTransferRejection::Overflow => ErrorCode::AmountLimitExceeded,
             CreateTransferRejection::SourceNotFound | CreateTransferRejection::DestinationNotFound => {
                 ErrorCode::NotFound
             }

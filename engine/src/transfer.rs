@@ -274,6 +274,11 @@ impl Transfer {
         }
     }
 
+    /// Whether the transfer converts between currencies (and so runs the FX clearing legs).
+    pub fn is_fx(&self) -> bool {
+        self.destination_currency != self.currency
+    }
+
     /// What the source holds and finally loses: amount plus fee.
     pub fn total_debited(&self) -> Result<Decimal, money::Overflow> {
         money::add(self.amount, self.fee)

@@ -60,3 +60,30 @@ impl TransferTypeSettings {
         self.min_amount.is_none_or(|min| amount >= min) && self.max_amount.is_none_or(|max| amount <= max)
     }
 }
+
+/// Most decimals of a type's amount limit. The limits are compared with amounts of every
+/// currency, so they allow the finest scale any currency has (ETH: 18).
+pub const LIMIT_SCALE_MAX: u32 = 18;
+
+impl TransferTypeSettings {
+    /// Checks an admin's limits: each positive with at most `LIMIT_SCALE_MAX` decimals, and
+    /// `min_amount <= max_amount`. Returns the field at fault and why.
+    pub fn validate_limits(&self) -> Result<(), (&'static str, &'static str)> {
+        for (field, limit) in [("min_amount", self.min_amount), ("max_amount", self.max_amount)] {
+            if let Some(limit) = limit {
+                if limit.is_sign_negative() || limit.is_zero() {
+                    return Err((field, "must be greater than zero"));
+                }
+                if limit.normalize().scale() > LIMIT_SCALE_MAX {
+                    return Err((field, "allows at most 18 decimals"));
+                }
+            }
+        }
+        if let (Some(min), Some(max)) = (self.min_amount, self.max_amount)
+            && min > max
+        {
+            return Err(("min_amount", "must not exceed max_amount"));
+        }
+        Ok(())
+    }
+}

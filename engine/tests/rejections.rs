@@ -107,15 +107,17 @@ fn declared_rank(rejection: &CreateTransferRejection) -> usize {
         CreateTransferRejection::SameAccount => 2,
         CreateTransferRejection::TransferTypeDisabled => 3,
         CreateTransferRejection::AmountLimitExceeded => 4,
-        CreateTransferRejection::SourceNotFound => 5,
-        CreateTransferRejection::SourceNotActive { .. } => 6,
-        CreateTransferRejection::SourceCurrencyMismatch { .. } => 7,
-        CreateTransferRejection::InsufficientFunds { .. } => 8,
-        CreateTransferRejection::DestinationNotFound => 9,
-        CreateTransferRejection::DestinationNotActive { .. } => 10,
-        CreateTransferRejection::DestinationCurrencyMismatch { .. } => 11,
-        CreateTransferRejection::Overflow => 12,
-        CreateTransferRejection::Blocked => 13,
+        CreateTransferRejection::FxRateNotFound { .. } => 5,
+        CreateTransferRejection::ConvertsToNothing => 6,
+        CreateTransferRejection::SourceNotFound => 7,
+        CreateTransferRejection::SourceNotActive { .. } => 8,
+        CreateTransferRejection::SourceCurrencyMismatch { .. } => 9,
+        CreateTransferRejection::InsufficientFunds { .. } => 10,
+        CreateTransferRejection::DestinationNotFound => 11,
+        CreateTransferRejection::DestinationNotActive { .. } => 12,
+        CreateTransferRejection::DestinationCurrencyMismatch { .. } => 13,
+        CreateTransferRejection::Overflow => 14,
+        CreateTransferRejection::Blocked => 15,
     }
 }
 
@@ -682,6 +684,8 @@ fn every_create_transfer_rejection_maps_to_its_code_and_status() {
         (CreateTransferRejection::SameAccount, "VALIDATION_ERROR", 400),
         (CreateTransferRejection::TransferTypeDisabled, "TRANSFER_TYPE_DISABLED", 422),
         (CreateTransferRejection::AmountLimitExceeded, "AMOUNT_LIMIT_EXCEEDED", 422),
+        (CreateTransferRejection::FxRateNotFound { from: usd, to: eur }, "FX_RATE_NOT_FOUND", 422),
+        (CreateTransferRejection::ConvertsToNothing, "AMOUNT_LIMIT_EXCEEDED", 422),
         (CreateTransferRejection::SourceNotFound, "NOT_FOUND", 404),
         (CreateTransferRejection::SourceNotActive { status: blocked }, "ACCOUNT_NOT_ACTIVE", 422),
         (CreateTransferRejection::SourceCurrencyMismatch { account: usd, amount: eur }, "CURRENCY_MISMATCH", 422),
@@ -698,7 +702,7 @@ fn every_create_transfer_rejection_maps_to_its_code_and_status() {
     ];
     // The rows are in declaration order and cover every variant exactly once.
     let ranks: Vec<usize> = rows.iter().map(|(rejection, _, _)| declared_rank(rejection)).collect();
-    assert_eq!(ranks, (0..14).collect::<Vec<_>>());
+    assert_eq!(ranks, (0..16).collect::<Vec<_>>());
     for (rejection, code, status) in rows {
         assert_eq!(rejection.code().as_str(), code, "{rejection:?}");
         assert_eq!(rejection.code().http_status(), status, "{rejection:?}");

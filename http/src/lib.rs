@@ -33,6 +33,7 @@ pub mod openapi;
 pub mod ops;
 pub mod ops_page;
 pub mod pagination;
+pub mod pricing;
 pub mod problem;
 pub mod request_stats;
 pub mod state;
@@ -46,7 +47,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 pub use state::AppState;
 
 /// Largest request body. A batch of 8,190 transfers at ~400 bytes each is ~3.3 MB; nothing
@@ -106,6 +107,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/accounts/{id}", get(admin::get_account))
         .route("/v1/admin/accounts/{id}/status", post(admin::set_account_status))
         .route("/v1/admin/statements", get(statements::statements))
+        .route("/v1/admin/fx-rates", get(pricing::list_fx_rates).put(pricing::put_fx_rate))
+        .route("/v1/admin/fee-rules", get(pricing::list_fee_rules).post(pricing::create_fee_rule))
+        .route("/v1/admin/fee-rules/{id}", get(pricing::get_fee_rule).put(pricing::put_fee_rule))
+        .route("/v1/admin/transfer-types", get(pricing::list_transfer_types))
+        .route("/v1/admin/transfer-types/{code}", put(pricing::put_transfer_type))
         .route("/v1/admin/actors", get(ops::actors))
         .route("/v1/admin/aml/rules", get(aml::list_rules).post(aml::create_rule))
         .route("/v1/admin/aml/rules/{id}", get(aml::get_rule).put(aml::put_rule).delete(aml::delete_rule))

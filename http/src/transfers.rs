@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use tally_actors::{Engine, EngineError, TransferError};
+use tally_actors::{Engine, EngineError};
 use tally_engine::money::with_currency_scale;
 use tally_engine::system_accounts::{is_system_account, settlement};
 use tally_engine::transfer::Beneficiary;
@@ -195,7 +195,7 @@ pub(crate) async fn plan(engine: &Engine, caller: Caller, body: &TransferBody) -
         destination: destination_id.unwrap_or_else(|| settlement(currency)),
         amount,
         currency,
-        // Fees are not configured yet; every transfer is free.
+        // The engine sets the fee from the fee rules when it prices the transfer.
         fee: with_currency_scale(Decimal::ZERO, currency),
         reference,
         description,
@@ -243,8 +243,10 @@ struct Quote {
 
 /// `POST /v1/transfers/quote` → what the same body would move, hold and cost. Nothing is
 /// created, held or recorded. The checks that need no balance run as for a real transfer
-/// (amount, ownership, type enabled, limits, currencies); funds are not checked, since they
-/// can change before the transfer is sent.
+/// (amount, ownership, type enabled, limits, fee rule, FX rate); funds are not checked, since
+/// they can change before the transfer is sent. `hold_amount` = `total_debited` = amount +
+/// fee, in the source currency; `destination_amount` is converted at `fx_rate` (truncated to
+/// the destination's decimals) when the destination holds another currency.
 #[utoipa::path(
     post,
     path = "/v1/transfers/quote",
@@ -260,35 +262,28 @@ pub async fn quote(
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let request = plan(engine, caller, &body).await?;
-    let settings = engine.transfer_type(request.kind);
-    let request = request.validate(&settings).map_err(TransferError::Rejected)?;
-    let destination_currency = if request.kind == TransferKind::Internal {
+    // A real transfer to a missing account fails at its credit step; a quote says so now.
+    if request.kind == TransferKind::Internal {
         match engine.account(request.destination).await {
-            Ok(account) => account.currency,
+            Ok(_) => {}
             Err(EngineError::NotFound) => return Err(ApiError::not_found("destination account")),
             Err(other) => return Err(other.into()),
         }
-    } else {
-        request.currency
-    };
-    // Conversion is not built yet: a transfer between currencies would fail at the credit,
-    // so the quote refuses it the same way.
-    if destination_currency != request.currency {
-        return Err(ApiError::new(
-            ErrorCode::CurrencyMismatch,
-            format!("the destination holds {destination_currency}, the amount is in {}", request.currency),
-        ));
     }
-    let total = tally_engine::money::add(request.amount, request.fee)
+    // The very pricing the transfer runs (type settings, fee rule, FX rate and conversion),
+    // so a quote is what the same body would do now.
+    let transfer = engine.price(request).await?;
+    let currency: Currency = transfer.currency;
+    let total = transfer
+        .total_debited()
         .map_err(|_| ApiError::new(ErrorCode::AmountLimitExceeded, "amount plus fee overflows"))?;
-    let currency: Currency = request.currency;
     Ok(axum::Json(Quote {
-        amount: money(request.amount, currency),
+        amount: money(transfer.amount, currency),
         currency: currency.code(),
-        fee: money(request.fee, currency),
-        fx_rate: None,
-        destination_amount: money(request.amount, destination_currency),
-        destination_currency: destination_currency.code(),
+        fee: money(transfer.fee, currency),
+        fx_rate: transfer.fx_rate.map(|rate| rate.normalize().to_string()),
+        destination_amount: money(transfer.destination_amount, transfer.destination_currency),
+        destination_currency: transfer.destination_currency.code(),
         hold_amount: money(total, currency),
         total_debited: money(total, currency),
     })

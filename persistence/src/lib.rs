@@ -7,6 +7,7 @@
 pub mod aml;
 pub mod batch;
 pub mod check;
+pub mod finance;
 pub mod journal;
 pub mod memory;
 pub mod open;
@@ -19,6 +20,7 @@ pub mod sqlite;
 pub mod store;
 pub mod users;
 
+pub use finance::{PricingChange, PricingTables};
 pub use journal::{DurableAck, Journal, JournalConfig, JournalStats, Overloaded};
 pub use memory::MemoryStore;
 pub use store::{LiveHold, Loaded, SequencedRecord, Store, StoreError};

@@ -27,6 +27,8 @@ struct State {
     /// AML rules in insertion order, and flags by id (`aml.rs`).
     aml_rules: Vec<tally_engine::aml::AmlRule>,
     aml_flags: HashMap<uuid::Uuid, tally_engine::aml::AmlFlag>,
+    /// FX rates, fee rules and transfer-type settings (`save_pricing`), like their SQL tables.
+    pricing: crate::finance::PricingTables,
 }
 
 #[derive(Default)]
@@ -185,6 +187,31 @@ impl Store for MemoryStore {
                 loaded.value.position.holds().map(move |(transfer, amount)| LiveHold { account, transfer, amount })
             })
             .collect())
+    }
+
+    async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {
+        Ok(self.state()?.pricing.clone())
+    }
+
+    async fn save_pricing(&self, change: &crate::finance::PricingChange) -> Result<(), StoreError> {
+        use crate::finance::PricingChange;
+        let mut state = self.state()?;
+        let pricing = &mut state.pricing;
+        match change {
+            PricingChange::FxRate(rate) => {
+                pricing.fx_rates.retain(|old| (old.from, old.to) != (rate.from, rate.to));
+                pricing.fx_rates.push(rate.clone());
+            }
+            PricingChange::FeeRule(rule) => match pricing.fee_rules.iter_mut().find(|old| old.id == rule.id) {
+                Some(old) => *old = rule.clone(),
+                None => pricing.fee_rules.push(rule.clone()),
+            },
+            PricingChange::TransferType(kind, settings) => {
+                pricing.transfer_types.retain(|(old, _)| old != kind);
+                pricing.transfer_types.push((*kind, settings.clone()));
+            }
+        }
+        Ok(())
     }
 
     fn aml(&self) -> Option<&dyn AmlStore> {

@@ -81,7 +81,7 @@ impl PgStore {
     }
 
     /// Runs `work` on the store's runtime.
-    async fn run<T, F, Fut>(&self, work: F) -> Result<T, StoreError>
+    pub(crate) async fn run<T, F, Fut>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(PgPool) -> Fut,
@@ -92,7 +92,7 @@ impl PgStore {
 }
 
 /// Sorts a database error into "retry later" and "something is wrong with the data or code".
-fn classify(error: sqlx::Error) -> StoreError {
+pub(crate) fn classify(error: sqlx::Error) -> StoreError {
     match &error {
         sqlx::Error::Database(database) => {
             let code = database.code().map(|code| code.to_string()).unwrap_or_default();
@@ -698,5 +698,13 @@ impl Store for PgStore {
                 .collect()
         })
         .await
+    }
+
+    async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {
+        crate::finance::postgres::load(self).await
+    }
+
+    async fn save_pricing(&self, change: &crate::finance::PricingChange) -> Result<(), StoreError> {
+        crate::finance::postgres::save(self, change).await
     }
 }

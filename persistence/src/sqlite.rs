@@ -117,7 +117,7 @@ impl SqliteStore {
     }
 
     /// Runs `work` on the store's runtime.
-    async fn run<T, F, Fut>(&self, work: F) -> Result<T, StoreError>
+    pub(crate) async fn run<T, F, Fut>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(SqlitePool) -> Fut,
@@ -132,7 +132,7 @@ impl SqliteStore {
 const RETRYABLE_CODES: [i32; 6] = [5, 6, 7, 10, 13, 14];
 
 /// Sorts a database error into "retry later" and "something is wrong with the data or code".
-fn classify(error: sqlx::Error) -> StoreError {
+pub(crate) fn classify(error: sqlx::Error) -> StoreError {
     match &error {
         sqlx::Error::Database(database) => {
             let primary = database.code().and_then(|code| code.parse::<i32>().ok()).map(|code| code & 0xff);
@@ -777,6 +777,14 @@ impl Store for SqliteStore {
                 .collect()
         })
         .await
+    }
+
+    async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {
+        crate::finance::sqlite::load(self).await
+    }
+
+    async fn save_pricing(&self, change: &crate::finance::PricingChange) -> Result<(), StoreError> {
+        crate::finance::sqlite::save(self, change).await
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::finance::{PricingChange, PricingTables};
 use async_trait::async_trait;
 use tally_engine::{Account, AccountId, Posting, Record, Transfer, TransferId, Wallet, WalletId};
 
@@ -85,6 +86,19 @@ pub trait Store: Send + Sync + 'static {
     fn aml(&self) -> Option<&dyn crate::aml::AmlStore> {
         None
     }
+
+    /// Every FX rate, fee rule and changed transfer-type setting (read once at engine start).
+    /// The default (a store that keeps none) is empty.
+    async fn load_pricing(&self) -> Result<PricingTables, StoreError> {
+        Ok(PricingTables::default())
+    }
+
+    /// Writes one admin change to the pricing configuration (an upsert). The default refuses:
+    /// a store that does not keep pricing must not pretend a change was saved.
+    async fn save_pricing(&self, change: &PricingChange) -> Result<(), StoreError> {
+        let _ = change;
+        Err(StoreError::Unavailable("this store keeps no pricing configuration".to_owned()))
+    }
 }
 
 #[async_trait]
@@ -143,5 +157,13 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn aml(&self) -> Option<&dyn crate::aml::AmlStore> {
         (**self).aml()
+    }
+
+    async fn load_pricing(&self) -> Result<PricingTables, StoreError> {
+        (**self).load_pricing().await
+    }
+
+    async fn save_pricing(&self, change: &PricingChange) -> Result<(), StoreError> {
+        (**self).save_pricing(change).await
     }
 }

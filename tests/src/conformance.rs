@@ -835,3 +835,70 @@ where
     assert_eq!(driver.store.committed_seq().await.unwrap(), last + 4);
     driver.shutdown();
 }
+
+/// Pricing configuration (FX rates, fee rules, transfer-type settings): every field comes back
+/// exactly (18-decimal rates and tier bounds included), and a save with the same key replaces.
+pub async fn pricing_round_trips(store: Arc<dyn Store>) {
+    use tally_engine::fees::{FeeKind, FeeRule, FeeTier};
+    use tally_engine::{Currency, ExecutionMode, FxRate, Timestamp, TransferKind, TransferTypeSettings};
+    use tally_persistence::PricingChange;
+
+    let exact = |text: &str| Decimal::from_str_exact(text).unwrap();
+    assert_eq!(store.load_pricing().await.unwrap(), tally_persistence::PricingTables::default());
+    let rate = FxRate {
+        from: Currency::ETH,
+        to: Currency::USD,
+        rate: exact("3000.123456789012345678"),
+        updated_at: Timestamp(1_700_000_000_000_001),
+    };
+    let rule = FeeRule {
+        id: Uuid::from_u128(0x51),
+        name: "tiers, \"quoted\"; and; commas".to_owned(),
+        transfer_type: TransferKind::External,
+        currency: Currency::ETH,
+        kind: FeeKind::Tiered,
+        flat_amount: None,
+        percentage: None,
+        min_fee: Some(exact("0.000000000000000001")),
+        max_fee: Some(exact("5.000000000000000000")),
+        tiers: vec![
+            FeeTier { up_to: Some(exact("1.000000000000000001")), flat_amount: Some(exact("0.001")), percentage: None },
+            FeeTier { up_to: None, flat_amount: None, percentage: Some(exact("0.0125")) },
+        ],
+        enabled: true,
+        created_at: Timestamp(1),
+        updated_at: Timestamp(2),
+    };
+    let settings = TransferTypeSettings {
+        enabled: false,
+        execution_mode: ExecutionMode::Manual,
+        min_amount: Some(exact("0.000000000000000001")),
+        max_amount: None,
+    };
+    store.save_pricing(&PricingChange::FxRate(rate.clone())).await.unwrap();
+    store.save_pricing(&PricingChange::FeeRule(rule.clone())).await.unwrap();
+    store.save_pricing(&PricingChange::TransferType(TransferKind::Internal, settings.clone())).await.unwrap();
+    let loaded = store.load_pricing().await.unwrap();
+    assert_eq!(loaded.fx_rates, vec![rate.clone()]);
+    assert_eq!(loaded.fee_rules, vec![rule.clone()]);
+    assert_eq!(loaded.fee_rules[0].tiers[0].up_to.unwrap().to_string(), "1.000000000000000001");
+    assert_eq!(loaded.transfer_types, vec![(TransferKind::Internal, settings)]);
+
+    // Same keys again: replaced, not added.
+    let rate = FxRate { rate: exact("2999.5"), updated_at: Timestamp(3), ..rate };
+    let rule =
+        FeeRule { enabled: false, tiers: Vec::new(), kind: FeeKind::Flat, flat_amount: Some(exact("1")), ..rule };
+    let settings = TransferTypeSettings {
+        enabled: true,
+        execution_mode: ExecutionMode::Auto,
+        min_amount: None,
+        max_amount: Some(exact("10")),
+    };
+    store.save_pricing(&PricingChange::FxRate(rate.clone())).await.unwrap();
+    store.save_pricing(&PricingChange::FeeRule(rule.clone())).await.unwrap();
+    store.save_pricing(&PricingChange::TransferType(TransferKind::Internal, settings.clone())).await.unwrap();
+    let loaded = store.load_pricing().await.unwrap();
+    assert_eq!(loaded.fx_rates, vec![rate]);
+    assert_eq!(loaded.fee_rules, vec![rule]);
+    assert_eq!(loaded.transfer_types, vec![(TransferKind::Internal, settings)]);
+}

@@ -149,6 +149,42 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
             Some(json!({"action": "clear"})),
             "aml:write",
         ),
+        ("GET", "/v1/admin/fx-rates", "/v1/admin/fx-rates".to_owned(), None, "fx:read"),
+        (
+            "PUT",
+            "/v1/admin/fx-rates",
+            "/v1/admin/fx-rates".to_owned(),
+            Some(json!({"from": "USD", "to": "EUR", "rate": "0.9"})),
+            "fx:write",
+        ),
+        ("GET", "/v1/admin/fee-rules", "/v1/admin/fee-rules".to_owned(), None, "fees:read"),
+        (
+            "POST",
+            "/v1/admin/fee-rules",
+            "/v1/admin/fee-rules".to_owned(),
+            Some(
+                json!({"name": "f", "transfer_type": "internal", "currency": "USD", "kind": "flat", "flat_amount": "1"}),
+            ),
+            "fees:write",
+        ),
+        ("GET", "/v1/admin/fee-rules/{id}", format!("/v1/admin/fee-rules/{account}"), None, "fees:read"),
+        (
+            "PUT",
+            "/v1/admin/fee-rules/{id}",
+            format!("/v1/admin/fee-rules/{account}"),
+            Some(
+                json!({"name": "f", "transfer_type": "internal", "currency": "USD", "kind": "flat", "flat_amount": "1"}),
+            ),
+            "fees:write",
+        ),
+        ("GET", "/v1/admin/transfer-types", "/v1/admin/transfer-types".to_owned(), None, "transfer_types:write"),
+        (
+            "PUT",
+            "/v1/admin/transfer-types/{code}",
+            "/v1/admin/transfer-types/internal".to_owned(),
+            Some(json!({"enabled": false, "execution_mode": "auto"})),
+            "transfer_types:write",
+        ),
         (
             "POST",
             "/v1/admin/actors/{kind}/{id}/release",
@@ -203,6 +239,16 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
                     }
                     server.send(request).await
                 }
+                ("PUT", body) => {
+                    let mut request = server.client.put(server.url(path));
+                    if let Some(token) = token {
+                        request = request.bearer_auth(token);
+                    }
+                    if let Some(body) = body {
+                        request = request.json(body);
+                    }
+                    server.send(request).await
+                }
                 (_, Some(body)) => server.post(path, token, body.clone()).await,
                 (_, None) => server.post_empty(path, token).await,
             };
@@ -222,6 +268,9 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
     let mine = server.get(&format!("/v1/accounts/{account}"), Some(&customer.token)).await;
     assert_eq!(mine.str("status"), "active");
     assert_eq!(server.get("/v1/accounts", Some(&customer.token)).await.body["items"].as_array().unwrap().len(), 1);
+    // The refused pricing writes changed nothing.
+    assert!(server.engine.fx_rates().is_empty() && server.engine.fee_rules().is_empty());
+    assert!(server.engine.transfer_type(tally_engine::TransferKind::Internal).enabled);
     server.shutdown().await;
 }
 

@@ -178,3 +178,95 @@ async fn recovery_drives_forward_a_credited_saga_and_undoes_a_held_one() {
     assert_store_consistent(store.as_ref()).await;
     restarted.shutdown(Duration::from_secs(5)).await;
 }
+
+/// An FX transfer interrupted between any two of its steps (saga.rs: source hold, clearing
+/// hold, destination credit, source post, fee credit, clearing post, clearing credit) ends,
+/// after a restart, either completed with every leg or failed with none, and each currency
+/// sums to zero again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_fx_transfer_interrupted_between_any_two_steps_recovers_with_each_currency_conserved() {
+    use tally_engine::AccountCommand::{Credit, Hold, Post};
+    use tally_engine::system_accounts::{fees, fx_clearing};
+
+    let (usd, eur) = (Currency::USD, Currency::EUR);
+    // How many of the seven steps ran before the crash, and how recovery must end it.
+    let cases = [
+        (1, TransferStatus::Failed),
+        (2, TransferStatus::Failed),
+        (3, TransferStatus::Completed),
+        (4, TransferStatus::Completed),
+        (5, TransferStatus::Completed),
+        (6, TransferStatus::Completed),
+        (7, TransferStatus::Completed),
+    ];
+    for (steps_done, expected) in cases {
+        let store = Arc::new(MemoryStore::new());
+        let engine = Engine::start(store.clone() as Arc<dyn Store>, EngineConfig::default()).await.unwrap();
+        let owner = UserId::from_u128(5);
+        let alice = engine.open_account(owner, usd, Decimal::ZERO).await.unwrap();
+        let bob = engine.open_account(owner, eur, Decimal::ZERO).await.unwrap();
+        engine.adjust(TransferKind::AdminCredit, alice.id, dec!(100), None, None, None).await.unwrap();
+        let id = engine.new_transfer_id();
+        let mut transfer = tally_engine::Transfer::start(tally_engine::TransferRequest {
+            id,
+            kind: TransferKind::Internal,
+            source: alice.id,
+            destination: bob.id,
+            amount: dec!(10.00),
+            currency: usd,
+            fee: dec!(0.50),
+            reference: None,
+            description: None,
+            beneficiary: None,
+            initiated_by: None,
+            created_at: engine.now(),
+        });
+        transfer.fx_rate = Some(dec!(0.9));
+        transfer.destination_amount = dec!(9.00);
+        transfer.destination_currency = eur;
+        engine.journal().append(tally_engine::Record::Transfer(Box::new(transfer))).unwrap();
+        let steps = [
+            (alice.id, Hold { transfer: id, amount: dec!(10.50), currency: usd }),
+            (fx_clearing(eur), Hold { transfer: id, amount: dec!(9.00), currency: eur }),
+            (bob.id, Credit { transfer: id, amount: dec!(9.00), currency: eur }),
+            (alice.id, Post { transfer: id }),
+            (fees(usd), Credit { transfer: id, amount: dec!(0.50), currency: usd }),
+            (fx_clearing(eur), Post { transfer: id }),
+            (fx_clearing(usd), Credit { transfer: id, amount: dec!(10.00), currency: usd }),
+        ];
+        for (account, command) in steps.into_iter().take(steps_done) {
+            engine.accounts().command(account, command).await.unwrap();
+        }
+        engine.journal().barrier().wait().await.unwrap();
+        engine.halt().await;
+
+        let restarted = Engine::start(store.clone() as Arc<dyn Store>, EngineConfig::default()).await.unwrap();
+        restarted.journal().barrier().wait().await.unwrap();
+        let stored = store.load_transfer(id).await.unwrap().unwrap().value;
+        assert_eq!(stored.status, expected, "after {steps_done} steps");
+        let balance = |account: Account| (account.balance(), account.held());
+        let (alice_after, bob_after) =
+            (restarted.account(alice.id).await.unwrap(), restarted.account(bob.id).await.unwrap());
+        let (clearing_usd, clearing_eur, fee_usd) = (
+            restarted.account(fx_clearing(usd)).await.unwrap(),
+            restarted.account(fx_clearing(eur)).await.unwrap(),
+            restarted.account(fees(usd)).await.unwrap(),
+        );
+        if expected == TransferStatus::Completed {
+            assert_eq!(balance(alice_after), (dec!(89.50), dec!(0)), "after {steps_done} steps");
+            assert_eq!(balance(bob_after), (dec!(9.00), dec!(0)));
+            assert_eq!(balance(clearing_usd), (dec!(10.00), dec!(0)));
+            assert_eq!(balance(clearing_eur), (dec!(-9.00), dec!(0)));
+            assert_eq!(balance(fee_usd), (dec!(0.50), dec!(0)));
+        } else {
+            assert_eq!(balance(alice_after), (dec!(100), dec!(0)), "after {steps_done} steps");
+            assert_eq!(balance(bob_after), (dec!(0), dec!(0)));
+            assert_eq!(balance(clearing_eur), (dec!(0), dec!(0)), "no clearing hold dangles");
+            assert_eq!(balance(clearing_usd), (dec!(0), dec!(0)));
+        }
+        // Per currency, every balance sums to zero (the check walks every account).
+        let sums = assert_store_consistent(store.as_ref()).await;
+        assert!(sums.values().all(|sum| sum.is_zero()), "after {steps_done} steps: {sums:?}");
+        restarted.shutdown(Duration::from_secs(5)).await;
+    }
+}

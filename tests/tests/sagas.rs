@@ -54,10 +54,29 @@ async fn a_fee_is_held_with_the_amount_and_posted_to_the_fee_account() {
     let alice = harness.open(Currency::EUR).await;
     let bob = harness.open(Currency::EUR).await;
     harness.fund(&alice, dec!(50)).await;
+    // The fee comes from the enabled rule for (type, currency), not from the caller.
+    let rule = tally_engine::FeeRule {
+        id: uuid::Uuid::nil(),
+        name: "flat".to_owned(),
+        transfer_type: TransferKind::Internal,
+        currency: Currency::EUR,
+        kind: tally_engine::FeeKind::Flat,
+        flat_amount: Some(dec!(0.4)),
+        percentage: None,
+        min_fee: None,
+        max_fee: None,
+        tiers: Vec::new(),
+        enabled: true,
+        created_at: tally_engine::Timestamp::default(),
+        updated_at: tally_engine::Timestamp::default(),
+    };
+    harness.engine.create_fee_rule(rule).await.unwrap();
     let mut request = harness.request(&alice, &bob, dec!(40));
-    request.fee = dec!(0.40);
+    request.fee = dec!(7);
 
     let transfer = harness.engine.transfer(request).await.unwrap();
+
+    assert_eq!(transfer.fee, dec!(0.40));
 
     assert_eq!(transfer.total_debited().unwrap(), dec!(40.40));
     assert_eq!(harness.balance(&alice).await, dec!(9.60));
@@ -79,9 +98,8 @@ async fn a_failing_credit_step_releases_the_hold_and_records_the_transfer_failed
     let missing = tally_engine::Account { id: AccountId::from_u128(42), ..alice.clone() };
 
     type IsExpected = fn(&CreateTransferRejection) -> bool;
-    let cases: [(&tally_engine::Account, IsExpected); 3] = [
+    let cases: [(&tally_engine::Account, IsExpected); 2] = [
         (&blocked, |r| matches!(r, CreateTransferRejection::DestinationNotActive { .. })),
-        (&euro, |r| matches!(r, CreateTransferRejection::DestinationCurrencyMismatch { .. })),
         (&missing, |r| matches!(r, CreateTransferRejection::DestinationNotFound)),
     ];
     for (destination, expected) in cases {
@@ -96,6 +114,13 @@ async fn a_failing_credit_step_releases_the_hold_and_records_the_transfer_failed
         let alice_now = harness.engine.account(alice.id).await.unwrap();
         assert_eq!((alice_now.balance(), alice_now.held()), (dec!(100), dec!(0)), "hold released, nothing moved");
     }
+    // A destination in another currency converts, at a rate an admin set. With none set, the
+    // transfer is refused when it is priced (step 1): nothing is held or recorded.
+    let request = harness.request(&alice, &euro, dec!(60));
+    let id = request.id;
+    let error = harness.engine.transfer(request).await.unwrap_err();
+    assert!(matches!(error, TransferError::Rejected(CreateTransferRejection::FxRateNotFound { .. })), "{error:?}");
+    assert!(harness.engine.load_transfer(id).await.unwrap().is_none());
     harness.assert_ledger_consistent().await;
     harness.shutdown().await;
 }
@@ -433,5 +458,42 @@ async fn a_burst_at_an_account_not_yet_active_activates_it_exactly_once() {
     assert!(reads.iter().all(Result::is_ok));
     let after = harness.engine.health(1).kind(ActorKind::Account).unwrap().activations;
     assert_eq!(after - before, 1, "one activation for one account");
+    harness.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_fx_transfer_to_a_blocked_destination_releases_both_holds_and_moves_nothing() {
+    let harness = Harness::start().await;
+    let alice = harness.open(Currency::USD).await;
+    let bob = harness.open(Currency::EUR).await;
+    harness.fund(&alice, dec!(100)).await;
+    harness.engine.set_fx_rate(Currency::USD, Currency::EUR, dec!(0.9)).await.unwrap();
+    harness.engine.set_account_status(bob.id, StatusAction::Block).await.unwrap();
+    let clearing = tally_engine::system_accounts::fx_clearing;
+
+    let error = harness.engine.transfer(harness.request(&alice, &bob, dec!(10))).await.unwrap_err();
+    assert!(
+        matches!(error, TransferError::Rejected(CreateTransferRejection::DestinationNotActive { .. })),
+        "{error:?}"
+    );
+    for id in [alice.id, bob.id, clearing(Currency::USD), clearing(Currency::EUR)] {
+        let account = harness.engine.account(id).await.unwrap();
+        assert_eq!(account.held(), dec!(0), "{id}: no hold left");
+    }
+    assert_eq!(harness.balance(&alice).await, dec!(100));
+    assert_eq!(harness.engine.account(clearing(Currency::EUR)).await.unwrap().balance(), dec!(0));
+
+    // Unblocked, the same transfer converts: 10 USD in, 9.00 EUR out, through both clearings.
+    harness.engine.set_account_status(bob.id, StatusAction::Unblock).await.unwrap();
+    let done = harness.engine.transfer(harness.request(&alice, &bob, dec!(10))).await.unwrap();
+    assert_eq!(
+        (done.fx_rate, done.destination_amount, done.destination_currency),
+        (Some(dec!(0.9)), dec!(9.00), Currency::EUR)
+    );
+    assert_eq!(harness.balance(&bob).await, dec!(9.00));
+    assert_eq!(harness.engine.account(clearing(Currency::USD)).await.unwrap().balance(), dec!(10));
+    assert_eq!(harness.engine.account(clearing(Currency::EUR)).await.unwrap().balance(), dec!(-9.00));
+    let sums = harness.assert_ledger_consistent().await;
+    assert!(sums.values().all(|sum| sum.is_zero()), "{sums:?}");
     harness.shutdown().await;
 }

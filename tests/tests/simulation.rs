@@ -1,7 +1,9 @@
 //! The seeded simulation (after TigerBeetle's VOPR and Cala): random transfer histories —
 //! amounts biased to zero, one minor unit, powers of ten and exact limits; wrong currencies;
-//! blocked and closed accounts; pending transfers executed, rejected and cancelled; injected
-//! actor and saga panics — run through the real actors and through a plain single-threaded
+//! blocked and closed accounts; pending transfers executed, rejected and cancelled; fee rules
+//! (flat, percentage, tiered, clamped) and FX rates set and changed mid-history, so transfers
+//! pay fees and convert between currencies (or find no rate); injected actor and saga
+//! panics — run through the real actors and through a plain single-threaded
 //! model ledger. Every outcome, and at the end every balance, hold, status and transfer
 //! status, must match. A failure prints its seed; `TALLY_SIM_SEED=<seed>` reruns just it and
 //! `TALLY_SIM_OPS=<n>` changes the length.
@@ -17,13 +19,14 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
 use tally_actors::{ActorKind, EngineConfig, EngineError, TransferError};
+use tally_engine::fees::{FeeKind, FeeRule, FeeTier};
 use tally_engine::system_accounts;
 use tally_engine::{
-    Account, AccountStatus, Currency, ExecutionMode, StatusAction, Transfer, TransferId, TransferKind, TransferStatus,
-    TransferTypeSettings,
+    Account, AccountStatus, Currency, ExecutionMode, StatusAction, Timestamp, Transfer, TransferId, TransferKind,
+    TransferStatus, TransferTypeSettings,
 };
 use tally_tests::Harness;
-use tally_tests::model::{ModelLedger, ModelStatus, Outcome};
+use tally_tests::model::{ModelFee, ModelLedger, ModelStatus, Outcome};
 
 const SEEDS: [u64; 5] = [1, 7, 42, 1_000_003, 0xDEAD_BEEF];
 const OPS_PER_SEED: usize = 2_500;
@@ -47,6 +50,7 @@ async fn real_actors_and_the_model_ledger_agree_on_random_histories() {
                 assert!(stats.completed > ops / 10, "seed {seed}: too few completions {stats:?}");
                 assert!(stats.rejected > ops / 20, "seed {seed}: too few rejections {stats:?}");
                 assert!(stats.pending_resolved > 0 && stats.panics_injected > 0, "seed {seed}: {stats:?}");
+                assert!(stats.fx_completed > 0 && stats.fees_charged > 0, "seed {seed}: {stats:?}");
             }
             Err(panic) => {
                 eprintln!("simulation failed with seed {seed}; rerun with TALLY_SIM_SEED={seed}");
@@ -63,6 +67,8 @@ struct Stats {
     rejected: usize,
     pending_resolved: usize,
     panics_injected: usize,
+    fx_completed: usize,
+    fees_charged: usize,
 }
 
 struct Sim {
@@ -81,6 +87,10 @@ struct Sim {
     rejections: HashMap<&'static str, usize>,
     next_key: u64,
     stats: Stats,
+    /// User accounts are `CURRENCIES.len()..users_end`; fee and FX clearing accounts follow.
+    users_end: usize,
+    /// The fee rule the engine has for each (type, currency), to replace it.
+    fee_rules: HashMap<(TransferKind, Currency), uuid::Uuid>,
 }
 
 async fn simulate(seed: u64, ops: usize) -> Stats {
@@ -101,6 +111,8 @@ async fn simulate(seed: u64, ops: usize) -> Stats {
         rejections: HashMap::new(),
         next_key: 0,
         stats: Stats::default(),
+        users_end: 0,
+        fee_rules: HashMap::new(),
     };
     for currency in CURRENCIES {
         let id = system_accounts::settlement(currency);
@@ -115,10 +127,25 @@ async fn simulate(seed: u64, ops: usize) -> Stats {
         sim.model.add_account(currency.code(), currency.scale(), false);
         sim.accounts.push(account);
     }
-    for index in CURRENCIES.len()..sim.accounts.len() {
+    sim.users_end = sim.accounts.len();
+    // The fee revenue and FX clearing accounts, compared with the model's at the end.
+    for currency in CURRENCIES {
+        let index = sim.model.add_account(currency.code(), currency.scale(), true);
+        sim.model.fee_accounts.insert(currency.code(), index);
+        sim.accounts.push(sim.harness.engine.account(system_accounts::fees(currency)).await.unwrap());
+        let index = sim.model.add_account(currency.code(), currency.scale(), true);
+        sim.model.fx_accounts.insert(currency.code(), index);
+        sim.accounts.push(sim.harness.engine.account(system_accounts::fx_clearing(currency)).await.unwrap());
+    }
+    for index in CURRENCIES.len()..sim.users_end {
         let scale = sim.accounts[index].currency.scale();
         let amount = Decimal::new(sim.rng.gen_range(100_000..10_000_000), scale);
         sim.adjust(index, amount, TransferKind::AdminCredit).await;
+    }
+    // Some prices from the start; the history changes them.
+    for _ in 0..4 {
+        sim.change_fee_rule().await;
+        sim.change_fx_rate().await;
     }
     for step in 0..ops {
         sim.step(step).await;
@@ -133,13 +160,13 @@ async fn simulate(seed: u64, ops: usize) -> Stats {
 
 impl Sim {
     fn user_account(&mut self) -> usize {
-        self.rng.gen_range(CURRENCIES.len()..self.accounts.len())
+        self.rng.gen_range(CURRENCIES.len()..self.users_end)
     }
 
     /// Another user account in the currency of `source`, if there is one.
     fn same_currency_account(&mut self, source: usize) -> usize {
         let currency = self.accounts[source].currency;
-        let candidates: Vec<usize> = (CURRENCIES.len()..self.accounts.len())
+        let candidates: Vec<usize> = (CURRENCIES.len()..self.users_end)
             .filter(|&index| index != source && self.accounts[index].currency == currency)
             .collect();
         if candidates.is_empty() { self.user_account() } else { candidates[self.rng.gen_range(0..candidates.len())] }
@@ -204,6 +231,8 @@ impl Sim {
                 let amount = self.amount_units(index, 100_000);
                 self.adjust(index, amount, TransferKind::AdminDebit).await;
             }
+            97 => self.change_fee_rule().await,
+            98 => self.change_fx_rate().await,
             _ => {
                 self.manual_internal = !self.manual_internal;
                 let mut settings = TransferTypeSettings::internal_default();
@@ -252,7 +281,7 @@ impl Sim {
         let source = self.user_account();
         let destination = if self.rng.gen_ratio(1, 50) {
             source
-        } else if self.rng.gen_ratio(9, 10) {
+        } else if self.rng.gen_ratio(4, 5) {
             self.same_currency_account(source)
         } else {
             self.user_account()
@@ -272,9 +301,11 @@ impl Sim {
         let key = self.next_key;
         self.next_key += 1;
         let manual = self.manual_internal.then_some(key);
-        let expected = self.model.transfer(source, destination, amount, (currency.code(), currency.scale()), manual);
+        let expected =
+            self.model.transfer("internal", source, destination, amount, (currency.code(), currency.scale()), manual);
         let result = self.harness.engine.transfer(request).await;
         self.record(expected, &result, &format!("internal {source}->{destination} {amount} {currency}"));
+        self.count_pricing(&result);
         self.track(id, key, expected);
     }
 
@@ -288,9 +319,11 @@ impl Sim {
         let id = request.id;
         let key = self.next_key;
         self.next_key += 1;
-        let expected = self.model.transfer(source, settlement, amount, (currency.code(), currency.scale()), Some(key));
+        let expected =
+            self.model.transfer("external", source, settlement, amount, (currency.code(), currency.scale()), Some(key));
         let result = self.harness.engine.transfer(request).await;
         self.record(expected, &result, &format!("external {source} {amount}"));
+        self.count_pricing(&result);
         self.track(id, key, expected);
     }
 
@@ -320,6 +353,7 @@ impl Sim {
                 let expected = self.model.execute(key).unwrap();
                 let result = self.harness.engine.execute(id).await;
                 self.record(expected, &result, &format!("execute {id}"));
+                self.count_pricing(&result);
                 let status =
                     if expected == Outcome::Completed { TransferStatus::Completed } else { TransferStatus::Failed };
                 self.expected.insert(id, status);
@@ -355,12 +389,109 @@ impl Sim {
         let settlement = self.settlement[&currency];
         let (source, destination) =
             if kind == TransferKind::AdminCredit { (settlement, index) } else { (index, settlement) };
-        let expected = self.model.transfer(source, destination, amount, (currency.code(), currency.scale()), None);
+        let expected =
+            self.model.transfer("admin", source, destination, amount, (currency.code(), currency.scale()), None);
         let result = self.harness.engine.adjust(kind, self.accounts[index].id, amount, None, None, None).await;
         self.record(expected, &result, &format!("{kind:?} {index} {amount}"));
         if let Ok(transfer) = &result {
             self.expected.insert(transfer.id, TransferStatus::Completed);
         }
+    }
+
+    fn count_pricing(&mut self, result: &Result<Transfer, TransferError>) {
+        if let Ok(transfer) = result
+            && transfer.status == TransferStatus::Completed
+        {
+            self.stats.fx_completed += usize::from(transfer.fx_rate.is_some());
+            self.stats.fees_charged += usize::from(!transfer.fee.is_zero());
+        }
+    }
+
+    /// Replaces (or creates) the fee rule of a random (type, currency) with a random flat,
+    /// percentage or tiered one, in the engine and in the model.
+    async fn change_fee_rule(&mut self) {
+        let kind = if self.rng.gen_ratio(2, 3) { TransferKind::Internal } else { TransferKind::External };
+        let currency = CURRENCIES[self.rng.gen_range(0..CURRENCIES.len())];
+        let scale = currency.scale();
+        // Percentages that make half-way cases: 0.5 % of an odd minor unit, 2.5 %, 1.25 %.
+        let percent =
+            [Decimal::new(5, 1), Decimal::new(25, 1), Decimal::new(125, 2), Decimal::ONE][self.rng.gen_range(0..4)];
+        let unit = Decimal::new(1, scale);
+        let (fee_kind, tiers): (FeeKind, Vec<(Option<Decimal>, Decimal, Decimal)>) = match self.rng.gen_range(0..4) {
+            0 => (FeeKind::Flat, vec![(None, unit * Decimal::from(self.rng.gen_range(1..50)), Decimal::ZERO)]),
+            1 => (FeeKind::Percentage, vec![(None, Decimal::ZERO, percent)]),
+            2 => (FeeKind::Percentage, vec![(None, unit * Decimal::from(self.rng.gen_range(1..20)), percent)]),
+            _ => (
+                FeeKind::Tiered,
+                vec![
+                    (Some(unit * Decimal::from(1_000)), unit * Decimal::from(5), Decimal::ZERO),
+                    (Some(unit * Decimal::from(100_000)), Decimal::ZERO, percent),
+                    (None, unit * Decimal::from(3), Decimal::new(5, 1)),
+                ],
+            ),
+        };
+        let clamp = self.rng.gen_ratio(1, 2);
+        let (min, max) = if clamp {
+            (Some(unit * Decimal::from(2)), Some(unit * Decimal::from(self.rng.gen_range(2..5_000))))
+        } else {
+            (None, None)
+        };
+        let positive = |value: Decimal| (!value.is_zero()).then_some(value);
+        let spec = FeeRule {
+            id: uuid::Uuid::nil(),
+            name: format!("{} {currency}", kind.as_str()),
+            transfer_type: kind,
+            currency,
+            kind: fee_kind,
+            flat_amount: if fee_kind == FeeKind::Tiered { None } else { positive(tiers[0].1) },
+            percentage: if fee_kind == FeeKind::Tiered { None } else { positive(tiers[0].2) },
+            min_fee: min,
+            max_fee: max,
+            tiers: if fee_kind == FeeKind::Tiered {
+                tiers
+                    .iter()
+                    .map(|(up_to, flat, percent)| FeeTier {
+                        up_to: *up_to,
+                        flat_amount: positive(*flat),
+                        percentage: positive(*percent),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            enabled: true,
+            created_at: Timestamp::default(),
+            updated_at: Timestamp::default(),
+        };
+        let engine = &self.harness.engine;
+        let saved = match self.fee_rules.get(&(kind, currency)) {
+            Some(id) => engine.update_fee_rule(*id, spec).await,
+            None => engine.create_fee_rule(spec).await,
+        };
+        let saved = saved.unwrap_or_else(|error| panic!("seed {}: fee rule refused: {error:?}", self.seed));
+        self.fee_rules.insert((kind, currency), saved.id);
+        let model_kind = if kind == TransferKind::Internal { "internal" } else { "external" };
+        self.model.fee_rules.insert((model_kind, currency.code()), ModelFee { tiers, min, max });
+    }
+
+    /// Sets a random directed rate between two of the currencies (JPY -> EUR is never set,
+    /// so that pair always finds no rate).
+    async fn change_fx_rate(&mut self) {
+        let pairs = [
+            (Currency::USD, Currency::EUR, ["0.9137", "0.92", "1"]),
+            (Currency::EUR, Currency::USD, ["1.0945", "1.1", "0.99"]),
+            (Currency::USD, Currency::JPY, ["149.57", "150", "0.5"]),
+            (Currency::JPY, Currency::USD, ["0.0067", "0.006689", "0.01"]),
+            (Currency::EUR, Currency::JPY, ["163.1", "160.005", "1"]),
+        ];
+        let (from, to, rates) = pairs[self.rng.gen_range(0..pairs.len())];
+        let rate: Decimal = rates[self.rng.gen_range(0..rates.len())].parse().unwrap();
+        self.harness
+            .engine
+            .set_fx_rate(from, to, rate)
+            .await
+            .unwrap_or_else(|error| panic!("seed {}: rate refused: {error:?}", self.seed));
+        self.model.fx_rates.insert((from.code(), to.code()), rate);
     }
 
     async fn check_final_state(&mut self) {

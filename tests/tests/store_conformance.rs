@@ -85,6 +85,7 @@ conformance_tests!(
     postings_and_live_holds,
     committed_seq_and_gaps,
     wallets_round_trip,
+    pricing_round_trips,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
