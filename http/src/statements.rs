@@ -19,7 +19,7 @@
 //!   rather than silently ignored.
 //! - The CSV streams in chunks of `CSV_CHUNK_ROWS` read one after the other by keyset, so the
 //!   server holds one chunk whatever the period's size. Every check, and the first chunk's
-//!   read, happens before the answer starts, so those failures are problem+json. A failure
+//!   read and writing, happen before the answer starts, so those failures are problem+json. A failure
 //!   after the first byte cannot change the status any more: the stream ends with an error,
 //!   which makes hyper abort the chunked body without its terminating chunk, so the client sees
 //!   a broken transfer, never a file that looks complete.
@@ -35,9 +35,9 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tally_actors::EngineError;
 use tally_engine::{AccountId, Currency, Timestamp, UserId};
-use tally_persistence::reads::{AccountReads, StatementReads};
 use tally_persistence::reads::listing::DAY_MICROS;
 use tally_persistence::reads::statement::{StatementFilter, StatementLine, StatementScope};
+use tally_persistence::reads::{AccountReads, StatementReads};
 use time::Date;
 use time::macros::format_description;
 
@@ -338,13 +338,26 @@ fn csv_line(out: &mut String, line: StatementLine) -> Result<(), String> {
     Ok(())
 }
 
+/// CSV text of `lines`, after the header row if `header`.
+fn csv_chunk(lines: Vec<StatementLine>, header: bool) -> Result<Bytes, String> {
+    let mut out = String::with_capacity(lines.len() * 320 + CSV_HEADER.len());
+    if header {
+        out.push_str(CSV_HEADER);
+    }
+    for line in lines {
+        csv_line(&mut out, line)?;
+    }
+    Ok(Bytes::from(out))
+}
+
 /// The walk of a CSV: the next chunk starts after `after`.
 struct CsvWalk {
     reads: Arc<dyn AccountReads>,
     filter: StatementFilter,
     after: Option<u64>,
-    /// The first chunk, read before the answer started (so its failure is a problem+json).
-    first: Option<Vec<StatementLine>>,
+    /// The header and first chunk, read and written before the answer started (so their
+    /// failure is a problem+json).
+    first: Option<Bytes>,
     done: bool,
     request_id: String,
 }
@@ -352,28 +365,20 @@ struct CsvWalk {
 impl CsvWalk {
     /// The next chunk of the file, or `None` at the end.
     async fn next_chunk(&mut self) -> Result<Option<Bytes>, std::io::Error> {
+        if let Some(first) = self.first.take() {
+            return Ok(Some(first));
+        }
         if self.done {
             return Ok(None);
         }
-        let (lines, header) = match self.first.take() {
-            Some(lines) => (lines, true),
-            None => (self.reads.statement_lines(&self.filter, self.after, CSV_CHUNK_ROWS).await.map_err(|error| {
-                self.fail(format!("statement read failed mid-stream: {error}"))
-            })?, false),
-        };
+        let read = self.reads.statement_lines(&self.filter, self.after, CSV_CHUNK_ROWS).await;
+        let lines = read.map_err(|error| self.fail(format!("statement read failed mid-stream: {error}")))?;
         self.done = lines.len() < CSV_CHUNK_ROWS as usize;
         self.after = lines.last().map(|line| line.seq).or(self.after);
-        if lines.is_empty() && !header {
+        if lines.is_empty() {
             return Ok(None);
         }
-        let mut out = String::with_capacity(lines.len() * 320 + CSV_HEADER.len());
-        if header {
-            out.push_str(CSV_HEADER);
-        }
-        for line in lines {
-            csv_line(&mut out, line).map_err(|detail| self.fail(detail))?;
-        }
-        Ok(Some(Bytes::from(out)))
+        csv_chunk(lines, false).map(Some).map_err(|detail| self.fail(detail))
     }
 
     /// Logs a failure after the answer started and ends the stream with an error, which
@@ -386,9 +391,11 @@ impl CsvWalk {
 }
 
 async fn csv(reads: Arc<dyn AccountReads>, checked: Checked) -> Result<Response, ApiError> {
-    let first = reads.statement_lines(&checked.filter, None, CSV_CHUNK_ROWS).await?;
-    let walk =
-        CsvWalk { reads, filter: checked.filter, after: None, first: Some(first), done: false, request_id: request_id() };
+    let lines = reads.statement_lines(&checked.filter, None, CSV_CHUNK_ROWS).await?;
+    let done = lines.len() < CSV_CHUNK_ROWS as usize;
+    let after = lines.last().map(|line| line.seq);
+    let first = csv_chunk(lines, true).map_err(ApiError::internal)?;
+    let walk = CsvWalk { reads, filter: checked.filter, after, first: Some(first), done, request_id: request_id() };
     let stream = futures::stream::try_unfold(walk, |mut walk| async move {
         Ok::<_, std::io::Error>(walk.next_chunk().await?.map(|bytes| (bytes, walk)))
     });

@@ -9,7 +9,8 @@ use super::statement::{StatementFilter, StatementLine, StatementReads, direction
 use crate::store::StoreError;
 use crate::users::postgres::{PgUserStore, classify};
 
-type Row = (i64, Uuid, Uuid, Option<Uuid>, String, String, Decimal, Decimal, String, Option<String>, Option<String>, i64);
+type Row =
+    (i64, Uuid, Uuid, Option<Uuid>, String, String, Decimal, Decimal, String, Option<String>, Option<String>, i64);
 
 #[async_trait]
 impl StatementReads for PgUserStore {
