@@ -87,8 +87,12 @@ impl Engine {
         if rules.iter().all(|rule| !rule.enabled) {
             return Screened::default();
         }
-        let subject =
-            AmlSubject { kind: transfer.kind, amount: transfer.amount, currency: transfer.currency, at: inner.clock.now() };
+        let subject = AmlSubject {
+            kind: transfer.kind,
+            amount: transfer.amount,
+            currency: transfer.currency,
+            at: inner.clock.now(),
+        };
         let decision = match velocity_horizon_seconds(&rules) {
             None => evaluate(&rules, &subject, &VelocityWindow::default()),
             Some(keep_seconds) => {

@@ -269,7 +269,8 @@ fn matches(rule: &AmlRule, subject: &AmlSubject, window: &VelocityWindow) -> boo
             if velocity.currency != subject.currency {
                 return false;
             }
-            let (count, sum) = window.count_and_sum(subject.currency, window_start(subject.at, velocity.window_seconds));
+            let (count, sum) =
+                window.count_and_sum(subject.currency, window_start(subject.at, velocity.window_seconds));
             let count = count + 1;
             let sum = money::add(sum, subject.amount).unwrap_or(Decimal::MAX);
             velocity.max_count.is_some_and(|max| count > u64::from(max))

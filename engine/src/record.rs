@@ -3,8 +3,8 @@
 
 use rust_decimal::Decimal;
 
-use crate::aml::AmlFlag;
 use crate::account::{Account, AccountEvent, AccountStatus};
+use crate::aml::AmlFlag;
 use crate::currency::Currency;
 use crate::ids::{AccountId, WalletId};
 use crate::posting::Posting;

@@ -27,7 +27,12 @@ fn threshold(amount: rust_decimal::Decimal, kind: Option<TransferKind>) -> AmlRu
 }
 
 fn subject(amount: rust_decimal::Decimal, seconds: i64) -> AmlSubject {
-    AmlSubject { kind: TransferKind::Internal, amount, currency: Currency::USD, at: Timestamp::from_micros(seconds * 1_000_000) }
+    AmlSubject {
+        kind: TransferKind::Internal,
+        amount,
+        currency: Currency::USD,
+        at: Timestamp::from_micros(seconds * 1_000_000),
+    }
 }
 
 #[test]
@@ -65,7 +70,11 @@ fn the_most_severe_action_wins_and_every_matched_rule_is_listed() {
 
 #[test]
 fn velocity_counts_and_sums_the_window_including_this_transfer_and_forgets_what_left_it() {
-    let by_count = [rule(1, AmlRuleKind::Velocity(VelocityRule::new(60, Some(2), None, Currency::USD).unwrap()), AmlAction::Block)];
+    let by_count = [rule(
+        1,
+        AmlRuleKind::Velocity(VelocityRule::new(60, Some(2), None, Currency::USD).unwrap()),
+        AmlAction::Block,
+    )];
     let mut window = VelocityWindow::default();
     for second in [0, 10] {
         let now = subject(dec!(1), second);
@@ -75,7 +84,11 @@ fn velocity_counts_and_sums_the_window_including_this_transfer_and_forgets_what_
     assert_eq!(evaluate(&by_count, &subject(dec!(1), 20), &window).action, Some(AmlAction::Block), "third in 60 s");
     assert_eq!(evaluate(&by_count, &subject(dec!(1), 61), &window).action, None, "the first left the window");
 
-    let by_sum = [rule(2, AmlRuleKind::Velocity(VelocityRule::new(60, None, Some(dec!(25)), Currency::USD).unwrap()), AmlAction::Review)];
+    let by_sum = [rule(
+        2,
+        AmlRuleKind::Velocity(VelocityRule::new(60, None, Some(dec!(25)), Currency::USD).unwrap()),
+        AmlAction::Review,
+    )];
     let mut window = VelocityWindow::default();
     window.note(&subject(dec!(10), 0), 60);
     window.note(&subject(dec!(10), 1), 60);
@@ -98,14 +111,23 @@ fn a_window_is_bounded() {
 
 #[test]
 fn configurations_are_checked_at_the_currency_scale() {
-    assert_eq!(ThresholdRule::new(dec!(-1), Currency::USD, None), Err(RuleConfigError::Amount(AmountError::NotPositive)));
+    assert_eq!(
+        ThresholdRule::new(dec!(-1), Currency::USD, None),
+        Err(RuleConfigError::Amount(AmountError::NotPositive))
+    );
     assert!(matches!(ThresholdRule::new(dec!(1.001), Currency::USD, None), Err(RuleConfigError::Amount(_))));
     assert!(matches!(ThresholdRule::new(dec!(1.5), Currency::JPY, None), Err(RuleConfigError::Amount(_))));
-    assert_eq!(ThresholdRule::new(dec!(1), Currency::USD, Some(TransferKind::AdminDebit)), Err(RuleConfigError::TransferType));
+    assert_eq!(
+        ThresholdRule::new(dec!(1), Currency::USD, Some(TransferKind::AdminDebit)),
+        Err(RuleConfigError::TransferType)
+    );
     assert_eq!(ThresholdRule::new(dec!(1.5), Currency::USD, None).unwrap().amount.to_string(), "1.50");
     assert_eq!(VelocityRule::new(60, None, None, Currency::USD), Err(RuleConfigError::NoLimit));
     assert_eq!(VelocityRule::new(0, Some(1), None, Currency::USD), Err(RuleConfigError::WindowSeconds));
     assert_eq!(VelocityRule::new(60, Some(0), None, Currency::USD), Err(RuleConfigError::MaxCount));
-    assert_eq!(VelocityRule::new(60, Some(VELOCITY_ENTRIES_MAX as u32 + 1), None, Currency::USD), Err(RuleConfigError::MaxCount));
+    assert_eq!(
+        VelocityRule::new(60, Some(VELOCITY_ENTRIES_MAX as u32 + 1), None, Currency::USD),
+        Err(RuleConfigError::MaxCount)
+    );
     assert!(matches!(VelocityRule::new(60, None, Some(dec!(0)), Currency::USD), Err(RuleConfigError::MaxAmount(_))));
 }

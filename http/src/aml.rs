@@ -18,7 +18,9 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use tally_engine::aml::{AmlAction, AmlFlag, AmlRule, AmlRuleKind, FlagStatus, RuleConfigError, ThresholdRule, VelocityRule};
+use tally_engine::aml::{
+    AmlAction, AmlFlag, AmlRule, AmlRuleKind, FlagStatus, RuleConfigError, ThresholdRule, VelocityRule,
+};
 use tally_engine::{AccountId, ErrorCode, TransferKind};
 use tally_persistence::aml::{AmlStore, FlagFilter, Resolution, Resolved};
 use tally_persistence::reads::listing::Position;
@@ -271,8 +273,11 @@ fn rule_kind(kind: &str, value: &serde_json::Value) -> Result<AmlRuleKind, ApiEr
         "velocity" => {
             let body: VelocityConfig = config(value)?;
             let currency = input::currency("config.currency", &body.currency)?;
-            let max_amount =
-                body.max_amount.as_deref().map(|text| input::amount("config.max_amount", text, currency)).transpose()?;
+            let max_amount = body
+                .max_amount
+                .as_deref()
+                .map(|text| input::amount("config.max_amount", text, currency))
+                .transpose()?;
             VelocityRule::new(body.window_seconds, body.max_count, max_amount, currency)
                 .map(AmlRuleKind::Velocity)
                 .map_err(config_error)
@@ -350,7 +355,13 @@ pub async fn create_rule(
 }
 
 fn find_rule(state: &AppState, id: uuid::Uuid) -> Result<AmlRule, ApiError> {
-    state.engine()?.aml_rules().iter().find(|rule| rule.id == id).cloned().ok_or_else(|| ApiError::not_found("AML rule"))
+    state
+        .engine()?
+        .aml_rules()
+        .iter()
+        .find(|rule| rule.id == id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("AML rule"))
 }
 
 /// `GET /v1/admin/aml/rules/{id}` (`aml:read`) → the rule.

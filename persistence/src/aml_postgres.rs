@@ -183,11 +183,8 @@ impl AmlStore for PgStore {
 
     async fn delete_aml_rule(&self, id: Uuid) -> Result<bool, StoreError> {
         self.run(|pool| async move {
-            let deleted = sqlx::query("DELETE FROM aml_rules WHERE id = $1")
-                .bind(id)
-                .execute(&pool)
-                .await
-                .map_err(classify)?;
+            let deleted =
+                sqlx::query("DELETE FROM aml_rules WHERE id = $1").bind(id).execute(&pool).await.map_err(classify)?;
             Ok(deleted.rows_affected() == 1)
         })
         .await

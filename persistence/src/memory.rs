@@ -220,7 +220,8 @@ impl Store for MemoryStore {
 }
 
 fn flag_matches(flag: &AmlFlag, filter: FlagFilter) -> bool {
-    filter.status.is_none_or(|status| flag.status == status) && filter.account.is_none_or(|account| flag.account == account)
+    filter.status.is_none_or(|status| flag.status == status)
+        && filter.account.is_none_or(|account| flag.account == account)
 }
 
 #[async_trait]
@@ -260,7 +261,9 @@ impl AmlStore for MemoryStore {
             .aml_flags
             .values()
             .filter(|flag| flag_matches(flag, filter))
-            .filter(|flag| after.is_none_or(|after| (flag.created_at.as_micros(), flag.id) < (after.created_at, after.id)))
+            .filter(|flag| {
+                after.is_none_or(|after| (flag.created_at.as_micros(), flag.id) < (after.created_at, after.id))
+            })
             .cloned()
             .collect();
         flags.sort_by(newest_first);

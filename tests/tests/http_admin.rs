@@ -135,9 +135,25 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
         ("GET", "/v1/admin/permissions", "/v1/admin/permissions".to_owned(), None, "admin_users:read"),
         ("GET", "/v1/admin/actors", "/v1/admin/actors".to_owned(), None, "ops:read"),
         ("GET", "/v1/admin/aml/rules", "/v1/admin/aml/rules".to_owned(), None, "aml:read"),
-        ("POST", "/v1/admin/aml/rules", "/v1/admin/aml/rules".to_owned(), Some(json!({"name": "x", "kind": "threshold", "config": {"amount": "1", "currency": "USD"}, "action": "block"})), "aml:write"),
+        (
+            "POST",
+            "/v1/admin/aml/rules",
+            "/v1/admin/aml/rules".to_owned(),
+            Some(
+                json!({"name": "x", "kind": "threshold", "config": {"amount": "1", "currency": "USD"}, "action": "block"}),
+            ),
+            "aml:write",
+        ),
         ("GET", "/v1/admin/aml/rules/{id}", format!("/v1/admin/aml/rules/{aml_id}"), None, "aml:read"),
-        ("PUT", "/v1/admin/aml/rules/{id}", format!("/v1/admin/aml/rules/{aml_id}"), Some(json!({"name": "x", "kind": "threshold", "config": {"amount": "1", "currency": "USD"}, "action": "block"})), "aml:write"),
+        (
+            "PUT",
+            "/v1/admin/aml/rules/{id}",
+            format!("/v1/admin/aml/rules/{aml_id}"),
+            Some(
+                json!({"name": "x", "kind": "threshold", "config": {"amount": "1", "currency": "USD"}, "action": "block"}),
+            ),
+            "aml:write",
+        ),
         ("DELETE", "/v1/admin/aml/rules/{id}", format!("/v1/admin/aml/rules/{aml_id}"), None, "aml:write"),
         ("GET", "/v1/admin/aml/flags", "/v1/admin/aml/flags?status=open".to_owned(), None, "aml:read"),
         ("GET", "/v1/admin/aml/flags/count", "/v1/admin/aml/flags/count".to_owned(), None, "aml:read"),

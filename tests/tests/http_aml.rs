@@ -23,7 +23,8 @@ on_both_stores!(
     batch_items_are_screened_like_single_transfers,
 );
 
-const AML_ADMIN: &[&str] = &["aml:read", "aml:write", "accounts:read", "transfers:read", "transfers:execute", "transfers:reject"];
+const AML_ADMIN: &[&str] =
+    &["aml:read", "aml:write", "accounts:read", "transfers:read", "transfers:execute", "transfers:reject"];
 
 fn internal(source: &str, destination: &str, amount: &str) -> Value {
     json!({"type": "internal", "source_account_id": source, "destination_account_id": destination, "amount": amount})
@@ -61,7 +62,13 @@ async fn count(server: &TestServer, admin: &TestUser, query: &str) -> u64 {
     reply.body["count"].as_u64().unwrap()
 }
 
-async fn send(server: &TestServer, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> tally_tests::http::Reply {
+async fn send(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> tally_tests::http::Reply {
     let mut request = server.client.request(method, server.url(path));
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -108,20 +115,50 @@ async fn rules_are_created_read_replaced_and_deleted_and_bad_ones_are_refused(se
 
     // Each bad rule is a 400 naming its field, and creates nothing.
     let bad: Vec<(Value, &str)> = vec![
-        (json!({"name": "x", "kind": "sideways", "config": {"amount": "1", "currency": "USD"}, "action": "flag"}), "kind"),
-        (json!({"name": "x", "kind": "threshold", "config": {"amount": "1", "currency": "USD", "extra": 1}, "action": "flag"}), "config"),
-        (json!({"name": "x", "kind": "threshold", "config": {"window_seconds": 5, "currency": "USD"}, "action": "flag"}), "config"),
+        (
+            json!({"name": "x", "kind": "sideways", "config": {"amount": "1", "currency": "USD"}, "action": "flag"}),
+            "kind",
+        ),
+        (
+            json!({"name": "x", "kind": "threshold", "config": {"amount": "1", "currency": "USD", "extra": 1}, "action": "flag"}),
+            "config",
+        ),
+        (
+            json!({"name": "x", "kind": "threshold", "config": {"window_seconds": 5, "currency": "USD"}, "action": "flag"}),
+            "config",
+        ),
         (threshold("x", "-5", "flag"), "config.amount"),
         (threshold("x", "0", "flag"), "config.amount"),
         (threshold("x", "1.001", "flag"), "config.amount"),
         (threshold("x", "ten", "flag"), "config.amount"),
-        (json!({"name": "x", "kind": "threshold", "config": {"amount": "1", "currency": "XXX"}, "action": "flag"}), "config.currency"),
-        (json!({"name": "x", "kind": "threshold", "config": {"amount": "1.5", "currency": "JPY"}, "action": "flag"}), "config.amount"),
-        (json!({"name": "x", "kind": "threshold", "config": {"amount": "1", "currency": "USD", "transfer_type": "admin_credit"}, "action": "flag"}), "config.transfer_type"),
-        (json!({"name": "x", "kind": "velocity", "config": {"window_seconds": 60, "currency": "USD"}, "action": "flag"}), "config"),
-        (json!({"name": "x", "kind": "velocity", "config": {"window_seconds": 0, "max_count": 1, "currency": "USD"}, "action": "flag"}), "config.window_seconds"),
-        (json!({"name": "x", "kind": "velocity", "config": {"window_seconds": 60, "max_count": 0, "currency": "USD"}, "action": "flag"}), "config.max_count"),
-        (json!({"name": "x", "kind": "velocity", "config": {"window_seconds": 60, "max_amount": "0.001", "currency": "USD"}, "action": "flag"}), "config.max_amount"),
+        (
+            json!({"name": "x", "kind": "threshold", "config": {"amount": "1", "currency": "XXX"}, "action": "flag"}),
+            "config.currency",
+        ),
+        (
+            json!({"name": "x", "kind": "threshold", "config": {"amount": "1.5", "currency": "JPY"}, "action": "flag"}),
+            "config.amount",
+        ),
+        (
+            json!({"name": "x", "kind": "threshold", "config": {"amount": "1", "currency": "USD", "transfer_type": "admin_credit"}, "action": "flag"}),
+            "config.transfer_type",
+        ),
+        (
+            json!({"name": "x", "kind": "velocity", "config": {"window_seconds": 60, "currency": "USD"}, "action": "flag"}),
+            "config",
+        ),
+        (
+            json!({"name": "x", "kind": "velocity", "config": {"window_seconds": 0, "max_count": 1, "currency": "USD"}, "action": "flag"}),
+            "config.window_seconds",
+        ),
+        (
+            json!({"name": "x", "kind": "velocity", "config": {"window_seconds": 60, "max_count": 0, "currency": "USD"}, "action": "flag"}),
+            "config.max_count",
+        ),
+        (
+            json!({"name": "x", "kind": "velocity", "config": {"window_seconds": 60, "max_amount": "0.001", "currency": "USD"}, "action": "flag"}),
+            "config.max_amount",
+        ),
         (threshold("x", "1", "shrug"), "action"),
         (threshold("", "1", "flag"), "name"),
     ];
@@ -130,19 +167,39 @@ async fn rules_are_created_read_replaced_and_deleted_and_bad_ones_are_refused(se
         reply.assert_problem(400, "VALIDATION_ERROR");
         assert!(reply.error_fields().contains(&field.to_owned()), "{body}: {}", reply.text);
     }
-    server.post("/v1/admin/aml/rules", Some(&admin.token), json!({"name": "x", "kind": "threshold"})).await.assert_problem(400, "VALIDATION_ERROR");
+    server
+        .post("/v1/admin/aml/rules", Some(&admin.token), json!({"name": "x", "kind": "threshold"}))
+        .await
+        .assert_problem(400, "VALIDATION_ERROR");
 
     // Without a token, or without aml:write (a reader, a customer), nothing changes.
     server.post("/v1/admin/aml/rules", None, threshold("x", "1", "flag")).await.assert_problem(401, "UNAUTHENTICATED");
-    server.post("/v1/admin/aml/rules", Some(&reader.token), threshold("x", "1", "flag")).await.assert_problem(403, "FORBIDDEN");
+    server
+        .post("/v1/admin/aml/rules", Some(&reader.token), threshold("x", "1", "flag"))
+        .await
+        .assert_problem(403, "FORBIDDEN");
     server.get("/v1/admin/aml/rules", Some(&customer.token)).await.assert_problem(403, "FORBIDDEN");
-    send(&server, reqwest::Method::DELETE, &format!("/v1/admin/aml/rules/{id}"), Some(&reader.token), None).await.assert_problem(403, "FORBIDDEN");
+    send(&server, reqwest::Method::DELETE, &format!("/v1/admin/aml/rules/{id}"), Some(&reader.token), None)
+        .await
+        .assert_problem(403, "FORBIDDEN");
     assert_eq!(server.get("/v1/admin/aml/rules", Some(&reader.token)).await.body["items"].as_array().unwrap().len(), 2);
 
-    send(&server, reqwest::Method::DELETE, &format!("/v1/admin/aml/rules/{id}"), Some(&admin.token), None).await.assert_status(204);
+    send(&server, reqwest::Method::DELETE, &format!("/v1/admin/aml/rules/{id}"), Some(&admin.token), None)
+        .await
+        .assert_status(204);
     server.get(&format!("/v1/admin/aml/rules/{id}"), Some(&reader.token)).await.assert_problem(404, "NOT_FOUND");
-    send(&server, reqwest::Method::DELETE, &format!("/v1/admin/aml/rules/{id}"), Some(&admin.token), None).await.assert_problem(404, "NOT_FOUND");
-    send(&server, reqwest::Method::PUT, &format!("/v1/admin/aml/rules/{id}"), Some(&admin.token), Some(threshold("x", "1", "flag"))).await.assert_problem(404, "NOT_FOUND");
+    send(&server, reqwest::Method::DELETE, &format!("/v1/admin/aml/rules/{id}"), Some(&admin.token), None)
+        .await
+        .assert_problem(404, "NOT_FOUND");
+    send(
+        &server,
+        reqwest::Method::PUT,
+        &format!("/v1/admin/aml/rules/{id}"),
+        Some(&admin.token),
+        Some(threshold("x", "1", "flag")),
+    )
+    .await
+    .assert_problem(404, "NOT_FOUND");
     assert_eq!(server.get("/v1/admin/aml/rules", Some(&reader.token)).await.body["items"].as_array().unwrap().len(), 1);
     server.shutdown().await;
 }
@@ -181,8 +238,14 @@ async fn a_flag_rule_lets_the_transfer_complete_and_its_flag_is_listed_counted_a
     let reader = server.admin(&["aml:read"]).await;
     server.post(&path, Some(&reader.token), json!({"action": "clear"})).await.assert_problem(403, "FORBIDDEN");
     server.post(&path, None, json!({"action": "clear"})).await.assert_problem(401, "UNAUTHENTICATED");
-    server.post(&path, Some(&admin.token), json!({"action": "clear", "notes": "known payroll"})).await.assert_status(204);
-    server.post(&path, Some(&admin.token), json!({"action": "mark_false_positive"})).await.assert_problem(409, "CONFLICT");
+    server
+        .post(&path, Some(&admin.token), json!({"action": "clear", "notes": "known payroll"}))
+        .await
+        .assert_status(204);
+    server
+        .post(&path, Some(&admin.token), json!({"action": "mark_false_positive"}))
+        .await
+        .assert_problem(409, "CONFLICT");
     let unknown = format!("/v1/admin/aml/flags/{}/resolve", uuid::Uuid::new_v4());
     server.post(&unknown, Some(&admin.token), json!({"action": "clear"})).await.assert_problem(404, "NOT_FOUND");
 
@@ -196,7 +259,10 @@ async fn a_flag_rule_lets_the_transfer_complete_and_its_flag_is_listed_counted_a
     assert_eq!(count(&server, &admin, "?status=cleared").await, 1);
     assert_eq!(count(&server, &admin, "").await, 1);
     server.get("/v1/admin/aml/flags?status=closed", Some(&admin.token)).await.assert_problem(400, "VALIDATION_ERROR");
-    server.get(&format!("/v1/admin/aml/flags/{}", uuid::Uuid::new_v4()), Some(&admin.token)).await.assert_problem(404, "NOT_FOUND");
+    server
+        .get(&format!("/v1/admin/aml/flags/{}", uuid::Uuid::new_v4()), Some(&admin.token))
+        .await
+        .assert_problem(404, "NOT_FOUND");
     server.shutdown().await;
 }
 
@@ -229,7 +295,10 @@ async fn a_review_rule_then_reject_releases_the_hold(server: TestServer) {
     let pending = server.post("/v1/transfers", Some(&alice.token), internal(&from, &to, "75")).await;
     pending.assert_status(202);
     let id = pending.str("id");
-    server.post(&format!("/v1/admin/transfers/{id}/reject"), Some(&admin.token), json!({"reason": "suspicious"})).await.assert_status(204);
+    server
+        .post(&format!("/v1/admin/transfers/{id}/reject"), Some(&admin.token), json!({"reason": "suspicious"}))
+        .await
+        .assert_status(204);
     assert_eq!(server.get(&format!("/v1/transfers/{id}"), Some(&alice.token)).await.str("status"), "rejected");
     assert_eq!(server.position(&from).await, (dec!(100), dec!(0)), "the hold is released");
     assert_eq!(server.position(&to).await, (dec!(0), dec!(0)));
@@ -257,9 +326,14 @@ async fn a_block_rule_refuses_the_transfer_moves_nothing_and_replays_the_refusal
     actions.sort_unstable();
     assert_eq!(actions, ["block", "flag"]);
     assert_eq!(listed[0]["transfer_id"], listed[1]["transfer_id"]);
-    let transfer = server.get(&format!("/v1/admin/transfers/{}", listed[0]["transfer_id"].as_str().unwrap()), Some(&admin.token)).await;
+    let transfer = server
+        .get(&format!("/v1/admin/transfers/{}", listed[0]["transfer_id"].as_str().unwrap()), Some(&admin.token))
+        .await;
     transfer.assert_status(200);
-    assert_eq!((transfer.str("status"), transfer.str("failure_reason")), ("failed".to_owned(), "TRANSFER_BLOCKED".to_owned()));
+    assert_eq!(
+        (transfer.str("status"), transfer.str("failure_reason")),
+        ("failed".to_owned(), "TRANSFER_BLOCKED".to_owned())
+    );
 
     // Below the block threshold the transfer goes through (flagged).
     server.post("/v1/transfers", Some(&alice.token), internal(&from, &to, "30")).await.assert_status(201);
@@ -271,12 +345,20 @@ async fn a_block_rule_refuses_the_transfer_moves_nothing_and_replays_the_refusal
 async fn velocity_rules_fire_past_their_count_and_past_their_sum(server: TestServer) {
     let admin = server.admin(AML_ADMIN).await;
     let (alice, from, to) = accounts(&server).await;
-    create_rule(&server, &admin, json!({"name": "three a minute", "kind": "velocity",
-        "config": {"window_seconds": 60, "max_count": 2, "currency": "USD"}, "action": "block"})).await;
+    let by_count = create_rule(
+        &server,
+        &admin,
+        json!({"name": "three a minute", "kind": "velocity",
+        "config": {"window_seconds": 60, "max_count": 2, "currency": "USD"}, "action": "block"}),
+    )
+    .await;
     for _ in 0..2 {
         server.post("/v1/transfers", Some(&alice.token), internal(&from, &to, "1")).await.assert_status(201);
     }
-    server.post("/v1/transfers", Some(&alice.token), internal(&from, &to, "1")).await.assert_problem(422, "TRANSFER_BLOCKED");
+    server
+        .post("/v1/transfers", Some(&alice.token), internal(&from, &to, "1"))
+        .await
+        .assert_problem(422, "TRANSFER_BLOCKED");
     assert_eq!(server.position(&from).await, (dec!(98), dec!(0)));
     // Another account's window is its own.
     let carol = server.user().await;
@@ -284,12 +366,20 @@ async fn velocity_rules_fire_past_their_count_and_past_their_sum(server: TestSer
     server.fund(&carols, dec!(100)).await;
     server.post("/v1/transfers", Some(&carol.token), internal(&carols, &to, "1")).await.assert_status(201);
 
-    // Over the sum: 10 + 10 is 20, the third makes 30 > 25.
+    // Over the sum: 10 + 10 is 20, the third makes 30 > 25 (the count rule is gone first).
+    send(&server, reqwest::Method::DELETE, &format!("/v1/admin/aml/rules/{by_count}"), Some(&admin.token), None)
+        .await
+        .assert_status(204);
     let dave = server.user().await;
     let daves = server.open_account(&dave, "USD").await;
     server.fund(&daves, dec!(100)).await;
-    create_rule(&server, &admin, json!({"name": "25 a minute", "kind": "velocity",
-        "config": {"window_seconds": 60, "max_amount": "25", "currency": "USD"}, "action": "review"})).await;
+    create_rule(
+        &server,
+        &admin,
+        json!({"name": "25 a minute", "kind": "velocity",
+        "config": {"window_seconds": 60, "max_amount": "25", "currency": "USD"}, "action": "review"}),
+    )
+    .await;
     for _ in 0..2 {
         server.post("/v1/transfers", Some(&dave.token), internal(&daves, &to, "10")).await.assert_status(201);
     }
@@ -316,8 +406,13 @@ async fn batch_items_are_screened_like_single_transfers(server: TestServer) {
     let admin = server.admin(AML_ADMIN).await;
     let (alice, from, to) = accounts(&server).await;
     create_rule(&server, &admin, threshold("block 50", "50", "block")).await;
-    let plain = server.post("/v1/transfers/batch", Some(&alice.token),
-        json!({"transfers": [internal(&from, &to, "10"), internal(&from, &to, "60")]})).await;
+    let plain = server
+        .post(
+            "/v1/transfers/batch",
+            Some(&alice.token),
+            json!({"transfers": [internal(&from, &to, "10"), internal(&from, &to, "60")]}),
+        )
+        .await;
     plain.assert_status(200);
     let results = plain.body["results"].as_array().unwrap();
     assert_eq!(results[0]["status"], 201, "{}", plain.text);
@@ -325,8 +420,13 @@ async fn batch_items_are_screened_like_single_transfers(server: TestServer) {
     assert_eq!(results[1]["error"]["code"], "TRANSFER_BLOCKED");
     assert_eq!(server.position(&from).await, (dec!(90), dec!(0)));
 
-    let atomic = server.post("/v1/transfers/batch", Some(&alice.token),
-        json!({"atomic": true, "transfers": [internal(&from, &to, "10"), internal(&from, &to, "55")]})).await;
+    let atomic = server
+        .post(
+            "/v1/transfers/batch",
+            Some(&alice.token),
+            json!({"atomic": true, "transfers": [internal(&from, &to, "10"), internal(&from, &to, "55")]}),
+        )
+        .await;
     atomic.assert_status(200);
     let results = atomic.body["results"].as_array().unwrap();
     assert_eq!(results[0]["status"], 409, "{}", atomic.text);
@@ -342,7 +442,9 @@ async fn rules_survive_a_restart_on_postgres() {
     let admin = server.admin(AML_ADMIN).await;
     let kept = create_rule(&server, &admin, threshold("kept", "500", "review")).await;
     let gone = create_rule(&server, &admin, threshold("gone", "5", "flag")).await;
-    send(&server, reqwest::Method::DELETE, &format!("/v1/admin/aml/rules/{gone}"), Some(&admin.token), None).await.assert_status(204);
+    send(&server, reqwest::Method::DELETE, &format!("/v1/admin/aml/rules/{gone}"), Some(&admin.token), None)
+        .await
+        .assert_status(204);
     let url = server.database_url.clone();
     server.shutdown().await;
 
