@@ -163,6 +163,8 @@ pub(crate) struct EngineInner {
     pub(crate) sagas_paused: AtomicU64,
     pub(crate) sagas_failed: AtomicU64,
     pub(crate) sagas_compensated: AtomicU64,
+    /// Quotes, prices and deposit claims of the crypto flows (`crypto.rs`).
+    pub(crate) crypto: crate::crypto::CryptoState,
 }
 
 /// A cheap, clonable handle to a running engine.
@@ -237,6 +239,7 @@ impl Engine {
             sagas_paused: AtomicU64::new(0),
             sagas_failed: AtomicU64::new(0),
             sagas_compensated: AtomicU64::new(0),
+            crypto: crate::crypto::CryptoState::default(),
         });
         let engine = Engine { inner };
         engine.ensure_system_accounts().await?;
@@ -581,6 +584,8 @@ impl Engine {
     /// ready. `tally serve` answers `/health/ready` with 503 until this has returned.
     pub async fn recover(&self) -> Result<crate::recovery::RecoveryReport, StoreError> {
         let report = crate::recovery::recover(self).await?;
+        let (crypto_forward, crypto_undone) = self.recover_crypto().await?;
+        tracing::info!(crypto_forward, crypto_undone, "crypto operations recovered");
         self.inner.ready.store(true, Ordering::SeqCst);
         tracing::info!(?report, "recovery done");
         Ok(report)

@@ -6,6 +6,7 @@
 //! and in the simulation tests' model ledger.
 
 pub mod account;
+pub mod crypto;
 pub mod currency;
 pub mod error_code;
 pub mod ids;
@@ -20,6 +21,7 @@ pub mod transfer_type;
 pub mod wallet;
 
 pub use account::{Account, AccountCommand, AccountEvent, AccountKind, AccountStatus, StatusAction};
+pub use crypto::{CryptoOp, CryptoOpKind, CryptoOpStatus};
 pub use currency::Currency;
 pub use error_code::ErrorCode;
 pub use ids::{AccountId, Timestamp, TransferId, UserId, WalletId};

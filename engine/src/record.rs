@@ -4,6 +4,7 @@
 use rust_decimal::Decimal;
 
 use crate::account::{Account, AccountEvent, AccountStatus};
+use crate::crypto::CryptoOp;
 use crate::currency::Currency;
 use crate::ids::{AccountId, WalletId};
 use crate::posting::Posting;
@@ -32,6 +33,8 @@ pub enum Record {
     },
     /// A transfer's full state after a transition or a saga step.
     Transfer(Box<Transfer>),
+    /// A crypto operation's full state after a leg or a transition (`crypto.rs`).
+    CryptoOp(Box<CryptoOp>),
 }
 
 impl Record {

@@ -18,6 +18,7 @@ pub mod accounts;
 pub mod admin;
 pub mod auth;
 pub mod batch;
+pub mod crypto;
 pub mod digest;
 pub mod health;
 pub mod iban;
@@ -103,6 +104,14 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/accounts/{id}/status", post(admin::set_account_status))
         .route("/v1/admin/actors", get(ops::actors))
         .route("/v1/admin/actors/{kind}/{id}/release", post(ops::release))
+        .route("/v1/wallets", post(crypto::open_wallet).get(crypto::list_wallets))
+        .route("/v1/wallets/{id}", get(crypto::get_wallet))
+        .route("/v1/crypto/quote", get(crypto::quote))
+        .route("/v1/crypto/orders", post(crypto::place_order))
+        .route("/v1/crypto/orders/{id}", get(crypto::get_order))
+        .route("/v1/crypto/withdrawals", post(crypto::withdraw))
+        .route("/v1/crypto/withdrawals/{id}", get(crypto::get_withdrawal))
+        .route("/v1/webhooks/custodian", post(crypto::custodian_webhook))
         .route("/ops", get(ops_page::page))
         .route("/openapi.json", get(openapi::openapi_json))
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))

@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod check;
+pub mod crypto;
 pub mod journal;
 pub mod memory;
 pub mod open;
