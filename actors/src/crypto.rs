@@ -412,10 +412,11 @@ impl Engine {
         let price = self.price(asset, fiat).ok_or_else(|| {
             CryptoError::Refused(ErrorCode::FxRateNotFound, format!("no price for {asset} in {fiat}"))
         })?;
-        let terms = tally_engine::crypto::quote(side, asset, fiat, price, amount).map_err(|rejection| match rejection {
-            QuoteRejection::TooSmall => CryptoError::Refused(ErrorCode::ValidationError, rejection.to_string()),
-            QuoteRejection::TooLarge => CryptoError::Refused(ErrorCode::AmountLimitExceeded, rejection.to_string()),
-        })?;
+        let terms =
+            tally_engine::crypto::quote(side, asset, fiat, price, amount).map_err(|rejection| match rejection {
+                QuoteRejection::TooSmall => CryptoError::Refused(ErrorCode::ValidationError, rejection.to_string()),
+                QuoteRejection::TooLarge => CryptoError::Refused(ErrorCode::AmountLimitExceeded, rejection.to_string()),
+            })?;
         let quotes = &self.inner.crypto.quotes;
         if quotes.len() >= QUOTES_IN_MEMORY_MAX {
             quotes.retain(|_, quote| quote.expires_at > now);

@@ -171,7 +171,10 @@ impl CryptoOp {
             CryptoOpKind::Deposit => {
                 let settlement = system_accounts::settlement(asset);
                 vec![
-                    account(settlement, AccountCommand::Hold { transfer: t, amount: self.asset_amount, currency: asset }),
+                    account(
+                        settlement,
+                        AccountCommand::Hold { transfer: t, amount: self.asset_amount, currency: asset },
+                    ),
                     wallet(WalletCommand::Credit { transfer: t, asset, amount: self.asset_amount }),
                     account(settlement, AccountCommand::Post { transfer: t }),
                 ]
@@ -275,13 +278,15 @@ impl CryptoOp {
                     held.push(((true, wallet.as_uuid()), asset, amount));
                 }
                 Leg::Account { account, command: AccountCommand::Post { .. } } => {
-                    if let Some((_, currency, amount)) = held.iter().find(|(key, ..)| *key == (false, account.as_uuid()))
+                    if let Some((_, currency, amount)) =
+                        held.iter().find(|(key, ..)| *key == (false, account.as_uuid()))
                     {
                         add(*currency, -*amount);
                     }
                 }
                 Leg::Wallet { wallet, command: WalletCommand::Post { .. } } => {
-                    if let Some((_, currency, amount)) = held.iter().find(|(key, ..)| *key == (true, wallet.as_uuid())) {
+                    if let Some((_, currency, amount)) = held.iter().find(|(key, ..)| *key == (true, wallet.as_uuid()))
+                    {
                         add(*currency, -*amount);
                     }
                 }
@@ -293,7 +298,6 @@ impl CryptoOp {
         sums
     }
 }
-
 
 // ---- quotes ------------------------------------------------------------------------------
 
@@ -474,7 +478,9 @@ mod tests {
         // The wallet leg failing releases the fiat hold and the FX clearing hold, latest first.
         let undo = buy.undo_legs(buy.pivot());
         assert_eq!(undo.len(), 2);
-        assert!(matches!(undo[1], Leg::Account { account, command: AccountCommand::Release { .. } } if account == AccountId::from_u128(3)));
+        assert!(
+            matches!(undo[1], Leg::Account { account, command: AccountCommand::Release { .. } } if account == AccountId::from_u128(3))
+        );
     }
 
     #[test]
@@ -496,11 +502,12 @@ mod tests {
             quote(Side::Buy, Currency::BTC, Currency::EUR, dec!(30000), QuoteAmount::Crypto(dec!(0.00000001))).unwrap();
         assert_eq!((tiny.fiat_amount, tiny.fee), (dec!(0.01), dec!(0.01)));
         // Selling: the seller's fiat is rounded down, the crypto asked for a fiat figure up.
-        let sell =
-            quote(Side::Sell, Currency::BTC, Currency::EUR, dec!(30000), QuoteAmount::Crypto(dec!(0.00333333))).unwrap();
+        let sell = quote(Side::Sell, Currency::BTC, Currency::EUR, dec!(30000), QuoteAmount::Crypto(dec!(0.00333333)))
+            .unwrap();
         assert_eq!(sell.fiat_amount, dec!(99.99));
         assert!(sell.fiat_amount <= sell.crypto_amount * sell.price);
-        let sell_fiat = quote(Side::Sell, Currency::BTC, Currency::EUR, dec!(30000), QuoteAmount::Fiat(dec!(100))).unwrap();
+        let sell_fiat =
+            quote(Side::Sell, Currency::BTC, Currency::EUR, dec!(30000), QuoteAmount::Fiat(dec!(100))).unwrap();
         assert_eq!(sell_fiat.crypto_amount, dec!(0.00333334));
         assert_eq!(
             quote(Side::Sell, Currency::BTC, Currency::EUR, dec!(30000), QuoteAmount::Crypto(dec!(0.00000001))),

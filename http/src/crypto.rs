@@ -317,7 +317,8 @@ pub async fn quote(
     params: Result<Query<QuoteQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
-    let side = Side::parse(required("side", &params.side)?).ok_or_else(|| ApiError::field("side", "must be buy or sell"))?;
+    let side =
+        Side::parse(required("side", &params.side)?).ok_or_else(|| ApiError::field("side", "must be buy or sell"))?;
     let asset = asset_field("asset", required("asset", &params.asset)?)?;
     let fiat = input::currency("fiat_currency", required("fiat_currency", &params.fiat_currency)?)?;
     if tally_actors::crypto::is_crypto_asset(fiat) {
@@ -362,7 +363,8 @@ pub async fn place_order(
 ) -> Result<Response, ApiError> {
     let quote_id = body_id("quote_id", &body.quote_id)?;
     let fiat_account = AccountId::from_uuid(body_id("fiat_account_id", &body.fiat_account_id)?);
-    let key = key(&headers, caller.user_id, &("POST /v1/crypto/orders", quote_id.to_string(), fiat_account.to_string()))?;
+    let key =
+        key(&headers, caller.user_id, &("POST /v1/crypto/orders", quote_id.to_string(), fiat_account.to_string()))?;
     let engine = state.engine()?;
     let (op, was_replayed) =
         engine.place_order(caller.user_id, quote_id, fiat_account, key, state.identity().now()).await?;
@@ -391,7 +393,11 @@ async fn owned_op(
     responses((status = 200, body = CryptoOpView)),
     security(("bearer" = []))
 )]
-pub async fn get_order(State(state): State<AppState>, caller: Caller, IdPath(id): IdPath) -> Result<Response, ApiError> {
+pub async fn get_order(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
     let op = owned_op(&state, id, caller.user_id, &[CryptoOpKind::Buy, CryptoOpKind::Sell], "order").await?;
     Ok(axum::Json(CryptoOpView::of(&op)?).into_response())
 }
@@ -595,12 +601,13 @@ pub async fn custodian_webhook(
             let before = engine.crypto_op(TransferId::from_uuid(id)).await?;
             let wanted = if confirmed { CryptoOpStatus::Completed } else { CryptoOpStatus::Failed };
             let duplicate = before.as_ref().is_some_and(|op| op.status == wanted);
-            let op = engine.settle_withdrawal(TransferId::from_uuid(id), confirmed, tx_hash).await.map_err(
-                |error| match error {
-                    CryptoError::NotFound => ApiError::not_found("withdrawal"),
-                    other => other.into(),
-                },
-            )?;
+            let op =
+                engine.settle_withdrawal(TransferId::from_uuid(id), confirmed, tx_hash).await.map_err(|error| {
+                    match error {
+                        CryptoError::NotFound => ApiError::not_found("withdrawal"),
+                        other => other.into(),
+                    }
+                })?;
             (op, duplicate)
         }
         other => return Err(ApiError::field("event", format!("unknown event {other:?}"))),

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use tally_engine::{
-    Account, AccountId, CryptoOp, CryptoOpKind, Currency, Posting, Record, Transfer, TransferId, UserId, Wallet, WalletId,
+    Account, AccountId, CryptoOp, CryptoOpKind, Currency, Posting, Record, Transfer, TransferId, UserId, Wallet,
+    WalletId,
 };
 
 use crate::batch::WalletPosting;
@@ -153,8 +154,7 @@ impl Store for MemoryStore {
             .crypto_ops
             .values()
             .find(|op| {
-                op.value.kind == kind
-                    && op.value.idempotency.as_ref().is_some_and(|i| i.scope == scope && i.key == key)
+                op.value.kind == kind && op.value.idempotency.as_ref().is_some_and(|i| i.scope == scope && i.key == key)
             })
             .cloned())
     }

@@ -457,10 +457,7 @@ const ACCOUNT_COLUMNS: &str =
 
 #[async_trait]
 impl Store for PgStore {
-    async fn load_crypto_op(
-        &self,
-        id: TransferId,
-    ) -> Result<Option<Loaded<tally_engine::CryptoOp>>, StoreError> {
+    async fn load_crypto_op(&self, id: TransferId) -> Result<Option<Loaded<tally_engine::CryptoOp>>, StoreError> {
         self.load_crypto_op_impl(id).await
     }
 
@@ -507,10 +504,7 @@ impl Store for PgStore {
         self.wallet_profile_by_address_impl(address).await
     }
 
-    async fn wallet_profiles_of_owner(
-        &self,
-        owner: UserId,
-    ) -> Result<Vec<crate::crypto::WalletProfile>, StoreError> {
+    async fn wallet_profiles_of_owner(&self, owner: UserId) -> Result<Vec<crate::crypto::WalletProfile>, StoreError> {
         self.wallet_profiles_of_owner_impl(owner).await
     }
 

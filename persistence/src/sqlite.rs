@@ -577,10 +577,7 @@ const POSTING_COLUMNS: &str = "transfer_id, account_id, currency, direction, amo
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn load_crypto_op(
-        &self,
-        id: TransferId,
-    ) -> Result<Option<Loaded<tally_engine::CryptoOp>>, StoreError> {
+    async fn load_crypto_op(&self, id: TransferId) -> Result<Option<Loaded<tally_engine::CryptoOp>>, StoreError> {
         self.load_crypto_op_impl(id).await
     }
 
@@ -627,10 +624,7 @@ impl Store for SqliteStore {
         self.wallet_profile_by_address_impl(address).await
     }
 
-    async fn wallet_profiles_of_owner(
-        &self,
-        owner: UserId,
-    ) -> Result<Vec<crate::crypto::WalletProfile>, StoreError> {
+    async fn wallet_profiles_of_owner(&self, owner: UserId) -> Result<Vec<crate::crypto::WalletProfile>, StoreError> {
         self.wallet_profiles_of_owner_impl(owner).await
     }
 

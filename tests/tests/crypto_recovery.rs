@@ -27,7 +27,13 @@ async fn wallet_figures(engine: &Engine, wallet: WalletId, asset: Currency) -> (
     wallet.position(asset).map_or((Decimal::ZERO, Decimal::ZERO), |p| (p.balance, p.held))
 }
 
-fn order(engine: &Engine, kind: CryptoOpKind, owner: tally_engine::UserId, wallet: WalletId, account: tally_engine::AccountId) -> CryptoOp {
+fn order(
+    engine: &Engine,
+    kind: CryptoOpKind,
+    owner: tally_engine::UserId,
+    wallet: WalletId,
+    account: tally_engine::AccountId,
+) -> CryptoOp {
     let now = engine.now();
     CryptoOp {
         id: engine.new_transfer_id(),
@@ -77,7 +83,11 @@ async fn a_pending_withdrawal_keeps_its_hold_across_a_crash_and_settles_after() 
     let harness = Harness::start().await;
     let owner = harness.user();
     let (profile, _) = harness.engine.open_customer_wallet(owner, Currency::BTC).await.unwrap();
-    harness.engine.deposit(DepositTarget::Address(profile.deposit_address.clone()), dec!(1), "tx-in".into()).await.unwrap();
+    harness
+        .engine
+        .deposit(DepositTarget::Address(profile.deposit_address.clone()), dec!(1), "tx-in".into())
+        .await
+        .unwrap();
     let (withdrawal, _) =
         harness.engine.withdraw(owner, profile.wallet, dec!(0.4), "bc1dest".into(), None).await.unwrap();
     assert_eq!(withdrawal.status, CryptoOpStatus::Pending);
@@ -180,7 +190,8 @@ async fn a_deposit_interrupted_after_its_settlement_hold_is_credited() {
     let engine = restart(&harness.engine, &harness.store).await;
     assert_eq!(engine.crypto_op(op.id).await.unwrap().unwrap().status, CryptoOpStatus::Completed);
     assert_eq!(wallet_figures(&engine, profile.wallet, Currency::ETH).await, (dec!(3), dec!(0)));
-    let (again, repeated) = engine.deposit(DepositTarget::Wallet(profile.wallet), dec!(3), "0xdeposit".into()).await.unwrap();
+    let (again, repeated) =
+        engine.deposit(DepositTarget::Wallet(profile.wallet), dec!(3), "0xdeposit".into()).await.unwrap();
     assert!(repeated);
     assert_eq!(again.id, op.id);
     assert_eq!(wallet_figures(&engine, profile.wallet, Currency::ETH).await, (dec!(3), dec!(0)));

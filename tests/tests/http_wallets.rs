@@ -26,7 +26,8 @@ fn decimal(reply: &Reply, field: &str) -> Decimal {
 
 async fn webhook(server: &TestServer, body: &Value, signature: Option<&str>) -> Reply {
     let bytes = serde_json::to_vec(body).unwrap();
-    let mut request = server.client.post(server.url("/v1/webhooks/custodian")).header("content-type", "application/json");
+    let mut request =
+        server.client.post(server.url("/v1/webhooks/custodian")).header("content-type", "application/json");
     if let Some(signature) = signature {
         request = request.header("x-custodian-signature", signature);
     }
@@ -79,7 +80,9 @@ async fn wallets_open_one_per_asset_and_refuse_bad_input(server: TestServer) {
     open_wallet(&server, &bob, "BTC").await;
     open_wallet(&server, &alice, "ETH").await;
     // Fiat is not a wallet asset, an unknown code is not a currency, bodies are checked.
-    for body in [json!({"asset": "USD"}), json!({"asset": "XYZ"}), json!({"asset": "btc"}), json!({}), json!({"asset": 1})] {
+    for body in
+        [json!({"asset": "USD"}), json!({"asset": "XYZ"}), json!({"asset": "btc"}), json!({}), json!({"asset": 1})]
+    {
         server.post("/v1/wallets", Some(&alice.token), body).await.assert_problem(400, "VALIDATION_ERROR");
     }
     server.post("/v1/wallets", Some(&alice.token), json!({"asset": "BTC", "extra": 1})).await.assert_status(400);
@@ -88,11 +91,15 @@ async fn wallets_open_one_per_asset_and_refuse_bad_input(server: TestServer) {
 
     let listed = server.get("/v1/wallets", Some(&alice.token)).await;
     listed.assert_status(200);
-    let assets: Vec<&str> = listed.body["items"].as_array().unwrap().iter().map(|w| w["asset"].as_str().unwrap()).collect();
+    let assets: Vec<&str> =
+        listed.body["items"].as_array().unwrap().iter().map(|w| w["asset"].as_str().unwrap()).collect();
     assert_eq!(assets, ["BTC", "ETH"]);
     // Someone else's wallet is not found, as one that does not exist.
     server.get(&format!("/v1/wallets/{id}"), Some(&bob.token)).await.assert_problem(404, "NOT_FOUND");
-    server.get(&format!("/v1/wallets/{}", uuid::Uuid::new_v4()), Some(&alice.token)).await.assert_problem(404, "NOT_FOUND");
+    server
+        .get(&format!("/v1/wallets/{}", uuid::Uuid::new_v4()), Some(&alice.token))
+        .await
+        .assert_problem(404, "NOT_FOUND");
     server.get("/v1/wallets/not-a-uuid", Some(&alice.token)).await.assert_problem(400, "VALIDATION_ERROR");
     server.shutdown().await;
 }
@@ -123,7 +130,9 @@ async fn deposits_credit_once_per_tx_hash_and_need_a_valid_signature(server: Tes
     assert_eq!(wallet_position(&server, &alice, &id).await, (dec!(0.75), dec!(0)));
 
     // By wallet id instead of address.
-    signed(&server, json!({"event": "deposit", "wallet_id": id, "amount": "0.25", "tx_hash": "tx-3"})).await.assert_status(200);
+    signed(&server, json!({"event": "deposit", "wallet_id": id, "amount": "0.25", "tx_hash": "tx-3"}))
+        .await
+        .assert_status(200);
     assert_eq!(wallet_position(&server, &alice, &id).await, (dec!(1.0), dec!(0)));
 
     // A bad signature (wrong secret, tampered body, missing, malformed) is 401 and nothing changes.
@@ -131,7 +140,8 @@ async fn deposits_credit_once_per_tx_hash_and_need_a_valid_signature(server: Tes
     let wrong_secret = custodian_signature(b"not-the-secret", &serde_json::to_vec(&body).unwrap());
     let other_body = custodian_signature(SECRET.as_bytes(), b"{\"event\":\"deposit\"}");
     set_custodian_secret(SECRET);
-    for signature in [Some(wrong_secret.as_str()), Some(other_body.as_str()), None, Some("sha256=00"), Some("md5=abc")] {
+    for signature in [Some(wrong_secret.as_str()), Some(other_body.as_str()), None, Some("sha256=00"), Some("md5=abc")]
+    {
         webhook(&server, &body, signature).await.assert_problem(401, "UNAUTHENTICATED");
     }
     assert_eq!(wallet_position(&server, &alice, &id).await, (dec!(1.0), dec!(0)));
@@ -146,7 +156,9 @@ async fn deposits_credit_once_per_tx_hash_and_need_a_valid_signature(server: Tes
     deposit(&server, &address, "abc", "tx-7").await.assert_problem(400, "VALIDATION_ERROR");
     deposit(&server, "tly1unknown", "1", "tx-8").await.assert_problem(404, "NOT_FOUND");
     signed(&server, json!({"event": "refund", "tx_hash": "tx-9"})).await.assert_problem(400, "VALIDATION_ERROR");
-    signed(&server, json!({"event": "deposit", "address": address, "tx_hash": "tx-10"})).await.assert_problem(400, "VALIDATION_ERROR");
+    signed(&server, json!({"event": "deposit", "address": address, "tx_hash": "tx-10"}))
+        .await
+        .assert_problem(400, "VALIDATION_ERROR");
     assert_eq!(wallet_position(&server, &alice, &id).await, (dec!(1.1), dec!(0)));
     // A refused report did not use its hash either.
     deposit(&server, &address, "0.00000001", "tx-4").await.assert_status(200);
@@ -177,24 +189,32 @@ async fn withdrawals_are_held_until_the_custodian_confirms_or_fails_them(server:
     assert_eq!(replay.str("id"), withdrawal);
     assert_eq!(replay.headers["idempotent-replayed"], "true");
     let other = json!({"wallet_id": id, "amount": "0.6", "address": "0xdestination"});
-    server.post_keyed("/v1/crypto/withdrawals", Some(&alice.token), "w-1", other).await.assert_problem(409, "IDEMPOTENCY_KEY_REUSED");
+    server
+        .post_keyed("/v1/crypto/withdrawals", Some(&alice.token), "w-1", other)
+        .await
+        .assert_problem(409, "IDEMPOTENCY_KEY_REUSED");
     assert_eq!(wallet_position(&server, &alice, &id).await, (dec!(2), dec!(0.5)));
 
     // Readable by its owner only.
     let read = server.get(&format!("/v1/crypto/withdrawals/{withdrawal}"), Some(&alice.token)).await;
     read.assert_status(200);
     assert_eq!(read.str("status"), "pending");
-    server.get(&format!("/v1/crypto/withdrawals/{withdrawal}"), Some(&bob.token)).await.assert_problem(404, "NOT_FOUND");
+    server
+        .get(&format!("/v1/crypto/withdrawals/{withdrawal}"), Some(&bob.token))
+        .await
+        .assert_problem(404, "NOT_FOUND");
 
     // Confirmed: posted to settlement, the hold gone; a repeat changes nothing.
     let confirmed =
-        signed(&server, json!({"event": "withdrawal.confirmed", "withdrawal_id": withdrawal, "tx_hash": "0xout"})).await;
+        signed(&server, json!({"event": "withdrawal.confirmed", "withdrawal_id": withdrawal, "tx_hash": "0xout"}))
+            .await;
     confirmed.assert_status(200);
     assert_eq!(confirmed.body["operation"]["status"], "completed");
     assert_eq!(confirmed.body["operation"]["tx_hash"], "0xout");
     assert_eq!(wallet_position(&server, &alice, &id).await, (dec!(1.5), dec!(0)));
     let again =
-        signed(&server, json!({"event": "withdrawal.confirmed", "withdrawal_id": withdrawal, "tx_hash": "0xout"})).await;
+        signed(&server, json!({"event": "withdrawal.confirmed", "withdrawal_id": withdrawal, "tx_hash": "0xout"}))
+            .await;
     again.assert_status(200);
     assert_eq!(again.body["duplicate"], true);
     assert_eq!(wallet_position(&server, &alice, &id).await, (dec!(1.5), dec!(0)));
@@ -212,7 +232,8 @@ async fn withdrawals_are_held_until_the_custodian_confirms_or_fails_them(server:
     second.assert_status(202);
     assert_eq!(wallet_position(&server, &alice, &id).await, (dec!(1.5), dec!(1)));
     let failed =
-        signed(&server, json!({"event": "withdrawal.failed", "withdrawal_id": second.str("id"), "tx_hash": "0xnone"})).await;
+        signed(&server, json!({"event": "withdrawal.failed", "withdrawal_id": second.str("id"), "tx_hash": "0xnone"}))
+            .await;
     failed.assert_status(200);
     assert_eq!(failed.body["operation"]["status"], "failed");
     assert_eq!(wallet_position(&server, &alice, &id).await, (dec!(1.5), dec!(0)));
@@ -222,21 +243,30 @@ async fn withdrawals_are_held_until_the_custodian_confirms_or_fails_them(server:
     // Refusals: insufficient funds, too many decimals, negative, someone else's wallet,
     // unknown withdrawal, no token. Nothing moves.
     let attempt = |amount: &str, wallet: &str| json!({"wallet_id": wallet, "amount": amount, "address": "0xd"});
-    server.post("/v1/crypto/withdrawals", Some(&alice.token), attempt("5", &id)).await.assert_problem(422, "INSUFFICIENT_FUNDS");
+    server
+        .post("/v1/crypto/withdrawals", Some(&alice.token), attempt("5", &id))
+        .await
+        .assert_problem(422, "INSUFFICIENT_FUNDS");
     server
         .post("/v1/crypto/withdrawals", Some(&alice.token), attempt("0.0000000000000000001", &id))
         .await
         .assert_problem(400, "VALIDATION_ERROR");
-    server.post("/v1/crypto/withdrawals", Some(&alice.token), attempt("-1", &id)).await.assert_problem(400, "VALIDATION_ERROR");
+    server
+        .post("/v1/crypto/withdrawals", Some(&alice.token), attempt("-1", &id))
+        .await
+        .assert_problem(400, "VALIDATION_ERROR");
     server.post("/v1/crypto/withdrawals", Some(&bob.token), attempt("0.1", &id)).await.assert_problem(404, "NOT_FOUND");
     server
         .post("/v1/crypto/withdrawals", Some(&alice.token), json!({"wallet_id": id, "amount": "0.1", "address": " "}))
         .await
         .assert_problem(400, "VALIDATION_ERROR");
     server.post("/v1/crypto/withdrawals", None, attempt("0.1", &id)).await.assert_problem(401, "UNAUTHENTICATED");
-    signed(&server, json!({"event": "withdrawal.confirmed", "withdrawal_id": uuid::Uuid::new_v4().to_string(), "tx_hash": "0x1"}))
-        .await
-        .assert_problem(404, "NOT_FOUND");
+    signed(
+        &server,
+        json!({"event": "withdrawal.confirmed", "withdrawal_id": uuid::Uuid::new_v4().to_string(), "tx_hash": "0x1"}),
+    )
+    .await
+    .assert_problem(404, "NOT_FOUND");
     assert_eq!(wallet_position(&server, &alice, &id).await, (dec!(1.5), dec!(0)));
     server.shutdown().await;
 }
@@ -259,7 +289,12 @@ async fn buy_and_sell_move_fiat_and_crypto_through_fx_clearing(server: TestServe
     let offer = quote(&server, &alice, "side=buy&asset=BTC&fiat_currency=EUR&fiat_amount=100").await;
     offer.assert_status(200);
     assert_eq!(
-        (offer.str("price").as_str(), offer.str("fiat_amount").as_str(), offer.str("crypto_amount").as_str(), offer.str("fee").as_str()),
+        (
+            offer.str("price").as_str(),
+            offer.str("fiat_amount").as_str(),
+            offer.str("crypto_amount").as_str(),
+            offer.str("fee").as_str()
+        ),
         ("30000", "100.00", "0.00333333", "1.00")
     );
     assert!(offer.str("expires_at").ends_with('Z'));
@@ -267,14 +302,27 @@ async fn buy_and_sell_move_fiat_and_crypto_through_fx_clearing(server: TestServe
 
     // Wrong currency account, someone else's account, someone else's quote: refused, nothing moves.
     server
-        .post("/v1/crypto/orders", Some(&alice.token), json!({"quote_id": offer.str("quote_id"), "fiat_account_id": usd}))
+        .post(
+            "/v1/crypto/orders",
+            Some(&alice.token),
+            json!({"quote_id": offer.str("quote_id"), "fiat_account_id": usd}),
+        )
         .await
         .assert_problem(422, "CURRENCY_MISMATCH");
     server
-        .post("/v1/crypto/orders", Some(&alice.token), json!({"quote_id": offer.str("quote_id"), "fiat_account_id": bobs}))
+        .post(
+            "/v1/crypto/orders",
+            Some(&alice.token),
+            json!({"quote_id": offer.str("quote_id"), "fiat_account_id": bobs}),
+        )
         .await
         .assert_problem(404, "NOT_FOUND");
-    server.post("/v1/crypto/orders", Some(&bob.token), json!({"quote_id": offer.str("quote_id"), "fiat_account_id": bobs}))
+    server
+        .post(
+            "/v1/crypto/orders",
+            Some(&bob.token),
+            json!({"quote_id": offer.str("quote_id"), "fiat_account_id": bobs}),
+        )
         .await
         .assert_problem(404, "NOT_FOUND");
     server.post("/v1/crypto/orders", None, order_body.clone()).await.assert_problem(401, "UNAUTHENTICATED");
@@ -291,7 +339,12 @@ async fn buy_and_sell_move_fiat_and_crypto_through_fx_clearing(server: TestServe
     assert_eq!(replay.str("id"), bought.str("id"));
     assert_eq!(replay.headers["idempotent-replayed"], "true");
     server
-        .post_keyed("/v1/crypto/orders", Some(&alice.token), "buy-1", json!({"quote_id": uuid::Uuid::new_v4().to_string(), "fiat_account_id": eur}))
+        .post_keyed(
+            "/v1/crypto/orders",
+            Some(&alice.token),
+            "buy-1",
+            json!({"quote_id": uuid::Uuid::new_v4().to_string(), "fiat_account_id": eur}),
+        )
         .await
         .assert_problem(409, "IDEMPOTENCY_KEY_REUSED");
     // A quote buys one order.
@@ -299,7 +352,10 @@ async fn buy_and_sell_move_fiat_and_crypto_through_fx_clearing(server: TestServe
     assert_eq!(server.position(&eur).await, (dec!(899.00), dec!(0)));
     let read = server.get(&format!("/v1/crypto/orders/{}", bought.str("id")), Some(&alice.token)).await;
     assert_eq!(read.str("status"), "completed");
-    server.get(&format!("/v1/crypto/orders/{}", bought.str("id")), Some(&bob.token)).await.assert_problem(404, "NOT_FOUND");
+    server
+        .get(&format!("/v1/crypto/orders/{}", bought.str("id")), Some(&bob.token))
+        .await
+        .assert_problem(404, "NOT_FOUND");
 
     // Sell it all back: 0.00333333 BTC fetch 99.99 EUR (rounded down), less a 1.00 fee.
     let bid = quote(&server, &alice, "side=sell&asset=BTC&fiat_currency=EUR&crypto_amount=0.00333333").await;
@@ -325,14 +381,20 @@ async fn buy_and_sell_move_fiat_and_crypto_through_fx_clearing(server: TestServe
     // Selling more than the wallet holds, likewise.
     let short = quote(&server, &alice, "side=sell&asset=BTC&fiat_currency=EUR&crypto_amount=1").await;
     server
-        .post("/v1/crypto/orders", Some(&alice.token), json!({"quote_id": short.str("quote_id"), "fiat_account_id": eur}))
+        .post(
+            "/v1/crypto/orders",
+            Some(&alice.token),
+            json!({"quote_id": short.str("quote_id"), "fiat_account_id": eur}),
+        )
         .await
         .assert_problem(422, "INSUFFICIENT_FUNDS");
     assert_eq!(server.position(&eur).await, (dec!(997.99), dec!(0)));
 
     // Quote errors: no price, both amounts, neither, fiat as the asset, crypto as the fiat,
     // too many decimals, negative, a dust amount; no token.
-    quote(&server, &alice, "side=buy&asset=ETH&fiat_currency=EUR&fiat_amount=10").await.assert_problem(422, "FX_RATE_NOT_FOUND");
+    quote(&server, &alice, "side=buy&asset=ETH&fiat_currency=EUR&fiat_amount=10")
+        .await
+        .assert_problem(422, "FX_RATE_NOT_FOUND");
     for query in [
         "side=buy&asset=BTC&fiat_currency=EUR&fiat_amount=10&crypto_amount=1",
         "side=buy&asset=BTC&fiat_currency=EUR",
@@ -340,20 +402,27 @@ async fn buy_and_sell_move_fiat_and_crypto_through_fx_clearing(server: TestServe
         "side=buy&asset=BTC&fiat_currency=ETH&fiat_amount=10",
         "side=buy&asset=BTC&fiat_currency=EUR&fiat_amount=10.001",
         "side=buy&asset=BTC&fiat_currency=EUR&fiat_amount=-10",
-        "side=buy&asset=BTC&fiat_currency=EUR&fiat_amount=0.01",
+        "side=sell&asset=BTC&fiat_currency=EUR&crypto_amount=0.00000001",
         "side=hold&asset=BTC&fiat_currency=EUR&fiat_amount=10",
         "asset=BTC&fiat_currency=EUR&fiat_amount=10",
         "side=buy&asset=BTC&fiat_currency=EUR&fiat_amount=10&color=red",
     ] {
         quote(&server, &alice, query).await.assert_problem(400, "VALIDATION_ERROR");
     }
-    server.get("/v1/crypto/quote?side=buy&asset=BTC&fiat_currency=EUR&fiat_amount=10", None).await.assert_problem(401, "UNAUTHENTICATED");
+    server
+        .get("/v1/crypto/quote?side=buy&asset=BTC&fiat_currency=EUR&fiat_amount=10", None)
+        .await
+        .assert_problem(401, "UNAUTHENTICATED");
 
     // An expired quote: QUOTE_EXPIRED, nothing moves.
     let stale = quote(&server, &alice, "side=buy&asset=BTC&fiat_currency=EUR&fiat_amount=10").await;
     server.clock.advance(Duration::from_secs(31));
     server
-        .post("/v1/crypto/orders", Some(&alice.token), json!({"quote_id": stale.str("quote_id"), "fiat_account_id": eur}))
+        .post(
+            "/v1/crypto/orders",
+            Some(&alice.token),
+            json!({"quote_id": stale.str("quote_id"), "fiat_account_id": eur}),
+        )
         .await
         .assert_problem(422, "QUOTE_EXPIRED");
     assert_eq!(server.position(&eur).await, (dec!(997.99), dec!(0)));

@@ -15,7 +15,8 @@ use crate::batch::{BatchPlan, WalletPosting};
 use crate::crypto::{WALLETS_PER_OWNER_MAX, WalletProfile};
 use crate::store::StoreError;
 
-const OP_COLUMNS: &str = "id, kind, status, step, owner_id, wallet_id, asset, asset_amount, fiat_account_id, fiat_currency,
+const OP_COLUMNS: &str =
+    "id, kind, status, step, owner_id, wallet_id, asset, asset_amount, fiat_account_id, fiat_currency,
     fiat_amount, fee, price, address, tx_hash, idempotency_scope, idempotency_key, idempotency_fingerprint,
     failure_reason, created_at, updated_at, seq";
 
