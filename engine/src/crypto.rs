@@ -514,7 +514,8 @@ mod tests {
             Err(QuoteRejection::TooSmall)
         );
         assert_eq!(
-            quote(Side::Buy, Currency::BTC, Currency::EUR, dec!(30000), QuoteAmount::Fiat(dec!(0.01))),
+            // At ten million a coin, a cent buys a tenth of a satoshi: nothing.
+            quote(Side::Buy, Currency::BTC, Currency::EUR, dec!(10000000), QuoteAmount::Fiat(dec!(0.01))),
             Err(QuoteRejection::TooSmall)
         );
     }
