@@ -167,6 +167,8 @@ pub(crate) struct EngineInner {
     pub(crate) sagas_compensated: AtomicU64,
     /// AML rules and velocity windows (`aml.rs`).
     pub(crate) aml: crate::aml::Aml,
+    /// Quotes, prices and deposit claims of the crypto flows (`crypto.rs`).
+    pub(crate) crypto: crate::crypto::CryptoState,
 }
 
 /// A cheap, clonable handle to a running engine.
@@ -247,6 +249,7 @@ impl Engine {
             sagas_failed: AtomicU64::new(0),
             sagas_compensated: AtomicU64::new(0),
             aml,
+            crypto: crate::crypto::CryptoState::default(),
         });
         let engine = Engine { inner };
         engine.ensure_system_accounts().await?;
@@ -592,6 +595,8 @@ impl Engine {
     /// ready. `tally serve` answers `/health/ready` with 503 until this has returned.
     pub async fn recover(&self) -> Result<crate::recovery::RecoveryReport, StoreError> {
         let report = crate::recovery::recover(self).await?;
+        let (crypto_forward, crypto_undone) = self.recover_crypto().await?;
+        tracing::info!(crypto_forward, crypto_undone, "crypto operations recovered");
         self.inner.ready.store(true, Ordering::SeqCst);
         tracing::info!(?report, "recovery done");
         Ok(report)

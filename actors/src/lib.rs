@@ -14,6 +14,7 @@
 pub mod aml;
 pub mod batch;
 pub mod clock;
+pub mod crypto;
 pub mod engine;
 pub mod entity;
 pub mod entity_actor;
@@ -29,6 +30,7 @@ pub mod shared;
 
 pub use batch::{AtomicBatch, BatchItem, KeyClaim};
 pub use clock::{Clock, IdSource, RandomIds, SystemClock};
+pub use crypto::{CryptoError, DepositTarget, PriceSource, Quote};
 pub use engine::{Engine, EngineConfig, EngineError, StartError, TransferError};
 pub use entity::ActorKind;
 pub use faults::FaultInjector;

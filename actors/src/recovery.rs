@@ -45,6 +45,8 @@ pub(crate) async fn recover(engine: &Engine) -> Result<RecoveryReport, StoreErro
     let unfinished = store.non_terminal_transfers().await?;
     let mut report = RecoveryReport::default();
     let mut live: HashSet<tally_engine::TransferId> = HashSet::new();
+    // Unfinished crypto operations hold account holds too; `recover_crypto` finishes them.
+    live.extend(store.unfinished_crypto_ops().await?.iter().map(|op| op.id));
     let mut work = Vec::new();
     for transfer in unfinished {
         live.insert(transfer.id);

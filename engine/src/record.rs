@@ -5,6 +5,7 @@ use rust_decimal::Decimal;
 
 use crate::account::{Account, AccountEvent, AccountStatus};
 use crate::aml::AmlFlag;
+use crate::crypto::CryptoOp;
 use crate::currency::Currency;
 use crate::ids::{AccountId, WalletId};
 use crate::posting::Posting;
@@ -36,6 +37,8 @@ pub enum Record {
     /// An AML flag a transfer raised. Appended before the transfer's first record, so the
     /// transfer's durable answer covers it (`actors/src/aml.rs`).
     AmlFlag(Box<AmlFlag>),
+    /// A crypto operation's full state after a leg or a transition (`crypto.rs`).
+    CryptoOp(Box<CryptoOp>),
 }
 
 impl Record {

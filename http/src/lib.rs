@@ -20,6 +20,7 @@ pub mod admin;
 pub mod aml;
 pub mod auth;
 pub mod batch;
+pub mod crypto;
 pub mod digest;
 pub mod health;
 pub mod iban;
@@ -120,6 +121,14 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/aml/flags/{id}", get(aml::get_flag))
         .route("/v1/admin/aml/flags/{id}/resolve", post(aml::resolve_flag))
         .route("/v1/admin/actors/{kind}/{id}/release", post(ops::release))
+        .route("/v1/wallets", post(crypto::open_wallet).get(crypto::list_wallets))
+        .route("/v1/wallets/{id}", get(crypto::get_wallet))
+        .route("/v1/crypto/quote", get(crypto::quote))
+        .route("/v1/crypto/orders", post(crypto::place_order))
+        .route("/v1/crypto/orders/{id}", get(crypto::get_order))
+        .route("/v1/crypto/withdrawals", post(crypto::withdraw))
+        .route("/v1/crypto/withdrawals/{id}", get(crypto::get_withdrawal))
+        .route("/v1/webhooks/custodian", post(crypto::custodian_webhook))
         .route("/ops", get(ops_page::page))
         .route("/openapi.json", get(openapi::openapi_json))
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use rust_decimal::Decimal;
 use tally_engine::aml::AmlFlag;
 use tally_engine::{
-    Account, AccountEvent, AccountId, AccountSnapshot, AccountStatus, Currency, Posting, Record, Transfer, TransferId,
-    Wallet, WalletEvent, WalletId,
+    Account, AccountEvent, AccountId, AccountSnapshot, AccountStatus, CryptoOp, Currency, Direction, Posting, Record,
+    Transfer, TransferId, Wallet, WalletEvent, WalletId,
 };
 
 use crate::store::SequencedRecord;
@@ -40,6 +40,33 @@ pub struct BatchPlan {
     pub wallet_holds_removed: Vec<(WalletId, Currency, TransferId)>,
     /// AML flags raised in the batch, with their seq (inserted once; a repeat is ignored).
     pub aml_flags: Vec<(u64, AmlFlag)>,
+    /// Every wallet credit and debit with its seq and the asset's balance after it.
+    pub wallet_postings: Vec<(u64, WalletPosting, Decimal)>,
+    /// The last state of each crypto operation recorded in the batch.
+    pub crypto_ops: Vec<(u64, CryptoOp)>,
+}
+
+/// A wallet asset's credit or debit: the wallet side of double entry (`postings` is the
+/// account side).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalletPosting {
+    pub transfer: TransferId,
+    pub wallet: WalletId,
+    pub asset: Currency,
+    pub direction: Direction,
+    pub amount: Decimal,
+}
+
+impl WalletPosting {
+    /// The posting a wallet event makes, if it moves a balance (holds and releases do not).
+    pub fn from_event(wallet: WalletId, event: &WalletEvent) -> Option<WalletPosting> {
+        let (transfer, asset, direction, amount) = match event {
+            WalletEvent::Posted { transfer, asset, amount } => (*transfer, *asset, Direction::Debit, *amount),
+            WalletEvent::Credited { transfer, asset, amount } => (*transfer, *asset, Direction::Credit, *amount),
+            _ => return None,
+        };
+        Some(WalletPosting { transfer, wallet, asset, direction, amount })
+    }
 }
 
 impl BatchPlan {
@@ -52,6 +79,7 @@ impl BatchPlan {
         // Insertion-ordered maps: index into the output vectors by key.
         let mut snapshot_index: HashMap<AccountId, usize> = HashMap::new();
         let mut transfer_index: HashMap<TransferId, usize> = HashMap::new();
+        let mut crypto_index: HashMap<TransferId, usize> = HashMap::new();
         let mut asset_index: HashMap<(WalletId, Currency), usize> = HashMap::new();
         let mut status_index: HashMap<WalletId, usize> = HashMap::new();
         // What the batch does to each hold it touches, in the order it first touches them.
@@ -91,6 +119,9 @@ impl BatchPlan {
                             (*wallet, asset.asset, asset.balance, asset.held, seq),
                         );
                     }
+                    if let (Some(posting), Some(asset)) = (WalletPosting::from_event(*wallet, event), after.asset) {
+                        plan.wallet_postings.push((seq, posting, asset.balance));
+                    }
                     match event {
                         WalletEvent::Held { transfer, asset, amount } => note_hold(
                             &mut wallet_holds,
@@ -108,6 +139,9 @@ impl BatchPlan {
                     upsert(&mut plan.transfers, &mut transfer_index, transfer.id, (seq, (**transfer).clone()));
                 }
                 Record::AmlFlag(flag) => plan.aml_flags.push((seq, (**flag).clone())),
+                Record::CryptoOp(op) => {
+                    upsert(&mut plan.crypto_ops, &mut crypto_index, op.id, (seq, (**op).clone()));
+                }
             }
         }
         for key in hold_order {

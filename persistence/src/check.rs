@@ -1,11 +1,14 @@
 //! `tally check`: verifies a store offline against the ledger's invariants (DESIGN.md §3, §5).
 //!
-//! 1. For every currency, the balances of all accounts sum to zero.
+//! 1. For every currency, the balances of all accounts and wallet assets sum to zero
+//!    (wallets are ledger positions like accounts: a deposit credits a wallet against the
+//!    settlement account of its asset, an order against FX clearing).
 //! 2. Every account's balance equals the sum of its postings; its `held` equals its holds.
 //! 3. No user account is below its credit limit.
 //! 4. No hold is orphaned: every hold belongs to a transfer that is still `pending` (offline,
 //!    nothing is `processing` legitimately: no saga runs).
-//! 5. No transfer is left `processing` (a saga would have to be running to finish it).
+//! 5. No transfer or crypto operation is left `processing` (a saga would have to be running
+//!    to finish it).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -22,6 +25,7 @@ pub enum Violation {
     Overdrawn { account: AccountId, available: Decimal },
     OrphanHold { account: AccountId, transfer: TransferId },
     TransferStuck { transfer: TransferId },
+    CryptoOpStuck { operation: TransferId },
 }
 
 impl std::fmt::Display for Violation {
@@ -39,6 +43,9 @@ impl std::fmt::Display for Violation {
                 write!(f, "account {account}: hold for transfer {transfer}, which is not pending")
             }
             Violation::TransferStuck { transfer } => write!(f, "transfer {transfer} is processing with no saga"),
+            Violation::CryptoOpStuck { operation } => {
+                write!(f, "crypto operation {operation} is processing with no saga")
+            }
         }
     }
 }
@@ -77,6 +84,15 @@ pub async fn check(store: &dyn Store) -> Result<(CheckSummary, Vec<Violation>), 
         let available = account.available().map_err(|_| StoreError::Corrupt("available overflow".into()))?;
         if !account.kind.is_system() && available.is_sign_negative() {
             violations.push(Violation::Overdrawn { account: account.id, available });
+        }
+    }
+    for (_, asset, balance) in store.wallet_balances().await? {
+        let sum = summary.currencies.entry(asset).or_default();
+        *sum = sum.checked_add(balance).ok_or_else(|| StoreError::Corrupt("balance sum overflow".into()))?;
+    }
+    for operation in store.unfinished_crypto_ops().await? {
+        if operation.status == tally_engine::CryptoOpStatus::Processing {
+            violations.push(Violation::CryptoOpStuck { operation: operation.id });
         }
     }
     for (currency, sum) in &summary.currencies {

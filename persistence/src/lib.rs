@@ -8,6 +8,7 @@ pub mod aml;
 pub mod batch;
 pub mod check;
 pub mod finance;
+pub mod crypto;
 pub mod journal;
 pub mod memory;
 pub mod open;

@@ -20,6 +20,8 @@
 //! background tasks never depend on which runtime the caller is on (the journal writer's
 //! current-thread runtime, actix arbiters, the HTTP runtime).
 
+mod crypto;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::str::FromStr;
@@ -312,7 +314,8 @@ async fn commit_plan(transaction: &mut Transaction<'_, Sqlite>, plan: &BatchPlan
         upsert_transfer(transaction, *seq, transfer).await?;
     }
     aml_sqlite::insert_flags(transaction, &plan.aml_flags).await?;
-    commit_wallets(transaction, plan).await
+    commit_wallets(transaction, plan).await?;
+    crypto::commit(transaction, plan).await
 }
 
 /// Writes a transfer's whole state: a transfer record is the transfer's full state after a
@@ -578,6 +581,57 @@ const POSTING_COLUMNS: &str = "transfer_id, account_id, currency, direction, amo
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn load_crypto_op(&self, id: TransferId) -> Result<Option<Loaded<tally_engine::CryptoOp>>, StoreError> {
+        self.load_crypto_op_impl(id).await
+    }
+
+    async fn deposit_by_tx_hash(&self, tx_hash: &str) -> Result<Option<Loaded<tally_engine::CryptoOp>>, StoreError> {
+        self.deposit_by_tx_hash_impl(tx_hash).await
+    }
+
+    async fn crypto_op_by_idempotency(
+        &self,
+        kind: tally_engine::CryptoOpKind,
+        scope: Uuid,
+        key: &str,
+    ) -> Result<Option<Loaded<tally_engine::CryptoOp>>, StoreError> {
+        self.crypto_op_by_idempotency_impl(kind, scope, key).await
+    }
+
+    async fn unfinished_crypto_ops(&self) -> Result<Vec<tally_engine::CryptoOp>, StoreError> {
+        self.unfinished_crypto_ops_impl().await
+    }
+
+    async fn wallet_postings_of_transfer(
+        &self,
+        transfer: TransferId,
+    ) -> Result<Vec<crate::batch::WalletPosting>, StoreError> {
+        self.wallet_postings_of_transfer_impl(transfer).await
+    }
+
+    async fn wallet_balances(&self) -> Result<Vec<(WalletId, Currency, Decimal)>, StoreError> {
+        self.wallet_balances_impl().await
+    }
+
+    async fn insert_wallet_profile(&self, profile: &crate::crypto::WalletProfile) -> Result<bool, StoreError> {
+        self.insert_wallet_profile_impl(profile).await
+    }
+
+    async fn wallet_profile(&self, wallet: WalletId) -> Result<Option<crate::crypto::WalletProfile>, StoreError> {
+        self.wallet_profile_impl(wallet).await
+    }
+
+    async fn wallet_profile_by_address(
+        &self,
+        address: &str,
+    ) -> Result<Option<crate::crypto::WalletProfile>, StoreError> {
+        self.wallet_profile_by_address_impl(address).await
+    }
+
+    async fn wallet_profiles_of_owner(&self, owner: UserId) -> Result<Vec<crate::crypto::WalletProfile>, StoreError> {
+        self.wallet_profiles_of_owner_impl(owner).await
+    }
+
     async fn commit(&self, records: &[SequencedRecord]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());

@@ -4,7 +4,13 @@ use std::sync::Arc;
 
 use crate::finance::{PricingChange, PricingTables};
 use async_trait::async_trait;
-use tally_engine::{Account, AccountId, Posting, Record, Transfer, TransferId, Wallet, WalletId};
+use tally_engine::{
+    Account, AccountId, CryptoOp, CryptoOpKind, Currency, Posting, Record, Transfer, TransferId, UserId, Wallet,
+    WalletId,
+};
+
+use crate::batch::WalletPosting;
+use crate::crypto::WalletProfile;
 
 /// A journal record with its position in the journal. Sequence numbers start at 1, grow by one
 /// per record, and commit in order, so what is durable is always a prefix of the journal.
@@ -99,6 +105,64 @@ pub trait Store: Send + Sync + 'static {
         let _ = change;
         Err(StoreError::Unavailable("this store keeps no pricing configuration".to_owned()))
     }
+    // ---- wallets and crypto operations (`crypto.rs`, migration 0008) ----------------------
+    // Defaults refuse, so a store that does not keep them (test doubles) says so loudly.
+
+    async fn load_crypto_op(&self, _id: TransferId) -> Result<Option<Loaded<CryptoOp>>, StoreError> {
+        Err(unsupported())
+    }
+
+    /// The deposit that credited this chain transaction, if any.
+    async fn deposit_by_tx_hash(&self, _tx_hash: &str) -> Result<Option<Loaded<CryptoOp>>, StoreError> {
+        Err(unsupported())
+    }
+
+    /// The operation of `kind` a caller's idempotency key names, if any.
+    async fn crypto_op_by_idempotency(
+        &self,
+        _kind: CryptoOpKind,
+        _scope: uuid::Uuid,
+        _key: &str,
+    ) -> Result<Option<Loaded<CryptoOp>>, StoreError> {
+        Err(unsupported())
+    }
+
+    /// Operations still processing or pending, for recovery.
+    async fn unfinished_crypto_ops(&self) -> Result<Vec<CryptoOp>, StoreError> {
+        Err(unsupported())
+    }
+
+    /// The wallet postings of one operation (recovery: did its wallet credit happen?).
+    async fn wallet_postings_of_transfer(&self, _transfer: TransferId) -> Result<Vec<WalletPosting>, StoreError> {
+        Err(unsupported())
+    }
+
+    /// Every wallet asset's balance (`tally check`, the tests' conservation checks).
+    async fn wallet_balances(&self) -> Result<Vec<(WalletId, Currency, rust_decimal::Decimal)>, StoreError> {
+        Err(unsupported())
+    }
+
+    /// Stores a new profile; `false` if its owner already has a wallet of that asset.
+    async fn insert_wallet_profile(&self, _profile: &WalletProfile) -> Result<bool, StoreError> {
+        Err(unsupported())
+    }
+
+    async fn wallet_profile(&self, _wallet: WalletId) -> Result<Option<WalletProfile>, StoreError> {
+        Err(unsupported())
+    }
+
+    async fn wallet_profile_by_address(&self, _address: &str) -> Result<Option<WalletProfile>, StoreError> {
+        Err(unsupported())
+    }
+
+    /// An owner's wallets, oldest first.
+    async fn wallet_profiles_of_owner(&self, _owner: UserId) -> Result<Vec<WalletProfile>, StoreError> {
+        Err(unsupported())
+    }
+}
+
+fn unsupported() -> StoreError {
+    StoreError::Corrupt("this store keeps no wallets or crypto operations".to_owned())
 }
 
 #[async_trait]
@@ -165,5 +229,50 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     async fn save_pricing(&self, change: &PricingChange) -> Result<(), StoreError> {
         (**self).save_pricing(change).await
+    }
+
+    async fn load_crypto_op(&self, id: TransferId) -> Result<Option<Loaded<CryptoOp>>, StoreError> {
+        (**self).load_crypto_op(id).await
+    }
+
+    async fn deposit_by_tx_hash(&self, tx_hash: &str) -> Result<Option<Loaded<CryptoOp>>, StoreError> {
+        (**self).deposit_by_tx_hash(tx_hash).await
+    }
+
+    async fn crypto_op_by_idempotency(
+        &self,
+        kind: CryptoOpKind,
+        scope: uuid::Uuid,
+        key: &str,
+    ) -> Result<Option<Loaded<CryptoOp>>, StoreError> {
+        (**self).crypto_op_by_idempotency(kind, scope, key).await
+    }
+
+    async fn unfinished_crypto_ops(&self) -> Result<Vec<CryptoOp>, StoreError> {
+        (**self).unfinished_crypto_ops().await
+    }
+
+    async fn wallet_postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<WalletPosting>, StoreError> {
+        (**self).wallet_postings_of_transfer(transfer).await
+    }
+
+    async fn wallet_balances(&self) -> Result<Vec<(WalletId, Currency, rust_decimal::Decimal)>, StoreError> {
+        (**self).wallet_balances().await
+    }
+
+    async fn insert_wallet_profile(&self, profile: &WalletProfile) -> Result<bool, StoreError> {
+        (**self).insert_wallet_profile(profile).await
+    }
+
+    async fn wallet_profile(&self, wallet: WalletId) -> Result<Option<WalletProfile>, StoreError> {
+        (**self).wallet_profile(wallet).await
+    }
+
+    async fn wallet_profile_by_address(&self, address: &str) -> Result<Option<WalletProfile>, StoreError> {
+        (**self).wallet_profile_by_address(address).await
+    }
+
+    async fn wallet_profiles_of_owner(&self, owner: UserId) -> Result<Vec<WalletProfile>, StoreError> {
+        (**self).wallet_profiles_of_owner(owner).await
     }
 }

@@ -82,7 +82,7 @@ operations! {
     TransfersExecute = "transfers.execute";
     /// `POST /v1/admin/adjustments`.
     AdjustmentsCreate = "adjustments.create";
-    /// `POST /v1/crypto/withdrawals` (the route is not built yet; its type is reserved).
+    /// `POST /v1/crypto/withdrawals`.
     WithdrawalsCreate = "withdrawals.create";
 }
 

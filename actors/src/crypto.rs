@@ -1,0 +1,827 @@
+//! Customer wallets and crypto operations on the engine: opening a wallet for one asset,
+//! custodian deposits (one credit per chain transaction), withdrawals held until the custodian
+//! answers, and buy / sell orders from quotes. Each operation is a saga over the legs that
+//! `tally_engine::crypto` computes, run as a task on a shard (so a client hanging up does not
+//! stop it half way), recorded in the journal after every leg, and answered only once its
+//! last record is durable.
+//!
+//! A refusal at or before an operation's pivot is compensated (the holds placed so far are
+//! released) and the operation ends `failed`; after the pivot the saga only goes forward,
+//! retrying a leg that is unavailable. One exception: a deposit whose wallet leg is merely
+//! *unavailable* (overloaded, restarting, quarantined) is left `processing` and the webhook
+//! answers 503: the custodian retries, and the retry (same `tx_hash`) resumes the same
+//! deposit, so a transient fault never burns a chain transaction.
+//!
+//! Recovery (`recover_crypto`, run by `Engine::recover` after the transfers'): an operation's
+//! record after leg *k* follows leg *k*'s own record in the journal, so after a crash at most
+//! the one leg after the recorded step is uncertain. Holds, posts and releases are
+//! recognised through the durable holds (repeating them is a no-op); a credit is recognised
+//! by its posting (`postings` for accounts, `wallet_postings` for wallets). Then: a deposit,
+//! or any operation past its pivot, goes forward; a withdrawal `pending` keeps its hold; any
+//! other operation is undone (holds released) and recorded `failed` with `INTERNAL`: its
+//! caller never heard a success.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use rust_decimal::Decimal;
+use sha2::{Digest, Sha256};
+use tally_engine::crypto::{Leg, QuoteAmount, QuoteRejection, QuoteTerms, Side};
+use tally_engine::{
+    AccountId, CryptoOp, CryptoOpKind, CryptoOpStatus, Currency, Direction, ErrorCode, Idempotency, Record, Timestamp,
+    TransferId, UserId, Wallet, WalletId,
+};
+use tally_persistence::StoreError;
+use tally_persistence::crypto::WalletProfile;
+use uuid::Uuid;
+
+use crate::engine::{Claim, Engine, EngineError, EngineInner};
+use crate::registry::{CallError, Unavailable};
+
+/// How long a quote may be turned into an order.
+pub const QUOTE_TTL_MICROS: i64 = 30_000_000;
+/// Quotes kept in memory at once: ~200 B each, so ~13 MiB at most. Expired quotes are swept
+/// when the table is full; a table full of live quotes answers `503`.
+pub const QUOTES_IN_MEMORY_MAX: usize = 65_536;
+
+/// Why a wallet or crypto operation did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CryptoError {
+    #[error("not found")]
+    NotFound,
+    /// Refused with a code of the contract; the message says why.
+    #[error("{1}")]
+    Refused(ErrorCode, String),
+    /// The operation ran and failed (compensated); it is recorded as such.
+    #[error("operation {id} failed: {code:?}", id = .0.id, code = .1)]
+    Failed(Box<CryptoOp>, ErrorCode),
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    #[error("unavailable: {0:?}")]
+    Unavailable(Unavailable),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl CryptoError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CryptoError::NotFound => ErrorCode::NotFound,
+            CryptoError::Refused(code, _) | CryptoError::Failed(_, code) => *code,
+            CryptoError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
+            CryptoError::Unavailable(Unavailable::Quarantined) => ErrorCode::Quarantined,
+            CryptoError::Unavailable(_) => ErrorCode::Overloaded,
+            CryptoError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<StoreError> for CryptoError {
+    fn from(error: StoreError) -> Self {
+        CryptoError::Unavailable(Unavailable::Store(error.to_string()))
+    }
+}
+
+impl From<EngineError> for CryptoError {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::NotFound => CryptoError::NotFound,
+            EngineError::Unavailable(unavailable) => CryptoError::Unavailable(unavailable),
+            EngineError::Internal(message) => CryptoError::Internal(message),
+            other => CryptoError::Refused(other.code(), other.to_string()),
+        }
+    }
+}
+
+/// A priced offer to buy or sell, valid until `expires_at`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quote {
+    pub id: Uuid,
+    pub owner: UserId,
+    pub terms: QuoteTerms,
+    pub expires_at: Timestamp,
+}
+
+/// Where crypto prices come from: fiat per one unit of an asset. The engine's own table is
+/// set by `Engine::set_crypto_price`; the FX table (`feat-pricing`) can stand behind it.
+pub trait PriceSource: Send + Sync + 'static {
+    fn price(&self, asset: Currency, fiat: Currency) -> Option<Decimal>;
+}
+
+#[derive(Default)]
+struct PriceTable {
+    prices: RwLock<HashMap<(Currency, Currency), Decimal>>,
+}
+
+impl PriceSource for PriceTable {
+    fn price(&self, asset: Currency, fiat: Currency) -> Option<Decimal> {
+        self.prices.read().ok()?.get(&(asset, fiat)).copied()
+    }
+}
+
+/// The engine's crypto state: quotes, prices, and the per-chain-transaction claims that make
+/// concurrent duplicate deposits wait for the first.
+#[derive(Default)]
+pub(crate) struct CryptoState {
+    quotes: DashMap<Uuid, Quote>,
+    prices: PriceTable,
+    external_prices: RwLock<Option<Arc<dyn PriceSource>>>,
+    deposit_claims: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// A custodian's deposit: to a wallet named by id or by its deposit address.
+#[derive(Clone, Debug)]
+pub enum DepositTarget {
+    Wallet(WalletId),
+    Address(String),
+}
+
+/// The deposit address of a wallet: derived from its id, so every node and every restart
+/// computes the same one, and unguessable without the id. `tly1` + 40 hex digits.
+pub fn deposit_address(wallet: WalletId) -> String {
+    let digest = Sha256::digest(format!("tally deposit address {}", wallet.as_uuid()).as_bytes());
+    let hex: String = digest.iter().take(20).map(|byte| format!("{byte:02x}")).collect();
+    format!("tly1{hex}")
+}
+
+/// Is `asset` one a wallet may hold? Crypto assets only: fiat lives in accounts.
+pub fn is_crypto_asset(asset: Currency) -> bool {
+    matches!(asset, Currency::BTC | Currency::ETH | Currency::USDC)
+}
+
+impl Engine {
+    // ---- wallets ---------------------------------------------------------------------------
+
+    /// Opens `owner`'s wallet for `asset`: one per asset per owner (`Refused(CONFLICT)` for a
+    /// second). The wallet's opening is durable before its profile is stored, so a listed
+    /// wallet always exists; a crash between the two leaves an empty wallet no one sees.
+    pub async fn open_customer_wallet(
+        &self,
+        owner: UserId,
+        asset: Currency,
+    ) -> Result<(WalletProfile, Wallet), CryptoError> {
+        if !is_crypto_asset(asset) {
+            return Err(CryptoError::Refused(ErrorCode::ValidationError, format!("{asset} is not a crypto asset")));
+        }
+        let store = self.store();
+        if store.wallet_profiles_of_owner(owner).await?.iter().any(|profile| profile.asset == asset) {
+            return Err(CryptoError::Refused(ErrorCode::Conflict, format!("you already have a {asset} wallet")));
+        }
+        let wallet = self.open_wallet(owner).await?;
+        let profile = WalletProfile {
+            wallet: wallet.id,
+            owner,
+            asset,
+            deposit_address: deposit_address(wallet.id),
+            created_at: wallet.created_at,
+        };
+        if !store.insert_wallet_profile(&profile).await? {
+            return Err(CryptoError::Refused(ErrorCode::Conflict, format!("you already have a {asset} wallet")));
+        }
+        Ok((profile, wallet))
+    }
+
+    /// A customer wallet with its live figures.
+    pub async fn customer_wallet(&self, id: WalletId) -> Result<(WalletProfile, Wallet), CryptoError> {
+        let profile = self.store().wallet_profile(id).await?.ok_or(CryptoError::NotFound)?;
+        let wallet = self.wallet(id).await?;
+        Ok((profile, wallet))
+    }
+
+    /// The owner's wallets, oldest first, with live figures.
+    pub async fn customer_wallets(&self, owner: UserId) -> Result<Vec<(WalletProfile, Wallet)>, CryptoError> {
+        let mut wallets = Vec::new();
+        for profile in self.store().wallet_profiles_of_owner(owner).await? {
+            let wallet = self.wallet(profile.wallet).await?;
+            wallets.push((profile, wallet));
+        }
+        Ok(wallets)
+    }
+
+    // ---- operations ------------------------------------------------------------------------
+
+    /// The operation as last recorded: the journal's newest copy, or the store's.
+    pub async fn crypto_op(&self, id: TransferId) -> Result<Option<CryptoOp>, StoreError> {
+        let pending = self.journal().pending_since(0, |sequenced| match &sequenced.record {
+            Record::CryptoOp(op) if op.id == id => Some((sequenced.seq, (**op).clone())),
+            _ => None,
+        });
+        let stored = self.store().load_crypto_op(id).await?;
+        let stored_seq = stored.as_ref().map_or(0, |loaded| loaded.seq);
+        let newest = pending.into_iter().rfind(|(seq, _)| *seq > stored_seq);
+        Ok(newest.map(|(_, op)| op).or(stored.map(|loaded| loaded.value)))
+    }
+
+    async fn newest(&self, found: Option<CryptoOp>) -> Result<Option<CryptoOp>, CryptoError> {
+        match found {
+            Some(op) => Ok(Some(self.crypto_op(op.id).await?.unwrap_or(op))),
+            None => Ok(None),
+        }
+    }
+
+    /// A custodian deposit. The first report of a `tx_hash` credits the wallet; a repeat
+    /// changes nothing and answers the operation as it stands (`true`: a repeat). Concurrent
+    /// repeats wait for the first (a claim per hash), and the hash rides in the operation's
+    /// first record, before any money moves, so the durable prefix always knows it (and a
+    /// unique index proves one deposit per hash).
+    pub async fn deposit(
+        &self,
+        target: DepositTarget,
+        amount: Decimal,
+        tx_hash: String,
+    ) -> Result<(CryptoOp, bool), CryptoError> {
+        let claim = Arc::clone(self.inner.crypto.deposit_claims.entry(tx_hash.clone()).or_default().value());
+        let guard = claim.lock().await;
+        let result = self.deposit_claimed(target, amount, &tx_hash).await;
+        drop(guard);
+        self.inner.crypto.deposit_claims.remove_if(&tx_hash, |_, current| Arc::strong_count(current) <= 2);
+        result
+    }
+
+    async fn deposit_claimed(
+        &self,
+        target: DepositTarget,
+        amount: Decimal,
+        tx_hash: &str,
+    ) -> Result<(CryptoOp, bool), CryptoError> {
+        let pending = self.journal().pending_since(0, |sequenced| match &sequenced.record {
+            Record::CryptoOp(op) if op.kind == CryptoOpKind::Deposit && op.tx_hash.as_deref() == Some(tx_hash) => {
+                Some((**op).clone())
+            }
+            _ => None,
+        });
+        let existing = match pending.into_iter().next() {
+            Some(op) => Some(op),
+            None => self.store().deposit_by_tx_hash(tx_hash).await?.map(|loaded| loaded.value),
+        };
+        if let Some(existing) = self.newest(existing).await? {
+            if existing.status == CryptoOpStatus::Processing {
+                // An earlier report left it unfinished (its wallet was unavailable): finish it.
+                return self.run_op(existing).await.map(|op| (op, false));
+            }
+            return Ok((existing, true));
+        }
+        let profile = match target {
+            DepositTarget::Wallet(id) => self.store().wallet_profile(id).await?,
+            DepositTarget::Address(address) => self.store().wallet_profile_by_address(&address).await?,
+        }
+        .ok_or(CryptoError::NotFound)?;
+        let amount = tally_engine::validate_amount(amount, profile.asset)
+            .map_err(|error| CryptoError::Refused(ErrorCode::ValidationError, error.to_string()))?;
+        let now = self.now();
+        let op = CryptoOp {
+            id: self.new_transfer_id(),
+            kind: CryptoOpKind::Deposit,
+            status: CryptoOpStatus::Processing,
+            step: 0,
+            owner: profile.owner,
+            wallet: profile.wallet,
+            asset: profile.asset,
+            asset_amount: amount,
+            fiat_account: None,
+            fiat_currency: None,
+            fiat_amount: Decimal::ZERO,
+            fee: Decimal::ZERO,
+            price: None,
+            address: None,
+            tx_hash: Some(tx_hash.to_owned()),
+            idempotency: None,
+            failure_reason: None,
+            created_at: now,
+            updated_at: now,
+        };
+        self.start_op(op).await.map(|op| (op, false))
+    }
+
+    /// Holds `amount` on the wallet and records a withdrawal `pending` until the custodian
+    /// confirms or fails it. Under an idempotency key a repeat answers the withdrawal as it
+    /// stands (`true`), another body under the same key is refused.
+    pub async fn withdraw(
+        &self,
+        owner: UserId,
+        wallet: WalletId,
+        amount: Decimal,
+        address: String,
+        key: Option<Idempotency>,
+    ) -> Result<(CryptoOp, bool), CryptoError> {
+        let build = |engine: Engine, key: Option<Idempotency>| async move {
+            let profile = engine.store().wallet_profile(wallet).await?.ok_or(CryptoError::NotFound)?;
+            if profile.owner != owner {
+                return Err(CryptoError::NotFound);
+            }
+            let amount = tally_engine::validate_amount(amount, profile.asset)
+                .map_err(|error| CryptoError::Refused(ErrorCode::ValidationError, error.to_string()))?;
+            let now = engine.now();
+            Ok(CryptoOp {
+                id: engine.new_transfer_id(),
+                kind: CryptoOpKind::Withdrawal,
+                status: CryptoOpStatus::Processing,
+                step: 0,
+                owner,
+                wallet,
+                asset: profile.asset,
+                asset_amount: amount,
+                fiat_account: None,
+                fiat_currency: None,
+                fiat_amount: Decimal::ZERO,
+                fee: Decimal::ZERO,
+                price: None,
+                address: Some(address),
+                tx_hash: None,
+                idempotency: key,
+                failure_reason: None,
+                created_at: now,
+                updated_at: now,
+            })
+        };
+        self.idempotent(&[CryptoOpKind::Withdrawal], key, build).await
+    }
+
+    /// The custodian's answer to a withdrawal: `confirmed` posts the held amount to
+    /// settlement, otherwise the hold is released. A repeat of the answer already applied
+    /// changes nothing; the other answer after one was applied is refused (`CONFLICT`).
+    pub async fn settle_withdrawal(
+        &self,
+        id: TransferId,
+        confirmed: bool,
+        tx_hash: String,
+    ) -> Result<CryptoOp, CryptoError> {
+        self.admit().map_err(CryptoError::Unavailable)?;
+        // Held until the saga ends: a concurrent second answer waits its turn (503, the
+        // custodian retries) and then finds the first one applied.
+        let claim = self.claim(id).map_err(|_| CryptoError::Unavailable(Unavailable::Overloaded))?;
+        let mut op = self.crypto_op(id).await?.ok_or(CryptoError::NotFound)?;
+        if op.kind != CryptoOpKind::Withdrawal {
+            return Err(CryptoError::NotFound);
+        }
+        let wanted = if confirmed { CryptoOpStatus::Completed } else { CryptoOpStatus::Failed };
+        match op.status {
+            status if status == wanted => return Ok(op),
+            CryptoOpStatus::Pending => {}
+            status => {
+                return Err(CryptoError::Refused(
+                    ErrorCode::Conflict,
+                    format!("withdrawal {id} is already {}", status.as_str()),
+                ));
+            }
+        }
+        op.tx_hash = Some(tx_hash);
+        op.status = CryptoOpStatus::Processing;
+        let mode = if confirmed { Mode::Forward } else { Mode::Undo(None) };
+        self.spawn_op_claimed(op, mode, claim).await
+    }
+
+    // ---- quotes and orders -----------------------------------------------------------------
+
+    /// Sets the price of one unit of `asset` in `fiat` (tests, and an admin feed until the FX
+    /// table stands behind `PriceSource`).
+    pub fn set_crypto_price(&self, asset: Currency, fiat: Currency, price: Decimal) {
+        if let Ok(mut prices) = self.inner.crypto.prices.prices.write() {
+            prices.insert((asset, fiat), price);
+        }
+    }
+
+    /// Puts another price source (the FX table) in front of the engine's own table.
+    pub fn set_price_source(&self, source: Arc<dyn PriceSource>) {
+        if let Ok(mut slot) = self.inner.crypto.external_prices.write() {
+            *slot = Some(source);
+        }
+    }
+
+    fn price(&self, asset: Currency, fiat: Currency) -> Option<Decimal> {
+        let external = self.inner.crypto.external_prices.read().ok().and_then(|slot| slot.clone());
+        external
+            .and_then(|source| source.price(asset, fiat))
+            .or_else(|| self.inner.crypto.prices.price(asset, fiat))
+            .filter(|price| *price > Decimal::ZERO)
+    }
+
+    /// Prices a buy or sell for `owner` and keeps the quote until `now + QUOTE_TTL`.
+    pub fn quote(
+        &self,
+        owner: UserId,
+        side: Side,
+        asset: Currency,
+        fiat: Currency,
+        amount: QuoteAmount,
+        now: Timestamp,
+    ) -> Result<Quote, CryptoError> {
+        let price = self.price(asset, fiat).ok_or_else(|| {
+            CryptoError::Refused(ErrorCode::FxRateNotFound, format!("no price for {asset} in {fiat}"))
+        })?;
+        let terms =
+            tally_engine::crypto::quote(side, asset, fiat, price, amount).map_err(|rejection| match rejection {
+                QuoteRejection::TooSmall => CryptoError::Refused(ErrorCode::ValidationError, rejection.to_string()),
+                QuoteRejection::TooLarge => CryptoError::Refused(ErrorCode::AmountLimitExceeded, rejection.to_string()),
+            })?;
+        let quotes = &self.inner.crypto.quotes;
+        if quotes.len() >= QUOTES_IN_MEMORY_MAX {
+            quotes.retain(|_, quote| quote.expires_at > now);
+            if quotes.len() >= QUOTES_IN_MEMORY_MAX {
+                return Err(CryptoError::Unavailable(Unavailable::Overloaded));
+            }
+        }
+        let quote = Quote {
+            id: self.new_transfer_id().as_uuid(),
+            owner,
+            terms,
+            expires_at: Timestamp::from_micros(now.as_micros().saturating_add(QUOTE_TTL_MICROS)),
+        };
+        quotes.insert(quote.id, quote.clone());
+        Ok(quote)
+    }
+
+    /// Turns a quote into an order: the buy or sell saga between `fiat_account` and the
+    /// owner's wallet of the quote's asset. An unknown quote (or another user's) is
+    /// `NOT_FOUND`; an expired one `QUOTE_EXPIRED`.
+    pub async fn place_order(
+        &self,
+        owner: UserId,
+        quote_id: Uuid,
+        fiat_account: AccountId,
+        key: Option<Idempotency>,
+        now: Timestamp,
+    ) -> Result<(CryptoOp, bool), CryptoError> {
+        let build = |engine: Engine, key: Option<Idempotency>| async move {
+            let quote = engine
+                .inner
+                .crypto
+                .quotes
+                .get(&quote_id)
+                .map(|entry| entry.value().clone())
+                .filter(|quote| quote.owner == owner)
+                .ok_or_else(|| CryptoError::Refused(ErrorCode::NotFound, format!("no quote {quote_id}")))?;
+            if quote.expires_at <= now {
+                return Err(CryptoError::Refused(ErrorCode::QuoteExpired, format!("quote {quote_id} has expired")));
+            }
+            let account = engine.account(fiat_account).await.map_err(CryptoError::from)?;
+            if account.owner != Some(owner) {
+                return Err(CryptoError::Refused(ErrorCode::NotFound, format!("no account {fiat_account}")));
+            }
+            let terms = quote.terms;
+            if account.currency != terms.fiat_currency {
+                return Err(CryptoError::Refused(
+                    ErrorCode::CurrencyMismatch,
+                    format!("the quote is in {}, the account in {}", terms.fiat_currency, account.currency),
+                ));
+            }
+            let profile = engine
+                .store()
+                .wallet_profiles_of_owner(owner)
+                .await?
+                .into_iter()
+                .find(|profile| profile.asset == terms.asset)
+                .ok_or_else(|| {
+                    CryptoError::Refused(ErrorCode::NotFound, format!("you have no {} wallet", terms.asset))
+                })?;
+            let created = engine.now();
+            Ok(CryptoOp {
+                id: engine.new_transfer_id(),
+                kind: terms.side.kind(),
+                status: CryptoOpStatus::Processing,
+                step: 0,
+                owner,
+                wallet: profile.wallet,
+                asset: terms.asset,
+                asset_amount: terms.crypto_amount,
+                fiat_account: Some(fiat_account),
+                fiat_currency: Some(terms.fiat_currency),
+                fiat_amount: terms.fiat_amount,
+                fee: terms.fee,
+                price: Some(terms.price),
+                address: None,
+                tx_hash: None,
+                idempotency: key,
+                failure_reason: None,
+                created_at: created,
+                updated_at: created,
+            })
+        };
+        let result = self.idempotent(&[CryptoOpKind::Buy, CryptoOpKind::Sell], key, build).await;
+        if matches!(&result, Ok((_, false)) | Err(CryptoError::Failed(..))) {
+            // A quote buys one order.
+            self.inner.crypto.quotes.remove(&quote_id);
+        }
+        result
+    }
+
+    /// Runs `build`'s operation under an idempotency key (like `transfer_idempotent`): a
+    /// repeat with the same fingerprint answers the operation as it stands, whatever it was.
+    async fn idempotent<F, Fut>(
+        &self,
+        kinds: &[CryptoOpKind],
+        key: Option<Idempotency>,
+        build: F,
+    ) -> Result<(CryptoOp, bool), CryptoError>
+    where
+        F: FnOnce(Engine, Option<Idempotency>) -> Fut,
+        Fut: std::future::Future<Output = Result<CryptoOp, CryptoError>>,
+    {
+        let Some(key) = key else {
+            let op = build(self.clone(), None).await?;
+            return self.start_op(op).await.map(|op| (op, false));
+        };
+        // Orders and withdrawals each have their own key space; the space in the slot's key
+        // keeps them apart from transfers' keys, which never hold one.
+        let space = if kinds.contains(&CryptoOpKind::Withdrawal) { "withdrawal" } else { "order" };
+        let slot = (key.scope, format!("{space} {}", key.key));
+        let claim = Arc::clone(self.inner.idempotency_claims.entry(slot.clone()).or_default().value());
+        let guard = claim.lock().await;
+        let result = async {
+            let pending = self.journal().pending_since(0, |sequenced| match &sequenced.record {
+                Record::CryptoOp(op)
+                    if kinds.contains(&op.kind)
+                        && op.idempotency.as_ref().is_some_and(|i| i.scope == key.scope && i.key == key.key) =>
+                {
+                    Some((**op).clone())
+                }
+                _ => None,
+            });
+            let mut existing = pending.into_iter().next();
+            for kind in kinds {
+                if existing.is_some() {
+                    break;
+                }
+                existing =
+                    self.store().crypto_op_by_idempotency(*kind, key.scope, &key.key).await?.map(|loaded| loaded.value);
+            }
+            if let Some(existing) = self.newest(existing).await? {
+                if existing.idempotency.as_ref().is_none_or(|i| i.fingerprint != key.fingerprint) {
+                    return Err(CryptoError::IdempotencyKeyReused);
+                }
+                return match (existing.status, existing.failure_reason) {
+                    (CryptoOpStatus::Failed, Some(code)) => Err(CryptoError::Failed(Box::new(existing), code)),
+                    _ => Ok((existing, true)),
+                };
+            }
+            let op = build(self.clone(), Some(key.clone())).await?;
+            self.start_op(op).await.map(|op| (op, false))
+        }
+        .await;
+        drop(guard);
+        self.inner.idempotency_claims.remove_if(&slot, |_, current| Arc::strong_count(current) <= 2);
+        result
+    }
+
+    // ---- the saga --------------------------------------------------------------------------
+
+    async fn start_op(&self, op: CryptoOp) -> Result<CryptoOp, CryptoError> {
+        self.admit().map_err(CryptoError::Unavailable)?;
+        self.spawn_op(op, Mode::Forward).await
+    }
+
+    async fn run_op(&self, op: CryptoOp) -> Result<CryptoOp, CryptoError> {
+        self.spawn_op(op, Mode::Forward).await
+    }
+
+    /// Runs the saga as a task on a shard and waits for its answer.
+    async fn spawn_op(&self, op: CryptoOp, mode: Mode) -> Result<CryptoOp, CryptoError> {
+        let claim = self.claim(op.id).map_err(|_| CryptoError::Unavailable(Unavailable::Overloaded))?;
+        self.spawn_op_claimed(op, mode, claim).await
+    }
+
+    async fn spawn_op_claimed(&self, op: CryptoOp, mode: Mode, claim: Claim) -> Result<CryptoOp, CryptoError> {
+        let permit = self.saga_permit().map_err(|_| CryptoError::Unavailable(Unavailable::Overloaded))?;
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let inner = Arc::clone(&self.inner);
+        let id = op.id;
+        let spawned = self.inner.shared.shards.spawn_on(&id, async move {
+            let result = drive(&inner, op, mode).await;
+            drop(claim);
+            drop(permit);
+            let _ = sender.send(result);
+        });
+        if !spawned {
+            return Err(CryptoError::Unavailable(Unavailable::Overloaded));
+        }
+        receiver.await.map_err(|_| CryptoError::Internal("crypto saga ended without an answer".to_owned()))?
+    }
+
+    /// Finishes what the last run left of crypto operations (see the module's comment).
+    pub(crate) async fn recover_crypto(&self) -> Result<(usize, usize), StoreError> {
+        let store = self.store().clone();
+        let (mut forward, mut undone) = (0, 0);
+        for mut op in store.unfinished_crypto_ops().await? {
+            if op.status == CryptoOpStatus::Pending {
+                continue;
+            }
+            let legs = op.legs();
+            if let Some(leg) = legs.get(op.step as usize)
+                && leg.is_credit()
+                && credit_happened(self, &op, leg).await?
+            {
+                op.step += 1;
+            }
+            let goes_forward = op.kind == CryptoOpKind::Deposit
+                || op.step > op.pivot()
+                || (op.kind == CryptoOpKind::Withdrawal && op.step >= 1 && op.tx_hash.is_some());
+            let mode = if goes_forward {
+                forward += 1;
+                Mode::Forward
+            } else {
+                undone += 1;
+                // The uncertain leg may have placed a hold: undo it too (a release of a hold
+                // that does not exist is a no-op).
+                let done = (op.step + 1).min(legs.len() as u32);
+                Mode::UndoFrom(done, ErrorCode::Internal)
+            };
+            match self.spawn_op_for_recovery(op, mode).await {
+                // Undone as intended: recorded `failed`.
+                Ok(_) | Err(CryptoError::Failed(..)) => {}
+                Err(error) => {
+                    tracing::error!(?error, "a recovered crypto operation did not finish; it stays for the next start")
+                }
+            }
+        }
+        Ok((forward, undone))
+    }
+
+    async fn spawn_op_for_recovery(&self, op: CryptoOp, mode: Mode) -> Result<CryptoOp, CryptoError> {
+        loop {
+            match self.spawn_op(op.clone(), mode).await {
+                Err(CryptoError::Unavailable(Unavailable::Overloaded)) if !self.inner.shared.journal.has_failed() => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Did this credit leg of `op` happen? Its posting says.
+async fn credit_happened(engine: &Engine, op: &CryptoOp, leg: &Leg) -> Result<bool, StoreError> {
+    Ok(match leg {
+        Leg::Account { account, .. } => engine
+            .store()
+            .postings_of_transfer(op.id)
+            .await?
+            .iter()
+            .any(|posting| posting.account == *account && posting.direction == Direction::Credit),
+        Leg::Wallet { wallet, .. } => engine
+            .store()
+            .wallet_postings_of_transfer(op.id)
+            .await?
+            .iter()
+            .any(|posting| posting.wallet == *wallet && posting.direction == Direction::Credit),
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Run the legs from the operation's step.
+    Forward,
+    /// The custodian failed a pending withdrawal (or a code says why): release and fail.
+    Undo(Option<ErrorCode>),
+    /// Recovery: undo the first n legs and fail with the code.
+    UndoFrom(u32, ErrorCode),
+}
+
+enum LegError {
+    Refused(ErrorCode),
+    Unavailable(Unavailable),
+}
+
+async fn send_leg(inner: &EngineInner, leg: Leg) -> Result<(), LegError> {
+    match leg {
+        Leg::Account { account, command } => match inner.accounts.command(account, command).await {
+            Ok(_) => Ok(()),
+            Err(CallError::NotFound) => Err(LegError::Refused(ErrorCode::NotFound)),
+            Err(CallError::Rejected(rejection)) => Err(LegError::Refused(rejection.code())),
+            Err(CallError::Unavailable(unavailable)) => Err(LegError::Unavailable(unavailable)),
+        },
+        Leg::Wallet { wallet, command } => match inner.wallets.command(wallet, command).await {
+            Ok(_) => Ok(()),
+            Err(CallError::NotFound) => Err(LegError::Refused(ErrorCode::NotFound)),
+            Err(CallError::Rejected(rejection)) => {
+                Err(LegError::Refused(<Wallet as crate::entity::Entity>::rejection_code(&rejection)))
+            }
+            Err(CallError::Unavailable(unavailable)) => Err(LegError::Unavailable(unavailable)),
+        },
+    }
+}
+
+/// A leg that cannot be refused (a post, a release, a system account's credit): retried
+/// while its actor is unavailable, until the engine shuts down.
+async fn forward_leg(inner: &EngineInner, op: &CryptoOp, leg: Leg) -> Result<(), CryptoError> {
+    let mut wait = Duration::from_millis(1);
+    loop {
+        match send_leg(inner, leg).await {
+            Ok(()) => return Ok(()),
+            Err(LegError::Unavailable(_)) => {
+                if inner.shutting_down.load(Ordering::Relaxed) || inner.shared.journal.has_failed() {
+                    return Err(CryptoError::Unavailable(Unavailable::Overloaded));
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(100));
+            }
+            Err(LegError::Refused(code)) => {
+                tracing::error!(op = %op.id, ?leg, ?code, "forward-only crypto leg refused");
+                return Err(CryptoError::Internal(format!("forward-only leg refused: {code:?}")));
+            }
+        }
+    }
+}
+
+fn record(inner: &EngineInner, op: &CryptoOp) -> Result<(), CryptoError> {
+    inner
+        .shared
+        .journal
+        .append(Record::CryptoOp(Box::new(op.clone())))
+        .map(|_| ())
+        .map_err(|_| CryptoError::Unavailable(Unavailable::Overloaded))
+}
+
+/// Records the operation's state and waits until it (and every record before it) is durable.
+async fn finish(inner: &EngineInner, op: &mut CryptoOp) -> Result<(), CryptoError> {
+    op.updated_at = inner.clock.now();
+    let ack = loop {
+        match inner.shared.journal.append_acked(Record::CryptoOp(Box::new(op.clone()))) {
+            Ok((_, ack)) => break ack,
+            Err(_) if inner.shared.journal.has_failed() => {
+                return Err(CryptoError::Internal("journal failed; the operation is left to recovery".to_owned()));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    };
+    ack.wait().await.map_err(|_| CryptoError::Internal("journal stopped before the operation was durable".to_owned()))
+}
+
+async fn compensate(
+    inner: &EngineInner,
+    mut op: CryptoOp,
+    done: u32,
+    code: Option<ErrorCode>,
+) -> Result<CryptoOp, CryptoError> {
+    for undo in op.undo_legs(done) {
+        forward_leg(inner, &op, undo).await?;
+    }
+    inner.sagas_compensated.fetch_add(1, Ordering::Relaxed);
+    op.status = CryptoOpStatus::Failed;
+    op.failure_reason = code;
+    finish(inner, &mut op).await?;
+    Ok(op)
+}
+
+async fn drive(inner: &EngineInner, mut op: CryptoOp, mode: Mode) -> Result<CryptoOp, CryptoError> {
+    match mode {
+        Mode::Undo(code) => {
+            // Recorded first as `processing` with no leg counted as done: should the process
+            // die before the release, recovery undoes it (it never drives a step-0 withdrawal
+            // forward), and a late `confirmed` finds it no longer pending.
+            let done = op.step;
+            op.step = 0;
+            record(inner, &op)?;
+            return compensate(inner, op, done, code).await;
+        }
+        Mode::UndoFrom(done, code) => {
+            let failed = compensate(inner, op, done, Some(code)).await?;
+            return Err(CryptoError::Failed(Box::new(failed), code));
+        }
+        Mode::Forward => {}
+    }
+    let legs = op.legs();
+    // Recorded before any leg runs: the operation (a deposit's tx_hash, a confirmation's
+    // `processing`) is in the journal before the money it moves, so recovery always knows it.
+    record(inner, &op)?;
+    loop {
+        if Some(op.step) == op.pauses_after() && op.tx_hash.is_none() {
+            op.status = CryptoOpStatus::Pending;
+            finish(inner, &mut op).await?;
+            return Ok(op);
+        }
+        let Some(leg) = legs.get(op.step as usize).copied() else {
+            op.status = CryptoOpStatus::Completed;
+            finish(inner, &mut op).await?;
+            inner.sagas_completed.fetch_add(1, Ordering::Relaxed);
+            return Ok(op);
+        };
+        if op.step <= op.pivot() {
+            match send_leg(inner, leg).await {
+                Ok(()) => {}
+                Err(LegError::Unavailable(unavailable)) if op.kind == CryptoOpKind::Deposit => {
+                    // Left `processing`: the custodian's retry resumes it (module comment).
+                    finish(inner, &mut op).await?;
+                    return Err(CryptoError::Unavailable(unavailable));
+                }
+                Err(error) => {
+                    let code = match error {
+                        LegError::Refused(code) => code,
+                        LegError::Unavailable(Unavailable::Quarantined) => ErrorCode::Quarantined,
+                        LegError::Unavailable(_) => ErrorCode::Overloaded,
+                    };
+                    let step = op.step;
+                    let failed = compensate(inner, op, step, Some(code)).await?;
+                    return Err(CryptoError::Failed(Box::new(failed), code));
+                }
+            }
+        } else {
+            forward_leg(inner, &op, leg).await?;
+        }
+        op.step += 1;
+        op.updated_at = inner.clock.now();
+        record(inner, &op)?;
+    }
+}

@@ -1,0 +1,200 @@
+//! Crypto operations across a crash (`actors/src/crypto.rs`, "Recovery"): the store holds a
+//! durable prefix of the journal, the engine halts as `kill -9` would, a new engine starts on
+//! the same store and finishes or undoes what was left: a pending withdrawal keeps its hold,
+//! a deposit goes forward, an order before its pivot is undone, an order past its wallet
+//! credit goes forward without crediting twice. Money is conserved throughout.
+
+// Test code: a failed unwrap or panic is a failed test, which is what we want.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use tally_actors::{DepositTarget, Engine, EngineConfig};
+use tally_engine::{CryptoOp, CryptoOpKind, CryptoOpStatus, Currency, ErrorCode, Record, WalletId, system_accounts};
+use tally_persistence::MemoryStore;
+use tally_tests::{Harness, assert_store_consistent};
+
+async fn restart(engine: &Engine, store: &Arc<MemoryStore>) -> Engine {
+    engine.journal().barrier().wait().await.unwrap();
+    engine.halt().await;
+    Engine::start(store.clone(), EngineConfig::default()).await.unwrap()
+}
+
+async fn wallet_figures(engine: &Engine, wallet: WalletId, asset: Currency) -> (Decimal, Decimal) {
+    let wallet = engine.wallet(wallet).await.unwrap();
+    wallet.position(asset).map_or((Decimal::ZERO, Decimal::ZERO), |p| (p.balance, p.held))
+}
+
+fn order(
+    engine: &Engine,
+    kind: CryptoOpKind,
+    owner: tally_engine::UserId,
+    wallet: WalletId,
+    account: tally_engine::AccountId,
+) -> CryptoOp {
+    let now = engine.now();
+    CryptoOp {
+        id: engine.new_transfer_id(),
+        kind,
+        status: CryptoOpStatus::Processing,
+        step: 0,
+        owner,
+        wallet,
+        asset: Currency::BTC,
+        asset_amount: dec!(0.002),
+        fiat_account: Some(account),
+        fiat_currency: Some(Currency::USD),
+        fiat_amount: dec!(100.00),
+        fee: dec!(1.00),
+        price: Some(dec!(50000)),
+        address: None,
+        tx_hash: None,
+        idempotency: None,
+        failure_reason: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Runs the first `legs` legs of `op` by hand, recording the operation before them and after
+/// each but the last (the crash lands between a leg and its record).
+async fn run_legs_then_crash_before_recording(engine: &Engine, op: &mut CryptoOp, legs: u32) {
+    engine.journal().append(Record::CryptoOp(Box::new(op.clone()))).unwrap();
+    for (index, leg) in op.legs().into_iter().take(legs as usize).enumerate() {
+        match leg {
+            tally_engine::crypto::Leg::Account { account, command } => {
+                engine.accounts().command(account, command).await.unwrap();
+            }
+            tally_engine::crypto::Leg::Wallet { wallet, command } => {
+                engine.wallets().command(wallet, command).await.unwrap();
+            }
+        }
+        if index + 1 < legs as usize {
+            op.step += 1;
+            engine.journal().append(Record::CryptoOp(Box::new(op.clone()))).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_withdrawal_keeps_its_hold_across_a_crash_and_settles_after() {
+    let harness = Harness::start().await;
+    let owner = harness.user();
+    let (profile, _) = harness.engine.open_customer_wallet(owner, Currency::BTC).await.unwrap();
+    harness
+        .engine
+        .deposit(DepositTarget::Address(profile.deposit_address.clone()), dec!(1), "tx-in".into())
+        .await
+        .unwrap();
+    let (withdrawal, _) =
+        harness.engine.withdraw(owner, profile.wallet, dec!(0.4), "bc1dest".into(), None).await.unwrap();
+    assert_eq!(withdrawal.status, CryptoOpStatus::Pending);
+
+    let engine = restart(&harness.engine, &harness.store).await;
+    assert_eq!(engine.crypto_op(withdrawal.id).await.unwrap().unwrap().status, CryptoOpStatus::Pending);
+    assert_eq!(wallet_figures(&engine, profile.wallet, Currency::BTC).await, (dec!(1), dec!(0.4)));
+    // The deposit's hash is still known after the restart: a repeat changes nothing.
+    let (_, repeated) =
+        engine.deposit(DepositTarget::Address(profile.deposit_address.clone()), dec!(1), "tx-in".into()).await.unwrap();
+    assert!(repeated);
+    let settled = engine.settle_withdrawal(withdrawal.id, true, "tx-out".into()).await.unwrap();
+    assert_eq!(settled.status, CryptoOpStatus::Completed);
+    assert_eq!(wallet_figures(&engine, profile.wallet, Currency::BTC).await, (dec!(0.6), dec!(0)));
+    engine.journal().barrier().wait().await.unwrap();
+    let sums = assert_store_consistent(harness.store.as_ref()).await;
+    assert_eq!(sums[&Currency::BTC], Decimal::ZERO);
+    engine.shutdown(std::time::Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_interrupted_before_its_wallet_credit_is_undone() {
+    let harness = Harness::start().await;
+    let owner = harness.user();
+    let account = harness.engine.open_account(owner, Currency::USD, Decimal::ZERO).await.unwrap();
+    harness.fund(&account, dec!(500)).await;
+    let (profile, _) = harness.engine.open_customer_wallet(owner, Currency::BTC).await.unwrap();
+    let mut op = order(&harness.engine, CryptoOpKind::Buy, owner, profile.wallet, account.id);
+    // The fiat hold and the FX clearing hold are placed; the crash comes before the credit.
+    run_legs_then_crash_before_recording(&harness.engine, &mut op, 2).await;
+    assert_eq!(harness.engine.account(account.id).await.unwrap().held(), dec!(101.00));
+
+    let engine = restart(&harness.engine, &harness.store).await;
+    let recovered = engine.crypto_op(op.id).await.unwrap().unwrap();
+    assert_eq!((recovered.status, recovered.failure_reason), (CryptoOpStatus::Failed, Some(ErrorCode::Internal)));
+    let account = engine.account(account.id).await.unwrap();
+    assert_eq!((account.balance(), account.held()), (dec!(500), dec!(0)));
+    let fx = engine.account(system_accounts::fx_clearing(Currency::BTC)).await.unwrap();
+    assert_eq!(fx.held(), dec!(0));
+    assert_eq!(wallet_figures(&engine, profile.wallet, Currency::BTC).await, (dec!(0), dec!(0)));
+    assert_store_consistent(harness.store.as_ref()).await;
+    engine.shutdown(std::time::Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_interrupted_after_its_wallet_credit_goes_forward_and_credits_once() {
+    let harness = Harness::start().await;
+    let owner = harness.user();
+    let account = harness.engine.open_account(owner, Currency::USD, Decimal::ZERO).await.unwrap();
+    harness.fund(&account, dec!(500)).await;
+    let (profile, _) = harness.engine.open_customer_wallet(owner, Currency::BTC).await.unwrap();
+    let mut op = order(&harness.engine, CryptoOpKind::Buy, owner, profile.wallet, account.id);
+    // Holds and the wallet credit happened; the record saying so did not.
+    run_legs_then_crash_before_recording(&harness.engine, &mut op, 3).await;
+    assert_eq!(op.step, 2, "the last durable record says two legs are done");
+
+    let engine = restart(&harness.engine, &harness.store).await;
+    let recovered = engine.crypto_op(op.id).await.unwrap().unwrap();
+    assert_eq!(recovered.status, CryptoOpStatus::Completed);
+    assert_eq!(wallet_figures(&engine, profile.wallet, Currency::BTC).await, (dec!(0.002), dec!(0)), "credited once");
+    let account = engine.account(account.id).await.unwrap();
+    assert_eq!((account.balance(), account.held()), (dec!(399.00), dec!(0)));
+    let fees = engine.account(system_accounts::fees(Currency::USD)).await.unwrap();
+    assert_eq!(fees.balance(), dec!(1.00));
+    let sums = assert_store_consistent(harness.store.as_ref()).await;
+    assert_eq!(sums[&Currency::BTC], Decimal::ZERO);
+    assert_eq!(sums[&Currency::USD], Decimal::ZERO);
+    engine.shutdown(std::time::Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposit_interrupted_after_its_settlement_hold_is_credited() {
+    let harness = Harness::start().await;
+    let owner = harness.user();
+    let (profile, _) = harness.engine.open_customer_wallet(owner, Currency::ETH).await.unwrap();
+    let now = harness.engine.now();
+    let mut op = CryptoOp {
+        id: harness.engine.new_transfer_id(),
+        kind: CryptoOpKind::Deposit,
+        status: CryptoOpStatus::Processing,
+        step: 0,
+        owner,
+        wallet: profile.wallet,
+        asset: Currency::ETH,
+        asset_amount: dec!(3),
+        fiat_account: None,
+        fiat_currency: None,
+        fiat_amount: Decimal::ZERO,
+        fee: Decimal::ZERO,
+        price: None,
+        address: None,
+        tx_hash: Some("0xdeposit".into()),
+        idempotency: None,
+        failure_reason: None,
+        created_at: now,
+        updated_at: now,
+    };
+    run_legs_then_crash_before_recording(&harness.engine, &mut op, 1).await;
+
+    let engine = restart(&harness.engine, &harness.store).await;
+    assert_eq!(engine.crypto_op(op.id).await.unwrap().unwrap().status, CryptoOpStatus::Completed);
+    assert_eq!(wallet_figures(&engine, profile.wallet, Currency::ETH).await, (dec!(3), dec!(0)));
+    let (again, repeated) =
+        engine.deposit(DepositTarget::Wallet(profile.wallet), dec!(3), "0xdeposit".into()).await.unwrap();
+    assert!(repeated);
+    assert_eq!(again.id, op.id);
+    assert_eq!(wallet_figures(&engine, profile.wallet, Currency::ETH).await, (dec!(3), dec!(0)));
+    assert_store_consistent(harness.store.as_ref()).await;
+    engine.shutdown(std::time::Duration::from_secs(5)).await;
+}
