@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -105,30 +105,11 @@ pub struct Quote {
     pub expires_at: Timestamp,
 }
 
-/// Where crypto prices come from: fiat per one unit of an asset. The engine's own table is
-/// set by `Engine::set_crypto_price`; the FX table (`feat-pricing`) can stand behind it.
-pub trait PriceSource: Send + Sync + 'static {
-    fn price(&self, asset: Currency, fiat: Currency) -> Option<Decimal>;
-}
-
-#[derive(Default)]
-struct PriceTable {
-    prices: RwLock<HashMap<(Currency, Currency), Decimal>>,
-}
-
-impl PriceSource for PriceTable {
-    fn price(&self, asset: Currency, fiat: Currency) -> Option<Decimal> {
-        self.prices.read().ok()?.get(&(asset, fiat)).copied()
-    }
-}
-
 /// The engine's crypto state: quotes, prices, and the per-chain-transaction claims that make
 /// concurrent duplicate deposits wait for the first.
 #[derive(Default)]
 pub(crate) struct CryptoState {
     quotes: DashMap<Uuid, Quote>,
-    prices: PriceTable,
-    external_prices: RwLock<Option<Arc<dyn PriceSource>>>,
     deposit_claims: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
@@ -376,27 +357,10 @@ impl Engine {
 
     // ---- quotes and orders -----------------------------------------------------------------
 
-    /// Sets the price of one unit of `asset` in `fiat` (tests, and an admin feed until the FX
-    /// table stands behind `PriceSource`).
-    pub fn set_crypto_price(&self, asset: Currency, fiat: Currency, price: Decimal) {
-        if let Ok(mut prices) = self.inner.crypto.prices.prices.write() {
-            prices.insert((asset, fiat), price);
-        }
-    }
-
-    /// Puts another price source (the FX table) in front of the engine's own table.
-    pub fn set_price_source(&self, source: Arc<dyn PriceSource>) {
-        if let Ok(mut slot) = self.inner.crypto.external_prices.write() {
-            *slot = Some(source);
-        }
-    }
-
+    /// Fiat per one unit of `asset`: the admin-set FX rate `asset` → `fiat`
+    /// (`PUT /v1/admin/fx-rates {from: "BTC", to: "USD", rate}`), read from memory.
     fn price(&self, asset: Currency, fiat: Currency) -> Option<Decimal> {
-        let external = self.inner.crypto.external_prices.read().ok().and_then(|slot| slot.clone());
-        external
-            .and_then(|source| source.price(asset, fiat))
-            .or_else(|| self.inner.crypto.prices.price(asset, fiat))
-            .filter(|price| *price > Decimal::ZERO)
+        self.fx_rate(asset, fiat).filter(|price| *price > Decimal::ZERO)
     }
 
     /// Prices a buy or sell for `owner` and keeps the quote until `now + QUOTE_TTL`.

@@ -30,7 +30,7 @@ pub mod shared;
 
 pub use batch::{AtomicBatch, BatchItem, KeyClaim};
 pub use clock::{Clock, IdSource, RandomIds, SystemClock};
-pub use crypto::{CryptoError, DepositTarget, PriceSource, Quote};
+pub use crypto::{CryptoError, DepositTarget, Quote};
 pub use engine::{Engine, EngineConfig, EngineError, StartError, TransferError};
 pub use entity::ActorKind;
 pub use faults::FaultInjector;

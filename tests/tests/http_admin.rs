@@ -255,16 +255,6 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
                     }
                     server.send(request).await
                 }
-                ("PUT", body) => {
-                    let mut request = server.client.put(server.url(path));
-                    if let Some(token) = token {
-                        request = request.bearer_auth(token);
-                    }
-                    if let Some(body) = body {
-                        request = request.json(body);
-                    }
-                    server.send(request).await
-                }
                 (_, Some(body)) => server.post(path, token, body.clone()).await,
                 (_, None) => server.post_empty(path, token).await,
             };
