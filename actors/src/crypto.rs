@@ -21,9 +21,8 @@
 //! other operation is undone (holds released) and recorded `failed` with `INTERNAL`: its
 //! caller never heard a success.
 
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -359,7 +358,7 @@ impl Engine {
 
     /// Fiat per one unit of `asset`: the admin-set FX rate `asset` → `fiat`
     /// (`PUT /v1/admin/fx-rates {from: "BTC", to: "USD", rate}`), read from memory.
-    fn price(&self, asset: Currency, fiat: Currency) -> Option<Decimal> {
+    fn crypto_price(&self, asset: Currency, fiat: Currency) -> Option<Decimal> {
         self.fx_rate(asset, fiat).filter(|price| *price > Decimal::ZERO)
     }
 
@@ -373,7 +372,7 @@ impl Engine {
         amount: QuoteAmount,
         now: Timestamp,
     ) -> Result<Quote, CryptoError> {
-        let price = self.price(asset, fiat).ok_or_else(|| {
+        let price = self.crypto_price(asset, fiat).ok_or_else(|| {
             CryptoError::Refused(ErrorCode::FxRateNotFound, format!("no price for {asset} in {fiat}"))
         })?;
         let terms =

@@ -7,8 +7,8 @@
 pub mod aml;
 pub mod batch;
 pub mod check;
-pub mod finance;
 pub mod crypto;
+pub mod finance;
 pub mod journal;
 pub mod memory;
 pub mod open;
