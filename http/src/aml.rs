@@ -1,4 +1,4 @@
-//! `/v1/admin/aml/*`: AML rules (`aml:read` to see, `aml:write` to change) and the flags they
+//! `/v1/admin/aml/*`: AML rules (`aml:write` to see and to change, as API.md says) and the flags they
 //! raise (`aml:read` to list, count and read; `aml:write` to resolve).
 //!
 //! A rule is `{name, kind, config, action, enabled}`; `config` depends on `kind` and is checked
@@ -319,7 +319,8 @@ pub async fn account_flags(state: &AppState, account: AccountId) -> Result<Vec<A
     flags.iter().map(AmlFlagView::of).collect()
 }
 
-/// `GET /v1/admin/aml/rules` (`aml:read`) → every rule, oldest first (at most 256).
+/// `GET /v1/admin/aml/rules` (`aml:write`, as API.md names for every rule route: the rules are
+/// what a launderer would most like to read, so reading them is the rule editors' right) → every rule, oldest first (at most 256).
 #[utoipa::path(
     get,
     path = "/v1/admin/aml/rules",
@@ -327,7 +328,7 @@ pub async fn account_flags(state: &AppState, account: AccountId) -> Result<Vec<A
     responses((status = 200, body = AmlRuleList)),
     security(("bearer" = []))
 )]
-pub async fn list_rules(State(state): State<AppState>, _admin: Authorized<AmlRead>) -> Result<Response, ApiError> {
+pub async fn list_rules(State(state): State<AppState>, _admin: Authorized<AmlWrite>) -> Result<Response, ApiError> {
     let rules = state.engine()?.aml_rules();
     let items = rules.iter().map(AmlRuleView::of).collect::<Result<Vec<_>, _>>()?;
     Ok(axum::Json(AmlRuleList { items }).into_response())
@@ -364,7 +365,7 @@ fn find_rule(state: &AppState, id: uuid::Uuid) -> Result<AmlRule, ApiError> {
         .ok_or_else(|| ApiError::not_found("AML rule"))
 }
 
-/// `GET /v1/admin/aml/rules/{id}` (`aml:read`) → the rule.
+/// `GET /v1/admin/aml/rules/{id}` (`aml:write`) → the rule.
 #[utoipa::path(
     get,
     path = "/v1/admin/aml/rules/{id}",
@@ -375,7 +376,7 @@ fn find_rule(state: &AppState, id: uuid::Uuid) -> Result<AmlRule, ApiError> {
 )]
 pub async fn get_rule(
     State(state): State<AppState>,
-    _admin: Authorized<AmlRead>,
+    _admin: Authorized<AmlWrite>,
     IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
     Ok(axum::Json(AmlRuleView::of(&find_rule(&state, id)?)?).into_response())

@@ -134,7 +134,7 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
         ),
         ("GET", "/v1/admin/permissions", "/v1/admin/permissions".to_owned(), None, "admin_users:read"),
         ("GET", "/v1/admin/actors", "/v1/admin/actors".to_owned(), None, "ops:read"),
-        ("GET", "/v1/admin/aml/rules", "/v1/admin/aml/rules".to_owned(), None, "aml:read"),
+        ("GET", "/v1/admin/aml/rules", "/v1/admin/aml/rules".to_owned(), None, "aml:write"),
         (
             "POST",
             "/v1/admin/aml/rules",
@@ -144,7 +144,7 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
             ),
             "aml:write",
         ),
-        ("GET", "/v1/admin/aml/rules/{id}", format!("/v1/admin/aml/rules/{aml_id}"), None, "aml:read"),
+        ("GET", "/v1/admin/aml/rules/{id}", format!("/v1/admin/aml/rules/{aml_id}"), None, "aml:write"),
         (
             "PUT",
             "/v1/admin/aml/rules/{id}",

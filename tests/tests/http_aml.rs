@@ -82,6 +82,8 @@ async fn send(
 async fn rules_are_created_read_replaced_and_deleted_and_bad_ones_are_refused(server: TestServer) {
     let admin = server.admin(AML_ADMIN).await;
     let reader = server.admin(&["aml:read"]).await;
+    // API.md puts every rule route under `aml:write`: an editor reads rules, a flag reader does not.
+    let editor = server.admin(&["aml:write"]).await;
     let customer = server.user().await;
 
     let created = server.post("/v1/admin/aml/rules", Some(&admin.token), threshold("big", "1000", "flag")).await;
@@ -97,10 +99,11 @@ async fn rules_are_created_read_replaced_and_deleted_and_bad_ones_are_refused(se
     assert_eq!(fast.body["config"]["max_amount"], "0.50000000");
     assert_eq!(fast.body["enabled"], true, "enabled defaults to true");
 
-    let listed = server.get("/v1/admin/aml/rules", Some(&reader.token)).await;
+    server.get("/v1/admin/aml/rules", Some(&reader.token)).await.assert_problem(403, "FORBIDDEN");
+    let listed = server.get("/v1/admin/aml/rules", Some(&editor.token)).await;
     listed.assert_status(200);
     assert_eq!(listed.body["items"].as_array().unwrap().len(), 2);
-    let read = server.get(&format!("/v1/admin/aml/rules/{id}"), Some(&reader.token)).await;
+    let read = server.get(&format!("/v1/admin/aml/rules/{id}"), Some(&editor.token)).await;
     read.assert_status(200);
     assert_eq!(read.str("name"), "big");
 
@@ -110,7 +113,7 @@ async fn rules_are_created_read_replaced_and_deleted_and_bad_ones_are_refused(se
     assert_eq!(replaced.str("action"), "block");
     assert_eq!(replaced.body["config"]["transfer_type"], "external");
     assert_eq!(replaced.str("created_at"), created.str("created_at"));
-    let read = server.get(&format!("/v1/admin/aml/rules/{id}"), Some(&reader.token)).await;
+    let read = server.get(&format!("/v1/admin/aml/rules/{id}"), Some(&editor.token)).await;
     assert_eq!((read.str("name"), read.body["enabled"].clone()), ("bigger".to_owned(), json!(false)));
 
     // Each bad rule is a 400 naming its field, and creates nothing.
@@ -182,12 +185,12 @@ async fn rules_are_created_read_replaced_and_deleted_and_bad_ones_are_refused(se
     send(&server, reqwest::Method::DELETE, &format!("/v1/admin/aml/rules/{id}"), Some(&reader.token), None)
         .await
         .assert_problem(403, "FORBIDDEN");
-    assert_eq!(server.get("/v1/admin/aml/rules", Some(&reader.token)).await.body["items"].as_array().unwrap().len(), 2);
+    assert_eq!(server.get("/v1/admin/aml/rules", Some(&editor.token)).await.body["items"].as_array().unwrap().len(), 2);
 
     send(&server, reqwest::Method::DELETE, &format!("/v1/admin/aml/rules/{id}"), Some(&admin.token), None)
         .await
         .assert_status(204);
-    server.get(&format!("/v1/admin/aml/rules/{id}"), Some(&reader.token)).await.assert_problem(404, "NOT_FOUND");
+    server.get(&format!("/v1/admin/aml/rules/{id}"), Some(&editor.token)).await.assert_problem(404, "NOT_FOUND");
     send(&server, reqwest::Method::DELETE, &format!("/v1/admin/aml/rules/{id}"), Some(&admin.token), None)
         .await
         .assert_problem(404, "NOT_FOUND");
@@ -200,7 +203,7 @@ async fn rules_are_created_read_replaced_and_deleted_and_bad_ones_are_refused(se
     )
     .await
     .assert_problem(404, "NOT_FOUND");
-    assert_eq!(server.get("/v1/admin/aml/rules", Some(&reader.token)).await.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(server.get("/v1/admin/aml/rules", Some(&editor.token)).await.body["items"].as_array().unwrap().len(), 1);
     server.shutdown().await;
 }
 
