@@ -92,6 +92,10 @@ pub struct ModelLedger {
     pub deposit_hashes: HashSet<String>,
     /// Withdrawals waiting for the custodian: key to (wallet, amount).
     pub withdrawals: HashMap<u64, (usize, Decimal)>,
+    /// AML flags raised: one per matched rule of every screened transfer.
+    pub aml_flags: u64,
+    /// Transfers an AML rule stopped `pending` for review.
+    pub aml_reviews: u64,
 }
 
 /// What a matched AML rule does, least severe first.
@@ -194,7 +198,7 @@ impl ModelLedger {
             converted
         };
         let screened = kind == "internal" || kind == "external";
-        let aml = self
+        let matched: Vec<ModelAmlAction> = self
             .aml_rules
             .iter()
             .filter(|rule| {
@@ -204,7 +208,9 @@ impl ModelLedger {
                     && amount >= rule.amount
             })
             .map(|rule| rule.action)
-            .max();
+            .collect();
+        self.aml_flags += matched.len() as u64;
+        let aml = matched.into_iter().max();
         if aml == Some(ModelAmlAction::Block) {
             return Outcome::Rejected("TRANSFER_BLOCKED");
         }
@@ -223,6 +229,7 @@ impl ModelLedger {
         let pending = ModelPending { source, destination, amount, fee, delivered, currency };
         if manual {
             let key = key.expect("a transfer that may stop pending has a key");
+            self.aml_reviews += u64::from(aml == Some(ModelAmlAction::Review));
             self.accounts[source].held += total;
             self.pending.insert(key, pending);
             return Outcome::Pending;

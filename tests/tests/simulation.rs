@@ -10,7 +10,7 @@
 //! from the FX table — run through the real actors and through a plain single-threaded
 //! model ledger. Every outcome, and at the end every balance, hold, status and transfer
 //! status, every wallet position, and per currency (fiat and assets) the zero sum over
-//! accounts and wallets, must match. A failure prints its seed; `TALLY_SIM_SEED=<seed>` reruns just it and
+//! accounts and wallets, the AML flags raised and the transfers sent to review, must match. A failure prints its seed; `TALLY_SIM_SEED=<seed>` reruns just it and
 //! `TALLY_SIM_OPS=<n>` changes the length.
 
 // Test code: a failed unwrap or panic is a failed test, which is what we want.
@@ -927,6 +927,12 @@ impl Sim {
             }
         }
         assert!(sums.values().all(Decimal::is_zero), "seed {}: store sums {sums:?}", self.seed);
+        // Every matched rule raised exactly one flag (flags are durable with their transfer).
+        let filter = tally_persistence::aml::FlagFilter { status: None, account: None };
+        let flags = self.harness.store.aml().unwrap().count_aml_flags(filter).await.unwrap();
+        assert_eq!(flags, self.model.aml_flags, "seed {}: AML flags raised", self.seed);
+        // And the transfers that waited for review are exactly those the model sent there.
+        assert_eq!(self.stats.aml_reviewed as u64, self.model.aml_reviews, "seed {}: AML reviews", self.seed);
     }
 
     async fn check_final_state(&mut self) {
