@@ -276,6 +276,11 @@ impl Sim {
             self.harness.engine.faults().arm_panics(ActorKind::TransferSaga, 1);
             self.stats.panics_injected += 1;
         }
+        if self.rng.gen_ratio(1, 40) {
+            // Crypto legs to a wallet must survive its actor restarting too.
+            self.harness.engine.faults().arm_panics(ActorKind::Wallet, 1);
+            self.stats.panics_injected += 1;
+        }
         match self.rng.gen_range(0..125) {
             0..=49 => self.internal_transfer().await,
             50..=59 => self.external_transfer().await,
