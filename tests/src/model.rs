@@ -2,7 +2,7 @@
 //! rules, written without actors, journal or engine types' methods, to check the real system
 //! against. If the two disagree, one of them is wrong.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rust_decimal::Decimal;
 
@@ -82,6 +82,64 @@ pub struct ModelLedger {
     /// Fee rules by (transfer type, currency); FX rates by (from, to), directed.
     pub fee_rules: HashMap<(&'static str, &'static str), ModelFee>,
     pub fx_rates: HashMap<(&'static str, &'static str), Decimal>,
+    /// AML threshold rules, in force for internal and external transfers.
+    pub aml_rules: Vec<ModelAmlRule>,
+    /// Wallet positions, one asset each, and what the crypto flows need of them.
+    pub wallets: Vec<ModelWallet>,
+    /// The settlement and FX clearing account of each crypto asset the model knows.
+    pub settlement_accounts: HashMap<&'static str, usize>,
+    /// Deposit chain transactions already credited.
+    pub deposit_hashes: HashSet<String>,
+    /// Withdrawals waiting for the custodian: key to (wallet, amount).
+    pub withdrawals: HashMap<u64, (usize, Decimal)>,
+    /// AML flags raised: one per matched rule of every screened transfer.
+    pub aml_flags: u64,
+    /// Transfers an AML rule stopped `pending` for review.
+    pub aml_reviews: u64,
+}
+
+/// What a matched AML rule does, least severe first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ModelAmlAction {
+    Flag,
+    Review,
+    Block,
+}
+
+/// An AML threshold rule: matches a screened transfer of at least `amount` written in
+/// `currency`, of type `kind` if one is named.
+#[derive(Clone, Debug)]
+pub struct ModelAmlRule {
+    pub amount: Decimal,
+    pub currency: &'static str,
+    pub kind: Option<&'static str>,
+    pub action: ModelAmlAction,
+}
+
+/// A wallet's position in its one asset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelWallet {
+    pub asset: &'static str,
+    pub scale: u32,
+    pub balance: Decimal,
+    pub held: Decimal,
+}
+
+/// The outcome of a custodian deposit report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DepositOutcome {
+    Credited,
+    /// The tx_hash was already credited: nothing changes.
+    Repeat,
+    Rejected(&'static str),
+}
+
+/// The figures of a crypto order, as the model prices it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelOrder {
+    pub fiat_amount: Decimal,
+    pub crypto_amount: Decimal,
+    pub fee: Decimal,
 }
 
 impl ModelLedger {
@@ -103,9 +161,11 @@ impl ModelLedger {
     }
 
     /// A transfer of `kind` ("internal", "external", "admin") of `amount` written in
-    /// `currency` (of `scale` decimals) from `source` to `destination`. With `manual`, it
-    /// stops pending after the hold under that key. Checked in the engine's order: the request
-    /// alone, its price (fee, FX rate, conversion), the source, the destination.
+    /// `currency` (of `scale` decimals) from `source` to `destination`. With `manual`, or when
+    /// an AML rule asks for review, it stops pending after the hold under `key` (a screened
+    /// transfer always has one). Checked in the engine's order: the request alone, its price
+    /// (fee, FX rate, conversion), the AML screen, the source, the destination.
+    #[allow(clippy::too_many_arguments)]
     pub fn transfer(
         &mut self,
         kind: &'static str,
@@ -113,7 +173,8 @@ impl ModelLedger {
         destination: usize,
         amount: Decimal,
         (currency, scale): (&'static str, u32),
-        manual: Option<u64>,
+        key: Option<u64>,
+        manual: bool,
     ) -> Outcome {
         if amount <= Decimal::ZERO || amount.normalize().scale() > scale {
             return Outcome::Rejected("VALIDATION_ERROR");
@@ -136,6 +197,24 @@ impl ModelLedger {
             }
             converted
         };
+        let screened = kind == "internal" || kind == "external";
+        let matched: Vec<ModelAmlAction> = self
+            .aml_rules
+            .iter()
+            .filter(|rule| {
+                screened
+                    && rule.currency == currency
+                    && rule.kind.is_none_or(|only| only == kind)
+                    && amount >= rule.amount
+            })
+            .map(|rule| rule.action)
+            .collect();
+        self.aml_flags += matched.len() as u64;
+        let aml = matched.into_iter().max();
+        if aml == Some(ModelAmlAction::Block) {
+            return Outcome::Rejected("TRANSFER_BLOCKED");
+        }
+        let manual = manual || aml == Some(ModelAmlAction::Review);
         let from = &self.accounts[source];
         if from.status != ModelStatus::Active {
             return Outcome::Rejected("ACCOUNT_NOT_ACTIVE");
@@ -148,7 +227,9 @@ impl ModelLedger {
             return Outcome::Rejected("INSUFFICIENT_FUNDS");
         }
         let pending = ModelPending { source, destination, amount, fee, delivered, currency };
-        if let Some(key) = manual {
+        if manual {
+            let key = key.expect("a transfer that may stop pending has a key");
+            self.aml_reviews += u64::from(aml == Some(ModelAmlAction::Review));
             self.accounts[source].held += total;
             self.pending.insert(key, pending);
             return Outcome::Pending;
@@ -203,5 +284,140 @@ impl ModelLedger {
         }
         account.status = status;
         Ok(())
+    }
+}
+
+impl ModelLedger {
+    pub fn add_wallet(&mut self, asset: &'static str, scale: u32) -> usize {
+        self.wallets.push(ModelWallet { asset, scale, balance: Decimal::ZERO, held: Decimal::ZERO });
+        self.wallets.len() - 1
+    }
+
+    fn valid_amount(amount: Decimal, scale: u32) -> bool {
+        amount > Decimal::ZERO && amount.normalize().scale() <= scale
+    }
+
+    /// A custodian reports `amount` arriving in `wallet` by chain transaction `tx_hash`: the
+    /// first report credits the wallet against the asset's settlement account, a repeat
+    /// changes nothing (whatever amount it names).
+    pub fn deposit(&mut self, wallet: usize, amount: Decimal, tx_hash: &str) -> DepositOutcome {
+        if self.deposit_hashes.contains(tx_hash) {
+            return DepositOutcome::Repeat;
+        }
+        let (asset, scale) = (self.wallets[wallet].asset, self.wallets[wallet].scale);
+        if !Self::valid_amount(amount, scale) {
+            return DepositOutcome::Rejected("VALIDATION_ERROR");
+        }
+        self.deposit_hashes.insert(tx_hash.to_owned());
+        self.wallets[wallet].balance += amount;
+        self.accounts[self.settlement_accounts[asset]].balance -= amount;
+        DepositOutcome::Credited
+    }
+
+    /// A withdrawal: the amount is held on the wallet until the custodian answers.
+    pub fn withdraw(&mut self, wallet: usize, amount: Decimal, key: u64) -> Outcome {
+        let position = &self.wallets[wallet];
+        if !Self::valid_amount(amount, position.scale) {
+            return Outcome::Rejected("VALIDATION_ERROR");
+        }
+        if amount > position.balance - position.held {
+            return Outcome::Rejected("INSUFFICIENT_FUNDS");
+        }
+        self.wallets[wallet].held += amount;
+        self.withdrawals.insert(key, (wallet, amount));
+        Outcome::Pending
+    }
+
+    /// The custodian's answer: confirmed posts the held amount to settlement, failed releases
+    /// it. False if the withdrawal was not pending.
+    pub fn settle_withdrawal(&mut self, key: u64, confirmed: bool) -> bool {
+        let Some((wallet, amount)) = self.withdrawals.remove(&key) else { return false };
+        self.wallets[wallet].held -= amount;
+        if confirmed {
+            self.wallets[wallet].balance -= amount;
+            let asset = self.wallets[wallet].asset;
+            self.accounts[self.settlement_accounts[asset]].balance += amount;
+        }
+        true
+    }
+
+    /// Prices an order at `price` (fiat per unit of the asset), one side fixed: rounding never
+    /// favours the customer (crypto bought and fiat received round down; fiat paid, crypto
+    /// sold and the 1 % fee round up).
+    pub fn price_order(
+        buy: bool,
+        price: Decimal,
+        fixed_fiat: Option<Decimal>,
+        fixed_crypto: Option<Decimal>,
+        (fiat_scale, asset_scale): (u32, u32),
+    ) -> Result<ModelOrder, &'static str> {
+        use rust_decimal::RoundingStrategy::{AwayFromZero, ToZero};
+        let (fiat_amount, crypto_amount) = match (buy, fixed_fiat, fixed_crypto) {
+            (true, Some(fiat), _) => (fiat, (fiat / price).round_dp_with_strategy(asset_scale, ToZero)),
+            (true, None, Some(crypto)) => ((crypto * price).round_dp_with_strategy(fiat_scale, AwayFromZero), crypto),
+            (false, _, Some(crypto)) => ((crypto * price).round_dp_with_strategy(fiat_scale, ToZero), crypto),
+            (false, Some(fiat), None) => (fiat, (fiat / price).round_dp_with_strategy(asset_scale, AwayFromZero)),
+            _ => unreachable!("one side is fixed"),
+        };
+        let fee = (fiat_amount / Decimal::ONE_HUNDRED).round_dp_with_strategy(fiat_scale, AwayFromZero);
+        if crypto_amount <= Decimal::ZERO || fiat_amount <= Decimal::ZERO || (!buy && fee >= fiat_amount) {
+            return Err("VALIDATION_ERROR");
+        }
+        Ok(ModelOrder { fiat_amount, crypto_amount, fee })
+    }
+
+    /// A buy: the fiat account pays the price plus the fee; the wallet receives the crypto
+    /// from the asset's FX clearing account, the fiat goes to the fiat's FX clearing account
+    /// and the fee to the fee account.
+    pub fn buy(&mut self, account: usize, wallet: usize, order: &ModelOrder) -> Outcome {
+        let from = &self.accounts[account];
+        if from.status != ModelStatus::Active {
+            return Outcome::Rejected("ACCOUNT_NOT_ACTIVE");
+        }
+        let total = order.fiat_amount + order.fee;
+        if total > self.available(account) {
+            return Outcome::Rejected("INSUFFICIENT_FUNDS");
+        }
+        let fiat = from.currency;
+        let asset = self.wallets[wallet].asset;
+        self.accounts[account].balance -= total;
+        self.accounts[self.fx_accounts[fiat]].balance += order.fiat_amount;
+        self.accounts[self.fee_accounts[fiat]].balance += order.fee;
+        self.accounts[self.fx_accounts[asset]].balance -= order.crypto_amount;
+        self.wallets[wallet].balance += order.crypto_amount;
+        Outcome::Completed
+    }
+
+    /// A sell: the wallet gives the crypto to the asset's FX clearing account; the fiat
+    /// account receives its worth less the fee.
+    pub fn sell(&mut self, account: usize, wallet: usize, order: &ModelOrder) -> Outcome {
+        let position = &self.wallets[wallet];
+        if order.crypto_amount > position.balance - position.held {
+            return Outcome::Rejected("INSUFFICIENT_FUNDS");
+        }
+        let to = &self.accounts[account];
+        if to.status != ModelStatus::Active {
+            return Outcome::Rejected("ACCOUNT_NOT_ACTIVE");
+        }
+        let fiat = to.currency;
+        let asset = position.asset;
+        self.accounts[account].balance += order.fiat_amount - order.fee;
+        self.accounts[self.fee_accounts[fiat]].balance += order.fee;
+        self.accounts[self.fx_accounts[fiat]].balance -= order.fiat_amount;
+        self.accounts[self.fx_accounts[asset]].balance += order.crypto_amount;
+        self.wallets[wallet].balance -= order.crypto_amount;
+        Outcome::Completed
+    }
+
+    /// Per currency (fiat and assets), the sum over every account and wallet position.
+    pub fn sums(&self) -> HashMap<&'static str, Decimal> {
+        let mut sums: HashMap<&'static str, Decimal> = HashMap::new();
+        for account in &self.accounts {
+            *sums.entry(account.currency).or_default() += account.balance;
+        }
+        for wallet in &self.wallets {
+            *sums.entry(wallet.asset).or_default() += wallet.balance;
+        }
+        sums
     }
 }

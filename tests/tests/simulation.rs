@@ -3,9 +3,14 @@
 //! blocked and closed accounts; pending transfers executed, rejected and cancelled; fee rules
 //! (flat, percentage, tiered, clamped) and FX rates set and changed mid-history, so transfers
 //! pay fees and convert between currencies (or find no rate); injected actor and saga
-//! panics — run through the real actors and through a plain single-threaded
+//! panics; AML threshold rules (flag, review, block; installed at the start and changed
+//! mid-history) so some transfers are refused `TRANSFER_BLOCKED` and some wait `pending` for
+//! `aml_review`; crypto wallets with custodian deposits (fresh and repeated `tx_hash`),
+//! withdrawals confirmed or failed, and buy and sell orders against fiat accounts at prices
+//! from the FX table — run through the real actors and through a plain single-threaded
 //! model ledger. Every outcome, and at the end every balance, hold, status and transfer
-//! status, must match. A failure prints its seed; `TALLY_SIM_SEED=<seed>` reruns just it and
+//! status, every wallet position, and per currency (fiat and assets) the zero sum over
+//! accounts and wallets, the AML flags raised and the transfers sent to review, must match. A failure prints its seed; `TALLY_SIM_SEED=<seed>` reruns just it and
 //! `TALLY_SIM_OPS=<n>` changes the length.
 
 // Test code: a failed unwrap or panic is a failed test, which is what we want.
@@ -18,20 +23,28 @@ use futures::FutureExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
-use tally_actors::{ActorKind, EngineConfig, EngineError, TransferError};
+use tally_actors::{ActorKind, CryptoError, DepositTarget, EngineConfig, EngineError, TransferError};
+use tally_engine::aml::{AmlAction, AmlRule, AmlRuleKind, ThresholdRule};
+use tally_engine::crypto::{QuoteAmount, Side};
 use tally_engine::fees::{FeeKind, FeeRule, FeeTier};
 use tally_engine::system_accounts;
 use tally_engine::{
-    Account, AccountStatus, Currency, ExecutionMode, StatusAction, Timestamp, Transfer, TransferId, TransferKind,
-    TransferStatus, TransferTypeSettings,
+    Account, AccountStatus, CryptoOp, CryptoOpStatus, Currency, ExecutionMode, PendingReason, StatusAction, Timestamp,
+    Transfer, TransferId, TransferKind, TransferStatus, TransferTypeSettings, UserId, WalletId,
 };
+use tally_persistence::Store;
 use tally_tests::Harness;
-use tally_tests::model::{ModelFee, ModelLedger, ModelStatus, Outcome};
+use tally_tests::model::{DepositOutcome, ModelAmlAction, ModelAmlRule, ModelFee, ModelLedger, ModelStatus, Outcome};
 
 const SEEDS: [u64; 5] = [1, 7, 42, 1_000_003, 0xDEAD_BEEF];
 const OPS_PER_SEED: usize = 2_500;
 const CURRENCIES: [Currency; 3] = [Currency::USD, Currency::EUR, Currency::JPY];
 const USER_ACCOUNTS: usize = 12;
+/// Crypto assets held in wallets, with the prices (fiat per unit) the history picks from.
+/// USDC has no JPY price ever, so that pair always finds none.
+const ASSETS: [Currency; 2] = [Currency::BTC, Currency::USDC];
+/// The first user accounts' owners each get a wallet (of one asset), paired with that account.
+const WALLETS: usize = 4;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_actors_and_the_model_ledger_agree_on_random_histories() {
@@ -51,6 +64,9 @@ async fn real_actors_and_the_model_ledger_agree_on_random_histories() {
                 assert!(stats.rejected > ops / 20, "seed {seed}: too few rejections {stats:?}");
                 assert!(stats.pending_resolved > 0 && stats.panics_injected > 0, "seed {seed}: {stats:?}");
                 assert!(stats.fx_completed > 0 && stats.fees_charged > 0, "seed {seed}: {stats:?}");
+                assert!(stats.aml_blocked > 0 && stats.aml_reviewed > 0, "seed {seed}: {stats:?}");
+                assert!(stats.deposits > 0 && stats.deposit_repeats > 0, "seed {seed}: {stats:?}");
+                assert!(stats.withdrawals_settled > 0 && stats.orders_completed > 0, "seed {seed}: {stats:?}");
             }
             Err(panic) => {
                 eprintln!("simulation failed with seed {seed}; rerun with TALLY_SIM_SEED={seed}");
@@ -69,6 +85,21 @@ struct Stats {
     panics_injected: usize,
     fx_completed: usize,
     fees_charged: usize,
+    aml_blocked: usize,
+    aml_reviewed: usize,
+    deposits: usize,
+    deposit_repeats: usize,
+    withdrawals_settled: usize,
+    orders_completed: usize,
+}
+
+/// A wallet of the simulation: its owner, the fiat account it trades against (the owner's),
+/// and its index in the model.
+struct SimWallet {
+    id: WalletId,
+    owner: UserId,
+    asset: Currency,
+    account: usize,
 }
 
 struct Sim {
@@ -91,6 +122,15 @@ struct Sim {
     users_end: usize,
     /// The fee rule the engine has for each (type, currency), to replace it.
     fee_rules: HashMap<(TransferKind, Currency), uuid::Uuid>,
+    /// Engine AML rule ids, index-aligned with the model's rules.
+    aml_rules: Vec<uuid::Uuid>,
+    /// Wallets, index-aligned with the model's.
+    wallets: Vec<SimWallet>,
+    /// Every tx_hash reported so far (credited or not), to repeat some.
+    tx_hashes: Vec<String>,
+    /// Pending withdrawals: model key and engine id; settled ones, with the answer given.
+    withdrawals: Vec<(u64, TransferId)>,
+    settled: Vec<(TransferId, bool)>,
 }
 
 async fn simulate(seed: u64, ops: usize) -> Stats {
@@ -113,6 +153,11 @@ async fn simulate(seed: u64, ops: usize) -> Stats {
         stats: Stats::default(),
         users_end: 0,
         fee_rules: HashMap::new(),
+        aml_rules: Vec::new(),
+        wallets: Vec::new(),
+        tx_hashes: Vec::new(),
+        withdrawals: Vec::new(),
+        settled: Vec::new(),
     };
     for currency in CURRENCIES {
         let id = system_accounts::settlement(currency);
@@ -137,6 +182,27 @@ async fn simulate(seed: u64, ops: usize) -> Stats {
         sim.model.fx_accounts.insert(currency.code(), index);
         sim.accounts.push(sim.harness.engine.account(system_accounts::fx_clearing(currency)).await.unwrap());
     }
+    // The assets' settlement (deposits, withdrawals) and FX clearing (orders) accounts.
+    for asset in ASSETS {
+        let index = sim.model.add_account(asset.code(), asset.scale(), true);
+        sim.model.settlement_accounts.insert(asset.code(), index);
+        sim.accounts.push(sim.harness.engine.account(system_accounts::settlement(asset)).await.unwrap());
+        let index = sim.model.add_account(asset.code(), asset.scale(), true);
+        sim.model.fx_accounts.insert(asset.code(), index);
+        sim.accounts.push(sim.harness.engine.account(system_accounts::fx_clearing(asset)).await.unwrap());
+    }
+    for account in CURRENCIES.len()..CURRENCIES.len() + WALLETS {
+        let asset = ASSETS[sim.rng.gen_range(0..ASSETS.len())];
+        let owner = sim.accounts[account].owner.unwrap();
+        let (profile, _) = sim
+            .harness
+            .engine
+            .open_customer_wallet(owner, asset)
+            .await
+            .unwrap_or_else(|error| panic!("seed {seed}: wallet refused: {error:?}"));
+        sim.model.add_wallet(asset.code(), asset.scale());
+        sim.wallets.push(SimWallet { id: profile.wallet, owner, asset, account });
+    }
     for index in CURRENCIES.len()..sim.users_end {
         let scale = sim.accounts[index].currency.scale();
         let amount = Decimal::new(sim.rng.gen_range(100_000..10_000_000), scale);
@@ -146,13 +212,18 @@ async fn simulate(seed: u64, ops: usize) -> Stats {
     for _ in 0..4 {
         sim.change_fee_rule().await;
         sim.change_fx_rate().await;
+        sim.change_crypto_price().await;
     }
+    sim.install_aml_rules().await;
     for step in 0..ops {
+        if step == ops / 2 {
+            sim.change_aml_rules().await;
+        }
         sim.step(step).await;
     }
     eprintln!("seed {seed}: {:?} rejections {:?}", sim.stats, sim.rejections);
     sim.check_final_state().await;
-    sim.harness.assert_ledger_consistent().await;
+    sim.check_wallets_and_conservation().await;
     let stats = std::mem::take(&mut sim.stats);
     sim.harness.shutdown().await;
     stats
@@ -205,7 +276,12 @@ impl Sim {
             self.harness.engine.faults().arm_panics(ActorKind::TransferSaga, 1);
             self.stats.panics_injected += 1;
         }
-        match self.rng.gen_range(0..100) {
+        if self.rng.gen_ratio(1, 40) {
+            // Crypto legs to a wallet must survive its actor restarting too.
+            self.harness.engine.faults().arm_panics(ActorKind::Wallet, 1);
+            self.stats.panics_injected += 1;
+        }
+        match self.rng.gen_range(0..125) {
             0..=49 => self.internal_transfer().await,
             50..=59 => self.external_transfer().await,
             60..=67 => self.resolve_pending(Resolution::Execute).await,
@@ -233,6 +309,11 @@ impl Sim {
             }
             97 => self.change_fee_rule().await,
             98 => self.change_fx_rate().await,
+            100..=105 => self.deposit().await,
+            106..=109 => self.withdraw().await,
+            110..=113 => self.settle_withdrawal().await,
+            114..=122 => self.order().await,
+            123 | 124 => self.change_crypto_price().await,
             _ => {
                 self.manual_internal = !self.manual_internal;
                 let mut settings = TransferTypeSettings::internal_default();
@@ -268,6 +349,13 @@ impl Sim {
         };
         if let Outcome::Rejected(code) = actual {
             *self.rejections.entry(code).or_default() += 1;
+            self.stats.aml_blocked += usize::from(code == "TRANSFER_BLOCKED");
+        }
+        if let Ok(transfer) = result
+            && transfer.status == TransferStatus::Pending
+            && transfer.pending_reason == Some(PendingReason::AmlReview)
+        {
+            self.stats.aml_reviewed += 1;
         }
         assert_eq!(actual, outcome_model, "seed {}: {what}: engine {result:?}", self.seed);
         match actual {
@@ -300,9 +388,15 @@ impl Sim {
         let id = request.id;
         let key = self.next_key;
         self.next_key += 1;
-        let manual = self.manual_internal.then_some(key);
-        let expected =
-            self.model.transfer("internal", source, destination, amount, (currency.code(), currency.scale()), manual);
+        let expected = self.model.transfer(
+            "internal",
+            source,
+            destination,
+            amount,
+            (currency.code(), currency.scale()),
+            Some(key),
+            self.manual_internal,
+        );
         let result = self.harness.engine.transfer(request).await;
         self.record(expected, &result, &format!("internal {source}->{destination} {amount} {currency}"));
         self.count_pricing(&result);
@@ -319,8 +413,15 @@ impl Sim {
         let id = request.id;
         let key = self.next_key;
         self.next_key += 1;
-        let expected =
-            self.model.transfer("external", source, settlement, amount, (currency.code(), currency.scale()), Some(key));
+        let expected = self.model.transfer(
+            "external",
+            source,
+            settlement,
+            amount,
+            (currency.code(), currency.scale()),
+            Some(key),
+            true,
+        );
         let result = self.harness.engine.transfer(request).await;
         self.record(expected, &result, &format!("external {source} {amount}"));
         self.count_pricing(&result);
@@ -390,7 +491,7 @@ impl Sim {
         let (source, destination) =
             if kind == TransferKind::AdminCredit { (settlement, index) } else { (index, settlement) };
         let expected =
-            self.model.transfer("admin", source, destination, amount, (currency.code(), currency.scale()), None);
+            self.model.transfer("admin", source, destination, amount, (currency.code(), currency.scale()), None, false);
         let result = self.harness.engine.adjust(kind, self.accounts[index].id, amount, None, None, None).await;
         self.record(expected, &result, &format!("{kind:?} {index} {amount}"));
         if let Ok(transfer) = &result {
@@ -492,6 +593,351 @@ impl Sim {
             .await
             .unwrap_or_else(|error| panic!("seed {}: rate refused: {error:?}", self.seed));
         self.model.fx_rates.insert((from.code(), to.code()), rate);
+    }
+
+    // ---- AML ------------------------------------------------------------------------------
+
+    /// Saves a threshold rule in the engine (replacing `replace`, if given) and in the model.
+    async fn put_aml_rule(&mut self, rule: ModelAmlRule, replace: Option<usize>) {
+        let currency = CURRENCIES.into_iter().find(|currency| currency.code() == rule.currency).unwrap();
+        let kind =
+            rule.kind.map(|kind| if kind == "internal" { TransferKind::Internal } else { TransferKind::External });
+        let action = match rule.action {
+            ModelAmlAction::Flag => AmlAction::Flag,
+            ModelAmlAction::Review => AmlAction::Review,
+            ModelAmlAction::Block => AmlAction::Block,
+        };
+        let id = replace.map_or_else(uuid::Uuid::new_v4, |index| self.aml_rules[index]);
+        let threshold = ThresholdRule::new(rule.amount, currency, kind).unwrap();
+        let saved = AmlRule {
+            id,
+            name: format!("{} {} {}", action.as_str(), rule.amount, rule.currency),
+            kind: AmlRuleKind::Threshold(threshold),
+            action,
+            enabled: true,
+            created_at: Timestamp::default(),
+            updated_at: Timestamp::default(),
+        };
+        self.harness
+            .engine
+            .put_aml_rule(saved)
+            .await
+            .unwrap_or_else(|error| panic!("seed {}: AML rule refused: {error:?}", self.seed));
+        match replace {
+            Some(index) => self.model.aml_rules[index] = rule,
+            None => {
+                self.model.aml_rules.push(rule);
+                self.aml_rules.push(id);
+            }
+        }
+    }
+
+    /// Thresholds the histories' amounts cross now and then: the random part of an internal
+    /// transfer reaches 2,000.00 USD / EUR and 200,000 JPY, the edge cases (powers of ten, the
+    /// whole balance) go further.
+    async fn install_aml_rules(&mut self) {
+        let rules = [
+            ("1800.00", "USD", None, ModelAmlAction::Review),
+            ("5000.00", "USD", Some("internal"), ModelAmlAction::Block),
+            ("100.00", "EUR", None, ModelAmlAction::Flag),
+            ("900.00", "EUR", Some("external"), ModelAmlAction::Review),
+            ("3000.00", "EUR", None, ModelAmlAction::Block),
+            ("50000", "JPY", Some("internal"), ModelAmlAction::Review),
+            ("150000", "JPY", None, ModelAmlAction::Block),
+        ];
+        for (amount, currency, kind, action) in rules {
+            let rule = ModelAmlRule { amount: amount.parse().unwrap(), currency, kind, action };
+            self.put_aml_rule(rule, None).await;
+        }
+    }
+
+    /// Mid-history: the USD review threshold drops, and the EUR block rule goes.
+    async fn change_aml_rules(&mut self) {
+        let rule = ModelAmlRule {
+            amount: "900.00".parse().unwrap(),
+            currency: "USD",
+            kind: None,
+            action: ModelAmlAction::Review,
+        };
+        self.put_aml_rule(rule, Some(0)).await;
+        let id = self.aml_rules.remove(4);
+        self.model.aml_rules.remove(4);
+        assert!(self.harness.engine.delete_aml_rule(id).await.unwrap(), "seed {}", self.seed);
+    }
+
+    // ---- wallets ---------------------------------------------------------------------------
+
+    fn wallet(&mut self) -> usize {
+        self.rng.gen_range(0..self.wallets.len())
+    }
+
+    /// A crypto amount for wallet `index`, biased to the edges like `amount_units`.
+    fn asset_units(&mut self, index: usize) -> Decimal {
+        let asset = self.wallets[index].asset;
+        let scale = asset.scale();
+        let available = {
+            let wallet = &self.model.wallets[index];
+            wallet.balance - wallet.held
+        };
+        // Up to 0.1 BTC or 1,000 USDC.
+        let max_units: i64 = if asset == Currency::BTC { 10_000_000 } else { 1_000_000_000 };
+        let units = match self.rng.gen_range(0..20) {
+            0 => 0,
+            1 | 2 => 1,
+            3..=5 => 10_i64.pow(self.rng.gen_range(0..=scale)),
+            6..=8 => {
+                let exact = (available * Decimal::from(10_i64.pow(scale))).trunc();
+                i64::try_from(exact.mantissa()).unwrap_or(0).max(0) + self.rng.gen_range(0..2)
+            }
+            _ => self.rng.gen_range(1..=max_units),
+        };
+        Decimal::new(units, scale)
+    }
+
+    /// A custodian deposit: mostly a fresh tx_hash, sometimes one already reported (to this
+    /// or another wallet), which must credit nothing.
+    async fn deposit(&mut self) {
+        let index = self.wallet();
+        let mut amount = self.asset_units(index);
+        if self.rng.gen_ratio(1, 30) {
+            amount += Decimal::new(1, self.wallets[index].asset.scale() + 1);
+        }
+        let tx_hash = if !self.tx_hashes.is_empty() && self.rng.gen_ratio(1, 4) {
+            self.tx_hashes[self.rng.gen_range(0..self.tx_hashes.len())].clone()
+        } else {
+            let hash = format!("0x{:016x}{:08x}", self.seed, self.tx_hashes.len());
+            self.tx_hashes.push(hash.clone());
+            hash
+        };
+        let expected = self.model.deposit(index, amount, &tx_hash);
+        let wallet = self.wallets[index].id;
+        let result = self.harness.engine.deposit(DepositTarget::Wallet(wallet), amount, tx_hash.clone()).await;
+        let actual = match &result {
+            Ok((op, false)) => {
+                assert_eq!((op.status, op.asset_amount), (CryptoOpStatus::Completed, amount), "seed {}", self.seed);
+                self.stats.deposits += 1;
+                DepositOutcome::Credited
+            }
+            Ok((op, true)) => {
+                assert_eq!(op.tx_hash.as_deref(), Some(tx_hash.as_str()), "seed {}", self.seed);
+                self.stats.deposit_repeats += 1;
+                DepositOutcome::Repeat
+            }
+            Err(error) => DepositOutcome::Rejected(error.code().as_str()),
+        };
+        assert_eq!(actual, expected, "seed {}: deposit {amount} {tx_hash} to wallet {index}: {result:?}", self.seed);
+    }
+
+    fn crypto_outcome(result: &Result<CryptoOp, CryptoError>) -> Outcome {
+        match result {
+            Ok(op) if op.status == CryptoOpStatus::Completed => Outcome::Completed,
+            Ok(op) if op.status == CryptoOpStatus::Pending => Outcome::Pending,
+            Ok(op) => panic!("unexpected crypto status {:?}", op.status),
+            Err(error) => Outcome::Rejected(error.code().as_str()),
+        }
+    }
+
+    async fn withdraw(&mut self) {
+        let index = self.wallet();
+        let mut amount = self.asset_units(index);
+        if self.rng.gen_ratio(1, 30) {
+            amount += Decimal::new(1, self.wallets[index].asset.scale() + 1);
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        let expected = self.model.withdraw(index, amount, key);
+        let (owner, wallet) = (self.wallets[index].owner, self.wallets[index].id);
+        let result = self
+            .harness
+            .engine
+            .withdraw(owner, wallet, amount, "bc1qsimulationaddress".to_owned(), None)
+            .await
+            .map(|(op, _)| op);
+        assert_eq!(
+            Self::crypto_outcome(&result),
+            expected,
+            "seed {}: withdraw {amount} from wallet {index}: {result:?}",
+            self.seed
+        );
+        if let Ok(op) = result {
+            self.withdrawals.push((key, op.id));
+        }
+    }
+
+    /// The custodian answers a pending withdrawal; now and then it repeats an answer already
+    /// given (changes nothing) or contradicts it (`CONFLICT`, changes nothing).
+    async fn settle_withdrawal(&mut self) {
+        if !self.settled.is_empty() && (self.withdrawals.is_empty() || self.rng.gen_ratio(1, 5)) {
+            let (id, confirmed) = self.settled[self.rng.gen_range(0..self.settled.len())];
+            let same = self.rng.gen_ratio(1, 2);
+            let result = self.harness.engine.settle_withdrawal(id, confirmed == same, "0xrepeat".to_owned()).await;
+            let wanted = if confirmed { CryptoOpStatus::Completed } else { CryptoOpStatus::Failed };
+            match (same, &result) {
+                (true, Ok(op)) => assert_eq!(op.status, wanted, "seed {}", self.seed),
+                (false, Err(error)) => assert_eq!(error.code().as_str(), "CONFLICT", "seed {}", self.seed),
+                _ => panic!("seed {}: repeated answer ({same}) to withdrawal {id}: {result:?}", self.seed),
+            }
+            return;
+        }
+        if self.withdrawals.is_empty() {
+            return;
+        }
+        let (key, id) = self.withdrawals.swap_remove(self.rng.gen_range(0..self.withdrawals.len()));
+        let confirmed = self.rng.gen_ratio(2, 3);
+        assert!(self.model.settle_withdrawal(key, confirmed));
+        let tx_hash = format!("0xout{key:x}");
+        let result = self.harness.engine.settle_withdrawal(id, confirmed, tx_hash).await;
+        let op = result.unwrap_or_else(|error| panic!("seed {}: settle {id}: {error:?}", self.seed));
+        let wanted = if confirmed { CryptoOpStatus::Completed } else { CryptoOpStatus::Failed };
+        assert_eq!(op.status, wanted, "seed {}: settle {id}", self.seed);
+        self.settled.push((id, confirmed));
+        self.stats.withdrawals_settled += 1;
+    }
+
+    /// A buy or sell order between a wallet and its owner's fiat account, quoted with one side
+    /// fixed; now and then quoted in another fiat than the account's.
+    async fn order(&mut self) {
+        let index = self.wallet();
+        let (owner, asset, account) =
+            (self.wallets[index].owner, self.wallets[index].asset, self.wallets[index].account);
+        let account_currency = self.accounts[account].currency;
+        let fiat = if self.rng.gen_ratio(1, 15) {
+            CURRENCIES[self.rng.gen_range(0..CURRENCIES.len())]
+        } else {
+            account_currency
+        };
+        let buy = self.rng.gen_ratio(1, 2);
+        let (fixed_fiat, fixed_crypto) = if self.rng.gen_ratio(1, 2) {
+            let amount = if fiat == account_currency {
+                self.amount_units(account, 100_000)
+            } else {
+                Decimal::new(self.rng.gen_range(1..100_000), fiat.scale())
+            };
+            (Some(amount), None)
+        } else {
+            (None, Some(self.asset_units(index)))
+        };
+        let expected = match self.model.fx_rates.get(&(asset.code(), fiat.code())) {
+            None => Err("FX_RATE_NOT_FOUND"),
+            Some(price) => {
+                ModelLedger::price_order(buy, *price, fixed_fiat, fixed_crypto, (fiat.scale(), asset.scale()))
+            }
+        };
+        let side = if buy { Side::Buy } else { Side::Sell };
+        let amount = fixed_fiat.map_or_else(|| QuoteAmount::Crypto(fixed_crypto.unwrap()), QuoteAmount::Fiat);
+        let what = format!("{side:?} {amount:?} {asset}/{fiat} wallet {index} account {account}");
+        let engine = self.harness.engine.clone();
+        let quote = engine.quote(owner, side, asset, fiat, amount, engine.now());
+        let order = match (expected, quote) {
+            (Err(code), Err(error)) => {
+                assert_eq!(error.code().as_str(), code, "seed {}: {what}", self.seed);
+                return;
+            }
+            (Ok(order), Ok(quote)) => {
+                let terms = quote.terms;
+                assert_eq!(
+                    (terms.fiat_amount, terms.crypto_amount, terms.fee),
+                    (order.fiat_amount, order.crypto_amount, order.fee),
+                    "seed {}: {what}",
+                    self.seed
+                );
+                (order, quote)
+            }
+            (expected, quote) => panic!("seed {}: {what}: model {expected:?}, engine {quote:?}", self.seed),
+        };
+        let (order, quote) = order;
+        let expected = if fiat != account_currency {
+            Outcome::Rejected("CURRENCY_MISMATCH")
+        } else if buy {
+            self.model.buy(account, index, &order)
+        } else {
+            self.model.sell(account, index, &order)
+        };
+        let result =
+            engine.place_order(owner, quote.id, self.accounts[account].id, None, engine.now()).await.map(|(op, _)| op);
+        let actual = Self::crypto_outcome(&result);
+        if let Outcome::Rejected(code) = actual {
+            *self.rejections.entry(code).or_default() += 1;
+        }
+        assert_eq!(actual, expected, "seed {}: {what}: {result:?}", self.seed);
+        self.stats.orders_completed += usize::from(actual == Outcome::Completed);
+    }
+
+    /// Sets a random price (an FX rate asset → fiat) of a crypto asset; USDC in JPY never.
+    async fn change_crypto_price(&mut self) {
+        let prices = [
+            (Currency::BTC, Currency::USD, ["97123.45", "41500", "30000.5"]),
+            (Currency::BTC, Currency::EUR, ["89000", "38000.25", "61234.5678"]),
+            (Currency::BTC, Currency::JPY, ["14500000", "6000000", "9999999.5"]),
+            (Currency::USDC, Currency::USD, ["1", "0.9999", "1.0002"]),
+            (Currency::USDC, Currency::EUR, ["0.92", "0.9137", "1.1"]),
+        ];
+        let (asset, fiat, choices) = prices[self.rng.gen_range(0..prices.len())];
+        let price: Decimal = choices[self.rng.gen_range(0..choices.len())].parse().unwrap();
+        self.harness
+            .engine
+            .set_fx_rate(asset, fiat, price)
+            .await
+            .unwrap_or_else(|error| panic!("seed {}: price refused: {error:?}", self.seed));
+        self.model.fx_rates.insert((asset.code(), fiat.code()), price);
+    }
+
+    /// Every wallet position matches the model's and is within its limit (nothing held beyond
+    /// the balance); per currency, fiat and assets, the model's accounts and wallets sum to
+    /// zero, and so do the store's; no user account is below zero; every withdrawal ended
+    /// as answered.
+    async fn check_wallets_and_conservation(&mut self) {
+        for (index, wallet) in self.wallets.iter().enumerate() {
+            let real = self.harness.engine.wallet(wallet.id).await.unwrap();
+            let (balance, held) = real
+                .position(wallet.asset)
+                .map_or((Decimal::ZERO, Decimal::ZERO), |position| (position.balance, position.held));
+            let model = &self.model.wallets[index];
+            assert_eq!(
+                (balance, held),
+                (model.balance, model.held),
+                "seed {}: wallet {index} ({})",
+                self.seed,
+                wallet.asset
+            );
+            assert!(held >= Decimal::ZERO && balance >= held, "seed {}: wallet {index} below its limit", self.seed);
+        }
+        for (currency, sum) in self.model.sums() {
+            assert!(sum.is_zero(), "seed {}: the model's {currency} sums to {sum}", self.seed);
+        }
+        for account in self.harness.store.all_accounts().await.unwrap() {
+            if !system_accounts::is_system_account(account.id) {
+                let real = self.harness.engine.account(account.id).await.unwrap();
+                assert!(
+                    real.balance() - real.held() >= -real.credit_limit(),
+                    "seed {}: {} below its limit",
+                    self.seed,
+                    real.id
+                );
+            }
+        }
+        for (id, confirmed) in &self.settled {
+            let op = self.harness.engine.crypto_op(*id).await.unwrap().unwrap();
+            let wanted = if *confirmed { CryptoOpStatus::Completed } else { CryptoOpStatus::Failed };
+            assert_eq!(op.status, wanted, "seed {}: withdrawal {id}", self.seed);
+        }
+        for (_, id) in &self.withdrawals {
+            let op = self.harness.engine.crypto_op(*id).await.unwrap().unwrap();
+            assert_eq!(op.status, CryptoOpStatus::Pending, "seed {}: withdrawal {id}", self.seed);
+        }
+        let sums = self.harness.assert_ledger_consistent().await;
+        for asset in ASSETS {
+            if self.model.wallets.iter().any(|wallet| wallet.asset == asset.code() && !wallet.balance.is_zero()) {
+                assert_eq!(sums.get(&asset), Some(&Decimal::ZERO), "seed {}: {asset} in the store", self.seed);
+            }
+        }
+        assert!(sums.values().all(Decimal::is_zero), "seed {}: store sums {sums:?}", self.seed);
+        // Every matched rule raised exactly one flag (flags are durable with their transfer).
+        let filter = tally_persistence::aml::FlagFilter { status: None, account: None };
+        let flags = self.harness.store.aml().unwrap().count_aml_flags(filter).await.unwrap();
+        assert_eq!(flags, self.model.aml_flags, "seed {}: AML flags raised", self.seed);
+        // And the transfers that waited for review are exactly those the model sent there.
+        assert_eq!(self.stats.aml_reviewed as u64, self.model.aml_reviews, "seed {}: AML reviews", self.seed);
     }
 
     async fn check_final_state(&mut self) {
