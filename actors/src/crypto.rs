@@ -408,15 +408,22 @@ impl Engine {
         key: Option<Idempotency>,
         now: Timestamp,
     ) -> Result<(CryptoOp, bool), CryptoError> {
+        // The quote is taken out of the table (not just read) before its order is built, so two
+        // concurrent orders under different keys cannot both buy at one quoted price. `taken`
+        // keeps it so a refusal can put it back.
+        let taken: Arc<std::sync::Mutex<Option<Quote>>> = Arc::default();
+        let slot = Arc::clone(&taken);
         let build = |engine: Engine, key: Option<Idempotency>| async move {
             let quote = engine
                 .inner
                 .crypto
                 .quotes
-                .get(&quote_id)
-                .map(|entry| entry.value().clone())
-                .filter(|quote| quote.owner == owner)
+                .remove_if(&quote_id, |_, quote| quote.owner == owner)
+                .map(|(_, quote)| quote)
                 .ok_or_else(|| CryptoError::Refused(ErrorCode::NotFound, format!("no quote {quote_id}")))?;
+            if let Ok(mut slot) = slot.lock() {
+                *slot = Some(quote.clone());
+            }
             if quote.expires_at <= now {
                 return Err(CryptoError::Refused(ErrorCode::QuoteExpired, format!("quote {quote_id} has expired")));
             }
@@ -464,9 +471,15 @@ impl Engine {
             })
         };
         let result = self.idempotent(&[CryptoOpKind::Buy, CryptoOpKind::Sell], key, build).await;
-        if matches!(&result, Ok((_, false)) | Err(CryptoError::Failed(..))) {
-            // A quote buys one order.
-            self.inner.crypto.quotes.remove(&quote_id);
+        let taken = taken.lock().ok().and_then(|mut slot| slot.take());
+        if let (Err(error), Some(quote)) = (&result, taken)
+            && !matches!(error, CryptoError::Failed(..))
+            && quote.expires_at > now
+        {
+            // Refused before any money moved (no account, wrong currency, no funds, store
+            // unavailable): the quote may still be used, as before this attempt. An order that
+            // ran, completed or failed, used it up: a quote buys one order.
+            self.inner.crypto.quotes.insert(quote_id, quote);
         }
         result
     }

@@ -371,6 +371,23 @@ async fn buy_and_sell_move_fiat_and_crypto_through_fx_clearing(server: TestServe
     let fees = server.engine.account(tally_engine::system_accounts::fees(Currency::EUR)).await.unwrap();
     assert_eq!(fees.balance(), dec!(2.00));
 
+    // Eight orders at once on one quote, each under its own key: exactly one buys at it.
+    let once = quote(&server, &alice, "side=buy&asset=BTC&fiat_currency=EUR&fiat_amount=10").await;
+    once.assert_status(200);
+    let body = json!({"quote_id": once.str("quote_id"), "fiat_account_id": eur});
+    let racing = (0..8).map(|i| {
+        let key = format!("race-{i}");
+        let (server, token, body) = (&server, alice.token.clone(), body.clone());
+        async move { server.post_keyed("/v1/crypto/orders", Some(&token), &key, body).await.status }
+    });
+    let mut statuses = futures::future::join_all(racing).await;
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 404, 404, 404, 404, 404, 404, 404], "one order per quote");
+    let paid: Decimal =
+        once.str("fiat_amount").parse::<Decimal>().unwrap() + once.str("fee").parse::<Decimal>().unwrap();
+    let after_race = dec!(997.99) - paid;
+    assert_eq!(server.position(&eur).await, (after_race, dec!(0)));
+
     // More than the account holds: refused, nothing moves, the order is failed.
     let big = quote(&server, &alice, "side=buy&asset=BTC&fiat_currency=EUR&crypto_amount=1").await;
     big.assert_status(200);
@@ -388,7 +405,7 @@ async fn buy_and_sell_move_fiat_and_crypto_through_fx_clearing(server: TestServe
         )
         .await
         .assert_problem(422, "INSUFFICIENT_FUNDS");
-    assert_eq!(server.position(&eur).await, (dec!(997.99), dec!(0)));
+    assert_eq!(server.position(&eur).await, (after_race, dec!(0)));
 
     // Quote errors: no price, both amounts, neither, fiat as the asset, crypto as the fiat,
     // too many decimals, negative, a dust amount; no token.
@@ -425,7 +442,7 @@ async fn buy_and_sell_move_fiat_and_crypto_through_fx_clearing(server: TestServe
         )
         .await
         .assert_problem(422, "QUOTE_EXPIRED");
-    assert_eq!(server.position(&eur).await, (dec!(997.99), dec!(0)));
+    assert_eq!(server.position(&eur).await, (after_race, dec!(0)));
 
     let sums = tally_tests::assert_store_consistent(server.store.as_ref()).await;
     assert_eq!(sums.get(&Currency::BTC).copied().unwrap_or_default(), Decimal::ZERO);
