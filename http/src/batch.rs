@@ -47,8 +47,9 @@ pub const BATCH_ITEMS_MAX: usize = 8_190;
 /// account's mailbox (1,024).
 pub const BATCH_ITEMS_IN_FLIGHT_MAX: usize = 64;
 
-/// Store lookups of a repeat's items at once (point reads on the idempotency index).
-const KEY_LOOKUPS_IN_FLIGHT_MAX: usize = 32;
+/// Store look-ups of a batch's item keys at once. On Postgres the store answers those in flight
+/// together in one query (`key_lookups.rs`), so many in flight means few queries.
+const KEY_LOOKUPS_IN_FLIGHT_MAX: usize = 1024;
 
 const ROUTE: &str = "POST /v1/transfers/batch";
 

@@ -10,6 +10,7 @@
 //! on which runtime the caller is on (the journal writer, actix arbiters, the HTTP runtime).
 
 mod crypto;
+mod key_lookups;
 
 use std::future::Future;
 use std::str::FromStr;
@@ -44,6 +45,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct PgStore {
     pool: PgPool,
     runtime: StoreRuntime,
+    key_lookups: key_lookups::KeyLookups,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -56,25 +58,9 @@ impl PgStore {
     /// Connects (without migrating). `url` is a `postgres://` URL.
     pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
         let runtime = StoreRuntime::new("tally-postgres")?;
-        let options =
-            PgConnectOptions::from_str(url).map_err(|error| StoreError::Corrupt(format!("bad url: {error}")))?;
-        let pool = runtime
-            .run(async move {
-                PgPoolOptions::new()
-                    .max_connections(POOL_CONNECTIONS_MAX)
-                    .acquire_timeout(ACQUIRE_TIMEOUT)
-                    // sqlx pings every connection it hands out by default: a second round trip
-                    // for every point read and commit. `scripts/bench`'s flamegraph showed that
-                    // ping at 24 % of the server's samples in a batched run. A connection that
-                    // died (Postgres restarted) fails its next query instead, is dropped by the
-                    // pool, and the journal retries the commit, as it does for any outage.
-                    .test_before_acquire(false)
-                    .connect_with(options)
-                    .await
-                    .map_err(classify)
-            })
-            .await?;
-        Ok(PgStore { pool, runtime })
+        let pool = connect_pool(&runtime, url, POOL_CONNECTIONS_MAX).await?;
+        let key_lookups = key_lookups::KeyLookups::start(&runtime, pool.clone());
+        Ok(PgStore { pool, runtime, key_lookups })
     }
 
     /// Applies the versioned migrations in `persistence/migrations/postgres` not yet applied.
@@ -97,6 +83,37 @@ impl PgStore {
     {
         self.runtime.run(work(self.pool.clone())).await
     }
+}
+
+/// Opens a pool of `connections` to `url` on `runtime`, set up the way every Tally store wants.
+pub(crate) async fn connect_pool(runtime: &StoreRuntime, url: &str, connections: u32) -> Result<PgPool, StoreError> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|error| StoreError::Corrupt(format!("bad url: {error}")))?
+        // A fresh database's tables grow from empty by orders of magnitude while the server
+        // runs. With the default plan cache, a statement's sixth execution caches a generic
+        // plan costed on the tables as they were then: a hash join over a sequential scan of
+        // a 5-row table, still used when it holds a million rows (seen in `scripts/bench`:
+        // Postgres at 135 % CPU scanning `transfers` and `accounts` on every group commit and
+        // key look-up until autovacuum's first ANALYZE). A custom plan is costed on each
+        // execution against the relation's current size; planning these keyed statements
+        // costs microseconds.
+        .options([("plan_cache_mode", "force_custom_plan")]);
+    runtime
+        .run(async move {
+            PgPoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                // sqlx pings every connection it hands out by default: a second round trip
+                // for every point read and commit. `scripts/bench`'s flamegraph showed that
+                // ping at 24 % of the server's samples in a batched run. A connection that
+                // died (Postgres restarted) fails its next query instead, is dropped by the
+                // pool, and the journal retries the commit, as it does for any outage.
+                .test_before_acquire(false)
+                .connect_with(options)
+                .await
+                .map_err(classify)
+        })
+        .await
 }
 
 /// Sorts a database error into "retry later" and "something is wrong with the data or code".
@@ -638,17 +655,8 @@ impl Store for PgStore {
     }
 
     async fn transfer_by_idempotency(&self, scope: Uuid, key: &str) -> Result<Option<Loaded<Transfer>>, StoreError> {
-        let key = key.to_owned();
-        self.run(|pool| async move {
-            let row = sqlx::query("SELECT * FROM transfers WHERE idempotency_scope = $1 AND idempotency_key = $2")
-                .bind(scope)
-                .bind(key)
-                .fetch_optional(&pool)
-                .await
-                .map_err(classify)?;
-            row.as_ref().map(transfer_from_row).transpose()
-        })
-        .await
+        // Grouped with the other look-ups in flight (key_lookups.rs).
+        self.key_lookups.find(scope, key.to_owned()).await
     }
 
     async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError> {

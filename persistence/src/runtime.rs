@@ -43,6 +43,16 @@ impl StoreRuntime {
     }
 }
 
+impl StoreRuntime {
+    /// Starts a background task on the store's runtime; it ends with its work or the runtime.
+    pub fn spawn<Fut>(&self, work: Fut)
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        drop(self.handle.spawn(work));
+    }
+}
+
 impl Drop for StoreRuntime {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {

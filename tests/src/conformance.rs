@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
-use tally_engine::transfer::{Beneficiary, SagaStep};
+use tally_engine::transfer::{Beneficiary, Idempotency, SagaStep};
 use tally_engine::{
     Account, AccountCommand, AccountId, AccountKind, AccountStatus, Currency, Direction, ErrorCode, PendingReason,
     Posting, Record, StatusAction, Timestamp, Transfer, TransferId, TransferKind, TransferRequest, TransferStatus,
@@ -278,7 +278,13 @@ impl Driver {
 
     /// Starts a transfer as its saga would and records it.
     pub fn start_transfer(&mut self, request: TransferRequest) -> TransferId {
-        let transfer = Transfer::start(request);
+        self.start_transfer_keyed(request, None)
+    }
+
+    /// Starts a transfer under a caller's idempotency key (set at creation, as the engine does).
+    pub fn start_transfer_keyed(&mut self, request: TransferRequest, key: Option<Idempotency>) -> TransferId {
+        let mut transfer = Transfer::start(request);
+        transfer.idempotency = key;
         let id = transfer.id;
         self.transfers.insert(id, transfer.clone());
         self.append(id.as_uuid(), Record::Transfer(Box::new(transfer)));
@@ -901,4 +907,58 @@ pub async fn pricing_round_trips(store: Arc<dyn Store>) {
     assert_eq!(loaded.fx_rates, vec![rate]);
     assert_eq!(loaded.fee_rules, vec![rule]);
     assert_eq!(loaded.transfer_types, vec![(TransferKind::Internal, settings)]);
+}
+
+/// Idempotency keys find their transfers, scoped to their caller, when many are asked at once
+/// (the Postgres store answers concurrent questions together in one query: key_lookups.rs).
+pub async fn idempotency_keys_find_their_transfers(store: Arc<dyn Store>) {
+    const KEYED: usize = 300;
+    let mut driver = Driver::start(Arc::clone(&store)).await;
+    let source = driver.open_account(Currency::EUR, AccountKind::User, Decimal::ZERO);
+    let destination = driver.open_account(Currency::EUR, AccountKind::User, Decimal::ZERO);
+    let (caller, other_caller) = (new_id(), new_id());
+    let key_of = |index: usize| format!("order-{index} ✓ \"quoted\" #{index}");
+    let mut expected = Vec::new();
+    for index in 0..KEYED {
+        let request = driver.request(source, destination, amount("1.00"));
+        let key = Idempotency { scope: caller, key: key_of(index), fingerprint: format!("print-{index}") };
+        let id = driver.start_transfer_keyed(request, Some(key));
+        // A later state of the transfer: the look-up must answer with it.
+        driver.step(id, SagaStep::Held);
+        expected.push(id);
+    }
+    // The same key string under another caller names another transfer.
+    let request = driver.request(source, destination, amount("2.00"));
+    let key = Idempotency { scope: other_caller, key: key_of(0), fingerprint: "other".to_owned() };
+    let others = driver.start_transfer_keyed(request, Some(key));
+    driver.durable().await;
+
+    // Every keyed transfer, each asked twice, interleaved with keys nobody used and with the
+    // right key under the wrong caller: all at once.
+    let mut questions: Vec<(Uuid, String, Option<TransferId>)> = Vec::new();
+    for (index, id) in expected.iter().enumerate() {
+        questions.push((caller, key_of(index), Some(*id)));
+        questions.push((caller, format!("never-used-{index}"), None));
+        questions.push((caller, key_of(index), Some(*id)));
+        questions.push((new_id(), key_of(index), None));
+    }
+    questions.push((other_caller, key_of(0), Some(others)));
+    questions.push((other_caller, key_of(1), None));
+    let answers = futures::future::join_all(questions.iter().map(|(scope, key, _)| {
+        let store = Arc::clone(&store);
+        let key = key.clone();
+        let scope = *scope;
+        async move { store.transfer_by_idempotency(scope, &key).await }
+    }))
+    .await;
+    for ((scope, key, expected), answer) in questions.iter().zip(answers) {
+        let found = answer.unwrap_or_else(|error| panic!("look-up of {key:?} failed: {error}"));
+        let found_id = found.as_ref().map(|loaded| loaded.value.id);
+        assert_eq!(found_id, *expected, "key {key:?} of caller {scope}");
+        if let Some(loaded) = found {
+            let idempotency = loaded.value.idempotency.expect("a transfer found by its key carries the key");
+            assert_eq!((idempotency.scope, idempotency.key.as_str()), (*scope, key.as_str()));
+            assert_eq!(loaded.seq, driver.last_seq_of(loaded.value.id.as_uuid()), "the newest stored state");
+        }
+    }
 }

@@ -86,6 +86,7 @@ conformance_tests!(
     committed_seq_and_gaps,
     wallets_round_trip,
     pricing_round_trips,
+    idempotency_keys_find_their_transfers,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

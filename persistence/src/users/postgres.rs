@@ -2,11 +2,9 @@
 //! database. `reads::postgres` adds the ledger read-model queries to the same pool.
 
 use std::collections::BTreeSet;
-use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use tally_engine::{Timestamp, UserId};
 use uuid::Uuid;
@@ -21,10 +19,6 @@ use crate::store::StoreError;
 /// and the ledger read model (accounts by owner) is one indexed query per request; four
 /// connections serve both on two cores without starving the ledger's own pool of server slots.
 const POOL_CONNECTIONS_MAX: u32 = 4;
-
-/// How long a query waits for a connection before the store reports itself unavailable
-/// (answered as 503 with `Retry-After`, not a hung request).
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct PgUserStore {
     pool: PgPool,
@@ -41,18 +35,7 @@ impl PgUserStore {
     /// Connects (without migrating). `url` is a `postgres://` URL.
     pub async fn connect(url: &str) -> Result<PgUserStore, StoreError> {
         let runtime = StoreRuntime::new("tally-pg-users")?;
-        let options =
-            PgConnectOptions::from_str(url).map_err(|error| StoreError::Corrupt(format!("bad url: {error}")))?;
-        let pool = runtime
-            .run(async move {
-                PgPoolOptions::new()
-                    .max_connections(POOL_CONNECTIONS_MAX)
-                    .acquire_timeout(ACQUIRE_TIMEOUT)
-                    .connect_with(options)
-                    .await
-                    .map_err(classify)
-            })
-            .await?;
+        let pool = crate::postgres::connect_pool(&runtime, url, POOL_CONNECTIONS_MAX).await?;
         Ok(PgUserStore { pool, runtime })
     }
 
