@@ -19,7 +19,7 @@ use crate::setup::Fixture;
 
 /// Look-ups in flight during verification: enough to check tens of thousands of transfers in
 /// seconds, few enough not to become a load test of its own.
-pub const VERIFY_CONCURRENCY: usize = 16;
+pub const VERIFY_CONCURRENCY: usize = 64;
 /// Problems listed in the report; the counts are always complete.
 pub const PROBLEMS_LISTED_MAX: usize = 50;
 
