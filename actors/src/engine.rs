@@ -459,13 +459,41 @@ impl Engine {
         let Some(key) = key else {
             return self.transfer(request).await.map(|transfer| (transfer, false));
         };
+        // The key is claimed by a task of its own, not by this call: a caller that gives up
+        // (a client that disconnects or times out, dropping its request) must not free the key
+        // while the transfer it started is not yet durable. Its retry would find nothing in
+        // the store, start a second transfer under the same key, and the store's unique index
+        // would then refuse the journal's batch.
+        let engine = self.clone();
+        tokio::spawn(async move { engine.transfer_claimed(request, key).await })
+            .await
+            .map_err(|error| TransferError::Internal(format!("idempotent transfer task: {error}")))?
+    }
+
+    async fn transfer_claimed(
+        &self,
+        request: TransferRequest,
+        key: Idempotency,
+    ) -> Result<(Transfer, bool), TransferError> {
         let slot = (key.scope, key.key.clone());
         let claim = Arc::clone(self.inner.idempotency_claims.entry(slot.clone()).or_default().value());
         let guard = claim.lock().await;
         let result = self.transfer_under_key(request, key).await;
+        // A saga that ended early (a panic, a refused forward step, a shutdown) may leave its
+        // first record, with the key, still in the journal: release the key only once that is
+        // durable too. Every other answer came after the saga's last record was durable, or
+        // before it appended any (a rejection, a full journal: those stay fast 503s while the
+        // database is down). A failed journal commits nothing more, so there is nothing to
+        // wait for.
+        let ended_early =
+            matches!(result, Err(TransferError::Internal(_))) || self.inner.shutting_down.load(Ordering::Relaxed);
+        let journal = &self.inner.shared.journal;
+        if ended_early && !journal.has_failed() {
+            let _ = journal.barrier().wait().await;
+        }
         drop(guard);
         // Forget the claim once nobody else holds it; a later repeat finds the transfer in
-        // the store, where its first record became durable before the saga answered.
+        // the store, where its first record became durable before the claim was released.
         self.inner.idempotency_claims.remove_if(&slot, |_, current| Arc::strong_count(current) <= 2);
         result
     }

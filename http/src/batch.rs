@@ -154,8 +154,22 @@ pub async fn create(
     if count > BATCH_ITEMS_MAX {
         return Err(ApiError::field("transfers", format!("must hold at most {BATCH_ITEMS_MAX} transfers")));
     }
-    let atomic = body.atomic.unwrap_or(false);
     let key = input::idempotency_key(&headers)?;
+    // Runs to the end even if the client goes away: the batch's claim on its key, and an
+    // atomic batch's phases, must not be cut off half way, or a retry could find items whose
+    // records are not yet durable and run them a second time.
+    tokio::spawn(run_batch(state, caller, body, key)).await.map_err(ApiError::internal)?
+}
+
+/// The batch after its request was read: plan, claim the key, run the items.
+async fn run_batch(
+    state: AppState,
+    caller: Caller,
+    body: BatchBody,
+    key: Option<String>,
+) -> Result<Response, ApiError> {
+    let count = body.transfers.len();
+    let atomic = body.atomic.unwrap_or(false);
     let engine = state.engine()?;
     let planned: Vec<Result<TransferRequest, ApiError>> = futures::stream::iter(body.transfers.clone())
         .map(|raw| plan_item(state.clone(), caller, raw))

@@ -45,16 +45,28 @@ pub struct MemoryStore {
     state: Mutex<State>,
     /// Lets journal tests simulate an outage: while false, every call is `Unavailable`.
     available: AtomicBool,
+    /// While false, only commits are `Unavailable` (reads still answer): records stay in the
+    /// journal, not yet durable, while everything else works.
+    commits_available: AtomicBool,
 }
 
 impl MemoryStore {
     pub fn new() -> MemoryStore {
-        MemoryStore { state: Mutex::new(State::default()), available: AtomicBool::new(true) }
+        MemoryStore {
+            state: Mutex::new(State::default()),
+            available: AtomicBool::new(true),
+            commits_available: AtomicBool::new(true),
+        }
     }
 
     /// Simulates the database going away (`false`) and coming back (`true`).
     pub fn set_available(&self, available: bool) {
         self.available.store(available, Ordering::SeqCst);
+    }
+
+    /// Refuses commits (`false`) and takes them again (`true`); reads are unaffected.
+    pub fn set_commits_available(&self, available: bool) {
+        self.commits_available.store(available, Ordering::SeqCst);
     }
 
     fn state(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
@@ -113,6 +125,9 @@ fn apply(state: &mut State, sequenced: &SequencedRecord) -> Result<(), StoreErro
 #[async_trait]
 impl Store for MemoryStore {
     async fn commit(&self, records: &[SequencedRecord]) -> Result<(), StoreError> {
+        if !self.commits_available.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("memory store refuses commits".to_owned()));
+        }
         let mut state = self.state()?;
         if let Some(first) = records.first()
             && first.seq != state.committed_seq + 1

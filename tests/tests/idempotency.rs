@@ -94,3 +94,37 @@ async fn a_retry_after_a_crash_finds_the_transfer_instead_of_making_another() {
     assert_eq!(restarted.account(bob.id).await.unwrap().balance(), dec!(10));
     restarted.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A client that gives up (disconnects, times out) and retries with the same key must not get
+/// a second transfer: the key stays claimed until the first transfer is durable, whether or not
+/// anyone still waits for it. The store refuses commits (reads still work) so the first
+/// transfer's records stay in the journal while the retry arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_gives_up_does_not_free_its_key_before_the_transfer_is_durable() {
+    let harness = Harness::start().await;
+    let alice = harness.open(tally_engine::Currency::USD).await;
+    let bob = harness.open(tally_engine::Currency::USD).await;
+    harness.fund(&alice, dec!(100)).await;
+    let scope = uuid::Uuid::new_v4();
+
+    harness.store.set_commits_available(false);
+    let first = harness.engine.transfer_idempotent(harness.request(&alice, &bob, dec!(7)), key(scope, "k", "body"));
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), first).await;
+    assert!(gave_up.is_err(), "nothing can be durable while the store is down: {gave_up:?}");
+
+    let retry = {
+        let engine = harness.engine.clone();
+        let request = harness.request(&alice, &bob, dec!(7));
+        tokio::spawn(async move { engine.transfer_idempotent(request, key(scope, "k", "body")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    harness.store.set_commits_available(true);
+    let (transfer, replayed) = retry.await.unwrap().unwrap();
+
+    assert!(replayed, "the retry answers the first transfer");
+    assert_eq!(transfer.status, TransferStatus::Completed);
+    assert_eq!(harness.balance(&alice).await, dec!(93), "money moved once");
+    assert_eq!(harness.balance(&bob).await, dec!(7));
+    harness.assert_ledger_consistent().await;
+    harness.shutdown().await;
+}
