@@ -35,6 +35,16 @@ pub enum Mode {
     Closed,
 }
 
+/// How load users authenticate their transfers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Auth {
+    /// `Authorization: Bearer` with the user's access token (a person's session).
+    Bearer,
+    /// `X-API-Key` with a key each load user makes in set-up (a machine client).
+    ApiKey,
+}
+
 #[derive(Debug, Clone, Parser, Serialize)]
 #[command(name = "tally-loadtest", about = "HTTP load generator for Tally (black box)")]
 pub struct Config {
@@ -103,6 +113,25 @@ pub struct Config {
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// How load users authenticate their transfers.
+    #[arg(long, value_enum, default_value_t = Auth::Bearer)]
+    pub auth: Auth,
+    /// Report the CPU time another process used over the measured window, and per transfer:
+    /// `NAME=PID` (one process) or `NAME=tree:PID` (it and its descendants, e.g. a Postgres
+    /// postmaster and its backends). Repeatable. Linux only (`/proc`).
+    #[arg(long = "cpu", value_parser = crate::cpu::Watch::parse)]
+    pub cpu: Vec<crate::cpu::Watch>,
+    /// Set up (users, API keys, accounts, funding), write the fixture here as JSON, and stop:
+    /// for driving the same accounts with another client (`scripts/bench`'s wrk scenario).
+    #[arg(long)]
+    pub setup_only: Option<PathBuf>,
+    /// A shell command run when the measured window starts (after the warm-up), e.g. to reset
+    /// a database's statement statistics so they cover the window only.
+    #[arg(long)]
+    pub at_window_start: Option<String>,
+    /// A shell command run when the last measured request has answered, before verification.
+    #[arg(long)]
+    pub at_window_end: Option<String>,
 }
 
 impl Config {

@@ -73,6 +73,21 @@ impl Client {
         Self::answer(request).await
     }
 
+    /// `POST path` with a JSON body as a machine client: `X-API-Key` instead of a bearer token.
+    pub async fn post_with_api_key(
+        &self,
+        path: &str,
+        api_key: &str,
+        key: Option<&str>,
+        body: &Value,
+    ) -> Result<Answer, LoadError> {
+        let mut request = self.http.post(format!("{}{path}", self.base_url)).json(body).header("X-API-Key", api_key);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        Self::answer(request).await
+    }
+
     /// `GET path` with an optional bearer token.
     pub async fn get(&self, path: &str, token: Option<&str>) -> Result<Answer, LoadError> {
         let mut request = self.http.get(format!("{}{path}", self.base_url));

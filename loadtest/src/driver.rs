@@ -176,7 +176,14 @@ async fn transfer(
     };
     let token = shared.fixture.tokens.get(owner).map(String::as_str);
     let key = Uuid::new_v4().to_string();
-    let answer = shared.client.post("/v1/transfers", token, Some(&key), &body).await;
+    let api_key = shared.fixture.api_keys.get(owner).map(String::as_str);
+    let send = || async {
+        match api_key {
+            Some(api_key) => shared.client.post_with_api_key("/v1/transfers", api_key, Some(&key), &body).await,
+            None => shared.client.post("/v1/transfers", token, Some(&key), &body).await,
+        }
+    };
+    let answer = send().await;
     let latency = intended.elapsed();
     let outcome = outcome_of(&answer, &[201, 202]);
     let Ok(first) = answer else { return (outcome, latency) };
@@ -188,7 +195,7 @@ async fn transfer(
     };
     if retry {
         // The replay must answer the very same transfer with the same status.
-        let again = shared.client.post("/v1/transfers", token, Some(&key), &body).await;
+        let again = send().await;
         let same = matches!(&again, Ok(a) if a.status == first.status
             && a.body.get("id").and_then(Value::as_str) == Some(id.as_str()));
         if !same {

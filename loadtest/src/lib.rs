@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod cpu;
 pub mod driver;
 pub mod error;
 pub mod html;
@@ -33,16 +34,7 @@ pub async fn run(config: &Config) -> Result<Report, LoadError> {
     config.validate()?;
     let client = Client::new(&config.base_url)?;
     let run_id = setup::run_id();
-    let fixture = setup::prepare(
-        &client,
-        &config.admin_email,
-        &config.admin_password,
-        config.accounts as usize,
-        &config.currency,
-        &config.funding,
-        &run_id,
-    )
-    .await?;
+    let fixture = setup::prepare(&client, config, &run_id).await?;
     let before = verify::snapshot(&client, &fixture).await?;
     let shared = Arc::new(Shared {
         client: client.clone(),
@@ -55,7 +47,23 @@ pub async fn run(config: &Config) -> Result<Report, LoadError> {
     });
     let progress = (!config.quiet).then(|| progress::start(Arc::clone(&shared)));
     let started = Instant::now();
+    // CPU of the watched processes from the end of the warm-up to the last answer.
+    let warmup = config.warmup;
+    let watches = config.cpu.clone();
+    let window_start = config.at_window_start.clone();
+    let cpu_before = tokio::spawn(async move {
+        tokio::time::sleep(warmup).await;
+        if let Some(command) = window_start {
+            hook(&command).await?;
+        }
+        cpu::sample(&watches)
+    });
     driver::drive(config, Arc::clone(&shared)).await;
+    let cpu_after = cpu::sample(&config.cpu)?;
+    if let Some(command) = &config.at_window_end {
+        hook(command).await?;
+    }
+    let cpu_before = cpu_before.await.map_err(|e| LoadError::Config(format!("cpu sampling task: {e}")))??;
     let duration = started.elapsed().saturating_sub(config.warmup).as_secs_f64();
     if let Some(p) = progress {
         p.abort();
@@ -64,5 +72,31 @@ pub async fn run(config: &Config) -> Result<Report, LoadError> {
     let mismatches = std::mem::take(&mut *lock(&shared.retry_mismatches));
     let verification = verify::verify(&client, &shared.fixture, acks, mismatches, &before).await?;
     let stats = lock(&shared.stats);
-    Ok(Report::new(config, run_id, duration, &stats, verification))
+    let cpu = cpu::usage(&config.cpu, &cpu_before, &cpu_after, duration, stats.transfers);
+    Ok(Report::new(config, run_id, duration, &stats, verification, cpu))
+}
+
+/// Runs a `--at-window-*` command with `sh -c`; a command that fails stops the run, since the
+/// figures it was meant to frame would be wrong.
+async fn hook(command: &str) -> Result<(), LoadError> {
+    let status = tokio::process::Command::new("sh")
+        .args(["-c", command])
+        .status()
+        .await
+        .map_err(|e| LoadError::Config(format!("running `{command}`: {e}")))?;
+    if !status.success() {
+        return Err(LoadError::Config(format!("`{command}` exited with {status}")));
+    }
+    Ok(())
+}
+
+/// `--setup-only FILE`: set-up alone, its fixture (accounts with their owners, the owners'
+/// tokens and API keys) written to `FILE` as JSON for another load generator to drive.
+pub async fn setup_only(config: &Config, path: &std::path::Path) -> Result<setup::Fixture, LoadError> {
+    config.validate()?;
+    let client = Client::new(&config.base_url)?;
+    let fixture = setup::prepare(&client, config, &setup::run_id()).await?;
+    let json = serde_json::to_string(&fixture).map_err(|e| LoadError::Config(format!("encoding the fixture: {e}")))?;
+    std::fs::write(path, json).map_err(|e| LoadError::Config(format!("writing {}: {e}", path.display())))?;
+    Ok(fixture)
 }

@@ -15,6 +15,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(path) = &config.setup_only {
+        return match runtime.block_on(tally_loadtest::setup_only(&config, path)) {
+            Ok(fixture) => {
+                eprintln!(
+                    "set up {} accounts of {} users; fixture in {}",
+                    fixture.accounts.len(),
+                    fixture.tokens.len(),
+                    path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tally-loadtest: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let report = match runtime.block_on(tally_loadtest::run(&config)) {
         Ok(r) => r,
         Err(e) => {
@@ -56,6 +73,12 @@ fn main() -> ExitCode {
         l.p99_9_us as f64 / 1000.0,
         l.max_us as f64 / 1000.0,
     );
+    for usage in &report.cpu {
+        eprintln!(
+            "cpu {}: {:.2} s over the window ({:.2} cores), {:.1} µs per transfer",
+            usage.name, usage.cpu_seconds, usage.cores, usage.per_transfer_us
+        );
+    }
     match report.verification.verdict() {
         Ok(()) => {
             eprintln!(

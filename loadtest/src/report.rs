@@ -43,6 +43,9 @@ pub struct Report {
     pub latency_histogram: Vec<Bucket>,
     pub per_second: Vec<SecondReport>,
     pub verification: Verification,
+    /// CPU time of the processes named by `--cpu` over the measured window, and per
+    /// acknowledged transfer.
+    pub cpu: Vec<crate::cpu::Usage>,
 }
 
 impl Report {
@@ -52,6 +55,7 @@ impl Report {
         duration_seconds: f64,
         stats: &Stats,
         verification: Verification,
+        cpu: Vec<crate::cpu::Usage>,
     ) -> Self {
         let per_second = stats
             .seconds
@@ -83,6 +87,7 @@ impl Report {
             latency_histogram: buckets(&stats.latency),
             per_second,
             verification,
+            cpu,
         }
     }
 }

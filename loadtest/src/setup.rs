@@ -21,18 +21,22 @@ const ACCOUNTS_IN_FLIGHT_PER_USER: usize = 8;
 const LOAD_USER_PASSWORD: &str = "Load-test-2026!";
 
 /// One account of the test and the bearer token of its owner.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Account {
     pub id: String,
     pub owner: usize,
 }
 
 /// Everything the load and the verification need from set-up.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Fixture {
+    #[serde(skip)]
     pub admin_token: String,
     /// Bearer tokens of the load users; `Account::owner` indexes this.
     pub tokens: Vec<String>,
+    /// One API key per load user (scopes `transfers:write`, `transfers:read`,
+    /// `accounts:read`) when set-up was asked for them, indexed like `tokens`.
+    pub api_keys: Vec<String>,
     pub accounts: Vec<Account>,
     /// The settlement account the admin credits came from (the source of an `admin_credit`).
     pub settlement_id: String,
@@ -54,16 +58,10 @@ pub const SETUP_CONCURRENCY: usize = 16;
 /// Creates `accounts` funded accounts of `currency` over fresh users named after `run_id`.
 /// Account `i` belongs to user `i / ACCOUNTS_PER_USER`, whatever order set-up finished in, so a
 /// seed picks the same accounts in every run.
-pub async fn prepare(
-    client: &Client,
-    admin_email: &str,
-    admin_password: &str,
-    accounts: usize,
-    currency: &str,
-    funding: &str,
-    run_id: &str,
-) -> Result<Fixture, LoadError> {
-    let admin_token = login(client, admin_email, admin_password).await?;
+pub async fn prepare(client: &Client, config: &crate::cli::Config, run_id: &str) -> Result<Fixture, LoadError> {
+    let (accounts, currency, funding) = (config.accounts as usize, config.currency.as_str(), config.funding.as_str());
+    let api_keys = config.auth == crate::cli::Auth::ApiKey;
+    let admin_token = login(client, &config.admin_email, &config.admin_password).await?;
     let users = accounts.div_ceil(ACCOUNTS_PER_USER);
     let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(SETUP_CONCURRENCY));
     let mut tasks = tokio::task::JoinSet::new();
@@ -80,6 +78,7 @@ pub async fn prepare(
                 currency: &currency,
                 funding: &funding,
                 run_id: &run_id,
+                api_key: api_keys,
             };
             user_setup.run(user, first, count).await.map(|made| (user, made))
         });
@@ -90,15 +89,17 @@ pub async fn prepare(
     }
     made.sort_by_key(|(user, _)| *user);
     let mut tokens = Vec::with_capacity(users);
+    let mut keys = Vec::with_capacity(users);
     let mut opened = Vec::with_capacity(accounts);
     let mut settlement_id = None;
-    for (user, (token, ids, settlement)) in made {
+    for (user, (token, key, ids, settlement)) in made {
         tokens.push(token);
+        keys.extend(key);
         opened.extend(ids.into_iter().map(|id| Account { id, owner: user }));
         settlement_id = settlement_id.or(settlement);
     }
     let settlement_id = settlement_id.ok_or_else(|| LoadError::Config("no accounts to fund".into()))?;
-    Ok(Fixture { admin_token, tokens, accounts: opened, settlement_id })
+    Ok(Fixture { admin_token, tokens, api_keys: keys, accounts: opened, settlement_id })
 }
 
 /// What one set-up task needs to make one load user.
@@ -108,23 +109,29 @@ struct UserSetup<'a> {
     currency: &'a str,
     funding: &'a str,
     run_id: &'a str,
+    /// Make the user an API key for the load (`--auth api-key`).
+    api_key: bool,
 }
 
 impl UserSetup<'_> {
     /// Registers user `user`, opens `count` accounts from account index `first` and funds each.
-    /// Answers the user's token, the account ids in order, and the settlement account's id.
-    async fn run(
-        &self,
-        user: usize,
-        first: usize,
-        count: usize,
-    ) -> Result<(String, Vec<String>, Option<String>), LoadError> {
+    /// Answers the user's token, API key (if asked for), the account ids in order, and the
+    /// settlement account's id.
+    async fn run(&self, user: usize, first: usize, count: usize) -> Result<UserMade, LoadError> {
         let (client, run_id) = (self.client, self.run_id);
         let email = format!("loadtest-{run_id}-{user}@example.com");
         let register =
             json!({"email": email, "password": LOAD_USER_PASSWORD, "first_name": "Load", "last_name": "Test"});
         client.post("/v1/auth/register", None, None, &register).await?.expect("register a load user", &[201])?;
         let token = login(client, &email, LOAD_USER_PASSWORD).await?;
+        let api_key = if self.api_key {
+            let body = json!({"name": "load", "scopes": ["transfers:write", "transfers:read", "accounts:read"]});
+            let made =
+                client.post("/v1/api-keys", Some(&token), None, &body).await?.expect("make an API key", &[201])?;
+            Some(field(&made, "make an API key", "key")?)
+        } else {
+            None
+        };
         let opened: Vec<Result<(String, String), LoadError>> = futures::stream::iter(first..first + count)
             .map(|index| self.open_and_fund(&token, index))
             .buffered(ACCOUNTS_IN_FLIGHT_PER_USER)
@@ -137,9 +144,13 @@ impl UserSetup<'_> {
             settlement_id.get_or_insert(settlement);
             ids.push(id);
         }
-        Ok((token, ids, settlement_id))
+        Ok((token, api_key, ids, settlement_id))
     }
 }
+
+/// What setting up one load user made: its token, its API key if asked for, its account ids
+/// in order, and the settlement account its fundings came from.
+type UserMade = (String, Option<String>, Vec<String>, Option<String>);
 
 impl UserSetup<'_> {
     /// Opens account `index` for the user holding `token` and funds it by an idempotent admin

@@ -1,0 +1,68 @@
+-- wrk script for scripts/bench's `wrk` scenario: single internal transfers posted as machine
+-- clients (X-API-Key) with a fresh Idempotency-Key each, between accounts drawn uniformly from
+-- the fixture tally-loadtest set up (`--setup-only`). A client that is not ours, so the
+-- figure does not depend on our own generator's cost.
+--
+--   wrk -t2 -c256 -d20s -s scripts/bench-wrk.lua http://127.0.0.1:PORT -- FIXTURE.lua RUN_ID
+--
+-- FIXTURE.lua returns { keys = { "<api key of user 1>", ... }, accounts = { { "<id>", owner }, ... } }
+-- with owners as 1-based indexes into keys. The summary line at the end counts answers by
+-- status, so the bench can check that every 201 made exactly one transfer.
+
+local threads = {}
+local thread_count = 0
+
+function setup(thread)
+  thread_count = thread_count + 1
+  thread:set("thread_id", thread_count)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  local fixture = dofile(args[1])
+  keys = fixture.keys
+  accounts = fixture.accounts
+  run_id = args[2] or "run"
+  counter = 0
+  statuses = {}
+  math.randomseed(thread_id * 7919 + os.time())
+end
+
+function request()
+  counter = counter + 1
+  local source = math.random(#accounts)
+  local destination = math.random(#accounts - 1)
+  if destination >= source then destination = destination + 1 end
+  local from = accounts[source]
+  local body = string.format(
+    '{"type":"internal","source_account_id":"%s","destination_account_id":"%s","amount":"0.01","reference":"wrk"}',
+    from[1], accounts[destination][1])
+  local headers = {
+    ["Content-Type"] = "application/json",
+    ["X-API-Key"] = keys[from[2]],
+    ["Idempotency-Key"] = string.format("wrk-%s-%d-%d", run_id, thread_id, counter),
+  }
+  return wrk.format("POST", "/v1/transfers", headers, body)
+end
+
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+function done(summary, latency, requests)
+  local total = {}
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("statuses")) do
+      total[status] = (total[status] or 0) + count
+    end
+  end
+  local parts = {}
+  for status, count in pairs(total) do
+    table.insert(parts, string.format('"%d": %d', status, count))
+  end
+  io.write(string.format(
+    'WRK_SUMMARY {"requests": %d, "duration_us": %d, "statuses": {%s}, "latency_us": {"p50": %d, "p99": %d, "p99_9": %d, "max": %d}, "socket_errors": %d}\n',
+    summary.requests, summary.duration, table.concat(parts, ", "),
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
