@@ -564,7 +564,8 @@ impl Engine {
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let inner = Arc::clone(&self.inner);
         let id = op.id;
-        let spawned = self.inner.shared.shards.spawn_on(&id, async move {
+        let thread = self.inner.shared.thread_of(id.as_uuid());
+        let spawned = self.inner.shared.runtime.spawn_on(thread, async move {
             let result = drive(&inner, op, mode).await;
             drop(claim);
             drop(permit);

@@ -23,8 +23,8 @@ use crate::entity::ActorKind;
 use crate::faults::FaultInjector;
 use crate::health::{HealthReport, KindStats};
 use crate::registry::{CallError, Registry, Unavailable};
+use crate::runtime::{Placement, Runtime};
 use crate::saga::{self, Intent};
-use crate::shards::Shards;
 pub use crate::shared::ActorConfig;
 use crate::shared::Shared;
 
@@ -201,8 +201,22 @@ impl Engine {
         Engine::start_with(store, config, Arc::new(SystemClock), Arc::new(RandomIds)).await
     }
 
-    /// Starts the engine with a given clock and id source (tests and simulations).
+    /// Starts the engine with a given clock and id source (tests and simulations), on a
+    /// runtime of its own with `config.actors.shards` threads.
     pub async fn start_with(
+        store: Arc<dyn Store>,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdSource>,
+    ) -> Result<Engine, StartError> {
+        let runtime = Runtime::start(config.actors.shards)?;
+        Engine::start_on(runtime, store, config, clock, ids).await
+    }
+
+    /// Starts the engine on `runtime`, whose threads it shares with whatever else runs there
+    /// (`tally serve`'s HTTP listeners). Shutting the engine down stops the runtime.
+    pub async fn start_on(
+        runtime: Arc<Runtime>,
         store: Arc<dyn Store>,
         config: EngineConfig,
         clock: Arc<dyn Clock>,
@@ -211,11 +225,12 @@ impl Engine {
         let committed_seq = store.committed_seq().await?;
         let aml = crate::aml::Aml::load(store.as_ref()).await?;
         let journal = Journal::start(Arc::clone(&store), config.journal.clone(), committed_seq)?;
-        let shards = Shards::start(config.actors.shards)?;
+        let threads = runtime.threads();
         let shared = Arc::new(Shared {
             store,
             journal,
-            shards,
+            runtime,
+            placement: Placement::new(threads, threads),
             faults: Arc::new(FaultInjector::default()),
             stats: std::array::from_fn(|_| KindStats::default()),
             config: config.actors.clone(),
@@ -279,7 +294,7 @@ impl Engine {
     fn start_passivation_sweeper(&self) {
         let weak = Arc::downgrade(&self.inner);
         let interval = self.inner.shared.config.passivation_sweep_interval;
-        self.inner.shared.shards.spawn_on(&0_u8, async move {
+        self.inner.shared.runtime.spawn_on(0, async move {
             loop {
                 tokio::time::sleep(interval).await;
                 let Some(inner) = weak.upgrade() else { return };
@@ -660,8 +675,9 @@ impl Engine {
     ) -> Result<Transfer, TransferError> {
         let (sender, receiver) = oneshot::channel();
         let inner = Arc::clone(&self.inner);
-        let source = transfer.source;
-        let spawned = self.inner.shared.shards.spawn_on(&source, async move {
+        // On the source's thread: at once (no hop) when the caller is already there.
+        let thread = self.inner.shared.thread_of(transfer.source.as_uuid());
+        let spawned = self.inner.shared.runtime.spawn_on(thread, async move {
             let result = saga::run(inner, transfer, intent).await;
             drop(claim);
             drop(permit);
@@ -746,7 +762,7 @@ impl Engine {
         let journal = self.inner.shared.journal.clone();
         let _ = tokio::task::spawn_blocking(move || journal.halt()).await;
         let shared = Arc::clone(&self.inner.shared);
-        let _ = tokio::task::spawn_blocking(move || shared.shards.stop()).await;
+        let _ = tokio::task::spawn_blocking(move || shared.runtime.stop()).await;
     }
 
     /// Stops admitting work, waits (up to `grace`) for running sagas, makes every appended
@@ -768,6 +784,6 @@ impl Engine {
         let journal = self.inner.shared.journal.clone();
         let _ = tokio::task::spawn_blocking(move || journal.shutdown()).await;
         let shared = Arc::clone(&self.inner.shared);
-        let _ = tokio::task::spawn_blocking(move || shared.shards.stop()).await;
+        let _ = tokio::task::spawn_blocking(move || shared.runtime.stop()).await;
     }
 }

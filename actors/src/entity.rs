@@ -57,6 +57,9 @@ pub trait Entity: Clone + Send + Unpin + 'static {
 
     fn id(&self) -> Self::Id;
 
+    /// The id's 128 bits, which place the entity on a shard (`runtime::Placement`).
+    fn id_bits(id: Self::Id) -> u128;
+
     /// Pure: may the command apply, and what event does it make? `Ok(None)`: it already has.
     fn decide(&self, command: &Self::Command) -> Result<Option<Self::Event>, Self::Rejection>;
 
@@ -95,6 +98,10 @@ impl Entity for Account {
 
     fn id(&self) -> AccountId {
         self.id
+    }
+
+    fn id_bits(id: AccountId) -> u128 {
+        id.as_uuid().as_u128()
     }
 
     fn decide(&self, command: &AccountCommand) -> Result<Option<AccountEvent>, AccountRejection> {
@@ -153,6 +160,10 @@ impl Entity for Wallet {
 
     fn id(&self) -> WalletId {
         self.id
+    }
+
+    fn id_bits(id: WalletId) -> u128 {
+        id.as_uuid().as_u128()
     }
 
     fn decide(&self, command: &WalletCommand) -> Result<Option<WalletEvent>, WalletRejection> {

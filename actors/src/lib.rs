@@ -23,9 +23,9 @@ pub mod health;
 pub mod pricing;
 pub mod recovery;
 pub mod registry;
+pub mod runtime;
 pub mod saga;
 pub mod sessions;
-pub mod shards;
 pub mod shared;
 
 pub use batch::{AtomicBatch, BatchItem, KeyClaim};
@@ -36,6 +36,7 @@ pub use entity::ActorKind;
 pub use faults::FaultInjector;
 pub use health::{HealthReport, KindHealth};
 pub use pricing::PricingError;
+pub use runtime::Runtime;
 pub use sessions::{SessionConfig, SessionError, Sessions};
 
 /// An `AccountActor` is the generic supervised entity actor over an `Account`.

@@ -214,7 +214,7 @@ impl<E: Entity> Registry<E> {
         let id = state.id();
         let quarantined = self.is_quarantined(id);
         let registry = Arc::clone(self);
-        let shard = self.shared.shards.for_key(&id);
+        let thread = self.shared.placement.thread_of(E::id_bits(id));
         self.shared.stats(E::KIND).activations.fetch_add(1, Ordering::Relaxed);
         // Like `Actor::start_in_arbiter`, but with the mailbox channel made without actix's own
         // bound (0) from the first moment. With actix's default bound of 16, a burst sent
@@ -222,7 +222,9 @@ impl<E: Entity> Registry<E> {
         // answers `Full` — which must never be mistaken for a dead actor. Tally bounds the
         // mailbox itself (`Slot::depth`).
         let (sender, receiver) = actix::dev::channel::channel(0);
-        shard.spawn_fn(move || {
+        // If the runtime has stopped the actor never starts; its mailbox is then closed and
+        // senders find it gone, as after a shutdown.
+        let _ = self.shared.runtime.run_on(thread, move || {
             let ctx = actix::Context::with_receiver(receiver);
             let actor = EntityActor::new(state, registry, slot, quarantined);
             actix::spawn(ctx.into_future(actor));

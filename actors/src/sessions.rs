@@ -36,7 +36,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::entity::ActorKind;
 use crate::health::{KindHealth, KindStats};
-use crate::shards::Shards;
+use crate::runtime::Runtime;
 
 /// How long a session may go unused before it ends (`TALLY_SESSION_IDLE_SECS`): the usual
 /// idle time-out of a banking session.
@@ -149,7 +149,7 @@ pub struct SessionView {
 /// The registry of login sessions. Cheap to share behind an `Arc`.
 pub struct Sessions {
     shared: Arc<Shared>,
-    shards: Shards,
+    runtime: Arc<Runtime>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -166,7 +166,7 @@ impl Sessions {
         clock: Arc<dyn Clock>,
         config: SessionConfig,
     ) -> std::io::Result<Sessions> {
-        let shards = Shards::start(1)?;
+        let runtime = Runtime::start(1)?;
         Ok(Sessions {
             shared: Arc::new(Shared {
                 map: DashMap::new(),
@@ -176,7 +176,7 @@ impl Sessions {
                 stats: KindStats::default(),
                 enqueued: AtomicU64::new(0),
             }),
-            shards,
+            runtime,
         })
     }
 
@@ -272,7 +272,7 @@ impl Sessions {
             client_ip: record.client_ip,
             user_agent: record.user_agent,
         };
-        let addr = SessionActor::start_in_arbiter(self.shards.for_key(&record.id), move |ctx| {
+        let addr = SessionActor::start_in_arbiter(self.runtime.arbiter(0), move |ctx| {
             ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
             actor
         });
@@ -428,7 +428,7 @@ impl Sessions {
 
 impl Drop for Sessions {
     fn drop(&mut self) {
-        self.shards.stop();
+        self.runtime.stop();
     }
 }
 

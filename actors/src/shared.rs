@@ -1,5 +1,5 @@
-//! What every actor, registry and saga shares: the store, the journal, the shards, the fault
-//! switch, the health counters and the configured bounds.
+//! What every actor, registry and saga shares: the store, the journal, the runtime and where
+//! each entity lives on it, the fault switch, the health counters and the configured bounds.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,13 +9,13 @@ use tally_persistence::{Journal, Store};
 use crate::entity::ActorKind;
 use crate::faults::FaultInjector;
 use crate::health::KindStats;
-use crate::shards::Shards;
+use crate::runtime::{Placement, Runtime};
 
 /// Bounds and timings of the actor layer. Every number has a reason next to it.
 #[derive(Clone, Debug)]
 pub struct ActorConfig {
-    /// Arbiter threads for entity actors. One per core: each shard is single-threaded, and
-    /// the HTTP runtime and the journal writer share the same cores.
+    /// Runtime threads (when the engine starts its own runtime). One per core: each thread
+    /// serves its shards' actors, sagas and journals and, in `tally serve`, HTTP connections.
     pub shards: usize,
     /// Messages waiting in one actor's mailbox before senders get `Overloaded`. 1,024 lets a
     /// hot account absorb a burst of about a millisecond of its peak rate; deeper queues only
@@ -51,7 +51,8 @@ impl Default for ActorConfig {
 pub struct Shared {
     pub store: Arc<dyn Store>,
     pub journal: Journal,
-    pub shards: Shards,
+    pub runtime: Arc<Runtime>,
+    pub placement: Placement,
     pub faults: Arc<FaultInjector>,
     pub stats: [KindStats; 4],
     pub config: ActorConfig,
@@ -61,6 +62,11 @@ pub struct Shared {
 impl Shared {
     pub fn stats(&self, kind: ActorKind) -> &KindStats {
         &self.stats[kind.index()]
+    }
+
+    /// The thread that serves the entity or saga keyed by `id`.
+    pub fn thread_of(&self, id: uuid::Uuid) -> usize {
+        self.placement.thread_of(id.as_u128())
     }
 
     /// Seconds since start, as a coarse clock for idleness (4 bytes per slot, not 16).

@@ -37,6 +37,7 @@ pub mod pagination;
 pub mod pricing;
 pub mod problem;
 pub mod request_stats;
+pub mod server;
 pub mod state;
 pub mod statements;
 pub mod transfers;

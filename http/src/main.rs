@@ -7,9 +7,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
-use tally_actors::{Engine, EngineConfig, RandomIds, SessionConfig, SystemClock};
+use tally_actors::{Engine, EngineConfig, RandomIds, Runtime, SessionConfig, SystemClock};
 use tally_http::auth::Identity;
 use tally_http::auth::bootstrap::{AdminOutcome, ensure_admin};
+use tally_http::server::{Server, ServerConfig};
 use tally_http::{AppState, app};
 use tally_persistence::open::{DEFAULT_DATABASE_URL, open_store};
 use tally_persistence::open_users::open_user_store;
@@ -75,7 +76,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 fn main() -> ExitCode {
     tally_http::logging::init_from_env();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The main thread only starts things and waits for a signal: the work runs on the engine's
+    // runtime threads (one per core), which also serve HTTP (`serve`).
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("tally: cannot start the runtime: {error}");
@@ -148,15 +151,20 @@ async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, St
         identity.protection.requests.set_per_second(per_second);
     }
     let state = AppState::new(store.clone(), identity);
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|error| format!("binding {listen}: {error}"))?;
-    let address = listener.local_addr().map_err(|error| error.to_string())?;
-    tracing::info!(%address, "tally listening; recovering before ready");
+    let (config, panic_every) = engine_config_from_env()?;
+    // One thread per core: each serves HTTP connections, its shards' actors and sagas, and
+    // their journal (DESIGN.md §2).
+    let runtime = Runtime::start(config.actors.shards).map_err(|error| format!("starting the runtime: {error}"))?;
+    let server = Server::start(&runtime, listen, app(state.clone()), server_config_from_env()?)
+        .map_err(|error| format!("binding {listen}: {error}"))?;
+    tracing::info!(address = %server.local_addr(), threads = runtime.threads(), "tally listening; recovering before ready");
     // Serve `/health/live` at once; the engine starts (and recovers) behind it, and
     // `/health/ready` turns 200 when it is done.
     let starting = state.clone();
-    let (config, panic_every) = engine_config_from_env()?;
+    let engine_runtime = std::sync::Arc::clone(&runtime);
     tokio::spawn(async move {
-        match Engine::start(store, config).await {
+        let started = Engine::start_on(engine_runtime, store, config, Arc::new(SystemClock), Arc::new(RandomIds)).await;
+        match started {
             Ok(engine) => {
                 tracing::info!("engine ready");
                 for (kind, every) in panic_every {
@@ -171,16 +179,37 @@ async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, St
             }
         }
     });
-    // With the peer address: the login rate limit counts failures by it, and a login records
-    // it as the session's client ip.
-    axum::serve(listener, app(state.clone()).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|error| error.to_string())?;
+    shutdown_signal().await;
+    server.shutdown(SHUTDOWN_GRACE).await;
     if let Some(engine) = state.engine_if_started() {
         engine.shutdown(SHUTDOWN_GRACE).await;
     }
+    runtime.stop();
     Ok(ExitCode::SUCCESS)
+}
+
+/// The server's settings from the environment: `TALLY_HTTP_TIMEOUT_SECS` (header-read and
+/// keep-alive idle timeout, default 10, 1 to 300) and `TALLY_HTTP_CONNECTIONS_MAX` (open
+/// connections per node, default 16,384).
+fn server_config_from_env() -> Result<ServerConfig, String> {
+    let mut config = ServerConfig::default();
+    if let Ok(text) = std::env::var("TALLY_HTTP_TIMEOUT_SECS") {
+        let secs: u64 =
+            text.trim().parse().map_err(|_| format!("TALLY_HTTP_TIMEOUT_SECS: not a whole number: {text:?}"))?;
+        if !(1..=300).contains(&secs) {
+            return Err("TALLY_HTTP_TIMEOUT_SECS: must be from 1 to 300".to_owned());
+        }
+        config.header_read_timeout = Duration::from_secs(secs);
+    }
+    if let Ok(text) = std::env::var("TALLY_HTTP_CONNECTIONS_MAX") {
+        let max: usize =
+            text.trim().parse().map_err(|_| format!("TALLY_HTTP_CONNECTIONS_MAX: not a whole number: {text:?}"))?;
+        if max == 0 {
+            return Err("TALLY_HTTP_CONNECTIONS_MAX: must be at least 1".to_owned());
+        }
+        config.connections_max = max;
+    }
+    Ok(config)
 }
 
 /// The session settings from the environment: `TALLY_SESSION_IDLE_SECS` (default 1800, from 1

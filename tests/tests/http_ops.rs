@@ -186,7 +186,16 @@ async fn login_sessions_show_as_session_actors_in_the_health_api(server: TestSer
     let before = health().await;
     before.assert_status(200);
     let users = [server.user().await, server.user().await, server.user().await];
-    let during = health().await;
+    // A session actor starts on the sessions' thread just after its login answers, so the
+    // count may lag a request behind: wait for it, briefly.
+    let mut during = health().await;
+    for _ in 0..100 {
+        if kind(&during.body, "session")["active"].as_i64().unwrap_or(0) >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        during = health().await;
+    }
     let sessions = kind(&during.body, "session");
     assert!(sessions["active"].as_i64().unwrap() >= 4, "three users and the operator are logged in: {sessions}");
     let activations = |body: &Value| kind(body, "session")["activations"].as_u64().unwrap();

@@ -1,0 +1,232 @@
+//! `tally serve`'s HTTP server: one listener per runtime thread, each serving to the end every
+//! connection it accepts, as actix-web's workers do.
+//!
+//! The listeners share one address through `SO_REUSEPORT`: the kernel spreads new connections
+//! over them, and a connection then lives on the thread that accepted it, which also runs the
+//! actors and sagas of that thread's shards. A request never crosses a thread to be parsed,
+//! routed or answered.
+//!
+//! What a server on the public internet needs, each answered or closed cleanly:
+//! - **Header-read timeout**: a client must deliver a request's complete header within
+//!   `header_read_timeout` of the connection becoming ready for it (hyper starts the clock at
+//!   accept, and on a kept-alive connection at the end of the previous response). A client
+//!   that sends half a header and stops is disconnected when it passes.
+//! - **Keep-alive idle timeout**: the same clock, so a kept-alive connection idle that long is
+//!   closed. actix-web defaults both to 5 s; Tally uses 10 s for both (`TALLY_HTTP_TIMEOUT_SECS`).
+//! - **Connection bound**: at most `connections_max` open connections per node. Beyond it a
+//!   new connection is answered `503 OVERLOADED` (problem+json, `Retry-After: 1`,
+//!   `Connection: close`) and closed, so file descriptors can never run out under a flood.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tally_actors::Runtime;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+/// How the server treats connections. Every number is a bound with a reason.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Time to deliver a request's header, counted from the moment the connection is ready for
+    /// it; also the keep-alive idle timeout (see the module's comment). 10 s is twice a slow
+    /// mobile round trip's worst case and short enough that a slow-header flood holds each
+    /// descriptor briefly.
+    pub header_read_timeout: Duration,
+    /// Open connections per node. 16,384 is far above what a load test or a fleet of clients
+    /// with pools needs on two cores, and well under the default descriptor limit of a
+    /// service (65,536 in systemd units), leaving room for the database and files.
+    pub connections_max: usize,
+    /// Kernel backlog of each listener: connections accepted by the kernel and not yet by us.
+    pub backlog: i32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { header_read_timeout: Duration::from_secs(10), connections_max: 16_384, backlog: 4_096 }
+    }
+}
+
+/// A running server: its address, and the switch that stops it.
+pub struct Server {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    open: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("local_addr", &self.local_addr).finish_non_exhaustive()
+    }
+}
+
+/// State every listener and connection of one server shares.
+struct Shared {
+    app: Router,
+    config: ServerConfig,
+    open: Arc<AtomicUsize>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Server {
+    /// Binds one listener per thread of `runtime` on `listen` and serves `app` on them. Binding
+    /// happens here, so an address in use is an error now, not in a background task.
+    pub fn start(runtime: &Runtime, listen: SocketAddr, app: Router, config: ServerConfig) -> std::io::Result<Server> {
+        let mut listeners = Vec::with_capacity(runtime.threads());
+        let mut address = listen;
+        for _ in 0..runtime.threads() {
+            let listener = bind(address, config.backlog)?;
+            // The first bind may have picked the port (`:0`); the others share it.
+            address = listener.local_addr()?;
+            listeners.push(Some(listener));
+        }
+        let (stop, stopped) = watch::channel(false);
+        let open = Arc::new(AtomicUsize::new(0));
+        let shared = Arc::new(Shared { app, config, open: Arc::clone(&open), stop: stopped });
+        let listeners = Arc::new(Mutex::new(listeners));
+        let started = runtime.spawn_local_each(move |thread| {
+            let listener = listeners.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[thread].take();
+            let shared = Arc::clone(&shared);
+            async move {
+                if let Some(listener) = listener {
+                    accept_loop(listener, shared).await;
+                }
+            }
+        });
+        if !started {
+            return Err(std::io::Error::other("the runtime stopped before the server started"));
+        }
+        Ok(Server { local_addr: address, stop, open })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, asks every open connection to finish its request in flight and close,
+    /// and waits up to `grace` for them to do so.
+    pub async fn shutdown(&self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.open.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn bind(address: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(backlog)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, "a listener could not join its thread's runtime");
+            return;
+        }
+    };
+    let mut stop = shared.stop.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => serve(stream, peer, &shared),
+                Err(error) => {
+                    // Out of descriptors or a connection reset before accept: not fatal. Back
+                    // off a little so a descriptor shortage does not spin the thread.
+                    metrics::counter!("tally_http_accept_errors_total").increment(1);
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+    }
+}
+
+/// Serves one accepted connection on this thread until it closes, or refuses it over the bound.
+fn serve(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
+    if shared.open.fetch_add(1, Ordering::AcqRel) >= shared.config.connections_max {
+        shared.open.fetch_sub(1, Ordering::AcqRel);
+        metrics::counter!("tally_http_connections_refused_total").increment(1);
+        tokio::task::spawn_local(refuse(stream));
+        return;
+    }
+    metrics::gauge!("tally_http_connections_open").increment(1.0);
+    let _ = stream.set_nodelay(true);
+    let app = shared.app.clone();
+    // Handlers that need the client's address (the login limit, a session's ip) read it from
+    // `ConnectInfo`, as under `axum::serve`.
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(app.oneshot(request).await.unwrap_or_else(|never| match never {})) }
+    });
+    let mut builder = auto::Builder::new(LocalExecutor);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(shared.config.header_read_timeout).keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let shared = Arc::clone(shared);
+    tokio::task::spawn_local(async move {
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(connection);
+        let mut stop = shared.stop.clone();
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            _ = stop.wait_for(|stopped| *stopped) => {
+                connection.as_mut().graceful_shutdown();
+                connection.as_mut().await
+            }
+        };
+        if let Err(error) = result
+            && error.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout)
+        {
+            metrics::counter!("tally_http_header_timeouts_total").increment(1);
+        }
+        metrics::gauge!("tally_http_connections_open").decrement(1.0);
+        shared.open.fetch_sub(1, Ordering::AcqRel);
+    });
+}
+
+/// Answers a connection over the bound with `503 OVERLOADED` and closes it. The answer is
+/// written before the request is read, which HTTP/1.1 allows (an early response) and every
+/// client reads as the response to its request.
+async fn refuse(mut stream: TcpStream) {
+    let body = format!(
+        r#"{{"type":"https://tally.dev/problems/overloaded","title":"Service Unavailable","status":503,"code":"OVERLOADED","detail":"this node holds as many connections as it may; retry shortly","request_id":"{}"}}"#,
+        uuid::Uuid::new_v4()
+    );
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer.as_bytes())).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+}
+
+/// Runs hyper's HTTP/2 stream tasks on the connection's own thread.
+#[derive(Clone, Copy, Debug)]
+struct LocalExecutor;
+
+impl<F> hyper::rt::Executor<F> for LocalExecutor
+where
+    F: std::future::Future + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::task::spawn_local(future);
+    }
+}

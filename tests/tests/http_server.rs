@@ -1,0 +1,137 @@
+//! The server as the public internet meets it, against a real `tally serve` (embedded SQLite):
+//! a client that sends half a header is disconnected when the header-read timeout passes, a
+//! kept-alive connection left idle is closed, and connections beyond the per-node bound are
+//! answered `503 OVERLOADED` and closed — while a well-behaved client is served throughout.
+
+use std::time::{Duration, Instant};
+
+use tally_tests::server::TallyServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TIMEOUT_SECS: u64 = 3;
+const CONNECTIONS_MAX: usize = 64;
+
+/// A database file of this test's own, removed when dropped.
+struct TempDb(std::path::PathBuf);
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+    }
+}
+
+async fn server() -> (TallyServer, TempDb) {
+    let file = std::env::temp_dir().join(format!("tally-server-limits-{}.db", uuid::Uuid::new_v4().simple()));
+    let url = format!("sqlite://{}", file.display());
+    let dir = TempDb(file);
+    let timeout = TIMEOUT_SECS.to_string();
+    let max = CONNECTIONS_MAX.to_string();
+    let server = TallyServer::start(
+        &url,
+        &[("TALLY_HTTP_TIMEOUT_SECS", timeout.as_str()), ("TALLY_HTTP_CONNECTIONS_MAX", max.as_str())],
+    )
+    .await;
+    (server, dir)
+}
+
+/// Reads until the peer closes or `limit` passes; answers what was read and whether it closed.
+async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
+    let mut seen = Vec::new();
+    let mut buffer = [0_u8; 4096];
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (seen, false);
+        }
+        match tokio::time::timeout(left, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (seen, true),
+            Ok(Ok(n)) => seen.extend_from_slice(&buffer[..n]),
+            Err(_) => return (seen, false),
+        }
+    }
+}
+
+#[tokio::test]
+async fn half_headers_are_cut_off_at_the_timeout_and_connections_past_the_bound_get_503() {
+    let (server, _dir) = server().await;
+    let address = format!("127.0.0.1:{}", server.port);
+    // Clients that send half a request header and stop, until the node refuses one: every
+    // slot is then taken.
+    let mut slow = Vec::new();
+    let half_header = b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    for _ in 0..CONNECTIONS_MAX - 2 {
+        let mut stream = TcpStream::connect(&address).await.expect("connect");
+        stream.write_all(half_header).await.expect("half a header");
+        slow.push(stream);
+    }
+    let refused_at = loop {
+        let mut stream = TcpStream::connect(&address).await.expect("connect");
+        stream.write_all(half_header).await.expect("half a header");
+        // A refused connection is answered at once; an accepted one hears nothing.
+        let (answer, _) = read_until_closed(&mut stream, Duration::from_millis(100)).await;
+        if !answer.is_empty() {
+            break String::from_utf8_lossy(&answer).into_owned();
+        }
+        slow.push(stream);
+        assert!(slow.len() <= CONNECTIONS_MAX, "more than {CONNECTIONS_MAX} connections held open");
+    };
+    assert!(slow.len() + 2 >= CONNECTIONS_MAX, "refused early, at {} connections: {refused_at}", slow.len());
+    // Past the bound: answered 503 problem+json at once, then closed.
+    for attempt in 0..8 {
+        let text = if attempt == 0 {
+            refused_at.clone()
+        } else {
+            let mut stream = TcpStream::connect(&address).await.expect("connect");
+            let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+            assert!(closed, "the refused connection is closed");
+            String::from_utf8_lossy(&answer).into_owned()
+        };
+        assert!(text.starts_with("HTTP/1.1 503"), "over the bound: {text}");
+        assert!(text.contains("application/problem+json") && text.contains("\"code\":\"OVERLOADED\""), "{text}");
+        assert!(text.to_ascii_lowercase().contains("retry-after: 1"), "{text}");
+    }
+    // The slow ones are disconnected once the header-read timeout passes, none much later.
+    let started = Instant::now();
+    for stream in &mut slow {
+        let (_, closed) = read_until_closed(stream, Duration::from_secs(TIMEOUT_SECS + 5)).await;
+        assert!(closed, "a half header is cut off");
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(TIMEOUT_SECS + 4), "all cut off within the timeout: {took:?}");
+    // Their slots are free again: a well-behaved request is served.
+    let response = reqwest::get(format!("{}/health/live", server.base_url())).await.expect("request");
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_left_idle_is_closed_and_a_busy_one_is_not() {
+    let (server, _dir) = server().await;
+    let address = format!("127.0.0.1:{}", server.port);
+    let request = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut idle = TcpStream::connect(&address).await.expect("connect");
+    idle.write_all(request).await.expect("request");
+    let mut busy = TcpStream::connect(&address).await.expect("connect");
+    // The busy client sends a request every half second, for longer than the timeout.
+    let mut answers = 0;
+    let deadline = Instant::now() + Duration::from_secs(TIMEOUT_SECS + 2);
+    while Instant::now() < deadline {
+        busy.write_all(request).await.expect("a kept-alive connection stays open while used");
+        let mut buffer = [0_u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), busy.read(&mut buffer))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        assert!(n > 0 && buffer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buffer[..n]));
+        answers += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(answers >= 4);
+    // The idle one got its answer, then was closed when it stayed idle past the timeout.
+    let (answer, closed) = read_until_closed(&mut idle, Duration::from_secs(TIMEOUT_SECS + 5)).await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    assert!(closed, "an idle kept-alive connection is closed");
+}
