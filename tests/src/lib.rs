@@ -10,6 +10,7 @@ pub mod http;
 pub mod model;
 pub mod postgres;
 pub mod server;
+pub mod smtp;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
