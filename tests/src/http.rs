@@ -253,6 +253,38 @@ impl TestServer {
         self.send(request).await
     }
 
+    /// Any request, with an optional bearer token, `X-Step-Up-Token` and JSON body.
+    pub async fn send_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        step_up: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self.authorized(self.client.request(method, self.url(path)), token);
+        if let Some(step_up) = step_up {
+            request = request.header("x-step-up-token", step_up);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.send(request).await
+    }
+
+    /// Logs `email` in with `password` and answers a `TestUser` (for a second session, or after
+    /// a password change).
+    pub async fn session_of(&self, email: &str, password: &str) -> TestUser {
+        let login = self.login(email, password).await;
+        login.assert_status(200);
+        TestUser {
+            user_id: self.get("/v1/users/me", Some(&login.str("access_token"))).await.str("user_id"),
+            email: email.to_owned(),
+            token: login.str("access_token"),
+            refresh_token: login.str("refresh_token"),
+        }
+    }
+
     /// A POST with no body at all.
     pub async fn post_empty(&self, path: &str, token: Option<&str>) -> Reply {
         self.send(self.authorized(self.client.post(self.url(path)), token)).await

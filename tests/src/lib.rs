@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod conformance;
 pub mod http;
+pub mod mfa;
 pub mod model;
 pub mod postgres;
 pub mod server;
