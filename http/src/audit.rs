@@ -279,8 +279,10 @@ fn body_details(bytes: &[u8]) -> Value {
 }
 
 /// A request or response body read whole if it is small enough to keep; `None` when it was
-/// left untouched (too large, or of unknown length).
-async fn small_body(body: Body, length: Option<usize>) -> Result<(Body, Option<axum::body::Bytes>), ApiError> {
+/// left untouched (too large, or of unknown length). The length is the body's own exact size
+/// (a request's `Content-Length`; a response built from bytes), never a guess.
+async fn small_body(body: Body) -> Result<(Body, Option<axum::body::Bytes>), ApiError> {
+    let length = axum::body::HttpBody::size_hint(&body).exact().and_then(|length| usize::try_from(length).ok());
     match length {
         Some(length) if length <= DETAILS_BODY_BYTES_MAX => {
             let bytes = axum::body::to_bytes(body, DETAILS_BODY_BYTES_MAX)
@@ -290,10 +292,6 @@ async fn small_body(body: Body, length: Option<usize>) -> Result<(Body, Option<a
         }
         _ => Ok((body, None)),
     }
-}
-
-fn content_length(headers: &axum::http::HeaderMap) -> Option<usize> {
-    headers.get(axum::http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// The route layer that audits admin changes not audited in their own transaction (see the
@@ -313,7 +311,7 @@ pub async fn after_admin_change(State(state): State<AppState>, request: Request,
         Ok(params) => params.iter().map(|(key, value)| (key.to_owned(), value.to_owned())).collect(),
         Err(_) => Vec::new(),
     };
-    let (body, request_bytes) = match small_body(body, content_length(&parts.headers)).await {
+    let (body, request_bytes) = match small_body(body).await {
         Ok(read) => read,
         Err(error) => return error.into_response(),
     };
@@ -331,8 +329,7 @@ pub async fn after_admin_change(State(state): State<AppState>, request: Request,
     };
     let status = response.status();
     let (response_parts, response_body) = response.into_parts();
-    let (response_body, response_bytes) = match small_body(response_body, content_length(&response_parts.headers)).await
-    {
+    let (response_body, response_bytes) = match small_body(response_body).await {
         Ok(read) => read,
         Err(error) => return error.into_response(),
     };
