@@ -29,6 +29,7 @@ on_both_stores!(
     ending_every_other_session_refuses_their_tokens_at_once,
     the_activity_feed_shows_the_callers_security_events_newest_first_in_pages,
     every_new_route_refuses_bad_input_and_missing_tokens,
+    a_replayed_refresh_token_and_a_blocked_login_show_in_the_activity,
 );
 
 const NEW_PASSWORD: &str = "N3w!passphrase";
@@ -589,6 +590,46 @@ async fn every_new_route_refuses_bad_input_and_missing_tokens(server: TestServer
     // None of that sent mail or changed the password.
     assert!(server.mail.messages_to(&user.email).is_empty());
     server.login(&user.email, PASSWORD).await.assert_status(200);
+    server.shutdown().await;
+}
+
+async fn a_replayed_refresh_token_and_a_blocked_login_show_in_the_activity(server: TestServer) {
+    let user = server.user().await;
+    let watcher = server.session_of(&user.email, PASSWORD).await;
+    let refresh = |token: &str| server.post("/v1/auth/refresh", None, json!({"refresh_token": token}));
+    refresh(&user.refresh_token).await.assert_status(200);
+    refresh(&user.refresh_token).await.assert_problem(401, "UNAUTHENTICATED");
+    let items = server.get("/v1/users/me/activity", Some(&watcher.token)).await.body["items"].clone();
+    let ended = items.as_array().unwrap().iter().find(|item| item["kind"] == "session_ended").unwrap().clone();
+    assert_eq!(ended["details"]["reason"], "refresh_token_reused");
+
+    let admin = server.admin(&["users:block"]).await;
+    server
+        .post(&format!("/v1/admin/users/{}/status", user.user_id), Some(&admin.token), json!({"status": "blocked"}))
+        .await
+        .assert_status(204);
+    server.login(&user.email, PASSWORD).await.assert_problem(401, "UNAUTHENTICATED");
+    server
+        .post(&format!("/v1/admin/users/{}/status", user.user_id), Some(&admin.token), json!({"status": "active"}))
+        .await
+        .assert_status(204);
+    let fresh = server.session_of(&user.email, PASSWORD).await;
+    let mut reasons = Vec::new();
+    for _ in 0..100 {
+        let items = server.get("/v1/users/me/activity?limit=200", Some(&fresh.token)).await.body["items"].clone();
+        reasons = items
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|item| item["kind"] == "login_failed")
+            .map(|item| item["details"]["reason"].clone())
+            .collect();
+        if !reasons.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(reasons, vec![json!("user_blocked")]);
     server.shutdown().await;
 }
 

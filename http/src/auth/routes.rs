@@ -202,6 +202,8 @@ pub async fn login(
         }
     };
     if user.status != UserStatus::Active {
+        let event = Event::new("auth.login_failed").on_user(user.id).details(json!({"reason": "user_blocked"}));
+        record_in_background(identity, record(identity, &context, &Actor::anonymous(), event));
         return Err(ApiError::new(ErrorCode::Unauthenticated, "this user is blocked"));
     }
     limits.record_success(&identifier);
@@ -227,13 +229,29 @@ pub struct RefreshBody {
     request_body = RefreshBody,
     responses((status = 200, body = TokenPair))
 )]
-pub async fn refresh(State(state): State<AppState>, ApiJson(body): ApiJson<RefreshBody>) -> Result<Response, ApiError> {
+pub async fn refresh(
+    State(state): State<AppState>,
+    context: AuditContext,
+    ApiJson(body): ApiJson<RefreshBody>,
+) -> Result<Response, ApiError> {
     let identity = state.identity();
     let refused = || ApiError::new(ErrorCode::Unauthenticated, "refresh token invalid, expired or already used");
     let (user_id, family) = match refresh::spend(identity.users.as_ref(), &body.refresh_token, identity.now()).await? {
         RefreshUse::Spent { user_id, family_id } => (user_id, family_id),
         RefreshUse::Reused { family_id } => {
-            identity.sessions.terminate(family_id, session_reason::REFRESH_TOKEN_REUSED).await?;
+            // A replayed refresh token is a stolen one, or a client gone wrong: its session ends,
+            // and the owner sees it in their activity.
+            let why = session_reason::REFRESH_TOKEN_REUSED;
+            if identity.sessions.terminate(family_id, why).await?
+                && let Some(owner) = identity.sessions.owner(family_id).await?
+            {
+                let event = Event::new("auth.session_ended")
+                    .target("session", family_id)
+                    .subject(owner)
+                    .details(json!({"session_id": family_id.to_string(), "reason": why}));
+                crate::audit::record_after_change(identity, record(identity, &context, &Actor::anonymous(), event))
+                    .await;
+            }
             return Err(refused());
         }
         RefreshUse::Invalid => return Err(refused()),
