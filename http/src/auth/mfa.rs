@@ -200,7 +200,7 @@ struct SetupAnswer {
 
 /// `POST /v1/users/me/mfa/totp/setup` → `200 {secret, otpauth_url, backup_codes}`. Calling it
 /// again before confirming replaces the secret and the codes; once TOTP is on, `409 CONFLICT`
-/// (turning it off or rotating it is not built).
+/// (turn it off first, `DELETE /v1/users/me/mfa/totp`, to set up a new device).
 #[utoipa::path(
     post,
     path = "/v1/users/me/mfa/totp/setup",
