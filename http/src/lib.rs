@@ -152,10 +152,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/users/count", get(auth::admin_users::count))
         .route("/v1/admin/users/{id}", get(auth::admin_users::get_one).patch(auth::admin_users::update))
         .route("/v1/admin/users/{id}/password-reset", post(auth::admin_users::password_reset))
-        .route(
-            "/v1/admin/users/{id}/sessions",
-            get(auth::admin_users::sessions).delete(auth::admin_users::end_user_sessions),
-        )
+        .route("/v1/admin/users/{id}/sessions", get(auth::admin_users::sessions))
+        .route("/v1/admin/users/{id}/sessions", delete(auth::admin_users::end_user_sessions))
         .route("/v1/admin/users/{id}/verification", post(auth::admin_users::set_verification))
         .route("/v1/admin/users/{id}/roles", post(auth::roles::assign))
         .route("/v1/admin/users/{id}/roles/{role_id}", delete(auth::roles::unassign))
