@@ -5,10 +5,19 @@
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum ErrorCode {
     ValidationError,
+    /// A wrong, expired or used one-time code (an emailed reset or verification code, or a
+    /// second-factor code given in a request body). Served as `400`.
+    InvalidCode,
     Unauthenticated,
+    /// An access token that verified and has expired: the client should refresh it. Every
+    /// other bad credential stays `Unauthenticated`. Served as `401`.
+    TokenExpired,
     InvalidCredentials,
     Forbidden,
     StepUpRequired,
+    /// A money-moving route refused because the caller's email is not verified (with
+    /// `TALLY_REQUIRE_VERIFIED_EMAIL=true`). Served as `403`.
+    EmailNotVerified,
     NotFound,
     Conflict,
     IdempotencyKeyReused,
@@ -35,10 +44,13 @@ impl ErrorCode {
     pub const fn as_str(self) -> &'static str {
         match self {
             ErrorCode::ValidationError => "VALIDATION_ERROR",
+            ErrorCode::InvalidCode => "INVALID_CODE",
             ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::TokenExpired => "TOKEN_EXPIRED",
             ErrorCode::InvalidCredentials => "INVALID_CREDENTIALS",
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::StepUpRequired => "STEP_UP_REQUIRED",
+            ErrorCode::EmailNotVerified => "EMAIL_NOT_VERIFIED",
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
@@ -63,9 +75,9 @@ impl ErrorCode {
     /// The HTTP status of the code, as the contract gives it.
     pub const fn http_status(self) -> u16 {
         match self {
-            ErrorCode::ValidationError => 400,
-            ErrorCode::Unauthenticated | ErrorCode::InvalidCredentials => 401,
-            ErrorCode::Forbidden | ErrorCode::StepUpRequired => 403,
+            ErrorCode::ValidationError | ErrorCode::InvalidCode => 400,
+            ErrorCode::Unauthenticated | ErrorCode::TokenExpired | ErrorCode::InvalidCredentials => 401,
+            ErrorCode::Forbidden | ErrorCode::StepUpRequired | ErrorCode::EmailNotVerified => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict
             | ErrorCode::IdempotencyKeyReused
@@ -91,12 +103,20 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 23] = [
+impl ErrorCode {
+    /// Every code, in the contract's order: the OpenAPI document lists them from here.
+    pub const ALL: [ErrorCode; 26] = ALL;
+}
+
+const ALL: [ErrorCode; 26] = [
     ErrorCode::ValidationError,
+    ErrorCode::InvalidCode,
     ErrorCode::Unauthenticated,
+    ErrorCode::TokenExpired,
     ErrorCode::InvalidCredentials,
     ErrorCode::Forbidden,
     ErrorCode::StepUpRequired,
+    ErrorCode::EmailNotVerified,
     ErrorCode::NotFound,
     ErrorCode::Conflict,
     ErrorCode::IdempotencyKeyReused,
@@ -136,5 +156,9 @@ mod tests {
         assert_eq!(ErrorCode::Overloaded.http_status(), 503);
         assert_eq!(ErrorCode::RateLimited.http_status(), 429);
         assert_eq!(ErrorCode::TransferBlocked.http_status(), 422);
+        assert_eq!(ErrorCode::TokenExpired.http_status(), 401);
+        assert_eq!(ErrorCode::InvalidCode.http_status(), 400);
+        assert_eq!(ErrorCode::EmailNotVerified.http_status(), 403);
+        assert_eq!(ErrorCode::Quarantined.http_status(), 503);
     }
 }

@@ -18,6 +18,7 @@ pub mod accounts;
 pub mod accounts_summary;
 pub mod admin;
 pub mod aml;
+pub mod audit;
 pub mod auth;
 pub mod batch;
 pub mod crypto;
@@ -29,6 +30,7 @@ pub mod json;
 pub mod ledger;
 pub mod listings;
 pub mod logging;
+pub mod mail;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
@@ -49,7 +51,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 pub use state::AppState;
 
 /// Largest request body. A batch of 8,190 transfers at ~400 bytes each is ~3.3 MB; nothing
@@ -134,6 +136,34 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::openapi_json))
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))
         .route("/metrics", get(metrics::scrape))
+        // Issue 14 (identity): self-service, admin user views, roles and the audit log, then the
+        // two route layers over every route above: the audit of admin changes made outside the
+        // identity store (`audit.rs`), and the verified-email gate of money-moving routes.
+        .route("/v1/users/me", patch(auth::self_service::update_me))
+        .route("/v1/users/me/password", post(auth::self_service::change_password))
+        .route("/v1/auth/password/forgot", post(auth::self_service::forgot_password))
+        .route("/v1/auth/password/reset", post(auth::self_service::reset_password))
+        .route("/v1/users/me/email/verification", post(auth::self_service::request_verification))
+        .route("/v1/users/me/email/verification/confirm", post(auth::self_service::confirm_verification))
+        .route("/v1/users/me/activity", get(auth::self_service::activity))
+        .route("/v1/users/me/mfa", get(auth::mfa::status))
+        .route("/v1/users/me/mfa/totp", delete(auth::mfa::disable))
+        .route("/v1/users/me/mfa/backup-codes", post(auth::mfa::regenerate_backup_codes))
+        .route("/v1/users/me/sessions", delete(auth::sessions::end_others))
+        .route("/v1/admin/users/count", get(auth::admin_users::count))
+        .route("/v1/admin/users/{id}", get(auth::admin_users::get_one).patch(auth::admin_users::update))
+        .route("/v1/admin/users/{id}/password-reset", post(auth::admin_users::password_reset))
+        .route("/v1/admin/users/{id}/sessions", get(auth::admin_users::sessions))
+        .route("/v1/admin/users/{id}/sessions", delete(auth::admin_users::end_user_sessions))
+        .route("/v1/admin/users/{id}/verification", post(auth::admin_users::set_verification))
+        .route("/v1/admin/users/{id}/roles", post(auth::roles::assign))
+        .route("/v1/admin/users/{id}/roles/{role_id}", delete(auth::roles::unassign))
+        .route("/v1/admin/roles", get(auth::roles::list).post(auth::roles::create))
+        .route("/v1/admin/roles/{id}", get(auth::roles::get).put(auth::roles::update).delete(auth::roles::delete))
+        .route("/v1/admin/audit", get(audit::list))
+        .route("/v1/admin/audit/head", get(audit::head))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), audit::after_admin_change))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::verified_email::require_verified_email))
         // A route layer, so each request's route template (`MatchedPath`) is known.
         .route_layer(axum::middleware::from_fn(metrics::track))
         .route("/v1/admin/users", get(auth::admin_users::list).post(auth::admin_users::create))

@@ -1,4 +1,4 @@
-//! The `tally` binary: `serve`, `migrate`, `check`, `admin create`.
+//! The `tally` binary: `serve`, `migrate`, `check`, `verify`, `admin create`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -8,8 +8,9 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
 use tally_actors::{Engine, EngineConfig, RandomIds, Runtime, SessionConfig, SystemClock};
-use tally_http::auth::Identity;
 use tally_http::auth::bootstrap::{AdminOutcome, ensure_admin};
+use tally_http::auth::{Identity, IdentityOptions};
+use tally_http::mail::{DEFAULT_DATA_DIR, DEFAULT_MAIL_FROM, MailConfig, MailTransport};
 use tally_http::server::{Server, ServerConfig};
 use tally_http::{AppState, app};
 use tally_persistence::open::{DEFAULT_DATABASE_URL, open_store};
@@ -50,6 +51,9 @@ enum Command {
     Migrate,
     /// Verify the store offline against the ledger's invariants; exit 1 on a violation.
     Check,
+    /// Recompute the store's hash chains (the audit log's) and exit 1 naming the first entry
+    /// that does not match.
+    Verify,
     /// Manage admins.
     Admin {
         #[command(subcommand)]
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
             }
             Command::Migrate => migrate(&cli.database_url).await,
             Command::Check => check(&cli.database_url).await,
+            Command::Verify => verify(&cli.database_url).await,
             Command::Admin { command: AdminCommand::Create { email, password } } => {
                 create_admin(&cli.database_url, &email, &password).await
             }
@@ -115,8 +120,8 @@ fn main() -> ExitCode {
 /// creates the bootstrap admin if one was given and does not exist yet.
 async fn open_identity(database_url: &str, admin: Option<(String, String)>) -> Result<Identity, String> {
     let stores = open_user_store(database_url).await.map_err(|error| format!("opening the user store: {error}"))?;
-    let sessions = session_config_from_env()?;
-    let identity = Identity::open_with_sessions(stores, Arc::new(SystemClock), Arc::new(RandomIds), sessions)
+    let options = identity_options_from_env()?;
+    let identity = Identity::open_configured(stores, Arc::new(SystemClock), Arc::new(RandomIds), options)
         .await
         .map_err(|error| format!("identity: {error}"))?;
     if let Some((email, password)) = admin {
@@ -226,6 +231,33 @@ fn session_config_from_env() -> Result<SessionConfig, String> {
     Ok(config)
 }
 
+/// Identity's settings from the environment: the session settings, mail, and
+/// `TALLY_REQUIRE_VERIFIED_EMAIL`.
+///
+/// - `TALLY_SMTP_URL` (`smtp://[user:password@]host:port`, `smtps://…` for TLS): send mail
+///   through it; unset, each message is an `.eml` file under `<TALLY_DATA_DIR>/mail/`
+///   (`TALLY_DATA_DIR` defaults to `./tally-data`).
+/// - `TALLY_MAIL_FROM`: the sender (`Name <address>` or an address).
+/// - `TALLY_REQUIRE_VERIFIED_EMAIL`: `true` or `false` (default).
+fn identity_options_from_env() -> Result<IdentityOptions, String> {
+    let data_dir = std::env::var("TALLY_DATA_DIR").unwrap_or_else(|_| DEFAULT_DATA_DIR.to_owned());
+    let transport = match std::env::var("TALLY_SMTP_URL") {
+        Ok(url) if !url.trim().is_empty() => MailTransport::Smtp(url.trim().to_owned()),
+        _ => MailTransport::Files(std::path::PathBuf::from(&data_dir).join("mail")),
+    };
+    let from = std::env::var("TALLY_MAIL_FROM").unwrap_or_else(|_| DEFAULT_MAIL_FROM.to_owned());
+    let require_verified_email = match std::env::var("TALLY_REQUIRE_VERIFIED_EMAIL").as_deref() {
+        Err(_) | Ok("") | Ok("false") => false,
+        Ok("true") => true,
+        Ok(other) => return Err(format!("TALLY_REQUIRE_VERIFIED_EMAIL must be true or false, not {other:?}")),
+    };
+    Ok(IdentityOptions {
+        sessions: session_config_from_env()?,
+        mail: MailConfig { transport, from },
+        require_verified_email,
+    })
+}
+
 /// Longest idle time a session may be configured with: a day.
 const SESSION_IDLE_SECS_MAX: u64 = 24 * 60 * 60;
 
@@ -299,6 +331,68 @@ async fn create_admin(database_url: &str, email: &str, password: &str) -> Result
         AdminOutcome::Exists(id) => println!("a user {email} already exists ({id}); nothing changed"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `tally verify`: recomputes every hash chain the store keeps and exits 1 naming the first
+/// entry that does not match. Each chain is one `ChainCheck`; the ledger journal's chain
+/// (DESIGN.md §11, separate work) is added to `chain_checks` beside the audit log's.
+async fn verify(database_url: &str) -> Result<ExitCode, String> {
+    let stores = open_user_store(database_url).await.map_err(|error| format!("opening the store: {error}"))?;
+    let mut broken = false;
+    for check in chain_checks() {
+        match (check.run)(&stores).await.map_err(|error| format!("reading the {}: {error}", check.name))? {
+            ChainOutcome::Intact { entries, head } => {
+                println!("{}: {entries} entries, chain intact; head {head}", check.name)
+            }
+            ChainOutcome::Broken { entries, first } => {
+                println!("{}: {entries} entries intact before the first break", check.name);
+                println!("TAMPERED: {first}");
+                broken = true;
+            }
+        }
+    }
+    if broken {
+        return Ok(ExitCode::from(1));
+    }
+    println!("ok: every hash chain verifies");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What verifying one chain found.
+enum ChainOutcome {
+    Intact { entries: u64, head: String },
+    Broken { entries: u64, first: String },
+}
+
+type ChainRun = for<'a> fn(
+    &'a tally_persistence::open_users::UserStores,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<ChainOutcome, tally_persistence::StoreError>> + Send + 'a>,
+>;
+
+/// One hash chain `tally verify` walks.
+struct ChainCheck {
+    name: &'static str,
+    run: ChainRun,
+}
+
+/// The chains `tally verify` walks, in order. The ledger journal's chain goes here once the
+/// journal carries one.
+fn chain_checks() -> Vec<ChainCheck> {
+    vec![ChainCheck { name: "audit log", run: |stores| Box::pin(verify_audit(stores)) }]
+}
+
+async fn verify_audit(
+    stores: &tally_persistence::open_users::UserStores,
+) -> Result<ChainOutcome, tally_persistence::StoreError> {
+    let report = tally_persistence::audit::verify_chain(stores.audit.as_ref()).await?;
+    Ok(match report.first_break {
+        None => ChainOutcome::Intact {
+            entries: report.entries,
+            head: format!("seq {} hash {}", report.head.seq, report.head.hash),
+        },
+        Some(first) => ChainOutcome::Broken { entries: report.entries, first: first.to_string() },
+    })
 }
 
 async fn check(database_url: &str) -> Result<ExitCode, String> {

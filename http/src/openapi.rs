@@ -63,7 +63,9 @@ pub struct ProblemDoc {
         title = "Tally",
         description = "A transaction engine for money. Amounts are strings at the currency's scale; \
                        every error is application/problem+json; money-moving POSTs take an \
-                       Idempotency-Key.",
+                       Idempotency-Key. Identity decisions the contract leaves open (self-service, roles, \
+                       admin user views, mail, the audit log and its hash chain) are stated on each \
+                       operation and collected in docs/identity.md and docs/audit.md.",
         version = "1",
     ),
     paths(
@@ -91,6 +93,33 @@ pub struct ProblemDoc {
         crate::auth::admin_users::revoke,
         crate::auth::admin_users::set_status,
         crate::auth::admin_users::catalog,
+        crate::auth::admin_users::count,
+        crate::auth::admin_users::get_one,
+        crate::auth::admin_users::update,
+        crate::auth::admin_users::password_reset,
+        crate::auth::admin_users::sessions,
+        crate::auth::admin_users::end_user_sessions,
+        crate::auth::admin_users::set_verification,
+        crate::auth::roles::list,
+        crate::auth::roles::create,
+        crate::auth::roles::get,
+        crate::auth::roles::update,
+        crate::auth::roles::delete,
+        crate::auth::roles::assign,
+        crate::auth::roles::unassign,
+        crate::auth::self_service::update_me,
+        crate::auth::self_service::change_password,
+        crate::auth::self_service::forgot_password,
+        crate::auth::self_service::reset_password,
+        crate::auth::self_service::request_verification,
+        crate::auth::self_service::confirm_verification,
+        crate::auth::self_service::activity,
+        crate::auth::mfa::status,
+        crate::auth::mfa::disable,
+        crate::auth::mfa::regenerate_backup_codes,
+        crate::auth::sessions::end_others,
+        crate::audit::list,
+        crate::audit::head,
         crate::accounts::open,
         crate::accounts::list,
         crate::accounts::get,
@@ -161,7 +190,17 @@ impl Modify for Everywhere {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "An RS256 access token (15 minutes) from login, MFA verification or refresh. A token that \
+                         verified and has expired answers `401 TOKEN_EXPIRED` (refresh it); any other bad token, or \
+                         one whose session has ended, answers `401 UNAUTHENTICATED` (log in again).",
+                    ))
+                    .build(),
+            ),
         );
         components
             .add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
@@ -172,6 +211,31 @@ impl Modify for Everywhere {
                 ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
             )
             .build();
+        // `Problem.code`: every code of the contract, with its status (QUARANTINED included:
+        // an actor that keeps failing refuses writes with it until an operator releases it).
+        if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(problem))) =
+            components.schemas.get_mut("Problem")
+        {
+            let codes: Vec<&'static str> = tally_engine::ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+            let statuses = tally_engine::ErrorCode::ALL
+                .iter()
+                .map(|code| format!("`{}` {}", code.as_str(), code.http_status()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let description = format!(
+                "The error code of API.md, with its status: {statuses}. `TOKEN_EXPIRED`: the access token verified \
+                 and expired (refresh it). `INVALID_CODE`: a wrong, expired or used one-time code. \
+                 `EMAIL_NOT_VERIFIED`: money-moving routes with `TALLY_REQUIRE_VERIFIED_EMAIL=true`. \
+                 `QUARANTINED`: the account or wallet keeps failing and refuses writes until an operator releases \
+                 it (`Retry-After` is set)."
+            );
+            let code = utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String)
+                .enum_values(Some(codes))
+                .description(Some(description))
+                .build();
+            problem.properties.insert("code".to_owned(), code.into());
+        }
         for item in openapi.paths.paths.values_mut() {
             let operations: [&mut Option<Operation>; 5] =
                 [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];

@@ -5,6 +5,7 @@
 //! path: they append records to the journal and await a durable ack.
 
 pub mod aml;
+pub mod audit;
 pub mod batch;
 pub mod check;
 pub mod crypto;

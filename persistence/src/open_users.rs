@@ -1,11 +1,13 @@
 //! Opening the identity store from a `TALLY_DATABASE_URL`, next to `open::open_store`.
 //!
 //! The identity store lives in the ledger's database (same URL) on a pool of its own; see
-//! `users` for why. One store object serves `UserStore`, `AccountReads`, `SessionStore` and
-//! `AdminUserStore`, so they share its pool.
+//! `users` for why. One store object serves `UserStore`, `AccountReads`, `SessionStore`,
+//! `AdminUserStore`, `MfaStore`, `SelfServiceStore`, `RoleStore` and `AuditStore`, so they
+//! share its pool (and the audit log's entries commit in the identity changes' transactions).
 
 use std::sync::Arc;
 
+use crate::audit::AuditStore;
 use crate::reads::AccountReads;
 use crate::sessions::SessionStore;
 use crate::store::StoreError;
@@ -13,6 +15,8 @@ use crate::users::UserStore;
 use crate::users::admin::AdminUserStore;
 use crate::users::mfa::MfaStore;
 use crate::users::postgres::PgUserStore;
+use crate::users::roles::RoleStore;
+use crate::users::self_service::SelfServiceStore;
 use crate::users::sqlite::SqliteUserStore;
 
 /// The faces of one opened identity store.
@@ -24,6 +28,11 @@ pub struct UserStores {
     pub mfa: Arc<dyn MfaStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub admin: Arc<dyn AdminUserStore>,
+    /// Profile, password, emailed codes and verification level (`users::self_service`).
+    pub self_service: Arc<dyn SelfServiceStore>,
+    pub roles: Arc<dyn RoleStore>,
+    /// The hash-chained audit log (`audit`).
+    pub audit: Arc<dyn AuditStore>,
 }
 
 impl std::fmt::Debug for UserStores {
@@ -43,6 +52,9 @@ pub async fn open_user_store(url: &str) -> Result<UserStores, StoreError> {
             reads: store.clone(),
             sessions: store.clone(),
             admin: store.clone(),
+            self_service: store.clone(),
+            roles: store.clone(),
+            audit: store.clone(),
             mfa: store,
         })
     } else if url.starts_with("sqlite:") {
@@ -53,6 +65,9 @@ pub async fn open_user_store(url: &str) -> Result<UserStores, StoreError> {
             reads: store.clone(),
             sessions: store.clone(),
             admin: store.clone(),
+            self_service: store.clone(),
+            roles: store.clone(),
+            audit: store.clone(),
             mfa: store,
         })
     } else {

@@ -1,6 +1,7 @@
 //! A real HTTP server for black-box tests: `tally_http::app(state)` served by axum on
 //! `127.0.0.1:0`, with a real engine on a real store (an SQLite file in the temp directory, or
-//! a fresh Postgres database), and a `reqwest` client talking to it over the socket. The
+//! a fresh Postgres database), and a `reqwest` client talking to it over the socket. Its mail
+//! goes over SMTP to a real receiver on loopback (`smtp.rs`), which tests read codes from. The
 //! tests see only HTTP; the engine handle is kept for checking balances behind the API's back
 //! (after each refused request: nothing moved) and for funding accounts.
 
@@ -15,17 +16,20 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tally_actors::{Engine, EngineConfig, RandomIds};
 use tally_engine::{AccountId, TransferKind};
-use tally_http::auth::Identity;
 use tally_http::auth::tokens::AccessClaims;
+use tally_http::auth::{Identity, IdentityOptions};
+use tally_http::mail::{MailConfig, MailTransport};
 use tally_http::{AppState, app};
 use tally_persistence::Store;
+use tally_persistence::audit::{ActorKind, AuditRecord};
 use tally_persistence::open::open_store;
 use tally_persistence::open_users::open_user_store;
-use tally_persistence::users::{User, UserStatus};
+use tally_persistence::users::User;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::clock::ShiftedClock;
+use crate::smtp::SmtpReceiver;
 
 /// The password every test user gets: it meets the policy.
 pub const PASSWORD: &str = "Sup3r!secret";
@@ -46,6 +50,8 @@ pub struct TestServer {
     pub clock: Arc<ShiftedClock>,
     pub backend: Backend,
     pub database_url: String,
+    /// Where the server's mail goes.
+    pub mail: SmtpReceiver,
     server: Option<JoinHandle<()>>,
     stop: Option<oneshot::Sender<()>>,
     sqlite_file: Option<PathBuf>,
@@ -117,8 +123,19 @@ impl Reply {
     }
 }
 
+/// Settings a test may change from `TestServer::start`'s.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TestOptions {
+    /// `TALLY_REQUIRE_VERIFIED_EMAIL=true`.
+    pub require_verified_email: bool,
+}
+
 impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
+        TestServer::start_with(backend, TestOptions::default()).await
+    }
+
+    pub async fn start_with(backend: Backend, options: TestOptions) -> TestServer {
         let (database_url, sqlite_file) = match backend {
             Backend::Sqlite => {
                 let file = std::env::temp_dir().join(format!("tally-http-{}.db", uuid::Uuid::new_v4().simple()));
@@ -129,7 +146,18 @@ impl TestServer {
         let store = open_store(&database_url).await.expect("ledger store opens");
         let stores = open_user_store(&database_url).await.expect("user store opens");
         let clock = Arc::new(ShiftedClock::default());
-        let identity = Identity::open_with(stores, clock.clone(), Arc::new(RandomIds)).await.expect("identity opens");
+        let mail = SmtpReceiver::start().await;
+        let identity_options = IdentityOptions {
+            mail: MailConfig {
+                transport: MailTransport::Smtp(mail.url()),
+                from: "Tally <no-reply@tally.test>".to_owned(),
+            },
+            require_verified_email: options.require_verified_email,
+            ..IdentityOptions::default()
+        };
+        let identity = Identity::open_configured(stores, clock.clone(), Arc::new(RandomIds), identity_options)
+            .await
+            .expect("identity opens");
         let engine = Engine::start(store.clone(), EngineConfig::default()).await.expect("engine starts");
         let state = AppState::with_engine(store.clone(), identity, engine.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -154,6 +182,7 @@ impl TestServer {
             clock,
             backend,
             database_url,
+            mail,
             server: Some(server),
             stop: Some(stop),
             sqlite_file,
@@ -210,6 +239,52 @@ impl TestServer {
             .await
     }
 
+    /// A PATCH with a JSON body.
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.send(self.authorized(self.client.patch(self.url(path)), token).json(&body)).await
+    }
+
+    /// A DELETE, with a JSON body if given.
+    pub async fn delete(&self, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        let mut request = self.authorized(self.client.delete(self.url(path)), token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.send(request).await
+    }
+
+    /// Any request, with an optional bearer token, `X-Step-Up-Token` and JSON body.
+    pub async fn send_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        step_up: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self.authorized(self.client.request(method, self.url(path)), token);
+        if let Some(step_up) = step_up {
+            request = request.header("x-step-up-token", step_up);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.send(request).await
+    }
+
+    /// Logs `email` in with `password` and answers a `TestUser` (for a second session, or after
+    /// a password change).
+    pub async fn session_of(&self, email: &str, password: &str) -> TestUser {
+        let login = self.login(email, password).await;
+        login.assert_status(200);
+        TestUser {
+            user_id: self.get("/v1/users/me", Some(&login.str("access_token"))).await.str("user_id"),
+            email: email.to_owned(),
+            token: login.str("access_token"),
+            refresh_token: login.str("refresh_token"),
+        }
+    }
+
     /// A POST with no body at all.
     pub async fn post_empty(&self, path: &str, token: Option<&str>) -> Reply {
         self.send(self.authorized(self.client.post(self.url(path)), token)).await
@@ -246,17 +321,16 @@ impl TestServer {
     pub async fn admin(&self, actions: &[&str]) -> TestUser {
         let identity = self.state.identity();
         let email = format!("admin-{}@example.com", uuid::Uuid::new_v4().simple());
-        let user = User {
-            id: tally_engine::UserId::from_uuid(uuid::Uuid::new_v4()),
-            email: email.clone(),
-            password_hash: identity.passwords.hash(PASSWORD.to_owned()).await.expect("hash"),
-            first_name: "Test".to_owned(),
-            last_name: "Admin".to_owned(),
-            status: UserStatus::Active,
-            permissions: actions.iter().map(|action| (*action).to_owned()).collect(),
-            created_at: identity.now(),
-        };
-        identity.users.create_user(&user).await.expect("admin created");
+        let user = User::new(
+            tally_engine::UserId::from_uuid(uuid::Uuid::new_v4()),
+            email.clone(),
+            identity.passwords.hash(PASSWORD.to_owned()).await.expect("hash"),
+            "Test".to_owned(),
+            "Admin".to_owned(),
+            actions.iter().map(|action| (*action).to_owned()).collect(),
+            identity.now(),
+        );
+        identity.users.create_user(&user, &setup_record(&user)).await.expect("admin created");
         self.logged_in(&email).await
     }
 
@@ -296,6 +370,24 @@ impl TestServer {
     /// but correctly signed tokens).
     pub fn sign(&self, claims: &AccessClaims) -> String {
         self.state.identity().tokens.sign(claims).expect("sign")
+    }
+}
+
+/// The audit entry of a user a test creates behind the API (as the start-up bootstrap does).
+pub fn setup_record(user: &User) -> AuditRecord {
+    AuditRecord {
+        id: uuid::Uuid::new_v4(),
+        at: user.created_at,
+        actor_kind: ActorKind::System,
+        actor_id: None,
+        action: "user.create".to_owned(),
+        target_type: Some("user".to_owned()),
+        target_id: Some(user.id.to_string()),
+        subject_user: Some(user.id),
+        request_id: "test-setup".to_owned(),
+        ip: None,
+        user_agent: None,
+        details: json!({"actions": user.permissions}).to_string(),
     }
 }
 

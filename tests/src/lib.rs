@@ -7,9 +7,11 @@
 pub mod clock;
 pub mod conformance;
 pub mod http;
+pub mod mfa;
 pub mod model;
 pub mod postgres;
 pub mod server;
+pub mod smtp;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

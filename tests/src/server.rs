@@ -28,18 +28,22 @@ pub struct TallyServer {
     database_url: String,
     extra_env: Vec<(String, String)>,
     log: PathBuf,
+    /// `TALLY_DATA_DIR` of this server (mail files land under `mail/`); removed on drop.
+    pub data_dir: PathBuf,
 }
 
 impl TallyServer {
     /// Starts `tally serve` on `database_url` and waits until it is ready.
     pub async fn start(database_url: &str, extra_env: &[(&str, &str)]) -> TallyServer {
         let log = std::env::temp_dir().join(format!("tally-server-{}.log", uuid::Uuid::new_v4().simple()));
+        let data_dir = std::env::temp_dir().join(format!("tally-server-data-{}", uuid::Uuid::new_v4().simple()));
         let mut server = TallyServer {
             child: None,
             port: free_port(),
             database_url: database_url.to_owned(),
             extra_env: extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             log,
+            data_dir,
         };
         server.spawn();
         server.wait_ready(Duration::from_secs(60)).await;
@@ -56,6 +60,7 @@ impl TallyServer {
             .env("TALLY_ADMIN_EMAIL", ADMIN_EMAIL)
             .env("TALLY_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("TALLY_LOG", "warn")
+            .env("TALLY_DATA_DIR", &self.data_dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log);
@@ -117,6 +122,7 @@ impl Drop for TallyServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_file(&self.log);
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 

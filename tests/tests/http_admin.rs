@@ -44,6 +44,13 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
     // Refused before any lookup, so an id that names nothing serves the AML rows.
     let aml_id = uuid::Uuid::new_v4();
     let new_admin_email = format!("new-admin-{}@example.com", uuid::Uuid::new_v4().simple());
+    // A role nobody holds, for the role rows.
+    let role_owner = server.admin(&["admin_users:manage", "admin_users:read"]).await;
+    let role = server
+        .post("/v1/admin/roles", Some(&role_owner.token), json!({"name": "existing", "actions": []}))
+        .await
+        .str("id");
+    let target_sessions = server.get("/v1/users/me/sessions", Some(&target.token)).await.body.as_array().unwrap().len();
     // (method, route template, concrete path, body, the permission it needs)
     let routes: Vec<(&str, &str, String, Option<Value>, &str)> = vec![
         (
@@ -208,6 +215,77 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
             None,
             "ops:write",
         ),
+        // Issue 14: admin user views, roles, audit.
+        ("GET", "/v1/admin/users/count", "/v1/admin/users/count?status=active".to_owned(), None, "users:read"),
+        ("GET", "/v1/admin/users/{id}", format!("/v1/admin/users/{}", target.user_id), None, "users:read"),
+        (
+            "PATCH",
+            "/v1/admin/users/{id}",
+            format!("/v1/admin/users/{}", target.user_id),
+            Some(json!({"first_name": "Mallory"})),
+            "users:write",
+        ),
+        (
+            "POST",
+            "/v1/admin/users/{id}/password-reset",
+            format!("/v1/admin/users/{}/password-reset", target.user_id),
+            None,
+            "users:write",
+        ),
+        (
+            "GET",
+            "/v1/admin/users/{id}/sessions",
+            format!("/v1/admin/users/{}/sessions", target.user_id),
+            None,
+            "users:read",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/users/{id}/sessions",
+            format!("/v1/admin/users/{}/sessions", target.user_id),
+            None,
+            "users:block",
+        ),
+        (
+            "POST",
+            "/v1/admin/users/{id}/verification",
+            format!("/v1/admin/users/{}/verification", target.user_id),
+            Some(json!({"level": "enhanced"})),
+            "users:verify",
+        ),
+        (
+            "POST",
+            "/v1/admin/users/{id}/roles",
+            format!("/v1/admin/users/{}/roles", target.user_id),
+            Some(json!({"role_id": role})),
+            "admin_users:manage",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/users/{id}/roles/{role_id}",
+            format!("/v1/admin/users/{}/roles/{role}", target.user_id),
+            None,
+            "admin_users:manage",
+        ),
+        ("GET", "/v1/admin/roles", "/v1/admin/roles".to_owned(), None, "admin_users:read"),
+        (
+            "POST",
+            "/v1/admin/roles",
+            "/v1/admin/roles".to_owned(),
+            Some(json!({"name": "sneaky", "actions": []})),
+            "admin_users:manage",
+        ),
+        ("GET", "/v1/admin/roles/{id}", format!("/v1/admin/roles/{role}"), None, "admin_users:read"),
+        (
+            "PUT",
+            "/v1/admin/roles/{id}",
+            format!("/v1/admin/roles/{role}"),
+            Some(json!({"name": "renamed", "actions": []})),
+            "admin_users:manage",
+        ),
+        ("DELETE", "/v1/admin/roles/{id}", format!("/v1/admin/roles/{role}"), None, "admin_users:manage"),
+        ("GET", "/v1/admin/audit", "/v1/admin/audit".to_owned(), None, "audit:read"),
+        ("GET", "/v1/admin/audit/head", "/v1/admin/audit/head".to_owned(), None, "audit:read"),
     ];
     // The matrix covers every admin operation the API documents (the document and the router
     // are kept identical by a unit test in `http/src/openapi.rs`), so a new admin route cannot
@@ -245,6 +323,16 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
                     }
                     server.send(request).await
                 }
+                ("PATCH", body) => {
+                    let mut request = server.client.patch(server.url(path));
+                    if let Some(token) = token {
+                        request = request.bearer_auth(token);
+                    }
+                    if let Some(body) = body {
+                        request = request.json(body);
+                    }
+                    server.send(request).await
+                }
                 ("DELETE", body) => {
                     let mut request = server.client.delete(server.url(path));
                     if let Some(token) = token {
@@ -268,6 +356,18 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
     // does not exist.
     server.login(&target_email(&server, &target).await, tally_tests::http::PASSWORD).await.assert_status(200);
     server.login(&new_admin_email, "Str0ng!pass").await.assert_problem(401, "INVALID_CREDENTIALS");
+    // The refused identity routes did nothing either: the profile, level, roles and sessions are
+    // as they were, no role appeared or vanished, no mail went out.
+    let me = server.get("/v1/users/me", Some(&target.token)).await;
+    assert_eq!((me.str("first_name"), me.str("verification_level")), ("Test".to_owned(), "none".to_owned()));
+    assert_eq!(me.body["permissions"], json!([]), "no role was assigned");
+    assert!(
+        server.get("/v1/users/me/sessions", Some(&target.token)).await.body.as_array().unwrap().len() > target_sessions
+    );
+    let roles = server.get("/v1/admin/roles", Some(&role_owner.token)).await;
+    assert_eq!(roles.body["items"], json!([roles.body["items"][0].clone()]));
+    assert_eq!(roles.body["items"][0]["name"], "existing");
+    assert!(server.mail.messages().is_empty());
     // Nothing happened: the transfer still pends, the account is as it was, nothing opened.
     assert_eq!(server.get(&format!("/v1/transfers/{transfer}"), Some(&customer.token)).await.str("status"), "pending");
     assert_eq!(server.position(&account).await, (dec!(50), dec!(20)));

@@ -25,6 +25,12 @@ on_both_stores!(
     setting_a_users_status_refuses_bad_input_unknown_users_and_self_blocking,
     the_permission_catalog_lists_every_action_with_its_description,
     an_admin_whose_session_ended_is_refused_on_admin_routes,
+    users_are_searched_filtered_and_counted,
+    one_user_is_shown_with_roles_verification_mfa_and_sessions,
+    an_admin_edits_a_profile_and_sets_the_verification_level,
+    an_admin_password_reset_ends_every_session_and_mails_a_code,
+    an_admin_lists_and_ends_a_users_sessions_at_once,
+    the_admin_user_views_refuse_bad_input,
 );
 
 async fn delete_json(server: &TestServer, path: &str, token: Option<&str>, body: Value) -> Reply {
@@ -352,5 +358,254 @@ async fn an_admin_whose_session_ended_is_refused_on_admin_routes(server: TestSer
     server.get("/v1/admin/permissions", Some(&admin.token)).await.assert_status(200);
     server.post_empty("/v1/auth/logout", Some(&admin.token)).await.assert_status(204);
     server.get("/v1/admin/permissions", Some(&admin.token)).await.assert_problem(401, "UNAUTHENTICATED");
+    server.shutdown().await;
+}
+
+async fn count(server: &TestServer, token: &str, query: &str) -> u64 {
+    let reply = server.get(&format!("/v1/admin/users/count{query}"), Some(token)).await;
+    reply.assert_status(200);
+    reply.body["count"].as_u64().unwrap()
+}
+
+async fn listed_ids(server: &TestServer, token: &str, query: &str) -> Vec<String> {
+    let reply = server.get(&format!("/v1/admin/users{query}"), Some(token)).await;
+    reply.assert_status(200);
+    reply.body["items"].as_array().unwrap().iter().map(|item| item["user_id"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn users_are_searched_filtered_and_counted(server: TestServer) {
+    let admin = server.admin(&["users:read", "users:block", "users:verify", "users:write"]).await;
+    let ada = server.user().await;
+    let grace = server.user().await;
+    server
+        .patch(
+            &format!("/v1/admin/users/{}", ada.user_id),
+            Some(&admin.token),
+            json!({"first_name": "Ada", "last_name": "Lovelace"}),
+        )
+        .await
+        .assert_status(200);
+    server
+        .post(
+            &format!("/v1/admin/users/{}/verification", grace.user_id),
+            Some(&admin.token),
+            json!({"level": "verified"}),
+        )
+        .await
+        .assert_status(204);
+    server
+        .post(&format!("/v1/admin/users/{}/status", grace.user_id), Some(&admin.token), json!({"status": "blocked"}))
+        .await
+        .assert_status(204);
+
+    let everyone = count(&server, &admin.token, "").await;
+    assert_eq!(everyone, 3, "two users and the admin");
+    // Search: part of the email, the start of a name (any ASCII case), the start of the id.
+    let local = ada.email.split('@').next().unwrap().to_owned();
+    assert_eq!(
+        listed_ids(&server, &admin.token, &format!("?search={}", &local[5..15])).await,
+        vec![ada.user_id.clone()]
+    );
+    assert_eq!(listed_ids(&server, &admin.token, "?search=LOVE").await, vec![ada.user_id.clone()]);
+    assert_eq!(listed_ids(&server, &admin.token, "?search=ada").await, vec![ada.user_id.clone()]);
+    assert_eq!(
+        listed_ids(&server, &admin.token, &format!("?search={}", &grace.user_id[..8])).await,
+        vec![grace.user_id.clone()]
+    );
+    assert_eq!(count(&server, &admin.token, "?search=LOVE").await, 1);
+    // LIKE's wildcards are plain text in a search.
+    assert_eq!(count(&server, &admin.token, "?search=%25").await, 0);
+    assert_eq!(count(&server, &admin.token, "?search=_").await, 0);
+    assert_eq!(count(&server, &admin.token, "?search=nobody-matches-this").await, 0);
+    // Filters, alone and together.
+    assert_eq!(listed_ids(&server, &admin.token, "?verification_level=verified").await, vec![grace.user_id.clone()]);
+    assert_eq!(count(&server, &admin.token, "?verification_level=none").await, 2);
+    assert_eq!(count(&server, &admin.token, "?status=blocked").await, 1);
+    assert_eq!(count(&server, &admin.token, "?status=blocked&verification_level=none").await, 0);
+    assert_eq!(count(&server, &admin.token, "?status=active&search=ada").await, 1);
+    server.shutdown().await;
+}
+
+async fn one_user_is_shown_with_roles_verification_mfa_and_sessions(server: TestServer) {
+    let admin = server.admin(&["users:read", "admin_users:manage"]).await;
+    let user = server.user().await;
+    server.session_of(&user.email, PASSWORD).await;
+    let view = server.get(&format!("/v1/admin/users/{}", user.user_id), Some(&admin.token)).await;
+    view.assert_status(200);
+    let body = &view.body;
+    assert_eq!(body["user_id"], user.user_id);
+    assert_eq!(body["email"], user.email);
+    assert_eq!(body["status"], "active");
+    assert_eq!(body["verification_level"], "none", "the default");
+    assert_eq!(body["email_verified"], false);
+    assert_eq!(body["mfa"], json!({"totp_enabled": false}));
+    assert_eq!(body["sessions_active"], 2);
+    assert_eq!(body["roles"], json!([]));
+    assert_eq!(body["permissions"], json!([]));
+    // The listing shows the same user the same way.
+    let listed = server.get(&format!("/v1/admin/users?search={}", user.user_id), Some(&admin.token)).await;
+    let item = &listed.body["items"][0];
+    for field in ["email", "verification_level", "email_verified", "mfa", "roles", "permissions", "sessions_active"] {
+        assert_eq!(item[field], body[field], "{field}");
+    }
+    server
+        .get(&format!("/v1/admin/users/{}", uuid::Uuid::new_v4()), Some(&admin.token))
+        .await
+        .assert_problem(404, "NOT_FOUND");
+    server.shutdown().await;
+}
+
+async fn an_admin_edits_a_profile_and_sets_the_verification_level(server: TestServer) {
+    let admin = server.admin(&["users:write", "users:verify", "users:read", "audit:read"]).await;
+    let user = server.user().await;
+    let path = format!("/v1/admin/users/{}", user.user_id);
+    let edited = server.patch(&path, Some(&admin.token), json!({"last_name": "Hopper", "phone": "+15555550100"})).await;
+    edited.assert_status(200);
+    assert_eq!(edited.body["last_name"], "Hopper");
+    assert_eq!(edited.body["phone"], "+15555550100");
+    assert_eq!(server.get("/v1/users/me", Some(&user.token)).await.body["last_name"], "Hopper");
+    server.patch(&path, Some(&admin.token), json!({"phone": "555"})).await.assert_problem(400, "VALIDATION_ERROR");
+    server.patch(&path, Some(&admin.token), json!({"email": "x@y.zz"})).await.assert_problem(400, "VALIDATION_ERROR");
+    server
+        .patch(&format!("/v1/admin/users/{}", uuid::Uuid::new_v4()), Some(&admin.token), json!({"last_name": "X"}))
+        .await
+        .assert_problem(404, "NOT_FOUND");
+
+    let verification = format!("/v1/admin/users/{}/verification", user.user_id);
+    let verify = |body: Value| server.post(&verification, Some(&admin.token), body);
+    verify(json!({"level": "enhanced", "notes": "passport and proof of address"})).await.assert_status(204);
+    assert_eq!(server.get(&path, Some(&admin.token)).await.body["verification_level"], "enhanced");
+    assert_eq!(server.get("/v1/users/me", Some(&user.token)).await.body["verification_level"], "enhanced");
+    verify(json!({"level": "basic"})).await.assert_status(204);
+    for bad in
+        [json!({"level": "gold"}), json!({}), json!({"level": 3}), json!({"level": "basic", "notes": "x".repeat(501)})]
+    {
+        verify(bad).await.assert_problem(400, "VALIDATION_ERROR");
+    }
+    assert_eq!(server.get(&path, Some(&admin.token)).await.body["verification_level"], "basic", "nothing changed");
+    server
+        .post(
+            &format!("/v1/admin/users/{}/verification", uuid::Uuid::new_v4()),
+            Some(&admin.token),
+            json!({"level": "basic"}),
+        )
+        .await
+        .assert_problem(404, "NOT_FOUND");
+    let log = server.get("/v1/admin/audit?action=user.verification", Some(&admin.token)).await;
+    let entries = log.body["items"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(
+        entries[1]["details"],
+        json!({"level": "enhanced", "previous_level": "none", "notes": "passport and proof of address"})
+    );
+    // The notes are the admins' record, not the user's activity.
+    let activity = server.get("/v1/users/me/activity?limit=200", Some(&user.token)).await;
+    assert!(!activity.text.contains("passport"));
+    server.shutdown().await;
+}
+
+async fn an_admin_password_reset_ends_every_session_and_mails_a_code(server: TestServer) {
+    let admin = server.admin(&["users:write"]).await;
+    let user = server.user().await;
+    let second = server.session_of(&user.email, PASSWORD).await;
+    let path = format!("/v1/admin/users/{}/password-reset", user.user_id);
+    let reset = server.post_empty(&path, Some(&admin.token)).await;
+    reset.assert_status(202);
+    for session in [&user, &second] {
+        server.get("/v1/users/me", Some(&session.token)).await.assert_problem(401, "UNAUTHENTICATED");
+    }
+    let code = server.mail.next_code(&user.email, 0).await;
+    // The current password keeps working until the user resets it.
+    server.session_of(&user.email, PASSWORD).await;
+    // Asking again replaces the code (a replay gives the user a fresh one).
+    server.post_empty(&path, Some(&admin.token)).await.assert_status(202);
+    let newer = server.mail.next_code(&user.email, 1).await;
+    let reset_with = |code: String| {
+        server.post(
+            "/v1/auth/password/reset",
+            None,
+            json!({"email": user.email, "code": code, "new_password": "Adm1n!chosen"}),
+        )
+    };
+    if newer != code {
+        reset_with(code).await.assert_problem(400, "INVALID_CODE");
+    }
+    reset_with(newer).await.assert_status(204);
+    server.login(&user.email, "Adm1n!chosen").await.assert_status(200);
+    server
+        .post_empty(&format!("/v1/admin/users/{}/password-reset", uuid::Uuid::new_v4()), Some(&admin.token))
+        .await
+        .assert_problem(404, "NOT_FOUND");
+    server.shutdown().await;
+}
+
+async fn an_admin_lists_and_ends_a_users_sessions_at_once(server: TestServer) {
+    let admin = server.admin(&["users:read", "users:block"]).await;
+    let user = server.user().await;
+    let second = server.session_of(&user.email, PASSWORD).await;
+    let bystander = server.user().await;
+    let path = format!("/v1/admin/users/{}/sessions", user.user_id);
+    let listed = server.get(&path, Some(&admin.token)).await;
+    listed.assert_status(200);
+    let sessions = listed.body.as_array().unwrap();
+    assert_eq!(sessions.len(), 2);
+    assert_eq!(sessions[0]["client_ip"], "127.0.0.1");
+    assert!(sessions[0].get("current").is_none(), "no session of the admin's is the user's");
+    let ended = delete_json(&server, &path, Some(&admin.token), json!({})).await;
+    ended.assert_status(200);
+    assert_eq!(ended.body, json!({"ended": 2}));
+    for session in [&user, &second] {
+        server.get("/v1/users/me", Some(&session.token)).await.assert_problem(401, "UNAUTHENTICATED");
+    }
+    server.get("/v1/users/me", Some(&bystander.token)).await.assert_status(200);
+    assert_eq!(server.get(&path, Some(&admin.token)).await.body, json!([]));
+    // A replay ends nothing; the user can log in again.
+    assert_eq!(delete_json(&server, &path, Some(&admin.token), json!({})).await.body, json!({"ended": 0}));
+    server.session_of(&user.email, PASSWORD).await;
+    let unknown = format!("/v1/admin/users/{}/sessions", uuid::Uuid::new_v4());
+    server.get(&unknown, Some(&admin.token)).await.assert_problem(404, "NOT_FOUND");
+    delete_json(&server, &unknown, Some(&admin.token), json!({})).await.assert_problem(404, "NOT_FOUND");
+    server.shutdown().await;
+}
+
+async fn the_admin_user_views_refuse_bad_input(server: TestServer) {
+    let admin = server.admin(&["users:read", "users:write"]).await;
+    for query in [
+        "?search=",
+        &format!("?search={}", "a".repeat(255)),
+        "?search=%07",
+        "?status=gone",
+        "?verification_level=gold",
+        "?limit=0",
+        "?limit=201",
+        "?cursor=not-a-cursor",
+        "?sort=email",
+    ] {
+        server
+            .get(&format!("/v1/admin/users{query}"), Some(&admin.token))
+            .await
+            .assert_problem(400, "VALIDATION_ERROR");
+    }
+    for query in ["?search=", "?status=gone", "?verification_level=gold", "?limit=5", "?cursor=x"] {
+        server
+            .get(&format!("/v1/admin/users/count{query}"), Some(&admin.token))
+            .await
+            .assert_problem(400, "VALIDATION_ERROR");
+    }
+    for path in ["/v1/admin/users/nope", "/v1/admin/users/nope/sessions"] {
+        server.get(path, Some(&admin.token)).await.assert_problem(400, "VALIDATION_ERROR");
+    }
+    let user = server.user().await;
+    let malformed = server
+        .send(
+            server
+                .client
+                .patch(server.url(&format!("/v1/admin/users/{}", user.user_id)))
+                .bearer_auth(&admin.token)
+                .header("content-type", "application/json")
+                .body("{"),
+        )
+        .await;
+    malformed.assert_problem(400, "VALIDATION_ERROR");
     server.shutdown().await;
 }

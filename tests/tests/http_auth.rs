@@ -139,17 +139,17 @@ async fn login_refuses_wrong_passwords_unknown_emails_and_blocked_users(server: 
         .assert_problem(400, "VALIDATION_ERROR");
 
     let identity = server.state.identity();
-    let blocked = User {
-        id: UserId::from_uuid(uuid::Uuid::new_v4()),
-        email: "blocked@example.com".to_owned(),
-        password_hash: identity.passwords.hash(PASSWORD.to_owned()).await.unwrap(),
-        first_name: "B".to_owned(),
-        last_name: "L".to_owned(),
-        status: UserStatus::Blocked,
-        permissions: Default::default(),
-        created_at: identity.now(),
-    };
-    identity.users.create_user(&blocked).await.unwrap();
+    let mut blocked = User::new(
+        UserId::from_uuid(uuid::Uuid::new_v4()),
+        "blocked@example.com".to_owned(),
+        identity.passwords.hash(PASSWORD.to_owned()).await.unwrap(),
+        "B".to_owned(),
+        "L".to_owned(),
+        Default::default(),
+        identity.now(),
+    );
+    blocked.status = UserStatus::Blocked;
+    identity.users.create_user(&blocked, &tally_tests::http::setup_record(&blocked)).await.unwrap();
     let refused = server.login("blocked@example.com", PASSWORD).await;
     refused.assert_problem(401, "UNAUTHENTICATED");
     assert!(refused.body.get("access_token").is_none());
@@ -172,21 +172,28 @@ async fn every_kind_of_bad_token_is_refused_and_changes_nothing(server: TestServ
     let mut not_a_user = AccessClaims::new(user_id_of(&user), uuid::Uuid::new_v4(), now);
     not_a_user.sub = "root".to_owned();
 
+    // Only a token Tally signed, intact, says TOKEN_EXPIRED when it expired (so the client
+    // refreshes); a forged or altered one never learns that its claims were stale.
     let bad_tokens = [
-        ("garbage", "not.a.jwt".to_owned()),
-        ("expired", server.sign(&expired)),
-        ("alg none", forge_alg_none(&claims)),
-        ("HS256 with the public key", forge_hs256_with_public_key(&server, &claims)),
-        ("unknown kid", forge_unknown_kid(&claims)),
-        ("tampered payload", tamper(&user.token, &claims)),
-        ("wrong audience", server.sign(&wrong_audience)),
-        ("subject not a user id", server.sign(&not_a_user)),
-        ("truncated signature", user.token[..user.token.len() - 4].to_owned()),
+        ("garbage", "not.a.jwt".to_owned(), "UNAUTHENTICATED"),
+        ("expired", server.sign(&expired), "TOKEN_EXPIRED"),
+        ("expired under an unknown kid", forge_unknown_kid(&expired), "UNAUTHENTICATED"),
+        ("expired, alg none", forge_alg_none(&expired), "UNAUTHENTICATED"),
+        ("alg none", forge_alg_none(&claims), "UNAUTHENTICATED"),
+        ("HS256 with the public key", forge_hs256_with_public_key(&server, &claims), "UNAUTHENTICATED"),
+        ("unknown kid", forge_unknown_kid(&claims), "UNAUTHENTICATED"),
+        ("tampered payload", tamper(&user.token, &claims), "UNAUTHENTICATED"),
+        ("tampered to expired", tamper(&user.token, &expired), "UNAUTHENTICATED"),
+        ("wrong audience", server.sign(&wrong_audience), "UNAUTHENTICATED"),
+        ("subject not a user id", server.sign(&not_a_user), "UNAUTHENTICATED"),
+        ("truncated signature", user.token[..user.token.len() - 4].to_owned(), "UNAUTHENTICATED"),
     ];
-    for (what, token) in &bad_tokens {
-        server.get("/v1/users/me", Some(token)).await.assert_problem(401, "UNAUTHENTICATED");
+    for (what, token, code) in &bad_tokens {
+        let me = server.get("/v1/users/me", Some(token)).await;
+        assert_eq!(me.body["code"], *code, "{what}: {}", me.text);
+        me.assert_problem(401, code);
         let open = server.post("/v1/accounts", Some(token), json!({"currency": "USD"})).await;
-        open.assert_problem(401, "UNAUTHENTICATED");
+        open.assert_problem(401, code);
         assert!(!open.text.contains(&victim.user_id), "{what}: no detail about the subject");
     }
     server.get("/v1/users/me", None).await.assert_problem(401, "UNAUTHENTICATED");

@@ -72,17 +72,20 @@ async fn concurrent_spends_of_one_refresh_token_succeed_once(server: TestServer)
 
 async fn a_user_reads_back_exactly_and_key_generations_are_unique(server: TestServer) {
     let users = server.state.identity().users.clone();
-    let user = User {
-        id: UserId::from_uuid(uuid::Uuid::new_v4()),
-        email: "Élodie@Exemple.FR".to_owned(),
-        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
-        first_name: "Élodie".to_owned(),
-        last_name: "D'Arc".to_owned(),
-        status: UserStatus::Blocked,
-        permissions: ["transfers:read".to_owned(), "accounts:read".to_owned()].into_iter().collect(),
-        created_at: Timestamp::from_micros(1_714_564_800_123_456),
-    };
-    users.create_user(&user).await.unwrap();
+    let mut user = User::new(
+        UserId::from_uuid(uuid::Uuid::new_v4()),
+        "Élodie@Exemple.FR".to_owned(),
+        "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+        "Élodie".to_owned(),
+        "D'Arc".to_owned(),
+        ["transfers:read".to_owned(), "accounts:read".to_owned()].into_iter().collect(),
+        Timestamp::from_micros(1_714_564_800_123_456),
+    );
+    user.status = UserStatus::Blocked;
+    user.phone = Some("+33612345678".to_owned());
+    user.email_verified_at = Some(Timestamp::from_micros(1_714_564_900_000_001));
+    user.verification_level = tally_persistence::users::VerificationLevel::Enhanced;
+    users.create_user(&user, &tally_tests::http::setup_record(&user)).await.unwrap();
     assert_eq!(users.user_by_id(user.id).await.unwrap(), Some(user.clone()));
     assert_eq!(users.user_by_email("élodie@exemple.fr").await.unwrap(), Some(user.clone()), "Unicode case folded");
     assert_eq!(users.user_by_email(" ÉLODIE@EXEMPLE.FR ").await.unwrap(), Some(user.clone()));

@@ -79,6 +79,11 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
             // the same operations with generated data.
             .args(["--phases", "examples,fuzzing,stateful"])
             .args(["--max-examples", "60", "--workers", "2", "--request-timeout", "20"])
+            // Logout takes no input but the token, and ending the run's own session early left
+            // most operations answering only 401 (86 of 107, measured): every other operation
+            // is then fuzzed past its authentication. Logout itself is covered by
+            // `http_sessions.rs`.
+            .args(["--exclude-path", "/v1/auth/logout"])
             .env("NO_COLOR", "1")
             .output()
             .expect("run schemathesis")

@@ -1,6 +1,8 @@
-//! Admin users and permissions (API.md, "Admin"): `GET /v1/admin/users`, `POST
-//! /v1/admin/users`, `POST`/`DELETE /v1/admin/users/{id}/permissions`, `POST
-//! /v1/admin/users/{id}/status` and `GET /v1/admin/permissions`.
+//! Admin users and permissions (API.md, "Admin"): `GET /v1/admin/users` (search, filters),
+//! `GET /v1/admin/users/count`, `GET`/`PATCH /v1/admin/users/{id}`, `POST /v1/admin/users`,
+//! `POST`/`DELETE /v1/admin/users/{id}/permissions`, `POST /v1/admin/users/{id}/status`,
+//! `POST /v1/admin/users/{id}/password-reset`, `GET`/`DELETE /v1/admin/users/{id}/sessions`,
+//! `POST /v1/admin/users/{id}/verification` and `GET /v1/admin/permissions`.
 //!
 //! Rules where the contract is silent (ARCHITECTURE.md lists them too):
 //! - An admin cannot block themselves nor revoke their own `admin_users:manage` (`409
@@ -9,9 +11,17 @@
 //!   creating an admin or granting: `admin_users:manage` is not a way to escalate.
 //! - Blocking ends every session of the user at once (their access tokens answer `401`);
 //!   unblocking revives none: the user logs in again.
+//! - Held actions are effective ones: direct grants and roles' actions alike
+//!   (`User::holds`). The lock-out rule looks at the effective set after the change.
+//! - The email is not an editable profile field (changing it would need re-verification).
+//! - An admin password reset keeps the current password working (the user may still know it);
+//!   it ends every session and mails a code. To lock someone out, block them.
 //!
-//! Every change is logged with `target: "audit"`: the admin, the target user, what changed
-//! and the reason if given.
+//! Every change appends its audit entry in the same transaction (`user.create`,
+//! `user.permissions_grant`, `user.permissions_revoke`, `user.block`, `user.unblock`,
+//! `user.profile_update`, `user.password_reset`, `user.verification`); ending sessions, which
+//! the session actors store, is audited right after (`user.sessions_end`, and one
+//! `auth.session_ended` per session).
 
 use std::collections::BTreeSet;
 
@@ -20,14 +30,21 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tally_actors::sessions::reason;
 use tally_engine::{ErrorCode, UserId};
-use tally_persistence::users::{CreateUserError, User, UserStatus};
+use tally_persistence::users::admin::{UserFilter, UserSummary};
+use tally_persistence::users::self_service::CodePurpose;
+use tally_persistence::users::{CreateUserError, User, UserStatus, VerificationLevel};
 
 use super::caller::Authorized;
+use super::codes;
 use super::password::check_policy;
-use super::permissions::{Action, AdminUsersManage, AdminUsersRead, UsersBlock, UsersRead};
+use super::permissions::{Action, AdminUsersManage, AdminUsersRead, UsersBlock, UsersRead, UsersVerify, UsersWrite};
+use super::self_service::{ProfileBody, changed_fields, profile_change};
+use super::sessions::{end_reason, end_sessions};
 use super::validate::{check_email, check_name};
+use crate::audit::{Actor, AuditContext, Event, audited, record, record_after_change};
 use crate::input::{self, DESCRIPTION_LENGTH_MAX, IdPath};
 use crate::json::ApiJson;
 use crate::problem::{ApiError, FieldError};
@@ -40,9 +57,12 @@ pub const USERS_PAGE_DEFAULT: u32 = 50;
 /// Most users per page: each carries its permissions, so a page stays well under 100 KB.
 pub const USERS_PAGE_MAX: u32 = 200;
 
-/// Most entries in one `actions` list. The catalog has 21 actions; a list far longer is not a
+/// Most entries in one `actions` list. The catalog has 28 actions; a list far longer is not a
 /// mistake a person makes, and is refused before any of it is looked at.
 pub const ACTIONS_PER_REQUEST_MAX: usize = 64;
+
+/// Longest `search` accepted: an email is at most 254 characters.
+pub const SEARCH_LENGTH_MAX: usize = 254;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -50,32 +70,114 @@ pub const ACTIONS_PER_REQUEST_MAX: usize = 64;
 pub struct ListQuery {
     pub cursor: Option<String>,
     pub limit: Option<String>,
+    /// `active` or `blocked`.
     pub status: Option<String>,
+    /// `none`, `basic`, `verified` or `enhanced`.
+    pub verification_level: Option<String>,
+    /// Part of the email, or the start of the first name, last name or user id
+    /// (case-insensitive for ASCII letters); 1 to 254 printable characters.
+    pub search: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct CountQuery {
+    pub status: Option<String>,
+    pub verification_level: Option<String>,
+    pub search: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = UserRoleRef)]
+struct RoleRef {
+    id: String,
+    name: String,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 struct UserItem {
     user_id: String,
     email: String,
+    email_verified: bool,
     first_name: String,
     last_name: String,
+    phone: Option<String>,
     status: &'static str,
+    /// `none`, `basic`, `verified` or `enhanced`.
+    verification_level: &'static str,
+    /// Effective permissions: granted directly or through a role.
     permissions: Vec<String>,
+    /// Granted directly (what `POST/DELETE .../permissions` change).
+    direct_permissions: Vec<String>,
+    roles: Vec<RoleRef>,
+    mfa: super::routes::Mfa,
+    /// Sessions not ended and used within the idle time-out.
+    sessions_active: u64,
     created_at: String,
 }
 
 impl UserItem {
-    fn of(user: User) -> Result<UserItem, ApiError> {
+    fn of(summary: UserSummary) -> Result<UserItem, ApiError> {
+        let UserSummary { user, totp_enabled, sessions_active } = summary;
         Ok(UserItem {
             user_id: user.id.to_string(),
+            email_verified: user.email_verified_at.is_some(),
+            permissions: user.effective_permissions().into_iter().collect(),
+            roles: user.roles.iter().map(|role| RoleRef { id: role.id.to_string(), name: role.name.clone() }).collect(),
+            status: user.status.as_str(),
+            verification_level: user.verification_level.as_str(),
+            created_at: rfc3339(user.created_at)?,
+            direct_permissions: user.permissions.into_iter().collect(),
             email: user.email,
             first_name: user.first_name,
             last_name: user.last_name,
-            status: user.status.as_str(),
-            permissions: user.permissions.into_iter().collect(),
-            created_at: rfc3339(user.created_at)?,
+            phone: user.phone,
+            mfa: super::routes::Mfa { totp_enabled },
+            sessions_active,
         })
     }
+}
+
+/// The filter of a listing or count, checked.
+fn user_filter(
+    status: Option<&str>,
+    verification_level: Option<&str>,
+    search: Option<&str>,
+) -> Result<UserFilter, ApiError> {
+    let status = match status {
+        None => None,
+        Some(text) => Some(
+            UserStatus::parse(text).ok_or_else(|| ApiError::field("status", "must be \"active\" or \"blocked\""))?,
+        ),
+    };
+    let verification_level = verification_level.map(parse_level).transpose()?;
+    let search = match search {
+        None => None,
+        Some(text) => {
+            let text = text.trim();
+            if text.is_empty() || text.chars().count() > SEARCH_LENGTH_MAX || text.chars().any(char::is_control) {
+                return Err(ApiError::field(
+                    "search",
+                    format!("must be 1 to {SEARCH_LENGTH_MAX} printable characters"),
+                ));
+            }
+            Some(text.to_owned())
+        }
+    };
+    Ok(UserFilter { search, status, verification_level })
+}
+
+fn parse_level(text: &str) -> Result<VerificationLevel, ApiError> {
+    VerificationLevel::parse(text)
+        .ok_or_else(|| ApiError::field("verification_level", "must be one of none, basic, verified, enhanced"))
+}
+
+/// Sessions count as active when used within the idle time-out.
+fn active_since(state: &AppState) -> tally_engine::Timestamp {
+    let identity = state.identity();
+    let idle = i64::try_from(identity.sessions.config().idle.as_micros()).unwrap_or(i64::MAX);
+    tally_engine::Timestamp::from_micros(identity.now().as_micros().saturating_sub(idle))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -94,14 +196,20 @@ fn page_limit(limit: Option<&str>) -> Result<u32, ApiError> {
     }
 }
 
-/// `GET /v1/admin/users?status=&cursor=&limit=` (`users:read`) → `{items, next_cursor}`, in
-/// user-id order. The cursor is the id of the last user of the previous page (opaque to
-/// clients); `next_cursor` is `null` on the last page.
+/// `GET /v1/admin/users?search=&status=&verification_level=&cursor=&limit=` (`users:read`) →
+/// `{items, next_cursor}`, in user-id order. The cursor is the id of the last user of the
+/// previous page (opaque to clients); `next_cursor` is `null` on the last page.
 #[utoipa::path(
     get,
     path = "/v1/admin/users",
     tag = "admin",
     params(ListQuery),
+    description = "Users in id order, `limit` 1 to 200 (default 50), opaque `cursor`. `search` matches part of \
+                   the email, or the start of the first name, last name or id, case-insensitively for ASCII \
+                   letters (other letters as written); `status` and `verification_level` filter exactly. Each \
+                   user carries effective `permissions` (direct and through roles), `direct_permissions`, \
+                   `roles`, `verification_level`, `email_verified`, `mfa` and `sessions_active` (sessions not \
+                   ended and used within the idle time-out, as stored: last use is written behind every 15 s).",
     responses((status = 200, body = Page)),
     security(("bearer" = []))
 )]
@@ -112,12 +220,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::ValidationError, rejection.body_text()))?;
     let limit = page_limit(query.limit.as_deref())?;
-    let status = match query.status.as_deref() {
-        None => None,
-        Some(text) => Some(
-            UserStatus::parse(text).ok_or_else(|| ApiError::field("status", "must be \"active\" or \"blocked\""))?,
-        ),
-    };
+    let filter = user_filter(query.status.as_deref(), query.verification_level.as_deref(), query.search.as_deref())?;
     let after = match query.cursor.as_deref() {
         None => None,
         Some(text) => Some(UserId::from_uuid(
@@ -125,17 +228,17 @@ pub async fn list(
         )),
     };
     // One more than asked tells whether another page follows.
-    let mut users = state.identity().admin.list_users(after, status, limit + 1).await?;
+    let mut users = state.identity().admin.list_users(&filter, after, limit + 1, active_since(&state)).await?;
     let more = users.len() > limit as usize;
     users.truncate(limit as usize);
-    let next_cursor = if more { users.last().map(|user| user.id.to_string()) } else { None };
+    let next_cursor = if more { users.last().map(|summary| summary.user.id.to_string()) } else { None };
     let items = users.into_iter().map(UserItem::of).collect::<Result<Vec<_>, _>>()?;
     Ok(axum::Json(Page { items, next_cursor }).into_response())
 }
 
 /// The actions of a request: known, at least one, at most `ACTIONS_PER_REQUEST_MAX`;
 /// duplicates count once.
-fn parse_actions(actions: &[String]) -> Result<BTreeSet<&'static str>, ApiError> {
+pub(crate) fn parse_actions(actions: &[String]) -> Result<BTreeSet<&'static str>, ApiError> {
     if actions.is_empty() {
         return Err(ApiError::field("actions", "must name at least one permission action"));
     }
@@ -154,8 +257,8 @@ fn parse_actions(actions: &[String]) -> Result<BTreeSet<&'static str>, ApiError>
 }
 
 /// Refuses granting an action the granting admin does not hold.
-fn check_no_escalation(admin: &User, actions: &BTreeSet<&'static str>) -> Result<(), ApiError> {
-    let missing: Vec<&str> = actions.iter().copied().filter(|action| !admin.permissions.contains(*action)).collect();
+pub(crate) fn check_no_escalation(admin: &User, actions: &BTreeSet<&'static str>) -> Result<(), ApiError> {
+    let missing: Vec<&str> = actions.iter().copied().filter(|action| !admin.holds(action)).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -165,7 +268,7 @@ fn check_no_escalation(admin: &User, actions: &BTreeSet<&'static str>) -> Result
     ))
 }
 
-fn action_names(actions: &BTreeSet<&'static str>) -> Vec<String> {
+pub(crate) fn action_names(actions: &BTreeSet<&'static str>) -> Vec<String> {
     actions.iter().map(|action| (*action).to_owned()).collect()
 }
 
@@ -199,6 +302,7 @@ struct Created {
 pub async fn create(
     State(state): State<AppState>,
     admin: Authorized<AdminUsersManage>,
+    context: AuditContext,
     ApiJson(body): ApiJson<CreateAdminBody>,
 ) -> Result<Response, ApiError> {
     let actions = parse_actions(&body.actions);
@@ -223,17 +327,22 @@ pub async fn create(
     check_no_escalation(&admin.admin, &actions)?;
     let identity = state.identity();
     let password_hash = identity.passwords.hash(body.password).await?;
-    let user = User {
-        id: UserId::from_uuid(identity.ids.next_uuid()),
-        email: body.email.trim().to_owned(),
+    let user = User::new(
+        UserId::from_uuid(identity.ids.next_uuid()),
+        body.email.trim().to_owned(),
         password_hash,
-        first_name: body.first_name.trim().to_owned(),
-        last_name: body.last_name.trim().to_owned(),
-        status: UserStatus::Active,
-        permissions: action_names(&actions).into_iter().collect(),
-        created_at: identity.now(),
-    };
-    match identity.users.create_user(&user).await {
+        body.first_name.trim().to_owned(),
+        body.last_name.trim().to_owned(),
+        action_names(&actions).into_iter().collect(),
+        identity.now(),
+    );
+    let entry = record(
+        identity,
+        &context,
+        &Actor::user(admin.admin_id()),
+        Event::new("user.create").on_user(user.id).details(json!({"actions": action_names(&actions)})),
+    );
+    match identity.users.create_user(&user, &entry).await {
         Ok(()) => {}
         Err(CreateUserError::EmailTaken) => {
             return Err(ApiError::new(ErrorCode::Conflict, "a user with this email is already registered"));
@@ -241,8 +350,7 @@ pub async fn create(
         Err(CreateUserError::IdTaken) => return Err(ApiError::internal("a fresh user id collided")),
         Err(CreateUserError::Store(error)) => return Err(error.into()),
     }
-    tracing::info!(target: "audit", admin = %admin.admin_id(), user = %user.id, actions = ?user.permissions, "admin user created");
-    Ok((StatusCode::CREATED, axum::Json(Created { user_id: user.id.to_string() })).into_response())
+    Ok(audited((StatusCode::CREATED, axum::Json(Created { user_id: user.id.to_string() })).into_response()))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -265,17 +373,24 @@ pub struct ActionsBody {
 pub async fn grant(
     State(state): State<AppState>,
     admin: Authorized<AdminUsersManage>,
+    context: AuditContext,
     IdPath(id): IdPath,
     ApiJson(body): ApiJson<ActionsBody>,
 ) -> Result<Response, ApiError> {
     let actions = parse_actions(&body.actions)?;
     check_no_escalation(&admin.admin, &actions)?;
     let target = UserId::from_uuid(id);
-    if !state.identity().admin.grant_permissions(target, &action_names(&actions)).await? {
+    let identity = state.identity();
+    let entry = record(
+        identity,
+        &context,
+        &Actor::user(admin.admin_id()),
+        Event::new("user.permissions_grant").on_user(target).details(json!({"actions": action_names(&actions)})),
+    );
+    if !identity.admin.grant_permissions(target, &action_names(&actions), &entry).await? {
         return Err(ApiError::not_found("user"));
     }
-    tracing::info!(target: "audit", admin = %admin.admin_id(), user = %target, actions = ?action_names(&actions), "permissions granted");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(audited(StatusCode::NO_CONTENT.into_response()))
 }
 
 /// `DELETE /v1/admin/users/{id}/permissions {actions}` (`admin_users:manage`) → `204`.
@@ -293,22 +408,34 @@ pub async fn grant(
 pub async fn revoke(
     State(state): State<AppState>,
     admin: Authorized<AdminUsersManage>,
+    context: AuditContext,
     IdPath(id): IdPath,
     ApiJson(body): ApiJson<ActionsBody>,
 ) -> Result<Response, ApiError> {
     let actions = parse_actions(&body.actions)?;
     let target = UserId::from_uuid(id);
-    if target == admin.admin_id() && actions.contains(Action::AdminUsersManage.as_str()) {
+    // Locked out only if the action is not also held through a role.
+    let manage = Action::AdminUsersManage.as_str();
+    if target == admin.admin_id()
+        && actions.contains(manage)
+        && !admin.admin.roles.iter().any(|role| role.actions.contains(manage))
+    {
         return Err(ApiError::new(
             ErrorCode::Conflict,
             "an admin cannot revoke their own admin_users:manage; another admin must",
         ));
     }
-    if !state.identity().admin.revoke_permissions(target, &action_names(&actions)).await? {
+    let identity = state.identity();
+    let entry = record(
+        identity,
+        &context,
+        &Actor::user(admin.admin_id()),
+        Event::new("user.permissions_revoke").on_user(target).details(json!({"actions": action_names(&actions)})),
+    );
+    if !identity.admin.revoke_permissions(target, &action_names(&actions), &entry).await? {
         return Err(ApiError::not_found("user"));
     }
-    tracing::info!(target: "audit", admin = %admin.admin_id(), user = %target, actions = ?action_names(&actions), "permissions revoked");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(audited(StatusCode::NO_CONTENT.into_response()))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -333,6 +460,7 @@ pub struct UserStatusBody {
 pub async fn set_status(
     State(state): State<AppState>,
     admin: Authorized<UsersBlock>,
+    context: AuditContext,
     IdPath(id): IdPath,
     ApiJson(body): ApiJson<UserStatusBody>,
 ) -> Result<Response, ApiError> {
@@ -344,34 +472,292 @@ pub async fn set_status(
         return Err(ApiError::new(ErrorCode::Conflict, "an admin cannot block themselves"));
     }
     let identity = state.identity();
-    if !identity.admin.set_user_status(target, status).await? {
+    let actor = Actor::user(admin.admin_id());
+    let action = match status {
+        UserStatus::Blocked => "user.block",
+        UserStatus::Active => "user.unblock",
+    };
+    let entry =
+        record(identity, &context, &actor, Event::new(action).on_user(target).details(json!({"reason": reason_text})));
+    if !identity.admin.set_user_status(target, status, &entry).await? {
         return Err(ApiError::not_found("user"));
     }
     // After the status is stored, so a login racing the block either fails its status check
     // or has its new session ended here (or by its own re-check in `start_session`).
-    let ended = match status {
-        UserStatus::Blocked => {
-            identity.protection.api_keys.forget_user(target);
-            identity.sessions.terminate_user(target, reason::USER_BLOCKED).await?
-        }
-        UserStatus::Active => 0,
-    };
-    tracing::info!(
-        target: "audit",
-        admin = %admin.admin_id(),
-        user = %target,
-        status = status.as_str(),
-        sessions_ended = ended,
-        reason = reason_text.as_deref().unwrap_or(""),
-        "user status set"
-    );
-    Ok(StatusCode::NO_CONTENT.into_response())
+    if status == UserStatus::Blocked {
+        identity.protection.api_keys.forget_user(target);
+        end_sessions(&state, target.as_uuid(), None, reason::USER_BLOCKED, &actor, &context).await?;
+        // Sessions in memory the store did not list (none are expected), ended as before.
+        identity.sessions.terminate_user(target, reason::USER_BLOCKED).await?;
+    }
+    Ok(audited(StatusCode::NO_CONTENT.into_response()))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 struct CatalogEntry {
     action: &'static str,
     description: &'static str,
+}
+
+/// The user `id`, or `404`.
+async fn target_user(state: &AppState, id: uuid::Uuid) -> Result<User, ApiError> {
+    state.identity().users.user_by_id(UserId::from_uuid(id)).await?.ok_or_else(|| ApiError::not_found("user"))
+}
+
+/// `GET /v1/admin/users/count?search&status&verification_level` (`users:read`) → `{count}`.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/count",
+    tag = "admin",
+    params(CountQuery),
+    description = "How many users the same filters as `GET /v1/admin/users` match.",
+    responses((status = 200, body = Count)),
+    security(("bearer" = []))
+)]
+pub async fn count(
+    State(state): State<AppState>,
+    _admin: Authorized<UsersRead>,
+    query: Result<Query<CountQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::ValidationError, rejection.body_text()))?;
+    let filter = user_filter(query.status.as_deref(), query.verification_level.as_deref(), query.search.as_deref())?;
+    let count = state.identity().admin.count_users(&filter).await?;
+    Ok(axum::Json(Count { count }).into_response())
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = UserCount)]
+struct Count {
+    count: u64,
+}
+
+/// One user as an admin sees them: the listing's item, with live sessions counted exactly.
+async fn user_view(state: &AppState, user: User) -> Result<UserItem, ApiError> {
+    let identity = state.identity();
+    let totp_enabled = identity.protection.second_factor.totp_enabled(user.id).await?;
+    let sessions_active = identity.sessions.live_of(user.id).await?.len() as u64;
+    UserItem::of(UserSummary { user, totp_enabled, sessions_active })
+}
+
+/// `GET /v1/admin/users/{id}` (`users:read`) → the user.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{id}",
+    tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The user id")),
+    description = "One user, as the listing shows them; `sessions_active` here is exact (the live sessions in \
+                   memory, idle ones ended on the way). Unknown id: `404`.",
+    responses((status = 200, body = UserItem)),
+    security(("bearer" = []))
+)]
+pub async fn get_one(
+    State(state): State<AppState>,
+    _admin: Authorized<UsersRead>,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
+    let user = target_user(&state, id).await?;
+    Ok(axum::Json(user_view(&state, user).await?).into_response())
+}
+
+/// `PATCH /v1/admin/users/{id} {first_name?, last_name?, phone?}` (`users:write`) → `200` the
+/// user.
+#[utoipa::path(
+    patch,
+    path = "/v1/admin/users/{id}",
+    tag = "admin",
+    request_body = ProfileBody,
+    params(("id" = uuid::Uuid, Path, description = "The user id")),
+    description = "Edits a user's profile, as `PATCH /v1/users/me` does (the email is not editable). Unknown \
+                   id: `404`.",
+    responses((status = 200, body = UserItem)),
+    security(("bearer" = []))
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    admin: Authorized<UsersWrite>,
+    context: AuditContext,
+    IdPath(id): IdPath,
+    ApiJson(body): ApiJson<ProfileBody>,
+) -> Result<Response, ApiError> {
+    let change = profile_change(body)?;
+    let identity = state.identity();
+    let target = UserId::from_uuid(id);
+    let entry = record(
+        identity,
+        &context,
+        &Actor::user(admin.admin_id()),
+        Event::new("user.profile_update").on_user(target).details(changed_fields(&change)),
+    );
+    let user = identity.self_service.update_profile(target, &change, &entry).await?;
+    let user = user.ok_or_else(|| ApiError::not_found("user"))?;
+    Ok(audited(axum::Json(user_view(&state, user).await?).into_response()))
+}
+
+/// `POST /v1/admin/users/{id}/password-reset` (`users:write`) → `202`.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{id}/password-reset",
+    tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The user id")),
+    description = "Ends every session of the user at once and mails them a reset code (as `POST \
+                   /v1/auth/password/forgot` would; they finish with `POST /v1/auth/password/reset`). The current \
+                   password keeps working until then (block the user to lock them out). No body. Unknown id: \
+                   `404`; a full mail queue: `503` (the code is stored; ask again).",
+    responses((status = 202, body = crate::auth::self_service::AcceptedAnswer)),
+    security(("bearer" = []))
+)]
+pub async fn password_reset(
+    State(state): State<AppState>,
+    admin: Authorized<UsersWrite>,
+    context: AuditContext,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
+    let identity = state.identity();
+    let user = target_user(&state, id).await?;
+    let issued = codes::issue(identity, user.id, CodePurpose::PasswordReset).await?;
+    let actor = Actor::user(admin.admin_id());
+    let entry = record(identity, &context, &actor, Event::new("user.password_reset").on_user(user.id));
+    if !identity.self_service.issue_code(&issued.stored, &entry).await? {
+        return Err(ApiError::not_found("user"));
+    }
+    end_sessions(&state, user.id.as_uuid(), None, end_reason::PASSWORD_RESET_BY_ADMIN, &actor, &context).await?;
+    let minutes = codes::CODE_TTL.as_secs() / 60;
+    let body = format!(
+        "An administrator started a password reset for your account.\r\nYour sessions have ended. \
+         Your reset code is:\r\n\r\n    {}\r\n\r\nIt works once, for {minutes} minutes.\r\n",
+        issued.code
+    );
+    identity.mail.send(&user.email, "Your Tally password reset code", body).map_err(|error| {
+        tracing::warn!(%error, user_id = %user.id, "an admin password reset mail could not be queued");
+        ApiError::new(ErrorCode::Overloaded, "the reset mail cannot be sent right now; retry later")
+    })?;
+    let answer = crate::auth::self_service::AcceptedAnswer {
+        message: "the user's sessions have ended and a reset code has been mailed to them",
+    };
+    Ok(audited((StatusCode::ACCEPTED, axum::Json(answer)).into_response()))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = AdminSessionItem)]
+struct SessionItem {
+    session_id: String,
+    client_ip: Option<String>,
+    user_agent: Option<String>,
+    created_at: String,
+    last_activity_at: String,
+}
+
+/// `GET /v1/admin/users/{id}/sessions` (`users:read`) → the user's live sessions.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{id}/sessions",
+    tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The user id")),
+    description = "The user's live sessions, oldest first (a plain array, at most 10, as \
+                   `GET /v1/users/me/sessions`). Unknown id: `404`.",
+    responses((status = 200, body = Vec<SessionItem>)),
+    security(("bearer" = []))
+)]
+pub async fn sessions(
+    State(state): State<AppState>,
+    _admin: Authorized<UsersRead>,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
+    let user = target_user(&state, id).await?;
+    let items = state
+        .identity()
+        .sessions
+        .live_of(user.id)
+        .await?
+        .into_iter()
+        .map(|session| {
+            Ok(SessionItem {
+                session_id: session.id.to_string(),
+                client_ip: session.client_ip,
+                user_agent: session.user_agent,
+                created_at: rfc3339(session.created_at)?,
+                last_activity_at: rfc3339(session.last_activity_at)?,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(axum::Json(items).into_response())
+}
+
+/// `DELETE /v1/admin/users/{id}/sessions` (`users:block`) → `200 {ended}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/users/{id}/sessions",
+    tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The user id")),
+    description = "Ends every session of the user at once (an admin may end their own too; they stay able to \
+                   log in). Answers how many ended. Unknown id: `404`.",
+    responses((status = 200, body = crate::auth::sessions::Ended)),
+    security(("bearer" = []))
+)]
+pub async fn end_user_sessions(
+    State(state): State<AppState>,
+    admin: Authorized<UsersBlock>,
+    context: AuditContext,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
+    let user = target_user(&state, id).await?;
+    let actor = Actor::user(admin.admin_id());
+    let ended = end_sessions(&state, user.id.as_uuid(), None, end_reason::ENDED_BY_ADMIN, &actor, &context).await?;
+    let identity = state.identity();
+    let event = Event::new("user.sessions_end").on_user(user.id).details(json!({"ended": ended}));
+    record_after_change(identity, record(identity, &context, &actor, event)).await;
+    Ok(audited(axum::Json(crate::auth::sessions::Ended { ended }).into_response()))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = VerificationBody)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationBody {
+    /// `none`, `basic`, `verified` or `enhanced`.
+    pub level: String,
+    /// Why (what was checked); kept in the audit entry, up to 500 characters.
+    pub notes: Option<String>,
+}
+
+/// `POST /v1/admin/users/{id}/verification {level, notes?}` (`users:verify`) → `204`.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{id}/verification",
+    tag = "admin",
+    request_body = VerificationBody,
+    params(("id" = uuid::Uuid, Path, description = "The user id")),
+    description = "Sets the user's verification level (any level, up or down; setting the current one again is \
+                   a `204` that is still audited). `notes` are kept in the audit entry (`user.verification`, \
+                   with the previous level), not shown to the user. Unknown id: `404`.",
+    responses((status = 204, description = "The level is set")),
+    security(("bearer" = []))
+)]
+pub async fn set_verification(
+    State(state): State<AppState>,
+    admin: Authorized<UsersVerify>,
+    context: AuditContext,
+    IdPath(id): IdPath,
+    ApiJson(body): ApiJson<VerificationBody>,
+) -> Result<Response, ApiError> {
+    let level = VerificationLevel::parse(&body.level)
+        .ok_or_else(|| ApiError::field("level", "must be one of none, basic, verified, enhanced"))?;
+    let notes = input::text("notes", body.notes.as_deref(), DESCRIPTION_LENGTH_MAX)?;
+    let user = target_user(&state, id).await?;
+    let identity = state.identity();
+    let entry = record(
+        identity,
+        &context,
+        &Actor::user(admin.admin_id()),
+        Event::new("user.verification").on_user(user.id).details(json!({
+            "level": level.as_str(),
+            "previous_level": user.verification_level.as_str(),
+            "notes": notes,
+        })),
+    );
+    if !identity.self_service.set_verification_level(user.id, level, &entry).await? {
+        return Err(ApiError::not_found("user"));
+    }
+    Ok(audited(StatusCode::NO_CONTENT.into_response()))
 }
 
 /// `GET /v1/admin/permissions` (`admin_users:read`) → `[{action, description}]`, every action

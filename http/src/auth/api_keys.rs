@@ -35,6 +35,7 @@ use tally_persistence::users::mfa::{ApiKeyRecord, MfaStore};
 
 use super::caller::Caller;
 use crate::accounts::created;
+use crate::audit::{Actor, AuditContext, Event, audited};
 use crate::digest::sha256_hex;
 use crate::input::IdPath;
 use crate::json::ApiJson;
@@ -113,8 +114,8 @@ impl RequiredScope for TransfersWrite {
 }
 
 #[derive(Clone, Debug)]
-struct VerifiedKey {
-    user: UserId,
+pub(crate) struct VerifiedKey {
+    pub(crate) user: UserId,
     scopes: Vec<Scope>,
 }
 
@@ -142,7 +143,7 @@ impl ApiKeys {
     /// The owner and scopes of `key`, or `401`. A key of a blocked user is refused: checked
     /// against the user store when the key is first seen, and `forget_user` evicts a user's
     /// keys from the cache when an admin blocks them.
-    async fn verify(
+    pub(crate) async fn verify(
         &self,
         key: &str,
         users: &dyn tally_persistence::users::UserStore,
@@ -292,6 +293,7 @@ fn check_name(name: &str) -> Result<String, ApiError> {
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
+    context: AuditContext,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
     let name = check_name(&body.name)?;
@@ -315,11 +317,20 @@ pub async fn create(
         scopes: scopes.iter().map(|scope| scope.as_str().to_owned()).collect(),
         created_at: identity.now(),
     };
-    store.insert_api_key(&record).await?;
+    let entry = crate::audit::record(
+        identity,
+        &context,
+        &Actor::of(&caller),
+        Event::new("auth.api_key_created")
+            .target("api_key", record.id)
+            .subject(caller.user_id)
+            .details(serde_json::json!({"name": record.name, "scopes": record.scopes})),
+    );
+    store.insert_api_key(&record, &entry).await?;
     let body = Created { view: KeyView::of(&record)?, key };
     let mut response = created(format!("/v1/api-keys/{}", record.id), body);
     response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(audited(response))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -354,12 +365,24 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Respo
     responses((status = 204, description = "Deleted; the key stops working at once")),
     security(("bearer" = []))
 )]
-pub async fn delete(State(state): State<AppState>, caller: Caller, IdPath(id): IdPath) -> Result<Response, ApiError> {
-    let protection = &state.identity().protection;
-    let hash = protection.second_factor.store().delete_api_key(caller.user_id, id).await?;
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    context: AuditContext,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
+    let identity = state.identity();
+    let protection = &identity.protection;
+    let entry = crate::audit::record(
+        identity,
+        &context,
+        &Actor::of(&caller),
+        Event::new("auth.api_key_deleted").target("api_key", id).subject(caller.user_id),
+    );
+    let hash = protection.second_factor.store().delete_api_key(caller.user_id, id, &entry).await?;
     let hash = hash.ok_or_else(|| ApiError::not_found("API key"))?;
     protection.api_keys.verified.remove(&hash);
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(audited(StatusCode::NO_CONTENT.into_response()))
 }
 
 #[cfg(test)]

@@ -1,13 +1,15 @@
 //! The first admin: created at `tally serve` start-up from `TALLY_ADMIN_EMAIL` and
 //! `TALLY_ADMIN_PASSWORD`, or by `tally admin create`, with every permission action. An
 //! existing user with that email is left exactly as it is (its password is not reset and no
-//! permission is granted), so restarting with the variables still set changes nothing.
+//! permission is granted), so restarting with the variables still set changes nothing. The
+//! creation is audited (`user.create` by the `system` actor) in the same transaction.
 
 use std::collections::BTreeSet;
 
 use tally_actors::{Clock, IdSource};
 use tally_engine::UserId;
-use tally_persistence::users::{CreateUserError, User, UserStatus, UserStore};
+use tally_persistence::audit::{ActorKind, AuditRecord};
+use tally_persistence::users::{CreateUserError, User, UserStore};
 
 use super::password::{Passwords, check_policy};
 use super::permissions::Action;
@@ -39,17 +41,30 @@ pub async fn ensure_admin(
         return Ok(AdminOutcome::Exists(existing.id));
     }
     let password_hash = passwords.hash(password.to_owned()).await.map_err(|error| error.detail)?;
-    let user = User {
-        id: UserId::from_uuid(ids.next_uuid()),
-        email: email.trim().to_owned(),
+    let user = User::new(
+        UserId::from_uuid(ids.next_uuid()),
+        email.trim().to_owned(),
         password_hash,
-        first_name: ADMIN_FIRST_NAME.to_owned(),
-        last_name: ADMIN_LAST_NAME.to_owned(),
-        status: UserStatus::Active,
-        permissions: Action::ALL.iter().map(|action| action.as_str().to_owned()).collect::<BTreeSet<_>>(),
-        created_at: clock.now(),
+        ADMIN_FIRST_NAME.to_owned(),
+        ADMIN_LAST_NAME.to_owned(),
+        Action::ALL.iter().map(|action| action.as_str().to_owned()).collect::<BTreeSet<_>>(),
+        clock.now(),
+    );
+    let audit = AuditRecord {
+        id: ids.next_uuid(),
+        at: clock.now(),
+        actor_kind: ActorKind::System,
+        actor_id: None,
+        action: "user.create".to_owned(),
+        target_type: Some("user".to_owned()),
+        target_id: Some(user.id.to_string()),
+        subject_user: Some(user.id),
+        request_id: "bootstrap".to_owned(),
+        ip: None,
+        user_agent: None,
+        details: serde_json::json!({"bootstrap": true, "actions": user.permissions}).to_string(),
     };
-    match users.create_user(&user).await {
+    match users.create_user(&user, &audit).await {
         Ok(()) => Ok(AdminOutcome::Created(user.id)),
         // Another process bootstrapped the same admin a moment ago.
         Err(CreateUserError::EmailTaken) => match users.user_by_email(email).await {

@@ -1,11 +1,14 @@
 //! Who is calling: `Caller` (any valid bearer token) and `Authorized<P>` (an active admin who
-//! holds permission `P`, checked against the user store on every request so that a revoked
-//! permission or a blocked admin stops working at once).
+//! holds permission `P`, directly or through a role, checked against the user store on every
+//! request so that a revoked permission, a changed or unassigned role, or a blocked admin
+//! stops working at once: permissions are never cached, so there is nothing to invalidate,
+//! on this node or any other).
 //!
 //! Both are extractors that run before the body is read: an unauthenticated or unauthorised
 //! request is refused before its input is even parsed, and changes nothing.
 
 use std::marker::PhantomData;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
@@ -30,6 +33,17 @@ pub struct Caller {
     /// The login session the token belongs to; `None` for a machine client with an API key
     /// (`Scoped<S>`), which has no session.
     pub session_id: Option<uuid::Uuid>,
+}
+
+/// A place a route layer leaves in the request for `Caller` to fill in, so the layer learns
+/// who the handler served (the audit layer records it) without verifying the token again.
+#[derive(Clone, Debug, Default)]
+pub struct CallerSlot(Arc<OnceLock<Caller>>);
+
+impl CallerSlot {
+    pub fn get(&self) -> Option<Caller> {
+        self.0.get().copied()
+    }
 }
 
 fn unauthenticated(detail: &str) -> ApiError {
@@ -69,6 +83,9 @@ impl FromRequestParts<AppState> for Caller {
         identity.protection.requests.admit(verified.user, now)?;
         let caller = Caller { user_id: verified.user, session_id: Some(verified.session) };
         parts.extensions.insert(caller);
+        if let Some(slot) = parts.extensions.get::<CallerSlot>() {
+            let _ = slot.0.set(caller);
+        }
         Ok(caller)
     }
 }
@@ -101,7 +118,7 @@ impl<P: Permission> FromRequestParts<AppState> for Authorized<P> {
         if user.status != UserStatus::Active {
             return Err(unauthenticated("this user is blocked"));
         }
-        if !user.permissions.contains(P::ACTION.as_str()) {
+        if !user.holds(P::ACTION.as_str()) {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
                 format!("this route needs the permission {}", P::ACTION.as_str()),

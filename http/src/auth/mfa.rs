@@ -10,8 +10,12 @@
 //! accepted at login only: step-up wants the device itself.
 //!
 //! Whether a user has TOTP on is cached in memory (`totp_enabled`): every ★ request asks, and
-//! a query per transfer would cost the hot path. Confirm updates the cache; nothing turns TOTP
-//! off yet, so the cache cannot go stale on this node.
+//! a query per transfer would cost the hot path. Confirm and turning TOTP off update this
+//! node's cache; another node's copy is the cluster work's to invalidate (DESIGN.md §10 lists
+//! it with the other per-node caches).
+//!
+//! Also here: `GET /v1/users/me/mfa`, `DELETE /v1/users/me/mfa/totp` ★ (TOTP off, backup codes
+//! void) and `POST /v1/users/me/mfa/backup-codes` ★ (ten new codes, the old ones void).
 
 use std::sync::Arc;
 
@@ -28,7 +32,9 @@ use uuid::Uuid;
 use super::caller::Caller;
 use super::challenges::{Attempt, Challenges, Purpose};
 use super::rate_limit::{FailureLimiter, LOGIN_FAILURE_WINDOW, SECOND_FACTOR_FAILURES_PER_USER_MAX, rate_limited};
+use super::stepup::{MfaBackupCodes, MfaDisable, StepUp};
 use super::totp;
+use crate::audit::{Actor, AuditContext, Event, audited, record, record_in_background};
 use crate::digest::sha256_hex;
 use crate::json::ApiJson;
 use crate::problem::ApiError;
@@ -98,7 +104,7 @@ impl SecondFactor {
         Ok(enabled)
     }
 
-    fn remember(&self, user: UserId, enabled: bool) {
+    pub(crate) fn remember(&self, user: UserId, enabled: bool) {
         if self.enabled.len() >= TOTP_STATES_CACHED_MAX {
             self.enabled.clear();
         }
@@ -194,7 +200,7 @@ struct SetupAnswer {
 
 /// `POST /v1/users/me/mfa/totp/setup` → `200 {secret, otpauth_url, backup_codes}`. Calling it
 /// again before confirming replaces the secret and the codes; once TOTP is on, `409 CONFLICT`
-/// (turning it off or rotating it is not built).
+/// (turn it off first, `DELETE /v1/users/me/mfa/totp`, to set up a new device).
 #[utoipa::path(
     post,
     path = "/v1/users/me/mfa/totp/setup",
@@ -252,6 +258,7 @@ pub struct ConfirmBody {
 pub async fn confirm(
     State(state): State<AppState>,
     caller: Caller,
+    context: AuditContext,
     ApiJson(body): ApiJson<ConfirmBody>,
 ) -> Result<Response, ApiError> {
     check_code_shape(&body.code, Accept::TotpOnly)?;
@@ -271,11 +278,17 @@ pub async fn confirm(
         second_factor.failures.record_failure(&key, now);
         return Err(ApiError::field("code", "does not match the secret; check the device's clock"));
     };
-    if !second_factor.store().enable_totp(caller.user_id, &record.secret, step, now).await? {
+    let entry = crate::audit::record(
+        identity,
+        &context,
+        &Actor::of(&caller),
+        Event::new("auth.mfa_enabled").on_user(caller.user_id).details(serde_json::json!({"method": "totp"})),
+    );
+    if !second_factor.store().enable_totp(caller.user_id, &record.secret, step, now, &entry).await? {
         return Err(ApiError::new(ErrorCode::Conflict, "the TOTP setup changed meanwhile; confirm the new secret"));
     }
     second_factor.remember(caller.user_id, true);
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(audited(StatusCode::NO_CONTENT.into_response()))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -321,6 +334,7 @@ pub struct VerifyBody {
 pub async fn verify(
     State(state): State<AppState>,
     client: super::sessions::ClientInfo,
+    context: AuditContext,
     ApiJson(body): ApiJson<VerifyBody>,
 ) -> Result<Response, ApiError> {
     let id = session_id("mfa_session_id", &body.mfa_session_id)?;
@@ -337,6 +351,7 @@ pub async fn verify(
     match second_factor.sessions.settle(id, correct) {
         Attempt::Accepted => {}
         Attempt::Refused { attempts_left } => {
+            challenge_failed(&state, &context, challenge.user, "login");
             return Err(ApiError::new(
                 ErrorCode::InvalidCredentials,
                 format!("wrong or already used code; {attempts_left} attempts left in this MFA session"),
@@ -352,6 +367,143 @@ pub async fn verify(
         return Err(ApiError::new(ErrorCode::Unauthenticated, "this user is blocked"));
     }
     super::sessions::start_session(&state, &user, client).await
+}
+
+/// Records a wrong second-factor code (`auth.mfa_challenge_failed`) in the background: the
+/// answer must not wait for it, and its timing must not differ from a right code's.
+pub(crate) fn challenge_failed(state: &AppState, context: &AuditContext, user: UserId, during: &str) {
+    let identity = state.identity();
+    let event = Event::new("auth.mfa_challenge_failed").on_user(user).details(serde_json::json!({"during": during}));
+    record_in_background(identity, record(identity, context, &Actor::anonymous(), event));
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = MfaStatus)]
+struct MfaStatus {
+    totp_enabled: bool,
+    /// Unused backup codes (0 while TOTP is off: codes exist only with TOTP).
+    backup_codes_remaining: u64,
+}
+
+/// `GET /v1/users/me/mfa` → `{totp_enabled, backup_codes_remaining}`.
+#[utoipa::path(
+    get,
+    path = "/v1/users/me/mfa",
+    tag = "identity",
+    responses((status = 200, body = MfaStatus)),
+    security(("bearer" = []))
+)]
+pub async fn status(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let second_factor = &state.identity().protection.second_factor;
+    let totp = second_factor.store().totp(caller.user_id).await?;
+    let totp_enabled = totp.is_some_and(|totp| totp.enabled);
+    let backup_codes_remaining =
+        if totp_enabled { second_factor.store().backup_codes_remaining(caller.user_id).await? } else { 0 };
+    second_factor.remember(caller.user_id, totp_enabled);
+    Ok(axum::Json(MfaStatus { totp_enabled, backup_codes_remaining }).into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = TotpOffBody)]
+#[serde(deny_unknown_fields)]
+pub struct DisableBody {
+    /// A current TOTP code (of a later time step than the one that earned the step-up token:
+    /// each step is accepted once) or an unused backup code.
+    pub code: String,
+}
+
+fn totp_off_conflict() -> ApiError {
+    ApiError::new(ErrorCode::Conflict, "TOTP is not enabled for this user")
+}
+
+/// `DELETE /v1/users/me/mfa/totp {code}` ★ (`mfa.disable`) → `204`.
+#[utoipa::path(
+    delete,
+    path = "/v1/users/me/mfa/totp",
+    tag = "identity",
+    request_body = DisableBody,
+    description = "Turns TOTP off: the secret is deleted and every backup code is void; step-up is no longer \
+                   asked of this user. Needs a step-up token for `mfa.disable` AND a code in the body: a TOTP \
+                   code of a later time step than the step-up's (each step is accepted once) or an unused backup \
+                   code (for a user whose device is gone). A wrong or used code is `400 INVALID_CODE` and counts \
+                   against the user's second-factor limit (`429` beyond it); TOTP not on is `409 CONFLICT`.",
+    responses((status = 204, description = "TOTP is off; the backup codes are void")),
+    security(("bearer" = []))
+)]
+pub async fn disable(
+    State(state): State<AppState>,
+    caller: Caller,
+    _step_up: StepUp<MfaDisable>,
+    context: AuditContext,
+    ApiJson(body): ApiJson<DisableBody>,
+) -> Result<Response, ApiError> {
+    check_code_shape(&body.code, Accept::TotpOrBackupCode)?;
+    let identity = state.identity();
+    let second_factor = &identity.protection.second_factor;
+    if !second_factor.store().totp(caller.user_id).await?.is_some_and(|record| record.enabled) {
+        return Err(totp_off_conflict());
+    }
+    if !second_factor.check_code(caller.user_id, &body.code, Accept::TotpOrBackupCode, identity.now()).await? {
+        challenge_failed(&state, &context, caller.user_id, "mfa.disable");
+        return Err(ApiError::new(ErrorCode::InvalidCode, "the code is wrong or already used"));
+    }
+    let entry =
+        record(identity, &context, &Actor::of(&caller), Event::new("auth.mfa_disabled").on_user(caller.user_id));
+    if !second_factor.store().disable_totp(caller.user_id, &entry).await? {
+        return Err(totp_off_conflict());
+    }
+    second_factor.remember(caller.user_id, false);
+    identity.protection.step_ups.forget_user(caller.user_id);
+    Ok(audited(StatusCode::NO_CONTENT.into_response()))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = BackupCodes)]
+struct BackupCodes {
+    /// Ten new codes, shown once; every earlier code stopped working.
+    codes: Vec<String>,
+}
+
+/// `POST /v1/users/me/mfa/backup-codes` ★ (`mfa.backup_codes`) → `200 {codes}`.
+#[utoipa::path(
+    post,
+    path = "/v1/users/me/mfa/backup-codes",
+    tag = "identity",
+    description = "Ten new backup codes, shown once; every earlier code stops working. Needs TOTP on (`409` \
+                   otherwise: backup codes belong to TOTP) and a step-up token for `mfa.backup_codes`, which is \
+                   the current code this asks for. No body.",
+    responses((status = 200, body = BackupCodes)),
+    security(("bearer" = []))
+)]
+pub async fn regenerate_backup_codes(
+    State(state): State<AppState>,
+    caller: Caller,
+    _step_up: StepUp<MfaBackupCodes>,
+    context: AuditContext,
+) -> Result<Response, ApiError> {
+    let identity = state.identity();
+    let second_factor = &identity.protection.second_factor;
+    let codes = generate_backup_codes()?;
+    let hashes: Vec<String> = codes
+        .iter()
+        .filter_map(|code| normalize_backup_code(code))
+        .map(|normalized| backup_code_hash(caller.user_id, &normalized))
+        .collect();
+    if hashes.len() != codes.len() {
+        return Err(ApiError::internal("a generated backup code did not normalise"));
+    }
+    let entry = record(
+        identity,
+        &context,
+        &Actor::of(&caller),
+        Event::new("auth.backup_codes_regenerated")
+            .on_user(caller.user_id)
+            .details(serde_json::json!({"count": codes.len()})),
+    );
+    if !second_factor.store().replace_backup_codes(caller.user_id, &hashes, &entry).await? {
+        return Err(totp_off_conflict());
+    }
+    Ok(audited(no_store(axum::Json(BackupCodes { codes }).into_response())))
 }
 
 #[cfg(test)]

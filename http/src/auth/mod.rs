@@ -10,13 +10,17 @@
 //! `api_keys.rs` (`Scoped<S>`), `rate_limit.rs` and `challenges.rs` hold their state in
 //! `protection.rs`. `sessions.rs` starts login sessions and serves logout and
 //! `/v1/users/me/sessions`; `admin_users.rs` serves `/v1/admin/users*` and
-//! `/v1/admin/permissions`.
+//! `/v1/admin/permissions`; `roles.rs` serves `/v1/admin/roles*` and role assignment.
+//! `self_service.rs` serves the self-service routes (profile, password change and reset,
+//! email verification, activity) with `codes.rs` (emailed one-time codes);
+//! `verified_email.rs` is the `TALLY_REQUIRE_VERIFIED_EMAIL` gate on money-moving routes.
 
 pub mod admin_users;
 pub mod api_keys;
 pub mod bootstrap;
 pub mod caller;
 pub mod challenges;
+pub mod codes;
 pub mod keys;
 pub mod mfa;
 pub mod password;
@@ -24,21 +28,29 @@ pub mod permissions;
 pub mod protection;
 pub mod rate_limit;
 pub mod refresh;
+pub mod roles;
 pub mod routes;
+pub mod self_service;
 pub mod sessions;
 pub mod stepup;
 pub mod tokens;
 pub mod totp;
 pub mod validate;
+pub mod verified_email;
 
 use std::sync::Arc;
 
 use tally_actors::{Clock, IdSource, RandomIds, SessionConfig, Sessions, SystemClock};
 use tally_engine::Timestamp;
+use tally_persistence::audit::AuditStore;
 use tally_persistence::open_users::UserStores;
 use tally_persistence::reads::AccountReads;
 use tally_persistence::users::UserStore;
 use tally_persistence::users::admin::AdminUserStore;
+use tally_persistence::users::roles::RoleStore;
+use tally_persistence::users::self_service::SelfServiceStore;
+
+use crate::mail::{MailConfig, MailError, Mailer};
 
 pub use caller::{Authorized, Caller};
 pub use keys::KeyRing;
@@ -60,6 +72,24 @@ pub struct Identity {
     pub sessions: Arc<Sessions>,
     /// Listing, blocking and granting for the admin-user routes.
     pub admin: Arc<dyn AdminUserStore>,
+    /// Profile, password, emailed codes, verification level.
+    pub self_service: Arc<dyn SelfServiceStore>,
+    pub roles: Arc<dyn RoleStore>,
+    /// The hash-chained audit log.
+    pub audit: Arc<dyn AuditStore>,
+    /// Outgoing mail (reset and verification codes).
+    pub mail: Arc<Mailer>,
+    /// `TALLY_REQUIRE_VERIFIED_EMAIL`, and the verified users it has seen.
+    pub email_gate: Arc<verified_email::EmailGate>,
+}
+
+/// What `tally serve` configures from the environment beyond the stores; tests set it directly.
+#[derive(Clone, Debug, Default)]
+pub struct IdentityOptions {
+    pub sessions: SessionConfig,
+    pub mail: MailConfig,
+    /// Money-moving routes answer `403 EMAIL_NOT_VERIFIED` until the caller's email is verified.
+    pub require_verified_email: bool,
 }
 
 impl std::fmt::Debug for Identity {
@@ -76,6 +106,8 @@ pub enum IdentityError {
     Passwords(String),
     #[error("session registry: {0}")]
     Sessions(#[from] std::io::Error),
+    #[error("{0}")]
+    Mail(#[from] MailError),
 }
 
 impl Identity {
@@ -101,7 +133,18 @@ impl Identity {
         ids: Arc<dyn IdSource>,
         sessions: SessionConfig,
     ) -> Result<Identity, IdentityError> {
-        let sessions = Arc::new(Sessions::start(stores.sessions.clone(), Arc::clone(&clock), sessions)?);
+        Identity::open_configured(stores, clock, ids, IdentityOptions { sessions, ..IdentityOptions::default() }).await
+    }
+
+    /// As `open_with`, with every option. Starts the mail worker on the current runtime.
+    pub async fn open_configured(
+        stores: UserStores,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdSource>,
+        options: IdentityOptions,
+    ) -> Result<Identity, IdentityError> {
+        let mail = Arc::new(Mailer::start(&options.mail)?);
+        let sessions = Arc::new(Sessions::start(stores.sessions.clone(), Arc::clone(&clock), options.sessions)?);
         let keys = KeyRing::load_or_create(stores.users.as_ref(), clock.now()).await?;
         let passwords = Passwords::new().await.map_err(IdentityError::Passwords)?;
         Ok(Identity {
@@ -114,6 +157,11 @@ impl Identity {
             ids,
             sessions,
             admin: stores.admin,
+            self_service: stores.self_service,
+            roles: stores.roles,
+            audit: stores.audit,
+            mail,
+            email_gate: Arc::new(verified_email::EmailGate::new(options.require_verified_email)),
         })
     }
 

@@ -22,14 +22,21 @@ pub enum Action {
     AmlWrite,
     UsersRead,
     UsersBlock,
+    UsersWrite,
+    UsersVerify,
     AdminUsersRead,
     AdminUsersManage,
     OpsRead,
     OpsWrite,
+    LimitsRead,
+    LimitsWrite,
+    AuditRead,
+    EventsRead,
+    WebhooksManage,
 }
 
 impl Action {
-    pub const ALL: [Action; 21] = [
+    pub const ALL: [Action; 28] = [
         Action::TransfersRead,
         Action::TransfersExecute,
         Action::TransfersReject,
@@ -47,10 +54,17 @@ impl Action {
         Action::AmlWrite,
         Action::UsersRead,
         Action::UsersBlock,
+        Action::UsersWrite,
+        Action::UsersVerify,
         Action::AdminUsersRead,
         Action::AdminUsersManage,
         Action::OpsRead,
         Action::OpsWrite,
+        Action::LimitsRead,
+        Action::LimitsWrite,
+        Action::AuditRead,
+        Action::EventsRead,
+        Action::WebhooksManage,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -72,10 +86,17 @@ impl Action {
             Action::AmlWrite => "aml:write",
             Action::UsersRead => "users:read",
             Action::UsersBlock => "users:block",
+            Action::UsersWrite => "users:write",
+            Action::UsersVerify => "users:verify",
             Action::AdminUsersRead => "admin_users:read",
             Action::AdminUsersManage => "admin_users:manage",
             Action::OpsRead => "ops:read",
             Action::OpsWrite => "ops:write",
+            Action::LimitsRead => "limits:read",
+            Action::LimitsWrite => "limits:write",
+            Action::AuditRead => "audit:read",
+            Action::EventsRead => "events:read",
+            Action::WebhooksManage => "webhooks:manage",
         }
     }
 
@@ -96,12 +117,19 @@ impl Action {
             Action::TransferTypesWrite => "Enable, disable and limit transfer types",
             Action::AmlRead => "See AML flags",
             Action::AmlWrite => "See and change AML rules, resolve flags",
-            Action::UsersRead => "See users",
-            Action::UsersBlock => "Block and unblock users",
-            Action::AdminUsersRead => "See admins and the permission catalog",
-            Action::AdminUsersManage => "Create admins and grant or revoke permissions",
+            Action::UsersRead => "See users: search, count, one user with roles and sessions",
+            Action::UsersBlock => "Block and unblock users, end their sessions",
+            Action::UsersWrite => "Edit users' profiles and send them a password reset",
+            Action::UsersVerify => "Set users' verification level",
+            Action::AdminUsersRead => "See admins, roles and the permission catalog",
+            Action::AdminUsersManage => "Create admins, grant or revoke permissions, manage and assign roles",
             Action::OpsRead => "See actor and journal health",
             Action::OpsWrite => "Act on actors: release a quarantined one",
+            Action::LimitsRead => "See the transfer limits of each verification level",
+            Action::LimitsWrite => "Set the transfer limits of each verification level",
+            Action::AuditRead => "Read the audit log and its chain head",
+            Action::EventsRead => "Read the event feed",
+            Action::WebhooksManage => "Create, change, delete and replay webhook subscriptions",
         }
     }
 
@@ -146,10 +174,17 @@ permissions! {
     AmlWrite => AmlWrite,
     UsersRead => UsersRead,
     UsersBlock => UsersBlock,
+    UsersWrite => UsersWrite,
+    UsersVerify => UsersVerify,
     AdminUsersRead => AdminUsersRead,
     AdminUsersManage => AdminUsersManage,
     OpsRead => OpsRead,
     OpsWrite => OpsWrite,
+    LimitsRead => LimitsRead,
+    LimitsWrite => LimitsWrite,
+    AuditRead => AuditRead,
+    EventsRead => EventsRead,
+    WebhooksManage => WebhooksManage,
 }
 
 #[cfg(test)]

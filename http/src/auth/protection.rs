@@ -7,7 +7,7 @@ use tally_persistence::users::mfa::MfaStore;
 
 use super::api_keys::ApiKeys;
 use super::mfa::SecondFactor;
-use super::rate_limit::{LoginLimits, RequestLimiter};
+use super::rate_limit::{LoginLimits, RequestLimiter, SelfServiceLimits};
 use super::stepup::StepUps;
 
 #[derive(Debug)]
@@ -18,6 +18,8 @@ pub struct Protection {
     pub logins: LoginLimits,
     /// Requests per caller (`TALLY_RATE_LIMIT_PER_SECOND`).
     pub requests: RequestLimiter,
+    /// Password resets, emailed codes, verification mails, password changes.
+    pub self_service: SelfServiceLimits,
 }
 
 impl Protection {
@@ -28,6 +30,7 @@ impl Protection {
             api_keys: ApiKeys::new(store),
             logins: LoginLimits::default(),
             requests: RequestLimiter::default(),
+            self_service: SelfServiceLimits::default(),
         }
     }
 }

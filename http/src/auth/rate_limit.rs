@@ -174,6 +174,57 @@ impl LoginLimits {
     }
 }
 
+/// Password-reset requests per address within `LOGIN_FAILURE_WINDOW`, counted whether or not
+/// the address names a user (so the limit itself says nothing): a person asks once or twice;
+/// beyond five, someone is using Tally to flood an inbox.
+pub const RESET_REQUESTS_PER_EMAIL_MAX: u32 = 5;
+
+/// Password-reset requests per client ip within the window: a sweep of addresses from one
+/// place is stopped, an office behind one NAT still has room.
+pub const RESET_REQUESTS_PER_IP_MAX: u32 = 20;
+
+/// Wrong emailed codes per client ip within the window, across addresses: each code allows
+/// only `CODE_ATTEMPTS_MAX` tries, and this stops one client spreading guesses over many.
+pub const WRONG_CODES_PER_IP_MAX: u32 = 20;
+
+/// Verification mails a user may ask for within the window.
+pub const VERIFICATION_REQUESTS_PER_USER_MAX: u32 = 5;
+
+/// Wrong current passwords per user within the window when changing the password: a stolen
+/// access token must not become an online password oracle.
+pub const WRONG_PASSWORDS_PER_USER_MAX: u32 = 5;
+
+/// The limits of the self-service routes (each a fixed window of `LOGIN_FAILURE_WINDOW`).
+#[derive(Debug)]
+pub struct SelfServiceLimits {
+    pub reset_requests_by_email: FailureLimiter,
+    pub reset_requests_by_ip: FailureLimiter,
+    pub wrong_codes_by_ip: FailureLimiter,
+    pub verification_requests_by_user: FailureLimiter,
+    pub wrong_passwords_by_user: FailureLimiter,
+}
+
+impl Default for SelfServiceLimits {
+    fn default() -> Self {
+        let limiter = |max| FailureLimiter::new(max, LOGIN_FAILURE_WINDOW);
+        SelfServiceLimits {
+            reset_requests_by_email: limiter(RESET_REQUESTS_PER_EMAIL_MAX),
+            reset_requests_by_ip: limiter(RESET_REQUESTS_PER_IP_MAX),
+            wrong_codes_by_ip: limiter(WRONG_CODES_PER_IP_MAX),
+            verification_requests_by_user: limiter(VERIFICATION_REQUESTS_PER_USER_MAX),
+            wrong_passwords_by_user: limiter(WRONG_PASSWORDS_PER_USER_MAX),
+        }
+    }
+}
+
+/// `429` if any of `checks` (limiter, key) has used up its count.
+pub fn check_all(checks: &[(&FailureLimiter, &str)], now: Timestamp, detail: &str) -> Result<(), ApiError> {
+    match checks.iter().filter_map(|(limiter, key)| limiter.blocked_for(key, now)).max() {
+        Some(wait) => Err(rate_limited(detail, wait)),
+        None => Ok(()),
+    }
+}
+
 /// The peer address of the connection (`ConnectInfo`), or `None` where the server was started
 /// without it. `X-Forwarded-For` is not trusted: Tally does not know its proxies, and a client
 /// could name any address in it.
@@ -181,7 +232,7 @@ impl LoginLimits {
 pub struct ClientIp(pub Option<IpAddr>);
 
 impl ClientIp {
-    fn key(self) -> String {
+    pub fn key(self) -> String {
         self.0.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
     }
 }

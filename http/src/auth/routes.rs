@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tally_actors::sessions::reason as session_reason;
 use tally_engine::{ErrorCode, UserId};
 use tally_persistence::users::{CreateUserError, RefreshUse, User, UserStatus};
@@ -17,6 +18,7 @@ use super::refresh;
 use super::sessions::{ClientInfo, start_session};
 use super::tokens::ACCESS_TOKEN_TTL;
 use super::validate::{check_email, check_name};
+use crate::audit::{Actor, AuditContext, Event, record, record_in_background};
 use crate::json::ApiJson;
 use crate::problem::{ApiError, FieldError};
 use crate::state::AppState;
@@ -48,6 +50,7 @@ struct Registered {
 )]
 pub async fn register(
     State(state): State<AppState>,
+    context: AuditContext,
     ApiJson(body): ApiJson<RegisterBody>,
 ) -> Result<Response, ApiError> {
     let checks = [
@@ -68,17 +71,17 @@ pub async fn register(
     }
     let identity = state.identity();
     let password_hash = identity.passwords.hash(body.password).await?;
-    let user = User {
-        id: UserId::from_uuid(identity.ids.next_uuid()),
-        email: body.email.trim().to_owned(),
+    let user = User::new(
+        UserId::from_uuid(identity.ids.next_uuid()),
+        body.email.trim().to_owned(),
         password_hash,
-        first_name: body.first_name.trim().to_owned(),
-        last_name: body.last_name.trim().to_owned(),
-        status: UserStatus::Active,
-        permissions: Default::default(),
-        created_at: identity.now(),
-    };
-    match identity.users.create_user(&user).await {
+        body.first_name.trim().to_owned(),
+        body.last_name.trim().to_owned(),
+        Default::default(),
+        identity.now(),
+    );
+    let entry = record(identity, &context, &Actor::anonymous(), Event::new("auth.registered").on_user(user.id));
+    match identity.users.create_user(&user, &entry).await {
         Ok(()) => {
             let body = Registered { user_id: user.id.to_string() };
             Ok((StatusCode::CREATED, axum::Json(body)).into_response())
@@ -154,6 +157,7 @@ pub async fn login(
     State(state): State<AppState>,
     ip: ClientIp,
     client: ClientInfo,
+    context: AuditContext,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
     let identity = state.identity();
@@ -182,8 +186,24 @@ pub async fn login(
     let user = identity.users.user_by_email(&body.identifier).await?;
     let verified =
         identity.passwords.verify(body.password, user.as_ref().map(|user| user.password_hash.clone())).await?;
-    let Some(user) = user.filter(|_| verified) else { return Err(refused()) };
+    let user = match user {
+        Some(user) if verified => user,
+        known => {
+            // A wrong password for a real user is a security event of theirs. It is written
+            // in the background, so the answer takes as long as for an unknown address (for
+            // which nothing is written: there is nobody to attach it to, and the identifier
+            // may be anything, even a mistyped password).
+            if let Some(user) = known {
+                let event =
+                    Event::new("auth.login_failed").on_user(user.id).details(json!({"reason": "wrong_password"}));
+                record_in_background(identity, record(identity, &context, &Actor::anonymous(), event));
+            }
+            return Err(refused());
+        }
+    };
     if user.status != UserStatus::Active {
+        let event = Event::new("auth.login_failed").on_user(user.id).details(json!({"reason": "user_blocked"}));
+        record_in_background(identity, record(identity, &context, &Actor::anonymous(), event));
         return Err(ApiError::new(ErrorCode::Unauthenticated, "this user is blocked"));
     }
     limits.record_success(&identifier);
@@ -209,13 +229,29 @@ pub struct RefreshBody {
     request_body = RefreshBody,
     responses((status = 200, body = TokenPair))
 )]
-pub async fn refresh(State(state): State<AppState>, ApiJson(body): ApiJson<RefreshBody>) -> Result<Response, ApiError> {
+pub async fn refresh(
+    State(state): State<AppState>,
+    context: AuditContext,
+    ApiJson(body): ApiJson<RefreshBody>,
+) -> Result<Response, ApiError> {
     let identity = state.identity();
     let refused = || ApiError::new(ErrorCode::Unauthenticated, "refresh token invalid, expired or already used");
     let (user_id, family) = match refresh::spend(identity.users.as_ref(), &body.refresh_token, identity.now()).await? {
         RefreshUse::Spent { user_id, family_id } => (user_id, family_id),
         RefreshUse::Reused { family_id } => {
-            identity.sessions.terminate(family_id, session_reason::REFRESH_TOKEN_REUSED).await?;
+            // A replayed refresh token is a stolen one, or a client gone wrong: its session ends,
+            // and the owner sees it in their activity.
+            let why = session_reason::REFRESH_TOKEN_REUSED;
+            if identity.sessions.terminate(family_id, why).await?
+                && let Some(owner) = identity.sessions.owner(family_id).await?
+            {
+                let event = Event::new("auth.session_ended")
+                    .target("session", family_id)
+                    .subject(owner)
+                    .details(json!({"session_id": family_id.to_string(), "reason": why}));
+                crate::audit::record_after_change(identity, record(identity, &context, &Actor::anonymous(), event))
+                    .await;
+            }
             return Err(refused());
         }
         RefreshUse::Invalid => return Err(refused()),
@@ -245,20 +281,45 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct Mfa {
-    totp_enabled: bool,
+pub(crate) struct Mfa {
+    pub(crate) totp_enabled: bool,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct Me {
+pub(crate) struct Me {
     user_id: String,
     email: String,
+    /// Whether the user proved the address with an emailed code
+    /// (`POST /v1/users/me/email/verification`).
+    email_verified: bool,
     first_name: String,
     last_name: String,
+    /// E.164 (`+` and 7 to 15 digits), or `null`.
+    phone: Option<String>,
     status: &'static str,
+    /// What an admin verified of the person: `none`, `basic`, `verified` or `enhanced`.
+    verification_level: &'static str,
     mfa: Mfa,
+    /// Every admin action the user holds, directly or through a role.
     permissions: Vec<String>,
     created_at: String,
+}
+
+/// The `/v1/users/me` view of `user`.
+pub(crate) async fn me_view(state: &AppState, user: User) -> Result<Me, ApiError> {
+    Ok(Me {
+        user_id: user.id.to_string(),
+        email_verified: user.email_verified_at.is_some(),
+        permissions: user.effective_permissions().into_iter().collect(),
+        mfa: Mfa { totp_enabled: state.identity().protection.second_factor.totp_enabled(user.id).await? },
+        created_at: rfc3339(user.created_at)?,
+        status: user.status.as_str(),
+        verification_level: user.verification_level.as_str(),
+        email: user.email,
+        first_name: user.first_name,
+        last_name: user.last_name,
+        phone: user.phone,
+    })
 }
 
 /// `GET /v1/users/me`.
@@ -276,15 +337,5 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Respons
         .user_by_id(caller.user_id)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "the token's user no longer exists"))?;
-    let me = Me {
-        user_id: user.id.to_string(),
-        email: user.email,
-        first_name: user.first_name,
-        last_name: user.last_name,
-        status: user.status.as_str(),
-        mfa: Mfa { totp_enabled: state.identity().protection.second_factor.totp_enabled(user.id).await? },
-        permissions: user.permissions.into_iter().collect(),
-        created_at: rfc3339(user.created_at)?,
-    };
-    Ok(axum::Json(me).into_response())
+    Ok(axum::Json(me_view(&state, user).await?).into_response())
 }

@@ -1,9 +1,14 @@
 //! Login sessions over HTTP: starting one (`start_session`, called by login and, after a
-//! second factor, by MFA verification), `POST /v1/auth/logout`, `GET /v1/users/me/sessions`
-//! and `DELETE /v1/users/me/sessions/{session_id}`.
+//! second factor, by MFA verification), `POST /v1/auth/logout`, `GET /v1/users/me/sessions`,
+//! `DELETE /v1/users/me/sessions/{session_id}`, `DELETE /v1/users/me/sessions` (every other
+//! one), and `end_sessions`, which password changes and resets and the admin routes use.
 //!
 //! The sessions themselves are `SessionActor`s behind `tally_actors::Sessions`; a session's id
-//! is the `sid` of its access tokens and the family id of its refresh tokens.
+//! is the `sid` of its access tokens and the family id of its refresh tokens. Ending one sets
+//! its `ended` flag before anything is stored, so its tokens are refused at once, on the very
+//! next request. Each ended session is then an `auth.session_ended` audit entry, written after
+//! the session actor stored the revocation (the actor owns that write, so the entry cannot
+//! share its transaction).
 
 use std::net::SocketAddr;
 
@@ -21,6 +26,7 @@ use tally_persistence::users::{User, UserStatus};
 
 use super::caller::Caller;
 use super::routes::token_pair;
+use crate::audit::{Actor, AuditContext, Event, audited, record, record_after_change};
 use crate::input::IdPath;
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -61,12 +67,69 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
     }
 }
 
+/// Why a session ended, beyond `tally_actors::sessions::reason` (stored as `revoked_reason`).
+pub mod end_reason {
+    pub const PASSWORD_CHANGED: &str = "password_changed";
+    pub const PASSWORD_RESET: &str = "password_reset";
+    pub const ENDED_BY_USER: &str = "ended_by_user";
+    pub const ENDED_BY_ADMIN: &str = "ended_by_admin";
+    pub const PASSWORD_RESET_BY_ADMIN: &str = "password_reset_by_admin";
+}
+
+/// Ends every live session of `user` except `keep`, each refusing its tokens at once, and
+/// records one `auth.session_ended` entry per session ended (by `actor`, in `context`).
+/// Returns how many ended.
+pub async fn end_sessions(
+    state: &AppState,
+    user: uuid::Uuid,
+    keep: Option<uuid::Uuid>,
+    why: &'static str,
+    actor: &Actor,
+    context: &AuditContext,
+) -> Result<usize, ApiError> {
+    let identity = state.identity();
+    let user = tally_engine::UserId::from_uuid(user);
+    let mut ended = 0;
+    for session in identity.sessions.live_of(user).await? {
+        if Some(session.id) == keep {
+            continue;
+        }
+        if identity.sessions.terminate(session.id, why).await? {
+            ended += 1;
+            record_session_end(state, user, session.id, why, actor, context).await;
+        }
+    }
+    Ok(ended)
+}
+
+/// The `auth.session_ended` entry of one session, after its end is stored.
+async fn record_session_end(
+    state: &AppState,
+    user: tally_engine::UserId,
+    session: uuid::Uuid,
+    why: &str,
+    actor: &Actor,
+    context: &AuditContext,
+) {
+    let identity = state.identity();
+    let event = Event::new("auth.session_ended")
+        .target("session", session)
+        .subject(user)
+        .details(serde_json::json!({"session_id": session.to_string(), "reason": why}));
+    record_after_change(identity, record(identity, context, actor, event)).await;
+}
+
 /// Starts a login session for `user` (whose credentials, and second factor if any, the caller
 /// has checked) and answers with its token pair. Ends the user's oldest sessions beyond the
 /// per-user bound first.
 pub async fn start_session(state: &AppState, user: &User, client: ClientInfo) -> Result<Response, ApiError> {
     let identity = state.identity();
     let session_id = identity.ids.next_uuid();
+    let context = AuditContext {
+        request_id: crate::problem::request_id(),
+        ip: client.ip.clone(),
+        user_agent: client.user_agent.clone(),
+    };
     identity.sessions.start_session(session_id, user.id, client.ip, client.user_agent).await?;
     // An admin may have blocked the user since the caller read them: blocking ends the
     // sessions it finds, and this one may have been stored just after. Look again.
@@ -75,6 +138,11 @@ pub async fn start_session(state: &AppState, user: &User, client: ClientInfo) ->
         identity.sessions.terminate(session_id, reason::USER_BLOCKED).await?;
         return Err(ApiError::new(ErrorCode::Unauthenticated, "this user is blocked"));
     }
+    // Recorded before the tokens are handed out: a login the log does not show never got any.
+    let event = Event::new("auth.login_succeeded")
+        .on_user(user.id)
+        .details(serde_json::json!({"session_id": session_id.to_string()}));
+    identity.audit.append(&record(identity, &context, &Actor::user(user.id), event)).await?;
     token_pair(state, user.id, session_id).await
 }
 
@@ -87,10 +155,16 @@ pub async fn start_session(state: &AppState, user: &User, client: ClientInfo) ->
     responses((status = 204, description = "The session ended; its tokens stop working at once")),
     security(("bearer" = []))
 )]
-pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+pub async fn logout(
+    State(state): State<AppState>,
+    caller: Caller,
+    context: AuditContext,
+) -> Result<Response, ApiError> {
     // `Caller` refuses API keys, so a bearer caller always has a session.
     let session = caller.session_id.ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "no login session"))?;
-    state.identity().sessions.terminate(session, reason::LOGOUT).await?;
+    if state.identity().sessions.terminate(session, reason::LOGOUT).await? {
+        record_session_end(&state, caller.user_id, session, reason::LOGOUT, &Actor::of(&caller), &context).await;
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -143,11 +217,55 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Respo
     responses((status = 204, description = "The session ended; its tokens stop working at once")),
     security(("bearer" = []))
 )]
-pub async fn delete(State(state): State<AppState>, caller: Caller, IdPath(id): IdPath) -> Result<Response, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    context: AuditContext,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
     let sessions = &state.identity().sessions;
     if sessions.owner(id).await? != Some(caller.user_id) {
         return Err(ApiError::not_found("session"));
     }
-    sessions.terminate(id, reason::DELETED).await?;
+    if sessions.terminate(id, reason::DELETED).await? {
+        record_session_end(&state, caller.user_id, id, reason::DELETED, &Actor::of(&caller), &context).await;
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = SessionsEnded)]
+pub(crate) struct Ended {
+    /// How many sessions this request ended.
+    pub(crate) ended: usize,
+}
+
+/// `DELETE /v1/users/me/sessions` → `200 {ended}`: every session of the caller but the one
+/// asking ends at once (their tokens are refused from the next request).
+#[utoipa::path(
+    delete,
+    path = "/v1/users/me/sessions",
+    tag = "identity",
+    description = "Ends every session of the caller except the current one, at once: their access tokens are \
+                   refused from the next request and their refresh tokens are revoked. Answers how many ended \
+                   (0 when there were no others). Each ended session is an `auth.session_ended` entry of the \
+                   caller's activity.",
+    responses((status = 200, body = Ended)),
+    security(("bearer" = []))
+)]
+pub async fn end_others(
+    State(state): State<AppState>,
+    caller: Caller,
+    context: AuditContext,
+) -> Result<Response, ApiError> {
+    let ended = end_sessions(
+        &state,
+        caller.user_id.as_uuid(),
+        caller.session_id,
+        end_reason::ENDED_BY_USER,
+        &Actor::of(&caller),
+        &context,
+    )
+    .await?;
+    Ok(audited(axum::Json(Ended { ended }).into_response()))
 }

@@ -84,6 +84,15 @@ operations! {
     AdjustmentsCreate = "adjustments.create";
     /// `POST /v1/crypto/withdrawals`.
     WithdrawalsCreate = "withdrawals.create";
+    /// `POST /v1/users/me/password`.
+    PasswordChange = "password.change";
+    /// `DELETE /v1/users/me/mfa/totp`.
+    MfaDisable = "mfa.disable";
+    /// `POST /v1/users/me/mfa/backup-codes`.
+    MfaBackupCodes = "mfa.backup_codes";
+    /// The webhook subscription routes (`POST /v1/admin/webhooks`), built by another issue:
+    /// the type exists so clients and that work share one list.
+    WebhooksManage = "webhooks.manage";
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -129,6 +138,12 @@ impl StepUps {
             return false;
         }
         grant.user == user && grant.operation == operation
+    }
+
+    /// Forgets every step-up token of `user` (their TOTP was turned off: tokens earned with
+    /// the old device must not outlive it if TOTP is turned on again).
+    pub fn forget_user(&self, user: UserId) {
+        self.grants.retain(|_, grant| grant.user != user);
     }
 }
 
@@ -208,6 +223,7 @@ struct Granted {
 pub async fn verify(
     State(state): State<AppState>,
     caller: Caller,
+    context: crate::audit::AuditContext,
     ApiJson(body): ApiJson<VerifyBody>,
 ) -> Result<Response, ApiError> {
     let id = session_id("step_up_session_id", &body.step_up_session_id)?;
@@ -226,6 +242,7 @@ pub async fn verify(
     let Purpose::StepUp(operation) = challenge.purpose else { return Err(ApiError::not_found("step-up session")) };
     let correct = protection.second_factor.check_code(caller.user_id, &body.code, Accept::TotpOnly, now).await?;
     if let Attempt::Refused { attempts_left } = protection.step_ups.sessions.settle(id, correct) {
+        super::mfa::challenge_failed(&state, &context, caller.user_id, "step_up");
         return Err(ApiError::new(
             ErrorCode::InvalidCredentials,
             format!("wrong or already used code; {attempts_left} attempts left in this step-up session"),

@@ -1,8 +1,11 @@
 //! Access tokens: RS256 JWTs with the signing key's `kid` in the header, 15 minutes long.
 //!
 //! Verification accepts exactly one algorithm (RS256), only a `kid` Tally published, only its
-//! issuer and audience, and only an unexpired token by Tally's clock. Anything else is
-//! `401 UNAUTHENTICATED`, without saying which check failed.
+//! issuer and audience, and only an unexpired token by Tally's clock. A token that passes
+//! every check but has expired is `401 TOKEN_EXPIRED`, so a client knows to refresh rather
+//! than log in again (API.md 1.1); anything else is `401 UNAUTHENTICATED`, without saying
+//! which check failed. Expiry is told apart only after the signature verified: a forged
+//! token never learns whether its claims would have been accepted.
 //!
 //! A verified token is cached by its SHA-256 until it expires, so a client sending the same
 //! token on every request pays one RSA verify, not one per request (DESIGN.md §7). A tampered
@@ -104,7 +107,11 @@ impl std::fmt::Debug for Tokens {
 }
 
 fn unauthenticated() -> ApiError {
-    ApiError::new(ErrorCode::Unauthenticated, "missing, malformed, expired or invalid access token")
+    ApiError::new(ErrorCode::Unauthenticated, "missing, malformed or invalid access token")
+}
+
+fn expired() -> ApiError {
+    ApiError::new(ErrorCode::TokenExpired, "the access token has expired; refresh it")
 }
 
 impl Tokens {
@@ -163,7 +170,7 @@ impl Tokens {
                 return Ok(hit);
             }
             self.verified.remove(&digest);
-            return Err(unauthenticated());
+            return Err(expired());
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| unauthenticated())?;
         if header.alg != Algorithm::RS256 {
@@ -174,7 +181,7 @@ impl Tokens {
             .map_err(|_| unauthenticated())?;
         let claims = data.claims;
         if claims.exp <= now_secs {
-            return Err(unauthenticated());
+            return Err(expired());
         }
         let user = uuid::Uuid::parse_str(&claims.sub).map(UserId::from_uuid).map_err(|_| unauthenticated())?;
         let session = uuid::Uuid::parse_str(&claims.sid).map_err(|_| unauthenticated())?;
@@ -244,8 +251,9 @@ mod tests {
         assert_eq!(tokens.verify(&token, NOW).unwrap(), user, "from the cache");
         assert_eq!(tokens.verify_session(&token, NOW).unwrap().session, Uuid::from_u128(7), "the session rides along");
         let expiry = Timestamp::from_micros(NOW.as_micros() + ACCESS_TOKEN_TTL.as_micros() as i64);
-        assert!(tokens.verify(&token, expiry).is_err(), "expired, even though cached");
-        assert!(tokens.verify(&token, expiry).is_err(), "and after eviction too");
+        let code = |result: Result<UserId, ApiError>| result.err().map(|error| error.code);
+        assert_eq!(code(tokens.verify(&token, expiry)), Some(ErrorCode::TokenExpired), "expired, even though cached");
+        assert_eq!(code(tokens.verify(&token, expiry)), Some(ErrorCode::TokenExpired), "and after eviction too");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use tally_engine::{Timestamp, UserId};
 use uuid::Uuid;
 
+use crate::audit::AuditRecord;
 use crate::store::StoreError;
 
 /// A user's TOTP secret as stored.
@@ -68,8 +69,32 @@ pub trait MfaStore: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 
     /// Enables the pending TOTP secret if it is still exactly `secret`, recording `step` as
-    /// used. False if there is no such pending secret (confirmed already, or replaced).
-    async fn enable_totp(&self, user: UserId, secret: &[u8], step: i64, now: Timestamp) -> Result<bool, StoreError>;
+    /// used, and appends `audit`. False if there is no such pending secret (confirmed already,
+    /// or replaced); nothing is audited then.
+    async fn enable_totp(
+        &self,
+        user: UserId,
+        secret: &[u8],
+        step: i64,
+        now: Timestamp,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
+
+    /// Turns TOTP off: deletes the secret (enabled or pending) and every backup code, and
+    /// appends `audit`. False (nothing audited) if TOTP was not enabled.
+    async fn disable_totp(&self, user: UserId, audit: &AuditRecord) -> Result<bool, StoreError>;
+
+    /// Replaces every backup code of a user whose TOTP is enabled with `backup_code_hashes`,
+    /// and appends `audit`. False (nothing changed) if TOTP is not enabled.
+    async fn replace_backup_codes(
+        &self,
+        user: UserId,
+        backup_code_hashes: &[String],
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
+
+    /// Unused backup codes of the user.
+    async fn backup_codes_remaining(&self, user: UserId) -> Result<u64, StoreError>;
 
     /// Accepts time step `step` for the enabled secret if it is later than the last accepted
     /// one, atomically; false for a replayed or older step (or no enabled TOTP).
@@ -79,7 +104,8 @@ pub trait MfaStore: Send + Sync + 'static {
     /// spent, or the user's TOTP is not enabled.
     async fn use_backup_code(&self, user: UserId, code_hash: &str, now: Timestamp) -> Result<bool, StoreError>;
 
-    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    /// Stores the key and appends `audit`, in one transaction.
+    async fn insert_api_key(&self, key: &ApiKeyRecord, audit: &AuditRecord) -> Result<(), StoreError>;
 
     /// The user's keys, oldest first, at most `limit`.
     async fn api_keys_of(&self, user: UserId, limit: u32) -> Result<Vec<ApiKeyRecord>, StoreError>;
@@ -88,9 +114,9 @@ pub trait MfaStore: Send + Sync + 'static {
 
     async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
 
-    /// Deletes the user's key `id`, returning its hash (to evict it from caches); `None` if
-    /// the user has no such key.
-    async fn delete_api_key(&self, user: UserId, id: Uuid) -> Result<Option<String>, StoreError>;
+    /// Deletes the user's key `id` and appends `audit`, returning its hash (to evict it from
+    /// caches); `None` (nothing audited) if the user has no such key.
+    async fn delete_api_key(&self, user: UserId, id: Uuid, audit: &AuditRecord) -> Result<Option<String>, StoreError>;
 }
 
 /// Scopes as stored: one space-separated column.

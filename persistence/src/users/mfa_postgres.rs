@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::mfa::{ApiKeyRecord, MfaStore, TotpRecord, scopes_from_db, scopes_to_db};
 use super::postgres::{PgUserStore, classify};
+use crate::audit::AuditRecord;
 use crate::store::StoreError;
 
 fn api_key_from_row(row: &PgRow) -> Result<ApiKeyRecord, StoreError> {
@@ -88,9 +89,18 @@ impl MfaStore for PgUserStore {
         .await
     }
 
-    async fn enable_totp(&self, user: UserId, secret: &[u8], step: i64, now: Timestamp) -> Result<bool, StoreError> {
+    async fn enable_totp(
+        &self,
+        user: UserId,
+        secret: &[u8],
+        step: i64,
+        now: Timestamp,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
         let secret = secret.to_vec();
+        let audit = audit.clone();
         self.run(move |pool| async move {
+            let mut transaction = pool.begin().await.map_err(classify)?;
             let updated = sqlx::query(
                 "UPDATE user_totp SET enabled_at = $3, last_used_step = $4
                  WHERE user_id = $1 AND secret = $2 AND enabled_at IS NULL",
@@ -99,10 +109,90 @@ impl MfaStore for PgUserStore {
             .bind(&secret)
             .bind(now.as_micros())
             .bind(step)
-            .execute(&pool)
+            .execute(&mut *transaction)
             .await
             .map_err(classify)?;
-            Ok(updated.rows_affected() == 1)
+            if updated.rows_affected() != 1 {
+                return Ok(false);
+            }
+            crate::audit::postgres::append(&mut transaction, &audit).await?;
+            transaction.commit().await.map_err(classify)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn disable_totp(&self, user: UserId, audit: &AuditRecord) -> Result<bool, StoreError> {
+        let audit = audit.clone();
+        self.run(move |pool| async move {
+            let mut transaction = pool.begin().await.map_err(classify)?;
+            let deleted = sqlx::query("DELETE FROM user_totp WHERE user_id = $1 AND enabled_at IS NOT NULL")
+                .bind(user.as_uuid())
+                .execute(&mut *transaction)
+                .await
+                .map_err(classify)?;
+            if deleted.rows_affected() != 1 {
+                return Ok(false);
+            }
+            sqlx::query("DELETE FROM user_backup_codes WHERE user_id = $1")
+                .bind(user.as_uuid())
+                .execute(&mut *transaction)
+                .await
+                .map_err(classify)?;
+            crate::audit::postgres::append(&mut transaction, &audit).await?;
+            transaction.commit().await.map_err(classify)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn replace_backup_codes(
+        &self,
+        user: UserId,
+        backup_code_hashes: &[String],
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let hashes = backup_code_hashes.to_vec();
+        let audit = audit.clone();
+        self.run(move |pool| async move {
+            let mut transaction = pool.begin().await.map_err(classify)?;
+            // The TOTP row's lock keeps a concurrent disable from leaving codes without TOTP.
+            let enabled =
+                sqlx::query("SELECT 1 FROM user_totp WHERE user_id = $1 AND enabled_at IS NOT NULL FOR UPDATE")
+                    .bind(user.as_uuid())
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(classify)?;
+            if enabled.is_none() {
+                return Ok(false);
+            }
+            sqlx::query("DELETE FROM user_backup_codes WHERE user_id = $1")
+                .bind(user.as_uuid())
+                .execute(&mut *transaction)
+                .await
+                .map_err(classify)?;
+            sqlx::query("INSERT INTO user_backup_codes (user_id, code_hash) SELECT $1, UNNEST($2::text[])")
+                .bind(user.as_uuid())
+                .bind(&hashes)
+                .execute(&mut *transaction)
+                .await
+                .map_err(classify)?;
+            crate::audit::postgres::append(&mut transaction, &audit).await?;
+            transaction.commit().await.map_err(classify)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn backup_codes_remaining(&self, user: UserId) -> Result<u64, StoreError> {
+        self.run(move |pool| async move {
+            let count: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM user_backup_codes WHERE user_id = $1 AND used_at IS NULL")
+                    .bind(user.as_uuid())
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(classify)?;
+            Ok(u64::try_from(count).unwrap_or(0))
         })
         .await
     }
@@ -142,9 +232,11 @@ impl MfaStore for PgUserStore {
         .await
     }
 
-    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+    async fn insert_api_key(&self, key: &ApiKeyRecord, audit: &AuditRecord) -> Result<(), StoreError> {
         let key = key.clone();
+        let audit = audit.clone();
         self.run(move |pool| async move {
+            let mut transaction = pool.begin().await.map_err(classify)?;
             sqlx::query(
                 "INSERT INTO api_keys (id, user_id, name, key_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
             )
@@ -154,9 +246,11 @@ impl MfaStore for PgUserStore {
             .bind(&key.key_hash)
             .bind(scopes_to_db(&key.scopes))
             .bind(key.created_at.as_micros())
-            .execute(&pool)
+            .execute(&mut *transaction)
             .await
             .map_err(classify)?;
+            crate::audit::postgres::append(&mut transaction, &audit).await?;
+            transaction.commit().await.map_err(classify)?;
             Ok(())
         })
         .await
@@ -202,14 +296,23 @@ impl MfaStore for PgUserStore {
         .await
     }
 
-    async fn delete_api_key(&self, user: UserId, id: Uuid) -> Result<Option<String>, StoreError> {
+    async fn delete_api_key(&self, user: UserId, id: Uuid, audit: &AuditRecord) -> Result<Option<String>, StoreError> {
+        let audit = audit.clone();
         self.run(move |pool| async move {
-            sqlx::query_scalar("DELETE FROM api_keys WHERE id = $1 AND user_id = $2 RETURNING key_hash")
-                .bind(id)
-                .bind(user.as_uuid())
-                .fetch_optional(&pool)
-                .await
-                .map_err(classify)
+            let mut transaction = pool.begin().await.map_err(classify)?;
+            let hash: Option<String> =
+                sqlx::query_scalar("DELETE FROM api_keys WHERE id = $1 AND user_id = $2 RETURNING key_hash")
+                    .bind(id)
+                    .bind(user.as_uuid())
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(classify)?;
+            if hash.is_none() {
+                return Ok(None);
+            }
+            crate::audit::postgres::append(&mut transaction, &audit).await?;
+            transaction.commit().await.map_err(classify)?;
+            Ok(hash)
         })
         .await
     }

@@ -1,4 +1,5 @@
-//! Identity storage: users, their permission actions, the JWT signing keys, and refresh tokens.
+//! Identity storage: users, their permission actions and roles, the JWT signing keys, refresh
+//! tokens, emailed codes and the audit log's identity entries.
 //!
 //! The `UserStore` trait has a Postgres and an SQLite implementation. Each opens its own
 //! connection pool on the *same database* as the ledger store (the same `TALLY_DATABASE_URL`),
@@ -11,6 +12,11 @@
 //! Nothing here decides policy (password rules, token lifetimes, the permission catalog): the
 //! HTTP layer does. The store keeps what it is given and enforces only what a database must:
 //! one user per normalized email, one signing key per generation, single use of a refresh token.
+//!
+//! **Every change is audited in its own transaction.** Each method that changes identity data
+//! takes the `AuditRecord` describing it and appends it to the audit log inside the same
+//! transaction (`audit::postgres::append`, `audit::sqlite::append`), so a change and its entry
+//! commit together or not at all. SQLite transactions that change anything begin `IMMEDIATE`.
 
 pub mod admin;
 mod admin_postgres;
@@ -19,6 +25,12 @@ pub mod mfa;
 mod mfa_postgres;
 mod mfa_sqlite;
 pub mod postgres;
+pub mod roles;
+mod roles_postgres;
+mod roles_sqlite;
+pub mod self_service;
+mod self_service_postgres;
+mod self_service_sqlite;
 pub mod sqlite;
 
 use std::collections::BTreeSet;
@@ -28,6 +40,7 @@ use async_trait::async_trait;
 use tally_engine::{Timestamp, UserId};
 use uuid::Uuid;
 
+use crate::audit::AuditRecord;
 use crate::store::StoreError;
 
 /// Longest email accepted anywhere (RFC 5321 limits a forward path to 256 octets including the
@@ -58,6 +71,43 @@ impl UserStatus {
     }
 }
 
+/// What an admin verified of a person (API.md "Verification levels and limits"), lowest
+/// first.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+pub enum VerificationLevel {
+    #[default]
+    None,
+    Basic,
+    Verified,
+    Enhanced,
+}
+
+impl VerificationLevel {
+    pub const ALL: [VerificationLevel; 4] =
+        [VerificationLevel::None, VerificationLevel::Basic, VerificationLevel::Verified, VerificationLevel::Enhanced];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            VerificationLevel::None => "none",
+            VerificationLevel::Basic => "basic",
+            VerificationLevel::Verified => "verified",
+            VerificationLevel::Enhanced => "enhanced",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<VerificationLevel> {
+        VerificationLevel::ALL.into_iter().find(|level| level.as_str() == text)
+    }
+}
+
+/// A role a user holds, with the actions it grants as they stand now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleGrant {
+    pub id: Uuid,
+    pub name: String,
+    pub actions: BTreeSet<String>,
+}
+
 /// A person who signs in with an email and a password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct User {
@@ -69,9 +119,58 @@ pub struct User {
     pub first_name: String,
     pub last_name: String,
     pub status: UserStatus,
-    /// Admin permission actions (`transfers:execute`, ...); empty for a customer.
+    /// Admin permission actions granted directly (`transfers:execute`, ...); empty for a
+    /// customer. What the user may do is `effective_permissions`: these and their roles'.
     pub permissions: BTreeSet<String>,
     pub created_at: Timestamp,
+    pub phone: Option<String>,
+    /// When the user proved their address with an emailed code.
+    pub email_verified_at: Option<Timestamp>,
+    pub verification_level: VerificationLevel,
+    /// The roles the user holds, by name.
+    pub roles: Vec<RoleGrant>,
+}
+
+impl User {
+    /// A new active user with no phone, unverified, holding `permissions` directly and no role.
+    pub fn new(
+        id: UserId,
+        email: String,
+        password_hash: String,
+        first_name: String,
+        last_name: String,
+        permissions: BTreeSet<String>,
+        created_at: Timestamp,
+    ) -> User {
+        User {
+            id,
+            email,
+            password_hash,
+            first_name,
+            last_name,
+            status: UserStatus::Active,
+            permissions,
+            created_at,
+            phone: None,
+            email_verified_at: None,
+            verification_level: VerificationLevel::None,
+            roles: Vec::new(),
+        }
+    }
+
+    /// Every action the user holds: granted directly or through a role.
+    pub fn effective_permissions(&self) -> BTreeSet<String> {
+        let mut all = self.permissions.clone();
+        for role in &self.roles {
+            all.extend(role.actions.iter().cloned());
+        }
+        all
+    }
+
+    /// Whether the user holds `action`, directly or through a role.
+    pub fn holds(&self, action: &str) -> bool {
+        self.permissions.contains(action) || self.roles.iter().any(|role| role.actions.contains(action))
+    }
 }
 
 impl std::fmt::Debug for User {
@@ -83,6 +182,8 @@ impl std::fmt::Debug for User {
             .field("email", &self.email)
             .field("status", &self.status)
             .field("permissions", &self.permissions)
+            .field("roles", &self.roles)
+            .field("verification_level", &self.verification_level)
             .finish_non_exhaustive()
     }
 }
@@ -157,8 +258,9 @@ pub enum CreateUserError {
 
 #[async_trait]
 pub trait UserStore: Send + Sync + 'static {
-    /// Inserts the user and their permissions in one transaction.
-    async fn create_user(&self, user: &User) -> Result<(), CreateUserError>;
+    /// Inserts the user and their direct permissions, and appends `audit`, in one
+    /// transaction. The user's roles are not written (a new user holds none).
+    async fn create_user(&self, user: &User, audit: &AuditRecord) -> Result<(), CreateUserError>;
 
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError>;
 
@@ -182,8 +284,8 @@ pub trait UserStore: Send + Sync + 'static {
 
 #[async_trait]
 impl<S: UserStore + ?Sized> UserStore for Arc<S> {
-    async fn create_user(&self, user: &User) -> Result<(), CreateUserError> {
-        (**self).create_user(user).await
+    async fn create_user(&self, user: &User, audit: &AuditRecord) -> Result<(), CreateUserError> {
+        (**self).create_user(user, audit).await
     }
 
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
@@ -219,6 +321,36 @@ mod tests {
     fn emails_differing_in_case_and_surrounding_space_normalize_alike() {
         assert_eq!(normalize_email(" Alice@Example.COM "), "alice@example.com");
         assert_eq!(normalize_email("ÉLODIE@exemple.fr"), "élodie@exemple.fr");
+    }
+
+    #[test]
+    fn verification_levels_round_trip_and_order_lowest_first() {
+        for level in VerificationLevel::ALL {
+            assert_eq!(VerificationLevel::parse(level.as_str()), Some(level));
+        }
+        assert_eq!(VerificationLevel::default(), VerificationLevel::None);
+        assert!(VerificationLevel::Basic < VerificationLevel::Enhanced);
+        assert_eq!(VerificationLevel::parse("gold"), None);
+    }
+
+    #[test]
+    fn effective_permissions_are_direct_ones_and_every_role_s() {
+        let mut user = User::new(
+            UserId::from_u128(1),
+            "a@b.co".to_owned(),
+            String::new(),
+            "A".to_owned(),
+            "B".to_owned(),
+            ["users:read".to_owned()].into_iter().collect(),
+            Timestamp::default(),
+        );
+        user.roles.push(RoleGrant {
+            id: Uuid::from_u128(2),
+            name: "support".to_owned(),
+            actions: ["users:read".to_owned(), "audit:read".to_owned()].into_iter().collect(),
+        });
+        assert!(user.holds("audit:read") && user.holds("users:read") && !user.holds("ops:read"));
+        assert_eq!(user.effective_permissions().len(), 2);
     }
 
     #[test]

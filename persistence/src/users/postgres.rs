@@ -10,8 +10,10 @@ use tally_engine::{Timestamp, UserId};
 use uuid::Uuid;
 
 use super::{
-    CreateUserError, RefreshTokenRecord, RefreshUse, SigningKeyRecord, User, UserStatus, UserStore, normalize_email,
+    CreateUserError, RefreshTokenRecord, RefreshUse, RoleGrant, SigningKeyRecord, User, UserStatus, UserStore,
+    VerificationLevel, normalize_email,
 };
+use crate::audit::AuditRecord;
 use crate::runtime::StoreRuntime;
 use crate::store::StoreError;
 
@@ -101,10 +103,18 @@ fn unique_violation(error: &sqlx::Error) -> Option<String> {
     }
 }
 
-pub(crate) const USER_COLUMNS: &str = "id, email, password_hash, first_name, last_name, status, created_at";
+pub(crate) const USER_COLUMNS: &str = "id, email, password_hash, first_name, last_name, status, created_at, phone, \
+                                        email_verified_at, verification_level";
 
-pub(crate) fn user_from_row(row: &PgRow, permissions: BTreeSet<String>) -> Result<User, StoreError> {
+/// A user from a row of `USER_COLUMNS`, with their direct permissions and roles as read apart.
+pub(crate) fn user_from_row(
+    row: &PgRow,
+    permissions: BTreeSet<String>,
+    roles: Vec<RoleGrant>,
+) -> Result<User, StoreError> {
     let status: String = row.try_get("status").map_err(classify)?;
+    let level: String = row.try_get("verification_level").map_err(classify)?;
+    let verified_at: Option<i64> = row.try_get("email_verified_at").map_err(classify)?;
     Ok(User {
         id: UserId::from_uuid(row.try_get("id").map_err(classify)?),
         email: row.try_get("email").map_err(classify)?,
@@ -114,12 +124,58 @@ pub(crate) fn user_from_row(row: &PgRow, permissions: BTreeSet<String>) -> Resul
         status: UserStatus::parse(&status).ok_or_else(|| corrupt(format!("unknown user status {status:?}")))?,
         permissions,
         created_at: Timestamp::from_micros(row.try_get("created_at").map_err(classify)?),
+        phone: row.try_get("phone").map_err(classify)?,
+        email_verified_at: verified_at.map(Timestamp::from_micros),
+        verification_level: VerificationLevel::parse(&level)
+            .ok_or_else(|| corrupt(format!("unknown verification level {level:?}")))?,
+        roles,
     })
 }
 
-/// Reads one user (selected by `column = value`) and their permissions in one snapshot.
+/// The roles of each of `users` with their actions: `(user, role id, role name, action)` rows,
+/// roles by normalized name, grouped per user by the caller.
+pub(crate) async fn role_rows(
+    connection: &mut sqlx::PgConnection,
+    users: &[Uuid],
+) -> Result<Vec<(Uuid, Uuid, String, Option<String>)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT ur.user_id, r.id, r.name, ra.action FROM user_roles ur
+         JOIN roles r ON r.id = ur.role_id
+         LEFT JOIN role_actions ra ON ra.role_id = r.id
+         WHERE ur.user_id = ANY($1)
+         ORDER BY ur.user_id, r.name_normalized, r.id, ra.action",
+    )
+    .bind(users)
+    .fetch_all(&mut *connection)
+    .await
+    .map_err(classify)?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get("user_id").map_err(classify)?,
+                row.try_get("id").map_err(classify)?,
+                row.try_get("name").map_err(classify)?,
+                row.try_get("action").map_err(classify)?,
+            ))
+        })
+        .collect()
+}
+
+/// `user`'s role grants out of `role_rows`' answer.
+pub(crate) fn grants_of(rows: &[(Uuid, Uuid, String, Option<String>)], user: Uuid) -> Vec<RoleGrant> {
+    super::roles::group_grants(
+        rows.iter()
+            .filter(|(holder, ..)| *holder == user)
+            .map(|(_, id, name, action)| (*id, name.clone(), action.clone()))
+            .collect(),
+    )
+}
+
+/// Reads one user (selected by `column = value`), their permissions and roles in one snapshot.
 async fn load_user(pool: PgPool, column: &'static str, value: UserKey) -> Result<Option<User>, StoreError> {
-    let mut transaction = pool.begin().await.map_err(classify)?;
+    // One snapshot for the three reads (a READ COMMITTED transaction would take one per
+    // statement), so a role change is never seen half applied.
+    let mut transaction = pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(classify)?;
     let query = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = $1");
     let row = match value {
         UserKey::Id(id) => sqlx::query(&query).bind(id).fetch_optional(&mut *transaction).await,
@@ -134,8 +190,9 @@ async fn load_user(pool: PgPool, column: &'static str, value: UserKey) -> Result
             .fetch_all(&mut *transaction)
             .await
             .map_err(classify)?;
+    let roles = role_rows(&mut transaction, &[id]).await?;
     transaction.commit().await.map_err(classify)?;
-    user_from_row(&row, permissions.into_iter().collect()).map(Some)
+    user_from_row(&row, permissions.into_iter().collect(), grants_of(&roles, id)).map(Some)
 }
 
 enum UserKey {
@@ -145,8 +202,9 @@ enum UserKey {
 
 async fn insert_user(transaction: &mut Transaction<'_, Postgres>, user: &User) -> Result<(), CreateUserError> {
     let inserted = sqlx::query(
-        "INSERT INTO users (id, email, email_normalized, password_hash, first_name, last_name, status, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO users (id, email, email_normalized, password_hash, first_name, last_name, status, created_at,
+                            phone, email_verified_at, verification_level)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(user.id.as_uuid())
     .bind(&user.email)
@@ -156,6 +214,9 @@ async fn insert_user(transaction: &mut Transaction<'_, Postgres>, user: &User) -
     .bind(&user.last_name)
     .bind(user.status.as_str())
     .bind(user.created_at.as_micros())
+    .bind(&user.phone)
+    .bind(user.email_verified_at.map(|at| at.as_micros()))
+    .bind(user.verification_level.as_str())
     .execute(&mut **transaction)
     .await;
     if let Err(error) = inserted {
@@ -182,12 +243,14 @@ fn generation_to_db(generation: u32) -> Result<i32, StoreError> {
 
 #[async_trait]
 impl UserStore for PgUserStore {
-    async fn create_user(&self, user: &User) -> Result<(), CreateUserError> {
+    async fn create_user(&self, user: &User, audit: &AuditRecord) -> Result<(), CreateUserError> {
         let user = user.clone();
+        let audit = audit.clone();
         self.run(|pool| async move {
             let mut transaction = pool.begin().await.map_err(classify)?;
             match insert_user(&mut transaction, &user).await {
                 Ok(()) => {
+                    crate::audit::postgres::append(&mut transaction, &audit).await?;
                     transaction.commit().await.map_err(classify)?;
                     Ok(Ok(()))
                 }

@@ -18,8 +18,10 @@ use tally_engine::{Timestamp, UserId};
 use uuid::Uuid;
 
 use super::{
-    CreateUserError, RefreshTokenRecord, RefreshUse, SigningKeyRecord, User, UserStatus, UserStore, normalize_email,
+    CreateUserError, RefreshTokenRecord, RefreshUse, RoleGrant, SigningKeyRecord, User, UserStatus, UserStore,
+    VerificationLevel, normalize_email,
 };
+use crate::audit::AuditRecord;
 use crate::runtime::StoreRuntime;
 use crate::store::StoreError;
 
@@ -142,10 +144,18 @@ pub(crate) fn uuid(row: &SqliteRow, column: &str) -> Result<Uuid, StoreError> {
     uuid_from_db(&text, column)
 }
 
-pub(crate) const USER_COLUMNS: &str = "id, email, password_hash, first_name, last_name, status, created_at";
+pub(crate) const USER_COLUMNS: &str = "id, email, password_hash, first_name, last_name, status, created_at, phone, \
+                                        email_verified_at, verification_level";
 
-pub(crate) fn user_from_row(row: &SqliteRow, permissions: BTreeSet<String>) -> Result<User, StoreError> {
+/// A user from a row of `USER_COLUMNS`, with their direct permissions and roles as read apart.
+pub(crate) fn user_from_row(
+    row: &SqliteRow,
+    permissions: BTreeSet<String>,
+    roles: Vec<RoleGrant>,
+) -> Result<User, StoreError> {
     let status: String = row.try_get("status").map_err(classify)?;
+    let level: String = row.try_get("verification_level").map_err(classify)?;
+    let verified_at: Option<i64> = row.try_get("email_verified_at").map_err(classify)?;
     Ok(User {
         id: UserId::from_uuid(uuid(row, "id")?),
         email: row.try_get("email").map_err(classify)?,
@@ -155,7 +165,37 @@ pub(crate) fn user_from_row(row: &SqliteRow, permissions: BTreeSet<String>) -> R
         status: UserStatus::parse(&status).ok_or_else(|| corrupt(format!("unknown user status {status:?}")))?,
         permissions,
         created_at: Timestamp::from_micros(row.try_get("created_at").map_err(classify)?),
+        phone: row.try_get("phone").map_err(classify)?,
+        email_verified_at: verified_at.map(Timestamp::from_micros),
+        verification_level: VerificationLevel::parse(&level)
+            .ok_or_else(|| corrupt(format!("unknown verification level {level:?}")))?,
+        roles,
     })
+}
+
+/// The roles of one user with their actions, by normalized name.
+pub(crate) async fn roles_of(
+    connection: &mut sqlx::SqliteConnection,
+    user: &str,
+) -> Result<Vec<RoleGrant>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT r.id, r.name, ra.action FROM user_roles ur
+         JOIN roles r ON r.id = ur.role_id
+         LEFT JOIN role_actions ra ON ra.role_id = r.id
+         WHERE ur.user_id = ?1
+         ORDER BY r.name_normalized, r.id, ra.action",
+    )
+    .bind(user)
+    .fetch_all(&mut *connection)
+    .await
+    .map_err(classify)?;
+    let rows = rows
+        .iter()
+        .map(|row| {
+            Ok((uuid(row, "id")?, row.try_get("name").map_err(classify)?, row.try_get("action").map_err(classify)?))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(super::roles::group_grants(rows))
 }
 
 /// Reads one user (selected by `column = value`) and their permissions in one snapshot (a WAL
@@ -171,18 +211,20 @@ async fn load_user(pool: SqlitePool, column: &'static str, value: String) -> Res
     let id: String = row.try_get("id").map_err(classify)?;
     let permissions: Vec<String> =
         sqlx::query_scalar("SELECT action FROM user_permissions WHERE user_id = ?1 ORDER BY action")
-            .bind(id)
+            .bind(&id)
             .fetch_all(&mut *transaction)
             .await
             .map_err(classify)?;
+    let roles = roles_of(&mut transaction, &id).await?;
     transaction.commit().await.map_err(classify)?;
-    user_from_row(&row, permissions.into_iter().collect()).map(Some)
+    user_from_row(&row, permissions.into_iter().collect(), roles).map(Some)
 }
 
 async fn insert_user(transaction: &mut Transaction<'_, Sqlite>, user: &User) -> Result<(), CreateUserError> {
     let inserted = sqlx::query(
-        "INSERT INTO users (id, email, email_normalized, password_hash, first_name, last_name, status, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO users (id, email, email_normalized, password_hash, first_name, last_name, status, created_at,
+                            phone, email_verified_at, verification_level)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )
     .bind(id_to_db(user.id.as_uuid()))
     .bind(&user.email)
@@ -192,6 +234,9 @@ async fn insert_user(transaction: &mut Transaction<'_, Sqlite>, user: &User) -> 
     .bind(&user.last_name)
     .bind(user.status.as_str())
     .bind(user.created_at.as_micros())
+    .bind(&user.phone)
+    .bind(user.email_verified_at.map(|at| at.as_micros()))
+    .bind(user.verification_level.as_str())
     .execute(&mut **transaction)
     .await;
     if let Err(error) = inserted {
@@ -221,14 +266,16 @@ async fn insert_user(transaction: &mut Transaction<'_, Sqlite>, user: &User) -> 
 
 #[async_trait]
 impl UserStore for SqliteUserStore {
-    async fn create_user(&self, user: &User) -> Result<(), CreateUserError> {
+    async fn create_user(&self, user: &User, audit: &AuditRecord) -> Result<(), CreateUserError> {
         let user = user.clone();
+        let audit = audit.clone();
         self.run(|pool| async move {
             // IMMEDIATE takes the write lock at once, so the transaction never has to upgrade
             // a read lock (which SQLite answers with an immediate BUSY under contention).
             let mut transaction = pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)?;
             match insert_user(&mut transaction, &user).await {
                 Ok(()) => {
+                    crate::audit::sqlite::append(&mut transaction, &audit).await?;
                     transaction.commit().await.map_err(classify)?;
                     Ok(Ok(()))
                 }

@@ -1,0 +1,225 @@
+//! Outgoing mail (DESIGN.md §7): SMTP through `lettre` when `TALLY_SMTP_URL` is set
+//! (`smtp://host:port`, with optional `user:password@`; `smtps://` for TLS; see lettre's
+//! `from_url` for `?tls=required` STARTTLS), else each message written as an RFC 5322 `.eml`
+//! file under `<data dir>/mail/`, as web frameworks' file mail backends do.
+//!
+//! Sending never runs on the request's path: `Mailer::send` formats the message and puts it
+//! on a bounded queue (`MAIL_QUEUE_MAX`), and one worker task delivers it with lettre's tokio
+//! transport (or tokio's file I/O), so no async thread ever blocks on a mail server, and a
+//! slow one never slows an answer. That matters for more than latency: a password-reset
+//! request must take as long for an unknown address as for a known one, and delivery time
+//! would tell them apart. A message that cannot be delivered after `DELIVERY_ATTEMPTS` is
+//! logged (never with its body, which holds a code) and dropped; codes expire anyway.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lettre::message::header::ContentType;
+use lettre::message::{Mailbox, Message};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use tokio::sync::mpsc;
+
+/// Messages waiting for delivery at most. A message is a few kilobytes, so this is a few
+/// megabytes; past it `send` refuses (a reset request still answers `202`, and the log says
+/// why nothing came).
+pub const MAIL_QUEUE_MAX: usize = 1_024;
+
+/// Tries per message: a mail server that is restarting gets a second and third chance.
+const DELIVERY_ATTEMPTS: u32 = 3;
+
+/// Wait before the second try; it quadruples before the third.
+const RETRY_FIRST_WAIT: Duration = Duration::from_secs(1);
+
+/// How long one SMTP exchange may take before it is abandoned (and retried).
+const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The sender when `TALLY_MAIL_FROM` is not set.
+pub const DEFAULT_MAIL_FROM: &str = "Tally <no-reply@tally.localhost>";
+
+/// Where mail goes.
+#[derive(Clone, PartialEq, Eq)]
+pub enum MailTransport {
+    /// A `smtp://` or `smtps://` URL (it may hold a password: never logged).
+    Smtp(String),
+    /// A directory for `.eml` files (created when the first message is written).
+    Files(PathBuf),
+}
+
+impl std::fmt::Debug for MailTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MailTransport::Smtp(_) => f.write_str("Smtp(..)"),
+            MailTransport::Files(dir) => f.debug_tuple("Files").field(dir).finish(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailConfig {
+    pub transport: MailTransport,
+    /// `Name <address>` or a bare address.
+    pub from: String,
+}
+
+impl MailConfig {
+    /// Files under `<data_dir>/mail/`, from `DEFAULT_MAIL_FROM`.
+    pub fn files_in(data_dir: impl Into<PathBuf>) -> MailConfig {
+        MailConfig { transport: MailTransport::Files(data_dir.into().join("mail")), from: DEFAULT_MAIL_FROM.to_owned() }
+    }
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig::files_in(DEFAULT_DATA_DIR)
+    }
+}
+
+/// The data directory when `TALLY_DATA_DIR` is not set (the default SQLite file is there too).
+pub const DEFAULT_DATA_DIR: &str = "./tally-data";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("mail configuration: {0}")]
+    Config(String),
+    #[error("the recipient address {0:?} cannot be written in a mail header")]
+    Recipient(String),
+    #[error("the message could not be built: {0}")]
+    Message(String),
+    #[error("the mail queue is full")]
+    QueueFull,
+    #[error("the mail worker has stopped")]
+    Stopped,
+}
+
+enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Files(PathBuf),
+}
+
+/// The handle requests send mail through. Cheap to share.
+#[derive(Debug)]
+pub struct Mailer {
+    queue: mpsc::Sender<Message>,
+    from: Mailbox,
+}
+
+impl Mailer {
+    /// Checks the configuration and starts the delivery worker on the current tokio runtime.
+    pub fn start(config: &MailConfig) -> Result<Mailer, MailError> {
+        let from: Mailbox = config
+            .from
+            .parse()
+            .map_err(|error| MailError::Config(format!("TALLY_MAIL_FROM {:?}: {error}", config.from)))?;
+        let transport = match &config.transport {
+            MailTransport::Smtp(url) => Transport::Smtp(
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                    // The error text never holds the URL's password (lettre's parse errors name
+                    // the part that failed), but say nothing of the URL to be sure.
+                    .map_err(|error| MailError::Config(format!("TALLY_SMTP_URL is not usable: {error}")))?
+                    .timeout(Some(SMTP_TIMEOUT))
+                    .build(),
+            ),
+            MailTransport::Files(dir) => Transport::Files(dir.clone()),
+        };
+        let (queue, messages) = mpsc::channel(MAIL_QUEUE_MAX);
+        tokio::spawn(deliver(transport, messages));
+        Ok(Mailer { queue, from })
+    }
+
+    /// Queues a plain-text message to `to`. Returns once it is queued, not delivered.
+    pub fn send(&self, to: &str, subject: &str, body: String) -> Result<(), MailError> {
+        let to: Mailbox = to.trim().parse().map_err(|_| MailError::Recipient(to.to_owned()))?;
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .header(ContentType::TEXT_PLAIN)
+            .body(body)
+            .map_err(|error| MailError::Message(error.to_string()))?;
+        self.queue.try_send(message).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => MailError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => MailError::Stopped,
+        })
+    }
+}
+
+/// The delivery worker: one message at a time, each retried on failure. Ends when every
+/// `Mailer` is gone.
+async fn deliver(transport: Transport, mut messages: mpsc::Receiver<Message>) {
+    while let Some(message) = messages.recv().await {
+        let subject = message.headers().get_raw("Subject").unwrap_or_default().to_owned();
+        let mut wait = RETRY_FIRST_WAIT;
+        for attempt in 1..=DELIVERY_ATTEMPTS {
+            let result = match &transport {
+                Transport::Smtp(smtp) => {
+                    smtp.send(message.clone()).await.map(|_| ()).map_err(|error| error.to_string())
+                }
+                Transport::Files(dir) => write_eml(dir, &message).await.map_err(|error| error.to_string()),
+            };
+            match result {
+                Ok(()) => {
+                    tracing::debug!(%subject, "mail delivered");
+                    break;
+                }
+                Err(error) if attempt < DELIVERY_ATTEMPTS => {
+                    tracing::warn!(%subject, %error, attempt, "mail delivery failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 4;
+                }
+                Err(error) => tracing::error!(%subject, %error, "mail could not be delivered; dropped"),
+            }
+        }
+    }
+}
+
+/// Writes the message as `<uuid>.eml`: first under a temporary name, then renamed, so a
+/// reader never sees half a message.
+async fn write_eml(dir: &std::path::Path, message: &Message) -> std::io::Result<()> {
+    tokio::fs::create_dir_all(dir).await?;
+    let name = uuid::Uuid::new_v4().simple().to_string();
+    let partial = dir.join(format!(".{name}.eml.partial"));
+    tokio::fs::write(&partial, message.formatted()).await?;
+    tokio::fs::rename(&partial, dir.join(format!("{name}.eml"))).await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_message_lands_whole_as_an_eml_file_in_the_mail_directory() {
+        let dir = std::env::temp_dir().join(format!("tally-mail-{}", uuid::Uuid::new_v4().simple()));
+        let mailer = Mailer::start(&MailConfig::files_in(&dir)).unwrap();
+        mailer.send("ada@example.com", "Your code", "Your code is 123456.\n".to_owned()).unwrap();
+        let mail = dir.join("mail");
+        let mut found = None;
+        for _ in 0..200 {
+            if let Ok(mut entries) = std::fs::read_dir(&mail)
+                && let Some(entry) = entries.next()
+            {
+                found = Some(entry.unwrap().path());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let path = found.expect("an .eml file was written");
+        assert_eq!(path.extension().unwrap(), "eml", "{path:?}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("To: ada@example.com"), "{text}");
+        assert!(text.contains("Subject: Your code"), "{text}");
+        assert!(text.contains("123456"), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn bad_configuration_and_recipients_are_refused() {
+        let bad_from = MailConfig { from: "not an address".to_owned(), ..MailConfig::files_in("/tmp") };
+        assert!(matches!(Mailer::start(&bad_from), Err(MailError::Config(_))));
+        let bad_url = MailConfig { transport: MailTransport::Smtp("ftp://x".to_owned()), ..MailConfig::default() };
+        assert!(matches!(Mailer::start(&bad_url), Err(MailError::Config(_))));
+        let mailer = Mailer::start(&MailConfig::files_in("/nonexistent")).unwrap();
+        assert!(matches!(mailer.send("no at sign", "s", String::new()), Err(MailError::Recipient(_))));
+    }
+}

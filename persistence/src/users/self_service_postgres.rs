@@ -1,0 +1,232 @@
+//! `SelfServiceStore` for the Postgres identity store.
+
+use async_trait::async_trait;
+use sqlx::PgConnection;
+use tally_engine::{Timestamp, UserId};
+
+use super::admin_postgres::lock_user;
+use super::postgres::{PgUserStore, classify};
+use super::self_service::{CodePurpose, EmailCode, ProfileChange, SelfServiceStore};
+use super::{User, UserStore, VerificationLevel};
+use crate::audit::AuditRecord;
+use crate::store::StoreError;
+
+/// Spends the user's live code for `purpose` if it is still the unspent, unexpired code with
+/// `code_hash`; true if it did.
+async fn spend_code(
+    connection: &mut PgConnection,
+    user: UserId,
+    purpose: CodePurpose,
+    code_hash: &str,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let spent = sqlx::query(
+        "UPDATE email_codes SET used_at = $4
+         WHERE user_id = $1 AND purpose = $2 AND code_hash = $3 AND used_at IS NULL AND expires_at > $4",
+    )
+    .bind(user.as_uuid())
+    .bind(purpose.as_str())
+    .bind(code_hash)
+    .bind(now.as_micros())
+    .execute(&mut *connection)
+    .await
+    .map_err(classify)?;
+    Ok(spent.rows_affected() == 1)
+}
+
+#[async_trait]
+impl SelfServiceStore for PgUserStore {
+    async fn update_profile(
+        &self,
+        user: UserId,
+        change: &ProfileChange,
+        audit: &AuditRecord,
+    ) -> Result<Option<User>, StoreError> {
+        let change = change.clone();
+        let audit = audit.clone();
+        let updated = self
+            .run(|pool| async move {
+                let mut transaction = pool.begin().await.map_err(classify)?;
+                // `$5` says whether the phone changes at all (a NULL `$4` may mean "clear it").
+                let updated = sqlx::query(
+                    "UPDATE users SET first_name = COALESCE($2, first_name), last_name = COALESCE($3, last_name),
+                                      phone = CASE WHEN $5 THEN $4 ELSE phone END
+                     WHERE id = $1",
+                )
+                .bind(user.as_uuid())
+                .bind(&change.first_name)
+                .bind(&change.last_name)
+                .bind(change.phone.clone().flatten())
+                .bind(change.phone.is_some())
+                .execute(&mut *transaction)
+                .await
+                .map_err(classify)?;
+                if updated.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                crate::audit::postgres::append(&mut transaction, &audit).await?;
+                transaction.commit().await.map_err(classify)?;
+                Ok(true)
+            })
+            .await?;
+        if !updated {
+            return Ok(None);
+        }
+        self.user_by_id(user).await
+    }
+
+    async fn set_password(&self, user: UserId, password_hash: &str, audit: &AuditRecord) -> Result<bool, StoreError> {
+        let password_hash = password_hash.to_owned();
+        let audit = audit.clone();
+        self.run(|pool| async move {
+            let mut transaction = pool.begin().await.map_err(classify)?;
+            let updated = sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+                .bind(user.as_uuid())
+                .bind(&password_hash)
+                .execute(&mut *transaction)
+                .await
+                .map_err(classify)?;
+            if updated.rows_affected() != 1 {
+                return Ok(false);
+            }
+            crate::audit::postgres::append(&mut transaction, &audit).await?;
+            transaction.commit().await.map_err(classify)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn issue_code(&self, code: &EmailCode, audit: &AuditRecord) -> Result<bool, StoreError> {
+        let code = code.clone();
+        let audit = audit.clone();
+        self.run(|pool| async move {
+            let mut transaction = pool.begin().await.map_err(classify)?;
+            if !lock_user(&mut transaction, code.user.as_uuid()).await? {
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO email_codes (user_id, purpose, code_hash, created_at, expires_at, attempts, used_at)
+                 VALUES ($1, $2, $3, $4, $5, 0, NULL)
+                 ON CONFLICT (user_id, purpose) DO UPDATE SET code_hash = EXCLUDED.code_hash,
+                     created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at, attempts = 0, used_at = NULL",
+            )
+            .bind(code.user.as_uuid())
+            .bind(code.purpose.as_str())
+            .bind(&code.code_hash)
+            .bind(code.created_at.as_micros())
+            .bind(code.expires_at.as_micros())
+            .execute(&mut *transaction)
+            .await
+            .map_err(classify)?;
+            crate::audit::postgres::append(&mut transaction, &audit).await?;
+            transaction.commit().await.map_err(classify)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn take_code_attempt(
+        &self,
+        user: UserId,
+        purpose: CodePurpose,
+        now: Timestamp,
+        attempts_max: u32,
+    ) -> Result<Option<String>, StoreError> {
+        self.run(|pool| async move {
+            // One statement: the bound holds however many tries arrive at once.
+            sqlx::query_scalar(
+                "UPDATE email_codes SET attempts = attempts + 1
+                 WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3 AND attempts < $4
+                 RETURNING code_hash",
+            )
+            .bind(user.as_uuid())
+            .bind(purpose.as_str())
+            .bind(now.as_micros())
+            .bind(i64::from(attempts_max))
+            .fetch_optional(&pool)
+            .await
+            .map_err(classify)
+        })
+        .await
+    }
+
+    async fn redeem_password_reset(
+        &self,
+        user: UserId,
+        code_hash: &str,
+        password_hash: &str,
+        now: Timestamp,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let (code_hash, password_hash) = (code_hash.to_owned(), password_hash.to_owned());
+        let audit = audit.clone();
+        self.run(|pool| async move {
+            let mut transaction = pool.begin().await.map_err(classify)?;
+            if !spend_code(&mut transaction, user, CodePurpose::PasswordReset, &code_hash, now).await? {
+                return Ok(false);
+            }
+            sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+                .bind(user.as_uuid())
+                .bind(&password_hash)
+                .execute(&mut *transaction)
+                .await
+                .map_err(classify)?;
+            crate::audit::postgres::append(&mut transaction, &audit).await?;
+            transaction.commit().await.map_err(classify)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn redeem_email_verification(
+        &self,
+        user: UserId,
+        code_hash: &str,
+        now: Timestamp,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let code_hash = code_hash.to_owned();
+        let audit = audit.clone();
+        self.run(|pool| async move {
+            let mut transaction = pool.begin().await.map_err(classify)?;
+            if !spend_code(&mut transaction, user, CodePurpose::EmailVerification, &code_hash, now).await? {
+                return Ok(false);
+            }
+            sqlx::query("UPDATE users SET email_verified_at = COALESCE(email_verified_at, $2) WHERE id = $1")
+                .bind(user.as_uuid())
+                .bind(now.as_micros())
+                .execute(&mut *transaction)
+                .await
+                .map_err(classify)?;
+            crate::audit::postgres::append(&mut transaction, &audit).await?;
+            transaction.commit().await.map_err(classify)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn set_verification_level(
+        &self,
+        user: UserId,
+        level: VerificationLevel,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let audit = audit.clone();
+        self.run(|pool| async move {
+            let mut transaction = pool.begin().await.map_err(classify)?;
+            let updated = sqlx::query("UPDATE users SET verification_level = $2 WHERE id = $1")
+                .bind(user.as_uuid())
+                .bind(level.as_str())
+                .execute(&mut *transaction)
+                .await
+                .map_err(classify)?;
+            if updated.rows_affected() != 1 {
+                return Ok(false);
+            }
+            crate::audit::postgres::append(&mut transaction, &audit).await?;
+            transaction.commit().await.map_err(classify)?;
+            Ok(true)
+        })
+        .await
+    }
+}

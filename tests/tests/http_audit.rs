@@ -1,0 +1,344 @@
+//! The audit log: admin changes and security events become hash-chained entries (identity
+//! changes in their own transaction, the others right after they are durable), listed with
+//! filters and pages by `GET /v1/admin/audit`, anchored by `GET /v1/admin/audit/head`; the
+//! chain holds under concurrent writers; and `tally verify` against a real server's database
+//! passes, then fails naming the one row a test edits (or the deleted newest row).
+
+// Test code: a failed unwrap or panic is a failed test, which is what we want.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+
+use reqwest::Method;
+use rust_decimal_macros::dec;
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tally_http::auth::permissions::Action;
+use tally_persistence::audit::verify_chain;
+use tally_tests::http::{Reply, TestServer};
+use tally_tests::on_both_stores;
+use tally_tests::postgres;
+use tally_tests::server::{ADMIN_EMAIL, ADMIN_PASSWORD, Client, TallyServer, tally_bin};
+
+on_both_stores!(
+    admin_changes_and_security_events_are_recorded_with_actor_target_and_request,
+    the_listing_filters_and_pages_and_refuses_bad_input,
+    the_chain_links_every_entry_and_the_head_names_the_newest,
+    concurrent_writers_keep_one_unbroken_chain,
+);
+
+async fn audit(server: &TestServer, token: &str, query: &str) -> Reply {
+    let reply = server.get(&format!("/v1/admin/audit{query}"), Some(token)).await;
+    reply.assert_status(200);
+    reply
+}
+
+fn items(reply: &Reply) -> Vec<Value> {
+    reply.body["items"].as_array().unwrap().clone()
+}
+
+fn entry<'a>(entries: &'a [Value], action: &str) -> &'a Value {
+    entries.iter().find(|entry| entry["action"] == action).unwrap_or_else(|| panic!("no {action} entry"))
+}
+
+async fn admin_changes_and_security_events_are_recorded_with_actor_target_and_request(server: TestServer) {
+    let admin = server.admin(&Action::ALL.map(|action| action.as_str())).await;
+    let customer = server.user().await;
+    let account = server.open_account(&customer, "USD").await;
+    server.fund(&account, dec!(100)).await;
+
+    // Identity changes (audited in their transaction) ...
+    let block = server
+        .send(
+            server
+                .client
+                .post(server.url(&format!("/v1/admin/users/{}/status", customer.user_id)))
+                .bearer_auth(&admin.token)
+                .header("x-request-id", "req-block-1")
+                .json(&json!({"status": "blocked", "reason": "chargeback ring"})),
+        )
+        .await;
+    block.assert_status(204);
+    server
+        .post(&format!("/v1/admin/users/{}/status", customer.user_id), Some(&admin.token), json!({"status": "active"}))
+        .await
+        .assert_status(204);
+    // ... and changes made through the engine (audited once they are durable).
+    server
+        .send_with(
+            Method::PUT,
+            "/v1/admin/fx-rates",
+            Some(&admin.token),
+            None,
+            Some(json!({"from": "USD", "to": "EUR", "rate": "0.9"})),
+        )
+        .await
+        .assert_status(204);
+    let credit = server
+        .post_keyed(
+            "/v1/admin/adjustments",
+            Some(&admin.token),
+            "adj-1",
+            json!({"type": "admin_credit", "account_id": account, "amount": "5.00", "purpose": "goodwill", "reference": "r-1"}),
+        )
+        .await;
+    credit.assert_status(201);
+    let transfer = credit.str("id");
+    let rule = server
+        .post(
+            "/v1/admin/fee-rules",
+            Some(&admin.token),
+            json!({"name": "f", "transfer_type": "internal", "currency": "USD", "kind": "flat", "flat_amount": "1"}),
+        )
+        .await;
+    rule.assert_status(201);
+    // A refused change writes nothing.
+    server
+        .post(
+            &format!("/v1/admin/accounts/{account}/status"),
+            Some(&admin.token),
+            json!({"action": "fly", "reason": "x"}),
+        )
+        .await
+        .assert_problem(400, "VALIDATION_ERROR");
+
+    let log = items(&audit(&server, &admin.token, "?limit=200").await);
+    let block = entry(&log, "user.block");
+    assert_eq!(block["actor"], json!({"kind": "user", "id": admin.user_id}));
+    assert_eq!(block["target"], json!({"type": "user", "id": customer.user_id}));
+    assert_eq!(block["request_id"], "req-block-1");
+    assert_eq!(block["ip"], "127.0.0.1");
+    assert_eq!(block["details"]["reason"], "chargeback ring");
+    assert!(log.iter().any(|e| e["action"] == "user.unblock"));
+    // Blocking ended the customer's session: a security event of theirs, by the admin.
+    let ended = entry(&log, "auth.session_ended");
+    assert_eq!(ended["actor"]["id"], admin.user_id);
+    assert_eq!(ended["details"]["reason"], "user_blocked");
+
+    let fx = entry(&log, "fx_rate.set");
+    assert_eq!(fx["target"], json!({"type": "fx_rate", "id": "USD/EUR"}));
+    assert_eq!(fx["details"]["request"], json!({"from": "USD", "to": "EUR", "rate": "0.9"}));
+    assert_eq!(fx["details"]["status"], 204);
+    let adjustment = entry(&log, "adjustment.create");
+    assert_eq!(adjustment["target"], json!({"type": "transfer", "id": transfer}));
+    assert_eq!(adjustment["details"]["request"]["amount"], "5.00");
+    assert_eq!(entry(&log, "fee_rule.create")["target"]["id"], rule.str("id"));
+    assert!(!log.iter().any(|e| e["action"] == "account.status"), "the refused change is not recorded");
+    // Security events: logins, with no secrets anywhere.
+    assert!(log.iter().any(|e| e["action"] == "auth.login_succeeded" && e["actor"]["id"] == customer.user_id));
+    let text = serde_json::to_string(&log).unwrap();
+    assert!(!text.contains(tally_tests::http::PASSWORD), "no password in the log");
+    assert!(!text.contains(&admin.token) && !text.contains(&admin.refresh_token), "no token in the log");
+    server.shutdown().await;
+}
+
+async fn the_listing_filters_and_pages_and_refuses_bad_input(server: TestServer) {
+    let reader = server.admin(&["audit:read"]).await;
+    let manager = server.admin(&["admin_users:manage", "users:block"]).await;
+    let target = server.user().await;
+    for n in 0..3 {
+        server
+            .post("/v1/admin/roles", Some(&manager.token), json!({"name": format!("role {n}"), "actions": []}))
+            .await
+            .assert_status(201);
+    }
+    server
+        .post(&format!("/v1/admin/users/{}/status", target.user_id), Some(&manager.token), json!({"status": "blocked"}))
+        .await
+        .assert_status(204);
+
+    let by_actor = items(&audit(&server, &reader.token, &format!("?actor_id={}", manager.user_id)).await);
+    assert!(by_actor.len() >= 4 && by_actor.iter().all(|e| e["actor"]["id"] == manager.user_id), "{by_actor:?}");
+    let roles = items(&audit(&server, &reader.token, "?action=role.create").await);
+    assert_eq!(roles.len(), 3);
+    assert_eq!(roles[0]["details"]["name"], "role 2", "newest first");
+    let about = items(&audit(&server, &reader.token, &format!("?target_id={}", target.user_id)).await);
+    assert!(about.iter().any(|e| e["action"] == "user.block"));
+    assert!(about.iter().all(|e| e["target"]["id"] == target.user_id));
+    // Time bounds: `from` inclusive, `to` exclusive; dates are midnight UTC.
+    assert!(items(&audit(&server, &reader.token, "?to=2000-01-01").await).is_empty());
+    assert_eq!(items(&audit(&server, &reader.token, "?action=role.create&from=2000-01-01").await).len(), 3);
+    let newest_at = roles[0]["at"].as_str().unwrap().to_owned();
+    let from_newest = items(
+        &audit(&server, &reader.token, &format!("?action=role.create&from={}", newest_at.replace('+', "%2B"))).await,
+    );
+    assert_eq!(from_newest.len(), 1, "{from_newest:?}");
+
+    // Pages of one walk the same entries as one page.
+    let all = items(&audit(&server, &reader.token, "?limit=200").await);
+    let mut walked = Vec::new();
+    let mut query = "?limit=1".to_owned();
+    loop {
+        let page = audit(&server, &reader.token, &query).await;
+        walked.extend(items(&page).into_iter().map(|e| e["seq"].clone()));
+        match page.body["next_cursor"].as_str() {
+            Some(cursor) => query = format!("?limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(walked, all.iter().map(|e| e["seq"].clone()).collect::<Vec<_>>());
+
+    for bad in [
+        "?limit=0",
+        "?limit=500",
+        "?cursor=zzz",
+        "?from=yesterday",
+        "?to=2026-13-01",
+        "?from=2026-02-01&to=2026-01-01",
+        "?actor=someone",
+        "?action=",
+        "?action=%00",
+        &format!("?target_id={}", "x".repeat(129)),
+    ] {
+        server.get(&format!("/v1/admin/audit{bad}"), Some(&reader.token)).await.assert_problem(400, "VALIDATION_ERROR");
+    }
+    server.shutdown().await;
+}
+
+async fn the_chain_links_every_entry_and_the_head_names_the_newest(server: TestServer) {
+    let admin = server.admin(&Action::ALL.map(|action| action.as_str())).await;
+    for n in 0..3 {
+        server.post("/v1/admin/roles", Some(&admin.token), json!({"name": format!("r{n}"), "actions": []})).await;
+    }
+    let log = items(&audit(&server, &admin.token, "?limit=200").await);
+    // Newest first: each entry's prev_hash is the next (older) one's hash; seqs have no gap.
+    for pair in log.windows(2) {
+        assert_eq!(pair[0]["prev_hash"], pair[1]["hash"]);
+        assert_eq!(pair[0]["seq"].as_u64().unwrap(), pair[1]["seq"].as_u64().unwrap() + 1);
+    }
+    let oldest = log.last().unwrap();
+    assert_eq!(oldest["seq"], 1);
+    assert_eq!(oldest["prev_hash"], "0".repeat(64));
+    let head = server.get("/v1/admin/audit/head", Some(&admin.token)).await;
+    head.assert_status(200);
+    assert_eq!(head.body["ledger"], Value::Null, "the ledger chain is not built yet");
+    assert_eq!(head.body["audit"], json!({"seq": log[0]["seq"], "hash": log[0]["hash"]}));
+    let report = verify_chain(server.state.identity().audit.as_ref()).await.unwrap();
+    assert_eq!(report.first_break, None);
+    assert_eq!(report.entries, log.len() as u64);
+    server.get("/v1/admin/audit/head", None).await.assert_problem(401, "UNAUTHENTICATED");
+    let customer = server.user().await;
+    server.get("/v1/admin/audit/head", Some(&customer.token)).await.assert_problem(403, "FORBIDDEN");
+    server.shutdown().await;
+}
+
+async fn concurrent_writers_keep_one_unbroken_chain(server: TestServer) {
+    let admin = server.admin(&Action::ALL.map(|action| action.as_str())).await;
+    let users = futures::future::join_all((0..6).map(|_| server.user())).await;
+    // Roles, blocks, profile edits, logins and failed logins at once: every writer queues on
+    // the head, and the chain comes out whole.
+    let mut work = Vec::new();
+    for (n, user) in users.iter().enumerate() {
+        let (server, admin) = (&server, &admin);
+        work.push(Box::pin(async move {
+            let role =
+                server.post("/v1/admin/roles", Some(&admin.token), json!({"name": format!("c{n}"), "actions": []}));
+            let profile = server.patch("/v1/users/me", Some(&user.token), json!({"first_name": format!("N{n}")}));
+            let login = server.login(&user.email, tally_tests::http::PASSWORD);
+            let failed = server.login(&user.email, "Wr0ng!password");
+            let (role, profile, login, failed) = tokio::join!(role, profile, login, failed);
+            role.assert_status(201);
+            profile.assert_status(200);
+            login.assert_status(200);
+            failed.assert_problem(401, "INVALID_CREDENTIALS");
+        }));
+    }
+    futures::future::join_all(work).await;
+    // The failed logins' entries are written in the background: wait for all six.
+    for _ in 0..200 {
+        if items(&audit(&server, &admin.token, "?action=auth.login_failed").await).len() == 6 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(items(&audit(&server, &admin.token, "?action=auth.login_failed").await).len(), 6);
+    let report = verify_chain(server.state.identity().audit.as_ref()).await.unwrap();
+    assert_eq!(report.first_break, None, "{report:?}");
+    let log = items(&audit(&server, &admin.token, "?limit=200").await);
+    assert_eq!(report.entries, log.len() as u64);
+    assert_eq!(log[0]["seq"].as_u64().unwrap(), report.entries, "seqs run 1..=n without gaps");
+    server.shutdown().await;
+}
+
+fn tally_verify(database_url: &str) -> (bool, String) {
+    let output = Command::new(tally_bin())
+        .arg("verify")
+        .env("TALLY_DATABASE_URL", database_url)
+        .env("TALLY_LOG", "warn")
+        .output()
+        .expect("run tally verify");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.code().is_some_and(|code| code == 0 || code == 1), "exit 0 or 1: {text}");
+    (output.status.success(), text)
+}
+
+/// Makes some audited history on a real server, stops it, and checks `tally verify`: intact,
+/// then one row's details edited behind Tally's back, then the newest row deleted.
+async fn tally_verify_names_the_row_that_was_edited(database_url: &str, edit: impl AsyncFn(&str)) {
+    {
+        let server = TallyServer::start(database_url, &[]).await;
+        let admin = Client::admin(&server).await;
+        for n in 0..4 {
+            let (status, body) =
+                admin.post("/v1/admin/roles", json!({"name": format!("role {n}"), "actions": ["users:read"]})).await;
+            assert_eq!(status, 201, "{body}");
+        }
+        Client::login(&server.base_url(), ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    }
+    let (ok, text) = tally_verify(database_url);
+    assert!(ok, "an untouched log verifies: {text}");
+    assert!(text.contains("chain intact"), "{text}");
+
+    edit("UPDATE audit_log SET details = '{\"name\":\"role 9\"}' WHERE seq = 3").await;
+    let (ok, text) = tally_verify(database_url);
+    assert!(!ok, "an edited row is found: {text}");
+    assert!(text.contains("audit entry seq 3 (id "), "names the edited row: {text}");
+    assert!(text.contains("does not match its contents"), "{text}");
+
+    // Put the contents back (the chain holds again), then drop the newest entry.
+    edit("UPDATE audit_log SET details = (SELECT details FROM audit_log WHERE seq = 4) WHERE seq = 3").await;
+    let (ok, _) = tally_verify(database_url);
+    assert!(!ok, "seq 3 now holds seq 4's details: still a mismatch");
+}
+
+/// The SQL of each store, run behind Tally's back.
+async fn run_sqlite(file: std::path::PathBuf, sql: String) {
+    let url = format!("sqlite://{}", file.display());
+    let mut connection = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query(&sql).execute(&mut connection).await.unwrap();
+    connection.close().await.unwrap();
+}
+
+async fn run_postgres(url: String, sql: String) {
+    let mut connection = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(&sql).execute(&mut connection).await.unwrap();
+    connection.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tally_verify_fails_naming_an_edited_audit_row_on_sqlite() {
+    let file = std::env::temp_dir().join(format!("tally-verify-{}.db", uuid::Uuid::new_v4().simple()));
+    let url = format!("sqlite://{}", file.display());
+    tally_verify_names_the_row_that_was_edited(&url, async |sql: &str| run_sqlite(file.clone(), sql.to_owned()).await)
+        .await;
+    tally_verify_truncation_is_found(&url, async |sql: &str| run_sqlite(file.clone(), sql.to_owned()).await).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tally_verify_fails_naming_an_edited_audit_row_on_postgres() {
+    let url = postgres::fresh_database("verify").await;
+    tally_verify_names_the_row_that_was_edited(&url, async |sql: &str| run_postgres(url.clone(), sql.to_owned()).await)
+        .await;
+    tally_verify_truncation_is_found(&url, async |sql: &str| run_postgres(url.clone(), sql.to_owned()).await).await;
+}
+
+/// Deleting the newest entries leaves the head naming an entry that is gone.
+async fn tally_verify_truncation_is_found(database_url: &str, edit: impl AsyncFn(&str)) {
+    edit("DELETE FROM audit_log WHERE seq >= 3").await;
+    let (ok, text) = tally_verify(database_url);
+    assert!(!ok, "{text}");
+    assert!(text.contains("the head names seq"), "{text}");
+}
