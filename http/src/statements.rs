@@ -1,20 +1,25 @@
 //! Admin statements: `GET /v1/admin/statements` (`transfers:read`), the ledger lines
 //! (postings) of a period as JSON pages, or the whole period as a streamed CSV file.
 //!
-//! What a line carries is enough to reconcile it without another call: the posting's id (its
-//! journal sequence number as a UUID, as in `GET /v1/accounts/{id}/transactions`), the
+//! What a line carries is enough to reconcile it without another call: the posting's id (a
+//! name-based UUID of its account and posting number, as in
+//! `GET /v1/accounts/{id}/transactions`), the
 //! transfer, the account and its owner, currency, direction, amount, the account's balance
 //! after the posting, the transfer's type, reference and description, and its time.
 //!
 //! Decisions (API.md is silent; see ARCHITECTURE.md):
 //! - `from` and `to` are required UTC dates, both inclusive, `from <= to`, at most
-//!   `STATEMENT_DAYS_MAX` days. A posting belongs to the day its transfer was created (postings
-//!   carry no time of their own), as in the transactions listing and the balance history.
+//!   `STATEMENT_DAYS_MAX` days. A posting belongs to the day it was booked (its journal batch
+//!   committed, which is when the balance changed), as in the transactions listing and the
+//!   balance history; a pending transfer's postings belong to the day it was executed.
 //! - At most one of `account_id` and `user_id`; neither is the whole ledger, system accounts
 //!   included, so an auditor can check that debits equal credits per currency. An unknown
 //!   account or user is `404`: an empty statement would look like "no activity" to a typo.
-//! - Lines are oldest first in journal order (increasing sequence), so an account's
-//!   `balance_after` runs forward line by line; the cursor is the last line's sequence.
+//! - Lines come account by account (in account id order), each account's oldest first in the
+//!   order it applied them, so an account's `balance_after` runs forward line by line; the
+//!   cursor is the last line's place (account, booking time, posting number). Journals are per
+//!   shard, so there is no one global sequence to order the whole ledger by; per account there
+//!   is, and that is what a statement reconciles.
 //! - `format=csv` is the whole period in one file: `cursor` and `limit` are refused with it
 //!   rather than silently ignored.
 //! - The CSV streams in chunks of `CSV_CHUNK_ROWS` read one after the other by keyset, so the
@@ -35,7 +40,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tally_actors::EngineError;
 use tally_engine::{AccountId, Currency, Timestamp, UserId};
-use tally_persistence::reads::listing::DAY_MICROS;
+use tally_persistence::reads::listing::{DAY_MICROS, PostingPosition};
 use tally_persistence::reads::statement::{StatementFilter, StatementLine, StatementScope};
 use tally_persistence::reads::{AccountReads, StatementReads};
 use time::Date;
@@ -44,7 +49,7 @@ use time::macros::format_description;
 use crate::auth::Authorized;
 use crate::auth::permissions::TransfersRead;
 use crate::listings::query;
-use crate::pagination::{parse_seq_cursor, seq_cursor};
+use crate::pagination::{parse_posting_cursor, posting_cursor};
 use crate::problem::{ApiError, request_id};
 use crate::state::AppState;
 use crate::views::{money, rfc3339};
@@ -94,7 +99,8 @@ pub struct StatementQuery {
 /// One ledger line (a posting).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StatementLineView {
-    /// The posting's id: its journal sequence number as a UUID.
+    /// The posting's id: a name-based UUID (v5) of its account and the account's posting
+    /// number, stable across reads.
     pub id: String,
     pub transfer_id: String,
     pub account_id: String,
@@ -110,7 +116,8 @@ pub struct StatementLineView {
     pub transfer_type: String,
     pub reference: Option<String>,
     pub description: Option<String>,
-    /// The transfer's creation time.
+    /// When the posting was booked: the commit of the journal batch that wrote it, which is
+    /// when the balance changed (a pending transfer posts when executed).
     pub created_at: String,
 }
 
@@ -122,14 +129,15 @@ pub struct StatementPage {
 
 impl StatementLineView {
     fn of(line: StatementLine) -> Result<StatementLineView, String> {
+        let id = line.position.public_id();
         let currency = Currency::from_code(&line.currency)
-            .ok_or_else(|| format!("posting {} has unknown currency {:?}", line.seq, line.currency))?;
-        let created_at = rfc3339(Timestamp::from_micros(line.created_at))
-            .map_err(|_| format!("posting {} has time {} out of range", line.seq, line.created_at))?;
+            .ok_or_else(|| format!("posting {id} has unknown currency {:?}", line.currency))?;
+        let created_at = rfc3339(Timestamp::from_micros(line.booked_at))
+            .map_err(|_| format!("posting {id} has time {} out of range", line.booked_at))?;
         Ok(StatementLineView {
-            id: uuid::Uuid::from_u128(u128::from(line.seq)).to_string(),
+            id: id.to_string(),
             transfer_id: line.transfer.to_string(),
-            account_id: line.account.to_string(),
+            account_id: line.position.account.to_string(),
             user_id: line.owner.map(|owner| owner.to_string()),
             currency: currency.code(),
             direction: if line.credit { "credit" } else { "debit" },
@@ -161,7 +169,7 @@ fn uuid_param(field: &str, text: Option<&str>) -> Result<Option<uuid::Uuid>, Api
 struct Checked {
     filter: StatementFilter,
     /// `(after, limit)` for a JSON page; `None` for the CSV.
-    page: Option<(Option<u64>, u32)>,
+    page: Option<(Option<PostingPosition>, u32)>,
     /// The dates as asked, for the CSV's file name.
     from: String,
     to: String,
@@ -217,7 +225,7 @@ fn check(params: &StatementQuery) -> Result<Checked, ApiError> {
                 }
             },
         };
-        Some((parse_seq_cursor(STATEMENT_TAG, params.cursor.as_deref())?, limit))
+        Some((parse_posting_cursor(STATEMENT_TAG, params.cursor.as_deref())?, limit))
     };
     let filter = StatementFilter { scope, credit, from, to: to_day + DAY_MICROS };
     Ok(Checked {
@@ -245,7 +253,8 @@ async fn check_exists(state: &AppState, scope: StatementScope) -> Result<(), Api
 }
 
 /// `GET /v1/admin/statements?from&to&account_id|user_id&direction&cursor&limit&format` → a
-/// page of ledger lines, oldest first, or (`format=csv`) the whole period as a CSV file.
+/// page of ledger lines, account by account and oldest first within each, or (`format=csv`)
+/// the whole period as a CSV file.
 #[utoipa::path(
     get,
     path = "/v1/admin/statements",
@@ -283,14 +292,14 @@ pub async fn statements(
 async fn json_page(
     reads: &dyn AccountReads,
     filter: &StatementFilter,
-    after: Option<u64>,
+    after: Option<PostingPosition>,
     limit: u32,
 ) -> Result<Response, ApiError> {
     // One line more than asked says whether another page follows.
     let mut lines = reads.statement_lines(filter, after, limit + 1).await?;
     let more = lines.len() > limit as usize;
     lines.truncate(limit as usize);
-    let next_cursor = if more { lines.last().map(|line| seq_cursor(STATEMENT_TAG, line.seq)) } else { None };
+    let next_cursor = if more { lines.last().map(|line| posting_cursor(STATEMENT_TAG, line.position)) } else { None };
     let items =
         lines.into_iter().map(StatementLineView::of).collect::<Result<Vec<_>, _>>().map_err(ApiError::internal)?;
     Ok(axum::Json(StatementPage { items, next_cursor }).into_response())
@@ -354,7 +363,7 @@ fn csv_chunk(lines: Vec<StatementLine>, header: bool) -> Result<Bytes, String> {
 struct CsvWalk {
     reads: Arc<dyn AccountReads>,
     filter: StatementFilter,
-    after: Option<u64>,
+    after: Option<PostingPosition>,
     /// The header and first chunk, read and written before the answer started (so their
     /// failure is a problem+json).
     first: Option<Bytes>,
@@ -374,7 +383,7 @@ impl CsvWalk {
         let read = self.reads.statement_lines(&self.filter, self.after, CSV_CHUNK_ROWS).await;
         let lines = read.map_err(|error| self.fail(format!("statement read failed mid-stream: {error}")))?;
         self.done = lines.len() < CSV_CHUNK_ROWS as usize;
-        self.after = lines.last().map(|line| line.seq).or(self.after);
+        self.after = lines.last().map(|line| line.position).or(self.after);
         if lines.is_empty() {
             return Ok(None);
         }
@@ -393,7 +402,7 @@ impl CsvWalk {
 async fn csv(reads: Arc<dyn AccountReads>, checked: Checked) -> Result<Response, ApiError> {
     let lines = reads.statement_lines(&checked.filter, None, CSV_CHUNK_ROWS).await?;
     let done = lines.len() < CSV_CHUNK_ROWS as usize;
-    let after = lines.last().map(|line| line.seq);
+    let after = lines.last().map(|line| line.position);
     let first = csv_chunk(lines, true).map_err(ApiError::internal)?;
     let walk = CsvWalk { reads, filter: checked.filter, after, first: Some(first), done, request_id: request_id() };
     let stream = futures::stream::try_unfold(walk, |mut walk| async move {

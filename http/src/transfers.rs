@@ -188,8 +188,9 @@ pub(crate) async fn plan(engine: &Engine, caller: Caller, body: &TransferBody) -
     let source_account = owned_account(engine, source, caller.user_id, "source account").await?;
     let currency = source_account.currency;
     let amount = input::amount("amount", &body.amount, currency)?;
+    let now = engine.now();
     Ok(TransferRequest {
-        id: engine.new_transfer_id(),
+        id: engine.new_transfer_id_at(now),
         kind,
         source,
         destination: destination_id.unwrap_or_else(|| settlement(currency)),
@@ -201,7 +202,7 @@ pub(crate) async fn plan(engine: &Engine, caller: Caller, body: &TransferBody) -
         description,
         beneficiary,
         initiated_by: Some(caller.user_id),
-        created_at: engine.now(),
+        created_at: now,
     })
 }
 

@@ -285,7 +285,7 @@ async fn transactions_and_balance_history_match_the_postings(server: TestServer)
     server.post("/v1/transfers", Some(&alice.token), body).await.assert_status(201);
     send(&server, &alice, &from, &to, "7").await;
     send(&server, &bob, &to, &from, "2").await;
-    server.engine.journal().barrier().wait().await.expect("durable");
+    server.engine.journals().barrier().await.expect("durable");
 
     let postings = server.store.postings_of(account_id(&from)).await.unwrap();
     let pages = walk(&server, &alice.token, &format!("/v1/accounts/{from}/transactions"), 2).await;
