@@ -160,7 +160,9 @@ pub(crate) struct EngineInner {
     /// Every idempotency key the store holds or a request has claimed (`idempotency.rs`).
     pub(crate) keys: crate::idempotency::KeyFilter,
     /// Transfers a saga is working on right now; a second saga for the same id is refused.
-    claims: DashMap<TransferId, ()>,
+    /// With the shard of the journal each one's records go to (`saga::journal_of`;
+    /// `UNCHOSEN` until step 1 picks it).
+    pub(crate) claims: DashMap<TransferId, u16>,
     transfer_types: RwLock<HashMap<TransferKind, TransferTypeSettings>>,
     /// FX rates and fee rules in memory (`pricing.rs`).
     pub(crate) pricing: crate::pricing::Pricing,
@@ -651,7 +653,7 @@ impl Engine {
         match self.inner.claims.entry(id) {
             dashmap::Entry::Occupied(_) => Err(TransferError::Duplicate),
             dashmap::Entry::Vacant(vacant) => {
-                vacant.insert(());
+                vacant.insert(crate::saga::UNCHOSEN);
                 Ok(Claim { inner: Arc::clone(&self.inner), id })
             }
         }

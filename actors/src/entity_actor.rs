@@ -149,6 +149,7 @@ impl<E: Entity> EntityActor<E> {
         // handled after this one, and the saga hears the reply after it.
         let position = journal.append_admitted(self.state.record(event.clone()), self.last_record);
         self.last_record = Some(position);
+        self.slot.noted(position);
         Reply::Done(Some(event))
     }
 

@@ -14,7 +14,7 @@
 //! No dashmap guard is ever held across an `.await`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -33,11 +33,28 @@ pub struct Slot<E: Entity> {
     pub depth: AtomicU32,
     /// `Shared::tick` of the last call, for passivation.
     last_used: AtomicU32,
+    /// Where the actor's last record went, packed (`pack_position`; 0: none yet), so a saga
+    /// can follow an account's records still in a journal (`Registry::pending_journal`).
+    last_record: AtomicU64,
 }
 
 impl<E: Entity> Slot<E> {
     fn new(tick: u32) -> Self {
-        Slot { cell: OnceCell::new(), depth: AtomicU32::new(0), last_used: AtomicU32::new(tick) }
+        Slot {
+            cell: OnceCell::new(),
+            depth: AtomicU32::new(0),
+            last_used: AtomicU32::new(tick),
+            last_record: AtomicU64::new(0),
+        }
+    }
+
+    /// Notes where the actor's newest record went.
+    pub(crate) fn noted(&self, position: JournalPosition) {
+        // Shards fit in 16 bits and sequence numbers in 48 (2^48 records is centuries of
+        // the target rate); a larger one is simply not noted.
+        if position.seq < (1 << 48) {
+            self.last_record.store((u64::from(position.shard) << 48) | position.seq, Ordering::Relaxed);
+        }
     }
 }
 
@@ -158,6 +175,18 @@ impl<E: Entity> Registry<E> {
     }
 
     /// The live slot of `id`, activating the entity if needed.
+    /// The journal holding the entity's newest record, if that record is not durable yet: a
+    /// record appended anywhere else would have to wait for it (`depends_on`), so work on a
+    /// busy entity follows its records into that journal. Never activates the entity.
+    pub(crate) fn pending_journal(&self, id: E::Id) -> Option<u16> {
+        let packed = self.slots.get(&id)?.last_record.load(Ordering::Relaxed);
+        if packed == 0 {
+            return None;
+        }
+        let position = JournalPosition { shard: (packed >> 48) as u16, seq: packed & ((1 << 48) - 1) };
+        (!self.shared.journals.is_durable(position)).then_some(position.shard)
+    }
+
     async fn slot(self: &Arc<Self>, id: E::Id) -> Result<Arc<Slot<E>>, CallError<E::Rejection>> {
         let existing = self.slots.get(&id).map(|entry| Arc::clone(entry.value()));
         let slot = match existing {
