@@ -20,13 +20,37 @@ pub struct Position {
     pub id: uuid::Uuid,
 }
 
-/// Which transfers to list.
+/// Which transfers to list, and which end of the listing comes first (a count ignores the
+/// order).
 #[derive(Clone, Debug, Default)]
 pub struct TransferFilter {
     /// Only transfers whose source or destination account this user owns.
     pub party: Option<UserId>,
     /// Only transfers in this status (`processing`, `pending`, ...).
     pub status: Option<String>,
+    pub order: Order,
+}
+
+/// Which end of a listing comes first. Listings are newest first; a work queue (the pending
+/// transfers waiting for an admin's decision) is worked oldest first, and walking it newest
+/// first would reach the oldest only after every page. The same `(created_at, id)` index
+/// serves both directions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Order {
+    #[default]
+    NewestFirst,
+    OldestFirst,
+}
+
+impl Order {
+    /// The keyset condition and `ORDER BY` direction of a page after a position, as SQL
+    /// fragments: rows strictly after the cursor's `(created_at, id)` in this order.
+    pub(crate) const fn keyset(self) -> (&'static str, &'static str) {
+        match self {
+            Order::NewestFirst => ("<", "DESC"),
+            Order::OldestFirst => (">", "ASC"),
+        }
+    }
 }
 
 /// Which accounts to list (the admin listing).
@@ -70,7 +94,7 @@ pub const DAY_MICROS: i64 = 86_400_000_000;
 
 #[async_trait]
 pub trait LedgerReads: Send + Sync + 'static {
-    /// At most `limit` transfers matching `filter`, newest first, strictly after `after`.
+    /// At most `limit` transfers matching `filter`, in `filter.order`, strictly after `after`.
     async fn transfer_page(
         &self,
         filter: &TransferFilter,

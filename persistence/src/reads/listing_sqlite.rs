@@ -43,11 +43,12 @@ impl LedgerReads for SqliteUserStore {
         limit: u32,
     ) -> Result<Vec<(TransferId, Position)>, StoreError> {
         let filter = filter.clone();
+        let (after_op, direction) = filter.order.keyset();
         self.run(|pool| async move {
             let sql = format!(
                 "SELECT id, created_at FROM transfers WHERE {TRANSFER_WHERE}
-                 AND (?3 IS NULL OR (created_at, id) < (?3, ?4))
-                 ORDER BY created_at DESC, id DESC LIMIT ?5"
+                 AND (?3 IS NULL OR (created_at, id) {after_op} (?3, ?4))
+                 ORDER BY created_at {direction}, id {direction} LIMIT ?5"
             );
             let rows: Vec<(String, i64)> = sqlx::query_as(&sql)
                 .bind(filter.party.map(|user| id_to_db(user.as_uuid())))
