@@ -21,6 +21,12 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use tungstenite::{Message, WebSocket};
 
+/// The flags every headless run here starts the browser with: no sandbox (tests run as root
+/// in CI), no GPU, no /dev/shm (small in containers), no first-run pages, no scrollbars in
+/// screenshots.
+pub const HEADLESS_FLAGS: [&str; 6] =
+    ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--hide-scrollbars"];
+
 /// How long one protocol command may take (a navigation, an evaluation, a screenshot).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -78,15 +84,10 @@ impl Browser {
         let profile = std::env::temp_dir().join(format!("tally-chromium-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&profile).unwrap_or_else(|error| panic!("create {}: {error}", profile.display()));
         let child = Command::new(&browser)
+            .args(HEADLESS_FLAGS)
             .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
                 "--no-default-browser-check",
                 "--disable-extensions",
-                "--hide-scrollbars",
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
                 &format!("--window-size={width},{height}"),

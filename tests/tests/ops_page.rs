@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tally_tests::browser::{artifacts_dir, chromium};
+use tally_tests::browser::{HEADLESS_FLAGS, artifacts_dir, chromium};
 use tally_tests::postgres;
 use tally_tests::server::{Client, TallyServer};
 
@@ -38,13 +38,8 @@ const BURST: usize = 200;
 fn run_browser(browser: &Path, url: &str, action: &str) -> String {
     let profile = std::env::temp_dir().join(format!("tally-chromium-{}", uuid::Uuid::new_v4().simple()));
     let mut child = Command::new(browser)
+        .args(HEADLESS_FLAGS)
         .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--hide-scrollbars",
             "--window-size=1400,1900",
             &format!("--user-data-dir={}", profile.display()),
             &format!("--virtual-time-budget={VIRTUAL_TIME_BUDGET_MS}"),

@@ -388,6 +388,7 @@ function dialogSubmitted(event) {
 // ---- Pending queue and transfer detail -------------------------------------------------------
 
 async function loadQueue(more) {
+  if (!session.access) return;
   const generation = ++generations.queue;
   try {
     const params = { status: "pending", order: "oldest_first", limit: PAGE_LIMIT, cursor: more ? cursors.queue : null };
@@ -443,23 +444,33 @@ function markSelected(table, attribute, id) {
   }
 }
 
+// Shows the detail panel `box` loading `noun` `id` and reads `url`. Answers the resource, or
+// null once the problem is shown in the panel (not when `isCurrent` says another detail was
+// opened meanwhile: that one owns the panel now).
+async function loadDetail(box, noun, id, url, isCurrent) {
+  box.classList.remove("hidden");
+  box.dataset.loaded = "false";
+  box.replaceChildren(el("div", { class: "dim" }, "Loading " + noun + " " + id + "…"));
+  try {
+    return await api("GET", url);
+  } catch (error) {
+    if (isCurrent()) {
+      box.replaceChildren(el("h3", {}, noun + " " + id), problemNode(error));
+      box.dataset.loaded = "true";
+    }
+    return null;
+  }
+}
+
 async function openTransfer(id) {
+  if (!session.access) return;
   if (currentView !== "queue") show("queue");
   selectedTransfer = id;
   markSelected("queue", "data-transfer-id", id);
   const box = $("transfer");
-  box.classList.remove("hidden");
   box.dataset.transferId = id;
-  box.dataset.loaded = "false";
-  box.replaceChildren(el("div", { class: "dim" }, "Loading transfer " + id + "…"));
-  let transfer;
-  try {
-    transfer = await api("GET", path("/v1/admin/transfers/", id));
-  } catch (error) {
-    box.replaceChildren(el("h3", {}, "Transfer " + id), problemNode(error));
-    box.dataset.loaded = "true";
-    return;
-  }
+  const transfer = await loadDetail(box, "transfer", id, path("/v1/admin/transfers/", id), () => selectedTransfer === id);
+  if (!transfer) return;
   const [source, destination, flags] = await Promise.all([
     accountCard("Source account", transfer.source_account_id, transfer.id),
     accountCard(transfer.type === "external" ? "Destination: settlement account (pays out)" : "Destination account",
@@ -637,6 +648,7 @@ function flagRow(flag, after, withTransfer) {
 }
 
 async function loadFlags(more) {
+  if (!session.access) return;
   const generation = ++generations.aml;
   try {
     const status = $("aml-status").value;
@@ -685,6 +697,7 @@ async function resolveFlag(flag, after) {
 // ---- Users and accounts ---------------------------------------------------------------------
 
 async function loadUsers(more) {
+  if (!session.access) return;
   const generation = ++generations.users;
   try {
     const filter = { search: $("users-search").value.trim(), status: $("users-status").value };
@@ -719,21 +732,13 @@ async function loadUsers(more) {
 }
 
 async function openUser(id) {
+  if (!session.access) return;
   selectedUser = id;
   markSelected("users", "data-user-id", id);
   const box = $("user");
-  box.classList.remove("hidden");
   box.dataset.userId = id;
-  box.dataset.loaded = "false";
-  box.replaceChildren(el("div", { class: "dim" }, "Loading user " + id + "…"));
-  let user;
-  try {
-    user = await api("GET", path("/v1/admin/users/", id));
-  } catch (error) {
-    box.replaceChildren(el("h3", {}, "User " + id), problemNode(error));
-    box.dataset.loaded = "true";
-    return;
-  }
+  const user = await loadDetail(box, "user", id, path("/v1/admin/users/", id), () => selectedUser === id);
+  if (!user) return;
   const [sessions, accounts] = await Promise.all([userSessions(id), userAccounts(id)]);
   if (selectedUser !== id) return;
   const actions = [];
@@ -928,6 +933,7 @@ async function adjust(account) {
 // ---- Audit ----------------------------------------------------------------------------------
 
 async function loadAudit(more) {
+  if (!session.access) return;
   const generation = ++generations.audit;
   try {
     const params = {
