@@ -422,7 +422,21 @@ async fn an_admin_without_transfers_execute_is_offered_no_execute_and_a_forged_c
     });
     assert_eq!(transfer(&root, &pending).await["status"], "pending", "the refused reject changed nothing");
     assert_eq!(account(&root, &source).await["held"], "75.00");
-    tokio::task::block_in_place(|| assert_no_page_problems(&mut browser));
+    tokio::task::block_in_place(|| {
+        assert_no_page_problems(&mut browser);
+        // The policy holds in a real browser: a script injected into the page does not run,
+        // and the browser reports the violation (so the check above would have seen one).
+        let ran = browser.eval(
+            "(() => { const script = document.createElement('script'); script.textContent = 'window.injected = true'; \
+               document.body.append(script); return window.injected === true; })()",
+        );
+        assert_eq!(ran, json!(false), "an injected inline script must not run");
+        let problems = browser.problems();
+        assert!(
+            problems.iter().any(|problem| problem.contains("Content Security Policy")),
+            "the violation is reported: {problems:?}"
+        );
+    });
     drop(customer);
 }
 
