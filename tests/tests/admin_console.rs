@@ -323,6 +323,7 @@ async fn an_admin_logs_in_and_executes_rejects_and_cancels_pending_transfers_fro
             UI_WAIT,
         );
         assert!(browser.text(&row).contains("beneficiary name does not match the IBAN"), "{}", browser.text(&row));
+        browser.screenshot(&artifacts_dir().join("admin-audit.png"));
         let actions =
             browser.eval("Array.from(document.querySelectorAll('#audit tbody tr')).map(row => row.dataset.action)");
         assert!(actions.as_array().unwrap().iter().all(|action| action == "transfer.reject"), "filtered: {actions}");
@@ -337,6 +338,7 @@ async fn an_admin_logs_in_and_executes_rejects_and_cancels_pending_transfers_fro
         let row = format!("#aml-flags tr[data-flag-id=\"{flag}\"]");
         browser.wait_for("the open flag", &format!("document.querySelector('{row}') !== null"), UI_WAIT);
         assert_eq!(count(&mut browser, "#aml-count"), 1);
+        browser.screenshot(&artifacts_dir().join("admin-aml.png"));
         browser.click(&format!("{row} button.resolve"));
         dialog_asks(&mut browser, "resolve");
         browser.fill("#dialog-notes", "regular supplier, invoice on file");
@@ -542,6 +544,7 @@ async fn an_admin_finds_a_user_and_blocks_unblocks_and_adjusts_their_accounts() 
         assert!(browser.exists("#user-sessions tbody tr"), "the customer's live session is listed");
         let account_row = format!("#user-accounts tr[data-account-id=\"{account_id}\"]");
         assert_eq!(browser.text(&format!("{account_row} [data-field=balance]")), "1000.00");
+        browser.screenshot(&artifacts_dir().join("admin-user.png"));
 
         // Block the account, with a reason.
         browser.click(&format!("{account_row} button.account-status"));

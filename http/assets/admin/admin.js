@@ -628,7 +628,7 @@ async function transferFlags(transfer) {
 
 function flagTable(flags, after, withTransfer) {
   return el("table", { class: "flags" },
-    el("thead", {}, el("tr", {}, ["raised", "rule", "action", "amount", withTransfer ? "transfer" : null, "status", "notes", ""]
+    el("thead", {}, el("tr", {}, ["raised", "rule", "action", "amount", withTransfer ? "transfer" : null, withTransfer ? "account" : null, "status", "notes", ""]
       .filter((name) => name !== null).map((name) => el("th", {}, name)))),
     el("tbody", {}, flags.map((flag) => flagRow(flag, after, withTransfer))));
 }
@@ -640,6 +640,7 @@ function flagRow(flag, after, withTransfer) {
     el("td", {}, badge(flag.action)),
     el("td", { class: "amount" }, money(flag.amount, flag.currency)),
     withTransfer ? el("td", {}, el("button", { type: "button", class: "link", onclick: () => openTransfer(flag.transfer_id) }, flag.transfer_id.slice(0, 8) + "…")) : null,
+    withTransfer ? el("td", {}, short(flag.account_id)) : null,
     el("td", {}, badge(flag.status)),
     el("td", {}, flag.notes || ""),
     el("td", {}, flag.status === "open" && can("aml:write")
@@ -973,6 +974,8 @@ async function loadAudit(more) {
 
 function show(name) {
   currentView = name;
+  // A confirmation belongs to the section it was given in; an error stays until dismissed.
+  if ($("banner").dataset.kind === "info") $("banner").classList.add("hidden");
   for (const view of VIEWS) {
     $("view-" + view.name).classList.toggle("hidden", view.name !== name);
     $("tab-" + view.name).setAttribute("aria-selected", view.name === name ? "true" : "false");
