@@ -34,7 +34,7 @@ async fn start(prefix: &str) -> (TallyServer, Client) {
 
 /// A registered customer with one EUR account funded with 1,000.00; returns the customer
 /// and the account id.
-async fn customer(server: &TallyServer, root: &Client, email: &str) -> (Client, String) {
+async fn funded_customer(server: &TallyServer, root: &Client, email: &str) -> (Client, String) {
     let base = server.base_url();
     let registered = reqwest::Client::new()
         .post(format!("{base}/v1/auth/register"))
@@ -195,7 +195,7 @@ async fn an_admin_logs_in_and_executes_rejects_and_cancels_pending_transfers_fro
         )
         .await;
     assert_eq!(status, 201, "{rule}");
-    let (customer, source) = customer(&server, &root, "ada@tally.test").await;
+    let (customer, source) = funded_customer(&server, &root, "ada@tally.test").await;
     let first = pending_external(&customer, &source, "125.50", "invoice-1").await;
     let second = pending_external(&customer, &source, "40.00", "invoice-2").await;
     let third = pending_external(&customer, &source, "10.00", "invoice-3").await;
@@ -357,7 +357,7 @@ async fn an_admin_logs_in_and_executes_rejects_and_cancels_pending_transfers_fro
 async fn an_admin_without_transfers_execute_is_offered_no_execute_and_a_forged_call_is_refused() {
     let (server, root) = start("admin_console_denied").await;
     let base = server.base_url();
-    let (customer, source) = customer(&server, &root, "bob@tally.test").await;
+    let (customer, source) = funded_customer(&server, &root, "bob@tally.test").await;
     let pending = pending_external(&customer, &source, "75.00", "invoice-9").await;
     let (reviewer, reviewer_id) =
         admin_with(&server, &root, "reviewer@tally.test", &["transfers:read", "transfers:reject", "accounts:read"])
@@ -446,8 +446,30 @@ async fn an_admin_without_transfers_execute_is_offered_no_execute_and_a_forged_c
 async fn an_admin_with_totp_on_is_asked_for_a_code_before_a_transfer_is_executed() {
     let (server, root) = start("admin_console_step_up").await;
     let base = server.base_url();
-    let (customer, source) = customer(&server, &root, "cy@tally.test").await;
-    let pending = pending_external(&customer, &source, "300.00", "invoice-7").await;
+    // This one waits for AML review: an internal transfer a review rule held back.
+    let (status, rule) = root
+        .post(
+            "/v1/admin/aml/rules",
+            json!({"name": "review large internal", "kind": "threshold", "action": "review",
+                   "config": {"amount": "250.00", "currency": "EUR", "transfer_type": "internal"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{rule}");
+    let (customer, source) = funded_customer(&server, &root, "cy@tally.test").await;
+    let (payee, destination) = funded_customer(&server, &root, "dee@tally.test").await;
+    let (status, held) = customer
+        .send(
+            reqwest::Method::POST,
+            "/v1/transfers",
+            Some(json!({"type": "internal", "source_account_id": source, "destination_account_id": destination,
+                        "amount": "300.00", "reference": "rent"})),
+            Some(&uuid::Uuid::new_v4().to_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{held}");
+    assert_eq!(held["pending_reason"], "aml_review", "{held}");
+    let pending = held["id"].as_str().unwrap().to_owned();
     let email = "approver@tally.test";
     let (approver, _) =
         admin_with(&server, &root, email, &["transfers:read", "transfers:execute", "accounts:read"]).await;
@@ -474,7 +496,14 @@ async fn an_admin_with_totp_on_is_asked_for_a_code_before_a_transfer_is_executed
         browser.wait_for("the console", "document.querySelector('#status').dataset.state === 'ready'", UI_WAIT);
         assert!(browser.text("#whoami").contains("TOTP on"));
         browser.wait_for("the queue", "document.querySelector('#view-queue').dataset.loaded === 'true'", UI_WAIT);
+        let row = browser.text(&format!("#queue tr[data-transfer-id=\"{pending}\"]"));
+        assert!(row.contains("AML review") && row.contains("300.00 EUR"), "{row}");
         open_transfer(&mut browser, &pending);
+        // Both customers' accounts: the source holding the amount, the destination not yet credited.
+        let source_card = format!("#transfer .account[data-account-id=\"{source}\"]");
+        let destination_card = format!("#transfer .account[data-account-id=\"{destination}\"]");
+        assert_eq!(browser.text(&format!("{source_card} [data-field=held]")), "300.00 EUR");
+        assert_eq!(browser.text(&format!("{destination_card} [data-field=balance]")), "1000.00 EUR");
         browser.click("#action-execute");
         dialog_asks(&mut browser, "execute");
         browser.click("#dialog-confirm");
@@ -512,15 +541,24 @@ async fn an_admin_with_totp_on_is_asked_for_a_code_before_a_transfer_is_executed
     });
     assert_eq!(transfer(&root, &pending).await["status"], "completed");
     assert_eq!(account(&root, &source).await["balance"], "700.00");
+    assert_eq!(account(&root, &destination).await["balance"], "1300.00");
+    tokio::task::block_in_place(|| {
+        let destination_card = format!("#transfer .account[data-account-id=\"{destination}\"]");
+        assert_eq!(
+            browser.text(&format!("{destination_card} [data-field=balance]")),
+            "1300.00 EUR",
+            "the detail reloaded"
+        );
+    });
     tokio::task::block_in_place(|| assert_no_page_problems(&mut browser));
-    drop(customer);
+    drop((customer, payee));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_finds_a_user_and_blocks_unblocks_and_adjusts_their_accounts() {
     let (server, root) = start("admin_console_users").await;
     let base = server.base_url();
-    let (customer, account_id) = customer(&server, &root, "dora@tally.test").await;
+    let (customer, account_id) = funded_customer(&server, &root, "dora@tally.test").await;
     let (status, user) = customer.get("/v1/users/me").await;
     assert_eq!(status, 200);
     let user_id = user["user_id"].as_str().unwrap().to_owned();
