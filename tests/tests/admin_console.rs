@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tally_engine::Timestamp;
 use tally_http::auth::totp::{base32_decode, code_at, step_of};
 use tally_tests::browser::{Browser, artifacts_dir};
+use tally_tests::http::{Backend, TestServer};
 use tally_tests::postgres;
 use tally_tests::server::{ADMIN_EMAIL, ADMIN_PASSWORD, Client, TallyServer};
 
@@ -636,4 +637,33 @@ async fn an_admin_finds_a_user_and_blocks_unblocks_and_adjusts_their_accounts() 
     let (status, _) = customer.get("/v1/users/me").await;
     assert_eq!(status, 401, "the blocked user's session ended");
     tokio::task::block_in_place(|| assert_no_page_problems(&mut browser));
+}
+
+/// In process (`TestServer`, whose clock a test moves), so an access token can expire without
+/// waiting 15 minutes: the page refreshes it once, with its refresh token, and carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_access_token_is_refreshed_and_the_console_carries_on() {
+    let server = TestServer::start(Backend::Postgres).await;
+    let admin = server.admin(&["transfers:read"]).await;
+    let mut browser = tokio::task::block_in_place(|| Browser::launch(1400, 1000));
+    let (access, refresh) = tokio::task::block_in_place(|| {
+        log_in_with_password(&mut browser, &server.base, &admin.email, tally_tests::http::PASSWORD);
+        browser.wait_for("the queue", "document.querySelector('#view-queue').dataset.loaded === 'true'", UI_WAIT);
+        (browser.eval("session.access"), browser.eval("session.refresh"))
+    });
+    // Past the access token's 15 minutes, within the session's idle time-out.
+    server.clock.advance(Duration::from_secs(16 * 60));
+    let old_token = access.as_str().unwrap().to_owned();
+    server.get("/v1/users/me", Some(&old_token)).await.assert_problem(401, "TOKEN_EXPIRED");
+    tokio::task::block_in_place(|| {
+        browser.eval("document.querySelector('#queue-updated').textContent = ''");
+        browser.click("#queue-refresh");
+        browser.wait_for("the queue reloaded", "document.querySelector('#queue-updated').textContent !== ''", UI_WAIT);
+        assert_eq!(browser.attribute("#status", "data-state").as_deref(), Some("ready"), "still logged in");
+        assert!(!browser.visible("#banner"), "no error shown");
+        assert_ne!(browser.eval("session.access"), access, "a new access token");
+        assert_ne!(browser.eval("session.refresh"), refresh, "the refresh token rotated");
+        assert_no_page_problems(&mut browser);
+    });
+    server.shutdown().await;
 }
