@@ -337,10 +337,27 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// Asks the browser to close (it ends its renderer and helper processes, which a kill of
+    /// the main process would leave writing into the profile for a moment), kills it if it
+    /// has not exited within a few seconds, then removes the profile.
     fn drop(&mut self) {
-        let _ = self.socket.close(None);
+        self.next_id += 1;
+        let close = json!({"id": self.next_id, "method": "Browser.close"});
+        let _ = self.socket.send(Message::text(close.to_string()));
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.profile);
+        for _ in 0..20 {
+            if std::fs::remove_dir_all(&self.profile).is_ok() || !self.profile.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
