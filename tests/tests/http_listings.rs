@@ -1,7 +1,8 @@
 //! The listings over a real socket: `GET /v1/transfers` (the caller's only, newest first,
 //! every transfer exactly once across pages even while new ones arrive), the admin transfer
 //! and account listings and counts with each filter and their permissions, and an account's
-//! transactions and balance history against the postings the store holds.
+//! transactions and balance history against the postings the store holds; `order=oldest_first`
+//! walks the pending queue from its oldest transfer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -19,6 +20,7 @@ on_both_stores!(
     bad_query_parameters_are_refused_and_a_token_is_needed,
     admin_listings_and_counts_apply_each_filter_and_need_their_permission,
     transactions_and_balance_history_match_the_postings,
+    oldest_first_walks_the_pending_queue_from_its_oldest_transfer_and_cursors_keep_their_order,
 );
 
 fn internal(source: &str, destination: &str, amount: &str) -> Value {
@@ -325,6 +327,76 @@ async fn transactions_and_balance_history_match_the_postings(server: TestServer)
 
     for path in ["transactions", "balance-history"] {
         server.get(&format!("/v1/accounts/{from}/{path}"), Some(&bob.token)).await.assert_problem(404, "NOT_FOUND");
+    }
+    server.shutdown().await;
+}
+
+async fn oldest_first_walks_the_pending_queue_from_its_oldest_transfer_and_cursors_keep_their_order(
+    server: TestServer,
+) {
+    let (alice, from, _bob, to) = alice_and_bob(&server).await;
+    let admin = server.admin(&["transfers:read"]).await;
+    let mut pending = Vec::new();
+    for i in 0..7 {
+        let body = json!({"type": "external", "source_account_id": from, "amount": format!("{}", i + 1),
+                          "beneficiary": {"name": "Grace Hopper", "iban": "DE89 3704 0044 0532 0130 00"}});
+        let reply = server.post("/v1/transfers", Some(&alice.token), body).await;
+        reply.assert_status(202);
+        pending.push(reply.str("id"));
+        // A completed transfer between the pending ones: the status filter leaves it out.
+        send(&server, &alice, &from, &to, "1").await;
+    }
+    // Pages of three, oldest first: every pending transfer once, in creation order.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = "/v1/admin/transfers?status=pending&order=oldest_first&limit=3".to_owned();
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let page = server.get(&url, Some(&admin.token)).await;
+        page.assert_status(200);
+        seen.extend(page.body["items"].as_array().unwrap().iter().map(|item| item["id"].as_str().unwrap().to_owned()));
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+        assert!(seen.len() <= pending.len(), "pagination terminates");
+    }
+    assert_eq!(seen, pending, "oldest first, each once");
+    // Newest first (the default, and by name) is the same set reversed.
+    let newest = server.get("/v1/admin/transfers?status=pending&limit=50", Some(&admin.token)).await;
+    let named = server.get("/v1/admin/transfers?status=pending&order=newest_first&limit=50", Some(&admin.token)).await;
+    let ids = |reply: &tally_tests::http::Reply| -> Vec<String> {
+        reply.body["items"].as_array().unwrap().iter().map(|item| item["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let mut reversed = pending.clone();
+    reversed.reverse();
+    assert_eq!(ids(&newest), reversed);
+    assert_eq!(ids(&named), reversed);
+    // The customer's listing takes the same order.
+    let mine = server.get("/v1/transfers?status=pending&order=oldest_first&limit=50", Some(&alice.token)).await;
+    mine.assert_status(200);
+    assert_eq!(ids(&mine), pending);
+
+    // A cursor continues only the order it came from: a position means the opposite in the
+    // other order, so it is refused rather than silently skipping the queue's head.
+    let first = server.get("/v1/admin/transfers?status=pending&order=oldest_first&limit=2", Some(&admin.token)).await;
+    let oldest_cursor = first.str("next_cursor");
+    server
+        .get(&format!("/v1/admin/transfers?status=pending&cursor={oldest_cursor}"), Some(&admin.token))
+        .await
+        .assert_problem(400, "VALIDATION_ERROR");
+    let newest_first = server.get("/v1/admin/transfers?status=pending&limit=2", Some(&admin.token)).await;
+    let newest_cursor = newest_first.str("next_cursor");
+    server
+        .get(&format!("/v1/admin/transfers?order=oldest_first&cursor={newest_cursor}"), Some(&admin.token))
+        .await
+        .assert_problem(400, "VALIDATION_ERROR");
+    for bad in ["oldest", "asc", "", "OLDEST_FIRST"] {
+        let reply = server.get(&format!("/v1/admin/transfers?order={bad}"), Some(&admin.token)).await;
+        reply.assert_problem(400, "VALIDATION_ERROR");
+        assert!(reply.text.contains("order"), "the field is named: {}", reply.text);
     }
     server.shutdown().await;
 }
