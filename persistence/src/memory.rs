@@ -413,6 +413,7 @@ impl Store for MemoryStore {
 fn flag_matches(flag: &AmlFlag, filter: FlagFilter) -> bool {
     filter.status.is_none_or(|status| flag.status == status)
         && filter.account.is_none_or(|account| flag.account == account)
+        && filter.transfer.is_none_or(|transfer| flag.transfer == transfer)
 }
 
 #[async_trait]

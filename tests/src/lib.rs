@@ -4,6 +4,7 @@
 // Test support code: a failed unwrap is a failed test, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod browser;
 pub mod clock;
 pub mod conformance;
 pub mod http;

@@ -1,5 +1,5 @@
 //! The listings' read model: pages of transfers, accounts and an account's postings, newest
-//! first, with a keyset cursor (the last row's position), so a page is one index range scan
+//! first (transfers oldest first too, `Order`), with a keyset cursor (the last row's position), so a page is one index range scan
 //! and rows inserted meanwhile never shift a later page.
 //!
 //! Like `AccountReads`, these read the write-behind tables: a row is as fresh as the last group
@@ -13,7 +13,7 @@ use tally_engine::{AccountId, TransferId, UserId};
 
 use crate::store::StoreError;
 
-/// A row's place in a newest-first listing: `(created_at, id)`, compared as a pair. Transfer
+/// A row's place in a listing: `(created_at, id)`, compared as a pair. Transfer
 /// and account ids are UUIDv7s made from their creation time to the microsecond, so the pair
 /// orders as the id alone does and a page is one range of the primary key (or of an index
 /// ending in the id). Transfers made before ids were time-ordered (migration 0021) have
@@ -44,13 +44,41 @@ impl PostingPosition {
     }
 }
 
-/// Which transfers to list.
+/// Which transfers to list, and which end of the listing comes first (a count ignores the
+/// order).
 #[derive(Clone, Debug, Default)]
 pub struct TransferFilter {
     /// Only transfers whose source or destination account this user owns.
     pub party: Option<UserId>,
     /// Only transfers in this status (`processing`, `pending`, ...).
     pub status: Option<String>,
+    pub order: Order,
+}
+
+/// Which end of a transfer listing comes first. Listings are newest first; a work queue (the
+/// pending transfers waiting for an admin's decision) is worked oldest first, and walking it
+/// newest first would reach the oldest only after every page. Transfers page by id (ids are
+/// time-ordered, see `Position`), so both directions are ranges of the same indexes (the
+/// primary key, `transfers_not_completed_by_status`, `transfers_by_source` and
+/// `transfers_by_destination`), read forwards or backwards from the cursor. Oldest first,
+/// transfers from before migration 0021 (random v4 ids) come last.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Order {
+    #[default]
+    NewestFirst,
+    OldestFirst,
+}
+
+impl Order {
+    /// The keyset condition and `ORDER BY` direction of a page after a cursor's transfer id,
+    /// as SQL fragments (rows strictly after the cursor in this order), and the id every
+    /// transfer is after when there is no cursor.
+    pub(crate) const fn keyset(self) -> (&'static str, &'static str, uuid::Uuid) {
+        match self {
+            Order::NewestFirst => ("<", "DESC", uuid::Uuid::max()),
+            Order::OldestFirst => (">", "ASC", uuid::Uuid::nil()),
+        }
+    }
 }
 
 /// Which accounts to list (the admin listing).
@@ -92,7 +120,7 @@ pub const DAY_MICROS: i64 = 86_400_000_000;
 
 #[async_trait]
 pub trait LedgerReads: Send + Sync + 'static {
-    /// At most `limit` transfers matching `filter`, newest first, strictly after `after`.
+    /// At most `limit` transfers matching `filter`, in `filter.order`, strictly after `after`.
     async fn transfer_page(
         &self,
         filter: &TransferFilter,

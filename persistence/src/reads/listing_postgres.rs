@@ -8,6 +8,8 @@
 //! - a customer's transfers: for each of their accounts, `transfers_by_source` and
 //!   `transfers_by_destination` from the cursor down, at most a page from each, merged (a
 //!   status filter skips the account's transfers in other statuses);
+//! - either transfer listing oldest first (`Order::OldestFirst`, the admins' pending queue):
+//!   the same ranges read upwards from the cursor (`id >` it, ascending);
 //! - an account's postings, opening balances and daily closings: the postings' key
 //!   (account, booked_at, version).
 
@@ -30,9 +32,6 @@ const ACCOUNT_WHERE: &str = "kind = 'user'
     AND ($4::text IS NULL OR id::text LIKE $4
         OR owner_id IN (SELECT id FROM users WHERE email_normalized LIKE $4))";
 
-/// The id every listed transfer's id is below when there is no cursor.
-const AFTER_EVERY_ID: Uuid = Uuid::max();
-
 /// A page of (id, created_at) rows as listing entries.
 fn transfer_positions(rows: Vec<(Uuid, i64)>) -> Vec<(TransferId, Position)> {
     rows.into_iter().map(|(id, created_at)| (TransferId::from_uuid(id), Position { created_at, id })).collect()
@@ -47,7 +46,8 @@ impl LedgerReads for PgUserStore {
         limit: u32,
     ) -> Result<Vec<(TransferId, Position)>, StoreError> {
         let filter = filter.clone();
-        let before = after.map_or(AFTER_EVERY_ID, |position| position.id);
+        let (after_op, direction, no_cursor) = filter.order.keyset();
+        let after = after.map_or(no_cursor, |position| position.id);
         self.run(|pool| async move {
             let rows: Vec<(Uuid, i64)> = match filter.party {
                 Some(party) => {
@@ -55,23 +55,26 @@ impl LedgerReads for PgUserStore {
                     let sql = format!(
                         "SELECT x.id, x.created_at FROM accounts a CROSS JOIN LATERAL (
                              (SELECT id, created_at FROM transfers
-                              WHERE source_id = a.id AND id < $2 AND {status} ORDER BY id DESC LIMIT $3)
+                              WHERE source_id = a.id AND id {after_op} $2 AND {status}
+                              ORDER BY id {direction} LIMIT $3)
                              UNION ALL
                              (SELECT id, created_at FROM transfers
-                              WHERE destination_id = a.id AND id < $2 AND {status} ORDER BY id DESC LIMIT $3)
+                              WHERE destination_id = a.id AND id {after_op} $2 AND {status}
+                              ORDER BY id {direction} LIMIT $3)
                          ) x
                          WHERE a.owner_id = $1
-                         GROUP BY x.id, x.created_at ORDER BY x.id DESC LIMIT $3"
+                         GROUP BY x.id, x.created_at ORDER BY x.id {direction} LIMIT $3"
                     );
-                    let query = sqlx::query_as(&sql).bind(party.as_uuid()).bind(before).bind(i64::from(limit));
+                    let query = sqlx::query_as(&sql).bind(party.as_uuid()).bind(after).bind(i64::from(limit));
                     compared.into_iter().fold(query, |query, status| query.bind(status)).fetch_all(&pool).await
                 }
                 None => {
                     let (status, compared) = status_condition(filter.status.as_deref(), "$3");
                     let sql = format!(
-                        "SELECT id, created_at FROM transfers WHERE id < $1 AND {status} ORDER BY id DESC LIMIT $2"
+                        "SELECT id, created_at FROM transfers WHERE id {after_op} $1 AND {status}
+                         ORDER BY id {direction} LIMIT $2"
                     );
-                    let query = sqlx::query_as(&sql).bind(before).bind(i64::from(limit));
+                    let query = sqlx::query_as(&sql).bind(after).bind(i64::from(limit));
                     compared.into_iter().fold(query, |query, status| query.bind(status)).fetch_all(&pool).await
                 }
             }

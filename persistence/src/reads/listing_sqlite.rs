@@ -3,7 +3,8 @@
 //! hyphenated text, so a prefix of the text form is a prefix of the column and text order is
 //! id order; amounts are exact decimal text. SQLite has no `LATERAL`: a customer's transfers
 //! are one `OR` of their accounts' source and destination index ranges, which SQLite reads
-//! as a union of index look-ups and sorts by id (the caller's transfers, not the table's).
+//! as a union of index look-ups and sorts by id (the caller's transfers, not the table's),
+//! descending or, oldest first, ascending.
 
 use async_trait::async_trait;
 use rust_decimal::Decimal;
@@ -46,17 +47,18 @@ impl LedgerReads for SqliteUserStore {
         limit: u32,
     ) -> Result<Vec<(TransferId, Position)>, StoreError> {
         let filter = filter.clone();
-        let before = id_to_db(after.map_or(uuid::Uuid::max(), |position| position.id));
+        let (after_op, direction, no_cursor) = filter.order.keyset();
+        let after = id_to_db(after.map_or(no_cursor, |position| position.id));
         self.run(|pool| async move {
             let (status, compared) = status_condition(filter.status.as_deref(), "?4");
             let party = if filter.party.is_some() { PARTY_WHERE } else { "?1 IS NULL" };
             let sql = format!(
-                "SELECT id, created_at FROM transfers WHERE {party} AND id < ?2 AND {status}
-                 ORDER BY id DESC LIMIT ?3"
+                "SELECT id, created_at FROM transfers WHERE {party} AND id {after_op} ?2 AND {status}
+                 ORDER BY id {direction} LIMIT ?3"
             );
             let query = sqlx::query_as(&sql)
                 .bind(filter.party.map(|user| id_to_db(user.as_uuid())))
-                .bind(before)
+                .bind(after)
                 .bind(i64::from(limit));
             let rows: Vec<(String, i64)> = compared
                 .into_iter()
