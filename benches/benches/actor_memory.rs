@@ -46,6 +46,11 @@ use tally_benches::{open_accounts, resident_bytes, start_engine, user, wait_dura
 use tally_engine::{Account, AccountId, AccountKind, Currency, Record};
 use tally_persistence::{JournalConfig, Journals, Loaded, MemoryStore, Store};
 
+/// The allocator `tally serve` runs on (http/src/main.rs), so the bytes are the server's: glibc's
+/// malloc adds its own per-chunk header and pads the 128-byte-aligned task cells differently.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ACCOUNTS_DEFAULT: usize = 1_000_000;
 /// Openings in flight: one journal record each, a sixth of the admission bound (65,536), and
 /// deep enough that the shards and the journal never wait for the driver.
@@ -76,10 +81,12 @@ async fn measure(n_accounts: usize) {
     let n = n_accounts as f64;
     println!("actor_memory: {n_accounts} accounts, {OPENINGS_IN_FLIGHT} openings in flight");
     println!(
-        "  static sizes: Account {} B, Loaded<Account> {} B, AccountActor {} B",
+        "  static sizes: Account {} B, Loaded<Account> {} B, AccountActor {} B, its actix future {} B \
+         (a tokio task holds it in a cell aligned to 128 B)",
         std::mem::size_of::<Account>(),
         std::mem::size_of::<Loaded<Account>>(),
         std::mem::size_of::<AccountActor>(),
+        std::mem::size_of::<actix::dev::ContextFut<AccountActor, actix::Context<AccountActor>>>(),
     );
 
     // Phase 1: the store's share.

@@ -30,6 +30,17 @@ pub struct Position {
     pub version: u64,
     /// System accounts: no funds check.
     pub unlimited: bool,
+    /// Holds, recent credits and admitted credits: what only a position with work in flight
+    /// has. Boxed, and dropped whenever all three are empty, so an idle position carries one
+    /// pointer for them instead of ~100 bytes of empty collections. That is what brings an
+    /// idle account actor's tokio task down a 128-byte size class (DESIGN.md §9's idle-actor
+    /// budget; `benches/benches/actor_memory.rs`). `None` exactly when empty (`tidy`), so the
+    /// derived equality still compares contents.
+    work: Option<Box<InFlight>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+struct InFlight {
     /// Live holds by transfer. A `BTreeMap` (not `HashMap`) so that iteration is deterministic
     /// and an empty map costs no allocation and no random seed.
     holds: BTreeMap<TransferId, Decimal>,
@@ -46,6 +57,12 @@ pub struct Position {
     admitted_total: Decimal,
 }
 
+impl InFlight {
+    fn is_empty(&self) -> bool {
+        self.holds.is_empty() && self.recent_credits.is_empty() && self.admitted_credits.is_empty()
+    }
+}
+
 /// Why a position refused a hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FundsRejection {
@@ -60,6 +77,29 @@ impl From<Overflow> for FundsRejection {
 }
 
 impl Position {
+    fn work(&self) -> Option<&InFlight> {
+        self.work.as_deref()
+    }
+
+    fn work_mut(&mut self) -> &mut InFlight {
+        self.work.get_or_insert_with(Box::default)
+    }
+
+    /// Drops the in-flight part once it holds nothing.
+    fn tidy(&mut self) {
+        if self.work.as_ref().is_some_and(|work| work.is_empty()) {
+            self.work = None;
+        }
+    }
+
+    fn has_hold(&self, transfer: TransferId) -> bool {
+        self.work().is_some_and(|work| work.holds.contains_key(&transfer))
+    }
+
+    fn has_recent_credit(&self, transfer: TransferId) -> bool {
+        self.work().is_some_and(|work| work.recent_credits.contains(&transfer))
+    }
+
     pub fn new(balance: Decimal, credit_limit: Decimal, unlimited: bool) -> Self {
         Position { balance, held: Decimal::ZERO, credit_limit, unlimited, ..Position::default() }
     }
@@ -69,20 +109,20 @@ impl Position {
     }
 
     pub fn holds(&self) -> impl Iterator<Item = (TransferId, Decimal)> + '_ {
-        self.holds.iter().map(|(transfer, amount)| (*transfer, *amount))
+        self.work().into_iter().flat_map(|work| work.holds.iter()).map(|(transfer, amount)| (*transfer, *amount))
     }
 
     pub fn hold_of(&self, transfer: TransferId) -> Option<Decimal> {
-        self.holds.get(&transfer).copied()
+        self.work().and_then(|work| work.holds.get(&transfer)).copied()
     }
 
     pub fn has_holds(&self) -> bool {
-        !self.holds.is_empty()
+        self.work().is_some_and(|work| !work.holds.is_empty())
     }
 
     /// `Ok(true)`: the hold may be placed. `Ok(false)`: it is already placed (a repeat).
     pub fn check_hold(&self, transfer: TransferId, amount: Decimal) -> Result<bool, FundsRejection> {
-        if self.holds.contains_key(&transfer) {
+        if self.has_hold(transfer) {
             return Ok(false);
         }
         if !self.unlimited {
@@ -99,43 +139,45 @@ impl Position {
     }
 
     pub fn apply_hold(&mut self, transfer: TransferId, amount: Decimal) -> Result<(), Overflow> {
-        if self.holds.contains_key(&transfer) {
+        if self.has_hold(transfer) {
             return Ok(());
         }
         self.held = money::add(self.held, amount)?;
-        self.holds.insert(transfer, amount);
+        self.work_mut().holds.insert(transfer, amount);
         Ok(())
     }
 
     /// Drops the hold. Returns the amount released, or `None` if there was none (a repeat).
     pub fn apply_release(&mut self, transfer: TransferId) -> Result<Option<Decimal>, Overflow> {
-        let Some(amount) = self.holds.get(&transfer).copied() else { return Ok(None) };
+        let Some(amount) = self.hold_of(transfer) else { return Ok(None) };
         self.held = money::sub(self.held, amount)?;
-        self.holds.remove(&transfer);
+        self.work_mut().holds.remove(&transfer);
+        self.tidy();
         Ok(Some(amount))
     }
 
     /// Turns the hold into a debit. Returns the amount debited, or `None` if there was no hold
     /// (already posted: a repeat).
     pub fn apply_post(&mut self, transfer: TransferId) -> Result<Option<Decimal>, Overflow> {
-        let Some(amount) = self.holds.get(&transfer).copied() else { return Ok(None) };
+        let Some(amount) = self.hold_of(transfer) else { return Ok(None) };
         let held = money::sub(self.held, amount)?;
         let balance = money::sub(self.balance, amount)?;
         self.held = held;
         self.balance = balance;
         self.version += 1;
-        self.holds.remove(&transfer);
+        self.work_mut().holds.remove(&transfer);
+        self.tidy();
         Ok(Some(amount))
     }
 
     /// Whether this transfer's credit was applied recently (a repeated step).
     pub fn credited_recently(&self, transfer: TransferId) -> bool {
-        self.recent_credits.contains(&transfer)
+        self.has_recent_credit(transfer)
     }
 
     /// `Ok(true)`: the credit may be applied. `Ok(false)`: a recent repeat.
     pub fn check_credit(&self, transfer: TransferId, amount: Decimal) -> Result<bool, Overflow> {
-        if self.recent_credits.contains(&transfer) {
+        if self.has_recent_credit(transfer) {
             return Ok(false);
         }
         money::add(self.balance, amount)?;
@@ -143,58 +185,64 @@ impl Position {
     }
 
     pub fn apply_credit(&mut self, transfer: TransferId, amount: Decimal) -> Result<(), Overflow> {
-        if self.recent_credits.contains(&transfer) {
+        if self.has_recent_credit(transfer) {
             return Ok(());
         }
         self.balance = money::add(self.balance, amount)?;
         self.version += 1;
         // The admitted credit has landed: the promise is kept and no longer outstanding.
         self.apply_withdraw_admission(transfer)?;
-        if self.recent_credits.len() == RECENT_CREDITS_MAX {
-            self.recent_credits.pop_front();
+        let recent = &mut self.work_mut().recent_credits;
+        if recent.len() == RECENT_CREDITS_MAX {
+            recent.pop_front();
         }
-        self.recent_credits.push_back(transfer);
+        recent.push_back(transfer);
         Ok(())
     }
 
     /// Whether this transfer's credit was admitted and has not landed or been withdrawn.
     pub fn credit_admitted(&self, transfer: TransferId) -> bool {
-        self.admitted_credits.contains_key(&transfer)
+        self.work().is_some_and(|work| work.admitted_credits.contains_key(&transfer))
     }
 
     pub fn admitted_credits_of(&self, transfer: TransferId) -> Option<Decimal> {
-        self.admitted_credits.get(&transfer).copied()
+        self.work().and_then(|work| work.admitted_credits.get(&transfer)).copied()
     }
 
     pub fn has_admitted_credits(&self) -> bool {
-        !self.admitted_credits.is_empty()
+        self.work().is_some_and(|work| !work.admitted_credits.is_empty())
     }
 
     /// `Ok(true)`: the credit may be admitted (the balance stays in range with every admitted
     /// credit landed). `Ok(false)`: it already is (a repeat).
     pub fn check_admission(&self, transfer: TransferId, amount: Decimal) -> Result<bool, Overflow> {
-        if self.admitted_credits.contains_key(&transfer) {
+        if self.credit_admitted(transfer) {
             return Ok(false);
         }
-        money::add(money::add(self.balance, self.admitted_total)?, amount)?;
+        let admitted_total = self.work().map_or(Decimal::ZERO, |work| work.admitted_total);
+        money::add(money::add(self.balance, admitted_total)?, amount)?;
         Ok(true)
     }
 
     pub fn apply_admission(&mut self, transfer: TransferId, amount: Decimal) -> Result<(), Overflow> {
-        if self.admitted_credits.contains_key(&transfer) {
+        if self.credit_admitted(transfer) {
             return Ok(());
         }
-        self.admitted_total = money::add(self.admitted_total, amount)?;
-        self.admitted_credits.insert(transfer, amount);
+        let admitted_total = money::add(self.work().map_or(Decimal::ZERO, |work| work.admitted_total), amount)?;
+        let work = self.work_mut();
+        work.admitted_total = admitted_total;
+        work.admitted_credits.insert(transfer, amount);
         Ok(())
     }
 
     /// Drops an admission (its credit landed, or its batch was abandoned). Returns the amount
     /// it promised, or `None` if there was none.
     pub fn apply_withdraw_admission(&mut self, transfer: TransferId) -> Result<Option<Decimal>, Overflow> {
-        let Some(amount) = self.admitted_credits.get(&transfer).copied() else { return Ok(None) };
-        self.admitted_total = money::sub(self.admitted_total, amount)?;
-        self.admitted_credits.remove(&transfer);
+        let Some(amount) = self.admitted_credits_of(transfer) else { return Ok(None) };
+        let work = self.work_mut();
+        work.admitted_total = money::sub(work.admitted_total, amount)?;
+        work.admitted_credits.remove(&transfer);
+        self.tidy();
         Ok(Some(amount))
     }
 
@@ -276,7 +324,7 @@ mod tests {
         for n in 0..100 {
             position.apply_credit(transfer(n), dec!(1)).unwrap();
         }
-        assert_eq!(position.recent_credits.len(), RECENT_CREDITS_MAX);
+        assert_eq!(position.work().map(|work| work.recent_credits.len()), Some(RECENT_CREDITS_MAX));
         assert_eq!(position.balance, dec!(100));
     }
 
@@ -292,9 +340,34 @@ mod tests {
         position.apply_admission(transfer(2), dec!(3)).unwrap();
         assert_eq!(position.apply_withdraw_admission(transfer(2)), Ok(Some(dec!(3))));
         assert_eq!(position.apply_withdraw_admission(transfer(2)), Ok(None));
-        assert_eq!((position.balance, position.admitted_total), (dec!(5), dec!(0)));
+        assert_eq!(position.balance, dec!(5));
+        // Only the landed credit's memory is left in flight: no admission, no total.
+        assert_eq!(position.work().map(|work| (work.admitted_credits.len(), work.admitted_total)), Some((0, dec!(0))));
         let full = Position::new(Decimal::MAX, dec!(0), false);
         assert_eq!(full.check_admission(transfer(3), dec!(1)), Err(Overflow));
+    }
+
+    #[test]
+    fn an_idle_position_keeps_no_in_flight_part() {
+        let mut position = Position::new(dec!(100), dec!(0), false);
+        position.apply_hold(transfer(1), dec!(30)).unwrap();
+        position.apply_admission(transfer(2), dec!(7)).unwrap();
+        assert!(position.work.is_some());
+        position.apply_release(transfer(1)).unwrap();
+        assert!(position.work.is_some(), "the admission is still outstanding");
+        position.apply_withdraw_admission(transfer(2)).unwrap();
+        assert_eq!(position.work, None, "nothing in flight: the box is gone");
+        assert_eq!(position, Position::new(dec!(100), dec!(0), false), "and equality sees no difference");
+        position.apply_hold(transfer(3), dec!(10)).unwrap();
+        position.apply_post(transfer(3)).unwrap();
+        assert_eq!(position.work, None, "a posted hold leaves nothing behind");
+        assert_eq!(position.apply_admission(transfer(4), Decimal::MAX), Ok(()));
+        assert_eq!(position.apply_admission(transfer(5), dec!(1)), Err(Overflow));
+        assert_eq!(
+            position.work().map(|work| work.admitted_credits.len()),
+            Some(1),
+            "a refused admission changes nothing"
+        );
     }
 
     #[test]
