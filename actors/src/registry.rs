@@ -2,7 +2,9 @@
 //!
 //! Activation: the first call for an id creates its slot and loads the entity from the store,
 //! and starts the actor on the thread that serves the id's shard. Concurrent first calls share
-//! one activation (`OnceCell`). An incarnation that ended with records not yet durable (a
+//! one activation: the first takes the id's gate (`Registry::activating`, present only while an
+//! activation is under way, so an idle slot carries no lock), the others wait on it and find the
+//! address set. An incarnation that ended with records not yet durable (a
 //! restart after a panic) leaves its last record's position behind; the next one waits until
 //! that is durable before it loads, so the store then holds everything the last one did.
 //!
@@ -13,13 +15,13 @@
 //!
 //! No dashmap guard is ever held across an `.await`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use tally_persistence::{JournalPosition, StoreError};
-use tokio::sync::{OnceCell, oneshot};
+use tokio::sync::{Mutex as AsyncMutex, oneshot};
 
 use crate::entity::Entity;
 use crate::entity_actor::{Call, EntityActor, Op, Passivate, Reply};
@@ -28,7 +30,9 @@ use crate::shared::Shared;
 
 /// One id's place in the registry. A new slot is made for each incarnation.
 pub struct Slot<E: Entity> {
-    cell: OnceCell<actix::Addr<EntityActor<E>>>,
+    /// Set once, by the activation that started the actor. A plain `OnceLock` (32 bytes, not a
+    /// `tokio::sync::OnceCell` with its semaphore): the waiting is done on the registry's gate.
+    cell: OnceLock<actix::Addr<EntityActor<E>>>,
     /// Messages sent to this incarnation and not yet handled. Tally's mailbox bound.
     pub depth: AtomicU32,
     /// `Shared::tick` of the last call, for passivation.
@@ -41,7 +45,7 @@ pub struct Slot<E: Entity> {
 impl<E: Entity> Slot<E> {
     fn new(tick: u32) -> Self {
         Slot {
-            cell: OnceCell::new(),
+            cell: OnceLock::new(),
             depth: AtomicU32::new(0),
             last_used: AtomicU32::new(tick),
             last_record: AtomicU64::new(0),
@@ -90,12 +94,20 @@ pub struct Registry<E: Entity> {
     /// The last record of an incarnation that retired before it was durable (a restart after a
     /// panic): the next incarnation waits for it before loading from the store.
     unfinished: DashMap<E::Id, JournalPosition>,
+    /// A gate per id whose activation is under way; removed by the last call through it.
+    activating: DashMap<E::Id, Arc<AsyncMutex<()>>>,
     pub(crate) shared: Arc<Shared>,
 }
 
 impl<E: Entity> Registry<E> {
     pub(crate) fn new(shared: Arc<Shared>) -> Arc<Self> {
-        Arc::new(Registry { slots: DashMap::new(), failures: DashMap::new(), unfinished: DashMap::new(), shared })
+        Arc::new(Registry {
+            slots: DashMap::new(),
+            failures: DashMap::new(),
+            unfinished: DashMap::new(),
+            activating: DashMap::new(),
+            shared,
+        })
     }
 
     /// Sends a command and waits for its answer: the event applied (`Some`), or `None` if the
@@ -188,20 +200,46 @@ impl<E: Entity> Registry<E> {
     }
 
     async fn slot(self: &Arc<Self>, id: E::Id) -> Result<Arc<Slot<E>>, CallError<E::Rejection>> {
-        let existing = self.slots.get(&id).map(|entry| Arc::clone(entry.value()));
-        let slot = match existing {
-            Some(slot) => slot,
-            None => Arc::clone(self.slots.entry(id).or_insert_with(|| Arc::new(Slot::new(self.shared.tick()))).value()),
-        };
-        if slot.cell.initialized() {
-            return Ok(slot);
-        }
-        let activation = slot.cell.get_or_try_init(|| self.start_incarnation(id, Arc::clone(&slot))).await;
-        match activation {
-            Ok(_) => Ok(slot),
-            Err(error) => {
-                self.remove_slot(id, &slot);
-                Err(error)
+        loop {
+            let existing = self.slots.get(&id).map(|entry| Arc::clone(entry.value()));
+            let slot = match existing {
+                Some(slot) => slot,
+                None => {
+                    Arc::clone(self.slots.entry(id).or_insert_with(|| Arc::new(Slot::new(self.shared.tick()))).value())
+                }
+            };
+            if slot.cell.get().is_some() {
+                return Ok(slot);
+            }
+            let gate = Arc::clone(self.activating.entry(id).or_default().value());
+            let guard = gate.lock().await;
+            let outcome = if slot.cell.get().is_some() {
+                Some(Ok(()))
+            } else if !self.slots.get(&id).is_some_and(|current| Arc::ptr_eq(current.value(), &slot)) {
+                // The activation this call waited for failed and dropped the slot (or the actor
+                // has since retired): start over with the id's current slot.
+                None
+            } else {
+                match self.start_incarnation(id, Arc::clone(&slot)).await {
+                    Ok(addr) => {
+                        // Only an activation holding the gate sets the cell, and it was empty.
+                        let _ = slot.cell.set(addr);
+                        Some(Ok(()))
+                    }
+                    Err(error) => {
+                        self.remove_slot(id, &slot);
+                        Some(Err(error))
+                    }
+                }
+            };
+            drop(guard);
+            // The last call through the gate removes it (the map's reference and this call's are
+            // the only two left); a later first call makes a fresh one.
+            self.activating.remove_if(&id, |_, current| Arc::ptr_eq(current, &gate) && Arc::strong_count(current) == 2);
+            match outcome {
+                Some(Ok(())) => return Ok(slot),
+                Some(Err(error)) => return Err(error),
+                None => continue,
             }
         }
     }

@@ -348,6 +348,36 @@ async fn idle_actors_passivate_after_their_records_are_durable_and_come_back_wit
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_calls_to_a_passivated_account_share_one_activation() {
+    let mut config = EngineConfig::default();
+    config.actors.idle_timeout = std::time::Duration::ZERO;
+    // Swept by hand below, so no other passivation can add an activation of its own.
+    config.actors.passivation_sweep_interval = std::time::Duration::from_secs(3_600);
+    let harness = Harness::start_with(config).await;
+    let alice = harness.open(Currency::USD).await;
+    harness.fund(&alice, dec!(10)).await;
+    let accounts = harness.engine.accounts();
+    for _ in 0..500 {
+        if accounts.live() == 0 {
+            break;
+        }
+        accounts.sweep_idle();
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(accounts.live(), 0, "every account actor passivated");
+    let activations = |harness: &Harness| harness.engine.health(1).kind(ActorKind::Account).unwrap().activations;
+    let before = activations(&harness);
+    for round in 0..3 {
+        let reads = futures::future::join_all((0..200).map(|_| accounts.read(alice.id))).await;
+        for read in reads {
+            assert_eq!(read.unwrap().position.balance, dec!(10), "round {round}: every caller sees the one state");
+        }
+        assert_eq!(activations(&harness), before + 1, "round {round}: 200 first calls started one incarnation");
+    }
+    harness.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_mailbox_answers_overloaded_instead_of_waiting() {
     let mut config = EngineConfig::default();
     config.actors.mailbox_capacity_max = 4;
