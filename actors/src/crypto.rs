@@ -123,8 +123,7 @@ pub enum DepositTarget {
 /// computes the same one, and unguessable without the id. `tly1` + 40 hex digits.
 pub fn deposit_address(wallet: WalletId) -> String {
     let digest = Sha256::digest(format!("tally deposit address {}", wallet.as_uuid()).as_bytes());
-    let hex: String = digest.iter().take(20).map(|byte| format!("{byte:02x}")).collect();
-    format!("tly1{hex}")
+    format!("tly1{}", data_encoding::HEXLOWER.encode(&digest[..20]))
 }
 
 /// Is `asset` one a wallet may hold? Crypto assets only: fiat lives in accounts.

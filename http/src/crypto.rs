@@ -503,7 +503,7 @@ fn custodian_secret() -> Option<String> {
 pub fn custodian_signature(secret: &[u8], body: &[u8]) -> String {
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
     let tag = aws_lc_rs::hmac::sign(&key, body);
-    let hex: String = tag.as_ref().iter().map(|byte| format!("{byte:02x}")).collect();
+    let hex: String = data_encoding::HEXLOWER.encode(tag.as_ref());
     format!("sha256={hex}")
 }
 

@@ -10,7 +10,7 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    sha256(bytes).iter().map(|byte| format!("{byte:02x}")).collect()
+    data_encoding::HEXLOWER.encode(&sha256(bytes))
 }
 
 #[cfg(test)]

@@ -99,7 +99,7 @@ impl Passwords {
     pub async fn new() -> Result<Passwords, String> {
         let mut decoy = [0_u8; 32];
         aws_lc_rs::rand::fill(&mut decoy).map_err(|_| "the system random generator failed".to_owned())?;
-        let decoy_password: String = decoy.iter().map(|byte| format!("{byte:02x}")).collect();
+        let decoy_password = data_encoding::HEXLOWER.encode(&decoy);
         let decoy_hash = tokio::task::spawn_blocking(move || hash_blocking(&decoy_password))
             .await
             .map_err(|error| error.to_string())??;

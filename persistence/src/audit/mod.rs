@@ -181,11 +181,11 @@ fn hash_bytes(text: &str) -> Option<Vec<u8>> {
     if text.len() != 64 {
         return None;
     }
-    (0..32).map(|at| text.get(2 * at..2 * at + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok())).collect()
+    data_encoding::HEXLOWER_PERMISSIVE.decode(text.as_bytes()).ok()
 }
 
 fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    data_encoding::HEXLOWER.encode(bytes)
 }
 
 /// The hash of entry `seq` holding `record` after an entry whose hash is `prev_hash`; `None`
