@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tally_actors::HealthReport;
@@ -214,26 +213,35 @@ fn routes() -> &'static dashmap::DashMap<String, std::sync::Arc<RouteMetrics>> {
     ROUTES.get_or_init(dashmap::DashMap::new)
 }
 
-/// The route layer that counts and times each request.
-pub async fn track(request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
-    let handles = match routes().get(route) {
-        Some(handles) => std::sync::Arc::clone(handles.value()),
-        None => {
-            let handles = std::sync::Arc::new(RouteMetrics::register(route));
-            routes().insert(route.to_owned(), std::sync::Arc::clone(&handles));
-            handles
-        }
-    };
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let elapsed = started.elapsed();
-    let status = status_index(response.status().as_u16());
-    handles.duration.record(elapsed.as_secs_f64());
-    handles.requests[status].increment(1);
-    // The operators' page reads these back (the exporter's histograms cannot be).
-    crate::request_stats::record(status, elapsed);
-    response
+/// Counts and times one request: started before the route's other policies and its handler
+/// (`lib.rs`, `route_policies`), finished with the answer.
+pub struct Tracking {
+    handles: std::sync::Arc<RouteMetrics>,
+    started: Instant,
+}
+
+impl Tracking {
+    pub fn start(request: &Request) -> Tracking {
+        let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
+        let handles = match routes().get(route) {
+            Some(handles) => std::sync::Arc::clone(handles.value()),
+            None => {
+                let handles = std::sync::Arc::new(RouteMetrics::register(route));
+                routes().insert(route.to_owned(), std::sync::Arc::clone(&handles));
+                handles
+            }
+        };
+        Tracking { handles, started: Instant::now() }
+    }
+
+    pub fn finish(self, response: &Response) {
+        let elapsed = self.started.elapsed();
+        let status = status_index(response.status().as_u16());
+        self.handles.duration.record(elapsed.as_secs_f64());
+        self.handles.requests[status].increment(1);
+        // The operators' page reads these back (the exporter's histograms cannot be).
+        crate::request_stats::record(status, elapsed);
+    }
 }
 
 #[cfg(test)]

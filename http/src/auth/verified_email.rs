@@ -1,7 +1,7 @@
 //! `TALLY_REQUIRE_VERIFIED_EMAIL=true`: money-moving routes answer `403 EMAIL_NOT_VERIFIED`
 //! until the caller (a person, or the owner of an API key) has verified their email.
 //!
-//! The gate is a route layer (`require_verified_email`), so the money routes' handlers stay as
+//! The gate is part of the route layer (`admit`, called by `lib.rs`'s `route_policies`), so the money routes' handlers stay as
 //! they are and the rule sits in one place. It authenticates the request the way the handler
 //! would (`Caller`, or the API key) and leaves the outcome in the request: a refused credential
 //! passes through untouched, and the handler answers `401`/`403` as always, so the order of
@@ -13,9 +13,8 @@
 //! seen verified. Unverified users are asked every time: they are refused anyway, and the
 //! moment they verify their next request passes.
 
-use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request};
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
 use tally_engine::{ErrorCode, UserId};
@@ -79,18 +78,18 @@ fn is_money_moving(method: &Method, route: &str) -> bool {
     MONEY_MOVING_ROUTES.iter().any(|(m, r)| method.as_str() == *m && route == *r)
 }
 
-/// The route layer (see the module comment).
-pub async fn require_verified_email(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// The gate (see the module comment): the request to pass on, or the refusal to answer.
+pub async fn admit(state: &AppState, request: Request) -> Result<Request, Response> {
     let gate = &state.identity().email_gate;
     if !gate.required() {
-        return next.run(request).await;
+        return Ok(request);
     }
     let gated = request
         .extensions()
         .get::<MatchedPath>()
         .is_some_and(|route| is_money_moving(request.method(), route.as_str()));
     if !gated {
-        return next.run(request).await;
+        return Ok(request);
     }
     let (mut parts, body) = request.into_parts();
     let user = match parts.headers.get(API_KEY_HEADER).map(|value| value.to_str().map(str::trim)) {
@@ -99,20 +98,20 @@ pub async fn require_verified_email(State(state): State<AppState>, request: Requ
             identity.protection.api_keys.verify(key, identity.users.as_ref()).await.ok().map(|verified| verified.user)
         }
         Some(Err(_)) => None,
-        None => Caller::from_request_parts(&mut parts, &state).await.ok().map(|caller| caller.user_id),
+        None => Caller::from_request_parts(&mut parts, state).await.ok().map(|caller| caller.user_id),
     };
     if let Some(user) = user {
-        match gate.is_verified(&state, user).await {
+        match gate.is_verified(state, user).await {
             Ok(true) => {}
             Ok(false) => {
-                return ApiError::new(
+                return Err(ApiError::new(
                     ErrorCode::EmailNotVerified,
                     "verify your email first (POST /v1/users/me/email/verification) to move money",
                 )
-                .into_response();
+                .into_response());
             }
-            Err(error) => return error.into_response(),
+            Err(error) => return Err(error.into_response()),
         }
     }
-    next.run(Request::from_parts(parts, body)).await
+    Ok(Request::from_parts(parts, body))
 }
