@@ -1,0 +1,60 @@
+//! The limits of each verification level (migration 0030): per level and currency, the
+//! `UserLimits` an admin set. Configuration, not money: admins write it directly (store
+//! first, then the engine's memory, as pricing does), and the engine loads it once at start.
+//! Implemented by both identity stores, beside the users whose `verification_level` it keys
+//! on; a level's replacement appends its audit entry in the same transaction.
+//!
+//! What a user has used against these limits is not stored here: usage is counted in memory
+//! by `tally_actors::limits` until the saga rewrite persists it.
+
+use async_trait::async_trait;
+use tally_engine::limits::UserLimits;
+use tally_engine::{Currency, Timestamp};
+
+use super::VerificationLevel;
+use crate::audit::AuditRecord;
+use crate::store::StoreError;
+
+/// The limits of one level in one currency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LevelLimits {
+    pub level: VerificationLevel,
+    pub currency: Currency,
+    pub limits: UserLimits,
+}
+
+#[async_trait]
+pub trait LimitsStore: Send + Sync + 'static {
+    /// Every stored row, by level then currency code. Each row is checked as it is read
+    /// (`UserLimits::new`): a row the API could not have written is `Corrupt`, not used.
+    async fn load_limits(&self) -> Result<Vec<LevelLimits>, StoreError>;
+
+    /// Replaces `level`'s whole set with `limits` (one entry per currency, none unlimited)
+    /// and appends `audit`, in one transaction.
+    async fn replace_level_limits(
+        &self,
+        level: VerificationLevel,
+        limits: &[(Currency, UserLimits)],
+        at: Timestamp,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+}
+
+/// A stored row back into `LevelLimits`, checked (shared by both stores).
+pub(crate) fn level_limits(
+    level: &str,
+    currency: &str,
+    per_transfer_max: Option<rust_decimal::Decimal>,
+    daily_max: Option<rust_decimal::Decimal>,
+    monthly_max: Option<rust_decimal::Decimal>,
+) -> Result<LevelLimits, StoreError> {
+    let corrupt = |what: String| StoreError::Corrupt(format!("verification_limits ({level}, {currency}): {what}"));
+    let level = VerificationLevel::parse(level).ok_or_else(|| corrupt("unknown level".to_owned()))?;
+    let currency = Currency::from_code(currency).ok_or_else(|| corrupt("unknown currency".to_owned()))?;
+    let limits = UserLimits::new(currency, per_transfer_max, daily_max, monthly_max)
+        .map_err(|error| corrupt(error.to_string()))?;
+    if limits.is_unlimited() {
+        return Err(corrupt("a row without any maximum".to_owned()));
+    }
+    Ok(LevelLimits { level, currency, limits })
+}
