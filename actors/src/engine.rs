@@ -169,6 +169,8 @@ pub(crate) struct EngineInner {
     pub(crate) aml: crate::aml::Aml,
     /// Quotes, prices and deposit claims of the crypto flows (`crypto.rs`).
     pub(crate) crypto: crate::crypto::CryptoState,
+    /// Verification limits and usage (`limits.rs`); configured by `Limits::install`.
+    pub(crate) limits: crate::limits::Limits,
 }
 
 /// A cheap, clonable handle to a running engine.
@@ -265,6 +267,7 @@ impl Engine {
             sagas_compensated: AtomicU64::new(0),
             aml,
             crypto: crate::crypto::CryptoState::default(),
+            limits: crate::limits::Limits::default(),
         });
         let engine = Engine { inner };
         engine.ensure_system_accounts().await?;
