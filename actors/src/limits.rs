@@ -23,6 +23,7 @@
 //! `GET /v1/users/me/limits` shows these counters, which stay at zero.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
@@ -156,13 +157,29 @@ fn limits_sub(used: Decimal, amount: Decimal) -> Decimal {
 type LimitTable = HashMap<(VerificationLevel, Currency), UserLimits>;
 
 /// The limits and usage of a running engine (`Engine::limits`).
-#[derive(Default)]
 pub struct Limits {
     /// Replaced whole on each change, so a reader holds the lock for one clone of an `Arc`.
     table: RwLock<Arc<LimitTable>>,
     usage: Arc<UsageMap>,
+    /// The month whose sweep of past months' counters last ran (`i64::MIN`: none yet). Entries
+    /// only go stale when the month changes, so one sweep per month is all a full map can gain.
+    swept_month: AtomicI64,
+    /// `USAGE_ENTRIES_MAX`, or a small bound in tests.
+    usage_entries_max: usize,
     /// Serialises admin writes (store first, then memory).
     writes: tokio::sync::Mutex<()>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            table: RwLock::default(),
+            usage: Arc::default(),
+            swept_month: AtomicI64::new(i64::MIN),
+            usage_entries_max: USAGE_ENTRIES_MAX,
+            writes: tokio::sync::Mutex::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Limits {
@@ -242,12 +259,15 @@ impl Limits {
         let limits = self.limits(level, currency);
         let window = window_of(now);
         let key = (user, currency);
-        if !self.usage.contains_key(&key) && self.usage.len() >= USAGE_ENTRIES_MAX {
+        if !self.usage.contains_key(&key) && self.usage.len() >= self.usage_entries_max {
             // Counters of a past month are zero in every current window: dropping them loses
             // nothing. (A reservation of theirs still outstanding then finds no entry and
-            // gives nothing back, which is right: its windows are over.)
-            self.usage.retain(|_, counters| counters.window.month >= window.month);
-            if self.usage.len() >= USAGE_ENTRIES_MAX {
+            // gives nothing back, which is right: its windows are over.) Once per month: a
+            // second sweep in the same month could find nothing more.
+            if self.swept_month.fetch_max(window.month, Ordering::AcqRel) < window.month {
+                self.usage.retain(|_, counters| counters.window.month >= window.month);
+            }
+            if self.usage.len() >= self.usage_entries_max {
                 return Err(ReservationRefused::Overloaded);
             }
         }
@@ -424,6 +444,28 @@ mod tests {
         limits.reserve(user, level, Currency::EUR, dec!(1000000), now).unwrap().commit();
         limits.reserve(user, VerificationLevel::Enhanced, Currency::USD, dec!(1000), now).unwrap().commit();
         assert_eq!(limits.usage(user, Currency::EUR, now).used_today, dec!(1000000));
+    }
+
+    /// Past the bound of tracked pairs a new pair is refused, never let through unchecked;
+    /// a new month sweeps out the past month's counters and makes room.
+    #[test]
+    fn a_full_usage_map_refuses_new_pairs_until_a_new_month_frees_room() {
+        let limits = Limits { usage_entries_max: 3, ..Limits::default() };
+        let now = Timestamp::from_micros(NOON);
+        let level = VerificationLevel::None;
+        for user in 1..=3 {
+            limits.reserve(UserId::from_u128(user), level, Currency::USD, dec!(1), now).unwrap().commit();
+        }
+        let refused = limits.reserve(UserId::from_u128(4), level, Currency::USD, dec!(1), now).unwrap_err();
+        assert_eq!(refused, ReservationRefused::Overloaded);
+        assert_eq!(refused.code(), ErrorCode::Overloaded);
+        // A pair already tracked still reserves.
+        limits.reserve(UserId::from_u128(2), level, Currency::USD, dec!(1), now).unwrap().commit();
+        // 31 days later is another month: the old counters go, the new pair fits.
+        let next_month = Timestamp::from_micros(NOON + 31 * DAY_MICROS);
+        limits.reserve(UserId::from_u128(4), level, Currency::USD, dec!(1), next_month).unwrap().commit();
+        assert_eq!(limits.usage(UserId::from_u128(1), Currency::USD, next_month), Usage::default());
+        assert_eq!(limits.usage.len(), 1);
     }
 
     #[test]

@@ -86,8 +86,11 @@ async fn admins_set_each_level_s_limits_and_customers_see_theirs(server: TestSer
         {"currency": "JPY", "daily_max": "100000", "per_transfer_max": null},
         {"currency": "ETH", "per_transfer_max": "0.000000000000000001"},
     ]});
-    let reply = put_level(&server, token, "basic", set).await;
+    let reply = put_level(&server, token, "basic", set.clone()).await;
     reply.assert_status(200);
+    // A PUT is idempotent: the same body again answers the same and stores the same.
+    let replayed = put_level(&server, token, "basic", set).await;
+    assert_eq!(replayed.body, reply.body);
     // At each currency's scale, in the currency table's order (USD, JPY, ..., ETH).
     let basic = json!({"level": "basic", "limits": [
         {"currency": "USD", "per_transfer_max": "1000.00", "daily_max": "2500.50", "monthly_max": "10000.00"},
@@ -107,10 +110,10 @@ async fn admins_set_each_level_s_limits_and_customers_see_theirs(server: TestSer
             ("basic".to_owned(), "USD".to_owned(), Some(dec!(1000)), Some(dec!(2500.5)), Some(dec!(10000))),
         ]
     );
-    // Audited in the same transaction, with the set.
+    // Audited in the same transaction, with the set: each PUT, the repeat included.
     let entries = server.get("/v1/admin/audit?action=limits.update", Some(token)).await;
     let items = entries.body["items"].as_array().unwrap();
-    assert_eq!(items.len(), 1, "{}", entries.text);
+    assert_eq!(items.len(), 2, "{}", entries.text);
     assert_eq!(items[0]["actor"]["id"], admin.user_id);
     assert_eq!(items[0]["target"], json!({"type": "verification_level", "id": "basic"}));
     assert_eq!(items[0]["details"]["limits"][0]["daily_max"], "2500.50");
@@ -150,7 +153,7 @@ async fn admins_set_each_level_s_limits_and_customers_see_theirs(server: TestSer
     assert_eq!(my_limits(&server, &alice).await["limits"], json!([]));
     assert_eq!(stored(&server).await.len(), 1, "only enhanced's USD row is left");
     let entries = server.get("/v1/admin/audit?action=limits.update", Some(token)).await;
-    assert_eq!(entries.body["items"].as_array().unwrap().len(), 4, "every change audited");
+    assert_eq!(entries.body["items"].as_array().unwrap().len(), 5, "every change audited");
 
     // Who may call /v1/users/me/limits: a person; not without a token, not by API key.
     server.get("/v1/users/me/limits", None).await.assert_problem(401, "UNAUTHENTICATED");
