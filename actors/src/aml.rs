@@ -115,12 +115,12 @@ impl Engine {
         Screened { action: decision.action, flags }
     }
 
-    /// Appends the flags of a screened transfer to the journal (before its first record).
-    pub(crate) fn record_flags(&self, flags: &[AmlFlag]) -> Result<(), TransferError> {
+    /// Appends the flags of a screened transfer to its saga's journal (before its first record).
+    pub(crate) fn record_flags(&self, source: AccountId, flags: &[AmlFlag]) -> Result<(), TransferError> {
         for flag in flags {
             self.inner
                 .shared
-                .journal
+                .journal_of(source.as_uuid())
                 .append(Record::AmlFlag(Box::new(flag.clone())))
                 .map_err(|_| TransferError::Unavailable(Unavailable::Overloaded))?;
         }
@@ -135,7 +135,7 @@ impl Engine {
         stop_pending: Option<PendingReason>,
     ) -> Result<Option<PendingReason>, TransferError> {
         let screened = self.screen(transfer);
-        self.record_flags(&screened.flags)?;
+        self.record_flags(transfer.source, &screened.flags)?;
         if screened.action != Some(AmlAction::Block) {
             return Ok(screened.stop_pending(stop_pending));
         }
@@ -147,7 +147,7 @@ impl Engine {
         let (_, ack) = self
             .inner
             .shared
-            .journal
+            .journal_of(blocked.source.as_uuid())
             .append_acked(Record::Transfer(Box::new(blocked)))
             .map_err(|_| TransferError::Unavailable(Unavailable::Overloaded))?;
         ack.wait().await.map_err(|_| TransferError::Internal("journal stopped".to_owned()))?;

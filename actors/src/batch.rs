@@ -1,35 +1,39 @@
-//! Batches of transfers: the per-key claim a batch holds while it runs, and the atomic batch
-//! (`Engine::transfer_batch_atomic`), all or none.
+//! Atomic batches of transfers (`Engine::transfer_batch_atomic`): all or none, across a crash
+//! too. The per-key claim a batch holds is `idempotency::KeyClaim`.
 //!
-//! An atomic batch runs in two phases instead of one saga per item:
+//! An atomic batch runs in phases instead of one saga per item:
 //!
 //! ```text
-//! 0 price every item (type, fee, FX)           any invalid: nothing happens
-//! 1 for every item, concurrently (bounded):    any refusal: release every hold, withdraw
-//!     source.hold(T, amount + fee)               every admission, record nothing; all fail
-//!     destination.admit_credit(T, amount)
-//! 2 for every item: record the transfer (held), then its saga from step 3: credit, post
+//! 0 price and screen every item (type, fee, FX, AML)   any invalid: nothing happens
+//! 1 for every item, concurrently (bounded):            any refusal: release every hold,
+//!     source.hold(T, amount + fee)                       withdraw every admission, record
+//!     destination.admit_credit(T, amount)                nothing; all fail
+//! 2 the intent: every item's transfer (held, or pending for review) and its AML flags,
+//!   appended as one group to one journal and committed in one transaction
+//! 3 once the intent is durable, each item's saga from step 3: credit, post
 //! ```
 //!
 //! Phase 1 is where an item can still fail: funds, status and currency at both ends. A
-//! destination that admitted a credit honours it in phase 2 even if it was blocked in
-//! between (and refuses to close while it has admissions), so phase 2 only goes forward, as a
-//! saga does after step 3. Phase 1 writes no transfer record: a crash inside it leaves holds
-//! whose transfer is not live, and recovery releases them, so nothing happened. The limits
-//! of the guarantee are in ARCHITECTURE.md ("Atomic batches").
-
-use std::sync::Arc;
+//! destination that admitted a credit honours it in phase 3 even if it was blocked in
+//! between (and refuses to close while it has admissions), so phase 3 only goes forward, as a
+//! saga does after step 3. Phase 1's hold records go to the journal that takes the intent,
+//! ahead of it, so the intent is never durable without the holds it stands on.
+//!
+//! After a crash, recovery sees either the whole intent or none of it. With none, the holds
+//! belong to no live transfer and are released: nothing happened. With the intent, every
+//! item is a live transfer held at its source: recovery drives each forward (and keeps the
+//! pending ones for their admin), so every item happens. No item's money moves before the
+//! intent is durable.
 
 use futures::StreamExt;
 use tally_engine::transfer::SagaStep;
 use tally_engine::{
-    AccountCommand, AccountRejection, CreateTransferRejection, ExecutionMode, Idempotency, PendingReason, Transfer,
-    TransferRequest,
+    AccountCommand, AccountRejection, CreateTransferRejection, ExecutionMode, Idempotency, PendingReason, Record,
+    Transfer, TransferRequest, TransferStatus,
 };
-use tokio::sync::OwnedMutexGuard;
 
-use crate::engine::{Claim, Engine, EngineInner, TransferError};
-use crate::registry::CallError;
+use crate::engine::{Claim, Engine, TransferError};
+use crate::registry::{CallError, Unavailable};
 use crate::saga::{self, Intent};
 
 /// Actor steps of one batch in flight at once. Enough to keep both cores' shards busy (an
@@ -54,22 +58,6 @@ pub enum AtomicBatch {
     Aborted(Vec<(usize, TransferError)>),
 }
 
-/// Holds a caller's idempotency key (a batch's) while the work under it runs: a concurrent
-/// duplicate waits here, then finds the first one's transfers in the store.
-pub struct KeyClaim {
-    inner: Arc<EngineInner>,
-    slot: (uuid::Uuid, String),
-    guard: Option<OwnedMutexGuard<()>>,
-}
-
-impl Drop for KeyClaim {
-    fn drop(&mut self) {
-        drop(self.guard.take());
-        // Forget the slot once only the map holds it.
-        self.inner.idempotency_claims.remove_if(&self.slot, |_, current| Arc::strong_count(current) <= 1);
-    }
-}
-
 /// What phase 1 placed for one item, to undo if the batch aborts.
 struct Placed {
     held: bool,
@@ -77,15 +65,6 @@ struct Placed {
 }
 
 impl Engine {
-    /// Claims `slot` of `scope` (waiting for whoever holds it). Batch slots are named so they
-    /// cannot meet a single transfer's key (see `tally_http::batch`).
-    pub async fn claim_key(&self, scope: uuid::Uuid, slot: String) -> KeyClaim {
-        let slot = (scope, slot);
-        let mutex = Arc::clone(self.inner.idempotency_claims.entry(slot.clone()).or_default().value());
-        let guard = mutex.lock_owned().await;
-        KeyClaim { inner: Arc::clone(&self.inner), slot, guard: Some(guard) }
-    }
-
     /// Runs `items` all or none (see the module's doc).
     pub async fn transfer_batch_atomic(&self, items: Vec<BatchItem>) -> Result<AtomicBatch, TransferError> {
         // Phase 0: every item valid, or nothing happens.
@@ -109,7 +88,9 @@ impl Engine {
         if !invalid.is_empty() {
             return Ok(AtomicBatch::Aborted(invalid));
         }
-        self.admit().map_err(TransferError::Unavailable)?;
+        for transfer in &transfers {
+            self.admit(transfer.source.as_uuid()).map_err(TransferError::Unavailable)?;
+        }
         // Every item's saga permit and claim up front: a batch that cannot run whole does not
         // start (the permits come back when this returns).
         let mut permits = Vec::with_capacity(transfers.len());
@@ -134,13 +115,15 @@ impl Engine {
             return Ok(AtomicBatch::Aborted(blocked));
         }
 
-        // Phase 1: holds and admissions.
+        // Phase 1: holds and admissions. Their records go to the journal that will hold the
+        // batch's intent, ahead of it, so the intent can never be durable without them.
+        let intent_journal = self.inner.shared.shard_of(transfers[0].source.as_uuid());
         let placing: Vec<_> = transfers
             .iter()
             .zip(&stops)
             .map(|(transfer, stop)| {
                 let (engine, transfer, admit) = (self.clone(), transfer.clone(), stop.is_none());
-                async move { engine.place(&transfer, admit).await }
+                async move { engine.place(&transfer, admit, intent_journal).await }
             })
             .collect();
         let placed: Vec<(Placed, Option<TransferError>)> =
@@ -155,19 +138,49 @@ impl Engine {
             return Ok(AtomicBatch::Aborted(failures));
         }
 
-        // Phase 2: every hold stands. Record each transfer as held, then run its saga on from
-        // step 3 (or stop it as pending, as a single transfer in manual mode would).
+        // Phase 2: every hold stands. The batch's intent, every item's transfer as held (or,
+        // stopping for review, as pending) with its AML flags, is appended as one group to one
+        // journal and committed in one transaction: after a crash, either every item is a live
+        // transfer that recovery drives on (or keeps pending), or none is and recovery
+        // releases the holds. Only once the intent is durable does any item move money.
+        let mut intent = Vec::with_capacity(transfers.len() + flags.iter().map(Vec::len).sum::<usize>());
+        for ((transfer, stop_pending), flags) in transfers.iter_mut().zip(&stops).zip(flags) {
+            transfer.step = SagaStep::Held;
+            if let Some(reason) = stop_pending {
+                transfer.transition(TransferStatus::Pending, self.now()).map_err(TransferError::Transition)?;
+                transfer.pending_reason = Some(*reason);
+            }
+            intent.extend(flags.into_iter().map(|flag| Record::AmlFlag(Box::new(flag))));
+            intent.push(Record::Transfer(Box::new(transfer.clone())));
+        }
+        let journal = self.inner.shared.journals.shard(intent_journal);
+        let durable = match journal.append_group_acked(intent) {
+            Ok(ack) => ack.wait().await,
+            Err(_) => {
+                self.unplace(&transfers, &placed).await?;
+                return Err(TransferError::Unavailable(Unavailable::Overloaded));
+            }
+        };
+        if durable.is_err() {
+            // The journal stopped: whether the intent is in the store is for recovery to find
+            // out on the next start, which finishes the batch or undoes it whole.
+            return Err(TransferError::Internal(
+                "the journal stopped before the batch's intent was durable".to_owned(),
+            ));
+        }
+        // Then each item runs on: its saga from step 3, or, stopped for review, nothing more.
         let runs: Vec<_> = transfers
             .into_iter()
-            .zip(stops.into_iter().zip(flags))
             .zip(permits.into_iter().zip(claims))
-            .map(|((mut transfer, (stop_pending, flags)), (permit, claim))| {
+            .map(|(transfer, (permit, claim))| {
                 let engine = self.clone();
                 async move {
-                    transfer.step = SagaStep::Held;
-                    engine.record_flags(&flags)?;
-                    saga::record(&engine.inner, &transfer)?;
-                    engine.spawn_saga(transfer, Intent::Run { stop_pending }, permit, claim).await
+                    if transfer.status == TransferStatus::Pending {
+                        engine.inner.sagas_paused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        drop((permit, claim));
+                        return Ok(transfer);
+                    }
+                    engine.spawn_saga(transfer, Intent::Run { stop_pending: None }, permit, claim, None).await
                 }
             })
             .collect();
@@ -177,14 +190,14 @@ impl Engine {
 
     /// Phase 1 for one item: the hold at the source, then (unless it will stop pending) the
     /// admission at the destination.
-    async fn place(&self, transfer: &Transfer, admit: bool) -> (Placed, Option<TransferError>) {
+    async fn place(&self, transfer: &Transfer, admit: bool, journal: u16) -> (Placed, Option<TransferError>) {
         let mut placed = Placed { held: false, admitted: false };
         let amount = match transfer.total_debited() {
             Ok(amount) => amount,
             Err(_) => return (placed, Some(TransferError::Rejected(CreateTransferRejection::Overflow))),
         };
         let hold = AccountCommand::Hold { transfer: transfer.id, amount, currency: transfer.currency };
-        if let Err(error) = self.inner.accounts.command(transfer.source, hold).await {
+        if let Err(error) = self.inner.accounts.command_on(transfer.source, hold, Some(journal)).await {
             let error = match error {
                 CallError::NotFound => TransferError::Rejected(CreateTransferRejection::SourceNotFound),
                 CallError::Rejected(AccountRejection::Hold(hold)) => {
@@ -204,7 +217,7 @@ impl Engine {
             amount: transfer.destination_amount,
             currency: transfer.destination_currency,
         };
-        if let Err(error) = self.inner.accounts.command(transfer.destination, admission).await {
+        if let Err(error) = self.inner.accounts.command_on(transfer.destination, admission, Some(journal)).await {
             let error = match error {
                 CallError::NotFound => TransferError::Rejected(CreateTransferRejection::DestinationNotFound),
                 CallError::Rejected(AccountRejection::Credit(credit)) => {

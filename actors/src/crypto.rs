@@ -185,14 +185,14 @@ impl Engine {
 
     /// The operation as last recorded: the journal's newest copy, or the store's.
     pub async fn crypto_op(&self, id: TransferId) -> Result<Option<CryptoOp>, StoreError> {
-        let pending = self.journal().pending_since(0, |sequenced| match &sequenced.record {
-            Record::CryptoOp(op) if op.id == id => Some((sequenced.seq, (**op).clone())),
+        // The journals first, then the store: a state committed in between is read from the
+        // store, which has it.
+        let pending = self.journals().newest_pending(|record| match record {
+            Record::CryptoOp(op) if op.id == id => Some((**op).clone()),
             _ => None,
         });
         let stored = self.store().load_crypto_op(id).await?;
-        let stored_seq = stored.as_ref().map_or(0, |loaded| loaded.seq);
-        let newest = pending.into_iter().rfind(|(seq, _)| *seq > stored_seq);
-        Ok(newest.map(|(_, op)| op).or(stored.map(|loaded| loaded.value)))
+        Ok(pending.or(stored.map(|loaded| loaded.value)))
     }
 
     async fn newest(&self, found: Option<CryptoOp>) -> Result<Option<CryptoOp>, CryptoError> {
@@ -227,13 +227,13 @@ impl Engine {
         amount: Decimal,
         tx_hash: &str,
     ) -> Result<(CryptoOp, bool), CryptoError> {
-        let pending = self.journal().pending_since(0, |sequenced| match &sequenced.record {
+        let pending = self.journals().newest_pending(|record| match record {
             Record::CryptoOp(op) if op.kind == CryptoOpKind::Deposit && op.tx_hash.as_deref() == Some(tx_hash) => {
                 Some((**op).clone())
             }
             _ => None,
         });
-        let existing = match pending.into_iter().next() {
+        let existing = match pending {
             Some(op) => Some(op),
             None => self.store().deposit_by_tx_hash(tx_hash).await?.map(|loaded| loaded.value),
         };
@@ -253,7 +253,7 @@ impl Engine {
             .map_err(|error| CryptoError::Refused(ErrorCode::ValidationError, error.to_string()))?;
         let now = self.now();
         let op = CryptoOp {
-            id: self.new_transfer_id(),
+            id: self.new_transfer_id_at(now),
             kind: CryptoOpKind::Deposit,
             status: CryptoOpStatus::Processing,
             step: 0,
@@ -296,7 +296,7 @@ impl Engine {
                 .map_err(|error| CryptoError::Refused(ErrorCode::ValidationError, error.to_string()))?;
             let now = engine.now();
             Ok(CryptoOp {
-                id: engine.new_transfer_id(),
+                id: engine.new_transfer_id_at(now),
                 kind: CryptoOpKind::Withdrawal,
                 status: CryptoOpStatus::Processing,
                 step: 0,
@@ -329,7 +329,7 @@ impl Engine {
         confirmed: bool,
         tx_hash: String,
     ) -> Result<CryptoOp, CryptoError> {
-        self.admit().map_err(CryptoError::Unavailable)?;
+        self.admit(id.as_uuid()).map_err(CryptoError::Unavailable)?;
         // Held until the saga ends: a concurrent second answer waits its turn (503, the
         // custodian retries) and then finds the first one applied.
         let claim = self.claim(id).map_err(|_| CryptoError::Unavailable(Unavailable::Overloaded))?;
@@ -449,7 +449,7 @@ impl Engine {
                 })?;
             let created = engine.now();
             Ok(CryptoOp {
-                id: engine.new_transfer_id(),
+                id: engine.new_transfer_id_at(created),
                 kind: terms.side.kind(),
                 status: CryptoOpStatus::Processing,
                 step: 0,
@@ -503,11 +503,9 @@ impl Engine {
         // Orders and withdrawals each have their own key space; the space in the slot's key
         // keeps them apart from transfers' keys, which never hold one.
         let space = if kinds.contains(&CryptoOpKind::Withdrawal) { "withdrawal" } else { "order" };
-        let slot = (key.scope, format!("{space} {}", key.key));
-        let claim = Arc::clone(self.inner.idempotency_claims.entry(slot.clone()).or_default().value());
-        let guard = claim.lock().await;
+        let claim = self.claim_key(key.scope, format!("{space} {}", key.key)).await;
         let result = async {
-            let pending = self.journal().pending_since(0, |sequenced| match &sequenced.record {
+            let mut existing = self.journals().newest_pending(|record| match record {
                 Record::CryptoOp(op)
                     if kinds.contains(&op.kind)
                         && op.idempotency.as_ref().is_some_and(|i| i.scope == key.scope && i.key == key.key) =>
@@ -516,7 +514,6 @@ impl Engine {
                 }
                 _ => None,
             });
-            let mut existing = pending.into_iter().next();
             for kind in kinds {
                 if existing.is_some() {
                     break;
@@ -537,15 +534,15 @@ impl Engine {
             self.start_op(op).await.map(|op| (op, false))
         }
         .await;
-        drop(guard);
-        self.inner.idempotency_claims.remove_if(&slot, |_, current| Arc::strong_count(current) <= 2);
+        // Every answer came after the operation's records were durable, or before it made any.
+        claim.release(true).await;
         result
     }
 
     // ---- the saga --------------------------------------------------------------------------
 
     async fn start_op(&self, op: CryptoOp) -> Result<CryptoOp, CryptoError> {
-        self.admit().map_err(CryptoError::Unavailable)?;
+        self.admit(op.id.as_uuid()).map_err(CryptoError::Unavailable)?;
         self.spawn_op(op, Mode::Forward).await
     }
 
@@ -619,7 +616,7 @@ impl Engine {
     async fn spawn_op_for_recovery(&self, op: CryptoOp, mode: Mode) -> Result<CryptoOp, CryptoError> {
         loop {
             match self.spawn_op(op.clone(), mode).await {
-                Err(CryptoError::Unavailable(Unavailable::Overloaded)) if !self.inner.shared.journal.has_failed() => {
+                Err(CryptoError::Unavailable(Unavailable::Overloaded)) if !self.inner.shared.journals.has_failed() => {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 other => return other,
@@ -661,15 +658,18 @@ enum LegError {
     Unavailable(Unavailable),
 }
 
-async fn send_leg(inner: &EngineInner, leg: Leg) -> Result<(), LegError> {
+/// Sends one leg of operation `op`; its record goes to the operation's journal, with the
+/// operation's own records (see `journals` in `tally_persistence::journal`).
+async fn send_leg(inner: &EngineInner, op: TransferId, leg: Leg) -> Result<(), LegError> {
+    let journal = Some(inner.shared.shard_of(op.as_uuid()));
     match leg {
-        Leg::Account { account, command } => match inner.accounts.command(account, command).await {
+        Leg::Account { account, command } => match inner.accounts.command_on(account, command, journal).await {
             Ok(_) => Ok(()),
             Err(CallError::NotFound) => Err(LegError::Refused(ErrorCode::NotFound)),
             Err(CallError::Rejected(rejection)) => Err(LegError::Refused(rejection.code())),
             Err(CallError::Unavailable(unavailable)) => Err(LegError::Unavailable(unavailable)),
         },
-        Leg::Wallet { wallet, command } => match inner.wallets.command(wallet, command).await {
+        Leg::Wallet { wallet, command } => match inner.wallets.command_on(wallet, command, journal).await {
             Ok(_) => Ok(()),
             Err(CallError::NotFound) => Err(LegError::Refused(ErrorCode::NotFound)),
             Err(CallError::Rejected(rejection)) => {
@@ -685,10 +685,10 @@ async fn send_leg(inner: &EngineInner, leg: Leg) -> Result<(), LegError> {
 async fn forward_leg(inner: &EngineInner, op: &CryptoOp, leg: Leg) -> Result<(), CryptoError> {
     let mut wait = Duration::from_millis(1);
     loop {
-        match send_leg(inner, leg).await {
+        match send_leg(inner, op.id, leg).await {
             Ok(()) => return Ok(()),
             Err(LegError::Unavailable(_)) => {
-                if inner.shutting_down.load(Ordering::Relaxed) || inner.shared.journal.has_failed() {
+                if inner.shutting_down.load(Ordering::Relaxed) || inner.shared.journals.has_failed() {
                     return Err(CryptoError::Unavailable(Unavailable::Overloaded));
                 }
                 tokio::time::sleep(wait).await;
@@ -705,7 +705,7 @@ async fn forward_leg(inner: &EngineInner, op: &CryptoOp, leg: Leg) -> Result<(),
 fn record(inner: &EngineInner, op: &CryptoOp) -> Result<(), CryptoError> {
     inner
         .shared
-        .journal
+        .journal_of(op.id.as_uuid())
         .append(Record::CryptoOp(Box::new(op.clone())))
         .map(|_| ())
         .map_err(|_| CryptoError::Unavailable(Unavailable::Overloaded))
@@ -715,9 +715,9 @@ fn record(inner: &EngineInner, op: &CryptoOp) -> Result<(), CryptoError> {
 async fn finish(inner: &EngineInner, op: &mut CryptoOp) -> Result<(), CryptoError> {
     op.updated_at = inner.clock.now();
     let ack = loop {
-        match inner.shared.journal.append_acked(Record::CryptoOp(Box::new(op.clone()))) {
+        match inner.shared.journal_of(op.id.as_uuid()).append_acked(Record::CryptoOp(Box::new(op.clone()))) {
             Ok((_, ack)) => break ack,
-            Err(_) if inner.shared.journal.has_failed() => {
+            Err(_) if inner.shared.journals.has_failed() => {
                 return Err(CryptoError::Internal("journal failed; the operation is left to recovery".to_owned()));
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
@@ -776,7 +776,7 @@ async fn drive(inner: &EngineInner, mut op: CryptoOp, mode: Mode) -> Result<Cryp
             return Ok(op);
         };
         if op.step <= op.pivot() {
-            match send_leg(inner, leg).await {
+            match send_leg(inner, op.id, leg).await {
                 Ok(()) => {}
                 Err(LegError::Unavailable(unavailable)) if op.kind == CryptoOpKind::Deposit => {
                     // Left `processing`: the custodian's retry resumes it (module comment).

@@ -12,16 +12,17 @@ use tally_engine::system_accounts;
 use tally_engine::wallet::WalletRejection;
 use tally_engine::{
     Account, AccountCommand, AccountId, AccountKind, AccountRejection, CreateTransferRejection, Currency, ErrorCode,
-    ExecutionMode, Idempotency, PendingReason, Record, StatusAction, Transfer, TransferId, TransferKind,
-    TransferRequest, TransferStatus, TransferTypeSettings, TransitionRejection, UserId, Wallet, WalletId,
+    Record, StatusAction, Transfer, TransferId, TransferKind, TransferRequest, TransferStatus, TransferTypeSettings,
+    TransitionRejection, UserId, Wallet, WalletId,
 };
-use tally_persistence::{Journal, JournalConfig, Store, StoreError};
+use tally_persistence::{JournalConfig, Journals, Store, StoreError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::clock::{Clock, IdSource, RandomIds, SystemClock};
 use crate::entity::ActorKind;
 use crate::faults::FaultInjector;
 use crate::health::{HealthReport, KindStats};
+use crate::idempotency::KeyClaim;
 use crate::registry::{CallError, Registry, Unavailable};
 use crate::runtime::{Placement, Runtime};
 use crate::saga::{self, Intent};
@@ -32,8 +33,10 @@ use crate::shared::Shared;
 pub struct EngineConfig {
     pub actors: ActorConfig,
     pub journal: JournalConfig,
-    /// Sagas running at once. Each may append up to six records after admission, so the
-    /// journal's gap between admission and hard bound (200,000) covers 32,768 × 6.
+    /// Sagas running at once. Each may append up to nine records after admission (an FX
+    /// transfer with a fee: its states, both legs, the fee and the clearing legs), so the
+    /// journal's gap between admission and hard bound (300,000) covers 32,768 × 9. A saga's
+    /// records all go to one journal, so the bound holds per journal.
     pub sagas_in_flight_max: usize,
 }
 
@@ -154,8 +157,12 @@ pub(crate) struct EngineInner {
     /// Idempotency keys being worked on right now: a duplicate waits for the first request
     /// and then finds its transfer in the store.
     pub(crate) idempotency_claims: DashMap<(uuid::Uuid, String), Arc<tokio::sync::Mutex<()>>>,
+    /// Every idempotency key the store holds or a request has claimed (`idempotency.rs`).
+    pub(crate) keys: crate::idempotency::KeyFilter,
     /// Transfers a saga is working on right now; a second saga for the same id is refused.
-    claims: DashMap<TransferId, ()>,
+    /// With the shard of the journal each one's records go to (`saga::journal_of`;
+    /// `UNCHOSEN` until step 1 picks it).
+    pub(crate) claims: DashMap<TransferId, u16>,
     transfer_types: RwLock<HashMap<TransferKind, TransferTypeSettings>>,
     /// FX rates and fee rules in memory (`pricing.rs`).
     pub(crate) pricing: crate::pricing::Pricing,
@@ -183,6 +190,58 @@ impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine").finish_non_exhaustive()
     }
+}
+
+/// A UUIDv7 of time `at` (see `Engine::new_id_at`) with the variable bits of `random`.
+pub(crate) fn time_ordered_id(at: tally_engine::Timestamp, random: uuid::Uuid) -> uuid::Uuid {
+    let micros = u64::try_from(at.as_micros()).unwrap_or(0);
+    let millis = micros / 1_000;
+    let sub_millis = (micros % 1_000) as u16;
+    let random = random.as_u128();
+    let bits = (u128::from(millis & 0xFFFF_FFFF_FFFF) << 80)
+        | (0x7_u128 << 76)
+        | (u128::from(sub_millis & 0x0FFF) << 64)
+        | (0x2_u128 << 62)
+        | (random & ((1_u128 << 62) - 1));
+    uuid::Uuid::from_u128(bits)
+}
+
+/// Starts each shard's journal writer on the thread that serves the shard, on connections it
+/// opens there (so their I/O never depends on another thread), and waits until they run.
+async fn start_journal_writers(
+    runtime: &Arc<Runtime>,
+    store: &Arc<dyn Store>,
+    journals: &Journals,
+    placement: Placement,
+) -> Result<(), StartError> {
+    let mut started = Vec::with_capacity(journals.shards());
+    for journal in journals.iter() {
+        let journal = journal.clone();
+        let store = Arc::clone(store);
+        let (ready, answer) = oneshot::channel();
+        let thread = placement.thread_of_shard(usize::from(journal.shard()));
+        let spawned = runtime.spawn_on(thread, async move {
+            match store.journal_writers(journal.shard()).await {
+                Ok(writers) => {
+                    let _ = ready.send(Ok(()));
+                    journal.run_writer(writers).await;
+                }
+                Err(error) => {
+                    // No writer: the journal fails its appends and its waiters.
+                    journal.run_writer(Vec::new()).await;
+                    let _ = ready.send(Err(error));
+                }
+            }
+        });
+        if !spawned {
+            return Err(StartError::Journal);
+        }
+        started.push(answer);
+    }
+    for answer in started {
+        answer.await.map_err(|_| StartError::Journal)??;
+    }
+    Ok(())
 }
 
 /// Removes a transfer's claim when the work on it ends, however it ends.
@@ -224,15 +283,22 @@ impl Engine {
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdSource>,
     ) -> Result<Engine, StartError> {
-        let committed_seq = store.committed_seq().await?;
-        let aml = crate::aml::Aml::load(store.as_ref()).await?;
-        let journal = Journal::start(Arc::clone(&store), config.journal.clone(), committed_seq)?;
         let threads = runtime.threads();
+        // One shard per thread: a shard is the unit that owns actors and a journal, and one
+        // thread serves each (DESIGN.md §2).
+        let wanted = u16::try_from(threads).unwrap_or(u16::MAX);
+        let committed_seqs = store.open_shards(wanted).await?;
+        let aml = crate::aml::Aml::load(store.as_ref()).await?;
+        let booking_clock = Arc::clone(&clock);
+        let journals = Journals::new(&committed_seqs, config.journal.clone(), Arc::new(move || booking_clock.now()));
+        journals.book_no_earlier_than(store.last_booked_at().await?);
+        let placement = Placement::new(journals.shards(), threads);
+        start_journal_writers(&runtime, &store, &journals, placement).await?;
         let shared = Arc::new(Shared {
             store,
-            journal,
+            journals,
             runtime,
-            placement: Placement::new(threads, threads),
+            placement,
             faults: Arc::new(FaultInjector::default()),
             stats: std::array::from_fn(|_| KindStats::default()),
             config: config.actors.clone(),
@@ -256,6 +322,7 @@ impl Engine {
             saga_permits: Arc::new(Semaphore::new(config.sagas_in_flight_max)),
             sagas_in_flight_max: config.sagas_in_flight_max,
             idempotency_claims: DashMap::new(),
+            keys: crate::idempotency::KeyFilter::new(),
             claims: DashMap::new(),
             transfer_types: RwLock::new(transfer_types),
             pricing,
@@ -273,22 +340,23 @@ impl Engine {
         engine.ensure_system_accounts().await?;
         engine.start_passivation_sweeper();
         engine.recover().await?;
+        let keys = engine.load_keys().await?;
+        tracing::info!(keys, "idempotency keys loaded into the filter");
         Ok(engine)
     }
 
     async fn ensure_system_accounts(&self) -> Result<(), StartError> {
         let shared = &self.inner.shared;
-        let mut last_ack = None;
+        let mut acks = Vec::new();
         for account in system_accounts::all_system_accounts(self.inner.clock.now()) {
             if shared.store.load_account(account.id).await?.is_none() {
-                let (_, ack) = shared
-                    .journal
-                    .append_acked(Record::AccountOpened(Box::new(account)))
-                    .map_err(|_| StartError::Journal)?;
-                last_ack = Some(ack);
+                let journal = shared.journal_of(account.id.as_uuid());
+                let (_, ack) =
+                    journal.append_acked(Record::AccountOpened(Box::new(account))).map_err(|_| StartError::Journal)?;
+                acks.push(ack);
             }
         }
-        if let Some(ack) = last_ack {
+        for ack in acks {
             ack.wait().await.map_err(|_| StartError::Journal)?;
         }
         Ok(())
@@ -315,15 +383,43 @@ impl Engine {
     }
 
     pub fn new_transfer_id(&self) -> TransferId {
-        TransferId::from_uuid(self.inner.ids.next_uuid())
+        TransferId::from_uuid(self.new_id_at(self.inner.clock.now()))
+    }
+
+    /// A new id for a transfer created at `at`. Made from the same instant as the transfer's
+    /// `created_at`, ids order exactly as (created_at, id) does, which the listings rely on to
+    /// page newest first by the key alone.
+    pub fn new_transfer_id_at(&self, at: tally_engine::Timestamp) -> TransferId {
+        TransferId::from_uuid(self.new_id_at(at))
+    }
+
+    /// A new id ordered by `at`: a UUIDv7 whose time fields are `at` (milliseconds, then the
+    /// microseconds within it in the 12 bits UUIDv7 leaves for sub-millisecond order, RFC
+    /// 9562 §6.2 method 3) and whose remaining bits come from the id source. Ids made at the
+    /// creation time of what they name sort as that time does, so a table keyed by them grows
+    /// at its right edge, and the primary key alone pages a listing newest first.
+    pub fn new_id_at(&self, at: tally_engine::Timestamp) -> uuid::Uuid {
+        time_ordered_id(at, self.inner.ids.next_uuid())
     }
 
     pub fn faults(&self) -> &FaultInjector {
         &self.inner.shared.faults
     }
 
-    pub fn journal(&self) -> &Journal {
-        &self.inner.shared.journal
+    /// The shard of the entity (or the saga, keyed by its source) whose id is `id`: its
+    /// records, and a saga's, go to that shard's journal.
+    pub fn shard_of(&self, id: uuid::Uuid) -> u16 {
+        self.inner.shared.shard_of(id)
+    }
+
+    /// Every shard's journal.
+    pub fn journals(&self) -> &Journals {
+        &self.inner.shared.journals
+    }
+
+    /// The runtime the engine runs on.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.inner.shared.runtime
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -338,11 +434,14 @@ impl Engine {
         &self.inner.wallets
     }
 
-    pub(crate) fn admit(&self) -> Result<(), Unavailable> {
+    /// Admits new work whose records go to the journal of the shard keyed by `id` (a saga's
+    /// source, an account being opened): refused while that journal is past its admission
+    /// bound, or the engine is shutting down.
+    pub(crate) fn admit(&self, id: uuid::Uuid) -> Result<(), Unavailable> {
         if self.inner.shutting_down.load(Ordering::Relaxed) {
             return Err(Unavailable::Overloaded);
         }
-        self.inner.shared.journal.admit().map_err(|_| Unavailable::Overloaded)
+        self.inner.shared.journal_of(id).admit().map_err(|_| Unavailable::Overloaded)
     }
 
     // ---- accounts -------------------------------------------------------------------------
@@ -357,14 +456,15 @@ impl Engine {
         if credit_limit.is_sign_negative() {
             return Err(EngineError::Rejected(AccountRejection::NegativeCreditLimit));
         }
-        self.admit().map_err(EngineError::Unavailable)?;
-        let id = AccountId::from_uuid(self.inner.ids.next_uuid());
-        let account = Account::open(id, Some(owner), currency, AccountKind::User, credit_limit, self.inner.clock.now());
-        let journal = &self.inner.shared.journal;
-        let (_, ack) = journal
+        let now = self.inner.clock.now();
+        let id = AccountId::from_uuid(self.new_id_at(now));
+        self.admit(id.as_uuid()).map_err(EngineError::Unavailable)?;
+        let account = Account::open(id, Some(owner), currency, AccountKind::User, credit_limit, now);
+        let journal = self.inner.shared.journal_of(id.as_uuid());
+        let (opened, ack) = journal
             .append_acked(Record::AccountOpened(Box::new(account.clone())))
             .map_err(|_| EngineError::Unavailable(Unavailable::Overloaded))?;
-        if !self.inner.accounts.insert_new(account.clone()) {
+        if !self.inner.accounts.insert_new(account.clone(), opened) {
             return Err(EngineError::Conflict);
         }
         ack.wait().await.map_err(|_| EngineError::Internal("journal stopped".to_owned()))?;
@@ -378,41 +478,37 @@ impl Engine {
 
     /// Blocks, unblocks or closes an account. Returns once the change is durable.
     pub async fn set_account_status(&self, id: AccountId, action: StatusAction) -> Result<Account, EngineError> {
-        self.admit().map_err(EngineError::Unavailable)?;
+        self.admit(id.as_uuid()).map_err(EngineError::Unavailable)?;
         self.inner.accounts.command(id, AccountCommand::SetStatus { action }).await?;
         self.durable().await?;
         self.account(id).await
     }
 
     pub async fn set_credit_limit(&self, id: AccountId, credit_limit: Decimal) -> Result<Account, EngineError> {
-        self.admit().map_err(EngineError::Unavailable)?;
+        self.admit(id.as_uuid()).map_err(EngineError::Unavailable)?;
         self.inner.accounts.command(id, AccountCommand::SetCreditLimit { credit_limit }).await?;
         self.durable().await?;
         self.account(id).await
     }
 
+    /// Waits until every record appended so far, in every journal, is durable.
     async fn durable(&self) -> Result<(), EngineError> {
-        self.inner
-            .shared
-            .journal
-            .barrier()
-            .wait()
-            .await
-            .map_err(|_| EngineError::Internal("journal stopped".to_owned()))
+        self.inner.shared.journals.barrier().await.map_err(|_| EngineError::Internal("journal stopped".to_owned()))
     }
 
     // ---- wallets --------------------------------------------------------------------------
 
     pub async fn open_wallet(&self, owner: UserId) -> Result<Wallet, EngineError> {
-        self.admit().map_err(EngineError::Unavailable)?;
-        let wallet = Wallet::open(WalletId::from_uuid(self.inner.ids.next_uuid()), owner, self.inner.clock.now());
-        let (_, ack) = self
+        let now = self.inner.clock.now();
+        let wallet = Wallet::open(WalletId::from_uuid(self.new_id_at(now)), owner, now);
+        self.admit(wallet.id.as_uuid()).map_err(EngineError::Unavailable)?;
+        let (opened, ack) = self
             .inner
             .shared
-            .journal
+            .journal_of(wallet.id.as_uuid())
             .append_acked(Record::WalletOpened(Box::new(wallet.clone())))
             .map_err(|_| EngineError::Unavailable(Unavailable::Overloaded))?;
-        if !self.inner.wallets.insert_new(wallet.clone()) {
+        if !self.inner.wallets.insert_new(wallet.clone(), opened) {
             return Err(EngineError::Conflict);
         }
         ack.wait().await.map_err(|_| EngineError::Internal("journal stopped".to_owned()))?;
@@ -436,110 +532,6 @@ impl Engine {
     }
 
     // ---- transfers ------------------------------------------------------------------------
-
-    /// Runs a transfer's saga. Answers once the outcome is durable: `completed`, or `pending`
-    /// for manual execution; a rejection if any check failed (the transfer is then recorded
-    /// `failed`, with every hold released).
-    pub async fn transfer(&self, request: TransferRequest) -> Result<Transfer, TransferError> {
-        self.start_transfer(request, None).await
-    }
-
-    /// Step 1 of the saga (validate, admit), then the saga itself.
-    async fn start_transfer(
-        &self,
-        request: TransferRequest,
-        key: Option<Idempotency>,
-    ) -> Result<Transfer, TransferError> {
-        let settings = self.transfer_type(request.kind);
-        let stop_pending = (settings.execution_mode == ExecutionMode::Manual).then_some(PendingReason::ManualExecution);
-        // Fees, limits and FX (pricing.rs): the same call the quote makes.
-        let mut transfer = self.price(request).await?;
-        self.admit().map_err(TransferError::Unavailable)?;
-        let permit = self.saga_permit()?;
-        let claim = self.claim(transfer.id)?;
-        transfer.idempotency = key;
-        let stop_pending = self.screen_transfer(&transfer, stop_pending).await?;
-        self.spawn_saga(transfer, Intent::Run { stop_pending }, permit, claim).await
-    }
-
-    /// Runs a transfer under a caller's idempotency key. The first request with a key runs the
-    /// saga; a repeat with the same fingerprint gets the transfer as it stands (`true`: a
-    /// replay), whatever its outcome was; a repeat with another fingerprint is refused.
-    /// Concurrent repeats wait for the first, so however many arrive, one transfer exists.
-    ///
-    /// A request rejected before its saga started (invalid amount, disabled type) leaves no
-    /// transfer; its repeat is validated again and rejected again, the same way.
-    pub async fn transfer_idempotent(
-        &self,
-        request: TransferRequest,
-        key: Option<Idempotency>,
-    ) -> Result<(Transfer, bool), TransferError> {
-        let Some(key) = key else {
-            return self.transfer(request).await.map(|transfer| (transfer, false));
-        };
-        // The key is claimed by a task of its own, not by this call: a caller that gives up
-        // (a client that disconnects or times out, dropping its request) must not free the key
-        // while the transfer it started is not yet durable. Its retry would find nothing in
-        // the store, start a second transfer under the same key, and the store's unique index
-        // would then refuse the journal's batch.
-        let engine = self.clone();
-        tokio::spawn(async move { engine.transfer_claimed(request, key).await })
-            .await
-            .map_err(|error| TransferError::Internal(format!("idempotent transfer task: {error}")))?
-    }
-
-    async fn transfer_claimed(
-        &self,
-        request: TransferRequest,
-        key: Idempotency,
-    ) -> Result<(Transfer, bool), TransferError> {
-        let slot = (key.scope, key.key.clone());
-        let claim = Arc::clone(self.inner.idempotency_claims.entry(slot.clone()).or_default().value());
-        let guard = claim.lock().await;
-        let result = self.transfer_under_key(request, key).await;
-        // A saga that ended early (a panic, a refused forward step, a shutdown) may leave its
-        // first record, with the key, still in the journal: release the key only once that is
-        // durable too. Every other answer came after the saga's last record was durable, or
-        // before it appended any (a rejection, a full journal: those stay fast 503s while the
-        // database is down). A failed journal commits nothing more, so there is nothing to
-        // wait for.
-        let ended_early =
-            matches!(result, Err(TransferError::Internal(_))) || self.inner.shutting_down.load(Ordering::Relaxed);
-        let journal = &self.inner.shared.journal;
-        if ended_early && !journal.has_failed() {
-            let _ = journal.barrier().wait().await;
-        }
-        drop(guard);
-        // Forget the claim once nobody else holds it; a later repeat finds the transfer in
-        // the store, where its first record became durable before the claim was released.
-        self.inner.idempotency_claims.remove_if(&slot, |_, current| Arc::strong_count(current) <= 2);
-        result
-    }
-
-    async fn transfer_under_key(
-        &self,
-        request: TransferRequest,
-        key: Idempotency,
-    ) -> Result<(Transfer, bool), TransferError> {
-        let existing = self
-            .inner
-            .shared
-            .store
-            .transfer_by_idempotency(key.scope, &key.key)
-            .await
-            .map_err(|error| TransferError::Unavailable(Unavailable::Store(error.to_string())))?;
-        if let Some(existing) = existing {
-            let same_request = existing.value.idempotency.as_ref().is_some_and(|i| i.fingerprint == key.fingerprint);
-            if !same_request {
-                return Err(TransferError::IdempotencyKeyReused);
-            }
-            // The store's copy may be older than the journal's (a pending transfer since
-            // executed): answer with the newest.
-            let newest = self.load_transfer(existing.value.id).await.ok().flatten().unwrap_or(existing.value);
-            return Ok((newest, true));
-        }
-        self.start_transfer(request, Some(key)).await.map(|transfer| (transfer, false))
-    }
 
     /// An admin credit or debit of `account` against the settlement account of its currency.
     pub async fn adjust(
@@ -569,8 +561,9 @@ impl Engine {
             TransferKind::AdminDebit => (account, settlement),
             other => return Err(TransferError::Internal(format!("{other:?} is not an adjustment"))),
         };
+        let now = self.now();
         self.transfer(TransferRequest {
-            id: self.new_transfer_id(),
+            id: self.new_transfer_id_at(now),
             kind,
             source,
             destination,
@@ -581,7 +574,7 @@ impl Engine {
             description,
             beneficiary: None,
             initiated_by,
-            created_at: self.now(),
+            created_at: now,
         })
         .await
     }
@@ -602,7 +595,6 @@ impl Engine {
     }
 
     async fn resume(&self, id: TransferId, intent: Intent, cancelling: bool) -> Result<Transfer, TransferError> {
-        self.admit().map_err(TransferError::Unavailable)?;
         let not_pending = |status| {
             TransferError::Transition(if cancelling {
                 TransitionRejection::NotCancellable { status }
@@ -621,8 +613,9 @@ impl Engine {
         if transfer.status != TransferStatus::Pending {
             return Err(not_pending(transfer.status));
         }
+        self.admit(transfer.source.as_uuid()).map_err(TransferError::Unavailable)?;
         let permit = self.saga_permit()?;
-        self.spawn_saga(transfer, intent, permit, claim).await
+        self.spawn_saga(transfer, intent, permit, claim, None).await
     }
 
     /// Runs a saga recovery reconstructed (see `recovery.rs`).
@@ -634,7 +627,7 @@ impl Engine {
             }
         };
         let claim = self.claim(transfer.id)?;
-        self.spawn_saga(transfer, intent, permit, claim).await
+        self.spawn_saga(transfer, intent, permit, claim, None).await
     }
 
     /// Recovers the last run's unfinished sagas and dangling holds, then marks the engine
@@ -663,7 +656,7 @@ impl Engine {
         match self.inner.claims.entry(id) {
             dashmap::Entry::Occupied(_) => Err(TransferError::Duplicate),
             dashmap::Entry::Vacant(vacant) => {
-                vacant.insert(());
+                vacant.insert(crate::saga::UNCHOSEN);
                 Ok(Claim { inner: Arc::clone(&self.inner), id })
             }
         }
@@ -675,15 +668,30 @@ impl Engine {
         intent: Intent,
         permit: OwnedSemaphorePermit,
         claim: Claim,
+        key: Option<KeyClaim>,
     ) -> Result<Transfer, TransferError> {
         let (sender, receiver) = oneshot::channel();
         let inner = Arc::clone(&self.inner);
         // On the source's thread: at once (no hop) when the caller is already there.
         let thread = self.inner.shared.thread_of(transfer.source.as_uuid());
         let spawned = self.inner.shared.runtime.spawn_on(thread, async move {
+            let shutting_down = Arc::clone(&inner);
             let result = saga::run(inner, transfer, intent).await;
             drop(claim);
             drop(permit);
+            // The idempotency key the saga runs under is the saga's to release, not its
+            // caller's: a caller that went away must not free it while records are queued.
+            // A saga that ended early (a panic past the quarantine bound, a refused forward
+            // step, a shutdown) may leave its records, with the key, still in the journal:
+            // the key waits until they are durable. Every other end came after its last
+            // record was durable.
+            if let Some(key) = key {
+                let ended_early = matches!(
+                    result,
+                    Err(TransferError::Internal(_) | TransferError::Unavailable(Unavailable::Quarantined))
+                ) || shutting_down.shutting_down.load(Ordering::Relaxed);
+                key.release(!ended_early).await;
+            }
             // The caller may be gone (client disconnected); the saga's outcome stands.
             let _ = sender.send(result);
         });
@@ -693,17 +701,13 @@ impl Engine {
         receiver.await.map_err(|_| TransferError::Internal("saga task ended without an answer".to_owned()))?
     }
 
-    /// The transfer as last recorded: the store's copy, or a newer one still in the journal.
+    /// The transfer as last recorded: a newer state still in a journal, or the store's copy.
     pub async fn load_transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
-        let shared = &self.inner.shared;
-        let pending = shared.journal.pending_since(0, |sequenced| match &sequenced.record {
-            Record::Transfer(transfer) if transfer.id == id => Some((sequenced.seq, (**transfer).clone())),
-            _ => None,
-        });
-        let stored = shared.store.load_transfer(id).await?;
-        let stored_seq = stored.as_ref().map_or(0, |loaded| loaded.seq);
-        let newest_pending = pending.into_iter().rfind(|(seq, _)| *seq > stored_seq);
-        Ok(newest_pending.map(|(_, transfer)| transfer).or(stored.map(|loaded| loaded.value)))
+        // The journals first, then the store: a state committed in between is then read from
+        // the store, which has it; the other order could see neither.
+        let pending = self.inner.shared.journals.pending_transfer(id);
+        let stored = self.inner.shared.store.load_transfer(id).await?;
+        Ok(pending.or(stored.map(|loaded| loaded.value)))
     }
 
     // ---- operations -----------------------------------------------------------------------
@@ -731,19 +735,19 @@ impl Engine {
                 health
             })
             .collect();
-        let journal = &shared.journal;
-        let stats = journal.stats();
+        let journals = &shared.journals;
+        let totals = journals.totals();
         HealthReport {
             kinds,
             sagas_in_flight: shared.stats(ActorKind::TransferSaga).active.load(Ordering::Relaxed).max(0) as u64,
             sagas_completed: self.inner.sagas_completed.load(Ordering::Relaxed),
             sagas_failed: self.inner.sagas_failed.load(Ordering::Relaxed),
             sagas_compensated: self.inner.sagas_compensated.load(Ordering::Relaxed),
-            journal_depth: journal.depth(),
-            journal_committed_seq: stats.committed_seq.load(Ordering::Relaxed),
-            journal_durable_lag_micros: journal.durable_lag().as_micros() as u64,
-            journal_last_flush_micros: stats.last_flush_micros.load(Ordering::Relaxed),
-            journal_flush_errors: stats.flush_errors.load(Ordering::Relaxed),
+            journal_depth: journals.depth(),
+            journal_committed_seq: totals.committed_records,
+            journal_durable_lag_micros: journals.durable_lag().as_micros() as u64,
+            journal_last_flush_micros: totals.last_flush_micros,
+            journal_flush_errors: totals.flush_errors,
             worst,
         }
     }
@@ -762,8 +766,7 @@ impl Engine {
     /// threads stop. What the store holds is exactly the durable prefix. For crash tests.
     pub async fn halt(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
-        let journal = self.inner.shared.journal.clone();
-        let _ = tokio::task::spawn_blocking(move || journal.halt()).await;
+        self.inner.shared.journals.halt().await;
         let shared = Arc::clone(&self.inner.shared);
         let _ = tokio::task::spawn_blocking(move || shared.runtime.stop()).await;
     }
@@ -784,8 +787,7 @@ impl Engine {
         if tokio::time::timeout(grace, all_back).await.is_err() {
             tracing::warn!("shutdown grace ended with sagas still running; recovery will finish them");
         }
-        let journal = self.inner.shared.journal.clone();
-        let _ = tokio::task::spawn_blocking(move || journal.shutdown()).await;
+        self.inner.shared.journals.shutdown().await;
         let shared = Arc::clone(&self.inner.shared);
         let _ = tokio::task::spawn_blocking(move || shared.runtime.stop()).await;
     }

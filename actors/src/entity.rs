@@ -79,12 +79,6 @@ pub trait Entity: Clone + Send + Unpin + 'static {
         id: Self::Id,
     ) -> impl Future<Output = Result<Option<Loaded<Self>>, StoreError>> + Send;
 
-    /// If `record` is an event of entity `id`, that event.
-    fn pending_event(record: &Record, id: Self::Id) -> Option<Self::Event>;
-
-    /// If `record` opens entity `id`, the entity as opened.
-    fn pending_open(record: &Record, id: Self::Id) -> Option<Self>;
-
     fn rejection_code(rejection: &Self::Rejection) -> ErrorCode;
 }
 
@@ -131,20 +125,6 @@ impl Entity for Account {
         async move { store.load_account(id).await }
     }
 
-    fn pending_event(record: &Record, id: AccountId) -> Option<AccountEvent> {
-        match record {
-            Record::Account { account, event, .. } if *account == id => Some(event.clone()),
-            _ => None,
-        }
-    }
-
-    fn pending_open(record: &Record, id: AccountId) -> Option<Account> {
-        match record {
-            Record::AccountOpened(account) if account.id == id => Some((**account).clone()),
-            _ => None,
-        }
-    }
-
     fn rejection_code(rejection: &AccountRejection) -> ErrorCode {
         rejection.code()
     }
@@ -189,20 +169,6 @@ impl Entity for Wallet {
     ) -> impl Future<Output = Result<Option<Loaded<Wallet>>, StoreError>> + Send {
         let store = Arc::clone(store);
         async move { store.load_wallet(id).await }
-    }
-
-    fn pending_event(record: &Record, id: WalletId) -> Option<WalletEvent> {
-        match record {
-            Record::Wallet { wallet, event, .. } if *wallet == id => Some(event.clone()),
-            _ => None,
-        }
-    }
-
-    fn pending_open(record: &Record, id: WalletId) -> Option<Wallet> {
-        match record {
-            Record::WalletOpened(wallet) if wallet.id == id => Some((**wallet).clone()),
-            _ => None,
-        }
     }
 
     fn rejection_code(rejection: &WalletRejection) -> ErrorCode {

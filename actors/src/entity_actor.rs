@@ -11,6 +11,11 @@
 //! Each command runs `decide` (pure) under `catch_unwind`, checks the journal has room,
 //! `apply`s the event and appends its record. A panic in `decide` therefore leaves state and
 //! journal untouched, and the caller is told to retry against the restarted actor.
+//!
+//! Which journal: the one the caller names (`Call::journal`: a saga's records all go to its
+//! own shard's journal), else the actor's own shard's. When it is not the journal of the
+//! actor's previous record, the new record depends on that one (`JournalPosition`), so the
+//! actor's history becomes durable in the order it happened, whichever journals carry it.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -20,6 +25,8 @@ use std::time::Instant;
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
 use tokio::sync::oneshot;
 
+use tally_persistence::JournalPosition;
+
 use crate::entity::Entity;
 use crate::registry::{Registry, Slot};
 
@@ -27,6 +34,8 @@ use crate::registry::{Registry, Slot};
 /// the answer is "not handled, retry", and a dropped channel also means "not handled".
 pub struct Call<E: Entity> {
     pub op: Op<E>,
+    /// The shard whose journal takes the record (the saga's); `None`: the actor's own.
+    pub journal: Option<u16>,
     pub reply: oneshot::Sender<Reply<E>>,
 }
 
@@ -64,6 +73,9 @@ pub struct EntityActor<E: Entity> {
     state: E,
     registry: Arc<Registry<E>>,
     slot: Arc<Slot<E>>,
+    /// Where this actor's last record went (to depend on from another journal, and to wait
+    /// for before passivating).
+    last_record: Option<JournalPosition>,
     handled: u32,
     retired: bool,
     passivating: bool,
@@ -71,17 +83,30 @@ pub struct EntityActor<E: Entity> {
 }
 
 impl<E: Entity> EntityActor<E> {
-    pub(crate) fn new(state: E, registry: Arc<Registry<E>>, slot: Arc<Slot<E>>, quarantined: bool) -> Self {
-        EntityActor { state, registry, slot, handled: 0, retired: false, passivating: false, quarantined }
+    pub(crate) fn new(
+        state: E,
+        registry: Arc<Registry<E>>,
+        slot: Arc<Slot<E>>,
+        quarantined: bool,
+        last_record: Option<JournalPosition>,
+    ) -> Self {
+        EntityActor { state, registry, slot, last_record, handled: 0, retired: false, passivating: false, quarantined }
     }
 
     fn retire(&mut self, ctx: &mut Context<Self>) {
         self.retired = true;
+        // The next incarnation loads from the store, so it first waits until this one's last
+        // record is durable (`Registry::start_incarnation`).
+        if let Some(position) = self.last_record
+            && !self.registry.shared.journals.is_durable(position)
+        {
+            self.registry.note_unfinished(self.state.id(), position);
+        }
         self.registry.remove_slot(self.state.id(), &self.slot);
         ctx.stop();
     }
 
-    fn handle_command(&mut self, command: E::Command, ctx: &mut Context<Self>) -> Reply<E> {
+    fn handle_command(&mut self, command: E::Command, journal: Option<u16>, ctx: &mut Context<Self>) -> Reply<E> {
         if self.quarantined && !E::finishes_admitted_work(&command) {
             // An operator may have released the quarantine since this incarnation started.
             if self.registry.is_quarantined(self.state.id()) {
@@ -104,7 +129,11 @@ impl<E: Entity> EntityActor<E> {
             Ok(Ok(None)) => return Reply::Done(None),
             Ok(Ok(Some(event))) => event,
         };
-        let journal = &self.registry.shared.journal;
+        let shared = &self.registry.shared;
+        let journal = match journal {
+            Some(shard) => shared.journals.shard(shard),
+            None => shared.journals.shard(shared.shard_of(uuid::Uuid::from_u128(E::id_bits(self.state.id())))),
+        };
         if !journal.has_room() {
             return Reply::Overloaded;
         }
@@ -118,7 +147,9 @@ impl<E: Entity> EntityActor<E> {
         // The record is appended after `apply` so it carries the state after the event. No
         // one can observe the new state before the append: the next message to this actor is
         // handled after this one, and the saga hears the reply after it.
-        journal.append_admitted(self.state.record(event.clone()));
+        let position = journal.append_admitted(self.state.record(event.clone()), self.last_record);
+        self.last_record = Some(position);
+        self.slot.noted(position);
         Reply::Done(Some(event))
     }
 
@@ -164,7 +195,7 @@ impl<E: Entity> Handler<Call<E>> for EntityActor<E> {
         self.handled = self.handled.wrapping_add(1);
         let reply = match call.op {
             Op::Read => Reply::State(Box::new(self.state.clone())),
-            Op::Command(command) => self.handle_command(command, ctx),
+            Op::Command(command) => self.handle_command(command, call.journal, ctx),
         };
         // The caller may have given up (time-out); the change stands either way.
         let _ = call.reply.send(reply);
@@ -183,10 +214,17 @@ impl<E: Entity> Handler<Passivate> for EntityActor<E> {
         }
         self.passivating = true;
         let handled_before = self.handled;
-        let durable = self.registry.shared.journal.barrier();
+        let journals = self.registry.shared.journals.clone();
+        let last_record = self.last_record;
         // Passivate only once every record this actor appended is durable, and only if no
         // message arrived meanwhile.
-        ctx.spawn(async move { durable.wait().await }.into_actor(self).map(move |result, actor, ctx| {
+        let durable = async move {
+            match last_record {
+                Some(position) => journals.wait_durable(position).await,
+                None => Ok(()),
+            }
+        };
+        ctx.spawn(durable.into_actor(self).map(move |result, actor, ctx| {
             actor.passivating = false;
             let idle = actor.handled == handled_before && actor.slot.depth.load(Ordering::Acquire) == 0;
             if result.is_ok() && idle && !actor.retired {

@@ -1,7 +1,8 @@
 //! Recovery at start-up: finish every saga the last run left unfinished, from the durable
 //! evidence of how far it got, and leave no hold dangling.
 //!
-//! What is durable is a prefix of the journal, so the store tells exactly which steps of a
+//! What is durable is a prefix of each shard's journal, and a saga's records all go to one
+//! journal (its source's), so the store tells exactly which steps of a
 //! saga happened. For a transfer recorded `processing`:
 //!
 //! | durable evidence                        | decision                                        |
@@ -116,6 +117,6 @@ pub(crate) async fn recover(engine: &Engine) -> Result<RecoveryReport, StoreErro
             }
         }
     }
-    engine.journal().barrier().wait().await.map_err(|_| StoreError::Unavailable("journal stopped".to_owned()))?;
+    engine.journals().barrier().await.map_err(|_| StoreError::Unavailable("journal stopped".to_owned()))?;
     Ok(report)
 }

@@ -1,8 +1,10 @@
 //! The registry: id → live actor, for one entity kind.
 //!
 //! Activation: the first call for an id creates its slot and loads the entity from the store,
-//! then applies the journal's records that are not yet durable, and starts the actor on the
-//! shard that owns the id. Concurrent first calls share one activation (`OnceCell`).
+//! and starts the actor on the thread that serves the id's shard. Concurrent first calls share
+//! one activation (`OnceCell`). An incarnation that ended with records not yet durable (a
+//! restart after a panic) leaves its last record's position behind; the next one waits until
+//! that is durable before it loads, so the store then holds everything the last one did.
 //!
 //! Passivation: a sweeper asks idle actors to passivate; an actor retires only after its
 //! records are durable. A message that reaches a retired actor is answered `Retry` (or
@@ -12,11 +14,11 @@
 //! No dashmap guard is ever held across an `.await`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use tally_persistence::StoreError;
+use tally_persistence::{JournalPosition, StoreError};
 use tokio::sync::{OnceCell, oneshot};
 
 use crate::entity::Entity;
@@ -31,11 +33,28 @@ pub struct Slot<E: Entity> {
     pub depth: AtomicU32,
     /// `Shared::tick` of the last call, for passivation.
     last_used: AtomicU32,
+    /// Where the actor's last record went, packed (`pack_position`; 0: none yet), so a saga
+    /// can follow an account's records still in a journal (`Registry::pending_journal`).
+    last_record: AtomicU64,
 }
 
 impl<E: Entity> Slot<E> {
     fn new(tick: u32) -> Self {
-        Slot { cell: OnceCell::new(), depth: AtomicU32::new(0), last_used: AtomicU32::new(tick) }
+        Slot {
+            cell: OnceCell::new(),
+            depth: AtomicU32::new(0),
+            last_used: AtomicU32::new(tick),
+            last_record: AtomicU64::new(0),
+        }
+    }
+
+    /// Notes where the actor's newest record went.
+    pub(crate) fn noted(&self, position: JournalPosition) {
+        // Shards fit in 16 bits and sequence numbers in 48 (2^48 records is centuries of
+        // the target rate); a larger one is simply not noted.
+        if position.seq < (1 << 48) {
+            self.last_record.store((u64::from(position.shard) << 48) | position.seq, Ordering::Relaxed);
+        }
     }
 }
 
@@ -68,22 +87,35 @@ struct Failures {
 pub struct Registry<E: Entity> {
     slots: DashMap<E::Id, Arc<Slot<E>>>,
     failures: DashMap<E::Id, Failures>,
+    /// The last record of an incarnation that retired before it was durable (a restart after a
+    /// panic): the next incarnation waits for it before loading from the store.
+    unfinished: DashMap<E::Id, JournalPosition>,
     pub(crate) shared: Arc<Shared>,
 }
 
 impl<E: Entity> Registry<E> {
     pub(crate) fn new(shared: Arc<Shared>) -> Arc<Self> {
-        Arc::new(Registry { slots: DashMap::new(), failures: DashMap::new(), shared })
+        Arc::new(Registry { slots: DashMap::new(), failures: DashMap::new(), unfinished: DashMap::new(), shared })
     }
 
     /// Sends a command and waits for its answer: the event applied (`Some`), or `None` if the
-    /// step had already been applied.
+    /// step had already been applied. The record goes to the actor's own shard's journal.
     pub async fn command(
         self: &Arc<Self>,
         id: E::Id,
         command: E::Command,
     ) -> Result<Option<E::Event>, CallError<E::Rejection>> {
-        match self.roundtrip(id, Op::Command(command)).await? {
+        self.command_on(id, command, None).await
+    }
+
+    /// `command`, with the record appended to shard `journal`'s journal (a saga's own).
+    pub async fn command_on(
+        self: &Arc<Self>,
+        id: E::Id,
+        command: E::Command,
+        journal: Option<u16>,
+    ) -> Result<Option<E::Event>, CallError<E::Rejection>> {
+        match self.roundtrip(id, Op::Command(command), journal).await? {
             Reply::Done(event) => Ok(event),
             Reply::Rejected(rejection) => Err(CallError::Rejected(rejection)),
             Reply::Quarantined => Err(CallError::Unavailable(Unavailable::Quarantined)),
@@ -93,13 +125,18 @@ impl<E: Entity> Registry<E> {
 
     /// The entity's current state, as its actor sees it.
     pub async fn read(self: &Arc<Self>, id: E::Id) -> Result<E, CallError<E::Rejection>> {
-        match self.roundtrip(id, Op::Read).await? {
+        match self.roundtrip(id, Op::Read, None).await? {
             Reply::State(state) => Ok(*state),
             _ => Err(CallError::Unavailable(Unavailable::Overloaded)),
         }
     }
 
-    async fn roundtrip(self: &Arc<Self>, id: E::Id, op: Op<E>) -> Result<Reply<E>, CallError<E::Rejection>> {
+    async fn roundtrip(
+        self: &Arc<Self>,
+        id: E::Id,
+        op: Op<E>,
+        journal: Option<u16>,
+    ) -> Result<Reply<E>, CallError<E::Rejection>> {
         let capacity = self.shared.config.mailbox_capacity_max;
         for attempt in 0..self.shared.config.send_attempts_max {
             if attempt > 0 {
@@ -113,7 +150,7 @@ impl<E: Entity> Registry<E> {
             }
             slot.last_used.store(self.shared.tick(), Ordering::Relaxed);
             let (reply, answer) = oneshot::channel();
-            match addr.try_send(Call { op: op.clone(), reply }) {
+            match addr.try_send(Call { op: op.clone(), journal, reply }) {
                 Ok(()) => {}
                 Err(actix::prelude::SendError::Closed(_)) => {
                     // The actor is gone (its context ended): forget its slot, activate anew.
@@ -138,6 +175,18 @@ impl<E: Entity> Registry<E> {
     }
 
     /// The live slot of `id`, activating the entity if needed.
+    /// The journal holding the entity's newest record, if that record is not durable yet: a
+    /// record appended anywhere else would have to wait for it (`depends_on`), so work on a
+    /// busy entity follows its records into that journal. Never activates the entity.
+    pub(crate) fn pending_journal(&self, id: E::Id) -> Option<u16> {
+        let packed = self.slots.get(&id)?.last_record.load(Ordering::Relaxed);
+        if packed == 0 {
+            return None;
+        }
+        let position = JournalPosition { shard: (packed >> 48) as u16, seq: packed & ((1 << 48) - 1) };
+        (!self.shared.journals.is_durable(position)).then_some(position.shard)
+    }
+
     async fn slot(self: &Arc<Self>, id: E::Id) -> Result<Arc<Slot<E>>, CallError<E::Rejection>> {
         let existing = self.slots.get(&id).map(|entry| Arc::clone(entry.value()));
         let slot = match existing {
@@ -167,50 +216,35 @@ impl<E: Entity> Registry<E> {
         id: E::Id,
         slot: Arc<Slot<E>>,
     ) -> Result<actix::Addr<EntityActor<E>>, CallError<E::Rejection>> {
-        // Read the journal's pending records first, then the store: a record committed in
-        // between is in both, and the sequence filter below drops the duplicate. The other
-        // order could miss it.
-        let pending = self.shared.journal.pending_since(0, |sequenced| {
-            if let Some(opened) = E::pending_open(&sequenced.record, id) {
-                return Some((sequenced.seq, Err(opened)));
-            }
-            E::pending_event(&sequenced.record, id).map(|event| (sequenced.seq, Ok(event)))
-        });
+        // Everything the previous incarnation did must be in the store before this one reads
+        // it: wait for its last record (a restart right after a panic waits for a commit).
+        if let Some(position) = self.unfinished.get(&id).map(|entry| *entry.value()) {
+            self.shared
+                .journals
+                .wait_durable(position)
+                .await
+                .map_err(|_| CallError::Unavailable(Unavailable::Store("journal stopped".to_owned())))?;
+            self.unfinished.remove_if(&id, |_, noted| *noted == position);
+        }
         let loaded = E::load(&self.shared.store, id)
             .await
             .map_err(|error: StoreError| CallError::Unavailable(Unavailable::Store(error.to_string())))?;
-        let (mut state, mut seq) = match loaded {
-            Some(loaded) => (Some(loaded.value), loaded.seq),
-            None => (None, 0),
-        };
-        for (record_seq, item) in pending {
-            if record_seq <= seq {
-                continue;
-            }
-            match (item, state.as_mut()) {
-                (Err(opened), None) => state = Some(opened),
-                (Ok(event), Some(entity)) => {
-                    if entity.apply(&event).is_err() {
-                        return Err(CallError::Unavailable(Unavailable::Store(format!(
-                            "replaying pending records of {id} overflowed"
-                        ))));
-                    }
-                }
-                // An event before its entity was opened, or a second open: the journal is
-                // inconsistent. Refuse to activate rather than guess.
-                _ => {
-                    return Err(CallError::Unavailable(Unavailable::Store(format!(
-                        "pending records of {id} are out of order"
-                    ))));
-                }
-            }
-            seq = record_seq;
-        }
-        let Some(state) = state else { return Err(CallError::NotFound) };
-        Ok(self.start_actor(state, slot))
+        let Some(loaded) = loaded else { return Err(CallError::NotFound) };
+        Ok(self.start_actor(loaded.value, slot, None))
     }
 
-    fn start_actor(self: &Arc<Self>, state: E, slot: Arc<Slot<E>>) -> actix::Addr<EntityActor<E>> {
+    /// Notes that `id`'s incarnation retired with its last record at `position`, not yet
+    /// durable.
+    pub(crate) fn note_unfinished(&self, id: E::Id, position: JournalPosition) {
+        self.unfinished.insert(id, position);
+    }
+
+    fn start_actor(
+        self: &Arc<Self>,
+        state: E,
+        slot: Arc<Slot<E>>,
+        last_record: Option<JournalPosition>,
+    ) -> actix::Addr<EntityActor<E>> {
         let id = state.id();
         let quarantined = self.is_quarantined(id);
         let registry = Arc::clone(self);
@@ -226,22 +260,22 @@ impl<E: Entity> Registry<E> {
         // senders find it gone, as after a shutdown.
         let _ = self.shared.runtime.run_on(thread, move || {
             let ctx = actix::Context::with_receiver(receiver);
-            let actor = EntityActor::new(state, registry, slot, quarantined);
+            let actor = EntityActor::new(state, registry, slot, quarantined, last_record);
             actix::spawn(ctx.into_future(actor));
         });
         actix::Addr::new(sender)
     }
 
-    /// Registers a newly opened entity whose `opened` record the caller has just appended.
-    /// Returns false if the id is already live.
-    pub(crate) fn insert_new(self: &Arc<Self>, state: E) -> bool {
+    /// Registers a newly opened entity whose `opened` record the caller has just appended at
+    /// `opened`. Returns false if the id is already live.
+    pub(crate) fn insert_new(self: &Arc<Self>, state: E, opened: JournalPosition) -> bool {
         let id = state.id();
         let slot = Arc::new(Slot::new(self.shared.tick()));
         match self.slots.entry(id) {
             dashmap::Entry::Occupied(_) => false,
             dashmap::Entry::Vacant(vacant) => {
                 vacant.insert(Arc::clone(&slot));
-                let addr = self.start_actor(state, Arc::clone(&slot));
+                let addr = self.start_actor(state, Arc::clone(&slot), Some(opened));
                 // The cell is fresh and only this function sets it.
                 let _ = slot.cell.set(addr);
                 true

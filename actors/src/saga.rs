@@ -1,7 +1,7 @@
 //! The transfer saga (DESIGN.md §4).
 //!
 //! ```text
-//! 1 validate + quote                      nothing to undo          (Engine::transfer)
+//! 1 price, admit, claim, screen           nothing to undo          (Engine::transfer, below)
 //! 2 source.hold(T, amount + fee)          undo: source.release(T)
 //!   [manual or AML review: stop as pending; execute resumes at 3; reject/cancel runs the undo]
 //! 3 destination.credit(T, amount)         after 3 only forward
@@ -33,13 +33,152 @@ use futures::FutureExt;
 use tally_engine::system_accounts;
 use tally_engine::transfer::SagaStep;
 use tally_engine::{
-    AccountCommand, AccountRejection, CreateTransferRejection, ErrorCode, PendingReason, Record, Transfer,
-    TransferStatus,
+    AccountCommand, AccountRejection, CreateTransferRejection, ErrorCode, ExecutionMode, Idempotency, PendingReason,
+    Record, Transfer, TransferRequest, TransferStatus,
 };
+use tokio::sync::OwnedSemaphorePermit;
 
-use crate::engine::{EngineInner, TransferError};
+use crate::engine::{Claim, Engine, EngineInner, TransferError};
 use crate::entity::ActorKind;
+use crate::idempotency::KeyClaim;
 use crate::registry::{CallError, Unavailable};
+
+// ---- step 1 and the way in ----------------------------------------------------------------
+
+impl Engine {
+    /// Runs a transfer's saga. Answers once the outcome is durable: `completed`, or `pending`
+    /// for manual execution; a rejection if any check failed (the transfer is then recorded
+    /// `failed`, with every hold released).
+    pub async fn transfer(&self, request: TransferRequest) -> Result<Transfer, TransferError> {
+        self.start_transfer(request, None, None).await
+    }
+
+    /// Step 1 of the saga (price, admit, claim, screen), then the saga itself. Under an
+    /// idempotency key, `key` is the key's claim: the saga holds it from here (see
+    /// `spawn_saga`); a request refused in step 1 recorded nothing under the key and releases
+    /// it at once (so those stay fast answers while the database is down).
+    async fn start_transfer(
+        &self,
+        request: TransferRequest,
+        idempotency: Option<Idempotency>,
+        key: Option<KeyClaim>,
+    ) -> Result<Transfer, TransferError> {
+        match self.step_one(request, idempotency).await {
+            Ok((transfer, stop_pending, permit, claim)) => {
+                self.spawn_saga(transfer, Intent::Run { stop_pending }, permit, claim, key).await
+            }
+            Err(error) => {
+                if let Some(key) = key {
+                    key.release(true).await;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn step_one(
+        &self,
+        request: TransferRequest,
+        idempotency: Option<Idempotency>,
+    ) -> Result<(Transfer, Option<PendingReason>, OwnedSemaphorePermit, Claim), TransferError> {
+        let settings = self.transfer_type(request.kind);
+        let stop_pending = (settings.execution_mode == ExecutionMode::Manual).then_some(PendingReason::ManualExecution);
+        // Fees, limits and FX (pricing.rs): the same call the quote makes.
+        let mut transfer = self.price(request).await?;
+        self.admit(transfer.source.as_uuid()).map_err(TransferError::Unavailable)?;
+        let permit = self.saga_permit()?;
+        let claim = self.claim(transfer.id)?;
+        self.inner.claims.insert(transfer.id, choose_journal(&self.inner, &transfer));
+        transfer.idempotency = idempotency;
+        let stop_pending = self.screen_transfer(&transfer, stop_pending).await?;
+        Ok((transfer, stop_pending, permit, claim))
+    }
+
+    /// Runs a transfer under a caller's idempotency key. The first request with a key runs the
+    /// saga; a repeat with the same fingerprint gets the transfer as it stands (`true`: a
+    /// replay), whatever its outcome was; a repeat with another fingerprint is refused.
+    /// Concurrent repeats wait for the first, so however many arrive, one transfer exists.
+    ///
+    /// A request rejected before its saga started (invalid amount, disabled type) leaves no
+    /// transfer; its repeat is validated again and rejected again, the same way.
+    pub async fn transfer_idempotent(
+        &self,
+        request: TransferRequest,
+        key: Option<Idempotency>,
+    ) -> Result<(Transfer, bool), TransferError> {
+        let Some(key) = key else {
+            return self.transfer(request).await.map(|transfer| (transfer, false));
+        };
+        // If this call is dropped before the saga holds the claim (its client went away),
+        // `KeyClaim`'s drop keeps the key until the journals are durable.
+        let claim = self.claim_key(key.scope, key.key.clone()).await;
+        match self.replay_under_key(&key).await {
+            Ok(None) => self.start_transfer(request, Some(key), Some(claim)).await.map(|transfer| (transfer, false)),
+            Ok(Some(transfer)) => {
+                claim.release(true).await;
+                Ok((transfer, true))
+            }
+            Err(error) => {
+                claim.release(true).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Runs a transfer under a key its caller already knows to be new: an item of a keyed
+    /// batch, whose batch claim (held by the caller) covers the item's key and whose look-up
+    /// the batch made for all its items at once.
+    pub async fn transfer_under_new_key(
+        &self,
+        request: TransferRequest,
+        key: Idempotency,
+    ) -> Result<Transfer, TransferError> {
+        self.start_transfer(request, Some(key), None).await
+    }
+
+    /// The transfer a repeat of `key` answers with, if the key was used.
+    async fn replay_under_key(&self, key: &Idempotency) -> Result<Option<Transfer>, TransferError> {
+        let existing = self
+            .transfer_under_key(key.scope, &key.key)
+            .await
+            .map_err(|error| TransferError::Unavailable(Unavailable::Store(error.to_string())))?;
+        let Some(existing) = existing else { return Ok(None) };
+        let same_request = existing.idempotency.as_ref().is_some_and(|i| i.fingerprint == key.fingerprint);
+        if !same_request {
+            return Err(TransferError::IdempotencyKeyReused);
+        }
+        // The store's copy may be older than the journal's (a pending transfer since
+        // executed): answer with the newest.
+        Ok(Some(self.load_transfer(existing.id).await.ok().flatten().unwrap_or(existing)))
+    }
+}
+
+/// `Engine::claims`' value for a saga whose journal is not chosen (one resumed by an admin's
+/// decision, or by recovery): it uses its source's shard's.
+pub(crate) const UNCHOSEN: u16 = u16::MAX;
+
+/// The shard of the journal a saga's records go to: all of them (its transfer's states and its
+/// steps' account records) to one journal, so one durable ack covers the transfer and one
+/// batch usually writes it once.
+pub(crate) fn journal_of(inner: &EngineInner, transfer: &Transfer) -> u16 {
+    match inner.claims.get(&transfer.id).map(|journal| *journal) {
+        Some(journal) if journal != UNCHOSEN => journal,
+        _ => inner.shared.shard_of(transfer.source.as_uuid()),
+    }
+}
+
+/// Step 1 picks the saga's journal. Normally its source's shard's. But an account with a record
+/// not yet durable in some journal (a busy account: a hot one, a fee or settlement account)
+/// makes a record of it in any other journal wait for that one (`depends_on`): two journals
+/// taking turns one commit at a time for it, which capped a one-hot-account load at about a
+/// quarter of its rate (`scripts/bench`, hot). So the saga follows the busier end's records.
+fn choose_journal(inner: &EngineInner, transfer: &Transfer) -> u16 {
+    inner
+        .accounts
+        .pending_journal(transfer.source)
+        .or_else(|| inner.accounts.pending_journal(transfer.destination))
+        .unwrap_or_else(|| inner.shared.shard_of(transfer.source.as_uuid()))
+}
 
 /// What the saga is asked to do with the transfer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,7 +245,7 @@ async fn drive(inner: &EngineInner, transfer: &mut Transfer, intent: Intent) -> 
                     amount: transfer.total_debited().map_err(|_| overflow())?,
                     currency: transfer.currency,
                 };
-                match inner.accounts.command(transfer.source, hold).await {
+                match step(inner, transfer, transfer.source, hold).await {
                     Ok(_) => transfer.step = SagaStep::Held,
                     Err(error) => {
                         let rejection = match error {
@@ -172,7 +311,7 @@ async fn drive(inner: &EngineInner, transfer: &mut Transfer, intent: Intent) -> 
                     amount: transfer.destination_amount,
                     currency: transfer.destination_currency,
                 };
-                match inner.accounts.command(transfer.destination, credit).await {
+                match step(inner, transfer, transfer.destination, credit).await {
                     Ok(_) => transfer.step = SagaStep::Credited,
                     Err(error) => {
                         let rejection = match error {
@@ -250,11 +389,23 @@ fn transition(inner: &EngineInner, transfer: &mut Transfer, next: TransferStatus
     transfer.transition(next, inner.clock.now()).map_err(TransferError::Transition)
 }
 
-/// Appends the transfer's current state to the journal.
+/// Sends one step of `transfer`'s saga to `account`. The step's record goes to the saga's own
+/// journal (`journal_of`), with the transfer's states.
+pub(crate) async fn step(
+    inner: &EngineInner,
+    transfer: &Transfer,
+    account: tally_engine::AccountId,
+    command: AccountCommand,
+) -> Result<Option<tally_engine::AccountEvent>, CallError<AccountRejection>> {
+    inner.accounts.command_on(account, command, Some(journal_of(inner, transfer))).await
+}
+
+/// Appends the transfer's current state to its saga's journal.
 pub(crate) fn record(inner: &EngineInner, transfer: &Transfer) -> Result<(), TransferError> {
     inner
         .shared
-        .journal
+        .journals
+        .shard(journal_of(inner, transfer))
         .append(Record::Transfer(Box::new(transfer.clone())))
         .map(|_| ())
         .map_err(|_| TransferError::Unavailable(Unavailable::Overloaded))
@@ -274,12 +425,13 @@ async fn finish(
         transfer.pending_reason = pending_reason;
     }
     transfer.failure_reason = failure;
+    let journal = inner.shared.journals.shard(journal_of(inner, transfer));
     let ack = loop {
-        match inner.shared.journal.append_acked(Record::Transfer(Box::new(transfer.clone()))) {
+        match journal.append_acked(Record::Transfer(Box::new(transfer.clone()))) {
             Ok((_, ack)) => break ack,
             // A journal that failed (its store refused a batch) never takes another record;
             // the transfer stays as last recorded for the next start's recovery.
-            Err(_) if inner.shared.journal.has_failed() => {
+            Err(_) if journal.has_failed() => {
                 return Err(TransferError::Internal("journal failed; the transfer is left to recovery".to_owned()));
             }
             // Only admitted sagas get here and the journal keeps room for them above the
@@ -299,12 +451,12 @@ pub(crate) async fn forward(
 ) -> Result<(), TransferError> {
     let mut wait = Duration::from_millis(1);
     loop {
-        match inner.accounts.command(account, command).await {
+        match step(inner, transfer, account, command).await {
             Ok(_) => return Ok(()),
             Err(CallError::Unavailable(_)) => {
                 // Shutting down, or a failed journal that will never take the step's record:
                 // leave the saga where it is for the next start's recovery.
-                if inner.shutting_down.load(Ordering::Relaxed) || inner.shared.journal.has_failed() {
+                if inner.shutting_down.load(Ordering::Relaxed) || inner.shared.journals.has_failed() {
                     return Err(TransferError::Unavailable(Unavailable::Overloaded));
                 }
                 tokio::time::sleep(wait).await;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tally_persistence::{Journal, Store};
+use tally_persistence::{Journal, Journals, Store};
 
 use crate::entity::ActorKind;
 use crate::faults::FaultInjector;
@@ -50,7 +50,8 @@ impl Default for ActorConfig {
 
 pub struct Shared {
     pub store: Arc<dyn Store>,
-    pub journal: Journal,
+    /// One journal per shard (`placement.shards()` of them).
+    pub journals: Journals,
     pub runtime: Arc<Runtime>,
     pub placement: Placement,
     pub faults: Arc<FaultInjector>,
@@ -67,6 +68,16 @@ impl Shared {
     /// The thread that serves the entity or saga keyed by `id`.
     pub fn thread_of(&self, id: uuid::Uuid) -> usize {
         self.placement.thread_of(id.as_u128())
+    }
+
+    /// The shard of the entity or saga keyed by `id`.
+    pub fn shard_of(&self, id: uuid::Uuid) -> u16 {
+        u16::try_from(self.placement.shard_of(id.as_u128())).unwrap_or(u16::MAX)
+    }
+
+    /// The journal a saga (or any work) keyed by `id` appends to: its shard's.
+    pub fn journal_of(&self, id: uuid::Uuid) -> &Journal {
+        self.journals.shard(self.shard_of(id))
     }
 
     /// Seconds since start, as a coarse clock for idleness (4 bytes per slot, not 16).

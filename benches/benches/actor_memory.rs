@@ -44,7 +44,7 @@ use rust_decimal::Decimal;
 use tally_actors::{AccountActor, EngineConfig};
 use tally_benches::{open_accounts, resident_bytes, start_engine, user, wait_durable, wait_for_account_actors};
 use tally_engine::{Account, AccountId, AccountKind, Currency, Record};
-use tally_persistence::{Journal, JournalConfig, Loaded, MemoryStore};
+use tally_persistence::{JournalConfig, Journals, Loaded, MemoryStore, Store};
 
 const ACCOUNTS_DEFAULT: usize = 1_000_000;
 /// Openings in flight: one journal record each, a sixth of the admission bound (65,536), and
@@ -144,7 +144,11 @@ async fn measure(n_accounts: usize) {
 /// Commits `n_accounts` `AccountOpened` records, as `Engine::open_account` makes them, through
 /// a journal into `store`: `OPENINGS_IN_FLIGHT` appended, then their last ack awaited.
 async fn commit_openings(store: Arc<MemoryStore>, n_accounts: usize) {
-    let journal = Journal::start(store, JournalConfig::default(), 0).expect("journal starts");
+    let seqs = store.open_shards(1).await.expect("shards open");
+    let journals = Journals::new(&seqs, JournalConfig::default(), Arc::new(tally_persistence::batch::now));
+    let journal = journals.shard(0).clone();
+    let writers = Arc::clone(&store).journal_writers(0).await.expect("a writer");
+    tokio::spawn(journal.clone().run_writer(writers));
     let mut remaining = n_accounts;
     while remaining > 0 {
         let chunk = remaining.min(OPENINGS_IN_FLIGHT);
@@ -166,6 +170,5 @@ async fn commit_openings(store: Arc<MemoryStore>, n_accounts: usize) {
         }
         remaining -= chunk;
     }
-    let writer = journal.clone();
-    tokio::task::spawn_blocking(move || writer.shutdown()).await.expect("journal shuts down");
+    journals.shutdown().await;
 }

@@ -79,7 +79,7 @@ use tally_engine::{
 };
 use tally_persistence::postgres::PgStore;
 use tally_persistence::sqlite::SqliteStore;
-use tally_persistence::{DurableAck, Journal, JournalConfig, Store};
+use tally_persistence::{DurableAck, Journal, JournalConfig, Journals, Store};
 
 /// The `batch_records_max` values measured: from "commit almost every saga step" to the
 /// default (8,192).
@@ -322,10 +322,13 @@ async fn journal_run(
     workload: &Workload,
     watch: &mut Watch,
 ) -> JournalResult {
-    let committed_seq = store.committed_seq().await.expect("read the committed sequence");
-    assert_eq!(committed_seq, 0, "each run starts on an empty store");
+    let committed_seqs = store.open_shards(1).await.expect("read the committed sequence");
+    assert_eq!(committed_seqs, vec![0], "each run starts on an empty store");
     let config = JournalConfig { batch_records_max, ..JournalConfig::default() };
-    let journal = Journal::start(Arc::clone(&store), config, committed_seq).expect("journal starts");
+    let journals = Journals::new(&committed_seqs, config, Arc::new(tally_persistence::batch::now));
+    let journal = journals.shard(0).clone();
+    let writers = Arc::clone(&store).journal_writers(0).await.expect("journal writers connect");
+    tokio::spawn(journal.clone().run_writer(writers));
     let records = workload.records.clone();
     let n_records = records.len();
 
@@ -335,10 +338,10 @@ async fn journal_run(
     let elapsed = started.elapsed();
     let cpu = watch.sample().await.since(&cpu_before);
     let batches = journal.stats().batches.load(Ordering::Relaxed);
-    journal.shutdown();
+    journals.shutdown().await;
 
     // Pair assertion: what the journal committed reads back as a balanced ledger.
-    assert_eq!(store.committed_seq().await.expect("read back"), n_records as u64, "every record committed");
+    assert_eq!(store.committed_seqs().await.expect("read back"), vec![n_records as u64], "every record committed");
     let (summary, violations) = tally_persistence::check::check(store.as_ref()).await.expect("check the store");
     assert!(violations.is_empty(), "{store_name} at batch {batch_records_max}: {violations:?}");
     assert_eq!(summary.accounts, workload.openings, "every account stored");
@@ -459,9 +462,9 @@ async fn engine_postgres(admin_url: &str, n_transfers: usize) -> Vec<EngineResul
         run_transfers(&engine, ENGINE_WARM_UP_TRANSFERS, in_flight_max, AMOUNT, CURRENCY, &outcomes, &mut pick).await;
         wait_durable(&engine).await;
 
-        let stats = engine.journal().stats();
-        let batches_before = stats.batches.load(Ordering::Relaxed);
-        let records_before = stats.records_committed.load(Ordering::Relaxed);
+        let totals_before = engine.journals().totals();
+        let batches_before = totals_before.batches;
+        let records_before = totals_before.committed_records;
         let cpu_before = watch.sample().await;
         let started = Instant::now();
         run_transfers(&engine, n_transfers, in_flight_max, AMOUNT, CURRENCY, &outcomes, &mut pick).await;
@@ -471,8 +474,8 @@ async fn engine_postgres(admin_url: &str, n_transfers: usize) -> Vec<EngineResul
             in_flight_max,
             transfers: n_transfers,
             elapsed,
-            batches: stats.batches.load(Ordering::Relaxed) - batches_before,
-            records: stats.records_committed.load(Ordering::Relaxed) - records_before,
+            batches: engine.journals().totals().batches - batches_before,
+            records: engine.journals().totals().committed_records - records_before,
             cpu,
         };
         result.print();

@@ -158,7 +158,8 @@ async fn populate(url: &str, n_accounts: usize, n_postings: usize) -> Population
             .zip(1..)
             .map(|(account, seq)| SequencedRecord { seq, record: Record::AccountOpened(Box::new(account)) })
             .collect();
-        store.commit(&records).await.expect("commit the system accounts");
+        store.open_shards(1).await.expect("open the journal's shard");
+        store.commit(0, &records).await.expect("commit the system accounts");
         to_i64(records.len())
     })
     .await;
@@ -216,12 +217,11 @@ async fn populate(url: &str, n_accounts: usize, n_postings: usize) -> Population
         .await;
         execute(&mut connection, "ANALYZE bench_accounts").await;
         let inserted = sqlx::query(
-            "INSERT INTO accounts (id, owner_id, currency, kind, status, balance, held, credit_limit, created_at, snapshot_seq)
-             SELECT id, gen_random_uuid(), $1, 'user', 'active', 0, 0, 0, $2, $3 + n FROM bench_accounts ORDER BY id",
+            "INSERT INTO accounts (id, owner_id, currency, kind, status, balance, held, credit_limit, created_at, version, booked_at)
+             SELECT id, gen_random_uuid(), $1, 'user', 'active', 0, 0, 0, $2, 0, 0 FROM bench_accounts ORDER BY id",
         )
         .bind(CURRENCY.code())
         .bind(created_at.as_micros())
-        .bind(system_seq + 1)
         .execute(&mut connection)
         .await
         .expect("insert the accounts");
@@ -279,18 +279,25 @@ async fn populate(url: &str, n_accounts: usize, n_postings: usize) -> Population
 
     phase(&mut phases, "postings (with running balance_after)", async {
         let inserted = sqlx::query(
-            "INSERT INTO postings (seq, transfer_id, account_id, currency, direction, amount, balance_after)
-             SELECT seq, transfer_id, account_id, $1, direction, amount,
+            "INSERT INTO postings (account_id, booked_at, version, transfer_id, currency, direction, amount,
+                                   balance_after, shard, seq)
+             SELECT account_id, booked_at, row_number() OVER (PARTITION BY account_id ORDER BY seq), transfer_id, $1,
+                    direction, amount,
                     SUM(CASE WHEN direction = 'credit' THEN amount ELSE -amount END)
-                        OVER (PARTITION BY account_id ORDER BY seq)
-             FROM (SELECT $2 + 5 * t + 2 AS seq, transfer_id, destination_id AS account_id, 'credit' AS direction, amount
+                        OVER (PARTITION BY account_id ORDER BY seq),
+                    0, seq
+             FROM (SELECT $2 + 5 * t + 2 AS seq, $3 + t * $4 + $4 / 2 AS booked_at, transfer_id,
+                          destination_id AS account_id, 'credit' AS direction, amount
                    FROM bench_plan
                    UNION ALL
-                   SELECT $2 + 5 * t + 3, transfer_id, source_id, 'debit', amount FROM bench_plan) AS p
-             ORDER BY seq",
+                   SELECT $2 + 5 * t + 3, $3 + t * $4 + $4 / 2, transfer_id, source_id, 'debit', amount
+                   FROM bench_plan) AS p
+             ORDER BY account_id, seq",
         )
         .bind(CURRENCY.code())
         .bind(first_transfer_seq)
+        .bind(history_start)
+        .bind(TRANSFER_SPACING_MICROS)
         .execute(&mut connection)
         .await
         .expect("insert the postings");
@@ -298,19 +305,19 @@ async fn populate(url: &str, n_accounts: usize, n_postings: usize) -> Population
     })
     .await;
 
-    phase(&mut phases, "balances and snapshot_seq from postings", async {
+    phase(&mut phases, "balance snapshots from postings", async {
         let updated = execute(
             &mut connection,
-            "UPDATE accounts AS a SET balance = s.balance, snapshot_seq = s.last_seq
+            "UPDATE accounts AS a SET balance = s.balance, version = s.version, booked_at = s.booked_at
              FROM (SELECT account_id, SUM(CASE WHEN direction = 'credit' THEN amount ELSE -amount END) AS balance,
-                          MAX(seq) AS last_seq
+                          MAX(version) AS version, MAX(booked_at) AS booked_at
                    FROM postings GROUP BY account_id) AS s
              WHERE a.id = s.account_id",
         )
         .await;
         // Every user account and the settlement account have postings.
         assert_eq!(updated, n_accounts as u64 + 1);
-        let advanced = sqlx::query("UPDATE journal_state SET committed_seq = $1 WHERE id = 1")
+        let advanced = sqlx::query("UPDATE journal_shards SET committed_seq = $1 WHERE shard = 0")
             .bind(committed_seq)
             .execute(&mut connection)
             .await
@@ -374,8 +381,8 @@ async fn populate(url: &str, n_accounts: usize, n_postings: usize) -> Population
                 0,
             ),
             (
-                "SELECT count(*) FROM accounts a JOIN postings p ON p.seq = a.snapshot_seq
-                 WHERE p.account_id <> a.id OR p.balance_after <> a.balance"
+                "SELECT count(*) FROM accounts a JOIN postings p ON p.account_id = a.id AND p.version = a.version
+                 WHERE p.balance_after <> a.balance"
                     .to_owned(),
                 0,
             ),
@@ -383,7 +390,7 @@ async fn populate(url: &str, n_accounts: usize, n_postings: usize) -> Population
             ("SELECT count(*) FROM transfers WHERE status IN ('processing', 'pending')".to_owned(), 0),
             ("SELECT count(*) FROM holds".to_owned(), 0),
             (
-                "SELECT count(*) FROM postings WHERE seq > (SELECT committed_seq FROM journal_state WHERE id = 1)"
+                "SELECT count(*) FROM postings WHERE seq > (SELECT committed_seq FROM journal_shards WHERE shard = 0)"
                     .to_owned(),
                 0,
             ),
@@ -407,7 +414,7 @@ async fn populate(url: &str, n_accounts: usize, n_postings: usize) -> Population
             &violations[..violations.len().min(5)]
         );
         assert_eq!(summary.accounts, n_accounts + to_usize(system_seq), "every account checked");
-        assert_eq!(store.committed_seq().await.expect("committed sequence"), committed_seq);
+        assert_eq!(store.committed_seqs().await.expect("committed sequence")[0], committed_seq);
     })
     .await;
     Population { phases, committed_seq, samples }
@@ -439,8 +446,12 @@ async fn restart(url: &str, population: &Population, samples: &[(AccountId, Deci
     }
 
     // Recovery had nothing to do and the system accounts existed: the restart wrote nothing.
-    let committed = engine.store().committed_seq().await.expect("read the committed sequence");
-    assert_eq!(committed, population.committed_seq, "a restart of a quiet ledger appends no record");
+    let committed = engine.store().committed_seqs().await.expect("read the committed sequence");
+    assert_eq!(
+        committed.first().copied(),
+        Some(population.committed_seq),
+        "a restart of a quiet ledger appends no record"
+    );
     engine.shutdown(Duration::from_secs(5)).await;
     Restart { connect, start, ready, first_activation, activations_after }
 }

@@ -173,7 +173,7 @@ pub async fn run_transfers(
 
 /// Waits until every record appended so far is committed to the store.
 pub async fn wait_durable(engine: &Engine) {
-    engine.journal().barrier().wait().await.expect("journal commits everything appended");
+    engine.journals().barrier().await.expect("journal commits everything appended");
 }
 
 /// Account actors running now (started and not yet stopped), from the engine's health.

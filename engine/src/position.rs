@@ -23,6 +23,11 @@ pub struct Position {
     pub balance: Decimal,
     pub held: Decimal,
     pub credit_limit: Decimal,
+    /// How many times the balance has changed: the number of the last posting, so postings
+    /// of one position are numbered 1, 2, 3, … in the order they were applied. It orders an
+    /// account's history (statements, balances after) and tells a store which postings a
+    /// balance snapshot already includes.
+    pub version: u64,
     /// System accounts: no funds check.
     pub unlimited: bool,
     /// Live holds by transfer. A `BTreeMap` (not `HashMap`) so that iteration is deterministic
@@ -118,6 +123,7 @@ impl Position {
         let balance = money::sub(self.balance, amount)?;
         self.held = held;
         self.balance = balance;
+        self.version += 1;
         self.holds.remove(&transfer);
         Ok(Some(amount))
     }
@@ -141,6 +147,7 @@ impl Position {
             return Ok(());
         }
         self.balance = money::add(self.balance, amount)?;
+        self.version += 1;
         // The admitted credit has landed: the promise is kept and no longer outstanding.
         self.apply_withdraw_admission(transfer)?;
         if self.recent_credits.len() == RECENT_CREDITS_MAX {
@@ -194,6 +201,7 @@ impl Position {
     /// A direct debit without a hold, for replaying a posting whose hold is not in memory.
     pub fn apply_debit(&mut self, amount: Decimal) -> Result<(), Overflow> {
         self.balance = money::sub(self.balance, amount)?;
+        self.version += 1;
         Ok(())
     }
 
@@ -223,6 +231,7 @@ mod tests {
         assert_eq!((position.balance, position.held), (dec!(70), dec!(0)));
         assert_eq!(position.apply_post(transfer(1)), Ok(None), "a repeated post changes nothing");
         assert_eq!(position.balance, dec!(70));
+        assert_eq!(position.version, 1, "one posting: the hold moved no balance");
     }
 
     #[test]

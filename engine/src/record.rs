@@ -58,6 +58,8 @@ pub struct AccountSnapshot {
     pub held: Decimal,
     pub credit_limit: Decimal,
     pub status: AccountStatus,
+    /// The number of the account's last posting (`Position::version`).
+    pub version: u64,
 }
 
 /// A wallet's status and, for an event on one asset, that asset's figures after it.
@@ -81,6 +83,7 @@ impl Account {
             held: self.position.held,
             credit_limit: self.position.credit_limit,
             status: self.status,
+            version: self.position.version,
         }
     }
 }

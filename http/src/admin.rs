@@ -86,8 +86,9 @@ pub async fn adjust(
         TransferKind::AdminCredit => (settlement(currency), account_id),
         _ => (account_id, settlement(currency)),
     };
+    let now = engine.now();
     let request = TransferRequest {
-        id: engine.new_transfer_id(),
+        id: engine.new_transfer_id_at(now),
         kind,
         source,
         destination,
@@ -98,7 +99,7 @@ pub async fn adjust(
         description: Some(purpose),
         beneficiary: None,
         initiated_by: Some(admin.admin_id()),
-        created_at: engine.now(),
+        created_at: now,
     };
     let key = idempotency(&headers, admin.admin_id(), "POST /v1/admin/adjustments", &request)?;
     let (transfer, replayed) = run_transfer(&state, request, key).await?;

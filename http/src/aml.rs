@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tally_engine::aml::{
     AmlAction, AmlFlag, AmlRule, AmlRuleKind, FlagStatus, RuleConfigError, ThresholdRule, VelocityRule,
 };
-use tally_engine::{AccountId, ErrorCode, TransferKind};
+use tally_engine::{AccountId, ErrorCode, TransferId, TransferKind};
 use tally_persistence::aml::{AmlStore, FlagFilter, Resolution, Resolved};
 use tally_persistence::reads::listing::Position;
 
@@ -229,6 +229,8 @@ pub struct ResolveBody {
 pub struct FlagQuery {
     /// `open`, `cleared` or `false_positive`.
     pub status: Option<String>,
+    /// Only the flags this transfer raised (a UUID); an unknown transfer is `404`.
+    pub transfer_id: Option<String>,
     pub cursor: Option<String>,
     pub limit: Option<String>,
 }
@@ -237,7 +239,10 @@ pub struct FlagQuery {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FlagCountQuery {
+    /// `open`, `cleared` or `false_positive`.
     pub status: Option<String>,
+    /// Only the flags this transfer raised (a UUID); an unknown transfer is `404`.
+    pub transfer_id: Option<String>,
 }
 
 fn config_error(error: RuleConfigError) -> ApiError {
@@ -314,7 +319,7 @@ fn aml_store(state: &AppState) -> Result<&dyn AmlStore, ApiError> {
 
 /// The newest flags of `account` (for the admin account view).
 pub async fn account_flags(state: &AppState, account: AccountId) -> Result<Vec<AmlFlagView>, ApiError> {
-    let filter = FlagFilter { status: None, account: Some(account) };
+    let filter = FlagFilter { status: None, account: Some(account), transfer: None };
     let flags = aml_store(state)?.aml_flag_page(filter, None, ACCOUNT_FLAGS_MAX).await?;
     flags.iter().map(AmlFlagView::of).collect()
 }
@@ -435,7 +440,29 @@ fn flag_status(text: Option<&str>) -> Result<Option<FlagStatus>, ApiError> {
     .transpose()
 }
 
-/// `GET /v1/admin/aml/flags?status&cursor&limit` (`aml:read`) → flags, newest first.
+/// The filter of a flag listing or count. A transfer's flags are raised on its source account,
+/// so `transfer_id` is looked up and the account's index finds them; an unknown transfer is
+/// `404` (an empty list would pass a mistyped id as "no flags").
+async fn flag_filter(
+    state: &AppState,
+    status: Option<&str>,
+    transfer_id: Option<&str>,
+) -> Result<FlagFilter, ApiError> {
+    let status = flag_status(status)?;
+    let Some(text) = transfer_id else {
+        return Ok(FlagFilter { status, account: None, transfer: None });
+    };
+    let id = uuid::Uuid::try_parse(text).map_err(|_| ApiError::field("transfer_id", "must be a UUID"))?;
+    let transfer = state
+        .engine()?
+        .load_transfer(TransferId::from_uuid(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("transfer"))?;
+    Ok(FlagFilter { status, account: Some(transfer.source), transfer: Some(transfer.id) })
+}
+
+/// `GET /v1/admin/aml/flags?status&transfer_id&cursor&limit` (`aml:read`) → flags, newest
+/// first.
 #[utoipa::path(
     get,
     path = "/v1/admin/aml/flags",
@@ -450,7 +477,7 @@ pub async fn list_flags(
     params: Result<Query<FlagQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
-    let filter = FlagFilter { status: flag_status(params.status.as_deref())?, account: None };
+    let filter = flag_filter(&state, params.status.as_deref(), params.transfer_id.as_deref()).await?;
     let limit = pagination::limit(params.limit.as_deref())?;
     let after = parse_position_cursor(FLAGS_TAG, params.cursor.as_deref())?;
     // One row more than asked says whether another page follows.
@@ -468,7 +495,7 @@ pub async fn list_flags(
     Ok(axum::Json(AmlFlagPage { items, next_cursor }).into_response())
 }
 
-/// `GET /v1/admin/aml/flags/count?status` (`aml:read`) → `{count}`.
+/// `GET /v1/admin/aml/flags/count?status&transfer_id` (`aml:read`) → `{count}`.
 #[utoipa::path(
     get,
     path = "/v1/admin/aml/flags/count",
@@ -483,7 +510,7 @@ pub async fn count_flags(
     params: Result<Query<FlagCountQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
-    let filter = FlagFilter { status: flag_status(params.status.as_deref())?, account: None };
+    let filter = flag_filter(&state, params.status.as_deref(), params.transfer_id.as_deref()).await?;
     let count = aml_store(&state)?.count_aml_flags(filter).await?;
     Ok(axum::Json(AmlFlagCount { count }).into_response())
 }

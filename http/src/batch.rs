@@ -113,9 +113,10 @@ async fn plan_item(
     state: &AppState,
     caller: Caller,
     payees: &SavedPayees<'_>,
-    raw: serde_json::Value,
+    raw: &serde_json::Value,
 ) -> Result<Plan, ApiError> {
-    let body: TransferBody = serde_json::from_value(raw)
+    // Read from the body's own value, not a copy of it.
+    let body = TransferBody::deserialize(raw)
         .map_err(|error| ApiError::new(ErrorCode::ValidationError, format!("invalid item: {error}")))?;
     plan(state.engine()?, caller, &body, payees).await
 }
@@ -181,8 +182,8 @@ async fn run_batch(
     let atomic = body.atomic.unwrap_or(false);
     let engine = state.engine()?;
     let payees = SavedPayees::new(&state, caller.user_id);
-    let planned: Vec<Result<Plan, ApiError>> = futures::stream::iter(body.transfers.clone())
-        .map(|raw| plan_item(&state, caller, &payees, raw))
+    let planned: Vec<Result<Plan, ApiError>> = futures::stream::iter(0..count)
+        .map(|index| plan_item(&state, caller, &payees, &body.transfers[index]))
         .buffered(BATCH_ITEMS_IN_FLIGHT_MAX)
         .collect()
         .await;
@@ -198,11 +199,8 @@ async fn run_batch(
         let found: Vec<Result<Option<Transfer>, ApiError>> = futures::stream::iter(0..count)
             .map(|index| {
                 let item_key = item_key(key, index);
-                let store = std::sync::Arc::clone(engine.store());
-                async move {
-                    let loaded = store.transfer_by_idempotency(scope, &item_key).await?;
-                    Ok(loaded.map(|loaded| loaded.value))
-                }
+                // The store is asked only if the key filter cannot rule the item's key out.
+                async move { Ok(engine.transfer_under_key(scope, &item_key).await?) }
             })
             .buffered(KEY_LOOKUPS_IN_FLIGHT_MAX)
             .collect()
@@ -232,18 +230,34 @@ async fn run_batch(
     let results = if atomic {
         run_atomic(&state, planned, keys, existing).await?
     } else {
-        let runs = planned.into_iter().zip(keys).enumerate().map(|(index, (plan, key))| {
-            let state = state.clone();
-            async move {
-                match plan {
-                    Ok(request) => match run_transfer(&state, request, key).await {
-                        Ok((transfer, _replayed)) => of_transfer(index, &transfer),
-                        Err(error) => Ok(failed(index, &error)),
-                    },
-                    Err(error) => Ok(failed(index, &error)),
+        let runs = planned.into_iter().zip(keys.into_iter().zip(existing)).enumerate().map(
+            |(index, (plan, (key, existing)))| {
+                let state = state.clone();
+                async move {
+                    match (plan, existing, key) {
+                        // A repeat: the item as it is now.
+                        (_, Some(first), _) => {
+                            let transfer =
+                                state.engine()?.load_transfer(first.id).await.ok().flatten().unwrap_or(first);
+                            of_transfer(index, &transfer)
+                        }
+                        // The batch's look-up found no transfer under the item's key, and the
+                        // batch's claim covers it: no second look-up.
+                        (Ok(request), None, Some(key)) => {
+                            match state.engine()?.transfer_under_new_key(request, key).await {
+                                Ok(transfer) => of_transfer(index, &transfer),
+                                Err(error) => Ok(failed(index, &ApiError::from(error))),
+                            }
+                        }
+                        (Ok(request), None, None) => match run_transfer(&state, request, None).await {
+                            Ok((transfer, _replayed)) => of_transfer(index, &transfer),
+                            Err(error) => Ok(failed(index, &error)),
+                        },
+                        (Err(error), None, _) => Ok(failed(index, &error)),
+                    }
                 }
-            }
-        });
+            },
+        );
         let results: Vec<Result<ItemResult, ApiError>> =
             futures::stream::iter(runs).buffered(BATCH_ITEMS_IN_FLIGHT_MAX).collect().await;
         results.into_iter().collect::<Result<Vec<_>, _>>()?

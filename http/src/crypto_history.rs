@@ -5,8 +5,8 @@
 //! Orders and withdrawals page by `(created_at, id)`, each page one range scan of its own
 //! partial index (migration 0030), and each listed operation is then read as it stands now
 //! (`Engine::crypto_op`: the journal's newest record or the store's), as the transfer
-//! listings do. A wallet's transactions are its postings, newest first by journal sequence
-//! (`wallet_postings_by_wallet`), each with its operation's kind and time; a withdrawal
+//! listings do. A wallet's transactions are its postings, newest first by booking time, then
+//! shard and journal sequence (`wallet_postings_by_wallet`), each with its operation's kind and time; a withdrawal
 //! still pending holds the amount but posts nothing, so it shows in the withdrawals, not in
 //! the transactions, until the custodian confirms it.
 //!
@@ -25,7 +25,9 @@ use crate::auth::Caller;
 use crate::crypto::{CryptoOpView, owned_wallet};
 use crate::input::IdPath;
 use crate::listings::query;
-use crate::pagination::{self, parse_position_cursor, parse_seq_cursor, position_cursor, seq_cursor};
+use crate::pagination::{
+    self, parse_position_cursor, parse_wallet_posting_cursor, position_cursor, wallet_posting_cursor,
+};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use crate::views::{money, rfc3339};
@@ -118,7 +120,7 @@ pub async fn withdrawals(
 /// One posting of a wallet.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WalletTransactionView {
-    /// The posting's id: its journal sequence number as a UUID.
+    /// The posting's id: its journal shard (high 64 bits) and sequence number as one UUID.
     pub id: String,
     /// The crypto operation (order, deposit or withdrawal) it belongs to.
     pub operation_id: String,
@@ -146,7 +148,7 @@ pub struct WalletTransactionPage {
     path = "/v1/wallets/{id}/transactions",
     tag = "wallets",
     params(("id" = uuid::Uuid, Path, description = "The wallet id"), HistoryQuery),
-    description = "The wallet's postings (credits and debits of its asset), newest first in journal order, each with \
+    description = "The wallet's postings (credits and debits of its asset), newest first in booking order, each with \
                    the operation it belongs to, its kind and time, and the balance after it; pages of 1 to 200 \
                    (default 50) with an opaque cursor. A pending withdrawal holds its amount but posts nothing until \
                    the custodian confirms it. Another user's wallet is `404`.",
@@ -161,19 +163,20 @@ pub async fn wallet_transactions(
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
     let limit = pagination::limit(params.limit.as_deref())?;
-    let before = parse_seq_cursor(WALLET_POSTINGS_TAG, params.cursor.as_deref())?;
+    let before = parse_wallet_posting_cursor(WALLET_POSTINGS_TAG, params.cursor.as_deref())?;
     let (profile, _) = owned_wallet(&state, WalletId::from_uuid(id), caller.user_id).await?;
     let mut rows = state.identity().reads.wallet_posting_page(profile.wallet, before, limit + 1).await?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
-    let next_cursor = if more { rows.last().map(|row| seq_cursor(WALLET_POSTINGS_TAG, row.seq)) } else { None };
+    let next_cursor =
+        if more { rows.last().map(|row| wallet_posting_cursor(WALLET_POSTINGS_TAG, row.position)) } else { None };
     let mut items = Vec::with_capacity(rows.len());
     for row in rows {
         let asset = Currency::from_code(&row.asset).ok_or_else(|| {
-            ApiError::internal(format!("wallet posting {} has unknown asset {:?}", row.seq, row.asset))
+            ApiError::internal(format!("wallet posting {} has unknown asset {:?}", row.position.public_id(), row.asset))
         })?;
         items.push(WalletTransactionView {
-            id: uuid::Uuid::from_u128(u128::from(row.seq)).to_string(),
+            id: row.position.public_id().to_string(),
             operation_id: row.operation.to_string(),
             kind: row.kind,
             direction: if row.credit { "credit" } else { "debit" },

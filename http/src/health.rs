@@ -31,7 +31,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     if !engine.is_ready() {
         return not_ready("recovering");
     }
-    match state.store().committed_seq().await {
+    match state.store().committed_seqs().await {
         Ok(_) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
         Err(_) => not_ready("store_unavailable"),
     }

@@ -2,10 +2,11 @@
 //! postings, newest first) and `GET /v1/accounts/{id}/balance-history` (a closing balance per
 //! UTC day). Another user's account is `404`, as for `GET /v1/accounts/{id}`.
 //!
-//! Postings carry no time of their own: a posting's `created_at` is its transfer's creation
-//! time (the moment the customer asked), and `from`/`to` and the daily buckets use it. A
-//! posting's `id` is its journal sequence number written as a UUID: stable, unique, and in
-//! the order the ledger applied them.
+//! A posting's `created_at` is when it was booked: the commit of the journal batch that wrote
+//! it, which is when the balance changed (a pending transfer's postings are booked when it is
+//! executed), and `from`/`to` and the daily buckets use it. Postings are listed in the order
+//! the account applied them; a posting's `id` is a name-based UUID (v5) of the account and its
+//! posting number: stable and unique.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -23,7 +24,7 @@ use crate::accounts::owned_account;
 use crate::auth::api_keys::{AccountsRead, Scoped};
 use crate::input::IdPath;
 use crate::listings::query;
-use crate::pagination::{self, parse_seq_cursor, seq_cursor};
+use crate::pagination::{self, parse_posting_cursor, posting_cursor};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use crate::views::{money, rfc3339};
@@ -50,6 +51,8 @@ pub struct TransactionQuery {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 struct TransactionView {
+    /// The posting's id: a name-based UUID (v5) of the account and its posting number,
+    /// stable across reads.
     id: String,
     transfer_id: String,
     direction: &'static str,
@@ -57,6 +60,7 @@ struct TransactionView {
     currency: String,
     balance_after: String,
     description: Option<String>,
+    /// When the posting was booked (its journal batch committed): when the balance changed.
     created_at: String,
 }
 
@@ -110,26 +114,26 @@ pub async fn transactions(
         return Err(ApiError::field("to", "must not be before from"));
     }
     let limit = pagination::limit(params.limit.as_deref())?;
-    let before = parse_seq_cursor(POSTINGS_TAG, params.cursor.as_deref())?;
+    let before = parse_posting_cursor(POSTINGS_TAG, params.cursor.as_deref())?;
     let engine = state.engine()?;
     let account = owned_account(engine, AccountId::from_uuid(id), caller.user_id, "account").await?;
     let filter = PostingFilter { credit, from, to };
     let mut rows = state.identity().reads.posting_page(account.id, filter, before, limit + 1).await?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
-    let next_cursor = if more { rows.last().map(|row| seq_cursor(POSTINGS_TAG, row.seq)) } else { None };
+    let next_cursor = if more { rows.last().map(|row| posting_cursor(POSTINGS_TAG, row.position)) } else { None };
     let mut items = Vec::with_capacity(rows.len());
     for row in rows {
         let currency = Currency::from_code(&row.currency).unwrap_or(account.currency);
         items.push(TransactionView {
-            id: uuid::Uuid::from_u128(u128::from(row.seq)).to_string(),
+            id: row.position.public_id().to_string(),
             transfer_id: row.transfer.to_string(),
             direction: if row.credit { "credit" } else { "debit" },
             amount: money(row.amount, currency),
             currency: currency.code().to_owned(),
             balance_after: money(row.balance_after, currency),
             description: row.description,
-            created_at: rfc3339(Timestamp::from_micros(row.created_at))?,
+            created_at: rfc3339(Timestamp::from_micros(row.position.booked_at))?,
         });
     }
     Ok(axum::Json(TransactionPage { items, next_cursor }).into_response())

@@ -17,6 +17,7 @@
 pub mod accounts;
 pub mod accounts_summary;
 pub mod admin;
+pub mod admin_page;
 pub mod aml;
 pub mod audit;
 pub mod auth;
@@ -136,6 +137,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/crypto/withdrawals/{id}", get(crypto::get_withdrawal))
         .route("/v1/webhooks/custodian", post(crypto::custodian_webhook))
         .route("/ops", get(ops_page::page))
+        .route("/admin", get(admin_page::page))
         .route("/openapi.json", get(openapi::openapi_json))
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))
         .route("/metrics", get(metrics::scrape))

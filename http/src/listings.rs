@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tally_actors::Engine;
 use tally_engine::{AccountStatus, ErrorCode, Transfer, TransferId, TransferStatus};
-use tally_persistence::reads::listing::{AccountFilter, TransferFilter};
+use tally_persistence::reads::listing::{AccountFilter, Order, TransferFilter};
 
 use crate::auth::Authorized;
 use crate::auth::api_keys::Scoped;
@@ -27,8 +27,10 @@ use crate::views::{AccountView, AdminTransferView, TransferView};
 /// Longest `search` text: an email is at most 254 characters.
 const SEARCH_LENGTH_MAX: usize = 254;
 
-/// Cursor tags: a cursor from one listing is refused by another.
+/// Cursor tags: a cursor from one listing is refused by another (the two orders of the
+/// transfer listing count as two listings: a position means the opposite in the other).
 const TRANSFERS_TAG: &str = "transfers";
+const TRANSFERS_OLDEST_FIRST_TAG: &str = "transfers-oldest-first";
 const ACCOUNTS_TAG: &str = "accounts";
 
 /// Query parameters arrive as text and are checked here, so every bad one is a field error.
@@ -43,6 +45,9 @@ pub fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> 
 #[serde(deny_unknown_fields)]
 pub struct TransferQuery {
     pub status: Option<String>,
+    /// `newest_first` (the default) or `oldest_first`: a queue of pending transfers is worked
+    /// oldest first. A cursor continues only the order it came from.
+    pub order: Option<String>,
     pub cursor: Option<String>,
     pub limit: Option<String>,
 }
@@ -74,6 +79,14 @@ fn transfer_status(text: Option<&str>) -> Result<Option<String>, ApiError> {
     .transpose()
 }
 
+fn transfer_order(text: Option<&str>) -> Result<Order, ApiError> {
+    match text {
+        None | Some("newest_first") => Ok(Order::NewestFirst),
+        Some("oldest_first") => Ok(Order::OldestFirst),
+        Some(_) => Err(ApiError::field("order", "must be newest_first or oldest_first")),
+    }
+}
+
 /// One page of transfers matching `filter`, each read live.
 async fn transfer_page(
     state: &AppState,
@@ -81,14 +94,17 @@ async fn transfer_page(
     params: &TransferQuery,
 ) -> Result<(Vec<Transfer>, Option<String>), ApiError> {
     let limit = pagination::limit(params.limit.as_deref())?;
-    let after = parse_position_cursor(TRANSFERS_TAG, params.cursor.as_deref())?;
+    let tag = match filter.order {
+        Order::NewestFirst => TRANSFERS_TAG,
+        Order::OldestFirst => TRANSFERS_OLDEST_FIRST_TAG,
+    };
+    let after = parse_position_cursor(tag, params.cursor.as_deref())?;
     let engine = state.engine()?;
     // One row more than asked says whether another page follows.
     let mut rows = state.identity().reads.transfer_page(&filter, after, limit + 1).await?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
-    let next_cursor =
-        if more { rows.last().map(|(_, position)| position_cursor(TRANSFERS_TAG, *position)) } else { None };
+    let next_cursor = if more { rows.last().map(|(_, position)| position_cursor(tag, *position)) } else { None };
     let transfers = futures::future::join_all(rows.iter().map(|(id, _)| live_transfer(engine, *id))).await;
     let transfers = transfers.into_iter().collect::<Result<Vec<_>, _>>()?;
     Ok((transfers, next_cursor))
@@ -98,8 +114,8 @@ async fn live_transfer(engine: &Engine, id: TransferId) -> Result<Transfer, ApiE
     engine.load_transfer(id).await?.ok_or_else(|| ApiError::internal(format!("listed transfer {id} has no row")))
 }
 
-/// `GET /v1/transfers?status&cursor&limit` → the transfers whose source or destination the
-/// caller owns, newest first.
+/// `GET /v1/transfers?status&order&cursor&limit` → the transfers whose source or destination
+/// the caller owns, newest first (or `order=oldest_first`).
 #[utoipa::path(
     get,
     path = "/v1/transfers",
@@ -114,13 +130,18 @@ pub async fn customer_transfers(
     params: Result<Query<TransferQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
-    let filter = TransferFilter { party: Some(caller.user_id), status: transfer_status(params.status.as_deref())? };
+    let filter = TransferFilter {
+        party: Some(caller.user_id),
+        status: transfer_status(params.status.as_deref())?,
+        order: transfer_order(params.order.as_deref())?,
+    };
     let (transfers, next_cursor) = transfer_page(&state, filter, &params).await?;
     let items = transfers.iter().map(TransferView::of).collect::<Result<Vec<_>, _>>()?;
     Ok(axum::Json(Page { items, next_cursor }).into_response())
 }
 
-/// `GET /v1/admin/transfers?status&cursor&limit` → every transfer, newest first, admin view.
+/// `GET /v1/admin/transfers?status&order&cursor&limit` → every transfer, newest first (or
+/// `order=oldest_first`: the admin console's pending queue), admin view.
 #[utoipa::path(
     get,
     path = "/v1/admin/transfers",
@@ -135,7 +156,11 @@ pub async fn admin_transfers(
     params: Result<Query<TransferQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
-    let filter = TransferFilter { party: None, status: transfer_status(params.status.as_deref())? };
+    let filter = TransferFilter {
+        party: None,
+        status: transfer_status(params.status.as_deref())?,
+        order: transfer_order(params.order.as_deref())?,
+    };
     let (transfers, next_cursor) = transfer_page(&state, filter, &params).await?;
     let items = transfers.iter().map(AdminTransferView::of).collect::<Result<Vec<_>, _>>()?;
     Ok(axum::Json(Page { items, next_cursor }).into_response())
@@ -156,7 +181,8 @@ pub async fn admin_transfer_count(
     params: Result<Query<CountQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
-    let filter = TransferFilter { party: None, status: transfer_status(params.status.as_deref())? };
+    let filter =
+        TransferFilter { party: None, status: transfer_status(params.status.as_deref())?, ..Default::default() };
     let count = state.identity().reads.count_transfers(&filter).await?;
     Ok(axum::Json(Count { count }).into_response())
 }

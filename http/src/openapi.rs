@@ -168,6 +168,7 @@ pub struct ProblemDoc {
         crate::aml::get_flag,
         crate::aml::resolve_flag,
         crate::ops_page::page,
+        crate::admin_page::page,
         crate::metrics::scrape,
         crate::crypto::open_wallet,
         crate::crypto::list_wallets,

@@ -25,12 +25,20 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'unsafe-in
     responses((status = 200, description = "The operators' live page (HTML, no external assets); its data needs `ops:read`", content_type = "text/html", body = String))
 )]
 pub async fn page() -> Response {
-    let mut response = PAGE.into_response();
+    self_contained_page(PAGE, HeaderValue::from_static(CONTENT_SECURITY_POLICY))
+}
+
+/// A page compiled into the binary (`/ops`, `/admin`), served under its policy: never cached
+/// (a new binary serves a new page), never sniffed as anything but HTML, and its address never
+/// sent on as a referrer (a `#token=` fragment is not sent, but the path need not be either).
+pub(crate) fn self_contained_page(html: &'static str, content_security_policy: HeaderValue) -> Response {
+    let mut response = html.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers.insert(header::CONTENT_SECURITY_POLICY, content_security_policy);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
 }
 

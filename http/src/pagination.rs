@@ -5,7 +5,8 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use tally_persistence::reads::listing::Position;
+use tally_persistence::reads::crypto::WalletPostingPosition;
+use tally_persistence::reads::listing::{Position, PostingPosition};
 
 use crate::problem::ApiError;
 
@@ -17,7 +18,8 @@ pub const PAGE_LIMIT_DEFAULT: u32 = 50;
 /// state; 200 keep a page well under the request time-out on a busy store.
 pub const PAGE_LIMIT_MAX: u32 = 200;
 
-/// Longest cursor accepted: a cursor this API made is under 80 characters.
+/// Longest cursor accepted: a cursor this API made is under 120 characters (a posting's, with
+/// its account id, booking time and number, is the longest).
 const CURSOR_LENGTH_MAX: usize = 128;
 
 /// The page size asked for, checked: 1 to `PAGE_LIMIT_MAX`, default `PAGE_LIMIT_DEFAULT`.
@@ -68,6 +70,46 @@ pub fn parse_seq_cursor(tag: &str, text: Option<&str>) -> Result<Option<u64>, Ap
     rest.parse::<u64>().map(Some).map_err(|_| bad_cursor())
 }
 
+/// The cursor after the posting at `position` (the account, booking time and posting number).
+/// The `2` marks the form: cursors of the journal-sequence era (`1`) are refused as foreign.
+pub fn posting_cursor(tag: &str, position: PostingPosition) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{tag}2:{}:{}:{}", position.account, position.booked_at, position.version))
+}
+
+pub fn parse_posting_cursor(tag: &str, text: Option<&str>) -> Result<Option<PostingPosition>, ApiError> {
+    let Some(text) = text else { return Ok(None) };
+    let rest = decode(text, &format!("{tag}2:"))?;
+    let mut parts = rest.splitn(3, ':');
+    let (Some(account), Some(booked_at), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad_cursor());
+    };
+    Ok(Some(PostingPosition {
+        account: uuid::Uuid::try_parse(account).map_err(|_| bad_cursor())?,
+        booked_at: booked_at.parse::<i64>().map_err(|_| bad_cursor())?,
+        version: version.parse::<u64>().map_err(|_| bad_cursor())?,
+    }))
+}
+
+/// The cursor before the wallet posting at `position` (booking time, shard, sequence). The `2`
+/// marks the form: cursors of the one-journal era (`1`, a bare sequence) are refused as foreign.
+pub fn wallet_posting_cursor(tag: &str, position: WalletPostingPosition) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{tag}2:{}:{}:{}", position.booked_at, position.shard, position.seq))
+}
+
+pub fn parse_wallet_posting_cursor(tag: &str, text: Option<&str>) -> Result<Option<WalletPostingPosition>, ApiError> {
+    let Some(text) = text else { return Ok(None) };
+    let rest = decode(text, &format!("{tag}2:"))?;
+    let mut parts = rest.splitn(3, ':');
+    let (Some(booked_at), Some(shard), Some(seq)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad_cursor());
+    };
+    Ok(Some(WalletPostingPosition {
+        booked_at: booked_at.parse::<i64>().map_err(|_| bad_cursor())?,
+        shard: shard.parse::<u16>().map_err(|_| bad_cursor())?,
+        seq: seq.parse::<u64>().map_err(|_| bad_cursor())?,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -82,6 +124,13 @@ mod tests {
         assert!(parse_position_cursor("accounts", Some(&cursor)).is_err());
         assert!(parse_position_cursor("transfers", Some("not a cursor")).is_err());
         assert_eq!(parse_seq_cursor("postings", Some(&seq_cursor("postings", 42))).unwrap(), Some(42));
+        let posting = PostingPosition { account: uuid::Uuid::from_u128(9), booked_at: -5, version: 3 };
+        assert_eq!(
+            parse_posting_cursor("postings", Some(&posting_cursor("postings", posting))).unwrap(),
+            Some(posting)
+        );
+        assert!(parse_posting_cursor("statement", Some(&posting_cursor("postings", posting))).is_err());
+        assert!(parse_posting_cursor("postings", Some(&seq_cursor("postings", 42))).is_err());
     }
 
     #[test]

@@ -4,20 +4,25 @@
 //! routes are the same code below (`check_period`, `check_rest`, `answer`); the customer's is
 //! the admin's with the scope fixed to one account the caller owns.
 //!
-//! What a line carries is enough to reconcile it without another call: the posting's id (its
-//! journal sequence number as a UUID, as in `GET /v1/accounts/{id}/transactions`), the
+//! What a line carries is enough to reconcile it without another call: the posting's id (a
+//! name-based UUID of its account and posting number, as in
+//! `GET /v1/accounts/{id}/transactions`), the
 //! transfer, the account and its owner, currency, direction, amount, the account's balance
 //! after the posting, the transfer's type, reference and description, and its time.
 //!
 //! Decisions (API.md is silent; see ARCHITECTURE.md):
 //! - `from` and `to` are required UTC dates, both inclusive, `from <= to`, at most
-//!   `STATEMENT_DAYS_MAX` days. A posting belongs to the day its transfer was created (postings
-//!   carry no time of their own), as in the transactions listing and the balance history.
+//!   `STATEMENT_DAYS_MAX` days. A posting belongs to the day it was booked (its journal batch
+//!   committed, which is when the balance changed), as in the transactions listing and the
+//!   balance history; a pending transfer's postings belong to the day it was executed.
 //! - At most one of `account_id` and `user_id`; neither is the whole ledger, system accounts
 //!   included, so an auditor can check that debits equal credits per currency. An unknown
 //!   account or user is `404`: an empty statement would look like "no activity" to a typo.
-//! - Lines are oldest first in journal order (increasing sequence), so an account's
-//!   `balance_after` runs forward line by line; the cursor is the last line's sequence.
+//! - Lines come account by account (in account id order), each account's oldest first in the
+//!   order it applied them, so an account's `balance_after` runs forward line by line; the
+//!   cursor is the last line's place (account, booking time, posting number). Journals are per
+//!   shard, so there is no one global sequence to order the whole ledger by; per account there
+//!   is, and that is what a statement reconciles.
 //! - `format=csv` is the whole period in one file: `cursor` and `limit` are refused with it
 //!   rather than silently ignored.
 //! - The CSV streams in chunks of `CSV_CHUNK_ROWS` read one after the other by keyset, so the
@@ -38,7 +43,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tally_actors::EngineError;
 use tally_engine::{AccountId, Currency, Timestamp, UserId};
-use tally_persistence::reads::listing::DAY_MICROS;
+use tally_persistence::reads::listing::{DAY_MICROS, PostingPosition};
 use tally_persistence::reads::statement::{StatementFilter, StatementLine, StatementScope};
 use tally_persistence::reads::{AccountReads, StatementReads};
 use time::Date;
@@ -50,7 +55,7 @@ use crate::auth::api_keys::{AccountsRead, Scoped};
 use crate::auth::permissions::TransfersRead;
 use crate::input::IdPath;
 use crate::listings::query;
-use crate::pagination::{parse_seq_cursor, seq_cursor};
+use crate::pagination::{parse_posting_cursor, posting_cursor};
 use crate::problem::{ApiError, request_id};
 use crate::state::AppState;
 use crate::views::{money, rfc3339};
@@ -123,7 +128,8 @@ pub struct AccountStatementQuery {
 /// One ledger line (a posting).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StatementLineView {
-    /// The posting's id: its journal sequence number as a UUID.
+    /// The posting's id: a name-based UUID (v5) of its account and the account's posting
+    /// number, stable across reads.
     pub id: String,
     pub transfer_id: String,
     pub account_id: String,
@@ -139,7 +145,8 @@ pub struct StatementLineView {
     pub transfer_type: String,
     pub reference: Option<String>,
     pub description: Option<String>,
-    /// The transfer's creation time.
+    /// When the posting was booked: the commit of the journal batch that wrote it, which is
+    /// when the balance changed (a pending transfer posts when executed).
     pub created_at: String,
 }
 
@@ -151,14 +158,15 @@ pub struct StatementPage {
 
 impl StatementLineView {
     fn of(line: StatementLine) -> Result<StatementLineView, String> {
+        let id = line.position.public_id();
         let currency = Currency::from_code(&line.currency)
-            .ok_or_else(|| format!("posting {} has unknown currency {:?}", line.seq, line.currency))?;
-        let created_at = rfc3339(Timestamp::from_micros(line.created_at))
-            .map_err(|_| format!("posting {} has time {} out of range", line.seq, line.created_at))?;
+            .ok_or_else(|| format!("posting {id} has unknown currency {:?}", line.currency))?;
+        let created_at = rfc3339(Timestamp::from_micros(line.booked_at))
+            .map_err(|_| format!("posting {id} has time {} out of range", line.booked_at))?;
         Ok(StatementLineView {
-            id: uuid::Uuid::from_u128(u128::from(line.seq)).to_string(),
+            id: id.to_string(),
             transfer_id: line.transfer.to_string(),
-            account_id: line.account.to_string(),
+            account_id: line.position.account.to_string(),
             user_id: line.owner.map(|owner| owner.to_string()),
             currency: currency.code(),
             direction: if line.credit { "credit" } else { "debit" },
@@ -211,7 +219,7 @@ fn check_period(from: Option<&str>, to: Option<&str>) -> Result<(i64, i64), ApiE
 }
 
 /// `(after, limit)` of a JSON page; `None` for the CSV.
-type PageAsked = Option<(Option<u64>, u32)>;
+type PageAsked = Option<(Option<PostingPosition>, u32)>;
 
 /// The direction, and the page (JSON) or `None` (CSV), checked in the query's order.
 fn check_rest(
@@ -253,7 +261,7 @@ fn check_rest(
                 }
             },
         };
-        Some((parse_seq_cursor(tag, cursor)?, limit))
+        Some((parse_posting_cursor(tag, cursor)?, limit))
     };
     Ok((credit, page))
 }
@@ -328,7 +336,8 @@ async fn check_exists(state: &AppState, scope: StatementScope) -> Result<(), Api
 }
 
 /// `GET /v1/admin/statements?from&to&account_id|user_id&direction&cursor&limit&format` → a
-/// page of ledger lines, oldest first, or (`format=csv`) the whole period as a CSV file.
+/// page of ledger lines, account by account and oldest first within each, or (`format=csv`)
+/// the whole period as a CSV file.
 #[utoipa::path(
     get,
     path = "/v1/admin/statements",
@@ -366,7 +375,7 @@ pub async fn statements(
     path = "/v1/accounts/{id}/statement",
     tag = "accounts",
     params(("id" = uuid::Uuid, Path, description = "The account id"), AccountStatementQuery),
-    description = "The account's ledger lines (postings) of a period, oldest first, exactly as in                    `GET /v1/admin/statements?account_id=`: `from` and `to` are required UTC dates, both inclusive,                    at most 366 days; a line belongs to the day its transfer was created; `balance_after` runs                    forward line by line. JSON pages of 1 to 500 lines (default 100) with an opaque cursor, or                    with `format=csv` the whole period as one RFC 4180 attachment                    (`statement-<account>-<from>-<to>.csv`), streamed in constant memory; `cursor` and `limit`                    with `format=csv` are `400`. Another user's account, or one that does not exist, is `404`                    (as `GET /v1/accounts/{id}`); parameters are checked first (`400`). API keys need                    `accounts:read`.",
+    description = "The account's ledger lines (postings) of a period, oldest first, exactly as in                    `GET /v1/admin/statements?account_id=`: `from` and `to` are required UTC dates, both inclusive,                    at most 366 days; a line belongs to the UTC day it was booked (a pending transfer's on the day it was executed); `balance_after` runs                    forward line by line. JSON pages of 1 to 500 lines (default 100) with an opaque cursor, or                    with `format=csv` the whole period as one RFC 4180 attachment                    (`statement-<account>-<from>-<to>.csv`), streamed in constant memory; `cursor` and `limit`                    with `format=csv` are `400`. Another user's account, or one that does not exist, is `404`                    (as `GET /v1/accounts/{id}`); parameters are checked first (`400`). API keys need                    `accounts:read`.",
     responses((
         status = 200,
         description = "A page of ledger lines (JSON), or with `format=csv` the whole period as a CSV attachment;                        an error after the first byte aborts the transfer (no terminating chunk).",
@@ -403,14 +412,14 @@ async fn json_page(
     reads: &dyn AccountReads,
     filter: &StatementFilter,
     tag: &str,
-    after: Option<u64>,
+    after: Option<PostingPosition>,
     limit: u32,
 ) -> Result<Response, ApiError> {
     // One line more than asked says whether another page follows.
     let mut lines = reads.statement_lines(filter, after, limit + 1).await?;
     let more = lines.len() > limit as usize;
     lines.truncate(limit as usize);
-    let next_cursor = if more { lines.last().map(|line| seq_cursor(tag, line.seq)) } else { None };
+    let next_cursor = if more { lines.last().map(|line| posting_cursor(tag, line.position)) } else { None };
     let items =
         lines.into_iter().map(StatementLineView::of).collect::<Result<Vec<_>, _>>().map_err(ApiError::internal)?;
     Ok(axum::Json(StatementPage { items, next_cursor }).into_response())
@@ -474,7 +483,7 @@ fn csv_chunk(lines: Vec<StatementLine>, header: bool) -> Result<Bytes, String> {
 struct CsvWalk {
     reads: Arc<dyn AccountReads>,
     filter: StatementFilter,
-    after: Option<u64>,
+    after: Option<PostingPosition>,
     /// The header and first chunk, read and written before the answer started (so their
     /// failure is a problem+json).
     first: Option<Bytes>,
@@ -494,7 +503,7 @@ impl CsvWalk {
         let read = self.reads.statement_lines(&self.filter, self.after, CSV_CHUNK_ROWS).await;
         let lines = read.map_err(|error| self.fail(format!("statement read failed mid-stream: {error}")))?;
         self.done = lines.len() < CSV_CHUNK_ROWS as usize;
-        self.after = lines.last().map(|line| line.seq).or(self.after);
+        self.after = lines.last().map(|line| line.position).or(self.after);
         if lines.is_empty() {
             return Ok(None);
         }
@@ -513,7 +522,7 @@ impl CsvWalk {
 async fn csv(reads: Arc<dyn AccountReads>, checked: Checked) -> Result<Response, ApiError> {
     let lines = reads.statement_lines(&checked.filter, None, CSV_CHUNK_ROWS).await?;
     let done = lines.len() < CSV_CHUNK_ROWS as usize;
-    let after = lines.last().map(|line| line.seq);
+    let after = lines.last().map(|line| line.position);
     let first = csv_chunk(lines, true).map_err(ApiError::internal)?;
     let walk = CsvWalk { reads, filter: checked.filter, after, first: Some(first), done, request_id: request_id() };
     let stream = futures::stream::try_unfold(walk, |mut walk| async move {

@@ -238,8 +238,9 @@ pub(crate) async fn plan(
             (Some(beneficiary), deleted)
         }
     };
+    let now = engine.now();
     let request = TransferRequest {
-        id: engine.new_transfer_id(),
+        id: engine.new_transfer_id_at(now),
         kind,
         source,
         destination: destination_id.unwrap_or_else(|| settlement(currency)),
@@ -251,7 +252,7 @@ pub(crate) async fn plan(
         description,
         beneficiary,
         initiated_by: Some(caller.user_id),
-        created_at: engine.now(),
+        created_at: now,
     };
     Ok(Plan { request, payee_deleted })
 }

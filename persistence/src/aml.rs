@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use tally_engine::AccountId;
 use tally_engine::Timestamp;
+use tally_engine::TransferId;
 use tally_engine::UserId;
 use tally_engine::aml::{AmlFlag, AmlRule, FlagStatus};
 
@@ -16,6 +17,9 @@ use crate::store::StoreError;
 pub struct FlagFilter {
     pub status: Option<FlagStatus>,
     pub account: Option<AccountId>,
+    /// Only the flags a transfer raised. They are raised on its source account, so callers
+    /// that know the transfer set `account` too and the account's index finds them.
+    pub transfer: Option<TransferId>,
 }
 
 /// An analyst's decision on an open flag.

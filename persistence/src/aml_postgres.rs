@@ -115,8 +115,10 @@ fn rule_from_row(row: &PgRow) -> Result<AmlRule, StoreError> {
     })
 }
 
-/// `WHERE` of a flag listing or count: `$1` status, `$2` account (each may be NULL).
-const FLAG_FILTER: &str = "($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR account_id = $2)";
+/// `WHERE` of a flag listing or count: `$1` status, `$2` account, `$3` transfer (each may be
+/// NULL).
+const FLAG_FILTER: &str = "($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR account_id = $2)
+    AND ($3::uuid IS NULL OR transfer_id = $3)";
 
 #[async_trait]
 impl AmlStore for PgStore {
@@ -211,11 +213,12 @@ impl AmlStore for PgStore {
         self.run(|pool| async move {
             let rows = sqlx::query(&format!(
                 "SELECT {FLAG_COLUMNS} FROM aml_flags WHERE {FLAG_FILTER}
-                   AND ($3::int8 IS NULL OR (created_at, id) < ($3, $4::uuid))
-                 ORDER BY created_at DESC, id DESC LIMIT $5"
+                   AND ($4::int8 IS NULL OR (created_at, id) < ($4, $5::uuid))
+                 ORDER BY created_at DESC, id DESC LIMIT $6"
             ))
             .bind(filter.status.map(FlagStatus::as_str))
             .bind(filter.account.map(|account| account.as_uuid()))
+            .bind(filter.transfer.map(|transfer| transfer.as_uuid()))
             .bind(after.map(|after| after.created_at))
             .bind(after.map(|after| after.id))
             .bind(i64::from(limit))
@@ -232,6 +235,7 @@ impl AmlStore for PgStore {
             let count: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM aml_flags WHERE {FLAG_FILTER}"))
                 .bind(filter.status.map(FlagStatus::as_str))
                 .bind(filter.account.map(|account| account.as_uuid()))
+                .bind(filter.transfer.map(|transfer| transfer.as_uuid()))
                 .fetch_one(&pool)
                 .await
                 .map_err(classify)?;

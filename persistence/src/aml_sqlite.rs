@@ -107,8 +107,9 @@ fn rule_from_row(row: &SqliteRow) -> Result<AmlRule, StoreError> {
     })
 }
 
-/// `WHERE` of a flag listing or count: status, then account (each may be NULL).
-const FLAG_FILTER: &str = "(?1 IS NULL OR status = ?1) AND (?2 IS NULL OR account_id = ?2)";
+/// `WHERE` of a flag listing or count: status, account, then transfer (each may be NULL).
+const FLAG_FILTER: &str =
+    "(?1 IS NULL OR status = ?1) AND (?2 IS NULL OR account_id = ?2) AND (?3 IS NULL OR transfer_id = ?3)";
 
 #[async_trait]
 impl AmlStore for SqliteStore {
@@ -206,11 +207,12 @@ impl AmlStore for SqliteStore {
         self.run(|pool| async move {
             let rows = sqlx::query(&format!(
                 "SELECT {FLAG_COLUMNS} FROM aml_flags WHERE {FLAG_FILTER}
-                   AND (?3 IS NULL OR (created_at, id) < (?3, ?4))
-                 ORDER BY created_at DESC, id DESC LIMIT ?5"
+                   AND (?4 IS NULL OR (created_at, id) < (?4, ?5))
+                 ORDER BY created_at DESC, id DESC LIMIT ?6"
             ))
             .bind(filter.status.map(FlagStatus::as_str))
             .bind(filter.account.map(|account| id_to_db(account.as_uuid())))
+            .bind(filter.transfer.map(|transfer| id_to_db(transfer.as_uuid())))
             .bind(after.map(|after| after.created_at))
             .bind(after.map(|after| id_to_db(after.id)))
             .bind(i64::from(limit))
@@ -227,6 +229,7 @@ impl AmlStore for SqliteStore {
             let count: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM aml_flags WHERE {FLAG_FILTER}"))
                 .bind(filter.status.map(FlagStatus::as_str))
                 .bind(filter.account.map(|account| id_to_db(account.as_uuid())))
+                .bind(filter.transfer.map(|transfer| id_to_db(transfer.as_uuid())))
                 .fetch_one(&pool)
                 .await
                 .map_err(classify)?;

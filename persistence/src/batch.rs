@@ -1,37 +1,121 @@
-//! Turns one journal batch into the writes a SQL store makes, coalesced: one snapshot row per
-//! account and per wallet asset (the last state in the batch), the net holds placed and
-//! removed (a hold placed and removed in the same batch never touches the database), every
-//! posting, and one row per transfer (its last state in the batch). Pure: both SQL stores
-//! write the same plan, so they cannot disagree about what a batch means.
+//! Turns one journal batch into the writes a SQL store makes, so that each fact is written
+//! once (DESIGN.md §5). Pure but for the writer's `PlanState`, which carries what one batch
+//! leaves to the next: both SQL stores write the same plan, so they cannot disagree about what
+//! a batch means.
 //!
-//! A store applies a plan's hold removals before its hold placements: a hold placed before the
-//! batch, removed, and placed again (same transfer) within it is in both lists, and its new
-//! row replaces the old one.
+//! What a batch writes:
+//! - **Postings**, append-only: one row per balance change, keyed by (account, booked at,
+//!   version). The account's `version` numbers its postings 1, 2, 3, … in the order it
+//!   applied them, so a history, a statement's running balance and a point-in-time balance
+//!   all come from one index range.
+//! - **Transfers**: one row, in its final state, when the saga finished inside the batch (the
+//!   common case: a saga's records all go to one journal and take microseconds). Written as
+//!   `new` (a bulk copy: the row cannot exist yet) when the batch also holds the transfer's
+//!   first record, else as an `upsert`. A saga cut by a batch boundary after an irreversible
+//!   step (a posting) is written `processing` with the legs it made so far (`legs`), so
+//!   recovery can finish it; its final state then replaces that row. A saga cut before any
+//!   posting writes nothing: its hold is reversible and recovery releases holds of unknown
+//!   transfers.
+//! - **Holds**, netted: a hold placed and removed in the same batch never touches the store;
+//!   one still placed at the end of the batch is written, and deleted by the batch that
+//!   removes it. Removals go before placements: a hold removed and placed again (same
+//!   transfer) within a batch is in both lists.
+//! - **Account snapshots, coalesced over time**: a posting carries the balance after it, so a
+//!   snapshot only spares readers the postings before it. The writer remembers each changed
+//!   account's newest balance (`PlanState`) and writes them all, one row per account, when a
+//!   flush is due (`JournalConfig::snapshot_interval`); a store reads an account as its
+//!   snapshot and the newest posting after it (whose balance is the account's). Opening an account, and a
+//!   change of its status or credit limit, are written with their batch.
+//! - Wallets, AML flags and crypto operations as before: one row per change, coalesced per
+//!   batch.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use rust_decimal::Decimal;
 use tally_engine::aml::AmlFlag;
+use tally_engine::transfer::SagaStep;
 use tally_engine::{
-    Account, AccountEvent, AccountId, AccountSnapshot, AccountStatus, CryptoOp, Currency, Direction, Posting, Record,
-    Transfer, TransferId, Wallet, WalletEvent, WalletId,
+    Account, AccountEvent, AccountId, AccountStatus, CryptoOp, Currency, Direction, Posting, Record, Timestamp,
+    Transfer, TransferId, TransferStatus, Wallet, WalletEvent, WalletId,
 };
 
 use crate::store::SequencedRecord;
 
-#[derive(Debug, Default)]
+/// One posting row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostingRow {
+    pub account: AccountId,
+    /// The account's posting number (`Position::version`) after this posting.
+    pub version: u64,
+    /// When the batch holding it was committed (monotonic across journals).
+    pub booked_at: Timestamp,
+    pub transfer: TransferId,
+    pub currency: Currency,
+    pub direction: Direction,
+    pub amount: Decimal,
+    pub balance_after: Decimal,
+    /// The journal position of the record (shard, seq), for tracing a row back to its batch.
+    pub shard: u16,
+    pub seq: u64,
+}
+
+impl PostingRow {
+    pub fn posting(&self) -> Posting {
+        Posting {
+            transfer: self.transfer,
+            account: self.account,
+            currency: self.currency,
+            direction: self.direction,
+            amount: self.amount,
+        }
+    }
+}
+
+/// An account's balance as of one of its postings: what a snapshot row stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BalanceSnapshot {
+    pub account: AccountId,
+    pub balance: Decimal,
+    pub held: Decimal,
+    pub version: u64,
+    pub booked_at: Timestamp,
+}
+
+/// A transfer row written in a non-final state, with the postings its saga made so far.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferRow {
+    pub transfer: Transfer,
+    /// (account, posting version) of every posting of this transfer made so far: recovery
+    /// reads which legs happened from here. Empty for final and pending rows.
+    pub legs: Vec<(AccountId, u64)>,
+    pub seq: u64,
+}
+
+#[derive(Clone, Debug, Default)]
 pub struct BatchPlan {
+    /// The records the plan was made from (shared with the journal, not copied): a store that
+    /// keeps state by replaying records (the in-memory one) reads them.
+    pub records: Arc<Vec<SequencedRecord>>,
+    pub shard: u16,
+    /// First and last sequence number of the batch's records (0 for a batch of none: a
+    /// snapshot flush alone, which advances no sequence).
     pub first_seq: u64,
     pub last_seq: u64,
+    pub booked_at: Timestamp,
     pub accounts_opened: Vec<(u64, Account)>,
-    /// The last snapshot of each account changed in the batch, with its record's seq.
-    pub account_snapshots: Vec<(AccountId, AccountSnapshot, u64)>,
+    /// Status and credit limit of accounts changed in the batch (the last of each).
+    pub account_settings: Vec<(AccountId, AccountStatus, Decimal, u64)>,
+    /// Balance snapshots to write (a flush), newest per account.
+    pub snapshots: Vec<BalanceSnapshot>,
     pub holds_placed: Vec<(AccountId, TransferId, Decimal, u64)>,
     pub holds_removed: Vec<(AccountId, TransferId)>,
-    /// Postings with their seq and the account's balance after them.
-    pub postings: Vec<(u64, Posting, Decimal)>,
-    /// The last state of each transfer recorded in the batch.
-    pub transfers: Vec<(u64, Transfer)>,
+    pub postings: Vec<PostingRow>,
+    /// Transfers whose row cannot exist yet (final, or `processing` with legs): written by
+    /// bulk copy.
+    pub transfers_new: Vec<TransferRow>,
+    /// Transfers whose row may exist: inserted or replaced.
+    pub transfers_upsert: Vec<TransferRow>,
     pub wallets_opened: Vec<(u64, Wallet)>,
     pub wallet_statuses: Vec<(WalletId, AccountStatus, u64)>,
     /// The last figures of each (wallet, asset) changed in the batch.
@@ -69,16 +153,74 @@ impl WalletPosting {
     }
 }
 
+/// What a journal's writer carries from one batch to the next. Lives as long as the writer
+/// (a process's run): after a crash, recovery starts from the store alone.
+#[derive(Debug, Default)]
+pub struct PlanState {
+    /// Transfers with records in this journal whose final row is not written yet.
+    in_flight: HashMap<TransferId, InFlight>,
+    /// Accounts whose balance changed since their snapshot was last written.
+    dirty: HashMap<AccountId, BalanceSnapshot>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    transfer: Transfer,
+    /// The seq of the record of `transfer`'s latest state.
+    seq: u64,
+    /// A row of this transfer exists in the store (written `processing`, or it existed before
+    /// this writer saw it: a pending transfer resumed).
+    row_written: bool,
+    legs: Vec<(AccountId, u64)>,
+}
+
+impl PlanState {
+    pub fn has_dirty_snapshots(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    pub fn dirty_snapshots(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// The batch holding `plan` is durable.
+    pub fn committed(&mut self, _plan: &BatchPlan) {}
+
+    /// A flush that could not be written: its snapshots wait for the next one (unless a newer
+    /// balance of the same account is already waiting).
+    pub fn restore_snapshots(&mut self, plan: &BatchPlan) {
+        for snapshot in &plan.snapshots {
+            self.dirty.entry(snapshot.account).or_insert(*snapshot);
+        }
+    }
+
+    /// Transfers this writer has seen and not yet written in a final state.
+    pub fn transfers_in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+}
+
 impl BatchPlan {
-    pub fn new(records: &[SequencedRecord]) -> BatchPlan {
+    /// The writes of `records` (a batch of `shard`'s journal, committed at `booked_at`), given
+    /// what earlier batches left in `state`. With `flush`, every pending balance snapshot is
+    /// written too.
+    pub fn build(
+        shard: u16,
+        records: &Arc<Vec<SequencedRecord>>,
+        state: &mut PlanState,
+        booked_at: Timestamp,
+        flush: bool,
+    ) -> BatchPlan {
         let mut plan = BatchPlan {
+            records: Arc::clone(records),
+            shard,
             first_seq: records.first().map_or(0, |record| record.seq),
             last_seq: records.last().map_or(0, |record| record.seq),
+            booked_at,
             ..BatchPlan::default()
         };
         // Insertion-ordered maps: index into the output vectors by key.
-        let mut snapshot_index: HashMap<AccountId, usize> = HashMap::new();
-        let mut transfer_index: HashMap<TransferId, usize> = HashMap::new();
+        let mut settings_index: HashMap<AccountId, usize> = HashMap::new();
         let mut crypto_index: HashMap<TransferId, usize> = HashMap::new();
         let mut asset_index: HashMap<(WalletId, Currency), usize> = HashMap::new();
         let mut status_index: HashMap<WalletId, usize> = HashMap::new();
@@ -87,13 +229,16 @@ impl BatchPlan {
         let mut hold_order: Vec<(AccountId, TransferId)> = Vec::new();
         let mut wallet_holds: HashMap<(WalletId, Currency, TransferId), HoldChange> = HashMap::new();
         let mut wallet_hold_order: Vec<(WalletId, Currency, TransferId)> = Vec::new();
+        // Transfers the batch touches (a state or a posting), in first-touch order, with the
+        // seq of their last record here and whether the batch holds their first record.
+        let mut touched: Vec<TransferId> = Vec::new();
+        let mut touched_index: HashMap<TransferId, Touch> = HashMap::new();
 
-        for SequencedRecord { seq, record } in records {
+        for SequencedRecord { seq, record } in records.iter() {
             let seq = *seq;
             match record {
                 Record::AccountOpened(account) => plan.accounts_opened.push((seq, (**account).clone())),
                 Record::Account { account, currency, event, after } => {
-                    upsert(&mut plan.account_snapshots, &mut snapshot_index, *account, (*account, *after, seq));
                     match event {
                         AccountEvent::Held { transfer, amount } => {
                             note_hold(&mut holds, &mut hold_order, (*account, *transfer), Some((*amount, seq)));
@@ -101,10 +246,44 @@ impl BatchPlan {
                         AccountEvent::Released { transfer, .. } | AccountEvent::Posted { transfer, .. } => {
                             note_hold(&mut holds, &mut hold_order, (*account, *transfer), None);
                         }
+                        AccountEvent::StatusChanged { .. } | AccountEvent::CreditLimitChanged { .. } => {
+                            upsert(
+                                &mut plan.account_settings,
+                                &mut settings_index,
+                                *account,
+                                (*account, after.status, after.credit_limit, seq),
+                            );
+                        }
                         _ => {}
                     }
                     if let Some(posting) = Posting::from_event(*account, *currency, event) {
-                        plan.postings.push((seq, posting, after.balance));
+                        plan.postings.push(PostingRow {
+                            account: *account,
+                            version: after.version,
+                            booked_at,
+                            transfer: posting.transfer,
+                            currency: *currency,
+                            direction: posting.direction,
+                            amount: posting.amount,
+                            balance_after: after.balance,
+                            shard,
+                            seq,
+                        });
+                        state.dirty.insert(
+                            *account,
+                            BalanceSnapshot {
+                                account: *account,
+                                balance: after.balance,
+                                held: after.held,
+                                version: after.version,
+                                booked_at,
+                            },
+                        );
+                        let touch = touched_index.entry(posting.transfer).or_insert_with(|| {
+                            touched.push(posting.transfer);
+                            Touch::default()
+                        });
+                        touch.legs.push((*account, after.version));
                     }
                 }
                 Record::WalletOpened(wallet) => plan.wallets_opened.push((seq, (**wallet).clone())),
@@ -136,7 +315,16 @@ impl BatchPlan {
                     }
                 }
                 Record::Transfer(transfer) => {
-                    upsert(&mut plan.transfers, &mut transfer_index, transfer.id, (seq, (**transfer).clone()));
+                    let touch = touched_index.entry(transfer.id).or_insert_with(|| {
+                        touched.push(transfer.id);
+                        Touch::default()
+                    });
+                    if touch.state.is_none() && !state.in_flight.contains_key(&transfer.id) {
+                        // The first record this writer sees of the transfer: a new saga starts
+                        // at `Started`; anything else resumes a transfer the store already has.
+                        touch.fresh = transfer.step == SagaStep::Started;
+                    }
+                    touch.state = Some(((**transfer).clone(), seq));
                 }
                 Record::AmlFlag(flag) => plan.aml_flags.push((seq, (**flag).clone())),
                 Record::CryptoOp(op) => {
@@ -162,8 +350,99 @@ impl BatchPlan {
                 plan.wallet_holds_placed.push((key.0, key.1, key.2, amount, seq));
             }
         }
+        for id in touched {
+            let Some(touch) = touched_index.remove(&id) else { continue };
+            plan.place_transfer(id, touch, state);
+        }
+        if flush {
+            plan.snapshots = state.dirty.drain().map(|(_, snapshot)| snapshot).collect();
+            // A stable order: two flushes of the same accounts lock their rows in one order.
+            plan.snapshots.sort_by_key(|snapshot| snapshot.account);
+        }
         plan
     }
+
+    /// Decides what the batch writes for one transfer it touched.
+    fn place_transfer(&mut self, id: TransferId, touch: Touch, state: &mut PlanState) {
+        let entry = match (state.in_flight.remove(&id), touch.state) {
+            (Some(mut entry), Some((transfer, seq))) => {
+                entry.transfer = transfer;
+                entry.seq = seq;
+                entry
+            }
+            (Some(entry), None) => entry,
+            (None, Some((transfer, seq))) => InFlight { transfer, seq, row_written: !touch.fresh, legs: Vec::new() },
+            // Postings of something that is not a transfer saga of this journal (a crypto
+            // operation, an FX clearing leg of another journal's saga): the postings alone.
+            (None, None) => return,
+        };
+        let mut entry = entry;
+        entry.legs.extend(touch.legs);
+        let seq = entry.seq;
+        let status = entry.transfer.status;
+        let finished = status.is_terminal() || status == TransferStatus::Pending;
+        if finished {
+            let row = TransferRow { transfer: entry.transfer, legs: Vec::new(), seq };
+            if entry.row_written {
+                self.transfers_upsert.push(row);
+            } else {
+                self.transfers_new.push(row);
+            }
+            return;
+        }
+        // Still running. Its row is needed once money moved (a posting) or if it exists:
+        // a new row if this writer never wrote it, else a replacement.
+        if !entry.legs.is_empty() || entry.row_written {
+            let row = TransferRow { transfer: entry.transfer.clone(), legs: entry.legs.clone(), seq };
+            if entry.row_written {
+                self.transfers_upsert.push(row);
+            } else {
+                self.transfers_new.push(row);
+            }
+            entry.row_written = true;
+            if entry.legs.is_empty() {
+                // The row says all there is: a later record, here or in another journal (an
+                // atomic batch records its items' intent in one journal, their sagas go on in
+                // their sources'), replaces it. Nothing to carry, so nothing is kept.
+                return;
+            }
+        }
+        state.in_flight.insert(id, entry);
+    }
+}
+
+/// A store's memory of its direct commits (`Store::commit`), per shard: tools and tests commit
+/// batches without a journal, and each batch is planned against the ones before it.
+#[derive(Debug, Default)]
+pub struct DirectCommits {
+    states: Mutex<HashMap<u16, PlanState>>,
+}
+
+impl DirectCommits {
+    /// Plans `records` as the next batch of `shard`, booked at `booked_at`, writing every
+    /// pending snapshot (a direct commit leaves the store's snapshots current).
+    pub fn plan(&self, shard: u16, records: &[SequencedRecord], booked_at: Timestamp) -> BatchPlan {
+        let mut states = self.states.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let state = states.entry(shard).or_default();
+        BatchPlan::build(shard, &Arc::new(records.to_vec()), state, booked_at, true)
+    }
+}
+
+/// The system clock as a booking time, for direct commits.
+pub fn now() -> Timestamp {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX));
+    Timestamp::from_micros(micros)
+}
+
+#[derive(Debug, Default)]
+struct Touch {
+    /// The transfer's last state in the batch, with its seq.
+    state: Option<(Transfer, u64)>,
+    /// The batch holds the transfer's first record (`Started`): its row cannot exist yet.
+    fresh: bool,
+    legs: Vec<(AccountId, u64)>,
 }
 
 fn upsert<K: std::hash::Hash + Eq, V>(values: &mut Vec<V>, index: &mut HashMap<K, usize>, key: K, value: V) {
@@ -209,72 +488,4 @@ fn note_hold<K: std::hash::Hash + Eq + Copy>(
 }
 
 #[cfg(test)]
-mod tests {
-    use rust_decimal_macros::dec;
-    use tally_engine::{AccountKind, Timestamp};
-
-    use super::*;
-
-    fn event(seq: u64, account: u128, event: AccountEvent, balance: Decimal, held: Decimal) -> SequencedRecord {
-        SequencedRecord {
-            seq,
-            record: Record::Account {
-                account: AccountId::from_u128(account),
-                currency: Currency::USD,
-                event,
-                after: AccountSnapshot { balance, held, credit_limit: dec!(0), status: AccountStatus::Active },
-            },
-        }
-    }
-
-    #[test]
-    fn a_batch_coalesces_snapshots_nets_out_holds_and_keeps_every_posting() {
-        let t = |n| TransferId::from_u128(n);
-        let opened = Account::open(
-            AccountId::from_u128(1),
-            None,
-            Currency::USD,
-            AccountKind::User,
-            dec!(0),
-            Timestamp::default(),
-        );
-        let records = vec![
-            SequencedRecord { seq: 10, record: Record::AccountOpened(Box::new(opened)) },
-            event(11, 1, AccountEvent::Credited { transfer: t(1), amount: dec!(100) }, dec!(100), dec!(0)),
-            event(12, 1, AccountEvent::Held { transfer: t(2), amount: dec!(30) }, dec!(100), dec!(30)),
-            event(13, 1, AccountEvent::Posted { transfer: t(2), amount: dec!(30) }, dec!(70), dec!(0)),
-            event(14, 1, AccountEvent::Held { transfer: t(3), amount: dec!(5) }, dec!(70), dec!(5)),
-            event(15, 2, AccountEvent::Released { transfer: t(9), amount: dec!(1) }, dec!(0), dec!(0)),
-        ];
-        let plan = BatchPlan::new(&records);
-        assert_eq!((plan.first_seq, plan.last_seq), (10, 15));
-        assert_eq!(plan.accounts_opened.len(), 1);
-        assert_eq!(plan.account_snapshots.len(), 2, "one snapshot per account");
-        assert_eq!(plan.account_snapshots[0].1.balance, dec!(70));
-        assert_eq!(plan.account_snapshots[0].2, 14);
-        assert_eq!(plan.holds_placed, vec![(AccountId::from_u128(1), t(3), dec!(5), 14)]);
-        assert_eq!(plan.holds_removed, vec![(AccountId::from_u128(2), t(9))], "hold 2 netted out");
-        assert_eq!(plan.postings.len(), 2);
-        assert_eq!(plan.postings[1].2, dec!(70), "balance after the debit");
-    }
-
-    #[test]
-    fn a_hold_removed_and_placed_again_in_one_batch_is_deleted_then_written_anew() {
-        let t = TransferId::from_u128(7);
-        let records = vec![
-            // The hold was placed in an earlier batch; this one releases it and places it again.
-            event(20, 1, AccountEvent::Released { transfer: t, amount: dec!(10) }, dec!(100), dec!(0)),
-            event(21, 1, AccountEvent::Held { transfer: t, amount: dec!(12) }, dec!(100), dec!(12)),
-            // Placed, removed and placed again within the batch: only the last placement is new.
-            event(22, 2, AccountEvent::Held { transfer: t, amount: dec!(1) }, dec!(100), dec!(1)),
-            event(23, 2, AccountEvent::Released { transfer: t, amount: dec!(1) }, dec!(100), dec!(0)),
-            event(24, 2, AccountEvent::Held { transfer: t, amount: dec!(2) }, dec!(100), dec!(2)),
-        ];
-        let plan = BatchPlan::new(&records);
-        assert_eq!(plan.holds_removed, vec![(AccountId::from_u128(1), t)]);
-        assert_eq!(
-            plan.holds_placed,
-            vec![(AccountId::from_u128(1), t, dec!(12), 21), (AccountId::from_u128(2), t, dec!(2), 24)]
-        );
-    }
-}
+mod tests;

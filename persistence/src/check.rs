@@ -155,10 +155,12 @@ mod tests {
         let opened = Record::AccountOpened(Box::new(account.clone()));
         let orphan = TransferId::from_u128(7);
         let mut records = vec![opened];
-        // A credit with no matching debit anywhere: money from nowhere.
+        // A credit with no matching debit anywhere: money from nowhere. And a credit of a
+        // transfer still `processing` (money moved, so it is written, then nothing finished it).
         for event in [
             AccountEvent::Credited { transfer: TransferId::from_u128(6), amount: dec!(10) },
             AccountEvent::Held { transfer: orphan, amount: dec!(4) },
+            AccountEvent::Credited { transfer: TransferId::from_u128(8), amount: dec!(1) },
         ] {
             account.apply(&event).unwrap();
             records.push(Record::Account {
@@ -182,15 +184,15 @@ mod tests {
             initiated_by: None,
             created_at: Timestamp::default(),
         });
-        records.push(Record::Transfer(Box::new(stuck)));
+        records.insert(1, Record::Transfer(Box::new(stuck)));
         let sequenced: Vec<SequencedRecord> =
             records.into_iter().enumerate().map(|(i, record)| SequencedRecord { seq: i as u64 + 1, record }).collect();
-        store.commit(&sequenced).await.unwrap();
+        store.commit(0, &sequenced).await.unwrap();
 
         let (summary, violations) = check(&store).await.unwrap();
 
         assert_eq!(summary.accounts, 1);
-        assert!(violations.contains(&Violation::CurrencyNotBalanced { currency: Currency::USD, sum: dec!(10) }));
+        assert!(violations.contains(&Violation::CurrencyNotBalanced { currency: Currency::USD, sum: dec!(11) }));
         assert!(violations.contains(&Violation::OrphanHold { account: account.id, transfer: orphan }));
         assert!(violations.contains(&Violation::TransferStuck { transfer: TransferId::from_u128(8) }));
         assert_eq!(violations.len(), 3, "{violations:?}");

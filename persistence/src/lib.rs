@@ -23,6 +23,9 @@ pub mod store;
 pub mod users;
 
 pub use finance::{PricingChange, PricingTables};
-pub use journal::{DurableAck, Journal, JournalConfig, JournalStats, Overloaded};
+pub use journal::{
+    DurableAck, Journal, JournalConfig, JournalPosition, JournalStats, JournalStopped, JournalTotals, Journals,
+    Overloaded,
+};
 pub use memory::MemoryStore;
-pub use store::{LiveHold, Loaded, SequencedRecord, Store, StoreError};
+pub use store::{JournalWriter, LiveHold, Loaded, PipelineTurn, SequencedRecord, Store, StoreError};

@@ -7,29 +7,38 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use tally_engine::{
-    Account, AccountId, CryptoOp, CryptoOpKind, Currency, Posting, Record, Transfer, TransferId, UserId, Wallet,
-    WalletId,
+    Account, AccountId, CryptoOp, CryptoOpKind, Currency, Posting, Record, Timestamp, Transfer, TransferId, UserId,
+    Wallet, WalletId,
 };
 
-use crate::batch::WalletPosting;
+use crate::batch::{BatchPlan, DirectCommits, PostingRow, TransferRow, WalletPosting};
 use crate::crypto::WalletProfile;
 
 use tally_engine::aml::{AmlFlag, AmlRule, FlagStatus};
 
 use crate::aml::{AmlStore, FlagFilter, Resolution, Resolved, newest_first};
 use crate::reads::listing::Position;
-use crate::store::{LiveHold, Loaded, SequencedRecord, Store, StoreError};
+use crate::store::{JournalWriter, LiveHold, Loaded, SequencedRecord, Store, StoreError, plan_writer};
 
 #[derive(Default)]
 struct State {
-    committed_seq: u64,
-    accounts: HashMap<AccountId, Loaded<Account>>,
+    /// Each shard's committed sequence number (index = shard).
+    committed_seqs: Vec<u64>,
+    /// The latest booking time committed (`Store::last_booked_at`).
+    last_booked_at: Timestamp,
+    /// Accounts as their durable records leave them (the memory store never needs a snapshot:
+    /// it keeps every account current, as an SQL store's snapshot plus postings reads).
+    accounts: HashMap<AccountId, Account>,
     wallets: HashMap<WalletId, Loaded<Wallet>>,
-    transfers: HashMap<TransferId, Loaded<Transfer>>,
-    /// Postings per account with their journal sequence numbers, in order.
-    postings: HashMap<AccountId, Vec<(u64, Posting)>>,
+    /// Transfer rows as the batch plans write them (final or pending state, or `processing`
+    /// with the legs made so far).
+    transfers: HashMap<TransferId, TransferRow>,
+    /// Posting rows per account, in version order.
+    postings: HashMap<AccountId, Vec<PostingRow>>,
     /// AML rules in insertion order, and flags by id (`aml.rs`).
     aml_rules: Vec<tally_engine::aml::AmlRule>,
     aml_flags: HashMap<uuid::Uuid, tally_engine::aml::AmlFlag>,
@@ -43,6 +52,7 @@ struct State {
 #[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    direct: DirectCommits,
     /// Lets journal tests simulate an outage: while false, every call is `Unavailable`.
     available: AtomicBool,
     /// While false, only commits are `Unavailable` (reads still answer): records stay in the
@@ -54,6 +64,7 @@ impl MemoryStore {
     pub fn new() -> MemoryStore {
         MemoryStore {
             state: Mutex::new(State::default()),
+            direct: DirectCommits::default(),
             available: AtomicBool::new(true),
             commits_available: AtomicBool::new(true),
         }
@@ -77,22 +88,20 @@ impl MemoryStore {
     }
 }
 
+/// Applies one record's effect on accounts, wallets, crypto operations and AML flags, with
+/// the same `apply` functions the actors use. Transfers and postings come from the plan.
 fn apply(state: &mut State, sequenced: &SequencedRecord) -> Result<(), StoreError> {
     let seq = sequenced.seq;
     match &sequenced.record {
         Record::AccountOpened(account) => {
-            state.accounts.insert(account.id, Loaded { value: (**account).clone(), seq });
+            state.accounts.insert(account.id, (**account).clone());
         }
-        Record::Account { account, currency, event, .. } => {
-            let loaded = state
+        Record::Account { account, event, .. } => {
+            let stored = state
                 .accounts
                 .get_mut(account)
                 .ok_or_else(|| StoreError::Corrupt(format!("record for unknown account {account}")))?;
-            loaded.value.apply(event).map_err(|_| StoreError::Corrupt(format!("overflow replaying {account}")))?;
-            loaded.seq = seq;
-            if let Some(posting) = Posting::from_event(*account, *currency, event) {
-                state.postings.entry(*account).or_default().push((seq, posting));
-            }
+            stored.apply(event).map_err(|_| StoreError::Corrupt(format!("overflow replaying {account}")))?;
         }
         Record::WalletOpened(wallet) => {
             state.wallets.insert(wallet.id, Loaded { value: (**wallet).clone(), seq });
@@ -104,53 +113,109 @@ fn apply(state: &mut State, sequenced: &SequencedRecord) -> Result<(), StoreErro
                 .ok_or_else(|| StoreError::Corrupt(format!("record for unknown wallet {wallet}")))?;
             loaded.value.apply(event).map_err(|_| StoreError::Corrupt(format!("overflow replaying {wallet}")))?;
             loaded.seq = seq;
-            if let Some(posting) = WalletPosting::from_event(*wallet, event) {
-                state.wallet_postings.push((seq, posting));
-            }
         }
         Record::CryptoOp(op) => {
             state.crypto_ops.insert(op.id, Loaded { value: (**op).clone(), seq });
         }
-        Record::Transfer(transfer) => {
-            state.transfers.insert(transfer.id, Loaded { value: (**transfer).clone(), seq });
-        }
+        Record::Transfer(_) => {}
         Record::AmlFlag(flag) => {
             state.aml_flags.entry(flag.id).or_insert_with(|| (**flag).clone());
         }
     }
-    state.committed_seq = seq;
     Ok(())
+}
+
+/// The row `row` would collide with on the idempotency key (another transfer's), if any.
+fn key_taken_by_another(state: &State, row: &TransferRow) -> bool {
+    let Some(key) = row.transfer.idempotency.as_ref() else { return false };
+    state.transfers.values().any(|other| {
+        other.transfer.id != row.transfer.id
+            && other.transfer.idempotency.as_ref().is_some_and(|i| i.scope == key.scope && i.key == key.key)
+    })
 }
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn commit(&self, records: &[SequencedRecord]) -> Result<(), StoreError> {
+    async fn commit_plan(&self, plan: &BatchPlan) -> Result<(), StoreError> {
         if !self.commits_available.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("memory store refuses commits".to_owned()));
         }
         let mut state = self.state()?;
-        if let Some(first) = records.first()
-            && first.seq != state.committed_seq + 1
+        let shard = usize::from(plan.shard);
+        if !plan.records.is_empty() {
+            if state.committed_seqs.len() <= shard {
+                state.committed_seqs.resize(shard + 1, 0);
+            }
+            if state.committed_seqs[shard] + 1 != plan.first_seq {
+                return Err(StoreError::Corrupt(format!(
+                    "journal gap on shard {shard}: committed {} then got {}",
+                    state.committed_seqs[shard], plan.first_seq
+                )));
+            }
+        }
+        for row in &plan.transfers_new {
+            if state.transfers.contains_key(&row.transfer.id) {
+                return Err(StoreError::Corrupt(format!("transfer {} written as new twice", row.transfer.id)));
+            }
+        }
+        if let Some(row) =
+            plan.transfers_new.iter().chain(&plan.transfers_upsert).find(|row| key_taken_by_another(&state, row))
         {
-            return Err(StoreError::Corrupt(format!(
-                "journal gap: committed {} then got {}",
-                state.committed_seq, first.seq
-            )));
+            return Err(StoreError::Corrupt(format!("idempotency key of transfer {} is another's", row.transfer.id)));
         }
         // All or nothing: apply to a copy only when a record could fail half way. Records
         // from the journal are well formed, so apply in place and treat a failure as corruption.
-        for record in records {
+        for record in plan.records.iter() {
             apply(&mut state, record)?;
+        }
+        for row in plan.transfers_new.iter().chain(&plan.transfers_upsert) {
+            state.transfers.insert(row.transfer.id, row.clone());
+        }
+        for posting in &plan.postings {
+            state.postings.entry(posting.account).or_default().push(posting.clone());
+        }
+        for (seq, posting, _) in &plan.wallet_postings {
+            state.wallet_postings.push((*seq, posting.clone()));
+        }
+        if let Some(last) = plan.records.last() {
+            state.committed_seqs[shard] = last.seq;
+            state.last_booked_at = state.last_booked_at.max(plan.booked_at);
         }
         Ok(())
     }
 
-    async fn committed_seq(&self) -> Result<u64, StoreError> {
-        Ok(self.state()?.committed_seq)
+    async fn commit(&self, shard: u16, records: &[SequencedRecord]) -> Result<(), StoreError> {
+        let plan = self.direct.plan(shard, records, crate::batch::now());
+        self.commit_plan(&plan).await
+    }
+
+    async fn journal_writers(self: Arc<Self>, shard: u16) -> Result<Vec<Box<dyn JournalWriter>>, StoreError> {
+        Ok(vec![plan_writer(self, shard)])
+    }
+
+    async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError> {
+        Ok(self.state()?.committed_seqs.clone())
+    }
+
+    async fn last_booked_at(&self) -> Result<Timestamp, StoreError> {
+        Ok(self.state()?.last_booked_at)
+    }
+
+    async fn open_shards(&self, wanted: u16) -> Result<Vec<u64>, StoreError> {
+        let mut state = self.state()?;
+        let wanted = usize::from(wanted.max(1));
+        if state.committed_seqs.len() < wanted {
+            state.committed_seqs.resize(wanted, 0);
+        }
+        Ok(state.committed_seqs[..wanted].to_vec())
     }
 
     async fn load_account(&self, id: AccountId) -> Result<Option<Loaded<Account>>, StoreError> {
-        Ok(self.state()?.accounts.get(&id).cloned())
+        Ok(self
+            .state()?
+            .accounts
+            .get(&id)
+            .map(|account| Loaded { value: account.clone(), seq: account.position.version }))
     }
 
     async fn load_wallet(&self, id: WalletId) -> Result<Option<Loaded<Wallet>>, StoreError> {
@@ -237,7 +302,7 @@ impl Store for MemoryStore {
     }
 
     async fn load_transfer(&self, id: TransferId) -> Result<Option<Loaded<Transfer>>, StoreError> {
-        Ok(self.state()?.transfers.get(&id).cloned())
+        Ok(self.state()?.transfers.get(&id).map(|row| Loaded { value: row.transfer.clone(), seq: row.seq }))
     }
 
     async fn transfer_by_idempotency(
@@ -250,22 +315,39 @@ impl Store for MemoryStore {
             .state()?
             .transfers
             .values()
-            .find(|loaded| loaded.value.idempotency.as_ref().is_some_and(|i| i.scope == scope && i.key == key))
-            .cloned())
+            .find(|row| row.transfer.idempotency.as_ref().is_some_and(|i| i.scope == scope && i.key == key))
+            .map(|row| Loaded { value: row.transfer.clone(), seq: row.seq }))
     }
 
-    async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError> {
-        Ok(self
+    async fn idempotency_keys_after(
+        &self,
+        after: Option<(uuid::Uuid, String)>,
+        limit: u32,
+    ) -> Result<Vec<(uuid::Uuid, String)>, StoreError> {
+        let mut keys: Vec<(uuid::Uuid, String)> = self
             .state()?
             .transfers
             .values()
-            .filter(|loaded| !loaded.value.status.is_terminal())
-            .map(|loaded| loaded.value.clone())
-            .collect())
+            .filter_map(|row| row.transfer.idempotency.as_ref().map(|i| (i.scope, i.key.clone())))
+            .filter(|key| after.as_ref().is_none_or(|after| key > after))
+            .collect();
+        keys.sort();
+        keys.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(keys)
+    }
+
+    async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError> {
+        let state = self.state()?;
+        let mut rows: Vec<&TransferRow> =
+            state.transfers.values().filter(|row| !row.transfer.status.is_terminal()).collect();
+        rows.sort_by_key(|row| row.transfer.id);
+        Ok(rows.into_iter().map(|row| row.transfer.clone()).collect())
     }
 
     async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
-        Ok(self.state()?.accounts.values().map(|loaded| loaded.value.clone()).collect())
+        let mut accounts: Vec<Account> = self.state()?.accounts.values().cloned().collect();
+        accounts.sort_by_key(|account| account.id);
+        Ok(accounts)
     }
 
     async fn postings_of(&self, account: AccountId) -> Result<Vec<Posting>, StoreError> {
@@ -273,17 +355,17 @@ impl Store for MemoryStore {
         Ok(state
             .postings
             .get(&account)
-            .map(|postings| postings.iter().map(|(_, p)| p.clone()).collect())
+            .map(|postings| postings.iter().map(PostingRow::posting).collect())
             .unwrap_or_default())
     }
 
     async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<Posting>, StoreError> {
         let state = self.state()?;
         // A scan: the memory store serves tests and benchmarks, where this is rare and small.
-        let mut postings: Vec<(u64, Posting)> =
-            state.postings.values().flatten().filter(|(_, posting)| posting.transfer == transfer).cloned().collect();
-        postings.sort_by_key(|(seq, _)| *seq);
-        Ok(postings.into_iter().map(|(_, posting)| posting).collect())
+        let mut postings: Vec<&PostingRow> =
+            state.postings.values().flatten().filter(|posting| posting.transfer == transfer).collect();
+        postings.sort_by_key(|posting| (posting.booked_at, posting.shard, posting.seq));
+        Ok(postings.into_iter().map(PostingRow::posting).collect())
     }
 
     async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError> {
@@ -291,9 +373,9 @@ impl Store for MemoryStore {
         Ok(state
             .accounts
             .values()
-            .flat_map(|loaded| {
-                let account = loaded.value.id;
-                loaded.value.position.holds().map(move |(transfer, amount)| LiveHold { account, transfer, amount })
+            .flat_map(|stored| {
+                let account = stored.id;
+                stored.position.holds().map(move |(transfer, amount)| LiveHold { account, transfer, amount })
             })
             .collect())
     }
@@ -331,6 +413,7 @@ impl Store for MemoryStore {
 fn flag_matches(flag: &AmlFlag, filter: FlagFilter) -> bool {
     filter.status.is_none_or(|status| flag.status == status)
         && filter.account.is_none_or(|account| flag.account == account)
+        && filter.transfer.is_none_or(|transfer| flag.transfer == transfer)
 }
 
 #[async_trait]

@@ -1,14 +1,17 @@
 //! The Postgres store (sqlx 0.8.6).
 //!
-//! `commit` writes one journal batch in one transaction with one statement per table, each
-//! taking whole columns as arrays through `UNNEST`: a batch of 8,192 records is a dozen round
-//! trips, not thousands. The transaction first advances `journal_state.committed_seq` from the
-//! value it expects; a gap in the sequence, or a second writer on the same database, finds a
-//! different value and the batch is refused as `Corrupt` before anything is written.
+//! A shard's journal batch (its `BatchPlan`) is written in one transaction by `write_plan`:
+//! new rows by binary `COPY` (`copy.rs`), changed rows by one statement per table taking
+//! whole columns as arrays through `UNNEST`, so a batch of 8,192 records is a dozen round
+//! trips, not thousands. Last of all it advances the shard's `journal_shards.committed_seq`
+//! from the value it expects (the fence); a gap in the sequence, or a second writer on the
+//! same database, finds a different value and the batch is refused as `Corrupt`, rolled back.
 //!
-//! The store runs every query on its own small runtime, so its connections' I/O never depends
-//! on which runtime the caller is on (the journal writer, actix arbiters, the HTTP runtime).
+//! Journal writers commit on connections of their own, driven on the shard's thread (see
+//! `PgJournalWriter`). Every other query runs on the store's own small runtime, so its
+//! connections' I/O never depends on which runtime the caller is on (actix arbiters, HTTP).
 
+mod copy;
 mod crypto;
 mod key_lookups;
 
@@ -18,8 +21,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rust_decimal::Decimal;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use std::sync::Arc;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Postgres, Row, Transaction};
+
+use copy::CopyRows;
 use tally_engine::transfer::{Beneficiary, SagaStep};
 use tally_engine::{
     Account, AccountId, AccountKind, AccountStatus, Currency, Direction, ErrorCode, PendingReason, Position, Posting,
@@ -30,12 +37,12 @@ use uuid::Uuid;
 #[path = "aml_postgres.rs"]
 mod aml_postgres;
 
-use crate::batch::BatchPlan;
+use crate::batch::{BatchPlan, DirectCommits};
 use crate::runtime::StoreRuntime;
-use crate::store::{LiveHold, Loaded, SequencedRecord, Store, StoreError};
+use crate::store::{JournalWriter, LiveHold, Loaded, PipelineTurn, SequencedRecord, Store, StoreError};
 
-/// Connections in the pool. The journal writer uses one at a time; activations, recovery and
-/// reads use the rest. Eight is far more than two cores can keep busy.
+/// Connections in the pool: activations, recovery, key look-ups and reads (journal writers
+/// have connections of their own). Eight is far more than two cores can keep busy.
 const POOL_CONNECTIONS_MAX: u32 = 8;
 
 /// How long a query waits for a connection before the store reports itself unavailable. Short,
@@ -46,6 +53,9 @@ pub struct PgStore {
     pool: PgPool,
     runtime: StoreRuntime,
     key_lookups: key_lookups::KeyLookups,
+    /// Where the journal writers open their own connections.
+    options: PgConnectOptions,
+    direct: DirectCommits,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -60,7 +70,8 @@ impl PgStore {
         let runtime = StoreRuntime::new("tally-postgres")?;
         let pool = connect_pool(&runtime, url, POOL_CONNECTIONS_MAX).await?;
         let key_lookups = key_lookups::KeyLookups::start(&runtime, pool.clone());
-        Ok(PgStore { pool, runtime, key_lookups })
+        let options = connect_options(url)?;
+        Ok(PgStore { pool, runtime, key_lookups, options, direct: DirectCommits::default() })
     }
 
     /// Applies the versioned migrations in `persistence/migrations/postgres` not yet applied.
@@ -85,19 +96,14 @@ impl PgStore {
     }
 }
 
+/// Connections in each shard journal's pipeline: the next batch commits while the previous
+/// one does. Two hide the commit's round trip and fsync behind the next batch's writes; a
+/// third would only queue at the fence.
+const JOURNAL_PIPELINE_DEPTH: usize = 2;
+
 /// Opens a pool of `connections` to `url` on `runtime`, set up the way every Tally store wants.
 pub(crate) async fn connect_pool(runtime: &StoreRuntime, url: &str, connections: u32) -> Result<PgPool, StoreError> {
-    let options = PgConnectOptions::from_str(url)
-        .map_err(|error| StoreError::Corrupt(format!("bad url: {error}")))?
-        // A fresh database's tables grow from empty by orders of magnitude while the server
-        // runs. With the default plan cache, a statement's sixth execution caches a generic
-        // plan costed on the tables as they were then: a hash join over a sequential scan of
-        // a 5-row table, still used when it holds a million rows (seen in `scripts/bench`:
-        // Postgres at 135 % CPU scanning `transfers` and `accounts` on every group commit and
-        // key look-up until autovacuum's first ANALYZE). A custom plan is costed on each
-        // execution against the relation's current size; planning these keyed statements
-        // costs microseconds.
-        .options([("plan_cache_mode", "force_custom_plan")]);
+    let options = connect_options(url)?;
     runtime
         .run(async move {
             PgPoolOptions::new()
@@ -114,6 +120,77 @@ pub(crate) async fn connect_pool(runtime: &StoreRuntime, url: &str, connections:
                 .map_err(classify)
         })
         .await
+}
+
+/// The connection settings every Tally connection uses.
+fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    Ok(PgConnectOptions::from_str(url)
+        .map_err(|error| StoreError::Corrupt(format!("bad url: {error}")))?
+        // A fresh database's tables grow from empty by orders of magnitude while the server
+        // runs. With the default plan cache, a statement's sixth execution caches a generic
+        // plan costed on the tables as they were then: a hash join over a sequential scan of
+        // a 5-row table, still used when it holds a million rows (seen in `scripts/bench`:
+        // Postgres at 135 % CPU scanning `transfers` and `accounts` on every group commit and
+        // key look-up until autovacuum's first ANALYZE). A custom plan is costed on each
+        // execution against the relation's current size; planning these keyed statements
+        // costs microseconds.
+        .options([("plan_cache_mode", "force_custom_plan")]))
+}
+
+/// A shard journal's writer: a connection of its own, driven on the shard's thread. A failed
+/// commit drops the connection (it may be dead: Postgres restarted, or the network cut it), and
+/// the next attempt connects afresh, so the journal's retries outlive an outage.
+struct PgJournalWriter {
+    connection: Option<PgConnection>,
+    options: PgConnectOptions,
+    shard: i16,
+}
+
+impl PgJournalWriter {
+    async fn connection(&mut self) -> Result<&mut PgConnection, StoreError> {
+        match &mut self.connection {
+            Some(connection) => Ok(connection),
+            slot => Ok(slot.insert(PgConnection::connect_with(&self.options).await.map_err(classify)?)),
+        }
+    }
+
+    /// Keeps the connection after a success, drops it after a failure.
+    fn settle<T>(&mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if result.is_err() {
+            self.connection = None;
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl JournalWriter for PgJournalWriter {
+    async fn commit(&mut self, plan: &BatchPlan, mut turn: PipelineTurn) -> Result<(), StoreError> {
+        let result = match self.connection().await {
+            Ok(connection) => write_plan(connection, plan, turn).await,
+            Err(error) => {
+                // Pass the turn on only once the batch before has ended, as a commit would:
+                // the batch behind this one must not fence ahead of it.
+                turn.wait().await;
+                Err(error)
+            }
+        };
+        self.settle(result)
+    }
+
+    async fn committed_seq(&mut self) -> Result<u64, StoreError> {
+        let shard = self.shard;
+        let result = match self.connection().await {
+            Ok(connection) => sqlx::query_scalar("SELECT committed_seq FROM journal_shards WHERE shard = $1")
+                .bind(shard)
+                .fetch_one(connection)
+                .await
+                .map_err(classify)
+                .and_then(seq_of),
+            Err(error) => Err(error),
+        };
+        self.settle(result)
+    }
 }
 
 /// Sorts a database error into "retry later" and "something is wrong with the data or code".
@@ -155,26 +232,65 @@ fn seq_to_db(seq: u64) -> Result<i64, StoreError> {
     i64::try_from(seq).map_err(|_| corrupt(format!("sequence number {seq} beyond BIGINT")))
 }
 
-async fn commit_plan(transaction: &mut Transaction<'_, Postgres>, plan: &BatchPlan) -> Result<(), StoreError> {
-    let advanced = sqlx::query("UPDATE journal_state SET committed_seq = $2 WHERE id = 1 AND committed_seq = $1")
-        .bind(seq_to_db(plan.first_seq.saturating_sub(1))?)
-        .bind(seq_to_db(plan.last_seq)?)
-        .execute(&mut **transaction)
+/// Writes one batch plan in one transaction on `connection` (a journal writer's own, or one
+/// from the pool for a direct commit). A pipelined batch writes its new rows (the bulk of it)
+/// while the batch before it commits, waits for that commit to end (`PipelineTurn`), then makes
+/// the changes to existing rows and advances the shard's fence, last.
+pub(crate) async fn write_plan(
+    connection: &mut PgConnection,
+    plan: &BatchPlan,
+    mut turn: PipelineTurn,
+) -> Result<(), StoreError> {
+    let mut transaction = connection.begin().await.map_err(classify)?;
+    open_accounts(&mut transaction, plan).await?;
+    write_postings(&mut transaction, plan).await?;
+    write_new_transfers(&mut transaction, plan).await?;
+    turn.wait().await;
+    update_accounts(&mut transaction, plan).await?;
+    write_holds(&mut transaction, plan).await?;
+    upsert_transfers(&mut transaction, plan).await?;
+    aml_postgres::insert_flags(&mut transaction, &plan.aml_flags).await?;
+    commit_wallets(&mut transaction, plan).await?;
+    crypto::commit(&mut transaction, plan).await?;
+    if !plan.records.is_empty() {
+        // A refused batch sets -1 - (what is there): the value stays readable, cannot be taken
+        // for `last`, and is rolled back with the rest of the transaction.
+        let shard = i16::try_from(plan.shard).map_err(|_| corrupt("shard beyond SMALLINT"))?;
+        let (first, last) = (seq_to_db(plan.first_seq.saturating_sub(1))?, seq_to_db(plan.last_seq)?);
+        let now: Option<i64> = sqlx::query_scalar(
+            "UPDATE journal_shards
+             SET committed_seq = CASE WHEN committed_seq = $2 THEN $3 ELSE -1 - committed_seq END,
+                 booked_at = GREATEST(booked_at, $4)
+             WHERE shard = $1 RETURNING committed_seq",
+        )
+        .bind(shard)
+        .bind(first)
+        .bind(last)
+        .bind(plan.booked_at.as_micros())
+        .fetch_optional(&mut *transaction)
         .await
         .map_err(classify)?;
-    if advanced.rows_affected() != 1 {
-        return Err(corrupt(format!(
-            "journal batch {}..={} does not follow the committed sequence (a gap, or a second writer)",
-            plan.first_seq, plan.last_seq
-        )));
+        if now != Some(last) {
+            return Err(corrupt(format!(
+                "journal batch {}..={} of shard {} does not follow the committed sequence {} (a gap, or a second writer)",
+                plan.first_seq,
+                plan.last_seq,
+                plan.shard,
+                now.map_or_else(|| "(none)".to_owned(), |refused| (-1 - refused).to_string())
+            )));
+        }
     }
+    transaction.commit().await.map_err(classify)
+}
 
+/// Accounts opened: new rows.
+async fn open_accounts(transaction: &mut Transaction<'_, Postgres>, plan: &BatchPlan) -> Result<(), StoreError> {
     if !plan.accounts_opened.is_empty() {
         let rows = &plan.accounts_opened;
         sqlx::query(
-            "INSERT INTO accounts (id, owner_id, currency, kind, status, balance, held, credit_limit, created_at, snapshot_seq)
-             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::numeric[],
-                                  $7::numeric[], $8::numeric[], $9::int8[], $10::int8[])",
+            "INSERT INTO accounts (id, owner_id, currency, kind, status, balance, held, credit_limit, created_at, version, booked_at)
+             SELECT *, 0, 0 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::numeric[],
+                                  $7::numeric[], $8::numeric[], $9::int8[])",
         )
         .bind(rows.iter().map(|(_, a)| a.id.as_uuid()).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, a)| a.owner.map(|owner| owner.as_uuid())).collect::<Vec<_>>())
@@ -185,27 +301,25 @@ async fn commit_plan(transaction: &mut Transaction<'_, Postgres>, plan: &BatchPl
         .bind(rows.iter().map(|(_, a)| a.held()).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, a)| a.credit_limit()).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, a)| a.created_at.as_micros()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(seq, _)| seq_to_db(*seq)).collect::<Result<Vec<_>, _>>()?)
         .execute(&mut **transaction)
         .await
         .map_err(classify)?;
     }
+    Ok(())
+}
 
-    if !plan.account_snapshots.is_empty() {
-        let rows = &plan.account_snapshots;
+/// Status and credit-limit changes, and (on a flush) balance snapshots.
+async fn update_accounts(transaction: &mut Transaction<'_, Postgres>, plan: &BatchPlan) -> Result<(), StoreError> {
+    if !plan.account_settings.is_empty() {
+        let rows = &plan.account_settings;
         let updated = sqlx::query(
-            "UPDATE accounts AS a
-             SET balance = u.balance, held = u.held, credit_limit = u.credit_limit, status = u.status, snapshot_seq = u.seq
-             FROM UNNEST($1::uuid[], $2::numeric[], $3::numeric[], $4::numeric[], $5::text[], $6::int8[])
-                  AS u(id, balance, held, credit_limit, status, seq)
+            "UPDATE accounts AS a SET status = u.status, credit_limit = u.credit_limit
+             FROM UNNEST($1::uuid[], $2::text[], $3::numeric[]) AS u(id, status, credit_limit)
              WHERE a.id = u.id",
         )
-        .bind(rows.iter().map(|(id, _, _)| id.as_uuid()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, s, _)| s.balance).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, s, _)| s.held).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, s, _)| s.credit_limit).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, s, _)| s.status.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, _, seq)| seq_to_db(*seq)).collect::<Result<Vec<_>, _>>()?)
+        .bind(rows.iter().map(|(id, _, _, _)| id.as_uuid()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, status, _, _)| status.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, _, limit, _)| *limit).collect::<Vec<_>>())
         .execute(&mut **transaction)
         .await
         .map_err(classify)?;
@@ -213,9 +327,31 @@ async fn commit_plan(transaction: &mut Transaction<'_, Postgres>, plan: &BatchPl
             return Err(corrupt("journal record for an account the store does not have"));
         }
     }
+    if !plan.snapshots.is_empty() {
+        // An account's postings can come through several shards' journals, and each writer
+        // flushes what it saw: the newest (highest version) wins.
+        let rows = &plan.snapshots;
+        sqlx::query(
+            "UPDATE accounts AS a SET balance = u.balance, held = u.held, version = u.version, booked_at = u.booked_at
+             FROM UNNEST($1::uuid[], $2::numeric[], $3::numeric[], $4::int8[], $5::int8[])
+                  AS u(id, balance, held, version, booked_at)
+             WHERE a.id = u.id AND a.version < u.version",
+        )
+        .bind(rows.iter().map(|s| s.account.as_uuid()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|s| s.balance).collect::<Vec<_>>())
+        .bind(rows.iter().map(|s| s.held).collect::<Vec<_>>())
+        .bind(rows.iter().map(|s| version_to_db(s.version)).collect::<Result<Vec<_>, _>>()?)
+        .bind(rows.iter().map(|s| s.booked_at.as_micros()).collect::<Vec<_>>())
+        .execute(&mut **transaction)
+        .await
+        .map_err(classify)?;
+    }
+    Ok(())
+}
 
-    // Removals before placements: a hold removed and placed again in one batch (see
-    // `BatchPlan`) must end placed.
+/// Removals before placements: a hold removed and placed again in one batch (see
+/// `BatchPlan`) must end placed.
+async fn write_holds(transaction: &mut Transaction<'_, Postgres>, plan: &BatchPlan) -> Result<(), StoreError> {
     if !plan.holds_removed.is_empty() {
         let rows = &plan.holds_removed;
         sqlx::query(
@@ -228,7 +364,6 @@ async fn commit_plan(transaction: &mut Transaction<'_, Postgres>, plan: &BatchPl
         .await
         .map_err(classify)?;
     }
-
     if !plan.holds_placed.is_empty() {
         let rows = &plan.holds_placed;
         sqlx::query(
@@ -243,83 +378,232 @@ async fn commit_plan(transaction: &mut Transaction<'_, Postgres>, plan: &BatchPl
         .await
         .map_err(classify)?;
     }
+    Ok(())
+}
 
-    if !plan.postings.is_empty() {
-        let rows = &plan.postings;
-        sqlx::query(
-            "INSERT INTO postings (seq, transfer_id, account_id, currency, direction, amount, balance_after)
-             SELECT * FROM UNNEST($1::int8[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::numeric[], $7::numeric[])",
-        )
-        .bind(rows.iter().map(|(seq, _, _)| seq_to_db(*seq)).collect::<Result<Vec<_>, _>>()?)
-        .bind(rows.iter().map(|(_, p, _)| p.transfer.as_uuid()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, p, _)| p.account.as_uuid()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, p, _)| p.currency.code()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, p, _)| p.direction.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, p, _)| p.amount).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, _, after)| *after).collect::<Vec<_>>())
+async fn write_postings(transaction: &mut Transaction<'_, Postgres>, plan: &BatchPlan) -> Result<(), StoreError> {
+    let mut rows = CopyRows::new();
+    for posting in &plan.postings {
+        rows.row(10);
+        rows.uuid(posting.account.as_uuid());
+        rows.int8(posting.booked_at.as_micros());
+        rows.int8(version_to_db(posting.version)?);
+        rows.uuid(posting.transfer.as_uuid());
+        rows.text(posting.currency.code());
+        rows.text(posting.direction.as_str());
+        rows.numeric(posting.amount)?;
+        rows.numeric(posting.balance_after)?;
+        rows.int2(i16::try_from(posting.shard).map_err(|_| corrupt("shard beyond SMALLINT"))?);
+        rows.int8(seq_to_db(posting.seq)?);
+    }
+    rows.send(
+        transaction,
+        "COPY postings (account_id, booked_at, version, transfer_id, currency, direction, amount, balance_after, shard, seq)
+         FROM STDIN (FORMAT BINARY)",
+    )
+    .await
+}
+
+const TRANSFER_COLUMNS: &str = "id, kind, status, step, source_id, destination_id, amount, currency, fee, fx_rate,
+    destination_amount, destination_currency, pending_reason, failure_reason, reference, description, beneficiary_name,
+    beneficiary_iban, initiated_by, idempotency_scope, idempotency_key, idempotency_fingerprint, created_at,
+    completed_at, seq";
+
+/// New transfer rows, by binary COPY: transfers written once in their final state, and the
+/// `processing` rows (with their legs) of sagas a commit cut after money moved.
+async fn write_new_transfers(transaction: &mut Transaction<'_, Postgres>, plan: &BatchPlan) -> Result<(), StoreError> {
+    let mut rows = CopyRows::new();
+    for row in &plan.transfers_new {
+        let t = &row.transfer;
+        let (leg_accounts, leg_versions) = legs_of(row)?;
+        rows.row(27);
+        rows.uuid(t.id.as_uuid());
+        rows.text(t.kind.as_str());
+        rows.text(t.status.as_str());
+        rows.text(t.step.as_str());
+        rows.uuid(t.source.as_uuid());
+        rows.uuid(t.destination.as_uuid());
+        rows.numeric(t.amount)?;
+        rows.text(t.currency.code());
+        rows.numeric(t.fee)?;
+        rows.optional_numeric(t.fx_rate)?;
+        rows.numeric(t.destination_amount)?;
+        rows.text(t.destination_currency.code());
+        rows.optional_text(t.pending_reason.map(PendingReason::as_str));
+        rows.optional_text(t.failure_reason.map(ErrorCode::as_str));
+        rows.optional_text(t.reference.as_deref());
+        rows.optional_text(t.description.as_deref());
+        rows.optional_text(t.beneficiary.as_ref().map(|b| b.name.as_str()));
+        rows.optional_text(t.beneficiary.as_ref().map(|b| b.iban.as_str()));
+        rows.optional_uuid(t.initiated_by.map(|user| user.as_uuid()));
+        rows.optional_uuid(t.idempotency.as_ref().map(|i| i.scope));
+        rows.optional_text(t.idempotency.as_ref().map(|i| i.key.as_str()));
+        rows.optional_text(t.idempotency.as_ref().map(|i| i.fingerprint.as_str()));
+        rows.int8(t.created_at.as_micros());
+        rows.optional_int8(t.completed_at.map(|at| at.as_micros()));
+        rows.int8(seq_to_db(row.seq)?);
+        rows.uuid_array_or_null(&leg_accounts);
+        rows.int8_array_or_null(&leg_versions);
+    }
+    rows.send(
+        transaction,
+        &format!("COPY transfers ({TRANSFER_COLUMNS}, leg_accounts, leg_versions) FROM STDIN (FORMAT BINARY)"),
+    )
+    .await
+}
+
+/// A transfer row's legs as two columns.
+fn legs_of(row: &crate::batch::TransferRow) -> Result<(Vec<Uuid>, Vec<i64>), StoreError> {
+    Ok(row
+        .legs
+        .iter()
+        .map(|(account, version)| Ok((account.as_uuid(), version_to_db(*version)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?
+        .into_iter()
+        .unzip())
+}
+
+/// The columns an upsert replaces in a stored transfer row: what a state change can change.
+const TRANSFER_UPDATED: &str = "status = EXCLUDED.status, step = EXCLUDED.step,
+    pending_reason = EXCLUDED.pending_reason, failure_reason = EXCLUDED.failure_reason,
+    completed_at = EXCLUDED.completed_at, seq = EXCLUDED.seq, fee = EXCLUDED.fee, fx_rate = EXCLUDED.fx_rate,
+    destination_amount = EXCLUDED.destination_amount, leg_accounts = EXCLUDED.leg_accounts,
+    leg_versions = EXCLUDED.leg_versions";
+
+/// The other transfer rows: state changes of stored transfers (the final state of a saga a
+/// commit cut, an admin's decision on a pending one) and an atomic batch's intent, all
+/// without legs in one `UNNEST` upsert; a still-running saga's row with more legs, one upsert
+/// each (rare: a saga cut by two commits).
+async fn upsert_transfers(transaction: &mut Transaction<'_, Postgres>, plan: &BatchPlan) -> Result<(), StoreError> {
+    let (plain, with_legs): (Vec<&crate::batch::TransferRow>, Vec<&crate::batch::TransferRow>) =
+        plan.transfers_upsert.iter().partition(|row| row.legs.is_empty());
+    if !plain.is_empty() {
+        upsert_plain_transfers(transaction, &plain).await?;
+    }
+    for row in with_legs {
+        let t = &row.transfer;
+        let (leg_accounts, leg_versions) = legs_of(row)?;
+        sqlx::query(&format!(
+            "INSERT INTO transfers ({TRANSFER_COLUMNS}, leg_accounts, leg_versions)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
+                     $22, $23, $24, $25, $26, $27)
+             ON CONFLICT (id) DO UPDATE SET {TRANSFER_UPDATED}"
+        ))
+        .bind(t.id.as_uuid())
+        .bind(t.kind.as_str())
+        .bind(t.status.as_str())
+        .bind(t.step.as_str())
+        .bind(t.source.as_uuid())
+        .bind(t.destination.as_uuid())
+        .bind(t.amount)
+        .bind(t.currency.code())
+        .bind(t.fee)
+        .bind(t.fx_rate)
+        .bind(t.destination_amount)
+        .bind(t.destination_currency.code())
+        .bind(t.pending_reason.map(PendingReason::as_str))
+        .bind(t.failure_reason.map(ErrorCode::as_str))
+        .bind(t.reference.as_deref())
+        .bind(t.description.as_deref())
+        .bind(t.beneficiary.as_ref().map(|b| b.name.as_str()))
+        .bind(t.beneficiary.as_ref().map(|b| b.iban.as_str()))
+        .bind(t.initiated_by.map(|user| user.as_uuid()))
+        .bind(t.idempotency.as_ref().map(|i| i.scope))
+        .bind(t.idempotency.as_ref().map(|i| i.key.as_str()))
+        .bind(t.idempotency.as_ref().map(|i| i.fingerprint.as_str()))
+        .bind(t.created_at.as_micros())
+        .bind(t.completed_at.map(|at| at.as_micros()))
+        .bind(seq_to_db(row.seq)?)
+        .bind(leg_accounts)
+        .bind(leg_versions)
         .execute(&mut **transaction)
         .await
         .map_err(classify)?;
     }
-
-    if !plan.transfers.is_empty() {
-        upsert_transfers(transaction, &plan.transfers).await?;
-    }
-    aml_postgres::insert_flags(transaction, &plan.aml_flags).await?;
-    commit_wallets(transaction, plan).await?;
-    crypto::commit(transaction, plan).await
+    Ok(())
 }
 
-async fn upsert_transfers(
+/// Transfer rows without legs, inserted or replaced by one statement over column arrays.
+async fn upsert_plain_transfers(
     transaction: &mut Transaction<'_, Postgres>,
-    rows: &[(u64, Transfer)],
+    rows: &[&crate::batch::TransferRow],
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO transfers (id, kind, status, step, source_id, destination_id, amount, currency, fee, fx_rate,
-                                destination_amount, destination_currency, pending_reason, failure_reason, reference,
-                                description, beneficiary_name, beneficiary_iban, initiated_by, created_at, completed_at, seq,
-                                idempotency_scope, idempotency_key, idempotency_fingerprint)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::uuid[], $7::numeric[],
-                              $8::text[], $9::numeric[], $10::numeric[], $11::numeric[], $12::text[], $13::text[],
-                              $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::uuid[], $20::int8[],
-                              $21::int8[], $22::int8[], $23::uuid[], $24::text[], $25::text[])
-         ON CONFLICT (id) DO UPDATE SET
-             kind = EXCLUDED.kind, status = EXCLUDED.status, step = EXCLUDED.step, source_id = EXCLUDED.source_id,
-             destination_id = EXCLUDED.destination_id, amount = EXCLUDED.amount, currency = EXCLUDED.currency,
-             fee = EXCLUDED.fee, fx_rate = EXCLUDED.fx_rate, destination_amount = EXCLUDED.destination_amount,
-             destination_currency = EXCLUDED.destination_currency, pending_reason = EXCLUDED.pending_reason,
-             failure_reason = EXCLUDED.failure_reason, reference = EXCLUDED.reference,
-             description = EXCLUDED.description, beneficiary_name = EXCLUDED.beneficiary_name,
-             beneficiary_iban = EXCLUDED.beneficiary_iban, initiated_by = EXCLUDED.initiated_by,
-             created_at = EXCLUDED.created_at, completed_at = EXCLUDED.completed_at, seq = EXCLUDED.seq,
-             idempotency_scope = EXCLUDED.idempotency_scope, idempotency_key = EXCLUDED.idempotency_key,
-             idempotency_fingerprint = EXCLUDED.idempotency_fingerprint",
-    )
-    .bind(rows.iter().map(|(_, t)| t.id.as_uuid()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.kind.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.status.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.step.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.source.as_uuid()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.destination.as_uuid()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.amount).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.currency.code()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.fee).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.fx_rate).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.destination_amount).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.destination_currency.code()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.pending_reason.map(PendingReason::as_str)).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.failure_reason.map(ErrorCode::as_str)).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.reference.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.description.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.beneficiary.as_ref().map(|b| b.name.clone())).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.beneficiary.as_ref().map(|b| b.iban.clone())).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.initiated_by.map(|user| user.as_uuid())).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.created_at.as_micros()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.completed_at.map(|at| at.as_micros())).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(seq, _)| seq_to_db(*seq)).collect::<Result<Vec<_>, _>>()?)
-    .bind(rows.iter().map(|(_, t)| t.idempotency.as_ref().map(|i| i.scope)).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.idempotency.as_ref().map(|i| i.key.clone())).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, t)| t.idempotency.as_ref().map(|i| i.fingerprint.clone())).collect::<Vec<_>>())
+    let n = rows.len();
+    let (mut id, mut kind, mut status, mut step) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut source, mut destination, mut amount, mut currency) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut fee, mut fx_rate, mut destination_amount, mut destination_currency) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut pending_reason, mut failure_reason, mut reference, mut description) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut beneficiary_name, mut beneficiary_iban, mut initiated_by) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut key_scope, mut key, mut fingerprint) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut created_at, mut completed_at, mut seq) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for row in rows {
+        let t = &row.transfer;
+        id.push(t.id.as_uuid());
+        kind.push(t.kind.as_str());
+        status.push(t.status.as_str());
+        step.push(t.step.as_str());
+        source.push(t.source.as_uuid());
+        destination.push(t.destination.as_uuid());
+        amount.push(t.amount);
+        currency.push(t.currency.code());
+        fee.push(t.fee);
+        fx_rate.push(t.fx_rate);
+        destination_amount.push(t.destination_amount);
+        destination_currency.push(t.destination_currency.code());
+        pending_reason.push(t.pending_reason.map(PendingReason::as_str));
+        failure_reason.push(t.failure_reason.map(ErrorCode::as_str));
+        reference.push(t.reference.as_deref());
+        description.push(t.description.as_deref());
+        beneficiary_name.push(t.beneficiary.as_ref().map(|b| b.name.as_str()));
+        beneficiary_iban.push(t.beneficiary.as_ref().map(|b| b.iban.as_str()));
+        initiated_by.push(t.initiated_by.map(|user| user.as_uuid()));
+        key_scope.push(t.idempotency.as_ref().map(|i| i.scope));
+        key.push(t.idempotency.as_ref().map(|i| i.key.as_str()));
+        fingerprint.push(t.idempotency.as_ref().map(|i| i.fingerprint.as_str()));
+        created_at.push(t.created_at.as_micros());
+        completed_at.push(t.completed_at.map(|at| at.as_micros()));
+        seq.push(seq_to_db(row.seq)?);
+    }
+    sqlx::query(&format!(
+        "INSERT INTO transfers ({TRANSFER_COLUMNS}, leg_accounts, leg_versions)
+         SELECT *, NULL::uuid[], NULL::int8[] FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[],
+             $6::uuid[], $7::numeric[], $8::text[], $9::numeric[], $10::numeric[], $11::numeric[], $12::text[],
+             $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::uuid[], $20::uuid[],
+             $21::text[], $22::text[], $23::int8[], $24::int8[], $25::int8[])
+         ON CONFLICT (id) DO UPDATE SET {TRANSFER_UPDATED}"
+    ))
+    .bind(id)
+    .bind(kind)
+    .bind(status)
+    .bind(step)
+    .bind(source)
+    .bind(destination)
+    .bind(amount)
+    .bind(currency)
+    .bind(fee)
+    .bind(fx_rate)
+    .bind(destination_amount)
+    .bind(destination_currency)
+    .bind(pending_reason)
+    .bind(failure_reason)
+    .bind(reference)
+    .bind(description)
+    .bind(beneficiary_name)
+    .bind(beneficiary_iban)
+    .bind(initiated_by)
+    .bind(key_scope)
+    .bind(key)
+    .bind(fingerprint)
+    .bind(created_at)
+    .bind(completed_at)
+    .bind(seq)
     .execute(&mut **transaction)
     .await
     .map_err(classify)?;
@@ -390,24 +674,27 @@ async fn commit_wallets(transaction: &mut Transaction<'_, Postgres>, plan: &Batc
     Ok(())
 }
 
-fn account_from_row(row: &PgRow, holds: &[PgRow]) -> Result<Loaded<Account>, StoreError> {
+/// An account from its row (the snapshot), its holds, and its newest posting after the
+/// snapshot, if any (`tail`: its balance after and version).
+fn account_from_row(row: &PgRow, holds: &[PgRow], tail: Option<(Decimal, i64)>) -> Result<Loaded<Account>, StoreError> {
     let id = AccountId::from_uuid(row.try_get("id").map_err(classify)?);
     let kind = parse(row.try_get("kind").map_err(classify)?, AccountKind::parse, "account kind")?;
-    let balance: Decimal = row.try_get("balance").map_err(classify)?;
-    let held: Decimal = row.try_get("held").map_err(classify)?;
+    let snapshot_balance: Decimal = row.try_get("balance").map_err(classify)?;
+    let snapshot_version: i64 = row.try_get("version").map_err(classify)?;
+    let (balance, version) = match tail {
+        Some((balance, version)) if version > snapshot_version => (balance, version),
+        _ => (snapshot_balance, snapshot_version),
+    };
     let mut position = Position::new(balance, row.try_get("credit_limit").map_err(classify)?, kind.is_system());
+    position.version = version_of(version)?;
+    // `held` is the sum of the holds still placed; the snapshot's figure is only as fresh as
+    // its last flush.
     for hold in holds {
         let transfer = TransferId::from_uuid(hold.try_get("transfer_id").map_err(classify)?);
         position
             .restore_hold(transfer, hold.try_get("amount").map_err(classify)?)
             .map_err(|_| corrupt("hold overflow"))?;
     }
-    // Pair assertion across the boundary: the snapshot's `held` must equal its holds.
-    if position.held != held {
-        return Err(corrupt(format!("account {id}: held {held} but its holds sum to {}", position.held)));
-    }
-    // Equal in value; keep the stored figure, written as the engine wrote it.
-    position.held = held;
     let owner: Option<Uuid> = row.try_get("owner_id").map_err(classify)?;
     let account = Account {
         id,
@@ -418,7 +705,8 @@ fn account_from_row(row: &PgRow, holds: &[PgRow]) -> Result<Loaded<Account>, Sto
         position,
         created_at: Timestamp::from_micros(row.try_get("created_at").map_err(classify)?),
     };
-    Ok(Loaded { value: account, seq: seq_of(row.try_get("snapshot_seq").map_err(classify)?)? })
+    let seq = account.position.version;
+    Ok(Loaded { value: account, seq })
 }
 
 fn transfer_from_row(row: &PgRow) -> Result<Loaded<Transfer>, StoreError> {
@@ -480,7 +768,25 @@ fn posting_from_row(row: &PgRow) -> Result<Posting, StoreError> {
 }
 
 const ACCOUNT_COLUMNS: &str =
-    "id, owner_id, currency, kind, status, balance, held, credit_limit, created_at, snapshot_seq";
+    "id, owner_id, currency, kind, status, balance, held, credit_limit, created_at, version, booked_at";
+
+/// The newest posting of account `$1` after its snapshot (booked at or after `$2`, version
+/// above `$3`): one seek at the end of the account's range of the postings key.
+const TAIL: &str = "SELECT balance_after, version FROM postings
+     WHERE account_id = $1 AND booked_at >= $2 AND version > $3
+     ORDER BY booked_at DESC, version DESC LIMIT 1";
+
+fn version_to_db(version: u64) -> Result<i64, StoreError> {
+    i64::try_from(version).map_err(|_| corrupt(format!("posting version {version} beyond BIGINT")))
+}
+
+fn version_of(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| corrupt(format!("negative posting version {value}")))
+}
+
+/// How far before a transfer's creation its postings may be booked: booking times come from
+/// the same clock, made monotonic, so never earlier; a minute covers a wall clock stepped back.
+const BOOKING_SLACK_MICROS: i64 = 60_000_000;
 
 #[async_trait]
 impl Store for PgStore {
@@ -535,33 +841,95 @@ impl Store for PgStore {
         self.wallet_profiles_of_owner_impl(owner).await
     }
 
-    async fn commit(&self, records: &[SequencedRecord]) -> Result<(), StoreError> {
-        if records.is_empty() {
+    async fn commit_plan(&self, plan: &BatchPlan) -> Result<(), StoreError> {
+        if plan.records.is_empty() && plan.snapshots.is_empty() {
             return Ok(());
         }
-        let plan = BatchPlan::new(records);
+        // The plan is shared with its journal; the store's runtime needs one it owns.
+        let plan = plan.clone();
         self.run(|pool| async move {
-            let mut transaction = pool.begin().await.map_err(classify)?;
-            commit_plan(&mut transaction, &plan).await?;
-            transaction.commit().await.map_err(classify)
+            let mut connection = pool.acquire().await.map_err(classify)?;
+            write_plan(&mut connection, &plan, PipelineTurn::alone()).await
         })
         .await
     }
 
-    async fn committed_seq(&self) -> Result<u64, StoreError> {
+    async fn commit(&self, shard: u16, records: &[SequencedRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let plan = self.direct.plan(shard, records, crate::batch::now());
+        self.commit_plan(&plan).await
+    }
+
+    async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError> {
         self.run(|pool| async move {
-            let seq: i64 = sqlx::query_scalar("SELECT committed_seq FROM journal_state WHERE id = 1")
+            let rows: Vec<(i16, i64)> =
+                sqlx::query_as("SELECT shard, committed_seq FROM journal_shards ORDER BY shard")
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(classify)?;
+            let mut seqs = Vec::with_capacity(rows.len());
+            for (shard, seq) in rows {
+                if usize::try_from(shard).ok() != Some(seqs.len()) {
+                    return Err(corrupt(format!("journal shards are not numbered 0.. without gaps (found {shard})")));
+                }
+                seqs.push(seq_of(seq)?);
+            }
+            Ok(seqs)
+        })
+        .await
+    }
+
+    async fn last_booked_at(&self) -> Result<Timestamp, StoreError> {
+        self.run(|pool| async move {
+            let booked: Option<i64> = sqlx::query_scalar("SELECT max(booked_at) FROM journal_shards")
                 .fetch_one(&pool)
                 .await
                 .map_err(classify)?;
-            seq_of(seq)
+            Ok(Timestamp::from_micros(booked.unwrap_or(0)))
         })
         .await
+    }
+
+    async fn open_shards(&self, wanted: u16) -> Result<Vec<u64>, StoreError> {
+        let wanted = i16::try_from(wanted.max(1)).map_err(|_| corrupt("more shards than SMALLINT"))?;
+        self.run(|pool| async move {
+            sqlx::query(
+                "INSERT INTO journal_shards (shard, committed_seq) SELECT generate_series(0, $1 - 1), 0
+                 ON CONFLICT (shard) DO NOTHING",
+            )
+            .bind(wanted)
+            .execute(&pool)
+            .await
+            .map_err(classify)?;
+            Ok(())
+        })
+        .await?;
+        let mut seqs = self.committed_seqs().await?;
+        seqs.truncate(usize::try_from(wanted).unwrap_or(1));
+        Ok(seqs)
+    }
+
+    async fn journal_writers(self: Arc<Self>, shard: u16) -> Result<Vec<Box<dyn JournalWriter>>, StoreError> {
+        let shard = i16::try_from(shard).map_err(|_| corrupt("shard beyond SMALLINT"))?;
+        let mut writers: Vec<Box<dyn JournalWriter>> = Vec::with_capacity(JOURNAL_PIPELINE_DEPTH);
+        for _ in 0..JOURNAL_PIPELINE_DEPTH {
+            // Connected on the caller's runtime (the shard's thread), which drives its I/O.
+            let connection = PgConnection::connect_with(&self.options).await.map_err(classify)?;
+            writers.push(Box::new(PgJournalWriter {
+                connection: Some(connection),
+                options: self.options.clone(),
+                shard,
+            }));
+        }
+        Ok(writers)
     }
 
     async fn load_account(&self, id: AccountId) -> Result<Option<Loaded<Account>>, StoreError> {
         self.run(|pool| async move {
-            // One snapshot: read the account and its holds in one repeatable-read transaction.
+            // One snapshot: read the account, its newest posting and its holds in one
+            // repeatable-read transaction.
             let mut transaction = pool.begin().await.map_err(classify)?;
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 .execute(&mut *transaction)
@@ -573,13 +941,22 @@ impl Store for PgStore {
                 .await
                 .map_err(classify)?;
             let Some(row) = row else { return Ok(None) };
+            let booked_at: i64 = row.try_get("booked_at").map_err(classify)?;
+            let version: i64 = row.try_get("version").map_err(classify)?;
+            let tail: Option<(Decimal, i64)> = sqlx::query_as(TAIL)
+                .bind(id.as_uuid())
+                .bind(booked_at)
+                .bind(version)
+                .fetch_optional(&mut *transaction)
+                .await
+                .map_err(classify)?;
             let holds = sqlx::query("SELECT transfer_id, amount FROM holds WHERE account_id = $1")
                 .bind(id.as_uuid())
                 .fetch_all(&mut *transaction)
                 .await
                 .map_err(classify)?;
             transaction.commit().await.map_err(classify)?;
-            account_from_row(&row, &holds).map(Some)
+            account_from_row(&row, &holds, tail).map(Some)
         })
         .await
     }
@@ -659,6 +1036,29 @@ impl Store for PgStore {
         self.key_lookups.find(scope, key.to_owned()).await
     }
 
+    async fn idempotency_keys_after(
+        &self,
+        after: Option<(Uuid, String)>,
+        limit: u32,
+    ) -> Result<Vec<(Uuid, String)>, StoreError> {
+        self.run(|pool| async move {
+            // A range of the unique index `transfers_by_idempotency`.
+            let (scope, key) = after.unwrap_or((Uuid::nil(), String::new()));
+            sqlx::query_as(
+                "SELECT idempotency_scope, idempotency_key FROM transfers
+                 WHERE idempotency_key IS NOT NULL AND (idempotency_scope, idempotency_key) > ($1, $2)
+                 ORDER BY idempotency_scope, idempotency_key LIMIT $3",
+            )
+            .bind(scope)
+            .bind(key)
+            .bind(i64::from(limit))
+            .fetch_all(&pool)
+            .await
+            .map_err(classify)
+        })
+        .await
+    }
+
     async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError> {
         self.run(|pool| async move {
             let rows = sqlx::query("SELECT * FROM transfers WHERE status IN ('processing', 'pending') ORDER BY seq")
@@ -677,10 +1077,18 @@ impl Store for PgStore {
                 .execute(&mut *transaction)
                 .await
                 .map_err(classify)?;
-            let rows = sqlx::query(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id"))
-                .fetch_all(&mut *transaction)
-                .await
-                .map_err(classify)?;
+            let rows = sqlx::query(
+                "SELECT a.id, a.owner_id, a.currency, a.kind, a.status, a.balance, a.held, a.credit_limit, a.created_at,
+                        a.version, a.booked_at, tail.balance_after AS tail_balance, tail.version AS tail_version
+                 FROM accounts a LEFT JOIN LATERAL (
+                     SELECT balance_after, version FROM postings p
+                     WHERE p.account_id = a.id AND p.booked_at >= a.booked_at AND p.version > a.version
+                     ORDER BY p.booked_at DESC, p.version DESC LIMIT 1) tail ON true
+                 ORDER BY a.id",
+            )
+            .fetch_all(&mut *transaction)
+            .await
+            .map_err(classify)?;
             let holds = sqlx::query("SELECT account_id, transfer_id, amount FROM holds ORDER BY account_id")
                 .fetch_all(&mut *transaction)
                 .await
@@ -695,7 +1103,9 @@ impl Store for PgStore {
                 .map(|row| {
                     let id: Uuid = row.try_get("id").map_err(classify)?;
                     let holds = holds_by_account.get(&id).map(Vec::as_slice).unwrap_or(&[]);
-                    account_from_row(row, holds).map(|loaded| loaded.value)
+                    let tail_balance: Option<Decimal> = row.try_get("tail_balance").map_err(classify)?;
+                    let tail_version: Option<i64> = row.try_get("tail_version").map_err(classify)?;
+                    account_from_row(row, holds, tail_balance.zip(tail_version)).map(|loaded| loaded.value)
                 })
                 .collect()
         })
@@ -704,7 +1114,7 @@ impl Store for PgStore {
 
     async fn postings_of(&self, account: AccountId) -> Result<Vec<Posting>, StoreError> {
         self.run(|pool| async move {
-            let rows = sqlx::query("SELECT * FROM postings WHERE account_id = $1 ORDER BY seq")
+            let rows = sqlx::query("SELECT * FROM postings WHERE account_id = $1 ORDER BY booked_at, version")
                 .bind(account.as_uuid())
                 .fetch_all(&pool)
                 .await
@@ -716,11 +1126,57 @@ impl Store for PgStore {
 
     async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<Posting>, StoreError> {
         self.run(|pool| async move {
-            let rows = sqlx::query("SELECT * FROM postings WHERE transfer_id = $1 ORDER BY seq")
-                .bind(transfer.as_uuid())
-                .fetch_all(&pool)
-                .await
-                .map_err(classify)?;
+            // The accounts its postings can be on, and when: postings have no index by
+            // transfer (a write per posting no query on the hot path needs).
+            let row = sqlx::query(
+                "SELECT source_id AS account, destination_id AS other, currency, destination_currency AS other_currency,
+                        created_at
+                 FROM transfers WHERE id = $1
+                 UNION ALL
+                 SELECT fiat_account_id, NULL, COALESCE(fiat_currency, asset), asset, created_at
+                 FROM crypto_ops WHERE id = $1",
+            )
+            .bind(transfer.as_uuid())
+            .fetch_optional(&pool)
+            .await
+            .map_err(classify)?;
+            let Some(row) = row else {
+                // Every posting the engine makes belongs to a transfer or crypto operation
+                // with a row (a saga that moved money is written `processing` at least), so
+                // this scan serves only postings written without one (tools, tests).
+                let rows = sqlx::query("SELECT * FROM postings WHERE transfer_id = $1 ORDER BY booked_at, shard, seq")
+                    .bind(transfer.as_uuid())
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(classify)?;
+                return rows.iter().map(posting_from_row).collect();
+            };
+            let mut accounts: Vec<Uuid> = Vec::new();
+            for column in ["account", "other"] {
+                let account: Option<Uuid> = row.try_get(column).map_err(classify)?;
+                accounts.extend(account);
+            }
+            for column in ["currency", "other_currency"] {
+                let code: Option<String> = row.try_get(column).map_err(classify)?;
+                if let Some(currency) = code.as_deref().and_then(Currency::from_code) {
+                    accounts.extend(
+                        tally_engine::system_accounts::SYSTEM_KINDS
+                            .iter()
+                            .map(|kind| tally_engine::system_accounts::system_account_id(*kind, currency).as_uuid()),
+                    );
+                }
+            }
+            let created_at: i64 = row.try_get("created_at").map_err(classify)?;
+            let rows = sqlx::query(
+                "SELECT * FROM postings WHERE account_id = ANY($1) AND booked_at >= $2 AND transfer_id = $3
+                 ORDER BY booked_at, shard, seq",
+            )
+            .bind(&accounts)
+            .bind(created_at.saturating_sub(BOOKING_SLACK_MICROS))
+            .bind(transfer.as_uuid())
+            .fetch_all(&pool)
+            .await
+            .map_err(classify)?;
             rows.iter().map(posting_from_row).collect()
         })
         .await

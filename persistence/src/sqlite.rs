@@ -11,10 +11,10 @@
 //!
 //! Commits. `commit` writes one journal batch (as a `BatchPlan`) in one `BEGIN IMMEDIATE`
 //! transaction, one prepared statement per row (SQLite has no `UNNEST`; statements are cached
-//! per connection, so each is prepared once). Its first statement advances
-//! `journal_state.committed_seq` from the value it expects; a gap in the sequence, or a second
-//! writer on the same file, finds a different value and the batch is refused as `Corrupt`
-//! before anything is written.
+//! per connection, so each is prepared once). Its first statement advances the shard's
+//! `journal_shards.committed_seq` from the value it expects; a gap in the sequence, or a
+//! second writer on the same file, finds a different value and the batch is refused as
+//! `Corrupt` before anything is written.
 //!
 //! Runtimes. The store runs every query on its own small runtime, so its pool's I/O and
 //! background tasks never depend on which runtime the caller is on (the journal writer's
@@ -26,6 +26,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use rust_decimal::Decimal;
@@ -43,9 +45,9 @@ use uuid::Uuid;
 #[path = "aml_sqlite.rs"]
 mod aml_sqlite;
 
-use crate::batch::BatchPlan;
+use crate::batch::{BatchPlan, DirectCommits, TransferRow};
 use crate::runtime::StoreRuntime;
-use crate::store::{LiveHold, Loaded, SequencedRecord, Store, StoreError};
+use crate::store::{JournalWriter, LiveHold, Loaded, SequencedRecord, Store, StoreError, plan_writer};
 
 /// Connections in the pool. SQLite takes one writer at a time (the journal writer); the rest
 /// serve activations, recovery and reads, which WAL lets run beside the writer.
@@ -62,6 +64,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct SqliteStore {
     pool: SqlitePool,
     runtime: StoreRuntime,
+    direct: DirectCommits,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -99,7 +102,7 @@ impl SqliteStore {
                     .map_err(classify)
             })
             .await?;
-        let store = SqliteStore { pool, runtime };
+        let store = SqliteStore { pool, runtime, direct: DirectCommits::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -218,26 +221,34 @@ fn optional_uuid(row: &SqliteRow, column: &str) -> Result<Option<Uuid>, StoreErr
     optional_text(row, column)?.map(|text| uuid_from_db(&text, column)).transpose()
 }
 
-async fn commit_plan(transaction: &mut Transaction<'_, Sqlite>, plan: &BatchPlan) -> Result<(), StoreError> {
-    // First statement of the transaction, and a write: it takes the write lock at once and
-    // fences the batch against a gap or a second writer before anything else is written.
-    let advanced = sqlx::query("UPDATE journal_state SET committed_seq = ?1 WHERE id = 1 AND committed_seq = ?2")
+async fn write_plan(transaction: &mut Transaction<'_, Sqlite>, plan: &BatchPlan) -> Result<(), StoreError> {
+    // First statement of the transaction, and a write: it fences the batch against a gap or a
+    // second writer before anything else is written (SQLite has one writer at a time, so
+    // nothing pipelines behind it).
+    if !plan.records.is_empty() {
+        let advanced = sqlx::query(
+            "UPDATE journal_shards SET committed_seq = ?1, booked_at = max(booked_at, ?4)
+                 WHERE shard = ?3 AND committed_seq = ?2",
+        )
         .bind(seq_to_db(plan.last_seq)?)
         .bind(seq_to_db(plan.first_seq.saturating_sub(1))?)
+        .bind(i64::from(plan.shard))
+        .bind(plan.booked_at.as_micros())
         .execute(&mut **transaction)
         .await
         .map_err(classify)?;
-    if advanced.rows_affected() != 1 {
-        return Err(corrupt(format!(
-            "journal batch {}..={} does not follow the committed sequence (a gap, or a second writer)",
-            plan.first_seq, plan.last_seq
-        )));
+        if advanced.rows_affected() != 1 {
+            return Err(corrupt(format!(
+                "journal batch {}..={} of shard {} does not follow the committed sequence (a gap, or a second writer)",
+                plan.first_seq, plan.last_seq, plan.shard
+            )));
+        }
     }
 
-    for (seq, account) in &plan.accounts_opened {
+    for (_, account) in &plan.accounts_opened {
         sqlx::query(
-            "INSERT INTO accounts (id, owner_id, currency, kind, status, balance, held, credit_limit, created_at, snapshot_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO accounts (id, owner_id, currency, kind, status, balance, held, credit_limit, created_at, version, booked_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0)",
         )
         .bind(id_to_db(account.id.as_uuid()))
         .bind(account.owner.map(|owner| id_to_db(owner.as_uuid())))
@@ -248,25 +259,19 @@ async fn commit_plan(transaction: &mut Transaction<'_, Sqlite>, plan: &BatchPlan
         .bind(amount_to_db(account.held()))
         .bind(amount_to_db(account.credit_limit()))
         .bind(account.created_at.as_micros())
-        .bind(seq_to_db(*seq)?)
         .execute(&mut **transaction)
         .await
         .map_err(classify)?;
     }
 
-    for (account, snapshot, seq) in &plan.account_snapshots {
-        let updated = sqlx::query(
-            "UPDATE accounts SET balance = ?2, held = ?3, credit_limit = ?4, status = ?5, snapshot_seq = ?6 WHERE id = ?1",
-        )
-        .bind(id_to_db(account.as_uuid()))
-        .bind(amount_to_db(snapshot.balance))
-        .bind(amount_to_db(snapshot.held))
-        .bind(amount_to_db(snapshot.credit_limit))
-        .bind(snapshot.status.as_str())
-        .bind(seq_to_db(*seq)?)
-        .execute(&mut **transaction)
-        .await
-        .map_err(classify)?;
+    for (account, status, credit_limit, _) in &plan.account_settings {
+        let updated = sqlx::query("UPDATE accounts SET status = ?2, credit_limit = ?3 WHERE id = ?1")
+            .bind(id_to_db(account.as_uuid()))
+            .bind(status.as_str())
+            .bind(amount_to_db(*credit_limit))
+            .execute(&mut **transaction)
+            .await
+            .map_err(classify)?;
         if updated.rows_affected() != 1 {
             return Err(corrupt(format!("journal record for account {account}, which the store does not have")));
         }
@@ -293,25 +298,43 @@ async fn commit_plan(transaction: &mut Transaction<'_, Sqlite>, plan: &BatchPlan
             .map_err(classify)?;
     }
 
-    for (seq, posting, balance_after) in &plan.postings {
+    for posting in &plan.postings {
         sqlx::query(
-            "INSERT INTO postings (seq, transfer_id, account_id, currency, direction, amount, balance_after)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO postings (account_id, booked_at, version, transfer_id, currency, direction, amount, balance_after, shard, seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
-        .bind(seq_to_db(*seq)?)
-        .bind(id_to_db(posting.transfer.as_uuid()))
         .bind(id_to_db(posting.account.as_uuid()))
+        .bind(posting.booked_at.as_micros())
+        .bind(seq_to_db(posting.version)?)
+        .bind(id_to_db(posting.transfer.as_uuid()))
         .bind(posting.currency.code())
         .bind(posting.direction.as_str())
         .bind(amount_to_db(posting.amount))
-        .bind(amount_to_db(*balance_after))
+        .bind(amount_to_db(posting.balance_after))
+        .bind(i64::from(posting.shard))
+        .bind(seq_to_db(posting.seq)?)
         .execute(&mut **transaction)
         .await
         .map_err(classify)?;
     }
 
-    for (seq, transfer) in &plan.transfers {
-        upsert_transfer(transaction, *seq, transfer).await?;
+    for row in plan.transfers_new.iter().chain(&plan.transfers_upsert) {
+        upsert_transfer(transaction, row).await?;
+    }
+
+    // Newest (highest version) wins: an account's postings can come through several journals.
+    for snapshot in &plan.snapshots {
+        sqlx::query(
+            "UPDATE accounts SET balance = ?2, held = ?3, version = ?4, booked_at = ?5 WHERE id = ?1 AND version < ?4",
+        )
+        .bind(id_to_db(snapshot.account.as_uuid()))
+        .bind(amount_to_db(snapshot.balance))
+        .bind(amount_to_db(snapshot.held))
+        .bind(seq_to_db(snapshot.version)?)
+        .bind(snapshot.booked_at.as_micros())
+        .execute(&mut **transaction)
+        .await
+        .map_err(classify)?;
     }
     aml_sqlite::insert_flags(transaction, &plan.aml_flags).await?;
     commit_wallets(transaction, plan).await?;
@@ -320,18 +343,20 @@ async fn commit_plan(transaction: &mut Transaction<'_, Sqlite>, plan: &BatchPlan
 
 /// Writes a transfer's whole state: a transfer record is the transfer's full state after a
 /// transition, so every column but the id follows the latest record.
-async fn upsert_transfer(
-    transaction: &mut Transaction<'_, Sqlite>,
-    seq: u64,
-    transfer: &Transfer,
-) -> Result<(), StoreError> {
+async fn upsert_transfer(transaction: &mut Transaction<'_, Sqlite>, row: &TransferRow) -> Result<(), StoreError> {
+    let (transfer, seq) = (&row.transfer, row.seq);
+    // The legs of a `processing` row as "account:version" joined by commas (SQLite has no
+    // arrays); none for every other row.
+    let legs = (!row.legs.is_empty()).then(|| {
+        row.legs.iter().map(|(account, version)| format!("{account}:{version}")).collect::<Vec<_>>().join(",")
+    });
     sqlx::query(
         "INSERT INTO transfers (id, kind, status, step, source_id, destination_id, amount, currency, fee, fx_rate,
                                 destination_amount, destination_currency, pending_reason, failure_reason, reference,
                                 description, beneficiary_name, beneficiary_iban, initiated_by, created_at, completed_at, seq,
-                                idempotency_scope, idempotency_key, idempotency_fingerprint)
+                                idempotency_scope, idempotency_key, idempotency_fingerprint, legs)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22,
-                 ?23, ?24, ?25)
+                 ?23, ?24, ?25, ?26)
          ON CONFLICT (id) DO UPDATE SET
              kind = excluded.kind, status = excluded.status, step = excluded.step, source_id = excluded.source_id,
              destination_id = excluded.destination_id, amount = excluded.amount, currency = excluded.currency,
@@ -342,7 +367,7 @@ async fn upsert_transfer(
              beneficiary_iban = excluded.beneficiary_iban, initiated_by = excluded.initiated_by,
              created_at = excluded.created_at, completed_at = excluded.completed_at, seq = excluded.seq,
              idempotency_scope = excluded.idempotency_scope, idempotency_key = excluded.idempotency_key,
-             idempotency_fingerprint = excluded.idempotency_fingerprint",
+             idempotency_fingerprint = excluded.idempotency_fingerprint, legs = excluded.legs",
     )
     .bind(id_to_db(transfer.id.as_uuid()))
     .bind(transfer.kind.as_str())
@@ -369,6 +394,7 @@ async fn upsert_transfer(
     .bind(transfer.idempotency.as_ref().map(|i| id_to_db(i.scope)))
     .bind(transfer.idempotency.as_ref().map(|i| i.key.clone()))
     .bind(transfer.idempotency.as_ref().map(|i| i.fingerprint.clone()))
+    .bind(legs)
     .execute(&mut **transaction)
     .await
     .map_err(classify)?;
@@ -442,25 +468,30 @@ async fn commit_wallets(transaction: &mut Transaction<'_, Sqlite>, plan: &BatchP
 }
 
 /// Rebuilds an account from its row and its rows in `holds`.
-fn account_from_row(row: &SqliteRow, holds: &[SqliteRow]) -> Result<Loaded<Account>, StoreError> {
+/// An account from its row (the snapshot), its holds, and its newest posting after the
+/// snapshot, if any (`tail`: its balance after and version).
+fn account_from_row(
+    row: &SqliteRow,
+    holds: &[SqliteRow],
+    tail: Option<(Decimal, i64)>,
+) -> Result<Loaded<Account>, StoreError> {
     let id = AccountId::from_uuid(uuid(row, "id")?);
     let kind = parse(&text(row, "kind")?, AccountKind::parse, "account kind")?;
-    let held = decimal(row, "held")?;
-    // `Position::new` starts with nothing held; restoring each hold adds it back.
-    let mut position = Position::new(decimal(row, "balance")?, decimal(row, "credit_limit")?, kind.is_system());
+    let snapshot_version = integer(row, "version")?;
+    let (balance, version) = match tail {
+        Some((balance, version)) if version > snapshot_version => (balance, version),
+        _ => (decimal(row, "balance")?, snapshot_version),
+    };
+    // `Position::new` starts with nothing held; restoring each hold adds it back. `held` is
+    // the sum of the holds still placed: the snapshot's figure is only as fresh as its flush.
+    let mut position = Position::new(balance, decimal(row, "credit_limit")?, kind.is_system());
+    position.version = seq_of(version)?;
     for hold in holds {
         let transfer = TransferId::from_uuid(uuid(hold, "transfer_id")?);
         position
             .restore_hold(transfer, decimal(hold, "amount")?)
             .map_err(|_| corrupt(format!("account {id}: its holds overflow")))?;
     }
-    // Pair assertion across the boundary: the snapshot's `held` must equal its holds.
-    if position.held != held {
-        return Err(corrupt(format!("account {id}: held {held} but its holds sum to {}", position.held)));
-    }
-    // Equal in value, the stored figure also keeps the scale the engine's arithmetic gave it
-    // (`0.000000000000000000` after an ETH hold is released, not the sum's `0`).
-    position.held = held;
     let account = Account {
         id,
         owner: optional_uuid(row, "owner_id")?.map(UserId::from_uuid),
@@ -470,7 +501,18 @@ fn account_from_row(row: &SqliteRow, holds: &[SqliteRow]) -> Result<Loaded<Accou
         position,
         created_at: Timestamp::from_micros(integer(row, "created_at")?),
     };
-    Ok(Loaded { value: account, seq: seq_of(integer(row, "snapshot_seq")?)? })
+    let seq = account.position.version;
+    Ok(Loaded { value: account, seq })
+}
+
+/// The newest posting of account `?1` after its snapshot (booked at or after `?2`, version
+/// above `?3`).
+const TAIL: &str = "SELECT balance_after, version FROM postings
+     WHERE account_id = ?1 AND booked_at >= ?2 AND version > ?3
+     ORDER BY booked_at DESC, version DESC LIMIT 1";
+
+fn tail_of(row: Option<SqliteRow>) -> Result<Option<(Decimal, i64)>, StoreError> {
+    row.map(|row| Ok((decimal(&row, "balance_after")?, integer(&row, "version")?))).transpose()
 }
 
 fn transfer_from_row(row: &SqliteRow) -> Result<Loaded<Transfer>, StoreError> {
@@ -570,7 +612,7 @@ fn wallet_from_rows(row: &SqliteRow, assets: &[SqliteRow], holds: &[SqliteRow]) 
 }
 
 const ACCOUNT_COLUMNS: &str =
-    "id, owner_id, currency, kind, status, balance, held, credit_limit, created_at, snapshot_seq";
+    "id, owner_id, currency, kind, status, balance, held, credit_limit, created_at, version, booked_at";
 
 const TRANSFER_COLUMNS: &str = "id, kind, status, step, source_id, destination_id, amount, currency, fee, fx_rate, \
      destination_amount, destination_currency, pending_reason, failure_reason, reference, description, \
@@ -632,14 +674,14 @@ impl Store for SqliteStore {
         self.wallet_profiles_of_owner_impl(owner).await
     }
 
-    async fn commit(&self, records: &[SequencedRecord]) -> Result<(), StoreError> {
-        if records.is_empty() {
+    async fn commit_plan(&self, plan: &BatchPlan) -> Result<(), StoreError> {
+        if plan.records.is_empty() && plan.snapshots.is_empty() {
             return Ok(());
         }
-        let plan = BatchPlan::new(records);
+        let plan = plan.clone();
         self.run(|pool| async move {
             let mut transaction = pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)?;
-            match commit_plan(&mut transaction, &plan).await {
+            match write_plan(&mut transaction, &plan).await {
                 Ok(()) => transaction.commit().await.map_err(classify),
                 Err(error) => {
                     // The batch's error is the one to report; a failed rollback leaves the
@@ -652,21 +694,73 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn committed_seq(&self) -> Result<u64, StoreError> {
+    async fn commit(&self, shard: u16, records: &[SequencedRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let plan = self.direct.plan(shard, records, crate::batch::now());
+        self.commit_plan(&plan).await
+    }
+
+    async fn journal_writers(self: Arc<Self>, shard: u16) -> Result<Vec<Box<dyn JournalWriter>>, StoreError> {
+        Ok(vec![plan_writer(self, shard)])
+    }
+
+    async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError> {
         self.run(|pool| async move {
-            let seq: i64 = sqlx::query_scalar("SELECT committed_seq FROM journal_state WHERE id = 1")
+            let rows: Vec<(i64, i64)> =
+                sqlx::query_as("SELECT shard, committed_seq FROM journal_shards ORDER BY shard")
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(classify)?;
+            let mut seqs = Vec::with_capacity(rows.len());
+            for (shard, seq) in rows {
+                if usize::try_from(shard).ok() != Some(seqs.len()) {
+                    return Err(corrupt(format!("journal shards are not numbered 0.. without gaps (found {shard})")));
+                }
+                seqs.push(seq_of(seq)?);
+            }
+            Ok(seqs)
+        })
+        .await
+    }
+
+    async fn last_booked_at(&self) -> Result<Timestamp, StoreError> {
+        self.run(|pool| async move {
+            let booked: Option<i64> = sqlx::query_scalar("SELECT max(booked_at) FROM journal_shards")
                 .fetch_one(&pool)
                 .await
                 .map_err(classify)?;
-            seq_of(seq)
+            Ok(Timestamp::from_micros(booked.unwrap_or(0)))
         })
         .await
+    }
+
+    async fn open_shards(&self, wanted: u16) -> Result<Vec<u64>, StoreError> {
+        let wanted = i64::from(wanted.max(1));
+        self.run(|pool| async move {
+            let mut transaction = pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)?;
+            for shard in 0..wanted {
+                sqlx::query(
+                    "INSERT INTO journal_shards (shard, committed_seq) VALUES (?1, 0) ON CONFLICT (shard) DO NOTHING",
+                )
+                .bind(shard)
+                .execute(&mut *transaction)
+                .await
+                .map_err(classify)?;
+            }
+            transaction.commit().await.map_err(classify)
+        })
+        .await?;
+        let mut seqs = self.committed_seqs().await?;
+        seqs.truncate(usize::try_from(wanted).unwrap_or(1));
+        Ok(seqs)
     }
 
     async fn load_account(&self, id: AccountId) -> Result<Option<Loaded<Account>>, StoreError> {
         self.run(|pool| async move {
             // One snapshot: in WAL mode a read transaction sees one committed state, so the
-            // account and its holds cannot straddle a commit.
+            // account, its newest posting and its holds cannot straddle a commit.
             let mut transaction = pool.begin().await.map_err(classify)?;
             let row = sqlx::query(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"))
                 .bind(id_to_db(id.as_uuid()))
@@ -674,13 +768,20 @@ impl Store for SqliteStore {
                 .await
                 .map_err(classify)?;
             let Some(row) = row else { return Ok(None) };
+            let tail = sqlx::query(TAIL)
+                .bind(id_to_db(id.as_uuid()))
+                .bind(integer(&row, "booked_at")?)
+                .bind(integer(&row, "version")?)
+                .fetch_optional(&mut *transaction)
+                .await
+                .map_err(classify)?;
             let holds = sqlx::query("SELECT transfer_id, amount FROM holds WHERE account_id = ?1")
                 .bind(id_to_db(id.as_uuid()))
                 .fetch_all(&mut *transaction)
                 .await
                 .map_err(classify)?;
             transaction.commit().await.map_err(classify)?;
-            account_from_row(&row, &holds).map(Some)
+            account_from_row(&row, &holds, tail_of(tail)?).map(Some)
         })
         .await
     }
@@ -739,6 +840,32 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn idempotency_keys_after(
+        &self,
+        after: Option<(Uuid, String)>,
+        limit: u32,
+    ) -> Result<Vec<(Uuid, String)>, StoreError> {
+        self.run(|pool| async move {
+            // A range of the unique index `transfers_by_idempotency` (ids are text).
+            let (scope, key) = after.unwrap_or((Uuid::nil(), String::new()));
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT idempotency_scope, idempotency_key FROM transfers
+                 WHERE idempotency_key IS NOT NULL AND (idempotency_scope, idempotency_key) > (?1, ?2)
+                 ORDER BY idempotency_scope, idempotency_key LIMIT ?3",
+            )
+            .bind(id_to_db(scope))
+            .bind(key)
+            .bind(i64::from(limit))
+            .fetch_all(&pool)
+            .await
+            .map_err(classify)?;
+            rows.into_iter()
+                .map(|(scope, key)| Ok((uuid_from_db(&scope, "transfers.idempotency_scope")?, key)))
+                .collect()
+        })
+        .await
+    }
+
     async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError> {
         self.run(|pool| async move {
             let rows = sqlx::query(&format!(
@@ -763,18 +890,23 @@ impl Store for SqliteStore {
                 .fetch_all(&mut *transaction)
                 .await
                 .map_err(classify)?;
-            transaction.commit().await.map_err(classify)?;
             let mut holds_by_account: HashMap<String, Vec<SqliteRow>> = HashMap::new();
             for hold in holds {
                 holds_by_account.entry(text(&hold, "account_id")?).or_default().push(hold);
             }
-            let accounts = rows
-                .iter()
-                .map(|row| {
-                    let holds = holds_by_account.remove(&text(row, "id")?).unwrap_or_default();
-                    account_from_row(row, &holds).map(|loaded| loaded.value)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut accounts = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let holds = holds_by_account.remove(&text(row, "id")?).unwrap_or_default();
+                let tail = sqlx::query(TAIL)
+                    .bind(text(row, "id")?)
+                    .bind(integer(row, "booked_at")?)
+                    .bind(integer(row, "version")?)
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(classify)?;
+                accounts.push(account_from_row(row, &holds, tail_of(tail)?)?.value);
+            }
+            transaction.commit().await.map_err(classify)?;
             // A hold whose account has no row would make money reserved nowhere.
             if let Some(account) = holds_by_account.keys().next() {
                 return Err(corrupt(format!("holds on account {account}, which the store does not have")));
@@ -786,12 +918,13 @@ impl Store for SqliteStore {
 
     async fn postings_of(&self, account: AccountId) -> Result<Vec<Posting>, StoreError> {
         self.run(|pool| async move {
-            let rows =
-                sqlx::query(&format!("SELECT {POSTING_COLUMNS} FROM postings WHERE account_id = ?1 ORDER BY seq"))
-                    .bind(id_to_db(account.as_uuid()))
-                    .fetch_all(&pool)
-                    .await
-                    .map_err(classify)?;
+            let rows = sqlx::query(&format!(
+                "SELECT {POSTING_COLUMNS} FROM postings WHERE account_id = ?1 ORDER BY booked_at, version"
+            ))
+            .bind(id_to_db(account.as_uuid()))
+            .fetch_all(&pool)
+            .await
+            .map_err(classify)?;
             rows.iter().map(posting_from_row).collect()
         })
         .await
@@ -799,12 +932,13 @@ impl Store for SqliteStore {
 
     async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<Posting>, StoreError> {
         self.run(|pool| async move {
-            let rows =
-                sqlx::query(&format!("SELECT {POSTING_COLUMNS} FROM postings WHERE transfer_id = ?1 ORDER BY seq"))
-                    .bind(id_to_db(transfer.as_uuid()))
-                    .fetch_all(&pool)
-                    .await
-                    .map_err(classify)?;
+            let rows = sqlx::query(&format!(
+                "SELECT {POSTING_COLUMNS} FROM postings WHERE transfer_id = ?1 ORDER BY booked_at, shard, seq"
+            ))
+            .bind(id_to_db(transfer.as_uuid()))
+            .fetch_all(&pool)
+            .await
+            .map_err(classify)?;
             rows.iter().map(posting_from_row).collect()
         })
         .await

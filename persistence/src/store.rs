@@ -1,27 +1,29 @@
-//! The `Store` trait: what the journal writes and what activation and recovery read.
+//! The `Store` trait: what the journals write and what activation and recovery read.
 
 use std::sync::Arc;
 
 use crate::finance::{PricingChange, PricingTables};
 use async_trait::async_trait;
 use tally_engine::{
-    Account, AccountId, CryptoOp, CryptoOpKind, Currency, Posting, Record, Transfer, TransferId, UserId, Wallet,
-    WalletId,
+    Account, AccountId, CryptoOp, CryptoOpKind, Currency, Posting, Record, Timestamp, Transfer, TransferId, UserId,
+    Wallet, WalletId,
 };
 
-use crate::batch::WalletPosting;
+use crate::batch::{BatchPlan, WalletPosting};
 use crate::crypto::WalletProfile;
 
-/// A journal record with its position in the journal. Sequence numbers start at 1, grow by one
-/// per record, and commit in order, so what is durable is always a prefix of the journal.
+/// A journal record with its position in its shard's journal. Sequence numbers start at 1,
+/// grow by one per record, and commit in order, so what is durable is always a prefix of the
+/// journal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SequencedRecord {
     pub seq: u64,
     pub record: Record,
 }
 
-/// A value read from a store, with the journal sequence number of the last record the store
-/// applied to it. Records at or below `seq` are already in `value`; later ones are not.
+/// A value read from a store, with how far the store's copy goes: for an account its posting
+/// number (`version`), for other values the sequence number of the last record written to it
+/// (in the journal of whichever shard wrote it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Loaded<T> {
     pub value: T,
@@ -46,13 +48,109 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// A pipelined batch's turn. Batches commit concurrently on separate connections, but a
+/// statement that changes a row an earlier batch wrote (a hold removed, a snapshot or status
+/// updated, a transfer's state replaced) must see that batch's commit: under read committed a
+/// row not yet committed is invisible to it, and the change would silently miss. So a batch
+/// first writes only rows that are new (postings, new transfers, new accounts), then waits
+/// until the batch before it has ended, then does the rest and takes the fence.
+#[derive(Debug, Default)]
+pub struct PipelineTurn {
+    before: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Dropped when this batch's commit ends, however it ends: that wakes the next one.
+    _ended: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl PipelineTurn {
+    /// A batch with nothing before it in flight.
+    pub fn alone() -> Self {
+        Self::default()
+    }
+
+    /// The next batch's turn, after the one whose end `after` waits on; leaves in `after`
+    /// what the batch after this one waits on.
+    pub fn next(after: &mut Option<tokio::sync::oneshot::Receiver<()>>) -> Self {
+        let (ended, next) = tokio::sync::oneshot::channel();
+        Self { before: after.replace(next), _ended: Some(ended) }
+    }
+
+    /// Waits until the batch before this one has committed or failed. If it failed, this
+    /// batch's fence is refused and the journal retries both, in order.
+    pub async fn wait(&mut self) {
+        if let Some(before) = self.before.take() {
+            let _ = before.await;
+        }
+    }
+}
+
+/// Commits one shard's batches, in order, on connections of its own. A journal's writer task
+/// owns one (or several, to pipeline: the next batch commits while the previous one does,
+/// ordered by the store's fence) and drives it on the shard's thread.
+#[async_trait]
+pub trait JournalWriter: Send {
+    /// Writes the plan in one transaction, or nothing. The transaction advances its shard's
+    /// committed sequence from `plan.first_seq - 1` to `plan.last_seq` last of all, and fails
+    /// (`Corrupt`) if the store is not at `plan.first_seq - 1`: a gap, or a second writer.
+    /// It takes the fence in `turn` (see `PipelineTurn`).
+    async fn commit(&mut self, plan: &BatchPlan, turn: PipelineTurn) -> Result<(), StoreError>;
+
+    /// The shard's committed sequence number as the store has it now.
+    async fn committed_seq(&mut self) -> Result<u64, StoreError>;
+}
+
+/// A writer that commits through a store's own `commit_plan`: for stores that cannot pipeline
+/// (the in-memory one; SQLite, which has one writer at a time anyway).
+pub fn plan_writer(store: Arc<dyn Store>, shard: u16) -> Box<dyn JournalWriter> {
+    Box::new(PlanWriter { store, shard })
+}
+
+struct PlanWriter {
+    store: Arc<dyn Store>,
+    shard: u16,
+}
+
+#[async_trait]
+impl JournalWriter for PlanWriter {
+    async fn commit(&mut self, plan: &BatchPlan, mut turn: PipelineTurn) -> Result<(), StoreError> {
+        // One commit at a time through the store's own path: the whole commit is the turn.
+        turn.wait().await;
+        self.store.commit_plan(plan).await
+    }
+
+    async fn committed_seq(&mut self) -> Result<u64, StoreError> {
+        let seqs = self.store.committed_seqs().await?;
+        Ok(seqs.get(usize::from(self.shard)).copied().unwrap_or(0))
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Commits the records in one transaction, in order, or none of them.
-    async fn commit(&self, records: &[SequencedRecord]) -> Result<(), StoreError>;
+    /// Writes one batch plan of one shard's journal in one transaction, or nothing (see
+    /// `JournalWriter::commit` for the fence).
+    async fn commit_plan(&self, plan: &BatchPlan) -> Result<(), StoreError>;
 
-    /// The highest sequence number committed, or 0 for an empty store.
-    async fn committed_seq(&self) -> Result<u64, StoreError>;
+    /// Commits `records` of `shard`'s journal as one batch, planned against this store's own
+    /// memory of that shard's earlier direct commits (tools and tests: a running engine
+    /// commits through its journals' writers).
+    async fn commit(&self, shard: u16, records: &[SequencedRecord]) -> Result<(), StoreError>;
+
+    /// Every shard's committed sequence number (index = shard), as many as the store keeps.
+    async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError>;
+
+    /// The committed sequence numbers of shards `0..wanted`, adding any the store does not
+    /// have yet at sequence 0. Shards beyond `wanted` keep their rows (and their history);
+    /// nothing durable depends on how many shards run (see migration 0021).
+    async fn open_shards(&self, wanted: u16) -> Result<Vec<u64>, StoreError>;
+
+    /// The latest booking time any committed batch carried (`Timestamp` 0 for none): the
+    /// journals book no earlier, so an account's postings stay in booking order across a
+    /// restart even if the wall clock went back.
+    async fn last_booked_at(&self) -> Result<Timestamp, StoreError>;
+
+    /// Writers for `shard`'s journal, made on the calling thread's runtime: one through
+    /// `commit_plan` (`plan_writer`), or several of their own connections for a store that
+    /// can pipeline commits.
+    async fn journal_writers(self: Arc<Self>, shard: u16) -> Result<Vec<Box<dyn JournalWriter>>, StoreError>;
 
     async fn load_account(&self, id: AccountId) -> Result<Option<Loaded<Account>>, StoreError>;
 
@@ -67,6 +165,15 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
     ) -> Result<Option<Loaded<Transfer>>, StoreError>;
 
+    /// At most `limit` of the idempotency keys transfers were made under, as (scope, key), in
+    /// (scope, key) order, strictly after `after`: the engine reads them all at start-up into
+    /// the filter that spares a new key its store look-up.
+    async fn idempotency_keys_after(
+        &self,
+        after: Option<(uuid::Uuid, String)>,
+        limit: u32,
+    ) -> Result<Vec<(uuid::Uuid, String)>, StoreError>;
+
     /// Transfers not yet terminal (processing or pending), for recovery and admin review.
     async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError>;
 
@@ -76,7 +183,8 @@ pub trait Store: Send + Sync + 'static {
     /// The postings of one account in journal order.
     async fn postings_of(&self, account: AccountId) -> Result<Vec<Posting>, StoreError>;
 
-    /// The postings of one transfer in journal order (recovery: how far did its saga get?).
+    /// The postings of one transfer (or crypto operation) in the order they were booked
+    /// (recovery: how far did its saga get?).
     async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<Posting>, StoreError>;
 
     /// Every hold still placed on an account (recovery: no hold may be left dangling).
@@ -167,12 +275,29 @@ fn unsupported() -> StoreError {
 
 #[async_trait]
 impl<S: Store + ?Sized> Store for Arc<S> {
-    async fn commit(&self, records: &[SequencedRecord]) -> Result<(), StoreError> {
-        (**self).commit(records).await
+    async fn commit_plan(&self, plan: &BatchPlan) -> Result<(), StoreError> {
+        (**self).commit_plan(plan).await
     }
 
-    async fn committed_seq(&self) -> Result<u64, StoreError> {
-        (**self).committed_seq().await
+    async fn commit(&self, shard: u16, records: &[SequencedRecord]) -> Result<(), StoreError> {
+        (**self).commit(shard, records).await
+    }
+
+    async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError> {
+        (**self).committed_seqs().await
+    }
+
+    async fn last_booked_at(&self) -> Result<Timestamp, StoreError> {
+        (**self).last_booked_at().await
+    }
+
+    async fn open_shards(&self, wanted: u16) -> Result<Vec<u64>, StoreError> {
+        (**self).open_shards(wanted).await
+    }
+
+    async fn journal_writers(self: Arc<Self>, shard: u16) -> Result<Vec<Box<dyn JournalWriter>>, StoreError> {
+        let inner: Arc<S> = Arc::clone(&self);
+        inner.journal_writers(shard).await
     }
 
     async fn load_account(&self, id: AccountId) -> Result<Option<Loaded<Account>>, StoreError> {
@@ -193,6 +318,14 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         key: &str,
     ) -> Result<Option<Loaded<Transfer>>, StoreError> {
         (**self).transfer_by_idempotency(scope, key).await
+    }
+
+    async fn idempotency_keys_after(
+        &self,
+        after: Option<(uuid::Uuid, String)>,
+        limit: u32,
+    ) -> Result<Vec<(uuid::Uuid, String)>, StoreError> {
+        (**self).idempotency_keys_after(after, limit).await
     }
 
     async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError> {

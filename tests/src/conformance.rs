@@ -25,7 +25,7 @@ use tally_engine::{
     Posting, Record, StatusAction, Timestamp, Transfer, TransferId, TransferKind, TransferRequest, TransferStatus,
     UserId, Wallet, WalletCommand, WalletId,
 };
-use tally_persistence::{Journal, JournalConfig, LiveHold, SequencedRecord, Store, StoreError};
+use tally_persistence::{Journal, JournalConfig, Journals, LiveHold, SequencedRecord, Store, StoreError};
 use uuid::Uuid;
 
 /// The journal's production settings, except a short linger: records appended together (with
@@ -138,6 +138,7 @@ impl WalletView {
 /// state every read of the store is checked against.
 pub struct Driver {
     pub store: Arc<dyn Store>,
+    pub journals: Journals,
     pub journal: Journal,
     pub accounts: BTreeMap<AccountId, Account>,
     pub wallets: BTreeMap<WalletId, Wallet>,
@@ -150,12 +151,17 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// Starts a journal over `store`, numbering on from what the store has committed.
+    /// Starts a journal over `store` (one shard, its writer on this test's runtime), numbering
+    /// on from what the store has committed.
     pub async fn start(store: Arc<dyn Store>) -> Driver {
-        let committed = store.committed_seq().await.unwrap();
-        let journal = Journal::start(store.clone(), journal_config(), committed).unwrap();
+        let committed = store.open_shards(1).await.unwrap();
+        let journals = Journals::new(&committed, journal_config(), Arc::new(tally_persistence::batch::now));
+        let journal = journals.shard(0).clone();
+        let writers = Arc::clone(&store).journal_writers(0).await.unwrap();
+        tokio::spawn(journal.clone().run_writer(writers));
         Driver {
             store,
+            journals,
             journal,
             accounts: BTreeMap::new(),
             wallets: BTreeMap::new(),
@@ -173,7 +179,7 @@ impl Driver {
     }
 
     fn append(&mut self, key: Uuid, record: Record) -> u64 {
-        let seq = self.journal.append(record.clone()).unwrap();
+        let seq = self.journal.append(record.clone()).unwrap().seq;
         self.last_seq.insert(key, seq);
         self.log.push(SequencedRecord { seq, record });
         seq
@@ -326,12 +332,24 @@ impl Driver {
         }
     }
 
+    /// Whether the store keeps transfer `id` as it stands: once it is final or pending, or
+    /// once money moved for it (a posting). A saga still running that moved nothing is only
+    /// in its journal (DESIGN.md §5: each fact written once).
+    pub fn transfer_is_stored(&self, id: TransferId) -> bool {
+        self.log.iter().any(|sequenced| match &sequenced.record {
+            Record::Transfer(transfer) => {
+                transfer.id == id && (transfer.status.is_terminal() || transfer.status == TransferStatus::Pending)
+            }
+            record => record.posting().is_some_and(|posting| posting.transfer == id),
+        })
+    }
+
     /// Checks every account, wallet and transfer of the driver against what the store reads.
     pub async fn assert_store_matches(&self) {
         for (id, expected) in &self.accounts {
             let loaded = self.store.load_account(*id).await.unwrap().unwrap_or_else(|| panic!("account {id} stored"));
             assert_eq!(AccountView::of(&loaded.value), AccountView::of(expected), "account {id} reads back");
-            assert_eq!(loaded.seq, self.last_seq_of(id.as_uuid()), "account {id} carries its last record's seq");
+            assert_eq!(loaded.seq, expected.position.version, "account {id} carries its last posting's version");
         }
         for (id, expected) in &self.wallets {
             let loaded = self.store.load_wallet(*id).await.unwrap().unwrap_or_else(|| panic!("wallet {id} stored"));
@@ -339,7 +357,12 @@ impl Driver {
             assert_eq!(loaded.seq, self.last_seq_of(id.as_uuid()), "wallet {id} carries its last record's seq");
         }
         for (id, expected) in &self.transfers {
-            let loaded = self.store.load_transfer(*id).await.unwrap().unwrap_or_else(|| panic!("transfer {id} stored"));
+            let loaded = self.store.load_transfer(*id).await.unwrap();
+            if !self.transfer_is_stored(*id) {
+                assert!(loaded.is_none(), "transfer {id}: a running saga that moved nothing is not written yet");
+                continue;
+            }
+            let loaded = loaded.unwrap_or_else(|| panic!("transfer {id} stored"));
             assert_eq!(&loaded.value, expected, "transfer {id} reads back as its latest state");
             assert_eq!(loaded.seq, self.last_seq_of(id.as_uuid()), "transfer {id} carries its last record's seq");
         }
@@ -413,14 +436,21 @@ impl Driver {
             .filter(|transfer| self.transfers.contains_key(&transfer.id))
             .collect();
         stored.sort_by_key(|transfer| transfer.id);
-        let expected: Vec<Transfer> =
-            self.transfers.values().filter(|transfer| !transfer.status.is_terminal()).cloned().collect();
-        assert_eq!(stored, expected, "non_terminal_transfers lists exactly the processing and pending transfers");
+        let expected: Vec<Transfer> = self
+            .transfers
+            .values()
+            .filter(|transfer| !transfer.status.is_terminal() && self.transfer_is_stored(transfer.id))
+            .cloned()
+            .collect();
+        assert_eq!(
+            stored, expected,
+            "non_terminal_transfers lists exactly the stored processing and pending transfers"
+        );
     }
 
     /// Commits everything appended and stops the journal.
-    pub fn shutdown(&self) {
-        self.journal.shutdown();
+    pub async fn shutdown(&self) {
+        self.journals.shutdown().await;
     }
 }
 
@@ -483,7 +513,42 @@ pub async fn accounts_round_trip(store: Arc<dyn Store>) {
     assert_eq!(driver.accounts[&alice].balance(), amount("69.75"));
     assert_eq!(driver.accounts[&bob].balance(), amount("-39.75"), "bob is inside his credit line");
     assert_eq!(driver.accounts[&carol].status, AccountStatus::Closed);
-    driver.shutdown();
+    driver.shutdown().await;
+}
+
+/// (a, continued) Changes to rows that the batch before is still committing: a journal writer
+/// with several connections commits the next batch while the one before it is in flight, and a
+/// hold removed, a status or credit limit changed, or a transfer's state replaced must not miss
+/// the row that batch is writing. Each round appends a large batch (so its commit takes a
+/// while) and, once the writer has taken it, a small one that changes what it wrote.
+pub async fn changes_to_rows_still_committing_land(store: Arc<dyn Store>) {
+    let mut driver = Driver::start(store).await;
+    for _ in 0..12 {
+        driver.settle().await;
+        let alice = driver.open_account(Currency::EUR, AccountKind::User, Decimal::ZERO);
+        let bob = driver.open_account(Currency::EUR, AccountKind::User, Decimal::ZERO);
+        for _ in 0..400 {
+            driver.credit(alice, transfer_id(), amount("0.01"));
+        }
+        let (held, moved) = (transfer_id(), transfer_id());
+        driver.hold(alice, held, amount("1.00"));
+        let request = driver.request(alice, bob, amount("2.00"));
+        let transfer = driver.start_transfer(request);
+        driver.step(transfer, SagaStep::Held);
+        driver.hold(alice, moved, amount("2.00"));
+        driver.credit(bob, moved, amount("2.00"));
+        // Just past the linger: the writer has taken the batch above and is committing it.
+        tokio::time::sleep(journal_config().linger + Duration::from_millis(1)).await;
+        driver.release(alice, held);
+        driver.post(alice, moved);
+        driver.step(transfer, SagaStep::Posted);
+        driver.transition(transfer, TransferStatus::Completed);
+        driver.account(bob, AccountCommand::SetCreditLimit { credit_limit: amount("10.00") });
+        driver.account(alice, AccountCommand::SetStatus { action: StatusAction::Block });
+    }
+    driver.durable().await;
+    driver.assert_store_matches().await;
+    driver.shutdown().await;
 }
 
 /// (a, continued) A hold released and placed again for the same transfer: within one batch
@@ -518,7 +583,7 @@ pub async fn holds_placed_again_round_trip(store: Arc<dyn Store>) {
     driver.durable().await;
     driver.assert_store_matches().await;
     assert_eq!(driver.accounts[&account].held(), amount("11.00"));
-    driver.shutdown();
+    driver.shutdown().await;
 }
 
 /// (b) An 18-decimal ETH amount and a 3-decimal KWD amount round-trip exactly, digit for digit
@@ -560,7 +625,7 @@ pub async fn exact_amounts_round_trip(store: Arc<dyn Store>) {
     let stored = driver.store.load_account(eth).await.unwrap().unwrap().value;
     assert_eq!(stored.balance().to_string(), "123456790.123456789012345678");
     assert_eq!(stored.held().to_string(), "0.100000000000000009");
-    driver.shutdown();
+    driver.shutdown().await;
 }
 
 /// (c) Transfers: one updated several times in one batch, others across batches; each reads
@@ -610,7 +675,8 @@ pub async fn transfers_round_trip(store: Arc<dyn Store>) {
     driver.durable_as_one_batch(before).await;
     driver.assert_store_matches().await;
 
-    // Across batches.
+    // Across batches. A transfer reaches `pending` after its hold, as a saga's does.
+    driver.step(executed, SagaStep::Held);
     driver.update_transfer(executed, |transfer, at| {
         transfer.transition(TransferStatus::Pending, at).unwrap();
         transfer.pending_reason = Some(PendingReason::ManualExecution);
@@ -622,6 +688,7 @@ pub async fn transfers_round_trip(store: Arc<dyn Store>) {
         transfer.transition(TransferStatus::Failed, at).unwrap();
         transfer.failure_reason = Some(ErrorCode::InsufficientFunds);
     });
+    driver.step(cancelled, SagaStep::Held);
     driver.update_transfer(cancelled, |transfer, at| {
         transfer.transition(TransferStatus::Pending, at).unwrap();
         transfer.pending_reason = Some(PendingReason::ManualExecution);
@@ -640,7 +707,7 @@ pub async fn transfers_round_trip(store: Arc<dyn Store>) {
     assert_eq!(status(cancelled), TransferStatus::Cancelled);
     assert_eq!(status(untouched), TransferStatus::Processing);
     assert!(driver.store.load_transfer(transfer_id()).await.unwrap().is_none(), "an unknown transfer reads as None");
-    driver.shutdown();
+    driver.shutdown().await;
 }
 
 /// (d) Postings of an account and of a transfer come back in journal order with their
@@ -700,7 +767,7 @@ pub async fn postings_and_live_holds(store: Arc<dyn Store>) {
     assert_eq!(live, vec![LiveHold { account: alice, transfer: stuck, amount: amount("20.00") }]);
     assert!(driver.store.postings_of(AccountId::from_uuid(new_id())).await.unwrap().is_empty());
     assert!(driver.store.postings_of_transfer(stuck).await.unwrap().is_empty(), "a hold is not a posting");
-    driver.shutdown();
+    driver.shutdown().await;
 }
 
 /// (e) `committed_seq` is the last appended seq; a batch that skips a seq, or repeats one, is
@@ -711,7 +778,7 @@ pub async fn committed_seq_and_gaps(store: Arc<dyn Store>) {
     let account = driver.open_account(Currency::JPY, AccountKind::User, Decimal::ZERO);
     driver.move_money(settlement, account, transfer_id(), amount("1000"));
     driver.durable().await;
-    let committed = store.committed_seq().await.unwrap();
+    let committed = store.committed_seqs().await.unwrap()[0];
     assert_eq!(committed, driver.last_appended(), "committed_seq is the last seq appended");
 
     let stray = Account::open(
@@ -723,14 +790,14 @@ pub async fn committed_seq_and_gaps(store: Arc<dyn Store>) {
         Timestamp::from_micros(1),
     );
     let opened = |seq| SequencedRecord { seq, record: Record::AccountOpened(Box::new(stray.clone())) };
-    let gap = store.commit(&[opened(committed + 2)]).await;
+    let gap = store.commit(0, &[opened(committed + 2)]).await;
     assert!(matches!(gap, Err(StoreError::Corrupt(_))), "a batch after a gap is corrupt: {gap:?}");
-    let gap = store.commit(&[opened(committed + 2), opened(committed + 3)]).await;
+    let gap = store.commit(0, &[opened(committed + 2), opened(committed + 3)]).await;
     assert!(matches!(gap, Err(StoreError::Corrupt(_))), "a longer batch after a gap is corrupt: {gap:?}");
-    let repeat = store.commit(&[opened(committed)]).await;
+    let repeat = store.commit(0, &[opened(committed)]).await;
     assert!(matches!(repeat, Err(StoreError::Corrupt(_))), "a batch repeating a seq is corrupt: {repeat:?}");
-    store.commit(&[]).await.unwrap();
-    assert_eq!(store.committed_seq().await.unwrap(), committed, "a refused batch leaves committed_seq alone");
+    store.commit(0, &[]).await.unwrap();
+    assert_eq!(store.committed_seqs().await.unwrap()[0], committed, "a refused batch leaves committed_seq alone");
     assert!(store.load_account(stray.id).await.unwrap().is_none(), "a refused batch writes nothing");
     driver.assert_store_matches().await;
 
@@ -738,9 +805,9 @@ pub async fn committed_seq_and_gaps(store: Arc<dyn Store>) {
     let next = driver.credit(account, transfer_id(), amount("1"));
     assert_eq!(next, committed + 1);
     driver.durable().await;
-    assert_eq!(store.committed_seq().await.unwrap(), committed + 1);
+    assert_eq!(store.committed_seqs().await.unwrap()[0], committed + 1);
     driver.assert_store_matches().await;
-    driver.shutdown();
+    driver.shutdown().await;
 }
 
 /// (f) Wallets with two assets and holds round-trip: balances, holds and the order the assets
@@ -787,7 +854,7 @@ pub async fn wallets_round_trip(store: Arc<dyn Store>) {
     assert_eq!(eth_position.balance.to_string(), "3.000000000000000001");
     assert_eq!(eth_position.held, amount("2.25"));
     assert!(driver.store.load_wallet(WalletId::from_uuid(new_id())).await.unwrap().is_none());
-    driver.shutdown();
+    driver.shutdown().await;
 }
 
 /// (g) Restart: after the journal shuts down and the store is closed and opened again (the
@@ -816,18 +883,17 @@ where
         .wallet(wallet, WalletCommand::Credit { transfer: transfer_id(), asset: Currency::USDC, amount: amount("7") });
     driver.wallet(wallet, WalletCommand::Hold { transfer: pending, asset: Currency::USDC, amount: amount("0.000001") });
     // Shutdown commits what is still queued: no barrier before it.
-    driver.shutdown();
+    driver.shutdown().await;
     let last = driver.last_appended();
 
     // Close the store (the driver and the journal's writer held the only handles) and open it
     // again, with nothing of the old process but the expected state.
-    let Driver { store, journal, accounts, wallets, transfers, log, last_seq, clock } = driver;
-    drop(journal);
+    let Driver { store, journals, journal, accounts, wallets, transfers, log, last_seq, clock } = driver;
+    drop((journals, journal));
     drop(store);
     let store = open().await;
-    assert_eq!(store.committed_seq().await.unwrap(), last, "everything appended before shutdown is durable");
-    let journal = Journal::start(store.clone(), journal_config(), last).unwrap();
-    let mut driver = Driver { store, journal, accounts, wallets, transfers, log, last_seq, clock };
+    assert_eq!(store.committed_seqs().await.unwrap()[0], last, "everything appended before shutdown is durable");
+    let mut driver = Driver { accounts, wallets, transfers, log, last_seq, clock, ..Driver::start(store).await };
     driver.assert_store_matches().await;
 
     // A new journal numbers on from committed_seq.
@@ -838,8 +904,8 @@ where
     driver.transition(pending, TransferStatus::Completed);
     driver.durable().await;
     driver.assert_store_matches().await;
-    assert_eq!(driver.store.committed_seq().await.unwrap(), last + 4);
-    driver.shutdown();
+    assert_eq!(driver.store.committed_seqs().await.unwrap()[0], last + 4);
+    driver.shutdown().await;
 }
 
 /// Pricing configuration (FX rates, fee rules, transfer-type settings): every field comes back
@@ -923,14 +989,17 @@ pub async fn idempotency_keys_find_their_transfers(store: Arc<dyn Store>) {
         let request = driver.request(source, destination, amount("1.00"));
         let key = Idempotency { scope: caller, key: key_of(index), fingerprint: format!("print-{index}") };
         let id = driver.start_transfer_keyed(request, Some(key));
-        // A later state of the transfer: the look-up must answer with it.
+        // A later state of the transfer, one the store keeps (held, then awaiting review):
+        // the look-up must answer with it.
         driver.step(id, SagaStep::Held);
+        driver.transition(id, TransferStatus::Pending);
         expected.push(id);
     }
     // The same key string under another caller names another transfer.
     let request = driver.request(source, destination, amount("2.00"));
     let key = Idempotency { scope: other_caller, key: key_of(0), fingerprint: "other".to_owned() };
     let others = driver.start_transfer_keyed(request, Some(key));
+    driver.transition(others, TransferStatus::Pending);
     driver.durable().await;
 
     // Every keyed transfer, each asked twice, interleaved with keys nobody used and with the
@@ -961,4 +1030,23 @@ pub async fn idempotency_keys_find_their_transfers(store: Arc<dyn Store>) {
             assert_eq!(loaded.seq, driver.last_seq_of(loaded.value.id.as_uuid()), "the newest stored state");
         }
     }
+
+    // Every key, listed in pages (the engine's start-up read into its key filter): each once.
+    // The order is the store's own (a database's text collation need not be byte order).
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.idempotency_keys_after(after.take(), 7).await.unwrap();
+        assert!(page.len() <= 7);
+        listed.extend(page.iter().cloned());
+        if page.len() < 7 {
+            break;
+        }
+        after = page.last().cloned();
+    }
+    let mut wanted: Vec<(Uuid, String)> = (0..KEYED).map(|index| (caller, key_of(index))).collect();
+    wanted.push((other_caller, key_of(0)));
+    assert_eq!(listed.len(), wanted.len(), "every key once");
+    let listed: std::collections::HashSet<_> = listed.into_iter().collect();
+    assert_eq!(listed, wanted.into_iter().collect(), "exactly the keys transfers were made under");
 }

@@ -193,7 +193,7 @@ impl TestServer {
     /// sequence of API calls, refused or not, may create or lose money), then stops the server
     /// and the engine, and removes an SQLite file.
     pub async fn shutdown(mut self) {
-        self.engine.journal().barrier().wait().await.expect("journal durable");
+        self.engine.journals().barrier().await.expect("journal durable");
         crate::assert_store_consistent(self.store.as_ref()).await;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

@@ -4,6 +4,7 @@
 // Test support code: a failed unwrap is a failed test, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod browser;
 pub mod clock;
 pub mod conformance;
 pub mod http;
@@ -57,8 +58,9 @@ impl Harness {
     }
 
     pub fn request(&self, source: &Account, destination: &Account, amount: Decimal) -> TransferRequest {
+        let now = self.engine.now();
         TransferRequest {
-            id: self.engine.new_transfer_id(),
+            id: self.engine.new_transfer_id_at(now),
             kind: TransferKind::Internal,
             source: source.id,
             destination: destination.id,
@@ -69,7 +71,7 @@ impl Harness {
             description: None,
             beneficiary: None,
             initiated_by: None,
-            created_at: self.engine.now(),
+            created_at: now,
         }
     }
 
@@ -81,7 +83,7 @@ impl Harness {
     /// balances sum to zero, every balance equals its postings, every `held` equals its holds,
     /// and no user account is below its credit limit. Returns the per-currency sums checked.
     pub async fn assert_ledger_consistent(&self) -> BTreeMap<Currency, Decimal> {
-        self.engine.journal().barrier().wait().await.expect("journal durable");
+        self.engine.journals().barrier().await.expect("journal durable");
         assert_store_consistent(self.store.as_ref()).await
     }
 

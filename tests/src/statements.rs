@@ -31,7 +31,8 @@ pub const HEADER: [&str; 12] = [
 
 #[derive(Clone, Debug)]
 pub struct LedgerLine {
-    pub seq: i64,
+    /// The account's posting number.
+    pub version: i64,
     pub transfer: String,
     pub account: String,
     pub owner: Option<String>,
@@ -42,19 +43,22 @@ pub struct LedgerLine {
     pub kind: String,
     pub reference: Option<String>,
     pub description: Option<String>,
+    /// When the posting was booked.
     pub created_at: i64,
 }
 
-type PostingRow = (i64, String, String, String, String, String, String);
-type TransferRow = (String, String, Option<String>, Option<String>, i64);
+type PostingRow = (String, i64, i64, String, String, String, String, String);
+type TransferRow = (String, String, Option<String>, Option<String>);
 type AccountRow = (String, Option<String>);
 
-const POSTINGS_SQL: &str = "SELECT seq, CAST(transfer_id AS TEXT), CAST(account_id AS TEXT), currency, direction,
-        CAST(amount AS TEXT), CAST(balance_after AS TEXT) FROM postings ORDER BY seq";
-const TRANSFERS_SQL: &str = "SELECT CAST(id AS TEXT), kind, reference, description, created_at FROM transfers";
+const POSTINGS_SQL: &str = "SELECT CAST(account_id AS TEXT), booked_at, version, CAST(transfer_id AS TEXT), currency,
+        direction, CAST(amount AS TEXT), CAST(balance_after AS TEXT) FROM postings
+        ORDER BY account_id, booked_at, version";
+const TRANSFERS_SQL: &str = "SELECT CAST(id AS TEXT), kind, reference, description FROM transfers";
 const ACCOUNTS_SQL: &str = "SELECT CAST(id AS TEXT), CAST(owner_id AS TEXT) FROM accounts";
 
-/// Every posting, in journal order, joined in Rust with its transfer and account.
+/// Every posting, account by account (id order), each account's in booking and posting order,
+/// joined in Rust with its transfer and account.
 pub async fn ledger(server: &TestServer) -> Vec<LedgerLine> {
     let (postings, transfers, accounts): (Vec<PostingRow>, Vec<TransferRow>, Vec<AccountRow>) = match server.backend {
         Backend::Postgres => {
@@ -78,10 +82,10 @@ pub async fn ledger(server: &TestServer) -> Vec<LedgerLine> {
     let owners: HashMap<String, Option<String>> = accounts.into_iter().collect();
     postings
         .into_iter()
-        .map(|(seq, transfer, account, currency, direction, amount, balance_after)| {
-            let (_, kind, reference, description, created_at) = transfers[&transfer].clone();
+        .map(|(account, created_at, version, transfer, currency, direction, amount, balance_after)| {
+            let (_, kind, reference, description) = transfers[&transfer].clone();
             LedgerLine {
-                seq,
+                version,
                 owner: owners[&account].clone(),
                 transfer,
                 account,
@@ -112,13 +116,15 @@ pub async fn execute(server: &TestServer, sql: &str) {
     }
 }
 
-pub async fn set_created_at(server: &TestServer, transfer: &str, created_at: i64) {
-    execute(server, &format!("UPDATE transfers SET created_at = {created_at} WHERE id = '{transfer}'")).await;
+/// Moves the transfer's postings to another booking time.
+pub async fn set_booked_at(server: &TestServer, transfer: &str, booked_at: i64) {
+    execute(server, &format!("UPDATE postings SET booked_at = {booked_at} WHERE transfer_id = '{transfer}'")).await;
 }
 
-/// The posting's id as the API writes it: its sequence number as a UUID.
-pub fn posting_id(seq: i64) -> String {
-    uuid::Uuid::from_u128(u128::try_from(seq).unwrap()).to_string()
+/// The posting's id as the API writes it: a name-based UUID (v5) of its account and number.
+pub fn posting_id(account: &str, version: i64) -> String {
+    let account = uuid::Uuid::parse_str(account).unwrap();
+    uuid::Uuid::new_v5(&account, &u64::try_from(version).unwrap().to_be_bytes()).to_string()
 }
 
 pub fn scale(currency: &str) -> u32 {
@@ -148,7 +154,7 @@ pub fn micros_of(rfc3339: &str) -> i64 {
 /// Asserts a JSON line is exactly the ledger's posting.
 #[track_caller]
 pub fn assert_json_line(item: &Value, line: &LedgerLine) {
-    assert_eq!(item["id"], posting_id(line.seq));
+    assert_eq!(item["id"], posting_id(&line.account, line.version));
     assert_eq!(item["transfer_id"], line.transfer);
     assert_eq!(item["account_id"], line.account);
     assert_eq!(item["user_id"].as_str().map(str::to_owned), line.owner);
@@ -166,7 +172,7 @@ pub fn assert_json_line(item: &Value, line: &LedgerLine) {
 #[track_caller]
 pub fn assert_csv_record(record: &[String], line: &LedgerLine) {
     assert_eq!(record.len(), HEADER.len(), "{record:?}");
-    assert_eq!(record[0], posting_id(line.seq));
+    assert_eq!(record[0], posting_id(&line.account, line.version));
     assert_eq!(record[1], line.transfer);
     assert_eq!(record[2], line.account);
     assert_eq!(record[3], line.owner.clone().unwrap_or_default());

@@ -17,7 +17,7 @@ use tally_persistence::MemoryStore;
 use tally_tests::{Harness, assert_store_consistent};
 
 async fn restart(engine: &Engine, store: &Arc<MemoryStore>) -> Engine {
-    engine.journal().barrier().wait().await.unwrap();
+    engine.journals().barrier().await.unwrap();
     engine.halt().await;
     Engine::start(store.clone(), EngineConfig::default()).await.unwrap()
 }
@@ -61,19 +61,22 @@ fn order(
 /// Runs the first `legs` legs of `op` by hand, recording the operation before them and after
 /// each but the last (the crash lands between a leg and its record).
 async fn run_legs_then_crash_before_recording(engine: &Engine, op: &mut CryptoOp, legs: u32) {
-    engine.journal().append(Record::CryptoOp(Box::new(op.clone()))).unwrap();
+    // Every record in the operation's own journal, as its saga appends them.
+    let shard = engine.shard_of(op.id.as_uuid());
+    let journal = engine.journals().shard(shard).clone();
+    journal.append(Record::CryptoOp(Box::new(op.clone()))).unwrap();
     for (index, leg) in op.legs().into_iter().take(legs as usize).enumerate() {
         match leg {
             tally_engine::crypto::Leg::Account { account, command } => {
-                engine.accounts().command(account, command).await.unwrap();
+                engine.accounts().command_on(account, command, Some(shard)).await.unwrap();
             }
             tally_engine::crypto::Leg::Wallet { wallet, command } => {
-                engine.wallets().command(wallet, command).await.unwrap();
+                engine.wallets().command_on(wallet, command, Some(shard)).await.unwrap();
             }
         }
         if index + 1 < legs as usize {
             op.step += 1;
-            engine.journal().append(Record::CryptoOp(Box::new(op.clone()))).unwrap();
+            journal.append(Record::CryptoOp(Box::new(op.clone()))).unwrap();
         }
     }
 }
@@ -102,7 +105,7 @@ async fn a_pending_withdrawal_keeps_its_hold_across_a_crash_and_settles_after() 
     let settled = engine.settle_withdrawal(withdrawal.id, true, "tx-out".into()).await.unwrap();
     assert_eq!(settled.status, CryptoOpStatus::Completed);
     assert_eq!(wallet_figures(&engine, profile.wallet, Currency::BTC).await, (dec!(0.6), dec!(0)));
-    engine.journal().barrier().wait().await.unwrap();
+    engine.journals().barrier().await.unwrap();
     let sums = assert_store_consistent(harness.store.as_ref()).await;
     assert_eq!(sums[&Currency::BTC], Decimal::ZERO);
     engine.shutdown(std::time::Duration::from_secs(5)).await;

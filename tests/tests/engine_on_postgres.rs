@@ -73,3 +73,39 @@ async fn acknowledged_transfers_are_in_postgres_and_survive_a_restart() {
     assert_eq!(total, dec!(80.000000000000000008));
     engine.shutdown(Duration::from_secs(5)).await;
 }
+
+/// The wall clock going back across a restart does not reorder an account's postings: the
+/// restarted engine books no earlier than the last committed batch, so the postings after a
+/// snapshot are still found after it, and a third start sees the right balance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_that_went_back_across_a_restart_loses_no_posting() {
+    let (store, url) = postgres::fresh_store("clockback").await;
+    let owner = UserId::from_u128(1);
+    // First run: an hour ahead of the machine's clock. Shutdown writes the snapshots, booked
+    // an hour from now.
+    let ahead = Arc::new(tally_tests::clock::ShiftedClock::default());
+    ahead.advance(Duration::from_secs(3_600));
+    let engine = Engine::start_with(store.clone(), EngineConfig::default(), ahead, Arc::new(tally_actors::RandomIds))
+        .await
+        .unwrap();
+    let account = engine.open_account(owner, Currency::USD, Decimal::ZERO).await.unwrap();
+    engine.adjust(TransferKind::AdminCredit, account.id, dec!(10), None, None, None).await.unwrap();
+    engine.shutdown(Duration::from_secs(5)).await;
+    drop(engine);
+    drop(store);
+
+    // Second run: the clock is back to now, an hour before those snapshots.
+    let store = Arc::new(tally_persistence::postgres::PgStore::connect(&url).await.unwrap());
+    let engine = Engine::start(store.clone(), EngineConfig::default()).await.unwrap();
+    engine.adjust(TransferKind::AdminCredit, account.id, dec!(5), None, None, None).await.unwrap();
+    assert_eq!(engine.account(account.id).await.unwrap().balance(), dec!(15));
+    // Halt: no snapshot is written, so the third run must find the posting after the snapshot.
+    engine.halt().await;
+    drop(engine);
+    drop(store);
+
+    let store = Arc::new(tally_persistence::postgres::PgStore::connect(&url).await.unwrap());
+    let engine = Engine::start(store.clone(), EngineConfig::default()).await.unwrap();
+    assert_eq!(engine.account(account.id).await.unwrap().balance(), dec!(15), "the second run's posting counts");
+    engine.shutdown(Duration::from_secs(5)).await;
+}

@@ -20,7 +20,7 @@ use tally_tests::on_both_stores;
 use tally_tests::server::{Client, TallyServer};
 use tally_tests::statements::{
     CsvReader, HEADER, LedgerLine, assert_amount, assert_csv_record, assert_json_line, execute, ledger, parse_csv,
-    set_created_at,
+    set_booked_at,
 };
 
 on_both_stores!(
@@ -180,9 +180,22 @@ async fn days_are_utc_and_inclusive_to_the_microsecond(server: TestServer) {
     let date = time::OffsetDateTime::now_utc().date() - time::Duration::days(10);
     let day_start = i64::try_from(date.midnight().assume_utc().unix_timestamp_nanos() / 1_000).unwrap();
     let edges = [day_start - 1, day_start, day_start + DAY_MICROS - 1, day_start + DAY_MICROS];
-    for (transfer, created_at) in world.transfers.iter().zip(edges) {
-        set_created_at(&server, transfer, created_at).await;
+    for (transfer, booked_at) in world.transfers.iter().zip(edges) {
+        set_booked_at(&server, transfer, booked_at).await;
     }
+    // Every other posting (the fundings, and the ETH transfer after its funding) was booked
+    // before those four: it moves three days before the day, so each account's postings stay
+    // in booking order.
+    let moved: Vec<String> = world.transfers[..4].iter().map(|id| format!("'{id}'")).collect();
+    execute(
+        &server,
+        &format!(
+            "UPDATE postings SET booked_at = {} WHERE transfer_id NOT IN ({})",
+            day_start - 3 * DAY_MICROS,
+            moved.join(", ")
+        ),
+    )
+    .await;
     let expected = ledger(&server).await;
     let of_account = |from: i64, to: i64| -> Vec<LedgerLine> {
         expected
@@ -361,7 +374,7 @@ async fn bad_queries_are_400_and_other_users_accounts_404_as_the_account_routes(
 
 /// A server on a fresh Postgres database whose owner (a registered user) holds account A,
 /// debited by `n_transfers` synthetic transfers to account B on 2025-06-15, inserted behind
-/// the server's back while it is stopped, after the journal's last sequence number.
+/// the server's back while it is stopped (booked one microsecond apart).
 async fn bulk_account(n_transfers: i64) -> (TallyServer, Client, String, String) {
     let url = tally_tests::postgres::fresh_database("account_statement").await;
     let mut server = TallyServer::start(&url, &[]).await;
@@ -380,39 +393,39 @@ async fn bulk_account(n_transfers: i64) -> (TallyServer, Client, String, String)
     server.kill();
 
     let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
-    let (seq_0,): (i64,) = sqlx::query_as("SELECT committed_seq FROM journal_state").fetch_one(&mut db).await.unwrap();
     let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     let day = 1_749_945_600_000_000_i64;
-    let last = seq_0 + 2 * n_transfers;
+    let last = day + n_transfers;
     let transfer_id = "('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid";
     let amount = "round(((i % 100) + 1)::numeric / 100, 2)";
+    // Posting `i` of either account is transfer `i`'s; each account's snapshot is at its last
+    // posting, so the server loads them without replaying anything.
     let statements = [
         format!(
             "INSERT INTO accounts (id, owner_id, currency, kind, status, balance, held, credit_limit, created_at,
-                                   snapshot_seq)
-             VALUES ('{a}', '{owner_id}', 'USD', 'user', 'active', 0, 0, 0, {day}, {last}),
-                    ('{b}', '{owner_id}', 'USD', 'user', 'active', 0, 0, 0, {day}, {last})"
+                                   version, booked_at)
+             VALUES ('{a}', '{owner_id}', 'USD', 'user', 'active', 0, 0, 0, {day}, {n_transfers}, {last}),
+                    ('{b}', '{owner_id}', 'USD', 'user', 'active', 0, 0, 0, {day}, {n_transfers}, {last})"
         ),
         format!(
             "INSERT INTO transfers (id, kind, status, step, source_id, destination_id, amount, currency, fee,
                                     destination_amount, destination_currency, reference, description,
                                     created_at, completed_at, seq)
              SELECT {transfer_id}, 'internal', 'completed', 'posted', '{a}', '{b}', {amount}, 'USD', 0,
-                    {amount}, 'USD', 'bulk-' || i, NULL, {day} + i, {day} + i, {seq_0} + 2 * i
+                    {amount}, 'USD', 'bulk-' || i, NULL, {day} + i, {day} + i, i
              FROM generate_series(1, {n_transfers}) i"
         ),
         format!(
-            "INSERT INTO postings (seq, transfer_id, account_id, currency, direction, amount, balance_after)
-             SELECT seq, transfer_id, account_id, 'USD', direction, amount, balance_after FROM (
-                 SELECT {seq_0} + 2 * i - 1 AS seq, {transfer_id} AS transfer_id, '{a}'::uuid AS account_id,
-                        'debit' AS direction, {amount} AS amount, -SUM({amount}) OVER (ORDER BY i) AS balance_after
-                 FROM generate_series(1, {n_transfers}) i
-                 UNION ALL
-                 SELECT {seq_0} + 2 * i, {transfer_id}, '{b}'::uuid, 'credit', {amount}, SUM({amount}) OVER (ORDER BY i)
-                 FROM generate_series(1, {n_transfers}) i
-             ) lines"
+            "INSERT INTO postings (account_id, booked_at, version, transfer_id, currency, direction, amount,
+                                   balance_after, shard, seq)
+             SELECT '{a}'::uuid, {day} + i, i, {transfer_id}, 'USD', 'debit', {amount},
+                    -SUM({amount}) OVER (ORDER BY i), 0, i
+             FROM generate_series(1, {n_transfers}) i
+             UNION ALL
+             SELECT '{b}'::uuid, {day} + i, i, {transfer_id}, 'USD', 'credit', {amount},
+                    SUM({amount}) OVER (ORDER BY i), 0, i
+             FROM generate_series(1, {n_transfers}) i"
         ),
-        format!("UPDATE journal_state SET committed_seq = {last}"),
     ];
     for sql in statements {
         sqlx::query(&sql).execute(&mut db).await.unwrap();
@@ -480,13 +493,10 @@ async fn a_failure_mid_stream_aborts_the_owner_s_download() {
     let url = format!("{}/v1/accounts/{account}/statement?from=2025-06-15&to=2025-06-15&format=csv", server.base_url());
     let mut db = sqlx::PgConnection::connect(&database).await.unwrap();
     // The 1,501st line of the account (past the first chunk) gets a currency nobody knows.
-    sqlx::query(&format!(
-        "UPDATE postings SET currency = 'XXX' WHERE seq = (SELECT seq FROM postings WHERE account_id = '{account}'
-         ORDER BY seq OFFSET 1500 LIMIT 1)"
-    ))
-    .execute(&mut db)
-    .await
-    .unwrap();
+    sqlx::query(&format!("UPDATE postings SET currency = 'XXX' WHERE account_id = '{account}' AND version = 1501"))
+        .execute(&mut db)
+        .await
+        .unwrap();
     db.close().await.unwrap();
     let response = owner.http.get(&url).bearer_auth(&owner.token).send().await.unwrap();
     assert_eq!(response.status(), 200, "the first chunk was fine, so the answer started");

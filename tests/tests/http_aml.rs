@@ -266,6 +266,27 @@ async fn a_flag_rule_lets_the_transfer_complete_and_its_flag_is_listed_counted_a
         .get(&format!("/v1/admin/aml/flags/{}", uuid::Uuid::new_v4()), Some(&admin.token))
         .await
         .assert_problem(404, "NOT_FOUND");
+
+    // A transfer's own flags: the flagged one has its flag, the small one none, whatever
+    // their status; an unknown transfer is 404, a malformed id 400.
+    let big_id = big.str("id");
+    let of_big = flags(&server, &reader, &format!("?transfer_id={big_id}")).await;
+    assert_eq!(of_big.len(), 1);
+    assert_eq!(of_big[0]["id"], id);
+    assert_eq!(count(&server, &reader, &format!("?transfer_id={big_id}")).await, 1);
+    assert_eq!(count(&server, &reader, &format!("?transfer_id={big_id}&status=open")).await, 0);
+    assert_eq!(count(&server, &reader, &format!("?transfer_id={big_id}&status=cleared")).await, 1);
+    assert!(flags(&server, &reader, &format!("?transfer_id={}", small.str("id"))).await.is_empty());
+    for path in ["/v1/admin/aml/flags", "/v1/admin/aml/flags/count"] {
+        server
+            .get(&format!("{path}?transfer_id={}", uuid::Uuid::new_v4()), Some(&reader.token))
+            .await
+            .assert_problem(404, "NOT_FOUND");
+        server
+            .get(&format!("{path}?transfer_id=not-a-uuid"), Some(&reader.token))
+            .await
+            .assert_problem(400, "VALIDATION_ERROR");
+    }
     server.shutdown().await;
 }
 

@@ -50,7 +50,7 @@ async fn assert_positions(server: &TestServer, expected: &[(&str, Decimal, Decim
 /// Every currency's balances sum to zero in the store, right now (and the rest of `tally
 /// check`'s invariants hold).
 async fn assert_conserved(server: &TestServer) {
-    server.engine.journal().barrier().wait().await.expect("journal durable");
+    server.engine.journals().barrier().await.expect("journal durable");
     let sums = tally_tests::assert_store_consistent(server.store.as_ref()).await;
     assert!(sums.values().all(Decimal::is_zero), "per-currency sums: {sums:?}");
 }

@@ -244,7 +244,7 @@ async fn orders_and_withdrawals_page_newest_first_as_the_store_holds_them(server
     server.shutdown().await;
 }
 
-type PostingRow = (i64, String, String, String, String, String);
+type PostingRow = (i64, i64, String, String, String, String, String);
 
 async fn wallet_transactions_are_the_wallet_s_postings_newest_first(server: TestServer) {
     server.engine.set_fx_rate(Currency::BTC, Currency::EUR, dec!(30000)).await.unwrap();
@@ -261,8 +261,9 @@ async fn wallet_transactions_are_the_wallet_s_postings_newest_first(server: Test
     let postings: Vec<PostingRow> = rows(
         &server,
         &format!(
-            "SELECT seq, CAST(transfer_id AS TEXT), direction, CAST(amount AS TEXT), CAST(balance_after AS TEXT), asset
-             FROM wallet_postings WHERE CAST(wallet_id AS TEXT) = '{}' ORDER BY seq DESC",
+            "SELECT CAST(shard AS BIGINT), seq, CAST(transfer_id AS TEXT), direction, CAST(amount AS TEXT),
+                    CAST(balance_after AS TEXT), asset
+             FROM wallet_postings WHERE CAST(wallet_id AS TEXT) = '{}' ORDER BY booked_at DESC, shard DESC, seq DESC",
             alice.wallet
         ),
     )
@@ -271,7 +272,7 @@ async fn wallet_transactions_are_the_wallet_s_postings_newest_first(server: Test
         rows(&server, "SELECT CAST(id AS TEXT), kind, created_at FROM crypto_ops").await;
     // Deposit, buy, sell, confirmed withdrawal: the failed and the pending ones posted nothing.
     assert_eq!(postings.len(), 4, "{postings:?}");
-    let posted: Vec<&str> = postings.iter().map(|row| row.1.as_str()).collect();
+    let posted: Vec<&str> = postings.iter().map(|row| row.2.as_str()).collect();
     assert_eq!(posted[..3], [confirmed.as_str(), sell.as_str(), buy.as_str()]);
     assert!(!posted.contains(&failed.as_str()) && !posted.contains(&pending.as_str()));
 
@@ -279,9 +280,10 @@ async fn wallet_transactions_are_the_wallet_s_postings_newest_first(server: Test
     for limit in [1, 3, 200] {
         let items = walk(&server, &alice.user.token, &path, limit).await;
         assert_eq!(items.len(), postings.len(), "every posting once at limit {limit}");
-        for (item, (seq, operation, direction, amount, balance_after, asset)) in items.iter().zip(&postings) {
+        for (item, (shard, seq, operation, direction, amount, balance_after, asset)) in items.iter().zip(&postings) {
             let (_, kind, created_at) = ops.iter().find(|(id, ..)| id == operation).unwrap();
-            assert_eq!(item["id"], uuid::Uuid::from_u128(u128::try_from(*seq).unwrap()).to_string());
+            let id = (u128::try_from(*shard).unwrap() << 64) | u128::try_from(*seq).unwrap();
+            assert_eq!(item["id"], uuid::Uuid::from_u128(id).to_string(), "the shard and sequence as one UUID");
             assert_eq!(item["operation_id"], operation.as_str());
             assert_eq!(item["kind"], kind.as_str());
             assert_eq!(item["direction"], direction.as_str());
@@ -410,7 +412,7 @@ async fn each_page_is_one_range_scan_of_its_index(server: TestServer) {
                 let sql = format!("EXPLAIN {}", wallet_posting_page_sql_postgres(with_cursor));
                 let mut query = sqlx::query_as::<_, (String,)>(&sql).bind(owner).bind(50_i64);
                 if with_cursor {
-                    query = query.bind(1_000_i64);
+                    query = query.bind(after.0).bind(0_i16).bind(1_000_i64);
                 }
                 let plan: Vec<String> =
                     query.fetch_all(&mut db).await.unwrap().into_iter().map(|(line,)| line).collect();
@@ -438,7 +440,7 @@ async fn each_page_is_one_range_scan_of_its_index(server: TestServer) {
                 let sql = format!("EXPLAIN QUERY PLAN {}", wallet_posting_page_sql_sqlite(with_cursor));
                 let mut query = sqlx::query_as::<_, (i64, i64, i64, String)>(&sql).bind(&owner).bind(50_i64);
                 if with_cursor {
-                    query = query.bind(1_000_i64);
+                    query = query.bind(after.0).bind(0_i64).bind(1_000_i64);
                 }
                 let plan: Vec<String> =
                     query.fetch_all(&mut db).await.unwrap().into_iter().map(|(.., detail)| detail).collect();

@@ -1,7 +1,9 @@
 //! The listings over a real socket: `GET /v1/transfers` (the caller's only, newest first,
 //! every transfer exactly once across pages even while new ones arrive), the admin transfer
 //! and account listings and counts with each filter and their permissions, and an account's
-//! transactions and balance history against the postings the store holds.
+//! transactions and balance history against the postings the store holds; `order=oldest_first`
+//! walks the pending queue from its oldest transfer, and a customer's transfers (both sides of
+//! each of their accounts) page by page.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -19,6 +21,8 @@ on_both_stores!(
     bad_query_parameters_are_refused_and_a_token_is_needed,
     admin_listings_and_counts_apply_each_filter_and_need_their_permission,
     transactions_and_balance_history_match_the_postings,
+    oldest_first_walks_the_pending_queue_from_its_oldest_transfer_and_cursors_keep_their_order,
+    oldest_first_pages_a_customers_transfers_over_both_sides_of_every_account,
 );
 
 fn internal(source: &str, destination: &str, amount: &str) -> Value {
@@ -285,7 +289,7 @@ async fn transactions_and_balance_history_match_the_postings(server: TestServer)
     server.post("/v1/transfers", Some(&alice.token), body).await.assert_status(201);
     send(&server, &alice, &from, &to, "7").await;
     send(&server, &bob, &to, &from, "2").await;
-    server.engine.journal().barrier().wait().await.expect("durable");
+    server.engine.journals().barrier().await.expect("durable");
 
     let postings = server.store.postings_of(account_id(&from)).await.unwrap();
     let pages = walk(&server, &alice.token, &format!("/v1/accounts/{from}/transactions"), 2).await;
@@ -326,5 +330,156 @@ async fn transactions_and_balance_history_match_the_postings(server: TestServer)
     for path in ["transactions", "balance-history"] {
         server.get(&format!("/v1/accounts/{from}/{path}"), Some(&bob.token)).await.assert_problem(404, "NOT_FOUND");
     }
+    server.shutdown().await;
+}
+
+async fn oldest_first_walks_the_pending_queue_from_its_oldest_transfer_and_cursors_keep_their_order(
+    server: TestServer,
+) {
+    let (alice, from, _bob, to) = alice_and_bob(&server).await;
+    let admin = server.admin(&["transfers:read"]).await;
+    let mut pending = Vec::new();
+    for i in 0..7 {
+        let body = json!({"type": "external", "source_account_id": from, "amount": format!("{}", i + 1),
+                          "beneficiary": {"name": "Grace Hopper", "iban": "DE89 3704 0044 0532 0130 00"}});
+        let reply = server.post("/v1/transfers", Some(&alice.token), body).await;
+        reply.assert_status(202);
+        pending.push(reply.str("id"));
+        // A completed transfer between the pending ones: the status filter leaves it out.
+        send(&server, &alice, &from, &to, "1").await;
+    }
+    // Pages of three, oldest first: every pending transfer once, in creation order.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = "/v1/admin/transfers?status=pending&order=oldest_first&limit=3".to_owned();
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let page = server.get(&url, Some(&admin.token)).await;
+        page.assert_status(200);
+        seen.extend(page.body["items"].as_array().unwrap().iter().map(|item| item["id"].as_str().unwrap().to_owned()));
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+        assert!(seen.len() <= pending.len(), "pagination terminates");
+    }
+    assert_eq!(seen, pending, "oldest first, each once");
+    // Newest first (the default, and by name) is the same set reversed.
+    let newest = server.get("/v1/admin/transfers?status=pending&limit=50", Some(&admin.token)).await;
+    let named = server.get("/v1/admin/transfers?status=pending&order=newest_first&limit=50", Some(&admin.token)).await;
+    let ids = |reply: &tally_tests::http::Reply| -> Vec<String> {
+        reply.body["items"].as_array().unwrap().iter().map(|item| item["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let mut reversed = pending.clone();
+    reversed.reverse();
+    assert_eq!(ids(&newest), reversed);
+    assert_eq!(ids(&named), reversed);
+    // The customer's listing takes the same order.
+    let mine = server.get("/v1/transfers?status=pending&order=oldest_first&limit=50", Some(&alice.token)).await;
+    mine.assert_status(200);
+    assert_eq!(ids(&mine), pending);
+
+    // A cursor continues only the order it came from: a position means the opposite in the
+    // other order, so it is refused rather than silently skipping the queue's head.
+    let first = server.get("/v1/admin/transfers?status=pending&order=oldest_first&limit=2", Some(&admin.token)).await;
+    let oldest_cursor = first.str("next_cursor");
+    server
+        .get(&format!("/v1/admin/transfers?status=pending&cursor={oldest_cursor}"), Some(&admin.token))
+        .await
+        .assert_problem(400, "VALIDATION_ERROR");
+    let newest_first = server.get("/v1/admin/transfers?status=pending&limit=2", Some(&admin.token)).await;
+    let newest_cursor = newest_first.str("next_cursor");
+    server
+        .get(&format!("/v1/admin/transfers?order=oldest_first&cursor={newest_cursor}"), Some(&admin.token))
+        .await
+        .assert_problem(400, "VALIDATION_ERROR");
+    for bad in ["oldest", "asc", "", "OLDEST_FIRST"] {
+        let reply = server.get(&format!("/v1/admin/transfers?order={bad}"), Some(&admin.token)).await;
+        reply.assert_problem(400, "VALIDATION_ERROR");
+        assert!(reply.text.contains("order"), "the field is named: {}", reply.text);
+    }
+    server.shutdown().await;
+}
+
+/// The ids of every page of `url` (which has a query already) after `cursor`, following
+/// `next_cursor`.
+async fn ids_after(server: &TestServer, token: &str, url: &str, limit: u32, mut cursor: Option<String>) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        let page = match &cursor {
+            Some(cursor) => server.get(&format!("{url}&limit={limit}&cursor={cursor}"), Some(token)).await,
+            None => server.get(&format!("{url}&limit={limit}"), Some(token)).await,
+        };
+        page.assert_status(200);
+        let items = page.body["items"].as_array().unwrap();
+        assert!(items.len() <= limit as usize);
+        ids.extend(items.iter().map(|item| item["id"].as_str().unwrap().to_owned()));
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return ids,
+        }
+    }
+    panic!("pagination of {url} did not terminate");
+}
+
+/// Oldest first, a customer's listing is one range per index for each of their accounts, read
+/// upwards from the cursor and merged: every page continues exactly where the last one ended,
+/// whichever side of whichever account the next transfer is on, and a transfer on both sides
+/// is listed once.
+async fn oldest_first_pages_a_customers_transfers_over_both_sides_of_every_account(server: TestServer) {
+    let (alice, from, bob, to) = alice_and_bob(&server).await;
+    let savings = server.open_account(&alice, "USD").await;
+    server.fund(&to, dec!(100)).await;
+    let admin = server.admin(&["transfers:read"]).await;
+    let mut sent = Vec::new();
+    for _ in 0..4 {
+        sent.push(send(&server, &alice, &from, &to, "1").await); // Alice's as source
+        sent.push(send(&server, &bob, &to, &savings, "1").await); // as destination, another account
+        sent.push(send(&server, &alice, &from, &savings, "1").await); // both sides hers
+        sent.push(send(&server, &bob, &to, &from, "1").await); // as destination
+    }
+    // Newest first in one page: the 16 newest first, then her funding.
+    let newest = server.get("/v1/transfers?limit=50", Some(&alice.token)).await;
+    newest.assert_status(200);
+    let newest: Vec<String> =
+        newest.body["items"].as_array().unwrap().iter().map(|item| item["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(newest.len(), 17, "16 sent and the funding");
+    let oldest: Vec<String> = newest.iter().rev().cloned().collect();
+    assert_eq!(&oldest[1..], &sent[..], "oldest first is the order they were made");
+    for limit in [1, 2, 3, 4, 5, 16, 17, 50] {
+        let walked = ids_after(&server, &alice.token, "/v1/transfers?order=oldest_first", limit, None).await;
+        assert_eq!(walked, oldest, "limit {limit}");
+        let completed =
+            ids_after(&server, &alice.token, "/v1/transfers?order=oldest_first&status=completed", limit, None).await;
+        assert_eq!(completed, oldest, "status=completed, limit {limit}");
+    }
+    // Bob's side: his funding and the 12 that touch his account, oldest first.
+    let bobs = ids_after(&server, &bob.token, "/v1/transfers?order=oldest_first", 3, None).await;
+    let his: Vec<&String> = sent.iter().enumerate().filter(|(i, _)| i % 4 != 2).map(|(_, id)| id).collect();
+    assert_eq!(bobs.len(), 13);
+    assert_eq!(bobs[1..].iter().collect::<Vec<_>>(), his);
+
+    // Oldest first, a transfer made while a client pages is after its cursor: it comes on a
+    // later page, once, at the end.
+    let first = server.get("/v1/transfers?order=oldest_first&limit=5", Some(&alice.token)).await;
+    first.assert_status(200);
+    let mut seen: Vec<String> =
+        first.body["items"].as_array().unwrap().iter().map(|item| item["id"].as_str().unwrap().to_owned()).collect();
+    let late = send(&server, &bob, &to, &savings, "1").await;
+    let rest =
+        ids_after(&server, &alice.token, "/v1/transfers?order=oldest_first", 5, Some(first.str("next_cursor"))).await;
+    seen.extend(rest);
+    let mut expected = oldest.clone();
+    expected.push(late);
+    assert_eq!(seen, expected);
+
+    // The admin listing, every status, oldest first is the newest-first walk reversed.
+    let mut admin_newest = ids_after(&server, &admin.token, "/v1/admin/transfers?order=newest_first", 4, None).await;
+    admin_newest.reverse();
+    let admin_oldest = ids_after(&server, &admin.token, "/v1/admin/transfers?order=oldest_first", 4, None).await;
+    assert_eq!(admin_oldest, admin_newest);
+    assert_eq!(admin_oldest.len(), 19, "two fundings and 17 sent");
     server.shutdown().await;
 }

@@ -1,7 +1,7 @@
 //! Operations over a real socket: an injected actor panic and the quarantine it leads to show
 //! in `/v1/admin/actors`, an operator releases the quarantine (`ops:write`) and the account
 //! works again; the health API's `http` section counts requests by status and latency; `/ops`
-//! is a self-contained HTML page.
+//! and `/admin` are self-contained HTML pages.
 
 // Test code: a failed unwrap or panic is a failed test, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -17,6 +17,7 @@ on_both_stores!(
     release_refuses_bad_input_and_callers_without_ops_write_and_changes_nothing,
     the_health_api_counts_requests_by_status_and_latency_bucket,
     the_ops_page_is_one_self_contained_html_document,
+    the_admin_console_is_one_self_contained_html_document_under_a_hash_based_policy,
     login_sessions_show_as_session_actors_in_the_health_api,
 );
 
@@ -161,6 +162,43 @@ async fn the_ops_page_is_one_self_contained_html_document(server: TestServer) {
     let without_namespace = page.text.replace("http://www.w3.org/2000/svg", "");
     assert!(!without_namespace.contains("http://") && !without_namespace.contains("https://"));
     assert_eq!(server.post_empty("/ops", None).await.status, 405);
+}
+
+async fn the_admin_console_is_one_self_contained_html_document_under_a_hash_based_policy(server: TestServer) {
+    let page = server.get("/admin", None).await;
+    page.assert_status(200);
+    let header = |name: &str| page.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert_eq!(header("content-type"), "text/html; charset=utf-8");
+    assert_eq!(header("cache-control"), "no-store");
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert_eq!(header("referrer-policy"), "no-referrer");
+    let policy = header("content-security-policy");
+    for directive in ["default-src 'none'", "connect-src 'self'", "form-action 'none'", "frame-ancestors 'none'"] {
+        assert!(policy.contains(directive), "{directive} in {policy}");
+    }
+    // The one script and the one stylesheet are admitted by their hash, and nothing inline
+    // besides: the hashes in the header are those of the page's own elements.
+    assert!(!policy.contains("unsafe-inline") && !policy.contains("unsafe-eval"), "{policy}");
+    let inner = |open: &str, close: &str| {
+        let start = page.text.find(open).unwrap() + open.len();
+        page.text[start..start + page.text[start..].find(close).unwrap()].to_owned()
+    };
+    for (element, directive) in
+        [(inner("<script>", "</script>"), "script-src"), (inner("<style>", "</style>"), "style-src")]
+    {
+        let hash = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            tally_http::digest::sha256(element.as_bytes()),
+        );
+        assert!(
+            policy.contains(&format!("{directive} 'sha256-{hash}'")),
+            "{directive} admits the page's own element: {policy}"
+        );
+    }
+    assert!(page.text.starts_with("<!doctype html>"));
+    assert!(!page.text.contains("http://") && !page.text.contains("https://"), "nothing from elsewhere");
+    assert!(page.text.contains("/v1/admin/transfers") && page.text.contains("/v1/auth/login"), "it uses the API");
+    assert_eq!(server.post_empty("/admin", None).await.status, 405);
 }
 
 trait Quarantine {

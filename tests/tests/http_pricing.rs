@@ -51,7 +51,7 @@ async fn balance_of(server: &TestServer, id: tally_engine::AccountId) -> (Decima
 
 /// Per currency, the sum of every balance is zero (and each balance is its postings' sum).
 async fn assert_conserved(server: &TestServer) {
-    server.engine.journal().barrier().wait().await.unwrap();
+    server.engine.journals().barrier().await.unwrap();
     let sums = tally_tests::assert_store_consistent(server.store.as_ref()).await;
     assert!(sums.values().all(|sum| sum.is_zero()), "per-currency sums {sums:?}");
 }

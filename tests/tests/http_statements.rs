@@ -2,7 +2,8 @@
 //!
 //! `GET /v1/admin/statements` is checked against the ledger itself, read straight from the
 //! database's `postings`, `transfers` and `accounts` tables (not through the read model under
-//! test): JSON pages walk every posting exactly once, oldest first; filters select by account,
+//! test): JSON pages walk every posting exactly once, account by account and oldest first within
+//! each; filters select by account,
 //! user, direction and UTC day (edges at midnight to the microsecond); the CSV is the ledger
 //! row by row, exact amounts at the currency's scale, tricky texts quoted per RFC 4180; a
 //! failure mid-stream breaks the download instead of truncating it quietly; and a million
@@ -25,7 +26,7 @@ use tally_tests::on_both_stores;
 use tally_tests::server::{Client, TallyServer};
 use tally_tests::statements::{
     CsvReader, HEADER, LedgerLine, assert_amount, assert_csv_record, assert_json_line, execute, ledger, parse_csv,
-    posting_id, set_created_at,
+    posting_id, set_booked_at,
 };
 
 on_both_stores!(
@@ -176,9 +177,22 @@ async fn filters_select_by_account_user_direction_and_utc_day_to_the_microsecond
     let (day_start, day) = ten_days_ago();
     let (before, after) = (date_of(day_start - 1), date_of(day_start + DAY_MICROS));
     let edges = [day_start - 1, day_start, day_start + DAY_MICROS - 1, day_start + DAY_MICROS];
-    for (transfer, created_at) in world.transfers.iter().zip(edges) {
-        set_created_at(&server, transfer, created_at).await;
+    for (transfer, booked_at) in world.transfers.iter().zip(edges) {
+        set_booked_at(&server, transfer, booked_at).await;
     }
+    // Alice's USD was funded before those transfers: its funding moves back too, three days
+    // before the day, so the account's postings stay in booking order.
+    let three_before = date_of(day_start - 3 * DAY_MICROS);
+    execute(
+        &server,
+        &format!(
+            "UPDATE postings SET booked_at = {} WHERE transfer_id IN
+                 (SELECT transfer_id FROM postings WHERE account_id = '{}' AND version = 1)",
+            day_start - 3 * DAY_MICROS,
+            world.alice_usd
+        ),
+    )
+    .await;
     let expected = ledger(&server).await;
     let on = |from: i64, to: i64| -> Vec<&LedgerLine> {
         expected.iter().filter(|line| line.created_at >= from && line.created_at < to).collect()
@@ -206,7 +220,7 @@ async fn filters_select_by_account_user_direction_and_utc_day_to_the_microsecond
     assert!(all(format!("from={two_before}&to={two_before}")).await.is_empty());
 
     // One account: only its postings, and its balance runs forward line by line.
-    let period = format!("from={two_before}&to={}", today());
+    let period = format!("from={three_before}&to={}", today());
     let items = all(format!("{period}&account_id={}", world.alice_usd)).await;
     let mine: Vec<&LedgerLine> = expected.iter().filter(|line| line.account == world.alice_usd).collect();
     assert_eq!(items.len(), mine.len());
@@ -458,27 +472,29 @@ async fn the_accounts_summary_sums_live_accounts_per_currency(server: TestServer
 // Bulk ledgers straight into Postgres, then a real `tally serve`.
 
 /// A migrated Postgres database holding `n_transfers` synthetic internal USD transfers from
-/// account A to account B (two postings each, `2 * n_transfers` in all, sequence numbers
-/// 1..=2n), all created on DAY one microsecond apart, every thousandth with a reference that
-/// needs quoting; the journal's committed sequence is moved past them so the server that
-/// starts on it numbers its own records after them. Only the reads are exercised: the
-/// synthetic ledger does not balance (A was never funded), which no read checks.
-async fn bulk_ledger(n_transfers: i64) -> (String, String, String) {
+/// account A to account B (two postings each, `2 * n_transfers` in all: posting `i` of each
+/// account is transfer `i`'s), all booked on DAY one microsecond apart, every thousandth with
+/// a reference that needs quoting. Each account's snapshot is at its last posting, so the
+/// server that starts on it loads the accounts without replaying them. Only the reads are
+/// exercised: the synthetic ledger does not balance (A was never funded), which no read
+/// checks. Returns the database URL and A and B in the order a statement lists them (account
+/// id order): `(url, first, second, first_is_a)`.
+async fn bulk_ledger(n_transfers: i64) -> (String, String, String, bool) {
     let (store, url) = tally_tests::postgres::fresh_store("statements").await;
     drop(store);
     let a = uuid::Uuid::new_v4();
     let b = uuid::Uuid::new_v4();
     let owner = uuid::Uuid::new_v4();
-    let n_postings = 2 * n_transfers;
     let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
     let transfer_id = "('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid";
     let amount = "round(((i % 100) + 1)::numeric / 100, 2)";
+    let last = DAY + n_transfers;
     let statements = [
         format!(
             "INSERT INTO accounts (id, owner_id, currency, kind, status, balance, held, credit_limit, created_at,
-                                   snapshot_seq)
-             VALUES ('{a}', '{owner}', 'USD', 'user', 'active', 0, 0, 0, {DAY}, {n_postings}),
-                    ('{b}', '{owner}', 'USD', 'user', 'active', 0, 0, 0, {DAY}, {n_postings})"
+                                   version, booked_at)
+             VALUES ('{a}', '{owner}', 'USD', 'user', 'active', 0, 0, 0, {DAY}, {n_transfers}, {last}),
+                    ('{b}', '{owner}', 'USD', 'user', 'active', 0, 0, 0, {DAY}, {n_transfers}, {last})"
         ),
         format!(
             "INSERT INTO transfers (id, kind, status, step, source_id, destination_id, amount, currency, fee,
@@ -487,28 +503,27 @@ async fn bulk_ledger(n_transfers: i64) -> (String, String, String) {
              SELECT {transfer_id}, 'internal', 'completed', 'posted', '{a}', '{b}', {amount}, 'USD', 0,
                     {amount}, 'USD',
                     CASE WHEN i % 1000 = 0 THEN 'bulk, \"' || i || '\"' ELSE 'bulk-' || i END, NULL,
-                    {DAY} + i, {DAY} + i, 2 * i
+                    {DAY} + i, {DAY} + i, i
              FROM generate_series(1, {n_transfers}) i"
         ),
         format!(
-            "INSERT INTO postings (seq, transfer_id, account_id, currency, direction, amount, balance_after)
-             SELECT seq, transfer_id, account_id, 'USD', direction, amount, balance_after FROM (
-                 SELECT 2 * i - 1 AS seq, {transfer_id} AS transfer_id, '{a}'::uuid AS account_id,
-                        'debit' AS direction, {amount} AS amount,
-                        -SUM({amount}) OVER (ORDER BY i) AS balance_after
-                 FROM generate_series(1, {n_transfers}) i
-                 UNION ALL
-                 SELECT 2 * i, {transfer_id}, '{b}'::uuid, 'credit', {amount}, SUM({amount}) OVER (ORDER BY i)
-                 FROM generate_series(1, {n_transfers}) i
-             ) lines"
+            "INSERT INTO postings (account_id, booked_at, version, transfer_id, currency, direction, amount,
+                                   balance_after, shard, seq)
+             SELECT '{a}'::uuid, {DAY} + i, i, {transfer_id}, 'USD', 'debit', {amount},
+                    -SUM({amount}) OVER (ORDER BY i), 0, i
+             FROM generate_series(1, {n_transfers}) i
+             UNION ALL
+             SELECT '{b}'::uuid, {DAY} + i, i, {transfer_id}, 'USD', 'credit', {amount},
+                    SUM({amount}) OVER (ORDER BY i), 0, i
+             FROM generate_series(1, {n_transfers}) i"
         ),
-        format!("UPDATE journal_state SET committed_seq = {n_postings}"),
     ];
     for sql in statements {
         sqlx::query(&sql).execute(&mut db).await.unwrap();
     }
     db.close().await.unwrap();
-    (url, a.to_string(), b.to_string())
+    let (first, second) = if a < b { (a, b) } else { (b, a) };
+    (url, first.to_string(), second.to_string(), a < b)
 }
 
 /// The expected amount of bulk transfer `i`, as text at USD's scale.
@@ -537,7 +552,7 @@ async fn a_million_lines_stream_as_csv_in_constant_memory() {
     const N_TRANSFERS: i64 = 500_000;
     const GROWTH_KIB_MAX: u64 = 48 * 1024;
     let started = Instant::now();
-    let (url, a, b) = bulk_ledger(N_TRANSFERS).await;
+    let (url, first, second, first_is_a) = bulk_ledger(N_TRANSFERS).await;
     eprintln!("bulk insert of {} postings: {:?}", 2 * N_TRANSFERS, started.elapsed());
     let server = TallyServer::start(&url, &[]).await;
     let pid = server.pid().unwrap();
@@ -575,13 +590,13 @@ async fn a_million_lines_stream_as_csv_in_constant_memory() {
                 continue;
             }
             rows += 1;
-            // Row `rows` is posting `rows`: odd ones debit A, even ones credit B, of transfer
-            // (rows + 1) / 2.
-            let i = (rows + 1) / 2;
-            assert_eq!(record[0], posting_id(rows), "row {rows} in journal order");
-            let (account, direction) = if rows % 2 == 1 { (&a, "debit") } else { (&b, "credit") };
+            // The first account's postings, then the second's; posting `i` of either is
+            // transfer `i`'s, a debit of A and a credit of B.
+            let (account, i) = if rows <= N_TRANSFERS { (&first, rows) } else { (&second, rows - N_TRANSFERS) };
+            let is_a = (account == &first) == first_is_a;
+            assert_eq!(record[0], posting_id(account, i), "row {rows} in account and posting order");
             assert_eq!(&record[2], account);
-            assert_eq!(record[5], direction);
+            assert_eq!(record[5], if is_a { "debit" } else { "credit" });
             assert_amount(&record[6], bulk_amount(i), "USD");
             if i % 1000 == 0 {
                 assert_eq!(record[9], format!("bulk, \"{i}\""), "a quoted reference round-trips");
@@ -614,9 +629,13 @@ async fn a_million_lines_stream_as_csv_in_constant_memory() {
 /// failure is a problem+json.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_mid_stream_aborts_the_download_instead_of_truncating_it() {
-    let (url, _a, _b) = bulk_ledger(2_500).await;
+    let (url, first, _, _) = bulk_ledger(2_500).await;
     let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
-    sqlx::query("UPDATE postings SET currency = 'XXX' WHERE seq = 3001").execute(&mut db).await.unwrap();
+    // Line 1,501 of the statement: in its second chunk of 1,000.
+    sqlx::query(&format!("UPDATE postings SET currency = 'XXX' WHERE account_id = '{first}' AND version = 1501"))
+        .execute(&mut db)
+        .await
+        .unwrap();
     db.close().await.unwrap();
     let server = TallyServer::start(&url, &[]).await;
     let admin = Client::admin(&server).await;
@@ -636,7 +655,10 @@ async fn a_failure_mid_stream_aborts_the_download_instead_of_truncating_it() {
     let (status, body) = admin.get("/v1/admin/statements?from=2025-06-15&to=2025-06-15&limit=500").await;
     assert_eq!(status, 200, "{body}");
     let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
-    sqlx::query("UPDATE postings SET currency = 'XXX' WHERE seq = 2").execute(&mut db).await.unwrap();
+    sqlx::query(&format!("UPDATE postings SET currency = 'XXX' WHERE account_id = '{first}' AND version = 2"))
+        .execute(&mut db)
+        .await
+        .unwrap();
     db.close().await.unwrap();
     let response = admin
         .http

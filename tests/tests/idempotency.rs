@@ -86,6 +86,11 @@ async fn a_retry_after_a_crash_finds_the_transfer_instead_of_making_another() {
 
     let store = harness.store.clone();
     let restarted = Engine::start(store.clone() as Arc<dyn Store>, EngineConfig::default()).await.unwrap();
+    // The restarted engine read the store's keys into its filter: the used key must go to the
+    // store, a fresh one need not.
+    assert!(!restarted.key_ruled_out(scope, "crash"), "a key the store holds is never ruled out");
+    let ruled_out = (0..20).filter(|i| restarted.key_ruled_out(scope, &format!("fresh-{i}"))).count();
+    assert!(ruled_out >= 18, "new keys are answered from memory (a rare false positive aside): {ruled_out} of 20");
     let request =
         tally_engine::TransferRequest { id: restarted.new_transfer_id(), ..harness.request(&alice, &bob, dec!(10)) };
     let (again, replayed) = restarted.transfer_idempotent(request, key(scope, "crash", "f")).await.unwrap();

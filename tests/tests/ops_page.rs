@@ -11,13 +11,14 @@
 // Test code: a failed unwrap or panic is a failed test, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tally_tests::browser::{HEADLESS_FLAGS, artifacts_dir, chromium};
 use tally_tests::postgres;
 use tally_tests::server::{Client, TallyServer};
 
@@ -32,44 +33,13 @@ const BROWSER_DEADLINE: Duration = Duration::from_secs(90);
 /// first poll.
 const BURST: usize = 200;
 
-fn chromium() -> PathBuf {
-    if let Ok(path) = std::env::var("TALLY_CHROMIUM") {
-        let path = PathBuf::from(path);
-        assert!(path.is_file(), "TALLY_CHROMIUM={} is not a file", path.display());
-        return path;
-    }
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "no headless browser: install Debian's `chromium` (scripts/test does: apt-get install -y chromium) \
-                 or set TALLY_CHROMIUM to a Chromium binary"
-            )
-        })
-}
-
-fn artifacts_dir() -> PathBuf {
-    let dir = std::env::var("TALLY_ARTIFACTS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ci-artifacts"));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|error| panic!("create {}: {error}", dir.display()));
-    dir
-}
-
 /// Runs headless Chromium on `url` with `action` (`--dump-dom` or `--screenshot=...`) and
 /// returns its standard output.
 fn run_browser(browser: &Path, url: &str, action: &str) -> String {
     let profile = std::env::temp_dir().join(format!("tally-chromium-{}", uuid::Uuid::new_v4().simple()));
     let mut child = Command::new(browser)
+        .args(HEADLESS_FLAGS)
         .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--hide-scrollbars",
             "--window-size=1400,1900",
             &format!("--user-data-dir={}", profile.display()),
             &format!("--virtual-time-budget={VIRTUAL_TIME_BUDGET_MS}"),

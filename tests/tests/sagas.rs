@@ -417,7 +417,7 @@ async fn panics_spread_through_a_stream_of_transfers_lose_and_double_nothing() {
     let refused = results.iter().filter(|r| matches!(r, Err(e) if e.code() == ErrorCode::Overloaded)).count();
     assert_eq!(completed + refused, results.len(), "only completions and clean refusals");
     assert!(completed >= 250, "most complete despite the panics: {completed}");
-    harness.engine.journal().barrier().wait().await.unwrap();
+    harness.engine.journals().barrier().await.unwrap();
     for (id, result) in ids.iter().zip(&results) {
         let postings = harness.store.postings_of_transfer(*id).await.unwrap();
         let debits = postings.iter().filter(|p| p.direction == tally_engine::Direction::Debit).count();

@@ -933,7 +933,7 @@ impl Sim {
         }
         assert!(sums.values().all(Decimal::is_zero), "seed {}: store sums {sums:?}", self.seed);
         // Every matched rule raised exactly one flag (flags are durable with their transfer).
-        let filter = tally_persistence::aml::FlagFilter { status: None, account: None };
+        let filter = tally_persistence::aml::FlagFilter { status: None, account: None, transfer: None };
         let flags = self.harness.store.aml().unwrap().count_aml_flags(filter).await.unwrap();
         assert_eq!(flags, self.model.aml_flags, "seed {}: AML flags raised", self.seed);
         // And the transfers that waited for review are exactly those the model sent there.

@@ -80,6 +80,7 @@ macro_rules! conformance_tests {
 conformance_tests!(
     accounts_round_trip,
     holds_placed_again_round_trip,
+    changes_to_rows_still_committing_land,
     exact_amounts_round_trip,
     transfers_round_trip,
     postings_and_live_holds,
@@ -126,10 +127,11 @@ async fn sqlite_migrate_is_idempotent_and_reopening_keeps_the_data() {
     let store = SqliteStore::open(&db.url()).await.unwrap();
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
-    assert_eq!(store.committed_seq().await.unwrap(), 0, "a new database has committed nothing");
+    assert_eq!(store.committed_seqs().await.unwrap(), Vec::<u64>::new(), "a new database has no shards yet");
+    assert_eq!(store.open_shards(2).await.unwrap(), vec![0, 0], "two shards, nothing committed");
     drop(store);
     let store = SqliteStore::open(&db.url()).await.unwrap();
-    assert_eq!(store.committed_seq().await.unwrap(), 0);
+    assert_eq!(store.committed_seqs().await.unwrap(), vec![0, 0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +143,7 @@ async fn sqlite_store_is_usable_from_a_current_thread_runtime_and_dropped_inside
     let handle = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async move {
-            assert_eq!(store.committed_seq().await.unwrap(), 0);
+            assert_eq!(store.committed_seqs().await.unwrap(), Vec::<u64>::new());
             drop(store);
         });
     });

@@ -36,6 +36,6 @@ CREATE TABLE verification_limits (
 
 -- The crypto histories (`GET /v1/crypto/orders`, `GET /v1/crypto/withdrawals`) page newest
 -- first by (created_at, id) within one owner: each page is one range scan of its own partial
--- index. Wallet transactions walk `wallet_postings_by_wallet (wallet_id, seq)` from 0008.
+-- index. Wallet transactions walk `wallet_postings_by_wallet (wallet_id, booked_at, shard, seq)` of 0021.
 CREATE INDEX crypto_orders_by_owner ON crypto_ops (owner_id, created_at, id) WHERE kind IN ('buy', 'sell');
 CREATE INDEX crypto_withdrawals_by_owner ON crypto_ops (owner_id, created_at, id) WHERE kind = 'withdrawal';

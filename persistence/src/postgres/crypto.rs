@@ -25,8 +25,8 @@ const OP_COLUMNS: &str =
 pub(super) async fn commit(transaction: &mut Transaction<'_, Postgres>, plan: &BatchPlan) -> Result<(), StoreError> {
     for (seq, posting, balance_after) in &plan.wallet_postings {
         sqlx::query(
-            "INSERT INTO wallet_postings (seq, transfer_id, wallet_id, asset, direction, amount, balance_after)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO wallet_postings (shard, seq, booked_at, transfer_id, wallet_id, asset, direction, amount, balance_after)
+             VALUES ($8, $1, $9, $2, $3, $4, $5, $6, $7)",
         )
         .bind(seq_to_db(*seq)?)
         .bind(posting.transfer.as_uuid())
@@ -35,6 +35,8 @@ pub(super) async fn commit(transaction: &mut Transaction<'_, Postgres>, plan: &B
         .bind(posting.direction.as_str())
         .bind(posting.amount)
         .bind(*balance_after)
+        .bind(i16::try_from(plan.shard).map_err(|_| corrupt("shard beyond SMALLINT"))?)
+        .bind(plan.booked_at.as_micros())
         .execute(&mut **transaction)
         .await
         .map_err(classify)?;

@@ -1,8 +1,10 @@
 //! The crypto histories' read model: a customer's buy and sell orders and withdrawals, newest
 //! first by `(created_at, id)` with a keyset cursor, and one wallet's postings newest first by
-//! journal sequence. Each page is one range scan of one index: the partial indexes of
-//! migration 0030 (`crypto_orders_by_owner`, `crypto_withdrawals_by_owner`) and
-//! `wallet_postings_by_wallet` of 0008. A first page and a later one are two SQL texts, so
+//! `(booked_at, shard, seq)` (journals are per shard since migration 0021: a posting's place
+//! is its booking time, then its shard's sequence). Each page is one range scan of one index:
+//! the partial indexes of migration 0030 (`crypto_orders_by_owner`,
+//! `crypto_withdrawals_by_owner`) and `wallet_postings_by_wallet (wallet_id, booked_at, shard,
+//! seq)` of 0021. A first page and a later one are two SQL texts, so
 //! neither carries a `$n IS NULL OR ...` that a plan could not use the index through.
 //!
 //! Like the other listings these read the write-behind tables: an operation is listed once
@@ -64,33 +66,53 @@ pub fn op_page_sql_sqlite(history: CryptoHistory, after: bool) -> String {
     )
 }
 
-/// The wallet-postings page on Postgres: wallet `$1`, limit `$2`, before sequence `$3`. The
-/// join reads each posting's operation by primary key for its kind and time.
+/// The wallet-postings page on Postgres: wallet `$1`, limit `$2`, before the position
+/// `($3, $4, $5)` = `(booked_at, shard, seq)`. The join reads each posting's operation by
+/// primary key for its kind and time.
 pub fn wallet_posting_page_sql_postgres(before: bool) -> String {
-    let cursor = if before { "AND wp.seq < $3" } else { "" };
+    let cursor = if before { "AND (wp.booked_at, wp.shard, wp.seq) < ($3, $4::smallint, $5)" } else { "" };
     format!(
-        "SELECT wp.seq, wp.transfer_id, wp.direction, wp.amount, wp.asset, wp.balance_after, c.kind, c.created_at
+        "SELECT wp.booked_at, wp.shard, wp.seq, wp.transfer_id, wp.direction, wp.amount, wp.asset, wp.balance_after,
+                c.kind, c.created_at
          FROM wallet_postings wp LEFT JOIN crypto_ops c ON c.id = wp.transfer_id
          WHERE wp.wallet_id = $1 {cursor}
-         ORDER BY wp.seq DESC LIMIT $2"
+         ORDER BY wp.booked_at DESC, wp.shard DESC, wp.seq DESC LIMIT $2"
     )
 }
 
 /// The same on SQLite.
 pub fn wallet_posting_page_sql_sqlite(before: bool) -> String {
-    let cursor = if before { "AND wp.seq < ?3" } else { "" };
+    let cursor = if before { "AND (wp.booked_at, wp.shard, wp.seq) < (?3, ?4, ?5)" } else { "" };
     format!(
-        "SELECT wp.seq, wp.transfer_id, wp.direction, wp.amount, wp.asset, wp.balance_after, c.kind, c.created_at
+        "SELECT wp.booked_at, wp.shard, wp.seq, wp.transfer_id, wp.direction, wp.amount, wp.asset, wp.balance_after,
+                c.kind, c.created_at
          FROM wallet_postings wp LEFT JOIN crypto_ops c ON c.id = wp.transfer_id
          WHERE wp.wallet_id = ?1 {cursor}
-         ORDER BY wp.seq DESC LIMIT ?2"
+         ORDER BY wp.booked_at DESC, wp.shard DESC, wp.seq DESC LIMIT ?2"
     )
+}
+
+/// A wallet posting's place: when it was booked, then its journal's shard and sequence (the
+/// table's primary key is `(shard, seq)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalletPostingPosition {
+    pub booked_at: i64,
+    pub shard: u16,
+    pub seq: u64,
+}
+
+impl WalletPostingPosition {
+    /// The posting's public id: its shard and sequence as one UUID (shard in the high 64
+    /// bits), stable across reads and unique as the primary key.
+    pub fn public_id(&self) -> uuid::Uuid {
+        uuid::Uuid::from_u128((u128::from(self.shard) << 64) | u128::from(self.seq))
+    }
 }
 
 /// One posting of a wallet, with its operation's kind and time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WalletPostingRow {
-    pub seq: u64,
+    pub position: WalletPostingPosition,
     /// The crypto operation (deposit, withdrawal, buy, sell) the posting belongs to.
     pub operation: TransferId,
     /// The operation's kind (`deposit`, `withdrawal`, `buy`, `sell`).
@@ -115,12 +137,11 @@ pub trait CryptoReads: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<(TransferId, Position)>, StoreError>;
 
-    /// At most `limit` postings of `wallet`, newest first (journal order), with a sequence
-    /// number below `before_seq`.
+    /// At most `limit` postings of `wallet`, newest first, strictly before `before`.
     async fn wallet_posting_page(
         &self,
         wallet: WalletId,
-        before_seq: Option<u64>,
+        before: Option<WalletPostingPosition>,
         limit: u32,
     ) -> Result<Vec<WalletPostingRow>, StoreError>;
 }
@@ -140,10 +161,10 @@ impl<R: CryptoReads + ?Sized> CryptoReads for std::sync::Arc<R> {
     async fn wallet_posting_page(
         &self,
         wallet: WalletId,
-        before_seq: Option<u64>,
+        before: Option<WalletPostingPosition>,
         limit: u32,
     ) -> Result<Vec<WalletPostingRow>, StoreError> {
-        (**self).wallet_posting_page(wallet, before_seq, limit).await
+        (**self).wallet_posting_page(wallet, before, limit).await
     }
 }
 
@@ -160,6 +181,19 @@ pub(crate) fn operation_columns(
     }
 }
 
-pub(crate) fn seq(value: i64) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative seq {value}")))
+/// A stored `(booked_at, shard, seq)` as a position, refusing what no journal writes.
+pub(crate) fn position(booked_at: i64, shard: i64, seq: i64) -> Result<WalletPostingPosition, StoreError> {
+    let shard = u16::try_from(shard).map_err(|_| StoreError::Corrupt(format!("wallet posting shard {shard}")))?;
+    let seq = u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("negative seq {seq}")))?;
+    Ok(WalletPostingPosition { booked_at, shard, seq })
+}
+
+/// A position's columns as bound to a page query (a cursor's sequence past `i64::MAX` cannot
+/// be a stored one; it is clamped, which still pages correctly).
+pub(crate) fn position_columns(position: WalletPostingPosition) -> (i64, i16, i64) {
+    (
+        position.booked_at,
+        i16::try_from(position.shard).unwrap_or(i16::MAX),
+        i64::try_from(position.seq).unwrap_or(i64::MAX),
+    )
 }

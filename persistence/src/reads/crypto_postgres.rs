@@ -6,14 +6,14 @@ use tally_engine::{TransferId, UserId, WalletId};
 use uuid::Uuid;
 
 use super::crypto::{
-    CryptoHistory, CryptoReads, WalletPostingRow, op_page_sql_postgres, operation_columns, seq,
-    wallet_posting_page_sql_postgres,
+    CryptoHistory, CryptoReads, WalletPostingPosition, WalletPostingRow, op_page_sql_postgres, operation_columns,
+    position, position_columns, wallet_posting_page_sql_postgres,
 };
 use super::listing::Position;
 use crate::store::StoreError;
 use crate::users::postgres::{PgUserStore, classify};
 
-type PostingRow = (i64, Uuid, String, Decimal, String, Decimal, Option<String>, Option<i64>);
+type PostingRow = (i64, i16, i64, Uuid, String, Decimal, String, Decimal, Option<String>, Option<i64>);
 
 #[async_trait]
 impl CryptoReads for PgUserStore {
@@ -42,22 +42,22 @@ impl CryptoReads for PgUserStore {
     async fn wallet_posting_page(
         &self,
         wallet: WalletId,
-        before_seq: Option<u64>,
+        before: Option<WalletPostingPosition>,
         limit: u32,
     ) -> Result<Vec<WalletPostingRow>, StoreError> {
-        let before = before_seq.map(|seq| i64::try_from(seq).unwrap_or(i64::MAX));
+        let before = before.map(position_columns);
         self.run(|pool| async move {
             let sql = wallet_posting_page_sql_postgres(before.is_some());
             let mut query = sqlx::query_as::<_, PostingRow>(&sql).bind(wallet.as_uuid()).bind(i64::from(limit));
-            if let Some(before) = before {
-                query = query.bind(before);
+            if let Some((booked_at, shard, seq)) = before {
+                query = query.bind(booked_at).bind(shard).bind(seq);
             }
             let rows = query.fetch_all(&pool).await.map_err(classify)?;
             rows.into_iter()
-                .map(|(seq_value, operation, direction, amount, asset, balance_after, kind, created_at)| {
-                    let (kind, created_at) = operation_columns(seq_value, kind, created_at)?;
+                .map(|(booked_at, shard, seq, operation, direction, amount, asset, balance_after, kind, created_at)| {
+                    let (kind, created_at) = operation_columns(seq, kind, created_at)?;
                     Ok(WalletPostingRow {
-                        seq: seq(seq_value)?,
+                        position: position(booked_at, i64::from(shard), seq)?,
                         operation: TransferId::from_uuid(operation),
                         kind,
                         credit: direction == "credit",

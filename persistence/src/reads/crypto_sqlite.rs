@@ -5,15 +5,15 @@ use async_trait::async_trait;
 use tally_engine::{TransferId, UserId, WalletId};
 
 use super::crypto::{
-    CryptoHistory, CryptoReads, WalletPostingRow, op_page_sql_sqlite, operation_columns, seq,
-    wallet_posting_page_sql_sqlite,
+    CryptoHistory, CryptoReads, WalletPostingPosition, WalletPostingRow, op_page_sql_sqlite, operation_columns,
+    position, position_columns, wallet_posting_page_sql_sqlite,
 };
 use super::listing::Position;
 use crate::sqlite::decimal_from_db;
 use crate::store::StoreError;
 use crate::users::sqlite::{SqliteUserStore, classify, id_to_db, uuid_from_db};
 
-type PostingRow = (i64, String, String, String, String, String, Option<String>, Option<i64>);
+type PostingRow = (i64, i64, i64, String, String, String, String, String, Option<String>, Option<i64>);
 
 #[async_trait]
 impl CryptoReads for SqliteUserStore {
@@ -45,23 +45,23 @@ impl CryptoReads for SqliteUserStore {
     async fn wallet_posting_page(
         &self,
         wallet: WalletId,
-        before_seq: Option<u64>,
+        before: Option<WalletPostingPosition>,
         limit: u32,
     ) -> Result<Vec<WalletPostingRow>, StoreError> {
-        let before = before_seq.map(|seq| i64::try_from(seq).unwrap_or(i64::MAX));
+        let before = before.map(position_columns);
         self.run(|pool| async move {
             let sql = wallet_posting_page_sql_sqlite(before.is_some());
             let mut query =
                 sqlx::query_as::<_, PostingRow>(&sql).bind(id_to_db(wallet.as_uuid())).bind(i64::from(limit));
-            if let Some(before) = before {
-                query = query.bind(before);
+            if let Some((booked_at, shard, seq)) = before {
+                query = query.bind(booked_at).bind(shard).bind(seq);
             }
             let rows = query.fetch_all(&pool).await.map_err(classify)?;
             rows.into_iter()
-                .map(|(seq_value, operation, direction, amount, asset, balance_after, kind, created_at)| {
-                    let (kind, created_at) = operation_columns(seq_value, kind, created_at)?;
+                .map(|(booked_at, shard, seq, operation, direction, amount, asset, balance_after, kind, created_at)| {
+                    let (kind, created_at) = operation_columns(seq, kind, created_at)?;
                     Ok(WalletPostingRow {
-                        seq: seq(seq_value)?,
+                        position: position(booked_at, shard, seq)?,
                         operation: TransferId::from_uuid(uuid_from_db(&operation, "wallet_postings.transfer_id")?),
                         kind,
                         credit: direction == "credit",

@@ -1,5 +1,5 @@
 //! The listings' read model: pages of transfers, accounts and an account's postings, newest
-//! first, with a keyset cursor (the last row's position), so a page is one index range scan
+//! first (transfers oldest first too, `Order`), with a keyset cursor (the last row's position), so a page is one index range scan
 //! and rows inserted meanwhile never shift a later page.
 //!
 //! Like `AccountReads`, these read the write-behind tables: a row is as fresh as the last group
@@ -13,20 +13,72 @@ use tally_engine::{AccountId, TransferId, UserId};
 
 use crate::store::StoreError;
 
-/// A row's place in a newest-first listing: `(created_at, id)`, compared as a pair.
+/// A row's place in a listing: `(created_at, id)`, compared as a pair. Transfer
+/// and account ids are UUIDv7s made from their creation time to the microsecond, so the pair
+/// orders as the id alone does and a page is one range of the primary key (or of an index
+/// ending in the id). Transfers made before ids were time-ordered (migration 0021) have
+/// random v4 ids, nearly all of which sort above every time-ordered one: in a store upgraded
+/// from before 0021 they list first, in random order, and new transfers after them. A store
+/// created at 0021 or later has none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Position {
     pub created_at: i64,
     pub id: uuid::Uuid,
 }
 
-/// Which transfers to list.
+/// A posting's place in the ledger: its account, the time its batch was booked and the
+/// account's posting number. Postings are keyed by exactly this, so an account's history and
+/// a statement page are each one range of the key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PostingPosition {
+    pub account: uuid::Uuid,
+    pub booked_at: i64,
+    pub version: u64,
+}
+
+impl PostingPosition {
+    /// The posting's public id: a name-based UUID (v5) of its account and posting number,
+    /// the same on every read, different for every posting.
+    pub fn public_id(&self) -> uuid::Uuid {
+        uuid::Uuid::new_v5(&self.account, &self.version.to_be_bytes())
+    }
+}
+
+/// Which transfers to list, and which end of the listing comes first (a count ignores the
+/// order).
 #[derive(Clone, Debug, Default)]
 pub struct TransferFilter {
     /// Only transfers whose source or destination account this user owns.
     pub party: Option<UserId>,
     /// Only transfers in this status (`processing`, `pending`, ...).
     pub status: Option<String>,
+    pub order: Order,
+}
+
+/// Which end of a transfer listing comes first. Listings are newest first; a work queue (the
+/// pending transfers waiting for an admin's decision) is worked oldest first, and walking it
+/// newest first would reach the oldest only after every page. Transfers page by id (ids are
+/// time-ordered, see `Position`), so both directions are ranges of the same indexes (the
+/// primary key, `transfers_not_completed_by_status`, `transfers_by_source` and
+/// `transfers_by_destination`), read forwards or backwards from the cursor. Oldest first,
+/// transfers from before migration 0021 (random v4 ids) come last.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Order {
+    #[default]
+    NewestFirst,
+    OldestFirst,
+}
+
+impl Order {
+    /// The keyset condition and `ORDER BY` direction of a page after a cursor's transfer id,
+    /// as SQL fragments (rows strictly after the cursor in this order), and the id every
+    /// transfer is after when there is no cursor.
+    pub(crate) const fn keyset(self) -> (&'static str, &'static str, uuid::Uuid) {
+        match self {
+            Order::NewestFirst => ("<", "DESC", uuid::Uuid::max()),
+            Order::OldestFirst => (">", "ASC", uuid::Uuid::nil()),
+        }
+    }
 }
 
 /// Which accounts to list (the admin listing).
@@ -40,18 +92,16 @@ pub struct AccountFilter {
     pub search: Option<String>,
 }
 
-/// One posting of an account, with its transfer's time and description.
+/// One posting of an account, with its transfer's description.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PostingRow {
-    pub seq: u64,
+    pub position: PostingPosition,
     pub transfer: TransferId,
     pub credit: bool,
     pub amount: Decimal,
     pub currency: String,
     pub balance_after: Decimal,
     pub description: Option<String>,
-    /// The transfer's creation time (postings carry no time of their own).
-    pub created_at: i64,
 }
 
 /// Which postings of an account to list.
@@ -59,9 +109,9 @@ pub struct PostingRow {
 pub struct PostingFilter {
     /// `Some(true)`: credits only; `Some(false)`: debits only.
     pub credit: Option<bool>,
-    /// Transfer creation time, inclusive, microseconds since the epoch.
+    /// Booking time, inclusive, microseconds since the epoch.
     pub from: Option<i64>,
-    /// Transfer creation time, exclusive.
+    /// Booking time, exclusive.
     pub to: Option<i64>,
 }
 
@@ -70,7 +120,7 @@ pub const DAY_MICROS: i64 = 86_400_000_000;
 
 #[async_trait]
 pub trait LedgerReads: Send + Sync + 'static {
-    /// At most `limit` transfers matching `filter`, newest first, strictly after `after`.
+    /// At most `limit` transfers matching `filter`, in `filter.order`, strictly after `after`.
     async fn transfer_page(
         &self,
         filter: &TransferFilter,
@@ -90,18 +140,18 @@ pub trait LedgerReads: Send + Sync + 'static {
 
     async fn count_accounts(&self, filter: &AccountFilter) -> Result<u64, StoreError>;
 
-    /// At most `limit` postings of `account` matching `filter`, newest first (journal order),
-    /// with a sequence number below `before_seq`.
+    /// At most `limit` postings of `account` matching `filter`, newest first (the account's
+    /// posting order), strictly before `before`.
     async fn posting_page(
         &self,
         account: AccountId,
         filter: PostingFilter,
-        before_seq: Option<u64>,
+        before: Option<PostingPosition>,
         limit: u32,
     ) -> Result<Vec<PostingRow>, StoreError>;
 
-    /// The balance after the account's last posting whose transfer was created before
-    /// `before` (the opening balance of a history), if any.
+    /// The balance after the account's last posting booked before `before` (the opening
+    /// balance of a history), if any.
     async fn balance_before(&self, account: AccountId, before: i64) -> Result<Option<Decimal>, StoreError>;
 
     /// For each UTC day (days since the epoch) from `from`'s day on that has postings of the
@@ -141,10 +191,10 @@ impl<R: LedgerReads + ?Sized> LedgerReads for std::sync::Arc<R> {
         &self,
         account: AccountId,
         filter: PostingFilter,
-        before_seq: Option<u64>,
+        before: Option<PostingPosition>,
         limit: u32,
     ) -> Result<Vec<PostingRow>, StoreError> {
-        (**self).posting_page(account, filter, before_seq, limit).await
+        (**self).posting_page(account, filter, before, limit).await
     }
 
     async fn balance_before(&self, account: AccountId, before: i64) -> Result<Option<Decimal>, StoreError> {
@@ -165,4 +215,24 @@ pub(crate) fn count(value: i64) -> Result<u64, StoreError> {
 /// or `\`, so it needs no escaping.
 pub(crate) fn prefix_pattern(search: &str) -> String {
     format!("{search}%")
+}
+
+/// The condition on a transfer's status, as its own text per case so the planner sees which
+/// (partial) index fits, and the status to bind as `placeholder` if the text compares one.
+pub(crate) fn status_condition(status: Option<&str>, placeholder: &str) -> (String, Option<String>) {
+    match status {
+        None => ("TRUE".to_owned(), None),
+        Some("completed") => ("status = 'completed'".to_owned(), None),
+        Some(other) => (format!("status <> 'completed' AND status = {placeholder}"), Some(other.to_owned())),
+    }
+}
+
+/// A posting number read back from the database.
+pub(crate) fn posting_number(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative posting number {value}")))
+}
+
+/// A posting number as the database's `BIGINT`.
+pub(crate) fn posting_number_to_db(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }

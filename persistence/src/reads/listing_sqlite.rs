@@ -1,22 +1,26 @@
-//! `LedgerReads` on SQLite, on the identity store's pool: the same queries as
-//! `listing_postgres.rs` in SQLite's dialect. Ids are lowercase hyphenated text, so a
-//! prefix of the text form is a prefix of the column; amounts are exact decimal text.
+//! `LedgerReads` on SQLite, on the identity store's pool: the queries of
+//! `listing_postgres.rs` in SQLite's dialect, on the same indexes. Ids are lowercase
+//! hyphenated text, so a prefix of the text form is a prefix of the column and text order is
+//! id order; amounts are exact decimal text. SQLite has no `LATERAL`: a customer's transfers
+//! are one `OR` of their accounts' source and destination index ranges, which SQLite reads
+//! as a union of index look-ups and sorts by id (the caller's transfers, not the table's),
+//! descending or, oldest first, ascending.
 
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 use tally_engine::{AccountId, TransferId};
 
 use super::listing::{
-    AccountFilter, DAY_MICROS, LedgerReads, Position, PostingFilter, PostingRow, TransferFilter, count, prefix_pattern,
+    AccountFilter, DAY_MICROS, LedgerReads, Position, PostingFilter, PostingPosition, PostingRow, TransferFilter,
+    count, posting_number, posting_number_to_db, prefix_pattern, status_condition,
 };
 use crate::sqlite::decimal_from_db;
 use crate::store::StoreError;
 use crate::users::sqlite::{SqliteUserStore, classify, id_to_db, uuid_from_db};
 
-const TRANSFER_WHERE: &str = "(?1 IS NULL
-        OR source_id IN (SELECT id FROM accounts WHERE owner_id = ?1)
-        OR destination_id IN (SELECT id FROM accounts WHERE owner_id = ?1))
-    AND (?2 IS NULL OR status = ?2)";
+/// A customer's side of a transfer: they own its source or its destination.
+const PARTY_WHERE: &str = "(source_id IN (SELECT id FROM accounts WHERE owner_id = ?1)
+        OR destination_id IN (SELECT id FROM accounts WHERE owner_id = ?1))";
 
 const ACCOUNT_WHERE: &str = "kind = 'user'
     AND (?1 IS NULL OR status = ?1)
@@ -43,18 +47,22 @@ impl LedgerReads for SqliteUserStore {
         limit: u32,
     ) -> Result<Vec<(TransferId, Position)>, StoreError> {
         let filter = filter.clone();
+        let (after_op, direction, no_cursor) = filter.order.keyset();
+        let after = id_to_db(after.map_or(no_cursor, |position| position.id));
         self.run(|pool| async move {
+            let (status, compared) = status_condition(filter.status.as_deref(), "?4");
+            let party = if filter.party.is_some() { PARTY_WHERE } else { "?1 IS NULL" };
             let sql = format!(
-                "SELECT id, created_at FROM transfers WHERE {TRANSFER_WHERE}
-                 AND (?3 IS NULL OR (created_at, id) < (?3, ?4))
-                 ORDER BY created_at DESC, id DESC LIMIT ?5"
+                "SELECT id, created_at FROM transfers WHERE {party} AND id {after_op} ?2 AND {status}
+                 ORDER BY id {direction} LIMIT ?3"
             );
-            let rows: Vec<(String, i64)> = sqlx::query_as(&sql)
+            let query = sqlx::query_as(&sql)
                 .bind(filter.party.map(|user| id_to_db(user.as_uuid())))
-                .bind(filter.status)
-                .bind(after.map(|p| p.created_at))
-                .bind(after.map(|p| id_to_db(p.id)))
-                .bind(i64::from(limit))
+                .bind(after)
+                .bind(i64::from(limit));
+            let rows: Vec<(String, i64)> = compared
+                .into_iter()
+                .fold(query, |query, status| query.bind(status))
                 .fetch_all(&pool)
                 .await
                 .map_err(classify)?;
@@ -66,10 +74,13 @@ impl LedgerReads for SqliteUserStore {
     async fn count_transfers(&self, filter: &TransferFilter) -> Result<u64, StoreError> {
         let filter = filter.clone();
         self.run(|pool| async move {
-            let sql = format!("SELECT COUNT(*) FROM transfers WHERE {TRANSFER_WHERE}");
-            let value: i64 = sqlx::query_scalar(&sql)
-                .bind(filter.party.map(|user| id_to_db(user.as_uuid())))
-                .bind(filter.status)
+            let (status, compared) = status_condition(filter.status.as_deref(), "?2");
+            let party = if filter.party.is_some() { PARTY_WHERE } else { "?1 IS NULL" };
+            let sql = format!("SELECT COUNT(*) FROM transfers WHERE {party} AND {status}");
+            let query = sqlx::query_scalar(&sql).bind(filter.party.map(|user| id_to_db(user.as_uuid())));
+            let value: i64 = compared
+                .into_iter()
+                .fold(query, |query, status| query.bind(status))
                 .fetch_one(&pool)
                 .await
                 .map_err(classify)?;
@@ -128,42 +139,46 @@ impl LedgerReads for SqliteUserStore {
         &self,
         account: AccountId,
         filter: PostingFilter,
-        before_seq: Option<u64>,
+        before: Option<PostingPosition>,
         limit: u32,
     ) -> Result<Vec<PostingRow>, StoreError> {
-        let before = before_seq.map(|seq| i64::try_from(seq).unwrap_or(i64::MAX));
+        let (before_at, before_version) = before
+            .map_or((i64::MAX, i64::MAX), |position| (position.booked_at, posting_number_to_db(position.version)));
         self.run(|pool| async move {
-            let rows: Vec<(i64, String, String, String, String, String, Option<String>, i64)> = sqlx::query_as(
-                "SELECT p.seq, p.transfer_id, p.direction, p.amount, p.currency, p.balance_after,
-                        t.description, t.created_at
+            let rows: Vec<(i64, i64, String, String, String, String, String, Option<String>)> = sqlx::query_as(
+                "SELECT p.booked_at, p.version, p.transfer_id, p.direction, p.amount, p.currency, p.balance_after,
+                        t.description
                  FROM postings p JOIN transfers t ON t.id = p.transfer_id
                  WHERE p.account_id = ?1
-                   AND (?2 IS NULL OR p.direction = ?2)
-                   AND (?3 IS NULL OR t.created_at >= ?3)
-                   AND (?4 IS NULL OR t.created_at < ?4)
-                   AND (?5 IS NULL OR p.seq < ?5)
-                 ORDER BY p.seq DESC LIMIT ?6",
+                   AND p.booked_at >= ?2 AND p.booked_at < ?3
+                   AND (p.booked_at, p.version) < (?4, ?5)
+                   AND (?6 IS NULL OR p.direction = ?6)
+                 ORDER BY p.booked_at DESC, p.version DESC LIMIT ?7",
             )
             .bind(id_to_db(account.as_uuid()))
+            .bind(filter.from.unwrap_or(i64::MIN))
+            .bind(filter.to.unwrap_or(i64::MAX))
+            .bind(before_at)
+            .bind(before_version)
             .bind(filter.credit.map(|credit| if credit { "credit" } else { "debit" }))
-            .bind(filter.from)
-            .bind(filter.to)
-            .bind(before)
             .bind(i64::from(limit))
             .fetch_all(&pool)
             .await
             .map_err(classify)?;
             rows.into_iter()
-                .map(|(seq, transfer, direction, amount, currency, balance_after, description, created_at)| {
+                .map(|(booked_at, number, transfer, direction, amount, currency, balance_after, description)| {
                     Ok(PostingRow {
-                        seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("negative seq {seq}")))?,
+                        position: PostingPosition {
+                            account: account.as_uuid(),
+                            booked_at,
+                            version: posting_number(number)?,
+                        },
                         transfer: TransferId::from_uuid(uuid_from_db(&transfer, "postings.transfer_id")?),
                         credit: direction == "credit",
                         amount: decimal_from_db(&amount, "postings.amount")?,
                         currency,
                         balance_after: decimal_from_db(&balance_after, "postings.balance_after")?,
                         description,
-                        created_at,
                     })
                 })
                 .collect()
@@ -174,8 +189,8 @@ impl LedgerReads for SqliteUserStore {
     async fn balance_before(&self, account: AccountId, before: i64) -> Result<Option<Decimal>, StoreError> {
         self.run(|pool| async move {
             let text: Option<String> = sqlx::query_scalar(
-                "SELECT p.balance_after FROM postings p JOIN transfers t ON t.id = p.transfer_id
-                 WHERE p.account_id = ?1 AND t.created_at < ?2 ORDER BY p.seq DESC LIMIT 1",
+                "SELECT balance_after FROM postings WHERE account_id = ?1 AND booked_at < ?2
+                 ORDER BY booked_at DESC, version DESC LIMIT 1",
             )
             .bind(id_to_db(account.as_uuid()))
             .bind(before)
@@ -191,10 +206,9 @@ impl LedgerReads for SqliteUserStore {
         self.run(|pool| async move {
             let rows: Vec<(i64, String)> = sqlx::query_as(
                 "SELECT day, balance_after FROM (
-                     SELECT t.created_at / ?3 AS day, p.balance_after,
-                            ROW_NUMBER() OVER (PARTITION BY t.created_at / ?3 ORDER BY p.seq DESC) AS last
-                     FROM postings p JOIN transfers t ON t.id = p.transfer_id
-                     WHERE p.account_id = ?1 AND t.created_at >= ?2
+                     SELECT booked_at / ?3 AS day, balance_after,
+                            ROW_NUMBER() OVER (PARTITION BY booked_at / ?3 ORDER BY booked_at DESC, version DESC) AS last
+                     FROM postings WHERE account_id = ?1 AND booked_at >= ?2
                  ) WHERE last = 1 ORDER BY day",
             )
             .bind(id_to_db(account.as_uuid()))

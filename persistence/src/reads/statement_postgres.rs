@@ -1,39 +1,50 @@
-//! `StatementReads` on Postgres, on the identity store's pool.
+//! `StatementReads` on Postgres, on the identity store's pool. The scope's accounts are walked
+//! in id order (the primary key, or `accounts_by_owner` sorted), and for each the postings of
+//! the period after the cursor are one range of the postings' key, at most a page of them:
+//! a page reads at most `limit` postings, and probes each account it passes once (an account
+//! with no posting in the period costs one index look-up).
 
 use async_trait::async_trait;
 use rust_decimal::Decimal;
-use tally_engine::{AccountId, TransferId, UserId};
+use tally_engine::{TransferId, UserId};
 use uuid::Uuid;
 
+use super::listing::{PostingPosition, posting_number, posting_number_to_db};
 use super::statement::{StatementFilter, StatementLine, StatementReads, direction, scope_condition, scope_id};
 use crate::store::StoreError;
 use crate::users::postgres::{PgUserStore, classify};
 
 type Row =
-    (i64, Uuid, Uuid, Option<Uuid>, String, String, Decimal, Decimal, String, Option<String>, Option<String>, i64);
+    (Uuid, i64, i64, Uuid, Option<Uuid>, String, String, Decimal, Decimal, String, Option<String>, Option<String>);
 
 #[async_trait]
 impl StatementReads for PgUserStore {
     async fn statement_lines(
         &self,
         filter: &StatementFilter,
-        after_seq: Option<u64>,
+        after: Option<PostingPosition>,
         limit: u32,
     ) -> Result<Vec<StatementLine>, StoreError> {
         let filter = *filter;
-        let after = after_seq.map(|seq| i64::try_from(seq).unwrap_or(i64::MAX)).unwrap_or(0);
+        let after = after.unwrap_or(PostingPosition { account: Uuid::nil(), booked_at: i64::MIN, version: 0 });
         self.run(|pool| async move {
+            // The transfer is joined inside the lateral, before its limit, so a posting without
+            // a transfer row (a crypto order's leg) cannot cut an account's lines short.
             let sql = format!(
-                "SELECT p.seq, p.transfer_id, p.account_id, a.owner_id, p.currency, p.direction, p.amount,
-                        p.balance_after, t.kind, t.reference, t.description, t.created_at
-                 FROM postings p
-                 JOIN transfers t ON t.id = p.transfer_id
-                 JOIN accounts a ON a.id = p.account_id
-                 WHERE {}
-                   AND t.created_at >= $1 AND t.created_at < $2
-                   AND ($4::text IS NULL OR p.direction = $4)
-                   AND p.seq > $5
-                 ORDER BY p.seq LIMIT $6",
+                "SELECT a.id, p.booked_at, p.version, p.transfer_id, a.owner_id, p.currency, p.direction, p.amount,
+                        p.balance_after, p.kind, p.reference, p.description
+                 FROM accounts a CROSS JOIN LATERAL (
+                     SELECT p.booked_at, p.version, p.transfer_id, p.currency, p.direction, p.amount,
+                            p.balance_after, t.kind, t.reference, t.description
+                     FROM postings p JOIN transfers t ON t.id = p.transfer_id
+                     WHERE p.account_id = a.id
+                       AND p.booked_at >= $1 AND p.booked_at < $2
+                       AND ($4::text IS NULL OR p.direction = $4)
+                       AND (p.account_id, p.booked_at, p.version) > ($5, $6, $7)
+                     ORDER BY p.booked_at, p.version LIMIT $8
+                 ) p
+                 WHERE {} AND a.id >= $5
+                 ORDER BY a.id, p.booked_at, p.version LIMIT $8",
                 scope_condition(filter.scope, "$3::uuid")
             );
             let rows: Vec<Row> = sqlx::query_as(&sql)
@@ -41,7 +52,9 @@ impl StatementReads for PgUserStore {
                 .bind(filter.to)
                 .bind(scope_id(filter.scope))
                 .bind(direction(filter.credit))
-                .bind(after)
+                .bind(after.account)
+                .bind(after.booked_at)
+                .bind(posting_number_to_db(after.version))
                 .bind(i64::from(limit))
                 .fetch_all(&pool)
                 .await
@@ -49,9 +62,10 @@ impl StatementReads for PgUserStore {
             rows.into_iter()
                 .map(
                     |(
-                        seq,
-                        transfer,
                         account,
+                        booked_at,
+                        number,
+                        transfer,
                         owner,
                         currency,
                         direction,
@@ -60,12 +74,10 @@ impl StatementReads for PgUserStore {
                         transfer_kind,
                         reference,
                         description,
-                        created_at,
                     )| {
                         Ok(StatementLine {
-                            seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("negative seq {seq}")))?,
+                            position: PostingPosition { account, booked_at, version: posting_number(number)? },
                             transfer: TransferId::from_uuid(transfer),
-                            account: AccountId::from_uuid(account),
                             owner: owner.map(UserId::from_uuid),
                             currency,
                             credit: direction == "credit",
@@ -74,7 +86,7 @@ impl StatementReads for PgUserStore {
                             transfer_kind,
                             reference,
                             description,
-                            created_at,
+                            booked_at,
                         })
                     },
                 )

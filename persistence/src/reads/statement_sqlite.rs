@@ -1,39 +1,43 @@
 //! `StatementReads` on SQLite, on the identity store's pool: `statement_postgres.rs` in
-//! SQLite's dialect (ids and amounts as text).
+//! SQLite's dialect (ids and amounts as text). SQLite has no `LATERAL`: a page walks the
+//! postings' key (account, booked_at, version) from the cursor, joined to the scope's
+//! accounts, so postings outside the period are stepped over in the index rather than probed
+//! per account.
 
 use async_trait::async_trait;
-use tally_engine::{AccountId, TransferId, UserId};
+use tally_engine::{TransferId, UserId};
 
+use super::listing::{PostingPosition, posting_number, posting_number_to_db};
 use super::statement::{StatementFilter, StatementLine, StatementReads, direction, scope_condition, scope_id};
 use crate::sqlite::decimal_from_db;
 use crate::store::StoreError;
 use crate::users::sqlite::{SqliteUserStore, classify, id_to_db, uuid_from_db};
 
 type Row =
-    (i64, String, String, Option<String>, String, String, String, String, String, Option<String>, Option<String>, i64);
+    (String, i64, i64, String, Option<String>, String, String, String, String, String, Option<String>, Option<String>);
 
 #[async_trait]
 impl StatementReads for SqliteUserStore {
     async fn statement_lines(
         &self,
         filter: &StatementFilter,
-        after_seq: Option<u64>,
+        after: Option<PostingPosition>,
         limit: u32,
     ) -> Result<Vec<StatementLine>, StoreError> {
         let filter = *filter;
-        let after = after_seq.map(|seq| i64::try_from(seq).unwrap_or(i64::MAX)).unwrap_or(0);
+        let after = after.unwrap_or(PostingPosition { account: uuid::Uuid::nil(), booked_at: i64::MIN, version: 0 });
         self.run(|pool| async move {
             let sql = format!(
-                "SELECT p.seq, p.transfer_id, p.account_id, a.owner_id, p.currency, p.direction, p.amount,
-                        p.balance_after, t.kind, t.reference, t.description, t.created_at
+                "SELECT p.account_id, p.booked_at, p.version, p.transfer_id, a.owner_id, p.currency, p.direction,
+                        p.amount, p.balance_after, t.kind, t.reference, t.description
                  FROM postings p
                  JOIN transfers t ON t.id = p.transfer_id
                  JOIN accounts a ON a.id = p.account_id
                  WHERE {}
-                   AND t.created_at >= ?1 AND t.created_at < ?2
+                   AND p.booked_at >= ?1 AND p.booked_at < ?2
                    AND (?4 IS NULL OR p.direction = ?4)
-                   AND p.seq > ?5
-                 ORDER BY p.seq LIMIT ?6",
+                   AND (p.account_id, p.booked_at, p.version) > (?5, ?6, ?7)
+                 ORDER BY p.account_id, p.booked_at, p.version LIMIT ?8",
                 scope_condition(filter.scope, "?3")
             );
             let rows: Vec<Row> = sqlx::query_as(&sql)
@@ -41,7 +45,9 @@ impl StatementReads for SqliteUserStore {
                 .bind(filter.to)
                 .bind(scope_id(filter.scope).map(id_to_db))
                 .bind(direction(filter.credit))
-                .bind(after)
+                .bind(id_to_db(after.account))
+                .bind(after.booked_at)
+                .bind(posting_number_to_db(after.version))
                 .bind(i64::from(limit))
                 .fetch_all(&pool)
                 .await
@@ -49,9 +55,10 @@ impl StatementReads for SqliteUserStore {
             rows.into_iter()
                 .map(
                     |(
-                        seq,
-                        transfer,
                         account,
+                        booked_at,
+                        number,
+                        transfer,
                         owner,
                         currency,
                         direction,
@@ -60,12 +67,11 @@ impl StatementReads for SqliteUserStore {
                         transfer_kind,
                         reference,
                         description,
-                        created_at,
                     )| {
+                        let account = uuid_from_db(&account, "postings.account_id")?;
                         Ok(StatementLine {
-                            seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("negative seq {seq}")))?,
+                            position: PostingPosition { account, booked_at, version: posting_number(number)? },
                             transfer: TransferId::from_uuid(uuid_from_db(&transfer, "postings.transfer_id")?),
-                            account: AccountId::from_uuid(uuid_from_db(&account, "postings.account_id")?),
                             owner: owner
                                 .map(|owner| uuid_from_db(&owner, "accounts.owner_id").map(UserId::from_uuid))
                                 .transpose()?,
@@ -76,7 +82,7 @@ impl StatementReads for SqliteUserStore {
                             transfer_kind,
                             reference,
                             description,
-                            created_at,
+                            booked_at,
                         })
                     },
                 )

@@ -28,8 +28,8 @@ const OP_COLUMNS: &str =
 pub(super) async fn commit(transaction: &mut Transaction<'_, Sqlite>, plan: &BatchPlan) -> Result<(), StoreError> {
     for (seq, posting, balance_after) in &plan.wallet_postings {
         sqlx::query(
-            "INSERT INTO wallet_postings (seq, transfer_id, wallet_id, asset, direction, amount, balance_after)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO wallet_postings (seq, transfer_id, wallet_id, asset, direction, amount, balance_after, shard, booked_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .bind(seq_to_db(*seq)?)
         .bind(id_to_db(posting.transfer.as_uuid()))
@@ -38,6 +38,8 @@ pub(super) async fn commit(transaction: &mut Transaction<'_, Sqlite>, plan: &Bat
         .bind(posting.direction.as_str())
         .bind(amount_to_db(posting.amount))
         .bind(amount_to_db(*balance_after))
+        .bind(i64::from(plan.shard))
+        .bind(plan.booked_at.as_micros())
         .execute(&mut **transaction)
         .await
         .map_err(classify)?;

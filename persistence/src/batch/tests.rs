@@ -1,0 +1,194 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use rust_decimal_macros::dec;
+use tally_engine::{AccountKind, AccountSnapshot, TransferKind, TransferRequest};
+
+use super::*;
+
+fn t(n: u128) -> TransferId {
+    TransferId::from_u128(n)
+}
+
+fn event(
+    seq: u64,
+    account: u128,
+    event: AccountEvent,
+    balance: Decimal,
+    held: Decimal,
+    version: u64,
+) -> SequencedRecord {
+    SequencedRecord {
+        seq,
+        record: Record::Account {
+            account: AccountId::from_u128(account),
+            currency: Currency::USD,
+            event,
+            after: AccountSnapshot { balance, held, credit_limit: dec!(0), status: AccountStatus::Active, version },
+        },
+    }
+}
+
+fn transfer(id: TransferId, status: TransferStatus, step: SagaStep) -> Transfer {
+    let mut transfer = Transfer::start(TransferRequest {
+        id,
+        kind: TransferKind::Internal,
+        source: AccountId::from_u128(1),
+        destination: AccountId::from_u128(2),
+        amount: dec!(30),
+        currency: Currency::USD,
+        fee: dec!(0),
+        reference: None,
+        description: None,
+        beneficiary: None,
+        initiated_by: None,
+        created_at: Timestamp::default(),
+    });
+    transfer.status = status;
+    transfer.step = step;
+    transfer
+}
+
+fn state(seq: u64, transfer: Transfer) -> SequencedRecord {
+    SequencedRecord { seq, record: Record::Transfer(Box::new(transfer)) }
+}
+
+fn build(records: Vec<SequencedRecord>, plan_state: &mut PlanState, flush: bool) -> BatchPlan {
+    BatchPlan::build(0, &Arc::new(records), plan_state, Timestamp::from_micros(1_000), flush)
+}
+
+/// A whole saga: its start, hold, credit, post and final state.
+fn saga(first_seq: u64, id: TransferId) -> Vec<SequencedRecord> {
+    vec![
+        state(first_seq, transfer(id, TransferStatus::Processing, SagaStep::Started)),
+        event(first_seq + 1, 1, AccountEvent::Held { transfer: id, amount: dec!(30) }, dec!(100), dec!(30), 1),
+        event(first_seq + 2, 2, AccountEvent::Credited { transfer: id, amount: dec!(30) }, dec!(30), dec!(0), 1),
+        event(first_seq + 3, 1, AccountEvent::Posted { transfer: id, amount: dec!(30) }, dec!(70), dec!(0), 2),
+        state(first_seq + 4, transfer(id, TransferStatus::Completed, SagaStep::Posted)),
+    ]
+}
+
+#[test]
+fn a_saga_inside_one_batch_is_one_new_row_in_its_final_state_and_its_hold_never_touches_the_store() {
+    let mut plan_state = PlanState::default();
+    let plan = build(saga(10, t(5)), &mut plan_state, false);
+    assert_eq!(plan.transfers_new.len(), 1, "written once, as new");
+    assert_eq!(plan.transfers_new[0].transfer.status, TransferStatus::Completed);
+    assert!(plan.transfers_upsert.is_empty());
+    assert!(plan.holds_placed.is_empty() && plan.holds_removed.is_empty(), "the hold netted out");
+    assert_eq!(plan.postings.len(), 2);
+    assert_eq!((plan.postings[0].account, plan.postings[0].version), (AccountId::from_u128(2), 1));
+    assert_eq!((plan.postings[1].balance_after, plan.postings[1].version), (dec!(70), 2));
+    assert!(plan.snapshots.is_empty(), "no flush asked for");
+    assert_eq!(plan_state.dirty_snapshots(), 2, "both balances wait for the next flush");
+    assert_eq!(plan_state.transfers_in_flight(), 0);
+}
+
+#[test]
+fn a_saga_cut_after_a_posting_is_written_processing_with_its_legs_then_replaced_by_its_final_state() {
+    let mut plan_state = PlanState::default();
+    let records = saga(10, t(5));
+    let first = build(records[..3].to_vec(), &mut plan_state, false);
+    assert!(first.transfers_upsert.is_empty(), "the store has no row of it yet");
+    assert_eq!(first.transfers_new.len(), 1, "money moved: recovery must know the transfer");
+    let row = &first.transfers_new[0];
+    assert_eq!(row.transfer.status, TransferStatus::Processing);
+    assert_eq!(row.legs, vec![(AccountId::from_u128(2), 1)], "the credit is the one leg so far");
+    assert_eq!(first.holds_placed.len(), 1, "the hold outlives the batch");
+    let second = build(records[3..].to_vec(), &mut plan_state, false);
+    assert!(second.transfers_new.is_empty());
+    assert_eq!(second.transfers_upsert.len(), 1, "the row written before is replaced");
+    assert_eq!(second.transfers_upsert[0].transfer.status, TransferStatus::Completed);
+    assert!(second.transfers_upsert[0].legs.is_empty(), "a final row needs no legs");
+    assert_eq!(second.holds_removed.len(), 1);
+    assert_eq!(plan_state.transfers_in_flight(), 0);
+}
+
+#[test]
+fn a_saga_cut_before_any_posting_writes_nothing_for_the_transfer_until_it_ends() {
+    let mut plan_state = PlanState::default();
+    let records = saga(10, t(5));
+    let first = build(records[..2].to_vec(), &mut plan_state, false);
+    assert!(first.transfers_new.is_empty() && first.transfers_upsert.is_empty());
+    assert_eq!(plan_state.transfers_in_flight(), 1, "remembered for the batch that ends it");
+    let second = build(records[2..].to_vec(), &mut plan_state, false);
+    assert_eq!(second.transfers_new.len(), 1, "no row existed: still a plain insert");
+    assert_eq!(second.transfers_new[0].transfer.status, TransferStatus::Completed);
+}
+
+#[test]
+fn a_pending_transfer_resumed_later_is_an_upsert_of_the_row_that_exists() {
+    let mut plan_state = PlanState::default();
+    let id = t(6);
+    let pending = vec![
+        state(1, transfer(id, TransferStatus::Processing, SagaStep::Started)),
+        event(2, 1, AccountEvent::Held { transfer: id, amount: dec!(30) }, dec!(100), dec!(30), 0),
+        state(3, transfer(id, TransferStatus::Pending, SagaStep::Held)),
+    ];
+    let first = build(pending, &mut plan_state, false);
+    assert_eq!(first.transfers_new.len(), 1, "a pending transfer is written once, as new");
+    assert_eq!(first.holds_placed.len(), 1);
+    // After a restart the writer knows nothing of it: an admin executes it.
+    let mut restarted = PlanState::default();
+    let executed = vec![
+        state(1, transfer(id, TransferStatus::Processing, SagaStep::Held)),
+        event(2, 2, AccountEvent::Credited { transfer: id, amount: dec!(30) }, dec!(30), dec!(0), 1),
+        event(3, 1, AccountEvent::Posted { transfer: id, amount: dec!(30) }, dec!(70), dec!(0), 1),
+        state(4, transfer(id, TransferStatus::Completed, SagaStep::Posted)),
+    ];
+    let second = build(executed, &mut restarted, false);
+    assert!(second.transfers_new.is_empty(), "its row exists");
+    assert_eq!(second.transfers_upsert.len(), 1);
+    assert_eq!(second.holds_removed.len(), 1);
+}
+
+#[test]
+fn a_flush_writes_one_snapshot_per_account_changed_since_the_last_one_newest_first_wins() {
+    let mut plan_state = PlanState::default();
+    build(saga(10, t(5)), &mut plan_state, false);
+    let plan = build(saga(20, t(6)), &mut plan_state, true);
+    assert_eq!(plan.snapshots.len(), 2, "two accounts, however many postings");
+    let source = plan.snapshots.iter().find(|s| s.account == AccountId::from_u128(1)).unwrap();
+    assert_eq!(source.version, 2, "the newest posting's version");
+    assert!(!plan_state.has_dirty_snapshots(), "the flush took them all");
+    plan_state.restore_snapshots(&plan);
+    assert_eq!(plan_state.dirty_snapshots(), 2, "a failed flush gives them back");
+}
+
+#[test]
+fn accounts_opened_and_status_changes_are_written_with_their_batch() {
+    let mut plan_state = PlanState::default();
+    let opened =
+        Account::open(AccountId::from_u128(1), None, Currency::USD, AccountKind::User, dec!(0), Timestamp::default());
+    let mut blocked = event(2, 1, AccountEvent::StatusChanged { status: AccountStatus::Blocked }, dec!(0), dec!(0), 0);
+    if let Record::Account { after, .. } = &mut blocked.record {
+        after.status = AccountStatus::Blocked;
+    }
+    let plan = build(
+        vec![SequencedRecord { seq: 1, record: Record::AccountOpened(Box::new(opened)) }, blocked],
+        &mut plan_state,
+        false,
+    );
+    assert_eq!(plan.accounts_opened.len(), 1);
+    assert_eq!(plan.account_settings, vec![(AccountId::from_u128(1), AccountStatus::Blocked, dec!(0), 2)]);
+}
+
+#[test]
+fn a_hold_removed_and_placed_again_in_one_batch_is_deleted_then_written_anew() {
+    let mut plan_state = PlanState::default();
+    let transfer = t(7);
+    let records = vec![
+        // The hold was placed in an earlier batch; this one releases it and places it again.
+        event(20, 1, AccountEvent::Released { transfer, amount: dec!(10) }, dec!(100), dec!(0), 0),
+        event(21, 1, AccountEvent::Held { transfer, amount: dec!(12) }, dec!(100), dec!(12), 0),
+        // Placed, removed and placed again within the batch: only the last placement is new.
+        event(22, 2, AccountEvent::Held { transfer, amount: dec!(1) }, dec!(100), dec!(1), 0),
+        event(23, 2, AccountEvent::Released { transfer, amount: dec!(1) }, dec!(100), dec!(0), 0),
+        event(24, 2, AccountEvent::Held { transfer, amount: dec!(2) }, dec!(100), dec!(2), 0),
+    ];
+    let plan = build(records, &mut plan_state, false);
+    assert_eq!(plan.holds_removed, vec![(AccountId::from_u128(1), transfer)]);
+    assert_eq!(
+        plan.holds_placed,
+        vec![(AccountId::from_u128(1), transfer, dec!(12), 21), (AccountId::from_u128(2), transfer, dec!(2), 24)]
+    );
+}

@@ -1,0 +1,100 @@
+//! Atomic batches are all or none across a crash: a crash before the batch's intent is durable
+//! leaves nothing (recovery releases the holds), a crash after it leaves every item to happen
+//! (recovery drives each one forward), whichever shards the items' accounts live on.
+
+// Test code: a failed unwrap or panic is a failed test, which is what we want.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use tally_actors::{ActorKind, AtomicBatch, BatchItem, Engine, EngineConfig};
+use tally_engine::{Account, Currency, TransferStatus};
+use tally_persistence::Store;
+use tally_tests::Harness;
+
+/// Eight sources (spread over the shards by their ids), each sending 10 USD to one sink.
+async fn world(harness: &Harness) -> (Vec<Account>, Account) {
+    let mut sources = Vec::new();
+    for _ in 0..8 {
+        let source = harness.open(Currency::USD).await;
+        harness.fund(&source, dec!(100)).await;
+        sources.push(source);
+    }
+    let sink = harness.open(Currency::USD).await;
+    (sources, sink)
+}
+
+fn items(harness: &Harness, sources: &[Account], sink: &Account) -> Vec<BatchItem> {
+    sources.iter().map(|source| BatchItem { request: harness.request(source, sink, dec!(10)), key: None }).collect()
+}
+
+async fn restart(harness: &Harness) -> Engine {
+    harness.engine.halt().await;
+    harness.store.set_commits_available(true);
+    Engine::start(harness.store.clone() as Arc<dyn Store>, EngineConfig::default()).await.unwrap()
+}
+
+async fn balance(engine: &Engine, account: &Account) -> (Decimal, Decimal) {
+    let account = engine.account(account.id).await.unwrap();
+    (account.balance(), account.position.held)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_the_intent_is_durable_leaves_nothing() {
+    let harness = Harness::start().await;
+    let (sources, sink) = world(&harness).await;
+    // Nothing commits from here: the holds are placed, the intent waits for the store.
+    harness.store.set_commits_available(false);
+    let items = items(&harness, &sources, &sink);
+    let ids: Vec<_> = items.iter().map(|item| item.request.id).collect();
+    let batch = {
+        let engine = harness.engine.clone();
+        tokio::spawn(async move { engine.transfer_batch_atomic(items).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!batch.is_finished(), "the batch waits for its intent to be durable");
+
+    let restarted = restart(&harness).await;
+    let _ = batch.await;
+    for source in &sources {
+        assert_eq!(balance(&restarted, source).await, (dec!(100), dec!(0)), "no hold left, no money moved");
+    }
+    assert_eq!(balance(&restarted, &sink).await.0, dec!(0));
+    for id in ids {
+        assert_eq!(restarted.load_transfer(id).await.unwrap(), None, "no item became a transfer");
+    }
+    restarted.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_intent_is_durable_lets_every_item_happen() {
+    let harness = Harness::start().await;
+    let (sources, sink) = world(&harness).await;
+    // Every item's saga panics at its first step, past the quarantine bound: none moves money
+    // in this run. Only the intent (and the holds before it) is durable.
+    harness.engine.faults().arm_panics(ActorKind::TransferSaga, 10_000);
+    let items = items(&harness, &sources, &sink);
+    let ids: Vec<_> = items.iter().map(|item| item.request.id).collect();
+    let outcome = harness.engine.transfer_batch_atomic(items).await.unwrap();
+    let AtomicBatch::Ran(results) = outcome else { panic!("every hold stood: {outcome:?}") };
+    assert!(results.iter().all(Result::is_err), "no item finished in this run: {results:?}");
+    for source in &sources {
+        assert_eq!(balance(&harness.engine, source).await, (dec!(100), dec!(10)), "held, not moved");
+    }
+
+    harness.engine.faults().disarm();
+    let restarted = restart(&harness).await;
+    for source in &sources {
+        assert_eq!(balance(&restarted, source).await, (dec!(90), dec!(0)), "every item happened");
+    }
+    assert_eq!(balance(&restarted, &sink).await.0, dec!(80));
+    for id in ids {
+        let transfer = restarted.load_transfer(id).await.unwrap().expect("every item is a transfer");
+        assert_eq!(transfer.status, TransferStatus::Completed);
+    }
+    assert!(harness.store.non_terminal_transfers().await.unwrap().is_empty(), "every item ended");
+    restarted.shutdown(Duration::from_secs(5)).await;
+}
