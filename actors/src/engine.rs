@@ -73,6 +73,9 @@ pub enum TransferError {
     Unavailable(Unavailable),
     #[error("internal: {0}")]
     Internal(String),
+    /// The amount does not fit the initiating user's verification limits (`limits.rs`).
+    #[error("verification limit: {0}")]
+    Limit(tally_engine::limits::LimitRejection),
 }
 
 impl TransferError {
@@ -85,6 +88,7 @@ impl TransferError {
             TransferError::Unavailable(Unavailable::Quarantined) => ErrorCode::Quarantined,
             TransferError::Unavailable(_) => ErrorCode::Overloaded,
             TransferError::Internal(_) => ErrorCode::Internal,
+            TransferError::Limit(rejection) => rejection.code(),
         }
     }
 }

@@ -17,10 +17,17 @@
 //! the clock; if the clock steps back, amounts keep counting in the later window already seen
 //! (the safe side).
 //!
-//! **Not yet connected.** Nothing in the transfer saga, batches or withdrawals calls
-//! `reserve` yet, and usage lives only in memory (forgotten on restart): enforcement in saga
-//! step 1 and durable usage land with the saga and journal rewrite. Until then
-//! `GET /v1/users/me/limits` shows these counters, which stay at zero.
+//! **Enforcement.** Saga step 1 (`saga.rs`, `Engine::reserve_limits`) reserves a transfer's
+//! amount (fees not included) in its source currency for the user who initiated it, at the
+//! user's level, before anything is held; a refusal is `422 VERIFICATION_LIMIT_EXCEEDED` and
+//! records nothing. The reservation is committed when the saga starts (a pending transfer's
+//! amount counts: it is held); a transfer that then ends `failed`, `rejected` or `cancelled`
+//! gives its amount back to the windows of its creation (`give_back`, from the saga's
+//! `finish`). Transfers without an initiating user (system and recovery work) are not
+//! counted. Nothing of this touches the store: levels and usage are in memory.
+//!
+//! **Levels.** Users above `none` are kept in `levels` (installed at start from the identity
+//! store, changed by `set_level` after an admin's change is stored); any other user is `none`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -168,6 +175,8 @@ pub struct Limits {
     usage_entries_max: usize,
     /// Serialises admin writes (store first, then memory).
     writes: tokio::sync::Mutex<()>,
+    /// The verification level of every user above `none`.
+    levels: DashMap<UserId, VerificationLevel>,
 }
 
 impl Default for Limits {
@@ -178,6 +187,7 @@ impl Default for Limits {
             swept_month: AtomicI64::new(i64::MIN),
             usage_entries_max: USAGE_ENTRIES_MAX,
             writes: tokio::sync::Mutex::default(),
+            levels: DashMap::new(),
         }
     }
 }
@@ -282,6 +292,40 @@ impl Limits {
         Ok(Reservation { usage: Arc::clone(&self.usage), key, amount, window: counters.window, committed: false })
     }
 
+    /// Gives `amount` back to the windows of `at` (a counted transfer created then that ended
+    /// without moving money). A window already past is left alone; never below zero.
+    pub fn give_back(&self, user: UserId, currency: Currency, amount: Decimal, at: Timestamp) {
+        let window = window_of(at);
+        let Some(mut counters) = self.usage.get_mut(&(user, currency)) else { return };
+        if counters.window.day == window.day {
+            counters.used.used_today = limits_sub(counters.used.used_today, amount);
+        }
+        if counters.window.month == window.month {
+            counters.used.used_this_month = limits_sub(counters.used.used_this_month, amount);
+        }
+    }
+
+    /// Takes the levels of the users above `none` as stored (at start).
+    pub fn install_levels(&self, levels: &[(UserId, VerificationLevel)]) {
+        for (user, level) in levels {
+            self.set_level(*user, *level);
+        }
+    }
+
+    /// `user`'s level is now `level` (after the store has it).
+    pub fn set_level(&self, user: UserId, level: VerificationLevel) {
+        if level == VerificationLevel::None {
+            self.levels.remove(&user);
+        } else {
+            self.levels.insert(user, level);
+        }
+    }
+
+    /// `user`'s verification level as the engine enforces it.
+    pub fn level_of(&self, user: UserId) -> VerificationLevel {
+        self.levels.get(&user).map_or(VerificationLevel::None, |level| *level)
+    }
+
     /// What `user` has counted in `currency` in the windows of `now` (zero if nothing).
     pub fn usage(&self, user: UserId, currency: Currency, now: Timestamp) -> Usage {
         match self.usage.get(&(user, currency)) {
@@ -295,6 +339,35 @@ impl Engine {
     /// The verification limits and usage counters (see `limits.rs`).
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
+    }
+
+    /// Step 1's limits check: reserves the transfer's amount (in its source currency, fees not
+    /// included) for the user who initiated it, at that user's level, as of its creation.
+    /// `None` for a transfer no user initiated.
+    pub(crate) fn reserve_limits(
+        &self,
+        transfer: &tally_engine::Transfer,
+    ) -> Result<Option<Reservation>, crate::engine::TransferError> {
+        let Some(user) = transfer.initiated_by else { return Ok(None) };
+        let limits = &self.inner.limits;
+        limits
+            .reserve(user, limits.level_of(user), transfer.currency, transfer.amount, transfer.created_at)
+            .map(Some)
+            .map_err(|refused| match refused {
+                ReservationRefused::Exceeded(rejection) => crate::engine::TransferError::Limit(rejection),
+                ReservationRefused::Overloaded => {
+                    crate::engine::TransferError::Unavailable(crate::registry::Unavailable::Overloaded)
+                }
+            })
+    }
+}
+
+/// A counted transfer that ended without moving money gives its amount back (`give_back`).
+pub(crate) fn on_finish(limits: &Limits, transfer: &tally_engine::Transfer) {
+    use tally_engine::TransferStatus;
+    let Some(user) = transfer.initiated_by else { return };
+    if matches!(transfer.status, TransferStatus::Failed | TransferStatus::Rejected | TransferStatus::Cancelled) {
+        limits.give_back(user, transfer.currency, transfer.amount, transfer.created_at);
     }
 }
 

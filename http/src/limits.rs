@@ -4,9 +4,9 @@
 //! loaded at start and replaced per level here (store first, audited in the same
 //! transaction); the pure rules are `tally_engine::limits`.
 //!
-//! **Not enforced yet.** No transfer, batch or withdrawal is checked against these limits,
-//! and the usage shown is the engine's in-memory counters, which nothing feeds yet (so it is
-//! zero): enforcement in saga step 1 and durable usage land with the saga rewrite. The
+//! **Enforced in saga step 1** for transfers and batch items (`tally_actors::limits`): the
+//! usage shown is the engine's in-memory counters. Crypto withdrawals are not checked yet, and
+//! usage is not yet recovered at start-up (a restart starts every counter at zero). The
 //! OpenAPI descriptions and docs/ledger-views.md say so.
 //!
 //! Decisions (API.md is silent; docs/ledger-views.md collects them):
@@ -115,8 +115,9 @@ fn level_view(state: &AppState, level: VerificationLevel) -> Result<LevelView, A
     description = "The limits of every verification level (`none`, `basic`, `verified`, `enhanced`, in that order), \
                    each a list of `{currency, per_transfer_max, daily_max, monthly_max}` in the currency table's \
                    order; a `null` maximum, or a currency not listed, is no bound. Amounts are at the currency's \
-                   scale. Days and months are UTC. Limits are configuration and display for now: no transfer, \
-                   batch or withdrawal is checked against them yet (enforcement lands with the saga rewrite).",
+                   scale. Days and months are UTC. Transfers and batch items are checked against the initiating \
+                   user's level in saga step 1 (`422 VERIFICATION_LIMIT_EXCEEDED`, nothing held); crypto \
+                   withdrawals are not checked yet.",
     responses((status = 200, body = LevelList)),
     security(("bearer" = []))
 )]
@@ -170,8 +171,7 @@ fn checked_set(body: &LevelLimitsBody) -> Result<Vec<(Currency, UserLimits)>, Ap
                    amount string of its currency (positive, at most its decimals and its per-transfer maximum), \
                    and they nest: `per_transfer_max ≤ daily_max ≤ monthly_max` for each pair given. Stored first \
                    (audited as `limits.update` in the same transaction), then in effect. An unknown level is \
-                   `404`. Limits are configuration and display for now: no transfer, batch or withdrawal is \
-                   checked against them yet (enforcement lands with the saga rewrite).",
+                   `404`. In effect for the next transfer's step 1 (usage already counted stays counted).",
     responses((status = 200, body = LevelView)),
     security(("bearer" = []))
 )]
@@ -238,10 +238,10 @@ pub struct MyLimits {
     description = "The caller's verification level and, per currency, its maxima (`null` = no bound) with what the \
                    caller used today and this month (UTC; amounts in the source currency, fees not included). \
                    Listed: every currency the level has limits in, and any other with usage this month, in the \
-                   currency table's order. Limits are configuration and display for now: no transfer, batch or \
-                   withdrawal is checked against them yet, and usage is not yet counted (it shows zero). \
-                   Enforcement in saga step 1 (`422 VERIFICATION_LIMIT_EXCEEDED` before anything is held) and \
-                   durable usage land with the saga rewrite.",
+                   currency table's order. Transfers (single and batch items) are checked in saga step 1: one \
+                   that does not fit is `422 VERIFICATION_LIMIT_EXCEEDED` before anything is held; usage counts \
+                   completed and pending transfers the caller initiated, and one that fails, is rejected or is \
+                   cancelled gives its amount back. Crypto withdrawals are not checked yet.",
     responses((status = 200, body = MyLimits)),
     security(("bearer" = []))
 )]

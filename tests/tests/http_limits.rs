@@ -1,8 +1,9 @@
-//! Verification limits over a real socket, configuration and display (enforcement lands with
-//! the saga rewrite): `GET /v1/admin/limits`, `PUT /v1/admin/limits/{level}` (stored, audited,
-//! replacing the level's whole set, every bad body refused without a change) and
-//! `GET /v1/users/me/limits` (the caller's level, its limits and the engine's usage counters),
-//! on both stores; and limits that survive a restart of a real `tally serve`.
+//! Verification limits over a real socket: `GET /v1/admin/limits`, `PUT /v1/admin/limits/{level}`
+//! (stored, audited, replacing the level's whole set, every bad body refused without a change)
+//! and `GET /v1/users/me/limits` (the caller's level, its limits and the engine's usage
+//! counters), on both stores; limits that survive a restart of a real `tally serve`; and
+//! enforcement in saga step 1: 200 racing transfers against a daily limit that fits exactly 100
+//! of them, a failed transfer giving its amount back, and an atomic batch counted whole.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -22,6 +23,8 @@ on_both_stores!(
     admins_set_each_level_s_limits_and_customers_see_theirs,
     bad_limits_are_refused_and_change_nothing,
     usage_shown_is_the_engine_s_counters,
+    of_200_racing_transfers_exactly_the_100_that_fit_the_daily_limit_pass,
+    a_transfer_that_fails_gives_its_amount_back_and_atomic_batches_count_whole,
 );
 
 async fn put_level(server: &TestServer, token: &str, level: &str, body: Value) -> tally_tests::http::Reply {
@@ -265,7 +268,7 @@ async fn usage_shown_is_the_engine_s_counters(server: TestServer) {
     let user = UserId::from_uuid(uuid::Uuid::parse_str(&alice.user_id).unwrap());
     let limits = server.engine.limits();
     let now = server.engine.now();
-    // What the saga will reserve once it enforces limits, counted straight into the engine.
+    // What saga step 1 reserves, counted straight into the engine.
     limits.reserve(user, VerificationLevel::Verified, Currency::USD, dec!(12.34), now).unwrap().commit();
     limits.reserve(user, VerificationLevel::Verified, Currency::EUR, dec!(5), now).unwrap().commit();
     let dropped = limits.reserve(user, VerificationLevel::Verified, Currency::USD, dec!(80), now).unwrap();
@@ -284,6 +287,121 @@ async fn usage_shown_is_the_engine_s_counters(server: TestServer) {
     // The limit an admin set is the one the engine checks against.
     let limits_now = limits.limits(VerificationLevel::Verified, Currency::USD);
     assert_eq!(limits_now.daily_max, Some(dec!(100)));
+    server.shutdown().await;
+}
+
+fn internal(source: &str, destination: &str, amount: &str) -> Value {
+    json!({"type": "internal", "source_account_id": source, "destination_account_id": destination, "amount": amount})
+}
+
+/// The rows of `transfers` from `account`, by status.
+async fn transfers_from(server: &TestServer, account: &str) -> Vec<String> {
+    let sql = format!("SELECT status FROM transfers WHERE CAST(source_id AS TEXT) = '{account}' ORDER BY status");
+    match server.backend {
+        Backend::Postgres => {
+            let mut db = sqlx::PgConnection::connect(&server.database_url).await.unwrap();
+            sqlx::query_scalar(&sql).fetch_all(&mut db).await.unwrap()
+        }
+        Backend::Sqlite => {
+            let mut db = sqlx::SqliteConnection::connect(&server.database_url).await.unwrap();
+            sqlx::query_scalar(&sql).fetch_all(&mut db).await.unwrap()
+        }
+    }
+}
+
+/// The brief's proof over HTTP: a verified user's daily USD limit is 100.00; 200 transfers of
+/// 1.00 race; exactly 100 are created and 100 refused `422 VERIFICATION_LIMIT_EXCEEDED`, the
+/// refused ones leaving no transfer and moving nothing.
+async fn of_200_racing_transfers_exactly_the_100_that_fit_the_daily_limit_pass(server: TestServer) {
+    let admin = server.admin(&["limits:write"]).await;
+    put_level(&server, &admin.token, "verified", json!({"limits": [{"currency": "USD", "daily_max": "100"}]}))
+        .await
+        .assert_status(200);
+    let alice = server.user().await;
+    let bob = server.user().await;
+    set_level(&server, &alice, "verified").await;
+    let source = server.open_account(&alice, "USD").await;
+    let destination = server.open_account(&bob, "USD").await;
+    server.fund(&source, dec!(1000)).await;
+    let (balance_before, _) = server.position(&source).await;
+
+    let replies = futures::future::join_all(
+        (0..200).map(|_| server.post("/v1/transfers", Some(&alice.token), internal(&source, &destination, "1.00"))),
+    )
+    .await;
+    let passed: Vec<&tally_tests::http::Reply> = replies.iter().filter(|reply| reply.status == 201).collect();
+    let refused: Vec<&tally_tests::http::Reply> = replies.iter().filter(|reply| reply.status == 422).collect();
+    assert_eq!(passed.len(), 100, "exactly the transfers that fit");
+    assert_eq!(refused.len(), 100, "every other one refused, none lost to another error");
+    for reply in &refused {
+        reply.assert_problem(422, "VERIFICATION_LIMIT_EXCEEDED");
+    }
+    // Nothing of a refused transfer exists; the passed ones moved exactly their amounts and fees.
+    assert_eq!(transfers_from(&server, &source).await, vec!["completed".to_owned(); 100]);
+    let fees: Decimal =
+        passed.iter().map(|reply| Decimal::from_str(reply.body["fee"].as_str().unwrap()).unwrap()).sum();
+    let (balance_after, held) = server.position(&source).await;
+    assert_eq!(balance_after, balance_before - dec!(100) - fees);
+    assert_eq!(held, Decimal::ZERO);
+    let mine = my_limits(&server, &alice).await;
+    assert_eq!(mine["limits"][0]["used_today"], "100.00");
+    // Full: the smallest amount is refused; another user, or another currency, is not.
+    server
+        .post("/v1/transfers", Some(&alice.token), internal(&source, &destination, "0.01"))
+        .await
+        .assert_problem(422, "VERIFICATION_LIMIT_EXCEEDED");
+    let other = server.open_account(&bob, "USD").await;
+    server.post("/v1/transfers", Some(&bob.token), internal(&destination, &other, "80.00")).await.assert_status(201);
+    server.shutdown().await;
+}
+
+/// A transfer that passes step 1 and then fails (its destination does not exist) gives its
+/// amount back; an atomic batch is counted item by item, and one that does not fit does
+/// nothing at all.
+async fn a_transfer_that_fails_gives_its_amount_back_and_atomic_batches_count_whole(server: TestServer) {
+    let admin = server.admin(&["limits:write"]).await;
+    put_level(
+        &server,
+        &admin.token,
+        "basic",
+        json!({"limits": [{"currency": "USD", "per_transfer_max": "50", "daily_max": "100"}]}),
+    )
+    .await
+    .assert_status(200);
+    let alice = server.user().await;
+    let bob = server.user().await;
+    set_level(&server, &alice, "basic").await;
+    let source = server.open_account(&alice, "USD").await;
+    let destination = server.open_account(&bob, "USD").await;
+    server.fund(&source, dec!(1000)).await;
+    let nowhere = uuid::Uuid::now_v7().to_string();
+    let failed = server.post("/v1/transfers", Some(&alice.token), internal(&source, &nowhere, "50.00")).await;
+    assert!(failed.status >= 400, "{:?}", failed.body);
+    assert_eq!(transfers_from(&server, &source).await, vec!["failed".to_owned()], "it ran, and failed");
+    assert_eq!(my_limits(&server, &alice).await["limits"][0]["used_today"], "0.00", "given back");
+    // Above the per-transfer maximum: refused before anything.
+    server
+        .post("/v1/transfers", Some(&alice.token), internal(&source, &destination, "50.01"))
+        .await
+        .assert_problem(422, "VERIFICATION_LIMIT_EXCEEDED");
+    // 40 + 40 fit; 40 + 40 + 40 does not: that batch does nothing.
+    let batch = |n: usize| json!({"atomic": true, "transfers": vec![internal(&source, &destination, "40.00"); n]});
+    let reply = server.post("/v1/transfers/batch", Some(&alice.token), batch(3)).await;
+    assert!(
+        reply.status >= 400
+            || reply.body["results"]
+                .as_array()
+                .is_some_and(|items| { items.iter().all(|item| item["status"] != "completed") }),
+        "{:?}",
+        reply.body
+    );
+    assert_eq!(my_limits(&server, &alice).await["limits"][0]["used_today"], "0.00", "an aborted batch counts nothing");
+    let reply = server.post("/v1/transfers/batch", Some(&alice.token), batch(2)).await;
+    assert!(reply.status < 300, "{:?}", reply.body);
+    assert_eq!(my_limits(&server, &alice).await["limits"][0]["used_today"], "80.00");
+    let mut statuses = transfers_from(&server, &source).await;
+    statuses.sort();
+    assert_eq!(statuses, ["completed", "completed", "failed"]);
     server.shutdown().await;
 }
 

@@ -90,6 +90,8 @@ pub struct Identity {
     /// The limits as stored when identity opened: `AppState::set_engine` gives them to the
     /// engine before it serves (the engine starts after identity and has no identity store).
     pub limits_at_start: Arc<Vec<LevelLimits>>,
+    /// The users above level `none` when identity opened, given to the engine with the limits.
+    pub levels_at_start: Arc<Vec<(tally_engine::UserId, tally_persistence::users::VerificationLevel)>>,
 }
 
 /// What `tally serve` configures from the environment beyond the stores; tests set it directly.
@@ -159,6 +161,7 @@ impl Identity {
         let keys = KeyRing::load_or_create(stores.users.as_ref(), clock.now()).await?;
         let passwords = Passwords::new().await.map_err(IdentityError::Passwords)?;
         let limits_at_start = stores.limits.load_limits().await.map_err(IdentityError::Limits)?;
+        let levels_at_start = stores.limits.load_user_levels().await.map_err(IdentityError::Limits)?;
         Ok(Identity {
             users: stores.users,
             reads: stores.reads,
@@ -177,6 +180,7 @@ impl Identity {
             beneficiaries: stores.beneficiaries,
             limits: stores.limits,
             limits_at_start: Arc::new(limits_at_start),
+            levels_at_start: Arc::new(levels_at_start),
         })
     }
 

@@ -5,11 +5,12 @@
 //! on; a level's replacement appends its audit entry in the same transaction.
 //!
 //! What a user has used against these limits is not stored here: usage is counted in memory
-//! by `tally_actors::limits` until the saga rewrite persists it.
+//! by `tally_actors::limits`. The levels of the users above `none` are read once at start
+//! (`load_user_levels`), for the engine to enforce limits without a store round trip.
 
 use async_trait::async_trait;
 use tally_engine::limits::UserLimits;
-use tally_engine::{Currency, Timestamp};
+use tally_engine::{Currency, Timestamp, UserId};
 
 use super::VerificationLevel;
 use crate::audit::AuditRecord;
@@ -29,6 +30,10 @@ pub trait LimitsStore: Send + Sync + 'static {
     /// (`UserLimits::new`): a row the API could not have written is `Corrupt`, not used.
     async fn load_limits(&self) -> Result<Vec<LevelLimits>, StoreError>;
 
+    /// Every user whose verification level is above `none`, with it (one scan of `users` at
+    /// start; bounded by the users there are).
+    async fn load_user_levels(&self) -> Result<Vec<(UserId, VerificationLevel)>, StoreError>;
+
     /// Replaces `level`'s whole set with `limits` (one entry per currency, none unlimited)
     /// and appends `audit`, in one transaction.
     async fn replace_level_limits(
@@ -38,6 +43,13 @@ pub trait LimitsStore: Send + Sync + 'static {
         at: Timestamp,
         audit: &AuditRecord,
     ) -> Result<(), StoreError>;
+}
+
+/// A stored `(id, verification_level)` row, checked (shared by both stores).
+pub(crate) fn user_level(id: uuid::Uuid, level: &str) -> Result<(UserId, VerificationLevel), StoreError> {
+    let level = VerificationLevel::parse(level)
+        .ok_or_else(|| StoreError::Corrupt(format!("user {id} has verification level {level:?}")))?;
+    Ok((UserId::from_uuid(id), level))
 }
 
 /// A stored row back into `LevelLimits`, checked (shared by both stores).

@@ -3,10 +3,10 @@
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 use tally_engine::limits::UserLimits;
-use tally_engine::{Currency, Timestamp};
+use tally_engine::{Currency, Timestamp, UserId};
 
 use super::VerificationLevel;
-use super::limits::{LevelLimits, LimitsStore, level_limits};
+use super::limits::{LevelLimits, LimitsStore, level_limits, user_level};
 use super::postgres::{PgUserStore, classify};
 use crate::audit::AuditRecord;
 use crate::store::StoreError;
@@ -27,6 +27,18 @@ impl LimitsStore for PgUserStore {
             rows.into_iter()
                 .map(|(level, currency, per, daily, monthly)| level_limits(&level, &currency, per, daily, monthly))
                 .collect()
+        })
+        .await
+    }
+
+    async fn load_user_levels(&self) -> Result<Vec<(UserId, VerificationLevel)>, StoreError> {
+        self.run(|pool| async move {
+            let rows: Vec<(uuid::Uuid, String)> =
+                sqlx::query_as("SELECT id, verification_level FROM users WHERE verification_level <> 'none'")
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(classify)?;
+            rows.into_iter().map(|(id, level)| user_level(id, &level)).collect()
         })
         .await
     }

@@ -2,11 +2,11 @@
 
 use async_trait::async_trait;
 use tally_engine::limits::UserLimits;
-use tally_engine::{Currency, Timestamp};
+use tally_engine::{Currency, Timestamp, UserId};
 
 use super::VerificationLevel;
-use super::limits::{LevelLimits, LimitsStore, level_limits};
-use super::sqlite::{SqliteUserStore, classify};
+use super::limits::{LevelLimits, LimitsStore, level_limits, user_level};
+use super::sqlite::{SqliteUserStore, classify, uuid_from_db};
 use crate::audit::AuditRecord;
 use crate::sqlite::decimal_from_db;
 use crate::store::StoreError;
@@ -38,6 +38,18 @@ impl LimitsStore for SqliteUserStore {
                     )
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn load_user_levels(&self) -> Result<Vec<(UserId, VerificationLevel)>, StoreError> {
+        self.run(|pool| async move {
+            let rows: Vec<(String, String)> =
+                sqlx::query_as("SELECT id, verification_level FROM users WHERE verification_level <> 'none'")
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(classify)?;
+            rows.into_iter().map(|(id, level)| user_level(uuid_from_db(&id, "users.id")?, &level)).collect()
         })
         .await
     }
