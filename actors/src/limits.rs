@@ -23,8 +23,11 @@
 //! records nothing. The reservation is committed when the saga starts (a pending transfer's
 //! amount counts: it is held); a transfer that then ends `failed`, `rejected` or `cancelled`
 //! gives its amount back to the windows of its creation (`give_back`, from the saga's
-//! `finish`). Transfers without an initiating user (system and recovery work) are not
-//! counted. Nothing of this touches the store: levels and usage are in memory.
+//! `finish`). Only internal and external transfers count (admin adjustments and transfers
+//! without an initiating user do not). Nothing of this touches the store per transfer: levels
+//! and usage are in memory, and usage is durable through the transfers themselves: at start,
+//! once recovery is done, `install_usage` counts this month's open and completed transfers
+//! as the ledger holds them (`LimitsStore::load_usage`).
 //!
 //! **Levels.** Users above `none` are kept in `levels` (installed at start from the identity
 //! store, changed by `set_level` after an admin's change is stored); any other user is `none`.
@@ -43,6 +46,8 @@ use tally_persistence::users::VerificationLevel;
 use tally_persistence::users::limits::{LevelLimits, LimitsStore};
 
 use crate::engine::Engine;
+
+const DAY_MICROS: i64 = 86_400_000_000;
 
 /// (user, currency) pairs whose usage is tracked at most: ~100 bytes each, ~100 MiB at the
 /// bound, which covers a million users each active in one currency. When it is full, entries
@@ -305,6 +310,37 @@ impl Limits {
         }
     }
 
+    /// The first microsecond of the calendar month (UTC) of `now`: where `install_usage`'s rows
+    /// start.
+    pub fn month_start(now: Timestamp) -> Timestamp {
+        let day = now.as_micros().div_euclid(DAY_MICROS);
+        let (_, _, day_of_month) = tally_engine::limits::civil_from_days(day);
+        Timestamp::from_micros((day - (day_of_month - 1)) * DAY_MICROS)
+    }
+
+    /// Counts, at start, the transfers the ledger holds that limits count (`LimitsStore::
+    /// load_usage`: processing, pending or completed, initiated by a user, this month), into
+    /// the windows of `now`. Called once recovery has finished every saga it could, before
+    /// the engine serves, so each such transfer is counted once and a recovered failure not
+    /// at all.
+    pub fn install_usage(&self, rows: &[(UserId, Currency, Decimal, Timestamp)], now: Timestamp) {
+        let window = window_of(now);
+        for (user, currency, amount, created_at) in rows {
+            let at = window_of(*created_at);
+            let mut entry = self.usage.entry((*user, *currency)).or_insert(Counters {
+                window,
+                used: Usage { used_today: Decimal::ZERO, used_this_month: Decimal::ZERO },
+            });
+            let add = |used: Decimal| used.checked_add(*amount).unwrap_or(Decimal::MAX);
+            if at.month == window.month {
+                entry.used.used_this_month = add(entry.used.used_this_month);
+            }
+            if at.day == window.day {
+                entry.used.used_today = add(entry.used.used_today);
+            }
+        }
+    }
+
     /// Takes the levels of the users above `none` as stored (at start).
     pub fn install_levels(&self, levels: &[(UserId, VerificationLevel)]) {
         for (user, level) in levels {
@@ -343,12 +379,13 @@ impl Engine {
 
     /// Step 1's limits check: reserves the transfer's amount (in its source currency, fees not
     /// included) for the user who initiated it, at that user's level, as of its creation.
-    /// `None` for a transfer no user initiated.
+    /// `None` for a transfer no user initiated, and for admin adjustments (an admin's credit
+    /// or debit is not the admin's own spending).
     pub(crate) fn reserve_limits(
         &self,
         transfer: &tally_engine::Transfer,
     ) -> Result<Option<Reservation>, crate::engine::TransferError> {
-        let Some(user) = transfer.initiated_by else { return Ok(None) };
+        let Some(user) = counted_user(transfer) else { return Ok(None) };
         let limits = &self.inner.limits;
         limits
             .reserve(user, limits.level_of(user), transfer.currency, transfer.amount, transfer.created_at)
@@ -362,10 +399,17 @@ impl Engine {
     }
 }
 
+/// The user whose limits a transfer counts against: its initiator, for a customer's
+/// transfer (internal or external).
+fn counted_user(transfer: &tally_engine::Transfer) -> Option<UserId> {
+    use tally_engine::TransferKind;
+    matches!(transfer.kind, TransferKind::Internal | TransferKind::External).then_some(transfer.initiated_by).flatten()
+}
+
 /// A counted transfer that ended without moving money gives its amount back (`give_back`).
 pub(crate) fn on_finish(limits: &Limits, transfer: &tally_engine::Transfer) {
     use tally_engine::TransferStatus;
-    let Some(user) = transfer.initiated_by else { return };
+    let Some(user) = counted_user(transfer) else { return };
     if matches!(transfer.status, TransferStatus::Failed | TransferStatus::Rejected | TransferStatus::Cancelled) {
         limits.give_back(user, transfer.currency, transfer.amount, transfer.created_at);
     }

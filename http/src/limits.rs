@@ -5,9 +5,9 @@
 //! transaction); the pure rules are `tally_engine::limits`.
 //!
 //! **Enforced in saga step 1** for transfers and batch items (`tally_actors::limits`): the
-//! usage shown is the engine's in-memory counters. Crypto withdrawals are not checked yet, and
-//! usage is not yet recovered at start-up (a restart starts every counter at zero). The
-//! OpenAPI descriptions and docs/ledger-views.md say so.
+//! usage shown is the engine's in-memory counters, rebuilt from the ledger at start-up
+//! (`main.rs`, `LimitsStore::load_usage`). Crypto withdrawals are not checked yet. The OpenAPI
+//! descriptions and docs/ledger-views.md say so.
 //!
 //! Decisions (API.md is silent; docs/ledger-views.md collects them):
 //! - A maximum is an amount of its currency as a transfer amount is: a string, positive, at

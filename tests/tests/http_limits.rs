@@ -429,6 +429,75 @@ async fn limits_survive_a_restart(database_url: &str) {
     );
 }
 
+/// Usage is counted in memory and recovered from the ledger at start: after a `kill -9`, a
+/// real `tally serve` shows the same usage and still refuses what no longer fits.
+async fn usage_survives_a_kill_9(database_url: &str) {
+    let mut server = TallyServer::start(database_url, &[]).await;
+    let base = server.base_url();
+    let admin = Client::admin(&server).await;
+    let (status, body) = admin
+        .send(
+            reqwest::Method::PUT,
+            "/v1/admin/limits/none",
+            Some(json!({"limits": [{"currency": "USD", "daily_max": "100"}]})),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let mut clients = Vec::new();
+    for name in ["alice", "bob"] {
+        let email = format!("{name}-{}@example.com", uuid::Uuid::new_v4().simple());
+        let registered = reqwest::Client::new()
+            .post(format!("{base}/v1/auth/register"))
+            .json(
+                &json!({"email": email, "password": tally_tests::http::PASSWORD, "first_name": name, "last_name": "L"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(registered.status(), 201);
+        clients.push((email.clone(), Client::login(&base, &email, tally_tests::http::PASSWORD).await));
+    }
+    let (alice_email, alice) = clients[0].clone();
+    let source = alice.open_account("USD").await;
+    let destination = clients[1].1.open_account("USD").await;
+    admin.fund(&source, "500").await;
+    for amount in ["30.00", "40.00"] {
+        let (status, body) = alice.post("/v1/transfers", internal(&source, &destination, amount)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let used = |client: Client| async move {
+        let (status, body) = client.get("/v1/users/me/limits").await;
+        assert_eq!(status, 200, "{body}");
+        body["limits"][0]["used_today"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(used(alice.clone()).await, "70.00");
+    server.kill();
+    server.restart().await;
+    let alice = Client::login(&server.base_url(), &alice_email, tally_tests::http::PASSWORD).await;
+    assert_eq!(used(alice.clone()).await, "70.00", "recovered from the ledger");
+    let (status, body) = alice.post("/v1/transfers", internal(&source, &destination, "30.01")).await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("VERIFICATION_LIMIT_EXCEEDED")), "{body}");
+    let (status, body) = alice.post("/v1/transfers", internal(&source, &destination, "30.00")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(used(alice).await, "100.00");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_survives_a_kill_9_on_postgres() {
+    usage_survives_a_kill_9(&tally_tests::postgres::fresh_database("limits_usage").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_survives_a_kill_9_on_sqlite() {
+    let file = std::env::temp_dir().join(format!("tally-limits-usage-{}.db", uuid::Uuid::new_v4().simple()));
+    usage_survives_a_kill_9(&format!("sqlite://{}", file.display())).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_survive_a_restart_on_postgres() {
     limits_survive_a_restart(&tally_tests::postgres::fresh_database("limits").await).await;

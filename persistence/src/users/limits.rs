@@ -34,6 +34,12 @@ pub trait LimitsStore: Send + Sync + 'static {
     /// start; bounded by the users there are).
     async fn load_user_levels(&self) -> Result<Vec<(UserId, VerificationLevel)>, StoreError>;
 
+    /// What limits count, from the ledger itself, for start-up: every internal or external
+    /// transfer a user initiated that is `processing`, `pending` or `completed`, created at or after `since` (the month's
+    /// start), as `(user, currency, amount, created_at)`. One range of the transfers' primary
+    /// key (ids are UUIDv7 of the creation time), read once per start.
+    async fn load_usage(&self, since: Timestamp) -> Result<Vec<UsageRow>, StoreError>;
+
     /// Replaces `level`'s whole set with `limits` (one entry per currency, none unlimited)
     /// and appends `audit`, in one transaction.
     async fn replace_level_limits(
@@ -43,6 +49,35 @@ pub trait LimitsStore: Send + Sync + 'static {
         at: Timestamp,
         audit: &AuditRecord,
     ) -> Result<(), StoreError>;
+}
+
+/// One counted transfer: who initiated it, its source currency and amount, when it was created.
+pub type UsageRow = (UserId, Currency, rust_decimal::Decimal, Timestamp);
+
+/// The smallest UUIDv7 of a time: transfers created at or after `since` have ids at or above it.
+pub(crate) fn first_id_at(since: Timestamp) -> uuid::Uuid {
+    let millis = u128::try_from(since.as_micros().div_euclid(1_000)).unwrap_or(0);
+    uuid::Uuid::from_u128(millis << 80)
+}
+
+/// SQL of `load_usage` (`$1`/`?1` the first id, `$2`/`?2` the time; both stores).
+pub(crate) const USAGE_SQL_POSTGRES: &str = "SELECT initiated_by, currency, amount, created_at FROM transfers
+     WHERE id >= $1 AND created_at >= $2 AND initiated_by IS NOT NULL AND kind IN ('internal', 'external')
+       AND status IN ('processing', 'pending', 'completed')";
+pub(crate) const USAGE_SQL_SQLITE: &str = "SELECT initiated_by, currency, amount, created_at FROM transfers
+     WHERE id >= ?1 AND created_at >= ?2 AND initiated_by IS NOT NULL AND kind IN ('internal', 'external')
+       AND status IN ('processing', 'pending', 'completed')";
+
+/// A stored usage row, checked (shared by both stores).
+pub(crate) fn usage_row(
+    user: uuid::Uuid,
+    currency: &str,
+    amount: rust_decimal::Decimal,
+    created_at: i64,
+) -> Result<UsageRow, StoreError> {
+    let currency = Currency::from_code(currency)
+        .ok_or_else(|| StoreError::Corrupt(format!("a transfer of user {user} has currency {currency:?}")))?;
+    Ok((UserId::from_uuid(user), currency, amount, Timestamp::from_micros(created_at)))
 }
 
 /// A stored `(id, verification_level)` row, checked (shared by both stores).

@@ -6,7 +6,9 @@ use tally_engine::limits::UserLimits;
 use tally_engine::{Currency, Timestamp, UserId};
 
 use super::VerificationLevel;
-use super::limits::{LevelLimits, LimitsStore, level_limits, user_level};
+use super::limits::{
+    LevelLimits, LimitsStore, USAGE_SQL_POSTGRES, UsageRow, first_id_at, level_limits, usage_row, user_level,
+};
 use super::postgres::{PgUserStore, classify};
 use crate::audit::AuditRecord;
 use crate::store::StoreError;
@@ -39,6 +41,19 @@ impl LimitsStore for PgUserStore {
                     .await
                     .map_err(classify)?;
             rows.into_iter().map(|(id, level)| user_level(id, &level)).collect()
+        })
+        .await
+    }
+
+    async fn load_usage(&self, since: Timestamp) -> Result<Vec<UsageRow>, StoreError> {
+        self.run(|pool| async move {
+            let rows: Vec<(uuid::Uuid, String, Decimal, i64)> = sqlx::query_as(USAGE_SQL_POSTGRES)
+                .bind(first_id_at(since))
+                .bind(since.as_micros())
+                .fetch_all(&pool)
+                .await
+                .map_err(classify)?;
+            rows.into_iter().map(|(user, currency, amount, at)| usage_row(user, &currency, amount, at)).collect()
         })
         .await
     }

@@ -5,8 +5,10 @@ use tally_engine::limits::UserLimits;
 use tally_engine::{Currency, Timestamp, UserId};
 
 use super::VerificationLevel;
-use super::limits::{LevelLimits, LimitsStore, level_limits, user_level};
-use super::sqlite::{SqliteUserStore, classify, uuid_from_db};
+use super::limits::{
+    LevelLimits, LimitsStore, USAGE_SQL_SQLITE, UsageRow, first_id_at, level_limits, usage_row, user_level,
+};
+use super::sqlite::{SqliteUserStore, classify, id_to_db, uuid_from_db};
 use crate::audit::AuditRecord;
 use crate::sqlite::decimal_from_db;
 use crate::store::StoreError;
@@ -50,6 +52,28 @@ impl LimitsStore for SqliteUserStore {
                     .await
                     .map_err(classify)?;
             rows.into_iter().map(|(id, level)| user_level(uuid_from_db(&id, "users.id")?, &level)).collect()
+        })
+        .await
+    }
+
+    async fn load_usage(&self, since: Timestamp) -> Result<Vec<UsageRow>, StoreError> {
+        self.run(|pool| async move {
+            let rows: Vec<(String, String, String, i64)> = sqlx::query_as(USAGE_SQL_SQLITE)
+                .bind(id_to_db(first_id_at(since)))
+                .bind(since.as_micros())
+                .fetch_all(&pool)
+                .await
+                .map_err(classify)?;
+            rows.into_iter()
+                .map(|(user, currency, amount, at)| {
+                    usage_row(
+                        uuid_from_db(&user, "transfers.initiated_by")?,
+                        &currency,
+                        decimal_from_db(&amount, "transfers.amount")?,
+                        at,
+                    )
+                })
+                .collect()
         })
         .await
     }
