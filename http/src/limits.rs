@@ -6,8 +6,8 @@
 //!
 //! **Enforced in saga step 1** for transfers and batch items (`tally_actors::limits`): the
 //! usage shown is the engine's in-memory counters, rebuilt from the ledger at start-up
-//! (`main.rs`, `LimitsStore::load_usage`). Crypto withdrawals are not checked yet. The OpenAPI
-//! descriptions and docs/ledger-views.md say so.
+//! (`main.rs`, `LimitsStore::load_usage`). Crypto withdrawals are checked at their start
+//! (`tally_actors::crypto`). The OpenAPI descriptions and docs/ledger-views.md say so.
 //!
 //! Decisions (API.md is silent; docs/ledger-views.md collects them):
 //! - A maximum is an amount of its currency as a transfer amount is: a string, positive, at
@@ -116,8 +116,8 @@ fn level_view(state: &AppState, level: VerificationLevel) -> Result<LevelView, A
                    each a list of `{currency, per_transfer_max, daily_max, monthly_max}` in the currency table's \
                    order; a `null` maximum, or a currency not listed, is no bound. Amounts are at the currency's \
                    scale. Days and months are UTC. Transfers and batch items are checked against the initiating \
-                   user's level in saga step 1 (`422 VERIFICATION_LIMIT_EXCEEDED`, nothing held); crypto \
-                   withdrawals are not checked yet.",
+                   user's level in saga step 1 (`422 VERIFICATION_LIMIT_EXCEEDED`, nothing held), crypto \
+                   withdrawals against their owner's, in the asset.",
     responses((status = 200, body = LevelList)),
     security(("bearer" = []))
 )]
@@ -241,7 +241,8 @@ pub struct MyLimits {
                    currency table's order. Transfers (single and batch items) are checked in saga step 1: one \
                    that does not fit is `422 VERIFICATION_LIMIT_EXCEEDED` before anything is held; usage counts \
                    completed and pending transfers the caller initiated, and one that fails, is rejected or is \
-                   cancelled gives its amount back. Crypto withdrawals are not checked yet.",
+                   cancelled gives its amount back. Crypto withdrawals count in their asset (a failed one gives \
+                   its amount back). Usage is rebuilt from the ledger at start.",
     responses((status = 200, body = MyLimits)),
     security(("bearer" = []))
 )]

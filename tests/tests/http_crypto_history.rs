@@ -27,6 +27,7 @@ on_both_stores!(
     wallet_transactions_are_the_wallet_s_postings_newest_first,
     bad_pages_are_refused_and_histories_are_the_caller_s_only,
     each_page_is_one_range_scan_of_its_index,
+    withdrawals_count_against_the_owner_s_limits,
 );
 
 const SECRET: &str = "test-custodian-secret";
@@ -450,5 +451,45 @@ async fn each_page_is_one_range_scan_of_its_index(server: TestServer) {
             }
         }
     }
+    server.shutdown().await;
+}
+
+/// Crypto withdrawals are checked in their step 1 against the owner's level (here `none`, with
+/// a daily BTC maximum of 0.3): what does not fit is `422 VERIFICATION_LIMIT_EXCEEDED` before
+/// anything is held, and a withdrawal the custodian fails gives its amount back.
+async fn withdrawals_count_against_the_owner_s_limits(server: TestServer) {
+    let admin = server.admin(&["limits:write"]).await;
+    server
+        .send_with(
+            reqwest::Method::PUT,
+            "/v1/admin/limits/none",
+            Some(&admin.token),
+            None,
+            Some(json!({"limits": [{"currency": "BTC", "daily_max": "0.3"}]})),
+        )
+        .await
+        .assert_status(200);
+    let alice = trader(&server, "1").await;
+    let used = || async {
+        let mine = server.get("/v1/users/me/limits", Some(&alice.user.token)).await;
+        mine.assert_status(200);
+        mine.body["limits"][0]["used_today"].as_str().unwrap().to_owned()
+    };
+    let first = withdraw(&server, &alice, "0.2").await;
+    assert_eq!(used().await, "0.20000000");
+    let refused = server
+        .post(
+            "/v1/crypto/withdrawals",
+            Some(&alice.user.token),
+            json!({"wallet_id": alice.wallet, "amount": "0.2", "address": "bc1qexample"}),
+        )
+        .await;
+    refused.assert_problem(422, "VERIFICATION_LIMIT_EXCEEDED");
+    let held: Vec<(String,)> = rows(&server, "SELECT CAST(id AS TEXT) FROM crypto_ops WHERE kind = 'withdrawal'").await;
+    assert_eq!(held, vec![(first.clone(),)], "the refused withdrawal left nothing");
+    settle(&server, &first, false).await;
+    assert_eq!(used().await, "0.00000000", "a failed withdrawal gives its amount back");
+    withdraw(&server, &alice, "0.3").await;
+    assert_eq!(used().await, "0.30000000");
     server.shutdown().await;
 }

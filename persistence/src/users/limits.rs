@@ -35,9 +35,10 @@ pub trait LimitsStore: Send + Sync + 'static {
     async fn load_user_levels(&self) -> Result<Vec<(UserId, VerificationLevel)>, StoreError>;
 
     /// What limits count, from the ledger itself, for start-up: every internal or external
-    /// transfer a user initiated that is `processing`, `pending` or `completed`, created at or after `since` (the month's
-    /// start), as `(user, currency, amount, created_at)`. One range of the transfers' primary
-    /// key (ids are UUIDv7 of the creation time), read once per start.
+    /// transfer a user initiated and every crypto withdrawal, `processing`, `pending` or
+    /// `completed`, created at or after `since` (the month's start), as `(user, currency,
+    /// amount, created_at)`. One range of each table's primary key (ids are UUIDv7 of the
+    /// creation time), read once per start.
     async fn load_usage(&self, since: Timestamp) -> Result<Vec<UsageRow>, StoreError>;
 
     /// Replaces `level`'s whole set with `limits` (one entry per currency, none unlimited)
@@ -60,12 +61,21 @@ pub(crate) fn first_id_at(since: Timestamp) -> uuid::Uuid {
     uuid::Uuid::from_u128(millis << 80)
 }
 
-/// SQL of `load_usage` (`$1`/`?1` the first id, `$2`/`?2` the time; both stores).
+/// SQL of `load_usage` (`$1`/`?1` the first id, `$2`/`?2` the time; both stores): the
+/// transfers, and the crypto withdrawals (ids of the same UUIDv7 kind) of their owners.
 pub(crate) const USAGE_SQL_POSTGRES: &str = "SELECT initiated_by, currency, amount, created_at FROM transfers
      WHERE id >= $1 AND created_at >= $2 AND initiated_by IS NOT NULL AND kind IN ('internal', 'external')
+       AND status IN ('processing', 'pending', 'completed')
+     UNION ALL
+     SELECT owner_id, asset, asset_amount, created_at FROM crypto_ops
+     WHERE id >= $1 AND created_at >= $2 AND kind = 'withdrawal'
        AND status IN ('processing', 'pending', 'completed')";
 pub(crate) const USAGE_SQL_SQLITE: &str = "SELECT initiated_by, currency, amount, created_at FROM transfers
      WHERE id >= ?1 AND created_at >= ?2 AND initiated_by IS NOT NULL AND kind IN ('internal', 'external')
+       AND status IN ('processing', 'pending', 'completed')
+     UNION ALL
+     SELECT owner_id, asset, asset_amount, created_at FROM crypto_ops
+     WHERE id >= ?1 AND created_at >= ?2 AND kind = 'withdrawal'
        AND status IN ('processing', 'pending', 'completed')";
 
 /// A stored usage row, checked (shared by both stores).
