@@ -88,6 +88,19 @@ impl Engine {
         if !invalid.is_empty() {
             return Ok(AtomicBatch::Aborted(invalid));
         }
+        // Verification limits (limits.rs), item by item in order, as single transfers would be
+        // counted: an item that does not fit (with the items before it) aborts the batch, and
+        // every reservation is dropped, given back, on any abort below.
+        let mut reservations = Vec::with_capacity(transfers.len());
+        for (index, transfer) in transfers.iter().enumerate() {
+            match self.reserve_limits(transfer) {
+                Ok(reservation) => reservations.push(reservation),
+                Err(error) => invalid.push((index, error)),
+            }
+        }
+        if !invalid.is_empty() {
+            return Ok(AtomicBatch::Aborted(invalid));
+        }
         for transfer in &transfers {
             self.admit(transfer.source.as_uuid()).map_err(TransferError::Unavailable)?;
         }
@@ -161,6 +174,9 @@ impl Engine {
                 return Err(TransferError::Unavailable(Unavailable::Overloaded));
             }
         };
+        // The intent is appended: the items count (if it never becomes durable, recovery may
+        // still finish them, so they stay counted: the safe side).
+        reservations.into_iter().flatten().for_each(crate::limits::Reservation::commit);
         if durable.is_err() {
             // The journal stopped: whether the intent is in the store is for recovery to find
             // out on the next start, which finishes the batch or undoes it whole.

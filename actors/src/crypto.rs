@@ -541,8 +541,24 @@ impl Engine {
     // ---- the saga --------------------------------------------------------------------------
 
     async fn start_op(&self, op: CryptoOp) -> Result<CryptoOp, CryptoError> {
+        // A withdrawal counts against its owner's verification limits (limits.rs), checked
+        // and counted before anything is held; given back if it ends `failed` (`finish`).
+        let reservation = if op.kind == CryptoOpKind::Withdrawal {
+            let limits = &self.inner.limits;
+            let level = limits.level_of(op.owner);
+            let reserved = limits.reserve(op.owner, level, op.asset, op.asset_amount, op.created_at);
+            Some(reserved.map_err(|refused| CryptoError::Refused(refused.code(), refused.to_string()))?)
+        } else {
+            None
+        };
         self.admit(op.id.as_uuid()).map_err(CryptoError::Unavailable)?;
-        self.spawn_op(op, Mode::Forward).await
+        let claim = self.claim(op.id).map_err(|_| CryptoError::Unavailable(Unavailable::Overloaded))?;
+        // From here the saga runs (or, refused a permit, answers 503 with the amount still
+        // counted: the safe side).
+        if let Some(reservation) = reservation {
+            reservation.commit();
+        }
+        self.spawn_op_claimed(op, Mode::Forward, claim).await
     }
 
     async fn run_op(&self, op: CryptoOp) -> Result<CryptoOp, CryptoError> {
@@ -713,6 +729,10 @@ fn record(inner: &EngineInner, op: &CryptoOp) -> Result<(), CryptoError> {
 /// Records the operation's state and waits until it (and every record before it) is durable.
 async fn finish(inner: &EngineInner, op: &mut CryptoOp) -> Result<(), CryptoError> {
     op.updated_at = inner.clock.now();
+    if op.kind == CryptoOpKind::Withdrawal && op.status == CryptoOpStatus::Failed {
+        // A failed withdrawal moved nothing: its amount no longer counts against the limits.
+        inner.limits.give_back(op.owner, op.asset, op.asset_amount, op.created_at);
+    }
     let ack = loop {
         match inner.shared.journal_of(op.id.as_uuid()).append_acked(Record::CryptoOp(Box::new(op.clone()))) {
             Ok((_, ack)) => break ack,

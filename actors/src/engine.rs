@@ -73,6 +73,9 @@ pub enum TransferError {
     Unavailable(Unavailable),
     #[error("internal: {0}")]
     Internal(String),
+    /// The amount does not fit the initiating user's verification limits (`limits.rs`).
+    #[error("verification limit: {0}")]
+    Limit(tally_engine::limits::LimitRejection),
 }
 
 impl TransferError {
@@ -85,6 +88,7 @@ impl TransferError {
             TransferError::Unavailable(Unavailable::Quarantined) => ErrorCode::Quarantined,
             TransferError::Unavailable(_) => ErrorCode::Overloaded,
             TransferError::Internal(_) => ErrorCode::Internal,
+            TransferError::Limit(rejection) => rejection.code(),
         }
     }
 }
@@ -176,6 +180,8 @@ pub(crate) struct EngineInner {
     pub(crate) aml: crate::aml::Aml,
     /// Quotes, prices and deposit claims of the crypto flows (`crypto.rs`).
     pub(crate) crypto: crate::crypto::CryptoState,
+    /// Verification limits and usage (`limits.rs`); configured by `Limits::install`.
+    pub(crate) limits: crate::limits::Limits,
 }
 
 /// A cheap, clonable handle to a running engine.
@@ -332,6 +338,7 @@ impl Engine {
             sagas_compensated: AtomicU64::new(0),
             aml,
             crypto: crate::crypto::CryptoState::default(),
+            limits: crate::limits::Limits::default(),
         });
         let engine = Engine { inner };
         engine.ensure_system_accounts().await?;

@@ -85,12 +85,19 @@ impl Engine {
         let stop_pending = (settings.execution_mode == ExecutionMode::Manual).then_some(PendingReason::ManualExecution);
         // Fees, limits and FX (pricing.rs): the same call the quote makes.
         let mut transfer = self.price(request).await?;
+        // Verification limits (limits.rs): counted in memory, given back if anything below
+        // refuses the transfer (the reservation is dropped uncommitted).
+        let reservation = self.reserve_limits(&transfer)?;
         self.admit(transfer.source.as_uuid()).map_err(TransferError::Unavailable)?;
         let permit = self.saga_permit()?;
         let claim = self.claim(transfer.id)?;
         self.inner.claims.insert(transfer.id, choose_journal(&self.inner, &transfer));
         transfer.idempotency = idempotency;
         let stop_pending = self.screen_transfer(&transfer, stop_pending).await?;
+        // From here the saga runs: its end gives the amount back if no money moved (`finish`).
+        if let Some(reservation) = reservation {
+            reservation.commit();
+        }
         Ok((transfer, stop_pending, permit, claim))
     }
 
@@ -425,6 +432,7 @@ async fn finish(
         transfer.pending_reason = pending_reason;
     }
     transfer.failure_reason = failure;
+    crate::limits::on_finish(&inner.limits, transfer);
     let journal = inner.shared.journals.shard(journal_of(inner, transfer));
     let ack = loop {
         match journal.append_acked(Record::Transfer(Box::new(transfer.clone()))) {

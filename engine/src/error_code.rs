@@ -32,6 +32,9 @@ pub enum ErrorCode {
     FxRateNotFound,
     QuoteExpired,
     TransferBlocked,
+    /// The caller's verification level does not allow this amount now (a per-transfer,
+    /// daily or monthly maximum of their level and the currency). Served as `422`.
+    VerificationLimitExceeded,
     RateLimited,
     Overloaded,
     /// An actor that kept failing is quarantined: writes to it are refused until an operator
@@ -65,6 +68,7 @@ impl ErrorCode {
             ErrorCode::FxRateNotFound => "FX_RATE_NOT_FOUND",
             ErrorCode::QuoteExpired => "QUOTE_EXPIRED",
             ErrorCode::TransferBlocked => "TRANSFER_BLOCKED",
+            ErrorCode::VerificationLimitExceeded => "VERIFICATION_LIMIT_EXCEEDED",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::Overloaded => "OVERLOADED",
             ErrorCode::Quarantined => "QUARANTINED",
@@ -91,7 +95,8 @@ impl ErrorCode {
             | ErrorCode::AmountLimitExceeded
             | ErrorCode::FxRateNotFound
             | ErrorCode::QuoteExpired
-            | ErrorCode::TransferBlocked => 422,
+            | ErrorCode::TransferBlocked
+            | ErrorCode::VerificationLimitExceeded => 422,
             ErrorCode::RateLimited => 429,
             ErrorCode::Overloaded | ErrorCode::Quarantined => 503,
             ErrorCode::Internal => 500,
@@ -105,10 +110,10 @@ impl ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the contract's order: the OpenAPI document lists them from here.
-    pub const ALL: [ErrorCode; 26] = ALL;
+    pub const ALL: [ErrorCode; 27] = ALL;
 }
 
-const ALL: [ErrorCode; 26] = [
+const ALL: [ErrorCode; 27] = [
     ErrorCode::ValidationError,
     ErrorCode::InvalidCode,
     ErrorCode::Unauthenticated,
@@ -131,6 +136,7 @@ const ALL: [ErrorCode; 26] = [
     ErrorCode::FxRateNotFound,
     ErrorCode::QuoteExpired,
     ErrorCode::TransferBlocked,
+    ErrorCode::VerificationLimitExceeded,
     ErrorCode::RateLimited,
     ErrorCode::Overloaded,
     ErrorCode::Quarantined,
@@ -160,5 +166,7 @@ mod tests {
         assert_eq!(ErrorCode::InvalidCode.http_status(), 400);
         assert_eq!(ErrorCode::EmailNotVerified.http_status(), 403);
         assert_eq!(ErrorCode::Quarantined.http_status(), 503);
+        assert_eq!(ErrorCode::VerificationLimitExceeded.http_status(), 422);
+        assert_eq!(ErrorCode::VerificationLimitExceeded.as_str(), "VERIFICATION_LIMIT_EXCEEDED");
     }
 }

@@ -13,6 +13,7 @@ pub mod error_code;
 pub mod fees;
 pub mod fx;
 pub mod ids;
+pub mod limits;
 pub mod money;
 pub mod position;
 pub mod posting;

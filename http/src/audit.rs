@@ -239,6 +239,9 @@ pub const ADMIN_ACTIONS: &[(&str, &str, &str, &str)] = &[
     ("DELETE", "/v1/admin/aml/rules/{id}", "aml_rule.delete", "aml_rule"),
     ("POST", "/v1/admin/aml/flags/{id}/resolve", "aml_flag.resolve", "aml_flag"),
     ("POST", "/v1/admin/actors/{kind}/{id}/release", "actor.release", "actor"),
+    // Audited in its own transaction by the limits store (the response is marked `Audited`);
+    // named here so the action is the same wherever the route is listed.
+    ("PUT", "/v1/admin/limits/{level}", "limits.update", "verification_level"),
 ];
 
 /// Whether a request is one the layer considers: a change to an admin resource.

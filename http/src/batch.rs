@@ -17,6 +17,9 @@
 //! key (one transfer per item, however often it is replayed); a different body finds a
 //! different fingerprint: `409 IDEMPOTENCY_KEY_REUSED`. Items refused before a transfer
 //! existed (validation) have nothing stored and are planned and refused again on a repeat.
+//! An item naming a saved beneficiary that has since been deleted resolves to the payee it
+//! named (so the batch's fingerprint is unchanged) and may only replay its item's transfer:
+//! without one it is refused `404` (see `beneficiaries.rs`).
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -29,12 +32,13 @@ use tally_engine::{ErrorCode, Idempotency, Transfer, TransferRequest, TransferSt
 use crate::auth::Caller;
 use crate::auth::api_keys::{Scoped, TransfersWrite};
 use crate::auth::stepup::{StepUp, TransfersCreate};
+use crate::beneficiaries::SavedPayees;
 use crate::digest::sha256_hex;
 use crate::input;
 use crate::json::ApiJson;
 use crate::problem::ApiError;
 use crate::state::AppState;
-use crate::transfers::{TransferBody, fingerprint, plan, run_transfer};
+use crate::transfers::{Plan, TransferBody, fingerprint, plan, run_transfer};
 use crate::views::TransferView;
 
 /// Items in one batch (API.md). 8,190 items of ~400 bytes fit the 4 MiB body limit, and one
@@ -105,11 +109,16 @@ fn item_key(key: &str, index: usize) -> String {
 }
 
 /// Plans one raw item as `POST /v1/transfers` would.
-async fn plan_item(state: AppState, caller: Caller, raw: &serde_json::Value) -> Result<TransferRequest, ApiError> {
+async fn plan_item(
+    state: &AppState,
+    caller: Caller,
+    payees: &SavedPayees<'_>,
+    raw: &serde_json::Value,
+) -> Result<Plan, ApiError> {
     // Read from the body's own value, not a copy of it.
     let body = TransferBody::deserialize(raw)
         .map_err(|error| ApiError::new(ErrorCode::ValidationError, format!("invalid item: {error}")))?;
-    plan(state.engine()?, caller, &body).await
+    plan(state.engine()?, caller, &body, payees).await
 }
 
 /// The fingerprint of the whole batch: every item as understood (or, if it could not be
@@ -117,12 +126,12 @@ async fn plan_item(state: AppState, caller: Caller, raw: &serde_json::Value) -> 
 fn batch_fingerprint(
     atomic: bool,
     raw: &[serde_json::Value],
-    planned: &[Result<TransferRequest, ApiError>],
+    planned: &[Result<Plan, ApiError>],
 ) -> Result<String, ApiError> {
     let mut items = Vec::with_capacity(planned.len());
     for (raw, plan) in raw.iter().zip(planned) {
         items.push(match plan {
-            Ok(request) => fingerprint(ROUTE, request)?,
+            Ok(plan) => fingerprint(ROUTE, &plan.request)?,
             Err(_) => serde_json::to_string(raw).map_err(ApiError::internal)?,
         });
     }
@@ -172,8 +181,9 @@ async fn run_batch(
     let count = body.transfers.len();
     let atomic = body.atomic.unwrap_or(false);
     let engine = state.engine()?;
-    let planned: Vec<Result<TransferRequest, ApiError>> = futures::stream::iter(0..count)
-        .map(|index| plan_item(state.clone(), caller, &body.transfers[index]))
+    let payees = SavedPayees::new(&state, caller.user_id);
+    let planned: Vec<Result<Plan, ApiError>> = futures::stream::iter(0..count)
+        .map(|index| plan_item(&state, caller, &payees, &body.transfers[index]))
         .buffered(BATCH_ITEMS_IN_FLIGHT_MAX)
         .collect()
         .await;
@@ -206,6 +216,16 @@ async fn run_batch(
             keys[index] = Some(Idempotency { scope, key: item_key(key, index), fingerprint: batch_print.clone() });
         }
     }
+    // An item naming a deleted beneficiary only replays what a first run made of it.
+    let planned: Vec<Result<TransferRequest, ApiError>> = planned
+        .into_iter()
+        .zip(&existing)
+        .map(|(plan, existing)| match plan {
+            Ok(Plan { payee_deleted: true, .. }) if existing.is_none() => Err(ApiError::not_found("beneficiary")),
+            Ok(plan) => Ok(plan.request),
+            Err(error) => Err(error),
+        })
+        .collect();
 
     let results = if atomic {
         run_atomic(&state, planned, keys, existing).await?

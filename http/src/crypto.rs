@@ -255,7 +255,11 @@ pub async fn list_wallets(State(state): State<AppState>, caller: Caller) -> Resu
     Ok(axum::Json(WalletList { items }).into_response())
 }
 
-async fn owned_wallet(state: &AppState, id: WalletId, owner: UserId) -> Result<(WalletProfile, Wallet), ApiError> {
+pub(crate) async fn owned_wallet(
+    state: &AppState,
+    id: WalletId,
+    owner: UserId,
+) -> Result<(WalletProfile, Wallet), ApiError> {
     match state.engine()?.customer_wallet(id).await {
         Ok((profile, wallet)) if profile.owner == owner => Ok((profile, wallet)),
         Ok(_) | Err(CryptoError::NotFound) => Err(ApiError::not_found("wallet")),

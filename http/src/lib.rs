@@ -22,13 +22,16 @@ pub mod aml;
 pub mod audit;
 pub mod auth;
 pub mod batch;
+pub mod beneficiaries;
 pub mod crypto;
+pub mod crypto_history;
 pub mod digest;
 pub mod health;
 pub mod iban;
 pub mod input;
 pub mod json;
 pub mod ledger;
+pub mod limits;
 pub mod listings;
 pub mod logging;
 pub mod mail;
@@ -164,6 +167,18 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/roles/{id}", get(auth::roles::get).put(auth::roles::update).delete(auth::roles::delete))
         .route("/v1/admin/audit", get(audit::list))
         .route("/v1/admin/audit/head", get(audit::head))
+        // Issue 15 (ledger views): saved beneficiaries, the crypto histories, the owner's
+        // statement, and verification limits (configuration and display). Before the route
+        // layer, so the admin route is audited and every route counted.
+        .route("/v1/beneficiaries", get(beneficiaries::list).post(beneficiaries::create))
+        .route("/v1/beneficiaries/{id}", delete(beneficiaries::delete))
+        .route("/v1/crypto/orders", get(crypto_history::orders))
+        .route("/v1/crypto/withdrawals", get(crypto_history::withdrawals))
+        .route("/v1/wallets/{id}/transactions", get(crypto_history::wallet_transactions))
+        .route("/v1/accounts/{id}/statement", get(statements::account_statement))
+        .route("/v1/admin/limits", get(limits::list))
+        .route("/v1/admin/limits/{level}", put(limits::put_level))
+        .route("/v1/users/me/limits", get(limits::mine))
         // A route layer, so each request's route template (`MatchedPath`) is known.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), route_policies))
         .route("/v1/admin/users", get(auth::admin_users::list).post(auth::admin_users::create))

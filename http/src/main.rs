@@ -176,6 +176,17 @@ async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, St
                     tracing::warn!(kind = kind.as_str(), every, "fault injection on: every n-th handler panics");
                     engine.faults().panic_every(kind, every);
                 }
+                // Verification limits' usage of this month, from the ledger as recovery left it
+                // (actors/src/limits.rs), before anything is served.
+                let now = engine.now();
+                let since = tally_actors::limits::Limits::month_start(now);
+                match starting.identity().limits.load_usage(since).await {
+                    Ok(rows) => engine.limits().install_usage(&rows, now),
+                    Err(error) => {
+                        tracing::error!(%error, "the limits' usage could not be read; exiting");
+                        std::process::exit(1);
+                    }
+                }
                 starting.set_engine(engine);
             }
             Err(error) => {

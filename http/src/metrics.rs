@@ -220,6 +220,15 @@ pub struct Tracking {
     started: Instant,
 }
 
+/// The metrics alone as a route layer (what the `http_metrics` bench measures); the server runs
+/// them inside `lib.rs`'s `route_policies`.
+pub async fn track(request: Request, next: axum::middleware::Next) -> Response {
+    let tracking = Tracking::start(&request);
+    let response = next.run(request).await;
+    tracking.finish(&response);
+    response
+}
+
 impl Tracking {
     pub fn start(request: &Request) -> Tracking {
         let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);

@@ -65,7 +65,9 @@ pub struct ProblemDoc {
                        every error is application/problem+json; money-moving POSTs take an \
                        Idempotency-Key. Identity decisions the contract leaves open (self-service, roles, \
                        admin user views, mail, the audit log and its hash chain) are stated on each \
-                       operation and collected in docs/identity.md and docs/audit.md.",
+                       operation and collected in docs/identity.md and docs/audit.md; those of the ledger \
+                       views (saved beneficiaries, crypto histories, the owner's statement, verification \
+                       limits) in docs/ledger-views.md.",
         version = "1",
     ),
     paths(
@@ -177,6 +179,16 @@ pub struct ProblemDoc {
         crate::crypto::withdraw,
         crate::crypto::get_withdrawal,
         crate::crypto::custodian_webhook,
+        crate::beneficiaries::list,
+        crate::beneficiaries::create,
+        crate::beneficiaries::delete,
+        crate::crypto_history::orders,
+        crate::crypto_history::withdrawals,
+        crate::crypto_history::wallet_transactions,
+        crate::statements::account_statement,
+        crate::limits::list,
+        crate::limits::put_level,
+        crate::limits::mine,
     ),
     components(schemas(ProblemDoc, FieldError, CurrencyCode)),
     modifiers(&Everywhere),
@@ -227,6 +239,8 @@ impl Modify for Everywhere {
                 "The error code of API.md, with its status: {statuses}. `TOKEN_EXPIRED`: the access token verified \
                  and expired (refresh it). `INVALID_CODE`: a wrong, expired or used one-time code. \
                  `EMAIL_NOT_VERIFIED`: money-moving routes with `TALLY_REQUIRE_VERIFIED_EMAIL=true`. \
+                 `VERIFICATION_LIMIT_EXCEEDED`: the caller's verification level does not allow the amount now \
+                 (reserved: limits are not enforced yet; see `GET /v1/users/me/limits`). \
                  `QUARANTINED`: the account or wallet keeps failing and refuses writes until an operator releases \
                  it (`Retry-After` is set)."
             );

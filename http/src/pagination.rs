@@ -5,6 +5,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tally_persistence::reads::crypto::WalletPostingPosition;
 use tally_persistence::reads::listing::{Position, PostingPosition};
 
 use crate::problem::ApiError;
@@ -86,6 +87,26 @@ pub fn parse_posting_cursor(tag: &str, text: Option<&str>) -> Result<Option<Post
         account: uuid::Uuid::try_parse(account).map_err(|_| bad_cursor())?,
         booked_at: booked_at.parse::<i64>().map_err(|_| bad_cursor())?,
         version: version.parse::<u64>().map_err(|_| bad_cursor())?,
+    }))
+}
+
+/// The cursor before the wallet posting at `position` (booking time, shard, sequence). The `2`
+/// marks the form: cursors of the one-journal era (`1`, a bare sequence) are refused as foreign.
+pub fn wallet_posting_cursor(tag: &str, position: WalletPostingPosition) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{tag}2:{}:{}:{}", position.booked_at, position.shard, position.seq))
+}
+
+pub fn parse_wallet_posting_cursor(tag: &str, text: Option<&str>) -> Result<Option<WalletPostingPosition>, ApiError> {
+    let Some(text) = text else { return Ok(None) };
+    let rest = decode(text, &format!("{tag}2:"))?;
+    let mut parts = rest.splitn(3, ':');
+    let (Some(booked_at), Some(shard), Some(seq)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad_cursor());
+    };
+    Ok(Some(WalletPostingPosition {
+        booked_at: booked_at.parse::<i64>().map_err(|_| bad_cursor())?,
+        shard: shard.parse::<u16>().map_err(|_| bad_cursor())?,
+        seq: seq.parse::<u64>().map_err(|_| bad_cursor())?,
     }))
 }
 

@@ -1,6 +1,6 @@
 //! Request counts by status and latency bucket, in plain atomics the operators' page can read
 //! back. The Prometheus exporter's histograms cannot be read from inside the process, so the
-//! route layer (`metrics::track`) also adds one to one cell here per request: the cell of the
+//! route layer (`metrics::Tracking`) also adds one to one cell here per request: the cell of the
 //! answer's status and the latency's bucket. Totals by status and by bucket are sums over that
 //! table, made only when `/v1/admin/actors` is asked. The counters only grow (like Prometheus
 //! counters); the page computes rates and percentiles from the difference between two polls.

@@ -39,7 +39,11 @@ impl AppState {
         state
     }
 
+    /// Makes the started engine available to handlers, after giving it the verification
+    /// limits identity loaded (so it never serves without them).
     pub fn set_engine(&self, engine: Engine) {
+        engine.limits().install(&self.inner.identity.limits_at_start);
+        engine.limits().install_levels(&self.inner.identity.levels_at_start);
         let _ = self.inner.engine.set(engine);
     }
 

@@ -1,5 +1,8 @@
-//! Admin statements: `GET /v1/admin/statements` (`transfers:read`), the ledger lines
-//! (postings) of a period as JSON pages, or the whole period as a streamed CSV file.
+//! Statements: `GET /v1/admin/statements` (`transfers:read`) and, for an account's owner,
+//! `GET /v1/accounts/{id}/statement` (API.md *1.1* "Ledger views"): the ledger lines
+//! (postings) of a period as JSON pages, or the whole period as a streamed CSV file. Both
+//! routes are the same code below (`check_period`, `check_rest`, `answer`); the customer's is
+//! the admin's with the scope fixed to one account the caller owns.
 //!
 //! What a line carries is enough to reconcile it without another call: the posting's id (a
 //! name-based UUID of its account and posting number, as in
@@ -46,8 +49,11 @@ use tally_persistence::reads::{AccountReads, StatementReads};
 use time::Date;
 use time::macros::format_description;
 
+use crate::accounts::owned_account;
 use crate::auth::Authorized;
+use crate::auth::api_keys::{AccountsRead, Scoped};
 use crate::auth::permissions::TransfersRead;
+use crate::input::IdPath;
 use crate::listings::query;
 use crate::pagination::{parse_posting_cursor, posting_cursor};
 use crate::problem::{ApiError, request_id};
@@ -71,6 +77,10 @@ pub const CSV_CHUNK_ROWS: u32 = 1_000;
 
 const STATEMENT_TAG: &str = "statement";
 
+/// The customer's statement pages with its own cursors: a cursor of one route is refused by
+/// the other, as between every two listings.
+const ACCOUNT_STATEMENT_TAG: &str = "account-statement";
+
 /// The CSV's columns, in order; the JSON line's fields have the same names.
 pub const CSV_HEADER: &str = "id,transfer_id,account_id,user_id,currency,direction,amount,balance_after,\
                               transfer_type,reference,description,created_at\r\n";
@@ -87,6 +97,25 @@ pub struct StatementQuery {
     pub account_id: Option<String>,
     /// The lines of every account of this user (not with `account_id`).
     pub user_id: Option<String>,
+    /// `credit` or `debit`.
+    pub direction: Option<String>,
+    pub cursor: Option<String>,
+    /// 1 to 500, default 100 (JSON only).
+    pub limit: Option<String>,
+    /// `json` (default) or `csv` (the whole period, streamed, as an attachment).
+    pub format: Option<String>,
+}
+
+/// The query of `GET /v1/accounts/{id}/statement`: the admin's without the scope parameters
+/// (the path names the account).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AccountStatementQuery {
+    /// First day, `YYYY-MM-DD` (UTC), inclusive.
+    pub from: Option<String>,
+    /// Last day, `YYYY-MM-DD` (UTC), inclusive; at most 366 days after `from`'s start.
+    pub to: Option<String>,
     /// `credit` or `debit`.
     pub direction: Option<String>,
     pub cursor: Option<String>,
@@ -168,52 +197,59 @@ fn uuid_param(field: &str, text: Option<&str>) -> Result<Option<uuid::Uuid>, Api
 /// A checked request: the filter, and the page (JSON) or nothing (CSV).
 struct Checked {
     filter: StatementFilter,
-    /// `(after, limit)` for a JSON page; `None` for the CSV.
-    page: Option<(Option<PostingPosition>, u32)>,
-    /// The dates as asked, for the CSV's file name.
-    from: String,
-    to: String,
+    page: PageAsked,
+    /// The cursors' tag of the route.
+    tag: &'static str,
+    /// The CSV's file name (`statement-<from>-<to>.csv`; the customer's names its account).
+    file_name: String,
 }
 
-/// Every check that needs no store, in the order of the query's parameters.
-fn check(params: &StatementQuery) -> Result<Checked, ApiError> {
-    let from = day_start("from", params.from.as_deref())?;
-    let to_day = day_start("to", params.to.as_deref())?;
+/// `(from, to)` as the filter takes them: the first day's midnight, and the midnight after
+/// the last day (exclusive), checked: both given, in order, at most `STATEMENT_DAYS_MAX` days.
+fn check_period(from: Option<&str>, to: Option<&str>) -> Result<(i64, i64), ApiError> {
+    let from = day_start("from", from)?;
+    let to_day = day_start("to", to)?;
     if to_day < from {
         return Err(ApiError::field("to", "must not be before from"));
     }
     if (to_day - from) / DAY_MICROS + 1 > STATEMENT_DAYS_MAX {
         return Err(ApiError::field("to", format!("a statement covers at most {STATEMENT_DAYS_MAX} days")));
     }
-    let account = uuid_param("account_id", params.account_id.as_deref())?;
-    let user = uuid_param("user_id", params.user_id.as_deref())?;
-    let scope = match (account, user) {
-        (Some(_), Some(_)) => return Err(ApiError::field("user_id", "give account_id or user_id, not both")),
-        (Some(account), None) => StatementScope::Account(AccountId::from_uuid(account)),
-        (None, Some(user)) => StatementScope::Owner(UserId::from_uuid(user)),
-        (None, None) => StatementScope::All,
-    };
-    let credit = match params.direction.as_deref() {
+    Ok((from, to_day + DAY_MICROS))
+}
+
+/// `(after, limit)` of a JSON page; `None` for the CSV.
+type PageAsked = Option<(Option<PostingPosition>, u32)>;
+
+/// The direction, and the page (JSON) or `None` (CSV), checked in the query's order.
+fn check_rest(
+    tag: &str,
+    direction: Option<&str>,
+    format: Option<&str>,
+    cursor: Option<&str>,
+    limit: Option<&str>,
+) -> Result<(Option<bool>, PageAsked), ApiError> {
+    let credit = match direction {
         None => None,
         Some("credit") => Some(true),
         Some("debit") => Some(false),
         Some(_) => return Err(ApiError::field("direction", "must be credit or debit")),
     };
-    let csv = match params.format.as_deref() {
+    let csv = match format {
         None | Some("json") => false,
         Some("csv") => true,
         Some(_) => return Err(ApiError::field("format", "must be json or csv")),
     };
     let page = if csv {
-        if params.cursor.is_some() {
+        if cursor.is_some() {
             return Err(ApiError::field("cursor", "the CSV is the whole period; it takes no cursor"));
         }
-        if params.limit.is_some() {
+        if limit.is_some() {
             return Err(ApiError::field("limit", "the CSV is the whole period; it takes no limit"));
         }
         None
     } else {
-        let limit = match params.limit.as_deref() {
+        let limit = match limit {
             None => STATEMENT_LIMIT_DEFAULT,
             Some(text) => match text.parse::<u32>() {
                 Ok(limit) if (1..=STATEMENT_LIMIT_MAX).contains(&limit) => limit,
@@ -225,14 +261,61 @@ fn check(params: &StatementQuery) -> Result<Checked, ApiError> {
                 }
             },
         };
-        Some((parse_posting_cursor(STATEMENT_TAG, params.cursor.as_deref())?, limit))
+        Some((parse_posting_cursor(tag, cursor)?, limit))
     };
-    let filter = StatementFilter { scope, credit, from, to: to_day + DAY_MICROS };
+    Ok((credit, page))
+}
+
+/// Every check of the admin's query that needs no store, in the order of its parameters.
+fn check(params: &StatementQuery) -> Result<Checked, ApiError> {
+    let (from, to) = check_period(params.from.as_deref(), params.to.as_deref())?;
+    let account = uuid_param("account_id", params.account_id.as_deref())?;
+    let user = uuid_param("user_id", params.user_id.as_deref())?;
+    let scope = match (account, user) {
+        (Some(_), Some(_)) => return Err(ApiError::field("user_id", "give account_id or user_id, not both")),
+        (Some(account), None) => StatementScope::Account(AccountId::from_uuid(account)),
+        (None, Some(user)) => StatementScope::Owner(UserId::from_uuid(user)),
+        (None, None) => StatementScope::All,
+    };
+    let (credit, page) = check_rest(
+        STATEMENT_TAG,
+        params.direction.as_deref(),
+        params.format.as_deref(),
+        params.cursor.as_deref(),
+        params.limit.as_deref(),
+    )?;
     Ok(Checked {
-        filter,
+        filter: StatementFilter { scope, credit, from, to },
         page,
-        from: params.from.clone().unwrap_or_default(),
-        to: params.to.clone().unwrap_or_default(),
+        tag: STATEMENT_TAG,
+        // The dates were checked to be exactly YYYY-MM-DD, so the name needs no escaping.
+        file_name: format!(
+            "statement-{}-{}.csv",
+            params.from.as_deref().unwrap_or_default(),
+            params.to.as_deref().unwrap_or_default()
+        ),
+    })
+}
+
+/// The customer's query, checked as the admin's, for the one account `account`.
+fn check_account(params: &AccountStatementQuery, account: AccountId) -> Result<Checked, ApiError> {
+    let (from, to) = check_period(params.from.as_deref(), params.to.as_deref())?;
+    let (credit, page) = check_rest(
+        ACCOUNT_STATEMENT_TAG,
+        params.direction.as_deref(),
+        params.format.as_deref(),
+        params.cursor.as_deref(),
+        params.limit.as_deref(),
+    )?;
+    Ok(Checked {
+        filter: StatementFilter { scope: StatementScope::Account(account), credit, from, to },
+        page,
+        tag: ACCOUNT_STATEMENT_TAG,
+        file_name: format!(
+            "statement-{account}-{}-{}.csv",
+            params.from.as_deref().unwrap_or_default(),
+            params.to.as_deref().unwrap_or_default()
+        ),
     })
 }
 
@@ -282,9 +365,45 @@ pub async fn statements(
     let params = query(params)?;
     let checked = check(&params)?;
     check_exists(&state, checked.filter.scope).await?;
+    answer(&state, checked).await
+}
+
+/// `GET /v1/accounts/{id}/statement?from&to&direction&cursor&limit&format` → the owner's
+/// statement of one account: the admin statement's lines, pages and CSV.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}/statement",
+    tag = "accounts",
+    params(("id" = uuid::Uuid, Path, description = "The account id"), AccountStatementQuery),
+    description = "The account's ledger lines (postings) of a period, oldest first, exactly as in                    `GET /v1/admin/statements?account_id=`: `from` and `to` are required UTC dates, both inclusive,                    at most 366 days; a line belongs to the UTC day it was booked (a pending transfer's on the day it was executed); `balance_after` runs                    forward line by line. JSON pages of 1 to 500 lines (default 100) with an opaque cursor, or                    with `format=csv` the whole period as one RFC 4180 attachment                    (`statement-<account>-<from>-<to>.csv`), streamed in constant memory; `cursor` and `limit`                    with `format=csv` are `400`. Another user's account, or one that does not exist, is `404`                    (as `GET /v1/accounts/{id}`); parameters are checked first (`400`). API keys need                    `accounts:read`.",
+    responses((
+        status = 200,
+        description = "A page of ledger lines (JSON), or with `format=csv` the whole period as a CSV attachment;                        an error after the first byte aborts the transfer (no terminating chunk).",
+        content(
+            (StatementPage = "application/json"),
+            (String = "text/csv")
+        )
+    )),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn account_statement(
+    State(state): State<AppState>,
+    Scoped { caller, .. }: Scoped<AccountsRead>,
+    IdPath(id): IdPath,
+    params: Result<Query<AccountStatementQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query(params)?;
+    let account = AccountId::from_uuid(id);
+    let checked = check_account(&params, account)?;
+    owned_account(state.engine()?, account, caller.user_id, "account").await?;
+    answer(&state, checked).await
+}
+
+/// The statement `checked` asks for: a JSON page, or the whole period as a CSV stream.
+async fn answer(state: &AppState, checked: Checked) -> Result<Response, ApiError> {
     let reads = state.identity().reads.clone();
     match checked.page {
-        Some((after, limit)) => json_page(reads.as_ref(), &checked.filter, after, limit).await,
+        Some((after, limit)) => json_page(reads.as_ref(), &checked.filter, checked.tag, after, limit).await,
         None => csv(reads, checked).await,
     }
 }
@@ -292,6 +411,7 @@ pub async fn statements(
 async fn json_page(
     reads: &dyn AccountReads,
     filter: &StatementFilter,
+    tag: &str,
     after: Option<PostingPosition>,
     limit: u32,
 ) -> Result<Response, ApiError> {
@@ -299,7 +419,7 @@ async fn json_page(
     let mut lines = reads.statement_lines(filter, after, limit + 1).await?;
     let more = lines.len() > limit as usize;
     lines.truncate(limit as usize);
-    let next_cursor = if more { lines.last().map(|line| posting_cursor(STATEMENT_TAG, line.position)) } else { None };
+    let next_cursor = if more { lines.last().map(|line| posting_cursor(tag, line.position)) } else { None };
     let items =
         lines.into_iter().map(StatementLineView::of).collect::<Result<Vec<_>, _>>().map_err(ApiError::internal)?;
     Ok(axum::Json(StatementPage { items, next_cursor }).into_response())
@@ -408,8 +528,8 @@ async fn csv(reads: Arc<dyn AccountReads>, checked: Checked) -> Result<Response,
     let stream = futures::stream::try_unfold(walk, |mut walk| async move {
         Ok::<_, std::io::Error>(walk.next_chunk().await?.map(|bytes| (bytes, walk)))
     });
-    // The dates were checked to be exactly YYYY-MM-DD, so the name needs no escaping.
-    let disposition = format!("attachment; filename=\"statement-{}-{}.csv\"", checked.from, checked.to);
+    // The name holds only checked dates and a UUID, so it needs no escaping.
+    let disposition = format!("attachment; filename=\"{}\"", checked.file_name);
     let mut response = Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));

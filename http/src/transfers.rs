@@ -4,7 +4,8 @@
 //! A request becomes an engine `TransferRequest` here (`plan`): the source must be the
 //! caller's (else `404`, as for accounts: existence does not leak), the amount is parsed in
 //! the source account's currency, an `internal` transfer names a customer account, an
-//! `external` one a beneficiary and pays out through the settlement account of the currency.
+//! `external` one a beneficiary (inline, or a saved one by `beneficiary_id`: see
+//! `beneficiaries.rs`) and pays out through the settlement account of the currency.
 //! Every money-moving request then goes through `run_transfer`, the one call into the engine,
 //! with the caller's `Idempotency-Key` if they sent one.
 
@@ -26,6 +27,7 @@ use crate::accounts::owned_account;
 use crate::auth::Caller;
 use crate::auth::api_keys::{Scoped, TransfersRead, TransfersWrite};
 use crate::auth::stepup::{StepUp, TransfersCancel, TransfersCreate};
+use crate::beneficiaries::{Payee, SavedPayees};
 use crate::digest::sha256_hex;
 use crate::iban;
 use crate::input::{self, DESCRIPTION_LENGTH_MAX, IdPath, OptionalJson, REFERENCE_LENGTH_MAX};
@@ -35,7 +37,7 @@ use crate::state::AppState;
 use crate::views::{TransferView, money};
 
 /// Longest beneficiary name (SEPA allows 70; card and SWIFT rails up to 140).
-const BENEFICIARY_NAME_LENGTH_MAX: usize = 140;
+pub const BENEFICIARY_NAME_LENGTH_MAX: usize = 140;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +57,12 @@ pub struct TransferBody {
     #[schema(format = Uuid)]
     pub destination_account_id: Option<String>,
     pub beneficiary: Option<BeneficiaryBody>,
+    /// A saved beneficiary of the caller (`POST /v1/beneficiaries`), instead of an inline
+    /// `beneficiary` (exactly one of the two on an external transfer). Unknown, another
+    /// user's, or deleted → `404 NOT_FOUND`; a transfer made by it records the payee's name
+    /// and IBAN, so later deletion changes no transfer.
+    #[schema(format = Uuid)]
+    pub beneficiary_id: Option<String>,
     /// In the source account's currency, as a string.
     #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", examples("125.50"))]
     pub amount: String,
@@ -69,7 +77,10 @@ pub fn body_id(field: &str, text: &str) -> Result<uuid::Uuid, ApiError> {
 
 /// The canonical form of a request that its `Idempotency-Key` fingerprint is taken over: the
 /// request as understood (ids parsed, the amount at the currency's scale, text trimmed), not
-/// as written, so `"10"` and `"10.00"` are the same request and a reordered body is too.
+/// as written, so `"10"` and `"10.00"` are the same request and a reordered body is too. The
+/// payee is the resolved one (name and IBAN): a saved beneficiary named by `beneficiary_id`
+/// and the same payee written inline are the same request, and a saved beneficiary never
+/// changes, so its id always resolves to the payee the first request paid.
 #[derive(Serialize)]
 struct Canonical<'a> {
     route: &'a str,
@@ -143,8 +154,24 @@ pub fn transfer_answer(transfer: &Transfer, replayed: bool) -> Result<Response, 
     Ok(response)
 }
 
-/// A customer's request, checked and resolved into what the engine runs.
-pub(crate) async fn plan(engine: &Engine, caller: Caller, body: &TransferBody) -> Result<TransferRequest, ApiError> {
+/// A customer's request, checked and resolved: what the engine runs.
+pub(crate) struct Plan {
+    pub request: TransferRequest,
+    /// The request names a saved beneficiary that has since been deleted. Such a request may
+    /// only replay the transfer its Idempotency-Key made before the deletion (`replay_only`);
+    /// anything else is `404`.
+    pub payee_deleted: bool,
+}
+
+/// A customer's request, checked and resolved into what the engine runs. Checks in order:
+/// the body's shape and fields (`400`), the source account (`404` unless the caller's), the
+/// amount in its currency (`400`), then a saved beneficiary (`404`).
+pub(crate) async fn plan(
+    engine: &Engine,
+    caller: Caller,
+    body: &TransferBody,
+    payees: &SavedPayees<'_>,
+) -> Result<Plan, ApiError> {
     let kind = match body.kind.as_str() {
         "internal" => TransferKind::Internal,
         "external" => TransferKind::External,
@@ -155,6 +182,9 @@ pub(crate) async fn plan(engine: &Engine, caller: Caller, body: &TransferBody) -
         TransferKind::Internal => {
             if body.beneficiary.is_some() {
                 return Err(ApiError::field("beneficiary", "only external transfers have a beneficiary"));
+            }
+            if body.beneficiary_id.is_some() {
+                return Err(ApiError::field("beneficiary_id", "only external transfers have a beneficiary"));
             }
             let Some(destination) = body.destination_account_id.as_deref() else {
                 return Err(ApiError::field("destination_account_id", "an internal transfer needs a destination"));
@@ -174,13 +204,25 @@ pub(crate) async fn plan(engine: &Engine, caller: Caller, body: &TransferBody) -
                     "an external transfer pays a beneficiary, not an account",
                 ));
             }
-            let Some(beneficiary) = body.beneficiary.as_ref() else {
-                return Err(ApiError::field("beneficiary", "an external transfer needs a beneficiary {name, iban}"));
-            };
-            let name = input::required_text("beneficiary.name", &beneficiary.name, BENEFICIARY_NAME_LENGTH_MAX)?;
-            let iban =
-                iban::normalize(&beneficiary.iban).map_err(|message| ApiError::field("beneficiary.iban", message))?;
-            (None, Some(Beneficiary { name, iban }))
+            match (body.beneficiary.as_ref(), body.beneficiary_id.as_deref()) {
+                (Some(_), Some(_)) => {
+                    return Err(ApiError::field("beneficiary_id", "give beneficiary or beneficiary_id, not both"));
+                }
+                (None, None) => {
+                    return Err(ApiError::field(
+                        "beneficiary",
+                        "an external transfer needs a beneficiary {name, iban} or a beneficiary_id",
+                    ));
+                }
+                (Some(beneficiary), None) => {
+                    let name =
+                        input::required_text("beneficiary.name", &beneficiary.name, BENEFICIARY_NAME_LENGTH_MAX)?;
+                    let iban = iban::normalize(&beneficiary.iban)
+                        .map_err(|message| ApiError::field("beneficiary.iban", message))?;
+                    (None, Some(Payee::Inline(Beneficiary { name, iban })))
+                }
+                (None, Some(id)) => (None, Some(Payee::Saved(body_id("beneficiary_id", id)?))),
+            }
         }
     };
     let reference = input::text("reference", body.reference.as_deref(), REFERENCE_LENGTH_MAX)?;
@@ -188,8 +230,16 @@ pub(crate) async fn plan(engine: &Engine, caller: Caller, body: &TransferBody) -
     let source_account = owned_account(engine, source, caller.user_id, "source account").await?;
     let currency = source_account.currency;
     let amount = input::amount("amount", &body.amount, currency)?;
+    let (beneficiary, payee_deleted) = match beneficiary {
+        None => (None, false),
+        Some(Payee::Inline(beneficiary)) => (Some(beneficiary), false),
+        Some(Payee::Saved(id)) => {
+            let (beneficiary, deleted) = payees.resolve(id).await?;
+            (Some(beneficiary), deleted)
+        }
+    };
     let now = engine.now();
-    Ok(TransferRequest {
+    let request = TransferRequest {
         id: engine.new_transfer_id_at(now),
         kind,
         source,
@@ -203,7 +253,8 @@ pub(crate) async fn plan(engine: &Engine, caller: Caller, body: &TransferBody) -
         beneficiary,
         initiated_by: Some(caller.user_id),
         created_at: now,
-    })
+    };
+    Ok(Plan { request, payee_deleted })
 }
 
 /// `POST /v1/transfers` → `201` completed or `202` pending transfer.
@@ -224,8 +275,12 @@ pub async fn create(
     ApiJson(body): ApiJson<TransferBody>,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
-    let request = plan(engine, caller, &body).await?;
+    let payees = SavedPayees::new(&state, caller.user_id);
+    let Plan { request, payee_deleted } = plan(engine, caller, &body, &payees).await?;
     let key = idempotency(&headers, caller.user_id, "POST /v1/transfers", &request)?;
+    if payee_deleted {
+        crate::beneficiaries::replay_only(engine, key.as_ref()).await?;
+    }
     let (transfer, replayed) = run_transfer(&state, request, key).await?;
     transfer_answer(&transfer, replayed)
 }
@@ -262,7 +317,12 @@ pub async fn quote(
     ApiJson(body): ApiJson<TransferBody>,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
-    let request = plan(engine, caller, &body).await?;
+    let Plan { request, payee_deleted } =
+        plan(engine, caller, &body, &SavedPayees::new(&state, caller.user_id)).await?;
+    // A deleted beneficiary pays nobody new; there is nothing to quote.
+    if payee_deleted {
+        return Err(ApiError::not_found("beneficiary"));
+    }
     // A real transfer to a missing account fails at its credit step; a quote says so now.
     if request.kind == TransferKind::Internal {
         match engine.account(request.destination).await {

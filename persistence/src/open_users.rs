@@ -2,8 +2,9 @@
 //!
 //! The identity store lives in the ledger's database (same URL) on a pool of its own; see
 //! `users` for why. One store object serves `UserStore`, `AccountReads`, `SessionStore`,
-//! `AdminUserStore`, `MfaStore`, `SelfServiceStore`, `RoleStore` and `AuditStore`, so they
-//! share its pool (and the audit log's entries commit in the identity changes' transactions).
+//! `AdminUserStore`, `MfaStore`, `SelfServiceStore`, `RoleStore`, `AuditStore`,
+//! `BeneficiaryStore` and `LimitsStore`, so they share its pool (and the audit log's entries
+//! commit in the identity changes' transactions).
 
 use std::sync::Arc;
 
@@ -13,6 +14,8 @@ use crate::sessions::SessionStore;
 use crate::store::StoreError;
 use crate::users::UserStore;
 use crate::users::admin::AdminUserStore;
+use crate::users::beneficiaries::BeneficiaryStore;
+use crate::users::limits::LimitsStore;
 use crate::users::mfa::MfaStore;
 use crate::users::postgres::PgUserStore;
 use crate::users::roles::RoleStore;
@@ -33,6 +36,10 @@ pub struct UserStores {
     pub roles: Arc<dyn RoleStore>,
     /// The hash-chained audit log (`audit`).
     pub audit: Arc<dyn AuditStore>,
+    /// Customers' saved payees (`users::beneficiaries`).
+    pub beneficiaries: Arc<dyn BeneficiaryStore>,
+    /// The limits of each verification level (`users::limits`).
+    pub limits: Arc<dyn LimitsStore>,
 }
 
 impl std::fmt::Debug for UserStores {
@@ -55,6 +62,8 @@ pub async fn open_user_store(url: &str) -> Result<UserStores, StoreError> {
             self_service: store.clone(),
             roles: store.clone(),
             audit: store.clone(),
+            beneficiaries: store.clone(),
+            limits: store.clone(),
             mfa: store,
         })
     } else if url.starts_with("sqlite:") {
@@ -68,6 +77,8 @@ pub async fn open_user_store(url: &str) -> Result<UserStores, StoreError> {
             self_service: store.clone(),
             roles: store.clone(),
             audit: store.clone(),
+            beneficiaries: store.clone(),
+            limits: store.clone(),
             mfa: store,
         })
     } else {

@@ -13,6 +13,7 @@ pub mod model;
 pub mod postgres;
 pub mod server;
 pub mod smtp;
+pub mod statements;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

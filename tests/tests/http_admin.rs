@@ -286,6 +286,15 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
         ("DELETE", "/v1/admin/roles/{id}", format!("/v1/admin/roles/{role}"), None, "admin_users:manage"),
         ("GET", "/v1/admin/audit", "/v1/admin/audit".to_owned(), None, "audit:read"),
         ("GET", "/v1/admin/audit/head", "/v1/admin/audit/head".to_owned(), None, "audit:read"),
+        // Issue 15: verification limits.
+        ("GET", "/v1/admin/limits", "/v1/admin/limits".to_owned(), None, "limits:read"),
+        (
+            "PUT",
+            "/v1/admin/limits/{level}",
+            "/v1/admin/limits/basic".to_owned(),
+            Some(json!({"limits": [{"currency": "USD", "per_transfer_max": "1"}]})),
+            "limits:write",
+        ),
     ];
     // The matrix covers every admin operation the API documents (the document and the router
     // are kept identical by a unit test in `http/src/openapi.rs`), so a new admin route cannot
@@ -377,6 +386,8 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
     // The refused pricing writes changed nothing.
     assert!(server.engine.fx_rates().is_empty() && server.engine.fee_rules().is_empty());
     assert!(server.engine.transfer_type(tally_engine::TransferKind::Internal).enabled);
+    // The refused limits write changed nothing.
+    assert!(server.engine.limits().of_level(tally_persistence::users::VerificationLevel::Basic).is_empty());
     server.shutdown().await;
 }
 

@@ -743,6 +743,9 @@ pub async fn set_verification(
         .ok_or_else(|| ApiError::field("level", "must be one of none, basic, verified, enhanced"))?;
     let notes = input::text("notes", body.notes.as_deref(), DESCRIPTION_LENGTH_MAX)?;
     let user = target_user(&state, id).await?;
+    // The engine enforces levels from memory: no change while it is still starting (`503`),
+    // which it would not see (it takes the levels stored when identity opened).
+    let engine = state.engine()?;
     let identity = state.identity();
     let entry = record(
         identity,
@@ -757,6 +760,8 @@ pub async fn set_verification(
     if !identity.self_service.set_verification_level(user.id, level, &entry).await? {
         return Err(ApiError::not_found("user"));
     }
+    // Stored: from now on the engine enforces the new level's limits (limits.rs).
+    engine.limits().set_level(user.id, level);
     Ok(audited(StatusCode::NO_CONTENT.into_response()))
 }
 

@@ -11,9 +11,9 @@
 //!
 //! | scope | routes |
 //! |---|---|
-//! | `accounts:read` | `GET /v1/accounts`, `GET /v1/accounts/{id}` |
+//! | `accounts:read` | `GET /v1/accounts`, `GET /v1/accounts/{id}`, `GET /v1/accounts/{id}/statement` (and the other account reads) |
 //! | `transfers:read` | `GET /v1/transfers/{id}`, `GET /v1/transfer-types` |
-//! | `transfers:write` | `POST /v1/transfers`, `POST /v1/transfers/quote`, `POST /v1/transfers/{id}/cancel` (and batches, when built) |
+//! | `transfers:write` | `POST /v1/transfers`, `POST /v1/transfers/quote`, `POST /v1/transfers/{id}/cancel` (and batches, when built); a transfer may name a saved `beneficiary_id`, but saving one takes a person |
 //!
 //! Opening accounts, API-key management, sessions, MFA, step-up and admin routes take people
 //! only. A request that carries `X-API-Key` is an API-key request everywhere: its key decides,

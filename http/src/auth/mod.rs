@@ -47,6 +47,8 @@ use tally_persistence::open_users::UserStores;
 use tally_persistence::reads::AccountReads;
 use tally_persistence::users::UserStore;
 use tally_persistence::users::admin::AdminUserStore;
+use tally_persistence::users::beneficiaries::BeneficiaryStore;
+use tally_persistence::users::limits::{LevelLimits, LimitsStore};
 use tally_persistence::users::roles::RoleStore;
 use tally_persistence::users::self_service::SelfServiceStore;
 
@@ -81,6 +83,15 @@ pub struct Identity {
     pub mail: Arc<Mailer>,
     /// `TALLY_REQUIRE_VERIFIED_EMAIL`, and the verified users it has seen.
     pub email_gate: Arc<verified_email::EmailGate>,
+    /// Customers' saved payees (`beneficiaries.rs`).
+    pub beneficiaries: Arc<dyn BeneficiaryStore>,
+    /// Where the verification limits are stored (`limits.rs`); the engine holds them in memory.
+    pub limits: Arc<dyn LimitsStore>,
+    /// The limits as stored when identity opened: `AppState::set_engine` gives them to the
+    /// engine before it serves (the engine starts after identity and has no identity store).
+    pub limits_at_start: Arc<Vec<LevelLimits>>,
+    /// The users above level `none` when identity opened, given to the engine with the limits.
+    pub levels_at_start: Arc<Vec<(tally_engine::UserId, tally_persistence::users::VerificationLevel)>>,
 }
 
 /// What `tally serve` configures from the environment beyond the stores; tests set it directly.
@@ -108,6 +119,8 @@ pub enum IdentityError {
     Sessions(#[from] std::io::Error),
     #[error("{0}")]
     Mail(#[from] MailError),
+    #[error("verification limits: {0}")]
+    Limits(tally_persistence::StoreError),
 }
 
 impl Identity {
@@ -147,6 +160,8 @@ impl Identity {
         let sessions = Arc::new(Sessions::start(stores.sessions.clone(), Arc::clone(&clock), options.sessions)?);
         let keys = KeyRing::load_or_create(stores.users.as_ref(), clock.now()).await?;
         let passwords = Passwords::new().await.map_err(IdentityError::Passwords)?;
+        let limits_at_start = stores.limits.load_limits().await.map_err(IdentityError::Limits)?;
+        let levels_at_start = stores.limits.load_user_levels().await.map_err(IdentityError::Limits)?;
         Ok(Identity {
             users: stores.users,
             reads: stores.reads,
@@ -162,6 +177,10 @@ impl Identity {
             audit: stores.audit,
             mail,
             email_gate: Arc::new(verified_email::EmailGate::new(options.require_verified_email)),
+            beneficiaries: stores.beneficiaries,
+            limits: stores.limits,
+            limits_at_start: Arc::new(limits_at_start),
+            levels_at_start: Arc::new(levels_at_start),
         })
     }
 

@@ -7,6 +7,9 @@
 //! actor, which holds the live balance. An account opened through `Engine::open_account` is
 //! durable before that call returns, so it is always listed by the time its opener hears of it.
 
+pub mod crypto;
+mod crypto_postgres;
+mod crypto_sqlite;
 pub mod listing;
 mod listing_postgres;
 mod listing_sqlite;
@@ -23,13 +26,15 @@ use tally_engine::{AccountId, UserId};
 
 use crate::store::StoreError;
 
+pub use crypto::CryptoReads;
 pub use listing::LedgerReads;
 pub use statement::StatementReads;
 
 #[async_trait]
-/// Every read model the HTTP API uses. `LedgerReads` (the listings) and `StatementReads` are
-/// supertraits so that the one `Arc<dyn AccountReads>` identity already holds serves them too.
-pub trait AccountReads: LedgerReads + StatementReads + Send + Sync + 'static {
+/// Every read model the HTTP API uses. `LedgerReads` (the listings), `StatementReads` and
+/// `CryptoReads` (the crypto histories) are supertraits so that the one `Arc<dyn AccountReads>`
+/// identity already holds serves them too.
+pub trait AccountReads: LedgerReads + StatementReads + CryptoReads + Send + Sync + 'static {
     /// The ids of the accounts `owner` owns, oldest first, at most `limit` of them.
     async fn account_ids_of_owner(&self, owner: UserId, limit: u32) -> Result<Vec<AccountId>, StoreError>;
 

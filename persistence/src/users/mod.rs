@@ -21,6 +21,12 @@
 pub mod admin;
 mod admin_postgres;
 mod admin_sqlite;
+pub mod beneficiaries;
+mod beneficiaries_postgres;
+mod beneficiaries_sqlite;
+pub mod limits;
+mod limits_postgres;
+mod limits_sqlite;
 pub mod mfa;
 mod mfa_postgres;
 mod mfa_sqlite;
