@@ -24,6 +24,7 @@ pub mod auth;
 pub mod batch;
 pub mod crypto;
 pub mod digest;
+pub mod events;
 pub mod health;
 pub mod iban;
 pub mod input;
@@ -164,6 +165,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/roles/{id}", get(auth::roles::get).put(auth::roles::update).delete(auth::roles::delete))
         .route("/v1/admin/audit", get(audit::list))
         .route("/v1/admin/audit/head", get(audit::head))
+        .route("/v1/admin/events", get(events::feed))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), audit::after_admin_change))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::verified_email::require_verified_email))
         // A route layer, so each request's route template (`MatchedPath`) is known.
@@ -210,7 +212,14 @@ async fn request_id(request: Request, next: Next) -> Response {
 }
 
 async fn timeout(request: Request, next: Next) -> Response {
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+    // The event feed's long-poll may wait up to `FEED_WAIT_MAX_SECS` by design; its own reads
+    // get the usual time on top.
+    let limit = if request.uri().path() == "/v1/admin/events" {
+        REQUEST_TIMEOUT + Duration::from_secs(events::FEED_WAIT_MAX_SECS)
+    } else {
+        REQUEST_TIMEOUT
+    };
+    match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => axum::response::IntoResponse::into_response(problem::ApiError::new(
             tally_engine::ErrorCode::Overloaded,

@@ -120,6 +120,7 @@ pub struct ProblemDoc {
         crate::auth::sessions::end_others,
         crate::audit::list,
         crate::audit::head,
+        crate::events::feed,
         crate::accounts::open,
         crate::accounts::list,
         crate::accounts::get,

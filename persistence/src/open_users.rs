@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use crate::audit::AuditStore;
+use crate::events::EventStore;
 use crate::reads::AccountReads;
 use crate::sessions::SessionStore;
 use crate::store::StoreError;
@@ -33,6 +34,8 @@ pub struct UserStores {
     pub roles: Arc<dyn RoleStore>,
     /// The hash-chained audit log (`audit`).
     pub audit: Arc<dyn AuditStore>,
+    /// The event feed, webhooks and the journal's hash chain (`events`).
+    pub events: Arc<dyn EventStore>,
 }
 
 impl std::fmt::Debug for UserStores {
@@ -55,6 +58,7 @@ pub async fn open_user_store(url: &str) -> Result<UserStores, StoreError> {
             self_service: store.clone(),
             roles: store.clone(),
             audit: store.clone(),
+            events: store.clone(),
             mfa: store,
         })
     } else if url.starts_with("sqlite:") {
@@ -68,6 +72,7 @@ pub async fn open_user_store(url: &str) -> Result<UserStores, StoreError> {
             self_service: store.clone(),
             roles: store.clone(),
             audit: store.clone(),
+            events: store.clone(),
             mfa: store,
         })
     } else {
