@@ -28,6 +28,9 @@
 //!   change of its status or credit limit, are written with their batch.
 //! - Wallets, AML flags and crypto operations as before: one row per change, coalesced per
 //!   batch.
+//! - **Events** (`crate::events`): one row per record that describes a change a client cares
+//!   about, keyed by that record's (shard, seq), new rows like postings; and each batch of
+//!   records links the journal's hash chain (`events::chain`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
