@@ -24,6 +24,7 @@ on_both_stores!(
     the_feed_resumes_exactly_after_next_after,
     a_waiting_feed_answers_as_soon_as_an_event_commits,
     the_feed_refuses_bad_input_and_callers_without_events_read,
+    a_pending_transfer_makes_pending_then_completed_or_cancelled_events,
 );
 
 async fn feed(server: &TestServer, token: &str, query: &str) -> Reply {
@@ -226,6 +227,61 @@ async fn the_feed_refuses_bad_input_and_callers_without_events_read(server: Test
     server.shutdown().await;
 }
 
+async fn a_pending_transfer_makes_pending_then_completed_or_cancelled_events(server: TestServer) {
+    let admin = server.admin(&["events:read", "transfers:execute", "transfers:read"]).await;
+    let customer = server.user().await;
+    let a = server.open_account(&customer, "USD").await;
+    server.fund(&a, dec!(100)).await;
+    let (_, start) = all_events(&server, &admin.token, 1000).await;
+    let external = |amount: &str| json!({"type": "external", "source_account_id": a, "beneficiary": {"name": "Grace Hopper", "iban": "DE89 3704 0044 0532 0130 00"}, "amount": amount});
+    let executed = server.post("/v1/transfers", Some(&customer.token), external("40")).await;
+    executed.assert_status(202);
+    let executed = executed.str("id");
+    let cancelled = server.post("/v1/transfers", Some(&customer.token), external("5")).await;
+    cancelled.assert_status(202);
+    let cancelled = cancelled.str("id");
+    server.post_empty(&format!("/v1/admin/transfers/{executed}/execute"), Some(&admin.token)).await.assert_status(204);
+    server
+        .post(&format!("/v1/transfers/{cancelled}/cancel"), Some(&customer.token), json!({"reason": "changed my mind"}))
+        .await
+        .assert_status(204);
+
+    let events = items(
+        &feed(
+            &server,
+            &admin.token,
+            &format!("?after={start}&limit=1000&types=transfer.pending,transfer.completed,transfer.cancelled"),
+        )
+        .await,
+    );
+    let of = |id: &str| -> Vec<(String, String)> {
+        events
+            .iter()
+            .filter(|event| event["data"]["id"] == id)
+            .map(|event| {
+                (event["type"].as_str().unwrap().to_owned(), event["data"]["status"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    };
+    // Each transfer's events in the order they happened (the test's calls were sequential, and
+    // a page lists by commit time), with the transfer's state after each change.
+    assert_eq!(
+        of(&executed),
+        vec![
+            ("transfer.pending".to_owned(), "pending".to_owned()),
+            ("transfer.completed".to_owned(), "completed".to_owned())
+        ]
+    );
+    assert_eq!(
+        of(&cancelled),
+        vec![
+            ("transfer.pending".to_owned(), "pending".to_owned()),
+            ("transfer.cancelled".to_owned(), "cancelled".to_owned())
+        ]
+    );
+    server.shutdown().await;
+}
+
 fn tally_verify(database_url: &str) -> (bool, String) {
     let output = Command::new(tally_bin())
         .arg("verify")
@@ -382,7 +438,8 @@ async fn kill_9_under_load_loses_no_event_and_invents_none() {
     let mut completed_events: HashMap<String, usize> = HashMap::new();
     let mut after = String::new();
     loop {
-        let (status, page) = admin.get(&format!("/v1/admin/events?types=transfer.completed&limit=1000&after={after}")).await;
+        let (status, page) =
+            admin.get(&format!("/v1/admin/events?types=transfer.completed&limit=1000&after={after}")).await;
         assert_eq!(status, 200, "{page}");
         let page_items = page["items"].as_array().unwrap();
         after = page["next_after"].as_str().unwrap().to_owned();
