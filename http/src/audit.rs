@@ -239,6 +239,10 @@ pub const ADMIN_ACTIONS: &[(&str, &str, &str, &str)] = &[
     ("DELETE", "/v1/admin/aml/rules/{id}", "aml_rule.delete", "aml_rule"),
     ("POST", "/v1/admin/aml/flags/{id}/resolve", "aml_flag.resolve", "aml_flag"),
     ("POST", "/v1/admin/actors/{kind}/{id}/release", "actor.release", "actor"),
+    ("POST", "/v1/admin/webhooks", "webhook.create", "webhook"),
+    ("PATCH", "/v1/admin/webhooks/{id}", "webhook.update", "webhook"),
+    ("DELETE", "/v1/admin/webhooks/{id}", "webhook.delete", "webhook"),
+    ("POST", "/v1/admin/webhooks/{id}/replay", "webhook.replay", "webhook"),
 ];
 
 /// Whether a request is one the layer considers: a change to an admin resource.

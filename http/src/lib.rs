@@ -46,6 +46,7 @@ pub mod state;
 pub mod statements;
 pub mod transfers;
 pub mod views;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -166,6 +167,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/audit", get(audit::list))
         .route("/v1/admin/audit/head", get(audit::head))
         .route("/v1/admin/events", get(events::feed))
+        .route("/v1/admin/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/v1/admin/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
+        .route("/v1/admin/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/v1/admin/webhooks/{id}/replay", post(webhooks::replay))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), audit::after_admin_change))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::verified_email::require_verified_email))
         // A route layer, so each request's route template (`MatchedPath`) is known.

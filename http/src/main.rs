@@ -156,6 +156,7 @@ async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, St
         identity.protection.requests.set_per_second(per_second);
     }
     let state = AppState::new(store.clone(), identity);
+    tally_http::webhooks::start(state.clone());
     let (config, panic_every) = engine_config_from_env()?;
     // One thread per core: each serves HTTP connections, its shards' actors and sagas, and
     // their journal (DESIGN.md §2).

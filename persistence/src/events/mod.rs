@@ -28,6 +28,7 @@
 pub mod chain;
 pub mod postgres;
 pub mod sqlite;
+pub mod webhooks;
 
 use std::sync::{Arc, OnceLock};
 
@@ -277,7 +278,7 @@ fn parse_digits(text: &str) -> Option<u64> {
 
 /// The event feed and the webhook tables, on the identity store's pool (same database).
 #[async_trait]
-pub trait EventStore: Send + Sync + 'static {
+pub trait EventStore: webhooks::WebhookStore + Send + Sync + 'static {
     /// Up to `limit` events after `position`, each shard's in seq order, the shards' merged by
     /// time (then shard, then seq). Only `types` when given.
     async fn events_after(
