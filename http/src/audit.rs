@@ -242,6 +242,10 @@ pub const ADMIN_ACTIONS: &[(&str, &str, &str, &str)] = &[
     // Audited in its own transaction by the limits store (the response is marked `Audited`);
     // named here so the action is the same wherever the route is listed.
     ("PUT", "/v1/admin/limits/{level}", "limits.update", "verification_level"),
+    ("POST", "/v1/admin/webhooks", "webhook.create", "webhook"),
+    ("PATCH", "/v1/admin/webhooks/{id}", "webhook.update", "webhook"),
+    ("DELETE", "/v1/admin/webhooks/{id}", "webhook.delete", "webhook"),
+    ("POST", "/v1/admin/webhooks/{id}/replay", "webhook.replay", "webhook"),
 ];
 
 /// Whether a request is one the layer considers: a change to an admin resource.
@@ -551,12 +555,31 @@ struct HeadView {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = LedgerShardHead)]
+struct ShardHeadView {
+    shard: u16,
+    /// The last journal seq of the shard's newest batch.
+    seq: u64,
+    /// That batch's chained hash (hex).
+    hash: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = LedgerHead)]
+struct LedgerHeadView {
+    /// The sum of the shards' `seq`s: grows with every committed batch.
+    seq: u64,
+    /// Hex SHA-256 over each shard's head in shard order (`"<shard>:<seq>:<hash>\n"`), so one
+    /// value anchors every shard's chain; 64 zeros before any batch.
+    hash: String,
+    shards: Vec<ShardHeadView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = AuditHeads)]
 struct Heads {
-    /// The ledger journal's chain head. Always `null` for now: the journal's hash chain is
-    /// built by another piece of work (issue 16); this field will then carry `{seq, hash}`.
-    #[schema(value_type = Option<HeadView>)]
-    ledger: Option<HeadView>,
+    /// The ledger journal's hash chains (one per shard; docs/events.md).
+    ledger: LedgerHeadView,
     audit: HeadView,
 }
 
@@ -566,15 +589,31 @@ struct Heads {
     path = "/v1/admin/audit/head",
     tag = "admin",
     description = "The heads of Tally's hash chains, for anchoring elsewhere (a later head proves every entry up \
-                   to it unchanged). `audit` is the audit log's newest `seq` and `hash`. `ledger` is `null`: the \
-                   ledger journal's hash chain is not built yet (it is separate work); once it is, `ledger` \
-                   carries its `{seq, hash}` in the same form.",
+                   to it unchanged). `audit` is the audit log's newest `seq` and `hash`. `ledger` is the journal's \
+                   batch chains: each shard's newest batch (`shards`), and `hash` over all of them with `seq` \
+                   the sum of their seqs (docs/events.md).",
     responses((status = 200, body = Heads)),
     security(("bearer" = []))
 )]
 pub async fn head(State(state): State<AppState>, _admin: Authorized<AuditRead>) -> Result<Response, ApiError> {
     let head = state.identity().audit.audit_head().await?;
-    Ok(axum::Json(Heads { ledger: None, audit: HeadView { seq: head.seq, hash: head.hash } }).into_response())
+    let shards = state.identity().events.ledger_heads().await?;
+    let mut combined = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut seq: u64 = 0;
+    let mut views = Vec::with_capacity(shards.len());
+    for shard in &shards {
+        let hash = tally_persistence::events::chain::hex(&shard.hash);
+        combined.update(format!("{}:{}:{hash}\n", shard.shard, shard.last_seq).as_bytes());
+        seq = seq.saturating_add(shard.last_seq);
+        views.push(ShardHeadView { shard: shard.shard, seq: shard.last_seq, hash });
+    }
+    let hash = if shards.is_empty() {
+        tally_persistence::audit::GENESIS_HASH.to_owned()
+    } else {
+        tally_persistence::events::chain::hex(combined.finish().as_ref())
+    };
+    let ledger = LedgerHeadView { seq, hash, shards: views };
+    Ok(axum::Json(Heads { ledger, audit: HeadView { seq: head.seq, hash: head.hash } }).into_response())
 }
 
 /// The caller's own security activity (`GET /v1/users/me/activity`): entries whose subject is

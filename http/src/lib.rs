@@ -26,6 +26,7 @@ pub mod beneficiaries;
 pub mod crypto;
 pub mod crypto_history;
 pub mod digest;
+pub mod events;
 pub mod health;
 pub mod iban;
 pub mod input;
@@ -48,6 +49,7 @@ pub mod state;
 pub mod statements;
 pub mod transfers;
 pub mod views;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -179,6 +181,12 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/limits", get(limits::list))
         .route("/v1/admin/limits/{level}", put(limits::put_level))
         .route("/v1/users/me/limits", get(limits::mine))
+        // Issue 16 (events): the feed and webhook subscriptions.
+        .route("/v1/admin/events", get(events::feed))
+        .route("/v1/admin/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/v1/admin/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
+        .route("/v1/admin/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/v1/admin/webhooks/{id}/replay", post(webhooks::replay))
         // A route layer, so each request's route template (`MatchedPath`) is known.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), route_policies))
         .route("/v1/admin/users", get(auth::admin_users::list).post(auth::admin_users::create))
@@ -241,7 +249,14 @@ async fn route_policies(
 }
 
 async fn timeout(request: Request, next: Next) -> Response {
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+    // The event feed's long-poll may wait up to `FEED_WAIT_MAX_SECS` by design; its own reads
+    // get the usual time on top.
+    let limit = if request.uri().path() == "/v1/admin/events" {
+        REQUEST_TIMEOUT + Duration::from_secs(events::FEED_WAIT_MAX_SECS)
+    } else {
+        REQUEST_TIMEOUT
+    };
+    match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => axum::response::IntoResponse::into_response(problem::ApiError::new(
             tally_engine::ErrorCode::Overloaded,

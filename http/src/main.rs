@@ -156,6 +156,7 @@ async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, St
         identity.protection.requests.set_per_second(per_second);
     }
     let state = AppState::new(store.clone(), identity);
+    tally_http::webhooks::start(state.clone());
     let (config, panic_every) = engine_config_from_env()?;
     // One thread per core: each serves HTTP connections, its shards' actors and sagas, and
     // their journal (DESIGN.md §2).
@@ -387,10 +388,38 @@ struct ChainCheck {
     run: ChainRun,
 }
 
-/// The chains `tally verify` walks, in order. The ledger journal's chain goes here once the
-/// journal carries one.
+/// The chains `tally verify` walks, in order: the ledger journal's batches, then the audit log.
 fn chain_checks() -> Vec<ChainCheck> {
-    vec![ChainCheck { name: "audit log", run: |stores| Box::pin(verify_audit(stores)) }]
+    vec![
+        ChainCheck { name: "ledger journal", run: |stores| Box::pin(verify_ledger(stores)) },
+        ChainCheck { name: "audit log", run: |stores| Box::pin(verify_audit(stores)) },
+    ]
+}
+
+/// The journal's batch chain (`persistence::events::chain`): names the first batch, by shard
+/// and seq range, whose stored hash its rows no longer give.
+async fn verify_ledger(
+    stores: &tally_persistence::open_users::UserStores,
+) -> Result<ChainOutcome, tally_persistence::StoreError> {
+    use tally_persistence::events::chain::{ChainReport, hex};
+    match stores.events.verify_ledger_chain().await? {
+        ChainReport::Intact { batches } => {
+            let heads = stores.events.ledger_heads().await?;
+            let head = heads
+                .iter()
+                .map(|head| format!("shard {} seq {} hash {}", head.shard, head.last_seq, hex(&head.hash)))
+                .collect::<Vec<_>>()
+                .join("; ");
+            Ok(ChainOutcome::Intact {
+                entries: batches,
+                head: if head.is_empty() { "(none)".to_owned() } else { head },
+            })
+        }
+        ChainReport::Broken { shard, first_seq, last_seq, reason } => Ok(ChainOutcome::Broken {
+            entries: 0,
+            first: format!("journal batch shard {shard} seq {first_seq}..={last_seq}: {reason}"),
+        }),
+    }
 }
 
 async fn verify_audit(

@@ -29,6 +29,8 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, identity: Identity) -> AppState {
+        // Before any engine of this process commits: events' data is rendered by the journal.
+        crate::events::install();
         AppState { inner: Arc::new(Inner { store, identity, engine: OnceLock::new() }) }
     }
 

@@ -28,6 +28,9 @@
 //!   change of its status or credit limit, are written with their batch.
 //! - Wallets, AML flags and crypto operations as before: one row per change, coalesced per
 //!   batch.
+//! - **Events** (`crate::events`): one row per record that describes a change a client cares
+//!   about, keyed by that record's (shard, seq), new rows like postings; and each batch of
+//!   records links the journal's hash chain (`events::chain`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,6 +43,7 @@ use tally_engine::{
     Transfer, TransferId, TransferStatus, Wallet, WalletEvent, WalletId,
 };
 
+use crate::events::EventRow;
 use crate::store::SequencedRecord;
 
 /// One posting row.
@@ -128,6 +132,8 @@ pub struct BatchPlan {
     pub wallet_postings: Vec<(u64, WalletPosting, Decimal)>,
     /// The last state of each crypto operation recorded in the batch.
     pub crypto_ops: Vec<(u64, CryptoOp)>,
+    /// The events its records make (`events`), in seq order: new rows, written with the rest.
+    pub events: Vec<EventRow>,
 }
 
 /// A wallet asset's credit or debit: the wallet side of double entry (`postings` is the
@@ -217,6 +223,7 @@ impl BatchPlan {
             first_seq: records.first().map_or(0, |record| record.seq),
             last_seq: records.last().map_or(0, |record| record.seq),
             booked_at,
+            events: crate::events::events_of(records),
             ..BatchPlan::default()
         };
         // Insertion-ordered maps: index into the output vectors by key.

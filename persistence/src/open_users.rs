@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use crate::audit::AuditStore;
+use crate::events::EventStore;
 use crate::reads::AccountReads;
 use crate::sessions::SessionStore;
 use crate::store::StoreError;
@@ -40,6 +41,8 @@ pub struct UserStores {
     pub beneficiaries: Arc<dyn BeneficiaryStore>,
     /// The limits of each verification level (`users::limits`).
     pub limits: Arc<dyn LimitsStore>,
+    /// The event feed, webhooks and the journal's hash chain (`events`).
+    pub events: Arc<dyn EventStore>,
 }
 
 impl std::fmt::Debug for UserStores {
@@ -64,6 +67,7 @@ pub async fn open_user_store(url: &str) -> Result<UserStores, StoreError> {
             audit: store.clone(),
             beneficiaries: store.clone(),
             limits: store.clone(),
+            events: store.clone(),
             mfa: store,
         })
     } else if url.starts_with("sqlite:") {
@@ -79,6 +83,7 @@ pub async fn open_user_store(url: &str) -> Result<UserStores, StoreError> {
             audit: store.clone(),
             beneficiaries: store.clone(),
             limits: store.clone(),
+            events: store.clone(),
             mfa: store,
         })
     } else {

@@ -11,7 +11,7 @@
 //! `PgJournalWriter`). Every other query runs on the store's own small runtime, so its
 //! connections' I/O never depends on which runtime the caller is on (actix arbiters, HTTP).
 
-mod copy;
+pub(crate) mod copy;
 mod crypto;
 mod key_lookups;
 
@@ -245,6 +245,7 @@ pub(crate) async fn write_plan(
     open_accounts(&mut transaction, plan).await?;
     write_postings(&mut transaction, plan).await?;
     write_new_transfers(&mut transaction, plan).await?;
+    crate::events::postgres::write_events(&mut transaction, plan).await?;
     turn.wait().await;
     update_accounts(&mut transaction, plan).await?;
     write_holds(&mut transaction, plan).await?;
@@ -252,6 +253,7 @@ pub(crate) async fn write_plan(
     aml_postgres::insert_flags(&mut transaction, &plan.aml_flags).await?;
     commit_wallets(&mut transaction, plan).await?;
     crypto::commit(&mut transaction, plan).await?;
+    crate::events::postgres::link_batch(&mut transaction, plan).await?;
     if !plan.records.is_empty() {
         // A refused batch sets -1 - (what is there): the value stays readable, cannot be taken
         // for `last`, and is rolled back with the rest of the transaction.

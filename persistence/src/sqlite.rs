@@ -338,7 +338,9 @@ async fn write_plan(transaction: &mut Transaction<'_, Sqlite>, plan: &BatchPlan)
     }
     aml_sqlite::insert_flags(transaction, &plan.aml_flags).await?;
     commit_wallets(transaction, plan).await?;
-    crypto::commit(transaction, plan).await
+    crypto::commit(transaction, plan).await?;
+    crate::events::sqlite::write_events(transaction, plan).await?;
+    crate::events::sqlite::link_batch(transaction, plan).await
 }
 
 /// Writes a transfer's whole state: a transfer record is the transfer's full state after a

@@ -160,6 +160,7 @@ impl TestServer {
             .expect("identity opens");
         let engine = Engine::start(store.clone(), EngineConfig::default()).await.expect("engine starts");
         let state = AppState::with_engine(store.clone(), identity, engine.clone());
+        tally_http::webhooks::start(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let (stop, stopped) = oneshot::channel::<()>();

@@ -79,6 +79,8 @@ pub struct Identity {
     pub roles: Arc<dyn RoleStore>,
     /// The hash-chained audit log.
     pub audit: Arc<dyn AuditStore>,
+    /// The event feed, webhooks and the journal's hash chain (`events.rs`, `webhooks.rs`).
+    pub events: Arc<dyn tally_persistence::events::EventStore>,
     /// Outgoing mail (reset and verification codes).
     pub mail: Arc<Mailer>,
     /// `TALLY_REQUIRE_VERIFIED_EMAIL`, and the verified users it has seen.
@@ -175,6 +177,7 @@ impl Identity {
             self_service: stores.self_service,
             roles: stores.roles,
             audit: stores.audit,
+            events: stores.events,
             mail,
             email_gate: Arc::new(verified_email::EmailGate::new(options.require_verified_email)),
             beneficiaries: stores.beneficiaries,

@@ -90,8 +90,7 @@ operations! {
     MfaDisable = "mfa.disable";
     /// `POST /v1/users/me/mfa/backup-codes`.
     MfaBackupCodes = "mfa.backup_codes";
-    /// The webhook subscription routes (`POST /v1/admin/webhooks`), built by another issue:
-    /// the type exists so clients and that work share one list.
+    /// `POST /v1/admin/webhooks` (`webhooks.rs`).
     WebhooksManage = "webhooks.manage";
 }
 

@@ -1,0 +1,251 @@
+//! Events and the journal's hash chain on Postgres: written inside a journal batch's
+//! transaction (`write_events`, `link_batch`, called by `postgres::write_plan`), and read on
+//! the identity store's pool (`EventStore for PgUserStore`).
+
+use async_trait::async_trait;
+use rust_decimal::Decimal;
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+use tally_engine::Timestamp;
+use uuid::Uuid;
+
+use super::chain::{self, BatchLink, ChainEvent, ChainHead, ChainPosting, ChainReport};
+use super::{EventStore, EventType, FeedPosition, StoredEvent, merge_shards};
+use crate::batch::BatchPlan;
+use crate::postgres::classify;
+use crate::postgres::copy::CopyRows;
+use crate::store::StoreError;
+use crate::users::postgres::PgUserStore;
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn to_db(value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| corrupt(format!("{value} beyond BIGINT")))
+}
+
+fn from_db(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| corrupt(format!("negative sequence number {value}")))
+}
+
+fn shard_to_db(shard: u16) -> Result<i16, StoreError> {
+    i16::try_from(shard).map_err(|_| corrupt("shard beyond SMALLINT"))
+}
+
+fn shard_from_db(shard: i16) -> Result<u16, StoreError> {
+    u16::try_from(shard).map_err(|_| corrupt(format!("negative shard {shard}")))
+}
+
+/// The batch's events: new rows (their key is the batch's own seqs), by binary COPY, before
+/// the pipeline turn like the other new rows.
+pub(crate) async fn write_events(
+    transaction: &mut Transaction<'_, Postgres>,
+    plan: &BatchPlan,
+) -> Result<(), StoreError> {
+    if plan.events.is_empty() {
+        return Ok(());
+    }
+    let shard = shard_to_db(plan.shard)?;
+    let mut rows = CopyRows::new();
+    for event in &plan.events {
+        rows.row(6);
+        rows.int2(shard);
+        rows.int8(to_db(event.seq)?);
+        rows.text(event.kind.as_str());
+        rows.uuid(event.object);
+        rows.int8(plan.booked_at.as_micros());
+        rows.optional_text(event.data.as_deref());
+    }
+    rows.send(transaction, "COPY events (shard, seq, type, object_id, occurred_at, data) FROM STDIN (FORMAT BINARY)")
+        .await
+}
+
+/// The batch's link of the hash chain. After the pipeline turn: the previous batch of the
+/// shard has committed, so its link is visible here.
+pub(crate) async fn link_batch(
+    transaction: &mut Transaction<'_, Postgres>,
+    plan: &BatchPlan,
+) -> Result<(), StoreError> {
+    if plan.records.is_empty() {
+        return Ok(());
+    }
+    let digest = chain::batch_digest(plan);
+    sqlx::query(
+        "INSERT INTO journal_batches (shard, last_seq, first_seq, hash)
+         SELECT $1, $2, $3, sha256(COALESCE(
+             (SELECT hash FROM journal_batches WHERE shard = $1 ORDER BY last_seq DESC LIMIT 1),
+             $5) || $4)",
+    )
+    .bind(shard_to_db(plan.shard)?)
+    .bind(to_db(plan.last_seq)?)
+    .bind(to_db(plan.first_seq)?)
+    .bind(digest.as_slice())
+    .bind(chain::GENESIS.as_slice())
+    .execute(&mut **transaction)
+    .await
+    .map_err(classify)?;
+    Ok(())
+}
+
+fn event_of(row: &PgRow) -> Result<StoredEvent, StoreError> {
+    let kind: String = row.try_get("type").map_err(classify)?;
+    Ok(StoredEvent {
+        shard: shard_from_db(row.try_get("shard").map_err(classify)?)?,
+        seq: from_db(row.try_get("seq").map_err(classify)?)?,
+        kind: EventType::parse(&kind).ok_or_else(|| corrupt(format!("unknown event type {kind}")))?,
+        object: row.try_get("object_id").map_err(classify)?,
+        occurred_at: Timestamp::from_micros(row.try_get("occurred_at").map_err(classify)?),
+        data: row.try_get("data").map_err(classify)?,
+    })
+}
+
+async fn shards(pool: &PgPool) -> Result<Vec<u16>, StoreError> {
+    let rows: Vec<i16> = sqlx::query_scalar("SELECT shard FROM journal_shards ORDER BY shard")
+        .fetch_all(pool)
+        .await
+        .map_err(classify)?;
+    rows.into_iter().map(shard_from_db).collect()
+}
+
+#[async_trait]
+impl EventStore for PgUserStore {
+    async fn events_after(
+        &self,
+        position: &FeedPosition,
+        types: Option<&[EventType]>,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let position = position.clone();
+        let types: Option<Vec<String>> = types.map(|types| types.iter().map(|kind| kind.as_str().to_owned()).collect());
+        self.run(move |pool| async move {
+            let shard_list = shards(&pool).await?;
+            merge_shards(shard_list, &position, limit, |shard, after| {
+                let pool = pool.clone();
+                let types = types.clone();
+                async move {
+                    let rows = sqlx::query(
+                        "SELECT shard, seq, type, object_id, occurred_at, data FROM events
+                         WHERE shard = $1 AND seq > $2 AND ($3::text[] IS NULL OR type = ANY($3))
+                         ORDER BY seq LIMIT $4",
+                    )
+                    .bind(shard_to_db(shard)?)
+                    .bind(to_db(after)?)
+                    .bind(types)
+                    .bind(i64::from(limit))
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(classify)?;
+                    rows.iter().map(event_of).collect()
+                }
+            })
+            .await
+        })
+        .await
+    }
+
+    async fn event_shards(&self) -> Result<Vec<u16>, StoreError> {
+        self.run(|pool| async move { shards(&pool).await }).await
+    }
+
+    async fn verify_ledger_chain(&self) -> Result<ChainReport, StoreError> {
+        self.run(|pool| async move {
+            let committed: Vec<(i16, i64)> =
+                sqlx::query_as("SELECT shard, committed_seq FROM journal_shards ORDER BY shard")
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(classify)?;
+            let mut batches = 0;
+            for (shard, committed_seq) in committed {
+                let links: Vec<BatchLink> = sqlx::query(
+                    "SELECT last_seq, first_seq, hash FROM journal_batches WHERE shard = $1 ORDER BY last_seq",
+                )
+                .bind(shard)
+                .fetch_all(&pool)
+                .await
+                .map_err(classify)?
+                .iter()
+                .map(|row| {
+                    Ok(BatchLink {
+                        shard: shard_from_db(shard)?,
+                        first_seq: from_db(row.try_get("first_seq").map_err(classify)?)?,
+                        last_seq: from_db(row.try_get("last_seq").map_err(classify)?)?,
+                        hash: row.try_get("hash").map_err(classify)?,
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?;
+                let from = links.first().map_or(i64::MAX, |link| link.first_seq as i64);
+                let postings: Vec<ChainPosting> = sqlx::query(
+                    "SELECT seq, account_id, version, booked_at, transfer_id, currency, direction, amount, balance_after
+                     FROM postings WHERE shard = $1 AND seq >= $2 ORDER BY seq",
+                )
+                .bind(shard)
+                .bind(from)
+                .fetch_all(&pool)
+                .await
+                .map_err(classify)?
+                .iter()
+                .map(|row| {
+                    Ok(ChainPosting {
+                        seq: from_db(row.try_get("seq").map_err(classify)?)?,
+                        account: row.try_get::<Uuid, _>("account_id").map_err(classify)?,
+                        version: from_db(row.try_get("version").map_err(classify)?)?,
+                        booked_at: row.try_get("booked_at").map_err(classify)?,
+                        transfer: row.try_get::<Uuid, _>("transfer_id").map_err(classify)?,
+                        currency: row.try_get("currency").map_err(classify)?,
+                        direction: row.try_get("direction").map_err(classify)?,
+                        amount: row.try_get::<Decimal, _>("amount").map_err(classify)?,
+                        balance_after: row.try_get::<Decimal, _>("balance_after").map_err(classify)?,
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?;
+                let events: Vec<ChainEvent> = sqlx::query(
+                    "SELECT seq, type, object_id, occurred_at, data FROM events WHERE shard = $1 AND seq >= $2 ORDER BY seq",
+                )
+                .bind(shard)
+                .bind(from)
+                .fetch_all(&pool)
+                .await
+                .map_err(classify)?
+                .iter()
+                .map(|row| {
+                    Ok(ChainEvent {
+                        seq: from_db(row.try_get("seq").map_err(classify)?)?,
+                        kind: row.try_get("type").map_err(classify)?,
+                        object: row.try_get("object_id").map_err(classify)?,
+                        occurred_at: row.try_get("occurred_at").map_err(classify)?,
+                        data: row.try_get("data").map_err(classify)?,
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?;
+                match chain::verify_shard(shard_from_db(shard)?, &links, &postings, &events, from_db(committed_seq)?) {
+                    Ok(checked) => batches += checked,
+                    Err(report) => return Ok(report),
+                }
+            }
+            Ok(ChainReport::Intact { batches })
+        })
+        .await
+    }
+
+    async fn ledger_heads(&self) -> Result<Vec<ChainHead>, StoreError> {
+        self.run(|pool| async move {
+            let rows = sqlx::query(
+                "SELECT DISTINCT ON (shard) shard, last_seq, hash FROM journal_batches ORDER BY shard, last_seq DESC",
+            )
+            .fetch_all(&pool)
+            .await
+            .map_err(classify)?;
+            rows.iter()
+                .map(|row| {
+                    Ok(ChainHead {
+                        shard: shard_from_db(row.try_get("shard").map_err(classify)?)?,
+                        last_seq: from_db(row.try_get("last_seq").map_err(classify)?)?,
+                        hash: row.try_get("hash").map_err(classify)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+}
