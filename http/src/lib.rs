@@ -187,12 +187,15 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
         .route("/v1/admin/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/v1/admin/webhooks/{id}/replay", post(webhooks::replay))
-        // A route layer, so each request's route template (`MatchedPath`) is known.
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), route_policies))
         .route("/v1/admin/users", get(auth::admin_users::list).post(auth::admin_users::create))
         .route("/v1/admin/users/{id}/permissions", post(auth::admin_users::grant).delete(auth::admin_users::revoke))
         .route("/v1/admin/users/{id}/status", post(auth::admin_users::set_status))
         .route("/v1/admin/permissions", get(auth::admin_users::catalog))
+        // A route layer, so each request's route template (`MatchedPath`) is known; after every
+        // route, so every route is counted (`http_metrics.rs` checks each operation of the
+        // OpenAPI document). The identity routes mark their answers `Audited`, so the audit
+        // part of the layer adds no second entry for them.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), route_policies))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))

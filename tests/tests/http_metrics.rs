@@ -116,3 +116,51 @@ async fn metrics_are_exported_and_move_by_what_a_burst_of_transfers_did() {
     let (_, later) = scrape(&base).await;
     assert_eq!(value(&later, by_id) - value(&after, by_id), 1.0, "the template, not the id, is the label");
 }
+
+/// Every operation the OpenAPI document lists is counted in `tally_http_requests_total` under
+/// its route template: the metrics live in a route layer, and a route added after that layer
+/// would be served but never counted (four identity routes were, once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_in_the_openapi_document_is_counted() {
+    let database = postgres::fresh_database("metrics_routes").await;
+    let server = TallyServer::start(&database, &[]).await;
+    let base = server.base_url();
+    let document: serde_json::Value = reqwest::get(format!("{base}/openapi.json")).await.unwrap().json().await.unwrap();
+    let client = reqwest::Client::new();
+    let mut operations = Vec::new();
+    for (template, item) in document["paths"].as_object().unwrap() {
+        // A value that fits each parameter's route: an id where ids go, a word elsewhere.
+        let path = template
+            .split('/')
+            .map(|part| match part {
+                "{kind}" => "account",
+                "{level}" | "{code}" => "basic",
+                part if part.starts_with('{') => "00000000-0000-0000-0000-000000000000",
+                part => part,
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in item.as_object().unwrap().keys().filter(|key| key.as_str() != "parameters") {
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            // Unauthenticated and with an empty object: each answers at once (mostly 401 or
+            // 400), which is all a count needs.
+            let response = client
+                .request(method.clone(), format!("{base}{path}"))
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().as_u16() < 500, "{method} {path}: {}", response.status());
+            operations.push((method, template.clone()));
+        }
+    }
+    assert!(operations.len() > 100, "the document lists every operation: {}", operations.len());
+    let (text, _) = scrape(&base).await;
+    let uncounted: Vec<_> = operations
+        .iter()
+        .filter(|(_, template)| !text.contains(&format!("tally_http_requests_total{{route=\"{template}\"")))
+        .map(|(method, template)| format!("{method} {template}"))
+        .collect();
+    assert!(uncounted.is_empty(), "served but not counted: {uncounted:?}");
+}
