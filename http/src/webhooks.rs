@@ -57,8 +57,7 @@ const DESCRIPTION_LENGTH_MAX: usize = 500;
 pub fn signature(secret: &str, t: i64, body: &str) -> String {
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
     let tag = aws_lc_rs::hmac::sign(&key, format!("{t}.{body}").as_bytes());
-    let hex: String = tag.as_ref().iter().map(|byte| format!("{byte:02x}")).collect();
-    format!("t={t},v1={hex}")
+    format!("t={t},v1={}", data_encoding::HEXLOWER.encode(tag.as_ref()))
 }
 
 /// Starts the supervisor of the delivery tasks on the current tokio runtime.

@@ -174,7 +174,7 @@ fn to_array(bytes: &[u8]) -> [u8; 32] {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    data_encoding::HEXLOWER.encode(bytes)
 }
 
 /// Walks one shard's chain: `links` in seq order, and the shard's postings and events in seq
