@@ -295,6 +295,46 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
             Some(json!({"limits": [{"currency": "USD", "per_transfer_max": "1"}]})),
             "limits:write",
         ),
+        // Issue 16: the event feed and webhook subscriptions (an id that names none: the
+        // permission is checked before the subscription is looked up).
+        ("GET", "/v1/admin/events", "/v1/admin/events".to_owned(), None, "events:read"),
+        ("GET", "/v1/admin/webhooks", "/v1/admin/webhooks".to_owned(), None, "webhooks:manage"),
+        (
+            "POST",
+            "/v1/admin/webhooks",
+            "/v1/admin/webhooks".to_owned(),
+            Some(json!({"url": "http://127.0.0.1:9/hook"})),
+            "webhooks:manage",
+        ),
+        ("GET", "/v1/admin/webhooks/{id}", format!("/v1/admin/webhooks/{}", uuid::Uuid::nil()), None, "webhooks:manage"),
+        (
+            "PATCH",
+            "/v1/admin/webhooks/{id}",
+            format!("/v1/admin/webhooks/{}", uuid::Uuid::nil()),
+            Some(json!({"enabled": false})),
+            "webhooks:manage",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/webhooks/{id}",
+            format!("/v1/admin/webhooks/{}", uuid::Uuid::nil()),
+            None,
+            "webhooks:manage",
+        ),
+        (
+            "GET",
+            "/v1/admin/webhooks/{id}/deliveries",
+            format!("/v1/admin/webhooks/{}/deliveries", uuid::Uuid::nil()),
+            None,
+            "webhooks:manage",
+        ),
+        (
+            "POST",
+            "/v1/admin/webhooks/{id}/replay",
+            format!("/v1/admin/webhooks/{}/replay", uuid::Uuid::nil()),
+            Some(json!({"after_seq": "0"})),
+            "webhooks:manage",
+        ),
     ];
     // The matrix covers every admin operation the API documents (the document and the router
     // are kept identical by a unit test in `http/src/openapi.rs`), so a new admin route cannot
