@@ -306,7 +306,13 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
             Some(json!({"url": "http://127.0.0.1:9/hook"})),
             "webhooks:manage",
         ),
-        ("GET", "/v1/admin/webhooks/{id}", format!("/v1/admin/webhooks/{}", uuid::Uuid::nil()), None, "webhooks:manage"),
+        (
+            "GET",
+            "/v1/admin/webhooks/{id}",
+            format!("/v1/admin/webhooks/{}", uuid::Uuid::nil()),
+            None,
+            "webhooks:manage",
+        ),
         (
             "PATCH",
             "/v1/admin/webhooks/{id}",
