@@ -571,7 +571,17 @@ async fn an_admin_finds_a_user_and_blocks_unblocks_and_adjusts_their_accounts() 
         browser.fill("#users-search", "dora@");
         browser.click("#users-submit");
         let row = format!("#users tr[data-user-id=\"{user_id}\"]");
-        browser.wait_for("the user found", &format!("document.querySelector('{row}') !== null"), UI_WAIT);
+        // The tab's own first load (no filter) lists this user too, so wait for the search's
+        // answer, whose count replaces the unfiltered one, rather than for the row alone.
+        browser.wait_for(
+            "the search to find the one user",
+            &format!(
+                "document.querySelector('#users-count').dataset.count === '1' \
+                 && document.querySelectorAll('#users tbody tr').length === 1 \
+                 && document.querySelector('{row}') !== null"
+            ),
+            UI_WAIT,
+        );
         assert_eq!(count(&mut browser, "#users-count"), 1, "the search finds one user");
         browser.click(&row);
         browser.wait_for("the user's detail", "document.querySelector('#user').dataset.loaded === 'true'", UI_WAIT);
