@@ -498,7 +498,15 @@ async fn a_failure_mid_stream_aborts_the_owner_s_download() {
         .await
         .unwrap();
     db.close().await.unwrap();
-    let response = owner.http.get(&url).bearer_auth(&owner.token).send().await.unwrap();
-    assert_eq!(response.status(), 200, "the first chunk was fine, so the answer started");
-    assert!(response.bytes().await.is_err(), "the body must not end cleanly");
+    // What must never happen is a cleanly ended file that lacks lines. The answer starts once
+    // the first chunk is read, but if the failing chunk is reached before hyper has flushed that
+    // start, the connection ends before the client sees a status: also no file (seen once on a
+    // loaded machine). Either way the client cannot take a truncated statement for a whole one.
+    match owner.http.get(&url).bearer_auth(&owner.token).send().await {
+        Ok(response) => {
+            assert_eq!(response.status(), 200, "the first chunk was fine, so the answer started");
+            assert!(response.bytes().await.is_err(), "the body must not end cleanly");
+        }
+        Err(error) => assert!(error.is_request() || error.is_body(), "the connection broke: {error}"),
+    }
 }
