@@ -1,7 +1,7 @@
 //! The supervised entity actor: one per account and one per wallet.
 //!
-//! Who sends to it: `Registry::call` (saga steps, status changes, reads) and the registry's
-//! passivation sweeper. What bounds its mailbox: the slot's `depth` counter, checked by the
+//! Who sends to it: `Registry::command_on` and `Registry::read` (saga steps, status changes,
+//! reads) and the registry's passivation sweeper. What bounds its mailbox: the slot's `depth` counter, checked by the
 //! registry before every send (`mailbox_capacity_max`). How it shuts down: it *retires* —
 //! refuses every later message with `Reply::Retry`, removes its slot from the registry, and
 //! stops — either when passivated (idle, all records durable) or when a handler panicked

@@ -4,9 +4,9 @@
 //! Architecture invariant: this is the only crate that knows actix. Everything above it
 //! (`http`, `benches`, `tests`) talks to the `Engine` facade with plain async calls.
 //!
-//! Following one transfer: `Engine::transfer` (engine.rs) admits it and spawns a saga on the
-//! source account's shard (saga.rs); the saga calls `Registry::call` (registry.rs) for each
-//! step, which activates the account if needed and sends a `Call` to its `EntityActor`
+//! Following one transfer: `Engine::transfer` (engine.rs) admits it and runs a saga on the
+//! source account's thread (saga.rs); the saga calls `Registry::command_on` (registry.rs) for
+//! each step, which activates the account if needed and sends a `Call` to its `EntityActor`
 //! (entity_actor.rs); the actor decides and applies the step with the engine's pure functions
 //! and appends the record to the journal; the saga awaits the journal's durable ack for its
 //! last record before answering.
