@@ -24,7 +24,7 @@ use crate::faults::FaultInjector;
 use crate::health::{HealthReport, KindStats};
 use crate::idempotency::KeyClaim;
 use crate::registry::{CallError, Registry, Unavailable};
-use crate::runtime::{Placement, Runtime};
+use crate::runtime::{Placement, RunToEnd, Runtime};
 use crate::saga::{self, Intent};
 pub use crate::shared::ActorConfig;
 use crate::shared::Shared;
@@ -416,6 +416,12 @@ impl Engine {
         self.inner.shared.shard_of(id)
     }
 
+    /// The runtime thread that serves `id`'s shard (where its actor lives, and where a saga
+    /// keyed to it runs).
+    pub fn thread_of(&self, id: uuid::Uuid) -> usize {
+        self.inner.shared.thread_of(id)
+    }
+
     /// Every shard's journal.
     pub fn journals(&self) -> &Journals {
         &self.inner.shared.journals
@@ -674,11 +680,9 @@ impl Engine {
         claim: Claim,
         key: Option<KeyClaim>,
     ) -> Result<Transfer, TransferError> {
-        let (sender, receiver) = oneshot::channel();
         let inner = Arc::clone(&self.inner);
-        // On the source's thread: at once (no hop) when the caller is already there.
         let thread = self.inner.shared.thread_of(transfer.source.as_uuid());
-        let spawned = self.inner.shared.runtime.spawn_on(thread, async move {
+        let saga = async move {
             let shutting_down = Arc::clone(&inner);
             let result = saga::run(inner, transfer, intent).await;
             drop(claim);
@@ -696,8 +700,21 @@ impl Engine {
                 ) || shutting_down.shutting_down.load(Ordering::Relaxed);
                 key.release(!ended_early).await;
             }
+            result
+        };
+        let runtime = &self.inner.shared.runtime;
+        // On the source's thread already (an HTTP request served there, the common case): the
+        // saga runs in the caller's own task, which saves the task, the inbox job, the reply
+        // channel and two trips through the thread's run queue per transfer. If the caller
+        // goes away first (its client disconnected), the rest of the saga goes on as a task
+        // of its own (`RunToEnd`): its outcome stands either way.
+        if runtime.current_thread() == Some(thread) {
+            return RunToEnd::new(Box::pin(saga), Arc::clone(runtime), thread).await;
+        }
+        let (sender, receiver) = oneshot::channel();
+        let spawned = runtime.spawn_on(thread, async move {
             // The caller may be gone (client disconnected); the saga's outcome stands.
-            let _ = sender.send(result);
+            let _ = sender.send(saga.await);
         });
         if !spawned {
             return Err(TransferError::Unavailable(Unavailable::Overloaded));

@@ -17,8 +17,10 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
 use actix::{Arbiter, ArbiterHandle, System};
@@ -294,6 +296,46 @@ impl Drop for Runtime {
     }
 }
 
+/// Work that must finish once started, polled in its caller's task while the caller waits, and
+/// moved to a task of its own on `thread` if the caller is dropped first (a request whose
+/// client went away). The work is boxed, so it keeps its place in memory when it moves.
+pub struct RunToEnd<T: Send + 'static> {
+    work: Option<Pin<Box<dyn Future<Output = T> + Send>>>,
+    runtime: Arc<Runtime>,
+    thread: usize,
+}
+
+impl<T: Send + 'static> RunToEnd<T> {
+    pub fn new(work: Pin<Box<dyn Future<Output = T> + Send>>, runtime: Arc<Runtime>, thread: usize) -> Self {
+        RunToEnd { work: Some(work), runtime, thread }
+    }
+}
+
+impl<T: Send + 'static> Future for RunToEnd<T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let this = self.get_mut();
+        // `None` only after it answered, and a finished future is not polled again.
+        let Some(work) = this.work.as_mut() else { return Poll::Pending };
+        let output = std::task::ready!(work.as_mut().poll(cx));
+        this.work = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<T: Send + 'static> Drop for RunToEnd<T> {
+    fn drop(&mut self) {
+        if let Some(work) = self.work.take() {
+            // Its output has no one to go to; the work itself must still end. If the runtime
+            // has stopped, the work is dropped with it, as every queued task is.
+            self.runtime.spawn_on(self.thread, async move {
+                let _ = work.await;
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -329,6 +371,28 @@ mod tests {
             assert_eq!(receiver.await.unwrap(), Some(thread));
         }
         assert_eq!(runtime.current_thread(), None, "the test's thread is not a runtime thread");
+        runtime.stop();
+    }
+
+    #[tokio::test]
+    async fn work_whose_caller_goes_away_still_runs_to_its_end() {
+        let runtime = Runtime::start(1).unwrap();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let (finished, done) = tokio::sync::oneshot::channel();
+        let work = Box::pin(async move {
+            let _ = released.await;
+            let _ = finished.send(7);
+            7
+        });
+        let mut caller = RunToEnd::new(work, Arc::clone(&runtime), 0);
+        // The caller polls once (the work waits), then goes away.
+        assert!(futures::poll!(&mut caller).is_pending());
+        drop(caller);
+        release.send(()).unwrap();
+        assert_eq!(tokio::time::timeout(Duration::from_secs(5), done).await.unwrap().unwrap(), 7);
+        // Not dropped: the caller gets the output.
+        let answered = RunToEnd::new(Box::pin(async { 8 }), Arc::clone(&runtime), 0).await;
+        assert_eq!(answered, 8);
         runtime.stop();
     }
 

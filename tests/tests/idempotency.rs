@@ -128,8 +128,56 @@ async fn a_caller_that_gives_up_does_not_free_its_key_before_the_transfer_is_dur
 
     assert!(replayed, "the retry answers the first transfer");
     assert_eq!(transfer.status, TransferStatus::Completed);
-    assert_eq!(harness.balance(&alice).await, dec!(93), "money moved once");
-    assert_eq!(harness.balance(&bob).await, dec!(7));
+    assert_eq!(harness.balance(&alice).await, dec!(92), "money moved once");
+    assert_eq!(harness.balance(&bob).await, dec!(8));
+    harness.assert_ledger_consistent().await;
+    harness.shutdown().await;
+}
+
+/// The same, with the caller on the source's own thread, as an HTTP request served there is:
+/// its saga runs in the caller's task, and a caller that goes away mid-saga (its client
+/// disconnected) must leave the saga running to its end. The destination lives on the other
+/// thread, which is kept busy, so the caller leaves after the hold and before the credit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_on_the_source_thread_that_gives_up_leaves_its_saga_running() {
+    let mut config = EngineConfig::default();
+    config.actors.shards = 2;
+    let harness = Harness::start_with(config).await;
+    let alice = harness.open(tally_engine::Currency::USD).await;
+    let mut bob = harness.open(tally_engine::Currency::USD).await;
+    let thread = harness.engine.thread_of(alice.id.as_uuid());
+    while harness.engine.thread_of(bob.id.as_uuid()) == thread {
+        bob = harness.open(tally_engine::Currency::USD).await;
+    }
+    harness.fund(&alice, dec!(100)).await;
+    // A first transfer, so that pricing knows bob's currency and reads nothing on his thread.
+    harness.engine.transfer(harness.request(&alice, &bob, dec!(1))).await.unwrap();
+    let scope = uuid::Uuid::new_v4();
+
+    // Bob's thread sleeps for 300 ms: the credit waits behind it.
+    let (asleep, sleeping) = tokio::sync::oneshot::channel();
+    assert!(harness.engine.runtime().run_on(1 - thread, move || {
+        let _ = asleep.send(());
+        std::thread::sleep(Duration::from_millis(300));
+    }));
+    sleeping.await.unwrap();
+    let (gave_up, answer) = tokio::sync::oneshot::channel();
+    let engine = harness.engine.clone();
+    let request = harness.request(&alice, &bob, dec!(7));
+    assert!(harness.engine.runtime().spawn_on(thread, async move {
+        let first = engine.transfer_idempotent(request, key(scope, "k", "body"));
+        let _ = gave_up.send(tokio::time::timeout(Duration::from_millis(50), first).await.is_err());
+    }));
+    assert!(answer.await.unwrap(), "the credit cannot be applied while bob's thread sleeps");
+    assert_eq!(harness.engine.account(alice.id).await.unwrap().held(), dec!(7), "the caller left after the hold");
+
+    let retry = harness.engine.transfer_idempotent(harness.request(&alice, &bob, dec!(7)), key(scope, "k", "body"));
+    let (transfer, replayed) = tokio::time::timeout(Duration::from_secs(10), retry).await.unwrap().unwrap();
+
+    assert!(replayed, "the retry answers the first transfer");
+    assert_eq!(transfer.status, TransferStatus::Completed, "the saga ran on after its caller left");
+    assert_eq!(harness.balance(&alice).await, dec!(92), "money moved once");
+    assert_eq!(harness.balance(&bob).await, dec!(8));
     harness.assert_ledger_consistent().await;
     harness.shutdown().await;
 }
