@@ -1,6 +1,7 @@
 //! Events and the journal's hash chain on Postgres: written inside a journal batch's
-//! transaction (`write_events`, `link_batch`, called by `postgres::write_plan`), and read on
-//! the identity store's pool (`EventStore for PgUserStore`).
+//! transaction (`write_events`, called by `postgres::write_plan`, whose fence statement also
+//! writes the batch's link of the chain: `postgres::fence_and_link`), and read on the identity
+//! store's pool (`EventStore for PgUserStore`).
 
 use async_trait::async_trait;
 use rust_decimal::Decimal;
@@ -59,33 +60,6 @@ pub(crate) async fn write_events(
     }
     rows.send(transaction, "COPY events (shard, seq, type, object_id, occurred_at, data) FROM STDIN (FORMAT BINARY)")
         .await
-}
-
-/// The batch's link of the hash chain. After the pipeline turn: the previous batch of the
-/// shard has committed, so its link is visible here.
-pub(crate) async fn link_batch(
-    transaction: &mut Transaction<'_, Postgres>,
-    plan: &BatchPlan,
-) -> Result<(), StoreError> {
-    if plan.records.is_empty() {
-        return Ok(());
-    }
-    let digest = chain::batch_digest(plan);
-    sqlx::query(
-        "INSERT INTO journal_batches (shard, last_seq, first_seq, hash)
-         SELECT $1, $2, $3, sha256(COALESCE(
-             (SELECT hash FROM journal_batches WHERE shard = $1 ORDER BY last_seq DESC LIMIT 1),
-             $5) || $4)",
-    )
-    .bind(shard_to_db(plan.shard)?)
-    .bind(to_db(plan.last_seq)?)
-    .bind(to_db(plan.first_seq)?)
-    .bind(digest.as_slice())
-    .bind(chain::GENESIS.as_slice())
-    .execute(&mut **transaction)
-    .await
-    .map_err(classify)?;
-    Ok(())
 }
 
 fn event_of(row: &PgRow) -> Result<StoredEvent, StoreError> {
