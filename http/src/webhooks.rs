@@ -672,7 +672,9 @@ async fn existing(state: &AppState, id: Uuid) -> Result<Subscription, ApiError> 
     description = "Subscribes `url` (http or https, no credentials) to `events` (types, or `[\"*\"]`). The answer \
                    carries `secret`, shown only here: deliveries are signed `Tally-Signature: t=<unix seconds>,\
                    v1=<hex HMAC-SHA256(secret, \"<t>.<raw body>\")>`. Deliveries start from the events committed \
-                   after the subscription was made. Stepped up for users with TOTP on (`webhooks.manage`).",
+                   after the subscription was made. Stepped up for users with TOTP on (`webhooks.manage`). With \
+                   `TALLY_WEBHOOK_DENY_PRIVATE=true`, a host that is or resolves to a loopback, private, link-local or \
+                   unspecified address (or does not resolve) is `400` on `url`.",
     responses((status = 201, body = SubscriptionView)),
     security(("bearer" = []))
 )]
@@ -735,7 +737,17 @@ pub async fn get(
 }
 
 /// `PATCH /v1/admin/webhooks/{id}` (`webhooks:manage`).
-#[utoipa::path(patch, path = "/v1/admin/webhooks/{id}", tag = "admin", params(("id" = String, Path)), request_body = UpdateBody, responses((status = 200, body = SubscriptionView)), security(("bearer" = [])))]
+#[utoipa::path(
+    patch,
+    path = "/v1/admin/webhooks/{id}",
+    tag = "admin",
+    params(("id" = String, Path)),
+    request_body = UpdateBody,
+    description = "Changes `url`, `events` or `enabled` (never the delivery position: see replay). A new `url` is \
+                   checked as at create, `TALLY_WEBHOOK_DENY_PRIVATE` included.",
+    responses((status = 200, body = SubscriptionView)),
+    security(("bearer" = []))
+)]
 pub async fn update(
     State(state): State<AppState>,
     _admin: Authorized<WebhooksManage>,
