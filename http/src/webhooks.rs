@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -242,18 +242,28 @@ async fn run_subscription(state: AppState, client: reqwest::Client, id: Uuid) {
             continue;
         }
         let mut written = subscription.position.clone();
-        for event in &events {
-            // A replay or an edit since: start over from what is stored now.
-            match store.subscription(id).await {
-                Ok(Some(now))
-                    if now.enabled
-                        && now.position == written
-                        && now.url == subscription.url
-                        && now.events == subscription.events => {}
-                Ok(Some(_)) => break,
-                Ok(None) | Err(_) => return,
+        let mut checked = Instant::now();
+        for (at, event) in events.iter().enumerate() {
+            // An edit since (disabled, deleted, another URL or other types): start over from
+            // what is stored now. Looked at every `IDLE_POLL`, not before every event: a store
+            // round trip per event was a quarter of a delivery's cost, and a replay meanwhile
+            // is caught by the position's compare-and-set below anyway.
+            if checked.elapsed() >= IDLE_POLL {
+                match store.subscription(id).await {
+                    Ok(Some(now))
+                        if now.enabled
+                            && now.position == written
+                            && now.url == subscription.url
+                            && now.events == subscription.events => {}
+                    Ok(Some(_)) => break,
+                    Ok(None) | Err(_) => return,
+                }
+                checked = Instant::now();
             }
-            if !deliver(&state, &client, &subscription, event).await {
+            // Only the page's first event can have an unsettled delivery to resume (the task
+            // stopped, or the server died, while it was retrying it); a later one is new, or
+            // is sent again by a replay, which starts a fresh retry window anyway.
+            if !deliver(&state, &client, &subscription, event, at == 0).await {
                 return;
             }
             position.advance(event.shard, event.seq);
@@ -305,11 +315,18 @@ fn error_text(error: reqwest::Error) -> String {
 }
 
 /// Delivers `event` until a `2xx` or `dead`. False when the subscription went away meanwhile.
-async fn deliver(state: &AppState, client: &reqwest::Client, subscription: &Subscription, event: &StoredEvent) -> bool {
+async fn deliver(
+    state: &AppState,
+    client: &reqwest::Client,
+    subscription: &Subscription,
+    event: &StoredEvent,
+    resume: bool,
+) -> bool {
     let store = &state.identity().events;
     let deny_private = state.identity().webhooks.deny_private;
     let Ok(body) = envelope(event) else { return false };
-    let mut delivery = match store.delivery(subscription.id, event.shard, event.seq).await {
+    let existing = if resume { store.delivery(subscription.id, event.shard, event.seq).await } else { Ok(None) };
+    let mut delivery = match existing {
         // A replay sends a delivered or dead event again, from a fresh retry window.
         Ok(Some(existing)) if existing.status == DeliveryStatus::Pending => existing,
         _ => Delivery {
@@ -882,6 +899,47 @@ mod tests {
             assert!(wait <= BACKOFF_MAX);
             assert!(wait >= BACKOFF_FIRST.mul_f64(0.1).min(BACKOFF_MAX));
         }
+    }
+
+    #[test]
+    fn private_addresses_are_the_documented_ranges() {
+        for private in [
+            "127.0.0.1",
+            "127.255.0.9",
+            "10.0.0.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "0.1.2.3",
+            "100.64.0.1",
+            "100.127.255.255",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "febf::1",
+            "fec0::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.1.2.3",
+        ] {
+            assert!(is_private(private.parse().unwrap()), "{private} is private");
+        }
+        for public in
+            ["93.184.215.14", "8.8.8.8", "172.32.0.1", "100.128.0.1", "11.0.0.1", "2606:4700::1111", "::ffff:8.8.8.8"]
+        {
+            assert!(!is_private(public.parse().unwrap()), "{public} is public");
+        }
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused() {
+        let options = WebhookOptions { extra_ca_pem: Some(b"not a certificate".to_vec()), ..WebhookOptions::default() };
+        assert!(client(&options).is_err());
+        assert!(client(&WebhookOptions::default()).is_ok());
     }
 
     #[test]
