@@ -156,7 +156,7 @@ async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, St
         identity.protection.requests.set_per_second(per_second);
     }
     let state = AppState::new(store.clone(), identity);
-    tally_http::webhooks::start(state.clone());
+    tally_http::webhooks::start(state.clone())?;
     let (config, panic_every) = engine_config_from_env()?;
     // One thread per core: each serves HTTP connections, its shards' actors and sagas, and
     // their journal (DESIGN.md §2).
@@ -267,7 +267,29 @@ fn identity_options_from_env() -> Result<IdentityOptions, String> {
         sessions: session_config_from_env()?,
         mail: MailConfig { transport, from },
         require_verified_email,
+        webhooks: webhook_options_from_env()?,
     })
+}
+
+/// The webhook settings from the environment:
+///
+/// - `TALLY_WEBHOOK_DENY_PRIVATE`: `true` refuses receivers on loopback, private, link-local or
+///   unspecified addresses, at subscription and at every delivery; `false` (default).
+/// - `TALLY_WEBHOOK_CA_FILE`: a PEM file of CA certificates trusted for `https` receivers
+///   besides Mozilla's roots (an internal CA); unreadable or empty stops the start.
+fn webhook_options_from_env() -> Result<tally_http::webhooks::WebhookOptions, String> {
+    let deny_private = match std::env::var("TALLY_WEBHOOK_DENY_PRIVATE").as_deref() {
+        Err(_) | Ok("") | Ok("false") => false,
+        Ok("true") => true,
+        Ok(other) => return Err(format!("TALLY_WEBHOOK_DENY_PRIVATE must be true or false, not {other:?}")),
+    };
+    let extra_ca_pem = match std::env::var("TALLY_WEBHOOK_CA_FILE") {
+        Ok(path) if !path.trim().is_empty() => Some(
+            std::fs::read(path.trim()).map_err(|error| format!("TALLY_WEBHOOK_CA_FILE {}: {error}", path.trim()))?,
+        ),
+        _ => None,
+    };
+    Ok(tally_http::webhooks::WebhookOptions { deny_private, extra_ca_pem })
 }
 
 /// Longest idle time a session may be configured with: a day.

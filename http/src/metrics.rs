@@ -92,6 +92,19 @@ fn describe() {
     metrics::describe_gauge!("tally_journal_durable_lag_seconds", "Age of the oldest record not yet durable");
     metrics::describe_counter!("tally_journal_flush_errors_total", "Failed journal commits (each retried)");
     metrics::describe_gauge!("tally_journal_committed_seq", "The last journal sequence number committed");
+    metrics::describe_counter!(
+        "tally_webhook_deliveries_total",
+        "Webhook delivery attempts by outcome: delivered (2xx), failed (retried), dead (given up)"
+    );
+    metrics::describe_gauge!("tally_webhook_subscriptions", "Webhook subscriptions, by state (enabled, disabled)");
+    metrics::describe_gauge!(
+        "tally_webhook_pending_events",
+        "Events not yet delivered or dead, summed over the subscriptions of a state (counted up to 10,000 per shard and subscription)"
+    );
+    metrics::describe_gauge!(
+        "tally_webhook_oldest_pending_seconds",
+        "Age of the oldest event an enabled subscription has not delivered yet (0: none)"
+    );
 }
 
 /// Runs the exporter's upkeep every `UPKEEP_INTERVAL` until the process ends.
@@ -147,6 +160,11 @@ const SCRAPE_WORST_MAX: usize = 0;
 pub async fn scrape(State(state): State<AppState>) -> Response {
     if let Some(report) = state.health(SCRAPE_WORST_MAX) {
         record_health(&report);
+    }
+    // The webhook gauges are store reads (a bounded count per subscription), taken per scrape
+    // rather than kept up to date on the delivery path.
+    if let Some(figures) = crate::webhooks::figures(&state).await {
+        crate::webhooks::record_figures(&figures);
     }
     let handle = handle();
     handle.run_upkeep();

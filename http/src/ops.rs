@@ -23,7 +23,7 @@ const WORST_ACTORS_MAX: usize = 20;
     get,
     path = "/v1/admin/actors",
     tag = "operations",
-    responses((status = 200, description = "Actor, saga and journal health, the worst actors, and `http`: requests by status and latency bucket since start", body = Object)),
+    responses((status = 200, description = "Actor, saga and journal health, the worst actors, `http`: requests by status and latency bucket since start, and `webhooks`: subscriptions, pending events, the oldest pending event's age and deliveries since start", body = Object)),
     security(("bearer" = []))
 )]
 pub async fn actors(_: Authorized<OpsRead>, State(state): State<AppState>) -> Result<ApiJson<Value>, ApiError> {
@@ -77,7 +77,33 @@ pub async fn actors(_: Authorized<OpsRead>, State(state): State<AppState>) -> Re
         },
         "worst": worst,
         "http": crate::request_stats::report(),
+        "webhooks": webhooks_json(&state).await,
     })))
+}
+
+/// The webhook figures (`webhooks::figures`); the page turns the counters into rates. `null`
+/// figures from the store when it cannot be read, the counters still shown.
+async fn webhooks_json(state: &AppState) -> Value {
+    match crate::webhooks::figures(state).await {
+        Some(figures) => json!({
+            "subscriptions": figures.subscriptions_enabled,
+            "subscriptions_disabled": figures.subscriptions_disabled,
+            "pending": figures.pending_enabled,
+            "pending_disabled": figures.pending_disabled,
+            "oldest_pending_seconds": figures.oldest_pending_seconds,
+            "delivered": figures.delivered,
+            "failed": figures.failed,
+            "dead": figures.dead,
+        }),
+        None => {
+            let counters = crate::webhooks::counters();
+            json!({
+                "subscriptions": null, "subscriptions_disabled": null, "pending": null, "pending_disabled": null,
+                "oldest_pending_seconds": null,
+                "delivered": counters.0, "failed": counters.1, "dead": counters.2,
+            })
+        }
+    }
 }
 
 /// Longest `{kind}` path segment echoed back in an error: the longest kind is 13 characters.

@@ -13,9 +13,24 @@
 //! restart re-sends at most the event in flight (at-least-once; dedupe by `Tally-Event-Id`).
 //! A slow or dead receiver holds only its own subscription's task (one request in flight each):
 //! transfers never wait for deliveries, and other subscriptions go on.
+//!
+//! **Private receivers** (`WebhookOptions::deny_private`, `TALLY_WEBHOOK_DENY_PRIVATE`): a URL
+//! whose host is, or resolves to, a loopback, private, link-local or unspecified address is
+//! refused at create and at PATCH, and checked again at every delivery: a name is resolved by
+//! the client's own resolver (`PublicOnly`), which refuses private answers, so the address
+//! checked is the address connected to (a DNS answer that changes after the subscription was
+//! accepted, "DNS rebinding", fails the delivery instead of reaching an internal host).
+//!
+//! **TLS.** `https` receivers are reached with rustls on aws-lc-rs (the crypto library the rest
+//! of Tally uses) trusting Mozilla's roots (`webpki-roots`, compiled in: the same answer on every
+//! host, no system store needed), plus the CA certificates of `WebhookOptions::extra_ca_pem`
+//! (`TALLY_WEBHOOK_CA_FILE`: an internal CA, or a test's own).
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -52,6 +67,29 @@ const IDLE_POLL: Duration = Duration::from_millis(200);
 /// Longest URL accepted.
 const URL_LENGTH_MAX: usize = 2048;
 const DESCRIPTION_LENGTH_MAX: usize = 500;
+/// How long a create or PATCH waits for the receiver's name to resolve (deny-private only).
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Events counted per shard and subscription for the pending figures: a receiver far behind
+/// costs a bounded index walk per scrape, and shows as "at least this many".
+pub const BACKLOG_COUNT_CAP: u32 = 10_000;
+
+/// What `tally serve` reads from the environment for webhooks; tests set it directly.
+#[derive(Clone, Debug, Default)]
+pub struct WebhookOptions {
+    /// `TALLY_WEBHOOK_DENY_PRIVATE=true`: refuse receivers on loopback, private, link-local or
+    /// unspecified addresses (default off: subscriptions are made by trusted admins, and
+    /// receivers are often internal, API.md).
+    pub deny_private: bool,
+    /// PEM CA certificates trusted for `https` receivers besides Mozilla's roots
+    /// (`TALLY_WEBHOOK_CA_FILE`).
+    pub extra_ca_pem: Option<Vec<u8>>,
+}
+
+/// Deliveries since start, by outcome: the `/ops` page's rates (the Prometheus counters of the
+/// same names cannot be read back).
+static DELIVERED: AtomicU64 = AtomicU64::new(0);
+static FAILED: AtomicU64 = AtomicU64::new(0);
+static DEAD: AtomicU64 = AtomicU64::new(0);
 
 /// `Tally-Signature` for `body` at `t` (unix seconds).
 pub fn signature(secret: &str, t: i64, body: &str) -> String {
@@ -60,23 +98,107 @@ pub fn signature(secret: &str, t: i64, body: &str) -> String {
     format!("t={t},v1={}", data_encoding::HEXLOWER.encode(tag.as_ref()))
 }
 
-/// Starts the supervisor of the delivery tasks on the current tokio runtime.
-pub fn start(state: AppState) {
-    tokio::spawn(supervise(state));
+/// True for an address a receiver may not have under `deny_private`: loopback, private
+/// (RFC 1918, shared address space 100.64/10, IPv6 unique local fc00::/7), link-local
+/// (169.254/16, fe80::/10, and the deprecated site-local fec0::/10), unspecified, "this
+/// network" 0/8, broadcast; an IPv4-mapped IPv6 address is judged as its IPv4 address.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || a == 0
+                || (a == 100 && (b & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || (first & 0xffc0) == 0xfec0
+        }
+    }
 }
 
-async fn supervise(state: AppState) {
-    let client = match reqwest::Client::builder()
+/// The client's resolver under `deny_private`: the system's resolver (`getaddrinfo` on a
+/// blocking thread, as reqwest's default), refusing the name when any address it gives is
+/// private. Resolving and checking in the connection's own path is what makes the check hold
+/// against a name whose answer changes (the connection uses exactly the addresses checked).
+#[derive(Debug)]
+struct PublicOnly;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{name} resolves to {address}, a private address (TALLY_WEBHOOK_DENY_PRIVATE)")]
+struct PrivateAddress {
+    name: String,
+    address: IpAddr,
+}
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let name = name.as_str().to_owned();
+        Box::pin(async move {
+            let addresses: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            if let Some(private) = addresses.iter().find(|address| is_private(address.ip())) {
+                return Err(Box::new(PrivateAddress { name, address: private.ip() }) as _);
+            }
+            Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The delivery client: 10 s time-out, no redirects, rustls on aws-lc-rs with Mozilla's roots
+/// and `extra_ca_pem`; under `deny_private`, the `PublicOnly` resolver and no proxy (through a
+/// proxy Tally would never see the address it reaches). Errs on an unreadable CA file.
+pub fn client(options: &WebhookOptions) -> Result<reqwest::Client, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(pem) = &options.extra_ca_pem {
+        let mut added = 0;
+        for certificate in CertificateDer::pem_slice_iter(pem) {
+            let certificate = certificate.map_err(|error| format!("webhook CA file: {error}"))?;
+            roots.add(certificate).map_err(|error| format!("webhook CA file: {error}"))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err("webhook CA file: no PEM certificate in it".to_owned());
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| format!("webhook TLS: {error}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut builder = reqwest::Client::builder()
         .timeout(DELIVERY_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::error!(%error, "webhook client could not be built; no deliveries");
-            return;
-        }
-    };
+        .use_preconfigured_tls(tls);
+    if options.deny_private {
+        builder = builder.no_proxy().dns_resolver(Arc::new(PublicOnly));
+    }
+    builder.build().map_err(|error| format!("webhook client: {error}"))
+}
+
+/// Builds the delivery client and starts the supervisor of the delivery tasks on the current
+/// tokio runtime. Errs (before anything starts) when the client cannot be built.
+pub fn start(state: AppState) -> Result<(), String> {
+    let client = client(&state.identity().webhooks)?;
+    tokio::spawn(supervise(state, client));
+    Ok(())
+}
+
+async fn supervise(state: AppState, client: reqwest::Client) {
     let mut running: HashMap<Uuid, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
         running.retain(|_, task| !task.is_finished());
@@ -120,38 +242,91 @@ async fn run_subscription(state: AppState, client: reqwest::Client, id: Uuid) {
             continue;
         }
         let mut written = subscription.position.clone();
-        for event in &events {
-            // A replay or an edit since: start over from what is stored now.
-            match store.subscription(id).await {
-                Ok(Some(now)) if now.enabled && now.position == written && now.url == subscription.url => {}
-                Ok(Some(_)) => break,
-                Ok(None) | Err(_) => return,
+        let mut checked = Instant::now();
+        for (at, event) in events.iter().enumerate() {
+            // An edit since (disabled, deleted, another URL or other types): start over from
+            // what is stored now. Looked at every `IDLE_POLL`, not before every event: a store
+            // round trip per event was a quarter of a delivery's cost, and a replay meanwhile
+            // is caught by the position's compare-and-set below anyway.
+            if checked.elapsed() >= IDLE_POLL {
+                match store.subscription(id).await {
+                    Ok(Some(now))
+                        if now.enabled
+                            && now.position == written
+                            && now.url == subscription.url
+                            && now.events == subscription.events => {}
+                    Ok(Some(_)) => break,
+                    Ok(None) | Err(_) => return,
+                }
+                checked = Instant::now();
             }
-            if !deliver(&state, &client, &subscription, event).await {
+            // Only the page's first event can have an unsettled delivery to resume (the task
+            // stopped, or the server died, while it was retrying it); a later one is new, or
+            // is sent again by a replay, which starts a fresh retry window anyway.
+            if !deliver(&state, &client, &subscription, event, at == 0).await {
                 return;
             }
             position.advance(event.shard, event.seq);
-            // Written over the subscription as it is now (an edit meanwhile is kept), unless a
-            // replay moved its position meanwhile.
-            let mut stored = match store.subscription(id).await {
-                Ok(Some(now)) if now.position == written => now,
-                Ok(Some(_)) => break,
-                Ok(None) | Err(_) => return,
-            };
-            stored.position = position.text();
-            if store.update_subscription(&stored).await.is_err() {
-                break;
+            let next = position.text();
+            // One conditional statement: written only if the position is still the one this
+            // task read, so a replay meanwhile is never undone (PATCH does not write the
+            // position at all, so an edit meanwhile is kept too). Lost: start over from
+            // what is stored.
+            match store.set_position(id, &next, Some(&written)).await {
+                Ok(true) => written = next,
+                Ok(false) => break,
+                Err(error) => {
+                    tracing::warn!(%error, subscription = %id, "webhook position not stored; re-reading");
+                    break;
+                }
             }
-            written = stored.position;
         }
     }
 }
 
+/// Why a URL may not be posted to now under `deny_private`, for an IP-literal host (a name is
+/// checked by `PublicOnly` as it is resolved for the connection).
+fn literal_private(url: &str) -> Option<IpAddr> {
+    let ip = literal_host(&reqwest::Url::parse(url).ok()?)?;
+    is_private(ip).then_some(ip)
+}
+
+/// The URL's host if it is an IP address (IPv6 hosts come bracketed).
+fn literal_host(url: &reqwest::Url) -> Option<IpAddr> {
+    let host = url.host_str()?;
+    host.trim_start_matches('[').trim_end_matches(']').parse().ok()
+}
+
+/// A delivery error's text with its causes (reqwest's own says only "error sending request";
+/// the cause says connection refused, a TLS failure or a private address).
+fn error_text(error: reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "timed out after 10 s".to_owned();
+    }
+    let mut causes = String::new();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        causes.push_str(": ");
+        causes.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    // Without the URL: the delivery log is about this subscription's URL already.
+    format!("not delivered: {}{causes}", error.without_url())
+}
+
 /// Delivers `event` until a `2xx` or `dead`. False when the subscription went away meanwhile.
-async fn deliver(state: &AppState, client: &reqwest::Client, subscription: &Subscription, event: &StoredEvent) -> bool {
+async fn deliver(
+    state: &AppState,
+    client: &reqwest::Client,
+    subscription: &Subscription,
+    event: &StoredEvent,
+    resume: bool,
+) -> bool {
     let store = &state.identity().events;
+    let deny_private = state.identity().webhooks.deny_private;
     let Ok(body) = envelope(event) else { return false };
-    let mut delivery = match store.delivery(subscription.id, event.shard, event.seq).await {
+    let existing = if resume { store.delivery(subscription.id, event.shard, event.seq).await } else { Ok(None) };
+    let mut delivery = match existing {
         // A replay sends a delivered or dead event again, from a fresh retry window.
         Ok(Some(existing)) if existing.status == DeliveryStatus::Pending => existing,
         _ => Delivery {
@@ -168,15 +343,22 @@ async fn deliver(state: &AppState, client: &reqwest::Client, subscription: &Subs
     };
     loop {
         let t = unix_now();
-        let sent = client
-            .post(&subscription.url)
-            .header("content-type", "application/json")
-            .header("tally-event-id", event.id().to_string())
-            .header("tally-event-type", event.kind.as_str())
-            .header("tally-signature", signature(&subscription.secret, t, &body))
-            .body(body.clone())
-            .send()
-            .await;
+        // An IP literal is connected to without resolving: checked here, each attempt (the
+        // setting may have been turned on after the subscription was made).
+        let refused = if deny_private { literal_private(&subscription.url) } else { None };
+        let sent = match refused {
+            Some(ip) => Err(format!("not delivered: {ip} is a private address (TALLY_WEBHOOK_DENY_PRIVATE)")),
+            None => client
+                .post(&subscription.url)
+                .header("content-type", "application/json")
+                .header("tally-event-id", event.id().to_string())
+                .header("tally-event-type", event.kind.as_str())
+                .header("tally-signature", signature(&subscription.secret, t, &body))
+                .body(body.clone())
+                .send()
+                .await
+                .map_err(error_text),
+        };
         delivery.attempts = delivery.attempts.saturating_add(1);
         let now = state.identity().now();
         match sent {
@@ -187,6 +369,7 @@ async fn deliver(state: &AppState, client: &reqwest::Client, subscription: &Subs
                 delivery.next_attempt_at = None;
                 delivery.delivered_at = Some(now);
                 metrics::counter!("tally_webhook_deliveries_total", "outcome" => "delivered").increment(1);
+                DELIVERED.fetch_add(1, Ordering::Relaxed);
                 return record(state, subscription.id, &delivery).await;
             }
             Ok(response) => {
@@ -195,18 +378,16 @@ async fn deliver(state: &AppState, client: &reqwest::Client, subscription: &Subs
             }
             Err(error) => {
                 delivery.last_status_code = None;
-                delivery.last_error = Some(if error.is_timeout() {
-                    "timed out after 10 s".to_owned()
-                } else {
-                    format!("not delivered: {}", error.without_url())
-                });
+                delivery.last_error = Some(error);
             }
         }
         metrics::counter!("tally_webhook_deliveries_total", "outcome" => "failed").increment(1);
+        FAILED.fetch_add(1, Ordering::Relaxed);
         if now.as_micros().saturating_sub(delivery.first_attempt_at.as_micros()) >= RETRY_WINDOW_MICROS {
             delivery.status = DeliveryStatus::Dead;
             delivery.next_attempt_at = None;
             metrics::counter!("tally_webhook_deliveries_total", "outcome" => "dead").increment(1);
+            DEAD.fetch_add(1, Ordering::Relaxed);
             return record(state, subscription.id, &delivery).await;
         }
         let wait = backoff(delivery.attempts);
@@ -246,6 +427,87 @@ fn backoff(attempts: u32) -> Duration {
 
 fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs() as i64)
+}
+
+// ---- figures for /metrics and /ops ----
+
+/// Where the subscriptions stand: what `/metrics` and `/v1/admin/actors` show.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Figures {
+    pub subscriptions_enabled: u64,
+    pub subscriptions_disabled: u64,
+    /// Events committed and not yet settled (delivered or dead), summed over the enabled and
+    /// the disabled subscriptions (each counted up to `BACKLOG_COUNT_CAP` per shard).
+    pub pending_enabled: u64,
+    pub pending_disabled: u64,
+    /// Age of the oldest event an enabled subscription has not settled yet (0: none).
+    pub oldest_pending_seconds: f64,
+    /// Since start: deliveries answered `2xx`, attempts that failed, events given up (`dead`).
+    pub delivered: u64,
+    pub failed: u64,
+    pub dead: u64,
+}
+
+/// Deliveries since start: (delivered, failed, dead).
+pub fn counters() -> (u64, u64, u64) {
+    (DELIVERED.load(Ordering::Relaxed), FAILED.load(Ordering::Relaxed), DEAD.load(Ordering::Relaxed))
+}
+
+/// Reads the figures: one bounded count per subscription and shard. `None` when the store
+/// cannot be read (the caller shows the counters it has and says so).
+pub async fn figures(state: &AppState) -> Option<Figures> {
+    let store = &state.identity().events;
+    let (delivered, failed, dead) = counters();
+    let mut figures = Figures { delivered, failed, dead, ..Figures::default() };
+    let subscriptions = match store.subscriptions().await {
+        Ok(subscriptions) => subscriptions,
+        Err(error) => {
+            tracing::warn!(%error, "webhook subscriptions unreadable for the figures");
+            return None;
+        }
+    };
+    // Events carry the engine's booking time, which is the system clock (the identity clock
+    // is the one tests move).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_micros()).unwrap_or(i64::MAX));
+    let mut oldest: Option<Timestamp> = None;
+    for subscription in &subscriptions {
+        let Some(position) = FeedPosition::parse(&subscription.position) else { continue };
+        let backlog = match store.backlog(&position, types_of(subscription).as_deref(), BACKLOG_COUNT_CAP).await {
+            Ok(backlog) => backlog,
+            Err(error) => {
+                tracing::warn!(%error, "webhook backlog unreadable for the figures");
+                return None;
+            }
+        };
+        if subscription.enabled {
+            figures.subscriptions_enabled += 1;
+            figures.pending_enabled = figures.pending_enabled.saturating_add(backlog.events);
+            oldest = match (oldest, backlog.oldest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        } else {
+            figures.subscriptions_disabled += 1;
+            figures.pending_disabled = figures.pending_disabled.saturating_add(backlog.events);
+        }
+    }
+    figures.oldest_pending_seconds =
+        oldest.map_or(0.0, |oldest| now.saturating_sub(oldest.as_micros()).max(0) as f64 / 1e6);
+    Some(figures)
+}
+
+/// Sets the webhook gauges from `figures` (the delivery counters are counted as they happen).
+pub fn record_figures(figures: &Figures) {
+    for (state, subscriptions, pending) in [
+        ("enabled", figures.subscriptions_enabled, figures.pending_enabled),
+        ("disabled", figures.subscriptions_disabled, figures.pending_disabled),
+    ] {
+        metrics::gauge!("tally_webhook_subscriptions", "state" => state).set(subscriptions as f64);
+        metrics::gauge!("tally_webhook_pending_events", "state" => state).set(pending as f64);
+    }
+    metrics::gauge!("tally_webhook_oldest_pending_seconds").set(figures.oldest_pending_seconds);
 }
 
 // ---- routes ----
@@ -362,6 +624,39 @@ fn check_url(url: &str) -> Result<String, ApiError> {
     Ok(parsed.to_string())
 }
 
+/// Under `deny_private`, refuses a URL whose host is, or resolves to, a private address
+/// (`is_private`), or whose name does not resolve (it cannot be checked). Deliveries check
+/// again as they connect (`PublicOnly`), since a name's answer can change afterwards.
+async fn check_receiver(options: &WebhookOptions, url: &str) -> Result<(), ApiError> {
+    if !options.deny_private {
+        return Ok(());
+    }
+    let refuse = |why: String| ApiError::field("url", why);
+    let parsed = reqwest::Url::parse(url).map_err(|_| refuse("must be an absolute http or https URL".to_owned()))?;
+    let addresses: Vec<IpAddr> = match literal_host(&parsed) {
+        Some(ip) => vec![ip],
+        None => {
+            let host = parsed.host_str().unwrap_or_default().to_owned();
+            let port = parsed.port_or_known_default().unwrap_or(443);
+            match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host.as_str(), port))).await {
+                Ok(Ok(found)) => found.map(|address| address.ip()).collect(),
+                Ok(Err(_)) | Err(_) => {
+                    return Err(refuse(format!(
+                        "host {host} does not resolve, so it cannot be checked against private addresses"
+                    )));
+                }
+            }
+        }
+    };
+    if let Some(private) = addresses.into_iter().find(|ip| is_private(*ip)) {
+        return Err(refuse(format!(
+            "resolves to {private}, a loopback, private, link-local or unspecified address; this server refuses \
+             those (TALLY_WEBHOOK_DENY_PRIVATE)"
+        )));
+    }
+    Ok(())
+}
+
 fn check_events(events: &[String]) -> Result<Option<Vec<String>>, ApiError> {
     if events.len() == 1 && events[0] == "*" {
         return Ok(None);
@@ -394,7 +689,9 @@ async fn existing(state: &AppState, id: Uuid) -> Result<Subscription, ApiError> 
     description = "Subscribes `url` (http or https, no credentials) to `events` (types, or `[\"*\"]`). The answer \
                    carries `secret`, shown only here: deliveries are signed `Tally-Signature: t=<unix seconds>,\
                    v1=<hex HMAC-SHA256(secret, \"<t>.<raw body>\")>`. Deliveries start from the events committed \
-                   after the subscription was made. Stepped up for users with TOTP on (`webhooks.manage`).",
+                   after the subscription was made. Stepped up for users with TOTP on (`webhooks.manage`). With \
+                   `TALLY_WEBHOOK_DENY_PRIVATE=true`, a host that is or resolves to a loopback, private, link-local or \
+                   unspecified address (or does not resolve) is `400` on `url`.",
     responses((status = 201, body = SubscriptionView)),
     security(("bearer" = []))
 )]
@@ -406,6 +703,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let url = check_url(&body.url)?;
     let events = check_events(&body.events)?;
+    check_receiver(&state.identity().webhooks, &url).await?;
     if body.description.as_ref().is_some_and(|text| text.chars().count() > DESCRIPTION_LENGTH_MAX) {
         return Err(ApiError::field("description", "must be at most 500 characters"));
     }
@@ -456,7 +754,17 @@ pub async fn get(
 }
 
 /// `PATCH /v1/admin/webhooks/{id}` (`webhooks:manage`).
-#[utoipa::path(patch, path = "/v1/admin/webhooks/{id}", tag = "admin", params(("id" = String, Path)), request_body = UpdateBody, responses((status = 200, body = SubscriptionView)), security(("bearer" = [])))]
+#[utoipa::path(
+    patch,
+    path = "/v1/admin/webhooks/{id}",
+    tag = "admin",
+    params(("id" = String, Path)),
+    request_body = UpdateBody,
+    description = "Changes `url`, `events` or `enabled` (never the delivery position: see replay). A new `url` is \
+                   checked as at create, `TALLY_WEBHOOK_DENY_PRIVATE` included.",
+    responses((status = 200, body = SubscriptionView)),
+    security(("bearer" = []))
+)]
 pub async fn update(
     State(state): State<AppState>,
     _admin: Authorized<WebhooksManage>,
@@ -466,6 +774,7 @@ pub async fn update(
     let mut subscription = existing(&state, parse_id(&id)?).await?;
     if let Some(url) = body.url {
         subscription.url = check_url(&url)?;
+        check_receiver(&state.identity().webhooks, &subscription.url).await?;
     }
     if let Some(events) = body.events {
         subscription.events = check_events(&events)?;
@@ -500,7 +809,7 @@ pub async fn replay(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ReplayBody>,
 ) -> Result<Response, ApiError> {
-    let mut subscription = existing(&state, parse_id(&id)?).await?;
+    let subscription = existing(&state, parse_id(&id)?).await?;
     let text = match &body.after_seq {
         serde_json::Value::Number(number) if number.is_u64() => number.to_string(),
         serde_json::Value::String(text) => text.clone(),
@@ -508,8 +817,9 @@ pub async fn replay(
     };
     let position = FeedPosition::parse(&text)
         .ok_or_else(|| ApiError::field("after_seq", "must be a seq or a position S:N,S:N"))?;
-    subscription.position = position.text();
-    if !state.identity().events.update_subscription(&subscription).await? {
+    // Unconditional: the subscription's task sees its compare-and-set fail and starts over
+    // from here.
+    if !state.identity().events.set_position(subscription.id, &position.text(), None).await? {
         return Err(ApiError::not_found("webhook"));
     }
     Ok(StatusCode::ACCEPTED.into_response())
@@ -589,6 +899,47 @@ mod tests {
             assert!(wait <= BACKOFF_MAX);
             assert!(wait >= BACKOFF_FIRST.mul_f64(0.1).min(BACKOFF_MAX));
         }
+    }
+
+    #[test]
+    fn private_addresses_are_the_documented_ranges() {
+        for private in [
+            "127.0.0.1",
+            "127.255.0.9",
+            "10.0.0.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "0.1.2.3",
+            "100.64.0.1",
+            "100.127.255.255",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "febf::1",
+            "fec0::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.1.2.3",
+        ] {
+            assert!(is_private(private.parse().unwrap()), "{private} is private");
+        }
+        for public in
+            ["93.184.215.14", "8.8.8.8", "172.32.0.1", "100.128.0.1", "11.0.0.1", "2606:4700::1111", "::ffff:8.8.8.8"]
+        {
+            assert!(!is_private(public.parse().unwrap()), "{public} is public");
+        }
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused() {
+        let options = WebhookOptions { extra_ca_pem: Some(b"not a certificate".to_vec()), ..WebhookOptions::default() };
+        assert!(client(&options).is_err());
+        assert!(client(&WebhookOptions::default()).is_ok());
     }
 
     #[test]

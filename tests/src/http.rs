@@ -124,10 +124,12 @@ impl Reply {
 }
 
 /// Settings a test may change from `TestServer::start`'s.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct TestOptions {
     /// `TALLY_REQUIRE_VERIFIED_EMAIL=true`.
     pub require_verified_email: bool,
+    /// `TALLY_WEBHOOK_DENY_PRIVATE`, `TALLY_WEBHOOK_CA_FILE`'s certificates.
+    pub webhooks: tally_http::webhooks::WebhookOptions,
 }
 
 impl TestServer {
@@ -153,6 +155,7 @@ impl TestServer {
                 from: "Tally <no-reply@tally.test>".to_owned(),
             },
             require_verified_email: options.require_verified_email,
+            webhooks: options.webhooks,
             ..IdentityOptions::default()
         };
         let identity = Identity::open_configured(stores, clock.clone(), Arc::new(RandomIds), identity_options)
@@ -160,7 +163,7 @@ impl TestServer {
             .expect("identity opens");
         let engine = Engine::start(store.clone(), EngineConfig::default()).await.expect("engine starts");
         let state = AppState::with_engine(store.clone(), identity, engine.clone());
-        tally_http::webhooks::start(state.clone());
+        tally_http::webhooks::start(state.clone()).expect("webhook deliveries start");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let (stop, stopped) = oneshot::channel::<()>();

@@ -725,12 +725,12 @@ async fn money_moves_only_once_the_email_is_verified(server: TestServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn money_moves_only_once_the_email_is_verified_on_sqlite() {
-    let options = TestOptions { require_verified_email: true };
+    let options = TestOptions { require_verified_email: true, ..TestOptions::default() };
     money_moves_only_once_the_email_is_verified(TestServer::start_with(Backend::Sqlite, options).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn money_moves_only_once_the_email_is_verified_on_postgres() {
-    let options = TestOptions { require_verified_email: true };
+    let options = TestOptions { require_verified_email: true, ..TestOptions::default() };
     money_moves_only_once_the_email_is_verified(TestServer::start_with(Backend::Postgres, options).await).await;
 }

@@ -3,7 +3,12 @@
 //! its own implementation), none for a refused request; a receiver answering 500 for a while
 //! gets everything once it answers 200, with the attempts counted; a receiver down for longer
 //! than the retry window (the clock moved 25 hours) makes the delivery `dead`, and a replay
-//! delivers it; the subscription routes' answers and refusals.
+//! delivers it; the subscription routes' answers and refusals. With
+//! `TALLY_WEBHOOK_DENY_PRIVATE`, private receivers are refused at create and PATCH and fail at
+//! delivery (an IP literal, and a name resolved at connection time); `https` receivers with a
+//! certificate from a CA the server was given are delivered to, others fail the handshake;
+//! the position write is one conditional statement; the pending and delivery figures appear
+//! and move in `/metrics` and `/v1/admin/actors`.
 
 // Test code: a failed unwrap or panic is a failed test, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -15,7 +20,8 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, StatusCode};
 use rust_decimal_macros::dec;
 use serde_json::{Value, json};
-use tally_tests::http::{Reply, TestServer, TestUser};
+use tally_http::webhooks::WebhookOptions;
+use tally_tests::http::{Backend, Reply, TestOptions, TestServer, TestUser};
 use tally_tests::on_both_stores;
 
 on_both_stores!(
@@ -23,6 +29,31 @@ on_both_stores!(
     a_receiver_failing_for_a_while_gets_everything_with_attempts_counted,
     a_receiver_down_past_the_retry_window_is_dead_then_replay_delivers,
     subscription_routes_answer_and_refuse_bad_input,
+    the_position_write_is_conditional_and_an_edit_never_moves_it,
+    pending_and_delivery_figures_appear_and_move_in_metrics_and_ops,
+);
+
+/// Scenarios that need a server with webhook options, on both stores.
+macro_rules! with_options_on_both_stores {
+    ($($scenario:ident),* $(,)?) => {
+        mod with_options_on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() { super::$scenario(tally_tests::http::Backend::Sqlite).await; }
+            )*
+        }
+        mod with_options_on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() { super::$scenario(tally_tests::http::Backend::Postgres).await; }
+            )*
+        }
+    };
+}
+
+with_options_on_both_stores!(
+    deny_private_refuses_private_receivers_at_create_patch_and_delivery,
+    https_receivers_are_delivered_to_when_their_ca_is_trusted_and_not_otherwise,
 );
 
 /// What the receiver got: (headers, raw body).
@@ -34,10 +65,9 @@ struct Receiver {
 }
 
 impl Receiver {
-    async fn start() -> (Receiver, String) {
-        let receiver = Receiver::default();
-        let state = receiver.clone();
-        let app = axum::Router::new().route(
+    fn router(&self) -> axum::Router {
+        let state = self.clone();
+        axum::Router::new().route(
             "/hook",
             axum::routing::post(move |headers: HeaderMap, body: String| {
                 let state = state.clone();
@@ -53,9 +83,35 @@ impl Receiver {
                     StatusCode::OK
                 }
             }),
-        );
+        )
+    }
+
+    async fn start() -> (Receiver, String) {
+        let receiver = Receiver::default();
+        let app = receiver.router();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (receiver, url)
+    }
+
+    /// The same receiver behind TLS with `certificate` (for `localhost` and 127.0.0.1); the
+    /// URL names `localhost`.
+    async fn start_tls(certificate: &ServerCertificate) -> (Receiver, String) {
+        let receiver = Receiver::default();
+        let app = receiver.router();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![certificate.der.clone()], certificate.key.clone_key())
+            .unwrap();
+        let listener = TlsListener {
+            tcp: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        };
+        let url = format!("https://localhost:{}/hook", listener.tcp.local_addr().unwrap().port());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         (receiver, url)
     }
@@ -252,5 +308,276 @@ async fn subscription_routes_answer_and_refuse_bad_input(server: TestServer) {
     server.get("/v1/admin/webhooks", None).await.assert_problem(401, "UNAUTHENTICATED");
     let other = server.admin(&["events:read"]).await;
     server.get("/v1/admin/webhooks", Some(&other.token)).await.assert_problem(403, "FORBIDDEN");
+    server.shutdown().await;
+}
+
+// ---- TLS ----
+
+/// A TCP listener that completes a TLS handshake before handing the connection to axum; a
+/// failed handshake (a client that does not trust the certificate) is dropped.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, address)) = self.tcp.accept().await else { continue };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, address);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// A CA made for the test: its certificate (PEM, what the server is told to trust) and what
+/// signs server certificates.
+struct TestCa {
+    pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+struct ServerCertificate {
+    der: rustls::pki_types::CertificateDer<'static>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = params.self_signed(&key).unwrap();
+        TestCa { pem: certificate.pem(), issuer: rcgen::Issuer::new(params, key) }
+    }
+
+    /// A server certificate for `localhost` and 127.0.0.1.
+    fn server_certificate(&self) -> ServerCertificate {
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = params.signed_by(&key, &self.issuer).unwrap();
+        ServerCertificate {
+            der: certificate.der().clone(),
+            key: rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+        }
+    }
+}
+
+async fn deliveries(server: &TestServer, admin: &TestUser, id: &str) -> Vec<Value> {
+    let log = server.get(&format!("/v1/admin/webhooks/{id}/deliveries"), Some(&admin.token)).await;
+    log.assert_status(200);
+    log.body["items"].as_array().unwrap().clone()
+}
+
+/// Waits until the subscription's first delivery has failed at least once; its log entry.
+async fn first_failure(server: &TestServer, admin: &TestUser, id: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        if let Some(item) = deliveries(server, admin, id).await.into_iter().next() {
+            return item;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no attempt made for {id}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn https_receivers_are_delivered_to_when_their_ca_is_trusted_and_not_otherwise(backend: Backend) {
+    let trusted = TestCa::new("Tally test CA");
+    let stranger = TestCa::new("Some other CA");
+    let options = TestOptions {
+        webhooks: WebhookOptions { extra_ca_pem: Some(trusted.pem.clone().into_bytes()), ..WebhookOptions::default() },
+        ..TestOptions::default()
+    };
+    let server = TestServer::start_with(backend, options).await;
+    let (admin, customer, a, b) = setup(&server).await;
+    let (receiver, url) = Receiver::start_tls(&trusted.server_certificate()).await;
+    let (refused, refused_url) = Receiver::start_tls(&stranger.server_certificate()).await;
+    assert!(url.starts_with("https://localhost:"));
+    let created = subscribe(&server, &admin, &url, json!(["transfer.completed"])).await;
+    let secret = created.str("secret");
+    let untrusted = subscribe(&server, &admin, &refused_url, json!(["transfer.completed"])).await.str("id");
+    let sent = transfer(&server, &customer, &a, &b, "1.00").await.str("id");
+
+    let bodies = receiver.wait_for(1).await;
+    assert_eq!(bodies.len(), 1, "delivered over TLS");
+    assert_eq!(bodies[0]["data"]["id"], sent.as_str());
+    let (headers, body) = receiver.received.lock().unwrap()[0].clone();
+    verify_signature(&secret, &headers, &body);
+
+    // A certificate from a CA the server does not trust: the handshake fails, the delivery is
+    // retried with the reason in the log, and that receiver gets nothing.
+    let failed = first_failure(&server, &admin, &untrusted).await;
+    assert_eq!(failed["status"], "pending", "{failed}");
+    let error = failed["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("certificate") || error.contains("UnknownIssuer"), "a certificate error: {error}");
+    assert!(refused.bodies().is_empty());
+    server.shutdown().await;
+}
+
+async fn deny_private_refuses_private_receivers_at_create_patch_and_delivery(backend: Backend) {
+    let options = TestOptions {
+        webhooks: WebhookOptions { deny_private: true, ..WebhookOptions::default() },
+        ..TestOptions::default()
+    };
+    let server = TestServer::start_with(backend, options).await;
+    let (admin, customer, a, b) = setup(&server).await;
+    let (receiver, url) = Receiver::start().await;
+    let port = url.trim_start_matches("http://127.0.0.1:").trim_end_matches("/hook").to_owned();
+    for private in [
+        url.clone(),
+        format!("http://localhost:{port}/hook"),
+        "http://10.1.2.3/hook".to_owned(),
+        "http://172.16.0.1/hook".to_owned(),
+        "http://192.168.1.1/hook".to_owned(),
+        "http://169.254.169.254/latest/meta-data".to_owned(),
+        "http://0.0.0.0/hook".to_owned(),
+        "http://100.64.0.1/hook".to_owned(),
+        "http://[::1]/hook".to_owned(),
+        "http://[::ffff:127.0.0.1]/hook".to_owned(),
+        "http://[fd00::1]/hook".to_owned(),
+        "http://[fe80::1]/hook".to_owned(),
+        "https://nothing.invalid/hook".to_owned(),
+    ] {
+        let reply =
+            server.post("/v1/admin/webhooks", Some(&admin.token), json!({"url": private, "events": ["*"]})).await;
+        reply.assert_problem(400, "VALIDATION_ERROR");
+        assert_eq!(reply.error_fields(), vec!["url".to_owned()], "{private}: {}", reply.text);
+    }
+    // A public address is accepted (an IP literal: no resolver needed), and a PATCH to a
+    // private one refused, leaving the URL as it was.
+    let public = subscribe(&server, &admin, "http://93.184.215.14/hook", json!(["account.opened"])).await.str("id");
+    let patched = server.patch(&format!("/v1/admin/webhooks/{public}"), Some(&admin.token), json!({"url": url})).await;
+    patched.assert_problem(400, "VALIDATION_ERROR");
+    assert_eq!(patched.error_fields(), vec!["url".to_owned()]);
+    let read = server.get(&format!("/v1/admin/webhooks/{public}"), Some(&admin.token)).await;
+    assert_eq!(read.body["url"], "http://93.184.215.14/hook");
+    server
+        .patch(&format!("/v1/admin/webhooks/{public}"), Some(&admin.token), json!({"enabled": false}))
+        .await
+        .assert_status(200);
+
+    // At delivery: subscriptions that point at the loopback receiver anyway (made before the
+    // setting was on, or a name whose answer changed since: written here behind the API's
+    // back) fail every attempt and reach nothing, by IP literal and by name alike.
+    let store = server.state.identity().events.clone();
+    let mut ids = Vec::new();
+    for target in [url.clone(), format!("http://localhost:{port}/hook")] {
+        let id = subscribe(&server, &admin, "http://93.184.215.14/hook", json!(["transfer.completed"])).await.str("id");
+        let mut subscription = store.subscription(id.parse().unwrap()).await.unwrap().unwrap();
+        subscription.url = target;
+        assert!(store.update_subscription(&subscription).await.unwrap());
+        ids.push(id);
+    }
+    transfer(&server, &customer, &a, &b, "1.00").await.assert_status(201);
+    for (id, expected) in ids.iter().zip(["127.0.0.1 is a private address", "resolves to 127.0.0.1"]) {
+        let failed = first_failure(&server, &admin, id).await;
+        assert_eq!(failed["status"], "pending");
+        assert_eq!(failed["last_status_code"], Value::Null);
+        let error = failed["last_error"].as_str().unwrap_or_default();
+        assert!(error.contains(expected) && error.contains("TALLY_WEBHOOK_DENY_PRIVATE"), "{id}: {error}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.bodies().is_empty(), "nothing reached the private receiver");
+    server.shutdown().await;
+}
+
+async fn the_position_write_is_conditional_and_an_edit_never_moves_it(server: TestServer) {
+    let admin = server.admin(&["webhooks:manage"]).await;
+    // Disabled at once: no task moves the position under this test.
+    let id = subscribe(&server, &admin, "http://127.0.0.1:9/hook", json!(["*"])).await.str("id");
+    server.patch(&format!("/v1/admin/webhooks/{id}"), Some(&admin.token), json!({"enabled": false})).await;
+    let uuid: uuid::Uuid = id.parse().unwrap();
+    let store = server.state.identity().events.clone();
+    let start = store.subscription(uuid).await.unwrap().unwrap().position;
+
+    // The task's write against a position that a replay has moved meanwhile: nothing written.
+    assert!(store.set_position(uuid, "0:7", None).await.unwrap(), "a replay writes unconditionally");
+    assert!(!store.set_position(uuid, "0:9", Some(&start)).await.unwrap(), "a stale compare-and-set writes nothing");
+    assert_eq!(store.subscription(uuid).await.unwrap().unwrap().position, "0:7");
+    assert!(store.set_position(uuid, "0:9", Some("0:7")).await.unwrap());
+    assert_eq!(store.subscription(uuid).await.unwrap().unwrap().position, "0:9");
+
+    // An edit carries the position it read; it is not written (the task's progress stands).
+    let mut stale = store.subscription(uuid).await.unwrap().unwrap();
+    stale.position = start.clone();
+    stale.description = Some("edited".to_owned());
+    assert!(store.update_subscription(&stale).await.unwrap());
+    let now = store.subscription(uuid).await.unwrap().unwrap();
+    assert_eq!((now.position.as_str(), now.description.as_deref()), ("0:9", Some("edited")));
+    // Through the API: PATCH keeps it, replay moves it.
+    server
+        .patch(&format!("/v1/admin/webhooks/{id}"), Some(&admin.token), json!({"events": ["transfer.completed"]}))
+        .await;
+    assert_eq!(server.get(&format!("/v1/admin/webhooks/{id}"), Some(&admin.token)).await.body["position"], "0:9");
+    server
+        .post(&format!("/v1/admin/webhooks/{id}/replay"), Some(&admin.token), json!({"after_seq": 3}))
+        .await
+        .assert_status(202);
+    assert_eq!(server.get(&format!("/v1/admin/webhooks/{id}"), Some(&admin.token)).await.body["position"], "3");
+    assert!(!store.set_position(uuid::Uuid::new_v4(), "1", None).await.unwrap(), "unknown subscription");
+    server.shutdown().await;
+}
+
+/// One sample's value of `name{labels}` in Prometheus text (labels as rendered), if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+async fn pending_and_delivery_figures_appear_and_move_in_metrics_and_ops(server: TestServer) {
+    let (admin, customer, a, b) = setup(&server).await;
+    let ops = server.admin(&["ops:read"]).await;
+    let (receiver, url) = Receiver::start().await;
+    receiver.failures_left.store(u32::MAX, Ordering::SeqCst);
+    subscribe(&server, &admin, &url, json!(["transfer.completed"])).await;
+    let delivered_before =
+        sample(&server.get("/metrics", None).await.text, "tally_webhook_deliveries_total{outcome=\"delivered\"}")
+            .unwrap_or(0.0);
+    for amount in ["1.00", "2.00", "3.00"] {
+        transfer(&server, &customer, &a, &b, amount).await.assert_status(201);
+    }
+    // The receiver answers 500: three events pending, the oldest ageing, failures counted.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let metrics = server.get("/metrics", None).await;
+    metrics.assert_status(200);
+    assert_eq!(sample(&metrics.text, "tally_webhook_pending_events{state=\"enabled\"}"), Some(3.0), "{}", metrics.text);
+    assert_eq!(sample(&metrics.text, "tally_webhook_subscriptions{state=\"enabled\"}"), Some(1.0));
+    let oldest = sample(&metrics.text, "tally_webhook_oldest_pending_seconds").unwrap();
+    assert!(oldest >= 1.0, "the oldest pending event is over a second old: {oldest}");
+    assert!(sample(&metrics.text, "tally_webhook_deliveries_total{outcome=\"failed\"}").unwrap_or(0.0) >= 1.0);
+    let actors = server.get("/v1/admin/actors", Some(&ops.token)).await;
+    actors.assert_status(200);
+    let webhooks = &actors.body["webhooks"];
+    assert_eq!((webhooks["subscriptions"].as_u64(), webhooks["pending"].as_u64()), (Some(1), Some(3)), "{webhooks}");
+    assert!(webhooks["oldest_pending_seconds"].as_f64().unwrap() >= 1.0);
+    assert!(webhooks["failed"].as_u64().unwrap() >= 1);
+
+    // The receiver recovers: nothing pending, the delivered counter up by three at least.
+    receiver.failures_left.store(0, Ordering::SeqCst);
+    assert_eq!(receiver.wait_for(3).await.len(), 3);
+    let started = Instant::now();
+    loop {
+        let metrics = server.get("/metrics", None).await.text;
+        if sample(&metrics, "tally_webhook_pending_events{state=\"enabled\"}") == Some(0.0) {
+            assert_eq!(sample(&metrics, "tally_webhook_oldest_pending_seconds"), Some(0.0));
+            let delivered = sample(&metrics, "tally_webhook_deliveries_total{outcome=\"delivered\"}").unwrap();
+            assert!(delivered >= delivered_before + 3.0, "{delivered_before} → {delivered}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "still pending: {metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let webhooks = server.get("/v1/admin/actors", Some(&ops.token)).await.body["webhooks"].clone();
+    assert_eq!(webhooks["pending"], 0, "{webhooks}");
+    assert!(webhooks["delivered"].as_u64().unwrap() >= 3);
     server.shutdown().await;
 }

@@ -117,6 +117,24 @@ async fn the_ops_page_in_headless_chromium_draws_live_charts_and_the_worst_actor
     )
     .await;
     let admin = Client::admin(&server).await;
+    // A webhook receiver on loopback answering 200: the webhook chart and tiles have
+    // deliveries to show.
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let hook = {
+        let delivered = delivered.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                delivered.fetch_add(1, Ordering::Relaxed);
+                async { axum::http::StatusCode::OK }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, hook).await.unwrap() });
+    let (status, created) = admin.post("/v1/admin/webhooks", json!({"url": hook_url, "events": ["*"]})).await;
+    assert_eq!(status, 201, "{created}");
     let mut accounts = Vec::new();
     for _ in 0..4 {
         let account = admin.open_account("EUR").await;
@@ -172,14 +190,26 @@ async fn the_ops_page_in_headless_chromium_draws_live_charts_and_the_worst_actor
     assert!(!dom.contains("#token="), "the token left the address bar");
 
     // Every chart has a line over several samples.
-    for chart in ["transfers", "latency", "errors", "actors", "mailbox", "restarts", "journal", "flush", "sagas"] {
+    for chart in [
+        "transfers",
+        "latency",
+        "errors",
+        "actors",
+        "mailbox",
+        "restarts",
+        "journal",
+        "flush",
+        "sagas",
+        "webhooks",
+        "webhook-backlog",
+    ] {
         let id = format!("chart-{chart}");
         assert!(number(tag(&dom, &id), "data-points") >= 3.0, "{id} has samples: {}", tag(&dom, &id));
         let markup = figure(&dom, &id);
         assert!(markup.contains("<polyline"), "{id} draws a line: {markup}");
     }
     // Where transfers ran, the charts show it.
-    for chart in ["transfers", "latency", "actors", "restarts"] {
+    for chart in ["transfers", "latency", "actors", "restarts", "webhooks"] {
         let id = format!("chart-{chart}");
         assert!(number(tag(&dom, &id), "data-nonzero") > 0.0, "{id} shows non-zero data: {}", figure(&dom, &id));
     }
@@ -187,6 +217,12 @@ async fn the_ops_page_in_headless_chromium_draws_live_charts_and_the_worst_actor
     assert!(completed_total >= completed as f64, "the tile counts the completed transfers: {completed_total}");
     let active: f64 = text(&dom, "stat-actors-active").trim().parse().unwrap();
     assert!(active > 0.0, "actors are active: {active}");
+    // The webhook tiles show figures, not the placeholder.
+    assert!(delivered.load(Ordering::Relaxed) > 0, "the receiver got deliveries");
+    for tile in ["stat-webhooks-pending", "stat-webhooks-failed", "stat-webhooks-oldest"] {
+        let shown = text(&dom, tile).trim();
+        assert!(shown.parse::<f64>().is_ok(), "{tile} shows a number: {shown:?}");
+    }
 
     // The worst actors: account actors that restarted under the injected panics.
     let table = &dom[dom.find("id=\"worst\"").unwrap()..];

@@ -94,6 +94,8 @@ pub struct Identity {
     pub limits_at_start: Arc<Vec<LevelLimits>>,
     /// The users above level `none` when identity opened, given to the engine with the limits.
     pub levels_at_start: Arc<Vec<(tally_engine::UserId, tally_persistence::users::VerificationLevel)>>,
+    /// `IdentityOptions::webhooks`, read by the webhook routes and the delivery worker.
+    pub webhooks: crate::webhooks::WebhookOptions,
 }
 
 /// What `tally serve` configures from the environment beyond the stores; tests set it directly.
@@ -103,6 +105,8 @@ pub struct IdentityOptions {
     pub mail: MailConfig,
     /// Money-moving routes answer `403 EMAIL_NOT_VERIFIED` until the caller's email is verified.
     pub require_verified_email: bool,
+    /// Private receivers and extra CA certificates for webhook deliveries (`webhooks.rs`).
+    pub webhooks: crate::webhooks::WebhookOptions,
 }
 
 impl std::fmt::Debug for Identity {
@@ -184,6 +188,7 @@ impl Identity {
             limits: stores.limits,
             limits_at_start: Arc::new(limits_at_start),
             levels_at_start: Arc::new(levels_at_start),
+            webhooks: options.webhooks,
         })
     }
 

@@ -276,6 +276,25 @@ fn parse_digits(text: &str) -> Option<u64> {
     (value <= i64::MAX as u64).then_some(value)
 }
 
+/// What `EventStore::backlog` counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Events after the position (each shard's counted up to the cap).
+    pub events: u64,
+    /// The oldest of them, if any.
+    pub oldest: Option<Timestamp>,
+}
+
+impl Backlog {
+    pub(crate) fn add(&mut self, events: u64, oldest: Option<Timestamp>) {
+        self.events = self.events.saturating_add(events);
+        self.oldest = match (self.oldest, oldest) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
 /// The event feed and the webhook tables, on the identity store's pool (same database).
 #[async_trait]
 pub trait EventStore: webhooks::WebhookStore + Send + Sync + 'static {
@@ -290,6 +309,16 @@ pub trait EventStore: webhooks::WebhookStore + Send + Sync + 'static {
 
     /// The shards that have ever committed: the ones a position must cover.
     async fn event_shards(&self) -> Result<Vec<u16>, StoreError>;
+
+    /// How far a consumer at `position` is behind: the events after it (only `types` when
+    /// given), counted up to `cap` per shard so a long backlog costs a bounded index walk, and
+    /// the time of the oldest of them.
+    async fn backlog(
+        &self,
+        position: &FeedPosition,
+        types: Option<&[EventType]>,
+        cap: u32,
+    ) -> Result<Backlog, StoreError>;
 
     /// Recomputes the journal's batch hash chain (`chain`).
     async fn verify_ledger_chain(&self) -> Result<chain::ChainReport, StoreError>;

@@ -11,7 +11,7 @@ use tally_engine::Timestamp;
 use uuid::Uuid;
 
 use super::chain::{self, BatchLink, ChainEvent, ChainHead, ChainPosting, ChainReport};
-use super::{EventStore, EventType, FeedPosition, StoredEvent, merge_shards};
+use super::{Backlog, EventStore, EventType, FeedPosition, StoredEvent, merge_shards};
 use crate::batch::BatchPlan;
 use crate::postgres::classify;
 use crate::postgres::copy::CopyRows;
@@ -120,6 +120,39 @@ impl EventStore for PgUserStore {
 
     async fn event_shards(&self) -> Result<Vec<u16>, StoreError> {
         self.run(|pool| async move { shards(&pool).await }).await
+    }
+
+    async fn backlog(
+        &self,
+        position: &FeedPosition,
+        types: Option<&[EventType]>,
+        cap: u32,
+    ) -> Result<Backlog, StoreError> {
+        let position = position.clone();
+        let types: Option<Vec<String>> = types.map(|types| types.iter().map(|kind| kind.as_str().to_owned()).collect());
+        self.run(move |pool| async move {
+            let mut backlog = Backlog::default();
+            for shard in shards(&pool).await? {
+                // The first `cap` events after the position by the (shard, seq) key: the oldest
+                // is among them, and the count stops at the cap.
+                let (events, oldest): (i64, Option<i64>) = sqlx::query_as(
+                    "SELECT count(*), min(occurred_at) FROM (
+                         SELECT occurred_at FROM events
+                         WHERE shard = $1 AND seq > $2 AND ($3::text[] IS NULL OR type = ANY($3))
+                         ORDER BY seq LIMIT $4) AS behind",
+                )
+                .bind(shard_to_db(shard)?)
+                .bind(to_db(position.after(shard))?)
+                .bind(&types)
+                .bind(i64::from(cap))
+                .fetch_one(&pool)
+                .await
+                .map_err(classify)?;
+                backlog.add(u64::try_from(events).unwrap_or(0), oldest.map(Timestamp::from_micros));
+            }
+            Ok(backlog)
+        })
+        .await
     }
 
     async fn verify_ledger_chain(&self) -> Result<ChainReport, StoreError> {

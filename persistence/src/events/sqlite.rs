@@ -11,7 +11,7 @@ use tally_engine::Timestamp;
 use uuid::Uuid;
 
 use super::chain::{self, BatchLink, ChainEvent, ChainHead, ChainPosting, ChainReport};
-use super::{EventStore, EventType, FeedPosition, StoredEvent, merge_shards};
+use super::{Backlog, EventStore, EventType, FeedPosition, StoredEvent, merge_shards};
 use crate::batch::BatchPlan;
 use crate::sqlite::classify;
 use crate::store::StoreError;
@@ -151,6 +151,44 @@ impl EventStore for SqliteUserStore {
 
     async fn event_shards(&self) -> Result<Vec<u16>, StoreError> {
         self.run(|pool| async move { shards(&pool).await }).await
+    }
+
+    async fn backlog(
+        &self,
+        position: &FeedPosition,
+        types: Option<&[EventType]>,
+        cap: u32,
+    ) -> Result<Backlog, StoreError> {
+        let position = position.clone();
+        let types: Option<Vec<&'static str>> = types.map(|types| types.iter().map(|kind| kind.as_str()).collect());
+        self.run(move |pool| async move {
+            let mut backlog = Backlog::default();
+            // The type filter is a fixed list of known names, bound one by one.
+            let filter = match &types {
+                Some(types) if !types.is_empty() => format!(
+                    " AND type IN ({})",
+                    (0..types.len()).map(|i| format!("?{}", i + 4)).collect::<Vec<_>>().join(", ")
+                ),
+                _ => String::new(),
+            };
+            let sql = format!(
+                "SELECT count(*), min(occurred_at) FROM (
+                     SELECT occurred_at FROM events WHERE shard = ?1 AND seq > ?2{filter} ORDER BY seq LIMIT ?3)"
+            );
+            for shard in shards(&pool).await? {
+                let mut query = sqlx::query_as::<_, (i64, Option<i64>)>(&sql)
+                    .bind(i64::from(shard))
+                    .bind(to_db(position.after(shard))?)
+                    .bind(i64::from(cap));
+                for kind in types.iter().flatten() {
+                    query = query.bind(*kind);
+                }
+                let (events, oldest) = query.fetch_one(&pool).await.map_err(classify)?;
+                backlog.add(u64::try_from(events).unwrap_or(0), oldest.map(Timestamp::from_micros));
+            }
+            Ok(backlog)
+        })
+        .await
     }
 
     async fn verify_ledger_chain(&self) -> Result<ChainReport, StoreError> {

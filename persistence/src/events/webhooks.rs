@@ -66,8 +66,14 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// Every subscription, oldest first.
     async fn subscriptions(&self) -> Result<Vec<Subscription>, StoreError>;
     async fn subscription(&self, id: Uuid) -> Result<Option<Subscription>, StoreError>;
-    /// Writes url, events, description, enabled and position; false when it does not exist.
+    /// Writes url, events, description and enabled (never the position: that is
+    /// `set_position`'s, so an edit cannot undo a delivery task's progress, nor the task an
+    /// edit); false when it does not exist.
     async fn update_subscription(&self, subscription: &Subscription) -> Result<bool, StoreError>;
+    /// Writes the position in one statement: unconditionally with `expected = None` (a
+    /// replay), else only if the stored position is still `expected` (the delivery task's
+    /// compare-and-set: a replay meanwhile wins). False when nothing was written.
+    async fn set_position(&self, id: Uuid, position: &str, expected: Option<&str>) -> Result<bool, StoreError>;
     async fn delete_subscription(&self, id: Uuid) -> Result<bool, StoreError>;
     /// The delivery's latest state (inserted or replaced).
     async fn record_delivery(&self, subscription: Uuid, delivery: &Delivery) -> Result<(), StoreError>;
@@ -204,15 +210,30 @@ impl WebhookStore for PgUserStore {
         let s = subscription.clone();
         self.run(move |pool| async move {
             let done = sqlx::query(
-                "UPDATE webhook_subscriptions SET url = $2, events = $3, description = $4, enabled = $5, position = $6
-                 WHERE id = $1",
+                "UPDATE webhook_subscriptions SET url = $2, events = $3, description = $4, enabled = $5 WHERE id = $1",
             )
             .bind(s.id)
             .bind(&s.url)
             .bind(events_text(&s.events))
             .bind(&s.description)
             .bind(s.enabled)
-            .bind(&s.position)
+            .execute(&pool)
+            .await
+            .map_err(crate::postgres::classify)?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
+
+    async fn set_position(&self, id: Uuid, position: &str, expected: Option<&str>) -> Result<bool, StoreError> {
+        let (position, expected) = (position.to_owned(), expected.map(str::to_owned));
+        self.run(move |pool| async move {
+            let done = sqlx::query(
+                "UPDATE webhook_subscriptions SET position = $2 WHERE id = $1 AND ($3::text IS NULL OR position = $3)",
+            )
+            .bind(id)
+            .bind(&position)
+            .bind(&expected)
             .execute(&pool)
             .await
             .map_err(crate::postgres::classify)?;
@@ -380,15 +401,30 @@ impl WebhookStore for SqliteUserStore {
         let s = subscription.clone();
         self.run(move |pool| async move {
             let done = sqlx::query(
-                "UPDATE webhook_subscriptions SET url = ?2, events = ?3, description = ?4, enabled = ?5, position = ?6
-                 WHERE id = ?1",
+                "UPDATE webhook_subscriptions SET url = ?2, events = ?3, description = ?4, enabled = ?5 WHERE id = ?1",
             )
             .bind(s.id.hyphenated().to_string())
             .bind(&s.url)
             .bind(events_text(&s.events))
             .bind(&s.description)
             .bind(i64::from(s.enabled))
-            .bind(&s.position)
+            .execute(&pool)
+            .await
+            .map_err(crate::sqlite::classify)?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
+
+    async fn set_position(&self, id: Uuid, position: &str, expected: Option<&str>) -> Result<bool, StoreError> {
+        let (position, expected) = (position.to_owned(), expected.map(str::to_owned));
+        self.run(move |pool| async move {
+            let done = sqlx::query(
+                "UPDATE webhook_subscriptions SET position = ?2 WHERE id = ?1 AND (?3 IS NULL OR position = ?3)",
+            )
+            .bind(id.hyphenated().to_string())
+            .bind(&position)
+            .bind(&expected)
             .execute(&pool)
             .await
             .map_err(crate::sqlite::classify)?;
