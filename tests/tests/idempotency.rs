@@ -128,8 +128,8 @@ async fn a_caller_that_gives_up_does_not_free_its_key_before_the_transfer_is_dur
 
     assert!(replayed, "the retry answers the first transfer");
     assert_eq!(transfer.status, TransferStatus::Completed);
-    assert_eq!(harness.balance(&alice).await, dec!(92), "money moved once");
-    assert_eq!(harness.balance(&bob).await, dec!(8));
+    assert_eq!(harness.balance(&alice).await, dec!(93), "money moved once");
+    assert_eq!(harness.balance(&bob).await, dec!(7));
     harness.assert_ledger_consistent().await;
     harness.shutdown().await;
 }
