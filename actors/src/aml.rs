@@ -21,7 +21,9 @@ use tally_engine::aml::{
     AML_RULES_MAX, AmlAction, AmlFlag, AmlRule, AmlSubject, VelocityWindow, evaluate, is_screened,
     velocity_horizon_seconds,
 };
-use tally_engine::{AccountId, CreateTransferRejection, ErrorCode, PendingReason, Record, Transfer, TransferStatus};
+use tally_engine::{
+    AccountId, AuditRecord, CreateTransferRejection, ErrorCode, PendingReason, Record, Transfer, TransferStatus,
+};
 use tally_persistence::{Store, StoreError};
 
 use crate::engine::{Engine, EngineError, TransferError};
@@ -163,7 +165,8 @@ impl Engine {
 
     /// Creates or replaces a rule: stored first, then in force for the next screening.
     /// Creating beyond `AML_RULES_MAX` rules is a conflict.
-    pub async fn put_aml_rule(&self, rule: AmlRule) -> Result<(), EngineError> {
+    /// `audit` (an admin's record of the change) is stored in the same transaction.
+    pub async fn put_aml_rule(&self, rule: AmlRule, audit: Option<&AuditRecord>) -> Result<(), EngineError> {
         let aml = &self.inner.aml;
         let _write = aml.writes.lock().await;
         let mut rules = (*aml.rules()).clone();
@@ -171,7 +174,7 @@ impl Engine {
         if existing.is_none() && rules.len() >= AML_RULES_MAX {
             return Err(EngineError::Conflict);
         }
-        self.aml_store()?.put_aml_rule(&rule).await.map_err(store_error)?;
+        self.aml_store()?.put_aml_rule(&rule, audit).await.map_err(store_error)?;
         match existing {
             Some(at) => rules[at] = rule,
             None => rules.push(rule),
@@ -180,11 +183,12 @@ impl Engine {
         Ok(())
     }
 
-    /// Deletes a rule; false if there was none. Its flags keep its id and name.
-    pub async fn delete_aml_rule(&self, id: uuid::Uuid) -> Result<bool, EngineError> {
+    /// Deletes a rule; false if there was none (nothing recorded). Its flags keep its id and
+    /// name. `audit` as for `put_aml_rule`.
+    pub async fn delete_aml_rule(&self, id: uuid::Uuid, audit: Option<&AuditRecord>) -> Result<bool, EngineError> {
         let aml = &self.inner.aml;
         let _write = aml.writes.lock().await;
-        let deleted = self.aml_store()?.delete_aml_rule(id).await.map_err(store_error)?;
+        let deleted = self.aml_store()?.delete_aml_rule(id, audit).await.map_err(store_error)?;
         let mut rules = (*aml.rules()).clone();
         rules.retain(|rule| rule.id != id);
         aml.swap(rules);

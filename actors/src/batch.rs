@@ -196,7 +196,7 @@ impl Engine {
                         drop((permit, claim));
                         return Ok(transfer);
                     }
-                    engine.spawn_saga(transfer, Intent::Run { stop_pending: None }, permit, claim, None).await
+                    engine.spawn_saga(transfer, Intent::Run { stop_pending: None }, permit, claim, None, None).await
                 }
             })
             .collect();

@@ -11,9 +11,9 @@ use rust_decimal::Decimal;
 use tally_engine::system_accounts;
 use tally_engine::wallet::WalletRejection;
 use tally_engine::{
-    Account, AccountCommand, AccountId, AccountKind, AccountRejection, CreateTransferRejection, Currency, ErrorCode,
-    Record, StatusAction, Transfer, TransferId, TransferKind, TransferRequest, TransferStatus, TransferTypeSettings,
-    TransitionRejection, UserId, Wallet, WalletId,
+    Account, AccountCommand, AccountId, AccountKind, AccountRejection, AuditRecord, CreateTransferRejection, Currency,
+    ErrorCode, Record, StatusAction, Transfer, TransferId, TransferKind, TransferRequest, TransferStatus,
+    TransferTypeSettings, TransitionRejection, UserId, Wallet, WalletId,
 };
 use tally_persistence::{JournalConfig, Journals, Store, StoreError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -260,6 +260,21 @@ impl Drop for Claim {
     }
 }
 
+/// An admin's decision on a pending transfer (`Engine::decide_pending_audited`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PendingDecision {
+    Execute,
+    Reject,
+    Cancel,
+}
+
+/// An actor an operator may release from quarantine (`Engine::release_quarantine_audited`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuarantinedActor {
+    Account(AccountId),
+    Wallet(WalletId),
+}
+
 impl Engine {
     /// Starts the engine on `store` with the production clock and ids.
     pub async fn start(store: Arc<dyn Store>, config: EngineConfig) -> Result<Engine, StartError> {
@@ -463,6 +478,19 @@ impl Engine {
         currency: Currency,
         credit_limit: Decimal,
     ) -> Result<Account, EngineError> {
+        self.open_account_audited(owner, currency, credit_limit, None).await
+    }
+
+    /// `open_account` for an admin: `audit` is appended in one group with the opening, so one
+    /// batch transaction commits both (docs/audit.md). The account's id is chosen here, so
+    /// the record's target id is set to it.
+    pub async fn open_account_audited(
+        &self,
+        owner: UserId,
+        currency: Currency,
+        credit_limit: Decimal,
+        audit: Option<AuditRecord>,
+    ) -> Result<Account, EngineError> {
         if credit_limit.is_sign_negative() {
             return Err(EngineError::Rejected(AccountRejection::NegativeCreditLimit));
         }
@@ -471,9 +499,15 @@ impl Engine {
         self.admit(id.as_uuid()).map_err(EngineError::Unavailable)?;
         let account = Account::open(id, Some(owner), currency, AccountKind::User, credit_limit, now);
         let journal = self.inner.shared.journal_of(id.as_uuid());
-        let (opened, ack) = journal
-            .append_acked(Record::AccountOpened(Box::new(account.clone())))
-            .map_err(|_| EngineError::Unavailable(Unavailable::Overloaded))?;
+        let opening = Record::AccountOpened(Box::new(account.clone()));
+        let appended = match audit {
+            None => journal.append_acked(opening),
+            Some(mut audit) => {
+                audit.target_id = Some(id.to_string());
+                journal.append_group_positioned(vec![opening, Record::Audit(Box::new(audit))])
+            }
+        };
+        let (opened, ack) = appended.map_err(|_| EngineError::Unavailable(Unavailable::Overloaded))?;
         if !self.inner.accounts.insert_new(account.clone(), opened) {
             return Err(EngineError::Conflict);
         }
@@ -488,8 +522,34 @@ impl Engine {
 
     /// Blocks, unblocks or closes an account. Returns once the change is durable.
     pub async fn set_account_status(&self, id: AccountId, action: StatusAction) -> Result<Account, EngineError> {
+        self.set_account_status_audited(id, action, None).await
+    }
+
+    /// `set_account_status` for an admin: `audit` is appended in one group with the status
+    /// change (one batch transaction commits both). A status the account already has changes
+    /// nothing, yet the request is answered as done, so its record is committed alone.
+    pub async fn set_account_status_audited(
+        &self,
+        id: AccountId,
+        action: StatusAction,
+        audit: Option<AuditRecord>,
+    ) -> Result<Account, EngineError> {
         self.admit(id.as_uuid()).map_err(EngineError::Unavailable)?;
-        self.inner.accounts.command(id, AccountCommand::SetStatus { action }).await?;
+        match audit {
+            None => {
+                self.inner.accounts.command(id, AccountCommand::SetStatus { action }).await?;
+            }
+            Some(audit) => {
+                let changed = self
+                    .inner
+                    .accounts
+                    .command_audited(id, AccountCommand::SetStatus { action }, audit.clone())
+                    .await?;
+                if changed.is_none() {
+                    self.audit_alone(id.as_uuid(), audit).await?;
+                }
+            }
+        }
         self.durable().await?;
         self.account(id).await
     }
@@ -499,6 +559,17 @@ impl Engine {
         self.inner.accounts.command(id, AccountCommand::SetCreditLimit { credit_limit }).await?;
         self.durable().await?;
         self.account(id).await
+    }
+
+    /// Commits an admin's audit record on its own, in the journal of the shard keyed by `key`
+    /// (what the request was about), and waits until it is durable: for a request answered as
+    /// done that changed nothing (an idempotent replay, a status already set).
+    pub(crate) async fn audit_alone(&self, key: uuid::Uuid, audit: AuditRecord) -> Result<(), EngineError> {
+        let journal = self.inner.shared.journal_of(key);
+        let ack = journal
+            .append_group_acked(vec![Record::Audit(Box::new(audit))])
+            .map_err(|_| EngineError::Unavailable(Unavailable::Overloaded))?;
+        ack.wait().await.map_err(|_| EngineError::Internal("journal stopped".to_owned()))
     }
 
     /// Waits until every record appended so far, in every journal, is durable.
@@ -591,20 +662,43 @@ impl Engine {
 
     /// An admin executes a pending transfer: the saga resumes at step 3.
     pub async fn execute(&self, id: TransferId) -> Result<Transfer, TransferError> {
-        self.resume(id, Intent::Execute, false).await
+        self.resume(id, Intent::Execute, false, None).await
     }
 
     /// An admin rejects a pending transfer: the hold is released.
     pub async fn reject(&self, id: TransferId) -> Result<Transfer, TransferError> {
-        self.resume(id, Intent::Undo { outcome: TransferStatus::Rejected }, false).await
+        self.resume(id, Intent::Undo { outcome: TransferStatus::Rejected }, false, None).await
     }
 
     /// The owner or an admin cancels a pending transfer: the hold is released.
     pub async fn cancel(&self, id: TransferId) -> Result<Transfer, TransferError> {
-        self.resume(id, Intent::Undo { outcome: TransferStatus::Cancelled }, true).await
+        self.resume(id, Intent::Undo { outcome: TransferStatus::Cancelled }, true, None).await
     }
 
-    async fn resume(&self, id: TransferId, intent: Intent, cancelling: bool) -> Result<Transfer, TransferError> {
+    /// `execute`, `reject` or `cancel` asked for by an admin (`action`): `audit` is committed in
+    /// one batch with the transfer's outcome (`saga::finish`), and not at all if the request is
+    /// refused (not pending, unknown) or the transfer fails.
+    pub async fn decide_pending_audited(
+        &self,
+        id: TransferId,
+        action: PendingDecision,
+        audit: AuditRecord,
+    ) -> Result<Transfer, TransferError> {
+        let (intent, cancelling) = match action {
+            PendingDecision::Execute => (Intent::Execute, false),
+            PendingDecision::Reject => (Intent::Undo { outcome: TransferStatus::Rejected }, false),
+            PendingDecision::Cancel => (Intent::Undo { outcome: TransferStatus::Cancelled }, true),
+        };
+        self.resume(id, intent, cancelling, Some(audit)).await
+    }
+
+    async fn resume(
+        &self,
+        id: TransferId,
+        intent: Intent,
+        cancelling: bool,
+        audit: Option<AuditRecord>,
+    ) -> Result<Transfer, TransferError> {
         let not_pending = |status| {
             TransferError::Transition(if cancelling {
                 TransitionRejection::NotCancellable { status }
@@ -625,7 +719,7 @@ impl Engine {
         }
         self.admit(transfer.source.as_uuid()).map_err(TransferError::Unavailable)?;
         let permit = self.saga_permit()?;
-        self.spawn_saga(transfer, intent, permit, claim, None).await
+        self.spawn_saga(transfer, intent, permit, claim, None, audit).await
     }
 
     /// Runs a saga recovery reconstructed (see `recovery.rs`).
@@ -637,7 +731,7 @@ impl Engine {
             }
         };
         let claim = self.claim(transfer.id)?;
-        self.spawn_saga(transfer, intent, permit, claim, None).await
+        self.spawn_saga(transfer, intent, permit, claim, None, None).await
     }
 
     /// Recovers the last run's unfinished sagas and dangling holds, then marks the engine
@@ -679,12 +773,13 @@ impl Engine {
         permit: OwnedSemaphorePermit,
         claim: Claim,
         key: Option<KeyClaim>,
+        audit: Option<AuditRecord>,
     ) -> Result<Transfer, TransferError> {
         let inner = Arc::clone(&self.inner);
         let thread = self.inner.shared.thread_of(transfer.source.as_uuid());
         let saga = async move {
             let shutting_down = Arc::clone(&inner);
-            let result = saga::run(inner, transfer, intent).await;
+            let result = saga::run(inner, transfer, intent, audit).await;
             drop(claim);
             drop(permit);
             // The idempotency key the saga runs under is the saga's to release, not its
@@ -781,6 +876,26 @@ impl Engine {
     /// Lifts a wallet actor's quarantine. Returns false if it was not quarantined.
     pub fn release_wallet_quarantine(&self, id: WalletId) -> bool {
         self.inner.wallets.release_quarantine(id)
+    }
+
+    /// An operator lifts a quarantine (`release_account_quarantine` or
+    /// `release_wallet_quarantine`), with `audit` committed through the journal before this
+    /// answers. A quarantine is this process's memory, never written anywhere, so there is no
+    /// transaction to share: the record is committed alone, right after the release, and only
+    /// if something was released. `Ok(false)`: nothing was quarantined, nothing recorded.
+    pub async fn release_quarantine_audited(
+        &self,
+        actor: QuarantinedActor,
+        audit: AuditRecord,
+    ) -> Result<bool, EngineError> {
+        let (released, key) = match actor {
+            QuarantinedActor::Account(id) => (self.release_account_quarantine(id), id.as_uuid()),
+            QuarantinedActor::Wallet(id) => (self.release_wallet_quarantine(id), id.as_uuid()),
+        };
+        if released {
+            self.audit_alone(key, audit).await?;
+        }
+        Ok(released)
     }
 
     /// Stops at once, as `kill -9` would: the journal commits nothing more and the actor

@@ -25,6 +25,7 @@ use std::time::Instant;
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
 use tokio::sync::oneshot;
 
+use tally_engine::Record;
 use tally_persistence::JournalPosition;
 
 use crate::entity::Entity;
@@ -46,6 +47,9 @@ impl<E: Entity> Message for Call<E> {
 #[derive(Clone)]
 pub enum Op<E: Entity> {
     Command(E::Command),
+    /// A command an admin asked for: if it changes something, its record and this audit
+    /// record are appended as one group, so one batch transaction commits both.
+    CommandAudited(E::Command, Box<tally_engine::AuditRecord>),
     Read,
 }
 
@@ -106,7 +110,13 @@ impl<E: Entity> EntityActor<E> {
         ctx.stop();
     }
 
-    fn handle_command(&mut self, command: E::Command, journal: Option<u16>, ctx: &mut Context<Self>) -> Reply<E> {
+    fn handle_command(
+        &mut self,
+        command: E::Command,
+        audit: Option<Box<tally_engine::AuditRecord>>,
+        journal: Option<u16>,
+        ctx: &mut Context<Self>,
+    ) -> Reply<E> {
         if self.quarantined && !E::finishes_admitted_work(&command) {
             // An operator may have released the quarantine since this incarnation started.
             if self.registry.is_quarantined(self.state.id()) {
@@ -147,7 +157,11 @@ impl<E: Entity> EntityActor<E> {
         // The record is appended after `apply` so it carries the state after the event. No
         // one can observe the new state before the append: the next message to this actor is
         // handled after this one, and the saga hears the reply after it.
-        let position = journal.append_admitted(self.state.record(event.clone()), self.last_record);
+        let record = self.state.record(event.clone());
+        let position = match audit {
+            None => journal.append_admitted(record, self.last_record),
+            Some(audit) => journal.append_admitted_group(vec![record, Record::Audit(audit)], self.last_record),
+        };
         self.last_record = Some(position);
         self.slot.noted(position);
         Reply::Done(Some(event))
@@ -195,7 +209,8 @@ impl<E: Entity> Handler<Call<E>> for EntityActor<E> {
         self.handled = self.handled.wrapping_add(1);
         let reply = match call.op {
             Op::Read => Reply::State(Box::new(self.state.clone())),
-            Op::Command(command) => self.handle_command(command, call.journal, ctx),
+            Op::Command(command) => self.handle_command(command, None, call.journal, ctx),
+            Op::CommandAudited(command, audit) => self.handle_command(command, Some(audit), call.journal, ctx),
         };
         // The caller may have given up (time-out); the change stands either way.
         let _ = call.reply.send(reply);

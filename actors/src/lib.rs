@@ -33,7 +33,7 @@ pub mod shared;
 pub use batch::{AtomicBatch, BatchItem};
 pub use clock::{Clock, IdSource, RandomIds, SystemClock};
 pub use crypto::{CryptoError, DepositTarget, Quote};
-pub use engine::{Engine, EngineConfig, EngineError, StartError, TransferError};
+pub use engine::{Engine, EngineConfig, EngineError, PendingDecision, QuarantinedActor, StartError, TransferError};
 pub use entity::ActorKind;
 pub use faults::FaultInjector;
 pub use health::{HealthReport, KindHealth};

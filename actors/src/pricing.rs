@@ -21,8 +21,8 @@ use rust_decimal::Decimal;
 use tally_engine::fees::{self, InvalidFeeRule};
 use tally_engine::fx::{self, ConversionError, RateError};
 use tally_engine::{
-    CreateTransferRejection, Currency, ErrorCode, FeeRule, FxRate, Transfer, TransferKind, TransferRequest,
-    TransferTypeSettings, money,
+    AuditRecord, CreateTransferRejection, Currency, ErrorCode, FeeRule, FxRate, Transfer, TransferKind,
+    TransferRequest, TransferTypeSettings, money,
 };
 use tally_persistence::{PricingChange, PricingTables, Store, StoreError};
 
@@ -132,11 +132,18 @@ impl Engine {
 
     /// Sets (or replaces) the rate `from` → `to`. Returns once the store has it; only then do
     /// new transfers use it. Transfers already created keep the rate they were created with.
-    pub async fn set_fx_rate(&self, from: Currency, to: Currency, rate: Decimal) -> Result<(), PricingError> {
+    /// `audit` (an admin's record of the change) is stored in the same transaction.
+    pub async fn set_fx_rate(
+        &self,
+        from: Currency,
+        to: Currency,
+        rate: Decimal,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), PricingError> {
         let rate = fx::validate_rate(from, to, rate)?;
         let fx_rate = FxRate { from, to, rate, updated_at: self.now() };
         let _writing = self.pricing().writes.lock().await;
-        self.store().save_pricing(&PricingChange::FxRate(fx_rate.clone())).await.map_err(PricingError::Store)?;
+        self.store().save_pricing(&PricingChange::FxRate(fx_rate.clone()), audit).await.map_err(PricingError::Store)?;
         write(&self.pricing().fx_rates).insert((from, to), fx_rate);
         Ok(())
     }
@@ -152,21 +159,33 @@ impl Engine {
     }
 
     /// Creates a rule from `spec` (its id and times are assigned here). `409` if it is enabled
-    /// and another enabled rule covers the same (type, currency).
-    pub async fn create_fee_rule(&self, spec: FeeRule) -> Result<FeeRule, PricingError> {
+    /// and another enabled rule covers the same (type, currency). `audit` (an admin's record of
+    /// the change, whose target id the caller chose: pass `id`) is stored in the same
+    /// transaction.
+    pub async fn create_fee_rule(
+        &self,
+        id: uuid::Uuid,
+        spec: FeeRule,
+        audit: Option<&AuditRecord>,
+    ) -> Result<FeeRule, PricingError> {
         let now = self.now();
-        let rule = FeeRule { id: self.new_transfer_id().as_uuid(), created_at: now, updated_at: now, ..spec };
-        self.save_fee_rule(rule).await
+        let rule = FeeRule { id, created_at: now, updated_at: now, ..spec };
+        self.save_fee_rule(rule, audit).await
     }
 
     /// Replaces rule `id` with `spec`, keeping its id and creation time.
-    pub async fn update_fee_rule(&self, id: uuid::Uuid, spec: FeeRule) -> Result<FeeRule, PricingError> {
+    pub async fn update_fee_rule(
+        &self,
+        id: uuid::Uuid,
+        spec: FeeRule,
+        audit: Option<&AuditRecord>,
+    ) -> Result<FeeRule, PricingError> {
         let existing = self.fee_rule(id).ok_or(PricingError::NotFound)?;
         let rule = FeeRule { id, created_at: existing.created_at, updated_at: self.now(), ..spec };
-        self.save_fee_rule(rule).await
+        self.save_fee_rule(rule, audit).await
     }
 
-    async fn save_fee_rule(&self, rule: FeeRule) -> Result<FeeRule, PricingError> {
+    async fn save_fee_rule(&self, rule: FeeRule, audit: Option<&AuditRecord>) -> Result<FeeRule, PricingError> {
         let rule = rule.validate()?;
         let _writing = self.pricing().writes.lock().await;
         if rule.enabled {
@@ -187,7 +206,7 @@ impl Engine {
                 )));
             }
         }
-        self.store().save_pricing(&PricingChange::FeeRule(rule.clone())).await.map_err(PricingError::Store)?;
+        self.store().save_pricing(&PricingChange::FeeRule(rule.clone()), audit).await.map_err(PricingError::Store)?;
         let mut rules = write(&self.pricing().fee_rules);
         match rules.iter_mut().find(|old| old.id == rule.id) {
             Some(old) => *old = rule.clone(),
@@ -212,13 +231,14 @@ impl Engine {
         &self,
         kind: TransferKind,
         settings: TransferTypeSettings,
+        audit: Option<&AuditRecord>,
     ) -> Result<(), PricingError> {
         settings
             .validate_limits()
             .map_err(|(field, message)| PricingError::Invalid { field, message: message.to_owned() })?;
         let _writing = self.pricing().writes.lock().await;
         self.store()
-            .save_pricing(&PricingChange::TransferType(kind, settings.clone()))
+            .save_pricing(&PricingChange::TransferType(kind, settings.clone()), audit)
             .await
             .map_err(PricingError::Store)?;
         self.set_transfer_type(kind, settings);

@@ -135,6 +135,22 @@ impl<E: Entity> Registry<E> {
         }
     }
 
+    /// `command` on the entity's own journal, with `audit` appended in one group with the
+    /// record it makes (`Op::CommandAudited`). `Ok(None)`: nothing changed, nothing appended.
+    pub async fn command_audited(
+        self: &Arc<Self>,
+        id: E::Id,
+        command: E::Command,
+        audit: tally_engine::AuditRecord,
+    ) -> Result<Option<E::Event>, CallError<E::Rejection>> {
+        match self.roundtrip(id, Op::CommandAudited(command, Box::new(audit)), None).await? {
+            Reply::Done(event) => Ok(event),
+            Reply::Rejected(rejection) => Err(CallError::Rejected(rejection)),
+            Reply::Quarantined => Err(CallError::Unavailable(Unavailable::Quarantined)),
+            Reply::Overloaded | Reply::Retry | Reply::State(_) => Err(CallError::Unavailable(Unavailable::Overloaded)),
+        }
+    }
+
     /// The entity's current state, as its actor sees it.
     pub async fn read(self: &Arc<Self>, id: E::Id) -> Result<E, CallError<E::Rejection>> {
         match self.roundtrip(id, Op::Read, None).await? {

@@ -33,12 +33,12 @@ use futures::FutureExt;
 use tally_engine::system_accounts;
 use tally_engine::transfer::SagaStep;
 use tally_engine::{
-    AccountCommand, AccountRejection, CreateTransferRejection, ErrorCode, ExecutionMode, Idempotency, PendingReason,
-    Record, Transfer, TransferRequest, TransferStatus,
+    AccountCommand, AccountRejection, AuditRecord, CreateTransferRejection, ErrorCode, ExecutionMode, Idempotency,
+    PendingReason, Record, Transfer, TransferRequest, TransferStatus,
 };
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::engine::{Claim, Engine, EngineInner, TransferError};
+use crate::engine::{Claim, Engine, EngineError, EngineInner, TransferError};
 use crate::entity::ActorKind;
 use crate::idempotency::KeyClaim;
 use crate::registry::{CallError, Unavailable};
@@ -50,7 +50,7 @@ impl Engine {
     /// for manual execution; a rejection if any check failed (the transfer is then recorded
     /// `failed`, with every hold released).
     pub async fn transfer(&self, request: TransferRequest) -> Result<Transfer, TransferError> {
-        self.start_transfer(request, None, None).await
+        self.start_transfer(request, None, None, None).await
     }
 
     /// Step 1 of the saga (price, admit, claim, screen), then the saga itself. Under an
@@ -62,10 +62,11 @@ impl Engine {
         request: TransferRequest,
         idempotency: Option<Idempotency>,
         key: Option<KeyClaim>,
+        audit: Option<AuditRecord>,
     ) -> Result<Transfer, TransferError> {
         match self.step_one(request, idempotency).await {
             Ok((transfer, stop_pending, permit, claim)) => {
-                self.spawn_saga(transfer, Intent::Run { stop_pending }, permit, claim, key).await
+                self.spawn_saga(transfer, Intent::Run { stop_pending }, permit, claim, key, audit).await
             }
             Err(error) => {
                 if let Some(key) = key {
@@ -113,16 +114,41 @@ impl Engine {
         request: TransferRequest,
         key: Option<Idempotency>,
     ) -> Result<(Transfer, bool), TransferError> {
+        self.transfer_idempotent_audited(request, key, None).await
+    }
+
+    /// `transfer_idempotent` for an admin's adjustment: `audit` is committed in the batch that
+    /// records the transfer's outcome, unless the transfer failed (its request is answered
+    /// with an error, and nothing changed). A replay changes nothing and is answered `2xx`, so
+    /// its audit record is committed alone (docs/audit.md: a replay is recorded again).
+    pub async fn transfer_idempotent_audited(
+        &self,
+        request: TransferRequest,
+        key: Option<Idempotency>,
+        audit: Option<AuditRecord>,
+    ) -> Result<(Transfer, bool), TransferError> {
         let Some(key) = key else {
-            return self.transfer(request).await.map(|transfer| (transfer, false));
+            return self.start_transfer(request, None, None, audit).await.map(|transfer| (transfer, false));
         };
         // If this call is dropped before the saga holds the claim (its client went away),
         // `KeyClaim`'s drop keeps the key until the journals are durable.
         let claim = self.claim_key(key.scope, key.key.clone()).await;
         match self.replay_under_key(&key).await {
-            Ok(None) => self.start_transfer(request, Some(key), Some(claim)).await.map(|transfer| (transfer, false)),
+            Ok(None) => {
+                self.start_transfer(request, Some(key), Some(claim), audit).await.map(|transfer| (transfer, false))
+            }
             Ok(Some(transfer)) => {
                 claim.release(true).await;
+                if let Some(mut audit) = audit
+                    && transfer.status != TransferStatus::Failed
+                {
+                    // The answer names the transfer the key made first, not this request's.
+                    audit.target_id = Some(transfer.id.to_string());
+                    self.audit_alone(transfer.source.as_uuid(), audit).await.map_err(|error| match error {
+                        EngineError::Unavailable(unavailable) => TransferError::Unavailable(unavailable),
+                        other => TransferError::Internal(other.to_string()),
+                    })?;
+                }
                 Ok((transfer, true))
             }
             Err(error) => {
@@ -140,7 +166,7 @@ impl Engine {
         request: TransferRequest,
         key: Idempotency,
     ) -> Result<Transfer, TransferError> {
-        self.start_transfer(request, Some(key), None).await
+        self.start_transfer(request, Some(key), None, None).await
     }
 
     /// The transfer a repeat of `key` answers with, if the key was used.
@@ -206,12 +232,13 @@ pub(crate) async fn run(
     inner: Arc<EngineInner>,
     mut transfer: Transfer,
     intent: Intent,
+    mut audit: Option<AuditRecord>,
 ) -> Result<Transfer, TransferError> {
     let stats = inner.shared.stats(ActorKind::TransferSaga);
     stats.active.fetch_add(1, Ordering::Relaxed);
     let mut restarts = 0;
     let result = loop {
-        let attempt = AssertUnwindSafe(drive(&inner, &mut transfer, intent)).catch_unwind().await;
+        let attempt = AssertUnwindSafe(drive(&inner, &mut transfer, intent, &mut audit)).catch_unwind().await;
         match attempt {
             Ok(result) => break result,
             Err(_panic) => {
@@ -239,7 +266,14 @@ pub(crate) async fn run(
 }
 
 /// One pass of the saga from the transfer's current state.
-async fn drive(inner: &EngineInner, transfer: &mut Transfer, intent: Intent) -> Result<Transfer, TransferError> {
+/// `audit`, an admin's record of asking for this (an adjustment, an execution, a rejection, a
+/// cancellation), rides with the record of the transfer's outcome (`finish`).
+async fn drive(
+    inner: &EngineInner,
+    transfer: &mut Transfer,
+    intent: Intent,
+    audit: &mut Option<AuditRecord>,
+) -> Result<Transfer, TransferError> {
     let faults = &inner.shared.faults;
     loop {
         faults.maybe_panic(ActorKind::TransferSaga);
@@ -266,18 +300,19 @@ async fn drive(inner: &EngineInner, transfer: &mut Transfer, intent: Intent) -> 
                             CallError::Unavailable(unavailable) => {
                                 // Nothing was held. Record the failure so the transfer is not
                                 // left `processing`, then tell the caller to retry later.
-                                finish(inner, transfer, TransferStatus::Failed, Some(ErrorCode::Overloaded)).await?;
+                                finish(inner, transfer, TransferStatus::Failed, Some(ErrorCode::Overloaded), audit)
+                                    .await?;
                                 return Err(TransferError::Unavailable(unavailable));
                             }
                         };
-                        finish(inner, transfer, TransferStatus::Failed, Some(rejection.code())).await?;
+                        finish(inner, transfer, TransferStatus::Failed, Some(rejection.code()), audit).await?;
                         return Err(TransferError::Rejected(rejection));
                     }
                 }
             }
             (TransferStatus::Processing, SagaStep::Held, Intent::Run { stop_pending: Some(reason) }) => {
                 transfer.pending_reason = Some(reason);
-                finish(inner, transfer, TransferStatus::Pending, None).await?;
+                finish(inner, transfer, TransferStatus::Pending, None, audit).await?;
                 return Ok(transfer.clone());
             }
             (TransferStatus::Pending, SagaStep::Held, Intent::Execute) => {
@@ -288,7 +323,7 @@ async fn drive(inner: &EngineInner, transfer: &mut Transfer, intent: Intent) -> 
                 release(inner, transfer).await?;
                 transfer.step = SagaStep::Released;
                 inner.sagas_compensated.fetch_add(1, Ordering::Relaxed);
-                finish(inner, transfer, outcome, None).await?;
+                finish(inner, transfer, outcome, None, audit).await?;
                 return Ok(transfer.clone());
             }
             (TransferStatus::Processing, SagaStep::Held, Intent::Abandon) => {
@@ -301,7 +336,7 @@ async fn drive(inner: &EngineInner, transfer: &mut Transfer, intent: Intent) -> 
                 // An FX clearing hold may outlive the source's release if the crash fell
                 // between the two; releasing again is a no-op otherwise.
                 release(inner, transfer).await?;
-                finish(inner, transfer, TransferStatus::Failed, Some(ErrorCode::Internal)).await?;
+                finish(inner, transfer, TransferStatus::Failed, Some(ErrorCode::Internal), audit).await?;
                 return Err(TransferError::Unavailable(Unavailable::Overloaded));
             }
             (TransferStatus::Processing, SagaStep::Held, _) => {
@@ -333,7 +368,7 @@ async fn drive(inner: &EngineInner, transfer: &mut Transfer, intent: Intent) -> 
                         transfer.step = SagaStep::Released;
                         inner.sagas_compensated.fetch_add(1, Ordering::Relaxed);
                         let code = rejection.as_ref().map_or(ErrorCode::Overloaded, CreateTransferRejection::code);
-                        finish(inner, transfer, TransferStatus::Failed, Some(code)).await?;
+                        finish(inner, transfer, TransferStatus::Failed, Some(code), audit).await?;
                         return Err(match rejection {
                             Some(rejection) => TransferError::Rejected(rejection),
                             None => TransferError::Unavailable(Unavailable::Overloaded),
@@ -365,7 +400,7 @@ async fn drive(inner: &EngineInner, transfer: &mut Transfer, intent: Intent) -> 
                 transfer.step = SagaStep::Posted;
             }
             (TransferStatus::Processing, SagaStep::Posted, _) => {
-                finish(inner, transfer, TransferStatus::Completed, None).await?;
+                finish(inner, transfer, TransferStatus::Completed, None, audit).await?;
                 return Ok(transfer.clone());
             }
             (status, step, intent) => {
@@ -420,11 +455,17 @@ pub(crate) fn record(inner: &EngineInner, transfer: &Transfer) -> Result<(), Tra
 
 /// Moves the transfer to `status`, records it, and waits until that record (and so every
 /// record of the saga before it) is durable. Only then may the caller hear the outcome.
+///
+/// An admin's `audit` record goes in one group with that record (one batch, one store
+/// transaction: the outcome and its audit entry are durable together or not at all), unless
+/// the transfer failed: its request is answered with an error and nothing changed. It is
+/// taken, so a saga restarted after a panic cannot append it twice.
 async fn finish(
     inner: &EngineInner,
     transfer: &mut Transfer,
     status: TransferStatus,
     failure: Option<ErrorCode>,
+    audit: &mut Option<AuditRecord>,
 ) -> Result<(), TransferError> {
     let pending_reason = transfer.pending_reason;
     transition(inner, transfer, status)?;
@@ -433,10 +474,18 @@ async fn finish(
     }
     transfer.failure_reason = failure;
     crate::limits::on_finish(&inner.limits, transfer);
+    let audit = if status == TransferStatus::Failed { None } else { audit.take() };
     let journal = inner.shared.journals.shard(journal_of(inner, transfer));
     let ack = loop {
-        match journal.append_acked(Record::Transfer(Box::new(transfer.clone()))) {
-            Ok((_, ack)) => break ack,
+        let appended = match &audit {
+            None => journal.append_acked(Record::Transfer(Box::new(transfer.clone()))).map(|(_, ack)| ack),
+            Some(audit) => journal.append_group_acked(vec![
+                Record::Transfer(Box::new(transfer.clone())),
+                Record::Audit(Box::new(audit.clone())),
+            ]),
+        };
+        match appended {
+            Ok(ack) => break ack,
             // A journal that failed (its store refused a batch) never takes another record;
             // the transfer stays as last recorded for the next start's recovery.
             Err(_) if journal.has_failed() => {

@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod aml;
+pub mod audit;
 pub mod crypto;
 pub mod currency;
 pub mod error_code;
@@ -25,6 +26,7 @@ pub mod transfer_type;
 pub mod wallet;
 
 pub use account::{Account, AccountCommand, AccountEvent, AccountKind, AccountStatus, StatusAction};
+pub use audit::AuditRecord;
 pub use crypto::{CryptoOp, CryptoOpKind, CryptoOpStatus};
 pub use currency::Currency;
 pub use error_code::ErrorCode;

@@ -5,6 +5,7 @@ use rust_decimal::Decimal;
 
 use crate::account::{Account, AccountEvent, AccountStatus};
 use crate::aml::AmlFlag;
+use crate::audit::AuditRecord;
 use crate::crypto::CryptoOp;
 use crate::currency::Currency;
 use crate::ids::{AccountId, WalletId};
@@ -39,6 +40,12 @@ pub enum Record {
     AmlFlag(Box<AmlFlag>),
     /// A crypto operation's full state after a leg or a transition (`crypto.rs`).
     CryptoOp(Box<CryptoOp>),
+    /// The audit entry of an admin change made through the engine, appended in one group
+    /// (`Journal::append_group_acked`) with the record that makes the change, so the batch
+    /// that commits the change appends the entry to the audit chain in its transaction
+    /// (docs/audit.md). It changes no balance and no state: recovery and the in-memory store
+    /// skip it.
+    Audit(Box<AuditRecord>),
 }
 
 impl Record {

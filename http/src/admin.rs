@@ -10,12 +10,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tally_actors::{EngineError, TransferError};
+use tally_actors::{EngineError, PendingDecision, TransferError};
 use tally_engine::money::with_currency_scale;
 use tally_engine::system_accounts::{is_system_account, settlement};
 use tally_engine::{AccountId, StatusAction, TransferId, TransferKind, TransferRequest, TransitionRejection, UserId};
 
 use crate::accounts::{check_account_quota, created};
+use crate::audit::{AdminChange, audited};
 use crate::auth::Authorized;
 use crate::auth::permissions::{
     AccountsClose, AccountsRead, AccountsWrite, TransfersAdjust, TransfersCancel, TransfersExecute, TransfersRead,
@@ -26,7 +27,7 @@ use crate::input::{self, DESCRIPTION_LENGTH_MAX, IdPath, OptionalJson, REFERENCE
 use crate::json::ApiJson;
 use crate::problem::ApiError;
 use crate::state::AppState;
-use crate::transfers::{ReasonBody, body_id, idempotency, run_transfer, transfer_answer};
+use crate::transfers::{ReasonBody, body_id, idempotency, run_transfer_audited, transfer_answer};
 use crate::views::{AccountView, AdminAccountView, AdminTransferView};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -60,6 +61,7 @@ pub async fn adjust(
     State(state): State<AppState>,
     admin: Authorized<TransfersAdjust>,
     _step_up: StepUp<stepup::AdjustmentsCreate>,
+    change: AdminChange,
     headers: HeaderMap,
     ApiJson(body): ApiJson<AdjustmentBody>,
 ) -> Result<Response, ApiError> {
@@ -102,9 +104,11 @@ pub async fn adjust(
         created_at: now,
     };
     let key = idempotency(&headers, admin.admin_id(), "POST /v1/admin/adjustments", &request)?;
-    let (transfer, replayed) = run_transfer(&state, request, key).await?;
+    // Committed with the transfer's outcome; no status, which is that outcome's (201 or 202).
+    let entry = change.record(state.identity(), admin.admin_id(), None, Some(request.id.to_string()));
+    let (transfer, replayed) = run_transfer_audited(&state, request, key, Some(entry)).await?;
     tracing::info!(target: "audit", admin = %admin.admin_id(), transfer = %transfer.id, kind = kind.as_str(), account = %account_id, "adjustment");
-    transfer_answer(&transfer, replayed)
+    transfer_answer(&transfer, replayed).map(audited)
 }
 
 /// `GET /v1/admin/transfers/{id}` (`transfers:read`) → the transfer with its admin fields.
@@ -152,12 +156,17 @@ pub async fn execute(
     State(state): State<AppState>,
     admin: Authorized<TransfersExecute>,
     _step_up: StepUp<stepup::TransfersExecute>,
+    change: AdminChange,
     IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
-    let transfer = engine.execute(TransferId::from_uuid(id)).await.map_err(not_pending)?;
+    let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::NO_CONTENT), Some(id.to_string()));
+    let transfer = engine
+        .decide_pending_audited(TransferId::from_uuid(id), PendingDecision::Execute, entry)
+        .await
+        .map_err(not_pending)?;
     tracing::info!(target: "audit", admin = %admin.admin_id(), transfer = %transfer.id, status = transfer.status.as_str(), "transfer executed");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(audited(StatusCode::NO_CONTENT.into_response()))
 }
 
 /// `POST /v1/admin/transfers/{id}/reject {reason?}` (`transfers:reject`) → `204`, the hold
@@ -174,14 +183,19 @@ pub async fn execute(
 pub async fn reject(
     State(state): State<AppState>,
     admin: Authorized<TransfersReject>,
+    change: AdminChange,
     IdPath(id): IdPath,
     OptionalJson(body): OptionalJson<ReasonBody>,
 ) -> Result<Response, ApiError> {
     let reason = input::text("reason", body.as_ref().and_then(|body| body.reason.as_deref()), DESCRIPTION_LENGTH_MAX)?;
     let engine = state.engine()?;
-    let transfer = engine.reject(TransferId::from_uuid(id)).await.map_err(not_pending)?;
+    let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::NO_CONTENT), Some(id.to_string()));
+    let transfer = engine
+        .decide_pending_audited(TransferId::from_uuid(id), PendingDecision::Reject, entry)
+        .await
+        .map_err(not_pending)?;
     tracing::info!(target: "audit", admin = %admin.admin_id(), transfer = %transfer.id, reason = reason.as_deref().unwrap_or(""), "transfer rejected");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(audited(StatusCode::NO_CONTENT.into_response()))
 }
 
 /// `POST /v1/admin/transfers/{id}/cancel {reason?}` (`transfers:cancel`) → `204`, the hold
@@ -198,14 +212,19 @@ pub async fn reject(
 pub async fn cancel_transfer(
     State(state): State<AppState>,
     admin: Authorized<TransfersCancel>,
+    change: AdminChange,
     IdPath(id): IdPath,
     OptionalJson(body): OptionalJson<ReasonBody>,
 ) -> Result<Response, ApiError> {
     let reason = input::text("reason", body.as_ref().and_then(|body| body.reason.as_deref()), DESCRIPTION_LENGTH_MAX)?;
     let engine = state.engine()?;
-    let transfer = engine.cancel(TransferId::from_uuid(id)).await.map_err(not_pending)?;
+    let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::NO_CONTENT), Some(id.to_string()));
+    let transfer = engine
+        .decide_pending_audited(TransferId::from_uuid(id), PendingDecision::Cancel, entry)
+        .await
+        .map_err(not_pending)?;
     tracing::info!(target: "audit", admin = %admin.admin_id(), transfer = %transfer.id, reason = reason.as_deref().unwrap_or(""), "transfer cancelled by an admin");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(audited(StatusCode::NO_CONTENT.into_response()))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -233,6 +252,7 @@ pub struct OpenAccountBody {
 pub async fn open_account(
     State(state): State<AppState>,
     admin: Authorized<AccountsWrite>,
+    change: AdminChange,
     ApiJson(body): ApiJson<OpenAccountBody>,
 ) -> Result<Response, ApiError> {
     let owner = UserId::from_uuid(body_id("user_id", &body.user_id)?);
@@ -246,9 +266,11 @@ pub async fn open_account(
         return Err(ApiError::not_found("user"));
     }
     check_account_quota(&state, owner).await?;
-    let account = engine.open_account(owner, currency, credit_limit).await?;
+    // The engine names the target: the account's id is chosen there.
+    let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::CREATED), None);
+    let account = engine.open_account_audited(owner, currency, credit_limit, Some(entry)).await?;
     tracing::info!(target: "audit", admin = %admin.admin_id(), account = %account.id, user = %owner, "account opened by an admin");
-    Ok(created(format!("/v1/admin/accounts/{}", account.id), AccountView::of(&account)?))
+    Ok(audited(created(format!("/v1/admin/accounts/{}", account.id), AccountView::of(&account)?)))
 }
 
 /// `GET /v1/admin/accounts/{id}` (`accounts:read`) → the account with its holds and AML flags.
@@ -298,6 +320,7 @@ pub struct StatusBody {
 pub async fn set_account_status(
     State(state): State<AppState>,
     admin: Authorized<AccountsClose>,
+    change: AdminChange,
     IdPath(id): IdPath,
     ApiJson(body): ApiJson<StatusBody>,
 ) -> Result<Response, ApiError> {
@@ -309,11 +332,12 @@ pub async fn set_account_status(
     };
     let reason = input::required_text("reason", &body.reason, DESCRIPTION_LENGTH_MAX)?;
     let engine = state.engine()?;
-    let account = match engine.set_account_status(AccountId::from_uuid(id), action).await {
+    let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::NO_CONTENT), Some(id.to_string()));
+    let account = match engine.set_account_status_audited(AccountId::from_uuid(id), action, Some(entry)).await {
         Ok(account) => account,
         Err(EngineError::NotFound) => return Err(ApiError::not_found("account")),
         Err(other) => return Err(other.into()),
     };
     tracing::info!(target: "audit", admin = %admin.admin_id(), account = %account.id, action = body.action.as_str(), status = account.status.as_str(), reason = reason.as_str(), "account status set");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(audited(StatusCode::NO_CONTENT.into_response()))
 }

@@ -26,6 +26,7 @@ use tally_persistence::aml::{AmlStore, FlagFilter, Resolution, Resolved};
 use tally_persistence::reads::listing::Position;
 
 use crate::accounts::created;
+use crate::audit::{AdminChange, audited};
 use crate::auth::Authorized;
 use crate::auth::permissions::{AmlRead, AmlWrite};
 use crate::input::{self, IdPath};
@@ -351,13 +352,15 @@ pub async fn list_rules(State(state): State<AppState>, _admin: Authorized<AmlWri
 pub async fn create_rule(
     State(state): State<AppState>,
     admin: Authorized<AmlWrite>,
+    change: AdminChange,
     ApiJson(body): ApiJson<AmlRuleBody>,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let rule = rule_of(&body, engine.new_transfer_id().as_uuid(), None, engine.now())?;
-    engine.put_aml_rule(rule.clone()).await?;
+    let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::CREATED), Some(rule.id.to_string()));
+    engine.put_aml_rule(rule.clone(), Some(&entry)).await?;
     tracing::info!(target: "audit", admin = %admin.admin_id(), rule = %rule.id, name = %rule.name, "AML rule created");
-    Ok(created(format!("/v1/admin/aml/rules/{}", rule.id), AmlRuleView::of(&rule)?))
+    Ok(audited(created(format!("/v1/admin/aml/rules/{}", rule.id), AmlRuleView::of(&rule)?)))
 }
 
 fn find_rule(state: &AppState, id: uuid::Uuid) -> Result<AmlRule, ApiError> {
@@ -400,15 +403,17 @@ pub async fn get_rule(
 pub async fn put_rule(
     State(state): State<AppState>,
     admin: Authorized<AmlWrite>,
+    change: AdminChange,
     IdPath(id): IdPath,
     ApiJson(body): ApiJson<AmlRuleBody>,
 ) -> Result<Response, ApiError> {
     let existing = find_rule(&state, id)?;
     let engine = state.engine()?;
     let rule = rule_of(&body, id, Some(existing.created_at), engine.now())?;
-    engine.put_aml_rule(rule.clone()).await?;
+    let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::OK), Some(id.to_string()));
+    engine.put_aml_rule(rule.clone(), Some(&entry)).await?;
     tracing::info!(target: "audit", admin = %admin.admin_id(), rule = %rule.id, name = %rule.name, "AML rule replaced");
-    Ok(axum::Json(AmlRuleView::of(&rule)?).into_response())
+    Ok(audited(axum::Json(AmlRuleView::of(&rule)?).into_response()))
 }
 
 /// `DELETE /v1/admin/aml/rules/{id}` (`aml:write`) → `204`; unknown → `404`. Flags it raised
@@ -424,13 +429,15 @@ pub async fn put_rule(
 pub async fn delete_rule(
     State(state): State<AppState>,
     admin: Authorized<AmlWrite>,
+    change: AdminChange,
     IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
-    if !state.engine()?.delete_aml_rule(id).await? {
+    let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::NO_CONTENT), Some(id.to_string()));
+    if !state.engine()?.delete_aml_rule(id, Some(&entry)).await? {
         return Err(ApiError::not_found("AML rule"));
     }
     tracing::info!(target: "audit", admin = %admin.admin_id(), rule = %id, "AML rule deleted");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(audited(StatusCode::NO_CONTENT.into_response()))
 }
 
 fn flag_status(text: Option<&str>) -> Result<Option<FlagStatus>, ApiError> {
@@ -547,6 +554,7 @@ pub async fn get_flag(
 pub async fn resolve_flag(
     State(state): State<AppState>,
     admin: Authorized<AmlWrite>,
+    change: AdminChange,
     IdPath(id): IdPath,
     ApiJson(body): ApiJson<ResolveBody>,
 ) -> Result<Response, ApiError> {
@@ -558,10 +566,11 @@ pub async fn resolve_flag(
     let notes = input::text("notes", body.notes.as_deref(), NOTES_LENGTH_MAX)?;
     let engine = state.engine()?;
     let resolution = Resolution { status, notes, at: engine.now(), by: admin.admin_id() };
-    match aml_store(&state)?.resolve_aml_flag(id, &resolution).await? {
+    let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::NO_CONTENT), Some(id.to_string()));
+    match aml_store(&state)?.resolve_aml_flag(id, &resolution, Some(&entry)).await? {
         Resolved::Resolved => {
             tracing::info!(target: "audit", admin = %admin.admin_id(), flag = %id, status = status.as_str(), "AML flag resolved");
-            Ok(StatusCode::NO_CONTENT.into_response())
+            Ok(audited(StatusCode::NO_CONTENT.into_response()))
         }
         Resolved::NotFound => Err(ApiError::not_found("AML flag")),
         Resolved::AlreadyResolved => Err(ApiError::new(ErrorCode::Conflict, "this flag is already resolved")),

@@ -1,25 +1,25 @@
-//! The audit log over HTTP: building entries (`AuditContext`, `Event`, `record`), the
-//! after-the-change writer of admin routes whose change is not a direct SQL write
-//! (`after_admin_change`, `record_after_change`), and `GET /v1/admin/audit`,
-//! `GET /v1/admin/audit/head`.
+//! The audit log over HTTP: building entries (`AuditContext`, `Event`, `record`,
+//! `AdminChange`), the route layer that audits admin changes (`after_admin_change`), and
+//! `GET /v1/admin/audit`, `GET /v1/admin/audit/head`.
 //!
-//! **Where each entry is written.** A change that is a direct SQL write of the identity store
-//! (users, permissions, roles, codes, passwords, TOTP, API keys) appends its entry *in the same
-//! transaction* (`tally_persistence::users`); its handler marks the response `Audited`. Every
-//! other admin route that changes something is covered by the route layer
-//! `after_admin_change`: once the handler has answered `2xx` (for a money route that is after
-//! the engine reported the change durable), it writes one entry in a transaction of its own
-//! (`record_after_change`). That is an interim for the routes whose change goes through the
-//! ledger's journal (transfers, adjustments, accounts) or through the engine's in-memory
-//! configuration (pricing, AML rules, which `actors/` writes): the follow-up is to carry the
-//! entry in the journal's commit (and in the engine's configuration writes) once the per-shard
-//! journal lands; docs/audit.md says exactly how. Until then a crash between the change and
-//! its entry loses the entry (the change itself is durable); the gap is logged.
+//! **Where each entry is written.** Every admin change writes its entry *in the transaction
+//! that makes the change*, so the two commit together or not at all:
+//! - identity-store writes (users, permissions, roles, codes, passwords, TOTP, API keys,
+//!   limits) append it in their SQL transaction (`tally_persistence::users`);
+//! - changes the engine makes through the ledger's journal (adjustments, execute, reject,
+//!   cancel, admin account open and status) carry it as a journal record
+//!   (`Record::Audit`) in one group with the record that makes the change, and the batch
+//!   that commits them appends it to the chain, last in its transaction;
+//! - pricing and AML writes pass it to `Store::save_pricing` and the `AmlStore` writes, which
+//!   append it in their transaction.
 //!
-//! The layer makes completeness structural: any future admin route that changes something is
-//! audited without a line of its own, and a unit test requires every such route to have a
-//! named action here (`ADMIN_ACTIONS`).
-
+//! Those handlers build the entry from what the route layer learnt of the request
+//! (`AdminChange`), pass it down, and mark their answer `Audited`. The layer writes an entry
+//! itself, in a transaction of its own right after a `2xx` (`record_after_change`), only for
+//! the routes `ADMIN_ACTIONS` says are written after the change (issue 16's webhook
+//! subscriptions) and for a route missing from the table; a unit test keeps the table
+//! complete, so a new admin route cannot land unaudited. docs/audit.md has the whole picture.
+//!
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, MatchedPath, Query, RawPathParams, Request, State};
@@ -178,6 +178,66 @@ pub fn audited(mut response: Response) -> Response {
     response
 }
 
+/// What the audit layer (`after_admin_change`) knows of an admin change before its handler
+/// runs: the request's audit context, method, route template and redacted body. A handler
+/// whose change carries its own entry (committed in the change's transaction) builds the entry
+/// from this, so it reads as the layer's would: the action and target type of
+/// `ADMIN_ACTIONS`, details `{method, route, status, request}`.
+#[derive(Clone, Debug)]
+pub struct AdminChange {
+    context: AuditContext,
+    method: String,
+    route: String,
+    request: Value,
+}
+
+impl AdminChange {
+    /// The request's body as recorded (redacted), `null` if it had none.
+    pub fn request(&self) -> &Value {
+        &self.request
+    }
+
+    /// The entry of this change by `admin` on `target_id` (`None`: filled in where the id is
+    /// chosen), answered with `status` if it is made. `status` is left out when the answer's status depends on the outcome the entry is
+    /// committed with (an adjustment: `201` completed, `202` pending).
+    pub fn record(
+        &self,
+        identity: &Identity,
+        admin: UserId,
+        status: Option<axum::http::StatusCode>,
+        target_id: Option<String>,
+    ) -> AuditRecord {
+        let (action, target_type) = admin_action(&self.method, &self.route);
+        let mut details = json!({ "method": self.method, "route": self.route, "request": self.request });
+        if let (Some(status), Some(map)) = (status, details.as_object_mut()) {
+            map.insert("status".to_owned(), json!(status.as_u16()));
+        }
+        let mut event = Event::new(&action).details(details);
+        if let Some(target_id) = target_id {
+            event = event.target(target_type, target_id);
+        }
+        let mut entry = record(identity, &self.context, &Actor::user(admin), event);
+        // The target's type is the route's; its id may be chosen where the change is made (the
+        // engine names the account it opens).
+        entry.target_type = Some(target_type.to_owned());
+        entry
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AdminChange {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        // Every admin route runs under the layer (lib.rs); a handler that finds none is served
+        // some other way, and must not change anything unaudited.
+        parts
+            .extensions
+            .get::<AdminChange>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("an audited admin change outside the audit layer"))
+    }
+}
+
 /// Writes `record` in a transaction of its own, right after a change that was made (and made
 /// durable) elsewhere. The one place the interim lives: when the change's own commit can carry
 /// the entry, its callers pass the record there instead (docs/audit.md). Retries a failed
@@ -220,32 +280,46 @@ pub fn record_in_background(identity: &Identity, record: AuditRecord) {
     tokio::spawn(async move { record_after_change(&identity, record).await });
 }
 
-/// `(method, route template) → (action, target type)` of every admin route that changes
-/// something and does not audit itself. The target's id is the route's `{id}` (or `{code}`),
-/// else the `id` the route answered with; `PUT /v1/admin/fx-rates` names its pair.
-pub const ADMIN_ACTIONS: &[(&str, &str, &str, &str)] = &[
-    ("POST", "/v1/admin/adjustments", "adjustment.create", "transfer"),
-    ("POST", "/v1/admin/transfers/{id}/execute", "transfer.execute", "transfer"),
-    ("POST", "/v1/admin/transfers/{id}/reject", "transfer.reject", "transfer"),
-    ("POST", "/v1/admin/transfers/{id}/cancel", "transfer.cancel", "transfer"),
-    ("POST", "/v1/admin/accounts", "account.open", "account"),
-    ("POST", "/v1/admin/accounts/{id}/status", "account.status", "account"),
-    ("PUT", "/v1/admin/fx-rates", "fx_rate.set", "fx_rate"),
-    ("POST", "/v1/admin/fee-rules", "fee_rule.create", "fee_rule"),
-    ("PUT", "/v1/admin/fee-rules/{id}", "fee_rule.update", "fee_rule"),
-    ("PUT", "/v1/admin/transfer-types/{code}", "transfer_type.update", "transfer_type"),
-    ("POST", "/v1/admin/aml/rules", "aml_rule.create", "aml_rule"),
-    ("PUT", "/v1/admin/aml/rules/{id}", "aml_rule.update", "aml_rule"),
-    ("DELETE", "/v1/admin/aml/rules/{id}", "aml_rule.delete", "aml_rule"),
-    ("POST", "/v1/admin/aml/flags/{id}/resolve", "aml_flag.resolve", "aml_flag"),
-    ("POST", "/v1/admin/actors/{kind}/{id}/release", "actor.release", "actor"),
-    // Audited in its own transaction by the limits store (the response is marked `Audited`);
-    // named here so the action is the same wherever the route is listed.
-    ("PUT", "/v1/admin/limits/{level}", "limits.update", "verification_level"),
-    ("POST", "/v1/admin/webhooks", "webhook.create", "webhook"),
-    ("PATCH", "/v1/admin/webhooks/{id}", "webhook.update", "webhook"),
-    ("DELETE", "/v1/admin/webhooks/{id}", "webhook.delete", "webhook"),
-    ("POST", "/v1/admin/webhooks/{id}/replay", "webhook.replay", "webhook"),
+/// Where an admin change's entry is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// In the change's own transaction: the journal batch that commits it (`Record::Audit`),
+    /// or the store write that makes it (`Store::save_pricing`, the `AmlStore` writes, the
+    /// limits store). The handler builds the entry (`AdminChange::record`), passes it down, and
+    /// marks its answer `Audited`.
+    WithChange,
+    /// By the route layer, in a transaction of its own, right after the handler answered
+    /// `2xx` (`after_admin_change`).
+    AfterChange,
+}
+
+/// `(method, route template) → (action, target type, where written)` of every admin route
+/// that changes something outside the identity store. The target's id is the route's `{id}`
+/// (or `{code}`), else the id of what the route made; `PUT /v1/admin/fx-rates` names its pair.
+pub const ADMIN_ACTIONS: &[(&str, &str, &str, &str, Written)] = &[
+    ("POST", "/v1/admin/adjustments", "adjustment.create", "transfer", Written::WithChange),
+    ("POST", "/v1/admin/transfers/{id}/execute", "transfer.execute", "transfer", Written::WithChange),
+    ("POST", "/v1/admin/transfers/{id}/reject", "transfer.reject", "transfer", Written::WithChange),
+    ("POST", "/v1/admin/transfers/{id}/cancel", "transfer.cancel", "transfer", Written::WithChange),
+    ("POST", "/v1/admin/accounts", "account.open", "account", Written::WithChange),
+    ("POST", "/v1/admin/accounts/{id}/status", "account.status", "account", Written::WithChange),
+    ("PUT", "/v1/admin/fx-rates", "fx_rate.set", "fx_rate", Written::WithChange),
+    ("POST", "/v1/admin/fee-rules", "fee_rule.create", "fee_rule", Written::WithChange),
+    ("PUT", "/v1/admin/fee-rules/{id}", "fee_rule.update", "fee_rule", Written::WithChange),
+    ("PUT", "/v1/admin/transfer-types/{code}", "transfer_type.update", "transfer_type", Written::WithChange),
+    ("POST", "/v1/admin/aml/rules", "aml_rule.create", "aml_rule", Written::WithChange),
+    ("PUT", "/v1/admin/aml/rules/{id}", "aml_rule.update", "aml_rule", Written::WithChange),
+    ("DELETE", "/v1/admin/aml/rules/{id}", "aml_rule.delete", "aml_rule", Written::WithChange),
+    ("POST", "/v1/admin/aml/flags/{id}/resolve", "aml_flag.resolve", "aml_flag", Written::WithChange),
+    // A quarantine is process memory, never stored: the entry is committed through the
+    // journal right after the release, before the answer (docs/audit.md).
+    ("POST", "/v1/admin/actors/{kind}/{id}/release", "actor.release", "actor", Written::WithChange),
+    ("PUT", "/v1/admin/limits/{level}", "limits.update", "verification_level", Written::WithChange),
+    // Issue 16's webhook subscriptions (the events store): still written after the change.
+    ("POST", "/v1/admin/webhooks", "webhook.create", "webhook", Written::AfterChange),
+    ("PATCH", "/v1/admin/webhooks/{id}", "webhook.update", "webhook", Written::AfterChange),
+    ("DELETE", "/v1/admin/webhooks/{id}", "webhook.delete", "webhook", Written::AfterChange),
+    ("POST", "/v1/admin/webhooks/{id}/replay", "webhook.replay", "webhook", Written::AfterChange),
 ];
 
 /// Whether a request is one the layer considers: a change to an admin resource.
@@ -322,10 +396,25 @@ pub async fn after_admin_change(State(state): State<AppState>, request: Request,
         Ok(read) => read,
         Err(error) => return error.into_response(),
     };
+    let request_details = request_bytes.as_deref().map(body_details).unwrap_or(Value::Null);
+    // For a handler that audits its change in the change's own transaction: the same facts
+    // this layer would record (`AdminChange::record`).
+    parts.extensions.insert(AdminChange {
+        context: context.clone(),
+        method: method.as_str().to_owned(),
+        route: route.clone(),
+        request: request_details.clone(),
+    });
     let slot = CallerSlot::default();
     parts.extensions.insert(slot.clone());
     let response = next.run(Request::from_parts(parts, body)).await;
     if !response.status().is_success() || response.extensions().get::<Audited>().is_some() {
+        return response;
+    }
+    if written(method.as_str(), &route) == Written::WithChange {
+        // Its entry belongs in the change's transaction; an entry written now would claim
+        // what did not happen. A handler that forgot to pass it is a bug to see, not paper over.
+        tracing::error!(target: "audit", route = %route, "an admin change audited with its change answered 2xx unmarked");
         return response;
     }
     let Some(caller) = slot.get() else {
@@ -340,7 +429,6 @@ pub async fn after_admin_change(State(state): State<AppState>, request: Request,
         Ok(read) => read,
         Err(error) => return error.into_response(),
     };
-    let request_details = request_bytes.as_deref().map(body_details).unwrap_or(Value::Null);
     let answered_id = response_bytes
         .as_deref()
         .and_then(|bytes| serde_json::from_slice::<Value>(bytes).ok())
@@ -366,9 +454,19 @@ pub async fn after_admin_change(State(state): State<AppState>, request: Request,
 /// complete).
 fn admin_action(method: &str, route: &str) -> (String, &'static str) {
     match ADMIN_ACTIONS.iter().find(|(m, r, ..)| *m == method && *r == route) {
-        Some((_, _, action, target)) => ((*action).to_owned(), target),
+        Some((_, _, action, target, _)) => ((*action).to_owned(), target),
         None => (format!("admin.{} {route}", method.to_ascii_lowercase()), "resource"),
     }
+}
+
+/// Where the entry of an admin change is written: `ADMIN_ACTIONS`' word, and after the change
+/// for a route missing from it (so it still gets an entry; a unit test keeps the table
+/// complete).
+fn written(method: &str, route: &str) -> Written {
+    ADMIN_ACTIONS
+        .iter()
+        .find(|(m, r, ..)| *m == method && *r == route)
+        .map_or(Written::AfterChange, |(.., written)| *written)
 }
 
 fn target_of(route: &str, params: &[(String, String)], request: &Value, answered_id: Option<String>) -> Option<String> {
@@ -683,7 +781,7 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "admin changes without a named audit action: {missing:?}");
-        for (method, route, action, _) in ADMIN_ACTIONS {
+        for (method, route, action, ..) in ADMIN_ACTIONS {
             assert!(document["paths"][route][method.to_lowercase()].is_object(), "{method} {route} is not served");
             assert!(action.contains('.'), "{action}");
         }

@@ -62,7 +62,8 @@ impl EventEncoder for JsonEvents {
             }
             Record::AmlFlag(flag) => serde_json::to_string(&AmlFlagView::of(flag).ok()?),
             Record::CryptoOp(op) => serde_json::to_string(&CryptoOpView::of(op).ok()?),
-            Record::WalletOpened(_) | Record::Wallet { .. } => return None,
+            // No events (`EventType::of_record`): an audit record is the audit log's, not a client's.
+            Record::WalletOpened(_) | Record::Wallet { .. } | Record::Audit(_) => return None,
         };
         match rendered {
             Ok(text) => Some(text),

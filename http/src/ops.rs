@@ -8,8 +8,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use tally_actors::QuarantinedActor;
 use tally_engine::{AccountId, ErrorCode, WalletId};
 
+use crate::audit::{AdminChange, audited};
 use crate::auth::caller::Authorized;
 use crate::auth::permissions::{OpsRead, OpsWrite};
 use crate::json::ApiJson;
@@ -129,8 +131,9 @@ const KIND_ECHO_MAX: usize = 32;
     security(("bearer" = []))
 )]
 pub async fn release(
-    _: Authorized<OpsWrite>,
+    admin: Authorized<OpsWrite>,
     State(state): State<AppState>,
+    change: AdminChange,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
     // A segment that is not UTF-8 after percent-decoding: problem+json like any bad input.
@@ -138,9 +141,9 @@ pub async fn release(
         path.map_err(|rejection| ApiError::new(ErrorCode::ValidationError, rejection.body_text()))?;
     let engine = state.engine()?;
     let uuid = || uuid::Uuid::try_parse(&id).map_err(|_| ApiError::field("id", "must be a UUID"));
-    let released = match kind.as_str() {
-        "account" => engine.release_account_quarantine(AccountId::from_uuid(uuid()?)),
-        "wallet" => engine.release_wallet_quarantine(WalletId::from_uuid(uuid()?)),
+    let actor = match kind.as_str() {
+        "account" => QuarantinedActor::Account(AccountId::from_uuid(uuid()?)),
+        "wallet" => QuarantinedActor::Wallet(WalletId::from_uuid(uuid()?)),
         _ => {
             let shown: String = kind.chars().take(KIND_ECHO_MAX).collect();
             return Err(ApiError::new(
@@ -149,9 +152,10 @@ pub async fn release(
             ));
         }
     };
-    if !released {
+    let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::NO_CONTENT), Some(id.clone()));
+    if !engine.release_quarantine_audited(actor, entry).await? {
         return Err(ApiError::not_found("quarantined actor"));
     }
     tracing::warn!(kind = %kind, id = %id, "actor quarantine released by an operator");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(audited(StatusCode::NO_CONTENT.into_response()))
 }

@@ -22,6 +22,7 @@ use tally_engine::fees::{FeeKind, FeeRule, FeeTier};
 use tally_engine::transfer_type::{ExecutionMode, TransferTypeSettings};
 use tally_engine::{FxRate, Timestamp, TransferKind};
 
+use crate::audit::{AdminChange, audited};
 use crate::auth::Authorized;
 use crate::auth::permissions::{FeesRead, FeesWrite, FxRead, FxWrite, TransferTypesWrite};
 use crate::input::{self, IdPath};
@@ -133,15 +134,18 @@ pub async fn list_fx_rates(State(state): State<AppState>, _admin: Authorized<FxR
 pub async fn put_fx_rate(
     State(state): State<AppState>,
     admin: Authorized<FxWrite>,
+    change: AdminChange,
     ApiJson(body): ApiJson<FxRateBody>,
 ) -> Result<Response, ApiError> {
     let from = input::currency("from", &body.from)?;
     let to = input::currency("to", &body.to)?;
     let rate = decimal("rate", &body.rate)?;
     let engine = state.engine()?;
-    engine.set_fx_rate(from, to, rate).await?;
+    let pair = format!("{}/{}", from.code(), to.code());
+    let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::NO_CONTENT), Some(pair));
+    engine.set_fx_rate(from, to, rate, Some(&entry)).await?;
     tracing::info!(target: "audit", admin = %admin.admin_id(), %from, %to, %rate, "fx rate set");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(audited(StatusCode::NO_CONTENT.into_response()))
 }
 
 // ---- fee rules ----------------------------------------------------------------------------
@@ -312,13 +316,16 @@ pub async fn list_fee_rules(State(state): State<AppState>, _admin: Authorized<Fe
 pub async fn create_fee_rule(
     State(state): State<AppState>,
     admin: Authorized<FeesWrite>,
+    change: AdminChange,
     ApiJson(body): ApiJson<FeeRuleBody>,
 ) -> Result<Response, ApiError> {
     let spec = fee_rule_spec(body)?;
     let engine = state.engine()?;
-    let rule = engine.create_fee_rule(spec).await?;
+    let id = engine.new_transfer_id().as_uuid();
+    let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::CREATED), Some(id.to_string()));
+    let rule = engine.create_fee_rule(id, spec, Some(&entry)).await?;
     tracing::info!(target: "audit", admin = %admin.admin_id(), rule = %rule.id, "fee rule created");
-    Ok((StatusCode::CREATED, axum::Json(FeeRuleView::of(&rule)?)).into_response())
+    Ok(audited((StatusCode::CREATED, axum::Json(FeeRuleView::of(&rule)?)).into_response()))
 }
 
 /// `GET /v1/admin/fee-rules/{id}` (`fees:read`) → the rule.
@@ -354,14 +361,16 @@ pub async fn get_fee_rule(
 pub async fn put_fee_rule(
     State(state): State<AppState>,
     admin: Authorized<FeesWrite>,
+    change: AdminChange,
     IdPath(id): IdPath,
     ApiJson(body): ApiJson<FeeRuleBody>,
 ) -> Result<Response, ApiError> {
     let spec = fee_rule_spec(body)?;
     let engine = state.engine()?;
-    let rule = engine.update_fee_rule(id, spec).await?;
+    let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::OK), Some(id.to_string()));
+    let rule = engine.update_fee_rule(id, spec, Some(&entry)).await?;
     tracing::info!(target: "audit", admin = %admin.admin_id(), rule = %rule.id, "fee rule replaced");
-    Ok(axum::Json(FeeRuleView::of(&rule)?).into_response())
+    Ok(audited(axum::Json(FeeRuleView::of(&rule)?).into_response()))
 }
 
 // ---- transfer types -----------------------------------------------------------------------
@@ -447,6 +456,7 @@ pub async fn list_transfer_types(
 pub async fn put_transfer_type(
     State(state): State<AppState>,
     admin: Authorized<TransferTypesWrite>,
+    change: AdminChange,
     axum::extract::Path(code): axum::extract::Path<String>,
     ApiJson(body): ApiJson<TransferTypeBody>,
 ) -> Result<Response, ApiError> {
@@ -464,7 +474,8 @@ pub async fn put_transfer_type(
         max_amount: limit("max_amount", body.max_amount.as_deref())?,
     };
     let engine = state.engine()?;
-    engine.save_transfer_type(kind, settings.clone()).await?;
+    let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::OK), Some(code.clone()));
+    engine.save_transfer_type(kind, settings.clone(), Some(&entry)).await?;
     tracing::info!(target: "audit", admin = %admin.admin_id(), kind = kind.as_str(), enabled = settings.enabled, "transfer type set");
-    Ok(axum::Json(AdminTransferTypeView::of(kind, &engine.transfer_type(kind))).into_response())
+    Ok(audited(axum::Json(AdminTransferTypeView::of(kind, &engine.transfer_type(kind))).into_response()))
 }

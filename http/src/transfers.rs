@@ -129,8 +129,19 @@ pub async fn run_transfer(
     request: TransferRequest,
     key: Option<Idempotency>,
 ) -> Result<(Transfer, bool), ApiError> {
+    run_transfer_audited(state, request, key, None).await
+}
+
+/// `run_transfer` for an admin's money-moving request: `audit` is committed with the
+/// transfer's outcome (`Engine::transfer_idempotent_audited`).
+pub async fn run_transfer_audited(
+    state: &AppState,
+    request: TransferRequest,
+    key: Option<Idempotency>,
+    audit: Option<tally_engine::AuditRecord>,
+) -> Result<(Transfer, bool), ApiError> {
     let engine = state.engine()?;
-    engine.transfer_idempotent(request, key).await.map_err(ApiError::from)
+    engine.transfer_idempotent_audited(request, key, audit).await.map_err(ApiError::from)
 }
 
 /// The answer to a money-moving POST: `201` for a completed transfer, `202` for one still

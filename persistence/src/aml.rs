@@ -9,6 +9,7 @@ use tally_engine::TransferId;
 use tally_engine::UserId;
 use tally_engine::aml::{AmlFlag, AmlRule, FlagStatus};
 
+use crate::audit::AuditRecord;
 use crate::reads::listing::Position;
 use crate::store::StoreError;
 
@@ -45,11 +46,14 @@ pub trait AmlStore: Send + Sync + 'static {
     /// Every rule, oldest first.
     async fn aml_rules(&self) -> Result<Vec<AmlRule>, StoreError>;
 
-    /// Inserts the rule, or replaces the rule with its id.
-    async fn put_aml_rule(&self, rule: &AmlRule) -> Result<(), StoreError>;
+    /// Inserts the rule, or replaces the rule with its id. `audit`, the admin's record of the
+    /// change, is appended to the audit chain in the same transaction, last (SQL stores; the
+    /// in-memory store, which has no chain, ignores it). The HTTP layer always gives one.
+    async fn put_aml_rule(&self, rule: &AmlRule, audit: Option<&AuditRecord>) -> Result<(), StoreError>;
 
-    /// Deletes the rule; false if there was none. Its flags keep its id and name.
-    async fn delete_aml_rule(&self, id: uuid::Uuid) -> Result<bool, StoreError>;
+    /// Deletes the rule; false if there was none (then nothing is recorded). Its flags keep its
+    /// id and name. `audit` as for `put_aml_rule`.
+    async fn delete_aml_rule(&self, id: uuid::Uuid, audit: Option<&AuditRecord>) -> Result<bool, StoreError>;
 
     async fn aml_flag(&self, id: uuid::Uuid) -> Result<Option<AmlFlag>, StoreError>;
 
@@ -64,7 +68,13 @@ pub trait AmlStore: Send + Sync + 'static {
     async fn count_aml_flags(&self, filter: FlagFilter) -> Result<u64, StoreError>;
 
     /// Resolves an open flag (one conditional update: two analysts cannot both resolve it).
-    async fn resolve_aml_flag(&self, id: uuid::Uuid, resolution: &Resolution) -> Result<Resolved, StoreError>;
+    /// `audit` as for `put_aml_rule`, appended only when the flag was resolved here.
+    async fn resolve_aml_flag(
+        &self,
+        id: uuid::Uuid,
+        resolution: &Resolution,
+        audit: Option<&AuditRecord>,
+    ) -> Result<Resolved, StoreError>;
 }
 
 /// Newest first by `(created_at, id)`: the order every flag listing uses.

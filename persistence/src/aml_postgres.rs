@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::{PgStore, classify, corrupt, parse, seq_to_db};
 use crate::aml::{AmlStore, FlagFilter, Resolution, Resolved};
+use crate::audit::AuditRecord;
 use crate::reads::listing::Position;
 use crate::store::StoreError;
 
@@ -133,9 +134,11 @@ impl AmlStore for PgStore {
         .await
     }
 
-    async fn put_aml_rule(&self, rule: &AmlRule) -> Result<(), StoreError> {
+    async fn put_aml_rule(&self, rule: &AmlRule, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
         let rule = rule.clone();
+        let audit = audit.cloned();
         self.run(|pool| async move {
+            let mut transaction = pool.begin().await.map_err(classify)?;
             let (amount, transfer_type, window, max_count, max_amount, currency) = match &rule.kind {
                 AmlRuleKind::Threshold(threshold) => (
                     Some(threshold.amount),
@@ -175,19 +178,35 @@ impl AmlStore for PgStore {
             .bind(max_amount)
             .bind(rule.created_at.as_micros())
             .bind(rule.updated_at.as_micros())
-            .execute(&pool)
+            .execute(&mut *transaction)
             .await
             .map_err(classify)?;
-            Ok(())
+            if let Some(audit) = &audit {
+                crate::audit::postgres::append(&mut transaction, audit).await?;
+            }
+            transaction.commit().await.map_err(classify)
         })
         .await
     }
 
-    async fn delete_aml_rule(&self, id: Uuid) -> Result<bool, StoreError> {
+    async fn delete_aml_rule(&self, id: Uuid, audit: Option<&AuditRecord>) -> Result<bool, StoreError> {
+        let audit = audit.cloned();
         self.run(|pool| async move {
-            let deleted =
-                sqlx::query("DELETE FROM aml_rules WHERE id = $1").bind(id).execute(&pool).await.map_err(classify)?;
-            Ok(deleted.rows_affected() == 1)
+            let mut transaction = pool.begin().await.map_err(classify)?;
+            let deleted = sqlx::query("DELETE FROM aml_rules WHERE id = $1")
+                .bind(id)
+                .execute(&mut *transaction)
+                .await
+                .map_err(classify)?;
+            if deleted.rows_affected() != 1 {
+                // Nothing changed, so nothing is recorded; the transaction rolls back on drop.
+                return Ok(false);
+            }
+            if let Some(audit) = &audit {
+                crate::audit::postgres::append(&mut transaction, audit).await?;
+            }
+            transaction.commit().await.map_err(classify)?;
+            Ok(true)
         })
         .await
     }
@@ -244,9 +263,16 @@ impl AmlStore for PgStore {
         .await
     }
 
-    async fn resolve_aml_flag(&self, id: Uuid, resolution: &Resolution) -> Result<Resolved, StoreError> {
+    async fn resolve_aml_flag(
+        &self,
+        id: Uuid,
+        resolution: &Resolution,
+        audit: Option<&AuditRecord>,
+    ) -> Result<Resolved, StoreError> {
         let resolution = resolution.clone();
+        let audit = audit.cloned();
         self.run(|pool| async move {
+            let mut transaction = pool.begin().await.map_err(classify)?;
             let updated = sqlx::query(
                 "UPDATE aml_flags SET status = $2, notes = $3, resolved_at = $4, resolved_by = $5
                  WHERE id = $1 AND status = 'open'",
@@ -256,12 +282,18 @@ impl AmlStore for PgStore {
             .bind(&resolution.notes)
             .bind(resolution.at.as_micros())
             .bind(resolution.by.as_uuid())
-            .execute(&pool)
+            .execute(&mut *transaction)
             .await
             .map_err(classify)?;
             if updated.rows_affected() == 1 {
+                if let Some(audit) = &audit {
+                    crate::audit::postgres::append(&mut transaction, audit).await?;
+                }
+                transaction.commit().await.map_err(classify)?;
                 return Ok(Resolved::Resolved);
             }
+            // Nothing changed (resolved already, or no such flag): nothing is recorded.
+            transaction.rollback().await.map_err(classify)?;
             let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM aml_flags WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&pool)

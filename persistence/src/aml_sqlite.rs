@@ -13,6 +13,7 @@ use super::{
     optional_text, optional_uuid, parse, seq_to_db, text, uuid,
 };
 use crate::aml::{AmlStore, FlagFilter, Resolution, Resolved};
+use crate::audit::AuditRecord;
 use crate::reads::listing::Position;
 use crate::store::StoreError;
 
@@ -124,9 +125,11 @@ impl AmlStore for SqliteStore {
         .await
     }
 
-    async fn put_aml_rule(&self, rule: &AmlRule) -> Result<(), StoreError> {
+    async fn put_aml_rule(&self, rule: &AmlRule, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
         let rule = rule.clone();
+        let audit = audit.cloned();
         self.run(|pool| async move {
+            let mut transaction = pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)?;
             let (amount, transfer_type, window, max_count, max_amount, currency) = match &rule.kind {
                 AmlRuleKind::Threshold(threshold) => (
                     Some(amount_to_db(threshold.amount)),
@@ -166,22 +169,35 @@ impl AmlStore for SqliteStore {
             .bind(max_amount)
             .bind(rule.created_at.as_micros())
             .bind(rule.updated_at.as_micros())
-            .execute(&pool)
+            .execute(&mut *transaction)
             .await
             .map_err(classify)?;
-            Ok(())
+            if let Some(audit) = &audit {
+                crate::audit::sqlite::append(&mut transaction, audit).await?;
+            }
+            transaction.commit().await.map_err(classify)
         })
         .await
     }
 
-    async fn delete_aml_rule(&self, id: Uuid) -> Result<bool, StoreError> {
+    async fn delete_aml_rule(&self, id: Uuid, audit: Option<&AuditRecord>) -> Result<bool, StoreError> {
+        let audit = audit.cloned();
         self.run(|pool| async move {
+            let mut transaction = pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)?;
             let deleted = sqlx::query("DELETE FROM aml_rules WHERE id = ?")
                 .bind(id_to_db(id))
-                .execute(&pool)
+                .execute(&mut *transaction)
                 .await
                 .map_err(classify)?;
-            Ok(deleted.rows_affected() == 1)
+            if deleted.rows_affected() != 1 {
+                // Nothing changed, so nothing is recorded; the transaction rolls back on drop.
+                return Ok(false);
+            }
+            if let Some(audit) = &audit {
+                crate::audit::sqlite::append(&mut transaction, audit).await?;
+            }
+            transaction.commit().await.map_err(classify)?;
+            Ok(true)
         })
         .await
     }
@@ -238,9 +254,16 @@ impl AmlStore for SqliteStore {
         .await
     }
 
-    async fn resolve_aml_flag(&self, id: Uuid, resolution: &Resolution) -> Result<Resolved, StoreError> {
+    async fn resolve_aml_flag(
+        &self,
+        id: Uuid,
+        resolution: &Resolution,
+        audit: Option<&AuditRecord>,
+    ) -> Result<Resolved, StoreError> {
         let resolution = resolution.clone();
+        let audit = audit.cloned();
         self.run(|pool| async move {
+            let mut transaction = pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)?;
             let updated = sqlx::query(
                 "UPDATE aml_flags SET status = ?, notes = ?, resolved_at = ?, resolved_by = ?
                  WHERE id = ? AND status = 'open'",
@@ -250,12 +273,18 @@ impl AmlStore for SqliteStore {
             .bind(resolution.at.as_micros())
             .bind(id_to_db(resolution.by.as_uuid()))
             .bind(id_to_db(id))
-            .execute(&pool)
+            .execute(&mut *transaction)
             .await
             .map_err(classify)?;
             if updated.rows_affected() == 1 {
+                if let Some(audit) = &audit {
+                    crate::audit::sqlite::append(&mut transaction, audit).await?;
+                }
+                transaction.commit().await.map_err(classify)?;
                 return Ok(Resolved::Resolved);
             }
+            // Nothing changed (resolved already, or no such flag): nothing is recorded.
+            transaction.rollback().await.map_err(classify)?;
             let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM aml_flags WHERE id = ?")
                 .bind(id_to_db(id))
                 .fetch_optional(&pool)

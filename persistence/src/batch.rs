@@ -28,6 +28,8 @@
 //!   change of its status or credit limit, are written with their batch.
 //! - Wallets, AML flags and crypto operations as before: one row per change, coalesced per
 //!   batch.
+//! - **Audit entries** (`Record::Audit`, an admin change's entry riding with the change):
+//!   appended to the audit chain last in the batch's transaction.
 //! - **Events** (`crate::events`): one row per record that describes a change a client cares
 //!   about, keyed by that record's (shard, seq), new rows like postings; and each batch of
 //!   records links the journal's hash chain (`events::chain`).
@@ -39,8 +41,8 @@ use rust_decimal::Decimal;
 use tally_engine::aml::AmlFlag;
 use tally_engine::transfer::SagaStep;
 use tally_engine::{
-    Account, AccountEvent, AccountId, AccountStatus, CryptoOp, Currency, Direction, Posting, Record, Timestamp,
-    Transfer, TransferId, TransferStatus, Wallet, WalletEvent, WalletId,
+    Account, AccountEvent, AccountId, AccountStatus, AuditRecord, CryptoOp, Currency, Direction, Posting, Record,
+    Timestamp, Transfer, TransferId, TransferStatus, Wallet, WalletEvent, WalletId,
 };
 
 use crate::events::EventRow;
@@ -134,6 +136,11 @@ pub struct BatchPlan {
     pub crypto_ops: Vec<(u64, CryptoOp)>,
     /// The events its records make (`events`), in seq order: new rows, written with the rest.
     pub events: Vec<EventRow>,
+    /// Audit entries of admin changes the batch makes (`Record::Audit`), in seq order:
+    /// appended to the audit chain last in the batch's transaction (docs/audit.md), so the
+    /// audit head row is held only from there to the commit. Empty for ordinary traffic, which
+    /// then pays one emptiness check.
+    pub audits: Vec<AuditRecord>,
 }
 
 /// A wallet asset's credit or debit: the wallet side of double entry (`postings` is the
@@ -337,6 +344,7 @@ impl BatchPlan {
                 Record::CryptoOp(op) => {
                     upsert(&mut plan.crypto_ops, &mut crypto_index, op.id, (seq, (**op).clone()));
                 }
+                Record::Audit(record) => plan.audits.push((**record).clone()),
             }
         }
         for key in hold_order {

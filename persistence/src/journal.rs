@@ -513,25 +513,57 @@ impl Journal {
     /// transaction), so after a crash either all of them are durable or none is. The ack
     /// resolves once they are. An atomic batch of transfers records its intent this way.
     pub fn append_group_acked(&self, records: Vec<Record>) -> Result<DurableAck, Overloaded> {
+        self.append_group_positioned(records).map(|(_, ack)| ack)
+    }
+
+    /// `append_group_acked`, also answering the position of the group's first record (the
+    /// next one's, for an empty group): an account opened with its audit record is known to
+    /// its registry by where its opening is.
+    pub fn append_group_positioned(&self, records: Vec<Record>) -> Result<(JournalPosition, DurableAck), Overloaded> {
         if self.inner.closed.load(Ordering::Relaxed) || !self.has_room() {
             return Err(Overloaded);
         }
         let (sender, receiver) = oneshot::channel();
-        let mut ack = Some(sender);
+        let (first, _) = self.enqueue_group(records, None, Some(sender));
+        Ok((first, DurableAck(receiver)))
+    }
+
+    /// Appends `records` as one group (as `append_group_acked`) whose room `has_room` confirmed,
+    /// after `depends_on`, as `append_admitted` does for one record; answers the position of
+    /// the last. An actor's change with the audit record of the admin who asked for it.
+    pub fn append_admitted_group(&self, records: Vec<Record>, depends_on: Option<JournalPosition>) -> JournalPosition {
+        let (_, last) = self.enqueue_group(records, depends_on, None);
+        last
+    }
+
+    /// Enqueues `records` as one group; `ack`, if any, resolves once the last is durable. Answers the
+    /// positions of the first and last record (for an empty group, both the next one's).
+    fn enqueue_group(
+        &self,
+        records: Vec<Record>,
+        depends_on: Option<JournalPosition>,
+        mut ack: Option<oneshot::Sender<()>>,
+    ) -> (JournalPosition, JournalPosition) {
+        // A dependency on this very journal is implied by its order; drop it.
+        let depends_on = depends_on.filter(|position| position.shard != self.inner.shard);
         let mut queue = self.queue();
         let count = records.len();
         let now = Instant::now();
+        let first = queue.next_seq;
         for (index, record) in records.into_iter().enumerate() {
             let seq = queue.next_seq;
             queue.next_seq += 1;
             queue.entries.push_back(Entry {
                 record: Some(SequencedRecord { seq, record }),
-                depends_on: None,
+                // The group goes whole into one batch, so the first entry's dependency holds
+                // for all of it.
+                depends_on: if index == 0 { depends_on } else { None },
                 ack: if index + 1 == count { ack.take() } else { None },
                 enqueued_at: now,
                 group_rest: if index == 0 { count - 1 } else { 0 },
             });
         }
+        let last = queue.next_seq.saturating_sub(1).max(first);
         queue.records += count;
         self.inner.queued.store(queue.records, Ordering::Relaxed);
         if let Some(ack) = ack {
@@ -546,7 +578,8 @@ impl Journal {
         }
         drop(queue);
         self.inner.work.notify_one();
-        Ok(DurableAck(receiver))
+        let shard = self.inner.shard;
+        (JournalPosition { shard, seq: first }, JournalPosition { shard, seq: last })
     }
 
     /// The newest record of this journal not yet durable that `select` picks.

@@ -21,6 +21,7 @@ use crate::crypto::WalletProfile;
 use tally_engine::aml::{AmlFlag, AmlRule, FlagStatus};
 
 use crate::aml::{AmlStore, FlagFilter, Resolution, Resolved, newest_first};
+use crate::audit::AuditRecord;
 use crate::reads::listing::Position;
 use crate::store::{JournalWriter, LiveHold, Loaded, SequencedRecord, Store, StoreError, plan_writer};
 
@@ -47,6 +48,8 @@ struct State {
     crypto_ops: HashMap<TransferId, Loaded<CryptoOp>>,
     wallet_postings: Vec<(u64, WalletPosting)>,
     wallet_profiles: Vec<WalletProfile>,
+    /// Audit records committed with journal batches, in commit order (`Record::Audit`).
+    audit_records: Vec<tally_engine::AuditRecord>,
 }
 
 #[derive(Default)]
@@ -78,6 +81,11 @@ impl MemoryStore {
     /// Refuses commits (`false`) and takes them again (`true`); reads are unaffected.
     pub fn set_commits_available(&self, available: bool) {
         self.commits_available.store(available, Ordering::SeqCst);
+    }
+
+    /// The audit records committed so far with journal batches, oldest first.
+    pub fn audit_records(&self) -> Vec<tally_engine::AuditRecord> {
+        self.state.lock().map(|state| state.audit_records.clone()).unwrap_or_default()
     }
 
     fn state(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
@@ -121,6 +129,9 @@ fn apply(state: &mut State, sequenced: &SequencedRecord) -> Result<(), StoreErro
         Record::AmlFlag(flag) => {
             state.aml_flags.entry(flag.id).or_insert_with(|| (**flag).clone());
         }
+        // This store has no audit chain (the identity store, which has, is always an SQL one);
+        // it keeps the records as committed so engine tests can see which batch carried them.
+        Record::Audit(record) => state.audit_records.push((**record).clone()),
     }
     Ok(())
 }
@@ -384,7 +395,11 @@ impl Store for MemoryStore {
         Ok(self.state()?.pricing.clone())
     }
 
-    async fn save_pricing(&self, change: &crate::finance::PricingChange) -> Result<(), StoreError> {
+    async fn save_pricing(
+        &self,
+        change: &crate::finance::PricingChange,
+        _audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
         use crate::finance::PricingChange;
         let mut state = self.state()?;
         let pricing = &mut state.pricing;
@@ -422,7 +437,7 @@ impl AmlStore for MemoryStore {
         Ok(self.state()?.aml_rules.clone())
     }
 
-    async fn put_aml_rule(&self, rule: &AmlRule) -> Result<(), StoreError> {
+    async fn put_aml_rule(&self, rule: &AmlRule, _audit: Option<&AuditRecord>) -> Result<(), StoreError> {
         let mut state = self.state()?;
         match state.aml_rules.iter_mut().find(|stored| stored.id == rule.id) {
             Some(stored) => *stored = rule.clone(),
@@ -431,7 +446,7 @@ impl AmlStore for MemoryStore {
         Ok(())
     }
 
-    async fn delete_aml_rule(&self, id: uuid::Uuid) -> Result<bool, StoreError> {
+    async fn delete_aml_rule(&self, id: uuid::Uuid, _audit: Option<&AuditRecord>) -> Result<bool, StoreError> {
         let mut state = self.state()?;
         let before = state.aml_rules.len();
         state.aml_rules.retain(|rule| rule.id != id);
@@ -467,7 +482,12 @@ impl AmlStore for MemoryStore {
         Ok(self.state()?.aml_flags.values().filter(|flag| flag_matches(flag, filter)).count() as u64)
     }
 
-    async fn resolve_aml_flag(&self, id: uuid::Uuid, resolution: &Resolution) -> Result<Resolved, StoreError> {
+    async fn resolve_aml_flag(
+        &self,
+        id: uuid::Uuid,
+        resolution: &Resolution,
+        _audit: Option<&AuditRecord>,
+    ) -> Result<Resolved, StoreError> {
         let mut state = self.state()?;
         let Some(flag) = state.aml_flags.get_mut(&id) else { return Ok(Resolved::NotFound) };
         if flag.status != FlagStatus::Open {

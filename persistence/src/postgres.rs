@@ -254,6 +254,11 @@ pub(crate) async fn write_plan(
     commit_wallets(&mut transaction, plan).await?;
     crypto::commit(&mut transaction, plan).await?;
     fence_and_link(&mut transaction, plan).await?;
+    // Last, so the audit head row (locked `FOR UPDATE` by the append) is held only from here to
+    // the commit, and never while this transaction waits for another lock.
+    for record in &plan.audits {
+        crate::audit::postgres::append(&mut transaction, record).await?;
+    }
     transaction.commit().await.map_err(classify)
 }
 
@@ -1250,7 +1255,11 @@ impl Store for PgStore {
         crate::finance::postgres::load(self).await
     }
 
-    async fn save_pricing(&self, change: &crate::finance::PricingChange) -> Result<(), StoreError> {
-        crate::finance::postgres::save(self, change).await
+    async fn save_pricing(
+        &self,
+        change: &crate::finance::PricingChange,
+        audit: Option<&crate::audit::AuditRecord>,
+    ) -> Result<(), StoreError> {
+        crate::finance::postgres::save(self, change, audit).await
     }
 }

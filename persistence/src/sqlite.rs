@@ -340,7 +340,13 @@ async fn write_plan(transaction: &mut Transaction<'_, Sqlite>, plan: &BatchPlan)
     commit_wallets(transaction, plan).await?;
     crypto::commit(transaction, plan).await?;
     crate::events::sqlite::write_events(transaction, plan).await?;
-    crate::events::sqlite::link_batch(transaction, plan).await
+    crate::events::sqlite::link_batch(transaction, plan).await?;
+    // Last, as in every audited transaction (the transaction began `IMMEDIATE`, which is what
+    // serialises appends to the chain here).
+    for record in &plan.audits {
+        crate::audit::sqlite::append(transaction, record).await?;
+    }
+    Ok(())
 }
 
 /// Writes a transfer's whole state: a transfer record is the transfer's full state after a
@@ -973,8 +979,12 @@ impl Store for SqliteStore {
         crate::finance::sqlite::load(self).await
     }
 
-    async fn save_pricing(&self, change: &crate::finance::PricingChange) -> Result<(), StoreError> {
-        crate::finance::sqlite::save(self, change).await
+    async fn save_pricing(
+        &self,
+        change: &crate::finance::PricingChange,
+        audit: Option<&crate::audit::AuditRecord>,
+    ) -> Result<(), StoreError> {
+        crate::finance::sqlite::save(self, change, audit).await
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::audit::AuditRecord;
 use crate::finance::{PricingChange, PricingTables};
 use async_trait::async_trait;
 use tally_engine::{
@@ -207,10 +208,12 @@ pub trait Store: Send + Sync + 'static {
         Ok(PricingTables::default())
     }
 
-    /// Writes one admin change to the pricing configuration (an upsert). The default refuses:
-    /// a store that does not keep pricing must not pretend a change was saved.
-    async fn save_pricing(&self, change: &PricingChange) -> Result<(), StoreError> {
-        let _ = change;
+    /// Writes one admin change to the pricing configuration (an upsert) and, if given, the
+    /// admin's audit record of it, appended to the audit chain in the same transaction, last
+    /// (the HTTP layer always gives one; the in-memory store, with no chain, ignores it). The
+    /// default refuses: a store that does not keep pricing must not pretend a change was saved.
+    async fn save_pricing(&self, change: &PricingChange, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
+        let _ = (change, audit);
         Err(StoreError::Unavailable("this store keeps no pricing configuration".to_owned()))
     }
     // ---- wallets and crypto operations (`crypto.rs`, migration 0008) ----------------------
@@ -360,8 +363,8 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         (**self).load_pricing().await
     }
 
-    async fn save_pricing(&self, change: &PricingChange) -> Result<(), StoreError> {
-        (**self).save_pricing(change).await
+    async fn save_pricing(&self, change: &PricingChange, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
+        (**self).save_pricing(change, audit).await
     }
 
     async fn load_crypto_op(&self, id: TransferId) -> Result<Option<Loaded<CryptoOp>>, StoreError> {

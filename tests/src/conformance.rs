@@ -947,9 +947,9 @@ pub async fn pricing_round_trips(store: Arc<dyn Store>) {
         min_amount: Some(exact("0.000000000000000001")),
         max_amount: None,
     };
-    store.save_pricing(&PricingChange::FxRate(rate.clone())).await.unwrap();
-    store.save_pricing(&PricingChange::FeeRule(rule.clone())).await.unwrap();
-    store.save_pricing(&PricingChange::TransferType(TransferKind::Internal, settings.clone())).await.unwrap();
+    store.save_pricing(&PricingChange::FxRate(rate.clone()), None).await.unwrap();
+    store.save_pricing(&PricingChange::FeeRule(rule.clone()), None).await.unwrap();
+    store.save_pricing(&PricingChange::TransferType(TransferKind::Internal, settings.clone()), None).await.unwrap();
     let loaded = store.load_pricing().await.unwrap();
     assert_eq!(loaded.fx_rates, vec![rate.clone()]);
     assert_eq!(loaded.fee_rules, vec![rule.clone()]);
@@ -966,9 +966,9 @@ pub async fn pricing_round_trips(store: Arc<dyn Store>) {
         min_amount: None,
         max_amount: Some(exact("10")),
     };
-    store.save_pricing(&PricingChange::FxRate(rate.clone())).await.unwrap();
-    store.save_pricing(&PricingChange::FeeRule(rule.clone())).await.unwrap();
-    store.save_pricing(&PricingChange::TransferType(TransferKind::Internal, settings.clone())).await.unwrap();
+    store.save_pricing(&PricingChange::FxRate(rate.clone()), None).await.unwrap();
+    store.save_pricing(&PricingChange::FeeRule(rule.clone()), None).await.unwrap();
+    store.save_pricing(&PricingChange::TransferType(TransferKind::Internal, settings.clone()), None).await.unwrap();
     let loaded = store.load_pricing().await.unwrap();
     assert_eq!(loaded.fx_rates, vec![rate]);
     assert_eq!(loaded.fee_rules, vec![rule]);

@@ -1,5 +1,6 @@
-//! The audit log: admin changes and security events become hash-chained entries (identity
-//! changes in their own transaction, the others right after they are durable), listed with
+//! The audit log: admin changes and security events become hash-chained entries (every admin
+//! change in the transaction that makes it: identity writes, journal batches, pricing and AML
+//! writes), listed with
 //! filters and pages by `GET /v1/admin/audit`, anchored by `GET /v1/admin/audit/head`; the
 //! chain holds under concurrent writers; and `tally verify` against a real server's database
 //! passes, then fails naming the one row a test edits (or the deleted newest row).
@@ -25,6 +26,8 @@ on_both_stores!(
     the_listing_filters_and_pages_and_refuses_bad_input,
     the_chain_links_every_entry_and_the_head_names_the_newest,
     concurrent_writers_keep_one_unbroken_chain,
+    engine_changes_are_audited_with_the_change_and_refused_ones_not_at_all,
+    an_audit_append_that_fails_takes_the_change_with_it,
 );
 
 async fn audit(server: &TestServer, token: &str, query: &str) -> Reply {
@@ -63,7 +66,7 @@ async fn admin_changes_and_security_events_are_recorded_with_actor_target_and_re
         .post(&format!("/v1/admin/users/{}/status", customer.user_id), Some(&admin.token), json!({"status": "active"}))
         .await
         .assert_status(204);
-    // ... and changes made through the engine (audited once they are durable).
+    // ... and changes made through the engine (audited in the change's own transaction).
     server
         .send_with(
             Method::PUT,
@@ -263,6 +266,311 @@ async fn concurrent_writers_keep_one_unbroken_chain(server: TestServer) {
     assert_eq!(report.entries, log.len() as u64);
     assert_eq!(log[0]["seq"].as_u64().unwrap(), report.entries, "seqs run 1..=n without gaps");
     server.shutdown().await;
+}
+
+/// Sends `request` with the request id `id` and answers the reply.
+async fn with_id(server: &TestServer, id: &str, request: reqwest::RequestBuilder) -> Reply {
+    server.send(request.header("x-request-id", id)).await
+}
+
+/// The entries of `action` on `target`.
+fn entries_of<'a>(log: &'a [Value], action: &str, target: &str) -> Vec<&'a Value> {
+    log.iter().filter(|e| e["action"] == action && e["target"]["id"] == target).collect()
+}
+
+/// The one entry the request `id` wrote, checked against who did what to which.
+fn written_by<'a>(log: &'a [Value], id: &str, admin: &str, action: &str, target: (&str, &str)) -> &'a Value {
+    let found: Vec<&Value> = log.iter().filter(|e| e["request_id"] == id).collect();
+    assert_eq!(found.len(), 1, "request {id} wrote one entry: {found:?}");
+    let entry = found[0];
+    assert_eq!(entry["actor"], json!({"kind": "user", "id": admin}), "{id}");
+    assert_eq!(entry["action"], action, "{id}");
+    assert_eq!(entry["target"], json!({"type": target.0, "id": target.1}), "{id}");
+    entry
+}
+
+fn external(source: &str, amount: &str) -> Value {
+    json!({"type": "external", "source_account_id": source, "beneficiary": {"name": "Ada", "iban": "GB82WEST12345698765432"}, "amount": amount})
+}
+
+/// Every admin change the engine makes (journal routes: adjustments, pending-transfer
+/// decisions, account open and status; pricing and AML writes) is recorded with its actor,
+/// action, target and request id once answered `2xx`; a refused change (not pending, a
+/// conflict, a failed adjustment, an unknown rule) writes nothing; the chain verifies, in
+/// process and with `tally verify` against the server's database.
+async fn engine_changes_are_audited_with_the_change_and_refused_ones_not_at_all(server: TestServer) {
+    let admin = server.admin(&Action::ALL.map(|action| action.as_str())).await;
+    let me = admin.user_id.as_str();
+    let customer = server.user().await;
+    let account = server.open_account(&customer, "USD").await;
+    server.fund(&account, dec!(100)).await;
+    let bearer = |request: reqwest::RequestBuilder| request.bearer_auth(&admin.token);
+    let url = |path: &str| server.url(path);
+
+    // Journal routes: three pending transfers, executed, rejected and cancelled.
+    let mut pending = Vec::new();
+    for amount in ["10", "20", "30"] {
+        let reply = server.post("/v1/transfers", Some(&customer.token), external(&account, amount)).await;
+        reply.assert_status(202);
+        pending.push(reply.str("id"));
+    }
+    for (n, action) in ["execute", "reject", "cancel"].iter().enumerate() {
+        let path = format!("/v1/admin/transfers/{}/{action}", pending[n]);
+        with_id(&server, &format!("req-{action}"), bearer(server.client.post(url(&path)))).await.assert_status(204);
+        // Decided once: a second decision is refused, and writes nothing.
+        with_id(&server, &format!("req-{action}-again"), bearer(server.client.post(url(&path))))
+            .await
+            .assert_problem(409, "NOT_PENDING");
+    }
+    let unknown = format!("/v1/admin/transfers/{}/execute", uuid::Uuid::new_v4());
+    with_id(&server, "req-execute-unknown", bearer(server.client.post(url(&unknown))))
+        .await
+        .assert_problem(404, "NOT_FOUND");
+
+    // An adjustment, its keyed replay (answered 201 again, so recorded again), and a debit
+    // beyond the balance (the transfer fails: nothing recorded).
+    let body = json!({"type": "admin_credit", "account_id": account, "amount": "5.00", "purpose": "goodwill"});
+    let credit = with_id(
+        &server,
+        "req-adjust",
+        bearer(server.client.post(url("/v1/admin/adjustments"))).header("idempotency-key", "k-1").json(&body),
+    )
+    .await;
+    credit.assert_status(201);
+    let transfer = credit.str("id");
+    let replay = with_id(
+        &server,
+        "req-adjust-replay",
+        bearer(server.client.post(url("/v1/admin/adjustments"))).header("idempotency-key", "k-1").json(&body),
+    )
+    .await;
+    replay.assert_status(201);
+    assert_eq!(replay.str("id"), transfer);
+    let too_much = json!({"type": "admin_debit", "account_id": account, "amount": "100000.00", "purpose": "x"});
+    let refused = with_id(
+        &server,
+        "req-adjust-refused",
+        bearer(server.client.post(url("/v1/admin/adjustments"))).json(&too_much),
+    )
+    .await;
+    assert!(refused.status >= 400, "{}", refused.text);
+
+    // Accounts: opened, blocked; closing one with money in it is refused.
+    let opened = with_id(
+        &server,
+        "req-open",
+        bearer(server.client.post(url("/v1/admin/accounts")))
+            .json(&json!({"user_id": customer.user_id, "currency": "EUR"})),
+    )
+    .await;
+    opened.assert_status(201);
+    let opened = opened.str("id");
+    let status = format!("/v1/admin/accounts/{account}/status");
+    with_id(
+        &server,
+        "req-block",
+        bearer(server.client.post(url(&status))).json(&json!({"action": "block", "reason": "r"})),
+    )
+    .await
+    .assert_status(204);
+    with_id(
+        &server,
+        "req-close",
+        bearer(server.client.post(url(&status))).json(&json!({"action": "close", "reason": "r"})),
+    )
+    .await
+    .assert_status(409);
+
+    // Pricing: a rate, a fee rule, a clashing fee rule (refused), a transfer type.
+    with_id(
+        &server,
+        "req-fx",
+        bearer(server.client.put(url("/v1/admin/fx-rates"))).json(&json!({"from": "USD", "to": "GBP", "rate": "0.8"})),
+    )
+    .await
+    .assert_status(204);
+    with_id(
+        &server,
+        "req-fx-bad",
+        bearer(server.client.put(url("/v1/admin/fx-rates"))).json(&json!({"from": "USD", "to": "GBP", "rate": "-1"})),
+    )
+    .await
+    .assert_status(400);
+    let fee = json!({"name": "f", "transfer_type": "internal", "currency": "USD", "kind": "flat", "flat_amount": "1"});
+    let rule = with_id(&server, "req-fee", bearer(server.client.post(url("/v1/admin/fee-rules"))).json(&fee)).await;
+    rule.assert_status(201);
+    let fee_rule = rule.str("id");
+    with_id(&server, "req-fee-clash", bearer(server.client.post(url("/v1/admin/fee-rules"))).json(&fee))
+        .await
+        .assert_status(409);
+    with_id(
+        &server,
+        "req-type",
+        bearer(server.client.put(url("/v1/admin/transfer-types/internal")))
+            .json(&json!({"enabled": true, "execution_mode": "auto"})),
+    )
+    .await
+    .assert_status(200);
+
+    // AML: a rule made, replaced, deleted (twice: the second is refused); a flag resolved
+    // (twice: the second is refused).
+    let threshold = json!({"name": "big", "kind": "threshold", "config": {"amount": "1", "currency": "USD"}, "action": "flag", "enabled": true});
+    let aml =
+        with_id(&server, "req-aml", bearer(server.client.post(url("/v1/admin/aml/rules"))).json(&threshold)).await;
+    aml.assert_status(201);
+    let aml_rule = aml.str("id");
+    let rule_path = format!("/v1/admin/aml/rules/{aml_rule}");
+    with_id(&server, "req-aml-put", bearer(server.client.put(url(&rule_path))).json(&threshold))
+        .await
+        .assert_status(200);
+    let payee = server.open_account(&server.user().await, "USD").await;
+    let funded = server.open_account(&customer, "USD").await;
+    server.fund(&funded, dec!(10)).await;
+    let flagged = server
+        .post(
+            "/v1/transfers",
+            Some(&customer.token),
+            json!({"type": "internal", "source_account_id": funded, "destination_account_id": payee, "amount": "2"}),
+        )
+        .await;
+    flagged.assert_status(201);
+    let flags = server.get("/v1/admin/aml/flags?status=open", Some(&admin.token)).await;
+    let flag = flags.body["items"][0]["id"].as_str().unwrap().to_owned();
+    let resolve = format!("/v1/admin/aml/flags/{flag}/resolve");
+    with_id(&server, "req-resolve", bearer(server.client.post(url(&resolve))).json(&json!({"action": "clear"})))
+        .await
+        .assert_status(204);
+    with_id(&server, "req-resolve-again", bearer(server.client.post(url(&resolve))).json(&json!({"action": "clear"})))
+        .await
+        .assert_problem(409, "CONFLICT");
+    with_id(&server, "req-aml-delete", bearer(server.client.delete(url(&rule_path)))).await.assert_status(204);
+    with_id(&server, "req-aml-delete-again", bearer(server.client.delete(url(&rule_path))))
+        .await
+        .assert_problem(404, "NOT_FOUND");
+
+    let log = items(&audit(&server, &admin.token, "?limit=200").await);
+    for (n, (action, request)) in
+        [("transfer.execute", "req-execute"), ("transfer.reject", "req-reject"), ("transfer.cancel", "req-cancel")]
+            .into_iter()
+            .enumerate()
+    {
+        let entry = written_by(&log, request, me, action, ("transfer", &pending[n]));
+        assert_eq!(entry["details"]["route"], format!("/v1/admin/transfers/{{id}}/{}", &request[4..]));
+        assert_eq!(entry["details"]["status"], 204);
+        assert_eq!(entries_of(&log, action, &pending[n]).len(), 1, "the refused second {action} wrote nothing");
+    }
+    let adjustment = written_by(&log, "req-adjust", me, "adjustment.create", ("transfer", &transfer));
+    assert_eq!(adjustment["details"]["request"]["amount"], "5.00");
+    assert_eq!(adjustment["details"]["method"], "POST");
+    written_by(&log, "req-adjust-replay", me, "adjustment.create", ("transfer", &transfer));
+    written_by(&log, "req-open", me, "account.open", ("account", &opened));
+    let block = written_by(&log, "req-block", me, "account.status", ("account", &account));
+    assert_eq!(block["details"]["request"]["action"], "block");
+    let fx = written_by(&log, "req-fx", me, "fx_rate.set", ("fx_rate", "USD/GBP"));
+    assert_eq!(fx["details"]["request"], json!({"from": "USD", "to": "GBP", "rate": "0.8"}));
+    written_by(&log, "req-fee", me, "fee_rule.create", ("fee_rule", &fee_rule));
+    written_by(&log, "req-type", me, "transfer_type.update", ("transfer_type", "internal"));
+    written_by(&log, "req-aml", me, "aml_rule.create", ("aml_rule", &aml_rule));
+    written_by(&log, "req-aml-put", me, "aml_rule.update", ("aml_rule", &aml_rule));
+    written_by(&log, "req-aml-delete", me, "aml_rule.delete", ("aml_rule", &aml_rule));
+    written_by(&log, "req-resolve", me, "aml_flag.resolve", ("aml_flag", &flag));
+    for refused in [
+        "req-execute-again",
+        "req-reject-again",
+        "req-cancel-again",
+        "req-execute-unknown",
+        "req-adjust-refused",
+        "req-close",
+        "req-fx-bad",
+        "req-fee-clash",
+        "req-resolve-again",
+        "req-aml-delete-again",
+    ] {
+        assert!(!log.iter().any(|e| e["request_id"] == refused), "the refused {refused} wrote an entry");
+    }
+
+    let report = verify_chain(server.state.identity().audit.as_ref()).await.unwrap();
+    assert_eq!(report.first_break, None, "{report:?}");
+    assert_eq!(report.entries, log.len() as u64);
+    let (ok, text) = tally_verify(&server.database_url);
+    assert!(ok, "tally verify: {text}");
+    assert!(text.contains(&format!("audit log: {} entries, chain intact", log.len())), "{text}");
+    server.shutdown().await;
+}
+
+/// Runs `sql` on the test server's database, behind Tally's back.
+async fn behind_the_back(server: &TestServer, sql: &str) {
+    match server.backend {
+        tally_tests::http::Backend::Sqlite => {
+            let mut connection = sqlx::SqliteConnection::connect(&server.database_url).await.unwrap();
+            sqlx::query(sql).execute(&mut connection).await.unwrap();
+            connection.close().await.unwrap();
+        }
+        tally_tests::http::Backend::Postgres => {
+            let mut connection = sqlx::PgConnection::connect(&server.database_url).await.unwrap();
+            sqlx::query(sql).execute(&mut connection).await.unwrap();
+            connection.close().await.unwrap();
+        }
+    }
+}
+
+/// `sql`'s one number, read from the test server's database behind Tally's back.
+async fn count_behind_the_back(server: &TestServer, sql: &str) -> i64 {
+    match server.backend {
+        tally_tests::http::Backend::Sqlite => {
+            let mut connection = sqlx::SqliteConnection::connect(&server.database_url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut connection).await.unwrap()
+        }
+        tally_tests::http::Backend::Postgres => {
+            let mut connection = sqlx::PgConnection::connect(&server.database_url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut connection).await.unwrap()
+        }
+    }
+}
+
+/// The entry is written in the change's transaction, not after it: when the append cannot be
+/// made (the audit head row is gone), the change is rolled back with it. The interim, which
+/// wrote the entry after the change, would have left each change standing.
+async fn an_audit_append_that_fails_takes_the_change_with_it(server: TestServer) {
+    let admin = server.admin(&Action::ALL.map(|action| action.as_str())).await;
+    let customer = server.user().await;
+    let account = server.open_account(&customer, "USD").await;
+    server.fund(&account, dec!(100)).await;
+    behind_the_back(&server, "DELETE FROM audit_head").await;
+
+    let rate = server
+        .send_with(
+            Method::PUT,
+            "/v1/admin/fx-rates",
+            Some(&admin.token),
+            None,
+            Some(json!({"from": "USD", "to": "GBP", "rate": "0.8"})),
+        )
+        .await;
+    assert!(rate.status >= 500, "{}", rate.text);
+    let rates = server.get("/v1/admin/fx-rates", Some(&admin.token)).await;
+    assert!(!rates.text.contains("GBP"), "the rate was not stored: {}", rates.text);
+    let loaded = server.store.load_pricing().await.unwrap();
+    assert!(loaded.fx_rates.iter().all(|rate| rate.to.code() != "GBP"), "nor in the store");
+
+    let threshold = json!({"name": "big", "kind": "threshold", "config": {"amount": "1", "currency": "USD"}, "action": "flag", "enabled": true});
+    let rule = server.post("/v1/admin/aml/rules", Some(&admin.token), threshold).await;
+    assert!(rule.status >= 500, "{}", rule.text);
+    let rules = server.get("/v1/admin/aml/rules", Some(&admin.token)).await;
+    assert_eq!(rules.body["items"], json!([]), "the rule was not stored");
+
+    // A journal route: the batch holding the account's opening cannot commit without its
+    // entry, so the opening is not answered and is not in the store.
+    let opened = server
+        .post("/v1/admin/accounts", Some(&admin.token), json!({"user_id": customer.user_id, "currency": "EUR"}))
+        .await;
+    assert!(opened.status >= 500, "{}", opened.text);
+    let eur = "SELECT count(*) FROM accounts WHERE currency = 'EUR' AND kind = 'user'";
+    assert_eq!(count_behind_the_back(&server, eur).await, 0, "the opening was not committed");
+    assert_eq!(count_behind_the_back(&server, "SELECT count(*) FROM audit_log WHERE action = 'account.open'").await, 0);
+    // That journal refused a batch and stopped, as it should (docs/audit.md), so the server
+    // cannot shut down cleanly (its journals never become durable): stop it as a crash would.
+    server.engine.halt().await;
 }
 
 fn tally_verify(database_url: &str) -> (bool, String) {

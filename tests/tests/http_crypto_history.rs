@@ -171,7 +171,7 @@ fn ids(items: &[Value]) -> Vec<String> {
 }
 
 async fn orders_and_withdrawals_page_newest_first_as_the_store_holds_them(server: TestServer) {
-    server.engine.set_fx_rate(Currency::BTC, Currency::EUR, dec!(30000)).await.unwrap();
+    server.engine.set_fx_rate(Currency::BTC, Currency::EUR, dec!(30000), None).await.unwrap();
     let alice = trader(&server, "1").await;
     let bob = trader(&server, "1").await;
     for _ in 0..4 {
@@ -248,7 +248,7 @@ async fn orders_and_withdrawals_page_newest_first_as_the_store_holds_them(server
 type PostingRow = (i64, i64, String, String, String, String, String);
 
 async fn wallet_transactions_are_the_wallet_s_postings_newest_first(server: TestServer) {
-    server.engine.set_fx_rate(Currency::BTC, Currency::EUR, dec!(30000)).await.unwrap();
+    server.engine.set_fx_rate(Currency::BTC, Currency::EUR, dec!(30000), None).await.unwrap();
     let alice = trader(&server, "0.5").await;
     let bob = trader(&server, "0.25").await;
     let buy = order(&server, &alice, "buy", "300").await;
@@ -321,7 +321,7 @@ async fn wallet_transactions_are_the_wallet_s_postings_newest_first(server: Test
 }
 
 async fn bad_pages_are_refused_and_histories_are_the_caller_s_only(server: TestServer) {
-    server.engine.set_fx_rate(Currency::BTC, Currency::EUR, dec!(30000)).await.unwrap();
+    server.engine.set_fx_rate(Currency::BTC, Currency::EUR, dec!(30000), None).await.unwrap();
     let alice = trader(&server, "1").await;
     for _ in 0..2 {
         order(&server, &alice, "buy", "30").await;

@@ -276,7 +276,7 @@ async fn quote(server: &TestServer, user: &TestUser, query: &str) -> Reply {
 }
 
 async fn buy_and_sell_move_fiat_and_crypto_through_fx_clearing(server: TestServer) {
-    server.engine.set_fx_rate(Currency::BTC, Currency::EUR, dec!(30000)).await.expect("price set");
+    server.engine.set_fx_rate(Currency::BTC, Currency::EUR, dec!(30000), None).await.expect("price set");
     let alice = server.user().await;
     let bob = server.user().await;
     let eur = server.open_account(&alice, "EUR").await;
@@ -450,7 +450,7 @@ async fn buy_and_sell_move_fiat_and_crypto_through_fx_clearing(server: TestServe
 }
 
 async fn an_order_whose_wallet_leg_fails_releases_the_fiat_hold(server: TestServer) {
-    server.engine.set_fx_rate(Currency::BTC, Currency::USD, dec!(50000)).await.expect("price set");
+    server.engine.set_fx_rate(Currency::BTC, Currency::USD, dec!(50000), None).await.expect("price set");
     let alice = server.user().await;
     let usd = server.open_account(&alice, "USD").await;
     server.fund(&usd, dec!(500)).await;

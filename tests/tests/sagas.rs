@@ -70,7 +70,7 @@ async fn a_fee_is_held_with_the_amount_and_posted_to_the_fee_account() {
         created_at: tally_engine::Timestamp::default(),
         updated_at: tally_engine::Timestamp::default(),
     };
-    harness.engine.create_fee_rule(rule).await.unwrap();
+    harness.engine.create_fee_rule(harness.engine.new_transfer_id().as_uuid(), rule, None).await.unwrap();
     let mut request = harness.request(&alice, &bob, dec!(40));
     request.fee = dec!(7);
 
@@ -497,7 +497,7 @@ async fn an_fx_transfer_to_a_blocked_destination_releases_both_holds_and_moves_n
     let alice = harness.open(Currency::USD).await;
     let bob = harness.open(Currency::EUR).await;
     harness.fund(&alice, dec!(100)).await;
-    harness.engine.set_fx_rate(Currency::USD, Currency::EUR, dec!(0.9)).await.unwrap();
+    harness.engine.set_fx_rate(Currency::USD, Currency::EUR, dec!(0.9), None).await.unwrap();
     harness.engine.set_account_status(bob.id, StatusAction::Block).await.unwrap();
     let clearing = tally_engine::system_accounts::fx_clearing;
 

@@ -566,8 +566,8 @@ impl Sim {
         };
         let engine = &self.harness.engine;
         let saved = match self.fee_rules.get(&(kind, currency)) {
-            Some(id) => engine.update_fee_rule(*id, spec).await,
-            None => engine.create_fee_rule(spec).await,
+            Some(id) => engine.update_fee_rule(*id, spec, None).await,
+            None => engine.create_fee_rule(engine.new_transfer_id().as_uuid(), spec, None).await,
         };
         let saved = saved.unwrap_or_else(|error| panic!("seed {}: fee rule refused: {error:?}", self.seed));
         self.fee_rules.insert((kind, currency), saved.id);
@@ -589,7 +589,7 @@ impl Sim {
         let rate: Decimal = rates[self.rng.gen_range(0..rates.len())].parse().unwrap();
         self.harness
             .engine
-            .set_fx_rate(from, to, rate)
+            .set_fx_rate(from, to, rate, None)
             .await
             .unwrap_or_else(|error| panic!("seed {}: rate refused: {error:?}", self.seed));
         self.model.fx_rates.insert((from.code(), to.code()), rate);
@@ -620,7 +620,7 @@ impl Sim {
         };
         self.harness
             .engine
-            .put_aml_rule(saved)
+            .put_aml_rule(saved, None)
             .await
             .unwrap_or_else(|error| panic!("seed {}: AML rule refused: {error:?}", self.seed));
         match replace {
@@ -662,7 +662,7 @@ impl Sim {
         self.put_aml_rule(rule, Some(0)).await;
         let id = self.aml_rules.remove(4);
         self.model.aml_rules.remove(4);
-        assert!(self.harness.engine.delete_aml_rule(id).await.unwrap(), "seed {}", self.seed);
+        assert!(self.harness.engine.delete_aml_rule(id, None).await.unwrap(), "seed {}", self.seed);
     }
 
     // ---- wallets ---------------------------------------------------------------------------
@@ -876,7 +876,7 @@ impl Sim {
         let price: Decimal = choices[self.rng.gen_range(0..choices.len())].parse().unwrap();
         self.harness
             .engine
-            .set_fx_rate(asset, fiat, price)
+            .set_fx_rate(asset, fiat, price, None)
             .await
             .unwrap_or_else(|error| panic!("seed {}: price refused: {error:?}", self.seed));
         self.model.fx_rates.insert((asset.code(), fiat.code()), price);

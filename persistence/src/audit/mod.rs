@@ -37,56 +37,7 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 /// Tags the canonical form, so a later version of it can be told apart.
 const CANONICAL_VERSION: &str = "tally-audit-v1";
 
-/// Who did it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ActorKind {
-    /// A person with a bearer token (admin or customer).
-    User,
-    /// A machine client with an API key.
-    ApiKey,
-    /// Tally itself (start-up bootstrap, a command-line tool).
-    System,
-    /// Nobody authenticated: a failed login, a password-reset request.
-    Anonymous,
-}
-
-impl ActorKind {
-    pub const ALL: [ActorKind; 4] = [ActorKind::User, ActorKind::ApiKey, ActorKind::System, ActorKind::Anonymous];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ActorKind::User => "user",
-            ActorKind::ApiKey => "api_key",
-            ActorKind::System => "system",
-            ActorKind::Anonymous => "anonymous",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<ActorKind> {
-        ActorKind::ALL.into_iter().find(|kind| kind.as_str() == text)
-    }
-}
-
-/// What an entry records, before the chain places it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditRecord {
-    pub id: Uuid,
-    /// When the change was made (the request's clock); `seq`, not `at`, orders the log.
-    pub at: Timestamp,
-    pub actor_kind: ActorKind,
-    pub actor_id: Option<String>,
-    /// `transfer.execute`, `user.block`, `auth.login_failed`, …
-    pub action: String,
-    pub target_type: Option<String>,
-    pub target_id: Option<String>,
-    /// The user whose security activity this is (`GET /v1/users/me/activity`), if any.
-    pub subject_user: Option<UserId>,
-    pub request_id: String,
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-    /// JSON text, without secrets (the HTTP layer's job).
-    pub details: String,
-}
+pub use tally_engine::audit::{ActorKind, AuditRecord};
 
 /// An entry as stored: a record placed in the chain.
 #[derive(Clone, Debug, PartialEq, Eq)]

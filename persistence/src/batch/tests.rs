@@ -192,3 +192,36 @@ fn a_hold_removed_and_placed_again_in_one_batch_is_deleted_then_written_anew() {
         vec![(AccountId::from_u128(1), transfer, dec!(12), 21), (AccountId::from_u128(2), transfer, dec!(2), 24)]
     );
 }
+
+fn audit_record(action: &str) -> AuditRecord {
+    AuditRecord {
+        id: uuid::Uuid::from_u128(99),
+        at: Timestamp::from_micros(5),
+        actor_kind: tally_engine::audit::ActorKind::User,
+        actor_id: Some("admin".to_owned()),
+        action: action.to_owned(),
+        target_type: Some("transfer".to_owned()),
+        target_id: Some(t(5).to_string()),
+        subject_user: None,
+        request_id: "req-1".to_owned(),
+        ip: None,
+        user_agent: None,
+        details: "{}".to_owned(),
+    }
+}
+
+#[test]
+fn an_audit_record_rides_in_its_batch_and_changes_nothing_else_it_writes() {
+    let mut plan_state = PlanState::default();
+    let mut records = saga(10, t(5));
+    records.push(SequencedRecord { seq: 15, record: Record::Audit(Box::new(audit_record("transfer.execute"))) });
+    let audited = build(records, &mut plan_state, false);
+    assert_eq!(audited.audits, vec![audit_record("transfer.execute")], "appended by the batch's transaction");
+    let plain = build(saga(20, t(6)), &mut PlanState::default(), false);
+    assert!(plain.audits.is_empty(), "ordinary traffic carries none");
+    // The rest of the plan is what the saga alone writes: no posting, row or event of its own.
+    assert_eq!(audited.postings.len(), plain.postings.len());
+    assert_eq!(audited.transfers_new.len(), plain.transfers_new.len());
+    assert_eq!(audited.events.len(), plain.events.len());
+    assert_eq!(audited.last_seq, 15, "it takes its place in the journal's sequence");
+}

@@ -6,6 +6,7 @@ use sqlx::postgres::PgRow;
 use tally_engine::{Currency, ExecutionMode, FeeKind, FeeRule, FxRate, Timestamp, TransferKind, TransferTypeSettings};
 
 use super::{PricingChange, PricingTables, corrupt, tiers_from_db, tiers_to_db};
+use crate::audit::AuditRecord;
 use crate::postgres::{PgStore, classify};
 use crate::store::StoreError;
 
@@ -87,10 +88,18 @@ pub(crate) async fn load(store: &PgStore) -> Result<PricingTables, StoreError> {
         .await
 }
 
-pub(crate) async fn save(store: &PgStore, change: &PricingChange) -> Result<(), StoreError> {
+/// Writes `change` and, if given, its audit record, in one transaction: the audit append
+/// last, as in every audited transaction (docs/audit.md).
+pub(crate) async fn save(
+    store: &PgStore,
+    change: &PricingChange,
+    audit: Option<&AuditRecord>,
+) -> Result<(), StoreError> {
     let change = change.clone();
+    let audit = audit.cloned();
     store
         .run(|pool| async move {
+            let mut transaction = pool.begin().await.map_err(classify)?;
             match change {
                 PricingChange::FxRate(rate) => {
                     sqlx::query(
@@ -102,7 +111,7 @@ pub(crate) async fn save(store: &PgStore, change: &PricingChange) -> Result<(), 
                     .bind(rate.to.code())
                     .bind(rate.rate)
                     .bind(rate.updated_at.0)
-                    .execute(&pool)
+                    .execute(&mut *transaction)
                     .await
                     .map_err(classify)?;
                 }
@@ -129,7 +138,7 @@ pub(crate) async fn save(store: &PgStore, change: &PricingChange) -> Result<(), 
                     .bind(rule.enabled)
                     .bind(rule.created_at.0)
                     .bind(rule.updated_at.0)
-                    .execute(&pool)
+                    .execute(&mut *transaction)
                     .await
                     .map_err(classify)?;
                 }
@@ -145,12 +154,15 @@ pub(crate) async fn save(store: &PgStore, change: &PricingChange) -> Result<(), 
                     .bind(settings.execution_mode.as_str())
                     .bind(settings.min_amount)
                     .bind(settings.max_amount)
-                    .execute(&pool)
+                    .execute(&mut *transaction)
                     .await
                     .map_err(classify)?;
                 }
             }
-            Ok(())
+            if let Some(audit) = &audit {
+                crate::audit::postgres::append(&mut transaction, audit).await?;
+            }
+            transaction.commit().await.map_err(classify)
         })
         .await
 }

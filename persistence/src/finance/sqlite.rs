@@ -7,6 +7,7 @@ use sqlx::sqlite::SqliteRow;
 use tally_engine::{Currency, ExecutionMode, FeeKind, FeeRule, FxRate, Timestamp, TransferKind, TransferTypeSettings};
 
 use super::{PricingChange, PricingTables, corrupt, tiers_from_db, tiers_to_db};
+use crate::audit::AuditRecord;
 use crate::sqlite::{SqliteStore, classify, decimal_from_db};
 use crate::store::StoreError;
 
@@ -105,10 +106,18 @@ pub(crate) async fn load(store: &SqliteStore) -> Result<PricingTables, StoreErro
         .await
 }
 
-pub(crate) async fn save(store: &SqliteStore, change: &PricingChange) -> Result<(), StoreError> {
+/// Writes `change` and, if given, its audit record, in one transaction: the audit append
+/// last, as in every audited transaction (docs/audit.md).
+pub(crate) async fn save(
+    store: &SqliteStore,
+    change: &PricingChange,
+    audit: Option<&AuditRecord>,
+) -> Result<(), StoreError> {
     let change = change.clone();
+    let audit = audit.cloned();
     store
         .run(|pool| async move {
+            let mut transaction = pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)?;
             match change {
                 PricingChange::FxRate(rate) => {
                     sqlx::query(
@@ -120,7 +129,7 @@ pub(crate) async fn save(store: &SqliteStore, change: &PricingChange) -> Result<
                     .bind(rate.to.code())
                     .bind(rate.rate.to_string())
                     .bind(rate.updated_at.0)
-                    .execute(&pool)
+                    .execute(&mut *transaction)
                     .await
                     .map_err(classify)?;
                 }
@@ -147,7 +156,7 @@ pub(crate) async fn save(store: &SqliteStore, change: &PricingChange) -> Result<
                     .bind(i64::from(rule.enabled))
                     .bind(rule.created_at.0)
                     .bind(rule.updated_at.0)
-                    .execute(&pool)
+                    .execute(&mut *transaction)
                     .await
                     .map_err(classify)?;
                 }
@@ -163,12 +172,15 @@ pub(crate) async fn save(store: &SqliteStore, change: &PricingChange) -> Result<
                     .bind(settings.execution_mode.as_str())
                     .bind(optional_text(settings.min_amount))
                     .bind(optional_text(settings.max_amount))
-                    .execute(&pool)
+                    .execute(&mut *transaction)
                     .await
                     .map_err(classify)?;
                 }
             }
-            Ok(())
+            if let Some(audit) = &audit {
+                crate::audit::sqlite::append(&mut transaction, audit).await?;
+            }
+            transaction.commit().await.map_err(classify)
         })
         .await
 }
