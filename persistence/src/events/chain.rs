@@ -357,7 +357,13 @@ mod tests {
                 occurred_at: 11,
                 data: Some("{\"a\":1}".to_owned()),
             },
-            ChainEvent { seq: 4, kind: "account.opened".to_owned(), object: Uuid::from_u128(4), occurred_at: 12, data: None },
+            ChainEvent {
+                seq: 4,
+                kind: "account.opened".to_owned(),
+                object: Uuid::from_u128(4),
+                occurred_at: 12,
+                data: None,
+            },
         ];
         let expected = "p|1|00000000-0000-0000-0000-000000000001|1|10|00000000-0000-0000-0000-000000000002|EUR|debit|1.5|0\n\
                         p|3|00000000-0000-0000-0000-000000000001|3|10|00000000-0000-0000-0000-000000000002|EUR|debit|-2|0\n\
