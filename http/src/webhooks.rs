@@ -228,7 +228,7 @@ async fn run_subscription(state: AppState, client: reqwest::Client, id: Uuid) {
         if !subscription.enabled {
             return;
         }
-        let Some(mut position) = FeedPosition::parse(&subscription.position) else { return };
+        let Some(position) = FeedPosition::parse(&subscription.position) else { return };
         let events = match store.events_after(&position, types_of(&subscription).as_deref(), EVENTS_PER_READ).await {
             Ok(events) => events,
             Err(error) => {
@@ -241,18 +241,18 @@ async fn run_subscription(state: AppState, client: reqwest::Client, id: Uuid) {
             tokio::time::sleep(IDLE_POLL).await;
             continue;
         }
-        let mut written = subscription.position.clone();
+        let mut run = Run::new(position, subscription.position.clone());
         let mut checked = Instant::now();
         for (at, event) in events.iter().enumerate() {
             // An edit since (disabled, deleted, another URL or other types): start over from
             // what is stored now. Looked at every `IDLE_POLL`, not before every event: a store
             // round trip per event was a quarter of a delivery's cost, and a replay meanwhile
-            // is caught by the position's compare-and-set below anyway.
+            // is caught by the position's compare-and-set anyway.
             if checked.elapsed() >= IDLE_POLL {
                 match store.subscription(id).await {
                     Ok(Some(now))
                         if now.enabled
-                            && now.position == written
+                            && now.position == run.written
                             && now.url == subscription.url
                             && now.events == subscription.events => {}
                     Ok(Some(_)) => break,
@@ -263,22 +263,70 @@ async fn run_subscription(state: AppState, client: reqwest::Client, id: Uuid) {
             // Only the page's first event can have an unsettled delivery to resume (the task
             // stopped, or the server died, while it was retrying it); a later one is new, or
             // is sent again by a replay, which starts a fresh retry window anyway.
-            if !deliver(&state, &client, &subscription, event, at == 0).await {
+            if !deliver(&state, &client, &subscription, event, at == 0, &mut run).await {
                 return;
             }
-            position.advance(event.shard, event.seq);
-            let next = position.text();
-            // One conditional statement: written only if the position is still the one this
-            // task read, so a replay meanwhile is never undone (PATCH does not write the
-            // position at all, so an edit meanwhile is kept too). Lost: start over from
-            // what is stored.
-            match store.set_position(id, &next, Some(&written)).await {
-                Ok(true) => written = next,
-                Ok(false) => break,
-                Err(error) => {
-                    tracing::warn!(%error, subscription = %id, "webhook position not stored; re-reading");
-                    break;
-                }
+            if run.due() && !run.settle(&state, id).await {
+                break;
+            }
+        }
+        // The page's end: whatever is left of the run (lost to a replay: start over).
+        run.settle(&state, id).await;
+    }
+}
+
+/// Events a subscription's task has finished with (delivered, or dead) but not yet settled in
+/// the store. Settling a run at once (its delivery rows and the position after it, one
+/// transaction: `WebhookStore::settle`) instead of two commits per event is what lets one
+/// subscription keep up with the transfer rate. A crash before a run is settled sends its
+/// events again: at-least-once, deduplicated by `Tally-Event-Id`, as always.
+struct Run {
+    finished: Vec<Delivery>,
+    /// The position after the last finished event.
+    position: FeedPosition,
+    /// The position last written (what the store should still have).
+    written: String,
+    since: Option<Instant>,
+}
+
+impl Run {
+    /// A run is settled once this many events wait, or the oldest has waited `AGE_MAX`.
+    const EVENTS_MAX: usize = 64;
+    const AGE_MAX: Duration = Duration::from_millis(100);
+
+    fn new(position: FeedPosition, written: String) -> Run {
+        Run { finished: Vec::new(), position, written, since: None }
+    }
+
+    fn finish(&mut self, event: &StoredEvent, delivery: Delivery) {
+        self.position.advance(event.shard, event.seq);
+        self.finished.push(delivery);
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    fn due(&self) -> bool {
+        self.finished.len() >= Run::EVENTS_MAX || self.since.is_some_and(|since| since.elapsed() >= Run::AGE_MAX)
+    }
+
+    /// Writes the run; false if it was not written (a replay moved the position meanwhile, or
+    /// the store failed): the task then starts over from what is stored.
+    async fn settle(&mut self, state: &AppState, id: Uuid) -> bool {
+        if self.finished.is_empty() {
+            return true;
+        }
+        let next = self.position.text();
+        let settled = state.identity().events.settle(id, &self.finished, &next, &self.written).await;
+        self.finished.clear();
+        self.since = None;
+        match settled {
+            Ok(true) => {
+                self.written = next;
+                true
+            }
+            Ok(false) => false,
+            Err(error) => {
+                tracing::warn!(%error, subscription = %id, "webhook deliveries not settled; re-reading");
+                false
             }
         }
     }
@@ -314,13 +362,15 @@ fn error_text(error: reqwest::Error) -> String {
     format!("not delivered: {}{causes}", error.without_url())
 }
 
-/// Delivers `event` until a `2xx` or `dead`. False when the subscription went away meanwhile.
+/// Delivers `event` until a `2xx` or `dead`, and adds it to `run`. False when the
+/// subscription went away meanwhile (or a replay moved it: the task starts over).
 async fn deliver(
     state: &AppState,
     client: &reqwest::Client,
     subscription: &Subscription,
     event: &StoredEvent,
     resume: bool,
+    run: &mut Run,
 ) -> bool {
     let store = &state.identity().events;
     let deny_private = state.identity().webhooks.deny_private;
@@ -370,7 +420,8 @@ async fn deliver(
                 delivery.delivered_at = Some(now);
                 metrics::counter!("tally_webhook_deliveries_total", "outcome" => "delivered").increment(1);
                 DELIVERED.fetch_add(1, Ordering::Relaxed);
-                return record(state, subscription.id, &delivery).await;
+                run.finish(event, delivery);
+                return true;
             }
             Ok(response) => {
                 delivery.last_status_code = Some(response.status().as_u16());
@@ -388,12 +439,14 @@ async fn deliver(
             delivery.next_attempt_at = None;
             metrics::counter!("tally_webhook_deliveries_total", "outcome" => "dead").increment(1);
             DEAD.fetch_add(1, Ordering::Relaxed);
-            return record(state, subscription.id, &delivery).await;
+            run.finish(event, delivery);
+            return true;
         }
         let wait = backoff(delivery.attempts);
         delivery.next_attempt_at =
             Some(Timestamp::from_micros(now.as_micros().saturating_add(wait.as_micros() as i64)));
-        if !record(state, subscription.id, &delivery).await {
+        // The events delivered before this one are settled before the wait, which may be long.
+        if !run.settle(state, subscription.id).await || !record(state, subscription.id, &delivery).await {
             return false;
         }
         tokio::time::sleep(wait).await;

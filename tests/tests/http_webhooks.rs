@@ -525,6 +525,28 @@ async fn the_position_write_is_conditional_and_an_edit_never_moves_it(server: Te
         .assert_status(202);
     assert_eq!(server.get(&format!("/v1/admin/webhooks/{id}"), Some(&admin.token)).await.body["position"], "3");
     assert!(!store.set_position(uuid::Uuid::new_v4(), "1", None).await.unwrap(), "unknown subscription");
+
+    // A settled run: its delivery rows and the position after it, in one transaction, the
+    // position by compare-and-set. Stale: nothing at all is written, not even the rows.
+    let delivered = |seq: u64| tally_persistence::events::webhooks::Delivery {
+        shard: 0,
+        seq,
+        status: tally_persistence::events::webhooks::DeliveryStatus::Delivered,
+        attempts: 1,
+        last_status_code: Some(200),
+        last_error: None,
+        first_attempt_at: tally_engine::Timestamp::from_micros(1),
+        next_attempt_at: None,
+        delivered_at: Some(tally_engine::Timestamp::from_micros(2)),
+    };
+    let run = [delivered(4), delivered(5)];
+    assert!(!store.settle(uuid, &run, "5", "0:9").await.unwrap(), "a stale run writes nothing");
+    assert_eq!(store.subscription(uuid).await.unwrap().unwrap().position, "3");
+    assert!(store.delivery(uuid, 0, 4).await.unwrap().is_none(), "nor its delivery rows");
+    assert!(store.settle(uuid, &run, "5", "3").await.unwrap());
+    assert_eq!(store.subscription(uuid).await.unwrap().unwrap().position, "5");
+    assert_eq!(store.delivery(uuid, 0, 4).await.unwrap(), Some(delivered(4)));
+    assert_eq!(store.delivery(uuid, 0, 5).await.unwrap(), Some(delivered(5)));
     server.shutdown().await;
 }
 

@@ -77,6 +77,17 @@ pub trait WebhookStore: Send + Sync + 'static {
     async fn delete_subscription(&self, id: Uuid) -> Result<bool, StoreError>;
     /// The delivery's latest state (inserted or replaced).
     async fn record_delivery(&self, subscription: Uuid, delivery: &Delivery) -> Result<(), StoreError>;
+    /// Settles a run of events the delivery task has finished with, in order (delivered, or
+    /// dead): their delivery rows and the position after the last of them, in one
+    /// transaction. The position is a compare-and-set as in `set_position`: false, and nothing
+    /// written, when the stored position is no longer `expected` (a replay meanwhile).
+    async fn settle(
+        &self,
+        id: Uuid,
+        deliveries: &[Delivery],
+        position: &str,
+        expected: &str,
+    ) -> Result<bool, StoreError>;
     async fn delivery(&self, subscription: Uuid, shard: u16, seq: u64) -> Result<Option<Delivery>, StoreError>;
     /// Deliveries in (shard, seq) order after `after`, at most `limit`.
     async fn deliveries(
@@ -155,6 +166,36 @@ fn pg_delivery(row: &sqlx::postgres::PgRow) -> Result<Delivery, StoreError> {
         next_attempt_at: row.try_get::<Option<i64>, _>("next_attempt_at").map_err(corrupt)?.map(Timestamp::from_micros),
         delivered_at: row.try_get::<Option<i64>, _>("delivered_at").map_err(corrupt)?.map(Timestamp::from_micros),
     })
+}
+
+/// Inserts or replaces one delivery's row.
+async fn pg_write_delivery(
+    connection: &mut sqlx::PgConnection,
+    subscription: Uuid,
+    delivery: &Delivery,
+) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO webhook_deliveries (subscription_id, {DELIVERY_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (subscription_id, shard, seq) DO UPDATE SET status = EXCLUDED.status,
+                 attempts = EXCLUDED.attempts, last_status_code = EXCLUDED.last_status_code,
+                 last_error = EXCLUDED.last_error, first_attempt_at = EXCLUDED.first_attempt_at,
+                 next_attempt_at = EXCLUDED.next_attempt_at, delivered_at = EXCLUDED.delivered_at"
+    ))
+    .bind(subscription)
+    .bind(i16::try_from(delivery.shard).map_err(|_| corrupt("shard beyond SMALLINT"))?)
+    .bind(as_i64(delivery.seq)?)
+    .bind(delivery.status.as_str())
+    .bind(i32::try_from(delivery.attempts).unwrap_or(i32::MAX))
+    .bind(delivery.last_status_code.map(i32::from))
+    .bind(&delivery.last_error)
+    .bind(delivery.first_attempt_at.as_micros())
+    .bind(delivery.next_attempt_at.map(|at| at.as_micros()))
+    .bind(delivery.delivered_at.map(|at| at.as_micros()))
+    .execute(&mut *connection)
+    .await
+    .map_err(crate::postgres::classify)?;
+    Ok(())
 }
 
 #[async_trait]
@@ -255,30 +296,40 @@ impl WebhookStore for PgUserStore {
     }
 
     async fn record_delivery(&self, subscription: Uuid, delivery: &Delivery) -> Result<(), StoreError> {
-        let d = delivery.clone();
+        let delivery = delivery.clone();
         self.run(move |pool| async move {
-            sqlx::query(&format!(
-                "INSERT INTO webhook_deliveries (subscription_id, {DELIVERY_COLUMNS})
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                 ON CONFLICT (subscription_id, shard, seq) DO UPDATE SET status = EXCLUDED.status,
-                     attempts = EXCLUDED.attempts, last_status_code = EXCLUDED.last_status_code,
-                     last_error = EXCLUDED.last_error, first_attempt_at = EXCLUDED.first_attempt_at,
-                     next_attempt_at = EXCLUDED.next_attempt_at, delivered_at = EXCLUDED.delivered_at"
-            ))
-            .bind(subscription)
-            .bind(i16::try_from(d.shard).map_err(|_| corrupt("shard beyond SMALLINT"))?)
-            .bind(as_i64(d.seq)?)
-            .bind(d.status.as_str())
-            .bind(i32::try_from(d.attempts).unwrap_or(i32::MAX))
-            .bind(d.last_status_code.map(i32::from))
-            .bind(&d.last_error)
-            .bind(d.first_attempt_at.as_micros())
-            .bind(d.next_attempt_at.map(|at| at.as_micros()))
-            .bind(d.delivered_at.map(|at| at.as_micros()))
-            .execute(&pool)
-            .await
-            .map_err(crate::postgres::classify)?;
-            Ok(())
+            let mut connection = pool.acquire().await.map_err(crate::postgres::classify)?;
+            pg_write_delivery(&mut connection, subscription, &delivery).await
+        })
+        .await
+    }
+
+    async fn settle(
+        &self,
+        id: Uuid,
+        deliveries: &[Delivery],
+        position: &str,
+        expected: &str,
+    ) -> Result<bool, StoreError> {
+        let (deliveries, position, expected) = (deliveries.to_vec(), position.to_owned(), expected.to_owned());
+        self.run(move |pool| async move {
+            let mut transaction = pool.begin().await.map_err(crate::postgres::classify)?;
+            let moved = sqlx::query("UPDATE webhook_subscriptions SET position = $2 WHERE id = $1 AND position = $3")
+                .bind(id)
+                .bind(&position)
+                .bind(&expected)
+                .execute(&mut *transaction)
+                .await
+                .map_err(crate::postgres::classify)?;
+            if moved.rows_affected() != 1 {
+                // Dropped unfinished: rolled back, nothing written.
+                return Ok(false);
+            }
+            for delivery in &deliveries {
+                pg_write_delivery(&mut transaction, id, delivery).await?;
+            }
+            transaction.commit().await.map_err(crate::postgres::classify)?;
+            Ok(true)
         })
         .await
     }
@@ -346,6 +397,36 @@ fn sqlite_delivery(row: &sqlx::sqlite::SqliteRow) -> Result<Delivery, StoreError
     let shard: i64 = row.try_get("shard").map_err(corrupt)?;
     let seq: i64 = row.try_get("seq").map_err(corrupt)?;
     delivery_of(row, shard, seq)
+}
+
+/// Inserts or replaces one delivery's row.
+async fn sqlite_write_delivery(
+    connection: &mut sqlx::SqliteConnection,
+    subscription: Uuid,
+    delivery: &Delivery,
+) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO webhook_deliveries (subscription_id, {DELIVERY_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (subscription_id, shard, seq) DO UPDATE SET status = excluded.status,
+                 attempts = excluded.attempts, last_status_code = excluded.last_status_code,
+                 last_error = excluded.last_error, first_attempt_at = excluded.first_attempt_at,
+                 next_attempt_at = excluded.next_attempt_at, delivered_at = excluded.delivered_at"
+    ))
+    .bind(subscription.hyphenated().to_string())
+    .bind(i64::from(delivery.shard))
+    .bind(as_i64(delivery.seq)?)
+    .bind(delivery.status.as_str())
+    .bind(i64::from(delivery.attempts))
+    .bind(delivery.last_status_code.map(i64::from))
+    .bind(&delivery.last_error)
+    .bind(delivery.first_attempt_at.as_micros())
+    .bind(delivery.next_attempt_at.map(|at| at.as_micros()))
+    .bind(delivery.delivered_at.map(|at| at.as_micros()))
+    .execute(&mut *connection)
+    .await
+    .map_err(crate::sqlite::classify)?;
+    Ok(())
 }
 
 #[async_trait]
@@ -446,30 +527,40 @@ impl WebhookStore for SqliteUserStore {
     }
 
     async fn record_delivery(&self, subscription: Uuid, delivery: &Delivery) -> Result<(), StoreError> {
-        let d = delivery.clone();
+        let delivery = delivery.clone();
         self.run(move |pool| async move {
-            sqlx::query(&format!(
-                "INSERT INTO webhook_deliveries (subscription_id, {DELIVERY_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT (subscription_id, shard, seq) DO UPDATE SET status = excluded.status,
-                     attempts = excluded.attempts, last_status_code = excluded.last_status_code,
-                     last_error = excluded.last_error, first_attempt_at = excluded.first_attempt_at,
-                     next_attempt_at = excluded.next_attempt_at, delivered_at = excluded.delivered_at"
-            ))
-            .bind(subscription.hyphenated().to_string())
-            .bind(i64::from(d.shard))
-            .bind(as_i64(d.seq)?)
-            .bind(d.status.as_str())
-            .bind(i64::from(d.attempts))
-            .bind(d.last_status_code.map(i64::from))
-            .bind(&d.last_error)
-            .bind(d.first_attempt_at.as_micros())
-            .bind(d.next_attempt_at.map(|at| at.as_micros()))
-            .bind(d.delivered_at.map(|at| at.as_micros()))
-            .execute(&pool)
-            .await
-            .map_err(crate::sqlite::classify)?;
-            Ok(())
+            let mut connection = pool.acquire().await.map_err(crate::sqlite::classify)?;
+            sqlite_write_delivery(&mut connection, subscription, &delivery).await
+        })
+        .await
+    }
+
+    async fn settle(
+        &self,
+        id: Uuid,
+        deliveries: &[Delivery],
+        position: &str,
+        expected: &str,
+    ) -> Result<bool, StoreError> {
+        let (deliveries, position, expected) = (deliveries.to_vec(), position.to_owned(), expected.to_owned());
+        self.run(move |pool| async move {
+            let mut transaction = pool.begin().await.map_err(crate::sqlite::classify)?;
+            let moved = sqlx::query("UPDATE webhook_subscriptions SET position = ?2 WHERE id = ?1 AND position = ?3")
+                .bind(id.hyphenated().to_string())
+                .bind(&position)
+                .bind(&expected)
+                .execute(&mut *transaction)
+                .await
+                .map_err(crate::sqlite::classify)?;
+            if moved.rows_affected() != 1 {
+                // Dropped unfinished: rolled back, nothing written.
+                return Ok(false);
+            }
+            for delivery in &deliveries {
+                sqlite_write_delivery(&mut transaction, id, delivery).await?;
+            }
+            transaction.commit().await.map_err(crate::sqlite::classify)?;
+            Ok(true)
         })
         .await
     }
