@@ -96,10 +96,15 @@ impl PgStore {
     }
 }
 
-/// Connections in each shard journal's pipeline: the next batch commits while the previous
-/// one does. Two hide the commit's round trip and fsync behind the next batch's writes; a
-/// third would only queue at the fence.
-const JOURNAL_PIPELINE_DEPTH: usize = 2;
+/// Connections in each shard journal's pipeline. With two, the next batch writes its new rows
+/// while the previous one commits (`PipelineTurn`). Measured with `scripts/bench` uniform on
+/// the 2-core machine (2026-12-02, adjacent runs of the same binary): one connection cost
+/// 12-30 % less Postgres CPU per transfer (75.7-77.5 against 86.3-108.8 µs) at the same or a
+/// higher rate, with larger batches (40 against 31 transfers) and half the backends taking
+/// turns on the cores. Records still gather in the queue while a batch commits, so each commit
+/// carries all of them. The writer still pipelines if this is raised (a disk whose fsync is
+/// slow may want two).
+const JOURNAL_PIPELINE_DEPTH: usize = 1;
 
 /// Opens a pool of `connections` to `url` on `runtime`, set up the way every Tally store wants.
 pub(crate) async fn connect_pool(runtime: &StoreRuntime, url: &str, connections: u32) -> Result<PgPool, StoreError> {
