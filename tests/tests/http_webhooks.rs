@@ -475,7 +475,7 @@ async fn deny_private_refuses_private_receivers_at_create_patch_and_delivery(bac
         let id = subscribe(&server, &admin, "http://93.184.215.14/hook", json!(["transfer.completed"])).await.str("id");
         let mut subscription = store.subscription(id.parse().unwrap()).await.unwrap().unwrap();
         subscription.url = target;
-        assert!(store.update_subscription(&subscription).await.unwrap());
+        assert!(store.update_subscription(&subscription, None).await.unwrap());
         ids.push(id);
     }
     transfer(&server, &customer, &a, &b, "1.00").await.assert_status(201);
@@ -501,17 +501,20 @@ async fn the_position_write_is_conditional_and_an_edit_never_moves_it(server: Te
     let start = store.subscription(uuid).await.unwrap().unwrap().position;
 
     // The task's write against a position that a replay has moved meanwhile: nothing written.
-    assert!(store.set_position(uuid, "0:7", None).await.unwrap(), "a replay writes unconditionally");
-    assert!(!store.set_position(uuid, "0:9", Some(&start)).await.unwrap(), "a stale compare-and-set writes nothing");
+    assert!(store.set_position(uuid, "0:7", None, None).await.unwrap(), "a replay writes unconditionally");
+    assert!(
+        !store.set_position(uuid, "0:9", Some(&start), None).await.unwrap(),
+        "a stale compare-and-set writes nothing"
+    );
     assert_eq!(store.subscription(uuid).await.unwrap().unwrap().position, "0:7");
-    assert!(store.set_position(uuid, "0:9", Some("0:7")).await.unwrap());
+    assert!(store.set_position(uuid, "0:9", Some("0:7"), None).await.unwrap());
     assert_eq!(store.subscription(uuid).await.unwrap().unwrap().position, "0:9");
 
     // An edit carries the position it read; it is not written (the task's progress stands).
     let mut stale = store.subscription(uuid).await.unwrap().unwrap();
     stale.position = start.clone();
     stale.description = Some("edited".to_owned());
-    assert!(store.update_subscription(&stale).await.unwrap());
+    assert!(store.update_subscription(&stale, None).await.unwrap());
     let now = store.subscription(uuid).await.unwrap().unwrap();
     assert_eq!((now.position.as_str(), now.description.as_deref()), ("0:9", Some("edited")));
     // Through the API: PATCH keeps it, replay moves it.
@@ -524,7 +527,7 @@ async fn the_position_write_is_conditional_and_an_edit_never_moves_it(server: Te
         .await
         .assert_status(202);
     assert_eq!(server.get(&format!("/v1/admin/webhooks/{id}"), Some(&admin.token)).await.body["position"], "3");
-    assert!(!store.set_position(uuid::Uuid::new_v4(), "1", None).await.unwrap(), "unknown subscription");
+    assert!(!store.set_position(uuid::Uuid::new_v4(), "1", None, None).await.unwrap(), "unknown subscription");
 
     // A settled run: its delivery rows and the position after it, in one transaction, the
     // position by compare-and-set. Stale: nothing at all is written, not even the rows.
