@@ -10,15 +10,15 @@
 //!   cancel, admin account open and status) carry it as a journal record
 //!   (`Record::Audit`) in one group with the record that makes the change, and the batch
 //!   that commits them appends it to the chain, last in its transaction;
-//! - pricing and AML writes pass it to `Store::save_pricing` and the `AmlStore` writes, which
-//!   append it in their transaction.
+//! - pricing, AML and webhook-subscription writes pass it to `Store::save_pricing`, the
+//!   `AmlStore` writes and the `WebhookStore` writes, which append it in their transaction.
 //!
 //! Those handlers build the entry from what the route layer learnt of the request
 //! (`AdminChange`), pass it down, and mark their answer `Audited`. The layer writes an entry
 //! itself, in a transaction of its own right after a `2xx` (`record_after_change`), only for
-//! the routes `ADMIN_ACTIONS` says are written after the change (issue 16's webhook
-//! subscriptions) and for a route missing from the table; a unit test keeps the table
-//! complete, so a new admin route cannot land unaudited. docs/audit.md has the whole picture.
+//! a route `ADMIN_ACTIONS` says is written after the change (none today) and for a route
+//! missing from the table; a unit test keeps the table complete, so a new admin route cannot
+//! land unaudited. docs/audit.md has the whole picture.
 //!
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -315,11 +315,11 @@ pub const ADMIN_ACTIONS: &[(&str, &str, &str, &str, Written)] = &[
     // journal right after the release, before the answer (docs/audit.md).
     ("POST", "/v1/admin/actors/{kind}/{id}/release", "actor.release", "actor", Written::WithChange),
     ("PUT", "/v1/admin/limits/{level}", "limits.update", "verification_level", Written::WithChange),
-    // Issue 16's webhook subscriptions (the events store): still written after the change.
-    ("POST", "/v1/admin/webhooks", "webhook.create", "webhook", Written::AfterChange),
-    ("PATCH", "/v1/admin/webhooks/{id}", "webhook.update", "webhook", Written::AfterChange),
-    ("DELETE", "/v1/admin/webhooks/{id}", "webhook.delete", "webhook", Written::AfterChange),
-    ("POST", "/v1/admin/webhooks/{id}/replay", "webhook.replay", "webhook", Written::AfterChange),
+    // Webhook subscriptions: the events store's write.
+    ("POST", "/v1/admin/webhooks", "webhook.create", "webhook", Written::WithChange),
+    ("PATCH", "/v1/admin/webhooks/{id}", "webhook.update", "webhook", Written::WithChange),
+    ("DELETE", "/v1/admin/webhooks/{id}", "webhook.delete", "webhook", Written::WithChange),
+    ("POST", "/v1/admin/webhooks/{id}/replay", "webhook.replay", "webhook", Written::WithChange),
 ];
 
 /// Whether a request is one the layer considers: a change to an admin resource.

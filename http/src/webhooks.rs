@@ -44,6 +44,7 @@ use tally_persistence::events::webhooks::{Delivery, DeliveryStatus, Subscription
 use tally_persistence::events::{EventType, FeedPosition, StoredEvent};
 use uuid::Uuid;
 
+use crate::audit::{AdminChange, audited};
 use crate::auth::Authorized;
 use crate::auth::permissions::WebhooksManage;
 use crate::auth::stepup::StepUp;
@@ -750,8 +751,9 @@ async fn existing(state: &AppState, id: Uuid) -> Result<Subscription, ApiError> 
 )]
 pub async fn create(
     State(state): State<AppState>,
-    _admin: Authorized<WebhooksManage>,
+    admin: Authorized<WebhooksManage>,
     _step_up: StepUp<crate::auth::stepup::WebhooksManage>,
+    change: AdminChange,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
     let url = check_url(&body.url)?;
@@ -777,8 +779,10 @@ pub async fn create(
         created_at: state.identity().now(),
         position: position.text(),
     };
-    state.identity().events.create_subscription(&subscription).await?;
-    Ok((StatusCode::CREATED, axum::Json(SubscriptionView::of(&subscription, true)?)).into_response())
+    let entry =
+        change.record(state.identity(), admin.admin_id(), Some(StatusCode::CREATED), Some(subscription.id.to_string()));
+    state.identity().events.create_subscription(&subscription, Some(&entry)).await?;
+    Ok(audited((StatusCode::CREATED, axum::Json(SubscriptionView::of(&subscription, true)?)).into_response()))
 }
 
 /// `GET /v1/admin/webhooks` (`webhooks:manage`).
@@ -820,7 +824,8 @@ pub async fn get(
 )]
 pub async fn update(
     State(state): State<AppState>,
-    _admin: Authorized<WebhooksManage>,
+    admin: Authorized<WebhooksManage>,
+    change: AdminChange,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> Result<Response, ApiError> {
@@ -835,30 +840,36 @@ pub async fn update(
     if let Some(enabled) = body.enabled {
         subscription.enabled = enabled;
     }
-    if !state.identity().events.update_subscription(&subscription).await? {
+    let entry =
+        change.record(state.identity(), admin.admin_id(), Some(StatusCode::OK), Some(subscription.id.to_string()));
+    if !state.identity().events.update_subscription(&subscription, Some(&entry)).await? {
         return Err(ApiError::not_found("webhook"));
     }
-    Ok(axum::Json(SubscriptionView::of(&subscription, false)?).into_response())
+    Ok(audited(axum::Json(SubscriptionView::of(&subscription, false)?).into_response()))
 }
 
 /// `DELETE /v1/admin/webhooks/{id}` (`webhooks:manage`).
 #[utoipa::path(delete, path = "/v1/admin/webhooks/{id}", tag = "admin", params(("id" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
-    _admin: Authorized<WebhooksManage>,
+    admin: Authorized<WebhooksManage>,
+    change: AdminChange,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if !state.identity().events.delete_subscription(parse_id(&id)?).await? {
+    let id = parse_id(&id)?;
+    let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::NO_CONTENT), Some(id.to_string()));
+    if !state.identity().events.delete_subscription(id, Some(&entry)).await? {
         return Err(ApiError::not_found("webhook"));
     }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(audited(StatusCode::NO_CONTENT.into_response()))
 }
 
 /// `POST /v1/admin/webhooks/{id}/replay {after_seq}` (`webhooks:manage`) → `202`.
 #[utoipa::path(post, path = "/v1/admin/webhooks/{id}/replay", tag = "admin", params(("id" = String, Path)), request_body = ReplayBody, description = "Redelivers every event after `after_seq` (a seq applying to every shard, `0` = from the beginning, or a feed position `S:N,S:N`), in order, then goes on with new ones.", responses((status = 202)), security(("bearer" = [])))]
 pub async fn replay(
     State(state): State<AppState>,
-    _admin: Authorized<WebhooksManage>,
+    admin: Authorized<WebhooksManage>,
+    change: AdminChange,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ReplayBody>,
 ) -> Result<Response, ApiError> {
@@ -872,10 +883,16 @@ pub async fn replay(
         .ok_or_else(|| ApiError::field("after_seq", "must be a seq or a position S:N,S:N"))?;
     // Unconditional: the subscription's task sees its compare-and-set fail and starts over
     // from here.
-    if !state.identity().events.set_position(subscription.id, &position.text(), None).await? {
+    let entry = change.record(
+        state.identity(),
+        admin.admin_id(),
+        Some(StatusCode::ACCEPTED),
+        Some(subscription.id.to_string()),
+    );
+    if !state.identity().events.set_position(subscription.id, &position.text(), None, Some(&entry)).await? {
         return Err(ApiError::not_found("webhook"));
     }
-    Ok(StatusCode::ACCEPTED.into_response())
+    Ok(audited(StatusCode::ACCEPTED.into_response()))
 }
 
 /// `GET /v1/admin/webhooks/{id}/deliveries?status&cursor&limit` (`webhooks:manage`).

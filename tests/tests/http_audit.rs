@@ -448,7 +448,40 @@ async fn engine_changes_are_audited_with_the_change_and_refused_ones_not_at_all(
         .await
         .assert_problem(404, "NOT_FOUND");
 
+    // Webhook subscriptions: made, edited, replayed, deleted (twice: the second is refused).
+    let hook = with_id(
+        &server,
+        "req-hook",
+        bearer(server.client.post(url("/v1/admin/webhooks")))
+            .json(&json!({"url": "http://127.0.0.1:9/hook", "events": ["*"]})),
+    )
+    .await;
+    hook.assert_status(201);
+    let hook = hook.str("id");
+    let hook_path = format!("/v1/admin/webhooks/{hook}");
+    with_id(&server, "req-hook-patch", bearer(server.client.patch(url(&hook_path))).json(&json!({"enabled": false})))
+        .await
+        .assert_status(200);
+    with_id(
+        &server,
+        "req-hook-replay",
+        bearer(server.client.post(url(&format!("{hook_path}/replay")))).json(&json!({"after_seq": 0})),
+    )
+    .await
+    .assert_status(202);
+    with_id(&server, "req-hook-delete", bearer(server.client.delete(url(&hook_path)))).await.assert_status(204);
+    with_id(&server, "req-hook-delete-again", bearer(server.client.delete(url(&hook_path))))
+        .await
+        .assert_problem(404, "NOT_FOUND");
+
     let log = items(&audit(&server, &admin.token, "?limit=200").await);
+    let made = written_by(&log, "req-hook", me, "webhook.create", ("webhook", &hook));
+    assert_eq!(made["details"]["status"], 201);
+    assert!(!made.to_string().contains("whsec_"), "the secret is never in the log: {made}");
+    written_by(&log, "req-hook-patch", me, "webhook.update", ("webhook", &hook));
+    written_by(&log, "req-hook-replay", me, "webhook.replay", ("webhook", &hook));
+    written_by(&log, "req-hook-delete", me, "webhook.delete", ("webhook", &hook));
+    assert!(!log.iter().any(|e| e["request_id"] == "req-hook-delete-again"), "the refused delete wrote an entry");
     for (n, (action, request)) in
         [("transfer.execute", "req-execute"), ("transfer.reject", "req-reject"), ("transfer.cancel", "req-cancel")]
             .into_iter()
@@ -558,6 +591,12 @@ async fn an_audit_append_that_fails_takes_the_change_with_it(server: TestServer)
     assert!(rule.status >= 500, "{}", rule.text);
     let rules = server.get("/v1/admin/aml/rules", Some(&admin.token)).await;
     assert_eq!(rules.body["items"], json!([]), "the rule was not stored");
+
+    let hook = json!({"url": "http://127.0.0.1:9/hook", "events": ["*"]});
+    let hook = server.post("/v1/admin/webhooks", Some(&admin.token), hook).await;
+    assert!(hook.status >= 500, "{}", hook.text);
+    let hooks = server.get("/v1/admin/webhooks", Some(&admin.token)).await;
+    assert_eq!(hooks.body["items"], json!([]), "the subscription was not stored");
 
     // A journal route: the batch holding the account's opening cannot commit without its
     // entry, so the opening is not answered and is not in the store.

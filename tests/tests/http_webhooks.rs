@@ -199,16 +199,9 @@ async fn committed_transfers_arrive_in_order_signed_and_none_for_a_refused_reque
         assert_eq!(headers["tally-event-id"].to_str().unwrap(), event["id"].as_str().unwrap());
         assert_eq!(headers["tally-event-type"].to_str().unwrap(), "transfer.completed");
     }
-    let log = server.get(&format!("/v1/admin/webhooks/{id}/deliveries?status=delivered"), Some(&admin.token)).await;
-    log.assert_status(200);
-    assert_eq!(log.body["items"].as_array().unwrap().len(), sent.len());
-    assert!(
-        log.body["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|item| item["attempts"] == 1 && item["last_status_code"] == 200)
-    );
+    let delivered = settled_log(&server, &admin, &id, "?status=delivered", |items| items.len() == sent.len()).await;
+    assert_eq!(delivered.len(), sent.len(), "{delivered:?}");
+    assert!(delivered.iter().all(|item| item["attempts"] == 1 && item["last_status_code"] == 200));
     server.shutdown().await;
 }
 
@@ -224,10 +217,12 @@ async fn a_receiver_failing_for_a_while_gets_everything_with_attempts_counted(se
     let bodies = receiver.wait_for(3).await;
     let ids: Vec<&str> = bodies.iter().map(|body| body["data"]["id"].as_str().unwrap()).collect();
     assert_eq!(ids, sent.iter().map(String::as_str).collect::<Vec<_>>(), "in order despite the failures");
-    let log = server.get(&format!("/v1/admin/webhooks/{id}/deliveries"), Some(&admin.token)).await;
-    let items = log.body["items"].as_array().unwrap().clone();
-    assert_eq!(items.len(), 3, "{}", log.text);
-    assert_eq!(items[0]["attempts"], 4, "three 500s, then 200: {}", log.text);
+    let items = settled_log(&server, &admin, &id, "", |items| {
+        items.len() == 3 && items.iter().all(|item| item["status"] == "delivered")
+    })
+    .await;
+    assert_eq!(items.len(), 3, "{items:?}");
+    assert_eq!(items[0]["attempts"], 4, "three 500s, then 200: {items:?}");
     assert!(items.iter().all(|item| item["status"] == "delivered"));
     assert_eq!(items[1]["attempts"], 1);
     server.shutdown().await;
@@ -275,8 +270,8 @@ async fn a_receiver_down_past_the_retry_window_is_dead_then_replay_delivers(serv
     let bodies = receiver.wait_for(1).await;
     assert_eq!(bodies.len(), 1);
     assert_eq!(bodies[0]["data"]["id"], sent.as_str());
-    let log = server.get(&format!("/v1/admin/webhooks/{id}/deliveries?status=delivered"), Some(&admin.token)).await;
-    assert_eq!(log.body["items"].as_array().unwrap().len(), 1, "{}", log.text);
+    let delivered = settled_log(&server, &admin, &id, "?status=delivered", |items| items.len() == 1).await;
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
     server.shutdown().await;
 }
 
@@ -370,6 +365,28 @@ impl TestCa {
             der: certificate.der().clone(),
             key: rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
         }
+    }
+}
+
+/// The delivery log (`query` appended to its path) once `settled` holds for its items: a
+/// receiver's answer reaches the log when the task settles its run (at most ~100 ms later,
+/// docs/events.md), so a test reads it when it is there, waiting at most 20 s.
+async fn settled_log(
+    server: &TestServer,
+    admin: &TestUser,
+    id: &str,
+    query: &str,
+    settled: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let log = server.get(&format!("/v1/admin/webhooks/{id}/deliveries{query}"), Some(&admin.token)).await;
+        log.assert_status(200);
+        let items = log.body["items"].as_array().unwrap().clone();
+        if settled(&items) || started.elapsed() > Duration::from_secs(20) {
+            return items;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -475,7 +492,7 @@ async fn deny_private_refuses_private_receivers_at_create_patch_and_delivery(bac
         let id = subscribe(&server, &admin, "http://93.184.215.14/hook", json!(["transfer.completed"])).await.str("id");
         let mut subscription = store.subscription(id.parse().unwrap()).await.unwrap().unwrap();
         subscription.url = target;
-        assert!(store.update_subscription(&subscription).await.unwrap());
+        assert!(store.update_subscription(&subscription, None).await.unwrap());
         ids.push(id);
     }
     transfer(&server, &customer, &a, &b, "1.00").await.assert_status(201);
@@ -501,17 +518,20 @@ async fn the_position_write_is_conditional_and_an_edit_never_moves_it(server: Te
     let start = store.subscription(uuid).await.unwrap().unwrap().position;
 
     // The task's write against a position that a replay has moved meanwhile: nothing written.
-    assert!(store.set_position(uuid, "0:7", None).await.unwrap(), "a replay writes unconditionally");
-    assert!(!store.set_position(uuid, "0:9", Some(&start)).await.unwrap(), "a stale compare-and-set writes nothing");
+    assert!(store.set_position(uuid, "0:7", None, None).await.unwrap(), "a replay writes unconditionally");
+    assert!(
+        !store.set_position(uuid, "0:9", Some(&start), None).await.unwrap(),
+        "a stale compare-and-set writes nothing"
+    );
     assert_eq!(store.subscription(uuid).await.unwrap().unwrap().position, "0:7");
-    assert!(store.set_position(uuid, "0:9", Some("0:7")).await.unwrap());
+    assert!(store.set_position(uuid, "0:9", Some("0:7"), None).await.unwrap());
     assert_eq!(store.subscription(uuid).await.unwrap().unwrap().position, "0:9");
 
     // An edit carries the position it read; it is not written (the task's progress stands).
     let mut stale = store.subscription(uuid).await.unwrap().unwrap();
     stale.position = start.clone();
     stale.description = Some("edited".to_owned());
-    assert!(store.update_subscription(&stale).await.unwrap());
+    assert!(store.update_subscription(&stale, None).await.unwrap());
     let now = store.subscription(uuid).await.unwrap().unwrap();
     assert_eq!((now.position.as_str(), now.description.as_deref()), ("0:9", Some("edited")));
     // Through the API: PATCH keeps it, replay moves it.
@@ -524,7 +544,7 @@ async fn the_position_write_is_conditional_and_an_edit_never_moves_it(server: Te
         .await
         .assert_status(202);
     assert_eq!(server.get(&format!("/v1/admin/webhooks/{id}"), Some(&admin.token)).await.body["position"], "3");
-    assert!(!store.set_position(uuid::Uuid::new_v4(), "1", None).await.unwrap(), "unknown subscription");
+    assert!(!store.set_position(uuid::Uuid::new_v4(), "1", None, None).await.unwrap(), "unknown subscription");
 
     // A settled run: its delivery rows and the position after it, in one transaction, the
     // position by compare-and-set. Stale: nothing at all is written, not even the rows.

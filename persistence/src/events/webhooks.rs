@@ -6,6 +6,7 @@ use sqlx::Row;
 use tally_engine::Timestamp;
 use uuid::Uuid;
 
+use crate::audit::AuditRecord;
 use crate::store::StoreError;
 use crate::users::postgres::PgUserStore;
 use crate::users::sqlite::SqliteUserStore;
@@ -62,19 +63,35 @@ pub struct Delivery {
 
 #[async_trait]
 pub trait WebhookStore: Send + Sync + 'static {
-    async fn create_subscription(&self, subscription: &Subscription) -> Result<(), StoreError>;
+    /// The write of each admin change below carries its audit entry (`audit`: appended in the
+    /// same transaction, after the change, and only if something changed).
+    async fn create_subscription(
+        &self,
+        subscription: &Subscription,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError>;
     /// Every subscription, oldest first.
     async fn subscriptions(&self) -> Result<Vec<Subscription>, StoreError>;
     async fn subscription(&self, id: Uuid) -> Result<Option<Subscription>, StoreError>;
     /// Writes url, events, description and enabled (never the position: that is
     /// `set_position`'s, so an edit cannot undo a delivery task's progress, nor the task an
     /// edit); false when it does not exist.
-    async fn update_subscription(&self, subscription: &Subscription) -> Result<bool, StoreError>;
+    async fn update_subscription(
+        &self,
+        subscription: &Subscription,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError>;
     /// Writes the position in one statement: unconditionally with `expected = None` (a
     /// replay), else only if the stored position is still `expected` (the delivery task's
     /// compare-and-set: a replay meanwhile wins). False when nothing was written.
-    async fn set_position(&self, id: Uuid, position: &str, expected: Option<&str>) -> Result<bool, StoreError>;
-    async fn delete_subscription(&self, id: Uuid) -> Result<bool, StoreError>;
+    async fn set_position(
+        &self,
+        id: Uuid,
+        position: &str,
+        expected: Option<&str>,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError>;
+    async fn delete_subscription(&self, id: Uuid, audit: Option<&AuditRecord>) -> Result<bool, StoreError>;
     /// The delivery's latest state (inserted or replaced).
     async fn record_delivery(&self, subscription: Uuid, delivery: &Delivery) -> Result<(), StoreError>;
     /// Settles a run of events the delivery task has finished with, in order (delivered, or
@@ -200,9 +217,15 @@ async fn pg_write_delivery(
 
 #[async_trait]
 impl WebhookStore for PgUserStore {
-    async fn create_subscription(&self, subscription: &Subscription) -> Result<(), StoreError> {
+    async fn create_subscription(
+        &self,
+        subscription: &Subscription,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
         let s = subscription.clone();
+        let audit = audit.cloned();
         self.run(move |pool| async move {
+            let mut transaction = pool.begin().await.map_err(crate::postgres::classify)?;
             sqlx::query(&format!(
                 "INSERT INTO webhook_subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
             ))
@@ -214,9 +237,13 @@ impl WebhookStore for PgUserStore {
             .bind(s.enabled)
             .bind(s.created_at.as_micros())
             .bind(&s.position)
-            .execute(&pool)
+            .execute(&mut *transaction)
             .await
             .map_err(crate::postgres::classify)?;
+            if let Some(audit) = &audit {
+                crate::audit::postgres::append(&mut transaction, audit).await?;
+            }
+            transaction.commit().await.map_err(crate::postgres::classify)?;
             Ok(())
         })
         .await
@@ -247,9 +274,15 @@ impl WebhookStore for PgUserStore {
         .await
     }
 
-    async fn update_subscription(&self, subscription: &Subscription) -> Result<bool, StoreError> {
+    async fn update_subscription(
+        &self,
+        subscription: &Subscription,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
         let s = subscription.clone();
+        let audit = audit.cloned();
         self.run(move |pool| async move {
+            let mut transaction = pool.begin().await.map_err(crate::postgres::classify)?;
             let done = sqlx::query(
                 "UPDATE webhook_subscriptions SET url = $2, events = $3, description = $4, enabled = $5 WHERE id = $1",
             )
@@ -258,39 +291,73 @@ impl WebhookStore for PgUserStore {
             .bind(events_text(&s.events))
             .bind(&s.description)
             .bind(s.enabled)
-            .execute(&pool)
+            .execute(&mut *transaction)
             .await
             .map_err(crate::postgres::classify)?;
-            Ok(done.rows_affected() == 1)
+            if done.rows_affected() != 1 {
+                // Nothing changed, so nothing is recorded; the transaction rolls back on drop.
+                return Ok(false);
+            }
+            if let Some(audit) = &audit {
+                crate::audit::postgres::append(&mut transaction, audit).await?;
+            }
+            transaction.commit().await.map_err(crate::postgres::classify)?;
+            Ok(true)
         })
         .await
     }
 
-    async fn set_position(&self, id: Uuid, position: &str, expected: Option<&str>) -> Result<bool, StoreError> {
+    async fn set_position(
+        &self,
+        id: Uuid,
+        position: &str,
+        expected: Option<&str>,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
         let (position, expected) = (position.to_owned(), expected.map(str::to_owned));
+        let audit = audit.cloned();
         self.run(move |pool| async move {
+            let mut transaction = pool.begin().await.map_err(crate::postgres::classify)?;
             let done = sqlx::query(
                 "UPDATE webhook_subscriptions SET position = $2 WHERE id = $1 AND ($3::text IS NULL OR position = $3)",
             )
             .bind(id)
             .bind(&position)
             .bind(&expected)
-            .execute(&pool)
+            .execute(&mut *transaction)
             .await
             .map_err(crate::postgres::classify)?;
-            Ok(done.rows_affected() == 1)
+            if done.rows_affected() != 1 {
+                // Nothing changed, so nothing is recorded; the transaction rolls back on drop.
+                return Ok(false);
+            }
+            if let Some(audit) = &audit {
+                crate::audit::postgres::append(&mut transaction, audit).await?;
+            }
+            transaction.commit().await.map_err(crate::postgres::classify)?;
+            Ok(true)
         })
         .await
     }
 
-    async fn delete_subscription(&self, id: Uuid) -> Result<bool, StoreError> {
+    async fn delete_subscription(&self, id: Uuid, audit: Option<&AuditRecord>) -> Result<bool, StoreError> {
+        let audit = audit.cloned();
         self.run(move |pool| async move {
+            let mut transaction = pool.begin().await.map_err(crate::postgres::classify)?;
             let done = sqlx::query("DELETE FROM webhook_subscriptions WHERE id = $1")
                 .bind(id)
-                .execute(&pool)
+                .execute(&mut *transaction)
                 .await
                 .map_err(crate::postgres::classify)?;
-            Ok(done.rows_affected() == 1)
+            if done.rows_affected() != 1 {
+                // Nothing changed, so nothing is recorded; the transaction rolls back on drop.
+                return Ok(false);
+            }
+            if let Some(audit) = &audit {
+                crate::audit::postgres::append(&mut transaction, audit).await?;
+            }
+            transaction.commit().await.map_err(crate::postgres::classify)?;
+            Ok(true)
         })
         .await
     }
@@ -431,9 +498,15 @@ async fn sqlite_write_delivery(
 
 #[async_trait]
 impl WebhookStore for SqliteUserStore {
-    async fn create_subscription(&self, subscription: &Subscription) -> Result<(), StoreError> {
+    async fn create_subscription(
+        &self,
+        subscription: &Subscription,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
         let s = subscription.clone();
+        let audit = audit.cloned();
         self.run(move |pool| async move {
+            let mut transaction = pool.begin_with("BEGIN IMMEDIATE").await.map_err(crate::sqlite::classify)?;
             sqlx::query(&format!(
                 "INSERT INTO webhook_subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
             ))
@@ -445,9 +518,13 @@ impl WebhookStore for SqliteUserStore {
             .bind(i64::from(s.enabled))
             .bind(s.created_at.as_micros())
             .bind(&s.position)
-            .execute(&pool)
+            .execute(&mut *transaction)
             .await
             .map_err(crate::sqlite::classify)?;
+            if let Some(audit) = &audit {
+                crate::audit::sqlite::append(&mut transaction, audit).await?;
+            }
+            transaction.commit().await.map_err(crate::sqlite::classify)?;
             Ok(())
         })
         .await
@@ -478,9 +555,15 @@ impl WebhookStore for SqliteUserStore {
         .await
     }
 
-    async fn update_subscription(&self, subscription: &Subscription) -> Result<bool, StoreError> {
+    async fn update_subscription(
+        &self,
+        subscription: &Subscription,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
         let s = subscription.clone();
+        let audit = audit.cloned();
         self.run(move |pool| async move {
+            let mut transaction = pool.begin_with("BEGIN IMMEDIATE").await.map_err(crate::sqlite::classify)?;
             let done = sqlx::query(
                 "UPDATE webhook_subscriptions SET url = ?2, events = ?3, description = ?4, enabled = ?5 WHERE id = ?1",
             )
@@ -489,39 +572,73 @@ impl WebhookStore for SqliteUserStore {
             .bind(events_text(&s.events))
             .bind(&s.description)
             .bind(i64::from(s.enabled))
-            .execute(&pool)
+            .execute(&mut *transaction)
             .await
             .map_err(crate::sqlite::classify)?;
-            Ok(done.rows_affected() == 1)
+            if done.rows_affected() != 1 {
+                // Nothing changed, so nothing is recorded; the transaction rolls back on drop.
+                return Ok(false);
+            }
+            if let Some(audit) = &audit {
+                crate::audit::sqlite::append(&mut transaction, audit).await?;
+            }
+            transaction.commit().await.map_err(crate::sqlite::classify)?;
+            Ok(true)
         })
         .await
     }
 
-    async fn set_position(&self, id: Uuid, position: &str, expected: Option<&str>) -> Result<bool, StoreError> {
+    async fn set_position(
+        &self,
+        id: Uuid,
+        position: &str,
+        expected: Option<&str>,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
         let (position, expected) = (position.to_owned(), expected.map(str::to_owned));
+        let audit = audit.cloned();
         self.run(move |pool| async move {
+            let mut transaction = pool.begin_with("BEGIN IMMEDIATE").await.map_err(crate::sqlite::classify)?;
             let done = sqlx::query(
                 "UPDATE webhook_subscriptions SET position = ?2 WHERE id = ?1 AND (?3 IS NULL OR position = ?3)",
             )
             .bind(id.hyphenated().to_string())
             .bind(&position)
             .bind(&expected)
-            .execute(&pool)
+            .execute(&mut *transaction)
             .await
             .map_err(crate::sqlite::classify)?;
-            Ok(done.rows_affected() == 1)
+            if done.rows_affected() != 1 {
+                // Nothing changed, so nothing is recorded; the transaction rolls back on drop.
+                return Ok(false);
+            }
+            if let Some(audit) = &audit {
+                crate::audit::sqlite::append(&mut transaction, audit).await?;
+            }
+            transaction.commit().await.map_err(crate::sqlite::classify)?;
+            Ok(true)
         })
         .await
     }
 
-    async fn delete_subscription(&self, id: Uuid) -> Result<bool, StoreError> {
+    async fn delete_subscription(&self, id: Uuid, audit: Option<&AuditRecord>) -> Result<bool, StoreError> {
+        let audit = audit.cloned();
         self.run(move |pool| async move {
+            let mut transaction = pool.begin_with("BEGIN IMMEDIATE").await.map_err(crate::sqlite::classify)?;
             let done = sqlx::query("DELETE FROM webhook_subscriptions WHERE id = ?1")
                 .bind(id.hyphenated().to_string())
-                .execute(&pool)
+                .execute(&mut *transaction)
                 .await
                 .map_err(crate::sqlite::classify)?;
-            Ok(done.rows_affected() == 1)
+            if done.rows_affected() != 1 {
+                // Nothing changed, so nothing is recorded; the transaction rolls back on drop.
+                return Ok(false);
+            }
+            if let Some(audit) = &audit {
+                crate::audit::sqlite::append(&mut transaction, audit).await?;
+            }
+            transaction.commit().await.map_err(crate::sqlite::classify)?;
+            Ok(true)
         })
         .await
     }
@@ -544,7 +661,7 @@ impl WebhookStore for SqliteUserStore {
     ) -> Result<bool, StoreError> {
         let (deliveries, position, expected) = (deliveries.to_vec(), position.to_owned(), expected.to_owned());
         self.run(move |pool| async move {
-            let mut transaction = pool.begin().await.map_err(crate::sqlite::classify)?;
+            let mut transaction = pool.begin_with("BEGIN IMMEDIATE").await.map_err(crate::sqlite::classify)?;
             let moved = sqlx::query("UPDATE webhook_subscriptions SET position = ?2 WHERE id = ?1 AND position = ?3")
                 .bind(id.hyphenated().to_string())
                 .bind(&position)
