@@ -318,26 +318,15 @@ impl Limits {
         Timestamp::from_micros((day - (day_of_month - 1)) * DAY_MICROS)
     }
 
-    /// Counts, at start, the transfers the ledger holds that limits count (`LimitsStore::
-    /// load_usage`: processing, pending or completed, initiated by a user, this month), into
-    /// the windows of `now`. Called once recovery has finished every saga it could, before
+    /// Installs, at start, what the ledger holds that limits count (`LimitsStore::load_usage`:
+    /// processing, pending or completed, initiated by a user, this month), summed by the store
+    /// into the windows of `now`. Called once recovery has finished every saga it could, before
     /// the engine serves, so each such transfer is counted once and a recovered failure not
     /// at all.
-    pub fn install_usage(&self, rows: &[(UserId, Currency, Decimal, Timestamp)], now: Timestamp) {
+    pub fn install_usage(&self, totals: &[(UserId, Currency, Usage)], now: Timestamp) {
         let window = window_of(now);
-        for (user, currency, amount, created_at) in rows {
-            let at = window_of(*created_at);
-            let mut entry = self.usage.entry((*user, *currency)).or_insert(Counters {
-                window,
-                used: Usage { used_today: Decimal::ZERO, used_this_month: Decimal::ZERO },
-            });
-            let add = |used: Decimal| used.checked_add(*amount).unwrap_or(Decimal::MAX);
-            if at.month == window.month {
-                entry.used.used_this_month = add(entry.used.used_this_month);
-            }
-            if at.day == window.day {
-                entry.used.used_today = add(entry.used.used_today);
-            }
+        for (user, currency, used) in totals {
+            self.usage.insert((*user, *currency), Counters { window, used: *used });
         }
     }
 

@@ -181,7 +181,7 @@ async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, St
                 // (actors/src/limits.rs), before anything is served.
                 let now = engine.now();
                 let since = tally_actors::limits::Limits::month_start(now);
-                match starting.identity().limits.load_usage(since).await {
+                match starting.identity().limits.load_usage(since, now).await {
                     Ok(rows) => engine.limits().install_usage(&rows, now),
                     Err(error) => {
                         tracing::error!(%error, "the limits' usage could not be read; exiting");

@@ -8,8 +8,11 @@
 //! by `tally_actors::limits`. The levels of the users above `none` are read once at start
 //! (`load_user_levels`), for the engine to enforce limits without a store round trip.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
-use tally_engine::limits::UserLimits;
+use rust_decimal::Decimal;
+use tally_engine::limits::{Usage, UserLimits, Window, window_of};
 use tally_engine::{Currency, Timestamp, UserId};
 
 use super::VerificationLevel;
@@ -36,10 +39,11 @@ pub trait LimitsStore: Send + Sync + 'static {
 
     /// What limits count, from the ledger itself, for start-up: every internal or external
     /// transfer a user initiated and every crypto withdrawal, `processing`, `pending` or
-    /// `completed`, created at or after `since` (the month's start), as `(user, currency,
-    /// amount, created_at)`. One range of each table's primary key (ids are UUIDv7 of the
-    /// creation time), read once per start.
-    async fn load_usage(&self, since: Timestamp) -> Result<Vec<UsageRow>, StoreError>;
+    /// `completed`, created at or after `since` (the month's start), summed per user and
+    /// currency into the windows of `now` (`UsageSums`). One range of each table's primary key
+    /// (ids are UUIDv7 of the creation time), read once per start and streamed: memory holds
+    /// one entry per user and currency, not one per transfer of the month.
+    async fn load_usage(&self, since: Timestamp, now: Timestamp) -> Result<Vec<UsageTotal>, StoreError>;
 
     /// Replaces `level`'s whole set with `limits` (one entry per currency, none unlimited)
     /// and appends `audit`, in one transaction.
@@ -52,8 +56,48 @@ pub trait LimitsStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 }
 
-/// One counted transfer: who initiated it, its source currency and amount, when it was created.
-pub type UsageRow = (UserId, Currency, rust_decimal::Decimal, Timestamp);
+/// What one user has used in one currency, in the day and month of the `now` it was summed at.
+pub type UsageTotal = (UserId, Currency, Usage);
+
+/// Sums counted transfers as the store streams them (`load_usage`), into the windows of `now`.
+/// Amounts are summed exactly; a sum past `Decimal::MAX` saturates (it would refuse every
+/// transfer, as an exhausted limit should), which no ledger of real amounts reaches.
+pub(crate) struct UsageSums {
+    now: Window,
+    sums: HashMap<(UserId, Currency), Usage>,
+}
+
+impl UsageSums {
+    pub(crate) fn new(now: Timestamp) -> UsageSums {
+        UsageSums { now: window_of(now), sums: HashMap::new() }
+    }
+
+    /// Adds one counted row `(user, currency code, amount, created_at)` as stored.
+    pub(crate) fn add(
+        &mut self,
+        user: uuid::Uuid,
+        currency: &str,
+        amount: Decimal,
+        created_at: i64,
+    ) -> Result<(), StoreError> {
+        let currency = Currency::from_code(currency)
+            .ok_or_else(|| StoreError::Corrupt(format!("a transfer of user {user} has currency {currency:?}")))?;
+        let at = window_of(Timestamp::from_micros(created_at));
+        let used = self.sums.entry((UserId::from_uuid(user), currency)).or_default();
+        let add = |sum: Decimal| sum.checked_add(amount).unwrap_or(Decimal::MAX);
+        if at.month == self.now.month {
+            used.used_this_month = add(used.used_this_month);
+        }
+        if at.day == self.now.day {
+            used.used_today = add(used.used_today);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn totals(self) -> Vec<UsageTotal> {
+        self.sums.into_iter().map(|((user, currency), used)| (user, currency, used)).collect()
+    }
+}
 
 /// The smallest UUIDv7 of a time: transfers created at or after `since` have ids at or above it.
 pub(crate) fn first_id_at(since: Timestamp) -> uuid::Uuid {
@@ -77,18 +121,6 @@ pub(crate) const USAGE_SQL_SQLITE: &str = "SELECT initiated_by, currency, amount
      SELECT owner_id, asset, asset_amount, created_at FROM crypto_ops
      WHERE id >= ?1 AND created_at >= ?2 AND kind = 'withdrawal'
        AND status IN ('processing', 'pending', 'completed')";
-
-/// A stored usage row, checked (shared by both stores).
-pub(crate) fn usage_row(
-    user: uuid::Uuid,
-    currency: &str,
-    amount: rust_decimal::Decimal,
-    created_at: i64,
-) -> Result<UsageRow, StoreError> {
-    let currency = Currency::from_code(currency)
-        .ok_or_else(|| StoreError::Corrupt(format!("a transfer of user {user} has currency {currency:?}")))?;
-    Ok((UserId::from_uuid(user), currency, amount, Timestamp::from_micros(created_at)))
-}
 
 /// A stored `(id, verification_level)` row, checked (shared by both stores).
 pub(crate) fn user_level(id: uuid::Uuid, level: &str) -> Result<(UserId, VerificationLevel), StoreError> {
@@ -114,4 +146,50 @@ pub(crate) fn level_limits(
         return Err(corrupt("a row without any maximum".to_owned()));
     }
     Ok(LevelLimits { level, currency, limits })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400_000_000;
+
+    #[test]
+    fn usage_sums_count_each_row_once_in_the_windows_of_now() {
+        // 2024-03-15 12:00 UTC; 2024-03-01 is day 19783 since 1970-01-01.
+        let month_start = 19_783 * DAY;
+        let now = Timestamp::from_micros(month_start + 14 * DAY + DAY / 2);
+        let today = month_start + 14 * DAY;
+        let (alice, bob) = (uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2));
+        let amount = |text: &str| text.parse::<Decimal>().unwrap();
+        let mut sums = UsageSums::new(now);
+        sums.add(alice, "EUR", amount("10.01"), month_start).unwrap();
+        sums.add(alice, "EUR", amount("0.02"), today).unwrap();
+        sums.add(alice, "EUR", amount("100.00"), today + DAY / 2).unwrap();
+        sums.add(alice, "USD", amount("5.00"), today - 1).unwrap();
+        sums.add(bob, "EUR", amount("7.00"), month_start - 1).unwrap();
+        let mut totals = sums.totals();
+        totals.sort_by_key(|(user, currency, _)| (*user, currency.code()));
+        let usage = |used_today: &str, used_this_month: &str| Usage {
+            used_today: amount(used_today),
+            used_this_month: amount(used_this_month),
+        };
+        assert_eq!(
+            totals,
+            vec![
+                (UserId::from_uuid(alice), Currency::from_code("EUR").unwrap(), usage("100.02", "110.03")),
+                (UserId::from_uuid(alice), Currency::from_code("USD").unwrap(), usage("0", "5.00")),
+                // A row before the month (the store's range starts at the month; a row from
+                // the day before is counted nowhere).
+                (UserId::from_uuid(bob), Currency::from_code("EUR").unwrap(), usage("0", "0")),
+            ]
+        );
+    }
+
+    #[test]
+    fn usage_sums_refuse_an_unknown_currency() {
+        let mut sums = UsageSums::new(Timestamp::from_micros(0));
+        let refused = sums.add(uuid::Uuid::from_u128(1), "XXX1", Decimal::ONE, 0);
+        assert!(matches!(refused, Err(StoreError::Corrupt(_))), "{refused:?}");
+    }
 }

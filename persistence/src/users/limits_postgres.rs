@@ -1,13 +1,14 @@
 //! `LimitsStore` on Postgres (migration 0030).
 
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use rust_decimal::Decimal;
 use tally_engine::limits::UserLimits;
 use tally_engine::{Currency, Timestamp, UserId};
 
 use super::VerificationLevel;
 use super::limits::{
-    LevelLimits, LimitsStore, USAGE_SQL_POSTGRES, UsageRow, first_id_at, level_limits, usage_row, user_level,
+    LevelLimits, LimitsStore, USAGE_SQL_POSTGRES, UsageSums, UsageTotal, first_id_at, level_limits, user_level,
 };
 use super::postgres::{PgUserStore, classify};
 use crate::audit::AuditRecord;
@@ -45,15 +46,17 @@ impl LimitsStore for PgUserStore {
         .await
     }
 
-    async fn load_usage(&self, since: Timestamp) -> Result<Vec<UsageRow>, StoreError> {
+    async fn load_usage(&self, since: Timestamp, now: Timestamp) -> Result<Vec<UsageTotal>, StoreError> {
         self.run(|pool| async move {
-            let rows: Vec<(uuid::Uuid, String, Decimal, i64)> = sqlx::query_as(USAGE_SQL_POSTGRES)
+            let mut rows = sqlx::query_as::<_, (uuid::Uuid, String, Decimal, i64)>(USAGE_SQL_POSTGRES)
                 .bind(first_id_at(since))
                 .bind(since.as_micros())
-                .fetch_all(&pool)
-                .await
-                .map_err(classify)?;
-            rows.into_iter().map(|(user, currency, amount, at)| usage_row(user, &currency, amount, at)).collect()
+                .fetch(&pool);
+            let mut sums = UsageSums::new(now);
+            while let Some((user, currency, amount, at)) = rows.try_next().await.map_err(classify)? {
+                sums.add(user, &currency, amount, at)?;
+            }
+            Ok(sums.totals())
         })
         .await
     }

@@ -1,12 +1,13 @@
 //! `LimitsStore` on SQLite (migration 0030): amounts as exact decimal text.
 
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use tally_engine::limits::UserLimits;
 use tally_engine::{Currency, Timestamp, UserId};
 
 use super::VerificationLevel;
 use super::limits::{
-    LevelLimits, LimitsStore, USAGE_SQL_SQLITE, UsageRow, first_id_at, level_limits, usage_row, user_level,
+    LevelLimits, LimitsStore, USAGE_SQL_SQLITE, UsageSums, UsageTotal, first_id_at, level_limits, user_level,
 };
 use super::sqlite::{SqliteUserStore, classify, id_to_db, uuid_from_db};
 use crate::audit::AuditRecord;
@@ -56,24 +57,22 @@ impl LimitsStore for SqliteUserStore {
         .await
     }
 
-    async fn load_usage(&self, since: Timestamp) -> Result<Vec<UsageRow>, StoreError> {
+    async fn load_usage(&self, since: Timestamp, now: Timestamp) -> Result<Vec<UsageTotal>, StoreError> {
         self.run(|pool| async move {
-            let rows: Vec<(String, String, String, i64)> = sqlx::query_as(USAGE_SQL_SQLITE)
+            let mut rows = sqlx::query_as::<_, (String, String, String, i64)>(USAGE_SQL_SQLITE)
                 .bind(id_to_db(first_id_at(since)))
                 .bind(since.as_micros())
-                .fetch_all(&pool)
-                .await
-                .map_err(classify)?;
-            rows.into_iter()
-                .map(|(user, currency, amount, at)| {
-                    usage_row(
-                        uuid_from_db(&user, "transfers.initiated_by")?,
-                        &currency,
-                        decimal_from_db(&amount, "transfers.amount")?,
-                        at,
-                    )
-                })
-                .collect()
+                .fetch(&pool);
+            let mut sums = UsageSums::new(now);
+            while let Some((user, currency, amount, at)) = rows.try_next().await.map_err(classify)? {
+                sums.add(
+                    uuid_from_db(&user, "transfers.initiated_by")?,
+                    &currency,
+                    decimal_from_db(&amount, "transfers.amount")?,
+                    at,
+                )?;
+            }
+            Ok(sums.totals())
         })
         .await
     }
