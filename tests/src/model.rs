@@ -41,6 +41,8 @@ pub struct ModelPending {
     /// What the destination receives, in its own currency.
     pub delivered: Decimal,
     pub currency: &'static str,
+    /// The user whose verification limits count the amount (`ModelLedger::limits`), if any.
+    pub counted: Option<u64>,
 }
 
 /// A fee rule as the model sees it: every kind is a list of tiers (a flat or percentage rule
@@ -96,6 +98,14 @@ pub struct ModelLedger {
     pub aml_flags: u64,
     /// Transfers an AML rule stopped `pending` for review.
     pub aml_reviews: u64,
+    /// Verification limits (issue 15) of each (user, currency) with any: `(per_transfer,
+    /// daily, monthly)`, `None` unbounded. A user is any number the caller chooses.
+    pub limits: HashMap<(u64, &'static str), (Option<Decimal>, Option<Decimal>, Option<Decimal>)>,
+    /// What each (user, currency) has counted. One model run stays within one UTC day (and
+    /// so one month): the day's and the month's usage are this one sum.
+    pub limit_usage: HashMap<(u64, &'static str), Decimal>,
+    /// Transfers refused `VERIFICATION_LIMIT_EXCEEDED`.
+    pub limit_refusals: u64,
 }
 
 /// What a matched AML rule does, least severe first.
@@ -172,9 +182,31 @@ impl ModelLedger {
         source: usize,
         destination: usize,
         amount: Decimal,
+        currency: (&'static str, u32),
+        key: Option<u64>,
+        manual: bool,
+    ) -> Outcome {
+        self.transfer_initiated(kind, source, destination, amount, currency, key, manual, None)
+    }
+
+    /// `transfer` initiated by `initiator` (a customer's transfer), whose verification limits
+    /// count it as the engine's step 1 does (actors/src/limits.rs, docs/ledger-views.md): for
+    /// internal and external transfers, after pricing (fees, FX) and before AML screening and
+    /// the hold, in the transfer's currency, the amount without the fee; a bound met at
+    /// equality passes. A counted transfer that then fails (blocked, an inactive account, a
+    /// currency mismatch, insufficient funds), or that waits pending and is rejected,
+    /// cancelled or fails on execution, gives its amount back.
+    #[allow(clippy::too_many_arguments)]
+    pub fn transfer_initiated(
+        &mut self,
+        kind: &'static str,
+        source: usize,
+        destination: usize,
+        amount: Decimal,
         (currency, scale): (&'static str, u32),
         key: Option<u64>,
         manual: bool,
+        initiator: Option<u64>,
     ) -> Outcome {
         if amount <= Decimal::ZERO || amount.normalize().scale() > scale {
             return Outcome::Rejected("VALIDATION_ERROR");
@@ -197,6 +229,49 @@ impl ModelLedger {
             }
             converted
         };
+        let screened = kind == "internal" || kind == "external";
+        let counted = initiator.filter(|_| screened);
+        if let Some(user) = counted {
+            let (per_transfer, daily, monthly) = self.limits.get(&(user, currency)).copied().unwrap_or_default();
+            let used = self.limit_usage.get(&(user, currency)).copied().unwrap_or_default() + amount;
+            if per_transfer.is_some_and(|max| amount > max)
+                || daily.is_some_and(|max| used > max)
+                || monthly.is_some_and(|max| used > max)
+            {
+                self.limit_refusals += 1;
+                return Outcome::Rejected("VERIFICATION_LIMIT_EXCEEDED");
+            }
+            self.limit_usage.insert((user, currency), used);
+        }
+        let outcome =
+            self.screen_and_hold(kind, source, destination, amount, fee, delivered, currency, key, manual, counted);
+        if let (Outcome::Rejected(_), Some(user)) = (outcome, counted) {
+            self.give_back(user, currency, amount);
+        }
+        outcome
+    }
+
+    /// Gives a counted amount back to its user's usage (never below zero, as the engine).
+    fn give_back(&mut self, user: u64, currency: &'static str, amount: Decimal) {
+        if let Some(used) = self.limit_usage.get_mut(&(user, currency)) {
+            *used = (*used - amount).max(Decimal::ZERO);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn screen_and_hold(
+        &mut self,
+        kind: &'static str,
+        source: usize,
+        destination: usize,
+        amount: Decimal,
+        fee: Decimal,
+        delivered: Decimal,
+        currency: &'static str,
+        key: Option<u64>,
+        manual: bool,
+        counted: Option<u64>,
+    ) -> Outcome {
         let screened = kind == "internal" || kind == "external";
         let matched: Vec<ModelAmlAction> = self
             .aml_rules
@@ -226,7 +301,7 @@ impl ModelLedger {
         if !from.system && total > self.available(source) {
             return Outcome::Rejected("INSUFFICIENT_FUNDS");
         }
-        let pending = ModelPending { source, destination, amount, fee, delivered, currency };
+        let pending = ModelPending { source, destination, amount, fee, delivered, currency, counted };
         if manual {
             let key = key.expect("a transfer that may stop pending has a key");
             self.aml_reviews += u64::from(aml == Some(ModelAmlAction::Review));
@@ -260,7 +335,11 @@ impl ModelLedger {
     pub fn execute(&mut self, key: u64) -> Option<Outcome> {
         let pending = self.pending.remove(&key)?;
         self.accounts[pending.source].held -= pending.amount + pending.fee;
-        Some(self.credit_and_post(&pending))
+        let outcome = self.credit_and_post(&pending);
+        if let (Outcome::Rejected(_), Some(user)) = (outcome, pending.counted) {
+            self.give_back(user, pending.currency, pending.amount);
+        }
+        Some(outcome)
     }
 
     /// Rejects or cancels a pending transfer.
@@ -268,6 +347,9 @@ impl ModelLedger {
         match self.pending.remove(&key) {
             Some(pending) => {
                 self.accounts[pending.source].held -= pending.amount + pending.fee;
+                if let Some(user) = pending.counted {
+                    self.give_back(user, pending.currency, pending.amount);
+                }
                 true
             }
             None => false,
