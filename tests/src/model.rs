@@ -32,6 +32,10 @@ pub enum Outcome {
     Rejected(&'static str),
 }
 
+/// A user's verification limits in one currency: `(per_transfer, daily, monthly)` maxima,
+/// `None` unbounded.
+pub type ModelLimits = (Option<Decimal>, Option<Decimal>, Option<Decimal>);
+
 #[derive(Clone, Debug)]
 pub struct ModelPending {
     pub source: usize,
@@ -100,7 +104,7 @@ pub struct ModelLedger {
     pub aml_reviews: u64,
     /// Verification limits (issue 15) of each (user, currency) with any: `(per_transfer,
     /// daily, monthly)`, `None` unbounded. A user is any number the caller chooses.
-    pub limits: HashMap<(u64, &'static str), (Option<Decimal>, Option<Decimal>, Option<Decimal>)>,
+    pub limits: HashMap<(u64, &'static str), ModelLimits>,
     /// What each (user, currency) has counted. One model run stays within one UTC day (and
     /// so one month): the day's and the month's usage are this one sum.
     pub limit_usage: HashMap<(u64, &'static str), Decimal>,

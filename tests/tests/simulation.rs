@@ -51,9 +51,11 @@ const USER_ACCOUNTS: usize = 12;
 const ASSETS: [Currency; 2] = [Currency::BTC, Currency::USDC];
 /// The first user accounts' owners each get a wallet (of one asset), paired with that account.
 const WALLETS: usize = 4;
+/// `(level, currency, per_transfer, daily, monthly)`, maxima in minor units.
+type LimitRow = (VerificationLevel, Currency, Option<i64>, Option<i64>, Option<i64>);
 /// Verification limits by level: `(level, currency, per_transfer, daily, monthly)` in minor
 /// units (`None`: no bound), tight enough that histories meet every kind of bound.
-const LIMITS: [(VerificationLevel, Currency, Option<i64>, Option<i64>, Option<i64>); 5] = [
+const LIMITS: [LimitRow; 5] = [
     (VerificationLevel::Basic, Currency::USD, Some(50_000), Some(300_000), Some(600_000)),
     (VerificationLevel::Basic, Currency::EUR, None, Some(250_000), None),
     (VerificationLevel::Basic, Currency::JPY, Some(50_000), None, Some(400_000)),
