@@ -307,13 +307,15 @@ impl Sim {
             let owner = self.accounts[index].owner.unwrap();
             for currency in CURRENCIES {
                 let usage = self.harness.engine.limits().usage(owner, currency, now);
-                let model = self.model.limit_usage.get(&(index as u64, currency.code())).copied().unwrap_or_default();
-                assert_eq!(usage.used_today, model, "seed {}: account {index}'s owner's {currency} usage", self.seed);
-                assert_eq!(
-                    usage.used_this_month, model,
-                    "seed {}: account {index}'s owner's {currency} usage",
-                    self.seed
-                );
+                let model = self
+                    .model
+                    .limit_usage
+                    .get(&(index as u64, currency.code()))
+                    .map(|usage| usage.rolled(now.as_micros()))
+                    .unwrap_or_default();
+                let what = format!("seed {}: account {index}'s owner's {currency} usage", self.seed);
+                assert_eq!(usage.used_today, model.today, "{what} today");
+                assert_eq!(usage.used_this_month, model.this_month, "{what} this month");
             }
         }
     }
@@ -476,6 +478,8 @@ impl Sim {
         let mut request = self.request(source, destination, amount, currency);
         // A customer's transfer: its source's owner initiates it, and their limits count it.
         request.initiated_by = self.accounts[source].owner;
+        // The limits' windows are the UTC day and month of the transfer's creation.
+        let created_at = request.created_at.as_micros();
         let id = request.id;
         let key = self.next_key;
         self.next_key += 1;
@@ -487,7 +491,7 @@ impl Sim {
             (currency.code(), currency.scale()),
             Some(key),
             self.manual_internal,
-            Some(source as u64),
+            Some((source as u64, created_at)),
         );
         let result = self.harness.engine.transfer(request).await;
         self.record(expected, &result, &format!("internal {source}->{destination} {amount} {currency}"));
@@ -503,6 +507,7 @@ impl Sim {
         let mut request = self.request(source, settlement, amount, currency);
         request.kind = TransferKind::External;
         request.initiated_by = self.accounts[source].owner;
+        let created_at = request.created_at.as_micros();
         let id = request.id;
         let key = self.next_key;
         self.next_key += 1;
@@ -514,7 +519,7 @@ impl Sim {
             (currency.code(), currency.scale()),
             Some(key),
             true,
-            Some(source as u64),
+            Some((source as u64, created_at)),
         );
         let result = self.harness.engine.transfer(request).await;
         self.record(expected, &result, &format!("external {source} {amount}"));
