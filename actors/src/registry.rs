@@ -215,6 +215,23 @@ impl<E: Entity> Registry<E> {
         (!self.shared.journals.is_durable(position)).then_some(position.shard)
     }
 
+    /// Resolves once the entity's newest record appended so far is durable (at once if it is,
+    /// or if the entity has no live incarnation: an actor passivates only once its last record
+    /// is durable). An entity's records become durable in the order it appended them, so after
+    /// this the store holds every change the entity made before the call: a point-in-time read
+    /// of its postings (`GET /v1/accounts/{id}/balance?at=`) then misses none still in a journal.
+    pub async fn wait_newest_durable(&self, id: E::Id) -> Result<(), tally_persistence::JournalStopped> {
+        let packed = self.slots.get(&id).map_or(0, |slot| slot.last_record.load(Ordering::Relaxed));
+        if let Some(position) = self.unfinished.get(&id).map(|entry| *entry.value()) {
+            self.shared.journals.wait_durable(position).await?;
+        }
+        if packed == 0 {
+            return Ok(());
+        }
+        let position = JournalPosition { shard: (packed >> 48) as u16, seq: packed & ((1 << 48) - 1) };
+        self.shared.journals.wait_durable(position).await
+    }
+
     async fn slot(self: &Arc<Self>, id: E::Id) -> Result<Arc<Slot<E>>, CallError<E::Rejection>> {
         loop {
             let existing = self.slots.get(&id).map(|entry| Arc::clone(entry.value()));

@@ -41,6 +41,7 @@ pub mod openapi;
 pub mod ops;
 pub mod ops_page;
 pub mod pagination;
+pub mod point_in_time;
 pub mod pricing;
 pub mod problem;
 pub mod request_stats;
@@ -178,6 +179,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/crypto/withdrawals", get(crypto_history::withdrawals))
         .route("/v1/wallets/{id}/transactions", get(crypto_history::wallet_transactions))
         .route("/v1/accounts/{id}/statement", get(statements::account_statement))
+        .route("/v1/accounts/{id}/balance", get(point_in_time::balance))
         .route("/v1/admin/limits", get(limits::list))
         .route("/v1/admin/limits/{level}", put(limits::put_level))
         .route("/v1/users/me/limits", get(limits::mine))

@@ -194,6 +194,7 @@ pub struct ProblemDoc {
         crate::crypto_history::withdrawals,
         crate::crypto_history::wallet_transactions,
         crate::statements::account_statement,
+        crate::point_in_time::balance,
         crate::limits::list,
         crate::limits::put_level,
         crate::limits::mine,

@@ -32,6 +32,45 @@ pub enum Outcome {
     Rejected(&'static str),
 }
 
+/// A user's verification limits in one currency: `(per_transfer, daily, monthly)` maxima,
+/// `None` unbounded.
+pub type ModelLimits = (Option<Decimal>, Option<Decimal>, Option<Decimal>);
+
+/// What a (user, currency) has counted in its latest UTC day and calendar month seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModelUsage {
+    /// Days since 1970-01-01, and `year * 12 + month - 1`.
+    pub day: i64,
+    pub month: i64,
+    pub today: Decimal,
+    pub this_month: Decimal,
+}
+
+impl ModelUsage {
+    /// The windows of `at` (microseconds), UTC.
+    pub fn windows(at: i64) -> (i64, i64) {
+        let day = at.div_euclid(86_400_000_000);
+        let (year, month, _) = tally_engine::limits::civil_from_days(day);
+        (day, year * 12 + month - 1)
+    }
+
+    /// The usage as of `at`: a later day or month starts from zero (a clock stepping back
+    /// keeps the later window, as the engine does).
+    pub fn rolled(self, at: i64) -> ModelUsage {
+        let (day, month) = ModelUsage::windows(at);
+        let mut rolled = self;
+        if day > self.day {
+            rolled.day = day;
+            rolled.today = Decimal::ZERO;
+        }
+        if month > self.month {
+            rolled.month = month;
+            rolled.this_month = Decimal::ZERO;
+        }
+        rolled
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ModelPending {
     pub source: usize,
@@ -41,6 +80,9 @@ pub struct ModelPending {
     /// What the destination receives, in its own currency.
     pub delivered: Decimal,
     pub currency: &'static str,
+    /// The user whose verification limits count the amount (`ModelLedger::limits`) and the
+    /// transfer's creation time (microseconds: its day and month are the windows counted), if any.
+    pub counted: Option<(u64, i64)>,
 }
 
 /// A fee rule as the model sees it: every kind is a list of tiers (a flat or percentage rule
@@ -96,6 +138,13 @@ pub struct ModelLedger {
     pub aml_flags: u64,
     /// Transfers an AML rule stopped `pending` for review.
     pub aml_reviews: u64,
+    /// Verification limits (issue 15) of each (user, currency) with any: `(per_transfer,
+    /// daily, monthly)`, `None` unbounded. A user is any number the caller chooses.
+    pub limits: HashMap<(u64, &'static str), ModelLimits>,
+    /// What each (user, currency) has counted, by UTC day and calendar month.
+    pub limit_usage: HashMap<(u64, &'static str), ModelUsage>,
+    /// Transfers refused `VERIFICATION_LIMIT_EXCEEDED`.
+    pub limit_refusals: u64,
 }
 
 /// What a matched AML rule does, least severe first.
@@ -172,9 +221,31 @@ impl ModelLedger {
         source: usize,
         destination: usize,
         amount: Decimal,
+        currency: (&'static str, u32),
+        key: Option<u64>,
+        manual: bool,
+    ) -> Outcome {
+        self.transfer_initiated(kind, source, destination, amount, currency, key, manual, None)
+    }
+
+    /// `transfer` initiated by `initiator` (a customer's transfer), whose verification limits
+    /// count it as the engine's step 1 does (actors/src/limits.rs, docs/ledger-views.md): for
+    /// internal and external transfers, after pricing (fees, FX) and before AML screening and
+    /// the hold, in the transfer's currency, the amount without the fee; a bound met at
+    /// equality passes. A counted transfer that then fails (blocked, an inactive account, a
+    /// currency mismatch, insufficient funds), or that waits pending and is rejected,
+    /// cancelled or fails on execution, gives its amount back.
+    #[allow(clippy::too_many_arguments)]
+    pub fn transfer_initiated(
+        &mut self,
+        kind: &'static str,
+        source: usize,
+        destination: usize,
+        amount: Decimal,
         (currency, scale): (&'static str, u32),
         key: Option<u64>,
         manual: bool,
+        initiator: Option<(u64, i64)>,
     ) -> Outcome {
         if amount <= Decimal::ZERO || amount.normalize().scale() > scale {
             return Outcome::Rejected("VALIDATION_ERROR");
@@ -197,6 +268,63 @@ impl ModelLedger {
             }
             converted
         };
+        let screened = kind == "internal" || kind == "external";
+        let counted = initiator.filter(|_| screened);
+        if let Some((user, at)) = counted {
+            let (per_transfer, daily, monthly) = self.limits.get(&(user, currency)).copied().unwrap_or_default();
+            let (day, month) = ModelUsage::windows(at);
+            let usage = self
+                .limit_usage
+                .get(&(user, currency))
+                .copied()
+                .unwrap_or(ModelUsage { day, month, ..ModelUsage::default() })
+                .rolled(at);
+            let (today, this_month) = (usage.today + amount, usage.this_month + amount);
+            if per_transfer.is_some_and(|max| amount > max)
+                || daily.is_some_and(|max| today > max)
+                || monthly.is_some_and(|max| this_month > max)
+            {
+                self.limit_refusals += 1;
+                return Outcome::Rejected("VERIFICATION_LIMIT_EXCEEDED");
+            }
+            self.limit_usage.insert((user, currency), ModelUsage { today, this_month, ..usage });
+        }
+        let outcome =
+            self.screen_and_hold(kind, source, destination, amount, fee, delivered, currency, key, manual, counted);
+        if let (Outcome::Rejected(_), Some(counted)) = (outcome, counted) {
+            self.give_back(counted, currency, amount);
+        }
+        outcome
+    }
+
+    /// Gives a counted amount back to the windows it was counted in, if they are still the
+    /// user's latest (never below zero), as the engine does.
+    fn give_back(&mut self, (user, at): (u64, i64), currency: &'static str, amount: Decimal) {
+        let (day, month) = ModelUsage::windows(at);
+        if let Some(usage) = self.limit_usage.get_mut(&(user, currency)) {
+            if usage.day == day {
+                usage.today = (usage.today - amount).max(Decimal::ZERO);
+            }
+            if usage.month == month {
+                usage.this_month = (usage.this_month - amount).max(Decimal::ZERO);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn screen_and_hold(
+        &mut self,
+        kind: &'static str,
+        source: usize,
+        destination: usize,
+        amount: Decimal,
+        fee: Decimal,
+        delivered: Decimal,
+        currency: &'static str,
+        key: Option<u64>,
+        manual: bool,
+        counted: Option<(u64, i64)>,
+    ) -> Outcome {
         let screened = kind == "internal" || kind == "external";
         let matched: Vec<ModelAmlAction> = self
             .aml_rules
@@ -226,7 +354,7 @@ impl ModelLedger {
         if !from.system && total > self.available(source) {
             return Outcome::Rejected("INSUFFICIENT_FUNDS");
         }
-        let pending = ModelPending { source, destination, amount, fee, delivered, currency };
+        let pending = ModelPending { source, destination, amount, fee, delivered, currency, counted };
         if manual {
             let key = key.expect("a transfer that may stop pending has a key");
             self.aml_reviews += u64::from(aml == Some(ModelAmlAction::Review));
@@ -260,7 +388,11 @@ impl ModelLedger {
     pub fn execute(&mut self, key: u64) -> Option<Outcome> {
         let pending = self.pending.remove(&key)?;
         self.accounts[pending.source].held -= pending.amount + pending.fee;
-        Some(self.credit_and_post(&pending))
+        let outcome = self.credit_and_post(&pending);
+        if let (Outcome::Rejected(_), Some(counted)) = (outcome, pending.counted) {
+            self.give_back(counted, pending.currency, pending.amount);
+        }
+        Some(outcome)
     }
 
     /// Rejects or cancels a pending transfer.
@@ -268,6 +400,9 @@ impl ModelLedger {
         match self.pending.remove(&key) {
             Some(pending) => {
                 self.accounts[pending.source].held -= pending.amount + pending.fee;
+                if let Some(counted) = pending.counted {
+                    self.give_back(counted, pending.currency, pending.amount);
+                }
                 true
             }
             None => false,

@@ -510,3 +510,137 @@ async fn a_failure_mid_stream_aborts_the_owner_s_download() {
         Err(error) => assert!(error.is_request() || error.is_body(), "the connection broke: {error}"),
     }
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("VmRSS in /proc/{pid}/status"))
+}
+
+/// Lines of the owner's long statement: `TALLY_OWNER_STATEMENT_LINES`, or 100,000 in CI (the
+/// full million runs from `scripts/owner-statement-million`, which sets it).
+fn owner_statement_lines() -> i64 {
+    std::env::var("TALLY_OWNER_STATEMENT_LINES").ok().map_or(100_000, |text| text.parse().unwrap())
+}
+
+/// The owner's CSV of one account with a million postings (shortened in CI, see
+/// `owner_statement_lines`) streams from a real `tally serve` while its resident memory stays
+/// flat, every line exact; as the admin statement's million-line test
+/// (`http_statements::a_million_lines_stream_as_csv_in_constant_memory`), whose envelope
+/// applies: holding the lines would take 200-450 MB, the server holds one chunk of 1,000. The
+/// same account's point-in-time balance is then read at instants across its postings and timed
+/// (`docs/ledger-views.md`, "Point-in-time balance", states the figures).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_line_owner_statement_streams_in_bounded_memory() {
+    const GROWTH_KIB_MAX: u64 = 48 * 1024;
+    let n_lines = owner_statement_lines();
+    let started = std::time::Instant::now();
+    let (server, owner, account, database) = bulk_account(n_lines).await;
+    eprintln!("bulk insert of {} postings: {:?}", 2 * n_lines, started.elapsed());
+    let pid = server.pid().unwrap();
+    let base = server.base_url();
+    let query = "from=2025-06-15&to=2025-06-15";
+
+    // Warm the route (pools, caches, prepared statements), then measure.
+    let (status, page) = owner.get(&format!("/v1/accounts/{account}/statement?{query}&limit=500")).await;
+    assert_eq!(status, 200, "{page}");
+    let baseline = rss_kib(pid);
+    let streaming = std::time::Instant::now();
+    let mut response = owner
+        .http
+        .get(format!("{base}/v1/accounts/{account}/statement?{query}&format=csv"))
+        .bearer_auth(&owner.token)
+        .timeout(std::time::Duration::from_secs(600))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut reader = CsvReader::default();
+    let (mut rows, mut bytes, mut n_samples, mut rss_max) = (0_i64, 0_u64, 0_i64, baseline);
+    let mut header_seen = false;
+    let mut balance = Decimal::ZERO;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        bytes += chunk.len() as u64;
+        reader.feed(&chunk);
+        for record in reader.take() {
+            if !header_seen {
+                assert_eq!(record, HEADER);
+                header_seen = true;
+                continue;
+            }
+            rows += 1;
+            let amount = Decimal::new((rows % 100) + 1, 2);
+            balance -= amount;
+            assert_eq!(record[0], tally_tests::statements::posting_id(&account, rows), "line {rows} in order");
+            assert_amount(&record[6], amount, "USD");
+            assert_amount(&record[7], balance, "USD");
+        }
+        if rows / 10_000 > n_samples {
+            n_samples = rows / 10_000;
+            rss_max = rss_max.max(rss_kib(pid));
+        }
+    }
+    reader.finish();
+    eprintln!(
+        "owner statement: {rows} lines, {} MB in {:?}; server RSS baseline {baseline} KiB, max {rss_max} KiB over {n_samples} samples",
+        bytes / 1_000_000,
+        streaming.elapsed()
+    );
+    assert_eq!(rows, n_lines, "every line of the account, once");
+    assert!(n_samples >= 10, "memory was sampled throughout the stream");
+    assert!(
+        rss_max.saturating_sub(baseline) < GROWTH_KIB_MAX,
+        "server RSS grew from {baseline} KiB to {rss_max} KiB while streaming"
+    );
+
+    // The point-in-time balance of the same account: posting `i` is booked at DAY + i, so the
+    // balance at DAY + i is minus the sum of the first `i` amounts.
+    let day = 1_749_945_600_000_000_i64;
+    let mut prefix = vec![Decimal::ZERO];
+    for i in 1..=n_lines {
+        let last = prefix[prefix.len() - 1];
+        prefix.push(last - Decimal::new((i % 100) + 1, 2));
+    }
+    let mut times = Vec::new();
+    for k in 0..=20 {
+        let i = n_lines * k / 20;
+        for at in [day + i, day + i - 1] {
+            let text = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000)
+                .unwrap()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap();
+            let asked = std::time::Instant::now();
+            let (status, body) = owner.get(&format!("/v1/accounts/{account}/balance?at={text}")).await;
+            times.push(asked.elapsed());
+            assert_eq!(status, 200, "{body}");
+            let expected = prefix[usize::try_from((at - day).clamp(0, n_lines)).unwrap()];
+            assert_amount(body["balance"].as_str().unwrap(), expected, "USD");
+        }
+    }
+    times.sort();
+    eprintln!(
+        "point-in-time balance over {} postings: median {:?}, max {:?} over {} requests",
+        n_lines,
+        times[times.len() / 2],
+        times[times.len() - 1],
+        times.len()
+    );
+    // The plan: one descending probe of the postings' key, whatever the account's size.
+    let mut db = sqlx::PgConnection::connect(&database).await.unwrap();
+    let plan: Vec<(String,)> = sqlx::query_as(&format!(
+        "EXPLAIN (ANALYZE, BUFFERS) SELECT balance_after FROM postings WHERE account_id = '{account}' AND booked_at < {}
+         ORDER BY booked_at DESC, version DESC LIMIT 1",
+        day + n_lines / 2
+    ))
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    let plan: Vec<String> = plan.into_iter().map(|(line,)| line).collect();
+    eprintln!("{}", plan.join("\n"));
+    assert!(plan.iter().any(|line| line.contains("Index Scan Backward using postings")), "{plan:?}");
+    assert!(!plan.iter().any(|line| line.contains("Sort") || line.contains("Seq Scan")), "{plan:?}");
+    db.close().await.unwrap();
+}

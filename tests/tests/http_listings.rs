@@ -327,7 +327,7 @@ async fn transactions_and_balance_history_match_the_postings(server: TestServer)
     let default = server.get(&format!("/v1/accounts/{from}/balance-history"), Some(&alice.token)).await;
     assert_eq!(default.body["points"].as_array().unwrap().len(), 30);
 
-    for path in ["transactions", "balance-history"] {
+    for path in ["transactions", "balance-history", "balance"] {
         server.get(&format!("/v1/accounts/{from}/{path}"), Some(&bob.token)).await.assert_problem(404, "NOT_FOUND");
     }
     server.shutdown().await;

@@ -20,7 +20,9 @@ async fn the_document_is_served_and_docs_render_from_bundled_assets() {
     let document: serde_json::Value =
         http.get(format!("{base}/openapi.json")).send().await.unwrap().json().await.unwrap();
     assert!(document["openapi"].as_str().unwrap().starts_with("3.1"), "{}", document["openapi"]);
-    for path in ["/v1/transfers", "/v1/accounts/{id}", "/v1/admin/adjustments", "/health/ready"] {
+    for path in
+        ["/v1/transfers", "/v1/accounts/{id}", "/v1/accounts/{id}/balance", "/v1/admin/adjustments", "/health/ready"]
+    {
         assert!(document["paths"][path].is_object(), "{path} is not documented");
     }
     assert!(document["components"]["schemas"]["TransferView"]["properties"]["amount"].is_object());

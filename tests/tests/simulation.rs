@@ -10,8 +10,12 @@
 //! from the FX table — run through the real actors and through a plain single-threaded
 //! model ledger. Every outcome, and at the end every balance, hold, status and transfer
 //! status, every wallet position, and per currency (fiat and assets) the zero sum over
-//! accounts and wallets, the AML flags raised and the transfers sent to review, must match. A failure prints its seed; `TALLY_SIM_SEED=<seed>` reruns just it and
-//! `TALLY_SIM_OPS=<n>` changes the length.
+//! accounts and wallets, the AML flags raised and the transfers sent to review, must match.
+//! Customers' transfers are initiated by their source account's owner, whose verification
+//! level (some `basic`, some `verified`, one changed mid-history) bounds them per transfer, per
+//! day and per month: the model predicts every `VERIFICATION_LIMIT_EXCEEDED` exactly, and the
+//! engine's usage at the end is the model's. A failure prints its seed; `TALLY_SIM_SEED=<seed>`
+//! reruns just it and `TALLY_SIM_OPS=<n>` changes the length.
 
 // Test code: a failed unwrap or panic is a failed test, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -33,6 +37,8 @@ use tally_engine::{
     Transfer, TransferId, TransferKind, TransferStatus, TransferTypeSettings, UserId, WalletId,
 };
 use tally_persistence::Store;
+use tally_persistence::users::VerificationLevel;
+use tally_persistence::users::limits::LevelLimits;
 use tally_tests::Harness;
 use tally_tests::model::{DepositOutcome, ModelAmlAction, ModelAmlRule, ModelFee, ModelLedger, ModelStatus, Outcome};
 
@@ -45,6 +51,17 @@ const USER_ACCOUNTS: usize = 12;
 const ASSETS: [Currency; 2] = [Currency::BTC, Currency::USDC];
 /// The first user accounts' owners each get a wallet (of one asset), paired with that account.
 const WALLETS: usize = 4;
+/// `(level, currency, per_transfer, daily, monthly)`, maxima in minor units.
+type LimitRow = (VerificationLevel, Currency, Option<i64>, Option<i64>, Option<i64>);
+/// Verification limits by level: `(level, currency, per_transfer, daily, monthly)` in minor
+/// units (`None`: no bound), tight enough that histories meet every kind of bound.
+const LIMITS: [LimitRow; 5] = [
+    (VerificationLevel::Basic, Currency::USD, Some(50_000), Some(300_000), Some(600_000)),
+    (VerificationLevel::Basic, Currency::EUR, None, Some(250_000), None),
+    (VerificationLevel::Basic, Currency::JPY, Some(50_000), None, Some(400_000)),
+    (VerificationLevel::Verified, Currency::USD, Some(500_000), None, Some(2_000_000)),
+    (VerificationLevel::Verified, Currency::EUR, Some(80_000), None, None),
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_actors_and_the_model_ledger_agree_on_random_histories() {
@@ -67,6 +84,7 @@ async fn real_actors_and_the_model_ledger_agree_on_random_histories() {
                 assert!(stats.aml_blocked > 0 && stats.aml_reviewed > 0, "seed {seed}: {stats:?}");
                 assert!(stats.deposits > 0 && stats.deposit_repeats > 0, "seed {seed}: {stats:?}");
                 assert!(stats.withdrawals_settled > 0 && stats.orders_completed > 0, "seed {seed}: {stats:?}");
+                assert!(stats.limit_refused > 0, "seed {seed}: no verification limit was met {stats:?}");
             }
             Err(panic) => {
                 eprintln!("simulation failed with seed {seed}; rerun with TALLY_SIM_SEED={seed}");
@@ -91,6 +109,7 @@ struct Stats {
     deposit_repeats: usize,
     withdrawals_settled: usize,
     orders_completed: usize,
+    limit_refused: usize,
 }
 
 /// A wallet of the simulation: its owner, the fiat account it trades against (the owner's),
@@ -173,6 +192,33 @@ async fn simulate(seed: u64, ops: usize) -> Stats {
         sim.accounts.push(account);
     }
     sim.users_end = sim.accounts.len();
+    // Verification limits: the level table, and a level per user (each user account has its
+    // own owner): the first is `basic`, the second `verified`, the rest drawn.
+    let rows: Vec<LevelLimits> = LIMITS
+        .iter()
+        .map(|&(level, currency, per_transfer, daily, monthly)| {
+            let minor = |units: Option<i64>| units.map(|units| Decimal::new(units, currency.scale()));
+            LevelLimits {
+                level,
+                currency,
+                limits: tally_engine::limits::UserLimits {
+                    per_transfer_max: minor(per_transfer),
+                    daily_max: minor(daily),
+                    monthly_max: minor(monthly),
+                },
+            }
+        })
+        .collect();
+    sim.harness.engine.limits().install(&rows);
+    for index in CURRENCIES.len()..sim.users_end {
+        let level = match index - CURRENCIES.len() {
+            0 => VerificationLevel::Basic,
+            1 => VerificationLevel::Verified,
+            _ => [VerificationLevel::None, VerificationLevel::Basic, VerificationLevel::Verified]
+                [sim.rng.gen_range(0..3)],
+        };
+        sim.set_level(index, level);
+    }
     // The fee revenue and FX clearing accounts, compared with the model's at the end.
     for currency in CURRENCIES {
         let index = sim.model.add_account(currency.code(), currency.scale(), true);
@@ -219,17 +265,61 @@ async fn simulate(seed: u64, ops: usize) -> Stats {
         if step == ops / 2 {
             sim.change_aml_rules().await;
         }
+        if step == ops / 3 {
+            // A user's level changes mid-history (as `POST /v1/admin/users/{id}/verification`
+            // does); their usage so far stays counted against the new level's bounds.
+            let index = sim.user_account();
+            let level = [VerificationLevel::None, VerificationLevel::Basic, VerificationLevel::Verified]
+                [sim.rng.gen_range(0..3)];
+            sim.set_level(index, level);
+        }
         sim.step(step).await;
     }
     eprintln!("seed {seed}: {:?} rejections {:?}", sim.stats, sim.rejections);
     sim.check_final_state().await;
     sim.check_wallets_and_conservation().await;
+    sim.check_limit_usage();
     let stats = std::mem::take(&mut sim.stats);
     sim.harness.shutdown().await;
     stats
 }
 
 impl Sim {
+    /// Sets the verification level of account `index`'s owner, in the engine and the model
+    /// (the model keys limits by the account's index: one owner per user account).
+    fn set_level(&mut self, index: usize, level: VerificationLevel) {
+        let owner = self.accounts[index].owner.unwrap();
+        self.harness.engine.limits().set_level(owner, level);
+        let user = index as u64;
+        self.model.limits.retain(|(limited, _), _| *limited != user);
+        for (row_level, currency, per_transfer, daily, monthly) in LIMITS {
+            if row_level == level {
+                let minor = |units: Option<i64>| units.map(|units| Decimal::new(units, currency.scale()));
+                self.model.limits.insert((user, currency.code()), (minor(per_transfer), minor(daily), minor(monthly)));
+            }
+        }
+    }
+
+    /// The engine's usage of every user account's owner is the model's, per fiat currency.
+    fn check_limit_usage(&self) {
+        let now = self.harness.engine.now();
+        for index in CURRENCIES.len()..self.users_end {
+            let owner = self.accounts[index].owner.unwrap();
+            for currency in CURRENCIES {
+                let usage = self.harness.engine.limits().usage(owner, currency, now);
+                let model = self
+                    .model
+                    .limit_usage
+                    .get(&(index as u64, currency.code()))
+                    .map(|usage| usage.rolled(now.as_micros()))
+                    .unwrap_or_default();
+                let what = format!("seed {}: account {index}'s owner's {currency} usage", self.seed);
+                assert_eq!(usage.used_today, model.today, "{what} today");
+                assert_eq!(usage.used_this_month, model.this_month, "{what} this month");
+            }
+        }
+    }
+
     fn user_account(&mut self) -> usize {
         self.rng.gen_range(CURRENCIES.len()..self.users_end)
     }
@@ -349,6 +439,7 @@ impl Sim {
         };
         if let Outcome::Rejected(code) = actual {
             *self.rejections.entry(code).or_default() += 1;
+            self.stats.limit_refused += usize::from(code == "VERIFICATION_LIMIT_EXCEEDED");
             self.stats.aml_blocked += usize::from(code == "TRANSFER_BLOCKED");
         }
         if let Ok(transfer) = result
@@ -384,11 +475,15 @@ impl Sim {
         } else {
             self.accounts[source].currency
         };
-        let request = self.request(source, destination, amount, currency);
+        let mut request = self.request(source, destination, amount, currency);
+        // A customer's transfer: its source's owner initiates it, and their limits count it.
+        request.initiated_by = self.accounts[source].owner;
+        // The limits' windows are the UTC day and month of the transfer's creation.
+        let created_at = request.created_at.as_micros();
         let id = request.id;
         let key = self.next_key;
         self.next_key += 1;
-        let expected = self.model.transfer(
+        let expected = self.model.transfer_initiated(
             "internal",
             source,
             destination,
@@ -396,6 +491,7 @@ impl Sim {
             (currency.code(), currency.scale()),
             Some(key),
             self.manual_internal,
+            Some((source as u64, created_at)),
         );
         let result = self.harness.engine.transfer(request).await;
         self.record(expected, &result, &format!("internal {source}->{destination} {amount} {currency}"));
@@ -410,10 +506,12 @@ impl Sim {
         let amount = self.amount_units(source, 100_000);
         let mut request = self.request(source, settlement, amount, currency);
         request.kind = TransferKind::External;
+        request.initiated_by = self.accounts[source].owner;
+        let created_at = request.created_at.as_micros();
         let id = request.id;
         let key = self.next_key;
         self.next_key += 1;
-        let expected = self.model.transfer(
+        let expected = self.model.transfer_initiated(
             "external",
             source,
             settlement,
@@ -421,6 +519,7 @@ impl Sim {
             (currency.code(), currency.scale()),
             Some(key),
             true,
+            Some((source as u64, created_at)),
         );
         let result = self.harness.engine.transfer(request).await;
         self.record(expected, &result, &format!("external {source} {amount}"));

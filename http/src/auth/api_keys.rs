@@ -11,7 +11,7 @@
 //!
 //! | scope | routes |
 //! |---|---|
-//! | `accounts:read` | `GET /v1/accounts`, `GET /v1/accounts/{id}`, `GET /v1/accounts/{id}/statement` (and the other account reads) |
+//! | `accounts:read` | `GET /v1/accounts`, `GET /v1/accounts/{id}`, `GET /v1/accounts/{id}/statement`, `GET /v1/accounts/{id}/balance` (and the other account reads) |
 //! | `transfers:read` | `GET /v1/transfers/{id}`, `GET /v1/transfer-types` |
 //! | `transfers:write` | `POST /v1/transfers`, `POST /v1/transfers/quote`, `POST /v1/transfers/{id}/cancel` (and batches, when built); a transfer may name a saved `beneficiary_id`, but saving one takes a person |
 //!
