@@ -329,6 +329,7 @@ impl Driver {
             beneficiary: None,
             initiated_by: None,
             created_at: self.now(),
+            metadata: Default::default(),
         }
     }
 

@@ -18,6 +18,7 @@ pub mod sqlite;
 pub mod statement;
 mod statement_postgres;
 mod statement_sqlite;
+mod transfer_query;
 
 use std::sync::Arc;
 
