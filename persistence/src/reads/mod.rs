@@ -18,7 +18,8 @@ pub mod sqlite;
 pub mod statement;
 mod statement_postgres;
 mod statement_sqlite;
-mod transfer_query;
+/// Public so the tests can `EXPLAIN` exactly the SQL the listings run.
+pub mod transfer_query;
 
 use std::sync::Arc;
 

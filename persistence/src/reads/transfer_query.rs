@@ -20,14 +20,14 @@ use uuid::Uuid;
 use super::listing::{Order, Position, TRANSFER_SCAN_ROWS_MAX, TransferFilter, id_floor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Dialect {
+pub enum Dialect {
     Postgres,
     Sqlite,
 }
 
 /// A value to bind, in placeholder order. Each store binds it in its own column types.
 #[derive(Clone, Debug)]
-pub(crate) enum Arg {
+pub enum Arg {
     Text(String),
     Int(i64),
     Id(Uuid),
@@ -36,7 +36,7 @@ pub(crate) enum Arg {
 }
 
 #[derive(Debug)]
-pub(crate) struct Query {
+pub struct Query {
     pub sql: String,
     pub args: Vec<Arg>,
 }
@@ -76,7 +76,7 @@ const SQLITE_AMOUNT_KEY: &str = "(substr('000000000000000000000000000000' || CAS
      '0000000000000000000000000000', 1, 28))";
 
 /// The sortable text of a non-negative amount, as `SQLITE_AMOUNT_KEY` makes it of a column.
-pub(crate) fn amount_key(amount: Decimal) -> String {
+pub fn amount_key(amount: Decimal) -> String {
     let text = amount.abs().to_string();
     let (integer, fraction) = text.split_once('.').unwrap_or((&text, ""));
     format!("{integer:0>30}.{fraction:0<28}")
@@ -206,7 +206,7 @@ fn order_parts(order: Order) -> (&'static str, &'static str, &'static str) {
 /// The query that finds where a table-wide page must stop examining rows (the
 /// `scan_rows_max`-th row of its index range after the cursor), or `None` if the page needs
 /// no bound.
-pub(crate) fn scan_bound(dialect: Dialect, filter: &TransferFilter, after: Option<Position>) -> Option<Query> {
+pub fn scan_bound(dialect: Dialect, filter: &TransferFilter, after: Option<Position>) -> Option<Query> {
     if !needs_scan_bound(dialect, filter) {
         return None;
     }
@@ -236,7 +236,7 @@ pub(crate) fn scan_bound(dialect: Dialect, filter: &TransferFilter, after: Optio
 
 /// At most `limit` transfers matching `filter` strictly after `after` in `filter.order`, and
 /// no further than `bound` (the last row the page may examine) if given.
-pub(crate) fn page(
+pub fn page(
     dialect: Dialect,
     filter: &TransferFilter,
     after: Option<Position>,
@@ -292,7 +292,7 @@ pub(crate) fn page(
 
 /// How many transfers match `filter`. A count reads every row of its range (as any SQL count
 /// does); it is an admin's figure, not a page.
-pub(crate) fn count(dialect: Dialect, filter: &TransferFilter) -> Query {
+pub fn count(dialect: Dialect, filter: &TransferFilter) -> Query {
     let mut builder = Builder::new(dialect);
     let (indexed, residual) = conditions(&mut builder, filter);
     let all = and(&[indexed, residual].concat());
