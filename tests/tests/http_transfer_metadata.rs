@@ -121,7 +121,7 @@ async fn walk(server: &TestServer, token: &str, path: &str, query: &str, limit: 
 
 async fn metadata_round_trips_through_create_get_lists_batches_replays_and_the_row(server: TestServer) {
     let alice = server.user().await;
-    let admin = server.admin(&["transfers:read"]).await;
+    let admin = server.admin(&["transfers:read", "events:read"]).await;
     let from = server.open_account(&alice, "USD").await;
     let to = server.open_account(&alice, "USD").await;
     server.fund(&from, dec!(100)).await;
@@ -190,6 +190,17 @@ async fn metadata_round_trips_through_create_get_lists_batches_replays_and_the_r
     assert_eq!(serde_json::to_value(row(&id)).unwrap(), metadata);
     assert!(row(&plain.str("id")).is_empty());
     assert_eq!(serde_json::to_value(row(&atomic_id)).unwrap(), json!({"batch": "b-2"}));
+    // The transfer's event carries the transfer view, metadata included.
+    let events = server.get("/v1/admin/events?limit=1000", Some(&admin.token)).await;
+    events.assert_status(200);
+    let event = events.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["data"]["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("an event of {id}: {}", events.text))
+        .clone();
+    assert_eq!(event["data"]["metadata"], metadata);
     // A quote accepts valid metadata and ignores it.
     let quote = server.post("/v1/transfers/quote", Some(&alice.token), internal(&from, &to, "1", metadata)).await;
     quote.assert_status(200);
