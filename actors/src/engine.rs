@@ -656,6 +656,7 @@ impl Engine {
             beneficiary: None,
             initiated_by,
             created_at: now,
+            metadata: Default::default(),
         })
         .await
     }

@@ -175,6 +175,7 @@ fn saga_wave(
                 beneficiary: None,
                 initiated_by: None,
                 created_at: at,
+                metadata: Default::default(),
             })
         })
         .collect();

@@ -97,6 +97,7 @@ pub fn transfer_request(
         beneficiary: None,
         initiated_by: None,
         created_at: engine.now(),
+        metadata: Default::default(),
     }
 }
 

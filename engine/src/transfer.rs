@@ -11,6 +11,7 @@ use rust_decimal::Decimal;
 use crate::currency::Currency;
 use crate::error_code::ErrorCode;
 use crate::ids::{AccountId, Timestamp, TransferId, UserId};
+use crate::metadata::Metadata;
 use crate::money::{self, validate_amount};
 use crate::rejection::{CreateTransferRejection, TransitionRejection};
 use crate::transfer_type::TransferTypeSettings;
@@ -196,6 +197,8 @@ pub struct TransferRequest {
     /// The user on whose behalf the transfer runs (`None` for system-made transfers).
     pub initiated_by: Option<UserId>,
     pub created_at: Timestamp,
+    /// The client's key-value pairs (`Metadata::none()` for most transfers: no allocation).
+    pub metadata: Metadata,
 }
 
 impl TransferRequest {
@@ -244,6 +247,8 @@ pub struct Transfer {
     pub idempotency: Option<Idempotency>,
     pub created_at: Timestamp,
     pub completed_at: Option<Timestamp>,
+    /// The request's metadata, shared (an `Arc`) by every record of the saga that clones this.
+    pub metadata: Metadata,
 }
 
 impl Transfer {
@@ -271,6 +276,7 @@ impl Transfer {
             idempotency: None,
             created_at: request.created_at,
             completed_at: None,
+            metadata: request.metadata,
         }
     }
 

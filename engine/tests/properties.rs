@@ -326,6 +326,7 @@ impl Ledger {
             beneficiary: None,
             initiated_by: None,
             created_at: self.now(),
+            metadata: Default::default(),
         };
         let request = match request.validate(settings) {
             Ok(request) => request,

@@ -85,6 +85,7 @@ fn request() -> TransferRequest {
         beneficiary: None,
         initiated_by: Some(UserId::from_u128(7)),
         created_at: Timestamp::from_micros(1),
+        metadata: Default::default(),
     }
 }
 

@@ -102,6 +102,8 @@ pub async fn adjust(
         beneficiary: None,
         initiated_by: Some(admin.admin_id()),
         created_at: now,
+        // Metadata is the customer's (API.md: create and batch items); adjustments have none.
+        metadata: tally_engine::Metadata::none(),
     };
     let key = idempotency(&headers, admin.admin_id(), "POST /v1/admin/adjustments", &request)?;
     // Committed with the transfer's outcome; no status, which is that outcome's (201 or 202).

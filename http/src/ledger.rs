@@ -71,7 +71,7 @@ struct TransactionPage {
 }
 
 /// A time bound: an RFC 3339 date-time, or a date (`YYYY-MM-DD`, its midnight UTC).
-fn time_bound(field: &str, text: Option<&str>) -> Result<Option<i64>, ApiError> {
+pub(crate) fn time_bound(field: &str, text: Option<&str>) -> Result<Option<i64>, ApiError> {
     let Some(text) = text else { return Ok(None) };
     let refuse = || ApiError::field(field, "must be an RFC 3339 date-time or a date YYYY-MM-DD");
     let at = match OffsetDateTime::parse(text, &Rfc3339) {

@@ -36,6 +36,7 @@ pub mod limits;
 pub mod listings;
 pub mod logging;
 pub mod mail;
+pub mod metadata;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;

@@ -130,6 +130,8 @@ pub struct TransferView {
     pub beneficiary: Option<BeneficiaryView>,
     pub created_at: String,
     pub completed_at: Option<String>,
+    /// The client's own key-value pairs given at creation, keys sorted; `{}` when none.
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 impl TransferView {
@@ -161,6 +163,7 @@ impl TransferView {
                 .map(|beneficiary| BeneficiaryView { name: beneficiary.name.clone(), iban: beneficiary.iban.clone() }),
             created_at: rfc3339(transfer.created_at)?,
             completed_at: transfer.completed_at.map(rfc3339).transpose()?,
+            metadata: crate::metadata::view(&transfer.metadata),
         })
     }
 }

@@ -183,6 +183,7 @@ mod tests {
             beneficiary: None,
             initiated_by: None,
             created_at: Timestamp::default(),
+            metadata: Default::default(),
         });
         records.insert(1, Record::Transfer(Box::new(stuck)));
         let sequenced: Vec<SequencedRecord> =

@@ -13,6 +13,7 @@ pub mod events;
 pub mod finance;
 pub mod journal;
 pub mod memory;
+pub(crate) mod metadata;
 pub mod open;
 pub mod open_users;
 pub mod postgres;

@@ -439,7 +439,7 @@ async fn write_postings(transaction: &mut Transaction<'_, Postgres>, plan: &Batc
 const TRANSFER_COLUMNS: &str = "id, kind, status, step, source_id, destination_id, amount, currency, fee, fx_rate,
     destination_amount, destination_currency, pending_reason, failure_reason, reference, description, beneficiary_name,
     beneficiary_iban, initiated_by, idempotency_scope, idempotency_key, idempotency_fingerprint, created_at,
-    completed_at, seq";
+    completed_at, seq, metadata";
 
 /// New transfer rows, by binary COPY: transfers written once in their final state, and the
 /// `processing` rows (with their legs) of sagas a commit cut after money moved.
@@ -448,7 +448,7 @@ async fn write_new_transfers(transaction: &mut Transaction<'_, Postgres>, plan: 
     for row in &plan.transfers_new {
         let t = &row.transfer;
         let (leg_accounts, leg_versions) = legs_of(row)?;
-        rows.row(27);
+        rows.row(28);
         rows.uuid(t.id.as_uuid());
         rows.text(t.kind.as_str());
         rows.text(t.status.as_str());
@@ -474,6 +474,8 @@ async fn write_new_transfers(transaction: &mut Transaction<'_, Postgres>, plan: 
         rows.int8(t.created_at.as_micros());
         rows.optional_int8(t.completed_at.map(|at| at.as_micros()));
         rows.int8(seq_to_db(row.seq)?);
+        // NULL for a transfer without metadata: one field, nothing else (migration 0050).
+        rows.optional_jsonb(crate::metadata::to_db(&t.metadata).as_deref());
         rows.uuid_array_or_null(&leg_accounts);
         rows.int8_array_or_null(&leg_versions);
     }
@@ -518,7 +520,7 @@ async fn upsert_transfers(transaction: &mut Transaction<'_, Postgres>, plan: &Ba
         sqlx::query(&format!(
             "INSERT INTO transfers ({TRANSFER_COLUMNS}, leg_accounts, leg_versions)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-                     $22, $23, $24, $25, $26, $27)
+                     $22, $23, $24, $25, $26::text::jsonb, $27, $28)
              ON CONFLICT (id) DO UPDATE SET {TRANSFER_UPDATED}"
         ))
         .bind(t.id.as_uuid())
@@ -546,6 +548,7 @@ async fn upsert_transfers(transaction: &mut Transaction<'_, Postgres>, plan: &Ba
         .bind(t.created_at.as_micros())
         .bind(t.completed_at.map(|at| at.as_micros()))
         .bind(seq_to_db(row.seq)?)
+        .bind(crate::metadata::to_db(&t.metadata))
         .bind(leg_accounts)
         .bind(leg_versions)
         .execute(&mut **transaction)
@@ -575,6 +578,7 @@ async fn upsert_plain_transfers(
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut created_at, mut completed_at, mut seq) =
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut metadata = Vec::with_capacity(n);
     for row in rows {
         let t = &row.transfer;
         id.push(t.id.as_uuid());
@@ -602,13 +606,14 @@ async fn upsert_plain_transfers(
         created_at.push(t.created_at.as_micros());
         completed_at.push(t.completed_at.map(|at| at.as_micros()));
         seq.push(seq_to_db(row.seq)?);
+        metadata.push(crate::metadata::to_db(&t.metadata));
     }
     sqlx::query(&format!(
         "INSERT INTO transfers ({TRANSFER_COLUMNS}, leg_accounts, leg_versions)
          SELECT *, NULL::uuid[], NULL::int8[] FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[],
              $6::uuid[], $7::numeric[], $8::text[], $9::numeric[], $10::numeric[], $11::numeric[], $12::text[],
              $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::uuid[], $20::uuid[],
-             $21::text[], $22::text[], $23::int8[], $24::int8[], $25::int8[])
+             $21::text[], $22::text[], $23::int8[], $24::int8[], $25::int8[], $26::text[]::jsonb[])
          ON CONFLICT (id) DO UPDATE SET {TRANSFER_UPDATED}"
     ))
     .bind(id)
@@ -636,6 +641,7 @@ async fn upsert_plain_transfers(
     .bind(created_at)
     .bind(completed_at)
     .bind(seq)
+    .bind(metadata)
     .execute(&mut **transaction)
     .await
     .map_err(classify)?;
@@ -783,8 +789,30 @@ fn transfer_from_row(row: &PgRow) -> Result<Loaded<Transfer>, StoreError> {
         idempotency,
         created_at: Timestamp::from_micros(row.try_get("created_at").map_err(classify)?),
         completed_at: completed_at.map(Timestamp::from_micros),
+        metadata: metadata_of(row)?,
     };
     Ok(Loaded { value: transfer, seq: seq_of(row.try_get("seq").map_err(classify)?)? })
+}
+
+/// A transfer's `metadata` (`jsonb`) as it arrives: in binary format a version byte (1) and
+/// then the JSON text, as `CopyRows::optional_jsonb` writes it; in text format the JSON text.
+/// Read raw because this build of sqlx decodes no JSON type.
+fn metadata_of(row: &PgRow) -> Result<tally_engine::Metadata, StoreError> {
+    use sqlx::ValueRef;
+    let raw = row.try_get_raw("metadata").map_err(classify)?;
+    if raw.is_null() {
+        return Ok(tally_engine::Metadata::none());
+    }
+    let format = raw.format();
+    let bytes = raw.as_bytes().map_err(|error| corrupt(format!("transfer metadata: {error}")))?;
+    let text = match format {
+        sqlx::postgres::PgValueFormat::Binary => {
+            bytes.strip_prefix(&[1_u8]).ok_or_else(|| corrupt("transfer metadata: unknown jsonb version"))?
+        }
+        sqlx::postgres::PgValueFormat::Text => bytes,
+    };
+    let text = std::str::from_utf8(text).map_err(|_| corrupt("transfer metadata: not UTF-8"))?;
+    crate::metadata::from_db(Some(text))
 }
 
 fn posting_from_row(row: &PgRow) -> Result<Posting, StoreError> {

@@ -329,6 +329,7 @@ impl Driver {
             beneficiary: None,
             initiated_by: None,
             created_at: self.now(),
+            metadata: Default::default(),
         }
     }
 
@@ -647,10 +648,18 @@ pub async fn transfers_round_trip(store: Arc<dyn Store>) {
     request.beneficiary =
         Some(Beneficiary { name: "Zoë O'Brien".to_owned(), iban: "GB33BUKB20201555555555".to_owned() });
     request.initiated_by = Some(UserId::from_uuid(new_id()));
+    // Metadata (migration 0050): JSON-significant characters and non-ASCII round-trip exactly,
+    // through the new-row path (a binary COPY on Postgres) here and the upsert path below.
+    request.metadata = tally_engine::Metadata::new(vec![
+        ("order_id".to_owned(), "A-1 \"quoted\" \\ März ✓".to_owned()),
+        ("a.b:c-d_e".to_owned(), "x".repeat(tally_engine::metadata::METADATA_VALUE_LENGTH_MAX)),
+    ])
+    .unwrap();
     let completed = driver.start_transfer(request);
     let request = driver.request(source, destination, amount("1.00"));
     let to_pending = driver.start_transfer(request);
-    let request = driver.request(source, destination, amount("2.00"));
+    let mut request = driver.request(source, destination, amount("2.00"));
+    request.metadata = tally_engine::Metadata::new(vec![("k".to_owned(), "v".to_owned())]).unwrap();
     let executed = driver.start_transfer(request);
     let request = driver.request(source, destination, amount("3.00"));
     let failed = driver.start_transfer(request);

@@ -72,6 +72,7 @@ impl Harness {
             beneficiary: None,
             initiated_by: None,
             created_at: now,
+            metadata: Default::default(),
         }
     }
 

@@ -44,6 +44,7 @@ async fn acknowledged_transfers_are_in_postgres_and_survive_a_restart() {
             beneficiary: None,
             initiated_by: Some(owner),
             created_at: engine.now(),
+            metadata: Default::default(),
         };
         engine.transfer(request)
     });

@@ -60,8 +60,21 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
             Some(json!({"type": "admin_credit", "account_id": account, "amount": "1000", "purpose": "x"})),
             "transfers:adjust",
         ),
-        ("GET", "/v1/admin/transfers", "/v1/admin/transfers?status=pending".to_owned(), None, "transfers:read"),
-        ("GET", "/v1/admin/transfers/count", "/v1/admin/transfers/count".to_owned(), None, "transfers:read"),
+        // With the 1.1 filters (metadata included), so the permission is checked with them too.
+        (
+            "GET",
+            "/v1/admin/transfers",
+            "/v1/admin/transfers?status=pending&type=external&min_amount=1&metadata.k=v".to_owned(),
+            None,
+            "transfers:read",
+        ),
+        (
+            "GET",
+            "/v1/admin/transfers/count",
+            "/v1/admin/transfers/count?type=internal&from=2020-01-01&metadata.k=v".to_owned(),
+            None,
+            "transfers:read",
+        ),
         ("GET", "/v1/admin/transfers/{id}", format!("/v1/admin/transfers/{transfer}"), None, "transfers:read"),
         (
             "POST",

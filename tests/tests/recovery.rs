@@ -64,6 +64,7 @@ async fn crash_and_recover(seed: u64) {
                     beneficiary: None,
                     initiated_by: None,
                     created_at: engine.now(),
+                    metadata: Default::default(),
                 };
                 attempted.push(request.id);
                 let engine = engine.clone();
@@ -159,6 +160,7 @@ async fn recovery_drives_forward_a_credited_saga_and_undoes_a_held_one() {
             beneficiary: None,
             initiated_by: None,
             created_at: engine.now(),
+            metadata: Default::default(),
         });
         engine.journals().shard(saga).append(tally_engine::Record::Transfer(Box::new(transfer))).unwrap();
         let hold = tally_engine::AccountCommand::Hold { transfer: id, amount, currency: Currency::USD };
@@ -225,6 +227,7 @@ async fn an_fx_transfer_interrupted_between_any_two_steps_recovers_with_each_cur
             beneficiary: None,
             initiated_by: None,
             created_at: engine.now(),
+            metadata: Default::default(),
         });
         transfer.fx_rate = Some(dec!(0.9));
         transfer.destination_amount = dec!(9.00);

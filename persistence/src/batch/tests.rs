@@ -42,6 +42,7 @@ fn transfer(id: TransferId, status: TransferStatus, step: SagaStep) -> Transfer 
         beneficiary: None,
         initiated_by: None,
         created_at: Timestamp::default(),
+        metadata: Default::default(),
     });
     transfer.status = status;
     transfer.step = step;

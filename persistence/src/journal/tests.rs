@@ -54,6 +54,7 @@ pub(crate) fn transfer(id: u128, source: u128, destination: u128) -> tally_engin
         beneficiary: None,
         initiated_by: None,
         created_at: Timestamp::default(),
+        metadata: Default::default(),
     })
 }
 

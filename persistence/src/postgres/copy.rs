@@ -85,6 +85,14 @@ impl CopyRows {
         }
     }
 
+    /// A `jsonb` value (its binary form: version 1, then the JSON text), or NULL for none.
+    pub(crate) fn optional_jsonb(&mut self, json: Option<&str>) {
+        let Some(json) = json else { return self.null() };
+        self.bytes.extend_from_slice(&((json.len() + 1) as i32).to_be_bytes());
+        self.bytes.push(1);
+        self.bytes.extend_from_slice(json.as_bytes());
+    }
+
     /// A one-dimensional array without NULLs of fixed-size elements of type `oid`, each
     /// written by `element` (the binary array format: dimensions, a has-NULL flag, the
     /// element type, then per dimension its length and lower bound, then the elements).

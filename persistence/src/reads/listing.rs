@@ -45,7 +45,8 @@ impl PostingPosition {
 }
 
 /// Which transfers to list, and which end of the listing comes first (a count ignores the
-/// order).
+/// order). Every filter given must match (API.md 1.1; docs/ledger-views.md, "Transfer
+/// metadata and listing filters", says which index serves each).
 #[derive(Clone, Debug, Default)]
 pub struct TransferFilter {
     /// Only transfers whose source or destination account this user owns.
@@ -53,6 +54,58 @@ pub struct TransferFilter {
     /// Only transfers in this status (`processing`, `pending`, ...).
     pub status: Option<String>,
     pub order: Order,
+    /// Only transfers of this type (`internal`, `external`, `admin_credit`, `admin_debit`).
+    pub kind: Option<String>,
+    /// Only transfers whose source or destination is this account (with `party`, and only if
+    /// that user owns it).
+    pub account: Option<AccountId>,
+    /// Only transfers with exactly this reference.
+    pub reference: Option<String>,
+    /// Only transfers whose `amount` (in its source currency) is at least this.
+    pub min_amount: Option<Decimal>,
+    /// Only transfers whose `amount` is at most this.
+    pub max_amount: Option<Decimal>,
+    /// Created at or after this instant (microseconds since the epoch).
+    pub from: Option<i64>,
+    /// Created before this instant (exclusive).
+    pub to: Option<i64>,
+    /// Only transfers whose metadata holds every one of these pairs (keys unique).
+    pub metadata: Vec<(String, String)>,
+    /// How many rows of a table-wide range one page may examine for the filters no index
+    /// serves (`None`: `TRANSFER_SCAN_ROWS_MAX`). Tests lower it to walk the bound.
+    pub scan_rows_max: Option<u32>,
+}
+
+/// At most this many transfer rows are examined for one page of a table-wide listing (the
+/// admin's, without `user_id`, `account_id` or, on Postgres, metadata) when it filters on
+/// what no index serves (`type`, `reference`, amounts, and on SQLite metadata): a page that
+/// finds fewer matches than asked in that many rows ends early with a cursor to continue.
+/// 10,000 rows of an index range are a few milliseconds of reading; a page never becomes a
+/// scan of the whole table.
+pub const TRANSFER_SCAN_ROWS_MAX: u32 = 10_000;
+
+/// One page of a transfer listing: the rows found and, when the page stopped at its scan
+/// bound before finding enough, the position of the last row it examined (a cursor there
+/// continues the listing without repeating or skipping a row).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TransferPage {
+    pub rows: Vec<(TransferId, Position)>,
+    pub scanned_to: Option<Position>,
+}
+
+/// The smallest transfer id made at `micros` or later: ids are UUIDv7 of their creation time
+/// to the microsecond (`Engine::new_id_at`: 48 bits of milliseconds, then the microseconds in
+/// the 12 bits of `rand_a`), so `created_at >= t` is `id >= id_floor(t)` and a creation-time
+/// bound is a range of every transfer index (each ends in the id).
+pub fn id_floor(micros: i64) -> uuid::Uuid {
+    let micros = u64::try_from(micros).unwrap_or(0);
+    let millis = micros / 1_000;
+    if millis > 0xFFFF_FFFF_FFFF {
+        return uuid::Uuid::max();
+    }
+    let sub_millis = (micros % 1_000) as u16;
+    let bits = (u128::from(millis) << 80) | (0x7_u128 << 76) | (u128::from(sub_millis) << 64) | (0x2_u128 << 62);
+    uuid::Uuid::from_u128(bits)
 }
 
 /// Which end of a transfer listing comes first. Listings are newest first; a work queue (the
@@ -126,7 +179,7 @@ pub trait LedgerReads: Send + Sync + 'static {
         filter: &TransferFilter,
         after: Option<Position>,
         limit: u32,
-    ) -> Result<Vec<(TransferId, Position)>, StoreError>;
+    ) -> Result<TransferPage, StoreError>;
 
     async fn count_transfers(&self, filter: &TransferFilter) -> Result<u64, StoreError>;
 
@@ -166,7 +219,7 @@ impl<R: LedgerReads + ?Sized> LedgerReads for std::sync::Arc<R> {
         filter: &TransferFilter,
         after: Option<Position>,
         limit: u32,
-    ) -> Result<Vec<(TransferId, Position)>, StoreError> {
+    ) -> Result<TransferPage, StoreError> {
         (**self).transfer_page(filter, after, limit).await
     }
 
@@ -215,16 +268,6 @@ pub(crate) fn count(value: i64) -> Result<u64, StoreError> {
 /// or `\`, so it needs no escaping.
 pub(crate) fn prefix_pattern(search: &str) -> String {
     format!("{search}%")
-}
-
-/// The condition on a transfer's status, as its own text per case so the planner sees which
-/// (partial) index fits, and the status to bind as `placeholder` if the text compares one.
-pub(crate) fn status_condition(status: Option<&str>, placeholder: &str) -> (String, Option<String>) {
-    match status {
-        None => ("TRUE".to_owned(), None),
-        Some("completed") => ("status = 'completed'".to_owned(), None),
-        Some(other) => (format!("status <> 'completed' AND status = {placeholder}"), Some(other.to_owned())),
-    }
 }
 
 /// A posting number read back from the database.

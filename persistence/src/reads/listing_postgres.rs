@@ -2,12 +2,12 @@
 //! index serves it (a catch-all `$n IS NULL OR ...` would let a generic plan ignore the index),
 //! and every page is a range of the index's key after the cursor:
 //!
-//! - the admin's transfers: the primary key, newest first (ids are time-ordered); with a status
-//!   other than `completed`, `transfers_not_completed_by_status`; with `completed`, the primary
-//!   key skipping the few rows in another status;
-//! - a customer's transfers: for each of their accounts, `transfers_by_source` and
-//!   `transfers_by_destination` from the cursor down, at most a page from each, merged (a
-//!   status filter skips the account's transfers in other statuses);
+//! - the transfer listings: `transfer_query.rs` (shared with SQLite) builds their SQL and says
+//!   which index serves each filter: the admin's transfers by the primary key, newest first (ids
+//!   are time-ordered), `transfers_not_completed_by_status` for a status other than
+//!   `completed`, or `transfers_by_metadata`; a customer's (or one account's) by
+//!   `transfers_by_source` and `transfers_by_destination` from the cursor down, at most a page
+//!   from each, merged;
 //! - either transfer listing oldest first (`Order::OldestFirst`, the admins' pending queue):
 //!   the same ranges read upwards from the cursor (`id >` it, ascending);
 //! - an account's postings, opening balances and daily closings: the postings' key
@@ -20,8 +20,9 @@ use uuid::Uuid;
 
 use super::listing::{
     AccountFilter, DAY_MICROS, LedgerReads, Position, PostingFilter, PostingPosition, PostingRow, TransferFilter,
-    count, posting_number, posting_number_to_db, prefix_pattern, status_condition,
+    TransferPage, count, posting_number, posting_number_to_db, prefix_pattern,
 };
+use super::transfer_query::{self, Arg, Dialect};
 use crate::store::StoreError;
 use crate::users::postgres::{PgUserStore, classify};
 
@@ -31,6 +32,18 @@ const ACCOUNT_WHERE: &str = "kind = 'user'
     AND ($3::uuid IS NULL OR owner_id = $3)
     AND ($4::text IS NULL OR id::text LIKE $4
         OR owner_id IN (SELECT id FROM users WHERE email_normalized LIKE $4))";
+
+/// Binds a built query's arguments in placeholder order, in Postgres's column types.
+macro_rules! bind_all {
+    ($query:expr, $args:expr) => {
+        $args.into_iter().fold($query, |query, arg| match arg {
+            Arg::Text(text) => query.bind(text),
+            Arg::Int(value) => query.bind(value),
+            Arg::Id(id) => query.bind(id),
+            Arg::Amount(amount) => query.bind(amount),
+        })
+    };
+}
 
 /// A page of (id, created_at) rows as listing entries.
 fn transfer_positions(rows: Vec<(Uuid, i64)>) -> Vec<(TransferId, Position)> {
@@ -44,42 +57,26 @@ impl LedgerReads for PgUserStore {
         filter: &TransferFilter,
         after: Option<Position>,
         limit: u32,
-    ) -> Result<Vec<(TransferId, Position)>, StoreError> {
+    ) -> Result<TransferPage, StoreError> {
         let filter = filter.clone();
-        let (after_op, direction, no_cursor) = filter.order.keyset();
-        let after = after.map_or(no_cursor, |position| position.id);
         self.run(|pool| async move {
-            let rows: Vec<(Uuid, i64)> = match filter.party {
-                Some(party) => {
-                    let (status, compared) = status_condition(filter.status.as_deref(), "$4");
-                    let sql = format!(
-                        "SELECT x.id, x.created_at FROM accounts a CROSS JOIN LATERAL (
-                             (SELECT id, created_at FROM transfers
-                              WHERE source_id = a.id AND id {after_op} $2 AND {status}
-                              ORDER BY id {direction} LIMIT $3)
-                             UNION ALL
-                             (SELECT id, created_at FROM transfers
-                              WHERE destination_id = a.id AND id {after_op} $2 AND {status}
-                              ORDER BY id {direction} LIMIT $3)
-                         ) x
-                         WHERE a.owner_id = $1
-                         GROUP BY x.id, x.created_at ORDER BY x.id {direction} LIMIT $3"
-                    );
-                    let query = sqlx::query_as(&sql).bind(party.as_uuid()).bind(after).bind(i64::from(limit));
-                    compared.into_iter().fold(query, |query, status| query.bind(status)).fetch_all(&pool).await
+            // A table-wide page that filters on what no index serves first finds the last row
+            // it may examine; without one (a range shorter than the bound) it needs none.
+            let bound = match transfer_query::scan_bound(Dialect::Postgres, &filter, after) {
+                Some(query) => {
+                    let row: Option<(Uuid, i64)> = bind_all!(sqlx::query_as(&query.sql), query.args)
+                        .fetch_optional(&pool)
+                        .await
+                        .map_err(classify)?;
+                    row.map(|(id, created_at)| Position { created_at, id })
                 }
-                None => {
-                    let (status, compared) = status_condition(filter.status.as_deref(), "$3");
-                    let sql = format!(
-                        "SELECT id, created_at FROM transfers WHERE id {after_op} $1 AND {status}
-                         ORDER BY id {direction} LIMIT $2"
-                    );
-                    let query = sqlx::query_as(&sql).bind(after).bind(i64::from(limit));
-                    compared.into_iter().fold(query, |query, status| query.bind(status)).fetch_all(&pool).await
-                }
-            }
-            .map_err(classify)?;
-            Ok(transfer_positions(rows))
+                None => None,
+            };
+            let query =
+                transfer_query::page(Dialect::Postgres, &filter, after, limit, bound.map(|position| position.id));
+            let rows: Vec<(Uuid, i64)> =
+                bind_all!(sqlx::query_as(&query.sql), query.args).fetch_all(&pool).await.map_err(classify)?;
+            Ok(TransferPage { rows: transfer_positions(rows), scanned_to: bound })
         })
         .await
     }
@@ -87,29 +84,9 @@ impl LedgerReads for PgUserStore {
     async fn count_transfers(&self, filter: &TransferFilter) -> Result<u64, StoreError> {
         let filter = filter.clone();
         self.run(|pool| async move {
-            let value: i64 = match filter.party {
-                Some(party) => {
-                    let (status, compared) = status_condition(filter.status.as_deref(), "$2");
-                    let sql = format!(
-                        "SELECT COUNT(*) FROM (
-                             SELECT id FROM transfers
-                             WHERE source_id IN (SELECT id FROM accounts WHERE owner_id = $1) AND {status}
-                             UNION
-                             SELECT id FROM transfers
-                             WHERE destination_id IN (SELECT id FROM accounts WHERE owner_id = $1) AND {status}
-                         ) mine"
-                    );
-                    let query = sqlx::query_scalar(&sql).bind(party.as_uuid());
-                    compared.into_iter().fold(query, |query, status| query.bind(status)).fetch_one(&pool).await
-                }
-                None => {
-                    let (status, compared) = status_condition(filter.status.as_deref(), "$1");
-                    let sql = format!("SELECT COUNT(*) FROM transfers WHERE {status}");
-                    let query = sqlx::query_scalar(&sql);
-                    compared.into_iter().fold(query, |query, status| query.bind(status)).fetch_one(&pool).await
-                }
-            }
-            .map_err(classify)?;
+            let query = transfer_query::count(Dialect::Postgres, &filter);
+            let value: i64 =
+                bind_all!(sqlx::query_scalar(&query.sql), query.args).fetch_one(&pool).await.map_err(classify)?;
             count(value)
         })
         .await

@@ -12,15 +12,25 @@ use tally_engine::{AccountId, TransferId};
 
 use super::listing::{
     AccountFilter, DAY_MICROS, LedgerReads, Position, PostingFilter, PostingPosition, PostingRow, TransferFilter,
-    count, posting_number, posting_number_to_db, prefix_pattern, status_condition,
+    TransferPage, count, posting_number, posting_number_to_db, prefix_pattern,
 };
+use super::transfer_query::{self, Arg, Dialect};
 use crate::sqlite::decimal_from_db;
 use crate::store::StoreError;
 use crate::users::sqlite::{SqliteUserStore, classify, id_to_db, uuid_from_db};
 
-/// A customer's side of a transfer: they own its source or its destination.
-const PARTY_WHERE: &str = "(source_id IN (SELECT id FROM accounts WHERE owner_id = ?1)
-        OR destination_id IN (SELECT id FROM accounts WHERE owner_id = ?1))";
+/// Binds a built query's arguments in placeholder order, in SQLite's column forms (ids as
+/// text, amounts as `transfer_query::amount_key`).
+macro_rules! bind_all {
+    ($query:expr, $args:expr) => {
+        $args.into_iter().fold($query, |query, arg| match arg {
+            Arg::Text(text) => query.bind(text),
+            Arg::Int(value) => query.bind(value),
+            Arg::Id(id) => query.bind(id_to_db(id)),
+            Arg::Amount(amount) => query.bind(transfer_query::amount_key(amount)),
+        })
+    };
+}
 
 const ACCOUNT_WHERE: &str = "kind = 'user'
     AND (?1 IS NULL OR status = ?1)
@@ -45,28 +55,26 @@ impl LedgerReads for SqliteUserStore {
         filter: &TransferFilter,
         after: Option<Position>,
         limit: u32,
-    ) -> Result<Vec<(TransferId, Position)>, StoreError> {
+    ) -> Result<TransferPage, StoreError> {
         let filter = filter.clone();
-        let (after_op, direction, no_cursor) = filter.order.keyset();
-        let after = id_to_db(after.map_or(no_cursor, |position| position.id));
         self.run(|pool| async move {
-            let (status, compared) = status_condition(filter.status.as_deref(), "?4");
-            let party = if filter.party.is_some() { PARTY_WHERE } else { "?1 IS NULL" };
-            let sql = format!(
-                "SELECT id, created_at FROM transfers WHERE {party} AND id {after_op} ?2 AND {status}
-                 ORDER BY id {direction} LIMIT ?3"
-            );
-            let query = sqlx::query_as(&sql)
-                .bind(filter.party.map(|user| id_to_db(user.as_uuid())))
-                .bind(after)
-                .bind(i64::from(limit));
-            let rows: Vec<(String, i64)> = compared
-                .into_iter()
-                .fold(query, |query, status| query.bind(status))
-                .fetch_all(&pool)
-                .await
-                .map_err(classify)?;
-            positions(rows, TransferId::from_uuid)
+            let bound = match transfer_query::scan_bound(Dialect::Sqlite, &filter, after) {
+                Some(query) => {
+                    let row: Option<(String, i64)> = bind_all!(sqlx::query_as(&query.sql), query.args)
+                        .fetch_optional(&pool)
+                        .await
+                        .map_err(classify)?;
+                    row.map(|(id, created_at)| {
+                        Ok::<_, StoreError>(Position { created_at, id: uuid_from_db(&id, "id")? })
+                    })
+                    .transpose()?
+                }
+                None => None,
+            };
+            let query = transfer_query::page(Dialect::Sqlite, &filter, after, limit, bound.map(|position| position.id));
+            let rows: Vec<(String, i64)> =
+                bind_all!(sqlx::query_as(&query.sql), query.args).fetch_all(&pool).await.map_err(classify)?;
+            Ok(TransferPage { rows: positions(rows, TransferId::from_uuid)?, scanned_to: bound })
         })
         .await
     }
@@ -74,16 +82,9 @@ impl LedgerReads for SqliteUserStore {
     async fn count_transfers(&self, filter: &TransferFilter) -> Result<u64, StoreError> {
         let filter = filter.clone();
         self.run(|pool| async move {
-            let (status, compared) = status_condition(filter.status.as_deref(), "?2");
-            let party = if filter.party.is_some() { PARTY_WHERE } else { "?1 IS NULL" };
-            let sql = format!("SELECT COUNT(*) FROM transfers WHERE {party} AND {status}");
-            let query = sqlx::query_scalar(&sql).bind(filter.party.map(|user| id_to_db(user.as_uuid())));
-            let value: i64 = compared
-                .into_iter()
-                .fold(query, |query, status| query.bind(status))
-                .fetch_one(&pool)
-                .await
-                .map_err(classify)?;
+            let query = transfer_query::count(Dialect::Sqlite, &filter);
+            let value: i64 =
+                bind_all!(sqlx::query_scalar(&query.sql), query.args).fetch_one(&pool).await.map_err(classify)?;
             count(value)
         })
         .await

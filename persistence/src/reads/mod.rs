@@ -18,6 +18,8 @@ pub mod sqlite;
 pub mod statement;
 mod statement_postgres;
 mod statement_sqlite;
+/// Public so the tests can `EXPLAIN` exactly the SQL the listings run.
+pub mod transfer_query;
 
 use std::sync::Arc;
 
