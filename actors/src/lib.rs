@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod engine;
 pub mod entity;
 pub mod entity_actor;
+pub mod expiry;
 pub mod faults;
 pub mod health;
 pub mod idempotency;

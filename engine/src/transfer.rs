@@ -52,6 +52,9 @@ pub enum TransferStatus {
     Failed,
     Rejected,
     Cancelled,
+    /// A pending transfer no one decided before its `pending_expires_at`: the hold was
+    /// released as for a rejection. Terminal.
+    Expired,
 }
 
 impl TransferStatus {
@@ -63,6 +66,7 @@ impl TransferStatus {
             TransferStatus::Failed => "failed",
             TransferStatus::Rejected => "rejected",
             TransferStatus::Cancelled => "cancelled",
+            TransferStatus::Expired => "expired",
         }
     }
 
@@ -74,6 +78,7 @@ impl TransferStatus {
             "failed" => Some(TransferStatus::Failed),
             "rejected" => Some(TransferStatus::Rejected),
             "cancelled" => Some(TransferStatus::Cancelled),
+            "expired" => Some(TransferStatus::Expired),
             _ => None,
         }
     }
@@ -81,7 +86,11 @@ impl TransferStatus {
     pub const fn is_terminal(self) -> bool {
         matches!(
             self,
-            TransferStatus::Completed | TransferStatus::Failed | TransferStatus::Rejected | TransferStatus::Cancelled
+            TransferStatus::Completed
+                | TransferStatus::Failed
+                | TransferStatus::Rejected
+                | TransferStatus::Cancelled
+                | TransferStatus::Expired
         )
     }
 
@@ -95,6 +104,7 @@ impl TransferStatus {
                 | (TransferStatus::Pending, TransferStatus::Processing)
                 | (TransferStatus::Pending, TransferStatus::Rejected)
                 | (TransferStatus::Pending, TransferStatus::Cancelled)
+                | (TransferStatus::Pending, TransferStatus::Expired)
         )
     }
 }
@@ -244,6 +254,11 @@ pub struct Transfer {
     pub idempotency: Option<Idempotency>,
     pub created_at: Timestamp,
     pub completed_at: Option<Timestamp>,
+    /// When a pending transfer that no one decides ends `expired` (its own
+    /// `pending_expires_in`, else its type's `pending_timeout_secs`, counted from its
+    /// creation); `None`: it waits for a decision however long. Set in saga step 1, only for a
+    /// transfer that stops pending; kept on the terminal record as the deadline it had.
+    pub pending_expires_at: Option<Timestamp>,
 }
 
 impl Transfer {
@@ -271,6 +286,7 @@ impl Transfer {
             idempotency: None,
             created_at: request.created_at,
             completed_at: None,
+            pending_expires_at: None,
         }
     }
 
@@ -307,13 +323,14 @@ impl Transfer {
 mod tests {
     use super::*;
 
-    const ALL: [TransferStatus; 6] = [
+    const ALL: [TransferStatus; 7] = [
         TransferStatus::Processing,
         TransferStatus::Pending,
         TransferStatus::Completed,
         TransferStatus::Failed,
         TransferStatus::Rejected,
         TransferStatus::Cancelled,
+        TransferStatus::Expired,
     ];
 
     #[test]
@@ -326,9 +343,9 @@ mod tests {
     }
 
     #[test]
-    fn exactly_six_transitions_exist() {
+    fn exactly_seven_transitions_exist() {
         let allowed: usize = ALL.iter().map(|from| ALL.iter().filter(|to| from.can_become(**to)).count()).sum();
-        assert_eq!(allowed, 6);
+        assert_eq!(allowed, 7);
     }
 
     #[test]

@@ -109,6 +109,9 @@ pub struct TransferView {
     pub id: String,
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// `processing`, `pending`, `completed`, `failed`, `rejected`, `cancelled` or `expired`
+    /// (a pending transfer no one decided by its `pending_expires_at`; terminal, hold released).
+    #[schema(pattern = "^(processing|pending|completed|failed|rejected|cancelled|expired)$")]
     pub status: &'static str,
     pub source_account_id: String,
     /// For `external` transfers, the settlement account the money leaves Tally through.
@@ -130,6 +133,11 @@ pub struct TransferView {
     pub beneficiary: Option<BeneficiaryView>,
     pub created_at: String,
     pub completed_at: Option<String>,
+    /// When this transfer, if still `pending`, ends `expired` (its hold released): its
+    /// `pending_expires_in`, else its type's `pending_timeout_secs`, counted from
+    /// `created_at`. `null`: it waits for a decision however long (or it never was pending).
+    /// Kept once the transfer is decided, as the deadline it had.
+    pub pending_expires_at: Option<String>,
 }
 
 impl TransferView {
@@ -161,6 +169,7 @@ impl TransferView {
                 .map(|beneficiary| BeneficiaryView { name: beneficiary.name.clone(), iban: beneficiary.iban.clone() }),
             created_at: rfc3339(transfer.created_at)?,
             completed_at: transfer.completed_at.map(rfc3339).transpose()?,
+            pending_expires_at: transfer.pending_expires_at.map(rfc3339).transpose()?,
         })
     }
 }

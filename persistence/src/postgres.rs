@@ -439,7 +439,7 @@ async fn write_postings(transaction: &mut Transaction<'_, Postgres>, plan: &Batc
 const TRANSFER_COLUMNS: &str = "id, kind, status, step, source_id, destination_id, amount, currency, fee, fx_rate,
     destination_amount, destination_currency, pending_reason, failure_reason, reference, description, beneficiary_name,
     beneficiary_iban, initiated_by, idempotency_scope, idempotency_key, idempotency_fingerprint, created_at,
-    completed_at, seq";
+    completed_at, seq, pending_expires_at";
 
 /// New transfer rows, by binary COPY: transfers written once in their final state, and the
 /// `processing` rows (with their legs) of sagas a commit cut after money moved.
@@ -448,7 +448,7 @@ async fn write_new_transfers(transaction: &mut Transaction<'_, Postgres>, plan: 
     for row in &plan.transfers_new {
         let t = &row.transfer;
         let (leg_accounts, leg_versions) = legs_of(row)?;
-        rows.row(27);
+        rows.row(28);
         rows.uuid(t.id.as_uuid());
         rows.text(t.kind.as_str());
         rows.text(t.status.as_str());
@@ -474,6 +474,7 @@ async fn write_new_transfers(transaction: &mut Transaction<'_, Postgres>, plan: 
         rows.int8(t.created_at.as_micros());
         rows.optional_int8(t.completed_at.map(|at| at.as_micros()));
         rows.int8(seq_to_db(row.seq)?);
+        rows.optional_int8(t.pending_expires_at.map(|at| at.as_micros()));
         rows.uuid_array_or_null(&leg_accounts);
         rows.int8_array_or_null(&leg_versions);
     }
@@ -500,7 +501,7 @@ const TRANSFER_UPDATED: &str = "status = EXCLUDED.status, step = EXCLUDED.step,
     pending_reason = EXCLUDED.pending_reason, failure_reason = EXCLUDED.failure_reason,
     completed_at = EXCLUDED.completed_at, seq = EXCLUDED.seq, fee = EXCLUDED.fee, fx_rate = EXCLUDED.fx_rate,
     destination_amount = EXCLUDED.destination_amount, leg_accounts = EXCLUDED.leg_accounts,
-    leg_versions = EXCLUDED.leg_versions";
+    leg_versions = EXCLUDED.leg_versions, pending_expires_at = EXCLUDED.pending_expires_at";
 
 /// The other transfer rows: state changes of stored transfers (the final state of a saga a
 /// commit cut, an admin's decision on a pending one) and an atomic batch's intent, all
@@ -518,7 +519,7 @@ async fn upsert_transfers(transaction: &mut Transaction<'_, Postgres>, plan: &Ba
         sqlx::query(&format!(
             "INSERT INTO transfers ({TRANSFER_COLUMNS}, leg_accounts, leg_versions)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-                     $22, $23, $24, $25, $26, $27)
+                     $22, $23, $24, $25, $26, $27, $28)
              ON CONFLICT (id) DO UPDATE SET {TRANSFER_UPDATED}"
         ))
         .bind(t.id.as_uuid())
@@ -546,6 +547,7 @@ async fn upsert_transfers(transaction: &mut Transaction<'_, Postgres>, plan: &Ba
         .bind(t.created_at.as_micros())
         .bind(t.completed_at.map(|at| at.as_micros()))
         .bind(seq_to_db(row.seq)?)
+        .bind(t.pending_expires_at.map(|at| at.as_micros()))
         .bind(leg_accounts)
         .bind(leg_versions)
         .execute(&mut **transaction)
@@ -573,8 +575,8 @@ async fn upsert_plain_transfers(
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut key_scope, mut key, mut fingerprint) =
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut created_at, mut completed_at, mut seq) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut created_at, mut completed_at, mut seq, mut pending_expires_at) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     for row in rows {
         let t = &row.transfer;
         id.push(t.id.as_uuid());
@@ -602,13 +604,14 @@ async fn upsert_plain_transfers(
         created_at.push(t.created_at.as_micros());
         completed_at.push(t.completed_at.map(|at| at.as_micros()));
         seq.push(seq_to_db(row.seq)?);
+        pending_expires_at.push(t.pending_expires_at.map(|at| at.as_micros()));
     }
     sqlx::query(&format!(
         "INSERT INTO transfers ({TRANSFER_COLUMNS}, leg_accounts, leg_versions)
          SELECT *, NULL::uuid[], NULL::int8[] FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[],
              $6::uuid[], $7::numeric[], $8::text[], $9::numeric[], $10::numeric[], $11::numeric[], $12::text[],
              $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::uuid[], $20::uuid[],
-             $21::text[], $22::text[], $23::int8[], $24::int8[], $25::int8[])
+             $21::text[], $22::text[], $23::int8[], $24::int8[], $25::int8[], $26::int8[])
          ON CONFLICT (id) DO UPDATE SET {TRANSFER_UPDATED}"
     ))
     .bind(id)
@@ -636,6 +639,7 @@ async fn upsert_plain_transfers(
     .bind(created_at)
     .bind(completed_at)
     .bind(seq)
+    .bind(pending_expires_at)
     .execute(&mut **transaction)
     .await
     .map_err(classify)?;
@@ -757,6 +761,7 @@ fn transfer_from_row(row: &PgRow) -> Result<Loaded<Transfer>, StoreError> {
             _ => return Err(corrupt("transfer with half an idempotency key")),
         };
     let completed_at: Option<i64> = row.try_get("completed_at").map_err(classify)?;
+    let pending_expires_at: Option<i64> = row.try_get("pending_expires_at").map_err(classify)?;
     let transfer = Transfer {
         id: TransferId::from_uuid(row.try_get("id").map_err(classify)?),
         kind: parse(&get_text("kind")?, TransferKind::parse, "transfer kind")?,
@@ -783,6 +788,7 @@ fn transfer_from_row(row: &PgRow) -> Result<Loaded<Transfer>, StoreError> {
         idempotency,
         created_at: Timestamp::from_micros(row.try_get("created_at").map_err(classify)?),
         completed_at: completed_at.map(Timestamp::from_micros),
+        pending_expires_at: pending_expires_at.map(Timestamp::from_micros),
     };
     Ok(Loaded { value: transfer, seq: seq_of(row.try_get("seq").map_err(classify)?)? })
 }
