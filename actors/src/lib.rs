@@ -32,7 +32,7 @@ pub mod sessions;
 pub mod shared;
 
 pub use batch::{AtomicBatch, BatchItem};
-pub use clock::{Clock, IdSource, RandomIds, SystemClock};
+pub use clock::{Clock, IdSource, OffsetFileClock, RandomIds, SystemClock};
 pub use crypto::{CryptoError, DepositTarget, Quote};
 pub use engine::{Engine, EngineConfig, EngineError, PendingDecision, QuarantinedActor, StartError, TransferError};
 pub use entity::ActorKind;
