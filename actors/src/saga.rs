@@ -3,7 +3,8 @@
 //! ```text
 //! 1 price, admit, claim, screen           nothing to undo          (Engine::transfer, below)
 //! 2 source.hold(T, amount + fee)          undo: source.release(T)
-//!   [manual or AML review: stop as pending; execute resumes at 3; reject/cancel runs the undo]
+//!   [manual or AML review: stop as pending; execute resumes at 3; reject/cancel runs the undo;
+//!    past its pending_expires_at, the expiry sweeper runs the undo as `expired` (expiry.rs)]
 //! 3 destination.credit(T, amount)         after 3 only forward
 //! 4 source.post(T); fees.credit(T, fee)   retried until they succeed
 //! ```

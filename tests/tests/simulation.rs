@@ -1,6 +1,7 @@
 //! The seeded simulation (after TigerBeetle's VOPR and Cala): random transfer histories —
 //! amounts biased to zero, one minor unit, powers of ten and exact limits; wrong currencies;
-//! blocked and closed accounts; pending transfers executed, rejected and cancelled; fee rules
+//! blocked and closed accounts; pending transfers executed, rejected, cancelled and expired (own
+//! and type timeouts; the engine clock jumps forward and the model expires what fell due); fee rules
 //! (flat, percentage, tiered, clamped) and FX rates set and changed mid-history, so transfers
 //! pay fees and convert between currencies (or find no rate); injected actor and saga
 //! panics; AML threshold rules (flag, review, block; installed at the start and changed
