@@ -69,7 +69,7 @@ fn sqlite_url(name: &str) -> (String, PathBuf) {
     (format!("sqlite://{}", file.display()), file)
 }
 
-fn remove_sqlite(file: &PathBuf) {
+fn remove_sqlite(file: &std::path::Path) {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
     }
