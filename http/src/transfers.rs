@@ -453,7 +453,8 @@ pub struct ReasonBody {
 }
 
 /// `POST /v1/transfers/{id}/cancel {reason?}` → `204`, the hold released; a transfer that is
-/// not pending is `409 NOT_CANCELLABLE`. The reason goes to the log (there is no audit table
+/// not pending is `409 NOT_CANCELLABLE` (an `expired` one too; one past its
+/// `pending_expires_at` expires then and is refused the same way). The reason goes to the log (there is no audit table
 /// yet), not to the transfer.
 #[utoipa::path(
     post,

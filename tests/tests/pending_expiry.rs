@@ -158,7 +158,22 @@ async fn expires_on_time(database_url: &str) {
         )
         .await;
     assert_eq!((status, &completed["pending_expires_at"]), (201, &Value::Null), "{completed}");
-    assert_eq!(account(&admin, &source).await, ("990.00".parse().unwrap(), "150.00".parse().unwrap()));
+    // Batch items (plain and atomic) take their type's timeout.
+    let mut batched = Vec::new();
+    for atomic in [false, true] {
+        let (status, body) = admin
+            .post("/v1/transfers/batch", json!({"atomic": atomic, "transfers": [external(&source, "1.00", None)]}))
+            .await;
+        let item = &body["results"][0]["transfer"];
+        assert_eq!(
+            (status, body["results"][0]["status"].as_u64(), item["status"].as_str()),
+            (200, Some(202), Some("pending")),
+            "atomic {atomic}: {body}"
+        );
+        assert_eq!(micros(&item["pending_expires_at"]) - micros(&item["created_at"]), 3_600_000_000, "{body}");
+        batched.push(item["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(account(&admin, &source).await, ("990.00".parse().unwrap(), "152.00".parse().unwrap()));
 
     let own_id = own["id"].as_str().unwrap();
     let typed_id = typed["id"].as_str().unwrap();
@@ -174,7 +189,7 @@ async fn expires_on_time(database_url: &str) {
     assert!(expired["completed_at"].is_string(), "{expired}");
     assert_eq!(transfer(&admin, typed_id).await["status"], "pending", "the type's hour has not passed");
     // The hold is released exactly; nothing was debited.
-    assert_eq!(account(&admin, &source).await, ("990.00".parse().unwrap(), "50.00".parse().unwrap()));
+    assert_eq!(account(&admin, &source).await, ("990.00".parse().unwrap(), "52.00".parse().unwrap()));
     // Decided: every decision is refused as for any decided transfer, and nothing moves.
     for (path, code) in [
         (format!("/v1/admin/transfers/{own_id}/execute"), "NOT_PENDING"),
@@ -184,7 +199,7 @@ async fn expires_on_time(database_url: &str) {
         let (status, body) = admin.post(&path, json!({})).await;
         assert_eq!((status, body["code"].as_str()), (409, Some(code)), "{path}: {body}");
     }
-    assert_eq!(account(&admin, &source).await, ("990.00".parse().unwrap(), "50.00".parse().unwrap()));
+    assert_eq!(account(&admin, &source).await, ("990.00".parse().unwrap(), "52.00".parse().unwrap()));
 
     // The listings know `expired`, and the event was written.
     for path in ["/v1/transfers?status=expired", "/v1/admin/transfers?status=expired"] {
@@ -205,6 +220,9 @@ async fn expires_on_time(database_url: &str) {
     // The type's hour: the other one expires too.
     clock.advance(3_600).await;
     assert_eq!(settled(&admin, typed_id).await["status"], "expired");
+    for id in &batched {
+        assert_eq!(settled(&admin, id).await["status"], "expired", "batch item {id}");
+    }
     assert_eq!(account(&admin, &source).await, ("990.00".parse().unwrap(), Decimal::ZERO));
     assert_eq!(account(&admin, &destination).await.0, "10.00".parse::<Decimal>().unwrap());
     drop(server);
