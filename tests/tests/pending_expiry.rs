@@ -112,6 +112,25 @@ async fn settled(admin: &Client, id: &str) -> Value {
     }
 }
 
+/// A read of the store (listings, counts, the event feed) once `done` holds, or after 10 s:
+/// a transfer's own view reads the journal, so it shows a state a moment before the store's
+/// commit does.
+async fn committed(admin: &Client, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let (status, body) = admin.get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        if done(&body) || started.elapsed() > Duration::from_secs(10) {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn items(body: &Value) -> usize {
+    body["items"].as_array().map_or(0, Vec::len)
+}
+
 fn micros(rfc3339: &Value) -> i128 {
     let text = rfc3339.as_str().unwrap_or_else(|| panic!("a time, not {rfc3339}"));
     let parsed = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).expect("rfc 3339");
@@ -203,15 +222,14 @@ async fn expires_on_time(database_url: &str) {
 
     // The listings know `expired`, and the event was written.
     for path in ["/v1/transfers?status=expired", "/v1/admin/transfers?status=expired"] {
-        let (status, page) = admin.get(path).await;
-        assert_eq!(status, 200, "{path}: {page}");
+        let page = committed(&admin, path, |page| items(page) >= 1).await;
         let ids: Vec<&str> = page["items"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
         assert_eq!(ids, vec![own_id], "{path}");
     }
-    let (_, count) = admin.get("/v1/admin/transfers/count?status=expired").await;
+    let count = committed(&admin, "/v1/admin/transfers/count?status=expired", |count| count["count"] == 1).await;
     assert_eq!(count["count"], 1, "{count}");
-    let (status, events) = admin.get("/v1/admin/events?after=0&types=transfer.expired").await;
-    assert_eq!(status, 200, "{events}");
+    let events =
+        committed(&admin, "/v1/admin/events?after=0&types=transfer.expired", |events| items(events) >= 1).await;
     let items = events["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{events}");
     assert_eq!((items[0]["type"].as_str(), items[0]["data"]["id"].as_str()), (Some("transfer.expired"), Some(own_id)));
@@ -391,9 +409,15 @@ async fn execute_races_expiry(database_url: &str) {
     let (balance, held) = account(&admin, &source).await;
     assert_eq!(held, Decimal::ZERO, "seed {seed}");
     assert_eq!(balance, Decimal::from(1000 - completed as i64), "seed {seed}");
-    let (_, count) = admin.get("/v1/admin/transfers/count?status=expired").await;
+    let count = committed(&admin, "/v1/admin/transfers/count?status=expired", |count| count["count"] == expired).await;
     assert_eq!(count["count"], expired, "seed {seed}");
-    let (_, events) = admin.get("/v1/admin/events?after=0&types=transfer.expired,transfer.completed&limit=1000").await;
+    let events =
+        committed(&admin, "/v1/admin/events?after=0&types=transfer.expired,transfer.completed&limit=1000", |events| {
+            events["items"]
+                .as_array()
+                .is_some_and(|all| all.iter().filter(|event| event["type"] == "transfer.expired").count() == expired)
+        })
+        .await;
     let kinds: Vec<&str> = events["items"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(kinds.iter().filter(|k| **k == "transfer.expired").count(), expired, "seed {seed}");
     drop(server);
@@ -440,8 +464,9 @@ async fn expiry_survives_a_kill_9(database_url: &str) {
     clock.advance(500).await;
     assert_eq!(settled(&admin, &later).await["status"], "expired", "scheduled again at start-up");
     assert_eq!(account(&admin, &source).await, ("100.00".parse().unwrap(), Decimal::ZERO));
-    let (_, events) = admin.get("/v1/admin/events?after=0&types=transfer.expired").await;
-    assert_eq!(events["items"].as_array().unwrap().len(), 2, "{events}");
+    let events =
+        committed(&admin, "/v1/admin/events?after=0&types=transfer.expired", |events| items(events) >= 2).await;
+    assert_eq!(items(&events), 2, "{events}");
     drop(server);
     let (ok, report) = tally_check(database_url);
     assert!(ok, "tally check: {report}");
