@@ -70,6 +70,9 @@ impl Engine {
         // Phase 0: every item valid, or nothing happens.
         let mut transfers = Vec::with_capacity(items.len());
         let mut stops = Vec::with_capacity(items.len());
+        // Each item's type's time to expiry, should it stop pending (batch items name none of
+        // their own: docs/ledger-views.md "Pending expiry").
+        let mut timeouts = Vec::with_capacity(items.len());
         let mut invalid = Vec::new();
         for (index, item) in items.into_iter().enumerate() {
             let settings = self.transfer_type(item.request.kind);
@@ -81,6 +84,7 @@ impl Engine {
                     stops.push(
                         (settings.execution_mode == ExecutionMode::Manual).then_some(PendingReason::ManualExecution),
                     );
+                    timeouts.push(settings.pending_timeout_secs);
                 }
                 Err(error) => invalid.push((index, error)),
             }
@@ -157,11 +161,12 @@ impl Engine {
         // transfer that recovery drives on (or keeps pending), or none is and recovery
         // releases the holds. Only once the intent is durable does any item move money.
         let mut intent = Vec::with_capacity(transfers.len() + flags.iter().map(Vec::len).sum::<usize>());
-        for ((transfer, stop_pending), flags) in transfers.iter_mut().zip(&stops).zip(flags) {
+        for (((transfer, stop_pending), flags), timeout) in transfers.iter_mut().zip(&stops).zip(flags).zip(&timeouts) {
             transfer.step = SagaStep::Held;
             if let Some(reason) = stop_pending {
                 transfer.transition(TransferStatus::Pending, self.now()).map_err(TransferError::Transition)?;
                 transfer.pending_reason = Some(*reason);
+                transfer.pending_expires_at = crate::expiry::deadline(transfer.created_at, None, *timeout);
             }
             intent.extend(flags.into_iter().map(|flag| Record::AmlFlag(Box::new(flag))));
             intent.push(Record::Transfer(Box::new(transfer.clone())));
@@ -193,6 +198,7 @@ impl Engine {
                 async move {
                     if transfer.status == TransferStatus::Pending {
                         engine.inner.sagas_paused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        crate::expiry::schedule_if_pending(&engine.inner, &transfer);
                         drop((permit, claim));
                         return Ok(transfer);
                     }

@@ -182,6 +182,8 @@ pub(crate) struct EngineInner {
     pub(crate) crypto: crate::crypto::CryptoState,
     /// Verification limits and usage (`limits.rs`); configured by `Limits::install`.
     pub(crate) limits: crate::limits::Limits,
+    /// Pending transfers by deadline, for the expiry sweeper (`expiry.rs`).
+    pub(crate) expiry: crate::expiry::ExpiryQueue,
 }
 
 /// A cheap, clonable handle to a running engine.
@@ -354,10 +356,12 @@ impl Engine {
             aml,
             crypto: crate::crypto::CryptoState::default(),
             limits: crate::limits::Limits::default(),
+            expiry: crate::expiry::ExpiryQueue::default(),
         });
         let engine = Engine { inner };
         engine.ensure_system_accounts().await?;
         engine.start_passivation_sweeper();
+        engine.start_expiry_sweeper();
         engine.recover().await?;
         let keys = engine.load_keys().await?;
         tracing::info!(keys, "idempotency keys loaded into the filter");
@@ -720,7 +724,23 @@ impl Engine {
         }
         self.admit(transfer.source.as_uuid()).map_err(TransferError::Unavailable)?;
         let permit = self.saga_permit()?;
+        let expiring = intent == Intent::Undo { outcome: TransferStatus::Expired };
+        if !expiring && transfer.pending_expires_at.is_some_and(|at| at <= self.now()) {
+            // Past its deadline, the transfer is no longer the admin's (or its owner's) to
+            // decide, even if the sweeper has not reached it yet: it expires now, under the
+            // claim this decision took, and the decision gets the answer a decided transfer
+            // gives. So the outcome depends on the clock alone, never on the sweeper's timing.
+            let expired = self
+                .spawn_saga(transfer, Intent::Undo { outcome: TransferStatus::Expired }, permit, claim, None, None)
+                .await?;
+            return Err(not_pending(expired.status));
+        }
         self.spawn_saga(transfer, intent, permit, claim, None, audit).await
+    }
+
+    /// Runs the expiry of a pending transfer (`expiry.rs`) as a decision like the others.
+    pub(crate) async fn resume_expiring(&self, id: TransferId) -> Result<Transfer, TransferError> {
+        self.resume(id, Intent::Undo { outcome: TransferStatus::Expired }, false, None).await
     }
 
     /// Runs a saga recovery reconstructed (see `recovery.rs`).

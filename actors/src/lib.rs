@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod engine;
 pub mod entity;
 pub mod entity_actor;
+pub mod expiry;
 pub mod faults;
 pub mod health;
 pub mod idempotency;
@@ -31,7 +32,7 @@ pub mod sessions;
 pub mod shared;
 
 pub use batch::{AtomicBatch, BatchItem};
-pub use clock::{Clock, IdSource, RandomIds, SystemClock};
+pub use clock::{Clock, IdSource, OffsetFileClock, RandomIds, SystemClock};
 pub use crypto::{CryptoError, DepositTarget, Quote};
 pub use engine::{Engine, EngineConfig, EngineError, PendingDecision, QuarantinedActor, StartError, TransferError};
 pub use entity::ActorKind;

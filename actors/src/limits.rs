@@ -399,7 +399,10 @@ fn counted_user(transfer: &tally_engine::Transfer) -> Option<UserId> {
 pub(crate) fn on_finish(limits: &Limits, transfer: &tally_engine::Transfer) {
     use tally_engine::TransferStatus;
     let Some(user) = counted_user(transfer) else { return };
-    if matches!(transfer.status, TransferStatus::Failed | TransferStatus::Rejected | TransferStatus::Cancelled) {
+    if matches!(
+        transfer.status,
+        TransferStatus::Failed | TransferStatus::Rejected | TransferStatus::Cancelled | TransferStatus::Expired
+    ) {
         limits.give_back(user, transfer.currency, transfer.amount, transfer.created_at);
     }
 }

@@ -53,6 +53,9 @@ pub(crate) async fn recover(engine: &Engine) -> Result<RecoveryReport, StoreErro
         live.insert(transfer.id);
         if transfer.status == TransferStatus::Pending {
             report.pending_kept += 1;
+            // Its deadline was stored with it: an overdue one expires on the sweeper's first
+            // tick after recovery, the others at their time (expiry.rs).
+            crate::expiry::schedule_if_pending(&engine.inner, &transfer);
             continue;
         }
         let postings = store.postings_of_transfer(transfer.id).await?;

@@ -3,7 +3,8 @@
 //! ```text
 //! 1 price, admit, claim, screen           nothing to undo          (Engine::transfer, below)
 //! 2 source.hold(T, amount + fee)          undo: source.release(T)
-//!   [manual or AML review: stop as pending; execute resumes at 3; reject/cancel runs the undo]
+//!   [manual or AML review: stop as pending; execute resumes at 3; reject/cancel runs the undo;
+//!    past its pending_expires_at, the expiry sweeper runs the undo as `expired` (expiry.rs)]
 //! 3 destination.credit(T, amount)         after 3 only forward
 //! 4 source.post(T); fees.credit(T, fee)   retried until they succeed
 //! ```
@@ -50,7 +51,19 @@ impl Engine {
     /// for manual execution; a rejection if any check failed (the transfer is then recorded
     /// `failed`, with every hold released).
     pub async fn transfer(&self, request: TransferRequest) -> Result<Transfer, TransferError> {
-        self.start_transfer(request, None, None, None).await
+        self.start_transfer(request, None, None, None, None).await
+    }
+
+    /// `transfer_idempotent` for a transfer that names its own time to expiry if it stops
+    /// pending (`pending_expires_in`, seconds, checked by the caller against
+    /// `PENDING_EXPIRY_SECS_MIN..=MAX`): it wins over its type's `pending_timeout_secs`.
+    pub async fn transfer_idempotent_expiring(
+        &self,
+        request: TransferRequest,
+        key: Option<Idempotency>,
+        pending_expires_in: Option<u32>,
+    ) -> Result<(Transfer, bool), TransferError> {
+        self.transfer_idempotent_full(request, key, None, pending_expires_in).await
     }
 
     /// Step 1 of the saga (price, admit, claim, screen), then the saga itself. Under an
@@ -63,8 +76,9 @@ impl Engine {
         idempotency: Option<Idempotency>,
         key: Option<KeyClaim>,
         audit: Option<AuditRecord>,
+        pending_expires_in: Option<u32>,
     ) -> Result<Transfer, TransferError> {
-        match self.step_one(request, idempotency).await {
+        match self.step_one(request, idempotency, pending_expires_in).await {
             Ok((transfer, stop_pending, permit, claim)) => {
                 self.spawn_saga(transfer, Intent::Run { stop_pending }, permit, claim, key, audit).await
             }
@@ -81,6 +95,7 @@ impl Engine {
         &self,
         request: TransferRequest,
         idempotency: Option<Idempotency>,
+        pending_expires_in: Option<u32>,
     ) -> Result<(Transfer, Option<PendingReason>, OwnedSemaphorePermit, Claim), TransferError> {
         let settings = self.transfer_type(request.kind);
         let stop_pending = (settings.execution_mode == ExecutionMode::Manual).then_some(PendingReason::ManualExecution);
@@ -95,6 +110,12 @@ impl Engine {
         self.inner.claims.insert(transfer.id, choose_journal(&self.inner, &transfer));
         transfer.idempotency = idempotency;
         let stop_pending = self.screen_transfer(&transfer, stop_pending).await?;
+        // Only a transfer that will wait for a decision has a deadline (expiry.rs); one that
+        // completes at once never expires.
+        if stop_pending.is_some() {
+            transfer.pending_expires_at =
+                crate::expiry::deadline(transfer.created_at, pending_expires_in, settings.pending_timeout_secs);
+        }
         // From here the saga runs: its end gives the amount back if no money moved (`finish`).
         if let Some(reservation) = reservation {
             reservation.commit();
@@ -127,16 +148,30 @@ impl Engine {
         key: Option<Idempotency>,
         audit: Option<AuditRecord>,
     ) -> Result<(Transfer, bool), TransferError> {
+        self.transfer_idempotent_full(request, key, audit, None).await
+    }
+
+    async fn transfer_idempotent_full(
+        &self,
+        request: TransferRequest,
+        key: Option<Idempotency>,
+        audit: Option<AuditRecord>,
+        pending_expires_in: Option<u32>,
+    ) -> Result<(Transfer, bool), TransferError> {
         let Some(key) = key else {
-            return self.start_transfer(request, None, None, audit).await.map(|transfer| (transfer, false));
+            return self
+                .start_transfer(request, None, None, audit, pending_expires_in)
+                .await
+                .map(|transfer| (transfer, false));
         };
         // If this call is dropped before the saga holds the claim (its client went away),
         // `KeyClaim`'s drop keeps the key until the journals are durable.
         let claim = self.claim_key(key.scope, key.key.clone()).await;
         match self.replay_under_key(&key).await {
-            Ok(None) => {
-                self.start_transfer(request, Some(key), Some(claim), audit).await.map(|transfer| (transfer, false))
-            }
+            Ok(None) => self
+                .start_transfer(request, Some(key), Some(claim), audit, pending_expires_in)
+                .await
+                .map(|transfer| (transfer, false)),
             Ok(Some(transfer)) => {
                 claim.release(true).await;
                 if let Some(mut audit) = audit
@@ -166,7 +201,7 @@ impl Engine {
         request: TransferRequest,
         key: Idempotency,
     ) -> Result<Transfer, TransferError> {
-        self.start_transfer(request, Some(key), None, None).await
+        self.start_transfer(request, Some(key), None, None, None).await
     }
 
     /// The transfer a repeat of `key` answers with, if the key was used.
@@ -313,6 +348,8 @@ async fn drive(
             (TransferStatus::Processing, SagaStep::Held, Intent::Run { stop_pending: Some(reason) }) => {
                 transfer.pending_reason = Some(reason);
                 finish(inner, transfer, TransferStatus::Pending, None, audit).await?;
+                // Durable as pending, with its deadline: from here it may expire.
+                crate::expiry::schedule_if_pending(inner, transfer);
                 return Ok(transfer.clone());
             }
             (TransferStatus::Pending, SagaStep::Held, Intent::Execute) => {

@@ -53,6 +53,9 @@ pub enum TransferStatus {
     Failed,
     Rejected,
     Cancelled,
+    /// A pending transfer no one decided before its `pending_expires_at`: the hold was
+    /// released as for a rejection. Terminal.
+    Expired,
 }
 
 impl TransferStatus {
@@ -64,6 +67,7 @@ impl TransferStatus {
             TransferStatus::Failed => "failed",
             TransferStatus::Rejected => "rejected",
             TransferStatus::Cancelled => "cancelled",
+            TransferStatus::Expired => "expired",
         }
     }
 
@@ -75,6 +79,7 @@ impl TransferStatus {
             "failed" => Some(TransferStatus::Failed),
             "rejected" => Some(TransferStatus::Rejected),
             "cancelled" => Some(TransferStatus::Cancelled),
+            "expired" => Some(TransferStatus::Expired),
             _ => None,
         }
     }
@@ -82,7 +87,11 @@ impl TransferStatus {
     pub const fn is_terminal(self) -> bool {
         matches!(
             self,
-            TransferStatus::Completed | TransferStatus::Failed | TransferStatus::Rejected | TransferStatus::Cancelled
+            TransferStatus::Completed
+                | TransferStatus::Failed
+                | TransferStatus::Rejected
+                | TransferStatus::Cancelled
+                | TransferStatus::Expired
         )
     }
 
@@ -96,6 +105,7 @@ impl TransferStatus {
                 | (TransferStatus::Pending, TransferStatus::Processing)
                 | (TransferStatus::Pending, TransferStatus::Rejected)
                 | (TransferStatus::Pending, TransferStatus::Cancelled)
+                | (TransferStatus::Pending, TransferStatus::Expired)
         )
     }
 }
@@ -249,6 +259,11 @@ pub struct Transfer {
     pub completed_at: Option<Timestamp>,
     /// The request's metadata, shared (an `Arc`) by every record of the saga that clones this.
     pub metadata: Metadata,
+    /// When a pending transfer that no one decides ends `expired` (its own
+    /// `pending_expires_in`, else its type's `pending_timeout_secs`, counted from its
+    /// creation); `None`: it waits for a decision however long. Set in saga step 1, only for a
+    /// transfer that stops pending; kept on the terminal record as the deadline it had.
+    pub pending_expires_at: Option<Timestamp>,
 }
 
 impl Transfer {
@@ -277,6 +292,7 @@ impl Transfer {
             created_at: request.created_at,
             completed_at: None,
             metadata: request.metadata,
+            pending_expires_at: None,
         }
     }
 
@@ -313,13 +329,14 @@ impl Transfer {
 mod tests {
     use super::*;
 
-    const ALL: [TransferStatus; 6] = [
+    const ALL: [TransferStatus; 7] = [
         TransferStatus::Processing,
         TransferStatus::Pending,
         TransferStatus::Completed,
         TransferStatus::Failed,
         TransferStatus::Rejected,
         TransferStatus::Cancelled,
+        TransferStatus::Expired,
     ];
 
     #[test]
@@ -332,9 +349,9 @@ mod tests {
     }
 
     #[test]
-    fn exactly_six_transitions_exist() {
+    fn exactly_seven_transitions_exist() {
         let allowed: usize = ALL.iter().map(|from| ALL.iter().filter(|to| from.can_become(**to)).count()).sum();
-        assert_eq!(allowed, 6);
+        assert_eq!(allowed, 7);
     }
 
     #[test]

@@ -33,12 +33,27 @@ pub struct TransferTypeSettings {
     pub execution_mode: ExecutionMode,
     pub min_amount: Option<Decimal>,
     pub max_amount: Option<Decimal>,
+    /// Seconds a transfer of this type may wait `pending` before it ends `expired`, unless
+    /// the transfer names its own `pending_expires_in`; `None`: it waits for a decision.
+    pub pending_timeout_secs: Option<u32>,
 }
+
+/// The bounds of a pending transfer's time to expiry, its own or its type's (API.md 1.1):
+/// at least a minute (a shorter one would expire before an admin could open the queue), at
+/// most 30 days (a hold longer than a card network's would tie up a customer's money).
+pub const PENDING_EXPIRY_SECS_MIN: u32 = 60;
+pub const PENDING_EXPIRY_SECS_MAX: u32 = 2_592_000;
 
 impl TransferTypeSettings {
     /// Internal transfers: on, automatic, no limits beyond the currency's maximum.
     pub fn internal_default() -> Self {
-        TransferTypeSettings { enabled: true, execution_mode: ExecutionMode::Auto, min_amount: None, max_amount: None }
+        TransferTypeSettings {
+            enabled: true,
+            execution_mode: ExecutionMode::Auto,
+            min_amount: None,
+            max_amount: None,
+            pending_timeout_secs: None,
+        }
     }
 
     /// External transfers leave Tally, so by default an admin reviews each one (API.md).
@@ -48,6 +63,7 @@ impl TransferTypeSettings {
             execution_mode: ExecutionMode::Manual,
             min_amount: None,
             max_amount: None,
+            pending_timeout_secs: None,
         }
     }
 

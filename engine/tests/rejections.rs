@@ -96,6 +96,7 @@ fn settings() -> TransferTypeSettings {
         execution_mode: ExecutionMode::Auto,
         min_amount: Some(dec!(10)),
         max_amount: Some(dec!(100)),
+        pending_timeout_secs: None,
     }
 }
 
@@ -790,13 +791,14 @@ fn source_and_destination_step_rejections_become_the_matching_transfer_rejection
 // Transfer::transition
 // ---------------------------------------------------------------------------------------------
 
-const ALL_STATUSES: [TransferStatus; 6] = [
+const ALL_STATUSES: [TransferStatus; 7] = [
     TransferStatus::Processing,
     TransferStatus::Pending,
     TransferStatus::Completed,
     TransferStatus::Failed,
     TransferStatus::Rejected,
     TransferStatus::Cancelled,
+    TransferStatus::Expired,
 ];
 
 fn transfer_in(status: TransferStatus) -> Transfer {

@@ -145,7 +145,8 @@ fn not_pending(error: TransferError) -> ApiError {
 }
 
 /// `POST /v1/admin/transfers/{id}/execute` (`transfers:execute`) → `204` once the saga has
-/// completed the transfer; `409 NOT_PENDING` if it was not pending.
+/// completed the transfer; `409 NOT_PENDING` if it was not pending (an `expired` one too; one past
+/// its `pending_expires_at` expires then and is refused the same way: the deadline decides).
 #[utoipa::path(
     post,
     path = "/v1/admin/transfers/{id}/execute",

@@ -118,6 +118,15 @@ async fn plan_item(
     // Read from the body's own value, not a copy of it.
     let body = TransferBody::deserialize(raw)
         .map_err(|error| ApiError::new(ErrorCode::ValidationError, format!("invalid item: {error}")))?;
+    // A batch is one decision about many transfers; a per-item deadline would make an atomic
+    // batch's items end at different times after being decided together. Each item's type's
+    // `pending_timeout_secs` applies instead (docs/ledger-views.md "Pending expiry").
+    if body.pending_expires_in.is_some() {
+        return Err(ApiError::field(
+            "pending_expires_in",
+            "not accepted on batch items; the transfer type's pending_timeout_secs applies",
+        ));
+    }
     plan(state.engine()?, caller, &body, payees).await
 }
 

@@ -213,7 +213,7 @@ fn committed_marker(state: &AppState) -> u64 {
                    committed or the time passes, then answers (possibly an empty page). `types` filters by \
                    a comma-separated list of event types. Types: transfer.completed, transfer.pending, \
                    transfer.failed (after money was held; a transfer refused outright is not an event), \
-                   transfer.rejected, transfer.cancelled, transfer.expired (reserved: nothing expires yet), \
+                   transfer.rejected, transfer.cancelled, transfer.expired (a pending transfer past its pending_expires_at, hold released), \
                    account.opened, account.status_changed, aml.flag_raised, deposit.credited, \
                    withdrawal.confirmed, withdrawal.failed, crypto_order.completed. See docs/events.md.",
     responses((status = 200, body = FeedPage)),

@@ -267,7 +267,7 @@ struct Count {
 fn transfer_status(text: Option<&str>) -> Result<Option<String>, ApiError> {
     text.map(|text| {
         TransferStatus::parse(text).map(|status| status.as_str().to_owned()).ok_or_else(|| {
-            ApiError::field("status", "must be processing, pending, completed, failed, rejected or cancelled")
+            ApiError::field("status", "must be processing, pending, completed, failed, rejected, cancelled or expired")
         })
     })
     .transpose()

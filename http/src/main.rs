@@ -158,6 +158,7 @@ async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, St
     let state = AppState::new(store.clone(), identity);
     tally_http::webhooks::start(state.clone())?;
     let (config, panic_every) = engine_config_from_env()?;
+    let engine_clock = engine_clock_from_env()?;
     // One thread per core: each serves HTTP connections, its shards' actors and sagas, and
     // their journal (DESIGN.md §2).
     let runtime = Runtime::start(config.actors.shards).map_err(|error| format!("starting the runtime: {error}"))?;
@@ -169,7 +170,7 @@ async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, St
     let starting = state.clone();
     let engine_runtime = std::sync::Arc::clone(&runtime);
     tokio::spawn(async move {
-        let started = Engine::start_on(engine_runtime, store, config, Arc::new(SystemClock), Arc::new(RandomIds)).await;
+        let started = Engine::start_on(engine_runtime, store, config, engine_clock, Arc::new(RandomIds)).await;
         match started {
             Ok(engine) => {
                 tracing::info!("engine ready");
@@ -203,6 +204,27 @@ async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, St
     }
     runtime.stop();
     Ok(ExitCode::SUCCESS)
+}
+
+/// The engine's clock: the system's, unless a test asks for one it can move forward.
+/// `TALLY_TEST_CLOCK=enabled` with `TALLY_TEST_CLOCK_OFFSET_FILE=<path>`: the system's time
+/// plus the whole seconds written in that file (re-read every 50 ms, only ever forward); for
+/// black-box tests of time-bound engine behaviour such as pending expiry
+/// (docs/ledger-views.md). Both must be set: the offset file alone is refused, so a stray
+/// variable cannot shift a production ledger's time. Sessions and tokens keep the real clock.
+fn engine_clock_from_env() -> Result<Arc<dyn tally_actors::Clock>, String> {
+    let enabled = std::env::var("TALLY_TEST_CLOCK").ok();
+    let file = std::env::var("TALLY_TEST_CLOCK_OFFSET_FILE").ok();
+    match (enabled.as_deref(), file) {
+        (None, None) => Ok(Arc::new(SystemClock)),
+        (Some("enabled"), Some(path)) => {
+            tracing::warn!(%path, "TEST CLOCK ON: the engine's time is shifted by the offset in this file");
+            let clock = tally_actors::OffsetFileClock::start(path.into())
+                .map_err(|error| format!("TALLY_TEST_CLOCK_OFFSET_FILE: {error}"))?;
+            Ok(Arc::new(clock))
+        }
+        _ => Err("TALLY_TEST_CLOCK=enabled and TALLY_TEST_CLOCK_OFFSET_FILE go together (tests only)".to_owned()),
+    }
 }
 
 /// The server's settings from the environment: `TALLY_HTTP_TIMEOUT_SECS` (header-read and

@@ -66,6 +66,14 @@ fn decimal(field: &str, text: &str) -> Result<Decimal, ApiError> {
     Decimal::from_str_exact(text).map_err(|_| ApiError::field(field, "must be a decimal string like \"1.25\""))
 }
 
+/// `pending_timeout_secs` as written: `null` or an integer in the range a transfer's own
+/// `pending_expires_in` has (the same check, on this field's name).
+fn pending_timeout_secs(value: Option<&serde_json::Value>) -> Result<Option<u32>, ApiError> {
+    crate::transfers::pending_expires_in(value).map_err(|_| {
+        ApiError::field("pending_timeout_secs", "must be null or an integer number of seconds from 60 to 2592000")
+    })
+}
+
 // ---- FX rates -----------------------------------------------------------------------------
 
 /// `PUT /v1/admin/fx-rates` body: one unit of `from` buys `rate` units of `to`.
@@ -388,6 +396,13 @@ pub struct TransferTypeBody {
     pub min_amount: Option<String>,
     #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", examples("10000.00"))]
     pub max_amount: Option<String>,
+    /// Seconds (an integer, 60 … 2,592,000) a transfer of this type may wait `pending` before
+    /// it ends `expired`, its hold released, unless the transfer names its own
+    /// `pending_expires_in`. Absent or `null`: pending transfers of this type never expire.
+    /// Applies to transfers created after the change; ones already pending keep the deadline
+    /// they were created with.
+    #[schema(value_type = Option<u32>, minimum = 60, maximum = 2592000, examples(604800))]
+    pub pending_timeout_secs: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -397,6 +412,8 @@ pub struct AdminTransferTypeView {
     pub execution_mode: &'static str,
     pub min_amount: Option<String>,
     pub max_amount: Option<String>,
+    /// Seconds a pending transfer of this type waits before it expires; `null`: never.
+    pub pending_timeout_secs: Option<u32>,
 }
 
 impl AdminTransferTypeView {
@@ -407,6 +424,7 @@ impl AdminTransferTypeView {
             execution_mode: settings.execution_mode.as_str(),
             min_amount: settings.min_amount.map(|amount| amount.normalize().to_string()),
             max_amount: settings.max_amount.map(|amount| amount.normalize().to_string()),
+            pending_timeout_secs: settings.pending_timeout_secs,
         }
     }
 }
@@ -472,6 +490,7 @@ pub async fn put_transfer_type(
         execution_mode,
         min_amount: limit("min_amount", body.min_amount.as_deref())?,
         max_amount: limit("max_amount", body.max_amount.as_deref())?,
+        pending_timeout_secs: pending_timeout_secs(body.pending_timeout_secs.as_ref())?,
     };
     let engine = state.engine()?;
     let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::OK), Some(code.clone()));

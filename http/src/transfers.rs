@@ -18,6 +18,7 @@ use tally_actors::{Engine, EngineError};
 use tally_engine::money::with_currency_scale;
 use tally_engine::system_accounts::{is_system_account, settlement};
 use tally_engine::transfer::Beneficiary;
+use tally_engine::transfer_type::{PENDING_EXPIRY_SECS_MAX, PENDING_EXPIRY_SECS_MIN};
 use tally_engine::{
     AccountId, Currency, ErrorCode, Idempotency, Transfer, TransferId, TransferKind, TransferRequest, TransferStatus,
     UserId,
@@ -75,6 +76,30 @@ pub struct TransferBody {
     /// as a transfer would and otherwise ignores it.
     #[schema(value_type = Option<std::collections::HashMap<String, String>>)]
     pub metadata: Option<crate::metadata::MetadataBody>,
+    /// Seconds (an integer, 60 … 2,592,000) this transfer may wait `pending` for an admin
+    /// before it ends `expired`, its hold released; it replaces the type's
+    /// `pending_timeout_secs`. Counted from `created_at`; ignored by a transfer that completes
+    /// at once. Part of the `Idempotency-Key` fingerprint. Not accepted on batch items (`400`):
+    /// their type's timeout applies.
+    #[schema(value_type = Option<u32>, minimum = 60, maximum = 2592000, examples(86400))]
+    pub pending_expires_in: Option<serde_json::Value>,
+}
+
+/// `pending_expires_in` as written: an integer number of seconds in
+/// `PENDING_EXPIRY_SECS_MIN..=PENDING_EXPIRY_SECS_MAX`. Taken as raw JSON so a string, a
+/// fraction or a negative number is a `400` on this field, not a generic body error.
+pub fn pending_expires_in(value: Option<&serde_json::Value>) -> Result<Option<u32>, ApiError> {
+    let Some(value) = value else { return Ok(None) };
+    let message = "must be an integer number of seconds from 60 to 2592000";
+    if value.is_null() {
+        return Ok(None);
+    }
+    let secs = value.as_u64().ok_or_else(|| ApiError::field("pending_expires_in", message))?;
+    u32::try_from(secs)
+        .ok()
+        .filter(|secs| (PENDING_EXPIRY_SECS_MIN..=PENDING_EXPIRY_SECS_MAX).contains(secs))
+        .map(Some)
+        .ok_or_else(|| ApiError::field("pending_expires_in", message))
 }
 
 /// A UUID in a body field.
@@ -99,6 +124,10 @@ struct Canonical<'a> {
     currency: &'a str,
     reference: Option<&'a str>,
     description: Option<&'a str>,
+    /// Absent from the canonical form when not given, so fingerprints of requests made before
+    /// pending expiry existed are unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending_expires_in: Option<u32>,
     /// Left out when empty, so a request without metadata keeps the fingerprint it had
     /// before metadata existed (a retry across the upgrade still replays).
     #[serde(skip_serializing_if = "no_pairs")]
@@ -111,6 +140,15 @@ fn no_pairs(pairs: &&[(String, String)]) -> bool {
 
 /// The hex SHA-256 of the canonical form of `request` on `route`.
 pub fn fingerprint(route: &str, request: &TransferRequest) -> Result<String, ApiError> {
+    fingerprint_expiring(route, request, None)
+}
+
+/// `fingerprint` of a request that names its own `pending_expires_in`.
+pub fn fingerprint_expiring(
+    route: &str,
+    request: &TransferRequest,
+    pending_expires_in: Option<u32>,
+) -> Result<String, ApiError> {
     let canonical = Canonical {
         route,
         kind: request.kind.as_str(),
@@ -122,6 +160,7 @@ pub fn fingerprint(route: &str, request: &TransferRequest) -> Result<String, Api
         reference: request.reference.as_deref(),
         description: request.description.as_deref(),
         metadata: request.metadata.pairs(),
+        pending_expires_in,
     };
     serde_json::to_vec(&canonical).map(|bytes| sha256_hex(&bytes)).map_err(ApiError::internal)
 }
@@ -188,6 +227,8 @@ pub(crate) struct Plan {
     /// only replay the transfer its Idempotency-Key made before the deletion (`replay_only`);
     /// anything else is `404`.
     pub payee_deleted: bool,
+    /// The request's own `pending_expires_in`, checked.
+    pub pending_expires_in: Option<u32>,
 }
 
 /// A customer's request, checked and resolved into what the engine runs. Checks in order:
@@ -255,6 +296,7 @@ pub(crate) async fn plan(
     let reference = input::text("reference", body.reference.as_deref(), REFERENCE_LENGTH_MAX)?;
     let description = input::text("description", body.description.as_deref(), DESCRIPTION_LENGTH_MAX)?;
     let metadata = crate::metadata::metadata(body.metadata.as_ref())?;
+    let pending_expires_in = pending_expires_in(body.pending_expires_in.as_ref())?;
     let source_account = owned_account(engine, source, caller.user_id, "source account").await?;
     let currency = source_account.currency;
     let amount = input::amount("amount", &body.amount, currency)?;
@@ -283,7 +325,7 @@ pub(crate) async fn plan(
         created_at: now,
         metadata,
     };
-    Ok(Plan { request, payee_deleted })
+    Ok(Plan { request, payee_deleted, pending_expires_in })
 }
 
 /// `POST /v1/transfers` → `201` completed or `202` pending transfer.
@@ -305,12 +347,21 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let payees = SavedPayees::new(&state, caller.user_id);
-    let Plan { request, payee_deleted } = plan(engine, caller, &body, &payees).await?;
-    let key = idempotency(&headers, caller.user_id, "POST /v1/transfers", &request)?;
+    let Plan { request, payee_deleted, pending_expires_in } = plan(engine, caller, &body, &payees).await?;
+    let route = "POST /v1/transfers";
+    let key = match input::idempotency_key(&headers)? {
+        None => None,
+        Some(key) => Some(Idempotency {
+            scope: caller.user_id.as_uuid(),
+            key,
+            fingerprint: fingerprint_expiring(route, &request, pending_expires_in)?,
+        }),
+    };
     if payee_deleted {
         crate::beneficiaries::replay_only(engine, key.as_ref()).await?;
     }
-    let (transfer, replayed) = run_transfer(&state, request, key).await?;
+    let (transfer, replayed) =
+        engine.transfer_idempotent_expiring(request, key, pending_expires_in).await.map_err(ApiError::from)?;
     transfer_answer(&transfer, replayed)
 }
 
@@ -346,7 +397,7 @@ pub async fn quote(
     ApiJson(body): ApiJson<TransferBody>,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
-    let Plan { request, payee_deleted } =
+    let Plan { request, payee_deleted, .. } =
         plan(engine, caller, &body, &SavedPayees::new(&state, caller.user_id)).await?;
     // A deleted beneficiary pays nobody new; there is nothing to quote.
     if payee_deleted {
@@ -420,7 +471,8 @@ pub struct ReasonBody {
 }
 
 /// `POST /v1/transfers/{id}/cancel {reason?}` → `204`, the hold released; a transfer that is
-/// not pending is `409 NOT_CANCELLABLE`. The reason goes to the log (there is no audit table
+/// not pending is `409 NOT_CANCELLABLE` (an `expired` one too; one past its
+/// `pending_expires_at` expires then and is refused the same way). The reason goes to the log (there is no audit table
 /// yet), not to the transfer.
 #[utoipa::path(
     post,
@@ -453,6 +505,9 @@ struct TransferTypeView {
     execution_mode: &'static str,
     min_amount: Option<String>,
     max_amount: Option<String>,
+    /// Seconds a pending transfer of this type waits for an admin before it ends `expired`
+    /// (unless it names its own `pending_expires_in`); `null`: never.
+    pending_timeout_secs: Option<u32>,
 }
 
 /// `GET /v1/transfer-types` → the types a customer can send, as configured now.
@@ -475,6 +530,7 @@ pub async fn types(State(state): State<AppState>, _caller: Scoped<TransfersRead>
                 execution_mode: settings.execution_mode.as_str(),
                 min_amount: settings.min_amount.map(|amount| amount.normalize().to_string()),
                 max_amount: settings.max_amount.map(|amount| amount.normalize().to_string()),
+                pending_timeout_secs: settings.pending_timeout_secs,
             }
         })
         .collect();

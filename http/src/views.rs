@@ -109,6 +109,9 @@ pub struct TransferView {
     pub id: String,
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// `processing`, `pending`, `completed`, `failed`, `rejected`, `cancelled` or `expired`
+    /// (a pending transfer no one decided by its `pending_expires_at`; terminal, hold released).
+    #[schema(pattern = "^(processing|pending|completed|failed|rejected|cancelled|expired)$")]
     pub status: &'static str,
     pub source_account_id: String,
     /// For `external` transfers, the settlement account the money leaves Tally through.
@@ -132,6 +135,11 @@ pub struct TransferView {
     pub completed_at: Option<String>,
     /// The client's own key-value pairs given at creation, keys sorted; `{}` when none.
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// When this transfer, if still `pending`, ends `expired` (its hold released): its
+    /// `pending_expires_in`, else its type's `pending_timeout_secs`, counted from
+    /// `created_at`. `null`: it waits for a decision however long (or it never was pending).
+    /// Kept once the transfer is decided, as the deadline it had.
+    pub pending_expires_at: Option<String>,
 }
 
 impl TransferView {
@@ -164,6 +172,7 @@ impl TransferView {
             created_at: rfc3339(transfer.created_at)?,
             completed_at: transfer.completed_at.map(rfc3339).transpose()?,
             metadata: crate::metadata::view(&transfer.metadata),
+            pending_expires_at: transfer.pending_expires_at.map(rfc3339).transpose()?,
         })
     }
 }

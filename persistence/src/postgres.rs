@@ -439,7 +439,7 @@ async fn write_postings(transaction: &mut Transaction<'_, Postgres>, plan: &Batc
 const TRANSFER_COLUMNS: &str = "id, kind, status, step, source_id, destination_id, amount, currency, fee, fx_rate,
     destination_amount, destination_currency, pending_reason, failure_reason, reference, description, beneficiary_name,
     beneficiary_iban, initiated_by, idempotency_scope, idempotency_key, idempotency_fingerprint, created_at,
-    completed_at, seq, metadata";
+    completed_at, seq, metadata, pending_expires_at";
 
 /// New transfer rows, by binary COPY: transfers written once in their final state, and the
 /// `processing` rows (with their legs) of sagas a commit cut after money moved.
@@ -448,7 +448,7 @@ async fn write_new_transfers(transaction: &mut Transaction<'_, Postgres>, plan: 
     for row in &plan.transfers_new {
         let t = &row.transfer;
         let (leg_accounts, leg_versions) = legs_of(row)?;
-        rows.row(28);
+        rows.row(29);
         rows.uuid(t.id.as_uuid());
         rows.text(t.kind.as_str());
         rows.text(t.status.as_str());
@@ -476,6 +476,7 @@ async fn write_new_transfers(transaction: &mut Transaction<'_, Postgres>, plan: 
         rows.int8(seq_to_db(row.seq)?);
         // NULL for a transfer without metadata: one field, nothing else (migration 0050).
         rows.optional_jsonb(crate::metadata::to_db(&t.metadata).as_deref());
+        rows.optional_int8(t.pending_expires_at.map(|at| at.as_micros()));
         rows.uuid_array_or_null(&leg_accounts);
         rows.int8_array_or_null(&leg_versions);
     }
@@ -502,7 +503,7 @@ const TRANSFER_UPDATED: &str = "status = EXCLUDED.status, step = EXCLUDED.step,
     pending_reason = EXCLUDED.pending_reason, failure_reason = EXCLUDED.failure_reason,
     completed_at = EXCLUDED.completed_at, seq = EXCLUDED.seq, fee = EXCLUDED.fee, fx_rate = EXCLUDED.fx_rate,
     destination_amount = EXCLUDED.destination_amount, leg_accounts = EXCLUDED.leg_accounts,
-    leg_versions = EXCLUDED.leg_versions";
+    leg_versions = EXCLUDED.leg_versions, pending_expires_at = EXCLUDED.pending_expires_at";
 
 /// The other transfer rows: state changes of stored transfers (the final state of a saga a
 /// commit cut, an admin's decision on a pending one) and an atomic batch's intent, all
@@ -520,7 +521,7 @@ async fn upsert_transfers(transaction: &mut Transaction<'_, Postgres>, plan: &Ba
         sqlx::query(&format!(
             "INSERT INTO transfers ({TRANSFER_COLUMNS}, leg_accounts, leg_versions)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-                     $22, $23, $24, $25, $26::text::jsonb, $27, $28)
+                     $22, $23, $24, $25, $26::text::jsonb, $27, $28, $29)
              ON CONFLICT (id) DO UPDATE SET {TRANSFER_UPDATED}"
         ))
         .bind(t.id.as_uuid())
@@ -549,6 +550,7 @@ async fn upsert_transfers(transaction: &mut Transaction<'_, Postgres>, plan: &Ba
         .bind(t.completed_at.map(|at| at.as_micros()))
         .bind(seq_to_db(row.seq)?)
         .bind(crate::metadata::to_db(&t.metadata))
+        .bind(t.pending_expires_at.map(|at| at.as_micros()))
         .bind(leg_accounts)
         .bind(leg_versions)
         .execute(&mut **transaction)
@@ -576,8 +578,8 @@ async fn upsert_plain_transfers(
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut key_scope, mut key, mut fingerprint) =
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut created_at, mut completed_at, mut seq) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut created_at, mut completed_at, mut seq, mut pending_expires_at) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let mut metadata = Vec::with_capacity(n);
     for row in rows {
         let t = &row.transfer;
@@ -607,13 +609,14 @@ async fn upsert_plain_transfers(
         completed_at.push(t.completed_at.map(|at| at.as_micros()));
         seq.push(seq_to_db(row.seq)?);
         metadata.push(crate::metadata::to_db(&t.metadata));
+        pending_expires_at.push(t.pending_expires_at.map(|at| at.as_micros()));
     }
     sqlx::query(&format!(
         "INSERT INTO transfers ({TRANSFER_COLUMNS}, leg_accounts, leg_versions)
          SELECT *, NULL::uuid[], NULL::int8[] FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[],
              $6::uuid[], $7::numeric[], $8::text[], $9::numeric[], $10::numeric[], $11::numeric[], $12::text[],
              $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::uuid[], $20::uuid[],
-             $21::text[], $22::text[], $23::int8[], $24::int8[], $25::int8[], $26::text[]::jsonb[])
+             $21::text[], $22::text[], $23::int8[], $24::int8[], $25::int8[], $26::text[]::jsonb[], $27::int8[])
          ON CONFLICT (id) DO UPDATE SET {TRANSFER_UPDATED}"
     ))
     .bind(id)
@@ -642,6 +645,7 @@ async fn upsert_plain_transfers(
     .bind(completed_at)
     .bind(seq)
     .bind(metadata)
+    .bind(pending_expires_at)
     .execute(&mut **transaction)
     .await
     .map_err(classify)?;
@@ -763,6 +767,7 @@ fn transfer_from_row(row: &PgRow) -> Result<Loaded<Transfer>, StoreError> {
             _ => return Err(corrupt("transfer with half an idempotency key")),
         };
     let completed_at: Option<i64> = row.try_get("completed_at").map_err(classify)?;
+    let pending_expires_at: Option<i64> = row.try_get("pending_expires_at").map_err(classify)?;
     let transfer = Transfer {
         id: TransferId::from_uuid(row.try_get("id").map_err(classify)?),
         kind: parse(&get_text("kind")?, TransferKind::parse, "transfer kind")?,
@@ -790,6 +795,7 @@ fn transfer_from_row(row: &PgRow) -> Result<Loaded<Transfer>, StoreError> {
         created_at: Timestamp::from_micros(row.try_get("created_at").map_err(classify)?),
         completed_at: completed_at.map(Timestamp::from_micros),
         metadata: metadata_of(row)?,
+        pending_expires_at: pending_expires_at.map(Timestamp::from_micros),
     };
     Ok(Loaded { value: transfer, seq: seq_of(row.try_get("seq").map_err(classify)?)? })
 }

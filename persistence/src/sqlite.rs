@@ -362,9 +362,9 @@ async fn upsert_transfer(transaction: &mut Transaction<'_, Sqlite>, row: &Transf
         "INSERT INTO transfers (id, kind, status, step, source_id, destination_id, amount, currency, fee, fx_rate,
                                 destination_amount, destination_currency, pending_reason, failure_reason, reference,
                                 description, beneficiary_name, beneficiary_iban, initiated_by, created_at, completed_at, seq,
-                                idempotency_scope, idempotency_key, idempotency_fingerprint, legs, metadata)
+                                idempotency_scope, idempotency_key, idempotency_fingerprint, legs, metadata, pending_expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22,
-                 ?23, ?24, ?25, ?26, ?27)
+                 ?23, ?24, ?25, ?26, ?27, ?28)
          ON CONFLICT (id) DO UPDATE SET
              kind = excluded.kind, status = excluded.status, step = excluded.step, source_id = excluded.source_id,
              destination_id = excluded.destination_id, amount = excluded.amount, currency = excluded.currency,
@@ -376,7 +376,7 @@ async fn upsert_transfer(transaction: &mut Transaction<'_, Sqlite>, row: &Transf
              created_at = excluded.created_at, completed_at = excluded.completed_at, seq = excluded.seq,
              idempotency_scope = excluded.idempotency_scope, idempotency_key = excluded.idempotency_key,
              idempotency_fingerprint = excluded.idempotency_fingerprint, legs = excluded.legs,
-             metadata = excluded.metadata",
+             metadata = excluded.metadata, pending_expires_at = excluded.pending_expires_at",
     )
     .bind(id_to_db(transfer.id.as_uuid()))
     .bind(transfer.kind.as_str())
@@ -405,6 +405,7 @@ async fn upsert_transfer(transaction: &mut Transaction<'_, Sqlite>, row: &Transf
     .bind(transfer.idempotency.as_ref().map(|i| i.fingerprint.clone()))
     .bind(legs)
     .bind(crate::metadata::to_db(&transfer.metadata))
+    .bind(transfer.pending_expires_at.map(|at| at.as_micros()))
     .execute(&mut **transaction)
     .await
     .map_err(classify)?;
@@ -567,6 +568,7 @@ fn transfer_from_row(row: &SqliteRow) -> Result<Loaded<Transfer>, StoreError> {
         created_at: Timestamp::from_micros(integer(row, "created_at")?),
         completed_at: optional_integer(row, "completed_at")?.map(Timestamp::from_micros),
         metadata: crate::metadata::from_db(optional_text(row, "metadata")?.as_deref())?,
+        pending_expires_at: optional_integer(row, "pending_expires_at")?.map(Timestamp::from_micros),
     };
     Ok(Loaded { value: transfer, seq: seq_of(integer(row, "seq")?)? })
 }
@@ -628,7 +630,7 @@ const ACCOUNT_COLUMNS: &str =
 const TRANSFER_COLUMNS: &str = "id, kind, status, step, source_id, destination_id, amount, currency, fee, fx_rate, \
      destination_amount, destination_currency, pending_reason, failure_reason, reference, description, \
      beneficiary_name, beneficiary_iban, initiated_by, created_at, completed_at, seq, idempotency_scope, \
-     idempotency_key, idempotency_fingerprint, metadata";
+     idempotency_key, idempotency_fingerprint, metadata, pending_expires_at";
 
 const POSTING_COLUMNS: &str = "transfer_id, account_id, currency, direction, amount";
 

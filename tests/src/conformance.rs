@@ -955,6 +955,8 @@ pub async fn pricing_round_trips(store: Arc<dyn Store>) {
         execution_mode: ExecutionMode::Manual,
         min_amount: Some(exact("0.000000000000000001")),
         max_amount: None,
+        // The largest time to expiry there is (the column's CHECK bound) round-trips.
+        pending_timeout_secs: Some(2_592_000),
     };
     store.save_pricing(&PricingChange::FxRate(rate.clone()), None).await.unwrap();
     store.save_pricing(&PricingChange::FeeRule(rule.clone()), None).await.unwrap();
@@ -974,6 +976,8 @@ pub async fn pricing_round_trips(store: Arc<dyn Store>) {
         execution_mode: ExecutionMode::Auto,
         min_amount: None,
         max_amount: Some(exact("10")),
+        // Replaced by none: pending transfers of the type never expire again.
+        pending_timeout_secs: None,
     };
     store.save_pricing(&PricingChange::FxRate(rate.clone()), None).await.unwrap();
     store.save_pricing(&PricingChange::FeeRule(rule.clone()), None).await.unwrap();

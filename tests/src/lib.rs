@@ -41,6 +41,15 @@ impl Harness {
         Harness { engine, store }
     }
 
+    /// `start_with` on a clock the test moves forward (pending expiry).
+    pub async fn start_clocked(config: EngineConfig, clock: Arc<crate::clock::ShiftedClock>) -> Harness {
+        let store = Arc::new(MemoryStore::new());
+        let engine = Engine::start_with(store.clone(), config, clock, Arc::new(tally_actors::RandomIds))
+            .await
+            .expect("engine starts");
+        Harness { engine, store }
+    }
+
     pub fn user(&self) -> UserId {
         UserId::from_uuid(uuid::Uuid::new_v4())
     }

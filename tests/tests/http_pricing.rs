@@ -424,8 +424,10 @@ async fn transfer_type_settings_are_enforced_on_create_quote_and_batch(server: T
     assert_eq!(
         listed.body["items"],
         json!([
-            {"code": "internal", "enabled": true, "execution_mode": "auto", "min_amount": null, "max_amount": null},
-            {"code": "external", "enabled": true, "execution_mode": "manual", "min_amount": null, "max_amount": null},
+            {"code": "internal", "enabled": true, "execution_mode": "auto", "min_amount": null, "max_amount": null,
+             "pending_timeout_secs": null},
+            {"code": "external", "enabled": true, "execution_mode": "manual", "min_amount": null, "max_amount": null,
+             "pending_timeout_secs": null},
         ])
     );
 

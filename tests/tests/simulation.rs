@@ -1,6 +1,7 @@
 //! The seeded simulation (after TigerBeetle's VOPR and Cala): random transfer histories —
 //! amounts biased to zero, one minor unit, powers of ten and exact limits; wrong currencies;
-//! blocked and closed accounts; pending transfers executed, rejected and cancelled; fee rules
+//! blocked and closed accounts; pending transfers executed, rejected, cancelled and expired (own
+//! and type timeouts; the engine clock jumps forward and the model expires what fell due); fee rules
 //! (flat, percentage, tiered, clamped) and FX rates set and changed mid-history, so transfers
 //! pay fees and convert between currencies (or find no rate); injected actor and saga
 //! panics; AML threshold rules (flag, review, block; installed at the start and changed
@@ -22,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use futures::FutureExt;
 use rand::rngs::StdRng;
@@ -40,6 +42,7 @@ use tally_persistence::Store;
 use tally_persistence::users::VerificationLevel;
 use tally_persistence::users::limits::LevelLimits;
 use tally_tests::Harness;
+use tally_tests::clock::ShiftedClock;
 use tally_tests::model::{DepositOutcome, ModelAmlAction, ModelAmlRule, ModelFee, ModelLedger, ModelStatus, Outcome};
 
 const SEEDS: [u64; 5] = [1, 7, 42, 1_000_003, 0xDEAD_BEEF];
@@ -85,6 +88,7 @@ async fn real_actors_and_the_model_ledger_agree_on_random_histories() {
                 assert!(stats.deposits > 0 && stats.deposit_repeats > 0, "seed {seed}: {stats:?}");
                 assert!(stats.withdrawals_settled > 0 && stats.orders_completed > 0, "seed {seed}: {stats:?}");
                 assert!(stats.limit_refused > 0, "seed {seed}: no verification limit was met {stats:?}");
+                assert!(stats.expired > 0, "seed {seed}: no pending transfer expired {stats:?}");
             }
             Err(panic) => {
                 eprintln!("simulation failed with seed {seed}; rerun with TALLY_SIM_SEED={seed}");
@@ -110,6 +114,7 @@ struct Stats {
     withdrawals_settled: usize,
     orders_completed: usize,
     limit_refused: usize,
+    expired: usize,
 }
 
 /// A wallet of the simulation: its owner, the fiat account it trades against (the owner's),
@@ -150,13 +155,27 @@ struct Sim {
     /// Pending withdrawals: model key and engine id; settled ones, with the answer given.
     withdrawals: Vec<(u64, TransferId)>,
     settled: Vec<(TransferId, bool)>,
+    /// The engine's clock; `time_passes` moves it forward by `TIME_STEP_SECS`.
+    clock: Arc<ShiftedClock>,
+    clock_offset_secs: i64,
+    /// Pending transfers with a deadline: model key → the clock offset at which they expire.
+    deadlines: HashMap<u64, i64>,
+    /// The internal type's `pending_timeout_secs`, while it runs manual.
+    internal_timeout: Option<u32>,
 }
+
+/// How far `time_passes` moves the clock. The times to expiry the history uses
+/// (`EXPIRY_CHOICES_SECS`) sit 400 s or more from any multiple of it, so the real time a run
+/// takes (well under 400 s) never decides whether a transfer has expired: only the steps do.
+const TIME_STEP_SECS: i64 = 1_000;
+const EXPIRY_CHOICES_SECS: [u32; 3] = [600, 1_500, 2_500];
 
 async fn simulate(seed: u64, ops: usize) -> Stats {
     let mut config = EngineConfig::default();
     // Injected panics are spread at random; quarantine is tested on its own elsewhere.
     config.actors.quarantine_restarts = u32::MAX;
-    let harness = Harness::start_with(config).await;
+    let clock = Arc::new(ShiftedClock::default());
+    let harness = Harness::start_clocked(config, Arc::clone(&clock)).await;
     let mut sim = Sim {
         seed,
         rng: StdRng::seed_from_u64(seed),
@@ -177,6 +196,10 @@ async fn simulate(seed: u64, ops: usize) -> Stats {
         tx_hashes: Vec::new(),
         withdrawals: Vec::new(),
         settled: Vec::new(),
+        clock,
+        clock_offset_secs: 0,
+        deadlines: HashMap::new(),
+        internal_timeout: None,
     };
     for currency in CURRENCIES {
         let id = system_accounts::settlement(currency);
@@ -371,7 +394,7 @@ impl Sim {
             self.harness.engine.faults().arm_panics(ActorKind::Wallet, 1);
             self.stats.panics_injected += 1;
         }
-        match self.rng.gen_range(0..125) {
+        match self.rng.gen_range(0..128) {
             0..=49 => self.internal_transfer().await,
             50..=59 => self.external_transfer().await,
             60..=67 => self.resolve_pending(Resolution::Execute).await,
@@ -404,11 +427,17 @@ impl Sim {
             110..=113 => self.settle_withdrawal().await,
             114..=122 => self.order().await,
             123 | 124 => self.change_crypto_price().await,
+            125 | 126 => self.time_passes().await,
             _ => {
                 self.manual_internal = !self.manual_internal;
                 let mut settings = TransferTypeSettings::internal_default();
+                self.internal_timeout = None;
                 if self.manual_internal {
                     settings.execution_mode = ExecutionMode::Manual;
+                    if self.rng.gen_ratio(1, 2) {
+                        self.internal_timeout = Some(EXPIRY_CHOICES_SECS[self.rng.gen_range(0..3)]);
+                    }
+                    settings.pending_timeout_secs = self.internal_timeout;
                 }
                 self.harness.engine.set_transfer_type(TransferKind::Internal, settings);
             }
@@ -497,6 +526,7 @@ impl Sim {
         self.record(expected, &result, &format!("internal {source}->{destination} {amount} {currency}"));
         self.count_pricing(&result);
         self.track(id, key, expected);
+        self.track_deadline(key, &result, self.internal_timeout);
     }
 
     async fn external_transfer(&mut self) {
@@ -521,10 +551,18 @@ impl Sim {
             true,
             Some((source as u64, created_at)),
         );
-        let result = self.harness.engine.transfer(request).await;
+        // Half name their own time to expiry (the external type has none by default).
+        let expires_in = self.rng.gen_ratio(1, 2).then(|| EXPIRY_CHOICES_SECS[self.rng.gen_range(0..3)]);
+        let result = self
+            .harness
+            .engine
+            .transfer_idempotent_expiring(request, None, expires_in)
+            .await
+            .map(|(transfer, _)| transfer);
         self.record(expected, &result, &format!("external {source} {amount}"));
         self.count_pricing(&result);
         self.track(id, key, expected);
+        self.track_deadline(key, &result, expires_in);
     }
 
     fn track(&mut self, id: TransferId, key: u64, outcome: Outcome) {
@@ -542,11 +580,63 @@ impl Sim {
         }
     }
 
+    /// A pending transfer's deadline is its creation plus `expires_in` exactly; the model
+    /// remembers at which clock offset it falls.
+    fn track_deadline(&mut self, key: u64, result: &Result<Transfer, TransferError>, expires_in: Option<u32>) {
+        let Ok(transfer) = result else { return };
+        if transfer.status != TransferStatus::Pending {
+            assert_eq!(transfer.pending_expires_at, None, "seed {}: only a pending transfer expires", self.seed);
+            return;
+        }
+        let expected = expires_in
+            .map(|secs| Timestamp::from_micros(transfer.created_at.as_micros() + i64::from(secs) * 1_000_000));
+        assert_eq!(transfer.pending_expires_at, expected, "seed {}: deadline of {}", self.seed, transfer.id);
+        if let Some(secs) = expires_in {
+            self.deadlines.insert(key, self.clock_offset_secs + i64::from(secs));
+        }
+    }
+
+    /// The clock jumps `TIME_STEP_SECS`: every pending transfer whose deadline fell in the jump
+    /// ends `expired` in the model (its hold released, as a rejection) and must in the engine,
+    /// by the sweeper alone.
+    async fn time_passes(&mut self) {
+        self.clock_offset_secs += TIME_STEP_SECS;
+        self.clock.advance(std::time::Duration::from_secs(TIME_STEP_SECS.unsigned_abs()));
+        let offset = self.clock_offset_secs;
+        let due: Vec<(u64, TransferId)> = self
+            .pending
+            .iter()
+            .copied()
+            .filter(|(key, _)| self.deadlines.get(key).is_some_and(|at| *at <= offset))
+            .collect();
+        self.pending.retain(|(key, _)| !due.iter().any(|(due_key, _)| due_key == key));
+        for (key, id) in due {
+            assert!(self.model.release(key), "seed {}: model had {key} pending", self.seed);
+            self.deadlines.remove(&key);
+            self.stats.expired += 1;
+            self.expected.insert(id, TransferStatus::Expired);
+            let started = std::time::Instant::now();
+            loop {
+                let status = self.harness.engine.load_transfer(id).await.unwrap().map(|t| t.status);
+                if status == Some(TransferStatus::Expired) {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(20),
+                    "seed {}: {id} not expired by the sweeper: {status:?}",
+                    self.seed
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+
     async fn resolve_pending(&mut self, resolution: Resolution) {
         if self.pending.is_empty() {
             return;
         }
         let (key, id) = self.pending.swap_remove(self.rng.gen_range(0..self.pending.len()));
+        self.deadlines.remove(&key);
         self.stats.pending_resolved += 1;
         match resolution {
             Resolution::Execute => {

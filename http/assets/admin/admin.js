@@ -488,6 +488,7 @@ async function openTransfer(id) {
       ["total debited", money(transfer.total_debited, transfer.currency), { class: "amount" }],
       transfer.fx_rate ? ["converted", money(transfer.destination_amount, transfer.destination_currency) + " at " + transfer.fx_rate] : null,
       ["pending reason", PENDING_REASONS[transfer.pending_reason] || transfer.pending_reason],
+      transfer.pending_expires_at ? [transfer.status === "pending" ? "expires" : "expiry deadline", transfer.pending_expires_at, { id: "transfer-expires" }] : null,
       transfer.failure_reason ? ["failure reason", transfer.failure_reason] : null,
       transfer.beneficiary ? ["beneficiary", transfer.beneficiary.name + " · " + transfer.beneficiary.iban, { id: "transfer-beneficiary" }] : null,
       ["reference", transfer.reference],

@@ -108,6 +108,7 @@ impl EventType {
                 TransferStatus::Failed => Some(EventType::TransferFailed),
                 TransferStatus::Rejected => Some(EventType::TransferRejected),
                 TransferStatus::Cancelled => Some(EventType::TransferCancelled),
+                TransferStatus::Expired => Some(EventType::TransferExpired),
                 TransferStatus::Processing => None,
             },
             Record::AccountOpened(_) => Some(EventType::AccountOpened),

@@ -65,11 +65,13 @@ pub(crate) async fn load(store: &PgStore) -> Result<PricingTables, StoreError> {
             for row in &rows {
                 tables.fee_rules.push(fee_rule(row)?);
             }
-            let rows =
-                sqlx::query("SELECT code, enabled, execution_mode, min_amount, max_amount FROM transfer_type_settings")
-                    .fetch_all(&pool)
-                    .await
-                    .map_err(classify)?;
+            let rows = sqlx::query(
+                "SELECT code, enabled, execution_mode, min_amount, max_amount, pending_timeout_secs \
+                             FROM transfer_type_settings",
+            )
+            .fetch_all(&pool)
+            .await
+            .map_err(classify)?;
             for row in &rows {
                 let mode: String = row.try_get("execution_mode").map_err(classify)?;
                 tables.transfer_types.push((
@@ -80,6 +82,14 @@ pub(crate) async fn load(store: &PgStore) -> Result<PricingTables, StoreError> {
                             .ok_or_else(|| corrupt(format!("unknown execution mode {mode:?}")))?,
                         min_amount: row.try_get("min_amount").map_err(classify)?,
                         max_amount: row.try_get("max_amount").map_err(classify)?,
+                        pending_timeout_secs: row
+                            .try_get::<Option<i32>, _>("pending_timeout_secs")
+                            .map_err(classify)?
+                            .map(|secs| {
+                                // The column's CHECK keeps it in range; anything else is corrupt.
+                                u32::try_from(secs).map_err(|_| corrupt(format!("pending_timeout_secs {secs}")))
+                            })
+                            .transpose()?,
                     },
                 ));
             }
@@ -144,16 +154,20 @@ pub(crate) async fn save(
                 }
                 PricingChange::TransferType(kind, settings) => {
                     sqlx::query(
-                        "INSERT INTO transfer_type_settings (code, enabled, execution_mode, min_amount, max_amount) \
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (code) DO UPDATE SET enabled = EXCLUDED.enabled, \
-                         execution_mode = EXCLUDED.execution_mode, min_amount = EXCLUDED.min_amount, \
-                         max_amount = EXCLUDED.max_amount",
+                        "INSERT INTO transfer_type_settings (code, enabled, execution_mode, min_amount, max_amount, \
+                         pending_timeout_secs) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (code) DO UPDATE SET \
+                         enabled = EXCLUDED.enabled, execution_mode = EXCLUDED.execution_mode, min_amount = EXCLUDED.min_amount, \
+                         max_amount = EXCLUDED.max_amount, pending_timeout_secs = EXCLUDED.pending_timeout_secs",
                     )
                     .bind(kind.as_str())
                     .bind(settings.enabled)
                     .bind(settings.execution_mode.as_str())
                     .bind(settings.min_amount)
                     .bind(settings.max_amount)
+                    // At most PENDING_EXPIRY_SECS_MAX (2,592,000) by the API's check and the
+                    // column's, so it always fits an INTEGER; a value that did not would be
+                    // refused by that CHECK rather than stored as NULL.
+                    .bind(settings.pending_timeout_secs.map(|secs| i32::try_from(secs).unwrap_or(i32::MAX)))
                     .execute(&mut *transaction)
                     .await
                     .map_err(classify)?;

@@ -28,6 +28,11 @@ fn optional_decimal(row: &SqliteRow, column: &str) -> Result<Option<Decimal>, St
     value.map(|value| decimal_from_db(&value, column)).transpose()
 }
 
+/// A stored type timeout: the column's CHECK keeps it in range, so anything else is corrupt.
+fn pending_timeout(value: Option<i64>) -> Result<Option<u32>, StoreError> {
+    value.map(|secs| u32::try_from(secs).map_err(|_| corrupt(format!("pending_timeout_secs {secs}")))).transpose()
+}
+
 fn boolean(row: &SqliteRow, column: &str) -> Result<bool, StoreError> {
     let value: i64 = row.try_get(column).map_err(classify)?;
     Ok(value != 0)
@@ -83,11 +88,13 @@ pub(crate) async fn load(store: &SqliteStore) -> Result<PricingTables, StoreErro
             for row in &rows {
                 tables.fee_rules.push(fee_rule(row)?);
             }
-            let rows =
-                sqlx::query("SELECT code, enabled, execution_mode, min_amount, max_amount FROM transfer_type_settings")
-                    .fetch_all(&pool)
-                    .await
-                    .map_err(classify)?;
+            let rows = sqlx::query(
+                "SELECT code, enabled, execution_mode, min_amount, max_amount, pending_timeout_secs \
+                             FROM transfer_type_settings",
+            )
+            .fetch_all(&pool)
+            .await
+            .map_err(classify)?;
             for row in &rows {
                 let mode = text(row, "execution_mode")?;
                 tables.transfer_types.push((
@@ -98,6 +105,7 @@ pub(crate) async fn load(store: &SqliteStore) -> Result<PricingTables, StoreErro
                             .ok_or_else(|| corrupt(format!("unknown execution mode {mode:?}")))?,
                         min_amount: optional_decimal(row, "min_amount")?,
                         max_amount: optional_decimal(row, "max_amount")?,
+                        pending_timeout_secs: pending_timeout(row.try_get("pending_timeout_secs").map_err(classify)?)?,
                     },
                 ));
             }
@@ -162,16 +170,17 @@ pub(crate) async fn save(
                 }
                 PricingChange::TransferType(kind, settings) => {
                     sqlx::query(
-                        "INSERT INTO transfer_type_settings (code, enabled, execution_mode, min_amount, max_amount) \
-                         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (code) DO UPDATE SET enabled = excluded.enabled, \
-                         execution_mode = excluded.execution_mode, min_amount = excluded.min_amount, \
-                         max_amount = excluded.max_amount",
+                        "INSERT INTO transfer_type_settings (code, enabled, execution_mode, min_amount, max_amount, \
+                         pending_timeout_secs) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (code) DO UPDATE SET \
+                         enabled = excluded.enabled, execution_mode = excluded.execution_mode, min_amount = excluded.min_amount, \
+                         max_amount = excluded.max_amount, pending_timeout_secs = excluded.pending_timeout_secs",
                     )
                     .bind(kind.as_str())
                     .bind(i64::from(settings.enabled))
                     .bind(settings.execution_mode.as_str())
                     .bind(optional_text(settings.min_amount))
                     .bind(optional_text(settings.max_amount))
+                    .bind(settings.pending_timeout_secs.map(i64::from))
                     .execute(&mut *transaction)
                     .await
                     .map_err(classify)?;
