@@ -880,6 +880,7 @@ impl Engine {
             sagas_completed: self.inner.sagas_completed.load(Ordering::Relaxed),
             sagas_failed: self.inner.sagas_failed.load(Ordering::Relaxed),
             sagas_compensated: self.inner.sagas_compensated.load(Ordering::Relaxed),
+            pending_expiries_scheduled: self.expiries_scheduled() as u64,
             journal_depth: journals.depth(),
             journal_committed_seq: totals.committed_records,
             journal_durable_lag_micros: journals.durable_lag().as_micros() as u64,

@@ -52,6 +52,11 @@ impl ExpiryQueue {
         self.due.lock().unwrap_or_else(PoisonError::into_inner).insert((at, id));
     }
 
+    /// Drops a decided transfer's entry, so the set holds only transfers still pending.
+    fn forget(&self, at: Timestamp, id: TransferId) {
+        self.due.lock().unwrap_or_else(PoisonError::into_inner).remove(&(at, id));
+    }
+
     /// Removes and returns up to `max` entries due at `now`, earliest first.
     fn take_due(&self, now: Timestamp, max: usize) -> Vec<TransferId> {
         let mut due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
@@ -88,6 +93,20 @@ pub(crate) fn schedule_if_pending(inner: &EngineInner, transfer: &tally_engine::
         && let Some(at) = transfer.pending_expires_at
     {
         inner.expiry.schedule(at, transfer.id);
+    }
+}
+
+/// Takes a transfer with a deadline out of the queue once a decision (an admin's execute,
+/// reject or cancel, the customer's cancel) has recorded it terminal: without this, every
+/// decided transfer would wait in the set until its deadline (up to 30 days), and the set and
+/// `tally_pending_expiries_scheduled` would count transfers no longer pending. Called once the
+/// terminal record is appended; if the journal then fails, recovery rebuilds the set from the
+/// store at the next start. (An expiry the sweeper runs has left the set already.)
+pub(crate) fn forget_if_decided(inner: &EngineInner, transfer: &tally_engine::Transfer) {
+    if transfer.status != TransferStatus::Pending
+        && let Some(at) = transfer.pending_expires_at
+    {
+        inner.expiry.forget(at, transfer.id);
     }
 }
 
@@ -178,6 +197,18 @@ mod tests {
         assert_eq!(queue.take_due(Timestamp::from_micros(30), 2), vec![id(1), id(2)]);
         assert_eq!(queue.take_due(Timestamp::from_micros(30), 2), vec![id(3)]);
         assert_eq!(queue.len(), 1);
+    }
+
+    #[test]
+    fn a_decided_transfer_leaves_the_queue() {
+        let queue = ExpiryQueue::default();
+        queue.schedule(Timestamp::from_micros(10), id(1));
+        queue.schedule(Timestamp::from_micros(20), id(2));
+        queue.forget(Timestamp::from_micros(10), id(1));
+        // Another deadline of the same transfer (a retry's) is not this entry.
+        queue.forget(Timestamp::from_micros(21), id(2));
+        assert_eq!(queue.len(), 1);
+        assert_eq!(queue.take_due(Timestamp::from_micros(30), 10), vec![id(2)]);
     }
 
     #[test]

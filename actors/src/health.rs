@@ -67,6 +67,8 @@ pub struct HealthReport {
     pub sagas_completed: u64,
     pub sagas_failed: u64,
     pub sagas_compensated: u64,
+    /// Pending transfers with a deadline, waiting in the expiry queue (`expiry.rs`).
+    pub pending_expiries_scheduled: u64,
     pub journal_depth: usize,
     pub journal_committed_seq: u64,
     pub journal_durable_lag_micros: u64,

@@ -533,6 +533,7 @@ async fn finish(
             Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
         }
     };
+    crate::expiry::forget_if_decided(inner, transfer);
     ack.wait().await.map_err(|_| TransferError::Internal("journal stopped before the transfer was durable".to_owned()))
 }
 

@@ -88,6 +88,10 @@ fn describe() {
     metrics::describe_counter!("tally_actor_handler_microseconds_total", "Time spent in handlers, by kind");
     metrics::describe_gauge!("tally_sagas_in_flight", "Transfer sagas running now");
     metrics::describe_counter!("tally_sagas_total", "Transfer sagas ended, by outcome");
+    metrics::describe_gauge!(
+        "tally_pending_expiries_scheduled",
+        "Pending transfers with a deadline that no decision has ended yet (each ends expired at its deadline)"
+    );
     metrics::describe_gauge!("tally_journal_depth", "Records waiting to be committed");
     metrics::describe_gauge!("tally_journal_durable_lag_seconds", "Age of the oldest record not yet durable");
     metrics::describe_counter!("tally_journal_flush_errors_total", "Failed journal commits (each retried)");
@@ -138,6 +142,7 @@ pub fn record_health(report: &HealthReport) {
     metrics::counter!("tally_sagas_total", "outcome" => "completed").absolute(report.sagas_completed);
     metrics::counter!("tally_sagas_total", "outcome" => "failed").absolute(report.sagas_failed);
     metrics::counter!("tally_sagas_total", "outcome" => "compensated").absolute(report.sagas_compensated);
+    metrics::gauge!("tally_pending_expiries_scheduled").set(report.pending_expiries_scheduled as f64);
     metrics::gauge!("tally_journal_depth").set(report.journal_depth as f64);
     metrics::gauge!("tally_journal_durable_lag_seconds").set(report.journal_durable_lag_micros as f64 / 1e6);
     metrics::counter!("tally_journal_flush_errors_total").absolute(report.journal_flush_errors);

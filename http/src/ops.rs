@@ -76,6 +76,7 @@ pub async fn actors(_: Authorized<OpsRead>, State(state): State<AppState>) -> Re
             "completed": report.sagas_completed,
             "failed": report.sagas_failed,
             "compensated": report.sagas_compensated,
+            "pending_expiries_scheduled": report.pending_expiries_scheduled,
         },
         "worst": worst,
         "http": crate::request_stats::report(),

@@ -65,6 +65,7 @@ async fn metrics_are_exported_and_move_by_what_a_burst_of_transfers_did() {
         "tally_actor_mailbox_depth",
         "tally_sagas_in_flight",
         "tally_sagas_total",
+        "tally_pending_expiries_scheduled",
         "tally_journal_depth",
         "tally_journal_flush_seconds_bucket",
         "tally_journal_batch_size_bucket",

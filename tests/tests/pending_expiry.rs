@@ -131,6 +131,21 @@ fn items(body: &Value) -> usize {
     body["items"].as_array().map_or(0, Vec::len)
 }
 
+/// The pending transfers waiting for their deadline, as operators see them: the gauge in
+/// `/metrics` and the figure in `/v1/admin/actors`, which must agree.
+async fn expiries_scheduled(server: &TallyServer, admin: &Client) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", server.base_url())).await.unwrap().text().await.unwrap();
+    let gauge = text
+        .lines()
+        .find_map(|line| line.strip_prefix("tally_pending_expiries_scheduled "))
+        .unwrap_or_else(|| panic!("no tally_pending_expiries_scheduled in /metrics:\n{text}"));
+    let (status, actors) = admin.get("/v1/admin/actors").await;
+    assert_eq!(status, 200, "{actors}");
+    let figure = actors["sagas"]["pending_expiries_scheduled"].as_u64().unwrap();
+    assert_eq!(gauge.trim().parse::<f64>().unwrap(), figure as f64, "{text}\n{actors}");
+    figure
+}
+
 fn micros(rfc3339: &Value) -> i128 {
     let text = rfc3339.as_str().unwrap_or_else(|| panic!("a time, not {rfc3339}"));
     let parsed = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).expect("rfc 3339");
@@ -193,6 +208,16 @@ async fn expires_on_time(database_url: &str) {
         batched.push(item["id"].as_str().unwrap().to_owned());
     }
     assert_eq!(account(&admin, &source).await, ("990.00".parse().unwrap(), "152.00".parse().unwrap()));
+    assert_eq!(expiries_scheduled(&server, &admin).await, 4, "own, typed and two batch items wait");
+    // A decision takes its transfer out of the queue at once, not at its deadline.
+    let (status, decided) = admin.post("/v1/transfers", external(&source, "5.00", Some(json!(600)))).await;
+    assert_eq!(status, 202, "{decided}");
+    assert_eq!(expiries_scheduled(&server, &admin).await, 5);
+    let decided_id = decided["id"].as_str().unwrap();
+    let (status, body) = admin.post(&format!("/v1/admin/transfers/{decided_id}/reject"), json!({})).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(expiries_scheduled(&server, &admin).await, 4, "the rejected transfer left the queue");
+    assert_eq!(account(&admin, &source).await, ("990.00".parse().unwrap(), "152.00".parse().unwrap()));
 
     let own_id = own["id"].as_str().unwrap();
     let typed_id = typed["id"].as_str().unwrap();
@@ -207,6 +232,7 @@ async fn expires_on_time(database_url: &str) {
     assert_eq!(expired["pending_reason"], Value::Null);
     assert!(expired["completed_at"].is_string(), "{expired}");
     assert_eq!(transfer(&admin, typed_id).await["status"], "pending", "the type's hour has not passed");
+    assert_eq!(expiries_scheduled(&server, &admin).await, 3);
     // The hold is released exactly; nothing was debited.
     assert_eq!(account(&admin, &source).await, ("990.00".parse().unwrap(), "52.00".parse().unwrap()));
     // Decided: every decision is refused as for any decided transfer, and nothing moves.
@@ -243,6 +269,7 @@ async fn expires_on_time(database_url: &str) {
     }
     assert_eq!(account(&admin, &source).await, ("990.00".parse().unwrap(), Decimal::ZERO));
     assert_eq!(account(&admin, &destination).await.0, "10.00".parse::<Decimal>().unwrap());
+    assert_eq!(expiries_scheduled(&server, &admin).await, 0);
     drop(server);
     let (ok, report) = tally_check(database_url);
     assert!(ok, "tally check: {report}");
