@@ -47,7 +47,7 @@ pub fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TransferQuery {
-    /// `processing`, `pending`, `completed`, `failed`, `rejected` or `cancelled`.
+    /// `processing`, `pending`, `completed`, `failed`, `rejected`, `cancelled` or `expired`.
     pub status: Option<String>,
     /// `internal`, `external`, `admin_credit` or `admin_debit`.
     #[serde(rename = "type")]
