@@ -60,6 +60,12 @@ impl<E: Entity> Slot<E> {
             self.last_record.store((u64::from(position.shard) << 48) | position.seq, Ordering::Relaxed);
         }
     }
+
+    /// Where the actor's newest record went, if one was noted.
+    pub(crate) fn newest_record(&self) -> Option<JournalPosition> {
+        let packed = self.last_record.load(Ordering::Relaxed);
+        (packed != 0).then_some(JournalPosition { shard: (packed >> 48) as u16, seq: packed & ((1 << 48) - 1) })
+    }
 }
 
 /// Why a call to an entity did not get an answer from it.
@@ -207,11 +213,7 @@ impl<E: Entity> Registry<E> {
     /// record appended anywhere else would have to wait for it (`depends_on`), so work on a
     /// busy entity follows its records into that journal. Never activates the entity.
     pub(crate) fn pending_journal(&self, id: E::Id) -> Option<u16> {
-        let packed = self.slots.get(&id)?.last_record.load(Ordering::Relaxed);
-        if packed == 0 {
-            return None;
-        }
-        let position = JournalPosition { shard: (packed >> 48) as u16, seq: packed & ((1 << 48) - 1) };
+        let position = self.slots.get(&id)?.newest_record()?;
         (!self.shared.journals.is_durable(position)).then_some(position.shard)
     }
 
@@ -221,15 +223,14 @@ impl<E: Entity> Registry<E> {
     /// this the store holds every change the entity made before the call: a point-in-time read
     /// of its postings (`GET /v1/accounts/{id}/balance?at=`) then misses none still in a journal.
     pub async fn wait_newest_durable(&self, id: E::Id) -> Result<(), tally_persistence::JournalStopped> {
-        let packed = self.slots.get(&id).map_or(0, |slot| slot.last_record.load(Ordering::Relaxed));
+        let newest = self.slots.get(&id).and_then(|slot| slot.newest_record());
         if let Some(position) = self.unfinished.get(&id).map(|entry| *entry.value()) {
             self.shared.journals.wait_durable(position).await?;
         }
-        if packed == 0 {
-            return Ok(());
+        match newest {
+            Some(position) => self.shared.journals.wait_durable(position).await,
+            None => Ok(()),
         }
-        let position = JournalPosition { shard: (packed >> 48) as u16, seq: packed & ((1 << 48) - 1) };
-        self.shared.journals.wait_durable(position).await
     }
 
     async fn slot(self: &Arc<Self>, id: E::Id) -> Result<Arc<Slot<E>>, CallError<E::Rejection>> {
