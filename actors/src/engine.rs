@@ -874,6 +874,7 @@ impl Engine {
             .collect();
         let journals = &shared.journals;
         let totals = journals.totals();
+        let inbox = shared.runtime.inbox_stats();
         HealthReport {
             kinds,
             sagas_in_flight: shared.stats(ActorKind::TransferSaga).active.load(Ordering::Relaxed).max(0) as u64,
@@ -886,6 +887,8 @@ impl Engine {
             journal_durable_lag_micros: journals.durable_lag().as_micros() as u64,
             journal_last_flush_micros: totals.last_flush_micros,
             journal_flush_errors: totals.flush_errors,
+            inbox_wakeups: inbox.wakeups,
+            inbox_jobs: inbox.jobs,
             worst,
         }
     }

@@ -38,6 +38,9 @@ pub struct Call<E: Entity> {
     /// The shard whose journal takes the record (the saga's); `None`: the actor's own.
     pub journal: Option<u16>,
     pub reply: oneshot::Sender<Reply<E>>,
+    /// The caller's runtime thread when it is not this actor's: the answer goes back through
+    /// that thread's inbox (`EntityActor::answer`). `None`: answered on the channel directly.
+    pub reply_via: Option<usize>,
 }
 
 impl<E: Entity> Message for Call<E> {
@@ -167,6 +170,24 @@ impl<E: Entity> EntityActor<E> {
         Reply::Done(Some(event))
     }
 
+    /// Sends `reply` to the caller. A caller on another runtime thread hears it through that
+    /// thread's inbox (`Runtime::run_on`): a oneshot answered from here would wake that thread
+    /// once per answer, where the inbox wakes it once for every answer (and step) queued for
+    /// it meanwhile. If the runtime has stopped the answer is dropped, which the caller reads
+    /// as "not handled".
+    fn answer(&self, reply_to: oneshot::Sender<Reply<E>>, via: Option<usize>, reply: Reply<E>) {
+        match via {
+            Some(thread) => {
+                let _ = self.registry.shared.runtime.run_on(thread, move || {
+                    let _ = reply_to.send(reply);
+                });
+            }
+            None => {
+                let _ = reply_to.send(reply);
+            }
+        }
+    }
+
     /// Supervision: count the failure, retire this incarnation, and start the next one.
     fn fail(&mut self, ctx: &mut Context<Self>) {
         let id = self.state.id();
@@ -203,7 +224,7 @@ impl<E: Entity> Handler<Call<E>> for EntityActor<E> {
         let started = Instant::now();
         self.slot.depth.fetch_sub(1, Ordering::AcqRel);
         if self.retired {
-            let _ = call.reply.send(Reply::Retry);
+            self.answer(call.reply, call.reply_via, Reply::Retry);
             return;
         }
         self.handled = self.handled.wrapping_add(1);
@@ -213,7 +234,7 @@ impl<E: Entity> Handler<Call<E>> for EntityActor<E> {
             Op::CommandAudited(command, audit) => self.handle_command(command, Some(audit), call.journal, ctx),
         };
         // The caller may have given up (time-out); the change stands either way.
-        let _ = call.reply.send(reply);
+        self.answer(call.reply, call.reply_via, reply);
         let stats = self.registry.shared.stats(E::KIND);
         stats.handled.fetch_add(1, Ordering::Relaxed);
         stats.handler_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);

@@ -86,6 +86,14 @@ pub enum Unavailable {
     Store(String),
 }
 
+/// Why `Registry::deliver` could not put a call in an actor's mailbox.
+enum Undelivered {
+    /// The actor's context has ended: activate it anew and retry.
+    Gone,
+    /// The mailbox refused it (actix's own bound): answered as overloaded.
+    Busy,
+}
+
 #[derive(Debug)]
 struct Failures {
     window_started: Instant,
@@ -184,20 +192,43 @@ impl<E: Entity> Registry<E> {
             }
             slot.last_used.store(self.shared.tick(), Ordering::Relaxed);
             let (reply, answer) = oneshot::channel();
-            match addr.try_send(Call { op: op.clone(), journal, reply }) {
-                Ok(()) => {}
-                Err(actix::prelude::SendError::Closed(_)) => {
-                    // The actor is gone (its context ended): forget its slot, activate anew.
-                    slot.depth.fetch_sub(1, Ordering::AcqRel);
-                    self.remove_slot(id, &slot);
-                    continue;
+            let here = self.shared.runtime.current_thread();
+            let there = self.shared.placement.thread_of(E::id_bits(id));
+            match here {
+                Some(here) if here != there => {
+                    // A step for an actor on another runtime thread goes through that
+                    // thread's inbox, as its answer comes back through this one's
+                    // (`Call::reply_via`): one wake-up of a thread carries every step and
+                    // answer queued for it meanwhile, where a mailbox send would wake it once
+                    // per message (DESIGN.md §2).
+                    let call = Call { op: op.clone(), journal, reply, reply_via: Some(here) };
+                    let registry = Arc::clone(self);
+                    let delivered_slot = Arc::clone(&slot);
+                    let queued = self.shared.runtime.run_on(there, move || {
+                        let slot = delivered_slot;
+                        // The cell is set once and never cleared: it held this address above.
+                        let Some(addr) = slot.cell.get() else {
+                            slot.depth.fetch_sub(1, Ordering::AcqRel);
+                            return;
+                        };
+                        if let Err((Undelivered::Busy, call)) = registry.deliver(id, &slot, addr, call) {
+                            let _ = call.reply.send(Reply::Overloaded);
+                        }
+                        // Undelivered::Gone drops the call: its caller retries.
+                    });
+                    if !queued {
+                        // The runtime has stopped: the call was dropped with the job.
+                        slot.depth.fetch_sub(1, Ordering::AcqRel);
+                    }
                 }
-                Err(actix::prelude::SendError::Full(_)) => {
-                    // Busy, not gone: the live actor keeps its slot (removing it would let a
-                    // second incarnation start beside it). Tally's own bound normally answers
-                    // first; this is the backstop.
-                    slot.depth.fetch_sub(1, Ordering::AcqRel);
-                    return Err(CallError::Unavailable(Unavailable::Overloaded));
+                _ => {
+                    let call = Call { op: op.clone(), journal, reply, reply_via: None };
+                    match self.deliver(id, &slot, addr, call) {
+                        Ok(()) => {}
+                        Err((Undelivered::Gone, _)) => continue,
+                        // Tally's own bound normally answers first; this is the backstop.
+                        Err((Undelivered::Busy, _)) => return Err(CallError::Unavailable(Unavailable::Overloaded)),
+                    }
                 }
             }
             match answer.await {
@@ -208,7 +239,33 @@ impl<E: Entity> Registry<E> {
         Err(CallError::Unavailable(Unavailable::Overloaded))
     }
 
-    /// The live slot of `id`, activating the entity if needed.
+    /// Puts `call` in the actor's mailbox, on any thread. A call not delivered is taken back out
+    /// of the slot's depth and handed back with why.
+    fn deliver(
+        &self,
+        id: E::Id,
+        slot: &Arc<Slot<E>>,
+        addr: &actix::Addr<EntityActor<E>>,
+        call: Call<E>,
+    ) -> Result<(), (Undelivered, Call<E>)> {
+        let error = match addr.try_send(call) {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        slot.depth.fetch_sub(1, Ordering::AcqRel);
+        match error {
+            // The actor is gone (its context ended): forget its slot, so the retry activates
+            // it anew.
+            actix::prelude::SendError::Closed(call) => {
+                self.remove_slot(id, slot);
+                Err((Undelivered::Gone, call))
+            }
+            // Busy, not gone: the live actor keeps its slot (removing it would let a second
+            // incarnation start beside it).
+            actix::prelude::SendError::Full(call) => Err((Undelivered::Busy, call)),
+        }
+    }
+
     /// The journal holding the entity's newest record, if that record is not durable yet: a
     /// record appended anywhere else would have to wait for it (`depends_on`), so work on a
     /// busy entity follows its records into that journal. Never activates the entity.
@@ -233,6 +290,7 @@ impl<E: Entity> Registry<E> {
         }
     }
 
+    /// The live slot of `id`, activating the entity if needed.
     async fn slot(self: &Arc<Self>, id: E::Id) -> Result<Arc<Slot<E>>, CallError<E::Rejection>> {
         loop {
             let existing = self.slots.get(&id).map(|entry| Arc::clone(entry.value()));

@@ -97,6 +97,14 @@ fn describe() {
     metrics::describe_counter!("tally_journal_flush_errors_total", "Failed journal commits (each retried)");
     metrics::describe_gauge!("tally_journal_committed_seq", "The last journal sequence number committed");
     metrics::describe_counter!(
+        "tally_runtime_inbox_wakeups_total",
+        "Times a runtime thread woke for work other threads queued for it (saga starts, actor steps, their answers)"
+    );
+    metrics::describe_counter!(
+        "tally_runtime_inbox_jobs_total",
+        "Jobs other threads queued for a runtime thread; divided by the wake-ups, what one cross-thread wake-up carried"
+    );
+    metrics::describe_counter!(
         "tally_webhook_deliveries_total",
         "Webhook delivery attempts by outcome: delivered (2xx), failed (retried), dead (given up)"
     );
@@ -147,6 +155,8 @@ pub fn record_health(report: &HealthReport) {
     metrics::gauge!("tally_journal_durable_lag_seconds").set(report.journal_durable_lag_micros as f64 / 1e6);
     metrics::counter!("tally_journal_flush_errors_total").absolute(report.journal_flush_errors);
     metrics::gauge!("tally_journal_committed_seq").set(report.journal_committed_seq as f64);
+    metrics::counter!("tally_runtime_inbox_wakeups_total").absolute(report.inbox_wakeups);
+    metrics::counter!("tally_runtime_inbox_jobs_total").absolute(report.inbox_jobs);
 }
 
 /// How many of the worst actors a scrape asks the engine for (it only needs the per-kind

@@ -527,3 +527,45 @@ async fn an_fx_transfer_to_a_blocked_destination_releases_both_holds_and_moves_n
     assert!(sums.values().all(|sum| sum.is_zero()), "{sums:?}");
     harness.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_for_an_account_on_another_thread_and_their_answers_ride_the_inboxes() {
+    let mut config = EngineConfig::default();
+    config.actors.shards = 2;
+    let harness = Harness::start_with(config).await;
+    let alice = harness.open(Currency::USD).await;
+    let mut bob = harness.open(Currency::USD).await;
+    let thread = harness.engine.thread_of(alice.id.as_uuid());
+    while harness.engine.thread_of(bob.id.as_uuid()) == thread {
+        bob = harness.open(Currency::USD).await;
+    }
+    harness.fund(&alice, dec!(1000)).await;
+    // A first transfer, so that pricing knows bob's currency and both actors are live.
+    harness.engine.transfer(harness.request(&alice, &bob, dec!(1))).await.unwrap();
+    let bob_before = harness.balance(&bob).await;
+
+    // A hundred sagas started on alice's thread at once: each credits bob, on the other thread.
+    let before = harness.engine.runtime().inbox_stats();
+    let (finished, outcomes) = tokio::sync::oneshot::channel();
+    let engine = harness.engine.clone();
+    let requests: Vec<_> = (0..100).map(|_| harness.request(&alice, &bob, dec!(2))).collect();
+    assert!(harness.engine.runtime().spawn_on(thread, async move {
+        let results = futures::future::join_all(requests.into_iter().map(|request| engine.transfer(request))).await;
+        let _ = finished.send(results);
+    }));
+    let results = outcomes.await.unwrap();
+    let after = harness.engine.runtime().inbox_stats();
+
+    assert!(results.iter().all(|result| result.as_ref().is_ok_and(|t| t.status == TransferStatus::Completed)));
+    assert_eq!(harness.balance(&bob).await, bob_before + dec!(200));
+    // Each credit is a job on bob's thread's inbox and its answer one on alice's (plus the one
+    // job that started the task): sent as mailbox messages and oneshot answers, they would
+    // not be inbox jobs at all.
+    let jobs = after.jobs - before.jobs;
+    let wakeups = after.wakeups - before.wakeups;
+    assert!(jobs >= 201, "{jobs} inbox jobs for 100 cross-thread steps and their answers");
+    // Steps queued while the other thread was busy shared its wake-ups.
+    assert!(wakeups < jobs, "{wakeups} wake-ups for {jobs} jobs");
+    harness.assert_ledger_consistent().await;
+    harness.shutdown().await;
+}
