@@ -8,6 +8,12 @@
 //! driver the transfer saga runs on (`saga::driver`), so both kinds of saga follow one set of
 //! rules.
 //!
+//! Keys are claimed as transfers' are (`KeyClaim`): an order's or a withdrawal's
+//! `Idempotency-Key`, and a deposit's `tx_hash` (the custodian's key for it). Unlike a
+//! transfer's, a key here is released by the request once it has its answer, not by the saga:
+//! a repeat looks for the operation in the journals before the store, so it finds one whose
+//! records are still queued.
+//!
 //! A refusal at or before an operation's pivot is compensated (the holds placed so far are
 //! released) and the operation ends `failed`; after the pivot the saga only goes forward,
 //! retrying a leg that is unavailable. One exception: a deposit whose wallet leg is merely
@@ -117,12 +123,10 @@ pub struct Quote {
     pub expires_at: Timestamp,
 }
 
-/// The engine's crypto state: quotes, prices, and the per-chain-transaction claims that make
-/// concurrent duplicate deposits wait for the first.
+/// The engine's crypto state: the quotes not yet turned into orders.
 #[derive(Default)]
 pub(crate) struct CryptoState {
     quotes: DashMap<Uuid, Quote>,
-    deposit_claims: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// A custodian's deposit: to a wallet named by id or by its deposit address.
@@ -225,11 +229,13 @@ impl Engine {
         amount: Decimal,
         tx_hash: String,
     ) -> Result<(CryptoOp, bool), CryptoError> {
-        let claim = Arc::clone(self.inner.crypto.deposit_claims.entry(tx_hash.clone()).or_default().value());
-        let guard = claim.lock().await;
+        // The hash is the custodian's idempotency key, claimed as a client's key is
+        // (`KeyClaim`): in no caller's scope (nil), in a slot whose space no client's key holds.
+        let claim = self.claim_key(Uuid::nil(), format!("deposit {tx_hash}")).await;
         let result = self.deposit_claimed(target, amount, &tx_hash).await;
-        drop(guard);
-        self.inner.crypto.deposit_claims.remove_if(&tx_hash, |_, current| Arc::strong_count(current) <= 2);
+        // Released at once: a repeat looks in the journals before the store, so it finds this
+        // deposit even while its records are still queued.
+        claim.release(true).await;
         result
     }
 
