@@ -3,7 +3,16 @@
 //! answers, and buy / sell orders from quotes. Each operation is a saga over the legs that
 //! `tally_engine::crypto` computes, run as a task on a shard (so a client hanging up does not
 //! stop it half way), recorded in the journal after every leg, and answered only once its
-//! last record is durable.
+//! last record is durable. The legs, the pivot and the statuses are this file's; recording,
+//! the durable last record, retrying a forward-only leg and counting a compensation are the
+//! driver the transfer saga runs on (`saga::driver`), so both kinds of saga follow one set of
+//! rules.
+//!
+//! Keys are claimed as transfers' are (`KeyClaim`): an order's or a withdrawal's
+//! `Idempotency-Key`, and a deposit's `tx_hash` (the custodian's key for it). Unlike a
+//! transfer's, a key here is released by the request once it has its answer, not by the saga:
+//! a repeat looks for the operation in the journals before the store, so it finds one whose
+//! records are still queued.
 //!
 //! A refusal at or before an operation's pivot is compensated (the holds placed so far are
 //! released) and the operation ends `failed`; after the pivot the saga only goes forward,
@@ -39,6 +48,7 @@ use uuid::Uuid;
 
 use crate::engine::{Claim, Engine, EngineError, EngineInner};
 use crate::registry::{CallError, Unavailable};
+use crate::saga::driver::{self, Answer, Halt, NotApplied};
 
 /// How long a quote may be turned into an order.
 pub const QUOTE_TTL_MICROS: i64 = 30_000_000;
@@ -95,6 +105,15 @@ impl From<EngineError> for CryptoError {
     }
 }
 
+impl From<Halt> for CryptoError {
+    fn from(halt: Halt) -> Self {
+        match halt.answer("operation") {
+            Answer::Unavailable(unavailable) => CryptoError::Unavailable(unavailable),
+            Answer::Internal(message) => CryptoError::Internal(message),
+        }
+    }
+}
+
 /// A priced offer to buy or sell, valid until `expires_at`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Quote {
@@ -104,12 +123,10 @@ pub struct Quote {
     pub expires_at: Timestamp,
 }
 
-/// The engine's crypto state: quotes, prices, and the per-chain-transaction claims that make
-/// concurrent duplicate deposits wait for the first.
+/// The engine's crypto state: the quotes not yet turned into orders.
 #[derive(Default)]
 pub(crate) struct CryptoState {
     quotes: DashMap<Uuid, Quote>,
-    deposit_claims: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// A custodian's deposit: to a wallet named by id or by its deposit address.
@@ -212,11 +229,13 @@ impl Engine {
         amount: Decimal,
         tx_hash: String,
     ) -> Result<(CryptoOp, bool), CryptoError> {
-        let claim = Arc::clone(self.inner.crypto.deposit_claims.entry(tx_hash.clone()).or_default().value());
-        let guard = claim.lock().await;
+        // The hash is the custodian's idempotency key, claimed as a client's key is
+        // (`KeyClaim`): in no caller's scope (nil), in a slot whose space no client's key holds.
+        let claim = self.claim_key(Uuid::nil(), format!("deposit {tx_hash}")).await;
         let result = self.deposit_claimed(target, amount, &tx_hash).await;
-        drop(guard);
-        self.inner.crypto.deposit_claims.remove_if(&tx_hash, |_, current| Arc::strong_count(current) <= 2);
+        // Released at once: a repeat looks in the journals before the store, so it finds this
+        // deposit even while its records are still queued.
+        claim.release(true).await;
         result
     }
 
@@ -695,35 +714,32 @@ async fn send_leg(inner: &EngineInner, op: TransferId, leg: Leg) -> Result<(), L
     }
 }
 
-/// A leg that cannot be refused (a post, a release, a system account's credit): retried
-/// while its actor is unavailable, until the engine shuts down.
-async fn forward_leg(inner: &EngineInner, op: &CryptoOp, leg: Leg) -> Result<(), CryptoError> {
-    let mut wait = Duration::from_millis(1);
-    loop {
-        match send_leg(inner, op.id, leg).await {
-            Ok(()) => return Ok(()),
-            Err(LegError::Unavailable(_)) => {
-                if inner.shutting_down.load(Ordering::Relaxed) || inner.shared.journals.has_failed() {
-                    return Err(CryptoError::Unavailable(Unavailable::Overloaded));
-                }
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_millis(100));
-            }
-            Err(LegError::Refused(code)) => {
-                tracing::error!(op = %op.id, ?leg, ?code, "forward-only crypto leg refused");
-                return Err(CryptoError::Internal(format!("forward-only leg refused: {code:?}")));
-            }
+impl driver::StepFailure for LegError {
+    type Refusal = ErrorCode;
+
+    fn refusal(self) -> Option<ErrorCode> {
+        match self {
+            LegError::Refused(code) => Some(code),
+            LegError::Unavailable(_) => None,
         }
     }
 }
 
+/// A leg that cannot be refused (a post, a release, a system account's credit): retried
+/// while its actor is unavailable (`driver::forward`).
+async fn forward_leg(inner: &EngineInner, op: &CryptoOp, leg: Leg) -> Result<(), CryptoError> {
+    driver::forward(inner, || send_leg(inner, op.id, leg)).await.map_err(|error| match error {
+        NotApplied::Halted(halt) => halt.into(),
+        NotApplied::Refused(code) => {
+            tracing::error!(op = %op.id, ?leg, ?code, "forward-only crypto leg refused");
+            CryptoError::Internal(format!("forward-only leg refused: {code:?}"))
+        }
+    })
+}
+
 fn record(inner: &EngineInner, op: &CryptoOp) -> Result<(), CryptoError> {
-    inner
-        .shared
-        .journal_of(op.id.as_uuid())
-        .append(Record::CryptoOp(Box::new(op.clone())))
-        .map(|_| ())
-        .map_err(|_| CryptoError::Unavailable(Unavailable::Overloaded))
+    let journal = inner.shared.journal_of(op.id.as_uuid());
+    driver::record(journal, Record::CryptoOp(Box::new(op.clone()))).map_err(CryptoError::from)
 }
 
 /// Records the operation's state and waits until it (and every record before it) is durable.
@@ -733,16 +749,10 @@ async fn finish(inner: &EngineInner, op: &mut CryptoOp) -> Result<(), CryptoErro
         // A failed withdrawal moved nothing: its amount no longer counts against the limits.
         inner.limits.give_back(op.owner, op.asset, op.asset_amount, op.created_at);
     }
-    let ack = loop {
-        match inner.shared.journal_of(op.id.as_uuid()).append_acked(Record::CryptoOp(Box::new(op.clone()))) {
-            Ok((_, ack)) => break ack,
-            Err(_) if inner.shared.journals.has_failed() => {
-                return Err(CryptoError::Internal("journal failed; the operation is left to recovery".to_owned()));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
-    };
-    ack.wait().await.map_err(|_| CryptoError::Internal("journal stopped before the operation was durable".to_owned()))
+    let journal = inner.shared.journal_of(op.id.as_uuid());
+    let outcome = &*op;
+    let appended = driver::append_final(journal, || Record::CryptoOp(Box::new(outcome.clone())), None).await?;
+    appended.durable().await.map_err(CryptoError::from)
 }
 
 async fn compensate(
@@ -751,10 +761,7 @@ async fn compensate(
     done: u32,
     code: Option<ErrorCode>,
 ) -> Result<CryptoOp, CryptoError> {
-    for undo in op.undo_legs(done) {
-        forward_leg(inner, &op, undo).await?;
-    }
-    inner.sagas_compensated.fetch_add(1, Ordering::Relaxed);
+    driver::compensate(inner, op.undo_legs(done), |undo| forward_leg(inner, &op, undo)).await?;
     op.status = CryptoOpStatus::Failed;
     op.failure_reason = code;
     finish(inner, &mut op).await?;

@@ -158,8 +158,8 @@ pub(crate) struct EngineInner {
     saga_permits: Arc<Semaphore>,
     /// The permits `saga_permits` started with: when all are back, no saga is running.
     sagas_in_flight_max: usize,
-    /// Idempotency keys being worked on right now: a duplicate waits for the first request
-    /// and then finds its transfer in the store.
+    /// Idempotency keys (and deposits' chain transactions) being worked on right now: a
+    /// duplicate waits for the first request and then finds what it recorded.
     pub(crate) idempotency_claims: DashMap<(uuid::Uuid, String), Arc<tokio::sync::Mutex<()>>>,
     /// Every idempotency key the store holds or a request has claimed (`idempotency.rs`).
     pub(crate) keys: crate::idempotency::KeyFilter,
@@ -178,7 +178,7 @@ pub(crate) struct EngineInner {
     pub(crate) sagas_compensated: AtomicU64,
     /// AML rules and velocity windows (`aml.rs`).
     pub(crate) aml: crate::aml::Aml,
-    /// Quotes, prices and deposit claims of the crypto flows (`crypto.rs`).
+    /// The quotes of the crypto flows (`crypto.rs`).
     pub(crate) crypto: crate::crypto::CryptoState,
     /// Verification limits and usage (`limits.rs`); configured by `Limits::install`.
     pub(crate) limits: crate::limits::Limits,

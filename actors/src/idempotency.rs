@@ -129,7 +129,7 @@ async fn wait_for_journals(inner: &EngineInner) {
 impl Engine {
     /// Claims `slot` of `scope`, waiting for whoever holds it. Transfers, batches and crypto
     /// operations name their slots apart (a batch's and a crypto operation's carry a space
-    /// that a transfer's key cannot hold).
+    /// that a transfer's key cannot hold; a deposit's `tx_hash` is in the nil scope).
     pub async fn claim_key(&self, scope: uuid::Uuid, slot: String) -> KeyClaim {
         let slot = (scope, slot);
         let mutex = Arc::clone(self.inner.idempotency_claims.entry(slot.clone()).or_default().value());

@@ -24,18 +24,24 @@
 //! few hundred bytes, an actor context several times that, and a saga lives for microseconds.
 //! Its supervision is the same in kind as the entity actors': a panic is caught, counted as a
 //! `transfer_saga` restart, and the saga re-runs from its last completed step.
+//!
+//! This file holds the transfer's steps and what each outcome means; how a state is recorded,
+//! how the final record is made durable, how a forward-only step is retried and how an undo is
+//! counted are `driver`'s, shared with atomic batches (batch.rs) and crypto operations
+//! (crypto.rs), so the three cannot drift apart.
+
+pub(crate) mod driver;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use futures::FutureExt;
 use tally_engine::system_accounts;
 use tally_engine::transfer::SagaStep;
 use tally_engine::{
-    AccountCommand, AccountRejection, AuditRecord, CreateTransferRejection, ErrorCode, ExecutionMode, Idempotency,
-    PendingReason, Record, Transfer, TransferRequest, TransferStatus,
+    AccountCommand, AccountId, AccountRejection, AuditRecord, CreateTransferRejection, ErrorCode, ExecutionMode,
+    Idempotency, PendingReason, Record, Transfer, TransferRequest, TransferStatus,
 };
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -43,6 +49,7 @@ use crate::engine::{Claim, Engine, EngineError, EngineInner, TransferError};
 use crate::entity::ActorKind;
 use crate::idempotency::KeyClaim;
 use crate::registry::{CallError, Unavailable};
+use driver::{Answer, Halt, NotApplied};
 
 // ---- step 1 and the way in ----------------------------------------------------------------
 
@@ -357,16 +364,12 @@ async fn drive(
                 record(inner, transfer)?;
             }
             (TransferStatus::Pending, SagaStep::Held, Intent::Undo { outcome }) => {
-                release(inner, transfer).await?;
-                transfer.step = SagaStep::Released;
-                inner.sagas_compensated.fetch_add(1, Ordering::Relaxed);
+                compensate(inner, transfer).await?;
                 finish(inner, transfer, outcome, None, audit).await?;
                 return Ok(transfer.clone());
             }
             (TransferStatus::Processing, SagaStep::Held, Intent::Abandon) => {
-                release(inner, transfer).await?;
-                transfer.step = SagaStep::Released;
-                inner.sagas_compensated.fetch_add(1, Ordering::Relaxed);
+                compensate(inner, transfer).await?;
             }
             (TransferStatus::Processing, SagaStep::Released, Intent::Abandon) => {
                 // Interrupted by a restart before it could complete; no money moved.
@@ -401,9 +404,7 @@ async fn drive(
                             CallError::Rejected(_) | CallError::Unavailable(_) => None,
                         };
                         // Undo step 2, then end failed: no money moved.
-                        release(inner, transfer).await?;
-                        transfer.step = SagaStep::Released;
-                        inner.sagas_compensated.fetch_add(1, Ordering::Relaxed);
+                        compensate(inner, transfer).await?;
                         let code = rejection.as_ref().map_or(ErrorCode::Overloaded, CreateTransferRejection::code);
                         finish(inner, transfer, TransferStatus::Failed, Some(code), audit).await?;
                         return Err(match rejection {
@@ -449,14 +450,28 @@ async fn drive(
     }
 }
 
-/// Undoes step 2: releases the source's hold and, for FX, the clearing hold (a no-op if it was
-/// never placed: release is idempotent).
+/// Where step 2 holds: at the source and, for FX, at the destination currency's clearing
+/// account. Releasing at both undoes it, whether or not the clearing hold was placed (release
+/// is idempotent).
+fn held_at(transfer: &Transfer) -> impl Iterator<Item = AccountId> + use<> {
+    let clearing = transfer.is_fx().then(|| system_accounts::fx_clearing(transfer.destination_currency));
+    std::iter::once(transfer.source).chain(clearing)
+}
+
+/// Releases step 2's holds.
 async fn release(inner: &EngineInner, transfer: &Transfer) -> Result<(), TransferError> {
-    forward(inner, transfer, AccountCommand::Release { transfer: transfer.id }, transfer.source).await?;
-    if transfer.is_fx() {
-        let clearing = system_accounts::fx_clearing(transfer.destination_currency);
-        forward(inner, transfer, AccountCommand::Release { transfer: transfer.id }, clearing).await?;
+    for account in held_at(transfer) {
+        forward(inner, transfer, AccountCommand::Release { transfer: transfer.id }, account).await?;
     }
+    Ok(())
+}
+
+/// Undoes step 2: the saga's compensation.
+async fn compensate(inner: &EngineInner, transfer: &mut Transfer) -> Result<(), TransferError> {
+    let undone: &Transfer = transfer;
+    let release = AccountCommand::Release { transfer: undone.id };
+    driver::compensate(inner, held_at(undone), |account| forward(inner, undone, release, account)).await?;
+    transfer.step = SagaStep::Released;
     Ok(())
 }
 
@@ -473,7 +488,7 @@ fn transition(inner: &EngineInner, transfer: &mut Transfer, next: TransferStatus
 pub(crate) async fn step(
     inner: &EngineInner,
     transfer: &Transfer,
-    account: tally_engine::AccountId,
+    account: AccountId,
     command: AccountCommand,
 ) -> Result<Option<tally_engine::AccountEvent>, CallError<AccountRejection>> {
     inner.accounts.command_on(account, command, Some(journal_of(inner, transfer))).await
@@ -481,13 +496,8 @@ pub(crate) async fn step(
 
 /// Appends the transfer's current state to its saga's journal.
 pub(crate) fn record(inner: &EngineInner, transfer: &Transfer) -> Result<(), TransferError> {
-    inner
-        .shared
-        .journals
-        .shard(journal_of(inner, transfer))
-        .append(Record::Transfer(Box::new(transfer.clone())))
-        .map(|_| ())
-        .map_err(|_| TransferError::Unavailable(Unavailable::Overloaded))
+    let journal = inner.shared.journals.shard(journal_of(inner, transfer));
+    driver::record(journal, Record::Transfer(Box::new(transfer.clone()))).map_err(TransferError::from)
 }
 
 /// Moves the transfer to `status`, records it, and waits until that record (and so every
@@ -513,56 +523,35 @@ async fn finish(
     crate::limits::on_finish(&inner.limits, transfer);
     let audit = if status == TransferStatus::Failed { None } else { audit.take() };
     let journal = inner.shared.journals.shard(journal_of(inner, transfer));
-    let ack = loop {
-        let appended = match &audit {
-            None => journal.append_acked(Record::Transfer(Box::new(transfer.clone()))).map(|(_, ack)| ack),
-            Some(audit) => journal.append_group_acked(vec![
-                Record::Transfer(Box::new(transfer.clone())),
-                Record::Audit(Box::new(audit.clone())),
-            ]),
-        };
-        match appended {
-            Ok(ack) => break ack,
-            // A journal that failed (its store refused a batch) never takes another record;
-            // the transfer stays as last recorded for the next start's recovery.
-            Err(_) if journal.has_failed() => {
-                return Err(TransferError::Internal("journal failed; the transfer is left to recovery".to_owned()));
-            }
-            // Only admitted sagas get here and the journal keeps room for them above the
-            // admission bound; waiting is the rare case of a journal past even that.
-            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
-    };
+    let outcome = &*transfer;
+    let appended =
+        driver::append_final(journal, || Record::Transfer(Box::new(outcome.clone())), audit.as_ref()).await?;
     crate::expiry::forget_if_decided(inner, transfer);
-    ack.wait().await.map_err(|_| TransferError::Internal("journal stopped before the transfer was durable".to_owned()))
+    appended.durable().await.map_err(TransferError::from)
 }
 
-/// A step after which the saga only goes forward: retried until the account applies it.
+/// A step after which the saga only goes forward: retried until the account applies it
+/// (`driver::forward`).
 pub(crate) async fn forward(
     inner: &EngineInner,
     transfer: &Transfer,
     command: AccountCommand,
-    account: tally_engine::AccountId,
+    account: AccountId,
 ) -> Result<(), TransferError> {
-    let mut wait = Duration::from_millis(1);
-    loop {
-        match step(inner, transfer, account, command).await {
-            Ok(_) => return Ok(()),
-            Err(CallError::Unavailable(_)) => {
-                // Shutting down, or a failed journal that will never take the step's record:
-                // leave the saga where it is for the next start's recovery.
-                if inner.shutting_down.load(Ordering::Relaxed) || inner.shared.journals.has_failed() {
-                    return Err(TransferError::Unavailable(Unavailable::Overloaded));
-                }
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_millis(100));
-            }
-            Err(error) => {
-                // Post, release and a system account's credit cannot be refused; if one is,
-                // the state is not what the saga recorded. Stop loudly rather than spin.
-                tracing::error!(transfer = %transfer.id, %account, ?error, "forward-only saga step refused");
-                return Err(TransferError::Internal(format!("forward-only step refused: {error:?}")));
-            }
+    driver::forward(inner, || step(inner, transfer, account, command)).await.map_err(|error| match error {
+        NotApplied::Halted(halt) => halt.into(),
+        NotApplied::Refused(error) => {
+            tracing::error!(transfer = %transfer.id, %account, ?error, "forward-only saga step refused");
+            TransferError::Internal(format!("forward-only step refused: {error:?}"))
+        }
+    })
+}
+
+impl From<Halt> for TransferError {
+    fn from(halt: Halt) -> Self {
+        match halt.answer("transfer") {
+            Answer::Unavailable(unavailable) => TransferError::Unavailable(unavailable),
+            Answer::Internal(message) => TransferError::Internal(message),
         }
     }
 }
