@@ -47,6 +47,7 @@ use tally_persistence::crypto::WalletProfile;
 use uuid::Uuid;
 
 use crate::engine::{Claim, Engine, EngineError, EngineInner};
+use crate::idempotency::KeyClaim;
 use crate::registry::{CallError, Unavailable};
 use crate::saga::driver::{self, Answer, Halt, NotApplied};
 
@@ -232,11 +233,8 @@ impl Engine {
         // The hash is the custodian's idempotency key, claimed as a client's key is
         // (`KeyClaim`): in no caller's scope (nil), in a slot whose space no client's key holds.
         let claim = self.claim_key(Uuid::nil(), format!("deposit {tx_hash}")).await;
-        let result = self.deposit_claimed(target, amount, &tx_hash).await;
-        // Released at once: a repeat looks in the journals before the store, so it finds this
-        // deposit even while its records are still queued.
-        claim.release(true).await;
-        result
+        let found = self.deposit_claimed(target, amount, &tx_hash).await;
+        self.under_key(found, claim).await
     }
 
     async fn deposit_claimed(
@@ -244,7 +242,7 @@ impl Engine {
         target: DepositTarget,
         amount: Decimal,
         tx_hash: &str,
-    ) -> Result<(CryptoOp, bool), CryptoError> {
+    ) -> Result<Keyed, CryptoError> {
         let pending = self.journals().newest_pending(|record| match record {
             Record::CryptoOp(op) if op.kind == CryptoOpKind::Deposit && op.tx_hash.as_deref() == Some(tx_hash) => {
                 Some((**op).clone())
@@ -258,9 +256,9 @@ impl Engine {
         if let Some(existing) = self.newest(existing).await? {
             if existing.status == CryptoOpStatus::Processing {
                 // An earlier report left it unfinished (its wallet was unavailable): finish it.
-                return self.run_op(existing).await.map(|op| (op, false));
+                return Ok(Keyed::Answered(self.run_op(existing).await.map(|op| (op, false))));
             }
-            return Ok((existing, true));
+            return Ok(Keyed::Answered(Ok((existing, true))));
         }
         let profile = match target {
             DepositTarget::Wallet(id) => self.store().wallet_profile(id).await?,
@@ -291,7 +289,7 @@ impl Engine {
             created_at: now,
             updated_at: now,
         };
-        self.start_op(op).await.map(|op| (op, false))
+        Ok(Keyed::Start(op))
     }
 
     /// Holds `amount` on the wallet and records a withdrawal `pending` until the custodian
@@ -369,7 +367,7 @@ impl Engine {
         op.tx_hash = Some(tx_hash);
         op.status = CryptoOpStatus::Processing;
         let mode = if confirmed { Mode::Forward } else { Mode::Undo(None) };
-        self.spawn_op_claimed(op, mode, claim).await
+        self.spawn_op_claimed(op, mode, claim, None).await
     }
 
     // ---- quotes and orders -----------------------------------------------------------------
@@ -516,13 +514,13 @@ impl Engine {
     {
         let Some(key) = key else {
             let op = build(self.clone(), None).await?;
-            return self.start_op(op).await.map(|op| (op, false));
+            return self.start_op(op, None).await.map(|op| (op, false));
         };
         // Orders and withdrawals each have their own key space; the space in the slot's key
         // keeps them apart from transfers' keys, which never hold one.
         let space = if kinds.contains(&CryptoOpKind::Withdrawal) { "withdrawal" } else { "order" };
         let claim = self.claim_key(key.scope, format!("{space} {}", key.key)).await;
-        let result = async {
+        let found = async {
             let mut existing = self.journals().newest_pending(|record| match record {
                 Record::CryptoOp(op)
                     if kinds.contains(&op.kind)
@@ -543,23 +541,63 @@ impl Engine {
                 if existing.idempotency.as_ref().is_none_or(|i| i.fingerprint != key.fingerprint) {
                     return Err(CryptoError::IdempotencyKeyReused);
                 }
-                return match (existing.status, existing.failure_reason) {
+                return Ok(Keyed::Answered(match (existing.status, existing.failure_reason) {
                     (CryptoOpStatus::Failed, Some(code)) => Err(CryptoError::Failed(Box::new(existing), code)),
                     _ => Ok((existing, true)),
-                };
+                }));
             }
-            let op = build(self.clone(), Some(key.clone())).await?;
-            self.start_op(op).await.map(|op| (op, false))
+            Ok(Keyed::Start(build(self.clone(), Some(key.clone())).await?))
         }
         .await;
-        // Every answer came after the operation's records were durable, or before it made any.
-        claim.release(true).await;
-        result
+        self.under_key(found, claim).await
+    }
+
+    /// Finishes a keyed request with what it found under its key (`claim`). A new operation
+    /// takes the key to its task, which releases it once the operation's records are durable:
+    /// held by the request, it would be freed by a client that went away before the task
+    /// appended its first record, and a retry would start a second operation under the same
+    /// key (which the store's unique index refuses at commit, stopping the journal). An answer
+    /// from what is recorded (a repeat looks in the journals before the store, so it finds an
+    /// operation whose records are still queued), or a refusal before anything was recorded,
+    /// releases it at once.
+    async fn under_key(
+        &self,
+        found: Result<Keyed, CryptoError>,
+        claim: KeyClaim,
+    ) -> Result<(CryptoOp, bool), CryptoError> {
+        match found {
+            Ok(Keyed::Start(op)) => self.start_op(op, Some(claim)).await.map(|op| (op, false)),
+            Ok(Keyed::Answered(answer)) => {
+                claim.release(true).await;
+                answer
+            }
+            Err(error) => {
+                claim.release(true).await;
+                Err(error)
+            }
+        }
     }
 
     // ---- the saga --------------------------------------------------------------------------
 
-    async fn start_op(&self, op: CryptoOp) -> Result<CryptoOp, CryptoError> {
+    /// Starts a new operation; `key`, the claim of the key it runs under, is the operation's
+    /// task's to release (`spawn_op_claimed`).
+    async fn start_op(&self, op: CryptoOp, key: Option<KeyClaim>) -> Result<CryptoOp, CryptoError> {
+        match self.admit_op(&op) {
+            Ok(claim) => self.spawn_op_claimed(op, Mode::Forward, claim, key).await,
+            Err(error) => {
+                // Refused before anything was recorded.
+                if let Some(key) = key {
+                    key.release(true).await;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Counts a withdrawal against its owner's limits and admits the operation: what it must
+    /// pass before its saga runs.
+    fn admit_op(&self, op: &CryptoOp) -> Result<Claim, CryptoError> {
         // A withdrawal counts against its owner's verification limits (limits.rs), checked
         // and counted before anything is held; given back if it ends `failed` (`finish`).
         let reservation = if op.kind == CryptoOpKind::Withdrawal {
@@ -577,7 +615,7 @@ impl Engine {
         if let Some(reservation) = reservation {
             reservation.commit();
         }
-        self.spawn_op_claimed(op, Mode::Forward, claim).await
+        Ok(claim)
     }
 
     async fn run_op(&self, op: CryptoOp) -> Result<CryptoOp, CryptoError> {
@@ -587,11 +625,22 @@ impl Engine {
     /// Runs the saga as a task on a shard and waits for its answer.
     async fn spawn_op(&self, op: CryptoOp, mode: Mode) -> Result<CryptoOp, CryptoError> {
         let claim = self.claim(op.id).map_err(|_| CryptoError::Unavailable(Unavailable::Overloaded))?;
-        self.spawn_op_claimed(op, mode, claim).await
+        self.spawn_op_claimed(op, mode, claim, None).await
     }
 
-    async fn spawn_op_claimed(&self, op: CryptoOp, mode: Mode, claim: Claim) -> Result<CryptoOp, CryptoError> {
-        let permit = self.saga_permit().map_err(|_| CryptoError::Unavailable(Unavailable::Overloaded))?;
+    async fn spawn_op_claimed(
+        &self,
+        op: CryptoOp,
+        mode: Mode,
+        claim: Claim,
+        key: Option<KeyClaim>,
+    ) -> Result<CryptoOp, CryptoError> {
+        let Ok(permit) = self.saga_permit() else {
+            if let Some(key) = key {
+                key.release(true).await;
+            }
+            return Err(CryptoError::Unavailable(Unavailable::Overloaded));
+        };
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let inner = Arc::clone(&self.inner);
         let id = op.id;
@@ -600,7 +649,12 @@ impl Engine {
             let result = drive(&inner, op, mode).await;
             drop(claim);
             drop(permit);
+            // An outcome the caller hears is durable; any other end may leave records queued.
+            let settled = matches!(result, Ok(_) | Err(CryptoError::Failed(..)));
             let _ = sender.send(result);
+            if let Some(key) = key {
+                key.release(settled).await;
+            }
         });
         if !spawned {
             return Err(CryptoError::Unavailable(Unavailable::Overloaded));
@@ -675,6 +729,13 @@ async fn credit_happened(engine: &Engine, op: &CryptoOp, leg: &Leg) -> Result<bo
             .iter()
             .any(|posting| posting.wallet == *wallet && posting.direction == Direction::Credit),
     })
+}
+
+/// What a keyed request found under its key: an answer from what is recorded, or a new
+/// operation to start (which then holds the key until it is durable).
+enum Keyed {
+    Answered(Result<(CryptoOp, bool), CryptoError>),
+    Start(CryptoOp),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

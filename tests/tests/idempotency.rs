@@ -181,3 +181,44 @@ async fn a_caller_on_the_source_thread_that_gives_up_leaves_its_saga_running() {
     harness.assert_ledger_consistent().await;
     harness.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_withdrawal_whose_caller_gives_up_before_it_runs_keeps_its_key() {
+    let mut config = EngineConfig::default();
+    config.actors.shards = 2;
+    let harness = Harness::start_with(config).await;
+    let owner = harness.user();
+    let (profile, _) = harness.engine.open_customer_wallet(owner, tally_engine::Currency::BTC).await.unwrap();
+    harness
+        .engine
+        .deposit(tally_actors::DepositTarget::Address(profile.deposit_address.clone()), dec!(1), "tx-in".into())
+        .await
+        .unwrap();
+    let scope = uuid::Uuid::new_v4();
+
+    // Both threads sleep for 300 ms: the withdrawal's task, queued on one of them, cannot run
+    // (nor append its first record) before its caller gives up after 50 ms.
+    for thread in 0..2 {
+        let (asleep, sleeping) = tokio::sync::oneshot::channel();
+        assert!(harness.engine.runtime().run_on(thread, move || {
+            let _ = asleep.send(());
+            std::thread::sleep(Duration::from_millis(300));
+        }));
+        sleeping.await.unwrap();
+    }
+    let first = harness.engine.withdraw(owner, profile.wallet, dec!(0.4), "bc1dest".into(), key(scope, "w", "body"));
+    assert!(tokio::time::timeout(Duration::from_millis(50), first).await.is_err(), "the caller gave up");
+
+    // The retry waits for the key, which the withdrawal's task now holds until the withdrawal
+    // is durable, and answers that withdrawal. (Held by the caller, the key was freed once the
+    // journals had committed what they held when the caller left, which could be before the
+    // task appended its first record; that window is too narrow for this test to force, so it
+    // covers the hand-over path, not the old race.)
+    let retry = harness.engine.withdraw(owner, profile.wallet, dec!(0.4), "bc1dest".into(), key(scope, "w", "body"));
+    let (withdrawal, repeated) = tokio::time::timeout(Duration::from_secs(10), retry).await.unwrap().unwrap();
+    assert!(repeated, "the retry answers the first withdrawal");
+    let (_, wallet) = harness.engine.customer_wallet(profile.wallet).await.unwrap();
+    let held = wallet.position(tally_engine::Currency::BTC).map(|position| position.held);
+    assert_eq!(held, Some(dec!(0.4)), "one withdrawal holds its amount, once: {withdrawal:?}");
+    harness.shutdown().await;
+}
