@@ -9,10 +9,11 @@
 //! rules.
 //!
 //! Keys are claimed as transfers' are (`KeyClaim`): an order's or a withdrawal's
-//! `Idempotency-Key`, and a deposit's `tx_hash` (the custodian's key for it). Unlike a
-//! transfer's, a key here is released by the request once it has its answer, not by the saga:
-//! a repeat looks for the operation in the journals before the store, so it finds one whose
-//! records are still queued.
+//! `Idempotency-Key`, and a deposit's `tx_hash` (the custodian's key for it). A request that
+//! starts an operation hands the claim to the operation's task, which releases it once the
+//! outcome is durable, as a transfer's saga does (`Engine::under_key`); one answered from what
+//! is recorded releases it at once, since a repeat looks for the operation in the journals
+//! before the store and so finds one whose records are still queued.
 //!
 //! A refusal at or before an operation's pivot is compensated (the holds placed so far are
 //! released) and the operation ends `failed`; after the pivot the saga only goes forward,
