@@ -149,3 +149,83 @@ async fn sqlite_store_is_usable_from_a_current_thread_runtime_and_dropped_inside
     });
     handle.join().unwrap();
 }
+
+/// Postgres replaces every transfer row a batch may find stored in one statement, the legs of
+/// still-running sagas included (`upsert_transfers`: each row's legs are a slice of two flat
+/// arrays). Two sagas cut by two commits and a row without legs, in one batch: each saga reads
+/// back exactly its own legs, in posting order, and the other row none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sagas_cut_by_two_commits_keep_each_its_own_legs() {
+    use rust_decimal::Decimal;
+    use tally_engine::transfer::SagaStep;
+    use tally_engine::{AccountKind, Currency, PendingReason, TransferId, TransferStatus};
+
+    let (store, url) = tally_tests::postgres::fresh_store("legs").await;
+    let mut driver = conformance::Driver::start(store).await;
+    let one = Decimal::ONE;
+    // The source may go below zero (a credit limit), so its holds need no funding first.
+    let a = driver.open_account(Currency::USD, AccountKind::User, Decimal::from(100));
+    let [b, c, d] = [(); 3].map(|()| driver.open_account(Currency::USD, AccountKind::User, Decimal::ZERO));
+    driver.durable().await;
+
+    // Batch 1: t1 and t2 hold at their source and credit their destination (new `processing`
+    // rows with one leg each); t3 stops pending (a new row in that state).
+    let request = driver.request(a, b, one);
+    let t1 = driver.start_transfer(request);
+    let request = driver.request(a, c, one);
+    let t2 = driver.start_transfer(request);
+    let request = driver.request(a, d, one);
+    let t3 = driver.start_transfer(request);
+    for (transfer, destination) in [(t1, b), (t2, c)] {
+        driver.hold(a, transfer, one);
+        driver.step(transfer, SagaStep::Held);
+        driver.credit(destination, transfer, one);
+        driver.step(transfer, SagaStep::Credited);
+    }
+    driver.step(t3, SagaStep::Held);
+    driver.update_transfer(t3, |transfer, at| {
+        transfer.transition(TransferStatus::Pending, at).unwrap();
+        transfer.pending_reason = Some(PendingReason::ManualExecution);
+    });
+    driver.durable().await;
+
+    // Batch 2: each saga posts at its source, still running; t3 is executed (a row without
+    // legs). All three rows exist, so all three are the one upsert.
+    let before = driver.settle().await;
+    driver.post(a, t1);
+    driver.post(a, t2);
+    driver.transition(t3, TransferStatus::Processing);
+    driver.durable_as_one_batch(before).await;
+    driver.assert_store_matches().await;
+
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let legs = |id: TransferId| {
+        let pool = pool.clone();
+        async move {
+            let row: (Option<Vec<uuid::Uuid>>, Option<Vec<i64>>) =
+                sqlx::query_as("SELECT leg_accounts, leg_versions FROM transfers WHERE id = $1")
+                    .bind(id.as_uuid())
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            let postings: Vec<(uuid::Uuid, i64)> =
+                sqlx::query_as("SELECT account_id, version FROM postings WHERE transfer_id = $1 ORDER BY seq")
+                    .bind(id.as_uuid())
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            (row, postings)
+        }
+    };
+    for (id, accounts) in [(t1, [b, a]), (t2, [c, a])] {
+        let ((leg_accounts, leg_versions), postings) = legs(id).await;
+        let expected: Vec<uuid::Uuid> = accounts.iter().map(|account| account.as_uuid()).collect();
+        assert_eq!(leg_accounts, Some(expected.clone()), "transfer {id}: its own legs' accounts, in order");
+        assert_eq!(postings.iter().map(|(account, _)| *account).collect::<Vec<_>>(), expected);
+        let versions: Vec<i64> = postings.iter().map(|(_, version)| *version).collect();
+        assert_eq!(leg_versions, Some(versions), "transfer {id}: each leg's account version after its posting");
+    }
+    let ((leg_accounts, leg_versions), _) = legs(t3).await;
+    assert_eq!((leg_accounts, leg_versions), (None, None), "a row without legs has none");
+    driver.shutdown().await;
+}
