@@ -25,6 +25,9 @@ use crate::audit::AuditRecord;
 use crate::reads::listing::Position;
 use crate::store::{JournalWriter, LiveHold, Loaded, SequencedRecord, Store, StoreError, plan_writer};
 
+/// The store's maps, keyed by ids the engine made, hashed with a fast seeded hasher.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 struct State {
     /// Each shard's committed sequence number (index = shard).
@@ -33,13 +36,14 @@ struct State {
     last_booked_at: Timestamp,
     /// Accounts as their durable records leave them (the memory store never needs a snapshot:
     /// it keeps every account current, as an SQL store's snapshot plus postings reads).
-    accounts: HashMap<AccountId, Account>,
+    accounts: Map<AccountId, Account>,
     wallets: HashMap<WalletId, Loaded<Wallet>>,
     /// Transfer rows as the batch plans write them (final or pending state, or `processing`
     /// with the legs made so far).
-    transfers: HashMap<TransferId, TransferRow>,
+    /// Boxed: the map grows for as long as the process runs, and growing it moves every entry.
+    transfers: Map<TransferId, Box<TransferRow>>,
     /// Posting rows per account, in version order.
-    postings: HashMap<AccountId, Vec<PostingRow>>,
+    postings: Map<AccountId, Vec<PostingRow>>,
     /// AML rules in insertion order, and flags by id (`aml.rs`).
     aml_rules: Vec<tally_engine::aml::AmlRule>,
     aml_flags: HashMap<uuid::Uuid, tally_engine::aml::AmlFlag>,
@@ -180,7 +184,7 @@ impl Store for MemoryStore {
             apply(&mut state, record)?;
         }
         for row in plan.transfers_new.iter().chain(&plan.transfers_upsert) {
-            state.transfers.insert(row.transfer.id, row.clone());
+            state.transfers.insert(row.transfer.id, Box::new(row.clone()));
         }
         for posting in &plan.postings {
             state.postings.entry(posting.account).or_default().push(posting.clone());
@@ -350,7 +354,7 @@ impl Store for MemoryStore {
     async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError> {
         let state = self.state()?;
         let mut rows: Vec<&TransferRow> =
-            state.transfers.values().filter(|row| !row.transfer.status.is_terminal()).collect();
+            state.transfers.values().map(|row| &**row).filter(|row| !row.transfer.status.is_terminal()).collect();
         rows.sort_by_key(|row| row.transfer.id);
         Ok(rows.into_iter().map(|row| row.transfer.clone()).collect())
     }
