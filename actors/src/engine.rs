@@ -818,6 +818,10 @@ impl Engine {
             }
             result
         };
+        // Boxed once here: the saga's future is large, and on its way to another thread it is
+        // moved into an inbox job and then into a task (memmove was 3.5 % of the in-process
+        // bench's samples in those two places).
+        let saga = Box::pin(saga);
         let runtime = &self.inner.shared.runtime;
         // On the source's thread already (an HTTP request served there, the common case): the
         // saga runs in the caller's own task, which saves the task, the inbox job, the reply
@@ -825,7 +829,7 @@ impl Engine {
         // goes away first (its client disconnected), the rest of the saga goes on as a task
         // of its own (`RunToEnd`): its outcome stands either way.
         if runtime.current_thread() == Some(thread) {
-            return RunToEnd::new(Box::pin(saga), Arc::clone(runtime), thread).await;
+            return RunToEnd::new(saga, Arc::clone(runtime), thread).await;
         }
         let (sender, receiver) = oneshot::channel();
         let spawned = runtime.spawn_on(thread, async move {
