@@ -40,7 +40,7 @@ pub use faults::FaultInjector;
 pub use health::{HealthReport, KindHealth};
 pub use idempotency::KeyClaim;
 pub use limits::{Limits, LimitsError, Reservation, ReservationRefused};
-pub use pricing::PricingError;
+pub use pricing::{AccountFacts, PricingError};
 pub use runtime::Runtime;
 pub use sessions::{SessionConfig, SessionError, Sessions};
 

@@ -21,8 +21,8 @@ use rust_decimal::Decimal;
 use tally_engine::fees::{self, InvalidFeeRule};
 use tally_engine::fx::{self, ConversionError, RateError};
 use tally_engine::{
-    AuditRecord, CreateTransferRejection, Currency, ErrorCode, FeeRule, FxRate, Transfer, TransferKind,
-    TransferRequest, TransferTypeSettings, money,
+    AccountId, AuditRecord, CreateTransferRejection, Currency, ErrorCode, FeeRule, FxRate, Transfer, TransferKind,
+    TransferRequest, TransferTypeSettings, UserId, money,
 };
 use tally_persistence::{PricingChange, PricingTables, Store, StoreError};
 
@@ -66,16 +66,25 @@ impl From<RateError> for PricingError {
     }
 }
 
-/// Most account currencies remembered (`Pricing::account_currencies`): about 40 MB at the
-/// bound, for the million accounts of the performance budget. Past it, pricing asks the actor.
-const ACCOUNT_CURRENCIES_MAX: usize = 1 << 20;
+/// Most accounts whose facts are remembered (`Pricing::account_facts`): about 50 MB at the
+/// bound, for the million accounts of the performance budget. Past it, the actor is asked.
+const ACCOUNT_FACTS_MAX: usize = 1 << 20;
+
+/// What never changes about an account once it is open: its currency and its owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccountFacts {
+    pub currency: Currency,
+    /// `None` for the system accounts (settlement, fees, FX clearing).
+    pub owner: Option<UserId>,
+}
 
 /// The in-memory pricing tables of a running engine.
 #[derive(Default)]
 pub(crate) struct Pricing {
-    /// An account's currency never changes, so pricing remembers it instead of asking the
-    /// destination's actor on every transfer (one mailbox round trip saved on the hot path).
-    account_currencies: dashmap::DashMap<tally_engine::AccountId, Currency>,
+    /// An account's currency and owner never change, so they are remembered instead of asking
+    /// the account's actor on every transfer: the source's owner (is it the caller's?) and the
+    /// destination's currency were each a mailbox round trip, often to the other thread.
+    account_facts: dashmap::DashMap<AccountId, AccountFacts>,
     fx_rates: RwLock<HashMap<(Currency, Currency), FxRate>>,
     /// Every rule, enabled or not, in creation order.
     fee_rules: RwLock<Vec<FeeRule>>,
@@ -90,7 +99,7 @@ impl Pricing {
     ) -> Result<(Pricing, Vec<(TransferKind, TransferTypeSettings)>), StoreError> {
         let PricingTables { fx_rates, fee_rules, transfer_types } = store.load_pricing().await?;
         let pricing = Pricing {
-            account_currencies: dashmap::DashMap::new(),
+            account_facts: dashmap::DashMap::new(),
             fx_rates: RwLock::new(fx_rates.into_iter().map(|rate| ((rate.from, rate.to), rate)).collect()),
             fee_rules: RwLock::new(fee_rules),
             writes: tokio::sync::Mutex::new(()),
@@ -247,6 +256,21 @@ impl Engine {
 
     // ---- pricing a transfer ---------------------------------------------------------------
 
+    /// An account's currency and owner: remembered after the first read of the account
+    /// (they never change), else read from its actor. `NotFound` for no such account.
+    pub async fn account_facts(&self, id: AccountId) -> Result<AccountFacts, EngineError> {
+        if let Some(facts) = self.pricing().account_facts.get(&id) {
+            return Ok(*facts);
+        }
+        let account = self.account(id).await?;
+        let facts = AccountFacts { currency: account.currency, owner: account.owner };
+        let remembered = &self.pricing().account_facts;
+        if remembered.len() < ACCOUNT_FACTS_MAX {
+            remembered.insert(id, facts);
+        }
+        Ok(facts)
+    }
+
     /// Saga step 1 for a customer or admin request: validates it against its type's settings,
     /// sets its fee, resolves the destination's currency and converts. Returns the transfer as
     /// its saga will start it. Nothing is held or recorded.
@@ -260,21 +284,12 @@ impl Engine {
                 .map_err(|_| reject(CreateTransferRejection::Overflow))?;
         }
         money::add(request.amount, request.fee).map_err(|_| reject(CreateTransferRejection::Overflow))?;
-        let cached = self.pricing().account_currencies.get(&request.destination).map(|entry| *entry.value());
         let destination_currency = if request.kind != TransferKind::Internal {
             // External payouts and adjustments settle in the source currency.
             request.currency
-        } else if let Some(currency) = cached {
-            currency
         } else {
-            match self.account(request.destination).await {
-                Ok(account) => {
-                    let currencies = &self.pricing().account_currencies;
-                    if currencies.len() < ACCOUNT_CURRENCIES_MAX {
-                        currencies.insert(account.id, account.currency);
-                    }
-                    account.currency
-                }
+            match self.account_facts(request.destination).await {
+                Ok(facts) => facts.currency,
                 // No such account: the saga's credit step finds that out and records the
                 // transfer failed (DESIGN.md §4), as it did before pricing existed. Priced in
                 // the source currency, nothing converts.

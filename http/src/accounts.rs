@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tally_actors::{Engine, EngineError};
-use tally_engine::{Account, AccountId, ErrorCode, UserId};
+use tally_engine::{Account, AccountId, Currency, ErrorCode, UserId};
 
 use crate::auth::Caller;
 use crate::auth::api_keys::{AccountsRead, Scoped};
@@ -54,6 +54,23 @@ pub async fn check_account_quota(state: &AppState, owner: UserId) -> Result<(), 
 pub async fn owned_account(engine: &Engine, id: AccountId, owner: UserId, what: &str) -> Result<Account, ApiError> {
     match engine.account(id).await {
         Ok(account) if account.owner == Some(owner) => Ok(account),
+        Ok(_) | Err(EngineError::NotFound) => Err(ApiError::not_found(what)),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// The currency of account `id` if `owner` owns it, else `404` naming `what`, as
+/// `owned_account` answers; from the engine's memory of what never changes about an account,
+/// so a transfer or a quote does not ask the account's actor (a mailbox round trip, often to
+/// the other thread) just to learn its owner.
+pub async fn owned_account_currency(
+    engine: &Engine,
+    id: AccountId,
+    owner: UserId,
+    what: &str,
+) -> Result<Currency, ApiError> {
+    match engine.account_facts(id).await {
+        Ok(facts) if facts.owner == Some(owner) => Ok(facts.currency),
         Ok(_) | Err(EngineError::NotFound) => Err(ApiError::not_found(what)),
         Err(other) => Err(other.into()),
     }

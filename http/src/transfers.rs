@@ -24,7 +24,7 @@ use tally_engine::{
     UserId,
 };
 
-use crate::accounts::owned_account;
+use crate::accounts::owned_account_currency;
 use crate::auth::Caller;
 use crate::auth::api_keys::{Scoped, TransfersRead, TransfersWrite};
 use crate::auth::stepup::{StepUp, TransfersCancel, TransfersCreate};
@@ -297,8 +297,7 @@ pub(crate) async fn plan(
     let description = input::text("description", body.description.as_deref(), DESCRIPTION_LENGTH_MAX)?;
     let metadata = crate::metadata::metadata(body.metadata.as_ref())?;
     let pending_expires_in = pending_expires_in(body.pending_expires_in.as_ref())?;
-    let source_account = owned_account(engine, source, caller.user_id, "source account").await?;
-    let currency = source_account.currency;
+    let currency = owned_account_currency(engine, source, caller.user_id, "source account").await?;
     let amount = input::amount("amount", &body.amount, currency)?;
     let (beneficiary, payee_deleted) = match beneficiary {
         None => (None, false),

@@ -214,6 +214,13 @@ async fn another_users_source_and_transfers_are_not_found(server: TestServer) {
 
     let pending = server.post("/v1/transfers", Some(&alice.token), external(&from, "10")).await;
     pending.assert_status(202);
+    // The engine now remembers the source's owner (no actor read per transfer): still refused.
+    let thief = server.post("/v1/transfers", Some(&bob.token), internal(&from, &to, "5")).await;
+    thief.assert_problem(404, "NOT_FOUND");
+    server
+        .post("/v1/transfers/quote", Some(&bob.token), internal(&from, &to, "5"))
+        .await
+        .assert_problem(404, "NOT_FOUND");
     let id = pending.str("id");
     let theirs = server.get(&format!("/v1/transfers/{id}"), Some(&bob.token)).await;
     theirs.assert_problem(404, "NOT_FOUND");
