@@ -66,8 +66,9 @@ impl From<RateError> for PricingError {
     }
 }
 
-/// Most accounts whose facts are remembered (`Pricing::account_facts`): about 50 MB at the
-/// bound, for the million accounts of the performance budget. Past it, the actor is asked.
+/// Most accounts whose facts are remembered (`Pricing::account_facts`): about 70 MB at the
+/// bound (34 bytes an entry, in tables kept at most 7/8 full), for the million accounts of the
+/// performance budget. Past it, the actor is asked.
 const ACCOUNT_FACTS_MAX: usize = 1 << 20;
 
 /// What never changes about an account once it is open: its currency and its owner.
