@@ -1,11 +1,14 @@
 //! The Postgres store (sqlx 0.8.6).
 //!
-//! A shard's journal batch (its `BatchPlan`) is written in one transaction by `write_plan`:
-//! new rows by binary `COPY` (`copy.rs`), changed rows by one statement per table taking
-//! whole columns as arrays through `UNNEST`, so a batch of 8,192 records is a dozen round
-//! trips, not thousands. Last of all it advances the shard's `journal_shards.committed_seq`
-//! from the value it expects (the fence); a gap in the sequence, or a second writer on the
-//! same database, finds a different value and the batch is refused as `Corrupt`, rolled back.
+//! A shard's journal batch (its `BatchPlan`) is written in one transaction by `write_plan`.
+//! A small batch of transfers is one call of a function (`write_batch.rs`, migration 0060)
+//! that takes every table's rows as whole columns (arrays): one round trip. A larger one (or
+//! one with accounts, snapshots, wallets, ...) writes new rows by binary `COPY` (`copy.rs`) and
+//! changed rows by one statement per table taking whole columns as arrays through `UNNEST`, so
+//! a batch of 8,192 records is a dozen round trips, not thousands. Either way it advances the
+//! shard's `journal_shards.committed_seq` from the value it expects (the fence); a gap in the
+//! sequence, or a second writer on the same database, finds a different value and the batch
+//! is refused as `Corrupt`, rolled back.
 //!
 //! Journal writers commit on connections of their own, driven on the shard's thread (see
 //! `PgJournalWriter`). Every other query runs on the store's own small runtime, so its
@@ -14,6 +17,7 @@
 pub(crate) mod copy;
 mod crypto;
 mod key_lookups;
+mod write_batch;
 
 use std::future::Future;
 use std::str::FromStr;
@@ -27,6 +31,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Connection, Postgres, Row, Transaction};
 
 use copy::CopyRows;
+
 use tally_engine::transfer::{Beneficiary, SagaStep};
 use tally_engine::{
     Account, AccountId, AccountKind, AccountStatus, Currency, Direction, ErrorCode, PendingReason, Position, Posting,
@@ -237,15 +242,35 @@ fn seq_to_db(seq: u64) -> Result<i64, StoreError> {
     i64::try_from(seq).map_err(|_| corrupt(format!("sequence number {seq} beyond BIGINT")))
 }
 
+/// Rows of a batch (postings, transfer rows, events, holds) up to which it is written as one
+/// call (`write_batch.rs`) rather than by `COPY`. The call is one round trip where `COPY` and
+/// the statements around it are about a dozen, each of which wakes the backend and then this
+/// writer; but Postgres spends more on a row taken apart from arrays than on a `COPY` row (and
+/// logs each row on its own where `COPY` logs a page of them). Measured with `scripts/bench`
+/// `uniform` (2026-12-03, ~35 transfers, ~140 rows per batch): the call cost 11 µs less Tally
+/// CPU and 22 µs more Postgres CPU per transfer; at 1,000 transfers/s (a few transfers per
+/// batch) it cost 35 % less Tally CPU. So small batches, where the round trips are most of the
+/// cost, take the call, and large ones `COPY`.
+pub(crate) const ONE_CALL_ROWS_MAX: usize = 64;
+
 /// Writes one batch plan in one transaction on `connection` (a journal writer's own, or one
-/// from the pool for a direct commit). A pipelined batch writes its new rows (the bulk of it)
-/// while the batch before it commits, waits for that commit to end (`PipelineTurn`), then makes
-/// the changes to existing rows and advances the shard's fence, last.
+/// from the pool for a direct commit).
+///
+/// A small batch that writes only what `write_batch` writes (the common case at a moderate
+/// rate: transfers alone) is that one call, in a transaction of its own: one round trip.
+/// Otherwise a pipelined batch writes its new rows (the bulk of it) by `COPY` while the batch
+/// before it commits, waits for that commit to end (`PipelineTurn`), then makes the changes to
+/// existing rows and advances the shard's fence, last.
 pub(crate) async fn write_plan(
     connection: &mut PgConnection,
     plan: &BatchPlan,
     mut turn: PipelineTurn,
 ) -> Result<(), StoreError> {
+    if one_call(plan) {
+        // The call's fence and link read what the batch before committed.
+        turn.wait().await;
+        return write_batch::write(connection, plan).await;
+    }
     let mut transaction = connection.begin().await.map_err(classify)?;
     open_accounts(&mut transaction, plan).await?;
     write_postings(&mut transaction, plan).await?;
@@ -267,10 +292,68 @@ pub(crate) async fn write_plan(
     transaction.commit().await.map_err(classify)
 }
 
+/// Whether `plan` is written as one call: small, and nothing in it that the call does not
+/// write.
+pub(crate) fn one_call(plan: &BatchPlan) -> bool {
+    let rows = plan.postings.len()
+        + plan.transfers_new.len()
+        + plan.transfers_upsert.len()
+        + plan.events.len()
+        + plan.holds_placed.len()
+        + plan.holds_removed.len();
+    rows <= ONE_CALL_ROWS_MAX && !writes_more_than_the_call(plan)
+}
+
+/// Whether `plan` has rows that `write_batch` does not write. Every field is named, so a field
+/// added to `BatchPlan` does not compile until it is placed on one side or the other.
+fn writes_more_than_the_call(plan: &BatchPlan) -> bool {
+    let BatchPlan {
+        // Written by the call.
+        records: _,
+        shard: _,
+        first_seq: _,
+        last_seq: _,
+        booked_at: _,
+        holds_placed: _,
+        holds_removed: _,
+        postings: _,
+        transfers_new: _,
+        transfers_upsert: _,
+        events: _,
+        // Written around it.
+        accounts_opened,
+        account_settings,
+        snapshots,
+        wallets_opened,
+        wallet_statuses,
+        wallet_assets,
+        wallet_holds_placed,
+        wallet_holds_removed,
+        aml_flags,
+        wallet_postings,
+        crypto_ops,
+        audits,
+    } = plan;
+    !(accounts_opened.is_empty()
+        && account_settings.is_empty()
+        && snapshots.is_empty()
+        && wallets_opened.is_empty()
+        && wallet_statuses.is_empty()
+        && wallet_assets.is_empty()
+        && wallet_holds_placed.is_empty()
+        && wallet_holds_removed.is_empty()
+        && aml_flags.is_empty()
+        && wallet_postings.is_empty()
+        && crypto_ops.is_empty()
+        && audits.is_empty())
+}
+
 /// The batch's fence and its link of the journal's hash chain, in one statement (one round
 /// trip fewer per batch than two: each one waits for the writer's next turn on the shard's
 /// thread). After the pipeline turn, so the shard's previous batch has committed and its link
-/// is visible here. A snapshot flush alone advances nothing and writes neither.
+/// is visible here: the link ending at `first - 1`, read by its whole primary key (none before
+/// a shard's first link: the genesis value). A snapshot flush alone advances nothing and
+/// writes neither.
 ///
 /// The fence: a refused batch sets -1 - (what is there): the value stays readable, cannot be
 /// taken for `last`, and is rolled back with the rest of the transaction (the link with it).
@@ -285,7 +368,7 @@ async fn fence_and_link(transaction: &mut Transaction<'_, Postgres>, plan: &Batc
         "WITH link AS (
              INSERT INTO journal_batches (shard, last_seq, first_seq, hash)
              SELECT $1, $3, $5, sha256(COALESCE(
-                 (SELECT hash FROM journal_batches WHERE shard = $1 ORDER BY last_seq DESC LIMIT 1),
+                 (SELECT hash FROM journal_batches WHERE shard = $1 AND last_seq = $2),
                  $7) || $6)
          )
          UPDATE journal_shards

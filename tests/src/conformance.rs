@@ -805,9 +805,20 @@ pub async fn committed_seq_and_gaps(store: Arc<dyn Store>) {
     assert!(matches!(gap, Err(StoreError::Corrupt(_))), "a longer batch after a gap is corrupt: {gap:?}");
     let repeat = store.commit(0, &[opened(committed)]).await;
     assert!(matches!(repeat, Err(StoreError::Corrupt(_))), "a batch repeating a seq is corrupt: {repeat:?}");
+    // A batch of transfer rows alone: on Postgres one statement with no transaction around it
+    // (`postgres/write_batch.rs`), whose fence must refuse it all the same, writing nothing.
+    let mut final_state = Transfer::start(driver.request(settlement, account, amount("5")));
+    final_state.transition(TransferStatus::Failed, Timestamp::from_micros(2)).unwrap();
+    let stray_transfer = final_state.id;
+    let transfer_record = |seq| SequencedRecord { seq, record: Record::Transfer(Box::new(final_state.clone())) };
+    let gap = store.commit(0, &[transfer_record(committed + 2)]).await;
+    assert!(matches!(gap, Err(StoreError::Corrupt(_))), "a transfer batch after a gap is corrupt: {gap:?}");
+    let repeat = store.commit(0, &[transfer_record(committed)]).await;
+    assert!(matches!(repeat, Err(StoreError::Corrupt(_))), "a transfer batch repeating a seq is corrupt: {repeat:?}");
     store.commit(0, &[]).await.unwrap();
     assert_eq!(store.committed_seqs().await.unwrap()[0], committed, "a refused batch leaves committed_seq alone");
     assert!(store.load_account(stray.id).await.unwrap().is_none(), "a refused batch writes nothing");
+    assert!(store.load_transfer(stray_transfer).await.unwrap().is_none(), "a refused transfer batch writes nothing");
     driver.assert_store_matches().await;
 
     // The journal was not involved, so it carries on from where the store is.

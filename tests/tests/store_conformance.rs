@@ -229,3 +229,51 @@ async fn postgres_sagas_cut_by_two_commits_keep_each_its_own_legs() {
     assert_eq!((leg_accounts, leg_versions), (None, None), "a row without legs has none");
     driver.shutdown().await;
 }
+
+/// Postgres writes a small batch of transfers as one call (`postgres/write_batch.rs`) and a
+/// large one by `COPY` and `UNNEST` statements (`ONE_CALL_ROWS_MAX` rows apart). Both ways
+/// must store the same: here the same two batches at both sizes, one that cuts every saga
+/// after money moved (new `processing` rows with legs, holds placed) and one that ends them
+/// (the rows replaced, holds removed, events).
+#[tokio::test]
+async fn postgres_small_and_large_batches_store_the_same() {
+    use rust_decimal::Decimal;
+    use tally_engine::transfer::SagaStep;
+    use tally_engine::{AccountKind, Currency, TransferStatus};
+
+    for sagas in [2, 40] {
+        let (store, _url) = tally_tests::postgres::fresh_store(&format!("batch_sizes_{sagas}")).await;
+        let mut driver = conformance::Driver::start(store).await;
+        let one = Decimal::ONE;
+        let source = driver.open_account(Currency::EUR, AccountKind::User, Decimal::from(1000));
+        let destination = driver.open_account(Currency::EUR, AccountKind::User, Decimal::ZERO);
+        driver.durable().await;
+
+        let before = driver.settle().await;
+        let transfers: Vec<_> = (0..sagas)
+            .map(|_| {
+                let request = driver.request(source, destination, one);
+                let transfer = driver.start_transfer(request);
+                driver.hold(source, transfer, one);
+                driver.step(transfer, SagaStep::Held);
+                driver.credit(destination, transfer, one);
+                driver.step(transfer, SagaStep::Credited);
+                transfer
+            })
+            .collect();
+        driver.durable_as_one_batch(before).await;
+        driver.assert_store_matches().await;
+        driver.assert_non_terminal_transfers_match().await;
+
+        let before = driver.settle().await;
+        for &transfer in &transfers {
+            driver.post(source, transfer);
+            driver.step(transfer, SagaStep::Posted);
+            driver.transition(transfer, TransferStatus::Completed);
+        }
+        driver.durable_as_one_batch(before).await;
+        driver.assert_store_matches().await;
+        driver.assert_non_terminal_transfers_match().await;
+        driver.shutdown().await;
+    }
+}

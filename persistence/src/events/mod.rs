@@ -6,7 +6,7 @@
 //! opened or its status changed, an AML flag raised, a deposit credited, a withdrawal
 //! confirmed or failed, a crypto order completed) becomes one row of `events`, keyed by the
 //! record's own journal position `(shard, seq)`, and written by the same batch transaction that
-//! writes the change (`BatchPlan::events`, written by binary `COPY` on Postgres). So an event
+//! writes the change (`BatchPlan::events`, written with the batch's other rows). So an event
 //! exists if and only if its change is durable, and per shard the events' order is the
 //! journal's order; a consumer resumes from the last `(shard, seq)` it saw. Sequence numbers
 //! are the journal's, so they are increasing per shard but not dense: records that are not
