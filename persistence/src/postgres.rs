@@ -243,15 +243,17 @@ fn seq_to_db(seq: u64) -> Result<i64, StoreError> {
 }
 
 /// Rows of a batch (postings, transfer rows, events, holds) up to which it is written as one
-/// call (`write_batch.rs`) rather than by `COPY`. The call is one round trip where `COPY` and
-/// the statements around it are about a dozen, each of which wakes the backend and then this
-/// writer; but Postgres spends more on a row taken apart from arrays than on a `COPY` row (and
-/// logs each row on its own where `COPY` logs a page of them). Measured with `scripts/bench`
-/// `uniform` (2026-12-03, ~35 transfers, ~140 rows per batch): the call cost 11 µs less Tally
-/// CPU and 22 µs more Postgres CPU per transfer; at 1,000 transfers/s (a few transfers per
-/// batch) it cost 35 % less Tally CPU. So small batches, where the round trips are most of the
-/// cost, take the call, and large ones `COPY`.
-pub(crate) const ONE_CALL_ROWS_MAX: usize = 64;
+/// call (`write_batch.rs`) rather than by `COPY`: about four transfers. The call is one round
+/// trip where `COPY` and the statements around it are about a dozen, each of which wakes the
+/// backend and then this writer; but Postgres spends more on a row taken apart from arrays
+/// than on a `COPY` row (and logs each row on its own where `COPY` logs a page of them).
+/// Measured (2026-12-03, `README.md` "Benchmarks"): at 1,000 transfers/s (two or three
+/// transfers per batch) the call cut Tally's CPU per transfer by about a third; at saturation
+/// (`scripts/bench` `uniform`, ~40 transfers per batch) with the limit at 64 rows, a quarter of
+/// the batches took the call and both Tally's and Postgres's CPU per transfer were ~15 % worse
+/// in interleaved runs (not explained yet; likeliest, cheaper small commits make batches
+/// smaller and so more of them). So only the small batches of a lightly loaded node take it.
+pub(crate) const ONE_CALL_ROWS_MAX: usize = 16;
 
 /// Writes one batch plan in one transaction on `connection` (a journal writer's own, or one
 /// from the pool for a direct commit).
