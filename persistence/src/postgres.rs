@@ -603,59 +603,7 @@ async fn upsert_transfers(transaction: &mut Transaction<'_, Postgres>, plan: &Ba
     if rows.is_empty() {
         return Ok(());
     }
-    let n = rows.len();
-    let (mut id, mut kind, mut status, mut step) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut source, mut destination, mut amount, mut currency) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut fee, mut fx_rate, mut destination_amount, mut destination_currency) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut pending_reason, mut failure_reason, mut reference, mut description) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut beneficiary_name, mut beneficiary_iban, mut initiated_by) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut key_scope, mut key, mut fingerprint) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut created_at, mut completed_at, mut seq, mut pending_expires_at) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let mut metadata = Vec::with_capacity(n);
-    let (mut leg_from, mut leg_to) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut leg_accounts, mut leg_versions) = (Vec::new(), Vec::new());
-    for row in rows {
-        let t = &row.transfer;
-        id.push(t.id.as_uuid());
-        kind.push(t.kind.as_str());
-        status.push(t.status.as_str());
-        step.push(t.step.as_str());
-        source.push(t.source.as_uuid());
-        destination.push(t.destination.as_uuid());
-        amount.push(t.amount);
-        currency.push(t.currency.code());
-        fee.push(t.fee);
-        fx_rate.push(t.fx_rate);
-        destination_amount.push(t.destination_amount);
-        destination_currency.push(t.destination_currency.code());
-        pending_reason.push(t.pending_reason.map(PendingReason::as_str));
-        failure_reason.push(t.failure_reason.map(ErrorCode::as_str));
-        reference.push(t.reference.as_deref());
-        description.push(t.description.as_deref());
-        beneficiary_name.push(t.beneficiary.as_ref().map(|b| b.name.as_str()));
-        beneficiary_iban.push(t.beneficiary.as_ref().map(|b| b.iban.as_str()));
-        initiated_by.push(t.initiated_by.map(|user| user.as_uuid()));
-        key_scope.push(t.idempotency.as_ref().map(|i| i.scope));
-        key.push(t.idempotency.as_ref().map(|i| i.key.as_str()));
-        fingerprint.push(t.idempotency.as_ref().map(|i| i.fingerprint.as_str()));
-        created_at.push(t.created_at.as_micros());
-        completed_at.push(t.completed_at.map(|at| at.as_micros()));
-        seq.push(seq_to_db(row.seq)?);
-        metadata.push(crate::metadata::to_db(&t.metadata));
-        pending_expires_at.push(t.pending_expires_at.map(|at| at.as_micros()));
-        let (accounts, versions) = legs_of(row)?;
-        leg_from.push(leg_position(leg_accounts.len() + 1)?);
-        leg_accounts.extend(accounts);
-        leg_versions.extend(versions);
-        leg_to.push(leg_position(leg_accounts.len())?);
-    }
+    let columns = write_batch::Transfers::of(&[], rows)?;
     sqlx::query(&format!(
         "INSERT INTO transfers ({TRANSFER_COLUMNS}, leg_accounts, leg_versions)
          SELECT {TRANSFER_COLUMNS},
@@ -668,37 +616,37 @@ async fn upsert_transfers(transaction: &mut Transaction<'_, Postgres>, plan: &Ba
              $30::int4[], $31::int4[]) AS u({TRANSFER_COLUMNS}, leg_from, leg_to)
          ON CONFLICT (id) DO UPDATE SET {TRANSFER_UPDATED}"
     ))
-    .bind(id)
-    .bind(kind)
-    .bind(status)
-    .bind(step)
-    .bind(source)
-    .bind(destination)
-    .bind(amount)
-    .bind(currency)
-    .bind(fee)
-    .bind(fx_rate)
-    .bind(destination_amount)
-    .bind(destination_currency)
-    .bind(pending_reason)
-    .bind(failure_reason)
-    .bind(reference)
-    .bind(description)
-    .bind(beneficiary_name)
-    .bind(beneficiary_iban)
-    .bind(initiated_by)
-    .bind(key_scope)
-    .bind(key)
-    .bind(fingerprint)
-    .bind(created_at)
-    .bind(completed_at)
-    .bind(seq)
-    .bind(metadata)
-    .bind(pending_expires_at)
-    .bind(leg_accounts)
-    .bind(leg_versions)
-    .bind(leg_from)
-    .bind(leg_to)
+    .bind(columns.id)
+    .bind(columns.kind)
+    .bind(columns.status)
+    .bind(columns.step)
+    .bind(columns.source)
+    .bind(columns.destination)
+    .bind(columns.amount)
+    .bind(columns.currency)
+    .bind(columns.fee)
+    .bind(columns.fx_rate)
+    .bind(columns.destination_amount)
+    .bind(columns.destination_currency)
+    .bind(columns.pending_reason)
+    .bind(columns.failure_reason)
+    .bind(columns.reference)
+    .bind(columns.description)
+    .bind(columns.beneficiary_name)
+    .bind(columns.beneficiary_iban)
+    .bind(columns.initiated_by)
+    .bind(columns.key_scope)
+    .bind(columns.key)
+    .bind(columns.fingerprint)
+    .bind(columns.created_at)
+    .bind(columns.completed_at)
+    .bind(columns.seq)
+    .bind(columns.metadata)
+    .bind(columns.pending_expires_at)
+    .bind(columns.leg_accounts)
+    .bind(columns.leg_versions)
+    .bind(columns.leg_from)
+    .bind(columns.leg_to)
     .execute(&mut **transaction)
     .await
     .map_err(classify)?;

@@ -157,44 +157,45 @@ impl Postings {
 
 /// The batch's transfer rows as columns: new rows (`upsert` false) then the rows that replace
 /// stored ones (true). A row's legs are the slice `leg_from..=leg_to` (1-based) of the two
-/// flat leg arrays; `leg_to < leg_from` for a row without legs.
-struct Transfers<'a> {
-    id: Vec<Uuid>,
-    kind: Vec<&'static str>,
-    status: Vec<&'static str>,
-    step: Vec<&'static str>,
-    source: Vec<Uuid>,
-    destination: Vec<Uuid>,
-    amount: Vec<Decimal>,
-    currency: Vec<&'static str>,
-    fee: Vec<Decimal>,
-    fx_rate: Vec<Option<Decimal>>,
-    destination_amount: Vec<Decimal>,
-    destination_currency: Vec<&'static str>,
-    pending_reason: Vec<Option<&'static str>>,
-    failure_reason: Vec<Option<&'static str>>,
-    reference: Vec<Option<&'a str>>,
-    description: Vec<Option<&'a str>>,
-    beneficiary_name: Vec<Option<&'a str>>,
-    beneficiary_iban: Vec<Option<&'a str>>,
-    initiated_by: Vec<Option<Uuid>>,
-    key_scope: Vec<Option<Uuid>>,
-    key: Vec<Option<&'a str>>,
-    fingerprint: Vec<Option<&'a str>>,
-    created_at: Vec<i64>,
-    completed_at: Vec<Option<i64>>,
-    seq: Vec<i64>,
-    metadata: Vec<Option<String>>,
-    pending_expires_at: Vec<Option<i64>>,
-    leg_from: Vec<i32>,
-    leg_to: Vec<i32>,
-    upsert: Vec<bool>,
-    leg_accounts: Vec<Uuid>,
-    leg_versions: Vec<i64>,
+/// flat leg arrays; `leg_to < leg_from` for a row without legs. Also the columns of the `COPY`
+/// path's upsert (`postgres::upsert_transfers`), which ignores `upsert`.
+pub(super) struct Transfers<'a> {
+    pub(super) id: Vec<Uuid>,
+    pub(super) kind: Vec<&'static str>,
+    pub(super) status: Vec<&'static str>,
+    pub(super) step: Vec<&'static str>,
+    pub(super) source: Vec<Uuid>,
+    pub(super) destination: Vec<Uuid>,
+    pub(super) amount: Vec<Decimal>,
+    pub(super) currency: Vec<&'static str>,
+    pub(super) fee: Vec<Decimal>,
+    pub(super) fx_rate: Vec<Option<Decimal>>,
+    pub(super) destination_amount: Vec<Decimal>,
+    pub(super) destination_currency: Vec<&'static str>,
+    pub(super) pending_reason: Vec<Option<&'static str>>,
+    pub(super) failure_reason: Vec<Option<&'static str>>,
+    pub(super) reference: Vec<Option<&'a str>>,
+    pub(super) description: Vec<Option<&'a str>>,
+    pub(super) beneficiary_name: Vec<Option<&'a str>>,
+    pub(super) beneficiary_iban: Vec<Option<&'a str>>,
+    pub(super) initiated_by: Vec<Option<Uuid>>,
+    pub(super) key_scope: Vec<Option<Uuid>>,
+    pub(super) key: Vec<Option<&'a str>>,
+    pub(super) fingerprint: Vec<Option<&'a str>>,
+    pub(super) created_at: Vec<i64>,
+    pub(super) completed_at: Vec<Option<i64>>,
+    pub(super) seq: Vec<i64>,
+    pub(super) metadata: Vec<Option<String>>,
+    pub(super) pending_expires_at: Vec<Option<i64>>,
+    pub(super) leg_from: Vec<i32>,
+    pub(super) leg_to: Vec<i32>,
+    pub(super) upsert: Vec<bool>,
+    pub(super) leg_accounts: Vec<Uuid>,
+    pub(super) leg_versions: Vec<i64>,
 }
 
 impl<'a> Transfers<'a> {
-    fn of(new: &'a [TransferRow], replacing: &'a [TransferRow]) -> Result<Transfers<'a>, StoreError> {
+    pub(super) fn of(new: &'a [TransferRow], replacing: &'a [TransferRow]) -> Result<Transfers<'a>, StoreError> {
         let n = new.len() + replacing.len();
         let mut columns = Transfers {
             id: Vec::with_capacity(n),
