@@ -22,10 +22,14 @@
 //!   transfer) within a batch is in both lists.
 //! - **Account snapshots, coalesced over time**: a posting carries the balance after it, so a
 //!   snapshot only spares readers the postings before it. The writer remembers each changed
-//!   account's newest balance (`PlanState`) and writes them all, one row per account, when a
-//!   flush is due (`JournalConfig::snapshot_interval`); a store reads an account as its
-//!   snapshot and the newest posting after it (whose balance is the account's). Opening an account, and a
-//!   change of its status or credit limit, are written with their batch.
+//!   account's newest balance (`PlanState`). When a flush is due
+//!   (`JournalConfig::snapshot_interval`) those balances are set aside as one flush, and the
+//!   batches that follow write it a slice at a time (`JournalConfig::snapshot_rows_per_batch`),
+//!   one row per account: written all at once, the 10,000 rows of a busy interval were one
+//!   statement of ~130 ms that every commit behind it waited for. A store reads an account as
+//!   its snapshot and the newest posting after it (whose balance is the account's), so a
+//!   snapshot written late or in any slice is never wrong, only older. Opening an account,
+//!   and a change of its status or credit limit, are written with their batch.
 //! - Wallets, AML flags and crypto operations as before: one row per change, coalesced per
 //!   batch.
 //! - **Audit entries** (`Record::Audit`, an admin change's entry riding with the change):
@@ -174,8 +178,13 @@ impl WalletPosting {
 pub struct PlanState {
     /// Transfers with records in this journal whose final row is not written yet.
     in_flight: Map<TransferId, InFlight>,
-    /// Accounts whose balance changed since their snapshot was last written.
+    /// Accounts whose balance changed since their snapshot was last set aside for a flush.
     dirty: Map<AccountId, BalanceSnapshot>,
+    /// The flush under way: snapshots set aside and not yet planned, sorted by account,
+    /// descending, so that the next slice is split off the end. Every one of them is older
+    /// than any balance of the same account in `dirty`, and is written first: a flush starts
+    /// only when the one before has been planned whole, and batches commit in order.
+    flushing: Vec<BalanceSnapshot>,
 }
 
 #[derive(Debug)]
@@ -190,12 +199,39 @@ struct InFlight {
 }
 
 impl PlanState {
+    /// Some balance snapshot waits to be written (changed, or set aside in a flush).
     pub fn has_dirty_snapshots(&self) -> bool {
-        !self.dirty.is_empty()
+        !self.dirty.is_empty() || !self.flushing.is_empty()
     }
 
+    /// How many snapshots wait, changed or set aside.
     pub fn dirty_snapshots(&self) -> usize {
-        self.dirty.len()
+        self.dirty.len() + self.flushing.len()
+    }
+
+    /// A flush is under way: batches planned now take a slice of it.
+    pub fn flush_under_way(&self) -> bool {
+        !self.flushing.is_empty()
+    }
+
+    /// Sets aside every balance changed so far as a flush, for the batches that follow to
+    /// write. A flush still under way is folded in (its rows first, a newer balance of the
+    /// same account winning), so it is the same call whether one is under way or not.
+    pub fn begin_flush(&mut self) {
+        for snapshot in self.flushing.drain(..) {
+            self.dirty.entry(snapshot.account).or_insert(snapshot);
+        }
+        self.flushing = self.dirty.drain().map(|(_, snapshot)| snapshot).collect();
+        self.flushing.sort_unstable_by_key(|snapshot| std::cmp::Reverse(snapshot.account));
+    }
+
+    /// The next `rows` snapshots of the flush under way, in ascending account order: two
+    /// writes of the same accounts lock their rows in one order.
+    fn next_flush_slice(&mut self, rows: usize) -> Vec<BalanceSnapshot> {
+        let at = self.flushing.len().saturating_sub(rows);
+        let mut slice = self.flushing.split_off(at);
+        slice.reverse();
+        slice
     }
 
     /// The batch holding `plan` is durable.
@@ -204,8 +240,15 @@ impl PlanState {
     /// A flush that could not be written: its snapshots wait for the next one (unless a newer
     /// balance of the same account is already waiting).
     pub fn restore_snapshots(&mut self, plan: &BatchPlan) {
-        for snapshot in &plan.snapshots {
-            self.dirty.entry(snapshot.account).or_insert(*snapshot);
+        // Back into the flush under way when there is one (it is written before anything in
+        // `dirty`); otherwise with the changed balances, a newer one winning.
+        if self.flushing.is_empty() {
+            for snapshot in &plan.snapshots {
+                self.dirty.entry(snapshot.account).or_insert(*snapshot);
+            }
+        } else {
+            self.flushing.extend_from_slice(&plan.snapshots);
+            self.flushing.sort_unstable_by_key(|snapshot| std::cmp::Reverse(snapshot.account));
         }
     }
 
@@ -217,14 +260,14 @@ impl PlanState {
 
 impl BatchPlan {
     /// The writes of `records` (a batch of `shard`'s journal, committed at `booked_at`), given
-    /// what earlier batches left in `state`. With `flush`, every pending balance snapshot is
-    /// written too.
+    /// what earlier batches left in `state`, and the next `snapshot_rows` snapshots of the
+    /// flush under way (`PlanState::begin_flush`; none if there is none).
     pub fn build(
         shard: u16,
         records: &Arc<Vec<SequencedRecord>>,
         state: &mut PlanState,
         booked_at: Timestamp,
-        flush: bool,
+        snapshot_rows: usize,
     ) -> BatchPlan {
         let mut plan = BatchPlan {
             records: Arc::clone(records),
@@ -377,10 +420,10 @@ impl BatchPlan {
             let Some(touch) = touched_index.remove(&id) else { continue };
             plan.place_transfer(id, touch, state);
         }
-        if flush {
-            plan.snapshots = state.dirty.drain().map(|(_, snapshot)| snapshot).collect();
-            // A stable order: two flushes of the same accounts lock their rows in one order.
-            plan.snapshots.sort_by_key(|snapshot| snapshot.account);
+        // After the records: a balance this batch changed goes to `dirty`, never into a
+        // flush already set aside (which it would then overtake).
+        if snapshot_rows > 0 && state.flush_under_way() {
+            plan.snapshots = state.next_flush_slice(snapshot_rows);
         }
         plan
     }
@@ -449,7 +492,12 @@ impl DirectCommits {
     pub fn plan(&self, shard: u16, records: &[SequencedRecord], booked_at: Timestamp) -> BatchPlan {
         let mut states = self.states.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let state = states.entry(shard).or_default();
-        BatchPlan::build(shard, &Arc::new(records.to_vec()), state, booked_at, true)
+        let records = Arc::new(records.to_vec());
+        // Plan the records first, so that the flush includes the balances they change.
+        let mut plan = BatchPlan::build(shard, &records, state, booked_at, 0);
+        state.begin_flush();
+        plan.snapshots = state.next_flush_slice(usize::MAX);
+        plan
     }
 }
 

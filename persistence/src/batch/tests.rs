@@ -53,8 +53,15 @@ fn state(seq: u64, transfer: Transfer) -> SequencedRecord {
     SequencedRecord { seq, record: Record::Transfer(Box::new(transfer)) }
 }
 
+/// Plans `records`; with `flush`, then writes every pending snapshot in the same batch (as a
+/// direct commit does).
 fn build(records: Vec<SequencedRecord>, plan_state: &mut PlanState, flush: bool) -> BatchPlan {
-    BatchPlan::build(0, &Arc::new(records), plan_state, Timestamp::from_micros(1_000), flush)
+    let mut plan = BatchPlan::build(0, &Arc::new(records), plan_state, Timestamp::from_micros(1_000), 0);
+    if flush {
+        plan_state.begin_flush();
+        plan.snapshots = plan_state.next_flush_slice(usize::MAX);
+    }
+    plan
 }
 
 /// A whole saga: its start, hold, credit, post and final state.
@@ -153,6 +160,49 @@ fn a_flush_writes_one_snapshot_per_account_changed_since_the_last_one_newest_fir
     assert!(!plan_state.has_dirty_snapshots(), "the flush took them all");
     plan_state.restore_snapshots(&plan);
     assert_eq!(plan_state.dirty_snapshots(), 2, "a failed flush gives them back");
+}
+
+#[test]
+fn a_flush_is_written_a_slice_per_batch_in_account_order_and_newer_balances_wait_for_the_next() {
+    let mut plan_state = PlanState::default();
+    let credit = |seq: u64, account: u128, balance: Decimal, version: u64| {
+        event(
+            seq,
+            account,
+            AccountEvent::Credited { transfer: t(seq.into()), amount: dec!(1) },
+            balance,
+            dec!(0),
+            version,
+        )
+    };
+    let changes: Vec<_> = (1..=5).map(|account| credit(account as u64, account, dec!(1), 1)).collect();
+    build(changes, &mut plan_state, false);
+    plan_state.begin_flush();
+    assert!(plan_state.flush_under_way());
+    let slice = |plan: &BatchPlan| plan.snapshots.iter().map(|s| (s.account, s.version)).collect::<Vec<_>>();
+    let a = AccountId::from_u128;
+
+    let first =
+        BatchPlan::build(0, &Arc::new(vec![credit(6, 1, dec!(2), 2)]), &mut plan_state, Timestamp::default(), 2);
+    assert_eq!(slice(&first), vec![(a(1), 1), (a(2), 1)], "the lowest accounts first, as set aside");
+    let second =
+        BatchPlan::build(0, &Arc::new(vec![credit(7, 4, dec!(2), 2)]), &mut plan_state, Timestamp::default(), 2);
+    assert_eq!(slice(&second), vec![(a(3), 1), (a(4), 1)], "the flush's balance of 4, not the batch's newer one");
+    let third = BatchPlan::build(0, &Arc::new(Vec::new()), &mut plan_state, Timestamp::default(), 2);
+    assert_eq!(slice(&third), vec![(a(5), 1)]);
+    assert!(!plan_state.flush_under_way());
+    assert_eq!(plan_state.dirty_snapshots(), 2, "accounts 1 and 4 changed during the flush: the next one's");
+
+    // A slice that failed goes back into the flush under way, ahead of newer balances.
+    let changes: Vec<_> = (1..=3).map(|account| credit(10 + account as u64, account, dec!(3), 3)).collect();
+    build(changes, &mut plan_state, false);
+    plan_state.begin_flush();
+    let failed = BatchPlan::build(0, &Arc::new(Vec::new()), &mut plan_state, Timestamp::default(), 2);
+    assert_eq!(slice(&failed), vec![(a(1), 3), (a(2), 3)]);
+    plan_state.restore_snapshots(&failed);
+    let retried = BatchPlan::build(0, &Arc::new(Vec::new()), &mut plan_state, Timestamp::default(), 10);
+    assert_eq!(slice(&retried), vec![(a(1), 3), (a(2), 3), (a(3), 3), (a(4), 2)]);
+    assert!(!plan_state.has_dirty_snapshots());
 }
 
 #[test]

@@ -262,6 +262,40 @@ async fn pending_snapshots_are_written_at_the_interval_and_at_shutdown() {
     assert_eq!(journal.stats().snapshot_rows.load(Ordering::Relaxed), 2, "the last change flushed at shutdown");
 }
 
+#[tokio::test]
+async fn a_flush_larger_than_a_slice_is_written_whole_while_no_records_come() {
+    let store = Arc::new(MemoryStore::new());
+    let config = JournalConfig {
+        snapshot_interval: Duration::from_millis(50),
+        snapshot_rows_per_batch: 2,
+        ..JournalConfig::default()
+    };
+    let journals = start(store.clone(), 1, config).await;
+    let journal = journals.shard(0);
+    for n in 1..=5 {
+        journal.append(opened(n)).unwrap();
+    }
+    let mut last = None;
+    for n in 1..=5 {
+        last = Some(journal.append_acked(credit(n, n, 1)).unwrap().1);
+    }
+    last.unwrap().wait().await.unwrap();
+    let stats = journal.stats();
+    for _ in 0..200 {
+        if stats.snapshot_rows.load(Ordering::Relaxed) >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        stats.snapshot_rows.load(Ordering::Relaxed),
+        5,
+        "all five, in slices of two, with no record to carry them"
+    );
+    assert_eq!(stats.snapshot_flushes.load(Ordering::Relaxed), 1, "one flush");
+    journals.shutdown().await;
+}
+
 /// Commits, then reports the first commit as failed: the answer lost on the way back.
 struct LostAnswerStore {
     inner: MemoryStore,
