@@ -12,11 +12,20 @@ use crate::error::LoadError;
 /// measuring, so a hung server ends the run instead of hanging it.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Attempts of a set-up or verification read that the server answers `503` (`get_patiently`).
+const UNAVAILABLE_ATTEMPTS: u32 = 10;
+
+/// The longest wait between them, whatever `Retry-After` asks; one second when it is absent.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(5);
+const RETRY_AFTER_DEFAULT: Duration = Duration::from_secs(1);
+
 /// Status and JSON body of an answer (`Value::Null` when the body is empty or not JSON).
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub status: u16,
     pub body: Value,
+    /// The `Retry-After` header in seconds, when the server sent one.
+    pub retry_after: Option<u64>,
 }
 
 impl Answer {
@@ -97,11 +106,34 @@ impl Client {
         Self::answer(request).await
     }
 
+    /// `GET path`, tried again while the server answers `503 Service Unavailable`, waiting as
+    /// its `Retry-After` asks (at most 5 s), up to ten attempts; then the last answer is
+    /// returned. For the run's set-up and verification reads: they only observe, and a server
+    /// that was briefly unavailable (its store stalled, say) must not end a run before or after
+    /// the measured window. The measured load uses `get`: there a `503` is a result.
+    pub async fn get_patiently(&self, path: &str, token: Option<&str>) -> Result<Answer, LoadError> {
+        let mut attempt = 1;
+        loop {
+            let answer = self.get(path, token).await?;
+            if answer.status != 503 || attempt == UNAVAILABLE_ATTEMPTS {
+                return Ok(answer);
+            }
+            let wait = answer.retry_after.map_or(RETRY_AFTER_DEFAULT, Duration::from_secs);
+            tokio::time::sleep(wait.min(RETRY_AFTER_MAX)).await;
+            attempt += 1;
+        }
+    }
+
     async fn answer(request: reqwest::RequestBuilder) -> Result<Answer, LoadError> {
         let response = request.send().await?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok());
         let bytes = response.bytes().await?;
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(Answer { status, body })
+        Ok(Answer { status, body, retry_after })
     }
 }

@@ -59,7 +59,8 @@ impl Verification {
 
 async fn balance(client: &Client, admin_token: &str, id: &str) -> Result<Decimal, LoadError> {
     let step = "read a balance";
-    let body = client.get(&format!("/v1/admin/accounts/{id}"), Some(admin_token)).await?.expect(step, &[200])?;
+    let body =
+        client.get_patiently(&format!("/v1/admin/accounts/{id}"), Some(admin_token)).await?.expect(step, &[200])?;
     let text = field(&body, step, "balance")?;
     Decimal::from_str(&text).map_err(|_| LoadError::Missing { step: step.to_owned(), field: "balance".to_owned() })
 }
@@ -83,7 +84,7 @@ enum Finding {
 }
 
 async fn check(client: &Client, token: &str, ack: &Ack) -> Result<Finding, LoadError> {
-    let answer = client.get(&format!("/v1/transfers/{}", ack.transfer_id), Some(token)).await?;
+    let answer = client.get_patiently(&format!("/v1/transfers/{}", ack.transfer_id), Some(token)).await?;
     if answer.status == 404 {
         return Ok(Finding::Lost(format!("transfer {} was acknowledged but is not stored", ack.transfer_id)));
     }

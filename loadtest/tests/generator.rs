@@ -99,6 +99,24 @@ async fn verification_catches_a_transfer_acknowledged_and_then_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_up_and_verification_reads_wait_out_a_briefly_unavailable_server() {
+    // Three balance reads refused with 503 and Retry-After: the run waits them out.
+    let server = fake_server::start(Duration::ZERO, Some(Fault::UnavailableReads(3))).await;
+    let cfg = config(&server.base_url, &["--rate", "20", "--duration", "1s"]);
+    let report = tally_loadtest::run(&cfg).await.unwrap();
+    assert_eq!(server.fake.reads_refused(), 3);
+    report.verification.verdict().unwrap();
+    assert_eq!(report.verification.conservation_delta, "0");
+
+    // A server that stays unavailable still ends the run, with the answer it gave.
+    let server = fake_server::start(Duration::ZERO, Some(Fault::UnavailableReads(usize::MAX))).await;
+    let cfg = config(&server.base_url, &["--rate", "20", "--duration", "1s"]);
+    let error = tally_loadtest::run(&cfg).await.unwrap_err().to_string();
+    assert!(error.contains("read a balance") && error.contains("503"), "{error}");
+    assert_eq!(server.fake.reads_refused(), 10, "ten attempts, then the answer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verification_catches_money_created_by_a_stored_transfer() {
     let server = fake_server::start(Duration::ZERO, Some(Fault::CreditTwice(3))).await;
     let cfg = config(&server.base_url, &["--rate", "50", "--duration", "1s", "--amount", "0.25"]);

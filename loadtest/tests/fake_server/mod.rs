@@ -23,6 +23,8 @@ struct Ledger {
     transfers: HashMap<String, Value>,
     replies: HashMap<String, (u16, Value)>,
     transfers_seen: usize,
+    /// Admin balance reads answered `503` so far (`Fault::UnavailableReads`).
+    reads_refused: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +43,8 @@ pub enum Fault {
     CreditTwice(usize),
     /// `Idempotency-Key` ignored: every replay pays again.
     IgnoreKeys,
+    /// The first n admin balance reads are answered `503` with `Retry-After: 0`.
+    UnavailableReads(usize),
 }
 
 pub const SETTLEMENT: &str = "00000000-0000-0000-0000-00000000000a";
@@ -53,6 +57,10 @@ pub struct Running {
 impl Fake {
     pub fn transfers_stored(&self) -> usize {
         self.ledger.lock().unwrap().transfers.len()
+    }
+
+    pub fn reads_refused(&self) -> usize {
+        self.ledger.lock().unwrap().reads_refused
     }
 }
 
@@ -69,7 +77,7 @@ pub async fn start(delay: Duration, fault: Option<Fault>) -> Running {
         .route("/v1/auth/login", post(|| async { Json(json!({"access_token": "token", "token_type": "Bearer"})) }))
         .route("/v1/accounts", post(open))
         .route("/v1/accounts/{id}", get(account))
-        .route("/v1/admin/accounts/{id}", get(account))
+        .route("/v1/admin/accounts/{id}", get(admin_account))
         .route("/v1/admin/adjustments", post(adjust))
         .route("/v1/transfers", post(transfer))
         .route("/v1/transfers/batch", post(batch))
@@ -92,6 +100,20 @@ async fn account(State(fake): State<Fake>, Path(id): Path<String>) -> (StatusCod
         Some(b) => (StatusCode::OK, Json(json!({"id": id, "balance": b.to_string()}))),
         None => (StatusCode::NOT_FOUND, Json(json!({"code": "NOT_FOUND"}))),
     }
+}
+
+/// An admin's read of an account, refused while `Fault::UnavailableReads` has refusals left.
+async fn admin_account(State(fake): State<Fake>, Path(id): Path<String>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if let Some(Fault::UnavailableReads(n)) = fake.fault {
+        let mut ledger = fake.ledger.lock().unwrap();
+        if ledger.reads_refused < n {
+            ledger.reads_refused += 1;
+            let problem = json!({"code": "OVERLOADED", "status": 503});
+            return (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "0")], Json(problem)).into_response();
+        }
+    }
+    account(State(fake), Path(id)).await.into_response()
 }
 
 fn post_transfer(ledger: &mut Ledger, source: &str, destination: &str, amount: Decimal, store: bool) -> Value {
