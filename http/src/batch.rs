@@ -26,6 +26,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tally_actors::{AtomicBatch, BatchItem, TransferError};
 use tally_engine::{ErrorCode, Idempotency, Transfer, TransferRequest, TransferStatus};
 
@@ -60,8 +61,12 @@ const ROUTE: &str = "POST /v1/transfers/batch";
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
-    /// Raw items, so that one malformed item fails alone instead of the whole body.
-    pub transfers: Vec<serde_json::Value>,
+    /// Raw items, so that one malformed item fails alone instead of the whole body. Kept as
+    /// the client's text, not as `Value`s: a `Value` keeps the last of two equal keys, so an
+    /// item with `amount` or a metadata key given twice would pass where `POST /v1/transfers`
+    /// refuses the same body.
+    #[schema(value_type = Vec<Object>)]
+    pub transfers: Vec<Box<RawValue>>,
     pub atomic: Option<bool>,
 }
 
@@ -113,10 +118,9 @@ async fn plan_item(
     state: &AppState,
     caller: Caller,
     payees: &SavedPayees<'_>,
-    raw: &serde_json::Value,
+    raw: &RawValue,
 ) -> Result<Plan, ApiError> {
-    // Read from the body's own value, not a copy of it.
-    let body = TransferBody::deserialize(raw)
+    let body = serde_json::from_str::<TransferBody>(raw.get())
         .map_err(|error| ApiError::new(ErrorCode::ValidationError, format!("invalid item: {error}")))?;
     // A batch is one decision about many transfers; a per-item deadline would make an atomic
     // batch's items end at different times after being decided together. Each item's type's
@@ -134,14 +138,18 @@ async fn plan_item(
 /// planned, as written) and the `atomic` flag.
 fn batch_fingerprint(
     atomic: bool,
-    raw: &[serde_json::Value],
+    raw: &[Box<RawValue>],
     planned: &[Result<Plan, ApiError>],
 ) -> Result<String, ApiError> {
     let mut items = Vec::with_capacity(planned.len());
     for (raw, plan) in raw.iter().zip(planned) {
         items.push(match plan {
             Ok(plan) => fingerprint(ROUTE, &plan.request)?,
-            Err(_) => serde_json::to_string(raw).map_err(ApiError::internal)?,
+            // Canonical (re-serialised) rather than as sent, so that a retry differing only
+            // in spacing still matches.
+            Err(_) => serde_json::from_str::<serde_json::Value>(raw.get())
+                .and_then(|value| serde_json::to_string(&value))
+                .map_err(ApiError::internal)?,
         });
     }
     let canonical = serde_json::json!({ "atomic": atomic, "items": items });

@@ -15,6 +15,7 @@ use tally_tests::on_both_stores;
 on_both_stores!(
     a_batch_reports_each_items_own_outcome_and_runs_the_good_ones,
     an_oversized_empty_or_malformed_batch_is_refused_whole_and_needs_a_token,
+    an_item_with_a_field_or_a_metadata_key_given_twice_is_refused_as_it_would_be_alone,
     an_atomic_batch_whose_last_item_overdraws_creates_nothing_while_a_plain_one_completes_the_others,
     an_atomic_batch_with_a_malformed_item_or_a_blocked_destination_does_nothing,
     an_atomic_batch_applies_every_item,
@@ -169,6 +170,37 @@ async fn an_oversized_empty_or_malformed_batch_is_refused_whole_and_needs_a_toke
     bad_key.assert_problem(400, "VALIDATION_ERROR");
     assert_positions(&server, &[(&from, dec!(100), dec!(0)), (&to, dec!(0), dec!(0))]).await;
     assert_eq!(transfer_count(&server, &alice).await, 1, "only the funding exists");
+    server.shutdown().await;
+}
+
+async fn an_item_with_a_field_or_a_metadata_key_given_twice_is_refused_as_it_would_be_alone(server: TestServer) {
+    let (alice, from, _bob, to) = alice_and_bob(&server).await;
+    // `json!` cannot repeat a key: the items are written out as text.
+    let head = format!(r#""type": "internal", "source_account_id": "{from}", "destination_account_id": "{to}""#);
+    let amount_twice = format!(r#"{{{head}, "amount": "1.00", "amount": "50.00"}}"#);
+    let metadata_key_twice = format!(r#"{{{head}, "amount": "1.00", "metadata": {{"order": "a", "order": "b"}}}}"#);
+    let fine = format!(r#"{{{head}, "amount": "2.00"}}"#);
+
+    // Alone, each of the first two is refused.
+    for body in [&amount_twice, &metadata_key_twice] {
+        let reply =
+            server.post_raw("/v1/transfers", Some(&alice.token), "application/json", body.clone().into_bytes()).await;
+        reply.assert_problem(400, "VALIDATION_ERROR");
+    }
+    // In a batch, the same two items are refused and the third runs.
+    let batch = format!(r#"{{"transfers": [{amount_twice}, {metadata_key_twice}, {fine}]}}"#);
+    let reply =
+        server.post_raw("/v1/transfers/batch", Some(&alice.token), "application/json", batch.into_bytes()).await;
+    let items = results(&reply);
+    assert_item(&items[0], 0, 400, Some("VALIDATION_ERROR"));
+    assert!(items[0]["error"]["detail"].as_str().unwrap().contains("duplicate field"), "{}", items[0]);
+    assert_item(&items[1], 1, 400, Some("VALIDATION_ERROR"));
+    let fields: Vec<&str> =
+        items[1]["error"]["errors"].as_array().unwrap().iter().filter_map(|e| e["field"].as_str()).collect();
+    assert_eq!(fields, vec!["metadata.order"], "{}", items[1]);
+    assert_item(&items[2], 2, 201, None);
+    assert_positions(&server, &[(&from, dec!(98), dec!(0)), (&to, dec!(2), dec!(0))]).await;
+    assert_conserved(&server).await;
     server.shutdown().await;
 }
 
