@@ -242,7 +242,7 @@ async fn postgres_small_and_large_batches_store_the_same() {
     use tally_engine::{AccountKind, Currency, TransferStatus};
 
     for sagas in [2, 40] {
-        let (store, _url) = tally_tests::postgres::fresh_store(&format!("batch_sizes_{sagas}")).await;
+        let (store, url) = tally_tests::postgres::fresh_store(&format!("batch_sizes_{sagas}")).await;
         let mut driver = conformance::Driver::start(store).await;
         let one = Decimal::ONE;
         let source = driver.open_account(Currency::EUR, AccountKind::User, Decimal::from(1000));
@@ -275,5 +275,39 @@ async fn postgres_small_and_large_batches_store_the_same() {
         driver.assert_store_matches().await;
         driver.assert_non_terminal_transfers_match().await;
         driver.shutdown().await;
+        assert_feed_of_one_shard(&url, &transfers).await;
     }
+}
+
+/// The events the test above made, read back through the feed from their batches' rows
+/// (migration 0061): the two accounts opened, then each transfer's completion, in seq order,
+/// the same whole and a page of one at a time, filtered by type, with the hash chain intact.
+async fn assert_feed_of_one_shard(url: &str, transfers: &[tally_engine::TransferId]) {
+    use tally_persistence::events::chain::ChainReport;
+    use tally_persistence::events::{EventStore, EventType, FeedPosition};
+
+    let feed = tally_persistence::users::postgres::PgUserStore::connect(url).await.unwrap();
+    let start = FeedPosition::default();
+    let all = feed.events_after(&start, None, 1_000).await.unwrap();
+    let kinds: Vec<EventType> = all.iter().map(|event| event.kind).collect();
+    let mut expected = vec![EventType::AccountOpened; 2];
+    expected.extend(std::iter::repeat_n(EventType::TransferCompleted, transfers.len()));
+    assert_eq!(kinds, expected);
+    assert!(all.windows(2).all(|pair| pair[0].seq < pair[1].seq), "{all:?}");
+    let completed: Vec<uuid::Uuid> = all[2..].iter().map(|event| event.object).collect();
+    assert_eq!(completed, transfers.iter().map(|transfer| transfer.as_uuid()).collect::<Vec<_>>());
+
+    let mut paged = Vec::new();
+    let mut position = start.clone();
+    while let [event] = feed.events_after(&position, None, 1).await.unwrap().as_slice() {
+        position.advance(event.shard, event.seq);
+        paged.push(event.clone());
+    }
+    assert_eq!(paged, all);
+
+    let only = [EventType::TransferCompleted];
+    assert_eq!(feed.events_after(&start, Some(&only), 1_000).await.unwrap(), all[2..]);
+    let behind = feed.backlog(&start, Some(&only), 1_000).await.unwrap();
+    assert_eq!(behind.events, transfers.len() as u64);
+    assert!(matches!(feed.verify_ledger_chain().await.unwrap(), ChainReport::Intact { .. }));
 }
