@@ -311,3 +311,80 @@ async fn assert_feed_of_one_shard(url: &str, transfers: &[tally_engine::Transfer
     assert_eq!(behind.events, transfers.len() as u64);
     assert!(matches!(feed.verify_ledger_chain().await.unwrap(), ChainReport::Intact { .. }));
 }
+
+/// Migration 0061 moves the events a Postgres store kept a row each into batch rows: after the
+/// upgrade the feed serves every one of them with the same fields and bytes (a NULL `data`
+/// included), in the same order, and a position inside the old history resumes after it.
+#[tokio::test]
+async fn postgres_events_stored_a_row_each_are_served_the_same_after_the_upgrade() {
+    use tally_persistence::events::{EventStore, EventType, FeedPosition, StoredEvent};
+    use tally_persistence::users::postgres::PgUserStore;
+
+    let url = tally_tests::postgres::fresh_database("events_upgrade").await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let mut before = sqlx::migrate!("../persistence/migrations/postgres");
+    before.migrations = before.migrations.iter().filter(|migration| migration.version < 61).cloned().collect();
+    before.run(&pool).await.unwrap();
+    sqlx::query("INSERT INTO journal_shards (shard, committed_seq) VALUES (0, 9), (1, 4)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let object = uuid::Uuid::from_u128;
+    let stored = vec![
+        StoredEvent {
+            shard: 0,
+            seq: 3,
+            kind: EventType::AccountOpened,
+            object: object(1),
+            occurred_at: tally_engine::Timestamp::from_micros(10),
+            data: Some(r#"{"id":"a","balance":"1.00"}"#.to_owned()),
+        },
+        StoredEvent {
+            shard: 1,
+            seq: 2,
+            kind: EventType::TransferCompleted,
+            object: object(2),
+            occurred_at: tally_engine::Timestamp::from_micros(11),
+            data: None,
+        },
+        StoredEvent {
+            shard: 0,
+            seq: 5,
+            kind: EventType::TransferCompleted,
+            object: object(3),
+            occurred_at: tally_engine::Timestamp::from_micros(12),
+            data: Some("{\"note\":\"é \\u0000 ✓\"}".to_owned()),
+        },
+        StoredEvent {
+            shard: 0,
+            seq: 9,
+            kind: EventType::TransferPending,
+            object: object(4),
+            occurred_at: tally_engine::Timestamp::from_micros(12),
+            data: Some("{}".to_owned()),
+        },
+    ];
+    for event in &stored {
+        sqlx::query(
+            "INSERT INTO events (shard, seq, type, object_id, occurred_at, data) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(i16::try_from(event.shard).unwrap())
+        .bind(i64::try_from(event.seq).unwrap())
+        .bind(event.kind.as_str())
+        .bind(event.object)
+        .bind(event.occurred_at.as_micros())
+        .bind(event.data.as_deref())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    // The current store migrates the rest, 0061 among them.
+    let store = tally_persistence::postgres::PgStore::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let feed = PgUserStore::connect(&url).await.unwrap();
+    assert_eq!(feed.events_after(&FeedPosition::default(), None, 100).await.unwrap(), stored);
+    let inside = FeedPosition { default_after: 0, shards: vec![(0, 3), (1, 2)] };
+    assert_eq!(feed.events_after(&inside, None, 100).await.unwrap(), stored[2..]);
+}
