@@ -1,7 +1,8 @@
 //! A small journal batch as one call of `tally_write_batch` (migration 0060; 0061 writes its
 //! events as one row): the fence, postings, events, new and replaced transfer rows, holds
-//! removed and placed, and the batch's link of the hash chain, each passed as whole columns (arrays). Sent alone, the call is its
-//! own implicit transaction: one round trip (`postgres::write_plan` decides which batches).
+//! removed and placed, and the batch's link of the hash chain, each passed as whole columns
+//! (arrays). Sent alone, the call is its own implicit transaction: one round trip
+//! (`postgres::write_plan` decides which batches).
 //!
 //! Why: written as a dozen statements (three `COPY`s of two round trips each, the holds, the
 //! upsert, the fence, `BEGIN`, `COMMIT`), each round trip wakes the Postgres backend and then
