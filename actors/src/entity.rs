@@ -13,7 +13,7 @@ use tally_engine::{
     Account, AccountCommand, AccountEvent, AccountId, AccountRejection, ErrorCode, Record, Wallet, WalletCommand,
     WalletEvent, WalletId,
 };
-use tally_persistence::{Loaded, Store, StoreError};
+use tally_persistence::{Journals, Loaded, Store, StoreError};
 
 /// The kinds of actor Tally runs, as health and metrics name them.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -73,9 +73,11 @@ pub trait Entity: Clone + Send + Unpin + 'static {
     /// finishes work that was admitted before the quarantine, and a saga must be able to end.
     fn finishes_admitted_work(command: &Self::Command) -> bool;
 
-    /// Reads the entity from the store.
+    /// Reads the entity from the store, with whatever of it the journals keep back from the
+    /// store (an account's kept holds: `Journals::kept_holds_of`).
     fn load(
         store: &Arc<dyn Store>,
+        journals: &Journals,
         id: Self::Id,
     ) -> impl Future<Output = Result<Option<Loaded<Self>>, StoreError>> + Send;
 
@@ -119,10 +121,26 @@ impl Entity for Account {
 
     fn load(
         store: &Arc<dyn Store>,
+        journals: &Journals,
         id: AccountId,
     ) -> impl Future<Output = Result<Option<Loaded<Account>>, StoreError>> + Send {
+        // The kept holds first, then the store: a hold leaves the journals' list only once
+        // the store has its row, so one of the two reads sees it.
+        let kept = journals.kept_holds_of(id);
         let store = Arc::clone(store);
-        async move { store.load_account(id).await }
+        async move {
+            let Some(mut loaded) = store.load_account(id).await? else { return Ok(None) };
+            for (transfer, amount) in kept {
+                if loaded.value.position.hold_of(transfer).is_none() {
+                    loaded
+                        .value
+                        .position
+                        .restore_hold(transfer, amount)
+                        .map_err(|_| StoreError::Corrupt(format!("account {id}: kept holds overflow")))?;
+                }
+            }
+            Ok(Some(loaded))
+        }
     }
 
     fn rejection_code(rejection: &AccountRejection) -> ErrorCode {
@@ -165,6 +183,7 @@ impl Entity for Wallet {
 
     fn load(
         store: &Arc<dyn Store>,
+        _journals: &Journals,
         id: WalletId,
     ) -> impl Future<Output = Result<Option<Loaded<Wallet>>, StoreError>> + Send {
         let store = Arc::clone(store);

@@ -356,7 +356,7 @@ impl<E: Entity> Registry<E> {
                 .map_err(|_| CallError::Unavailable(Unavailable::Store("journal stopped".to_owned())))?;
             self.unfinished.remove_if(&id, |_, noted| *noted == position);
         }
-        let loaded = E::load(&self.shared.store, id)
+        let loaded = E::load(&self.shared.store, &self.shared.journals, id)
             .await
             .map_err(|error: StoreError| CallError::Unavailable(Unavailable::Store(error.to_string())))?;
         let Some(loaded) = loaded else { return Err(CallError::NotFound) };
@@ -458,6 +458,11 @@ impl<E: Entity> Registry<E> {
     /// Live actors.
     pub fn live(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Whether `id` has a live actor (or one being activated).
+    pub fn is_live(&self, id: E::Id) -> bool {
+        self.slots.contains_key(&id)
     }
 
     /// Sum of all live mailboxes, the deepest one, and the worst actors by depth and restarts.

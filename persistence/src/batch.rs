@@ -14,12 +14,19 @@
 //!   first record, else as an `upsert`. A saga cut by a batch boundary after an irreversible
 //!   step (a posting) is written `processing` with the legs it made so far (`legs`), so
 //!   recovery can finish it; its final state then replaces that row. A saga cut before any
-//!   posting writes nothing: its hold is reversible and recovery releases holds of unknown
-//!   transfers.
+//!   posting writes nothing for its transfer (and, in a journal, nothing for its hold: below).
 //! - **Holds**, netted: a hold placed and removed in the same batch never touches the store;
 //!   one still placed at the end of the batch is written, and deleted by the batch that
 //!   removes it. Removals go before placements: a hold removed and placed again (same
-//!   transfer) within a batch is in both lists.
+//!   transfer) within a batch is in both lists. A journal's writer goes further
+//!   (`PlanState::for_journal`): the hold of a saga whose transfer has no row yet (cut by a
+//!   commit before any posting, about one transfer in seven at saturation) is *kept*, not
+//!   written: it goes to the store with the transfer's row (a posting made, or the transfer
+//!   pending or final), or never, when the saga releases or posts it first. A crash loses
+//!   nothing by it: recovery releases a hold whose transfer has no row, so such a hold was
+//!   only ever written to be deleted. While the process runs, an account loaded from the store
+//!   (after passivation or a panic) adds the holds its journals keep (`KeptHolds`), which
+//!   `BatchPlan::holds_kept` and `holds_settled` maintain once the batch is durable.
 //! - **Account snapshots, coalesced over time**: a posting carries the balance after it, so a
 //!   snapshot only spares readers the postings before it. The writer remembers each changed
 //!   account's newest balance (`PlanState`). When a flush is due
@@ -122,6 +129,13 @@ pub struct BatchPlan {
     pub snapshots: Vec<BalanceSnapshot>,
     pub holds_placed: Vec<(AccountId, TransferId, Decimal, u64)>,
     pub holds_removed: Vec<(AccountId, TransferId)>,
+    /// Holds placed in this batch and kept back, not written (their transfer has no row yet):
+    /// the journal's `KeptHolds` lists them once the batch is durable.
+    pub holds_kept: Vec<(AccountId, TransferId, Decimal)>,
+    /// Holds kept by earlier batches that this one settles: removed (never written), or
+    /// written with their transfer's row (in `holds_placed`). `KeptHolds` drops them once the
+    /// batch is durable, and every hold in `holds_removed` too.
+    pub holds_settled: Vec<(AccountId, TransferId)>,
     pub postings: Vec<PostingRow>,
     /// Transfers whose row cannot exist yet (final, or `processing` with legs): written by
     /// bulk copy.
@@ -185,6 +199,11 @@ pub struct PlanState {
     /// than any balance of the same account in `dirty`, and is written first: a flush starts
     /// only when the one before has been planned whole, and batches commit in order.
     flushing: Vec<BalanceSnapshot>,
+    /// Keep back the holds of transfers with no row yet (a journal's writer), instead of
+    /// writing them (direct commits, which nothing reads a kept hold from).
+    keeps_holds: bool,
+    /// The holds kept back, by transfer: (account, amount, seq that placed it).
+    kept: Map<TransferId, Vec<(AccountId, Decimal, u64)>>,
 }
 
 #[derive(Debug)]
@@ -199,6 +218,35 @@ struct InFlight {
 }
 
 impl PlanState {
+    /// The state of a journal's writer, which keeps back the holds of transfers with no row
+    /// yet (the module's comment).
+    pub fn for_journal() -> PlanState {
+        PlanState { keeps_holds: true, ..PlanState::default() }
+    }
+
+    /// Holds kept back, not written, so far.
+    pub fn holds_kept(&self) -> usize {
+        self.kept.values().map(Vec::len).sum()
+    }
+
+    /// Takes the kept hold (account, transfer), if it is one.
+    fn take_kept(&mut self, account: AccountId, transfer: TransferId) -> bool {
+        let Some(holds) = self.kept.get_mut(&transfer) else { return false };
+        let before = holds.len();
+        holds.retain(|(held, _, _)| *held != account);
+        let taken = holds.len() != before;
+        if holds.is_empty() {
+            self.kept.remove(&transfer);
+        }
+        taken
+    }
+
+    /// Whether a hold of `transfer` placed now is kept back: its saga runs in this journal and
+    /// its row is not written.
+    fn keeps_hold_of(&self, transfer: TransferId) -> bool {
+        self.keeps_holds && self.in_flight.get(&transfer).is_some_and(|entry| !entry.row_written)
+    }
+
     /// Some balance snapshot waits to be written (changed, or set aside in a flush).
     pub fn has_dirty_snapshots(&self) -> bool {
         !self.dirty.is_empty() || !self.flushing.is_empty()
@@ -398,15 +446,6 @@ impl BatchPlan {
                 Record::Audit(record) => plan.audits.push((**record).clone()),
             }
         }
-        for key in hold_order {
-            let Some(change) = holds.get(&key) else { continue };
-            if change.removes_earlier {
-                plan.holds_removed.push(key);
-            }
-            if let Some((amount, seq)) = change.placed {
-                plan.holds_placed.push((key.0, key.1, amount, seq));
-            }
-        }
         for key in wallet_hold_order {
             let Some(change) = wallet_holds.get(&key) else { continue };
             if change.removes_earlier {
@@ -416,9 +455,42 @@ impl BatchPlan {
                 plan.wallet_holds_placed.push((key.0, key.1, key.2, amount, seq));
             }
         }
+        // Transfers first, so a hold knows whether its transfer's row is written by now.
+        let mut rows_now: Vec<TransferId> = Vec::new();
         for id in touched {
             let Some(touch) = touched_index.remove(&id) else { continue };
-            plan.place_transfer(id, touch, state);
+            if plan.place_transfer(id, touch, state) {
+                rows_now.push(id);
+            }
+        }
+        for (account, transfer) in hold_order {
+            let Some(change) = holds.get(&(account, transfer)) else { continue };
+            if change.removes_earlier {
+                if state.take_kept(account, transfer) {
+                    plan.holds_settled.push((account, transfer));
+                } else {
+                    plan.holds_removed.push((account, transfer));
+                }
+            }
+            if let Some((amount, seq)) = change.placed {
+                if state.keeps_hold_of(transfer) {
+                    state.kept.entry(transfer).or_default().push((account, amount, seq));
+                    plan.holds_kept.push((account, transfer, amount));
+                } else {
+                    plan.holds_placed.push((account, transfer, amount, seq));
+                }
+            }
+        }
+        // A transfer whose first row this batch writes takes its kept holds with it: recovery
+        // needs the hold of a saga that moved money, and a pending transfer keeps its hold.
+        for transfer in rows_now {
+            if state.kept.is_empty() {
+                break;
+            }
+            for (account, amount, seq) in state.kept.remove(&transfer).unwrap_or_default() {
+                plan.holds_placed.push((account, transfer, amount, seq));
+                plan.holds_settled.push((account, transfer));
+            }
         }
         // After the records: a balance this batch changed goes to `dirty`, never into a
         // flush already set aside (which it would then overtake).
@@ -428,8 +500,9 @@ impl BatchPlan {
         plan
     }
 
-    /// Decides what the batch writes for one transfer it touched.
-    fn place_transfer(&mut self, id: TransferId, touch: Touch<'_>, state: &mut PlanState) {
+    /// Decides what the batch writes for one transfer it touched. True if this is the first
+    /// row of it the writer writes.
+    fn place_transfer(&mut self, id: TransferId, touch: Touch<'_>, state: &mut PlanState) -> bool {
         let entry = match (state.in_flight.remove(&id), touch.state) {
             (Some(mut entry), Some((transfer, seq))) => {
                 entry.transfer = transfer.clone();
@@ -442,7 +515,7 @@ impl BatchPlan {
             }
             // Postings of something that is not a transfer saga of this journal (a crypto
             // operation, an FX clearing leg of another journal's saga): the postings alone.
-            (None, None) => return,
+            (None, None) => return false,
         };
         let mut entry = entry;
         entry.legs.extend(touch.legs);
@@ -453,29 +526,32 @@ impl BatchPlan {
             let row = TransferRow { transfer: entry.transfer, legs: Vec::new(), seq };
             if entry.row_written {
                 self.transfers_upsert.push(row);
-            } else {
-                self.transfers_new.push(row);
+                return false;
             }
-            return;
+            self.transfers_new.push(row);
+            return true;
         }
         // Still running. Its row is needed once money moved (a posting) or if it exists:
         // a new row if this writer never wrote it, else a replacement.
+        let mut first_row = false;
         if !entry.legs.is_empty() || entry.row_written {
             let row = TransferRow { transfer: entry.transfer.clone(), legs: entry.legs.clone(), seq };
             if entry.row_written {
                 self.transfers_upsert.push(row);
             } else {
                 self.transfers_new.push(row);
+                first_row = true;
             }
             entry.row_written = true;
             if entry.legs.is_empty() {
                 // The row says all there is: a later record, here or in another journal (an
                 // atomic batch records its items' intent in one journal, their sagas go on in
                 // their sources'), replaces it. Nothing to carry, so nothing is kept.
-                return;
+                return first_row;
             }
         }
         state.in_flight.insert(id, entry);
+        first_row
     }
 }
 

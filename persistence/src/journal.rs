@@ -45,11 +45,15 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use tally_engine::{Record, Timestamp, Transfer, TransferId};
+use rust_decimal::Decimal;
+use tally_engine::{AccountId, Record, Timestamp, Transfer, TransferId};
 use tokio::sync::{Notify, oneshot};
 
 use crate::batch::{BatchPlan, PlanState};
 use crate::store::{JournalWriter, PipelineTurn, SequencedRecord, StoreError};
+
+mod kept_holds;
+use kept_holds::KeptHolds;
 
 #[derive(Clone, Debug)]
 pub struct JournalConfig {
@@ -176,6 +180,8 @@ struct Progress {
     /// never go back.
     clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
     last_booked: AtomicU64,
+    /// Holds the writers keep back from the store, over every journal.
+    kept_holds: KeptHolds,
 }
 
 impl Progress {
@@ -255,6 +261,7 @@ impl Journals {
             advanced: Notify::new(),
             clock,
             last_booked: AtomicU64::new(0),
+            kept_holds: KeptHolds::default(),
         });
         let shards: Vec<Journal> = committed_seqs
             .iter()
@@ -303,6 +310,12 @@ impl Journals {
 
     pub fn is_durable(&self, position: JournalPosition) -> bool {
         self.progress.is_durable(position)
+    }
+
+    /// The holds of `account` that the writers keep back from the store (`kept_holds`): an
+    /// account loaded from the store adds them. Read this before the store.
+    pub fn kept_holds_of(&self, account: AccountId) -> Vec<(TransferId, Decimal)> {
+        self.progress.kept_holds.of(account)
     }
 
     /// Resolves once `position` is durable, or fails if its journal stops first.
@@ -763,7 +776,7 @@ impl Writer {
             idle: writers,
             committing: FuturesOrdered::new(),
             turn_after: None,
-            state: PlanState::default(),
+            state: PlanState::for_journal(),
             last_snapshot_flush: Instant::now(),
         }
     }
@@ -928,6 +941,9 @@ impl Writer {
     fn durable(&mut self, batch: Batch) {
         let inner = Arc::clone(&self.journal.inner);
         let last_seq = batch.records.last().map(|record| record.seq);
+        // Before the batch is said to be durable: whoever waits for that and then loads an
+        // account reads the holds kept back as of this batch (`kept_holds`).
+        inner.progress.kept_holds.apply(&batch.plan);
         self.journal.retire_in_flight();
         if let Some(seq) = last_seq {
             inner.stats.committed_seq.store(seq, Ordering::Relaxed);

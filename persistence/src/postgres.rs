@@ -322,6 +322,9 @@ fn writes_more_than_the_call(plan: &BatchPlan) -> bool {
         transfers_new: _,
         transfers_upsert: _,
         events: _,
+        // Not written at all: what the journal keeps back from the store.
+        holds_kept: _,
+        holds_settled: _,
         // Written around it.
         accounts_opened,
         account_settings,

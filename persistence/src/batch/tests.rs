@@ -276,3 +276,71 @@ fn an_audit_record_rides_in_its_batch_and_changes_nothing_else_it_writes() {
     assert_eq!(audited.events.len(), plain.events.len());
     assert_eq!(audited.last_seq, 15, "it takes its place in the journal's sequence");
 }
+
+#[test]
+fn a_journal_keeps_back_the_hold_of_a_saga_cut_before_any_posting_and_writes_it_with_the_first_row() {
+    let mut plan_state = PlanState::for_journal();
+    let records = saga(10, t(5));
+    let hold = (AccountId::from_u128(1), t(5));
+    let first = build(records[..2].to_vec(), &mut plan_state, false);
+    assert!(first.holds_placed.is_empty(), "no row of its transfer: the hold is kept back");
+    assert_eq!(first.holds_kept, vec![(hold.0, hold.1, dec!(30))]);
+    assert_eq!(plan_state.holds_kept(), 1);
+    let second = build(records[2..3].to_vec(), &mut plan_state, false);
+    assert_eq!(second.transfers_new.len(), 1, "money moved: the processing row is written");
+    assert_eq!(second.holds_placed, vec![(hold.0, hold.1, dec!(30), 11)], "and the hold with it, at its own seq");
+    assert_eq!(second.holds_settled, vec![hold]);
+    assert_eq!(plan_state.holds_kept(), 0);
+    let third = build(records[3..].to_vec(), &mut plan_state, false);
+    assert_eq!(third.holds_removed, vec![hold], "now in the store: deleted when posted");
+    assert!(third.holds_settled.is_empty());
+}
+
+#[test]
+fn a_kept_hold_posted_before_its_transfer_has_a_row_is_never_written() {
+    let mut plan_state = PlanState::for_journal();
+    let records = saga(10, t(5));
+    build(records[..2].to_vec(), &mut plan_state, false);
+    let second = build(records[2..].to_vec(), &mut plan_state, false);
+    assert!(second.holds_placed.is_empty() && second.holds_removed.is_empty(), "nothing to write or delete");
+    assert_eq!(second.holds_settled, vec![(AccountId::from_u128(1), t(5))]);
+    assert_eq!(second.transfers_new.len(), 1);
+    assert_eq!(plan_state.holds_kept(), 0);
+}
+
+#[test]
+fn a_kept_hold_goes_to_the_store_with_its_pending_transfer() {
+    let mut plan_state = PlanState::for_journal();
+    let id = t(7);
+    let first = build(
+        vec![
+            state(1, transfer(id, TransferStatus::Processing, SagaStep::Started)),
+            event(2, 1, AccountEvent::Held { transfer: id, amount: dec!(30) }, dec!(100), dec!(30), 0),
+        ],
+        &mut plan_state,
+        false,
+    );
+    assert_eq!(first.holds_kept.len(), 1);
+    let second = build(vec![state(3, transfer(id, TransferStatus::Pending, SagaStep::Held))], &mut plan_state, false);
+    assert_eq!(second.transfers_new.len(), 1);
+    assert_eq!(second.holds_placed, vec![(AccountId::from_u128(1), id, dec!(30), 2)]);
+}
+
+#[test]
+fn holds_of_transfers_the_journal_does_not_run_and_of_direct_commits_are_written_as_placed() {
+    // A hold with no saga of this journal behind it (an atomic batch's phase 1, a crypto
+    // operation): written.
+    let mut plan_state = PlanState::for_journal();
+    let alone = build(
+        vec![event(1, 1, AccountEvent::Held { transfer: t(8), amount: dec!(5) }, dec!(100), dec!(5), 0)],
+        &mut plan_state,
+        false,
+    );
+    assert_eq!(alone.holds_placed.len(), 1);
+    assert!(alone.holds_kept.is_empty());
+    // Direct commits keep nothing back: nothing would read a kept hold.
+    let mut direct = PlanState::default();
+    let first = build(saga(10, t(9))[..2].to_vec(), &mut direct, false);
+    assert_eq!(first.holds_placed.len(), 1);
+    assert!(first.holds_kept.is_empty());
+}
