@@ -10,9 +10,28 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use tally_actors::{Engine, EngineConfig};
-use tally_engine::{Currency, TransferKind, TransferRequest, TransferStatus, UserId};
+use tally_engine::{Account, Currency, TransferKind, TransferRequest, TransferStatus, UserId};
 use tally_persistence::Store;
 use tally_tests::{assert_store_consistent, postgres};
+
+/// An internal transfer of `amount` between two accounts of one owner, requested by the owner.
+fn internal(engine: &Engine, source: &Account, destination: &Account, amount: Decimal) -> TransferRequest {
+    TransferRequest {
+        id: engine.new_transfer_id(),
+        kind: TransferKind::Internal,
+        source: source.id,
+        destination: destination.id,
+        amount,
+        currency: source.currency,
+        fee: Decimal::ZERO,
+        reference: None,
+        description: None,
+        beneficiary: None,
+        initiated_by: source.owner,
+        created_at: engine.now(),
+        metadata: Default::default(),
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_transfers_are_in_postgres_and_survive_a_restart() {
@@ -31,22 +50,8 @@ async fn acknowledged_transfers_are_in_postgres_and_survive_a_restart() {
         assert_eq!(funded.status, TransferStatus::Completed);
     }
     let transfers = (0..400).map(|i| {
-        let request = TransferRequest {
-            id: engine.new_transfer_id(),
-            kind: TransferKind::Internal,
-            source: accounts[i % 8].id,
-            destination: accounts[(i + 3) % 8].id,
-            amount: dec!(0.000000000000000001),
-            currency: Currency::ETH,
-            fee: Decimal::ZERO,
-            reference: None,
-            description: None,
-            beneficiary: None,
-            initiated_by: Some(owner),
-            created_at: engine.now(),
-            metadata: Default::default(),
-        };
-        engine.transfer(request)
+        let (source, destination) = (&accounts[i % 8], &accounts[(i + 3) % 8]);
+        engine.transfer(internal(&engine, source, destination, dec!(0.000000000000000001)))
     });
     let results = futures::future::join_all(transfers).await;
     for result in &results {
@@ -134,21 +139,7 @@ async fn a_hold_kept_back_from_the_store_comes_back_with_its_passivated_account_
     // A saga's first records, as its steps 1 and 2 make them in its source's journal: the
     // transfer started, then the hold.
     let start = |id: TransferId| {
-        let transfer = Transfer::start(TransferRequest {
-            id,
-            kind: TransferKind::Internal,
-            source: alice.id,
-            destination: bob.id,
-            amount: dec!(30),
-            currency: Currency::USD,
-            fee: Decimal::ZERO,
-            reference: None,
-            description: None,
-            beneficiary: None,
-            initiated_by: Some(owner),
-            created_at: engine.now(),
-            metadata: Default::default(),
-        });
+        let transfer = Transfer::start(TransferRequest { id, ..internal(&engine, &alice, &bob, dec!(30)) });
         journal.append(Record::Transfer(Box::new(transfer.clone()))).unwrap();
         transfer
     };
