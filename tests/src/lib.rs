@@ -67,22 +67,7 @@ impl Harness {
     }
 
     pub fn request(&self, source: &Account, destination: &Account, amount: Decimal) -> TransferRequest {
-        let now = self.engine.now();
-        TransferRequest {
-            id: self.engine.new_transfer_id_at(now),
-            kind: TransferKind::Internal,
-            source: source.id,
-            destination: destination.id,
-            amount,
-            currency: source.currency,
-            fee: Decimal::ZERO,
-            reference: None,
-            description: None,
-            beneficiary: None,
-            initiated_by: None,
-            created_at: now,
-            metadata: Default::default(),
-        }
+        internal_request(&self.engine, source, destination, amount)
     }
 
     pub async fn balance(&self, account: &Account) -> Decimal {
@@ -104,6 +89,27 @@ impl Harness {
 
 /// The invariants of DESIGN.md §3 and §5 over what a store holds, checked by the same code as
 /// `tally check`. Returns the per-currency sums checked.
+/// An internal transfer of `amount` from `source` to `destination`, in the source's currency,
+/// with no fee and no initiator (the engine's own request, as an admin tool makes it).
+pub fn internal_request(engine: &Engine, source: &Account, destination: &Account, amount: Decimal) -> TransferRequest {
+    let now = engine.now();
+    TransferRequest {
+        id: engine.new_transfer_id_at(now),
+        kind: TransferKind::Internal,
+        source: source.id,
+        destination: destination.id,
+        amount,
+        currency: source.currency,
+        fee: Decimal::ZERO,
+        reference: None,
+        description: None,
+        beneficiary: None,
+        initiated_by: None,
+        created_at: now,
+        metadata: Default::default(),
+    }
+}
+
 pub async fn assert_store_consistent(store: &dyn Store) -> BTreeMap<Currency, Decimal> {
     let (summary, violations) = tally_persistence::check::check(store).await.expect("store readable");
     assert!(violations.is_empty(), "ledger invariants violated: {violations:#?}");

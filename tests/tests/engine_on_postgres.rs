@@ -12,25 +12,11 @@ use rust_decimal_macros::dec;
 use tally_actors::{Engine, EngineConfig};
 use tally_engine::{Account, Currency, TransferKind, TransferRequest, TransferStatus, UserId};
 use tally_persistence::Store;
-use tally_tests::{assert_store_consistent, postgres};
+use tally_tests::{assert_store_consistent, internal_request, postgres};
 
-/// An internal transfer of `amount` between two accounts of one owner, requested by the owner.
+/// An internal transfer requested by the source's owner.
 fn internal(engine: &Engine, source: &Account, destination: &Account, amount: Decimal) -> TransferRequest {
-    TransferRequest {
-        id: engine.new_transfer_id(),
-        kind: TransferKind::Internal,
-        source: source.id,
-        destination: destination.id,
-        amount,
-        currency: source.currency,
-        fee: Decimal::ZERO,
-        reference: None,
-        description: None,
-        beneficiary: None,
-        initiated_by: source.owner,
-        created_at: engine.now(),
-        metadata: Default::default(),
-    }
+    TransferRequest { initiated_by: source.owner, ..internal_request(engine, source, destination, amount) }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
