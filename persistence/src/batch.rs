@@ -474,7 +474,11 @@ impl BatchPlan {
             }
             if let Some((amount, seq)) = change.placed {
                 if state.keeps_hold_of(transfer) {
-                    state.kept.entry(transfer).or_default().push((account, amount, seq));
+                    let kept = state.kept.entry(transfer).or_default();
+                    // Two kept holds of one key would be two rows of one primary key when
+                    // their transfer's row is written, which the store refuses.
+                    debug_assert!(kept.iter().all(|(held, _, _)| *held != account), "hold kept twice");
+                    kept.push((account, amount, seq));
                     plan.holds_kept.push((account, transfer, amount));
                 } else {
                     plan.holds_placed.push((account, transfer, amount, seq));

@@ -19,8 +19,9 @@ use tally_engine::{AccountId, TransferId};
 
 use crate::batch::BatchPlan;
 
-/// Each account's kept holds: (transfer, amount).
-type ByAccount = HashMap<AccountId, Vec<(TransferId, Decimal)>, RandomState>;
+/// Each account's kept holds by transfer. A map, not a list: a hot source account can have a
+/// few hundred sagas' holds kept at once, and every durable batch settles some of them.
+type ByAccount = HashMap<AccountId, HashMap<TransferId, Decimal, RandomState>, RandomState>;
 
 #[derive(Debug, Default)]
 pub(crate) struct KeptHolds {
@@ -43,20 +44,23 @@ impl KeptHolds {
         // a hold the store no longer has can never come back through this list.
         for (account, transfer) in plan.holds_settled.iter().chain(&plan.holds_removed) {
             if let Some(holds) = by_account.get_mut(account) {
-                holds.retain(|(held, _)| held != transfer);
+                holds.remove(transfer);
                 if holds.is_empty() {
                     by_account.remove(account);
                 }
             }
         }
         for (account, transfer, amount) in &plan.holds_kept {
-            by_account.entry(*account).or_default().push((*transfer, *amount));
+            by_account.entry(*account).or_default().insert(*transfer, *amount);
         }
     }
 
     /// The holds kept back for `account`.
     pub(crate) fn of(&self, account: AccountId) -> Vec<(TransferId, Decimal)> {
         let by_account = self.by_account.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        by_account.get(&account).cloned().unwrap_or_default()
+        by_account
+            .get(&account)
+            .map(|holds| holds.iter().map(|(transfer, amount)| (*transfer, *amount)).collect())
+            .unwrap_or_default()
     }
 }
