@@ -455,11 +455,14 @@ impl BatchPlan {
                 plan.wallet_holds_placed.push((key.0, key.1, key.2, amount, seq));
             }
         }
-        // Transfers first, so a hold knows whether its transfer's row is written by now.
+        // Transfers first, so a hold knows whether its transfer's row is written by now. The
+        // transfers whose first row this batch writes matter only for holds kept by earlier
+        // batches (a hold kept in this one has no row behind it), so they are collected only
+        // while some are kept.
         let mut rows_now: Vec<TransferId> = Vec::new();
         for id in touched {
             let Some(touch) = touched_index.remove(&id) else { continue };
-            if plan.place_transfer(id, touch, state) {
+            if plan.place_transfer(id, touch, state) && !state.kept.is_empty() {
                 rows_now.push(id);
             }
         }
@@ -488,9 +491,6 @@ impl BatchPlan {
         // A transfer whose first row this batch writes takes its kept holds with it: recovery
         // needs the hold of a saga that moved money, and a pending transfer keeps its hold.
         for transfer in rows_now {
-            if state.kept.is_empty() {
-                break;
-            }
             for (account, amount, seq) in state.kept.remove(&transfer).unwrap_or_default() {
                 plan.holds_placed.push((account, transfer, amount, seq));
                 plan.holds_settled.push((account, transfer));
