@@ -891,6 +891,7 @@ impl Engine {
             journal_durable_lag_micros: journals.durable_lag().as_micros() as u64,
             journal_last_flush_micros: totals.last_flush_micros,
             journal_flush_errors: totals.flush_errors,
+            journal_dependency_waits: totals.dependency_waits,
             inbox_wakeups: inbox.wakeups,
             inbox_jobs: inbox.jobs,
             worst,

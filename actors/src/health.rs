@@ -74,6 +74,8 @@ pub struct HealthReport {
     pub journal_durable_lag_micros: u64,
     pub journal_last_flush_micros: u64,
     pub journal_flush_errors: u64,
+    /// Times a journal's writer found its queue's head waiting for another journal's commit.
+    pub journal_dependency_waits: u64,
     /// Wake-ups of the runtime threads' inboxes (work from another thread: saga starts, steps
     /// for actors there, their answers) and the jobs they ran: jobs per wake-up is how much
     /// one cross-thread wake-up carries.

@@ -97,6 +97,10 @@ fn describe() {
     metrics::describe_counter!("tally_journal_flush_errors_total", "Failed journal commits (each retried)");
     metrics::describe_gauge!("tally_journal_committed_seq", "The last journal sequence number committed");
     metrics::describe_counter!(
+        "tally_journal_dependency_waits_total",
+        "Times a journal's writer found its next record waiting for another shard's journal to commit first (an account whose records went to two journals)"
+    );
+    metrics::describe_counter!(
         "tally_runtime_inbox_wakeups_total",
         "Times a runtime thread woke for work other threads queued for it (saga starts, actor steps, their answers)"
     );
@@ -155,6 +159,7 @@ pub fn record_health(report: &HealthReport) {
     metrics::gauge!("tally_journal_durable_lag_seconds").set(report.journal_durable_lag_micros as f64 / 1e6);
     metrics::counter!("tally_journal_flush_errors_total").absolute(report.journal_flush_errors);
     metrics::gauge!("tally_journal_committed_seq").set(report.journal_committed_seq as f64);
+    metrics::counter!("tally_journal_dependency_waits_total").absolute(report.journal_dependency_waits);
     metrics::counter!("tally_runtime_inbox_wakeups_total").absolute(report.inbox_wakeups);
     metrics::counter!("tally_runtime_inbox_jobs_total").absolute(report.inbox_jobs);
 }

@@ -70,6 +70,7 @@ pub async fn actors(_: Authorized<OpsRead>, State(state): State<AppState>) -> Re
             "last_flush_ms": report.journal_last_flush_micros as f64 / 1e3,
             "durable_lag_ms": report.journal_durable_lag_micros as f64 / 1e3,
             "flush_errors": report.journal_flush_errors,
+            "dependency_waits": report.journal_dependency_waits,
         },
         "sagas": {
             "in_flight": report.sagas_in_flight,

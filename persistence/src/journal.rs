@@ -163,7 +163,8 @@ pub struct JournalStats {
     pub flush_errors: AtomicU64,
     pub last_flush_micros: AtomicU64,
     pub last_batch_records: AtomicU64,
-    /// Batches that waited for another shard's journal to commit first (a dependency).
+    /// Records of another shard's journal that this one's next record waited for (a
+    /// dependency not yet durable), each counted once however long the wait.
     pub dependency_waits: AtomicU64,
     /// Snapshot flushes and the account rows they wrote.
     pub snapshot_flushes: AtomicU64,
@@ -693,13 +694,13 @@ impl Journal {
         let mut records = Vec::with_capacity(queue.records.min(self.inner.config.batch_records_max));
         let mut acks = Vec::new();
         let mut since = None;
-        let mut blocked = false;
+        let mut blocked_on = None;
         while records.len() < self.inner.config.batch_records_max {
             let Some(front) = queue.entries.front() else { break };
             if let Some(dependency) = front.depends_on
                 && !self.inner.progress.is_durable(dependency)
             {
-                blocked = true;
+                blocked_on = Some(dependency);
                 break;
             }
             // A group goes whole into one batch: into the next one if it does not fit in
@@ -728,7 +729,7 @@ impl Journal {
                 queue.in_flight_since = since;
             }
         }
-        Some(Taken { records, acks, blocked })
+        Some(Taken { records, acks, blocked_on })
     }
 
     /// The oldest in-flight batch became durable (or was given back).
@@ -744,8 +745,8 @@ impl Journal {
 struct Taken {
     records: Arc<Vec<SequencedRecord>>,
     acks: Vec<oneshot::Sender<()>>,
-    /// The queue's head waits for another journal (a dependency not yet durable).
-    blocked: bool,
+    /// The record the queue's head waits for in another journal (a dependency not yet durable).
+    blocked_on: Option<JournalPosition>,
 }
 
 /// One batch on its way to the store: what it holds, who waits for it, and its plan.
@@ -767,6 +768,8 @@ struct Writer {
     turn_after: Option<tokio::sync::oneshot::Receiver<()>>,
     state: PlanState,
     last_snapshot_flush: Instant,
+    /// The record in another journal the queue's head waited for last (`note_wait`).
+    waited_on: Option<JournalPosition>,
 }
 
 impl Writer {
@@ -778,6 +781,7 @@ impl Writer {
             turn_after: None,
             state: PlanState::for_journal(),
             last_snapshot_flush: Instant::now(),
+            waited_on: None,
         }
     }
 
@@ -794,19 +798,16 @@ impl Writer {
             let mut blocked = false;
             while !self.idle.is_empty() && !self.inner().halted.load(Ordering::SeqCst) {
                 match self.journal.take_ready() {
-                    Some(taken) if taken.records.is_empty() && taken.acks.is_empty() => {
-                        blocked |= taken.blocked;
-                        break;
-                    }
                     Some(taken) => {
-                        blocked |= taken.blocked;
+                        blocked |= taken.blocked_on.is_some();
+                        self.note_wait(taken.blocked_on);
+                        if taken.records.is_empty() && taken.acks.is_empty() {
+                            break;
+                        }
                         self.start(taken);
                     }
                     None => break,
                 }
-            }
-            if blocked {
-                self.inner().stats.dependency_waits.fetch_add(1, Ordering::Relaxed);
             }
             let closing = self.inner().closed.load(Ordering::SeqCst);
             if self.committing.is_empty() {
@@ -839,6 +840,15 @@ impl Writer {
                 _ = progress, if can_take_more && blocked => {}
             }
         }
+    }
+
+    /// Counts a wait for another journal once per record waited for (the writer wakes many
+    /// times while one wait lasts).
+    fn note_wait(&mut self, blocked_on: Option<JournalPosition>) {
+        if blocked_on.is_some() && blocked_on != self.waited_on {
+            self.inner().stats.dependency_waits.fetch_add(1, Ordering::Relaxed);
+        }
+        self.waited_on = blocked_on;
     }
 
     /// Waits until there may be something to do: new records, another journal's progress

@@ -74,6 +74,7 @@ async fn metrics_are_exported_and_move_by_what_a_burst_of_transfers_did() {
         "tally_actor_activations_total",
         "tally_actor_passivations_total",
         "tally_journal_flush_errors_total",
+        "tally_journal_dependency_waits_total",
         "tally_journal_durable_lag_seconds",
         "tally_runtime_inbox_wakeups_total",
         "tally_runtime_inbox_jobs_total",
