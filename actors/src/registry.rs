@@ -40,6 +40,10 @@ pub struct Slot<E: Entity> {
     /// Where the actor's last record went, packed (`pack_position`; 0: none yet), so a saga
     /// can follow an account's records still in a journal (`Registry::pending_journal`).
     last_record: AtomicU64,
+    /// The journal chosen for the last saga this entity started as a source, and when
+    /// (`Shared::millis`), packed as `(shard + 1) << 48 | millis`; 0: none
+    /// (`Registry::choose_journal`).
+    affinity: AtomicU64,
 }
 
 impl<E: Entity> Slot<E> {
@@ -49,6 +53,7 @@ impl<E: Entity> Slot<E> {
             depth: AtomicU32::new(0),
             last_used: AtomicU32::new(tick),
             last_record: AtomicU64::new(0),
+            affinity: AtomicU64::new(0),
         }
     }
 
@@ -58,6 +63,20 @@ impl<E: Entity> Slot<E> {
         // the target rate); a larger one is simply not noted.
         if position.seq < (1 << 48) {
             self.last_record.store((u64::from(position.shard) << 48) | position.seq, Ordering::Relaxed);
+        }
+    }
+
+    /// The journal of the last saga this entity started, if it started it within `window_ms`
+    /// of `now`.
+    fn recent_affinity(&self, now: u64, window_ms: u64) -> Option<u16> {
+        let packed = self.affinity.load(Ordering::Relaxed);
+        let at = packed & ((1 << 48) - 1);
+        (packed != 0 && now.saturating_sub(at) <= window_ms).then(|| ((packed >> 48) - 1) as u16)
+    }
+
+    fn note_affinity(&self, shard: u16, now: u64) {
+        if now < (1 << 48) {
+            self.affinity.store(((u64::from(shard) + 1) << 48) | now, Ordering::Relaxed);
         }
     }
 
@@ -272,6 +291,34 @@ impl<E: Entity> Registry<E> {
     pub(crate) fn pending_journal(&self, id: E::Id) -> Option<u16> {
         let position = self.slots.get(&id)?.newest_record()?;
         (!self.shared.journals.is_durable(position)).then_some(position.shard)
+    }
+
+    /// The journal for a saga that `id` starts as its source (`saga::choose_journal`): the one
+    /// its last saga took if that started within `window_ms`, else the journal of its newest
+    /// record if not yet durable, else `otherwise()`. The choice is noted for the next one.
+    ///
+    /// Why the first: a saga's journal is chosen when it starts, but its source applies its
+    /// hold when the message reaches the head of the mailbox, hundreds of sagas later on a
+    /// busy source. Following only the newest *applied* record let one early choice of
+    /// another journal (a cold source whose destination was busy elsewhere) echo through the
+    /// source's history: its records took turns between two journals, each turn a record
+    /// waiting for the other journal's commit, and the writers committed one record at a
+    /// time (`scripts/bench` batch: 42 % of commits held a single record). Never activates
+    /// the entity.
+    pub(crate) fn choose_journal(&self, id: E::Id, window_ms: u64, otherwise: impl FnOnce() -> u16) -> u16 {
+        // The slot is cloned out of the map: `otherwise` reads the map again.
+        let Some(slot) = self.slots.get(&id).map(|entry| Arc::clone(entry.value())) else {
+            return otherwise();
+        };
+        let now = self.shared.millis();
+        let chosen = slot
+            .recent_affinity(now, window_ms)
+            .or_else(|| {
+                slot.newest_record().filter(|position| !self.shared.journals.is_durable(*position)).map(|p| p.shard)
+            })
+            .unwrap_or_else(otherwise);
+        slot.note_affinity(chosen, now);
+        chosen
     }
 
     /// Resolves once the entity's newest record appended so far is durable (at once if it is,

@@ -114,7 +114,7 @@ impl Engine {
         self.admit(transfer.source.as_uuid()).map_err(TransferError::Unavailable)?;
         let permit = self.saga_permit()?;
         let claim = self.claim(transfer.id)?;
-        self.inner.claims.insert(transfer.id, choose_journal(&self.inner, &transfer));
+        self.inner.claims.insert(transfer.id, choose_journal(&self.inner, transfer.source, transfer.destination));
         transfer.idempotency = idempotency;
         let stop_pending = self.screen_transfer(&transfer, stop_pending).await?;
         // Only a transfer that will wait for a decision has a deadline (expiry.rs); one that
@@ -246,14 +246,19 @@ pub(crate) fn journal_of(inner: &EngineInner, transfer: &Transfer) -> u16 {
 /// not yet durable in some journal (a busy account: a hot one, a fee or settlement account)
 /// makes a record of it in any other journal wait for that one (`depends_on`): two journals
 /// taking turns one commit at a time for it, which capped a one-hot-account load at about a
-/// quarter of its rate (`scripts/bench`, hot). So the saga follows the busier end's records.
-fn choose_journal(inner: &EngineInner, transfer: &Transfer) -> u16 {
-    inner
-        .accounts
-        .pending_journal(transfer.source)
-        .or_else(|| inner.accounts.pending_journal(transfer.destination))
-        .unwrap_or_else(|| inner.shared.shard_of(transfer.source.as_uuid()))
+/// quarter of its rate (`scripts/bench`, hot). So the saga follows the busier end's records:
+/// the source's while it is busy (its sagas keep the journal its last one took, see
+/// `Registry::choose_journal`), else the destination's.
+fn choose_journal(inner: &EngineInner, source: AccountId, destination: AccountId) -> u16 {
+    inner.accounts.choose_journal(source, SOURCE_AFFINITY_MS, || {
+        inner.accounts.pending_journal(destination).unwrap_or_else(|| inner.shared.shard_of(source.as_uuid()))
+    })
 }
+
+/// How long a source's sagas keep the journal its last one took. Longer than the gap between
+/// starts on a busy source (a millisecond or less), and short, so that an account that only
+/// pays now and then does not pull a busy destination's credits into another journal.
+const SOURCE_AFFINITY_MS: u64 = 20;
 
 /// What the saga is asked to do with the transfer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -553,5 +558,106 @@ impl From<Halt> for TransferError {
             Answer::Unavailable(unavailable) => TransferError::Unavailable(unavailable),
             Answer::Internal(message) => TransferError::Internal(message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Test code: a failed unwrap is a failed test.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use rust_decimal::Decimal;
+    use rust_decimal_macros::dec;
+    use tally_engine::{Account, Currency, TransferKind, TransferRequest, UserId};
+    use tally_persistence::MemoryStore;
+
+    use super::*;
+    use crate::engine::EngineConfig;
+    use crate::shared::ActorConfig;
+
+    /// An open account whose actor lives on `shard`.
+    async fn open_on(engine: &Engine, shard: u16) -> Account {
+        loop {
+            let account =
+                engine.open_account(UserId::from_uuid(uuid::Uuid::nil()), Currency::USD, Decimal::ZERO).await.unwrap();
+            if engine.shard_of(account.id.as_uuid()) == shard {
+                return account;
+            }
+        }
+    }
+
+    fn request(engine: &Engine, source: &Account, destination: &Account) -> TransferRequest {
+        let now = engine.now();
+        TransferRequest {
+            id: engine.new_transfer_id_at(now),
+            kind: TransferKind::Internal,
+            source: source.id,
+            destination: destination.id,
+            amount: dec!(1),
+            currency: Currency::USD,
+            fee: Decimal::ZERO,
+            reference: None,
+            description: None,
+            beneficiary: None,
+            initiated_by: None,
+            created_at: now,
+            metadata: Default::default(),
+        }
+    }
+
+    /// Waits until `account`'s actor shows `balance` (applied, not necessarily durable).
+    async fn applied(engine: &Engine, account: &Account, balance: Decimal) {
+        for _ in 0..500 {
+            if engine.account(account.id).await.unwrap().balance() == balance {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{} never reached {balance}", account.id);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_source_starting_sagas_in_a_burst_keeps_them_in_one_journal_whatever_their_destinations() {
+        let store = Arc::new(MemoryStore::new());
+        let config =
+            EngineConfig { actors: ActorConfig { shards: 2, ..ActorConfig::default() }, ..EngineConfig::default() };
+        let engine = Engine::start(store.clone(), config).await.unwrap();
+        let payer = [open_on(&engine, 0).await, open_on(&engine, 1).await];
+        let payee = [open_on(&engine, 0).await, open_on(&engine, 1).await];
+        let source = open_on(&engine, 0).await;
+        for account in payer.iter().chain([&source]) {
+            engine.adjust(TransferKind::AdminCredit, account.id, dec!(10), None, None, None).await.unwrap();
+        }
+
+        // Commits stop: payee[j] gets a credit that stays in journal j (its payer's shard).
+        store.set_commits_available(false);
+        let mut waiting = Vec::new();
+        for j in 0..2 {
+            let engine_for_task = engine.clone();
+            let request = request(&engine, &payer[j], &payee[j]);
+            waiting.push(tokio::spawn(async move { engine_for_task.transfer(request).await }));
+            applied(&engine, &payee[j], dec!(1)).await;
+            assert_eq!(engine.inner.accounts.pending_journal(payee[j].id), Some(j as u16));
+        }
+
+        // The source has nothing pending: its first saga follows its busy destination into
+        // journal 1, and the next one, started at once, follows the source there, although
+        // its own destination is busy in journal 0 (the saga's hold on the source may not be
+        // applied yet: a choice must not depend on it).
+        let inner = &engine.inner;
+        assert_eq!(choose_journal(inner, source.id, payee[1].id), 1);
+        assert_eq!(choose_journal(inner, source.id, payee[0].id), 1);
+        // An account that paid longer ago is free again: its destination leads.
+        tokio::time::sleep(Duration::from_millis(SOURCE_AFFINITY_MS + 30)).await;
+        assert_eq!(choose_journal(inner, source.id, payee[0].id), 0);
+
+        store.set_commits_available(true);
+        for task in waiting {
+            task.await.unwrap().unwrap();
+        }
+        engine.shutdown(Duration::from_secs(5)).await;
     }
 }

@@ -80,6 +80,12 @@ impl Shared {
         self.journals.shard(self.shard_of(id))
     }
 
+    /// Milliseconds since start: the clock of a source account's journal affinity
+    /// (`Registry::choose_journal`).
+    pub fn millis(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Seconds since start, as a coarse clock for idleness (4 bytes per slot, not 16).
     pub fn tick(&self) -> u32 {
         u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX)
