@@ -38,7 +38,7 @@ pub struct Slot<E: Entity> {
     /// `Shared::tick` of the last call, for passivation.
     last_used: AtomicU32,
     /// Where the actor's last record went, packed (`pack_position`; 0: none yet), so a saga
-    /// can follow an account's records still in a journal (`Registry::pending_journal`).
+    /// can follow an account's records still in a journal (`Registry::busy_journal`).
     last_record: AtomicU64,
     /// The journal chosen for the last saga this entity started as a source, and when
     /// (`Shared::millis`), packed as `(shard + 1) << 48 | millis`; 0: none
@@ -285,17 +285,9 @@ impl<E: Entity> Registry<E> {
         }
     }
 
-    /// The journal holding the entity's newest record, if that record is not durable yet: a
-    /// record appended anywhere else would have to wait for it (`depends_on`), so work on a
-    /// busy entity follows its records into that journal. Never activates the entity.
-    pub(crate) fn pending_journal(&self, id: E::Id) -> Option<u16> {
-        let position = self.slots.get(&id)?.newest_record()?;
-        (!self.shared.journals.is_durable(position)).then_some(position.shard)
-    }
-
-    /// The journal for a saga that `id` starts as its source (`saga::choose_journal`): the one
-    /// its last saga took if that started within `window_ms`, else the journal of its newest
-    /// record if not yet durable, else `otherwise()`. The choice is noted for the next one.
+    /// The journal `id`'s work is busy in: the one its last saga took if that started within
+    /// `window_ms` (`note_affinity`), else the journal of its newest record if not yet durable.
+    /// Never activates the entity.
     ///
     /// Why the first: a saga's journal is chosen when it starts, but its source applies its
     /// hold when the message reaches the head of the mailbox, hundreds of sagas later on a
@@ -303,22 +295,19 @@ impl<E: Entity> Registry<E> {
     /// another journal (a cold source whose destination was busy elsewhere) echo through the
     /// source's history: its records took turns between two journals, each turn a record
     /// waiting for the other journal's commit, and the writers committed one record at a
-    /// time (`scripts/bench` batch: 42 % of commits held a single record). Never activates
-    /// the entity.
-    pub(crate) fn choose_journal(&self, id: E::Id, window_ms: u64, otherwise: impl FnOnce() -> u16) -> u16 {
-        // The slot is cloned out of the map: `otherwise` reads the map again.
-        let Some(slot) = self.slots.get(&id).map(|entry| Arc::clone(entry.value())) else {
-            return otherwise();
-        };
-        let now = self.shared.millis();
-        let chosen = slot
-            .recent_affinity(now, window_ms)
-            .or_else(|| {
-                slot.newest_record().filter(|position| !self.shared.journals.is_durable(*position)).map(|p| p.shard)
-            })
-            .unwrap_or_else(otherwise);
-        slot.note_affinity(chosen, now);
-        chosen
+    /// time (`scripts/bench` batch: 42 % of commits held a single record).
+    pub(crate) fn busy_journal(&self, id: E::Id, window_ms: u64) -> Option<u16> {
+        let slot = self.slots.get(&id)?;
+        slot.recent_affinity(self.shared.millis(), window_ms).or_else(|| {
+            slot.newest_record().filter(|position| !self.shared.journals.is_durable(*position)).map(|p| p.shard)
+        })
+    }
+
+    /// Notes that a saga `id` takes part in goes to `shard`'s journal (see `busy_journal`).
+    pub(crate) fn note_affinity(&self, id: E::Id, shard: u16) {
+        if let Some(slot) = self.slots.get(&id) {
+            slot.note_affinity(shard, self.shared.millis());
+        }
     }
 
     /// Resolves once the entity's newest record appended so far is durable (at once if it is,
