@@ -248,9 +248,8 @@ pub(crate) fn journal_of(inner: &EngineInner, transfer: &Transfer) -> u16 {
 /// taking turns one commit at a time for it, which capped a one-hot-account load at about a
 /// quarter of its rate (`scripts/bench`, hot). So the saga follows a busy end: the source's
 /// journal while the source is busy, else the destination's (`Registry::busy_journal`). Both
-/// ends then keep the choice for their next sagas: two busy accounts that trade with each
-/// other end up in one journal instead of waiting for each other's on every transfer
-/// (`scripts/bench` zipf, whose busy accounts are busy at both ends).
+/// ends then keep the choice for their next sagas, so an account credited by a busy source
+/// follows it (`scripts/bench` uniform: waits per commit 0.19 with the source alone, 0.02).
 fn choose_journal(inner: &EngineInner, source: AccountId, destination: AccountId) -> u16 {
     choose_journal_within(inner, source, destination, AFFINITY_MS)
 }
