@@ -40,9 +40,9 @@ pub struct Slot<E: Entity> {
     /// Where the actor's last record went, packed (`pack_position`; 0: none yet), so a saga
     /// can follow an account's records still in a journal (`Registry::busy_journal`).
     last_record: AtomicU64,
-    /// The journal chosen for the last saga this entity started as a source, and when
+    /// The journal chosen for the last saga this entity took part in (either end), and when
     /// (`Shared::millis`), packed as `(shard + 1) << 48 | millis`; 0: none
-    /// (`Registry::choose_journal`).
+    /// (`Registry::busy_journal`).
     affinity: AtomicU64,
 }
 
@@ -66,8 +66,8 @@ impl<E: Entity> Slot<E> {
         }
     }
 
-    /// The journal of the last saga this entity started, if it started it within `window_ms`
-    /// of `now`.
+    /// The journal of the last saga this entity took part in, if that was noted within
+    /// `window_ms` of `now`.
     fn recent_affinity(&self, now: u64, window_ms: u64) -> Option<u16> {
         let packed = self.affinity.load(Ordering::Relaxed);
         let at = packed & ((1 << 48) - 1);

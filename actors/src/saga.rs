@@ -634,7 +634,7 @@ mod tests {
     const LONG_MS: u64 = 60_000;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sagas_keep_a_busy_accounts_journal_and_accounts_trading_with_each_other_share_one() {
+    async fn sagas_keep_a_busy_accounts_journal_and_the_accounts_it_pays_follow_it() {
         let store = Arc::new(MemoryStore::new());
         let config =
             EngineConfig { actors: ActorConfig { shards: 2, ..ActorConfig::default() }, ..EngineConfig::default() };
@@ -670,9 +670,8 @@ mod tests {
         // not be applied yet: a choice must not depend on it).
         assert_eq!(choose_journal_within(inner, source.id, payee[1].id, LONG_MS), 1);
         assert_eq!(choose_journal_within(inner, source.id, payee[0].id, LONG_MS), 1);
-        // That destination now works in journal 1 too: its own next saga goes there, rather
-        // than each of two busy accounts trading with each other waiting for the other's
-        // journal on every transfer.
+        // That destination now works in journal 1 too: its own next saga goes there, though
+        // its record not yet durable is in journal 0 (that one wait, not one per transfer).
         assert_eq!(choose_journal_within(inner, payee[0].id, payer[0].id, LONG_MS), 1);
         // Once the window has passed, only records not yet durable count: the source has none,
         // and its destination's record in journal 0 leads.

@@ -80,8 +80,8 @@ impl Shared {
         self.journals.shard(self.shard_of(id))
     }
 
-    /// Milliseconds since start: the clock of a source account's journal affinity
-    /// (`Registry::choose_journal`).
+    /// Milliseconds since start: the clock of an account's journal affinity
+    /// (`Registry::busy_journal`).
     pub fn millis(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
