@@ -117,12 +117,14 @@ impl Engine {
         Screened { action: decision.action, flags }
     }
 
-    /// Appends the flags of a screened transfer to its saga's journal (before its first record).
-    pub(crate) fn record_flags(&self, source: AccountId, flags: &[AmlFlag]) -> Result<(), TransferError> {
+    /// Appends the flags of a screened transfer to its saga's journal (`saga::journal_of`, chosen
+    /// before the screen), before its first record: the journal's durable prefix then makes
+    /// every flag durable no later than the transfer it points at. (The source's home journal
+    /// would not: a saga may write to another, and its ack would not wait for the flag.)
+    fn record_flags(&self, transfer: &Transfer, flags: &[AmlFlag]) -> Result<(), TransferError> {
+        let journal = self.inner.shared.journals.shard(crate::saga::journal_of(&self.inner, transfer));
         for flag in flags {
-            self.inner
-                .shared
-                .journal_of(source.as_uuid())
+            journal
                 .append(Record::AmlFlag(Box::new(flag.clone())))
                 .map_err(|_| TransferError::Unavailable(Unavailable::Overloaded))?;
         }
@@ -137,7 +139,7 @@ impl Engine {
         stop_pending: Option<PendingReason>,
     ) -> Result<Option<PendingReason>, TransferError> {
         let screened = self.screen(transfer);
-        self.record_flags(transfer.source, &screened.flags)?;
+        self.record_flags(transfer, &screened.flags)?;
         if screened.action != Some(AmlAction::Block) {
             return Ok(screened.stop_pending(stop_pending));
         }
@@ -149,7 +151,8 @@ impl Engine {
         let (_, ack) = self
             .inner
             .shared
-            .journal_of(blocked.source.as_uuid())
+            .journals
+            .shard(crate::saga::journal_of(&self.inner, &blocked))
             .append_acked(Record::Transfer(Box::new(blocked)))
             .map_err(|_| TransferError::Unavailable(Unavailable::Overloaded))?;
         ack.wait().await.map_err(|_| TransferError::Internal("journal stopped".to_owned()))?;

@@ -684,4 +684,66 @@ mod tests {
         }
         engine.shutdown(Duration::from_secs(5)).await;
     }
+
+    /// A flag raised on a transfer is durable no later than the transfer: it goes to the
+    /// journal the saga chose, which need not be its source's home journal.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transfers_aml_flags_go_to_its_sagas_journal_and_are_durable_when_it_is() {
+        use tally_engine::aml::{AmlAction, AmlRule, AmlRuleKind, ThresholdRule};
+        use tally_persistence::Store;
+        use tally_persistence::aml::FlagFilter;
+
+        let store = Arc::new(MemoryStore::new());
+        let config =
+            EngineConfig { actors: ActorConfig { shards: 2, ..ActorConfig::default() }, ..EngineConfig::default() };
+        let engine = Engine::start(store.clone(), config).await.unwrap();
+        let now = engine.now();
+        let rule = AmlRule {
+            id: uuid::Uuid::new_v4(),
+            name: "at least 5".to_owned(),
+            kind: AmlRuleKind::Threshold(ThresholdRule {
+                amount: dec!(5),
+                currency: Currency::USD,
+                transfer_kind: None,
+            }),
+            action: AmlAction::Flag,
+            enabled: true,
+            created_at: now,
+            updated_at: now,
+        };
+        engine.put_aml_rule(rule, None).await.unwrap();
+        let payer = open_on(&engine, 1).await;
+        let source = open_on(&engine, 0).await;
+        let destination = open_on(&engine, 0).await;
+        for account in [&payer, &source] {
+            engine.adjust(TransferKind::AdminCredit, account.id, dec!(10), None, None, None).await.unwrap();
+        }
+        // The funding's sagas are past their window: nothing here is busy.
+        tokio::time::sleep(Duration::from_millis(AFFINITY_MS + 10)).await;
+
+        // A credit below the threshold leaves the source's newest record waiting in journal 1
+        // (its payer's), so the source's next saga goes there.
+        store.set_journal_commits_available(1, false);
+        let engine_for_task = engine.clone();
+        let credit = request(&engine, &payer, &source);
+        let credit = tokio::spawn(async move { engine_for_task.transfer(credit).await });
+        applied(&engine, &source, dec!(11)).await;
+
+        // The source's home journal, 0, stops committing: only journal 1 can make the flagged
+        // transfer durable, and its flag must be durable with it.
+        store.set_journal_commits_available(0, false);
+        let mut big = request(&engine, &source, &destination);
+        big.amount = dec!(5);
+        let engine_for_task = engine.clone();
+        let big = tokio::spawn(async move { engine_for_task.transfer(big).await });
+        applied(&engine, &destination, dec!(5)).await;
+        store.set_journal_commits_available(1, true);
+        credit.await.unwrap().unwrap();
+        big.await.unwrap().unwrap();
+        let flags = store.aml().unwrap().count_aml_flags(FlagFilter::default()).await.unwrap();
+        assert_eq!(flags, 1, "the transfer is durable, so its flag is");
+
+        store.set_journal_commits_available(0, true);
+        engine.shutdown(Duration::from_secs(5)).await;
+    }
 }

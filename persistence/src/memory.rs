@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use std::sync::Arc;
 
@@ -65,6 +65,9 @@ pub struct MemoryStore {
     /// While false, only commits are `Unavailable` (reads still answer): records stay in the
     /// journal, not yet durable, while everything else works.
     commits_available: AtomicBool,
+    /// Journals (bit = shard, below 64) whose commits are refused while the others commit: a
+    /// record in one journal stays not yet durable while another journal's become durable.
+    journals_paused: AtomicU64,
 }
 
 impl MemoryStore {
@@ -74,6 +77,7 @@ impl MemoryStore {
             direct: DirectCommits::default(),
             available: AtomicBool::new(true),
             commits_available: AtomicBool::new(true),
+            journals_paused: AtomicU64::new(0),
         }
     }
 
@@ -85,6 +89,18 @@ impl MemoryStore {
     /// Refuses commits (`false`) and takes them again (`true`); reads are unaffected.
     pub fn set_commits_available(&self, available: bool) {
         self.commits_available.store(available, Ordering::SeqCst);
+    }
+
+    /// Refuses commits of one journal (`false`) and takes them again (`true`); the other
+    /// journals commit as usual.
+    pub fn set_journal_commits_available(&self, shard: u16, available: bool) {
+        assert!(shard < 64, "a paused journal is a bit of a u64");
+        let bit = 1u64 << shard;
+        if available {
+            self.journals_paused.fetch_and(!bit, Ordering::SeqCst);
+        } else {
+            self.journals_paused.fetch_or(bit, Ordering::SeqCst);
+        }
     }
 
     /// The audit records committed so far with journal batches, oldest first.
@@ -152,7 +168,8 @@ fn key_taken_by_another(state: &State, row: &TransferRow) -> bool {
 #[async_trait]
 impl Store for MemoryStore {
     async fn commit_plan(&self, plan: &BatchPlan) -> Result<(), StoreError> {
-        if !self.commits_available.load(Ordering::SeqCst) {
+        let paused = plan.shard < 64 && self.journals_paused.load(Ordering::SeqCst) & (1u64 << plan.shard) != 0;
+        if !self.commits_available.load(Ordering::SeqCst) || paused {
             return Err(StoreError::Unavailable("memory store refuses commits".to_owned()));
         }
         let mut state = self.state()?;
