@@ -332,6 +332,10 @@ async fn drive(
     audit: &mut Option<AuditRecord>,
 ) -> Result<Transfer, TransferError> {
     let faults = &inner.shared.faults;
+    // A saga that starts at its first step may give its idempotency key back if it is refused
+    // as unavailable (`give_key_back`). An atomic batch's item starts later, at `Held`: the
+    // batch's replay finds every item by its key, so its items keep theirs.
+    let key_may_go_back = transfer.step == SagaStep::Started;
     loop {
         faults.maybe_panic(ActorKind::TransferSaga);
         match (transfer.status, transfer.step, intent) {
@@ -357,6 +361,7 @@ async fn drive(
                             CallError::Unavailable(unavailable) => {
                                 // Nothing was held. Record the failure so the transfer is not
                                 // left `processing`, then tell the caller to retry later.
+                                give_key_back(transfer, key_may_go_back);
                                 finish(inner, transfer, TransferStatus::Failed, Some(ErrorCode::Overloaded), audit)
                                     .await?;
                                 return Err(TransferError::Unavailable(unavailable));
@@ -420,6 +425,9 @@ async fn drive(
                         };
                         // Undo step 2, then end failed: no money moved.
                         compensate(inner, transfer).await?;
+                        if rejection.is_none() {
+                            give_key_back(transfer, key_may_go_back);
+                        }
                         let code = rejection.as_ref().map_or(ErrorCode::Overloaded, CreateTransferRejection::code);
                         finish(inner, transfer, TransferStatus::Failed, Some(code), audit).await?;
                         return Err(match rejection {
@@ -462,6 +470,18 @@ async fn drive(
                 )));
             }
         }
+    }
+}
+
+/// A transfer refused as unavailable (an account's mailbox full, an actor quarantined) moved
+/// no money, and its caller was told to retry later (`503`). Its record keeps the failure, but
+/// not the caller's idempotency key: a retry under the same key runs afresh instead of
+/// replaying the `503` for ever. The key's claim is held until this record is durable, so the
+/// retry finds the key free only once the store no longer holds it (every store writes a
+/// transfer's record as its full state, key included).
+fn give_key_back(transfer: &mut Transfer, allowed: bool) {
+    if allowed {
+        transfer.idempotency = None;
     }
 }
 

@@ -53,7 +53,7 @@ pub struct AdjustmentBody {
     path = "/v1/admin/adjustments",
     tag = "admin",
     request_body = AdjustmentBody,
-    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for this operation type (POST /v1/auth/step-up)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time; a different body is 409 IDEMPOTENCY_KEY_REUSED")),
+    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for this operation type (POST /v1/auth/step-up)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time; a different body is 409 IDEMPOTENCY_KEY_REUSED. A 503 that moved no money keeps no key: a retry under it runs afresh")),
     responses((status = 201, body = crate::views::TransferView)),
     security(("bearer" = []))
 )]

@@ -165,7 +165,7 @@ fn batch_fingerprint(
     path = "/v1/transfers/batch",
     tag = "transfers",
     request_body = BatchBody,
-    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for this operation type (POST /v1/auth/step-up)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time; a different body is 409 IDEMPOTENCY_KEY_REUSED")),
+    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for this operation type (POST /v1/auth/step-up)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time; a different body is 409 IDEMPOTENCY_KEY_REUSED. In a plain (not atomic) batch, an item answered 503 that moved no money keeps no key: a retry of the batch runs that item afresh")),
     responses((status = 200, description = "One result per item, in order", body = BatchAnswer)),
     security(("bearer" = []), ("api_key" = []))
 )]

@@ -586,12 +586,16 @@ fn legs_of(row: &crate::batch::TransferRow) -> Result<(Vec<Uuid>, Vec<i64>), Sto
         .unzip())
 }
 
-/// The columns an upsert replaces in a stored transfer row: what a state change can change.
+/// The columns an upsert replaces in a stored transfer row: what a state change can change,
+/// the idempotency key included (a transfer refused as unavailable gives it back: saga.rs
+/// `give_key_back`).
 const TRANSFER_UPDATED: &str = "status = EXCLUDED.status, step = EXCLUDED.step,
     pending_reason = EXCLUDED.pending_reason, failure_reason = EXCLUDED.failure_reason,
     completed_at = EXCLUDED.completed_at, seq = EXCLUDED.seq, fee = EXCLUDED.fee, fx_rate = EXCLUDED.fx_rate,
     destination_amount = EXCLUDED.destination_amount, leg_accounts = EXCLUDED.leg_accounts,
-    leg_versions = EXCLUDED.leg_versions, pending_expires_at = EXCLUDED.pending_expires_at";
+    leg_versions = EXCLUDED.leg_versions, pending_expires_at = EXCLUDED.pending_expires_at,
+    idempotency_scope = EXCLUDED.idempotency_scope, idempotency_key = EXCLUDED.idempotency_key,
+    idempotency_fingerprint = EXCLUDED.idempotency_fingerprint";
 
 /// The other transfer rows: state changes of stored transfers (the final state of a saga a
 /// commit cut, an admin's decision on a pending one), an atomic batch's intent, and the rows of

@@ -999,6 +999,77 @@ pub async fn pricing_round_trips(store: Arc<dyn Store>) {
     assert_eq!(loaded.transfer_types, vec![(TransferKind::Internal, settings)]);
 }
 
+/// The idempotency key is part of a transfer's full state: a record without it leaves the
+/// stored row without it. A transfer refused as unavailable gives its key back that way
+/// (actors' saga.rs `give_key_back`) so that a retry under the key runs afresh. Its saga made
+/// no posting, so its row is written new; a row written earlier (here: pending ones) is
+/// updated, in a large batch and in a small one (Postgres writes those two differently).
+pub async fn a_key_given_back_is_free_again(store: Arc<dyn Store>) {
+    const LARGE: usize = 20;
+    let mut driver = Driver::start(Arc::clone(&store)).await;
+    let source = driver.open_account(Currency::EUR, AccountKind::User, Decimal::ZERO);
+    let destination = driver.open_account(Currency::EUR, AccountKind::User, Decimal::ZERO);
+    let caller = new_id();
+    let key_of = |index: usize| format!("given-back-{index}");
+    let keyed = |driver: &mut Driver, index: usize| {
+        let request = driver.request(source, destination, amount("1.00"));
+        let key = Idempotency { scope: caller, key: key_of(index), fingerprint: format!("print-{index}") };
+        let id = driver.start_transfer_keyed(request, Some(key));
+        driver.step(id, SagaStep::Held);
+        id
+    };
+    let end_without_key = |driver: &mut Driver, id: TransferId, status: TransferStatus| {
+        driver.update_transfer(id, |transfer, at| {
+            transfer.step = SagaStep::Released;
+            transfer.transition(status, at).unwrap();
+            transfer.idempotency = None;
+        });
+    };
+
+    // As the saga does it: started, held, released and failed, its key given back.
+    let refused = keyed(&mut driver, 0);
+    driver.update_transfer(refused, |transfer, _| transfer.failure_reason = Some(tally_engine::ErrorCode::Overloaded));
+    end_without_key(&mut driver, refused, TransferStatus::Failed);
+    driver.durable().await;
+
+    // Rows written first (pending), then ended without their keys: all but the last in one
+    // batch, then the last alone.
+    let pending: Vec<TransferId> = (1..=LARGE)
+        .map(|index| {
+            let id = keyed(&mut driver, index);
+            driver.transition(id, TransferStatus::Pending);
+            id
+        })
+        .collect();
+    driver.durable().await;
+    for index in 1..=LARGE {
+        assert!(store.transfer_by_idempotency(caller, &key_of(index)).await.unwrap().is_some(), "key {index}");
+    }
+    let before = driver.settle().await;
+    for id in &pending[..LARGE - 1] {
+        end_without_key(&mut driver, *id, TransferStatus::Cancelled);
+    }
+    driver.durable_as_one_batch(before).await;
+    let before = driver.settle().await;
+    end_without_key(&mut driver, pending[LARGE - 1], TransferStatus::Cancelled);
+    driver.durable_as_one_batch(before).await;
+
+    driver.assert_store_matches().await;
+    for index in 0..=LARGE {
+        let found = store.transfer_by_idempotency(caller, &key_of(index)).await.unwrap();
+        assert!(found.is_none(), "key {index} was given back, yet it finds {found:?}");
+    }
+    assert!(store.idempotency_keys_after(None, 100).await.unwrap().is_empty(), "no key is held");
+
+    // A new transfer under a key given back commits and is found by it.
+    let again = keyed(&mut driver, 1);
+    driver.transition(again, TransferStatus::Pending);
+    driver.durable().await;
+    let found = store.transfer_by_idempotency(caller, &key_of(1)).await.unwrap().map(|loaded| loaded.value.id);
+    assert_eq!(found, Some(again));
+    driver.assert_store_matches().await;
+}
+
 /// Idempotency keys find their transfers, scoped to their caller, when many are asked at once
 /// (the Postgres store answers concurrent questions together in one query: key_lookups.rs).
 pub async fn idempotency_keys_find_their_transfers(store: Arc<dyn Store>) {

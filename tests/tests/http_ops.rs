@@ -14,6 +14,7 @@ use tally_tests::on_both_stores;
 
 on_both_stores!(
     an_injected_panic_quarantines_the_account_health_shows_it_and_release_brings_it_back,
+    a_transfer_refused_as_unavailable_gives_its_key_back_so_its_retry_runs_once_the_account_is_back,
     release_refuses_bad_input_and_callers_without_ops_write_and_changes_nothing,
     the_health_api_counts_requests_by_status_and_latency_bucket,
     the_ops_page_is_one_self_contained_html_document,
@@ -83,6 +84,50 @@ async fn an_injected_panic_quarantines_the_account_health_shows_it_and_release_b
     assert_eq!(kind(&health.body, "account")["quarantined"], 0, "{}", health.text);
     let listed = health.body["worst"].as_array().unwrap().iter().find(|actor| actor["id"] == source.as_str());
     assert!(listed.is_none_or(|actor| actor["quarantined"] == false), "{}", health.text);
+}
+
+/// A `503` says "retry later", and a client retries under the same `Idempotency-Key`: the
+/// refused transfer (recorded `failed`, nothing moved) must not keep the key, or the retry
+/// would replay the `503` for ever. Refused at either end: the hold at a quarantined source,
+/// the credit at a quarantined destination (after the hold, which is released).
+async fn a_transfer_refused_as_unavailable_gives_its_key_back_so_its_retry_runs_once_the_account_is_back(
+    server: TestServer,
+) {
+    let ops = server.admin(&["ops:read", "ops:write"]).await;
+    let user = server.user().await;
+    let source = server.open_account(&user, "EUR").await;
+    let destination = server.open_account(&user, "EUR").await;
+    server.fund(&source, dec!(100)).await;
+
+    for (quarantined, key) in [(&destination, "retry-after-credit-refused"), (&source, "retry-after-hold-refused")] {
+        server.arm_quarantine(&user, quarantined).await;
+        let body = transfer(&source, &destination, "10.00");
+        for _ in 0..2 {
+            let refused = server.post_keyed("/v1/transfers", Some(&user.token), key, body.clone()).await;
+            assert_eq!(refused.status, 503, "{}", refused.text);
+            assert!(
+                ["OVERLOADED", "QUARANTINED"].contains(&refused.body["code"].as_str().unwrap()),
+                "{}",
+                refused.text
+            );
+        }
+        let release = format!("/v1/admin/actors/account/{quarantined}/release");
+        server.post_empty(&release, Some(&ops.token)).await.assert_status(204);
+
+        let retried = server.post_keyed("/v1/transfers", Some(&user.token), key, body.clone()).await;
+        retried.assert_status(201);
+        assert_eq!(retried.body["status"], "completed", "{}", retried.text);
+        // From here the key is the completed transfer's: a repeat replays it, moving nothing.
+        let replayed = server.post_keyed("/v1/transfers", Some(&user.token), key, body.clone()).await;
+        replayed.assert_status(201);
+        assert_eq!(replayed.body["id"], retried.body["id"], "{}", replayed.text);
+        let other_body =
+            server.post_keyed("/v1/transfers", Some(&user.token), key, transfer(&source, &destination, "11.00")).await;
+        other_body.assert_problem(409, "IDEMPOTENCY_KEY_REUSED");
+    }
+    // Each key moved money once; arm_quarantine funded each quarantined account with 5.
+    assert_eq!(server.position(&source).await, (dec!(85), dec!(0)));
+    assert_eq!(server.position(&destination).await, (dec!(25), dec!(0)));
 }
 
 async fn release_refuses_bad_input_and_callers_without_ops_write_and_changes_nothing(server: TestServer) {

@@ -88,6 +88,7 @@ conformance_tests!(
     wallets_round_trip,
     pricing_round_trips,
     idempotency_keys_find_their_transfers,
+    a_key_given_back_is_free_again,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
