@@ -38,11 +38,11 @@ pub struct Slot<E: Entity> {
     /// `Shared::tick` of the last call, for passivation.
     last_used: AtomicU32,
     /// Where the actor's last record went, packed (`pack_position`; 0: none yet), so a saga
-    /// can follow an account's records still in a journal (`Registry::busy_journal`).
+    /// can follow an account's records still in a journal (`Registry::keep_journal`).
     last_record: AtomicU64,
     /// The journal chosen for the last saga this entity took part in (either end), and when
     /// (`Shared::millis`), packed as `(shard + 1) << 48 | millis`; 0: none
-    /// (`Registry::busy_journal`).
+    /// (`Registry::keep_journal`).
     affinity: AtomicU64,
 }
 
@@ -285,8 +285,15 @@ impl<E: Entity> Registry<E> {
         }
     }
 
-    /// The journal `id`'s work is busy in: the one its last saga took if that started within
-    /// `window_ms` (`note_affinity`), else the journal of its newest record if not yet durable.
+    /// `busy_in` for `id` (tests).
+    #[cfg(test)]
+    pub(crate) fn busy_journal(&self, id: E::Id, window_ms: u64) -> Option<u16> {
+        let slot = self.slots.get(&id)?;
+        self.busy_in(&slot, self.shared.millis(), window_ms)
+    }
+
+    /// The journal an entity's work is busy in: the one its last saga took if that started within
+    /// `window_ms` (`keep_journal`), else the journal of its newest record if not yet durable.
     /// Never activates the entity.
     ///
     /// Why the first: a saga's journal is chosen when it starts, but its source applies its
@@ -296,18 +303,26 @@ impl<E: Entity> Registry<E> {
     /// source's history: its records took turns between two journals, each turn a record
     /// waiting for the other journal's commit, and the writers committed one record at a
     /// time (`scripts/bench` batch: 42 % of commits held a single record).
-    pub(crate) fn busy_journal(&self, id: E::Id, window_ms: u64) -> Option<u16> {
-        let slot = self.slots.get(&id)?;
-        slot.recent_affinity(self.shared.millis(), window_ms).or_else(|| {
+    fn busy_in(&self, slot: &Slot<E>, now: u64, window_ms: u64) -> Option<u16> {
+        slot.recent_affinity(now, window_ms).or_else(|| {
             slot.newest_record().filter(|position| !self.shared.journals.is_durable(*position)).map(|p| p.shard)
         })
     }
 
-    /// Notes that a saga `id` takes part in goes to `shard`'s journal (see `busy_journal`).
-    pub(crate) fn note_affinity(&self, id: E::Id, shard: u16) {
-        if let Some(slot) = self.slots.get(&id) {
-            slot.note_affinity(shard, self.shared.millis());
+    /// Picks the journal of a saga between `first` and `second` and notes it on both: `first`'s
+    /// while it is busy (`busy_in`), else `second`'s, else `home`. One look-up of each
+    /// entity and one reading of the clock: this runs once per transfer.
+    pub(crate) fn keep_journal(&self, first: E::Id, second: E::Id, home: u16, window_ms: u64) -> u16 {
+        let now = self.shared.millis();
+        // Cloned out of the map, so that no two of its locks are held at once.
+        let first = self.slots.get(&first).map(|slot| Arc::clone(&slot));
+        let second = self.slots.get(&second).map(|slot| Arc::clone(&slot));
+        let busy = |slot: &Option<Arc<Slot<E>>>| slot.as_ref().and_then(|slot| self.busy_in(slot, now, window_ms));
+        let chosen = busy(&first).or_else(|| busy(&second)).unwrap_or(home);
+        for slot in [&first, &second].into_iter().flatten() {
+            slot.note_affinity(chosen, now);
         }
+        chosen
     }
 
     /// Resolves once the entity's newest record appended so far is durable (at once if it is,

@@ -247,7 +247,7 @@ pub(crate) fn journal_of(inner: &EngineInner, transfer: &Transfer) -> u16 {
 /// makes a record of it in any other journal wait for that one (`depends_on`): two journals
 /// taking turns one commit at a time for it, which capped a one-hot-account load at about a
 /// quarter of its rate (`scripts/bench`, hot). So the saga follows a busy end: the source's
-/// journal while the source is busy, else the destination's (`Registry::busy_journal`). Both
+/// journal while the source is busy, else the destination's (`Registry::keep_journal`). Both
 /// ends then keep the choice for their next sagas, so an account credited by a busy source
 /// follows it (`scripts/bench` uniform: waits per commit 0.19 with the source alone, 0.02).
 fn choose_journal(inner: &EngineInner, source: AccountId, destination: AccountId) -> u16 {
@@ -255,14 +255,7 @@ fn choose_journal(inner: &EngineInner, source: AccountId, destination: AccountId
 }
 
 fn choose_journal_within(inner: &EngineInner, source: AccountId, destination: AccountId, window_ms: u64) -> u16 {
-    let accounts = &inner.accounts;
-    let chosen = accounts
-        .busy_journal(source, window_ms)
-        .or_else(|| accounts.busy_journal(destination, window_ms))
-        .unwrap_or_else(|| inner.shared.shard_of(source.as_uuid()));
-    accounts.note_affinity(source, chosen);
-    accounts.note_affinity(destination, chosen);
-    chosen
+    inner.accounts.keep_journal(source, destination, inner.shared.shard_of(source.as_uuid()), window_ms)
 }
 
 /// How long an account's sagas keep the journal its last one took. Longer than the gap between

@@ -81,7 +81,7 @@ impl Shared {
     }
 
     /// Milliseconds since start: the clock of an account's journal affinity
-    /// (`Registry::busy_journal`).
+    /// (`Registry::keep_journal`).
     pub fn millis(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
