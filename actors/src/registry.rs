@@ -325,6 +325,27 @@ impl<E: Entity> Registry<E> {
         chosen
     }
 
+    /// Resolves once `id`'s newest record is durable, if it is still on its way to the store in
+    /// a journal other than `journal`; at once otherwise. A saga calls this before a step whose
+    /// record goes to `journal` (`saga::step`): that record must follow the other one into the
+    /// store (`depends_on`), and a journal whose next record waits for another journal waits
+    /// whole, every record queued behind it too. Waiting here holds up one saga instead. It is
+    /// a hint, not the rule: a record the entity appends elsewhere meanwhile is still ordered
+    /// by `depends_on`.
+    pub(crate) async fn settled_outside(
+        &self,
+        id: E::Id,
+        journal: u16,
+    ) -> Result<(), tally_persistence::JournalStopped> {
+        let newest = self.slots.get(&id).and_then(|slot| slot.newest_record());
+        match newest {
+            Some(position) if position.shard != journal && !self.shared.journals.is_durable(position) => {
+                self.shared.journals.wait_durable(position).await
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Resolves once the entity's newest record appended so far is durable (at once if it is,
     /// or if the entity has no live incarnation: an actor passivates only once its last record
     /// is durable). An entity's records become durable in the order it appended them, so after

@@ -519,7 +519,12 @@ pub(crate) async fn step(
     account: AccountId,
     command: AccountCommand,
 ) -> Result<Option<tally_engine::AccountEvent>, CallError<AccountRejection>> {
-    inner.accounts.command_on(account, command, Some(journal_of(inner, transfer))).await
+    let journal = journal_of(inner, transfer);
+    // The account's newest record still in another journal: wait for it here, not in the
+    // journal (`Registry::settled_outside`). A journal that stopped commits nothing more, and
+    // the step then fails at its append as it would have.
+    let _ = inner.accounts.settled_outside(account, journal).await;
+    inner.accounts.command_on(account, command, Some(journal)).await
 }
 
 /// Appends the transfer's current state to its saga's journal.
@@ -757,6 +762,62 @@ mod tests {
         assert_eq!(flags, 1, "the transfer is durable, so its flag is");
 
         store.set_journal_commits_available(0, true);
+        engine.shutdown(Duration::from_secs(5)).await;
+    }
+
+    /// A step for an account whose newest record still waits in another journal waits in its
+    /// saga (`Registry::settled_outside`), not in the journal: the saga's journal keeps
+    /// committing everything else meanwhile, with no dependency wait.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_step_waits_in_its_saga_for_the_accounts_record_in_another_journal() {
+        let store = Arc::new(MemoryStore::new());
+        let config =
+            EngineConfig { actors: ActorConfig { shards: 2, ..ActorConfig::default() }, ..EngineConfig::default() };
+        let engine = Engine::start(store.clone(), config).await.unwrap();
+        let source = open_on(&engine, 0).await;
+        let other = open_on(&engine, 0).await;
+        let payer = open_on(&engine, 1).await;
+        let destination = open_on(&engine, 1).await;
+        for account in [&source, &payer] {
+            engine.adjust(TransferKind::AdminCredit, account.id, dec!(10), None, None, None).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(AFFINITY_MS + 10)).await;
+        let spawn = |request: TransferRequest| {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.transfer(request).await })
+        };
+
+        // The source's newest record waits in journal 0, the destination's in journal 1.
+        store.set_journal_commits_available(0, false);
+        store.set_journal_commits_available(1, false);
+        let first = spawn(request(&engine, &source, &other));
+        applied(&engine, &other, dec!(1)).await;
+        let credit = spawn(request(&engine, &payer, &destination));
+        applied(&engine, &destination, dec!(1)).await;
+        // A saga between them goes to the source's journal, 0; its credit would follow the
+        // destination's record in journal 1.
+        let between = spawn(request(&engine, &source, &destination));
+        // Its hold is placed (or, were the credit not held back, already posted).
+        for _ in 0..500 {
+            if engine.account(source.id).await.unwrap().available().unwrap() == dec!(8) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // Journal 0 commits; its records do not wait for journal 1, and the credit is not
+        // sent while the destination's record is not durable.
+        store.set_journal_commits_available(0, true);
+        first.await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(engine.account(destination.id).await.unwrap().balance(), dec!(1), "the credit waits in its saga");
+        let journal = engine.inner.shared.journals.shard(0);
+        assert_eq!(journal.stats().dependency_waits.load(Ordering::Relaxed), 0, "journal 0 never waited");
+
+        store.set_journal_commits_available(1, true);
+        credit.await.unwrap().unwrap();
+        between.await.unwrap().unwrap();
+        assert_eq!(engine.account(destination.id).await.unwrap().balance(), dec!(2));
         engine.shutdown(Duration::from_secs(5)).await;
     }
 }
