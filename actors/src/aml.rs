@@ -77,6 +77,18 @@ impl Screened {
     }
 }
 
+/// Takes a screened transfer back out of its source's velocity window: it was refused as
+/// unavailable (an account overloaded or quarantined) before any money moved, and its
+/// retry is screened again (`saga::give_key_back`). Counting both would make a client's
+/// retries during an incident look like a burst of payments.
+pub(crate) fn unscreen(inner: &crate::engine::EngineInner, transfer: &Transfer) {
+    if is_screened(transfer.kind)
+        && let Some(mut window) = inner.aml.windows.get_mut(&transfer.source)
+    {
+        window.forget(transfer.currency, transfer.amount, transfer.created_at);
+    }
+}
+
 impl Engine {
     /// Screens `transfer` against the rules and notes it in its source's velocity window
     /// (unless blocked: a refused transfer moved nothing). Pure computation and one map entry.

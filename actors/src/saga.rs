@@ -354,7 +354,7 @@ async fn drive(
                             CallError::Unavailable(unavailable) => {
                                 // Nothing was held. Record the failure so the transfer is not
                                 // left `processing`, then tell the caller to retry later.
-                                give_key_back(transfer, key_may_go_back);
+                                give_key_back(inner, transfer, key_may_go_back);
                                 finish(inner, transfer, TransferStatus::Failed, Some(ErrorCode::Overloaded), audit)
                                     .await?;
                                 return Err(TransferError::Unavailable(unavailable));
@@ -419,7 +419,7 @@ async fn drive(
                         // Undo step 2, then end failed: no money moved.
                         compensate(inner, transfer).await?;
                         if rejection.is_none() {
-                            give_key_back(transfer, key_may_go_back);
+                            give_key_back(inner, transfer, key_may_go_back);
                         }
                         let code = rejection.as_ref().map_or(ErrorCode::Overloaded, CreateTransferRejection::code);
                         finish(inner, transfer, TransferStatus::Failed, Some(code), audit).await?;
@@ -472,9 +472,13 @@ async fn drive(
 /// replaying the `503` for ever. The key's claim is held until this record is durable, so the
 /// retry finds the key free only once the store no longer holds it (every store writes a
 /// transfer's record as its full state, key included).
-fn give_key_back(transfer: &mut Transfer, allowed: bool) {
+///
+/// Its screening is given back too (`aml::unscreen`): the retry is screened again, and a
+/// velocity rule would otherwise count the one payment once per try.
+fn give_key_back(inner: &EngineInner, transfer: &mut Transfer, allowed: bool) {
     if allowed {
         transfer.idempotency = None;
+        crate::aml::unscreen(inner, transfer);
     }
 }
 
@@ -521,8 +525,9 @@ pub(crate) async fn step(
 ) -> Result<Option<tally_engine::AccountEvent>, CallError<AccountRejection>> {
     let journal = journal_of(inner, transfer);
     // The account's newest record still in another journal: wait for it here, not in the
-    // journal (`Registry::settled_outside`). A journal that stopped commits nothing more, and
-    // the step then fails at its append as it would have.
+    // journal (`Registry::settled_outside`). If that journal stopped, nothing more becomes
+    // durable there: the step goes on as it did before this wait, and its record's
+    // `depends_on` still keeps it out of the store until the other record is in.
     let _ = inner.accounts.settled_outside(account, journal).await;
     inner.accounts.command_on(account, command, Some(journal)).await
 }

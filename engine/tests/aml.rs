@@ -101,6 +101,28 @@ fn velocity_counts_and_sums_the_window_including_this_transfer_and_forgets_what_
 }
 
 #[test]
+fn a_forgotten_transfer_no_longer_counts_and_only_a_matching_one_is_forgotten() {
+    let by_count = [rule(
+        1,
+        AmlRuleKind::Velocity(VelocityRule::new(60, Some(1), None, Currency::USD).unwrap()),
+        AmlAction::Flag,
+    )];
+    let mut window = VelocityWindow::default();
+    window.note(&subject(dec!(1), 0), 60);
+    window.note(&subject(dec!(2), 10), 60);
+    assert_eq!(evaluate(&by_count, &subject(dec!(1), 20), &window).action, Some(AmlAction::Flag));
+    // Not noted at or after 11 s, another amount, another currency: nothing to forget.
+    assert!(!window.forget(Currency::USD, dec!(2), Timestamp::from_micros(11_000_000)));
+    assert!(!window.forget(Currency::USD, dec!(3), Timestamp::from_micros(0)));
+    assert!(!window.forget(Currency::EUR, dec!(2), Timestamp::from_micros(0)));
+    assert_eq!(window.len(), 2);
+    assert!(window.forget(Currency::USD, dec!(2), Timestamp::from_micros(10_000_000)));
+    assert_eq!(window.len(), 1);
+    assert!(window.forget(Currency::USD, dec!(1), Timestamp::from_micros(0)));
+    assert_eq!(evaluate(&by_count, &subject(dec!(1), 20), &window).action, None, "nothing left to count");
+}
+
+#[test]
 fn a_window_is_bounded() {
     let mut window = VelocityWindow::default();
     for second in 0..(VELOCITY_ENTRIES_MAX as i64 + 10) {

@@ -93,13 +93,24 @@ async fn an_injected_panic_quarantines_the_account_health_shows_it_and_release_b
 async fn a_transfer_refused_as_unavailable_gives_its_key_back_so_its_retry_runs_once_the_account_is_back(
     server: TestServer,
 ) {
-    let ops = server.admin(&["ops:read", "ops:write"]).await;
+    let ops = server.admin(&["ops:read", "ops:write", "aml:read", "aml:write"]).await;
     let user = server.user().await;
     let source = server.open_account(&user, "EUR").await;
     let destination = server.open_account(&user, "EUR").await;
     server.fund(&source, dec!(100)).await;
+    // A refused try is not a payment: it must not count toward a velocity rule either.
+    let rule = json!({"name": "one a minute", "kind": "velocity",
+        "config": {"window_seconds": 600, "max_count": 1, "currency": "EUR"}, "action": "flag"});
+    server.post("/v1/admin/aml/rules", Some(&ops.token), rule).await.assert_status(201);
+    let flags = || async {
+        let reply = server.get("/v1/admin/aml/flags/count", Some(&ops.token)).await;
+        reply.assert_status(200);
+        reply.body["count"].as_u64().unwrap()
+    };
 
-    for (quarantined, key) in [(&destination, "retry-after-credit-refused"), (&source, "retry-after-hold-refused")] {
+    for (round, (quarantined, key)) in
+        [(&destination, "retry-after-credit-refused"), (&source, "retry-after-hold-refused")].into_iter().enumerate()
+    {
         server.arm_quarantine(&user, quarantined).await;
         let body = transfer(&source, &destination, "10.00");
         for _ in 0..2 {
@@ -124,6 +135,12 @@ async fn a_transfer_refused_as_unavailable_gives_its_key_back_so_its_retry_runs_
         let other_body =
             server.post_keyed("/v1/transfers", Some(&user.token), key, transfer(&source, &destination, "11.00")).await;
         other_body.assert_problem(409, "IDEMPOTENCY_KEY_REUSED");
+        if round == 0 {
+            // Two refused tries and the payment, each screened on the source: one payment, so
+            // the rule (more than one a minute) never fired. (Round 1's tries come after a
+            // payment, so they are flagged when screened, before they are refused.)
+            assert_eq!(flags().await, 0, "refused tries did not count as payments");
+        }
     }
     // Each key moved money once; arm_quarantine funded each quarantined account with 5.
     assert_eq!(server.position(&source).await, (dec!(85), dec!(0)));
