@@ -102,11 +102,8 @@ fn velocity_counts_and_sums_the_window_including_this_transfer_and_forgets_what_
 
 #[test]
 fn a_forgotten_transfer_no_longer_counts_and_only_a_matching_one_is_forgotten() {
-    let by_count = [rule(
-        1,
-        AmlRuleKind::Velocity(VelocityRule::new(60, Some(1), None, Currency::USD).unwrap()),
-        AmlAction::Flag,
-    )];
+    let by_count =
+        [rule(1, AmlRuleKind::Velocity(VelocityRule::new(60, Some(1), None, Currency::USD).unwrap()), AmlAction::Flag)];
     let mut window = VelocityWindow::default();
     window.note(&subject(dec!(1), 0), 60);
     window.note(&subject(dec!(2), 10), 60);
