@@ -204,6 +204,9 @@ impl<E: Entity> Registry<E> {
                 backoff(attempt).await;
             }
             let slot = self.slot(id).await?;
+            if let Some(journal) = journal {
+                self.settled_outside(&slot, journal).await;
+            }
             let Some(addr) = slot.cell.get() else { continue };
             if slot.depth.fetch_add(1, Ordering::AcqRel) >= capacity {
                 slot.depth.fetch_sub(1, Ordering::AcqRel);
@@ -325,24 +328,21 @@ impl<E: Entity> Registry<E> {
         chosen
     }
 
-    /// Resolves once `id`'s newest record is durable, if it is still on its way to the store in
-    /// a journal other than `journal`; at once otherwise. A saga calls this before a step whose
-    /// record goes to `journal` (`saga::step`): that record must follow the other one into the
-    /// store (`depends_on`), and a journal whose next record waits for another journal waits
-    /// whole, every record queued behind it too. Waiting here holds up one saga instead. It is
-    /// a hint, not the rule: a record the entity appends elsewhere meanwhile is still ordered
-    /// by `depends_on`.
-    pub(crate) async fn settled_outside(
-        &self,
-        id: E::Id,
-        journal: u16,
-    ) -> Result<(), tally_persistence::JournalStopped> {
-        let newest = self.slots.get(&id).and_then(|slot| slot.newest_record());
-        match newest {
-            Some(position) if position.shard != journal && !self.shared.journals.is_durable(position) => {
-                self.shared.journals.wait_durable(position).await
-            }
-            _ => Ok(()),
+    /// Resolves once the entity's newest record is durable, if it is still on its way to the
+    /// store in a journal other than `journal`; at once otherwise. `roundtrip` waits here before
+    /// a call whose record goes to `journal` (a saga's step, an atomic batch's hold): that
+    /// record must follow the other one into the store (`depends_on`), and a journal whose next
+    /// record waits for another journal waits whole, every record queued behind it too. Waiting
+    /// here holds up one caller instead. It is a hint, not the rule: a record the entity appends
+    /// elsewhere meanwhile is still ordered by `depends_on`. If the other journal stopped,
+    /// nothing more becomes durable there; the call goes on as it would have, and its record's
+    /// `depends_on` keeps it out of the store until the other record is in.
+    async fn settled_outside(&self, slot: &Slot<E>, journal: u16) {
+        if let Some(position) = slot.newest_record()
+            && position.shard != journal
+            && !self.shared.journals.is_durable(position)
+        {
+            let _ = self.shared.journals.wait_durable(position).await;
         }
     }
 

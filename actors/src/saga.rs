@@ -523,13 +523,9 @@ pub(crate) async fn step(
     account: AccountId,
     command: AccountCommand,
 ) -> Result<Option<tally_engine::AccountEvent>, CallError<AccountRejection>> {
-    let journal = journal_of(inner, transfer);
-    // The account's newest record still in another journal: wait for it here, not in the
-    // journal (`Registry::settled_outside`). If that journal stopped, nothing more becomes
-    // durable there: the step goes on as it did before this wait, and its record's
-    // `depends_on` still keeps it out of the store until the other record is in.
-    let _ = inner.accounts.settled_outside(account, journal).await;
-    inner.accounts.command_on(account, command, Some(journal)).await
+    // Waits first if the account's newest record is still in another journal
+    // (`Registry::settled_outside`).
+    inner.accounts.command_on(account, command, Some(journal_of(inner, transfer))).await
 }
 
 /// Appends the transfer's current state to its saga's journal.
@@ -611,6 +607,16 @@ mod tests {
     use crate::engine::EngineConfig;
     use crate::shared::ActorConfig;
 
+    /// An engine of two shards, each with its own journal, on a memory store whose journals can
+    /// be paused one at a time.
+    async fn two_shards() -> (Arc<MemoryStore>, Engine) {
+        let store = Arc::new(MemoryStore::new());
+        let config =
+            EngineConfig { actors: ActorConfig { shards: 2, ..ActorConfig::default() }, ..EngineConfig::default() };
+        let engine = Engine::start(store.clone(), config).await.unwrap();
+        (store, engine)
+    }
+
     /// An open account whose actor lives on `shard`.
     async fn open_on(engine: &Engine, shard: u16) -> Account {
         loop {
@@ -658,10 +664,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sagas_keep_a_busy_accounts_journal_and_the_accounts_it_pays_follow_it() {
-        let store = Arc::new(MemoryStore::new());
-        let config =
-            EngineConfig { actors: ActorConfig { shards: 2, ..ActorConfig::default() }, ..EngineConfig::default() };
-        let engine = Engine::start(store.clone(), config).await.unwrap();
+        let (store, engine) = two_shards().await;
         let payer = [open_on(&engine, 0).await, open_on(&engine, 1).await];
         let payee = [open_on(&engine, 0).await, open_on(&engine, 1).await];
         let source = open_on(&engine, 0).await;
@@ -716,10 +719,7 @@ mod tests {
         use tally_persistence::Store;
         use tally_persistence::aml::FlagFilter;
 
-        let store = Arc::new(MemoryStore::new());
-        let config =
-            EngineConfig { actors: ActorConfig { shards: 2, ..ActorConfig::default() }, ..EngineConfig::default() };
-        let engine = Engine::start(store.clone(), config).await.unwrap();
+        let (store, engine) = two_shards().await;
         let now = engine.now();
         let rule = AmlRule {
             id: uuid::Uuid::new_v4(),
@@ -775,10 +775,7 @@ mod tests {
     /// committing everything else meanwhile, with no dependency wait.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_step_waits_in_its_saga_for_the_accounts_record_in_another_journal() {
-        let store = Arc::new(MemoryStore::new());
-        let config =
-            EngineConfig { actors: ActorConfig { shards: 2, ..ActorConfig::default() }, ..EngineConfig::default() };
-        let engine = Engine::start(store.clone(), config).await.unwrap();
+        let (store, engine) = two_shards().await;
         let source = open_on(&engine, 0).await;
         let other = open_on(&engine, 0).await;
         let payer = open_on(&engine, 1).await;
