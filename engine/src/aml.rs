@@ -208,15 +208,17 @@ impl VelocityWindow {
         self.entries.push_back((subject.at, subject.currency, subject.amount));
     }
 
-    /// Forgets the newest remembered transfer of `amount` in `currency` noted at or after
+    /// Forgets the oldest remembered transfer of `amount` in `currency` noted at or after
     /// `since` (a transfer that was screened and then refused for a reason of the engine's, not
-    /// the customer's); true if there was one. Of two such transfers either may go: they count
-    /// and sum alike.
+    /// the customer's); true if there was one. Two such transfers count and sum alike, but not
+    /// for as long: if the one that goes is not the refused one, the oldest going leaves a newer
+    /// entry that stays in the window longer, so the window errs towards counting too much
+    /// rather than too little.
     pub fn forget(&mut self, currency: Currency, amount: Decimal, since: Timestamp) -> bool {
-        let newest = self.entries.iter().rposition(|(at, entry_currency, entry_amount)| {
+        let oldest = self.entries.iter().position(|(at, entry_currency, entry_amount)| {
             *entry_currency == currency && *entry_amount == amount && *at >= since
         });
-        newest.and_then(|index| self.entries.remove(index)).is_some()
+        oldest.and_then(|index| self.entries.remove(index)).is_some()
     }
 
     /// The number and sum of remembered transfers in `currency` at or after `since`.

@@ -120,6 +120,19 @@ fn a_forgotten_transfer_no_longer_counts_and_only_a_matching_one_is_forgotten() 
 }
 
 #[test]
+fn of_two_alike_transfers_the_oldest_is_forgotten_so_the_newer_one_keeps_counting() {
+    // One earlier transfer in the window: a second one trips it.
+    let by_count =
+        [rule(1, AmlRuleKind::Velocity(VelocityRule::new(60, Some(1), None, Currency::USD).unwrap()), AmlAction::Flag)];
+    let mut window = VelocityWindow::default();
+    window.note(&subject(dec!(5), 0), 60);
+    window.note(&subject(dec!(5), 30), 60);
+    assert!(window.forget(Currency::USD, dec!(5), Timestamp::from_micros(0)));
+    // At 70 s the entry of 0 s would have left the window; the one of 30 s has not.
+    assert_eq!(evaluate(&by_count, &subject(dec!(1), 70), &window).action, Some(AmlAction::Flag));
+}
+
+#[test]
 fn a_window_is_bounded() {
     let mut window = VelocityWindow::default();
     for second in 0..(VELOCITY_ENTRIES_MAX as i64 + 10) {
