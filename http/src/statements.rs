@@ -500,6 +500,12 @@ impl CsvWalk {
         if self.done {
             return Ok(None);
         }
+        // Let hyper send what it holds before the next read. It writes to the socket only when
+        // the body is not ready, so without this turn a read that is ready at once (the thread
+        // was descheduled while Postgres answered) hands it the next chunk, or the error, in the
+        // same poll: an error then drops the connection with the header still unsent, and the
+        // client sees a closed connection instead of an answer that started and broke off.
+        tokio::task::yield_now().await;
         let read = self.reads.statement_lines(&self.filter, self.after, CSV_CHUNK_ROWS).await;
         let lines = read.map_err(|error| self.fail(format!("statement read failed mid-stream: {error}")))?;
         self.done = lines.len() < CSV_CHUNK_ROWS as usize;
