@@ -16,6 +16,9 @@
 //! - **Connection bound**: at most `connections_max` open connections per node. Beyond it a
 //!   new connection is answered `503 OVERLOADED` (problem+json, `Retry-After: 1`,
 //!   `Connection: close`) and closed, so file descriptors can never run out under a flood.
+//!
+//! An address another process already listens on is refused at start-up, even one that
+//! listens with `SO_REUSEPORT` too (see `refuse_a_port_in_use`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -81,6 +84,9 @@ impl Server {
     /// Binds one listener per thread of `runtime` on `listen` and serves `app` on them. Binding
     /// happens here, so an address in use is an error now, not in a background task.
     pub fn start(runtime: &Runtime, listen: SocketAddr, app: Router, config: ServerConfig) -> std::io::Result<Server> {
+        if listen.port() != 0 {
+            refuse_a_port_in_use(listen)?;
+        }
         let mut listeners = Vec::with_capacity(runtime.threads());
         let mut address = listen;
         for _ in 0..runtime.threads() {
@@ -121,6 +127,25 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// Fails with `AddrInUse` if another socket listens on `address`. `SO_REUSEPORT`, which lets
+/// this server's own listeners share the port, would also let a second process of the same
+/// user (an old Tally left running, another instance started by mistake) join the group, and
+/// the kernel would then split new connections between the two without a word. A socket
+/// bound without it conflicts with any listener on the port, so binding one first, and
+/// closing it, turns that silent sharing into a clear error at start-up.
+fn refuse_a_port_in_use(address: SocketAddr) -> std::io::Result<()> {
+    let probe = socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::STREAM, None)?;
+    // Connections of an earlier run still in TIME_WAIT do not make the port in use.
+    probe.set_reuse_address(true)?;
+    probe.bind(&address.into()).map_err(|error| {
+        if error.kind() == std::io::ErrorKind::AddrInUse {
+            std::io::Error::new(error.kind(), "another process listens on it")
+        } else {
+            error
+        }
+    })
 }
 
 fn bind(address: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {

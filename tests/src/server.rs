@@ -45,9 +45,20 @@ impl TallyServer {
             log,
             data_dir,
         };
-        server.spawn();
-        server.wait_ready(Duration::from_secs(60)).await;
-        server
+        // `free_port` can hand two tests running side by side the same port (it is free until a
+        // server binds it); the second server then refuses it at start, and gets another.
+        for _ in 0..3 {
+            server.spawn();
+            match server.wait_until_ready(Duration::from_secs(60)).await {
+                Ok(()) => return server,
+                Err(log) if log.contains("another process listens on it") => {
+                    server.port = free_port();
+                    let _ = std::fs::remove_file(&server.log);
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
+        panic!("no free port for tally serve in three tries");
     }
 
     fn spawn(&mut self) {
@@ -81,21 +92,29 @@ impl TallyServer {
 
     /// Polls `/health/ready` until 200, failing the test (with the server's log) on time-out.
     pub async fn wait_ready(&mut self, limit: Duration) {
+        if let Err(failure) = self.wait_until_ready(limit).await {
+            panic!("{failure}");
+        }
+    }
+
+    /// Polls `/health/ready` until 200; on exit or time-out, says which, with the server's log.
+    async fn wait_until_ready(&mut self, limit: Duration) -> Result<(), String> {
         let client = reqwest::Client::new();
         let started = Instant::now();
         while started.elapsed() < limit {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("tally serve exited with {status}; log:\n{}", self.log_text());
+                self.child = None;
+                return Err(format!("tally serve exited with {status}; log:\n{}", self.log_text()));
             }
             let ready = client.get(format!("{}/health/ready", self.base_url())).send().await;
             if ready.is_ok_and(|response| response.status() == 200) {
-                return;
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("tally serve not ready within {limit:?}; log:\n{}", self.log_text());
+        Err(format!("tally serve not ready within {limit:?}; log:\n{}", self.log_text()))
     }
 
     /// SIGKILL: the process dies at once, mid-whatever, as in a crash.
@@ -121,7 +140,12 @@ impl TallyServer {
 impl Drop for TallyServer {
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_file(&self.log);
+        // A failing test keeps the server's log, to read what the server saw.
+        if std::thread::panicking() {
+            eprintln!("tally serve's log is kept at {}", self.log.display());
+        } else {
+            let _ = std::fs::remove_file(&self.log);
+        }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }

@@ -1,11 +1,12 @@
 //! The server as the public internet meets it, against a real `tally serve` (embedded SQLite):
 //! a client that sends half a header is disconnected when the header-read timeout passes, a
 //! kept-alive connection left idle is closed, and connections beyond the per-node bound are
-//! answered `503 OVERLOADED` and closed — while a well-behaved client is served throughout.
+//! answered `503 OVERLOADED` and closed — while a well-behaved client is served throughout. A
+//! second server on the same port is refused at start, not given half the connections.
 
 use std::time::{Duration, Instant};
 
-use tally_tests::server::TallyServer;
+use tally_tests::server::{TallyServer, tally_bin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -134,4 +135,48 @@ async fn a_kept_alive_connection_left_idle_is_closed_and_a_busy_one_is_not() {
     let (answer, closed) = read_until_closed(&mut idle, Duration::from_secs(TIMEOUT_SECS + 5)).await;
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
     assert!(closed, "an idle kept-alive connection is closed");
+}
+
+/// The listeners share their port with `SO_REUSEPORT`, which would also let a second process
+/// join them and take a share of the connections. A second `tally serve` on the port is
+/// refused at start with a clear error, and the first one goes on serving.
+#[tokio::test]
+async fn a_second_server_on_the_same_port_is_refused_at_start() {
+    let (server, _dir) = server().await;
+    let file = std::env::temp_dir().join(format!("tally-server-second-{}.db", uuid::Uuid::new_v4().simple()));
+    let _second_db = TempDb(file.clone());
+    let data_dir = std::env::temp_dir().join(format!("tally-server-second-data-{}", uuid::Uuid::new_v4().simple()));
+    let log = std::env::temp_dir().join(format!("tally-server-second-{}.log", uuid::Uuid::new_v4().simple()));
+    let log_file = std::fs::File::create(&log).expect("log file");
+    let mut second = std::process::Command::new(tally_bin())
+        .arg("serve")
+        .env("TALLY_LISTEN", format!("127.0.0.1:{}", server.port))
+        .env("TALLY_DATABASE_URL", format!("sqlite://{}", file.display()))
+        .env("TALLY_DATA_DIR", &data_dir)
+        .env("TALLY_ADMIN_EMAIL", "second@tally.test")
+        .env("TALLY_ADMIN_PASSWORD", "Sec0nd!password")
+        .env("TALLY_LOG", "warn")
+        .stdout(log_file.try_clone().expect("log handle"))
+        .stderr(log_file)
+        .spawn()
+        .expect("start a second tally serve");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    assert!(status.is_some_and(|status| !status.success()), "the second server must exit with an error: {said}");
+    assert!(said.contains("another process listens on it"), "the error names the cause: {said}");
+    let response = reqwest::get(format!("{}/health/ready", server.base_url())).await.expect("the first one serves");
+    assert_eq!(response.status(), 200);
 }
