@@ -32,7 +32,6 @@
 //!   which makes hyper abort the chunked body without its terminating chunk, so the client sees
 //!   a broken transfer, never a file that looks complete.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -81,10 +80,6 @@ const STATEMENT_TAG: &str = "statement";
 /// the other, as between every two listings.
 const ACCOUNT_STATEMENT_TAG: &str = "account-statement";
 
-/// The CSV's columns, in order; the JSON line's fields have the same names.
-pub const CSV_HEADER: &str = "id,transfer_id,account_id,user_id,currency,direction,amount,balance_after,\
-                              transfer_type,reference,description,created_at\r\n";
-
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -124,6 +119,22 @@ pub struct AccountStatementQuery {
     /// `json` (default) or `csv` (the whole period, streamed, as an attachment).
     pub format: Option<String>,
 }
+
+/// The CSV's columns: `StatementLineView`'s fields, in order (a test holds them equal).
+const CSV_COLUMNS: [&str; 12] = [
+    "id",
+    "transfer_id",
+    "account_id",
+    "user_id",
+    "currency",
+    "direction",
+    "amount",
+    "balance_after",
+    "transfer_type",
+    "reference",
+    "description",
+    "created_at",
+];
 
 /// One ledger line (a posting).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -425,58 +436,23 @@ async fn json_page(
     Ok(axum::Json(StatementPage { items, next_cursor }).into_response())
 }
 
-/// A CSV field: quoted (with quotes doubled) when it holds a comma, quote, CR or LF, as RFC
-/// 4180 requires; as it is otherwise.
-pub fn csv_field(out: &mut String, text: &str) {
-    if text.contains([',', '"', '\r', '\n']) {
-        out.push('"');
-        for c in text.chars() {
-            if c == '"' {
-                out.push('"');
-            }
-            out.push(c);
-        }
-        out.push('"');
-    } else {
-        out.push_str(text);
-    }
-}
-
-fn csv_line(out: &mut String, line: StatementLine) -> Result<(), String> {
-    let view = StatementLineView::of(line)?;
-    // Ids, codes, amounts and times never need quoting; the texts may.
-    let _ = write!(
-        out,
-        "{},{},{},{},{},{},{},{},{},",
-        view.id,
-        view.transfer_id,
-        view.account_id,
-        view.user_id.as_deref().unwrap_or(""),
-        view.currency,
-        view.direction,
-        view.amount,
-        view.balance_after,
-        view.transfer_type,
-    );
-    csv_field(out, view.reference.as_deref().unwrap_or(""));
-    out.push(',');
-    csv_field(out, view.description.as_deref().unwrap_or(""));
-    out.push(',');
-    out.push_str(&view.created_at);
-    out.push_str("\r\n");
-    Ok(())
-}
-
-/// CSV text of `lines`, after the header row if `header`.
+/// CSV text of `lines` (RFC 4180: CRLF line ends, a field quoted, its quotes doubled, only
+/// when it holds a comma, quote, CR or LF), after the header row if `header`. The columns are
+/// `StatementLineView`'s fields in order, as in the JSON pages.
 fn csv_chunk(lines: Vec<StatementLine>, header: bool) -> Result<Bytes, String> {
-    let mut out = String::with_capacity(lines.len() * 320 + CSV_HEADER.len());
+    let mut out = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .has_headers(false)
+        .from_writer(Vec::with_capacity(lines.len() * 320));
+    // Written here, not from the first row, so a period without lines still has its header.
     if header {
-        out.push_str(CSV_HEADER);
+        out.write_record(CSV_COLUMNS).map_err(|error| format!("statement CSV: {error}"))?;
     }
     for line in lines {
-        csv_line(&mut out, line)?;
+        out.serialize(StatementLineView::of(line)?).map_err(|error| format!("statement CSV: {error}"))?;
     }
-    Ok(Bytes::from(out))
+    let bytes = out.into_inner().map_err(|error| format!("statement CSV: {}", error.error()))?;
+    Ok(Bytes::from(bytes))
 }
 
 /// The walk of a CSV: the next chunk starts after `after`.
@@ -554,13 +530,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn csv_fields_are_quoted_only_when_they_must_be() {
-        let mut out = String::new();
-        for text in ["plain", "a,b", "say \"hi\"", "two\nlines", "cr\r", ""] {
-            csv_field(&mut out, text);
-            out.push('|');
+    fn the_csv_header_is_the_views_fields_and_fields_are_quoted_only_when_they_must_be() {
+        let line = |reference: &str| StatementLineView {
+            id: "p".to_owned(),
+            transfer_id: "t".to_owned(),
+            account_id: "a".to_owned(),
+            user_id: None,
+            currency: "USD",
+            direction: "credit",
+            amount: "1.00".to_owned(),
+            balance_after: "1.00".to_owned(),
+            transfer_type: "internal".to_owned(),
+            reference: Some(reference.to_owned()),
+            description: None,
+            created_at: "2025-06-15T00:00:00Z".to_owned(),
+        };
+        let mut out = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(Vec::new());
+        for reference in ["plain", "a,b", "say \"hi\"", "two\nlines", "cr\r", ""] {
+            out.serialize(line(reference)).unwrap();
         }
-        assert_eq!(out, "plain|\"a,b\"|\"say \"\"hi\"\"\"|\"two\nlines\"|\"cr\r\"||");
+        let text = String::from_utf8(out.into_inner().unwrap()).unwrap();
+        let rows: Vec<&str> = text.split("\r\n").collect();
+        assert_eq!(rows[0], CSV_COLUMNS.join(","), "the view's fields are the documented columns, in order");
+        let references: Vec<&str> = rows[1..7].iter().map(|row| row.split_once("internal,").unwrap().1).collect();
+        assert_eq!(
+            references,
+            [
+                "plain,,2025-06-15T00:00:00Z",
+                "\"a,b\",,2025-06-15T00:00:00Z",
+                "\"say \"\"hi\"\"\",,2025-06-15T00:00:00Z",
+                "\"two\nlines\",,2025-06-15T00:00:00Z",
+                "\"cr\r\",,2025-06-15T00:00:00Z",
+                ",,2025-06-15T00:00:00Z",
+            ]
+        );
     }
 
     #[test]

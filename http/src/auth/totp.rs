@@ -6,6 +6,7 @@
 //! lives in `mfa.rs`.
 
 use aws_lc_rs::hmac;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tally_engine::Timestamp;
 
 use crate::problem::ApiError;
@@ -26,8 +27,6 @@ pub const SECRET_BYTES: usize = 20;
 /// The issuer an authenticator app shows next to the account.
 pub const ISSUER: &str = "Tally";
 
-const BASE32_ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-
 /// A fresh random secret from the system's secure generator.
 pub fn generate_secret() -> Result<Vec<u8>, ApiError> {
     let mut secret = vec![0_u8; SECRET_BYTES];
@@ -37,39 +36,14 @@ pub fn generate_secret() -> Result<Vec<u8>, ApiError> {
 
 /// RFC 4648 base32 without padding (what `otpauth://` URLs carry).
 pub fn base32_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
-    let mut buffer: u32 = 0;
-    let mut bits = 0_u32;
-    for &byte in bytes {
-        buffer = (buffer << 8) | u32::from(byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(char::from(BASE32_ALPHABET[((buffer >> bits) & 31) as usize]));
-        }
-    }
-    if bits > 0 {
-        out.push(char::from(BASE32_ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
-    }
-    out
+    data_encoding::BASE32_NOPAD.encode(bytes)
 }
 
-/// Decodes base32 (case-insensitive, padding and spaces ignored); `None` for other characters.
+/// Decodes base32 as a person may copy it: either case, padding and spaces ignored; `None` if
+/// it is not base32.
 pub fn base32_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 5 / 8);
-    let mut buffer: u32 = 0;
-    let mut bits = 0_u32;
-    for character in text.chars().filter(|c| *c != '=' && *c != ' ') {
-        let upper = character.to_ascii_uppercase();
-        let value = BASE32_ALPHABET.iter().position(|&a| char::from(a) == upper)?;
-        buffer = (buffer << 5) | value as u32;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push(((buffer >> bits) & 0xff) as u8);
-        }
-    }
-    Some(out)
+    let symbols: String = text.chars().filter(|c| *c != '=' && *c != ' ').collect();
+    data_encoding::BASE32_NOPAD.decode(symbols.to_ascii_uppercase().as_bytes()).ok()
 }
 
 /// RFC 4226 HOTP: `digits` decimal digits of the dynamically truncated HMAC-SHA1 of `counter`.
@@ -118,22 +92,12 @@ pub fn otpauth_url(secret_base32: &str, account: &str) -> String {
     format!(
         "otpauth://totp/{issuer}:{account}?secret={secret_base32}&issuer={issuer}&algorithm=SHA1&digits={DIGITS}&period={STEP_SECONDS}",
         issuer = ISSUER,
-        account = percent_encode(account),
+        account = utf8_percent_encode(account, NOT_UNRESERVED),
     )
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| {
-            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-                char::from(byte).to_string()
-            } else {
-                format!("%{byte:02X}")
-            }
-        })
-        .collect()
-}
+/// Everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`) is percent-encoded.
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 #[cfg(test)]
 mod tests {
