@@ -1,4 +1,4 @@
-//! The error codes of the HTTP contract (`shared/API.md`). Every rejection in the engine maps
+//! The error codes of the HTTP contract (`docs/API.md`). Every rejection in the engine maps
 //! to exactly one of them; the HTTP layer maps each code to its status.
 
 /// An error code of the API contract.
