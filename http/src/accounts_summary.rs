@@ -5,7 +5,7 @@
 //! it never reaches `GET /v1/accounts/{id}` (which would refuse it as a malformed id).
 //!
 //! Each account is read live from its actor, as the account listing does, so the sums agree
-//! with `GET /v1/accounts` at the same instant. Decisions (see ARCHITECTURE.md): closed
+//! with `GET /v1/accounts` at the same instant. Decisions (see docs/api-decisions.md): closed
 //! accounts are left out (they hold nothing and are final); `balance` and `held` sum active
 //! and blocked accounts (a blocked account's money is still the customer's);
 //! `available_balance` sums active accounts only (a blocked account refuses new holds, so

@@ -4,7 +4,7 @@
 //! (`tally_engine::{fees, fx, transfer_type}`), and the write-through to the store is the
 //! actors' (`tally_actors::pricing`).
 //!
-//! Decisions where API.md is silent (also in ARCHITECTURE.md):
+//! Decisions where API.md is silent (also in docs/api-decisions.md):
 //! - A rate is directed; the inverse pair is not implied. `PUT` upserts and answers `204`.
 //! - A `percentage` is in percent ("1.5" = 1.5 %). At most one enabled fee rule per
 //!   (transfer_type, currency): a second one is `409 CONFLICT`. Rules are not deleted; they

@@ -10,7 +10,7 @@
 //! transfer, the account and its owner, currency, direction, amount, the account's balance
 //! after the posting, the transfer's type, reference and description, and its time.
 //!
-//! Decisions (API.md is silent; see ARCHITECTURE.md):
+//! Decisions (API.md is silent; see docs/api-decisions.md):
 //! - `from` and `to` are required UTC dates, both inclusive, `from <= to`, at most
 //!   `STATEMENT_DAYS_MAX` days. A posting belongs to the day it was booked (its journal batch
 //!   committed, which is when the balance changed), as in the transactions listing and the

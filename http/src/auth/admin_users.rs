@@ -4,7 +4,7 @@
 //! `POST /v1/admin/users/{id}/password-reset`, `GET`/`DELETE /v1/admin/users/{id}/sessions`,
 //! `POST /v1/admin/users/{id}/verification` and `GET /v1/admin/permissions`.
 //!
-//! Rules where the contract is silent (ARCHITECTURE.md lists them too):
+//! Rules where the contract is silent (docs/api-decisions.md lists them too):
 //! - An admin cannot block themselves nor revoke their own `admin_users:manage` (`409
 //!   CONFLICT`): either would lock out the one doing it, possibly the last admin able to undo.
 //! - An admin grants only actions they hold themselves (`403 FORBIDDEN` otherwise), when
