@@ -127,6 +127,9 @@ pub fn convert(amount: Decimal, rate: Decimal, to: Currency) -> Result<Decimal, 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct U256([u64; 4]);
 
+// Limb arithmetic: each `as u64` below keeps the low 64 bits of a 128-bit value on purpose, and
+// the high bits are carried (`>> 64`) or, in a quotient, are zero.
+#[allow(clippy::cast_possible_truncation)]
 impl U256 {
     fn mul(a: u128, b: u128) -> U256 {
         let a = [a as u64, (a >> 64) as u64];

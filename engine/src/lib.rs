@@ -4,6 +4,11 @@
 //! Architecture invariant: this crate does no I/O. No clock, no randomness, no database, no
 //! JSON. Time and ids come in as arguments, so the same code runs in the actors, in recovery
 //! and in the simulation tests' model ledger.
+//!
+//! Money arithmetic must never lose bits silently, so a numeric `as` cast that could truncate,
+//! wrap or drop a sign is an error here (clippy runs with `-D warnings`); the few intended ones
+//! (splitting a 128-bit product into 64-bit limbs in `fx.rs`) say so where they are.
+#![warn(clippy::cast_possible_truncation, clippy::cast_possible_wrap, clippy::cast_sign_loss)]
 
 pub mod account;
 pub mod aml;
