@@ -86,6 +86,26 @@ impl Position {
     }
 
     /// Drops the in-flight part once it holds nothing.
+    /// The totals kept beside the maps are their sums: `held` of the live holds, and the
+    /// admitted total of the admitted credits. Funds checks read the totals, so a drift would
+    /// let money be spent twice or refused wrongly; debug builds (every test) check both after
+    /// each change.
+    fn debug_check_totals(&self) {
+        if cfg!(debug_assertions) {
+            let holds = self.holds().try_fold(Decimal::ZERO, |sum, (_, amount)| sum.checked_add(amount));
+            debug_assert_eq!(holds, Some(self.held), "held is the sum of the live holds");
+            if let Some(work) = self.work() {
+                let admitted =
+                    work.admitted_credits.values().try_fold(Decimal::ZERO, |sum, amount| sum.checked_add(*amount));
+                debug_assert_eq!(
+                    admitted,
+                    Some(work.admitted_total),
+                    "the admitted total is the sum of the admitted credits"
+                );
+            }
+        }
+    }
+
     fn tidy(&mut self) {
         if self.work.as_ref().is_some_and(|work| work.is_empty()) {
             self.work = None;
@@ -144,6 +164,7 @@ impl Position {
         }
         self.held = money::add(self.held, amount)?;
         self.work_mut().holds.insert(transfer, amount);
+        self.debug_check_totals();
         Ok(())
     }
 
@@ -153,6 +174,7 @@ impl Position {
         self.held = money::sub(self.held, amount)?;
         self.work_mut().holds.remove(&transfer);
         self.tidy();
+        self.debug_check_totals();
         Ok(Some(amount))
     }
 
@@ -167,6 +189,7 @@ impl Position {
         self.version += 1;
         self.work_mut().holds.remove(&transfer);
         self.tidy();
+        self.debug_check_totals();
         Ok(Some(amount))
     }
 
@@ -232,6 +255,7 @@ impl Position {
         let work = self.work_mut();
         work.admitted_total = admitted_total;
         work.admitted_credits.insert(transfer, amount);
+        self.debug_check_totals();
         Ok(())
     }
 
@@ -243,6 +267,7 @@ impl Position {
         work.admitted_total = money::sub(work.admitted_total, amount)?;
         work.admitted_credits.remove(&transfer);
         self.tidy();
+        self.debug_check_totals();
         Ok(Some(amount))
     }
 
@@ -267,6 +292,15 @@ mod tests {
 
     fn transfer(n: u128) -> TransferId {
         TransferId::from_u128(n)
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "held is the sum of the live holds")]
+    fn a_held_total_that_drifted_from_its_holds_is_caught_in_debug_builds() {
+        let mut position = Position::new(dec!(100), dec!(0), false);
+        position.held = dec!(1);
+        let _ = position.apply_hold(transfer(1), dec!(10));
     }
 
     #[test]

@@ -958,6 +958,13 @@ impl Writer {
         if let Some(seq) = last_seq {
             inner.stats.committed_seq.store(seq, Ordering::Relaxed);
             if let Some(durable) = inner.progress.durable.get(usize::from(inner.shard)) {
+                // The durable-prefix rule: a shard's records become durable in sequence order,
+                // each batch the run right after the last one, none skipped or repeated.
+                debug_assert!(
+                    batch.records.iter().map(|record| record.seq).eq(durable.load(Ordering::Acquire) + 1..=seq),
+                    "shard {}: a batch's records continue the durable sequence without a gap",
+                    inner.shard
+                );
                 durable.store(seq, Ordering::Release);
             }
             inner.progress.advanced.notify_waiters();
