@@ -13,8 +13,7 @@
 //! The engine screens each transfer against its in-memory copy of the rules
 //! (`tally_actors::aml`); a write here is stored first, then in force for the next transfer.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -31,10 +30,10 @@ use crate::auth::Authorized;
 use crate::auth::permissions::{AmlRead, AmlWrite};
 use crate::input::{self, IdPath};
 use crate::json::ApiJson;
-use crate::listings::query;
 use crate::openapi::CurrencyCode;
 use crate::pagination::{self, parse_position_cursor, position_cursor};
 use crate::problem::ApiError;
+use crate::query::ApiQuery;
 use crate::state::AppState;
 use crate::views::{money, rfc3339};
 
@@ -481,9 +480,8 @@ async fn flag_filter(
 pub async fn list_flags(
     State(state): State<AppState>,
     _admin: Authorized<AmlRead>,
-    params: Result<Query<FlagQuery>, QueryRejection>,
+    ApiQuery(params): ApiQuery<FlagQuery>,
 ) -> Result<Response, ApiError> {
-    let params = query(params)?;
     let filter = flag_filter(&state, params.status.as_deref(), params.transfer_id.as_deref()).await?;
     let limit = pagination::limit(params.limit.as_deref())?;
     let after = parse_position_cursor(FLAGS_TAG, params.cursor.as_deref())?;
@@ -514,9 +512,8 @@ pub async fn list_flags(
 pub async fn count_flags(
     State(state): State<AppState>,
     _admin: Authorized<AmlRead>,
-    params: Result<Query<FlagCountQuery>, QueryRejection>,
+    ApiQuery(params): ApiQuery<FlagCountQuery>,
 ) -> Result<Response, ApiError> {
-    let params = query(params)?;
     let filter = flag_filter(&state, params.status.as_deref(), params.transfer_id.as_deref()).await?;
     let count = aml_store(&state)?.count_aml_flags(filter).await?;
     Ok(axum::Json(AmlFlagCount { count }).into_response())

@@ -21,8 +21,7 @@
 //! land unaudited. docs/audit.md has the whole picture.
 //!
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequestParts, MatchedPath, Query, RawPathParams, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::Method;
 use axum::http::request::Parts;
 use axum::middleware::Next;
@@ -39,6 +38,7 @@ use crate::auth::sessions::ClientInfo;
 use crate::auth::{Authorized, Caller};
 use crate::pagination;
 use crate::problem::{self, ApiError};
+use crate::query::ApiQuery;
 use crate::state::AppState;
 use crate::views::rfc3339;
 
@@ -612,9 +612,8 @@ fn instant(field: &str, text: &str) -> Result<tally_engine::Timestamp, ApiError>
 pub async fn list(
     State(state): State<AppState>,
     _admin: Authorized<AuditRead>,
-    query: Result<Query<AuditQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::ValidationError, rejection.body_text()))?;
     let limit = pagination::limit(query.limit.as_deref())?;
     let before = pagination::parse_seq_cursor(AUDIT_CURSOR_TAG, query.cursor.as_deref())?;
     let filter = AuditFilter {

@@ -9,8 +9,7 @@
 //! withdrawal answers `404`, as for accounts.
 
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
@@ -29,8 +28,8 @@ use crate::auth::stepup::{StepUp, WithdrawalsCreate};
 use crate::digest::sha256_hex;
 use crate::input::{self, IdPath};
 use crate::json::ApiJson;
-use crate::listings::query;
 use crate::problem::ApiError;
+use crate::query::ApiQuery;
 use crate::state::AppState;
 use crate::transfers::body_id;
 use crate::views::{money, rfc3339};
@@ -318,9 +317,8 @@ fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str, ApiEr
 pub async fn quote(
     State(state): State<AppState>,
     caller: Caller,
-    params: Result<Query<QuoteQuery>, QueryRejection>,
+    ApiQuery(params): ApiQuery<QuoteQuery>,
 ) -> Result<Response, ApiError> {
-    let params = query(params)?;
     let side =
         Side::parse(required("side", &params.side)?).ok_or_else(|| ApiError::field("side", "must be buy or sell"))?;
     let asset = asset_field("asset", required("asset", &params.asset)?)?;

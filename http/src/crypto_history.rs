@@ -14,8 +14,7 @@
 //! beyond the page (API.md names none); another user's wallet, or one that does not exist,
 //! is `404`, checked after the query parameters (`400` first), as for account transactions.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tally_engine::{Currency, Timestamp, WalletId};
@@ -24,11 +23,11 @@ use tally_persistence::reads::crypto::CryptoHistory;
 use crate::auth::Caller;
 use crate::crypto::{CryptoOpView, owned_wallet};
 use crate::input::IdPath;
-use crate::listings::query;
 use crate::pagination::{
     self, parse_position_cursor, parse_wallet_posting_cursor, position_cursor, wallet_posting_cursor,
 };
 use crate::problem::ApiError;
+use crate::query::ApiQuery;
 use crate::state::AppState;
 use crate::views::{money, rfc3339};
 
@@ -91,9 +90,8 @@ async fn op_page(
 pub async fn orders(
     State(state): State<AppState>,
     caller: Caller,
-    params: Result<Query<HistoryQuery>, QueryRejection>,
+    ApiQuery(params): ApiQuery<HistoryQuery>,
 ) -> Result<Response, ApiError> {
-    let params = query(params)?;
     op_page(&state, caller, CryptoHistory::Orders, ORDERS_TAG, &params).await
 }
 
@@ -111,9 +109,8 @@ pub async fn orders(
 pub async fn withdrawals(
     State(state): State<AppState>,
     caller: Caller,
-    params: Result<Query<HistoryQuery>, QueryRejection>,
+    ApiQuery(params): ApiQuery<HistoryQuery>,
 ) -> Result<Response, ApiError> {
-    let params = query(params)?;
     op_page(&state, caller, CryptoHistory::Withdrawals, WITHDRAWALS_TAG, &params).await
 }
 
@@ -159,9 +156,8 @@ pub async fn wallet_transactions(
     State(state): State<AppState>,
     caller: Caller,
     IdPath(id): IdPath,
-    params: Result<Query<HistoryQuery>, QueryRejection>,
+    ApiQuery(params): ApiQuery<HistoryQuery>,
 ) -> Result<Response, ApiError> {
-    let params = query(params)?;
     let limit = pagination::limit(params.limit.as_deref())?;
     let before = parse_wallet_posting_cursor(WALLET_POSTINGS_TAG, params.cursor.as_deref())?;
     let (profile, _) = owned_wallet(&state, WalletId::from_uuid(id), caller.user_id).await?;

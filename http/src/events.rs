@@ -12,12 +12,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use tally_engine::{ErrorCode, Record};
+use tally_engine::Record;
 use tally_persistence::events::{EventEncoder, EventType, FeedPosition, StoredEvent, install_encoder};
 
 use crate::aml::AmlFlagView;
@@ -25,6 +24,7 @@ use crate::auth::Authorized;
 use crate::auth::permissions::EventsRead;
 use crate::crypto::CryptoOpView;
 use crate::problem::ApiError;
+use crate::query::ApiQuery;
 use crate::state::AppState;
 use crate::views::{AccountView, TransferView, money, rfc3339};
 
@@ -222,9 +222,8 @@ fn committed_marker(state: &AppState) -> u64 {
 pub async fn feed(
     State(state): State<AppState>,
     _admin: Authorized<EventsRead>,
-    query: Result<Query<FeedQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<FeedQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::ValidationError, rejection.body_text()))?;
     let position = FeedPosition::parse(query.after.as_deref().unwrap_or(""))
         .ok_or_else(|| ApiError::field("after", "must be a seq or a position S:N,S:N as next_after gives it"))?;
     let types = parse_types(query.types.as_deref())?;

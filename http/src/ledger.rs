@@ -8,8 +8,7 @@
 //! the account applied them; a posting's `id` is a name-based UUID (v5) of the account and its
 //! posting number: stable and unique.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -23,9 +22,9 @@ use time::{Date, OffsetDateTime};
 use crate::accounts::owned_account;
 use crate::auth::api_keys::{AccountsRead, Scoped};
 use crate::input::IdPath;
-use crate::listings::query;
 use crate::pagination::{self, parse_posting_cursor, posting_cursor};
 use crate::problem::ApiError;
+use crate::query::ApiQuery;
 use crate::state::AppState;
 use crate::views::{money, rfc3339};
 
@@ -97,9 +96,8 @@ pub async fn transactions(
     State(state): State<AppState>,
     Scoped { caller, .. }: Scoped<AccountsRead>,
     IdPath(id): IdPath,
-    params: Result<Query<TransactionQuery>, QueryRejection>,
+    ApiQuery(params): ApiQuery<TransactionQuery>,
 ) -> Result<Response, ApiError> {
-    let params = query(params)?;
     let credit = match params.direction.as_deref() {
         None => None,
         Some("credit") => Some(true),
@@ -186,9 +184,8 @@ pub async fn balance_history(
     State(state): State<AppState>,
     Scoped { caller, .. }: Scoped<AccountsRead>,
     IdPath(id): IdPath,
-    params: Result<Query<HistoryQuery>, QueryRejection>,
+    ApiQuery(params): ApiQuery<HistoryQuery>,
 ) -> Result<Response, ApiError> {
-    let params = query(params)?;
     let days = match params.days.as_deref() {
         None => HISTORY_DAYS_DEFAULT,
         Some(text) => match text.parse::<i64>() {

@@ -45,6 +45,7 @@ pub mod pagination;
 pub mod point_in_time;
 pub mod pricing;
 pub mod problem;
+pub mod query;
 pub mod request_stats;
 pub mod server;
 pub mod state;

@@ -7,8 +7,7 @@
 //! The filters themselves (`status`, ...) apply to the durable rows, which every transfer and
 //! account reaches before its creator hears of it.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -22,6 +21,7 @@ use crate::auth::permissions::{AccountsRead, TransfersRead};
 use crate::input::{self, REFERENCE_LENGTH_MAX};
 use crate::pagination::{self, parse_position_cursor, position_cursor};
 use crate::problem::ApiError;
+use crate::query::ApiQuery;
 use crate::state::AppState;
 use crate::views::{AccountView, AdminTransferView, TransferView};
 
@@ -33,13 +33,6 @@ const SEARCH_LENGTH_MAX: usize = 254;
 const TRANSFERS_TAG: &str = "transfers";
 const TRANSFERS_OLDEST_FIRST_TAG: &str = "transfers-oldest-first";
 const ACCOUNTS_TAG: &str = "accounts";
-
-/// Query parameters arrive as text and are checked here, so every bad one is a field error.
-pub fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    query.map(|Query(value)| value).map_err(|rejection| {
-        ApiError::new(ErrorCode::ValidationError, format!("invalid query: {}", rejection.body_text()))
-    })
-}
 
 /// The filters of `GET /v1/transfers` (and, with `user_id`, of the admin's listing and count).
 /// This struct documents them; `transfer_params` reads them from the query's pairs, because
@@ -326,9 +319,9 @@ async fn live_transfer(engine: &Engine, id: TransferId) -> Result<Transfer, ApiE
 pub async fn customer_transfers(
     State(state): State<AppState>,
     Scoped { caller, .. }: Scoped<crate::auth::api_keys::TransfersRead>,
-    pairs: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let mut params = transfer_params(query(pairs)?, Listing::Customer)?;
+    let mut params = transfer_params(pairs, Listing::Customer)?;
     params.filter.party = Some(caller.user_id);
     let (transfers, next_cursor) = transfer_page(&state, params).await?;
     let items = transfers.iter().map(TransferView::of).collect::<Result<Vec<_>, _>>()?;
@@ -354,9 +347,9 @@ pub async fn customer_transfers(
 pub async fn admin_transfers(
     State(state): State<AppState>,
     _admin: Authorized<TransfersRead>,
-    pairs: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let params = transfer_params(query(pairs)?, Listing::Admin)?;
+    let params = transfer_params(pairs, Listing::Admin)?;
     let (transfers, next_cursor) = transfer_page(&state, params).await?;
     let items = transfers.iter().map(AdminTransferView::of).collect::<Result<Vec<_>, _>>()?;
     Ok(axum::Json(Page { items, next_cursor }).into_response())
@@ -376,9 +369,9 @@ pub async fn admin_transfers(
 pub async fn admin_transfer_count(
     State(state): State<AppState>,
     _admin: Authorized<TransfersRead>,
-    pairs: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let params = transfer_params(query(pairs)?, Listing::AdminCount)?;
+    let params = transfer_params(pairs, Listing::AdminCount)?;
     let count = state.identity().reads.count_transfers(&params.filter).await?;
     Ok(axum::Json(Count { count }).into_response())
 }
@@ -453,9 +446,8 @@ fn account_filter(params: &AccountQuery) -> Result<AccountFilter, ApiError> {
 pub async fn admin_accounts(
     State(state): State<AppState>,
     _admin: Authorized<AccountsRead>,
-    params: Result<Query<AccountQuery>, QueryRejection>,
+    ApiQuery(params): ApiQuery<AccountQuery>,
 ) -> Result<Response, ApiError> {
-    let params = query(params)?;
     let filter = account_filter(&params)?;
     let limit = pagination::limit(params.limit.as_deref())?;
     let after = parse_position_cursor(ACCOUNTS_TAG, params.cursor.as_deref())?;
@@ -495,9 +487,8 @@ pub struct AccountCountQuery {
 pub async fn admin_account_count(
     State(state): State<AppState>,
     _admin: Authorized<AccountsRead>,
-    params: Result<Query<AccountCountQuery>, QueryRejection>,
+    ApiQuery(params): ApiQuery<AccountCountQuery>,
 ) -> Result<Response, ApiError> {
-    let params = query(params)?;
     let filter = account_filter(&AccountQuery {
         status: params.status,
         currency: params.currency,

@@ -13,8 +13,7 @@
 //! posting never shows. The postings a transfer makes when it posts are booked when its
 //! journal batch commits (a pending transfer's when it is executed).
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -25,8 +24,8 @@ use time::format_description::well_known::Rfc3339;
 use crate::accounts::owned_account;
 use crate::auth::api_keys::{AccountsRead, Scoped};
 use crate::input::IdPath;
-use crate::listings::query;
 use crate::problem::ApiError;
+use crate::query::ApiQuery;
 use crate::state::AppState;
 use crate::views::{money, rfc3339};
 
@@ -91,9 +90,8 @@ pub async fn balance(
     State(state): State<AppState>,
     Scoped { caller, .. }: Scoped<AccountsRead>,
     IdPath(id): IdPath,
-    params: Result<Query<BalanceQuery>, QueryRejection>,
+    ApiQuery(params): ApiQuery<BalanceQuery>,
 ) -> Result<Response, ApiError> {
-    let params = query(params)?;
     let at = params.at.as_deref().map(instant).transpose()?;
     let engine = state.engine()?;
     // Read before the account: every posting booked at or before `now` was appended before

@@ -35,8 +35,7 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -53,9 +52,9 @@ use crate::auth::Authorized;
 use crate::auth::api_keys::{AccountsRead, Scoped};
 use crate::auth::permissions::TransfersRead;
 use crate::input::IdPath;
-use crate::listings::query;
 use crate::pagination::{parse_posting_cursor, posting_cursor};
 use crate::problem::{ApiError, request_id};
+use crate::query::ApiQuery;
 use crate::state::AppState;
 use crate::views::{money, rfc3339};
 
@@ -371,9 +370,8 @@ async fn check_exists(state: &AppState, scope: StatementScope) -> Result<(), Api
 pub async fn statements(
     State(state): State<AppState>,
     _admin: Authorized<TransfersRead>,
-    params: Result<Query<StatementQuery>, QueryRejection>,
+    ApiQuery(params): ApiQuery<StatementQuery>,
 ) -> Result<Response, ApiError> {
-    let params = query(params)?;
     let checked = check(&params)?;
     check_exists(&state, checked.filter.scope).await?;
     answer(&state, checked).await
@@ -401,9 +399,8 @@ pub async fn account_statement(
     State(state): State<AppState>,
     Scoped { caller, .. }: Scoped<AccountsRead>,
     IdPath(id): IdPath,
-    params: Result<Query<AccountStatementQuery>, QueryRejection>,
+    ApiQuery(params): ApiQuery<AccountStatementQuery>,
 ) -> Result<Response, ApiError> {
-    let params = query(params)?;
     let account = AccountId::from_uuid(id);
     let checked = check_account(&params, account)?;
     owned_account(state.engine()?, account, caller.user_id, "account").await?;

@@ -32,14 +32,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use tally_engine::{ErrorCode, Timestamp};
+use tally_engine::Timestamp;
 use tally_persistence::events::webhooks::{Delivery, DeliveryStatus, Subscription};
 use tally_persistence::events::{EventType, FeedPosition, StoredEvent};
 use uuid::Uuid;
@@ -51,6 +50,7 @@ use crate::auth::stepup::StepUp;
 use crate::events::{envelope, parse_types};
 use crate::json::ApiJson;
 use crate::problem::ApiError;
+use crate::query::ApiQuery;
 use crate::state::AppState;
 use crate::views::rfc3339;
 
@@ -901,9 +901,8 @@ pub async fn deliveries(
     State(state): State<AppState>,
     _admin: Authorized<WebhooksManage>,
     Path(id): Path<String>,
-    query: Result<Query<DeliveryQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<DeliveryQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::ValidationError, rejection.body_text()))?;
     let subscription = existing(&state, parse_id(&id)?).await?;
     let status = query
         .status

@@ -25,8 +25,7 @@
 
 use std::collections::BTreeSet;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -48,6 +47,7 @@ use crate::audit::{Actor, AuditContext, Event, audited, record, record_after_cha
 use crate::input::{self, DESCRIPTION_LENGTH_MAX, IdPath};
 use crate::json::ApiJson;
 use crate::problem::{ApiError, FieldError};
+use crate::query::ApiQuery;
 use crate::state::AppState;
 use crate::views::rfc3339;
 
@@ -216,9 +216,8 @@ fn page_limit(limit: Option<&str>) -> Result<u32, ApiError> {
 pub async fn list(
     State(state): State<AppState>,
     _admin: Authorized<UsersRead>,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::ValidationError, rejection.body_text()))?;
     let limit = page_limit(query.limit.as_deref())?;
     let filter = user_filter(query.status.as_deref(), query.verification_level.as_deref(), query.search.as_deref())?;
     let after = match query.cursor.as_deref() {
@@ -517,9 +516,8 @@ async fn target_user(state: &AppState, id: uuid::Uuid) -> Result<User, ApiError>
 pub async fn count(
     State(state): State<AppState>,
     _admin: Authorized<UsersRead>,
-    query: Result<Query<CountQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<CountQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::ValidationError, rejection.body_text()))?;
     let filter = user_filter(query.status.as_deref(), query.verification_level.as_deref(), query.search.as_deref())?;
     let count = state.identity().admin.count_users(&filter).await?;
     Ok(axum::Json(Count { count }).into_response())

@@ -19,8 +19,7 @@
 //!   work, for whatever reason, is `400 INVALID_CODE`, the same for an address that names
 //!   nobody.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -40,6 +39,7 @@ use crate::audit::{ACTIVITY_CURSOR_TAG, Actor, AuditContext, Event, activity_pag
 use crate::json::ApiJson;
 use crate::pagination;
 use crate::problem::{ApiError, FieldError};
+use crate::query::ApiQuery;
 use crate::state::AppState;
 use crate::views::rfc3339;
 
@@ -539,9 +539,8 @@ struct ActivityPage {
 pub async fn activity(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<ActivityQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<ActivityQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::ValidationError, rejection.body_text()))?;
     let limit = pagination::limit(query.limit.as_deref())?;
     let before = pagination::parse_seq_cursor(ACTIVITY_CURSOR_TAG, query.cursor.as_deref())?;
     let (entries, next_cursor) = activity_page(&state, caller.user_id, before, limit).await?;
