@@ -8,11 +8,12 @@ use tally_engine::aml::{AmlAction, AmlFlag, AmlRule, AmlRuleKind, FlagStatus, Th
 use tally_engine::{AccountId, Currency, Timestamp, TransferId, TransferKind, UserId};
 use uuid::Uuid;
 
-use super::{PgStore, classify, corrupt, parse, seq_to_db};
+use super::{PgStore, classify, parse, seq_to_db};
 use crate::aml::{AmlStore, FlagFilter, Resolution, Resolved};
 use crate::audit::AuditRecord;
 use crate::reads::listing::Position;
 use crate::store::StoreError;
+use crate::store::corrupt;
 
 const FLAG_COLUMNS: &str = "id, transfer_id, account_id, user_id, rule_id, rule_name, action, status, notes, amount, \
                             currency, created_at, resolved_at, resolved_by";

@@ -9,13 +9,14 @@ use tally_engine::{AccountId, Currency, Timestamp, TransferId, TransferKind, Use
 use uuid::Uuid;
 
 use super::{
-    SqliteStore, amount_to_db, classify, corrupt, decimal, id_to_db, integer, optional_decimal, optional_integer,
-    optional_text, optional_uuid, parse, seq_to_db, text, uuid,
+    SqliteStore, amount_to_db, classify, decimal, id_to_db, integer, optional_decimal, optional_integer, optional_text,
+    optional_uuid, parse, seq_to_db, text, uuid,
 };
 use crate::aml::{AmlStore, FlagFilter, Resolution, Resolved};
 use crate::audit::AuditRecord;
 use crate::reads::listing::Position;
 use crate::store::StoreError;
+use crate::store::corrupt;
 
 const FLAG_COLUMNS: &str = "id, transfer_id, account_id, user_id, rule_id, rule_name, action, status, notes, amount, \
                             currency, created_at, resolved_at, resolved_by";

@@ -44,6 +44,7 @@ mod aml_postgres;
 
 use crate::batch::{BatchPlan, DirectCommits};
 use crate::runtime::StoreRuntime;
+use crate::store::corrupt;
 use crate::store::{JournalWriter, LiveHold, Loaded, PipelineTurn, SequencedRecord, Store, StoreError};
 
 /// Connections in the pool: activations, recovery, key look-ups and reads (journal writers
@@ -224,10 +225,6 @@ pub(crate) fn classify(error: sqlx::Error) -> StoreError {
         | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error.to_string()),
         _ => StoreError::Corrupt(error.to_string()),
     }
-}
-
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
 }
 
 fn parse<T>(text: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<T, StoreError> {

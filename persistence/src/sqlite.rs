@@ -47,6 +47,7 @@ mod aml_sqlite;
 
 use crate::batch::{BatchPlan, DirectCommits, TransferRow};
 use crate::runtime::StoreRuntime;
+use crate::store::corrupt;
 use crate::store::{JournalWriter, LiveHold, Loaded, SequencedRecord, Store, StoreError, plan_writer};
 
 /// Connections in the pool. SQLite takes one writer at a time (the journal writer); the rest
@@ -152,10 +153,6 @@ pub(crate) fn classify(error: sqlx::Error) -> StoreError {
         }
         _ => StoreError::Corrupt(error.to_string()),
     }
-}
-
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
 }
 
 fn parse<T>(text: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<T, StoreError> {

@@ -49,6 +49,11 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// A `Corrupt` error saying what was found: the one way every store reports data it cannot read.
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
 /// A pipelined batch's turn. Batches commit concurrently on separate connections, but a
 /// statement that changes a row an earlier batch wrote (a hold removed, a snapshot or status
 /// updated, a transfer's state replaced) must see that batch's commit: under read committed a

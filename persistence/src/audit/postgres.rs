@@ -10,8 +10,10 @@ use uuid::Uuid;
 use super::{
     ActorKind, AuditEntry, AuditFilter, AuditHead, AuditRecord, AuditStore, next_entry, seq_from_db, seq_to_db,
 };
+use crate::postgres::classify;
 use crate::store::StoreError;
-use crate::users::postgres::{PgUserStore, classify, corrupt};
+use crate::store::corrupt;
+use crate::users::postgres::PgUserStore;
 
 const ENTRY_COLUMNS: &str = "seq, id, at, actor_kind, actor_id, action, target_type, target_id, subject_user_id, \
                              request_id, ip, user_agent, details, prev_hash, hash";

@@ -10,8 +10,10 @@ use tally_engine::{Timestamp, UserId};
 use super::{
     ActorKind, AuditEntry, AuditFilter, AuditHead, AuditRecord, AuditStore, next_entry, seq_from_db, seq_to_db,
 };
+use crate::sqlite::classify;
 use crate::store::StoreError;
-use crate::users::sqlite::{SqliteUserStore, classify, corrupt, id_to_db, uuid, uuid_from_db};
+use crate::store::corrupt;
+use crate::users::sqlite::{SqliteUserStore, id_to_db, uuid, uuid_from_db};
 
 const ENTRY_COLUMNS: &str = "seq, id, at, actor_kind, actor_id, action, target_type, target_id, subject_user_id, \
                              request_id, ip, user_agent, details, prev_hash, hash";

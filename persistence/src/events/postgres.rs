@@ -15,11 +15,8 @@ use super::{Backlog, EventStore, EventType, FeedPosition, StoredEvent, merge_sha
 use crate::batch::BatchPlan;
 use crate::postgres::classify;
 use crate::store::StoreError;
+use crate::store::corrupt;
 use crate::users::postgres::PgUserStore;
-
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
-}
 
 fn to_db(value: u64) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| corrupt(format!("{value} beyond BIGINT")))

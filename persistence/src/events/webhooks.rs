@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::audit::AuditRecord;
 use crate::store::StoreError;
+use crate::store::corrupt;
 use crate::users::postgres::PgUserStore;
 use crate::users::sqlite::SqliteUserStore;
 
@@ -114,10 +115,6 @@ pub trait WebhookStore: Send + Sync + 'static {
         after: Option<(u16, u64)>,
         limit: u32,
     ) -> Result<Vec<Delivery>, StoreError>;
-}
-
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
 }
 
 fn events_text(events: &Option<Vec<String>>) -> String {

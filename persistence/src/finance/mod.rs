@@ -68,10 +68,6 @@ pub(crate) fn tiers_from_db(text: &str) -> Result<Vec<FeeTier>, StoreError> {
         .collect()
 }
 
-pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use rust_decimal_macros::dec;

@@ -5,10 +5,11 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use tally_engine::{Currency, ExecutionMode, FeeKind, FeeRule, FxRate, Timestamp, TransferKind, TransferTypeSettings};
 
-use super::{PricingChange, PricingTables, corrupt, tiers_from_db, tiers_to_db};
+use super::{PricingChange, PricingTables, tiers_from_db, tiers_to_db};
 use crate::audit::AuditRecord;
 use crate::postgres::{PgStore, classify};
 use crate::store::StoreError;
+use crate::store::corrupt;
 
 fn currency(text: &str) -> Result<Currency, StoreError> {
     Currency::from_code(text).ok_or_else(|| corrupt(format!("unknown currency {text:?}")))

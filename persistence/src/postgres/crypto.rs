@@ -9,11 +9,12 @@ use tally_engine::{
 };
 use uuid::Uuid;
 
-use super::{PgStore, classify, corrupt, parse, seq_of, seq_to_db};
+use super::{PgStore, classify, parse, seq_of, seq_to_db};
 use crate::Loaded;
 use crate::batch::{BatchPlan, WalletPosting};
 use crate::crypto::{WALLETS_PER_OWNER_MAX, WalletProfile};
 use crate::store::StoreError;
+use crate::store::corrupt;
 
 const OP_COLUMNS: &str =
     "id, kind, status, step, owner_id, wallet_id, asset, asset_amount, fiat_account_id, fiat_currency,

@@ -14,9 +14,10 @@ use sqlx::postgres::PgConnection;
 use tally_engine::{ErrorCode, PendingReason};
 use uuid::Uuid;
 
-use super::{classify, corrupt, leg_position, seq_to_db, version_to_db};
+use super::{classify, leg_position, seq_to_db, version_to_db};
 use crate::batch::{BatchPlan, TransferRow};
 use crate::store::StoreError;
+use crate::store::corrupt;
 
 /// The call, its arguments typed so Postgres picks the function without guessing.
 const CALL: &str = "SELECT tally_write_batch(

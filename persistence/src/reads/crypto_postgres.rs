@@ -10,8 +10,9 @@ use super::crypto::{
     position, position_columns, wallet_posting_page_sql_postgres,
 };
 use super::listing::Position;
+use crate::postgres::classify;
 use crate::store::StoreError;
-use crate::users::postgres::{PgUserStore, classify};
+use crate::users::postgres::PgUserStore;
 
 type PostingRow = (i64, i16, i64, Uuid, String, Decimal, String, Decimal, Option<String>, Option<i64>);
 

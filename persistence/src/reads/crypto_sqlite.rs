@@ -9,9 +9,10 @@ use super::crypto::{
     position, position_columns, wallet_posting_page_sql_sqlite,
 };
 use super::listing::Position;
+use crate::sqlite::classify;
 use crate::sqlite::decimal_from_db;
 use crate::store::StoreError;
-use crate::users::sqlite::{SqliteUserStore, classify, id_to_db, uuid_from_db};
+use crate::users::sqlite::{SqliteUserStore, id_to_db, uuid_from_db};
 
 type PostingRow = (i64, i64, i64, String, String, String, String, String, Option<String>, Option<i64>);
 

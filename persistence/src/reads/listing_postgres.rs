@@ -23,8 +23,9 @@ use super::listing::{
     TransferPage, count, posting_number, posting_number_to_db, prefix_pattern,
 };
 use super::transfer_query::{self, Arg, Dialect};
+use crate::postgres::classify;
 use crate::store::StoreError;
-use crate::users::postgres::{PgUserStore, classify};
+use crate::users::postgres::PgUserStore;
 
 const ACCOUNT_WHERE: &str = "kind = 'user'
     AND ($1::text IS NULL OR status = $1)

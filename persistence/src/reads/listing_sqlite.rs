@@ -15,9 +15,10 @@ use super::listing::{
     TransferPage, count, posting_number, posting_number_to_db, prefix_pattern,
 };
 use super::transfer_query::{self, Arg, Dialect};
+use crate::sqlite::classify;
 use crate::sqlite::decimal_from_db;
 use crate::store::StoreError;
-use crate::users::sqlite::{SqliteUserStore, classify, id_to_db, uuid_from_db};
+use crate::users::sqlite::{SqliteUserStore, id_to_db, uuid_from_db};
 
 /// Binds a built query's arguments in placeholder order, in SQLite's column forms (ids as
 /// text, amounts as `transfer_query::amount_key`).

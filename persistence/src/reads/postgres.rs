@@ -5,8 +5,9 @@ use tally_engine::{AccountId, UserId};
 use uuid::Uuid;
 
 use super::AccountReads;
+use crate::postgres::classify;
 use crate::store::StoreError;
-use crate::users::postgres::{PgUserStore, classify};
+use crate::users::postgres::PgUserStore;
 
 #[async_trait]
 impl AccountReads for PgUserStore {

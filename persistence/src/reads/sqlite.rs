@@ -4,8 +4,9 @@ use async_trait::async_trait;
 use tally_engine::{AccountId, UserId};
 
 use super::AccountReads;
+use crate::sqlite::classify;
 use crate::store::StoreError;
-use crate::users::sqlite::{SqliteUserStore, classify, id_to_db, uuid_from_db};
+use crate::users::sqlite::{SqliteUserStore, id_to_db, uuid_from_db};
 
 #[async_trait]
 impl AccountReads for SqliteUserStore {

@@ -11,8 +11,9 @@ use uuid::Uuid;
 
 use super::listing::{PostingPosition, posting_number, posting_number_to_db};
 use super::statement::{StatementFilter, StatementLine, StatementReads, direction, scope_condition, scope_id};
+use crate::postgres::classify;
 use crate::store::StoreError;
-use crate::users::postgres::{PgUserStore, classify};
+use crate::users::postgres::PgUserStore;
 
 type Row =
     (Uuid, i64, i64, Uuid, Option<Uuid>, String, String, Decimal, Decimal, String, Option<String>, Option<String>);

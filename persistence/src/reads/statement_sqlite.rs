@@ -9,9 +9,10 @@ use tally_engine::{TransferId, UserId};
 
 use super::listing::{PostingPosition, posting_number, posting_number_to_db};
 use super::statement::{StatementFilter, StatementLine, StatementReads, direction, scope_condition, scope_id};
+use crate::sqlite::classify;
 use crate::sqlite::decimal_from_db;
 use crate::store::StoreError;
-use crate::users::sqlite::{SqliteUserStore, classify, id_to_db, uuid_from_db};
+use crate::users::sqlite::{SqliteUserStore, id_to_db, uuid_from_db};
 
 type Row =
     (String, i64, i64, String, Option<String>, String, String, String, String, String, Option<String>, Option<String>);

@@ -7,8 +7,9 @@ use tally_engine::{Timestamp, UserId};
 use uuid::Uuid;
 
 use super::{SessionRecord, SessionStore};
+use crate::postgres::classify;
 use crate::store::StoreError;
-use crate::users::postgres::{PgUserStore, classify};
+use crate::users::postgres::PgUserStore;
 
 const SESSION_COLUMNS: &str =
     "id, user_id, client_ip, user_agent, created_at, last_activity_at, revoked_at, revoked_reason";

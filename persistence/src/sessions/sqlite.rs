@@ -7,8 +7,9 @@ use tally_engine::{Timestamp, UserId};
 use uuid::Uuid;
 
 use super::{SessionRecord, SessionStore};
+use crate::sqlite::classify;
 use crate::store::StoreError;
-use crate::users::sqlite::{SqliteUserStore, classify, id_to_db, uuid};
+use crate::users::sqlite::{SqliteUserStore, id_to_db, uuid};
 
 const SESSION_COLUMNS: &str =
     "id, user_id, client_ip, user_agent, created_at, last_activity_at, revoked_at, revoked_reason";

@@ -10,13 +10,14 @@ use tally_engine::{
 use uuid::Uuid;
 
 use super::{
-    SqliteStore, amount_to_db, classify, corrupt, decimal, id_to_db, integer, optional_decimal, optional_text,
-    optional_uuid, parse, seq_of, seq_to_db, text, uuid,
+    SqliteStore, amount_to_db, classify, decimal, id_to_db, integer, optional_decimal, optional_text, optional_uuid,
+    parse, seq_of, seq_to_db, text, uuid,
 };
 use crate::Loaded;
 use crate::batch::{BatchPlan, WalletPosting};
 use crate::crypto::{WALLETS_PER_OWNER_MAX, WalletProfile};
 use crate::store::StoreError;
+use crate::store::corrupt;
 
 const OP_COLUMNS: &str =
     "id, kind, status, step, owner_id, wallet_id, asset, asset_amount, fiat_account_id, fiat_currency,

@@ -8,9 +8,10 @@ use tally_engine::{Timestamp, UserId};
 use uuid::Uuid;
 
 use super::admin::{AdminUserStore, UserFilter, UserSummary, like_text};
-use super::postgres::{PgUserStore, USER_COLUMNS, classify, grants_of, role_rows, user_from_row};
+use super::postgres::{PgUserStore, USER_COLUMNS, grants_of, role_rows, user_from_row};
 use super::{UserStatus, VerificationLevel};
 use crate::audit::AuditRecord;
+use crate::postgres::classify;
 use crate::store::StoreError;
 
 /// Whether the user exists, inside the transaction that changes them (the row lock keeps a

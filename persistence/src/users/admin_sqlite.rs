@@ -7,9 +7,10 @@ use sqlx::{Row, SqlitePool};
 use tally_engine::{Timestamp, UserId};
 
 use super::admin::{AdminUserStore, UserFilter, UserSummary, like_text};
-use super::sqlite::{SqliteUserStore, USER_COLUMNS, classify, id_to_db, roles_of, user_from_row};
+use super::sqlite::{SqliteUserStore, USER_COLUMNS, id_to_db, roles_of, user_from_row};
 use super::{UserStatus, VerificationLevel};
 use crate::audit::AuditRecord;
+use crate::sqlite::classify;
 use crate::store::StoreError;
 
 /// Whether the user exists (inside an IMMEDIATE transaction, which holds the write lock).

@@ -7,8 +7,9 @@ use tally_engine::{Timestamp, UserId};
 use uuid::Uuid;
 
 use super::beneficiaries::{BeneficiaryStore, CreateBeneficiaryError, SavedBeneficiary};
-use super::postgres::{PgUserStore, classify};
+use super::postgres::PgUserStore;
 use crate::audit::AuditRecord;
+use crate::postgres::classify;
 use crate::store::StoreError;
 
 const COLUMNS: &str = "id, user_id, name, iban, created_at, deleted_at";

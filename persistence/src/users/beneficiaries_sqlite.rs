@@ -9,8 +9,9 @@ use tally_engine::{Timestamp, UserId};
 use uuid::Uuid;
 
 use super::beneficiaries::{BeneficiaryStore, CreateBeneficiaryError, SavedBeneficiary};
-use super::sqlite::{SqliteUserStore, classify, id_to_db, uuid_from_db};
+use super::sqlite::{SqliteUserStore, id_to_db, uuid_from_db};
 use crate::audit::AuditRecord;
+use crate::sqlite::classify;
 use crate::store::StoreError;
 
 const COLUMNS: &str = "id, user_id, name, iban, created_at, deleted_at";

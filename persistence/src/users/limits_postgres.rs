@@ -10,8 +10,9 @@ use super::VerificationLevel;
 use super::limits::{
     LevelLimits, LimitsStore, USAGE_SQL_POSTGRES, UsageSums, UsageTotal, first_id_at, level_limits, user_level,
 };
-use super::postgres::{PgUserStore, classify};
+use super::postgres::PgUserStore;
 use crate::audit::AuditRecord;
+use crate::postgres::classify;
 use crate::store::StoreError;
 
 type Row = (String, String, Option<Decimal>, Option<Decimal>, Option<Decimal>);

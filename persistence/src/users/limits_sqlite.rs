@@ -9,8 +9,9 @@ use super::VerificationLevel;
 use super::limits::{
     LevelLimits, LimitsStore, USAGE_SQL_SQLITE, UsageSums, UsageTotal, first_id_at, level_limits, user_level,
 };
-use super::sqlite::{SqliteUserStore, classify, id_to_db, uuid_from_db};
+use super::sqlite::{SqliteUserStore, id_to_db, uuid_from_db};
 use crate::audit::AuditRecord;
+use crate::sqlite::classify;
 use crate::sqlite::decimal_from_db;
 use crate::store::StoreError;
 

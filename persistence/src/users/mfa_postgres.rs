@@ -7,8 +7,9 @@ use tally_engine::{Timestamp, UserId};
 use uuid::Uuid;
 
 use super::mfa::{ApiKeyRecord, MfaStore, TotpRecord, scopes_from_db, scopes_to_db};
-use super::postgres::{PgUserStore, classify};
+use super::postgres::PgUserStore;
 use crate::audit::AuditRecord;
+use crate::postgres::classify;
 use crate::store::StoreError;
 
 fn api_key_from_row(row: &PgRow) -> Result<ApiKeyRecord, StoreError> {

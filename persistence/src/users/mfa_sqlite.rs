@@ -9,8 +9,9 @@ use tally_engine::{Timestamp, UserId};
 use uuid::Uuid;
 
 use super::mfa::{ApiKeyRecord, MfaStore, TotpRecord, scopes_from_db, scopes_to_db};
-use super::sqlite::{SqliteUserStore, classify, id_to_db, uuid_from_db};
+use super::sqlite::{SqliteUserStore, id_to_db, uuid_from_db};
 use crate::audit::AuditRecord;
+use crate::sqlite::classify;
 use crate::store::StoreError;
 
 fn api_key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {

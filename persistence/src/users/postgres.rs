@@ -14,8 +14,10 @@ use super::{
     VerificationLevel, normalize_email,
 };
 use crate::audit::AuditRecord;
+use crate::postgres::classify;
 use crate::runtime::StoreRuntime;
 use crate::store::StoreError;
+use crate::store::corrupt;
 
 /// Connections in the identity pool. Logins and registrations are rare next to transfers,
 /// and the ledger read model (accounts by owner) is one indexed query per request; four
@@ -63,34 +65,6 @@ impl PgUserStore {
     {
         self.runtime.run(work(self.pool.clone())).await
     }
-}
-
-/// Sorts a database error into "retry later" and "something is wrong with the data or code",
-/// by the same rules as the ledger's Postgres store.
-pub(crate) fn classify(error: sqlx::Error) -> StoreError {
-    match &error {
-        sqlx::Error::Database(database) => {
-            let code = database.code().map(|code| code.to_string()).unwrap_or_default();
-            // 08: connection exception; 40: transaction rollback (serialization, deadlock);
-            // 53: insufficient resources; 57: operator intervention (shutdown, cancel).
-            if ["08", "40", "53", "57"].iter().any(|class| code.starts_with(class)) {
-                StoreError::Unavailable(error.to_string())
-            } else {
-                StoreError::Corrupt(error.to_string())
-            }
-        }
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error.to_string()),
-        _ => StoreError::Corrupt(error.to_string()),
-    }
-}
-
-pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
 }
 
 /// The name of the unique constraint a violation broke, if the error is one.

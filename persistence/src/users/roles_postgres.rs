@@ -9,9 +9,10 @@ use tally_engine::{Timestamp, UserId};
 use uuid::Uuid;
 
 use super::admin_postgres::lock_user;
-use super::postgres::{PgUserStore, classify};
+use super::postgres::PgUserStore;
 use super::roles::{Role, RoleAssign, RoleDelete, RoleStore, RoleUnassign, RoleWrite, normalize_role_name};
 use crate::audit::AuditRecord;
+use crate::postgres::classify;
 use crate::store::StoreError;
 
 const ROLE_COLUMNS: &str = "r.id, r.name, r.description, r.created_at, r.updated_at, \

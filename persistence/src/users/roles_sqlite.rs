@@ -11,8 +11,9 @@ use uuid::Uuid;
 
 use super::admin_sqlite::user_exists;
 use super::roles::{Role, RoleAssign, RoleDelete, RoleStore, RoleUnassign, RoleWrite, normalize_role_name};
-use super::sqlite::{SqliteUserStore, classify, id_to_db, uuid};
+use super::sqlite::{SqliteUserStore, id_to_db, uuid};
 use crate::audit::AuditRecord;
+use crate::sqlite::classify;
 use crate::store::StoreError;
 
 const ROLE_COLUMNS: &str = "r.id, r.name, r.description, r.created_at, r.updated_at, \

@@ -5,10 +5,11 @@ use sqlx::PgConnection;
 use tally_engine::{Timestamp, UserId};
 
 use super::admin_postgres::lock_user;
-use super::postgres::{PgUserStore, classify};
+use super::postgres::PgUserStore;
 use super::self_service::{CodePurpose, EmailCode, ProfileChange, SelfServiceStore};
 use super::{User, UserStore, VerificationLevel};
 use crate::audit::AuditRecord;
+use crate::postgres::classify;
 use crate::store::StoreError;
 
 /// Spends the user's live code for `purpose` if it is still the unspent, unexpired code with

@@ -7,9 +7,10 @@ use tally_engine::{Timestamp, UserId};
 
 use super::admin_sqlite::user_exists;
 use super::self_service::{CodePurpose, EmailCode, ProfileChange, SelfServiceStore};
-use super::sqlite::{SqliteUserStore, classify, id_to_db};
+use super::sqlite::{SqliteUserStore, id_to_db};
 use super::{User, UserStore, VerificationLevel};
 use crate::audit::AuditRecord;
+use crate::sqlite::classify;
 use crate::store::StoreError;
 
 /// Spends the user's live code for `purpose` if it is still the unspent, unexpired code with

@@ -23,7 +23,9 @@ use super::{
 };
 use crate::audit::AuditRecord;
 use crate::runtime::StoreRuntime;
+use crate::sqlite::classify;
 use crate::store::StoreError;
+use crate::store::corrupt;
 
 /// Connections in the identity pool: reads (user look-ups, accounts by owner) run beside each
 /// other under WAL; writes take turns anyway.
@@ -101,33 +103,6 @@ impl SqliteUserStore {
     {
         self.runtime.run(work(self.pool.clone())).await
     }
-}
-
-/// SQLite's primary result codes (the low byte of an extended code) that mean "try again
-/// later": BUSY, LOCKED, NOMEM, IOERR, FULL, CANTOPEN.
-const RETRYABLE_CODES: [i32; 6] = [5, 6, 7, 10, 13, 14];
-
-/// Sorts a database error into "retry later" and "something is wrong with the data or code",
-/// by the same rules as the ledger's SQLite store.
-pub(crate) fn classify(error: sqlx::Error) -> StoreError {
-    match &error {
-        sqlx::Error::Database(database) => {
-            let primary = database.code().and_then(|code| code.parse::<i32>().ok()).map(|code| code & 0xff);
-            if primary.is_some_and(|code| RETRYABLE_CODES.contains(&code)) {
-                StoreError::Unavailable(error.to_string())
-            } else {
-                StoreError::Corrupt(error.to_string())
-            }
-        }
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
-            StoreError::Unavailable(error.to_string())
-        }
-        _ => StoreError::Corrupt(error.to_string()),
-    }
-}
-
-pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
 }
 
 /// The stored form of an id: hyphenated lowercase UUID text, as in the ledger tables.
