@@ -687,9 +687,11 @@ async fn commit_wallets(transaction: &mut Transaction<'_, Postgres>, plan: &Batc
             return Err(corrupt(format!("journal record for unknown wallet {wallet}")));
         }
     }
+    // `ordinal` is left to its sequence on insert and kept by the update, so assets keep the
+    // order they first arrived in (migration 0063; the plan lists a batch's new assets in it).
     for (wallet, asset, balance, held, seq) in &plan.wallet_assets {
         sqlx::query(
-            "INSERT INTO wallet_assets (wallet_id, asset, balance, held, first_seq, seq) VALUES ($1, $2, $3, $4, $5, $5)
+            "INSERT INTO wallet_assets (wallet_id, asset, balance, held, seq) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (wallet_id, asset) DO UPDATE SET balance = EXCLUDED.balance, held = EXCLUDED.held, seq = EXCLUDED.seq",
         )
         .bind(wallet.as_uuid())
@@ -1051,7 +1053,7 @@ impl Store for PgStore {
                 .map_err(classify)?;
             let Some(row) = row else { return Ok(None) };
             let assets =
-                sqlx::query("SELECT asset, balance, held FROM wallet_assets WHERE wallet_id = $1 ORDER BY first_seq")
+                sqlx::query("SELECT asset, balance, held FROM wallet_assets WHERE wallet_id = $1 ORDER BY ordinal")
                     .bind(id.as_uuid())
                     .fetch_all(&mut *transaction)
                     .await

@@ -877,6 +877,48 @@ pub async fn wallets_round_trip(store: Arc<dyn Store>) {
     driver.shutdown().await;
 }
 
+/// (f2) A wallet's assets can arrive through two shards' journals (a crypto operation's records
+/// go to its own shard's journal, not the wallet's). Sequence numbers are per shard, so the
+/// second journal's can be lower; the store still gives the assets back in the order they
+/// first arrived, and later changes do not reorder them.
+pub async fn wallet_assets_through_two_journals_keep_their_arrival_order(store: Arc<dyn Store>) {
+    let committed = store.open_shards(2).await.unwrap();
+    let journals = Journals::new(&committed, journal_config(), Arc::new(tally_persistence::batch::now));
+    for shard in 0..2_u16 {
+        let writers = Arc::clone(&store).journal_writers(shard).await.unwrap();
+        tokio::spawn(journals.shard(shard).clone().run_writer(writers));
+    }
+    let (ahead, behind) = (journals.shard(0).clone(), journals.shard(1).clone());
+    let now = Timestamp::from_micros(1_700_000_000_000_000);
+    let id = WalletId::from_uuid(new_id());
+    let mut wallet = Wallet::open(id, UserId::from_uuid(new_id()), now);
+    ahead.append(Record::WalletOpened(Box::new(wallet.clone()))).unwrap();
+    // The first journal's sequence runs ahead of the second's: other wallets open there.
+    for _ in 0..5 {
+        let other = Wallet::open(WalletId::from_uuid(new_id()), UserId::from_uuid(new_id()), now);
+        ahead.append(Record::WalletOpened(Box::new(other))).unwrap();
+    }
+    let mut change = |asset, command: WalletCommand| {
+        let event = wallet.decide(&command).unwrap().unwrap();
+        wallet.apply(&event).unwrap();
+        Record::Wallet { wallet: id, after: wallet.snapshot(asset), event }
+    };
+    let credit = |asset| WalletCommand::Credit { transfer: transfer_id(), asset, amount: amount("1") };
+    let btc_seq = ahead.append(change(Some(Currency::BTC), credit(Currency::BTC))).unwrap().seq;
+    ahead.barrier().wait().await.unwrap();
+    let eth_seq = behind.append(change(Some(Currency::ETH), credit(Currency::ETH))).unwrap().seq;
+    assert!(eth_seq < btc_seq, "the premise: the later asset has the lower sequence number");
+    behind.barrier().wait().await.unwrap();
+    // A later change to the first asset, through the second journal, must not reorder them.
+    behind.append(change(Some(Currency::BTC), credit(Currency::BTC))).unwrap();
+    behind.barrier().wait().await.unwrap();
+
+    let stored = store.load_wallet(id).await.unwrap().unwrap().value;
+    let assets: Vec<Currency> = stored.assets.iter().map(|(asset, _)| *asset).collect();
+    assert_eq!(assets, vec![Currency::BTC, Currency::ETH], "assets in the order they first arrived");
+    assert_eq!(stored.position(Currency::BTC).unwrap().balance, amount("2"));
+}
+
 /// (g) Restart: after the journal shuts down and the store is closed and opened again (the
 /// same file or database), everything reads back, and a new journal numbers on from
 /// `committed_seq`. `open` opens the same store each time it is called.

@@ -86,6 +86,7 @@ conformance_tests!(
     postings_and_live_holds,
     committed_seq_and_gaps,
     wallets_round_trip,
+    wallet_assets_through_two_journals_keep_their_arrival_order,
     pricing_round_trips,
     idempotency_keys_find_their_transfers,
     a_key_given_back_is_free_again,
