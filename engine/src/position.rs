@@ -85,7 +85,6 @@ impl Position {
         self.work.get_or_insert_with(Box::default)
     }
 
-    /// Drops the in-flight part once it holds nothing.
     /// The totals kept beside the maps are their sums: `held` of the live holds, and the
     /// admitted total of the admitted credits. Funds checks read the totals, so a drift would
     /// let money be spent twice or refused wrongly; debug builds (every test) check both after
@@ -106,6 +105,7 @@ impl Position {
         }
     }
 
+    /// Drops the in-flight part once it holds nothing.
     fn tidy(&mut self) {
         if self.work.as_ref().is_some_and(|work| work.is_empty()) {
             self.work = None;
