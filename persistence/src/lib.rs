@@ -20,6 +20,7 @@ pub mod postgres;
 pub mod reads;
 pub mod runtime;
 pub mod sessions;
+pub(crate) mod sql;
 pub mod sqlite;
 pub mod store;
 pub mod users;

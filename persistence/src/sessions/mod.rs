@@ -6,11 +6,10 @@
 //! A session's id is also the family id of its refresh tokens, so revoking a session revokes
 //! its refresh tokens in the same transaction.
 //!
-//! Both identity stores (`PgUserStore`, `SqliteUserStore`) implement `SessionStore` on their
-//! own pool (`postgres.rs`, `sqlite.rs`).
+//! Both identity stores (`PgUserStore`, `SqliteUserStore`) implement `SessionStore` with the
+//! same code (`sql.rs`), each on its own pool.
 
-pub mod postgres;
-pub mod sqlite;
+mod sql;
 
 use async_trait::async_trait;
 use tally_engine::{Timestamp, UserId};

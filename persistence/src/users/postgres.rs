@@ -67,6 +67,16 @@ impl PgUserStore {
     }
 }
 
+impl crate::sql::SqlStore for PgUserStore {
+    fn sql_pool(&self) -> crate::sql::SqlPool {
+        crate::sql::SqlPool::Postgres(self.pool.clone())
+    }
+
+    fn sql_runtime(&self) -> &StoreRuntime {
+        &self.runtime
+    }
+}
+
 /// The name of the unique constraint a violation broke, if the error is one.
 fn unique_violation(error: &sqlx::Error) -> Option<String> {
     match error {

@@ -105,6 +105,16 @@ impl SqliteUserStore {
     }
 }
 
+impl crate::sql::SqlStore for SqliteUserStore {
+    fn sql_pool(&self) -> crate::sql::SqlPool {
+        crate::sql::SqlPool::Sqlite(self.pool.clone())
+    }
+
+    fn sql_runtime(&self) -> &StoreRuntime {
+        &self.runtime
+    }
+}
+
 /// The stored form of an id: hyphenated lowercase UUID text, as in the ledger tables.
 pub(crate) fn id_to_db(id: Uuid) -> String {
     id.hyphenated().to_string()
