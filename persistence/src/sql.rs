@@ -69,12 +69,45 @@ macro_rules! run_on_backend {
 }
 pub(crate) use run_on_backend;
 
+/// Implements `$trait` for both backends' connections (`PgConnection`, `SqliteConnection`)
+/// with the same items, each compiled with that backend's `classify` and `dialect` in scope:
+/// for queries that run inside a caller's transaction (`transaction.role_rows(…)`).
+macro_rules! impl_for_connections {
+    (impl $trait:path { $($items:tt)* }) => {
+        const _: () = {
+            #[allow(unused_imports)]
+            use $crate::postgres::classify;
+            #[allow(unused_imports)]
+            use $crate::sql::PostgresDialect as dialect;
+            impl $trait for sqlx::PgConnection { $($items)* }
+        };
+        const _: () = {
+            #[allow(unused_imports)]
+            use $crate::sql::SqliteDialect as dialect;
+            #[allow(unused_imports)]
+            use $crate::sqlite::classify;
+            impl $trait for sqlx::SqliteConnection { $($items)* }
+        };
+    };
+}
+pub(crate) use impl_for_connections;
+
 /// Postgres's spelling of what the two backends spell differently.
 pub(crate) struct PostgresDialect;
 
 impl PostgresDialect {
     /// The larger of two values.
     pub const GREATEST: &'static str = "GREATEST";
+    /// Locks the rows a `SELECT` read until the transaction ends.
+    pub const FOR_UPDATE: &'static str = "FOR UPDATE";
+    /// Locks the rows a `SELECT` read against change (not against other readers).
+    pub const FOR_SHARE: &'static str = "FOR SHARE";
+
+    /// The elements of list parameter `$n` ([`Ids`], [`Texts`]) as a table with one column,
+    /// `value`: `SELECT value FROM {each(2)}`, `x IN (SELECT value FROM {each(2)})`.
+    pub fn each(n: u8) -> String {
+        format!("UNNEST(${n}) AS list(value)")
+    }
 }
 
 /// SQLite's spelling of what the two backends spell differently.
@@ -82,6 +115,15 @@ pub(crate) struct SqliteDialect;
 
 impl SqliteDialect {
     pub const GREATEST: &'static str = "MAX";
+    /// Nothing: a write transaction begun `IMMEDIATE` ([`BeginWrite`]) already holds the
+    /// database's write lock, so no other writer can change what it read.
+    pub const FOR_UPDATE: &'static str = "";
+    pub const FOR_SHARE: &'static str = "";
+
+    /// A list parameter is a JSON array on SQLite.
+    pub fn each(n: u8) -> String {
+        format!("json_each(${n})")
+    }
 }
 
 /// Starting a transaction that will write.
@@ -106,6 +148,43 @@ impl BeginWrite for SqlitePool {
     /// fails with `SQLITE_BUSY` when another writer got there first).
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
         self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+/// Starting a read-only transaction that sees one snapshot for all its statements.
+pub(crate) trait BeginSnapshot {
+    type Database: sqlx::Database;
+
+    async fn begin_snapshot(&self) -> Result<Transaction<'static, Self::Database>, sqlx::Error>;
+}
+
+impl BeginSnapshot for PgPool {
+    type Database = Postgres;
+
+    /// READ COMMITTED would take a snapshot per statement.
+    async fn begin_snapshot(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await
+    }
+}
+
+impl BeginSnapshot for SqlitePool {
+    type Database = Sqlite;
+
+    /// A WAL read transaction sees one committed state from its first read on.
+    async fn begin_snapshot(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
+/// The name of the unique constraint a violation broke, if the error is one. SQLite does not
+/// name the constraint; its message names the columns instead ("UNIQUE constraint failed:
+/// users.email_normalized"), which serves the same test: does it mention the column?
+pub(crate) fn unique_violation(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::Database(database) if database.is_unique_violation() => {
+            Some(database.constraint().unwrap_or(database.message()).to_owned())
+        }
+        _ => None,
     }
 }
 
@@ -173,6 +252,65 @@ impl Decode<'_, Sqlite> for Id {
     fn decode(value: SqliteValueRef<'_>) -> Result<Id, BoxDynError> {
         let text = <&str as Decode<Sqlite>>::decode(value)?;
         Ok(Id(Uuid::parse_str(text)?))
+    }
+}
+
+/// A list of ids as one query parameter, read with [`PostgresDialect::each`]: a `uuid[]` on
+/// Postgres, a JSON array of id text on SQLite.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Ids(pub Vec<Uuid>);
+
+/// A list of text values as one query parameter: a `text[]` on Postgres, a JSON array on
+/// SQLite.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Texts(pub Vec<String>);
+
+impl Type<Postgres> for Ids {
+    fn type_info() -> PgTypeInfo {
+        <Vec<Uuid> as Type<Postgres>>::type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for Ids {
+    fn encode_by_ref(&self, buffer: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        <Vec<Uuid> as Encode<Postgres>>::encode_by_ref(&self.0, buffer)
+    }
+}
+
+impl Type<Sqlite> for Ids {
+    fn type_info() -> SqliteTypeInfo {
+        <String as Type<Sqlite>>::type_info()
+    }
+}
+
+impl<'q> Encode<'q, Sqlite> for Ids {
+    fn encode_by_ref(&self, buffer: &mut Vec<SqliteArgumentValue<'q>>) -> Result<IsNull, BoxDynError> {
+        let ids: Vec<String> = self.0.iter().map(|id| id.hyphenated().to_string()).collect();
+        <String as Encode<Sqlite>>::encode(serde_json::to_string(&ids)?, buffer)
+    }
+}
+
+impl Type<Postgres> for Texts {
+    fn type_info() -> PgTypeInfo {
+        <Vec<String> as Type<Postgres>>::type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for Texts {
+    fn encode_by_ref(&self, buffer: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        <Vec<String> as Encode<Postgres>>::encode_by_ref(&self.0, buffer)
+    }
+}
+
+impl Type<Sqlite> for Texts {
+    fn type_info() -> SqliteTypeInfo {
+        <String as Type<Sqlite>>::type_info()
+    }
+}
+
+impl<'q> Encode<'q, Sqlite> for Texts {
+    fn encode_by_ref(&self, buffer: &mut Vec<SqliteArgumentValue<'q>>) -> Result<IsNull, BoxDynError> {
+        <String as Encode<Sqlite>>::encode(serde_json::to_string(&self.0)?, buffer)
     }
 }
 
@@ -318,5 +456,33 @@ mod tests {
             )
         });
         assert_eq!(row, (id, Decimal::new(1250, 2), None, Some(Timestamp::from_micros(5)), true));
+    }
+
+    #[tokio::test]
+    async fn list_parameters_are_tables_of_values_on_sqlite() {
+        let pool = memory_pool().await;
+        let mut ids = vec![Uuid::new_v4(), Uuid::new_v4()];
+        ids.sort();
+        let (read_ids, texts): (Vec<Uuid>, Vec<String>) = on_backend!(pool, |pool| {
+            let rows = sqlx::query(&format!("SELECT value FROM {} ORDER BY value", dialect::each(1)))
+                .bind(Ids(ids.clone()))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            let read_ids = rows.iter().map(|row| row.decode("value").unwrap()).collect();
+            let texts = sqlx::query_scalar(&format!(
+                "SELECT value FROM {} WHERE value IN (SELECT value FROM {}) ORDER BY value",
+                dialect::each(1),
+                dialect::each(2)
+            ))
+            .bind(Texts(vec!["b".into(), "a\"quoted\"".into(), "c".into()]))
+            .bind(Texts(vec!["a\"quoted\"".into(), "c".into()]))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            (read_ids, texts)
+        });
+        assert_eq!(read_ids, ids);
+        assert_eq!(texts, ["a\"quoted\"", "c"]);
     }
 }

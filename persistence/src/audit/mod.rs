@@ -260,6 +260,25 @@ pub async fn verify_chain(store: &dyn AuditStore) -> Result<ChainReport, StoreEr
     Ok(ChainReport { entries, head, first_break })
 }
 
+/// Appending to the audit log inside a transaction of either backend (`postgres::append`,
+/// `sqlite::append`), for store code written once for both (`crate::sql`): call
+/// `transaction.append_audit(&record)` last, just before the commit.
+pub(crate) trait AppendAudit {
+    async fn append_audit(&mut self, record: &AuditRecord) -> Result<AuditEntry, StoreError>;
+}
+
+impl AppendAudit for sqlx::PgConnection {
+    async fn append_audit(&mut self, record: &AuditRecord) -> Result<AuditEntry, StoreError> {
+        postgres::append(self, record).await
+    }
+}
+
+impl AppendAudit for sqlx::SqliteConnection {
+    async fn append_audit(&mut self, record: &AuditRecord) -> Result<AuditEntry, StoreError> {
+        sqlite::append(self, record).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -19,8 +19,7 @@
 //! commit together or not at all. SQLite transactions that change anything begin `IMMEDIATE`.
 
 pub mod admin;
-mod admin_postgres;
-mod admin_sqlite;
+mod admin_sql;
 pub mod beneficiaries;
 mod beneficiaries_postgres;
 mod beneficiaries_sqlite;
@@ -32,11 +31,11 @@ mod mfa_postgres;
 mod mfa_sqlite;
 pub mod postgres;
 pub mod roles;
-mod roles_postgres;
-mod roles_sqlite;
+mod roles_sql;
 pub mod self_service;
 mod self_service_postgres;
 mod self_service_sqlite;
+mod sql;
 pub mod sqlite;
 
 use std::collections::BTreeSet;

@@ -4,9 +4,9 @@ use async_trait::async_trait;
 use sqlx::PgConnection;
 use tally_engine::{Timestamp, UserId};
 
-use super::admin_postgres::lock_user;
 use super::postgres::PgUserStore;
 use super::self_service::{CodePurpose, EmailCode, ProfileChange, SelfServiceStore};
+use super::sql::UserQueries;
 use super::{User, UserStore, VerificationLevel};
 use crate::audit::AuditRecord;
 use crate::postgres::classify;
@@ -102,7 +102,7 @@ impl SelfServiceStore for PgUserStore {
         let audit = audit.clone();
         self.run(|pool| async move {
             let mut transaction = pool.begin().await.map_err(classify)?;
-            if !lock_user(&mut transaction, code.user.as_uuid()).await? {
+            if !transaction.lock_user(code.user.as_uuid()).await? {
                 return Ok(false);
             }
             sqlx::query(

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use sqlx::SqliteConnection;
 use tally_engine::{Timestamp, UserId};
 
-use super::admin_sqlite::user_exists;
 use super::self_service::{CodePurpose, EmailCode, ProfileChange, SelfServiceStore};
+use super::sql::UserQueries;
 use super::sqlite::{SqliteUserStore, id_to_db};
 use super::{User, UserStore, VerificationLevel};
 use crate::audit::AuditRecord;
@@ -104,7 +104,7 @@ impl SelfServiceStore for SqliteUserStore {
         self.run(|pool| async move {
             let user = id_to_db(code.user.as_uuid());
             let mut transaction = pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)?;
-            if !user_exists(&mut transaction, &user).await? {
+            if !transaction.lock_user(code.user.as_uuid()).await? {
                 return Ok(false);
             }
             sqlx::query(
