@@ -102,6 +102,10 @@ impl PostgresDialect {
     pub const FOR_UPDATE: &'static str = "FOR UPDATE";
     /// Locks the rows a `SELECT` read against change (not against other readers).
     pub const FOR_SHARE: &'static str = "FOR SHARE";
+    /// Whether a subquery in `FROM` may refer to the tables before it (`CROSS JOIN LATERAL`).
+    pub const HAS_LATERAL: bool = true;
+    /// The dialect the transfer listings' query builder writes.
+    pub const TRANSFER_QUERIES: crate::reads::transfer_query::Dialect = crate::reads::transfer_query::Dialect::Postgres;
 
     /// The elements of list parameter `$n` ([`Ids`], [`Texts`]) as a table with one column,
     /// `value`: `SELECT value FROM {each(2)}`, `x IN (SELECT value FROM {each(2)})`.
@@ -119,6 +123,8 @@ impl SqliteDialect {
     /// database's write lock, so no other writer can change what it read.
     pub const FOR_UPDATE: &'static str = "";
     pub const FOR_SHARE: &'static str = "";
+    pub const HAS_LATERAL: bool = false;
+    pub const TRANSFER_QUERIES: crate::reads::transfer_query::Dialect = crate::reads::transfer_query::Dialect::Sqlite;
 
     /// A list parameter is a JSON array on SQLite.
     pub fn each(n: u8) -> String {
@@ -354,7 +360,7 @@ macro_rules! native_column {
     )*};
 }
 
-native_column!(i64, i32, bool, String, Vec<u8>);
+native_column!(i64, i32, i16, bool, String, Vec<u8>);
 
 impl Column for Uuid {
     fn from_postgres(row: &PgRow, name: &str) -> Result<Self, StoreError> {

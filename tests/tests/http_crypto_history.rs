@@ -15,10 +15,7 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 use tally_engine::Currency;
 use tally_http::crypto::{custodian_signature, set_custodian_secret};
-use tally_persistence::reads::crypto::{
-    CryptoHistory, op_page_sql_postgres, op_page_sql_sqlite, wallet_posting_page_sql_postgres,
-    wallet_posting_page_sql_sqlite,
-};
+use tally_persistence::reads::crypto::{CryptoHistory, op_page_sql, wallet_posting_page_sql};
 use tally_tests::http::{Backend, Reply, TestServer, TestUser};
 use tally_tests::on_both_stores;
 
@@ -397,7 +394,7 @@ async fn each_page_is_one_range_scan_of_its_index(server: TestServer) {
                 sqlx::query(setting).execute(&mut db).await.unwrap();
             }
             for (history, with_cursor) in checks {
-                let sql = format!("EXPLAIN {}", op_page_sql_postgres(history, with_cursor));
+                let sql = format!("EXPLAIN {}", op_page_sql(history, with_cursor));
                 let mut query = sqlx::query_as::<_, (String,)>(&sql).bind(owner).bind(50_i64);
                 if with_cursor {
                     query = query.bind(after.0).bind(after.1);
@@ -410,7 +407,7 @@ async fn each_page_is_one_range_scan_of_its_index(server: TestServer) {
                 assert!(!text.contains("Sort") && !text.contains("Seq Scan"), "{history:?}:\n{text}");
             }
             for with_cursor in [false, true] {
-                let sql = format!("EXPLAIN {}", wallet_posting_page_sql_postgres(with_cursor));
+                let sql = format!("EXPLAIN {}", wallet_posting_page_sql(with_cursor));
                 let mut query = sqlx::query_as::<_, (String,)>(&sql).bind(owner).bind(50_i64);
                 if with_cursor {
                     query = query.bind(after.0).bind(0_i16).bind(1_000_i64);
@@ -426,7 +423,7 @@ async fn each_page_is_one_range_scan_of_its_index(server: TestServer) {
             let mut db = sqlx::SqliteConnection::connect(&server.database_url).await.unwrap();
             let owner = owner.hyphenated().to_string();
             for (history, with_cursor) in checks {
-                let sql = format!("EXPLAIN QUERY PLAN {}", op_page_sql_sqlite(history, with_cursor));
+                let sql = format!("EXPLAIN QUERY PLAN {}", op_page_sql(history, with_cursor));
                 let mut query = sqlx::query_as::<_, (i64, i64, i64, String)>(&sql).bind(&owner).bind(50_i64);
                 if with_cursor {
                     query = query.bind(after.0).bind(after.1.hyphenated().to_string());
@@ -438,7 +435,7 @@ async fn each_page_is_one_range_scan_of_its_index(server: TestServer) {
                 assert!(!text.contains("TEMP B-TREE") && !text.contains("SCAN crypto_ops"), "{history:?}:\n{text}");
             }
             for with_cursor in [false, true] {
-                let sql = format!("EXPLAIN QUERY PLAN {}", wallet_posting_page_sql_sqlite(with_cursor));
+                let sql = format!("EXPLAIN QUERY PLAN {}", wallet_posting_page_sql(with_cursor));
                 let mut query = sqlx::query_as::<_, (i64, i64, i64, String)>(&sql).bind(&owner).bind(50_i64);
                 if with_cursor {
                     query = query.bind(after.0).bind(0_i64).bind(1_000_i64);

@@ -45,10 +45,10 @@ impl CryptoHistory {
     }
 }
 
-/// The page query of a history on Postgres: owner `$1`, limit `$2`, and after a cursor
+/// The page query of a history (both backends): owner `$1`, limit `$2`, and after a cursor
 /// `($3, $4)` = `(created_at, id)` of the previous page's last row.
-pub fn op_page_sql_postgres(history: CryptoHistory, after: bool) -> String {
-    let cursor = if after { "AND (created_at, id) < ($3, $4::uuid)" } else { "" };
+pub fn op_page_sql(history: CryptoHistory, after: bool) -> String {
+    let cursor = if after { "AND (created_at, id) < ($3, $4)" } else { "" };
     format!(
         "SELECT id, created_at FROM crypto_ops WHERE owner_id = $1 AND {} {cursor}
          ORDER BY created_at DESC, id DESC LIMIT $2",
@@ -56,39 +56,17 @@ pub fn op_page_sql_postgres(history: CryptoHistory, after: bool) -> String {
     )
 }
 
-/// The same on SQLite (`?n` parameters, ids as text).
-pub fn op_page_sql_sqlite(history: CryptoHistory, after: bool) -> String {
-    let cursor = if after { "AND (created_at, id) < (?3, ?4)" } else { "" };
-    format!(
-        "SELECT id, created_at FROM crypto_ops WHERE owner_id = ?1 AND {} {cursor}
-         ORDER BY created_at DESC, id DESC LIMIT ?2",
-        history.kind_condition()
-    )
-}
-
-/// The wallet-postings page on Postgres: wallet `$1`, limit `$2`, before the position
+/// The wallet-postings page (both backends): wallet `$1`, limit `$2`, before the position
 /// `($3, $4, $5)` = `(booked_at, shard, seq)`. The join reads each posting's operation by
 /// primary key for its kind and time.
-pub fn wallet_posting_page_sql_postgres(before: bool) -> String {
-    let cursor = if before { "AND (wp.booked_at, wp.shard, wp.seq) < ($3, $4::smallint, $5)" } else { "" };
+pub fn wallet_posting_page_sql(before: bool) -> String {
+    let cursor = if before { "AND (wp.booked_at, wp.shard, wp.seq) < ($3, $4, $5)" } else { "" };
     format!(
         "SELECT wp.booked_at, wp.shard, wp.seq, wp.transfer_id, wp.direction, wp.amount, wp.asset, wp.balance_after,
                 c.kind, c.created_at
          FROM wallet_postings wp LEFT JOIN crypto_ops c ON c.id = wp.transfer_id
          WHERE wp.wallet_id = $1 {cursor}
          ORDER BY wp.booked_at DESC, wp.shard DESC, wp.seq DESC LIMIT $2"
-    )
-}
-
-/// The same on SQLite.
-pub fn wallet_posting_page_sql_sqlite(before: bool) -> String {
-    let cursor = if before { "AND (wp.booked_at, wp.shard, wp.seq) < (?3, ?4, ?5)" } else { "" };
-    format!(
-        "SELECT wp.booked_at, wp.shard, wp.seq, wp.transfer_id, wp.direction, wp.amount, wp.asset, wp.balance_after,
-                c.kind, c.created_at
-         FROM wallet_postings wp LEFT JOIN crypto_ops c ON c.id = wp.transfer_id
-         WHERE wp.wallet_id = ?1 {cursor}
-         ORDER BY wp.booked_at DESC, wp.shard DESC, wp.seq DESC LIMIT ?2"
     )
 }
 

@@ -8,16 +8,12 @@
 //! durable before that call returns, so it is always listed by the time its opener hears of it.
 
 pub mod crypto;
-mod crypto_postgres;
-mod crypto_sqlite;
+mod crypto_sql;
 pub mod listing;
-mod listing_postgres;
-mod listing_sqlite;
-pub mod postgres;
-pub mod sqlite;
+mod listing_sql;
+mod sql;
 pub mod statement;
-mod statement_postgres;
-mod statement_sqlite;
+mod statement_sql;
 /// Public so the tests can `EXPLAIN` exactly the SQL the listings run.
 pub mod transfer_query;
 

@@ -35,6 +35,40 @@ pub enum Arg {
     Amount(Decimal),
 }
 
+/// An amount bound to a listing's query: `NUMERIC` on Postgres, `amount_key` text on SQLite
+/// (what `SQLITE_AMOUNT_KEY` makes of the column it is compared with).
+pub(crate) struct ListedAmount(pub Decimal);
+
+impl sqlx::Type<sqlx::Postgres> for ListedAmount {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <Decimal as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Postgres> for ListedAmount {
+    fn encode_by_ref(
+        &self,
+        buffer: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <Decimal as sqlx::Encode<sqlx::Postgres>>::encode_by_ref(&self.0, buffer)
+    }
+}
+
+impl sqlx::Type<sqlx::Sqlite> for ListedAmount {
+    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+        <String as sqlx::Type<sqlx::Sqlite>>::type_info()
+    }
+}
+
+impl<'q> sqlx::Encode<'q, sqlx::Sqlite> for ListedAmount {
+    fn encode_by_ref(
+        &self,
+        buffer: &mut Vec<sqlx::sqlite::SqliteArgumentValue<'q>>,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <String as sqlx::Encode<sqlx::Sqlite>>::encode(amount_key(self.0), buffer)
+    }
+}
+
 #[derive(Debug)]
 pub struct Query {
     pub sql: String,

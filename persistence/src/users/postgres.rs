@@ -1,6 +1,6 @@
 //! The Postgres identity store (sqlx 0.8.6), on its own pool and runtime against the ledger's
 //! database. The domain stores (`UserStore` in `sql.rs`, …) are written once for both
-//! backends on its `SqlStore` face; `reads::postgres` adds the ledger read-model queries.
+//! backends on its `SqlStore` face; `reads` adds the ledger read-model queries.
 
 use sqlx::postgres::PgPool;
 

@@ -1,6 +1,6 @@
 //! The SQLite identity store (sqlx 0.8.6), on its own pool and runtime against the ledger's
 //! database file. The domain stores (`UserStore` in `sql.rs`, …) are written once for both
-//! backends on its `SqlStore` face; `reads::sqlite` adds the ledger read-model queries.
+//! backends on its `SqlStore` face; `reads` adds the ledger read-model queries.
 //!
 //! The file is shared with the ledger store's pool. WAL lets readers run beside either
 //! writer; the two writers (the journal and, rarely, a registration or a token spend) take
