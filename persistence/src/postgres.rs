@@ -39,11 +39,10 @@ use tally_engine::{
 };
 use uuid::Uuid;
 
-#[path = "aml_postgres.rs"]
-mod aml_postgres;
-
+use crate::aml::sql::AmlFlagWrites;
 use crate::batch::{BatchPlan, DirectCommits};
 use crate::runtime::StoreRuntime;
+use crate::sql::parse;
 use crate::store::corrupt;
 use crate::store::{JournalWriter, LiveHold, Loaded, PipelineTurn, SequencedRecord, Store, StoreError};
 
@@ -204,6 +203,18 @@ impl JournalWriter for PgJournalWriter {
     }
 }
 
+impl crate::sql::LedgerSql for PgStore {}
+
+impl crate::sql::SqlStore for PgStore {
+    fn sql_pool(&self) -> crate::sql::SqlPool {
+        crate::sql::SqlPool::Postgres(self.pool.clone())
+    }
+
+    fn sql_runtime(&self) -> &StoreRuntime {
+        &self.runtime
+    }
+}
+
 /// Sorts a database error into "retry later" and "something is wrong with the data or code".
 pub(crate) fn classify(error: sqlx::Error) -> StoreError {
     match &error {
@@ -225,10 +236,6 @@ pub(crate) fn classify(error: sqlx::Error) -> StoreError {
         | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error.to_string()),
         _ => StoreError::Corrupt(error.to_string()),
     }
-}
-
-fn parse<T>(text: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<T, StoreError> {
-    parse(text).ok_or_else(|| corrupt(format!("unknown {what} {text:?}")))
 }
 
 fn seq_of(value: i64) -> Result<u64, StoreError> {
@@ -279,7 +286,7 @@ pub(crate) async fn write_plan(
     update_accounts(&mut transaction, plan).await?;
     write_holds(&mut transaction, plan).await?;
     upsert_transfers(&mut transaction, plan).await?;
-    aml_postgres::insert_flags(&mut transaction, &plan.aml_flags).await?;
+    transaction.insert_aml_flags(&plan.aml_flags).await?;
     commit_wallets(&mut transaction, plan).await?;
     crypto::commit(&mut transaction, plan).await?;
     fence_and_link(&mut transaction, plan).await?;
@@ -1303,7 +1310,7 @@ impl Store for PgStore {
     }
 
     async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {
-        crate::finance::postgres::load(self).await
+        crate::finance::sql::load(self).await
     }
 
     async fn save_pricing(
@@ -1311,6 +1318,6 @@ impl Store for PgStore {
         change: &crate::finance::PricingChange,
         audit: Option<&crate::audit::AuditRecord>,
     ) -> Result<(), StoreError> {
-        crate::finance::postgres::save(self, change, audit).await
+        crate::finance::sql::save(self, change, audit).await
     }
 }

@@ -182,6 +182,12 @@ impl BeginSnapshot for SqlitePool {
     }
 }
 
+/// A stored name (a status, a kind, a currency) read with `parse`; a name no version of Tally
+/// writes is corrupt data.
+pub(crate) fn parse<T>(text: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<T, StoreError> {
+    parse(text).ok_or_else(|| corrupt(format!("unknown {what} {text:?}")))
+}
+
 /// The name of the unique constraint a violation broke, if the error is one. SQLite does not
 /// name the constraint; its message names the columns instead ("UNIQUE constraint failed:
 /// users.email_normalized"), which serves the same test: does it mention the column?
@@ -194,9 +200,8 @@ pub(crate) fn unique_violation(error: &sqlx::Error) -> Option<String> {
     }
 }
 
-/// A store whose queries run on its own runtime against a pool of either backend: both
-/// identity stores (`PgUserStore`, `SqliteUserStore`). The domain traits written with
-/// [`on_backend!`] are implemented once for every `SqlStore`.
+/// A store whose queries run on its own runtime against a pool of either backend: the identity
+/// stores ([`IdentitySql`]) and the ledger stores ([`LedgerSql`]).
 pub(crate) trait SqlStore: Send + Sync + 'static {
     fn sql_pool(&self) -> SqlPool;
 
@@ -212,6 +217,14 @@ pub(crate) trait SqlStore: Send + Sync + 'static {
         self.sql_runtime().run(work(self.sql_pool()))
     }
 }
+
+/// The identity stores (`PgUserStore`, `SqliteUserStore`): identity's domain traits, the read
+/// models and the event feed are implemented once for every `IdentitySql` store.
+pub(crate) trait IdentitySql: SqlStore {}
+
+/// The ledger stores (`PgStore`, `SqliteStore`): their configuration tables (pricing, AML)
+/// are written once for every `LedgerSql` store.
+pub(crate) trait LedgerSql: SqlStore {}
 
 /// An id as a query parameter: a native `uuid` on Postgres, hyphenated lowercase text on
 /// SQLite (as every id column there is stored).
@@ -258,6 +271,35 @@ impl Decode<'_, Sqlite> for Id {
     fn decode(value: SqliteValueRef<'_>) -> Result<Id, BoxDynError> {
         let text = <&str as Decode<Sqlite>>::decode(value)?;
         Ok(Id(Uuid::parse_str(text)?))
+    }
+}
+
+/// An exact decimal (an amount, a rate) as a query parameter: `NUMERIC` on Postgres, its
+/// decimal text with its scale on SQLite (as every decimal column there is stored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Exact(pub Decimal);
+
+impl Type<Postgres> for Exact {
+    fn type_info() -> PgTypeInfo {
+        <Decimal as Type<Postgres>>::type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for Exact {
+    fn encode_by_ref(&self, buffer: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        <Decimal as Encode<Postgres>>::encode_by_ref(&self.0, buffer)
+    }
+}
+
+impl Type<Sqlite> for Exact {
+    fn type_info() -> SqliteTypeInfo {
+        <String as Type<Sqlite>>::type_info()
+    }
+}
+
+impl<'q> Encode<'q, Sqlite> for Exact {
+    fn encode_by_ref(&self, buffer: &mut Vec<SqliteArgumentValue<'q>>) -> Result<IsNull, BoxDynError> {
+        <String as Encode<Sqlite>>::encode(self.0.to_string(), buffer)
     }
 }
 

@@ -42,11 +42,10 @@ use tally_engine::{
 };
 use uuid::Uuid;
 
-#[path = "aml_sqlite.rs"]
-mod aml_sqlite;
-
+use crate::aml::sql::AmlFlagWrites;
 use crate::batch::{BatchPlan, DirectCommits, TransferRow};
 use crate::runtime::StoreRuntime;
+use crate::sql::parse;
 use crate::store::corrupt;
 use crate::store::{JournalWriter, LiveHold, Loaded, SequencedRecord, Store, StoreError, plan_writer};
 
@@ -137,6 +136,18 @@ impl SqliteStore {
 /// later": BUSY, LOCKED, NOMEM, IOERR, FULL, CANTOPEN.
 const RETRYABLE_CODES: [i32; 6] = [5, 6, 7, 10, 13, 14];
 
+impl crate::sql::LedgerSql for SqliteStore {}
+
+impl crate::sql::SqlStore for SqliteStore {
+    fn sql_pool(&self) -> crate::sql::SqlPool {
+        crate::sql::SqlPool::Sqlite(self.pool.clone())
+    }
+
+    fn sql_runtime(&self) -> &StoreRuntime {
+        &self.runtime
+    }
+}
+
 /// Sorts a database error into "retry later" and "something is wrong with the data or code".
 pub(crate) fn classify(error: sqlx::Error) -> StoreError {
     match &error {
@@ -153,10 +164,6 @@ pub(crate) fn classify(error: sqlx::Error) -> StoreError {
         }
         _ => StoreError::Corrupt(error.to_string()),
     }
-}
-
-fn parse<T>(text: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<T, StoreError> {
-    parse(text).ok_or_else(|| corrupt(format!("unknown {what} {text:?}")))
 }
 
 fn seq_of(value: i64) -> Result<u64, StoreError> {
@@ -333,7 +340,7 @@ async fn write_plan(transaction: &mut Transaction<'_, Sqlite>, plan: &BatchPlan)
         .await
         .map_err(classify)?;
     }
-    aml_sqlite::insert_flags(transaction, &plan.aml_flags).await?;
+    transaction.insert_aml_flags(&plan.aml_flags).await?;
     commit_wallets(transaction, plan).await?;
     crypto::commit(transaction, plan).await?;
     crate::events::sqlite::write_events(transaction, plan).await?;
@@ -978,7 +985,7 @@ impl Store for SqliteStore {
     }
 
     async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {
-        crate::finance::sqlite::load(self).await
+        crate::finance::sql::load(self).await
     }
 
     async fn save_pricing(
@@ -986,7 +993,7 @@ impl Store for SqliteStore {
         change: &crate::finance::PricingChange,
         audit: Option<&crate::audit::AuditRecord>,
     ) -> Result<(), StoreError> {
-        crate::finance::sqlite::save(self, change, audit).await
+        crate::finance::sql::save(self, change, audit).await
     }
 }
 

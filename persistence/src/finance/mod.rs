@@ -2,11 +2,10 @@
 //!
 //! This is configuration, not money, so admins write it straight to the store (not through the
 //! journal), and the engine reads it all once at start into memory (`load_pricing`); the hot
-//! path never queries it. Every store answers the two `Store` methods: Postgres and SQLite in
-//! `postgres.rs` and `sqlite.rs`, the memory store in `memory.rs`.
+//! path never queries it. Every store answers the two `Store` methods: Postgres and SQLite
+//! with the same code in `sql.rs`, the memory store in `memory.rs`.
 
-pub(crate) mod postgres;
-pub(crate) mod sqlite;
+pub(crate) mod sql;
 
 use rust_decimal::Decimal;
 use tally_engine::{FeeRule, FeeTier, FxRate, TransferKind, TransferTypeSettings};

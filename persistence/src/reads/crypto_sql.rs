@@ -9,11 +9,11 @@ use super::crypto::{
     position_columns, wallet_posting_page_sql,
 };
 use super::listing::Position;
-use crate::sql::{Id, SqlRow, SqlStore, run_on_backend};
+use crate::sql::{Id, IdentitySql, SqlRow, run_on_backend};
 use crate::store::StoreError;
 
 #[async_trait]
-impl<S: SqlStore> CryptoReads for S {
+impl<S: IdentitySql> CryptoReads for S {
     async fn crypto_op_page(
         &self,
         owner: UserId,

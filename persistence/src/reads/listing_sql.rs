@@ -27,7 +27,7 @@ use super::listing::{
     TransferPage, count, posting_number, posting_number_to_db, prefix_pattern,
 };
 use super::transfer_query::{self, Arg, ListedAmount};
-use crate::sql::{Id, SqlRow, SqlStore, run_on_backend};
+use crate::sql::{Id, IdentitySql, SqlRow, run_on_backend};
 use crate::store::StoreError;
 
 /// `WHERE` of an account listing or count: `$1` status, `$2` currency, `$3` owner, `$4` search
@@ -57,7 +57,7 @@ fn positions<T>(rows: Vec<(Id, i64)>, make: fn(uuid::Uuid) -> T) -> Vec<(T, Posi
 }
 
 #[async_trait]
-impl<S: SqlStore> LedgerReads for S {
+impl<S: IdentitySql> LedgerReads for S {
     async fn transfer_page(
         &self,
         filter: &TransferFilter,

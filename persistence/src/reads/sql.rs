@@ -4,11 +4,11 @@ use async_trait::async_trait;
 use tally_engine::{AccountId, UserId};
 
 use super::AccountReads;
-use crate::sql::{Id, SqlStore, run_on_backend};
+use crate::sql::{Id, IdentitySql, run_on_backend};
 use crate::store::StoreError;
 
 #[async_trait]
-impl<S: SqlStore> AccountReads for S {
+impl<S: IdentitySql> AccountReads for S {
     async fn account_ids_of_owner(&self, owner: UserId, limit: u32) -> Result<Vec<AccountId>, StoreError> {
         run_on_backend!(self, |pool| {
             // `accounts_by_owner` (0001_ledger.sql) serves the filter; the sort is over one

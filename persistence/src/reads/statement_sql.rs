@@ -21,7 +21,7 @@ use super::listing::{PostingPosition, posting_number, posting_number_to_db};
 use super::statement::{
     StatementFilter, StatementLine, StatementReads, StatementScope, direction, scope_condition, scope_id,
 };
-use crate::sql::{Id, SqlRow, SqlStore, run_on_backend};
+use crate::sql::{Id, IdentitySql, SqlRow, run_on_backend};
 use crate::store::StoreError;
 
 /// The page on Postgres. Parameters: period `[$1, $2)`, scope id `$3`, direction `$4`, cursor
@@ -65,7 +65,7 @@ fn joined_page_sql(scope: StatementScope) -> String {
 }
 
 #[async_trait]
-impl<S: SqlStore> StatementReads for S {
+impl<S: IdentitySql> StatementReads for S {
     async fn statement_lines(
         &self,
         filter: &StatementFilter,

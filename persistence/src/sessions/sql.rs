@@ -5,7 +5,7 @@ use tally_engine::{Timestamp, UserId};
 use uuid::Uuid;
 
 use super::{SessionRecord, SessionStore};
-use crate::sql::{BeginWrite, Id, SqlRow, SqlStore, run_on_backend};
+use crate::sql::{BeginWrite, Id, IdentitySql, SqlRow, run_on_backend};
 use crate::store::StoreError;
 
 const SESSION_COLUMNS: &str =
@@ -25,7 +25,7 @@ fn session_from_row(row: &impl SqlRow) -> Result<SessionRecord, StoreError> {
 }
 
 #[async_trait]
-impl<S: SqlStore> SessionStore for S {
+impl<S: IdentitySql> SessionStore for S {
     async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
         let session = session.clone();
         run_on_backend!(self, |pool| {

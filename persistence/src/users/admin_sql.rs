@@ -8,7 +8,7 @@ use super::admin::{AdminUserStore, UserFilter, UserSummary, like_text};
 use super::sql::{USER_COLUMNS, UserQueries, user_from_row};
 use super::{UserStatus, VerificationLevel};
 use crate::audit::{AppendAudit, AuditRecord};
-use crate::sql::{BeginSnapshot, BeginWrite, Id, SqlRow, SqlStore, Texts, run_on_backend};
+use crate::sql::{BeginSnapshot, BeginWrite, Id, IdentitySql, SqlRow, SqlStore, Texts, run_on_backend};
 use crate::store::StoreError;
 
 /// `WHERE` of a listing or count: `$1` search (a `like_text`), `$2` status, `$3` level. On
@@ -74,7 +74,7 @@ async fn change_permissions(
 }
 
 #[async_trait]
-impl<S: SqlStore> AdminUserStore for S {
+impl<S: IdentitySql> AdminUserStore for S {
     async fn list_users(
         &self,
         filter: &UserFilter,

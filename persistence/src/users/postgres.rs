@@ -55,6 +55,8 @@ impl PgUserStore {
     }
 }
 
+impl crate::sql::IdentitySql for PgUserStore {}
+
 impl crate::sql::SqlStore for PgUserStore {
     fn sql_pool(&self) -> crate::sql::SqlPool {
         crate::sql::SqlPool::Postgres(self.pool.clone())

@@ -13,7 +13,8 @@ use super::roles::{Role, RoleAssign, RoleDelete, RoleStore, RoleUnassign, RoleWr
 use super::sql::UserQueries;
 use crate::audit::{AppendAudit, AuditRecord};
 use crate::sql::{
-    BeginSnapshot, BeginWrite, Id, Ids, SqlRow, SqlStore, Texts, impl_for_connections, run_on_backend, unique_violation,
+    BeginSnapshot, BeginWrite, Id, IdentitySql, Ids, SqlRow, Texts, impl_for_connections, run_on_backend,
+    unique_violation,
 };
 use crate::store::StoreError;
 
@@ -114,7 +115,7 @@ impl_for_connections! {
 }
 
 #[async_trait]
-impl<S: SqlStore> RoleStore for S {
+impl<S: IdentitySql> RoleStore for S {
     async fn roles(&self) -> Result<Vec<Role>, StoreError> {
         run_on_backend!(self, |pool| {
             let mut transaction = pool.begin_snapshot().await.map_err(classify)?;

@@ -13,7 +13,8 @@ use super::{
 };
 use crate::audit::{AppendAudit, AuditRecord};
 use crate::sql::{
-    BeginSnapshot, BeginWrite, Id, Ids, SqlRow, SqlStore, Texts, impl_for_connections, run_on_backend, unique_violation,
+    BeginSnapshot, BeginWrite, Id, IdentitySql, Ids, SqlRow, SqlStore, Texts, impl_for_connections, run_on_backend,
+    unique_violation,
 };
 use crate::store::{StoreError, corrupt};
 
@@ -122,7 +123,7 @@ fn generation_to_db(generation: u32) -> Result<i32, StoreError> {
 }
 
 #[async_trait]
-impl<S: SqlStore> UserStore for S {
+impl<S: IdentitySql> UserStore for S {
     async fn create_user(&self, user: &User, audit: &AuditRecord) -> Result<(), CreateUserError> {
         let user = user.clone();
         let audit = audit.clone();

@@ -98,6 +98,8 @@ impl SqliteUserStore {
     }
 }
 
+impl crate::sql::IdentitySql for SqliteUserStore {}
+
 impl crate::sql::SqlStore for SqliteUserStore {
     fn sql_pool(&self) -> crate::sql::SqlPool {
         crate::sql::SqlPool::Sqlite(self.pool.clone())

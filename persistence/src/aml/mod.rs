@@ -1,6 +1,10 @@
 //! AML rules and flags in the store. Rules are written by admins directly (store first, then
 //! the engine swaps its in-memory copy); flags arrive through the journal (`Record::AmlFlag`)
 //! with the transfer that raised them, and are resolved here with one conditional update.
+//! Both SQL ledger stores implement `AmlStore` with the same code (`sql.rs`); the memory store
+//! in `memory.rs`.
+
+pub(crate) mod sql;
 
 use async_trait::async_trait;
 use tally_engine::AccountId;
