@@ -20,12 +20,13 @@ use std::future::Future;
 use rust_decimal::Decimal;
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
-use sqlx::postgres::{PgArgumentBuffer, PgPool, PgRow, PgTypeInfo, PgValueRef};
-use sqlx::sqlite::{SqliteArgumentValue, SqlitePool, SqliteRow, SqliteTypeInfo, SqliteValueRef};
+use sqlx::postgres::{PgArgumentBuffer, PgConnection, PgPool, PgRow, PgTypeInfo, PgValueRef};
+use sqlx::sqlite::{SqliteArgumentValue, SqliteConnection, SqlitePool, SqliteRow, SqliteTypeInfo, SqliteValueRef};
 use sqlx::{Decode, Encode, Postgres, Row, Sqlite, Transaction, Type, ValueRef};
 use tally_engine::{Timestamp, UserId};
 use uuid::Uuid;
 
+use crate::audit::{AuditEntry, AuditRecord};
 use crate::runtime::StoreRuntime;
 use crate::store::{StoreError, corrupt};
 
@@ -75,6 +76,11 @@ pub(crate) struct PostgresDialect;
 impl PostgresDialect {
     /// The larger of two values.
     pub const GREATEST: &'static str = "GREATEST";
+
+    /// Appends `record` to the audit chain inside the caller's transaction.
+    pub async fn append_audit(connection: &mut PgConnection, record: &AuditRecord) -> Result<AuditEntry, StoreError> {
+        crate::audit::postgres::append(connection, record).await
+    }
 }
 
 /// SQLite's spelling of what the two backends spell differently.
@@ -82,6 +88,13 @@ pub(crate) struct SqliteDialect;
 
 impl SqliteDialect {
     pub const GREATEST: &'static str = "MAX";
+
+    pub async fn append_audit(
+        connection: &mut SqliteConnection,
+        record: &AuditRecord,
+    ) -> Result<AuditEntry, StoreError> {
+        crate::audit::sqlite::append(connection, record).await
+    }
 }
 
 /// Starting a transaction that will write.
@@ -173,6 +186,36 @@ impl Decode<'_, Sqlite> for Id {
     fn decode(value: SqliteValueRef<'_>) -> Result<Id, BoxDynError> {
         let text = <&str as Decode<Sqlite>>::decode(value)?;
         Ok(Id(Uuid::parse_str(text)?))
+    }
+}
+
+/// An amount as a query parameter: `NUMERIC` on Postgres, its exact decimal text (scale
+/// included) on SQLite, as every amount column there is stored (read back by `Column for
+/// Decimal`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Amount(pub Decimal);
+
+impl Type<Postgres> for Amount {
+    fn type_info() -> PgTypeInfo {
+        <Decimal as Type<Postgres>>::type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for Amount {
+    fn encode_by_ref(&self, buffer: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        <Decimal as Encode<Postgres>>::encode_by_ref(&self.0, buffer)
+    }
+}
+
+impl Type<Sqlite> for Amount {
+    fn type_info() -> SqliteTypeInfo {
+        <String as Type<Sqlite>>::type_info()
+    }
+}
+
+impl<'q> Encode<'q, Sqlite> for Amount {
+    fn encode_by_ref(&self, buffer: &mut Vec<SqliteArgumentValue<'q>>) -> Result<IsNull, BoxDynError> {
+        <String as Encode<Sqlite>>::encode(self.0.to_string(), buffer)
     }
 }
 
