@@ -77,6 +77,9 @@ impl PostgresDialect {
     /// The larger of two values.
     pub const GREATEST: &'static str = "GREATEST";
 
+    /// Whether `SELECT … FOR UPDATE` exists and locks the rows it reads.
+    pub const ROW_LOCKS: bool = true;
+
     /// Appends `record` to the audit chain inside the caller's transaction.
     pub async fn append_audit(connection: &mut PgConnection, record: &AuditRecord) -> Result<AuditEntry, StoreError> {
         crate::audit::postgres::append(connection, record).await
@@ -88,6 +91,10 @@ pub(crate) struct SqliteDialect;
 
 impl SqliteDialect {
     pub const GREATEST: &'static str = "MAX";
+
+    /// No row locks (nor `FOR UPDATE`): a write transaction holds the database's one write lock
+    /// from its `BEGIN IMMEDIATE` to its commit instead.
+    pub const ROW_LOCKS: bool = false;
 
     pub async fn append_audit(
         connection: &mut SqliteConnection,
