@@ -33,8 +33,7 @@ pub mod roles;
 mod roles_postgres;
 mod roles_sqlite;
 pub mod self_service;
-mod self_service_postgres;
-mod self_service_sqlite;
+mod self_service_sql;
 pub mod sqlite;
 
 use std::collections::BTreeSet;
