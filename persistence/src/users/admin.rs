@@ -1,6 +1,6 @@
 //! What admin-user management needs from the identity store beyond `UserStore`: listing,
 //! searching and counting users, blocking and unblocking, granting and revoking permission
-//! actions. Implemented by both identity stores (`admin_postgres.rs`, `admin_sqlite.rs`).
+//! actions. Implemented by both identity stores with one text (`admin_sql.rs`).
 //! Policy (which actions exist, who may change whom) is the HTTP layer's. Every change
 //! appends its audit entry in its own transaction, and only when it changed something.
 

@@ -1,5 +1,5 @@
 //! Saved beneficiaries (migration 0030): the payees a customer keeps for external transfers.
-//! Implemented by both identity stores (`beneficiaries_postgres.rs`, `beneficiaries_sqlite.rs`);
+//! Implemented by both identity stores with one text (`beneficiaries_sql.rs`);
 //! creating and deleting append their audit entry in the same transaction.
 //!
 //! A beneficiary never changes once saved (there is no edit: a new name or IBAN is a new

@@ -105,21 +105,14 @@ pub(crate) fn first_id_at(since: Timestamp) -> uuid::Uuid {
     uuid::Uuid::from_u128(millis << 80)
 }
 
-/// SQL of `load_usage` (`$1`/`?1` the first id, `$2`/`?2` the time; both stores): the
-/// transfers, and the crypto withdrawals (ids of the same UUIDv7 kind) of their owners.
-pub(crate) const USAGE_SQL_POSTGRES: &str = "SELECT initiated_by, currency, amount, created_at FROM transfers
+/// SQL of `load_usage` (both stores): the transfers, and the crypto withdrawals (ids of the
+/// same UUIDv7 kind) of their owners, from the first id `$1` and the time `$2`.
+pub(crate) const USAGE_SQL: &str = "SELECT initiated_by, currency, amount, created_at FROM transfers
      WHERE id >= $1 AND created_at >= $2 AND initiated_by IS NOT NULL AND kind IN ('internal', 'external')
        AND status IN ('processing', 'pending', 'completed')
      UNION ALL
      SELECT owner_id, asset, asset_amount, created_at FROM crypto_ops
      WHERE id >= $1 AND created_at >= $2 AND kind = 'withdrawal'
-       AND status IN ('processing', 'pending', 'completed')";
-pub(crate) const USAGE_SQL_SQLITE: &str = "SELECT initiated_by, currency, amount, created_at FROM transfers
-     WHERE id >= ?1 AND created_at >= ?2 AND initiated_by IS NOT NULL AND kind IN ('internal', 'external')
-       AND status IN ('processing', 'pending', 'completed')
-     UNION ALL
-     SELECT owner_id, asset, asset_amount, created_at FROM crypto_ops
-     WHERE id >= ?1 AND created_at >= ?2 AND kind = 'withdrawal'
        AND status IN ('processing', 'pending', 'completed')";
 
 /// A stored `(id, verification_level)` row, checked (shared by both stores).

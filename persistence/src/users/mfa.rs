@@ -2,7 +2,7 @@
 //! (`migrations/*/0004_mfa_api_keys.sql`), on the identity store's pool.
 //!
 //! A separate trait from `UserStore` so identity and MFA can change apart; both SQL identity
-//! stores implement it (`mfa_postgres.rs`, `mfa_sqlite.rs`).
+//! stores implement it with one text (`mfa_sql.rs`).
 //!
 //! The store enforces what must be atomic: a TOTP time step is accepted at most once per user
 //! (`use_totp_step` only moves `last_used_step` forward), a backup code is spent once, and

@@ -21,20 +21,16 @@
 pub mod admin;
 mod admin_sql;
 pub mod beneficiaries;
-mod beneficiaries_postgres;
-mod beneficiaries_sqlite;
+mod beneficiaries_sql;
 pub mod limits;
-mod limits_postgres;
-mod limits_sqlite;
+mod limits_sql;
 pub mod mfa;
-mod mfa_postgres;
-mod mfa_sqlite;
+mod mfa_sql;
 pub mod postgres;
 pub mod roles;
 mod roles_sql;
 pub mod self_service;
-mod self_service_postgres;
-mod self_service_sqlite;
+mod self_service_sql;
 mod sql;
 pub mod sqlite;
 

@@ -2,7 +2,7 @@
 //! user's effective permissions are their direct actions and every held role's (`User::roles`
 //! is read with the user, so a change is effective on the user's next request).
 //!
-//! Implemented by both identity stores (`roles_postgres.rs`, `roles_sqlite.rs`). Policy (which
+//! Implemented by both identity stores with one text (`roles_sql.rs`). Policy (which
 //! actions exist, who may change what) is the HTTP layer's; the store enforces what must be
 //! atomic: unique names, at most `roles_max` roles, and no deletion of a role in use.
 

@@ -1,6 +1,6 @@
 //! What self-service and the admin user views change about a user (migration 0020): profile
 //! fields, the password, emailed one-time codes, and the verification level. Implemented by
-//! both identity stores (`self_service_postgres.rs`, `self_service_sqlite.rs`); every change
+//! both identity stores with one text (`self_service_sql.rs`); every change
 //! appends its audit entry in the same transaction.
 //!
 //! **Emailed codes.** One live code per user and purpose; issuing replaces it. The store keeps

@@ -1,42 +1,39 @@
-//! `SelfServiceStore` for the Postgres identity store.
+//! `SelfServiceStore` for both identity stores, written once (`crate::sql`). On SQLite every
+//! writing transaction begins `IMMEDIATE` (the database's one write lock, held from its first
+//! statement to commit).
 
 use async_trait::async_trait;
-use sqlx::PgConnection;
 use tally_engine::{Timestamp, UserId};
 
-use super::postgres::PgUserStore;
 use super::self_service::{CodePurpose, EmailCode, ProfileChange, SelfServiceStore};
 use super::sql::UserQueries;
 use super::{User, UserStore, VerificationLevel};
-use crate::audit::AuditRecord;
-use crate::postgres::classify;
+use crate::audit::{AppendAudit, AuditRecord};
+use crate::sql::{BeginWrite, Id, IdentitySql, run_on_backend};
 use crate::store::StoreError;
 
 /// Spends the user's live code for `purpose` if it is still the unspent, unexpired code with
-/// `code_hash`; true if it did.
-async fn spend_code(
-    connection: &mut PgConnection,
-    user: UserId,
-    purpose: CodePurpose,
-    code_hash: &str,
-    now: Timestamp,
-) -> Result<bool, StoreError> {
-    let spent = sqlx::query(
-        "UPDATE email_codes SET used_at = $4
-         WHERE user_id = $1 AND purpose = $2 AND code_hash = $3 AND used_at IS NULL AND expires_at > $4",
-    )
-    .bind(user.as_uuid())
-    .bind(purpose.as_str())
-    .bind(code_hash)
-    .bind(now.as_micros())
-    .execute(&mut *connection)
-    .await
-    .map_err(classify)?;
-    Ok(spent.rows_affected() == 1)
+/// `code_hash`; true if it did. A macro, to be expanded in each backend's body (`classify`).
+macro_rules! spend_code {
+    ($transaction:ident, $user:expr, $purpose:expr, $code_hash:expr, $now:expr) => {
+        sqlx::query(
+            "UPDATE email_codes SET used_at = $4
+             WHERE user_id = $1 AND purpose = $2 AND code_hash = $3 AND used_at IS NULL AND expires_at > $4",
+        )
+        .bind(Id::from($user))
+        .bind($purpose.as_str())
+        .bind($code_hash)
+        .bind($now.as_micros())
+        .execute(&mut *$transaction)
+        .await
+        .map_err(classify)?
+        .rows_affected()
+            == 1
+    };
 }
 
 #[async_trait]
-impl SelfServiceStore for PgUserStore {
+impl<S: IdentitySql> SelfServiceStore for S {
     async fn update_profile(
         &self,
         user: UserId,
@@ -45,31 +42,29 @@ impl SelfServiceStore for PgUserStore {
     ) -> Result<Option<User>, StoreError> {
         let change = change.clone();
         let audit = audit.clone();
-        let updated = self
-            .run(|pool| async move {
-                let mut transaction = pool.begin().await.map_err(classify)?;
-                // `$5` says whether the phone changes at all (a NULL `$4` may mean "clear it").
-                let updated = sqlx::query(
-                    "UPDATE users SET first_name = COALESCE($2, first_name), last_name = COALESCE($3, last_name),
-                                      phone = CASE WHEN $5 THEN $4 ELSE phone END
-                     WHERE id = $1",
-                )
-                .bind(user.as_uuid())
-                .bind(&change.first_name)
-                .bind(&change.last_name)
-                .bind(change.phone.clone().flatten())
-                .bind(change.phone.is_some())
-                .execute(&mut *transaction)
-                .await
-                .map_err(classify)?;
-                if updated.rows_affected() != 1 {
-                    return Ok(false);
-                }
-                crate::audit::postgres::append(&mut transaction, &audit).await?;
-                transaction.commit().await.map_err(classify)?;
-                Ok(true)
-            })
-            .await?;
+        let updated = run_on_backend!(self, |pool| {
+            let mut transaction = pool.begin_write().await.map_err(classify)?;
+            // `$5` says whether the phone changes at all (a NULL `$4` may mean "clear it").
+            let updated = sqlx::query(
+                "UPDATE users SET first_name = COALESCE($2, first_name), last_name = COALESCE($3, last_name),
+                                  phone = CASE WHEN $5 THEN $4 ELSE phone END
+                 WHERE id = $1",
+            )
+            .bind(Id::from(user))
+            .bind(&change.first_name)
+            .bind(&change.last_name)
+            .bind(change.phone.clone().flatten())
+            .bind(change.phone.is_some())
+            .execute(&mut *transaction)
+            .await
+            .map_err(classify)?;
+            if updated.rows_affected() != 1 {
+                return Ok(false);
+            }
+            transaction.append_audit(&audit).await?;
+            transaction.commit().await.map_err(classify)?;
+            Ok(true)
+        })?;
         if !updated {
             return Ok(None);
         }
@@ -79,10 +74,10 @@ impl SelfServiceStore for PgUserStore {
     async fn set_password(&self, user: UserId, password_hash: &str, audit: &AuditRecord) -> Result<bool, StoreError> {
         let password_hash = password_hash.to_owned();
         let audit = audit.clone();
-        self.run(|pool| async move {
-            let mut transaction = pool.begin().await.map_err(classify)?;
+        run_on_backend!(self, |pool| {
+            let mut transaction = pool.begin_write().await.map_err(classify)?;
             let updated = sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
-                .bind(user.as_uuid())
+                .bind(Id::from(user))
                 .bind(&password_hash)
                 .execute(&mut *transaction)
                 .await
@@ -90,18 +85,17 @@ impl SelfServiceStore for PgUserStore {
             if updated.rows_affected() != 1 {
                 return Ok(false);
             }
-            crate::audit::postgres::append(&mut transaction, &audit).await?;
+            transaction.append_audit(&audit).await?;
             transaction.commit().await.map_err(classify)?;
             Ok(true)
         })
-        .await
     }
 
     async fn issue_code(&self, code: &EmailCode, audit: &AuditRecord) -> Result<bool, StoreError> {
         let code = code.clone();
         let audit = audit.clone();
-        self.run(|pool| async move {
-            let mut transaction = pool.begin().await.map_err(classify)?;
+        run_on_backend!(self, |pool| {
+            let mut transaction = pool.begin_write().await.map_err(classify)?;
             if !transaction.lock_user(code.user.as_uuid()).await? {
                 return Ok(false);
             }
@@ -111,7 +105,7 @@ impl SelfServiceStore for PgUserStore {
                  ON CONFLICT (user_id, purpose) DO UPDATE SET code_hash = EXCLUDED.code_hash,
                      created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at, attempts = 0, used_at = NULL",
             )
-            .bind(code.user.as_uuid())
+            .bind(Id::from(code.user))
             .bind(code.purpose.as_str())
             .bind(&code.code_hash)
             .bind(code.created_at.as_micros())
@@ -119,11 +113,10 @@ impl SelfServiceStore for PgUserStore {
             .execute(&mut *transaction)
             .await
             .map_err(classify)?;
-            crate::audit::postgres::append(&mut transaction, &audit).await?;
+            transaction.append_audit(&audit).await?;
             transaction.commit().await.map_err(classify)?;
             Ok(true)
         })
-        .await
     }
 
     async fn take_code_attempt(
@@ -133,14 +126,14 @@ impl SelfServiceStore for PgUserStore {
         now: Timestamp,
         attempts_max: u32,
     ) -> Result<Option<String>, StoreError> {
-        self.run(|pool| async move {
+        run_on_backend!(self, |pool| {
             // One statement: the bound holds however many tries arrive at once.
             sqlx::query_scalar(
                 "UPDATE email_codes SET attempts = attempts + 1
                  WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3 AND attempts < $4
                  RETURNING code_hash",
             )
-            .bind(user.as_uuid())
+            .bind(Id::from(user))
             .bind(purpose.as_str())
             .bind(now.as_micros())
             .bind(i64::from(attempts_max))
@@ -148,7 +141,6 @@ impl SelfServiceStore for PgUserStore {
             .await
             .map_err(classify)
         })
-        .await
     }
 
     async fn redeem_password_reset(
@@ -161,22 +153,21 @@ impl SelfServiceStore for PgUserStore {
     ) -> Result<bool, StoreError> {
         let (code_hash, password_hash) = (code_hash.to_owned(), password_hash.to_owned());
         let audit = audit.clone();
-        self.run(|pool| async move {
-            let mut transaction = pool.begin().await.map_err(classify)?;
-            if !spend_code(&mut transaction, user, CodePurpose::PasswordReset, &code_hash, now).await? {
+        run_on_backend!(self, |pool| {
+            let mut transaction = pool.begin_write().await.map_err(classify)?;
+            if !spend_code!(transaction, user, CodePurpose::PasswordReset, &code_hash, now) {
                 return Ok(false);
             }
             sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
-                .bind(user.as_uuid())
+                .bind(Id::from(user))
                 .bind(&password_hash)
                 .execute(&mut *transaction)
                 .await
                 .map_err(classify)?;
-            crate::audit::postgres::append(&mut transaction, &audit).await?;
+            transaction.append_audit(&audit).await?;
             transaction.commit().await.map_err(classify)?;
             Ok(true)
         })
-        .await
     }
 
     async fn redeem_email_verification(
@@ -188,22 +179,21 @@ impl SelfServiceStore for PgUserStore {
     ) -> Result<bool, StoreError> {
         let code_hash = code_hash.to_owned();
         let audit = audit.clone();
-        self.run(|pool| async move {
-            let mut transaction = pool.begin().await.map_err(classify)?;
-            if !spend_code(&mut transaction, user, CodePurpose::EmailVerification, &code_hash, now).await? {
+        run_on_backend!(self, |pool| {
+            let mut transaction = pool.begin_write().await.map_err(classify)?;
+            if !spend_code!(transaction, user, CodePurpose::EmailVerification, &code_hash, now) {
                 return Ok(false);
             }
             sqlx::query("UPDATE users SET email_verified_at = COALESCE(email_verified_at, $2) WHERE id = $1")
-                .bind(user.as_uuid())
+                .bind(Id::from(user))
                 .bind(now.as_micros())
                 .execute(&mut *transaction)
                 .await
                 .map_err(classify)?;
-            crate::audit::postgres::append(&mut transaction, &audit).await?;
+            transaction.append_audit(&audit).await?;
             transaction.commit().await.map_err(classify)?;
             Ok(true)
         })
-        .await
     }
 
     async fn set_verification_level(
@@ -213,10 +203,10 @@ impl SelfServiceStore for PgUserStore {
         audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
         let audit = audit.clone();
-        self.run(|pool| async move {
-            let mut transaction = pool.begin().await.map_err(classify)?;
+        run_on_backend!(self, |pool| {
+            let mut transaction = pool.begin_write().await.map_err(classify)?;
             let updated = sqlx::query("UPDATE users SET verification_level = $2 WHERE id = $1")
-                .bind(user.as_uuid())
+                .bind(Id::from(user))
                 .bind(level.as_str())
                 .execute(&mut *transaction)
                 .await
@@ -224,10 +214,9 @@ impl SelfServiceStore for PgUserStore {
             if updated.rows_affected() != 1 {
                 return Ok(false);
             }
-            crate::audit::postgres::append(&mut transaction, &audit).await?;
+            transaction.append_audit(&audit).await?;
             transaction.commit().await.map_err(classify)?;
             Ok(true)
         })
-        .await
     }
 }
