@@ -75,6 +75,8 @@ pub(crate) struct PostgresDialect;
 impl PostgresDialect {
     /// The larger of two values.
     pub const GREATEST: &'static str = "GREATEST";
+    /// Appended to a `SELECT` to lock the rows it reads until commit.
+    pub const FOR_UPDATE: &'static str = " FOR UPDATE";
 }
 
 /// SQLite's spelling of what the two backends spell differently.
@@ -82,6 +84,9 @@ pub(crate) struct SqliteDialect;
 
 impl SqliteDialect {
     pub const GREATEST: &'static str = "MAX";
+    /// Nothing: SQLite has no row locks; a writer's transaction begins `IMMEDIATE` and holds the
+    /// database's one write lock instead.
+    pub const FOR_UPDATE: &'static str = "";
 }
 
 /// Starting a transaction that will write.
