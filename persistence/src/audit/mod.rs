@@ -25,7 +25,6 @@
 mod sql;
 
 /// The append for store methods written once (`crate::sql`), on either backend's transaction.
-#[allow(unused_imports)]
 pub(crate) use sql::append;
 pub use sql::{postgres, sqlite};
 

@@ -11,7 +11,6 @@ use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
 
 use super::chain::{self, BatchLink, ChainEvent, ChainHead, ChainPosting, ChainReport};
-use super::webhooks::WebhookStore;
 use super::{Backlog, EventStore, EventType, FeedPosition, StoredEvent, merge_shards};
 use crate::sql::{Column, SqlRow, SqlStore, run_on_backend};
 use crate::store::StoreError;
@@ -102,7 +101,7 @@ fn shards_of(rows: &[impl SqlRow]) -> Result<Vec<u16>, StoreError> {
 }
 
 #[async_trait]
-impl<S: SqlStore + WebhookStore> EventStore for S {
+impl<S: SqlStore> EventStore for S {
     async fn events_after(
         &self,
         position: &FeedPosition,
