@@ -40,6 +40,7 @@ use tally_engine::{
 use uuid::Uuid;
 
 use crate::aml::sql::AmlFlagWrites;
+use crate::audit::AppendAudit;
 use crate::batch::{BatchPlan, DirectCommits};
 use crate::runtime::StoreRuntime;
 use crate::sql::parse;
@@ -293,7 +294,7 @@ pub(crate) async fn write_plan(
     // Last, so the audit head row (locked `FOR UPDATE` by the append) is held only from here to
     // the commit, and never while this transaction waits for another lock.
     for record in &plan.audits {
-        crate::audit::postgres::append(&mut transaction, record).await?;
+        transaction.append_audit(record).await?;
     }
     transaction.commit().await.map_err(classify)
 }

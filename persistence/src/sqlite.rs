@@ -43,6 +43,7 @@ use tally_engine::{
 use uuid::Uuid;
 
 use crate::aml::sql::AmlFlagWrites;
+use crate::audit::AppendAudit;
 use crate::batch::{BatchPlan, DirectCommits, TransferRow};
 use crate::runtime::StoreRuntime;
 use crate::sql::parse;
@@ -348,7 +349,7 @@ async fn write_plan(transaction: &mut Transaction<'_, Sqlite>, plan: &BatchPlan)
     // Last, as in every audited transaction (the transaction began `IMMEDIATE`, which is what
     // serialises appends to the chain here).
     for record in &plan.audits {
-        crate::audit::sqlite::append(transaction, record).await?;
+        transaction.append_audit(record).await?;
     }
     Ok(())
 }

@@ -10,8 +10,9 @@
 //! The head row (`audit_head`: the newest `seq` and `hash`) is updated with each append, so
 //! deleting the newest entries is detectable too.
 //!
-//! **One writer at a time, in the writer's transaction.** `append_pg` and `append_sqlite` run
-//! inside the transaction that makes the change being recorded: Postgres locks the head row
+//! **One writer at a time, in the writer's transaction.** `append` (`sql.rs`; `postgres::append`
+//! and `sqlite::append` for a caller holding one backend's transaction) runs inside the
+//! transaction that makes the change being recorded: Postgres locks the head row
 //! `FOR UPDATE` (every writer, whatever its process, queues there, and a rolled-back change
 //! leaves no entry); SQLite callers begin their transaction `IMMEDIATE` (the file's one
 //! write lock). An append is the last statement before commit, so the head row is held for
@@ -21,8 +22,10 @@
 //! Nothing here knows JSON: `details` is text the HTTP layer wrote, kept and hashed byte for
 //! byte.
 
-pub mod postgres;
-pub mod sqlite;
+mod sql;
+
+/// The append for store methods written once (`crate::sql`), on either backend's transaction.
+pub(crate) use sql::AppendAudit;
 
 use async_trait::async_trait;
 use aws_lc_rs::digest::{SHA256, digest};
@@ -258,25 +261,6 @@ pub async fn verify_chain(store: &dyn AuditStore) -> Result<ChainReport, StoreEr
         None
     };
     Ok(ChainReport { entries, head, first_break })
-}
-
-/// Appending to the audit log inside a transaction of either backend (`postgres::append`,
-/// `sqlite::append`), for store code written once for both (`crate::sql`): call
-/// `transaction.append_audit(&record)` last, just before the commit.
-pub(crate) trait AppendAudit {
-    async fn append_audit(&mut self, record: &AuditRecord) -> Result<AuditEntry, StoreError>;
-}
-
-impl AppendAudit for sqlx::PgConnection {
-    async fn append_audit(&mut self, record: &AuditRecord) -> Result<AuditEntry, StoreError> {
-        postgres::append(self, record).await
-    }
-}
-
-impl AppendAudit for sqlx::SqliteConnection {
-    async fn append_audit(&mut self, record: &AuditRecord) -> Result<AuditEntry, StoreError> {
-        sqlite::append(self, record).await
-    }
 }
 
 #[cfg(test)]

@@ -26,9 +26,10 @@
 //! the contract but nothing expires transfers yet, so none is written.
 
 pub mod chain;
-pub mod postgres;
-pub mod sqlite;
+mod sql;
 pub mod webhooks;
+
+pub use sql::{postgres, sqlite};
 
 use std::sync::{Arc, OnceLock};
 

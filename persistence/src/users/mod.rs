@@ -15,7 +15,7 @@
 //!
 //! **Every change is audited in its own transaction.** Each method that changes identity data
 //! takes the `AuditRecord` describing it and appends it to the audit log inside the same
-//! transaction (`audit::postgres::append`, `audit::sqlite::append`), so a change and its entry
+//! transaction (`AppendAudit::append_audit`), so a change and its entry
 //! commit together or not at all. SQLite transactions that change anything begin `IMMEDIATE`.
 
 pub mod admin;

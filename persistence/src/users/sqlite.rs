@@ -9,16 +9,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use uuid::Uuid;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::runtime::StoreRuntime;
 use crate::sqlite::classify;
 use crate::store::StoreError;
-use crate::store::corrupt;
 
 /// Connections in the identity pool: reads (user look-ups, accounts by owner) run beside each
 /// other under WAL; writes take turns anyway.
@@ -108,18 +103,4 @@ impl crate::sql::SqlStore for SqliteUserStore {
     fn sql_runtime(&self) -> &StoreRuntime {
         &self.runtime
     }
-}
-
-/// The stored form of an id: hyphenated lowercase UUID text, as in the ledger tables.
-pub(crate) fn id_to_db(id: Uuid) -> String {
-    id.hyphenated().to_string()
-}
-
-pub(crate) fn uuid_from_db(text: &str, column: &str) -> Result<Uuid, StoreError> {
-    Uuid::parse_str(text).map_err(|error| corrupt(format!("{column} {text:?} is not a UUID: {error}")))
-}
-
-pub(crate) fn uuid(row: &SqliteRow, column: &str) -> Result<Uuid, StoreError> {
-    let text: String = row.try_get(column).map_err(classify)?;
-    uuid_from_db(&text, column)
 }
