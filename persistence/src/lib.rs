@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod events;
 pub mod finance;
 pub mod journal;
+pub(crate) mod ledger_sql;
 pub mod memory;
 pub(crate) mod metadata;
 pub mod open;

@@ -27,15 +27,14 @@ use async_trait::async_trait;
 use rust_decimal::Decimal;
 use std::sync::Arc;
 
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, Row, Transaction};
 
 use copy::CopyRows;
 
-use tally_engine::transfer::{Beneficiary, SagaStep};
 use tally_engine::{
-    Account, AccountId, AccountKind, AccountStatus, Currency, Direction, ErrorCode, PendingReason, Position, Posting,
-    Timestamp, Transfer, TransferId, TransferKind, TransferStatus, UserId, Wallet, WalletId,
+    Account, AccountId, Currency, ErrorCode, PendingReason, Posting, Timestamp, Transfer, TransferId, UserId, Wallet,
+    WalletId,
 };
 use uuid::Uuid;
 
@@ -736,138 +735,8 @@ async fn commit_wallets(transaction: &mut Transaction<'_, Postgres>, plan: &Batc
     Ok(())
 }
 
-/// An account from its row (the snapshot), its holds, and its newest posting after the
-/// snapshot, if any (`tail`: its balance after and version).
-fn account_from_row(row: &PgRow, holds: &[PgRow], tail: Option<(Decimal, i64)>) -> Result<Loaded<Account>, StoreError> {
-    let id = AccountId::from_uuid(row.try_get("id").map_err(classify)?);
-    let kind = parse(row.try_get("kind").map_err(classify)?, AccountKind::parse, "account kind")?;
-    let snapshot_balance: Decimal = row.try_get("balance").map_err(classify)?;
-    let snapshot_version: i64 = row.try_get("version").map_err(classify)?;
-    let (balance, version) = match tail {
-        Some((balance, version)) if version > snapshot_version => (balance, version),
-        _ => (snapshot_balance, snapshot_version),
-    };
-    let mut position = Position::new(balance, row.try_get("credit_limit").map_err(classify)?, kind.is_system());
-    position.version = version_of(version)?;
-    // `held` is the sum of the holds still placed; the snapshot's figure is only as fresh as
-    // its last flush.
-    for hold in holds {
-        let transfer = TransferId::from_uuid(hold.try_get("transfer_id").map_err(classify)?);
-        position
-            .restore_hold(transfer, hold.try_get("amount").map_err(classify)?)
-            .map_err(|_| corrupt("hold overflow"))?;
-    }
-    let owner: Option<Uuid> = row.try_get("owner_id").map_err(classify)?;
-    let account = Account {
-        id,
-        owner: owner.map(UserId::from_uuid),
-        currency: parse(row.try_get("currency").map_err(classify)?, Currency::from_code, "currency")?,
-        kind,
-        status: parse(row.try_get("status").map_err(classify)?, AccountStatus::parse, "account status")?,
-        position,
-        created_at: Timestamp::from_micros(row.try_get("created_at").map_err(classify)?),
-    };
-    let seq = account.position.version;
-    Ok(Loaded { value: account, seq })
-}
-
-fn transfer_from_row(row: &PgRow) -> Result<Loaded<Transfer>, StoreError> {
-    let get_text = |column: &str| -> Result<String, StoreError> { row.try_get(column).map_err(classify) };
-    let optional_text = |column: &str| -> Result<Option<String>, StoreError> { row.try_get(column).map_err(classify) };
-    let beneficiary = match (optional_text("beneficiary_name")?, optional_text("beneficiary_iban")?) {
-        (Some(name), Some(iban)) => Some(Beneficiary { name, iban }),
-        _ => None,
-    };
-    let initiated_by: Option<Uuid> = row.try_get("initiated_by").map_err(classify)?;
-    let idempotency_scope: Option<Uuid> = row.try_get("idempotency_scope").map_err(classify)?;
-    let idempotency =
-        match (idempotency_scope, optional_text("idempotency_key")?, optional_text("idempotency_fingerprint")?) {
-            (Some(scope), Some(key), Some(fingerprint)) => Some(tally_engine::Idempotency { scope, key, fingerprint }),
-            (None, None, None) => None,
-            _ => return Err(corrupt("transfer with half an idempotency key")),
-        };
-    let completed_at: Option<i64> = row.try_get("completed_at").map_err(classify)?;
-    let pending_expires_at: Option<i64> = row.try_get("pending_expires_at").map_err(classify)?;
-    let transfer = Transfer {
-        id: TransferId::from_uuid(row.try_get("id").map_err(classify)?),
-        kind: parse(&get_text("kind")?, TransferKind::parse, "transfer kind")?,
-        status: parse(&get_text("status")?, TransferStatus::parse, "transfer status")?,
-        step: parse(&get_text("step")?, SagaStep::parse, "saga step")?,
-        source: AccountId::from_uuid(row.try_get("source_id").map_err(classify)?),
-        destination: AccountId::from_uuid(row.try_get("destination_id").map_err(classify)?),
-        amount: row.try_get("amount").map_err(classify)?,
-        currency: parse(&get_text("currency")?, Currency::from_code, "currency")?,
-        fee: row.try_get("fee").map_err(classify)?,
-        fx_rate: row.try_get("fx_rate").map_err(classify)?,
-        destination_amount: row.try_get("destination_amount").map_err(classify)?,
-        destination_currency: parse(&get_text("destination_currency")?, Currency::from_code, "currency")?,
-        pending_reason: optional_text("pending_reason")?
-            .map(|text| parse(&text, PendingReason::parse, "pending reason"))
-            .transpose()?,
-        failure_reason: optional_text("failure_reason")?
-            .map(|text| parse(&text, ErrorCode::from_str_code, "error code"))
-            .transpose()?,
-        reference: optional_text("reference")?,
-        description: optional_text("description")?,
-        beneficiary,
-        initiated_by: initiated_by.map(UserId::from_uuid),
-        idempotency,
-        created_at: Timestamp::from_micros(row.try_get("created_at").map_err(classify)?),
-        completed_at: completed_at.map(Timestamp::from_micros),
-        metadata: metadata_of(row)?,
-        pending_expires_at: pending_expires_at.map(Timestamp::from_micros),
-    };
-    Ok(Loaded { value: transfer, seq: seq_of(row.try_get("seq").map_err(classify)?)? })
-}
-
-/// A transfer's `metadata` (`jsonb`) as it arrives: in binary format a version byte (1) and
-/// then the JSON text, as `CopyRows::optional_jsonb` writes it; in text format the JSON text.
-/// Read raw because this build of sqlx decodes no JSON type.
-fn metadata_of(row: &PgRow) -> Result<tally_engine::Metadata, StoreError> {
-    use sqlx::ValueRef;
-    let raw = row.try_get_raw("metadata").map_err(classify)?;
-    if raw.is_null() {
-        return Ok(tally_engine::Metadata::none());
-    }
-    let format = raw.format();
-    let bytes = raw.as_bytes().map_err(|error| corrupt(format!("transfer metadata: {error}")))?;
-    let text = match format {
-        sqlx::postgres::PgValueFormat::Binary => {
-            bytes.strip_prefix(&[1_u8]).ok_or_else(|| corrupt("transfer metadata: unknown jsonb version"))?
-        }
-        sqlx::postgres::PgValueFormat::Text => bytes,
-    };
-    let text = std::str::from_utf8(text).map_err(|_| corrupt("transfer metadata: not UTF-8"))?;
-    crate::metadata::from_db(Some(text))
-}
-
-fn posting_from_row(row: &PgRow) -> Result<Posting, StoreError> {
-    let direction: String = row.try_get("direction").map_err(classify)?;
-    let currency: String = row.try_get("currency").map_err(classify)?;
-    Ok(Posting {
-        transfer: TransferId::from_uuid(row.try_get("transfer_id").map_err(classify)?),
-        account: AccountId::from_uuid(row.try_get("account_id").map_err(classify)?),
-        currency: parse(&currency, Currency::from_code, "currency")?,
-        direction: parse(&direction, Direction::parse, "direction")?,
-        amount: row.try_get("amount").map_err(classify)?,
-    })
-}
-
-const ACCOUNT_COLUMNS: &str =
-    "id, owner_id, currency, kind, status, balance, held, credit_limit, created_at, version, booked_at";
-
-/// The newest posting of account `$1` after its snapshot (booked at or after `$2`, version
-/// above `$3`): one seek at the end of the account's range of the postings key.
-const TAIL: &str = "SELECT balance_after, version FROM postings
-     WHERE account_id = $1 AND booked_at >= $2 AND version > $3
-     ORDER BY booked_at DESC, version DESC LIMIT 1";
-
 fn version_to_db(version: u64) -> Result<i64, StoreError> {
     i64::try_from(version).map_err(|_| corrupt(format!("posting version {version} beyond BIGINT")))
-}
-
-fn version_of(value: i64) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| corrupt(format!("negative posting version {value}")))
 }
 
 /// How far before a transfer's creation its postings may be booked: booking times come from
@@ -949,33 +818,11 @@ impl Store for PgStore {
     }
 
     async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError> {
-        self.run(|pool| async move {
-            let rows: Vec<(i16, i64)> =
-                sqlx::query_as("SELECT shard, committed_seq FROM journal_shards ORDER BY shard")
-                    .fetch_all(&pool)
-                    .await
-                    .map_err(classify)?;
-            let mut seqs = Vec::with_capacity(rows.len());
-            for (shard, seq) in rows {
-                if usize::try_from(shard).ok() != Some(seqs.len()) {
-                    return Err(corrupt(format!("journal shards are not numbered 0.. without gaps (found {shard})")));
-                }
-                seqs.push(seq_of(seq)?);
-            }
-            Ok(seqs)
-        })
-        .await
+        crate::ledger_sql::committed_seqs(self).await
     }
 
     async fn last_booked_at(&self) -> Result<Timestamp, StoreError> {
-        self.run(|pool| async move {
-            let booked: Option<i64> = sqlx::query_scalar("SELECT max(booked_at) FROM journal_shards")
-                .fetch_one(&pool)
-                .await
-                .map_err(classify)?;
-            Ok(Timestamp::from_micros(booked.unwrap_or(0)))
-        })
-        .await
+        crate::ledger_sql::last_booked_at(self).await
     }
 
     async fn open_shards(&self, wanted: u16) -> Result<Vec<u64>, StoreError> {
@@ -1013,108 +860,15 @@ impl Store for PgStore {
     }
 
     async fn load_account(&self, id: AccountId) -> Result<Option<Loaded<Account>>, StoreError> {
-        self.run(|pool| async move {
-            // One snapshot: read the account, its newest posting and its holds in one
-            // repeatable-read transaction.
-            let mut transaction = pool.begin().await.map_err(classify)?;
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                .execute(&mut *transaction)
-                .await
-                .map_err(classify)?;
-            let row = sqlx::query(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"))
-                .bind(id.as_uuid())
-                .fetch_optional(&mut *transaction)
-                .await
-                .map_err(classify)?;
-            let Some(row) = row else { return Ok(None) };
-            let booked_at: i64 = row.try_get("booked_at").map_err(classify)?;
-            let version: i64 = row.try_get("version").map_err(classify)?;
-            let tail: Option<(Decimal, i64)> = sqlx::query_as(TAIL)
-                .bind(id.as_uuid())
-                .bind(booked_at)
-                .bind(version)
-                .fetch_optional(&mut *transaction)
-                .await
-                .map_err(classify)?;
-            let holds = sqlx::query("SELECT transfer_id, amount FROM holds WHERE account_id = $1")
-                .bind(id.as_uuid())
-                .fetch_all(&mut *transaction)
-                .await
-                .map_err(classify)?;
-            transaction.commit().await.map_err(classify)?;
-            account_from_row(&row, &holds, tail).map(Some)
-        })
-        .await
+        crate::ledger_sql::load_account(self, id).await
     }
 
     async fn load_wallet(&self, id: WalletId) -> Result<Option<Loaded<Wallet>>, StoreError> {
-        self.run(|pool| async move {
-            let mut transaction = pool.begin().await.map_err(classify)?;
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                .execute(&mut *transaction)
-                .await
-                .map_err(classify)?;
-            let row = sqlx::query("SELECT id, owner_id, status, created_at, snapshot_seq FROM wallets WHERE id = $1")
-                .bind(id.as_uuid())
-                .fetch_optional(&mut *transaction)
-                .await
-                .map_err(classify)?;
-            let Some(row) = row else { return Ok(None) };
-            let assets =
-                sqlx::query("SELECT asset, balance, held FROM wallet_assets WHERE wallet_id = $1 ORDER BY ordinal")
-                    .bind(id.as_uuid())
-                    .fetch_all(&mut *transaction)
-                    .await
-                    .map_err(classify)?;
-            let holds = sqlx::query("SELECT asset, transfer_id, amount FROM wallet_holds WHERE wallet_id = $1")
-                .bind(id.as_uuid())
-                .fetch_all(&mut *transaction)
-                .await
-                .map_err(classify)?;
-            transaction.commit().await.map_err(classify)?;
-            let status: String = row.try_get("status").map_err(classify)?;
-            let mut wallet = Wallet {
-                id,
-                owner: UserId::from_uuid(row.try_get("owner_id").map_err(classify)?),
-                status: parse(&status, AccountStatus::parse, "wallet status")?,
-                assets: Vec::new(),
-                created_at: Timestamp::from_micros(row.try_get("created_at").map_err(classify)?),
-            };
-            for asset_row in &assets {
-                let code: String = asset_row.try_get("asset").map_err(classify)?;
-                let asset = parse(&code, Currency::from_code, "asset")?;
-                let held: Decimal = asset_row.try_get("held").map_err(classify)?;
-                let mut position = Position::new(asset_row.try_get("balance").map_err(classify)?, Decimal::ZERO, false);
-                for hold in holds.iter() {
-                    let hold_code: String = hold.try_get("asset").map_err(classify)?;
-                    if hold_code == code {
-                        let transfer = TransferId::from_uuid(hold.try_get("transfer_id").map_err(classify)?);
-                        position
-                            .restore_hold(transfer, hold.try_get("amount").map_err(classify)?)
-                            .map_err(|_| corrupt("wallet hold overflow"))?;
-                    }
-                }
-                if position.held != held {
-                    return Err(corrupt(format!("wallet {id} {code}: held {held} but holds sum to {}", position.held)));
-                }
-                position.held = held;
-                wallet.assets.push((asset, position));
-            }
-            Ok(Some(Loaded { value: wallet, seq: seq_of(row.try_get("snapshot_seq").map_err(classify)?)? }))
-        })
-        .await
+        crate::ledger_sql::load_wallet(self, id).await
     }
 
     async fn load_transfer(&self, id: TransferId) -> Result<Option<Loaded<Transfer>>, StoreError> {
-        self.run(|pool| async move {
-            let row = sqlx::query("SELECT * FROM transfers WHERE id = $1")
-                .bind(id.as_uuid())
-                .fetch_optional(&pool)
-                .await
-                .map_err(classify)?;
-            row.as_ref().map(transfer_from_row).transpose()
-        })
-        .await
+        crate::ledger_sql::load_transfer(self, id).await
     }
 
     async fn transfer_by_idempotency(&self, scope: Uuid, key: &str) -> Result<Option<Loaded<Transfer>>, StoreError> {
@@ -1127,87 +881,19 @@ impl Store for PgStore {
         after: Option<(Uuid, String)>,
         limit: u32,
     ) -> Result<Vec<(Uuid, String)>, StoreError> {
-        self.run(|pool| async move {
-            // A range of the unique index `transfers_by_idempotency`.
-            let (scope, key) = after.unwrap_or((Uuid::nil(), String::new()));
-            sqlx::query_as(
-                "SELECT idempotency_scope, idempotency_key FROM transfers
-                 WHERE idempotency_key IS NOT NULL AND (idempotency_scope, idempotency_key) > ($1, $2)
-                 ORDER BY idempotency_scope, idempotency_key LIMIT $3",
-            )
-            .bind(scope)
-            .bind(key)
-            .bind(i64::from(limit))
-            .fetch_all(&pool)
-            .await
-            .map_err(classify)
-        })
-        .await
+        crate::ledger_sql::idempotency_keys_after(self, after, limit).await
     }
 
     async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError> {
-        self.run(|pool| async move {
-            let rows = sqlx::query("SELECT * FROM transfers WHERE status IN ('processing', 'pending') ORDER BY seq")
-                .fetch_all(&pool)
-                .await
-                .map_err(classify)?;
-            rows.iter().map(|row| transfer_from_row(row).map(|loaded| loaded.value)).collect()
-        })
-        .await
+        crate::ledger_sql::non_terminal_transfers(self).await
     }
 
     async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
-        self.run(|pool| async move {
-            let mut transaction = pool.begin().await.map_err(classify)?;
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                .execute(&mut *transaction)
-                .await
-                .map_err(classify)?;
-            let rows = sqlx::query(
-                "SELECT a.id, a.owner_id, a.currency, a.kind, a.status, a.balance, a.held, a.credit_limit, a.created_at,
-                        a.version, a.booked_at, tail.balance_after AS tail_balance, tail.version AS tail_version
-                 FROM accounts a LEFT JOIN LATERAL (
-                     SELECT balance_after, version FROM postings p
-                     WHERE p.account_id = a.id AND p.booked_at >= a.booked_at AND p.version > a.version
-                     ORDER BY p.booked_at DESC, p.version DESC LIMIT 1) tail ON true
-                 ORDER BY a.id",
-            )
-            .fetch_all(&mut *transaction)
-            .await
-            .map_err(classify)?;
-            let holds = sqlx::query("SELECT account_id, transfer_id, amount FROM holds ORDER BY account_id")
-                .fetch_all(&mut *transaction)
-                .await
-                .map_err(classify)?;
-            transaction.commit().await.map_err(classify)?;
-            let mut holds_by_account: std::collections::HashMap<Uuid, Vec<PgRow>> = std::collections::HashMap::new();
-            for hold in holds {
-                let account: Uuid = hold.try_get("account_id").map_err(classify)?;
-                holds_by_account.entry(account).or_default().push(hold);
-            }
-            rows.iter()
-                .map(|row| {
-                    let id: Uuid = row.try_get("id").map_err(classify)?;
-                    let holds = holds_by_account.get(&id).map(Vec::as_slice).unwrap_or(&[]);
-                    let tail_balance: Option<Decimal> = row.try_get("tail_balance").map_err(classify)?;
-                    let tail_version: Option<i64> = row.try_get("tail_version").map_err(classify)?;
-                    account_from_row(row, holds, tail_balance.zip(tail_version)).map(|loaded| loaded.value)
-                })
-                .collect()
-        })
-        .await
+        crate::ledger_sql::all_accounts(self).await
     }
 
     async fn postings_of(&self, account: AccountId) -> Result<Vec<Posting>, StoreError> {
-        self.run(|pool| async move {
-            let rows = sqlx::query("SELECT * FROM postings WHERE account_id = $1 ORDER BY booked_at, version")
-                .bind(account.as_uuid())
-                .fetch_all(&pool)
-                .await
-                .map_err(classify)?;
-            rows.iter().map(posting_from_row).collect()
-        })
-        .await
+        crate::ledger_sql::postings_of(self, account).await
     }
 
     async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<Posting>, StoreError> {
@@ -1235,7 +921,7 @@ impl Store for PgStore {
                     .fetch_all(&pool)
                     .await
                     .map_err(classify)?;
-                return rows.iter().map(posting_from_row).collect();
+                return rows.iter().map(crate::ledger_sql::posting_from_row).collect();
             };
             let mut accounts: Vec<Uuid> = Vec::new();
             for column in ["account", "other"] {
@@ -1263,7 +949,7 @@ impl Store for PgStore {
             .fetch_all(&pool)
             .await
             .map_err(classify)?;
-            rows.iter().map(posting_from_row).collect()
+            rows.iter().map(crate::ledger_sql::posting_from_row).collect()
         })
         .await
     }
@@ -1292,22 +978,7 @@ impl Store for PgStore {
     }
 
     async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError> {
-        self.run(|pool| async move {
-            let rows = sqlx::query("SELECT account_id, transfer_id, amount FROM holds ORDER BY seq")
-                .fetch_all(&pool)
-                .await
-                .map_err(classify)?;
-            rows.iter()
-                .map(|row| {
-                    Ok(LiveHold {
-                        account: AccountId::from_uuid(row.try_get("account_id").map_err(classify)?),
-                        transfer: TransferId::from_uuid(row.try_get("transfer_id").map_err(classify)?),
-                        amount: row.try_get("amount").map_err(classify)?,
-                    })
-                })
-                .collect()
-        })
-        .await
+        crate::ledger_sql::live_holds(self).await
     }
 
     async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {

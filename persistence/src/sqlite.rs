@@ -22,7 +22,6 @@
 
 mod crypto;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
@@ -35,10 +34,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
-use tally_engine::transfer::{Beneficiary, SagaStep};
 use tally_engine::{
-    Account, AccountId, AccountKind, AccountStatus, Currency, Direction, ErrorCode, PendingReason, Position, Posting,
-    Timestamp, Transfer, TransferId, TransferKind, TransferStatus, UserId, Wallet, WalletId,
+    Account, AccountId, Currency, ErrorCode, PendingReason, Posting, Timestamp, Transfer, TransferId, UserId, Wallet,
+    WalletId,
 };
 use uuid::Uuid;
 
@@ -194,10 +192,6 @@ fn optional_text(row: &SqliteRow, column: &str) -> Result<Option<String>, StoreE
 }
 
 fn integer(row: &SqliteRow, column: &str) -> Result<i64, StoreError> {
-    row.try_get(column).map_err(classify)
-}
-
-fn optional_integer(row: &SqliteRow, column: &str) -> Result<Option<i64>, StoreError> {
     row.try_get(column).map_err(classify)
 }
 
@@ -483,160 +477,6 @@ async fn commit_wallets(transaction: &mut Transaction<'_, Sqlite>, plan: &BatchP
     Ok(())
 }
 
-/// Rebuilds an account from its row and its rows in `holds`.
-/// An account from its row (the snapshot), its holds, and its newest posting after the
-/// snapshot, if any (`tail`: its balance after and version).
-fn account_from_row(
-    row: &SqliteRow,
-    holds: &[SqliteRow],
-    tail: Option<(Decimal, i64)>,
-) -> Result<Loaded<Account>, StoreError> {
-    let id = AccountId::from_uuid(uuid(row, "id")?);
-    let kind = parse(&text(row, "kind")?, AccountKind::parse, "account kind")?;
-    let snapshot_version = integer(row, "version")?;
-    let (balance, version) = match tail {
-        Some((balance, version)) if version > snapshot_version => (balance, version),
-        _ => (decimal(row, "balance")?, snapshot_version),
-    };
-    // `Position::new` starts with nothing held; restoring each hold adds it back. `held` is
-    // the sum of the holds still placed: the snapshot's figure is only as fresh as its flush.
-    let mut position = Position::new(balance, decimal(row, "credit_limit")?, kind.is_system());
-    position.version = seq_of(version)?;
-    for hold in holds {
-        let transfer = TransferId::from_uuid(uuid(hold, "transfer_id")?);
-        position
-            .restore_hold(transfer, decimal(hold, "amount")?)
-            .map_err(|_| corrupt(format!("account {id}: its holds overflow")))?;
-    }
-    let account = Account {
-        id,
-        owner: optional_uuid(row, "owner_id")?.map(UserId::from_uuid),
-        currency: parse(&text(row, "currency")?, Currency::from_code, "currency")?,
-        kind,
-        status: parse(&text(row, "status")?, AccountStatus::parse, "account status")?,
-        position,
-        created_at: Timestamp::from_micros(integer(row, "created_at")?),
-    };
-    let seq = account.position.version;
-    Ok(Loaded { value: account, seq })
-}
-
-/// The newest posting of account `?1` after its snapshot (booked at or after `?2`, version
-/// above `?3`).
-const TAIL: &str = "SELECT balance_after, version FROM postings
-     WHERE account_id = ?1 AND booked_at >= ?2 AND version > ?3
-     ORDER BY booked_at DESC, version DESC LIMIT 1";
-
-fn tail_of(row: Option<SqliteRow>) -> Result<Option<(Decimal, i64)>, StoreError> {
-    row.map(|row| Ok((decimal(&row, "balance_after")?, integer(&row, "version")?))).transpose()
-}
-
-fn transfer_from_row(row: &SqliteRow) -> Result<Loaded<Transfer>, StoreError> {
-    let beneficiary = match (optional_text(row, "beneficiary_name")?, optional_text(row, "beneficiary_iban")?) {
-        (Some(name), Some(iban)) => Some(Beneficiary { name, iban }),
-        (None, None) => None,
-        _ => return Err(corrupt("transfer with half a beneficiary (a name without an IBAN, or the reverse)")),
-    };
-    let idempotency = match (
-        optional_uuid(row, "idempotency_scope")?,
-        optional_text(row, "idempotency_key")?,
-        optional_text(row, "idempotency_fingerprint")?,
-    ) {
-        (Some(scope), Some(key), Some(fingerprint)) => Some(tally_engine::Idempotency { scope, key, fingerprint }),
-        (None, None, None) => None,
-        _ => return Err(corrupt("transfer with half an idempotency key")),
-    };
-    let transfer = Transfer {
-        id: TransferId::from_uuid(uuid(row, "id")?),
-        kind: parse(&text(row, "kind")?, TransferKind::parse, "transfer kind")?,
-        status: parse(&text(row, "status")?, TransferStatus::parse, "transfer status")?,
-        step: parse(&text(row, "step")?, SagaStep::parse, "saga step")?,
-        source: AccountId::from_uuid(uuid(row, "source_id")?),
-        destination: AccountId::from_uuid(uuid(row, "destination_id")?),
-        amount: decimal(row, "amount")?,
-        currency: parse(&text(row, "currency")?, Currency::from_code, "currency")?,
-        fee: decimal(row, "fee")?,
-        fx_rate: optional_decimal(row, "fx_rate")?,
-        destination_amount: decimal(row, "destination_amount")?,
-        destination_currency: parse(&text(row, "destination_currency")?, Currency::from_code, "currency")?,
-        pending_reason: optional_text(row, "pending_reason")?
-            .map(|text| parse(&text, PendingReason::parse, "pending reason"))
-            .transpose()?,
-        failure_reason: optional_text(row, "failure_reason")?
-            .map(|text| parse(&text, ErrorCode::from_str_code, "error code"))
-            .transpose()?,
-        reference: optional_text(row, "reference")?,
-        description: optional_text(row, "description")?,
-        beneficiary,
-        initiated_by: optional_uuid(row, "initiated_by")?.map(UserId::from_uuid),
-        idempotency,
-        created_at: Timestamp::from_micros(integer(row, "created_at")?),
-        completed_at: optional_integer(row, "completed_at")?.map(Timestamp::from_micros),
-        metadata: crate::metadata::from_db(optional_text(row, "metadata")?.as_deref())?,
-        pending_expires_at: optional_integer(row, "pending_expires_at")?.map(Timestamp::from_micros),
-    };
-    Ok(Loaded { value: transfer, seq: seq_of(integer(row, "seq")?)? })
-}
-
-fn posting_from_row(row: &SqliteRow) -> Result<Posting, StoreError> {
-    Ok(Posting {
-        transfer: TransferId::from_uuid(uuid(row, "transfer_id")?),
-        account: AccountId::from_uuid(uuid(row, "account_id")?),
-        currency: parse(&text(row, "currency")?, Currency::from_code, "currency")?,
-        direction: parse(&text(row, "direction")?, Direction::parse, "direction")?,
-        amount: decimal(row, "amount")?,
-    })
-}
-
-/// Rebuilds a wallet from its row, its assets (in arrival order) and its holds.
-fn wallet_from_rows(row: &SqliteRow, assets: &[SqliteRow], holds: &[SqliteRow]) -> Result<Loaded<Wallet>, StoreError> {
-    let id = WalletId::from_uuid(uuid(row, "id")?);
-    let mut wallet = Wallet {
-        id,
-        owner: UserId::from_uuid(uuid(row, "owner_id")?),
-        status: parse(&text(row, "status")?, AccountStatus::parse, "wallet status")?,
-        assets: Vec::with_capacity(assets.len()),
-        created_at: Timestamp::from_micros(integer(row, "created_at")?),
-    };
-    for asset_row in assets {
-        let code = text(asset_row, "asset")?;
-        let asset = parse(&code, Currency::from_code, "asset")?;
-        let held = decimal(asset_row, "held")?;
-        // A wallet position has no credit limit and is never unlimited, as `Wallet` makes it.
-        let mut position = Position::new(decimal(asset_row, "balance")?, Decimal::ZERO, false);
-        for hold in holds {
-            if text(hold, "asset")? == code {
-                let transfer = TransferId::from_uuid(uuid(hold, "transfer_id")?);
-                position
-                    .restore_hold(transfer, decimal(hold, "amount")?)
-                    .map_err(|_| corrupt(format!("wallet {id} {code}: its holds overflow")))?;
-            }
-        }
-        if position.held != held {
-            return Err(corrupt(format!("wallet {id} {code}: held {held} but its holds sum to {}", position.held)));
-        }
-        // The stored figure keeps the scale the engine's arithmetic gave it, as for accounts.
-        position.held = held;
-        wallet.assets.push((asset, position));
-    }
-    // Every hold must belong to an asset row; one that does not would vanish on load.
-    for hold in holds {
-        let code = text(hold, "asset")?;
-        if !assets.iter().any(|asset_row| text(asset_row, "asset").is_ok_and(|asset| asset == code)) {
-            return Err(corrupt(format!("wallet {id}: a hold in {code}, an asset it does not have")));
-        }
-    }
-    Ok(Loaded { value: wallet, seq: seq_of(integer(row, "snapshot_seq")?)? })
-}
-
-const ACCOUNT_COLUMNS: &str =
-    "id, owner_id, currency, kind, status, balance, held, credit_limit, created_at, version, booked_at";
-
-const TRANSFER_COLUMNS: &str = "id, kind, status, step, source_id, destination_id, amount, currency, fee, fx_rate, \
-     destination_amount, destination_currency, pending_reason, failure_reason, reference, description, \
-     beneficiary_name, beneficiary_iban, initiated_by, created_at, completed_at, seq, idempotency_scope, \
-     idempotency_key, idempotency_fingerprint, metadata, pending_expires_at";
-
 const POSTING_COLUMNS: &str = "transfer_id, account_id, currency, direction, amount";
 
 #[async_trait]
@@ -725,33 +565,11 @@ impl Store for SqliteStore {
     }
 
     async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError> {
-        self.run(|pool| async move {
-            let rows: Vec<(i64, i64)> =
-                sqlx::query_as("SELECT shard, committed_seq FROM journal_shards ORDER BY shard")
-                    .fetch_all(&pool)
-                    .await
-                    .map_err(classify)?;
-            let mut seqs = Vec::with_capacity(rows.len());
-            for (shard, seq) in rows {
-                if usize::try_from(shard).ok() != Some(seqs.len()) {
-                    return Err(corrupt(format!("journal shards are not numbered 0.. without gaps (found {shard})")));
-                }
-                seqs.push(seq_of(seq)?);
-            }
-            Ok(seqs)
-        })
-        .await
+        crate::ledger_sql::committed_seqs(self).await
     }
 
     async fn last_booked_at(&self) -> Result<Timestamp, StoreError> {
-        self.run(|pool| async move {
-            let booked: Option<i64> = sqlx::query_scalar("SELECT max(booked_at) FROM journal_shards")
-                .fetch_one(&pool)
-                .await
-                .map_err(classify)?;
-            Ok(Timestamp::from_micros(booked.unwrap_or(0)))
-        })
-        .await
+        crate::ledger_sql::last_booked_at(self).await
     }
 
     async fn open_shards(&self, wanted: u16) -> Result<Vec<u64>, StoreError> {
@@ -776,86 +594,19 @@ impl Store for SqliteStore {
     }
 
     async fn load_account(&self, id: AccountId) -> Result<Option<Loaded<Account>>, StoreError> {
-        self.run(|pool| async move {
-            // One snapshot: in WAL mode a read transaction sees one committed state, so the
-            // account, its newest posting and its holds cannot straddle a commit.
-            let mut transaction = pool.begin().await.map_err(classify)?;
-            let row = sqlx::query(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"))
-                .bind(id_to_db(id.as_uuid()))
-                .fetch_optional(&mut *transaction)
-                .await
-                .map_err(classify)?;
-            let Some(row) = row else { return Ok(None) };
-            let tail = sqlx::query(TAIL)
-                .bind(id_to_db(id.as_uuid()))
-                .bind(integer(&row, "booked_at")?)
-                .bind(integer(&row, "version")?)
-                .fetch_optional(&mut *transaction)
-                .await
-                .map_err(classify)?;
-            let holds = sqlx::query("SELECT transfer_id, amount FROM holds WHERE account_id = ?1")
-                .bind(id_to_db(id.as_uuid()))
-                .fetch_all(&mut *transaction)
-                .await
-                .map_err(classify)?;
-            transaction.commit().await.map_err(classify)?;
-            account_from_row(&row, &holds, tail_of(tail)?).map(Some)
-        })
-        .await
+        crate::ledger_sql::load_account(self, id).await
     }
 
     async fn load_wallet(&self, id: WalletId) -> Result<Option<Loaded<Wallet>>, StoreError> {
-        self.run(|pool| async move {
-            let mut transaction = pool.begin().await.map_err(classify)?;
-            let row = sqlx::query("SELECT id, owner_id, status, created_at, snapshot_seq FROM wallets WHERE id = ?1")
-                .bind(id_to_db(id.as_uuid()))
-                .fetch_optional(&mut *transaction)
-                .await
-                .map_err(classify)?;
-            let Some(row) = row else { return Ok(None) };
-            let assets =
-                sqlx::query("SELECT asset, balance, held FROM wallet_assets WHERE wallet_id = ?1 ORDER BY ordinal")
-                    .bind(id_to_db(id.as_uuid()))
-                    .fetch_all(&mut *transaction)
-                    .await
-                    .map_err(classify)?;
-            let holds = sqlx::query("SELECT asset, transfer_id, amount FROM wallet_holds WHERE wallet_id = ?1")
-                .bind(id_to_db(id.as_uuid()))
-                .fetch_all(&mut *transaction)
-                .await
-                .map_err(classify)?;
-            transaction.commit().await.map_err(classify)?;
-            wallet_from_rows(&row, &assets, &holds).map(Some)
-        })
-        .await
+        crate::ledger_sql::load_wallet(self, id).await
     }
 
     async fn load_transfer(&self, id: TransferId) -> Result<Option<Loaded<Transfer>>, StoreError> {
-        self.run(|pool| async move {
-            let row = sqlx::query(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1"))
-                .bind(id_to_db(id.as_uuid()))
-                .fetch_optional(&pool)
-                .await
-                .map_err(classify)?;
-            row.as_ref().map(transfer_from_row).transpose()
-        })
-        .await
+        crate::ledger_sql::load_transfer(self, id).await
     }
 
     async fn transfer_by_idempotency(&self, scope: Uuid, key: &str) -> Result<Option<Loaded<Transfer>>, StoreError> {
-        let key = key.to_owned();
-        self.run(|pool| async move {
-            let row = sqlx::query(&format!(
-                "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE idempotency_scope = ?1 AND idempotency_key = ?2"
-            ))
-            .bind(id_to_db(scope))
-            .bind(key)
-            .fetch_optional(&pool)
-            .await
-            .map_err(classify)?;
-            row.as_ref().map(transfer_from_row).transpose()
-        })
-        .await
+        crate::ledger_sql::transfer_by_idempotency(self, scope, key).await
     }
 
     async fn idempotency_keys_after(
@@ -863,89 +614,19 @@ impl Store for SqliteStore {
         after: Option<(Uuid, String)>,
         limit: u32,
     ) -> Result<Vec<(Uuid, String)>, StoreError> {
-        self.run(|pool| async move {
-            // A range of the unique index `transfers_by_idempotency` (ids are text).
-            let (scope, key) = after.unwrap_or((Uuid::nil(), String::new()));
-            let rows: Vec<(String, String)> = sqlx::query_as(
-                "SELECT idempotency_scope, idempotency_key FROM transfers
-                 WHERE idempotency_key IS NOT NULL AND (idempotency_scope, idempotency_key) > (?1, ?2)
-                 ORDER BY idempotency_scope, idempotency_key LIMIT ?3",
-            )
-            .bind(id_to_db(scope))
-            .bind(key)
-            .bind(i64::from(limit))
-            .fetch_all(&pool)
-            .await
-            .map_err(classify)?;
-            rows.into_iter()
-                .map(|(scope, key)| Ok((uuid_from_db(&scope, "transfers.idempotency_scope")?, key)))
-                .collect()
-        })
-        .await
+        crate::ledger_sql::idempotency_keys_after(self, after, limit).await
     }
 
     async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError> {
-        self.run(|pool| async move {
-            let rows = sqlx::query(&format!(
-                "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE status IN ('processing', 'pending') ORDER BY seq"
-            ))
-            .fetch_all(&pool)
-            .await
-            .map_err(classify)?;
-            rows.iter().map(|row| transfer_from_row(row).map(|loaded| loaded.value)).collect()
-        })
-        .await
+        crate::ledger_sql::non_terminal_transfers(self).await
     }
 
     async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
-        self.run(|pool| async move {
-            let mut transaction = pool.begin().await.map_err(classify)?;
-            let rows = sqlx::query(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id"))
-                .fetch_all(&mut *transaction)
-                .await
-                .map_err(classify)?;
-            let holds = sqlx::query("SELECT account_id, transfer_id, amount FROM holds")
-                .fetch_all(&mut *transaction)
-                .await
-                .map_err(classify)?;
-            let mut holds_by_account: HashMap<String, Vec<SqliteRow>> = HashMap::new();
-            for hold in holds {
-                holds_by_account.entry(text(&hold, "account_id")?).or_default().push(hold);
-            }
-            let mut accounts = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let holds = holds_by_account.remove(&text(row, "id")?).unwrap_or_default();
-                let tail = sqlx::query(TAIL)
-                    .bind(text(row, "id")?)
-                    .bind(integer(row, "booked_at")?)
-                    .bind(integer(row, "version")?)
-                    .fetch_optional(&mut *transaction)
-                    .await
-                    .map_err(classify)?;
-                accounts.push(account_from_row(row, &holds, tail_of(tail)?)?.value);
-            }
-            transaction.commit().await.map_err(classify)?;
-            // A hold whose account has no row would make money reserved nowhere.
-            if let Some(account) = holds_by_account.keys().next() {
-                return Err(corrupt(format!("holds on account {account}, which the store does not have")));
-            }
-            Ok(accounts)
-        })
-        .await
+        crate::ledger_sql::all_accounts(self).await
     }
 
     async fn postings_of(&self, account: AccountId) -> Result<Vec<Posting>, StoreError> {
-        self.run(|pool| async move {
-            let rows = sqlx::query(&format!(
-                "SELECT {POSTING_COLUMNS} FROM postings WHERE account_id = ?1 ORDER BY booked_at, version"
-            ))
-            .bind(id_to_db(account.as_uuid()))
-            .fetch_all(&pool)
-            .await
-            .map_err(classify)?;
-            rows.iter().map(posting_from_row).collect()
-        })
-        .await
+        crate::ledger_sql::postings_of(self, account).await
     }
 
     async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<Posting>, StoreError> {
@@ -957,7 +638,7 @@ impl Store for SqliteStore {
             .fetch_all(&pool)
             .await
             .map_err(classify)?;
-            rows.iter().map(posting_from_row).collect()
+            rows.iter().map(crate::ledger_sql::posting_from_row).collect()
         })
         .await
     }
@@ -967,22 +648,7 @@ impl Store for SqliteStore {
     }
 
     async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError> {
-        self.run(|pool| async move {
-            let rows = sqlx::query("SELECT account_id, transfer_id, amount FROM holds ORDER BY seq")
-                .fetch_all(&pool)
-                .await
-                .map_err(classify)?;
-            rows.iter()
-                .map(|row| {
-                    Ok(LiveHold {
-                        account: AccountId::from_uuid(uuid(row, "account_id")?),
-                        transfer: TransferId::from_uuid(uuid(row, "transfer_id")?),
-                        amount: decimal(row, "amount")?,
-                    })
-                })
-                .collect()
-        })
-        .await
+        crate::ledger_sql::live_holds(self).await
     }
 
     async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {

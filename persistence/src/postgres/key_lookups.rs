@@ -15,7 +15,8 @@ use tally_engine::Transfer;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{classify, transfer_from_row};
+use super::classify;
+use crate::ledger_sql::transfer_from_row;
 use crate::runtime::StoreRuntime;
 use crate::store::{Loaded, StoreError};
 
