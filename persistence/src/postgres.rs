@@ -81,13 +81,7 @@ impl PgStore {
 
     /// Applies the versioned migrations in `persistence/migrations/postgres` not yet applied.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.run(|pool| async move {
-            sqlx::migrate!("./migrations/postgres")
-                .run(&pool)
-                .await
-                .map_err(|error| StoreError::Unavailable(format!("migration: {error}")))
-        })
-        .await
+        crate::sql::migrate(self).await
     }
 
     /// Runs `work` on the store's runtime.

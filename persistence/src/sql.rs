@@ -92,10 +92,30 @@ macro_rules! impl_for_connections {
 }
 pub(crate) use impl_for_connections;
 
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Applies the store's backend's versioned migrations (`persistence/migrations/<backend>`) not
+/// yet applied. Idempotent: applied migrations are recorded in `_sqlx_migrations` and skipped,
+/// so the ledger and identity stores, which share one migration set, may run it in either
+/// order (Postgres serialises concurrent migrators with an advisory lock).
+pub(crate) async fn migrate(store: &impl SqlStore) -> Result<(), StoreError> {
+    run_on_backend!(store, |pool| {
+        dialect::MIGRATIONS.run(&pool).await.map_err(|error| match error {
+            sqlx::migrate::MigrateError::Execute(error) => classify(error),
+            // A migration that fails, or one changed or missing after it was applied: the
+            // schema is not the one this build knows, and retrying will not change that.
+            other => StoreError::Corrupt(format!("migration: {other}")),
+        })
+    })
+}
+
 /// Postgres's spelling of what the two backends spell differently.
 pub(crate) struct PostgresDialect;
 
 impl PostgresDialect {
+    /// The migrations of this backend.
+    pub const MIGRATIONS: &'static sqlx::migrate::Migrator = &POSTGRES_MIGRATIONS;
     /// The larger of two values.
     pub const GREATEST: &'static str = "GREATEST";
     /// Locks the rows a `SELECT` read until the transaction ends.
@@ -118,6 +138,7 @@ impl PostgresDialect {
 pub(crate) struct SqliteDialect;
 
 impl SqliteDialect {
+    pub const MIGRATIONS: &'static sqlx::migrate::Migrator = &SQLITE_MIGRATIONS;
     pub const GREATEST: &'static str = "MAX";
     /// Nothing: a write transaction begun `IMMEDIATE` ([`BeginWrite`]) already holds the
     /// database's write lock, so no other writer can change what it read.

@@ -48,17 +48,52 @@ use crate::sql::parse;
 use crate::store::corrupt;
 use crate::store::{JournalWriter, LiveHold, Loaded, SequencedRecord, Store, StoreError, plan_writer};
 
-/// Connections in the pool. SQLite takes one writer at a time (the journal writer); the rest
-/// serve activations, recovery and reads, which WAL lets run beside the writer.
+/// Connections in each pool (the ledger store's and the identity store's). SQLite takes one
+/// writer at a time; the rest serve activations, recovery and reads, which WAL lets run beside
+/// the writer.
 const POOL_CONNECTIONS_MAX: u32 = 4;
 
 /// How long a query waits for a pooled connection before the store reports itself unavailable.
 /// Short, so that the journal's retry loop, not a hidden wait, decides what happens.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long SQLite itself waits on a locked database (another process, a checkpoint) before
-/// answering `SQLITE_BUSY`, which the journal then retries.
+/// How long SQLite itself waits on a locked database (the other pool's writer, another process,
+/// a checkpoint) before answering `SQLITE_BUSY`, which the caller then retries. A commit takes
+/// milliseconds; two seconds is a stall.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Opens (creating if missing, with its parent directories) a pool on the database at `url`, a
+/// `sqlite://path/to/file.db` URL (`sqlite:///abs/path.db` for an absolute path), on a runtime
+/// of its own named `thread_name`: WAL, `synchronous=FULL`, foreign keys on. Both SQLite stores
+/// open their pools here, so the two share one set of durability settings.
+pub(crate) async fn open_pool(url: &str, thread_name: &str) -> Result<(SqlitePool, StoreRuntime), StoreError> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|error| StoreError::Corrupt(format!("bad sqlite url {url:?}: {error}")))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true);
+    if let Some(parent) = options.get_filename().parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|error| {
+            StoreError::Unavailable(format!("cannot create directory {}: {error}", parent.display()))
+        })?;
+    }
+    let runtime = StoreRuntime::new(thread_name)?;
+    let pool = runtime
+        .run(async move {
+            SqlitePoolOptions::new()
+                .max_connections(POOL_CONNECTIONS_MAX)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options)
+                .await
+                .map_err(classify)
+        })
+        .await?;
+    Ok((pool, runtime))
+}
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -77,30 +112,7 @@ impl SqliteStore {
     /// `sqlite://path/to/file.db` URL (`sqlite:///abs/path.db` for an absolute path), and
     /// applies the migrations not yet applied.
     pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|error| StoreError::Corrupt(format!("bad sqlite url {url:?}: {error}")))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT);
-        if let Some(parent) = options.get_filename().parent()
-            && !parent.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(parent).map_err(|error| {
-                StoreError::Unavailable(format!("cannot create directory {}: {error}", parent.display()))
-            })?;
-        }
-        let runtime = StoreRuntime::new("tally-sqlite")?;
-        let pool = runtime
-            .run(async move {
-                SqlitePoolOptions::new()
-                    .max_connections(POOL_CONNECTIONS_MAX)
-                    .acquire_timeout(ACQUIRE_TIMEOUT)
-                    .connect_with(options)
-                    .await
-                    .map_err(classify)
-            })
-            .await?;
+        let (pool, runtime) = open_pool(url, "tally-sqlite").await?;
         let store = SqliteStore { pool, runtime, direct: DirectCommits::default() };
         store.migrate().await?;
         Ok(store)
@@ -109,15 +121,7 @@ impl SqliteStore {
     /// Applies the versioned migrations in `persistence/migrations/sqlite` not yet applied.
     /// Idempotent: applied migrations are recorded in `_sqlx_migrations` and skipped.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.run(|pool| async move {
-            sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(|error| match error {
-                sqlx::migrate::MigrateError::Execute(error) => classify(error),
-                // A migration changed or missing after it was applied: the schema is not the
-                // one this build knows, and retrying will not change that.
-                other => StoreError::Corrupt(format!("migration: {other}")),
-            })
-        })
-        .await
+        crate::sql::migrate(self).await
     }
 
     /// Runs `work` on the store's runtime.

@@ -35,23 +35,7 @@ impl PgUserStore {
     /// the same set the ledger store applies, so either may run first. Postgres serialises
     /// concurrent migrators with an advisory lock.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.run(|pool| async move {
-            sqlx::migrate!("./migrations/postgres")
-                .run(&pool)
-                .await
-                .map_err(|error| StoreError::Unavailable(format!("migration: {error}")))
-        })
-        .await
-    }
-
-    /// Runs `work` with the pool on the store's runtime.
-    pub(crate) async fn run<T, F, Fut>(&self, work: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(PgPool) -> Fut,
-        Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
-    {
-        self.runtime.run(work(self.pool.clone())).await
+        crate::sql::migrate(self).await
     }
 }
 

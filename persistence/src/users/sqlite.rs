@@ -4,27 +4,12 @@
 //!
 //! The file is shared with the ledger store's pool. WAL lets readers run beside either
 //! writer; the two writers (the journal and, rarely, a registration or a token spend) take
-//! turns on SQLite's write lock, each waiting up to `BUSY_TIMEOUT` for the other.
+//! turns on SQLite's write lock, each waiting up to `sqlite::BUSY_TIMEOUT` for the other.
 
-use std::str::FromStr;
-use std::time::Duration;
-
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::SqlitePool;
 
 use crate::runtime::StoreRuntime;
-use crate::sqlite::classify;
 use crate::store::StoreError;
-
-/// Connections in the identity pool: reads (user look-ups, accounts by owner) run beside each
-/// other under WAL; writes take turns anyway.
-const POOL_CONNECTIONS_MAX: u32 = 4;
-
-/// How long a query waits for a pooled connection before the store reports itself unavailable.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How long SQLite waits on the write lock (held by the journal writer's commit) before
-/// answering `SQLITE_BUSY`. A journal commit takes milliseconds; two seconds is a stall.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct SqliteUserStore {
     pool: SqlitePool,
@@ -42,54 +27,14 @@ impl SqliteUserStore {
     /// `sqlite://path/to/file.db` URL, with the same durability settings as the ledger store
     /// (WAL, `synchronous=FULL`), without migrating.
     pub async fn open(url: &str) -> Result<SqliteUserStore, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|error| StoreError::Corrupt(format!("bad sqlite url {url:?}: {error}")))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
-        if let Some(parent) = options.get_filename().parent()
-            && !parent.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(parent).map_err(|error| {
-                StoreError::Unavailable(format!("cannot create directory {}: {error}", parent.display()))
-            })?;
-        }
-        let runtime = StoreRuntime::new("tally-sqlite-users")?;
-        let pool = runtime
-            .run(async move {
-                SqlitePoolOptions::new()
-                    .max_connections(POOL_CONNECTIONS_MAX)
-                    .acquire_timeout(ACQUIRE_TIMEOUT)
-                    .connect_with(options)
-                    .await
-                    .map_err(classify)
-            })
-            .await?;
+        let (pool, runtime) = crate::sqlite::open_pool(url, "tally-sqlite-users").await?;
         Ok(SqliteUserStore { pool, runtime })
     }
 
     /// Applies the versioned migrations in `persistence/migrations/sqlite` not yet applied:
     /// the same set the ledger store applies, so either may run first.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.run(|pool| async move {
-            sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(|error| match error {
-                sqlx::migrate::MigrateError::Execute(error) => classify(error),
-                other => StoreError::Corrupt(format!("migration: {other}")),
-            })
-        })
-        .await
-    }
-
-    /// Runs `work` with the pool on the store's runtime.
-    pub(crate) async fn run<T, F, Fut>(&self, work: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(SqlitePool) -> Fut,
-        Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
-    {
-        self.runtime.run(work(self.pool.clone())).await
+        crate::sql::migrate(self).await
     }
 }
 
