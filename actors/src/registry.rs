@@ -15,6 +15,7 @@
 //!
 //! No dashmap guard is ever held across an `.await`.
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -602,13 +603,19 @@ impl<E: Entity> Registry<E> {
     }
 }
 
+/// After the yields, 1 ms doubling to at most 20 ms: twelve attempts span about 100 ms in all.
+const RESTART_WAITS: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(1))
+    .with_max_delay(Duration::from_millis(20))
+    .without_max_times();
+
 /// Yield for the first retries (the restart is usually already done), then back off
-/// exponentially, capped at 20 ms: twelve attempts span about 100 ms in all.
+/// exponentially (`RESTART_WAITS`).
 async fn backoff(attempt: u32) {
     if attempt < 3 {
         tokio::task::yield_now().await;
     } else {
-        let millis = (1_u64 << (attempt - 3).min(5)).min(20);
-        tokio::time::sleep(Duration::from_millis(millis)).await;
+        let wait = RESTART_WAITS.build().nth(usize::try_from(attempt - 3).unwrap_or(usize::MAX));
+        tokio::time::sleep(wait.unwrap_or(Duration::from_millis(20))).await;
     }
 }

@@ -26,6 +26,7 @@
 //! host, no system store needed), plus the CA certificates of `WebhookOptions::extra_ca_pem`
 //! (`TALLY_WEBHOOK_CA_FILE`: an internal CA, or a test's own).
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -469,14 +470,19 @@ async fn record(state: &AppState, subscription: Uuid, delivery: &Delivery) -> bo
     }
 }
 
-/// Exponential with full jitter: a random time up to 1 s · 2^(attempts-1), at most 10 min.
+/// Exponential with jitter: a random time between half and all of 1 s · 2^(attempts-1), at
+/// most 10 min (`BACKOFF_MAX`). Jitter spreads the retries of many subscriptions that failed
+/// together; the lower half keeps a retry from coming at once.
 fn backoff(attempts: u32) -> Duration {
-    let ceiling = BACKOFF_FIRST.saturating_mul(1_u32 << attempts.saturating_sub(1).min(16)).min(BACKOFF_MAX);
-    let mut byte = [0_u8; 2];
-    let _ = aws_lc_rs::rand::fill(&mut byte);
-    let fraction = f64::from(u16::from_be_bytes(byte)) / f64::from(u16::MAX);
-    // At least a tenth of the ceiling, so retries never spin.
-    ceiling.mul_f64(0.1 + 0.9 * fraction)
+    let mut waits = ExponentialBuilder::new()
+        .with_min_delay(BACKOFF_FIRST / 2)
+        .with_max_delay(BACKOFF_MAX / 2)
+        .without_max_times()
+        // backon's jitter adds up to the delay again: [d, 2d) of these halves.
+        .with_jitter()
+        .build();
+    let nth = usize::try_from(attempts.saturating_sub(1).min(64)).unwrap_or(64);
+    waits.nth(nth).unwrap_or(BACKOFF_MAX).min(BACKOFF_MAX)
 }
 
 fn unix_now() -> i64 {
@@ -966,7 +972,8 @@ mod tests {
         for attempts in 1..40 {
             let wait = backoff(attempts);
             assert!(wait <= BACKOFF_MAX);
-            assert!(wait >= BACKOFF_FIRST.mul_f64(0.1).min(BACKOFF_MAX));
+            let ceiling = BACKOFF_FIRST.saturating_mul(1_u32 << (attempts - 1).min(16)).min(BACKOFF_MAX);
+            assert!(wait >= ceiling / 2, "attempt {attempts}: {wait:?} below half of {ceiling:?}");
         }
     }
 

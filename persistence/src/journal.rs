@@ -36,6 +36,7 @@
 //! to finish, so a saga is never stranded half way for want of journal room. Beyond
 //! `depth_max` an append fails with `Overloaded`, never an unbounded wait.
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -990,7 +991,12 @@ impl Writer {
     /// retried alone, with capped back-off while the store is unavailable, until durable.
     async fn retry_in_order(&mut self, batches: Vec<Batch>, first_error: StoreError) -> bool {
         let mut error = Some(first_error);
-        let mut backoff = Duration::from_millis(5);
+        // 5 ms doubling to `retry_backoff_max`, kept across the batches: the store is away.
+        let mut waits = ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(5))
+            .with_max_delay(self.inner().config.retry_backoff_max)
+            .without_max_times()
+            .build();
         for (index, batch) in batches.into_iter().enumerate() {
             // Whether some attempt at this batch may have committed unseen. The first batch's
             // only attempt so far ended with the error in hand; a later batch's answer was
@@ -1049,8 +1055,8 @@ impl Writer {
                             }
                             reason => {
                                 tracing::warn!(shard = self.inner().shard, %reason, records = batch.records.len(), "journal commit failed; retrying");
-                                tokio::time::sleep(backoff).await;
-                                backoff = (backoff * 2).min(self.inner().config.retry_backoff_max);
+                                let wait = waits.next().unwrap_or(self.inner().config.retry_backoff_max);
+                                tokio::time::sleep(wait).await;
                             }
                         }
                     }
