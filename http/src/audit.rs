@@ -26,6 +26,7 @@ use axum::http::Method;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tally_engine::{ErrorCode, UserId};
@@ -244,14 +245,19 @@ impl<S: Send + Sync> FromRequestParts<S> for AdminChange {
 /// write a few times; if it still fails, the entry is logged whole at error level (the
 /// change stands and its answer was earned, so the caller is not told otherwise).
 pub async fn record_after_change(identity: &Identity, record: AuditRecord) {
-    let mut wait = std::time::Duration::from_millis(50);
+    // 50 ms, then four times the last wait, between the attempts.
+    let mut waits = ExponentialBuilder::new()
+        .with_min_delay(std::time::Duration::from_millis(50))
+        .with_factor(4.0)
+        .without_max_delay()
+        .without_max_times()
+        .build();
     for attempt in 1..=AFTER_CHANGE_ATTEMPTS {
         match identity.audit.append(&record).await {
             Ok(_) => return,
             Err(error) if attempt < AFTER_CHANGE_ATTEMPTS => {
                 tracing::warn!(%error, attempt, action = %record.action, "audit write failed; retrying");
-                tokio::time::sleep(wait).await;
-                wait *= 4;
+                tokio::time::sleep(waits.next().unwrap_or(std::time::Duration::from_millis(50))).await;
             }
             Err(error) => {
                 tracing::error!(

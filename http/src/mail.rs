@@ -11,6 +11,7 @@
 //! would tell them apart. A message that cannot be delivered after `DELIVERY_ATTEMPTS` is
 //! logged (never with its body, which holds a code) and dropped; codes expire anyway.
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -148,7 +149,13 @@ impl Mailer {
 async fn deliver(transport: Transport, mut messages: mpsc::Receiver<Message>) {
     while let Some(message) = messages.recv().await {
         let subject = message.headers().get_raw("Subject").unwrap_or_default().to_owned();
-        let mut wait = RETRY_FIRST_WAIT;
+        // RETRY_FIRST_WAIT, then four times the last wait, between the attempts.
+        let mut waits = ExponentialBuilder::new()
+            .with_min_delay(RETRY_FIRST_WAIT)
+            .with_factor(4.0)
+            .without_max_delay()
+            .without_max_times()
+            .build();
         for attempt in 1..=DELIVERY_ATTEMPTS {
             let result = match &transport {
                 Transport::Smtp(smtp) => {
@@ -163,8 +170,7 @@ async fn deliver(transport: Transport, mut messages: mpsc::Receiver<Message>) {
                 }
                 Err(error) if attempt < DELIVERY_ATTEMPTS => {
                     tracing::warn!(%subject, %error, attempt, "mail delivery failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait *= 4;
+                    tokio::time::sleep(waits.next().unwrap_or(RETRY_FIRST_WAIT)).await;
                 }
                 Err(error) => tracing::error!(%subject, %error, "mail could not be delivered; dropped"),
             }

@@ -5,6 +5,7 @@
 //! flow at once. Their steps, legs and statuses stay with each flow; each maps `Halt` to its
 //! own error.
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -129,7 +130,12 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let mut wait = Duration::from_millis(1);
+    // 1 ms doubling to at most 100 ms, for as long as the step is neither done nor refused.
+    let mut waits = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(1))
+        .with_max_delay(Duration::from_millis(100))
+        .without_max_times()
+        .build();
     loop {
         match send().await {
             Ok(_) => return Ok(()),
@@ -139,8 +145,7 @@ where
                     if inner.shutting_down.load(Ordering::Relaxed) || inner.shared.journals.has_failed() {
                         return Err(NotApplied::Halted(Halt::Unavailable));
                     }
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_millis(100));
+                    tokio::time::sleep(waits.next().unwrap_or(Duration::from_millis(100))).await;
                 }
             },
         }
