@@ -289,10 +289,10 @@ mod tests {
 
     use super::*;
 
-    /// `(METHOD, path)` of every route `routes.rs` registers, read from its source: the one list of
+    /// `(METHOD, path)` of every route `routes/` registers, read from its source: the one list of
     /// routes is the router, and this keeps the document honest about it.
     fn registered_routes() -> BTreeSet<(String, String)> {
-        let source = include_str!("routes.rs");
+        let source = crate::routes::SOURCES.concat();
         let mut routes = BTreeSet::new();
         for chunk in source.split(".route(\"").skip(1) {
             let (path, rest) = chunk.split_once('"').unwrap();

@@ -4,7 +4,7 @@
 //!
 //! Following a request: `caller.rs` turns a bearer token into a `Caller` (`tokens.rs`
 //! verifies it, from its cache when it can) or, for admin routes, into `Authorized<P>` after
-//! checking the user store for permission `P`. `routes.rs` serves `/v1/auth/*`,
+//! checking the user store for permission `P`. `routes/customer.rs` serves `/v1/auth/*`,
 //! `/v1/users/me` and the JWKS; `bootstrap.rs` creates the first admin. `mfa.rs` (TOTP over
 //! `totp.rs`, backup codes, the MFA step of login), `stepup.rs` (`StepUp<O>` on ★ routes),
 //! `api_keys.rs` (`Scoped<S>`), `rate_limit.rs` and `challenges.rs` hold their state in
