@@ -20,8 +20,6 @@
 //! background tasks never depend on which runtime the caller is on (the journal writer's
 //! current-thread runtime, actix arbiters, the HTTP runtime).
 
-mod crypto;
-
 use std::collections::HashMap;
 use std::future::Future;
 use std::str::FromStr;
@@ -45,6 +43,7 @@ use uuid::Uuid;
 use crate::aml::sql::AmlFlagWrites;
 use crate::audit::AppendAudit;
 use crate::batch::{BatchPlan, DirectCommits, TransferRow};
+use crate::crypto_sql::CryptoWrites;
 use crate::runtime::StoreRuntime;
 use crate::sql::parse;
 use crate::store::corrupt;
@@ -343,7 +342,7 @@ async fn write_plan(transaction: &mut Transaction<'_, Sqlite>, plan: &BatchPlan)
     }
     transaction.insert_aml_flags(&plan.aml_flags).await?;
     commit_wallets(transaction, plan).await?;
-    crypto::commit(transaction, plan).await?;
+    transaction.commit_crypto(plan).await?;
     crate::events::sqlite::write_events(transaction, plan).await?;
     crate::events::sqlite::link_batch(transaction, plan).await?;
     // Last, as in every audited transaction (the transaction began `IMMEDIATE`, which is what
@@ -642,11 +641,11 @@ const POSTING_COLUMNS: &str = "transfer_id, account_id, currency, direction, amo
 #[async_trait]
 impl Store for SqliteStore {
     async fn load_crypto_op(&self, id: TransferId) -> Result<Option<Loaded<tally_engine::CryptoOp>>, StoreError> {
-        self.load_crypto_op_impl(id).await
+        crate::crypto_sql::load_crypto_op(self, id).await
     }
 
     async fn deposit_by_tx_hash(&self, tx_hash: &str) -> Result<Option<Loaded<tally_engine::CryptoOp>>, StoreError> {
-        self.deposit_by_tx_hash_impl(tx_hash).await
+        crate::crypto_sql::deposit_by_tx_hash(self, tx_hash).await
     }
 
     async fn crypto_op_by_idempotency(
@@ -655,41 +654,41 @@ impl Store for SqliteStore {
         scope: Uuid,
         key: &str,
     ) -> Result<Option<Loaded<tally_engine::CryptoOp>>, StoreError> {
-        self.crypto_op_by_idempotency_impl(kind, scope, key).await
+        crate::crypto_sql::crypto_op_by_idempotency(self, kind, scope, key).await
     }
 
     async fn unfinished_crypto_ops(&self) -> Result<Vec<tally_engine::CryptoOp>, StoreError> {
-        self.unfinished_crypto_ops_impl().await
+        crate::crypto_sql::unfinished_crypto_ops(self).await
     }
 
     async fn wallet_postings_of_transfer(
         &self,
         transfer: TransferId,
     ) -> Result<Vec<crate::batch::WalletPosting>, StoreError> {
-        self.wallet_postings_of_transfer_impl(transfer).await
+        crate::crypto_sql::wallet_postings_of_transfer(self, transfer).await
     }
 
     async fn wallet_balances(&self) -> Result<Vec<(WalletId, Currency, Decimal)>, StoreError> {
-        self.wallet_balances_impl().await
+        crate::crypto_sql::wallet_balances(self).await
     }
 
     async fn insert_wallet_profile(&self, profile: &crate::crypto::WalletProfile) -> Result<bool, StoreError> {
-        self.insert_wallet_profile_impl(profile).await
+        crate::crypto_sql::insert_wallet_profile(self, profile).await
     }
 
     async fn wallet_profile(&self, wallet: WalletId) -> Result<Option<crate::crypto::WalletProfile>, StoreError> {
-        self.wallet_profile_impl(wallet).await
+        crate::crypto_sql::wallet_profile(self, wallet).await
     }
 
     async fn wallet_profile_by_address(
         &self,
         address: &str,
     ) -> Result<Option<crate::crypto::WalletProfile>, StoreError> {
-        self.wallet_profile_by_address_impl(address).await
+        crate::crypto_sql::wallet_profile_by_address(self, address).await
     }
 
     async fn wallet_profiles_of_owner(&self, owner: UserId) -> Result<Vec<crate::crypto::WalletProfile>, StoreError> {
-        self.wallet_profiles_of_owner_impl(owner).await
+        crate::crypto_sql::wallet_profiles_of_owner(self, owner).await
     }
 
     async fn commit_plan(&self, plan: &BatchPlan) -> Result<(), StoreError> {
