@@ -9,6 +9,7 @@ pub mod audit;
 pub mod batch;
 pub mod check;
 pub mod crypto;
+pub(crate) mod crypto_sql;
 pub mod events;
 pub mod finance;
 pub mod journal;

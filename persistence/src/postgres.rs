@@ -15,7 +15,6 @@
 //! connections' I/O never depends on which runtime the caller is on (actix arbiters, HTTP).
 
 pub(crate) mod copy;
-mod crypto;
 mod key_lookups;
 mod write_batch;
 
@@ -41,8 +40,8 @@ use uuid::Uuid;
 use crate::aml::sql::AmlFlagWrites;
 use crate::audit::AppendAudit;
 use crate::batch::{BatchPlan, DirectCommits};
+use crate::crypto_sql::CryptoWrites;
 use crate::runtime::StoreRuntime;
-use crate::sql::parse;
 use crate::store::corrupt;
 use crate::store::{JournalWriter, LiveHold, Loaded, PipelineTurn, SequencedRecord, Store, StoreError};
 
@@ -282,7 +281,7 @@ pub(crate) async fn write_plan(
     upsert_transfers(&mut transaction, plan).await?;
     transaction.insert_aml_flags(&plan.aml_flags).await?;
     commit_wallets(&mut transaction, plan).await?;
-    crypto::commit(&mut transaction, plan).await?;
+    transaction.commit_crypto(plan).await?;
     fence_and_link(&mut transaction, plan).await?;
     // Last, so the audit head row (locked `FOR UPDATE` by the append) is held only from here to
     // the commit, and never while this transaction waits for another lock.
@@ -740,11 +739,11 @@ const BOOKING_SLACK_MICROS: i64 = 60_000_000;
 #[async_trait]
 impl Store for PgStore {
     async fn load_crypto_op(&self, id: TransferId) -> Result<Option<Loaded<tally_engine::CryptoOp>>, StoreError> {
-        self.load_crypto_op_impl(id).await
+        crate::crypto_sql::load_crypto_op(self, id).await
     }
 
     async fn deposit_by_tx_hash(&self, tx_hash: &str) -> Result<Option<Loaded<tally_engine::CryptoOp>>, StoreError> {
-        self.deposit_by_tx_hash_impl(tx_hash).await
+        crate::crypto_sql::deposit_by_tx_hash(self, tx_hash).await
     }
 
     async fn crypto_op_by_idempotency(
@@ -753,41 +752,41 @@ impl Store for PgStore {
         scope: Uuid,
         key: &str,
     ) -> Result<Option<Loaded<tally_engine::CryptoOp>>, StoreError> {
-        self.crypto_op_by_idempotency_impl(kind, scope, key).await
+        crate::crypto_sql::crypto_op_by_idempotency(self, kind, scope, key).await
     }
 
     async fn unfinished_crypto_ops(&self) -> Result<Vec<tally_engine::CryptoOp>, StoreError> {
-        self.unfinished_crypto_ops_impl().await
+        crate::crypto_sql::unfinished_crypto_ops(self).await
     }
 
     async fn wallet_postings_of_transfer(
         &self,
         transfer: TransferId,
     ) -> Result<Vec<crate::batch::WalletPosting>, StoreError> {
-        self.wallet_postings_of_transfer_impl(transfer).await
+        crate::crypto_sql::wallet_postings_of_transfer(self, transfer).await
     }
 
     async fn wallet_balances(&self) -> Result<Vec<(WalletId, Currency, Decimal)>, StoreError> {
-        self.wallet_balances_impl().await
+        crate::crypto_sql::wallet_balances(self).await
     }
 
     async fn insert_wallet_profile(&self, profile: &crate::crypto::WalletProfile) -> Result<bool, StoreError> {
-        self.insert_wallet_profile_impl(profile).await
+        crate::crypto_sql::insert_wallet_profile(self, profile).await
     }
 
     async fn wallet_profile(&self, wallet: WalletId) -> Result<Option<crate::crypto::WalletProfile>, StoreError> {
-        self.wallet_profile_impl(wallet).await
+        crate::crypto_sql::wallet_profile(self, wallet).await
     }
 
     async fn wallet_profile_by_address(
         &self,
         address: &str,
     ) -> Result<Option<crate::crypto::WalletProfile>, StoreError> {
-        self.wallet_profile_by_address_impl(address).await
+        crate::crypto_sql::wallet_profile_by_address(self, address).await
     }
 
     async fn wallet_profiles_of_owner(&self, owner: UserId) -> Result<Vec<crate::crypto::WalletProfile>, StoreError> {
-        self.wallet_profiles_of_owner_impl(owner).await
+        crate::crypto_sql::wallet_profiles_of_owner(self, owner).await
     }
 
     async fn commit_plan(&self, plan: &BatchPlan) -> Result<(), StoreError> {

@@ -20,8 +20,6 @@
 //! background tasks never depend on which runtime the caller is on (the journal writer's
 //! current-thread runtime, actix arbiters, the HTTP runtime).
 
-mod crypto;
-
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
@@ -30,10 +28,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use rust_decimal::Decimal;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, Transaction};
 use tally_engine::{
     Account, AccountId, Currency, ErrorCode, PendingReason, Posting, Timestamp, Transfer, TransferId, UserId, Wallet,
     WalletId,
@@ -43,8 +39,8 @@ use uuid::Uuid;
 use crate::aml::sql::AmlFlagWrites;
 use crate::audit::AppendAudit;
 use crate::batch::{BatchPlan, DirectCommits, TransferRow};
+use crate::crypto_sql::CryptoWrites;
 use crate::runtime::StoreRuntime;
-use crate::sql::parse;
 use crate::store::corrupt;
 use crate::store::{JournalWriter, LiveHold, Loaded, SequencedRecord, Store, StoreError, plan_writer};
 
@@ -169,10 +165,6 @@ pub(crate) fn classify(error: sqlx::Error) -> StoreError {
     }
 }
 
-fn seq_of(value: i64) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| corrupt(format!("negative sequence number {value}")))
-}
-
 fn seq_to_db(seq: u64) -> Result<i64, StoreError> {
     i64::try_from(seq).map_err(|_| corrupt(format!("sequence number {seq} beyond INTEGER")))
 }
@@ -187,41 +179,9 @@ fn id_to_db(id: Uuid) -> String {
     id.hyphenated().to_string()
 }
 
-fn text(row: &SqliteRow, column: &str) -> Result<String, StoreError> {
-    row.try_get(column).map_err(classify)
-}
-
-fn optional_text(row: &SqliteRow, column: &str) -> Result<Option<String>, StoreError> {
-    row.try_get(column).map_err(classify)
-}
-
-fn integer(row: &SqliteRow, column: &str) -> Result<i64, StoreError> {
-    row.try_get(column).map_err(classify)
-}
-
 pub(crate) fn decimal_from_db(text: &str, column: &str) -> Result<Decimal, StoreError> {
     Decimal::from_str_exact(text)
         .map_err(|error| corrupt(format!("{column} {text:?} is not an exact decimal: {error}")))
-}
-
-fn decimal(row: &SqliteRow, column: &str) -> Result<Decimal, StoreError> {
-    decimal_from_db(&text(row, column)?, column)
-}
-
-fn optional_decimal(row: &SqliteRow, column: &str) -> Result<Option<Decimal>, StoreError> {
-    optional_text(row, column)?.map(|text| decimal_from_db(&text, column)).transpose()
-}
-
-fn uuid_from_db(text: &str, column: &str) -> Result<Uuid, StoreError> {
-    Uuid::parse_str(text).map_err(|error| corrupt(format!("{column} {text:?} is not a UUID: {error}")))
-}
-
-fn uuid(row: &SqliteRow, column: &str) -> Result<Uuid, StoreError> {
-    uuid_from_db(&text(row, column)?, column)
-}
-
-fn optional_uuid(row: &SqliteRow, column: &str) -> Result<Option<Uuid>, StoreError> {
-    optional_text(row, column)?.map(|text| uuid_from_db(&text, column)).transpose()
 }
 
 async fn write_plan(transaction: &mut Transaction<'_, Sqlite>, plan: &BatchPlan) -> Result<(), StoreError> {
@@ -341,7 +301,7 @@ async fn write_plan(transaction: &mut Transaction<'_, Sqlite>, plan: &BatchPlan)
     }
     transaction.insert_aml_flags(&plan.aml_flags).await?;
     commit_wallets(transaction, plan).await?;
-    crypto::commit(transaction, plan).await?;
+    transaction.commit_crypto(plan).await?;
     crate::events::sqlite::write_events(transaction, plan).await?;
     crate::events::sqlite::link_batch(transaction, plan).await?;
     // Last, as in every audited transaction (the transaction began `IMMEDIATE`, which is what
@@ -486,11 +446,11 @@ const POSTING_COLUMNS: &str = "transfer_id, account_id, currency, direction, amo
 #[async_trait]
 impl Store for SqliteStore {
     async fn load_crypto_op(&self, id: TransferId) -> Result<Option<Loaded<tally_engine::CryptoOp>>, StoreError> {
-        self.load_crypto_op_impl(id).await
+        crate::crypto_sql::load_crypto_op(self, id).await
     }
 
     async fn deposit_by_tx_hash(&self, tx_hash: &str) -> Result<Option<Loaded<tally_engine::CryptoOp>>, StoreError> {
-        self.deposit_by_tx_hash_impl(tx_hash).await
+        crate::crypto_sql::deposit_by_tx_hash(self, tx_hash).await
     }
 
     async fn crypto_op_by_idempotency(
@@ -499,41 +459,41 @@ impl Store for SqliteStore {
         scope: Uuid,
         key: &str,
     ) -> Result<Option<Loaded<tally_engine::CryptoOp>>, StoreError> {
-        self.crypto_op_by_idempotency_impl(kind, scope, key).await
+        crate::crypto_sql::crypto_op_by_idempotency(self, kind, scope, key).await
     }
 
     async fn unfinished_crypto_ops(&self) -> Result<Vec<tally_engine::CryptoOp>, StoreError> {
-        self.unfinished_crypto_ops_impl().await
+        crate::crypto_sql::unfinished_crypto_ops(self).await
     }
 
     async fn wallet_postings_of_transfer(
         &self,
         transfer: TransferId,
     ) -> Result<Vec<crate::batch::WalletPosting>, StoreError> {
-        self.wallet_postings_of_transfer_impl(transfer).await
+        crate::crypto_sql::wallet_postings_of_transfer(self, transfer).await
     }
 
     async fn wallet_balances(&self) -> Result<Vec<(WalletId, Currency, Decimal)>, StoreError> {
-        self.wallet_balances_impl().await
+        crate::crypto_sql::wallet_balances(self).await
     }
 
     async fn insert_wallet_profile(&self, profile: &crate::crypto::WalletProfile) -> Result<bool, StoreError> {
-        self.insert_wallet_profile_impl(profile).await
+        crate::crypto_sql::insert_wallet_profile(self, profile).await
     }
 
     async fn wallet_profile(&self, wallet: WalletId) -> Result<Option<crate::crypto::WalletProfile>, StoreError> {
-        self.wallet_profile_impl(wallet).await
+        crate::crypto_sql::wallet_profile(self, wallet).await
     }
 
     async fn wallet_profile_by_address(
         &self,
         address: &str,
     ) -> Result<Option<crate::crypto::WalletProfile>, StoreError> {
-        self.wallet_profile_by_address_impl(address).await
+        crate::crypto_sql::wallet_profile_by_address(self, address).await
     }
 
     async fn wallet_profiles_of_owner(&self, owner: UserId) -> Result<Vec<crate::crypto::WalletProfile>, StoreError> {
-        self.wallet_profiles_of_owner_impl(owner).await
+        crate::crypto_sql::wallet_profiles_of_owner(self, owner).await
     }
 
     async fn commit_plan(&self, plan: &BatchPlan) -> Result<(), StoreError> {
