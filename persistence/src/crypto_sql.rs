@@ -20,8 +20,8 @@ use crate::crypto::{WALLETS_PER_OWNER_MAX, WalletProfile};
 use crate::sql::{
     Column, Exact, Id, LedgerSql, PostgresDialect, SqlRow, SqliteDialect, impl_for_connections, parse, run_on_backend,
 };
-use crate::store::StoreError;
 use crate::store::corrupt;
+use crate::store::{StoreError, WalletStore};
 
 const OP_COLUMNS: &str =
     "id, kind, status, step, owner_id, wallet_id, asset, asset_amount, fiat_account_id, fiat_currency,
@@ -372,4 +372,52 @@ pub(crate) async fn wallet_profiles_of_owner(
     owner: UserId,
 ) -> Result<Vec<WalletProfile>, StoreError> {
     profiles(store, "owner_id = $1", Bind::Id(owner.as_uuid())).await
+}
+
+#[async_trait::async_trait]
+impl<S: LedgerSql> WalletStore for S {
+    async fn load_crypto_op(&self, id: TransferId) -> Result<Option<Loaded<CryptoOp>>, StoreError> {
+        load_crypto_op(self, id).await
+    }
+
+    async fn deposit_by_tx_hash(&self, tx_hash: &str) -> Result<Option<Loaded<CryptoOp>>, StoreError> {
+        deposit_by_tx_hash(self, tx_hash).await
+    }
+
+    async fn crypto_op_by_idempotency(
+        &self,
+        kind: CryptoOpKind,
+        scope: Uuid,
+        key: &str,
+    ) -> Result<Option<Loaded<CryptoOp>>, StoreError> {
+        crypto_op_by_idempotency(self, kind, scope, key).await
+    }
+
+    async fn unfinished_crypto_ops(&self) -> Result<Vec<CryptoOp>, StoreError> {
+        unfinished_crypto_ops(self).await
+    }
+
+    async fn wallet_postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<WalletPosting>, StoreError> {
+        wallet_postings_of_transfer(self, transfer).await
+    }
+
+    async fn wallet_balances(&self) -> Result<Vec<(WalletId, Currency, Decimal)>, StoreError> {
+        wallet_balances(self).await
+    }
+
+    async fn insert_wallet_profile(&self, profile: &WalletProfile) -> Result<bool, StoreError> {
+        insert_wallet_profile(self, profile).await
+    }
+
+    async fn wallet_profile(&self, wallet: WalletId) -> Result<Option<WalletProfile>, StoreError> {
+        wallet_profile(self, wallet).await
+    }
+
+    async fn wallet_profile_by_address(&self, address: &str) -> Result<Option<WalletProfile>, StoreError> {
+        wallet_profile_by_address(self, address).await
+    }
+
+    async fn wallet_profiles_of_owner(&self, owner: UserId) -> Result<Vec<WalletProfile>, StoreError> {
+        wallet_profiles_of_owner(self, owner).await
+    }
 }

@@ -33,4 +33,4 @@ pub use journal::{
     Overloaded,
 };
 pub use memory::MemoryStore;
-pub use store::{JournalWriter, LiveHold, Loaded, PipelineTurn, SequencedRecord, Store, StoreError};
+pub use store::{JournalWriter, LiveHold, Loaded, PipelineTurn, SequencedRecord, Store, StoreError, WalletStore};

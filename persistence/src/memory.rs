@@ -254,85 +254,6 @@ impl Store for MemoryStore {
         Ok(self.state()?.wallets.get(&id).cloned())
     }
 
-    async fn load_crypto_op(&self, id: TransferId) -> Result<Option<Loaded<CryptoOp>>, StoreError> {
-        Ok(self.state()?.crypto_ops.get(&id).cloned())
-    }
-
-    async fn deposit_by_tx_hash(&self, tx_hash: &str) -> Result<Option<Loaded<CryptoOp>>, StoreError> {
-        Ok(self
-            .state()?
-            .crypto_ops
-            .values()
-            .find(|op| op.value.kind == CryptoOpKind::Deposit && op.value.tx_hash.as_deref() == Some(tx_hash))
-            .cloned())
-    }
-
-    async fn crypto_op_by_idempotency(
-        &self,
-        kind: CryptoOpKind,
-        scope: uuid::Uuid,
-        key: &str,
-    ) -> Result<Option<Loaded<CryptoOp>>, StoreError> {
-        Ok(self
-            .state()?
-            .crypto_ops
-            .values()
-            .find(|op| {
-                op.value.kind == kind && op.value.idempotency.as_ref().is_some_and(|i| i.scope == scope && i.key == key)
-            })
-            .cloned())
-    }
-
-    async fn unfinished_crypto_ops(&self) -> Result<Vec<CryptoOp>, StoreError> {
-        let state = self.state()?;
-        let mut ops: Vec<&Loaded<CryptoOp>> =
-            state.crypto_ops.values().filter(|op| !op.value.status.is_terminal()).collect();
-        ops.sort_by_key(|op| op.seq);
-        Ok(ops.into_iter().map(|op| op.value.clone()).collect())
-    }
-
-    async fn wallet_postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<WalletPosting>, StoreError> {
-        Ok(self
-            .state()?
-            .wallet_postings
-            .iter()
-            .filter(|(_, posting)| posting.transfer == transfer)
-            .map(|(_, posting)| posting.clone())
-            .collect())
-    }
-
-    async fn wallet_balances(&self) -> Result<Vec<(WalletId, Currency, rust_decimal::Decimal)>, StoreError> {
-        let state = self.state()?;
-        Ok(state
-            .wallets
-            .values()
-            .flat_map(|wallet| {
-                wallet.value.assets.iter().map(|(asset, position)| (wallet.value.id, *asset, position.balance))
-            })
-            .collect())
-    }
-
-    async fn insert_wallet_profile(&self, profile: &WalletProfile) -> Result<bool, StoreError> {
-        let mut state = self.state()?;
-        if state.wallet_profiles.iter().any(|p| p.owner == profile.owner && p.asset == profile.asset) {
-            return Ok(false);
-        }
-        state.wallet_profiles.push(profile.clone());
-        Ok(true)
-    }
-
-    async fn wallet_profile(&self, wallet: WalletId) -> Result<Option<WalletProfile>, StoreError> {
-        Ok(self.state()?.wallet_profiles.iter().find(|p| p.wallet == wallet).cloned())
-    }
-
-    async fn wallet_profile_by_address(&self, address: &str) -> Result<Option<WalletProfile>, StoreError> {
-        Ok(self.state()?.wallet_profiles.iter().find(|p| p.deposit_address == address).cloned())
-    }
-
-    async fn wallet_profiles_of_owner(&self, owner: UserId) -> Result<Vec<WalletProfile>, StoreError> {
-        Ok(self.state()?.wallet_profiles.iter().filter(|p| p.owner == owner).cloned().collect())
-    }
-
     async fn load_transfer(&self, id: TransferId) -> Result<Option<Loaded<Transfer>>, StoreError> {
         Ok(self.state()?.transfers.get(&id).map(|row| Loaded { value: row.transfer.clone(), seq: row.seq }))
     }
@@ -443,6 +364,88 @@ impl Store for MemoryStore {
 
     fn aml(&self) -> Option<&dyn AmlStore> {
         Some(self)
+    }
+}
+
+#[async_trait]
+impl crate::store::WalletStore for MemoryStore {
+    async fn load_crypto_op(&self, id: TransferId) -> Result<Option<Loaded<CryptoOp>>, StoreError> {
+        Ok(self.state()?.crypto_ops.get(&id).cloned())
+    }
+
+    async fn deposit_by_tx_hash(&self, tx_hash: &str) -> Result<Option<Loaded<CryptoOp>>, StoreError> {
+        Ok(self
+            .state()?
+            .crypto_ops
+            .values()
+            .find(|op| op.value.kind == CryptoOpKind::Deposit && op.value.tx_hash.as_deref() == Some(tx_hash))
+            .cloned())
+    }
+
+    async fn crypto_op_by_idempotency(
+        &self,
+        kind: CryptoOpKind,
+        scope: uuid::Uuid,
+        key: &str,
+    ) -> Result<Option<Loaded<CryptoOp>>, StoreError> {
+        Ok(self
+            .state()?
+            .crypto_ops
+            .values()
+            .find(|op| {
+                op.value.kind == kind && op.value.idempotency.as_ref().is_some_and(|i| i.scope == scope && i.key == key)
+            })
+            .cloned())
+    }
+
+    async fn unfinished_crypto_ops(&self) -> Result<Vec<CryptoOp>, StoreError> {
+        let state = self.state()?;
+        let mut ops: Vec<&Loaded<CryptoOp>> =
+            state.crypto_ops.values().filter(|op| !op.value.status.is_terminal()).collect();
+        ops.sort_by_key(|op| op.seq);
+        Ok(ops.into_iter().map(|op| op.value.clone()).collect())
+    }
+
+    async fn wallet_postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<WalletPosting>, StoreError> {
+        Ok(self
+            .state()?
+            .wallet_postings
+            .iter()
+            .filter(|(_, posting)| posting.transfer == transfer)
+            .map(|(_, posting)| posting.clone())
+            .collect())
+    }
+
+    async fn wallet_balances(&self) -> Result<Vec<(WalletId, Currency, rust_decimal::Decimal)>, StoreError> {
+        let state = self.state()?;
+        Ok(state
+            .wallets
+            .values()
+            .flat_map(|wallet| {
+                wallet.value.assets.iter().map(|(asset, position)| (wallet.value.id, *asset, position.balance))
+            })
+            .collect())
+    }
+
+    async fn insert_wallet_profile(&self, profile: &WalletProfile) -> Result<bool, StoreError> {
+        let mut state = self.state()?;
+        if state.wallet_profiles.iter().any(|p| p.owner == profile.owner && p.asset == profile.asset) {
+            return Ok(false);
+        }
+        state.wallet_profiles.push(profile.clone());
+        Ok(true)
+    }
+
+    async fn wallet_profile(&self, wallet: WalletId) -> Result<Option<WalletProfile>, StoreError> {
+        Ok(self.state()?.wallet_profiles.iter().find(|p| p.wallet == wallet).cloned())
+    }
+
+    async fn wallet_profile_by_address(&self, address: &str) -> Result<Option<WalletProfile>, StoreError> {
+        Ok(self.state()?.wallet_profiles.iter().find(|p| p.deposit_address == address).cloned())
+    }
+
+    async fn wallet_profiles_of_owner(&self, owner: UserId) -> Result<Vec<WalletProfile>, StoreError> {
+        Ok(self.state()?.wallet_profiles.iter().filter(|p| p.owner == owner).cloned().collect())
     }
 }
 

@@ -32,8 +32,7 @@ use sqlx::{Connection, Postgres, Row, Transaction};
 use copy::CopyRows;
 
 use tally_engine::{
-    Account, AccountId, Currency, ErrorCode, PendingReason, Posting, Timestamp, Transfer, TransferId, UserId, Wallet,
-    WalletId,
+    Account, AccountId, Currency, ErrorCode, PendingReason, Posting, Timestamp, Transfer, TransferId, Wallet, WalletId,
 };
 use uuid::Uuid;
 
@@ -738,57 +737,6 @@ const BOOKING_SLACK_MICROS: i64 = 60_000_000;
 
 #[async_trait]
 impl Store for PgStore {
-    async fn load_crypto_op(&self, id: TransferId) -> Result<Option<Loaded<tally_engine::CryptoOp>>, StoreError> {
-        crate::crypto_sql::load_crypto_op(self, id).await
-    }
-
-    async fn deposit_by_tx_hash(&self, tx_hash: &str) -> Result<Option<Loaded<tally_engine::CryptoOp>>, StoreError> {
-        crate::crypto_sql::deposit_by_tx_hash(self, tx_hash).await
-    }
-
-    async fn crypto_op_by_idempotency(
-        &self,
-        kind: tally_engine::CryptoOpKind,
-        scope: Uuid,
-        key: &str,
-    ) -> Result<Option<Loaded<tally_engine::CryptoOp>>, StoreError> {
-        crate::crypto_sql::crypto_op_by_idempotency(self, kind, scope, key).await
-    }
-
-    async fn unfinished_crypto_ops(&self) -> Result<Vec<tally_engine::CryptoOp>, StoreError> {
-        crate::crypto_sql::unfinished_crypto_ops(self).await
-    }
-
-    async fn wallet_postings_of_transfer(
-        &self,
-        transfer: TransferId,
-    ) -> Result<Vec<crate::batch::WalletPosting>, StoreError> {
-        crate::crypto_sql::wallet_postings_of_transfer(self, transfer).await
-    }
-
-    async fn wallet_balances(&self) -> Result<Vec<(WalletId, Currency, Decimal)>, StoreError> {
-        crate::crypto_sql::wallet_balances(self).await
-    }
-
-    async fn insert_wallet_profile(&self, profile: &crate::crypto::WalletProfile) -> Result<bool, StoreError> {
-        crate::crypto_sql::insert_wallet_profile(self, profile).await
-    }
-
-    async fn wallet_profile(&self, wallet: WalletId) -> Result<Option<crate::crypto::WalletProfile>, StoreError> {
-        crate::crypto_sql::wallet_profile(self, wallet).await
-    }
-
-    async fn wallet_profile_by_address(
-        &self,
-        address: &str,
-    ) -> Result<Option<crate::crypto::WalletProfile>, StoreError> {
-        crate::crypto_sql::wallet_profile_by_address(self, address).await
-    }
-
-    async fn wallet_profiles_of_owner(&self, owner: UserId) -> Result<Vec<crate::crypto::WalletProfile>, StoreError> {
-        crate::crypto_sql::wallet_profiles_of_owner(self, owner).await
-    }
-
     async fn commit_plan(&self, plan: &BatchPlan) -> Result<(), StoreError> {
         if plan.records.is_empty() && plan.snapshots.is_empty() {
             return Ok(());

@@ -130,7 +130,7 @@ impl JournalWriter for PlanWriter {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: WalletStore + Send + Sync + 'static {
     /// Writes one batch plan of one shard's journal in one transaction, or nothing (see
     /// `JournalWriter::commit` for the fence).
     async fn commit_plan(&self, plan: &BatchPlan) -> Result<(), StoreError>;
@@ -208,77 +208,50 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Every FX rate, fee rule and changed transfer-type setting (read once at engine start).
-    /// The default (a store that keeps none) is empty.
-    async fn load_pricing(&self) -> Result<PricingTables, StoreError> {
-        Ok(PricingTables::default())
-    }
+    async fn load_pricing(&self) -> Result<PricingTables, StoreError>;
 
     /// Writes one admin change to the pricing configuration (an upsert) and, if given, the
     /// admin's audit record of it, appended to the audit chain in the same transaction, last
-    /// (the HTTP layer always gives one; the in-memory store, with no chain, ignores it). The
-    /// default refuses: a store that does not keep pricing must not pretend a change was saved.
-    async fn save_pricing(&self, change: &PricingChange, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
-        let _ = (change, audit);
-        Err(StoreError::Unavailable("this store keeps no pricing configuration".to_owned()))
-    }
-    // ---- wallets and crypto operations (`crypto.rs`, migration 0008) ----------------------
-    // Defaults refuse, so a store that does not keep them (test doubles) says so loudly.
+    /// (the HTTP layer always gives one; the in-memory store, with no chain, ignores it).
+    async fn save_pricing(&self, change: &PricingChange, audit: Option<&AuditRecord>) -> Result<(), StoreError>;
+}
 
-    async fn load_crypto_op(&self, _id: TransferId) -> Result<Option<Loaded<CryptoOp>>, StoreError> {
-        Err(unsupported())
-    }
+/// Wallets and crypto operations (`crypto.rs`, migration 0008): a store's face apart from the
+/// ledger's, which every `Store` has (a supertrait), so nothing answers "not kept here". The SQL
+/// stores implement it once (`crypto_sql.rs`); test doubles hand it to the store they wrap.
+#[async_trait]
+pub trait WalletStore: Send + Sync + 'static {
+    async fn load_crypto_op(&self, id: TransferId) -> Result<Option<Loaded<CryptoOp>>, StoreError>;
 
     /// The deposit that credited this chain transaction, if any.
-    async fn deposit_by_tx_hash(&self, _tx_hash: &str) -> Result<Option<Loaded<CryptoOp>>, StoreError> {
-        Err(unsupported())
-    }
+    async fn deposit_by_tx_hash(&self, tx_hash: &str) -> Result<Option<Loaded<CryptoOp>>, StoreError>;
 
     /// The operation of `kind` a caller's idempotency key names, if any.
     async fn crypto_op_by_idempotency(
         &self,
-        _kind: CryptoOpKind,
-        _scope: uuid::Uuid,
-        _key: &str,
-    ) -> Result<Option<Loaded<CryptoOp>>, StoreError> {
-        Err(unsupported())
-    }
+        kind: CryptoOpKind,
+        scope: uuid::Uuid,
+        key: &str,
+    ) -> Result<Option<Loaded<CryptoOp>>, StoreError>;
 
     /// Operations still processing or pending, for recovery.
-    async fn unfinished_crypto_ops(&self) -> Result<Vec<CryptoOp>, StoreError> {
-        Err(unsupported())
-    }
+    async fn unfinished_crypto_ops(&self) -> Result<Vec<CryptoOp>, StoreError>;
 
     /// The wallet postings of one operation (recovery: did its wallet credit happen?).
-    async fn wallet_postings_of_transfer(&self, _transfer: TransferId) -> Result<Vec<WalletPosting>, StoreError> {
-        Err(unsupported())
-    }
+    async fn wallet_postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<WalletPosting>, StoreError>;
 
     /// Every wallet asset's balance (`tally check`, the tests' conservation checks).
-    async fn wallet_balances(&self) -> Result<Vec<(WalletId, Currency, rust_decimal::Decimal)>, StoreError> {
-        Err(unsupported())
-    }
+    async fn wallet_balances(&self) -> Result<Vec<(WalletId, Currency, rust_decimal::Decimal)>, StoreError>;
 
     /// Stores a new profile; `false` if its owner already has a wallet of that asset.
-    async fn insert_wallet_profile(&self, _profile: &WalletProfile) -> Result<bool, StoreError> {
-        Err(unsupported())
-    }
+    async fn insert_wallet_profile(&self, profile: &WalletProfile) -> Result<bool, StoreError>;
 
-    async fn wallet_profile(&self, _wallet: WalletId) -> Result<Option<WalletProfile>, StoreError> {
-        Err(unsupported())
-    }
+    async fn wallet_profile(&self, wallet: WalletId) -> Result<Option<WalletProfile>, StoreError>;
 
-    async fn wallet_profile_by_address(&self, _address: &str) -> Result<Option<WalletProfile>, StoreError> {
-        Err(unsupported())
-    }
+    async fn wallet_profile_by_address(&self, address: &str) -> Result<Option<WalletProfile>, StoreError>;
 
     /// An owner's wallets, oldest first.
-    async fn wallet_profiles_of_owner(&self, _owner: UserId) -> Result<Vec<WalletProfile>, StoreError> {
-        Err(unsupported())
-    }
-}
-
-fn unsupported() -> StoreError {
-    StoreError::Corrupt("this store keeps no wallets or crypto operations".to_owned())
+    async fn wallet_profiles_of_owner(&self, owner: UserId) -> Result<Vec<WalletProfile>, StoreError>;
 }
 
 #[async_trait]
@@ -371,7 +344,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     async fn save_pricing(&self, change: &PricingChange, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
         (**self).save_pricing(change, audit).await
     }
+}
 
+#[async_trait]
+impl<S: WalletStore + ?Sized> WalletStore for Arc<S> {
     async fn load_crypto_op(&self, id: TransferId) -> Result<Option<Loaded<CryptoOp>>, StoreError> {
         (**self).load_crypto_op(id).await
     }

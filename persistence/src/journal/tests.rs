@@ -144,6 +144,83 @@ async fn a_pending_transfer_state_is_visible_until_durable() {
     journals.shutdown().await;
 }
 
+/// A test double's wallets are its inner memory store's: the doubles here only change how
+/// commits behave.
+macro_rules! wallets_of_inner {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl crate::store::WalletStore for $store {
+            async fn load_crypto_op(
+                &self,
+                id: tally_engine::TransferId,
+            ) -> Result<Option<crate::Loaded<tally_engine::CryptoOp>>, StoreError> {
+                self.inner.load_crypto_op(id).await
+            }
+
+            async fn deposit_by_tx_hash(
+                &self,
+                tx_hash: &str,
+            ) -> Result<Option<crate::Loaded<tally_engine::CryptoOp>>, StoreError> {
+                self.inner.deposit_by_tx_hash(tx_hash).await
+            }
+
+            async fn crypto_op_by_idempotency(
+                &self,
+                kind: tally_engine::CryptoOpKind,
+                scope: uuid::Uuid,
+                key: &str,
+            ) -> Result<Option<crate::Loaded<tally_engine::CryptoOp>>, StoreError> {
+                self.inner.crypto_op_by_idempotency(kind, scope, key).await
+            }
+
+            async fn unfinished_crypto_ops(&self) -> Result<Vec<tally_engine::CryptoOp>, StoreError> {
+                self.inner.unfinished_crypto_ops().await
+            }
+
+            async fn wallet_postings_of_transfer(
+                &self,
+                transfer: tally_engine::TransferId,
+            ) -> Result<Vec<crate::batch::WalletPosting>, StoreError> {
+                self.inner.wallet_postings_of_transfer(transfer).await
+            }
+
+            async fn wallet_balances(
+                &self,
+            ) -> Result<Vec<(tally_engine::WalletId, tally_engine::Currency, Decimal)>, StoreError> {
+                self.inner.wallet_balances().await
+            }
+
+            async fn insert_wallet_profile(&self, profile: &crate::crypto::WalletProfile) -> Result<bool, StoreError> {
+                self.inner.insert_wallet_profile(profile).await
+            }
+
+            async fn wallet_profile(
+                &self,
+                wallet: tally_engine::WalletId,
+            ) -> Result<Option<crate::crypto::WalletProfile>, StoreError> {
+                self.inner.wallet_profile(wallet).await
+            }
+
+            async fn wallet_profile_by_address(
+                &self,
+                address: &str,
+            ) -> Result<Option<crate::crypto::WalletProfile>, StoreError> {
+                self.inner.wallet_profile_by_address(address).await
+            }
+
+            async fn wallet_profiles_of_owner(
+                &self,
+                owner: tally_engine::UserId,
+            ) -> Result<Vec<crate::crypto::WalletProfile>, StoreError> {
+                self.inner.wallet_profiles_of_owner(owner).await
+            }
+        }
+    };
+}
+
+wallets_of_inner!(GatedStore);
+wallets_of_inner!(LostAnswerStore);
+
 /// Commits of one shard wait on a gate the test opens.
 struct GatedStore {
     inner: MemoryStore,
@@ -214,6 +291,18 @@ impl Store for GatedStore {
     }
     async fn live_holds(&self) -> Result<Vec<crate::LiveHold>, StoreError> {
         self.inner.live_holds().await
+    }
+
+    async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {
+        self.inner.load_pricing().await
+    }
+
+    async fn save_pricing(
+        &self,
+        change: &crate::finance::PricingChange,
+        audit: Option<&tally_engine::audit::AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.inner.save_pricing(change, audit).await
     }
 }
 
@@ -366,6 +455,18 @@ impl Store for LostAnswerStore {
     }
     async fn live_holds(&self) -> Result<Vec<crate::LiveHold>, StoreError> {
         self.inner.live_holds().await
+    }
+
+    async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {
+        self.inner.load_pricing().await
+    }
+
+    async fn save_pricing(
+        &self,
+        change: &crate::finance::PricingChange,
+        audit: Option<&tally_engine::audit::AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.inner.save_pricing(change, audit).await
     }
 }
 
