@@ -79,7 +79,7 @@ use tally_engine::{
 };
 use tally_persistence::postgres::PgStore;
 use tally_persistence::sqlite::SqliteStore;
-use tally_persistence::{DurableAck, Journal, JournalConfig, Journals, Store};
+use tally_persistence::{DurableAck, Journal, JournalConfig, Journals, Store, StoreReads};
 
 /// The `batch_records_max` values measured: from "commit almost every saga step" to the
 /// default (8,192).

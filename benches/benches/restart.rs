@@ -67,7 +67,7 @@ use tally_benches::SplitMix64;
 use tally_benches::pg::{BenchDatabase, admin_url_or_exit};
 use tally_engine::{AccountId, Currency, Record, Timestamp, system_accounts};
 use tally_persistence::postgres::PgStore;
-use tally_persistence::{SequencedRecord, Store};
+use tally_persistence::{SequencedRecord, Store, StoreReads};
 
 const ACCOUNTS_DEFAULT: usize = 1_000_000;
 const POSTINGS_DEFAULT: usize = 10_000_000;

@@ -58,7 +58,7 @@ use tally_benches::{
     Outcomes, SplitMix64, fund_accounts, next_seed, open_accounts, run_transfers, start_engine, wait_durable,
 };
 use tally_engine::{AccountId, Currency};
-use tally_persistence::{MemoryStore, Store};
+use tally_persistence::{MemoryStore, StoreReads};
 
 /// Funded accounts in each scenario (DESIGN.md §9: "10k accounts").
 const ACCOUNTS_N: usize = 10_000;

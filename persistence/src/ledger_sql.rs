@@ -17,7 +17,7 @@ use tally_engine::{
 use uuid::Uuid;
 
 use crate::sql::{BeginSnapshot, Column, Id, LedgerSql, SqlRow, parse, run_on_backend};
-use crate::store::{LiveHold, Loaded, StoreError, corrupt};
+use crate::store::{LiveHold, Loaded, StoreError, StoreReads, corrupt};
 
 pub(crate) const ACCOUNT_COLUMNS: &str =
     "id, owner_id, currency, kind, status, balance, held, credit_limit, created_at, version, booked_at";
@@ -447,4 +447,51 @@ pub(crate) async fn live_holds(store: &impl LedgerSql) -> Result<Vec<LiveHold>, 
             })
             .collect()
     })
+}
+
+#[async_trait::async_trait]
+impl<S: LedgerSql> StoreReads for S {
+    async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError> {
+        committed_seqs(self).await
+    }
+
+    async fn last_booked_at(&self) -> Result<Timestamp, StoreError> {
+        last_booked_at(self).await
+    }
+
+    async fn load_account(&self, id: AccountId) -> Result<Option<Loaded<Account>>, StoreError> {
+        load_account(self, id).await
+    }
+
+    async fn load_wallet(&self, id: WalletId) -> Result<Option<Loaded<Wallet>>, StoreError> {
+        load_wallet(self, id).await
+    }
+
+    async fn load_transfer(&self, id: TransferId) -> Result<Option<Loaded<Transfer>>, StoreError> {
+        load_transfer(self, id).await
+    }
+
+    async fn idempotency_keys_after(
+        &self,
+        after: Option<(Uuid, String)>,
+        limit: u32,
+    ) -> Result<Vec<(Uuid, String)>, StoreError> {
+        idempotency_keys_after(self, after, limit).await
+    }
+
+    async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError> {
+        non_terminal_transfers(self).await
+    }
+
+    async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        all_accounts(self).await
+    }
+
+    async fn postings_of(&self, account: AccountId) -> Result<Vec<Posting>, StoreError> {
+        postings_of(self, account).await
+    }
+
+    async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError> {
+        live_holds(self).await
+    }
 }

@@ -33,4 +33,6 @@ pub use journal::{
     Overloaded,
 };
 pub use memory::MemoryStore;
-pub use store::{JournalWriter, LiveHold, Loaded, PipelineTurn, SequencedRecord, Store, StoreError, WalletStore};
+pub use store::{
+    JournalWriter, LiveHold, Loaded, PipelineTurn, SequencedRecord, Store, StoreError, StoreReads, WalletStore,
+};

@@ -225,14 +225,6 @@ impl Store for MemoryStore {
         Ok(vec![plan_writer(self, shard)])
     }
 
-    async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError> {
-        Ok(self.state()?.committed_seqs.clone())
-    }
-
-    async fn last_booked_at(&self) -> Result<Timestamp, StoreError> {
-        Ok(self.state()?.last_booked_at)
-    }
-
     async fn open_shards(&self, wanted: u16) -> Result<Vec<u64>, StoreError> {
         let mut state = self.state()?;
         let wanted = usize::from(wanted.max(1));
@@ -240,6 +232,73 @@ impl Store for MemoryStore {
             state.committed_seqs.resize(wanted, 0);
         }
         Ok(state.committed_seqs[..wanted].to_vec())
+    }
+
+    async fn transfer_by_idempotency(
+        &self,
+        scope: uuid::Uuid,
+        key: &str,
+    ) -> Result<Option<Loaded<Transfer>>, StoreError> {
+        // A scan: the memory store serves tests and benchmarks; SQL stores use a unique index.
+        Ok(self
+            .state()?
+            .transfers
+            .values()
+            .find(|row| row.transfer.idempotency.as_ref().is_some_and(|i| i.scope == scope && i.key == key))
+            .map(|row| Loaded { value: row.transfer.clone(), seq: row.seq }))
+    }
+
+    async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<Posting>, StoreError> {
+        let state = self.state()?;
+        // A scan: the memory store serves tests and benchmarks, where this is rare and small.
+        let mut postings: Vec<&PostingRow> =
+            state.postings.values().flatten().filter(|posting| posting.transfer == transfer).collect();
+        postings.sort_by_key(|posting| (posting.booked_at, posting.shard, posting.seq));
+        Ok(postings.into_iter().map(PostingRow::posting).collect())
+    }
+
+    async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {
+        Ok(self.state()?.pricing.clone())
+    }
+
+    async fn save_pricing(
+        &self,
+        change: &crate::finance::PricingChange,
+        _audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        use crate::finance::PricingChange;
+        let mut state = self.state()?;
+        let pricing = &mut state.pricing;
+        match change {
+            PricingChange::FxRate(rate) => {
+                pricing.fx_rates.retain(|old| (old.from, old.to) != (rate.from, rate.to));
+                pricing.fx_rates.push(rate.clone());
+            }
+            PricingChange::FeeRule(rule) => match pricing.fee_rules.iter_mut().find(|old| old.id == rule.id) {
+                Some(old) => *old = rule.clone(),
+                None => pricing.fee_rules.push(rule.clone()),
+            },
+            PricingChange::TransferType(kind, settings) => {
+                pricing.transfer_types.retain(|(old, _)| old != kind);
+                pricing.transfer_types.push((*kind, settings.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    fn aml(&self) -> Option<&dyn AmlStore> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl crate::store::StoreReads for MemoryStore {
+    async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError> {
+        Ok(self.state()?.committed_seqs.clone())
+    }
+
+    async fn last_booked_at(&self) -> Result<Timestamp, StoreError> {
+        Ok(self.state()?.last_booked_at)
     }
 
     async fn load_account(&self, id: AccountId) -> Result<Option<Loaded<Account>>, StoreError> {
@@ -256,20 +315,6 @@ impl Store for MemoryStore {
 
     async fn load_transfer(&self, id: TransferId) -> Result<Option<Loaded<Transfer>>, StoreError> {
         Ok(self.state()?.transfers.get(&id).map(|row| Loaded { value: row.transfer.clone(), seq: row.seq }))
-    }
-
-    async fn transfer_by_idempotency(
-        &self,
-        scope: uuid::Uuid,
-        key: &str,
-    ) -> Result<Option<Loaded<Transfer>>, StoreError> {
-        // A scan: the memory store serves tests and benchmarks; SQL stores use a unique index.
-        Ok(self
-            .state()?
-            .transfers
-            .values()
-            .find(|row| row.transfer.idempotency.as_ref().is_some_and(|i| i.scope == scope && i.key == key))
-            .map(|row| Loaded { value: row.transfer.clone(), seq: row.seq }))
     }
 
     async fn idempotency_keys_after(
@@ -312,15 +357,6 @@ impl Store for MemoryStore {
             .unwrap_or_default())
     }
 
-    async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<Posting>, StoreError> {
-        let state = self.state()?;
-        // A scan: the memory store serves tests and benchmarks, where this is rare and small.
-        let mut postings: Vec<&PostingRow> =
-            state.postings.values().flatten().filter(|posting| posting.transfer == transfer).collect();
-        postings.sort_by_key(|posting| (posting.booked_at, posting.shard, posting.seq));
-        Ok(postings.into_iter().map(PostingRow::posting).collect())
-    }
-
     async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError> {
         let state = self.state()?;
         Ok(state
@@ -331,39 +367,6 @@ impl Store for MemoryStore {
                 stored.position.holds().map(move |(transfer, amount)| LiveHold { account, transfer, amount })
             })
             .collect())
-    }
-
-    async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {
-        Ok(self.state()?.pricing.clone())
-    }
-
-    async fn save_pricing(
-        &self,
-        change: &crate::finance::PricingChange,
-        _audit: Option<&AuditRecord>,
-    ) -> Result<(), StoreError> {
-        use crate::finance::PricingChange;
-        let mut state = self.state()?;
-        let pricing = &mut state.pricing;
-        match change {
-            PricingChange::FxRate(rate) => {
-                pricing.fx_rates.retain(|old| (old.from, old.to) != (rate.from, rate.to));
-                pricing.fx_rates.push(rate.clone());
-            }
-            PricingChange::FeeRule(rule) => match pricing.fee_rules.iter_mut().find(|old| old.id == rule.id) {
-                Some(old) => *old = rule.clone(),
-                None => pricing.fee_rules.push(rule.clone()),
-            },
-            PricingChange::TransferType(kind, settings) => {
-                pricing.transfer_types.retain(|(old, _)| old != kind);
-                pricing.transfer_types.push((*kind, settings.clone()));
-            }
-        }
-        Ok(())
-    }
-
-    fn aml(&self) -> Option<&dyn AmlStore> {
-        Some(self)
     }
 }
 

@@ -31,9 +31,7 @@ use sqlx::{Connection, Postgres, Row, Transaction};
 
 use copy::CopyRows;
 
-use tally_engine::{
-    Account, AccountId, Currency, ErrorCode, PendingReason, Posting, Timestamp, Transfer, TransferId, Wallet, WalletId,
-};
+use tally_engine::{AccountId, Currency, ErrorCode, PendingReason, Posting, Transfer, TransferId};
 use uuid::Uuid;
 
 use crate::aml::sql::AmlFlagWrites;
@@ -42,7 +40,7 @@ use crate::batch::{BatchPlan, DirectCommits};
 use crate::crypto_sql::CryptoWrites;
 use crate::runtime::StoreRuntime;
 use crate::store::corrupt;
-use crate::store::{JournalWriter, LiveHold, Loaded, PipelineTurn, SequencedRecord, Store, StoreError};
+use crate::store::{JournalWriter, Loaded, PipelineTurn, SequencedRecord, Store, StoreError, StoreReads};
 
 /// Connections in the pool: activations, recovery, key look-ups and reads (journal writers
 /// have connections of their own). Eight is far more than two cores can keep busy.
@@ -758,14 +756,6 @@ impl Store for PgStore {
         self.commit_plan(&plan).await
     }
 
-    async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError> {
-        crate::ledger_sql::committed_seqs(self).await
-    }
-
-    async fn last_booked_at(&self) -> Result<Timestamp, StoreError> {
-        crate::ledger_sql::last_booked_at(self).await
-    }
-
     async fn open_shards(&self, wanted: u16) -> Result<Vec<u64>, StoreError> {
         let wanted = i16::try_from(wanted.max(1)).map_err(|_| corrupt("more shards than SMALLINT"))?;
         self.run(|pool| async move {
@@ -800,41 +790,9 @@ impl Store for PgStore {
         Ok(writers)
     }
 
-    async fn load_account(&self, id: AccountId) -> Result<Option<Loaded<Account>>, StoreError> {
-        crate::ledger_sql::load_account(self, id).await
-    }
-
-    async fn load_wallet(&self, id: WalletId) -> Result<Option<Loaded<Wallet>>, StoreError> {
-        crate::ledger_sql::load_wallet(self, id).await
-    }
-
-    async fn load_transfer(&self, id: TransferId) -> Result<Option<Loaded<Transfer>>, StoreError> {
-        crate::ledger_sql::load_transfer(self, id).await
-    }
-
     async fn transfer_by_idempotency(&self, scope: Uuid, key: &str) -> Result<Option<Loaded<Transfer>>, StoreError> {
         // Grouped with the other look-ups in flight (key_lookups.rs).
         self.key_lookups.find(scope, key.to_owned()).await
-    }
-
-    async fn idempotency_keys_after(
-        &self,
-        after: Option<(Uuid, String)>,
-        limit: u32,
-    ) -> Result<Vec<(Uuid, String)>, StoreError> {
-        crate::ledger_sql::idempotency_keys_after(self, after, limit).await
-    }
-
-    async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError> {
-        crate::ledger_sql::non_terminal_transfers(self).await
-    }
-
-    async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
-        crate::ledger_sql::all_accounts(self).await
-    }
-
-    async fn postings_of(&self, account: AccountId) -> Result<Vec<Posting>, StoreError> {
-        crate::ledger_sql::postings_of(self, account).await
     }
 
     async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<Posting>, StoreError> {
@@ -916,10 +874,6 @@ impl Store for PgStore {
 
     fn aml(&self) -> Option<&dyn crate::aml::AmlStore> {
         Some(self)
-    }
-
-    async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError> {
-        crate::ledger_sql::live_holds(self).await
     }
 
     async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {

@@ -30,9 +30,7 @@ use async_trait::async_trait;
 use rust_decimal::Decimal;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, Transaction};
-use tally_engine::{
-    Account, AccountId, ErrorCode, PendingReason, Posting, Timestamp, Transfer, TransferId, Wallet, WalletId,
-};
+use tally_engine::{ErrorCode, PendingReason, Posting, Transfer, TransferId};
 use uuid::Uuid;
 
 use crate::aml::sql::AmlFlagWrites;
@@ -41,7 +39,7 @@ use crate::batch::{BatchPlan, DirectCommits, TransferRow};
 use crate::crypto_sql::CryptoWrites;
 use crate::runtime::StoreRuntime;
 use crate::store::corrupt;
-use crate::store::{JournalWriter, LiveHold, Loaded, SequencedRecord, Store, StoreError, plan_writer};
+use crate::store::{JournalWriter, Loaded, SequencedRecord, Store, StoreError, StoreReads, plan_writer};
 
 /// Connections in each pool (the ledger store's and the identity store's). SQLite takes one
 /// writer at a time; the rest serve activations, recovery and reads, which WAL lets run beside
@@ -476,14 +474,6 @@ impl Store for SqliteStore {
         Ok(vec![plan_writer(self, shard)])
     }
 
-    async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError> {
-        crate::ledger_sql::committed_seqs(self).await
-    }
-
-    async fn last_booked_at(&self) -> Result<Timestamp, StoreError> {
-        crate::ledger_sql::last_booked_at(self).await
-    }
-
     async fn open_shards(&self, wanted: u16) -> Result<Vec<u64>, StoreError> {
         let wanted = i64::from(wanted.max(1));
         self.run(|pool| async move {
@@ -505,40 +495,8 @@ impl Store for SqliteStore {
         Ok(seqs)
     }
 
-    async fn load_account(&self, id: AccountId) -> Result<Option<Loaded<Account>>, StoreError> {
-        crate::ledger_sql::load_account(self, id).await
-    }
-
-    async fn load_wallet(&self, id: WalletId) -> Result<Option<Loaded<Wallet>>, StoreError> {
-        crate::ledger_sql::load_wallet(self, id).await
-    }
-
-    async fn load_transfer(&self, id: TransferId) -> Result<Option<Loaded<Transfer>>, StoreError> {
-        crate::ledger_sql::load_transfer(self, id).await
-    }
-
     async fn transfer_by_idempotency(&self, scope: Uuid, key: &str) -> Result<Option<Loaded<Transfer>>, StoreError> {
         crate::ledger_sql::transfer_by_idempotency(self, scope, key).await
-    }
-
-    async fn idempotency_keys_after(
-        &self,
-        after: Option<(Uuid, String)>,
-        limit: u32,
-    ) -> Result<Vec<(Uuid, String)>, StoreError> {
-        crate::ledger_sql::idempotency_keys_after(self, after, limit).await
-    }
-
-    async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError> {
-        crate::ledger_sql::non_terminal_transfers(self).await
-    }
-
-    async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
-        crate::ledger_sql::all_accounts(self).await
-    }
-
-    async fn postings_of(&self, account: AccountId) -> Result<Vec<Posting>, StoreError> {
-        crate::ledger_sql::postings_of(self, account).await
     }
 
     async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<Posting>, StoreError> {
@@ -557,10 +515,6 @@ impl Store for SqliteStore {
 
     fn aml(&self) -> Option<&dyn crate::aml::AmlStore> {
         Some(self)
-    }
-
-    async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError> {
-        crate::ledger_sql::live_holds(self).await
     }
 
     async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {

@@ -130,7 +130,7 @@ impl JournalWriter for PlanWriter {
 }
 
 #[async_trait]
-pub trait Store: WalletStore + Send + Sync + 'static {
+pub trait Store: StoreReads + WalletStore + Send + Sync + 'static {
     /// Writes one batch plan of one shard's journal in one transaction, or nothing (see
     /// `JournalWriter::commit` for the fence).
     async fn commit_plan(&self, plan: &BatchPlan) -> Result<(), StoreError>;
@@ -140,29 +140,15 @@ pub trait Store: WalletStore + Send + Sync + 'static {
     /// commits through its journals' writers).
     async fn commit(&self, shard: u16, records: &[SequencedRecord]) -> Result<(), StoreError>;
 
-    /// Every shard's committed sequence number (index = shard), as many as the store keeps.
-    async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError>;
-
     /// The committed sequence numbers of shards `0..wanted`, adding any the store does not
     /// have yet at sequence 0. Shards beyond `wanted` keep their rows (and their history);
     /// nothing durable depends on how many shards run (see migration 0021).
     async fn open_shards(&self, wanted: u16) -> Result<Vec<u64>, StoreError>;
 
-    /// The latest booking time any committed batch carried (`Timestamp` 0 for none): the
-    /// journals book no earlier, so an account's postings stay in booking order across a
-    /// restart even if the wall clock went back.
-    async fn last_booked_at(&self) -> Result<Timestamp, StoreError>;
-
     /// Writers for `shard`'s journal, made on the calling thread's runtime: one through
     /// `commit_plan` (`plan_writer`), or several of their own connections for a store that
     /// can pipeline commits.
     async fn journal_writers(self: Arc<Self>, shard: u16) -> Result<Vec<Box<dyn JournalWriter>>, StoreError>;
-
-    async fn load_account(&self, id: AccountId) -> Result<Option<Loaded<Account>>, StoreError>;
-
-    async fn load_wallet(&self, id: WalletId) -> Result<Option<Loaded<Wallet>>, StoreError>;
-
-    async fn load_transfer(&self, id: TransferId) -> Result<Option<Loaded<Transfer>>, StoreError>;
 
     /// The transfer a caller's idempotency key names, if any.
     async fn transfer_by_idempotency(
@@ -171,30 +157,9 @@ pub trait Store: WalletStore + Send + Sync + 'static {
         key: &str,
     ) -> Result<Option<Loaded<Transfer>>, StoreError>;
 
-    /// At most `limit` of the idempotency keys transfers were made under, as (scope, key), in
-    /// (scope, key) order, strictly after `after`: the engine reads them all at start-up into
-    /// the filter that spares a new key its store look-up.
-    async fn idempotency_keys_after(
-        &self,
-        after: Option<(uuid::Uuid, String)>,
-        limit: u32,
-    ) -> Result<Vec<(uuid::Uuid, String)>, StoreError>;
-
-    /// Transfers not yet terminal (processing or pending), for recovery and admin review.
-    async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError>;
-
-    /// Every account, for `tally check` and the tests' conservation checks.
-    async fn all_accounts(&self) -> Result<Vec<Account>, StoreError>;
-
-    /// The postings of one account in journal order.
-    async fn postings_of(&self, account: AccountId) -> Result<Vec<Posting>, StoreError>;
-
     /// The postings of one transfer (or crypto operation) in the order they were booked
     /// (recovery: how far did its saga get?).
     async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<Posting>, StoreError>;
-
-    /// Every hold still placed on an account (recovery: no hold may be left dangling).
-    async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError>;
 
     /// The signed sum of each account's postings (`tally check`). The default scans every
     /// account's postings; stores with SQL aggregate in the database.
@@ -214,6 +179,47 @@ pub trait Store: WalletStore + Send + Sync + 'static {
     /// admin's audit record of it, appended to the audit chain in the same transaction, last
     /// (the HTTP layer always gives one; the in-memory store, with no chain, ignores it).
     async fn save_pricing(&self, change: &PricingChange, audit: Option<&AuditRecord>) -> Result<(), StoreError>;
+}
+
+/// What a store answers about the ledger it holds (accounts, wallets, transfers, postings,
+/// holds, the journals' positions), apart from how it commits: a supertrait of `Store`. The
+/// SQL stores answer it once (`ledger_sql.rs`); test doubles hand it to the store they wrap.
+#[async_trait]
+pub trait StoreReads: Send + Sync + 'static {
+    /// Every shard's committed sequence number (index = shard), as many as the store keeps.
+    async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError>;
+
+    /// The latest booking time any committed batch carried (`Timestamp` 0 for none): the
+    /// journals book no earlier, so an account's postings stay in booking order across a
+    /// restart even if the wall clock went back.
+    async fn last_booked_at(&self) -> Result<Timestamp, StoreError>;
+
+    async fn load_account(&self, id: AccountId) -> Result<Option<Loaded<Account>>, StoreError>;
+
+    async fn load_wallet(&self, id: WalletId) -> Result<Option<Loaded<Wallet>>, StoreError>;
+
+    async fn load_transfer(&self, id: TransferId) -> Result<Option<Loaded<Transfer>>, StoreError>;
+
+    /// At most `limit` of the idempotency keys transfers were made under, as (scope, key), in
+    /// (scope, key) order, strictly after `after`: the engine reads them all at start-up into
+    /// the filter that spares a new key its store look-up.
+    async fn idempotency_keys_after(
+        &self,
+        after: Option<(uuid::Uuid, String)>,
+        limit: u32,
+    ) -> Result<Vec<(uuid::Uuid, String)>, StoreError>;
+
+    /// Transfers not yet terminal (processing or pending), for recovery and admin review.
+    async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError>;
+
+    /// Every account, for `tally check` and the tests' conservation checks.
+    async fn all_accounts(&self) -> Result<Vec<Account>, StoreError>;
+
+    /// The postings of one account in journal order.
+    async fn postings_of(&self, account: AccountId) -> Result<Vec<Posting>, StoreError>;
+
+    /// Every hold still placed on an account (recovery: no hold may be left dangling).
+    async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError>;
 }
 
 /// Wallets and crypto operations (`crypto.rs`, migration 0008): a store's face apart from the
@@ -264,14 +270,6 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         (**self).commit(shard, records).await
     }
 
-    async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError> {
-        (**self).committed_seqs().await
-    }
-
-    async fn last_booked_at(&self) -> Result<Timestamp, StoreError> {
-        (**self).last_booked_at().await
-    }
-
     async fn open_shards(&self, wanted: u16) -> Result<Vec<u64>, StoreError> {
         (**self).open_shards(wanted).await
     }
@@ -279,18 +277,6 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     async fn journal_writers(self: Arc<Self>, shard: u16) -> Result<Vec<Box<dyn JournalWriter>>, StoreError> {
         let inner: Arc<S> = Arc::clone(&self);
         inner.journal_writers(shard).await
-    }
-
-    async fn load_account(&self, id: AccountId) -> Result<Option<Loaded<Account>>, StoreError> {
-        (**self).load_account(id).await
-    }
-
-    async fn load_wallet(&self, id: WalletId) -> Result<Option<Loaded<Wallet>>, StoreError> {
-        (**self).load_wallet(id).await
-    }
-
-    async fn load_transfer(&self, id: TransferId) -> Result<Option<Loaded<Transfer>>, StoreError> {
-        (**self).load_transfer(id).await
     }
 
     async fn transfer_by_idempotency(
@@ -301,32 +287,8 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         (**self).transfer_by_idempotency(scope, key).await
     }
 
-    async fn idempotency_keys_after(
-        &self,
-        after: Option<(uuid::Uuid, String)>,
-        limit: u32,
-    ) -> Result<Vec<(uuid::Uuid, String)>, StoreError> {
-        (**self).idempotency_keys_after(after, limit).await
-    }
-
-    async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError> {
-        (**self).non_terminal_transfers().await
-    }
-
-    async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
-        (**self).all_accounts().await
-    }
-
-    async fn postings_of(&self, account: AccountId) -> Result<Vec<Posting>, StoreError> {
-        (**self).postings_of(account).await
-    }
-
     async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<Posting>, StoreError> {
         (**self).postings_of_transfer(transfer).await
-    }
-
-    async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError> {
-        (**self).live_holds().await
     }
 
     async fn posting_sums(&self) -> Result<std::collections::HashMap<AccountId, rust_decimal::Decimal>, StoreError> {
@@ -391,5 +353,52 @@ impl<S: WalletStore + ?Sized> WalletStore for Arc<S> {
 
     async fn wallet_profiles_of_owner(&self, owner: UserId) -> Result<Vec<WalletProfile>, StoreError> {
         (**self).wallet_profiles_of_owner(owner).await
+    }
+}
+
+#[async_trait]
+impl<S: StoreReads + ?Sized> StoreReads for Arc<S> {
+    async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError> {
+        (**self).committed_seqs().await
+    }
+
+    async fn last_booked_at(&self) -> Result<Timestamp, StoreError> {
+        (**self).last_booked_at().await
+    }
+
+    async fn load_account(&self, id: AccountId) -> Result<Option<Loaded<Account>>, StoreError> {
+        (**self).load_account(id).await
+    }
+
+    async fn load_wallet(&self, id: WalletId) -> Result<Option<Loaded<Wallet>>, StoreError> {
+        (**self).load_wallet(id).await
+    }
+
+    async fn load_transfer(&self, id: TransferId) -> Result<Option<Loaded<Transfer>>, StoreError> {
+        (**self).load_transfer(id).await
+    }
+
+    async fn idempotency_keys_after(
+        &self,
+        after: Option<(uuid::Uuid, String)>,
+        limit: u32,
+    ) -> Result<Vec<(uuid::Uuid, String)>, StoreError> {
+        (**self).idempotency_keys_after(after, limit).await
+    }
+
+    async fn non_terminal_transfers(&self) -> Result<Vec<Transfer>, StoreError> {
+        (**self).non_terminal_transfers().await
+    }
+
+    async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        (**self).all_accounts().await
+    }
+
+    async fn postings_of(&self, account: AccountId) -> Result<Vec<Posting>, StoreError> {
+        (**self).postings_of(account).await
+    }
+
+    async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError> {
+        (**self).live_holds().await
     }
 }

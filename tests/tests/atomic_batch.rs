@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tally_persistence::StoreReads;
 
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;

@@ -6,12 +6,12 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tally_persistence::StoreReads;
 
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use tally_actors::{Engine, EngineConfig};
 use tally_engine::{Account, Currency, TransferKind, TransferRequest, TransferStatus, UserId};
-use tally_persistence::Store;
 use tally_tests::{assert_store_consistent, internal_request, postgres};
 
 /// An internal transfer requested by the source's owner.

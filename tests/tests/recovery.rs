@@ -16,7 +16,7 @@ use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use tally_actors::{Engine, EngineConfig};
 use tally_engine::{Account, Currency, Direction, TransferId, TransferKind, TransferStatus, UserId};
-use tally_persistence::{MemoryStore, Store};
+use tally_persistence::{MemoryStore, Store, StoreReads};
 use tally_tests::{Harness, assert_store_consistent};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,7 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use tally_persistence::StoreReads;
 
 use futures::FutureExt;
 use rand::rngs::StdRng;

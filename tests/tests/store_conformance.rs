@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tally_persistence::sqlite::SqliteStore;
-use tally_persistence::{MemoryStore, Store};
+use tally_persistence::{MemoryStore, Store, StoreReads};
 use tally_tests::conformance;
 
 /// A SQLite database file under the system temp directory, unique to one test, deleted (with

@@ -10,7 +10,7 @@ use tally_engine::{
 
 use super::*;
 use crate::memory::MemoryStore;
-use crate::store::{JournalWriter, Store};
+use crate::store::{JournalWriter, Store, StoreReads};
 
 fn opened(n: u128) -> Record {
     Record::AccountOpened(Box::new(Account::open(
@@ -239,29 +239,11 @@ impl Store for GatedStore {
     async fn commit(&self, shard: u16, records: &[SequencedRecord]) -> Result<(), StoreError> {
         self.inner.commit(shard, records).await
     }
-    async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError> {
-        self.inner.committed_seqs().await
-    }
-    async fn last_booked_at(&self) -> Result<Timestamp, StoreError> {
-        self.inner.last_booked_at().await
-    }
     async fn open_shards(&self, wanted: u16) -> Result<Vec<u64>, StoreError> {
         self.inner.open_shards(wanted).await
     }
     async fn journal_writers(self: Arc<Self>, shard: u16) -> Result<Vec<Box<dyn JournalWriter>>, StoreError> {
         Ok(vec![crate::store::plan_writer(self, shard)])
-    }
-    async fn load_account(&self, id: AccountId) -> Result<Option<crate::Loaded<Account>>, StoreError> {
-        self.inner.load_account(id).await
-    }
-    async fn load_wallet(
-        &self,
-        id: tally_engine::WalletId,
-    ) -> Result<Option<crate::Loaded<tally_engine::Wallet>>, StoreError> {
-        self.inner.load_wallet(id).await
-    }
-    async fn load_transfer(&self, id: TransferId) -> Result<Option<crate::Loaded<tally_engine::Transfer>>, StoreError> {
-        self.inner.load_transfer(id).await
     }
     async fn transfer_by_idempotency(
         &self,
@@ -270,29 +252,9 @@ impl Store for GatedStore {
     ) -> Result<Option<crate::Loaded<tally_engine::Transfer>>, StoreError> {
         self.inner.transfer_by_idempotency(scope, key).await
     }
-    async fn idempotency_keys_after(
-        &self,
-        after: Option<(uuid::Uuid, String)>,
-        limit: u32,
-    ) -> Result<Vec<(uuid::Uuid, String)>, StoreError> {
-        self.inner.idempotency_keys_after(after, limit).await
-    }
-    async fn non_terminal_transfers(&self) -> Result<Vec<tally_engine::Transfer>, StoreError> {
-        self.inner.non_terminal_transfers().await
-    }
-    async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
-        self.inner.all_accounts().await
-    }
-    async fn postings_of(&self, account: AccountId) -> Result<Vec<tally_engine::Posting>, StoreError> {
-        self.inner.postings_of(account).await
-    }
     async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<tally_engine::Posting>, StoreError> {
         self.inner.postings_of_transfer(transfer).await
     }
-    async fn live_holds(&self) -> Result<Vec<crate::LiveHold>, StoreError> {
-        self.inner.live_holds().await
-    }
-
     async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {
         self.inner.load_pricing().await
     }
@@ -303,6 +265,56 @@ impl Store for GatedStore {
         audit: Option<&tally_engine::audit::AuditRecord>,
     ) -> Result<(), StoreError> {
         self.inner.save_pricing(change, audit).await
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::store::StoreReads for GatedStore {
+    async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError> {
+        self.inner.committed_seqs().await
+    }
+
+    async fn last_booked_at(&self) -> Result<Timestamp, StoreError> {
+        self.inner.last_booked_at().await
+    }
+
+    async fn load_account(&self, id: AccountId) -> Result<Option<crate::Loaded<Account>>, StoreError> {
+        self.inner.load_account(id).await
+    }
+
+    async fn load_wallet(
+        &self,
+        id: tally_engine::WalletId,
+    ) -> Result<Option<crate::Loaded<tally_engine::Wallet>>, StoreError> {
+        self.inner.load_wallet(id).await
+    }
+
+    async fn load_transfer(&self, id: TransferId) -> Result<Option<crate::Loaded<tally_engine::Transfer>>, StoreError> {
+        self.inner.load_transfer(id).await
+    }
+
+    async fn idempotency_keys_after(
+        &self,
+        after: Option<(uuid::Uuid, String)>,
+        limit: u32,
+    ) -> Result<Vec<(uuid::Uuid, String)>, StoreError> {
+        self.inner.idempotency_keys_after(after, limit).await
+    }
+
+    async fn non_terminal_transfers(&self) -> Result<Vec<tally_engine::Transfer>, StoreError> {
+        self.inner.non_terminal_transfers().await
+    }
+
+    async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        self.inner.all_accounts().await
+    }
+
+    async fn postings_of(&self, account: AccountId) -> Result<Vec<tally_engine::Posting>, StoreError> {
+        self.inner.postings_of(account).await
+    }
+
+    async fn live_holds(&self) -> Result<Vec<crate::LiveHold>, StoreError> {
+        self.inner.live_holds().await
     }
 }
 
@@ -403,29 +415,11 @@ impl Store for LostAnswerStore {
     async fn commit(&self, shard: u16, records: &[SequencedRecord]) -> Result<(), StoreError> {
         self.inner.commit(shard, records).await
     }
-    async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError> {
-        self.inner.committed_seqs().await
-    }
-    async fn last_booked_at(&self) -> Result<Timestamp, StoreError> {
-        self.inner.last_booked_at().await
-    }
     async fn open_shards(&self, wanted: u16) -> Result<Vec<u64>, StoreError> {
         self.inner.open_shards(wanted).await
     }
     async fn journal_writers(self: Arc<Self>, shard: u16) -> Result<Vec<Box<dyn JournalWriter>>, StoreError> {
         Ok(vec![crate::store::plan_writer(self, shard)])
-    }
-    async fn load_account(&self, id: AccountId) -> Result<Option<crate::Loaded<Account>>, StoreError> {
-        self.inner.load_account(id).await
-    }
-    async fn load_wallet(
-        &self,
-        id: tally_engine::WalletId,
-    ) -> Result<Option<crate::Loaded<tally_engine::Wallet>>, StoreError> {
-        self.inner.load_wallet(id).await
-    }
-    async fn load_transfer(&self, id: TransferId) -> Result<Option<crate::Loaded<tally_engine::Transfer>>, StoreError> {
-        self.inner.load_transfer(id).await
     }
     async fn transfer_by_idempotency(
         &self,
@@ -434,29 +428,9 @@ impl Store for LostAnswerStore {
     ) -> Result<Option<crate::Loaded<tally_engine::Transfer>>, StoreError> {
         self.inner.transfer_by_idempotency(scope, key).await
     }
-    async fn idempotency_keys_after(
-        &self,
-        after: Option<(uuid::Uuid, String)>,
-        limit: u32,
-    ) -> Result<Vec<(uuid::Uuid, String)>, StoreError> {
-        self.inner.idempotency_keys_after(after, limit).await
-    }
-    async fn non_terminal_transfers(&self) -> Result<Vec<tally_engine::Transfer>, StoreError> {
-        self.inner.non_terminal_transfers().await
-    }
-    async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
-        self.inner.all_accounts().await
-    }
-    async fn postings_of(&self, account: AccountId) -> Result<Vec<tally_engine::Posting>, StoreError> {
-        self.inner.postings_of(account).await
-    }
     async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<tally_engine::Posting>, StoreError> {
         self.inner.postings_of_transfer(transfer).await
     }
-    async fn live_holds(&self) -> Result<Vec<crate::LiveHold>, StoreError> {
-        self.inner.live_holds().await
-    }
-
     async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {
         self.inner.load_pricing().await
     }
@@ -467,6 +441,56 @@ impl Store for LostAnswerStore {
         audit: Option<&tally_engine::audit::AuditRecord>,
     ) -> Result<(), StoreError> {
         self.inner.save_pricing(change, audit).await
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::store::StoreReads for LostAnswerStore {
+    async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError> {
+        self.inner.committed_seqs().await
+    }
+
+    async fn last_booked_at(&self) -> Result<Timestamp, StoreError> {
+        self.inner.last_booked_at().await
+    }
+
+    async fn load_account(&self, id: AccountId) -> Result<Option<crate::Loaded<Account>>, StoreError> {
+        self.inner.load_account(id).await
+    }
+
+    async fn load_wallet(
+        &self,
+        id: tally_engine::WalletId,
+    ) -> Result<Option<crate::Loaded<tally_engine::Wallet>>, StoreError> {
+        self.inner.load_wallet(id).await
+    }
+
+    async fn load_transfer(&self, id: TransferId) -> Result<Option<crate::Loaded<tally_engine::Transfer>>, StoreError> {
+        self.inner.load_transfer(id).await
+    }
+
+    async fn idempotency_keys_after(
+        &self,
+        after: Option<(uuid::Uuid, String)>,
+        limit: u32,
+    ) -> Result<Vec<(uuid::Uuid, String)>, StoreError> {
+        self.inner.idempotency_keys_after(after, limit).await
+    }
+
+    async fn non_terminal_transfers(&self) -> Result<Vec<tally_engine::Transfer>, StoreError> {
+        self.inner.non_terminal_transfers().await
+    }
+
+    async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        self.inner.all_accounts().await
+    }
+
+    async fn postings_of(&self, account: AccountId) -> Result<Vec<tally_engine::Posting>, StoreError> {
+        self.inner.postings_of(account).await
+    }
+
+    async fn live_holds(&self) -> Result<Vec<crate::LiveHold>, StoreError> {
+        self.inner.live_holds().await
     }
 }
 
