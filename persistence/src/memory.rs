@@ -257,6 +257,13 @@ impl Store for MemoryStore {
         Ok(postings.into_iter().map(PostingRow::posting).collect())
     }
 
+    fn aml(&self) -> Option<&dyn AmlStore> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl crate::store::PricingStore for MemoryStore {
     async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {
         Ok(self.state()?.pricing.clone())
     }
@@ -284,10 +291,6 @@ impl Store for MemoryStore {
             }
         }
         Ok(())
-    }
-
-    fn aml(&self) -> Option<&dyn AmlStore> {
-        Some(self)
     }
 }
 

@@ -516,18 +516,6 @@ impl Store for SqliteStore {
     fn aml(&self) -> Option<&dyn crate::aml::AmlStore> {
         Some(self)
     }
-
-    async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {
-        crate::finance::sql::load(self).await
-    }
-
-    async fn save_pricing(
-        &self,
-        change: &crate::finance::PricingChange,
-        audit: Option<&crate::audit::AuditRecord>,
-    ) -> Result<(), StoreError> {
-        crate::finance::sql::save(self, change, audit).await
-    }
 }
 
 #[cfg(test)]

@@ -130,7 +130,7 @@ impl JournalWriter for PlanWriter {
 }
 
 #[async_trait]
-pub trait Store: StoreReads + WalletStore + Send + Sync + 'static {
+pub trait Store: StoreReads + WalletStore + PricingStore + Send + Sync + 'static {
     /// Writes one batch plan of one shard's journal in one transaction, or nothing (see
     /// `JournalWriter::commit` for the fence).
     async fn commit_plan(&self, plan: &BatchPlan) -> Result<(), StoreError>;
@@ -171,14 +171,6 @@ pub trait Store: StoreReads + WalletStore + Send + Sync + 'static {
     fn aml(&self) -> Option<&dyn crate::aml::AmlStore> {
         None
     }
-
-    /// Every FX rate, fee rule and changed transfer-type setting (read once at engine start).
-    async fn load_pricing(&self) -> Result<PricingTables, StoreError>;
-
-    /// Writes one admin change to the pricing configuration (an upsert) and, if given, the
-    /// admin's audit record of it, appended to the audit chain in the same transaction, last
-    /// (the HTTP layer always gives one; the in-memory store, with no chain, ignores it).
-    async fn save_pricing(&self, change: &PricingChange, audit: Option<&AuditRecord>) -> Result<(), StoreError>;
 }
 
 /// What a store answers about the ledger it holds (accounts, wallets, transfers, postings,
@@ -220,6 +212,20 @@ pub trait StoreReads: Send + Sync + 'static {
 
     /// Every hold still placed on an account (recovery: no hold may be left dangling).
     async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError>;
+}
+
+/// The pricing configuration (`finance/`: FX rates, fee rules, transfer-type settings), which
+/// admins write straight to the store: a supertrait of `Store`. The SQL stores keep it with
+/// one text (`finance/sql.rs`); test doubles hand it to the store they wrap.
+#[async_trait]
+pub trait PricingStore: Send + Sync + 'static {
+    /// Every FX rate, fee rule and changed transfer-type setting (read once at engine start).
+    async fn load_pricing(&self) -> Result<PricingTables, StoreError>;
+
+    /// Writes one admin change to the pricing configuration (an upsert) and, if given, the
+    /// admin's audit record of it, appended to the audit chain in the same transaction, last
+    /// (the HTTP layer always gives one; the in-memory store, with no chain, ignores it).
+    async fn save_pricing(&self, change: &PricingChange, audit: Option<&AuditRecord>) -> Result<(), StoreError>;
 }
 
 /// Wallets and crypto operations (`crypto.rs`, migration 0008): a store's face apart from the
@@ -297,14 +303,6 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn aml(&self) -> Option<&dyn crate::aml::AmlStore> {
         (**self).aml()
-    }
-
-    async fn load_pricing(&self) -> Result<PricingTables, StoreError> {
-        (**self).load_pricing().await
-    }
-
-    async fn save_pricing(&self, change: &PricingChange, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
-        (**self).save_pricing(change, audit).await
     }
 }
 
@@ -400,5 +398,16 @@ impl<S: StoreReads + ?Sized> StoreReads for Arc<S> {
 
     async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError> {
         (**self).live_holds().await
+    }
+}
+
+#[async_trait]
+impl<S: PricingStore + ?Sized> PricingStore for Arc<S> {
+    async fn load_pricing(&self) -> Result<PricingTables, StoreError> {
+        (**self).load_pricing().await
+    }
+
+    async fn save_pricing(&self, change: &PricingChange, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
+        (**self).save_pricing(change, audit).await
     }
 }

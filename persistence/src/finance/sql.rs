@@ -174,3 +174,14 @@ pub(crate) async fn save(
         transaction.commit().await.map_err(classify)
     })
 }
+
+#[async_trait::async_trait]
+impl<S: crate::sql::LedgerSql> crate::store::PricingStore for S {
+    async fn load_pricing(&self) -> Result<PricingTables, StoreError> {
+        load(self).await
+    }
+
+    async fn save_pricing(&self, change: &PricingChange, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
+        save(self, change, audit).await
+    }
+}

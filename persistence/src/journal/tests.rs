@@ -255,6 +255,10 @@ impl Store for GatedStore {
     async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<tally_engine::Posting>, StoreError> {
         self.inner.postings_of_transfer(transfer).await
     }
+}
+
+#[async_trait::async_trait]
+impl crate::store::PricingStore for GatedStore {
     async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {
         self.inner.load_pricing().await
     }
@@ -431,6 +435,10 @@ impl Store for LostAnswerStore {
     async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<tally_engine::Posting>, StoreError> {
         self.inner.postings_of_transfer(transfer).await
     }
+}
+
+#[async_trait::async_trait]
+impl crate::store::PricingStore for LostAnswerStore {
     async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {
         self.inner.load_pricing().await
     }
