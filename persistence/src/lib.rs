@@ -34,5 +34,6 @@ pub use journal::{
 };
 pub use memory::MemoryStore;
 pub use store::{
-    JournalWriter, LiveHold, Loaded, PipelineTurn, SequencedRecord, Store, StoreError, StoreReads, WalletStore,
+    JournalWriter, LiveHold, Loaded, PipelineTurn, PricingStore, SequencedRecord, Store, StoreError, StoreReads,
+    WalletStore,
 };
