@@ -107,7 +107,7 @@ pub async fn open(
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct AccountList {
+pub struct AccountList {
     items: Vec<AccountView>,
 }
 
@@ -123,7 +123,7 @@ struct AccountList {
 pub async fn list(
     State(state): State<AppState>,
     Scoped { caller, .. }: Scoped<AccountsRead>,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<AccountList>, ApiError> {
     let engine = state.engine()?;
     let ids = state.identity().reads.account_ids_of_owner(caller.user_id, ACCOUNTS_LISTED_MAX).await?;
     let accounts = futures::future::join_all(ids.into_iter().map(|id| engine.account(id))).await;
@@ -131,7 +131,7 @@ pub async fn list(
     for account in accounts {
         items.push(AccountView::of(&account?)?);
     }
-    Ok(axum::Json(AccountList { items }).into_response())
+    Ok(axum::Json(AccountList { items }))
 }
 
 /// `GET /v1/accounts/{id}` → the caller's account, or `404`.
@@ -147,8 +147,8 @@ pub async fn get(
     State(state): State<AppState>,
     Scoped { caller, .. }: Scoped<AccountsRead>,
     IdPath(id): IdPath,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<AccountView>, ApiError> {
     let engine = state.engine()?;
     let account = owned_account(engine, AccountId::from_uuid(id), caller.user_id, "account").await?;
-    Ok(axum::Json(AccountView::of(&account)?).into_response())
+    Ok(axum::Json(AccountView::of(&account)?))
 }

@@ -126,11 +126,11 @@ pub async fn get_transfer(
     State(state): State<AppState>,
     _admin: Authorized<TransfersRead>,
     IdPath(id): IdPath,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<AdminTransferView>, ApiError> {
     let engine = state.engine()?;
     let transfer =
         engine.load_transfer(TransferId::from_uuid(id)).await?.ok_or_else(|| ApiError::not_found("transfer"))?;
-    Ok(axum::Json(AdminTransferView::of(&transfer)?).into_response())
+    Ok(axum::Json(AdminTransferView::of(&transfer)?))
 }
 
 /// Admin review answers `409 NOT_PENDING` for a transfer that is not pending, whichever
@@ -289,7 +289,7 @@ pub async fn get_account(
     State(state): State<AppState>,
     _admin: Authorized<AccountsRead>,
     IdPath(id): IdPath,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<AdminAccountView>, ApiError> {
     let engine = state.engine()?;
     let account = match engine.account(AccountId::from_uuid(id)).await {
         Ok(account) => account,
@@ -298,7 +298,7 @@ pub async fn get_account(
     };
     let mut view = AdminAccountView::of(&account)?;
     view.aml_flags = crate::aml::account_flags(&state, account.id).await?;
-    Ok(axum::Json(view).into_response())
+    Ok(axum::Json(view))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -333,10 +333,13 @@ pub async fn account_flags(state: &AppState, account: AccountId) -> Result<Vec<A
     responses((status = 200, body = AmlRuleList)),
     security(("bearer" = []))
 )]
-pub async fn list_rules(State(state): State<AppState>, _admin: Authorized<AmlWrite>) -> Result<Response, ApiError> {
+pub async fn list_rules(
+    State(state): State<AppState>,
+    _admin: Authorized<AmlWrite>,
+) -> Result<axum::Json<AmlRuleList>, ApiError> {
     let rules = state.engine()?.aml_rules();
     let items = rules.iter().map(AmlRuleView::of).collect::<Result<Vec<_>, _>>()?;
-    Ok(axum::Json(AmlRuleList { items }).into_response())
+    Ok(axum::Json(AmlRuleList { items }))
 }
 
 /// `POST /v1/admin/aml/rules` (`aml:write`) → `201` rule. More than 256 rules → `409`.
@@ -385,8 +388,8 @@ pub async fn get_rule(
     State(state): State<AppState>,
     _admin: Authorized<AmlWrite>,
     IdPath(id): IdPath,
-) -> Result<Response, ApiError> {
-    Ok(axum::Json(AmlRuleView::of(&find_rule(&state, id)?)?).into_response())
+) -> Result<axum::Json<AmlRuleView>, ApiError> {
+    Ok(axum::Json(AmlRuleView::of(&find_rule(&state, id)?)?))
 }
 
 /// `PUT /v1/admin/aml/rules/{id}` (`aml:write`) → the rule as replaced; unknown → `404`.
@@ -481,7 +484,7 @@ pub async fn list_flags(
     State(state): State<AppState>,
     _admin: Authorized<AmlRead>,
     ApiQuery(params): ApiQuery<FlagQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<AmlFlagPage>, ApiError> {
     let filter = flag_filter(&state, params.status.as_deref(), params.transfer_id.as_deref()).await?;
     let limit = pagination::limit(params.limit.as_deref())?;
     let after = parse_position_cursor(FLAGS_TAG, params.cursor.as_deref())?;
@@ -497,7 +500,7 @@ pub async fn list_flags(
         None
     };
     let items = flags.iter().map(AmlFlagView::of).collect::<Result<Vec<_>, _>>()?;
-    Ok(axum::Json(AmlFlagPage { items, next_cursor }).into_response())
+    Ok(axum::Json(AmlFlagPage { items, next_cursor }))
 }
 
 /// `GET /v1/admin/aml/flags/count?status&transfer_id` (`aml:read`) → `{count}`.
@@ -513,10 +516,10 @@ pub async fn count_flags(
     State(state): State<AppState>,
     _admin: Authorized<AmlRead>,
     ApiQuery(params): ApiQuery<FlagCountQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<AmlFlagCount>, ApiError> {
     let filter = flag_filter(&state, params.status.as_deref(), params.transfer_id.as_deref()).await?;
     let count = aml_store(&state)?.count_aml_flags(filter).await?;
-    Ok(axum::Json(AmlFlagCount { count }).into_response())
+    Ok(axum::Json(AmlFlagCount { count }))
 }
 
 /// `GET /v1/admin/aml/flags/{id}` (`aml:read`) → the flag.
@@ -532,9 +535,9 @@ pub async fn get_flag(
     State(state): State<AppState>,
     _admin: Authorized<AmlRead>,
     IdPath(id): IdPath,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<AmlFlagView>, ApiError> {
     let flag = aml_store(&state)?.aml_flag(id).await?.ok_or_else(|| ApiError::not_found("AML flag"))?;
-    Ok(axum::Json(AmlFlagView::of(&flag)?).into_response())
+    Ok(axum::Json(AmlFlagView::of(&flag)?))
 }
 
 /// `POST /v1/admin/aml/flags/{id}/resolve` (`aml:write`) `{action, notes?}` → `204`. A flag

@@ -680,7 +680,7 @@ struct LedgerHeadView {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = AuditHeads)]
-struct Heads {
+pub struct Heads {
     /// The ledger journal's hash chains (one per shard; docs/events.md).
     ledger: LedgerHeadView,
     audit: HeadView,
@@ -698,7 +698,7 @@ struct Heads {
     responses((status = 200, body = Heads)),
     security(("bearer" = []))
 )]
-pub async fn head(State(state): State<AppState>, _admin: Authorized<AuditRead>) -> Result<Response, ApiError> {
+pub async fn head(State(state): State<AppState>, _admin: Authorized<AuditRead>) -> Result<axum::Json<Heads>, ApiError> {
     let head = state.identity().audit.audit_head().await?;
     let shards = state.identity().events.ledger_heads().await?;
     let mut combined = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
@@ -716,7 +716,7 @@ pub async fn head(State(state): State<AppState>, _admin: Authorized<AuditRead>) 
         tally_persistence::events::chain::hex(combined.finish().as_ref())
     };
     let ledger = LedgerHeadView { seq, hash, shards: views };
-    Ok(axum::Json(Heads { ledger, audit: HeadView { seq: head.seq, hash: head.hash } }).into_response())
+    Ok(axum::Json(Heads { ledger, audit: HeadView { seq: head.seq, hash: head.hash } }))
 }
 
 /// The caller's own security activity (`GET /v1/users/me/activity`): entries whose subject is

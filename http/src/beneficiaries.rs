@@ -141,10 +141,10 @@ pub async fn create(
     responses((status = 200, body = BeneficiaryList)),
     security(("bearer" = []))
 )]
-pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<BeneficiaryList>, ApiError> {
     let saved = state.identity().beneficiaries.live_beneficiaries(caller.user_id, BENEFICIARIES_PER_USER_MAX).await?;
     let items = saved.iter().map(BeneficiaryView::of).collect::<Result<Vec<_>, _>>()?;
-    Ok(axum::Json(BeneficiaryList { items }).into_response())
+    Ok(axum::Json(BeneficiaryList { items }))
 }
 
 /// `DELETE /v1/beneficiaries/{id}` → `204`; another user's, unknown or already deleted → `404`.

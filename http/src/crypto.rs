@@ -245,13 +245,13 @@ pub async fn open_wallet(
     responses((status = 200, body = WalletList)),
     security(("bearer" = []))
 )]
-pub async fn list_wallets(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+pub async fn list_wallets(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<WalletList>, ApiError> {
     let engine = state.engine()?;
     let mut items = Vec::new();
     for (profile, wallet) in engine.customer_wallets(caller.user_id).await? {
         items.push(WalletView::of(&profile, &wallet)?);
     }
-    Ok(axum::Json(WalletList { items }).into_response())
+    Ok(axum::Json(WalletList { items }))
 }
 
 pub(crate) async fn owned_wallet(
@@ -279,9 +279,9 @@ pub async fn get_wallet(
     State(state): State<AppState>,
     caller: Caller,
     IdPath(id): IdPath,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<WalletView>, ApiError> {
     let (profile, wallet) = owned_wallet(&state, WalletId::from_uuid(id), caller.user_id).await?;
-    Ok(axum::Json(WalletView::of(&profile, &wallet)?).into_response())
+    Ok(axum::Json(WalletView::of(&profile, &wallet)?))
 }
 
 // ---- quotes and orders ---------------------------------------------------------------------
@@ -318,7 +318,7 @@ pub async fn quote(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(params): ApiQuery<QuoteQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<QuoteView>, ApiError> {
     let side =
         Side::parse(required("side", &params.side)?).ok_or_else(|| ApiError::field("side", "must be buy or sell"))?;
     let asset = asset_field("asset", required("asset", &params.asset)?)?;
@@ -333,7 +333,7 @@ pub async fn quote(
     };
     let engine = state.engine()?;
     let quote = engine.quote(caller.user_id, side, asset, fiat, amount, state.identity().now())?;
-    Ok(axum::Json(QuoteView::of(&quote)?).into_response())
+    Ok(axum::Json(QuoteView::of(&quote)?))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -399,9 +399,9 @@ pub async fn get_order(
     State(state): State<AppState>,
     caller: Caller,
     IdPath(id): IdPath,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<CryptoOpView>, ApiError> {
     let op = owned_op(&state, id, caller.user_id, &[CryptoOpKind::Buy, CryptoOpKind::Sell], "order").await?;
-    Ok(axum::Json(CryptoOpView::of(&op)?).into_response())
+    Ok(axum::Json(CryptoOpView::of(&op)?))
 }
 
 // ---- withdrawals ---------------------------------------------------------------------------
@@ -474,9 +474,9 @@ pub async fn get_withdrawal(
     State(state): State<AppState>,
     caller: Caller,
     IdPath(id): IdPath,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<CryptoOpView>, ApiError> {
     let op = owned_op(&state, id, caller.user_id, &[CryptoOpKind::Withdrawal], "withdrawal").await?;
-    Ok(axum::Json(CryptoOpView::of(&op)?).into_response())
+    Ok(axum::Json(CryptoOpView::of(&op)?))
 }
 
 // ---- the custodian's webhook ---------------------------------------------------------------
@@ -565,7 +565,7 @@ pub async fn custodian_webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<CustodianAnswer>, ApiError> {
     let Some(secret) = custodian_secret() else {
         tracing::warn!("custodian webhook refused: {CUSTODIAN_SECRET_ENV} is not set");
         return Err(ApiError::new(ErrorCode::Unauthenticated, "the custodian webhook is not configured"));
@@ -614,7 +614,7 @@ pub async fn custodian_webhook(
         }
         other => return Err(ApiError::field("event", format!("unknown event {other:?}"))),
     };
-    Ok(axum::Json(CustodianAnswer { operation: CryptoOpView::of(&op)?, duplicate }).into_response())
+    Ok(axum::Json(CustodianAnswer { operation: CryptoOpView::of(&op)?, duplicate }))
 }
 
 #[cfg(test)]

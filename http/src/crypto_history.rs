@@ -157,7 +157,7 @@ pub async fn wallet_transactions(
     caller: Caller,
     IdPath(id): IdPath,
     ApiQuery(params): ApiQuery<HistoryQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<WalletTransactionPage>, ApiError> {
     let limit = pagination::limit(params.limit.as_deref())?;
     let before = parse_wallet_posting_cursor(WALLET_POSTINGS_TAG, params.cursor.as_deref())?;
     let (profile, _) = owned_wallet(&state, WalletId::from_uuid(id), caller.user_id).await?;
@@ -182,5 +182,5 @@ pub async fn wallet_transactions(
             created_at: rfc3339(Timestamp::from_micros(row.created_at))?,
         });
     }
-    Ok(axum::Json(WalletTransactionPage { items, next_cursor }).into_response())
+    Ok(axum::Json(WalletTransactionPage { items, next_cursor }))
 }

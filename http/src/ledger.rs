@@ -64,7 +64,7 @@ struct TransactionView {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct TransactionPage {
+pub struct TransactionPage {
     items: Vec<TransactionView>,
     next_cursor: Option<String>,
 }
@@ -97,7 +97,7 @@ pub async fn transactions(
     Scoped { caller, .. }: Scoped<AccountsRead>,
     IdPath(id): IdPath,
     ApiQuery(params): ApiQuery<TransactionQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<TransactionPage>, ApiError> {
     let credit = match params.direction.as_deref() {
         None => None,
         Some("credit") => Some(true),
@@ -134,7 +134,7 @@ pub async fn transactions(
             created_at: rfc3339(Timestamp::from_micros(row.position.booked_at))?,
         });
     }
-    Ok(axum::Json(TransactionPage { items, next_cursor }).into_response())
+    Ok(axum::Json(TransactionPage { items, next_cursor }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

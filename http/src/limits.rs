@@ -121,9 +121,12 @@ fn level_view(state: &AppState, level: VerificationLevel) -> Result<LevelView, A
     responses((status = 200, body = LevelList)),
     security(("bearer" = []))
 )]
-pub async fn list(State(state): State<AppState>, _admin: Authorized<LimitsRead>) -> Result<Response, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    _admin: Authorized<LimitsRead>,
+) -> Result<axum::Json<LevelList>, ApiError> {
     let items = VerificationLevel::ALL.into_iter().map(|level| level_view(&state, level)).collect::<Result<_, _>>()?;
-    Ok(axum::Json(LevelList { items }).into_response())
+    Ok(axum::Json(LevelList { items }))
 }
 
 /// The body's entries, checked in order: currency, the three maxima as amounts of it, their
@@ -246,7 +249,7 @@ pub struct MyLimits {
     responses((status = 200, body = MyLimits)),
     security(("bearer" = []))
 )]
-pub async fn mine(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+pub async fn mine(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<MyLimits>, ApiError> {
     let engine = state.engine()?;
     let user =
         state.identity().users.user_by_id(caller.user_id).await?.ok_or_else(|| {
@@ -272,5 +275,5 @@ pub async fn mine(State(state): State<AppState>, caller: Caller) -> Result<Respo
             used_this_month: money(usage.used_this_month, currency),
         });
     }
-    Ok(axum::Json(MyLimits { verification_level: level.as_str(), limits: items }).into_response())
+    Ok(axum::Json(MyLimits { verification_level: level.as_str(), limits: items }))
 }

@@ -8,7 +8,6 @@
 //! account reaches before its creator hears of it.
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tally_actors::Engine;
@@ -247,13 +246,13 @@ fn transfer_params(pairs: Vec<(String, String)>, listing: Listing) -> Result<Tra
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct Page<T> {
+pub struct Page<T> {
     items: Vec<T>,
     next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct Count {
+pub struct Count {
     count: u64,
 }
 
@@ -320,12 +319,12 @@ pub async fn customer_transfers(
     State(state): State<AppState>,
     Scoped { caller, .. }: Scoped<crate::auth::api_keys::TransfersRead>,
     ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<Page<TransferView>>, ApiError> {
     let mut params = transfer_params(pairs, Listing::Customer)?;
     params.filter.party = Some(caller.user_id);
     let (transfers, next_cursor) = transfer_page(&state, params).await?;
     let items = transfers.iter().map(TransferView::of).collect::<Result<Vec<_>, _>>()?;
-    Ok(axum::Json(Page { items, next_cursor }).into_response())
+    Ok(axum::Json(Page { items, next_cursor }))
 }
 
 /// `GET /v1/admin/transfers` with `/v1/transfers`'s filters and `user_id` → every transfer,
@@ -348,11 +347,11 @@ pub async fn admin_transfers(
     State(state): State<AppState>,
     _admin: Authorized<TransfersRead>,
     ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<Page<AdminTransferView>>, ApiError> {
     let params = transfer_params(pairs, Listing::Admin)?;
     let (transfers, next_cursor) = transfer_page(&state, params).await?;
     let items = transfers.iter().map(AdminTransferView::of).collect::<Result<Vec<_>, _>>()?;
-    Ok(axum::Json(Page { items, next_cursor }).into_response())
+    Ok(axum::Json(Page { items, next_cursor }))
 }
 
 /// `GET /v1/admin/transfers/count` with the listing's filters → `{count}`.
@@ -370,10 +369,10 @@ pub async fn admin_transfer_count(
     State(state): State<AppState>,
     _admin: Authorized<TransfersRead>,
     ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<Count>, ApiError> {
     let params = transfer_params(pairs, Listing::AdminCount)?;
     let count = state.identity().reads.count_transfers(&params.filter).await?;
-    Ok(axum::Json(Count { count }).into_response())
+    Ok(axum::Json(Count { count }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -447,7 +446,7 @@ pub async fn admin_accounts(
     State(state): State<AppState>,
     _admin: Authorized<AccountsRead>,
     ApiQuery(params): ApiQuery<AccountQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<Page<AccountView>>, ApiError> {
     let filter = account_filter(&params)?;
     let limit = pagination::limit(params.limit.as_deref())?;
     let after = parse_position_cursor(ACCOUNTS_TAG, params.cursor.as_deref())?;
@@ -462,7 +461,7 @@ pub async fn admin_accounts(
     for account in accounts {
         items.push(AccountView::of(&account?)?);
     }
-    Ok(axum::Json(Page { items, next_cursor }).into_response())
+    Ok(axum::Json(Page { items, next_cursor }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -488,7 +487,7 @@ pub async fn admin_account_count(
     State(state): State<AppState>,
     _admin: Authorized<AccountsRead>,
     ApiQuery(params): ApiQuery<AccountCountQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<Count>, ApiError> {
     let filter = account_filter(&AccountQuery {
         status: params.status,
         currency: params.currency,
@@ -498,5 +497,5 @@ pub async fn admin_account_count(
         limit: None,
     })?;
     let count = state.identity().reads.count_accounts(&filter).await?;
-    Ok(axum::Json(Count { count }).into_response())
+    Ok(axum::Json(Count { count }))
 }

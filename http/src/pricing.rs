@@ -121,10 +121,13 @@ pub struct FxRateList {
     responses((status = 200, body = FxRateList)),
     security(("bearer" = []))
 )]
-pub async fn list_fx_rates(State(state): State<AppState>, _admin: Authorized<FxRead>) -> Result<Response, ApiError> {
+pub async fn list_fx_rates(
+    State(state): State<AppState>,
+    _admin: Authorized<FxRead>,
+) -> Result<axum::Json<FxRateList>, ApiError> {
     let engine = state.engine()?;
     let items = engine.fx_rates().iter().map(FxRateView::of).collect::<Result<Vec<_>, _>>()?;
-    Ok(axum::Json(FxRateList { items }).into_response())
+    Ok(axum::Json(FxRateList { items }))
 }
 
 /// `PUT /v1/admin/fx-rates` (`fx:write`) → `204`. Sets or replaces the directed rate
@@ -303,10 +306,13 @@ fn fee_rule_spec(body: FeeRuleBody) -> Result<FeeRule, ApiError> {
     responses((status = 200, body = FeeRuleList)),
     security(("bearer" = []))
 )]
-pub async fn list_fee_rules(State(state): State<AppState>, _admin: Authorized<FeesRead>) -> Result<Response, ApiError> {
+pub async fn list_fee_rules(
+    State(state): State<AppState>,
+    _admin: Authorized<FeesRead>,
+) -> Result<axum::Json<FeeRuleList>, ApiError> {
     let engine = state.engine()?;
     let items = engine.fee_rules().iter().map(FeeRuleView::of).collect::<Result<Vec<_>, _>>()?;
-    Ok(axum::Json(FeeRuleList { items }).into_response())
+    Ok(axum::Json(FeeRuleList { items }))
 }
 
 /// `POST /v1/admin/fee-rules` (`fees:write`) → `201` rule. An enabled rule for a (type,
@@ -349,10 +355,10 @@ pub async fn get_fee_rule(
     State(state): State<AppState>,
     _admin: Authorized<FeesRead>,
     IdPath(id): IdPath,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<FeeRuleView>, ApiError> {
     let engine = state.engine()?;
     let rule = engine.fee_rule(id).ok_or_else(|| ApiError::not_found("fee rule"))?;
-    Ok(axum::Json(FeeRuleView::of(&rule)?).into_response())
+    Ok(axum::Json(FeeRuleView::of(&rule)?))
 }
 
 /// `PUT /v1/admin/fee-rules/{id}` (`fees:write`) → the rule as replaced (the whole body, as
@@ -449,13 +455,13 @@ const CONFIGURABLE_TYPES: [TransferKind; 2] = [TransferKind::Internal, TransferK
 pub async fn list_transfer_types(
     State(state): State<AppState>,
     _admin: Authorized<TransferTypesWrite>,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<AdminTransferTypeList>, ApiError> {
     let engine = state.engine()?;
     let items = CONFIGURABLE_TYPES
         .into_iter()
         .map(|kind| AdminTransferTypeView::of(kind, &engine.transfer_type(kind)))
         .collect();
-    Ok(axum::Json(AdminTransferTypeList { items }).into_response())
+    Ok(axum::Json(AdminTransferTypeList { items }))
 }
 
 /// `PUT /v1/admin/transfer-types/{code}` (`transfer_types:write`) → the type as now set.

@@ -457,10 +457,10 @@ pub async fn get(
     State(state): State<AppState>,
     Scoped { caller, .. }: Scoped<TransfersRead>,
     IdPath(id): IdPath,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<TransferView>, ApiError> {
     let engine = state.engine()?;
     let transfer = visible_transfer(engine, caller, TransferId::from_uuid(id)).await?;
-    Ok(axum::Json(TransferView::of(&transfer)?).into_response())
+    Ok(axum::Json(TransferView::of(&transfer)?))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -498,7 +498,7 @@ pub async fn cancel(
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct TransferTypeView {
+pub struct TransferTypeView {
     code: &'static str,
     enabled: bool,
     execution_mode: &'static str,
@@ -517,7 +517,10 @@ struct TransferTypeView {
     responses((status = 200, body = Vec<TransferTypeView>)),
     security(("bearer" = []), ("api_key" = []))
 )]
-pub async fn types(State(state): State<AppState>, _caller: Scoped<TransfersRead>) -> Result<Response, ApiError> {
+pub async fn types(
+    State(state): State<AppState>,
+    _caller: Scoped<TransfersRead>,
+) -> Result<axum::Json<Vec<TransferTypeView>>, ApiError> {
     let engine = state.engine()?;
     let views: Vec<TransferTypeView> = [TransferKind::Internal, TransferKind::External]
         .into_iter()
@@ -533,5 +536,5 @@ pub async fn types(State(state): State<AppState>, _caller: Scoped<TransfersRead>
             }
         })
         .collect();
-    Ok(axum::Json(views).into_response())
+    Ok(axum::Json(views))
 }

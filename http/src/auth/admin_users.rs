@@ -96,7 +96,7 @@ struct RoleRef {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct UserItem {
+pub struct UserItem {
     user_id: String,
     email: String,
     email_verified: bool,
@@ -182,7 +182,7 @@ fn active_since(state: &AppState) -> tally_engine::Timestamp {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = UserPage)]
-struct Page {
+pub struct Page {
     items: Vec<UserItem>,
     next_cursor: Option<String>,
 }
@@ -217,7 +217,7 @@ pub async fn list(
     State(state): State<AppState>,
     _admin: Authorized<UsersRead>,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<Page>, ApiError> {
     let limit = page_limit(query.limit.as_deref())?;
     let filter = user_filter(query.status.as_deref(), query.verification_level.as_deref(), query.search.as_deref())?;
     let after = match query.cursor.as_deref() {
@@ -232,7 +232,7 @@ pub async fn list(
     users.truncate(limit as usize);
     let next_cursor = if more { users.last().map(|summary| summary.user.id.to_string()) } else { None };
     let items = users.into_iter().map(UserItem::of).collect::<Result<Vec<_>, _>>()?;
-    Ok(axum::Json(Page { items, next_cursor }).into_response())
+    Ok(axum::Json(Page { items, next_cursor }))
 }
 
 /// The actions of a request: known, at least one, at most `ACTIONS_PER_REQUEST_MAX`;
@@ -517,15 +517,15 @@ pub async fn count(
     State(state): State<AppState>,
     _admin: Authorized<UsersRead>,
     ApiQuery(query): ApiQuery<CountQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<Count>, ApiError> {
     let filter = user_filter(query.status.as_deref(), query.verification_level.as_deref(), query.search.as_deref())?;
     let count = state.identity().admin.count_users(&filter).await?;
-    Ok(axum::Json(Count { count }).into_response())
+    Ok(axum::Json(Count { count }))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = UserCount)]
-struct Count {
+pub struct Count {
     count: u64,
 }
 
@@ -552,9 +552,9 @@ pub async fn get_one(
     State(state): State<AppState>,
     _admin: Authorized<UsersRead>,
     IdPath(id): IdPath,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<UserItem>, ApiError> {
     let user = target_user(&state, id).await?;
-    Ok(axum::Json(user_view(&state, user).await?).into_response())
+    Ok(axum::Json(user_view(&state, user).await?))
 }
 
 /// `PATCH /v1/admin/users/{id} {first_name?, last_name?, phone?}` (`users:write`) → `200` the
@@ -637,7 +637,7 @@ pub async fn password_reset(
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = AdminSessionItem)]
-struct SessionItem {
+pub struct SessionItem {
     session_id: String,
     client_ip: Option<String>,
     user_agent: Option<String>,
@@ -660,7 +660,7 @@ pub async fn sessions(
     State(state): State<AppState>,
     _admin: Authorized<UsersRead>,
     IdPath(id): IdPath,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<Vec<SessionItem>>, ApiError> {
     let user = target_user(&state, id).await?;
     let items = state
         .identity()
@@ -678,7 +678,7 @@ pub async fn sessions(
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    Ok(axum::Json(items).into_response())
+    Ok(axum::Json(items))
 }
 
 /// `DELETE /v1/admin/users/{id}/sessions` (`users:block`) → `200 {ended}`.

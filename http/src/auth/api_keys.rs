@@ -335,7 +335,7 @@ pub async fn create(
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = ApiKeyList)]
-struct KeyList {
+pub struct KeyList {
     items: Vec<KeyView>,
 }
 
@@ -347,12 +347,12 @@ struct KeyList {
     responses((status = 200, body = KeyList)),
     security(("bearer" = []))
 )]
-pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<KeyList>, ApiError> {
     let store = state.identity().protection.second_factor.store();
     let limit = u32::try_from(API_KEYS_PER_USER_MAX).unwrap_or(u32::MAX);
     let records = store.api_keys_of(caller.user_id, limit).await?;
     let items = records.iter().map(KeyView::of).collect::<Result<Vec<_>, _>>()?;
-    Ok(axum::Json(KeyList { items }).into_response())
+    Ok(axum::Json(KeyList { items }))
 }
 
 /// `DELETE /v1/api-keys/{id}` → `204`; the key stops working at once. Another user's key, or

@@ -379,7 +379,7 @@ pub(crate) fn challenge_failed(state: &AppState, context: &AuditContext, user: U
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = MfaStatus)]
-struct MfaStatus {
+pub struct MfaStatus {
     totp_enabled: bool,
     /// Unused backup codes (0 while TOTP is off: codes exist only with TOTP).
     backup_codes_remaining: u64,
@@ -393,14 +393,14 @@ struct MfaStatus {
     responses((status = 200, body = MfaStatus)),
     security(("bearer" = []))
 )]
-pub async fn status(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+pub async fn status(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<MfaStatus>, ApiError> {
     let second_factor = &state.identity().protection.second_factor;
     let totp = second_factor.store().totp(caller.user_id).await?;
     let totp_enabled = totp.is_some_and(|totp| totp.enabled);
     let backup_codes_remaining =
         if totp_enabled { second_factor.store().backup_codes_remaining(caller.user_id).await? } else { 0 };
     second_factor.remember(caller.user_id, totp_enabled);
-    Ok(axum::Json(MfaStatus { totp_enabled, backup_codes_remaining }).into_response())
+    Ok(axum::Json(MfaStatus { totp_enabled, backup_codes_remaining }))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -58,7 +58,7 @@ pub struct RoleBody {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = RoleView)]
-struct RoleView {
+pub struct RoleView {
     id: String,
     name: String,
     description: Option<String>,
@@ -85,7 +85,7 @@ impl RoleView {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = RoleList)]
-struct RoleList {
+pub struct RoleList {
     items: Vec<RoleView>,
 }
 
@@ -138,10 +138,13 @@ fn lockout() -> ApiError {
     responses((status = 200, body = RoleList)),
     security(("bearer" = []))
 )]
-pub async fn list(State(state): State<AppState>, _admin: Authorized<AdminUsersRead>) -> Result<Response, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    _admin: Authorized<AdminUsersRead>,
+) -> Result<axum::Json<RoleList>, ApiError> {
     let roles = state.identity().roles.roles().await?;
     let items = roles.into_iter().map(RoleView::of).collect::<Result<Vec<_>, _>>()?;
-    Ok(axum::Json(RoleList { items }).into_response())
+    Ok(axum::Json(RoleList { items }))
 }
 
 /// `POST /v1/admin/roles {name, description?, actions}` (`admin_users:manage`) → `201` role.
@@ -209,9 +212,9 @@ pub async fn get(
     State(state): State<AppState>,
     _admin: Authorized<AdminUsersRead>,
     IdPath(id): IdPath,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<RoleView>, ApiError> {
     let role = state.identity().roles.role(id).await?.ok_or_else(|| ApiError::not_found("role"))?;
-    Ok(axum::Json(RoleView::of(role)?).into_response())
+    Ok(axum::Json(RoleView::of(role)?))
 }
 
 /// `PUT /v1/admin/roles/{id} {name, description?, actions}` (`admin_users:manage`) → `200`.

@@ -286,7 +286,7 @@ pub(crate) struct Mfa {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct Me {
+pub struct Me {
     user_id: String,
     email: String,
     /// Whether the user proved the address with an emailed code
@@ -330,12 +330,12 @@ pub(crate) async fn me_view(state: &AppState, user: User) -> Result<Me, ApiError
     responses((status = 200, body = Me)),
     security(("bearer" = []))
 )]
-pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Me>, ApiError> {
     let user = state
         .identity()
         .users
         .user_by_id(caller.user_id)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "the token's user no longer exists"))?;
-    Ok(axum::Json(me_view(&state, user).await?).into_response())
+    Ok(axum::Json(me_view(&state, user).await?))
 }

@@ -518,7 +518,7 @@ struct ActivityItem {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = ActivityPage)]
-struct ActivityPage {
+pub struct ActivityPage {
     items: Vec<ActivityItem>,
     next_cursor: Option<String>,
 }
@@ -540,7 +540,7 @@ pub async fn activity(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(query): ApiQuery<ActivityQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<ActivityPage>, ApiError> {
     let limit = pagination::limit(query.limit.as_deref())?;
     let before = pagination::parse_seq_cursor(ACTIVITY_CURSOR_TAG, query.cursor.as_deref())?;
     let (entries, next_cursor) = activity_page(&state, caller.user_id, before, limit).await?;
@@ -558,7 +558,7 @@ pub async fn activity(
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    Ok(axum::Json(ActivityPage { items, next_cursor }).into_response())
+    Ok(axum::Json(ActivityPage { items, next_cursor }))
 }
 
 #[cfg(test)]

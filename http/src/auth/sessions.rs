@@ -169,7 +169,7 @@ pub async fn logout(
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct SessionItem {
+pub struct SessionItem {
     session_id: String,
     client_ip: Option<String>,
     user_agent: Option<String>,
@@ -188,7 +188,7 @@ struct SessionItem {
     responses((status = 200, body = Vec<SessionItem>)),
     security(("bearer" = []))
 )]
-pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Vec<SessionItem>>, ApiError> {
     let sessions = state.identity().sessions.live_of(caller.user_id).await?;
     let items = sessions
         .into_iter()
@@ -203,7 +203,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Respo
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    Ok(axum::Json(items).into_response())
+    Ok(axum::Json(items))
 }
 
 /// `DELETE /v1/users/me/sessions/{session_id}` → `204`; that session's tokens stop working at

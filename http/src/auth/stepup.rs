@@ -155,7 +155,7 @@ pub struct BeginBody {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = StepUpBegan)]
-struct Began {
+pub struct Began {
     step_up_session_id: String,
     methods: [&'static str; 1],
     /// Seconds the session waits for its code.
@@ -176,7 +176,7 @@ pub async fn begin(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<BeginBody>,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<Began>, ApiError> {
     let operation = OPERATION_TYPES.iter().find(|known| **known == body.operation_type).ok_or_else(|| {
         ApiError::field("operation_type", format!("unknown operation type; one of {}", OPERATION_TYPES.join(", ")))
     })?;
@@ -188,7 +188,7 @@ pub async fn begin(
     let id = identity.ids.next_uuid();
     protection.step_ups.sessions.open(id, caller.user_id, Purpose::StepUp(operation), identity.now())?;
     let answer = Began { step_up_session_id: id.to_string(), methods: METHODS, expires_in: CHALLENGE_TTL.as_secs() };
-    Ok(axum::Json(answer).into_response())
+    Ok(axum::Json(answer))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
