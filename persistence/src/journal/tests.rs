@@ -144,9 +144,9 @@ async fn a_pending_transfer_state_is_visible_until_durable() {
     journals.shutdown().await;
 }
 
-/// A test double's wallets are its inner memory store's: the doubles here only change how
-/// commits behave.
-macro_rules! wallets_of_inner {
+/// A test double's reads, wallets and pricing are its inner memory store's: the doubles here
+/// only change how commits behave.
+macro_rules! faces_of_inner {
     ($store:ty) => {
         #[async_trait::async_trait]
         impl crate::store::WalletStore for $store {
@@ -215,11 +215,79 @@ macro_rules! wallets_of_inner {
                 self.inner.wallet_profiles_of_owner(owner).await
             }
         }
+
+        #[async_trait::async_trait]
+        impl crate::store::PricingStore for $store {
+            async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {
+                self.inner.load_pricing().await
+            }
+
+            async fn save_pricing(
+                &self,
+                change: &crate::finance::PricingChange,
+                audit: Option<&tally_engine::audit::AuditRecord>,
+            ) -> Result<(), StoreError> {
+                self.inner.save_pricing(change, audit).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl crate::store::StoreReads for $store {
+            async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError> {
+                self.inner.committed_seqs().await
+            }
+
+            async fn last_booked_at(&self) -> Result<Timestamp, StoreError> {
+                self.inner.last_booked_at().await
+            }
+
+            async fn load_account(&self, id: AccountId) -> Result<Option<crate::Loaded<Account>>, StoreError> {
+                self.inner.load_account(id).await
+            }
+
+            async fn load_wallet(
+                &self,
+                id: tally_engine::WalletId,
+            ) -> Result<Option<crate::Loaded<tally_engine::Wallet>>, StoreError> {
+                self.inner.load_wallet(id).await
+            }
+
+            async fn load_transfer(
+                &self,
+                id: TransferId,
+            ) -> Result<Option<crate::Loaded<tally_engine::Transfer>>, StoreError> {
+                self.inner.load_transfer(id).await
+            }
+
+            async fn idempotency_keys_after(
+                &self,
+                after: Option<(uuid::Uuid, String)>,
+                limit: u32,
+            ) -> Result<Vec<(uuid::Uuid, String)>, StoreError> {
+                self.inner.idempotency_keys_after(after, limit).await
+            }
+
+            async fn non_terminal_transfers(&self) -> Result<Vec<tally_engine::Transfer>, StoreError> {
+                self.inner.non_terminal_transfers().await
+            }
+
+            async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
+                self.inner.all_accounts().await
+            }
+
+            async fn postings_of(&self, account: AccountId) -> Result<Vec<tally_engine::Posting>, StoreError> {
+                self.inner.postings_of(account).await
+            }
+
+            async fn live_holds(&self) -> Result<Vec<crate::LiveHold>, StoreError> {
+                self.inner.live_holds().await
+            }
+        }
     };
 }
 
-wallets_of_inner!(GatedStore);
-wallets_of_inner!(LostAnswerStore);
+faces_of_inner!(GatedStore);
+faces_of_inner!(LostAnswerStore);
 
 /// Commits of one shard wait on a gate the test opens.
 struct GatedStore {
@@ -254,71 +322,6 @@ impl Store for GatedStore {
     }
     async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<tally_engine::Posting>, StoreError> {
         self.inner.postings_of_transfer(transfer).await
-    }
-}
-
-#[async_trait::async_trait]
-impl crate::store::PricingStore for GatedStore {
-    async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {
-        self.inner.load_pricing().await
-    }
-
-    async fn save_pricing(
-        &self,
-        change: &crate::finance::PricingChange,
-        audit: Option<&tally_engine::audit::AuditRecord>,
-    ) -> Result<(), StoreError> {
-        self.inner.save_pricing(change, audit).await
-    }
-}
-
-#[async_trait::async_trait]
-impl crate::store::StoreReads for GatedStore {
-    async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError> {
-        self.inner.committed_seqs().await
-    }
-
-    async fn last_booked_at(&self) -> Result<Timestamp, StoreError> {
-        self.inner.last_booked_at().await
-    }
-
-    async fn load_account(&self, id: AccountId) -> Result<Option<crate::Loaded<Account>>, StoreError> {
-        self.inner.load_account(id).await
-    }
-
-    async fn load_wallet(
-        &self,
-        id: tally_engine::WalletId,
-    ) -> Result<Option<crate::Loaded<tally_engine::Wallet>>, StoreError> {
-        self.inner.load_wallet(id).await
-    }
-
-    async fn load_transfer(&self, id: TransferId) -> Result<Option<crate::Loaded<tally_engine::Transfer>>, StoreError> {
-        self.inner.load_transfer(id).await
-    }
-
-    async fn idempotency_keys_after(
-        &self,
-        after: Option<(uuid::Uuid, String)>,
-        limit: u32,
-    ) -> Result<Vec<(uuid::Uuid, String)>, StoreError> {
-        self.inner.idempotency_keys_after(after, limit).await
-    }
-
-    async fn non_terminal_transfers(&self) -> Result<Vec<tally_engine::Transfer>, StoreError> {
-        self.inner.non_terminal_transfers().await
-    }
-
-    async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
-        self.inner.all_accounts().await
-    }
-
-    async fn postings_of(&self, account: AccountId) -> Result<Vec<tally_engine::Posting>, StoreError> {
-        self.inner.postings_of(account).await
-    }
-
-    async fn live_holds(&self) -> Result<Vec<crate::LiveHold>, StoreError> {
-        self.inner.live_holds().await
     }
 }
 
@@ -434,71 +437,6 @@ impl Store for LostAnswerStore {
     }
     async fn postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<tally_engine::Posting>, StoreError> {
         self.inner.postings_of_transfer(transfer).await
-    }
-}
-
-#[async_trait::async_trait]
-impl crate::store::PricingStore for LostAnswerStore {
-    async fn load_pricing(&self) -> Result<crate::finance::PricingTables, StoreError> {
-        self.inner.load_pricing().await
-    }
-
-    async fn save_pricing(
-        &self,
-        change: &crate::finance::PricingChange,
-        audit: Option<&tally_engine::audit::AuditRecord>,
-    ) -> Result<(), StoreError> {
-        self.inner.save_pricing(change, audit).await
-    }
-}
-
-#[async_trait::async_trait]
-impl crate::store::StoreReads for LostAnswerStore {
-    async fn committed_seqs(&self) -> Result<Vec<u64>, StoreError> {
-        self.inner.committed_seqs().await
-    }
-
-    async fn last_booked_at(&self) -> Result<Timestamp, StoreError> {
-        self.inner.last_booked_at().await
-    }
-
-    async fn load_account(&self, id: AccountId) -> Result<Option<crate::Loaded<Account>>, StoreError> {
-        self.inner.load_account(id).await
-    }
-
-    async fn load_wallet(
-        &self,
-        id: tally_engine::WalletId,
-    ) -> Result<Option<crate::Loaded<tally_engine::Wallet>>, StoreError> {
-        self.inner.load_wallet(id).await
-    }
-
-    async fn load_transfer(&self, id: TransferId) -> Result<Option<crate::Loaded<tally_engine::Transfer>>, StoreError> {
-        self.inner.load_transfer(id).await
-    }
-
-    async fn idempotency_keys_after(
-        &self,
-        after: Option<(uuid::Uuid, String)>,
-        limit: u32,
-    ) -> Result<Vec<(uuid::Uuid, String)>, StoreError> {
-        self.inner.idempotency_keys_after(after, limit).await
-    }
-
-    async fn non_terminal_transfers(&self) -> Result<Vec<tally_engine::Transfer>, StoreError> {
-        self.inner.non_terminal_transfers().await
-    }
-
-    async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
-        self.inner.all_accounts().await
-    }
-
-    async fn postings_of(&self, account: AccountId) -> Result<Vec<tally_engine::Posting>, StoreError> {
-        self.inner.postings_of(account).await
-    }
-
-    async fn live_holds(&self) -> Result<Vec<crate::LiveHold>, StoreError> {
-        self.inner.live_holds().await
     }
 }
 
