@@ -19,6 +19,7 @@ use crate::batch::{BatchPlan, WalletPosting};
 use crate::crypto::{WALLETS_PER_OWNER_MAX, WalletProfile};
 use crate::sql::{
     Column, Exact, Id, LedgerSql, PostgresDialect, SqlRow, SqliteDialect, impl_for_connections, parse, run_on_backend,
+    seq_of, seq_to_db,
 };
 use crate::store::corrupt;
 use crate::store::{StoreError, WalletStore};
@@ -29,14 +30,6 @@ const OP_COLUMNS: &str =
     failure_reason, created_at, updated_at, seq";
 
 const PROFILE_COLUMNS: &str = "wallet_id, owner_id, asset, deposit_address, created_at";
-
-fn seq_of(value: i64) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| corrupt(format!("negative sequence number {value}")))
-}
-
-fn seq_to_db(seq: u64) -> Result<i64, StoreError> {
-    i64::try_from(seq).map_err(|_| corrupt(format!("sequence number {seq} beyond BIGINT")))
-}
 
 /// The integer parameters whose column type differs: `wallet_postings.shard` is `SMALLINT` and
 /// `crypto_ops.step` `INTEGER` on Postgres (whose driver binds only the matching width), while

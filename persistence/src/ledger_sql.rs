@@ -16,7 +16,7 @@ use tally_engine::{
 };
 use uuid::Uuid;
 
-use crate::sql::{BeginSnapshot, Column, Id, LedgerSql, SqlRow, parse, run_on_backend};
+use crate::sql::{BeginSnapshot, Column, Id, LedgerSql, SqlRow, parse, run_on_backend, seq_of};
 use crate::store::{LiveHold, Loaded, StoreError, StoreReads, corrupt};
 
 pub(crate) const ACCOUNT_COLUMNS: &str =
@@ -34,10 +34,6 @@ const POSTING_COLUMNS: &str = "transfer_id, account_id, currency, direction, amo
 const TAIL: &str = "SELECT balance_after, version FROM postings
      WHERE account_id = $1 AND booked_at >= $2 AND version > $3
      ORDER BY booked_at DESC, version DESC LIMIT 1";
-
-fn seq_of(value: i64) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| corrupt(format!("negative sequence number {value}")))
-}
 
 /// A transfer's `metadata`: `jsonb` on Postgres, JSON text on SQLite; `NULL` is none.
 impl Column for Metadata {

@@ -39,6 +39,7 @@ use crate::audit::AppendAudit;
 use crate::batch::{BatchPlan, DirectCommits};
 use crate::crypto_sql::CryptoWrites;
 use crate::runtime::StoreRuntime;
+use crate::sql::{seq_of, seq_to_db};
 use crate::store::corrupt;
 use crate::store::{JournalWriter, Loaded, PipelineTurn, SequencedRecord, Store, StoreError, StoreReads};
 
@@ -226,14 +227,6 @@ pub(crate) fn classify(error: sqlx::Error) -> StoreError {
         | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error.to_string()),
         _ => StoreError::Corrupt(error.to_string()),
     }
-}
-
-fn seq_of(value: i64) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| corrupt(format!("negative sequence number {value}")))
-}
-
-fn seq_to_db(seq: u64) -> Result<i64, StoreError> {
-    i64::try_from(seq).map_err(|_| corrupt(format!("sequence number {seq} beyond BIGINT")))
 }
 
 /// Rows of a batch (postings, transfer rows, events, holds) up to which it is written as one

@@ -203,6 +203,16 @@ impl BeginSnapshot for SqlitePool {
     }
 }
 
+/// A journal sequence number as stored (`BIGINT`/`INTEGER`, signed 64-bit).
+pub(crate) fn seq_to_db(seq: u64) -> Result<i64, StoreError> {
+    i64::try_from(seq).map_err(|_| corrupt(format!("sequence number {seq} beyond 64-bit INTEGER")))
+}
+
+/// A stored journal sequence number, refusing what no journal writes.
+pub(crate) fn seq_of(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| corrupt(format!("negative sequence number {value}")))
+}
+
 /// A stored name (a status, a kind, a currency) read with `parse`; a name no version of Tally
 /// writes is corrupt data.
 pub(crate) fn parse<T>(text: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<T, StoreError> {

@@ -38,6 +38,7 @@ use crate::audit::AppendAudit;
 use crate::batch::{BatchPlan, DirectCommits, TransferRow};
 use crate::crypto_sql::CryptoWrites;
 use crate::runtime::StoreRuntime;
+use crate::sql::seq_to_db;
 use crate::store::corrupt;
 use crate::store::{JournalWriter, Loaded, SequencedRecord, Store, StoreError, StoreReads, plan_writer};
 
@@ -160,10 +161,6 @@ pub(crate) fn classify(error: sqlx::Error) -> StoreError {
         }
         _ => StoreError::Corrupt(error.to_string()),
     }
-}
-
-fn seq_to_db(seq: u64) -> Result<i64, StoreError> {
-    i64::try_from(seq).map_err(|_| corrupt(format!("sequence number {seq} beyond INTEGER")))
 }
 
 /// The stored form of an amount: its exact decimal text, scale included.
