@@ -8,6 +8,7 @@ pub mod aml;
 pub mod audit;
 pub mod batch;
 pub mod check;
+pub mod cluster;
 pub mod crypto;
 pub(crate) mod crypto_sql;
 pub mod events;

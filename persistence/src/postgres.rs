@@ -58,6 +58,19 @@ pub struct PgStore {
     /// Where the journal writers open their own connections.
     options: PgConnectOptions,
     direct: DirectCommits,
+    /// Set on a cluster node before its engine starts: the leases its journal writers' commits
+    /// are fenced by (`fence_journal_writers`).
+    fence: std::sync::OnceLock<WriterFence>,
+}
+
+/// What a cluster node's journal writers connect with: the node, the epoch of each shard's
+/// lease, and how long a transaction may sit idle (a paused node's open transaction must not
+/// keep a shard's row locked past its lease).
+#[derive(Clone, Debug)]
+struct WriterFence {
+    node: String,
+    epochs: std::collections::HashMap<u16, i64>,
+    lease: Duration,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -73,7 +86,41 @@ impl PgStore {
         let pool = connect_pool(&runtime, url, POOL_CONNECTIONS_MAX).await?;
         let key_lookups = key_lookups::KeyLookups::start(&runtime, pool.clone());
         let options = connect_options(url)?;
-        Ok(PgStore { pool, runtime, key_lookups, options, direct: DirectCommits::default() })
+        Ok(PgStore {
+            pool,
+            runtime,
+            key_lookups,
+            options,
+            direct: DirectCommits::default(),
+            fence: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Makes this store's journal writers commit only while `node` holds `leases` (migration
+    /// 0064's trigger): their connections carry the node and each shard's epoch, and an idle
+    /// or statement timeout of the lease time, so a paused node cannot keep a shard's row
+    /// locked after its lease has run out. Call once, before the engine starts.
+    pub fn fence_journal_writers(&self, node: &str, leases: &[crate::cluster::Lease], lease: Duration) {
+        let epochs = leases.iter().map(|lease| (lease.shard, lease.epoch)).collect();
+        let _ = self.fence.set(WriterFence { node: node.to_owned(), epochs, lease });
+    }
+
+    /// The connection settings of shard `shard`'s journal writers.
+    fn writer_options(&self, shard: u16) -> Result<PgConnectOptions, StoreError> {
+        let Some(fence) = self.fence.get() else {
+            return Ok(self.options.clone());
+        };
+        let epoch = fence
+            .epochs
+            .get(&shard)
+            .ok_or_else(|| StoreError::Unavailable(format!("this node holds no lease on shard {shard}")))?;
+        let millis = fence.lease.as_millis().to_string();
+        Ok(self.options.clone().options([
+            ("tally.owner", fence.node.clone()),
+            ("tally.epoch", epoch.to_string()),
+            ("idle_in_transaction_session_timeout", millis.clone()),
+            ("statement_timeout", millis),
+        ]))
     }
 
     /// Applies the versioned migrations in `persistence/migrations/postgres` not yet applied.
@@ -124,7 +171,7 @@ pub(crate) async fn connect_pool(runtime: &StoreRuntime, url: &str, connections:
 }
 
 /// The connection settings every Tally connection uses.
-fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+pub(crate) fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
     Ok(PgConnectOptions::from_str(url)
         .map_err(|error| StoreError::Corrupt(format!("bad url: {error}")))?
         // A fresh database's tables grow from empty by orders of magnitude while the server
@@ -211,6 +258,9 @@ pub(crate) fn classify(error: sqlx::Error) -> StoreError {
     match &error {
         sqlx::Error::Database(database) => {
             let code = database.code().map(|code| code.to_string()).unwrap_or_default();
+            if code == crate::cluster::FENCED_SQLSTATE {
+                crate::cluster::count_fenced_commit();
+            }
             // 08: connection exception; 40: transaction rollback (serialization, deadlock);
             // 53: insufficient resources; 57: operator intervention (shutdown, cancel).
             if ["08", "40", "53", "57"].iter().any(|class| code.starts_with(class)) {
@@ -751,7 +801,16 @@ impl Store for PgStore {
 
     async fn open_shards(&self, wanted: u16) -> Result<Vec<u64>, StoreError> {
         let wanted = i16::try_from(wanted.max(1)).map_err(|_| corrupt("more shards than SMALLINT"))?;
-        self.run(|pool| async move {
+        let cluster_node = self.fence.get().is_some();
+        self.run(move |pool| async move {
+            // A server that is not a cluster node would write beside the node that holds the
+            // shards (each refused by the other's fence in turn): refused at start instead.
+            if !cluster_node && crate::cluster::live_lease_exists(&pool).await? {
+                return Err(corrupt(
+                    "this store's shards are leased to a running cluster node (journal_shards.owner); \
+                     start this server as a cluster node (TALLY_NODE_ID) or stop the cluster first",
+                ));
+            }
             sqlx::query(
                 "INSERT INTO journal_shards (shard, committed_seq) SELECT generate_series(0, $1 - 1), 0
                  ON CONFLICT (shard) DO NOTHING",
@@ -769,16 +828,13 @@ impl Store for PgStore {
     }
 
     async fn journal_writers(self: Arc<Self>, shard: u16) -> Result<Vec<Box<dyn JournalWriter>>, StoreError> {
+        let options = self.writer_options(shard)?;
         let shard = i16::try_from(shard).map_err(|_| corrupt("shard beyond SMALLINT"))?;
         let mut writers: Vec<Box<dyn JournalWriter>> = Vec::with_capacity(JOURNAL_PIPELINE_DEPTH);
         for _ in 0..JOURNAL_PIPELINE_DEPTH {
             // Connected on the caller's runtime (the shard's thread), which drives its I/O.
-            let connection = PgConnection::connect_with(&self.options).await.map_err(classify)?;
-            writers.push(Box::new(PgJournalWriter {
-                connection: Some(connection),
-                options: self.options.clone(),
-                shard,
-            }));
+            let connection = PgConnection::connect_with(&options).await.map_err(classify)?;
+            writers.push(Box::new(PgJournalWriter { connection: Some(connection), options: options.clone(), shard }));
         }
         Ok(writers)
     }
