@@ -429,6 +429,11 @@ impl Engine {
         &self.inner.shared.faults
     }
 
+    /// How many shards this engine serves (one journal each).
+    pub fn shards(&self) -> usize {
+        self.inner.shared.placement.shards()
+    }
+
     /// The shard of the entity (or the saga, keyed by its source) whose id is `id`: its
     /// records, and a saga's, go to that shard's journal.
     pub fn shard_of(&self, id: uuid::Uuid) -> u16 {

@@ -23,6 +23,7 @@ pub mod audit;
 pub mod auth;
 pub mod batch;
 pub mod beneficiaries;
+pub mod cluster;
 pub mod crypto;
 pub mod crypto_history;
 pub mod digest;

@@ -10,11 +10,14 @@ use std::sync::Arc;
 use tally_actors::{Engine, EngineConfig, RandomIds, Runtime, SessionConfig, SystemClock};
 use tally_http::auth::bootstrap::{AdminOutcome, ensure_admin};
 use tally_http::auth::{Identity, IdentityOptions};
+use tally_http::cluster::{BecomeOwner, ClusterConfig, Node};
 use tally_http::mail::{DEFAULT_DATA_DIR, DEFAULT_MAIL_FROM, MailConfig, MailTransport};
 use tally_http::server::{Server, ServerConfig};
 use tally_http::{AppState, app};
+use tally_persistence::Store;
 use tally_persistence::open::{DEFAULT_DATABASE_URL, open_store};
 use tally_persistence::open_users::open_user_store;
+use tally_persistence::postgres::PgStore;
 
 /// mimalloc instead of glibc's malloc. A transfer allocates on one thread (an HTTP worker, an
 /// actix arbiter) and frees on another (the journal writer, the store's runtime); glibc's
@@ -146,7 +149,23 @@ async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, St
     // The metrics recorder first, so the journal's first flush is already recorded.
     tally_http::metrics::handle();
     tally_http::metrics::spawn_upkeep();
-    let store = open_store(database_url).await.map_err(|error| format!("opening the store: {error}"))?;
+    let cluster = ClusterConfig::from_env()?;
+    // A cluster node fences its journal writers with its leases, which needs the Postgres store
+    // itself; the embedded SQLite store is a cluster of one.
+    let (store, pg_store): (Arc<dyn Store>, Option<Arc<PgStore>>) = match &cluster {
+        None => (open_store(database_url).await.map_err(|error| format!("opening the store: {error}"))?, None),
+        Some(_) if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") => {
+            return Err(
+                "TALLY_NODE_ID: a cluster shares one Postgres; TALLY_DATABASE_URL must be postgres://".to_owned()
+            );
+        }
+        Some(_) => {
+            let store = PgStore::connect(database_url).await.map_err(|error| format!("opening the store: {error}"))?;
+            store.migrate().await.map_err(|error| format!("migrating the store: {error}"))?;
+            let store = Arc::new(store);
+            (store.clone() as Arc<dyn Store>, Some(store))
+        }
+    };
     let identity = open_identity(database_url, admin).await?;
     // `TALLY_RATE_LIMIT_PER_SECOND`: requests per second per caller (default
     // `REQUESTS_PER_SECOND_DEFAULT`), with a burst of one second's worth; beyond it `429`.
@@ -156,54 +175,110 @@ async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, St
         identity.protection.requests.set_per_second(per_second);
     }
     let state = AppState::new(store.clone(), identity);
-    tally_http::webhooks::start(state.clone())?;
     let (config, panic_every) = engine_config_from_env()?;
     let engine_clock = engine_clock_from_env()?;
     // One thread per core: each serves HTTP connections, its shards' actors and sagas, and
     // their journal (DESIGN.md §2).
     let runtime = Runtime::start(config.actors.shards).map_err(|error| format!("starting the runtime: {error}"))?;
-    let server = Server::start(&runtime, listen, app(state.clone()), server_config_from_env()?)
-        .map_err(|error| format!("binding {listen}: {error}"))?;
-    tracing::info!(address = %server.local_addr(), threads = runtime.threads(), "tally listening; recovering before ready");
-    // Serve `/health/live` at once; the engine starts (and recovers) behind it, and
-    // `/health/ready` turns 200 when it is done.
-    let starting = state.clone();
-    let engine_runtime = std::sync::Arc::clone(&runtime);
-    tokio::spawn(async move {
-        let started = Engine::start_on(engine_runtime, store, config, engine_clock, Arc::new(RandomIds)).await;
-        match started {
-            Ok(engine) => {
-                tracing::info!("engine ready");
-                for (kind, every) in panic_every {
-                    tracing::warn!(kind = kind.as_str(), every, "fault injection on: every n-th handler panics");
-                    engine.faults().panic_every(kind, every);
-                }
-                // Verification limits' usage of this month, from the ledger as recovery left it
-                // (actors/src/limits.rs), before anything is served.
-                let now = engine.now();
-                let since = tally_actors::limits::Limits::month_start(now);
-                match starting.identity().limits.load_usage(since, now).await {
-                    Ok(rows) => engine.limits().install_usage(&rows, now),
-                    Err(error) => {
-                        tracing::error!(%error, "the limits' usage could not be read; exiting");
-                        std::process::exit(1);
-                    }
-                }
-                starting.set_engine(engine);
-            }
-            Err(error) => {
-                tracing::error!(%error, "the engine could not start; exiting");
-                std::process::exit(1);
-            }
+    let node = match cluster {
+        Some(cluster) => Some(Node::join(cluster, database_url).await?),
+        None => None,
+    };
+    let router = match &node {
+        // A cluster node's outermost layer serves (the owner) or forwards (a standby).
+        Some(node) => {
+            state.set_cluster(Arc::clone(node));
+            app(state.clone()).layer(axum::middleware::from_fn_with_state(Arc::clone(node), tally_http::cluster::gate))
         }
-    });
+        None => app(state.clone()),
+    };
+    let server = Server::start(&runtime, listen, router, server_config_from_env()?)
+        .map_err(|error| format!("binding {listen}: {error}"))?;
+    let owner =
+        EngineStart { state: state.clone(), runtime: Arc::clone(&runtime), store, config, engine_clock, panic_every };
+    match (&node, pg_store) {
+        (Some(node), Some(pg_store)) => {
+            tracing::info!(address = %server.local_addr(), node = node.id(), "tally listening as a cluster node; standby until it owns the shards");
+            let shards = u16::try_from(owner.config.actors.shards).unwrap_or(u16::MAX);
+            let lease = node.lease();
+            let node_id = node.id().to_owned();
+            // Once this node holds every lease: its writers commit only under them, then the
+            // engine recovers the journals from the store and serves.
+            let become_owner: BecomeOwner = Box::new(move |leases| {
+                Box::pin(async move {
+                    pg_store.fence_journal_writers(&node_id, &leases, lease);
+                    owner.start().await;
+                })
+            });
+            tokio::spawn(Arc::clone(node).run(shards, become_owner));
+        }
+        _ => {
+            tracing::info!(address = %server.local_addr(), threads = runtime.threads(), "tally listening; recovering before ready");
+            // Serve `/health/live` at once; the engine starts (and recovers) behind it, and
+            // `/health/ready` turns 200 when it is done.
+            tokio::spawn(owner.start());
+        }
+    }
     shutdown_signal().await;
     server.shutdown(SHUTDOWN_GRACE).await;
     if let Some(engine) = state.engine_if_started() {
         engine.shutdown(SHUTDOWN_GRACE).await;
     }
+    // The journals are flushed: a standby may take the shards at once.
+    if let Some(node) = &node {
+        node.release().await;
+    }
     runtime.stop();
     Ok(ExitCode::SUCCESS)
+}
+
+/// What starting the engine needs: on a server that is not a cluster node at once, on a
+/// cluster node once it owns the shards.
+struct EngineStart {
+    state: AppState,
+    runtime: Arc<Runtime>,
+    store: Arc<dyn Store>,
+    config: EngineConfig,
+    engine_clock: Arc<dyn tally_actors::Clock>,
+    panic_every: Vec<(tally_actors::ActorKind, u32)>,
+}
+
+impl EngineStart {
+    /// Starts (and recovers) the engine, loads what it needs from identity, hands it to the
+    /// handlers and starts the webhook deliveries; exits the process if it cannot start.
+    async fn start(self) {
+        let EngineStart { state, runtime, store, config, engine_clock, panic_every } = self;
+        let started = Engine::start_on(runtime, store, config, engine_clock, Arc::new(RandomIds)).await;
+        let engine = match started {
+            Ok(engine) => engine,
+            Err(error) => {
+                tracing::error!(%error, "the engine could not start; exiting");
+                std::process::exit(1);
+            }
+        };
+        tracing::info!("engine ready");
+        for (kind, every) in panic_every {
+            tracing::warn!(kind = kind.as_str(), every, "fault injection on: every n-th handler panics");
+            engine.faults().panic_every(kind, every);
+        }
+        // Verification limits' usage of this month, from the ledger as recovery left it
+        // (actors/src/limits.rs), before anything is served.
+        let now = engine.now();
+        let since = tally_actors::limits::Limits::month_start(now);
+        match state.identity().limits.load_usage(since, now).await {
+            Ok(rows) => engine.limits().install_usage(&rows, now),
+            Err(error) => {
+                tracing::error!(%error, "the limits' usage could not be read; exiting");
+                std::process::exit(1);
+            }
+        }
+        state.set_engine(engine);
+        // Deliveries run where the engine runs: on a cluster, only the owner delivers.
+        if let Err(error) = tally_http::webhooks::start(state.clone()) {
+            tracing::error!(%error, "the webhook deliveries could not start; exiting");
+            std::process::exit(1);
+        }
+    }
 }
 
 /// The engine's clock: the system's, unless a test asks for one it can move forward.

@@ -165,6 +165,7 @@ pub struct ProblemDoc {
         crate::pricing::list_transfer_types,
         crate::pricing::put_transfer_type,
         crate::ops::actors,
+        crate::cluster::admin_cluster,
         crate::ops::release,
         crate::aml::list_rules,
         crate::aml::create_rule,

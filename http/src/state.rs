@@ -19,6 +19,8 @@ struct Inner {
     identity: Identity,
     /// Set once the engine has started and recovered; until then writes answer 503.
     engine: OnceLock<Engine>,
+    /// Set on a cluster node (`TALLY_NODE_ID`): its view of the cluster.
+    cluster: OnceLock<Arc<crate::cluster::Node>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -31,7 +33,7 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, identity: Identity) -> AppState {
         // Before any engine of this process commits: events' data is rendered by the journal.
         crate::events::install();
-        AppState { inner: Arc::new(Inner { store, identity, engine: OnceLock::new() }) }
+        AppState { inner: Arc::new(Inner { store, identity, engine: OnceLock::new(), cluster: OnceLock::new() }) }
     }
 
     /// A state whose engine is already running (tests drive `app` with this).
@@ -47,6 +49,16 @@ impl AppState {
         engine.limits().install(&self.inner.identity.limits_at_start);
         engine.limits().install_levels(&self.inner.identity.levels_at_start);
         let _ = self.inner.engine.set(engine);
+    }
+
+    /// Makes this server a cluster node (`GET /v1/admin/cluster` reads the cluster's tables).
+    pub fn set_cluster(&self, node: Arc<crate::cluster::Node>) {
+        let _ = self.inner.cluster.set(node);
+    }
+
+    /// The cluster node this server is, if it is one.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Node>> {
+        self.inner.cluster.get()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -73,6 +73,14 @@ pub struct LeaseRow {
     pub expires_at: Option<i64>,
 }
 
+/// What `take_all` took: the leases, and how many of them another node held before (shard
+/// moves).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Taken {
+    pub leases: Vec<Lease>,
+    pub moved: usize,
+}
+
 /// Nodes and leases, read together (`GET /v1/admin/cluster`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterView {
@@ -158,7 +166,7 @@ impl ClusterStore {
     /// missing), if none is held by another node whose lease is still running; all or none,
     /// in one transaction. Each take raises the shard's epoch, also when this node held it
     /// before (a restarted node fences its former incarnation). `None`: another node holds one.
-    pub async fn take_all(&self, shards: u16) -> Result<Option<Vec<Lease>>, StoreError> {
+    pub async fn take_all(&self, shards: u16) -> Result<Option<Taken>, StoreError> {
         let (pool, node, lease) = (self.pool.clone(), self.node.clone(), self.lease_micros());
         let shards = i16::try_from(shards.max(1)).map_err(|_| corrupt("more shards than SMALLINT"))?;
         self.runtime
@@ -186,6 +194,10 @@ impl ClusterStore {
                     let expired: Option<bool> = row.get("expired");
                     owner.is_some_and(|owner| owner != node) && expired == Some(false)
                 });
+                let moved = rows
+                    .iter()
+                    .filter(|row| row.get::<Option<String>, _>("owner").is_some_and(|owner| owner != node))
+                    .count();
                 if held_elsewhere {
                     transaction.rollback().await.map_err(classify)?;
                     return Ok(None);
@@ -211,7 +223,7 @@ impl ClusterStore {
                     })
                     .collect::<Result<Vec<_>, StoreError>>()?;
                 leases.sort_by_key(|lease| lease.shard);
-                Ok(Some(leases))
+                Ok(Some(Taken { leases, moved }))
             })
             .await
     }

@@ -30,7 +30,9 @@ async fn a_node_that_lost_its_leases_can_never_commit_again() {
     let b = ClusterStore::connect(&url, "b", "http://127.0.0.1:2", LEASE).await.unwrap();
     a.heartbeat().await.unwrap();
     b.heartbeat().await.unwrap();
-    let leases = a.take_all(shards).await.unwrap().expect("nobody holds a lease yet");
+    let taken = a.take_all(shards).await.unwrap().expect("nobody holds a lease yet");
+    assert_eq!(taken.moved, 0, "nobody held them before");
+    let leases = taken.leases;
     assert_eq!(leases.len(), usize::from(shards));
     assert!(leases.iter().all(|lease| lease.epoch == 1), "a first take is epoch 1: {leases:?}");
     let store_a = Arc::new(PgStore::connect(&url).await.unwrap());
@@ -56,6 +58,8 @@ async fn a_node_that_lost_its_leases_can_never_commit_again() {
     // a stops renewing (paused, partitioned); once its leases run out b takes them.
     tokio::time::sleep(LEASE + Duration::from_millis(300)).await;
     let taken = b.take_all(shards).await.unwrap().expect("a's leases ran out");
+    assert_eq!(taken.moved, usize::from(shards), "every shard moved from a to b");
+    let taken = taken.leases;
     assert!(taken.iter().all(|lease| lease.epoch == 2), "a take raises the epoch: {taken:?}");
     assert!(!a.renew(&leases).await.unwrap(), "a renewal after the take must fail");
 

@@ -18,6 +18,7 @@ pub fn ops() -> Router<AppState> {
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/ops", get(ops_page::page))
         .route("/v1/admin/actors", get(ops::actors))
+        .route("/v1/admin/cluster", get(crate::cluster::admin_cluster))
         .route("/v1/admin/actors/{kind}/{id}/release", post(ops::release))
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))
 }

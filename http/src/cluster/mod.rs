@@ -1,0 +1,468 @@
+//! A Tally cluster node (issue 13, DESIGN.md §10, API.md "Cluster", `docs/cluster.md`).
+//!
+//! Several `tally serve` processes share one Postgres. Who owns what is decided by leases in
+//! the store (`tally_persistence::cluster`), never by the nodes among themselves. In this
+//! first step one node at a time leases every shard and runs the engine; it is the *owner*.
+//! Every other node is a *standby*: it accepts any request and forwards it to the owner
+//! (`forward.rs`), and takes the shards over when the owner's leases run out.
+//!
+//! - The owner renews its leases every third of the lease time. It serves only while its
+//!   last renewal (counted from before it was sent) is younger than nine tenths of the lease
+//!   time, so a node that was paused answers nothing from its engine once it wakes; and every
+//!   journal commit is fenced by (owner, epoch) in the store, so it cannot write either.
+//! - A node that finds its leases taken (or cannot renew them before they run out) counts its
+//!   fenced commits into the store and starts over as a standby: it executes its own binary
+//!   again (same process id, arguments and environment), so nothing of the former engine's
+//!   memory survives into the new incarnation.
+//! - A standby that finds no live owner takes every shard (all or none) and starts the engine,
+//!   which recovers the journals from the store as on a restart: sagas driven forward or
+//!   undone, no hold left dangling.
+//! - A clean shutdown of the owner flushes its journals and releases the leases, so a standby
+//!   takes over at once instead of after the lease time.
+//!
+//! Without `TALLY_NODE_ID` none of this runs: the server is a cluster of one, as before.
+
+pub mod forward;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
+use serde::Serialize;
+use tally_engine::{ErrorCode, Timestamp};
+use tally_persistence::cluster::{ClusterStore, Lease};
+use utoipa::ToSchema;
+
+use crate::auth::caller::Authorized;
+use crate::auth::permissions::OpsRead;
+use crate::problem::ApiError;
+use crate::state::AppState;
+use crate::views::rfc3339;
+
+/// `TALLY_LEASE_SECS` when unset.
+const LEASE_SECS_DEFAULT: u64 = 5;
+/// The shortest cluster secret accepted: 128 bits as hex.
+const SECRET_BYTES_MIN: usize = 32;
+
+/// A node's settings (`TALLY_NODE_ID`, `TALLY_ADVERTISE_URL`, `TALLY_CLUSTER_SECRET`,
+/// `TALLY_LEASE_SECS`).
+#[derive(Clone)]
+pub struct ClusterConfig {
+    pub node_id: String,
+    pub advertise_url: String,
+    pub secret: String,
+    pub lease: Duration,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("node_id", &self.node_id)
+            .field("advertise_url", &self.advertise_url)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterConfig {
+    /// The node's settings from the environment; `None` without `TALLY_NODE_ID` (a cluster of
+    /// one). Every error names the variable.
+    pub fn from_env() -> Result<Option<ClusterConfig>, String> {
+        let var = |name: &str| std::env::var(name).ok().map(|value| value.trim().to_owned());
+        let Some(node_id) = var("TALLY_NODE_ID").filter(|id| !id.is_empty()) else {
+            return Ok(None);
+        };
+        let advertise_url = var("TALLY_ADVERTISE_URL")
+            .ok_or("TALLY_ADVERTISE_URL is required with TALLY_NODE_ID: where the other nodes reach this one")?;
+        let secret =
+            var("TALLY_CLUSTER_SECRET").ok_or("TALLY_CLUSTER_SECRET is required with TALLY_NODE_ID")?.to_owned();
+        let lease = match var("TALLY_LEASE_SECS") {
+            None => LEASE_SECS_DEFAULT,
+            Some(text) => text.parse().map_err(|_| format!("TALLY_LEASE_SECS: not a whole number: {text:?}"))?,
+        };
+        ClusterConfig::new(node_id, advertise_url, secret, Duration::from_secs(lease)).map(Some)
+    }
+
+    /// Checks each setting.
+    pub fn new(node_id: String, advertise_url: String, secret: String, lease: Duration) -> Result<Self, String> {
+        let id_ok = !node_id.is_empty()
+            && node_id.len() <= 64
+            && node_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !id_ok {
+            return Err(format!("TALLY_NODE_ID: 1 to 64 letters, digits, '-', '_' or '.', not {node_id:?}"));
+        }
+        let url = reqwest::Url::parse(&advertise_url)
+            .map_err(|error| format!("TALLY_ADVERTISE_URL: not a URL ({error}): {advertise_url:?}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || url.path() != "/" {
+            return Err(format!("TALLY_ADVERTISE_URL: an http(s) base URL with no path, not {advertise_url:?}"));
+        }
+        if secret.len() < SECRET_BYTES_MIN {
+            return Err(format!("TALLY_CLUSTER_SECRET: at least {SECRET_BYTES_MIN} characters"));
+        }
+        if !(1..=300).contains(&lease.as_secs()) {
+            return Err("TALLY_LEASE_SECS: from 1 to 300".to_owned());
+        }
+        let advertise_url = advertise_url.trim_end_matches('/').to_owned();
+        Ok(ClusterConfig { node_id, advertise_url, secret, lease })
+    }
+}
+
+/// What the node does once it holds every lease: fence the store's writers and start the
+/// engine (`tally serve` passes this in; it runs once per process).
+pub type BecomeOwner = Box<dyn FnOnce(Vec<Lease>) -> BoxFuture<'static, ()> + Send>;
+
+/// One node of the cluster.
+pub struct Node {
+    config: ClusterConfig,
+    store: ClusterStore,
+    /// The origin of `serving_until`.
+    started: Instant,
+    /// Micros since `started` until which this node may serve from its engine (0: never).
+    serving_until: AtomicU64,
+    /// Whether this node took the leases (it stays the owner until it starts over).
+    owner: AtomicBool,
+    /// The owner's id and URL as last read, for a standby.
+    owner_seen: RwLock<Option<(String, String)>>,
+    leases: Mutex<Vec<Lease>>,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.config.node_id).finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Connects to the cluster tables and registers this node.
+    pub async fn join(config: ClusterConfig, database_url: &str) -> Result<Arc<Node>, String> {
+        let store = ClusterStore::connect(database_url, &config.node_id, &config.advertise_url, config.lease)
+            .await
+            .map_err(|error| format!("cluster: {error}"))?;
+        store.heartbeat().await.map_err(|error| format!("cluster: registering this node: {error}"))?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|error| format!("cluster: the forwarding client: {error}"))?;
+        Ok(Arc::new(Node {
+            config,
+            store,
+            started: Instant::now(),
+            serving_until: AtomicU64::new(0),
+            owner: AtomicBool::new(false),
+            owner_seen: RwLock::new(None),
+            leases: Mutex::new(Vec::new()),
+            client,
+        }))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.config.node_id
+    }
+
+    /// `TALLY_LEASE_SECS`.
+    pub fn lease(&self) -> Duration {
+        self.config.lease
+    }
+
+    fn micros_since_start(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether this node holds the leases and its last renewal is recent enough to serve.
+    pub fn serving(&self) -> bool {
+        self.micros_since_start() < self.serving_until.load(Ordering::Acquire)
+    }
+
+    fn serve_until(&self, renewal_sent: Instant) {
+        let until = renewal_sent.duration_since(self.started) + self.config.lease * 9 / 10;
+        self.serving_until.store(u64::try_from(until.as_micros()).unwrap_or(u64::MAX), Ordering::Release);
+    }
+
+    fn leases(&self) -> Vec<Lease> {
+        self.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Keeps the node's row and leases alive, takes the shards when nobody holds them, and
+    /// starts over as a standby when they are lost. Runs until the process ends.
+    pub async fn run(self: Arc<Self>, shards: u16, become_owner: BecomeOwner) {
+        let tick = (self.config.lease / 3).max(Duration::from_millis(200));
+        let mut become_owner = Some(become_owner);
+        loop {
+            if let Err(error) = self.store.heartbeat().await {
+                tracing::warn!(%error, "cluster: heartbeat failed");
+            }
+            if self.owner.load(Ordering::Acquire) {
+                self.renew().await;
+            } else {
+                self.look_for_owner(shards, &mut become_owner).await;
+            }
+            tokio::time::sleep(tick).await;
+        }
+    }
+
+    async fn renew(&self) {
+        let sent = Instant::now();
+        match self.store.renew(&self.leases()).await {
+            Ok(true) => self.serve_until(sent),
+            Ok(false) => self.start_over("another node took this node's shards").await,
+            Err(error) => {
+                tracing::warn!(%error, "cluster: renewing the leases failed");
+                if !self.serving() {
+                    // Past nine tenths of the lease without a renewal: another node may take
+                    // the shards any moment, and this one serves nothing meanwhile.
+                    self.start_over("the leases could not be renewed before they ran out").await;
+                }
+            }
+        }
+    }
+
+    async fn look_for_owner(&self, shards: u16, become_owner: &mut Option<BecomeOwner>) {
+        match self.store.owner().await {
+            Ok(Some(owner)) => {
+                *self.owner_seen.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(owner);
+                return;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cluster: reading the owner failed");
+                return;
+            }
+        }
+        *self.owner_seen.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        let sent = Instant::now();
+        let taken = match self.store.take_all(shards).await {
+            Ok(Some(taken)) => taken,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, "cluster: taking the shards failed");
+                return;
+            }
+        };
+        tracing::info!(
+            node = self.id(),
+            shards = taken.leases.len(),
+            moved = taken.moved,
+            "cluster: this node owns the shards now"
+        );
+        metrics::counter!("tally_cluster_lease_takes_total").increment(1);
+        metrics::counter!("tally_cluster_shard_moves_total").increment(taken.moved as u64);
+        metrics::gauge!("tally_cluster_shards_owned").set(taken.leases.len() as f64);
+        metrics::gauge!("tally_cluster_owner").set(1.0);
+        *self.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = taken.leases.clone();
+        self.serve_until(sent);
+        self.owner.store(true, Ordering::Release);
+        if let Some(start) = become_owner.take() {
+            start(taken.leases).await;
+        }
+    }
+
+    /// Gives the leases up after a clean shutdown (the journals are flushed), so a standby
+    /// takes over without waiting for them to run out.
+    pub async fn release(&self) {
+        if self.owner.load(Ordering::Acquire) {
+            self.serving_until.store(0, Ordering::Release);
+            if let Err(error) = self.store.release(&self.leases()).await {
+                tracing::warn!(%error, "cluster: releasing the leases failed; they run out by themselves");
+            }
+        }
+    }
+
+    /// This node lost its shards: it stops serving, records its fenced commits in the store,
+    /// and executes itself again to come back as a standby with nothing of the former
+    /// engine's memory.
+    async fn start_over(&self, why: &str) {
+        self.serving_until.store(0, Ordering::Release);
+        tracing::error!(
+            node = self.id(),
+            why,
+            "cluster: this node no longer owns its shards; starting over as a standby"
+        );
+        let fenced = tally_persistence::cluster::fenced_commits();
+        if fenced > 0 {
+            let recorded = tokio::time::timeout(Duration::from_secs(2), self.store.add_fenced_commits(fenced)).await;
+            if !matches!(recorded, Ok(Ok(()))) {
+                tracing::warn!(fenced, "cluster: the fenced commits could not be recorded");
+            }
+        }
+        restart_process();
+    }
+
+    /// The owner as a standby last read it.
+    fn owner_seen(&self) -> Option<(String, String)> {
+        self.owner_seen.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+/// Replaces this process with a fresh run of the same binary, arguments and environment. Every
+/// socket is close-on-exec, so the listeners and the database connections go with it.
+fn restart_process() -> ! {
+    use std::os::unix::process::CommandExt;
+    let error = match std::env::current_exe() {
+        Ok(exe) => std::process::Command::new(exe).args(std::env::args_os().skip(1)).exec(),
+        Err(error) => error,
+    };
+    tracing::error!(%error, "cluster: could not execute itself again; exiting");
+    std::process::exit(75)
+}
+
+/// Paths a node answers itself, whichever node owns the shards: its own liveness and metrics.
+fn served_locally(path: &str) -> bool {
+    matches!(path, "/health/live" | "/metrics")
+}
+
+/// The outermost layer of a cluster node's router: serve (the owner), or forward to the owner
+/// (a standby). A request a peer forwarded carries its client's address, which then replaces
+/// the peer's for rate limits and sessions.
+pub async fn gate(State(node): State<Arc<Node>>, mut request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let vouched = forward::vouched_client(
+        &node.config.secret,
+        request.headers(),
+        request.method().as_str(),
+        &path_and_query(&request),
+    );
+    if let Some(client) = vouched {
+        request.extensions_mut().insert(ConnectInfo::<SocketAddr>(client));
+    }
+    if served_locally(&path) || node.serving() {
+        return next.run(request).await;
+    }
+    if node.owner.load(Ordering::Acquire) {
+        return unavailable("this node's shard leases are being renewed");
+    }
+    if vouched.is_some() {
+        // A peer thought this node the owner: no second hop, the peer's client retries.
+        return unavailable("this node does not own the shards (ownership is moving)");
+    }
+    let Some((_, url)) = node.owner_seen() else {
+        return unavailable("no node owns the shards at the moment (failover in progress)");
+    };
+    metrics::counter!("tally_cluster_forwarded_requests_total").increment(1);
+    match forward::to_owner(&node.client, &url, node.id(), &node.config.secret, request).await {
+        Some(response) => response,
+        None => unavailable("the node that owns the shards did not answer"),
+    }
+}
+
+fn path_and_query(request: &Request) -> String {
+    request.uri().path_and_query().map_or("/", |path| path.as_str()).to_owned()
+}
+
+/// `503` with `Retry-After: 1`: the client retries (under the same `Idempotency-Key`).
+fn unavailable(detail: &str) -> Response {
+    ApiError::new(ErrorCode::Overloaded, detail.to_owned()).into_response()
+}
+
+/// `GET /v1/admin/cluster`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterView {
+    /// This node's id; `"local"` for a server that is not a cluster node.
+    pub node_id: String,
+    pub shards_total: usize,
+    pub nodes: Vec<NodeView>,
+    pub shards: Vec<ShardView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeView {
+    pub id: String,
+    /// Where its peers reach it; `null` for a cluster of one.
+    pub url: Option<String>,
+    /// Its last heartbeat is younger than the lease time.
+    pub alive: bool,
+    pub last_heartbeat_at: String,
+    pub shards_owned: usize,
+    /// Its journal commits that the lease fence refused (a former owner that kept writing).
+    pub fenced_commits: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShardView {
+    pub shard: u16,
+    pub owner: Option<String>,
+    /// Raised by one at every take of the shard's lease.
+    pub epoch: i64,
+    /// When the lease runs out unless renewed; `null` for a cluster of one.
+    pub expires_at: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/admin/cluster",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The cluster's nodes and every shard's lease (API.md \"Cluster\"). A server that is not a cluster node answers as a cluster of one: node `local`, owner of every shard, epoch 0, no expiry", body = ClusterView),
+        (status = 503, description = "Starting up, or (a cluster node) no node owns the shards at the moment", body = crate::openapi::ProblemDoc)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn admin_cluster(
+    _: Authorized<OpsRead>,
+    State(state): State<AppState>,
+) -> Result<axum::Json<ClusterView>, ApiError> {
+    let Some(node) = state.cluster() else {
+        let engine = state.engine()?;
+        let shards = engine.shards();
+        let now = rfc3339(engine.now())?;
+        return Ok(axum::Json(ClusterView {
+            node_id: "local".to_owned(),
+            shards_total: shards,
+            nodes: vec![NodeView {
+                id: "local".to_owned(),
+                url: None,
+                alive: true,
+                last_heartbeat_at: now,
+                shards_owned: shards,
+                fenced_commits: 0,
+            }],
+            shards: (0..shards)
+                .map(|shard| ShardView {
+                    shard: u16::try_from(shard).unwrap_or(u16::MAX),
+                    owner: Some("local".to_owned()),
+                    epoch: 0,
+                    expires_at: None,
+                })
+                .collect(),
+        }));
+    };
+    let view = node.store.view().await?;
+    let at = |micros: i64| rfc3339(Timestamp::from_micros(micros));
+    Ok(axum::Json(ClusterView {
+        node_id: node.id().to_owned(),
+        shards_total: view.shards.len(),
+        nodes: view
+            .nodes
+            .into_iter()
+            .map(|row| {
+                Ok(NodeView {
+                    last_heartbeat_at: at(row.last_heartbeat_at)?,
+                    id: row.id,
+                    url: Some(row.url),
+                    alive: row.alive,
+                    shards_owned: row.shards_owned,
+                    fenced_commits: row.fenced_commits,
+                })
+            })
+            .collect::<Result<_, ApiError>>()?,
+        shards: view
+            .shards
+            .into_iter()
+            .map(|row| {
+                Ok(ShardView {
+                    shard: row.shard,
+                    owner: row.owner,
+                    epoch: row.epoch,
+                    expires_at: row.expires_at.map(at).transpose()?,
+                })
+            })
+            .collect::<Result<_, ApiError>>()?,
+    }))
+}
