@@ -48,9 +48,13 @@ pub enum Auth {
 #[derive(Debug, Clone, Parser, Serialize)]
 #[command(name = "tally-loadtest", about = "HTTP load generator for Tally (black box)")]
 pub struct Config {
-    /// Where Tally listens.
+    /// Where Tally listens. Repeat it to drive every node of a cluster: the load's requests
+    /// go round-robin over the URLs (open loop: request i to URL i mod n; closed loop: worker
+    /// w to URL w mod n), set-up goes to the first, and a request refused by a node that is
+    /// down counts as a `TRANSPORT` error. A `--retry-fraction` replay goes to the next URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub base_url: String,
+    #[serde(serialize_with = "one_or_many")]
+    pub base_url: Vec<String>,
     /// An admin with `transfers:adjust` and `accounts:read` (funding and verification).
     #[arg(long, env = "TALLY_ADMIN_EMAIL")]
     pub admin_email: String,
@@ -150,10 +154,21 @@ impl Config {
         if self.concurrency == 0 || self.connections == 0 {
             return bad("--concurrency and --connections must be at least 1");
         }
+        if self.base_url.is_empty() {
+            return bad("--base-url needs at least one URL");
+        }
         if self.duration.is_zero() {
             return bad("--duration must be positive");
         }
         Ok(())
+    }
+}
+
+/// One `--base-url` is reported as the string it always was; several as an array.
+fn one_or_many<S: serde::Serializer>(urls: &[String], s: S) -> Result<S::Ok, S::Error> {
+    match urls {
+        [one] => s.serialize_str(one),
+        many => many.serialize(s),
     }
 }
 

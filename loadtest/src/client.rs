@@ -2,6 +2,7 @@
 //! that send JSON and hand back the status and the decoded body. It knows nothing of Tally's
 //! types (the generator is a black box), only paths and JSON fields from API.md.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -52,16 +53,53 @@ pub fn field(body: &Value, step: &str, field: &str) -> Result<String, LoadError>
         .ok_or_else(|| LoadError::Missing { step: step.to_owned(), field: field.to_owned() })
 }
 
+/// A client of one Tally node, knowing the other nodes of its cluster (every `--base-url`).
+/// All of them share one connection pool (`reqwest` keeps connections per host).
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// Every base URL, without a trailing `/`; never empty.
+    base_urls: Arc<[String]>,
+    /// The one this client sends to.
     base_url: String,
+    /// Its index in `base_urls`.
+    at: usize,
 }
 
 impl Client {
-    pub fn new(base_url: &str) -> Result<Self, LoadError> {
+    /// A client of the first of `base_urls` (at least one).
+    pub fn new(base_urls: &[String]) -> Result<Self, LoadError> {
+        let base_urls: Arc<[String]> = base_urls.iter().map(|u| u.trim_end_matches('/').to_owned()).collect();
+        let base_url =
+            base_urls.first().cloned().ok_or_else(|| LoadError::Config("--base-url needs at least one URL".into()))?;
         let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).tcp_nodelay(true).build()?;
-        Ok(Self { http, base_url: base_url.trim_end_matches('/').to_owned() })
+        Ok(Self { http, base_urls, base_url, at: 0 })
+    }
+
+    /// How many base URLs (nodes) there are.
+    pub fn nodes(&self) -> usize {
+        self.base_urls.len()
+    }
+
+    /// The client of node `index` modulo the number of nodes, sharing this one's pool.
+    pub fn node(&self, index: usize) -> Self {
+        let at = index % self.base_urls.len();
+        Self {
+            http: self.http.clone(),
+            base_urls: Arc::clone(&self.base_urls),
+            base_url: self.base_urls[at].clone(),
+            at,
+        }
+    }
+
+    /// The client of the node after this one (itself when there is one node).
+    pub fn next_node(&self) -> Self {
+        self.node(self.at + 1)
+    }
+
+    /// The base URL this client sends to.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
     }
 
     /// `POST path` with a JSON body, an optional bearer token and optional `Idempotency-Key`.
@@ -111,10 +149,24 @@ impl Client {
     /// returned. For the run's set-up and verification reads: they only observe, and a server
     /// that was briefly unavailable (its store stalled, say) must not end a run before or after
     /// the measured window. The measured load uses `get`: there a `503` is a result.
+    ///
+    /// With several nodes, a read that cannot reach its node (refused, reset, timed out) is
+    /// sent to the next one, each node tried once, so a node killed during the run does not
+    /// stop the verification; with one node the transport error is returned.
     pub async fn get_patiently(&self, path: &str, token: Option<&str>) -> Result<Answer, LoadError> {
         let mut attempt = 1;
+        let mut node = self.clone();
+        let mut unreachable = 0;
         loop {
-            let answer = self.get(path, token).await?;
+            let answer = match node.get(path, token).await {
+                Ok(answer) => answer,
+                Err(LoadError::Http(_)) if unreachable + 1 < self.nodes() => {
+                    unreachable += 1;
+                    node = node.next_node();
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if answer.status != 503 || attempt == UNAVAILABLE_ATTEMPTS {
                 return Ok(answer);
             }

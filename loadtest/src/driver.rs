@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::cli::{Config, Mode};
 use crate::client::{Answer, Client};
+use crate::error::LoadError;
 use crate::setup::Fixture;
 use crate::stats::{Outcome, Sample, Stats};
 use crate::workload::{Op, Picker};
@@ -49,6 +50,18 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The node (index into the `--base-url`s) open-loop request `i` goes to: round-robin, so
+/// each of `nodes` nodes gets every n-th request whatever the workload.
+pub fn node_of_request(i: u64, nodes: usize) -> usize {
+    (i % nodes.max(1) as u64) as usize
+}
+
+/// The node closed-loop worker `worker` sends all its requests to: workers are dealt to the
+/// nodes round-robin, so `C` workers over `n` nodes put `C/n` (±1) on each.
+pub fn node_of_worker(worker: u32, nodes: usize) -> usize {
+    worker as usize % nodes.max(1)
+}
+
 /// When request `i` is intended, relative to t0, at `rate` requests per second.
 pub fn intended_offset(i: u64, rate: f64) -> Duration {
     Duration::from_secs_f64(i as f64 / rate)
@@ -78,13 +91,14 @@ async fn open_loop(config: &Config, shared: Arc<Shared>) {
         tokio::time::sleep_until(intended).await;
         let op = picker.next_op();
         let retry = picker.chance() < config.retry_fraction;
+        let node = shared.client.node(node_of_request(i, shared.client.nodes()));
         let shared = Arc::clone(&shared);
         let connections = Arc::clone(&connections);
         tasks.spawn(async move {
             // Waiting for a free connection is part of the latency: the clock started at
             // `intended`.
             let Ok(_permit) = connections.acquire_owned().await else { return };
-            execute(&shared, op, retry, intended, offset).await;
+            execute(&shared, &node, op, retry, intended, offset).await;
         });
         while tasks.try_join_next().is_some() {}
     }
@@ -97,6 +111,7 @@ async fn closed_loop(config: &Config, shared: Arc<Shared>) {
     let mut tasks = JoinSet::new();
     for worker in 0..config.concurrency {
         let mut picker = picker(config, config.seed.wrapping_add(u64::from(worker)));
+        let node = shared.client.node(node_of_worker(worker, shared.client.nodes()));
         let shared = Arc::clone(&shared);
         let retry_fraction = config.retry_fraction;
         tasks.spawn(async move {
@@ -107,7 +122,7 @@ async fn closed_loop(config: &Config, shared: Arc<Shared>) {
                 }
                 let op = picker.next_op();
                 let retry = picker.chance() < retry_fraction;
-                execute(&shared, op, retry, intended, intended - t0).await;
+                execute(&shared, &node, op, retry, intended, intended - t0).await;
             }
         });
     }
@@ -118,26 +133,27 @@ fn picker(config: &Config, seed: u64) -> Picker {
     Picker::new(config.workload, config.accounts as usize, config.zipf_exponent, config.batch_size as usize, seed)
 }
 
-/// Sends `op`, records its sample (unless in the warm-up) and any acknowledged transfers.
-async fn execute(shared: &Shared, op: Op, retry: bool, intended: Instant, offset: Duration) {
+/// Sends `op` to `node`, records its sample (unless in the warm-up) and any acknowledged
+/// transfers.
+async fn execute(shared: &Shared, node: &Client, op: Op, retry: bool, intended: Instant, offset: Duration) {
     let (outcome, latency, transfers) = match op {
         Op::Transfer { source, destination } => {
-            let (outcome, latency) = transfer(shared, source, destination, retry, intended).await;
+            let (outcome, latency) = transfer(shared, node, source, destination, retry, intended).await;
             let acked = u64::from(matches!(outcome, Outcome::Ok(_)));
             (outcome, latency, acked)
         }
         Op::Batch(items) => {
-            let (outcome, acked) = batch(shared, &items).await;
+            let (outcome, acked) = batch(shared, node, &items).await;
             (outcome, intended.elapsed(), acked)
         }
-        Op::Read { account } => (read(shared, account).await, intended.elapsed(), 0),
+        Op::Read { account } => (read(shared, node, account).await, intended.elapsed(), 0),
     };
     if let Some(measured) = offset.checked_sub(shared.warmup) {
         lock(&shared.stats).record(&Sample { intended: measured, latency, outcome, transfers });
     }
 }
 
-fn outcome_of(answer: &Result<Answer, crate::error::LoadError>, ok: &[u16]) -> Outcome {
+fn outcome_of(answer: &Result<Answer, LoadError>, ok: &[u16]) -> Outcome {
     match answer {
         Ok(a) if ok.contains(&a.status) => Outcome::Ok(a.status),
         Ok(a) => Outcome::Error(a.code()),
@@ -162,10 +178,14 @@ fn acknowledge(shared: &Shared, transfer: &Value, owner: usize) -> Option<String
     Some(id)
 }
 
-/// Sends one transfer; the latency ends at its first answer, before any replay (a replay
-/// measures the idempotency path, not the load).
+/// Sends one transfer to `node`; the latency ends at its first answer, before any replay (a
+/// replay measures the idempotency path, not the load). The replay goes to the next node, so
+/// with several base URLs it checks that an `Idempotency-Key` holds across nodes; a node it
+/// cannot reach passes it on to the one after (same key, so nothing can be paid twice), each
+/// node tried once.
 async fn transfer(
     shared: &Shared,
+    node: &Client,
     source: usize,
     destination: usize,
     retry: bool,
@@ -177,13 +197,16 @@ async fn transfer(
     let token = shared.fixture.tokens.get(owner).map(String::as_str);
     let key = Uuid::new_v4().to_string();
     let api_key = shared.fixture.api_keys.get(owner).map(String::as_str);
-    let send = || async {
-        match api_key {
-            Some(api_key) => shared.client.post_with_api_key("/v1/transfers", api_key, Some(&key), &body).await,
-            None => shared.client.post("/v1/transfers", token, Some(&key), &body).await,
+    let send = |node: Client| {
+        let (key, body) = (&key, &body);
+        async move {
+            match api_key {
+                Some(api_key) => node.post_with_api_key("/v1/transfers", api_key, Some(key), body).await,
+                None => node.post("/v1/transfers", token, Some(key), body).await,
+            }
         }
     };
-    let answer = send().await;
+    let answer = send(node.clone()).await;
     let latency = intended.elapsed();
     let outcome = outcome_of(&answer, &[201, 202]);
     let Ok(first) = answer else { return (outcome, latency) };
@@ -195,7 +218,15 @@ async fn transfer(
     };
     if retry {
         // The replay must answer the very same transfer with the same status.
-        let again = send().await;
+        let mut replay_node = node.next_node();
+        let mut again = send(replay_node.clone()).await;
+        for _ in 1..node.nodes() {
+            if !matches!(again, Err(LoadError::Http(_))) {
+                break;
+            }
+            replay_node = replay_node.next_node();
+            again = send(replay_node.clone()).await;
+        }
         let same = matches!(&again, Ok(a) if a.status == first.status
             && a.body.get("id").and_then(Value::as_str) == Some(id.as_str()));
         if !same {
@@ -206,8 +237,8 @@ async fn transfer(
     (outcome, latency)
 }
 
-/// Sends one batch; answers its outcome and how many of its items were acknowledged.
-async fn batch(shared: &Shared, items: &[(usize, usize)]) -> (Outcome, u64) {
+/// Sends one batch to `node`; answers its outcome and how many of its items were acknowledged.
+async fn batch(shared: &Shared, node: &Client, items: &[(usize, usize)]) -> (Outcome, u64) {
     let mut transfers = Vec::with_capacity(items.len());
     let mut owner = 0;
     for (i, &(source, destination)) in items.iter().enumerate() {
@@ -230,7 +261,7 @@ async fn batch(shared: &Shared, items: &[(usize, usize)]) -> (Outcome, u64) {
     }
     let token = shared.fixture.tokens.get(owner).map(String::as_str);
     let key = Uuid::new_v4().to_string();
-    let answer = shared.client.post("/v1/transfers/batch", token, Some(&key), &json!({"transfers": transfers})).await;
+    let answer = node.post("/v1/transfers/batch", token, Some(&key), &json!({"transfers": transfers})).await;
     let outcome = outcome_of(&answer, &[200]);
     let mut acked = 0;
     if let Ok(a) = &answer {
@@ -250,17 +281,18 @@ async fn batch(shared: &Shared, items: &[(usize, usize)]) -> (Outcome, u64) {
     (outcome, acked)
 }
 
-async fn read(shared: &Shared, account: usize) -> Outcome {
+async fn read(shared: &Shared, node: &Client, account: usize) -> Outcome {
     let Some(a) = shared.fixture.accounts.get(account) else {
         return Outcome::Error("BAD_ACCOUNT_INDEX".to_owned());
     };
     let token = shared.fixture.tokens.get(a.owner).map(String::as_str);
-    let answer = shared.client.get(&format!("/v1/accounts/{}", a.id), token).await;
+    let answer = node.get(&format!("/v1/accounts/{}", a.id), token).await;
     outcome_of(&answer, &[200])
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -273,5 +305,39 @@ mod tests {
         assert_eq!(within, 600);
         // A fractional rate still spaces evenly.
         assert_eq!(intended_offset(3, 0.5), Duration::from_secs(6));
+    }
+
+    #[test]
+    fn requests_and_workers_are_spread_round_robin_over_the_nodes() {
+        // Open loop: 3 nodes, 300 requests: 100 each, and consecutive requests never share one.
+        let mut per_node = [0u32; 3];
+        for i in 0..300 {
+            per_node[node_of_request(i, 3)] += 1;
+            assert_ne!(node_of_request(i, 3), node_of_request(i + 1, 3));
+        }
+        assert_eq!(per_node, [100, 100, 100]);
+        // Closed loop: 16 workers over 3 nodes: 6, 5 and 5.
+        let mut per_node = [0u32; 3];
+        for worker in 0..16 {
+            per_node[node_of_worker(worker, 3)] += 1;
+        }
+        assert_eq!(per_node, [6, 5, 5]);
+        // One node takes everything, as before there were several.
+        assert!((0..1000).all(|i| node_of_request(i, 1) == 0));
+        assert!((0..64).all(|w| node_of_worker(w, 1) == 0));
+    }
+
+    #[test]
+    fn a_node_client_sends_to_its_url_and_the_next_one_wraps_around() {
+        let urls = ["http://a:1/".to_owned(), "http://b:2".to_owned(), "http://c:3".to_owned()];
+        let client = Client::new(&urls).unwrap();
+        assert_eq!(client.base_url(), "http://a:1", "set-up goes to the first, trailing / removed");
+        assert_eq!(client.nodes(), 3);
+        let sent_to: Vec<String> = (0..6).map(|i| client.node(node_of_request(i, 3)).base_url().to_owned()).collect();
+        assert_eq!(sent_to, ["http://a:1", "http://b:2", "http://c:3", "http://a:1", "http://b:2", "http://c:3"]);
+        assert_eq!(client.node(2).next_node().base_url(), "http://a:1");
+        let single = Client::new(&["http://only:9".to_owned()]).unwrap();
+        assert_eq!(single.next_node().base_url(), "http://only:9");
+        assert!(Client::new(&[]).is_err());
     }
 }

@@ -94,7 +94,7 @@ fn summary(page: &mut String, report: &Report) {
         )
     };
     let rows = [
-        ("target", escape(&config.base_url)),
+        ("target", escape(&config.base_url.join(", "))),
         (
             "workload",
             format!(

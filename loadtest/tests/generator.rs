@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use fake_server::Fault;
+use std::sync::atomic::Ordering;
 use tally_loadtest::cli::Config;
+use tally_loadtest::client::Client;
 
 fn config(base_url: &str, extra: &[&str]) -> Config {
     let mut args = vec![
@@ -156,6 +158,53 @@ async fn batches_zipf_mixed_and_replays_verify_clean_when_nothing_is_lost() {
         assert!(report.verification.acknowledged > 0);
         assert_eq!(report.verification.conservation_delta, "0");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_base_urls_share_the_load_and_a_dead_node_is_counted_not_fatal() {
+    // Nodes A and B serve one ledger; the node between them is down (connection refused).
+    let cluster = fake_server::start_cluster(2).await;
+    let dead = fake_server::dead_url().await;
+    let (a, b) = (cluster.base_urls[0].as_str(), cluster.base_urls[1].as_str());
+    let args = ["--rate", "60", "--duration", "1s", "--retry-fraction", "1", "--base-url", &dead, "--base-url", b];
+    let report = tally_loadtest::run(&config(a, &args)).await.unwrap();
+    // Requests go A, dead, B, A, dead, B, ...: 20 each; the dead node's are transport errors.
+    assert_eq!(report.sent, 60);
+    assert_eq!((report.ok, report.errors), (40, 20), "{report:?}");
+    assert_eq!(report.errors_by_code.get("TRANSPORT"), Some(&20));
+    // Every first send and every replay landed on a live node: A's replay skips the dead node
+    // for B, B's goes to A; each replay answered the same transfer (same key, paid once).
+    let received: Vec<usize> = cluster.transfers_received.iter().map(|r| r.load(Ordering::SeqCst)).collect();
+    assert_eq!(received, [40, 40], "20 first sends and 20 replays on each live node");
+    assert_eq!(cluster.fake.transfers_stored(), 40 + 20, "40 transfers and 20 fundings");
+    report.verification.verdict().unwrap();
+    assert_eq!(report.verification.acknowledged, 40);
+    // One URL is reported as a string, as it always was; several as an array.
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["config"]["base_url"], serde_json::json!([a, dead, b]));
+    let single = serde_json::to_value(config(a, &[])).unwrap();
+    assert_eq!(single["base_url"], serde_json::json!(a));
+
+    // Closed loop: 4 workers over A and B, two on each.
+    let args = ["--mode", "closed", "--concurrency", "4", "--duration", "1s", "--base-url", b];
+    let before: Vec<usize> = cluster.transfers_received.iter().map(|r| r.load(Ordering::SeqCst)).collect();
+    let report = tally_loadtest::run(&config(a, &args)).await.unwrap();
+    report.verification.verdict().unwrap();
+    let sent: Vec<usize> =
+        cluster.transfers_received.iter().zip(&before).map(|(r, b)| r.load(Ordering::SeqCst) - b).collect();
+    assert!(sent.iter().all(|&n| n > 0), "both nodes loaded: {sent:?}");
+    assert_eq!(sent.iter().sum::<usize>() as u64, report.sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_reads_pass_a_dead_node_on_to_the_next() {
+    let server = fake_server::start(Duration::ZERO, None).await;
+    let dead = fake_server::dead_url().await;
+    let path = "/v1/transfers/00000000-0000-0000-0000-000000000001";
+    let both = Client::new(&[dead.clone(), server.base_url.clone()]).unwrap();
+    assert_eq!(both.get_patiently(path, None).await.unwrap().status, 404, "answered by the live node");
+    // With one URL the transport error is the answer, as before.
+    assert!(Client::new(&[dead]).unwrap().get_patiently(path, None).await.is_err());
 }
 
 #[test]

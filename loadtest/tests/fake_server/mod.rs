@@ -6,11 +6,13 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use rust_decimal::Decimal;
@@ -66,10 +68,60 @@ impl Fake {
 
 /// Starts the fake on an ephemeral port.
 pub async fn start(delay: Duration, fault: Option<Fault>) -> Running {
+    let fake = fake(delay, fault);
+    let base_url = serve(router(&fake)).await;
+    Running { base_url, fake }
+}
+
+/// A fake cluster: one ledger served on `nodes` ephemeral ports (any node serves any request,
+/// as Tally's nodes do), each node counting the `POST /v1/transfers` it received.
+pub struct Cluster {
+    pub base_urls: Vec<String>,
+    pub fake: Fake,
+    pub transfers_received: Vec<Arc<AtomicUsize>>,
+}
+
+pub async fn start_cluster(nodes: usize) -> Cluster {
+    let fake = fake(Duration::ZERO, None);
+    let mut cluster = Cluster { base_urls: Vec::new(), fake: fake.clone(), transfers_received: Vec::new() };
+    for _ in 0..nodes {
+        let received = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&received);
+        let app = router(&fake).layer(axum::middleware::from_fn(move |request: Request, next: Next| {
+            if request.method() == Method::POST && request.uri().path() == "/v1/transfers" {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            next.run(request)
+        }));
+        cluster.base_urls.push(serve(app).await);
+        cluster.transfers_received.push(received);
+    }
+    cluster
+}
+
+/// A base URL where nothing listens (a node that is down): connecting is refused.
+pub async fn dead_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    url
+}
+
+fn fake(delay: Duration, fault: Option<Fault>) -> Fake {
     let mut ledger = Ledger::default();
     ledger.balances.insert(SETTLEMENT.to_owned(), Decimal::ZERO);
-    let fake = Fake { ledger: Arc::new(Mutex::new(ledger)), delay, fault };
-    let app = Router::new()
+    Fake { ledger: Arc::new(Mutex::new(ledger)), delay, fault }
+}
+
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base_url
+}
+
+fn router(fake: &Fake) -> Router {
+    Router::new()
         .route(
             "/v1/auth/register",
             post(|| async { (StatusCode::CREATED, Json(json!({"user_id": Uuid::new_v4().to_string()}))) }),
@@ -82,11 +134,7 @@ pub async fn start(delay: Duration, fault: Option<Fault>) -> Running {
         .route("/v1/transfers", post(transfer))
         .route("/v1/transfers/batch", post(batch))
         .route("/v1/transfers/{id}", get(get_transfer))
-        .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Running { base_url, fake }
+        .with_state(fake.clone())
 }
 
 async fn open(State(fake): State<Fake>) -> (StatusCode, Json<Value>) {
