@@ -78,6 +78,10 @@ impl TallyServer {
         for (key, value) in &self.extra_env {
             command.env(key, value);
         }
+        // A cluster node tells its peers where it listens.
+        if self.extra_env.iter().any(|(key, _)| key == "TALLY_NODE_ID") {
+            command.env("TALLY_ADVERTISE_URL", self.base_url());
+        }
         self.child = Some(command.spawn().unwrap_or_else(|error| panic!("start {}: {error}", tally_bin().display())));
     }
 
@@ -122,6 +126,24 @@ impl TallyServer {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP: the process stops mid-whatever (a long GC-like pause, a VM frozen) and holds
+    /// its sockets, until `resume`.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let status = Command::new("kill").arg(signal).arg(pid.to_string()).status().expect("run kill");
+            assert!(status.success(), "kill {signal} {pid}");
         }
     }
 

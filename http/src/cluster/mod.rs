@@ -49,6 +49,13 @@ const LEASE_SECS_DEFAULT: u64 = 5;
 /// The shortest cluster secret accepted: 128 bits as hex.
 const SECRET_BYTES_MIN: usize = 32;
 
+/// How long a node that lost its shards lets its journals' commits in flight end before it
+/// counts the fenced ones and starts over.
+const FENCED_SETTLE: Duration = Duration::from_millis(500);
+
+/// How long a forwarded request waits for the owner's next byte.
+const FORWARD_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A node's settings (`TALLY_NODE_ID`, `TALLY_ADVERTISE_URL`, `TALLY_CLUSTER_SECRET`,
 /// `TALLY_LEASE_SECS`).
 #[derive(Clone)]
@@ -148,6 +155,9 @@ impl Node {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
             .pool_idle_timeout(Duration::from_secs(30))
+            // An owner that stops answering (paused, or its host gone without a reset) must
+            // not hold a forwarded request for ever: 30 s without a byte, then 503.
+            .read_timeout(FORWARD_READ_TIMEOUT)
             .tcp_nodelay(true)
             .build()
             .map_err(|error| format!("cluster: the forwarding client: {error}"))?;
@@ -285,6 +295,9 @@ impl Node {
             why,
             "cluster: this node no longer owns its shards; starting over as a standby"
         );
+        // The journals' commits in flight end first (refused by the fence, or committed before
+        // the take), so the count below includes them.
+        tokio::time::sleep(FENCED_SETTLE).await;
         let fenced = tally_persistence::cluster::fenced_commits();
         if fenced > 0 {
             let recorded = tokio::time::timeout(Duration::from_secs(2), self.store.add_fenced_commits(fenced)).await;

@@ -1,0 +1,276 @@
+//! A three-node cluster of real `tally serve` processes on one Postgres (issue 13, DESIGN.md
+//! §10), under transfer load sent to all three nodes: `kill -9` the owner, pause the next
+//! owner with SIGSTOP until its leases run out and resume it, restart the killed node. Then:
+//! every acknowledged transfer exists exactly once and replays under its key on another node,
+//! money is conserved, `tally check` passes, and the fence refused the paused owner's commits
+//! (counted in the store, > 0). `scripts/cluster` runs the same scenario longer, with
+//! `tally-loadtest`.
+
+// Test code: a failed unwrap or panic is a failed test, which is what we want.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use tally_engine::{Direction, TransferId};
+use tally_persistence::Store;
+use tally_tests::postgres;
+use tally_tests::server::{ADMIN_EMAIL, ADMIN_PASSWORD, Client, TallyServer, tally_check};
+
+const ACCOUNTS: usize = 8;
+const WORKERS: usize = 12;
+const LEASE_SECS: u64 = 2;
+const SECRET: &str = "cluster-failover-test-secret-0123456789";
+
+fn node_env(id: &str) -> Vec<(&str, String)> {
+    vec![
+        ("TALLY_NODE_ID", id.to_owned()),
+        ("TALLY_CLUSTER_SECRET", SECRET.to_owned()),
+        ("TALLY_LEASE_SECS", LEASE_SECS.to_string()),
+    ]
+}
+
+async fn start_node(database: &str, id: &str) -> TallyServer {
+    let env = node_env(id);
+    let env: Vec<(&str, &str)> = env.iter().map(|(key, value)| (*key, value.as_str())).collect();
+    TallyServer::start(database, &env).await
+}
+
+#[derive(Clone, Debug)]
+struct Sent {
+    key: String,
+    body: serde_json::Value,
+    /// Which node the client sent it to.
+    node: usize,
+    /// The transfer id of a `201`, if the client heard one.
+    acknowledged: Option<String>,
+}
+
+/// `GET /v1/admin/cluster` through the first node of `bases` that answers it within a second
+/// (a node forwarding to a paused owner waits for it).
+async fn cluster_view(admin: &Client, bases: &[String]) -> Option<serde_json::Value> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().expect("client");
+    for base in bases {
+        let client = Client { base: base.clone(), http: http.clone(), ..admin.clone() };
+        if let Ok((200, view)) = client.send(reqwest::Method::GET, "/v1/admin/cluster", None, None).await {
+            return Some(view);
+        }
+    }
+    None
+}
+
+/// Waits until a node other than those in `not` owns every shard; returns it.
+async fn wait_for_owner(admin: &Client, bases: &[String], not: &[&str]) -> String {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if let Some(view) = cluster_view(admin, bases).await {
+            let owners: Vec<&str> =
+                view["shards"].as_array().unwrap().iter().filter_map(|shard| shard["owner"].as_str()).collect();
+            let node = view["node_id"].as_str().unwrap_or_default();
+            if owners.iter().all(|owner| *owner == node) && !not.contains(&node) && !owners.is_empty() {
+                return node.to_owned();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no new owner (not {not:?}) within 30 s");
+}
+
+fn fenced_of(view: &serde_json::Value, node: &str) -> i64 {
+    view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == node)
+        .map_or(0, |n| n["fenced_commits"].as_i64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_under_load_loses_nothing_acknowledged_and_fences_the_paused_owner() {
+    let database = postgres::fresh_database("cluster").await;
+    let ids = ["n1", "n2", "n3"];
+    let mut nodes = Vec::new();
+    for id in ids {
+        // n1 starts first and takes the shards; the others are standbys, ready once they can
+        // forward to it.
+        nodes.push(start_node(&database, id).await);
+    }
+    let bases: Vec<String> = nodes.iter().map(TallyServer::base_url).collect();
+    // Logged in through a standby: forwarded to the owner.
+    let admin = Client::login(&bases[1], ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(wait_for_owner(&admin, &bases, &[]).await, "n1");
+    let mut accounts = Vec::new();
+    for _ in 0..ACCOUNTS {
+        let account = admin.open_account("USD").await;
+        admin.fund(&account, "10000.00").await;
+        accounts.push(account);
+    }
+
+    let sent: Arc<Mutex<Vec<Sent>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|worker| {
+            let (admin, bases, accounts, sent, stop) =
+                (admin.clone(), bases.clone(), accounts.clone(), sent.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let source = &accounts[(worker + i) % ACCOUNTS];
+                    let destination = &accounts[(worker + 3 * i + 1) % ACCOUNTS];
+                    if source == destination {
+                        continue;
+                    }
+                    let node = (worker + i) % bases.len();
+                    let client = Client { base: bases[node].clone(), ..admin.clone() };
+                    let key = format!("cluster-{worker}-{i}");
+                    let body = serde_json::json!({
+                        "type": "internal", "source_account_id": source,
+                        "destination_account_id": destination, "amount": "0.01"
+                    });
+                    let result =
+                        client.send(reqwest::Method::POST, "/v1/transfers", Some(body.clone()), Some(&key)).await;
+                    let acknowledged = match &result {
+                        Ok((201, transfer)) => Some(transfer["id"].as_str().expect("id").to_owned()),
+                        _ => None,
+                    };
+                    if acknowledged.is_none() {
+                        // A node down, paused or between owners: try the next one shortly.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    sent.lock().expect("lock").push(Sent { key, body, node, acknowledged });
+                }
+            })
+        })
+        .collect();
+
+    // The owner dies; another node takes the shards after the lease time.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    nodes[0].kill();
+    let survivors = [bases[1].clone(), bases[2].clone()];
+    let mut owner = wait_for_owner(&admin, &survivors, &["n1"]).await;
+
+    // The owner pauses past its lease; the last node takes over; the paused one wakes, finds
+    // its commits fenced, and starts over as a standby. Paused again (at most three times)
+    // until a commit of it was fenced: a pause that happens to find its journals empty leaves
+    // nothing to refuse.
+    let mut fenced = 0;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let paused = ids.iter().position(|id| *id == owner).unwrap();
+        let other = 3 - paused;
+        nodes[paused].pause();
+        let next = wait_for_owner(&admin, &[bases[other].clone()], &["n1", &owner]).await;
+        nodes[paused].resume();
+        // It counts its fenced commits into the store before it starts over.
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Some(view) = cluster_view(&admin, &[bases[other].clone()]).await {
+                let node =
+                    &view["nodes"].as_array().unwrap().iter().find(|n| n["id"] == owner.as_str()).unwrap().clone();
+                fenced = fenced_of(&view, &owner);
+                if node["alive"] == true && node["shards_owned"] == 0 && fenced > 0 {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        owner = next;
+        if fenced > 0 {
+            break;
+        }
+    }
+    assert!(fenced > 0, "the fence refused no commit of a paused owner in three pauses");
+
+    // The killed node comes back as a standby; the load goes on a moment over all three.
+    nodes[0].restart().await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+
+    let sent = sent.lock().expect("lock").clone();
+    let acknowledged: Vec<&Sent> = sent.iter().filter(|s| s.acknowledged.is_some()).collect();
+    eprintln!("{} sent, {} acknowledged", sent.len(), acknowledged.len());
+    assert!(acknowledged.len() > 100, "the load ran: {} acknowledged", acknowledged.len());
+    for node in 0..3 {
+        assert!(acknowledged.iter().any(|s| s.node == node), "node {node} acknowledged transfers");
+    }
+
+    // Every acknowledged transfer is there, completed; its key replays to it through another
+    // node than the one that acknowledged it (idempotency holds across nodes).
+    let owner_now = wait_for_owner(&admin, &bases, &[]).await;
+    eprintln!("owner at the end: {owner_now}");
+    for sent in &acknowledged {
+        let id = sent.acknowledged.as_deref().expect("acknowledged");
+        let other = Client { base: bases[(sent.node + 1) % 3].clone(), ..admin.clone() };
+        let (status, transfer) = other.get(&format!("/v1/transfers/{id}")).await;
+        assert_eq!((status, transfer["status"].as_str()), (200, Some("completed")), "acked {id}");
+        let (status, replay) = other
+            .send(reqwest::Method::POST, "/v1/transfers", Some(sent.body.clone()), Some(&sent.key))
+            .await
+            .expect("replay");
+        assert_eq!((status, replay["id"].as_str()), (201, Some(id)), "replay of {}", sent.key);
+    }
+
+    // Money is conserved: the users hold exactly what was funded.
+    let mut total = Decimal::ZERO;
+    for account in &accounts {
+        total += admin.balance(account).await.parse::<Decimal>().expect("decimal");
+    }
+    assert_eq!(total, Decimal::from(10_000 * ACCOUNTS as i64), "conservation");
+    for node in &mut nodes {
+        node.kill();
+    }
+
+    // Exactly once, and nothing half-applied, read from the database itself.
+    let store = tally_persistence::postgres::PgStore::connect(&database).await.expect("connect");
+    let mut directions: HashMap<Direction, usize> = HashMap::new();
+    for sent in &acknowledged {
+        let id: uuid::Uuid = sent.acknowledged.as_deref().expect("id").parse().expect("uuid");
+        let postings = store.postings_of_transfer(TransferId::from_uuid(id)).await.expect("postings");
+        directions.clear();
+        for posting in &postings {
+            *directions.entry(posting.direction).or_default() += 1;
+        }
+        assert_eq!(directions.get(&Direction::Debit), Some(&1), "{id} debited once");
+        assert_eq!(directions.get(&Direction::Credit), Some(&1), "{id} credited once");
+    }
+    let (ok, report) = tally_check(&database);
+    assert!(ok, "tally check found violations:\n{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_one_node_refuses_the_token_on_every_node_within_a_second() {
+    let database = postgres::fresh_database("cluster_logout").await;
+    let mut nodes = Vec::new();
+    for id in ["a", "b", "c"] {
+        nodes.push(start_node(&database, id).await);
+    }
+    let bases: Vec<String> = nodes.iter().map(TallyServer::base_url).collect();
+    let admin = Client::login(&bases[2], ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    for base in &bases {
+        let client = Client { base: base.clone(), ..admin.clone() };
+        assert_eq!(client.get("/v1/admin/cluster").await.0, 200, "the token works on {base}");
+    }
+    // A second session of the same admin, ended through node b.
+    let second = Client::login(&bases[0], ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let on_b = Client { base: bases[1].clone(), ..second.clone() };
+    let (status, _) = on_b.send(reqwest::Method::POST, "/v1/auth/logout", None, None).await.expect("logout");
+    assert_eq!(status, 204);
+    // The very next request on each node is refused (the contract asks within a second).
+    for base in &bases {
+        let client = Client { base: base.clone(), ..second.clone() };
+        let (status, _) = client.get("/v1/admin/cluster").await;
+        assert_eq!(status, 401, "the ended session's token is refused on {base}");
+    }
+    // The first session is untouched.
+    for base in &bases {
+        let client = Client { base: base.clone(), ..admin.clone() };
+        assert_eq!(client.get("/v1/admin/cluster").await.0, 200);
+    }
+}
