@@ -108,6 +108,21 @@ fn describe() {
         "tally_runtime_inbox_jobs_total",
         "Jobs other threads queued for a runtime thread; divided by the wake-ups, what one cross-thread wake-up carried"
     );
+    metrics::describe_gauge!("tally_cluster_owner", "1 while this cluster node owns the shards, else 0");
+    metrics::describe_gauge!("tally_cluster_shards_owned", "Shards whose lease this cluster node holds");
+    metrics::describe_counter!("tally_cluster_lease_takes_total", "Times this cluster node took the shards' leases");
+    metrics::describe_counter!(
+        "tally_cluster_shard_moves_total",
+        "Shards this cluster node took from another node (a failover or a hand-off)"
+    );
+    metrics::describe_counter!(
+        "tally_cluster_forwarded_requests_total",
+        "Requests this cluster node forwarded to the node that owns the shards"
+    );
+    metrics::describe_counter!(
+        "tally_cluster_fenced_commits_total",
+        "Journal commits of this process the lease fence refused (its leases had been taken)"
+    );
     metrics::describe_counter!(
         "tally_webhook_deliveries_total",
         "Webhook delivery attempts by outcome: delivered (2xx), failed (retried), dead (given up)"

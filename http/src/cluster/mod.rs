@@ -161,6 +161,17 @@ impl Node {
             .tcp_nodelay(true)
             .build()
             .map_err(|error| format!("cluster: the forwarding client: {error}"))?;
+        // Every cluster series exists from the start, so a dashboard shows 0, not "no data".
+        metrics::gauge!("tally_cluster_owner").set(0.0);
+        metrics::gauge!("tally_cluster_shards_owned").set(0.0);
+        for counter in [
+            "tally_cluster_lease_takes_total",
+            "tally_cluster_shard_moves_total",
+            "tally_cluster_forwarded_requests_total",
+            "tally_cluster_fenced_commits_total",
+        ] {
+            metrics::counter!(counter).increment(0);
+        }
         Ok(Arc::new(Node {
             config,
             store,
