@@ -178,6 +178,11 @@ fn acknowledge(shared: &Shared, transfer: &Value, owner: usize) -> Option<String
     Some(id)
 }
 
+/// How many times a replay answered `503` is sent again, `REPLAY_UNAVAILABLE_PAUSE` apart: 30 s,
+/// longer than a cluster's failover (a lease of 5 s, then recovery).
+const REPLAY_UNAVAILABLE_RETRIES: usize = 60;
+const REPLAY_UNAVAILABLE_PAUSE: Duration = Duration::from_millis(500);
+
 /// Sends one transfer to `node`; the latency ends at its first answer, before any replay (a
 /// replay measures the idempotency path, not the load). The replay goes to the next node, so
 /// with several base URLs it checks that an `Idempotency-Key` holds across nodes; a node it
@@ -218,11 +223,21 @@ async fn transfer(
     };
     if retry {
         // The replay must answer the very same transfer with the same status.
+        // A node it cannot reach passes it on; a `503` ("nothing done, retry later": a cluster
+        // between owners, a full queue) is retried after a pause, as a client must, for up
+        // to `REPLAY_UNAVAILABLE_RETRIES` pauses.
         let mut replay_node = node.next_node();
         let mut again = send(replay_node.clone()).await;
-        for _ in 1..node.nodes() {
-            if !matches!(again, Err(LoadError::Http(_))) {
-                break;
+        let mut unreachable = 1;
+        let mut unavailable = 0;
+        loop {
+            match &again {
+                Err(LoadError::Http(_)) if unreachable < node.nodes() => unreachable += 1,
+                Ok(answer) if answer.status == 503 && unavailable < REPLAY_UNAVAILABLE_RETRIES => {
+                    unavailable += 1;
+                    tokio::time::sleep(REPLAY_UNAVAILABLE_PAUSE).await;
+                }
+                _ => break,
             }
             replay_node = replay_node.next_node();
             again = send(replay_node.clone()).await;
