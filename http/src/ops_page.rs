@@ -3,9 +3,13 @@
 //! works on an isolated operations network. The page itself carries no data and needs no
 //! token; it logs in through `POST /v1/auth/login` (or takes `#token=...` from the URL
 //! fragment, for automation), keeps the access token in memory only, and polls
-//! `GET /v1/admin/actors` (`ops:read`) — the API's own authorization guards every figure.
-//! Charts are hand-written SVG; rates and percentiles come from the difference between two
-//! polls of the counters (`request_stats.rs`, the engine's health report).
+//! `GET /v1/admin/actors` and then `GET /v1/admin/cluster` (both `ops:read`) — the API's own
+//! authorization guards every figure. Charts are hand-written SVG; rates and percentiles come
+//! from the difference between two polls of the counters (`request_stats.rs`, the engine's
+//! health report). The **Cluster** section shows the node that answered (the shards' owner), the
+//! nodes with their heartbeat age, shards owned and fenced commits, and shard moves: a shard
+//! whose owner changed or whose epoch rose between two polls, counted since the page opened with
+//! the last few listed, beside the lease takes (the sum of the epochs, which a reload keeps).
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -56,8 +60,9 @@ mod tests {
     }
 
     #[test]
-    fn the_page_polls_the_health_api_and_logs_in_through_the_api() {
+    fn the_page_polls_the_health_and_cluster_apis_and_logs_in_through_the_api() {
         assert!(PAGE.contains("/v1/admin/actors"));
+        assert!(PAGE.contains("/v1/admin/cluster"));
         assert!(PAGE.contains("/v1/auth/login"));
     }
 }

@@ -1,7 +1,8 @@
 //! The operators' page `/ops` in a real headless Chromium against a real `tally serve` on
 //! Postgres, while transfers run and injected panics restart account actors: the page logs in
 //! with the token from its URL fragment, polls the health API, and draws its charts with data
-//! (transfers/s, latency, active actors, restarts) and the worst-actors table. The rendered DOM
+//! (transfers/s, latency, active actors, restarts), the worst-actors table and the cluster
+//! section (a cluster of one: node `local` owning every shard, no move). The rendered DOM
 //! is asserted on; a screenshot is kept as a CI artifact (`TALLY_ARTIFACTS_DIR`, default
 //! `target/ci-artifacts/ops.png`).
 //!
@@ -228,6 +229,37 @@ async fn the_ops_page_in_headless_chromium_draws_live_charts_and_the_worst_actor
     let table = &dom[dom.find("id=\"worst\"").unwrap()..];
     let table = &table[..table.find("</table>").unwrap()];
     assert!(table.contains("<tr data-kind=\"account\""), "the worst-actors table lists accounts: {table}");
+
+    // The cluster section: a server without TALLY_NODE_ID is a cluster of one, node `local`
+    // owning every shard, and nothing moved while the page watched.
+    let (status, view) = admin.get("/v1/admin/cluster").await;
+    assert_eq!(status, 200, "{view}");
+    let shards_total = view["shards_total"].as_u64().unwrap();
+    assert!(shards_total > 0, "{view}");
+    let cluster = tag(&dom, "cluster");
+    assert!(number(cluster, "data-cluster-polls") >= 3.0, "the cluster view was polled: {cluster}");
+    assert_eq!(attribute(cluster, "data-node-id"), "local", "{cluster}");
+    assert_eq!(number(cluster, "data-shards-total"), shards_total as f64, "{cluster}");
+    assert_eq!(number(cluster, "data-moves"), 0.0, "no shard moved: {cluster}");
+    assert_eq!(number(cluster, "data-lease-takes"), 0.0, "a cluster of one takes no lease: {cluster}");
+    assert_eq!(text(&dom, "cluster-stat-node").trim(), "local");
+    assert_eq!(text(&dom, "cluster-stat-nodes-alive").trim(), "1 / 1");
+    assert_eq!(text(&dom, "cluster-stat-shards").trim(), shards_total.to_string());
+    assert_eq!(text(&dom, "cluster-stat-moves").trim(), "0");
+    assert_eq!(text(&dom, "cluster-stat-lease-takes").trim(), "0");
+    let nodes = &dom[dom.find("id=\"cluster-nodes\"").unwrap()..];
+    let nodes = &nodes[..nodes.find("</table>").unwrap()];
+    assert_eq!(nodes.matches("<tr data-node=").count(), 1, "one node: {nodes}");
+    let local = &nodes[nodes.find("<tr data-node=\"local\"").unwrap_or_else(|| panic!("node local: {nodes}"))..];
+    let local = &local[..local.find("</tr>").unwrap()];
+    assert_eq!(attribute(local, "data-alive"), "true", "{local}");
+    assert_eq!(number(local, "data-shards-owned"), shards_total as f64, "local owns every shard: {local}");
+    let every_shard = if shards_total == 1 { "0".to_owned() } else { format!("0–{}", shards_total - 1) };
+    assert!(local.contains(&format!("<td>{every_shard}</td>")), "its shards {every_shard}: {local}");
+    let moves = &dom[dom.find("id=\"cluster-moves\"").unwrap()..];
+    let moves = &moves[..moves.find("</table>").unwrap()];
+    assert!(!moves.contains("data-from="), "no move listed: {moves}");
+    assert!(moves.contains("no shard has moved"), "{moves}");
 
     let png = std::fs::read(&screenshot).unwrap_or_else(|error| panic!("screenshot {}: {error}", screenshot.display()));
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "the screenshot is a PNG");
