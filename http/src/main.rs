@@ -272,7 +272,10 @@ impl EngineStart {
                 std::process::exit(1);
             }
         }
-        state.set_engine(engine);
+        if let Err(error) = state.set_engine_reading_limits(engine).await {
+            tracing::error!(%error, "the verification limits could not be read; exiting");
+            std::process::exit(1);
+        }
         // Deliveries run where the engine runs: on a cluster, only the owner delivers.
         if let Err(error) = tally_http::webhooks::start(state.clone()) {
             tracing::error!(%error, "the webhook deliveries could not start; exiting");

@@ -120,6 +120,10 @@ fn describe() {
         "Requests this cluster node forwarded to the node that owns the shards"
     );
     metrics::describe_counter!(
+        "tally_cluster_forward_failures_total",
+        "Forwarded requests the owner did not answer (answered 503 here): a failover in progress"
+    );
+    metrics::describe_counter!(
         "tally_cluster_fenced_commits_total",
         "Journal commits of this process the lease fence refused (its leases had been taken)"
     );

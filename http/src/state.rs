@@ -51,6 +51,17 @@ impl AppState {
         let _ = self.inner.engine.set(engine);
     }
 
+    /// As `set_engine`, with the limits and levels read from the store now: a cluster node
+    /// that was a standby since it started takes over with what the owner before it changed.
+    pub async fn set_engine_reading_limits(&self, engine: Engine) -> Result<(), tally_persistence::StoreError> {
+        let limits = self.inner.identity.limits.load_limits().await?;
+        let levels = self.inner.identity.limits.load_user_levels().await?;
+        engine.limits().install(&limits);
+        engine.limits().install_levels(&levels);
+        let _ = self.inner.engine.set(engine);
+        Ok(())
+    }
+
     /// Makes this server a cluster node (`GET /v1/admin/cluster` reads the cluster's tables).
     pub fn set_cluster(&self, node: Arc<crate::cluster::Node>) {
         let _ = self.inner.cluster.set(node);

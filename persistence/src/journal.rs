@@ -1022,9 +1022,20 @@ impl Writer {
                         // pipelined batch may have followed one that did): the store's
                         // committed sequence says whether this batch is already in.
                         let committed = match self.idle.last_mut() {
-                            Some(writer) => writer.committed_seq().await.ok(),
-                            None => None,
+                            Some(writer) => writer.committed_seq().await,
+                            None => Err(StoreError::Unavailable("no journal connection".to_owned())),
                         };
+                        if let Err(StoreError::Corrupt(refused)) = &committed {
+                            // The store will not say where this writer's shard stands (a cluster
+                            // node whose lease moved: another writer carries the sequence on
+                            // from the committed prefix, so its number says nothing of this
+                            // batch). Nothing more is acknowledged; the journal stops, and a
+                            // client's retry under its key finds what the new owner recovered.
+                            tracing::error!(shard = self.inner().shard, %refused, %reason, "journal's shard refused to this writer; journal stopped");
+                            self.inner().failed.store(true, Ordering::SeqCst);
+                            return false;
+                        }
+                        let committed = committed.ok();
                         if maybe_committed
                             && let (Some(committed), Some(last)) = (committed, batch.records.last())
                             && committed >= last.seq

@@ -226,15 +226,32 @@ impl JournalWriter for PgJournalWriter {
         self.settle(result)
     }
 
+    /// The shard's committed sequence, which tells whether a batch whose answer was lost is in.
+    /// On a cluster node only while the shard's row still names this writer's lease: once
+    /// another node took it, that node carries the sequence on from the committed prefix, and
+    /// a number at or past this batch's would wrongly say it committed (refused as fenced).
     async fn committed_seq(&mut self) -> Result<u64, StoreError> {
         let shard = self.shard;
         let result = match self.connection().await {
-            Ok(connection) => sqlx::query_scalar("SELECT committed_seq FROM journal_shards WHERE shard = $1")
-                .bind(shard)
-                .fetch_one(connection)
-                .await
-                .map_err(classify)
-                .and_then(seq_of),
+            Ok(connection) => sqlx::query_as::<_, (i64, bool)>(
+                "SELECT committed_seq,
+                        COALESCE(current_setting('tally.epoch', true), '') = ''
+                        OR (owner IS NOT DISTINCT FROM current_setting('tally.owner', true)
+                            AND epoch::TEXT = current_setting('tally.epoch', true))
+                 FROM journal_shards WHERE shard = $1",
+            )
+            .bind(shard)
+            .fetch_one(connection)
+            .await
+            .map_err(classify)
+            .and_then(|(committed, ours)| {
+                if ours {
+                    seq_of(committed)
+                } else {
+                    crate::cluster::count_fenced_commit();
+                    Err(corrupt(format!("shard {shard} is leased to another node: this writer is fenced")))
+                }
+            }),
             Err(error) => Err(error),
         };
         self.settle(result)
@@ -262,8 +279,11 @@ pub(crate) fn classify(error: sqlx::Error) -> StoreError {
                 crate::cluster::count_fenced_commit();
             }
             // 08: connection exception; 40: transaction rollback (serialization, deadlock);
-            // 53: insufficient resources; 57: operator intervention (shutdown, cancel).
-            if ["08", "40", "53", "57"].iter().any(|class| code.starts_with(class)) {
+            // 53: insufficient resources; 57: operator intervention (shutdown, cancel);
+            // 25P03/25P04: the server ended the session for sitting idle in a transaction (a
+            // cluster node's writers set that timeout: a node paused mid-commit; the
+            // transaction rolled back, and the retry meets the fence if the lease moved).
+            if ["08", "40", "53", "57", "25P03", "25P04"].iter().any(|class| code.starts_with(class)) {
                 StoreError::Unavailable(error.to_string())
             } else {
                 StoreError::Corrupt(error.to_string())

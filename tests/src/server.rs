@@ -261,6 +261,32 @@ impl Client {
     }
 }
 
+/// Reads from the database itself that each of `acknowledged` (transfer ids as the API gave
+/// them) was debited exactly once and credited exactly once: nothing lost, duplicated or half
+/// applied. `context` prefixes each failure (a seed, a scenario).
+pub async fn assert_each_posted_once(database_url: &str, acknowledged: &[&str], context: &str) {
+    use futures::StreamExt;
+    use tally_persistence::Store;
+    let store = tally_persistence::postgres::PgStore::connect(database_url).await.expect("connect");
+    // Eight look-ups at a time (the store's pool): thousands of transfers take seconds.
+    let mut checks = futures::stream::iter(acknowledged)
+        .map(|id| {
+            let store = &store;
+            async move {
+                let uuid: uuid::Uuid = id.parse().expect("uuid");
+                let postings =
+                    store.postings_of_transfer(tally_engine::TransferId::from_uuid(uuid)).await.expect("postings");
+                (id, postings)
+            }
+        })
+        .buffer_unordered(8);
+    while let Some((id, postings)) = checks.next().await {
+        let count = |direction| postings.iter().filter(|posting| posting.direction == direction).count();
+        assert_eq!(count(tally_engine::Direction::Debit), 1, "{context}{id} debited once");
+        assert_eq!(count(tally_engine::Direction::Credit), 1, "{context}{id} credited once");
+    }
+}
+
 /// Runs `tally check` against a database; true if every invariant holds.
 pub fn tally_check(database_url: &str) -> (bool, String) {
     let output = Command::new(tally_bin())

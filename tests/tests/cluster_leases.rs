@@ -87,6 +87,12 @@ async fn a_node_that_lost_its_leases_can_never_commit_again() {
     engine_b.shutdown(Duration::from_secs(5)).await;
     tally_tests::assert_store_consistent(store_b.as_ref()).await;
 
+    // A clean stop hands over at once: b releases (its journals flushed by the shutdown
+    // above), and a takes the shards without waiting for the lease to run out.
+    b.release(&taken).await.unwrap();
+    let back = a.take_all(shards).await.unwrap().expect("released leases are free at once");
+    assert!(back.leases.iter().all(|lease| lease.epoch == 3), "{back:?}");
+
     a.add_fenced_commits(fenced_commits() - fenced_before).await.unwrap();
     let view = b.view().await.unwrap();
     assert!(view.nodes.iter().find(|node| node.id == "a").unwrap().fenced_commits > 0, "{view:?}");

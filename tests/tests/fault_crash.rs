@@ -7,17 +7,14 @@
 //! it rather than a second transfer, that nothing unacknowledged is half-applied, that money
 //! is conserved, and that no transfer is stuck non-terminal (`tally check` passes).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
-use tally_engine::{Direction, TransferId};
-use tally_persistence::Store;
 use tally_tests::postgres;
-use tally_tests::server::{Client, TallyServer, tally_check};
+use tally_tests::server::{Client, TallyServer, assert_each_posted_once, tally_check};
 
 const ACCOUNTS: usize = 8;
 const WORKERS: usize = 16;
@@ -119,18 +116,8 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_leaves_nothing_half_do
     server.kill();
 
     // Exactly once, and nothing half-applied, read from the database itself.
-    let store = tally_persistence::postgres::PgStore::connect(&database).await.expect("connect");
-    let mut directions: HashMap<Direction, usize> = HashMap::new();
-    for sent in &acknowledged {
-        let id: uuid::Uuid = sent.acknowledged.as_deref().expect("id").parse().expect("uuid");
-        let postings = store.postings_of_transfer(TransferId::from_uuid(id)).await.expect("postings");
-        directions.clear();
-        for posting in &postings {
-            *directions.entry(posting.direction).or_default() += 1;
-        }
-        assert_eq!(directions.get(&Direction::Debit), Some(&1), "seed {seed}: {id} debited once");
-        assert_eq!(directions.get(&Direction::Credit), Some(&1), "seed {seed}: {id} credited once");
-    }
+    let ids: Vec<&str> = acknowledged.iter().filter_map(|sent| sent.acknowledged.as_deref()).collect();
+    assert_each_posted_once(&database, &ids, &format!("seed {seed}: ")).await;
     let (ok, report) = tally_check(&database);
     assert!(ok, "seed {seed}: tally check found violations:\n{report}");
 }

@@ -114,7 +114,10 @@ pub async fn to_owner(
     let answer = match answer {
         Ok(answer) => answer,
         Err(error) => {
-            tracing::warn!(%error, owner = owner_url, "forwarding to the owner failed");
+            // Debug, not warn: while an owner is down every request fails here until another
+            // node takes over; `tally_cluster_forward_failures_total` counts them.
+            tracing::debug!(%error, owner = owner_url, "forwarding to the owner failed");
+            metrics::counter!("tally_cluster_forward_failures_total").increment(1);
             return None;
         }
     };

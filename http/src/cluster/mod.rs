@@ -193,6 +193,7 @@ impl Node {
             "tally_cluster_lease_takes_total",
             "tally_cluster_shard_moves_total",
             "tally_cluster_forwarded_requests_total",
+            "tally_cluster_forward_failures_total",
             "tally_cluster_fenced_commits_total",
         ] {
             metrics::counter!(counter).increment(0);
@@ -348,10 +349,17 @@ impl Node {
 }
 
 /// Replaces this process with a fresh run of the same binary, arguments and environment. Every
-/// socket is close-on-exec, so the listeners and the database connections go with it.
+/// socket is close-on-exec, so the listeners and the database connections go with it. The
+/// binary is `/proc/self/exe`, the very file this process runs even if its path now names
+/// another (an upgrade in place: the new version starts when the operator restarts the node).
 fn restart_process() -> ! {
     use std::os::unix::process::CommandExt;
-    let error = match std::env::current_exe() {
+    let exe = if std::path::Path::new("/proc/self/exe").exists() {
+        Ok(std::path::PathBuf::from("/proc/self/exe"))
+    } else {
+        std::env::current_exe()
+    };
+    let error = match exe {
         Ok(exe) => std::process::Command::new(exe).args(std::env::args_os().skip(1)).exec(),
         Err(error) => error,
     };

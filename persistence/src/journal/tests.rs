@@ -489,3 +489,43 @@ async fn a_group_is_never_split_between_batches() {
     // group of 10 alone.
     assert_eq!(sizes, vec![5, 7, 10]);
 }
+
+/// A cluster node's writer after another node took its shard: its commit's answer was lost
+/// (the connection ended while it was paused), every retry is refused by the lease fence, and
+/// the store will not say where the shard's sequence stands for it (the new owner carries the
+/// sequence on from the committed prefix, so a number at or past this batch would wrongly
+/// say it committed).
+struct FencedWriter {
+    attempts: usize,
+}
+
+#[async_trait::async_trait]
+impl JournalWriter for FencedWriter {
+    async fn commit(
+        &mut self,
+        _: &crate::batch::BatchPlan,
+        mut turn: crate::store::PipelineTurn,
+    ) -> Result<(), StoreError> {
+        turn.wait().await;
+        self.attempts += 1;
+        if self.attempts == 1 {
+            Err(StoreError::Unavailable("terminating connection due to idle-in-transaction timeout".to_owned()))
+        } else {
+            Err(StoreError::Corrupt("shard 0 is leased to another node: commit fenced".to_owned()))
+        }
+    }
+
+    async fn committed_seq(&mut self) -> Result<u64, StoreError> {
+        Err(StoreError::Corrupt("shard 0 is leased to another node: this writer is fenced".to_owned()))
+    }
+}
+
+#[tokio::test]
+async fn a_writer_whose_shard_moved_acknowledges_nothing_and_stops() {
+    let journals = Journals::new(&[0], JournalConfig::default(), clock());
+    tokio::spawn(journals.shard(0).clone().run_writer(vec![Box::new(FencedWriter { attempts: 0 })]));
+    let (_, ack) = journals.shard(0).append_acked(opened(1)).unwrap();
+    assert!(ack.wait().await.is_err(), "a batch that may or may not have committed is never acknowledged");
+    assert!(journals.shard(0).has_failed(), "the journal stops");
+    journals.halt().await;
+}
