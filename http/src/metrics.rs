@@ -125,7 +125,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         "tally_cluster_fenced_commits_total",
-        "Journal commits of this process the lease fence refused (its leases had been taken)"
+        "Journal writes of this process the lease fence refused (its leases had been taken): a commit, or the check of whether a commit whose answer was lost is in"
     );
     metrics::describe_counter!(
         "tally_webhook_deliveries_total",

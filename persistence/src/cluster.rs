@@ -29,7 +29,9 @@ const NOW_MICROS: &str = "(extract(epoch FROM clock_timestamp()) * 1000000)::BIG
 /// The SQLSTATE of a commit the lease fence refused (migration 0064).
 pub(crate) const FENCED_SQLSTATE: &str = "TL001";
 
-/// Commits refused by the fence in this process.
+/// Writes refused by the fence in this process: a commit (`TL001`), or a writer's read of its
+/// shard's committed sequence once the shard's row names another lease (the retry of a batch
+/// whose answer was lost; `PgJournalWriter::committed_seq`). One batch can count twice.
 static FENCED_COMMITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Counts a commit the fence refused (`classify` sees its SQLSTATE).
@@ -371,10 +373,19 @@ impl ClusterStore {
     }
 }
 
-/// Whether any shard of the store at `pool` is leased to a cluster node right now: a server
-/// that is not a cluster node refuses to start then, since it would write beside the owner.
-pub(crate) async fn live_lease_exists(pool: &PgPool) -> Result<bool, StoreError> {
-    sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM journal_shards WHERE lease_expires_at > {NOW_MICROS})"))
+/// Whether any shard of the store at `pool` is leased to a cluster node right now (a server
+/// that is not a cluster node refuses to start then, since it would write beside the owner);
+/// leases that ran out are cleared first (owner NULL, the epoch kept, so a former owner stays
+/// fenced).
+pub(crate) async fn live_lease_exists_clearing_the_rest(pool: &PgPool) -> Result<bool, StoreError> {
+    sqlx::query(&format!(
+        "UPDATE journal_shards SET owner = NULL, lease_expires_at = NULL
+         WHERE owner IS NOT NULL AND (lease_expires_at IS NULL OR lease_expires_at <= {NOW_MICROS})"
+    ))
+    .execute(pool)
+    .await
+    .map_err(classify)?;
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM journal_shards WHERE owner IS NOT NULL)")
         .fetch_one(pool)
         .await
         .map_err(classify)

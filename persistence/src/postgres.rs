@@ -96,10 +96,11 @@ impl PgStore {
         })
     }
 
-    /// Makes this store's journal writers commit only while `node` holds `leases` (migration
-    /// 0064's trigger): their connections carry the node and each shard's epoch, and an idle
-    /// or statement timeout of the lease time, so a paused node cannot keep a shard's row
-    /// locked after its lease has run out. Call once, before the engine starts.
+    /// Makes this store's journal writers commit only while `node` holds `leases` (migrations
+    /// 0064 and 0065's trigger): their connections carry the node and each shard's epoch, and
+    /// an idle-in-transaction timeout of the lease time, so a node paused between its fence
+    /// and its `COMMIT` cannot keep a shard's row locked after its lease has run out. Call
+    /// once, before the engine starts.
     pub fn fence_journal_writers(&self, node: &str, leases: &[crate::cluster::Lease], lease: Duration) {
         let epochs = leases.iter().map(|lease| (lease.shard, lease.epoch)).collect();
         let _ = self.fence.set(WriterFence { node: node.to_owned(), epochs, lease });
@@ -114,12 +115,12 @@ impl PgStore {
             .epochs
             .get(&shard)
             .ok_or_else(|| StoreError::Unavailable(format!("this node holds no lease on shard {shard}")))?;
-        let millis = fence.lease.as_millis().to_string();
+        // No statement timeout: a statement in flight holds no lease row until the batch's
+        // fence, which is its last, and a large `COPY` may rightly take long.
         Ok(self.options.clone().options([
             ("tally.owner", fence.node.clone()),
             ("tally.epoch", epoch.to_string()),
-            ("idle_in_transaction_session_timeout", millis.clone()),
-            ("statement_timeout", millis),
+            ("idle_in_transaction_session_timeout", fence.lease.as_millis().to_string()),
         ]))
     }
 
@@ -248,6 +249,8 @@ impl JournalWriter for PgJournalWriter {
                 if ours {
                     seq_of(committed)
                 } else {
+                    // A refusal by the fence like a commit's (`TL001`): the retry of a batch
+                    // whose first attempt's answer was lost ends here, not at the trigger.
                     crate::cluster::count_fenced_commit();
                     Err(corrupt(format!("shard {shard} is leased to another node: this writer is fenced")))
                 }
@@ -824,8 +827,10 @@ impl Store for PgStore {
         let cluster_node = self.fence.get().is_some();
         self.run(move |pool| async move {
             // A server that is not a cluster node would write beside the node that holds the
-            // shards (each refused by the other's fence in turn): refused at start instead.
-            if !cluster_node && crate::cluster::live_lease_exists(&pool).await? {
+            // shards: refused at start. Leases that ran out are cleared, so its own commits pass
+            // the fence (a row that names an owner admits only that owner's); should a cluster
+            // node take a shard later, the fence refuses this server's next commit to it.
+            if !cluster_node && crate::cluster::live_lease_exists_clearing_the_rest(&pool).await? {
                 return Err(corrupt(
                     "this store's shards are leased to a running cluster node (journal_shards.owner); \
                      start this server as a cluster node (TALLY_NODE_ID) or stop the cluster first",

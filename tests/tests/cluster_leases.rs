@@ -79,6 +79,7 @@ async fn a_node_that_lost_its_leases_can_never_commit_again() {
     // b's engine, fenced by b's leases, serves the same ledger from the store.
     let store_b = Arc::new(PgStore::connect(&url).await.unwrap());
     store_b.fence_journal_writers("b", &taken, LEASE);
+    let config_for_later = config.clone();
     let engine_b = Engine::start(store_b.clone() as Arc<dyn Store>, config).await.unwrap();
     let moved = engine_b.transfer(internal_request(&engine_b, &source, &destination, dec!(2.50))).await.unwrap();
     assert_eq!(moved.status, TransferStatus::Completed);
@@ -96,4 +97,19 @@ async fn a_node_that_lost_its_leases_can_never_commit_again() {
     a.add_fenced_commits(fenced_commits() - fenced_before).await.unwrap();
     let view = b.view().await.unwrap();
     assert!(view.nodes.iter().find(|node| node.id == "a").unwrap().fenced_commits > 0, "{view:?}");
+
+    // Once the cluster is gone (a released its leases), a server that is not a cluster node
+    // may start: it clears the leases that ran out and commits. Should a cluster node take the
+    // shards after that, the fence refuses that server's commits too, though it set nothing.
+    a.release(&back.leases).await.unwrap();
+    let standalone_store = Arc::new(PgStore::connect(&url).await.unwrap());
+    let standalone = Engine::start(standalone_store.clone() as Arc<dyn Store>, config_for_later).await.unwrap();
+    let moved = standalone.transfer(internal_request(&standalone, &source, &destination, dec!(0.50))).await.unwrap();
+    assert_eq!(moved.status, TransferStatus::Completed);
+    assert!(b.take_all(shards).await.unwrap().is_some(), "cleared leases are free");
+    let request = internal_request(&standalone, &source, &destination, dec!(0.25));
+    let outcome = tokio::time::timeout(Duration::from_secs(3), standalone.transfer(request)).await;
+    assert!(!matches!(outcome, Ok(Ok(_))), "a server that is no cluster node committed beside one: {outcome:?}");
+    let stored = checker.load_account(source.id).await.unwrap().unwrap().value;
+    assert_eq!(stored.balance(), dec!(97.00), "only the transfers made before the take moved money");
 }

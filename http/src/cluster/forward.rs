@@ -78,16 +78,24 @@ pub fn vouched_client(secret: &str, headers: &HeaderMap, method: &str, path: &st
     client.parse().ok()
 }
 
+/// Why a forwarded request has no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAnswered {
+    /// No connection to the owner: the request never left (the caller answers 503).
+    NotSent,
+    /// Sent, then no answer (a reset, 30 s without a byte): the owner may have done it.
+    Unknown,
+}
+
 /// Sends `request` to `owner_url` (the owning node's advertised base URL) as this node
-/// (`node`), and answers with the owner's answer, streamed both ways. `None`: the owner could
-/// not be reached (the caller answers 503; a client retries under its `Idempotency-Key`).
+/// (`node`), and answers with the owner's answer, streamed both ways.
 pub async fn to_owner(
     client: &reqwest::Client,
     owner_url: &str,
     node: &str,
     secret: &str,
     request: Request,
-) -> Option<Response> {
+) -> Result<Response, NotAnswered> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |path| path.as_str()).to_owned();
     let client_address = parts
@@ -102,9 +110,10 @@ pub async fn to_owner(
             headers.append(name.clone(), value.clone());
         }
     }
-    headers.insert(AUTH, HeaderValue::from_str(&format!("t={t},v1={proof}")).ok()?);
-    headers.insert(FORWARDED_BY, HeaderValue::from_str(node).ok()?);
-    headers.insert(FORWARDED_FOR, HeaderValue::from_str(&client_address).ok()?);
+    let header = |text: &str| HeaderValue::from_str(text).map_err(|_| NotAnswered::NotSent);
+    headers.insert(AUTH, header(&format!("t={t},v1={proof}"))?);
+    headers.insert(FORWARDED_BY, header(node)?);
+    headers.insert(FORWARDED_FOR, header(&client_address)?);
     let answer = client
         .request(parts.method, format!("{}{path}", owner_url.trim_end_matches('/')))
         .headers(headers)
@@ -118,7 +127,7 @@ pub async fn to_owner(
             // node takes over; `tally_cluster_forward_failures_total` counts them.
             tracing::debug!(%error, owner = owner_url, "forwarding to the owner failed");
             metrics::counter!("tally_cluster_forward_failures_total").increment(1);
-            return None;
+            return Err(if error.is_connect() { NotAnswered::NotSent } else { NotAnswered::Unknown });
         }
     };
     let mut response = Response::builder().status(answer.status());
@@ -129,7 +138,7 @@ pub async fn to_owner(
             }
         }
     }
-    response.body(Body::from_stream(answer.bytes_stream())).ok()
+    response.body(Body::from_stream(answer.bytes_stream())).map_err(|_| NotAnswered::Unknown)
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
@@ -135,6 +136,8 @@ pub struct Node {
     serving_until: AtomicU64,
     /// Whether this node took the leases (it stays the owner until it starts over).
     owner: AtomicBool,
+    /// Set by `release`: the renewals stop, so a clean shutdown's release is not undone.
+    released: AtomicBool,
     /// The owner's id and URL as last read, for a standby.
     owner_seen: RwLock<Option<(String, String)>>,
     leases: Mutex<Vec<Lease>>,
@@ -204,6 +207,7 @@ impl Node {
             started: Instant::now(),
             serving_until: AtomicU64::new(0),
             owner: AtomicBool::new(false),
+            released: AtomicBool::new(false),
             owner_seen: RwLock::new(None),
             leases: Mutex::new(Vec::new()),
         }))
@@ -255,6 +259,9 @@ impl Node {
     }
 
     async fn renew(&self) {
+        if self.released.load(Ordering::Acquire) {
+            return;
+        }
         let sent = Instant::now();
         match self.store.renew(&self.leases()).await {
             Ok(true) => self.serve_until(sent),
@@ -304,7 +311,9 @@ impl Node {
         self.serve_until(sent);
         self.owner.store(true, Ordering::Release);
         if let Some(start) = become_owner.take() {
-            start(taken.leases).await;
+            // In a task of its own: recovery may take longer than a lease, and the leases must
+            // be renewed meanwhile (the gate answers 503 until the engine is set).
+            tokio::spawn(start(taken.leases));
         }
     }
 
@@ -312,6 +321,7 @@ impl Node {
     /// takes over without waiting for them to run out.
     pub async fn release(&self) {
         if self.owner.load(Ordering::Acquire) {
+            self.released.store(true, Ordering::Release);
             self.serving_until.store(0, Ordering::Release);
             if let Err(error) = self.store.release(&self.leases()).await {
                 tracing::warn!(%error, "cluster: releasing the leases failed; they run out by themselves");
@@ -386,14 +396,26 @@ pub async fn gate(State(node): State<Arc<Node>>, mut request: Request, next: Nex
     if let Some(client) = vouched {
         request.extensions_mut().insert(ConnectInfo::<SocketAddr>(client));
     }
-    if served_locally(&path) || node.serving() {
+    if served_locally(&path) {
         return next.run(request).await;
+    }
+    if node.serving() {
+        let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+        let response = next.run(request).await;
+        // A read that began before a pause (a stopped process, a stalled host) may have been
+        // answered from an engine whose shards another node now owns: not sent. A write's
+        // answer is sent: its commit passed the fence, so it happened under this node's lease.
+        if reads && !node.serving() {
+            return unavailable("this node's shard leases are being renewed");
+        }
+        return response;
     }
     if node.owner.load(Ordering::Acquire) {
         return unavailable("this node's shard leases are being renewed");
     }
-    if vouched.is_some() {
-        // A peer thought this node the owner: no second hop, the peer's client retries.
+    if request.headers().contains_key(forward::FORWARDED_BY) {
+        // A peer thought this node the owner (or the request claims to come from one): no
+        // second hop, the client retries.
         return unavailable("this node does not own the shards (ownership is moving)");
     }
     let Some((_, url)) = node.owner_seen() else {
@@ -404,8 +426,15 @@ pub async fn gate(State(node): State<Arc<Node>>, mut request: Request, next: Nex
         return unavailable("this node cannot forward at the moment");
     };
     match forward::to_owner(&client, &url, node.id(), &node.config.secret, request).await {
-        Some(response) => response,
-        None => unavailable("the node that owns the shards did not answer"),
+        Ok(response) => response,
+        Err(forward::NotAnswered::NotSent) => unavailable("the node that owns the shards could not be reached"),
+        // Sent, and then the owner went quiet or away: it may have done it. Not a 503, which
+        // says "not done"; the client's retry under its `Idempotency-Key` finds out.
+        Err(forward::NotAnswered::Unknown) => ApiError::new(
+            ErrorCode::Internal,
+            "the node that owns the shards did not answer; the outcome is unknown: retry under the same Idempotency-Key",
+        )
+        .into_response(),
     }
 }
 
