@@ -154,6 +154,7 @@ async fn every_admin_route_refuses_callers_without_its_permission(server: TestSe
         ),
         ("GET", "/v1/admin/permissions", "/v1/admin/permissions".to_owned(), None, "admin_users:read"),
         ("GET", "/v1/admin/actors", "/v1/admin/actors".to_owned(), None, "ops:read"),
+        ("GET", "/v1/admin/cluster", "/v1/admin/cluster".to_owned(), None, "ops:read"),
         ("GET", "/v1/admin/aml/rules", "/v1/admin/aml/rules".to_owned(), None, "aml:write"),
         (
             "POST",

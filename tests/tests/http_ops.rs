@@ -18,6 +18,7 @@ on_both_stores!(
     release_refuses_bad_input_and_callers_without_ops_write_and_changes_nothing,
     the_health_api_counts_requests_by_status_and_latency_bucket,
     the_ops_page_is_one_self_contained_html_document,
+    a_server_that_is_not_a_cluster_node_answers_the_cluster_view_as_a_cluster_of_one,
     the_admin_console_is_one_self_contained_html_document_under_a_hash_based_policy,
     login_sessions_show_as_session_actors_in_the_health_api,
 );
@@ -209,6 +210,36 @@ async fn the_health_api_counts_requests_by_status_and_latency_bucket(server: Tes
     server.get("/v1/admin/actors", None).await.assert_problem(401, "UNAUTHENTICATED");
     let user = server.user().await;
     server.get("/v1/admin/actors", Some(&user.token)).await.assert_problem(403, "FORBIDDEN");
+}
+
+async fn a_server_that_is_not_a_cluster_node_answers_the_cluster_view_as_a_cluster_of_one(server: TestServer) {
+    let ops = server.admin(&["ops:read"]).await;
+    let view = server.get("/v1/admin/cluster", Some(&ops.token)).await;
+    view.assert_status(200);
+    let body = &view.body;
+    assert_eq!(body["node_id"], "local");
+    let shards = body["shards"].as_array().unwrap();
+    assert!(!shards.is_empty());
+    assert_eq!(body["shards_total"].as_u64(), Some(shards.len() as u64));
+    for (index, shard) in shards.iter().enumerate() {
+        assert_eq!(shard["shard"].as_u64(), Some(index as u64));
+        assert_eq!(
+            (&shard["owner"], &shard["epoch"], &shard["expires_at"]),
+            (&json!("local"), &json!(0), &Value::Null)
+        );
+    }
+    let nodes = body["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0]["id"], "local");
+    assert_eq!(nodes[0]["url"], Value::Null);
+    assert_eq!(nodes[0]["alive"], true);
+    assert_eq!(nodes[0]["shards_owned"].as_u64(), Some(shards.len() as u64));
+    assert_eq!(nodes[0]["fenced_commits"], 0);
+    assert!(nodes[0]["last_heartbeat_at"].as_str().unwrap().ends_with('Z'));
+
+    server.get("/v1/admin/cluster", None).await.assert_problem(401, "UNAUTHENTICATED");
+    let user = server.user().await;
+    server.get("/v1/admin/cluster", Some(&user.token)).await.assert_problem(403, "FORBIDDEN");
 }
 
 async fn the_ops_page_is_one_self_contained_html_document(server: TestServer) {
