@@ -125,6 +125,8 @@ struct Shared {
     /// Messages sent to session actors; minus `stats.handled`, the mailbox depth (actix has
     /// no API for it).
     enqueued: AtomicU64,
+    /// While set and false, the actors' ticks leave the store alone (`Sessions::tick_only_while`).
+    ticks_allowed: std::sync::OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
 }
 
 fn micros(duration: Duration) -> i64 {
@@ -175,6 +177,7 @@ impl Sessions {
                 config,
                 stats: KindStats::default(),
                 enqueued: AtomicU64::new(0),
+                ticks_allowed: std::sync::OnceLock::new(),
             }),
             runtime,
         })
@@ -182,6 +185,14 @@ impl Sessions {
 
     pub fn config(&self) -> SessionConfig {
         self.shared.config
+    }
+
+    /// Makes the actors' ticks (last activity written behind, idle sessions ended) run only
+    /// while `allowed` says so. A cluster node passes "while I hold the shards": a former
+    /// owner woken from a long pause would otherwise end, in the shared store, sessions its
+    /// successor is serving, before it learns it lost the shards. Set once.
+    pub fn tick_only_while(&self, allowed: impl Fn() -> bool + Send + Sync + 'static) {
+        let _ = self.shared.ticks_allowed.set(Box::new(allowed));
     }
 
     /// Sessions held in memory (live and tombstones).
@@ -450,6 +461,9 @@ impl SessionActor {
     /// Writes last activity behind, ends the session if idle, and removes a tombstone whose
     /// time is up.
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.shared.ticks_allowed.get().is_some_and(|allowed| !allowed()) {
+            return;
+        }
         let now = self.shared.clock.now();
         if let Some(ended_at) = self.ended_at {
             if is_idle(ended_at, now, self.shared.config.tombstone_for) {

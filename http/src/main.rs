@@ -188,6 +188,8 @@ async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, St
         // A cluster node's outermost layer serves (the owner) or forwards (a standby).
         Some(node) => {
             state.set_cluster(Arc::clone(node));
+            let holder = Arc::clone(node);
+            state.identity().sessions.tick_only_while(move || holder.serving());
             app(state.clone()).layer(axum::middleware::from_fn_with_state(Arc::clone(node), tally_http::cluster::gate))
         }
         None => app(state.clone()),

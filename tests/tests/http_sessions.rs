@@ -30,6 +30,7 @@ on_both_stores!(
     a_login_beyond_the_per_user_bound_ends_the_oldest_session,
     sessions_survive_a_restart_and_an_ended_one_stays_ended,
     an_idle_session_expires_by_the_clock_and_activity_keeps_it_alive,
+    session_ticks_leave_the_store_alone_while_the_node_may_not_write,
 );
 
 /// A second server process on the same database: a fresh `Identity` (and so a fresh, empty
@@ -261,6 +262,44 @@ async fn sessions_survive_a_restart_and_an_ended_one_stays_ended(server: TestSer
     listed.assert_status(200);
     assert_eq!(listed.body.as_array().unwrap().len(), 1, "the ended session is not listed: {}", listed.text);
     assert_eq!(listed.body[0]["current"], true);
+    server.shutdown().await;
+}
+
+/// A cluster node woken from a pause must not end, in the shared store, sessions another node
+/// now serves: its session actors' ticks run only while it may (`Sessions::tick_only_while`).
+async fn session_ticks_leave_the_store_alone_while_the_node_may_not_write(server: TestServer) {
+    let user: TestUser = server.user().await;
+    let clock = Arc::new(ManualClock(AtomicI64::new(SystemClock.now().as_micros())));
+    // An idle time of 2 s makes the actors tick every 2 s.
+    let config = SessionConfig { idle: Duration::from_secs(2), ..SessionConfig::default() };
+    let stores = open_user_store(&server.database_url).await.unwrap();
+    let identity =
+        Identity::open_with_sessions(stores.clone(), clock.clone(), Arc::new(RandomIds), config).await.unwrap();
+    let allowed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = Arc::clone(&allowed);
+    identity.sessions.tick_only_while(move || gate.load(std::sync::atomic::Ordering::SeqCst));
+    let timed = second_server(&server, identity).await;
+    let login = timed.post(&server, "/v1/auth/login", json!({"identifier": user.email, "password": PASSWORD})).await;
+    login.assert_status(200);
+    let session = timed.identity.tokens.verify_session(&login.str("access_token"), clock.now()).unwrap().session;
+    let revoked = || async { stores.sessions.session(session).await.unwrap().and_then(|record| record.revoked_reason) };
+
+    // Idle by the clock, and two ticks' worth of time passes: not ended while the gate is shut.
+    clock.advance(Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(revoked().await, None, "a tick ended a session while the node might not write");
+
+    // The gate opens: the next tick ends it, in the store.
+    allowed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut reason = None;
+    for _ in 0..100 {
+        reason = revoked().await;
+        if reason.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(reason.as_deref(), Some("idle"));
     server.shutdown().await;
 }
 
