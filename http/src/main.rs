@@ -175,6 +175,9 @@ async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, St
         identity.protection.requests.set_per_second(per_second);
     }
     let state = AppState::new(store.clone(), identity);
+    // Built now, so bad webhook settings stop the start-up with their message; deliveries
+    // start with the engine (on a cluster, only where it runs).
+    let webhook_client = tally_http::webhooks::client(&state.identity().webhooks)?;
     let (config, panic_every) = engine_config_from_env()?;
     let engine_clock = engine_clock_from_env()?;
     // One thread per core: each serves HTTP connections, its shards' actors and sagas, and
@@ -196,8 +199,15 @@ async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, St
     };
     let server = Server::start(&runtime, listen, router, server_config_from_env()?)
         .map_err(|error| format!("binding {listen}: {error}"))?;
-    let owner =
-        EngineStart { state: state.clone(), runtime: Arc::clone(&runtime), store, config, engine_clock, panic_every };
+    let owner = EngineStart {
+        state: state.clone(),
+        runtime: Arc::clone(&runtime),
+        store,
+        config,
+        engine_clock,
+        panic_every,
+        webhook_client,
+    };
     match (&node, pg_store) {
         (Some(node), Some(pg_store)) => {
             tracing::info!(address = %server.local_addr(), node = node.id(), "tally listening as a cluster node; standby until it owns the shards");
@@ -243,13 +253,14 @@ struct EngineStart {
     config: EngineConfig,
     engine_clock: Arc<dyn tally_actors::Clock>,
     panic_every: Vec<(tally_actors::ActorKind, u32)>,
+    webhook_client: reqwest::Client,
 }
 
 impl EngineStart {
     /// Starts (and recovers) the engine, loads what it needs from identity, hands it to the
     /// handlers and starts the webhook deliveries; exits the process if it cannot start.
     async fn start(self) {
-        let EngineStart { state, runtime, store, config, engine_clock, panic_every } = self;
+        let EngineStart { state, runtime, store, config, engine_clock, panic_every, webhook_client } = self;
         let started = Engine::start_on(runtime, store, config, engine_clock, Arc::new(RandomIds)).await;
         let engine = match started {
             Ok(engine) => engine,
@@ -279,10 +290,7 @@ impl EngineStart {
             std::process::exit(1);
         }
         // Deliveries run where the engine runs: on a cluster, only the owner delivers.
-        if let Err(error) = tally_http::webhooks::start(state.clone()) {
-            tracing::error!(%error, "the webhook deliveries could not start; exiting");
-            std::process::exit(1);
-        }
+        tally_http::webhooks::start_with(state.clone(), webhook_client);
     }
 }
 

@@ -196,8 +196,14 @@ pub fn client(options: &WebhookOptions) -> Result<reqwest::Client, String> {
 /// tokio runtime. Errs (before anything starts) when the client cannot be built.
 pub fn start(state: AppState) -> Result<(), String> {
     let client = client(&state.identity().webhooks)?;
-    tokio::spawn(supervise(state, client));
+    start_with(state, client);
     Ok(())
+}
+
+/// Starts the supervisor with a client built earlier (`tally serve` builds it at start-up, so
+/// bad settings are refused at once, and starts deliveries only once its engine runs).
+pub fn start_with(state: AppState, client: reqwest::Client) {
+    tokio::spawn(supervise(state, client));
 }
 
 async fn supervise(state: AppState, client: reqwest::Client) {

@@ -277,11 +277,14 @@ impl Node {
 
     async fn look_for_owner(&self, shards: u16, become_owner: &mut Option<BecomeOwner>) {
         match self.store.owner().await {
-            Ok(Some(owner)) => {
+            // A live lease in this node's own name is a former incarnation's (killed and
+            // restarted within the lease time): taken again at once, the epoch fencing it,
+            // rather than forwarding to itself until it runs out.
+            Ok(Some(owner)) if owner.0 != self.id() => {
                 *self.owner_seen.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(owner);
                 return;
             }
-            Ok(None) => {}
+            Ok(Some(_)) | Ok(None) => {}
             Err(error) => {
                 tracing::warn!(%error, "cluster: reading the owner failed");
                 return;
