@@ -264,6 +264,11 @@ async fn failover_under_load_loses_nothing_acknowledged_and_fences_the_paused_ow
         forwarded += metrics(&scrape(base.clone()).await, "tally_cluster_forwarded_requests_total");
     }
     assert!(forwarded > 0.0, "standbys forwarded requests");
+    let mut batches = 0.0;
+    for base in &bases {
+        batches += metrics(&scrape(base.clone()).await, "tally_cluster_forwarded_batches_total");
+    }
+    assert!(batches > 0.0, "standbys forwarded single transfers in batches");
     let last_owner = &bases[ids.iter().position(|id| *id == owner_now).unwrap()];
     let text = scrape(last_owner.clone()).await;
     assert_eq!(metrics(&text, "tally_cluster_owner"), 1.0, "{text}");
@@ -315,4 +320,134 @@ async fn a_logout_on_one_node_refuses_the_token_on_every_node_within_a_second() 
         let client = Client { base: base.clone(), ..admin.clone() };
         assert_eq!(client.get("/v1/admin/cluster").await.0, 200);
     }
+}
+
+/// One raw request: status, the headers that describe the answer, and the body as JSON.
+async fn raw_transfer(
+    http: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    key: &str,
+    body: &serde_json::Value,
+) -> (u16, Vec<(String, String)>, serde_json::Value) {
+    let mut request = http.post(format!("{base}/v1/transfers")).header("Idempotency-Key", key).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    // Every header but those that differ from answer to answer by nature.
+    let mut headers: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "date" | "x-request-id" | "content-length"))
+        .map(|(name, value)| (name.as_str().to_owned(), value.to_str().unwrap_or("?").to_owned()))
+        .collect();
+    headers.sort();
+    let body = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, headers, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_transfers_through_a_standby_travel_in_batches_and_each_hears_its_own_answer() {
+    let database = postgres::fresh_database("cluster_batches").await;
+    let owner = start_node(&database, "a").await;
+    let standby = start_node(&database, "b").await;
+    let (on_owner, on_standby) = (owner.base_url(), standby.base_url());
+    let admin = Client::login(&on_owner, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(wait_for_owner(&admin, &[on_owner.clone()], &[]).await, "a");
+    let (rich, poor) = (admin.open_account("USD").await, admin.open_account("USD").await);
+    admin.fund(&rich, "1000.00").await;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    let token = admin.token.clone();
+
+    // 128 at once through the standby: good transfers, overdrafts, bad amounts and one without
+    // credentials, each keyed.
+    let body = |i: usize| {
+        let amount = match i % 4 {
+            0 | 1 => "0.01",
+            2 => "5000.00",
+            _ => "-1",
+        };
+        serde_json::json!({"type": "internal", "source_account_id": rich, "destination_account_id": poor, "amount": amount})
+    };
+    let requests: Vec<_> = (0..128)
+        .map(|i| {
+            let (http, base, token, body) = (http.clone(), on_standby.clone(), token.clone(), body(i));
+            tokio::spawn(async move {
+                let token = (i != 7).then_some(token);
+                raw_transfer(&http, &base, token.as_deref(), &format!("batched-{i}"), &body).await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for request in requests {
+        answers.push(request.await.expect("request"));
+    }
+    for (i, (status, _, answer)) in answers.iter().enumerate() {
+        let expected = match (i, i % 4) {
+            (7, _) => (401, "UNAUTHENTICATED"),
+            (_, 0 | 1) => (201, ""),
+            (_, 2) => (422, "INSUFFICIENT_FUNDS"),
+            _ => (400, "VALIDATION_ERROR"),
+        };
+        assert_eq!((*status, answer["code"].as_str().unwrap_or("")), expected, "request {i}: {answer}");
+    }
+    // Each answer is the one its own key gets from the owner directly: same status, same
+    // headers (content type, location, retry hints), same body.
+    for (i, (status, headers, answer)) in answers.iter().enumerate() {
+        if i == 7 {
+            continue;
+        }
+        let (direct_status, mut direct_headers, direct) =
+            raw_transfer(&http, &on_owner, Some(&token), &format!("batched-{i}"), &body(i)).await;
+        let replayed = ("idempotent-replayed".to_owned(), "true".to_owned());
+        if direct_status == 201 {
+            assert!(direct_headers.contains(&replayed), "request {i} replays: {direct_headers:?}");
+            direct_headers.retain(|header| *header != replayed);
+        }
+        assert_eq!((*status, headers), (direct_status, &direct_headers), "request {i}");
+        if *status == 201 {
+            assert_eq!(answer, &direct, "request {i} replays to the same transfer");
+        } else {
+            // (A replayed failure's detail names the transfer instead of the first reason.)
+            assert_eq!(answer["code"], direct["code"], "request {i}");
+        }
+    }
+    // The money moved once per acknowledged transfer.
+    let acknowledged = answers.iter().filter(|(status, _, _)| *status == 201).count();
+    assert_eq!(acknowledged, 64);
+    assert_eq!(admin.balance(&poor).await.parse::<Decimal>().unwrap(), Decimal::new(64, 2));
+
+    // They travelled in batches, fewer than the requests.
+    let metric = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
+            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let text = reqwest::get(format!("{on_standby}/metrics")).await.unwrap().text().await.unwrap();
+    let (forwarded, batches) = (
+        metric(&text, "tally_cluster_forwarded_requests_total"),
+        metric(&text, "tally_cluster_forwarded_batches_total"),
+    );
+    assert!(forwarded >= 128.0, "{text}");
+    assert!(batches > 0.0 && batches < 128.0, "128 requests in {batches} batches");
+
+    // A batch that is not a peer's is refused and runs nothing: no proof, a proof under
+    // another secret, or sent to a node that does not own the shards.
+    let forged = |base: &str, proof: &str| {
+        http.post(format!("{base}/internal/cluster/forwarded"))
+            .header("Tally-Cluster-Auth", proof.to_owned())
+            .header("Tally-Forwarded-By", "b")
+            .header("Content-Type", "application/cbor")
+            .body(vec![0x80_u8])
+            .send()
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let bad_proof = format!("t={now},v1={}", "ab".repeat(32));
+    assert_eq!(forged(&on_owner, "").await.unwrap().status(), 401);
+    assert_eq!(forged(&on_owner, &bad_proof).await.unwrap().status(), 401);
+    assert_eq!(forged(&on_standby, &bad_proof).await.unwrap().status(), 503);
+    assert_eq!(admin.balance(&poor).await.parse::<Decimal>().unwrap(), Decimal::new(64, 2));
 }

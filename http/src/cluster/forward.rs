@@ -21,7 +21,7 @@ const AUTH_WINDOW_SECS: i64 = 60;
 
 /// Headers that describe one hop (RFC 9110 §7.6.1) or that the forwarding itself sets: never
 /// passed along.
-fn hop_by_hop(name: &HeaderName) -> bool {
+pub(super) fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"
@@ -41,7 +41,7 @@ fn hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-fn unix_now() -> i64 {
+pub(super) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX))
@@ -56,10 +56,8 @@ fn tag(secret: &str, text: &str) -> String {
     data_encoding::HEXLOWER.encode(aws_lc_rs::hmac::sign(&key, text.as_bytes()).as_ref())
 }
 
-/// The client address a peer vouches for, if `headers` carry a valid proof for this request.
-pub fn vouched_client(secret: &str, headers: &HeaderMap, method: &str, path: &str) -> Option<SocketAddr> {
-    let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
-    let (auth, node, client) = (text(AUTH)?, text(FORWARDED_BY)?, text(FORWARDED_FOR)?);
+/// `t` and `v1` of a `Tally-Cluster-Auth` value.
+pub(super) fn parse_proof(auth: &str) -> Option<(i64, Vec<u8>)> {
     let mut t = None;
     let mut v1 = None;
     for part in auth.split(',') {
@@ -69,8 +67,20 @@ pub fn vouched_client(secret: &str, headers: &HeaderMap, method: &str, path: &st
             _ => {}
         }
     }
-    let (t, v1) = (t?, v1?);
-    if (unix_now() - t).abs() > AUTH_WINDOW_SECS {
+    Some((t?, v1?))
+}
+
+/// Whether a proof's time `t` is within the window of this node's clock.
+pub(super) fn fresh(t: i64) -> bool {
+    (unix_now() - t).abs() <= AUTH_WINDOW_SECS
+}
+
+/// The client address a peer vouches for, if `headers` carry a valid proof for this request.
+pub fn vouched_client(secret: &str, headers: &HeaderMap, method: &str, path: &str) -> Option<SocketAddr> {
+    let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let (auth, node, client) = (text(AUTH)?, text(FORWARDED_BY)?, text(FORWARDED_FOR)?);
+    let (t, v1) = parse_proof(auth)?;
+    if !fresh(t) {
         return None;
     }
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());

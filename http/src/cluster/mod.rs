@@ -24,6 +24,7 @@
 //!
 //! Without `TALLY_NODE_ID` none of this runs: the server is a cluster of one, as before.
 
+pub mod batch;
 pub mod forward;
 
 use std::net::SocketAddr;
@@ -141,6 +142,10 @@ pub struct Node {
     /// The owner's id and URL as last read, for a standby.
     owner_seen: RwLock<Option<(String, String)>>,
     leases: Mutex<Vec<Lease>>,
+    /// The node's whole router, this gate included, through which the owner runs the requests
+    /// of a forwarded batch (`batch.rs`): the gate sits inside each route, so the rest of its
+    /// stack is that one route. Set once by `tally serve`.
+    router: std::sync::OnceLock<axum::Router>,
 }
 
 thread_local! {
@@ -189,6 +194,7 @@ impl Node {
         store.heartbeat().await.map_err(|error| format!("cluster: registering this node: {error}"))?;
         // Checked once here, so that building one per thread later cannot fail.
         forwarding_client().map_err(|error| format!("cluster: the forwarding client: {error}"))?;
+        batch::batch_client().map_err(|error| format!("cluster: the batches' client: {error}"))?;
         // Every cluster series exists from the start, so a dashboard shows 0, not "no data".
         metrics::gauge!("tally_cluster_owner").set(0.0);
         metrics::gauge!("tally_cluster_shards_owned").set(0.0);
@@ -196,6 +202,7 @@ impl Node {
             "tally_cluster_lease_takes_total",
             "tally_cluster_shard_moves_total",
             "tally_cluster_forwarded_requests_total",
+            "tally_cluster_forwarded_batches_total",
             "tally_cluster_forward_failures_total",
             "tally_cluster_fenced_commits_total",
         ] {
@@ -210,7 +217,14 @@ impl Node {
             released: AtomicBool::new(false),
             owner_seen: RwLock::new(None),
             leases: Mutex::new(Vec::new()),
+            router: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Gives the node its router (with the gate), for the batches it serves as the owner.
+    /// The router holds the node in its gate: both live as long as the process.
+    pub fn set_router(&self, router: axum::Router) {
+        let _ = self.router.set(router);
     }
 
     pub fn id(&self) -> &str {
@@ -390,6 +404,9 @@ fn served_locally(path: &str) -> bool {
 /// the peer's for rate limits and sessions.
 pub async fn gate(State(node): State<Arc<Node>>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
+    if path == batch::PATH {
+        return batch::serve(&node, request).await;
+    }
     let vouched = forward::vouched_client(
         &node.config.secret,
         request.headers(),
@@ -425,6 +442,9 @@ pub async fn gate(State(node): State<Arc<Node>>, mut request: Request, next: Nex
         return unavailable("no node owns the shards at the moment (failover in progress)");
     };
     metrics::counter!("tally_cluster_forwarded_requests_total").increment(1);
+    if let Some(length) = batch::batchable(&request) {
+        return batch::forward(&node, &url, request, length).await;
+    }
     let Some(client) = thread_client() else {
         return unavailable("this node cannot forward at the moment");
     };
