@@ -355,7 +355,7 @@ async fn single_transfers_through_a_standby_travel_in_batches_and_each_hears_its
     let standby = start_node(&database, "b").await;
     let (on_owner, on_standby) = (owner.base_url(), standby.base_url());
     let admin = Client::login(&on_owner, ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    assert_eq!(wait_for_owner(&admin, &[on_owner.clone()], &[]).await, "a");
+    assert_eq!(wait_for_owner(&admin, std::slice::from_ref(&on_owner), &[]).await, "a");
     let (rich, poor) = (admin.open_account("USD").await, admin.open_account("USD").await);
     admin.fund(&rich, "1000.00").await;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
