@@ -33,6 +33,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use tally_engine::ErrorCode;
@@ -54,11 +55,20 @@ const ITEM_BODY_MAX: usize = 64 * 1024;
 /// Requests per batch. 256 is the bench's whole concurrency, more than a thread ever queues in
 /// one round trip, and bounds the owner's reply.
 const ITEMS_MAX: usize = 256;
-/// Batches in flight per standby thread: two, so that one batch's requests queue while the
-/// previous one is answered, without one slow commit stalling every request of the thread.
-const IN_FLIGHT_MAX: usize = 2;
-/// A batch's body on the owner: every item at its largest, with room for headers.
-const BATCH_BODY_MAX: usize = ITEMS_MAX * (ITEM_BODY_MAX + 16 * 1024);
+/// Batches in flight per standby thread: one, so that everything a thread accepts during a
+/// round trip leaves in the next batch. Measured with `scripts/cluster bench` at 6,000
+/// transfers/s: one in flight made batches of 5-9 requests and cost the three nodes 1.26-1.39×
+/// one node's CPU per transfer; two made batches of 3-4 and 1.36-1.53×, four 2.5 and 1.64×.
+/// The price is latency: a request waits for the batch in flight before its own leaves (p50
+/// 8-12 ms against 4 ms on one node at that rate).
+const IN_FLIGHT_MAX: usize = 1;
+/// A standby stops adding requests to a batch past this many bytes of bodies and headers (a
+/// request alone may pass it).
+const BATCH_BYTES_TARGET: usize = 1024 * 1024;
+/// A batch's body on the owner: the target, plus one more request's body and a generous
+/// header block, plus the encoding's overhead. Read before the proof can be checked, so kept
+/// small: a forged batch costs the owner at most this much memory per connection.
+const BATCH_BODY_MAX: usize = BATCH_BYTES_TARGET + ITEM_BODY_MAX + 512 * 1024;
 /// An answer to a single transfer is a transfer view or a problem: a few kilobytes.
 const ANSWER_BODY_MAX: usize = 1024 * 1024;
 
@@ -71,6 +81,13 @@ struct Item {
     path: String,
     headers: Vec<(String, ByteBuf)>,
     body: ByteBuf,
+}
+
+impl Item {
+    /// Its bytes, roughly as encoded.
+    fn size(&self) -> usize {
+        self.body.len() + self.headers.iter().map(|(name, value)| name.len() + value.len() + 4).sum::<usize>() + 64
+    }
 }
 
 /// The owner's answer to one item.
@@ -276,8 +293,13 @@ async fn send_batches(node: Arc<Node>, queue: Arc<Mutex<Queue>>) {
             let url = queue.pending[0].owner_url.clone();
             let mut batch = Vec::new();
             let mut kept = Vec::new();
+            let mut bytes = 0;
             for pending in queue.pending.drain(..) {
-                if pending.owner_url == url && batch.len() < ITEMS_MAX {
+                if pending.owner_url == url
+                    && batch.len() < ITEMS_MAX
+                    && (batch.is_empty() || bytes < BATCH_BYTES_TARGET)
+                {
+                    bytes += pending.item.size();
                     batch.push(pending);
                 } else {
                     kept.push(pending);
@@ -415,16 +437,23 @@ pub async fn serve(node: &Node, request: Request) -> Response {
     let Some(router) = node.router.get() else {
         return unavailable("this node is starting");
     };
-    let responses = futures::future::join_all(requests.into_iter().flatten().map(|request| {
-        let router = router.clone();
-        async move {
-            match router.oneshot(request).await {
-                Ok(response) => response,
-                Err(infallible) => match infallible {},
+    // `FuturesOrdered` polls only the items whose saga woke it (`join_all` polls every item
+    // on each wake-up below 30 items), and yields the answers in the items' order.
+    let responses: Vec<Response> = requests
+        .into_iter()
+        .flatten()
+        .map(|request| {
+            let router = router.clone();
+            async move {
+                match router.oneshot(request).await {
+                    Ok(response) => response,
+                    Err(infallible) => match infallible {},
+                }
             }
-        }
-    }))
-    .await;
+        })
+        .collect::<futures::stream::FuturesOrdered<_>>()
+        .collect()
+        .await;
     let mut answers = Vec::with_capacity(responses.len());
     for response in responses {
         let (parts, body) = response.into_parts();
