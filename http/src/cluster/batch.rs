@@ -10,10 +10,10 @@
 //! answers every one in one reply, in order.
 //!
 //! - **Batching without waiting**: a thread with nothing in flight sends a request at once, as
-//!   a batch of one; while [`IN_FLIGHT_MAX`] batches are in flight, the requests that arrive
-//!   queue and leave together with the next. So a batch never waits for company, and under
-//!   load it carries everything that queued during a round trip (the journal's group commit
-//!   does the same with records).
+//!   a batch of one; while a batch is in flight (one per thread and owner), the requests that
+//!   arrive queue and leave together with the next. So a batch never waits for company, and
+//!   under load it carries everything that queued during a round trip (the journal's group
+//!   commit does the same with records).
 //! - **What is batched**: `POST /v1/transfers` with a declared body of at most
 //!   [`ITEM_BODY_MAX`] bytes, the hot path. Everything else is forwarded one by one
 //!   (`forward.rs`): statements and the event feed stream or wait long, and one slow answer
@@ -55,13 +55,12 @@ const ITEM_BODY_MAX: usize = 64 * 1024;
 /// Requests per batch. 256 is the bench's whole concurrency, more than a thread ever queues in
 /// one round trip, and bounds the owner's reply.
 const ITEMS_MAX: usize = 256;
-/// Batches in flight per standby thread: one, so that everything a thread accepts during a
-/// round trip leaves in the next batch. Measured with `scripts/cluster bench` at 6,000
-/// transfers/s: one in flight made batches of 5-9 requests and cost the three nodes 1.26-1.39×
-/// one node's CPU per transfer; two made batches of 3-4 and 1.36-1.53×, four 2.5 and 1.64×.
-/// The price is latency: a request waits for the batch in flight before its own leaves (p50
-/// 8-12 ms against 4 ms on one node at that rate).
-const IN_FLIGHT_MAX: usize = 1;
+// Batches in flight per standby thread and owner: one, so that everything a thread accepts
+// during a round trip leaves in the next batch. Measured with `scripts/cluster bench` at 6,000
+// transfers/s: one in flight made batches of 5-9 requests and cost the three nodes 1.26-1.39×
+// one node's CPU per transfer; two made batches of 3-4 and 1.36-1.53×, four 2.5 and 1.64×.
+// The price is latency: a request waits for the batch in flight before its own leaves (p50
+// 8-12 ms against 4 ms on one node at that rate).
 /// A standby stops adding requests to a batch past this many bytes of bodies and headers (a
 /// request alone may pass it).
 const BATCH_BYTES_TARGET: usize = 1024 * 1024;
@@ -181,7 +180,10 @@ struct Pending {
 #[derive(Default)]
 struct Queue {
     pending: Vec<Pending>,
-    in_flight: usize,
+    /// The owners this thread has a batch in flight to. One each, not one per thread: a batch
+    /// stuck on a former owner (paused, its host gone) must not hold back the requests for the
+    /// node that took its shards.
+    sending_to: Vec<String>,
 }
 
 thread_local! {
@@ -193,7 +195,7 @@ thread_local! {
 }
 
 /// The batches' client: HTTP/2 with prior knowledge (the owner's server speaks it on the same
-/// port), one connection per thread and owner carrying both batches in flight.
+/// port), one connection per thread and owner.
 pub(super) fn batch_client() -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(1))
@@ -244,14 +246,14 @@ pub async fn forward(node: &Arc<Node>, owner_url: &str, request: Request, length
     let start_sender = {
         let mut queue = locked(&queue);
         queue.pending.push(Pending { owner_url: owner_url.to_owned(), item, answer: sender });
-        let start = queue.in_flight < IN_FLIGHT_MAX;
+        let start = !queue.sending_to.iter().any(|url| url == owner_url);
         if start {
-            queue.in_flight += 1;
+            queue.sending_to.push(owner_url.to_owned());
         }
         start
     };
     if start_sender {
-        tokio::spawn(send_batches(Arc::clone(node), queue));
+        tokio::spawn(send_batches(Arc::clone(node), queue, owner_url.to_owned()));
     }
     match receiver.await {
         Ok(Ok(answer)) => into_response(answer),
@@ -278,24 +280,16 @@ fn into_response(answer: Answer) -> Response {
     response
 }
 
-/// Sends the queue's requests in batches until it is empty. At most [`IN_FLIGHT_MAX`] of
-/// these run per thread.
-async fn send_batches(node: Arc<Node>, queue: Arc<Mutex<Queue>>) {
+/// Sends the queue's requests for `owner_url` in batches, one at a time, until there are none.
+async fn send_batches(node: Arc<Node>, queue: Arc<Mutex<Queue>>, owner_url: String) {
     loop {
         let batch: Vec<Pending> = {
             let mut queue = locked(&queue);
-            if queue.pending.is_empty() {
-                queue.in_flight -= 1;
-                return;
-            }
-            // One owner per batch: requests queued for an owner seen earlier (ownership moved
-            // meanwhile) wait for the next round.
-            let url = queue.pending[0].owner_url.clone();
             let mut batch = Vec::new();
             let mut kept = Vec::new();
             let mut bytes = 0;
             for pending in queue.pending.drain(..) {
-                if pending.owner_url == url
+                if pending.owner_url == owner_url
                     && batch.len() < ITEMS_MAX
                     && (batch.is_empty() || bytes < BATCH_BYTES_TARGET)
                 {
@@ -306,9 +300,12 @@ async fn send_batches(node: Arc<Node>, queue: Arc<Mutex<Queue>>) {
                 }
             }
             queue.pending = kept;
+            if batch.is_empty() {
+                queue.sending_to.retain(|url| *url != owner_url);
+                return;
+            }
             batch
         };
-        let owner_url = batch[0].owner_url.clone();
         let (items, answers): (Vec<Item>, Vec<_>) =
             batch.into_iter().map(|pending| (pending.item, pending.answer)).unzip();
         metrics::counter!("tally_cluster_forwarded_batches_total").increment(1);
