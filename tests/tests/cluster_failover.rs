@@ -449,5 +449,40 @@ async fn single_transfers_through_a_standby_travel_in_batches_and_each_hears_its
     assert_eq!(forged(&on_owner, "").await.unwrap().status(), 401);
     assert_eq!(forged(&on_owner, &bad_proof).await.unwrap().status(), 401);
     assert_eq!(forged(&on_standby, &bad_proof).await.unwrap().status(), 503);
+    // A proof made with the secret over another body, or too old, is no proof either; with a
+    // good one, a body that is no batch is refused as such; too large or not a POST, refused
+    // before anything is read.
+    let signed = |t: u64, body: &[u8]| {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
+        let mut text = format!("{t}.b.batch.").into_bytes();
+        text.extend_from_slice(body);
+        let tag = aws_lc_rs::hmac::sign(&key, &text);
+        let hex: String = tag.as_ref().iter().map(|byte| format!("{byte:02x}")).collect();
+        format!("t={t},v1={hex}")
+    };
+    assert_eq!(forged(&on_owner, &signed(now, b"another body")).await.unwrap().status(), 401);
+    assert_eq!(forged(&on_owner, &signed(now - 3_600, &[0x80])).await.unwrap().status(), 401);
+    let not_a_batch = http
+        .post(format!("{on_owner}/internal/cluster/forwarded"))
+        .header("Tally-Cluster-Auth", signed(now, b"not cbor"))
+        .header("Tally-Forwarded-By", "b")
+        .body(b"not cbor".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_a_batch.status(), 400);
+    assert_eq!(not_a_batch.headers()["content-type"], "application/problem+json");
+    let get = http.get(format!("{on_owner}/internal/cluster/forwarded")).send().await.unwrap();
+    assert_eq!(get.status(), 405);
+    let huge = http
+        .post(format!("{on_owner}/internal/cluster/forwarded"))
+        .header("Tally-Cluster-Auth", bad_proof.clone())
+        .header("Tally-Forwarded-By", "b")
+        .body(vec![0_u8; 4 * 1024 * 1024])
+        .send()
+        .await;
+    // Refused with 413, or the connection closed while the rest of the body was still coming
+    // (the owner stops reading at its bound).
+    assert!(huge.map_or(true, |response| response.status() == 413));
     assert_eq!(admin.balance(&poor).await.parse::<Decimal>().unwrap(), Decimal::new(64, 2));
 }
