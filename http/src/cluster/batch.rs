@@ -197,11 +197,7 @@ thread_local! {
 /// The batches' client: HTTP/2 with prior knowledge (the owner's server speaks it on the same
 /// port), one connection per thread and owner.
 pub(super) fn batch_client() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(1))
-        .pool_idle_timeout(std::time::Duration::from_secs(30))
-        .read_timeout(super::FORWARD_READ_TIMEOUT)
-        .tcp_nodelay(true)
+    super::peer_client()
         .http2_prior_knowledge()
         .http2_keep_alive_interval(std::time::Duration::from_secs(10))
         .http2_keep_alive_timeout(std::time::Duration::from_secs(5))

@@ -158,17 +158,21 @@ thread_local! {
 
 /// The forwarding client's settings.
 fn forwarding_client() -> reqwest::Result<reqwest::Client> {
+    // HTTP/1.1 keep-alive, not HTTP/2: measured with `scripts/cluster bench` at 6,000
+    // transfers/s, prior-knowledge HTTP/2 cost the three nodes 156 µs of CPU per transfer
+    // against 129 µs (one node alone: 83-90 µs), and at 3,000/s it saved nothing.
+    peer_client().build()
+}
+
+/// The settings every client to a peer shares.
+fn peer_client() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(1))
         .pool_idle_timeout(Duration::from_secs(30))
         // An owner that stops answering (paused, or its host gone without a reset) must not
-        // hold a forwarded request for ever: 30 s without a byte, then 503.
+        // hold a forwarded request for ever: 30 s without a byte, then "outcome unknown".
         .read_timeout(FORWARD_READ_TIMEOUT)
         .tcp_nodelay(true)
-        // HTTP/1.1 keep-alive, not HTTP/2: measured with `scripts/cluster bench` at 6,000
-        // transfers/s, prior-knowledge HTTP/2 cost the three nodes 156 µs of CPU per transfer
-        // against 129 µs (one node alone: 83-90 µs), and at 3,000/s it saved nothing.
-        .build()
 }
 
 /// This thread's forwarding client (`Node::join` checked that one can be built).
