@@ -61,6 +61,10 @@ const ITEMS_MAX: usize = 256;
 // one node's CPU per transfer; two made batches of 3-4 and 1.36-1.53×, four 2.5 and 1.64×.
 // The price is latency: a request waits for the batch in flight before its own leaves (p50
 // 8-12 ms against 4 ms on one node at that rate).
+/// Requests queued on one standby thread, beyond which a new one is answered `503` at once
+/// (DESIGN.md §2: every queue has a bound). Four full batches: at 6,000 transfers/s a thread
+/// queues ~10 per round trip, so this is reached only when the owner falls far behind.
+const PENDING_MAX: usize = 4 * ITEMS_MAX;
 /// A standby stops adding requests to a batch past this many bytes of bodies and headers (a
 /// request alone may pass it).
 const BATCH_BYTES_TARGET: usize = 1024 * 1024;
@@ -241,6 +245,11 @@ pub async fn forward(node: &Arc<Node>, owner_url: &str, request: Request, length
     let queue = QUEUE.with(Arc::clone);
     let start_sender = {
         let mut queue = locked(&queue);
+        if queue.pending.len() >= PENDING_MAX {
+            drop(queue);
+            metrics::counter!("tally_cluster_forward_failures_total").increment(1);
+            return unavailable("too many requests are waiting for the node that owns the shards");
+        }
         queue.pending.push(Pending { owner_url: owner_url.to_owned(), item, answer: sender });
         let start = !queue.sending_to.iter().any(|url| url == owner_url);
         if start {
