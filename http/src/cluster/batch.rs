@@ -285,8 +285,28 @@ fn into_response(answer: Answer) -> Response {
     response
 }
 
+/// Marks a thread's batch to an owner as in flight until dropped, so that a sender that ends
+/// any way (a panic included) lets the next request start another: otherwise that thread's
+/// requests for the owner would queue for ever. The requests its batch held are dropped with
+/// it, and their clients hear "outcome unknown".
+struct Sending {
+    queue: Arc<Mutex<Queue>>,
+    owner_url: String,
+    /// Set when the sender cleared the mark itself, under the lock that found nothing to send.
+    cleared: bool,
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        if !self.cleared {
+            locked(&self.queue).sending_to.retain(|url| *url != self.owner_url);
+        }
+    }
+}
+
 /// Sends the queue's requests for `owner_url` in batches, one at a time, until there are none.
 async fn send_batches(node: Arc<Node>, queue: Arc<Mutex<Queue>>, owner_url: String) {
+    let mut sending = Sending { queue: Arc::clone(&queue), owner_url: owner_url.clone(), cleared: false };
     loop {
         let batch: Vec<Pending> = {
             let mut queue = locked(&queue);
@@ -306,7 +326,10 @@ async fn send_batches(node: Arc<Node>, queue: Arc<Mutex<Queue>>, owner_url: Stri
             }
             queue.pending = kept;
             if batch.is_empty() {
+                // Cleared under the lock that found nothing to send: a request queued after it
+                // starts a sender of its own.
                 queue.sending_to.retain(|url| *url != owner_url);
+                sending.cleared = true;
                 return;
             }
             batch
@@ -467,7 +490,16 @@ pub async fn serve(node: &Node, request: Request) -> Response {
             },
             // Done, but its answer cannot be carried: the client hears "outcome unknown" and
             // its retry under the key replays the transfer.
-            Err(_) => Answer { status: 500, headers: Vec::new(), body: ByteBuf::new() },
+            Err(_) => {
+                let (parts, body) = outcome_unknown().into_parts();
+                Answer {
+                    status: parts.status.as_u16(),
+                    headers: to_pairs(&parts.headers),
+                    body: ByteBuf::from(Vec::from(
+                        axum::body::to_bytes(body, ANSWER_BODY_MAX).await.unwrap_or_default(),
+                    )),
+                }
+            }
         };
         answers.push(answer);
     }
