@@ -160,10 +160,46 @@ fn proven(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
         return false;
     }
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
-    let mut signed = Vec::with_capacity(body.len() + 64);
-    signed.extend_from_slice(signed_prefix(t, node).as_bytes());
-    signed.extend_from_slice(body);
-    aws_lc_rs::hmac::verify(&key, &signed, &v1).is_ok()
+    let mut context = aws_lc_rs::hmac::Context::with_key(&key);
+    context.update(signed_prefix(t, node).as_bytes());
+    context.update(body);
+    aws_lc_rs::constant_time::verify_slices_are_equal(context.sign().as_ref(), &v1).is_ok()
+}
+
+/// Whether `headers` look like a peer's before anything of the body is read: a fresh proof's
+/// form and the forwarding node's name. A peer's batch always passes; a stranger is refused
+/// without costing the owner a byte of buffer.
+fn looks_like_a_peer(headers: &HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    text(forward::FORWARDED_BY).is_some()
+        && text(forward::AUTH).and_then(forward::parse_proof).is_some_and(|(t, _)| forward::fresh(t))
+}
+
+/// Batches being read on this node, bounded so that strangers who pass the cheap checks cannot
+/// make it buffer without limit; released once the proof is checked.
+static READING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// At most this many batches are read at once (~1.6 MiB each at most: ~400 MiB in all).
+const READING_MAX: usize = 256;
+/// A batch's body arrives within this, or the owner stops reading it.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+struct Reading;
+
+impl Reading {
+    fn start() -> Option<Reading> {
+        let before = READING.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if before >= READING_MAX {
+            READING.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            return None;
+        }
+        Some(Reading)
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        READING.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> Option<Vec<u8>> {
@@ -219,9 +255,9 @@ fn locked(queue: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
     queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Forwards a [`batchable`] request (its body `length` bytes) to the owner at `owner_url` in
-/// this thread's next batch, and answers with the owner's answer to it.
-pub async fn forward(node: &Arc<Node>, owner_url: &str, request: Request, length: usize) -> Response {
+/// Forwards a [`batchable`] request (its body `length` bytes) to the owner in this thread's
+/// next batch, and answers with the owner's answer to it.
+pub async fn forward(node: &Arc<Node>, request: Request, length: usize) -> Response {
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, length.max(1)).await {
         Ok(body) => body,
@@ -241,10 +277,20 @@ pub async fn forward(node: &Arc<Node>, owner_url: &str, request: Request, length
         headers: to_pairs(&parts.headers),
         body: ByteBuf::from(Vec::from(body)),
     };
+    // The owner as seen now, once the body is in: read before it, a request could queue for an
+    // owner that others on this thread already know to be gone.
+    let Some((_, owner_url)) = node.owner_seen() else {
+        return unavailable("no node owns the shards at the moment (failover in progress)");
+    };
+    let owner_url = owner_url.as_str();
     let (sender, receiver) = oneshot::channel();
-    let queue = QUEUE.with(Arc::clone);
-    let start_sender = {
-        let mut queue = locked(&queue);
+    let queue_handle = QUEUE.with(Arc::clone);
+    let sending = {
+        let mut queue = locked(&queue_handle);
+        // Ownership moved: what waits for a former owner was never sent, and its batch in
+        // flight may hang for the read timeout. Those clients hear 503 now (nothing was done)
+        // and retry against the new owner; so the bound below is the current owner's alone.
+        fail_unsent(&mut queue, |url| url != owner_url);
         if queue.pending.len() >= PENDING_MAX {
             drop(queue);
             metrics::counter!("tally_cluster_forward_failures_total").increment(1);
@@ -255,10 +301,12 @@ pub async fn forward(node: &Arc<Node>, owner_url: &str, request: Request, length
         if start {
             queue.sending_to.push(owner_url.to_owned());
         }
-        start
+        // The guard exists before the task does, so even a task dropped before its first poll
+        // (the runtime shutting down) clears the mark.
+        start.then(|| Sending { queue: Arc::clone(&queue_handle), owner_url: owner_url.to_owned(), cleared: false })
     };
-    if start_sender {
-        tokio::spawn(send_batches(Arc::clone(node), queue, owner_url.to_owned()));
+    if let Some(sending) = sending {
+        tokio::spawn(send_batches(Arc::clone(node), sending));
     }
     match receiver.await {
         Ok(Ok(answer)) => into_response(answer),
@@ -285,10 +333,24 @@ fn into_response(answer: Answer) -> Response {
     response
 }
 
-/// Marks a thread's batch to an owner as in flight until dropped, so that a sender that ends
-/// any way (a panic included) lets the next request start another: otherwise that thread's
-/// requests for the owner would queue for ever. The requests its batch held are dropped with
-/// it, and their clients hear "outcome unknown".
+/// Answers `503` (not sent, so not done) to every queued request whose owner URL `matches`.
+fn fail_unsent(queue: &mut Queue, matches: impl Fn(&str) -> bool) {
+    if !queue.pending.iter().any(|pending| matches(&pending.owner_url)) {
+        return;
+    }
+    let (failed, kept): (Vec<Pending>, Vec<Pending>) =
+        queue.pending.drain(..).partition(|pending| matches(&pending.owner_url));
+    queue.pending = kept;
+    for pending in failed {
+        let _ = pending.answer.send(Err(NotAnswered::NotSent));
+    }
+}
+
+/// Marks a thread's batch to an owner as in flight until dropped. A sender that ends any other
+/// way than finding nothing to send (a panic, the runtime dropping its task) clears the mark
+/// and answers `503` to the requests still queued for that owner, which were never sent, so
+/// neither they nor the thread's next requests can wait for ever. The requests of the batch it
+/// was sending are dropped with it, and their clients hear "outcome unknown".
 struct Sending {
     queue: Arc<Mutex<Queue>>,
     owner_url: String,
@@ -299,14 +361,17 @@ struct Sending {
 impl Drop for Sending {
     fn drop(&mut self) {
         if !self.cleared {
-            locked(&self.queue).sending_to.retain(|url| *url != self.owner_url);
+            let mut queue = locked(&self.queue);
+            queue.sending_to.retain(|url| *url != self.owner_url);
+            fail_unsent(&mut queue, |url| url == self.owner_url);
         }
     }
 }
 
 /// Sends the queue's requests for `owner_url` in batches, one at a time, until there are none.
-async fn send_batches(node: Arc<Node>, queue: Arc<Mutex<Queue>>, owner_url: String) {
-    let mut sending = Sending { queue: Arc::clone(&queue), owner_url: owner_url.clone(), cleared: false };
+async fn send_batches(node: Arc<Node>, mut sending: Sending) {
+    let queue = Arc::clone(&sending.queue);
+    let owner_url = sending.owner_url.clone();
     loop {
         let batch: Vec<Pending> = {
             let mut queue = locked(&queue);
@@ -348,6 +413,10 @@ async fn send_batches(node: Arc<Node>, queue: Arc<Mutex<Queue>>, owner_url: Stri
                 for answer in answers {
                     let _ = answer.send(failure.clone().into());
                 }
+                // The owner is down, stalled or refusing: what queued meanwhile was never sent.
+                // Its clients hear 503 at once and retry (by then perhaps to a new owner)
+                // rather than each waiting out another batch to the same address.
+                fail_unsent(&mut locked(&queue), |url| url == owner_url);
             }
         }
     }
@@ -429,15 +498,34 @@ pub async fn serve(node: &Node, request: Request) -> Response {
         return unavailable("this node does not serve the shards at the moment (ownership is moving)");
     }
     let (parts, body) = request.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, BATCH_BODY_MAX).await else {
-        return ApiError::new(ErrorCode::ValidationError, "a forwarded batch is too large or was cut short")
+    let refused = || {
+        ApiError::new(ErrorCode::Unauthenticated, "a forwarded batch needs a valid Tally-Cluster-Auth").into_response()
+    };
+    if !looks_like_a_peer(&parts.headers) {
+        return refused();
+    }
+    let declared =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_none_or(|length| length > BATCH_BODY_MAX) {
+        return ApiError::new(ErrorCode::ValidationError, "a forwarded batch declares its length, at most ~1.6 MiB")
             .with_status(StatusCode::PAYLOAD_TOO_LARGE)
             .into_response();
+    }
+    let Some(reading) = Reading::start() else {
+        return unavailable("too many forwarded batches are being read");
+    };
+    let body = match tokio::time::timeout(READ_TIMEOUT, axum::body::to_bytes(body, BATCH_BODY_MAX)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) | Err(_) => {
+            return ApiError::new(ErrorCode::ValidationError, "a forwarded batch was too large, cut short or too slow")
+                .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+                .into_response();
+        }
     };
     if !proven(&node.config.secret, &parts.headers, &body) {
-        return ApiError::new(ErrorCode::Unauthenticated, "a forwarded batch needs a valid Tally-Cluster-Auth")
-            .into_response();
+        return refused();
     }
+    drop(reading);
     let items: Vec<Item> = match ciborium::from_reader(body.as_ref()) {
         Ok(items) => items,
         Err(_) => {
@@ -548,6 +636,52 @@ mod tests {
         stale.insert(forward::FORWARDED_BY, HeaderValue::from_static("n2"));
         assert!(!proven(secret, &stale, body));
         assert!(!proven(secret, &HeaderMap::new(), body));
+    }
+
+    fn pending(url: &str) -> (Pending, oneshot::Receiver<Result<Answer, NotAnswered>>) {
+        let (answer, receiver) = oneshot::channel();
+        let item = Item {
+            client: "0.0.0.0:0".to_owned(),
+            method: "POST".to_owned(),
+            path: BATCHED_PATH.to_owned(),
+            headers: Vec::new(),
+            body: ByteBuf::new(),
+        };
+        (Pending { owner_url: url.to_owned(), item, answer }, receiver)
+    }
+
+    #[test]
+    fn a_sender_that_ends_abnormally_frees_its_owner_and_answers_what_never_left() {
+        let queue = Arc::new(Mutex::new(Queue::default()));
+        let (for_a, mut a_answer) = pending("http://a");
+        let (for_b, mut b_answer) = pending("http://b");
+        {
+            let mut locked = locked(&queue);
+            locked.pending.extend([for_a, for_b]);
+            locked.sending_to = vec!["http://a".to_owned(), "http://b".to_owned()];
+        }
+        // The sender to a ends without clearing its mark (a panic, its task dropped).
+        drop(Sending { queue: Arc::clone(&queue), owner_url: "http://a".to_owned(), cleared: false });
+        assert!(matches!(a_answer.try_recv(), Ok(Err(NotAnswered::NotSent))), "never sent: 503");
+        assert!(b_answer.try_recv().is_err(), "another owner's request still waits");
+        let locked = locked(&queue);
+        assert_eq!(locked.sending_to, vec!["http://b".to_owned()], "the next request for a starts a sender");
+        assert_eq!(locked.pending.len(), 1);
+    }
+
+    #[test]
+    fn a_sender_that_found_nothing_to_send_leaves_a_successors_mark_alone() {
+        let queue = Arc::new(Mutex::new(Queue::default()));
+        let (for_a, mut a_answer) = pending("http://a");
+        {
+            let mut locked = locked(&queue);
+            locked.pending.push(for_a);
+            // A new sender to a started after the old one cleared its mark.
+            locked.sending_to = vec!["http://a".to_owned()];
+        }
+        drop(Sending { queue: Arc::clone(&queue), owner_url: "http://a".to_owned(), cleared: true });
+        assert!(a_answer.try_recv().is_err(), "the new sender's request is untouched");
+        assert_eq!(locked(&queue).sending_to, vec!["http://a".to_owned()]);
     }
 
     #[test]

@@ -447,7 +447,7 @@ pub async fn gate(State(node): State<Arc<Node>>, mut request: Request, next: Nex
     };
     metrics::counter!("tally_cluster_forwarded_requests_total").increment(1);
     if let Some(length) = batch::batchable(&request) {
-        return batch::forward(&node, &url, request, length).await;
+        return batch::forward(&node, request, length).await;
     }
     let Some(client) = thread_client() else {
         return unavailable("this node cannot forward at the moment");
