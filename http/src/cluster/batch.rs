@@ -540,7 +540,20 @@ pub async fn serve(node: &Node, request: Request) -> Response {
         .with_status(StatusCode::PAYLOAD_TOO_LARGE)
         .into_response();
     }
-    let requests: Vec<Option<Request>> = items.into_iter().map(into_request).collect();
+    // Each request carries the forwarding node's name again, so that the gate's one-hop rule
+    // holds for it: should this node lose its standing while the batch runs, an item is
+    // answered 503 (not done) instead of being forwarded a second time to the new owner.
+    let peer = parts.headers.get(forward::FORWARDED_BY).cloned();
+    let requests: Vec<Option<Request>> = items
+        .into_iter()
+        .map(|item| {
+            let mut request = into_request(item)?;
+            if let Some(peer) = &peer {
+                request.headers_mut().insert(forward::FORWARDED_BY, peer.clone());
+            }
+            Some(request)
+        })
+        .collect();
     if requests.iter().any(Option::is_none) {
         return ApiError::new(ErrorCode::ValidationError, "a forwarded batch holds a request that is not batched")
             .into_response();
