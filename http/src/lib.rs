@@ -72,8 +72,10 @@ pub const BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// gain nothing from more concurrency, and memory stays bounded.
 pub const CONCURRENT_REQUESTS_MAX: usize = 4_096;
 
-/// A request that takes longer than this gets `503`: a saga still finishes, and the client
-/// retries with its idempotency key.
+/// A request that takes longer than this is answered without waiting for its end. A read gets
+/// `503` (nothing changed; retry). A write gets `500` "outcome unknown": a saga goes on to its
+/// end after its caller stops waiting (`RunToEnd`), so the write may yet be done, and a `503`
+/// would tell a client without an idempotency key that resending is harmless.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The router of the whole API.
@@ -153,11 +155,22 @@ async fn timeout(request: Request, next: Next) -> Response {
     } else {
         REQUEST_TIMEOUT
     };
+    let read_only = request.method().is_safe();
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => axum::response::IntoResponse::into_response(problem::ApiError::new(
-            tally_engine::ErrorCode::Overloaded,
-            "the request timed out; retry with the same Idempotency-Key",
-        )),
+        Err(_) => axum::response::IntoResponse::into_response(timed_out(read_only)),
+    }
+}
+
+/// The answer to a request that ran out of time (`REQUEST_TIMEOUT`).
+fn timed_out(read_only: bool) -> problem::ApiError {
+    if read_only {
+        problem::ApiError::new(tally_engine::ErrorCode::Overloaded, "the request timed out and changed nothing; retry")
+    } else {
+        problem::ApiError::new(
+            tally_engine::ErrorCode::Internal,
+            "the request timed out before its outcome was known; it may still be done: retry under the same \
+             Idempotency-Key, which answers with the outcome",
+        )
     }
 }

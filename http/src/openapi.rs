@@ -63,7 +63,9 @@ pub struct ProblemDoc {
         title = "Tally",
         description = "A transaction engine for money. Amounts are strings at the currency's scale; \
                        every error is application/problem+json; money-moving POSTs take an \
-                       Idempotency-Key. Identity decisions the contract leaves open (self-service, roles, \
+                       Idempotency-Key. A request still unanswered after 10 s is answered 503 if it is a read \
+                       (nothing changed) and 500 if it is a write (its outcome is unknown: retry under the \
+                       same Idempotency-Key, which answers with it). Identity decisions the contract leaves open (self-service, roles, \
                        admin user views, mail, the audit log and its hash chain) are stated on each \
                        operation and collected in docs/identity.md and docs/audit.md; those of the ledger \
                        views (saved beneficiaries, crypto histories, the owner's statement, verification \

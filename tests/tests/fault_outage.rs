@@ -3,8 +3,9 @@
 // Test code: a failed unwrap or panic is a failed test, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! reads keep working, writes are refused with `503 OVERLOADED` and `Retry-After` once the
-//! journal's bound is reached (never an unbounded wait), service resumes by itself when
-//! Postgres returns, and nothing acknowledged is lost.
+//! journal's bound is reached (never an unbounded wait), a write that waited past the request
+//! timeout hears `500` "outcome unknown" (not a `503`: it is done once the store is back),
+//! service resumes by itself when Postgres returns, and nothing acknowledged is lost.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,9 @@ use rust_decimal::Decimal;
 use tally_tests::server::{Client, OwnPostgres, TallyServer, tally_check};
 
 const OUTAGE: Duration = Duration::from_secs(12);
+/// Writes sent at once when the store goes away: each transfer takes a few of the journal's
+/// 300 places (`TALLY_JOURNAL_ADMISSION_MAX` below), so 600 overflow it on either shard.
+const BURST: usize = 600;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_outage_refuses_writes_boundedly_keeps_reads_and_loses_nothing() {
@@ -28,8 +32,9 @@ async fn a_postgres_outage_refuses_writes_boundedly_keeps_reads_and_loses_nothin
         accounts.push(account);
     }
     let acknowledged: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
-    // Each answer: its status, its error code, and whether it came during the outage.
-    type Answer = (u16, Option<String>, bool);
+    // Each answer: its status, its error code, whether it came during the outage, and the
+    // request (its worker and key) to send again.
+    type Answer = (u16, Option<String>, bool, (usize, String));
     let statuses: Arc<Mutex<Vec<Answer>>> = Arc::new(Mutex::new(Vec::new()));
     let outage = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -42,10 +47,7 @@ async fn a_postgres_outage_refuses_writes_boundedly_keeps_reads_and_loses_nothin
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
-                    let body = serde_json::json!({
-                        "type": "internal", "source_account_id": accounts[worker % 4],
-                        "destination_account_id": accounts[(worker + 1) % 4], "amount": "0.01"
-                    });
+                    let body = transfer_of(&accounts, worker);
                     let key = format!("outage-{worker}-{i}");
                     let sent = Instant::now();
                     let Ok((status, body)) =
@@ -57,7 +59,8 @@ async fn a_postgres_outage_refuses_writes_boundedly_keeps_reads_and_loses_nothin
                         acknowledged.lock().unwrap().push(body["id"].as_str().unwrap().to_owned());
                     }
                     let during = outage.load(Ordering::Relaxed);
-                    statuses.lock().unwrap().push((status, body["code"].as_str().map(str::to_owned), during));
+                    let code = body["code"].as_str().map(str::to_owned);
+                    statuses.lock().unwrap().push((status, code, during, (worker, key)));
                     if status == 503 {
                         assert!(sent.elapsed() < Duration::from_secs(15), "a refusal never waits unboundedly");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -71,6 +74,28 @@ async fn a_postgres_outage_refuses_writes_boundedly_keeps_reads_and_loses_nothin
     postgres.kill();
     outage.store(true, Ordering::Relaxed);
     let outage_started = Instant::now();
+    // A burst of writes at once, more than the journal's bound admits: the first are admitted
+    // and wait for the store, the rest are refused at once.
+    let burst: Vec<_> = (0..BURST)
+        .map(|i| {
+            let (client, accounts, statuses) = (admin.clone(), accounts.clone(), statuses.clone());
+            tokio::spawn(async move {
+                let key = format!("burst-{i}");
+                let sent = Instant::now();
+                let Ok((status, body)) = client
+                    .send(reqwest::Method::POST, "/v1/transfers", Some(transfer_of(&accounts, i % 4)), Some(&key))
+                    .await
+                else {
+                    return;
+                };
+                if status == 503 {
+                    assert!(sent.elapsed() < Duration::from_secs(5), "a refusal is answered at once: {body}");
+                }
+                let code = body["code"].as_str().map(str::to_owned);
+                statuses.lock().unwrap().push((status, code, true, (i % 4, key)));
+            })
+        })
+        .collect();
     let mut reads_ok = 0;
     while outage_started.elapsed() < OUTAGE {
         let (live, _) = admin.get("/health/live").await;
@@ -82,11 +107,14 @@ async fn a_postgres_outage_refuses_writes_boundedly_keeps_reads_and_loses_nothin
     }
     let (ready, _) = admin.get("/health/ready").await;
     assert_eq!(ready, 503, "not ready while the store is down");
+    for request in burst {
+        request.await.unwrap();
+    }
     let refused_during = statuses
         .lock()
         .unwrap()
         .iter()
-        .filter(|(s, code, during)| *during && *s == 503 && code.as_deref() == Some("OVERLOADED"))
+        .filter(|(s, code, during, _)| *during && *s == 503 && code.as_deref() == Some("OVERLOADED"))
         .count();
     assert!(refused_during > 0, "writes were refused with 503 OVERLOADED once the bound was reached");
     assert!(reads_ok >= 20);
@@ -114,7 +142,25 @@ async fn a_postgres_outage_refuses_writes_boundedly_keeps_reads_and_loses_nothin
     }
     server.wait_ready(Duration::from_secs(30)).await;
 
-    let acknowledged = acknowledged.lock().unwrap().clone();
+    // A write that outlived the request timeout heard "outcome unknown"; its saga went on.
+    // Sent again under its key, each is answered with what became of it: the transfer, done.
+    let timed_out: Vec<(usize, String)> = statuses
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(s, code, _, _)| *s == 500 && code.as_deref() == Some("INTERNAL"))
+        .map(|(_, _, _, request)| request.clone())
+        .collect();
+    assert!(!timed_out.is_empty(), "writes in flight when the store went away waited past the request timeout");
+    let mut acknowledged = acknowledged.lock().unwrap().clone();
+    for (worker, key) in &timed_out {
+        let (status, body) = admin
+            .send(reqwest::Method::POST, "/v1/transfers", Some(transfer_of(&accounts, *worker)), Some(key))
+            .await
+            .expect("request");
+        assert_eq!((status, body["status"].as_str()), (201, Some("completed")), "{key} was done: {body}");
+        acknowledged.push(body["id"].as_str().unwrap().to_owned());
+    }
     assert!(!acknowledged.is_empty());
     for id in &acknowledged {
         let (status, transfer) = admin.get(&format!("/v1/transfers/{id}")).await;
@@ -128,4 +174,12 @@ async fn a_postgres_outage_refuses_writes_boundedly_keeps_reads_and_loses_nothin
     server.kill();
     let (ok, report) = tally_check(&postgres.url);
     assert!(ok, "tally check after the outage:\n{report}");
+}
+
+/// The transfer worker `worker` sends, again and again: one account to the next.
+fn transfer_of(accounts: &[String], worker: usize) -> serde_json::Value {
+    serde_json::json!({
+        "type": "internal", "source_account_id": accounts[worker % 4],
+        "destination_account_id": accounts[(worker + 1) % 4], "amount": "0.01"
+    })
 }
