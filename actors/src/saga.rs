@@ -557,6 +557,9 @@ async fn finish(
     crate::limits::on_finish(&inner.limits, transfer);
     let audit = if status == TransferStatus::Failed { None } else { audit.take() };
     let journal = inner.shared.journals.shard(journal_of(inner, transfer));
+    // A fresh slot for this state, shared with its record: the journal writer renders the
+    // state's event into it and the client's answer reuses that text (`Rendering`).
+    transfer.rendering = tally_engine::transfer::Rendering::default();
     let outcome = &*transfer;
     let appended =
         driver::append_final(journal, || Record::Transfer(Box::new(outcome.clone())), audit.as_ref()).await?;

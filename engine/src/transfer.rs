@@ -6,6 +6,8 @@
 //! ```
 //! Terminal statuses never change.
 
+use std::sync::{Arc, OnceLock};
+
 use rust_decimal::Decimal;
 
 use crate::currency::Currency;
@@ -264,6 +266,49 @@ pub struct Transfer {
     /// creation); `None`: it waits for a decision however long. Set in saga step 1, only for a
     /// transfer that stops pending; kept on the terminal record as the deadline it had.
     pub pending_expires_at: Option<Timestamp>,
+    /// What the API rendered of this state, shared with the journal record cloned from it
+    /// (see `Rendering`). Not part of the transfer: equality ignores it.
+    pub rendering: Rendering,
+}
+
+/// The text the HTTP layer rendered of one exact state of a transfer, so that the JSON its
+/// journal writer renders for the state's event is not rendered a second time for the client's
+/// answer (the two are the same object: `http/src/events.rs`, `transfers::transfer_answer`).
+/// The engine neither writes nor reads it: it is an opaque slot that clones share, which the
+/// saga makes fresh before it clones the final state into its record (`saga::finish`).
+///
+/// The slot keeps a copy of the state it was rendered from, and `get` answers only for an equal
+/// transfer, so a clone changed after the rendering never gets another state's text.
+#[derive(Clone, Default)]
+pub struct Rendering(Arc<OnceLock<(Transfer, Arc<str>)>>);
+
+impl Rendering {
+    /// Keeps `text` as the rendering of `state`, unless the slot already holds one.
+    pub fn set(&self, state: &Transfer, text: Arc<str>) {
+        let mut copy = state.clone();
+        // The copy gets a slot of its own: sharing this one would make a cycle of `Arc`s.
+        copy.rendering = Rendering::default();
+        let _ = self.0.set((copy, text));
+    }
+
+    /// The text rendered of a state equal to `state`, if any.
+    pub fn get(&self, state: &Transfer) -> Option<Arc<str>> {
+        self.0.get().filter(|(rendered, _)| rendered == state).map(|(_, text)| Arc::clone(text))
+    }
+}
+
+impl PartialEq for Rendering {
+    fn eq(&self, _: &Rendering) -> bool {
+        true
+    }
+}
+
+impl Eq for Rendering {}
+
+impl std::fmt::Debug for Rendering {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(if self.0.get().is_some() { "Rendering(kept)" } else { "Rendering(none)" })
+    }
 }
 
 impl Transfer {
@@ -293,6 +338,7 @@ impl Transfer {
             completed_at: None,
             metadata: request.metadata,
             pending_expires_at: None,
+            rendering: Rendering::default(),
         }
     }
 
@@ -352,6 +398,45 @@ mod tests {
     fn exactly_seven_transitions_exist() {
         let allowed: usize = ALL.iter().map(|from| ALL.iter().filter(|to| from.can_become(**to)).count()).sum();
         assert_eq!(allowed, 7);
+    }
+
+    fn a_transfer() -> Transfer {
+        Transfer::start(TransferRequest {
+            id: TransferId::from_u128(1),
+            kind: TransferKind::Internal,
+            source: AccountId::from_u128(2),
+            destination: AccountId::from_u128(3),
+            amount: Decimal::new(5_000, 2),
+            currency: Currency::USD,
+            fee: Decimal::ZERO,
+            reference: None,
+            description: None,
+            beneficiary: None,
+            initiated_by: None,
+            created_at: Timestamp::from_micros(1),
+            metadata: Metadata::default(),
+        })
+    }
+
+    #[test]
+    fn a_rendering_is_shared_by_clones_and_given_only_for_the_state_it_was_rendered_from() {
+        let mut transfer = a_transfer();
+        transfer.status = TransferStatus::Completed;
+        let record = transfer.clone();
+        record.rendering.set(&record, Arc::from("completed"));
+        assert_eq!(transfer.rendering.get(&transfer).as_deref(), Some("completed"), "clones share the slot");
+        assert_eq!(transfer, record, "the slot is not part of the transfer");
+        // A clone changed afterwards never gets the other state's text.
+        let mut changed = transfer.clone();
+        changed.status = TransferStatus::Failed;
+        assert_eq!(changed.rendering.get(&changed), None);
+        // A slot is written once.
+        record.rendering.set(&changed, Arc::from("failed"));
+        assert_eq!(transfer.rendering.get(&transfer).as_deref(), Some("completed"));
+        // The kept copy has a slot of its own: no cycle keeps the slot alive.
+        assert_eq!(Arc::strong_count(&transfer.rendering.0), 3);
+        drop((record, changed));
+        assert_eq!(Arc::strong_count(&transfer.rendering.0), 1);
     }
 
     #[test]

@@ -46,7 +46,10 @@ struct JsonEvents;
 impl EventEncoder for JsonEvents {
     fn encode(&self, kind: EventType, record: &Record) -> Option<String> {
         let rendered = match record {
-            Record::Transfer(transfer) => serde_json::to_string(&TransferView::of(transfer).ok()?),
+            Record::Transfer(transfer) => serde_json::to_string(&TransferView::of(transfer).ok()?).inspect(|text| {
+                // The same object the client's answer renders (`transfers::transfer_answer`).
+                transfer.rendering.set(transfer, Arc::from(text.as_str()));
+            }),
             Record::AccountOpened(account) => serde_json::to_string(&AccountView::of(account).ok()?),
             Record::Account { account, currency, after, .. } => {
                 let available = after.balance.checked_add(after.credit_limit)?.checked_sub(after.held)?;
@@ -262,4 +265,66 @@ pub async fn feed(
     }
     let body = format!("{{\"items\":[{}],\"next_after\":\"{}\"}}", items.join(","), next.text());
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use rust_decimal::Decimal;
+    use tally_engine::{
+        AccountId, Currency, Timestamp, Transfer, TransferId, TransferKind, TransferRequest, TransferStatus,
+    };
+
+    use super::*;
+    use crate::transfers::transfer_answer;
+
+    fn completed() -> Transfer {
+        let mut transfer = Transfer::start(TransferRequest {
+            id: TransferId::from_u128(1),
+            kind: TransferKind::Internal,
+            source: AccountId::from_u128(2),
+            destination: AccountId::from_u128(3),
+            amount: Decimal::new(12_550, 2),
+            currency: Currency::USD,
+            fee: Decimal::ZERO,
+            reference: Some("invoice \"7\"".to_owned()),
+            description: None,
+            beneficiary: None,
+            initiated_by: None,
+            created_at: Timestamp::from_micros(1_714_564_800_123_456),
+            metadata: Default::default(),
+        });
+        transfer.status = TransferStatus::Completed;
+        transfer.completed_at = Some(Timestamp::from_micros(1_714_564_800_223_456));
+        transfer
+    }
+
+    async fn answer(transfer: &Transfer) -> (axum::http::StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        let (parts, body) = transfer_answer(transfer, false).unwrap().into_parts();
+        (parts.status, parts.headers, axum::body::to_bytes(body, usize::MAX).await.unwrap().to_vec())
+    }
+
+    #[tokio::test]
+    async fn the_answer_to_a_transfer_is_the_text_its_event_rendered_and_what_rendering_it_anew_gives() {
+        let transfer = completed();
+        let rendered_anew = answer(&completed()).await;
+        // The journal writer renders the record, a clone sharing the transfer's slot.
+        let data =
+            JsonEvents.encode(EventType::TransferCompleted, &Record::Transfer(Box::new(transfer.clone()))).unwrap();
+        assert_eq!(transfer.rendering.get(&transfer).as_deref(), Some(data.as_str()), "the event's text is kept");
+        let reused = answer(&transfer).await;
+        assert_eq!(reused, rendered_anew, "status, headers and body byte for byte");
+        assert_eq!(reused.2, data.as_bytes());
+    }
+
+    #[tokio::test]
+    async fn a_transfer_changed_after_its_event_was_rendered_is_rendered_anew() {
+        let mut transfer = completed();
+        JsonEvents.encode(EventType::TransferCompleted, &Record::Transfer(Box::new(transfer.clone()))).unwrap();
+        transfer.reference = Some("changed".to_owned());
+        let mut fresh = completed();
+        fresh.reference = Some("changed".to_owned());
+        assert_eq!(answer(&transfer).await, answer(&fresh).await);
+    }
 }

@@ -209,7 +209,16 @@ pub fn transfer_answer(transfer: &Transfer, replayed: bool) -> Result<Response, 
         return Err(ApiError::new(code, format!("transfer {} failed: {}", transfer.id, code.as_str())));
     }
     let status = if transfer.status == TransferStatus::Completed { StatusCode::CREATED } else { StatusCode::ACCEPTED };
-    let mut response = (status, axum::Json(TransferView::of(transfer)?)).into_response();
+    // The journal writer rendered this very state for its event; the answer is the same JSON.
+    let mut response = match transfer.rendering.get(transfer) {
+        Some(text) => (
+            status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            axum::body::Body::from(axum::body::Bytes::from_owner(Rendered(text))),
+        )
+            .into_response(),
+        None => (status, axum::Json(TransferView::of(transfer)?)).into_response(),
+    };
     let headers = response.headers_mut();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/transfers/{}", transfer.id)) {
         headers.insert(header::LOCATION, location);
@@ -218,6 +227,15 @@ pub fn transfer_answer(transfer: &Transfer, replayed: bool) -> Result<Response, 
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// A transfer's rendered JSON as a response body, without copying it.
+struct Rendered(std::sync::Arc<str>);
+
+impl AsRef<[u8]> for Rendered {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 /// A customer's request, checked and resolved: what the engine runs.

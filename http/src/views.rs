@@ -11,12 +11,46 @@ use time::macros::format_description;
 
 use crate::problem::ApiError;
 
-/// `2024-05-01T12:00:00.000000Z`: fixed width, so times sort as text too.
+/// `2024-05-01T12:00:00.000000Z`: fixed width, so times sort as text too. Written digit by
+/// digit: the `time` crate's formatter walks a format description on every call, and a
+/// transfer's answer and its event render four times each (under callgrind ~2,000 instructions
+/// per time, 3.9 % of the server's instructions per transfer; this path takes ~150).
 pub fn rfc3339(at: Timestamp) -> Result<String, ApiError> {
+    let time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(at.as_micros()) * 1_000)
+        .map_err(|error| ApiError::internal(format!("timestamp {} out of range: {error}", at.as_micros())))?;
+    let Ok(year @ 0..=9999) = u32::try_from(time.year()) else {
+        return rfc3339_described(time, at);
+    };
+    let mut text = String::with_capacity(27);
+    push_digits(&mut text, year, 4);
+    text.push('-');
+    push_digits(&mut text, u32::from(u8::from(time.month())), 2);
+    text.push('-');
+    push_digits(&mut text, u32::from(time.day()), 2);
+    text.push('T');
+    push_digits(&mut text, u32::from(time.hour()), 2);
+    text.push(':');
+    push_digits(&mut text, u32::from(time.minute()), 2);
+    text.push(':');
+    push_digits(&mut text, u32::from(time.second()), 2);
+    text.push('.');
+    push_digits(&mut text, time.microsecond(), 6);
+    text.push('Z');
+    Ok(text)
+}
+
+/// `value`'s last `width` decimal digits, zero-padded.
+fn push_digits(text: &mut String, value: u32, width: u32) {
+    for place in (0..width).rev() {
+        text.push(char::from_digit(value / 10_u32.pow(place) % 10, 10).unwrap_or('0'));
+    }
+}
+
+/// The same format by the `time` crate's description: years outside 0–9999, and the reference
+/// the fast path is tested against.
+fn rfc3339_described(time: OffsetDateTime, at: Timestamp) -> Result<String, ApiError> {
     let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(at.as_micros()) * 1_000)
-        .map_err(|error| ApiError::internal(format!("timestamp {} out of range: {error}", at.as_micros())))?
-        .format(format)
+    time.format(format)
         .map_err(|error| ApiError::internal(format!("timestamp {} not formattable: {error}", at.as_micros())))
 }
 
@@ -209,6 +243,29 @@ mod tests {
     fn times_are_rfc_3339_utc_with_microseconds() {
         assert_eq!(rfc3339(Timestamp::from_micros(0)).unwrap(), "1970-01-01T00:00:00.000000Z");
         assert_eq!(rfc3339(Timestamp::from_micros(1_714_564_800_123_456)).unwrap(), "2024-05-01T12:00:00.123456Z");
+    }
+
+    #[test]
+    fn the_digit_by_digit_path_writes_what_the_time_crates_description_writes() {
+        let described = |micros: i64| {
+            let at = Timestamp::from_micros(micros);
+            let time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).unwrap();
+            rfc3339_described(time, at).unwrap()
+        };
+        // Edges (before 1970, leap days, the last microsecond of 9999), then a spread.
+        let mut samples =
+            vec![0, -1, -62_167_219_200_000_000, 951_782_400_000_000, 1_709_164_799_999_999, 253_402_300_799_999_999];
+        let mut x: i64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..10_000 {
+            // xorshift: reproducible, and over the whole range 0000–9999.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            samples.push(x.rem_euclid(315_537_897_600_000_000) - 62_167_219_200_000_000);
+        }
+        for micros in samples {
+            assert_eq!(rfc3339(Timestamp::from_micros(micros)).unwrap(), described(micros), "at {micros} µs");
+        }
     }
 
     #[test]

@@ -150,6 +150,7 @@ pub(crate) fn transfer_from_row(row: &impl SqlRow) -> Result<Loaded<Transfer>, S
         completed_at: row.decode("completed_at")?,
         metadata: row.decode("metadata")?,
         pending_expires_at: row.decode("pending_expires_at")?,
+        rendering: Default::default(),
     };
     Ok(Loaded { value: transfer, seq: seq_of(row.decode("seq")?)? })
 }
