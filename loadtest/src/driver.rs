@@ -178,7 +178,7 @@ fn acknowledge(shared: &Shared, transfer: &Value, owner: usize) -> Option<String
     Some(id)
 }
 
-/// How many times a replay answered `503` is sent again, `REPLAY_UNAVAILABLE_PAUSE` apart: 30 s,
+/// How many times a replay answered `503` or `500` is sent again, `REPLAY_UNAVAILABLE_PAUSE` apart: 30 s,
 /// longer than a cluster's failover (a lease of 5 s, then recovery).
 const REPLAY_UNAVAILABLE_RETRIES: usize = 60;
 const REPLAY_UNAVAILABLE_PAUSE: Duration = Duration::from_millis(500);
@@ -224,8 +224,9 @@ async fn transfer(
     if retry {
         // The replay must answer the very same transfer with the same status.
         // A node it cannot reach passes it on; a `503` ("nothing done, retry later": a cluster
-        // between owners, a full queue) is retried after a pause, as a client must, for up
-        // to `REPLAY_UNAVAILABLE_RETRIES` pauses.
+        // between owners, a full queue) or a `500` ("outcome unknown, retry under the same
+        // key": a node that stalled past the request time-out) is retried after a pause, as a
+        // client must, for up to `REPLAY_UNAVAILABLE_RETRIES` pauses.
         let mut replay_node = node.next_node();
         let mut again = send(replay_node.clone()).await;
         let mut unreachable = 1;
@@ -233,7 +234,7 @@ async fn transfer(
         loop {
             match &again {
                 Err(LoadError::Http(_)) if unreachable < node.nodes() => unreachable += 1,
-                Ok(answer) if answer.status == 503 && unavailable < REPLAY_UNAVAILABLE_RETRIES => {
+                Ok(answer) if matches!(answer.status, 500 | 503) && unavailable < REPLAY_UNAVAILABLE_RETRIES => {
                     unavailable += 1;
                     tokio::time::sleep(REPLAY_UNAVAILABLE_PAUSE).await;
                 }
