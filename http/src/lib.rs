@@ -75,7 +75,8 @@ pub const CONCURRENT_REQUESTS_MAX: usize = 4_096;
 /// A request that takes longer than this is answered without waiting for its end. A read gets
 /// `503` (nothing changed; retry). A write gets `500` "outcome unknown": a saga goes on to its
 /// end after its caller stops waiting (`RunToEnd`), so the write may yet be done, and a `503`
-/// would tell a client without an idempotency key that resending is harmless.
+/// would tell a client without an idempotency key that resending is harmless. The default;
+/// `TALLY_REQUEST_TIMEOUT_SECS` changes it (`AppState::set_request_timeout`).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The router of the whole API.
@@ -95,7 +96,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
-        .layer(axum::middleware::from_fn(timeout))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), timeout))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(CONCURRENT_REQUESTS_MAX))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
@@ -147,13 +148,17 @@ async fn route_policies(
     response
 }
 
-async fn timeout(request: Request, next: Next) -> Response {
+async fn timeout(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     // The event feed's long-poll may wait up to `FEED_WAIT_MAX_SECS` by design; its own reads
     // get the usual time on top.
     let limit = if request.uri().path() == "/v1/admin/events" {
-        REQUEST_TIMEOUT + Duration::from_secs(events::FEED_WAIT_MAX_SECS)
+        state.request_timeout() + Duration::from_secs(events::FEED_WAIT_MAX_SECS)
     } else {
-        REQUEST_TIMEOUT
+        state.request_timeout()
     };
     let read_only = request.method().is_safe();
     match tokio::time::timeout(limit, next.run(request)).await {

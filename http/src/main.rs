@@ -175,6 +175,18 @@ async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, St
         identity.protection.requests.set_per_second(per_second);
     }
     let state = AppState::new(store.clone(), identity);
+    // `TALLY_REQUEST_TIMEOUT_SECS`: how long a request may take before it is answered without
+    // its outcome (default `REQUEST_TIMEOUT`). Raised for runs under valgrind, where one
+    // password hash takes longer than the default.
+    if let Ok(text) = std::env::var("TALLY_REQUEST_TIMEOUT_SECS") {
+        let secs: u64 = text
+            .trim()
+            .parse()
+            .ok()
+            .filter(|secs| (1..=3_600).contains(secs))
+            .ok_or_else(|| "TALLY_REQUEST_TIMEOUT_SECS must be a whole number from 1 to 3600".to_owned())?;
+        state.set_request_timeout(std::time::Duration::from_secs(secs));
+    }
     // Built now, so bad webhook settings stop the start-up with their message; deliveries
     // start with the engine (on a cluster, only where it runs).
     let webhook_client = tally_http::webhooks::client(&state.identity().webhooks)?;

@@ -21,6 +21,9 @@ struct Inner {
     engine: OnceLock<Engine>,
     /// Set on a cluster node (`TALLY_NODE_ID`): its view of the cluster.
     cluster: OnceLock<Arc<crate::cluster::Node>>,
+    /// How long a request may take before it is answered without its outcome, in milliseconds
+    /// (`REQUEST_TIMEOUT` unless `TALLY_REQUEST_TIMEOUT_SECS` says otherwise).
+    request_timeout_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for AppState {
@@ -33,7 +36,16 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, identity: Identity) -> AppState {
         // Before any engine of this process commits: events' data is rendered by the journal.
         crate::events::install();
-        AppState { inner: Arc::new(Inner { store, identity, engine: OnceLock::new(), cluster: OnceLock::new() }) }
+        let request_timeout_ms = std::sync::atomic::AtomicU64::new(crate::REQUEST_TIMEOUT.as_millis() as u64);
+        AppState {
+            inner: Arc::new(Inner {
+                store,
+                identity,
+                engine: OnceLock::new(),
+                cluster: OnceLock::new(),
+                request_timeout_ms,
+            }),
+        }
     }
 
     /// A state whose engine is already running (tests drive `app` with this).
@@ -63,6 +75,17 @@ impl AppState {
     }
 
     /// Makes this server a cluster node (`GET /v1/admin/cluster` reads the cluster's tables).
+    /// Changes the request time-out (`TALLY_REQUEST_TIMEOUT_SECS` at start-up; tests).
+    pub fn set_request_timeout(&self, limit: std::time::Duration) {
+        let millis = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        self.inner.request_timeout_ms.store(millis, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long a request may take before it is answered without its outcome.
+    pub fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.inner.request_timeout_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     pub fn set_cluster(&self, node: Arc<crate::cluster::Node>) {
         let _ = self.inner.cluster.set(node);
     }
