@@ -95,10 +95,17 @@ pub fn app(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), route_policies))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
-        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), timeout))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(CONCURRENT_REQUESTS_MAX))
-        .layer(axum::middleware::from_fn(request_id))
+        // One `Router::layer` of four: each wraps every route in a boxed service whose future
+        // is boxed again on every request (`scripts/callgrind`: 4,600 instructions less per
+        // keyed transfer as one). Outermost first: the request id, the concurrency bound, the
+        // time-out, the body limit.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::middleware::from_fn(request_id))
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(CONCURRENT_REQUESTS_MAX))
+                .layer(axum::middleware::from_fn_with_state(state.clone(), timeout))
+                .layer(DefaultBodyLimit::max(BODY_BYTES_MAX)),
+        )
         .with_state(state)
 }
 
