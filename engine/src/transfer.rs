@@ -61,6 +61,17 @@ pub enum TransferStatus {
 }
 
 impl TransferStatus {
+    /// Every status, in the order of the enum.
+    pub const ALL: [TransferStatus; 7] = [
+        TransferStatus::Processing,
+        TransferStatus::Pending,
+        TransferStatus::Completed,
+        TransferStatus::Failed,
+        TransferStatus::Rejected,
+        TransferStatus::Cancelled,
+        TransferStatus::Expired,
+    ];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             TransferStatus::Processing => "processing",
@@ -375,15 +386,7 @@ impl Transfer {
 mod tests {
     use super::*;
 
-    const ALL: [TransferStatus; 7] = [
-        TransferStatus::Processing,
-        TransferStatus::Pending,
-        TransferStatus::Completed,
-        TransferStatus::Failed,
-        TransferStatus::Rejected,
-        TransferStatus::Cancelled,
-        TransferStatus::Expired,
-    ];
+    const ALL: [TransferStatus; 7] = TransferStatus::ALL;
 
     #[test]
     fn terminal_statuses_never_change() {

@@ -791,15 +791,7 @@ fn source_and_destination_step_rejections_become_the_matching_transfer_rejection
 // Transfer::transition
 // ---------------------------------------------------------------------------------------------
 
-const ALL_STATUSES: [TransferStatus; 7] = [
-    TransferStatus::Processing,
-    TransferStatus::Pending,
-    TransferStatus::Completed,
-    TransferStatus::Failed,
-    TransferStatus::Rejected,
-    TransferStatus::Cancelled,
-    TransferStatus::Expired,
-];
+const ALL_STATUSES: [TransferStatus; 7] = TransferStatus::ALL;
 
 fn transfer_in(status: TransferStatus) -> Transfer {
     let mut transfer = Transfer::start(request());

@@ -46,10 +46,13 @@ struct JsonEvents;
 impl EventEncoder for JsonEvents {
     fn encode(&self, kind: EventType, record: &Record) -> Option<String> {
         let rendered = match record {
-            Record::Transfer(transfer) => serde_json::to_string(&TransferView::of(transfer).ok()?).inspect(|text| {
-                // The same object the client's answer renders (`transfers::transfer_answer`).
+            Record::Transfer(transfer) => {
+                // The view's JSON (`TransferView::json`), which the client's answer sends
+                // (`transfers::transfer_answer`).
+                let text = TransferView::json(transfer).ok()?;
                 transfer.rendering.set(transfer, Arc::from(text.as_str()));
-            }),
+                Ok(text)
+            }
             Record::AccountOpened(account) => serde_json::to_string(&AccountView::of(account).ok()?),
             Record::Account { account, currency, after, .. } => {
                 let available = after.balance.checked_add(after.credit_limit)?.checked_sub(after.held)?;
