@@ -119,21 +119,24 @@ async fn request_id(request: Request, next: Next) -> Response {
         .filter(|value| !value.is_empty() && value.len() <= 64)
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let started = std::time::Instant::now();
+    // What the log line needs, kept only when it will be written (under load the server
+    // logs at `warn`, and this was a copy of every path).
+    let logged = tracing::enabled!(tracing::Level::INFO)
+        .then(|| (request.method().clone(), request.uri().path().to_owned(), std::time::Instant::now()));
     let mut response = problem::REQUEST_ID.scope(id.clone(), next.run(request)).await;
     if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
     }
-    tracing::info!(
-        request_id = %id,
-        %method,
-        path = %path,
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "request"
-    );
+    if let Some((method, path, started)) = logged {
+        tracing::info!(
+            request_id = %id,
+            %method,
+            path = %path,
+            status = response.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "request"
+        );
+    }
     response
 }
 
