@@ -47,6 +47,7 @@ pub mod point_in_time;
 pub mod pricing;
 pub mod problem;
 pub mod query;
+pub mod request_scope;
 pub mod request_stats;
 pub mod routes;
 pub mod server;
@@ -95,49 +96,17 @@ pub fn app(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), route_policies))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
-        // One `Router::layer` of four: each wraps every route in a boxed service whose future
+        // One `Router::layer` of three: each wraps every route in a boxed service whose future
         // is boxed again on every request (`scripts/callgrind`: 4,600 instructions less per
-        // keyed transfer as one). Outermost first: the request id, the concurrency bound, the
-        // time-out, the body limit.
+        // keyed transfer than four). Outermost first: the request's id and time limit, the
+        // concurrency bound, the body limit.
         .layer(
             tower::ServiceBuilder::new()
-                .layer(axum::middleware::from_fn(request_id))
+                .layer(request_scope::RequestScopeLayer::new(state.clone()))
                 .layer(tower::limit::GlobalConcurrencyLimitLayer::new(CONCURRENT_REQUESTS_MAX))
-                .layer(axum::middleware::from_fn_with_state(state.clone(), timeout))
                 .layer(DefaultBodyLimit::max(BODY_BYTES_MAX)),
         )
         .with_state(state)
-}
-
-/// Gives each request an id (or keeps the client's `X-Request-Id`), makes it available to
-/// error answers and logs, echoes it in the response, and logs one line per request.
-async fn request_id(request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|value| value.to_str().ok())
-        .filter(|value| !value.is_empty() && value.len() <= 64)
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    // What the log line needs, kept only when it will be written (under load the server
-    // logs at `warn`, and this was a copy of every path).
-    let logged = tracing::enabled!(tracing::Level::INFO)
-        .then(|| (request.method().clone(), request.uri().path().to_owned(), std::time::Instant::now()));
-    let mut response = problem::REQUEST_ID.scope(id.clone(), next.run(request)).await;
-    if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    if let Some((method, path, started)) = logged {
-        tracing::info!(
-            request_id = %id,
-            %method,
-            path = %path,
-            status = response.status().as_u16(),
-            micros = started.elapsed().as_micros() as u64,
-            "request"
-        );
-    }
-    response
 }
 
 /// The per-route policies, in one layer because each `from_fn` layer clones the route's boxed
@@ -156,36 +125,4 @@ async fn route_policies(
     };
     tracking.finish(&response);
     response
-}
-
-async fn timeout(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    // The event feed's long-poll may wait up to `FEED_WAIT_MAX_SECS` by design; its own reads
-    // get the usual time on top.
-    let limit = if request.uri().path() == "/v1/admin/events" {
-        state.request_timeout() + Duration::from_secs(events::FEED_WAIT_MAX_SECS)
-    } else {
-        state.request_timeout()
-    };
-    let read_only = request.method().is_safe();
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => axum::response::IntoResponse::into_response(timed_out(read_only)),
-    }
-}
-
-/// The answer to a request that ran out of time (`REQUEST_TIMEOUT`).
-fn timed_out(read_only: bool) -> problem::ApiError {
-    if read_only {
-        problem::ApiError::new(tally_engine::ErrorCode::Overloaded, "the request timed out and changed nothing; retry")
-    } else {
-        problem::ApiError::new(
-            tally_engine::ErrorCode::Internal,
-            "the request timed out before its outcome was known; it may still be done: retry under the same \
-             Idempotency-Key, which answers with the outcome",
-        )
-    }
 }

@@ -12,7 +12,10 @@ use tally_persistence::open_users::open_user_store;
 use tally_tests::http::{PASSWORD, TestServer};
 use tally_tests::on_both_stores;
 
-on_both_stores!(unknown_routes_and_wrong_methods_answer_problem_json_with_the_request_id);
+on_both_stores!(
+    unknown_routes_and_wrong_methods_answer_problem_json_with_the_request_id,
+    a_write_that_runs_out_of_time_answers_500_with_its_id_and_a_retry_replays_its_outcome,
+);
 
 async fn unknown_routes_and_wrong_methods_answer_problem_json_with_the_request_id(server: TestServer) {
     let unknown = server.get("/v1/nothing-here", None).await;
@@ -29,6 +32,45 @@ async fn unknown_routes_and_wrong_methods_answer_problem_json_with_the_request_i
     assert_eq!(traced.headers["x-request-id"], "trace-me-42");
     let generated = server.get("/v1/users/me", None).await;
     assert_eq!(generated.headers["x-request-id"].to_str().unwrap(), generated.str("request_id"));
+    server.shutdown().await;
+}
+
+/// With the time limit at zero, a request still waiting when first polled runs out at once. A
+/// transfer always waits (for its commit), so it is answered `500` "outcome unknown" with its
+/// request id; its saga goes on, and once the limit is back a retry under its key replays the
+/// transfer, and the money moved once. (Reads, `503`: `request_scope`'s unit test; most are
+/// answered from memory before the limit is ever checked.)
+async fn a_write_that_runs_out_of_time_answers_500_with_its_id_and_a_retry_replays_its_outcome(server: TestServer) {
+    let user = server.user().await;
+    let source = server.open_account(&user, "USD").await;
+    let destination = server.open_account(&user, "USD").await;
+    server.fund(&source, rust_decimal::Decimal::new(1_000, 2)).await;
+    let body = json!({
+        "type": "internal", "source_account_id": source, "destination_account_id": destination, "amount": "2.50"
+    });
+    let write = |request_id: &str| {
+        server
+            .client
+            .post(server.url("/v1/transfers"))
+            .bearer_auth(&user.token)
+            .header("idempotency-key", "late-write")
+            .header("x-request-id", request_id)
+            .json(&body)
+    };
+
+    server.state.set_request_timeout(std::time::Duration::ZERO);
+    let late = server.send(write("late-write-1")).await;
+    late.assert_problem(500, "INTERNAL");
+    assert!(late.str("detail").contains("Idempotency-Key"), "{:?}", late.body);
+    assert_eq!(late.body["request_id"], "late-write-1");
+
+    server.state.set_request_timeout(tally_http::REQUEST_TIMEOUT);
+    let again = server.send(write("late-write-2")).await;
+    again.assert_status(201);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.body["amount"], "2.50");
+    let (balance, held) = server.position(&source).await;
+    assert_eq!((balance, held), (rust_decimal::Decimal::new(750, 2), rust_decimal::Decimal::ZERO));
     server.shutdown().await;
 }
 
