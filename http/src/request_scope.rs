@@ -4,8 +4,9 @@
 //! logs read it (`problem::REQUEST_ID`), the response echoes it, and one log line per request
 //! carries it. The time limit is `AppState::request_timeout` (`REQUEST_TIMEOUT` unless
 //! `TALLY_REQUEST_TIMEOUT_SECS` says otherwise; the event feed's long-poll gets its wait on
-//! top), counted from when the request reaches this layer, so a wait for a place under the
-//! concurrency bound counts too: a read that runs out of time is answered `503` (nothing
+//! top), counted from this service's `call`: a wait for a place under the concurrency bound
+//! happens before it, in `poll_ready` (the bound's permit is taken there), and does not count,
+//! as before this layer existed. A read that runs out of time is answered `503` (nothing
 //! changed), a write `500` "outcome unknown" (`timed_out`).
 //!
 //! A hand-written `tower` service rather than two `axum::middleware::from_fn` layers: each of
@@ -61,6 +62,7 @@ where
     type Future = BoxFuture<'static, Result<Response, Infallible>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The concurrency bound below waits here for its permit.
         self.inner.poll_ready(cx)
     }
 
