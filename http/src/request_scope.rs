@@ -79,7 +79,8 @@ where
         let logged: Option<(Method, String, Instant)> = tracing::enabled!(tracing::Level::INFO)
             .then(|| (request.method().clone(), request.uri().path().to_owned(), Instant::now()));
         let limit = if request.uri().path() == "/v1/admin/events" {
-            self.state.request_timeout() + Duration::from_secs(crate::events::FEED_WAIT_MAX_SECS)
+            // Saturating: `AppState::set_request_timeout` takes any duration.
+            self.state.request_timeout().saturating_add(Duration::from_secs(crate::events::FEED_WAIT_MAX_SECS))
         } else {
             self.state.request_timeout()
         };

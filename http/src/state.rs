@@ -74,7 +74,6 @@ impl AppState {
         Ok(())
     }
 
-    /// Makes this server a cluster node (`GET /v1/admin/cluster` reads the cluster's tables).
     /// Changes the request time-out (`TALLY_REQUEST_TIMEOUT_SECS` at start-up; tests).
     pub fn set_request_timeout(&self, limit: std::time::Duration) {
         let millis = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
@@ -86,6 +85,7 @@ impl AppState {
         std::time::Duration::from_millis(self.inner.request_timeout_ms.load(std::sync::atomic::Ordering::Relaxed))
     }
 
+    /// Makes this server a cluster node (`GET /v1/admin/cluster` reads the cluster's tables).
     pub fn set_cluster(&self, node: Arc<crate::cluster::Node>) {
         let _ = self.inner.cluster.set(node);
     }

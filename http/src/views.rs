@@ -217,9 +217,7 @@ impl TransferView {
             pending_expires_at: transfer.pending_expires_at.map(rfc3339).transpose()?,
         })
     }
-}
 
-impl TransferView {
     /// `serde_json::to_string(&TransferView::of(transfer)?)`, written field by field: the same
     /// bytes (`transfer_json_is_the_views_serialization`, over random transfers with every
     /// optional field and text that needs escaping), without the view's dozen `String`s or

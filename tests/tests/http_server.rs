@@ -2,7 +2,8 @@
 //! a client that sends half a header is disconnected when the header-read timeout passes, a
 //! kept-alive connection left idle is closed, and connections beyond the per-node bound are
 //! answered `503 OVERLOADED` and closed — while a well-behaved client is served throughout. A
-//! second server on the same port is refused at start, not given half the connections.
+//! second server on the same port is refused at start, not given half the connections, and a
+//! request time-out setting out of range stops the start.
 
 use std::time::{Duration, Instant};
 
@@ -160,18 +161,7 @@ async fn a_second_server_on_the_same_port_is_refused_at_start() {
         .stderr(log_file)
         .spawn()
         .expect("start a second tally serve");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = second.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = second.kill();
-            let _ = second.wait();
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = exit_within(&mut second, Duration::from_secs(30));
     let said = std::fs::read_to_string(&log).unwrap_or_default();
     let _ = std::fs::remove_file(&log);
     let _ = std::fs::remove_dir_all(&data_dir);
@@ -179,4 +169,53 @@ async fn a_second_server_on_the_same_port_is_refused_at_start() {
     assert!(said.contains("another process listens on it"), "the error names the cause: {said}");
     let response = reqwest::get(format!("{}/health/ready", server.base_url())).await.expect("the first one serves");
     assert_eq!(response.status(), 200);
+}
+
+/// `TALLY_REQUEST_TIMEOUT_SECS` outside 1–3,600 (or not a number) stops the start with a message
+/// that names the setting; nothing is served with a time limit the operator did not mean.
+#[test]
+fn a_request_time_out_setting_out_of_range_stops_the_start() {
+    for value in ["0", "3601", "ten", "-5"] {
+        let file = std::env::temp_dir().join(format!("tally-server-timeout-{}.db", uuid::Uuid::new_v4().simple()));
+        let _db = TempDb(file.clone());
+        let data_dir =
+            std::env::temp_dir().join(format!("tally-server-timeout-data-{}", uuid::Uuid::new_v4().simple()));
+        let log = std::env::temp_dir().join(format!("tally-server-timeout-{}.log", uuid::Uuid::new_v4().simple()));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut server = std::process::Command::new(tally_bin())
+            .arg("serve")
+            .env("TALLY_LISTEN", "127.0.0.1:0")
+            .env("TALLY_DATABASE_URL", format!("sqlite://{}", file.display()))
+            .env("TALLY_DATA_DIR", &data_dir)
+            .env("TALLY_REQUEST_TIMEOUT_SECS", value)
+            .env("TALLY_LOG", "warn")
+            .stdout(log_file.try_clone().expect("log handle"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start tally serve");
+        // A server that accepted the value would serve on: stopped after 30 s, and failed.
+        let status = exit_within(&mut server, Duration::from_secs(30));
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        let _ = std::fs::remove_dir_all(&data_dir);
+        assert!(status.is_some_and(|status| !status.success()), "{value:?} must stop the start: {said}");
+        assert!(said.contains("TALLY_REQUEST_TIMEOUT_SECS must be a whole number from 1 to 3600"), "{value:?}: {said}");
+    }
+}
+
+/// How `child` exited within `limit`, or `None` (then it is killed): a server that should have
+/// refused to start fails its test instead of hanging it.
+fn exit_within(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
