@@ -37,8 +37,8 @@ async fn unknown_routes_and_wrong_methods_answer_problem_json_with_the_request_i
 
 /// With the time limit at zero, a request still waiting when first polled runs out at once. A
 /// transfer always waits (for its commit), so it is answered `500` "outcome unknown" with its
-/// request id; its saga goes on, and once the limit is back a retry under its key replays the
-/// transfer, and the money moved once. (Reads, `503`: `request_scope`'s unit test; most are
+/// request id; once the limit is back a retry under its key answers `201`, and the money moved
+/// once (whether the first request's saga had begun or not). (Reads, `503`: `request_scope`'s unit test; most are
 /// answered from memory before the limit is ever checked.)
 async fn a_write_that_runs_out_of_time_answers_500_with_its_id_and_a_retry_replays_its_outcome(server: TestServer) {
     let user = server.user().await;
@@ -67,7 +67,11 @@ async fn a_write_that_runs_out_of_time_answers_500_with_its_id_and_a_retry_repla
     server.state.set_request_timeout(tally_http::REQUEST_TIMEOUT);
     let again = server.send(write("late-write-2")).await;
     again.assert_status(201);
-    assert_eq!(again.headers["idempotent-replayed"], "true");
+    // With no time at all, the first request may have been dropped before its saga began (then
+    // the retry makes the transfer) or after (then it replays it): either way, one transfer.
+    if let Some(replayed) = again.headers.get("idempotent-replayed") {
+        assert_eq!(replayed, "true");
+    }
     assert_eq!(again.body["amount"], "2.50");
     let (balance, held) = server.position(&source).await;
     assert_eq!((balance, held), (rust_decimal::Decimal::new(750, 2), rust_decimal::Decimal::ZERO));
