@@ -57,6 +57,7 @@ pub mod transfers;
 pub mod views;
 pub mod webhooks;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -96,12 +97,14 @@ pub fn app(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), route_policies))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
-        // One `Router::layer` call for the three outer layers: each call wraps every route in a
+        // One `Router::layer` call for the outer layers: each call wraps every route in a
         // boxed service whose future is boxed again on every request (`scripts/callgrind`:
         // 4,600 instructions less per keyed transfer than a call per layer). Outermost first:
-        // the request's id and time limit, the concurrency bound, the body limit.
+        // on a cluster node the gate (serve or forward: `cluster/gate.rs`), then the request's
+        // id and time limit, the concurrency bound, the body limit.
         .layer(
             tower::ServiceBuilder::new()
+                .option_layer(state.cluster().map(|node| cluster::GateLayer::new(Arc::clone(node))))
                 .layer(request_scope::RequestScopeLayer::new(state.clone()))
                 .layer(tower::limit::GlobalConcurrencyLimitLayer::new(CONCURRENT_REQUESTS_MAX))
                 .layer(DefaultBodyLimit::max(BODY_BYTES_MAX)),

@@ -205,8 +205,8 @@ async fn serve(database_url: &str, listen: SocketAddr, admin: Option<(String, St
             state.set_cluster(Arc::clone(node));
             let holder = Arc::clone(node);
             state.identity().sessions.tick_only_while(move || holder.serving());
-            let router = app(state.clone())
-                .layer(axum::middleware::from_fn_with_state(Arc::clone(node), tally_http::cluster::gate));
+            // Set before `app`, which puts the cluster's gate over every route.
+            let router = app(state.clone());
             node.set_router(router.clone());
             router
         }

@@ -26,15 +26,15 @@
 
 pub mod batch;
 pub mod forward;
+mod gate;
 
-use std::net::SocketAddr;
+pub use gate::GateLayer;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::Method;
-use axum::middleware::Next;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use serde::Serialize;
@@ -396,77 +396,6 @@ fn restart_process() -> ! {
     };
     tracing::error!(%error, "cluster: could not execute itself again; exiting");
     std::process::exit(75)
-}
-
-/// Paths a node answers itself, whichever node owns the shards: its own liveness and metrics.
-fn served_locally(path: &str) -> bool {
-    matches!(path, "/health/live" | "/metrics")
-}
-
-/// The outermost layer of a cluster node's router: serve (the owner), or forward to the owner
-/// (a standby). A request a peer forwarded carries its client's address, which then replaces
-/// the peer's for rate limits and sessions.
-pub async fn gate(State(node): State<Arc<Node>>, mut request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_owned();
-    if path == batch::PATH {
-        return batch::serve(&node, request).await;
-    }
-    let vouched = forward::vouched_client(
-        &node.config.secret,
-        request.headers(),
-        request.method().as_str(),
-        &path_and_query(&request),
-    );
-    if let Some(client) = vouched {
-        request.extensions_mut().insert(ConnectInfo::<SocketAddr>(client));
-    }
-    if served_locally(&path) {
-        return next.run(request).await;
-    }
-    if node.serving() {
-        let reads = matches!(*request.method(), Method::GET | Method::HEAD);
-        let response = next.run(request).await;
-        // A read that began before a pause (a stopped process, a stalled host) may have been
-        // answered from an engine whose shards another node now owns: not sent. A write's
-        // answer is sent: its commit passed the fence, so it happened under this node's lease.
-        if reads && !node.serving() {
-            return unavailable("this node's shard leases are being renewed");
-        }
-        return response;
-    }
-    if node.owner.load(Ordering::Acquire) {
-        return unavailable("this node's shard leases are being renewed");
-    }
-    if request.headers().contains_key(forward::FORWARDED_BY) {
-        // A peer thought this node the owner (or the request claims to come from one): no
-        // second hop, the client retries.
-        return unavailable("this node does not own the shards (ownership is moving)");
-    }
-    let Some((_, url)) = node.owner_seen() else {
-        return unavailable("no node owns the shards at the moment (failover in progress)");
-    };
-    metrics::counter!("tally_cluster_forwarded_requests_total").increment(1);
-    if let Some(length) = batch::batchable(&request) {
-        return batch::forward(&node, request, length).await;
-    }
-    let Some(client) = thread_client() else {
-        return unavailable("this node cannot forward at the moment");
-    };
-    match forward::to_owner(&client, &url, node.id(), &node.config.secret, request).await {
-        Ok(response) => response,
-        Err(forward::NotAnswered::NotSent) => unavailable("the node that owns the shards could not be reached"),
-        // Sent, and then the owner went quiet or away: it may have done it. Not a 503, which
-        // says "not done"; the client's retry under its `Idempotency-Key` finds out.
-        Err(forward::NotAnswered::Unknown) => ApiError::new(
-            ErrorCode::Internal,
-            "the node that owns the shards did not answer; the outcome is unknown: retry under the same Idempotency-Key",
-        )
-        .into_response(),
-    }
-}
-
-fn path_and_query(request: &Request) -> String {
-    request.uri().path_and_query().map_or("/", |path| path.as_str()).to_owned()
 }
 
 /// `503` with `Retry-After: 1`: the client retries (under the same `Idempotency-Key`).
