@@ -36,7 +36,7 @@ use tally_persistence::users::mfa::{ApiKeyRecord, MfaStore};
 use super::caller::Caller;
 use crate::accounts::created;
 use crate::audit::{Actor, AuditContext, Event, audited};
-use crate::digest::sha256_hex;
+use crate::digest::{sha256, sha256_hex};
 use crate::input::IdPath;
 use crate::json::ApiJson;
 use crate::problem::ApiError;
@@ -88,6 +88,11 @@ impl Scope {
     pub fn parse(text: &str) -> Option<Scope> {
         Scope::ALL.into_iter().find(|scope| scope.as_str() == text)
     }
+
+    /// The scope's bit in `VerifiedKey::scopes`.
+    const fn bit(self) -> u8 {
+        1 << self as u8
+    }
 }
 
 /// The scope a route needs of an API key, named in its signature as `Scoped<S>`.
@@ -113,16 +118,26 @@ impl RequiredScope for TransfersWrite {
     const SCOPE: Scope = Scope::TransfersWrite;
 }
 
-#[derive(Clone, Debug)]
+/// A key the store knows, of an active user: small and `Copy`, since every request with a key
+/// reads it from the cache.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct VerifiedKey {
     pub(crate) user: UserId,
-    scopes: Vec<Scope>,
+    /// The key's scopes, one bit each (`Scope::bit`).
+    scopes: u8,
 }
 
-/// The key store and the cache of verified keys.
+impl VerifiedKey {
+    fn holds(&self, scope: Scope) -> bool {
+        self.scopes & scope.bit() != 0
+    }
+}
+
+/// The key store and the cache of verified keys, keyed by the key's SHA-256 (the raw digest:
+/// the store's lowercase hex of it is made only on a miss).
 pub struct ApiKeys {
     store: Arc<dyn MfaStore>,
-    verified: DashMap<String, VerifiedKey>,
+    verified: DashMap<[u8; 32], VerifiedKey>,
 }
 
 impl std::fmt::Debug for ApiKeys {
@@ -151,10 +166,11 @@ impl ApiKeys {
         if key.is_empty() || key.len() > API_KEY_LENGTH_MAX || !key.starts_with(KEY_PREFIX) {
             return Err(invalid_key());
         }
-        let hash = sha256_hex(key.as_bytes());
-        if let Some(hit) = self.verified.get(&hash).map(|entry| entry.value().clone()) {
+        let digest = sha256(key.as_bytes());
+        if let Some(hit) = self.verified.get(&digest).map(|entry| *entry.value()) {
             return Ok(hit);
         }
+        let hash = data_encoding::HEXLOWER.encode(&digest);
         let record = self.store.api_key_by_hash(&hash).await?.ok_or_else(invalid_key)?;
         let owner = users.user_by_id(record.user_id).await?;
         if owner.is_none_or(|owner| owner.status != tally_persistence::users::UserStatus::Active) {
@@ -162,12 +178,12 @@ impl ApiKeys {
         }
         let verified = VerifiedKey {
             user: record.user_id,
-            scopes: record.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+            scopes: record.scopes.iter().filter_map(|s| Scope::parse(s)).fold(0, |bits, scope| bits | scope.bit()),
         };
         if self.verified.len() >= API_KEYS_CACHED_MAX {
             self.verified.clear();
         }
-        self.verified.insert(hash, verified.clone());
+        self.verified.insert(digest, verified);
         Ok(verified)
     }
 }
@@ -177,6 +193,18 @@ impl ApiKeys {
     /// goes to the store again and is refused there.
     pub fn forget_user(&self, user: UserId) {
         self.verified.retain(|_, verified| verified.user != user);
+    }
+
+    /// Evicts the key whose stored hash (lowercase hex of its SHA-256) is `hash`: it was
+    /// deleted. A hash that is not one (never stored so) empties the cache rather than leave a
+    /// deleted key working.
+    fn forget_hash(&self, hash: &str) {
+        match data_encoding::HEXLOWER.decode(hash.as_bytes()).ok().and_then(|raw| <[u8; 32]>::try_from(raw).ok()) {
+            Some(digest) => {
+                self.verified.remove(&digest);
+            }
+            None => self.verified.clear(),
+        }
     }
 }
 
@@ -196,10 +224,10 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Scoped<S> {
             let caller = Caller::from_request_parts(parts, state).await?;
             return Ok(Scoped { caller, scope: PhantomData });
         };
-        let key = value.to_str().map_err(|_| invalid_key())?.trim().to_owned();
+        let key = value.to_str().map_err(|_| invalid_key())?.trim();
         let identity = state.identity();
-        let verified = identity.protection.api_keys.verify(&key, identity.users.as_ref()).await?;
-        if !verified.scopes.contains(&S::SCOPE) {
+        let verified = identity.protection.api_keys.verify(key, identity.users.as_ref()).await?;
+        if !verified.holds(S::SCOPE) {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
                 format!("this API key lacks the scope {}", S::SCOPE.as_str()),
@@ -381,7 +409,7 @@ pub async fn delete(
     );
     let hash = protection.second_factor.store().delete_api_key(caller.user_id, id, &entry).await?;
     let hash = hash.ok_or_else(|| ApiError::not_found("API key"))?;
-    protection.api_keys.verified.remove(&hash);
+    protection.api_keys.forget_hash(&hash);
     Ok(audited(StatusCode::NO_CONTENT.into_response()))
 }
 
@@ -404,5 +432,16 @@ mod tests {
         assert!(scopes(&[]).is_err());
         assert!(scopes(&["admin"]).is_err());
         assert!(scopes(&["accounts:read", "accounts:read"]).is_err());
+    }
+
+    #[test]
+    fn a_verified_key_holds_exactly_its_scopes() {
+        let user = UserId::from_uuid(uuid::Uuid::nil());
+        for held in 0..1_u8 << Scope::ALL.len() {
+            let key = VerifiedKey { user, scopes: held };
+            for (index, scope) in Scope::ALL.into_iter().enumerate() {
+                assert_eq!(key.holds(scope), held & (1 << index) != 0, "{scope:?} in {held:03b}");
+            }
+        }
     }
 }
