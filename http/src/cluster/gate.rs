@@ -5,7 +5,7 @@
 //! A hand-written `tower` layer, placed with the other outer layers in `app`'s one
 //! `Router::layer` call (lib.rs): as a `from_fn` layer added by its own `Router::layer` call it
 //! boxed every route once more and cloned the route's service into a boxed future on every
-//! request of every node (`scripts/callgrind`, README "Benchmarks").
+//! request of every node (`scripts/cluster bench`: docs/cluster.md, "Measured").
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -87,8 +87,8 @@ fn served_locally(path: &str) -> bool {
     matches!(path, "/health/live" | "/metrics")
 }
 
-/// Serve (the owner), or forward to the owner (a standby). A request a peer forwarded carries its client's address, which then replaces
-/// the peer's for rate limits and sessions.
+/// Serve (the owner), or forward to the owner (a standby). A request a peer forwarded carries
+/// its client's address, which then replaces the peer's for rate limits and sessions.
 async fn gate<S>(node: Arc<Node>, mut request: Request, inner: S) -> Response
 where
     S: Service<Request, Response = Response, Error = Infallible>,
