@@ -81,7 +81,9 @@ pub const CONCURRENT_REQUESTS_MAX: usize = 4_096;
 /// `TALLY_REQUEST_TIMEOUT_SECS` changes it (`AppState::set_request_timeout`).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The router of the whole API.
+/// The router of the whole API. On a cluster node, `state` must already name the node
+/// (`AppState::set_cluster`): the cluster's gate is placed here, and a router built before it
+/// would serve every request itself instead of forwarding it to the owner.
 pub fn app(state: AppState) -> Router {
     // Installs the process's metrics recorder before the first request is counted.
     metrics::handle();
