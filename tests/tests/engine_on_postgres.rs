@@ -202,3 +202,155 @@ async fn a_hold_kept_back_from_the_store_comes_back_with_its_passivated_account_
     engine.shutdown(Duration::from_secs(5)).await;
     assert_store_consistent(store.as_ref()).await;
 }
+
+/// The journal's writer plans its statements once, on the tables as they are when it first
+/// runs them (or when statistics change), and keeps those plans (`persistence/src/postgres.rs`,
+/// `writer_options`). On a fresh database that is on tiny tables, where a hash join over a
+/// sequential scan is the cheapest plan for a keyed write; kept, it would scan the whole table
+/// on every commit as the ledger grows. Here the writer's plans are made on tiny tables (every kind of write:
+/// new accounts, a status change, single transfers, a burst written by `COPY`, pending
+/// transfers with their holds executed and rejected, balance snapshots), then each table gets
+/// tens of thousands of rows, and the same writes again must not scan any of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_writer_never_scans_a_table_even_with_plans_made_on_empty_tables() {
+    use sqlx::Row;
+    use tally_engine::StatusAction;
+
+    const TABLES: [&str; 6] = ["accounts", "holds", "transfers", "postings", "journal_batches", "event_batches"];
+    let (store, url) = postgres::fresh_store("writerplans").await;
+    let mut config = EngineConfig::default();
+    // Balance snapshots written within the test, not 30 s later.
+    config.journal.snapshot_interval = Duration::from_millis(50);
+    let engine = Engine::start(store.clone(), config).await.unwrap();
+    let owner = UserId::from_u128(1);
+
+    // One round of every write the journal makes for the ledger.
+    let round = |engine: Engine| async move {
+        let accounts: Vec<Account> =
+            futures::future::join_all((0..4).map(|_| engine.open_account(owner, Currency::USD, Decimal::ZERO)))
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+        for account in &accounts {
+            engine.adjust(TransferKind::AdminCredit, account.id, dec!(1000), None, None, None).await.unwrap();
+        }
+        engine.set_account_status(accounts[3].id, StatusAction::Block).await.unwrap();
+        engine.set_account_status(accounts[3].id, StatusAction::Unblock).await.unwrap();
+        for i in 0..3 {
+            engine.transfer(internal(&engine, &accounts[i], &accounts[i + 1], dec!(1))).await.unwrap();
+        }
+        // Pending external transfers: their holds placed now, and removed as they are decided
+        // below, amid a burst of transfers, so that the removals land in batches past the
+        // one-call size, written statement by statement.
+        let mut pending = Vec::new();
+        for i in 0..8 {
+            let mut request = internal(&engine, &accounts[i % 4], &accounts[i % 4], dec!(5));
+            request.kind = TransferKind::External;
+            request.destination = tally_engine::system_accounts::settlement(Currency::USD);
+            let transfer = engine.transfer(request).await.unwrap();
+            assert_eq!(transfer.status, TransferStatus::Pending);
+            pending.push(transfer.id);
+        }
+        let burst =
+            (0..300).map(|i| engine.transfer(internal(&engine, &accounts[i % 4], &accounts[(i + 1) % 4], dec!(0.01))));
+        let decisions = pending.iter().enumerate().map(|(i, id)| {
+            let engine = engine.clone();
+            let id = *id;
+            async move {
+                match i % 3 {
+                    0 => engine.execute(id).await,
+                    1 => engine.reject(id).await,
+                    _ => engine.cancel(id).await,
+                }
+                .unwrap()
+            }
+        });
+        let (transfers, _) = futures::join!(futures::future::join_all(burst), futures::future::join_all(decisions));
+        for result in transfers {
+            assert_eq!(result.unwrap().status, TransferStatus::Completed);
+        }
+        // Past the snapshot interval: the changed balances are written.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        engine.adjust(TransferKind::AdminCredit, accounts[0].id, dec!(1), None, None, None).await.unwrap();
+        engine.journals().barrier().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        engine.journals().barrier().await.unwrap();
+    };
+
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    // This connection's own counts (below) must not count as scans either.
+    sqlx::query("SET enable_seqscan = off").execute(&mut db).await.unwrap();
+    // Statistics stay those of the tiny tables until the end: an autovacuum `ANALYZE` after
+    // the rows below arrive would have the writer plan again, for large tables.
+    for table in TABLES {
+        sqlx::query(&format!("ALTER TABLE {table} SET (autovacuum_enabled = off)")).execute(&mut db).await.unwrap();
+    }
+    // Table statistics reach `pg_stat_user_tables` when a backend flushes them: at most every
+    // second while busy, within ten seconds once idle. Caught up when every row in the table
+    // has been counted as inserted (nothing here deletes from these three).
+    async fn caught_up(db: &mut sqlx::PgConnection) -> std::collections::HashMap<String, i64> {
+        for _ in 0..300 {
+            let rows = sqlx::query(
+                "SELECT relname::text AS name, seq_scan, n_tup_ins,
+                        (SELECT count(*) FROM transfers) AS transfers, (SELECT count(*) FROM postings) AS postings,
+                        (SELECT count(*) FROM journal_batches) AS batches
+                 FROM pg_stat_user_tables",
+            )
+            .fetch_all(&mut *db)
+            .await
+            .unwrap();
+            let inserted = |table: &str| {
+                rows.iter().find(|row| row.get::<String, _>("name") == table).map(|row| row.get::<i64, _>("n_tup_ins"))
+            };
+            let first = &rows[0];
+            if inserted("transfers") == Some(first.get("transfers"))
+                && inserted("postings") == Some(first.get("postings"))
+                && inserted("journal_batches") == Some(first.get("batches"))
+            {
+                return rows.iter().map(|row| (row.get("name"), row.get("seq_scan"))).collect();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("table statistics did not catch up within 30 s");
+    }
+
+    // The writer's plans are made here, on (nearly) empty tables; then made again on tables
+    // that statistics say are tiny (`ANALYZE`, which autovacuum runs on its own as a fresh
+    // ledger starts, invalidates plans): where a whole-table scan looks cheapest.
+    round(engine.clone()).await;
+    sqlx::query("ANALYZE").execute(&mut db).await.unwrap();
+    round(engine.clone()).await;
+
+    // Tens of thousands of rows in every table the writer touches (rows of nothing the
+    // engine knows: other accounts, other shards).
+    for statement in [
+        "INSERT INTO accounts (id, owner_id, currency, kind, status, balance, held, credit_limit, created_at)
+         SELECT gen_random_uuid(), NULL, 'USD', 'user', 'active', 0, 0, 0, 0 FROM generate_series(1, 30000)",
+        "INSERT INTO holds (account_id, transfer_id, amount, seq)
+         SELECT gen_random_uuid(), gen_random_uuid(), 1, 0 FROM generate_series(1, 30000)",
+        "INSERT INTO transfers (id, kind, status, step, source_id, destination_id, amount, currency, fee,
+                                destination_amount, destination_currency, created_at, seq)
+         SELECT gen_random_uuid(), 'internal', 'completed', 'done', gen_random_uuid(), gen_random_uuid(), 1, 'USD', 0,
+                1, 'USD', 0, 0 FROM generate_series(1, 30000)",
+        "INSERT INTO postings (account_id, booked_at, version, transfer_id, currency, direction, amount, balance_after, shard, seq)
+         SELECT gen_random_uuid(), 0, 1, gen_random_uuid(), 'USD', 'credit', 1, 1, 900, 0 FROM generate_series(1, 30000)",
+        "INSERT INTO journal_batches (shard, last_seq, first_seq, hash)
+         SELECT 900, n, n, '\\x00' FROM generate_series(1, 30000) AS n",
+        "INSERT INTO event_batches (shard, last_seq, first_seq, occurred_at, seqs, types, objects, data)
+         SELECT 900, n, n, 0, ARRAY[n], ARRAY['x'], ARRAY[gen_random_uuid()], ARRAY['{}'] FROM generate_series(1, 30000) AS n",
+    ] {
+        sqlx::query(statement).execute(&mut db).await.unwrap();
+    }
+    let before = caught_up(&mut db).await;
+
+    round(engine.clone()).await;
+    engine.shutdown(Duration::from_secs(5)).await;
+    let after = caught_up(&mut db).await;
+    for table in TABLES {
+        assert_eq!(
+            after[table], before[table],
+            "{table} was scanned whole while the journal wrote to it (its seq_scan count rose)"
+        );
+    }
+}
