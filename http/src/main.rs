@@ -417,6 +417,10 @@ fn webhook_options_from_env() -> Result<tally_http::webhooks::WebhookOptions, St
     Ok(tally_http::webhooks::WebhookOptions { deny_private, extra_ca_pem })
 }
 
+/// Longest linger a journal may be configured with: beyond it every acknowledgement would
+/// wait longer than a commit costs.
+const JOURNAL_LINGER_US_MAX: u64 = 50_000;
+
 /// Longest idle time a session may be configured with: a day.
 const SESSION_IDLE_SECS_MAX: u64 = 24 * 60 * 60;
 
@@ -424,6 +428,9 @@ const SESSION_IDLE_SECS_MAX: u64 = 24 * 60 * 60;
 /// ARCHITECTURE.md's bounds table:
 ///
 /// - `TALLY_JOURNAL_ADMISSION_MAX`: records waiting before new work gets `503`.
+/// - `TALLY_JOURNAL_LINGER_US`: how long an idle journal waits for company before it commits
+///   what woke it (default 0). Every acknowledgement waits that much longer; in exchange a
+///   moderately loaded server makes fewer, larger commits (README, "Benchmarks").
 /// - `TALLY_QUARANTINE_RESTARTS`: restarts within a minute that quarantine an actor.
 /// - `TALLY_FAULT_PANIC_EVERY`: fault injection for tests, e.g. `account=50,transfer_saga=200`
 ///   makes every 50th account handler and every 200th saga step panic. Off by default.
@@ -441,6 +448,12 @@ fn engine_config_from_env() -> Result<(EngineConfig, Vec<(tally_actors::ActorKin
         let reserve = config.journal.depth_max - config.journal.admission_depth_max;
         config.journal.admission_depth_max = admission;
         config.journal.depth_max = admission + reserve;
+    }
+    if let Some(micros) = number("TALLY_JOURNAL_LINGER_US")? {
+        if micros > JOURNAL_LINGER_US_MAX {
+            return Err(format!("TALLY_JOURNAL_LINGER_US must be at most {JOURNAL_LINGER_US_MAX} (50 ms)"));
+        }
+        config.journal.linger = std::time::Duration::from_micros(micros);
     }
     if let Some(restarts) = number("TALLY_QUARANTINE_RESTARTS")? {
         config.actors.quarantine_restarts = u32::try_from(restarts).unwrap_or(u32::MAX);

@@ -144,27 +144,15 @@ async fn a_kept_alive_connection_left_idle_is_closed_and_a_busy_one_is_not() {
 #[tokio::test]
 async fn a_second_server_on_the_same_port_is_refused_at_start() {
     let (server, _dir) = server().await;
-    let file = std::env::temp_dir().join(format!("tally-server-second-{}.db", uuid::Uuid::new_v4().simple()));
-    let _second_db = TempDb(file.clone());
-    let data_dir = std::env::temp_dir().join(format!("tally-server-second-data-{}", uuid::Uuid::new_v4().simple()));
-    let log = std::env::temp_dir().join(format!("tally-server-second-{}.log", uuid::Uuid::new_v4().simple()));
-    let log_file = std::fs::File::create(&log).expect("log file");
-    let mut second = std::process::Command::new(tally_bin())
-        .arg("serve")
-        .env("TALLY_LISTEN", format!("127.0.0.1:{}", server.port))
-        .env("TALLY_DATABASE_URL", format!("sqlite://{}", file.display()))
-        .env("TALLY_DATA_DIR", &data_dir)
-        .env("TALLY_ADMIN_EMAIL", "second@tally.test")
-        .env("TALLY_ADMIN_PASSWORD", "Sec0nd!password")
-        .env("TALLY_LOG", "warn")
-        .stdout(log_file.try_clone().expect("log handle"))
-        .stderr(log_file)
-        .spawn()
-        .expect("start a second tally serve");
-    let status = exit_within(&mut second, Duration::from_secs(30));
-    let said = std::fs::read_to_string(&log).unwrap_or_default();
-    let _ = std::fs::remove_file(&log);
-    let _ = std::fs::remove_dir_all(&data_dir);
+    let listen = format!("127.0.0.1:{}", server.port);
+    let (status, said) = tokio::task::spawn_blocking(move || {
+        start_and_wait(
+            &listen,
+            &[("TALLY_ADMIN_EMAIL", "second@tally.test"), ("TALLY_ADMIN_PASSWORD", "Sec0nd!password")],
+        )
+    })
+    .await
+    .expect("the second server ran");
     assert!(status.is_some_and(|status| !status.success()), "the second server must exit with an error: {said}");
     assert!(said.contains("another process listens on it"), "the error names the cause: {said}");
     let response = reqwest::get(format!("{}/health/ready", server.base_url())).await.expect("the first one serves");
@@ -176,31 +164,54 @@ async fn a_second_server_on_the_same_port_is_refused_at_start() {
 #[test]
 fn a_request_time_out_setting_out_of_range_stops_the_start() {
     for value in ["0", "3601", "ten", "-5"] {
-        let file = std::env::temp_dir().join(format!("tally-server-timeout-{}.db", uuid::Uuid::new_v4().simple()));
-        let _db = TempDb(file.clone());
-        let data_dir =
-            std::env::temp_dir().join(format!("tally-server-timeout-data-{}", uuid::Uuid::new_v4().simple()));
-        let log = std::env::temp_dir().join(format!("tally-server-timeout-{}.log", uuid::Uuid::new_v4().simple()));
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let mut server = std::process::Command::new(tally_bin())
-            .arg("serve")
-            .env("TALLY_LISTEN", "127.0.0.1:0")
-            .env("TALLY_DATABASE_URL", format!("sqlite://{}", file.display()))
-            .env("TALLY_DATA_DIR", &data_dir)
-            .env("TALLY_REQUEST_TIMEOUT_SECS", value)
-            .env("TALLY_LOG", "warn")
-            .stdout(log_file.try_clone().expect("log handle"))
-            .stderr(log_file)
-            .spawn()
-            .expect("start tally serve");
-        // A server that accepted the value would serve on: stopped after 30 s, and failed.
-        let status = exit_within(&mut server, Duration::from_secs(30));
-        let said = std::fs::read_to_string(&log).unwrap_or_default();
-        let _ = std::fs::remove_file(&log);
-        let _ = std::fs::remove_dir_all(&data_dir);
+        let (status, said) = start_and_wait("127.0.0.1:0", &[("TALLY_REQUEST_TIMEOUT_SECS", value)]);
         assert!(status.is_some_and(|status| !status.success()), "{value:?} must stop the start: {said}");
         assert!(said.contains("TALLY_REQUEST_TIMEOUT_SECS must be a whole number from 1 to 3600"), "{value:?}: {said}");
     }
+}
+
+/// `TALLY_JOURNAL_LINGER_US` past 50 ms (or not a number) stops the start with a message that
+/// names the setting: every acknowledgement would wait that long.
+#[test]
+fn a_journal_linger_past_its_bound_stops_the_start() {
+    for (value, message) in [
+        ("50001", "TALLY_JOURNAL_LINGER_US must be at most 50000"),
+        ("1e3", "TALLY_JOURNAL_LINGER_US must be a whole number"),
+        ("-1", "TALLY_JOURNAL_LINGER_US must be a whole number"),
+    ] {
+        let (status, said) = start_and_wait("127.0.0.1:0", &[("TALLY_JOURNAL_LINGER_US", value)]);
+        assert!(status.is_some_and(|status| !status.success()), "{value:?} must stop the start: {said}");
+        assert!(said.contains(message), "{value:?}: {said}");
+    }
+}
+
+/// Starts `tally serve` on `listen` with a fresh SQLite database and `env`, and waits up to 30 s
+/// for it to exit: how it exited (`None`: it served on, and was stopped) and what it logged.
+// Test code: a failed expect is a failed test.
+#[allow(clippy::expect_used)]
+fn start_and_wait(listen: &str, env: &[(&str, &str)]) -> (Option<std::process::ExitStatus>, String) {
+    let name = uuid::Uuid::new_v4().simple().to_string();
+    let file = std::env::temp_dir().join(format!("tally-server-start-{name}.db"));
+    let _db = TempDb(file.clone());
+    let data_dir = std::env::temp_dir().join(format!("tally-server-start-data-{name}"));
+    let log = std::env::temp_dir().join(format!("tally-server-start-{name}.log"));
+    let log_file = std::fs::File::create(&log).expect("log file");
+    let mut server = std::process::Command::new(tally_bin())
+        .arg("serve")
+        .env("TALLY_LISTEN", listen)
+        .env("TALLY_DATABASE_URL", format!("sqlite://{}", file.display()))
+        .env("TALLY_DATA_DIR", &data_dir)
+        .env("TALLY_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(log_file.try_clone().expect("log handle"))
+        .stderr(log_file)
+        .spawn()
+        .expect("start tally serve");
+    let status = exit_within(&mut server, Duration::from_secs(30));
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    (status, said)
 }
 
 /// How `child` exited within `limit`, or `None` (then it is killed): a server that should have
