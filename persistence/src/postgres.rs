@@ -117,8 +117,9 @@ impl PgStore {
     /// table's scan is the cheapest plan for a keyed write, which kept would scan the table on
     /// every commit as it grows. With sequential scans, hash joins and merge joins off, the
     /// only plans left are those a keyed write wants at any size: nested loops over the
-    /// primary keys. Every writer statement has its key's index (tested:
-    /// `the_journal_writer_never_scans_a_table_even_with_plans_made_on_empty_tables`).
+    /// primary keys. Every writer statement has its key's index: the ledger's writes are
+    /// tested (`the_journal_writer_never_scans_a_table_even_with_plans_made_on_empty_tables`),
+    /// and the wallet, crypto, AML and audit writes touch single rows by primary key.
     fn writer_options(&self, shard: u16) -> Result<PgConnectOptions, StoreError> {
         let options = self.options.clone().options([
             ("plan_cache_mode", "force_generic_plan"),
