@@ -89,8 +89,10 @@ impl Scope {
         Scope::ALL.into_iter().find(|scope| scope.as_str() == text)
     }
 
-    /// The scope's bit in `VerifiedKey::scopes`.
+    /// The scope's bit in `VerifiedKey::scopes`, a `u8`: a ninth scope must widen it (this
+    /// stops the build until it does).
     const fn bit(self) -> u8 {
+        const _: () = assert!(Scope::ALL.len() <= u8::BITS as usize, "VerifiedKey::scopes has a bit per scope");
         1 << self as u8
     }
 }
