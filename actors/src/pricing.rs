@@ -289,7 +289,15 @@ impl Engine {
             // External payouts and adjustments settle in the source currency.
             request.currency
         } else {
-            match self.account_facts(request.destination).await {
+            // Remembered facts are the common case; the read of an account's actor is a large
+            // future, boxed so that it does not make every transfer's future (and each move of
+            // it) that much larger.
+            let remembered = self.pricing().account_facts.get(&request.destination).map(|facts| *facts);
+            let facts = match remembered {
+                Some(facts) => Ok(facts),
+                None => Box::pin(self.account_facts(request.destination)).await,
+            };
+            match facts {
                 Ok(facts) => facts.currency,
                 // No such account: the saga's credit step finds that out and records the
                 // transfer failed (DESIGN.md §4), as it did before pricing existed. Priced in

@@ -57,20 +57,20 @@ impl Engine {
     /// Runs a transfer's saga. Answers once the outcome is durable: `completed`, or `pending`
     /// for manual execution; a rejection if any check failed (the transfer is then recorded
     /// `failed`, with every hold released).
-    pub async fn transfer(&self, request: TransferRequest) -> Result<Transfer, TransferError> {
-        self.start_transfer(request, None, None, None, None).await
+    pub fn transfer(&self, request: TransferRequest) -> impl Future<Output = Result<Transfer, TransferError>> + '_ {
+        self.start_transfer(request, None, None, None, None)
     }
 
     /// `transfer_idempotent` for a transfer that names its own time to expiry if it stops
     /// pending (`pending_expires_in`, seconds, checked by the caller against
     /// `PENDING_EXPIRY_SECS_MIN..=MAX`): it wins over its type's `pending_timeout_secs`.
-    pub async fn transfer_idempotent_expiring(
+    pub fn transfer_idempotent_expiring(
         &self,
         request: TransferRequest,
         key: Option<Idempotency>,
         pending_expires_in: Option<u32>,
-    ) -> Result<(Transfer, bool), TransferError> {
-        self.transfer_idempotent_full(request, key, None, pending_expires_in).await
+    ) -> impl Future<Output = Result<(Transfer, bool), TransferError>> + '_ {
+        self.transfer_idempotent_full(request, key, None, pending_expires_in)
     }
 
     /// Step 1 of the saga (price, admit, claim, screen), then the saga itself. Under an
@@ -137,25 +137,25 @@ impl Engine {
     ///
     /// A request rejected before its saga started (invalid amount, disabled type) leaves no
     /// transfer; its repeat is validated again and rejected again, the same way.
-    pub async fn transfer_idempotent(
+    pub fn transfer_idempotent(
         &self,
         request: TransferRequest,
         key: Option<Idempotency>,
-    ) -> Result<(Transfer, bool), TransferError> {
-        self.transfer_idempotent_audited(request, key, None).await
+    ) -> impl Future<Output = Result<(Transfer, bool), TransferError>> + '_ {
+        self.transfer_idempotent_full(request, key, None, None)
     }
 
     /// `transfer_idempotent` for an admin's adjustment: `audit` is committed in the batch that
     /// records the transfer's outcome, unless the transfer failed (its request is answered
     /// with an error, and nothing changed). A replay changes nothing and is answered `2xx`, so
     /// its audit record is committed alone (docs/audit.md: a replay is recorded again).
-    pub async fn transfer_idempotent_audited(
+    pub fn transfer_idempotent_audited(
         &self,
         request: TransferRequest,
         key: Option<Idempotency>,
         audit: Option<AuditRecord>,
-    ) -> Result<(Transfer, bool), TransferError> {
-        self.transfer_idempotent_full(request, key, audit, None).await
+    ) -> impl Future<Output = Result<(Transfer, bool), TransferError>> + '_ {
+        self.transfer_idempotent_full(request, key, audit, None)
     }
 
     async fn transfer_idempotent_full(
@@ -165,50 +165,54 @@ impl Engine {
         audit: Option<AuditRecord>,
         pending_expires_in: Option<u32>,
     ) -> Result<(Transfer, bool), TransferError> {
-        let Some(key) = key else {
-            return self
-                .start_transfer(request, None, None, audit, pending_expires_in)
-                .await
-                .map(|transfer| (transfer, false));
-        };
-        // If this call is dropped before the saga holds the claim (its client went away),
-        // `KeyClaim`'s drop keeps the key until the journals are durable.
-        let claim = self.claim_key(key.scope, key.key.clone()).await;
-        match self.replay_under_key(&key).await {
-            Ok(None) => self
-                .start_transfer(request, Some(key), Some(claim), audit, pending_expires_in)
-                .await
-                .map(|transfer| (transfer, false)),
-            Ok(Some(transfer)) => {
-                claim.release(true).await;
-                if let Some(mut audit) = audit
-                    && transfer.status != TransferStatus::Failed
-                {
-                    // The answer names the transfer the key made first, not this request's.
-                    audit.target_id = Some(transfer.id.to_string());
-                    self.audit_alone(transfer.source.as_uuid(), audit).await.map_err(|error| match error {
-                        EngineError::Unavailable(unavailable) => TransferError::Unavailable(unavailable),
-                        other => TransferError::Internal(other.to_string()),
-                    })?;
+        // One call of `start_transfer` for both paths: each call site would be a state of this
+        // future as large as the saga's start, and the future is moved whole.
+        let (idempotency, claim) = match key {
+            None => (None, None),
+            Some(key) => {
+                // If this call is dropped before the saga holds the claim (its client went
+                // away), `KeyClaim`'s drop keeps the key until the journals are durable.
+                let claim = self.claim_key(key.scope, key.key.clone()).await;
+                match self.replay_under_key(&key).await {
+                    Ok(None) => (Some(key), Some(claim)),
+                    Ok(Some(transfer)) => {
+                        claim.release(true).await;
+                        if let Some(mut audit) = audit
+                            && transfer.status != TransferStatus::Failed
+                        {
+                            // The answer names the transfer the key made first, not this
+                            // request's. Boxed: an admin's replay is rare.
+                            audit.target_id = Some(transfer.id.to_string());
+                            Box::pin(self.audit_alone(transfer.source.as_uuid(), audit)).await.map_err(|error| {
+                                match error {
+                                    EngineError::Unavailable(unavailable) => TransferError::Unavailable(unavailable),
+                                    other => TransferError::Internal(other.to_string()),
+                                }
+                            })?;
+                        }
+                        return Ok((transfer, true));
+                    }
+                    Err(error) => {
+                        claim.release(true).await;
+                        return Err(error);
+                    }
                 }
-                Ok((transfer, true))
             }
-            Err(error) => {
-                claim.release(true).await;
-                Err(error)
-            }
-        }
+        };
+        self.start_transfer(request, idempotency, claim, audit, pending_expires_in)
+            .await
+            .map(|transfer| (transfer, false))
     }
 
     /// Runs a transfer under a key its caller already knows to be new: an item of a keyed
     /// batch, whose batch claim (held by the caller) covers the item's key and whose look-up
     /// the batch made for all its items at once.
-    pub async fn transfer_under_new_key(
+    pub fn transfer_under_new_key(
         &self,
         request: TransferRequest,
         key: Idempotency,
-    ) -> Result<Transfer, TransferError> {
-        self.start_transfer(request, Some(key), None, None, None).await
+    ) -> impl Future<Output = Result<Transfer, TransferError>> + '_ {
+        self.start_transfer(request, Some(key), None, None, None)
     }
 
     /// The transfer a repeat of `key` answers with, if the key was used.
@@ -223,8 +227,14 @@ impl Engine {
             return Err(TransferError::IdempotencyKeyReused);
         }
         // The store's copy may be older than the journal's (a pending transfer since
-        // executed): answer with the newest.
-        Ok(Some(self.load_transfer(existing.id).await.ok().flatten().unwrap_or(existing)))
+        // executed): answer with the newest. Boxed: a replay is rare, and this read would
+        // otherwise be part of every keyed transfer's future.
+        Ok(Some(Box::pin(self.newest_of(existing)).await))
+    }
+
+    /// `transfer` as last recorded, or as given if it cannot be read.
+    async fn newest_of(&self, transfer: Transfer) -> Transfer {
+        self.load_transfer(transfer.id).await.ok().flatten().unwrap_or(transfer)
     }
 }
 
