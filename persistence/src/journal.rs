@@ -145,8 +145,9 @@ struct Entry {
     group_rest: usize,
 }
 
-/// Rounds of `Writer::let_ready_tasks_append` after a commit, at most.
-const YIELDS_MAX: usize = 4;
+/// Rounds of `Writer::let_ready_tasks_append` after a commit, at most: a bound on how long a
+/// busy thread can put off the next batch (each round runs every task ready on the thread).
+const YIELDS_MAX: usize = 16;
 
 struct Queue {
     entries: VecDeque<Entry>,
@@ -852,9 +853,10 @@ impl Writer {
     /// whose step was answered meanwhile then appends its next record, often its last, before
     /// the batch is taken; taken between its credit and its end, it would be written twice
     /// (a `processing` row with its hold, then its final state over it: "The write plan" in
-    /// ARCHITECTURE.md). Measured under `wrk`: 8.4 % of transfers written twice before, 6.5 %
-    /// after, with larger commits. A yield with nothing else to run costs a trip through the
-    /// scheduler, once per commit.
+    /// ARCHITECTURE.md). Transfers written twice, `scripts/bench` (README, "Then (2026-12-06,
+    /// third session)"): `uniform` ~10 % with no yield, ~4 % with at most 4, ~1 % with at most
+    /// 16; `batch` ~10 %, ~8 %, ~4.5 %. A yield with nothing else to run costs a trip through
+    /// the scheduler, once per commit.
     async fn let_ready_tasks_append(journal: &Journal) {
         for _ in 0..YIELDS_MAX {
             let before = journal.queue().next_seq;
