@@ -260,9 +260,19 @@ impl Engine {
     /// An account's currency and owner: remembered after the first read of the account
     /// (they never change), else read from its actor. `NotFound` for no such account.
     pub async fn account_facts(&self, id: AccountId) -> Result<AccountFacts, EngineError> {
-        if let Some(facts) = self.pricing().account_facts.get(&id) {
-            return Ok(*facts);
+        match self.remembered_account_facts(id) {
+            Some(facts) => Ok(facts),
+            None => self.read_account_facts(id).await,
         }
+    }
+
+    /// An account's currency and owner if remembered: no await, no actor.
+    fn remembered_account_facts(&self, id: AccountId) -> Option<AccountFacts> {
+        self.pricing().account_facts.get(&id).map(|facts| *facts)
+    }
+
+    /// An account's currency and owner read from its actor, then remembered.
+    async fn read_account_facts(&self, id: AccountId) -> Result<AccountFacts, EngineError> {
         let account = self.account(id).await?;
         let facts = AccountFacts { currency: account.currency, owner: account.owner };
         let remembered = &self.pricing().account_facts;
@@ -292,10 +302,9 @@ impl Engine {
             // Remembered facts are the common case; the read of an account's actor is a large
             // future, boxed so that it does not make every transfer's future (and each move of
             // it) that much larger.
-            let remembered = self.pricing().account_facts.get(&request.destination).map(|facts| *facts);
-            let facts = match remembered {
+            let facts = match self.remembered_account_facts(request.destination) {
                 Some(facts) => Ok(facts),
-                None => Box::pin(self.account_facts(request.destination)).await,
+                None => Box::pin(self.read_account_facts(request.destination)).await,
             };
             match facts {
                 Ok(facts) => facts.currency,

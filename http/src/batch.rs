@@ -290,8 +290,9 @@ async fn run_batch(
 }
 
 /// `stream`'s `count` items in order, in a vector sized for them up front: the items are
-/// large, and a vector grown by doubling would move them all once or twice more (the realloc
-/// was 1.4 % of the server's samples under `scripts/bench`'s `batch`).
+/// large, and a vector grown by doubling would move them all once or twice more (vectors
+/// growing, these among others, were 1.4 % of the server's samples under `scripts/bench`'s
+/// `batch`).
 async fn collect_sized<T>(stream: impl futures::Stream<Item = T>, count: usize) -> Vec<T> {
     stream
         .fold(Vec::with_capacity(count), |mut all, item| async move {
