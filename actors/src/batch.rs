@@ -105,15 +105,12 @@ impl Engine {
         if !invalid.is_empty() {
             return Ok(AtomicBatch::Aborted(invalid));
         }
-        for transfer in &transfers {
-            self.admit(transfer.source.as_uuid()).map_err(TransferError::Unavailable)?;
-        }
-        // Every item's saga permit and claim up front: a batch that cannot run whole does not
-        // start (the permits come back when this returns).
+        // Every item's admission, saga permit and claim up front: a batch that cannot run
+        // whole does not start (what it took comes back when this returns).
         let mut permits = Vec::with_capacity(transfers.len());
         let mut claims: Vec<Claim> = Vec::with_capacity(transfers.len());
         for transfer in &transfers {
-            permits.push(self.saga_permit()?);
+            permits.push(self.admit_saga(transfer.source.as_uuid())?);
             claims.push(self.claim(transfer.id)?);
         }
         // AML screening (step 1): a blocked item aborts the batch before anything is held; the

@@ -250,6 +250,14 @@ async fn start_journal_writers(
     Ok(())
 }
 
+/// A running saga's hold on the engine, given back when the saga ends: one of the
+/// `sagas_in_flight_max` permits and, for new work, a place under its shard journal's
+/// admission bound (`Engine::admit_saga`).
+pub(crate) struct SagaPermit {
+    _admitted: Option<tally_persistence::Admitted>,
+    _permit: OwnedSemaphorePermit,
+}
+
 /// Removes a transfer's claim when the work on it ends, however it ends.
 pub(crate) struct Claim {
     inner: Arc<EngineInner>,
@@ -727,8 +735,7 @@ impl Engine {
         if transfer.status != TransferStatus::Pending {
             return Err(not_pending(transfer.status));
         }
-        self.admit(transfer.source.as_uuid()).map_err(TransferError::Unavailable)?;
-        let permit = self.saga_permit()?;
+        let permit = self.admit_saga(transfer.source.as_uuid())?;
         let expiring = intent == Intent::Undo { outcome: TransferStatus::Expired };
         if !expiring && transfer.pending_expires_at.is_some_and(|at| at <= self.now()) {
             // Past its deadline, the transfer is no longer the admin's (or its owner's) to
@@ -776,10 +783,31 @@ impl Engine {
         self.inner.ready.load(Ordering::SeqCst)
     }
 
-    pub(crate) fn saga_permit(&self) -> Result<OwnedSemaphorePermit, TransferError> {
-        Arc::clone(&self.inner.saga_permits)
+    /// A saga's permit, for work the store already holds (recovery): one of the engine's
+    /// `sagas_in_flight_max` places, not counted against a journal's admission bound.
+    pub(crate) fn saga_permit(&self) -> Result<SagaPermit, TransferError> {
+        let permit = Arc::clone(&self.inner.saga_permits)
             .try_acquire_owned()
-            .map_err(|_| TransferError::Unavailable(Unavailable::Overloaded))
+            .map_err(|_| TransferError::Unavailable(Unavailable::Overloaded))?;
+        Ok(SagaPermit { _admitted: None, _permit: permit })
+    }
+
+    /// Admits a new saga keyed by `source`: a place under its shard journal's admission bound
+    /// for as long as it runs (refused with `Overloaded` past the bound, or while shutting
+    /// down), and a saga permit.
+    pub(crate) fn admit_saga(&self, source: uuid::Uuid) -> Result<SagaPermit, TransferError> {
+        if self.inner.shutting_down.load(Ordering::Relaxed) {
+            return Err(TransferError::Unavailable(Unavailable::Overloaded));
+        }
+        let admitted = self
+            .inner
+            .shared
+            .journal_of(source)
+            .admit_held()
+            .map_err(|_| TransferError::Unavailable(Unavailable::Overloaded))?;
+        let mut permit = self.saga_permit()?;
+        permit._admitted = Some(admitted);
+        Ok(permit)
     }
 
     pub(crate) fn claim(&self, id: TransferId) -> Result<Claim, TransferError> {
@@ -796,7 +824,7 @@ impl Engine {
         &self,
         transfer: Transfer,
         intent: Intent,
-        permit: OwnedSemaphorePermit,
+        permit: SagaPermit,
         claim: Claim,
         key: Option<KeyClaim>,
         audit: Option<AuditRecord>,

@@ -43,9 +43,8 @@ use tally_engine::{
     AccountCommand, AccountId, AccountRejection, AuditRecord, CreateTransferRejection, ErrorCode, ExecutionMode,
     Idempotency, PendingReason, Record, Transfer, TransferRequest, TransferStatus,
 };
-use tokio::sync::OwnedSemaphorePermit;
 
-use crate::engine::{Claim, Engine, EngineError, EngineInner, TransferError};
+use crate::engine::{Claim, Engine, EngineError, EngineInner, SagaPermit, TransferError};
 use crate::entity::ActorKind;
 use crate::idempotency::KeyClaim;
 use crate::registry::{CallError, Unavailable};
@@ -103,7 +102,7 @@ impl Engine {
         request: TransferRequest,
         idempotency: Option<Idempotency>,
         pending_expires_in: Option<u32>,
-    ) -> Result<(Transfer, Option<PendingReason>, OwnedSemaphorePermit, Claim), TransferError> {
+    ) -> Result<(Transfer, Option<PendingReason>, SagaPermit, Claim), TransferError> {
         let settings = self.transfer_type(request.kind);
         let stop_pending = (settings.execution_mode == ExecutionMode::Manual).then_some(PendingReason::ManualExecution);
         // Fees, limits and FX (pricing.rs): the same call the quote makes.
@@ -111,8 +110,7 @@ impl Engine {
         // Verification limits (limits.rs): counted in memory, given back if anything below
         // refuses the transfer (the reservation is dropped uncommitted).
         let reservation = self.reserve_limits(&transfer)?;
-        self.admit(transfer.source.as_uuid()).map_err(TransferError::Unavailable)?;
-        let permit = self.saga_permit()?;
+        let permit = self.admit_saga(transfer.source.as_uuid())?;
         let claim = self.claim(transfer.id)?;
         self.inner.claims.insert(transfer.id, choose_journal(&self.inner, transfer.source, transfer.destination));
         transfer.idempotency = idempotency;

@@ -30,9 +30,11 @@
 //! `append_acked` and awaits the `DurableAck`; since commits are in order, that one ack covers
 //! every earlier record of the same journal, and their dependencies.
 //!
-//! Bounds. New work is admitted only while fewer than `admission_depth_max` records wait.
-//! Records of work already admitted (a saga's later steps, its compensation) may fill the
-//! queue further, up to `depth_max`. The gap between the two is sized for every admitted saga
+//! Bounds. New work is admitted only while fewer than `admission_depth_max` records wait (a
+//! running saga, admitted with `admit_held`, counts as one more until it ends, so a burst
+//! admitted before it has appended anything still meets the bound). Records of work already
+//! admitted (a saga's later steps, its compensation) may fill the queue further, up to
+//! `depth_max`. The gap between the two is sized for every admitted saga
 //! to finish, so a saga is never stranded half way for want of journal room. Beyond
 //! `depth_max` an append fails with `Overloaded`, never an unbounded wait.
 
@@ -104,6 +106,24 @@ impl Default for JournalConfig {
             snapshot_dirty_max: 65_536,
             snapshot_rows_per_batch: 128,
         }
+    }
+}
+
+/// A place under a journal's admission bound, held by running work (`Journal::admit_held`)
+/// and given back when dropped.
+pub struct Admitted {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.inner.admitted.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admitted").field("shard", &self.inner.shard).finish()
     }
 }
 
@@ -215,6 +235,11 @@ struct Inner {
     queue: Mutex<Queue>,
     /// `queue.records`, readable without the lock for `has_room`.
     queued: AtomicUsize,
+    /// Work admitted by `admit_held` and still running (its `Admitted` tickets alive). Counted
+    /// with `queued` against the admission bound: a burst of sagas is admitted before any of
+    /// them has appended a record, so `queued` alone let a burst of 600 past a bound of 300
+    /// (`tests/fault_outage.rs` saw every one admitted to a store that was down).
+    admitted: AtomicUsize,
     work: Notify,
     closed: AtomicBool,
     failed: AtomicBool,
@@ -283,6 +308,7 @@ impl Journals {
                         in_flight_since: None,
                     }),
                     queued: AtomicUsize::new(0),
+                    admitted: AtomicUsize::new(0),
                     work: Notify::new(),
                     closed: AtomicBool::new(false),
                     failed: AtomicBool::new(false),
@@ -443,15 +469,27 @@ impl Journal {
         self.inner.shard
     }
 
-    /// Refuses new work while the queue is past the admission bound or the journal failed.
+    /// Refuses new work while the queue (with the work admitted and still running) is past
+    /// the admission bound, or the journal failed.
     pub fn admit(&self) -> Result<(), Overloaded> {
+        let waiting = self.inner.queued.load(Ordering::Relaxed) + self.inner.admitted.load(Ordering::Relaxed);
         if self.inner.failed.load(Ordering::Relaxed)
             || self.inner.closed.load(Ordering::Relaxed)
-            || self.inner.queued.load(Ordering::Relaxed) >= self.inner.config.admission_depth_max
+            || waiting >= self.inner.config.admission_depth_max
         {
             return Err(Overloaded);
         }
         Ok(())
+    }
+
+    /// `admit` for work that appends over a while (a saga): the work takes one place under the
+    /// admission bound until the ticket is dropped, so work admitted together counts before
+    /// its records arrive. (Two threads admitting at once may both pass the last place: the
+    /// bound is exceeded by at most one per thread, and `depth_max` stays the hard bound.)
+    pub fn admit_held(&self) -> Result<Admitted, Overloaded> {
+        self.admit()?;
+        self.inner.admitted.fetch_add(1, Ordering::Relaxed);
+        Ok(Admitted { inner: Arc::clone(&self.inner) })
     }
 
     /// Appends a record. Returns its position.

@@ -30,8 +30,8 @@ pub mod users;
 
 pub use finance::{PricingChange, PricingTables};
 pub use journal::{
-    DurableAck, Journal, JournalConfig, JournalPosition, JournalStats, JournalStopped, JournalTotals, Journals,
-    Overloaded,
+    Admitted, DurableAck, Journal, JournalConfig, JournalPosition, JournalStats, JournalStopped, JournalTotals,
+    Journals, Overloaded,
 };
 pub use memory::MemoryStore;
 pub use store::{

@@ -93,6 +93,25 @@ async fn an_acked_record_and_everything_before_it_is_in_the_store() {
 }
 
 #[tokio::test]
+async fn work_admitted_and_running_counts_against_the_bound_before_it_appends() {
+    let store = Arc::new(MemoryStore::new());
+    let config = JournalConfig { admission_depth_max: 10, depth_max: 20, ..JournalConfig::default() };
+    let journals = start(store.clone(), 1, config).await;
+    let journal = journals.shard(0);
+    // A burst admitted before any of it appends: the eleventh is refused.
+    let mut running: Vec<_> = (0..10).map(|_| journal.admit_held().unwrap()).collect();
+    assert_eq!(journal.admit_held().err(), Some(Overloaded), "the bound counts running work");
+    assert_eq!(journal.admit(), Err(Overloaded));
+    // Work that ends gives its place back.
+    running.pop();
+    let last = journal.admit_held().unwrap();
+    assert_eq!(journal.admit(), Err(Overloaded));
+    drop((running, last));
+    assert_eq!(journal.admit(), Ok(()));
+    journals.shutdown().await;
+}
+
+#[tokio::test]
 async fn while_the_store_is_down_appends_fill_to_the_bound_then_fail_and_resume_after() {
     let store = Arc::new(MemoryStore::new());
     let config = JournalConfig { admission_depth_max: 10, depth_max: 20, ..JournalConfig::default() };
