@@ -16,7 +16,6 @@
 
 use std::sync::{Arc, RwLock};
 
-use dashmap::DashMap;
 use tally_engine::aml::{
     AML_RULES_MAX, AmlAction, AmlFlag, AmlRule, AmlSubject, VelocityWindow, evaluate, is_screened,
     velocity_horizon_seconds,
@@ -26,6 +25,7 @@ use tally_engine::{
 };
 use tally_persistence::{Store, StoreError};
 
+use crate::IdMap;
 use crate::engine::{Engine, EngineError, TransferError};
 use crate::registry::Unavailable;
 
@@ -34,7 +34,7 @@ pub(crate) struct Aml {
     /// The rule set, replaced whole on each admin write so a screening reads one consistent set.
     rules: RwLock<Arc<Vec<AmlRule>>>,
     /// Each source account's recent screened transfers, while a velocity rule is enabled.
-    windows: DashMap<AccountId, VelocityWindow>,
+    windows: IdMap<AccountId, VelocityWindow>,
     /// Serialises admin writes: store, then swap, in the same order for every writer.
     writes: tokio::sync::Mutex<()>,
 }
@@ -46,7 +46,7 @@ impl Aml {
             Some(aml) => aml.aml_rules().await?,
             None => Vec::new(),
         };
-        Ok(Aml { rules: RwLock::new(Arc::new(rules)), windows: DashMap::new(), writes: tokio::sync::Mutex::new(()) })
+        Ok(Aml { rules: RwLock::new(Arc::new(rules)), windows: IdMap::default(), writes: tokio::sync::Mutex::new(()) })
     }
 
     fn rules(&self) -> Arc<Vec<AmlRule>> {

@@ -18,6 +18,7 @@ use tally_engine::{
 use tally_persistence::{JournalConfig, Journals, Store, StoreError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
+use crate::IdMap;
 use crate::clock::{Clock, IdSource, RandomIds, SystemClock};
 use crate::entity::ActorKind;
 use crate::faults::FaultInjector;
@@ -166,7 +167,7 @@ pub(crate) struct EngineInner {
     /// Transfers a saga is working on right now; a second saga for the same id is refused.
     /// With the shard of the journal each one's records go to (`saga::journal_of`;
     /// `UNCHOSEN` until step 1 picks it).
-    pub(crate) claims: DashMap<TransferId, u16>,
+    pub(crate) claims: IdMap<TransferId, u16>,
     transfer_types: RwLock<HashMap<TransferKind, TransferTypeSettings>>,
     /// FX rates and fee rules in memory (`pricing.rs`).
     pub(crate) pricing: crate::pricing::Pricing,
@@ -352,7 +353,7 @@ impl Engine {
             sagas_in_flight_max: config.sagas_in_flight_max,
             idempotency_claims: DashMap::new(),
             keys: crate::idempotency::KeyFilter::new(),
-            claims: DashMap::new(),
+            claims: IdMap::default(),
             transfer_types: RwLock::new(transfer_types),
             pricing,
             shutting_down: AtomicBool::new(false),

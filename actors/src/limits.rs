@@ -36,7 +36,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use dashmap::DashMap;
 use rust_decimal::Decimal;
 use tally_engine::limits::{self, LimitRejection, Usage, UserLimits, Window, window_of};
 use tally_engine::{Currency, ErrorCode, Timestamp, UserId};
@@ -45,6 +44,7 @@ use tally_persistence::audit::AuditRecord;
 use tally_persistence::users::VerificationLevel;
 use tally_persistence::users::limits::{LevelLimits, LimitsStore};
 
+use crate::IdMap;
 use crate::engine::Engine;
 
 const DAY_MICROS: i64 = 86_400_000_000;
@@ -118,7 +118,7 @@ impl Counters {
     }
 }
 
-type UsageMap = DashMap<(UserId, Currency), Counters>;
+type UsageMap = IdMap<(UserId, Currency), Counters>;
 
 /// An amount counted against a user's limits. Dropped without `commit`, it gives the amount
 /// back; committed, the amount stays counted.
@@ -181,7 +181,7 @@ pub struct Limits {
     /// Serialises admin writes (store first, then memory).
     writes: tokio::sync::Mutex<()>,
     /// The verification level of every user above `none`.
-    levels: DashMap<UserId, VerificationLevel>,
+    levels: IdMap<UserId, VerificationLevel>,
 }
 
 impl Default for Limits {
@@ -192,7 +192,7 @@ impl Default for Limits {
             swept_month: AtomicI64::new(i64::MIN),
             usage_entries_max: USAGE_ENTRIES_MAX,
             writes: tokio::sync::Mutex::default(),
-            levels: DashMap::new(),
+            levels: IdMap::default(),
         }
     }
 }

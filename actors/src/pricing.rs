@@ -85,7 +85,7 @@ pub(crate) struct Pricing {
     /// An account's currency and owner never change, so they are remembered instead of asking
     /// the account's actor on every transfer: the source's owner (is it the caller's?) and the
     /// destination's currency were each a mailbox round trip, often to the other thread.
-    account_facts: dashmap::DashMap<AccountId, AccountFacts>,
+    account_facts: crate::IdMap<AccountId, AccountFacts>,
     fx_rates: RwLock<HashMap<(Currency, Currency), FxRate>>,
     /// Every rule, enabled or not, in creation order.
     fee_rules: RwLock<Vec<FeeRule>>,
@@ -100,7 +100,7 @@ impl Pricing {
     ) -> Result<(Pricing, Vec<(TransferKind, TransferTypeSettings)>), StoreError> {
         let PricingTables { fx_rates, fee_rules, transfer_types } = store.load_pricing().await?;
         let pricing = Pricing {
-            account_facts: dashmap::DashMap::new(),
+            account_facts: crate::IdMap::default(),
             fx_rates: RwLock::new(fx_rates.into_iter().map(|rate| ((rate.from, rate.to), rate)).collect()),
             fee_rules: RwLock::new(fee_rules),
             writes: tokio::sync::Mutex::new(()),

@@ -20,10 +20,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
 use tally_persistence::{JournalPosition, StoreError};
 use tokio::sync::{Mutex as AsyncMutex, oneshot};
 
+use crate::IdMap;
 use crate::entity::Entity;
 use crate::entity_actor::{Call, EntityActor, Op, Passivate, Reply};
 use crate::health::WorstActor;
@@ -123,23 +123,23 @@ struct Failures {
 }
 
 pub struct Registry<E: Entity> {
-    slots: DashMap<E::Id, Arc<Slot<E>>>,
-    failures: DashMap<E::Id, Failures>,
+    slots: IdMap<E::Id, Arc<Slot<E>>>,
+    failures: IdMap<E::Id, Failures>,
     /// The last record of an incarnation that retired before it was durable (a restart after a
     /// panic): the next incarnation waits for it before loading from the store.
-    unfinished: DashMap<E::Id, JournalPosition>,
+    unfinished: IdMap<E::Id, JournalPosition>,
     /// A gate per id whose activation is under way; removed by the last call through it.
-    activating: DashMap<E::Id, Arc<AsyncMutex<()>>>,
+    activating: IdMap<E::Id, Arc<AsyncMutex<()>>>,
     pub(crate) shared: Arc<Shared>,
 }
 
 impl<E: Entity> Registry<E> {
     pub(crate) fn new(shared: Arc<Shared>) -> Arc<Self> {
         Arc::new(Registry {
-            slots: DashMap::new(),
-            failures: DashMap::new(),
-            unfinished: DashMap::new(),
-            activating: DashMap::new(),
+            slots: IdMap::default(),
+            failures: IdMap::default(),
+            unfinished: IdMap::default(),
+            activating: IdMap::default(),
             shared,
         })
     }

@@ -26,13 +26,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, WrapFuture};
-use dashmap::DashMap;
 use tally_engine::{Timestamp, UserId};
 use tally_persistence::StoreError;
 use tally_persistence::sessions::{SessionRecord, SessionStore};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use crate::IdMap;
 use crate::clock::Clock;
 use crate::entity::ActorKind;
 use crate::health::{KindHealth, KindStats};
@@ -116,7 +116,7 @@ struct Entry {
 /// What every session actor and `Sessions` share (no `Shards` here: actors hold this, and the
 /// shards must be free to stop when `Sessions` is dropped).
 struct Shared {
-    map: DashMap<Uuid, Arc<Entry>>,
+    map: IdMap<Uuid, Arc<Entry>>,
     store: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
     config: SessionConfig,
@@ -171,7 +171,7 @@ impl Sessions {
         let runtime = Runtime::start(1)?;
         Ok(Sessions {
             shared: Arc::new(Shared {
-                map: DashMap::new(),
+                map: IdMap::default(),
                 store,
                 clock,
                 config,
