@@ -893,8 +893,9 @@ impl Writer {
     /// (a `processing` row with its hold, then its final state over it: "The write plan" in
     /// ARCHITECTURE.md). Transfers written twice, `scripts/bench` (README, "Then (2026-12-06,
     /// third session)"): `uniform` 10.5–13.6 % with no yield, 3.9–4.5 % with at most 4,
-    /// 1.0–1.1 % with at most 16; `batch` 9.6–10.6 %, 8.7–9.3 %, 4.1–5.5 %. A yield with
-    /// nothing else to run costs a trip through the scheduler, once per commit.
+    /// 1.0–1.1 % with at most 16; `batch` 9.6–10.6 %, 8.7–9.3 %, 4.1–4.4 % (4.0–5.5 % over
+    /// the fourth session's five runs). A yield with nothing else to run costs a trip through
+    /// the scheduler, once per commit.
     async fn let_ready_tasks_append(journal: &Journal) {
         for _ in 0..YIELDS_MAX {
             let before = journal.queue().next_seq;
