@@ -60,6 +60,12 @@ use tally_benches::{
 use tally_engine::{AccountId, Currency};
 use tally_persistence::{MemoryStore, StoreReads};
 
+/// The allocator `tally serve` runs with (`http/src/main.rs`), so the engine is measured as it
+/// is deployed: on glibc's malloc, its slow paths (`_int_malloc`, `_int_free`,
+/// `malloc_consolidate`, `unlink_chunk`) were ~17 % of this bench's samples (`perf record`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Funded accounts in each scenario (DESIGN.md §9: "10k accounts").
 const ACCOUNTS_N: usize = 10_000;
 /// Transfers per criterion iteration. 10,000 is large against the in-flight depth, so the
