@@ -427,7 +427,8 @@ const SESSION_IDLE_SECS_MAX: u64 = 24 * 60 * 60;
 /// The engine's settings from the environment; every one optional, defaults as documented in
 /// ARCHITECTURE.md's bounds table:
 ///
-/// - `TALLY_JOURNAL_ADMISSION_MAX`: records waiting before new work gets `503`.
+/// - `TALLY_JOURNAL_ADMISSION_MAX`: records waiting in a shard's journal (each running saga
+///   counted as one more) before new work gets `503`.
 /// - `TALLY_JOURNAL_LINGER_US`: how long an idle journal waits for company before it commits
 ///   what woke it (default 0). Every acknowledgement waits that much longer; in exchange a
 ///   moderately loaded server makes fewer, larger commits (README, "Benchmarks").
