@@ -47,7 +47,7 @@ use tally_persistence::StoreError;
 use tally_persistence::crypto::WalletProfile;
 use uuid::Uuid;
 
-use crate::engine::{Claim, Engine, EngineError, EngineInner};
+use crate::engine::{Claim, Engine, EngineError, EngineInner, SagaPermit};
 use crate::idempotency::KeyClaim;
 use crate::registry::{CallError, Unavailable};
 use crate::saga::driver::{self, Answer, Halt, NotApplied};
@@ -346,7 +346,8 @@ impl Engine {
         confirmed: bool,
         tx_hash: String,
     ) -> Result<CryptoOp, CryptoError> {
-        self.admit(id.as_uuid()).map_err(CryptoError::Unavailable)?;
+        // Held until the saga ends, like the claim below.
+        let permit = self.admit_saga(id.as_uuid()).map_err(|_| CryptoError::Unavailable(Unavailable::Overloaded))?;
         // Held until the saga ends: a concurrent second answer waits its turn (503, the
         // custodian retries) and then finds the first one applied.
         let claim = self.claim(id).map_err(|_| CryptoError::Unavailable(Unavailable::Overloaded))?;
@@ -368,7 +369,7 @@ impl Engine {
         op.tx_hash = Some(tx_hash);
         op.status = CryptoOpStatus::Processing;
         let mode = if confirmed { Mode::Forward } else { Mode::Undo(None) };
-        self.spawn_op_claimed(op, mode, claim, None).await
+        self.spawn_op_claimed(op, mode, claim, permit, None).await
     }
 
     // ---- quotes and orders -----------------------------------------------------------------
@@ -585,7 +586,7 @@ impl Engine {
     /// task's to release (`spawn_op_claimed`).
     async fn start_op(&self, op: CryptoOp, key: Option<KeyClaim>) -> Result<CryptoOp, CryptoError> {
         match self.admit_op(&op) {
-            Ok(claim) => self.spawn_op_claimed(op, Mode::Forward, claim, key).await,
+            Ok((claim, permit)) => self.spawn_op_claimed(op, Mode::Forward, claim, permit, key).await,
             Err(error) => {
                 // Refused before anything was recorded.
                 if let Some(key) = key {
@@ -596,9 +597,10 @@ impl Engine {
         }
     }
 
-    /// Counts a withdrawal against its owner's limits and admits the operation: what it must
-    /// pass before its saga runs.
-    fn admit_op(&self, op: &CryptoOp) -> Result<Claim, CryptoError> {
+    /// Counts a withdrawal against its owner's limits and admits the operation (a place under
+    /// its shard journal's admission bound and a saga permit, held until its saga ends): what
+    /// it must pass before its saga runs.
+    fn admit_op(&self, op: &CryptoOp) -> Result<(Claim, SagaPermit), CryptoError> {
         // A withdrawal counts against its owner's verification limits (limits.rs), checked
         // and counted before anything is held; given back if it ends `failed` (`finish`).
         let reservation = if op.kind == CryptoOpKind::Withdrawal {
@@ -609,24 +611,26 @@ impl Engine {
         } else {
             None
         };
-        self.admit(op.id.as_uuid()).map_err(CryptoError::Unavailable)?;
+        let permit = self.admit_saga(op.id.as_uuid()).map_err(|_| CryptoError::Unavailable(Unavailable::Overloaded))?;
         let claim = self.claim(op.id).map_err(|_| CryptoError::Unavailable(Unavailable::Overloaded))?;
-        // From here the saga runs (or, refused a permit, answers 503 with the amount still
-        // counted: the safe side).
+        // From here the saga runs.
         if let Some(reservation) = reservation {
             reservation.commit();
         }
-        Ok(claim)
+        Ok((claim, permit))
     }
 
     async fn run_op(&self, op: CryptoOp) -> Result<CryptoOp, CryptoError> {
         self.spawn_op(op, Mode::Forward).await
     }
 
-    /// Runs the saga as a task on a shard and waits for its answer.
+    /// Runs the saga of an operation already recorded (recovery; a deposit an earlier report
+    /// left unfinished) as a task on a shard and waits for its answer: a saga permit, but no
+    /// place under the admission bound, since the work was admitted when it was recorded.
     async fn spawn_op(&self, op: CryptoOp, mode: Mode) -> Result<CryptoOp, CryptoError> {
         let claim = self.claim(op.id).map_err(|_| CryptoError::Unavailable(Unavailable::Overloaded))?;
-        self.spawn_op_claimed(op, mode, claim, None).await
+        let permit = self.saga_permit().map_err(|_| CryptoError::Unavailable(Unavailable::Overloaded))?;
+        self.spawn_op_claimed(op, mode, claim, permit, None).await
     }
 
     async fn spawn_op_claimed(
@@ -634,14 +638,9 @@ impl Engine {
         op: CryptoOp,
         mode: Mode,
         claim: Claim,
+        permit: SagaPermit,
         key: Option<KeyClaim>,
     ) -> Result<CryptoOp, CryptoError> {
-        let Ok(permit) = self.saga_permit() else {
-            if let Some(key) = key {
-                key.release(true).await;
-            }
-            return Err(CryptoError::Unavailable(Unavailable::Overloaded));
-        };
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let inner = Arc::clone(&self.inner);
         let id = op.id;
