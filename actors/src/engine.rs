@@ -787,10 +787,13 @@ impl Engine {
     /// A saga's permit, for work the store already holds (recovery): one of the engine's
     /// `sagas_in_flight_max` places, not counted against a journal's admission bound.
     pub(crate) fn saga_permit(&self) -> Result<SagaPermit, TransferError> {
-        let permit = Arc::clone(&self.inner.saga_permits)
+        Ok(SagaPermit { _admitted: None, _permit: self.semaphore_permit()? })
+    }
+
+    fn semaphore_permit(&self) -> Result<OwnedSemaphorePermit, TransferError> {
+        Arc::clone(&self.inner.saga_permits)
             .try_acquire_owned()
-            .map_err(|_| TransferError::Unavailable(Unavailable::Overloaded))?;
-        Ok(SagaPermit { _admitted: None, _permit: permit })
+            .map_err(|_| TransferError::Unavailable(Unavailable::Overloaded))
     }
 
     /// Admits a new saga keyed by `source`: a place under its shard journal's admission bound
@@ -806,9 +809,7 @@ impl Engine {
             .journal_of(source)
             .admit_held()
             .map_err(|_| TransferError::Unavailable(Unavailable::Overloaded))?;
-        let mut permit = self.saga_permit()?;
-        permit._admitted = Some(admitted);
-        Ok(permit)
+        Ok(SagaPermit { _admitted: Some(admitted), _permit: self.semaphore_permit()? })
     }
 
     pub(crate) fn claim(&self, id: TransferId) -> Result<Claim, TransferError> {
