@@ -9,7 +9,7 @@ use tally_http::auth::Identity;
 use tally_http::{AppState, app};
 use tally_persistence::open::open_store;
 use tally_persistence::open_users::open_user_store;
-use tally_tests::http::{PASSWORD, TestServer};
+use tally_tests::http::{Backend, PASSWORD, TestServer};
 use tally_tests::on_both_stores;
 
 on_both_stores!(
@@ -35,11 +35,13 @@ async fn unknown_routes_and_wrong_methods_answer_problem_json_with_the_request_i
     server.shutdown().await;
 }
 
-/// With the time limit at zero, a request still waiting when first polled runs out at once. A
-/// transfer always waits (for its commit), so it is answered `500` "outcome unknown" with its
-/// request id; once the limit is back a retry under its key answers `201`, and the money moved
-/// once (whether the first request's saga had begun or not). (Reads, `503`: `request_scope`'s unit test; most are
-/// answered from memory before the limit is ever checked.)
+/// A write still waiting for its commit when its time limit runs out is answered `500` "outcome
+/// unknown" with its request id; once the limit is back a retry under its key answers `201`,
+/// and the money moved once. The commit is held back for certain (another connection holds
+/// the ledger's write lock until the `500` has arrived): a time limit alone races a fast commit
+/// (a zero limit fires at the timer's next millisecond tick, and a commit on Postgres can take
+/// a third of one). (Reads, `503`: `request_scope`'s unit test; most are answered from memory
+/// before the limit is ever checked.)
 async fn a_write_that_runs_out_of_time_answers_500_with_its_id_and_a_retry_replays_its_outcome(server: TestServer) {
     let user = server.user().await;
     let source = server.open_account(&user, "USD").await;
@@ -58,17 +60,20 @@ async fn a_write_that_runs_out_of_time_answers_500_with_its_id_and_a_retry_repla
             .json(&body)
     };
 
-    server.state.set_request_timeout(std::time::Duration::ZERO);
+    let held = WriteLock::take(&server).await;
+    server.state.set_request_timeout(std::time::Duration::from_millis(200));
     let late = server.send(write("late-write-1")).await;
     late.assert_problem(500, "INTERNAL");
     assert!(late.str("detail").contains("Idempotency-Key"), "{:?}", late.body);
     assert_eq!(late.body["request_id"], "late-write-1");
+    held.release().await;
 
     server.state.set_request_timeout(tally_http::REQUEST_TIMEOUT);
     let again = server.send(write("late-write-2")).await;
     again.assert_status(201);
-    // With no time at all, the first request may have been dropped before its saga began (then
-    // the retry makes the transfer) or after (then it replays it): either way, one transfer.
+    // On a slow machine the first request may have run out before its saga began (then the
+    // retry makes the transfer) rather than while it waited for its commit (then the retry
+    // waits for that commit and replays it): either way, one transfer.
     if let Some(replayed) = again.headers.get("idempotent-replayed") {
         assert_eq!(replayed, "true");
     }
@@ -76,6 +81,44 @@ async fn a_write_that_runs_out_of_time_answers_500_with_its_id_and_a_retry_repla
     let (balance, held) = server.position(&source).await;
     assert_eq!((balance, held), (rust_decimal::Decimal::new(750, 2), rust_decimal::Decimal::ZERO));
     server.shutdown().await;
+}
+
+/// Another connection's open transaction holding the ledger's write lock, so that the journal's
+/// next commit waits (Postgres: a `SHARE` lock on `transfers`, which reads pass and inserts
+/// wait for; SQLite: `BEGIN IMMEDIATE`, which readers in WAL mode pass and the journal's
+/// writer waits for, then retries).
+enum WriteLock {
+    Postgres(sqlx::PgConnection),
+    Sqlite(sqlx::SqliteConnection),
+}
+
+impl WriteLock {
+    async fn take(server: &TestServer) -> WriteLock {
+        use sqlx::Connection;
+        match server.backend {
+            Backend::Postgres => {
+                let mut db = sqlx::PgConnection::connect(&server.database_url).await.unwrap();
+                sqlx::raw_sql("BEGIN; LOCK TABLE transfers IN SHARE MODE").execute(&mut db).await.unwrap();
+                WriteLock::Postgres(db)
+            }
+            Backend::Sqlite => {
+                let mut db = sqlx::SqliteConnection::connect(&server.database_url).await.unwrap();
+                sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut db).await.unwrap();
+                WriteLock::Sqlite(db)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            WriteLock::Postgres(mut db) => {
+                sqlx::raw_sql("ROLLBACK").execute(&mut db).await.unwrap();
+            }
+            WriteLock::Sqlite(mut db) => {
+                sqlx::raw_sql("ROLLBACK").execute(&mut db).await.unwrap();
+            }
+        }
+    }
 }
 
 /// Until the engine has recovered, money routes answer `503 OVERLOADED` with `Retry-After`,
