@@ -654,6 +654,11 @@ impl Journal {
         in_flight.chain(queued).fold(None, |newest, sequenced| select(&sequenced.record).or(newest))
     }
 
+    /// Work admitted under the bound and still running (`admit_held`'s tickets not yet dropped).
+    pub fn admitted(&self) -> usize {
+        self.inner.admitted.load(Ordering::Relaxed)
+    }
+
     /// Records waiting, including the batches being committed.
     pub fn depth(&self) -> usize {
         let queue = self.queue();

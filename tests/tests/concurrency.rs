@@ -1,14 +1,19 @@
 //! Many transfers at once out of one account: the account actor serialises its own holds, so
-//! no interleaving can overdraw it, and money is conserved.
+//! no interleaving can overdraw it, and money is conserved. Bursts past the mailbox bound and
+//! past the journal's admission bound are refused cleanly, half-applying nothing.
 
 // Test code: a failed unwrap or panic is a failed test, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
-use tally_actors::{EngineConfig, TransferError};
+use tally_actors::registry::Unavailable;
+use tally_actors::{CryptoError, DepositTarget, EngineConfig, TransferError};
 use tally_engine::{CreateTransferRejection, Currency, ErrorCode, TransferStatus};
 use tally_tests::Harness;
 
@@ -71,5 +76,73 @@ async fn under_a_burst_beyond_the_mailbox_bound_refusals_are_overloaded_and_noth
     assert_eq!(harness.balance(&destination).await, moved, "each completion moved money once, no refusal moved any");
     assert_eq!(harness.engine.account(source.id).await.unwrap().held(), dec!(0), "no hold left behind");
     harness.assert_ledger_consistent().await;
+    harness.shutdown().await;
+}
+
+/// Crypto operations take a place under the journal's admission bound when they start and hold
+/// it until they end, as sagas do (`Engine::admit_saga`): with commits stopped, a burst of
+/// deposits admits at most the bound per journal, however fast it arrives, and refuses the rest
+/// `Overloaded` at once. Once commits resume, every admitted deposit completes and credits the
+/// wallet once; no refused one moved anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_deposits_past_the_admission_bound_admits_at_most_the_bound_and_refuses_the_rest() {
+    const BOUND: usize = 16;
+    const DEPOSITS: usize = 400;
+    let mut config = EngineConfig::default();
+    config.journal.admission_depth_max = BOUND;
+    let harness = Harness::start_with(config).await;
+    let (wallet, _) = harness.engine.open_customer_wallet(harness.user(), Currency::BTC).await.unwrap();
+    harness.engine.journals().barrier().await.unwrap();
+
+    harness.store.set_commits_available(false);
+    let refused = Arc::new(AtomicUsize::new(0));
+    let deposits: Vec<_> = (0..DEPOSITS)
+        .map(|i| {
+            let (engine, refused, wallet) = (harness.engine.clone(), Arc::clone(&refused), wallet.wallet);
+            tokio::spawn(async move {
+                let answer = engine.deposit(DepositTarget::Wallet(wallet), dec!(0.001), format!("burst-{i}")).await;
+                if matches!(answer, Err(CryptoError::Unavailable(Unavailable::Overloaded))) {
+                    refused.fetch_add(1, Ordering::SeqCst);
+                }
+                answer
+            })
+        })
+        .collect();
+    // Every deposit is either refused or admitted and waiting for its commit.
+    let journals = harness.engine.journals();
+    let admitted = || journals.iter().map(|journal| journal.admitted()).sum::<usize>();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while refused.load(Ordering::SeqCst) + admitted() < DEPOSITS {
+        assert!(
+            Instant::now() < deadline,
+            "not every deposit was refused or admitted: {} refused, {} admitted of {DEPOSITS}, {} records waiting",
+            refused.load(Ordering::SeqCst),
+            admitted(),
+            journals.depth()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let held = admitted();
+    // Two threads admitting at once may each pass the last place (`Journal::admit_held`).
+    assert!(held <= journals.shards() * (BOUND + 2), "{held} admitted with a bound of {BOUND} per journal");
+    assert!(held > 0 && refused.load(Ordering::SeqCst) > 0, "{held} admitted");
+
+    harness.store.set_commits_available(true);
+    let mut completed = 0;
+    for deposit in deposits {
+        match deposit.await.unwrap() {
+            Ok((op, repeated)) => {
+                assert!(!repeated && op.status == tally_engine::CryptoOpStatus::Completed, "{op:?}");
+                completed += 1;
+            }
+            Err(CryptoError::Unavailable(Unavailable::Overloaded)) => {}
+            Err(other) => panic!("a deposit failed otherwise: {other:?}"),
+        }
+    }
+    assert_eq!(completed, held, "every admitted deposit completed, nothing else did");
+    let credited = harness.engine.wallet(wallet.wallet).await.unwrap().position(Currency::BTC).unwrap().balance;
+    assert_eq!(credited, dec!(0.001) * Decimal::from(completed as u64));
+    harness.engine.journals().barrier().await.unwrap();
+    tally_tests::assert_store_consistent(harness.store.as_ref()).await;
     harness.shutdown().await;
 }
