@@ -107,10 +107,10 @@ impl Engine {
         }
         // Every item's admission, saga permit and claim up front: a batch that cannot run
         // whole does not start (what it took comes back when this returns).
-        let mut permits = Vec::with_capacity(transfers.len());
+        let sources: Vec<uuid::Uuid> = transfers.iter().map(|transfer| transfer.source.as_uuid()).collect();
+        let permits = self.admit_sagas(&sources)?;
         let mut claims: Vec<Claim> = Vec::with_capacity(transfers.len());
         for transfer in &transfers {
-            permits.push(self.admit_saga(transfer.source.as_uuid())?);
             claims.push(self.claim(transfer.id)?);
         }
         // AML screening (step 1): a blocked item aborts the batch before anything is held; the

@@ -812,6 +812,34 @@ impl Engine {
         Ok(SagaPermit { _admitted: Some(admitted), _permit: self.semaphore_permit()? })
     }
 
+    /// `admit_saga` for sagas that start together or not at all (an atomic batch's items,
+    /// keyed by their sources): each journal they use is asked once for all of its items
+    /// (`Journal::admit_held_many`), so a batch is admitted whole while its journals are under
+    /// the bound, and refused whole otherwise. The permits come back in `sources`' order.
+    pub(crate) fn admit_sagas(&self, sources: &[uuid::Uuid]) -> Result<Vec<SagaPermit>, TransferError> {
+        if self.inner.shutting_down.load(Ordering::Relaxed) {
+            return Err(TransferError::Unavailable(Unavailable::Overloaded));
+        }
+        let shared = &self.inner.shared;
+        let mut per_journal: Vec<usize> = vec![0; shared.journals.shards()];
+        for source in sources {
+            per_journal[usize::from(shared.shard_of(*source))] += 1;
+        }
+        let mut tickets = Vec::with_capacity(per_journal.len());
+        for (shard, count) in per_journal.into_iter().enumerate() {
+            let journal = shared.journals.shard(u16::try_from(shard).unwrap_or(u16::MAX));
+            let admitted = if count == 0 { Ok(Vec::new()) } else { journal.admit_held_many(count) };
+            tickets.push(admitted.map_err(|_| TransferError::Unavailable(Unavailable::Overloaded))?);
+        }
+        sources
+            .iter()
+            .map(|source| {
+                let admitted = tickets[usize::from(shared.shard_of(*source))].pop();
+                Ok(SagaPermit { _admitted: admitted, _permit: self.semaphore_permit()? })
+            })
+            .collect()
+    }
+
     pub(crate) fn claim(&self, id: TransferId) -> Result<Claim, TransferError> {
         match self.inner.claims.entry(id) {
             dashmap::Entry::Occupied(_) => Err(TransferError::Duplicate),

@@ -492,6 +492,17 @@ impl Journal {
         Ok(Admitted { inner: Arc::clone(&self.inner) })
     }
 
+    /// `admit_held` for `count` pieces of work that start together or not at all (an atomic
+    /// batch's items on this journal): one check of the bound for all of them, then a ticket
+    /// each. Checked item by item, a batch with more items than the bound could never start,
+    /// and each retry would be answered `503`; admitted whole, it passes the bound by at most
+    /// its own size, which `depth_max`'s reserve covers as it covers running sagas' records.
+    pub fn admit_held_many(&self, count: usize) -> Result<Vec<Admitted>, Overloaded> {
+        self.admit()?;
+        self.inner.admitted.fetch_add(count, Ordering::Relaxed);
+        Ok((0..count).map(|_| Admitted { inner: Arc::clone(&self.inner) }).collect())
+    }
+
     /// Appends a record. Returns its position.
     pub fn append(&self, record: Record) -> Result<JournalPosition, Overloaded> {
         self.push(Some(record), None, None)

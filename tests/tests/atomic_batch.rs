@@ -1,6 +1,7 @@
 //! Atomic batches are all or none across a crash: a crash before the batch's intent is durable
 //! leaves nothing (recovery releases the holds), a crash after it leaves every item to happen
-//! (recovery drives each one forward), whichever shards the items' accounts live on.
+//! (recovery drives each one forward), whichever shards the items' accounts live on. And a
+//! batch is admitted whole under the journal's admission bound, however many items it holds.
 
 // Test code: a failed unwrap or panic is a failed test, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -98,4 +99,48 @@ async fn a_crash_after_the_intent_is_durable_lets_every_item_happen() {
     }
     assert!(harness.store.non_terminal_transfers().await.unwrap().is_empty(), "every item ended");
     restarted.shutdown(Duration::from_secs(5)).await;
+}
+
+/// An atomic batch is admitted whole while its journals are under the admission bound, however
+/// many items it holds: it cannot start in part, so counting it item by item against the bound
+/// would refuse a batch larger than the bound forever, each retry answered `503`. Its items
+/// then hold their places until they end, as sagas do, so work admitted after it counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_the_admission_bound_is_admitted_whole_and_its_items_count_against_the_bound() {
+    const BOUND: usize = 4;
+    let mut config = EngineConfig::default();
+    config.journal.admission_depth_max = BOUND;
+    let harness = Harness::start_with(config).await;
+    let (sources, sink) = world(&harness).await;
+    // Eight items from one source: twice the bound on its one journal.
+    let items: Vec<_> =
+        (0..8).map(|_| BatchItem { request: harness.request(&sources[0], &sink, dec!(1)), key: None }).collect();
+
+    // Commits stop, so the batch's items run and wait, holding their places.
+    harness.store.set_commits_available(false);
+    let batch = {
+        let engine = harness.engine.clone();
+        tokio::spawn(async move { engine.transfer_batch_atomic(items).await })
+    };
+    let journal = harness.engine.journals().shard(harness.engine.shard_of(sources[0].id.as_uuid())).clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while journal.admitted() < 8 {
+        assert!(!batch.is_finished(), "the batch ended while commits were stopped: {:?}", batch.await);
+        assert!(std::time::Instant::now() < deadline, "{} items admitted", journal.admitted());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A transfer on that journal now finds it past its bound.
+    let refused = harness.engine.transfer(harness.request(&sources[0], &sink, dec!(1))).await;
+    assert!(matches!(refused, Err(ref error) if error.code() == tally_engine::ErrorCode::Overloaded), "{refused:?}");
+
+    harness.store.set_commits_available(true);
+    let AtomicBatch::Ran(results) = batch.await.unwrap().unwrap() else { panic!("the batch ran") };
+    assert!(
+        results.iter().all(|result| matches!(result, Ok(t) if t.status == TransferStatus::Completed)),
+        "{results:?}"
+    );
+    assert_eq!(balance(&harness.engine, &sources[0]).await, (dec!(92), dec!(0)));
+    assert_eq!(balance(&harness.engine, &sink).await.0, dec!(8));
+    assert_eq!(journal.admitted(), 0, "every item gave its place back");
+    harness.shutdown().await;
 }

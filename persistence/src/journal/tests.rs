@@ -112,6 +112,26 @@ async fn work_admitted_and_running_counts_against_the_bound_before_it_appends() 
 }
 
 #[tokio::test]
+async fn work_that_starts_whole_is_admitted_below_the_bound_whatever_its_size_and_counts_after() {
+    let store = Arc::new(MemoryStore::new());
+    let config = JournalConfig { admission_depth_max: 10, depth_max: 20, ..JournalConfig::default() };
+    let journals = start(store.clone(), 1, config).await;
+    let journal = journals.shard(0);
+    let one = journal.admit_held().unwrap();
+    // Below the bound, fifteen pieces that start together are admitted together...
+    let batch = journal.admit_held_many(15).unwrap();
+    assert_eq!((batch.len(), journal.admitted()), (15, 16));
+    // ...and count: nothing more is admitted until enough of them end.
+    assert_eq!(journal.admit_held_many(1).err(), Some(Overloaded));
+    assert_eq!(journal.admit(), Err(Overloaded));
+    drop(batch);
+    assert_eq!(journal.admitted(), 1);
+    assert_eq!(journal.admit(), Ok(()));
+    drop(one);
+    journals.shutdown().await;
+}
+
+#[tokio::test]
 async fn while_the_store_is_down_appends_fill_to_the_bound_then_fail_and_resume_after() {
     let store = Arc::new(MemoryStore::new());
     let config = JournalConfig { admission_depth_max: 10, depth_max: 20, ..JournalConfig::default() };
