@@ -52,6 +52,16 @@ pub struct Lease {
     pub epoch: i64,
 }
 
+/// What a node's heartbeat found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// The node's row names this process: registered or refreshed.
+    Alive,
+    /// Another process registered under this node id after this one did (migration 0066):
+    /// this process is no longer the node and must stop.
+    Superseded,
+}
+
 /// A registered node as the store sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeRow {
@@ -98,6 +108,10 @@ pub struct ClusterStore {
     node: String,
     url: String,
     lease: Duration,
+    /// This process's registration under `node` (random, one per `ClusterStore`).
+    incarnation: uuid::Uuid,
+    /// Whether the first heartbeat, which takes the node's row over, has been made.
+    registered: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for ClusterStore {
@@ -130,7 +144,15 @@ impl ClusterStore {
                     .map_err(classify)
             })
             .await?;
-        Ok(ClusterStore { pool, runtime, node: node.to_owned(), url: url.to_owned(), lease })
+        Ok(ClusterStore {
+            pool,
+            runtime,
+            node: node.to_owned(),
+            url: url.to_owned(),
+            lease,
+            incarnation: uuid::Uuid::new_v4(),
+            registered: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     pub fn node(&self) -> &str {
@@ -145,23 +167,39 @@ impl ClusterStore {
         i64::try_from(self.lease.as_micros()).unwrap_or(i64::MAX)
     }
 
-    /// Registers this node (or refreshes its row) with a heartbeat now.
-    pub async fn heartbeat(&self) -> Result<(), StoreError> {
+    /// Registers this node with a heartbeat now, or refreshes its row. The first heartbeat of a
+    /// `ClusterStore` registers this process as the node's incarnation, taking the row over from
+    /// any earlier process of the same node id (one killed and restarted, or still running);
+    /// every later one refreshes the row only while it names this incarnation, and answers
+    /// `Superseded` once another process has registered since.
+    pub async fn heartbeat(&self) -> Result<Heartbeat, StoreError> {
+        use std::sync::atomic::Ordering;
         let (pool, node, url) = (self.pool.clone(), self.node.clone(), self.url.clone());
-        self.runtime
+        let (incarnation, registering) = (self.incarnation, !self.registered.load(Ordering::Acquire));
+        let beat = self
+            .runtime
             .run(async move {
-                sqlx::query(&format!(
-                    "INSERT INTO cluster_nodes (id, url, started_at, heartbeat_at) VALUES ($1, $2, {NOW_MICROS}, {NOW_MICROS})
-                     ON CONFLICT (id) DO UPDATE SET url = EXCLUDED.url, heartbeat_at = EXCLUDED.heartbeat_at"
+                let written = sqlx::query(&format!(
+                    "INSERT INTO cluster_nodes (id, url, started_at, heartbeat_at, incarnation)
+                     VALUES ($1, $2, {NOW_MICROS}, {NOW_MICROS}, $3)
+                     ON CONFLICT (id) DO UPDATE
+                     SET url = EXCLUDED.url, heartbeat_at = EXCLUDED.heartbeat_at, incarnation = EXCLUDED.incarnation
+                     WHERE $4 OR cluster_nodes.incarnation = EXCLUDED.incarnation"
                 ))
                 .bind(node)
                 .bind(url)
+                .bind(incarnation)
+                .bind(registering)
                 .execute(&pool)
                 .await
                 .map_err(classify)?;
-                Ok(())
+                Ok(if written.rows_affected() == 1 { Heartbeat::Alive } else { Heartbeat::Superseded })
             })
-            .await
+            .await?;
+        if beat == Heartbeat::Alive {
+            self.registered.store(true, Ordering::Release);
+        }
+        Ok(beat)
     }
 
     /// Takes the lease of every shard, `shards` at least (rows `0..shards` are created if

@@ -121,6 +121,22 @@ impl TallyServer {
         Err(format!("tally serve not ready within {limit:?}; log:\n{}", self.log_text()))
     }
 
+    /// Waits up to `limit` for the process to exit by itself; its exit status, or `None` if it
+    /// still runs.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
     /// SIGKILL: the process dies at once, mid-whatever, as in a crash.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

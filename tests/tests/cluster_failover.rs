@@ -322,6 +322,41 @@ async fn a_logout_on_one_node_refuses_the_token_on_every_node_within_a_second() 
     }
 }
 
+/// Two processes given one `TALLY_NODE_ID`: the one started later registers as the node and
+/// takes its leases over at once (they name its id); the earlier one finds at its next
+/// heartbeat that it is no longer the node and exits with status 78 (`EXIT_SUPERSEDED`),
+/// rather than the two taking the leases from each other back and forth. Money acknowledged by
+/// the first process is there in the second's answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_under_one_node_id_supersedes_the_first_which_exits() {
+    let database = postgres::fresh_database("cluster_one_id").await;
+    let mut first = start_node(&database, "a").await;
+    let admin = Client::login(&first.base_url(), ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(wait_for_owner(&admin, &[first.base_url()], &[]).await, "a");
+    let account = admin.open_account("USD").await;
+    admin.fund(&account, "12.34").await;
+
+    let mut second = start_node(&database, "a").await;
+    let status = first.wait_exit(Duration::from_secs(20)).await;
+    assert_eq!(
+        status.and_then(|status| status.code()),
+        Some(78),
+        "the superseded process exits as EX_CONFIG; its log:\n{}",
+        first.log_text()
+    );
+    assert!(first.log_text().contains("another process registered as this node"), "{}", first.log_text());
+
+    // The second process is the node: it owns every shard, keeps its row alive, and serves.
+    let on_second = Client { base: second.base_url(), ..admin.clone() };
+    assert_eq!(wait_for_owner(&on_second, &[second.base_url()], &[]).await, "a");
+    tokio::time::sleep(Duration::from_secs(2 * LEASE_SECS)).await;
+    assert!(second.wait_exit(Duration::from_millis(100)).await.is_none(), "the newer process keeps running");
+    assert_eq!(on_second.balance(&account).await, "12.34");
+    let view = cluster_view(&on_second, &[second.base_url()]).await.expect("the cluster view");
+    let nodes = view["nodes"].as_array().unwrap();
+    assert!(nodes.iter().any(|node| node["id"] == "a" && node["alive"] == true), "{view}");
+}
+
 /// One raw request: status, the headers that describe the answer, and the body as JSON.
 async fn raw_transfer(
     http: &reqwest::Client,

@@ -21,6 +21,9 @@
 //!   undone, no hold left dangling.
 //! - A clean shutdown of the owner flushes its journals and releases the leases, so a standby
 //!   takes over at once instead of after the lease time.
+//! - A process registers as its node under a fresh incarnation; if another process registers
+//!   under the same `TALLY_NODE_ID` later, the earlier one exits (`EXIT_SUPERSEDED`) instead of
+//!   taking the leases back and forth with it.
 //!
 //! Without `TALLY_NODE_ID` none of this runs: the server is a cluster of one, as before.
 
@@ -39,7 +42,7 @@ use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use serde::Serialize;
 use tally_engine::{ErrorCode, Timestamp};
-use tally_persistence::cluster::{ClusterStore, Lease};
+use tally_persistence::cluster::{ClusterStore, Heartbeat, Lease};
 use utoipa::ToSchema;
 
 use crate::auth::caller::Authorized;
@@ -56,6 +59,10 @@ const SECRET_BYTES_MIN: usize = 32;
 /// How long a node that lost its shards lets its journals' commits in flight end before it
 /// counts the fenced ones and starts over.
 const FENCED_SETTLE: Duration = Duration::from_millis(500);
+
+/// The exit status of a process another one superseded as its node (`Heartbeat::Superseded`):
+/// `EX_CONFIG`, since two processes were given one `TALLY_NODE_ID`.
+pub const EXIT_SUPERSEDED: i32 = 78;
 
 /// How long a forwarded request waits for the owner's next byte.
 const FORWARD_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -195,6 +202,8 @@ impl Node {
         let store = ClusterStore::connect(database_url, &config.node_id, &config.advertise_url, config.lease)
             .await
             .map_err(|error| format!("cluster: {error}"))?;
+        // The first heartbeat registers this process as the node, whatever process had the
+        // id before (`Heartbeat`): so it cannot find itself superseded.
         store.heartbeat().await.map_err(|error| format!("cluster: registering this node: {error}"))?;
         // Checked once here, so that building one per thread later cannot fail.
         forwarding_client().map_err(|error| format!("cluster: the forwarding client: {error}"))?;
@@ -264,8 +273,10 @@ impl Node {
         let tick = (self.config.lease / 3).max(Duration::from_millis(200));
         let mut become_owner = Some(become_owner);
         loop {
-            if let Err(error) = self.store.heartbeat().await {
-                tracing::warn!(%error, "cluster: heartbeat failed");
+            match self.store.heartbeat().await {
+                Ok(Heartbeat::Alive) => {}
+                Ok(Heartbeat::Superseded) => self.exit_superseded().await,
+                Err(error) => tracing::warn!(%error, "cluster: heartbeat failed"),
             }
             if self.owner.load(Ordering::Acquire) {
                 self.renew().await;
@@ -360,8 +371,34 @@ impl Node {
             why,
             "cluster: this node no longer owns its shards; starting over as a standby"
         );
-        // The journals' commits in flight end first (refused by the fence, or committed before
-        // the take), so the count below includes them.
+        self.record_fenced_commits().await;
+        // The shards' taker may be another process under this node id (started by mistake
+        // beside this one): then this one exits rather than come back and take the id back.
+        if matches!(self.store.heartbeat().await, Ok(Heartbeat::Superseded)) {
+            self.exit_superseded().await;
+        }
+        restart_process();
+    }
+
+    /// Another process registered under this node's id after this one (two processes given one
+    /// `TALLY_NODE_ID`, or a node started again while its former process still ran). The newer
+    /// one is the node: this one stops serving and exits with `EXIT_SUPERSEDED`, rather than
+    /// take the leases back and forth with it (each take fences the other's commits).
+    async fn exit_superseded(&self) -> ! {
+        self.serving_until.store(0, Ordering::Release);
+        tracing::error!(
+            node = self.id(),
+            "cluster: another process registered as this node since this one did (is TALLY_NODE_ID given to two \
+             processes?); this one stops and exits"
+        );
+        self.record_fenced_commits().await;
+        std::process::exit(EXIT_SUPERSEDED)
+    }
+
+    /// Adds this process's fenced commits to the node's row, once the journals' commits in
+    /// flight have ended (refused by the fence, or committed before the take), so that the
+    /// count includes them.
+    async fn record_fenced_commits(&self) {
         tokio::time::sleep(FENCED_SETTLE).await;
         let fenced = tally_persistence::cluster::fenced_commits();
         if fenced > 0 {
@@ -370,7 +407,6 @@ impl Node {
                 tracing::warn!(fenced, "cluster: the fenced commits could not be recorded");
             }
         }
-        restart_process();
     }
 
     /// The owner as a standby last read it.
