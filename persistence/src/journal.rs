@@ -495,8 +495,10 @@ impl Journal {
     /// `admit_held` for `count` pieces of work that start together or not at all (an atomic
     /// batch's items on this journal): one check of the bound for all of them, then a ticket
     /// each. Checked item by item, a batch with more items than the bound could never start,
-    /// and each retry would be answered `503`; admitted whole, it passes the bound by at most
-    /// its own size, which `depth_max`'s reserve covers as it covers running sagas' records.
+    /// and each retry would be answered `503`; admitted whole, work admitted at once may pass
+    /// the bound by the sizes of the batches among it. What they append stays within
+    /// `depth_max`'s reserve, as running sagas' records do: the engine's saga permits
+    /// (`sagas_in_flight_max`) bound how many items run at once.
     pub fn admit_held_many(&self, count: usize) -> Result<Vec<Admitted>, Overloaded> {
         self.admit()?;
         self.inner.admitted.fetch_add(count, Ordering::Relaxed);

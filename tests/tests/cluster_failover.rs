@@ -322,7 +322,8 @@ async fn a_logout_on_one_node_refuses_the_token_on_every_node_within_a_second() 
     }
 }
 
-/// Two processes given one `TALLY_NODE_ID`: the one started later registers as the node and
+/// Two processes given one `TALLY_NODE_ID`: one that fails to start (its address taken) never
+/// registers and changes nothing; one started later registers as the node and
 /// takes its leases over at once (they name its id); the earlier one finds at its next
 /// heartbeat that it is no longer the node and exits with status 78 (`EXIT_SUPERSEDED`),
 /// rather than the two taking the leases from each other back and forth. Money acknowledged by
@@ -335,6 +336,30 @@ async fn a_second_process_under_one_node_id_supersedes_the_first_which_exits() {
     assert_eq!(wait_for_owner(&admin, &[first.base_url()], &[]).await, "a");
     let account = admin.open_account("USD").await;
     admin.fund(&account, "12.34").await;
+
+    // A second process under the same id that cannot start (the first holds its address)
+    // exits without ever registering, so the first stays the node.
+    let data_dir = std::env::temp_dir().join(format!("tally-same-id-{}", std::process::id()));
+    let mut failed = std::process::Command::new(tally_tests::server::tally_bin());
+    failed
+        .arg("serve")
+        .env("TALLY_LISTEN", format!("127.0.0.1:{}", first.port))
+        .env("TALLY_ADVERTISE_URL", first.base_url())
+        .env("TALLY_DATABASE_URL", &database)
+        .env("TALLY_DATA_DIR", &data_dir)
+        .env("TALLY_LOG", "warn")
+        .envs(node_env("a"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let status = tokio::task::spawn_blocking(move || failed.status()).await.unwrap().unwrap();
+    assert!(!status.success(), "a second process on a taken address must fail to start");
+    let _ = std::fs::remove_dir_all(&data_dir);
+    tokio::time::sleep(Duration::from_secs(2 * LEASE_SECS)).await;
+    assert!(
+        first.wait_exit(Duration::from_millis(100)).await.is_none(),
+        "a process that never started superseded the node"
+    );
 
     let mut second = start_node(&database, "a").await;
     let status = first.wait_exit(Duration::from_secs(20)).await;

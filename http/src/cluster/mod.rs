@@ -202,9 +202,9 @@ impl Node {
         let store = ClusterStore::connect(database_url, &config.node_id, &config.advertise_url, config.lease)
             .await
             .map_err(|error| format!("cluster: {error}"))?;
-        // The first heartbeat registers this process as the node, whatever process had the
-        // id before (`Heartbeat`): so it cannot find itself superseded.
-        store.heartbeat().await.map_err(|error| format!("cluster: registering this node: {error}"))?;
+        // Not registered yet: the first heartbeat of `run`, once this process listens, registers
+        // it as the node (`Heartbeat`). Registered here, a second process that then failed to
+        // start (its address taken) would have superseded a healthy first one on its way out.
         // Checked once here, so that building one per thread later cannot fail.
         forwarding_client().map_err(|error| format!("cluster: the forwarding client: {error}"))?;
         batch::batch_client().map_err(|error| format!("cluster: the batches' client: {error}"))?;
@@ -272,15 +272,18 @@ impl Node {
     pub async fn run(self: Arc<Self>, shards: u16, become_owner: BecomeOwner) {
         let tick = (self.config.lease / 3).max(Duration::from_millis(200));
         let mut become_owner = Some(become_owner);
+        let mut registered = false;
         loop {
             match self.store.heartbeat().await {
-                Ok(Heartbeat::Alive) => {}
+                Ok(Heartbeat::Alive) => registered = true,
                 Ok(Heartbeat::Superseded) => self.exit_superseded().await,
                 Err(error) => tracing::warn!(%error, "cluster: heartbeat failed"),
             }
-            if self.owner.load(Ordering::Acquire) {
+            // Until the store has answered the registering heartbeat this process is not the
+            // node, and takes nothing.
+            if registered && self.owner.load(Ordering::Acquire) {
                 self.renew().await;
-            } else {
+            } else if registered {
                 self.look_for_owner(shards, &mut become_owner).await;
             }
             tokio::time::sleep(tick).await;
@@ -371,13 +374,34 @@ impl Node {
             why,
             "cluster: this node no longer owns its shards; starting over as a standby"
         );
-        self.record_fenced_commits().await;
         // The shards' taker may be another process under this node id (started by mistake
         // beside this one): then this one exits rather than come back and take the id back.
-        if matches!(self.store.heartbeat().await, Ok(Heartbeat::Superseded)) {
+        if self.superseded().await {
             self.exit_superseded().await;
         }
+        self.record_fenced_commits().await;
         restart_process();
+    }
+
+    /// Whether another process has registered under this node's id since this one did, asked
+    /// again while the store does not answer, for up to a lease time. Past that the answer
+    /// is taken to be no (the usual case: another node took the shards), so a process that
+    /// lost its shards during a long outage still comes back as a standby.
+    async fn superseded(&self) -> bool {
+        let asked = Instant::now();
+        loop {
+            match self.store.heartbeat().await {
+                Ok(beat) => return beat == Heartbeat::Superseded,
+                Err(error) if asked.elapsed() < self.config.lease => {
+                    tracing::warn!(%error, "cluster: heartbeat failed; asking again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cluster: no heartbeat answer within a lease; starting over");
+                    return false;
+                }
+            }
+        }
     }
 
     /// Another process registered under this node's id after this one (two processes given one
