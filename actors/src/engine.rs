@@ -481,10 +481,16 @@ impl Engine {
     /// source, an account being opened): refused while that journal is past its admission
     /// bound, or the engine is shutting down.
     pub(crate) fn admit(&self, id: uuid::Uuid) -> Result<(), Unavailable> {
-        if self.inner.shutting_down.load(Ordering::Relaxed) {
-            return Err(Unavailable::Overloaded);
-        }
+        self.admit_new_work().map_err(|_| Unavailable::Overloaded)?;
         self.inner.shared.journal_of(id).admit().map_err(|_| Unavailable::Overloaded)
+    }
+
+    /// Refuses new work (`Overloaded`) once shutdown has begun.
+    fn admit_new_work(&self) -> Result<(), TransferError> {
+        if self.inner.shutting_down.load(Ordering::Relaxed) {
+            return Err(TransferError::Unavailable(Unavailable::Overloaded));
+        }
+        Ok(())
     }
 
     // ---- accounts -------------------------------------------------------------------------
@@ -800,9 +806,7 @@ impl Engine {
     /// for as long as it runs (refused with `Overloaded` past the bound, or while shutting
     /// down), and a saga permit.
     pub(crate) fn admit_saga(&self, source: uuid::Uuid) -> Result<SagaPermit, TransferError> {
-        if self.inner.shutting_down.load(Ordering::Relaxed) {
-            return Err(TransferError::Unavailable(Unavailable::Overloaded));
-        }
+        self.admit_new_work()?;
         let admitted = self
             .inner
             .shared
@@ -817,9 +821,7 @@ impl Engine {
     /// (`Journal::admit_held_many`), so a batch is admitted whole while its journals are under
     /// the bound, and refused whole otherwise. The permits come back in `sources`' order.
     pub(crate) fn admit_sagas(&self, sources: &[uuid::Uuid]) -> Result<Vec<SagaPermit>, TransferError> {
-        if self.inner.shutting_down.load(Ordering::Relaxed) {
-            return Err(TransferError::Unavailable(Unavailable::Overloaded));
-        }
+        self.admit_new_work()?;
         let shared = &self.inner.shared;
         let mut per_journal: Vec<usize> = vec![0; shared.journals.shards()];
         for source in sources {

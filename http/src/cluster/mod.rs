@@ -197,7 +197,8 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// Connects to the cluster tables and registers this node.
+    /// Connects to the cluster tables. The node registers later, at the first heartbeat of
+    /// `run`, once this process listens.
     pub async fn join(config: ClusterConfig, database_url: &str) -> Result<Arc<Node>, String> {
         let store = ClusterStore::connect(database_url, &config.node_id, &config.advertise_url, config.lease)
             .await
