@@ -94,7 +94,11 @@ impl Inbox {
             self.wakeups.fetch_add(1, Ordering::Relaxed);
             self.jobs_run.fetch_add(batch.len() as u64, Ordering::Relaxed);
             for job in batch.drain(..) {
-                job();
+                // A job that panics must not end the drain task, which would leave every later
+                // job for this thread (steps, answers, actor starts) unrun for good.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                    tracing::error!("a job sent to a runtime thread panicked; the thread goes on");
+                }
             }
         }
     }
@@ -393,6 +397,39 @@ mod tests {
         // Not dropped: the caller gets the output.
         let answered = RunToEnd::new(Box::pin(async { 8 }), Arc::clone(&runtime), 0).await;
         assert_eq!(answered, 8);
+        runtime.stop();
+    }
+
+    #[tokio::test]
+    async fn a_job_that_panics_leaves_the_thread_running_the_jobs_after_it() {
+        let runtime = Runtime::start(1).unwrap();
+        // Queued together, so that one wake-up of the drain task carries all three.
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        runtime.run_on(0, move || {
+            let _ = released.recv_timeout(Duration::from_secs(5));
+        });
+        let (before_sender, before) = tokio::sync::oneshot::channel();
+        runtime.run_on(0, move || {
+            let _ = before_sender.send(1);
+        });
+        runtime.run_on(0, || panic!("a job's bug"));
+        let (after_sender, after) = tokio::sync::oneshot::channel();
+        runtime.run_on(0, move || {
+            let _ = after_sender.send(2);
+        });
+        release.send(()).unwrap();
+        assert_eq!(tokio::time::timeout(Duration::from_secs(5), before).await.unwrap().unwrap(), 1);
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(5), after).await.unwrap().unwrap(),
+            2,
+            "the job after the panic ran"
+        );
+        // And later jobs, on a later wake-up, still run.
+        let (later_sender, later) = tokio::sync::oneshot::channel();
+        assert!(runtime.run_on(0, move || {
+            let _ = later_sender.send(3);
+        }));
+        assert_eq!(tokio::time::timeout(Duration::from_secs(5), later).await.unwrap().unwrap(), 3);
         runtime.stop();
     }
 
