@@ -295,8 +295,12 @@ pub(crate) async fn run(
     let stats = inner.shared.stats(ActorKind::TransferSaga);
     stats.active.fetch_add(1, Ordering::Relaxed);
     let mut restarts = 0;
+    // Decided once, from where the saga began: a pass restarted after a panic finds the
+    // transfer further on, and must still give back a key it may give back.
+    let key_may_go_back = transfer.step == SagaStep::Started;
     let result = loop {
-        let attempt = AssertUnwindSafe(drive(&inner, &mut transfer, intent, &mut audit)).catch_unwind().await;
+        let attempt =
+            AssertUnwindSafe(drive(&inner, &mut transfer, intent, key_may_go_back, &mut audit)).catch_unwind().await;
         match attempt {
             Ok(result) => break result,
             Err(_panic) => {
@@ -326,17 +330,18 @@ pub(crate) async fn run(
 /// One pass of the saga from the transfer's current state.
 /// `audit`, an admin's record of asking for this (an adjustment, an execution, a rejection, a
 /// cancellation), rides with the record of the transfer's outcome (`finish`).
+///
+/// `key_may_go_back`: the saga began at its first step, so it may give its idempotency key
+/// back if it is refused as unavailable (`give_key_back`). An atomic batch's item begins
+/// later, at `Held`: the batch's replay finds every item by its key, so its items keep theirs.
 async fn drive(
     inner: &EngineInner,
     transfer: &mut Transfer,
     intent: Intent,
+    key_may_go_back: bool,
     audit: &mut Option<AuditRecord>,
 ) -> Result<Transfer, TransferError> {
     let faults = &inner.shared.faults;
-    // A saga that starts at its first step may give its idempotency key back if it is refused
-    // as unavailable (`give_key_back`). An atomic batch's item starts later, at `Held`: the
-    // batch's replay finds every item by its key, so its items keep theirs.
-    let key_may_go_back = transfer.step == SagaStep::Started;
     loop {
         faults.maybe_panic(ActorKind::TransferSaga);
         match (transfer.status, transfer.step, intent) {
@@ -414,7 +419,22 @@ async fn drive(
                     amount: transfer.destination_amount,
                     currency: transfer.destination_currency,
                 };
-                match step(inner, transfer, transfer.destination, credit).await {
+                // A destination that is only busy (its mailbox full, its actor restarting) fails
+                // a new transfer, whose client hears `503` and retries under its key, which
+                // the saga gives back. Any other saga has no such retry: an atomic batch's item
+                // (undone alone, it would break the batch's all or none), one an admin
+                // executes, one recovery drives on. Those wait for the destination, with the
+                // retry policy of forward-only steps; only a refusal undoes them.
+                let credited = if key_may_go_back {
+                    step(inner, transfer, transfer.destination, credit).await.map(|_| ())
+                } else {
+                    match driver::forward(inner, || step(inner, transfer, transfer.destination, credit)).await {
+                        Ok(()) => Ok(()),
+                        Err(NotApplied::Refused(refusal)) => Err(refusal),
+                        Err(NotApplied::Halted(halt)) => return Err(halt.into()),
+                    }
+                };
+                match credited {
                     Ok(_) => transfer.step = SagaStep::Credited,
                     Err(error) => {
                         let rejection = match error {

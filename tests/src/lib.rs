@@ -74,6 +74,45 @@ impl Harness {
         self.engine.account(account.id).await.expect("account readable").balance()
     }
 
+    /// Opens USD accounts until one lives on runtime thread `thread`.
+    pub async fn open_on_thread(&self, thread: usize) -> Account {
+        loop {
+            let account = self.open(Currency::USD).await;
+            if self.engine.thread_of(account.id.as_uuid()) == thread {
+                return account;
+            }
+        }
+    }
+
+    /// Makes `account` busy: its runtime thread is occupied for `busy_for` and `messages`
+    /// reads are sent to it meanwhile, which fill a mailbox of that capacity. Returns once
+    /// they are queued; the handles end once the thread has served them.
+    pub async fn make_busy(
+        &self,
+        account: &Account,
+        messages: usize,
+        busy_for: Duration,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let thread = self.engine.thread_of(account.id.as_uuid());
+        let (asleep, sleeping) = tokio::sync::oneshot::channel();
+        assert!(self.engine.runtime().run_on(thread, move || {
+            let _ = asleep.send(());
+            std::thread::sleep(busy_for);
+        }));
+        sleeping.await.expect("the thread is occupied");
+        let readers = (0..messages)
+            .map(|_| {
+                let engine = self.engine.clone();
+                let id = account.id;
+                tokio::spawn(async move {
+                    let _ = engine.account(id).await;
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        readers
+    }
+
     /// Waits until everything appended is durable, then checks the store: every currency's
     /// balances sum to zero, every balance equals its postings, every `held` equals its holds,
     /// and no user account is below its credit limit. Returns the per-currency sums checked.

@@ -144,3 +144,58 @@ async fn a_batch_larger_than_the_admission_bound_is_admitted_whole_and_its_items
     assert_eq!(journal.admitted(), 0, "every item gave its place back");
     harness.shutdown().await;
 }
+
+/// Phase 3 credits a destination that admitted the credit in phase 1, so a destination that
+/// is only busy then (its mailbox full while its thread is occupied) is waited for: the batch
+/// still completes whole. Before, that item's saga took the busy answer as a refusal, undid
+/// itself and ended `failed` while the other item completed: half a batch, a key that replayed
+/// the failure for ever, and an admission left on the destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_busy_in_phase_3_is_waited_for_and_the_batch_completes_whole() {
+    let mut config = EngineConfig::default();
+    config.actors.shards = 2;
+    config.actors.mailbox_capacity_max = 4;
+    let harness = Harness::start_with(config).await;
+    let alice = harness.open_on_thread(0).await;
+    let carol = harness.open_on_thread(0).await;
+    let bob = harness.open_on_thread(1).await;
+    harness.fund(&alice, dec!(100)).await;
+    let items = vec![
+        BatchItem { request: harness.request(&alice, &bob, dec!(10)), key: None },
+        BatchItem { request: harness.request(&alice, &carol, dec!(10)), key: None },
+    ];
+    let to_bob = items[0].request.id;
+    // Phase 1 runs; the intent waits for the store.
+    harness.store.set_commits_available(false);
+    let batch = {
+        let engine = harness.engine.clone();
+        tokio::spawn(async move { engine.transfer_batch_atomic(items).await })
+    };
+    for _ in 0..200 {
+        if harness.engine.account(alice.id).await.unwrap().position.held == dec!(20) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(harness.engine.account(alice.id).await.unwrap().position.held, dec!(20), "phase 1 done");
+    assert!(!batch.is_finished());
+
+    // Bob's thread is occupied for a moment, and other requests fill his mailbox meanwhile.
+    let readers = harness.make_busy(&bob, 4, Duration::from_millis(1_000)).await;
+    // The intent becomes durable: phase 3 runs while bob cannot take a message.
+    harness.store.set_commits_available(true);
+    let AtomicBatch::Ran(results) = batch.await.unwrap().unwrap() else { panic!("the batch ran") };
+    for reader in readers {
+        let _ = reader.await;
+    }
+    for result in &results {
+        assert_eq!(result.as_ref().map(|t| t.status).ok(), Some(TransferStatus::Completed), "{results:?}");
+    }
+    assert_eq!(harness.balance(&alice).await, dec!(80));
+    assert_eq!(harness.balance(&bob).await, dec!(10));
+    assert_eq!(harness.balance(&carol).await, dec!(10));
+    let bob_now = harness.engine.account(bob.id).await.unwrap();
+    assert!(!bob_now.position.credit_admitted(to_bob), "the admission was used by the credit, not left behind");
+    assert_eq!(harness.engine.account(alice.id).await.unwrap().position.held, dec!(0));
+    harness.shutdown().await;
+}

@@ -222,3 +222,51 @@ async fn a_keyed_withdrawal_whose_caller_gives_up_before_it_runs_keeps_its_key()
     assert_eq!(held, Some(dec!(0.4)), "one withdrawal holds its amount, once: {withdrawal:?}");
     harness.shutdown().await;
 }
+
+/// A transfer refused as unavailable at its credit (the destination busy) moved no money and
+/// keeps no key, so its retry runs afresh — also when its saga had restarted after a panic
+/// past its hold. The saga used to decide whether the key may go back from the step each pass
+/// started at, so after a restart at `held` it kept the key, and every retry replayed the 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_after_a_saga_restart_gives_its_key_back_and_the_retry_runs_afresh() {
+    let mut config = EngineConfig::default();
+    config.actors.shards = 2;
+    config.actors.mailbox_capacity_max = 4;
+    let harness = Harness::start_with(config).await;
+    let alice = harness.open_on_thread(0).await;
+    let bob = harness.open_on_thread(1).await;
+    harness.fund(&alice, dec!(100)).await;
+    // Pricing remembers bob's account from this one, so the keyed transfer below reaches its
+    // saga without asking bob's (then occupied) thread first.
+    harness.engine.transfer(harness.request(&alice, &bob, dec!(1))).await.unwrap();
+    let scope = uuid::Uuid::new_v4();
+
+    // Bob's thread is occupied for a moment and his mailbox fills meanwhile.
+    let readers = harness.make_busy(&bob, 4, Duration::from_millis(1_000)).await;
+    // The saga's second pass (the one after its hold) panics once; the restarted pass finds
+    // bob's mailbox full.
+    harness.engine.faults().panic_every(tally_actors::ActorKind::TransferSaga, 2);
+    let first =
+        harness.engine.transfer_idempotent(harness.request(&alice, &bob, dec!(10)), key(scope, "pay", "body")).await;
+    harness.engine.faults().disarm();
+    assert!(
+        matches!(first, Err(TransferError::Unavailable(_))),
+        "the first try is refused as unavailable: {:?}",
+        first.map(|(t, replayed)| (t.status, replayed))
+    );
+    for reader in readers {
+        let _ = reader.await;
+    }
+    assert_eq!(harness.balance(&alice).await, dec!(99), "no money moved");
+
+    let (retry, replayed) = harness
+        .engine
+        .transfer_idempotent(harness.request(&alice, &bob, dec!(10)), key(scope, "pay", "body"))
+        .await
+        .unwrap();
+    assert!(!replayed, "the retry ran afresh instead of replaying the 503");
+    assert_eq!(retry.status, TransferStatus::Completed);
+    assert_eq!(harness.balance(&alice).await, dec!(89));
+    assert_eq!(harness.balance(&bob).await, dec!(11));
+    harness.shutdown().await;
+}
