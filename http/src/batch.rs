@@ -137,9 +137,24 @@ async fn plan_item(
     plan(state.engine()?, caller, &body, payees).await
 }
 
-/// The fingerprint of the whole batch: every item as understood (or, if it could not be
-/// planned, as written) and the `atomic` flag.
-fn batch_fingerprint(
+/// The fingerprint of the whole batch: every item as written, canonicalised (re-serialised, so
+/// that a retry differing only in spacing or key order still matches), and the `atomic` flag.
+///
+/// It depends on the body alone. It was made from each item as planned (a saved beneficiary
+/// resolved, the amount at its currency's scale), falling back to the item as written where
+/// planning failed; but planning can fail for a passing reason (the store or an account
+/// briefly unavailable) while a plain batch's other items run and keep the key, so the
+/// identical retry, planned in full, was refused `409` for ever. Batches stored under that
+/// older fingerprint still replay (`legacy_batch_fingerprint`).
+fn batch_fingerprint(atomic: bool, raw: &[Box<RawValue>]) -> Result<String, ApiError> {
+    let items = raw.iter().map(|raw| canonical_item(raw)).collect::<Result<Vec<_>, _>>()?;
+    let canonical = serde_json::json!({ "atomic": atomic, "items": items, "v": 2 });
+    serde_json::to_vec(&canonical).map(|bytes| sha256_hex(&bytes)).map_err(ApiError::internal)
+}
+
+/// The fingerprint batches were stored under before `batch_fingerprint` (see there): accepted
+/// on a retry so that a batch a previous version stored still replays.
+fn legacy_batch_fingerprint(
     atomic: bool,
     raw: &[Box<RawValue>],
     planned: &[Result<Plan, ApiError>],
@@ -148,15 +163,18 @@ fn batch_fingerprint(
     for (raw, plan) in raw.iter().zip(planned) {
         items.push(match plan {
             Ok(plan) => fingerprint(ROUTE, &plan.request)?,
-            // Canonical (re-serialised) rather than as sent, so that a retry differing only
-            // in spacing still matches.
-            Err(_) => serde_json::from_str::<serde_json::Value>(raw.get())
-                .and_then(|value| serde_json::to_string(&value))
-                .map_err(ApiError::internal)?,
+            Err(_) => canonical_item(raw)?,
         });
     }
     let canonical = serde_json::json!({ "atomic": atomic, "items": items });
     serde_json::to_vec(&canonical).map(|bytes| sha256_hex(&bytes)).map_err(ApiError::internal)
+}
+
+/// One item as written, re-serialised: object keys in order, no spacing.
+fn canonical_item(raw: &RawValue) -> Result<String, ApiError> {
+    serde_json::from_str::<serde_json::Value>(raw.get())
+        .and_then(|value| serde_json::to_string(&value))
+        .map_err(ApiError::internal)
 }
 
 /// `POST /v1/transfers/batch`.
@@ -165,7 +183,7 @@ fn batch_fingerprint(
     path = "/v1/transfers/batch",
     tag = "transfers",
     request_body = BatchBody,
-    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for this operation type (POST /v1/auth/step-up)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time; a different body is 409 IDEMPOTENCY_KEY_REUSED. In a plain (not atomic) batch, an item answered 503 that moved no money keeps no key: a retry of the batch runs that item afresh")),
+    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for this operation type (POST /v1/auth/step-up)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time; a different body is 409 IDEMPOTENCY_KEY_REUSED. The body is compared as JSON values: key order and spacing do not count, every other difference (an amount written \"5\" then \"5.00\") does. In a plain (not atomic) batch, an item answered 503 that moved no money, or one that failed before it became a transfer, keeps no key: a retry of the batch runs that item afresh")),
     responses((status = 200, description = "One result per item, in order", body = BatchAnswer)),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -216,7 +234,7 @@ async fn run_batch(
     let mut keys: Vec<Option<Idempotency>> = vec![None; count];
     let mut existing: Vec<Option<Transfer>> = vec![None; count];
     if let Some(key) = &key {
-        let batch_print = batch_fingerprint(atomic, &body.transfers, &planned)?;
+        let batch_print = batch_fingerprint(atomic, &body.transfers)?;
         _claim = Some(engine.claim_key(scope, format!(" batch {key}")).await);
         let found: Vec<Result<Option<Transfer>, ApiError>> = collect_sized(
             futures::stream::iter(0..count)
@@ -231,7 +249,10 @@ async fn run_batch(
         .await;
         for (index, found) in found.into_iter().enumerate() {
             if let Some(transfer) = found? {
-                let same = transfer.idempotency.as_ref().is_some_and(|i| i.fingerprint == batch_print);
+                let stored = transfer.idempotency.as_ref().map(|i| i.fingerprint.as_str());
+                let same = stored == Some(batch_print.as_str())
+                    || stored.is_some()
+                        && stored == Some(legacy_batch_fingerprint(atomic, &body.transfers, &planned)?.as_str());
                 if !same {
                     return Err(ApiError::from(TransferError::IdempotencyKeyReused));
                 }

@@ -369,3 +369,54 @@ async fn concurrent_duplicate_batches_make_exactly_one_transfer_per_item(server:
     assert_conserved(&server).await;
     server.shutdown().await;
 }
+
+/// A plain keyed batch one of whose items could not be planned for a passing reason (the
+/// store could not read the saved beneficiary it names) keeps its other items under the key;
+/// the identical retry replays those and runs the failed item afresh, then replays it too.
+/// The batch's fingerprint was made from each item as planned (or, where planning failed, as
+/// written), so the retry, planned in full, no longer matched, and the same key with the same
+/// body was refused `409 IDEMPOTENCY_KEY_REUSED` for ever. Postgres only: the passing failure
+/// is the beneficiaries table renamed away for the first request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_retried_after_an_item_failed_in_passing_replays_and_runs_that_item() {
+    let server = TestServer::start(tally_tests::http::Backend::Postgres).await;
+    let (alice, from, _bob, to) = alice_and_bob(&server).await;
+    let saved = server
+        .post(
+            "/v1/beneficiaries",
+            Some(&alice.token),
+            json!({"name": "Grace Hopper", "iban": "DE89 3704 0044 0532 0130 00"}),
+        )
+        .await;
+    saved.assert_status(201);
+    let beneficiary = saved.str("id");
+    let body = json!({"transfers": [
+        internal(&from, &to, "5"),
+        {"type": "external", "source_account_id": from, "beneficiary_id": beneficiary, "amount": "5"},
+    ]});
+
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&server.database_url).await.unwrap();
+    sqlx::query("ALTER TABLE beneficiaries RENAME TO beneficiaries_away").execute(&mut db).await.unwrap();
+    let first = server.post_keyed("/v1/transfers/batch", Some(&alice.token), "passing", body.clone()).await;
+    sqlx::query("ALTER TABLE beneficiaries_away RENAME TO beneficiaries").execute(&mut db).await.unwrap();
+    let first = results(&first);
+    assert_item(&first[0], 0, 201, None);
+    assert_eq!(first[1]["status"], 500, "the item that could not be planned: {}", first[1]);
+
+    let retry = server.post_keyed("/v1/transfers/batch", Some(&alice.token), "passing", body.clone()).await;
+    let retry = results(&retry);
+    assert_item(&retry[0], 0, 201, None);
+    assert_eq!(retry[0]["transfer"]["id"], first[0]["transfer"]["id"], "the item that ran is replayed");
+    // An external transfer waits for an admin's execution (its type's default).
+    assert_item(&retry[1], 1, 202, None);
+
+    let again = server.post_keyed("/v1/transfers/batch", Some(&alice.token), "passing", body).await;
+    let again = results(&again);
+    for (one, two) in retry.iter().zip(&again) {
+        assert_eq!(one["transfer"]["id"], two["transfer"]["id"], "the third try replays both items");
+    }
+    // The internal item moved its 5 once and the external one holds its 5, once (no fees).
+    assert_positions(&server, &[(&from, dec!(95), dec!(5)), (&to, dec!(5), dec!(0))]).await;
+    assert_conserved(&server).await;
+    server.shutdown().await;
+}
