@@ -177,6 +177,10 @@ struct Queue {
     /// Batches taken for commit and not yet durable, oldest first (for `pending_transfer`).
     in_flight: VecDeque<Arc<Vec<SequencedRecord>>>,
     in_flight_since: Option<Instant>,
+    /// The writer has ended (`Journal::writer_ended`) or the journal was halted: nothing
+    /// queued from now on can become durable, so an entry's ack is dropped instead of queued
+    /// and its waiter fails at once rather than wait for ever.
+    stopped: bool,
 }
 
 /// Counters for health and metrics. Read with `Ordering::Relaxed`: they are for people.
@@ -200,6 +204,9 @@ pub struct JournalStats {
 /// advances (a writer waiting on a dependency listens for it).
 struct Progress {
     durable: Vec<AtomicU64>,
+    /// Per shard: its writer has ended, so what is not durable in it now never will be.
+    /// Set after the writer's last change to `durable` (`Journal::writer_ended`).
+    stopped: Vec<AtomicBool>,
     advanced: Notify,
     /// The clock postings are booked at (`now` of the engine's clock seam), made monotonic
     /// across journals: an account's history can span journals, and its postings' times must
@@ -220,6 +227,12 @@ impl Progress {
         self.durable
             .get(usize::from(position.shard))
             .is_none_or(|durable| durable.load(Ordering::Acquire) >= position.seq)
+    }
+
+    /// True if `position` will never be durable: its journal's writer has ended short of it.
+    fn never_durable(&self, position: JournalPosition) -> bool {
+        self.stopped.get(usize::from(position.shard)).is_some_and(|stopped| stopped.load(Ordering::Acquire))
+            && !self.is_durable(position)
     }
 
     /// A booking time no earlier than any given before.
@@ -289,6 +302,7 @@ impl Journals {
     ) -> Journals {
         let progress = Arc::new(Progress {
             durable: committed_seqs.iter().map(|seq| AtomicU64::new(*seq)).collect(),
+            stopped: committed_seqs.iter().map(|_| AtomicBool::new(false)).collect(),
             advanced: Notify::new(),
             clock,
             last_booked: AtomicU64::new(0),
@@ -306,6 +320,7 @@ impl Journals {
                         next_seq: committed + 1,
                         in_flight: VecDeque::new(),
                         in_flight_since: None,
+                        stopped: false,
                     }),
                     queued: AtomicUsize::new(0),
                     admitted: AtomicUsize::new(0),
@@ -537,6 +552,10 @@ impl Journal {
         let (sender, receiver) = oneshot::channel();
         // A barrier carries no record, so the depth bound does not apply to it.
         let mut queue = self.queue();
+        if queue.stopped {
+            // Dropped with its sender: the waiter fails at once.
+            return DurableAck(receiver);
+        }
         queue.entries.push_back(Entry {
             record: None,
             depends_on: None,
@@ -572,6 +591,10 @@ impl Journal {
         let mut queue = self.queue();
         let seq = queue.next_seq;
         queue.next_seq += 1;
+        if queue.stopped {
+            // Never durable: nothing is queued, and an ack is dropped (its waiter fails).
+            return JournalPosition { shard: self.inner.shard, seq };
+        }
         queue.records += 1;
         self.inner.queued.store(queue.records, Ordering::Relaxed);
         queue.entries.push_back(Entry {
@@ -627,6 +650,13 @@ impl Journal {
         let count = records.len();
         let now = Instant::now();
         let first = queue.next_seq;
+        if queue.stopped {
+            // Never durable: nothing is queued, and an ack is dropped (its waiter fails).
+            queue.next_seq += u64::try_from(count).unwrap_or(0);
+            let last = queue.next_seq.saturating_sub(1).max(first);
+            let shard = self.inner.shard;
+            return (JournalPosition { shard, seq: first }, JournalPosition { shard, seq: last });
+        }
         for (index, record) in records.into_iter().enumerate() {
             let seq = queue.next_seq;
             queue.next_seq += 1;
@@ -706,6 +736,7 @@ impl Journal {
         self.inner.failed.store(true, Ordering::SeqCst);
         self.inner.closed.store(true, Ordering::SeqCst);
         let mut queue = self.queue();
+        queue.stopped = true;
         queue.entries.clear();
         queue.records = 0;
         self.inner.queued.store(0, Ordering::Relaxed);
@@ -738,11 +769,38 @@ impl Journal {
             tracing::error!(shard = inner.shard, "a journal writer needs at least one connection");
             inner.failed.store(true, Ordering::SeqCst);
         } else {
-            Writer::new(self, writers).run().await;
+            Writer::new(self.clone(), writers).run().await;
         }
+        self.writer_ended();
         inner.writer_done.store(true, Ordering::Release);
         inner.writer_ended.notify_waiters();
         inner.progress.advanced.notify_waiters();
+    }
+
+    /// The writer has ended (closed and drained, halted, or failed): whatever is still queued
+    /// can never become durable. Its acks are dropped, so their waiters fail now instead of
+    /// waiting for ever (a saga waiting on one would hold its permits for good), later appends
+    /// queue nothing (`Queue::stopped`), and journals whose records wait on one of this one's
+    /// learn that it never will be durable (`Progress::never_durable`).
+    fn writer_ended(&self) {
+        let dropped = {
+            let mut queue = self.queue();
+            queue.stopped = true;
+            queue.records = 0;
+            self.inner.queued.store(0, Ordering::Relaxed);
+            std::mem::take(&mut queue.entries)
+        };
+        if !dropped.is_empty() {
+            tracing::warn!(
+                shard = self.inner.shard,
+                entries = dropped.len(),
+                "journal stopped with entries not durable; their waiters fail"
+            );
+        }
+        drop(dropped);
+        if let Some(stopped) = self.inner.progress.stopped.get(usize::from(self.inner.shard)) {
+            stopped.store(true, Ordering::Release);
+        }
     }
 
     /// Takes the longest prefix of the queue (up to a batch) whose dependencies are durable.
@@ -826,7 +884,7 @@ struct Writer {
     idle: Vec<Box<dyn JournalWriter>>,
     committing: FuturesOrdered<Committing>,
     /// The end of the newest batch in flight, which the next one waits on (see `PipelineTurn`).
-    turn_after: Option<tokio::sync::oneshot::Receiver<()>>,
+    turn_after: Option<crate::store::BatchEnd>,
     state: PlanState,
     last_snapshot_flush: Instant,
     /// The record in another journal the queue's head waited for last (`note_wait`).
@@ -860,6 +918,19 @@ impl Writer {
             while !self.idle.is_empty() && !self.inner().halted.load(Ordering::SeqCst) {
                 match self.journal.take_ready() {
                     Some(taken) => {
+                        if let Some(dependency) = taken.blocked_on
+                            && self.inner().progress.never_durable(dependency)
+                        {
+                            // The record it waits for will never be durable, so neither can
+                            // this journal's next one, nor (in order) anything after it.
+                            tracing::error!(
+                                shard = self.inner().shard,
+                                waits_on = dependency.shard,
+                                "journal waits on a record of a journal that stopped; journal stopped"
+                            );
+                            self.inner().failed.store(true, Ordering::SeqCst);
+                            return;
+                        }
                         blocked |= taken.blocked_on.is_some();
                         self.note_wait(taken.blocked_on);
                         if taken.records.is_empty() && taken.acks.is_empty() {
@@ -984,13 +1055,14 @@ impl Writer {
         let plan = Arc::new(BatchPlan::build(self.inner().shard, &taken.records, &mut self.state, booked_at, rows));
         self.note_snapshot_rows(&plan);
         let batch = Batch { records: taken.records, acks: taken.acks, plan, started: Instant::now() };
-        let turn = PipelineTurn::next(&mut self.turn_after);
+        let (turn, end) = PipelineTurn::next(&mut self.turn_after);
         self.committing.push_back(Box::pin(async move {
             let result = if batch.records.is_empty() && batch.plan.snapshots.is_empty() {
                 Ok(())
             } else {
                 writer.commit(&batch.plan, turn).await
             };
+            end.after_commit().await;
             (writer, batch, result)
         }));
     }

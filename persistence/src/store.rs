@@ -62,9 +62,32 @@ pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
 /// until the batch before it has ended, then does the rest and takes the fence.
 #[derive(Debug, Default)]
 pub struct PipelineTurn {
-    before: Option<tokio::sync::oneshot::Receiver<()>>,
-    /// Dropped when this batch's commit ends, however it ends: that wakes the next one.
-    _ended: Option<tokio::sync::oneshot::Sender<()>>,
+    before: Option<BatchEnd>,
+}
+
+/// The end of a batch in flight, which the batch after it waits on (shared: the batch's own
+/// `TurnEnd` waits on it too).
+pub type BatchEnd = futures::future::Shared<tokio::sync::oneshot::Receiver<()>>;
+
+/// Signals a batch's end to the batch after it, and only once the batch before it has ended
+/// as well. A batch may end before it waits its turn (it had nothing to commit, or it failed
+/// before the fence); had that alone released the next batch, the next could take the fence
+/// while the one before both still committed, and run its updates against rows not yet
+/// committed.
+#[derive(Debug)]
+pub struct TurnEnd {
+    before: Option<BatchEnd>,
+    ended: tokio::sync::oneshot::Sender<()>,
+}
+
+impl TurnEnd {
+    /// Call when the batch's commit has returned, however it ended.
+    pub async fn after_commit(self) {
+        if let Some(before) = self.before {
+            let _ = before.await;
+        }
+        drop(self.ended);
+    }
 }
 
 impl PipelineTurn {
@@ -73,11 +96,13 @@ impl PipelineTurn {
         Self::default()
     }
 
-    /// The next batch's turn, after the one whose end `after` waits on; leaves in `after`
-    /// what the batch after this one waits on.
-    pub fn next(after: &mut Option<tokio::sync::oneshot::Receiver<()>>) -> Self {
+    /// The next batch's turn, after the one whose end `after` holds, and its end; leaves in
+    /// `after` what the batch after this one waits on.
+    pub fn next(after: &mut Option<BatchEnd>) -> (Self, TurnEnd) {
+        use futures::FutureExt;
         let (ended, next) = tokio::sync::oneshot::channel();
-        Self { before: after.replace(next), _ended: Some(ended) }
+        let before = after.replace(next.shared());
+        (Self { before: before.clone() }, TurnEnd { before, ended })
     }
 
     /// Waits until the batch before this one has committed or failed. If it failed, this
