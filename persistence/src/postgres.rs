@@ -305,8 +305,12 @@ pub(crate) fn classify(error: sqlx::Error) -> StoreError {
             // 53: insufficient resources; 57: operator intervention (shutdown, cancel);
             // 25P03/25P04: the server ended the session for sitting idle in a transaction (a
             // cluster node's writers set that timeout: a node paused mid-commit; the
-            // transaction rolled back, and the retry meets the fence if the lease moved).
-            if ["08", "40", "53", "57", "25P03", "25P04"].iter().any(|class| code.starts_with(class)) {
+            // transaction rolled back, and the retry meets the fence if the lease moved);
+            // 25006: the server takes no writes (reached during a failover, or a primary made
+            // a standby); 58: a system error on the server (an I/O error). None says the data
+            // is wrong: the journal waits and tries again on a fresh connection, as through
+            // an outage, instead of stopping for good.
+            if ["08", "40", "53", "57", "58", "25P03", "25P04", "25006"].iter().any(|class| code.starts_with(class)) {
                 StoreError::Unavailable(error.to_string())
             } else {
                 StoreError::Corrupt(error.to_string())

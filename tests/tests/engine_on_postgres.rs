@@ -354,3 +354,60 @@ async fn the_journal_writer_never_scans_a_table_even_with_plans_made_on_empty_ta
         );
     }
 }
+
+/// A database that takes no writes for a while (what a client meets during a failover, or on
+/// a primary turned standby: SQLSTATE 25006) is waited out like an outage: the transfer
+/// committed meanwhile is not acknowledged while it lasts, and completes once writes are taken
+/// again, with the journal still running. It used to count as corrupt data, so the journal
+/// stopped for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_takes_no_writes_for_a_while_is_waited_out_not_taken_for_corruption() {
+    use sqlx::Connection;
+    let (store, url) = postgres::fresh_store("readonly").await;
+    let database = url.rsplit_once('/').unwrap().1.to_owned();
+    let engine = Engine::start(store.clone(), EngineConfig::default()).await.unwrap();
+    let owner = UserId::from_u128(1);
+    let alice = engine.open_account(owner, Currency::USD, Decimal::ZERO).await.unwrap();
+    let bob = engine.open_account(owner, Currency::USD, Decimal::ZERO).await.unwrap();
+    engine.adjust(TransferKind::AdminCredit, alice.id, dec!(100), None, None, None).await.unwrap();
+
+    // Every new session is read-only from now on, and the engine's sessions are ended so that
+    // its writers connect again.
+    let mut admin = sqlx::PgConnection::connect(&postgres::admin_url()).await.unwrap();
+    let sessions_ended = format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+    );
+    sqlx::query(&format!("ALTER DATABASE {database} SET default_transaction_read_only = on"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(&sessions_ended).execute(&mut admin).await.unwrap();
+    let transfer = {
+        let engine = engine.clone();
+        let request = internal(&engine, &alice, &bob, dec!(10));
+        tokio::spawn(async move { engine.transfer(request).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(!transfer.is_finished(), "not acknowledged while the database takes no writes");
+    assert!(!engine.journals().has_failed(), "the journal waits; it did not stop");
+
+    sqlx::query(&format!("ALTER DATABASE {database} SET default_transaction_read_only = off"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(&sessions_ended).execute(&mut admin).await.unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(30), transfer).await.unwrap().unwrap().unwrap();
+    assert_eq!(done.status, TransferStatus::Completed);
+    // The test's own pooled sessions were ended too: the first read on each may fail once.
+    let mut stored = store.load_transfer(done.id).await;
+    for _ in 0..5 {
+        if stored.is_ok() {
+            break;
+        }
+        stored = store.load_transfer(done.id).await;
+    }
+    assert_eq!(stored.unwrap().unwrap().value.status, TransferStatus::Completed);
+    assert_eq!(engine.account(bob.id).await.unwrap().balance(), dec!(10));
+    engine.shutdown(Duration::from_secs(5)).await;
+    assert_store_consistent(store.as_ref()).await;
+}
