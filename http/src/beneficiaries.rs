@@ -224,9 +224,18 @@ impl<'a> SavedPayees<'a> {
 /// A request naming a deleted beneficiary may only replay: `Ok` if its Idempotency-Key
 /// already made a transfer (the engine then answers with it, or `409` if the body differs),
 /// `404` otherwise.
+///
+/// It holds the key's claim while it looks, as a transfer under the key does: a first request
+/// still running holds it until its records are durable, so a retry that arrives meanwhile
+/// finds its transfer in the store instead of answering `404` for a transfer that completes.
+/// The claim is given back before the caller runs the replay, which claims the key again.
 pub(crate) async fn replay_only(engine: &Engine, key: Option<&Idempotency>) -> Result<(), ApiError> {
     let Some(key) = key else { return Err(ApiError::not_found("beneficiary")) };
-    match engine.store().transfer_by_idempotency(key.scope, &key.key).await? {
+    let claim = engine.claim_key(key.scope, key.key.clone()).await;
+    let found = engine.store().transfer_by_idempotency(key.scope, &key.key).await;
+    // Nothing was recorded under the key here.
+    claim.release(true).await;
+    match found? {
         Some(_) => Ok(()),
         None => Err(ApiError::not_found("beneficiary")),
     }

@@ -415,3 +415,48 @@ async fn batch_items_pay_saved_beneficiaries(server: TestServer) {
     assert_eq!(server.position(&account).await, (dec!(100), dec!(14)));
     server.shutdown().await;
 }
+
+/// A retry that names a beneficiary deleted while the first request under its key is still
+/// being recorded waits for that first request and replays it; it used to look in the store
+/// without the key's claim, find nothing yet, and answer `404` for a transfer that then
+/// completed. Postgres only: the first request's commit is held back by another connection's
+/// lock on `transfers`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_naming_a_beneficiary_deleted_while_the_first_try_runs_replays_it() {
+    use sqlx::Connection;
+    let server = TestServer::start(tally_tests::http::Backend::Postgres).await;
+    let alice = server.user().await;
+    let account = server.open_account(&alice, "USD").await;
+    server.fund(&account, dec!(100)).await;
+    let saved = server
+        .post(
+            "/v1/beneficiaries",
+            Some(&alice.token),
+            json!({"name": "Ada Lovelace", "iban": "GB82 WEST 1234 5698 7654 32"}),
+        )
+        .await;
+    saved.assert_status(201);
+    let ada = saved.str("id");
+    let body = external_to(&account, &ada, "7");
+
+    let mut lock = sqlx::PgConnection::connect(&server.database_url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE transfers IN SHARE MODE").execute(&mut lock).await.unwrap();
+    // The first try, and meanwhile: the deletion, then the retry, then the lock let go.
+    let first = server.post_keyed("/v1/transfers", Some(&alice.token), "pay-ada", body.clone());
+    let meanwhile = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        server.delete(&format!("/v1/beneficiaries/{ada}"), Some(&alice.token), None).await.assert_status(204);
+        let retry = server.post_keyed("/v1/transfers", Some(&alice.token), "pay-ada", body);
+        let release = async {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            sqlx::raw_sql("ROLLBACK").execute(&mut lock).await.unwrap();
+        };
+        tokio::join!(retry, release).0
+    };
+    let (first, retry) = tokio::join!(first, meanwhile);
+    first.assert_status(202);
+    retry.assert_status(202);
+    assert_eq!(retry.body["id"], first.body["id"], "the retry replays the first try's transfer");
+    assert_eq!(server.position(&account).await, (dec!(100), dec!(7)), "one transfer held");
+    server.shutdown().await;
+}
