@@ -52,6 +52,22 @@ pub(crate) async fn recover(engine: &Engine) -> Result<RecoveryReport, StoreErro
     for transfer in unfinished {
         live.insert(transfer.id);
         if transfer.status == TransferStatus::Pending {
+            // An undo (a reject, a cancel, an expiry) releases the hold first and records the
+            // outcome after: a stop between the two leaves the transfer `pending` with nothing
+            // held. Which decision it was is not recorded, and the money may since have been
+            // spent, so it cannot stay pending: it ends `failed` (`INTERNAL`), having moved
+            // nothing. Executing it instead would credit money its source no longer holds.
+            let source = engine.account(transfer.source).await;
+            if source.is_ok_and(|source| source.position.hold_of(transfer.id).is_none()) {
+                let mut transfer = transfer;
+                transfer
+                    .transition(TransferStatus::Processing, engine.now())
+                    .map_err(|error| StoreError::Corrupt(format!("pending transfer {}: {error:?}", transfer.id)))?;
+                transfer.step = SagaStep::Released;
+                report.undone += 1;
+                work.push((transfer, Intent::Abandon));
+                continue;
+            }
             report.pending_kept += 1;
             // Its deadline was stored with it: an overdue one expires on the sweeper's first
             // tick after recovery, the others at their time (expiry.rs).

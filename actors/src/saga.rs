@@ -386,6 +386,20 @@ async fn drive(
                 return Ok(transfer.clone());
             }
             (TransferStatus::Pending, SagaStep::Held, Intent::Execute) => {
+                // The source must still hold the money: a later step's post of a hold that is
+                // not there counts as done (it is idempotent), so executing a pending transfer
+                // whose hold an interrupted undo released would credit money no one paid.
+                // Recovery ends such transfers (`recovery.rs`); this refuses one it could not.
+                let source = inner.accounts.read(transfer.source).await.map_err(|error| match error {
+                    CallError::Unavailable(unavailable) => TransferError::Unavailable(unavailable),
+                    other => TransferError::Internal(format!("reading the source answered {other:?}")),
+                })?;
+                if source.position.hold_of(transfer.id).is_none() {
+                    return Err(TransferError::Internal(format!(
+                        "pending transfer {} holds nothing at its source; not executed",
+                        transfer.id
+                    )));
+                }
                 transition(inner, transfer, TransferStatus::Processing)?;
                 record(inner, transfer)?;
             }
@@ -419,16 +433,19 @@ async fn drive(
                     amount: transfer.destination_amount,
                     currency: transfer.destination_currency,
                 };
-                // A destination that is only busy (its mailbox full, its actor restarting) fails
-                // a new transfer, whose client hears `503` and retries under its key, which
-                // the saga gives back. Any other saga has no such retry: an atomic batch's item
-                // (undone alone, it would break the batch's all or none), one an admin
-                // executes, one recovery drives on. Those wait for the destination, with the
-                // retry policy of forward-only steps; only a refusal undoes them.
+                // A destination that is only busy (its mailbox full) fails a new transfer,
+                // whose client hears `503` and retries under its key, which the saga gives
+                // back. Any other saga has no such retry: an atomic batch's item (undone
+                // alone, it would break the batch's all or none), one an admin executes, one
+                // recovery drives on. Those wait while the destination is busy, with the retry
+                // policy of forward-only steps (`BusyOnly`); a refusal, or a quarantined
+                // destination (refused until an operator releases it, which may never come),
+                // undoes them as before.
                 let credited = if key_may_go_back {
                     step(inner, transfer, transfer.destination, credit).await.map(|_| ())
                 } else {
-                    match driver::forward(inner, || step(inner, transfer, transfer.destination, credit)).await {
+                    let send = || async { step(inner, transfer, transfer.destination, credit).await.map_err(BusyOnly) };
+                    match driver::forward(inner, send).await {
                         Ok(()) => Ok(()),
                         Err(NotApplied::Refused(refusal)) => Err(refusal),
                         Err(NotApplied::Halted(halt)) => return Err(halt.into()),
@@ -490,6 +507,21 @@ async fn drive(
                     "saga cannot proceed from {status:?}/{step:?} with {intent:?}"
                 )));
             }
+        }
+    }
+}
+
+/// A credit's failure as `drive`'s wait reads it: only a destination that is busy
+/// (`Overloaded`) is waited for; a quarantined one, like a refusal, ends the wait.
+struct BusyOnly(CallError<AccountRejection>);
+
+impl driver::StepFailure for BusyOnly {
+    type Refusal = CallError<AccountRejection>;
+
+    fn refusal(self) -> Option<Self::Refusal> {
+        match self.0 {
+            CallError::Unavailable(Unavailable::Overloaded) => None,
+            other => Some(other),
         }
     }
 }

@@ -279,3 +279,63 @@ async fn an_fx_transfer_interrupted_between_any_two_steps_recovers_with_each_cur
         restarted.shutdown(Duration::from_secs(5)).await;
     }
 }
+
+fn manual_internal(engine: &Engine) {
+    engine.set_transfer_type(
+        TransferKind::Internal,
+        tally_engine::TransferTypeSettings {
+            execution_mode: tally_engine::ExecutionMode::Manual,
+            ..tally_engine::TransferTypeSettings::internal_default()
+        },
+    );
+}
+
+/// An undo of a pending transfer (a reject, a cancel, an expiry) releases the source's hold,
+/// then records the outcome. A crash between the two left the transfer `pending` with nothing
+/// held, and an admin's execute after the restart credited the destination while the source's
+/// post of the missing hold counted as done: money created. Recovery now ends such a transfer
+/// `failed` (it moved nothing, and which decision it was is not recorded), and an execute of a
+/// pending transfer whose source holds nothing is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_an_undos_release_and_its_outcome_ends_the_transfer_failed_and_creates_no_money() {
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::start(store.clone() as Arc<dyn Store>, EngineConfig::default()).await.unwrap();
+    let owner = UserId::from_u128(77);
+    let alice = engine.open_account(owner, Currency::USD, Decimal::ZERO).await.unwrap();
+    let bob = engine.open_account(owner, Currency::USD, Decimal::ZERO).await.unwrap();
+    engine.adjust(TransferKind::AdminCredit, alice.id, dec!(100), None, None, None).await.unwrap();
+    manual_internal(&engine);
+    let pending = engine.transfer(tally_tests::internal_request(&engine, &alice, &bob, dec!(30))).await.unwrap();
+    assert_eq!(pending.status, TransferStatus::Pending);
+    let other = engine.transfer(tally_tests::internal_request(&engine, &alice, &bob, dec!(20))).await.unwrap();
+
+    // The undo's first step, as its saga sends it (to the journal of the source's shard),
+    // made durable for both; the second one's outcome is then refused by a live execute, and
+    // the process dies before the first one's outcome was recorded.
+    let journal = engine.shard_of(alice.id.as_uuid());
+    for transfer in [&pending, &other] {
+        let release = tally_engine::AccountCommand::Release { transfer: transfer.id };
+        engine.accounts().command_on(alice.id, release, Some(journal)).await.unwrap();
+    }
+    engine.journals().barrier().await.unwrap();
+    let refused = engine.execute(other.id).await;
+    assert!(refused.is_err(), "a pending transfer whose source holds nothing is not executed: {refused:?}");
+    let alice_now = engine.account(alice.id).await.unwrap();
+    assert_eq!((alice_now.balance(), alice_now.held()), (dec!(100), dec!(0)));
+    assert_eq!(engine.account(bob.id).await.unwrap().balance(), dec!(0), "nothing credited");
+    engine.halt().await;
+
+    let restarted = Engine::start(store.clone() as Arc<dyn Store>, EngineConfig::default()).await.unwrap();
+    manual_internal(&restarted);
+    for transfer in [&pending, &other] {
+        let stored = restarted.load_transfer(transfer.id).await.unwrap().unwrap();
+        assert_eq!(stored.status, TransferStatus::Failed, "recovery ended it");
+        assert_eq!(stored.failure_reason, Some(tally_engine::ErrorCode::Internal));
+        assert!(restarted.execute(transfer.id).await.is_err(), "an ended transfer is not executed");
+    }
+    assert_eq!(restarted.account(alice.id).await.unwrap().balance(), dec!(100));
+    assert_eq!(restarted.account(bob.id).await.unwrap().balance(), dec!(0));
+    restarted.journals().barrier().await.unwrap();
+    assert_store_consistent(store.as_ref()).await;
+    restarted.shutdown(Duration::from_secs(5)).await;
+}

@@ -569,3 +569,47 @@ async fn steps_for_an_account_on_another_thread_and_their_answers_ride_the_inbox
     harness.assert_ledger_consistent().await;
     harness.shutdown().await;
 }
+
+/// An admin's execution waits while the destination is only busy, but not for a quarantined
+/// destination, which an operator may never release: the execute answers (the transfer fails
+/// and its hold is released, as before), instead of waiting until the quarantine ends with
+/// the transfer stuck `processing`, which neither its owner could cancel nor its deadline end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execute_towards_a_quarantined_destination_answers_and_moves_nothing() {
+    let mut config = EngineConfig::default();
+    config.actors.quarantine_restarts = 3;
+    let harness = Harness::start_with(config).await;
+    let engine = &harness.engine;
+    let alice = harness.open(Currency::USD).await;
+    let bob = harness.open(Currency::USD).await;
+    harness.fund(&alice, dec!(100)).await;
+    engine.set_transfer_type(
+        TransferKind::Internal,
+        tally_engine::TransferTypeSettings {
+            execution_mode: tally_engine::ExecutionMode::Manual,
+            ..tally_engine::TransferTypeSettings::internal_default()
+        },
+    );
+    let pending = engine.transfer(harness.request(&alice, &bob, dec!(10))).await.unwrap();
+    assert_eq!(pending.status, TransferStatus::Pending);
+
+    // Bob's actor keeps failing (a transfer from him panics at its hold): quarantined.
+    engine.faults().arm_panics(ActorKind::Account, 3);
+    assert!(engine.transfer(harness.request(&bob, &alice, dec!(1))).await.is_err());
+    engine.faults().disarm();
+    assert!(engine.accounts().is_quarantined(bob.id));
+
+    // A hang would show as this bound running out; the execute normally answers at once.
+    let executed = tokio::time::timeout(std::time::Duration::from_secs(30), engine.execute(pending.id))
+        .await
+        .expect("the execute answers while the destination stays quarantined");
+    assert!(executed.is_err(), "not executed: {executed:?}");
+    let stored = engine.load_transfer(pending.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, TransferStatus::Failed);
+    let alice_now = engine.account(alice.id).await.unwrap();
+    assert_eq!((alice_now.balance(), alice_now.held()), (dec!(100), dec!(0)), "the hold is released");
+    engine.release_account_quarantine(bob.id);
+    assert_eq!(harness.balance(&bob).await, dec!(0));
+    harness.assert_ledger_consistent().await;
+    harness.shutdown().await;
+}
