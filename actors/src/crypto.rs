@@ -255,6 +255,29 @@ impl Engine {
             None => self.store().deposit_by_tx_hash(tx_hash).await?.map(|loaded| loaded.value),
         };
         if let Some(existing) = self.newest(existing).await? {
+            // A repeat is the same report again. One that names another wallet or amount is
+            // not (a second output of one chain transaction, or a custodian's mistake): it is
+            // refused, so that someone sees it, rather than answered as a repeat while those
+            // coins are never credited.
+            let same_wallet = match &target {
+                DepositTarget::Wallet(id) => *id == existing.wallet,
+                DepositTarget::Address(address) => self
+                    .store()
+                    .wallet_profile_by_address(address)
+                    .await?
+                    .is_some_and(|profile| profile.wallet == existing.wallet),
+            };
+            if !same_wallet || amount != existing.asset_amount {
+                return Ok(Keyed::Answered(Err(CryptoError::Refused(
+                    ErrorCode::Conflict,
+                    format!(
+                        "tx_hash {tx_hash} was reported before for {} {} to wallet {}; a report of it for another wallet or amount is refused",
+                        existing.asset_amount,
+                        existing.asset.code(),
+                        existing.wallet
+                    ),
+                ))));
+            }
             if existing.status == CryptoOpStatus::Processing {
                 // An earlier report left it unfinished (its wallet was unavailable): finish it.
                 return Ok(Keyed::Answered(self.run_op(existing).await.map(|op| (op, false))));

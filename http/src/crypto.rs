@@ -586,9 +586,10 @@ pub async fn custodian_webhook(
                 _ => return Err(ApiError::field("address", "give exactly one of address and wallet_id")),
             };
             let amount_text = required("amount", &event.amount)?;
-            // Parsed as a plain decimal here; the wallet's asset scale is checked by the engine.
-            let amount = amount_text
-                .parse::<Decimal>()
+            // Parsed as a plain decimal here, exactly (more digits than a `Decimal` holds are
+            // refused, not rounded: `parse` would credit 0.999…9 with 29 nines as 1); the
+            // wallet's asset scale is checked by the engine.
+            let amount = Decimal::from_str_exact(amount_text)
                 .ok()
                 .filter(|_| amount_text.bytes().all(|byte| byte.is_ascii_digit() || byte == b'.'))
                 .ok_or_else(|| ApiError::field("amount", "must be a positive decimal string"))?;

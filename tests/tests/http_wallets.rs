@@ -116,13 +116,24 @@ async fn deposits_credit_once_per_tx_hash_and_need_a_valid_signature(server: Tes
     assert_eq!(first.body["operation"]["crypto_amount"], "0.50000000");
     assert_eq!(wallet_position(&server, &alice, &id).await, (dec!(0.5), dec!(0)));
 
-    // The same tx_hash again, even with another amount: nothing changes.
-    for amount in ["0.5", "7"] {
+    // The same report again (however the amount is written): a repeat, nothing changes.
+    for amount in ["0.5", "0.50000000"] {
         let again = deposit(&server, &address, amount, "tx-1").await;
         again.assert_status(200);
         assert_eq!(again.body["duplicate"], true, "{}", again.text);
         assert_eq!(again.body["operation"]["id"], first.body["operation"]["id"]);
     }
+    // The same tx_hash for another amount, or another wallet (a second output of one chain
+    // transaction, or a custodian's mistake), is not a repeat: refused, nothing changes.
+    deposit(&server, &address, "7", "tx-1").await.assert_problem(409, "CONFLICT");
+    let bob = server.user().await;
+    let bobs = open_wallet(&server, &bob, "BTC").await;
+    deposit(&server, &bobs.str("deposit_address"), "0.5", "tx-1").await.assert_problem(409, "CONFLICT");
+    signed(&server, json!({"event": "deposit", "wallet_id": bobs.str("id"), "amount": "0.5", "tx_hash": "tx-1"}))
+        .await
+        .assert_problem(409, "CONFLICT");
+    assert_eq!(wallet_position(&server, &bob, &bobs.str("id")).await, (dec!(0), dec!(0)));
+    assert_eq!(wallet_position(&server, &alice, &id).await, (dec!(0.5), dec!(0)));
     // Concurrent repeats of a new hash: one credit.
     let repeats = futures::future::join_all((0..8).map(|_| deposit(&server, &address, "0.25", "tx-2"))).await;
     assert!(repeats.iter().all(|reply| reply.status == 200));
@@ -154,6 +165,10 @@ async fn deposits_credit_once_per_tx_hash_and_need_a_valid_signature(server: Tes
     deposit(&server, &address, "-1", "tx-5").await.assert_problem(400, "VALIDATION_ERROR");
     deposit(&server, &address, "0", "tx-6").await.assert_problem(400, "VALIDATION_ERROR");
     deposit(&server, &address, "abc", "tx-7").await.assert_problem(400, "VALIDATION_ERROR");
+    // More digits than a decimal holds: refused, not rounded up to 1.
+    deposit(&server, &address, "0.99999999999999999999999999999", "tx-7b")
+        .await
+        .assert_problem(400, "VALIDATION_ERROR");
     deposit(&server, "tly1unknown", "1", "tx-8").await.assert_problem(404, "NOT_FOUND");
     signed(&server, json!({"event": "refund", "tx_hash": "tx-9"})).await.assert_problem(400, "VALIDATION_ERROR");
     signed(&server, json!({"event": "deposit", "address": address, "tx_hash": "tx-10"}))
