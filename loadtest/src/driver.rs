@@ -223,22 +223,34 @@ async fn transfer(
     };
     if retry {
         // The replay must answer the very same transfer with the same status.
-        // A node it cannot reach passes it on; a `503` ("nothing done, retry later": a cluster
+        // A node it cannot reach passes it on (to the next, at once); a `503` ("nothing done, retry later": a cluster
         // between owners, a full queue) or a `500` ("outcome unknown, retry under the same
         // key": a node that stalled past the request time-out) is retried after a pause, as a
         // client must, for up to `REPLAY_UNAVAILABLE_RETRIES` pauses.
+        // Every node unreachable in a row (one killed, one paused, one restarting: a cluster
+        // mid-failover) counts as one `503`, paused and retried too. Unreachable nodes were
+        // counted over the whole retry, so a replay that met a dead node, then `503`s, then a
+        // paused node gave up with the transport error though the cluster was recovering.
         let mut replay_node = node.next_node();
         let mut again = send(replay_node.clone()).await;
-        let mut unreachable = 1;
+        let mut unreachable = 0;
         let mut unavailable = 0;
         loop {
-            match &again {
-                Err(LoadError::Http(_)) if unreachable < node.nodes() => unreachable += 1,
-                Ok(answer) if matches!(answer.status, 500 | 503) && unavailable < REPLAY_UNAVAILABLE_RETRIES => {
-                    unavailable += 1;
-                    tokio::time::sleep(REPLAY_UNAVAILABLE_PAUSE).await;
+            let pause = match &again {
+                Err(LoadError::Http(_)) => {
+                    unreachable += 1;
+                    unreachable >= node.nodes()
                 }
+                Ok(answer) if matches!(answer.status, 500 | 503) => true,
                 _ => break,
+            };
+            if pause {
+                if unavailable >= REPLAY_UNAVAILABLE_RETRIES {
+                    break;
+                }
+                unavailable += 1;
+                unreachable = 0;
+                tokio::time::sleep(REPLAY_UNAVAILABLE_PAUSE).await;
             }
             replay_node = replay_node.next_node();
             again = send(replay_node.clone()).await;
