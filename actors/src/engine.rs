@@ -39,11 +39,22 @@ pub struct EngineConfig {
     /// journal's gap between admission and hard bound (300,000) covers 32,768 × 9. A saga's
     /// records all go to one journal, so the bound holds per journal.
     pub sagas_in_flight_max: usize,
+    /// Pending transfers past their deadline wait for `Engine::release_expiries` before they
+    /// expire. The server sets it: an expiry gives its amount back to the verification limits'
+    /// usage, which the server installs from the store after the engine has started; one that
+    /// ran before would be given back to nothing and, if its record was not yet durable when
+    /// the usage was read, stay counted as used for the rest of the month.
+    pub hold_expiries: bool,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { actors: ActorConfig::default(), journal: JournalConfig::default(), sagas_in_flight_max: 32_768 }
+        EngineConfig {
+            actors: ActorConfig::default(),
+            journal: JournalConfig::default(),
+            sagas_in_flight_max: 32_768,
+            hold_expiries: false,
+        }
     }
 }
 
@@ -173,6 +184,8 @@ pub(crate) struct EngineInner {
     pub(crate) pricing: crate::pricing::Pricing,
     pub(crate) shutting_down: AtomicBool,
     ready: AtomicBool,
+    /// Expiries wait while set (`EngineConfig::hold_expiries`, `Engine::release_expiries`).
+    pub(crate) expiries_held: AtomicBool,
     pub(crate) sagas_completed: AtomicU64,
     pub(crate) sagas_paused: AtomicU64,
     pub(crate) sagas_failed: AtomicU64,
@@ -358,6 +371,7 @@ impl Engine {
             pricing,
             shutting_down: AtomicBool::new(false),
             ready: AtomicBool::new(false),
+            expiries_held: AtomicBool::new(config.hold_expiries),
             sagas_completed: AtomicU64::new(0),
             sagas_paused: AtomicU64::new(0),
             sagas_failed: AtomicU64::new(0),
@@ -783,6 +797,11 @@ impl Engine {
         self.inner.ready.store(true, Ordering::SeqCst);
         tracing::info!(?report, "recovery done");
         Ok(report)
+    }
+
+    /// Lets pending transfers past their deadline expire (`EngineConfig::hold_expiries`).
+    pub fn release_expiries(&self) {
+        self.inner.expiries_held.store(false, Ordering::SeqCst);
     }
 
     /// True once recovery has finished.

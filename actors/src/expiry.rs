@@ -125,7 +125,7 @@ impl Engine {
                     return;
                 }
                 let engine = Engine { inner };
-                if !engine.is_ready() {
+                if !engine.is_ready() || engine.inner.expiries_held.load(std::sync::atomic::Ordering::SeqCst) {
                     continue;
                 }
                 let due = engine.inner.expiry.take_due(engine.now(), EXPIRIES_PER_TICK_MAX);

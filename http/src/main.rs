@@ -300,6 +300,8 @@ impl EngineStart {
                 std::process::exit(1);
             }
         }
+        // Only now may an overdue pending transfer expire: its give-back lands on the usage.
+        engine.release_expiries();
         if let Err(error) = state.set_engine_reading_limits(engine).await {
             tracing::error!(%error, "the verification limits could not be read; exiting");
             std::process::exit(1);
@@ -436,7 +438,8 @@ const SESSION_IDLE_SECS_MAX: u64 = 24 * 60 * 60;
 /// - `TALLY_FAULT_PANIC_EVERY`: fault injection for tests, e.g. `account=50,transfer_saga=200`
 ///   makes every 50th account handler and every 200th saga step panic. Off by default.
 fn engine_config_from_env() -> Result<(EngineConfig, Vec<(tally_actors::ActorKind, u32)>), String> {
-    let mut config = EngineConfig::default();
+    // Expiries wait until the verification limits' usage is installed (`EngineStart::start`).
+    let mut config = EngineConfig { hold_expiries: true, ..EngineConfig::default() };
     let number = |name: &str| -> Result<Option<u64>, String> {
         match std::env::var(name) {
             Ok(text) => text.trim().parse::<u64>().map(Some).map_err(|_| format!("{name} must be a whole number")),

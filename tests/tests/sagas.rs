@@ -613,3 +613,54 @@ async fn an_execute_towards_a_quarantined_destination_answers_and_moves_nothing(
     harness.assert_ledger_consistent().await;
     harness.shutdown().await;
 }
+
+/// With `hold_expiries` (the server's setting), a pending transfer past its deadline waits for
+/// `release_expiries`, which the server calls once the verification limits' usage is
+/// installed (an expiry gives its amount back to that usage); then it expires at the
+/// sweeper's next tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_expiries_wait_for_their_release_then_expire() {
+    let clock = std::sync::Arc::new(tally_tests::clock::ShiftedClock::default());
+    let store = std::sync::Arc::new(tally_persistence::MemoryStore::new());
+    let config = EngineConfig { hold_expiries: true, ..EngineConfig::default() };
+    let engine = tally_actors::Engine::start_with(
+        store.clone(),
+        config,
+        clock.clone(),
+        std::sync::Arc::new(tally_actors::RandomIds),
+    )
+    .await
+    .unwrap();
+    let owner = tally_engine::UserId::from_u128(5);
+    let alice = engine.open_account(owner, Currency::USD, rust_decimal::Decimal::ZERO).await.unwrap();
+    let bob = engine.open_account(owner, Currency::USD, rust_decimal::Decimal::ZERO).await.unwrap();
+    engine.adjust(TransferKind::AdminCredit, alice.id, dec!(100), None, None, None).await.unwrap();
+    engine.set_transfer_type(
+        TransferKind::Internal,
+        tally_engine::TransferTypeSettings {
+            execution_mode: tally_engine::ExecutionMode::Manual,
+            ..tally_engine::TransferTypeSettings::internal_default()
+        },
+    );
+    let request = tally_tests::internal_request(&engine, &alice, &bob, dec!(10));
+    let (pending, _) = engine.transfer_idempotent_expiring(request, None, Some(60)).await.unwrap();
+    assert_eq!(pending.status, TransferStatus::Pending);
+
+    clock.advance(std::time::Duration::from_secs(120));
+    // Several of the sweeper's ticks (`EXPIRY_TICK`, 250 ms) pass: it stays pending.
+    tokio::time::sleep(tally_actors::expiry::EXPIRY_TICK * 4).await;
+    assert_eq!(engine.load_transfer(pending.id).await.unwrap().unwrap().status, TransferStatus::Pending);
+
+    engine.release_expiries();
+    let mut status = TransferStatus::Pending;
+    for _ in 0..200 {
+        status = engine.load_transfer(pending.id).await.unwrap().unwrap().status;
+        if status != TransferStatus::Pending {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(status, TransferStatus::Expired);
+    assert_eq!(engine.account(alice.id).await.unwrap().held(), dec!(0));
+    engine.shutdown(std::time::Duration::from_secs(5)).await;
+}
