@@ -17,7 +17,7 @@ use tally_tests::on_both_stores;
 on_both_stores!(
     a_key_is_shown_once_listed_without_its_secret_and_deleted_at_once,
     a_key_opens_only_the_routes_of_its_scopes,
-    a_key_with_transfers_write_moves_money_without_step_up,
+    a_key_with_transfers_write_takes_step_up_to_make_and_then_moves_money_without_it,
     key_management_refuses_bad_input_and_missing_tokens,
     a_blocked_users_key_stops_working_at_once_and_works_again_when_unblocked,
 );
@@ -112,7 +112,7 @@ async fn a_key_opens_only_the_routes_of_its_scopes(server: TestServer) {
     server.shutdown().await;
 }
 
-async fn a_key_with_transfers_write_moves_money_without_step_up(server: TestServer) {
+async fn a_key_with_transfers_write_takes_step_up_to_make_and_then_moves_money_without_it(server: TestServer) {
     let user = server.user().await;
     let payee = server.user().await;
     let from = server.open_account(&user, "USD").await;
@@ -124,7 +124,37 @@ async fn a_key_with_transfers_write_moves_money_without_step_up(server: TestServ
     let code = code_at(&secret, step_of(server.clock.now()));
     server.post("/v1/users/me/mfa/totp/confirm", Some(&user.token), json!({"code": code})).await.assert_status(204);
     server.clock.advance(Duration::from_secs(30));
-    let writer = create_key(&server, &user, &["transfers:write", "transfers:read"]).await.str("key");
+    // Making a key that moves money takes the step-up a transfer takes: without it, a stolen
+    // bearer token could mint a key and move money past the second factor. A read-only key
+    // needs none.
+    let wants = json!({"name": "ci robot", "scopes": ["transfers:write", "transfers:read"]});
+    server.post("/v1/api-keys", Some(&user.token), wants.clone()).await.assert_problem(403, "STEP_UP_REQUIRED");
+    let wrong_type = tally_tests::mfa::step_up(&server, &user, &secret, "accounts.open").await;
+    let refused = server
+        .send(
+            server
+                .client
+                .post(server.url("/v1/api-keys"))
+                .bearer_auth(&user.token)
+                .header("x-step-up-token", &wrong_type)
+                .json(&wants),
+        )
+        .await;
+    refused.assert_problem(403, "STEP_UP_REQUIRED");
+    create_key(&server, &user, &["transfers:read"]).await;
+    let token = tally_tests::mfa::step_up(&server, &user, &secret, "transfers.create").await;
+    let made = server
+        .send(
+            server
+                .client
+                .post(server.url("/v1/api-keys"))
+                .bearer_auth(&user.token)
+                .header("x-step-up-token", &token)
+                .json(&wants),
+        )
+        .await;
+    made.assert_status(201);
+    let writer = made.str("key");
 
     let body = json!({"type": "internal", "source_account_id": from, "destination_account_id": to, "amount": "20.00"});
     let post = |body: &Value| {

@@ -22,6 +22,7 @@ use tally_tests::http::{PASSWORD, Reply, TestServer, TestUser};
 use tally_tests::on_both_stores;
 
 on_both_stores!(
+    a_login_racing_a_password_change_keeps_no_session,
     logout_refuses_the_sessions_access_and_refresh_tokens_at_once,
     sessions_are_listed_with_the_current_one_marked_and_deleting_one_ends_it,
     another_users_session_is_not_found_and_bad_ids_are_refused,
@@ -339,5 +340,51 @@ async fn an_idle_session_expires_by_the_clock_and_activity_keeps_it_alive(server
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(stored_reason.as_deref(), Some("idle"));
+    server.shutdown().await;
+}
+
+/// Logins with the old password keep arriving while the user changes it. A login that read
+/// the old password before the change stored the new one, and stored its session after the
+/// change ended the sessions it found, used to keep that session (for 30 days of refreshes):
+/// every access token such a login obtained must be refused once the change is done.
+async fn a_login_racing_a_password_change_keeps_no_session(server: TestServer) {
+    let user = server.user().await;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let obtained = std::sync::Mutex::new(Vec::new());
+    let login_loop = || async {
+        // A little past the change's answer, so that logins in flight then are counted too.
+        let mut after = 0;
+        while after < 4 {
+            if done.load(Ordering::SeqCst) {
+                after += 1;
+            }
+            let reply =
+                server.post("/v1/auth/login", None, json!({"identifier": user.email, "password": PASSWORD})).await;
+            if reply.status == 200 {
+                obtained.lock().unwrap().push(reply.str("access_token"));
+            }
+        }
+    };
+    let change = async {
+        // Soon, so that the change authenticates before the logins' sessions pass the per-user
+        // bound and end the oldest, its own; its two password hashes leave logins in flight.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let changed = server
+            .post(
+                "/v1/users/me/password",
+                Some(&user.token),
+                json!({"current_password": PASSWORD, "new_password": "An0ther!secret-entirely"}),
+            )
+            .await;
+        done.store(true, Ordering::SeqCst);
+        changed
+    };
+    let (changed, ..) = tokio::join!(change, login_loop(), login_loop(), login_loop(), login_loop());
+    changed.assert_status(204);
+    let obtained = obtained.into_inner().unwrap();
+    assert!(!obtained.is_empty(), "logins before the change succeeded");
+    for token in &obtained {
+        server.get("/v1/users/me", Some(token)).await.assert_problem(401, "UNAUTHENTICATED");
+    }
     server.shutdown().await;
 }

@@ -317,6 +317,7 @@ fn check_name(name: &str) -> Result<String, ApiError> {
     path = "/v1/api-keys",
     tag = "identity",
     request_body = CreateBody,
+    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed for a key with the transfers:write scope when the caller has TOTP on: a step-up token for transfers.create (POST /v1/auth/step-up). Such a key moves money without step-up, so making one needs the step-up a transfer would")),
     responses((status = 201, body = Created)),
     security(("bearer" = []))
 )]
@@ -324,10 +325,17 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     context: AuditContext,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
     let name = check_name(&body.name)?;
     let scopes = parse_scopes(&body.scopes)?;
+    // A key never steps up (API.md), so a key that may move money would let anyone holding
+    // the caller's bearer token move it without the second factor, for as long as the key
+    // lives: making one takes the step-up a transfer takes (docs/identity.md).
+    if scopes.contains(&Scope::TransfersWrite) {
+        super::stepup::require::<super::stepup::TransfersCreate>(&state, &headers, caller.user_id).await?;
+    }
     let identity = state.identity();
     let store = identity.protection.second_factor.store();
     if store.count_api_keys(caller.user_id).await? >= API_KEYS_PER_USER_MAX {

@@ -133,6 +133,14 @@ impl FailureLimiter {
     pub fn clear(&self, key: &str) {
         self.windows.remove(key);
     }
+
+    /// Takes back one failure of `key` (an attempt counted before it was judged, which then
+    /// succeeded: `LoginLimits::take_attempt`).
+    pub fn forgive_one(&self, key: &str) {
+        if let Some(mut entry) = self.windows.get_mut(key) {
+            entry.failures = entry.failures.saturating_sub(1);
+        }
+    }
 }
 
 /// The login limits: per identifier and per client ip.
@@ -167,10 +175,24 @@ impl LoginLimits {
         self.by_ip.record_failure(&ip.key(), now);
     }
 
+    /// `check`, then the attempt counted as a failure at once, before its password is
+    /// checked: a check that only counted failures once judged let concurrent attempts all
+    /// pass it while their passwords were being hashed (hundreds of guesses where five are
+    /// allowed). Check and count run with no await between them, so at most one attempt per
+    /// runtime thread can slip past the last place. A success takes its count back
+    /// (`record_success`).
+    pub fn take_attempt(&self, identifier: &str, ip: ClientIp, now: Timestamp) -> Result<(), ApiError> {
+        self.check(identifier, ip, now)?;
+        self.record_failure(identifier, ip, now);
+        Ok(())
+    }
+
     /// A success clears the identifier's count (its owner got in) but not the ip's: an
     /// attacker who also holds one account of their own cannot reset their spraying budget.
-    pub fn record_success(&self, identifier: &str) {
+    /// The ip's count loses only this attempt's own failure (`take_attempt`).
+    pub fn record_success(&self, identifier: &str, ip: ClientIp) {
         self.by_identifier.clear(identifier);
+        self.by_ip.forgive_one(&ip.key());
     }
 }
 
@@ -339,14 +361,33 @@ mod tests {
     fn a_success_clears_the_identifier_but_not_the_ip() {
         let limits = LoginLimits::default();
         let ip = ClientIp(Some(IpAddr::from([10, 0, 0, 1])));
-        for _ in 0..LOGIN_FAILURES_PER_IP_MAX {
-            limits.record_failure("victim", ip, NOW);
+        for n in 0..LOGIN_FAILURES_PER_IP_MAX - 1 {
+            limits.record_failure(&format!("sprayed-{n}"), ip, NOW);
         }
-        limits.record_success("victim");
+        limits.record_failure("victim", ip, NOW);
+        limits.by_ip.forgive_one(&ip.key());
+        // The last place: taken by an attempt that then succeeds, which gives back only its own.
+        limits.take_attempt("victim", ip, NOW).unwrap();
+        limits.record_success("victim", ip);
         assert!(limits.by_identifier.blocked_for("victim", NOW).is_none());
+        limits.check("someone-else", ip, NOW).unwrap();
+        limits.record_failure("someone-else", ip, NOW);
         let refused = limits.check("someone-else", ip, NOW).unwrap_err();
         assert_eq!(refused.code, ErrorCode::RateLimited);
         assert_eq!(refused.retry_after_secs, Some(LOGIN_FAILURE_WINDOW.as_secs() as u32));
+    }
+
+    #[test]
+    fn attempts_count_as_they_start_so_concurrent_ones_cannot_pass_the_bound() {
+        // Attempts whose passwords are still being checked hold their places: the sixth
+        // concurrent attempt on one identifier is refused before any was judged.
+        let limits = LoginLimits::default();
+        let ip = ClientIp(Some(IpAddr::from([10, 0, 0, 2])));
+        for _ in 0..LOGIN_FAILURES_PER_IDENTIFIER_MAX {
+            limits.take_attempt("target", ip, NOW).unwrap();
+        }
+        let refused = limits.take_attempt("target", ip, NOW).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::RateLimited);
     }
 
     #[test]

@@ -171,11 +171,9 @@ pub async fn login(
         identifier
     };
     let now = identity.now();
-    limits.check(&identifier, ip, now)?;
-    let refused = || {
-        limits.record_failure(&identifier, ip, now);
-        invalid_credentials()
-    };
+    // Counted as a failure now, before the password is checked; a success takes it back.
+    limits.take_attempt(&identifier, ip, now)?;
+    let refused = invalid_credentials;
     // No user has an address or password this long, so refuse without touching the store;
     // the answer is the same as for any wrong credentials.
     if body.identifier.chars().count() > tally_persistence::users::EMAIL_LENGTH_MAX
@@ -206,7 +204,7 @@ pub async fn login(
         record_in_background(identity, record(identity, &context, &Actor::anonymous(), event));
         return Err(ApiError::new(ErrorCode::Unauthenticated, "this user is blocked"));
     }
-    limits.record_success(&identifier);
+    limits.record_success(&identifier, ip);
     if let Some(challenge) = super::mfa::login_challenge(&state, user.id).await? {
         return Ok(challenge);
     }

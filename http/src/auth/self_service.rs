@@ -387,7 +387,7 @@ pub async fn reset_password(
         // Spent or replaced between the check and now (a concurrent reset).
         return Err(invalid_code());
     }
-    identity.protection.logins.record_success(&normalize_email(&user.email));
+    identity.protection.logins.by_identifier.clear(&normalize_email(&user.email));
     end_sessions(&state, user.id.as_uuid(), None, end_reason::PASSWORD_RESET, &actor, &context).await?;
     Ok(audited(StatusCode::NO_CONTENT.into_response()))
 }

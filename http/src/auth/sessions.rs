@@ -131,12 +131,23 @@ pub async fn start_session(state: &AppState, user: &User, client: ClientInfo) ->
         user_agent: client.user_agent.clone(),
     };
     identity.sessions.start_session(session_id, user.id, client.ip, client.user_agent).await?;
-    // An admin may have blocked the user since the caller read them: blocking ends the
-    // sessions it finds, and this one may have been stored just after. Look again.
-    let still_active = identity.users.user_by_id(user.id).await?.is_some_and(|user| user.status == UserStatus::Active);
+    // An admin may have blocked the user, or the password may have been reset or changed,
+    // since the caller read them: each ends the sessions it finds, and this one may have been
+    // stored just after. Look again. (A change stores the new password before it ends the
+    // sessions, so a login that verified the old one either is found by that, or finds here
+    // the password it verified gone.)
+    let current = identity.users.user_by_id(user.id).await?;
+    let still_active = current.as_ref().is_some_and(|current| current.status == UserStatus::Active);
     if !still_active {
         identity.sessions.terminate(session_id, reason::USER_BLOCKED).await?;
         return Err(ApiError::new(ErrorCode::Unauthenticated, "this user is blocked"));
+    }
+    if current.is_some_and(|current| current.password_hash != user.password_hash) {
+        identity.sessions.terminate(session_id, end_reason::PASSWORD_CHANGED).await?;
+        return Err(ApiError::new(
+            ErrorCode::InvalidCredentials,
+            "the password changed while signing in; sign in again",
+        ));
     }
     // Recorded before the tokens are handed out: a login the log does not show never got any.
     let event = Event::new("auth.login_succeeded")

@@ -268,23 +268,34 @@ impl<O: Operation> FromRequestParts<AppState> for StepUp<O> {
             return Ok(StepUp(PhantomData));
         }
         let caller = Caller::from_request_parts(parts, state).await?;
-        let identity = state.identity();
-        if !identity.protection.second_factor.totp_enabled(caller.user_id).await? {
-            return Ok(StepUp(PhantomData));
-        }
-        let token = parts.headers.get(STEP_UP_HEADER).and_then(|value| value.to_str().ok()).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::StepUpRequired,
-                format!("this operation needs an X-Step-Up-Token for operation type {}", O::TYPE),
-            )
-        })?;
-        if identity.protection.step_ups.authorises(token.trim(), caller.user_id, O::TYPE, identity.now()) {
-            Ok(StepUp(PhantomData))
-        } else {
-            Err(ApiError::new(
-                ErrorCode::StepUpRequired,
-                format!("the X-Step-Up-Token is invalid, expired, or not for operation type {}", O::TYPE),
-            ))
-        }
+        require::<O>(state, &parts.headers, caller.user_id).await?;
+        Ok(StepUp(PhantomData))
+    }
+}
+
+/// `StepUp<O>`'s check for a bearer caller, for a handler whose need depends on its body:
+/// passes if `user` has TOTP off, or `headers` carry a valid step-up token of theirs for `O`.
+pub(crate) async fn require<O: Operation>(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    user: UserId,
+) -> Result<(), ApiError> {
+    let identity = state.identity();
+    if !identity.protection.second_factor.totp_enabled(user).await? {
+        return Ok(());
+    }
+    let token = headers.get(STEP_UP_HEADER).and_then(|value| value.to_str().ok()).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::StepUpRequired,
+            format!("this operation needs an X-Step-Up-Token for operation type {}", O::TYPE),
+        )
+    })?;
+    if identity.protection.step_ups.authorises(token.trim(), user, O::TYPE, identity.now()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::StepUpRequired,
+            format!("the X-Step-Up-Token is invalid, expired, or not for operation type {}", O::TYPE),
+        ))
     }
 }
