@@ -251,12 +251,16 @@ impl JournalWriter for PgJournalWriter {
     /// On a cluster node only while the shard's row still names this writer's lease: once
     /// another node took it, that node carries the sequence on from the committed prefix, and
     /// a number at or past this batch's would wrongly say it committed (refused as fenced).
+    /// The same for a server that is not a cluster node (no fence values): only while no node
+    /// holds the shard. It used to be answered whatever the row named, so such a server whose
+    /// batch lost its answer while a node took the shards could count the node's commits as
+    /// its own and acknowledge records the store never held.
     async fn committed_seq(&mut self) -> Result<u64, StoreError> {
         let shard = self.shard;
         let result = match self.connection().await {
             Ok(connection) => sqlx::query_as::<_, (i64, bool)>(
                 "SELECT committed_seq,
-                        COALESCE(current_setting('tally.epoch', true), '') = ''
+                        (COALESCE(current_setting('tally.epoch', true), '') = '' AND owner IS NULL)
                         OR (owner IS NOT DISTINCT FROM current_setting('tally.owner', true)
                             AND epoch::TEXT = current_setting('tally.epoch', true))
                  FROM journal_shards WHERE shard = $1",

@@ -113,3 +113,26 @@ async fn a_node_that_lost_its_leases_can_never_commit_again() {
     let stored = checker.load_account(source.id).await.unwrap().unwrap().value;
     assert_eq!(stored.balance(), dec!(97.00), "only the transfers made before the take moved money");
 }
+
+/// A server that is no cluster node asks the store where its shard stands when a batch's
+/// answer was lost. While a node holds the shard, the answer is refused: that node carries the
+/// sequence on from the committed prefix, and its number would say the lost batch was in when
+/// it may not be. Answered regardless before, such a server could count a node's commits as
+/// its own and acknowledge records the store never held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_outside_the_cluster_cannot_read_a_shards_sequence_a_node_holds() {
+    let (store, url) = postgres::fresh_store("plainseq").await;
+    store.open_shards(1).await.unwrap();
+    let mut writers = Arc::clone(&store).journal_writers(0).await.unwrap();
+    let writer = writers.first_mut().expect("one writer");
+    assert_eq!(writer.committed_seq().await.unwrap(), 0, "nobody holds the shard: the sequence is the server's");
+
+    let node = ClusterStore::connect(&url, "n", "http://127.0.0.1:1", LEASE).await.unwrap();
+    node.heartbeat().await.unwrap();
+    node.take_all(1).await.unwrap().expect("nobody holds a lease");
+    let refused = writer.committed_seq().await;
+    assert!(
+        matches!(refused, Err(tally_persistence::StoreError::Corrupt(_))),
+        "a node holds the shard: refused, got {refused:?}"
+    );
+}

@@ -72,7 +72,9 @@ pub(super) fn parse_proof(auth: &str) -> Option<(i64, Vec<u8>)> {
 
 /// Whether a proof's time `t` is within the window of this node's clock.
 pub(super) fn fresh(t: i64) -> bool {
-    (unix_now() - t).abs() <= AUTH_WINDOW_SECS
+    // `t` comes from the request: `abs_diff` cannot overflow where `(now - t).abs()` could
+    // (a panic in a debug build, a wrapped "fresh" in a release one).
+    unix_now().abs_diff(t) <= AUTH_WINDOW_SECS.unsigned_abs()
 }
 
 /// The client address a peer vouches for, if `headers` carry a valid proof for this request.
@@ -183,5 +185,16 @@ mod tests {
         let stale = signed(secret, now - 3_600, "203.0.113.9:5000", "POST", "/v1/transfers");
         assert_eq!(vouched_client(secret, &stale, "POST", "/v1/transfers"), None);
         assert_eq!(vouched_client(secret, &HeaderMap::new(), "POST", "/v1/transfers"), None);
+    }
+
+    #[test]
+    fn a_proof_time_at_either_end_of_the_range_is_stale_not_an_overflow() {
+        // `t` is the client's: `now - t` overflowed for these (a panic in a debug build).
+        for t in [i64::MIN, i64::MIN + 1, i64::MAX, -1] {
+            assert!(!fresh(t), "{t}");
+        }
+        let now = unix_now();
+        assert!(fresh(now) && fresh(now - AUTH_WINDOW_SECS) && fresh(now + AUTH_WINDOW_SECS));
+        assert!(!fresh(now - AUTH_WINDOW_SECS - 2) && !fresh(now + AUTH_WINDOW_SECS + 2));
     }
 }
