@@ -129,30 +129,14 @@ async fn a_key_with_transfers_write_takes_step_up_to_make_and_then_moves_money_w
     // needs none.
     let wants = json!({"name": "ci robot", "scopes": ["transfers:write", "transfers:read"]});
     server.post("/v1/api-keys", Some(&user.token), wants.clone()).await.assert_problem(403, "STEP_UP_REQUIRED");
+    let stepped_up = |step_up_token: String| {
+        let request = server.client.post(server.url("/v1/api-keys")).bearer_auth(&user.token);
+        server.send(request.header("x-step-up-token", step_up_token).json(&wants))
+    };
     let wrong_type = tally_tests::mfa::step_up(&server, &user, &secret, "accounts.open").await;
-    let refused = server
-        .send(
-            server
-                .client
-                .post(server.url("/v1/api-keys"))
-                .bearer_auth(&user.token)
-                .header("x-step-up-token", &wrong_type)
-                .json(&wants),
-        )
-        .await;
-    refused.assert_problem(403, "STEP_UP_REQUIRED");
+    stepped_up(wrong_type).await.assert_problem(403, "STEP_UP_REQUIRED");
     create_key(&server, &user, &["transfers:read"]).await;
-    let token = tally_tests::mfa::step_up(&server, &user, &secret, "transfers.create").await;
-    let made = server
-        .send(
-            server
-                .client
-                .post(server.url("/v1/api-keys"))
-                .bearer_auth(&user.token)
-                .header("x-step-up-token", &token)
-                .json(&wants),
-        )
-        .await;
+    let made = stepped_up(tally_tests::mfa::step_up(&server, &user, &secret, "transfers.create").await).await;
     made.assert_status(201);
     let writer = made.str("key");
 
