@@ -140,6 +140,10 @@ impl VerifiedKey {
 pub struct ApiKeys {
     store: Arc<dyn MfaStore>,
     verified: DashMap<[u8; 32], VerifiedKey>,
+    /// Evictions so far (`forget_user`, `forget_hash`). `verify` caches what it read only if
+    /// none happened while it read: a key deleted, or its user blocked, between its read and
+    /// its insert would otherwise be put back and keep working until the cache was cleared.
+    evictions: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for ApiKeys {
@@ -154,7 +158,7 @@ fn invalid_key() -> ApiError {
 
 impl ApiKeys {
     pub fn new(store: Arc<dyn MfaStore>) -> ApiKeys {
-        ApiKeys { store, verified: DashMap::new() }
+        ApiKeys { store, verified: DashMap::new(), evictions: std::sync::atomic::AtomicU64::new(0) }
     }
 
     /// The owner and scopes of `key`, or `401`. A key of a blocked user is refused: checked
@@ -173,6 +177,7 @@ impl ApiKeys {
             return Ok(hit);
         }
         let hash = data_encoding::HEXLOWER.encode(&digest);
+        let evictions = self.evictions.load(std::sync::atomic::Ordering::SeqCst);
         let record = self.store.api_key_by_hash(&hash).await?.ok_or_else(invalid_key)?;
         let owner = users.user_by_id(record.user_id).await?;
         if owner.is_none_or(|owner| owner.status != tally_persistence::users::UserStatus::Active) {
@@ -186,6 +191,11 @@ impl ApiKeys {
             self.verified.clear();
         }
         self.verified.insert(digest, verified);
+        // An eviction since the read may have missed this entry (it was not there yet): undo
+        // the insert, so the next request reads the store again.
+        if self.evictions.load(std::sync::atomic::Ordering::SeqCst) != evictions {
+            self.verified.remove(&digest);
+        }
         Ok(verified)
     }
 }
@@ -194,6 +204,7 @@ impl ApiKeys {
     /// Evicts every cached key of `user` (an admin blocked them): their next request with a key
     /// goes to the store again and is refused there.
     pub fn forget_user(&self, user: UserId) {
+        self.evictions.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.verified.retain(|_, verified| verified.user != user);
     }
 
@@ -201,6 +212,7 @@ impl ApiKeys {
     /// deleted. A hash that is not one (never stored so) empties the cache rather than leave a
     /// deleted key working.
     fn forget_hash(&self, hash: &str) {
+        self.evictions.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         match data_encoding::HEXLOWER.decode(hash.as_bytes()).ok().and_then(|raw| <[u8; 32]>::try_from(raw).ok()) {
             Some(digest) => {
                 self.verified.remove(&digest);

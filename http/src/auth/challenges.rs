@@ -80,8 +80,24 @@ impl Challenges {
         Some(challenge)
     }
 
-    /// Settles one attempt: a right code consumes the session (single use, and of two
-    /// concurrent right answers only one gets `Accepted`); a wrong one spends an attempt.
+    /// The live session `id` with one of its attempts taken, before its code is checked
+    /// (`None` if it is gone, expired or out of attempts). Taken first, as `settle` used to
+    /// spend a wrong code's attempt only once the code was judged, concurrent codes on one
+    /// session all passed the bound while they were being checked.
+    pub fn begin(&self, id: Uuid, now: Timestamp) -> Option<Challenge> {
+        let mut entry = self.pending.get_mut(&id)?;
+        if entry.expires_micros <= now.as_micros() || entry.attempts_left == 0 {
+            drop(entry);
+            self.pending.remove(&id);
+            return None;
+        }
+        entry.attempts_left -= 1;
+        Some(entry.value().clone())
+    }
+
+    /// Settles an attempt `begin` took: a right code consumes the session (single use, and
+    /// of two concurrent right answers only one gets `Accepted`); a wrong one leaves it with
+    /// the attempts left, dropped at none.
     pub fn settle(&self, id: Uuid, correct: bool) -> Attempt {
         if correct {
             return match self.pending.remove(&id) {
@@ -89,13 +105,7 @@ impl Challenges {
                 None => Attempt::Refused { attempts_left: 0 },
             };
         }
-        let attempts_left = match self.pending.get_mut(&id) {
-            Some(mut challenge) => {
-                challenge.attempts_left = challenge.attempts_left.saturating_sub(1);
-                challenge.attempts_left
-            }
-            None => 0,
-        };
+        let attempts_left = self.pending.get(&id).map_or(0, |challenge| challenge.attempts_left);
         if attempts_left == 0 {
             self.pending.remove(&id);
         }
@@ -118,12 +128,23 @@ mod tests {
         let id = Uuid::new_v4();
         challenges.open(id, user, Purpose::Login, NOW).unwrap();
         for left in (1..CHALLENGE_ATTEMPTS_MAX).rev() {
+            assert!(challenges.begin(id, NOW).is_some());
             assert_eq!(challenges.settle(id, false), Attempt::Refused { attempts_left: left });
         }
+        assert!(challenges.begin(id, NOW).is_some());
         assert_eq!(challenges.settle(id, false), Attempt::Refused { attempts_left: 0 });
         assert!(challenges.get(id, NOW).is_none(), "dropped after the last wrong code");
 
+        // Attempts are taken as they begin: concurrent codes cannot pass the bound while they
+        // are being checked.
         challenges.open(id, user, Purpose::Login, NOW).unwrap();
+        for _ in 0..CHALLENGE_ATTEMPTS_MAX {
+            assert!(challenges.begin(id, NOW).is_some());
+        }
+        assert!(challenges.begin(id, NOW).is_none(), "no attempt left before any was judged");
+
+        challenges.open(id, user, Purpose::Login, NOW).unwrap();
+        assert!(challenges.begin(id, NOW).is_some());
         assert_eq!(challenges.settle(id, true), Attempt::Accepted);
         assert_eq!(challenges.settle(id, true), Attempt::Refused { attempts_left: 0 }, "single use");
 

@@ -119,6 +119,9 @@ impl SecondFactor {
         if let Some(wait) = self.failures.blocked_for(&key, now) {
             return Err(rate_limited("too many wrong codes; retry later", wait));
         }
+        // Counted as wrong now, before the code is checked, and given back if it is right: a
+        // count taken only once judged let concurrent codes all pass the check meanwhile.
+        self.failures.record_failure(&key, now);
         let accepted = if totp::is_code_shaped(code) {
             match self.store.totp(user).await? {
                 Some(record) if record.enabled => match totp::matching_step(&record.secret, code, now) {
@@ -132,8 +135,8 @@ impl SecondFactor {
         } else {
             false
         };
-        if !accepted {
-            self.failures.record_failure(&key, now);
+        if accepted {
+            self.failures.forgive_one(&key);
         }
         Ok(accepted)
     }
@@ -344,7 +347,7 @@ pub async fn verify(
     let now = identity.now();
     let challenge = second_factor
         .sessions
-        .get(id, now)
+        .begin(id, now)
         .filter(|challenge| challenge.purpose == Purpose::Login)
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "MFA session unknown, expired or already used"))?;
     let correct = second_factor.check_code(challenge.user, &body.code, Accept::TotpOrBackupCode, now).await?;

@@ -235,7 +235,7 @@ pub async fn verify(
     let challenge = protection
         .step_ups
         .sessions
-        .get(id, now)
+        .begin(id, now)
         .filter(|challenge| challenge.user == caller.user_id)
         .ok_or_else(|| ApiError::not_found("step-up session"))?;
     let Purpose::StepUp(operation) = challenge.purpose else { return Err(ApiError::not_found("step-up session")) };
