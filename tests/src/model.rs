@@ -2,7 +2,7 @@
 //! rules, written without actors, journal or engine types' methods, to check the real system
 //! against. If the two disagree, one of them is wrong.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use rust_decimal::Decimal;
 
@@ -130,8 +130,8 @@ pub struct ModelLedger {
     pub wallets: Vec<ModelWallet>,
     /// The settlement and FX clearing account of each crypto asset the model knows.
     pub settlement_accounts: HashMap<&'static str, usize>,
-    /// Deposit chain transactions already credited.
-    pub deposit_hashes: HashSet<String>,
+    /// Deposit chain transactions already credited: to which wallet, and how much.
+    pub deposit_hashes: HashMap<String, (usize, Decimal)>,
     /// Withdrawals waiting for the custodian: key to (wallet, amount).
     pub withdrawals: HashMap<u64, (usize, Decimal)>,
     /// AML flags raised: one per matched rule of every screened transfer.
@@ -433,17 +433,22 @@ impl ModelLedger {
     }
 
     /// A custodian reports `amount` arriving in `wallet` by chain transaction `tx_hash`: the
-    /// first report credits the wallet against the asset's settlement account, a repeat
-    /// changes nothing (whatever amount it names).
+    /// first report credits the wallet against the asset's settlement account, a repeat of
+    /// the same report changes nothing, and a report of a known hash for another wallet or
+    /// amount is refused (`CONFLICT`) and changes nothing either.
     pub fn deposit(&mut self, wallet: usize, amount: Decimal, tx_hash: &str) -> DepositOutcome {
-        if self.deposit_hashes.contains(tx_hash) {
-            return DepositOutcome::Repeat;
+        if let Some((first_wallet, first_amount)) = self.deposit_hashes.get(tx_hash) {
+            return if *first_wallet == wallet && *first_amount == amount {
+                DepositOutcome::Repeat
+            } else {
+                DepositOutcome::Rejected("CONFLICT")
+            };
         }
         let (asset, scale) = (self.wallets[wallet].asset, self.wallets[wallet].scale);
         if !Self::valid_amount(amount, scale) {
             return DepositOutcome::Rejected("VALIDATION_ERROR");
         }
-        self.deposit_hashes.insert(tx_hash.to_owned());
+        self.deposit_hashes.insert(tx_hash.to_owned(), (wallet, amount));
         self.wallets[wallet].balance += amount;
         self.accounts[self.settlement_accounts[asset]].balance -= amount;
         DepositOutcome::Credited

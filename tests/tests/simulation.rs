@@ -885,15 +885,23 @@ impl Sim {
     }
 
     /// A custodian deposit: mostly a fresh tx_hash, sometimes one already reported (to this
-    /// or another wallet), which must credit nothing.
+    /// or another wallet), which must credit nothing: the same report is a repeat, another
+    /// wallet or amount is refused.
     async fn deposit(&mut self) {
-        let index = self.wallet();
+        let mut index = self.wallet();
         let mut amount = self.asset_units(index);
         if self.rng.gen_ratio(1, 30) {
             amount += Decimal::new(1, self.wallets[index].asset.scale() + 1);
         }
         let tx_hash = if !self.tx_hashes.is_empty() && self.rng.gen_ratio(1, 4) {
-            self.tx_hashes[self.rng.gen_range(0..self.tx_hashes.len())].clone()
+            let hash = self.tx_hashes[self.rng.gen_range(0..self.tx_hashes.len())].clone();
+            // Half of them the same report again (a custodian's retry), the rest whatever came.
+            if self.rng.gen_ratio(1, 2)
+                && let Some((wallet, first)) = self.model.deposit_hashes.get(&hash)
+            {
+                (index, amount) = (*wallet, *first);
+            }
+            hash
         } else {
             let hash = format!("0x{:016x}{:08x}", self.seed, self.tx_hashes.len());
             self.tx_hashes.push(hash.clone());
