@@ -247,12 +247,21 @@ async fn run_batch(
             count,
         )
         .await;
+        // Made at most once: a batch stored under the older fingerprint has it on every item.
+        let mut legacy_print: Option<String> = None;
         for (index, found) in found.into_iter().enumerate() {
             if let Some(transfer) = found? {
                 let stored = transfer.idempotency.as_ref().map(|i| i.fingerprint.as_str());
-                let same = stored == Some(batch_print.as_str())
-                    || stored.is_some()
-                        && stored == Some(legacy_batch_fingerprint(atomic, &body.transfers, &planned)?.as_str());
+                let same = match stored {
+                    Some(stored) if stored == batch_print => true,
+                    Some(stored) => {
+                        if legacy_print.is_none() {
+                            legacy_print = Some(legacy_batch_fingerprint(atomic, &body.transfers, &planned)?);
+                        }
+                        legacy_print.as_deref() == Some(stored)
+                    }
+                    None => false,
+                };
                 if !same {
                     return Err(ApiError::from(TransferError::IdempotencyKeyReused));
                 }
