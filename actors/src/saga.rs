@@ -433,9 +433,9 @@ async fn drive(
                     amount: transfer.destination_amount,
                     currency: transfer.destination_currency,
                 };
-                // A destination that is only busy (its mailbox full) fails a new transfer,
-                // whose client hears `503` and retries under its key, which the saga gives
-                // back. Any other saga has no such retry: an atomic batch's item (undone
+                // A destination that is only busy (its mailbox full, or the store that loads it
+                // away for a moment) fails a new transfer, whose client hears `503` and
+                // retries under its key, which the saga gives back. Any other saga has no such retry: an atomic batch's item (undone
                 // alone, it would break the batch's all or none), one an admin executes, one
                 // recovery drives on. Those wait while the destination is busy, with the retry
                 // policy of forward-only steps (`BusyOnly`); a refusal, or a quarantined
@@ -511,8 +511,9 @@ async fn drive(
     }
 }
 
-/// A credit's failure as `drive`'s wait reads it: only a destination that is busy
-/// (`Overloaded`) is waited for; a quarantined one, like a refusal, ends the wait.
+/// A credit's failure as `drive`'s wait reads it: a destination that is busy (`Overloaded`)
+/// or could not be loaded (the store away for a moment) is waited for; a quarantined one, like
+/// a refusal, ends the wait.
 struct BusyOnly(CallError<AccountRejection>);
 
 impl driver::StepFailure for BusyOnly {
@@ -520,7 +521,7 @@ impl driver::StepFailure for BusyOnly {
 
     fn refusal(self) -> Option<Self::Refusal> {
         match self.0 {
-            CallError::Unavailable(Unavailable::Overloaded) => None,
+            CallError::Unavailable(Unavailable::Overloaded | Unavailable::Store(_)) => None,
             other => Some(other),
         }
     }
