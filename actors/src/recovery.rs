@@ -55,10 +55,14 @@ pub(crate) async fn recover(engine: &Engine) -> Result<RecoveryReport, StoreErro
             // An undo (a reject, a cancel, an expiry) releases the hold first and records the
             // outcome after: a stop between the two leaves the transfer `pending` with nothing
             // held. Which decision it was is not recorded, and the money may since have been
-            // spent, so it cannot stay pending: it ends `failed` (`INTERNAL`), having moved
-            // nothing. Executing it instead would credit money its source no longer holds.
+            // spent, so it must never be executed (that would credit money its source no
+            // longer holds). Past its deadline it stays pending for the sweeper, which expires
+            // it as it would have (its release finds nothing to release): the usual case, an
+            // expiry cut short. Before its deadline it ends `failed` (`INTERNAL`), having moved
+            // nothing: an admin's reject or a cancel cut short, never acknowledged.
             let source = engine.account(transfer.source).await;
-            if source.is_ok_and(|source| source.position.hold_of(transfer.id).is_none()) {
+            let overdue = transfer.pending_expires_at.is_some_and(|at| at <= engine.now());
+            if !overdue && source.is_ok_and(|source| source.position.hold_of(transfer.id).is_none()) {
                 let mut transfer = transfer;
                 transfer
                     .transition(TransferStatus::Processing, engine.now())

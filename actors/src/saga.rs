@@ -415,9 +415,10 @@ async fn drive(
                 // Interrupted by a restart before it could complete; no money moved.
                 // An FX clearing hold may outlive the source's release if the crash fell
                 // between the two; releasing again is a no-op otherwise.
+                // Only recovery abandons, and no caller waits: the answer is the failed transfer.
                 release(inner, transfer).await?;
                 finish(inner, transfer, TransferStatus::Failed, Some(ErrorCode::Internal), audit).await?;
-                return Err(TransferError::Unavailable(Unavailable::Overloaded));
+                return Ok(transfer.clone());
             }
             (TransferStatus::Processing, SagaStep::Held, _) => {
                 if transfer.is_fx() {

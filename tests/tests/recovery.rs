@@ -339,3 +339,52 @@ async fn a_crash_between_an_undos_release_and_its_outcome_ends_the_transfer_fail
     assert_store_consistent(store.as_ref()).await;
     restarted.shutdown(Duration::from_secs(5)).await;
 }
+
+/// The same cut in an expiry (the usual undo: the sweeper's): a pending transfer past its
+/// deadline whose release was durable and whose `expired` record was not. Recovery leaves it
+/// pending for the sweeper, which expires it as it would have; it is never executed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_cut_between_its_release_and_its_outcome_ends_expired_after_the_restart() {
+    let clock = Arc::new(tally_tests::clock::ShiftedClock::default());
+    let store = Arc::new(MemoryStore::new());
+    let start = |clock: Arc<tally_tests::clock::ShiftedClock>| {
+        let store = store.clone() as Arc<dyn Store>;
+        async move {
+            Engine::start_with(store, EngineConfig::default(), clock, Arc::new(tally_actors::RandomIds)).await.unwrap()
+        }
+    };
+    let engine = start(clock.clone()).await;
+    let owner = UserId::from_u128(78);
+    let alice = engine.open_account(owner, Currency::USD, Decimal::ZERO).await.unwrap();
+    let bob = engine.open_account(owner, Currency::USD, Decimal::ZERO).await.unwrap();
+    engine.adjust(TransferKind::AdminCredit, alice.id, dec!(100), None, None, None).await.unwrap();
+    manual_internal(&engine);
+    let request = tally_tests::internal_request(&engine, &alice, &bob, dec!(30));
+    let (pending, _) = engine.transfer_idempotent_expiring(request, None, Some(60)).await.unwrap();
+    assert_eq!(pending.status, TransferStatus::Pending);
+    let journal = engine.shard_of(alice.id.as_uuid());
+    let release = tally_engine::AccountCommand::Release { transfer: pending.id };
+    engine.accounts().command_on(alice.id, release, Some(journal)).await.unwrap();
+    engine.journals().barrier().await.unwrap();
+    engine.halt().await;
+
+    clock.advance(Duration::from_secs(120));
+    let restarted = start(clock.clone()).await;
+    manual_internal(&restarted);
+    assert!(restarted.execute(pending.id).await.is_err(), "a pending transfer holding nothing is not executed");
+    let mut stored = restarted.load_transfer(pending.id).await.unwrap().unwrap();
+    for _ in 0..200 {
+        if stored.status != TransferStatus::Pending {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        stored = restarted.load_transfer(pending.id).await.unwrap().unwrap();
+    }
+    assert_eq!(stored.status, TransferStatus::Expired, "the sweeper finished the expiry");
+    let alice_now = restarted.account(alice.id).await.unwrap();
+    assert_eq!((alice_now.balance(), alice_now.held()), (dec!(100), dec!(0)));
+    assert_eq!(restarted.account(bob.id).await.unwrap().balance(), dec!(0));
+    restarted.journals().barrier().await.unwrap();
+    assert_store_consistent(store.as_ref()).await;
+    restarted.shutdown(Duration::from_secs(5)).await;
+}
