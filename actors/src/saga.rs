@@ -436,17 +436,25 @@ async fn drive(
                 };
                 // A destination that is only busy (its mailbox full, or the store that loads it
                 // away for a moment) fails a new transfer, whose client hears `503` and
-                // retries under its key, which the saga gives back. Any other saga has no such retry: an atomic batch's item (undone
-                // alone, it would break the batch's all or none), one an admin executes, one
-                // recovery drives on. Those wait while the destination is busy, with the retry
-                // policy of forward-only steps (`BusyOnly`); a refusal, or a quarantined
-                // destination (refused until an operator releases it, which may never come),
-                // undoes them as before.
+                // retries under its key, which the saga gives back. Any other saga has no such
+                // retry: an atomic batch's item (undone alone, it would break the batch's all
+                // or none), one an admin executes, one recovery drives on. Those wait while the
+                // destination is busy, with the retry policy of forward-only steps
+                // (`BusyOnly`); a refusal undoes them as before. A quarantined destination
+                // (refused until an operator releases it, which may never come) undoes an
+                // execute or a recovered saga, which stand alone, but not an atomic batch's
+                // item (`Run` begun past step 1): the batch is past the pivot its items share,
+                // so the item waits for the release like any forward-only step.
                 let credited = if key_may_go_back {
                     step(inner, transfer, transfer.destination, credit).await.map(|_| ())
                 } else {
-                    let send = || async { step(inner, transfer, transfer.destination, credit).await.map_err(BusyOnly) };
-                    match driver::forward(inner, send).await {
+                    let send = || step(inner, transfer, transfer.destination, credit);
+                    let waited = if matches!(intent, Intent::Run { .. }) {
+                        driver::forward(inner, send).await
+                    } else {
+                        driver::forward(inner, || async { send().await.map_err(BusyOnly) }).await
+                    };
+                    match waited {
                         Ok(()) => Ok(()),
                         Err(NotApplied::Refused(refusal)) => Err(refusal),
                         Err(NotApplied::Halted(halt)) => return Err(halt.into()),

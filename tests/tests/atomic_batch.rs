@@ -145,6 +145,73 @@ async fn a_batch_larger_than_the_admission_bound_is_admitted_whole_and_its_items
     harness.shutdown().await;
 }
 
+/// The same for a destination quarantined between the phases (its actor kept panicking): an
+/// item undone after the intent was durable would break the batch's all or none, so phase 3
+/// waits for the quarantine to be released, and the batch completes whole. (A single
+/// transfer, or an admin's execute, is answered instead: nothing shared stands on them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_quarantined_between_the_phases_is_waited_for_and_the_batch_completes_whole() {
+    let mut config = EngineConfig::default();
+    config.actors.quarantine_restarts = 3;
+    let harness = Harness::start_with(config).await;
+    let engine = &harness.engine;
+    let alice = harness.open(Currency::USD).await;
+    let carol = harness.open(Currency::USD).await;
+    let bob = harness.open(Currency::USD).await;
+    harness.fund(&alice, dec!(100)).await;
+    harness.fund(&carol, dec!(100)).await;
+    // Both items credit bob, so phase 3 sends account messages to bob alone until a credit
+    // is taken: the panics armed below all land on his actor.
+    let items = vec![
+        BatchItem { request: harness.request(&alice, &bob, dec!(10)), key: None },
+        BatchItem { request: harness.request(&carol, &bob, dec!(5)), key: None },
+    ];
+    // Phase 1 runs; the intent waits for the store.
+    harness.store.set_commits_available(false);
+    let batch = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.transfer_batch_atomic(items).await })
+    };
+    for _ in 0..200 {
+        if engine.account(carol.id).await.unwrap().position.held == dec!(5) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(engine.account(alice.id).await.unwrap().position.held, dec!(10), "phase 1 done");
+    assert_eq!(engine.account(carol.id).await.unwrap().position.held, dec!(5), "phase 1 done");
+
+    // Bob's actor panics on its next three messages, phase 3's credits: quarantined.
+    engine.faults().arm_panics(ActorKind::Account, 3);
+    harness.store.set_commits_available(true);
+    for _ in 0..500 {
+        if engine.accounts().is_quarantined(bob.id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    engine.faults().disarm();
+    assert!(engine.accounts().is_quarantined(bob.id));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!batch.is_finished(), "phase 3 waits for bob");
+    engine.release_account_quarantine(bob.id);
+    let AtomicBatch::Ran(results) =
+        tokio::time::timeout(Duration::from_secs(30), batch).await.expect("the batch ends").unwrap().unwrap()
+    else {
+        panic!("the batch ran")
+    };
+    for result in &results {
+        assert_eq!(result.as_ref().map(|t| t.status).ok(), Some(TransferStatus::Completed), "{results:?}");
+    }
+    assert_eq!(harness.balance(&alice).await, dec!(90));
+    assert_eq!(harness.balance(&carol).await, dec!(95));
+    assert_eq!(harness.balance(&bob).await, dec!(15));
+    assert_eq!(engine.account(alice.id).await.unwrap().position.held, dec!(0));
+    assert_eq!(engine.account(carol.id).await.unwrap().position.held, dec!(0));
+    harness.assert_ledger_consistent().await;
+    harness.shutdown().await;
+}
+
 /// Phase 3 credits a destination that admitted the credit in phase 1, so a destination that
 /// is only busy then (its mailbox full while its thread is occupied) is waited for: the batch
 /// still completes whole. Before, that item's saga took the busy answer as a refusal, undid
