@@ -16,7 +16,8 @@
 //! before the store and so finds one whose records are still queued.
 //!
 //! A refusal at or before an operation's pivot is compensated (the holds placed so far are
-//! released) and the operation ends `failed`; after the pivot the saga only goes forward,
+//! released) and the operation ends `failed` (without its key if the refusal was an actor
+//! unavailable: the client heard `503` and retries); after the pivot the saga only goes forward,
 //! retrying a leg that is unavailable. One exception: a deposit whose wallet leg is merely
 //! *unavailable* (overloaded, restarting, quarantined) is left `processing` and the webhook
 //! answers 503: the custodian retries, and the retry (same `tx_hash`) resumes the same
@@ -379,9 +380,23 @@ impl Engine {
             return Err(CryptoError::NotFound);
         }
         let wanted = if confirmed { CryptoOpStatus::Completed } else { CryptoOpStatus::Failed };
+        // An answer whose saga stopped short (the journal full between two records: the
+        // custodian heard `503`) left the withdrawal `processing`; we hold its claim, so no
+        // saga runs on it now. The same answer again resumes it, as recovery would: a confirm
+        // recorded its `tx_hash` past the hold, a failure recorded step 0 (`Mode::Undo`).
+        let interrupted = |op: &CryptoOp| match (op.step >= 1 && op.tx_hash.is_some(), confirmed) {
+            (true, true) => op.tx_hash.as_deref() == Some(tx_hash.as_str()),
+            (false, false) => true,
+            _ => false,
+        };
         match op.status {
             status if status == wanted => return Ok(op),
             CryptoOpStatus::Pending => {}
+            CryptoOpStatus::Processing if interrupted(&op) => {
+                // An interrupted failure goes back to the hold it releases (release is
+                // idempotent).
+                op.step = op.step.max(1);
+            }
             status => {
                 return Err(CryptoError::Refused(
                     ErrorCode::Conflict,
@@ -514,12 +529,14 @@ impl Engine {
         let result = self.idempotent(&[CryptoOpKind::Buy, CryptoOpKind::Sell], key, build).await;
         let taken = taken.lock().ok().and_then(|mut slot| slot.take());
         if let (Err(error), Some(quote)) = (&result, taken)
-            && !matches!(error, CryptoError::Failed(..))
+            && !matches!(error, CryptoError::Failed(_, code) if !matches!(code, ErrorCode::Overloaded | ErrorCode::Quarantined))
             && quote.expires_at > now
         {
             // Refused before any money moved (no account, wrong currency, no funds, store
-            // unavailable): the quote may still be used, as before this attempt. An order that
-            // ran, completed or failed, used it up: a quote buys one order.
+            // unavailable), or failed because an actor was unavailable (`503`: its key was
+            // given back for the retry): the quote may still be used, as before this attempt.
+            // An order that ran, completed or failed for a reason, used it up: a quote buys
+            // one order.
             self.inner.crypto.quotes.insert(quote_id, quote);
         }
         result
@@ -896,8 +913,17 @@ async fn drive(inner: &EngineInner, mut op: CryptoOp, mode: Mode) -> Result<Cryp
                 Err(error) => {
                     let code = match error {
                         LegError::Refused(code) => code,
-                        LegError::Unavailable(Unavailable::Quarantined) => ErrorCode::Quarantined,
-                        LegError::Unavailable(_) => ErrorCode::Overloaded,
+                        LegError::Unavailable(unavailable) => {
+                            // Only a client's request runs these legs forward (recovery
+                            // undoes an operation at or before its pivot), and it hears `503`:
+                            // its key goes back, so a retry runs afresh instead of replaying
+                            // the `503` for ever (as a transfer's does, `saga::give_key_back`).
+                            op.idempotency = None;
+                            match unavailable {
+                                Unavailable::Quarantined => ErrorCode::Quarantined,
+                                _ => ErrorCode::Overloaded,
+                            }
+                        }
                     };
                     let step = op.step;
                     let failed = compensate(inner, op, step, Some(code)).await?;

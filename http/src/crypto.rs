@@ -353,7 +353,7 @@ pub struct OrderBody {
     path = "/v1/crypto/orders",
     tag = "crypto",
     request_body = OrderBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time; a different body is 409 IDEMPOTENCY_KEY_REUSED")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time; a different body is 409 IDEMPOTENCY_KEY_REUSED. A 503 that moved no money (the wallet or account unavailable) keeps neither the key nor the quote: a retry under it runs afresh")),
     responses((status = 201, body = CryptoOpView)),
     security(("bearer" = []))
 )]
@@ -425,7 +425,7 @@ pub struct WithdrawalBody {
     path = "/v1/crypto/withdrawals",
     tag = "crypto",
     request_body = WithdrawalBody,
-    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for this operation type (POST /v1/auth/step-up)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time; a different body is 409 IDEMPOTENCY_KEY_REUSED")),
+    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for this operation type (POST /v1/auth/step-up)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time; a different body is 409 IDEMPOTENCY_KEY_REUSED. A 503 that moved no money (the wallet unavailable) keeps no key: a retry under it runs afresh")),
     responses((status = 202, description = "Held, pending the custodian", body = CryptoOpView)),
     security(("bearer" = []))
 )]

@@ -118,6 +118,9 @@ impl_for_connections! {
                          $15, $16, $17, $18, $19, $20, $21, $22)
                      ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, step = EXCLUDED.step,
                          tx_hash = EXCLUDED.tx_hash, failure_reason = EXCLUDED.failure_reason,
+                         idempotency_scope = EXCLUDED.idempotency_scope,
+                         idempotency_key = EXCLUDED.idempotency_key,
+                         idempotency_fingerprint = EXCLUDED.idempotency_fingerprint,
                          updated_at = EXCLUDED.updated_at, seq = EXCLUDED.seq"
                 ))
                 .bind(Id(op.id.as_uuid()))

@@ -201,3 +201,51 @@ async fn a_deposit_interrupted_after_its_settlement_hold_is_credited() {
     assert_store_consistent(harness.store.as_ref()).await;
     engine.shutdown(std::time::Duration::from_secs(5)).await;
 }
+
+/// A custodian's answer whose saga stopped short without a restart (the journal full between
+/// two records: the custodian heard `503`) leaves the withdrawal `processing`. The same answer
+/// again resumes it, as recovery would; the other answer is refused. It was `409` until the
+/// next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custodians_answer_cut_short_is_resumed_by_its_retry() {
+    let harness = Harness::start().await;
+    let engine = &harness.engine;
+    let owner = harness.user();
+    let (profile, _) = engine.open_customer_wallet(owner, Currency::BTC).await.unwrap();
+    engine.deposit(DepositTarget::Address(profile.deposit_address.clone()), dec!(1), "tx-in".into()).await.unwrap();
+    let withdraw = |amount| engine.withdraw(owner, profile.wallet, amount, "bc1dest".into(), None);
+    let (confirmed, _) = withdraw(dec!(0.4)).await.unwrap();
+    let (failed, _) = withdraw(dec!(0.1)).await.unwrap();
+    assert_eq!(wallet_figures(engine, profile.wallet, Currency::BTC).await, (dec!(1), dec!(0.5)));
+
+    // Each answer's first record, as its saga appends it, and nothing after.
+    let cut = |op: &CryptoOp, step: u32| {
+        let mut op = op.clone();
+        (op.status, op.step, op.tx_hash) = (CryptoOpStatus::Processing, step, Some("tx-out".into()));
+        let journal = engine.journals().shard(engine.shard_of(op.id.as_uuid())).clone();
+        journal.append(Record::CryptoOp(Box::new(op))).unwrap();
+    };
+    cut(&confirmed, 1);
+    cut(&failed, 0);
+    engine.journals().barrier().await.unwrap();
+
+    // The other answer, or a confirm under another hash, is refused.
+    for (id, confirm, hash) in
+        [(confirmed.id, false, "tx-out"), (confirmed.id, true, "tx-other"), (failed.id, true, "tx-out")]
+    {
+        let refused = engine.settle_withdrawal(id, confirm, hash.into()).await;
+        assert!(matches!(refused, Err(tally_actors::CryptoError::Refused(ErrorCode::Conflict, _))), "{refused:?}");
+    }
+    let settled = engine.settle_withdrawal(confirmed.id, true, "tx-out".into()).await.unwrap();
+    assert_eq!(settled.status, CryptoOpStatus::Completed);
+    let released = engine.settle_withdrawal(failed.id, false, "tx-out".into()).await.unwrap();
+    assert_eq!(released.status, CryptoOpStatus::Failed);
+    assert_eq!(wallet_figures(engine, profile.wallet, Currency::BTC).await, (dec!(0.6), dec!(0)));
+    // Repeats answer what was applied.
+    assert_eq!(engine.settle_withdrawal(confirmed.id, true, "tx-out".into()).await.unwrap().status, settled.status);
+    assert_eq!(engine.settle_withdrawal(failed.id, false, "tx-out".into()).await.unwrap().status, released.status);
+    engine.journals().barrier().await.unwrap();
+    let sums = assert_store_consistent(harness.store.as_ref()).await;
+    assert_eq!(sums[&Currency::BTC], Decimal::ZERO);
+    harness.shutdown().await;
+}

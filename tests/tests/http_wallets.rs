@@ -487,11 +487,45 @@ async fn an_order_whose_wallet_leg_fails_releases_the_fiat_hold(server: TestServ
     assert_eq!(wallet_position(&server, &alice, &btc).await, (dec!(0), dec!(0)));
     let fx = server.engine.account(tally_engine::system_accounts::fx_clearing(Currency::BTC)).await.unwrap();
     assert_eq!((fx.balance(), fx.held()), (dec!(0), dec!(0)), "the FX clearing hold was released too");
-    // The order is recorded failed; a replay answers the same failure.
+    // The order is recorded failed without its key, and its quote is not used up: the client's
+    // retry under the same key runs afresh (it does not replay the `503` for ever), once.
+    let retry = server.post_keyed("/v1/crypto/orders", Some(&alice.token), "fault-1", body.clone()).await;
+    retry.assert_status(201);
+    assert_eq!(retry.str("status"), "completed");
+    let (paid, bought) = (server.position(&usd).await, wallet_position(&server, &alice, &btc).await);
+    assert!(paid.0 < dec!(500) && paid.1.is_zero() && bought.0 > dec!(0) && bought.1.is_zero(), "{paid:?} {bought:?}");
     let replay = server.post_keyed("/v1/crypto/orders", Some(&alice.token), "fault-1", body).await;
-    assert_eq!(replay.status, 503, "{}", replay.text);
-    assert_eq!(replay.body["code"], failed.body["code"]);
-    assert_eq!(server.position(&usd).await, (dec!(500.00), dec!(0)));
+    replay.assert_status(201);
+    assert_eq!(replay.str("id"), retry.str("id"));
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
+    assert_eq!(server.position(&usd).await, paid, "paid once");
+    assert_eq!(wallet_position(&server, &alice, &btc).await, bought);
+    server.shutdown().await;
+}
+
+async fn a_withdrawal_refused_as_unavailable_gives_its_key_back(server: TestServer) {
+    let alice = server.user().await;
+    let opened = open_wallet(&server, &alice, "ETH").await;
+    let (id, address) = (opened.str("id"), opened.str("deposit_address"));
+    deposit(&server, &address, "2", "0xfund-busy").await.assert_status(200);
+    let body = json!({"wallet_id": id, "amount": "0.5", "address": "0xdestination"});
+
+    // The wallet actor panics on every message: the withdrawal's hold cannot be placed.
+    server.engine.faults().arm_panics(ActorKind::Wallet, 1_000);
+    let refused = server.post_keyed("/v1/crypto/withdrawals", Some(&alice.token), "w-busy", body.clone()).await;
+    assert_eq!(refused.status, 503, "{}", refused.text);
+    server.engine.faults().disarm();
+    server.engine.release_wallet_quarantine(WalletId::from_uuid(uuid::Uuid::parse_str(&id).unwrap()));
+    assert_eq!(wallet_position(&server, &alice, &id).await, (dec!(2), dec!(0)), "nothing held");
+
+    // The retry under the same key runs afresh: held once, and replayed after.
+    let held = server.post_keyed("/v1/crypto/withdrawals", Some(&alice.token), "w-busy", body.clone()).await;
+    held.assert_status(202);
+    assert_eq!(held.str("status"), "pending");
+    let replay = server.post_keyed("/v1/crypto/withdrawals", Some(&alice.token), "w-busy", body).await;
+    replay.assert_status(202);
+    assert_eq!(replay.str("id"), held.str("id"));
+    assert_eq!(wallet_position(&server, &alice, &id).await, (dec!(2), dec!(0.5)), "held once");
     server.shutdown().await;
 }
 
@@ -517,6 +551,7 @@ tally_tests::on_both_stores!(
     wallets_open_one_per_asset_and_refuse_bad_input,
     deposits_credit_once_per_tx_hash_and_need_a_valid_signature,
     withdrawals_are_held_until_the_custodian_confirms_or_fails_them,
+    a_withdrawal_refused_as_unavailable_gives_its_key_back,
     buy_and_sell_move_fiat_and_crypto_through_fx_clearing,
     an_order_whose_wallet_leg_fails_releases_the_fiat_hold,
     a_deposit_whose_wallet_is_unavailable_is_finished_by_the_custodians_retry,
