@@ -63,7 +63,8 @@ pub struct ProblemDoc {
         title = "Tally",
         description = "A transaction engine for money. Amounts are strings at the currency's scale; \
                        every error is application/problem+json; money-moving POSTs take an \
-                       Idempotency-Key. A request still unanswered after 10 s is answered 503 if it is a read \
+                       Idempotency-Key (one fresh key per request: a key is looked up among requests of its \
+                       own kind, so the same key on two endpoints makes two requests). A request still unanswered after 10 s is answered 503 if it is a read \
                        (nothing changed) and 500 if it is a write (its outcome is unknown: retry under the \
                        same Idempotency-Key, which answers with it). Identity decisions the contract leaves open (self-service, roles, \
                        admin user views, mail, the audit log and its hash chain) are stated on each \

@@ -5,7 +5,8 @@
 //! they are and the rule sits in one place. It authenticates the request the way the handler
 //! would (`Caller`, or the API key) and leaves the outcome in the request: a refused credential
 //! passes through untouched, and the handler answers `401`/`403` as always, so the order of
-//! checks is authentication first, then verification. Off (the default), the layer is one
+//! checks is authentication first, then verification. A credential that could not be checked
+//! (`5xx`: the store away) is answered here, never passed on unchecked. Off (the default), the layer is one
 //! branch per request.
 //!
 //! Verification never goes back (no route un-verifies an email), so verified users are
@@ -92,13 +93,22 @@ pub async fn admit(state: &AppState, request: Request) -> Result<Request, Respon
         return Ok(request);
     }
     let (mut parts, body) = request.into_parts();
-    let user = match parts.headers.get(API_KEY_HEADER).map(|value| value.to_str().map(str::trim)) {
+    let authenticated = match parts.headers.get(API_KEY_HEADER).map(|value| value.to_str().map(str::trim)) {
         Some(Ok(key)) => {
             let identity = state.identity();
-            identity.protection.api_keys.verify(key, identity.users.as_ref()).await.ok().map(|verified| verified.user)
+            identity.protection.api_keys.verify(key, identity.users.as_ref()).await.map(|verified| verified.user)
         }
-        Some(Err(_)) => None,
-        None => Caller::from_request_parts(&mut parts, state).await.ok().map(|caller| caller.user_id),
+        Some(Err(_)) => Err(ApiError::new(ErrorCode::Unauthenticated, "unreadable API key")),
+        None => Caller::from_request_parts(&mut parts, state).await.map(|caller| caller.user_id),
+    };
+    let user = match authenticated {
+        Ok(user) => Some(user),
+        // Not the credential's fault (the store that knows the session or the key away for a
+        // moment): answered here. Passed on, the handler's own look-up might succeed a moment
+        // later and move money for a user this gate never checked.
+        Err(error) if error.code.http_status() >= 500 => return Err(error.into_response()),
+        // A refused credential: the handler answers it as always.
+        Err(_) => None,
     };
     if let Some(user) = user {
         match gate.is_verified(state, user).await {
