@@ -8,7 +8,7 @@
 //! | durable evidence                        | decision                                        |
 //! |-----------------------------------------|-------------------------------------------------|
 //! | source debited (and fee credited)       | forward: record `completed`                     |
-//! | destination credited                    | forward: post the source (fee, FX clearing legs)|
+//! | destination credited                    | forward: step 4's legs not yet durable          |
 //! | hold only, saga resumed by an execute   | forward: credit, post (the admin said execute)  |
 //! | hold only, saga never paused            | undo: release the hold, record `failed`         |
 //! | nothing                                 | record `failed`: no money moved                 |
@@ -97,18 +97,20 @@ pub(crate) async fn recover(engine: &Engine) -> Result<RecoveryReport, StoreErro
         let held =
             engine.account(transfer.source).await.is_ok_and(|source| source.position.hold_of(transfer.id).is_some());
         let mut transfer = transfer;
+        let recover = Intent::Recover { fee_credited };
         let intent = if debited && fee_credited && fx_done {
             transfer.step = SagaStep::Posted;
             report.driven_forward += 1;
-            Intent::Execute
+            recover
         } else if credited || debited {
+            // Step 4 again, without the fee's credit if it is durable (`Intent::Recover`).
             transfer.step = SagaStep::Credited;
             report.driven_forward += 1;
-            Intent::Execute
+            recover
         } else if held && transfer.step == SagaStep::Held {
             // The record says `processing` at step `held`: an admin's execute resumed it.
             report.driven_forward += 1;
-            Intent::Execute
+            recover
         } else if held {
             transfer.step = SagaStep::Held;
             report.undone += 1;

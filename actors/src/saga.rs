@@ -278,6 +278,12 @@ pub(crate) enum Intent {
     Run { stop_pending: Option<PendingReason> },
     /// An admin executes a pending transfer.
     Execute,
+    /// Recovery drives on a saga the last run left past its hold. `fee_credited`: the fee's
+    /// posting is durable already. Of step 4's legs the fee's credit is the one a repeat would
+    /// apply twice (posts are no-ops once their hold is gone, and the FX clearing credit is the
+    /// last leg, so recovery only repeats step 4 without it), and an account loaded from the
+    /// store no longer remembers which transfers it credited.
+    Recover { fee_credited: bool },
     /// An admin rejects, or someone cancels, a pending transfer.
     Undo { outcome: TransferStatus },
     /// Recovery undoes a saga that never paused and only got as far as its hold.
@@ -298,9 +304,13 @@ pub(crate) async fn run(
     // Decided once, from where the saga began: a pass restarted after a panic finds the
     // transfer further on, and must still give back a key it may give back.
     let key_may_go_back = transfer.step == SagaStep::Started;
+    // Kept across a pass restarted after a panic too: step 4 is repeated from its start.
+    let mut fee_credited = matches!(intent, Intent::Recover { fee_credited: true });
     let result = loop {
         let attempt =
-            AssertUnwindSafe(drive(&inner, &mut transfer, intent, key_may_go_back, &mut audit)).catch_unwind().await;
+            AssertUnwindSafe(drive(&inner, &mut transfer, intent, key_may_go_back, &mut fee_credited, &mut audit))
+                .catch_unwind()
+                .await;
         match attempt {
             Ok(result) => break result,
             Err(_panic) => {
@@ -339,6 +349,7 @@ async fn drive(
     transfer: &mut Transfer,
     intent: Intent,
     key_may_go_back: bool,
+    fee_credited: &mut bool,
     audit: &mut Option<AuditRecord>,
 ) -> Result<Transfer, TransferError> {
     let faults = &inner.shared.faults;
@@ -486,7 +497,7 @@ async fn drive(
             }
             (TransferStatus::Processing, SagaStep::Credited, _) => {
                 forward(inner, transfer, AccountCommand::Post { transfer: transfer.id }, transfer.source).await?;
-                if !transfer.fee.is_zero() {
+                if !transfer.fee.is_zero() && !*fee_credited {
                     let fees = system_accounts::fees(transfer.currency);
                     let credit = AccountCommand::Credit {
                         transfer: transfer.id,
@@ -494,6 +505,7 @@ async fn drive(
                         currency: transfer.currency,
                     };
                     forward(inner, transfer, credit, fees).await?;
+                    *fee_credited = true;
                 }
                 if transfer.is_fx() {
                     let post = AccountCommand::Post { transfer: transfer.id };
