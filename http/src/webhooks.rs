@@ -28,7 +28,7 @@
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -103,11 +103,15 @@ pub fn signature(secret: &str, t: i64, body: &str) -> String {
 /// True for an address a receiver may not have under `deny_private`: loopback, private
 /// (RFC 1918, shared address space 100.64/10, IPv6 unique local fc00::/7), link-local
 /// (169.254/16, fe80::/10, and the deprecated site-local fec0::/10), unspecified, "this
-/// network" 0/8, broadcast; an IPv4-mapped IPv6 address is judged as its IPv4 address.
+/// network" 0/8, broadcast, and the ranges no public receiver has: IETF protocol assignments
+/// 192.0.0/24, benchmarking 198.18/15, reserved 240/4. An IPv6 address that carries an IPv4
+/// one to a gateway is judged as that IPv4 address: IPv4-mapped (::ffff:a.b.c.d),
+/// IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96, which a DNS64 network routes to the
+/// IPv4 address in its last 32 bits) and 6to4 (2002:AABB:CCDD::/48).
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -115,12 +119,27 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || v4.is_broadcast()
                 || a == 0
                 || (a == 100 && (b & 0xc0) == 64)
+                || (a, b, c) == (192, 0, 0)
+                || (a == 198 && (b & 0xfe) == 18)
+                || a >= 240
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_private(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let segments = v6.segments();
+            let last_32 = |high: u16, low: u16| IpAddr::V4(Ipv4Addr::from((u32::from(high) << 16) | u32::from(low)));
+            // ::a.b.c.d (not :: or ::1, judged below as IPv6).
+            if segments[..6] == [0; 6] && segments[6] != 0 {
+                return is_private(last_32(segments[6], segments[7]));
+            }
+            if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_private(last_32(segments[6], segments[7]));
+            }
+            if segments[0] == 0x2002 {
+                return is_private(last_32(segments[1], segments[2]));
+            }
+            let first = segments[0];
             v6.is_loopback()
                 || v6.is_unspecified()
                 || (first & 0xfe00) == 0xfc00
@@ -224,6 +243,38 @@ async fn supervise(state: AppState, client: reqwest::Client) {
     }
 }
 
+/// How often a subscription whose types matched nothing writes that it is past the events it
+/// read: at most one store write per this, not one per `IDLE_POLL`.
+const SKIP_WRITE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A subscription to some types read nothing after its position: every event up to `heads`
+/// (read before that read) is of another type. Its position moves past them, so the next
+/// reads (and the backlog figures) do not scan them again, which for a rare type was every
+/// event since the subscription's last delivery, on every poll. Written by compare-and-set
+/// against what was read, like a run's settlement: a replay meanwhile wins.
+async fn skip_unmatched(
+    state: &AppState,
+    subscription: &Subscription,
+    position: &FeedPosition,
+    heads: &[(u16, u64)],
+    skipped_at: &mut Option<Instant>,
+) {
+    if heads.is_empty() || skipped_at.is_some_and(|at| at.elapsed() < SKIP_WRITE_INTERVAL) {
+        return;
+    }
+    let mut past = position.clone();
+    past.reach(heads);
+    if past == *position {
+        return;
+    }
+    *skipped_at = Some(Instant::now());
+    let past = past.text();
+    let written = state.identity().events.set_position(subscription.id, &past, Some(&subscription.position), None);
+    if let Err(error) = written.await {
+        tracing::warn!(%error, subscription = %subscription.id, "webhook position not moved past unmatched events");
+    }
+}
+
 fn types_of(subscription: &Subscription) -> Option<Vec<EventType>> {
     subscription.events.as_ref().map(|names| names.iter().filter_map(|name| EventType::parse(name)).collect())
 }
@@ -231,21 +282,30 @@ fn types_of(subscription: &Subscription) -> Option<Vec<EventType>> {
 /// Delivers one subscription's events until it is disabled or deleted.
 async fn run_subscription(state: AppState, client: reqwest::Client, id: Uuid) {
     let store = state.identity().events.clone();
+    let mut skipped_at: Option<Instant> = None;
     loop {
         let Ok(Some(subscription)) = store.subscription(id).await else { return };
         if !subscription.enabled {
             return;
         }
         let Some(position) = FeedPosition::parse(&subscription.position) else { return };
-        let events = match store.events_after(&position, types_of(&subscription).as_deref(), EVENTS_PER_READ).await {
-            Ok(events) => events,
-            Err(error) => {
+        let types = types_of(&subscription);
+        // With a type filter, where each shard stood before the read (see `skip_unmatched`).
+        let heads = match types {
+            Some(_) => store.event_heads().await,
+            None => Ok(Vec::new()),
+        };
+        let read = store.events_after(&position, types.as_deref(), EVENTS_PER_READ).await;
+        let (heads, events) = match (heads, read) {
+            (Ok(heads), Ok(events)) => (heads, events),
+            (Err(error), _) | (_, Err(error)) => {
                 tracing::warn!(%error, subscription = %id, "webhook feed unreadable; retrying");
                 tokio::time::sleep(IDLE_POLL).await;
                 continue;
             }
         };
         if events.is_empty() {
+            skip_unmatched(&state, &subscription, &position, &heads, &mut skipped_at).await;
             tokio::time::sleep(IDLE_POLL).await;
             continue;
         }
@@ -830,13 +890,17 @@ pub async fn get(
     params(("id" = String, Path)),
     request_body = UpdateBody,
     description = "Changes `url`, `events` or `enabled` (never the delivery position: see replay). A new `url` is \
-                   checked as at create, `TALLY_WEBHOOK_DENY_PRIVATE` included.",
+                   checked as at create, `TALLY_WEBHOOK_DENY_PRIVATE` included. Stepped up for users with TOTP on \
+                   (`webhooks.manage`), as create is.",
     responses((status = 200, body = SubscriptionView)),
     security(("bearer" = []))
 )]
 pub async fn update(
     State(state): State<AppState>,
     admin: Authorized<WebhooksManage>,
+    // A new `url` sends every later event (a replay: every earlier one) somewhere else: as
+    // much as a new subscription, so the same step-up.
+    _step_up: StepUp<crate::auth::stepup::WebhooksManage>,
     change: AdminChange,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateBody>,
@@ -877,10 +941,11 @@ pub async fn delete(
 }
 
 /// `POST /v1/admin/webhooks/{id}/replay {after_seq}` (`webhooks:manage`) → `202`.
-#[utoipa::path(post, path = "/v1/admin/webhooks/{id}/replay", tag = "admin", params(("id" = String, Path)), request_body = ReplayBody, description = "Redelivers every event after `after_seq` (a seq applying to every shard, `0` = from the beginning, or a feed position `S:N,S:N`), in order, then goes on with new ones.", responses((status = 202)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/admin/webhooks/{id}/replay", tag = "admin", params(("id" = String, Path)), request_body = ReplayBody, description = "Redelivers every event after `after_seq` (a seq applying to every shard, `0` = from the beginning, or a feed position `S:N,S:N`), in order, then goes on with new ones. Stepped up for users with TOTP on (`webhooks.manage`), as create is.", responses((status = 202)), security(("bearer" = [])))]
 pub async fn replay(
     State(state): State<AppState>,
     admin: Authorized<WebhooksManage>,
+    _step_up: StepUp<crate::auth::stepup::WebhooksManage>,
     change: AdminChange,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ReplayBody>,
@@ -891,8 +956,16 @@ pub async fn replay(
         serde_json::Value::String(text) => text.clone(),
         _ => return Err(ApiError::field("after_seq", "must be a seq or a position S:N,S:N")),
     };
-    let position = FeedPosition::parse(&text)
+    let mut position = FeedPosition::parse(&text)
         .ok_or_else(|| ApiError::field("after_seq", "must be a seq or a position S:N,S:N"))?;
+    if position.default_after > 0 {
+        // A bare seq stands for every shard: name each (as the feed's `next_after` does), or
+        // the task's first write, naming only the shards it delivered from, would drop it and
+        // send every other shard's history again.
+        for shard in state.identity().events.event_shards().await? {
+            position.advance(shard, 0);
+        }
+    }
     // Unconditional: the subscription's task sees its compare-and-set fail and starts over
     // from here.
     let entry = change.record(
@@ -1007,12 +1080,34 @@ mod tests {
             "fec0::1",
             "::ffff:127.0.0.1",
             "::ffff:10.1.2.3",
+            "192.0.0.8",
+            "198.18.0.1",
+            "198.19.255.255",
+            "240.0.0.1",
+            "::127.0.0.1",
+            "::10.0.0.5",
+            "64:ff9b::a00:5",
+            "64:ff9b::7f00:1",
+            "2002:a00:5::1",
+            "2002:7f00:1::",
         ] {
             assert!(is_private(private.parse().unwrap()), "{private} is private");
         }
-        for public in
-            ["93.184.215.14", "8.8.8.8", "172.32.0.1", "100.128.0.1", "11.0.0.1", "2606:4700::1111", "::ffff:8.8.8.8"]
-        {
+        for public in [
+            "93.184.215.14",
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "11.0.0.1",
+            "192.0.1.1",
+            "198.20.0.1",
+            "239.255.255.254",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "::8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert!(!is_private(public.parse().unwrap()), "{public} is public");
         }
     }

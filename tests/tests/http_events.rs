@@ -25,6 +25,7 @@ on_both_stores!(
     a_waiting_feed_answers_as_soon_as_an_event_commits,
     the_feed_refuses_bad_input_and_callers_without_events_read,
     a_pending_transfer_makes_pending_then_completed_or_cancelled_events,
+    a_filtered_feed_moves_past_the_events_of_other_types,
 );
 
 async fn feed(server: &TestServer, token: &str, query: &str) -> Reply {
@@ -166,6 +167,36 @@ async fn the_feed_resumes_exactly_after_next_after(server: TestServer) {
     // A bare seq applies to every shard: `0` is the beginning.
     let from_zero = feed(&server, &admin.token, "?after=0&limit=1000").await;
     assert_eq!(items(&from_zero).len(), whole.len() + 1);
+    server.shutdown().await;
+}
+
+/// A consumer of a type that nothing has made yet gets a `next_after` past every event it
+/// read through, not the position it sent: resuming from it reads nothing of those again (it
+/// used to re-read every event since its position on every poll), and misses nothing new.
+async fn a_filtered_feed_moves_past_the_events_of_other_types(server: TestServer) {
+    let admin = server.admin(&["events:read"]).await;
+    let customer = server.user().await;
+    let a = server.open_account(&customer, "USD").await;
+    let b = server.open_account(&customer, "USD").await;
+    server.fund(&a, dec!(50)).await;
+    for _ in 0..3 {
+        transfer(&server, &customer, &a, &b, "1.00").await.assert_status(201);
+    }
+    let (_, end) = all_events(&server, &admin.token, 1000).await;
+    let rare = feed(&server, &admin.token, "?after=0&types=account.status_changed").await;
+    assert!(items(&rare).is_empty());
+    assert_eq!(rare.str("next_after"), end, "past every event read, as the unfiltered feed's end");
+    // A full page says nothing about what lies beyond it: its position stays at its last item.
+    let page = feed(&server, &admin.token, "?after=0&types=transfer.completed&limit=2").await;
+    assert_eq!(items(&page).len(), 2);
+    assert_ne!(page.str("next_after"), end);
+    // From the moved position, the first event of the type is found.
+    let staff = server.admin(&["accounts:close"]).await;
+    let block = json!({"action": "block", "reason": "test"});
+    server.post(&format!("/v1/admin/accounts/{b}/status"), Some(&staff.token), block).await.assert_status(204);
+    let next =
+        feed(&server, &admin.token, &format!("?after={}&types=account.status_changed", rare.str("next_after"))).await;
+    assert_eq!(items(&next).len(), 1, "{}", next.text);
     server.shutdown().await;
 }
 

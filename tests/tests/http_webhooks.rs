@@ -21,6 +21,7 @@ use axum::http::{HeaderMap, StatusCode};
 use rust_decimal_macros::dec;
 use serde_json::{Value, json};
 use tally_http::webhooks::WebhookOptions;
+use tally_persistence::events::FeedPosition;
 use tally_tests::http::{Backend, Reply, TestOptions, TestServer, TestUser};
 use tally_tests::on_both_stores;
 
@@ -31,6 +32,8 @@ on_both_stores!(
     subscription_routes_answer_and_refuse_bad_input,
     the_position_write_is_conditional_and_an_edit_never_moves_it,
     pending_and_delivery_figures_appear_and_move_in_metrics_and_ops,
+    where_events_go_changes_only_with_the_step_up_a_new_subscription_takes,
+    a_subscription_to_a_rare_type_moves_past_the_other_events,
 );
 
 /// Scenarios that need a server with webhook options, on both stores.
@@ -543,7 +546,10 @@ async fn the_position_write_is_conditional_and_an_edit_never_moves_it(server: Te
         .post(&format!("/v1/admin/webhooks/{id}/replay"), Some(&admin.token), json!({"after_seq": 3}))
         .await
         .assert_status(202);
-    assert_eq!(server.get(&format!("/v1/admin/webhooks/{id}"), Some(&admin.token)).await.body["position"], "3");
+    let replayed_text = server.get(&format!("/v1/admin/webhooks/{id}"), Some(&admin.token)).await.str("position");
+    let replayed = FeedPosition::parse(&replayed_text).unwrap();
+    assert!(replayed.shards.iter().all(|(_, seq)| *seq == 3), "{replayed:?}");
+    assert!(!replayed.shards.is_empty() || replayed.default_after == 3, "{replayed:?}");
     assert!(!store.set_position(uuid::Uuid::new_v4(), "1", None, None).await.unwrap(), "unknown subscription");
 
     // A settled run: its delivery rows and the position after it, in one transaction, the
@@ -561,9 +567,9 @@ async fn the_position_write_is_conditional_and_an_edit_never_moves_it(server: Te
     };
     let run = [delivered(4), delivered(5)];
     assert!(!store.settle(uuid, &run, "5", "0:9").await.unwrap(), "a stale run writes nothing");
-    assert_eq!(store.subscription(uuid).await.unwrap().unwrap().position, "3");
+    assert_eq!(store.subscription(uuid).await.unwrap().unwrap().position, replayed_text);
     assert!(store.delivery(uuid, 0, 4).await.unwrap().is_none(), "nor its delivery rows");
-    assert!(store.settle(uuid, &run, "5", "3").await.unwrap());
+    assert!(store.settle(uuid, &run, "5", &replayed_text).await.unwrap());
     assert_eq!(store.subscription(uuid).await.unwrap().unwrap().position, "5");
     assert_eq!(store.delivery(uuid, 0, 4).await.unwrap(), Some(delivered(4)));
     assert_eq!(store.delivery(uuid, 0, 5).await.unwrap(), Some(delivered(5)));
@@ -621,5 +627,89 @@ async fn pending_and_delivery_figures_appear_and_move_in_metrics_and_ops(server:
     let webhooks = server.get("/v1/admin/actors", Some(&ops.token)).await.body["webhooks"].clone();
     assert_eq!(webhooks["pending"], 0, "{webhooks}");
     assert!(webhooks["delivered"].as_u64().unwrap() >= 3);
+    server.shutdown().await;
+}
+
+/// An admin with TOTP on needs the `webhooks.manage` step-up to subscribe, and as much to send
+/// events somewhere new: a new `url`, or a replay from the beginning. Without it a stolen
+/// bearer token could point an existing subscription at itself and replay every event.
+async fn where_events_go_changes_only_with_the_step_up_a_new_subscription_takes(server: TestServer) {
+    let admin = server.admin(&["webhooks:manage"]).await;
+    let (secret, _) = tally_tests::mfa::enable_totp(&server, &admin).await;
+    let body = json!({"url": "http://127.0.0.1:9/hook", "events": ["*"]});
+    server.post("/v1/admin/webhooks", Some(&admin.token), body.clone()).await.assert_problem(403, "STEP_UP_REQUIRED");
+    let stepped_up = |request: reqwest::RequestBuilder, token: String| {
+        server.send(request.bearer_auth(&admin.token).header("x-step-up-token", token))
+    };
+    let token = tally_tests::mfa::step_up(&server, &admin, &secret, "webhooks.manage").await;
+    let made = stepped_up(server.client.post(server.url("/v1/admin/webhooks")).json(&body), token).await;
+    made.assert_status(201);
+    let path = format!("/v1/admin/webhooks/{}", made.str("id"));
+
+    let elsewhere = json!({"url": "http://127.0.0.1:10/stolen"});
+    server.patch(&path, Some(&admin.token), elsewhere.clone()).await.assert_problem(403, "STEP_UP_REQUIRED");
+    let replay = json!({"after_seq": 0});
+    server
+        .post(&format!("{path}/replay"), Some(&admin.token), replay.clone())
+        .await
+        .assert_problem(403, "STEP_UP_REQUIRED");
+    let read = server.get(&path, Some(&admin.token)).await;
+    read.assert_status(200);
+    assert_eq!(read.str("url"), "http://127.0.0.1:9/hook", "unchanged");
+
+    let token = tally_tests::mfa::step_up(&server, &admin, &secret, "webhooks.manage").await;
+    stepped_up(server.client.patch(server.url(&path)).json(&elsewhere), token).await.assert_status(200);
+    let token = tally_tests::mfa::step_up(&server, &admin, &secret, "webhooks.manage").await;
+    stepped_up(server.client.post(server.url(&format!("{path}/replay"))).json(&replay), token).await.assert_status(202);
+    server.shutdown().await;
+}
+
+/// A subscription to a type nothing makes for a while moves its position past the events of
+/// other types it read through (it used to read all of them again on every poll, and count
+/// them in its backlog), and still delivers the first event of its type, once.
+async fn a_subscription_to_a_rare_type_moves_past_the_other_events(server: TestServer) {
+    let (admin, customer, a, b) = setup(&server).await;
+    let (receiver, url) = Receiver::start().await;
+    let id = subscribe(&server, &admin, &url, json!(["account.status_changed"])).await.str("id");
+    let path = format!("/v1/admin/webhooks/{id}");
+    let start = server.get(&path, Some(&admin.token)).await.str("position");
+    for _ in 0..3 {
+        transfer(&server, &customer, &a, &b, "1.00").await.assert_status(201);
+    }
+    let (_, end) = {
+        let page = server.get("/v1/admin/events?after=0&limit=1000", Some(&admin.token)).await;
+        (page.body["items"].as_array().unwrap().len(), page.str("next_after"))
+    };
+    let end = FeedPosition::parse(&end).unwrap();
+    let past_end = |text: &str| {
+        let position = FeedPosition::parse(text).unwrap();
+        end.shards.iter().all(|(shard, seq)| position.after(*shard) >= *seq)
+    };
+    assert!(!past_end(&start));
+    let began = Instant::now();
+    let mut position = start.clone();
+    while !past_end(&position) && began.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        position = server.get(&path, Some(&admin.token)).await.str("position");
+    }
+    assert!(past_end(&position), "{position}, from {start}, is past every event of another type");
+    assert!(receiver.bodies().is_empty(), "nothing of another type delivered");
+
+    let staff = server.admin(&["accounts:close"]).await;
+    let block = json!({"action": "block", "reason": "test"});
+    server.post(&format!("/v1/admin/accounts/{b}/status"), Some(&staff.token), block).await.assert_status(204);
+    let bodies = receiver.wait_for(1).await;
+    assert_eq!(bodies.len(), 1);
+    assert_eq!(bodies[0]["type"], "account.status_changed");
+    assert_eq!(bodies[0]["data"]["id"], b.as_str());
+
+    // A replay from a bare seq names every shard at it: the task's next write, naming only
+    // the shards it delivered from, kept the others at the beginning and sent their history.
+    server.post(&format!("{path}/replay"), Some(&admin.token), json!({"after_seq": 1})).await.assert_status(202);
+    let replayed = FeedPosition::parse(&server.get(&path, Some(&admin.token)).await.str("position")).unwrap();
+    for (shard, _) in &end.shards {
+        assert!(replayed.after(*shard) >= 1, "shard {shard} in {replayed:?}");
+        assert!(replayed.shards.iter().any(|(named, _)| named == shard), "shard {shard} named in {replayed:?}");
+    }
     server.shutdown().await;
 }

@@ -235,6 +235,14 @@ impl FeedPosition {
         }
     }
 
+    /// Moves past everything up to `heads` (`EventStore::event_heads`, read before a page that
+    /// came back short): never backwards.
+    pub fn reach(&mut self, heads: &[(u16, u64)]) {
+        for (shard, head) in heads {
+            self.advance(*shard, *head);
+        }
+    }
+
     /// `""` (from the start), `N` (after seq N on every shard) or `S:N,S:N,…` (after N on
     /// shard S; shards not named from the start). `None` for anything else.
     pub fn parse(text: &str) -> Option<FeedPosition> {
@@ -313,6 +321,12 @@ pub trait EventStore: webhooks::WebhookStore + Send + Sync + 'static {
 
     /// The shards that have ever committed: the ones a position must cover.
     async fn event_shards(&self) -> Result<Vec<u16>, StoreError>;
+
+    /// Each shard's newest event seq, for the shards that have events. Read before an
+    /// `events_after` that then came back short, every event up to these was in its reach
+    /// (a shard's events become visible in seq order): a consumer whose types matched none of
+    /// them may move past them (`FeedPosition::reach`) instead of reading them all again.
+    async fn event_heads(&self) -> Result<Vec<(u16, u64)>, StoreError>;
 
     /// How far a consumer at `position` is behind: the events after it (only `types` when
     /// given), counted up to `cap` per shard so a long backlog costs a bounded index walk, and

@@ -46,6 +46,9 @@ trait EventsDialect {
     /// The newest link of each shard, as rows of (shard, last_seq, hash) in shard order.
     const LEDGER_HEADS: &'static str;
 
+    /// The seq of a shard's newest event (`$1`: the shard), one row, `NULL` if it has none.
+    const EVENT_HEAD: &'static str;
+
     fn shard_param(shard: u16) -> Result<Self::ShardParam, StoreError>;
 
     /// Up to `limit` of a shard's events after `after`, in seq order, of the `types` given
@@ -122,6 +125,23 @@ impl<S: IdentitySql> EventStore for S {
 
     async fn event_shards(&self) -> Result<Vec<u16>, StoreError> {
         run_on_backend!(self, |pool| shards_of(&sqlx::query(SHARDS).fetch_all(&pool).await.map_err(classify)?))
+    }
+
+    async fn event_heads(&self) -> Result<Vec<(u16, u64)>, StoreError> {
+        run_on_backend!(self, |pool| {
+            let mut heads = Vec::new();
+            for shard in shards_of(&sqlx::query(SHARDS).fetch_all(&pool).await.map_err(classify)?)? {
+                let head: Option<i64> = sqlx::query_scalar(dialect::EVENT_HEAD)
+                    .bind(dialect::shard_param(shard)?)
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(classify)?;
+                if let Some(head) = head {
+                    heads.push((shard, from_db(head)?));
+                }
+            }
+            Ok(heads)
+        })
     }
 
     async fn backlog(
@@ -296,6 +316,8 @@ pub mod postgres {
         const LEDGER_HEADS: &'static str =
             "SELECT DISTINCT ON (shard) shard, last_seq, hash FROM journal_batches ORDER BY shard, last_seq DESC";
 
+        const EVENT_HEAD: &'static str = "SELECT max(last_seq) FROM event_batches WHERE shard = $1";
+
         fn shard_param(shard: u16) -> Result<i16, StoreError> {
             shard_to_db(shard)
         }
@@ -433,6 +455,8 @@ pub mod sqlite {
         /// SQLite has no `DISTINCT ON`.
         const LEDGER_HEADS: &'static str = "SELECT shard, last_seq, hash FROM journal_batches AS b
                  WHERE last_seq = (SELECT max(last_seq) FROM journal_batches WHERE shard = b.shard) ORDER BY shard";
+
+        const EVENT_HEAD: &'static str = "SELECT max(seq) FROM events WHERE shard = $1";
 
         fn shard_param(shard: u16) -> Result<i64, StoreError> {
             Ok(i64::from(shard))
