@@ -30,7 +30,12 @@
 //! by its posting (`postings` for accounts, `wallet_postings` for wallets). Then: a deposit,
 //! or any operation past its pivot, goes forward; a withdrawal `pending` keeps its hold; any
 //! other operation is undone (holds released) and recorded `failed` with `INTERNAL`: its
-//! caller never heard a success.
+//! caller never heard a success. A run cut short without a restart (a record the journal
+//! refused after its leg was applied: the custodian heard `503`) is driven on by the
+//! custodian's retry with the same check of the uncertain leg, once everything appended is
+//! durable (`resume_cut`, and `settle_withdrawal` for a confirm): a credit is never applied
+//! twice because an account or wallet forgot it (loaded from the store, or credited eight
+//! times since).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -281,7 +286,7 @@ impl Engine {
             }
             if existing.status == CryptoOpStatus::Processing {
                 // An earlier report left it unfinished (its wallet was unavailable): finish it.
-                return Ok(Keyed::Answered(self.run_op(existing).await.map(|op| (op, false))));
+                return Ok(Keyed::Answered(self.resume_cut(existing.id).await.map(|op| (op, false))));
             }
             return Ok(Keyed::Answered(Ok((existing, true))));
         }
@@ -394,8 +399,13 @@ impl Engine {
             CryptoOpStatus::Pending => {}
             CryptoOpStatus::Processing if interrupted(&op) => {
                 // An interrupted failure goes back to the hold it releases (release is
-                // idempotent).
+                // idempotent). An interrupted confirm may have applied its next leg, a credit
+                // to the settlement account, before the record that did not fit: not again.
                 op.step = op.step.max(1);
+                if confirmed {
+                    self.durable_now().await?;
+                    past_a_durable_credit(self, &mut op).await?;
+                }
             }
             status => {
                 return Err(CryptoError::Refused(
@@ -660,8 +670,27 @@ impl Engine {
         Ok((claim, permit))
     }
 
-    async fn run_op(&self, op: CryptoOp) -> Result<CryptoOp, CryptoError> {
-        self.spawn_op(op, Mode::Forward).await
+    /// Drives on an operation a run left `processing` (its custodian's retry: a deposit whose
+    /// wallet was unavailable, or whose run was cut short by a record the journal refused after
+    /// a leg was applied). Under the operation's claim no other run moves it; its state is read
+    /// again under it (a run that finished meanwhile is answered as it stands), and a credit
+    /// that run applied is not applied again (`past_a_durable_credit`).
+    async fn resume_cut(&self, id: TransferId) -> Result<CryptoOp, CryptoError> {
+        let claim = self.claim(id).map_err(|_| CryptoError::Unavailable(Unavailable::Overloaded))?;
+        let permit = self.saga_permit().map_err(|_| CryptoError::Unavailable(Unavailable::Overloaded))?;
+        let mut op = self.crypto_op(id).await?.ok_or(CryptoError::NotFound)?;
+        if op.status != CryptoOpStatus::Processing {
+            return Ok(op);
+        }
+        self.durable_now().await?;
+        past_a_durable_credit(self, &mut op).await?;
+        self.spawn_op_claimed(op, Mode::Forward, claim, permit, None).await
+    }
+
+    /// Waits until everything appended so far is durable, so the store can say which of a cut
+    /// run's legs happened.
+    async fn durable_now(&self) -> Result<(), CryptoError> {
+        self.journals().barrier().await.map_err(|_| CryptoError::Unavailable(Unavailable::Overloaded))
     }
 
     /// Runs the saga of an operation already recorded (recovery; a deposit an earlier report
@@ -711,12 +740,7 @@ impl Engine {
                 continue;
             }
             let legs = op.legs();
-            if let Some(leg) = legs.get(op.step as usize)
-                && leg.is_credit()
-                && credit_happened(self, &op, leg).await?
-            {
-                op.step += 1;
-            }
+            past_a_durable_credit(self, &mut op).await?;
             let goes_forward = op.kind == CryptoOpKind::Deposit
                 || op.step > op.pivot()
                 || (op.kind == CryptoOpKind::Withdrawal && op.step >= 1 && op.tx_hash.is_some());
@@ -751,6 +775,23 @@ impl Engine {
             }
         }
     }
+}
+
+/// After a run cut short (a crash, or a record the journal refused after its leg was
+/// applied) at most the leg at `op.step` is uncertain: its record comes after it. Holds, posts
+/// and releases repeat as no-ops; a credit does not (an account or wallet loaded from the
+/// store, or one credited eight times since, no longer knows it), so a credit whose posting is
+/// durable is counted done. Everything the run appended must be durable first (at start-up it
+/// is; `Engine::durable_now` on a live path).
+async fn past_a_durable_credit(engine: &Engine, op: &mut CryptoOp) -> Result<(), StoreError> {
+    let legs = op.legs();
+    if let Some(leg) = legs.get(op.step as usize)
+        && leg.is_credit()
+        && credit_happened(engine, op, leg).await?
+    {
+        op.step += 1;
+    }
+    Ok(())
 }
 
 /// Did this credit leg of `op` happen? Its posting says.

@@ -11,9 +11,14 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
+use std::time::Duration;
+
 use tally_actors::{DepositTarget, Engine, EngineConfig};
-use tally_engine::{CryptoOp, CryptoOpKind, CryptoOpStatus, Currency, ErrorCode, Record, WalletId, system_accounts};
-use tally_persistence::MemoryStore;
+use tally_engine::{
+    AccountCommand, CryptoOp, CryptoOpKind, CryptoOpStatus, Currency, ErrorCode, Record, UserId, WalletCommand,
+    WalletId, system_accounts,
+};
+use tally_persistence::{MemoryStore, Store};
 use tally_tests::{Harness, assert_store_consistent};
 
 async fn restart(engine: &Engine, store: &Arc<MemoryStore>) -> Engine {
@@ -247,5 +252,162 @@ async fn a_custodians_answer_cut_short_is_resumed_by_its_retry() {
     engine.journals().barrier().await.unwrap();
     let sums = assert_store_consistent(harness.store.as_ref()).await;
     assert_eq!(sums[&Currency::BTC], Decimal::ZERO);
+    harness.shutdown().await;
+}
+
+// ---- a run cut short on a live path ------------------------------------------------------------
+//
+// `crypto::drive` records the operation after every leg; that append fails when the journal is
+// full, after the leg was applied (its own record is admitted first), and the caller hears
+// `503` with the operation `processing` at the step before the leg. The custodian's retry (a
+// deposit's, a withdrawal confirm's) drives it on: the leg at that step, a credit, must not be
+// applied again (`past_a_durable_credit`). The cut is made by hand, as the tests above make
+// theirs: the operation's records and legs as `drive` appends them, up to the record that did
+// not fit. Found by a review (helper), each failing before the fix.
+
+async fn wallet_balance_of(engine: &Engine, wallet: WalletId, asset: Currency) -> Decimal {
+    engine.wallet(wallet).await.unwrap().position(asset).map_or(Decimal::ZERO, |p| p.balance)
+}
+
+fn deposit_op(engine: &Engine, owner: UserId, wallet: WalletId, amount: Decimal, tx_hash: &str) -> CryptoOp {
+    // An order's shape without its fiat side.
+    CryptoOp {
+        asset_amount: amount,
+        fiat_account: None,
+        fiat_currency: None,
+        fiat_amount: Decimal::ZERO,
+        fee: Decimal::ZERO,
+        price: None,
+        tx_hash: Some(tx_hash.to_owned()),
+        ..order(engine, CryptoOpKind::Deposit, owner, wallet, system_accounts::settlement(Currency::BTC))
+    }
+}
+
+/// A new deposit's `drive` up to the record after its wallet credit, which does not fit:
+/// record(step 0), settlement hold, record(step 1), wallet credit, [record(step 2) refused].
+async fn deposit_cut_after_wallet_credit(engine: &Engine, op: &mut CryptoOp) {
+    let shard = engine.shard_of(op.id.as_uuid());
+    let journal = engine.journals().shard(shard).clone();
+    journal.append(Record::CryptoOp(Box::new(op.clone()))).unwrap();
+    let settlement = system_accounts::settlement(op.asset);
+    let hold = AccountCommand::Hold { transfer: op.id, amount: op.asset_amount, currency: op.asset };
+    engine.accounts().command_on(settlement, hold, Some(shard)).await.unwrap();
+    op.step = 1;
+    journal.append(Record::CryptoOp(Box::new(op.clone()))).unwrap();
+    let credit = WalletCommand::Credit { transfer: op.id, asset: op.asset, amount: op.asset_amount };
+    engine.wallets().command_on(op.wallet, credit, Some(shard)).await.unwrap();
+    engine.journals().barrier().await.unwrap();
+}
+
+/// Memory store, no passivation: 8 other deposits to the same wallet push the cut deposit out of
+/// the wallet's window of recent credits; the custodian's retry of the cut one must not credit
+/// it again (it did: the retry re-ran the leg with no look at its posting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposit_cut_after_its_wallet_credit_is_not_credited_again_by_the_custodians_retry() {
+    let harness = Harness::start().await;
+    let engine = &harness.engine;
+    let owner = harness.user();
+    let (profile, _) = engine.open_customer_wallet(owner, Currency::BTC).await.unwrap();
+    let mut op = deposit_op(engine, owner, profile.wallet, dec!(1), "tx-cut");
+    deposit_cut_after_wallet_credit(engine, &mut op).await;
+    assert_eq!(wallet_balance_of(engine, profile.wallet, Currency::BTC).await, dec!(1));
+
+    for n in 0..8 {
+        engine.deposit(DepositTarget::Wallet(profile.wallet), dec!(0.1), format!("tx-other-{n}")).await.unwrap();
+    }
+    assert_eq!(wallet_balance_of(engine, profile.wallet, Currency::BTC).await, dec!(1.8));
+
+    // The custodian heard 503 for "tx-cut" and retries it.
+    let (retried, _) = engine.deposit(DepositTarget::Wallet(profile.wallet), dec!(1), "tx-cut".into()).await.unwrap();
+    assert_eq!(retried.id, op.id);
+    assert_eq!(retried.status, CryptoOpStatus::Completed);
+    assert_eq!(
+        wallet_balance_of(engine, profile.wallet, Currency::BTC).await,
+        dec!(1.8),
+        "one chain transaction of 1 BTC was credited to the wallet twice"
+    );
+    harness.shutdown().await;
+}
+
+/// SQLite, one deposit only: the wallet is passivated (idle, its records durable) before the
+/// custodian's retry; reloaded from SQL it has no window, and the retry must not credit it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposit_cut_after_its_wallet_credit_is_not_credited_again_after_passivation_on_sqlite() {
+    let dir = std::env::temp_dir().join(format!("tally-review-once-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}/store.db", dir.display());
+    let store: Arc<dyn Store> = Arc::new(tally_persistence::sqlite::SqliteStore::open(&url).await.unwrap());
+    let mut config = EngineConfig::default();
+    config.actors.idle_timeout = Duration::ZERO;
+    config.actors.passivation_sweep_interval = Duration::from_secs(3_600);
+    let engine = Engine::start(store, config).await.unwrap();
+    let owner = UserId::from_uuid(uuid::Uuid::new_v4());
+    let (profile, _) = engine.open_customer_wallet(owner, Currency::BTC).await.unwrap();
+    let mut op = deposit_op(&engine, owner, profile.wallet, dec!(1), "tx-cut");
+    deposit_cut_after_wallet_credit(&engine, &mut op).await;
+    assert_eq!(wallet_balance_of(&engine, profile.wallet, Currency::BTC).await, dec!(1));
+
+    let wallets = Arc::clone(engine.wallets());
+    let mut passivated = false;
+    for _ in 0..500 {
+        wallets.sweep_idle();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if !wallets.is_live(profile.wallet) {
+            passivated = true;
+            break;
+        }
+    }
+    assert!(passivated, "the wallet passivates");
+
+    let (retried, _) = engine.deposit(DepositTarget::Wallet(profile.wallet), dec!(1), "tx-cut".into()).await.unwrap();
+    assert_eq!(retried.id, op.id);
+    let balance = wallet_balance_of(&engine, profile.wallet, Currency::BTC).await;
+    engine.shutdown(Duration::from_secs(5)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(balance, dec!(1), "one chain transaction of 1 BTC was credited to the wallet twice");
+}
+
+/// Memory store: a confirm cut after its settlement credit, 8 other confirms of the same asset
+/// (the settlement account is shared by every withdrawal), then the custodian's retry of the
+/// cut confirm must not credit settlement again (it did: BTC no longer summed to zero).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_confirm_cut_after_its_settlement_credit_does_not_credit_it_again_on_retry() {
+    let harness = Harness::start().await;
+    let engine = &harness.engine;
+    let owner = harness.user();
+    let (profile, _) = engine.open_customer_wallet(owner, Currency::BTC).await.unwrap();
+    engine.deposit(DepositTarget::Wallet(profile.wallet), dec!(10), "tx-in".into()).await.unwrap();
+    let mut withdrawals = Vec::new();
+    for _ in 0..9 {
+        let (op, _) = engine.withdraw(owner, profile.wallet, dec!(0.5), "bc1dest".into(), None).await.unwrap();
+        assert_eq!(op.status, CryptoOpStatus::Pending);
+        withdrawals.push(op);
+    }
+    let settlement = system_accounts::settlement(Currency::BTC);
+    let net = || async {
+        engine.account(settlement).await.unwrap().balance()
+            + wallet_balance_of(engine, profile.wallet, Currency::BTC).await
+    };
+    assert_eq!(net().await, Decimal::ZERO);
+
+    // `settle_withdrawal(cut, true, "tx-cut")`'s drive: record(processing, step 1, tx_hash),
+    // settlement credit, [record(step 2) refused: journal full] -> 503.
+    let cut = withdrawals[0].clone();
+    let shard = engine.shard_of(cut.id.as_uuid());
+    let mut recorded = cut.clone();
+    (recorded.status, recorded.tx_hash) = (CryptoOpStatus::Processing, Some("tx-cut".into()));
+    engine.journals().shard(shard).append(Record::CryptoOp(Box::new(recorded))).unwrap();
+    let credit = AccountCommand::Credit { transfer: cut.id, amount: cut.asset_amount, currency: Currency::BTC };
+    engine.accounts().command_on(settlement, credit, Some(shard)).await.unwrap();
+    engine.journals().barrier().await.unwrap();
+
+    for (n, other) in withdrawals[1..].iter().enumerate() {
+        let settled = engine.settle_withdrawal(other.id, true, format!("tx-other-{n}")).await.unwrap();
+        assert_eq!(settled.status, CryptoOpStatus::Completed);
+    }
+    let settled = engine.settle_withdrawal(cut.id, true, "tx-cut".into()).await.unwrap();
+    assert_eq!(settled.status, CryptoOpStatus::Completed);
+    assert_eq!(wallet_balance_of(engine, profile.wallet, Currency::BTC).await, dec!(5.5));
+    assert_eq!(net().await, Decimal::ZERO, "the settlement account was credited twice for one withdrawal");
     harness.shutdown().await;
 }
