@@ -14,7 +14,7 @@
 //! | nothing                                 | record `failed`: no money moved                 |
 //!
 //! A `pending` transfer keeps its hold and waits for its admin. A hold whose transfer is not
-//! live (terminal, or unknown) is released.
+//! live (terminal, or unknown) is released, and a credit admission likewise withdrawn.
 //!
 //! No caller ever heard a success for any transfer recovery touches: a saga answers only after
 //! its final record is durable, and that record would have made the transfer terminal.
@@ -35,6 +35,9 @@ pub struct RecoveryReport {
     pub undone: usize,
     pub pending_kept: usize,
     pub dangling_holds_released: usize,
+    /// Credit admissions of atomic batches whose intent never became durable (the batch
+    /// created nothing, so nothing will keep the promise).
+    pub dangling_admissions_withdrawn: usize,
 }
 
 /// Sagas recovered at once: enough to overlap the store's round trips, few enough not to
@@ -139,6 +142,21 @@ pub(crate) async fn recover(engine: &Engine) -> Result<RecoveryReport, StoreErro
             Ok(_) => report.dangling_holds_released += 1,
             Err(error) => {
                 tracing::error!(account = %hold.account, transfer = %hold.transfer, ?error, "could not release a dangling hold")
+            }
+        }
+    }
+    // An admission kept waits for its credit, which a live transfer (driven above) makes. One
+    // whose transfer is not live belongs to an atomic batch cut before its intent was durable:
+    // the batch created nothing, and the promise would only keep its account from closing.
+    for admission in store.live_admissions().await? {
+        if live.contains(&admission.transfer) {
+            continue;
+        }
+        let withdraw = AccountCommand::WithdrawCredit { transfer: admission.transfer };
+        match engine.accounts().command(admission.account, withdraw).await {
+            Ok(_) => report.dangling_admissions_withdrawn += 1,
+            Err(error) => {
+                tracing::error!(account = %admission.account, transfer = %admission.transfer, ?error, "could not withdraw a dangling credit admission")
             }
         }
     }

@@ -156,6 +156,9 @@ pub enum AccountEvent {
     Credited {
         transfer: TransferId,
         amount: Decimal,
+        /// The credit an admission promised (an atomic batch's phase 3): it ends that
+        /// admission, which a store that keeps admissions then deletes.
+        admitted: bool,
     },
     /// A credit was promised (atomic batch, first phase). Moves no money.
     CreditAdmitted {
@@ -290,7 +293,9 @@ impl Account {
             return Err(CreditRejection::CurrencyMismatch { account: self.currency, amount: currency });
         }
         match self.position.check_credit(transfer, amount) {
-            Ok(true) => Ok(Some(AccountEvent::Credited { transfer, amount })),
+            Ok(true) => {
+                Ok(Some(AccountEvent::Credited { transfer, amount, admitted: self.position.credit_admitted(transfer) }))
+            }
             Ok(false) => Ok(None),
             Err(Overflow) => Err(CreditRejection::Overflow),
         }
@@ -357,7 +362,7 @@ impl Account {
                 // Replay of a posting whose hold predates the snapshot being replayed onto.
                 None => self.position.apply_debit(*amount),
             },
-            AccountEvent::Credited { transfer, amount } => self.position.apply_credit(*transfer, *amount),
+            AccountEvent::Credited { transfer, amount, .. } => self.position.apply_credit(*transfer, *amount),
             AccountEvent::CreditAdmitted { transfer, amount } => self.position.apply_admission(*transfer, *amount),
             AccountEvent::CreditWithdrawn { transfer, .. } => {
                 self.position.apply_withdraw_admission(*transfer).map(|_| ())

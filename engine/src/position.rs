@@ -47,10 +47,9 @@ struct InFlight {
     recent_credits: VecDeque<TransferId>,
     /// Credits this position promised to accept (the first phase of an atomic batch): a
     /// credit admitted here is applied later even if the account was blocked in between.
-    /// Kept in memory only, like `recent_credits`: an admission lives for the milliseconds
-    /// between a batch's two phases, and ARCHITECTURE.md ("Atomic batches") says what a
-    /// restart in that window does. Bounded by the engine's sagas in flight (one admission
-    /// per admitted saga).
+    /// Stored like holds (the SQL stores' `credit_admissions`, read back by `restore_admission`),
+    /// so an account loaded again between a batch's phases, or after a crash, still keeps its
+    /// promise. Bounded by the engine's sagas in flight (one admission per admitted saga).
     admitted_credits: BTreeMap<TransferId, Decimal>,
     /// The sum of `admitted_credits`, so an admission can check the balance stays in range
     /// once every admitted credit has landed.
@@ -232,6 +231,14 @@ impl Position {
         self.work().and_then(|work| work.admitted_credits.get(&transfer)).copied()
     }
 
+    /// The admitted credits that have not landed, by transfer.
+    pub fn admitted_credits(&self) -> impl Iterator<Item = (TransferId, Decimal)> + '_ {
+        self.work()
+            .into_iter()
+            .flat_map(|work| work.admitted_credits.iter())
+            .map(|(transfer, amount)| (*transfer, *amount))
+    }
+
     pub fn has_admitted_credits(&self) -> bool {
         self.work().is_some_and(|work| !work.admitted_credits.is_empty())
     }
@@ -281,6 +288,11 @@ impl Position {
     /// Restores a hold read back from a store, without funds checks.
     pub fn restore_hold(&mut self, transfer: TransferId, amount: Decimal) -> Result<(), Overflow> {
         self.apply_hold(transfer, amount)
+    }
+
+    /// Restores an admission read back from a store.
+    pub fn restore_admission(&mut self, transfer: TransferId, amount: Decimal) -> Result<(), Overflow> {
+        self.apply_admission(transfer, amount)
     }
 }
 

@@ -49,7 +49,7 @@ impl Posting {
     pub fn from_event(account: AccountId, currency: Currency, event: &AccountEvent) -> Option<Posting> {
         let (transfer, direction, amount) = match event {
             AccountEvent::Posted { transfer, amount } => (*transfer, Direction::Debit, *amount),
-            AccountEvent::Credited { transfer, amount } => (*transfer, Direction::Credit, *amount),
+            AccountEvent::Credited { transfer, amount, .. } => (*transfer, Direction::Credit, *amount),
             _ => return None,
         };
         Some(Posting { transfer, account, currency, direction, amount })

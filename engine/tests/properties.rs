@@ -411,7 +411,10 @@ impl Ledger {
             let credit =
                 AccountCommand::Credit { transfer: transfer.id, amount: transfer.fee, currency: transfer.currency };
             let credited = self.step(fees, credit);
-            assert_eq!(credited, Ok(Some(AccountEvent::Credited { transfer: transfer.id, amount: transfer.fee })));
+            assert_eq!(
+                credited,
+                Ok(Some(AccountEvent::Credited { transfer: transfer.id, amount: transfer.fee, admitted: false }))
+            );
             self.model_balances[fees] += transfer.fee;
             self.outcomes.completed_with_fee += 1;
         }

@@ -539,7 +539,7 @@ fn decide_credit_walks_not_active_then_currency_then_overflow() {
             user_account(Currency::USD, near_max, dec!(0)),
             dec!(1),
             Currency::USD,
-            Ok(Some(AccountEvent::Credited { transfer, amount: dec!(1) })),
+            Ok(Some(AccountEvent::Credited { transfer, amount: dec!(1), admitted: false })),
         ),
     ];
     for (name, account, amount, currency, expected) in rows {
@@ -1019,7 +1019,7 @@ fn an_admitted_credit_is_honoured_after_a_block_and_refused_without_admission() 
     );
     assert_eq!(
         apply(&mut account, credit(admitted)),
-        Ok(Some(AccountEvent::Credited { transfer: admitted, amount: dec!(5) }))
+        Ok(Some(AccountEvent::Credited { transfer: admitted, amount: dec!(5), admitted: true }))
     );
     assert_eq!(account.balance(), dec!(5));
     assert!(!account.position.has_admitted_credits(), "the landed credit is no longer outstanding");

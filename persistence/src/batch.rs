@@ -27,6 +27,11 @@
 //!   only ever written to be deleted. While the process runs, an account loaded from the store
 //!   (after passivation or a panic) adds the holds its journals keep (`KeptHolds`), which
 //!   `BatchPlan::holds_kept` and `holds_settled` maintain once the batch is durable.
+//! - **Credit admissions** (an atomic batch's promises, `credit_admissions`), netted like holds
+//!   but never kept back: a row is written with its admission and deleted with the credit that
+//!   keeps it (`AccountEvent::Credited { admitted: true }`) or its withdrawal. Atomic batches
+//!   are rare, so this costs the hot path nothing; recovery withdraws the admissions of a batch
+//!   whose intent never became durable.
 //! - **Account snapshots, coalesced over time**: a posting carries the balance after it, so a
 //!   snapshot only spares readers the postings before it. The writer remembers each changed
 //!   account's newest balance (`PlanState`). When a flush is due
@@ -136,6 +141,11 @@ pub struct BatchPlan {
     /// written with their transfer's row (in `holds_placed`). `KeptHolds` drops them once the
     /// batch is durable, and every hold in `holds_removed` too.
     pub holds_settled: Vec<(AccountId, TransferId)>,
+    /// Credits promised by an atomic batch's first phase (`credit_admissions`), netted like
+    /// holds: one admitted and kept or withdrawn in the same batch touches nothing. Removals
+    /// go before placements.
+    pub admissions_placed: Vec<(AccountId, TransferId, Decimal, u64)>,
+    pub admissions_removed: Vec<(AccountId, TransferId)>,
     pub postings: Vec<PostingRow>,
     /// Transfers whose row cannot exist yet (final, or `processing` with legs): written by
     /// bulk copy.
@@ -339,6 +349,8 @@ impl BatchPlan {
         // What the batch does to each hold it touches, in the order it first touches them.
         let mut holds: Map<(AccountId, TransferId), HoldChange> = map_with_capacity(transfers_max);
         let mut hold_order: Vec<(AccountId, TransferId)> = Vec::with_capacity(transfers_max);
+        let mut admissions: Map<(AccountId, TransferId), HoldChange> = Map::default();
+        let mut admission_order: Vec<(AccountId, TransferId)> = Vec::new();
         let mut wallet_holds: Map<(WalletId, Currency, TransferId), HoldChange> = Map::default();
         let mut wallet_hold_order: Vec<(WalletId, Currency, TransferId)> = Vec::new();
         // Transfers the batch touches (a state or a posting), in first-touch order, with the
@@ -357,6 +369,14 @@ impl BatchPlan {
                         }
                         AccountEvent::Released { transfer, .. } | AccountEvent::Posted { transfer, .. } => {
                             note_hold(&mut holds, &mut hold_order, (*account, *transfer), None);
+                        }
+                        AccountEvent::CreditAdmitted { transfer, amount } => {
+                            let key = (*account, *transfer);
+                            note_hold(&mut admissions, &mut admission_order, key, Some((*amount, seq)));
+                        }
+                        AccountEvent::CreditWithdrawn { transfer, .. }
+                        | AccountEvent::Credited { transfer, admitted: true, .. } => {
+                            note_hold(&mut admissions, &mut admission_order, (*account, *transfer), None);
                         }
                         AccountEvent::StatusChanged { .. } | AccountEvent::CreditLimitChanged { .. } => {
                             upsert(
@@ -444,6 +464,15 @@ impl BatchPlan {
                     upsert(&mut plan.crypto_ops, &mut crypto_index, op.id, (seq, (**op).clone()));
                 }
                 Record::Audit(record) => plan.audits.push((**record).clone()),
+            }
+        }
+        for key in admission_order {
+            let Some(change) = admissions.get(&key) else { continue };
+            if change.removes_earlier {
+                plan.admissions_removed.push(key);
+            }
+            if let Some((amount, seq)) = change.placed {
+                plan.admissions_placed.push((key.0, key.1, amount, seq));
             }
         }
         for key in wallet_hold_order {

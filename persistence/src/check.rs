@@ -158,9 +158,9 @@ mod tests {
         // A credit with no matching debit anywhere: money from nowhere. And a credit of a
         // transfer still `processing` (money moved, so it is written, then nothing finished it).
         for event in [
-            AccountEvent::Credited { transfer: TransferId::from_u128(6), amount: dec!(10) },
+            AccountEvent::Credited { transfer: TransferId::from_u128(6), amount: dec!(10), admitted: false },
             AccountEvent::Held { transfer: orphan, amount: dec!(4) },
-            AccountEvent::Credited { transfer: TransferId::from_u128(8), amount: dec!(1) },
+            AccountEvent::Credited { transfer: TransferId::from_u128(8), amount: dec!(1), admitted: false },
         ] {
             account.apply(&event).unwrap();
             records.push(Record::Account {

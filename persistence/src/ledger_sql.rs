@@ -63,11 +63,13 @@ impl Column for Metadata {
     }
 }
 
-/// An account from a row of `ACCOUNT_COLUMNS`, its holds' rows (`transfer_id`, `amount`) and
-/// its newest posting after the snapshot, if any: `(balance_after, version)`.
-fn account_from_row(
-    row: &impl SqlRow,
-    holds: &[impl SqlRow],
+/// An account from a row of `ACCOUNT_COLUMNS`, the rows (`transfer_id`, `amount`) of its holds
+/// and of its credit admissions, and its newest posting after the snapshot, if any:
+/// `(balance_after, version)`.
+fn account_from_row<R: SqlRow>(
+    row: &R,
+    holds: &[R],
+    admissions: &[R],
     tail: Option<(Decimal, i64)>,
 ) -> Result<Loaded<Account>, StoreError> {
     let id = AccountId::from_uuid(row.decode("id")?);
@@ -87,6 +89,12 @@ fn account_from_row(
             .restore_hold(transfer, hold.decode("amount")?)
             .map_err(|_| corrupt(format!("account {id}: its holds overflow")))?;
     }
+    for admission in admissions {
+        let transfer = TransferId::from_uuid(admission.decode("transfer_id")?);
+        position
+            .restore_admission(transfer, admission.decode("amount")?)
+            .map_err(|_| corrupt(format!("account {id}: its credit admissions overflow")))?;
+    }
     let account = Account {
         id,
         owner: row.decode("owner_id")?,
@@ -98,6 +106,15 @@ fn account_from_row(
     };
     let seq = account.position.version;
     Ok(Loaded { value: account, seq })
+}
+
+/// Rows with an `account_id` column, by account.
+fn by_account<R: SqlRow>(rows: Vec<R>) -> Result<HashMap<Uuid, Vec<R>>, StoreError> {
+    let mut by_account: HashMap<Uuid, Vec<R>> = HashMap::new();
+    for row in rows {
+        by_account.entry(row.decode("account_id")?).or_default().push(row);
+    }
+    Ok(by_account)
 }
 
 fn tail_of(row: Option<impl SqlRow>) -> Result<Option<(Decimal, i64)>, StoreError> {
@@ -258,8 +275,13 @@ pub(crate) async fn load_account(store: &impl LedgerSql, id: AccountId) -> Resul
             .fetch_all(&mut *transaction)
             .await
             .map_err(classify)?;
+        let admissions = sqlx::query("SELECT transfer_id, amount FROM credit_admissions WHERE account_id = $1")
+            .bind(Id(id.as_uuid()))
+            .fetch_all(&mut *transaction)
+            .await
+            .map_err(classify)?;
         transaction.commit().await.map_err(classify)?;
-        account_from_row(&row, &holds, tail_of(tail)?).map(Some)
+        account_from_row(&row, &holds, &admissions, tail_of(tail)?).map(Some)
     })
 }
 
@@ -382,14 +404,17 @@ pub(crate) async fn all_accounts(store: &impl LedgerSql) -> Result<Vec<Account>,
             .fetch_all(&mut *transaction)
             .await
             .map_err(classify)?;
-        let mut holds_by_account: HashMap<Uuid, Vec<_>> = HashMap::new();
-        for hold in holds {
-            holds_by_account.entry(hold.decode("account_id")?).or_default().push(hold);
-        }
+        let mut holds_by_account = by_account(holds)?;
+        let admissions = sqlx::query("SELECT account_id, transfer_id, amount FROM credit_admissions")
+            .fetch_all(&mut *transaction)
+            .await
+            .map_err(classify)?;
+        let mut admissions_by_account = by_account(admissions)?;
         let mut accounts = Vec::with_capacity(rows.len());
         for row in &rows {
             let id: Uuid = row.decode("id")?;
             let holds = holds_by_account.remove(&id).unwrap_or_default();
+            let admissions = admissions_by_account.remove(&id).unwrap_or_default();
             let tail = if dialect::HAS_LATERAL {
                 let balance: Option<Decimal> = row.decode("tail_balance")?;
                 balance.zip(row.decode::<Option<i64>>("tail_version")?)
@@ -403,12 +428,15 @@ pub(crate) async fn all_accounts(store: &impl LedgerSql) -> Result<Vec<Account>,
                     .map_err(classify)?;
                 tail_of(tail)?
             };
-            accounts.push(account_from_row(row, &holds, tail)?.value);
+            accounts.push(account_from_row(row, &holds, &admissions, tail)?.value);
         }
         transaction.commit().await.map_err(classify)?;
         // A hold whose account has no row would make money reserved nowhere.
         if let Some(account) = holds_by_account.keys().next() {
             return Err(corrupt(format!("holds on account {account}, which the store does not have")));
+        }
+        if let Some(account) = admissions_by_account.keys().next() {
+            return Err(corrupt(format!("credit admissions on account {account}, which the store does not have")));
         }
         Ok(accounts)
     })
@@ -427,10 +455,11 @@ pub(crate) async fn postings_of(store: &impl LedgerSql, account: AccountId) -> R
     })
 }
 
-/// Every hold still placed, in the order they were placed.
-pub(crate) async fn live_holds(store: &impl LedgerSql) -> Result<Vec<LiveHold>, StoreError> {
+/// Every row of `holds` or `credit_admissions` (the same columns), in the order they were
+/// written.
+async fn keyed_amounts(store: &impl LedgerSql, table: &'static str) -> Result<Vec<LiveHold>, StoreError> {
     run_on_backend!(store, |pool| {
-        let rows = sqlx::query("SELECT account_id, transfer_id, amount FROM holds ORDER BY seq")
+        let rows = sqlx::query(&format!("SELECT account_id, transfer_id, amount FROM {table} ORDER BY seq"))
             .fetch_all(&pool)
             .await
             .map_err(classify)?;
@@ -444,6 +473,11 @@ pub(crate) async fn live_holds(store: &impl LedgerSql) -> Result<Vec<LiveHold>, 
             })
             .collect()
     })
+}
+
+/// Every hold still placed, in the order they were placed.
+pub(crate) async fn live_holds(store: &impl LedgerSql) -> Result<Vec<LiveHold>, StoreError> {
+    keyed_amounts(store, "holds").await
 }
 
 #[async_trait::async_trait]
@@ -490,5 +524,9 @@ impl<S: LedgerSql> StoreReads for S {
 
     async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError> {
         live_holds(self).await
+    }
+
+    async fn live_admissions(&self) -> Result<Vec<LiveHold>, StoreError> {
+        keyed_amounts(self, "credit_admissions").await
     }
 }

@@ -114,6 +114,23 @@ impl MemoryStore {
         }
         self.state.lock().map_err(|_| StoreError::Corrupt("memory store lock poisoned".to_owned()))
     }
+
+    /// Every account's (transfer, amount) pairs that `of` picks from its position: its holds,
+    /// or its credit admissions.
+    fn per_transfer_amounts(
+        &self,
+        of: impl Fn(&tally_engine::Position) -> Vec<(TransferId, rust_decimal::Decimal)>,
+    ) -> Result<Vec<LiveHold>, StoreError> {
+        let state = self.state()?;
+        Ok(state
+            .accounts
+            .values()
+            .flat_map(|stored| {
+                let account = stored.id;
+                of(&stored.position).into_iter().map(move |(transfer, amount)| LiveHold { account, transfer, amount })
+            })
+            .collect())
+    }
 }
 
 /// Applies one record's effect on accounts, wallets, crypto operations and AML flags, with
@@ -361,15 +378,11 @@ impl crate::store::StoreReads for MemoryStore {
     }
 
     async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError> {
-        let state = self.state()?;
-        Ok(state
-            .accounts
-            .values()
-            .flat_map(|stored| {
-                let account = stored.id;
-                stored.position.holds().map(move |(transfer, amount)| LiveHold { account, transfer, amount })
-            })
-            .collect())
+        self.per_transfer_amounts(|position| position.holds().collect())
+    }
+
+    async fn live_admissions(&self) -> Result<Vec<LiveHold>, StoreError> {
+        self.per_transfer_amounts(|position| position.admitted_credits().collect())
     }
 }
 

@@ -368,7 +368,9 @@ pub(crate) async fn write_plan(
     crate::events::postgres::write_events(&mut transaction, plan).await?;
     turn.wait().await;
     update_accounts(&mut transaction, plan).await?;
-    write_holds(&mut transaction, plan).await?;
+    write_keyed_amounts(&mut transaction, "holds", &plan.holds_removed, &plan.holds_placed).await?;
+    write_keyed_amounts(&mut transaction, "credit_admissions", &plan.admissions_removed, &plan.admissions_placed)
+        .await?;
     upsert_transfers(&mut transaction, plan).await?;
     transaction.insert_aml_flags(&plan.aml_flags).await?;
     commit_wallets(&mut transaction, plan).await?;
@@ -420,6 +422,8 @@ fn writes_more_than_the_call(plan: &BatchPlan) -> bool {
         wallets_opened,
         wallet_statuses,
         wallet_assets,
+        admissions_placed,
+        admissions_removed,
         wallet_holds_placed,
         wallet_holds_removed,
         aml_flags,
@@ -433,6 +437,8 @@ fn writes_more_than_the_call(plan: &BatchPlan) -> bool {
         && wallets_opened.is_empty()
         && wallet_statuses.is_empty()
         && wallet_assets.is_empty()
+        && admissions_placed.is_empty()
+        && admissions_removed.is_empty()
         && wallet_holds_placed.is_empty()
         && wallet_holds_removed.is_empty()
         && aml_flags.is_empty()
@@ -557,31 +563,35 @@ async fn update_accounts(transaction: &mut Transaction<'_, Postgres>, plan: &Bat
     Ok(())
 }
 
-/// Removals before placements: a hold removed and placed again in one batch (see
-/// `BatchPlan`) must end placed.
-async fn write_holds(transaction: &mut Transaction<'_, Postgres>, plan: &BatchPlan) -> Result<(), StoreError> {
-    if !plan.holds_removed.is_empty() {
-        let rows = &plan.holds_removed;
-        sqlx::query(
-            "DELETE FROM holds AS h USING UNNEST($1::uuid[], $2::uuid[]) AS d(account_id, transfer_id)
-             WHERE h.account_id = d.account_id AND h.transfer_id = d.transfer_id",
-        )
-        .bind(rows.iter().map(|(a, _)| a.as_uuid()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, t)| t.as_uuid()).collect::<Vec<_>>())
+/// The rows of `holds` or `credit_admissions` (the same columns: an amount an account set aside
+/// or promised for a transfer). Removals before placements: a hold removed and placed again in
+/// one batch (see `BatchPlan`) must end placed.
+async fn write_keyed_amounts(
+    transaction: &mut Transaction<'_, Postgres>,
+    table: &'static str,
+    removed: &[(AccountId, TransferId)],
+    placed: &[(AccountId, TransferId, Decimal, u64)],
+) -> Result<(), StoreError> {
+    if !removed.is_empty() {
+        sqlx::query(&format!(
+            "DELETE FROM {table} AS h USING UNNEST($1::uuid[], $2::uuid[]) AS d(account_id, transfer_id)
+             WHERE h.account_id = d.account_id AND h.transfer_id = d.transfer_id"
+        ))
+        .bind(removed.iter().map(|(a, _)| a.as_uuid()).collect::<Vec<_>>())
+        .bind(removed.iter().map(|(_, t)| t.as_uuid()).collect::<Vec<_>>())
         .execute(&mut **transaction)
         .await
         .map_err(classify)?;
     }
-    if !plan.holds_placed.is_empty() {
-        let rows = &plan.holds_placed;
-        sqlx::query(
-            "INSERT INTO holds (account_id, transfer_id, amount, seq)
-             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::numeric[], $4::int8[])",
-        )
-        .bind(rows.iter().map(|(a, _, _, _)| a.as_uuid()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, t, _, _)| t.as_uuid()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, _, amount, _)| *amount).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, _, _, seq)| seq_to_db(*seq)).collect::<Result<Vec<_>, _>>()?)
+    if !placed.is_empty() {
+        sqlx::query(&format!(
+            "INSERT INTO {table} (account_id, transfer_id, amount, seq)
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::numeric[], $4::int8[])"
+        ))
+        .bind(placed.iter().map(|(a, _, _, _)| a.as_uuid()).collect::<Vec<_>>())
+        .bind(placed.iter().map(|(_, t, _, _)| t.as_uuid()).collect::<Vec<_>>())
+        .bind(placed.iter().map(|(_, _, amount, _)| *amount).collect::<Vec<_>>())
+        .bind(placed.iter().map(|(_, _, _, seq)| seq_to_db(*seq)).collect::<Result<Vec<_>, _>>()?)
         .execute(&mut **transaction)
         .await
         .map_err(classify)?;

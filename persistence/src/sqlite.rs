@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use rust_decimal::Decimal;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, Transaction};
-use tally_engine::{ErrorCode, PendingReason, Posting, Transfer, TransferId};
+use tally_engine::{AccountId, ErrorCode, PendingReason, Posting, Transfer, TransferId};
 use uuid::Uuid;
 
 use crate::aml::sql::AmlFlagWrites;
@@ -178,6 +178,36 @@ pub(crate) fn decimal_from_db(text: &str, column: &str) -> Result<Decimal, Store
         .map_err(|error| corrupt(format!("{column} {text:?} is not an exact decimal: {error}")))
 }
 
+/// The rows of `holds` or `credit_admissions` (the same columns: an amount an account set aside
+/// or promised for a transfer). Removals before placements: a hold removed and placed again in
+/// one batch is in both lists (see `BatchPlan`), and its new row must replace the old one.
+async fn write_keyed_amounts(
+    transaction: &mut Transaction<'_, Sqlite>,
+    table: &'static str,
+    removed: &[(AccountId, TransferId)],
+    placed: &[(AccountId, TransferId, Decimal, u64)],
+) -> Result<(), StoreError> {
+    for (account, transfer) in removed {
+        sqlx::query(&format!("DELETE FROM {table} WHERE account_id = ?1 AND transfer_id = ?2"))
+            .bind(id_to_db(account.as_uuid()))
+            .bind(id_to_db(transfer.as_uuid()))
+            .execute(&mut **transaction)
+            .await
+            .map_err(classify)?;
+    }
+    for (account, transfer, amount, seq) in placed {
+        sqlx::query(&format!("INSERT INTO {table} (account_id, transfer_id, amount, seq) VALUES (?1, ?2, ?3, ?4)"))
+            .bind(id_to_db(account.as_uuid()))
+            .bind(id_to_db(transfer.as_uuid()))
+            .bind(amount_to_db(*amount))
+            .bind(seq_to_db(*seq)?)
+            .execute(&mut **transaction)
+            .await
+            .map_err(classify)?;
+    }
+    Ok(())
+}
+
 async fn write_plan(transaction: &mut Transaction<'_, Sqlite>, plan: &BatchPlan) -> Result<(), StoreError> {
     // First statement of the transaction, and a write: it fences the batch against a gap or a
     // second writer before anything else is written (SQLite has one writer at a time, so
@@ -234,26 +264,8 @@ async fn write_plan(transaction: &mut Transaction<'_, Sqlite>, plan: &BatchPlan)
         }
     }
 
-    // Removals before placements: a hold removed and placed again in one batch is in both
-    // lists (see `BatchPlan`), and its new row must replace the old one.
-    for (account, transfer) in &plan.holds_removed {
-        sqlx::query("DELETE FROM holds WHERE account_id = ?1 AND transfer_id = ?2")
-            .bind(id_to_db(account.as_uuid()))
-            .bind(id_to_db(transfer.as_uuid()))
-            .execute(&mut **transaction)
-            .await
-            .map_err(classify)?;
-    }
-    for (account, transfer, amount, seq) in &plan.holds_placed {
-        sqlx::query("INSERT INTO holds (account_id, transfer_id, amount, seq) VALUES (?1, ?2, ?3, ?4)")
-            .bind(id_to_db(account.as_uuid()))
-            .bind(id_to_db(transfer.as_uuid()))
-            .bind(amount_to_db(*amount))
-            .bind(seq_to_db(*seq)?)
-            .execute(&mut **transaction)
-            .await
-            .map_err(classify)?;
-    }
+    write_keyed_amounts(transaction, "holds", &plan.holds_removed, &plan.holds_placed).await?;
+    write_keyed_amounts(transaction, "credit_admissions", &plan.admissions_removed, &plan.admissions_placed).await?;
 
     for posting in &plan.postings {
         sqlx::query(

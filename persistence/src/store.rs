@@ -31,7 +31,9 @@ pub struct Loaded<T> {
     pub seq: u64,
 }
 
-/// A hold still placed on an account: money reserved for an unfinished transfer.
+/// A hold still placed on an account: money reserved for an unfinished transfer. Also a
+/// credit admission not yet kept or withdrawn (`StoreReads::live_admissions`): money promised
+/// to an account by an atomic batch's item.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LiveHold {
     pub account: AccountId,
@@ -237,6 +239,10 @@ pub trait StoreReads: Send + Sync + 'static {
 
     /// Every hold still placed on an account (recovery: no hold may be left dangling).
     async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError>;
+
+    /// Every credit admission not yet kept or withdrawn (recovery: an atomic batch whose intent
+    /// never became durable leaves its admissions to be withdrawn).
+    async fn live_admissions(&self) -> Result<Vec<LiveHold>, StoreError>;
 }
 
 /// The pricing configuration (`finance/`: FX rates, fee rules, transfer-type settings), which
@@ -423,6 +429,10 @@ impl<S: StoreReads + ?Sized> StoreReads for Arc<S> {
 
     async fn live_holds(&self) -> Result<Vec<LiveHold>, StoreError> {
         (**self).live_holds().await
+    }
+
+    async fn live_admissions(&self) -> Result<Vec<LiveHold>, StoreError> {
+        (**self).live_admissions().await
     }
 }
 

@@ -69,6 +69,8 @@ pub struct AccountView {
     pub credit_limit: String,
     pub unlimited: bool,
     pub holds: Vec<(TransferId, String)>,
+    /// Credits promised by an atomic batch's first phase and not yet landed or withdrawn.
+    pub admitted: Vec<(TransferId, String)>,
     pub created_at: Timestamp,
 }
 
@@ -87,6 +89,11 @@ impl AccountView {
             holds: account
                 .position
                 .holds()
+                .map(|(transfer, amount)| (transfer, money(amount, account.currency)))
+                .collect(),
+            admitted: account
+                .position
+                .admitted_credits()
                 .map(|(transfer, amount)| (transfer, money(amount, account.currency)))
                 .collect(),
             created_at: account.created_at,
@@ -720,7 +727,8 @@ pub async fn transfers_round_trip(store: Arc<dyn Store>) {
 }
 
 /// (d) Postings of an account and of a transfer come back in journal order with their
-/// directions and amounts; `live_holds` lists exactly the holds not yet released or posted.
+/// directions and amounts; `live_holds` lists exactly the holds not yet released or posted, and
+/// `live_admissions` the credit admissions not yet kept or withdrawn.
 pub async fn postings_and_live_holds(store: Arc<dyn Store>) {
     let mut driver = Driver::start(store).await;
     let settlement = driver.open_account(Currency::CHF, AccountKind::Settlement, Decimal::ZERO);
@@ -742,9 +750,20 @@ pub async fn postings_and_live_holds(store: Arc<dyn Store>) {
     driver.hold(alice, stuck, amount("20.00"));
     driver.credit(alice, back, amount("40.00"));
     driver.hold(alice, abandoned, amount("5.00"));
+    // Credits promised to bob (an atomic batch's first phase): one kept by its credit in a
+    // later batch, one withdrawn, one still outstanding, and one kept within its own batch.
+    let (kept, withdrawn, outstanding, quick) = (transfer_id(), transfer_id(), transfer_id(), transfer_id());
+    for promised in [kept, withdrawn, outstanding, quick] {
+        let admit = AccountCommand::AdmitCredit { transfer: promised, amount: amount("3.00"), currency: Currency::CHF };
+        driver.account(bob, admit);
+    }
+    driver.credit(bob, quick, amount("3.00"));
     driver.durable().await;
+    driver.assert_store_matches().await;
     driver.post(bob, back);
     driver.release(alice, abandoned);
+    driver.credit(bob, kept, amount("3.00"));
+    driver.account(bob, AccountCommand::WithdrawCredit { transfer: withdrawn });
     driver.durable().await;
     driver.assert_store_matches().await;
 
@@ -774,6 +793,15 @@ pub async fn postings_and_live_holds(store: Arc<dyn Store>) {
         .filter(|hold| driver.accounts.contains_key(&hold.account))
         .collect();
     assert_eq!(live, vec![LiveHold { account: alice, transfer: stuck, amount: amount("20.00") }]);
+    let promised: Vec<LiveHold> = driver
+        .store
+        .live_admissions()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|admission| driver.accounts.contains_key(&admission.account))
+        .collect();
+    assert_eq!(promised, vec![LiveHold { account: bob, transfer: outstanding, amount: amount("3.00") }]);
     assert!(driver.store.postings_of(AccountId::from_uuid(new_id())).await.unwrap().is_empty());
     assert!(driver.store.postings_of_transfer(stuck).await.unwrap().is_empty(), "a hold is not a posting");
     driver.shutdown().await;

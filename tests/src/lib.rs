@@ -130,6 +130,20 @@ impl Harness {
 /// `tally check`. Returns the per-currency sums checked.
 /// An internal transfer of `amount` from `source` to `destination`, in the source's currency,
 /// with no fee and no initiator (the engine's own request, as an admin tool makes it).
+/// Waits until `account`'s actor has passivated (its next use loads it from the store),
+/// sweeping idle actors by hand: the engine must run with an idle timeout of zero.
+pub async fn passivate(engine: &Engine, account: tally_engine::AccountId) {
+    let accounts = Arc::clone(engine.accounts());
+    for _ in 0..500 {
+        accounts.sweep_idle();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if !accounts.is_live(account) {
+            return;
+        }
+    }
+    panic!("{account} did not passivate");
+}
+
 pub fn internal_request(engine: &Engine, source: &Account, destination: &Account, amount: Decimal) -> TransferRequest {
     let now = engine.now();
     TransferRequest {

@@ -109,7 +109,7 @@ async fn a_clock_that_went_back_across_a_restart_loses_no_posting() {
 /// hold is simply gone, with nothing of its transfer in the store, and the ledger is whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hold_kept_back_from_the_store_comes_back_with_its_passivated_account_and_goes_with_its_release() {
-    use tally_engine::{AccountCommand, AccountId, Record, Transfer, TransferId, transfer::SagaStep};
+    use tally_engine::{AccountCommand, Record, Transfer, TransferId, transfer::SagaStep};
 
     let (store, url) = postgres::fresh_store("keptholds").await;
     let mut config = EngineConfig::default();
@@ -133,26 +133,13 @@ async fn a_hold_kept_back_from_the_store_comes_back_with_its_passivated_account_
     let stored_holds = |store: Arc<tally_persistence::postgres::PgStore>, transfer: TransferId| async move {
         store.live_holds().await.unwrap().into_iter().filter(|hold| hold.transfer == transfer).count()
     };
-    let passivate = |engine: &Engine, account: AccountId| {
-        let accounts = Arc::clone(engine.accounts());
-        async move {
-            for _ in 0..500 {
-                accounts.sweep_idle();
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                if !accounts.is_live(account) {
-                    return;
-                }
-            }
-            panic!("{account} did not passivate");
-        }
-    };
 
     let first = start(engine.new_transfer_id());
     engine.accounts().command(alice.id, hold(first.id)).await.unwrap();
     engine.journals().barrier().await.unwrap();
     assert_eq!(stored_holds(store.clone(), first.id).await, 0, "kept back, not written");
     assert_eq!(engine.journals().kept_holds_of(alice.id), vec![(first.id, dec!(30))]);
-    passivate(&engine, alice.id).await;
+    tally_tests::passivate(&engine, alice.id).await;
     let loaded = engine.account(alice.id).await.unwrap();
     assert_eq!(loaded.position.hold_of(first.id), Some(dec!(30)), "loaded from the store with the kept hold");
     assert_eq!(loaded.available().unwrap(), dec!(70));
@@ -161,7 +148,7 @@ async fn a_hold_kept_back_from_the_store_comes_back_with_its_passivated_account_
     engine.journals().barrier().await.unwrap();
     assert!(engine.journals().kept_holds_of(alice.id).is_empty(), "released: no longer kept");
     assert_eq!(stored_holds(store.clone(), first.id).await, 0, "and never written");
-    passivate(&engine, alice.id).await;
+    tally_tests::passivate(&engine, alice.id).await;
     let loaded = engine.account(alice.id).await.unwrap();
     assert_eq!(loaded.position.hold_of(first.id), None, "a released hold does not come back");
     assert_eq!(loaded.available().unwrap(), dec!(100));
@@ -177,7 +164,7 @@ async fn a_hold_kept_back_from_the_store_comes_back_with_its_passivated_account_
     engine.journals().barrier().await.unwrap();
     assert_eq!(stored_holds(store.clone(), second.id).await, 1, "written with the pending transfer's row");
     assert!(engine.journals().kept_holds_of(alice.id).is_empty());
-    passivate(&engine, alice.id).await;
+    tally_tests::passivate(&engine, alice.id).await;
     assert_eq!(
         engine.account(alice.id).await.unwrap().position.hold_of(second.id),
         Some(dec!(30)),

@@ -69,7 +69,14 @@ fn saga(first_seq: u64, id: TransferId) -> Vec<SequencedRecord> {
     vec![
         state(first_seq, transfer(id, TransferStatus::Processing, SagaStep::Started)),
         event(first_seq + 1, 1, AccountEvent::Held { transfer: id, amount: dec!(30) }, dec!(100), dec!(30), 1),
-        event(first_seq + 2, 2, AccountEvent::Credited { transfer: id, amount: dec!(30) }, dec!(30), dec!(0), 1),
+        event(
+            first_seq + 2,
+            2,
+            AccountEvent::Credited { transfer: id, amount: dec!(30), admitted: false },
+            dec!(30),
+            dec!(0),
+            1,
+        ),
         event(first_seq + 3, 1, AccountEvent::Posted { transfer: id, amount: dec!(30) }, dec!(70), dec!(0), 2),
         state(first_seq + 4, transfer(id, TransferStatus::Completed, SagaStep::Posted)),
     ]
@@ -139,7 +146,7 @@ fn a_pending_transfer_resumed_later_is_an_upsert_of_the_row_that_exists() {
     let mut restarted = PlanState::default();
     let executed = vec![
         state(1, transfer(id, TransferStatus::Processing, SagaStep::Held)),
-        event(2, 2, AccountEvent::Credited { transfer: id, amount: dec!(30) }, dec!(30), dec!(0), 1),
+        event(2, 2, AccountEvent::Credited { transfer: id, amount: dec!(30), admitted: false }, dec!(30), dec!(0), 1),
         event(3, 1, AccountEvent::Posted { transfer: id, amount: dec!(30) }, dec!(70), dec!(0), 1),
         state(4, transfer(id, TransferStatus::Completed, SagaStep::Posted)),
     ];
@@ -169,7 +176,7 @@ fn a_flush_is_written_a_slice_per_batch_in_account_order_and_newer_balances_wait
         event(
             seq,
             account,
-            AccountEvent::Credited { transfer: t(seq.into()), amount: dec!(1) },
+            AccountEvent::Credited { transfer: t(seq.into()), amount: dec!(1), admitted: false },
             balance,
             dec!(0),
             version,
@@ -343,4 +350,36 @@ fn holds_of_transfers_the_journal_does_not_run_and_of_direct_commits_are_written
     let first = build(saga(10, t(9))[..2].to_vec(), &mut direct, false);
     assert_eq!(first.holds_placed.len(), 1);
     assert!(first.holds_kept.is_empty());
+}
+
+/// An admission is written with its batch and deleted by the credit that keeps it (or its
+/// withdrawal); one kept or withdrawn within its own batch touches nothing. A credit that
+/// kept no promise (`admitted: false`, every ordinary transfer's) touches nothing either.
+#[test]
+fn admissions_are_written_and_deleted_netted_per_batch() {
+    let bob = AccountId::from_u128(2);
+    let admitted =
+        |seq, id| event(seq, 2, AccountEvent::CreditAdmitted { transfer: id, amount: dec!(5) }, dec!(0), dec!(0), 0);
+    let credited = |seq, id, admitted| {
+        event(seq, 2, AccountEvent::Credited { transfer: id, amount: dec!(5), admitted }, dec!(5), dec!(0), 1)
+    };
+    let withdrawn =
+        |seq, id| event(seq, 2, AccountEvent::CreditWithdrawn { transfer: id, amount: dec!(5) }, dec!(0), dec!(0), 0);
+    let mut plan_state = PlanState::default();
+
+    let plan = build(vec![admitted(1, t(1)), admitted(2, t(2))], &mut plan_state, false);
+    assert_eq!(plan.admissions_placed, vec![(bob, t(1), dec!(5), 1), (bob, t(2), dec!(5), 2)]);
+    assert!(plan.admissions_removed.is_empty());
+
+    let plan =
+        build(vec![credited(3, t(1), true), withdrawn(4, t(2)), credited(5, t(3), false)], &mut plan_state, false);
+    assert_eq!(plan.admissions_removed, vec![(bob, t(1)), (bob, t(2))]);
+    assert!(plan.admissions_placed.is_empty());
+
+    let plan = build(
+        vec![admitted(6, t(4)), credited(7, t(4), true), admitted(8, t(5)), withdrawn(9, t(5))],
+        &mut plan_state,
+        false,
+    );
+    assert!(plan.admissions_placed.is_empty() && plan.admissions_removed.is_empty(), "{plan:?}");
 }

@@ -28,7 +28,7 @@ fn credit(n: u128, transfer: u128, version: u64) -> Record {
     Record::Account {
         account: AccountId::from_u128(n),
         currency: Currency::USD,
-        event: AccountEvent::Credited { transfer: TransferId::from_u128(transfer), amount: dec!(1) },
+        event: AccountEvent::Credited { transfer: TransferId::from_u128(transfer), amount: dec!(1), admitted: false },
         after: AccountSnapshot {
             balance: Decimal::from(version),
             held: dec!(0),
@@ -320,6 +320,9 @@ macro_rules! faces_of_inner {
 
             async fn live_holds(&self) -> Result<Vec<crate::LiveHold>, StoreError> {
                 self.inner.live_holds().await
+            }
+            async fn live_admissions(&self) -> Result<Vec<crate::LiveHold>, StoreError> {
+                self.inner.live_admissions().await
             }
         }
     };

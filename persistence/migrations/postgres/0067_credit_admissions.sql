@@ -1,0 +1,13 @@
+-- Credits an account promised to accept: the first phase of an atomic batch admits each item's
+-- credit at its destination, and the destination honours it in the third phase even if it was
+-- blocked in between, and refuses to close while it has one. Kept here, like holds, so that an
+-- account loaded again between the phases (after passivation, a panic, or a crash) still keeps
+-- its promise. A row is written with the admission's record and deleted with the credit that
+-- keeps it, or with its withdrawal (a batch abandoned: by the batch, or by recovery).
+CREATE TABLE credit_admissions (
+    account_id UUID NOT NULL,
+    transfer_id UUID NOT NULL,
+    amount NUMERIC NOT NULL,
+    seq BIGINT NOT NULL,
+    PRIMARY KEY (account_id, transfer_id)
+);
