@@ -166,6 +166,36 @@ async fn an_order_interrupted_after_its_wallet_credit_goes_forward_and_credits_o
     engine.shutdown(std::time::Duration::from_secs(5)).await;
 }
 
+/// The same on SQLite, where the restarted engine loads the wallet from SQL without its window
+/// of recent credits: recovery must learn from the store that the credit is durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_interrupted_after_its_wallet_credit_credits_once_on_sqlite() {
+    let dir = std::env::temp_dir().join(format!("tally-order-once-{}", uuid::Uuid::new_v4()));
+    let url = format!("sqlite://{}", dir.join("ledger.db").display());
+    let store: Arc<dyn Store> = Arc::new(tally_persistence::sqlite::SqliteStore::open(&url).await.unwrap());
+    let engine = Engine::start(store.clone(), EngineConfig::default()).await.unwrap();
+    let owner = UserId::from_uuid(uuid::Uuid::new_v4());
+    let account = engine.open_account(owner, Currency::USD, Decimal::ZERO).await.unwrap();
+    engine.adjust(tally_engine::TransferKind::AdminCredit, account.id, dec!(500), None, None, None).await.unwrap();
+    let (profile, _) = engine.open_customer_wallet(owner, Currency::BTC).await.unwrap();
+    let mut op = order(&engine, CryptoOpKind::Buy, owner, profile.wallet, account.id);
+    run_legs_then_crash_before_recording(&engine, &mut op, 3).await;
+    engine.journals().barrier().await.unwrap();
+    engine.halt().await;
+    drop(engine);
+
+    let engine = Engine::start(store.clone(), EngineConfig::default()).await.unwrap();
+    assert_eq!(engine.crypto_op(op.id).await.unwrap().unwrap().status, CryptoOpStatus::Completed);
+    assert_eq!(wallet_figures(&engine, profile.wallet, Currency::BTC).await, (dec!(0.002), dec!(0)), "credited once");
+    let account = engine.account(account.id).await.unwrap();
+    assert_eq!((account.balance(), account.held()), (dec!(399.00), dec!(0)));
+    assert_eq!(engine.account(system_accounts::fees(Currency::USD)).await.unwrap().balance(), dec!(1.00));
+    let sums = assert_store_consistent(store.as_ref()).await;
+    assert_eq!((sums[&Currency::BTC], sums[&Currency::USD]), (Decimal::ZERO, Decimal::ZERO));
+    engine.shutdown(Duration::from_secs(5)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deposit_interrupted_after_its_settlement_hold_is_credited() {
     let harness = Harness::start().await;
