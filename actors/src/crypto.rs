@@ -479,6 +479,9 @@ impl Engine {
         // keeps it so a refusal can put it back.
         let taken: Arc<std::sync::Mutex<Option<Quote>>> = Arc::default();
         let slot = Arc::clone(&taken);
+        // The order's id once built: whether it was recorded decides whether the quote is used.
+        let built: Arc<std::sync::Mutex<Option<TransferId>>> = Arc::default();
+        let built_slot = Arc::clone(&built);
         let build = |engine: Engine, key: Option<Idempotency>| async move {
             let quote = engine
                 .inner
@@ -514,8 +517,12 @@ impl Engine {
                     CryptoError::Refused(ErrorCode::NotFound, format!("you have no {} wallet", terms.asset))
                 })?;
             let created = engine.now();
+            let id = engine.new_transfer_id_at(created);
+            if let Ok(mut slot) = built_slot.lock() {
+                *slot = Some(id);
+            }
             Ok(CryptoOp {
-                id: engine.new_transfer_id_at(created),
+                id,
                 kind: terms.side.kind(),
                 status: CryptoOpStatus::Processing,
                 step: 0,
@@ -538,18 +545,34 @@ impl Engine {
         };
         let result = self.idempotent(&[CryptoOpKind::Buy, CryptoOpKind::Sell], key, build).await;
         let taken = taken.lock().ok().and_then(|mut slot| slot.take());
+        let built = built.lock().ok().and_then(|mut slot| slot.take());
         if let (Err(error), Some(quote)) = (&result, taken)
             && !matches!(error, CryptoError::Failed(_, code) if !matches!(code, ErrorCode::Overloaded | ErrorCode::Quarantined))
             && quote.expires_at > now
+            && self.order_moved_nothing(built).await
         {
             // Refused before any money moved (no account, wrong currency, no funds, store
             // unavailable), or failed because an actor was unavailable (`503`: its key was
             // given back for the retry): the quote may still be used, as before this attempt.
             // An order that ran, completed or failed for a reason, used it up: a quote buys
-            // one order.
+            // one order. So does one cut short while it runs (`503` from a journal that
+            // refused its next record): it stays `processing` at the quoted price, and
+            // recovery may still drive it forward.
             self.inner.crypto.quotes.insert(quote_id, quote);
         }
         result
+    }
+
+    /// Whether the order built as `id` (if it got that far) left nothing that could still
+    /// move money: never recorded, or recorded `failed` (its legs undone). Unsure (the store
+    /// unreadable) counts as not.
+    async fn order_moved_nothing(&self, id: Option<TransferId>) -> bool {
+        let Some(id) = id else { return true };
+        match self.crypto_op(id).await {
+            Ok(None) => true,
+            Ok(Some(op)) => op.status == CryptoOpStatus::Failed,
+            Err(_) => false,
+        }
     }
 
     /// Runs `build`'s operation under an idempotency key (like `transfer_idempotent`): a

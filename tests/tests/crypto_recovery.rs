@@ -441,3 +441,67 @@ async fn a_withdrawal_confirm_cut_after_its_settlement_credit_does_not_credit_it
     assert_eq!(net().await, Decimal::ZERO, "the settlement account was credited twice for one withdrawal");
     harness.shutdown().await;
 }
+
+/// An order cut short while it runs (the journal refused the record after its first leg, the
+/// fiat hold: the client hears `503`) stays `processing` at the quoted price, and recovery may
+/// still drive it forward: its quote is used up. Before, it went back into the table as if
+/// nothing had happened, and a second order under another key bought at the same price.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_cut_short_while_it_runs_uses_its_quote_up() {
+    use sqlx::Connection;
+    use tally_engine::crypto::{QuoteAmount, Side};
+    let dir = std::env::temp_dir().join(format!("tally-order-cut-{}", uuid::Uuid::new_v4()));
+    let url = format!("sqlite://{}", dir.join("ledger.db").display());
+    let store: Arc<dyn Store> = Arc::new(tally_persistence::sqlite::SqliteStore::open(&url).await.unwrap());
+    let mut config = EngineConfig::default();
+    config.actors.shards = 1;
+    let engine = Engine::start(store.clone(), config.clone()).await.unwrap();
+    engine.set_fx_rate(Currency::BTC, Currency::USD, dec!(50000), None).await.unwrap();
+    let owner = UserId::from_uuid(uuid::Uuid::new_v4());
+    let account = engine.open_account(owner, Currency::USD, Decimal::ZERO).await.unwrap();
+    engine.adjust(tally_engine::TransferKind::AdminCredit, account.id, dec!(500), None, None, None).await.unwrap();
+    engine.open_customer_wallet(owner, Currency::BTC).await.unwrap();
+    engine.shutdown(Duration::from_secs(5)).await;
+    // Again with a journal of two waiting records: the order's first record and its first
+    // leg's fill it (the writer has taken an earlier record and waits for the lock below),
+    // so the record after that leg is refused.
+    config.journal.admission_depth_max = 1;
+    config.journal.depth_max = 2;
+    let engine = Engine::start(store.clone(), config).await.unwrap();
+    let now = engine.now();
+    let quote =
+        engine.quote(owner, Side::Buy, Currency::BTC, Currency::USD, QuoteAmount::Fiat(dec!(100)), now).unwrap();
+
+    // Nothing commits while this connection holds SQLite's write lock.
+    let mut lock = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut lock).await.unwrap();
+    let opening = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.open_account(owner, Currency::USD, Decimal::ZERO).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let cut = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.place_order(owner, quote.id, account.id, None, now).await })
+    };
+    for _ in 0..500 {
+        if engine.account(account.id).await.unwrap().held() > Decimal::ZERO {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(engine.account(account.id).await.unwrap().held(), dec!(101.00), "the fiat hold was placed");
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    let cut = tokio::time::timeout(Duration::from_secs(30), cut).await.expect("answered").unwrap();
+    assert!(matches!(cut, Err(tally_actors::CryptoError::Unavailable(_))), "{cut:?}");
+    opening.await.unwrap().unwrap();
+    engine.journals().barrier().await.unwrap();
+
+    let again = engine.place_order(owner, quote.id, account.id, None, engine.now()).await;
+    assert!(
+        matches!(again, Err(tally_actors::CryptoError::Refused(ErrorCode::NotFound, _))),
+        "the quote bought the order that was cut: {again:?}"
+    );
+    engine.shutdown(Duration::from_secs(5)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
