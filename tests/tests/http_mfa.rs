@@ -23,6 +23,7 @@ on_both_stores!(
     repeated_login_failures_are_rate_limited_per_identifier_with_retry_after,
     login_failures_are_rate_limited_per_ip_and_a_success_does_not_reset_it,
     requests_beyond_the_per_caller_rate_get_429,
+    a_totp_state_read_across_a_confirm_is_not_cached_stale,
 );
 
 /// One TOTP step: after using a code, the next usable code is the next step's.
@@ -374,5 +375,25 @@ async fn requests_beyond_the_per_caller_rate_get_429(server: TestServer) {
     server.get("/v1/users/me", Some(&bob.token)).await.assert_status(200);
     server.clock.advance(Duration::from_secs(1));
     server.get("/v1/users/me", Some(&alice.token)).await.assert_status(200);
+    server.shutdown().await;
+}
+
+/// A TOTP state read from the store while the user confirms TOTP, and cached after the
+/// confirm, said "off" for good: `/v1/users/me` showed TOTP off and step-up stopped asking for
+/// the device until the cache emptied. The interleaving made by hand: the read begins, the
+/// confirm lands, the read's answer arrives. It is not cached.
+async fn a_totp_state_read_across_a_confirm_is_not_cached_stale(server: TestServer) {
+    let user = server.user().await;
+    let id = tally_engine::UserId::from_uuid(uuid::Uuid::parse_str(&user.user_id).unwrap());
+    let second_factor = &server.state.identity().protection.second_factor;
+    let read_from = second_factor.generation();
+    let read = second_factor.store().totp(id).await.unwrap().is_some_and(|record| record.enabled);
+    assert!(!read, "off when the read began");
+    enable_totp(&server, &user).await;
+    second_factor.remember_read(id, read, read_from);
+    assert!(totp_enabled(&server, &user).await, "the stale read was not cached");
+    let began = server.post("/v1/auth/step-up", Some(&user.token), json!({"operation_type": "transfers.create"})).await;
+    began.assert_status(200);
+    assert_eq!(began.body["methods"], json!(["totp"]), "step-up asks for the device");
     server.shutdown().await;
 }

@@ -10,14 +10,18 @@
 //! accepted at login only: step-up wants the device itself.
 //!
 //! Whether a user has TOTP on is cached in memory (`totp_enabled`): every ★ request asks, and
-//! a query per transfer would cost the hot path. Confirm and turning TOTP off update this
-//! node's cache; another node's copy is the cluster work's to invalidate (DESIGN.md §10 lists
-//! it with the other per-node caches).
+//! a query per transfer would cost the hot path. Confirm and turning TOTP off drop this
+//! node's entry after the store changed (`changed`), and a state read from the store is cached
+//! only if no change was made since the read began (`remember_read`): a read that began before
+//! a confirm and ended after it would otherwise cache "off" for a user whose TOTP is on, and
+//! step-up would stop asking for the device until the cache emptied. Identity requests are
+//! served by one node of a cluster (docs/cluster.md), so there is no other copy to drop.
 //!
 //! Also here: `GET /v1/users/me/mfa`, `DELETE /v1/users/me/mfa/totp` ★ (TOTP off, backup codes
 //! void) and `POST /v1/users/me/mfa/backup-codes` ★ (ten new codes, the old ones void).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -62,6 +66,9 @@ pub const METHODS: [&str; 1] = ["totp"];
 pub struct SecondFactor {
     store: Arc<dyn MfaStore>,
     enabled: DashMap<UserId, bool>,
+    /// Bumped by every change of any user's TOTP state, before its entry is dropped: a read
+    /// from the store caches its answer only if this did not move meanwhile.
+    changes: AtomicU64,
     failures: FailureLimiter,
     /// MFA sessions opened by a password login.
     pub sessions: Challenges,
@@ -85,6 +92,7 @@ impl SecondFactor {
         SecondFactor {
             store,
             enabled: DashMap::new(),
+            changes: AtomicU64::new(0),
             failures: FailureLimiter::new(SECOND_FACTOR_FAILURES_PER_USER_MAX, LOGIN_FAILURE_WINDOW),
             sessions: Challenges::default(),
         }
@@ -99,16 +107,39 @@ impl SecondFactor {
         if let Some(enabled) = self.enabled.get(&user).map(|entry| *entry.value()) {
             return Ok(enabled);
         }
+        let read_from = self.generation();
         let enabled = self.store.totp(user).await?.is_some_and(|record| record.enabled);
-        self.remember(user, enabled);
+        self.remember_read(user, enabled, read_from);
         Ok(enabled)
     }
 
-    pub(crate) fn remember(&self, user: UserId, enabled: bool) {
+    /// Where the changes stand: taken before reading a TOTP state from the store, for
+    /// `remember_read`.
+    pub fn generation(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// Caches `enabled`, read from the store by a read that began at `read_from`
+    /// (`generation`), unless a change was made since: that change may have landed after the
+    /// read and dropped its entry before this one would go in. The check and the insert hold
+    /// the entry's lock, which `changed` needs to drop the entry, so a stale answer is either
+    /// refused here or dropped there.
+    pub fn remember_read(&self, user: UserId, enabled: bool, read_from: u64) {
         if self.enabled.len() >= TOTP_STATES_CACHED_MAX {
             self.enabled.clear();
         }
-        self.enabled.insert(user, enabled);
+        if let dashmap::Entry::Vacant(slot) = self.enabled.entry(user)
+            && self.generation() == read_from
+        {
+            slot.insert(enabled);
+        }
+    }
+
+    /// After the store changed `user`'s TOTP state: forget what is cached, and keep any read
+    /// under way from caching what it found.
+    pub(crate) fn changed(&self, user: UserId) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        self.enabled.remove(&user);
     }
 
     /// Checks `code` for `user` (whose TOTP must be on), spending what it matched: the TOTP
@@ -290,7 +321,7 @@ pub async fn confirm(
     if !second_factor.store().enable_totp(caller.user_id, &record.secret, step, now, &entry).await? {
         return Err(ApiError::new(ErrorCode::Conflict, "the TOTP setup changed meanwhile; confirm the new secret"));
     }
-    second_factor.remember(caller.user_id, true);
+    second_factor.changed(caller.user_id);
     Ok(audited(StatusCode::NO_CONTENT.into_response()))
 }
 
@@ -398,11 +429,12 @@ pub struct MfaStatus {
 )]
 pub async fn status(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<MfaStatus>, ApiError> {
     let second_factor = &state.identity().protection.second_factor;
+    let read_from = second_factor.generation();
     let totp = second_factor.store().totp(caller.user_id).await?;
     let totp_enabled = totp.is_some_and(|totp| totp.enabled);
     let backup_codes_remaining =
         if totp_enabled { second_factor.store().backup_codes_remaining(caller.user_id).await? } else { 0 };
-    second_factor.remember(caller.user_id, totp_enabled);
+    second_factor.remember_read(caller.user_id, totp_enabled, read_from);
     Ok(axum::Json(MfaStatus { totp_enabled, backup_codes_remaining }))
 }
 
@@ -455,7 +487,7 @@ pub async fn disable(
     if !second_factor.store().disable_totp(caller.user_id, &entry).await? {
         return Err(totp_off_conflict());
     }
-    second_factor.remember(caller.user_id, false);
+    second_factor.changed(caller.user_id);
     identity.protection.step_ups.forget_user(caller.user_id);
     Ok(audited(StatusCode::NO_CONTENT.into_response()))
 }
