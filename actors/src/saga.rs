@@ -452,10 +452,11 @@ async fn drive(
                 // or none), one an admin executes, one recovery drives on. Those wait while the
                 // destination is busy, with the retry policy of forward-only steps
                 // (`BusyOnly`); a refusal undoes them as before. A quarantined destination
-                // (refused until an operator releases it, which may never come) undoes an
-                // execute or a recovered saga, which stand alone, but not an atomic batch's
-                // item (`Run` begun past step 1): the batch is past the pivot its items share,
-                // so the item waits for the release like any forward-only step.
+                // (refused until an operator releases it, which may never come) leaves an
+                // execute undone (the transfer stays pending, below) and undoes a recovered
+                // saga, which stand alone, but not an atomic batch's item (`Run` begun past
+                // step 1): the batch is past the pivot its items share, so the item waits for
+                // the release like any forward-only step.
                 let credited = if key_may_go_back {
                     step(inner, transfer, transfer.destination, credit).await.map(|_| ())
                 } else {
@@ -473,6 +474,23 @@ async fn drive(
                 };
                 match credited {
                     Ok(_) => transfer.step = SagaStep::Credited,
+                    Err(CallError::Unavailable(unavailable)) if matches!(intent, Intent::Execute) => {
+                        // An admin's execute meets a quarantined destination (only that ends
+                        // its wait): not executed, and nothing changes. It stays pending with
+                        // its source's hold, and the admin hears `503`, which means exactly
+                        // that; they execute again once an operator releases the
+                        // quarantine, or reject. Failing it here (as before) answered `503`
+                        // for a transfer that had ended `failed`, and its client's key
+                        // replayed that `503` for ever.
+                        if transfer.is_fx() {
+                            let clearing = system_accounts::fx_clearing(transfer.destination_currency);
+                            forward(inner, transfer, AccountCommand::Release { transfer: transfer.id }, clearing)
+                                .await?;
+                        }
+                        finish(inner, transfer, TransferStatus::Pending, None, &mut None).await?;
+                        crate::expiry::schedule_if_pending(inner, transfer);
+                        return Err(TransferError::Unavailable(unavailable));
+                    }
                     Err(error) => {
                         let rejection = match error {
                             CallError::NotFound => Some(CreateTransferRejection::DestinationNotFound),

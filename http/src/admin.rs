@@ -152,7 +152,10 @@ fn not_pending(error: TransferError) -> ApiError {
     path = "/v1/admin/transfers/{id}/execute",
     tag = "admin",
     params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for this operation type (POST /v1/auth/step-up)"), ("id" = uuid::Uuid, Path, description = "The transfer id")),
-    responses((status = 204, description = "Executed; the transfer completed")),
+    responses(
+        (status = 204, description = "Executed; the transfer completed"),
+        (status = 503, description = "Not executed, and nothing changed: the destination's actor is quarantined (QUARANTINED) or the engine is overloaded. The transfer stays pending with its hold; execute it again later, or reject it")
+    ),
     security(("bearer" = []))
 )]
 pub async fn execute(

@@ -19,6 +19,7 @@ on_both_stores!(
     admins_read_any_transfer_and_any_account_with_its_holds,
     reject_and_cancel_release_the_hold_and_only_pending_transfers_are_reviewed,
     admins_open_accounts_and_block_unblock_and_close_them,
+    an_execute_towards_a_quarantined_destination_is_503_and_changes_nothing,
 );
 
 const IBAN: &str = "GB82WEST12345698765432";
@@ -659,5 +660,65 @@ async fn admins_open_accounts_and_block_unblock_and_close_them(server: TestServe
         .post(&format!("/v1/admin/accounts/{}/status", uuid::Uuid::new_v4()), Some(&admin.token), status("block"))
         .await
         .assert_problem(404, "NOT_FOUND");
+    server.shutdown().await;
+}
+
+/// An admin executes a pending transfer whose destination's actor is quarantined (it kept
+/// failing). The answer is `503` and, as a `503` must, it changed nothing: the transfer is
+/// still `pending` with its source's hold, the customer's key still answers it, and once an
+/// operator releases the quarantine the same execute completes it. Before, the execute failed
+/// the transfer for good while answering `503` "retry later": the retry got `409 NOT_PENDING`,
+/// and the customer's key replayed `503` for ever. Found by a review (helper).
+async fn an_execute_towards_a_quarantined_destination_is_503_and_changes_nothing(server: TestServer) {
+    use tally_tests::http::account_id;
+    let admin = server.admin(&["transfers:execute", "transfers:read"]).await;
+    let customer = server.user().await;
+    let source = server.open_account(&customer, "USD").await;
+    let destination = server.open_account(&customer, "USD").await;
+    server.fund(&source, dec!(100)).await;
+    server.engine.set_transfer_type(
+        tally_engine::TransferKind::Internal,
+        tally_engine::TransferTypeSettings {
+            execution_mode: tally_engine::ExecutionMode::Manual,
+            ..tally_engine::TransferTypeSettings::internal_default()
+        },
+    );
+    let key = format!("quarantined-{}", uuid::Uuid::new_v4().simple());
+    let body =
+        json!({"type": "internal", "source_account_id": source, "destination_account_id": destination, "amount": "10"});
+    let created = server.post_keyed("/v1/transfers", Some(&customer.token), &key, body.clone()).await;
+    created.assert_status(202);
+    let id = created.str("id");
+
+    // The destination's actor keeps failing: quarantined (the default bound is 5 restarts).
+    let engine = &server.engine;
+    let (from, to) = (account_id(&destination), account_id(&source));
+    let request = tally_tests::internal_request(
+        engine,
+        &engine.account(from).await.unwrap(),
+        &engine.account(to).await.unwrap(),
+        dec!(1),
+    );
+    engine.faults().arm_panics(tally_actors::ActorKind::Account, 5);
+    assert!(engine.transfer(request).await.is_err());
+    engine.faults().disarm();
+    assert!(engine.accounts().is_quarantined(from));
+
+    let path = format!("/v1/admin/transfers/{id}/execute");
+    let execute = || server.post_empty(&path, Some(&admin.token));
+    let refused = execute().await;
+    assert_eq!((refused.status, refused.body["code"].as_str()), (503, Some("QUARANTINED")), "{}", refused.text);
+    let stored = server.get(&format!("/v1/admin/transfers/{id}"), Some(&admin.token)).await;
+    assert_eq!(stored.str("status"), "pending", "{}", stored.text);
+    assert_eq!(server.position(&source).await, (dec!(100.00), dec!(10.00)), "still held");
+    let replay = server.post_keyed("/v1/transfers", Some(&customer.token), &key, body.clone()).await;
+    assert_eq!((replay.status, replay.str("status")), (202, "pending".to_owned()), "{}", replay.text);
+
+    engine.release_account_quarantine(from);
+    execute().await.assert_status(204);
+    assert_eq!(server.position(&source).await, (dec!(90.00), dec!(0.00)));
+    assert_eq!(server.position(&destination).await, (dec!(10.00), dec!(0.00)));
+    let replay = server.post_keyed("/v1/transfers", Some(&customer.token), &key, body).await;
+    assert_eq!(replay.str("status"), "completed", "{}", replay.text);
     server.shutdown().await;
 }
