@@ -388,6 +388,21 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// What step 1's limits check would say of `transfer` now, without counting anything: a
+    /// quote refuses what the transfer would be refused (a concurrent transfer may of course
+    /// use the room before this one is sent).
+    pub fn check_limits(&self, transfer: &tally_engine::Transfer) -> Result<(), crate::engine::TransferError> {
+        let Some(user) = counted_user(transfer) else { return Ok(()) };
+        let limits = &self.inner.limits;
+        let bounds = limits.limits(limits.level_of(user), transfer.currency);
+        let usage = limits.usage(user, transfer.currency, transfer.created_at);
+        tally_engine::limits::check(&bounds, usage, transfer.amount)
+            .map(|_| ())
+            .map_err(crate::engine::TransferError::Limit)
+    }
+}
+
 /// The user whose limits a transfer counts against: its initiator, for a customer's
 /// transfer (internal or external).
 fn counted_user(transfer: &tally_engine::Transfer) -> Option<UserId> {

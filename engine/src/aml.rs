@@ -25,9 +25,11 @@ use crate::transfer::TransferKind;
 /// on every transfer, and the window's memory grows with it.
 pub const VELOCITY_WINDOW_SECONDS_MAX: u32 = 30 * 24 * 3600;
 
-/// The most transfers a velocity window remembers per account. A count rule may therefore
-/// name at most this many (`max_count` ≤ it), so a window always sees a count rule fire; an
-/// account sending more than this within a window is also past any count rule.
+/// The most entries a velocity window keeps per account. Past it the oldest entry is merged
+/// into the next one of its currency (`VelocityWindow::note`), so the window still counts and
+/// sums every transfer it saw, each merged one for a little longer than its own time: the
+/// bound costs precision towards counting too much, never a transfer forgotten (a sum rule
+/// could otherwise be passed by splitting into more pieces than the window keeps).
 pub const VELOCITY_ENTRIES_MAX: usize = 1_024;
 
 /// Rules at most: each transfer walks them all, so the set stays small (a rule book, not a
@@ -179,11 +181,21 @@ pub struct AmlSubject {
     pub at: Timestamp,
 }
 
-/// One source account's recent screened transfers, oldest first, at most
-/// `VELOCITY_ENTRIES_MAX` of them.
+/// One source account's recent screened transfers, oldest first, in at most
+/// `VELOCITY_ENTRIES_MAX` entries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VelocityWindow {
-    entries: VecDeque<(Timestamp, Currency, Decimal)>,
+    entries: VecDeque<VelocityEntry>,
+}
+
+/// Transfers in one currency, counted as made at `at`: one transfer, or several merged when
+/// the window was full (then `at` is the newest of their times).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct VelocityEntry {
+    at: Timestamp,
+    currency: Currency,
+    amount: Decimal,
+    count: u64,
 }
 
 impl VelocityWindow {
@@ -195,17 +207,42 @@ impl VelocityWindow {
         self.entries.is_empty()
     }
 
-    /// Remembers a transfer, forgetting what is older than `keep_seconds` before it and the
-    /// oldest beyond the bound.
+    /// Remembers a transfer, forgetting what is older than `keep_seconds` before it. Past the
+    /// bound an old entry is merged into the next entry of its currency (or into this
+    /// transfer's): counted from that entry's later time, it stays in the window a little
+    /// longer than it would have, which errs towards a rule firing, never away from it.
     pub fn note(&mut self, subject: &AmlSubject, keep_seconds: u32) {
         let horizon = window_start(subject.at, keep_seconds);
-        while self.entries.front().is_some_and(|(at, ..)| *at < horizon) {
+        while self.entries.front().is_some_and(|entry| entry.at < horizon) {
             self.entries.pop_front();
         }
+        let mut noted = VelocityEntry { at: subject.at, currency: subject.currency, amount: subject.amount, count: 1 };
         while self.entries.len() >= VELOCITY_ENTRIES_MAX {
-            self.entries.pop_front();
+            // The oldest entry that has a later one of its currency (this transfer included)
+            // goes into that one. There always is such an entry: there are far fewer
+            // currencies than entries.
+            let merge = (0..self.entries.len()).find_map(|index| {
+                let currency = self.entries[index].currency;
+                let later = self.entries.iter().skip(index + 1).position(|entry| entry.currency == currency);
+                match later {
+                    Some(offset) => Some((index, Some(index + offset))),
+                    None => (noted.currency == currency).then_some((index, None)),
+                }
+            });
+            let Some((index, target)) = merge else {
+                self.entries.pop_front();
+                continue;
+            };
+            let Some(merged) = self.entries.remove(index) else { break };
+            // `target` is the later entry's index once `index` is removed.
+            let into = match target.and_then(|later| self.entries.get_mut(later)) {
+                Some(entry) => entry,
+                None => &mut noted,
+            };
+            into.amount = money::add(into.amount, merged.amount).unwrap_or(Decimal::MAX);
+            into.count = into.count.saturating_add(merged.count);
         }
-        self.entries.push_back((subject.at, subject.currency, subject.amount));
+        self.entries.push_back(noted);
     }
 
     /// Forgets the oldest remembered transfer of `amount` in `currency` noted at or after
@@ -215,20 +252,21 @@ impl VelocityWindow {
     /// entry that stays in the window longer, so the window errs towards counting too much
     /// rather than too little.
     pub fn forget(&mut self, currency: Currency, amount: Decimal, since: Timestamp) -> bool {
-        let oldest = self.entries.iter().position(|(at, entry_currency, entry_amount)| {
-            *entry_currency == currency && *entry_amount == amount && *at >= since
+        // A merged entry is left alone: it stands for several transfers.
+        let oldest = self.entries.iter().position(|entry| {
+            entry.count == 1 && entry.currency == currency && entry.amount == amount && entry.at >= since
         });
         oldest.and_then(|index| self.entries.remove(index)).is_some()
     }
 
     /// The number and sum of remembered transfers in `currency` at or after `since`.
     fn count_and_sum(&self, currency: Currency, since: Timestamp) -> (u64, Decimal) {
-        self.entries.iter().filter(|(at, entry_currency, _)| *entry_currency == currency && *at >= since).fold(
+        self.entries.iter().filter(|entry| entry.currency == currency && entry.at >= since).fold(
             (0, Decimal::ZERO),
-            |(count, sum), (_, _, amount)| {
+            |(count, sum), entry| {
                 // Every amount is within its currency's maximum and the window is bounded, so
                 // the sum stays far inside Decimal; saturate rather than fail a screening.
-                (count + 1, money::add(sum, *amount).unwrap_or(Decimal::MAX))
+                (count.saturating_add(entry.count), money::add(sum, entry.amount).unwrap_or(Decimal::MAX))
             },
         )
     }

@@ -132,13 +132,48 @@ fn of_two_alike_transfers_the_oldest_is_forgotten_so_the_newer_one_keeps_countin
     assert_eq!(evaluate(&by_count, &subject(dec!(1), 70), &window).action, Some(AmlAction::Flag));
 }
 
+/// The window's entries are bounded, but not what it counts: past the bound the oldest entry
+/// is merged into a later one, so a sum rule sees every piece of a split. Before, the oldest
+/// were dropped, and 1,300 transfers of 0.01 passed a rule blocking above 12.00 an hour (a
+/// review found it). Other currencies keep their own entries.
 #[test]
-fn a_window_is_bounded() {
+fn a_window_is_bounded_and_still_sums_every_piece_of_a_split() {
+    let sum_rule = [rule(
+        1,
+        AmlRuleKind::Velocity(VelocityRule::new(3600, None, Some(dec!(12.00)), Currency::USD).unwrap()),
+        AmlAction::Block,
+    )];
+    let count_rule = [rule(
+        2,
+        AmlRuleKind::Velocity(VelocityRule::new(3600, Some(1_024), None, Currency::USD).unwrap()),
+        AmlAction::Flag,
+    )];
     let mut window = VelocityWindow::default();
-    for second in 0..(VELOCITY_ENTRIES_MAX as i64 + 10) {
-        window.note(&subject(dec!(1), second), 3600 * 24);
+    window.note(&AmlSubject { currency: Currency::EUR, ..subject(dec!(5), 0) }, 3600);
+    let mut first_blocked = None;
+    for piece in 1..=1_300_i64 {
+        let next = subject(dec!(0.01), piece);
+        if first_blocked.is_none() && evaluate(&sum_rule, &next, &window).action == Some(AmlAction::Block) {
+            first_blocked = Some(piece);
+        }
+        window.note(&next, 3600);
     }
     assert_eq!(window.len(), VELOCITY_ENTRIES_MAX);
+    assert_eq!(first_blocked, Some(1_201), "blocked once the pieces would sum past 12.00");
+    assert_eq!(
+        evaluate(&count_rule, &subject(dec!(0.01), 1_301), &window).action,
+        Some(AmlAction::Flag),
+        "counted too"
+    );
+    let euros = [rule(
+        3,
+        AmlRuleKind::Velocity(VelocityRule::new(3600, None, Some(dec!(4.99)), Currency::EUR).unwrap()),
+        AmlAction::Block,
+    )];
+    let one_euro = AmlSubject { currency: Currency::EUR, ..subject(dec!(0.01), 1_301) };
+    assert_eq!(evaluate(&euros, &one_euro, &window).action, Some(AmlAction::Block), "the EUR entry kept its own sum");
+    // Merged entries count from their newest piece's time: an hour after the last piece, all are gone.
+    assert_eq!(evaluate(&sum_rule, &subject(dec!(0.01), 1_300 + 3_601), &window).action, None);
 }
 
 #[test]

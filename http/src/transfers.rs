@@ -493,6 +493,9 @@ pub async fn quote(
     // The very pricing the transfer runs (type settings, fee rule, FX rate and conversion),
     // so a quote is what the same body would do now.
     let transfer = engine.price(request).await?;
+    // The verification limits need no balance either: what the transfer would be refused
+    // for now (its amount against the user's level and this day's and month's usage).
+    engine.check_limits(&transfer)?;
     let currency: Currency = transfer.currency;
     let total = transfer
         .total_debited()

@@ -21,6 +21,7 @@ on_both_stores!(
     velocity_rules_fire_past_their_count_and_past_their_sum,
     a_disabled_rule_is_ignored,
     batch_items_are_screened_like_single_transfers,
+    a_sum_rule_is_not_passed_by_splitting_into_more_pieces_than_the_window_keeps,
 );
 
 const AML_ADMIN: &[&str] =
@@ -479,4 +480,27 @@ async fn rules_survive_a_restart_on_postgres() {
     assert_eq!((rules[0].id.to_string(), rules[0].name.as_str()), (kept, "kept"));
     assert_eq!(rules[0].action, tally_engine::aml::AmlAction::Review);
     engine.shutdown(std::time::Duration::from_secs(5)).await;
+}
+
+/// A rule blocks once an account's transfers in an hour sum past 12.00 USD. 1,300 pieces of
+/// 0.01 in one batch must not pass it: the velocity window keeps at most 1,024 entries, and it
+/// used to drop the oldest, so a sum rule never saw more than 1,025 pieces and never fired
+/// (all 13.00 went through). Past the bound the window now merges entries instead. Found by a
+/// review (helper).
+async fn a_sum_rule_is_not_passed_by_splitting_into_more_pieces_than_the_window_keeps(server: TestServer) {
+    let admin = server.admin(AML_ADMIN).await;
+    let (alice, from, to) = accounts(&server).await;
+    let rule = json!({"name": "hourly sum", "kind": "velocity",
+        "config": {"window_seconds": 3600, "max_amount": "12.00", "currency": "USD"},
+        "action": "block", "enabled": true});
+    server.post("/v1/admin/aml/rules", Some(&admin.token), rule).await.assert_status(201);
+    let before = server.position(&to).await.0;
+    let items: Vec<Value> = (0..1_300).map(|_| internal(&from, &to, "0.01")).collect();
+    let reply = server.post("/v1/transfers/batch", Some(&alice.token), json!({"transfers": items})).await;
+    reply.assert_status(200);
+    let results = reply.body["results"].as_array().unwrap();
+    let blocked = results.iter().filter(|result| result["error"]["code"] == "TRANSFER_BLOCKED").count();
+    assert_eq!(server.position(&to).await.0 - before, dec!(12.00), "what the rule lets through in an hour");
+    assert_eq!(blocked, 100, "the pieces past 12.00 are blocked");
+    server.shutdown().await;
 }

@@ -25,6 +25,7 @@ on_both_stores!(
     usage_shown_is_the_engine_s_counters,
     of_200_racing_transfers_exactly_the_100_that_fit_the_daily_limit_pass,
     a_transfer_that_fails_gives_its_amount_back_and_atomic_batches_count_whole,
+    a_quote_refuses_what_the_transfer_would_be_refused_for_its_limits,
 );
 
 async fn put_level(server: &TestServer, token: &str, level: &str, body: Value) -> tally_tests::http::Reply {
@@ -510,4 +511,44 @@ async fn limits_survive_a_restart_on_sqlite() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
     }
+}
+
+/// `POST /v1/transfers/quote` runs the checks that need no balance as the transfer would, and
+/// the verification limits need none: a quote of an amount past them is refused as the
+/// transfer is, and counts nothing. It quoted `200` before (found by a review, helper).
+async fn a_quote_refuses_what_the_transfer_would_be_refused_for_its_limits(server: TestServer) {
+    let admin = server.admin(&["limits:write"]).await;
+    put_level(
+        &server,
+        &admin.token,
+        "none",
+        json!({"limits": [{"currency": "USD", "per_transfer_max": "50", "daily_max": "70"}]}),
+    )
+    .await
+    .assert_status(200);
+    let alice = server.user().await;
+    let bob = server.user().await;
+    let from = server.open_account(&alice, "USD").await;
+    let to = server.open_account(&bob, "USD").await;
+    server.fund(&from, dec!(200)).await;
+    let body = |amount: &str| json!({"type": "internal", "source_account_id": from, "destination_account_id": to, "amount": amount});
+    server
+        .post("/v1/transfers/quote", Some(&alice.token), body("60"))
+        .await
+        .assert_problem(422, "VERIFICATION_LIMIT_EXCEEDED");
+    server
+        .post("/v1/transfers", Some(&alice.token), body("60"))
+        .await
+        .assert_problem(422, "VERIFICATION_LIMIT_EXCEEDED");
+    // Within the transfer bound; the day's room is what transfers used, not what quotes asked.
+    for _ in 0..3 {
+        server.post("/v1/transfers/quote", Some(&alice.token), body("40")).await.assert_status(200);
+    }
+    server.post("/v1/transfers", Some(&alice.token), body("40")).await.assert_status(201);
+    server
+        .post("/v1/transfers/quote", Some(&alice.token), body("40"))
+        .await
+        .assert_problem(422, "VERIFICATION_LIMIT_EXCEEDED");
+    server.post("/v1/transfers/quote", Some(&alice.token), body("30")).await.assert_status(200);
+    server.shutdown().await;
 }
