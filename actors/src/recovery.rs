@@ -145,12 +145,17 @@ pub(crate) async fn recover(engine: &Engine) -> Result<RecoveryReport, StoreErro
             }
         }
     }
-    // An admission kept waits for its credit, which a live transfer (driven above) makes. One
-    // whose transfer is not live belongs to an atomic batch cut before its intent was durable:
-    // the batch created nothing, and the promise would only keep its account from closing.
+    // An admission waits for its credit, which a live transfer (driven above) makes. One whose
+    // transfer is not live belongs to an atomic batch cut before its intent was durable: the
+    // batch created nothing, and the promise would only keep its account from closing. One
+    // whose transfer ended above without its credit (refused, or its destination quarantined)
+    // is withdrawn too; one whose saga did not finish waits for the next start.
     for admission in store.live_admissions().await? {
         if live.contains(&admission.transfer) {
-            continue;
+            match engine.load_transfer(admission.transfer).await {
+                Ok(Some(transfer)) if transfer.status.is_terminal() => {}
+                _ => continue,
+            }
         }
         let withdraw = AccountCommand::WithdrawCredit { transfer: admission.transfer };
         match engine.accounts().command(admission.account, withdraw).await {

@@ -492,6 +492,7 @@ async fn drive(
                         return Err(TransferError::Unavailable(unavailable));
                     }
                     Err(error) => {
+                        let destination_exists = !matches!(error, CallError::NotFound);
                         let rejection = match error {
                             CallError::NotFound => Some(CreateTransferRejection::DestinationNotFound),
                             CallError::Rejected(AccountRejection::Credit(credit)) => {
@@ -501,6 +502,13 @@ async fn drive(
                         };
                         // Undo step 2, then end failed: no money moved.
                         compensate(inner, transfer).await?;
+                        // An atomic batch's item (and a recovered one) may hold an admission at
+                        // the destination: void with the item, it must not keep the account
+                        // from closing. A new transfer's saga never has one.
+                        if !key_may_go_back && destination_exists {
+                            let withdraw = AccountCommand::WithdrawCredit { transfer: transfer.id };
+                            forward(inner, transfer, withdraw, transfer.destination).await?;
+                        }
                         if rejection.is_none() {
                             give_key_back(inner, transfer, key_may_go_back);
                         }

@@ -9,6 +9,9 @@
 //!    nothing is `processing` legitimately: no saga runs).
 //! 5. No transfer or crypto operation is left `processing` (a saga would have to be running
 //!    to finish it).
+//! 6. No credit admission is left (an atomic batch's promise to a destination lives only
+//!    between the batch's phases; offline, one left would keep its account from closing until
+//!    the next start's recovery withdraws it).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -24,6 +27,7 @@ pub enum Violation {
     HeldNotHolds { account: AccountId, held: Decimal, holds: Decimal },
     Overdrawn { account: AccountId, available: Decimal },
     OrphanHold { account: AccountId, transfer: TransferId },
+    OrphanAdmission { account: AccountId, transfer: TransferId },
     TransferStuck { transfer: TransferId },
     CryptoOpStuck { operation: TransferId },
 }
@@ -41,6 +45,9 @@ impl std::fmt::Display for Violation {
             Violation::Overdrawn { account, available } => write!(f, "account {account}: available {available} < 0"),
             Violation::OrphanHold { account, transfer } => {
                 write!(f, "account {account}: hold for transfer {transfer}, which is not pending")
+            }
+            Violation::OrphanAdmission { account, transfer } => {
+                write!(f, "account {account}: credit admission for transfer {transfer}, with no batch running")
             }
             Violation::TransferStuck { transfer } => write!(f, "transfer {transfer} is processing with no saga"),
             Violation::CryptoOpStuck { operation } => {
@@ -113,6 +120,9 @@ pub async fn check(store: &dyn Store) -> Result<(CheckSummary, Vec<Violation>), 
         if !pending.contains(&hold.transfer) {
             violations.push(Violation::OrphanHold { account: hold.account, transfer: hold.transfer });
         }
+    }
+    for admission in store.live_admissions().await? {
+        violations.push(Violation::OrphanAdmission { account: admission.account, transfer: admission.transfer });
     }
     Ok((summary, violations))
 }

@@ -543,6 +543,11 @@ async fn admissions_across_a_restart(backend: Backend) {
     engine.journals().barrier().await.unwrap();
     engine.halt().await;
     drop(engine);
+    // Offline, `tally check` names every promise left (found missing by a review).
+    let (_, violations) = tally_persistence::check::check(store.as_ref()).await.unwrap();
+    let orphan_admission =
+        tally_persistence::check::Violation::OrphanAdmission { account: lonely.id, transfer: orphan };
+    assert!(violations.contains(&orphan_admission), "{backend:?}: {violations:?}");
 
     let engine = Engine::start(store.clone(), EngineConfig::default()).await.unwrap();
     let sink_now = engine.account(sink.id).await.unwrap();
@@ -556,6 +561,8 @@ async fn admissions_across_a_restart(backend: Backend) {
     engine.set_account_status(lonely.id, StatusAction::Close).await.expect("the orphan admission was withdrawn");
     tally_tests::assert_store_consistent(store.as_ref()).await;
     engine.shutdown(Duration::from_secs(5)).await;
+    let (_, violations) = tally_persistence::check::check(store.as_ref()).await.unwrap();
+    assert_eq!(violations, vec![], "{backend:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
