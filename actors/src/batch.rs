@@ -77,7 +77,7 @@ impl Engine {
         for (index, item) in items.into_iter().enumerate() {
             let settings = self.transfer_type(item.request.kind);
             // Type settings, fee and FX, exactly as for a single transfer (pricing.rs).
-            match self.price(item.request).await {
+            match self.price_under(item.request, &settings).await {
                 Ok(mut transfer) => {
                     transfer.idempotency = item.key;
                     transfers.push(transfer);

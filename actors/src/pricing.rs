@@ -287,7 +287,18 @@ impl Engine {
     /// its saga will start it. Nothing is held or recorded.
     pub async fn price(&self, request: TransferRequest) -> Result<Transfer, TransferError> {
         let settings = self.transfer_type(request.kind);
-        let mut request = request.validate(&settings).map_err(TransferError::Rejected)?;
+        self.price_under(request, &settings).await
+    }
+
+    /// `price` under type `settings` the caller read once: step 1 also decides from them
+    /// whether the transfer stops pending and when it expires, and a second read could meet an
+    /// admin's change in between (new bounds with the old execution mode).
+    pub(crate) async fn price_under(
+        &self,
+        request: TransferRequest,
+        settings: &TransferTypeSettings,
+    ) -> Result<Transfer, TransferError> {
+        let mut request = request.validate(settings).map_err(TransferError::Rejected)?;
         let reject = TransferError::Rejected;
         if matches!(request.kind, TransferKind::Internal | TransferKind::External) {
             request.fee = self

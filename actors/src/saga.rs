@@ -106,7 +106,7 @@ impl Engine {
         let settings = self.transfer_type(request.kind);
         let stop_pending = (settings.execution_mode == ExecutionMode::Manual).then_some(PendingReason::ManualExecution);
         // Fees, limits and FX (pricing.rs): the same call the quote makes.
-        let mut transfer = self.price(request).await?;
+        let mut transfer = self.price_under(request, &settings).await?;
         // Verification limits (limits.rs): counted in memory, given back if anything below
         // refuses the transfer (the reservation is dropped uncommitted).
         let reservation = self.reserve_limits(&transfer)?;
