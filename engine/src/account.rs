@@ -336,10 +336,17 @@ impl Account {
             StatusAction::Block => AccountStatus::Blocked,
             StatusAction::Unblock => AccountStatus::Active,
             StatusAction::Close => {
-                // A promised credit is money on its way in: closing would break the promise.
-                if !self.position.balance.is_zero() || self.position.has_holds() || self.position.has_admitted_credits()
-                {
+                if !self.position.balance.is_zero() || self.position.has_holds() {
                     return Err(StatusRejection::NotEmpty { balance: self.position.balance, held: self.position.held });
+                }
+                // A promised credit is money on its way in: closing would break the promise.
+                if self.position.has_admitted_credits() {
+                    let promised = self
+                        .position
+                        .admitted_credits()
+                        .try_fold(Decimal::ZERO, |sum, (_, amount)| sum.checked_add(amount))
+                        .unwrap_or(Decimal::MAX);
+                    return Err(StatusRejection::CreditPromised { promised });
                 }
                 AccountStatus::Closed
             }

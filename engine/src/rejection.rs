@@ -43,6 +43,9 @@ pub enum StatusRejection {
     Closed,
     #[error("the account still has balance {balance} and holds {held}")]
     NotEmpty { balance: Decimal, held: Decimal },
+    /// Empty, but an atomic batch has promised it a credit that has not landed yet.
+    #[error("the account has {promised} on its way in (an atomic batch's credit); close it once that has landed")]
+    CreditPromised { promised: Decimal },
 }
 
 /// Any rejection an account actor can answer with, for the actor's single reply type.
@@ -174,7 +177,7 @@ impl StatusRejection {
         match self {
             StatusRejection::SystemAccount => ErrorCode::Forbidden,
             StatusRejection::Closed => ErrorCode::Conflict,
-            StatusRejection::NotEmpty { .. } => ErrorCode::AccountNotEmpty,
+            StatusRejection::NotEmpty { .. } | StatusRejection::CreditPromised { .. } => ErrorCode::AccountNotEmpty,
         }
     }
 }

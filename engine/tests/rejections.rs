@@ -1038,10 +1038,10 @@ fn admissions_check_like_credits_and_an_account_with_one_cannot_close() {
     );
     let admit = AccountCommand::AdmitCredit { transfer: transfer_id(2), amount: dec!(5), currency: Currency::USD };
     apply(&mut account, admit).unwrap();
-    assert!(matches!(
+    assert_eq!(
         apply(&mut account, AccountCommand::SetStatus { action: StatusAction::Close }),
-        Err(AccountRejection::Status(StatusRejection::NotEmpty { .. }))
-    ));
+        Err(AccountRejection::Status(StatusRejection::CreditPromised { promised: dec!(5) }))
+    );
     assert_eq!(
         apply(&mut account, AccountCommand::WithdrawCredit { transfer: transfer_id(2) }),
         Ok(Some(AccountEvent::CreditWithdrawn { transfer: transfer_id(2), amount: dec!(5) }))
