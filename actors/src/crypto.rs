@@ -237,6 +237,7 @@ impl Engine {
         amount: Decimal,
         tx_hash: String,
     ) -> Result<(CryptoOp, bool), CryptoError> {
+        let tx_hash = canonical_tx_hash(tx_hash);
         // The hash is the custodian's idempotency key, claimed as a client's key is
         // (`KeyClaim`): in no caller's scope (nil), in a slot whose space no client's key holds.
         let claim = self.claim_key(Uuid::nil(), format!("deposit {tx_hash}")).await;
@@ -375,6 +376,7 @@ impl Engine {
         confirmed: bool,
         tx_hash: String,
     ) -> Result<CryptoOp, CryptoError> {
+        let tx_hash = canonical_tx_hash(tx_hash);
         // Held until the saga ends, like the claim below.
         let permit = self.admit_saga(id.as_uuid()).map_err(|_| CryptoError::Unavailable(Unavailable::Overloaded))?;
         // Held until the saga ends: a concurrent second answer waits its turn (503, the
@@ -806,6 +808,19 @@ impl Engine {
 /// store, or one credited eight times since, no longer knows it), so a credit whose posting is
 /// durable is counted done. Everything the run appended must be durable first (at start-up it
 /// is; `Engine::durable_now` on a live path).
+/// A chain transaction's hash as Tally keeps it: a hexadecimal hash (64 hex digits, with or
+/// without `0x`: Bitcoin's and Ethereum's) in lower case, since `0x5C50…` and `0x5c50…` name
+/// the same transaction and a deposit is credited once per hash. Anything else is kept as
+/// sent: other chains' hashes (base58, for one) are case-sensitive.
+pub fn canonical_tx_hash(tx_hash: String) -> String {
+    let digits = tx_hash.strip_prefix("0x").or_else(|| tx_hash.strip_prefix("0X")).unwrap_or(&tx_hash);
+    if digits.len() == 64 && digits.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        tx_hash.to_ascii_lowercase()
+    } else {
+        tx_hash
+    }
+}
+
 async fn past_a_durable_credit(engine: &Engine, op: &mut CryptoOp) -> Result<(), StoreError> {
     let legs = op.legs();
     if let Some(leg) = legs.get(op.step as usize)

@@ -555,4 +555,29 @@ tally_tests::on_both_stores!(
     buy_and_sell_move_fiat_and_crypto_through_fx_clearing,
     an_order_whose_wallet_leg_fails_releases_the_fiat_hold,
     a_deposit_whose_wallet_is_unavailable_is_finished_by_the_custodians_retry,
+    a_hex_tx_hash_in_another_case_is_the_same_transaction,
 );
+
+/// `0x5C50…` and `0x5c50…` are one chain transaction: a custodian's re-report with the hash in
+/// another case is a repeat, not a second credit (it credited the wallet twice: money created;
+/// found by a review). A withdrawal's confirm under its hash in another case is its repeat too.
+/// A hash that is not hexadecimal keeps its case (base58 hashes are case-sensitive).
+async fn a_hex_tx_hash_in_another_case_is_the_same_transaction(server: TestServer) {
+    let alice = server.user().await;
+    let opened = open_wallet(&server, &alice, "ETH").await;
+    let (id, address) = (opened.str("id"), opened.str("deposit_address"));
+    let hash = "0x5C504ED432CB51138BCF09AA5E8A410DD4A1E204EF84BFED1BE16DFBA1B22060";
+    deposit(&server, &address, "1", hash).await.assert_status(200);
+    let again = deposit(&server, &address, "1", &hash.to_ascii_lowercase()).await;
+    again.assert_status(200);
+    assert_eq!(again.body["duplicate"], true, "{}", again.text);
+    let bare = deposit(&server, &address, "1", &hash[2..].to_ascii_lowercase()).await;
+    assert_eq!(bare.body["duplicate"], false, "without 0x it is another text, as before: {}", bare.text);
+    assert_eq!(wallet_position(&server, &alice, &id).await, (dec!(2), dec!(0)));
+    // Base58 (no hex): case-sensitive, two transactions.
+    deposit(&server, &address, "1", "5VfYmGBjvxKfKQ").await.assert_status(200);
+    let other = deposit(&server, &address, "1", "5vfymgbjvxkfkq").await;
+    assert_eq!(other.body["duplicate"], false, "{}", other.text);
+    assert_eq!(wallet_position(&server, &alice, &id).await, (dec!(4), dec!(0)));
+    server.shutdown().await;
+}
