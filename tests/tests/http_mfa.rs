@@ -24,6 +24,8 @@ on_both_stores!(
     login_failures_are_rate_limited_per_ip_and_a_success_does_not_reset_it,
     requests_beyond_the_per_caller_rate_get_429,
     a_totp_state_read_across_a_confirm_is_not_cached_stale,
+    an_mfa_login_opened_with_the_old_password_cannot_finish_after_a_password_reset,
+    an_mfa_login_opened_with_the_old_password_cannot_finish_after_a_password_change,
 );
 
 /// One TOTP step: after using a code, the next usable code is the next step's.
@@ -395,5 +397,86 @@ async fn a_totp_state_read_across_a_confirm_is_not_cached_stale(server: TestServ
     let began = server.post("/v1/auth/step-up", Some(&user.token), json!({"operation_type": "transfers.create"})).await;
     began.assert_status(200);
     assert_eq!(began.body["methods"], json!(["totp"]), "step-up asks for the device");
+    server.shutdown().await;
+}
+
+const NEW_PASSWORD: &str = "N3w!passphrase";
+
+/// Found by a review (helper): the challenge did not remember which password opened it.
+/// Someone holding the user's password and one backup code (the lost-phone code a user keeps
+/// on paper) opens an MFA login. The owner, warned, resets the password by mailed code: every
+/// session ends and the old password is refused. The challenge opened with the old password
+/// must not turn into a session after that.
+async fn an_mfa_login_opened_with_the_old_password_cannot_finish_after_a_password_reset(server: TestServer) {
+    let user = server.user().await;
+    let (_secret, backup_codes) = enable_totp(&server, &user).await;
+
+    let opened = server.login(&user.email, PASSWORD).await;
+    opened.assert_status(200);
+    assert_eq!(opened.body["mfa_required"], true, "{}", opened.text);
+    let mfa_session = opened.str("mfa_session_id");
+
+    server.post("/v1/auth/password/forgot", None, json!({"email": user.email})).await.assert_status(202);
+    let code = server.mail.next_code(&user.email, 0).await;
+    server
+        .post("/v1/auth/password/reset", None, json!({"email": user.email, "code": code, "new_password": NEW_PASSWORD}))
+        .await
+        .assert_status(204);
+    server.get("/v1/users/me", Some(&user.token)).await.assert_problem(401, "UNAUTHENTICATED");
+    server.login(&user.email, PASSWORD).await.assert_problem(401, "INVALID_CREDENTIALS");
+
+    let finished =
+        server.post("/v1/auth/mfa/verify", None, json!({"mfa_session_id": mfa_session, "code": backup_codes[0]})).await;
+    let session_works =
+        finished.status == 200 && server.get("/v1/users/me", Some(&finished.str("access_token"))).await.status == 200;
+    assert!(
+        !session_works,
+        "an MFA login opened with the password a reset replaced still got a working session: {} {}",
+        finished.status, finished.text
+    );
+    assert_eq!(finished.status, 401, "{}", finished.text);
+    server.shutdown().await;
+}
+
+/// The same through the self-service password change (stepped up, from the owner's session):
+/// every other session ends, and a login begun with the old password must not finish later.
+async fn an_mfa_login_opened_with_the_old_password_cannot_finish_after_a_password_change(server: TestServer) {
+    let user = server.user().await;
+    let (secret, _backup_codes) = enable_totp(&server, &user).await;
+
+    let opened = server.login(&user.email, PASSWORD).await;
+    opened.assert_status(200);
+    assert_eq!(opened.body["mfa_required"], true, "{}", opened.text);
+    let mfa_session = opened.str("mfa_session_id");
+
+    let step_up_token = step_up(&server, &user, &secret, "password.change").await;
+    let changed = server
+        .send(
+            server
+                .client
+                .post(server.url("/v1/users/me/password"))
+                .bearer_auth(&user.token)
+                .header("x-step-up-token", &step_up_token)
+                .json(&json!({"current_password": PASSWORD, "new_password": NEW_PASSWORD})),
+        )
+        .await;
+    changed.assert_status(204);
+    server.login(&user.email, PASSWORD).await.assert_problem(401, "INVALID_CREDENTIALS");
+
+    let finished = server
+        .post(
+            "/v1/auth/mfa/verify",
+            None,
+            json!({"mfa_session_id": mfa_session, "code": current_code(&server, &secret)}),
+        )
+        .await;
+    let session_works =
+        finished.status == 200 && server.get("/v1/users/me", Some(&finished.str("access_token"))).await.status == 200;
+    assert!(
+        !session_works,
+        "an MFA login opened with the password a change replaced still got a working session: {} {}",
+        finished.status, finished.text
+    );
+    assert_eq!(finished.status, 401, "{}", finished.text);
     server.shutdown().await;
 }

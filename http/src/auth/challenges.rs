@@ -24,11 +24,31 @@ pub const CHALLENGE_ATTEMPTS_MAX: u32 = 5;
 /// `503` instead of growing memory.
 pub const CHALLENGES_MAX: usize = 65_536;
 
-/// What the session is for; a step-up session carries its operation type.
+/// Sessions pending at once per user and kind: a user opening more drops their own oldest.
+/// Without it one user could fill `CHALLENGES_MAX` (a step-up session needs no code to open)
+/// and every other user's step-up would answer `503` for five minutes.
+pub const CHALLENGES_PER_USER_MAX: usize = 8;
+
+/// What the session is for. A login session carries a digest of the stored password hash its
+/// password was checked against (not the hash itself, which has no business in memory dumps or
+/// debug output), so a password changed or reset before the code arrives ends it; a step-up
+/// session carries its operation type.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Purpose {
-    Login,
+    Login { password_digest: String },
     StepUp(&'static str),
+}
+
+impl Purpose {
+    /// A login session for a password checked against the stored `password_hash`.
+    pub fn login(password_hash: &str) -> Purpose {
+        Purpose::Login { password_digest: crate::digest::sha256_hex(password_hash.as_bytes()) }
+    }
+
+    /// Whether this is a login session whose password is still `password_hash`.
+    pub fn is_login_with(&self, password_hash: &str) -> bool {
+        matches!(self, Purpose::Login { password_digest } if *password_digest == crate::digest::sha256_hex(password_hash.as_bytes()))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -42,6 +62,9 @@ pub struct Challenge {
 #[derive(Debug, Default)]
 pub struct Challenges {
     pending: DashMap<Uuid, Challenge>,
+    /// Each user's sessions, oldest first (ids of sessions since used or expired linger
+    /// until the next open of that user, or the next sweep).
+    of_user: DashMap<UserId, std::collections::VecDeque<Uuid>>,
 }
 
 /// What checking a code against a session found.
@@ -60,9 +83,23 @@ impl Challenges {
     pub fn open(&self, id: Uuid, user: UserId, purpose: Purpose, now: Timestamp) -> Result<(), ApiError> {
         if self.pending.len() >= CHALLENGES_MAX {
             self.pending.retain(|_, challenge| challenge.expires_micros > now.as_micros());
+            self.of_user.retain(|_, ids| {
+                ids.retain(|id| self.pending.contains_key(id));
+                !ids.is_empty()
+            });
             if self.pending.len() >= CHALLENGES_MAX {
                 return Err(ApiError::new(ErrorCode::Overloaded, "too many sessions pending; retry later"));
             }
+        }
+        {
+            let mut ids = self.of_user.entry(user).or_default();
+            ids.retain(|id| self.pending.contains_key(id));
+            while ids.len() >= CHALLENGES_PER_USER_MAX {
+                if let Some(oldest) = ids.pop_front() {
+                    self.pending.remove(&oldest);
+                }
+            }
+            ids.push_back(id);
         }
         let ttl = i64::try_from(CHALLENGE_TTL.as_micros()).unwrap_or(i64::MAX);
         let expires_micros = now.as_micros().saturating_add(ttl);
@@ -121,12 +158,35 @@ mod tests {
 
     const NOW: Timestamp = Timestamp::from_micros(1_700_000_000_000_000);
 
+    fn login() -> Purpose {
+        Purpose::login("argon2-of-the-password")
+    }
+
+    /// One user opening sessions without end drops only their own oldest: another user can
+    /// still open one (before, one user could fill the table and every other user's step-up
+    /// answered `503` for five minutes; found by a review).
+    #[test]
+    fn a_user_opening_many_sessions_drops_their_own_oldest_and_denies_no_one_else() {
+        let challenges = Challenges::default();
+        let (greedy, other) = (UserId::from_u128(1), UserId::from_u128(2));
+        let first = Uuid::new_v4();
+        challenges.open(first, greedy, login(), NOW).unwrap();
+        for _ in 0..CHALLENGES_MAX {
+            challenges.open(Uuid::new_v4(), greedy, Purpose::StepUp("transfers.create"), NOW).unwrap();
+        }
+        assert_eq!(challenges.pending.len(), CHALLENGES_PER_USER_MAX);
+        assert!(challenges.get(first, NOW).is_none(), "the oldest went first");
+        let theirs = Uuid::new_v4();
+        challenges.open(theirs, other, login(), NOW).unwrap();
+        assert!(challenges.get(theirs, NOW).is_some());
+    }
+
     #[test]
     fn a_session_expires_allows_bounded_wrong_codes_and_is_used_once() {
         let challenges = Challenges::default();
         let user = UserId::from_u128(1);
         let id = Uuid::new_v4();
-        challenges.open(id, user, Purpose::Login, NOW).unwrap();
+        challenges.open(id, user, login(), NOW).unwrap();
         for left in (1..CHALLENGE_ATTEMPTS_MAX).rev() {
             assert!(challenges.begin(id, NOW).is_some());
             assert_eq!(challenges.settle(id, false), Attempt::Refused { attempts_left: left });
@@ -137,18 +197,18 @@ mod tests {
 
         // Attempts are taken as they begin: concurrent codes cannot pass the bound while they
         // are being checked.
-        challenges.open(id, user, Purpose::Login, NOW).unwrap();
+        challenges.open(id, user, login(), NOW).unwrap();
         for _ in 0..CHALLENGE_ATTEMPTS_MAX {
             assert!(challenges.begin(id, NOW).is_some());
         }
         assert!(challenges.begin(id, NOW).is_none(), "no attempt left before any was judged");
 
-        challenges.open(id, user, Purpose::Login, NOW).unwrap();
+        challenges.open(id, user, login(), NOW).unwrap();
         assert!(challenges.begin(id, NOW).is_some());
         assert_eq!(challenges.settle(id, true), Attempt::Accepted);
         assert_eq!(challenges.settle(id, true), Attempt::Refused { attempts_left: 0 }, "single use");
 
-        challenges.open(id, user, Purpose::Login, NOW).unwrap();
+        challenges.open(id, user, login(), NOW).unwrap();
         let expiry = Timestamp::from_micros(NOW.as_micros() + CHALLENGE_TTL.as_micros() as i64);
         assert!(challenges.get(id, expiry).is_none());
     }

@@ -333,15 +333,20 @@ pub(crate) struct MfaRequired {
 }
 
 /// The answer to a correct password when the user has TOTP on: an MFA session instead of
-/// tokens; `None` when TOTP is off and the login may issue tokens.
-pub async fn login_challenge(state: &AppState, user: UserId) -> Result<Option<Response>, ApiError> {
+/// tokens; `None` when TOTP is off and the login may issue tokens. `password_hash` is the
+/// stored hash the password was just checked against: the session ends if it changes.
+pub async fn login_challenge(
+    state: &AppState,
+    user: UserId,
+    password_hash: &str,
+) -> Result<Option<Response>, ApiError> {
     let identity = state.identity();
     let second_factor = &identity.protection.second_factor;
     if !second_factor.totp_enabled(user).await? {
         return Ok(None);
     }
     let id = identity.ids.next_uuid();
-    second_factor.sessions.open(id, user, Purpose::Login, identity.now())?;
+    second_factor.sessions.open(id, user, Purpose::login(password_hash), identity.now())?;
     let answer = MfaRequired { mfa_required: true, mfa_session_id: id.to_string(), methods: METHODS };
     Ok(Some(no_store(axum::Json(answer).into_response())))
 }
@@ -379,7 +384,7 @@ pub async fn verify(
     let challenge = second_factor
         .sessions
         .begin(id, now)
-        .filter(|challenge| challenge.purpose == Purpose::Login)
+        .filter(|challenge| matches!(challenge.purpose, Purpose::Login { .. }))
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "MFA session unknown, expired or already used"))?;
     let correct = second_factor.check_code(challenge.user, &body.code, Accept::TotpOrBackupCode, now).await?;
     match second_factor.sessions.settle(id, correct) {
@@ -399,6 +404,15 @@ pub async fn verify(
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "the user no longer exists"))?;
     if user.status != UserStatus::Active {
         return Err(ApiError::new(ErrorCode::Unauthenticated, "this user is blocked"));
+    }
+    // The password this session's login checked must still be the user's: a change or a reset
+    // since (the owner locking out whoever had it) ends a login still waiting for its code.
+    // `start_session` checks the same against its own read, for a change racing this one.
+    if !challenge.purpose.is_login_with(&user.password_hash) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidCredentials,
+            "the password changed while signing in; sign in again",
+        ));
     }
     super::sessions::start_session(&state, &user, client).await
 }

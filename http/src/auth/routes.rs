@@ -205,7 +205,7 @@ pub async fn login(
         return Err(ApiError::new(ErrorCode::Unauthenticated, "this user is blocked"));
     }
     limits.record_success(&identifier, ip);
-    if let Some(challenge) = super::mfa::login_challenge(&state, user.id).await? {
+    if let Some(challenge) = super::mfa::login_challenge(&state, user.id, &user.password_hash).await? {
         return Ok(challenge);
     }
     start_session(&state, &user, client).await
