@@ -740,6 +740,13 @@ pub async fn set_verification(
     let level = VerificationLevel::parse(&body.level)
         .ok_or_else(|| ApiError::field("level", "must be one of none, basic, verified, enhanced"))?;
     let notes = input::text("notes", body.notes.as_deref(), DESCRIPTION_LENGTH_MAX)?;
+    // The read, the store's write and the engine's copy in one critical section: two changes
+    // racing could otherwise be stored in one order and applied in memory in the other,
+    // leaving the engine enforcing a level the store no longer says until the next start (and
+    // the audit's `previous_level` naming a level already replaced). One lock for every user:
+    // these are rare admin writes.
+    static LEVEL_WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _writing = LEVEL_WRITES.lock().await;
     let user = target_user(&state, id).await?;
     // The engine enforces levels from memory: no change while it is still starting (`503`),
     // which it would not see (it takes the levels stored when identity opened).
