@@ -284,6 +284,121 @@ pub async fn get_wallet(
     Ok(axum::Json(WalletView::of(&profile, &wallet)?))
 }
 
+// ---- admins' view of wallets ---------------------------------------------------------------
+
+/// A wallet as admins see it: the owner's view, the owner, and every live hold (a pending
+/// withdrawal's, an order's in flight).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AdminWalletView {
+    #[serde(flatten)]
+    pub wallet: WalletView,
+    pub owner_id: String,
+    pub holds: Vec<crate::views::HoldView>,
+}
+
+impl AdminWalletView {
+    fn of(profile: &WalletProfile, wallet: &Wallet) -> Result<AdminWalletView, ApiError> {
+        let mut holds: Vec<crate::views::HoldView> = wallet
+            .position(profile.asset)
+            .into_iter()
+            .flat_map(|position| position.holds())
+            .map(|(transfer, amount)| crate::views::HoldView {
+                transfer_id: transfer.to_string(),
+                amount: money(amount, profile.asset),
+            })
+            .collect();
+        // Holds live in a map; a stable order keeps the answer reproducible.
+        holds.sort_by(|a, b| a.transfer_id.cmp(&b.transfer_id));
+        Ok(AdminWalletView { wallet: WalletView::of(profile, wallet)?, owner_id: profile.owner.to_string(), holds })
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AdminWalletQuery {
+    /// Only wallets of this asset (BTC, ETH or USDC).
+    pub asset: Option<String>,
+    /// Only this user's wallets.
+    pub user_id: Option<String>,
+    pub cursor: Option<String>,
+    /// 1 to 200, default 50.
+    pub limit: Option<String>,
+}
+
+const WALLETS_TAG: &str = "wallets";
+
+/// `GET /v1/admin/wallets?asset&user_id&cursor&limit` (`accounts:read`) → every customer's
+/// wallets, newest first, with live balances and holds.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/wallets",
+    tag = "admin",
+    params(AdminWalletQuery),
+    responses((status = 200, body = crate::listings::Page<AdminWalletView>)),
+    security(("bearer" = []))
+)]
+pub async fn admin_wallets(
+    State(state): State<AppState>,
+    _admin: crate::auth::Authorized<crate::auth::permissions::AccountsRead>,
+    ApiQuery(params): ApiQuery<AdminWalletQuery>,
+) -> Result<axum::Json<crate::listings::Page<AdminWalletView>>, ApiError> {
+    let asset = params.asset.as_deref().map(|code| asset_field("asset", code)).transpose()?;
+    let owner = params
+        .user_id
+        .as_deref()
+        .map(|text| {
+            uuid::Uuid::try_parse(text).map(UserId::from_uuid).map_err(|_| ApiError::field("user_id", "must be a UUID"))
+        })
+        .transpose()?;
+    let limit = crate::pagination::limit(params.limit.as_deref())?;
+    let before = crate::pagination::parse_position_cursor(WALLETS_TAG, params.cursor.as_deref())?;
+    let engine = state.engine()?;
+    let filter = tally_persistence::crypto::WalletFilter { asset, owner };
+    let mut profiles = engine.store().wallet_profiles_page(filter, before, limit + 1).await?;
+    let more = profiles.len() > limit as usize;
+    profiles.truncate(limit as usize);
+    let next_cursor = if more {
+        profiles.last().map(|profile| {
+            let position = tally_persistence::reads::listing::Position {
+                created_at: profile.created_at.as_micros(),
+                id: profile.wallet.as_uuid(),
+            };
+            crate::pagination::position_cursor(WALLETS_TAG, position)
+        })
+    } else {
+        None
+    };
+    let wallets = futures::future::join_all(profiles.iter().map(|profile| engine.wallet(profile.wallet))).await;
+    let mut items = Vec::with_capacity(wallets.len());
+    for (profile, wallet) in profiles.iter().zip(wallets) {
+        items.push(AdminWalletView::of(profile, &wallet.map_err(CryptoError::from)?)?);
+    }
+    Ok(axum::Json(crate::listings::Page { items, next_cursor }))
+}
+
+/// `GET /v1/admin/wallets/{id}` (`accounts:read`) → any customer's wallet with its holds, or
+/// `404`.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/wallets/{id}",
+    tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The wallet id")),
+    responses((status = 200, body = AdminWalletView)),
+    security(("bearer" = []))
+)]
+pub async fn admin_wallet(
+    State(state): State<AppState>,
+    _admin: crate::auth::Authorized<crate::auth::permissions::AccountsRead>,
+    IdPath(id): IdPath,
+) -> Result<axum::Json<AdminWalletView>, ApiError> {
+    match state.engine()?.customer_wallet(WalletId::from_uuid(id)).await {
+        Ok((profile, wallet)) => Ok(axum::Json(AdminWalletView::of(&profile, &wallet)?)),
+        Err(CryptoError::NotFound) => Err(ApiError::not_found("wallet")),
+        Err(other) => Err(other.into()),
+    }
+}
+
 // ---- quotes and orders ---------------------------------------------------------------------
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

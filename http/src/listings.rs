@@ -247,8 +247,8 @@ fn transfer_params(pairs: Vec<(String, String)>, listing: Listing) -> Result<Tra
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
-    items: Vec<T>,
-    next_cursor: Option<String>,
+    pub(crate) items: Vec<T>,
+    pub(crate) next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

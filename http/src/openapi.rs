@@ -158,6 +158,8 @@ pub struct ProblemDoc {
         crate::admin::cancel_transfer,
         crate::admin::open_account,
         crate::admin::get_account,
+        crate::crypto::admin_wallets,
+        crate::crypto::admin_wallet,
         crate::admin::set_account_status,
         crate::pricing::list_fx_rates,
         crate::pricing::put_fx_rate,

@@ -15,5 +15,18 @@ pub struct WalletProfile {
     pub created_at: Timestamp,
 }
 
+/// Which wallets an admin's listing shows (`WalletStore::wallet_profiles_page`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalletFilter {
+    pub asset: Option<Currency>,
+    pub owner: Option<UserId>,
+}
+
+impl WalletFilter {
+    pub fn matches(&self, profile: &WalletProfile) -> bool {
+        self.asset.is_none_or(|asset| profile.asset == asset) && self.owner.is_none_or(|owner| profile.owner == owner)
+    }
+}
+
 /// Wallet profiles per owner are few (one per asset); this bounds a listing anyway.
 pub const WALLETS_PER_OWNER_MAX: i64 = 256;

@@ -370,6 +370,34 @@ pub(crate) async fn wallet_profiles_of_owner(
     profiles(store, "owner_id = $1", Bind::Id(owner.as_uuid())).await
 }
 
+pub(crate) async fn wallet_profiles_page(
+    store: &impl LedgerSql,
+    filter: crate::crypto::WalletFilter,
+    before: Option<crate::reads::listing::Position>,
+    limit: u32,
+) -> Result<Vec<WalletProfile>, StoreError> {
+    let sql = format!(
+        "SELECT {PROFILE_COLUMNS} FROM wallet_profiles
+         WHERE ($1 IS NULL OR asset = $1) AND ($2 IS NULL OR owner_id = $2)
+           AND ($3 IS NULL OR created_at < $3 OR (created_at = $3 AND wallet_id < $4))
+         ORDER BY created_at DESC, wallet_id DESC LIMIT {limit}"
+    );
+    let asset = filter.asset.map(|asset| asset.code().to_owned());
+    let owner = filter.owner.map(Id::from);
+    let (at, id) = (before.map(|before| before.created_at), before.map(|before| Id(before.id)));
+    run_on_backend!(store, |pool| {
+        let rows = sqlx::query(&sql)
+            .bind(asset.clone())
+            .bind(owner)
+            .bind(at)
+            .bind(id)
+            .fetch_all(&pool)
+            .await
+            .map_err(classify)?;
+        rows.iter().map(profile_from_row).collect()
+    })
+}
+
 #[async_trait::async_trait]
 impl<S: LedgerSql> WalletStore for S {
     async fn load_crypto_op(&self, id: TransferId) -> Result<Option<Loaded<CryptoOp>>, StoreError> {
@@ -391,6 +419,15 @@ impl<S: LedgerSql> WalletStore for S {
 
     async fn unfinished_crypto_ops(&self) -> Result<Vec<CryptoOp>, StoreError> {
         unfinished_crypto_ops(self).await
+    }
+
+    async fn wallet_profiles_page(
+        &self,
+        filter: crate::crypto::WalletFilter,
+        before: Option<crate::reads::listing::Position>,
+        limit: u32,
+    ) -> Result<Vec<WalletProfile>, StoreError> {
+        wallet_profiles_page(self, filter, before, limit).await
     }
 
     async fn wallet_postings_of_transfer(&self, transfer: TransferId) -> Result<Vec<WalletPosting>, StoreError> {

@@ -466,6 +466,25 @@ impl crate::store::WalletStore for MemoryStore {
     async fn wallet_profiles_of_owner(&self, owner: UserId) -> Result<Vec<WalletProfile>, StoreError> {
         Ok(self.state()?.wallet_profiles.iter().filter(|p| p.owner == owner).cloned().collect())
     }
+
+    async fn wallet_profiles_page(
+        &self,
+        filter: crate::crypto::WalletFilter,
+        before: Option<crate::reads::listing::Position>,
+        limit: u32,
+    ) -> Result<Vec<WalletProfile>, StoreError> {
+        let key = |p: &WalletProfile| (p.created_at.as_micros(), p.wallet.as_uuid());
+        let mut page: Vec<WalletProfile> = self
+            .state()?
+            .wallet_profiles
+            .iter()
+            .filter(|p| filter.matches(p) && before.is_none_or(|before| key(p) < (before.created_at, before.id)))
+            .cloned()
+            .collect();
+        page.sort_by_key(|p| std::cmp::Reverse(key(p)));
+        page.truncate(limit as usize);
+        Ok(page)
+    }
 }
 
 fn flag_matches(flag: &AmlFlag, filter: FlagFilter) -> bool {

@@ -295,6 +295,15 @@ pub trait WalletStore: Send + Sync + 'static {
 
     /// An owner's wallets, oldest first.
     async fn wallet_profiles_of_owner(&self, owner: UserId) -> Result<Vec<WalletProfile>, StoreError>;
+
+    /// The wallets `filter` picks, newest first (by creation time, then id), after `before`
+    /// (the last one of the previous page), at most `limit` of them.
+    async fn wallet_profiles_page(
+        &self,
+        filter: crate::crypto::WalletFilter,
+        before: Option<crate::reads::listing::Position>,
+        limit: u32,
+    ) -> Result<Vec<WalletProfile>, StoreError>;
 }
 
 #[async_trait]
@@ -382,6 +391,15 @@ impl<S: WalletStore + ?Sized> WalletStore for Arc<S> {
 
     async fn wallet_profiles_of_owner(&self, owner: UserId) -> Result<Vec<WalletProfile>, StoreError> {
         (**self).wallet_profiles_of_owner(owner).await
+    }
+
+    async fn wallet_profiles_page(
+        &self,
+        filter: crate::crypto::WalletFilter,
+        before: Option<crate::reads::listing::Position>,
+        limit: u32,
+    ) -> Result<Vec<WalletProfile>, StoreError> {
+        (**self).wallet_profiles_page(filter, before, limit).await
     }
 }
 

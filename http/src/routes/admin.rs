@@ -4,7 +4,7 @@ use axum::Router;
 use axum::routing::{delete, get, post, put};
 
 use crate::AppState;
-use crate::{admin, aml, audit, auth, events, limits, listings, pricing, statements, webhooks};
+use crate::{admin, aml, audit, auth, crypto, events, limits, listings, pricing, statements, webhooks};
 
 /// What admins call under `/v1/admin` (the operators' actor routes are in `ops`): transfers to
 /// review, accounts, adjustments, pricing, AML, users and roles, audit, limits, events and
@@ -36,6 +36,8 @@ pub fn admin() -> Router<AppState> {
         .route("/v1/admin/statements", get(statements::statements))
         .route("/v1/admin/transfer-types", get(pricing::list_transfer_types))
         .route("/v1/admin/transfer-types/{code}", put(pricing::put_transfer_type))
+        .route("/v1/admin/wallets", get(crypto::admin_wallets))
+        .route("/v1/admin/wallets/{id}", get(crypto::admin_wallet))
         .route("/v1/admin/transfers", get(listings::admin_transfers))
         .route("/v1/admin/transfers/count", get(listings::admin_transfer_count))
         .route("/v1/admin/transfers/{id}", get(admin::get_transfer))

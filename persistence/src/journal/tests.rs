@@ -253,6 +253,15 @@ macro_rules! faces_of_inner {
             ) -> Result<Vec<crate::crypto::WalletProfile>, StoreError> {
                 self.inner.wallet_profiles_of_owner(owner).await
             }
+
+            async fn wallet_profiles_page(
+                &self,
+                filter: crate::crypto::WalletFilter,
+                before: Option<crate::reads::listing::Position>,
+                limit: u32,
+            ) -> Result<Vec<crate::crypto::WalletProfile>, StoreError> {
+                self.inner.wallet_profiles_page(filter, before, limit).await
+            }
         }
 
         #[async_trait::async_trait]
