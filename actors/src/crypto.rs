@@ -498,7 +498,14 @@ impl Engine {
             if quote.expires_at <= now {
                 return Err(CryptoError::Refused(ErrorCode::QuoteExpired, format!("quote {quote_id} has expired")));
             }
-            let account = engine.account(fiat_account).await.map_err(CryptoError::from)?;
+            // An unknown account is named as the account (as another user's is, below): the
+            // plain `NotFound` would answer "no such wallet".
+            let account = engine.account(fiat_account).await.map_err(|error| match error {
+                EngineError::NotFound => {
+                    CryptoError::Refused(ErrorCode::NotFound, format!("no account {fiat_account}"))
+                }
+                other => CryptoError::from(other),
+            })?;
             if account.owner != Some(owner) {
                 return Err(CryptoError::Refused(ErrorCode::NotFound, format!("no account {fiat_account}")));
             }

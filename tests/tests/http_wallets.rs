@@ -340,6 +340,16 @@ async fn buy_and_sell_move_fiat_and_crypto_through_fx_clearing(server: TestServe
         )
         .await
         .assert_problem(404, "NOT_FOUND");
+    // An account that does not exist is named as an account, not as a wallet.
+    let unknown = server
+        .post(
+            "/v1/crypto/orders",
+            Some(&alice.token),
+            json!({"quote_id": offer.str("quote_id"), "fiat_account_id": uuid::Uuid::new_v4().to_string()}),
+        )
+        .await;
+    unknown.assert_problem(404, "NOT_FOUND");
+    assert!(unknown.body["detail"].as_str().unwrap().contains("account"), "{}", unknown.text);
     server.post("/v1/crypto/orders", None, order_body.clone()).await.assert_problem(401, "UNAUTHENTICATED");
     assert_eq!(server.position(&eur).await, (dec!(1000), dec!(0)));
 
