@@ -106,10 +106,28 @@ struct Grant {
 pub struct StepUps {
     sessions: Challenges,
     grants: DashMap<[u8; 32], Grant>,
+    /// Bumped by `forget_user` before it drops a user's tokens: a grant whose verification
+    /// began before (its code checked while TOTP was being turned off) withdraws itself.
+    forgets: std::sync::atomic::AtomicU64,
 }
 
 impl StepUps {
-    fn grant(&self, user: UserId, operation: &'static str, now: Timestamp) -> Result<String, ApiError> {
+    /// Where `forget_user` stands: taken before a code is checked, for `grant`.
+    fn forgets(&self) -> u64 {
+        self.forgets.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A token for `operation`, unless a `forget_user` ran since `checked_from` (`forgets`,
+    /// taken before the code was checked). The token goes in first and is taken back if one
+    /// did: `forget_user` bumps the count before it drops tokens, so a grant that saw no bump
+    /// was inserted before that drop, which then removes it.
+    fn grant(
+        &self,
+        user: UserId,
+        operation: &'static str,
+        now: Timestamp,
+        checked_from: u64,
+    ) -> Result<String, ApiError> {
         if self.grants.len() >= STEP_UP_TOKENS_MAX {
             self.grants.retain(|_, grant| grant.expires_micros > now.as_micros());
             if self.grants.len() >= STEP_UP_TOKENS_MAX {
@@ -121,7 +139,15 @@ impl StepUps {
         let token = URL_SAFE_NO_PAD.encode(bytes);
         let ttl = i64::try_from(STEP_UP_TOKEN_TTL.as_micros()).unwrap_or(i64::MAX);
         let expires_micros = now.as_micros().saturating_add(ttl);
-        self.grants.insert(sha256(token.as_bytes()), Grant { user, operation, expires_micros });
+        let digest = sha256(token.as_bytes());
+        self.grants.insert(digest, Grant { user, operation, expires_micros });
+        if self.forgets() != checked_from {
+            self.grants.remove(&digest);
+            return Err(ApiError::new(
+                ErrorCode::InvalidCredentials,
+                "the second factor changed meanwhile; step up again",
+            ));
+        }
         Ok(token)
     }
 
@@ -142,6 +168,7 @@ impl StepUps {
     /// Forgets every step-up token of `user` (their TOTP was turned off: tokens earned with
     /// the old device must not outlive it if TOTP is turned on again).
     pub fn forget_user(&self, user: UserId) {
+        self.forgets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.grants.retain(|_, grant| grant.user != user);
     }
 }
@@ -239,6 +266,7 @@ pub async fn verify(
         .filter(|challenge| challenge.user == caller.user_id)
         .ok_or_else(|| ApiError::not_found("step-up session"))?;
     let Purpose::StepUp(operation) = challenge.purpose else { return Err(ApiError::not_found("step-up session")) };
+    let checked_from = protection.step_ups.forgets();
     let correct = protection.second_factor.check_code(caller.user_id, &body.code, Accept::TotpOnly, now).await?;
     if let Attempt::Refused { attempts_left } = protection.step_ups.sessions.settle(id, correct) {
         super::mfa::challenge_failed(&state, &context, caller.user_id, "step_up");
@@ -247,7 +275,7 @@ pub async fn verify(
             format!("wrong or already used code; {attempts_left} attempts left in this step-up session"),
         ));
     }
-    let token = protection.step_ups.grant(caller.user_id, operation, now)?;
+    let token = protection.step_ups.grant(caller.user_id, operation, now, checked_from)?;
     let answer = Granted { step_up_token: token, operation_type: operation, expires_in: STEP_UP_TOKEN_TTL.as_secs() };
     let mut response = axum::Json(answer).into_response();
     response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
@@ -297,5 +325,33 @@ pub(crate) async fn require<O: Operation>(
             ErrorCode::StepUpRequired,
             format!("the X-Step-Up-Token is invalid, expired, or not for operation type {}", O::TYPE),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    const NOW: Timestamp = Timestamp::from_micros(1_700_000_000_000_000);
+
+    /// A step-up whose code was checked while its user turned TOTP off (`forget_user` between
+    /// the check and the grant) gets no token: made after the drop, it would have outlived it
+    /// and worked again once TOTP was back on (found by a review). A grant with no forget in
+    /// between works, and a forget after it drops it.
+    #[test]
+    fn a_grant_raced_by_forget_user_is_withdrawn() {
+        let step_ups = StepUps::default();
+        let user = UserId::from_u128(3);
+        let checked_from = step_ups.forgets();
+        step_ups.forget_user(user);
+        assert!(step_ups.grant(user, "transfers.create", NOW, checked_from).is_err());
+        assert!(step_ups.grants.is_empty(), "nothing left behind");
+
+        let token = step_ups.grant(user, "transfers.create", NOW, step_ups.forgets()).unwrap();
+        assert!(step_ups.authorises(&token, user, "transfers.create", NOW));
+        step_ups.forget_user(user);
+        assert!(!step_ups.authorises(&token, user, "transfers.create", NOW));
     }
 }
