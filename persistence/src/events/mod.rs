@@ -118,6 +118,10 @@ impl EventType {
             Record::CryptoOp(op) => match (op.kind, op.status) {
                 (CryptoOpKind::Deposit, CryptoOpStatus::Completed) => Some(EventType::DepositCredited),
                 (CryptoOpKind::Withdrawal, CryptoOpStatus::Completed) => Some(EventType::WithdrawalConfirmed),
+                // Refused before it was ever pending (its hold refused, or undone by recovery
+                // before the custodian heard of it): the requester heard an error, as for a
+                // transfer refused at its first step. A custodian's failure carries its hash.
+                (CryptoOpKind::Withdrawal, CryptoOpStatus::Failed) if op.tx_hash.is_none() => None,
                 (CryptoOpKind::Withdrawal, CryptoOpStatus::Failed) => Some(EventType::WithdrawalFailed),
                 (CryptoOpKind::Buy | CryptoOpKind::Sell, CryptoOpStatus::Completed) => {
                     Some(EventType::CryptoOrderCompleted)
@@ -399,6 +403,38 @@ mod tests {
         assert_eq!(event_id(0, 1), event_id(0, 1));
         assert_ne!(event_id(0, 1), event_id(1, 0));
         assert_ne!(event_id(0, 1), event_id(0, 2));
+    }
+
+    /// A withdrawal the custodian failed is an event; one refused at its hold (never pending,
+    /// its requester answered with an error) is not, like a transfer refused at its first step.
+    #[test]
+    fn a_withdrawal_refused_before_it_was_pending_is_no_event() {
+        let now = tally_engine::Timestamp::from_micros(1);
+        let mut op = tally_engine::CryptoOp {
+            id: tally_engine::TransferId::from_u128(1),
+            kind: CryptoOpKind::Withdrawal,
+            status: CryptoOpStatus::Failed,
+            step: 0,
+            owner: tally_engine::UserId::from_u128(2),
+            wallet: tally_engine::WalletId::from_u128(3),
+            asset: tally_engine::Currency::BTC,
+            asset_amount: rust_decimal::Decimal::ONE,
+            fiat_account: None,
+            fiat_currency: None,
+            fiat_amount: rust_decimal::Decimal::ZERO,
+            fee: rust_decimal::Decimal::ZERO,
+            price: None,
+            address: Some("bc1away".to_owned()),
+            tx_hash: None,
+            idempotency: None,
+            failure_reason: Some(tally_engine::ErrorCode::InsufficientFunds),
+            created_at: now,
+            updated_at: now,
+        };
+        assert_eq!(EventType::of_record(&Record::CryptoOp(Box::new(op.clone()))), None);
+        op.tx_hash = Some("tx-out".to_owned());
+        op.failure_reason = None;
+        assert_eq!(EventType::of_record(&Record::CryptoOp(Box::new(op))), Some(EventType::WithdrawalFailed));
     }
 
     #[test]
