@@ -81,7 +81,9 @@ impl Challenges {
     /// Opens a session for `user`; `503` if too many are pending even after dropping the
     /// expired ones.
     pub fn open(&self, id: Uuid, user: UserId, purpose: Purpose, now: Timestamp) -> Result<(), ApiError> {
-        if self.pending.len() >= CHALLENGES_MAX {
+        // Swept when either map is full: `of_user` keeps a user's entry until their next open,
+        // so without its own bound it would grow with every user who ever opened a session.
+        if self.pending.len() >= CHALLENGES_MAX || self.of_user.len() >= CHALLENGES_MAX {
             self.pending.retain(|_, challenge| challenge.expires_micros > now.as_micros());
             self.of_user.retain(|_, ids| {
                 ids.retain(|id| self.pending.contains_key(id));
@@ -179,6 +181,16 @@ mod tests {
         let theirs = Uuid::new_v4();
         challenges.open(theirs, other, login(), NOW).unwrap();
         assert!(challenges.get(theirs, NOW).is_some());
+
+        // The per-user index stays bounded too: users whose sessions are all gone are swept.
+        let later = Timestamp::from_micros(NOW.as_micros() + CHALLENGE_TTL.as_micros() as i64 + 1);
+        for n in 0..(CHALLENGES_MAX - 2 * CHALLENGES_PER_USER_MAX) as u128 {
+            challenges.open(Uuid::new_v4(), UserId::from_u128(1_000 + n), login(), NOW).unwrap();
+        }
+        for n in 0..(4 * CHALLENGES_PER_USER_MAX) as u128 {
+            challenges.open(Uuid::new_v4(), UserId::from_u128(1_000_000 + n), login(), later).unwrap();
+        }
+        assert_eq!(challenges.of_user.len(), 4 * CHALLENGES_PER_USER_MAX, "only the users with live sessions");
     }
 
     #[test]
