@@ -89,7 +89,7 @@ impl Challenges {
                 ids.retain(|id| self.pending.contains_key(id));
                 !ids.is_empty()
             });
-            if self.pending.len() >= CHALLENGES_MAX || self.of_user.len() >= CHALLENGES_MAX {
+            if self.pending.len() >= CHALLENGES_MAX {
                 return Err(ApiError::new(ErrorCode::Overloaded, "too many sessions pending; retry later"));
             }
         }
