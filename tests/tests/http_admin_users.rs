@@ -31,6 +31,7 @@ on_both_stores!(
     an_admin_password_reset_ends_every_session_and_mails_a_code,
     an_admin_lists_and_ends_a_users_sessions_at_once,
     the_admin_user_views_refuse_bad_input,
+    a_lesser_admin_cannot_change_an_admin_holding_more_actions,
 );
 
 async fn delete_json(server: &TestServer, path: &str, token: Option<&str>, body: Value) -> Reply {
@@ -215,7 +216,8 @@ async fn creating_an_admin_refuses_bad_input_escalation_and_taken_emails(server:
 }
 
 async fn granted_and_revoked_permissions_take_effect_on_the_next_request(server: TestServer) {
-    let manager = server.admin(&["admin_users:manage", "users:read"]).await;
+    // Holding ops:read too: revoking from an admin needs every action they hold.
+    let manager = server.admin(&["admin_users:manage", "users:read", "ops:read"]).await;
     let target = server.admin(&["ops:read"]).await;
     let path = format!("/v1/admin/users/{}/permissions", target.user_id);
     server.get("/v1/admin/users", Some(&target.token)).await.assert_problem(403, "FORBIDDEN");
@@ -294,7 +296,8 @@ async fn granting_and_revoking_refuse_bad_input_unknown_users_and_self_lockout(s
 }
 
 async fn setting_a_users_status_refuses_bad_input_unknown_users_and_self_blocking(server: TestServer) {
-    let admin = server.admin(&["users:block"]).await;
+    // Holding users:read too: blocking an admin below needs every action they hold.
+    let admin = server.admin(&["users:block", "users:read"]).await;
     let user = server.user().await;
     let token = Some(admin.token.as_str());
     let path = format!("/v1/admin/users/{}/status", user.user_id);
@@ -611,5 +614,56 @@ async fn the_admin_user_views_refuse_bad_input(server: TestServer) {
         )
         .await;
     malformed.assert_problem(400, "VALIDATION_ERROR");
+    server.shutdown().await;
+}
+
+/// Every admin route that changes another user refuses, with `403` and no change, a target who
+/// holds an action the caller does not: a lesser admin cannot lock out, sign out, strip, reset
+/// or edit a greater one. Customers and equals stay within reach.
+async fn a_lesser_admin_cannot_change_an_admin_holding_more_actions(server: TestServer) {
+    let common = ["users:read", "users:block", "users:write", "users:verify", "admin_users:manage", "admin_users:read"];
+    let lesser = server.admin(&common).await;
+    let greater = server.admin(&[&common[..], &["transfers:execute"]].concat()).await;
+    let token = Some(lesser.token.as_str());
+    let path = format!("/v1/admin/users/{}", greater.user_id);
+    let before = server.get(&path, Some(&greater.token)).await;
+    before.assert_status(200);
+
+    let refused = [
+        server.post(&format!("{path}/status"), token, json!({"status": "blocked"})).await,
+        delete_json(&server, &format!("{path}/sessions"), token, json!({})).await,
+        server.post_empty(&format!("{path}/password-reset"), token).await,
+        server.patch(&path, token, json!({"first_name": "Mallory"})).await,
+        server.post(&format!("{path}/verification"), token, json!({"level": "enhanced"})).await,
+        delete_json(&server, &format!("{path}/permissions"), token, json!({"actions": ["transfers:execute"]})).await,
+        delete_json(&server, &format!("{path}/permissions"), token, json!({"actions": ["users:read"]})).await,
+    ];
+    for reply in &refused {
+        reply.assert_problem(403, "FORBIDDEN");
+        assert!(reply.text.contains("transfers:execute"), "names what the caller lacks: {}", reply.text);
+    }
+    // Nothing changed: the greater admin is still signed in, active, unchanged.
+    let after = server.get(&path, Some(&greater.token)).await;
+    after.assert_status(200);
+    for field in ["status", "first_name", "verification_level", "permissions", "sessions_active"] {
+        assert_eq!(after.body[field], before.body[field], "{field} changed by a refused request");
+    }
+
+    // The other way round every one of them is allowed, and so is acting on a customer or on
+    // an admin holding the same actions.
+    let customer = server.user().await;
+    server
+        .post(&format!("/v1/admin/users/{}/status", customer.user_id), token, json!({"status": "blocked"}))
+        .await
+        .assert_status(204);
+    let equal = server.admin(&common).await;
+    delete_json(&server, &format!("/v1/admin/users/{}/sessions", equal.user_id), token, json!({}))
+        .await
+        .assert_status(200);
+    server
+        .post(&format!("/v1/admin/users/{}/status", lesser.user_id), Some(&greater.token), json!({"status": "blocked"}))
+        .await
+        .assert_status(204);
+    server.get("/v1/users/me", Some(&lesser.token)).await.assert_problem(401, "UNAUTHENTICATED");
     server.shutdown().await;
 }

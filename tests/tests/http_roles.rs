@@ -46,7 +46,8 @@ async fn put_role(server: &TestServer, admin: &TestUser, role: &str, body: Value
 }
 
 async fn a_role_grants_on_the_next_request_and_changes_and_unassignment_take_effect_at_once(server: TestServer) {
-    let admin = server.admin(&[MANAGE, "audit:read", "users:read", "admin_users:read"]).await;
+    // Holding ops:read as the clerk does: taking a role from an admin needs all their actions.
+    let admin = server.admin(&[MANAGE, "audit:read", "users:read", "admin_users:read", "ops:read"]).await;
     let clerk = server.admin(&["ops:read"]).await;
     server.get("/v1/admin/audit", Some(&clerk.token)).await.assert_problem(403, "FORBIDDEN");
 
@@ -181,6 +182,14 @@ async fn no_admin_escalates_or_locks_themselves_out_through_roles(server: TestSe
     put_role(&server, &manager, &ops, json!({"name": "ops", "actions": ["ops:write", "ops:read"]}))
         .await
         .assert_problem(403, "FORBIDDEN");
+    // Nor take away actions they do not hold: emptying a greater admin's role, or taking the
+    // role from them, would strip powers the manager could never grant back.
+    assign(&server, &boss, &target, &ops).await.assert_status(204);
+    put_role(&server, &manager, &ops, json!({"name": "ops", "actions": []})).await.assert_problem(403, "FORBIDDEN");
+    unassign(&server, &manager, &target, &ops).await.assert_problem(403, "FORBIDDEN");
+    let view = server.get(&format!("/v1/admin/users/{}", target.user_id), Some(&boss.token)).await;
+    assert_eq!(view.body["permissions"], json!(["ops:write"]), "{}", view.text);
+    unassign(&server, &boss, &target, &ops).await.assert_status(204);
     server.get("/v1/admin/actors", Some(&target.token)).await.assert_problem(403, "FORBIDDEN");
 
     // An admin who holds admin_users:manage only through a role cannot take it from themselves.

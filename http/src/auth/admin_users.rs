@@ -9,6 +9,9 @@
 //!   CONFLICT`): either would lock out the one doing it, possibly the last admin able to undo.
 //! - An admin grants only actions they hold themselves (`403 FORBIDDEN` otherwise), when
 //!   creating an admin or granting: `admin_users:manage` is not a way to escalate.
+//! - An admin changes another user (status, sessions, password reset, profile, verification,
+//!   revoking) only if they hold every action that user holds (`403`, `check_outranks`): the
+//!   same rule seen from the target, so a lesser admin cannot lock out a greater one.
 //! - Blocking ends every session of the user at once (their access tokens answer `401`);
 //!   unblocking revives none: the user logs in again.
 //! - Held actions are effective ones: direct grants and roles' actions alike
@@ -267,6 +270,33 @@ pub(crate) fn check_no_escalation(admin: &User, actions: &BTreeSet<&'static str>
     ))
 }
 
+/// Refuses an admin's change to another user who holds an action the admin does not hold: a
+/// lesser admin cannot block, sign out, strip, reset or edit a greater one. It is the rule of
+/// no escalation seen from the target's side (an admin who could lock out whoever outranks them
+/// could remove the only people able to undo it). Users without admin actions (customers) are
+/// outranked by every admin; an admin's own account is checked by the routes' own rules.
+pub(crate) fn check_outranks(admin: &User, target: &User) -> Result<(), ApiError> {
+    if admin.id == target.id {
+        return Ok(());
+    }
+    let missing: Vec<String> =
+        target.effective_permissions().into_iter().filter(|action| !admin.holds(action)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::Forbidden,
+        format!("an admin can only change users whose actions they all hold; not held: {missing:?}"),
+    ))
+}
+
+/// The user `id`, or `404`; then `403` unless `admin` outranks them (`check_outranks`).
+pub(crate) async fn outranked_user(state: &AppState, admin: &User, id: uuid::Uuid) -> Result<User, ApiError> {
+    let user = target_user(state, id).await?;
+    check_outranks(admin, &user)?;
+    Ok(user)
+}
+
 pub(crate) fn action_names(actions: &BTreeSet<&'static str>) -> Vec<String> {
     actions.iter().map(|action| (*action).to_owned()).collect()
 }
@@ -424,6 +454,7 @@ pub async fn revoke(
             "an admin cannot revoke their own admin_users:manage; another admin must",
         ));
     }
+    outranked_user(&state, &admin.admin, id).await?;
     let identity = state.identity();
     let entry = record(
         identity,
@@ -446,7 +477,8 @@ pub struct UserStatusBody {
 
 /// `POST /v1/admin/users/{id}/status {status: "active"|"blocked", reason?}` (`users:block`) →
 /// `204`. Blocking ends every session of the user before answering; an admin cannot block
-/// themselves (`409 CONFLICT`); unknown user → `404`.
+/// themselves (`409 CONFLICT`); unknown user → `404`; a user holding an action the caller does
+/// not hold → `403` (so for every change to another user on these routes).
 #[utoipa::path(
     post,
     path = "/v1/admin/users/{id}/status",
@@ -470,6 +502,7 @@ pub async fn set_status(
     if target == admin.admin_id() && status == UserStatus::Blocked {
         return Err(ApiError::new(ErrorCode::Conflict, "an admin cannot block themselves"));
     }
+    outranked_user(&state, &admin.admin, id).await?;
     let identity = state.identity();
     let actor = Actor::user(admin.admin_id());
     let action = match status {
@@ -578,6 +611,7 @@ pub async fn update(
     ApiJson(body): ApiJson<ProfileBody>,
 ) -> Result<Response, ApiError> {
     let change = profile_change(body)?;
+    outranked_user(&state, &admin.admin, id).await?;
     let identity = state.identity();
     let target = UserId::from_uuid(id);
     let entry = record(
@@ -611,7 +645,7 @@ pub async fn password_reset(
     IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
     let identity = state.identity();
-    let user = target_user(&state, id).await?;
+    let user = outranked_user(&state, &admin.admin, id).await?;
     let issued = codes::issue(identity, user.id, CodePurpose::PasswordReset).await?;
     let actor = Actor::user(admin.admin_id());
     let entry = record(identity, &context, &actor, Event::new("user.password_reset").on_user(user.id));
@@ -698,7 +732,7 @@ pub async fn end_user_sessions(
     context: AuditContext,
     IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
-    let user = target_user(&state, id).await?;
+    let user = outranked_user(&state, &admin.admin, id).await?;
     let actor = Actor::user(admin.admin_id());
     let ended = end_sessions(&state, user.id.as_uuid(), None, end_reason::ENDED_BY_ADMIN, &actor, &context).await?;
     let identity = state.identity();
@@ -747,7 +781,7 @@ pub async fn set_verification(
     // these are rare admin writes.
     static LEVEL_WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _writing = LEVEL_WRITES.lock().await;
-    let user = target_user(&state, id).await?;
+    let user = outranked_user(&state, &admin.admin, id).await?;
     // The engine enforces levels from memory: no change while it is still starting (`503`),
     // which it would not see (it takes the levels stored when identity opened).
     let engine = state.engine()?;

@@ -29,7 +29,7 @@ use tally_persistence::users::User;
 use tally_persistence::users::roles::{Role, RoleAssign, RoleDelete, RoleUnassign, RoleWrite};
 use uuid::Uuid;
 
-use super::admin_users::{ACTIONS_PER_REQUEST_MAX, check_no_escalation};
+use super::admin_users::{ACTIONS_PER_REQUEST_MAX, check_no_escalation, outranked_user};
 use super::caller::Authorized;
 use super::permissions::{Action, AdminUsersManage, AdminUsersRead};
 use crate::audit::{Actor, AuditContext, Event, audited, record};
@@ -225,7 +225,8 @@ pub async fn get(
     request_body = RoleBody,
     params(("id" = uuid::Uuid, Path, description = "The role id")),
     description = "Replaces a role's name, description and actions; every holder's permissions change on their \
-                   next request. The same checks as creating; changing a role you hold so that you would lose \
+                   next request. The same checks as creating, and the caller must hold every action the role has \
+                   now (`403`); changing a role you hold so that you would lose \
                    `admin_users:manage` is `409`. Unknown id: `404`.",
     responses((status = 200, body = RoleView)),
     security(("bearer" = []))
@@ -241,6 +242,16 @@ pub async fn update(
     check_no_escalation(&admin.admin, &actions)?;
     let identity = state.identity();
     let existing = identity.roles.role(id).await?.ok_or_else(|| ApiError::not_found("role"))?;
+    // Changing a role changes every holder's powers: an admin may take away only actions they
+    // hold, as they may grant only those (else a lesser admin could empty a greater one's role).
+    let not_held: Vec<&str> =
+        existing.actions.iter().map(String::as_str).filter(|action| !admin.admin.holds(action)).collect();
+    if !not_held.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("an admin can only change roles whose actions they all hold; not held: {not_held:?}"),
+        ));
+    }
     let actions = owned(&actions);
     let holds_it = admin.admin.roles.iter().any(|held| held.id == id);
     if holds_it && !keeps_manage(&admin.admin, id, Some(&actions)) {
@@ -376,6 +387,7 @@ pub async fn unassign(
     if target == admin.admin_id() && !keeps_manage(&admin.admin, role, None) {
         return Err(lockout());
     }
+    outranked_user(&state, &admin.admin, target.as_uuid()).await?;
     let identity = state.identity();
     let entry = record(
         identity,
