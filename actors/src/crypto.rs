@@ -240,7 +240,9 @@ impl Engine {
         let tx_hash = canonical_tx_hash(tx_hash);
         // The hash is the custodian's idempotency key, claimed as a client's key is
         // (`KeyClaim`): in no caller's scope (nil), in a slot whose space no client's key holds.
-        let claim = self.claim_key(Uuid::nil(), format!("deposit {tx_hash}")).await;
+        // Claimed without a `0x`, so that both spellings of one hash wait for each other.
+        let unprefixed = hex_digits(&tx_hash).unwrap_or(&tx_hash);
+        let claim = self.claim_key(Uuid::nil(), format!("deposit {unprefixed}")).await;
         let found = self.deposit_claimed(target, amount, &tx_hash).await;
         self.under_key(found, claim).await
     }
@@ -251,16 +253,23 @@ impl Engine {
         amount: Decimal,
         tx_hash: &str,
     ) -> Result<Keyed, CryptoError> {
+        let spellings = tx_hash_spellings(tx_hash);
         let pending = self.journals().newest_pending(|record| match record {
-            Record::CryptoOp(op) if op.kind == CryptoOpKind::Deposit && op.tx_hash.as_deref() == Some(tx_hash) => {
+            Record::CryptoOp(op)
+                if op.kind == CryptoOpKind::Deposit
+                    && op.tx_hash.as_deref().is_some_and(|hash| spellings.iter().any(|spelling| spelling == hash)) =>
+            {
                 Some((**op).clone())
             }
             _ => None,
         });
-        let existing = match pending {
-            Some(op) => Some(op),
-            None => self.store().deposit_by_tx_hash(tx_hash).await?.map(|loaded| loaded.value),
-        };
+        let mut existing = pending;
+        for spelling in &spellings {
+            if existing.is_some() {
+                break;
+            }
+            existing = self.store().deposit_by_tx_hash(spelling).await?.map(|loaded| loaded.value);
+        }
         if let Some(existing) = self.newest(existing).await? {
             // A repeat is the same report again. One that names another wallet or amount is
             // not (a second output of one chain transaction, or a custodian's mistake): it is
@@ -820,11 +829,24 @@ impl Engine {
 /// the same transaction and a deposit is credited once per hash. Anything else is kept as
 /// sent: other chains' hashes (base58, for one) are case-sensitive.
 pub fn canonical_tx_hash(tx_hash: String) -> String {
-    let digits = tx_hash.strip_prefix("0x").or_else(|| tx_hash.strip_prefix("0X")).unwrap_or(&tx_hash);
-    if digits.len() == 64 && digits.bytes().all(|byte| byte.is_ascii_hexdigit()) {
-        tx_hash.to_ascii_lowercase()
-    } else {
-        tx_hash
+    if hex_digits(&tx_hash).is_some() { tx_hash.to_ascii_lowercase() } else { tx_hash }
+}
+
+/// The 64 hex digits of a hexadecimal chain hash, without its `0x` if it has one; `None` for
+/// any other hash.
+fn hex_digits(tx_hash: &str) -> Option<&str> {
+    let digits = tx_hash.strip_prefix("0x").or_else(|| tx_hash.strip_prefix("0X")).unwrap_or(tx_hash);
+    (digits.len() == 64 && digits.bytes().all(|byte| byte.is_ascii_hexdigit())).then_some(digits)
+}
+
+/// Every spelling under which a canonical hash (`canonical_tx_hash`) may have been stored: a
+/// hexadecimal hash with and without `0x`, since custodians differ on the prefix (Ethereum's
+/// tools write it, Bitcoin's do not) and both name one transaction. A hash is kept as it was
+/// first reported; a repeat in the other spelling is found under either. Any other hash: itself.
+pub fn tx_hash_spellings(canonical: &str) -> Vec<String> {
+    match hex_digits(canonical) {
+        Some(digits) => vec![digits.to_owned(), format!("0x{digits}")],
+        None => vec![canonical.to_owned()],
     }
 }
 
