@@ -306,6 +306,7 @@ async fn starred_routes_need_a_step_up_token_for_their_operation_type(server: Te
 
 async fn a_step_up_token_expires_and_binds_to_its_user(server: TestServer) {
     let alice = server.user().await;
+    let alice_elsewhere = server.session_of(&alice.email, tally_tests::http::PASSWORD).await;
     let bob = server.user().await;
     let (alice_secret, _) = enable_totp(&server, &alice).await;
     let (_, _) = enable_totp(&server, &bob).await;
@@ -314,6 +315,12 @@ async fn a_step_up_token_expires_and_binds_to_its_user(server: TestServer) {
     post_with_step_up(&server, "/v1/accounts", &bob, Some(&alice_token), open.clone())
         .await
         .assert_problem(403, "STEP_UP_REQUIRED");
+    // Nor does it work in another of Alice's own sessions: it is bound to the session that
+    // verified the code (a token lifted from one device does not serve another).
+    post_with_step_up(&server, "/v1/accounts", &alice_elsewhere, Some(&alice_token), open.clone())
+        .await
+        .assert_problem(403, "STEP_UP_REQUIRED");
+    post_with_step_up(&server, "/v1/accounts", &alice, Some(&alice_token), open.clone()).await.assert_status(201);
 
     // Bob cannot answer Alice's step-up session.
     let began = server.post("/v1/auth/step-up", Some(&alice.token), json!({"operation_type": "accounts.open"})).await;

@@ -346,7 +346,7 @@ pub async fn create(
     // the caller's bearer token move it without the second factor, for as long as the key
     // lives: making one takes the step-up a transfer takes (docs/identity.md).
     if scopes.contains(&Scope::TransfersWrite) {
-        super::stepup::require::<super::stepup::TransfersCreate>(&state, &headers, caller.user_id).await?;
+        super::stepup::require::<super::stepup::TransfersCreate>(&state, &headers, caller).await?;
     }
     let identity = state.identity();
     let store = identity.protection.second_factor.store();

@@ -4,8 +4,9 @@
 //! `POST /v1/auth/step-up {operation_type}` opens a step-up session (5 minutes, single use,
 //! `CHALLENGE_ATTEMPTS_MAX` wrong codes); `POST /v1/auth/step-up/verify {step_up_session_id,
 //! code}` answers `{step_up_token, expires_in}`. The token is opaque, kept in memory as its
-//! SHA-256, and bound to the user and the operation type; it may be used for that operation
-//! type as often as needed until it expires (a client retrying with its `Idempotency-Key`
+//! SHA-256, and bound to the user, the login session that verified the code (a token carried
+//! off to another of the user's sessions, or outliving its own, authorises nothing) and the
+//! operation type; it may be used for that operation type as often as needed until it expires (a client retrying with its `Idempotency-Key`
 //! must not need a new code). Only TOTP steps up: backup codes are for a lost phone at login.
 //!
 //! A handler states its need in its signature with `StepUp<O>`: for a bearer caller with TOTP
@@ -97,24 +98,37 @@ operations! {
 #[derive(Clone, Copy, Debug)]
 struct Grant {
     user: UserId,
+    /// The login session that verified the code (`None` only for a caller without one).
+    session: Option<uuid::Uuid>,
     operation: &'static str,
     expires_micros: i64,
 }
+
+/// Stripes of `StepUps::forgets`: a user's `forget_user` withdraws grants racing it of the
+/// users in the same stripe only (one in 32), not of everyone.
+const FORGET_STRIPES: usize = 32;
 
 /// Step-up sessions and the tokens they granted.
 #[derive(Debug, Default)]
 pub struct StepUps {
     sessions: Challenges,
     grants: DashMap<[u8; 32], Grant>,
-    /// Bumped by `forget_user` before it drops a user's tokens: a grant whose verification
-    /// began before (its code checked while TOTP was being turned off) withdraws itself.
-    forgets: std::sync::atomic::AtomicU64,
+    /// Bumped by `forget_user` before it drops a user's tokens, in the user's stripe: a grant
+    /// whose verification began before (its code checked while TOTP was being turned off)
+    /// withdraws itself.
+    forgets: [std::sync::atomic::AtomicU64; FORGET_STRIPES],
 }
 
 impl StepUps {
-    /// Where `forget_user` stands: taken before a code is checked, for `grant`.
-    fn forgets(&self) -> u64 {
-        self.forgets.load(std::sync::atomic::Ordering::SeqCst)
+    /// The `forgets` counter of `user`'s stripe.
+    fn forgets_of(&self, user: UserId) -> &std::sync::atomic::AtomicU64 {
+        let stripe = (user.as_uuid().as_u128() % FORGET_STRIPES as u128) as usize;
+        &self.forgets[stripe]
+    }
+
+    /// Where `forget_user` stands for `user`: taken before a code is checked, for `grant`.
+    fn forgets(&self, user: UserId) -> u64 {
+        self.forgets_of(user).load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A token for `operation`, unless a `forget_user` ran since `checked_from` (`forgets`,
@@ -124,6 +138,7 @@ impl StepUps {
     fn grant(
         &self,
         user: UserId,
+        session: Option<uuid::Uuid>,
         operation: &'static str,
         now: Timestamp,
         checked_from: u64,
@@ -140,8 +155,8 @@ impl StepUps {
         let ttl = i64::try_from(STEP_UP_TOKEN_TTL.as_micros()).unwrap_or(i64::MAX);
         let expires_micros = now.as_micros().saturating_add(ttl);
         let digest = sha256(token.as_bytes());
-        self.grants.insert(digest, Grant { user, operation, expires_micros });
-        if self.forgets() != checked_from {
+        self.grants.insert(digest, Grant { user, session, operation, expires_micros });
+        if self.forgets(user) != checked_from {
             self.grants.remove(&digest);
             return Err(ApiError::new(
                 ErrorCode::InvalidCredentials,
@@ -151,8 +166,15 @@ impl StepUps {
         Ok(token)
     }
 
-    /// Whether `token` authorises `user` for `operation` at `now`.
-    fn authorises(&self, token: &str, user: UserId, operation: &str, now: Timestamp) -> bool {
+    /// Whether `token` authorises `user`, in login session `session`, for `operation` at `now`.
+    fn authorises(
+        &self,
+        token: &str,
+        user: UserId,
+        session: Option<uuid::Uuid>,
+        operation: &str,
+        now: Timestamp,
+    ) -> bool {
         if token.is_empty() || token.len() > STEP_UP_TOKEN_LENGTH_MAX {
             return false;
         }
@@ -162,13 +184,13 @@ impl StepUps {
             self.grants.remove(&digest);
             return false;
         }
-        grant.user == user && grant.operation == operation
+        grant.user == user && grant.session == session && grant.operation == operation
     }
 
     /// Forgets every step-up token of `user` (their TOTP was turned off: tokens earned with
     /// the old device must not outlive it if TOTP is turned on again).
     pub fn forget_user(&self, user: UserId) {
-        self.forgets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.forgets_of(user).fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.grants.retain(|_, grant| grant.user != user);
     }
 }
@@ -266,7 +288,7 @@ pub async fn verify(
         .filter(|challenge| challenge.user == caller.user_id)
         .ok_or_else(|| ApiError::not_found("step-up session"))?;
     let Purpose::StepUp(operation) = challenge.purpose else { return Err(ApiError::not_found("step-up session")) };
-    let checked_from = protection.step_ups.forgets();
+    let checked_from = protection.step_ups.forgets(caller.user_id);
     let correct = protection.second_factor.check_code(caller.user_id, &body.code, Accept::TotpOnly, now).await?;
     if let Attempt::Refused { attempts_left } = protection.step_ups.sessions.settle(id, correct) {
         super::mfa::challenge_failed(&state, &context, caller.user_id, "step_up");
@@ -275,7 +297,7 @@ pub async fn verify(
             format!("wrong or already used code; {attempts_left} attempts left in this step-up session"),
         ));
     }
-    let token = protection.step_ups.grant(caller.user_id, operation, now, checked_from)?;
+    let token = protection.step_ups.grant(caller.user_id, caller.session_id, operation, now, checked_from)?;
     let answer = Granted { step_up_token: token, operation_type: operation, expires_in: STEP_UP_TOKEN_TTL.as_secs() };
     let mut response = axum::Json(answer).into_response();
     response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
@@ -296,7 +318,7 @@ impl<O: Operation> FromRequestParts<AppState> for StepUp<O> {
             return Ok(StepUp(PhantomData));
         }
         let caller = Caller::from_request_parts(parts, state).await?;
-        require::<O>(state, &parts.headers, caller.user_id).await?;
+        require::<O>(state, &parts.headers, caller).await?;
         Ok(StepUp(PhantomData))
     }
 }
@@ -306,8 +328,9 @@ impl<O: Operation> FromRequestParts<AppState> for StepUp<O> {
 pub(crate) async fn require<O: Operation>(
     state: &AppState,
     headers: &axum::http::HeaderMap,
-    user: UserId,
+    caller: Caller,
 ) -> Result<(), ApiError> {
+    let user = caller.user_id;
     let identity = state.identity();
     if !identity.protection.second_factor.totp_enabled(user).await? {
         return Ok(());
@@ -318,12 +341,15 @@ pub(crate) async fn require<O: Operation>(
             format!("this operation needs an X-Step-Up-Token for operation type {}", O::TYPE),
         )
     })?;
-    if identity.protection.step_ups.authorises(token.trim(), user, O::TYPE, identity.now()) {
+    if identity.protection.step_ups.authorises(token.trim(), user, caller.session_id, O::TYPE, identity.now()) {
         Ok(())
     } else {
         Err(ApiError::new(
             ErrorCode::StepUpRequired,
-            format!("the X-Step-Up-Token is invalid, expired, or not for operation type {}", O::TYPE),
+            format!(
+                "the X-Step-Up-Token is invalid, expired, from another session, or not for operation type {}",
+                O::TYPE
+            ),
         ))
     }
 }
@@ -344,14 +370,40 @@ mod tests {
     fn a_grant_raced_by_forget_user_is_withdrawn() {
         let step_ups = StepUps::default();
         let user = UserId::from_u128(3);
-        let checked_from = step_ups.forgets();
+        let session = Some(uuid::Uuid::from_u128(7));
+        let checked_from = step_ups.forgets(user);
         step_ups.forget_user(user);
-        assert!(step_ups.grant(user, "transfers.create", NOW, checked_from).is_err());
+        assert!(step_ups.grant(user, session, "transfers.create", NOW, checked_from).is_err());
         assert!(step_ups.grants.is_empty(), "nothing left behind");
 
-        let token = step_ups.grant(user, "transfers.create", NOW, step_ups.forgets()).unwrap();
-        assert!(step_ups.authorises(&token, user, "transfers.create", NOW));
+        let token = step_ups.grant(user, session, "transfers.create", NOW, step_ups.forgets(user)).unwrap();
+        assert!(step_ups.authorises(&token, user, session, "transfers.create", NOW));
         step_ups.forget_user(user);
-        assert!(!step_ups.authorises(&token, user, "transfers.create", NOW));
+        assert!(!step_ups.authorises(&token, user, session, "transfers.create", NOW));
+    }
+
+    /// Another user's `forget_user` does not withdraw a grant racing it (it did while one
+    /// counter served every user), unless they share a stripe.
+    #[test]
+    fn another_users_forget_does_not_withdraw_a_grant() {
+        let step_ups = StepUps::default();
+        let (user, other) = (UserId::from_u128(3), UserId::from_u128(4));
+        let session = Some(uuid::Uuid::from_u128(7));
+        let checked_from = step_ups.forgets(user);
+        step_ups.forget_user(other);
+        let token = step_ups.grant(user, session, "transfers.create", NOW, checked_from).unwrap();
+        assert!(step_ups.authorises(&token, user, session, "transfers.create", NOW));
+    }
+
+    /// A token authorises in the login session that verified its code only.
+    #[test]
+    fn a_token_is_bound_to_its_login_session() {
+        let step_ups = StepUps::default();
+        let user = UserId::from_u128(3);
+        let (session, other) = (Some(uuid::Uuid::from_u128(7)), Some(uuid::Uuid::from_u128(8)));
+        let token = step_ups.grant(user, session, "transfers.create", NOW, step_ups.forgets(user)).unwrap();
+        assert!(step_ups.authorises(&token, user, session, "transfers.create", NOW));
+        assert!(!step_ups.authorises(&token, user, other, "transfers.create", NOW));
+        assert!(!step_ups.authorises(&token, user, None, "transfers.create", NOW));
     }
 }
