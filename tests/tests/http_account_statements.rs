@@ -11,10 +11,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::str::FromStr;
+
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde_json::{Value, json};
 use sqlx::Connection;
+use tally_engine::Currency;
 use tally_tests::http::{TestServer, TestUser};
 use tally_tests::on_both_stores;
 use tally_tests::server::{Client, TallyServer};
@@ -28,6 +31,7 @@ on_both_stores!(
     days_are_utc_and_inclusive_to_the_microsecond,
     the_csv_is_the_account_s_ledger_row_by_row,
     bad_queries_are_400_and_other_users_accounts_404_as_the_account_routes,
+    a_crypto_order_s_leg_is_a_line_of_the_statement_and_a_transaction,
 );
 
 const DAY_MICROS: i64 = 86_400_000_000;
@@ -643,4 +647,64 @@ async fn a_million_line_owner_statement_streams_in_bounded_memory() {
     assert!(plan.iter().any(|line| line.contains("Index Scan Backward using postings")), "{plan:?}");
     assert!(!plan.iter().any(|line| line.contains("Sort") || line.contains("Seq Scan")), "{plan:?}");
     db.close().await.unwrap();
+}
+
+/// A crypto order's fiat leg is a posting of the customer's account with no transfer row (its
+/// id is the order's). The statement and the transactions listing joined `transfers` and left
+/// it out (found by a review): `balance_after` jumped between two lines and the last line was
+/// not the balance. It is a line of each, typed `crypto_buy`, and the lines add up again.
+async fn a_crypto_order_s_leg_is_a_line_of_the_statement_and_a_transaction(server: TestServer) {
+    server.engine.set_fx_rate(Currency::BTC, Currency::EUR, dec!(30000), None).await.unwrap();
+    let alice = server.user().await;
+    let bob = server.user().await;
+    let eur = server.open_account(&alice, "EUR").await;
+    let other = server.open_account(&bob, "EUR").await;
+    server.fund(&eur, dec!(1000)).await;
+    server.post("/v1/wallets", Some(&alice.token), json!({"asset": "BTC"})).await.assert_status(201);
+    let quote =
+        server.get("/v1/crypto/quote?side=buy&asset=BTC&fiat_currency=EUR&fiat_amount=100", Some(&alice.token)).await;
+    quote.assert_status(200);
+    let order = server
+        .post(
+            "/v1/crypto/orders",
+            Some(&alice.token),
+            json!({"quote_id": quote.str("quote_id"), "fiat_account_id": eur}),
+        )
+        .await;
+    order.assert_status(201);
+    send(&server, &alice, internal(&eur, &other, "10.00", "after", "after the buy")).await;
+    server.engine.journals().barrier().await.unwrap();
+    let (balance, _) = server.position(&eur).await;
+    assert!(balance < dec!(890), "the buy moved the balance: {balance}");
+
+    let amount = |line: &Value| {
+        let amount = Decimal::from_str(line["amount"].as_str().unwrap()).unwrap();
+        if line["direction"] == "credit" { amount } else { -amount }
+    };
+    let day = today();
+    let lines = walk(&server, &alice.token, &statement_path(&eur, &format!("from={day}&to={day}")), 2).await;
+    let mut running = Decimal::ZERO;
+    for line in &lines {
+        running += amount(line);
+        assert_amount(line["balance_after"].as_str().unwrap(), running, "EUR");
+    }
+    assert_eq!(running, balance, "the statement ends at the account's balance: {lines:?}");
+    let buy: Vec<&Value> = lines.iter().filter(|line| line["transfer_id"] == order.body["id"]).collect();
+    assert_eq!(buy.len(), 1, "the order's leg is one line: {lines:?}");
+    assert_eq!(buy[0]["transfer_type"], "crypto_buy");
+    assert_eq!(buy[0]["description"], "crypto buy BTC");
+
+    let page = server.get(&format!("/v1/accounts/{eur}/transactions?limit=50"), Some(&alice.token)).await;
+    page.assert_status(200);
+    assert!(page.body["next_cursor"].is_null(), "one page holds them all");
+    let mut transactions = page.body["items"].as_array().unwrap().clone();
+    transactions.reverse();
+    let mut running = Decimal::ZERO;
+    for line in &transactions {
+        running += amount(line);
+        assert_amount(line["balance_after"].as_str().unwrap(), running, "EUR");
+    }
+    assert_eq!(running, balance, "the transactions add up to the balance: {transactions:?}");
+    assert!(transactions.iter().any(|line| line["transfer_id"] == order.body["id"]));
+    server.shutdown().await;
 }

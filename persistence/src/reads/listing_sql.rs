@@ -26,6 +26,7 @@ use super::listing::{
     AccountFilter, DAY_MICROS, LedgerReads, Position, PostingFilter, PostingPosition, PostingRow, TransferFilter,
     TransferPage, count, posting_number, posting_number_to_db, prefix_pattern,
 };
+use super::statement_sql::LINE_DESCRIPTION;
 use super::transfer_query::{self, Arg, ListedAmount};
 use crate::sql::{Id, IdentitySql, SqlRow, run_on_backend};
 use crate::store::StoreError;
@@ -155,26 +156,30 @@ impl<S: IdentitySql> LedgerReads for S {
         let (before_at, before_version) = before
             .map_or((i64::MAX, i64::MAX), |position| (position.booked_at, posting_number_to_db(position.version)));
         run_on_backend!(self, |pool| {
-            let rows = sqlx::query(
+            // An order's leg has no transfer row and is a transaction too (statement_sql.rs).
+            let sql = format!(
                 "SELECT p.booked_at, p.version, p.transfer_id, p.direction, p.amount, p.currency, p.balance_after,
-                        t.description
-                 FROM postings p JOIN transfers t ON t.id = p.transfer_id
+                        {LINE_DESCRIPTION} AS description
+                 FROM postings p
+                 LEFT JOIN transfers t ON t.id = p.transfer_id
+                 LEFT JOIN crypto_ops c ON t.id IS NULL AND c.id = p.transfer_id
                  WHERE p.account_id = $1
                    AND p.booked_at >= $2 AND p.booked_at < $3
                    AND (p.booked_at, p.version) < ($4, $5)
                    AND ($6 IS NULL OR p.direction = $6)
-                 ORDER BY p.booked_at DESC, p.version DESC LIMIT $7",
-            )
-            .bind(Id(account.as_uuid()))
-            .bind(filter.from.unwrap_or(i64::MIN))
-            .bind(filter.to.unwrap_or(i64::MAX))
-            .bind(before_at)
-            .bind(before_version)
-            .bind(filter.credit.map(|credit| if credit { "credit" } else { "debit" }))
-            .bind(i64::from(limit))
-            .fetch_all(&pool)
-            .await
-            .map_err(classify)?;
+                 ORDER BY p.booked_at DESC, p.version DESC LIMIT $7"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(Id(account.as_uuid()))
+                .bind(filter.from.unwrap_or(i64::MIN))
+                .bind(filter.to.unwrap_or(i64::MAX))
+                .bind(before_at)
+                .bind(before_version)
+                .bind(filter.credit.map(|credit| if credit { "credit" } else { "debit" }))
+                .bind(i64::from(limit))
+                .fetch_all(&pool)
+                .await
+                .map_err(classify)?;
             rows.iter()
                 .map(|row| {
                     let direction: String = row.decode("direction")?;

@@ -25,16 +25,19 @@ use crate::sql::{Id, IdentitySql, SqlRow, run_on_backend};
 use crate::store::StoreError;
 
 /// The page on Postgres. Parameters: period `[$1, $2)`, scope id `$3`, direction `$4`, cursor
-/// `($5, $6, $7)`, limit `$8`. The transfer is joined inside the lateral, before its limit, so
-/// a posting without a transfer row (a crypto order's leg) cannot cut an account's lines short.
+/// `($5, $6, $7)`, limit `$8`. A posting without a transfer row (a crypto order's fiat leg,
+/// whose id is the order's) is a line too, of type `crypto_buy` or `crypto_sell` (`LINE_KIND`):
+/// leaving it out would break the running balance the lines add up to.
 fn lateral_page_sql(scope: StatementScope) -> String {
     format!(
         "SELECT a.id AS account_id, p.booked_at, p.version, p.transfer_id, a.owner_id, p.currency, p.direction,
                 p.amount, p.balance_after, p.kind, p.reference, p.description
          FROM accounts a CROSS JOIN LATERAL (
              SELECT p.booked_at, p.version, p.transfer_id, p.currency, p.direction, p.amount,
-                    p.balance_after, t.kind, t.reference, t.description
-             FROM postings p JOIN transfers t ON t.id = p.transfer_id
+                    p.balance_after, {LINE_KIND} AS kind, t.reference, {LINE_DESCRIPTION} AS description
+             FROM postings p
+             LEFT JOIN transfers t ON t.id = p.transfer_id
+             LEFT JOIN crypto_ops c ON t.id IS NULL AND c.id = p.transfer_id
              WHERE p.account_id = a.id
                AND p.booked_at >= $1 AND p.booked_at < $2
                AND ($4 IS NULL OR p.direction = $4)
@@ -51,9 +54,10 @@ fn lateral_page_sql(scope: StatementScope) -> String {
 fn joined_page_sql(scope: StatementScope) -> String {
     format!(
         "SELECT p.account_id, p.booked_at, p.version, p.transfer_id, a.owner_id, p.currency, p.direction,
-                p.amount, p.balance_after, t.kind, t.reference, t.description
+                p.amount, p.balance_after, {LINE_KIND} AS kind, t.reference, {LINE_DESCRIPTION} AS description
          FROM postings p
-         JOIN transfers t ON t.id = p.transfer_id
+         LEFT JOIN transfers t ON t.id = p.transfer_id
+         LEFT JOIN crypto_ops c ON t.id IS NULL AND c.id = p.transfer_id
          JOIN accounts a ON a.id = p.account_id
          WHERE {}
            AND p.booked_at >= $1 AND p.booked_at < $2
@@ -63,6 +67,14 @@ fn joined_page_sql(scope: StatementScope) -> String {
         scope_condition(scope, "$3")
     )
 }
+
+/// A line's type, over `transfers t` and `crypto_ops c` left-joined to a posting: the
+/// transfer's type, or `crypto_` and the order's kind for an order's leg.
+pub(crate) const LINE_KIND: &str = "COALESCE(t.kind, 'crypto_' || c.kind, 'unknown')";
+
+/// A line's description, over the same joins: the transfer's, or `crypto buy` / `crypto sell`
+/// and the asset for an order's leg.
+pub(crate) const LINE_DESCRIPTION: &str = "CASE WHEN t.id IS NOT NULL THEN t.description WHEN c.id IS NOT NULL THEN 'crypto ' || c.kind || ' ' || c.asset END";
 
 #[async_trait]
 impl<S: IdentitySql> StatementReads for S {
