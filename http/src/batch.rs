@@ -341,20 +341,11 @@ async fn run_atomic(
     existing: Vec<Option<Transfer>>,
 ) -> Result<Vec<ItemResult>, ApiError> {
     let engine = state.engine()?;
-    let invalid: Vec<usize> = planned.iter().enumerate().filter(|(_, plan)| plan.is_err()).map(|(i, _)| i).collect();
-    if !invalid.is_empty() {
-        let skipped = not_applied(&invalid);
-        return Ok(planned
-            .iter()
-            .enumerate()
-            .map(|(index, plan)| match plan {
-                Err(error) => failed(index, error),
-                Ok(_) => failed(index, &skipped),
-            })
-            .collect());
-    }
     // A first run that got past its holds recorded every item; a repeat answers with them as
-    // they are now. A first run that aborted recorded none, and runs again.
+    // they are now. A first run that aborted recorded none, and runs again. The replay comes
+    // before this run's plans are looked at: an item whose plan fails now for a passing reason
+    // (a read that failed) must not make an applied batch answer "nothing was applied", which
+    // a client would take as leave to pay again under a new key.
     if existing.iter().any(Option::is_some) {
         let mut results = Vec::with_capacity(existing.len());
         for (index, transfer) in existing.into_iter().enumerate() {
@@ -366,6 +357,18 @@ async fn run_atomic(
             results.push(of_transfer(index, &newest)?);
         }
         return Ok(results);
+    }
+    let invalid: Vec<usize> = planned.iter().enumerate().filter(|(_, plan)| plan.is_err()).map(|(i, _)| i).collect();
+    if !invalid.is_empty() {
+        let skipped = not_applied(&invalid);
+        return Ok(planned
+            .iter()
+            .enumerate()
+            .map(|(index, plan)| match plan {
+                Err(error) => failed(index, error),
+                Ok(_) => failed(index, &skipped),
+            })
+            .collect());
     }
     let items: Vec<BatchItem> = planned
         .into_iter()
