@@ -781,13 +781,18 @@ impl Journal {
     /// can never become durable. Its acks are dropped, so their waiters fail now instead of
     /// waiting for ever (a saga waiting on one would hold its permits for good), later appends
     /// queue nothing (`Queue::stopped`), and journals whose records wait on one of this one's
-    /// learn that it never will be durable (`Progress::never_durable`).
+    /// learn that it never will be durable (`Progress::never_durable`). The batches it had
+    /// taken and not seen committed go too: read as pending (`newest_pending`), a refused one
+    /// would answer a retry with a change the store never held (a deposit's retry was told
+    /// "already credited"); whatever of them did commit, the store answers.
     fn writer_ended(&self) {
         let dropped = {
             let mut queue = self.queue();
             queue.stopped = true;
             queue.records = 0;
             self.inner.queued.store(0, Ordering::Relaxed);
+            queue.in_flight.clear();
+            queue.in_flight_since = None;
             std::mem::take(&mut queue.entries)
         };
         if !dropped.is_empty() {

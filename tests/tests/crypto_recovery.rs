@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use tally_actors::{DepositTarget, Engine, EngineConfig};
 use tally_engine::{
-    AccountCommand, CryptoOp, CryptoOpKind, CryptoOpStatus, Currency, ErrorCode, Record, UserId, WalletCommand,
-    WalletId, system_accounts,
+    Account, AccountCommand, AccountId, AccountKind, CryptoOp, CryptoOpKind, CryptoOpStatus, Currency, ErrorCode,
+    Record, Timestamp, UserId, WalletCommand, WalletId, system_accounts,
 };
-use tally_persistence::{MemoryStore, Store};
+use tally_persistence::{MemoryStore, SequencedRecord, Store, WalletStore};
 use tally_tests::{Harness, assert_store_consistent};
 
 async fn restart(engine: &Engine, store: &Arc<MemoryStore>) -> Engine {
@@ -504,4 +504,69 @@ async fn an_order_cut_short_while_it_runs_uses_its_quote_up() {
     );
     engine.shutdown(Duration::from_secs(5)).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One shard (so every record goes to one journal) whose writer lingers long enough for a
+/// whole deposit saga to gather into one batch.
+fn one_lingering_shard() -> EngineConfig {
+    let mut config = EngineConfig::default();
+    config.actors.shards = 1;
+    config.journal.linger = Duration::from_millis(400);
+    config
+}
+
+/// Another writer commits one batch to `shard` behind the engine's back (the case the fence is
+/// there for: ARCHITECTURE.md "The journals", "a gap, or a second writer"), so the engine's next
+/// batch does not follow the committed sequence and is refused (`Corrupt`): its journal stops.
+async fn another_writer_commits(store: &dyn Store, shard: u16) {
+    let committed = store.committed_seqs().await.unwrap()[usize::from(shard)];
+    let stranger = Account::open(
+        AccountId::from_uuid(uuid::Uuid::new_v4()),
+        None,
+        Currency::USD,
+        AccountKind::User,
+        Decimal::ZERO,
+        Timestamp::from_micros(1),
+    );
+    store
+        .commit(shard, &[SequencedRecord { seq: committed + 1, record: Record::AccountOpened(Box::new(stranger)) }])
+        .await
+        .unwrap();
+}
+
+/// A journal that stopped while a batch was in flight kept that batch in `Queue::in_flight`
+/// for ever (`Journal::writer_ended` dropped the queued entries, not the batches taken), and
+/// `Journals::newest_pending` still read it. A deposit whose whole saga was in the refused
+/// batch was then found by the custodian's retry (`deposit_claimed` looks in the journals
+/// before the store) and answered "already credited", though the store never held it and
+/// never will: the custodian would stop retrying and the coins never be credited (found by a
+/// review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposit_in_a_batch_refused_when_its_journal_stopped_is_not_answered_as_credited() {
+    let harness = Harness::start_with(one_lingering_shard()).await;
+    let owner = harness.user();
+    let (profile, _) = harness.engine.open_customer_wallet(owner, Currency::BTC).await.unwrap();
+    harness.engine.journals().barrier().await.unwrap();
+
+    another_writer_commits(harness.store.as_ref(), 0).await;
+    let first = harness
+        .engine
+        .deposit(DepositTarget::Address(profile.deposit_address.clone()), dec!(1), "tx-lost".into())
+        .await;
+    assert!(first.is_err(), "the deposit's batch was refused, so it was not answered: {first:?}");
+    assert!(harness.engine.journals().has_failed(), "the refused batch stopped the journal");
+    assert!(harness.store.deposit_by_tx_hash("tx-lost").await.unwrap().is_none(), "the store never held the deposit");
+
+    // The custodian retries the same report.
+    let retry = harness
+        .engine
+        .deposit(DepositTarget::Address(profile.deposit_address.clone()), dec!(1), "tx-lost".into())
+        .await;
+    if let Ok((op, _)) = &retry {
+        assert!(
+            harness.store.deposit_by_tx_hash("tx-lost").await.unwrap().is_some(),
+            "the retry was answered with a deposit {:?} that is not durable and never will be",
+            op.status
+        );
+    }
 }
