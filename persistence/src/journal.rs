@@ -1198,12 +1198,39 @@ impl Writer {
                             && let (Some(committed), Some(last)) = (committed, batch.records.last())
                             && committed >= last.seq
                         {
-                            tracing::warn!(
-                                shard = self.inner().shard,
-                                records = batch.records.len(),
-                                "journal batch was already committed by an attempt whose answer was lost"
-                            );
-                            break;
+                            // The sequence alone does not say whose commit that was: another
+                            // writer that first kept this one out (SQLite's lock) and then
+                            // committed its own numbers past ours would pass for it. The
+                            // batch's hash-chain link does say (`JournalWriter::holds`).
+                            let holds = match self.idle.last_mut() {
+                                Some(writer) => writer.holds(&batch.plan).await,
+                                None => Err(StoreError::Unavailable("no journal connection".to_owned())),
+                            };
+                            match holds {
+                                Ok(true) => {
+                                    tracing::warn!(
+                                        shard = self.inner().shard,
+                                        records = batch.records.len(),
+                                        "journal batch was already committed by an attempt whose answer was lost"
+                                    );
+                                    break;
+                                }
+                                Ok(false) => {
+                                    tracing::error!(
+                                        shard = self.inner().shard,
+                                        first = batch.records.first().map_or(0, |first| first.seq),
+                                        last = last.seq,
+                                        committed,
+                                        "the store is past this journal's batch, which it does not hold: another \
+                                         writer has been at this shard; journal stopped"
+                                    );
+                                    self.inner().stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+                                    self.inner().failed.store(true, Ordering::SeqCst);
+                                    return false;
+                                }
+                                // Unknown for now: wait and ask again, as for the commit.
+                                Err(_) => {}
+                            }
                         }
                         self.inner().stats.flush_errors.fetch_add(1, Ordering::Relaxed);
                         match reason {

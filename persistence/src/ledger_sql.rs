@@ -16,7 +16,8 @@ use tally_engine::{
 };
 use uuid::Uuid;
 
-use crate::sql::{BeginSnapshot, Column, Id, LedgerSql, SqlRow, parse, run_on_backend, seq_of};
+use crate::batch::BatchPlan;
+use crate::sql::{BeginSnapshot, Column, Id, LedgerSql, SqlRow, parse, run_on_backend, seq_of, seq_to_db};
 use crate::store::{LiveHold, Loaded, StoreError, StoreReads, corrupt};
 
 pub(crate) const ACCOUNT_COLUMNS: &str =
@@ -222,6 +223,23 @@ fn wallet_from_rows<R: SqlRow>(row: &R, assets: &[R], holds: &[R]) -> Result<Loa
         }
     }
     Ok(Loaded { value: wallet, seq: seq_of(row.decode("snapshot_seq")?)? })
+}
+
+/// Whether the store holds `plan` as its commit wrote it (`events::chain::is_link_of`).
+pub(crate) async fn holds_batch(store: &impl LedgerSql, plan: &BatchPlan) -> Result<bool, StoreError> {
+    let shard = i16::try_from(plan.shard).map_err(|_| corrupt("shard beyond SMALLINT"))?;
+    let (last, before) = (seq_to_db(plan.last_seq)?, seq_to_db(plan.first_seq.saturating_sub(1))?);
+    let link: Option<(i64, Vec<u8>, Option<Vec<u8>>)> = run_on_backend!(store, |pool| {
+        let row = sqlx::query(crate::events::chain::BATCH_LINK_SQL)
+            .bind(shard)
+            .bind(last)
+            .bind(before)
+            .fetch_optional(&pool)
+            .await
+            .map_err(classify)?;
+        row.map(|row| Ok((row.decode("first_seq")?, row.decode("hash")?, row.decode("prev")?))).transpose()
+    })?;
+    Ok(link.is_some_and(|(first, hash, prev)| crate::events::chain::is_link_of(plan, first, &hash, prev.as_deref())))
 }
 
 /// Each journal shard's committed sequence, by shard number (numbered 0.. without gaps).

@@ -283,6 +283,29 @@ impl JournalWriter for PgJournalWriter {
         };
         self.settle(result)
     }
+
+    async fn holds(&mut self, plan: &BatchPlan) -> Result<bool, StoreError> {
+        let shard = i16::try_from(plan.shard).map_err(|_| corrupt("shard beyond SMALLINT"))?;
+        let (last, before) = (seq_to_db(plan.last_seq)?, seq_to_db(plan.first_seq.saturating_sub(1))?);
+        let result = match self.connection().await {
+            Ok(connection) => {
+                sqlx::query_as::<_, (i64, Vec<u8>, Option<Vec<u8>>)>(crate::events::chain::BATCH_LINK_SQL)
+                    .bind(shard)
+                    .bind(last)
+                    .bind(before)
+                    .fetch_optional(connection)
+                    .await
+                    .map_err(classify)
+                    .map(|row| {
+                        row.is_some_and(|(first, hash, prev)| {
+                            crate::events::chain::is_link_of(plan, first, &hash, prev.as_deref())
+                        })
+                    })
+            }
+            Err(error) => Err(error),
+        };
+        self.settle(result)
+    }
 }
 
 impl crate::sql::LedgerSql for PgStore {}
@@ -839,6 +862,10 @@ const BOOKING_SLACK_MICROS: i64 = 60_000_000;
 
 #[async_trait]
 impl Store for PgStore {
+    async fn holds_batch(&self, plan: &BatchPlan) -> Result<bool, StoreError> {
+        crate::ledger_sql::holds_batch(self, plan).await
+    }
+
     async fn commit_plan(&self, plan: &BatchPlan) -> Result<(), StoreError> {
         if plan.records.is_empty() && plan.snapshots.is_empty() {
             return Ok(());

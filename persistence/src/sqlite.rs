@@ -451,6 +451,10 @@ const POSTING_COLUMNS: &str = "transfer_id, account_id, currency, direction, amo
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn holds_batch(&self, plan: &BatchPlan) -> Result<bool, StoreError> {
+        crate::ledger_sql::holds_batch(self, plan).await
+    }
+
     async fn commit_plan(&self, plan: &BatchPlan) -> Result<(), StoreError> {
         if plan.records.is_empty() && plan.snapshots.is_empty() {
             return Ok(());

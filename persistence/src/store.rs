@@ -129,6 +129,14 @@ pub trait JournalWriter: Send {
 
     /// The shard's committed sequence number as the store has it now.
     async fn committed_seq(&mut self) -> Result<u64, StoreError>;
+
+    /// Whether the store holds `plan` as this writer's commit wrote it (its hash-chain link,
+    /// `events::chain::is_link_of`), asked once the committed sequence is at or past the plan
+    /// and an attempt may have committed unseen. `true` where no other writer can exist.
+    async fn holds(&mut self, plan: &BatchPlan) -> Result<bool, StoreError> {
+        let _ = plan;
+        Ok(true)
+    }
 }
 
 /// A writer that commits through a store's own `commit_plan`: for stores that cannot pipeline
@@ -154,6 +162,10 @@ impl JournalWriter for PlanWriter {
         let seqs = self.store.committed_seqs().await?;
         Ok(seqs.get(usize::from(self.shard)).copied().unwrap_or(0))
     }
+
+    async fn holds(&mut self, plan: &BatchPlan) -> Result<bool, StoreError> {
+        self.store.holds_batch(plan).await
+    }
 }
 
 #[async_trait]
@@ -161,6 +173,13 @@ pub trait Store: StoreReads + WalletStore + PricingStore + Send + Sync + 'static
     /// Writes one batch plan of one shard's journal in one transaction, or nothing (see
     /// `JournalWriter::commit` for the fence).
     async fn commit_plan(&self, plan: &BatchPlan) -> Result<(), StoreError>;
+
+    /// Whether the store holds `plan` as its commit wrote it (`JournalWriter::holds`). The
+    /// in-memory store has no other writer: `true`.
+    async fn holds_batch(&self, plan: &BatchPlan) -> Result<bool, StoreError> {
+        let _ = plan;
+        Ok(true)
+    }
 
     /// Commits `records` of `shard`'s journal as one batch, planned against this store's own
     /// memory of that shard's earlier direct commits (tools and tests: a running engine
@@ -310,6 +329,10 @@ pub trait WalletStore: Send + Sync + 'static {
 impl<S: Store + ?Sized> Store for Arc<S> {
     async fn commit_plan(&self, plan: &BatchPlan) -> Result<(), StoreError> {
         (**self).commit_plan(plan).await
+    }
+
+    async fn holds_batch(&self, plan: &BatchPlan) -> Result<bool, StoreError> {
+        (**self).holds_batch(plan).await
     }
 
     async fn commit(&self, shard: u16, records: &[SequencedRecord]) -> Result<(), StoreError> {

@@ -1215,3 +1215,33 @@ pub async fn idempotency_keys_find_their_transfers(store: Arc<dyn Store>) {
     let listed: std::collections::HashSet<_> = listed.into_iter().collect();
     assert_eq!(listed, wanted.into_iter().collect(), "exactly the keys transfers were made under");
 }
+
+/// A store tells its own committed batch from another writer's over the same sequence
+/// numbers by the batch's hash-chain link (`Store::holds_batch`, `JournalWriter::holds`): the
+/// journal asks it before it takes a committed sequence at or past a batch whose answer was
+/// lost for proof that the batch is in. `can_tell`: the SQL stores can; the in-memory one has
+/// no other writer and answers yes.
+pub async fn a_batch_is_known_by_its_own_link(store: Arc<dyn Store>, can_tell: bool) {
+    let committed = store.open_shards(1).await.unwrap()[0];
+    let opened = |seq| {
+        let account = Account::open(
+            AccountId::from_uuid(new_id()),
+            None,
+            Currency::USD,
+            AccountKind::User,
+            Decimal::ZERO,
+            Timestamp::from_micros(1),
+        );
+        vec![SequencedRecord { seq, record: Record::AccountOpened(Box::new(account)) }]
+    };
+    let now = Timestamp::from_micros(2);
+    let ours = tally_persistence::batch::DirectCommits::default().plan(0, &opened(committed + 1), now);
+    let theirs = tally_persistence::batch::DirectCommits::default().plan(0, &opened(committed + 1), now);
+    store.commit_plan(&ours).await.unwrap();
+    assert!(store.holds_batch(&ours).await.unwrap(), "the store holds the batch it committed");
+    assert_eq!(store.holds_batch(&theirs).await.unwrap(), !can_tell, "another batch over the same numbers");
+    for mut writer in store.clone().journal_writers(0).await.unwrap() {
+        assert!(writer.holds(&ours).await.unwrap(), "a journal writer sees the batch as the store's");
+        assert_eq!(writer.holds(&theirs).await.unwrap(), !can_tell);
+    }
+}

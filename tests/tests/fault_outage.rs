@@ -236,3 +236,55 @@ fn tally_of<T>(
     }
     tally
 }
+
+/// The journal's fence is to catch a second writer on a shard (sqlite.rs: "a gap in the
+/// sequence, or a second writer on the same file, finds a different value and the batch is
+/// refused as `Corrupt` before anything is written"). But when the other writer first kept
+/// this one's commit out (SQLite's write lock: `SQLITE_BUSY`, classified `Unavailable`) and
+/// then committed a run of its own numbers, `Writer::retry_in_order` took the shard's committed
+/// sequence, then at or past the batch's last seq, for proof that an earlier attempt of the
+/// batch committed unseen, and acknowledged it: the caller heard "done" for a change the store
+/// never held (found by a review). The batch's hash-chain link now has to be its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_that_first_holds_the_lock_is_not_taken_for_our_lost_commit_on_sqlite() {
+    use sqlx::Connection;
+    let dir = std::env::temp_dir().join(format!("tally-review-journal-{}", uuid::Uuid::new_v4()));
+    let url = format!("sqlite://{}", dir.join("ledger.db").display());
+    let store: Arc<dyn tally_persistence::Store> =
+        Arc::new(tally_persistence::sqlite::SqliteStore::open(&url).await.unwrap());
+    let mut config = tally_actors::EngineConfig::default();
+    config.actors.shards = 1;
+    let engine = tally_actors::Engine::start(Arc::clone(&store), config).await.unwrap();
+    engine.journals().barrier().await.unwrap();
+
+    // The other writer: takes the write lock, numbers a run of records of shard 0 past ours,
+    // and commits after the engine's first attempt has given up waiting (busy timeout: 2 s).
+    let mut other = sqlx::sqlite::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap();
+    sqlx::query("UPDATE journal_shards SET committed_seq = committed_seq + 1000 WHERE shard = 0")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let other_writer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(3_000)).await;
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        other.close().await.unwrap();
+    });
+
+    let opened = tokio::time::timeout(
+        Duration::from_secs(20),
+        engine.open_account(tally_engine::UserId::from_u128(7), tally_engine::Currency::USD, Decimal::ZERO),
+    )
+    .await
+    .expect("the opening is answered");
+    other_writer.await.unwrap();
+    if let Ok(account) = &opened {
+        assert!(
+            store.load_account(account.id).await.unwrap().is_some(),
+            "account {} was acknowledged as opened, but its record was never written (the shard's \
+             sequence was advanced by another writer)",
+            account.id
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

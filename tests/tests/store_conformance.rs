@@ -105,6 +105,23 @@ async fn memory_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_a_batch_is_known_by_its_own_link() {
+    conformance::a_batch_is_known_by_its_own_link(memory(), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_batch_is_known_by_its_own_link() {
+    let db = TempDb::new("own_link");
+    conformance::a_batch_is_known_by_its_own_link(db.open().await, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_batch_is_known_by_its_own_link() {
+    let (store, _) = tally_tests::postgres::fresh_store("own_link").await;
+    conformance::a_batch_is_known_by_its_own_link(store, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_restart() {
     let db = TempDb::new("restart");
     conformance::restart(|| db.open()).await;

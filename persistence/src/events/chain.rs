@@ -232,6 +232,22 @@ pub fn batch_digest(plan: &BatchPlan) -> [u8; 32] {
     digest_lines(postings.into_iter(), events)
 }
 
+/// A batch's stored link and its predecessor's hash: `$1` shard, `$2` the batch's last seq,
+/// `$3` its first seq - 1. Columns `first_seq`, `hash`, `prev` (NULL if there is none).
+pub const BATCH_LINK_SQL: &str = "SELECT first_seq, hash,
+        (SELECT hash FROM journal_batches WHERE shard = $1 AND last_seq = $3) AS prev
+     FROM journal_batches WHERE shard = $1 AND last_seq = $2";
+
+/// Whether a stored link (`BATCH_LINK_SQL`'s row) is the one `plan`'s commit wrote: the same
+/// first seq, and the hash of `plan`'s rows chained to the predecessor the store holds. The
+/// journal asks this before it takes a committed sequence at or past a batch for proof that
+/// an attempt of the batch committed unseen: another writer's batch over the same numbers
+/// has other rows, so another hash. (Two batches that write no posting and no event have the
+/// same digest; such batches move no money.)
+pub fn is_link_of(plan: &BatchPlan, first_seq: i64, hash: &[u8], prev: Option<&[u8]>) -> bool {
+    u64::try_from(first_seq).ok() == Some(plan.first_seq) && hash == link(prev.unwrap_or(&GENESIS), &batch_digest(plan))
+}
+
 /// `SHA-256(prev ‖ digest)`.
 pub fn link(prev: &[u8], digest: &[u8; 32]) -> [u8; 32] {
     let mut context = Context::new(&SHA256);
