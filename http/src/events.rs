@@ -227,7 +227,8 @@ fn committed_marker(state: &AppState) -> u64 {
 )]
 pub async fn feed(
     State(state): State<AppState>,
-    _admin: Authorized<EventsRead>,
+    admin: Authorized<EventsRead>,
+    caller: crate::auth::caller::Caller,
     ApiQuery(query): ApiQuery<FeedQuery>,
 ) -> Result<Response, ApiError> {
     let position = FeedPosition::parse(query.after.as_deref().unwrap_or(""))
@@ -240,6 +241,7 @@ pub async fn feed(
     let deadline = tokio::time::Instant::now() + wait;
     let mut events;
     let mut heads;
+    let mut waited = false;
     loop {
         let marker = committed_marker(&state);
         // With a type filter, where each shard stood before the read: a short page then moves
@@ -253,6 +255,7 @@ pub async fn feed(
         if !events.is_empty() || tokio::time::Instant::now() >= deadline {
             break;
         }
+        waited = true;
         let store_poll = tokio::time::Instant::now() + FEED_STORE_POLL_INTERVAL;
         while committed_marker(&state) == marker
             && tokio::time::Instant::now() < deadline
@@ -260,6 +263,11 @@ pub async fn feed(
         {
             tokio::time::sleep(FEED_POLL_INTERVAL).await;
         }
+    }
+    if waited {
+        // The caller was checked when the request came in, up to `wait` ago: an admin blocked,
+        // logged out or stripped of `events:read` meanwhile gets no event committed since.
+        admin.still(&state, caller).await?;
     }
     let mut next = position.clone();
     if next.default_after > 0 {

@@ -854,7 +854,10 @@ pub async fn create(
     let entry =
         change.record(state.identity(), admin.admin_id(), Some(StatusCode::CREATED), Some(subscription.id.to_string()));
     state.identity().events.create_subscription(&subscription, Some(&entry)).await?;
-    Ok(audited((StatusCode::CREATED, axum::Json(SubscriptionView::of(&subscription, true)?)).into_response()))
+    let mut response = (StatusCode::CREATED, axum::Json(SubscriptionView::of(&subscription, true)?)).into_response();
+    // The one answer that shows the secret: kept by no cache (as an API key's).
+    response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    Ok(audited(response))
 }
 
 /// `GET /v1/admin/webhooks` (`webhooks:manage`).
@@ -905,6 +908,13 @@ pub async fn update(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> Result<Response, ApiError> {
+    // Read, change the fields given, write back: one at a time, or two PATCHes of different
+    // fields racing would each write the other's field as it read it, and one change would be
+    // lost while both answered 200 (a disable answered `"enabled": false` left enabled). One
+    // lock for every subscription: these are rare admin writes, and a cluster serves identity
+    // and webhooks from one node.
+    static UPDATES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _updating = UPDATES.lock().await;
     let mut subscription = existing(&state, parse_id(&id)?).await?;
     if let Some(url) = body.url {
         subscription.url = check_url(&url)?;
@@ -941,7 +951,7 @@ pub async fn delete(
 }
 
 /// `POST /v1/admin/webhooks/{id}/replay {after_seq}` (`webhooks:manage`) → `202`.
-#[utoipa::path(post, path = "/v1/admin/webhooks/{id}/replay", tag = "admin", params(("id" = String, Path)), request_body = ReplayBody, description = "Redelivers every event after `after_seq` (a seq applying to every shard, `0` = from the beginning, or a feed position `S:N,S:N`), in order, then goes on with new ones. Stepped up for users with TOTP on (`webhooks.manage`), as create is.", responses((status = 202)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/admin/webhooks/{id}/replay", tag = "admin", params(("id" = String, Path)), request_body = ReplayBody, description = "Redelivers every event after `after_seq` (a seq applying to every shard, `0` = from the beginning, or a feed position `S:N,S:N`), in order, then goes on with new ones. A seq past a shard's newest event replays nothing of that shard and goes on with its new events (it is clamped to the newest). Stepped up for users with TOTP on (`webhooks.manage`), as create is.", responses((status = 202)), security(("bearer" = [])))]
 pub async fn replay(
     State(state): State<AppState>,
     admin: Authorized<WebhooksManage>,
@@ -956,16 +966,24 @@ pub async fn replay(
         serde_json::Value::String(text) => text.clone(),
         _ => return Err(ApiError::field("after_seq", "must be a seq or a position S:N,S:N")),
     };
-    let mut position = FeedPosition::parse(&text)
+    let asked = FeedPosition::parse(&text)
         .ok_or_else(|| ApiError::field("after_seq", "must be a seq or a position S:N,S:N"))?;
-    if position.default_after > 0 {
-        // A bare seq stands for every shard: name each (as the feed's `next_after` does), or
-        // the task's first write, naming only the shards it delivered from, would drop it and
-        // send every other shard's history again.
-        for shard in state.identity().events.event_shards().await? {
-            position.advance(shard, 0);
-        }
-    }
+    // Every shard named (a bare seq stands for each; the task's first write, naming only the
+    // shards it delivered from, would otherwise drop it and send every other shard's history
+    // again), and none past its newest event: a position beyond it would skip, unseen, every
+    // event committed later up to that seq. Past the newest event means "nothing old there; go
+    // on with the new ones", so it is clamped to it.
+    let events = &state.identity().events;
+    let heads = events.event_heads().await?;
+    let head = |shard: u16| heads.iter().find(|(s, _)| *s == shard).map_or(0, |(_, seq)| *seq);
+    let mut shards: Vec<u16> = events.event_shards().await?;
+    shards.extend(asked.shards.iter().map(|(shard, _)| *shard));
+    shards.sort_unstable();
+    shards.dedup();
+    let position = FeedPosition {
+        default_after: 0,
+        shards: shards.into_iter().map(|shard| (shard, asked.after(shard).min(head(shard)))).collect(),
+    };
     // Unconditional: the subscription's task sees its compare-and-set fail and starts over
     // from here.
     let entry = change.record(

@@ -20,6 +20,7 @@ on_both_stores!(
     a_key_with_transfers_write_takes_step_up_to_make_and_then_moves_money_without_it,
     key_management_refuses_bad_input_and_missing_tokens,
     a_blocked_users_key_stops_working_at_once_and_works_again_when_unblocked,
+    keys_made_at_once_never_exceed_the_bound_and_every_live_key_is_listed,
 );
 
 async fn create_key(server: &TestServer, user: &TestUser, scopes: &[&str]) -> Reply {
@@ -209,5 +210,29 @@ async fn a_blocked_users_key_stops_working_at_once_and_works_again_when_unblocke
     accounts().await.assert_problem(401, "UNAUTHENTICATED");
     status("active").await.assert_status(204);
     accounts().await.assert_status(200);
+    server.shutdown().await;
+}
+
+/// Making a key counted the user's keys and then inserted, in two steps: 48 keys made at once
+/// all passed the count, the user held more than 32, and the list (32 at most) hid working
+/// keys, which the owner could then not find to revoke (found by a review).
+async fn keys_made_at_once_never_exceed_the_bound_and_every_live_key_is_listed(server: TestServer) {
+    let user = server.user().await;
+    let made = futures::future::join_all((0..48).map(|n| {
+        server.post(
+            "/v1/api-keys",
+            Some(&user.token),
+            json!({"name": format!("robot {n}"), "scopes": ["accounts:read"]}),
+        )
+    }))
+    .await;
+    let keys: Vec<String> = made.iter().filter(|reply| reply.status == 201).map(|reply| reply.str("key")).collect();
+    for refused in made.iter().filter(|reply| reply.status != 201) {
+        refused.assert_problem(409, "CONFLICT");
+    }
+    assert_eq!(keys.len(), 32, "exactly the bound was made");
+    let listed = server.get("/v1/api-keys", Some(&user.token)).await;
+    listed.assert_status(200);
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), keys.len(), "every key made is listed");
     server.shutdown().await;
 }

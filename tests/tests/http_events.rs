@@ -26,6 +26,7 @@ on_both_stores!(
     the_feed_refuses_bad_input_and_callers_without_events_read,
     a_pending_transfer_makes_pending_then_completed_or_cancelled_events,
     a_filtered_feed_moves_past_the_events_of_other_types,
+    a_long_poll_of_an_admin_blocked_meanwhile_answers_no_event,
 );
 
 async fn feed(server: &TestServer, token: &str, query: &str) -> Reply {
@@ -500,4 +501,47 @@ async fn kill_9_under_load_loses_no_event_and_invents_none() {
     drop(server);
     let (ok, text) = tally_verify(&database);
     assert!(ok, "the chain verifies across kill -9: {text}");
+}
+
+/// A long poll of the feed was authorized once, as it came in: an admin blocked while it
+/// waited (whose new requests were already `401`) was still answered the events committed
+/// after the block (found by a review). The caller is checked again before a waited answer.
+async fn a_long_poll_of_an_admin_blocked_meanwhile_answers_no_event(server: TestServer) {
+    let reader = server.admin(&["events:read"]).await;
+    let blocker = server.admin(&["events:read", "users:block"]).await;
+    let customer = server.user().await;
+    let a = server.open_account(&customer, "USD").await;
+    let b = server.open_account(&customer, "USD").await;
+    server.fund(&a, dec!(100)).await;
+    let mut after = String::new();
+    loop {
+        let page = server.get(&format!("/v1/admin/events?after={after}&limit=1000"), Some(&reader.token)).await;
+        page.assert_status(200);
+        after = page.str("next_after");
+        if page.body["items"].as_array().unwrap().is_empty() {
+            break;
+        }
+    }
+    let query = format!("/v1/admin/events?after={after}&wait=10");
+    let waiting = server.get(&query, Some(&reader.token));
+    let meanwhile = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        server
+            .post(
+                &format!("/v1/admin/users/{}/status", reader.user_id),
+                Some(&blocker.token),
+                json!({"status": "blocked", "reason": "left the company"}),
+            )
+            .await
+            .assert_status(204);
+        server.get("/v1/admin/events", Some(&reader.token)).await.assert_problem(401, "UNAUTHENTICATED");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let body = json!({"type": "internal", "source_account_id": a, "destination_account_id": b, "amount": "1.00"});
+        server.post("/v1/transfers", Some(&customer.token), body).await
+    };
+    let (page, sent) = tokio::join!(waiting, meanwhile);
+    sent.assert_status(201);
+    page.assert_problem(401, "UNAUTHENTICATED");
+    assert!(!page.text.contains(&sent.str("id")), "no event after the block: {}", page.text);
+    server.shutdown().await;
 }

@@ -34,6 +34,9 @@ on_both_stores!(
     pending_and_delivery_figures_appear_and_move_in_metrics_and_ops,
     where_events_go_changes_only_with_the_step_up_a_new_subscription_takes,
     a_subscription_to_a_rare_type_moves_past_the_other_events,
+    the_answer_showing_the_secret_is_not_cached,
+    a_replay_past_the_newest_event_drops_none_that_follow,
+    two_patches_of_different_fields_at_once_both_take_effect,
 );
 
 /// Scenarios that need a server with webhook options, on both stores.
@@ -711,5 +714,69 @@ async fn a_subscription_to_a_rare_type_moves_past_the_other_events(server: TestS
         assert!(replayed.after(*shard) >= 1, "shard {shard} in {replayed:?}");
         assert!(replayed.shards.iter().any(|(named, _)| named == shard), "shard {shard} named in {replayed:?}");
     }
+    server.shutdown().await;
+}
+
+/// Every answer that shows a secret once says `Cache-Control: no-store`; the webhook's create
+/// answer did not (found by a review), so a browser (the admin console) or a proxy could keep it.
+async fn the_answer_showing_the_secret_is_not_cached(server: TestServer) {
+    let admin = server.admin(&["webhooks:manage"]).await;
+    let created = subscribe(&server, &admin, "http://127.0.0.1:9/hook", json!(["*"])).await;
+    assert!(created.str("secret").starts_with("whsec_"));
+    assert_eq!(created.headers.get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    let read = server.get(&format!("/v1/admin/webhooks/{}", created.str("id")), Some(&admin.token)).await;
+    assert!(read.body.get("secret").is_none(), "never shown again: {}", read.text);
+    server.shutdown().await;
+}
+
+/// A replay to a seq past the newest event was stored as the position as given (`202`), and
+/// every event committed later up to that seq was silently never delivered (found by a
+/// review). Past a shard's newest event it is now clamped to it: nothing old to replay there,
+/// and the new events go out.
+async fn a_replay_past_the_newest_event_drops_none_that_follow(server: TestServer) {
+    let (admin, customer, a, b) = setup(&server).await;
+    let (receiver, url) = Receiver::start().await;
+    let id = subscribe(&server, &admin, &url, json!(["transfer.completed"])).await.str("id");
+    transfer(&server, &customer, &a, &b, "1.00").await.assert_status(201);
+    let before = receiver.wait_for(1).await;
+    assert_eq!(before.len(), 1, "the first transfer is delivered");
+    let replay = server
+        .post(&format!("/v1/admin/webhooks/{id}/replay"), Some(&admin.token), json!({"after_seq": 1_000_000_000_u64}))
+        .await;
+    replay.assert_status(202);
+    let position = server.get(&format!("/v1/admin/webhooks/{id}"), Some(&admin.token)).await.str("position");
+    assert!(!position.contains("1000000000"), "clamped to the newest events: {position}");
+    let sent = transfer(&server, &customer, &a, &b, "2.00").await;
+    sent.assert_status(201);
+    let bodies = receiver.wait_for(2).await;
+    assert_eq!(bodies.len(), 2, "the transfer after the replay is delivered (position {position})");
+    assert_eq!(bodies[1]["data"]["id"], sent.body["id"]);
+    server.shutdown().await;
+}
+
+/// A PATCH read the subscription, changed the fields given and wrote every field back, so two
+/// PATCHes of different fields at once (one admin disables it, another moves its URL) each
+/// answered `200` with its change while one change was lost: a disable answered `"enabled":
+/// false` could leave it enabled (found by a review). They now take turns.
+async fn two_patches_of_different_fields_at_once_both_take_effect(server: TestServer) {
+    let one = server.admin(&["webhooks:manage"]).await;
+    let other = server.admin(&["webhooks:manage"]).await;
+    let mut lost = Vec::new();
+    for round in 0..20 {
+        let id = subscribe(&server, &one, "http://127.0.0.1:9/a", json!(["*"])).await.str("id");
+        let path = format!("/v1/admin/webhooks/{id}");
+        let new_url = format!("http://127.0.0.1:9/b{round}");
+        let (disabled, moved) = tokio::join!(
+            server.patch(&path, Some(&one.token), json!({"enabled": false})),
+            server.patch(&path, Some(&other.token), json!({"url": new_url})),
+        );
+        disabled.assert_status(200);
+        moved.assert_status(200);
+        let now = server.get(&path, Some(&one.token)).await;
+        if now.body["enabled"] != false || now.body["url"] != new_url.as_str() {
+            lost.push(now.text.clone());
+        }
+    }
+    assert!(lost.is_empty(), "{} of 20 rounds lost a change: {:#?}", lost.len(), lost);
     server.shutdown().await;
 }

@@ -350,6 +350,12 @@ pub async fn create(
     }
     let identity = state.identity();
     let store = identity.protection.second_factor.store();
+    // The count and the insert as one step: keys made at once all passed the count, and a
+    // user ended with more than the bound, the ones past it working but never listed (the
+    // list shows the bound), so never found to revoke. One lock for every user: making a key
+    // is rare, and a cluster serves identity from one node.
+    static CREATIONS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _creating = CREATIONS.lock().await;
     if store.count_api_keys(caller.user_id).await? >= API_KEYS_PER_USER_MAX {
         return Err(ApiError::new(
             ErrorCode::Conflict,

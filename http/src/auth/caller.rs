@@ -108,6 +108,24 @@ impl<P: Permission> FromRequestParts<AppState> for Authorized<P> {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
+        Self::of(state, caller).await
+    }
+}
+
+impl<P: Permission> Authorized<P> {
+    /// The check again, for a request that waited (a long poll) before it answers: a block, a
+    /// logout or a permission taken away meanwhile refuses what it would have answered.
+    pub async fn still(&self, state: &AppState, caller: Caller) -> Result<(), ApiError> {
+        if let Some(session) = caller.session_id {
+            let live = state.identity().sessions.authorize(session).await.map_err(ApiError::from)?;
+            if live != Some(caller.user_id) {
+                return Err(unauthenticated("this session has ended; log in again"));
+            }
+        }
+        Self::of(state, caller).await.map(|_| ())
+    }
+
+    async fn of(state: &AppState, caller: Caller) -> Result<Self, ApiError> {
         let user = state
             .identity()
             .users
