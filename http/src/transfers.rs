@@ -513,21 +513,38 @@ pub async fn quote(
     .into_response())
 }
 
-/// The transfer if `caller` may see it (they initiated it, or own its source account);
-/// `404` otherwise, exactly as for a transfer that does not exist.
-async fn visible_transfer(engine: &Engine, caller: Caller, id: TransferId) -> Result<Transfer, ApiError> {
+/// Who may do what with a transfer besides its initiator and its source account's owner.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sight {
+    /// Reading: its destination account's owner too (an incoming transfer or an admin's credit
+    /// is in their listing, `GET /v1/transfers`, and reads the same way by id).
+    Read,
+    /// Acting on it (cancel): the paying side only.
+    Act,
+}
+
+/// The transfer if `caller` may see it for `sight` (they initiated it, own its source
+/// account, or for reading its destination account); `404` otherwise, exactly as for a
+/// transfer that does not exist.
+async fn visible_transfer(engine: &Engine, caller: Caller, id: TransferId, sight: Sight) -> Result<Transfer, ApiError> {
     let transfer = engine.load_transfer(id).await?.ok_or_else(|| ApiError::not_found("transfer"))?;
     if transfer.initiated_by == Some(caller.user_id) {
         return Ok(transfer);
     }
-    match engine.account(transfer.source).await {
-        Ok(source) if source.owner == Some(caller.user_id) => Ok(transfer),
-        Ok(_) | Err(EngineError::NotFound) => Err(ApiError::not_found("transfer")),
-        Err(other) => Err(other.into()),
+    let sides: &[AccountId] =
+        if sight == Sight::Read { &[transfer.source, transfer.destination] } else { &[transfer.source] };
+    for side in sides {
+        match engine.account(*side).await {
+            Ok(account) if account.owner == Some(caller.user_id) => return Ok(transfer),
+            Ok(_) | Err(EngineError::NotFound) => {}
+            Err(other) => return Err(other.into()),
+        }
     }
+    Err(ApiError::not_found("transfer"))
 }
 
-/// `GET /v1/transfers/{id}` → the caller's transfer, or `404`.
+/// `GET /v1/transfers/{id}` → the caller's transfer (sent, or received by one of their
+/// accounts: as `GET /v1/transfers` lists them), or `404`.
 #[utoipa::path(
     get,
     path = "/v1/transfers/{id}",
@@ -542,7 +559,7 @@ pub async fn get(
     IdPath(id): IdPath,
 ) -> Result<axum::Json<TransferView>, ApiError> {
     let engine = state.engine()?;
-    let transfer = visible_transfer(engine, caller, TransferId::from_uuid(id)).await?;
+    let transfer = visible_transfer(engine, caller, TransferId::from_uuid(id), Sight::Read).await?;
     Ok(axum::Json(TransferView::of(&transfer)?))
 }
 
@@ -574,7 +591,7 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     let reason = input::text("reason", body.as_ref().and_then(|body| body.reason.as_deref()), DESCRIPTION_LENGTH_MAX)?;
     let engine = state.engine()?;
-    let transfer = visible_transfer(engine, caller, TransferId::from_uuid(id)).await?;
+    let transfer = visible_transfer(engine, caller, TransferId::from_uuid(id), Sight::Act).await?;
     engine.cancel(transfer.id).await?;
     tracing::info!(transfer = %transfer.id, user = %caller.user_id, reason = reason.as_deref().unwrap_or(""), "transfer cancelled by its owner");
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -19,6 +19,7 @@ on_both_stores!(
     insufficient_funds_and_a_wrong_currency_destination_move_nothing,
     malformed_transfers_are_refused_before_anything_is_held,
     another_users_source_and_transfers_are_not_found,
+    every_transfer_of_the_caller_s_listing_reads_by_id_and_only_the_payer_cancels,
     a_pending_external_transfer_holds_until_an_admin_executes_it,
     a_pending_transfer_is_cancelled_once_and_others_are_not_cancellable,
     a_quote_answers_without_creating_or_holding_anything,
@@ -403,5 +404,32 @@ async fn transfer_types_are_listed(server: TestServer) {
         vec![("internal".to_owned(), true, "auto".to_owned()), ("external".to_owned(), true, "manual".to_owned())]
     );
     server.get("/v1/transfer-types", None).await.assert_problem(401, "UNAUTHENTICATED");
+    server.shutdown().await;
+}
+
+/// `GET /v1/transfers` lists the caller's transfers, incoming ones and admins' credits to
+/// their accounts included, but `GET /v1/transfers/{id}` answered `404` for those: only the
+/// initiator or the source's owner could read one (found by a review). Reading now follows
+/// the listing; cancelling stays with the paying side (the receiver gets `404`, as before).
+async fn every_transfer_of_the_caller_s_listing_reads_by_id_and_only_the_payer_cancels(server: TestServer) {
+    let (alice, from, bob, to) = alice_and_bob(&server).await;
+    server.fund(&to, dec!(3)).await;
+    let sent = server.post("/v1/transfers", Some(&alice.token), internal(&from, &to, "5")).await;
+    sent.assert_status(201);
+    let listed = server.get("/v1/transfers?limit=200", Some(&bob.token)).await;
+    listed.assert_status(200);
+    let items = listed.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "the incoming transfer and the admin's credit: {}", listed.text);
+    for item in items {
+        let id = item["id"].as_str().unwrap();
+        let read = server.get(&format!("/v1/transfers/{id}"), Some(&bob.token)).await;
+        read.assert_status(200);
+        assert_eq!(read.body["id"], item["id"]);
+    }
+    let id = sent.str("id");
+    server.post_empty(&format!("/v1/transfers/{id}/cancel"), Some(&bob.token)).await.assert_problem(404, "NOT_FOUND");
+    // A third user still reads nothing of it.
+    let carol = server.user().await;
+    server.get(&format!("/v1/transfers/{id}"), Some(&carol.token)).await.assert_problem(404, "NOT_FOUND");
     server.shutdown().await;
 }
