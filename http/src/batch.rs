@@ -183,7 +183,7 @@ fn canonical_item(raw: &RawValue) -> Result<String, ApiError> {
     path = "/v1/transfers/batch",
     tag = "transfers",
     request_body = BatchBody,
-    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for this operation type (POST /v1/auth/step-up)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time; a different body is 409 IDEMPOTENCY_KEY_REUSED. The body is compared as JSON values: key order and spacing do not count, every other difference (an amount written \"5\" then \"5.00\") does. In a plain (not atomic) batch, an item answered 503 that moved no money, or one that failed before it became a transfer, keeps no key: a retry of the batch runs that item afresh")),
+    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for this operation type (POST /v1/auth/step-up)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time; a different body is 409 IDEMPOTENCY_KEY_REUSED. The body is compared as JSON values: key order and spacing do not count, every other difference (an amount written \"5\" then \"5.00\") does. In a plain (not atomic) batch, an item answered 503 that moved no money, or one that failed before it became a transfer, keeps no key: a retry of the batch runs that item afresh. An atomic batch that did nothing (an item refused) keeps no key either: its retry runs the whole batch again")),
     responses((status = 200, description = "One result per item, in order", body = BatchAnswer)),
     security(("bearer" = []), ("api_key" = []))
 )]

@@ -413,7 +413,7 @@ pub(crate) async fn plan(
     path = "/v1/transfers",
     tag = "transfers",
     request_body = TransferBody,
-    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for this operation type (POST /v1/auth/step-up)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time; a different body is 409 IDEMPOTENCY_KEY_REUSED. A 503 that moved no money (an account overloaded or quarantined) keeps no key: a retry under it runs afresh")),
+    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for this operation type (POST /v1/auth/step-up)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer the transfer the first request made, as it stands now (a pending transfer decided since answers its new state), with Idempotent-Replayed: true; a different body is 409 IDEMPOTENCY_KEY_REUSED. A 503 that moved no money (an account overloaded or quarantined), or a 422 refusal before any money was held (type disabled, amount or verification limit, no FX rate, blocked by AML), keeps no key: a retry under it is checked afresh")),
     responses((status = 201, description = "Completed", body = TransferView), (status = 202, description = "Pending an admin (manual execution or review)", body = TransferView)),
     security(("bearer" = []), ("api_key" = []))
 )]

@@ -13,6 +13,7 @@ use tally_tests::http::{TestServer, TestUser};
 use tally_tests::on_both_stores;
 
 on_both_stores!(
+    a_batch_stored_under_the_older_fingerprint_replays,
     a_batch_reports_each_items_own_outcome_and_runs_the_good_ones,
     an_oversized_empty_or_malformed_batch_is_refused_whole_and_needs_a_token,
     an_item_with_a_field_or_a_metadata_key_given_twice_is_refused_as_it_would_be_alone,
@@ -418,5 +419,80 @@ async fn a_batch_retried_after_an_item_failed_in_passing_replays_and_runs_that_i
     // The internal item moved its 5 once and the external one holds its 5, once (no fees).
     assert_positions(&server, &[(&from, dec!(95), dec!(5)), (&to, dec!(5), dec!(0))]).await;
     assert_conserved(&server).await;
+    server.shutdown().await;
+}
+
+/// The fingerprint a plain or atomic batch was stored under before the body-as-written one
+/// (batch.rs `legacy_batch_fingerprint`), rebuilt from the older algorithm: each item's
+/// single-transfer fingerprint on the batch route, or (an item that failed to plan) the item
+/// re-serialised; then `{"atomic", "items"}` hashed.
+fn legacy_print(atomic: bool, items: &[String]) -> String {
+    let canonical = json!({ "atomic": atomic, "items": items });
+    tally_http::digest::sha256_hex(&serde_json::to_vec(&canonical).unwrap())
+}
+
+fn usd_request(
+    server: &TestServer,
+    user: &TestUser,
+    from: &str,
+    to: &str,
+    amount: Decimal,
+) -> tally_engine::TransferRequest {
+    let now = server.engine.now();
+    tally_engine::TransferRequest {
+        id: server.engine.new_transfer_id_at(now),
+        kind: tally_engine::TransferKind::Internal,
+        source: tally_tests::http::account_id(from),
+        destination: tally_tests::http::account_id(to),
+        amount,
+        currency: tally_engine::Currency::USD,
+        fee: dec!(0.00),
+        reference: None,
+        description: None,
+        beneficiary: None,
+        initiated_by: Some(tally_engine::UserId::from_uuid(user.user_id.parse().unwrap())),
+        created_at: now,
+        metadata: Default::default(),
+    }
+}
+
+/// A batch stored by the previous version (items keyed "K #i" with the older fingerprint)
+/// replays under the new one: the same transfers, nothing new, no `409` (untested until a
+/// review wrote this).
+async fn a_batch_stored_under_the_older_fingerprint_replays(server: TestServer) {
+    let (alice, from, _bob, to) = alice_and_bob(&server).await;
+    let scope: uuid::Uuid = alice.user_id.parse().unwrap();
+    for atomic in [false, true] {
+        let key = format!("legacy-{atomic}");
+        let mut raw = vec![internal(&from, &to, "7"), internal(&from, &to, "3")];
+        if !atomic {
+            raw.push(internal(&from, &to, "0"));
+        }
+        let requests = [
+            usd_request(&server, &alice, &from, &to, dec!(7.00)),
+            usd_request(&server, &alice, &from, &to, dec!(3.00)),
+        ];
+        let mut items: Vec<String> = requests
+            .iter()
+            .map(|request| tally_http::transfers::fingerprint("POST /v1/transfers/batch", request).unwrap())
+            .collect();
+        if !atomic {
+            items.push(serde_json::to_string(&raw[2]).unwrap());
+        }
+        let print = legacy_print(atomic, &items);
+        let mut ids = Vec::new();
+        for (index, request) in requests.into_iter().enumerate() {
+            let idem = tally_engine::Idempotency { scope, key: format!("{key} #{index}"), fingerprint: print.clone() };
+            let (transfer, _) = server.engine.transfer_idempotent(request, Some(idem)).await.unwrap();
+            ids.push(transfer.id.to_string());
+        }
+        let before = server.position(&from).await;
+        let body = json!({"atomic": atomic, "transfers": raw});
+        let replay = server.post_keyed("/v1/transfers/batch", Some(&alice.token), &key, body).await;
+        let items = results(&replay);
+        assert_eq!(items[0]["transfer"]["id"], ids[0], "{}", replay.text);
+        assert_eq!(items[1]["transfer"]["id"], ids[1], "{}", replay.text);
+        assert_eq!(server.position(&from).await, before, "a replay moves nothing");
+    }
     server.shutdown().await;
 }
