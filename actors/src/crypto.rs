@@ -754,6 +754,8 @@ impl Engine {
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let inner = Arc::clone(&self.inner);
         let id = op.id;
+        // What `admit_op` counted, should no thread take the saga (`!spawned` below).
+        let unstarted = op.clone();
         let thread = self.inner.shared.thread_of(id.as_uuid());
         let spawned = self.inner.shared.runtime.spawn_on(thread, async move {
             let result = drive(&inner, op, mode).await;
@@ -767,6 +769,7 @@ impl Engine {
             }
         });
         if !spawned {
+            give_back_unstarted(&self.inner, &unstarted);
             return Err(CryptoError::Unavailable(Unavailable::Overloaded));
         }
         receiver.await.map_err(|_| CryptoError::Internal("crypto saga ended without an answer".to_owned()))?
@@ -946,6 +949,16 @@ async fn forward_leg(inner: &EngineInner, op: &CryptoOp, leg: Leg) -> Result<(),
     })
 }
 
+/// A new withdrawal (step 0, `processing`: nothing of it recorded yet) that `admit_op` counted
+/// against its owner's limits, ended before its first record (refused by a full journal) or
+/// before any thread took it: it moved nothing, and its amount goes back. A resumed one
+/// (confirmation, recovery) is past step 0 or recorded, and is left alone.
+fn give_back_unstarted(inner: &EngineInner, op: &CryptoOp) {
+    if op.kind == CryptoOpKind::Withdrawal && op.status == CryptoOpStatus::Processing && op.step == 0 {
+        inner.limits.give_back(op.owner, op.asset, op.asset_amount, op.created_at);
+    }
+}
+
 fn record(inner: &EngineInner, op: &CryptoOp) -> Result<(), CryptoError> {
     let journal = inner.shared.journal_of(op.id.as_uuid());
     driver::record(journal, Record::CryptoOp(Box::new(op.clone()))).map_err(CryptoError::from)
@@ -954,13 +967,15 @@ fn record(inner: &EngineInner, op: &CryptoOp) -> Result<(), CryptoError> {
 /// Records the operation's state and waits until it (and every record before it) is durable.
 async fn finish(inner: &EngineInner, op: &mut CryptoOp) -> Result<(), CryptoError> {
     op.updated_at = inner.clock.now();
-    if op.kind == CryptoOpKind::Withdrawal && op.status == CryptoOpStatus::Failed {
-        // A failed withdrawal moved nothing: its amount no longer counts against the limits.
-        inner.limits.give_back(op.owner, op.asset, op.asset_amount, op.created_at);
-    }
     let journal = inner.shared.journal_of(op.id.as_uuid());
     let outcome = &*op;
     let appended = driver::append_final(journal, || Record::CryptoOp(Box::new(outcome.clone())), None).await?;
+    if op.kind == CryptoOpKind::Withdrawal && op.status == CryptoOpStatus::Failed {
+        // A failed withdrawal moved nothing: its amount no longer counts against the limits.
+        // Once its outcome is appended: before, a refused append returned the amount of a
+        // withdrawal still holding it.
+        inner.limits.give_back(op.owner, op.asset, op.asset_amount, op.created_at);
+    }
     appended.durable().await.map_err(CryptoError::from)
 }
 
@@ -997,7 +1012,10 @@ async fn drive(inner: &EngineInner, mut op: CryptoOp, mode: Mode) -> Result<Cryp
     let legs = op.legs();
     // Recorded before any leg runs: the operation (a deposit's tx_hash, a confirmation's
     // `processing`) is in the journal before the money it moves, so recovery always knows it.
-    record(inner, &op)?;
+    if let Err(error) = record(inner, &op) {
+        give_back_unstarted(inner, &op);
+        return Err(error);
+    }
     loop {
         if Some(op.step) == op.pauses_after() && op.tx_hash.is_none() {
             op.status = CryptoOpStatus::Pending;

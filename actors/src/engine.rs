@@ -882,6 +882,8 @@ impl Engine {
     ) -> Result<Transfer, TransferError> {
         let inner = Arc::clone(&self.inner);
         let thread = self.inner.shared.thread_of(transfer.source.as_uuid());
+        // What step 1 counted, should no thread take the saga (`!spawned` below).
+        let counted = matches!(intent, Intent::Run { .. }).then(|| crate::limits::Counted::of(&transfer));
         let saga = async move {
             let shutting_down = Arc::clone(&inner);
             let result = saga::run(inner, transfer, intent, audit).await;
@@ -921,6 +923,9 @@ impl Engine {
             let _ = sender.send(saga.await);
         });
         if !spawned {
+            if let Some(counted) = counted {
+                counted.give_back(&self.inner.limits);
+            }
             return Err(TransferError::Unavailable(Unavailable::Overloaded));
         }
         receiver.await.map_err(|_| TransferError::Internal("saga task ended without an answer".to_owned()))?

@@ -410,6 +410,26 @@ fn counted_user(transfer: &tally_engine::Transfer) -> Option<UserId> {
     matches!(transfer.kind, TransferKind::Internal | TransferKind::External).then_some(transfer.initiated_by).flatten()
 }
 
+/// What a transfer counted against its initiator's limits in step 1, to give back if its saga
+/// never starts (`Counted::give_back`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Counted(Option<(UserId, Currency, Decimal, Timestamp)>);
+
+impl Counted {
+    pub(crate) fn of(transfer: &tally_engine::Transfer) -> Counted {
+        Counted(counted_user(transfer).map(|user| (user, transfer.currency, transfer.amount, transfer.created_at)))
+    }
+
+    /// Gives the amount back: a saga counted in step 1 that ended before it recorded anything
+    /// (no thread took it, or the journal refused its first record), so nothing moved and no
+    /// `finish` ran.
+    pub(crate) fn give_back(self, limits: &Limits) {
+        if let Some((user, currency, amount, at)) = self.0 {
+            limits.give_back(user, currency, amount, at);
+        }
+    }
+}
+
 /// A counted transfer that ended without moving money gives its amount back (`give_back`).
 pub(crate) fn on_finish(limits: &Limits, transfer: &tally_engine::Transfer) {
     use tally_engine::TransferStatus;

@@ -328,6 +328,16 @@ pub(crate) async fn run(
         }
     };
     stats.active.fetch_sub(1, Ordering::Relaxed);
+    // A saga counted in step 1 that ended before anything of it was recorded (the journal
+    // refused its first record, or its hold answered what no hold answers) moved nothing and
+    // ran no `finish`: its amount goes back. One parked after panics is left to recovery.
+    if matches!(intent, Intent::Run { .. })
+        && transfer.status == TransferStatus::Processing
+        && transfer.step == SagaStep::Started
+        && matches!(&result, Err(error) if !matches!(error, TransferError::Unavailable(Unavailable::Quarantined)))
+    {
+        crate::limits::Counted::of(&transfer).give_back(&inner.limits);
+    }
     let counter = match &result {
         Ok(transfer) if transfer.status == TransferStatus::Completed => &inner.sagas_completed,
         Ok(_) => &inner.sagas_paused,
@@ -662,7 +672,6 @@ async fn finish(
         transfer.pending_reason = pending_reason;
     }
     transfer.failure_reason = failure;
-    crate::limits::on_finish(&inner.limits, transfer);
     let audit = if status == TransferStatus::Failed { None } else { audit.take() };
     let journal = inner.shared.journals.shard(journal_of(inner, transfer));
     // A fresh slot for this state, shared with its record: the journal writer renders the
@@ -671,6 +680,11 @@ async fn finish(
     let outcome = &*transfer;
     let appended =
         driver::append_final(journal, || Record::Transfer(Box::new(outcome.clone())), audit.as_ref()).await?;
+    // Only once the outcome is appended: a refused append leaves the transfer as it was (held,
+    // or pending) until recovery ends it, and its amount still counted (usage is rebuilt from
+    // the ledger at the next start). Given back before, a refused append returned the usage
+    // of a transfer still holding its money.
+    crate::limits::on_finish(&inner.limits, transfer);
     crate::expiry::forget_if_decided(inner, transfer);
     appended.durable().await.map_err(TransferError::from)
 }

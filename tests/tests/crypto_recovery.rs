@@ -570,3 +570,55 @@ async fn a_deposit_in_a_batch_refused_when_its_journal_stopped_is_not_answered_a
         );
     }
 }
+
+/// A withdrawal counted against its owner's limits whose first record was refused (its
+/// journal full) moved nothing, yet its amount stayed counted until the next start (left
+/// noted in an earlier review). It goes back now; a withdrawal that runs counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_whose_first_record_is_refused_gives_its_amount_back() {
+    let mut config = EngineConfig::default();
+    config.actors.shards = 1;
+    // Room for a few queued records, which wait a second for company: the withdrawal is
+    // admitted (the admission bound is far), and its first record finds the journal full.
+    config.journal.depth_max = 256;
+    config.journal.admission_depth_max = 1_000;
+    config.journal.batch_records_max = 4_096;
+    config.journal.linger = Duration::from_secs(3);
+    let harness = Harness::start_with(config).await;
+    let engine = &harness.engine;
+    let owner = harness.user();
+    let (profile, _) = engine.open_customer_wallet(owner, Currency::BTC).await.unwrap();
+    engine.deposit(DepositTarget::Address(profile.deposit_address.clone()), dec!(1), "tx-in".into()).await.unwrap();
+    engine.limits().install(&[tally_persistence::users::limits::LevelLimits {
+        level: tally_persistence::users::VerificationLevel::None,
+        currency: Currency::BTC,
+        limits: tally_engine::limits::UserLimits {
+            per_transfer_max: None,
+            daily_max: Some(dec!(10)),
+            monthly_max: Some(dec!(100)),
+        },
+    }]);
+    let used = |engine: &Engine| engine.limits().usage(owner, Currency::BTC, engine.now()).used_today;
+
+    let openings: Vec<_> = (0..256)
+        .map(|_| {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.open_account(owner, Currency::USD, Decimal::ZERO).await })
+        })
+        .collect();
+    for _ in 0..400 {
+        if !engine.journals().shard(0).has_room() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let refused = engine.withdraw(owner, profile.wallet, dec!(0.4), "bc1dest".into(), None).await;
+    assert!(refused.is_err(), "its first record cannot be appended: {refused:?}");
+    assert_eq!(used(engine), dec!(0), "the refused withdrawal's amount went back");
+    for opening in openings {
+        let _ = opening.await.unwrap();
+    }
+    let (withdrawal, _) = engine.withdraw(owner, profile.wallet, dec!(0.3), "bc1dest".into(), None).await.unwrap();
+    assert_eq!(withdrawal.status, CryptoOpStatus::Pending);
+    assert_eq!(used(engine), dec!(0.3), "a withdrawal that runs counts");
+}

@@ -668,3 +668,73 @@ async fn held_expiries_wait_for_their_release_then_expire() {
     assert_eq!(engine.account(alice.id).await.unwrap().held(), dec!(0));
     engine.shutdown(std::time::Duration::from_secs(5)).await;
 }
+
+/// A transfer counted against its initiator's limits in step 1 whose saga then recorded
+/// nothing (here: its journal was full, so its first record was refused, though the saga had
+/// been admitted) moved nothing and ran no `finish`: its amount was left counted until the
+/// next start, refusing the user's later transfers within their limit (found by a review). It
+/// goes back now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counted_transfer_whose_first_record_is_refused_gives_its_amount_back() {
+    let mut config = EngineConfig::default();
+    config.actors.shards = 1;
+    // Room for a few queued records, which wait a second for company: the saga is admitted
+    // (the admission bound is far), and its first record finds the journal full.
+    config.journal.depth_max = 256;
+    config.journal.admission_depth_max = 1_000;
+    config.journal.batch_records_max = 4_096;
+    config.journal.linger = std::time::Duration::from_secs(3);
+    let harness = Harness::start_with(config).await;
+    let engine = &harness.engine;
+    let owner = harness.user();
+    let alice = engine.open_account(owner, Currency::USD, rust_decimal::Decimal::ZERO).await.unwrap();
+    let bob = engine.open_account(owner, Currency::USD, rust_decimal::Decimal::ZERO).await.unwrap();
+    engine.adjust(TransferKind::AdminCredit, alice.id, dec!(100), None, None, None).await.unwrap();
+    let limits = tally_engine::limits::UserLimits {
+        per_transfer_max: None,
+        daily_max: Some(dec!(1000.00)),
+        monthly_max: Some(dec!(10000.00)),
+    };
+    engine.limits().install(&[tally_persistence::users::limits::LevelLimits {
+        level: tally_persistence::users::VerificationLevel::None,
+        currency: Currency::USD,
+        limits,
+    }]);
+    let used = |engine: &tally_actors::Engine| engine.limits().usage(owner, Currency::USD, engine.now()).used_today;
+
+    // Records queued, lingering: the journal is full until they commit.
+    let openings: Vec<_> = (0..256)
+        .map(|_| {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.open_account(owner, Currency::USD, rust_decimal::Decimal::ZERO).await })
+        })
+        .collect();
+    wait_until_full(engine).await;
+    let mut refused = tally_tests::internal_request(engine, &alice, &bob, dec!(20));
+    refused.initiated_by = Some(owner);
+    let answer = engine.transfer(refused).await;
+    assert!(
+        matches!(answer, Err(TransferError::Unavailable(Unavailable::Overloaded))),
+        "its first record cannot be appended: {answer:?}"
+    );
+    assert_eq!(used(engine), dec!(0), "the refused transfer's amount went back");
+    for opening in openings {
+        let _ = opening.await.unwrap();
+    }
+
+    let mut counted = tally_tests::internal_request(engine, &alice, &bob, dec!(10));
+    counted.initiated_by = Some(owner);
+    engine.transfer(counted).await.unwrap();
+    assert_eq!(used(engine), dec!(10), "a completed transfer counts");
+}
+
+/// Waits until shard 0's journal has no room: `depth_max` (256) records queued, lingering.
+async fn wait_until_full(engine: &tally_actors::Engine) {
+    for _ in 0..400 {
+        if !engine.journals().shard(0).has_room() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("the journal never filled");
+}
