@@ -738,3 +738,59 @@ async fn wait_until_full(engine: &tally_actors::Engine) {
     }
     panic!("the journal never filled");
 }
+
+/// The same with FX: the execute puts a hold on the destination currency's clearing account
+/// before the credit, so a quarantined destination must also release that hold when the
+/// transfer goes back to `pending` (the branch had no test). Executed after the release, the
+/// converted amount arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_fx_execute_towards_a_quarantined_destination_releases_the_clearing_hold() {
+    let mut config = EngineConfig::default();
+    config.actors.quarantine_restarts = 3;
+    let harness = Harness::start_with(config).await;
+    let engine = &harness.engine;
+    let alice = harness.open(Currency::EUR).await;
+    let bob = harness.open(Currency::USD).await;
+    harness.fund(&alice, dec!(100)).await;
+    engine.set_fx_rate(Currency::EUR, Currency::USD, dec!(1.10), None).await.unwrap();
+    engine.set_transfer_type(
+        TransferKind::Internal,
+        tally_engine::TransferTypeSettings {
+            execution_mode: tally_engine::ExecutionMode::Manual,
+            ..tally_engine::TransferTypeSettings::internal_default()
+        },
+    );
+    let pending = engine.transfer(harness.request(&alice, &bob, dec!(10))).await.unwrap();
+    assert_eq!(pending.status, TransferStatus::Pending);
+    let clearing = tally_engine::system_accounts::fx_clearing(Currency::USD);
+    let clearing_before = engine.account(clearing).await.unwrap();
+
+    let carol = harness.open(Currency::USD).await;
+    engine.faults().arm_panics(ActorKind::Account, 3);
+    assert!(engine.transfer(harness.request(&bob, &carol, dec!(1))).await.is_err());
+    engine.faults().disarm();
+    assert!(engine.accounts().is_quarantined(bob.id));
+
+    let executed = tokio::time::timeout(std::time::Duration::from_secs(30), engine.execute(pending.id))
+        .await
+        .expect("the execute answers while the destination stays quarantined");
+    assert!(
+        matches!(executed, Err(TransferError::Unavailable(Unavailable::Quarantined))),
+        "not executed: {executed:?}"
+    );
+    let stored = engine.load_transfer(pending.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, TransferStatus::Pending, "nothing changed");
+    let alice_now = engine.account(alice.id).await.unwrap();
+    assert_eq!((alice_now.balance(), alice_now.held()), (dec!(100), dec!(10)), "still held at the source");
+    let clearing_now = engine.account(clearing).await.unwrap();
+    assert_eq!(
+        (clearing_now.balance(), clearing_now.held()),
+        (clearing_before.balance(), clearing_before.held()),
+        "the clearing account's hold is released"
+    );
+    engine.release_account_quarantine(bob.id);
+    assert_eq!(engine.execute(pending.id).await.unwrap().status, TransferStatus::Completed);
+    assert_eq!(harness.balance(&bob).await, dec!(11.00));
+    harness.assert_ledger_consistent().await;
+    harness.shutdown().await;
+}
