@@ -8,7 +8,6 @@
 //! id, which the custodian names in `deposit` events. Another user's wallet, order or
 //! withdrawal answers `404`, as for accounts.
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -679,7 +678,7 @@ pub fn signature_holds(secret: &[u8], body: &[u8], header: Option<&str>) -> bool
 pub async fn custodian_webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    crate::input::RawBody(body): crate::input::RawBody,
 ) -> Result<axum::Json<CustodianAnswer>, ApiError> {
     let Some(secret) = custodian_secret() else {
         tracing::warn!("custodian webhook refused: {CUSTODIAN_SECRET_ENV} is not set");

@@ -40,6 +40,43 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     }
 }
 
+/// A path segment as text, its rejection (a segment that is not UTF-8 once decoded) answered
+/// problem+json like every other bad input (axum's own is `text/plain`).
+#[derive(Debug)]
+pub struct TextPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for TextPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::new(ErrorCode::ValidationError, rejection.body_text()))?;
+        Ok(TextPath(raw))
+    }
+}
+
+/// A raw body (a signed webhook's, whose bytes are checked before they are parsed), its
+/// rejection answered problem+json: over the body bound, `413`.
+#[derive(Debug)]
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(request, state).await.map(RawBody).map_err(|rejection| {
+            let status = rejection.status();
+            let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "request body too large".to_owned()
+            } else {
+                rejection.body_text()
+            };
+            ApiError::new(ErrorCode::ValidationError, detail).with_status(status)
+        })
+    }
+}
+
 /// A JSON body that may be left out entirely (`POST .../cancel` with no reason). A body that
 /// is sent must be JSON and is checked like any other (`ApiJson`).
 #[derive(Debug)]

@@ -22,7 +22,7 @@
 //! - `GET /v1/users/me/limits` lists the currencies the caller's level has limits in, and any
 //!   other currency with usage this month (its maxima `null`), in the currency table's order.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -182,7 +182,7 @@ pub async fn put_level(
     State(state): State<AppState>,
     admin: Authorized<LimitsWrite>,
     context: AuditContext,
-    Path(level): Path<String>,
+    crate::input::TextPath(level): crate::input::TextPath,
     ApiJson(body): ApiJson<LevelLimitsBody>,
 ) -> Result<Response, ApiError> {
     let level = VerificationLevel::parse(&level).ok_or_else(|| ApiError::not_found("verification level"))?;

@@ -481,7 +481,7 @@ pub async fn put_transfer_type(
     State(state): State<AppState>,
     admin: Authorized<TransferTypesWrite>,
     change: AdminChange,
-    axum::extract::Path(code): axum::extract::Path<String>,
+    crate::input::TextPath(code): crate::input::TextPath,
     ApiJson(body): ApiJson<TransferTypeBody>,
 ) -> Result<Response, ApiError> {
     let kind = CONFIGURABLE_TYPES

@@ -71,7 +71,15 @@ where
             .headers()
             .get("x-request-id")
             .and_then(|value| value.to_str().ok())
-            .filter(|value| !value.is_empty() && value.len() <= 64)
+            // Letters, digits and `-_.:` only: the id is written into the text log line as it
+            // is, and a space or `=` in it could forge that line's fields (a review found
+            // `x-request-id: a method=POST path=/v1/admin/users status=201` doing just that).
+            // Anything else gets an id of ours.
+            .filter(|value| {
+                !value.is_empty()
+                    && value.len() <= 64
+                    && value.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"-_.:".contains(&byte))
+            })
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         // What the log line needs, kept only when it will be written (under load the server

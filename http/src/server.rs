@@ -13,6 +13,15 @@
 //!   that sends half a header and stops is disconnected when it passes.
 //! - **Keep-alive idle timeout**: the same clock, so a kept-alive connection idle that long is
 //!   closed. actix-web defaults both to 5 s; Tally uses 10 s for both (`TALLY_HTTP_TIMEOUT_SECS`).
+//! - **Stalled connections**: hyper's clock runs only while an HTTP/1 connection waits for a
+//!   request head. Before the protocol is chosen (hyper-util reads the first bytes to tell an
+//!   HTTP/2 preface from HTTP/1 with no timer), on an HTTP/2 connection, and while an answer is
+//!   being written to a client that does not read, nothing timed out, and such a connection
+//!   held its place under the bound for ever (a review found all three). Each connection now
+//!   has a watchdog (`Activity`, `stalled`): no handler running and not one byte read or
+//!   written for `header_read_timeout` (checked each such period, so closed within one to two
+//!   of them) ends it, gracefully first (an HTTP/2 `GOAWAY`), then by closing the socket.
+//!   Handlers may take their time (a long poll waits 30 s): the watchdog waits while one runs.
 //! - **Connection bound**: at most `connections_max` open connections per node. Beyond it a
 //!   new connection is answered `503 OVERLOADED` (problem+json, `Retry-After: 1`,
 //!   `Connection: close`) and closed, so file descriptors can never run out under a flood.
@@ -22,7 +31,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -195,26 +204,43 @@ fn serve(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     metrics::gauge!("tally_http_connections_open").increment(1.0);
     let _ = stream.set_nodelay(true);
     let app = shared.app.clone();
+    let activity = Arc::new(Activity::default());
+    let handling = Arc::clone(&activity);
     // Handlers that need the client's address (the login limit, a session's ip) read it from
     // `ConnectInfo`, as under `axum::serve`.
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         let app = app.clone();
-        async move { Ok::<_, Infallible>(app.oneshot(request).await.unwrap_or_else(|never| match never {})) }
+        let handler = Handling::start(&handling);
+        async move {
+            let response = app.oneshot(request).await.unwrap_or_else(|never| match never {});
+            drop(handler);
+            Ok::<_, Infallible>(response)
+        }
     });
     let mut builder = auto::Builder::new(LocalExecutor);
     builder.http1().timer(TokioTimer::new()).header_read_timeout(shared.config.header_read_timeout).keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let shared = Arc::clone(shared);
     tokio::task::spawn_local(async move {
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let io = Watched { io: stream, activity: Arc::clone(&activity) };
+        let connection = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
         let mut stop = shared.stop.clone();
+        let idle = shared.config.header_read_timeout;
         let result = tokio::select! {
             result = connection.as_mut() => result,
             _ = stop.wait_for(|stopped| *stopped) => {
                 connection.as_mut().graceful_shutdown();
                 connection.as_mut().await
+            }
+            () = stalled(&activity, idle) => {
+                metrics::counter!("tally_http_stalled_connections_total").increment(1);
+                connection.as_mut().graceful_shutdown();
+                // A connection whose answer is stuck in a client that does not read never
+                // finishes gracefully: it is dropped, which closes the socket.
+                let _ = tokio::time::timeout(STALLED_GRACE, connection.as_mut()).await;
+                Ok(())
             }
         };
         if let Err(error) = result
@@ -225,6 +251,120 @@ fn serve(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
         metrics::gauge!("tally_http_connections_open").decrement(1.0);
         shared.open.fetch_sub(1, Ordering::AcqRel);
     });
+}
+
+/// How long a stalled connection may take to close gracefully before its socket is dropped.
+const STALLED_GRACE: Duration = Duration::from_secs(1);
+
+/// What a connection's watchdog looks at: how many reads and writes moved bytes, and how many
+/// of its requests a handler is working on. Counters, not clocks: a transfer's path pays an
+/// uncontended add per read or write, and no clock reading.
+#[derive(Debug, Default)]
+struct Activity {
+    progress: AtomicU64,
+    handling: AtomicUsize,
+}
+
+/// One request in a handler's hands, for as long as this lives (dropped also if the request's
+/// future is, as when its connection ends).
+struct Handling(Arc<Activity>);
+
+impl Handling {
+    fn start(activity: &Arc<Activity>) -> Handling {
+        activity.handling.fetch_add(1, Ordering::Relaxed);
+        Handling(Arc::clone(activity))
+    }
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.handling.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Resolves once a whole period of `idle` passed with no handler running and no byte read or
+/// written (sampled at the end of each period: a stall ends the connection within one to two).
+async fn stalled(activity: &Activity, idle: Duration) {
+    let mut seen = activity.progress.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(idle).await;
+        let now = activity.progress.load(Ordering::Relaxed);
+        if now == seen && activity.handling.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        seen = now;
+    }
+}
+
+/// A connection's socket, counting the reads and writes that move bytes (`Activity`).
+struct Watched {
+    io: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl Watched {
+    fn moved(&self) {
+        self.activity.progress.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.moved();
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(written)) if written > 0) {
+            self.moved();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if matches!(polled, std::task::Poll::Ready(Ok(written)) if written > 0) {
+            self.moved();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// Answers a connection over the bound with `503 OVERLOADED` and closes it. The answer is

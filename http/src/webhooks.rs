@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -879,7 +879,7 @@ pub async fn list(State(state): State<AppState>, _admin: Authorized<WebhooksMana
 pub async fn get(
     State(state): State<AppState>,
     _admin: Authorized<WebhooksManage>,
-    Path(id): Path<String>,
+    crate::input::TextPath(id): crate::input::TextPath,
 ) -> Result<Response, ApiError> {
     let subscription = existing(&state, parse_id(&id)?).await?;
     Ok(axum::Json(SubscriptionView::of(&subscription, false)?).into_response())
@@ -905,7 +905,7 @@ pub async fn update(
     // much as a new subscription, so the same step-up.
     _step_up: StepUp<crate::auth::stepup::WebhooksManage>,
     change: AdminChange,
-    Path(id): Path<String>,
+    crate::input::TextPath(id): crate::input::TextPath,
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> Result<Response, ApiError> {
     // Read, change the fields given, write back: one at a time, or two PATCHes of different
@@ -940,7 +940,7 @@ pub async fn delete(
     State(state): State<AppState>,
     admin: Authorized<WebhooksManage>,
     change: AdminChange,
-    Path(id): Path<String>,
+    crate::input::TextPath(id): crate::input::TextPath,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::NO_CONTENT), Some(id.to_string()));
@@ -957,7 +957,7 @@ pub async fn replay(
     admin: Authorized<WebhooksManage>,
     _step_up: StepUp<crate::auth::stepup::WebhooksManage>,
     change: AdminChange,
-    Path(id): Path<String>,
+    crate::input::TextPath(id): crate::input::TextPath,
     ApiJson(body): ApiJson<ReplayBody>,
 ) -> Result<Response, ApiError> {
     let subscription = existing(&state, parse_id(&id)?).await?;
@@ -1003,7 +1003,7 @@ pub async fn replay(
 pub async fn deliveries(
     State(state): State<AppState>,
     _admin: Authorized<WebhooksManage>,
-    Path(id): Path<String>,
+    crate::input::TextPath(id): crate::input::TextPath,
     ApiQuery(query): ApiQuery<DeliveryQuery>,
 ) -> Result<Response, ApiError> {
     let subscription = existing(&state, parse_id(&id)?).await?;

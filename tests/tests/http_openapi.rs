@@ -41,6 +41,31 @@ async fn the_document_is_served_and_docs_render_from_bundled_assets() {
     assert!(bundle.bytes().await.unwrap().len() > 100_000, "the Swagger UI bundle is served from the binary");
     let initializer = http.get(format!("{base}/docs/swagger-initializer.js")).send().await.unwrap();
     assert!(initializer.text().await.unwrap().contains("/openapi.json"), "the page renders this server's document");
+
+    // Served under a policy (no framing, this origin only), and it still renders in a real
+    // browser: the document's operations are drawn, and no script or style was refused.
+    let page = http.get(format!("{base}/docs/")).send().await.unwrap();
+    let policy = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    let missing = http.get(format!("{base}/docs/no-such-file.js")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.headers()["content-type"], "application/problem+json");
+    let url = format!("{base}/docs/");
+    let (operations, problems) = tokio::task::spawn_blocking(move || {
+        let mut browser = tally_tests::browser::Browser::launch(1280, 900);
+        browser.navigate(&url);
+        let operations = browser.wait_for(
+            "the operations drawn",
+            "document.querySelectorAll('.opblock').length",
+            std::time::Duration::from_secs(30),
+        );
+        (operations, browser.problems())
+    })
+    .await
+    .unwrap();
+    assert!(operations.as_u64().unwrap() > 50, "operations drawn: {operations}");
+    assert!(problems.is_empty(), "the docs page met problems under its policy: {problems:?}");
 }
 
 /// Where `scripts/test` installed schemathesis (pinned, from PyPI).
