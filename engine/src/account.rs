@@ -172,6 +172,11 @@ pub enum AccountEvent {
     },
     StatusChanged {
         status: AccountStatus,
+        /// The account's owner and opening time, unchanged by the event: carried so that the
+        /// event's data is the whole account object as it stood (API.md), which the journal
+        /// writer renders from the record alone.
+        owner: Option<UserId>,
+        opened_at: Timestamp,
     },
     CreditLimitChanged {
         credit_limit: Decimal,
@@ -354,7 +359,7 @@ impl Account {
         if status == self.status {
             return Ok(None);
         }
-        Ok(Some(AccountEvent::StatusChanged { status }))
+        Ok(Some(AccountEvent::StatusChanged { status, owner: self.owner, opened_at: self.created_at }))
     }
 
     /// Applies an event `decide` produced (or recovery read back). Infallible in practice:
@@ -374,7 +379,7 @@ impl Account {
             AccountEvent::CreditWithdrawn { transfer, .. } => {
                 self.position.apply_withdraw_admission(*transfer).map(|_| ())
             }
-            AccountEvent::StatusChanged { status } => {
+            AccountEvent::StatusChanged { status, .. } => {
                 self.status = *status;
                 Ok(())
             }

@@ -429,7 +429,13 @@ fn a_repeated_hold_succeeds_with_nothing_to_apply_even_after_the_account_is_bloc
     let event = account.decide_hold(transfer, dec!(40), Currency::USD).unwrap().unwrap();
     let mut account = account;
     account.apply(&event).unwrap();
-    account.apply(&AccountEvent::StatusChanged { status: AccountStatus::Blocked }).unwrap();
+    account
+        .apply(&AccountEvent::StatusChanged {
+            status: AccountStatus::Blocked,
+            owner: account.owner,
+            opened_at: account.created_at,
+        })
+        .unwrap();
 
     // The saga retrying its step 2 must hear success, not "not active", or it would fail a
     // transfer whose hold is in place.
@@ -560,8 +566,8 @@ fn a_repeated_credit_on_an_active_account_has_nothing_to_apply() {
 // Account::decide_status and SetCreditLimit
 // ---------------------------------------------------------------------------------------------
 
-/// Name, account, action, expected answer.
-type StatusRow = (String, Account, StatusAction, Result<Option<AccountEvent>, StatusRejection>);
+/// Name, account, action, expected answer (the status a change moves to).
+type StatusRow = (String, Account, StatusAction, Result<Option<AccountStatus>, StatusRejection>);
 
 #[test]
 fn decide_status_walks_system_account_then_closed_then_not_empty() {
@@ -609,19 +615,19 @@ fn decide_status_walks_system_account_then_closed_then_not_empty() {
             "empty and active, close: closed".to_owned(),
             user_account(Currency::USD, dec!(0.00), dec!(10)),
             StatusAction::Close,
-            Ok(Some(AccountEvent::StatusChanged { status: AccountStatus::Closed })),
+            Ok(Some(AccountStatus::Closed)),
         ),
         (
             "empty and blocked, close: closed".to_owned(),
             with_status(user_account(Currency::USD, dec!(0), dec!(0)), AccountStatus::Blocked),
             StatusAction::Close,
-            Ok(Some(AccountEvent::StatusChanged { status: AccountStatus::Closed })),
+            Ok(Some(AccountStatus::Closed)),
         ),
         (
             "active with money, block: blocking needs no empty account".to_owned(),
             user_account(Currency::USD, dec!(5), dec!(0)),
             StatusAction::Block,
-            Ok(Some(AccountEvent::StatusChanged { status: AccountStatus::Blocked })),
+            Ok(Some(AccountStatus::Blocked)),
         ),
         (
             "already blocked, block: nothing to apply".to_owned(),
@@ -637,7 +643,18 @@ fn decide_status_walks_system_account_then_closed_then_not_empty() {
         ),
     ]);
     for (name, account, action, expected) in rows {
-        assert_eq!(account.decide_status(action), expected, "{name}");
+        let decided = account.decide_status(action);
+        // Every status change carries the account's owner and opening time (for its event).
+        if let Ok(Some(AccountEvent::StatusChanged { owner, opened_at, .. })) = &decided {
+            assert_eq!((*owner, *opened_at), (account.owner, account.created_at), "{name}");
+        }
+        let decided = decided.map(|event| {
+            event.map(|event| match event {
+                AccountEvent::StatusChanged { status, .. } => status,
+                other => panic!("{name}: decided {other:?}"),
+            })
+        });
+        assert_eq!(decided, expected, "{name}");
     }
 }
 

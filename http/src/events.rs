@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use tally_engine::Record;
+use tally_engine::{AccountEvent, Record};
 use tally_persistence::events::{EventEncoder, EventType, FeedPosition, StoredEvent, install_encoder};
 
 use crate::aml::AmlFlagView;
@@ -54,16 +54,19 @@ impl EventEncoder for JsonEvents {
                 Ok(text)
             }
             Record::AccountOpened(account) => serde_json::to_string(&AccountView::of(account).ok()?),
-            Record::Account { account, currency, after, .. } => {
+            Record::Account { account, currency, after, event, .. } => {
                 let available = after.balance.checked_add(after.credit_limit)?.checked_sub(after.held)?;
+                let AccountEvent::StatusChanged { owner, opened_at, .. } = event else { return None };
                 serde_json::to_string(&AccountStatusView {
                     id: account.to_string(),
+                    user_id: owner.map(|owner| owner.to_string()),
                     currency: currency.code(),
                     status: after.status.as_str(),
                     balance: money(after.balance, *currency),
                     held: money(after.held, *currency),
                     available_balance: money(available, *currency),
                     credit_limit: money(after.credit_limit, *currency),
+                    created_at: crate::views::rfc3339(*opened_at).ok()?,
                 })
             }
             Record::AmlFlag(flag) => serde_json::to_string(&AmlFlagView::of(flag).ok()?),
@@ -92,6 +95,8 @@ pub fn install() {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AccountStatusView {
     pub id: String,
+    /// `null` for system accounts.
+    pub user_id: Option<String>,
     #[schema(value_type = crate::openapi::CurrencyCode)]
     pub currency: &'static str,
     pub status: &'static str,
@@ -100,6 +105,7 @@ pub struct AccountStatusView {
     /// Balance plus credit limit less holds.
     pub available_balance: String,
     pub credit_limit: String,
+    pub created_at: String,
 }
 
 /// One event as the feed lists it and a webhook posts it.

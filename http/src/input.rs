@@ -119,7 +119,16 @@ pub fn credit_limit(field: &str, text: &str, currency: Currency) -> Result<Decim
     }
     match parse_amount(text, currency) {
         Ok(limit) => Ok(limit),
-        Err(AmountError::NotPositive) => Ok(with_currency_scale(Decimal::ZERO, currency)),
+        // A zero is refused as "not positive" before its decimals are counted: count them here,
+        // or `"0.000"` USD would pass as a limit of zero (found by a review).
+        Err(AmountError::NotPositive) => {
+            let decimals = text.split_once('.').map_or(0, |(_, fraction)| fraction.len());
+            if u32::try_from(decimals).map_or(true, |decimals| decimals > currency.scale()) {
+                let error = AmountError::TooManyDecimals { currency, scale_max: currency.scale() };
+                return Err(ApiError::field(field, error.to_string()));
+            }
+            Ok(with_currency_scale(Decimal::ZERO, currency))
+        }
         Err(error) => Err(ApiError::field(field, error.to_string())),
     }
 }

@@ -21,6 +21,7 @@ on_both_stores!(
     admins_open_accounts_and_block_unblock_and_close_them,
     an_execute_towards_a_quarantined_destination_is_503_and_changes_nothing,
     admins_list_and_read_every_customer_s_wallets_with_their_holds,
+    a_credit_limit_with_more_decimals_than_the_currency_is_refused,
 );
 
 const IBAN: &str = "GB82WEST12345698765432";
@@ -807,5 +808,30 @@ async fn admins_list_and_read_every_customer_s_wallets_with_their_holds(server: 
     }
     let customer_token = alice.token.clone();
     server.get("/v1/admin/wallets", Some(&customer_token)).await.assert_problem(403, "FORBIDDEN");
+    server.shutdown().await;
+}
+
+/// API.md, conventions: money "more decimals than the currency allows ... -> 400
+/// VALIDATION_ERROR", and `input::credit_limit` says "like an amount, but zero is allowed"
+/// (its unit test: "allow zero but not negatives or extra decimals"). A zero written with more
+/// decimals than the currency has ("0.000" USD, "0.0" JPY) was accepted and opened an account
+/// (found by a review): `parse_amount` reports it as `NotPositive` before its decimals, and
+/// `credit_limit` turned every `NotPositive` into a zero limit.
+async fn a_credit_limit_with_more_decimals_than_the_currency_is_refused(server: TestServer) {
+    let admin = server.admin(&["accounts:write"]).await;
+    let customer = server.user().await;
+    for (currency, limit) in [("USD", "0.000"), ("JPY", "0.0"), ("USD", "1.000")] {
+        let reply = server
+            .post(
+                "/v1/admin/accounts",
+                Some(&admin.token),
+                json!({"user_id": customer.user_id, "currency": currency, "credit_limit": limit}),
+            )
+            .await;
+        reply.assert_problem(400, "VALIDATION_ERROR");
+        assert_eq!(reply.error_fields(), vec!["credit_limit"], "{currency} {limit}");
+    }
+    let listed = server.get("/v1/accounts", Some(&customer.token)).await;
+    assert_eq!(listed.body["items"], json!([]), "a refused request opens nothing");
     server.shutdown().await;
 }

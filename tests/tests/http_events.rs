@@ -27,6 +27,7 @@ on_both_stores!(
     a_pending_transfer_makes_pending_then_completed_or_cancelled_events,
     a_filtered_feed_moves_past_the_events_of_other_types,
     a_long_poll_of_an_admin_blocked_meanwhile_answers_no_event,
+    the_status_changed_event_carries_the_account_object,
 );
 
 async fn feed(server: &TestServer, token: &str, query: &str) -> Reply {
@@ -543,5 +544,33 @@ async fn a_long_poll_of_an_admin_blocked_meanwhile_answers_no_event(server: Test
     sent.assert_status(201);
     page.assert_problem(401, "UNAUTHENTICATED");
     assert!(!page.text.contains(&sent.str("id")), "no event after the block: {}", page.text);
+    server.shutdown().await;
+}
+
+/// API.md, events: `data` is "the object as it stood after the change (a transfer, an
+/// account, ...)", and the account object is `{id, user_id, currency, status, balance, held,
+/// available_balance, credit_limit, created_at}` ("renaming or dropping [fields] is not" fine).
+/// `account.status_changed` dropped `user_id` and `created_at` (found by a review), so a
+/// consumer could not tell whose account was blocked or closed without another call.
+async fn the_status_changed_event_carries_the_account_object(server: TestServer) {
+    let admin = server.admin(&["events:read", "accounts:close", "accounts:read"]).await;
+    let customer = server.user().await;
+    let account = server.open_account(&customer, "USD").await;
+    server
+        .post(
+            &format!("/v1/admin/accounts/{account}/status"),
+            Some(&admin.token),
+            json!({"action": "block", "reason": "r"}),
+        )
+        .await
+        .assert_status(204);
+    let feed = server.get("/v1/admin/events?types=account.status_changed", Some(&admin.token)).await;
+    feed.assert_status(200);
+    let events = feed.body["items"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{}", feed.text);
+    let data = &events[0]["data"];
+    let viewed = server.get(&format!("/v1/accounts/{account}"), Some(&customer.token)).await;
+    assert_eq!(viewed.str("status"), "blocked");
+    assert_eq!(data, &viewed.body, "the event's data is the account object after the change");
     server.shutdown().await;
 }

@@ -217,7 +217,14 @@ fn accounts_opened_and_status_changes_are_written_with_their_batch() {
     let mut plan_state = PlanState::default();
     let opened =
         Account::open(AccountId::from_u128(1), None, Currency::USD, AccountKind::User, dec!(0), Timestamp::default());
-    let mut blocked = event(2, 1, AccountEvent::StatusChanged { status: AccountStatus::Blocked }, dec!(0), dec!(0), 0);
+    let mut blocked = event(
+        2,
+        1,
+        AccountEvent::StatusChanged { status: AccountStatus::Blocked, owner: None, opened_at: Timestamp::default() },
+        dec!(0),
+        dec!(0),
+        0,
+    );
     if let Record::Account { after, .. } = &mut blocked.record {
         after.status = AccountStatus::Blocked;
     }
