@@ -109,7 +109,18 @@ pub async fn to_owner(
     request: Request,
 ) -> Result<Response, NotAnswered> {
     let (parts, body) = request.into_parts();
-    let path = parts.uri.path_and_query().map_or("/", |path| path.as_str()).to_owned();
+    let received = parts.uri.path_and_query().map_or("/", |path| path.as_str());
+    // The URL as it will go out: its parser normalises the path (`/v1/auth/./login` becomes
+    // `/v1/auth/login`) and re-encodes some of the query, and the owner checks the proof
+    // against what it receives. Signed as received, such a request failed the check and the
+    // owner took the standby for the client (its address in sessions, audit and the per-IP
+    // limits; found by a review).
+    let target = reqwest::Url::parse(&format!("{}{received}", owner_url.trim_end_matches('/')))
+        .map_err(|_| NotAnswered::NotSent)?;
+    let path = match target.query() {
+        Some(query) => format!("{}?{query}", target.path()),
+        None => target.path().to_owned(),
+    };
     let client_address = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -127,7 +138,7 @@ pub async fn to_owner(
     headers.insert(FORWARDED_BY, header(node)?);
     headers.insert(FORWARDED_FOR, header(&client_address)?);
     let answer = client
-        .request(parts.method, format!("{}{path}", owner_url.trim_end_matches('/')))
+        .request(parts.method, target)
         .headers(headers)
         .body(reqwest::Body::wrap_stream(body.into_data_stream()))
         .send()
