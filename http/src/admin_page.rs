@@ -35,7 +35,7 @@ struct Page {
 }
 
 /// `'sha256-<base64>'`: a CSP source matching an inline element whose text is `text`.
-fn csp_hash(text: &str) -> String {
+pub(crate) fn csp_hash(text: &str) -> String {
     format!("'sha256-{}'", base64::engine::general_purpose::STANDARD.encode(crate::digest::sha256(text.as_bytes())))
 }
 

@@ -41,6 +41,10 @@ const session = {
 };
 let currentView = null;
 const cursors = { queue: null, aml: null, users: null, audit: null };
+// The filter each listing shown was loaded with: "Load more" goes on with it, not with
+// whatever the filter fields were edited to since (their next page appended to this
+// listing would be neither).
+const shownFilters = { aml: null, users: null, audit: null };
 // Each load of a list takes the next generation; an answer is shown only if no later load
 // started meanwhile (a slow unfiltered page must not overwrite a filtered one).
 const generations = { queue: 0, aml: 0, users: 0, audit: 0 };
@@ -640,7 +644,9 @@ function flagRow(flag, after, withTransfer) {
     el("td", {}, flag.rule_name),
     el("td", {}, badge(flag.action)),
     el("td", { class: "amount" }, money(flag.amount, flag.currency)),
-    withTransfer ? el("td", {}, el("button", { type: "button", class: "link", onclick: () => openTransfer(flag.transfer_id) }, flag.transfer_id.slice(0, 8) + "…")) : null,
+    withTransfer ? el("td", {}, can("transfers:read")
+      ? el("button", { type: "button", class: "link", onclick: () => openTransfer(flag.transfer_id) }, flag.transfer_id.slice(0, 8) + "…")
+      : el("span", { title: flag.transfer_id }, flag.transfer_id.slice(0, 8) + "…")) : null,
     withTransfer ? el("td", {}, short(flag.account_id)) : null,
     el("td", {}, badge(flag.status)),
     el("td", {}, flag.notes || ""),
@@ -653,7 +659,8 @@ async function loadFlags(more) {
   if (!session.access) return;
   const generation = ++generations.aml;
   try {
-    const status = $("aml-status").value;
+    const status = more && shownFilters.aml ? shownFilters.aml.status : $("aml-status").value;
+    shownFilters.aml = { status };
     const [page, count] = await Promise.all([
       api("GET", "/v1/admin/aml/flags" + query({ status, limit: PAGE_LIMIT, cursor: more ? cursors.aml : null })),
       more ? null : api("GET", "/v1/admin/aml/flags/count" + query({ status })),
@@ -702,7 +709,10 @@ async function loadUsers(more) {
   if (!session.access) return;
   const generation = ++generations.users;
   try {
-    const filter = { search: $("users-search").value.trim(), status: $("users-status").value };
+    const filter = more && shownFilters.users
+      ? shownFilters.users
+      : { search: $("users-search").value.trim(), status: $("users-status").value };
+    shownFilters.users = filter;
     const [page, count] = await Promise.all([
       api("GET", "/v1/admin/users" + query({ ...filter, limit: PAGE_LIMIT, cursor: more ? cursors.users : null })),
       more ? null : api("GET", "/v1/admin/users/count" + query(filter)),
@@ -934,19 +944,28 @@ async function adjust(account) {
 
 // ---- Audit ----------------------------------------------------------------------------------
 
+// `YYYY-MM-DD` of the day after `day` (UTC), or "" for "".
+function dayAfter(day) {
+  if (!day) return "";
+  const next = new Date(Date.parse(day + "T00:00:00Z") + 86400000);
+  return Number.isNaN(next.getTime()) ? day : next.toISOString().slice(0, 10);
+}
+
 async function loadAudit(more) {
   if (!session.access) return;
   const generation = ++generations.audit;
   try {
-    const params = {
+    const filter = more && shownFilters.audit ? shownFilters.audit : {
       actor_id: $("audit-actor").value.trim(),
       action: $("audit-action").value.trim(),
       target_id: $("audit-target").value.trim(),
       from: $("audit-from").value,
-      to: $("audit-to").value,
-      limit: PAGE_LIMIT,
-      cursor: more ? cursors.audit : null,
+      // The picker names a day to include; the API's `to` is where the period ends, so the
+      // day after it ("from today to today" listed nothing).
+      to: dayAfter($("audit-to").value),
     };
+    shownFilters.audit = filter;
+    const params = { ...filter, limit: PAGE_LIMIT, cursor: more ? cursors.audit : null };
     const page = await api("GET", "/v1/admin/audit" + query(params));
     if (generation !== generations.audit) return;
     const body = $("audit").tBodies[0];
