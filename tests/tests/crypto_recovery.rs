@@ -578,12 +578,10 @@ async fn a_deposit_in_a_batch_refused_when_its_journal_stopped_is_not_answered_a
 async fn a_withdrawal_whose_first_record_is_refused_gives_its_amount_back() {
     let mut config = EngineConfig::default();
     config.actors.shards = 1;
-    // Room for a few queued records, which wait a second for company: the withdrawal is
-    // admitted (the admission bound is far), and its first record finds the journal full.
+    // Room for a few queued records: the withdrawal is admitted (the admission bound is far),
+    // and its first record finds the journal full while the store takes no commits.
     config.journal.depth_max = 256;
     config.journal.admission_depth_max = 1_000;
-    config.journal.batch_records_max = 4_096;
-    config.journal.linger = Duration::from_secs(3);
     let harness = Harness::start_with(config).await;
     let engine = &harness.engine;
     let owner = harness.user();
@@ -600,21 +598,20 @@ async fn a_withdrawal_whose_first_record_is_refused_gives_its_amount_back() {
     }]);
     let used = |engine: &Engine| engine.limits().usage(owner, Currency::BTC, engine.now()).used_today;
 
-    let openings: Vec<_> = (0..256)
+    harness.store.set_commits_available(false);
+    let openings: Vec<_> = (0..300)
         .map(|_| {
             let engine = engine.clone();
             tokio::spawn(async move { engine.open_account(owner, Currency::USD, Decimal::ZERO).await })
         })
         .collect();
-    for _ in 0..400 {
-        if !engine.journals().shard(0).has_room() {
-            break;
-        }
+    while engine.journals().shard(0).has_room() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let refused = engine.withdraw(owner, profile.wallet, dec!(0.4), "bc1dest".into(), None).await;
     assert!(refused.is_err(), "its first record cannot be appended: {refused:?}");
     assert_eq!(used(engine), dec!(0), "the refused withdrawal's amount went back");
+    harness.store.set_commits_available(true);
     for opening in openings {
         let _ = opening.await.unwrap();
     }

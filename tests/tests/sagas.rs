@@ -670,20 +670,18 @@ async fn held_expiries_wait_for_their_release_then_expire() {
 }
 
 /// A transfer counted against its initiator's limits in step 1 whose saga then recorded
-/// nothing (here: its journal was full, so its first record was refused, though the saga had
-/// been admitted) moved nothing and ran no `finish`: its amount was left counted until the
+/// nothing (here: its journal was full, the store taking no commits, so its first record was
+/// refused, though the saga had been admitted) moved nothing and ran no `finish`: its amount was left counted until the
 /// next start, refusing the user's later transfers within their limit (found by a review). It
 /// goes back now.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_counted_transfer_whose_first_record_is_refused_gives_its_amount_back() {
     let mut config = EngineConfig::default();
     config.actors.shards = 1;
-    // Room for a few queued records, which wait a second for company: the saga is admitted
-    // (the admission bound is far), and its first record finds the journal full.
+    // Room for a few queued records: the saga is admitted (the admission bound is far), and
+    // its first record finds the journal full while the store takes no commits.
     config.journal.depth_max = 256;
     config.journal.admission_depth_max = 1_000;
-    config.journal.batch_records_max = 4_096;
-    config.journal.linger = std::time::Duration::from_secs(3);
     let harness = Harness::start_with(config).await;
     let engine = &harness.engine;
     let owner = harness.user();
@@ -702,8 +700,9 @@ async fn a_counted_transfer_whose_first_record_is_refused_gives_its_amount_back(
     }]);
     let used = |engine: &tally_actors::Engine| engine.limits().usage(owner, Currency::USD, engine.now()).used_today;
 
-    // Records queued, lingering: the journal is full until they commit.
-    let openings: Vec<_> = (0..256)
+    // Records queued while the store takes no commits: the journal is full until it does.
+    harness.store.set_commits_available(false);
+    let openings: Vec<_> = (0..300)
         .map(|_| {
             let engine = engine.clone();
             tokio::spawn(async move { engine.open_account(owner, Currency::USD, rust_decimal::Decimal::ZERO).await })
@@ -718,6 +717,7 @@ async fn a_counted_transfer_whose_first_record_is_refused_gives_its_amount_back(
         "its first record cannot be appended: {answer:?}"
     );
     assert_eq!(used(engine), dec!(0), "the refused transfer's amount went back");
+    harness.store.set_commits_available(true);
     for opening in openings {
         let _ = opening.await.unwrap();
     }
@@ -728,15 +728,11 @@ async fn a_counted_transfer_whose_first_record_is_refused_gives_its_amount_back(
     assert_eq!(used(engine), dec!(10), "a completed transfer counts");
 }
 
-/// Waits until shard 0's journal has no room: `depth_max` (256) records queued, lingering.
+/// Waits until shard 0's journal has no room: `depth_max` (256) records queued.
 async fn wait_until_full(engine: &tally_actors::Engine) {
-    for _ in 0..400 {
-        if !engine.journals().shard(0).has_room() {
-            return;
-        }
+    while engine.journals().shard(0).has_room() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    panic!("the journal never filled");
 }
 
 /// The same with FX: the execute puts a hold on the destination currency's clearing account
