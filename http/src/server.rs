@@ -19,8 +19,8 @@
 //!   being written to a client that does not read, nothing timed out, and such a connection
 //!   held its place under the bound for ever (a review found all three). Each connection now
 //!   has a watchdog (`Activity`, `stalled`): no handler running and not one byte read or
-//!   written for `header_read_timeout` (checked each such period, so closed within one to two
-//!   of them) ends it, gracefully first (an HTTP/2 `GOAWAY`), then by closing the socket.
+//!   written for `header_read_timeout` (sampled four times per period, so closed within 1.25
+//!   of it) ends it, gracefully first (an HTTP/2 `GOAWAY`), then by closing the socket.
 //!   Handlers may take their time (a long poll waits 30 s): the watchdog waits while one runs.
 //! - **Connection bound**: at most `connections_max` open connections per node. Beyond it a
 //!   new connection is answered `503 OVERLOADED` (problem+json, `Retry-After: 1`,
@@ -282,17 +282,25 @@ impl Drop for Handling {
     }
 }
 
-/// Resolves once a whole period of `idle` passed with no handler running and no byte read or
-/// written (sampled at the end of each period: a stall ends the connection within one to two).
+/// Resolves once `idle` passed with no handler running and no byte read or written. Sampled
+/// four times per period, so a stall ends the connection between `idle` and 1.25 × `idle`
+/// after its last byte.
 async fn stalled(activity: &Activity, idle: Duration) {
+    let tick = idle / 4;
     let mut seen = activity.progress.load(Ordering::Relaxed);
+    let mut quiet = Duration::ZERO;
     loop {
-        tokio::time::sleep(idle).await;
+        tokio::time::sleep(tick).await;
         let now = activity.progress.load(Ordering::Relaxed);
-        if now == seen && activity.handling.load(Ordering::Relaxed) == 0 {
+        if now != seen || activity.handling.load(Ordering::Relaxed) > 0 {
+            seen = now;
+            quiet = Duration::ZERO;
+            continue;
+        }
+        quiet += tick;
+        if quiet >= idle {
             return;
         }
-        seen = now;
     }
 }
 
