@@ -882,8 +882,12 @@ impl Engine {
     ) -> Result<Transfer, TransferError> {
         let inner = Arc::clone(&self.inner);
         let thread = self.inner.shared.thread_of(transfer.source.as_uuid());
-        // What step 1 counted, should no thread take the saga (`!spawned` below).
-        let counted = matches!(intent, Intent::Run { .. }).then(|| crate::limits::Counted::of(&transfer));
+        // What step 1 counted, should no thread take the saga (`!spawned` below). Only a saga
+        // that has not begun: an atomic batch's item also runs as `Intent::Run`, but from its
+        // hold, which stands (the batch's intent is recorded) and keeps its amount counted.
+        let counted = (matches!(intent, Intent::Run { .. })
+            && transfer.step == tally_engine::transfer::SagaStep::Started)
+            .then(|| crate::limits::Counted::of(&transfer));
         let saga = async move {
             let shutting_down = Arc::clone(&inner);
             let result = saga::run(inner, transfer, intent, audit).await;
