@@ -174,3 +174,22 @@ pub async fn assert_store_consistent(store: &dyn Store) -> BTreeMap<Currency, De
     );
     summary.currencies
 }
+
+/// Fills shard 0's journal while its store takes no commits (the caller turned them off):
+/// account openings are appended one at a time until the journal has no room, so the next
+/// record is refused. One at a time because openings started together may all go into the one
+/// batch the writer is retrying, leaving the queue with room for ever. Answers the openings,
+/// to await once commits are back.
+pub async fn fill_journal(
+    engine: &Engine,
+    owner: UserId,
+) -> Vec<tokio::task::JoinHandle<Result<Account, tally_actors::EngineError>>> {
+    let mut openings = Vec::new();
+    while engine.journals().shard(0).has_room() {
+        assert!(openings.len() < 100_000, "the journal never filled");
+        let engine = engine.clone();
+        openings.push(tokio::spawn(async move { engine.open_account(owner, Currency::USD, Decimal::ZERO).await }));
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    openings
+}

@@ -599,15 +599,7 @@ async fn a_withdrawal_whose_first_record_is_refused_gives_its_amount_back() {
     let used = |engine: &Engine| engine.limits().usage(owner, Currency::BTC, engine.now()).used_today;
 
     harness.store.set_commits_available(false);
-    let openings: Vec<_> = (0..300)
-        .map(|_| {
-            let engine = engine.clone();
-            tokio::spawn(async move { engine.open_account(owner, Currency::USD, Decimal::ZERO).await })
-        })
-        .collect();
-    while engine.journals().shard(0).has_room() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let openings = tally_tests::fill_journal(engine, owner).await;
     let refused = engine.withdraw(owner, profile.wallet, dec!(0.4), "bc1dest".into(), None).await;
     assert!(refused.is_err(), "its first record cannot be appended: {refused:?}");
     assert_eq!(used(engine), dec!(0), "the refused withdrawal's amount went back");

@@ -702,13 +702,7 @@ async fn a_counted_transfer_whose_first_record_is_refused_gives_its_amount_back(
 
     // Records queued while the store takes no commits: the journal is full until it does.
     harness.store.set_commits_available(false);
-    let openings: Vec<_> = (0..300)
-        .map(|_| {
-            let engine = engine.clone();
-            tokio::spawn(async move { engine.open_account(owner, Currency::USD, rust_decimal::Decimal::ZERO).await })
-        })
-        .collect();
-    wait_until_full(engine).await;
+    let openings = tally_tests::fill_journal(engine, owner).await;
     let mut refused = tally_tests::internal_request(engine, &alice, &bob, dec!(20));
     refused.initiated_by = Some(owner);
     let answer = engine.transfer(refused).await;
@@ -726,13 +720,6 @@ async fn a_counted_transfer_whose_first_record_is_refused_gives_its_amount_back(
     counted.initiated_by = Some(owner);
     engine.transfer(counted).await.unwrap();
     assert_eq!(used(engine), dec!(10), "a completed transfer counts");
-}
-
-/// Waits until shard 0's journal has no room: `depth_max` (256) records queued.
-async fn wait_until_full(engine: &tally_actors::Engine) {
-    while engine.journals().shard(0).has_room() {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
 }
 
 /// The same with FX: the execute puts a hold on the destination currency's clearing account
