@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod clock;
+pub mod cluster;
 pub mod conformance;
 pub mod http;
 pub mod mfa;

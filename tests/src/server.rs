@@ -362,3 +362,44 @@ impl Drop for OwnPostgres {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// An SQLite database file of a test's own under the temporary directory, removed (with its
+/// `-wal` and `-shm` files) when dropped.
+pub struct TempSqlite(pub PathBuf);
+
+impl TempSqlite {
+    pub fn new(label: &str) -> TempSqlite {
+        TempSqlite(std::env::temp_dir().join(format!("tally-{label}-{}.db", uuid::Uuid::new_v4().simple())))
+    }
+
+    pub fn url(&self) -> String {
+        format!("sqlite://{}", self.0.display())
+    }
+}
+
+impl Drop for TempSqlite {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+    }
+}
+
+/// Reads from a raw connection until the peer closes it or `deadline` passes; answers what was
+/// read and whether the peer closed.
+pub async fn read_until_closed(stream: &mut tokio::net::TcpStream, deadline: Instant) -> (Vec<u8>, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buffer = [0_u8; 16 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (seen, false);
+        }
+        match tokio::time::timeout(left, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (seen, true),
+            Ok(Ok(n)) => seen.extend_from_slice(&buffer[..n]),
+            Err(_) => return (seen, false),
+        }
+    }
+}

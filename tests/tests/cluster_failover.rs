@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
+use tally_tests::cluster::{cluster_view, node_env, wait_for_owner};
 use tally_tests::postgres;
 use tally_tests::server::{ADMIN_EMAIL, ADMIN_PASSWORD, Client, TallyServer, assert_each_posted_once, tally_check};
 
@@ -22,18 +23,8 @@ const WORKERS: usize = 12;
 const LEASE_SECS: u64 = 2;
 const SECRET: &str = "cluster-failover-test-secret-0123456789";
 
-fn node_env(id: &str) -> Vec<(&str, String)> {
-    vec![
-        ("TALLY_NODE_ID", id.to_owned()),
-        ("TALLY_CLUSTER_SECRET", SECRET.to_owned()),
-        ("TALLY_LEASE_SECS", LEASE_SECS.to_string()),
-    ]
-}
-
 async fn start_node(database: &str, id: &str) -> TallyServer {
-    let env = node_env(id);
-    let env: Vec<(&str, &str)> = env.iter().map(|(key, value)| (*key, value.as_str())).collect();
-    TallyServer::start(database, &env).await
+    tally_tests::cluster::start_node(database, id, SECRET, LEASE_SECS).await
 }
 
 #[derive(Clone, Debug)]
@@ -68,36 +59,6 @@ async fn send_transfer(
     let acked = acknowledged.is_some();
     sent.lock().expect("lock").push(Sent { key, body, node, acknowledged });
     acked
-}
-
-/// `GET /v1/admin/cluster` through the first node of `bases` that answers it within a second
-/// (a node forwarding to a paused owner waits for it).
-async fn cluster_view(admin: &Client, bases: &[String]) -> Option<serde_json::Value> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().expect("client");
-    for base in bases {
-        let client = Client { base: base.clone(), http: http.clone(), ..admin.clone() };
-        if let Ok((200, view)) = client.send(reqwest::Method::GET, "/v1/admin/cluster", None, None).await {
-            return Some(view);
-        }
-    }
-    None
-}
-
-/// Waits until a node other than those in `not` owns every shard; returns it.
-async fn wait_for_owner(admin: &Client, bases: &[String], not: &[&str]) -> String {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
-        if let Some(view) = cluster_view(admin, bases).await {
-            let owners: Vec<&str> =
-                view["shards"].as_array().unwrap().iter().filter_map(|shard| shard["owner"].as_str()).collect();
-            let node = view["node_id"].as_str().unwrap_or_default();
-            if owners.iter().all(|owner| *owner == node) && !not.contains(&node) && !owners.is_empty() {
-                return node.to_owned();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no new owner (not {not:?}) within 30 s");
 }
 
 fn fenced_of(view: &serde_json::Value, node: &str) -> i64 {
@@ -348,7 +309,7 @@ async fn a_second_process_under_one_node_id_supersedes_the_first_which_exits() {
         .env("TALLY_DATABASE_URL", &database)
         .env("TALLY_DATA_DIR", &data_dir)
         .env("TALLY_LOG", "warn")
-        .envs(node_env("a"))
+        .envs(node_env("a", SECRET, LEASE_SECS))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());

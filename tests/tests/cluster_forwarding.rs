@@ -6,56 +6,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use tally_tests::cluster::{start_node, wait_for_owner};
 use tally_tests::postgres;
-use tally_tests::server::{ADMIN_EMAIL, ADMIN_PASSWORD, Client, TallyServer};
+use tally_tests::server::{ADMIN_EMAIL, ADMIN_PASSWORD, Client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "forwarding-test-secret-xx-0123456789abcdef";
-
-fn node_env(id: &str, lease_secs: u64) -> Vec<(&str, String)> {
-    vec![
-        ("TALLY_NODE_ID", id.to_owned()),
-        ("TALLY_CLUSTER_SECRET", SECRET.to_owned()),
-        ("TALLY_LEASE_SECS", lease_secs.to_string()),
-    ]
-}
-
-async fn start_node(database: &str, id: &str, lease_secs: u64) -> TallyServer {
-    let env = node_env(id, lease_secs);
-    let env: Vec<(&str, &str)> = env.iter().map(|(key, value)| (*key, value.as_str())).collect();
-    TallyServer::start(database, &env).await
-}
-
-/// `GET /v1/admin/cluster` through the first node of `bases` that answers it within a second.
-async fn cluster_view(admin: &Client, bases: &[String]) -> Option<serde_json::Value> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().expect("client");
-    for base in bases {
-        let client = Client { base: base.clone(), http: http.clone(), ..admin.clone() };
-        if let Ok((200, view)) = client.send(reqwest::Method::GET, "/v1/admin/cluster", None, None).await {
-            return Some(view);
-        }
-    }
-    None
-}
-
-/// Waits until a node other than those in `not` owns every shard; returns it.
-async fn wait_for_owner(admin: &Client, bases: &[String], not: &[&str]) -> String {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
-        if let Some(view) = cluster_view(admin, bases).await {
-            let owners: Vec<&str> =
-                view["shards"].as_array().unwrap().iter().filter_map(|shard| shard["owner"].as_str()).collect();
-            let node = view["node_id"].as_str().unwrap_or_default();
-            if owners.iter().all(|owner| *owner == node) && !not.contains(&node) && !owners.is_empty() {
-                return node.to_owned();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no new owner (not {not:?}) within 30 s");
-}
 
 /// Sends one HTTP/1.1 request with the request target exactly as given (no client-side path
 /// normalization), from `source`; returns the status and the JSON body.
@@ -109,8 +67,8 @@ async fn raw_request(
 async fn a_forwarded_request_keeps_its_clients_address_whatever_its_path_looks_like() {
     let client_ip = IpAddr::from([127, 0, 0, 2]);
     let database = postgres::fresh_database("review_forward_ip").await;
-    let owner = start_node(&database, "a", 5).await;
-    let standby = start_node(&database, "b", 5).await;
+    let owner = start_node(&database, "a", SECRET, 5).await;
+    let standby = start_node(&database, "b", SECRET, 5).await;
     let admin = Client::login(&owner.base_url(), ADMIN_EMAIL, ADMIN_PASSWORD).await;
     assert_eq!(wait_for_owner(&admin, &[owner.base_url()], &[]).await, "a");
     let standby_address: SocketAddr = format!("127.0.0.1:{}", standby.port).parse().unwrap();

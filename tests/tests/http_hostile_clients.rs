@@ -10,49 +10,19 @@
 
 use std::time::{Duration, Instant};
 
-use tally_tests::server::{Client, TallyServer};
+use tally_tests::server::{Client, TallyServer, TempSqlite, read_until_closed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const TIMEOUT_SECS: u64 = 2;
 
-/// A database file of this test's own, removed when dropped.
-struct TempDb(std::path::PathBuf);
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
-        }
-    }
-}
-
-async fn server(extra: &[(&str, &str)]) -> (TallyServer, TempDb) {
-    let file = std::env::temp_dir().join(format!("tally-review-server-{}.db", uuid::Uuid::new_v4().simple()));
-    let url = format!("sqlite://{}", file.display());
-    let dir = TempDb(file);
+async fn server(extra: &[(&str, &str)]) -> (TallyServer, TempSqlite) {
+    let db = TempSqlite::new("hostile-clients");
     let timeout = TIMEOUT_SECS.to_string();
     let mut env = vec![("TALLY_HTTP_TIMEOUT_SECS", timeout.as_str())];
     env.extend_from_slice(extra);
-    let server = TallyServer::start(&url, &env).await;
-    (server, dir)
-}
-
-/// Reads until the peer closes or `deadline` passes; answers what was read and whether it closed.
-async fn read_until_closed(stream: &mut TcpStream, deadline: Instant) -> (Vec<u8>, bool) {
-    let mut seen = Vec::new();
-    let mut buffer = [0_u8; 16 * 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return (seen, false);
-        }
-        match tokio::time::timeout(left, stream.read(&mut buffer)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (seen, true),
-            Ok(Ok(n)) => seen.extend_from_slice(&buffer[..n]),
-            Err(_) => return (seen, false),
-        }
-    }
+    let server = TallyServer::start(&db.url(), &env).await;
+    (server, db)
 }
 
 /// Status line and lower-cased header block of a raw HTTP/1.1 answer.

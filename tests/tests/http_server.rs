@@ -7,54 +7,23 @@
 
 use std::time::{Duration, Instant};
 
-use tally_tests::server::{TallyServer, tally_bin};
+use tally_tests::server::{TallyServer, TempSqlite, read_until_closed, tally_bin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const TIMEOUT_SECS: u64 = 3;
 const CONNECTIONS_MAX: usize = 64;
 
-/// A database file of this test's own, removed when dropped.
-struct TempDb(std::path::PathBuf);
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
-        }
-    }
-}
-
-async fn server() -> (TallyServer, TempDb) {
-    let file = std::env::temp_dir().join(format!("tally-server-limits-{}.db", uuid::Uuid::new_v4().simple()));
-    let url = format!("sqlite://{}", file.display());
-    let dir = TempDb(file);
+async fn server() -> (TallyServer, TempSqlite) {
+    let db = TempSqlite::new("server-limits");
     let timeout = TIMEOUT_SECS.to_string();
     let max = CONNECTIONS_MAX.to_string();
     let server = TallyServer::start(
-        &url,
+        &db.url(),
         &[("TALLY_HTTP_TIMEOUT_SECS", timeout.as_str()), ("TALLY_HTTP_CONNECTIONS_MAX", max.as_str())],
     )
     .await;
-    (server, dir)
-}
-
-/// Reads until the peer closes or `limit` passes; answers what was read and whether it closed.
-async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
-    let mut seen = Vec::new();
-    let mut buffer = [0_u8; 4096];
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return (seen, false);
-        }
-        match tokio::time::timeout(left, stream.read(&mut buffer)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (seen, true),
-            Ok(Ok(n)) => seen.extend_from_slice(&buffer[..n]),
-            Err(_) => return (seen, false),
-        }
-    }
+    (server, db)
 }
 
 #[tokio::test]
@@ -74,7 +43,7 @@ async fn half_headers_are_cut_off_at_the_timeout_and_connections_past_the_bound_
         let mut stream = TcpStream::connect(&address).await.expect("connect");
         stream.write_all(half_header).await.expect("half a header");
         // A refused connection is answered at once; an accepted one hears nothing.
-        let (answer, _) = read_until_closed(&mut stream, Duration::from_millis(100)).await;
+        let (answer, _) = read_until_closed(&mut stream, Instant::now() + Duration::from_millis(100)).await;
         if !answer.is_empty() {
             break String::from_utf8_lossy(&answer).into_owned();
         }
@@ -88,7 +57,7 @@ async fn half_headers_are_cut_off_at_the_timeout_and_connections_past_the_bound_
             refused_at.clone()
         } else {
             let mut stream = TcpStream::connect(&address).await.expect("connect");
-            let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+            let (answer, closed) = read_until_closed(&mut stream, Instant::now() + Duration::from_secs(5)).await;
             assert!(closed, "the refused connection is closed");
             String::from_utf8_lossy(&answer).into_owned()
         };
@@ -99,7 +68,7 @@ async fn half_headers_are_cut_off_at_the_timeout_and_connections_past_the_bound_
     // The slow ones are disconnected once the header-read timeout passes, none much later.
     let started = Instant::now();
     for stream in &mut slow {
-        let (_, closed) = read_until_closed(stream, Duration::from_secs(TIMEOUT_SECS + 5)).await;
+        let (_, closed) = read_until_closed(stream, Instant::now() + Duration::from_secs(TIMEOUT_SECS + 5)).await;
         assert!(closed, "a half header is cut off");
     }
     let took = started.elapsed();
@@ -133,7 +102,7 @@ async fn a_kept_alive_connection_left_idle_is_closed_and_a_busy_one_is_not() {
     }
     assert!(answers >= 4);
     // The idle one got its answer, then was closed when it stayed idle past the timeout.
-    let (answer, closed) = read_until_closed(&mut idle, Duration::from_secs(TIMEOUT_SECS + 5)).await;
+    let (answer, closed) = read_until_closed(&mut idle, Instant::now() + Duration::from_secs(TIMEOUT_SECS + 5)).await;
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
     assert!(closed, "an idle kept-alive connection is closed");
 }
@@ -191,15 +160,14 @@ fn a_journal_linger_past_its_bound_stops_the_start() {
 #[allow(clippy::expect_used)]
 fn start_and_wait(listen: &str, env: &[(&str, &str)]) -> (Option<std::process::ExitStatus>, String) {
     let name = uuid::Uuid::new_v4().simple().to_string();
-    let file = std::env::temp_dir().join(format!("tally-server-start-{name}.db"));
-    let _db = TempDb(file.clone());
+    let db = TempSqlite::new("server-start");
     let data_dir = std::env::temp_dir().join(format!("tally-server-start-data-{name}"));
     let log = std::env::temp_dir().join(format!("tally-server-start-{name}.log"));
     let log_file = std::fs::File::create(&log).expect("log file");
     let mut server = std::process::Command::new(tally_bin())
         .arg("serve")
         .env("TALLY_LISTEN", listen)
-        .env("TALLY_DATABASE_URL", format!("sqlite://{}", file.display()))
+        .env("TALLY_DATABASE_URL", db.url())
         .env("TALLY_DATA_DIR", &data_dir)
         .env("TALLY_LOG", "warn")
         .envs(env.iter().copied())
