@@ -168,11 +168,11 @@ impl From<StoreError> for ApiError {
     }
 }
 
-pub async fn not_found() -> ApiError {
+pub fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such route")
 }
 
-pub async fn method_not_allowed() -> ApiError {
+pub fn method_not_allowed() -> ApiError {
     ApiError::new(ErrorCode::ValidationError, "method not allowed on this route")
         .with_status(StatusCode::METHOD_NOT_ALLOWED)
 }

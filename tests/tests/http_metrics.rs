@@ -168,3 +168,31 @@ async fn every_route_in_the_openapi_document_is_counted() {
         .collect();
     assert!(uncounted.is_empty(), "served but not counted: {uncounted:?}");
 }
+
+/// Requests no route serves are answered by the router's fallbacks, outside the route layer that
+/// counts requests: a scan of unknown paths or a client calling a route with the wrong method
+/// showed nowhere in `/metrics` or on `/ops` (found by a review). A `404` is counted under the
+/// route `unmatched`, a `405` under the route template whose method was wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_wrong_methods_are_counted() {
+    let database = postgres::fresh_database("metrics_fallbacks").await;
+    let server = TallyServer::start(&database, &[]).await;
+    let base = server.base_url();
+    let (_, before) = scrape(&base).await;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let answer = client.get(format!("{base}/v1/no-such-route")).send().await.unwrap();
+        assert_eq!(answer.status(), 404);
+        assert_eq!(answer.headers()["content-type"], "application/problem+json");
+    }
+    for _ in 0..2 {
+        let answer = client.delete(format!("{base}/v1/transfers")).send().await.unwrap();
+        assert_eq!(answer.status(), 405);
+        assert_eq!(answer.headers()["content-type"], "application/problem+json");
+    }
+    let (_, after) = scrape(&base).await;
+    let moved = |series: &str| value(&after, series) - value(&before, series);
+    assert_eq!(moved("tally_http_requests_total{route=\"unmatched\",status=\"404\"}"), 3.0);
+    assert_eq!(moved("tally_http_requests_total{route=\"/v1/transfers\",status=\"405\"}"), 2.0);
+    assert_eq!(moved("tally_http_request_duration_seconds_count{route=\"unmatched\"}"), 3.0);
+}
