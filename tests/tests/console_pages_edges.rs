@@ -2,7 +2,7 @@
 //! fixed (a real headless Chromium through `tests/src/browser.rs` against an in-process
 //! `TestServer` on Postgres, or plain HTTP for headers): no link into a view the admin may not
 //! read, an audit period that includes its last day, "Load more" going on with the listing
-//! shown, `/ops` surviving an access token expiring on a slow link (one refresh at a time),
+//! shown and kept by the queue's refresh, `/ops` asking again for a mistyped TOTP code, `/ops` surviving an access token expiring on a slow link (one refresh at a time),
 //! and `/ops` admitting only its own script and stylesheet.
 
 // Test code: a failed unwrap or panic is a failed test, which is what we want.
@@ -207,6 +207,37 @@ async fn load_more_continues_the_listing_shown_not_an_unsubmitted_filter() {
     server.shutdown().await;
 }
 
+/// The pending queue reloads itself every 30 s (admin.js `refreshQueue`) and after each
+/// decision. It reloaded only the first page, so an admin who had pressed "Load more" saw the
+/// rows below it vanish under them at the next refresh (found by a review). It now reloads as
+/// many rows as are shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_s_refresh_keeps_the_rows_load_more_added() {
+    let server = TestServer::start(Backend::Postgres).await;
+    let reviewer = server.admin(&["transfers:read"]).await;
+    for _ in 0..55 {
+        pending_external(&server, "1.00").await;
+    }
+    let mut browser = tokio::task::block_in_place(|| Browser::launch(1400, 1000));
+    let rows_after_refresh = tokio::task::block_in_place(|| {
+        open_console(&mut browser, &server, &reviewer);
+        browser.wait_for(
+            "the first page of the queue",
+            "document.querySelector('#view-queue').dataset.loaded === 'true' && document.querySelectorAll('#queue tbody tr').length === 50",
+            UI_WAIT,
+        );
+        browser.click("#queue-more");
+        browser.wait_for("the next page", "document.querySelectorAll('#queue tbody tr').length === 55", UI_WAIT);
+        // The timer's own callback, run now rather than in 30 s.
+        browser.eval("document.querySelector('#queue-updated').textContent = ''; refreshQueue(); true");
+        browser.wait_for("the refresh", "document.querySelector('#queue-updated').textContent !== ''", UI_WAIT);
+        browser.eval("document.querySelectorAll('#queue tbody tr').length")
+    });
+    assert_eq!(rows_after_refresh, 55, "the refresh kept the rows shown");
+    drop(browser);
+    server.shutdown().await;
+}
+
 /// `/ops` polls every second whether or not the previous poll has finished, and each poll
 /// that meets a `401` refreshes with the refresh token it holds, without waiting for a refresh
 /// already under way. On a slow link (a poll taking more than a second) two polls meet the
@@ -254,6 +285,40 @@ async fn the_ops_page_survives_an_access_token_expiring_on_a_slow_link() {
     if let Some(token) = token.as_str() {
         server.get("/v1/users/me", Some(token)).await.assert_status(200);
     }
+    drop(browser);
+    server.shutdown().await;
+}
+
+/// `/ops` dropped its MFA session on any refused code: an operator who mistyped the TOTP code
+/// was sent back to the password (whose login then counted as a second attempt), where the API
+/// keeps the MFA session open for further tries and `/admin` lets them type the code again
+/// (found by a review). A wrong code now keeps the code field; the right one then logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_totp_code_on_the_ops_page_asks_for_the_code_again() {
+    let server = TestServer::start(Backend::Postgres).await;
+    let operator = server.admin(&["ops:read"]).await;
+    let (secret, _) = tally_tests::mfa::enable_totp(&server, &operator).await;
+    let wrong = tally_tests::mfa::wrong_code(&server, &secret);
+    let right = tally_tests::mfa::current_code(&server, &secret);
+    let mut browser = tokio::task::block_in_place(|| Browser::launch(1400, 1000));
+    tokio::task::block_in_place(|| {
+        browser.navigate(&format!("{}/ops", server.base));
+        browser.fill("#email", &operator.email);
+        browser.fill("#password", PASSWORD);
+        browser.click("#login button[type=submit]");
+        browser.wait_for("the code field", "!document.querySelector('#code').classList.contains('hidden')", UI_WAIT);
+        browser.fill("#code", &wrong);
+        browser.click("#login button[type=submit]");
+        browser.wait_for(
+            "the refusal",
+            "document.querySelector('#login-message').textContent.includes('attempts left')",
+            UI_WAIT,
+        );
+        assert!(browser.visible("#code"), "the code is asked for again");
+        browser.fill("#code", &right);
+        browser.click("#login button[type=submit]");
+        browser.wait_for("the live page", "document.querySelector('#status').dataset.state === 'live'", UI_WAIT);
+    });
     drop(browser);
     server.shutdown().await;
 }

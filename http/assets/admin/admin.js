@@ -391,19 +391,34 @@ function dialogSubmitted(event) {
 
 // ---- Pending queue and transfer detail -------------------------------------------------------
 
-async function loadQueue(more) {
+// Every QUEUE_REFRESH_MS while the queue is shown and no dialog is open.
+function refreshQueue() {
+  if (currentView === "queue" && session.access && !$("dialog").open) loadQueue(false, true);
+}
+
+// `more`: the next page below the rows shown. `keepShown` (the periodic refresh): the queue
+// from its start again, as many rows as are shown, so that rows "Load more" added stay.
+async function loadQueue(more, keepShown) {
   if (!session.access) return;
   const generation = ++generations.queue;
+  const body = $("queue").tBodies[0];
+  const wanted = keepShown ? body.rows.length : 0;
+  const pageAt = (cursor) =>
+    api("GET", "/v1/admin/transfers" + query({ status: "pending", order: "oldest_first", limit: PAGE_LIMIT, cursor }));
   try {
-    const params = { status: "pending", order: "oldest_first", limit: PAGE_LIMIT, cursor: more ? cursors.queue : null };
-    const [page, count] = await Promise.all([
-      api("GET", "/v1/admin/transfers" + query(params)),
+    let [page, count] = await Promise.all([
+      pageAt(more ? cursors.queue : null),
       more ? null : api("GET", "/v1/admin/transfers/count" + query({ status: "pending" })),
     ]);
+    const items = page.items.slice();
+    while (items.length < wanted && page.next_cursor) {
+      if (generation !== generations.queue) return;
+      page = await pageAt(page.next_cursor);
+      items.push(...page.items);
+    }
     if (generation !== generations.queue) return;
-    const body = $("queue").tBodies[0];
     if (!more) body.replaceChildren();
-    for (const transfer of page.items) body.append(queueRow(transfer));
+    for (const transfer of items) body.append(queueRow(transfer));
     if (count) {
       $("queue-count").dataset.count = count.count;
       $("queue-count").textContent = count.count + " pending";
@@ -573,7 +588,7 @@ async function decide(kind, transfer) {
     showError(error);
   }
   buttons.forEach((button) => { button.disabled = false; });
-  await Promise.all([loadQueue(false), openTransfer(transfer.id)]);
+  await Promise.all([loadQueue(false, true), openTransfer(transfer.id)]);
 }
 
 async function accountCard(title, accountId, transferId) {
@@ -1131,9 +1146,7 @@ function wire() {
   $("dialog-form").addEventListener("submit", dialogSubmitted);
   $("dialog-cancel").addEventListener("click", () => answerDialog(null));
   $("dialog").addEventListener("cancel", (event) => { event.preventDefault(); answerDialog(null); });
-  setInterval(() => {
-    if (currentView === "queue" && session.access && !$("dialog").open) loadQueue(false);
-  }, QUEUE_REFRESH_MS);
+  setInterval(refreshQueue, QUEUE_REFRESH_MS);
   // A failure nobody caught still shows, rather than leaving the page silently stuck.
   window.addEventListener("unhandledrejection", (event) => showError(event.reason));
 }
