@@ -25,6 +25,8 @@
 //! - **Connection bound**: at most `connections_max` open connections per node. Beyond it a
 //!   new connection is answered `503 OVERLOADED` (problem+json, `Retry-After: 1`,
 //!   `Connection: close`) and closed, so file descriptors can never run out under a flood.
+//!   An HTTP/2 connection carries at most `HTTP2_STREAMS_MAX` requests at once (hyper's
+//!   default is 200), so the bound on connections also bounds the requests a node holds.
 //!
 //! An address another process already listens on is refused at start-up, even one that
 //! listens with `SO_REUSEPORT` too (see `refuse_a_port_in_use`).
@@ -45,6 +47,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tower::ServiceExt;
+
+/// Requests at once on one HTTP/2 connection, announced in its `SETTINGS`. hyper's default of
+/// 200 let 16,384 connections hold 3.3 million requests (each waiting under the concurrency
+/// bound with its headers in memory; found by a review); 32 bounds them to half a million. A
+/// client with more to send at once opens another connection or sends a batch.
+pub const HTTP2_STREAMS_MAX: u32 = 32;
 
 /// How the server treats connections. Every number is a bound with a reason.
 #[derive(Clone, Debug)]
@@ -220,7 +228,7 @@ fn serve(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     });
     let mut builder = auto::Builder::new(LocalExecutor);
     builder.http1().timer(TokioTimer::new()).header_read_timeout(shared.config.header_read_timeout).keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(HTTP2_STREAMS_MAX);
     let shared = Arc::clone(shared);
     tokio::task::spawn_local(async move {
         let io = Watched { io: stream, activity: Arc::clone(&activity) };

@@ -106,6 +106,31 @@ async fn an_idle_or_half_headed_http2_connection_is_closed_at_the_timeout() {
     assert!(half_closed, "an HTTP/2 connection that sends half a header is cut off like an HTTP/1.1 one");
 }
 
+/// hyper's HTTP/2 server lets a connection carry 200 requests at once, so the node's bound on
+/// connections (16,384) bounded the requests it holds only at 3.3 million. The server
+/// announces a smaller number in its first `SETTINGS` frame (`HTTP2_STREAMS_MAX`).
+#[tokio::test]
+async fn an_http2_connection_is_told_how_many_requests_it_may_carry_at_once() {
+    let (server, _dir) = server(&[]).await;
+    let mut stream = TcpStream::connect(format!("127.0.0.1:{}", server.port)).await.expect("connect");
+    // The client preface and an empty SETTINGS frame.
+    stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    // The server's first frame is its SETTINGS: a 9-byte header, then 6 bytes per setting.
+    let mut header = [0_u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut header)).await.unwrap().unwrap();
+    assert_eq!(header[3], 4, "a SETTINGS frame first");
+    let length = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+    let mut payload = vec![0_u8; length];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut payload)).await.unwrap().unwrap();
+    let streams = payload
+        .chunks_exact(6)
+        .find(|setting| u16::from_be_bytes([setting[0], setting[1]]) == 3)
+        .map(|setting| u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]));
+    assert_eq!(streams, Some(tally_http::server::HTTP2_STREAMS_MAX), "SETTINGS_MAX_CONCURRENT_STREAMS");
+    assert!(tally_http::server::HTTP2_STREAMS_MAX <= 64);
+}
+
 /// No write timeout: a client that asks for a large answer (the Swagger UI bundle, served
 /// without a token) and never reads it stalls hyper's write forever, outside every timer
 /// (the request time-out ends when the handler answers; the header-read timer only runs while
