@@ -6,8 +6,10 @@
 --   wrk -t2 -c256 -d20s -s scripts/bench-wrk.lua http://127.0.0.1:PORT -- FIXTURE.lua RUN_ID
 --
 -- FIXTURE.lua returns { keys = { "<api key of user 1>", ... }, accounts = { { "<id>", owner }, ... } }
--- with owners as 1-based indexes into keys. The summary line at the end counts answers by
--- status, so the bench can check that every 201 made exactly one transfer.
+-- with owners as 1-based indexes into keys. Each request's Idempotency-Key is
+-- `wrk-<RUN_ID>-<thread>-<n>`, so the bench can find this run's transfers in the store. The
+-- summary line at the end counts the requests sent and the answers by status, so the bench can
+-- check that every 201 made exactly one transfer and no request more than one.
 
 local threads = {}
 local thread_count = 0
@@ -51,7 +53,9 @@ end
 
 function done(summary, latency, requests)
   local total = {}
+  local sent = 0
   for _, thread in ipairs(threads) do
+    sent = sent + thread:get("counter")
     for status, count in pairs(thread:get("statuses")) do
       total[status] = (total[status] or 0) + count
     end
@@ -61,8 +65,8 @@ function done(summary, latency, requests)
     table.insert(parts, string.format('"%d": %d', status, count))
   end
   io.write(string.format(
-    'WRK_SUMMARY {"requests": %d, "duration_us": %d, "statuses": {%s}, "latency_us": {"p50": %d, "p99": %d, "p99_9": %d, "max": %d}, "socket_errors": %d}\n',
-    summary.requests, summary.duration, table.concat(parts, ", "),
+    'WRK_SUMMARY {"requests": %d, "sent": %d, "duration_us": %d, "statuses": {%s}, "latency_us": {"p50": %d, "p99": %d, "p99_9": %d, "max": %d}, "socket_errors": %d}\n',
+    summary.requests, sent, summary.duration, table.concat(parts, ", "),
     latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
 end

@@ -130,10 +130,12 @@ pub struct Config {
     #[arg(long)]
     pub setup_only: Option<PathBuf>,
     /// A shell command run when the measured window starts (after the warm-up), e.g. to reset
-    /// a database's statement statistics so they cover the window only.
+    /// a database's statement statistics so they cover the window only. The window's CPU is
+    /// sampled before it runs; the load goes on while it does.
     #[arg(long)]
     pub at_window_start: Option<String>,
     /// A shell command run when the last measured request has answered, before verification.
+    /// The window (its duration and CPU) ends before it runs.
     #[arg(long)]
     pub at_window_end: Option<String>,
 }
@@ -159,6 +161,10 @@ impl Config {
         }
         if self.duration.is_zero() {
             return bad("--duration must be positive");
+        }
+        // The verification accounts each transfer's amount in its accounts' balances.
+        if !self.amount.parse::<rust_decimal::Decimal>().is_ok_and(|a| a.is_sign_positive() && !a.is_zero()) {
+            return bad("--amount must be a positive decimal");
         }
         Ok(())
     }

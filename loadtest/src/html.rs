@@ -79,19 +79,12 @@ fn summary(page: &mut String, report: &Report) {
     let config = &report.config;
     let verdict = if v.passed {
         format!(
-            "<span class=\"ok\">passed</span>: {} acknowledged transfers found once, money conserved",
-            v.acknowledged
+            "<span class=\"ok\">passed</span>: {} acknowledged transfers found once as requested, every \
+             account's balance explained, money conserved; {} unknown outcomes ({} made, {} refused, {} unresolved)",
+            v.acknowledged, v.unknown, v.resolved_applied, v.resolved_not_applied, v.unresolved
         )
     } else {
-        format!(
-            "<span class=\"bad\">FAILED</span>: {} lost, {} wrong amount, {} duplicated, {} replay mismatches, \
-             conservation delta {}",
-            v.lost,
-            v.wrong_amount,
-            v.duplicated,
-            v.replay_mismatches,
-            escape(&v.conservation_delta)
-        )
+        format!("<span class=\"bad\">FAILED</span>: {}", escape(&v.summary()))
     };
     let rows = [
         ("target", escape(&config.base_url.join(", "))),
@@ -109,12 +102,17 @@ fn summary(page: &mut String, report: &Report) {
         (
             "latency",
             format!(
-                "p50 {} · p90 {} · p99 {} · p99.9 {} · max {}",
+                "p50 {} · p90 {} · p99 {} · p99.9 {} · max {}{}",
                 format_ms(l.p50_us),
                 format_ms(l.p90_us),
                 format_ms(l.p99_us),
                 format_ms(l.p99_9_us),
-                format_ms(l.max_us)
+                format_ms(l.max_us),
+                if report.latency_clipped > 0 {
+                    format!(" ({} above the bound, recorded as it)", report.latency_clipped)
+                } else {
+                    String::new()
+                }
             ),
         ),
         ("verification", verdict),

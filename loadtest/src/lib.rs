@@ -1,7 +1,9 @@
 //! `tally-loadtest`: an HTTP load generator for Tally (issue 7). A black box: it speaks only
 //! HTTP to a running Tally and depends on no Tally crate. A run is set-up (users, accounts,
 //! funding) → load (open or closed loop) → verification (every acknowledged transfer stored
-//! once, money conserved) → JSON report and a self-contained HTML report with charts.
+//! once, as requested, in the status its answer promised; every outcome the load left unknown
+//! replayed under its key; each account's balance moved by what its transfers explain; money
+//! conserved) → JSON report and a self-contained HTML report with charts.
 
 pub mod cli;
 pub mod client;
@@ -43,34 +45,39 @@ pub async fn run(config: &Config) -> Result<Report, LoadError> {
         warmup: config.warmup,
         stats: Mutex::new(Stats::new()?),
         acks: Mutex::new(Vec::new()),
+        unknowns: Mutex::new(Vec::new()),
         retry_mismatches: Mutex::new(Vec::new()),
     });
     let progress = (!config.quiet).then(|| progress::start(Arc::clone(&shared)));
     let started = Instant::now();
-    // CPU of the watched processes from the end of the warm-up to the last answer.
+    // CPU of the watched processes over the measured window: from the end of the warm-up (where
+    // the measured transfers and the duration start, before `--at-window-start` runs) to the
+    // last answer (before `--at-window-end` runs).
     let warmup = config.warmup;
     let watches = config.cpu.clone();
     let window_start = config.at_window_start.clone();
     let cpu_before = tokio::spawn(async move {
         tokio::time::sleep(warmup).await;
+        let sample = cpu::sample(&watches)?;
         if let Some(command) = window_start {
             hook(&command).await?;
         }
-        cpu::sample(&watches)
+        Ok::<_, LoadError>(sample)
     });
     driver::drive(config, Arc::clone(&shared)).await;
     let cpu_after = cpu::sample(&config.cpu)?;
+    let duration = started.elapsed().saturating_sub(config.warmup).as_secs_f64();
     if let Some(command) = &config.at_window_end {
         hook(command).await?;
     }
     let cpu_before = cpu_before.await.map_err(|e| LoadError::Config(format!("cpu sampling task: {e}")))??;
-    let duration = started.elapsed().saturating_sub(config.warmup).as_secs_f64();
     if let Some(p) = progress {
         p.abort();
     }
+    let resolution = driver::resolve(&shared).await?;
     let acks = std::mem::take(&mut *lock(&shared.acks));
     let mismatches = std::mem::take(&mut *lock(&shared.retry_mismatches));
-    let verification = verify::verify(&client, &shared.fixture, acks, mismatches, &before).await?;
+    let verification = verify::verify(&client, &shared.fixture, acks, resolution, mismatches, &before).await?;
     let stats = lock(&shared.stats);
     let cpu = cpu::usage(&config.cpu, &cpu_before, &cpu_after, duration, stats.transfers);
     Ok(Report::new(config, run_id, duration, &stats, verification, cpu))

@@ -73,6 +73,13 @@ fn main() -> ExitCode {
         l.p99_9_us as f64 / 1000.0,
         l.max_us as f64 / 1000.0,
     );
+    if report.latency_clipped > 0 {
+        eprintln!(
+            "{} latencies exceeded the histograms' bound ({} s) and were recorded as it",
+            report.latency_clipped,
+            tally_loadtest::stats::LATENCY_MAX_US / 1_000_000
+        );
+    }
     for usage in &report.cpu {
         eprintln!(
             "cpu {}: {:.2} s over the window ({:.2} cores), {:.1} µs per transfer",
@@ -81,9 +88,11 @@ fn main() -> ExitCode {
     }
     match report.verification.verdict() {
         Ok(()) => {
+            let v = &report.verification;
             eprintln!(
-                "verification passed: {} acknowledged transfers found, money conserved",
-                report.verification.acknowledged
+                "verification passed: {} acknowledged transfers found as requested, every account's balance \
+                 explained, money conserved; {} unknown outcomes ({} made, {} refused, {} unresolved)",
+                v.acknowledged, v.unknown, v.resolved_applied, v.resolved_not_applied, v.unresolved
             );
             ExitCode::SUCCESS
         }

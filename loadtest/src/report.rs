@@ -39,6 +39,9 @@ pub struct Report {
     pub transfers_per_second: f64,
     /// Latency in microseconds, from each request's intended start (open loop).
     pub latency: Percentiles,
+    /// Requests whose latency exceeded the histograms' bound (`stats::LATENCY_MAX_US`, an hour)
+    /// and was recorded as that bound: the percentiles understate them.
+    pub latency_clipped: u64,
     /// The latency distribution in logarithmic buckets (for the HTML report's histogram).
     pub latency_histogram: Vec<Bucket>,
     pub per_second: Vec<SecondReport>,
@@ -84,6 +87,7 @@ impl Report {
             transfers_ok: stats.transfers,
             transfers_per_second: per(stats.transfers),
             latency: Percentiles::of(&stats.latency),
+            latency_clipped: stats.clipped,
             latency_histogram: buckets(&stats.latency),
             per_second,
             verification,

@@ -1,18 +1,20 @@
 //! The generator tested against a fake server (tests/fake_server.rs): the rate it sends, its
-//! latency accounting (a known injected delay, and the coordinated-omission case) and its
-//! verification catching a lost transfer.
+//! latency accounting (a known injected delay, the coordinated-omission case, latencies past a
+//! minute), its measured window (duration and CPU, whatever the window hooks cost) and its
+//! verification catching a lost transfer. tests/verification.rs has the verification's cases.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod fake_server;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use fake_server::Fault;
 use std::sync::atomic::Ordering;
 use tally_loadtest::cli::Config;
 use tally_loadtest::client::Client;
+use tally_loadtest::stats::{Outcome, Percentiles, Sample, Stats};
 
 fn config(base_url: &str, extra: &[&str]) -> Config {
     let mut args = vec![
@@ -262,4 +264,89 @@ async fn the_html_report_is_self_contained_and_draws_every_chart() {
     assert!(!others.contains("http://") && !others.contains("https://"), "no URL but the namespace");
     assert!(!html.contains("src=") && !html.contains("href="), "no external resources");
     assert!(html.contains("passed"), "the verification verdict is shown");
+}
+
+/// The `--at-window-end` hook runs after the window: its run time is not measured time.
+/// `duration` divides `transfers_per_second`, `throughput_per_second` and every `cores`, and
+/// scripts/bench's hook (psql copying pg_stat_statements, a /metrics scrape) or
+/// scripts/cluster's (three scrapes) take real time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_end_hook_is_not_counted_in_the_measured_duration() {
+    let server = fake_server::start(Duration::ZERO, None).await;
+    let cfg = config(&server.base_url, &["--rate", "50", "--duration", "2s", "--at-window-end", "sleep 2"]);
+    let report = tally_loadtest::run(&cfg).await.unwrap();
+    assert_eq!(report.transfers_ok, 100);
+    assert!(
+        report.duration_seconds < 3.0,
+        "2 s of load reported as {:.2} s measured, {:.1} transfers/s instead of ~50",
+        report.duration_seconds,
+        report.transfers_per_second
+    );
+}
+
+/// Clock ticks (utime + stime) of one process.
+fn ticks(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = text[text.rfind(')').unwrap() + 1..].split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// A child process, killed and reaped when dropped.
+struct Busy(std::process::Child);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The window's first CPU sample is taken at the end of the warm-up, where the transfers and
+/// the duration (and so `cores` and `per_transfer_us`) start counting, before
+/// `--at-window-start` runs: the CPU spent while the hook runs is in the window. A process
+/// burning one core steadily is reported at about its real rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_is_sampled_over_the_same_window_as_the_transfers() {
+    let busy = Busy(std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap());
+    let pid = busy.0.id();
+    let server = fake_server::start(Duration::ZERO, None).await;
+    let watch = format!("busy={pid}");
+    let cfg = config(
+        &server.base_url,
+        &["--rate", "20", "--duration", "3s", "--at-window-start", "sleep 2", "--cpu", &watch],
+    );
+    let (t0, wall) = (ticks(pid), Instant::now());
+    let report = tally_loadtest::run(&cfg).await.unwrap();
+    let real_cores = (ticks(pid) - t0) as f64 / 100.0 / wall.elapsed().as_secs_f64();
+    drop(busy);
+    let reported = report.cpu[0].cores;
+    assert!(
+        reported > 0.7 * real_cores,
+        "a process busy at {real_cores:.2} cores reported at {reported:.2} cores over the window"
+    );
+}
+
+/// Open-loop latency runs from the intended start and includes the wait for a free connection
+/// (and a replay can hold one for 30 s), so it has no bound near the client's 30 s time-out: a
+/// 90 s latency is recorded as 90 s (it was clipped to 60 s), and one past the histograms'
+/// bound (an hour) is counted as clipped.
+#[test]
+fn open_loop_latencies_over_a_minute_are_not_clipped() {
+    let mut stats = Stats::new().unwrap();
+    stats.record(&Sample {
+        intended: Duration::from_secs(1),
+        latency: Duration::from_secs(90),
+        outcome: Outcome::Ok(201),
+        transfers: 1,
+    });
+    let p = Percentiles::of(&stats.latency);
+    assert!(p.max_us >= 89_000_000, "a 90 s latency reported as max {} µs", p.max_us);
+    assert_eq!(stats.clipped, 0);
+    stats.record(&Sample {
+        intended: Duration::from_secs(1),
+        latency: Duration::from_secs(2 * 3600),
+        outcome: Outcome::Ok(201),
+        transfers: 1,
+    });
+    assert_eq!(stats.clipped, 1, "a latency past the bound is counted");
 }
