@@ -80,7 +80,11 @@ pub(crate) fn time_bound(field: &str, text: Option<&str>) -> Result<Option<i64>,
             .midnight()
             .assume_utc(),
     };
-    i64::try_from(at.unix_timestamp_nanos() / 1_000).map(Some).map_err(|_| refuse())
+    // Rounded up to the microsecond: `from` is inclusive and `to` exclusive, and a posting
+    // booked at microsecond `m` is at or after an instant `t` only if `m ≥ ⌈t⌉` (truncating
+    // put a posting at `…622Z` on the wrong side of `from`/`to=…622500Z`, which clients that
+    // write nanoseconds send; found by a review).
+    i64::try_from((at.unix_timestamp_nanos() + 999).div_euclid(1_000)).map(Some).map_err(|_| refuse())
 }
 
 /// `GET /v1/accounts/{id}/transactions?direction&from&to&cursor&limit`.
@@ -196,7 +200,9 @@ pub async fn balance_history(
     let engine = state.engine()?;
     let account = owned_account(engine, AccountId::from_uuid(id), caller.user_id, "account").await?;
     let currency = account.currency;
-    let today = engine.now().as_micros().div_euclid(DAY_MICROS);
+    // The journals' instant, not the clock: the clock can be behind the bookings (see
+    // `point_in_time::balance`), and the last point must include every posting answered.
+    let today = engine.journals().reserve_instant().as_micros().div_euclid(DAY_MICROS);
     let first_day = today - (days - 1);
     let from = first_day * DAY_MICROS;
     let reads = &state.identity().reads;

@@ -16,7 +16,9 @@
 //!   committed, which is when the balance changed), as in the transactions listing and the
 //!   balance history; a pending transfer's postings belong to the day it was executed.
 //! - At most one of `account_id` and `user_id`; neither is the whole ledger, system accounts
-//!   included, so an auditor can check that debits equal credits per currency. An unknown
+//!   included, so an auditor can check that debits equal credits per currency (over a period
+//!   whose edges no transfer straddled: a transfer's two legs can be booked by two commits,
+//!   milliseconds apart, on either side of midnight; see docs/api-decisions.md). An unknown
 //!   account or user is `404`: an empty statement would look like "no activity" to a typo.
 //! - Lines come account by account (in account id order), each account's oldest first in the
 //!   order it applied them, so an account's `balance_after` runs forward line by line; the

@@ -235,8 +235,23 @@ impl Progress {
             && !self.is_durable(position)
     }
 
-    /// A booking time no earlier than any given before.
+    /// A booking time later than any given or reserved before: the clock's, or the microsecond
+    /// after the latest when the clock is behind it (stepped back, or a restart's floor ahead of
+    /// it). Strictly later, so that no two batches share a time: postings of one wallet in two
+    /// journals were ordered by shard, not as applied, when their batches' times tied (a review
+    /// found it; wallet postings have no per-wallet number to break the tie).
     fn book(&self) -> Timestamp {
+        let now = u64::try_from((self.clock)().as_micros()).unwrap_or(0);
+        let previous = self
+            .last_booked
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| Some(now.max(last.saturating_add(1))))
+            .unwrap_or_else(|last| last);
+        Timestamp::from_micros(i64::try_from(now.max(previous.saturating_add(1))).unwrap_or(i64::MAX))
+    }
+
+    /// An instant no batch booked so far is later than, and every batch booked from now on is:
+    /// the clock's, or the latest booking time when the clock is behind it.
+    fn reserve_instant(&self) -> Timestamp {
         let now = u64::try_from((self.clock)().as_micros()).unwrap_or(0);
         let previous = self.last_booked.fetch_max(now, Ordering::AcqRel);
         Timestamp::from_micros(i64::try_from(previous.max(now)).unwrap_or(i64::MAX))
@@ -385,6 +400,14 @@ impl Journals {
     /// Books no batch earlier than `floor` (the store's `last_booked_at`, read at start-up).
     pub fn book_no_earlier_than(&self, floor: Timestamp) {
         self.progress.book_no_earlier_than(floor);
+    }
+
+    /// An instant that divides bookings: every batch booked before the call is at or before
+    /// it, every batch booked after it later. Reads "as of now" take it rather than the clock,
+    /// which can be behind the bookings (stepped back, or behind the store's `last_booked_at`
+    /// after a restart) and would leave out postings a client has already been answered.
+    pub fn reserve_instant(&self) -> Timestamp {
+        self.progress.reserve_instant()
     }
 
     pub async fn barrier(&self) -> Result<(), JournalStopped> {

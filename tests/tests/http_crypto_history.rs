@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde_json::{Value, json};
 use sqlx::Connection;
-use tally_engine::Currency;
+use tally_engine::{Currency, Timestamp};
 use tally_http::crypto::{custodian_signature, set_custodian_secret};
 use tally_persistence::reads::crypto::{CryptoHistory, op_page_sql, wallet_posting_page_sql};
 use tally_tests::http::{Backend, Reply, TestServer, TestUser};
@@ -25,6 +25,7 @@ on_both_stores!(
     bad_pages_are_refused_and_histories_are_the_caller_s_only,
     each_page_is_one_range_scan_of_its_index,
     withdrawals_count_against_the_owner_s_limits,
+    wallet_transactions_keep_their_order_while_the_clock_is_behind_the_bookings,
 );
 
 const SECRET: &str = "test-custodian-secret";
@@ -488,5 +489,39 @@ async fn withdrawals_count_against_the_owner_s_limits(server: TestServer) {
     assert_eq!(used().await, "0.00000000", "a failed withdrawal gives its amount back");
     withdraw(&server, &alice, "0.3").await;
     assert_eq!(used().await, "0.30000000");
+    server.shutdown().await;
+}
+
+/// Wallet transactions are ordered by (booking time, shard, seq): a wallet's postings have no
+/// number of their own to break a tie, and a crypto operation's records go to its own shard's
+/// journal. While the clock was behind the latest booking, batches of every journal were booked
+/// at that one instant, and the wallet's postings listed in shard order, not as applied.
+/// Booking times are strictly increasing now (found by a review).
+async fn wallet_transactions_keep_their_order_while_the_clock_is_behind_the_bookings(server: TestServer) {
+    let alice = server.user().await;
+    let opened = server.post("/v1/wallets", Some(&alice.token), json!({"asset": "BTC"})).await;
+    opened.assert_status(201);
+    let (wallet, address) = (opened.str("id"), opened.str("deposit_address"));
+    let floor = server.engine.now().as_micros() + 60_000_000;
+    server.engine.journals().book_no_earlier_than(Timestamp::from_micros(floor));
+    // Twelve deposits one after another: the wallet's balance rises with each.
+    for n in 1..=12 {
+        let deposit = signed(
+            &server,
+            json!({"event": "deposit", "address": address, "amount": format!("0.{n:02}"),
+                   "tx_hash": format!("tx-{}", uuid::Uuid::new_v4().simple())}),
+        )
+        .await;
+        deposit.assert_status(200);
+    }
+    let items = walk(&server, &alice.token, &format!("/v1/wallets/{wallet}/transactions"), 200).await;
+    assert_eq!(items.len(), 12);
+    let balances: Vec<Decimal> =
+        items.iter().map(|item| Decimal::from_str(item["balance_after"].as_str().unwrap()).unwrap()).collect();
+    let mut newest_first = balances.clone();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    assert_eq!(balances, newest_first, "newest first, each balance_after below the one listed before it");
+    let wallet_now = server.get(&format!("/v1/wallets/{wallet}"), Some(&alice.token)).await;
+    assert_eq!(items[0]["balance_after"], wallet_now.body["balance"], "the newest line is the balance");
     server.shutdown().await;
 }

@@ -16,6 +16,7 @@ use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde_json::{Value, json};
+use tally_engine::Timestamp;
 use tally_tests::http::{TestServer, TestUser};
 use tally_tests::on_both_stores;
 use tally_tests::statements::{ledger, micros_of};
@@ -24,6 +25,9 @@ on_both_stores!(
     the_balance_at_any_instant_is_the_running_sum_of_the_postings,
     postings_racing_the_reads_are_counted_exactly,
     bad_input_is_a_problem_and_other_users_accounts_404,
+    the_balance_now_holds_every_answered_transfer_while_the_clock_is_behind_the_bookings,
+    transactions_from_and_to_round_sub_microsecond_digits_up,
+    an_at_outside_the_years_rfc3339_can_write_is_refused,
 );
 
 const IBAN: &str = "GB82WEST12345698765432";
@@ -332,5 +336,99 @@ async fn bad_input_is_a_problem_and_other_users_accounts_404(server: TestServer)
     assert_eq!(reply.status, 405, "{}", reply.text);
     // Nothing changed.
     assert_eq!(server.position(&account).await, (dec!(10), dec!(0)));
+    server.shutdown().await;
+}
+
+/// The balance "now" read the engine's clock, but postings are booked by the journals' clock
+/// made monotonic (never before the last batch, nor the store's `last_booked_at` at start-up).
+/// While the machine's clock is behind that floor (stepped back, or a restart after running
+/// fast) every posting was booked after the clock's "now", and the balance left out transfers
+/// already answered. "Now" is the journals' instant (found by a review).
+async fn the_balance_now_holds_every_answered_transfer_while_the_clock_is_behind_the_bookings(server: TestServer) {
+    let alice = server.user().await;
+    let source = server.open_account(&alice, "USD").await;
+    let destination = server.open_account(&alice, "USD").await;
+    server.fund(&source, dec!(100)).await;
+    // The clock stepped back a minute: the journals keep booking at the floor they reached.
+    let floor = server.engine.now().as_micros() + 60_000_000;
+    server.engine.journals().book_no_earlier_than(Timestamp::from_micros(floor));
+    server.post("/v1/transfers", Some(&alice.token), internal(&source, &destination, "10")).await.assert_status(201);
+
+    // The transfer is answered (201), durable, listed, and in the live balance...
+    let live = server.get(&format!("/v1/accounts/{destination}"), Some(&alice.token)).await;
+    assert_eq!(decimal(&live.body["balance"]), dec!(10), "live balance");
+    let listed = server.get(&format!("/v1/accounts/{destination}/transactions"), Some(&alice.token)).await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 1, "the credit is listed");
+    // ...but the posted balance "now" does not have it.
+    let now = server.get(&format!("/v1/accounts/{destination}/balance"), Some(&alice.token)).await;
+    now.assert_status(200);
+    assert_eq!(
+        decimal(&now.body["balance"]),
+        dec!(10),
+        "the balance now holds a transfer answered before the read: {}",
+        now.text
+    );
+    let source_now = server.get(&format!("/v1/accounts/{source}/balance"), Some(&alice.token)).await;
+    assert_eq!(decimal(&source_now.body["balance"]), dec!(90), "{}", source_now.text);
+    server.shutdown().await;
+}
+
+/// `from` (inclusive) and `to` (exclusive) were truncated to the microsecond, so `to=m.5`
+/// dropped the posting booked at `m` and `from=m.5` listed it, where the balance at `m.5`
+/// counts it. Clients that write nanoseconds send such instants; both round up now (found by a
+/// review).
+async fn transactions_from_and_to_round_sub_microsecond_digits_up(server: TestServer) {
+    let alice = server.user().await;
+    let account = server.open_account(&alice, "USD").await;
+    server.fund(&account, dec!(25)).await;
+    let path = format!("/v1/accounts/{account}/transactions");
+    let all = server.get(&path, Some(&alice.token)).await;
+    all.assert_status(200);
+    let created_at = all.body["items"][0]["created_at"].as_str().unwrap().to_owned();
+    assert!(created_at.ends_with('Z') && created_at.len() == 27, "{created_at}");
+    // Half a microsecond after the posting was booked.
+    let after = format!("{}500Z", &created_at[..created_at.len() - 1]);
+    let encoded = after.replace(':', "%3A");
+
+    // The posting was booked before `after`: the balance at `after` counts it...
+    let balance = server.get(&format!("/v1/accounts/{account}/balance?at={encoded}"), Some(&alice.token)).await;
+    balance.assert_status(200);
+    assert_eq!(decimal(&balance.body["balance"]), dec!(25));
+    // ...so the transactions before `after` (to exclusive) must list it,
+    let before = server.get(&format!("{path}?to={encoded}"), Some(&alice.token)).await;
+    before.assert_status(200);
+    let before = before.body["items"].as_array().unwrap().len();
+    // and those at or after `after` (from inclusive) must not.
+    let since = server.get(&format!("{path}?from={encoded}"), Some(&alice.token)).await;
+    since.assert_status(200);
+    let since = since.body["items"].as_array().unwrap().len();
+    assert_eq!(
+        (before, since),
+        (1, 0),
+        "a posting booked at {created_at} is before {after}: listed with to={after}, not with from={after}"
+    );
+    server.shutdown().await;
+}
+
+/// An `at` with an offset can name an instant before the year 0000 in UTC; it was answered
+/// with an `as_of` of year -0001, which is not RFC 3339 and was refused when sent back. It is
+/// `400` now (found by a review).
+async fn an_at_outside_the_years_rfc3339_can_write_is_refused(server: TestServer) {
+    let alice = server.user().await;
+    let account = server.open_account(&alice, "USD").await;
+    let reply = server
+        .get(&format!("/v1/accounts/{account}/balance?at=0000-01-01T00%3A00%3A00%2B01%3A00"), Some(&alice.token))
+        .await;
+    if reply.status == 200 {
+        let as_of = reply.str("as_of");
+        assert!(
+            time::OffsetDateTime::parse(&as_of, &time::format_description::well_known::Rfc3339).is_ok(),
+            "as_of {as_of:?} is RFC 3339"
+        );
+        let again = server.get(&format!("/v1/accounts/{account}/balance?at={as_of}"), Some(&alice.token)).await;
+        again.assert_status(200);
+    } else {
+        reply.assert_problem(400, "VALIDATION_ERROR");
+    }
     server.shutdown().await;
 }
