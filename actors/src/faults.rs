@@ -36,6 +36,9 @@ pub struct FaultInjector {
     saga_every: AtomicU32,
     account_seen: AtomicU32,
     saga_seen: AtomicU32,
+    /// Panics that fired, by kind (account, wallet, saga): what a test checks to know its
+    /// faults happened, not only that it armed them.
+    fired: [AtomicU32; 3],
 }
 
 impl FaultInjector {
@@ -74,6 +77,20 @@ impl FaultInjector {
         n != 0 && (seen.fetch_add(1, Ordering::Relaxed).wrapping_add(1)) % n == 0
     }
 
+    /// How many injected panics of `kind` have fired.
+    pub fn fired(&self, kind: ActorKind) -> u32 {
+        Self::slot(kind).map_or(0, |slot| self.fired[slot].load(Ordering::SeqCst))
+    }
+
+    fn slot(kind: ActorKind) -> Option<usize> {
+        match kind {
+            ActorKind::Account => Some(0),
+            ActorKind::Wallet => Some(1),
+            ActorKind::TransferSaga => Some(2),
+            ActorKind::Session => None,
+        }
+    }
+
     fn counter(&self, kind: ActorKind) -> Option<&AtomicU32> {
         match kind {
             ActorKind::Account => Some(&self.account_panics),
@@ -93,6 +110,9 @@ impl FaultInjector {
         let taken =
             periodic || counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |armed| armed.checked_sub(1)).is_ok();
         if taken {
+            if let Some(slot) = Self::slot(kind) {
+                self.fired[slot].fetch_add(1, Ordering::SeqCst);
+            }
             // Unwind like a panic, but without the panic hook: an injected fault is expected
             // and should not print a backtrace into test and server output.
             std::panic::resume_unwind(Box::new(InjectedFault(kind)));

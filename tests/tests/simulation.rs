@@ -84,6 +84,12 @@ async fn real_actors_and_the_model_ledger_agree_on_random_histories() {
                 assert!(stats.completed > ops / 10, "seed {seed}: too few completions {stats:?}");
                 assert!(stats.rejected > ops / 20, "seed {seed}: too few rejections {stats:?}");
                 assert!(stats.pending_resolved > 0 && stats.panics_injected > 0, "seed {seed}: {stats:?}");
+                // Armed is not fired: each kind's injected panics must have happened (a
+                // review disabled them all and the simulation still passed).
+                assert!(
+                    stats.account_panics_fired > 0 && stats.saga_panics_fired > 0 && stats.wallet_panics_fired > 0,
+                    "seed {seed}: injected panics did not fire {stats:?}"
+                );
                 assert!(stats.fx_completed > 0 && stats.fees_charged > 0, "seed {seed}: {stats:?}");
                 assert!(stats.aml_blocked > 0 && stats.aml_reviewed > 0, "seed {seed}: {stats:?}");
                 assert!(stats.deposits > 0 && stats.deposit_repeats > 0, "seed {seed}: {stats:?}");
@@ -106,6 +112,9 @@ struct Stats {
     rejected: usize,
     pending_resolved: usize,
     panics_injected: usize,
+    account_panics_fired: u32,
+    saga_panics_fired: u32,
+    wallet_panics_fired: u32,
     fx_completed: usize,
     fees_charged: usize,
     aml_blocked: usize,
@@ -299,6 +308,10 @@ async fn simulate(seed: u64, ops: usize) -> Stats {
         }
         sim.step(step).await;
     }
+    let faults = sim.harness.engine.faults();
+    sim.stats.account_panics_fired = faults.fired(ActorKind::Account);
+    sim.stats.saga_panics_fired = faults.fired(ActorKind::TransferSaga);
+    sim.stats.wallet_panics_fired = faults.fired(ActorKind::Wallet);
     eprintln!("seed {seed}: {:?} rejections {:?}", sim.stats, sim.rejections);
     sim.check_final_state().await;
     sim.check_wallets_and_conservation().await;
