@@ -4,29 +4,50 @@
 //! file under `<data dir>/mail/`, as web frameworks' file mail backends do.
 //!
 //! Sending never runs on the request's path: `Mailer::send` formats the message and puts it
-//! on a bounded queue (`MAIL_QUEUE_MAX`), and one worker task delivers it with lettre's tokio
-//! transport (or tokio's file I/O), so no async thread ever blocks on a mail server, and a
-//! slow one never slows an answer. That matters for more than latency: a password-reset
-//! request must take as long for an unknown address as for a known one, and delivery time
-//! would tell them apart. A message that cannot be delivered after `DELIVERY_ATTEMPTS` is
-//! logged (never with its body, which holds a code) and dropped; codes expire anyway.
+//! on a bounded queue (`MAIL_QUEUE_MAX`), and a worker task hands each message to a delivery
+//! task of its own with lettre's tokio transport (or tokio's file I/O), so no async thread
+//! ever blocks on a mail server, and a slow one never slows an answer. That matters for more
+//! than latency: a password-reset request must take as long for an unknown address as for a
+//! known one, and delivery time would tell them apart.
+//!
+//! Up to `DELIVERIES_AT_ONCE` messages are being delivered at once, and a message waiting to
+//! be retried holds no such place, so one slow or refusing recipient never holds up the next
+//! user's code. A permanent refusal (an SMTP `5xx`, or a message lettre cannot send at all) is
+//! not retried; any other failure is, up to `DELIVERY_ATTEMPTS` in all. A message that is not
+//! delivered is logged (never with its body, which holds a code) and dropped; codes expire
+//! anyway. What mail holds stays bounded: the queue, plus at most `MESSAGES_IN_FLIGHT_MAX`
+//! taken from it and not yet done (past that the worker stops taking, the queue fills, and
+//! `send` refuses).
+//!
+//! Mail goes to one plain address (`lettre::Address`), never to a string read as an RFC 5322
+//! mailbox: `auth::validate::check_email` accepts exactly what this sends to.
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, Message};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use tokio::sync::mpsc;
+use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// Messages waiting for delivery at most. A message is a few kilobytes, so this is a few
 /// megabytes; past it `send` refuses (a reset request still answers `202`, and the log says
 /// why nothing came).
 pub const MAIL_QUEUE_MAX: usize = 1_024;
 
-/// Tries per message: a mail server that is restarting gets a second and third chance.
+/// Tries per message: a mail server that is restarting gets a second and third chance. A
+/// permanent refusal gets none.
 const DELIVERY_ATTEMPTS: u32 = 3;
+
+/// Messages being delivered at once (SMTP exchanges, or file writes). A message waiting for
+/// its retry holds no place.
+const DELIVERIES_AT_ONCE: usize = 4;
+
+/// Messages taken from the queue and not yet delivered or dropped (being delivered, or
+/// waiting for a retry) at most.
+const MESSAGES_IN_FLIGHT_MAX: usize = 256;
 
 /// Wait before the second try; it quadruples before the third.
 const RETRY_FIRST_WAIT: Duration = Duration::from_secs(1);
@@ -82,7 +103,7 @@ pub const DEFAULT_DATA_DIR: &str = "./tally-data";
 pub enum MailError {
     #[error("mail configuration: {0}")]
     Config(String),
-    #[error("the recipient address {0:?} cannot be written in a mail header")]
+    #[error("the recipient {0:?} is not a plain email address")]
     Recipient(String),
     #[error("the message could not be built: {0}")]
     Message(String),
@@ -127,12 +148,14 @@ impl Mailer {
         Ok(Mailer { queue, from })
     }
 
-    /// Queues a plain-text message to `to`. Returns once it is queued, not delivered.
+    /// Queues a plain-text message to `to`, a plain address (`name@example.com`: no display
+    /// name, comment or brackets, which a mailbox parser would read another address out of).
+    /// Returns once it is queued, not delivered.
     pub fn send(&self, to: &str, subject: &str, body: String) -> Result<(), MailError> {
-        let to: Mailbox = to.trim().parse().map_err(|_| MailError::Recipient(to.to_owned()))?;
+        let address: Address = to.trim().parse().map_err(|_| MailError::Recipient(to.to_owned()))?;
         let message = Message::builder()
             .from(self.from.clone())
-            .to(to)
+            .to(Mailbox::new(None, address))
             .subject(subject)
             .header(ContentType::TEXT_PLAIN)
             .body(body)
@@ -144,36 +167,78 @@ impl Mailer {
     }
 }
 
-/// The delivery worker: one message at a time, each retried on failure. Ends when every
-/// `Mailer` is gone.
+/// The delivery worker: takes each message off the queue (once fewer than
+/// `MESSAGES_IN_FLIGHT_MAX` are in hand) and hands it to a delivery task of its own. Ends when
+/// every `Mailer` is gone; messages in hand are still delivered.
 async fn deliver(transport: Transport, mut messages: mpsc::Receiver<Message>) {
-    while let Some(message) = messages.recv().await {
-        let subject = message.headers().get_raw("Subject").unwrap_or_default().to_owned();
-        // RETRY_FIRST_WAIT, then four times the last wait, between the attempts.
-        let mut waits = ExponentialBuilder::new()
-            .with_min_delay(RETRY_FIRST_WAIT)
-            .with_factor(4.0)
-            .without_max_delay()
-            .without_max_times()
-            .build();
-        for attempt in 1..=DELIVERY_ATTEMPTS {
-            let result = match &transport {
-                Transport::Smtp(smtp) => {
-                    smtp.send(message.clone()).await.map(|_| ()).map_err(|error| error.to_string())
-                }
-                Transport::Files(dir) => write_eml(dir, &message).await.map_err(|error| error.to_string()),
-            };
-            match result {
-                Ok(()) => {
-                    tracing::debug!(%subject, "mail delivered");
-                    break;
-                }
-                Err(error) if attempt < DELIVERY_ATTEMPTS => {
-                    tracing::warn!(%subject, %error, attempt, "mail delivery failed; retrying");
-                    tokio::time::sleep(waits.next().unwrap_or(RETRY_FIRST_WAIT)).await;
-                }
-                Err(error) => tracing::error!(%subject, %error, "mail could not be delivered; dropped"),
+    let transport = Arc::new(transport);
+    let in_flight = Arc::new(Semaphore::new(MESSAGES_IN_FLIGHT_MAX));
+    let delivering = Arc::new(Semaphore::new(DELIVERIES_AT_ONCE));
+    loop {
+        let Ok(held) = Arc::clone(&in_flight).acquire_owned().await else { return };
+        let Some(message) = messages.recv().await else { return };
+        tokio::spawn(deliver_one(Arc::clone(&transport), Arc::clone(&delivering), message, held));
+    }
+}
+
+/// Why one attempt failed, and whether another could succeed.
+struct Failure {
+    error: String,
+    permanent: bool,
+}
+
+/// One attempt at `message`.
+async fn attempt(transport: &Transport, message: &Message) -> Result<(), Failure> {
+    match transport {
+        // A `5xx` will be the answer again; so will a message lettre cannot send (e.g. a UTF-8
+        // address to a server without SMTPUTF8). Anything else (a connection refused or cut,
+        // a timeout, a `4xx`) may pass later.
+        Transport::Smtp(smtp) => smtp.send(message.clone()).await.map(|_| ()).map_err(|error| Failure {
+            permanent: error.is_permanent() || error.is_client(),
+            error: error.to_string(),
+        }),
+        Transport::Files(dir) => {
+            write_eml(dir, message).await.map_err(|error| Failure { error: error.to_string(), permanent: false })
+        }
+    }
+}
+
+/// Delivers one message: up to `DELIVERY_ATTEMPTS` tries, each in one of the
+/// `DELIVERIES_AT_ONCE` places, waiting between them (`RETRY_FIRST_WAIT`, then four times the
+/// last wait) without holding a place; a permanent failure ends it at once. `_held` is the
+/// message's place among those in hand.
+async fn deliver_one(
+    transport: Arc<Transport>,
+    delivering: Arc<Semaphore>,
+    message: Message,
+    _held: OwnedSemaphorePermit,
+) {
+    let subject = message.headers().get_raw("Subject").unwrap_or_default().to_owned();
+    let mut waits = ExponentialBuilder::new()
+        .with_min_delay(RETRY_FIRST_WAIT)
+        .with_factor(4.0)
+        .without_max_delay()
+        .without_max_times()
+        .build();
+    for try_number in 1..=DELIVERY_ATTEMPTS {
+        let result = {
+            let Ok(_place) = delivering.acquire().await else { return };
+            attempt(&transport, &message).await
+        };
+        match result {
+            Ok(()) => {
+                tracing::debug!(%subject, "mail delivered");
+                return;
             }
+            Err(Failure { error, permanent: true }) => {
+                tracing::error!(%subject, %error, "mail refused for good; dropped");
+                return;
+            }
+            Err(Failure { error, .. }) if try_number < DELIVERY_ATTEMPTS => {
+                tracing::warn!(%subject, %error, attempt = try_number, "mail delivery failed; retrying");
+                tokio::time::sleep(waits.next().unwrap_or(RETRY_FIRST_WAIT)).await;
+            }
+            Err(Failure { error, .. }) => tracing::error!(%subject, %error, "mail could not be delivered; dropped"),
         }
     }
 }

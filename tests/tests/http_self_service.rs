@@ -30,9 +30,17 @@ on_both_stores!(
     the_activity_feed_shows_the_callers_security_events_newest_first_in_pages,
     every_new_route_refuses_bad_input_and_missing_tokens,
     a_replayed_refresh_token_and_a_blocked_login_show_in_the_activity,
+    a_reset_code_stops_working_once_the_password_is_changed,
+    concurrent_wrong_current_passwords_never_exceed_the_per_user_bound,
+    concurrent_wrong_reset_codes_never_exceed_the_per_ip_bound,
+    concurrent_wrong_verification_codes_never_exceed_the_per_ip_bound,
+    an_address_the_mailer_reads_as_another_mailbox_is_refused_at_registration,
+    an_address_no_mail_can_be_sent_to_is_refused_at_registration,
+    a_password_reset_by_mailed_code_leaves_no_credential_of_the_previous_holder,
 );
 
 const NEW_PASSWORD: &str = "N3w!passphrase";
+const ATTACKER_PASSWORD: &str = "Att4cker!pass";
 
 async fn me(server: &TestServer, user: &TestUser) -> Value {
     let reply = server.get("/v1/users/me", Some(&user.token)).await;
@@ -662,6 +670,220 @@ async fn a_replayed_refresh_token_and_a_blocked_login_show_in_the_activity(serve
     }
     assert_eq!(reasons, vec![json!("user_blocked")]);
     server.shutdown().await;
+}
+
+async fn register(server: &TestServer, email: &str, password: &str) -> tally_tests::http::Reply {
+    server
+        .post(
+            "/v1/auth/register",
+            None,
+            json!({"email": email, "password": password, "first_name": "Re", "last_name": "View"}),
+        )
+        .await
+}
+
+/// A reset code mailed before the owner changed their password no longer resets it (found by
+/// a review): `set_password` left the live `password_reset` code unspent, so whoever saw that
+/// mail (a shared or briefly exposed inbox) could take the account back for the rest of the
+/// code's 15 minutes after the owner secured it. A change now spends the code in its
+/// transaction.
+async fn a_reset_code_stops_working_once_the_password_is_changed(server: TestServer) {
+    let user = server.user().await;
+    forgot(&server, &user.email).await.assert_status(202);
+    let code = server.mail.next_code(&user.email, 0).await;
+    // The owner remembers the password after all and changes it (or changes it because the
+    // mailbox was exposed).
+    server
+        .post(
+            "/v1/users/me/password",
+            Some(&user.token),
+            json!({"current_password": PASSWORD, "new_password": NEW_PASSWORD}),
+        )
+        .await
+        .assert_status(204);
+    let late = reset(&server, &user.email, &code, ATTACKER_PASSWORD).await;
+    let taken_over = server.login(&user.email, ATTACKER_PASSWORD).await.status == 200;
+    let owner = server.login(&user.email, NEW_PASSWORD).await.status;
+    server.shutdown().await;
+    assert_eq!(
+        (late.status, taken_over, owner),
+        (400, false, 200),
+        "a reset code issued before the password change still reset the password afterwards: {}",
+        late.text
+    );
+}
+
+/// Wrong current passwords sent at once never pass the bound of 5 per user (found by a
+/// review): `POST /v1/users/me/password` checked the limit before the argon2 check and counted
+/// a failure only after it, so concurrent requests all passed while their passwords were being
+/// hashed, and a stolen access token was an online password oracle of hundreds of guesses. The
+/// attempt now counts as it starts, as logins do ("Attempts count as they start").
+async fn concurrent_wrong_current_passwords_never_exceed_the_per_user_bound(server: TestServer) {
+    let user = server.user().await;
+    let guesses = (0..24).map(|n| {
+        server.post(
+            "/v1/users/me/password",
+            Some(&user.token),
+            json!({"current_password": format!("Wr0ng!guess{n}"), "new_password": NEW_PASSWORD}),
+        )
+    });
+    let replies = futures::future::join_all(guesses).await;
+    let judged = replies.iter().filter(|reply| reply.status == 400).count();
+    let limited = replies.iter().filter(|reply| reply.status == 429).count();
+    server.shutdown().await;
+    assert!(
+        judged <= 5,
+        "{judged} wrong current passwords were checked against the real hash ({limited} refused with 429); the \
+         bound is 5 per user per 15 minutes"
+    );
+}
+
+/// Wrong reset codes sent at once from one client never pass the bound of 20 per ip (found by
+/// a review): the bound was checked before the argon2 check and counted after it, so one
+/// client spread as many guesses over as many addresses as it could send in one burst.
+async fn concurrent_wrong_reset_codes_never_exceed_the_per_ip_bound(server: TestServer) {
+    let tries = (0..48).map(|n| {
+        let email = format!("target-{n}@example.com");
+        let code = format!("{:06}", 100_000 + n);
+        let server = &server;
+        async move { reset(server, &email, &code, NEW_PASSWORD).await }
+    });
+    let replies = futures::future::join_all(tries).await;
+    let judged = replies.iter().filter(|reply| reply.status == 400).count();
+    server.shutdown().await;
+    assert!(judged <= 20, "{judged} wrong codes from one ip were checked; the bound is 20 per 15 minutes");
+}
+
+/// The same bound on wrong email-verification codes sent at once (the review's finding for
+/// `reset_password` held for `confirm_verification` too).
+async fn concurrent_wrong_verification_codes_never_exceed_the_per_ip_bound(server: TestServer) {
+    let user = server.user().await;
+    let tries = (0..48).map(|n| {
+        server.post(
+            "/v1/users/me/email/verification/confirm",
+            Some(&user.token),
+            json!({"code": format!("{:06}", 100_000 + n)}),
+        )
+    });
+    let replies = futures::future::join_all(tries).await;
+    let judged = replies.iter().filter(|reply| reply.status == 400).count();
+    server.shutdown().await;
+    assert!(judged <= 20, "{judged} wrong codes from one ip were checked; the bound is 20 per 15 minutes");
+}
+
+/// An address the mailer would read as another mailbox is refused (found by a review):
+/// `check_email` accepted `<`, `>`, `(`, `)`, `,` and the mailer parsed the stored string as an
+/// RFC 5322 mailbox, so `BankSupport<attacker@evil.example>` registered, its verification code
+/// went to `attacker@evil.example`, and the account showed that `email` as verified. Only a
+/// plain address is accepted now, and mail goes to that address as parsed.
+async fn an_address_the_mailer_reads_as_another_mailbox_is_refused_at_registration(server: TestServer) {
+    let email = "BankSupport<attacker@evil.example>";
+    let registered = register(&server, email, PASSWORD).await;
+    if registered.status == 201 {
+        let user = server.session_of(email, PASSWORD).await;
+        server.post_empty("/v1/users/me/email/verification", Some(&user.token)).await.assert_status(202);
+        let code = server.mail.next_code("attacker@evil.example", 0).await;
+        server
+            .post("/v1/users/me/email/verification/confirm", Some(&user.token), json!({"code": code}))
+            .await
+            .assert_status(204);
+        let me = server.get("/v1/users/me", Some(&user.token)).await;
+        server.shutdown().await;
+        panic!(
+            "{email:?} was registered; its code went to attacker@evil.example and the account now shows email {} \
+             with email_verified {}",
+            me.body["email"], me.body["email_verified"]
+        );
+    }
+    registered.assert_problem(400, "VALIDATION_ERROR");
+    // A comment is no part of an address either (a mailbox parser reads `victim@bank.example`).
+    register(&server, "victim(1)@bank.example", PASSWORD).await.assert_problem(400, "VALIDATION_ERROR");
+    // Plain addresses still register, plus-addressing and IDN included.
+    for email in ["first.last+tag@example.com", "élodie@exemple.fr", "ana@sub.exämple.com"] {
+        register(&server, email, PASSWORD).await.assert_status(201);
+    }
+    server.shutdown().await;
+}
+
+/// An address no mail can be sent to is refused (found by a review): `first,last@example.com`
+/// passed `check_email` but is no mailbox lettre can write, so its user could never be mailed
+/// (verification answered `409` forever, reset codes were silently never sent).
+async fn an_address_no_mail_can_be_sent_to_is_refused_at_registration(server: TestServer) {
+    let email = "first,last@example.com";
+    let registered = register(&server, email, PASSWORD).await;
+    if registered.status == 201 {
+        let user = server.session_of(email, PASSWORD).await;
+        let asked = server.post_empty("/v1/users/me/email/verification", Some(&user.token)).await;
+        server.shutdown().await;
+        panic!(
+            "{email:?} was registered but can never be mailed: verification answers {} {}",
+            asked.status, asked.text
+        );
+    }
+    registered.assert_problem(400, "VALIDATION_ERROR");
+    server.shutdown().await;
+}
+
+/// Account pre-hijacking (found by a review): someone registers a victim's address before the
+/// victim does, mints an API key with `transfers:write`, and waits. The victim, told the
+/// address is taken, recovers the account with the mailed reset code, which ended every
+/// session but kept the API keys, and the squatter's key then moved the victim's money. A
+/// reset by mailed code now revokes every API key of the user, audited.
+async fn a_password_reset_by_mailed_code_leaves_no_credential_of_the_previous_holder(server: TestServer) {
+    let victim_email = format!("victim-{}@example.com", uuid::Uuid::new_v4().simple());
+    // The attacker squats the address.
+    register(&server, &victim_email, ATTACKER_PASSWORD).await.assert_status(201);
+    let squatter = server.session_of(&victim_email, ATTACKER_PASSWORD).await;
+    let key = server
+        .post(
+            "/v1/api-keys",
+            Some(&squatter.token),
+            json!({"name": "sleeper", "scopes": ["accounts:read", "transfers:read", "transfers:write"]}),
+        )
+        .await;
+    key.assert_status(201);
+    let key = key.str("key");
+    let attacker = server.user().await;
+    let loot = server.open_account(&attacker, "USD").await;
+
+    // The victim arrives: the address is taken, so they reset the password by mailed code.
+    register(&server, &victim_email, PASSWORD).await.assert_problem(409, "CONFLICT");
+    forgot(&server, &victim_email).await.assert_status(202);
+    let code = server.mail.next_code(&victim_email, 0).await;
+    reset(&server, &victim_email, &code, NEW_PASSWORD).await.assert_status(204);
+    server.get("/v1/users/me", Some(&squatter.token)).await.assert_problem(401, "UNAUTHENTICATED");
+    let victim = server.session_of(&victim_email, NEW_PASSWORD).await;
+    let savings = server.open_account(&victim, "USD").await;
+    server.fund(&savings, dec!(100)).await;
+
+    let theft = server
+        .send(
+            server
+                .client
+                .post(server.url("/v1/transfers"))
+                .header("x-api-key", &key)
+                .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+                .json(&json!({"type": "internal", "source_account_id": savings, "destination_account_id": loot,
+                               "amount": "60.00"})),
+        )
+        .await;
+    let after = server.position(&savings).await;
+    let keys = server.get("/v1/api-keys", Some(&victim.token)).await;
+    let activity = server.get("/v1/users/me/activity?limit=200", Some(&victim.token)).await;
+    server.shutdown().await;
+    assert_eq!(
+        theft.status, 401,
+        "the squatter's API key outlived the owner's reset and moved their money (balance now {after:?}): {}",
+        theft.text
+    );
+    assert_eq!(keys.body["items"], json!([]), "no key is left");
+    let revoked = activity.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["kind"] == "api_key_deleted")
+        .unwrap_or_else(|| panic!("no api_key_deleted in {}", activity.text));
+    assert_eq!(revoked["details"]["reason"], "password_reset", "{revoked}");
 }
 
 /// With `TALLY_REQUIRE_VERIFIED_EMAIL=true`, money moves only for verified callers (people and

@@ -62,6 +62,11 @@ pub const API_KEYS_PER_USER_MAX: u64 = 32;
 /// Longest key name (a label for people).
 pub const API_KEY_NAME_LENGTH_MAX: usize = 100;
 
+/// Held while a key is counted and inserted, and while a password reset by emailed code
+/// revokes a user's keys and ends their sessions (`self_service::reset_password`). One lock for
+/// every user: making a key is rare, and a cluster serves identity from one node.
+pub(crate) static CREATIONS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Verified keys cached at once (~200 bytes each, ~13 MiB); when full the cache is emptied
 /// and refills from the store.
 pub const API_KEYS_CACHED_MAX: usize = 65_536;
@@ -352,10 +357,15 @@ pub async fn create(
     let store = identity.protection.second_factor.store();
     // The count and the insert as one step: keys made at once all passed the count, and a
     // user ended with more than the bound, the ones past it working but never listed (the
-    // list shows the bound), so never found to revoke. One lock for every user: making a key
-    // is rare, and a cluster serves identity from one node.
-    static CREATIONS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    // list shows the bound), so never found to revoke.
     let _creating = CREATIONS.lock().await;
+    // A reset by emailed code revokes the user's keys and ends their sessions under this
+    // lock: a key made by a session it ended, once it let go, would outlive the reset.
+    if let Some(session) = caller.session_id
+        && identity.sessions.authorize(session).await? != Some(caller.user_id)
+    {
+        return Err(ApiError::new(ErrorCode::Unauthenticated, "this session has ended; log in again"));
+    }
     if store.count_api_keys(caller.user_id).await? >= API_KEYS_PER_USER_MAX {
         return Err(ApiError::new(
             ErrorCode::Conflict,

@@ -7,14 +7,25 @@
 //! Decisions where the contract is silent (docs/identity.md lists them all):
 //! - A wrong current password is `400 VALIDATION_ERROR` on `current_password`, not `401`: the
 //!   caller's token is fine, and a `401` tells clients to log in again. Wrong ones count per
-//!   user (`WRONG_PASSWORDS_PER_USER_MAX`, then `429`).
+//!   user (`WRONG_PASSWORDS_PER_USER_MAX`, then `429`). A change marks the user's unspent
+//!   reset code used, in its transaction: a code mailed before must not undo it.
+//! - Wrong current passwords (per user) and wrong emailed codes (per client ip) count as they
+//!   start, as logins do (`take_attempt`): each attempt takes its place under the bound before
+//!   its argon2 check, and a right one gives it back. Counted only once judged, concurrent
+//!   attempts all passed the check while they were being hashed.
 //! - The forgot-password answer is `202` with the same body for every well-formed address,
 //!   and it is sent once the code has been made and hashed, which is done for an unknown
 //!   address too; storing, auditing and mailing happen after the answer, in a task, so
 //!   neither the store nor the mail server makes a known address slower. A blocked user gets
 //!   no code (their answer is the same).
-//! - A reset ends every session of the user (API.md); API keys are kept (they are revoked one
-//!   by one, `DELETE /v1/api-keys/{id}`).
+//! - A reset by emailed code proves control of the mailbox, not of the account as it stood:
+//!   whoever held the account before (a squatter who registered the address first, or a thief)
+//!   must lose it. So besides ending every session (API.md), it revokes every API key of the
+//!   user in the transaction that sets the password (one `auth.api_key_deleted` entry each,
+//!   reason `password_reset`), and forgets the user's step-up tokens and cached keys. Key
+//!   creation waits on the same lock (`api_keys::CREATIONS`) and refuses once its session has
+//!   ended, so no key made by a session the reset ends outlives it. A password change by the
+//!   logged-in owner keeps the keys (the owner is known; they revoke keys one by one).
 //! - A code of the wrong shape is `400 VALIDATION_ERROR`; a well-formed code that does not
 //!   work, for whatever reason, is `400 INVALID_CODE`, the same for an address that names
 //!   nobody.
@@ -24,14 +35,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
-use tally_engine::{ErrorCode, UserId};
+use tally_engine::{ErrorCode, Timestamp, UserId};
 use tally_persistence::users::self_service::{CodePurpose, ProfileChange};
 use tally_persistence::users::{User, UserStatus, normalize_email};
 
 use super::caller::Caller;
 use super::codes::{self, invalid_code, is_code_shaped};
 use super::password::{PASSWORD_LENGTH_MAX, check_policy};
-use super::rate_limit::{ClientIp, check_all};
+use super::rate_limit::{ClientIp, FailureLimiter, check_all};
 use super::sessions::{end_reason, end_sessions};
 use super::stepup::{PasswordChange, StepUp};
 use super::validate::{check_email, check_name};
@@ -135,6 +146,16 @@ fn gone() -> ApiError {
     ApiError::new(ErrorCode::Unauthenticated, "the token's user no longer exists")
 }
 
+/// `429` if `key` has used up its count; else the attempt counted as a failure at once, before
+/// it is judged (as `LoginLimits::take_attempt` does for logins): counted only once judged,
+/// concurrent attempts all passed the check while their argon2 checks ran. Check and count
+/// run with no await between them. A right attempt gives its count back (`forgive_one`).
+fn take_attempt(limiter: &FailureLimiter, key: &str, now: Timestamp, detail: &str) -> Result<(), ApiError> {
+    check_all(&[(limiter, key)], now, detail)?;
+    limiter.record_failure(key, now);
+    Ok(())
+}
+
 /// `PATCH /v1/users/me {first_name?, last_name?, phone?}` → `200` the caller as
 /// `GET /v1/users/me` shows them.
 #[utoipa::path(
@@ -202,21 +223,22 @@ pub async fn change_password(
     let now = identity.now();
     let limiter = &identity.protection.self_service.wrong_passwords_by_user;
     let key = caller.user_id.to_string();
-    check_all(&[(limiter, &key)], now, "too many wrong passwords; retry later")?;
+    // Counted as a wrong password now, before it is checked; a right one gives it back.
+    take_attempt(limiter, &key, now, "too many wrong passwords; retry later")?;
     let user = identity.users.user_by_id(caller.user_id).await?.ok_or_else(gone)?;
     let current_ok = body.current_password.chars().count() <= PASSWORD_LENGTH_MAX
         && identity.passwords.verify(body.current_password.clone(), Some(user.password_hash.clone())).await?;
     if !current_ok {
-        limiter.record_failure(&key, now);
         return Err(ApiError::field("current_password", "does not match the current password"));
     }
+    limiter.forgive_one(&key);
     if body.new_password == body.current_password {
         return Err(ApiError::field("new_password", "must differ from the current password"));
     }
     let password_hash = identity.passwords.hash(body.new_password).await?;
     let actor = Actor::of(&caller);
     let entry = record(identity, &context, &actor, Event::new("auth.password_changed").on_user(user.id));
-    if !identity.self_service.set_password(user.id, &password_hash, &entry).await? {
+    if !identity.self_service.set_password(user.id, &password_hash, identity.now(), &entry).await? {
         return Err(gone());
     }
     limiter.clear(&key);
@@ -343,7 +365,7 @@ fn check_code_field(code: &str) -> Result<(), String> {
 }
 
 /// `POST /v1/auth/password/reset {email, code, new_password}` → `204`; every session of the
-/// user ends.
+/// user ends and every API key of theirs is revoked.
 #[utoipa::path(
     post,
     path = "/v1/auth/password/reset",
@@ -353,8 +375,10 @@ fn check_code_field(code: &str) -> Result<(), String> {
                    names nobody, is `400 INVALID_CODE` alike; the fifth try kills a code. A malformed `email`, \
                    `code` (not 6 digits) or a `new_password` outside the policy is `400 VALIDATION_ERROR`. \
                    Wrong codes count per client ip too (20 per 15 minutes, then `429`). On success every session \
-                   of the user ends at once and failed-login counts for the address are cleared.",
-    responses((status = 204, description = "The password is set; every session of the user has ended"))
+                   of the user ends at once, every API key of the user is revoked (whoever held the account \
+                   before the mailbox's owner proved control of it loses it), and failed-login counts for the \
+                   address are cleared.",
+    responses((status = 204, description = "The password is set; every session has ended, every API key is revoked"))
 )]
 pub async fn reset_password(
     State(state): State<AppState>,
@@ -371,23 +395,49 @@ pub async fn reset_password(
     let now = identity.now();
     let wrong_codes = &identity.protection.self_service.wrong_codes_by_ip;
     let ip_key = ip.key();
-    check_all(&[(wrong_codes, &ip_key)], now, "too many wrong codes; retry later")?;
+    // Counted as a wrong code now, before it is checked; a right one gives it back.
+    take_attempt(wrong_codes, &ip_key, now, "too many wrong codes; retry later")?;
     let user = identity.users.user_by_email(&body.email).await?.filter(|user| user.status == UserStatus::Active);
     let matched =
         codes::check(identity, user.as_ref().map(|user| user.id), CodePurpose::PasswordReset, &body.code).await?;
     let (Some(user), Some(code_hash)) = (user, matched) else {
-        wrong_codes.record_failure(&ip_key, now);
         return Err(invalid_code());
     };
+    wrong_codes.forgive_one(&ip_key);
     let password_hash = identity.passwords.hash(body.new_password).await?;
     let actor = Actor::anonymous();
     let entry = record(identity, &context, &actor, Event::new("auth.password_reset").on_user(user.id));
-    if !identity.self_service.redeem_password_reset(user.id, &code_hash, &password_hash, identity.now(), &entry).await?
+    let protection = &identity.protection;
+    // Whoever held the account before the mailbox's owner proved control of it loses every
+    // standing credential: sessions, API keys, step-up tokens. Key creation waits while this
+    // holds the lock, and refuses after it if its session ended here.
+    let _creations = super::api_keys::CREATIONS.lock().await;
+    let limit = u32::try_from(super::api_keys::API_KEYS_PER_USER_MAX).unwrap_or(u32::MAX);
+    let revoked_keys: Vec<_> = protection
+        .second_factor
+        .store()
+        .api_keys_of(user.id, limit)
+        .await?
+        .iter()
+        .map(|key| {
+            let event = Event::new("auth.api_key_deleted")
+                .target("api_key", key.id)
+                .subject(user.id)
+                .details(json!({"reason": end_reason::PASSWORD_RESET}));
+            (key.id, record(identity, &context, &actor, event))
+        })
+        .collect();
+    if !identity
+        .self_service
+        .redeem_password_reset(user.id, &code_hash, &password_hash, identity.now(), &entry, &revoked_keys)
+        .await?
     {
         // Spent or replaced between the check and now (a concurrent reset).
         return Err(invalid_code());
     }
-    identity.protection.logins.by_identifier.clear(&normalize_email(&user.email));
+    protection.api_keys.forget_user(user.id);
+    protection.step_ups.forget_user(user.id);
+    protection.logins.by_identifier.clear(&normalize_email(&user.email));
     end_sessions(&state, user.id.as_uuid(), None, end_reason::PASSWORD_RESET, &actor, &context).await?;
     Ok(audited(StatusCode::NO_CONTENT.into_response()))
 }
@@ -478,11 +528,13 @@ pub async fn confirm_verification(
     if user.email_verified_at.is_some() {
         return Err(ApiError::new(ErrorCode::Conflict, "the email is already verified"));
     }
+    // Counted as a wrong code now, before it is checked; a right one gives it back.
+    take_attempt(wrong_codes, &ip_key, now, "too many wrong codes; retry later")?;
     let Some(code_hash) = codes::check(identity, Some(user.id), CodePurpose::EmailVerification, &body.code).await?
     else {
-        wrong_codes.record_failure(&ip_key, now);
         return Err(invalid_code());
     };
+    wrong_codes.forgive_one(&ip_key);
     let entry = record(identity, &context, &Actor::of(&caller), Event::new("auth.email_verified").on_user(user.id));
     if !identity.self_service.redeem_email_verification(user.id, &code_hash, identity.now(), &entry).await? {
         return Err(invalid_code());

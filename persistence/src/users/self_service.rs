@@ -13,6 +13,7 @@
 
 use async_trait::async_trait;
 use tally_engine::{Timestamp, UserId};
+use uuid::Uuid;
 
 use super::{User, VerificationLevel};
 use crate::audit::AuditRecord;
@@ -72,8 +73,16 @@ pub trait SelfServiceStore: Send + Sync + 'static {
         audit: &AuditRecord,
     ) -> Result<Option<User>, StoreError>;
 
-    /// Replaces the password hash. False if there is no such user.
-    async fn set_password(&self, user: UserId, password_hash: &str, audit: &AuditRecord) -> Result<bool, StoreError>;
+    /// Replaces the password hash and, in the same transaction, marks the user's unspent
+    /// password-reset code used (at `now`): a code mailed before the change must not undo it.
+    /// False if there is no such user.
+    async fn set_password(
+        &self,
+        user: UserId,
+        password_hash: &str,
+        now: Timestamp,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
 
     /// Stores `code` as the user's live code for its purpose (replacing one, with a fresh
     /// count of tries). False if there is no such user.
@@ -91,8 +100,10 @@ pub trait SelfServiceStore: Send + Sync + 'static {
     ) -> Result<Option<String>, StoreError>;
 
     /// Spends the user's password-reset code if it is still the unspent code with `code_hash`
-    /// and unexpired at `now`, and sets `password_hash`, in one transaction. False otherwise
-    /// (nothing changes).
+    /// and unexpired at `now`, sets `password_hash` and revokes every API key of the user, in
+    /// one transaction. `revoked_keys` are the keys the caller found, each with the entry its
+    /// revocation appends (only if the key is still there); a key not among them is deleted
+    /// too, without an entry of its own. False otherwise (nothing changes).
     async fn redeem_password_reset(
         &self,
         user: UserId,
@@ -100,6 +111,7 @@ pub trait SelfServiceStore: Send + Sync + 'static {
         password_hash: &str,
         now: Timestamp,
         audit: &AuditRecord,
+        revoked_keys: &[(Uuid, AuditRecord)],
     ) -> Result<bool, StoreError>;
 
     /// Spends the user's email-verification code as above and marks the email verified.

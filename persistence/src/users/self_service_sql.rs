@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use tally_engine::{Timestamp, UserId};
+use uuid::Uuid;
 
 use super::self_service::{CodePurpose, EmailCode, ProfileChange, SelfServiceStore};
 use super::sql::UserQueries;
@@ -71,7 +72,13 @@ impl<S: IdentitySql> SelfServiceStore for S {
         self.user_by_id(user).await
     }
 
-    async fn set_password(&self, user: UserId, password_hash: &str, audit: &AuditRecord) -> Result<bool, StoreError> {
+    async fn set_password(
+        &self,
+        user: UserId,
+        password_hash: &str,
+        now: Timestamp,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
         let password_hash = password_hash.to_owned();
         let audit = audit.clone();
         run_on_backend!(self, |pool| {
@@ -85,6 +92,15 @@ impl<S: IdentitySql> SelfServiceStore for S {
             if updated.rows_affected() != 1 {
                 return Ok(false);
             }
+            // A reset code mailed before this change must not undo it (whoever read that mail
+            // could otherwise take the account back for the rest of the code's life).
+            sqlx::query("UPDATE email_codes SET used_at = $3 WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL")
+                .bind(Id::from(user))
+                .bind(CodePurpose::PasswordReset.as_str())
+                .bind(now.as_micros())
+                .execute(&mut *transaction)
+                .await
+                .map_err(classify)?;
             transaction.append_audit(&audit).await?;
             transaction.commit().await.map_err(classify)?;
             Ok(true)
@@ -150,9 +166,11 @@ impl<S: IdentitySql> SelfServiceStore for S {
         password_hash: &str,
         now: Timestamp,
         audit: &AuditRecord,
+        revoked_keys: &[(Uuid, AuditRecord)],
     ) -> Result<bool, StoreError> {
         let (code_hash, password_hash) = (code_hash.to_owned(), password_hash.to_owned());
         let audit = audit.clone();
+        let revoked_keys = revoked_keys.to_vec();
         run_on_backend!(self, |pool| {
             let mut transaction = pool.begin_write().await.map_err(classify)?;
             if !spend_code!(transaction, user, CodePurpose::PasswordReset, &code_hash, now) {
@@ -165,6 +183,24 @@ impl<S: IdentitySql> SelfServiceStore for S {
                 .await
                 .map_err(classify)?;
             transaction.append_audit(&audit).await?;
+            // Every API key of the user goes: each one the caller listed with its entry (an
+            // entry only for a key still there), then any other.
+            for (key, entry) in &revoked_keys {
+                let deleted = sqlx::query("DELETE FROM api_keys WHERE id = $1 AND user_id = $2")
+                    .bind(Id(*key))
+                    .bind(Id::from(user))
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(classify)?;
+                if deleted.rows_affected() == 1 {
+                    transaction.append_audit(entry).await?;
+                }
+            }
+            sqlx::query("DELETE FROM api_keys WHERE user_id = $1")
+                .bind(Id::from(user))
+                .execute(&mut *transaction)
+                .await
+                .map_err(classify)?;
             transaction.commit().await.map_err(classify)?;
             Ok(true)
         })
