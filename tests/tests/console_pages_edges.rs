@@ -2,8 +2,9 @@
 //! fixed (a real headless Chromium through `tests/src/browser.rs` against an in-process
 //! `TestServer` on Postgres, or plain HTTP for headers): no link into a view the admin may not
 //! read, an audit period that includes its last day, "Load more" going on with the listing
-//! shown and kept by the queue's refresh, `/ops` asking again for a mistyped TOTP code, `/ops` surviving an access token expiring on a slow link (one refresh at a time),
-//! and `/ops` admitting only its own script and stylesheet.
+//! shown and kept by the queue's refresh, `/ops` asking again for a mistyped TOTP code,
+//! `/ops` surviving an access token expiring on a slow link (one refresh at a time), and
+//! `/ops` admitting only its own script and stylesheet.
 
 // Test code: a failed unwrap or panic is a failed test, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
