@@ -246,10 +246,16 @@ async fn deliver_one(
 /// Writes the message as `<uuid>.eml`: first under a temporary name, then renamed, so a
 /// reader never sees half a message.
 async fn write_eml(dir: &std::path::Path, message: &Message) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
     tokio::fs::create_dir_all(dir).await?;
     let name = uuid::Uuid::new_v4().simple().to_string();
     let partial = dir.join(format!(".{name}.eml.partial"));
-    tokio::fs::write(&partial, message.formatted()).await?;
+    // The message holds a live code: readable by the server's user only, whatever the umask
+    // (a review found the files world-readable under the usual 022).
+    let mut file = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&partial).await?;
+    file.write_all(&message.formatted()).await?;
+    file.flush().await?;
+    drop(file);
     tokio::fs::rename(&partial, dir.join(format!("{name}.eml"))).await
 }
 
@@ -281,6 +287,9 @@ mod tests {
         assert!(text.contains("To: ada@example.com"), "{text}");
         assert!(text.contains("Subject: Your code"), "{text}");
         assert!(text.contains("123456"), "{text}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "a message holding a code is the server user's only: {mode:o}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
