@@ -282,17 +282,29 @@ pub(crate) async fn wallet_postings_of_transfer(
         .fetch_all(&pool)
         .await
         .map_err(classify)?;
-        rows.iter()
-            .map(|row| {
-                Ok(WalletPosting {
-                    transfer: TransferId::from_uuid(row.decode("transfer_id")?),
-                    wallet: WalletId::from_uuid(row.decode("wallet_id")?),
-                    asset: parse(&row.decode::<String>("asset")?, Currency::from_code, "asset")?,
-                    direction: parse(&row.decode::<String>("direction")?, Direction::parse, "direction")?,
-                    amount: row.decode("amount")?,
-                })
-            })
-            .collect()
+        rows.iter().map(wallet_posting_from_row).collect()
+    })
+}
+
+/// Every wallet posting (`tally check`).
+pub(crate) async fn all_wallet_postings(store: &impl LedgerSql) -> Result<Vec<WalletPosting>, StoreError> {
+    run_on_backend!(store, |pool| {
+        let rows = sqlx::query("SELECT transfer_id, wallet_id, asset, direction, amount FROM wallet_postings")
+            .fetch_all(&pool)
+            .await
+            .map_err(classify)?;
+        rows.iter().map(wallet_posting_from_row).collect()
+    })
+}
+
+/// A wallet posting from a row of (`transfer_id`, `wallet_id`, `asset`, `direction`, `amount`).
+fn wallet_posting_from_row(row: &impl SqlRow) -> Result<WalletPosting, StoreError> {
+    Ok(WalletPosting {
+        transfer: TransferId::from_uuid(row.decode("transfer_id")?),
+        wallet: WalletId::from_uuid(row.decode("wallet_id")?),
+        asset: parse(&row.decode::<String>("asset")?, Currency::from_code, "asset")?,
+        direction: parse(&row.decode::<String>("direction")?, Direction::parse, "direction")?,
+        amount: row.decode("amount")?,
     })
 }
 

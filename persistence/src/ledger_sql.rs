@@ -473,6 +473,26 @@ pub(crate) async fn postings_of(store: &impl LedgerSql, account: AccountId) -> R
     })
 }
 
+/// Every transfer row, whatever its status, in the order they were last written (`tally check`).
+pub(crate) async fn all_transfers(store: &impl LedgerSql) -> Result<Vec<Transfer>, StoreError> {
+    run_on_backend!(store, |pool| {
+        let rows = sqlx::query(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers ORDER BY seq"))
+            .fetch_all(&pool)
+            .await
+            .map_err(classify)?;
+        rows.iter().map(|row| transfer_from_row(row).map(|loaded| loaded.value)).collect()
+    })
+}
+
+/// Every posting of every account (`tally check`).
+pub(crate) async fn all_postings(store: &impl LedgerSql) -> Result<Vec<Posting>, StoreError> {
+    run_on_backend!(store, |pool| {
+        let rows =
+            sqlx::query(&format!("SELECT {POSTING_COLUMNS} FROM postings")).fetch_all(&pool).await.map_err(classify)?;
+        rows.iter().map(posting_from_row).collect()
+    })
+}
+
 /// Every row of `holds` or `credit_admissions` (the same columns), in the order they were
 /// written.
 async fn keyed_amounts(store: &impl LedgerSql, table: &'static str) -> Result<Vec<LiveHold>, StoreError> {

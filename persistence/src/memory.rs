@@ -274,6 +274,21 @@ impl Store for MemoryStore {
         Ok(postings.into_iter().map(PostingRow::posting).collect())
     }
 
+    async fn all_postings(&self) -> Result<Vec<Posting>, StoreError> {
+        Ok(self.state()?.postings.values().flatten().map(PostingRow::posting).collect())
+    }
+
+    async fn all_transfers(&self) -> Result<Vec<Transfer>, StoreError> {
+        let state = self.state()?;
+        let mut rows: Vec<&TransferRow> = state.transfers.values().map(|row| &**row).collect();
+        rows.sort_by_key(|row| row.transfer.id);
+        Ok(rows.into_iter().map(|row| row.transfer.clone()).collect())
+    }
+
+    async fn all_wallet_postings(&self) -> Result<Vec<WalletPosting>, StoreError> {
+        Ok(self.state()?.wallet_postings.iter().map(|(_, posting)| posting.clone()).collect())
+    }
+
     fn aml(&self) -> Option<&dyn AmlStore> {
         Some(self)
     }

@@ -526,6 +526,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn all_postings(&self) -> Result<Vec<Posting>, StoreError> {
+        crate::ledger_sql::all_postings(self).await
+    }
+
+    async fn all_transfers(&self) -> Result<Vec<Transfer>, StoreError> {
+        crate::ledger_sql::all_transfers(self).await
+    }
+
+    async fn all_wallet_postings(&self) -> Result<Vec<crate::batch::WalletPosting>, StoreError> {
+        crate::crypto_sql::all_wallet_postings(self).await
+    }
+
     fn aml(&self) -> Option<&dyn crate::aml::AmlStore> {
         Some(self)
     }

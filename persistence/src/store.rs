@@ -213,6 +213,24 @@ pub trait Store: StoreReads + WalletStore + PricingStore + Send + Sync + 'static
         crate::check::posting_sums_by_scan(self).await
     }
 
+    /// Every account posting, of every transfer and crypto operation (`tally check`). The
+    /// default scans every account's postings; stores with SQL read them in one query.
+    async fn all_postings(&self) -> Result<Vec<Posting>, StoreError> {
+        crate::check::postings_by_scan(self).await
+    }
+
+    /// Every transfer the store keeps, whatever its status (`tally check`). A store that lists
+    /// none (a test double) answers `Unavailable`.
+    async fn all_transfers(&self) -> Result<Vec<Transfer>, StoreError> {
+        Err(StoreError::Unavailable("this store does not list its transfers".to_owned()))
+    }
+
+    /// Every wallet posting (`tally check`). A store that lists none (a test double) answers
+    /// `Unavailable`.
+    async fn all_wallet_postings(&self) -> Result<Vec<WalletPosting>, StoreError> {
+        Err(StoreError::Unavailable("this store does not list its wallet postings".to_owned()))
+    }
+
     /// The store's AML rules and flags (`aml.rs`); `None` for a store that keeps none.
     fn aml(&self) -> Option<&dyn crate::aml::AmlStore> {
         None
@@ -362,6 +380,18 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     async fn posting_sums(&self) -> Result<std::collections::HashMap<AccountId, rust_decimal::Decimal>, StoreError> {
         (**self).posting_sums().await
+    }
+
+    async fn all_postings(&self) -> Result<Vec<Posting>, StoreError> {
+        (**self).all_postings().await
+    }
+
+    async fn all_transfers(&self) -> Result<Vec<Transfer>, StoreError> {
+        (**self).all_transfers().await
+    }
+
+    async fn all_wallet_postings(&self) -> Result<Vec<WalletPosting>, StoreError> {
+        (**self).all_wallet_postings().await
     }
 
     fn aml(&self) -> Option<&dyn crate::aml::AmlStore> {
