@@ -7,31 +7,17 @@
 
 mod fake_server;
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use common::config;
 use fake_server::Fault;
 use std::sync::atomic::Ordering;
 use tally_loadtest::cli::Config;
 use tally_loadtest::client::Client;
 use tally_loadtest::stats::{Outcome, Percentiles, Sample, Stats};
-
-fn config(base_url: &str, extra: &[&str]) -> Config {
-    let mut args = vec![
-        "tally-loadtest",
-        "--base-url",
-        base_url,
-        "--admin-email",
-        "admin@example.com",
-        "--admin-password",
-        "Admin-pass-1!",
-        "--accounts",
-        "20",
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    Config::try_parse_from(args).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_sends_the_configured_rate() {

@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -15,28 +17,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use clap::Parser;
+use common::config;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use tally_loadtest::cli::Config;
 use uuid::Uuid;
-
-fn config(base_url: &str, extra: &[&str]) -> Config {
-    let mut args = vec![
-        "tally-loadtest",
-        "--base-url",
-        base_url,
-        "--admin-email",
-        "admin@example.com",
-        "--admin-password",
-        "Admin-pass-1!",
-        "--accounts",
-        "20",
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    Config::try_parse_from(args).unwrap()
-}
 
 const SETTLEMENT: &str = "00000000-0000-0000-0000-00000000000a";
 /// The transfer (0-based) that has the bug.

@@ -134,6 +134,34 @@ impl Drop for PickySmtp {
 }
 
 impl PickySmtp {
+    /// A mailer that delivers to this server.
+    fn mailer(&self) -> Mailer {
+        Mailer::start(&MailConfig {
+            transport: MailTransport::Smtp(format!("smtp://127.0.0.1:{}", self.port)),
+            from: "Tally <no-reply@tally.test>".to_owned(),
+        })
+        .unwrap()
+    }
+
+    /// Sends one message to each of two addresses at `domain`, then a reset code to
+    /// `honest@example.com`; answers how long after it was queued the code arrived.
+    async fn two_then_an_honest_code(&self, mailer: &Mailer, domain: &str) -> Duration {
+        for n in 0..2 {
+            mailer.send(&format!("user-{n}@{domain}"), "Verify", "Your code is 123456.\r\n".to_owned()).unwrap();
+        }
+        let queued = Instant::now();
+        mailer.send("honest@example.com", "Your reset code", "Your code is 654321.\r\n".to_owned()).unwrap();
+        for _ in 0..2_500 {
+            if let Some(arrival) =
+                self.arrivals.lock().unwrap().iter().find(|arrival| arrival.to == "honest@example.com")
+            {
+                return arrival.at.duration_since(queued);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the honest message did not arrive within 25 s");
+    }
+
     async fn start() -> PickySmtp {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -218,25 +246,8 @@ impl PickySmtp {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undeliverable_message_neither_is_retried_nor_delays_the_next_users_code() {
     let smtp = PickySmtp::start().await;
-    let mailer = Mailer::start(&MailConfig {
-        transport: MailTransport::Smtp(format!("smtp://127.0.0.1:{}", smtp.port)),
-        from: "Tally <no-reply@tally.test>".to_owned(),
-    })
-    .unwrap();
-    for n in 0..2 {
-        mailer.send(&format!("gone-{n}@rejected.example"), "Verify", "Your code is 123456.\r\n".to_owned()).unwrap();
-    }
-    let queued = Instant::now();
-    mailer.send("honest@example.com", "Your reset code", "Your code is 654321.\r\n".to_owned()).unwrap();
-    let mut waited = None;
-    for _ in 0..2_500 {
-        if let Some(arrival) = smtp.arrivals.lock().unwrap().iter().find(|arrival| arrival.to == "honest@example.com") {
-            waited = Some(arrival.at.duration_since(queued));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let waited = waited.expect("the honest message arrived within 25 s");
+    let mailer = smtp.mailer();
+    let waited = smtp.two_then_an_honest_code(&mailer, "rejected.example").await;
     // Deliveries run side by side, so the refused ones may still be under way: give them
     // longer than a retry's first wait (1 s) before counting their tries.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -255,25 +266,8 @@ async fn an_undeliverable_message_neither_is_retried_nor_delays_the_next_users_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_waiting_for_its_retry_does_not_delay_the_next_users_code() {
     let smtp = PickySmtp::start().await;
-    let mailer = Mailer::start(&MailConfig {
-        transport: MailTransport::Smtp(format!("smtp://127.0.0.1:{}", smtp.port)),
-        from: "Tally <no-reply@tally.test>".to_owned(),
-    })
-    .unwrap();
-    for n in 0..2 {
-        mailer.send(&format!("later-{n}@greylisted.example"), "Verify", "Your code is 123456.\r\n".to_owned()).unwrap();
-    }
-    let queued = Instant::now();
-    mailer.send("honest@example.com", "Your reset code", "Your code is 654321.\r\n".to_owned()).unwrap();
-    let mut waited = None;
-    for _ in 0..2_500 {
-        if let Some(arrival) = smtp.arrivals.lock().unwrap().iter().find(|arrival| arrival.to == "honest@example.com") {
-            waited = Some(arrival.at.duration_since(queued));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let waited = waited.expect("the honest message arrived within 25 s");
+    let mailer = smtp.mailer();
+    let waited = smtp.two_then_an_honest_code(&mailer, "greylisted.example").await;
     assert!(waited < Duration::from_secs(1), "the next user's code waited {waited:?} behind two retried messages");
     // The refused ones are still retried: 3 tries each, the last about 5 s after the first.
     let tries = || smtp.rcpt_tries.lock().unwrap().iter().filter(|to| to.ends_with("@greylisted.example")).count();
