@@ -129,6 +129,24 @@ impl FailureLimiter {
         entry.failures = entry.failures.saturating_add(1);
     }
 
+    /// Counts an attempt of `key` as a failure before it is judged, if `key` has a place left
+    /// under the bound; otherwise answers the microseconds until it has. The check and the
+    /// count are one step under the key's entry lock, so attempts made at once can never pass
+    /// the bound (checked, then counted, one slipped past per runtime thread).
+    pub fn take(&self, key: &str, now: Timestamp) -> Result<(), i64> {
+        let slot = self.slot(key, now);
+        let window_micros = self.window_micros;
+        let mut entry = self.windows.entry(slot).or_insert(Window { started_micros: now.as_micros(), failures: 0 });
+        if now.as_micros().saturating_sub(entry.started_micros) >= window_micros {
+            *entry = Window { started_micros: now.as_micros(), failures: 0 };
+        }
+        if entry.failures >= self.failures_max {
+            return Err(entry.started_micros.saturating_add(window_micros).saturating_sub(now.as_micros()));
+        }
+        entry.failures = entry.failures.saturating_add(1);
+        Ok(())
+    }
+
     /// Forgets `key`'s failures (a successful login clears its identifier's count).
     pub fn clear(&self, key: &str) {
         self.windows.remove(key);
@@ -175,15 +193,18 @@ impl LoginLimits {
         self.by_ip.record_failure(&ip.key(), now);
     }
 
-    /// `check`, then the attempt counted as a failure at once, before its password is
-    /// checked: a check that only counted failures once judged let concurrent attempts all
-    /// pass it while their passwords were being hashed (hundreds of guesses where five are
-    /// allowed). Check and count run with no await between them, so at most one attempt per
-    /// runtime thread can slip past the last place. A success takes its count back
-    /// (`record_success`).
+    /// The attempt counted as a failure at once, before its password is checked, if both the
+    /// identifier and the ip have a place left (`FailureLimiter::take`: check and count in one
+    /// step): a check that only counted failures once judged let concurrent attempts all pass
+    /// it while their passwords were being hashed (hundreds of guesses where five are
+    /// allowed). A success takes its count back (`record_success`).
     pub fn take_attempt(&self, identifier: &str, ip: ClientIp, now: Timestamp) -> Result<(), ApiError> {
-        self.check(identifier, ip, now)?;
-        self.record_failure(identifier, ip, now);
+        const DETAIL: &str = "too many failed logins; retry later";
+        self.by_identifier.take(identifier, now).map_err(|wait| rate_limited(DETAIL, wait))?;
+        if let Err(wait) = self.by_ip.take(&ip.key(), now) {
+            self.by_identifier.forgive_one(identifier);
+            return Err(rate_limited(DETAIL, wait));
+        }
         Ok(())
     }
 
@@ -355,6 +376,27 @@ mod tests {
         assert_eq!(limiter.blocked_for("k", later(60_000_000)), None, "the window ended");
         limiter.record_failure("k", later(60_000_000));
         assert_eq!(limiter.blocked_for("k", later(60_000_000)), None, "a new window starts at one failure");
+    }
+
+    /// Attempts taken at once from many threads never pass the bound: the check and the
+    /// count are one step (checked, then counted, a CI run saw six of a bound of five judged).
+    #[test]
+    fn attempts_taken_at_once_never_pass_the_bound() {
+        let limiter = std::sync::Arc::new(FailureLimiter::new(5, Duration::from_secs(60)));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (limiter, barrier) = (std::sync::Arc::clone(&limiter), std::sync::Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    (0..1_000).filter(|_| limiter.take("k", NOW).is_ok()).count()
+                })
+            })
+            .collect();
+        let taken: usize = threads.into_iter().map(|thread| thread.join().unwrap()).sum();
+        assert_eq!(taken, 5);
+        assert_eq!(limiter.take("k", later(1_000_000)), Err(59_000_000), "the wait until the window ends");
+        assert_eq!(limiter.take("k", later(60_000_000)), Ok(()), "a new window");
     }
 
     #[test]

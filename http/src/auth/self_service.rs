@@ -42,7 +42,7 @@ use tally_persistence::users::{User, UserStatus, normalize_email};
 use super::caller::Caller;
 use super::codes::{self, invalid_code, is_code_shaped};
 use super::password::{PASSWORD_LENGTH_MAX, check_policy};
-use super::rate_limit::{ClientIp, FailureLimiter, check_all};
+use super::rate_limit::{ClientIp, FailureLimiter, check_all, rate_limited};
 use super::sessions::{end_reason, end_sessions};
 use super::stepup::{PasswordChange, StepUp};
 use super::validate::{check_email, check_name};
@@ -149,11 +149,9 @@ fn gone() -> ApiError {
 /// `429` if `key` has used up its count; else the attempt counted as a failure at once, before
 /// it is judged (as `LoginLimits::take_attempt` does for logins): counted only once judged,
 /// concurrent attempts all passed the check while their argon2 checks ran. Check and count
-/// run with no await between them. A right attempt gives its count back (`forgive_one`).
+/// are one step (`FailureLimiter::take`). A right attempt gives its count back (`forgive_one`).
 fn take_attempt(limiter: &FailureLimiter, key: &str, now: Timestamp, detail: &str) -> Result<(), ApiError> {
-    check_all(&[(limiter, key)], now, detail)?;
-    limiter.record_failure(key, now);
-    Ok(())
+    limiter.take(key, now).map_err(|wait| rate_limited(detail, wait))
 }
 
 /// `PATCH /v1/users/me {first_name?, last_name?, phone?}` → `200` the caller as
