@@ -152,6 +152,15 @@ impl Mailer {
     /// name, comment or brackets, which a mailbox parser would read another address out of).
     /// Returns once it is queued, not delivered.
     pub fn send(&self, to: &str, subject: &str, body: String) -> Result<(), MailError> {
+        self.reserve(to, subject, body)?.send();
+        Ok(())
+    }
+
+    /// Builds the message and takes its place on the queue without sending it yet: a caller
+    /// that stores something the mail announces (a code that replaces the previous one) stores
+    /// it only once the mail is sure to be queued, and sends after. Dropping the reservation
+    /// gives the place back and sends nothing.
+    pub fn reserve(&self, to: &str, subject: &str, body: String) -> Result<Reserved<'_>, MailError> {
         let address: Address = to.trim().parse().map_err(|_| MailError::Recipient(to.to_owned()))?;
         let message = Message::builder()
             .from(self.from.clone())
@@ -160,10 +169,24 @@ impl Mailer {
             .header(ContentType::TEXT_PLAIN)
             .body(body)
             .map_err(|error| MailError::Message(error.to_string()))?;
-        self.queue.try_send(message).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => MailError::QueueFull,
-            mpsc::error::TrySendError::Closed(_) => MailError::Stopped,
-        })
+        let place = self.queue.try_reserve().map_err(|error| match error {
+            mpsc::error::TrySendError::Full(()) => MailError::QueueFull,
+            mpsc::error::TrySendError::Closed(()) => MailError::Stopped,
+        })?;
+        Ok(Reserved { place, message })
+    }
+}
+
+/// A message with its place on the queue taken (`Mailer::reserve`).
+pub struct Reserved<'a> {
+    place: mpsc::Permit<'a, Message>,
+    message: Message,
+}
+
+impl Reserved<'_> {
+    /// Queues the message in the place taken for it; this cannot fail.
+    pub fn send(self) {
+        self.place.send(self.message);
     }
 }
 
@@ -291,6 +314,25 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "a message holding a code is the server user's only: {mode:o}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reservation_holds_a_place_until_sent_or_dropped() {
+        let (queue, mut messages) = mpsc::channel(1);
+        let mailer = Mailer { queue, from: DEFAULT_MAIL_FROM.parse().unwrap() };
+        let first = mailer.reserve("ada@example.com", "first", "1".to_owned()).unwrap();
+        assert!(
+            matches!(mailer.reserve("ada@example.com", "second", "2".to_owned()), Err(MailError::QueueFull)),
+            "the one place is taken by the first reservation"
+        );
+        assert!(matches!(mailer.send("ada@example.com", "second", "2".to_owned()), Err(MailError::QueueFull)));
+        drop(first);
+        assert!(messages.try_recv().is_err(), "a dropped reservation sends nothing");
+        mailer.reserve("ada@example.com", "third", "3".to_owned()).unwrap().send();
+        let message = String::from_utf8(messages.try_recv().unwrap().formatted()).unwrap();
+        assert!(message.contains("Subject: third"), "{message}");
+        drop(messages);
+        assert!(matches!(mailer.reserve("ada@example.com", "s", String::new()), Err(MailError::Stopped)));
     }
 
     #[tokio::test]

@@ -634,7 +634,7 @@ pub async fn update(
     description = "Ends every session of the user at once and mails them a reset code (as `POST \
                    /v1/auth/password/forgot` would; they finish with `POST /v1/auth/password/reset`). The current \
                    password keeps working until then (block the user to lock them out). No body. Unknown id: \
-                   `404`; a full mail queue: `503` (the code is stored; ask again).",
+                   `404`; a full mail queue: `503` (nothing changed: no code, no session ended; ask again).",
     responses((status = 202, body = crate::auth::self_service::AcceptedAnswer)),
     security(("bearer" = []))
 )]
@@ -649,20 +649,23 @@ pub async fn password_reset(
     let issued = codes::issue(identity, user.id, CodePurpose::PasswordReset).await?;
     let actor = Actor::user(admin.admin_id());
     let entry = record(identity, &context, &actor, Event::new("user.password_reset").on_user(user.id));
-    if !identity.self_service.issue_code(&issued.stored, &entry).await? {
-        return Err(ApiError::not_found("user"));
-    }
-    end_sessions(&state, user.id.as_uuid(), None, end_reason::PASSWORD_RESET_BY_ADMIN, &actor, &context).await?;
     let minutes = codes::CODE_TTL.as_secs() / 60;
     let body = format!(
         "An administrator started a password reset for your account.\r\nYour sessions have ended. \
          Your reset code is:\r\n\r\n    {}\r\n\r\nIt works once, for {minutes} minutes.\r\n",
         issued.code
     );
-    identity.mail.send(&user.email, "Your Tally password reset code", body).map_err(|error| {
+    // The mail's place first: when it cannot be queued nothing changes (no code replaced, no
+    // session ended), and the admin asks again.
+    let mail = identity.mail.reserve(&user.email, "Your Tally password reset code", body).map_err(|error| {
         tracing::warn!(%error, user_id = %user.id, "an admin password reset mail could not be queued");
         ApiError::new(ErrorCode::Overloaded, "the reset mail cannot be sent right now; retry later")
     })?;
+    if !identity.self_service.issue_code(&issued.stored, &entry).await? {
+        return Err(ApiError::not_found("user"));
+    }
+    end_sessions(&state, user.id.as_uuid(), None, end_reason::PASSWORD_RESET_BY_ADMIN, &actor, &context).await?;
+    mail.send();
     let answer = crate::auth::self_service::AcceptedAnswer {
         message: "the user's sessions have ended and a reset code has been mailed to them",
     };

@@ -37,7 +37,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 use tally_engine::{ErrorCode, Timestamp, UserId};
 use tally_persistence::users::self_service::{CodePurpose, ProfileChange};
-use tally_persistence::users::{User, UserStatus, normalize_email};
+use tally_persistence::users::{UserStatus, normalize_email};
 
 use super::caller::Caller;
 use super::codes::{self, invalid_code, is_code_shaped};
@@ -330,8 +330,18 @@ pub async fn forgot_password(
                 &Actor::anonymous(),
                 Event::new("auth.password_reset_requested").on_user(user.id),
             );
+            // The mail's place is taken first: a code that could not be mailed must not replace
+            // the one the user may already have.
+            let (subject, body) = code_mail(CodePurpose::PasswordReset, &issued.code);
+            let mail = match identity.mail.reserve(&user.email, subject, body) {
+                Ok(mail) => mail,
+                Err(error) => {
+                    tracing::warn!(%error, user_id = %user.id, "a password reset mail could not be queued; no code issued");
+                    return;
+                }
+            };
             match identity.self_service.issue_code(&issued.stored, &entry).await {
-                Ok(true) => send_code(&identity, &user, CodePurpose::PasswordReset, &issued.code),
+                Ok(true) => mail.send(),
                 Ok(false) => {}
                 Err(error) => tracing::warn!(%error, user_id = %user.id, "a password reset code could not be stored"),
             }
@@ -340,11 +350,13 @@ pub async fn forgot_password(
     Ok((StatusCode::ACCEPTED, axum::Json(AcceptedAnswer { message: FORGOT_ANSWER })).into_response())
 }
 
-/// Queues the code mail; a failure is logged (the code is stored and a new request replaces it).
-fn send_code(identity: &super::Identity, user: &User, purpose: CodePurpose, code: &str) {
-    let (subject, body) = code_mail(purpose, code);
-    if let Err(error) = identity.mail.send(&user.email, subject, body) {
-        tracing::warn!(%error, user_id = %user.id, purpose = purpose.as_str(), "a code mail could not be queued");
+/// `503` for a mail that cannot be queued now, `409` for an address no mail can go to.
+fn mail_refused(error: crate::mail::MailError) -> ApiError {
+    match error {
+        crate::mail::MailError::QueueFull | crate::mail::MailError::Stopped => {
+            ApiError::new(ErrorCode::Overloaded, "mail cannot be sent right now; retry later")
+        }
+        other => ApiError::new(ErrorCode::Conflict, format!("no mail can be sent to this address: {other}")),
     }
 }
 
@@ -447,7 +459,8 @@ pub async fn reset_password(
     tag = "identity",
     description = "Mails a 6-digit code (15 minutes, 5 tries) to the caller's address; a new request replaces \
                    the previous code. No body. Already verified is `409 CONFLICT`; more than 5 requests within \
-                   15 minutes is `429`; a full mail queue is `503`.",
+                   15 minutes is `429`; a full mail queue is `503` (the previous code \
+                   stays as it was).",
     responses((status = 202, body = AcceptedAnswer)),
     security(("bearer" = []))
 )]
@@ -473,16 +486,13 @@ pub async fn request_verification(
         &Actor::of(&caller),
         Event::new("auth.email_verification_requested").on_user(user.id),
     );
+    // The mail's place first: a code that cannot be mailed does not replace the previous one.
+    let (subject, body) = code_mail(CodePurpose::EmailVerification, &issued.code);
+    let mail = identity.mail.reserve(&user.email, subject, body).map_err(mail_refused)?;
     if !identity.self_service.issue_code(&issued.stored, &entry).await? {
         return Err(gone());
     }
-    let (subject, body) = code_mail(CodePurpose::EmailVerification, &issued.code);
-    identity.mail.send(&user.email, subject, body).map_err(|error| match error {
-        crate::mail::MailError::QueueFull | crate::mail::MailError::Stopped => {
-            ApiError::new(ErrorCode::Overloaded, "mail cannot be sent right now; retry later")
-        }
-        other => ApiError::new(ErrorCode::Conflict, format!("no mail can be sent to this address: {other}")),
-    })?;
+    mail.send();
     let answer = AcceptedAnswer { message: "a 6-digit code valid for 15 minutes has been sent to your address" };
     Ok(audited((StatusCode::ACCEPTED, axum::Json(answer)).into_response()))
 }
