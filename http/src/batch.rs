@@ -123,6 +123,9 @@ async fn plan_item(
     payees: &SavedPayees<'_>,
     raw: &RawValue,
 ) -> Result<Plan, ApiError> {
+    if !crate::json::is_object(raw.get().as_bytes()) {
+        return Err(ApiError::new(ErrorCode::ValidationError, "invalid item: expected a JSON object"));
+    }
     let body = serde_json::from_str::<TransferBody>(raw.get())
         .map_err(|error| ApiError::new(ErrorCode::ValidationError, format!("invalid item: {error}")))?;
     // A batch is one decision about many transfers; a per-item deadline would make an atomic

@@ -1,5 +1,6 @@
 //! `ApiJson`: axum's JSON extractor with every rejection answered as problem+json (malformed
-//! JSON, a missing or wrong content type, a body over the limit, a field of the wrong type).
+//! JSON, a missing or wrong content type, a body over the limit, a field of the wrong type,
+//! a body that is not a JSON object).
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
@@ -29,23 +30,45 @@ where
             .headers()
             .get(axum::http::header::CONTENT_TYPE)
             .is_some_and(|value| value.as_bytes() == b"application/json");
-        if plain_json {
-            let bytes = axum::body::Bytes::from_request(request, state)
+        let bytes = if plain_json {
+            axum::body::Bytes::from_request(request, state)
                 .await
-                .map_err(|rejection| reject(JsonRejection::from(rejection)))?;
-            if let Ok(value) = serde_json::from_slice(&bytes) {
-                return Ok(ApiJson(value));
-            }
-            return match axum::Json::<T>::from_bytes(&bytes) {
-                Ok(axum::Json(value)) => Ok(ApiJson(value)),
-                Err(rejection) => Err(reject(rejection)),
-            };
+                .map_err(|rejection| reject(JsonRejection::from(rejection)))?
+        } else {
+            // axum judges the other content types (`; charset=…`, `+json`) and reads the body.
+            let axum::Json(raw) =
+                axum::Json::<Box<serde_json::value::RawValue>>::from_request(request, state).await.map_err(reject)?;
+            axum::body::Bytes::from(String::from(Box::<str>::from(raw)))
+        };
+        if !is_object(&bytes) {
+            // Malformed JSON is told as such; well-formed JSON of another kind is not an object.
+            return Err(match axum::Json::<serde::de::IgnoredAny>::from_bytes(&bytes) {
+                Ok(_) => not_an_object(),
+                Err(rejection) => reject(rejection),
+            });
         }
-        match axum::Json::<T>::from_request(request, state).await {
+        if let Ok(value) = serde_json::from_slice(&bytes) {
+            return Ok(ApiJson(value));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
             Err(rejection) => Err(reject(rejection)),
         }
     }
+}
+
+/// Whether JSON text is an object: every request body of this API is one. serde's derived
+/// `Deserialize` of a struct also takes an array of its fields in declaration order
+/// (`["internal", "<from>", "<to>", …]`), which no client means and `deny_unknown_fields`
+/// cannot see. Only the first byte that is not blank is looked at: it says what well-formed
+/// JSON is, and malformed JSON is refused by its parse anyway.
+pub fn is_object(json: &[u8]) -> bool {
+    json.iter().find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r')) == Some(&b'{')
+}
+
+/// The answer to a body (or batch item) that is JSON but not an object.
+pub fn not_an_object() -> ApiError {
+    ApiError::new(ErrorCode::ValidationError, "invalid body: expected a JSON object")
 }
 
 fn reject(rejection: JsonRejection) -> ApiError {
@@ -130,8 +153,16 @@ mod tests {
         note: Option<String>,
     }
 
+    fn request(content_type: Option<&str>, body: &'static str) -> Request {
+        let mut request = Request::builder().method("POST").uri("/");
+        if let Some(content_type) = content_type {
+            request = request.header(CONTENT_TYPE, content_type);
+        }
+        request.body(Body::from(body)).unwrap()
+    }
+
     #[tokio::test]
-    async fn every_body_gets_the_answer_axums_extractor_gives() {
+    async fn every_body_but_json_of_another_kind_gets_the_answer_axums_extractor_gives() {
         let bodies = [
             r#"{"amount":"1.00","count":3}"#,
             r#"{"amount":"1.00","count":3,"note":"a \"b\""}"#,
@@ -139,24 +170,17 @@ mod tests {
             r#"{"amount":1,"count":3}"#,
             r#"{"count":3}"#,
             r#"{"amount":"1","count":3} trailing"#,
+            " \n{\"amount\":\"1.00\",\"count\":3}",
             "{",
             "",
-            "[]",
-            "null",
+            "[",
         ];
         for content_type in
             [Some("application/json"), Some("application/json; charset=utf-8"), Some("text/plain"), None]
         {
             for body in bodies {
-                let request = || {
-                    let mut request = Request::builder().method("POST").uri("/");
-                    if let Some(content_type) = content_type {
-                        request = request.header(CONTENT_TYPE, content_type);
-                    }
-                    request.body(Body::from(body)).unwrap()
-                };
-                let ours = ApiJson::<Sample>::from_request(request(), &()).await;
-                let axums = axum::Json::<Sample>::from_request(request(), &()).await;
+                let ours = ApiJson::<Sample>::from_request(request(content_type, body), &()).await;
+                let axums = axum::Json::<Sample>::from_request(request(content_type, body), &()).await;
                 match (ours, axums) {
                     (Ok(ApiJson(ours)), Ok(axum::Json(axums))) => assert_eq!(ours, axums),
                     (Err(ours), Err(axums)) => {
@@ -166,5 +190,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test]
+    async fn json_that_is_not_an_object_is_refused_even_where_serde_would_read_it() {
+        let positional = r#"["1.00", 3, null]"#;
+        for content_type in ["application/json", "application/json; charset=utf-8"] {
+            let axums = axum::Json::<Sample>::from_request(request(Some(content_type), positional), &()).await;
+            assert!(axums.is_ok(), "serde's derive reads a struct from an array of its fields");
+            for body in [positional, "[]", "null", "3", r#""text""#, " [ ]"] {
+                let ours = ApiJson::<Sample>::from_request(request(Some(content_type), body), &()).await;
+                let Err(error) = ours else { panic!("{body} was taken") };
+                assert_eq!(format!("{error:?}"), format!("{:?}", not_an_object()), "{body}");
+            }
+        }
+        let ours = ApiJson::<Sample>::from_request(request(Some("text/plain"), positional), &()).await;
+        let Err(error) = ours else { panic!("a text/plain body was taken") };
+        assert_eq!(error.status, Some(StatusCode::UNSUPPORTED_MEDIA_TYPE), "the content type is judged first");
     }
 }

@@ -99,10 +99,12 @@ async fn a_batch_reports_each_items_own_outcome_and_runs_the_good_ones(server: T
         internal(&carols, &to, "1"),
         internal(&from, &uuid::Uuid::new_v4().to_string(), "1"),
         "not an object",
+        // serde's derive would read a transfer from its fields in order; no client means that.
+        ["internal", from, to, null, null, "7.00", null, null, null, null],
     ]});
     let reply = server.post("/v1/transfers/batch", Some(&alice.token), body).await;
     let items = results(&reply);
-    assert_eq!(items.len(), 8);
+    assert_eq!(items.len(), 9);
     assert_item(&items[0], 0, 201, None);
     assert_eq!(items[0]["transfer"]["status"], "completed");
     assert_eq!(items[0]["transfer"]["amount"], "10.00");
@@ -116,6 +118,11 @@ async fn a_batch_reports_each_items_own_outcome_and_runs_the_good_ones(server: T
     assert!(items[6]["status"].as_u64().unwrap() >= 400, "{}", items[6]);
     assert!(items[6].get("transfer").is_none());
     assert_item(&items[7], 7, 400, Some("VALIDATION_ERROR"));
+    assert_item(&items[8], 8, 400, Some("VALIDATION_ERROR"));
+    assert_eq!(items[8]["error"]["detail"], "invalid item: expected a JSON object");
+    let positional = json!(["internal", from, to, null, null, "7.00", null, null, null, null]);
+    let alone = server.post("/v1/transfers", Some(&alice.token), positional).await;
+    alone.assert_problem(400, "VALIDATION_ERROR");
     assert_positions(
         &server,
         &[(&from, dec!(90.00), dec!(5.25)), (&to, dec!(10.00), dec!(0)), (&carols, dec!(50), dec!(0))],
