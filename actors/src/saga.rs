@@ -389,12 +389,13 @@ async fn drive(
                                 // Nothing was held. Record the failure so the transfer is not
                                 // left `processing`, then tell the caller to retry later.
                                 give_key_back(inner, transfer, key_may_go_back);
-                                finish(inner, transfer, TransferStatus::Failed, Some(ErrorCode::Overloaded), audit)
+                                let unaudited = &mut None;
+                                finish(inner, transfer, TransferStatus::Failed, Some(ErrorCode::Overloaded), unaudited)
                                     .await?;
                                 return Err(TransferError::Unavailable(unavailable));
                             }
                         };
-                        finish(inner, transfer, TransferStatus::Failed, Some(rejection.code()), audit).await?;
+                        finish(inner, transfer, TransferStatus::Failed, Some(rejection.code()), &mut None).await?;
                         return Err(TransferError::Rejected(rejection));
                     }
                 }
@@ -438,7 +439,8 @@ async fn drive(
                 // between the two; releasing again is a no-op otherwise.
                 // Only recovery abandons, and no caller waits: the answer is the failed transfer.
                 release(inner, transfer).await?;
-                finish(inner, transfer, TransferStatus::Failed, Some(ErrorCode::Internal), audit).await?;
+                // Recovery's own decision: no one asked, nothing to audit.
+                finish(inner, transfer, TransferStatus::Failed, Some(ErrorCode::Internal), &mut None).await?;
                 return Ok(transfer.clone());
             }
             (TransferStatus::Processing, SagaStep::Held, _) => {
@@ -523,6 +525,10 @@ async fn drive(
                             give_key_back(inner, transfer, key_may_go_back);
                         }
                         let code = rejection.as_ref().map_or(ErrorCode::Overloaded, CreateTransferRejection::code);
+                        // An admin's execute that fails still decided the pending transfer: it
+                        // ends `failed`, its hold released, and the entry says who asked. A
+                        // new transfer (an adjustment) refused here changed nothing asked for.
+                        let audit = if matches!(intent, Intent::Execute) { audit } else { &mut None };
                         finish(inner, transfer, TransferStatus::Failed, Some(code), audit).await?;
                         return Err(match rejection {
                             Some(rejection) => TransferError::Rejected(rejection),
@@ -656,9 +662,10 @@ pub(crate) fn record(inner: &EngineInner, transfer: &Transfer) -> Result<(), Tra
 /// record of the saga before it) is durable. Only then may the caller hear the outcome.
 ///
 /// An admin's `audit` record goes in one group with that record (one batch, one store
-/// transaction: the outcome and its audit entry are durable together or not at all), unless
-/// the transfer failed: its request is answered with an error and nothing changed. It is
-/// taken, so a saga restarted after a panic cannot append it twice.
+/// transaction: the outcome and its audit entry are durable together or not at all). It is
+/// taken, so a saga restarted after a panic cannot append it twice. A caller whose failure
+/// changed nothing an admin asked for (an adjustment refused at its hold or credit) passes
+/// none: that request is answered with an error and audited by nothing.
 async fn finish(
     inner: &EngineInner,
     transfer: &mut Transfer,
@@ -672,7 +679,7 @@ async fn finish(
         transfer.pending_reason = pending_reason;
     }
     transfer.failure_reason = failure;
-    let audit = if status == TransferStatus::Failed { None } else { audit.take() };
+    let audit = audit.take();
     let journal = inner.shared.journals.shard(journal_of(inner, transfer));
     // A fresh slot for this state, shared with its record: the journal writer renders the
     // state's event into it and the client's answer reuses that text (`Rendering`).

@@ -166,7 +166,9 @@ pub async fn execute(
     IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
-    let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::NO_CONTENT), Some(id.to_string()));
+    // No `status` in the entry: it is committed with the outcome, `completed` (`204`) or, when
+    // the destination refuses the credit, `failed` (the transfer's state says which).
+    let entry = change.record(state.identity(), admin.admin_id(), None, Some(id.to_string()));
     let transfer = engine
         .decide_pending_audited(TransferId::from_uuid(id), PendingDecision::Execute, entry)
         .await

@@ -20,6 +20,7 @@ on_both_stores!(
     reject_and_cancel_release_the_hold_and_only_pending_transfers_are_reviewed,
     admins_open_accounts_and_block_unblock_and_close_them,
     an_execute_towards_a_quarantined_destination_is_503_and_changes_nothing,
+    an_execute_the_destination_refuses_ends_the_transfer_failed_with_its_audit_entry,
     admins_list_and_read_every_customer_s_wallets_with_their_holds,
     a_credit_limit_with_more_decimals_than_the_currency_is_refused,
 );
@@ -724,6 +725,54 @@ async fn an_execute_towards_a_quarantined_destination_is_503_and_changes_nothing
     assert_eq!(server.position(&destination).await, (dec!(10.00), dec!(0.00)));
     let replay = server.post_keyed("/v1/transfers", Some(&customer.token), &key, body).await;
     assert_eq!(replay.str("status"), "completed", "{}", replay.text);
+    server.shutdown().await;
+}
+
+/// An execution whose destination refuses the credit (blocked since the transfer was made)
+/// still decided the pending transfer: it ends `failed`, its hold released, and the admin's
+/// `transfer.execute` entry is committed with that outcome (there was none: the change was
+/// unaudited, found by a review).
+async fn an_execute_the_destination_refuses_ends_the_transfer_failed_with_its_audit_entry(server: TestServer) {
+    let admin = server.admin(&["transfers:execute", "transfers:read", "accounts:close", "audit:read"]).await;
+    let customer = server.user().await;
+    let source = server.open_account(&customer, "USD").await;
+    let destination = server.open_account(&customer, "USD").await;
+    server.fund(&source, dec!(100)).await;
+    server.engine.set_transfer_type(
+        tally_engine::TransferKind::Internal,
+        tally_engine::TransferTypeSettings {
+            execution_mode: tally_engine::ExecutionMode::Manual,
+            ..tally_engine::TransferTypeSettings::internal_default()
+        },
+    );
+    let body =
+        json!({"type": "internal", "source_account_id": source, "destination_account_id": destination, "amount": "10"});
+    let created = server.post("/v1/transfers", Some(&customer.token), body).await;
+    created.assert_status(202);
+    let id = created.str("id");
+    server
+        .post(
+            &format!("/v1/admin/accounts/{destination}/status"),
+            Some(&admin.token),
+            json!({"action": "block", "reason": "review"}),
+        )
+        .await
+        .assert_status(204);
+
+    let refused = server.post_empty(&format!("/v1/admin/transfers/{id}/execute"), Some(&admin.token)).await;
+    refused.assert_problem(422, "ACCOUNT_NOT_ACTIVE");
+    let stored = server.get(&format!("/v1/admin/transfers/{id}"), Some(&admin.token)).await;
+    assert_eq!(stored.str("status"), "failed", "{}", stored.text);
+    assert_eq!(server.position(&source).await, (dec!(100.00), dec!(0.00)), "the hold is released");
+    assert_eq!(server.position(&destination).await, (dec!(0.00), dec!(0.00)));
+
+    let log = server.get(&format!("/v1/admin/audit?target_id={id}"), Some(&admin.token)).await;
+    log.assert_status(200);
+    let entries = log.body["items"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{}", log.text);
+    assert_eq!(entries[0]["action"], "transfer.execute", "{}", log.text);
+    assert_eq!(entries[0]["actor"]["id"], admin.user_id.as_str(), "{}", log.text);
+    assert!(entries[0]["details"].get("status").is_none(), "the outcome, not the entry, says how it ended");
     server.shutdown().await;
 }
 
