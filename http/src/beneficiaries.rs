@@ -8,7 +8,7 @@
 //!   not name a scope. Adding a payee is what an account takeover does first, so a machine
 //!   key cannot do it; a key with `transfers:write` may still *pay* a saved beneficiary.
 //! - The name follows the inline beneficiary's rules (trimmed, 1 to 140 characters, no control
-//!   characters); the IBAN is checked (ISO 13616 mod 97, `iban.rs`) and kept in its electronic
+//!   characters); the IBAN is checked (ISO 13616: mod 97 and its country's registered format, `iban.rs`) and kept in its electronic
 //!   form (no spaces, upper case).
 //! - At most `BENEFICIARIES_PER_USER_MAX` live beneficiaries per user (`409 CONFLICT` past
 //!   it), and one per IBAN (`409 CONFLICT` for a second: so a replayed create is a `409` too).
@@ -84,7 +84,7 @@ pub struct BeneficiaryList {
     tag = "beneficiaries",
     request_body = BeneficiaryBody,
     description = "Saves a payee for external transfers (`beneficiary_id` on `POST /v1/transfers` and batch items). \
-                   The name is trimmed, 1 to 140 characters, no control characters; the IBAN is checked (mod 97) and \
+                   The name is trimmed, 1 to 140 characters, no control characters; the IBAN is checked (mod 97, check digits 02 to 98, and the length and format its country registered with SWIFT) and \
                    stored without spaces in upper case. At most 100 live beneficiaries per user and one per IBAN: \
                    either bound answers `409 CONFLICT` (so repeating a create is a `409`). A saved beneficiary is \
                    never edited; save a new one. People only: API keys are refused `403`.",

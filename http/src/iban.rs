@@ -1,34 +1,36 @@
-//! IBAN checking (ISO 13616): shape and the mod-97 check digits, which catch every single
-//! mistyped character and almost every swap. Country-specific lengths are not checked: the
-//! payout rail refuses an IBAN that is well-formed but does not exist.
+//! IBAN checking (ISO 13616) with `iban_validate`: the mod-97 check digits, which catch every
+//! single mistyped character and almost every swap, and the country's own length and format
+//! from the SWIFT IBAN registry, so an IBAN of a country that has none, or of the wrong length
+//! for its country, is refused before money is held for a payee that cannot exist. Check
+//! digits `00`, `01` and `99` are refused too: ISO 7064 never computes them, and `99` passes
+//! mod 97 wherever `02` does, so one account could be saved twice under two spellings.
 
-/// Shortest and longest IBANs in use (Norway 15, Saint Lucia 32; the standard allows 34).
-const IBAN_LENGTH_MIN: usize = 15;
-const IBAN_LENGTH_MAX: usize = 34;
+use iban::{Iban, IbanLike, ParseBaseIbanError, ParseIbanError};
 
 /// The IBAN in its electronic form (no spaces, upper case), or why it is not one.
 pub fn normalize(text: &str) -> Result<String, String> {
-    let iban: String = text.chars().filter(|c| *c != ' ').map(|c| c.to_ascii_uppercase()).collect();
-    if iban.len() < IBAN_LENGTH_MIN || iban.len() > IBAN_LENGTH_MAX {
-        return Err(format!("must be {IBAN_LENGTH_MIN} to {IBAN_LENGTH_MAX} characters"));
+    let electronic: String = text.chars().filter(|c| *c != ' ').map(|c| c.to_ascii_uppercase()).collect();
+    if let Some(digits) = electronic.get(2..4)
+        && let Ok(digits) = digits.parse::<u8>()
+        && !(2..=98).contains(&digits)
+    {
+        return Err("check digits must be 02 to 98".to_owned());
     }
-    let bytes = iban.as_bytes();
-    let shaped = bytes.iter().all(u8::is_ascii_alphanumeric)
-        && bytes.iter().take(2).all(u8::is_ascii_uppercase)
-        && bytes.iter().skip(2).take(2).all(u8::is_ascii_digit);
-    if !shaped {
-        return Err("must be a country code, two check digits, then letters and digits".to_owned());
-    }
-    // Move the first four characters to the end, read letters as 10..35, and take the whole
-    // number mod 97 digit by digit: it must be 1.
-    let remainder = iban.bytes().cycle().skip(4).take(iban.len()).fold(0_u32, |remainder, byte| {
-        let value = if byte.is_ascii_digit() { u32::from(byte - b'0') } else { u32::from(byte - b'A') + 10 };
-        if value >= 10 { (remainder * 100 + value) % 97 } else { (remainder * 10 + value) % 97 }
-    });
-    if remainder != 1 {
-        return Err("check digits do not match".to_owned());
-    }
-    Ok(iban)
+    let iban: Iban = electronic.parse().map_err(|error| match error {
+        ParseIbanError::InvalidBaseIban { source: ParseBaseIbanError::InvalidChecksum } => {
+            "check digits do not match".to_owned()
+        }
+        ParseIbanError::InvalidBaseIban { source: ParseBaseIbanError::InvalidFormat } => {
+            "must be a country code, two check digits, then 11 to 30 letters and digits".to_owned()
+        }
+        ParseIbanError::UnknownCountry(base) => {
+            format!("{} is not a country in the IBAN registry", &base.electronic_str()[..2])
+        }
+        ParseIbanError::InvalidBban(base) => {
+            format!("is not the length and format of an IBAN of {}", &base.electronic_str()[..2])
+        }
+    })?;
+    Ok(iban.electronic_str().to_owned())
 }
 
 #[cfg(test)]
@@ -40,15 +42,32 @@ mod tests {
         assert_eq!(normalize("DE89 3704 0044 0532 0130 00"), Ok("DE89370400440532013000".to_owned()));
         assert_eq!(normalize("gb82west12345698765432"), Ok("GB82WEST12345698765432".to_owned()));
         assert_eq!(normalize("NO9386011117947"), Ok("NO9386011117947".to_owned()));
+        assert_eq!(normalize("GB33BUKB20201555555555"), Ok("GB33BUKB20201555555555".to_owned()));
     }
 
     #[test]
     fn typos_and_bad_shapes_are_refused() {
-        assert!(normalize("DE89370400440532013001").is_err(), "one digit off");
+        assert_eq!(normalize("DE89370400440532013001"), Err("check digits do not match".to_owned()), "one digit off");
         assert!(normalize("DE98370400440532013000").is_err(), "check digits swapped");
         assert!(normalize("1289370400440532013000").is_err(), "no country");
         assert!(normalize("DE8937040044053201300!").is_err());
         assert!(normalize("DE89").is_err());
         assert!(normalize(&format!("DE89{}", "1".repeat(40))).is_err());
+    }
+
+    /// Each passes mod 97 (found by a review: all were saved as beneficiaries).
+    #[test]
+    fn ibans_that_cannot_exist_are_refused_though_their_check_digits_match() {
+        for (iban, why) in [
+            ("XX4212345678901234", "XX is not a country in the IBAN registry"),
+            ("ZZ241111111111111", "ZZ is not a country in the IBAN registry"),
+            ("DE51370400440532013000123", "is not the length and format of an IBAN of DE"),
+        ] {
+            assert_eq!(normalize(iban), Err(why.to_owned()), "{iban}");
+        }
+        // The same German account under the check digits ISO never computes: 02 and 99 are
+        // both 2 mod 97.
+        assert_eq!(normalize("DE00370400441000000026"), Err("check digits must be 02 to 98".to_owned()));
+        assert_eq!(normalize("DE99370400441000000087"), Err("check digits must be 02 to 98".to_owned()));
     }
 }

@@ -162,6 +162,11 @@ async fn bad_input_is_refused_and_changes_nothing(server: TestServer) {
         (json!({"name": "Ada", "iban": format!("GB82{}", "1".repeat(40))}), "iban"),
         (json!({"name": "Ada", "iban": "1282WEST12345698765432"}), "iban"),
         (json!({"name": "Ada", "iban": "GB82WEST1234569876543!"}), "iban"),
+        // Each passes mod 97 and cannot exist: no such country, the wrong length for its
+        // country, check digits ISO never computes (99 is 02 mod 97: one account, two IBANs).
+        (json!({"name": "Ada", "iban": "XX4212345678901234"}), "iban"),
+        (json!({"name": "Ada", "iban": "DE51370400440532013000123"}), "iban"),
+        (json!({"name": "Ada", "iban": "DE99370400441000000087"}), "iban"),
     ];
     for (body, field) in &cases {
         let reply = server.post("/v1/beneficiaries", Some(&alice.token), body.clone()).await;
