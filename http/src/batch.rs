@@ -126,8 +126,7 @@ async fn plan_item(
     if !crate::json::is_object(raw.get().as_bytes()) {
         return Err(ApiError::new(ErrorCode::ValidationError, "invalid item: expected a JSON object"));
     }
-    let body = serde_json::from_str::<TransferBody>(raw.get())
-        .map_err(|error| ApiError::new(ErrorCode::ValidationError, format!("invalid item: {error}")))?;
+    let body = crate::json::parse::<TransferBody>(raw.get().as_bytes())?;
     // A batch is one decision about many transfers; a per-item deadline would make an atomic
     // batch's items end at different times after being decided together. Each item's type's
     // `pending_timeout_secs` applies instead (docs/ledger-views.md "Pending expiry").
@@ -208,8 +207,10 @@ pub async fn create(
     let key = input::idempotency_key(&headers)?;
     // Runs to the end even if the client goes away: the batch's claim on its key, and an
     // atomic batch's phases, must not be cut off half way, or a retry could find items whose
-    // records are not yet durable and run them a second time.
-    tokio::spawn(run_batch(state, caller, body, key)).await.map_err(ApiError::internal)?
+    // records are not yet durable and run them a second time. The task keeps the request's
+    // id, which each item's error carries.
+    let batch = crate::problem::REQUEST_ID.scope(crate::problem::request_id(), run_batch(state, caller, body, key));
+    tokio::spawn(batch).await.map_err(ApiError::internal)?
 }
 
 /// The batch after its request was read: plan, claim the key, run the items.

@@ -119,6 +119,15 @@ async fn a_batch_reports_each_items_own_outcome_and_runs_the_good_ones(server: T
     assert!(items[6].get("transfer").is_none());
     assert_item(&items[7], 7, 400, Some("VALIDATION_ERROR"));
     assert_item(&items[8], 8, 400, Some("VALIDATION_ERROR"));
+    // Each item's error names the batch request's id (it said "-").
+    let request_id = reply.headers["x-request-id"].to_str().unwrap();
+    assert!(
+        items.iter().filter_map(|item| item.get("error")).all(|error| error["request_id"] == request_id),
+        "{}",
+        reply.text
+    );
+    // A field of the wrong type is a field error naming it, as it is alone.
+    assert_eq!(items[2]["error"]["errors"][0]["field"], "amount", "{}", items[2]);
     assert_eq!(items[8]["error"]["detail"], "invalid item: expected a JSON object");
     let positional = json!(["internal", from, to, null, null, "7.00", null, null, null, null]);
     let alone = server.post("/v1/transfers", Some(&alice.token), positional).await;
