@@ -279,28 +279,58 @@ impl Engine {
         self.inner.aml.rules()
     }
 
-    /// Creates or replaces a rule: stored first, then in force for the next screening.
+    /// Creates a rule (a new id): stored first, then in force for the next screening.
     /// Creating beyond `AML_RULES_MAX` rules is a conflict.
     /// `audit` (an admin's record of the change) is stored in the same transaction.
-    pub async fn put_aml_rule(&self, rule: AmlRule, audit: Option<&AuditRecord>) -> Result<(), EngineError> {
+    pub async fn create_aml_rule(&self, rule: AmlRule, audit: Option<&AuditRecord>) -> Result<(), EngineError> {
         let aml = &self.inner.aml;
         let _write = aml.writes.lock().await;
         let mut rules = (*aml.rules()).clone();
-        let existing = rules.iter().position(|stored| stored.id == rule.id);
-        if existing.is_none() && rules.len() >= AML_RULES_MAX {
+        if rules.iter().any(|stored| stored.id == rule.id) {
             return Err(EngineError::Conflict);
         }
-        self.aml_store()?.put_aml_rule(&rule, audit).await.map_err(store_error)?;
-        match existing {
-            Some(at) => rules[at] = rule,
-            None => rules.push(rule),
+        if rules.len() >= AML_RULES_MAX {
+            return Err(EngineError::Conflict);
         }
+        self.aml_store()?.insert_aml_rule(&rule, audit).await.map_err(store_error)?;
+        rules.push(rule);
         aml.swap(rules);
         Ok(())
     }
 
+    /// Replaces rule `id` with what `replace` makes of the rule in force, read under the
+    /// admin writes' lock, so a replacement racing a deletion either comes first or finds no
+    /// rule (`None`, nothing recorded): it can never bring a deleted rule back (it did, found
+    /// by review: the rule was looked up before the lock and then stored as new). The store
+    /// replaces only a rule it holds. `audit` as for `create_aml_rule`.
+    pub async fn replace_aml_rule<E: From<EngineError>>(
+        &self,
+        id: uuid::Uuid,
+        audit: Option<&AuditRecord>,
+        replace: impl FnOnce(&AmlRule) -> Result<AmlRule, E>,
+    ) -> Result<Option<AmlRule>, E> {
+        let aml = &self.inner.aml;
+        let _write = aml.writes.lock().await;
+        let mut rules = (*aml.rules()).clone();
+        let Some(at) = rules.iter().position(|stored| stored.id == id) else {
+            return Ok(None);
+        };
+        let rule = replace(&rules[at])?;
+        if rule.id != id {
+            return Err(EngineError::Internal("a replaced AML rule must keep its id".to_owned()).into());
+        }
+        if !self.aml_store()?.replace_aml_rule(&rule, audit).await.map_err(store_error)? {
+            // Rules in memory are the store's, changed only under this lock: the store not
+            // holding one is a fault, not a race.
+            return Err(EngineError::Internal(format!("AML rule {id} is in force but not stored")).into());
+        }
+        rules[at] = rule.clone();
+        aml.swap(rules);
+        Ok(Some(rule))
+    }
+
     /// Deletes a rule; false if there was none (nothing recorded). Its flags keep its id and
-    /// name. `audit` as for `put_aml_rule`.
+    /// name. `audit` as for `create_aml_rule`.
     pub async fn delete_aml_rule(&self, id: uuid::Uuid, audit: Option<&AuditRecord>) -> Result<bool, EngineError> {
         let aml = &self.inner.aml;
         let _write = aml.writes.lock().await;

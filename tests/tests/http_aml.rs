@@ -24,6 +24,8 @@ on_both_stores!(
     a_sum_rule_is_not_passed_by_splitting_into_more_pieces_than_the_window_keeps,
     an_aborted_atomic_batch_leaves_nothing_in_the_velocity_window,
     an_aborted_atomic_batch_keeps_its_flags_and_blocked_items,
+    a_rule_replaced_while_it_is_deleted_stays_deleted,
+    a_rule_replaced_without_enabled_keeps_its_enabled,
 );
 
 const AML_ADMIN: &[&str] =
@@ -654,5 +656,68 @@ async fn an_aborted_atomic_batch_keeps_its_flags_and_blocked_items(server: TestS
     assert_eq!(failed.body["count"], 1 + 2 + 2 * 2, "{}", failed.text);
     assert_eq!(server.position(&from).await, (dec!(100), dec!(0)));
     assert_eq!(server.position(&to).await, (dec!(0), dec!(0)));
+    server.shutdown().await;
+}
+
+/// A `PUT` racing a `DELETE` of the same rule must not bring it back. It did (found by
+/// review): the `PUT` looked the rule up before taking the engine's lock on rule writes, then
+/// stored it as new, and the store upserted it. Rounds of one `DELETE` against three `PUT`s:
+/// once the `DELETE` answered `204`, the rule is gone from the API, the rules in force and
+/// the store (what a restart loads), whichever order they ran in.
+async fn a_rule_replaced_while_it_is_deleted_stays_deleted(server: TestServer) {
+    const ROUNDS: usize = 30;
+    let admin = server.admin(AML_ADMIN).await;
+    let mut replaced_first = 0;
+    for round in 0..ROUNDS {
+        let id = create_rule(&server, &admin, threshold(&format!("round {round}"), "1000", "flag")).await;
+        let path = format!("/v1/admin/aml/rules/{id}");
+        let replace =
+            || send(&server, reqwest::Method::PUT, &path, Some(&admin.token), Some(threshold("edited", "900", "flag")));
+        let (deleted, first, second, third) = tokio::join!(
+            send(&server, reqwest::Method::DELETE, &path, Some(&admin.token), None),
+            replace(),
+            replace(),
+            replace(),
+        );
+        deleted.assert_status(204);
+        for put in [&first, &second, &third] {
+            assert!(matches!(put.status, 200 | 404), "round {round}: {}", put.text);
+            replaced_first += usize::from(put.status == 200);
+        }
+        server.get(&path, Some(&admin.token)).await.assert_problem(404, "NOT_FOUND");
+        assert!(server.engine.aml_rules().iter().all(|rule| rule.id.to_string() != id), "round {round}");
+        let stored = server.store.aml().unwrap().aml_rules().await.unwrap();
+        assert!(stored.iter().all(|rule| rule.id.to_string() != id), "round {round}: the store holds the deleted rule");
+    }
+    eprintln!("{replaced_first} of {} replacements came before their deletion", 3 * ROUNDS);
+    server.shutdown().await;
+}
+
+/// A `PUT` that leaves `enabled` out keeps the stored value; it re-enabled a disabled rule
+/// (found by review). Saying it still changes it.
+async fn a_rule_replaced_without_enabled_keeps_its_enabled(server: TestServer) {
+    let admin = server.admin(AML_ADMIN).await;
+    let (alice, from, to) = accounts(&server).await;
+    let mut off = threshold("off", "1", "block");
+    off["enabled"] = json!(false);
+    let id = create_rule(&server, &admin, off).await;
+    let path = format!("/v1/admin/aml/rules/{id}");
+    let mut edit = threshold("still off", "2", "block");
+    edit.as_object_mut().unwrap().remove("enabled");
+    let replaced = send(&server, reqwest::Method::PUT, &path, Some(&admin.token), Some(edit.clone())).await;
+    replaced.assert_status(200);
+    assert_eq!((replaced.str("name"), replaced.body["enabled"].clone()), ("still off".to_owned(), json!(false)));
+    assert_eq!(server.get(&path, Some(&admin.token)).await.body["enabled"], false);
+    server.post("/v1/transfers", Some(&alice.token), internal(&from, &to, "5")).await.assert_status(201);
+
+    let mut on = edit.clone();
+    on["enabled"] = json!(true);
+    send(&server, reqwest::Method::PUT, &path, Some(&admin.token), Some(on)).await.assert_status(200);
+    let kept = send(&server, reqwest::Method::PUT, &path, Some(&admin.token), Some(edit)).await;
+    assert_eq!(kept.body["enabled"], true, "{}", kept.text);
+    server
+        .post("/v1/transfers", Some(&alice.token), internal(&from, &to, "5"))
+        .await
+        .assert_problem(422, "TRANSFER_BLOCKED");
     server.shutdown().await;
 }
