@@ -769,7 +769,7 @@ impl Sim {
         };
         let engine = &self.harness.engine;
         let saved = match self.fee_rules.get(&(kind, currency)) {
-            Some(id) => engine.update_fee_rule(*id, spec, None).await,
+            Some(id) => engine.update_fee_rule(*id, None, |_| spec).await,
             None => engine.create_fee_rule(engine.new_transfer_id().as_uuid(), spec, None).await,
         };
         let saved = saved.unwrap_or_else(|error| panic!("seed {}: fee rule refused: {error:?}", self.seed));
