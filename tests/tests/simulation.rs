@@ -821,11 +821,15 @@ impl Sim {
             created_at: Timestamp::default(),
             updated_at: Timestamp::default(),
         };
-        self.harness
-            .engine
-            .put_aml_rule(saved, None)
-            .await
-            .unwrap_or_else(|error| panic!("seed {}: AML rule refused: {error:?}", self.seed));
+        let engine = &self.harness.engine;
+        let stored = match replace {
+            Some(_) => engine
+                .replace_aml_rule(id, None, |_| Ok::<_, tally_actors::EngineError>(saved))
+                .await
+                .map(|replaced| assert!(replaced.is_some(), "seed {}: the replaced AML rule is gone", self.seed)),
+            None => engine.create_aml_rule(saved, None).await,
+        };
+        stored.unwrap_or_else(|error| panic!("seed {}: AML rule refused: {error:?}", self.seed));
         match replace {
             Some(index) => self.model.aml_rules[index] = rule,
             None => {
