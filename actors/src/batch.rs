@@ -13,6 +13,10 @@
 //! 3 once the intent is durable, each item's saga from step 3: credit, post
 //! ```
 //!
+//! On any abort, the items' velocity-window notes are taken back (`aml::BatchScreenings`) and
+//! each item that raised an AML flag is recorded `failed` with its flags
+//! (`Engine::record_aborted_batch`): nothing moved, but the screening leaves its trace.
+//!
 //! Phase 1 is where an item can still fail: funds, status and currency at both ends. A
 //! destination that admitted a credit honours it in phase 3 even if it was blocked in
 //! between (and refuses to close while it has admissions), so phase 3 only goes forward, as a
@@ -114,24 +118,30 @@ impl Engine {
             claims.push(self.claim(transfer.id)?);
         }
         // AML screening (step 1): a blocked item aborts the batch before anything is held; the
-        // flags of the others are recorded in phase 2 with their transfers (`aml.rs`).
+        // flags of the others are recorded in phase 2 with their transfers (`aml.rs`). Every
+        // velocity note made here is taken back if the batch aborts (`BatchScreenings`).
+        let mut screenings = crate::aml::BatchScreenings::new(self);
         let mut flags = Vec::with_capacity(transfers.len());
         let mut blocked = Vec::new();
         for (index, (transfer, stop)) in transfers.iter().zip(stops.iter_mut()).enumerate() {
             let screened = self.screen(transfer);
+            screenings.push(transfer, &screened);
             if screened.action == Some(tally_engine::aml::AmlAction::Block) {
                 blocked.push((index, TransferError::Rejected(CreateTransferRejection::Blocked)));
             }
             *stop = screened.stop_pending(*stop);
             flags.push(screened.flags);
         }
+        // The journal the intent goes to (and, should the batch abort, the record of its
+        // flagged items).
+        let intent_journal = self.inner.shared.shard_of(transfers[0].source.as_uuid());
         if !blocked.is_empty() {
+            self.record_aborted_batch(&transfers, flags, &blocked, intent_journal).await?;
             return Ok(AtomicBatch::Aborted(blocked));
         }
 
         // Phase 1: holds and admissions. Their records go to the journal that will hold the
         // batch's intent, ahead of it, so the intent can never be durable without them.
-        let intent_journal = self.inner.shared.shard_of(transfers[0].source.as_uuid());
         let placing: Vec<_> = transfers
             .iter()
             .zip(&stops)
@@ -149,6 +159,7 @@ impl Engine {
             .collect();
         if !failures.is_empty() {
             self.unplace(&transfers, &placed).await?;
+            self.record_aborted_batch(&transfers, flags, &failures, intent_journal).await?;
             return Ok(AtomicBatch::Aborted(failures));
         }
 
@@ -173,12 +184,16 @@ impl Engine {
             Ok(ack) => ack.wait().await,
             Err(_) => {
                 self.unplace(&transfers, &placed).await?;
+                // The journal refused the intent, flags and all: as for a single transfer whose
+                // journal refuses its flags (`Engine::record_flags`), nothing is kept and the
+                // caller hears 503. Its screenings are taken back (`screenings`' drop).
                 return Err(TransferError::Unavailable(Unavailable::Overloaded));
             }
         };
         // The intent is appended: the items count (if it never becomes durable, recovery may
         // still finish them, so they stay counted: the safe side).
         reservations.into_iter().flatten().for_each(crate::limits::Reservation::commit);
+        screenings.keep();
         if durable.is_err() {
             // The journal stopped: whether the intent is in the store is for recovery to find
             // out on the next start, which finishes the batch or undoes it whole.

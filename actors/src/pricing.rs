@@ -179,25 +179,31 @@ impl Engine {
         audit: Option<&AuditRecord>,
     ) -> Result<FeeRule, PricingError> {
         let now = self.now();
-        let rule = FeeRule { id, created_at: now, updated_at: now, ..spec };
+        let rule = FeeRule { id, created_at: now, updated_at: now, ..spec }.validate()?;
+        let _writing = self.pricing().writes.lock().await;
         self.save_fee_rule(rule, audit).await
     }
 
-    /// Replaces rule `id` with `spec`, keeping its id and creation time.
+    /// Replaces rule `id` with what `replace` makes of the stored rule (given as it stands
+    /// under the pricing writes' lock, so a field the caller keeps, `enabled` when a `PUT`
+    /// leaves it out, is the one stored and not one a concurrent write has just changed),
+    /// keeping its id and creation time.
     pub async fn update_fee_rule(
         &self,
         id: uuid::Uuid,
-        spec: FeeRule,
         audit: Option<&AuditRecord>,
+        replace: impl FnOnce(&FeeRule) -> FeeRule,
     ) -> Result<FeeRule, PricingError> {
+        let _writing = self.pricing().writes.lock().await;
         let existing = self.fee_rule(id).ok_or(PricingError::NotFound)?;
-        let rule = FeeRule { id, created_at: existing.created_at, updated_at: self.now(), ..spec };
+        let spec = replace(&existing);
+        let rule = FeeRule { id, created_at: existing.created_at, updated_at: self.now(), ..spec }.validate()?;
         self.save_fee_rule(rule, audit).await
     }
 
+    /// Stores a validated rule and puts it in force. The caller holds the pricing writes'
+    /// lock, so the check for a clashing enabled rule and the store's write are one step.
     async fn save_fee_rule(&self, rule: FeeRule, audit: Option<&AuditRecord>) -> Result<FeeRule, PricingError> {
-        let rule = rule.validate()?;
-        let _writing = self.pricing().writes.lock().await;
         if rule.enabled {
             let clash = read(&self.pricing().fee_rules)
                 .iter()

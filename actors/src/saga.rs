@@ -866,7 +866,7 @@ mod tests {
             created_at: now,
             updated_at: now,
         };
-        engine.put_aml_rule(rule, None).await.unwrap();
+        engine.create_aml_rule(rule, None).await.unwrap();
         let payer = open_on(&engine, 1).await;
         let source = open_on(&engine, 0).await;
         let destination = open_on(&engine, 0).await;

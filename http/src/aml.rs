@@ -102,7 +102,7 @@ pub struct AmlRuleBody {
     pub config: serde_json::Value,
     #[schema(pattern = "^(flag|review|block)$")]
     pub action: String,
-    /// Default `true`.
+    /// Default `true` on create; on replace (`PUT`), absent keeps the stored value.
     #[schema(nullable = false)]
     pub enabled: Option<bool>,
 }
@@ -291,11 +291,12 @@ fn rule_kind(kind: &str, value: &serde_json::Value) -> Result<AmlRuleKind, ApiEr
     }
 }
 
-/// The rule a body describes, with the given id and creation time.
+/// The rule a body describes, with the given id; `stored`, the rule it replaces, gives the
+/// creation time and, when the body leaves `enabled` out, whether it is enabled (a new rule is).
 fn rule_of(
     body: &AmlRuleBody,
     id: uuid::Uuid,
-    created_at: Option<tally_engine::Timestamp>,
+    stored: Option<&AmlRule>,
     now: tally_engine::Timestamp,
 ) -> Result<AmlRule, ApiError> {
     let name = input::required_text("name", &body.name, RULE_NAME_LENGTH_MAX)?;
@@ -307,8 +308,11 @@ fn rule_of(
         name,
         kind,
         action,
-        enabled: body.enabled.unwrap_or(true),
-        created_at: created_at.unwrap_or(now),
+        // A replacement that leaves `enabled` out keeps the stored value: it re-enabled a
+        // disabled rule before (found by review), which an admin editing a threshold would not
+        // expect.
+        enabled: body.enabled.unwrap_or(stored.is_none_or(|stored| stored.enabled)),
+        created_at: stored.map_or(now, |stored| stored.created_at),
         updated_at: now,
     })
 }
@@ -360,7 +364,7 @@ pub async fn create_rule(
     let engine = state.engine()?;
     let rule = rule_of(&body, engine.new_transfer_id().as_uuid(), None, engine.now())?;
     let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::CREATED), Some(rule.id.to_string()));
-    engine.put_aml_rule(rule.clone(), Some(&entry)).await?;
+    engine.create_aml_rule(rule.clone(), Some(&entry)).await?;
     tracing::info!(target: "audit", admin = %admin.admin_id(), rule = %rule.id, name = %rule.name, "AML rule created");
     Ok(audited(created(format!("/v1/admin/aml/rules/{}", rule.id), AmlRuleView::of(&rule)?)))
 }
@@ -397,6 +401,7 @@ pub async fn get_rule(
     put,
     path = "/v1/admin/aml/rules/{id}",
     tag = "admin",
+    description = "Replaces the rule whole, except `enabled`: a body without it keeps the rule's stored value (a disabled rule stays disabled). A rule deleted meanwhile is not created again: `404`.",
     params(("id" = uuid::Uuid, Path, description = "The rule id")),
     request_body = AmlRuleBody,
     responses((status = 200, body = AmlRuleView)),
@@ -409,11 +414,15 @@ pub async fn put_rule(
     IdPath(id): IdPath,
     ApiJson(body): ApiJson<AmlRuleBody>,
 ) -> Result<Response, ApiError> {
-    let existing = find_rule(&state, id)?;
     let engine = state.engine()?;
-    let rule = rule_of(&body, id, Some(existing.created_at), engine.now())?;
+    let now = engine.now();
     let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::OK), Some(id.to_string()));
-    engine.put_aml_rule(rule.clone(), Some(&entry)).await?;
+    // The stored rule is read, and replaced, under the engine's lock on rule writes: looked up
+    // before it, a rule deleted meanwhile was stored again (found by review).
+    let rule = engine
+        .replace_aml_rule(id, Some(&entry), |stored| rule_of(&body, id, Some(stored), now))
+        .await?
+        .ok_or_else(|| ApiError::not_found("AML rule"))?;
     tracing::info!(target: "audit", admin = %admin.admin_id(), rule = %rule.id, name = %rule.name, "AML rule replaced");
     Ok(audited(axum::Json(AmlRuleView::of(&rule)?).into_response()))
 }

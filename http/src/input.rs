@@ -114,6 +114,11 @@ pub fn amount(field: &str, text: &str, currency: Currency) -> Result<Decimal, Ap
 
 /// A credit limit: like an amount, but zero is allowed.
 pub fn credit_limit(field: &str, text: &str, currency: Currency) -> Result<Decimal, ApiError> {
+    amount_or_zero(field, text, currency)
+}
+
+/// Like an amount, but zero is allowed (not a negative): a credit limit, a fee rule's amounts.
+pub fn amount_or_zero(field: &str, text: &str, currency: Currency) -> Result<Decimal, ApiError> {
     if text.starts_with('-') {
         return Err(ApiError::field(field, "must not be negative"));
     }

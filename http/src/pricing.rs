@@ -198,7 +198,8 @@ pub struct FeeRuleBody {
     #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", examples("25.00"))]
     pub max_fee: Option<String>,
     pub tiers: Option<Vec<FeeTierBody>>,
-    /// Default `true`. At most one enabled rule per (transfer_type, currency).
+    /// Default `true` on create; on replace (`PUT`), absent keeps the stored value. At most
+    /// one enabled rule per (transfer_type, currency).
     pub enabled: Option<bool>,
 }
 
@@ -267,7 +268,10 @@ fn fee_rule_spec(body: FeeRuleBody) -> Result<FeeRule, ApiError> {
     let currency = input::currency("currency", &body.currency)?;
     let kind = FeeKind::parse(&body.kind)
         .ok_or_else(|| ApiError::field("kind", "must be \"flat\", \"percentage\" or \"tiered\""))?;
-    let amount = |field: &str, value: Option<&str>| value.map(|text| input::amount(field, text, currency)).transpose();
+    // Zero is a fee amount like any other ("the first 100.00 free, then 1 %" is a tier whose
+    // flat amount is 0), as the engine's rule check has it; negative is not.
+    let amount =
+        |field: &str, value: Option<&str>| value.map(|text| input::amount_or_zero(field, text, currency)).transpose();
     let percent = |field: &str, value: Option<&str>| value.map(|text| decimal(field, text)).transpose();
     let tiers = body
         .tiers
@@ -362,11 +366,13 @@ pub async fn get_fee_rule(
 }
 
 /// `PUT /v1/admin/fee-rules/{id}` (`fees:write`) → the rule as replaced (the whole body, as
-/// for create). `enabled: false` retires a rule.
+/// for create, except an absent `enabled`, which keeps the stored value). `enabled: false`
+/// retires a rule.
 #[utoipa::path(
     put,
     path = "/v1/admin/fee-rules/{id}",
     tag = "admin",
+    description = "Replaces the rule whole, as create's body describes it, except `enabled`: a body without it keeps the rule's stored value (a disabled rule stays disabled). `enabled: false` retires a rule.",
     params(("id" = uuid::Uuid, Path, description = "The fee rule id")),
     request_body = FeeRuleBody,
     responses((status = 200, body = FeeRuleView)),
@@ -379,10 +385,15 @@ pub async fn put_fee_rule(
     IdPath(id): IdPath,
     ApiJson(body): ApiJson<FeeRuleBody>,
 ) -> Result<Response, ApiError> {
+    let enabled = body.enabled;
     let spec = fee_rule_spec(body)?;
     let engine = state.engine()?;
     let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::OK), Some(id.to_string()));
-    let rule = engine.update_fee_rule(id, spec, Some(&entry)).await?;
+    // A body without `enabled` keeps the stored value, read under the engine's pricing lock: it
+    // re-enabled a disabled rule before (found by review).
+    let rule = engine
+        .update_fee_rule(id, Some(&entry), |stored| FeeRule { enabled: enabled.unwrap_or(stored.enabled), ..spec })
+        .await?;
     tracing::info!(target: "audit", admin = %admin.admin_id(), rule = %rule.id, "fee rule replaced");
     Ok(audited(axum::Json(FeeRuleView::of(&rule)?).into_response()))
 }

@@ -514,13 +514,26 @@ impl AmlStore for MemoryStore {
         Ok(self.state()?.aml_rules.clone())
     }
 
-    async fn put_aml_rule(&self, rule: &AmlRule, _audit: Option<&AuditRecord>) -> Result<(), StoreError> {
+    async fn insert_aml_rule(&self, rule: &AmlRule, _audit: Option<&AuditRecord>) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        if state.aml_rules.iter().any(|stored| stored.id == rule.id) {
+            // As the SQL stores' primary key refuses it.
+            return Err(StoreError::Corrupt(format!("AML rule {} exists", rule.id)));
+        }
+        state.aml_rules.push(rule.clone());
+        Ok(())
+    }
+
+    async fn replace_aml_rule(&self, rule: &AmlRule, _audit: Option<&AuditRecord>) -> Result<bool, StoreError> {
         let mut state = self.state()?;
         match state.aml_rules.iter_mut().find(|stored| stored.id == rule.id) {
-            Some(stored) => *stored = rule.clone(),
-            None => state.aml_rules.push(rule.clone()),
+            Some(stored) => {
+                // The creation time is the stored one, as the SQL stores' UPDATE leaves it.
+                *stored = AmlRule { created_at: stored.created_at, ..rule.clone() };
+                Ok(true)
+            }
+            None => Ok(false),
         }
-        Ok(())
     }
 
     async fn delete_aml_rule(&self, id: uuid::Uuid, _audit: Option<&AuditRecord>) -> Result<bool, StoreError> {

@@ -22,6 +22,10 @@ on_both_stores!(
     a_disabled_rule_is_ignored,
     batch_items_are_screened_like_single_transfers,
     a_sum_rule_is_not_passed_by_splitting_into_more_pieces_than_the_window_keeps,
+    an_aborted_atomic_batch_leaves_nothing_in_the_velocity_window,
+    an_aborted_atomic_batch_keeps_its_flags_and_blocked_items,
+    a_rule_replaced_while_it_is_deleted_stays_deleted,
+    a_rule_replaced_without_enabled_keeps_its_enabled,
 );
 
 const AML_ADMIN: &[&str] =
@@ -502,5 +506,218 @@ async fn a_sum_rule_is_not_passed_by_splitting_into_more_pieces_than_the_window_
     let blocked = results.iter().filter(|result| result["error"]["code"] == "TRANSFER_BLOCKED").count();
     assert_eq!(server.position(&to).await.0 - before, dec!(12.00), "what the rule lets through in an hour");
     assert_eq!(blocked, 100, "the pieces past 12.00 are blocked");
+    server.shutdown().await;
+}
+
+/// The results' statuses and error codes of a batch's answer, in order.
+fn outcomes(reply: &tally_tests::http::Reply) -> Vec<(u64, String)> {
+    reply.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|result| (result["status"].as_u64().unwrap(), result["error"]["code"].as_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+/// An atomic batch that aborts moved nothing and is answered as a whole: its items must not
+/// stay counted in the source's velocity window. They did (found by review): three batches
+/// aborted for one item's funds blocked the account's next single transfer, though it had
+/// never sent anything. Both abort paths: a refusal in phase 1 (funds) and an AML block.
+async fn an_aborted_atomic_batch_leaves_nothing_in_the_velocity_window(server: TestServer) {
+    let admin = server.admin(AML_ADMIN).await;
+    let (alice, from, to) = accounts(&server).await;
+    create_rule(
+        &server,
+        &admin,
+        json!({"name": "two an hour", "kind": "velocity",
+        "config": {"window_seconds": 3600, "max_count": 2, "currency": "USD"}, "action": "block"}),
+    )
+    .await;
+    let refused = || (409, "CONFLICT".to_owned());
+    for _ in 0..3 {
+        let reply = server
+            .post(
+                "/v1/transfers/batch",
+                Some(&alice.token),
+                json!({"atomic": true, "transfers": [internal(&from, &to, "1"), internal(&from, &to, "500")]}),
+            )
+            .await;
+        reply.assert_status(200);
+        assert_eq!(outcomes(&reply), [refused(), (422, "INSUFFICIENT_FUNDS".to_owned())], "{}", reply.text);
+    }
+    // Three items in one batch: the third is past the count and blocked, so the batch aborts
+    // after the first two were noted.
+    let items = [internal(&from, &to, "1"), internal(&from, &to, "1"), internal(&from, &to, "1")];
+    let reply =
+        server.post("/v1/transfers/batch", Some(&alice.token), json!({"atomic": true, "transfers": items})).await;
+    assert_eq!(outcomes(&reply), [refused(), refused(), (422, "TRANSFER_BLOCKED".to_owned())], "{}", reply.text);
+    assert_eq!(server.position(&from).await, (dec!(100), dec!(0)));
+
+    // Nothing was sent: two single transfers pass, and the rule still counts them.
+    for _ in 0..2 {
+        server.post("/v1/transfers", Some(&alice.token), internal(&from, &to, "1")).await.assert_status(201);
+    }
+    server
+        .post("/v1/transfers", Some(&alice.token), internal(&from, &to, "1"))
+        .await
+        .assert_problem(422, "TRANSFER_BLOCKED");
+    assert_eq!(server.position(&from).await, (dec!(98), dec!(0)));
+    server.shutdown().await;
+}
+
+/// The failed transfer a flag points at, as an admin reads it: (status, failure_reason).
+async fn flagged_transfer(server: &TestServer, admin: &TestUser, flag: &Value) -> (String, String) {
+    let id = flag["transfer_id"].as_str().unwrap();
+    let transfer = server.get(&format!("/v1/admin/transfers/{id}"), Some(&admin.token)).await;
+    transfer.assert_status(200);
+    (transfer.str("status"), transfer.str("failure_reason"))
+}
+
+/// A blocked item of an aborted atomic batch is kept as a blocked single transfer is: a failed
+/// transfer with `TRANSFER_BLOCKED` and its flags. Before (found by review) an aborted batch
+/// dropped them, so a customer could probe block rules with atomic batches without a trace.
+/// Another item's flags are kept as a single transfer's are when it is flagged and then
+/// refused (here a single 60.00 refused for funds, whose flag stays on its failed transfer):
+/// on a failed transfer whose failure is the item's answer in the batch (`CONFLICT`, rolled
+/// back with it). An unflagged item leaves no record. The answer, and its retry under the
+/// same key (which runs the batch again, as an aborted batch keeps no key), are unchanged.
+async fn an_aborted_atomic_batch_keeps_its_flags_and_blocked_items(server: TestServer) {
+    let admin = server.admin(AML_ADMIN).await;
+    let (alice, from, to) = accounts(&server).await;
+    create_rule(&server, &admin, threshold("flag 5", "5", "flag")).await;
+
+    // A single transfer flagged then refused keeps its flag, on its failed transfer.
+    server
+        .post("/v1/transfers", Some(&alice.token), internal(&from, &to, "600"))
+        .await
+        .assert_problem(422, "INSUFFICIENT_FUNDS");
+    let listed = flags(&server, &admin, "").await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        flagged_transfer(&server, &admin, &listed[0]).await,
+        ("failed".to_owned(), "INSUFFICIENT_FUNDS".to_owned())
+    );
+
+    // An atomic batch aborted in phase 1 (funds) keeps its items' flags the same way.
+    let reply = server
+        .post(
+            "/v1/transfers/batch",
+            Some(&alice.token),
+            json!({"atomic": true, "transfers": [internal(&from, &to, "10"), internal(&from, &to, "500"), internal(&from, &to, "1")]}),
+        )
+        .await;
+    assert_eq!(
+        outcomes(&reply),
+        [(409, "CONFLICT".to_owned()), (422, "INSUFFICIENT_FUNDS".to_owned()), (409, "CONFLICT".to_owned())],
+        "{}",
+        reply.text
+    );
+    let listed = flags(&server, &admin, "").await;
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let mut kept = Vec::new();
+    for flag in &listed[..2] {
+        kept.push(flagged_transfer(&server, &admin, flag).await);
+    }
+    kept.sort();
+    assert_eq!(
+        kept,
+        [("failed".to_owned(), "CONFLICT".to_owned()), ("failed".to_owned(), "INSUFFICIENT_FUNDS".to_owned())]
+    );
+
+    // An atomic batch aborted by a block, under a key, twice.
+    create_rule(&server, &admin, threshold("block 50", "50", "block")).await;
+    let key = uuid::Uuid::new_v4().to_string();
+    let body = json!({"atomic": true, "transfers": [internal(&from, &to, "10"), internal(&from, &to, "60"), internal(&from, &to, "1")]});
+    let expected = [(409, "CONFLICT".to_owned()), (422, "TRANSFER_BLOCKED".to_owned()), (409, "CONFLICT".to_owned())];
+    for round in 1..=2_usize {
+        let reply = server.post_keyed("/v1/transfers/batch", Some(&alice.token), &key, body.clone()).await;
+        reply.assert_status(200);
+        assert_eq!(outcomes(&reply), expected, "{}", reply.text);
+        // Each run: the first item's flag, and the second's two (flag and block).
+        let listed = flags(&server, &admin, "").await;
+        assert_eq!(listed.len(), 3 + 3 * round, "{listed:?}");
+        let mut kept = Vec::new();
+        for flag in &listed[..3] {
+            kept.push((flag["action"].as_str().unwrap().to_owned(), flagged_transfer(&server, &admin, flag).await));
+        }
+        kept.sort();
+        let failed = |code: &str| ("failed".to_owned(), code.to_owned());
+        assert_eq!(
+            kept,
+            [
+                ("block".to_owned(), failed("TRANSFER_BLOCKED")),
+                ("flag".to_owned(), failed("CONFLICT")),
+                ("flag".to_owned(), failed("TRANSFER_BLOCKED")),
+            ]
+        );
+    }
+    // Only the flagged items were recorded, all failed, and no money moved.
+    let failed = server.get("/v1/admin/transfers/count?status=failed", Some(&admin.token)).await;
+    assert_eq!(failed.body["count"], 1 + 2 + 2 * 2, "{}", failed.text);
+    assert_eq!(server.position(&from).await, (dec!(100), dec!(0)));
+    assert_eq!(server.position(&to).await, (dec!(0), dec!(0)));
+    server.shutdown().await;
+}
+
+/// A `PUT` racing a `DELETE` of the same rule must not bring it back. It did (found by
+/// review): the `PUT` looked the rule up before taking the engine's lock on rule writes, then
+/// stored it as new, and the store upserted it. Rounds of one `DELETE` against three `PUT`s:
+/// once the `DELETE` answered `204`, the rule is gone from the API, the rules in force and
+/// the store (what a restart loads), whichever order they ran in.
+async fn a_rule_replaced_while_it_is_deleted_stays_deleted(server: TestServer) {
+    const ROUNDS: usize = 30;
+    let admin = server.admin(AML_ADMIN).await;
+    let mut replaced_first = 0;
+    for round in 0..ROUNDS {
+        let id = create_rule(&server, &admin, threshold(&format!("round {round}"), "1000", "flag")).await;
+        let path = format!("/v1/admin/aml/rules/{id}");
+        let replace =
+            || send(&server, reqwest::Method::PUT, &path, Some(&admin.token), Some(threshold("edited", "900", "flag")));
+        let (deleted, first, second, third) = tokio::join!(
+            send(&server, reqwest::Method::DELETE, &path, Some(&admin.token), None),
+            replace(),
+            replace(),
+            replace(),
+        );
+        deleted.assert_status(204);
+        for put in [&first, &second, &third] {
+            assert!(matches!(put.status, 200 | 404), "round {round}: {}", put.text);
+            replaced_first += usize::from(put.status == 200);
+        }
+        server.get(&path, Some(&admin.token)).await.assert_problem(404, "NOT_FOUND");
+        assert!(server.engine.aml_rules().iter().all(|rule| rule.id.to_string() != id), "round {round}");
+        let stored = server.store.aml().unwrap().aml_rules().await.unwrap();
+        assert!(stored.iter().all(|rule| rule.id.to_string() != id), "round {round}: the store holds the deleted rule");
+    }
+    eprintln!("{replaced_first} of {} replacements came before their deletion", 3 * ROUNDS);
+    server.shutdown().await;
+}
+
+/// A `PUT` that leaves `enabled` out keeps the stored value; it re-enabled a disabled rule
+/// (found by review). Saying it still changes it.
+async fn a_rule_replaced_without_enabled_keeps_its_enabled(server: TestServer) {
+    let admin = server.admin(AML_ADMIN).await;
+    let (alice, from, to) = accounts(&server).await;
+    let mut off = threshold("off", "1", "block");
+    off["enabled"] = json!(false);
+    let id = create_rule(&server, &admin, off).await;
+    let path = format!("/v1/admin/aml/rules/{id}");
+    let mut edit = threshold("still off", "2", "block");
+    edit.as_object_mut().unwrap().remove("enabled");
+    let replaced = send(&server, reqwest::Method::PUT, &path, Some(&admin.token), Some(edit.clone())).await;
+    replaced.assert_status(200);
+    assert_eq!((replaced.str("name"), replaced.body["enabled"].clone()), ("still off".to_owned(), json!(false)));
+    assert_eq!(server.get(&path, Some(&admin.token)).await.body["enabled"], false);
+    server.post("/v1/transfers", Some(&alice.token), internal(&from, &to, "5")).await.assert_status(201);
+
+    let mut on = edit.clone();
+    on["enabled"] = json!(true);
+    send(&server, reqwest::Method::PUT, &path, Some(&admin.token), Some(on)).await.assert_status(200);
+    let kept = send(&server, reqwest::Method::PUT, &path, Some(&admin.token), Some(edit)).await;
+    assert_eq!(kept.body["enabled"], true, "{}", kept.text);
+    server
+        .post("/v1/transfers", Some(&alice.token), internal(&from, &to, "5"))
+        .await
+        .assert_problem(422, "TRANSFER_BLOCKED");
     server.shutdown().await;
 }

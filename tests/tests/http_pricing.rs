@@ -26,6 +26,8 @@ on_both_stores!(
     fee_rules_are_created_read_replaced_and_validated,
     fees_are_quoted_held_and_posted_to_the_fee_account,
     transfer_type_settings_are_enforced_on_create_quote_and_batch,
+    a_fee_rule_replaced_without_enabled_keeps_its_enabled,
+    fee_amounts_may_be_zero_but_not_negative,
 );
 
 fn internal(source: &str, destination: &str, amount: &str) -> Value {
@@ -281,6 +283,8 @@ async fn fee_rules_are_created_read_replaced_and_validated(server: TestServer) {
     // and then enabling the spare works.
     let mut enable_spare = percentage_rule("internal", "USD");
     enable_spare["percentage"] = json!("2");
+    // Said outright: a PUT without `enabled` keeps the spare disabled.
+    enable_spare["enabled"] = json!(true);
     put(&server, &format!("/v1/admin/fee-rules/{spare_id}"), token, enable_spare.clone())
         .await
         .assert_problem(409, "CONFLICT");
@@ -567,4 +571,78 @@ async fn pricing_survives_a_restart_on_postgres() {
     assert_eq!(external.execution_mode, ExecutionMode::Auto);
     assert_eq!((external.min_amount, external.max_amount), (Some(dec!(0.000000000000000001)), Some(dec!(1000000))));
     engine.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A `PUT` of a fee rule that leaves `enabled` out keeps the stored value; it re-enabled a
+/// retired rule (found by review), which could also clash with the rule that replaced it.
+async fn a_fee_rule_replaced_without_enabled_keeps_its_enabled(server: TestServer) {
+    let admin = server.admin(&["fees:read", "fees:write"]).await;
+    let token = Some(admin.token.as_str());
+    let mut retired = percentage_rule("internal", "USD");
+    retired["enabled"] = json!(false);
+    let id = server.post("/v1/admin/fee-rules", token, retired).await.str("id");
+    let path = format!("/v1/admin/fee-rules/{id}");
+    let mut edit = percentage_rule("internal", "USD");
+    edit["percentage"] = json!("3");
+    let replaced = put(&server, &path, token, edit.clone()).await;
+    replaced.assert_status(200);
+    assert_eq!((replaced.str("percentage"), replaced.body["enabled"].clone()), ("3".to_owned(), json!(false)));
+    assert_eq!(server.get(&path, token).await.body["enabled"], false);
+    assert_eq!(server.engine.fee_for(TransferKind::Internal, Currency::USD, dec!(100)).unwrap(), dec!(0));
+
+    // Saying it still changes it, and a later PUT without it keeps it enabled.
+    let mut on = edit.clone();
+    on["enabled"] = json!(true);
+    put(&server, &path, token, on).await.assert_status(200);
+    let kept = put(&server, &path, token, edit).await;
+    assert_eq!(kept.body["enabled"], true, "{}", kept.text);
+    assert_eq!(server.engine.fee_for(TransferKind::Internal, Currency::USD, dec!(100)).unwrap(), dec!(3.00));
+    server.shutdown().await;
+}
+
+/// Zero is a fee amount (the engine's rule check accepts zero or more): "the first 100.00
+/// free, then 1 %" is a tier with a flat amount of 0, which the API refused (found by review),
+/// as it did a zero flat fee, minimum or maximum. Negative zero and too many decimals are
+/// still refused.
+async fn fee_amounts_may_be_zero_but_not_negative(server: TestServer) {
+    let (alice, dollars, bob, _euros, admin) = dollars_and_euros(&server).await;
+    let token = Some(admin.token.as_str());
+    let bobs = server.open_account(&bob, "USD").await;
+    let free_first = json!({"name": "first 100 free", "transfer_type": "internal", "currency": "USD", "kind": "tiered",
+        "tiers": [{"up_to": "100", "flat_amount": "0"}, {"percentage": "1"}], "min_fee": "0"});
+    let created = server.post("/v1/admin/fee-rules", token, free_first).await;
+    created.assert_status(201);
+    assert_eq!(created.body["tiers"][0], json!({"up_to": "100.00", "flat_amount": "0.00", "percentage": null}));
+    assert_eq!(created.str("min_fee"), "0.00");
+    let quote = |amount: &'static str| {
+        let (server, alice, dollars, bobs) = (&server, &alice, &dollars, &bobs);
+        async move {
+            let reply = server.post("/v1/transfers/quote", Some(&alice.token), internal(dollars, bobs, amount)).await;
+            reply.assert_status(200);
+            reply.str("fee")
+        }
+    };
+    assert_eq!(quote("50").await, "0.00");
+    assert_eq!(quote("200").await, "2.00");
+    server.post("/v1/transfers", Some(&alice.token), internal(&dollars, &bobs, "60")).await.assert_status(201);
+    assert_eq!(server.position(&dollars).await, (dec!(40.00), dec!(0)));
+
+    let flat = |field: &str, value: &str| {
+        let mut body = json!({"name": "free payouts", "transfer_type": "external", "currency": "USD", "kind": "flat",
+            "flat_amount": "0", "enabled": false});
+        body[field] = json!(value);
+        body
+    };
+    for (field, value) in [("flat_amount", "0"), ("flat_amount", "0.00"), ("max_fee", "0"), ("min_fee", "0")] {
+        let reply = server.post("/v1/admin/fee-rules", token, flat(field, value)).await;
+        reply.assert_status(201);
+    }
+    for (field, value) in [("flat_amount", "-0"), ("flat_amount", "-0.01"), ("flat_amount", "0.000"), ("max_fee", "-1")]
+    {
+        let reply = server.post("/v1/admin/fee-rules", token, flat(field, value)).await;
+        reply.assert_problem(400, "VALIDATION_ERROR");
+        assert_eq!(reply.error_fields(), vec![field.to_owned()], "{field} {value}: {}", reply.text);
+    }
+    assert_conserved(&server).await;
+    server.shutdown().await;
 }

@@ -769,7 +769,7 @@ impl Sim {
         };
         let engine = &self.harness.engine;
         let saved = match self.fee_rules.get(&(kind, currency)) {
-            Some(id) => engine.update_fee_rule(*id, spec, None).await,
+            Some(id) => engine.update_fee_rule(*id, None, |_| spec).await,
             None => engine.create_fee_rule(engine.new_transfer_id().as_uuid(), spec, None).await,
         };
         let saved = saved.unwrap_or_else(|error| panic!("seed {}: fee rule refused: {error:?}", self.seed));
@@ -821,11 +821,15 @@ impl Sim {
             created_at: Timestamp::default(),
             updated_at: Timestamp::default(),
         };
-        self.harness
-            .engine
-            .put_aml_rule(saved, None)
-            .await
-            .unwrap_or_else(|error| panic!("seed {}: AML rule refused: {error:?}", self.seed));
+        let engine = &self.harness.engine;
+        let stored = match replace {
+            Some(_) => engine
+                .replace_aml_rule(id, None, |_| Ok::<_, tally_actors::EngineError>(saved))
+                .await
+                .map(|replaced| assert!(replaced.is_some(), "seed {}: the replaced AML rule is gone", self.seed)),
+            None => engine.create_aml_rule(saved, None).await,
+        };
+        stored.unwrap_or_else(|error| panic!("seed {}: AML rule refused: {error:?}", self.seed));
         match replace {
             Some(index) => self.model.aml_rules[index] = rule,
             None => {

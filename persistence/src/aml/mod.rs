@@ -50,13 +50,18 @@ pub trait AmlStore: Send + Sync + 'static {
     /// Every rule, oldest first.
     async fn aml_rules(&self) -> Result<Vec<AmlRule>, StoreError>;
 
-    /// Inserts the rule, or replaces the rule with its id. `audit`, the admin's record of the
-    /// change, is appended to the audit chain in the same transaction, last (SQL stores; the
-    /// in-memory store, which has no chain, ignores it). The HTTP layer always gives one.
-    async fn put_aml_rule(&self, rule: &AmlRule, audit: Option<&AuditRecord>) -> Result<(), StoreError>;
+    /// Inserts a new rule. `audit`, the admin's record of the change, is appended to the audit
+    /// chain in the same transaction, last (SQL stores; the in-memory store, which has no
+    /// chain, ignores it). The HTTP layer always gives one.
+    async fn insert_aml_rule(&self, rule: &AmlRule, audit: Option<&AuditRecord>) -> Result<(), StoreError>;
+
+    /// Replaces the stored rule with `rule`'s id (every field but `id` and `created_at`);
+    /// false if there is none (then nothing is recorded): a replacement never creates a rule,
+    /// so one racing a deletion cannot bring the rule back. `audit` as for `insert_aml_rule`.
+    async fn replace_aml_rule(&self, rule: &AmlRule, audit: Option<&AuditRecord>) -> Result<bool, StoreError>;
 
     /// Deletes the rule; false if there was none (then nothing is recorded). Its flags keep its
-    /// id and name. `audit` as for `put_aml_rule`.
+    /// id and name. `audit` as for `insert_aml_rule`.
     async fn delete_aml_rule(&self, id: uuid::Uuid, audit: Option<&AuditRecord>) -> Result<bool, StoreError>;
 
     async fn aml_flag(&self, id: uuid::Uuid) -> Result<Option<AmlFlag>, StoreError>;
@@ -72,7 +77,7 @@ pub trait AmlStore: Send + Sync + 'static {
     async fn count_aml_flags(&self, filter: FlagFilter) -> Result<u64, StoreError>;
 
     /// Resolves an open flag (one conditional update: two analysts cannot both resolve it).
-    /// `audit` as for `put_aml_rule`, appended only when the flag was resolved here.
+    /// `audit` as for `insert_aml_rule`, appended only when the flag was resolved here.
     async fn resolve_aml_flag(
         &self,
         id: uuid::Uuid,

@@ -137,36 +137,15 @@ impl<S: LedgerSql> AmlStore for S {
         })
     }
 
-    async fn put_aml_rule(&self, rule: &AmlRule, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
+    async fn insert_aml_rule(&self, rule: &AmlRule, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
         let rule = rule.clone();
         let audit = audit.cloned();
         run_on_backend!(self, |pool| {
             let mut transaction = pool.begin_write().await.map_err(classify)?;
-            let (amount, transfer_type, window, max_count, max_amount, currency) = match &rule.kind {
-                AmlRuleKind::Threshold(threshold) => (
-                    Some(Exact(threshold.amount)),
-                    threshold.transfer_kind.map(TransferKind::as_str),
-                    None,
-                    None,
-                    None,
-                    threshold.currency,
-                ),
-                AmlRuleKind::Velocity(velocity) => (
-                    None,
-                    None,
-                    Some(i64::from(velocity.window_seconds)),
-                    velocity.max_count.map(i64::from),
-                    velocity.max_amount.map(Exact),
-                    velocity.currency,
-                ),
-            };
+            let RuleFields { amount, transfer_type, window_seconds, max_count, max_amount, currency } =
+                rule_fields(&rule);
             sqlx::query(&format!(
-                "INSERT INTO aml_rules ({RULE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                 ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-                     action = EXCLUDED.action, enabled = EXCLUDED.enabled, currency = EXCLUDED.currency,
-                     amount = EXCLUDED.amount, transfer_type = EXCLUDED.transfer_type,
-                     window_seconds = EXCLUDED.window_seconds, max_count = EXCLUDED.max_count,
-                     max_amount = EXCLUDED.max_amount, updated_at = EXCLUDED.updated_at"
+                "INSERT INTO aml_rules ({RULE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
             ))
             .bind(Id(rule.id))
             .bind(&rule.name)
@@ -176,7 +155,7 @@ impl<S: LedgerSql> AmlStore for S {
             .bind(currency.code())
             .bind(amount)
             .bind(transfer_type)
-            .bind(window)
+            .bind(window_seconds)
             .bind(max_count)
             .bind(max_amount)
             .bind(rule.created_at.as_micros())
@@ -188,6 +167,48 @@ impl<S: LedgerSql> AmlStore for S {
                 transaction.append_audit(audit).await?;
             }
             transaction.commit().await.map_err(classify)
+        })
+    }
+
+    async fn replace_aml_rule(&self, rule: &AmlRule, audit: Option<&AuditRecord>) -> Result<bool, StoreError> {
+        let rule = rule.clone();
+        let audit = audit.cloned();
+        run_on_backend!(self, |pool| {
+            let mut transaction = pool.begin_write().await.map_err(classify)?;
+            let RuleFields { amount, transfer_type, window_seconds, max_count, max_amount, currency } =
+                rule_fields(&rule);
+            // An UPDATE, never an upsert: a replacement that finds no row (the rule deleted)
+            // must not create it again.
+            let replaced = sqlx::query(
+                "UPDATE aml_rules SET name = $2, kind = $3, action = $4, enabled = $5, currency = $6,
+                     amount = $7, transfer_type = $8, window_seconds = $9, max_count = $10,
+                     max_amount = $11, updated_at = $12
+                 WHERE id = $1",
+            )
+            .bind(Id(rule.id))
+            .bind(&rule.name)
+            .bind(rule.kind.as_str())
+            .bind(rule.action.as_str())
+            .bind(rule.enabled)
+            .bind(currency.code())
+            .bind(amount)
+            .bind(transfer_type)
+            .bind(window_seconds)
+            .bind(max_count)
+            .bind(max_amount)
+            .bind(rule.updated_at.as_micros())
+            .execute(&mut *transaction)
+            .await
+            .map_err(classify)?;
+            if replaced.rows_affected() != 1 {
+                // Nothing changed, so nothing is recorded; the transaction rolls back on drop.
+                return Ok(false);
+            }
+            if let Some(audit) = &audit {
+                transaction.append_audit(audit).await?;
+            }
+            transaction.commit().await.map_err(classify)?;
+            Ok(true)
         })
     }
 
@@ -299,5 +320,37 @@ impl<S: LedgerSql> AmlStore for S {
                 .map_err(classify)?;
             Ok(if exists.is_some() { Resolved::AlreadyResolved } else { Resolved::NotFound })
         })
+    }
+}
+
+/// A rule's kind-specific columns, the ones its kind does not use `NULL`: written the same
+/// way by insert and replace.
+struct RuleFields {
+    amount: Option<Exact>,
+    transfer_type: Option<&'static str>,
+    window_seconds: Option<i64>,
+    max_count: Option<i64>,
+    max_amount: Option<Exact>,
+    currency: Currency,
+}
+
+fn rule_fields(rule: &AmlRule) -> RuleFields {
+    match &rule.kind {
+        AmlRuleKind::Threshold(threshold) => RuleFields {
+            amount: Some(Exact(threshold.amount)),
+            transfer_type: threshold.transfer_kind.map(TransferKind::as_str),
+            window_seconds: None,
+            max_count: None,
+            max_amount: None,
+            currency: threshold.currency,
+        },
+        AmlRuleKind::Velocity(velocity) => RuleFields {
+            amount: None,
+            transfer_type: None,
+            window_seconds: Some(i64::from(velocity.window_seconds)),
+            max_count: velocity.max_count.map(i64::from),
+            max_amount: velocity.max_amount.map(Exact),
+            currency: velocity.currency,
+        },
     }
 }
