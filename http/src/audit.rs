@@ -44,7 +44,8 @@ use crate::state::AppState;
 use crate::views::rfc3339;
 
 /// Largest request or response body the after-the-change layer copies into an entry's
-/// details. Admin bodies are a few hundred bytes; anything larger is recorded as its size.
+/// details. Admin bodies are a few hundred bytes; a larger request body is recorded as its size
+/// and SHA-256 (`request_details`), so the entry still pins down what was asked.
 pub const DETAILS_BODY_BYTES_MAX: usize = 64 * 1024;
 
 /// Attempts of an after-the-change write before the entry is given up (and logged whole):
@@ -365,6 +366,43 @@ fn body_details(bytes: &[u8]) -> Value {
     }
 }
 
+/// Reads an admin change's request body for its entry's details, whatever its size hint
+/// says: a chunked body has no exact size, and skipping it left `request: null` on an entry
+/// whose change went through. Up to `DETAILS_BODY_BYTES_MAX` bytes the details are the body
+/// (`body_details`: redacted JSON, or its size when it is not JSON); a larger body is recorded
+/// as `{bytes, sha256}` of the bytes as received (the hash lets whoever holds the body prove
+/// it was this one; the body itself is not kept). Reading stops past `BODY_BYTES_MAX`, the
+/// routes' own limit: the body goes on to the handler as it came (read part first), whose
+/// extractor refuses it as before, so a refused change writes no entry and this layer never
+/// buffers more than the routes accept.
+async fn request_details(body: Body) -> Result<(Body, Value), ApiError> {
+    use futures::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut read: Vec<u8> = Vec::new();
+    let mut sha256 = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|error| ApiError::new(ErrorCode::ValidationError, format!("unreadable body: {error}")))?;
+        if read.len().saturating_add(chunk.len()) > crate::BODY_BYTES_MAX {
+            // Past the routes' limit: hand the rest on untouched for the handler to refuse.
+            let head = futures::stream::iter([Ok::<_, axum::Error>(axum::body::Bytes::from(read)), Ok(chunk)]);
+            let body = Body::from_stream(head.chain(stream));
+            return Ok((body, json!({ "bytes_more_than": crate::BODY_BYTES_MAX })));
+        }
+        sha256.update(&chunk);
+        read.extend_from_slice(&chunk);
+    }
+    let details = if read.len() <= DETAILS_BODY_BYTES_MAX {
+        body_details(&read)
+    } else {
+        json!({
+            "bytes": read.len(),
+            "sha256": data_encoding::HEXLOWER.encode(sha256.finish().as_ref()),
+        })
+    };
+    Ok((Body::from(read), details))
+}
+
 /// A request or response body read whole if it is small enough to keep; `None` when it was
 /// left untouched (too large, or of unknown length). The length is the body's own exact size
 /// (a request's `Content-Length`; a response built from bytes), never a guess.
@@ -398,11 +436,10 @@ pub async fn after_admin_change(State(state): State<AppState>, request: Request,
         Ok(params) => params.iter().map(|(key, value)| (key.to_owned(), value.to_owned())).collect(),
         Err(_) => Vec::new(),
     };
-    let (body, request_bytes) = match small_body(body).await {
+    let (body, request_details) = match request_details(body).await {
         Ok(read) => read,
         Err(error) => return error.into_response(),
     };
-    let request_details = request_bytes.as_deref().map(body_details).unwrap_or(Value::Null);
     // For a handler that audits its change in the change's own transaction: the same facts
     // this layer would record (`AdminChange::record`).
     parts.extensions.insert(AdminChange {
@@ -515,9 +552,11 @@ struct ActorView {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = AuditTarget)]
 struct TargetView {
+    /// Absent only on an entry stored with a target id and no type (none is written so).
     #[serde(rename = "type")]
-    kind: String,
-    id: String,
+    kind: Option<String>,
+    /// `null` for a target named by its type alone.
+    id: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -532,6 +571,10 @@ struct EntryView {
     request_id: String,
     ip: Option<String>,
     user_agent: Option<String>,
+    /// The user whose security activity the entry is (hyphenated lowercase UUID), or `null`.
+    /// The chain hashes it, so an entry's hash can be recomputed from this view alone
+    /// (docs/audit.md).
+    subject_user_id: Option<String>,
     /// What the entry records, without secrets; exactly the JSON text that was hashed.
     #[schema(value_type = Object)]
     details: Value,
@@ -543,9 +586,11 @@ struct EntryView {
 impl EntryView {
     fn of(entry: AuditEntry) -> Result<EntryView, ApiError> {
         let record = entry.record;
+        // Both target fields are hashed, so either one present shows: a target named by its
+        // type alone (no id) used to vanish from the view, and its hash could not be redone.
         let target = match (record.target_type, record.target_id) {
-            (Some(kind), Some(id)) => Some(TargetView { kind, id }),
-            _ => None,
+            (None, None) => None,
+            (kind, id) => Some(TargetView { kind, id }),
         };
         Ok(EntryView {
             id: record.id.to_string(),
@@ -557,6 +602,7 @@ impl EntryView {
             request_id: record.request_id,
             ip: record.ip,
             user_agent: record.user_agent,
+            subject_user_id: record.subject_user.map(|user| user.as_uuid().hyphenated().to_string()),
             details: serde_json::from_str(&record.details).unwrap_or(Value::String(record.details)),
             hash: entry.hash,
             prev_hash: entry.prev_hash,

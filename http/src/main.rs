@@ -54,9 +54,19 @@ enum Command {
     Migrate,
     /// Verify the store offline against the ledger's invariants; exit 1 on a violation.
     Check,
-    /// Recompute the store's hash chains (the audit log's) and exit 1 naming the first entry
-    /// that does not match.
-    Verify,
+    /// Recompute the store's hash chains (the ledger journal's and the audit log's) and exit 1
+    /// naming the first entry that does not match.
+    Verify {
+        /// An audit head copied elsewhere (`GET /v1/admin/audit/head`'s `audit`), as
+        /// `SEQ:HASH`: the entry at SEQ must exist with that hash. Repeatable.
+        #[arg(long = "audit-head", value_name = "SEQ:HASH")]
+        audit_heads: Vec<String>,
+        /// A ledger shard's head copied elsewhere (an item of `ledger.shards` of `GET
+        /// /v1/admin/audit/head`), as `SHARD:SEQ:HASH`: the shard's batch ending at SEQ must
+        /// exist with that hash. Repeatable.
+        #[arg(long = "ledger-head", value_name = "SHARD:SEQ:HASH")]
+        ledger_heads: Vec<String>,
+    },
     /// Manage admins.
     Admin {
         #[command(subcommand)]
@@ -104,7 +114,9 @@ fn main() -> ExitCode {
             }
             Command::Migrate => migrate(&cli.database_url).await,
             Command::Check => check(&cli.database_url).await,
-            Command::Verify => verify(&cli.database_url).await,
+            Command::Verify { audit_heads, ledger_heads } => {
+                verify(&cli.database_url, &audit_heads, &ledger_heads).await
+            }
             Command::Admin { command: AdminCommand::Create { email, password } } => {
                 create_admin(&cli.database_url, &email, &password).await
             }
@@ -510,13 +522,17 @@ async fn create_admin(database_url: &str, email: &str, password: &str) -> Result
 }
 
 /// `tally verify`: recomputes every hash chain the store keeps and exits 1 naming the first
-/// entry that does not match. Each chain is one `ChainCheck`; the ledger journal's chain
-/// (DESIGN.md §11, separate work) is added to `chain_checks` beside the audit log's.
-async fn verify(database_url: &str) -> Result<ExitCode, String> {
+/// entry that does not match, or a head anchored elsewhere (`--audit-head`, `--ledger-head`)
+/// that the store no longer holds. Each chain is one `ChainCheck`.
+async fn verify(database_url: &str, audit_heads: &[String], ledger_heads: &[String]) -> Result<ExitCode, String> {
+    let anchors = Anchors {
+        audit: audit_heads.iter().map(|text| parse_audit_head(text)).collect::<Result<_, _>>()?,
+        ledger: ledger_heads.iter().map(|text| parse_ledger_head(text)).collect::<Result<_, _>>()?,
+    };
     let stores = open_user_store(database_url).await.map_err(|error| format!("opening the store: {error}"))?;
     let mut broken = false;
     for check in chain_checks() {
-        match (check.run)(&stores).await.map_err(|error| format!("reading the {}: {error}", check.name))? {
+        match (check.run)(&stores, &anchors).await.map_err(|error| format!("reading the {}: {error}", check.name))? {
             ChainOutcome::Intact { entries, head } => {
                 println!("{}: {entries} entries, chain intact; head {head}", check.name)
             }
@@ -534,6 +550,43 @@ async fn verify(database_url: &str) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Heads copied elsewhere that `tally verify` checks the store still holds.
+struct Anchors {
+    audit: Vec<tally_persistence::audit::AuditHead>,
+    ledger: Vec<tally_persistence::events::chain::ChainHead>,
+}
+
+/// A SHA-256 in hex as the heads show it: 64 hex digits, read in lower case.
+fn parse_hash(text: &str, flag: &str) -> Result<String, String> {
+    if text.len() == 64 && text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(format!("{flag}: {text:?} is not a SHA-256 in hex (64 digits)"))
+    }
+}
+
+/// `--audit-head SEQ:HASH`.
+fn parse_audit_head(text: &str) -> Result<tally_persistence::audit::AuditHead, String> {
+    let (seq, hash) = text.split_once(':').ok_or_else(|| format!("--audit-head {text:?}: expected SEQ:HASH"))?;
+    let seq = seq.parse::<u64>().map_err(|_| format!("--audit-head {text:?}: SEQ is not a number"))?;
+    Ok(tally_persistence::audit::AuditHead { seq, hash: parse_hash(hash, "--audit-head")? })
+}
+
+/// `--ledger-head SHARD:SEQ:HASH`.
+fn parse_ledger_head(text: &str) -> Result<tally_persistence::events::chain::ChainHead, String> {
+    let refuse = || format!("--ledger-head {text:?}: expected SHARD:SEQ:HASH");
+    let mut parts = text.splitn(3, ':');
+    let (Some(shard), Some(seq), Some(hash)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(refuse());
+    };
+    let shard = shard.parse::<u16>().map_err(|_| refuse())?;
+    let last_seq = seq.parse::<u64>().map_err(|_| refuse())?;
+    let hash = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(parse_hash(hash, "--ledger-head")?.as_bytes())
+        .map_err(|_| refuse())?;
+    Ok(tally_persistence::events::chain::ChainHead { shard, last_seq, hash })
+}
+
 /// What verifying one chain found.
 enum ChainOutcome {
     Intact { entries: u64, head: String },
@@ -542,6 +595,7 @@ enum ChainOutcome {
 
 type ChainRun = for<'a> fn(
     &'a tally_persistence::open_users::UserStores,
+    &'a Anchors,
 ) -> std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<ChainOutcome, tally_persistence::StoreError>> + Send + 'a>,
 >;
@@ -555,19 +609,40 @@ struct ChainCheck {
 /// The chains `tally verify` walks, in order: the ledger journal's batches, then the audit log.
 fn chain_checks() -> Vec<ChainCheck> {
     vec![
-        ChainCheck { name: "ledger journal", run: |stores| Box::pin(verify_ledger(stores)) },
-        ChainCheck { name: "audit log", run: |stores| Box::pin(verify_audit(stores)) },
+        ChainCheck { name: "ledger journal", run: |stores, anchors| Box::pin(verify_ledger(stores, anchors)) },
+        ChainCheck { name: "audit log", run: |stores, anchors| Box::pin(verify_audit(stores, anchors)) },
     ]
 }
 
 /// The journal's batch chain (`persistence::events::chain`): names the first batch, by shard
-/// and seq range, whose stored hash its rows no longer give.
+/// and seq range, whose stored hash its rows no longer give, or an anchored shard head the
+/// store does not hold (checked after the walk, which proved every stored link).
 async fn verify_ledger(
     stores: &tally_persistence::open_users::UserStores,
+    anchors: &Anchors,
 ) -> Result<ChainOutcome, tally_persistence::StoreError> {
     use tally_persistence::events::chain::{ChainReport, hex};
     match stores.events.verify_ledger_chain().await? {
         ChainReport::Intact { batches } => {
+            for anchor in &anchors.ledger {
+                let stored = stores.events.ledger_link(anchor.shard, anchor.last_seq).await?;
+                if stored.as_deref() != Some(anchor.hash.as_slice()) {
+                    let found = match stored {
+                        Some(hash) => format!("its batch ending at seq {} has hash {}", anchor.last_seq, hex(&hash)),
+                        None => format!("no batch of the shard ends at seq {}", anchor.last_seq),
+                    };
+                    return Ok(ChainOutcome::Broken {
+                        entries: batches,
+                        first: format!(
+                            "the anchored head of shard {} names seq {} hash {}, but {found} (batches removed or \
+                             rewritten)",
+                            anchor.shard,
+                            anchor.last_seq,
+                            hex(&anchor.hash)
+                        ),
+                    });
+                }
+            }
             let heads = stores.events.ledger_heads().await?;
             let head = heads
                 .iter()
@@ -588,8 +663,9 @@ async fn verify_ledger(
 
 async fn verify_audit(
     stores: &tally_persistence::open_users::UserStores,
+    anchors: &Anchors,
 ) -> Result<ChainOutcome, tally_persistence::StoreError> {
-    let report = tally_persistence::audit::verify_chain(stores.audit.as_ref()).await?;
+    let report = tally_persistence::audit::verify_chain_anchored(stores.audit.as_ref(), &anchors.audit).await?;
     Ok(match report.first_break {
         None => ChainOutcome::Intact {
             entries: report.entries,

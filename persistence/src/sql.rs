@@ -446,6 +446,39 @@ impl Column for Uuid {
     }
 }
 
+/// A UUID column read for a hash chain's verification, with the stored text when it is not
+/// the canonical form (hyphenated, lower case) the chains hash. SQLite keeps ids as text, and
+/// `Uuid` parses any spelling: an id rewritten in upper case decoded to the same value and
+/// re-encoded to the hashed form, so verification passed, while every query comparing the
+/// text (a listing's filter, a join) no longer matched it. Postgres' `UUID` has one form.
+pub(crate) struct StoredUuid {
+    pub id: Uuid,
+    /// The stored text, when it is not `id`'s canonical form.
+    pub other_form: Option<String>,
+}
+
+impl StoredUuid {
+    /// Why the column breaks the chain, if it does: `what` names the row and column.
+    pub fn refusal(&self, what: &str) -> Option<String> {
+        self.other_form.as_ref().map(|text| {
+            format!("{what} is stored as {text:?}, not the form the chain hashes ({})", self.id.hyphenated())
+        })
+    }
+}
+
+impl Column for StoredUuid {
+    fn from_postgres(row: &PgRow, name: &str) -> Result<Self, StoreError> {
+        Ok(StoredUuid { id: Uuid::from_postgres(row, name)?, other_form: None })
+    }
+
+    fn from_sqlite(row: &SqliteRow, name: &str) -> Result<Self, StoreError> {
+        let text: String = row.try_get(name).map_err(crate::sqlite::classify)?;
+        let id = Uuid::parse_str(&text).map_err(|error| corrupt(format!("{name} {text:?} is not a UUID: {error}")))?;
+        let other_form = (text != id.hyphenated().to_string()).then_some(text);
+        Ok(StoredUuid { id, other_form })
+    }
+}
+
 /// Amounts: `NUMERIC` on Postgres, their exact decimal text (scale included) on SQLite.
 impl Column for Decimal {
     fn from_postgres(row: &PgRow, name: &str) -> Result<Self, StoreError> {

@@ -49,6 +49,12 @@ pub struct AuditEntry {
     pub record: AuditRecord,
     pub prev_hash: String,
     pub hash: String,
+    /// Set when a stored column is not the form the hash covers: SQLite keeps ids as text and
+    /// the chain hashes their hyphenated lowercase form, so `id` or `subject_user_id` rewritten
+    /// in upper case passed the hash while hiding the entry from the listings' text
+    /// comparisons (a user's activity). `verify_chain` refuses such an entry. `None` on
+    /// Postgres, whose `UUID` columns have one form.
+    pub stored_form: Option<String>,
 }
 
 /// The newest entry's position: what `GET /v1/admin/audit/head` shows for anchoring.
@@ -156,7 +162,7 @@ pub(crate) fn next_entry(head: &AuditHead, record: &AuditRecord) -> Result<Audit
     let seq = head.seq.checked_add(1).ok_or_else(|| StoreError::Corrupt("audit sequence exhausted".to_owned()))?;
     let hash = chain_hash(&head.hash, seq, record)
         .ok_or_else(|| StoreError::Corrupt(format!("audit head hash {:?} is not a SHA-256 in hex", head.hash)))?;
-    Ok(AuditEntry { seq, record: record.clone(), prev_hash: head.hash.clone(), hash })
+    Ok(AuditEntry { seq, record: record.clone(), prev_hash: head.hash.clone(), hash, stored_form: None })
 }
 
 pub(crate) fn seq_to_db(seq: u64) -> Result<i64, StoreError> {
@@ -201,11 +207,34 @@ pub const VERIFY_CHUNK_ENTRIES: u32 = 1_000;
 /// `prev_hash` is the previous `hash`, every `hash` is what the entry's contents give, and
 /// the head names the last entry. Stops at the first break.
 pub async fn verify_chain(store: &dyn AuditStore) -> Result<ChainReport, StoreError> {
+    verify_chain_anchored(store, &[]).await
+}
+
+/// `verify_chain`, also checking that each of `anchors` (heads copied elsewhere, `tally verify
+/// --audit-head`) names an entry of the chain: the entry at its `seq` exists and has its
+/// `hash`. A log cut short, or rewritten and re-hashed up to a forged head, no longer holds
+/// the anchored entry.
+///
+/// The walk runs on a live store, so it does not read one snapshot: entries appended while it
+/// walks are fine. The head is read first and checked as an anchor (every entry up to it was
+/// committed with it, so the walk must meet it), and read again after the walk: the walk may
+/// not end past that second head (no entry is ever committed beyond the head), and where it
+/// ends at the head's seq, the hashes must agree. Reading the head once, first, and comparing
+/// it with the walk's last entry reported appends made meanwhile as tampering.
+pub async fn verify_chain_anchored(store: &dyn AuditStore, anchors: &[AuditHead]) -> Result<ChainReport, StoreError> {
     let head = store.audit_head().await?;
+    let mut anchors: Vec<(AuditHead, bool)> = anchors.iter().map(|anchor| (anchor.clone(), false)).collect();
+    anchors.push((head.clone(), true));
+    anchors.sort_by_key(|(anchor, _)| anchor.seq);
     let mut expected_seq = 1_u64;
     let mut expected_prev = GENESIS_HASH.to_owned();
     let mut entries = 0_u64;
+    let mut next_anchor = 0_usize;
     let broken = |entry: &AuditEntry, reason: String| ChainBreak { seq: entry.seq, id: Some(entry.record.id), reason };
+    // An anchor at seq 0 names the empty log, whose "hash" is the genesis value.
+    if let Some(first_break) = check_anchors(&anchors, &mut next_anchor, 0, GENESIS_HASH) {
+        return Ok(ChainReport { entries, head, first_break: Some(first_break) });
+    }
     loop {
         let chunk = store.audit_entries_after(expected_seq - 1, VERIFY_CHUNK_ENTRIES).await?;
         if chunk.is_empty() {
@@ -218,6 +247,8 @@ pub async fn verify_chain(store: &dyn AuditStore) -> Result<ChainReport, StoreEr
                     id: None,
                     reason: format!("missing: the next entry stored is seq {}", entry.seq),
                 })
+            } else if let Some(stored_form) = &entry.stored_form {
+                Some(broken(entry, stored_form.clone()))
             } else if entry.prev_hash != expected_prev {
                 Some(broken(
                     entry,
@@ -230,7 +261,7 @@ pub async fn verify_chain(store: &dyn AuditStore) -> Result<ChainReport, StoreEr
                 ))
             } else {
                 match chain_hash(&entry.prev_hash, entry.seq, &entry.record) {
-                    Some(hash) if hash == entry.hash => None,
+                    Some(hash) if hash == entry.hash => check_anchors(&anchors, &mut next_anchor, entry.seq, &hash),
                     Some(hash) => Some(broken(
                         entry,
                         format!("stored hash {} does not match its contents (they hash to {hash})", entry.hash),
@@ -247,20 +278,57 @@ pub async fn verify_chain(store: &dyn AuditStore) -> Result<ChainReport, StoreEr
         }
     }
     let last_seq = expected_seq - 1;
-    let first_break = if head.seq != last_seq || head.hash != expected_prev {
-        Some(ChainBreak {
-            seq: head.seq.max(last_seq),
-            id: None,
-            reason: format!(
-                "the head names seq {} hash {}, but the log ends at seq {last_seq} hash {expected_prev} (entries \
-                 removed or the head altered)",
-                head.seq, head.hash
-            ),
-        })
+    if let Some((anchor, is_head)) = anchors.get(next_anchor) {
+        return Ok(ChainReport {
+            entries,
+            head: head.clone(),
+            first_break: Some(anchor_break(anchor, *is_head, last_seq, &expected_prev)),
+        });
+    }
+    // Entries committed during the walk moved the head on; none may lie past it.
+    let later = store.audit_head().await?;
+    let first_break = if last_seq > later.seq || (last_seq == later.seq && later.hash != expected_prev) {
+        Some(anchor_break(&later, true, last_seq, &expected_prev))
     } else {
         None
     };
     Ok(ChainReport { entries, head, first_break })
+}
+
+/// Checks the anchors (sorted by seq, from `*next` on) at `seq`, whose entry hashes to `hash`:
+/// `None` when each one there names that hash, else the break. An anchor at a lower seq than
+/// `seq` was passed by the walk without meeting its entry, which cannot happen on an unbroken
+/// walk (the walk meets every seq in order) but is answered as a break all the same.
+fn check_anchors(anchors: &[(AuditHead, bool)], next: &mut usize, seq: u64, hash: &str) -> Option<ChainBreak> {
+    while let Some((anchor, is_head)) = anchors.get(*next) {
+        if anchor.seq > seq {
+            return None;
+        }
+        if anchor.seq < seq || anchor.hash != hash {
+            return Some(anchor_break(anchor, *is_head, seq, hash));
+        }
+        *next += 1;
+    }
+    None
+}
+
+/// The break of a head or anchor that the chain does not hold: the entry it names is gone,
+/// or has another hash.
+fn anchor_break(anchor: &AuditHead, is_head: bool, seq: u64, hash: &str) -> ChainBreak {
+    let who = if is_head { "the head" } else { "the anchored head" };
+    let found = if anchor.seq > seq {
+        format!("the log ends at seq {seq} hash {hash}")
+    } else {
+        format!("entry seq {seq} has hash {hash}")
+    };
+    ChainBreak {
+        seq: anchor.seq.max(seq),
+        id: None,
+        reason: format!(
+            "{who} names seq {} hash {}, but {found} (entries removed, or the head or the log altered)",
+            anchor.seq, anchor.hash
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -3,12 +3,11 @@
 
 use async_trait::async_trait;
 use tally_engine::UserId;
-use uuid::Uuid;
 
 use super::{
     ActorKind, AuditEntry, AuditFilter, AuditHead, AuditRecord, AuditStore, next_entry, seq_from_db, seq_to_db,
 };
-use crate::sql::{BeginWrite, Id, IdentitySql, SqlRow, impl_for_connections, run_on_backend};
+use crate::sql::{BeginWrite, Id, IdentitySql, SqlRow, StoredUuid, impl_for_connections, run_on_backend};
 use crate::store::StoreError;
 use crate::store::corrupt;
 
@@ -81,17 +80,22 @@ impl_for_connections! {
 
 fn entry_from_row(row: &impl SqlRow) -> Result<AuditEntry, StoreError> {
     let kind: String = row.decode("actor_kind")?;
+    let id: StoredUuid = row.decode("id")?;
+    let subject: Option<StoredUuid> = row.decode("subject_user_id")?;
+    let stored_form =
+        id.refusal("its id").or_else(|| subject.as_ref().and_then(|subject| subject.refusal("its subject_user_id")));
     Ok(AuditEntry {
         seq: seq_from_db(row.decode("seq")?)?,
+        stored_form,
         record: AuditRecord {
-            id: row.decode::<Uuid>("id")?,
+            id: id.id,
             at: row.decode("at")?,
             actor_kind: ActorKind::parse(&kind).ok_or_else(|| corrupt(format!("unknown actor kind {kind:?}")))?,
             actor_id: row.decode("actor_id")?,
             action: row.decode("action")?,
             target_type: row.decode("target_type")?,
             target_id: row.decode("target_id")?,
-            subject_user: row.decode::<Option<UserId>>("subject_user_id")?,
+            subject_user: subject.map(|subject| UserId::from_uuid(subject.id)),
             request_id: row.decode("request_id")?,
             ip: row.decode("ip")?,
             user_agent: row.decode("user_agent")?,

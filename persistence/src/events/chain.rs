@@ -266,14 +266,21 @@ pub fn hex(bytes: &[u8]) -> String {
     data_encoding::HEXLOWER.encode(bytes)
 }
 
-/// Walks one shard's chain: `links` in seq order, and the shard's postings and events in seq
-/// order. `committed_seq` is the shard's committed sequence (the head must reach it).
+/// Walks one shard's chain: `links` in seq order, and the shard's postings from `chain_start`
+/// on and all its events, each in seq order. `chain_start` is the seq of the shard's first
+/// linked batch (`journal_chain_starts`, migration 0069; 1 for a shard opened since): rows
+/// before it are history from before the chain began (migration 0040) and not hashed, except
+/// events, whose table came with the chain. `committed_seq` is the shard's committed sequence
+/// (`None` when its `journal_shards` row is gone): the links must cover every seq from
+/// `chain_start` to it, even when there is no link at all, which before read as "no chain"
+/// and let a shard whose links were deleted verify whatever its rows said.
 pub fn verify_shard(
     shard: u16,
+    chain_start: u64,
     links: &[BatchLink],
     postings: &[ChainPosting],
     events: &[ChainEvent],
-    committed_seq: u64,
+    committed_seq: Option<u64>,
 ) -> Result<u64, ChainReport> {
     let broken = |link: &BatchLink, reason: String| ChainReport::Broken {
         shard,
@@ -281,13 +288,40 @@ pub fn verify_shard(
         last_seq: link.last_seq,
         reason,
     };
+    let broken_at =
+        |first_seq: u64, last_seq: u64, reason: String| ChainReport::Broken { shard, first_seq, last_seq, reason };
+    let Some(committed_seq) = committed_seq else {
+        // The shard has links or rows (the caller found it in one of those tables), and no
+        // committed sequence to hold them to.
+        return Err(broken_at(chain_start, chain_start, "the shard has rows but no journal_shards row".to_owned()));
+    };
+    if let Some(event) = events.first()
+        && event.seq < chain_start
+    {
+        return Err(broken_at(
+            event.seq,
+            event.seq,
+            format!("an event at seq {} before the chain's start at seq {chain_start}", event.seq),
+        ));
+    }
     let Some(first) = links.first() else {
-        // No batch since the chain began (migration 0040): nothing may claim to be newer.
+        if committed_seq >= chain_start {
+            return Err(broken_at(
+                chain_start,
+                committed_seq,
+                format!("no batch link covers seq {chain_start}..={committed_seq}, which the shard committed"),
+            ));
+        }
+        if let Some(seq) = postings.first().map(|posting| posting.seq).or(events.first().map(|event| event.seq)) {
+            return Err(broken_at(seq, seq, format!("a row at seq {seq} past the committed seq {committed_seq}")));
+        }
         return Ok(0);
     };
-    // Rows before the first link are history from before the chain began.
-    let mut posting_at = postings.partition_point(|posting| posting.seq < first.first_seq);
-    let mut event_at = events.partition_point(|event| event.seq < first.first_seq);
+    if first.first_seq != chain_start {
+        return Err(broken(first, format!("the chain starts at seq {chain_start}, not at this batch")));
+    }
+    let mut posting_at = 0;
+    let mut event_at = 0;
     let mut prev: Vec<u8> = GENESIS.to_vec();
     let mut expected_first: Option<u64> = None;
     for link in links {
@@ -420,14 +454,14 @@ mod tests {
     fn an_intact_chain_verifies_and_an_edited_posting_names_its_batch() {
         let rows = vec![posting(1, dec!(1.50)), posting(3, dec!(2)), posting(5, dec!(7))];
         let links = chain_of(&[(1, 2, rows[..1].to_vec()), (3, 4, rows[1..2].to_vec()), (5, 6, rows[2..].to_vec())]);
-        assert_eq!(verify_shard(0, &links, &rows, &[], 6), Ok(3));
+        assert_eq!(verify_shard(0, 1, &links, &rows, &[], Some(6)), Ok(3));
         // The same amount written with another scale is the same amount.
         let mut rescaled = rows.clone();
         rescaled[0].amount = dec!(1.5000);
-        assert_eq!(verify_shard(0, &links, &rescaled, &[], 6), Ok(3));
+        assert_eq!(verify_shard(0, 1, &links, &rescaled, &[], Some(6)), Ok(3));
         let mut edited = rows.clone();
         edited[1].amount = dec!(2.01);
-        match verify_shard(0, &links, &edited, &[], 6) {
+        match verify_shard(0, 1, &links, &edited, &[], Some(6)) {
             Err(ChainReport::Broken { first_seq: 3, last_seq: 4, .. }) => {}
             other => panic!("{other:?}"),
         }
@@ -467,10 +501,24 @@ mod tests {
     fn a_deleted_batch_a_late_row_and_a_short_head_are_found() {
         let rows = vec![posting(1, dec!(1)), posting(3, dec!(2))];
         let links = chain_of(&[(1, 2, rows[..1].to_vec()), (3, 4, rows[1..].to_vec())]);
-        assert!(verify_shard(0, &links[1..], &rows, &[], 4).is_err());
+        assert!(verify_shard(0, 1, &links[1..], &rows[1..], &[], Some(4)).is_err());
         let mut extra = rows.clone();
         extra.push(posting(9, dec!(1)));
-        assert!(verify_shard(0, &links, &extra, &[], 4).is_err());
-        assert!(verify_shard(0, &links, &rows, &[], 5).is_err());
+        assert!(verify_shard(0, 1, &links, &extra, &[], Some(4)).is_err());
+        assert!(verify_shard(0, 1, &links, &rows, &[], Some(5)).is_err());
+    }
+
+    #[test]
+    fn a_shard_whose_links_are_all_gone_is_broken_unless_it_committed_nothing_since_the_chain_began() {
+        let rows = vec![posting(1, dec!(1)), posting(3, dec!(2))];
+        // Every link deleted: the committed seq is past the chain's start.
+        assert!(verify_shard(0, 1, &[], &rows, &[], Some(4)).is_err());
+        // A shard from before the chain that has not written since: its rows are history.
+        assert_eq!(verify_shard(0, 5, &[], &[], &[], Some(4)), Ok(0));
+        // The shard's committed seq deleted with its links.
+        assert!(verify_shard(0, 1, &[], &rows, &[], None).is_err());
+        // The first links deleted: the chain no longer starts where it began.
+        let links = chain_of(&[(1, 2, rows[..1].to_vec()), (3, 4, rows[1..].to_vec())]);
+        assert!(verify_shard(0, 1, &links[1..], &rows[1..], &[], Some(4)).is_err());
     }
 }

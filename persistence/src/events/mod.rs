@@ -347,6 +347,10 @@ pub trait EventStore: webhooks::WebhookStore + Send + Sync + 'static {
 
     /// The newest link of each shard's chain.
     async fn ledger_heads(&self) -> Result<Vec<chain::ChainHead>, StoreError>;
+
+    /// The hash of a shard's link ending at `last_seq`, if there is one (`tally verify
+    /// --ledger-head`: a head anchored elsewhere must still be in the chain).
+    async fn ledger_link(&self, shard: u16, last_seq: u64) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
 /// Reads up to `limit` events after `position` from each shard with `per_shard` and merges

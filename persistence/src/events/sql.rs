@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::chain::{self, BatchLink, ChainEvent, ChainHead, ChainPosting, ChainReport};
 use super::{Backlog, EventStore, EventType, FeedPosition, StoredEvent, merge_shards};
-use crate::sql::{Column, IdentitySql, SqlRow, run_on_backend};
+use crate::sql::{Column, IdentitySql, SqlRow, StoredUuid, run_on_backend};
 use crate::store::StoreError;
 use crate::store::corrupt;
 
@@ -71,8 +71,23 @@ trait EventsDialect {
         cap: u32,
     ) -> Result<(i64, Option<i64>), StoreError>;
 
-    /// Every event of a shard from seq `from` on, as the chain's digest sees them.
-    async fn chain_events(pool: &Self::Pool, shard: u16, from: i64) -> Result<Vec<ChainEvent>, StoreError>;
+    /// A connection, on which verification reads in one transaction.
+    type Connection;
+
+    /// Run first in verification's read transaction, so that every read after it sees one
+    /// snapshot (`None` where the transaction's first read already fixes one: SQLite in WAL
+    /// mode keeps the snapshot of a read transaction's first read until it ends).
+    const SNAPSHOT: Option<&'static str>;
+
+    /// Every shard any chain table names, one `shard` column, in shard order.
+    const CHAIN_SHARDS: &'static str;
+
+    /// Every event of a shard, as the chain's digest sees them, each with why its stored
+    /// object id is not the form the chain hashes (if it is not).
+    async fn chain_events(
+        connection: &mut Self::Connection,
+        shard: u16,
+    ) -> Result<Vec<(ChainEvent, Option<String>)>, StoreError>;
 }
 
 fn event_of(row: &impl SqlRow) -> Result<StoredEvent, StoreError> {
@@ -87,14 +102,18 @@ fn event_of(row: &impl SqlRow) -> Result<StoredEvent, StoreError> {
     })
 }
 
-fn chain_event_of(row: &impl SqlRow) -> Result<ChainEvent, StoreError> {
-    Ok(ChainEvent {
-        seq: from_db(row.decode("seq")?)?,
+fn chain_event_of(row: &impl SqlRow) -> Result<(ChainEvent, Option<String>), StoreError> {
+    let seq = from_db(row.decode("seq")?)?;
+    let object: StoredUuid = row.decode("object_id")?;
+    let refusal = object.refusal(&format!("the object_id of event seq {seq}"));
+    let event = ChainEvent {
+        seq,
         kind: row.decode("type")?,
-        object: row.decode::<Uuid>("object_id")?,
+        object: object.id,
         occurred_at: row.decode("occurred_at")?,
         data: row.decode("data")?,
-    })
+    };
+    Ok((event, refusal))
 }
 
 const SHARDS: &str = "SELECT shard FROM journal_shards ORDER BY shard";
@@ -165,19 +184,40 @@ impl<S: IdentitySql> EventStore for S {
 
     async fn verify_ledger_chain(&self) -> Result<ChainReport, StoreError> {
         run_on_backend!(self, |pool| {
-            let committed = sqlx::query("SELECT shard, committed_seq FROM journal_shards ORDER BY shard")
-                .fetch_all(&pool)
-                .await
-                .map_err(classify)?;
+            // One read transaction for the whole walk: on a live store, a committed seq read
+            // in one statement and links or postings in later ones disagreed whenever a batch
+            // committed between them, and verification reported tampering that was not there.
+            let mut transaction = pool.begin().await.map_err(classify)?;
+            if let Some(snapshot) = dialect::SNAPSHOT {
+                sqlx::query(snapshot).execute(&mut *transaction).await.map_err(classify)?;
+            }
+            // Every shard any table names: a shard whose journal_shards row or links were
+            // deleted still has its postings and events to answer for.
+            let shard_list =
+                shards_of(&sqlx::query(dialect::CHAIN_SHARDS).fetch_all(&mut *transaction).await.map_err(classify)?)?;
             let mut batches = 0;
-            for row in &committed {
-                let shard = row.decode::<Shard>("shard")?.0;
-                let committed_seq: i64 = row.decode("committed_seq")?;
+            for shard in shard_list {
+                let shard_param = dialect::shard_param(shard)?;
+                let committed_seq: Option<i64> =
+                    sqlx::query_scalar("SELECT committed_seq FROM journal_shards WHERE shard = $1")
+                        .bind(shard_param)
+                        .fetch_optional(&mut *transaction)
+                        .await
+                        .map_err(classify)?;
+                // A shard with no recorded start was opened after migration 0069 recorded the
+                // starts, so its chain began with its first batch.
+                let chain_start: Option<i64> =
+                    sqlx::query_scalar("SELECT first_seq FROM journal_chain_starts WHERE shard = $1")
+                        .bind(shard_param)
+                        .fetch_optional(&mut *transaction)
+                        .await
+                        .map_err(classify)?;
+                let chain_start = chain_start.map_or(Ok(1), from_db)?;
                 let links: Vec<BatchLink> = sqlx::query(
                     "SELECT last_seq, first_seq, hash FROM journal_batches WHERE shard = $1 ORDER BY last_seq",
                 )
-                .bind(dialect::shard_param(shard)?)
-                .fetch_all(&pool)
+                .bind(shard_param)
+                .fetch_all(&mut *transaction)
                 .await
                 .map_err(classify)?
                 .iter()
@@ -190,24 +230,34 @@ impl<S: IdentitySql> EventStore for S {
                     })
                 })
                 .collect::<Result<_, StoreError>>()?;
-                let from = links.first().map_or(i64::MAX, |link| link.first_seq as i64);
+                let mut refusal: Option<(u64, String)> = None;
                 let postings: Vec<ChainPosting> = sqlx::query(
                     "SELECT seq, account_id, version, booked_at, transfer_id, currency, direction, amount, balance_after
                      FROM postings WHERE shard = $1 AND seq >= $2 ORDER BY seq",
                 )
-                .bind(dialect::shard_param(shard)?)
-                .bind(from)
-                .fetch_all(&pool)
+                .bind(shard_param)
+                .bind(i64::try_from(chain_start).map_err(|_| corrupt("chain start beyond BIGINT"))?)
+                .fetch_all(&mut *transaction)
                 .await
                 .map_err(classify)?
                 .iter()
                 .map(|row| {
+                    let seq = from_db(row.decode("seq")?)?;
+                    let account: StoredUuid = row.decode("account_id")?;
+                    let transfer: StoredUuid = row.decode("transfer_id")?;
+                    if refusal.is_none()
+                        && let Some(reason) = account
+                            .refusal(&format!("the account_id of posting seq {seq}"))
+                            .or_else(|| transfer.refusal(&format!("the transfer_id of posting seq {seq}")))
+                    {
+                        refusal = Some((seq, reason));
+                    }
                     Ok(ChainPosting {
-                        seq: from_db(row.decode("seq")?)?,
-                        account: row.decode("account_id")?,
+                        seq,
+                        account: account.id,
                         version: from_db(row.decode("version")?)?,
                         booked_at: row.decode("booked_at")?,
-                        transfer: row.decode("transfer_id")?,
+                        transfer: transfer.id,
                         currency: row.decode("currency")?,
                         direction: row.decode("direction")?,
                         amount: row.decode("amount")?,
@@ -215,13 +265,40 @@ impl<S: IdentitySql> EventStore for S {
                     })
                 })
                 .collect::<Result<_, StoreError>>()?;
-                let events = dialect::chain_events(&pool, shard, from).await?;
-                match chain::verify_shard(shard, &links, &postings, &events, from_db(committed_seq)?) {
+                let mut events = Vec::new();
+                for (event, event_refusal) in dialect::chain_events(&mut transaction, shard).await? {
+                    if let Some(reason) = event_refusal
+                        && refusal.as_ref().is_none_or(|(seq, _)| event.seq < *seq)
+                    {
+                        refusal = Some((event.seq, reason));
+                    }
+                    events.push(event);
+                }
+                // Reported before the hashes: a row whose id is spelt otherwise hashes the
+                // same, yet every query comparing the text no longer finds it.
+                if let Some((seq, reason)) = refusal {
+                    return Ok(ChainReport::Broken { shard, first_seq: seq, last_seq: seq, reason });
+                }
+                let committed_seq = committed_seq.map(from_db).transpose()?;
+                match chain::verify_shard(shard, chain_start, &links, &postings, &events, committed_seq) {
                     Ok(checked) => batches += checked,
                     Err(report) => return Ok(report),
                 }
             }
+            transaction.commit().await.map_err(classify)?;
             Ok(ChainReport::Intact { batches })
+        })
+    }
+
+    async fn ledger_link(&self, shard: u16, last_seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let last_seq = i64::try_from(last_seq).map_err(|_| corrupt(format!("seq {last_seq} beyond BIGINT")))?;
+        run_on_backend!(self, |pool| {
+            sqlx::query_scalar("SELECT hash FROM journal_batches WHERE shard = $1 AND last_seq = $2")
+                .bind(dialect::shard_param(shard)?)
+                .bind(last_seq)
+                .fetch_optional(&pool)
+                .await
+                .map_err(classify)
         })
     }
 
@@ -359,13 +436,23 @@ pub mod postgres {
                 .map_err(classify)
         }
 
-        async fn chain_events(pool: &PgPool, shard: u16, from: i64) -> Result<Vec<ChainEvent>, StoreError> {
-            // Every event from the first link's batch on: after `from - 1`, of every type.
+        type Connection = sqlx::PgConnection;
+
+        const SNAPSHOT: Option<&'static str> = Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+
+        const CHAIN_SHARDS: &'static str = "SELECT shard FROM journal_shards UNION SELECT shard FROM journal_batches
+             UNION SELECT DISTINCT shard FROM postings UNION SELECT shard FROM event_batches ORDER BY shard";
+
+        async fn chain_events(
+            connection: &mut sqlx::PgConnection,
+            shard: u16,
+        ) -> Result<Vec<(ChainEvent, Option<String>)>, StoreError> {
+            // Every event of the shard (after seq -1), of every type.
             let rows = sqlx::query(feed_rows!())
                 .bind(shard_to_db(shard)?)
-                .bind(from.saturating_sub(1))
+                .bind(-1_i64)
                 .bind(None::<Vec<String>>)
-                .fetch_all(pool)
+                .fetch_all(connection)
                 .await
                 .map_err(classify)?;
             rows.iter().map(chain_event_of).collect()
@@ -504,15 +591,23 @@ pub mod sqlite {
             query.fetch_one(pool).await.map_err(classify)
         }
 
-        async fn chain_events(pool: &SqlitePool, shard: u16, from: i64) -> Result<Vec<ChainEvent>, StoreError> {
-            let rows = sqlx::query(
-                "SELECT seq, type, object_id, occurred_at, data FROM events WHERE shard = $1 AND seq >= $2 ORDER BY seq",
-            )
-            .bind(i64::from(shard))
-            .bind(from)
-            .fetch_all(pool)
-            .await
-            .map_err(classify)?;
+        type Connection = sqlx::SqliteConnection;
+
+        const SNAPSHOT: Option<&'static str> = None;
+
+        const CHAIN_SHARDS: &'static str = "SELECT shard FROM journal_shards UNION SELECT shard FROM journal_batches
+             UNION SELECT shard FROM postings UNION SELECT shard FROM events ORDER BY shard";
+
+        async fn chain_events(
+            connection: &mut sqlx::SqliteConnection,
+            shard: u16,
+        ) -> Result<Vec<(ChainEvent, Option<String>)>, StoreError> {
+            let rows =
+                sqlx::query("SELECT seq, type, object_id, occurred_at, data FROM events WHERE shard = $1 ORDER BY seq")
+                    .bind(i64::from(shard))
+                    .fetch_all(connection)
+                    .await
+                    .map_err(classify)?;
             rows.iter().map(chain_event_of).collect()
         }
     }
