@@ -71,7 +71,7 @@ pub struct ProblemDoc {
                        operation and collected in docs/identity.md and docs/audit.md; those of the ledger \
                        views (saved beneficiaries, crypto histories, the owner's statement, verification \
                        limits) in docs/ledger-views.md.",
-        version = "1",
+        version = "1.1",
     ),
     paths(
         crate::health::live,
@@ -255,7 +255,8 @@ impl Modify for Everywhere {
                  and expired (refresh it). `INVALID_CODE`: a wrong, expired or used one-time code. \
                  `EMAIL_NOT_VERIFIED`: money-moving routes with `TALLY_REQUIRE_VERIFIED_EMAIL=true`. \
                  `VERIFICATION_LIMIT_EXCEEDED`: the caller's verification level does not allow the amount now \
-                 (reserved: limits are not enforced yet; see `GET /v1/users/me/limits`). \
+                 (see `GET /v1/users/me/limits`). `VALIDATION_ERROR` also comes with `405` (with `Allow`), \
+                 `413` and `415`, the HTTP-level refusals the contract has no code of their own for. \
                  `QUARANTINED`: the account or wallet keeps failing and refuses writes until an operator releases \
                  it (`Retry-After` is set)."
             );
@@ -266,14 +267,53 @@ impl Modify for Everywhere {
                 .build();
             problem.properties.insert("code".to_owned(), code.into());
         }
-        for item in openapi.paths.paths.values_mut() {
-            let operations: [&mut Option<Operation>; 5] =
-                [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
-            for operation in operations.into_iter().flatten() {
-                operation.responses.responses.entry("default".to_owned()).or_insert_with(|| problem.clone().into());
+        // utoipa names an operation after its handler, and handlers in different modules share
+        // names (`list`, `create`): OpenAPI requires unique ids, and client generators collide
+        // on repeated ones. A repeated name is replaced by one made of the method and path.
+        let mut uses = std::collections::BTreeMap::<String, usize>::new();
+        for (_, _, operation) in operations(openapi) {
+            if let Some(id) = &operation.operation_id {
+                *uses.entry(id.clone()).or_default() += 1;
+            }
+        }
+        for (method, path, operation) in operations(openapi) {
+            operation.responses.responses.entry("default".to_owned()).or_insert_with(|| problem.clone().into());
+            if operation.operation_id.as_ref().is_none_or(|id| uses.get(id).copied().unwrap_or(0) > 1) {
+                operation.operation_id = Some(operation_name(method, &path));
             }
         }
     }
+}
+
+/// Every operation of the document with its method and path.
+fn operations(openapi: &mut Document) -> impl Iterator<Item = (&'static str, String, &mut Operation)> {
+    openapi.paths.paths.iter_mut().flat_map(|(path, item)| {
+        [
+            ("get", &mut item.get),
+            ("post", &mut item.post),
+            ("put", &mut item.put),
+            ("delete", &mut item.delete),
+            ("patch", &mut item.patch),
+        ]
+        .into_iter()
+        .filter_map(move |(method, operation)| operation.as_mut().map(|operation| (method, path.clone(), operation)))
+    })
+}
+
+/// `post_admin_webhooks_by_id_replay` for `POST /v1/admin/webhooks/{id}/replay`.
+fn operation_name(method: &str, path: &str) -> String {
+    let mut name = method.to_owned();
+    for segment in path.split('/').filter(|segment| !segment.is_empty() && *segment != "v1") {
+        name.push('_');
+        match segment.strip_prefix('{').and_then(|segment| segment.strip_suffix('}')) {
+            Some(parameter) => {
+                name.push_str("by_");
+                name.push_str(parameter);
+            }
+            None => name.extend(segment.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })),
+        }
+    }
+    name
 }
 
 /// The document as JSON, built once.
@@ -333,6 +373,54 @@ mod tests {
         let extra: Vec<_> = documented.difference(&registered).collect();
         assert!(missing.is_empty(), "routes without documentation: {missing:?}");
         assert!(extra.is_empty(), "documented routes the router does not serve: {extra:?}");
+    }
+
+    /// OpenAPI: "The id MUST be unique among all operations described in the API" (`list` was
+    /// nine operations' id, found by a validator).
+    #[test]
+    fn every_operation_has_an_id_of_its_own() {
+        let document = serde_json::to_value(document()).unwrap();
+        let mut seen = BTreeSet::new();
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let id = operation["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} has no id"));
+                assert!(seen.insert(id.to_owned()), "{method} {path}: {id} is another operation's id too");
+            }
+        }
+        assert_eq!(operation_name("post", "/v1/admin/webhooks/{id}/replay"), "post_admin_webhooks_by_id_replay");
+    }
+
+    /// Found by a conformance review: the stepped-up routes that did not say so, and a
+    /// transfer's payee described as a saved beneficiary (with `id` and `created_at` it never
+    /// has), which failed every external transfer against the schema.
+    #[test]
+    fn stepped_up_routes_declare_their_header_and_a_transfer_s_payee_is_name_and_iban() {
+        let document = serde_json::to_value(document()).unwrap();
+        for (method, path) in [
+            ("post", "/v1/transfers"),
+            ("post", "/v1/transfers/batch"),
+            ("post", "/v1/users/me/password"),
+            ("delete", "/v1/users/me/mfa/totp"),
+            ("post", "/v1/users/me/mfa/backup-codes"),
+            ("post", "/v1/admin/webhooks"),
+            ("patch", "/v1/admin/webhooks/{id}"),
+            ("post", "/v1/admin/webhooks/{id}/replay"),
+        ] {
+            let parameters = document["paths"][path][method]["parameters"].as_array().cloned().unwrap_or_default();
+            assert!(
+                parameters.iter().any(|parameter| parameter["name"] == "X-Step-Up-Token"),
+                "{method} {path} does not declare X-Step-Up-Token"
+            );
+        }
+        let schemas = &document["components"]["schemas"];
+        let payee = serde_json::to_string(&schemas["TransferView"]["properties"]["beneficiary"]).unwrap();
+        assert!(payee.contains("#/components/schemas/TransferBeneficiary"), "{payee}");
+        assert_eq!(schemas["TransferBeneficiary"]["required"], serde_json::json!(["name", "iban"]));
+        assert_eq!(
+            schemas["BeneficiaryView"]["required"],
+            serde_json::json!(["id", "name", "iban", "created_at"]),
+            "the saved beneficiary keeps its own schema"
+        );
     }
 
     #[test]

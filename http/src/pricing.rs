@@ -343,7 +343,7 @@ pub async fn create_fee_rule(
     let entry = change.record(state.identity(), admin.admin_id(), Some(StatusCode::CREATED), Some(id.to_string()));
     let rule = engine.create_fee_rule(id, spec, Some(&entry)).await?;
     tracing::info!(target: "audit", admin = %admin.admin_id(), rule = %rule.id, "fee rule created");
-    Ok(audited((StatusCode::CREATED, axum::Json(FeeRuleView::of(&rule)?)).into_response()))
+    Ok(audited(crate::accounts::created(format!("/v1/admin/fee-rules/{id}"), FeeRuleView::of(&rule)?)))
 }
 
 /// `GET /v1/admin/fee-rules/{id}` (`fees:read`) → the rule.

@@ -140,7 +140,10 @@ impl AdminAccountView {
     }
 }
 
+/// The payee of an external transfer, as the transfer holds it (a saved beneficiary's
+/// `id` and `created_at` are not part of the transfer).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = TransferBeneficiary)]
 pub struct BeneficiaryView {
     pub name: String,
     pub iban: String,

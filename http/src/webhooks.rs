@@ -811,6 +811,7 @@ async fn existing(state: &AppState, id: Uuid) -> Result<Subscription, ApiError> 
     post,
     path = "/v1/admin/webhooks",
     tag = "admin",
+    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for webhooks.manage (POST /v1/auth/step-up)")),
     request_body = CreateBody,
     description = "Subscribes `url` (http or https, no credentials) to `events` (types, or `[\"*\"]`). The answer \
                    carries `secret`, shown only here: deliveries are signed `Tally-Signature: t=<unix seconds>,\
@@ -854,7 +855,10 @@ pub async fn create(
     let entry =
         change.record(state.identity(), admin.admin_id(), Some(StatusCode::CREATED), Some(subscription.id.to_string()));
     state.identity().events.create_subscription(&subscription, Some(&entry)).await?;
-    let mut response = (StatusCode::CREATED, axum::Json(SubscriptionView::of(&subscription, true)?)).into_response();
+    let mut response = crate::accounts::created(
+        format!("/v1/admin/webhooks/{}", subscription.id),
+        SubscriptionView::of(&subscription, true)?,
+    );
     // The one answer that shows the secret: kept by no cache (as an API key's).
     response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
     Ok(audited(response))
@@ -890,7 +894,7 @@ pub async fn get(
     patch,
     path = "/v1/admin/webhooks/{id}",
     tag = "admin",
-    params(("id" = String, Path)),
+    params(("id" = String, Path), ("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for webhooks.manage (POST /v1/auth/step-up)")),
     request_body = UpdateBody,
     description = "Changes `url`, `events` or `enabled` (never the delivery position: see replay). A new `url` is \
                    checked as at create, `TALLY_WEBHOOK_DENY_PRIVATE` included. Stepped up for users with TOTP on \
@@ -951,7 +955,7 @@ pub async fn delete(
 }
 
 /// `POST /v1/admin/webhooks/{id}/replay {after_seq}` (`webhooks:manage`) → `202`.
-#[utoipa::path(post, path = "/v1/admin/webhooks/{id}/replay", tag = "admin", params(("id" = String, Path)), request_body = ReplayBody, description = "Redelivers every event after `after_seq` (a seq applying to every shard, `0` = from the beginning, or a feed position `S:N,S:N`), in order, then goes on with new ones. A seq past a shard's newest event replays nothing of that shard and goes on with its new events (it is clamped to the newest). Stepped up for users with TOTP on (`webhooks.manage`), as create is.", responses((status = 202)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/admin/webhooks/{id}/replay", tag = "admin", params(("id" = String, Path), ("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for webhooks.manage (POST /v1/auth/step-up)")), request_body = ReplayBody, description = "Redelivers every event after `after_seq` (a seq applying to every shard, `0` = from the beginning, or a feed position `S:N,S:N`), in order, then goes on with new ones. A seq past a shard's newest event replays nothing of that shard and goes on with its new events (it is clamped to the newest). Stepped up for users with TOTP on (`webhooks.manage`), as create is.", responses((status = 202)), security(("bearer" = [])))]
 pub async fn replay(
     State(state): State<AppState>,
     admin: Authorized<WebhooksManage>,

@@ -138,6 +138,7 @@ async fn an_admin_creates_an_admin_holding_exactly_the_granted_actions(server: T
     let created = server.post("/v1/admin/users", Some(&manager.token), body.clone()).await;
     created.assert_status(201);
     let user_id = created.str("user_id");
+    assert_eq!(created.headers["location"], format!("/v1/admin/users/{user_id}").as_str());
 
     let login = server.login(body["email"].as_str().unwrap(), PASSWORD).await;
     login.assert_status(200);

@@ -255,6 +255,7 @@ async fn fee_rules_are_created_read_replaced_and_validated(server: TestServer) {
     let created = server.post("/v1/admin/fee-rules", token, percentage_rule("internal", "USD")).await;
     created.assert_status(201);
     let id = created.str("id");
+    assert_eq!(created.headers["location"], format!("/v1/admin/fee-rules/{id}").as_str());
     assert_eq!(created.str("kind"), "percentage");
     assert_eq!(created.str("percentage"), "1.5");
     assert_eq!((created.str("min_fee").as_str(), created.str("max_fee").as_str()), ("0.50", "25.00"));

@@ -152,6 +152,7 @@ fn verify_signature(secret: &str, headers: &HeaderMap, body: &str) {
 async fn subscribe(server: &TestServer, admin: &TestUser, url: &str, events: Value) -> Reply {
     let reply = server.post("/v1/admin/webhooks", Some(&admin.token), json!({"url": url, "events": events})).await;
     reply.assert_status(201);
+    assert_eq!(reply.headers["location"], format!("/v1/admin/webhooks/{}", reply.str("id")).as_str());
     reply
 }
 

@@ -379,7 +379,8 @@ pub async fn create(
         Err(CreateUserError::IdTaken) => return Err(ApiError::internal("a fresh user id collided")),
         Err(CreateUserError::Store(error)) => return Err(error.into()),
     }
-    Ok(audited((StatusCode::CREATED, axum::Json(Created { user_id: user.id.to_string() })).into_response()))
+    let location = format!("/v1/admin/users/{}", user.id);
+    Ok(audited(crate::accounts::created(location, Created { user_id: user.id.to_string() })))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

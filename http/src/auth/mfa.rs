@@ -470,6 +470,7 @@ fn totp_off_conflict() -> ApiError {
     delete,
     path = "/v1/users/me/mfa/totp",
     tag = "identity",
+    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for mfa.disable (POST /v1/auth/step-up)")),
     request_body = DisableBody,
     description = "Turns TOTP off: the secret is deleted and every backup code is void; step-up is no longer \
                    asked of this user. Needs a step-up token for `mfa.disable` AND a code in the body: a TOTP \
@@ -518,6 +519,7 @@ struct BackupCodes {
     post,
     path = "/v1/users/me/mfa/backup-codes",
     tag = "identity",
+    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for mfa.backup_codes (POST /v1/auth/step-up)")),
     description = "Ten new backup codes, shown once; every earlier code stops working. Needs TOTP on (`409` \
                    otherwise: backup codes belong to TOTP) and a step-up token for `mfa.backup_codes`, which is \
                    the current code this asks for. No body.",

@@ -199,6 +199,7 @@ pub struct PasswordBody {
     post,
     path = "/v1/users/me/password",
     tag = "identity",
+    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for password.change (POST /v1/auth/step-up)")),
     request_body = PasswordBody,
     description = "Changes the caller's password. Needs a step-up token for `password.change` when TOTP is on. \
                    The new password follows the registration policy and must differ from the current one. A \
