@@ -77,14 +77,19 @@ fn field_error(error: &serde_path_to_error::Error<serde_json::Error>) -> ApiErro
     let text = inner.to_string();
     // serde_json appends the position, which says nothing a client can act on.
     let suffix = format!(" at line {} column {}", inner.line(), inner.column());
-    let message = text.strip_suffix(&suffix).unwrap_or(&text);
-    let path = error.path().to_string();
-    // A missing field's path is the object that lacks it; an unknown one's is the field.
+    field_error_at(&error.path().to_string(), text.strip_suffix(&suffix).unwrap_or(&text), "body")
+}
+
+/// The field error of serde's `message` at `path` (`serde_path_to_error`'s, `.` for the
+/// whole input, which is then called `whole`): a missing field's path is the object that
+/// lacks it, so it is named by that path and its own name; any other error's path is the
+/// field's (an unknown field's included).
+pub fn field_error_at(path: &str, message: &str, whole: &str) -> ApiError {
     let missing = message.strip_prefix("missing field `").and_then(|rest| rest.split_once('`')).map(|(name, _)| name);
-    let field = match (missing, path.as_str()) {
+    let field = match (missing, path) {
         (Some(name), ".") => name.to_owned(),
         (Some(name), parent) => format!("{parent}.{name}"),
-        (None, ".") => "body".to_owned(),
+        (None, ".") => whole.to_owned(),
         (None, path) => path.to_owned(),
     };
     ApiError::field(&field, message)

@@ -22,11 +22,22 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match Query::<T>::from_request_parts(parts, state).await {
             Ok(Query(value)) => Ok(ApiQuery(value)),
-            Err(rejection) => {
-                Err(ApiError::new(ErrorCode::ValidationError, format!("invalid query: {}", rejection.body_text())))
-            }
+            Err(rejection) => Err(field_error::<T>(parts.uri.query().unwrap_or_default()).unwrap_or_else(|| {
+                ApiError::new(ErrorCode::ValidationError, format!("invalid query: {}", rejection.body_text()))
+            })),
         }
     }
+}
+
+/// The refused query read again with its parameters' names tracked: the error names the
+/// parameter (`errors: [{field: "limit", …}]`), as a body's field error does.
+fn field_error<T: DeserializeOwned>(query: &str) -> Option<ApiError> {
+    let parameters = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    let error = serde_path_to_error::deserialize::<_, T>(parameters).err()?;
+    let message = format!("invalid query: {}", error.inner());
+    let mut answer = crate::json::field_error_at(&error.path().to_string(), &error.inner().to_string(), "query");
+    answer.detail = message;
+    Some(answer)
 }
 
 #[cfg(test)]
@@ -68,6 +79,27 @@ mod tests {
             assert_eq!(content_type, "application/problem+json", "{uri}");
             assert_eq!(body["code"], "VALIDATION_ERROR", "{uri}");
             assert!(body["detail"].as_str().unwrap().starts_with("invalid query: "), "{uri}: {body}");
+            assert_eq!(body["errors"][0]["field"], "limit", "the parameter is named: {uri}: {body}");
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Strict {
+        limit: u32,
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_unknown_parameter_is_named() {
+        let app =
+            Router::new().route("/", get(|ApiQuery(page): ApiQuery<Strict>| async move { page.limit.to_string() }));
+        for (uri, field) in [("/", "limit"), ("/?limit=1&bogus=2", "bogus")] {
+            let response = app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{uri}");
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(body["errors"][0]["field"], field, "{uri}: {body}");
         }
     }
 }
