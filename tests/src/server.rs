@@ -17,6 +17,21 @@ pub fn tally_bin() -> PathBuf {
     }
 }
 
+/// Runs `tally verify ARGS` on `database_url`: whether it passed (exit 0; exit 1 is a
+/// finding, anything else fails the test) and what it printed.
+pub fn tally_verify(database_url: &str, args: &[&str]) -> (bool, String) {
+    let output = Command::new(tally_bin())
+        .arg("verify")
+        .args(args)
+        .env("TALLY_DATABASE_URL", database_url)
+        .env("TALLY_LOG", "warn")
+        .output()
+        .expect("run tally verify");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.code().is_some_and(|code| code == 0 || code == 1), "exit 0 or 1: {text}");
+    (output.status.success(), text)
+}
+
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local address").port()

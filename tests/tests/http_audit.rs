@@ -8,8 +8,6 @@
 // Test code: a failed unwrap or panic is a failed test, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
-
 use reqwest::Method;
 use rust_decimal_macros::dec;
 use serde_json::{Value, json};
@@ -19,7 +17,7 @@ use tally_persistence::audit::verify_chain;
 use tally_tests::http::{Reply, TestServer};
 use tally_tests::on_both_stores;
 use tally_tests::postgres;
-use tally_tests::server::{ADMIN_EMAIL, ADMIN_PASSWORD, Client, TallyServer, tally_bin};
+use tally_tests::server::{ADMIN_EMAIL, ADMIN_PASSWORD, Client, TallyServer, tally_verify};
 
 on_both_stores!(
     admin_changes_and_security_events_are_recorded_with_actor_target_and_request,
@@ -527,7 +525,7 @@ async fn engine_changes_are_audited_with_the_change_and_refused_ones_not_at_all(
     let report = verify_chain(server.state.identity().audit.as_ref()).await.unwrap();
     assert_eq!(report.first_break, None, "{report:?}");
     assert_eq!(report.entries, log.len() as u64);
-    let (ok, text) = tally_verify(&server.database_url);
+    let (ok, text) = tally_verify(&server.database_url, &[]);
     assert!(ok, "tally verify: {text}");
     assert!(text.contains(&format!("audit log: {} entries, chain intact", log.len())), "{text}");
     server.shutdown().await;
@@ -614,18 +612,6 @@ async fn an_audit_append_that_fails_takes_the_change_with_it(server: TestServer)
     server.engine.halt().await;
 }
 
-fn tally_verify(database_url: &str) -> (bool, String) {
-    let output = Command::new(tally_bin())
-        .arg("verify")
-        .env("TALLY_DATABASE_URL", database_url)
-        .env("TALLY_LOG", "warn")
-        .output()
-        .expect("run tally verify");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.code().is_some_and(|code| code == 0 || code == 1), "exit 0 or 1: {text}");
-    (output.status.success(), text)
-}
-
 /// Makes some audited history on a real server, stops it, and checks `tally verify`: intact,
 /// then one row's details edited behind Tally's back, then the newest row deleted.
 async fn tally_verify_names_the_row_that_was_edited(database_url: &str, edit: impl AsyncFn(&str)) {
@@ -639,19 +625,19 @@ async fn tally_verify_names_the_row_that_was_edited(database_url: &str, edit: im
         }
         Client::login(&server.base_url(), ADMIN_EMAIL, ADMIN_PASSWORD).await;
     }
-    let (ok, text) = tally_verify(database_url);
+    let (ok, text) = tally_verify(database_url, &[]);
     assert!(ok, "an untouched log verifies: {text}");
     assert!(text.contains("chain intact"), "{text}");
 
     edit("UPDATE audit_log SET details = '{\"name\":\"role 9\"}' WHERE seq = 3").await;
-    let (ok, text) = tally_verify(database_url);
+    let (ok, text) = tally_verify(database_url, &[]);
     assert!(!ok, "an edited row is found: {text}");
     assert!(text.contains("audit entry seq 3 (id "), "names the edited row: {text}");
     assert!(text.contains("does not match its contents"), "{text}");
 
     // Put the contents back (the chain holds again), then drop the newest entry.
     edit("UPDATE audit_log SET details = (SELECT details FROM audit_log WHERE seq = 4) WHERE seq = 3").await;
-    let (ok, _) = tally_verify(database_url);
+    let (ok, _) = tally_verify(database_url, &[]);
     assert!(!ok, "seq 3 now holds seq 4's details: still a mismatch");
 }
 
@@ -692,7 +678,7 @@ async fn tally_verify_fails_naming_an_edited_audit_row_on_postgres() {
 /// Deleting the newest entries leaves the head naming an entry that is gone.
 async fn tally_verify_truncation_is_found(database_url: &str, edit: impl AsyncFn(&str)) {
     edit("DELETE FROM audit_log WHERE seq >= 3").await;
-    let (ok, text) = tally_verify(database_url);
+    let (ok, text) = tally_verify(database_url, &[]);
     assert!(!ok, "{text}");
     assert!(text.contains("the head names seq"), "{text}");
 }

@@ -8,7 +8,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{HashMap, HashSet};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rust_decimal_macros::dec;
@@ -17,7 +16,7 @@ use sqlx::Connection;
 use tally_tests::http::{Reply, TestServer, TestUser};
 use tally_tests::on_both_stores;
 use tally_tests::postgres;
-use tally_tests::server::{Client, TallyServer, tally_bin};
+use tally_tests::server::{Client, TallyServer, tally_verify};
 
 on_both_stores!(
     committed_changes_make_events_in_order_and_refused_requests_none,
@@ -315,18 +314,6 @@ async fn a_pending_transfer_makes_pending_then_completed_or_cancelled_events(ser
     server.shutdown().await;
 }
 
-fn tally_verify(database_url: &str) -> (bool, String) {
-    let output = Command::new(tally_bin())
-        .arg("verify")
-        .env("TALLY_DATABASE_URL", database_url)
-        .env("TALLY_LOG", "warn")
-        .output()
-        .expect("run tally verify");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.code().is_some_and(|code| code == 0 || code == 1), "exit 0 or 1: {text}");
-    (output.status.success(), text)
-}
-
 /// Transfers on a real server, stopped; `tally verify` passes; one posting's amount edited
 /// behind Tally's back makes it fail naming that posting's batch.
 async fn editing_a_posting_makes_verify_name_its_batch(database_url: &str, query: impl AsyncFn(&str) -> Vec<i64>) {
@@ -346,7 +333,7 @@ async fn editing_a_posting_makes_verify_name_its_batch(database_url: &str, query
             assert_eq!(status, 201, "{body}");
         }
     }
-    let (ok, text) = tally_verify(database_url);
+    let (ok, text) = tally_verify(database_url, &[]);
     assert!(ok, "an untouched ledger verifies: {text}");
     assert!(text.contains("ledger journal: ") && text.contains("chain intact"), "{text}");
 
@@ -358,7 +345,7 @@ async fn editing_a_posting_makes_verify_name_its_batch(database_url: &str, query
     ))
     .await;
     query(&format!("UPDATE postings SET amount = '1.01' WHERE shard = {shard} AND seq = {seq}")).await;
-    let (ok, text) = tally_verify(database_url);
+    let (ok, text) = tally_verify(database_url, &[]);
     assert!(!ok, "an edited posting is found: {text}");
     assert!(
         text.contains(&format!("journal batch shard {shard} seq {}..={}", batch[0], batch[1])),
@@ -500,7 +487,7 @@ async fn kill_9_under_load_loses_no_event_and_invents_none() {
     let evented: HashSet<String> = completed_events.keys().cloned().collect();
     assert_eq!(evented, stored, "an event for every completed transfer and for nothing else");
     drop(server);
-    let (ok, text) = tally_verify(&database);
+    let (ok, text) = tally_verify(&database, &[]);
     assert!(ok, "the chain verifies across kill -9: {text}");
 }
 

@@ -8,28 +8,14 @@
 // Test code: a failed unwrap or panic is a failed test, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sqlx::{Connection, Row};
 use tally_tests::postgres;
-use tally_tests::server::{Client, TallyServer, TempSqlite, tally_bin};
+use tally_tests::server::{Client, TallyServer, TempSqlite, tally_verify};
 
 /// Runs `tally verify` with `args`; answers whether it passed and what it printed.
-fn tally_verify(database_url: &str, args: &[&str]) -> (bool, String) {
-    let output = Command::new(tally_bin())
-        .arg("verify")
-        .args(args)
-        .env("TALLY_DATABASE_URL", database_url)
-        .env("TALLY_LOG", "warn")
-        .output()
-        .expect("run tally verify");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.code().is_some_and(|code| code == 0 || code == 1), "exit 0 or 1: {text}");
-    (output.status.success(), text)
-}
-
 /// Runs `sql` (one or more statements) behind Tally's back.
 async fn exec(url: &str, sql: &str) {
     if url.starts_with("sqlite:") {
