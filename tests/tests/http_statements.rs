@@ -554,7 +554,9 @@ async fn a_million_lines_stream_as_csv_in_constant_memory() {
     let started = Instant::now();
     let (url, first, second, first_is_a) = bulk_ledger(N_TRANSFERS).await;
     eprintln!("bulk insert of {} postings: {:?}", 2 * N_TRANSFERS, started.elapsed());
-    let server = TallyServer::start(&url, &[]).await;
+    // This measures memory, not time: the first read of a table just loaded with a million
+    // rows (no statistics yet) outran the default 10 s request time-out once in CI.
+    let server = TallyServer::start(&url, &[("TALLY_REQUEST_TIMEOUT_SECS", "120")]).await;
     let pid = server.pid().unwrap();
     let admin = Client::admin(&server).await;
 
