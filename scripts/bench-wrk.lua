@@ -3,7 +3,11 @@
 -- the fixture tally-loadtest set up (`--setup-only`). A client that is not ours, so the
 -- figure does not depend on our own generator's cost.
 --
---   wrk -t2 -c256 -d20s -s scripts/bench-wrk.lua http://127.0.0.1:PORT -- FIXTURE.lua RUN_ID
+--   wrk -t2 -c256 -d20s -s scripts/bench-wrk.lua http://127.0.0.1:PORT -- FIXTURE.lua RUN_ID [BATCH]
+--
+-- With BATCH > 0 (scripts/callgrind's batch load) each request is instead a
+-- `POST /v1/transfers/batch` of BATCH transfers, every source one of a random owner's accounts
+-- (a batch is sent by one caller), with the same kind of Idempotency-Key.
 --
 -- FIXTURE.lua returns { keys = { "<api key of user 1>", ... }, accounts = { { "<id>", owner }, ... } }
 -- with owners as 1-based indexes into keys. Each request's Idempotency-Key is
@@ -25,20 +29,48 @@ function init(args)
   keys = fixture.keys
   accounts = fixture.accounts
   run_id = args[2] or "run"
+  batch = tonumber(args[3] or "0") or 0
+  -- Each owner's accounts, for a batch's sources.
+  owned = {}
+  for index, account in ipairs(accounts) do
+    owned[account[2]] = owned[account[2]] or {}
+    table.insert(owned[account[2]], index)
+  end
   counter = 0
   statuses = {}
   math.randomseed(thread_id * 7919 + os.time())
 end
 
-function request()
-  counter = counter + 1
-  local source = math.random(#accounts)
+-- One transfer's JSON from accounts[source] to a random other account.
+local function transfer(source)
   local destination = math.random(#accounts - 1)
   if destination >= source then destination = destination + 1 end
-  local from = accounts[source]
-  local body = string.format(
+  return string.format(
     '{"type":"internal","source_account_id":"%s","destination_account_id":"%s","amount":"0.01","reference":"wrk"}',
-    from[1], accounts[destination][1])
+    accounts[source][1], accounts[destination][1])
+end
+
+local function batch_request()
+  local owner = accounts[math.random(#accounts)][2]
+  local sources = owned[owner]
+  local items = {}
+  for i = 1, batch do
+    items[i] = transfer(sources[math.random(#sources)])
+  end
+  local headers = {
+    ["Content-Type"] = "application/json",
+    ["X-API-Key"] = keys[owner],
+    ["Idempotency-Key"] = string.format("wrk-%s-%d-%d", run_id, thread_id, counter),
+  }
+  return wrk.format("POST", "/v1/transfers/batch", headers, '{"transfers":[' .. table.concat(items, ",") .. ']}')
+end
+
+function request()
+  counter = counter + 1
+  if batch > 0 then return batch_request() end
+  local source = math.random(#accounts)
+  local from = accounts[source]
+  local body = transfer(source)
   local headers = {
     ["Content-Type"] = "application/json",
     ["X-API-Key"] = keys[from[2]],
