@@ -242,7 +242,7 @@ fn canonical_item(raw: &RawValue) -> Result<String, ApiError> {
     path = "/v1/transfers/batch",
     tag = "transfers",
     request_body = BatchBody,
-    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for this operation type (POST /v1/auth/step-up)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time; a different body is 409 IDEMPOTENCY_KEY_REUSED. The body is compared as JSON values: key order and spacing do not count, every other difference (an amount written \"5\" then \"5.00\") does. In a plain (not atomic) batch, an item answered 503 that moved no money, or one that failed before it became a transfer, keeps no key: a retry of the batch runs that item afresh. An atomic batch that did nothing (an item refused) keeps no key either: its retry runs the whole batch again")),
+    params(("X-Step-Up-Token" = Option<String>, Header, description = "Needed when the caller has TOTP on: a step-up token for this operation type (POST /v1/auth/step-up)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body answer as the first time (with Idempotent-Replayed: true when an item answers the transfer an earlier request under the key made); a different body is 409 IDEMPOTENCY_KEY_REUSED. The body is compared as JSON values: key order and spacing do not count, every other difference (an amount written \"5\" then \"5.00\") does. In a plain (not atomic) batch, an item answered 503 that moved no money, or one that failed before it became a transfer, keeps no key: a retry of the batch runs that item afresh. An atomic batch that did nothing (an item refused) keeps no key either: its retry runs the whole batch again")),
     responses((status = 200, description = "One result per item, in order", body = BatchAnswer)),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -342,6 +342,9 @@ async fn run_batch(
         })
         .collect();
 
+    // A repeat of an earlier request under the key: at least one item answers what that
+    // request made (docs/api-decisions.md, "Batch results").
+    let replayed = existing.iter().any(Option::is_some);
     let results = if atomic {
         run_atomic(&state, planned, keys, existing).await?
     } else {
@@ -378,8 +381,13 @@ async fn run_batch(
         results.into_iter().collect::<Result<Vec<_>, _>>()?
     };
     let body = answer_body(&BatchAnswer { results })?;
-    Ok(([(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"))], body)
-        .into_response())
+    let mut response =
+        ([(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"))], body)
+            .into_response();
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
 /// `stream`'s `count` items in order, in a vector sized for them up front: the items are

@@ -342,9 +342,16 @@ async fn a_batch_replays_under_its_key_and_refuses_a_different_body(server: Test
             body
         };
         let first = server.post_keyed("/v1/transfers/batch", Some(&alice.token), &key, body.clone()).await;
+        assert!(first.headers.get("idempotent-replayed").is_none(), "a first run is no replay");
         let first = results(&first);
         let before = server.position(&from).await;
         let again = server.post_keyed("/v1/transfers/batch", Some(&alice.token), &key, body.clone()).await;
+        assert_eq!(
+            again.headers.get("idempotent-replayed").map(|v| v.to_str().unwrap()),
+            Some("true"),
+            "{}",
+            again.text
+        );
         let again = results(&again);
         assert_eq!(first.len(), again.len());
         for (one, two) in first.iter().zip(&again) {
@@ -421,6 +428,8 @@ async fn a_batch_retried_after_an_item_failed_in_passing_replays_and_runs_that_i
     assert_eq!(first[1]["status"], 500, "the item that could not be planned: {}", first[1]);
 
     let retry = server.post_keyed("/v1/transfers/batch", Some(&alice.token), "passing", body.clone()).await;
+    // A repeat, though one of its items runs now for the first time.
+    assert_eq!(retry.headers.get("idempotent-replayed").map(|v| v.to_str().unwrap()), Some("true"));
     let retry = results(&retry);
     assert_item(&retry[0], 0, 201, None);
     assert_eq!(retry[0]["transfer"]["id"], first[0]["transfer"]["id"], "the item that ran is replayed");
