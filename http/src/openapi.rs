@@ -6,7 +6,8 @@
 //! What is added here rather than per route, because it is true of every route:
 //! - a `default` response: every error is `application/problem+json` (`Problem`);
 //! - the security schemes (`bearer` access tokens, `api_key` for machine clients);
-//! - the `X-Request-Id` response header.
+//! - the `X-Request-Id` header on every answer, `Retry-After` on errors, and `Location` and
+//!   `Idempotent-Replayed` on the answers listed in `LOCATION` and `REPLAYED`.
 //!
 //! A unit test checks that every route `app()` registers is documented and nothing else is.
 
@@ -281,8 +282,71 @@ impl Modify for Everywhere {
             if operation.operation_id.as_ref().is_none_or(|id| uses.get(id).copied().unwrap_or(0) > 1) {
                 operation.operation_id = Some(operation_name(method, &path));
             }
+            for (status, response) in operation.responses.responses.iter_mut() {
+                let utoipa::openapi::RefOr::T(response) = response else { continue };
+                response.headers.insert(
+                    "X-Request-Id".to_owned(),
+                    header(
+                        "The request's id (as a problem's `request_id` and the server's log line); a client's own \
+                     `X-Request-Id` of 1 to 64 letters, digits and `-_.:` is kept",
+                    ),
+                );
+                if status == "default" {
+                    response.headers.insert(
+                        "Retry-After".to_owned(),
+                        header("Seconds to wait before retrying: on `429` and `503` (and `QUARANTINED`)"),
+                    );
+                }
+                let at = (method, path.as_str(), status.as_str());
+                if LOCATION.contains(&at) {
+                    response.headers.insert("Location".to_owned(), header("The path of what the request made"));
+                }
+                if REPLAYED.contains(&at) {
+                    response.headers.insert(
+                        "Idempotent-Replayed".to_owned(),
+                        header("`true` when the answer repeats what an earlier request under the same Idempotency-Key made"),
+                    );
+                }
+            }
         }
     }
+}
+
+/// `(method, path, status)` of the answers that carry `Location` (the handlers set it: `accounts::created`,
+/// `transfers::transfer_answer` and the few that set it themselves).
+const LOCATION: [(&str, &str, &str); 14] = [
+    ("post", "/v1/transfers", "201"),
+    ("post", "/v1/transfers", "202"),
+    ("post", "/v1/admin/adjustments", "201"),
+    ("post", "/v1/accounts", "201"),
+    ("post", "/v1/admin/accounts", "201"),
+    ("post", "/v1/api-keys", "201"),
+    ("post", "/v1/admin/aml/rules", "201"),
+    ("post", "/v1/admin/fee-rules", "201"),
+    ("post", "/v1/admin/webhooks", "201"),
+    ("post", "/v1/admin/users", "201"),
+    ("post", "/v1/admin/roles", "201"),
+    ("post", "/v1/wallets", "201"),
+    ("post", "/v1/crypto/orders", "201"),
+    ("post", "/v1/crypto/withdrawals", "202"),
+];
+
+/// `(method, path, status)` of the answers that carry `Idempotent-Replayed: true` on a repeat.
+const REPLAYED: [(&str, &str, &str); 6] = [
+    ("post", "/v1/transfers", "201"),
+    ("post", "/v1/transfers", "202"),
+    ("post", "/v1/admin/adjustments", "201"),
+    ("post", "/v1/transfers/batch", "200"),
+    ("post", "/v1/crypto/orders", "201"),
+    ("post", "/v1/crypto/withdrawals", "202"),
+];
+
+/// A string response header with its description.
+fn header(description: &str) -> utoipa::openapi::header::Header {
+    utoipa::openapi::header::HeaderBuilder::new()
+        .schema(utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::schema::Type::String))
+        .description(Some(description))
+        .build()
 }
 
 /// Every operation of the document with its method and path.
@@ -421,6 +485,29 @@ mod tests {
             serde_json::json!(["id", "name", "iban", "created_at"]),
             "the saved beneficiary keeps its own schema"
         );
+    }
+
+    /// Every answer names `X-Request-Id`, errors `Retry-After`, and the answers listed in
+    /// `LOCATION` and `REPLAYED` (each of which the document has: a stale entry fails) their
+    /// headers. That the handlers send them is tested by each route's suite.
+    #[test]
+    fn response_headers_are_declared_where_they_are_sent() {
+        let document = serde_json::to_value(document()).unwrap();
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                for (status, response) in operation["responses"].as_object().unwrap() {
+                    let headers = &response["headers"];
+                    assert!(headers["X-Request-Id"].is_object(), "{method} {path} {status}");
+                    let at = (method.as_str(), path.as_str(), status.as_str());
+                    assert_eq!(headers["Location"].is_object(), LOCATION.contains(&at), "{at:?}");
+                    assert_eq!(headers["Idempotent-Replayed"].is_object(), REPLAYED.contains(&at), "{at:?}");
+                    assert_eq!(headers["Retry-After"].is_object(), status == "default", "{at:?}");
+                }
+            }
+        }
+        for (method, path, status) in LOCATION.iter().chain(&REPLAYED) {
+            assert!(document["paths"][path][method]["responses"][status].is_object(), "{method} {path} {status}");
+        }
     }
 
     #[test]
