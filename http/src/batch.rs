@@ -21,12 +21,12 @@
 //! named (so the batch's fingerprint is unchanged) and may only replay its item's transfer:
 //! without one it is refused `404` (see `beneficiaries.rs`).
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use std::sync::Arc;
-
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tally_actors::{AtomicBatch, BatchItem, TransferError};
