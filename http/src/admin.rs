@@ -27,7 +27,7 @@ use crate::input::{self, DESCRIPTION_LENGTH_MAX, IdPath, OptionalJson, REFERENCE
 use crate::json::ApiJson;
 use crate::problem::ApiError;
 use crate::state::AppState;
-use crate::transfers::{ReasonBody, body_id, idempotency, run_transfer_audited, transfer_answer};
+use crate::transfers::{ReasonBody, body_id, idempotency, run_transfer_audited, transfer_answer_at};
 use crate::views::{AccountView, AdminAccountView, AdminTransferView};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -110,7 +110,7 @@ pub async fn adjust(
     let entry = change.record(state.identity(), admin.admin_id(), None, Some(request.id.to_string()));
     let (transfer, replayed) = run_transfer_audited(&state, request, key, Some(entry)).await?;
     tracing::info!(target: "audit", admin = %admin.admin_id(), transfer = %transfer.id, kind = kind.as_str(), account = %account_id, "adjustment");
-    transfer_answer(&transfer, replayed).map(audited)
+    transfer_answer_at("/v1/admin/transfers", &transfer, replayed).map(audited)
 }
 
 /// `GET /v1/admin/transfers/{id}` (`transfers:read`) → the transfer with its admin fields.

@@ -263,8 +263,15 @@ pub async fn run_transfer_audited(
 /// The answer to a money-moving POST: `201` for a completed transfer, `202` for one still
 /// waiting (pending an admin). A replay answers with the transfer as it is now, marked
 /// `Idempotent-Replayed: true`; a replay of a transfer that failed answers with its failure,
-/// as the original request did.
+/// as the original request did. `Location` is the customer's read of the transfer.
 pub fn transfer_answer(transfer: &Transfer, replayed: bool) -> Result<Response, ApiError> {
+    transfer_answer_at("/v1/transfers", transfer, replayed)
+}
+
+/// `transfer_answer` with `Location` under `collection`: an admin's adjustment points at the
+/// admin's read (`/v1/admin/transfers/{id}`), since its caller is not the customer whose
+/// route `/v1/transfers/{id}` is (that route answers `404` to anyone but the owner).
+pub fn transfer_answer_at(collection: &str, transfer: &Transfer, replayed: bool) -> Result<Response, ApiError> {
     if transfer.status == TransferStatus::Failed {
         let code = transfer.failure_reason.unwrap_or(ErrorCode::Internal);
         return Err(ApiError::new(code, format!("transfer {} failed: {}", transfer.id, code.as_str())));
@@ -282,7 +289,7 @@ pub fn transfer_answer(transfer: &Transfer, replayed: bool) -> Result<Response, 
     )
         .into_response();
     let headers = response.headers_mut();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/transfers/{}", transfer.id)) {
+    if let Ok(location) = HeaderValue::from_str(&format!("{collection}/{}", transfer.id)) {
         headers.insert(header::LOCATION, location);
     }
     if replayed {

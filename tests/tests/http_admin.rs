@@ -477,6 +477,13 @@ async fn adjustments_credit_and_debit_against_settlement(server: TestServer) {
     assert_eq!(credit.str("source_account_id"), settlement_usd);
     assert_eq!(credit.str("destination_account_id"), account);
     assert_eq!(credit.str("description"), "goodwill");
+    // `Location` is the admin's read of the adjustment, not the customer's route.
+    let location = format!("/v1/admin/transfers/{}", credit.str("id"));
+    assert_eq!(credit.headers["location"], location.as_str());
+    let reader = server.admin(&["transfers:read"]).await;
+    let read = server.get(&location, Some(&reader.token)).await;
+    read.assert_status(200);
+    assert_eq!(read.str("id"), credit.str("id"));
     let debit = server.post("/v1/admin/adjustments", Some(&admin.token), adjust("admin_debit", "30.25")).await;
     debit.assert_status(201);
     assert_eq!(debit.str("source_account_id"), account);
