@@ -172,7 +172,7 @@ pub(crate) struct EngineInner {
     sagas_in_flight_max: usize,
     /// Idempotency keys (and deposits' chain transactions) being worked on right now: a
     /// duplicate waits for the first request and then finds what it recorded.
-    pub(crate) idempotency_claims: DashMap<(uuid::Uuid, String), Arc<tokio::sync::Mutex<()>>>,
+    pub(crate) idempotency_claims: DashMap<(uuid::Uuid, Arc<str>), Arc<tokio::sync::Mutex<()>>>,
     /// Every idempotency key the store holds or a request has claimed (`idempotency.rs`).
     pub(crate) keys: crate::idempotency::KeyFilter,
     /// Transfers a saga is working on right now; a second saga for the same id is refused.
@@ -689,8 +689,8 @@ impl Engine {
             amount,
             currency,
             fee: Decimal::ZERO,
-            reference,
-            description,
+            reference: reference.map(Into::into),
+            description: description.map(Into::into),
             beneficiary: None,
             initiated_by,
             created_at: now,

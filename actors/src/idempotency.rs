@@ -76,7 +76,7 @@ impl KeyFilter {
 /// Holds an idempotency key while the work under it runs (see the module's doc).
 pub struct KeyClaim {
     inner: Arc<EngineInner>,
-    slot: (uuid::Uuid, String),
+    slot: (uuid::Uuid, Arc<str>),
     guard: Option<OwnedMutexGuard<()>>,
 }
 
@@ -130,8 +130,8 @@ impl Engine {
     /// Claims `slot` of `scope`, waiting for whoever holds it. Transfers, batches and crypto
     /// operations name their slots apart (a batch's and a crypto operation's carry a space
     /// that a transfer's key cannot hold; a deposit's `tx_hash` is in the nil scope).
-    pub async fn claim_key(&self, scope: uuid::Uuid, slot: String) -> KeyClaim {
-        let slot = (scope, slot);
+    pub async fn claim_key(&self, scope: uuid::Uuid, slot: impl Into<Arc<str>>) -> KeyClaim {
+        let slot = (scope, slot.into());
         let mutex = Arc::clone(self.inner.idempotency_claims.entry(slot.clone()).or_default().value());
         let guard = mutex.lock_owned().await;
         KeyClaim { inner: Arc::clone(&self.inner), slot, guard: Some(guard) }

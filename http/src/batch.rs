@@ -295,7 +295,8 @@ async fn run_batch(
     let mut keys: Vec<Option<Idempotency>> = vec![None; count];
     let mut existing: Vec<Option<Transfer>> = vec![None; count];
     if let Some(key) = &key {
-        let batch_print = batch_fingerprint(atomic, &body.transfers)?;
+        // One text shared by every item's key.
+        let batch_print: std::sync::Arc<str> = batch_fingerprint(atomic, &body.transfers)?.into();
         _claim = Some(engine.claim_key(scope, format!(" batch {key}")).await);
         let found: Vec<Result<Option<Transfer>, ApiError>> = collect_sized(
             futures::stream::iter(0..count)
@@ -312,9 +313,9 @@ async fn run_batch(
         let mut legacy_print: Option<String> = None;
         for (index, found) in found.into_iter().enumerate() {
             if let Some(transfer) = found? {
-                let stored = transfer.idempotency.as_ref().map(|i| i.fingerprint.as_str());
+                let stored = transfer.idempotency.as_ref().map(|i| &*i.fingerprint);
                 let same = match stored {
-                    Some(stored) if stored == batch_print => true,
+                    Some(stored) if stored == &*batch_print => true,
                     Some(stored) => {
                         if legacy_print.is_none() {
                             legacy_print = Some(legacy_batch_fingerprint(atomic, &body.transfers, &planned)?);
@@ -328,7 +329,11 @@ async fn run_batch(
                 }
                 existing[index] = Some(transfer);
             }
-            keys[index] = Some(Idempotency { scope, key: item_key(key, index), fingerprint: batch_print.clone() });
+            keys[index] = Some(Idempotency {
+                scope,
+                key: item_key(key, index).into(),
+                fingerprint: std::sync::Arc::clone(&batch_print),
+            });
         }
     }
     // An item naming a deleted beneficiary only replays what a first run made of it.
@@ -506,7 +511,7 @@ mod tests {
             amount: dec!(12.30),
             currency: Currency::USD,
             fee: dec!(0.25),
-            reference: Some(reference.to_owned()),
+            reference: Some(reference.into()),
             description: None,
             beneficiary: None,
             initiated_by: None,

@@ -316,7 +316,7 @@ mod tests {
             amount: Decimal::new(12_550, 2),
             currency: Currency::USD,
             fee: Decimal::ZERO,
-            reference: Some("invoice \"7\"".to_owned()),
+            reference: Some("invoice \"7\"".into()),
             description: None,
             beneficiary: None,
             initiated_by: None,
@@ -350,9 +350,9 @@ mod tests {
     async fn a_transfer_changed_after_its_event_was_rendered_is_rendered_anew() {
         let mut transfer = completed();
         JsonEvents.encode(EventType::TransferCompleted, &Record::Transfer(Box::new(transfer.clone()))).unwrap();
-        transfer.reference = Some("changed".to_owned());
+        transfer.reference = Some("changed".into());
         let mut fresh = completed();
-        fresh.reference = Some("changed".to_owned());
+        fresh.reference = Some("changed".into());
         assert_eq!(answer(&transfer).await, answer(&fresh).await);
     }
 }

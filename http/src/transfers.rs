@@ -234,7 +234,7 @@ pub fn idempotency(
     request: &TransferRequest,
 ) -> Result<Option<Idempotency>, ApiError> {
     let Some(key) = input::idempotency_key(headers)? else { return Ok(None) };
-    Ok(Some(Idempotency { scope: scope.as_uuid(), key, fingerprint: fingerprint(route, request)? }))
+    Ok(Some(Idempotency { scope: scope.as_uuid(), key: key.into(), fingerprint: fingerprint(route, request)?.into() }))
 }
 
 /// Runs a transfer through the engine: the one place the API moves money. With a key, a
@@ -404,8 +404,8 @@ pub(crate) async fn plan(
         currency,
         // The engine sets the fee from the fee rules when it prices the transfer.
         fee: with_currency_scale(Decimal::ZERO, currency),
-        reference,
-        description,
+        reference: reference.map(Into::into),
+        description: description.map(Into::into),
         beneficiary,
         initiated_by: Some(caller.user_id),
         created_at: now,
@@ -439,8 +439,8 @@ pub async fn create(
         None => None,
         Some(key) => Some(Idempotency {
             scope: caller.user_id.as_uuid(),
-            key,
-            fingerprint: fingerprint_expiring(route, &request, pending_expires_in)?,
+            key: key.into(),
+            fingerprint: fingerprint_expiring(route, &request, pending_expires_in)?.into(),
         }),
     };
     if payee_deleted {
@@ -696,7 +696,7 @@ mod tests {
             amount: Decimal::new(1250, 2),
             currency: tally_engine::Currency::USD,
             fee: Decimal::ZERO,
-            reference: Some("invoice \"7\"".to_owned()),
+            reference: Some("invoice \"7\"".into()),
             description: None,
             beneficiary: None,
             initiated_by: None,

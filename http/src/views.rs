@@ -207,8 +207,8 @@ impl TransferView {
             total_debited: money(total, transfer.currency),
             pending_reason: transfer.pending_reason.map(|reason| reason.as_str()),
             failure_reason: transfer.failure_reason.map(|code| code.as_str()),
-            reference: transfer.reference.clone(),
-            description: transfer.description.clone(),
+            reference: transfer.reference.as_deref().map(str::to_owned),
+            description: transfer.description.as_deref().map(str::to_owned),
             beneficiary: transfer
                 .beneficiary
                 .as_ref()
@@ -395,8 +395,8 @@ mod tests {
                 amount: Decimal::new(signed(next()), (next() % 9) as u32),
                 currency,
                 fee: Decimal::new(signed(next()) % 1_000_000, (next() % 4) as u32),
-                reference: (next() % 3 != 0).then(|| text(next())),
-                description: (next() % 3 == 0).then(|| text(next())),
+                reference: (next() % 3 != 0).then(|| text(next()).into()),
+                description: (next() % 3 == 0).then(|| text(next()).into()),
                 beneficiary: (next() % 2 == 0).then(|| Beneficiary { name: text(next()), iban: text(next()) }),
                 initiated_by: None,
                 created_at: Timestamp::from_micros(i64::try_from(next() % 253_402_300_799_999_999).unwrap()),

@@ -139,8 +139,8 @@ impl_for_connections! {
                 .bind(op.address.clone())
                 .bind(op.tx_hash.clone())
                 .bind(op.idempotency.as_ref().map(|i| Id(i.scope)))
-                .bind(op.idempotency.as_ref().map(|i| i.key.clone()))
-                .bind(op.idempotency.as_ref().map(|i| i.fingerprint.clone()))
+                .bind(op.idempotency.as_ref().map(|i| i.key.to_string()))
+                .bind(op.idempotency.as_ref().map(|i| i.fingerprint.to_string()))
                 .bind(op.failure_reason.map(ErrorCode::as_str))
                 .bind(op.created_at.as_micros())
                 .bind(op.updated_at.as_micros())
@@ -159,7 +159,9 @@ fn op_from_row(row: &impl SqlRow) -> Result<Loaded<CryptoOp>, StoreError> {
     let optional_text = |column: &str| -> Result<Option<String>, StoreError> { row.decode(column) };
     let scope: Option<Uuid> = row.decode("idempotency_scope")?;
     let idempotency = match (scope, optional_text("idempotency_key")?, optional_text("idempotency_fingerprint")?) {
-        (Some(scope), Some(key), Some(fingerprint)) => Some(Idempotency { scope, key, fingerprint }),
+        (Some(scope), Some(key), Some(fingerprint)) => {
+            Some(Idempotency { scope, key: key.into(), fingerprint: fingerprint.into() })
+        }
         (None, None, None) => None,
         _ => return Err(corrupt("crypto operation with half an idempotency key")),
     };

@@ -136,7 +136,9 @@ pub(crate) fn transfer_from_row(row: &impl SqlRow) -> Result<Loaded<Transfer>, S
         optional_text("idempotency_key")?,
         optional_text("idempotency_fingerprint")?,
     ) {
-        (Some(scope), Some(key), Some(fingerprint)) => Some(tally_engine::Idempotency { scope, key, fingerprint }),
+        (Some(scope), Some(key), Some(fingerprint)) => {
+            Some(tally_engine::Idempotency { scope, key: key.into(), fingerprint: fingerprint.into() })
+        }
         (None, None, None) => None,
         _ => return Err(corrupt("transfer with half an idempotency key")),
     };
@@ -159,8 +161,8 @@ pub(crate) fn transfer_from_row(row: &impl SqlRow) -> Result<Loaded<Transfer>, S
         failure_reason: optional_text("failure_reason")?
             .map(|text| parse(&text, ErrorCode::from_str_code, "error code"))
             .transpose()?,
-        reference: optional_text("reference")?,
-        description: optional_text("description")?,
+        reference: optional_text("reference")?.map(Into::into),
+        description: optional_text("description")?.map(Into::into),
         beneficiary,
         initiated_by: row.decode::<Option<UserId>>("initiated_by")?,
         idempotency,

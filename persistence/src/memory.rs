@@ -261,7 +261,7 @@ impl Store for MemoryStore {
             .state()?
             .transfers
             .values()
-            .find(|row| row.transfer.idempotency.as_ref().is_some_and(|i| i.scope == scope && i.key == key))
+            .find(|row| row.transfer.idempotency.as_ref().is_some_and(|i| i.scope == scope && *i.key == *key))
             .map(|row| Loaded { value: row.transfer.clone(), seq: row.seq }))
     }
 
@@ -361,7 +361,7 @@ impl crate::store::StoreReads for MemoryStore {
             .state()?
             .transfers
             .values()
-            .filter_map(|row| row.transfer.idempotency.as_ref().map(|i| (i.scope, i.key.clone())))
+            .filter_map(|row| row.transfer.idempotency.as_ref().map(|i| (i.scope, i.key.to_string())))
             .filter(|key| after.as_ref().is_none_or(|after| key > after))
             .collect();
         keys.sort();
@@ -427,7 +427,8 @@ impl crate::store::WalletStore for MemoryStore {
             .crypto_ops
             .values()
             .find(|op| {
-                op.value.kind == kind && op.value.idempotency.as_ref().is_some_and(|i| i.scope == scope && i.key == key)
+                op.value.kind == kind
+                    && op.value.idempotency.as_ref().is_some_and(|i| i.scope == scope && *i.key == *key)
             })
             .cloned())
     }

@@ -678,8 +678,8 @@ async fn write_new_transfers(transaction: &mut Transaction<'_, Postgres>, plan: 
         rows.optional_text(t.beneficiary.as_ref().map(|b| b.iban.as_str()));
         rows.optional_uuid(t.initiated_by.map(|user| user.as_uuid()));
         rows.optional_uuid(t.idempotency.as_ref().map(|i| i.scope));
-        rows.optional_text(t.idempotency.as_ref().map(|i| i.key.as_str()));
-        rows.optional_text(t.idempotency.as_ref().map(|i| i.fingerprint.as_str()));
+        rows.optional_text(t.idempotency.as_ref().map(|i| &*i.key));
+        rows.optional_text(t.idempotency.as_ref().map(|i| &*i.fingerprint));
         rows.int8(t.created_at.as_micros());
         rows.optional_int8(t.completed_at.map(|at| at.as_micros()));
         rows.int8(seq_to_db(row.seq)?);

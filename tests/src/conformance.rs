@@ -650,8 +650,8 @@ pub async fn transfers_round_trip(store: Arc<dyn Store>) {
     let mut request = driver.request(source, settlement, amount("12.34"));
     request.kind = TransferKind::External;
     request.fee = amount("0.50");
-    request.reference = Some("INV-2024-001".to_owned());
-    request.description = Some("Rent, März ✓".to_owned());
+    request.reference = Some("INV-2024-001".into());
+    request.description = Some("Rent, März ✓".into());
     request.beneficiary =
         Some(Beneficiary { name: "Zoë O'Brien".to_owned(), iban: "GB33BUKB20201555555555".to_owned() });
     request.initiated_by = Some(UserId::from_uuid(new_id()));
@@ -1083,7 +1083,8 @@ pub async fn a_key_given_back_is_free_again(store: Arc<dyn Store>) {
     let key_of = |index: usize| format!("given-back-{index}");
     let keyed = |driver: &mut Driver, index: usize| {
         let request = driver.request(source, destination, amount("1.00"));
-        let key = Idempotency { scope: caller, key: key_of(index), fingerprint: format!("print-{index}") };
+        let key =
+            Idempotency { scope: caller, key: key_of(index).into(), fingerprint: format!("print-{index}").into() };
         let id = driver.start_transfer_keyed(request, Some(key));
         driver.step(id, SagaStep::Held);
         id
@@ -1152,7 +1153,8 @@ pub async fn idempotency_keys_find_their_transfers(store: Arc<dyn Store>) {
     let mut expected = Vec::new();
     for index in 0..KEYED {
         let request = driver.request(source, destination, amount("1.00"));
-        let key = Idempotency { scope: caller, key: key_of(index), fingerprint: format!("print-{index}") };
+        let key =
+            Idempotency { scope: caller, key: key_of(index).into(), fingerprint: format!("print-{index}").into() };
         let id = driver.start_transfer_keyed(request, Some(key));
         // A later state of the transfer, one the store keeps (held, then awaiting review):
         // the look-up must answer with it.
@@ -1162,7 +1164,7 @@ pub async fn idempotency_keys_find_their_transfers(store: Arc<dyn Store>) {
     }
     // The same key string under another caller names another transfer.
     let request = driver.request(source, destination, amount("2.00"));
-    let key = Idempotency { scope: other_caller, key: key_of(0), fingerprint: "other".to_owned() };
+    let key = Idempotency { scope: other_caller, key: key_of(0).into(), fingerprint: "other".into() };
     let others = driver.start_transfer_keyed(request, Some(key));
     driver.transition(others, TransferStatus::Pending);
     driver.durable().await;
@@ -1191,7 +1193,7 @@ pub async fn idempotency_keys_find_their_transfers(store: Arc<dyn Store>) {
         assert_eq!(found_id, *expected, "key {key:?} of caller {scope}");
         if let Some(loaded) = found {
             let idempotency = loaded.value.idempotency.expect("a transfer found by its key carries the key");
-            assert_eq!((idempotency.scope, idempotency.key.as_str()), (*scope, key.as_str()));
+            assert_eq!((idempotency.scope, &*idempotency.key), (*scope, key.as_str()));
             assert_eq!(loaded.seq, driver.last_seq_of(loaded.value.id.as_uuid()), "the newest stored state");
         }
     }

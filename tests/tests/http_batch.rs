@@ -507,7 +507,11 @@ async fn a_batch_stored_under_the_older_fingerprint_replays(server: TestServer) 
         let print = legacy_print(atomic, &items);
         let mut ids = Vec::new();
         for (index, request) in requests.into_iter().enumerate() {
-            let idem = tally_engine::Idempotency { scope, key: format!("{key} #{index}"), fingerprint: print.clone() };
+            let idem = tally_engine::Idempotency {
+                scope,
+                key: format!("{key} #{index}").into(),
+                fingerprint: print.as_str().into(),
+            };
             let (transfer, _) = server.engine.transfer_idempotent(request, Some(idem)).await.unwrap();
             ids.push(transfer.id.to_string());
         }

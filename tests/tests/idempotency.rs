@@ -14,7 +14,7 @@ use tally_persistence::Store;
 use tally_tests::Harness;
 
 fn key(scope: uuid::Uuid, key: &str, fingerprint: &str) -> Option<Idempotency> {
-    Some(Idempotency { scope, key: key.to_owned(), fingerprint: fingerprint.to_owned() })
+    Some(Idempotency { scope, key: key.into(), fingerprint: fingerprint.into() })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -264,8 +264,8 @@ impl<'a> Transfers<'a> {
         self.beneficiary_iban.push(t.beneficiary.as_ref().map(|b| b.iban.as_str()));
         self.initiated_by.push(t.initiated_by.map(|user| user.as_uuid()));
         self.key_scope.push(t.idempotency.as_ref().map(|i| i.scope));
-        self.key.push(t.idempotency.as_ref().map(|i| i.key.as_str()));
-        self.fingerprint.push(t.idempotency.as_ref().map(|i| i.fingerprint.as_str()));
+        self.key.push(t.idempotency.as_ref().map(|i| &*i.key));
+        self.fingerprint.push(t.idempotency.as_ref().map(|i| &*i.fingerprint));
         self.created_at.push(t.created_at.as_micros());
         self.completed_at.push(t.completed_at.map(|at| at.as_micros()));
         self.seq.push(seq_to_db(row.seq)?);
