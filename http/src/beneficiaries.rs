@@ -1,5 +1,5 @@
 //! Saved beneficiaries (API.md *1.1* "Ledger views"): `GET/POST /v1/beneficiaries` and
-//! `DELETE /v1/beneficiaries/{id}`, a customer's payees `{id, name, iban, created_at}`; and
+//! `GET/DELETE /v1/beneficiaries/{id}`, a customer's payees `{id, name, iban, created_at}`; and
 //! `beneficiary_id` in place of an inline `beneficiary` on external transfers and batch items
 //! (`SavedPayees`, used by `transfers::plan`).
 //!
@@ -16,7 +16,9 @@
 //! - There is no edit: a saved beneficiary never changes, so a `beneficiary_id` names one payee
 //!   for good. Another user's beneficiary, an unknown id and a deleted one are `404` alike.
 //! - `GET` lists every live beneficiary, newest first, unpaged (bounded by the per-user
-//!   maximum), as `GET /v1/accounts` lists accounts.
+//!   maximum), as `GET /v1/accounts` lists accounts. `GET /v1/beneficiaries/{id}` reads one
+//!   (API.md names no such route; a created resource should be readable where its `201`'s
+//!   `Location` points): the caller's live beneficiary, else `404` as for `DELETE`.
 //! - A deletion keeps the row, marked deleted: a transfer made by `beneficiary_id` and retried
 //!   under its Idempotency-Key after the deletion replays (`replay_only`), as API.md's
 //!   idempotency rule asks; a *new* transfer to a deleted beneficiary is `404`.
@@ -118,9 +120,10 @@ pub async fn create(
             .details(json!({"name": saved.name, "iban": saved.iban})),
     );
     match identity.beneficiaries.create_beneficiary(&saved, BENEFICIARIES_PER_USER_MAX, &entry).await {
-        Ok(()) => {
-            Ok(crate::audit::audited((StatusCode::CREATED, axum::Json(BeneficiaryView::of(&saved)?)).into_response()))
-        }
+        Ok(()) => Ok(crate::audit::audited(crate::accounts::created(
+            format!("/v1/beneficiaries/{}", saved.id),
+            BeneficiaryView::of(&saved)?,
+        ))),
         Err(CreateBeneficiaryError::LimitReached(max)) => Err(ApiError::new(
             tally_engine::ErrorCode::Conflict,
             format!("a user may keep at most {max} beneficiaries; delete one first"),
@@ -145,6 +148,29 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<axum:
     let saved = state.identity().beneficiaries.live_beneficiaries(caller.user_id, BENEFICIARIES_PER_USER_MAX).await?;
     let items = saved.iter().map(BeneficiaryView::of).collect::<Result<Vec<_>, _>>()?;
     Ok(axum::Json(BeneficiaryList { items }))
+}
+
+/// `GET /v1/beneficiaries/{id}` → the caller's live beneficiary; another user's, unknown or
+/// deleted → `404`.
+#[utoipa::path(
+    get,
+    path = "/v1/beneficiaries/{id}",
+    tag = "beneficiaries",
+    params(("id" = uuid::Uuid, Path, description = "The beneficiary id")),
+    description = "One of the caller's saved beneficiaries, as listed. Another user's, an unknown or a deleted \
+                   beneficiary is `404` alike.",
+    responses((status = 200, body = BeneficiaryView)),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(id): IdPath,
+) -> Result<axum::Json<BeneficiaryView>, ApiError> {
+    match state.identity().beneficiaries.beneficiary(caller.user_id, id).await? {
+        Some(saved) if saved.deleted_at.is_none() => Ok(axum::Json(BeneficiaryView::of(&saved)?)),
+        _ => Err(ApiError::not_found("beneficiary")),
+    }
 }
 
 /// `DELETE /v1/beneficiaries/{id}` → `204`; another user's, unknown or already deleted → `404`.

@@ -196,6 +196,7 @@ pub struct ProblemDoc {
         crate::crypto::custodian_webhook,
         crate::beneficiaries::list,
         crate::beneficiaries::create,
+        crate::beneficiaries::get,
         crate::beneficiaries::delete,
         crate::crypto_history::orders,
         crate::crypto_history::withdrawals,
@@ -314,7 +315,7 @@ impl Modify for Everywhere {
 
 /// `(method, path, status)` of the answers that carry `Location` (the handlers set it: `accounts::created`,
 /// `transfers::transfer_answer` and the few that set it themselves).
-const LOCATION: [(&str, &str, &str); 14] = [
+const LOCATION: [(&str, &str, &str); 15] = [
     ("post", "/v1/transfers", "201"),
     ("post", "/v1/transfers", "202"),
     ("post", "/v1/admin/adjustments", "201"),
@@ -329,6 +330,7 @@ const LOCATION: [(&str, &str, &str); 14] = [
     ("post", "/v1/wallets", "201"),
     ("post", "/v1/crypto/orders", "201"),
     ("post", "/v1/crypto/withdrawals", "202"),
+    ("post", "/v1/beneficiaries", "201"),
 ];
 
 /// `(method, path, status)` of the answers that carry `Idempotent-Replayed: true` on a repeat.

@@ -67,14 +67,21 @@ async fn beneficiaries_are_saved_listed_and_deleted_per_user(server: TestServer)
     assert_eq!((first.str("name"), first.str("iban")), ("Ada Lovelace".to_owned(), IBAN.to_owned()));
     let first_id = first.str("id");
     uuid::Uuid::parse_str(&first_id).unwrap();
+    // Readable where its `Location` points, as listed.
+    let location = format!("/v1/beneficiaries/{first_id}");
+    assert_eq!(first.headers["location"], location.as_str());
+    let read = server.get(&location, Some(&alice.token)).await;
+    read.assert_status(200);
+    assert_eq!(read.body, first.body);
     let second_id = saved_id(&server, &alice, "Grace", "DE89 3704 0044 0532 0130 00").await;
     // Newest first.
     let items = listed(&server, &alice).await;
     assert_eq!(ids(&items), [second_id.clone(), first_id.clone()]);
     assert_eq!(items[1], first.body, "listed as created");
 
-    // Per user: Bob sees none of Alice's, cannot delete them, and may save the same IBAN.
+    // Per user: Bob sees none of Alice's, cannot read or delete them, and may save the same IBAN.
     assert!(listed(&server, &bob).await.is_empty());
+    server.get(&location, Some(&bob.token)).await.assert_problem(404, "NOT_FOUND");
     server
         .delete(&format!("/v1/beneficiaries/{first_id}"), Some(&bob.token), None)
         .await
@@ -95,6 +102,14 @@ async fn beneficiaries_are_saved_listed_and_deleted_per_user(server: TestServer)
             .delete(&format!("/v1/beneficiaries/{id}"), Some(&alice.token), None)
             .await
             .assert_problem(404, "NOT_FOUND");
+        // A deleted, unknown or another user's beneficiary is not read either.
+        server.get(&format!("/v1/beneficiaries/{id}"), Some(&alice.token)).await.assert_problem(404, "NOT_FOUND");
+    }
+    server.get(&format!("/v1/beneficiaries/{second_id}"), Some(&alice.token)).await.assert_status(200);
+    for path in
+        ["/v1/beneficiaries/not-a-uuid", "/v1/beneficiaries/%00", &format!("/v1/beneficiaries/{}", "a".repeat(4096))]
+    {
+        server.get(path, Some(&alice.token)).await.assert_problem(400, "VALIDATION_ERROR");
     }
     server
         .delete("/v1/beneficiaries/not-a-uuid", Some(&alice.token), None)
@@ -123,6 +138,7 @@ async fn beneficiaries_are_saved_listed_and_deleted_per_user(server: TestServer)
     for (method, path) in [
         (Method::GET, "/v1/beneficiaries".to_owned()),
         (Method::POST, "/v1/beneficiaries".to_owned()),
+        (Method::GET, format!("/v1/beneficiaries/{second_id}")),
         (Method::DELETE, format!("/v1/beneficiaries/{second_id}")),
     ] {
         let body = (method == Method::POST).then(|| json!({"name": "X", "iban": iban(1)}));

@@ -33,7 +33,7 @@ pub fn customer() -> Router<AppState> {
         .route("/v1/auth/step-up", post(auth::stepup::begin))
         .route("/v1/auth/step-up/verify", post(auth::stepup::verify))
         .route("/v1/beneficiaries", get(beneficiaries::list).post(beneficiaries::create))
-        .route("/v1/beneficiaries/{id}", delete(beneficiaries::delete))
+        .route("/v1/beneficiaries/{id}", get(beneficiaries::get).delete(beneficiaries::delete))
         .route("/v1/crypto/orders", post(crypto::place_order))
         .route("/v1/crypto/orders", get(crypto_history::orders))
         .route("/v1/crypto/orders/{id}", get(crypto::get_order))
