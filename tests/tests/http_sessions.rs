@@ -366,9 +366,16 @@ async fn a_login_racing_a_password_change_keeps_no_session(server: TestServer) {
         }
     };
     let change = async {
-        // Soon, so that the change authenticates before the logins' sessions pass the per-user
-        // bound and end the oldest, its own; its two password hashes leave logins in flight.
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        // As soon as one login has its session: the race needs logins that read the old
+        // password (a fixed 30 ms head start left none on a slow machine, whose first login
+        // ended after the change), and the change must authenticate before the logins'
+        // sessions pass the per-user bound (10) and end the oldest, its own. Its two password
+        // hashes leave logins in flight.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while obtained.lock().unwrap().is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "no login succeeded within 60 s");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         let changed = server
             .post(
                 "/v1/users/me/password",
