@@ -296,7 +296,7 @@ async fn run_batch(
     let mut existing: Vec<Option<Transfer>> = vec![None; count];
     if let Some(key) = &key {
         // One text shared by every item's key.
-        let batch_print: std::sync::Arc<str> = batch_fingerprint(atomic, &body.transfers)?.into();
+        let batch_print: Arc<str> = batch_fingerprint(atomic, &body.transfers)?.into();
         _claim = Some(engine.claim_key(scope, format!(" batch {key}")).await);
         let found: Vec<Result<Option<Transfer>, ApiError>> = collect_sized(
             futures::stream::iter(0..count)
@@ -329,11 +329,8 @@ async fn run_batch(
                 }
                 existing[index] = Some(transfer);
             }
-            keys[index] = Some(Idempotency {
-                scope,
-                key: item_key(key, index).into(),
-                fingerprint: std::sync::Arc::clone(&batch_print),
-            });
+            keys[index] =
+                Some(Idempotency { scope, key: item_key(key, index).into(), fingerprint: Arc::clone(&batch_print) });
         }
     }
     // An item naming a deleted beneficiary only replays what a first run made of it.
