@@ -4,7 +4,7 @@
 
 use rust_decimal::Decimal;
 use serde::Serialize;
-use tally_engine::money::with_currency_scale;
+use tally_engine::money::{push_decimal, with_currency_scale};
 use tally_engine::{Account, Currency, Timestamp, Transfer, TransferKind};
 use time::OffsetDateTime;
 use time::macros::format_description;
@@ -64,7 +64,9 @@ fn rfc3339_described(time: OffsetDateTime, at: Timestamp) -> Result<String, ApiE
 
 /// An amount as the API writes it: the currency's scale exactly.
 pub fn money(value: Decimal, currency: Currency) -> String {
-    with_currency_scale(value, currency).to_string()
+    let mut text = String::with_capacity(24);
+    push_decimal(&mut text, with_currency_scale(value, currency));
+    text
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -315,10 +317,8 @@ fn push_money(out: &mut String, value: Decimal, currency: Currency) {
 
 /// A number's text as a JSON string (digits, sign and point need no escaping).
 fn push_display(out: &mut String, value: Decimal) {
-    use std::fmt::Write as _;
     out.push('"');
-    // Writing to a `String` cannot fail.
-    let _ = write!(out, "{value}");
+    push_decimal(out, value);
     out.push('"');
 }
 

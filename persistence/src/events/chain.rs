@@ -29,6 +29,8 @@ use aws_lc_rs::digest::{Context, SHA256};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use tally_engine::money::write_decimal;
+
 use crate::batch::BatchPlan;
 
 /// The `prev` of a shard's first batch.
@@ -152,7 +154,6 @@ fn digest_lines<'a>(
 /// is fixed by the links already stored: `lines_are_the_documented_text` holds it to a
 /// `format!` of the module's grammar.
 fn lines<'a>(postings: impl Iterator<Item = PostingLine<'a>>, events: impl Iterator<Item = EventLine<'a>>) -> Vec<u8> {
-    use std::io::Write as _;
     let mut lines: Vec<u8> = Vec::with_capacity(4096);
     let mut integers = itoa::Buffer::new();
     for posting in postings {
@@ -164,9 +165,11 @@ fn lines<'a>(postings: impl Iterator<Item = PostingLine<'a>>, events: impl Itera
         id_field(&mut lines, posting.transfer);
         field(&mut lines, posting.currency);
         field(&mut lines, posting.direction);
-        // Normalised (no trailing zeros), so both stores' columns give the same text. Writing
-        // into a `Vec` cannot fail.
-        let _ = writeln!(lines, "{}|{}", posting.amount.normalize(), posting.balance_after.normalize());
+        // Normalised (no trailing zeros), so both stores' columns give the same text.
+        write_decimal(posting.amount.normalize(), |piece| lines.extend_from_slice(piece.as_bytes()));
+        lines.push(b'|');
+        write_decimal(posting.balance_after.normalize(), |piece| lines.extend_from_slice(piece.as_bytes()));
+        lines.push(b'\n');
     }
     for event in events {
         lines.extend_from_slice(b"e|");
