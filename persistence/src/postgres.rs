@@ -632,8 +632,8 @@ async fn write_postings(transaction: &mut Transaction<'_, Postgres>, plan: &Batc
         rows.uuid(posting.transfer.as_uuid());
         rows.text(posting.currency.code());
         rows.text(posting.direction.as_str());
-        rows.numeric(posting.amount)?;
-        rows.numeric(posting.balance_after)?;
+        rows.numeric(posting.amount);
+        rows.numeric(posting.balance_after);
         rows.int2(i16::try_from(posting.shard).map_err(|_| corrupt("shard beyond SMALLINT"))?);
         rows.int8(seq_to_db(posting.seq)?);
     }
@@ -664,11 +664,11 @@ async fn write_new_transfers(transaction: &mut Transaction<'_, Postgres>, plan: 
         rows.text(t.step.as_str());
         rows.uuid(t.source.as_uuid());
         rows.uuid(t.destination.as_uuid());
-        rows.numeric(t.amount)?;
+        rows.numeric(t.amount);
         rows.text(t.currency.code());
-        rows.numeric(t.fee)?;
-        rows.optional_numeric(t.fx_rate)?;
-        rows.numeric(t.destination_amount)?;
+        rows.numeric(t.fee);
+        rows.optional_numeric(t.fx_rate);
+        rows.numeric(t.destination_amount);
         rows.text(t.destination_currency.code());
         rows.optional_text(t.pending_reason.map(PendingReason::as_str));
         rows.optional_text(t.failure_reason.map(ErrorCode::as_str));
