@@ -52,6 +52,7 @@ pub type WalletActor = entity_actor::EntityActor<tally_engine::Wallet>;
 /// A concurrent map keyed by ids the engine issued (accounts, transfers, users, sessions),
 /// hashed with foldhash, seeded per map: SipHash, the default, was ~2 % of the instructions of
 /// a keyed transfer (`scripts/callgrind`), spent on a handful of look-ups of 16-byte ids. Maps
-/// keyed by what a client chooses (idempotency keys, rate-limit keys) keep SipHash, whose
-/// keyed hashing is the stronger defence against crafted collisions.
-pub(crate) type IdMap<K, V> = dashmap::DashMap<K, V, foldhash::fast::RandomState>;
+/// keyed by what a client chooses (idempotency keys, login-failure keys: emails and
+/// addresses) keep SipHash, whose keyed hashing is the stronger defence against crafted
+/// collisions.
+pub type IdMap<K, V> = dashmap::DashMap<K, V, foldhash::fast::RandomState>;
