@@ -157,8 +157,15 @@ pub mod write {
 
     /// A JSON string of a client's text, escaped as serde_json escapes it.
     pub fn text(out: &mut String, text: &str) {
-        // Serializing a `str` cannot fail.
-        out.push_str(&serde_json::to_string(text).unwrap_or_default());
+        // serde_json escapes `"`, `\` and the control characters, nothing else: text without
+        // them is written as it is, with no `String` of its own (two per transfer: the
+        // reference and the description).
+        if text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+            // Serializing a `str` cannot fail.
+            out.push_str(&serde_json::to_string(text).unwrap_or_default());
+        } else {
+            plain(out, text);
+        }
     }
 
     pub fn option<'a>(out: &mut String, value: Option<&'a str>, push: fn(&mut String, &'a str)) {
@@ -189,6 +196,20 @@ mod tests {
         count: u32,
         #[serde(default)]
         note: Option<String>,
+    }
+
+    #[test]
+    fn text_is_written_as_serde_json_writes_it() {
+        let mut cases: Vec<String> = (0_u32..0x80).filter_map(char::from_u32).map(|c| format!("a{c}b")).collect();
+        cases.extend(
+            ["", "plain reference", "quote \" inside", "back\\slash", "é ü 漢字 😀", "\u{7f}", "\n\t\r"]
+                .map(String::from),
+        );
+        for case in cases {
+            let mut out = String::new();
+            write::text(&mut out, &case);
+            assert_eq!(out, serde_json::to_string(&case).unwrap(), "{case:?}");
+        }
     }
 
     fn request(content_type: Option<&str>, body: &'static str) -> Request {

@@ -18,13 +18,17 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use tower::{Layer, Service};
 
 use crate::problem::{ApiError, REQUEST_ID};
 use crate::state::AppState;
+
+/// The answer's header naming its request: a name made once, where `insert` by `&str` copied
+/// a new one into every answer.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The layer that gives each request its id and its time limit.
 #[derive(Clone)]
@@ -108,7 +112,7 @@ where
             };
             let mut response = REQUEST_ID.scope(id.clone(), answer).await;
             if let Ok(value) = HeaderValue::from_str(&id) {
-                response.headers_mut().insert("x-request-id", value);
+                response.headers_mut().insert(X_REQUEST_ID, value);
             }
             if let Some((method, path, started)) = logged {
                 tracing::info!(

@@ -289,7 +289,12 @@ pub fn transfer_answer_at(collection: &str, transfer: &Transfer, replayed: bool)
     )
         .into_response();
     let headers = response.headers_mut();
-    if let Ok(location) = HeaderValue::from_str(&format!("{collection}/{}", transfer.id)) {
+    // Written without `format!`'s machinery, and taken as it is: `from_str` would copy it.
+    let mut location = String::with_capacity(collection.len() + 1 + uuid::fmt::Hyphenated::LENGTH);
+    location.push_str(collection);
+    location.push('/');
+    location.push_str(transfer.id.as_uuid().hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()));
+    if let Ok(location) = HeaderValue::try_from(location) {
         headers.insert(header::LOCATION, location);
     }
     if replayed {
