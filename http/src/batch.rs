@@ -275,7 +275,7 @@ async fn run_batch(
     state: AppState,
     caller: Caller,
     body: BatchBody,
-    key: Option<String>,
+    key: Option<Arc<str>>,
 ) -> Result<Response, ApiError> {
     let count = body.transfers.len();
     let atomic = body.atomic.unwrap_or(false);

@@ -196,7 +196,7 @@ fn fingerprint(value: &impl Serialize) -> Result<String, ApiError> {
 
 fn key(headers: &HeaderMap, caller: UserId, canonical: &impl Serialize) -> Result<Option<Idempotency>, ApiError> {
     let Some(key) = input::idempotency_key(headers)? else { return Ok(None) };
-    Ok(Some(Idempotency { scope: caller.as_uuid(), key: key.into(), fingerprint: fingerprint(canonical)?.into() }))
+    Ok(Some(Idempotency { scope: caller.as_uuid(), key, fingerprint: fingerprint(canonical)?.into() }))
 }
 
 fn replayed(mut response: Response, replayed: bool) -> Response {

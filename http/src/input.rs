@@ -2,6 +2,8 @@
 //! bodies, amounts, free text, and the `Idempotency-Key` header. Every refusal is a
 //! problem+json `400 VALIDATION_ERROR` naming the field.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::CONTENT_TYPE;
@@ -146,6 +148,16 @@ pub fn currency(field: &str, code: &str) -> Result<Currency, ApiError> {
 /// Optional free text, trimmed; empty means absent. At most `length_max` characters, no
 /// control characters.
 pub fn text(field: &str, value: Option<&str>, length_max: usize) -> Result<Option<String>, ApiError> {
+    Ok(checked_text(field, value, length_max)?.map(str::to_owned))
+}
+
+/// `text`, as the `Arc<str>` a transfer shares among its clones (made once, not copied into
+/// one from a `String`).
+pub fn shared_text(field: &str, value: Option<&str>, length_max: usize) -> Result<Option<Arc<str>>, ApiError> {
+    Ok(checked_text(field, value, length_max)?.map(Arc::from))
+}
+
+fn checked_text<'a>(field: &str, value: Option<&'a str>, length_max: usize) -> Result<Option<&'a str>, ApiError> {
     let Some(value) = value.map(str::trim).filter(|value| !value.is_empty()) else { return Ok(None) };
     if value.chars().count() > length_max {
         return Err(ApiError::field(field, format!("must be at most {length_max} characters")));
@@ -153,7 +165,7 @@ pub fn text(field: &str, value: Option<&str>, length_max: usize) -> Result<Optio
     if value.chars().any(char::is_control) {
         return Err(ApiError::field(field, "must not contain control characters"));
     }
-    Ok(Some(value.to_owned()))
+    Ok(Some(value))
 }
 
 /// Required free text, as `text`.
@@ -161,8 +173,9 @@ pub fn required_text(field: &str, value: &str, length_max: usize) -> Result<Stri
     text(field, Some(value), length_max)?.ok_or_else(|| ApiError::field(field, "must not be empty"))
 }
 
-/// The `Idempotency-Key` header, if sent: 1 to 255 visible ASCII characters.
-pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+/// The `Idempotency-Key` header, if sent: 1 to 255 visible ASCII characters, as the `Arc<str>`
+/// an `Idempotency` shares among a transfer's clones (made once, not copied into one).
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<Arc<str>>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
     let refuse = || {
         ApiError::field(
@@ -174,7 +187,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
     if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LENGTH_MAX || !key.bytes().all(|byte| byte.is_ascii_graphic()) {
         return Err(refuse());
     }
-    Ok(Some(key.to_owned()))
+    Ok(Some(Arc::from(key)))
 }
 
 #[cfg(test)]

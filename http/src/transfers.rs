@@ -234,7 +234,7 @@ pub fn idempotency(
     request: &TransferRequest,
 ) -> Result<Option<Idempotency>, ApiError> {
     let Some(key) = input::idempotency_key(headers)? else { return Ok(None) };
-    Ok(Some(Idempotency { scope: scope.as_uuid(), key: key.into(), fingerprint: fingerprint(route, request)?.into() }))
+    Ok(Some(Idempotency { scope: scope.as_uuid(), key, fingerprint: fingerprint(route, request)?.into() }))
 }
 
 /// Runs a transfer through the engine: the one place the API moves money. With a key, a
@@ -385,8 +385,8 @@ pub(crate) async fn plan(
             }
         }
     };
-    let reference = input::text("reference", body.reference.as_deref(), REFERENCE_LENGTH_MAX)?;
-    let description = input::text("description", body.description.as_deref(), DESCRIPTION_LENGTH_MAX)?;
+    let reference = input::shared_text("reference", body.reference.as_deref(), REFERENCE_LENGTH_MAX)?;
+    let description = input::shared_text("description", body.description.as_deref(), DESCRIPTION_LENGTH_MAX)?;
     let metadata = crate::metadata::metadata(body.metadata.as_ref())?;
     let pending_expires_in = pending_expires_in(body.pending_expires_in.as_ref())?;
     let currency = owned_account_currency(engine, source, caller.user_id, "source account").await?;
@@ -409,8 +409,8 @@ pub(crate) async fn plan(
         currency,
         // The engine sets the fee from the fee rules when it prices the transfer.
         fee: with_currency_scale(Decimal::ZERO, currency),
-        reference: reference.map(Into::into),
-        description: description.map(Into::into),
+        reference,
+        description,
         beneficiary,
         initiated_by: Some(caller.user_id),
         created_at: now,
@@ -444,7 +444,7 @@ pub async fn create(
         None => None,
         Some(key) => Some(Idempotency {
             scope: caller.user_id.as_uuid(),
-            key: key.into(),
+            key,
             fingerprint: fingerprint_expiring(route, &request, pending_expires_in)?.into(),
         }),
     };
