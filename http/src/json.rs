@@ -135,6 +135,8 @@ impl<T: Serialize> IntoResponse for ApiJson<T> {
     }
 }
 
+pub mod canonical;
+
 /// JSON written by hand where serde's general path showed in profiles (`TransferView::json`,
 /// the idempotency fingerprint): each writer is tested to give serde_json's bytes.
 pub mod write {
