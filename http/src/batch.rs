@@ -205,7 +205,10 @@ fn batch_fingerprint(atomic: bool, raw: &[Box<RawValue>]) -> Result<String, ApiE
         if i > 0 {
             canonical.push(b',');
         }
-        serde_json::to_writer(&mut canonical, &canonical_item(item)?).map_err(ApiError::internal)?;
+        // Written in one pass where it can be (`json::canonical`), else through `Value`.
+        if !crate::json::canonical::write_as_string(item.get(), &mut canonical) {
+            serde_json::to_writer(&mut canonical, &canonical_item(item)?).map_err(ApiError::internal)?;
+        }
     }
     canonical.extend_from_slice(b"],\"v\":2}");
     Ok(sha256_hex(&canonical))
@@ -298,10 +301,12 @@ async fn run_batch(
         // One text shared by every item's key.
         let batch_print: Arc<str> = batch_fingerprint(atomic, &body.transfers)?.into();
         _claim = Some(engine.claim_key(scope, format!(" batch {key}")).await);
+        // Each item's key, made once for its look-up and its transfer.
+        let item_keys: Vec<Arc<str>> = (0..count).map(|index| item_key(key, index).into()).collect();
         let found: Vec<Result<Option<Transfer>, ApiError>> = collect_sized(
             futures::stream::iter(0..count)
                 .map(|index| {
-                    let item_key = item_key(key, index);
+                    let item_key = Arc::clone(&item_keys[index]);
                     // The store is asked only if the key filter cannot rule the item's key out.
                     async move { Ok(engine.transfer_under_key(scope, &item_key).await?) }
                 })
@@ -311,7 +316,7 @@ async fn run_batch(
         .await;
         // Made at most once: a batch stored under the older fingerprint has it on every item.
         let mut legacy_print: Option<String> = None;
-        for (index, found) in found.into_iter().enumerate() {
+        for ((index, found), item_key) in found.into_iter().enumerate().zip(item_keys) {
             if let Some(transfer) = found? {
                 let stored = transfer.idempotency.as_ref().map(|i| &*i.fingerprint);
                 let same = match stored {
@@ -329,8 +334,7 @@ async fn run_batch(
                 }
                 existing[index] = Some(transfer);
             }
-            keys[index] =
-                Some(Idempotency { scope, key: item_key(key, index).into(), fingerprint: Arc::clone(&batch_print) });
+            keys[index] = Some(Idempotency { scope, key: item_key, fingerprint: Arc::clone(&batch_print) });
         }
     }
     // An item naming a deleted beneficiary only replays what a first run made of it.
