@@ -32,6 +32,9 @@ pub fn write_as_string(raw: &str, out: &mut Vec<u8>) -> bool {
     written
 }
 
+/// Members of a transfer item and then some: room made once per object.
+const MEMBERS_USUAL: usize = 8;
+
 /// Digits of an integer both `u64` and `i64` hold: `Value` keeps such a number as it is.
 const INTEGER_DIGITS_MAX: usize = 18;
 
@@ -95,12 +98,13 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// A string's content (between its quotes), if it has no escape to decode.
+    /// A string's content (between its quotes), if it has no escape to decode. (Well-formed
+    /// JSON has no raw control character in a string; serde_json refuses one.)
     fn string(&mut self) -> Option<&'a [u8]> {
         let start = self.at + 1;
-        let length = self.bytes.get(start..)?.iter().position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)?;
+        let length = memchr::memchr2(b'"', b'\\', self.bytes.get(start..)?)?;
         let end = start + length;
-        // A backslash (or a raw control character, which well-formed JSON has not) declines.
+        // A backslash declines.
         (self.bytes[end] == b'"').then(|| {
             self.at = end + 1;
             &self.bytes[start..end]
@@ -139,7 +143,7 @@ impl<'a> Reader<'a> {
         out.push(b'{');
         let body = out.len();
         // Each member's name, and where its `\"name\":value` text lies in `out`.
-        let mut members: Vec<(&'a [u8], usize, usize)> = Vec::new();
+        let mut members: Vec<(&'a [u8], usize, usize)> = Vec::with_capacity(MEMBERS_USUAL);
         self.skip_blanks();
         if self.bytes.get(self.at) == Some(&b'}') {
             self.at += 1;
@@ -181,13 +185,17 @@ impl<'a> Reader<'a> {
             if members.windows(2).any(|pair| pair[0].0 == pair[1].0) {
                 return None;
             }
-            let written = out.split_off(body);
+            // The members in order after the ones as they came, which are then removed: `out`
+            // has room (the fingerprint's buffer is sized for the whole batch), so no buffer
+            // of its own.
+            let unordered = out.len();
             for (i, &(_, start, end)) in members.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                out.extend_from_slice(&written[start - body..end - body]);
+                out.extend_from_within(start..end);
             }
+            out.drain(body..unordered);
         }
         out.push(b'}');
         Some(())
