@@ -56,6 +56,7 @@ use std::sync::{Arc, Mutex};
 use foldhash::fast::RandomState;
 
 use rust_decimal::Decimal;
+use smallvec::SmallVec;
 use tally_engine::aml::AmlFlag;
 use tally_engine::transfer::SagaStep;
 use tally_engine::{
@@ -551,7 +552,6 @@ impl BatchPlan {
             (None, None) => return false,
         };
         let mut entry = entry;
-        entry.legs.extend(touch.legs);
         let seq = entry.seq;
         let status = entry.transfer.status;
         let finished = status.is_terminal() || status == TransferStatus::Pending;
@@ -564,8 +564,14 @@ impl BatchPlan {
             self.transfers_new.push(row);
             return true;
         }
-        // Still running. Its row is needed once money moved (a posting) or if it exists:
-        // a new row if this writer never wrote it, else a replacement.
+        // Still running: the legs it made so far matter (a finished one's row needs none).
+        if entry.legs.is_empty() {
+            entry.legs = touch.legs.into_vec();
+        } else {
+            entry.legs.extend(touch.legs);
+        }
+        // Its row is needed once money moved (a posting) or if it exists: a new row if this
+        // writer never wrote it, else a replacement.
         let mut first_row = false;
         if !entry.legs.is_empty() || entry.row_written {
             let row = TransferRow { transfer: entry.transfer.clone(), legs: entry.legs.clone(), seq };
@@ -632,7 +638,9 @@ struct Touch<'a> {
     state: Option<(&'a Transfer, u64)>,
     /// The batch holds the transfer's first record (`Started`): its row cannot exist yet.
     fresh: bool,
-    legs: Vec<(AccountId, u64)>,
+    /// Inline: a transfer has two to four legs, and most finish in the batch that made them,
+    /// whose row needs none (a `Vec` here was an allocation and a copy per transfer).
+    legs: SmallVec<[(AccountId, u64); 4]>,
 }
 
 fn upsert<K: std::hash::Hash + Eq, V>(values: &mut Vec<V>, index: &mut Map<K, usize>, key: K, value: V) {

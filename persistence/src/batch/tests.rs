@@ -119,6 +119,24 @@ fn a_saga_cut_after_a_posting_is_written_processing_with_its_legs_then_replaced_
 }
 
 #[test]
+fn a_saga_cut_twice_carries_every_leg_so_far_into_its_processing_rows() {
+    let mut plan_state = PlanState::default();
+    let records = saga(10, t(5));
+    let first = build(records[..3].to_vec(), &mut plan_state, false);
+    assert_eq!(first.transfers_new[0].legs, vec![(AccountId::from_u128(2), 1)]);
+    // The post, with the transfer still processing: its row is replaced with both legs.
+    let second = build(records[3..4].to_vec(), &mut plan_state, false);
+    assert!(second.transfers_new.is_empty());
+    assert_eq!(second.transfers_upsert.len(), 1);
+    assert_eq!(second.transfers_upsert[0].legs, vec![(AccountId::from_u128(2), 1), (AccountId::from_u128(1), 2)]);
+    assert_eq!(plan_state.transfers_in_flight(), 1);
+    let third = build(records[4..].to_vec(), &mut plan_state, false);
+    assert_eq!(third.transfers_upsert[0].transfer.status, TransferStatus::Completed);
+    assert!(third.transfers_upsert[0].legs.is_empty(), "a final row needs no legs");
+    assert_eq!(plan_state.transfers_in_flight(), 0);
+}
+
+#[test]
 fn a_saga_cut_before_any_posting_writes_nothing_for_the_transfer_until_it_ends() {
     let mut plan_state = PlanState::default();
     let records = saga(10, t(5));
