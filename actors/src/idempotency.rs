@@ -91,28 +91,35 @@ impl KeyClaim {
     }
 
     fn forget(&mut self) {
-        drop(self.guard.take());
-        // Forget the slot once only the map holds it.
-        self.inner.idempotency_claims.remove_if(&self.slot, |_, current| Arc::strong_count(current) <= 1);
+        forget(&self.inner, &self.slot, self.guard.take());
     }
+}
+
+/// Lets go of `slot`'s lock, and forgets the slot once only the map holds it.
+fn forget(inner: &EngineInner, slot: &(uuid::Uuid, Arc<str>), guard: Option<OwnedMutexGuard<()>>) {
+    drop(guard);
+    inner.idempotency_claims.remove_if(slot, |_, current| Arc::strong_count(current) <= 1);
 }
 
 impl Drop for KeyClaim {
     fn drop(&mut self) {
-        if self.guard.is_none() {
-            return;
-        }
+        let Some(guard) = self.guard.take() else { return };
         // Dropped without `release`: the request was cut off (its client went away) while its
         // work may still be recording. Keep the key until the journals are durable.
-        let mut claim = KeyClaim { inner: Arc::clone(&self.inner), slot: self.slot.clone(), guard: self.guard.take() };
+        let inner = Arc::clone(&self.inner);
+        let slot = self.slot.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
+                // The task holds the lock's guard, not a `KeyClaim`: a runtime that is shutting
+                // down drops the task at once, inside `spawn`, and a claim dropped there would
+                // hand its release on again, without end, until the stack overflowed. The
+                // guard dropped with the task lets go of the key (the process is stopping).
                 handle.spawn(async move {
-                    wait_for_journals(&claim.inner).await;
-                    claim.forget();
+                    wait_for_journals(&inner).await;
+                    forget(&inner, &slot, Some(guard));
                 });
             }
-            Err(_) => claim.forget(),
+            Err(_) => forget(&inner, &slot, Some(guard)),
         }
     }
 }
@@ -188,5 +195,42 @@ mod tests {
         assert!(filter.may_contain(scope, "key-1"));
         let false_positives = (0..20_000).filter(|i| filter.may_contain(other, &format!("key-{i}"))).count();
         assert!(false_positives < 200, "{false_positives} of 20,000 new keys were not ruled out");
+    }
+}
+
+#[cfg(test)]
+mod claim_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tally_persistence::MemoryStore;
+
+    use crate::engine::{Engine, EngineConfig};
+
+    /// A request's task holding a claim it never released, dropped as its runtime shuts down
+    /// (a server stopped with batches in flight). The claim's drop hands the key's release to
+    /// a task of its own, which the closing runtime drops at once: that must not drop another
+    /// claim that hands its release on again (it did, without end, until the thread's stack
+    /// overflowed and the process aborted). The key is free afterwards.
+    #[test]
+    fn a_claim_dropped_as_its_runtime_shuts_down_lets_go_of_its_key() {
+        let outer = tokio::runtime::Runtime::new().unwrap();
+        let engine = outer.block_on(Engine::start(Arc::new(MemoryStore::new()), EngineConfig::default())).unwrap();
+        let scope = uuid::Uuid::from_u128(7);
+        let inner = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        inner.block_on(async {
+            let claim = engine.claim_key(scope, "key").await;
+            tokio::spawn(async move {
+                let _claim = claim;
+                std::future::pending::<()>().await;
+            });
+            tokio::task::yield_now().await;
+        });
+        drop(inner);
+        let again = outer
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), engine.claim_key(scope, "key")).await });
+        assert!(again.is_ok(), "the key is still held");
     }
 }
