@@ -19,7 +19,7 @@
 pub fn write_as_string(raw: &str, out: &mut Vec<u8>) -> bool {
     let start = out.len();
     out.push(b'"');
-    let mut reader = Reader { bytes: raw.as_bytes(), at: 0 };
+    let mut reader = Reader { bytes: raw.as_bytes(), at: 0, depth: 0 };
     let written = reader.value(out).is_some() && {
         reader.skip_blanks();
         reader.at == reader.bytes.len()
@@ -38,9 +38,17 @@ const MEMBERS_USUAL: usize = 8;
 /// Digits of an integer both `u64` and `i64` hold: `Value` keeps such a number as it is.
 const INTEGER_DIGITS_MAX: usize = 18;
 
+/// Nesting past which an item is declined: `Value` refuses it (serde_json's recursion limit
+/// of 128 lets 127 arrays or objects open around a value),
+/// and a `RawValue`, which is read without recursion, may hold any depth, which a reader that
+/// recurses must not follow to the end of its stack.
+const DEPTH_MAX: usize = 127;
+
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// Arrays and objects open around the current value.
+    depth: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -54,8 +62,19 @@ impl<'a> Reader<'a> {
     fn value(&mut self, out: &mut Vec<u8>) -> Option<()> {
         self.skip_blanks();
         match *self.bytes.get(self.at)? {
-            b'{' => self.object(out),
-            b'[' => self.array(out),
+            b'{' | b'[' if self.depth >= DEPTH_MAX => None,
+            b'{' => {
+                self.depth += 1;
+                let written = self.object(out);
+                self.depth -= 1;
+                written
+            }
+            b'[' => {
+                self.depth += 1;
+                let written = self.array(out);
+                self.depth -= 1;
+                written
+            }
             b'"' => {
                 let text = self.string()?;
                 push_string(out, text);
@@ -351,5 +370,18 @@ mod tests {
         ] {
             assert_eq!(written(raw), None, "{raw}");
         }
+    }
+
+    #[test]
+    fn nesting_past_values_limit_is_declined_without_following_it() {
+        // What `Value` still reads is written here; one level more is declined, as `Value`
+        // refuses it; a depth that would end the stack of a reader following it is declined.
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert_eq!(written(&nested(DEPTH_MAX)).as_deref(), Some(&*through_value(&nested(DEPTH_MAX))));
+        assert!(serde_json::from_str::<serde_json::Value>(&nested(DEPTH_MAX + 1)).is_err());
+        assert_eq!(written(&nested(DEPTH_MAX + 1)), None);
+        assert_eq!(written(&nested(1_000_000)), None);
+        let objects = format!("{}1{}", r#"{"a":"#.repeat(1_000_000), "}".repeat(1_000_000));
+        assert_eq!(written(&objects), None);
     }
 }
