@@ -205,9 +205,13 @@ fn batch_fingerprint(atomic: bool, raw: &[Box<RawValue>]) -> Result<String, ApiE
         if i > 0 {
             canonical.push(b',');
         }
-        // Written in one pass where it can be (`json::canonical`), else through `Value`.
+        // Written in one pass where it can be (`json::canonical`), else through `Value`. An
+        // item `Value` cannot read (nested past serde_json's recursion limit, which its plan
+        // refused too) counts as written: the batch answered 500 for it before, so no stored
+        // fingerprint has one, and its identical retry matches.
         if !crate::json::canonical::write_as_string(item.get(), &mut canonical) {
-            serde_json::to_writer(&mut canonical, &canonical_item(item)?).map_err(ApiError::internal)?;
+            let text = canonical_item(item).unwrap_or_else(|_| item.get().to_owned());
+            serde_json::to_writer(&mut canonical, &text).map_err(ApiError::internal)?;
         }
     }
     canonical.extend_from_slice(b"],\"v\":2}");

@@ -17,6 +17,7 @@ on_both_stores!(
     a_batch_reports_each_items_own_outcome_and_runs_the_good_ones,
     an_oversized_empty_or_malformed_batch_is_refused_whole_and_needs_a_token,
     an_item_with_a_field_or_a_metadata_key_given_twice_is_refused_as_it_would_be_alone,
+    a_keyed_batch_with_an_item_nested_past_any_limit_refuses_that_item_alone,
     an_atomic_batch_whose_last_item_overdraws_creates_nothing_while_a_plain_one_completes_the_others,
     an_atomic_batch_with_a_malformed_item_or_a_blocked_destination_does_nothing,
     an_atomic_batch_applies_every_item,
@@ -187,6 +188,45 @@ async fn an_oversized_empty_or_malformed_batch_is_refused_whole_and_needs_a_toke
     bad_key.assert_problem(400, "VALIDATION_ERROR");
     assert_positions(&server, &[(&from, dec!(100), dec!(0)), (&to, dec!(0), dec!(0))]).await;
     assert_eq!(transfer_count(&server, &alice).await, 1, "only the funding exists");
+    server.shutdown().await;
+}
+
+/// An item nested deeper than serde_json reads (a `metadata` value of 100,000 arrays, 200 KB,
+/// well-formed JSON the batch body takes whole): under a key, the batch's fingerprint reads
+/// every item as written. That item is refused alone (`400`) and the others run, the retry
+/// under the key replays, and the server is still up.
+async fn a_keyed_batch_with_an_item_nested_past_any_limit_refuses_that_item_alone(server: TestServer) {
+    let (alice, from, _bob, to) = alice_and_bob(&server).await;
+    let depth = 100_000;
+    let deep = format!(
+        r#"{{"type": "internal", "source_account_id": "{from}", "destination_account_id": "{to}", "amount": "1.00", "metadata": {{"x": {}{}}}}}"#,
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    let fine = internal(&from, &to, "2.00");
+    let batch = format!(r#"{{"transfers": [{deep}, {fine}]}}"#);
+    let send = || {
+        server.send(
+            server
+                .client
+                .post(server.url("/v1/transfers/batch"))
+                .bearer_auth(&alice.token)
+                .header("idempotency-key", "deep-batch-1")
+                .header("content-type", "application/json")
+                .body(batch.clone()),
+        )
+    };
+    let reply = send().await;
+    let items = results(&reply);
+    assert_item(&items[0], 0, 400, Some("VALIDATION_ERROR"));
+    assert_item(&items[1], 1, 201, None);
+    let again = send().await;
+    let replayed = results(&again);
+    assert_item(&replayed[0], 0, 400, Some("VALIDATION_ERROR"));
+    assert_item(&replayed[1], 1, 201, None);
+    assert_eq!(replayed[1]["transfer"]["id"], items[1]["transfer"]["id"], "the retry replays the item's transfer");
+    assert_positions(&server, &[(&from, dec!(98), dec!(0)), (&to, dec!(2), dec!(0))]).await;
+    assert_conserved(&server).await;
     server.shutdown().await;
 }
 
