@@ -229,7 +229,8 @@ fn legacy_batch_fingerprint(
     for (raw, plan) in raw.iter().zip(planned) {
         items.push(match plan {
             Ok(plan) => fingerprint(ROUTE, &plan.request)?,
-            Err(_) => canonical_item(raw)?,
+            // As in `batch_fingerprint`: an item `Value` cannot read counts as written.
+            Err(_) => canonical_item(raw).unwrap_or_else(|_| raw.get().to_owned()),
         });
     }
     let canonical = serde_json::json!({ "atomic": atomic, "items": items });
