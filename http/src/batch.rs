@@ -206,9 +206,10 @@ fn batch_fingerprint(atomic: bool, raw: &[Box<RawValue>]) -> Result<String, ApiE
             canonical.push(b',');
         }
         // Written in one pass where it can be (`json::canonical`), else through `Value`. An
-        // item `Value` cannot read (nested past serde_json's recursion limit, which its plan
-        // refused too) counts as written: the batch answered 500 for it before, so no stored
-        // fingerprint has one, and its identical retry matches.
+        // item `Value` cannot read, though the body's parse took it (nested past serde_json's
+        // recursion limit, a number past `f64`'s range, a lone surrogate escape: its plan
+        // refuses it too), counts as written: the batch answered 500 for it before, so no
+        // stored fingerprint has one, and its identical retry matches.
         if !crate::json::canonical::write_as_string(item.get(), &mut canonical) {
             let text = canonical_item(item).unwrap_or_else(|_| item.get().to_owned());
             serde_json::to_writer(&mut canonical, &text).map_err(ApiError::internal)?;
@@ -586,6 +587,20 @@ mod tests {
                 let before = sha256_hex(&serde_json::to_vec(&canonical).unwrap());
                 assert_eq!(batch_fingerprint(atomic, &raw).unwrap(), before, "{body} atomic={atomic}");
             }
+        }
+    }
+
+    #[test]
+    fn an_item_value_cannot_read_is_fingerprinted_as_written() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for item in [r#"{"amount":1e400}"#, r#"{"reference":"\ud800"}"#, &deep] {
+            let body = format!(r#"[{item}, {{"amount":"1.00"}}]"#);
+            let raw: Vec<Box<RawValue>> = serde_json::from_str(&body).unwrap();
+            assert!(canonical_item(&raw[0]).is_err(), "{item}: Value reads it");
+            let print = batch_fingerprint(false, &raw).unwrap();
+            assert_eq!(batch_fingerprint(false, &raw).unwrap(), print, "{item}");
+            let other: Vec<Box<RawValue>> = serde_json::from_str(&body.replace("1.00", "2.00")).unwrap();
+            assert_ne!(batch_fingerprint(false, &other).unwrap(), print, "{item}");
         }
     }
 

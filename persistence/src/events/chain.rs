@@ -196,11 +196,11 @@ fn lines<'a>(
     lines
 }
 
-/// The longest a posting's line gets: two ids, three integers, two amounts of at most 30
-/// characters each, a currency code and a direction, and the separators.
+/// Room for a posting's line: two ids, three integers, two amounts of up to 30 characters, a
+/// currency code and a direction, and the separators (a longer code only grows the buffer).
 const POSTING_LINE_MAX: usize = 2 * 36 + 3 * 20 + 2 * 30 + 16 + 16;
 
-/// The longest an event's line gets, less its data: an id, three integers, its type.
+/// Room for an event's line, less its data: an id, three integers, its type.
 const EVENT_LINE_MAX: usize = 36 + 3 * 20 + 48 + 8;
 
 /// `text` and the field separator.
